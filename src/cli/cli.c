@@ -1,0 +1,97 @@
+/*
+ * cli.c - argument helpers and fatal-error printing for subcommands.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void cli_die(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "deepseek %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+void cli_die_err(const char *cmd, const ds_err *e) {
+    cli_die(cmd, "%s", e->msg[0] ? e->msg : ds_status_str(e->code));
+}
+
+int64_t cli_parse_int(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi) {
+    if (!s) cli_die(cmd, "%s needs a value", flag);
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end) cli_die(cmd, "%s: '%s' is not an integer", flag, s);
+    if (v < lo || v > hi) cli_die(cmd, "%s: %lld is out of range [%lld, %lld]", flag, v, (long long)lo, (long long)hi);
+    return v;
+}
+
+double cli_parse_num(const char *cmd, const char *flag, const char *s, double lo, double hi) {
+    if (!s) cli_die(cmd, "%s needs a value", flag);
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end) cli_die(cmd, "%s: '%s' is not a number", flag, s);
+    if (!(v >= lo && v <= hi)) cli_die(cmd, "%s: %g is out of range [%g, %g]", flag, v, lo, hi);
+    return v;
+}
+
+int32_t *cli_parse_ids(const char *cmd, const char *flag, const char *s, int64_t *n) {
+    if (!s) cli_die(cmd, "%s needs a value", flag);
+    size_t cap = 1;
+    for (const char *p = s; *p; p++) if (*p == ',') cap++;
+    int32_t *ids = malloc(cap * sizeof *ids);
+    if (!ids) cli_die(cmd, "out of memory");
+    int64_t k = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        while (*p == ' ') p++;
+        long long v = strtoll(p, &end, 10);
+        if (errno || end == p) cli_die(cmd, "%s: bad token id list at '%.20s'", flag, p);
+        if (v < 0 || v > INT32_MAX) cli_die(cmd, "%s: token id %lld is out of range", flag, v);
+        ids[k++] = (int32_t)v;
+        p = end;
+        while (*p == ' ') p++;
+        if (*p == ',') { p++; if (!*p) cli_die(cmd, "%s: trailing comma", flag); }
+        else if (*p) cli_die(cmd, "%s: bad token id list at '%.20s'", flag, p);
+    }
+    if (k == 0) cli_die(cmd, "%s: empty token id list", flag);
+    *n = k;
+    return ids;
+}
+
+const char *cli_default_model(void) {
+    static char buf[8192];
+    const char *env = getenv("DEEPSEEK_MODEL");
+    if (env && *env) return env;
+    /* the bundled model, next to the binary or in the current directory */
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    struct stat sb;
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(buf, sizeof buf, "%s/models/default/config.json", exe);
+            if (stat(buf, &sb) == 0) {
+                snprintf(buf, sizeof buf, "%s/models/default", exe);
+                return buf;
+            }
+        }
+    }
+    if (stat("models/default/config.json", &sb) == 0) return "models/default";
+    return NULL;
+}
+
+int cli_is_help(const char *a) { return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0; }

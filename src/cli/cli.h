@@ -1,0 +1,29 @@
+/*
+ * cli.h - shared helpers for the subcommands in src/cli. This is the only
+ * layer that prints to the user and calls exit().
+ */
+#ifndef DS_CLI_H
+#define DS_CLI_H
+
+#include "../core/base.h"
+
+#include <stdio.h>
+
+/* Prints "deepseek <cmd>: <message>" to stderr and exits with status 1. */
+void cli_die(const char *cmd, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+/* Exits with the error's message (status 1). */
+void cli_die_err(const char *cmd, const ds_err *e) __attribute__((noreturn));
+
+/* Strict number parsing: the whole string must be a number in range. */
+int64_t cli_parse_int(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi);
+double cli_parse_num(const char *cmd, const char *flag, const char *s, double lo, double hi);
+/* "1,2,3" -> malloc'ed int32 array (caller frees); each in [0, 2^31). */
+int32_t *cli_parse_ids(const char *cmd, const char *flag, const char *s, int64_t *n);
+
+/* Default model folder when -m is not given (the bundled model), or NULL. */
+const char *cli_default_model(void);
+
+/* True if argv[i] is -h/--help. */
+int cli_is_help(const char *a);
+
+#endif

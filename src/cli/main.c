@@ -1,0 +1,70 @@
+/*
+ * main.c - the `deepseek` binary: dispatches to one subcommand.
+ * Each command lives in cmd_<name>.c; commands not built into this binary
+ * are weak symbols and report so.
+ */
+#include "cli.h"
+
+#include <string.h>
+
+typedef int (*cmd_fn)(int argc, char **argv);
+
+#define DECL(n) int cmd_##n(int argc, char **argv) __attribute__((weak));
+DECL(info) DECL(logits) DECL(generate) DECL(chat) DECL(serve) DECL(tokenize) DECL(detokenize)
+DECL(train) DECL(grad) DECL(prepare_data) DECL(train_tokenizer) DECL(plot) DECL(convert) DECL(bench)
+#undef DECL
+
+static const struct { const char *name; const char *help; } k_cmds[] = {
+    { "info", "show a model's architecture, parameter counts and KV-cache size" },
+    { "logits", "write the logits of one forward pass to a file" },
+    { "generate", "continue a prompt" },
+    { "chat", "interactive chat in the terminal" },
+    { "serve", "OpenAI/DeepSeek-compatible HTTP server and web chat" },
+    { "tokenize", "text -> token ids" },
+    { "detokenize", "token ids -> text" },
+    { "train", "train a DeepSeek-V3-architecture model" },
+    { "grad", "loss and gradients of one sequence" },
+    { "prepare-data", "tokenize text files into training shards" },
+    { "train-tokenizer", "train a byte-level BPE tokenizer" },
+    { "plot", "plot training metrics to PNG" },
+    { "convert", "convert a Hugging Face folder to GGUF" },
+    { "bench", "prompt-processing and generation speed" },
+};
+
+static cmd_fn lookup(const char *name) {
+    if (!strcmp(name, "info")) return cmd_info;
+    if (!strcmp(name, "logits")) return cmd_logits;
+    if (!strcmp(name, "generate")) return cmd_generate;
+    if (!strcmp(name, "chat")) return cmd_chat;
+    if (!strcmp(name, "serve")) return cmd_serve;
+    if (!strcmp(name, "tokenize")) return cmd_tokenize;
+    if (!strcmp(name, "detokenize")) return cmd_detokenize;
+    if (!strcmp(name, "train")) return cmd_train;
+    if (!strcmp(name, "grad")) return cmd_grad;
+    if (!strcmp(name, "prepare-data")) return cmd_prepare_data;
+    if (!strcmp(name, "train-tokenizer")) return cmd_train_tokenizer;
+    if (!strcmp(name, "plot")) return cmd_plot;
+    if (!strcmp(name, "convert")) return cmd_convert;
+    if (!strcmp(name, "bench")) return cmd_bench;
+    return NULL;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: deepseek <command> [options]   (deepseek <command> --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
+        if (lookup(k_cmds[i].name)) fprintf(f, "  %-16s %s\n", k_cmds[i].name, k_cmds[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || cli_is_help(argv[1])) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 1 : 0;
+    }
+    cmd_fn fn = lookup(argv[1]);
+    if (!fn) {
+        fprintf(stderr, "deepseek: unknown command '%s'\n", argv[1]);
+        usage(stderr);
+        return 1;
+    }
+    return fn(argc - 1, argv + 1);
+}

@@ -1,0 +1,63 @@
+/*
+ * base.c - error struct, asserts, aligned allocation, clock.
+ */
+#include "base.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int ds_err_set(ds_err *e, int code, const char *fmt, ...) {
+    if (e && e->code == DS_OK) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        va_end(ap);
+        e->code = code;
+    }
+    return code;
+}
+
+void ds_err_clear(ds_err *e) {
+    if (e) { e->code = DS_OK; e->msg[0] = 0; }
+}
+
+const char *ds_status_str(int code) {
+    switch (code) {
+    case DS_OK: return "ok";
+    case DS_EIO: return "i/o error";
+    case DS_EFORMAT: return "malformed input";
+    case DS_ENOMEM: return "out of memory";
+    case DS_EINVAL: return "invalid argument";
+    case DS_ERANGE: return "out of range";
+    case DS_ENOTFOUND: return "not found";
+    case DS_EUNSUPPORTED: return "unsupported";
+    case DS_EINTERRUPTED: return "interrupted";
+    default: return "unknown error";
+    }
+}
+
+void ds_assert_fail(const char *file, int line, const char *expr) {
+    fprintf(stderr, "%s:%d: internal error: assertion failed: %s\n", file, line, expr);
+    abort();
+}
+
+void *ds_alloc(size_t n) {
+    if (n == 0) n = 1;
+    size_t rounded;
+    if (!ds_size_add(n, 63, &rounded)) return NULL;
+    rounded &= ~(size_t)63;
+    void *p = aligned_alloc(64, rounded);
+    if (p) memset(p, 0, rounded);
+    return p;
+}
+
+void ds_free(void *p) { free(p); }
+
+double ds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

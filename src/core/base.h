@@ -1,0 +1,66 @@
+/*
+ * base.h - the bottom of the dependency stack: status codes, the error
+ * struct every library function fills, bug asserts, overflow-checked sizes,
+ * aligned allocation and a monotonic clock.
+ *
+ * Error tiers (see STYLE.md):
+ *   1. bugs in our own invariants      -> DS_ASSERT (always on, aborts)
+ *   2. expected failures (bad files,   -> return a negative DS_E* code and
+ *      bad requests, limits)              fill a caller-owned ds_err
+ *   3. only src/cli prints to the user and calls exit().
+ */
+#ifndef DS_BASE_H
+#define DS_BASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+enum {
+    DS_OK = 0,
+    DS_EIO = -1,          /* open/read/write/mmap failed */
+    DS_EFORMAT = -2,      /* malformed file or message */
+    DS_ENOMEM = -3,       /* allocation failed or size overflow */
+    DS_EINVAL = -4,       /* bad argument or config value */
+    DS_ERANGE = -5,       /* value out of range (token id, offset, size) */
+    DS_ENOTFOUND = -6,    /* missing file, tensor or key */
+    DS_EUNSUPPORTED = -7, /* valid but not supported (dtype, arch) */
+    DS_EINTERRUPTED = -8, /* stopped by the caller (Ctrl-C, disconnect) */
+};
+
+/* Caller-owned error. The first error set wins; later ones are ignored so
+ * the innermost, most specific message survives. */
+typedef struct ds_err {
+    int code;
+    char msg[512];
+} ds_err;
+
+/* Sets e (if e is non-NULL and still clear) and returns code. */
+int ds_err_set(ds_err *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void ds_err_clear(ds_err *e);
+const char *ds_status_str(int code);
+
+void ds_assert_fail(const char *file, int line, const char *expr) __attribute__((noreturn));
+#define DS_ASSERT(c) do { if (!(c)) ds_assert_fail(__FILE__, __LINE__, #c); } while (0)
+
+#define DS_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define DS_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Overflow-checked size arithmetic: return false on overflow. */
+static inline bool ds_size_mul(size_t a, size_t b, size_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline bool ds_size_add(size_t a, size_t b, size_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+
+/* 64-byte aligned, zero-filled allocation; NULL on failure or n == 0
+ * overflow. Free with ds_free (accepts NULL). */
+void *ds_alloc(size_t n);
+void ds_free(void *p);
+
+/* Seconds from a monotonic clock. */
+double ds_now(void);
+
+#endif

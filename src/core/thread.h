@@ -1,0 +1,23 @@
+/*
+ * thread.h - the one parallel primitive: ds_par_for.
+ *
+ * Kernels never contain OpenMP pragmas; they call ds_par_for with a
+ * worker fn(ctx, i0, i1) over a contiguous slice [i0, i1). The range is
+ * split statically into one slice per thread, so results are deterministic
+ * for a given thread count. Nested calls run serially.
+ */
+#ifndef DS_THREAD_H
+#define DS_THREAD_H
+
+#include <stdint.h>
+
+typedef void (*ds_par_fn)(void *ctx, int64_t i0, int64_t i1, int tid);
+
+void ds_threads_set(int n);  /* n <= 0: all available cores */
+int ds_threads_get(void);
+
+/* Runs fn over [0, n) split into contiguous slices, one per thread.
+ * With n < min_per_thread * 2 it runs serially on the caller. */
+void ds_par_for(int64_t n, int64_t min_per_thread, ds_par_fn fn, void *ctx);
+
+#endif

@@ -1,0 +1,218 @@
+/*
+ * config.c - config.json -> ds_config, with every field range-checked and
+ * errors naming the field.
+ */
+#include "config.h"
+#include "../io/json.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define BIG (1ll << 40)
+
+double ds_config_softmax_scale(const ds_config *c) {
+    double s = 1.0 / sqrt((double)(c->qk_nope_head_dim + c->qk_rope_head_dim));
+    if (c->yarn && c->mscale_all_dim != 0.0 && c->rope_factor > 1.0) {
+        double m = 0.1 * c->mscale_all_dim * log(c->rope_factor) + 1.0;
+        s *= m * m;
+    }
+    return s;
+}
+
+int ds_config_validate(const ds_config *c, const char *w, ds_err *e) {
+    if (c->n_head * (c->qk_nope_head_dim + c->qk_rope_head_dim) > BIG)
+        return ds_err_set(e, DS_ERANGE, "%s: heads × head dim too large", w);
+    if (c->qk_rope_head_dim % 2)
+        return ds_err_set(e, DS_EINVAL, "%s: qk_rope_head_dim = %lld must be even", w, (long long)c->qk_rope_head_dim);
+    if (c->n_routed_experts > 0) {
+        if (c->num_experts_per_tok < 1 || c->num_experts_per_tok > c->n_routed_experts)
+            return ds_err_set(e, DS_ERANGE, "%s: num_experts_per_tok = %lld must be in [1, n_routed_experts = %lld]", w,
+                              (long long)c->num_experts_per_tok, (long long)c->n_routed_experts);
+        if (c->n_group < 1 || c->n_routed_experts % c->n_group)
+            return ds_err_set(e, DS_EINVAL, "%s: n_group = %lld must divide n_routed_experts = %lld", w,
+                              (long long)c->n_group, (long long)c->n_routed_experts);
+        if (c->topk_group < 1 || c->topk_group > c->n_group)
+            return ds_err_set(e, DS_ERANGE, "%s: topk_group = %lld must be in [1, n_group = %lld]", w,
+                              (long long)c->topk_group, (long long)c->n_group);
+        if (c->topk_method != DS_TOPK_GREEDY &&
+            c->num_experts_per_tok > c->topk_group * (c->n_routed_experts / c->n_group))
+            return ds_err_set(e, DS_EINVAL, "%s: num_experts_per_tok = %lld exceeds the experts in topk_group groups", w,
+                              (long long)c->num_experts_per_tok);
+        if (c->topk_method == DS_TOPK_NOAUX_TC && c->n_routed_experts / c->n_group < 2)
+            return ds_err_set(e, DS_EINVAL, "%s: noaux_tc needs at least 2 experts per group", w);
+        if (c->moe_layer_freq < 1) return ds_err_set(e, DS_ERANGE, "%s: moe_layer_freq must be >= 1", w);
+    }
+    if (c->first_k_dense_replace > c->n_layer)
+        return ds_err_set(e, DS_ERANGE, "%s: first_k_dense_replace = %lld exceeds num_hidden_layers = %lld", w,
+                          (long long)c->first_k_dense_replace, (long long)c->n_layer);
+    if (c->yarn && !(c->rope_factor >= 1.0))
+        return ds_err_set(e, DS_ERANGE, "%s: rope_scaling.factor must be >= 1", w);
+    return DS_OK;
+}
+
+int ds_config_load(ds_config *c, const char *path_in, ds_err *e) {
+    memset(c, 0, sizeof *c);
+    char path[4096];
+    struct stat sb;
+    if (stat(path_in, &sb) == 0 && S_ISDIR(sb.st_mode)) snprintf(path, sizeof path, "%s/config.json", path_in);
+    else snprintf(path, sizeof path, "%s", path_in);
+    json_t *j;
+    int rc = ds_json_load_file(path, 16u << 20, &j, e);
+    if (rc) return rc;
+    const char *w = path;
+    if (!json_is_object(j)) { json_decref(j); return ds_err_set(e, DS_EFORMAT, "%s: not a JSON object", w); }
+
+    const char *mt = NULL;
+    rc = ds_json_get_str(j, w, "model_type", false, &mt, e);
+    if (rc) goto done;
+    const char *arch_name = NULL;
+    json_t *archs = json_object_get(j, "architectures");
+    if (json_is_array(archs) && json_array_size(archs) > 0 && json_is_string(json_array_get(archs, 0)))
+        arch_name = json_string_value(json_array_get(archs, 0));
+    if ((mt && strcmp(mt, "deepseek_v3") == 0) || (arch_name && strcmp(arch_name, "DeepseekV3ForCausalLM") == 0))
+        c->arch = DS_ARCH_V3;
+    else if ((mt && strcmp(mt, "deepseek_v2") == 0) || (arch_name && strcmp(arch_name, "DeepseekV2ForCausalLM") == 0))
+        c->arch = DS_ARCH_V2;
+    else {
+        rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: model_type '%s' / architectures '%s' is not DeepSeek-V2 or V3", w,
+                        mt ? mt : "(none)", arch_name ? arch_name : "(none)");
+        goto done;
+    }
+    snprintf(c->model_type, sizeof c->model_type, "%s", c->arch == DS_ARCH_V3 ? "deepseek_v3" : "deepseek_v2");
+
+#define GI(key, req, lo, hi, dst) do { if ((rc = ds_json_get_int(j, w, key, req, lo, hi, dst, e))) goto done; } while (0)
+#define GN(key, req, lo, hi, dst) do { if ((rc = ds_json_get_num(j, w, key, req, lo, hi, dst, e))) goto done; } while (0)
+    GI("vocab_size", true, 1, 1 << 24, &c->vocab_size);
+    GI("hidden_size", true, 1, 1 << 17, &c->hidden_size);
+    GI("intermediate_size", true, 1, 1 << 20, &c->intermediate_size);
+    c->moe_intermediate_size = 0;
+    GI("num_hidden_layers", true, 1, 1024, &c->n_layer);
+    GI("num_attention_heads", true, 1, 4096, &c->n_head);
+    c->q_lora_rank = 0;
+    GI("q_lora_rank", false, 1, 1 << 16, &c->q_lora_rank);
+    GI("kv_lora_rank", true, 1, 1 << 16, &c->kv_lora_rank);
+    GI("qk_nope_head_dim", true, 0, 4096, &c->qk_nope_head_dim);
+    GI("qk_rope_head_dim", true, 2, 4096, &c->qk_rope_head_dim);
+    GI("v_head_dim", true, 1, 4096, &c->v_head_dim);
+    c->first_k_dense_replace = 0;
+    GI("first_k_dense_replace", false, 0, 1024, &c->first_k_dense_replace);
+    c->moe_layer_freq = 1;
+    GI("moe_layer_freq", false, 1, 1024, &c->moe_layer_freq);
+    c->n_routed_experts = 0;
+    GI("n_routed_experts", false, 0, 1 << 16, &c->n_routed_experts);
+    c->n_shared_experts = 0;
+    GI("n_shared_experts", false, 0, 1024, &c->n_shared_experts);
+    if (c->n_routed_experts > 0 || c->n_shared_experts > 0) GI("moe_intermediate_size", true, 1, 1 << 20, &c->moe_intermediate_size);
+    c->num_experts_per_tok = 0;
+    GI("num_experts_per_tok", c->n_routed_experts > 0, 1, 1 << 16, &c->num_experts_per_tok);
+    c->n_group = 1;
+    GI("n_group", false, 1, 1 << 16, &c->n_group);
+    c->topk_group = 1;
+    GI("topk_group", false, 1, 1 << 16, &c->topk_group);
+    c->n_mtp = 0;
+    GI("num_nextn_predict_layers", false, 0, 8, &c->n_mtp);
+    c->rms_norm_eps = 1e-6;
+    GN("rms_norm_eps", false, 0.0, 1.0, &c->rms_norm_eps);
+    c->rope_theta = 10000.0;
+    GN("rope_theta", false, 1.0, 1e12, &c->rope_theta);
+    c->max_position_embeddings = 4096;
+    GI("max_position_embeddings", false, 1, 1ll << 32, &c->max_position_embeddings);
+    c->routed_scaling_factor = 1.0;
+    GN("routed_scaling_factor", false, 0.0, 1e6, &c->routed_scaling_factor);
+    c->bos_token_id = -1;
+    c->eos_token_id = -1;
+    GI("bos_token_id", false, 0, 1 << 24, &c->bos_token_id);
+    if (json_is_array(json_object_get(j, "eos_token_id"))) {
+        json_t *first = json_array_get(json_object_get(j, "eos_token_id"), 0);
+        if (json_is_integer(first)) c->eos_token_id = json_integer_value(first);
+    } else {
+        GI("eos_token_id", false, 0, 1 << 24, &c->eos_token_id);
+    }
+    c->tie_word_embeddings = false;
+    if ((rc = ds_json_get_bool(j, w, "tie_word_embeddings", false, &c->tie_word_embeddings, e))) goto done;
+    c->norm_topk_prob = false;
+    if ((rc = ds_json_get_bool(j, w, "norm_topk_prob", false, &c->norm_topk_prob, e))) goto done;
+    bool attention_bias = false;
+    if ((rc = ds_json_get_bool(j, w, "attention_bias", false, &attention_bias, e))) goto done;
+    if (attention_bias) { rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: attention_bias = true is not supported", w); goto done; }
+    const char *act = NULL;
+    if ((rc = ds_json_get_str(j, w, "hidden_act", false, &act, e))) goto done;
+    if (act && strcmp(act, "silu") != 0) {
+        rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: hidden_act '%s' is not supported (only silu)", w, act);
+        goto done;
+    }
+
+    /* routing */
+    const char *tm = NULL, *sf = NULL;
+    if ((rc = ds_json_get_str(j, w, "topk_method", false, &tm, e))) goto done;
+    if ((rc = ds_json_get_str(j, w, "scoring_func", false, &sf, e))) goto done;
+    if (!tm) tm = c->arch == DS_ARCH_V3 ? "noaux_tc" : "greedy";
+    if (!sf) sf = c->arch == DS_ARCH_V3 ? "sigmoid" : "softmax";
+    if (strcmp(tm, "greedy") == 0) c->topk_method = DS_TOPK_GREEDY;
+    else if (strcmp(tm, "group_limited_greedy") == 0) c->topk_method = DS_TOPK_GROUP_LIMITED;
+    else if (strcmp(tm, "noaux_tc") == 0) c->topk_method = DS_TOPK_NOAUX_TC;
+    else { rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: topk_method '%s' is not one of greedy, group_limited_greedy, noaux_tc", w, tm); goto done; }
+    if (strcmp(sf, "softmax") == 0) c->scoring_func = DS_SCORE_SOFTMAX;
+    else if (strcmp(sf, "sigmoid") == 0) c->scoring_func = DS_SCORE_SIGMOID;
+    else { rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: scoring_func '%s' is not softmax or sigmoid", w, sf); goto done; }
+
+    /* rope scaling (HF: rope_scaling; transformers v5 may write rope_parameters) */
+    json_t *rs = json_object_get(j, "rope_scaling");
+    if (!json_is_object(rs)) rs = json_object_get(j, "rope_parameters");
+    if (json_is_object(rs)) {
+        const char *rt = NULL;
+        const char *rw = "config.json rope_scaling";
+        if ((rc = ds_json_get_str(rs, rw, "type", false, &rt, e))) goto done;
+        if (!rt && (rc = ds_json_get_str(rs, rw, "rope_type", false, &rt, e))) goto done;
+        double theta = c->rope_theta;
+        if ((rc = ds_json_get_num(rs, rw, "rope_theta", false, 1.0, 1e12, &theta, e))) goto done;
+        c->rope_theta = theta;
+        if (rt && strcmp(rt, "yarn") == 0) {
+            c->yarn = true;
+            c->rope_factor = 1.0; c->rope_orig_max_pos = 4096; c->beta_fast = 32; c->beta_slow = 1;
+            c->mscale = 1.0; c->mscale_all_dim = 0.0;
+            if ((rc = ds_json_get_num(rs, rw, "factor", true, 1.0, 1e6, &c->rope_factor, e))) goto done;
+            if ((rc = ds_json_get_num(rs, rw, "original_max_position_embeddings", false, 1, 1e12, &c->rope_orig_max_pos, e))) goto done;
+            if ((rc = ds_json_get_num(rs, rw, "beta_fast", false, 0, 1e6, &c->beta_fast, e))) goto done;
+            if ((rc = ds_json_get_num(rs, rw, "beta_slow", false, 0, 1e6, &c->beta_slow, e))) goto done;
+            if ((rc = ds_json_get_num(rs, rw, "mscale", false, 0, 1e3, &c->mscale, e))) goto done;
+            if ((rc = ds_json_get_num(rs, rw, "mscale_all_dim", false, 0, 1e3, &c->mscale_all_dim, e))) goto done;
+        } else if (rt && strcmp(rt, "default") != 0) {
+            rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: rope_scaling type '%s' is not supported (yarn or none)", w, rt);
+            goto done;
+        }
+    }
+
+    /* FP8 */
+    json_t *qc = json_object_get(j, "quantization_config");
+    if (json_is_object(qc)) {
+        const char *qm = NULL, *fmt = NULL;
+        const char *qw = "config.json quantization_config";
+        if ((rc = ds_json_get_str(qc, qw, "quant_method", true, &qm, e))) goto done;
+        if (strcmp(qm, "fp8") != 0) { rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: quant_method '%s' is not supported (fp8)", qw, qm); goto done; }
+        if ((rc = ds_json_get_str(qc, qw, "fmt", false, &fmt, e))) goto done;
+        if (fmt && strcmp(fmt, "e4m3") != 0) { rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: fmt '%s' is not supported (e4m3)", qw, fmt); goto done; }
+        c->fp8 = true;
+        c->fp8_block_r = c->fp8_block_c = 128;
+        json_t *bs = json_object_get(qc, "weight_block_size");
+        if (bs) {
+            if (!json_is_array(bs) || json_array_size(bs) != 2 || !json_is_integer(json_array_get(bs, 0)) ||
+                !json_is_integer(json_array_get(bs, 1)) || json_integer_value(json_array_get(bs, 0)) < 1 ||
+                json_integer_value(json_array_get(bs, 1)) < 1 || json_integer_value(json_array_get(bs, 0)) > 65536 ||
+                json_integer_value(json_array_get(bs, 1)) > 65536) {
+                rc = ds_err_set(e, DS_EFORMAT, "%s: weight_block_size must be [rows, cols] of positive integers", qw);
+                goto done;
+            }
+            c->fp8_block_r = json_integer_value(json_array_get(bs, 0));
+            c->fp8_block_c = json_integer_value(json_array_get(bs, 1));
+        }
+    }
+#undef GI
+#undef GN
+    rc = ds_config_validate(c, w, e);
+done:
+    json_decref(j);
+    return rc;
+}

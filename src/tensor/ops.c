@@ -1,0 +1,247 @@
+/*
+ * ops.c - fast paths and dispatch for the kernels in ops.h.
+ *
+ * Matmul strategy:
+ *   - few tokens (decode, T < DS_GEMM_MIN_T): one dot product per weight row,
+ *     rows split across threads; bandwidth bound, weights read once.
+ *   - many tokens (prefill): W is walked in panels of DS_PANEL rows; each
+ *     panel is dequantized to fp32 in per-thread scratch and multiplied with
+ *     an OpenBLAS sgemm (single-threaded inside our parallel region).
+ */
+#include "ops.h"
+#include "ops_isa.h"
+#include "../core/thread.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DS_GEMM_MIN_T 8
+#define DS_PANEL 64
+#define DS_MAX_THREADS 256
+
+extern void openblas_set_num_threads(int);
+
+/* ---------------------------------------------------------------- dispatch */
+
+static int g_isa = -1;  /* 0 generic, 1 avx2 */
+static bool g_force_generic;
+
+static int isa(void) {
+    if (g_isa < 0) {
+        __builtin_cpu_init();
+        g_isa = (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+        openblas_set_num_threads(1);
+        ds_dtype_init();
+    }
+    return g_force_generic ? 0 : g_isa;
+}
+
+const char *ds_ops_isa(void) { return isa() == 1 ? "avx2" : "generic"; }
+void ds_ops_force_generic(bool on) { isa(); g_force_generic = on; }
+
+/* ----------------------------------------------------------------- scratch */
+
+static float *g_scratch[DS_MAX_THREADS];
+static size_t g_scratch_cap[DS_MAX_THREADS];
+
+float *ds_scratch(int tid, size_t n) {
+    DS_ASSERT(tid >= 0 && tid < DS_MAX_THREADS);
+    if (g_scratch_cap[tid] < n) {
+        ds_free(g_scratch[tid]);
+        g_scratch[tid] = ds_alloc(n * sizeof(float));
+        DS_ASSERT(g_scratch[tid] != NULL);
+        g_scratch_cap[tid] = n;
+    }
+    return g_scratch[tid];
+}
+
+void ds_ops_cleanup(void) {
+    for (int i = 0; i < DS_MAX_THREADS; i++) {
+        ds_free(g_scratch[i]);
+        g_scratch[i] = NULL;
+        g_scratch_cap[i] = 0;
+    }
+}
+
+/* ------------------------------------------------------------ dot products */
+
+static float dot_generic(const ds_tensor *w, int64_t r, const float *x, int64_t K, int tid) {
+    float *row = ds_scratch(tid, (size_t)K);
+    ds_tensor_row_f32(w, r, 0, K, row);
+    float s = 0.0f;
+    for (int64_t i = 0; i < K; i++) s += row[i] * x[i];
+    return s;
+}
+
+static float dot_row_tid(const ds_tensor *w, int64_t r, const float *x, int64_t K, int tid) {
+    if (isa() == 1) {
+        size_t off = (size_t)r * (size_t)K;
+        switch (w->dtype) {
+        case DS_DTYPE_F32: return ds_dot_f32_avx2((const float *)w->data + off, x, K);
+        case DS_DTYPE_BF16: return ds_dot_bf16_avx2((const uint16_t *)w->data + off, x, K);
+        case DS_DTYPE_F16: return ds_dot_f16_avx2((const uint16_t *)w->data + off, x, K);
+        case DS_DTYPE_F8_E4M3: {
+            const float *srow = w->scale ? w->scale + (size_t)(r / w->block_r) * (size_t)w->scale_cols : NULL;
+            return ds_dot_fp8_avx2((const uint8_t *)w->data + off, x, K, srow, w->scale ? w->block_c : (int)K);
+        }
+        default: break;
+        }
+    }
+    return dot_generic(w, r, x, K, tid);
+}
+
+float ds_dot_row(const ds_tensor *w, int64_t r, const float *x, int64_t K) {
+    return dot_row_tid(w, r, x, K, 0);
+}
+
+/* Dequantizes rows [r0, r0+n) of w into out[n, K]. */
+static void dequant_rows(const ds_tensor *w, int64_t r0, int64_t n, float *out) {
+    int64_t K = ds_tensor_cols(w);
+    for (int64_t i = 0; i < n; i++) {
+        size_t off = (size_t)(r0 + i) * (size_t)K;
+        float *o = out + (size_t)i * (size_t)K;
+        if (isa() == 1 && w->dtype == DS_DTYPE_BF16) ds_cvt_bf16_avx2(o, (const uint16_t *)w->data + off, K);
+        else if (isa() == 1 && w->dtype == DS_DTYPE_F16) ds_cvt_f16_avx2(o, (const uint16_t *)w->data + off, K);
+        else ds_tensor_row_f32(w, r0 + i, 0, K, o);
+    }
+}
+
+/* ------------------------------------------------------------------ matmul */
+
+typedef struct {
+    float *y; int64_t ldy;
+    const float *x; int64_t ldx;
+    const ds_tensor *w; int64_t r0, N, T, K;
+} matmul_ctx;
+
+static void matmul_rows_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
+    matmul_ctx *c = vctx;
+    for (int64_t n = i0; n < i1; n++)
+        for (int64_t t = 0; t < c->T; t++)
+            c->y[t * c->ldy + n] = dot_row_tid(c->w, c->r0 + n, c->x + t * c->ldx, c->K, tid);
+}
+
+static void matmul_panel_worker(void *vctx, int64_t p0, int64_t p1, int tid) {
+    matmul_ctx *c = vctx;
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t n0 = p * DS_PANEL, nr = DS_MIN(DS_PANEL, c->N - n0);
+        const float *panel;
+        if (c->w->dtype == DS_DTYPE_F32) {
+            panel = (const float *)c->w->data + (size_t)(c->r0 + n0) * (size_t)c->K;
+        } else {
+            float *buf = ds_scratch(tid, (size_t)nr * (size_t)c->K);
+            dequant_rows(c->w, c->r0 + n0, nr, buf);
+            panel = buf;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->T, (int)nr, (int)c->K, 1.0f,
+                    c->x, (int)c->ldx, panel, (int)c->K, 0.0f, c->y + n0, (int)c->ldy);
+    }
+}
+
+void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
+               const ds_tensor *w, int64_t r0, int64_t N, int64_t T) {
+    int64_t K = ds_tensor_cols(w);
+    DS_ASSERT(r0 >= 0 && r0 + N <= ds_tensor_rows(w));
+    if (N <= 0 || T <= 0) return;
+    matmul_ctx c = { y, ldy, x, ldx, w, r0, N, T, K };
+    if (T < DS_GEMM_MIN_T || isa() == 0) {
+        int64_t min_rows = DS_MAX(1, 16384 / DS_MAX(K * T, 1));
+        ds_par_for(N, min_rows, matmul_rows_worker, &c);
+    } else {
+        int64_t np = (N + DS_PANEL - 1) / DS_PANEL;
+        ds_par_for(np, 1, matmul_panel_worker, &c);
+    }
+}
+
+typedef struct {
+    float *y; int64_t ldy;
+    const float *x; int64_t ldx;
+    const ds_tensor *w; int64_t r0, N, T, K;
+} matmul_t_ctx;
+
+static void matmul_t_worker(void *vctx, int64_t c0, int64_t c1, int tid) {
+    matmul_t_ctx *c = vctx;
+    int64_t nc = c1 - c0;
+    float *buf = ds_scratch(tid, (size_t)c->N * (size_t)nc);
+    for (int64_t r = 0; r < c->N; r++) ds_tensor_row_f32(c->w, c->r0 + r, c0, nc, buf + (size_t)r * (size_t)nc);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)c->T, (int)nc, (int)c->N, 1.0f,
+                c->x, (int)c->ldx, buf, (int)nc, 0.0f, c->y + c0, (int)c->ldy);
+}
+
+void ds_matmul_t(float *y, int64_t ldy, const float *x, int64_t ldx,
+                 const ds_tensor *w, int64_t r0, int64_t N, int64_t T) {
+    int64_t K = ds_tensor_cols(w);
+    DS_ASSERT(r0 >= 0 && r0 + N <= ds_tensor_rows(w));
+    if (T <= 0 || K <= 0) return;
+    if (N <= 0) {
+        for (int64_t t = 0; t < T; t++) memset(y + t * ldy, 0, (size_t)K * sizeof(float));
+        return;
+    }
+    isa();
+    matmul_t_ctx c = { y, ldy, x, ldx, w, r0, N, T, K };
+    ds_par_for(K, 64, matmul_t_worker, &c);
+}
+
+/* ------------------------------------------------------------------- sgemm */
+
+typedef struct {
+    bool ta, tb; int64_t M, N, K; float alpha;
+    const float *A; int64_t lda; const float *B; int64_t ldb; float beta; float *C; int64_t ldc;
+} sgemm_ctx;
+
+static void sgemm_worker(void *vctx, int64_t m0, int64_t m1, int tid) {
+    (void)tid;
+    sgemm_ctx *c = vctx;
+    const float *A = c->ta ? c->A + m0 : c->A + m0 * c->lda;
+    cblas_sgemm(CblasRowMajor, c->ta ? CblasTrans : CblasNoTrans, c->tb ? CblasTrans : CblasNoTrans,
+                (int)(m1 - m0), (int)c->N, (int)c->K, c->alpha, A, (int)c->lda, c->B, (int)c->ldb,
+                c->beta, c->C + m0 * c->ldc, (int)c->ldc);
+}
+
+void ds_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+              float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    isa();
+    if (K <= 0) {
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
+    sgemm_ctx c = { trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc };
+    int64_t min_rows = DS_MAX(1, 65536 / DS_MAX(N * K, 1));
+    ds_par_for(M, min_rows, sgemm_worker, &c);
+}
+
+/* -------------------------------------------------------------- elementwise */
+
+void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps) {
+    for (int64_t t = 0; t < T; t++) {
+        const float *xr = x + t * D;
+        float *o = out + t * D;
+        double ss = 0.0;
+        for (int64_t i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
+        float inv = (float)(1.0 / sqrt(ss / (double)D + (double)eps));
+        for (int64_t i = 0; i < D; i++) o[i] = (xr[i] * inv) * w[i];
+    }
+}
+
+void ds_softmax(float *x, int64_t n) {
+    if (n <= 0) return;
+    float m = -INFINITY;
+    for (int64_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    if (m == -INFINITY) { /* everything masked: define as uniform zero */
+        for (int64_t i = 0; i < n; i++) x[i] = 0.0f;
+        return;
+    }
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) { x[i] = expf(x[i] - m); s += x[i]; }
+    float inv = (float)(1.0 / s);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void ds_silu_mul(float *h, const float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}

@@ -1,0 +1,60 @@
+/*
+ * ops.h - the numeric kernels the model is built from.
+ *
+ * Every fast kernel has a plain `_ref` twin (ops_ref.c) and a test that
+ * compares the two (tests/test_ops.c). Shapes use row-major [rows, cols];
+ * `ld*` are row strides in elements. Activations are always fp32; weights
+ * may be F32, BF16, F16 or F8_E4M3 (+ block scales) and are dequantized
+ * inside the kernels.
+ */
+#ifndef DS_OPS_H
+#define DS_OPS_H
+
+#include "tensor.h"
+
+/* y[T, N] = x[T, K] · W[r0 : r0+N, :]ᵀ          (W: [rows, K])
+ * The fast path parallelizes over N with ds_par_for. */
+void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
+               const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
+void ds_matmul_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
+                   const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
+
+/* y[T, K] = x[T, N] · W[r0 : r0+N, :]            (no transpose) */
+void ds_matmul_t(float *y, int64_t ldy, const float *x, int64_t ldx,
+                 const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
+void ds_matmul_t_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
+                     const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
+
+/* C[M, N] = alpha · op(A) · op(B) + beta · C, row-major.
+ * op(A) is [M, K]: A itself ([M, K], lda) or Aᵀ (A stored [K, M]).
+ * op(B) is [K, N]: B itself ([K, N], ldb) or Bᵀ (B stored [N, K]). */
+void ds_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+              float *C, int64_t ldc);
+void ds_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                  float *C, int64_t ldc);
+
+/* out[T, D] = x / sqrt(mean(x²) + eps) · w, per row (w: fp32 [D]). out may alias x. */
+void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps);
+
+/* Numerically stable in-place softmax of x[n]. */
+void ds_softmax(float *x, int64_t n);
+
+/* h[i] = silu(g[i]) · u[i] */
+void ds_silu_mul(float *h, const float *g, const float *u, int64_t n);
+
+/* Dot products of one weight row against fp32 x (fast, ISA-dispatched). */
+float ds_dot_row(const ds_tensor *w, int64_t r, const float *x, int64_t K);
+
+/* Per-thread scratch for kernels: returns a 64-byte aligned buffer of at
+ * least n floats owned by thread `tid` (valid until the next call with the
+ * same tid). Freed by ds_ops_cleanup. */
+float *ds_scratch(int tid, size_t n);
+void ds_ops_cleanup(void);
+
+/* Which ISA path is active ("avx2", "generic"). */
+const char *ds_ops_isa(void);
+void ds_ops_force_generic(bool on);   /* for tests */
+
+#endif

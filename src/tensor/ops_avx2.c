@@ -1,0 +1,119 @@
+/*
+ * ops_avx2.c - AVX2 + FMA + F16C kernels (compiled with those -m flags
+ * only; called through ops.c when the CPU supports them).
+ *
+ * FP8 E4M3 -> fp32 trick: the byte's 7 magnitude bits placed at f16 bits
+ * [13:7] form an f16 equal to fp8 · 2^-8 for normals and subnormals alike,
+ * so F16C converts exactly and the 2^8 is folded into the block scale.
+ */
+#include "ops_isa.h"
+
+#include <immintrin.h>
+
+static inline float hsum256(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    __m128 sh = _mm_movehdup_ps(lo);
+    __m128 s = _mm_add_ps(lo, sh);
+    sh = _mm_movehl_ps(sh, s);
+    s = _mm_add_ss(s, sh);
+    return _mm_cvtss_f32(s);
+}
+
+float ds_dot_f32_avx2(const float *w, const float *x, int64_t n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++) s += w[i] * x[i];
+    return s;
+}
+
+static inline __m256 load_bf16x8(const uint16_t *p) {
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+float ds_dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(load_bf16x8(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(load_bf16x8(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(load_bf16x8(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(load_bf16x8(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load_bf16x8(w + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++) {
+        union { uint32_t u; float f; } c = { (uint32_t)w[i] << 16 };
+        s += c.f * x[i];
+    }
+    return s;
+}
+
+float ds_dot_f16_avx2(const uint16_t *w, const float *x, int64_t n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 8))), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    for (; i + 8 <= n; i += 8)
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), a0);
+    float s = hsum256(_mm256_add_ps(a0, a1));
+    for (; i < n; i++) s += _cvtsh_ss(w[i]) * x[i];
+    return s;
+}
+
+static inline __m256 load_fp8x8_scaled_down(const uint8_t *p) {
+    /* 8 bytes -> 8 x f16 bits ((b&0x80)<<8 | (b&0x7f)<<7) -> fp32 (= fp8 · 2^-8) */
+    __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)p));
+    __m128i sign = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8);
+    __m128i mag = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7f)), 7);
+    return _mm256_cvtph_ps(_mm_or_si128(sign, mag));
+}
+
+static inline float fp8_scalar_scaled_down(uint8_t b) {
+    uint16_t h = (uint16_t)(((b & 0x80) << 8) | ((b & 0x7f) << 7));
+    return _cvtsh_ss(h);
+}
+
+float ds_dot_fp8_avx2(const uint8_t *w, const float *x, int64_t n, const float *scale, int block) {
+    float total = 0.0f;
+    for (int64_t b0 = 0; b0 < n; b0 += block) {
+        int64_t b1 = b0 + block < n ? b0 + block : n;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int64_t i = b0;
+        for (; i + 16 <= b1; i += 16) {
+            a0 = _mm256_fmadd_ps(load_fp8x8_scaled_down(w + i), _mm256_loadu_ps(x + i), a0);
+            a1 = _mm256_fmadd_ps(load_fp8x8_scaled_down(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        }
+        for (; i + 8 <= b1; i += 8) a0 = _mm256_fmadd_ps(load_fp8x8_scaled_down(w + i), _mm256_loadu_ps(x + i), a0);
+        float s = hsum256(_mm256_add_ps(a0, a1));
+        for (; i < b1; i++) s += fp8_scalar_scaled_down(w[i]) * x[i];
+        total += s * (scale ? scale[b0 / block] : 1.0f) * 256.0f;
+    }
+    return total;
+}
+
+void ds_cvt_bf16_avx2(float *out, const uint16_t *w, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load_bf16x8(w + i));
+    for (; i < n; i++) {
+        union { uint32_t u; float f; } c = { (uint32_t)w[i] << 16 };
+        out[i] = c.f;
+    }
+}
+
+void ds_cvt_f16_avx2(float *out, const uint16_t *w, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))));
+    for (; i < n; i++) out[i] = _cvtsh_ss(w[i]);
+}

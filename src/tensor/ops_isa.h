@@ -1,0 +1,20 @@
+/*
+ * ops_isa.h - private: the ISA-specific kernel entry points that ops.c
+ * dispatches to. Implemented in ops_avx2.c (compiled with -mavx2 -mfma
+ * -mf16c); generic versions live in ops.c.
+ */
+#ifndef DS_OPS_ISA_H
+#define DS_OPS_ISA_H
+
+#include <stdint.h>
+
+float ds_dot_f32_avx2(const float *w, const float *x, int64_t n);
+float ds_dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n);
+float ds_dot_f16_avx2(const uint16_t *w, const float *x, int64_t n);
+/* Σ_i fp8(w[i])·x[i]·scale[i / block] for a row with per-block scales. */
+float ds_dot_fp8_avx2(const uint8_t *w, const float *x, int64_t n, const float *scale, int block);
+/* out[i] = dequant(w[i]) for a row segment */
+void ds_cvt_bf16_avx2(float *out, const uint16_t *w, int64_t n);
+void ds_cvt_f16_avx2(float *out, const uint16_t *w, int64_t n);
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * ops_ref.c - plain scalar twins of the fast kernels, used by tests.
+ * Slow on purpose: no threads, no ISA code, double accumulation.
+ */
+#include "ops.h"
+
+#include <stdlib.h>
+
+void ds_matmul_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
+                   const ds_tensor *w, int64_t r0, int64_t N, int64_t T) {
+    int64_t K = ds_tensor_cols(w);
+    float *row = malloc((size_t)K * sizeof(float));
+    DS_ASSERT(row);
+    for (int64_t n = 0; n < N; n++) {
+        ds_tensor_row_f32(w, r0 + n, 0, K, row);
+        for (int64_t t = 0; t < T; t++) {
+            double s = 0.0;
+            for (int64_t k = 0; k < K; k++) s += (double)row[k] * x[t * ldx + k];
+            y[t * ldy + n] = (float)s;
+        }
+    }
+    free(row);
+}
+
+void ds_matmul_t_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
+                     const ds_tensor *w, int64_t r0, int64_t N, int64_t T) {
+    int64_t K = ds_tensor_cols(w);
+    double *acc = calloc((size_t)K, sizeof(double));
+    float *row = malloc((size_t)K * sizeof(float));
+    DS_ASSERT(acc && row);
+    for (int64_t t = 0; t < T; t++) {
+        for (int64_t k = 0; k < K; k++) acc[k] = 0.0;
+        for (int64_t n = 0; n < N; n++) {
+            ds_tensor_row_f32(w, r0 + n, 0, K, row);
+            for (int64_t k = 0; k < K; k++) acc[k] += (double)x[t * ldx + n] * row[k];
+        }
+        for (int64_t k = 0; k < K; k++) y[t * ldy + k] = (float)acc[k];
+    }
+    free(acc);
+    free(row);
+}
+
+void ds_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                  float *C, int64_t ldc) {
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double s = 0.0;
+            for (int64_t k = 0; k < K; k++) {
+                float a = trans_a ? A[k * lda + i] : A[i * lda + k];
+                float b = trans_b ? B[j * ldb + k] : B[k * ldb + j];
+                s += (double)a * b;
+            }
+            float prev = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+            C[i * ldc + j] = alpha * (float)s + prev;
+        }
+}

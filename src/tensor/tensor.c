@@ -1,0 +1,46 @@
+/*
+ * tensor.c - element access for tensor views (the plain reference path).
+ */
+#include "tensor.h"
+
+void ds_tensor_row_f32(const ds_tensor *w, int64_t r, int64_t c0, int64_t n, float *out) {
+    int64_t K = ds_tensor_cols(w);
+    DS_ASSERT(c0 >= 0 && n >= 0 && c0 + n <= K);
+    size_t base = (size_t)r * (size_t)K + (size_t)c0;
+    switch (w->dtype) {
+    case DS_DTYPE_F32: {
+        const float *p = (const float *)w->data + base;
+        for (int64_t i = 0; i < n; i++) out[i] = p[i];
+        break;
+    }
+    case DS_DTYPE_BF16: {
+        const uint16_t *p = (const uint16_t *)w->data + base;
+        for (int64_t i = 0; i < n; i++) out[i] = ds_bf16_to_f32(p[i]);
+        break;
+    }
+    case DS_DTYPE_F16: {
+        const uint16_t *p = (const uint16_t *)w->data + base;
+        for (int64_t i = 0; i < n; i++) out[i] = ds_f16_to_f32(p[i]);
+        break;
+    }
+    case DS_DTYPE_F8_E4M3: {
+        const uint8_t *p = (const uint8_t *)w->data + base;
+        if (w->scale) {
+            const float *srow = w->scale + (size_t)(r / w->block_r) * (size_t)w->scale_cols;
+            for (int64_t i = 0; i < n; i++)
+                out[i] = ds_fp8_e4m3_to_f32(p[i]) * srow[(c0 + i) / w->block_c];
+        } else {
+            for (int64_t i = 0; i < n; i++) out[i] = ds_fp8_e4m3_to_f32(p[i]);
+        }
+        break;
+    }
+    default:
+        DS_ASSERT(!"tensor dtype has no fp32 view");
+    }
+}
+
+void ds_tensor_to_f32(const ds_tensor *w, float *out) {
+    int64_t rows = w->ndim >= 2 ? ds_tensor_numel(w) / ds_tensor_cols(w) : 1;
+    int64_t K = ds_tensor_cols(w);
+    for (int64_t r = 0; r < rows; r++) ds_tensor_row_f32(w, r, 0, K, out + r * K);
+}

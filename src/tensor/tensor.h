@@ -1,0 +1,46 @@
+/*
+ * tensor.h - a read-only view of a stored weight tensor.
+ *
+ * Tensors are never copied: `data` points into a memory-mapped file. A 2-D
+ * weight W is stored row-major as [N (out), K (in)] and applied as
+ * y = x · Wᵀ (PyTorch nn.Linear convention). FP8 weights carry a companion
+ * block-scale view (`weight_scale_inv`, a multiplier despite its name):
+ *   W[i][j] = fp8(Wq[i][j]) · scale[i / block_r][j / block_c]
+ */
+#ifndef DS_TENSOR_H
+#define DS_TENSOR_H
+
+#include "../core/base.h"
+#include "dtype.h"
+
+#define DS_MAX_DIMS 4
+
+typedef struct ds_tensor {
+    const char *name;                /* borrowed, for messages */
+    ds_dtype dtype;
+    int ndim;
+    int64_t shape[DS_MAX_DIMS];
+    const void *data;                /* borrowed (mmap) or owned by the loader */
+    size_t nbytes;
+    /* FP8 block scales, fp32 [scale_rows, scale_cols]; NULL if none */
+    const float *scale;
+    int64_t scale_rows, scale_cols;
+    int block_r, block_c;
+} ds_tensor;
+
+static inline int64_t ds_tensor_numel(const ds_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+static inline int64_t ds_tensor_rows(const ds_tensor *t) { return t->ndim >= 2 ? t->shape[0] : 1; }
+static inline int64_t ds_tensor_cols(const ds_tensor *t) { return t->shape[t->ndim - 1]; }
+static inline bool ds_tensor_present(const ds_tensor *t) { return t->data != NULL; }
+
+/* out[c] = W[r][c0 + c] as fp32 for c < n (dequantized, scale applied). */
+void ds_tensor_row_f32(const ds_tensor *w, int64_t r, int64_t c0, int64_t n, float *out);
+
+/* Reads a whole 1-D (or any) tensor into out[numel] as fp32. */
+void ds_tensor_to_f32(const ds_tensor *w, float *out);
+
+#endif

@@ -1,0 +1,73 @@
+/*
+ * run_tests.c - runs the registered tests: ./build/tests/run_tests [filter...]
+ */
+#include "test.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/thread.h"
+#include "tensor/ops.h"
+
+typedef struct { const char *name; ds_test_fn fn; } entry;
+static entry g_tests[1024];
+static int g_n;
+int ds_test_failures;
+
+void ds_test_register(const char *name, ds_test_fn fn) {
+    if (g_n < 1024) g_tests[g_n++] = (entry){ name, fn };
+}
+
+void ds_test_fail(const char *file, int line, const char *fmt, ...) {
+    ds_test_failures++;
+    if (ds_test_failures > 20) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "    %s:%d: ", file, line);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+const char *fixture(const char *name) {
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "tests/fixtures/%s", name);
+    return buf;
+}
+
+const char *shared_path(const char *rel) {
+    static char buf[4096];
+    const char *root = getenv("DS_SHARED");
+    snprintf(buf, sizeof buf, "%s/%s", root ? root : "../shared", rel);
+    return buf;
+}
+
+static int cmp_entry(const void *a, const void *b) {
+    return strcmp(((const entry *)a)->name, ((const entry *)b)->name);
+}
+
+int main(int argc, char **argv) {
+    ds_threads_set(2);
+    qsort(g_tests, (size_t)g_n, sizeof g_tests[0], cmp_entry);
+    int run = 0, failed = 0;
+    for (int i = 0; i < g_n; i++) {
+        int want = argc < 2;
+        for (int a = 1; a < argc; a++) if (strstr(g_tests[i].name, argv[a])) want = 1;
+        if (!want) continue;
+        ds_test_failures = 0;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        g_tests[i].fn();
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+        run++;
+        if (ds_test_failures) failed++;
+        printf("%s %-48s %8.1f ms\n", ds_test_failures ? "FAIL" : "ok  ", g_tests[i].name, ms);
+        fflush(stdout);
+    }
+    ds_ops_cleanup();
+    printf("%d tests, %d failed\n", run, failed);
+    return failed ? 1 : 0;
+}
