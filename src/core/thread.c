@@ -19,13 +19,15 @@ int ds_threads_get(void) {
     return g_threads;
 }
 
+int ds_thread_id(void) { return omp_in_parallel() ? omp_get_thread_num() : 0; }
+
 void ds_par_for(int64_t n, int64_t min_per_thread, ds_par_fn fn, void *ctx) {
     if (n <= 0) return;
     int nt = ds_threads_get();
     if (min_per_thread < 1) min_per_thread = 1;
     if (nt > 1 && n / min_per_thread < nt) nt = (int)(n / min_per_thread);
     if (nt <= 1 || omp_in_parallel()) {
-        fn(ctx, 0, n, 0);
+        fn(ctx, 0, n, ds_thread_id());
         return;
     }
 #pragma omp parallel num_threads(nt)

@@ -4,7 +4,8 @@
  * Kernels never contain OpenMP pragmas; they call ds_par_for with a
  * worker fn(ctx, i0, i1) over a contiguous slice [i0, i1). The range is
  * split statically into one slice per thread, so results are deterministic
- * for a given thread count. Nested calls run serially.
+ * for a given thread count. Nested calls run serially on the calling
+ * thread and pass its id as `tid`, so per-thread scratch stays private.
  */
 #ifndef DS_THREAD_H
 #define DS_THREAD_H
@@ -13,7 +14,8 @@
 
 typedef void (*ds_par_fn)(void *ctx, int64_t i0, int64_t i1, int tid);
 
-void ds_threads_set(int n);  /* n <= 0: all available cores */
+void ds_threads_set(int n);
+int ds_thread_id(void);      /* 0..threads-1 inside a ds_par_for worker, else 0 */  /* n <= 0: all available cores */
 int ds_threads_get(void);
 
 /* Runs fn over [0, n) split into contiguous slices, one per thread.

@@ -52,6 +52,8 @@ int ds_config_validate(const ds_config *c, const char *w, ds_err *e) {
     return DS_OK;
 }
 
+static int parse_root(ds_config *c, json_t *j, const char *w, ds_err *e);
+
 int ds_config_load(ds_config *c, const char *path_in, ds_err *e) {
     memset(c, 0, sizeof *c);
     char path[4096];
@@ -61,7 +63,20 @@ int ds_config_load(ds_config *c, const char *path_in, ds_err *e) {
     json_t *j;
     int rc = ds_json_load_file(path, 16u << 20, &j, e);
     if (rc) return rc;
-    const char *w = path;
+    return parse_root(c, j, path, e);
+}
+
+int ds_config_parse(ds_config *c, const char *json, size_t len, const char *what, ds_err *e) {
+    memset(c, 0, sizeof *c);
+    json_t *j;
+    int rc = ds_json_load_buf(what, json, len, &j, e);
+    if (rc) return rc;
+    return parse_root(c, j, what, e);
+}
+
+/* Takes ownership of j. */
+static int parse_root(ds_config *c, json_t *j, const char *w, ds_err *e) {
+    int rc;
     if (!json_is_object(j)) { json_decref(j); return ds_err_set(e, DS_EFORMAT, "%s: not a JSON object", w); }
 
     const char *mt = NULL;

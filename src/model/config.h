@@ -57,6 +57,8 @@ typedef struct ds_config {
 
 /* Parses and validates DIR/config.json (or a config.json path). */
 int ds_config_load(ds_config *c, const char *path, ds_err *e);
+/* Same, from a JSON text in memory; `what` names it in messages. */
+int ds_config_parse(ds_config *c, const char *json, size_t len, const char *what, ds_err *e);
 /* Validates ranges and cross-field constraints (also after programmatic edits). */
 int ds_config_validate(const ds_config *c, const char *what, ds_err *e);
 

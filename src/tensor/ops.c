@@ -43,32 +43,33 @@ void ds_ops_force_generic(bool on) { isa(); g_force_generic = on; }
 
 /* ----------------------------------------------------------------- scratch */
 
-static float *g_scratch[DS_MAX_THREADS];
-static size_t g_scratch_cap[DS_MAX_THREADS];
+static float *g_scratch[DS_MAX_THREADS][DS_SCRATCH_SLOTS];
+static size_t g_scratch_cap[DS_MAX_THREADS][DS_SCRATCH_SLOTS];
 
-float *ds_scratch(int tid, size_t n) {
-    DS_ASSERT(tid >= 0 && tid < DS_MAX_THREADS);
-    if (g_scratch_cap[tid] < n) {
-        ds_free(g_scratch[tid]);
-        g_scratch[tid] = ds_alloc(n * sizeof(float));
-        DS_ASSERT(g_scratch[tid] != NULL);
-        g_scratch_cap[tid] = n;
+float *ds_scratch(int tid, int slot, size_t n) {
+    DS_ASSERT(tid >= 0 && tid < DS_MAX_THREADS && slot >= 0 && slot < DS_SCRATCH_SLOTS);
+    if (g_scratch_cap[tid][slot] < n) {
+        ds_free(g_scratch[tid][slot]);
+        g_scratch[tid][slot] = ds_alloc(n * sizeof(float));
+        DS_ASSERT(g_scratch[tid][slot] != NULL);
+        g_scratch_cap[tid][slot] = n;
     }
-    return g_scratch[tid];
+    return g_scratch[tid][slot];
 }
 
 void ds_ops_cleanup(void) {
-    for (int i = 0; i < DS_MAX_THREADS; i++) {
-        ds_free(g_scratch[i]);
-        g_scratch[i] = NULL;
-        g_scratch_cap[i] = 0;
-    }
+    for (int i = 0; i < DS_MAX_THREADS; i++)
+        for (int j = 0; j < DS_SCRATCH_SLOTS; j++) {
+            ds_free(g_scratch[i][j]);
+            g_scratch[i][j] = NULL;
+            g_scratch_cap[i][j] = 0;
+        }
 }
 
 /* ------------------------------------------------------------ dot products */
 
 static float dot_generic(const ds_tensor *w, int64_t r, const float *x, int64_t K, int tid) {
-    float *row = ds_scratch(tid, (size_t)K);
+    float *row = ds_scratch(tid, 0, (size_t)K);
     ds_tensor_row_f32(w, r, 0, K, row);
     float s = 0.0f;
     for (int64_t i = 0; i < K; i++) s += row[i] * x[i];
@@ -93,7 +94,7 @@ static float dot_row_tid(const ds_tensor *w, int64_t r, const float *x, int64_t 
 }
 
 float ds_dot_row(const ds_tensor *w, int64_t r, const float *x, int64_t K) {
-    return dot_row_tid(w, r, x, K, 0);
+    return dot_row_tid(w, r, x, K, ds_thread_id());
 }
 
 /* Dequantizes rows [r0, r0+n) of w into out[n, K]. */
@@ -131,7 +132,7 @@ static void matmul_panel_worker(void *vctx, int64_t p0, int64_t p1, int tid) {
         if (c->w->dtype == DS_DTYPE_F32) {
             panel = (const float *)c->w->data + (size_t)(c->r0 + n0) * (size_t)c->K;
         } else {
-            float *buf = ds_scratch(tid, (size_t)nr * (size_t)c->K);
+            float *buf = ds_scratch(tid, 0, (size_t)nr * (size_t)c->K);
             dequant_rows(c->w, c->r0 + n0, nr, buf);
             panel = buf;
         }
@@ -164,7 +165,7 @@ typedef struct {
 static void matmul_t_worker(void *vctx, int64_t c0, int64_t c1, int tid) {
     matmul_t_ctx *c = vctx;
     int64_t nc = c1 - c0;
-    float *buf = ds_scratch(tid, (size_t)c->N * (size_t)nc);
+    float *buf = ds_scratch(tid, 0, (size_t)c->N * (size_t)nc);
     for (int64_t r = 0; r < c->N; r++) ds_tensor_row_f32(c->w, c->r0 + r, c0, nc, buf + (size_t)r * (size_t)nc);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)c->T, (int)nc, (int)c->N, 1.0f,
                 c->x, (int)c->ldx, buf, (int)nc, 0.0f, c->y + c0, (int)c->ldy);

@@ -47,10 +47,12 @@ void ds_silu_mul(float *h, const float *g, const float *u, int64_t n);
 /* Dot products of one weight row against fp32 x (fast, ISA-dispatched). */
 float ds_dot_row(const ds_tensor *w, int64_t r, const float *x, int64_t K);
 
-/* Per-thread scratch for kernels: returns a 64-byte aligned buffer of at
- * least n floats owned by thread `tid` (valid until the next call with the
- * same tid). Freed by ds_ops_cleanup. */
-float *ds_scratch(int tid, size_t n);
+/* Per-thread scratch: a 64-byte aligned buffer of at least n floats owned
+ * by thread `tid`, slot `slot` (valid until the next call with the same
+ * tid and slot). Slot 0 belongs to the kernels in this file; callers above
+ * use slots 1..DS_SCRATCH_SLOTS-1. Freed by ds_ops_cleanup. */
+#define DS_SCRATCH_SLOTS 4
+float *ds_scratch(int tid, int slot, size_t n);
 void ds_ops_cleanup(void);
 
 /* Which ISA path is active ("avx2", "generic"). */

@@ -1,0 +1,112 @@
+/*
+ * cmd_generate.c - `deepseek generate`: continue a prompt (token ids for
+ * now; text prompts come with the tokenizer).
+ */
+#include "cli.h"
+#include "../core/thread.h"
+#include "../runtime/generate.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: deepseek generate [-m MODEL_DIR] --prompt-ids 0,5,17 [-n N] [options]\n"
+        "  Prints the continuation's token ids, comma-separated (greedy at temperature 0).\n"
+        "  -n, --max-tokens N      new tokens (default 32)\n"
+        "  --temperature T         0 = greedy (default 0)\n"
+        "  --top-p P  --top-k K  --min-p P\n"
+        "  --repeat-penalty R  --frequency-penalty F  --presence-penalty P\n"
+        "  --seed S                random seed (same seed, same output)\n"
+        "  --ignore-eos            do not stop at the end-of-sequence token\n"
+        "  --ctx N                 context size (default: prompt + N)\n"
+        "  -t, --threads N         threads (default: all cores)\n"
+        "  --verbose               print prefill/decode tokens/s and KV bytes per token\n");
+}
+
+typedef struct { int first; } print_state;
+
+static int on_token(void *ud, int32_t tok) {
+    print_state *ps = ud;
+    printf(ps->first ? "%d" : ",%d", tok);
+    ps->first = 0;
+    fflush(stdout);
+    return 0;
+}
+
+int cmd_generate(int argc, char **argv) {
+    const char *dir = NULL, *ids = NULL;
+    int64_t n_new = 32, ctx = 0;
+    bool verbose = false, ignore_eos = false;
+    ds_sampler_params sp;
+    ds_sampler_params_default(&sp);
+    const char *C = "generate";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (cli_is_help(a)) { usage(stdout); return 0; }
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { dir = v; i++; }
+        else if (!strcmp(a, "--prompt-ids")) { ids = v; i++; }
+        else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) { n_new = cli_parse_int(C, a, v, 0, 1 << 30); i++; }
+        else if (!strcmp(a, "--temperature") || !strcmp(a, "--temp")) { sp.temperature = (float)cli_parse_num(C, a, v, 0, 100); i++; }
+        else if (!strcmp(a, "--top-p")) { sp.top_p = (float)cli_parse_num(C, a, v, 1e-9, 1); i++; }
+        else if (!strcmp(a, "--top-k")) { sp.top_k = (int32_t)cli_parse_int(C, a, v, 0, 1 << 30); i++; }
+        else if (!strcmp(a, "--min-p")) { sp.min_p = (float)cli_parse_num(C, a, v, 0, 1); i++; }
+        else if (!strcmp(a, "--repeat-penalty")) { sp.repetition_penalty = (float)cli_parse_num(C, a, v, 1e-3, 100); i++; }
+        else if (!strcmp(a, "--frequency-penalty")) { sp.frequency_penalty = (float)cli_parse_num(C, a, v, -2, 2); i++; }
+        else if (!strcmp(a, "--presence-penalty")) { sp.presence_penalty = (float)cli_parse_num(C, a, v, -2, 2); i++; }
+        else if (!strcmp(a, "--seed")) { sp.seed = (uint64_t)cli_parse_int(C, a, v, 0, INT64_MAX); i++; }
+        else if (!strcmp(a, "--ctx")) { ctx = cli_parse_int(C, a, v, 1, 1ll << 32); i++; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { ds_threads_set((int)cli_parse_int(C, a, v, 1, 1024)); i++; }
+        else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) verbose = true;
+        else if (!strcmp(a, "--ignore-eos")) ignore_eos = true;
+        else { usage(stderr); cli_die(C, "unknown option '%s'", a); }
+    }
+    if (!dir) dir = cli_default_model();
+    if (!dir) cli_die(C, "no model given (-m MODEL_DIR) and no bundled model found");
+    if (!ids) cli_die(C, "a prompt is required (--prompt-ids)");
+    int64_t n;
+    int32_t *prompt = cli_parse_ids(C, "--prompt-ids", ids, &n);
+    ds_err e = { 0 };
+    ds_model *m;
+    double t_load = ds_now();
+    if (ds_model_open(&m, dir, &e)) cli_die_err(C, &e);
+    t_load = ds_now() - t_load;
+    for (int64_t i = 0; i < n; i++)
+        if (prompt[i] >= m->cfg.vocab_size)
+            cli_die(C, "--prompt-ids: token id %d at position %lld is >= vocab_size %lld", prompt[i], (long long)i,
+                    (long long)m->cfg.vocab_size);
+    if (ctx == 0) ctx = n + n_new;
+    if (ctx < n + n_new) cli_die(C, "--ctx %lld is smaller than the prompt (%lld) plus -n (%lld)", (long long)ctx, (long long)n, (long long)n_new);
+    ds_kvcache cache;
+    ds_sampler s;
+    if (ds_kvcache_init(&cache, m, ctx, &e)) cli_die_err(C, &e);
+    if (ds_sampler_init(&s, &sp, m->cfg.vocab_size, &e)) cli_die_err(C, &e);
+    ds_sampler_add_prompt(&s, prompt, n);
+    int32_t eos = (int32_t)m->cfg.eos_token_id;
+    ds_gen_opts o = { n_new, &eos, (!ignore_eos && eos >= 0) ? 1 : 0, 0 };
+    ds_gen_stats st;
+    print_state ps = { 1 };
+    if (n_new > 0 && ds_generate(m, &cache, &s, prompt, n, &o, on_token, &ps, &st, &e)) {
+        printf("\n");
+        cli_die_err(C, &e);
+    }
+    printf("\n");
+    if (verbose && n_new > 0) {
+        fprintf(stderr, "load:    %.3f s\n", t_load);
+        fprintf(stderr, "prefill: %lld tokens in %.3f s = %.2f tokens/s\n", (long long)st.n_prompt, st.t_prefill,
+                st.n_prompt / (st.t_prefill > 0 ? st.t_prefill : 1e-9));
+        int64_t dec = st.n_gen > 1 ? st.n_gen - 1 : 0;
+        fprintf(stderr, "decode:  %lld tokens in %.3f s = %.2f tokens/s\n", (long long)dec, st.t_decode,
+                dec / (st.t_decode > 0 ? st.t_decode : 1e-9));
+        fprintf(stderr, "kv cache: %lld bytes/token (MLA latent %lld + rope %lld floats x %lld layers), %lld tokens cached\n",
+                (long long)ds_kvcache_bytes_per_token(m), (long long)m->cfg.kv_lora_rank, (long long)m->cfg.qk_rope_head_dim,
+                (long long)m->cfg.n_layer, (long long)cache.n_past);
+        fprintf(stderr, "threads: %d\n", ds_threads_get());
+    }
+    ds_sampler_free(&s);
+    ds_kvcache_free(&cache);
+    ds_model_close(m);
+    free(prompt);
+    return 0;
+}

@@ -1,0 +1,115 @@
+/*
+ * cmd_info.c - `deepseek info -m DIR`: architecture, parameter counts,
+ * KV-cache bytes per token (MLA vs naive), memory.
+ */
+#include "cli.h"
+#include "../model/model.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: deepseek info [-m MODEL_DIR]\n"
+               "  Prints the architecture, total and active parameters per token,\n"
+               "  KV-cache bytes per token (MLA latent cache vs. naive per-head K/V) and memory use.\n");
+}
+
+static long rss_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0) kb = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
+static const char *human(double b, char *buf, size_t n) {
+    const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+    int i = 0;
+    while (b >= 1024 && i < 4) { b /= 1024; i++; }
+    snprintf(buf, n, i ? "%.2f %s" : "%.0f %s", b, u[i]);
+    return buf;
+}
+
+static const char *count(int64_t v, char *buf, size_t n) {
+    if (v >= 1000000000) snprintf(buf, n, "%.2fB", v / 1e9);
+    else if (v >= 1000000) snprintf(buf, n, "%.2fM", v / 1e6);
+    else if (v >= 1000) snprintf(buf, n, "%.1fK", v / 1e3);
+    else snprintf(buf, n, "%lld", (long long)v);
+    return buf;
+}
+
+int cmd_info(int argc, char **argv) {
+    const char *dir = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) { usage(stdout); return 0; }
+        if (!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) {
+            if (++i >= argc) cli_die("info", "-m needs a model folder");
+            dir = argv[i];
+        } else {
+            usage(stderr);
+            cli_die("info", "unknown option '%s'", argv[i]);
+        }
+    }
+    if (!dir) dir = cli_default_model();
+    if (!dir) cli_die("info", "no model given (-m MODEL_DIR) and no bundled model found");
+    ds_err e = { 0 };
+    ds_model *m;
+    if (ds_model_open(&m, dir, &e)) cli_die_err("info", &e);
+    const ds_config *c = &m->cfg;
+    ds_param_counts pc;
+    ds_model_param_counts(m, &pc);
+    char b1[32], b2[32], b3[32], b4[32];
+    int64_t n_moe = 0;
+    for (int64_t l = 0; l < c->n_layer; l++) n_moe += ds_config_layer_is_moe(c, l);
+    static const char *tm[] = { "greedy", "group_limited_greedy", "noaux_tc" };
+    printf("model        %s\n", dir);
+    printf("arch         %s (%s)\n", c->arch == DS_ARCH_V3 ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM", c->model_type);
+    printf("layers       %lld (%lld dense + %lld MoE)", (long long)c->n_layer, (long long)(c->n_layer - n_moe), (long long)n_moe);
+    if (c->n_mtp) printf(" + %lld MTP%s", (long long)c->n_mtp, m->n_mtp ? "" : " (not stored in the checkpoint)");
+    printf("\nhidden       %lld, vocab %lld, dense FFN %lld\n", (long long)c->hidden_size, (long long)c->vocab_size,
+           (long long)c->intermediate_size);
+    printf("attention    MLA: %lld heads, q_lora_rank %s, kv_lora_rank %lld, head dims nope %lld + rope %lld, v %lld\n",
+           (long long)c->n_head, c->q_lora_rank ? count(c->q_lora_rank, b1, sizeof b1) : "none (q_proj)",
+           (long long)c->kv_lora_rank, (long long)c->qk_nope_head_dim, (long long)c->qk_rope_head_dim,
+           (long long)c->v_head_dim);
+    if (c->n_routed_experts)
+        printf("experts      %lld routed (%lld per token, %s %s, groups %lld keep %lld%s, scale %g) + %lld shared, width %lld\n",
+               (long long)c->n_routed_experts, (long long)c->num_experts_per_tok, tm[c->topk_method],
+               c->scoring_func == DS_SCORE_SIGMOID ? "sigmoid" : "softmax", (long long)c->n_group, (long long)c->topk_group,
+               c->norm_topk_prob ? ", normalized" : "", c->routed_scaling_factor, (long long)c->n_shared_experts,
+               (long long)c->moe_intermediate_size);
+    if (c->yarn)
+        printf("rope         YaRN factor %g over %g positions, theta %g, softmax scale %.7f\n", c->rope_factor,
+               c->rope_orig_max_pos, c->rope_theta, m->attn_scale);
+    else
+        printf("rope         theta %g, softmax scale %.7f\n", c->rope_theta, m->attn_scale);
+    /* dtypes */
+    int64_t by_dtype[DS_DTYPE_COUNT + 1] = { 0 };
+    for (int64_t i = 0; i < m->st.n_tensors; i++)
+        by_dtype[m->st.tensors[i].dtype] += (int64_t)(m->st.tensors[i].end - m->st.tensors[i].begin);
+    printf("weights      %lld tensors in %d file(s):", (long long)m->st.n_tensors, m->st.n_files);
+    for (int d = 0; d < DS_DTYPE_COUNT; d++)
+        if (by_dtype[d]) printf(" %s %s", ds_dtype_name((ds_dtype)d), human((double)by_dtype[d], b1, sizeof b1));
+    if (c->fp8) printf(" (FP8 e4m3, %lldx%lld block scales)", (long long)c->fp8_block_r, (long long)c->fp8_block_c);
+    printf("\nparameters   total %s (main %s, MTP %s)\n", count(pc.total, b1, sizeof b1), count(pc.main, b2, sizeof b2),
+           count(pc.mtp, b3, sizeof b3));
+    printf("active/token %s (%s without embedding and head)\n", count(pc.active, b1, sizeof b1),
+           count(pc.active_no_embed, b4, sizeof b4));
+    int64_t W = c->kv_lora_rank + c->qk_rope_head_dim;
+    int64_t naive = c->n_head * (c->qk_nope_head_dim + c->qk_rope_head_dim + c->v_head_dim);
+    int64_t mha = 2 * c->n_head * c->v_head_dim;
+    printf("kv cache     MLA latent: %lld values/token/layer = %s/token (fp32), %s/token in bf16\n", (long long)W,
+           human((double)(W * c->n_layer * 4), b1, sizeof b1), human((double)(W * c->n_layer * 2), b2, sizeof b2));
+    printf("             naive per-head K(%lld)+V(%lld): %lld values/token/layer = %s/token in bf16 (%.1fx more)\n",
+           (long long)(c->qk_nope_head_dim + c->qk_rope_head_dim), (long long)c->v_head_dim, (long long)naive,
+           human((double)(naive * c->n_layer * 2), b3, sizeof b3), (double)naive / (double)W);
+    printf("             standard MHA 2*heads*%lld: %lld values/token/layer (%.1fx more)\n", (long long)c->v_head_dim,
+           (long long)mha, (double)mha / (double)W);
+    printf("memory       %s of tensors memory-mapped; resident now %s\n", human((double)m->file_bytes, b1, sizeof b1),
+           human((double)rss_kb() * 1024, b2, sizeof b2));
+    ds_model_close(m);
+    return 0;
+}

@@ -1,0 +1,88 @@
+/*
+ * cmd_logits.c - `deepseek logits`: one forward pass, all positions, raw
+ * little-endian float32 logits to a file (for parity checks).
+ */
+#include "cli.h"
+#include "../core/mmap_file.h"
+#include "../core/thread.h"
+#include "../model/model.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: deepseek logits -m MODEL_DIR --tokens 0,5,17 --out FILE [options]\n"
+        "  Writes little-endian float32 logits [T x vocab_size] of one full forward pass.\n"
+        "  --mtp          write the MTP module's logits instead, [(T-1) x vocab_size]:\n"
+        "                 row t predicts token t+2 from h_t and token t+1\n"
+        "  --incremental  feed the tokens one at a time through the KV cache\n"
+        "  --naive        use the decompressed (non-absorbed) attention path\n"
+        "  -t, --threads N\n");
+}
+
+int cmd_logits(int argc, char **argv) {
+    const char *dir = NULL, *out = NULL, *toks = NULL;
+    bool mtp = false, incremental = false, naive = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (cli_is_help(a)) { usage(stdout); return 0; }
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) dir = i + 1 < argc ? argv[++i] : NULL;
+        else if (!strcmp(a, "--tokens")) toks = i + 1 < argc ? argv[++i] : NULL;
+        else if (!strcmp(a, "--out") || !strcmp(a, "-o")) out = i + 1 < argc ? argv[++i] : NULL;
+        else if (!strcmp(a, "--mtp")) mtp = true;
+        else if (!strcmp(a, "--incremental")) incremental = true;
+        else if (!strcmp(a, "--naive")) naive = true;
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
+            ds_threads_set((int)cli_parse_int("logits", a, i + 1 < argc ? argv[++i] : NULL, 1, 1024));
+        else { usage(stderr); cli_die("logits", "unknown option '%s'", a); }
+    }
+    if (!dir) dir = cli_default_model();
+    if (!dir) cli_die("logits", "no model given (-m MODEL_DIR)");
+    if (!toks) cli_die("logits", "--tokens is required");
+    if (!out) cli_die("logits", "--out is required");
+    int64_t T;
+    int32_t *tok = cli_parse_ids("logits", "--tokens", toks, &T);
+    ds_err e = { 0 };
+    ds_model *m;
+    if (ds_model_open(&m, dir, &e)) cli_die_err("logits", &e);
+    int64_t V = m->cfg.vocab_size, D = m->cfg.hidden_size;
+    for (int64_t i = 0; i < T; i++)
+        if (tok[i] >= V) cli_die("logits", "--tokens: token id %d at position %lld is >= vocab_size %lld", tok[i], (long long)i, (long long)V);
+    if (mtp && T < 2) cli_die("logits", "--mtp needs at least 2 tokens");
+    if (mtp && m->n_mtp < 1) cli_die("logits", "%s: the model has no MTP module stored", dir);
+    int64_t rows = mtp ? T - 1 : T;
+    float *logits = malloc((size_t)(T * V) * sizeof(float));
+    float *hidden = malloc((size_t)(T * D) * sizeof(float));
+    if (!logits || !hidden) cli_die("logits", "out of memory");
+    ds_kvcache cache;
+    if (ds_kvcache_init(&cache, m, T + 1, &e)) cli_die_err("logits", &e);
+    if (naive) {
+        if (mtp) cli_die("logits", "--naive and --mtp cannot be combined");
+        if (ds_model_forward_naive(m, tok, T, logits, &e)) cli_die_err("logits", &e);
+    } else if (incremental) {
+        for (int64_t t = 0; t < T; t++) {
+            ds_seq_chunk ch = { &cache, tok + t, 1, true };
+            if (ds_model_forward(m, &ch, 1, logits + t * V, hidden + t * D, &e)) cli_die_err("logits", &e);
+        }
+    } else {
+        ds_seq_chunk ch = { &cache, tok, T, true };
+        if (ds_model_forward(m, &ch, 1, logits, hidden, &e)) cli_die_err("logits", &e);
+    }
+    if (mtp) {
+        if (incremental) {
+            for (int64_t t = 0; t < T - 1; t++)
+                if (ds_model_forward_mtp(m, &cache, hidden + t * D, tok + t + 1, 1, logits + t * V, &e)) cli_die_err("logits", &e);
+        } else {
+            if (ds_model_forward_mtp(m, &cache, hidden, tok + 1, T - 1, logits, &e)) cli_die_err("logits", &e);
+        }
+    }
+    if (ds_write_file_atomic(out, logits, (size_t)(rows * V) * sizeof(float), &e)) cli_die_err("logits", &e);
+    fprintf(stderr, "wrote %lld x %lld float32 logits to %s\n", (long long)rows, (long long)V, out);
+    ds_kvcache_free(&cache);
+    free(logits);
+    free(hidden);
+    free(tok);
+    ds_model_close(m);
+    return 0;
+}

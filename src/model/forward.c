@@ -1,0 +1,165 @@
+/*
+ * forward.c - the layer loop: embedding, decoder blocks, final norm, LM
+ * head; the MTP module; the naive checking path.
+ *
+ *   h = Embed[tokens]                                   (T, D)
+ *   for l < L:  h += MLA_l(RMSNorm(h)); h += FFN_l(RMSNorm(h))
+ *   logits = lm_head(RMSNorm(h))                        (rows, V)
+ *
+ *   MTP (layer L): x = eh_proj([enorm(Embed[t+1]) ; hnorm(h_t)])
+ *                  x = Block_L(x); logits = head(shared_head.norm(x))
+ */
+#include "model_internal.h"
+#include "../tensor/ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void ds_work_free(struct ds_work *w) {
+    if (!w) return;
+    ds_arena_free(&w->arena);
+    free(w);
+}
+
+int ds_work_get(ds_model *m, ds_arena **a, ds_err *e) {
+    if (!m->work) {
+        m->work = calloc(1, sizeof *m->work);
+        if (!m->work) return ds_err_set(e, DS_ENOMEM, "out of memory");
+        ds_arena_init(&m->work->arena);
+    }
+    ds_arena_reset(&m->work->arena);
+    *a = &m->work->arena;
+    return DS_OK;
+}
+
+int ds_block_forward(ds_model *m, int64_t l, float *x, int64_t T, const ds_seg *segs, int n_segs,
+                     bool naive, ds_arena *a, ds_err *e) {
+    const ds_layer_w *w = &m->layers[l];
+    int64_t D = m->cfg.hidden_size;
+    float eps = (float)m->cfg.rms_norm_eps;
+    ds_arena_mark mk = ds_arena_get_mark(a);
+    float *xn = ds_arena_calloc(a, (size_t)(T * D), sizeof(float));   /* (T, D) */
+    float *y = ds_arena_calloc(a, (size_t)(T * D), sizeof(float));    /* (T, D) */
+    if (!xn || !y) return ds_err_set(e, DS_ENOMEM, "out of memory in layer %lld", (long long)l);
+    int rc;
+    /* attention */
+    ds_rmsnorm(xn, x, w->attn_norm, T, D, eps);
+    if ((rc = ds_mla_forward(m, l, y, xn, T, segs, n_segs, naive, a, e))) return rc;
+    for (int64_t i = 0; i < T * D; i++) x[i] += y[i];
+    /* feed-forward */
+    ds_rmsnorm(xn, x, w->ffn_norm, T, D, eps);
+    if ((rc = ds_ffn_forward(m, l, y, xn, T, a, e))) return rc;
+    for (int64_t i = 0; i < T * D; i++) x[i] += y[i];
+    ds_arena_release(a, mk);
+    return DS_OK;
+}
+
+static int check_tokens(const ds_model *m, const int32_t *tok, int64_t n, ds_err *e) {
+    for (int64_t i = 0; i < n; i++)
+        if (tok[i] < 0 || tok[i] >= m->cfg.vocab_size)
+            return ds_err_set(e, DS_ERANGE, "token id %d at position %lld is out of range (vocab_size %lld)", tok[i],
+                              (long long)i, (long long)m->cfg.vocab_size);
+    return DS_OK;
+}
+
+int ds_model_forward(ds_model *m, ds_seq_chunk *chunks, int n_chunks, float *logits, float *hidden, ds_err *e) {
+    const ds_config *c = &m->cfg;
+    int64_t D = c->hidden_size, V = c->vocab_size, T = 0, n_rows = 0;
+    int rc;
+    for (int i = 0; i < n_chunks; i++) {
+        if (chunks[i].n <= 0) return ds_err_set(e, DS_EINVAL, "empty chunk %d", i);
+        if ((rc = check_tokens(m, chunks[i].tokens, chunks[i].n, e))) return rc;
+        if ((rc = ds_kvcache_reserve(chunks[i].cache, chunks[i].cache->n_past + chunks[i].n, e))) return rc;
+        T += chunks[i].n;
+        n_rows += chunks[i].all_logits ? chunks[i].n : 1;
+    }
+    ds_arena *a;
+    if ((rc = ds_work_get(m, &a, e))) return rc;
+    float *x = ds_arena_calloc(a, (size_t)(T * D), sizeof(float));        /* (T, D) residual stream */
+    ds_seg *segs = ds_arena_calloc(a, (size_t)n_chunks, sizeof(ds_seg));
+    if (!x || !segs) return ds_err_set(e, DS_ENOMEM, "out of memory for %lld tokens", (long long)T);
+    int64_t t0 = 0;
+    for (int i = 0; i < n_chunks; i++) {
+        segs[i] = (ds_seg){ chunks[i].cache, t0, chunks[i].n, chunks[i].cache->n_past };
+        for (int64_t j = 0; j < chunks[i].n; j++)
+            ds_tensor_row_f32(&m->embed, chunks[i].tokens[j], 0, D, x + (t0 + j) * D);
+        t0 += chunks[i].n;
+    }
+    for (int64_t l = 0; l < c->n_layer; l++)
+        if ((rc = ds_block_forward(m, l, x, T, segs, n_chunks, false, a, e))) return rc;
+    ds_rmsnorm(x, x, m->final_norm, T, D, (float)c->rms_norm_eps);
+    if (hidden) memcpy(hidden, x, (size_t)(T * D) * sizeof(float));
+    if (logits) {
+        float *rows = ds_arena_calloc(a, (size_t)(n_rows * D), sizeof(float));  /* (rows, D) */
+        if (!rows) return ds_err_set(e, DS_ENOMEM, "out of memory");
+        int64_t r = 0;
+        for (int i = 0; i < n_chunks; i++) {
+            if (chunks[i].all_logits) {
+                memcpy(rows + r * D, x + segs[i].t0 * D, (size_t)(chunks[i].n * D) * sizeof(float));
+                r += chunks[i].n;
+            } else {
+                memcpy(rows + r * D, x + (segs[i].t0 + chunks[i].n - 1) * D, (size_t)D * sizeof(float));
+                r++;
+            }
+        }
+        ds_matmul(logits, V, rows, D, &m->lm_head, 0, V, n_rows);
+    }
+    for (int i = 0; i < n_chunks; i++) chunks[i].cache->n_past += chunks[i].n;
+    return DS_OK;
+}
+
+int ds_model_forward_mtp(ds_model *m, ds_kvcache *cache, const float *h, const int32_t *next_tokens,
+                         int64_t n, float *logits, ds_err *e) {
+    const ds_config *c = &m->cfg;
+    if (m->n_mtp < 1) return ds_err_set(e, DS_ENOTFOUND, "%s: the model has no MTP module stored", m->dir);
+    if (n <= 0) return DS_OK;
+    int64_t D = c->hidden_size, V = c->vocab_size, l = c->n_layer;
+    const ds_layer_w *w = &m->layers[l];
+    float eps = (float)c->rms_norm_eps;
+    int rc;
+    if ((rc = check_tokens(m, next_tokens, n, e))) return rc;
+    if ((rc = ds_kvcache_reserve(cache, cache->mtp_n_past + n, e))) return rc;
+    ds_arena *a;
+    if ((rc = ds_work_get(m, &a, e))) return rc;
+    float *cat = ds_arena_calloc(a, (size_t)(n * 2 * D), sizeof(float));  /* (n, 2D) [enorm(emb) | hnorm(h)] */
+    float *x = ds_arena_calloc(a, (size_t)(n * D), sizeof(float));        /* (n, D) */
+    if (!cat || !x) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    const ds_tensor *emb = ds_tensor_present(&w->embed) ? &w->embed : &m->embed;
+    for (int64_t i = 0; i < n; i++) {
+        float *row = cat + i * 2 * D;
+        ds_tensor_row_f32(emb, next_tokens[i], 0, D, row);
+        ds_rmsnorm(row, row, w->enorm, 1, D, eps);
+        ds_rmsnorm(row + D, h + i * D, w->hnorm, 1, D, eps);
+    }
+    ds_matmul(x, D, cat, 2 * D, &w->eh_proj, 0, D, n);
+    ds_seg seg = { cache, 0, n, cache->mtp_n_past };
+    if ((rc = ds_block_forward(m, l, x, n, &seg, 1, false, a, e))) return rc;
+    ds_rmsnorm(x, x, w->head_norm, n, D, eps);
+    const ds_tensor *head = ds_tensor_present(&w->head) ? &w->head : &m->lm_head;
+    ds_matmul(logits, V, x, D, head, 0, V, n);
+    cache->mtp_n_past += n;
+    return DS_OK;
+}
+
+int ds_model_forward_naive(ds_model *m, const int32_t *tokens, int64_t T, float *logits, ds_err *e) {
+    const ds_config *c = &m->cfg;
+    int64_t D = c->hidden_size, V = c->vocab_size;
+    int rc;
+    if ((rc = check_tokens(m, tokens, T, e))) return rc;
+    ds_kvcache cache;
+    if ((rc = ds_kvcache_init(&cache, m, T, e))) return rc;
+    if ((rc = ds_kvcache_reserve(&cache, T, e))) { ds_kvcache_free(&cache); return rc; }
+    ds_arena *a;
+    if ((rc = ds_work_get(m, &a, e))) { ds_kvcache_free(&cache); return rc; }
+    float *x = ds_arena_calloc(a, (size_t)(T * D), sizeof(float));
+    if (!x) { ds_kvcache_free(&cache); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+    for (int64_t t = 0; t < T; t++) ds_tensor_row_f32(&m->embed, tokens[t], 0, D, x + t * D);
+    ds_seg seg = { &cache, 0, T, 0 };
+    for (int64_t l = 0; l < c->n_layer && !rc; l++) rc = ds_block_forward(m, l, x, T, &seg, 1, true, a, e);
+    if (!rc) {
+        ds_rmsnorm(x, x, m->final_norm, T, D, (float)c->rms_norm_eps);
+        ds_matmul(logits, V, x, D, &m->lm_head, 0, V, T);
+    }
+    ds_kvcache_free(&cache);
+    return rc;
+}

@@ -1,0 +1,153 @@
+/*
+ * mla.c - Multi-head Latent Attention (spec §3), absorbed form.
+ *
+ *   q      = q_b(RMSNorm(q_a(x)))  or  q_proj(x)          (T, H, Dq) = [q_nope Dn | q_pe Dr]
+ *   kv_a   = kv_a_proj(x)                                  (T, Rkv + Dr)
+ *   c      = RMSNorm(kv_a[:Rkv]),  k_pe = RoPE(kv_a[Rkv:]) -> cache row [c | k_pe]
+ *   q_abs  = W_UK[h]ᵀ q_nope[h]                            (T, H, Rkv)
+ *   s[t,j] = scale · ([q_abs | RoPE(q_pe)] · cache[j])     j <= pos(t)
+ *   u[t,h] = Σ_j softmax(s)[j] · c_j                       (T, H, Rkv)
+ *   o[t,h] = W_UV[h] u[t,h]                                (T, H, Dv)
+ *   out    = o_proj(concat_h o)                            (T, D)
+ * W_UK[h] / W_UV[h] are rows [h(Dn+Dv), +Dn) / [h(Dn+Dv)+Dn, +Dv) of kv_b_proj.
+ * The naive path (for checking) decompresses k_nope, v per head instead.
+ */
+#include "model_internal.h"
+#include "rope.h"
+#include "../core/thread.h"
+#include "../tensor/ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#define Q_BLOCK 64  /* query rows per attention block (bounds score scratch) */
+
+typedef struct {
+    ds_model *m;
+    const ds_layer_w *w;
+    int64_t l, T;
+    const ds_seg *segs;
+    int n_segs;
+    const float *q;     /* (T, H, Dq) roped */
+    float *qcat;        /* (T, H, W) [q_abs | q_pe] */
+    float *u;           /* (T, H, Rkv) */
+    float *o;           /* (T, H, Dv) */
+    bool naive;
+} attn_ctx;
+
+/* Attention of head h for all segments (absorbed). */
+static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
+    const ds_config *cfg = &c->m->cfg;
+    int64_t H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Dr = cfg->qk_rope_head_dim, Dq = Dn + Dr;
+    int64_t Rkv = cfg->kv_lora_rank, W = Rkv + Dr, Dv = cfg->v_head_dim;
+    float scale = c->m->attn_scale;
+    /* q_abs = q_nope · W_UK[h]  -> qcat[:, h, :Rkv]; q_pe -> qcat[:, h, Rkv:] */
+    ds_matmul_t(c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &c->w->kv_b_proj, h * (Dn + Dv), Dn, c->T);
+    for (int64_t t = 0; t < c->T; t++)
+        memcpy(c->qcat + (t * H + h) * W + Rkv, c->q + (t * H + h) * Dq + Dn, (size_t)Dr * sizeof(float));
+    for (int s = 0; s < c->n_segs; s++) {
+        const ds_seg *sg = &c->segs[s];
+        const float *kv = sg->cache->kv[c->l];  /* (S, W) */
+        for (int64_t b0 = 0; b0 < sg->n; b0 += Q_BLOCK) {
+            int64_t nb = DS_MIN(Q_BLOCK, sg->n - b0);
+            int64_t S = sg->pos0 + b0 + nb;   /* keys visible to the last row of the block */
+            float *sc = ds_scratch(tid, 1, (size_t)(nb * S));
+            int64_t t0 = sg->t0 + b0;
+            ds_sgemm(false, true, nb, S, W, scale, c->qcat + (t0 * H + h) * W, H * W, kv, W, 0.0f, sc, S);
+            for (int64_t i = 0; i < nb; i++) {
+                int64_t visible = sg->pos0 + b0 + i + 1;
+                float *row = sc + i * S;
+                for (int64_t j = visible; j < S; j++) row[j] = -INFINITY;
+                ds_softmax(row, S);
+            }
+            ds_sgemm(false, false, nb, Rkv, S, 1.0f, sc, S, kv, W, 0.0f, c->u + (t0 * H + h) * Rkv, H * Rkv);
+        }
+    }
+    /* o = u · W_UV[h]ᵀ */
+    ds_matmul(c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &c->w->kv_b_proj, h * (Dn + Dv) + Dn, Dv, c->T);
+}
+
+/* Attention of head h (naive, decompressed): k = [W_UK c_j | k_pe_j], v = W_UV c_j. */
+static void attn_head_naive(attn_ctx *c, int64_t h, int tid) {
+    const ds_config *cfg = &c->m->cfg;
+    int64_t H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Dr = cfg->qk_rope_head_dim, Dq = Dn + Dr;
+    int64_t Rkv = cfg->kv_lora_rank, W = Rkv + Dr, Dv = cfg->v_head_dim;
+    float scale = c->m->attn_scale;
+    for (int s = 0; s < c->n_segs; s++) {
+        const ds_seg *sg = &c->segs[s];
+        const float *kv = sg->cache->kv[c->l];
+        int64_t S = sg->pos0 + sg->n;
+        float *kh = ds_scratch(tid, 1, (size_t)(S * Dq));      /* (S, Dq) */
+        float *vh = ds_scratch(tid, 2, (size_t)(S * Dv));      /* (S, Dv) */
+        float *sc = ds_scratch(tid, 3, (size_t)S);
+        ds_matmul(kh, Dq, kv, W, &c->w->kv_b_proj, h * (Dn + Dv), Dn, S);
+        for (int64_t j = 0; j < S; j++) memcpy(kh + j * Dq + Dn, kv + j * W + Rkv, (size_t)Dr * sizeof(float));
+        ds_matmul(vh, Dv, kv, W, &c->w->kv_b_proj, h * (Dn + Dv) + Dn, Dv, S);
+        for (int64_t i = 0; i < sg->n; i++) {
+            int64_t t = sg->t0 + i, visible = sg->pos0 + i + 1;
+            const float *qv = c->q + (t * H + h) * Dq;
+            for (int64_t j = 0; j < visible; j++) {
+                float d = 0;
+                for (int64_t k = 0; k < Dq; k++) d += qv[k] * kh[j * Dq + k];
+                sc[j] = d * scale;
+            }
+            ds_softmax(sc, visible);
+            float *o = c->o + (t * H + h) * Dv;
+            for (int64_t k = 0; k < Dv; k++) o[k] = 0;
+            for (int64_t j = 0; j < visible; j++)
+                for (int64_t k = 0; k < Dv; k++) o[k] += sc[j] * vh[j * Dv + k];
+        }
+    }
+}
+
+static void attn_worker(void *vctx, int64_t h0, int64_t h1, int tid) {
+    attn_ctx *c = vctx;
+    for (int64_t h = h0; h < h1; h++) {
+        if (c->naive) attn_head_naive(c, h, tid);
+        else attn_head_absorbed(c, h, tid);
+    }
+}
+
+int ds_mla_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
+                   const ds_seg *segs, int n_segs, bool naive, ds_arena *a, ds_err *e) {
+    const ds_config *cfg = &m->cfg;
+    const ds_layer_w *w = &m->layers[l];
+    int64_t D = cfg->hidden_size, H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Dr = cfg->qk_rope_head_dim;
+    int64_t Dq = Dn + Dr, Rkv = cfg->kv_lora_rank, W = Rkv + Dr, Dv = cfg->v_head_dim;
+    float eps = (float)cfg->rms_norm_eps;
+
+    float *q = ds_arena_calloc(a, (size_t)(T * H * Dq), sizeof(float));       /* (T, H, Dq) */
+    float *kva = ds_arena_calloc(a, (size_t)(T * W), sizeof(float));          /* (T, Rkv+Dr) */
+    float *qcat = ds_arena_calloc(a, (size_t)(T * H * W), sizeof(float));     /* (T, H, W) */
+    float *u = ds_arena_calloc(a, (size_t)(T * H * Rkv), sizeof(float));      /* (T, H, Rkv) */
+    float *o = ds_arena_calloc(a, (size_t)(T * H * Dv), sizeof(float));       /* (T, H, Dv) */
+    if (!q || !kva || !qcat || !u || !o) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
+
+    /* queries */
+    if (cfg->q_lora_rank > 0) {
+        float *qa = ds_arena_calloc(a, (size_t)(T * cfg->q_lora_rank), sizeof(float));  /* (T, Rq) */
+        if (!qa) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
+        ds_matmul(qa, cfg->q_lora_rank, xn, D, &w->q_a_proj, 0, cfg->q_lora_rank, T);
+        ds_rmsnorm(qa, qa, w->q_a_norm, T, cfg->q_lora_rank, eps);
+        ds_matmul(q, H * Dq, qa, cfg->q_lora_rank, &w->q_b_proj, 0, H * Dq, T);
+    } else {
+        ds_matmul(q, H * Dq, xn, D, &w->q_proj, 0, H * Dq, T);
+    }
+    /* latent + rope key, into the caches */
+    ds_matmul(kva, W, xn, D, &w->kv_a_proj, 0, W, T);
+    for (int s = 0; s < n_segs; s++) {
+        const ds_seg *sg = &segs[s];
+        for (int64_t i = 0; i < sg->n; i++) {
+            int64_t t = sg->t0 + i, pos = sg->pos0 + i;
+            float *row = kva + t * W;
+            ds_rmsnorm(row, row, w->kv_a_norm, 1, Rkv, eps);
+            ds_rope_apply(row + Rkv, Dr, m->inv_freq, pos);
+            memcpy(sg->cache->kv[l] + pos * W, row, (size_t)W * sizeof(float));
+            for (int64_t h = 0; h < H; h++) ds_rope_apply(q + (t * H + h) * Dq + Dn, Dr, m->inv_freq, pos);
+        }
+    }
+    attn_ctx c = { m, w, l, T, segs, n_segs, q, qcat, u, o, naive };
+    ds_par_for(H, 1, attn_worker, &c);
+    ds_matmul(out, D, o, H * Dv, &w->o_proj, 0, D, T);
+    return DS_OK;
+}

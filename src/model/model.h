@@ -1,0 +1,136 @@
+/*
+ * model.h - a loaded DeepSeek-V2/V3 model and its forward pass.
+ *
+ * Architecture (per layer, pre-norm residual; spec §2):
+ *   h += MLA(RMSNorm(h))      multi-head latent attention, absorbed form,
+ *                             cache = normalized latent c (Rkv) + roped key (Dr)
+ *   h += FFN(RMSNorm(h))      dense SwiGLU for l < first_k_dense_replace,
+ *                             else DeepSeekMoE (shared + routed experts)
+ * then RMSNorm and the LM head. V3 checkpoints carry an MTP module as layer L.
+ *
+ * Weights stay in the memory-mapped safetensors files (FP8 stays FP8);
+ * only the small norm vectors and router biases are converted to fp32.
+ * Shape letters are defined in config.h.
+ */
+#ifndef DS_MODEL_H
+#define DS_MODEL_H
+
+#include "config.h"
+#include "../io/safetensors.h"
+#include "../tensor/tensor.h"
+
+typedef struct ds_mlp_w {
+    ds_tensor gate;     /* (F, D)  w1 */
+    ds_tensor up;       /* (F, D)  w3 */
+    ds_tensor down;     /* (D, F)  w2 */
+} ds_mlp_w;
+
+typedef struct ds_layer_w {
+    float *attn_norm;   /* (D) */
+    float *ffn_norm;    /* (D) */
+    /* attention */
+    ds_tensor q_proj;   /* (H*Dq, D)   only when Rq == 0 */
+    ds_tensor q_a_proj; /* (Rq, D) */
+    float *q_a_norm;    /* (Rq) */
+    ds_tensor q_b_proj; /* (H*Dq, Rq) */
+    ds_tensor kv_a_proj;/* (Rkv+Dr, D) */
+    float *kv_a_norm;   /* (Rkv) */
+    ds_tensor kv_b_proj;/* (H*(Dn+Dv), Rkv): per head Dn rows W_UK then Dv rows W_UV */
+    ds_tensor o_proj;   /* (D, H*Dv) */
+    /* feed-forward */
+    bool is_moe;
+    ds_mlp_w mlp;       /* dense, width I */
+    ds_tensor router;   /* (E, D) */
+    float *router_bias; /* (E) e_score_correction_bias, or NULL */
+    ds_mlp_w *experts;  /* [E], width F */
+    ds_mlp_w shared;    /* width Es*F; absent when Es == 0 */
+    /* MTP module only */
+    float *enorm, *hnorm, *head_norm;  /* (D) */
+    ds_tensor eh_proj;  /* (D, 2D): input cat[enorm(emb), hnorm(h)] */
+    ds_tensor embed;    /* (V, D) own copy, or absent (use the main one) */
+    ds_tensor head;     /* (V, D) own copy, or absent (use the main one) */
+} ds_layer_w;
+
+typedef struct ds_model {
+    ds_config cfg;
+    ds_safetensors st;
+    char *dir;
+    ds_tensor embed;      /* (V, D) */
+    float *final_norm;    /* (D) */
+    ds_tensor lm_head;    /* (V, D) */
+    ds_layer_w *layers;   /* [L + n_mtp] */
+    int64_t n_mtp;        /* MTP layers actually present (0 if not stored) */
+    float *inv_freq;      /* (Dr/2) YaRN-adjusted rotary frequencies */
+    float attn_scale;     /* softmax scale incl. mscale² */
+    int64_t n_params;     /* stored parameters (scales excluded) */
+    int64_t file_bytes;   /* bytes of tensor data mapped */
+    struct ds_work *work; /* forward-pass scratch, grown on demand */
+} ds_model;
+
+/* Opens a Hugging Face model folder: config.json + safetensors (sharded or
+ * not). Every tensor is checked (presence, shape, dtype, FP8 scale grid);
+ * unexpected tensors are an error. */
+int ds_model_open(ds_model **out, const char *dir, ds_err *e);
+void ds_model_close(ds_model *m);
+
+/* Parameter counts: total stored (main model + MTP), active per token. */
+typedef struct ds_param_counts {
+    int64_t total, main, mtp;
+    int64_t active;             /* per token, main model, incl. embed + head */
+    int64_t active_no_embed;    /* excl. embedding and head */
+} ds_param_counts;
+void ds_model_param_counts(const ds_model *m, ds_param_counts *pc);
+
+/* -------------------------------------------------------------- KV cache */
+
+/* One sequence's cache: per layer, per position, the normalized latent c
+ * (Rkv floats) followed by the roped key k_pe (Dr floats). Nothing else:
+ * no per-head K or V. Layers [0, L) are the main model; the MTP layers use
+ * their own position counter. */
+typedef struct ds_kvcache {
+    int64_t n_layer;      /* L + n_mtp */
+    int64_t width;        /* Rkv + Dr */
+    int64_t cap;          /* allocated positions per layer */
+    int64_t max_ctx;      /* hard limit */
+    int64_t n_past;       /* main-model positions filled */
+    int64_t mtp_n_past;   /* MTP positions filled */
+    float **kv;           /* [n_layer] -> (cap, width) */
+} ds_kvcache;
+
+int ds_kvcache_init(ds_kvcache *c, const ds_model *m, int64_t max_ctx, ds_err *e);
+void ds_kvcache_free(ds_kvcache *c);
+void ds_kvcache_clear(ds_kvcache *c);
+/* Drops positions >= n (keeps a prefix). */
+void ds_kvcache_truncate(ds_kvcache *c, int64_t n);
+/* Bytes per token of cache (all main layers), as stored (fp32). */
+int64_t ds_kvcache_bytes_per_token(const ds_model *m);
+
+/* -------------------------------------------------------------- forward */
+
+/* A run of new tokens of one sequence, appended at cache->n_past. */
+typedef struct ds_seq_chunk {
+    ds_kvcache *cache;
+    const int32_t *tokens;
+    int64_t n;
+    bool all_logits;      /* logits for every token (else only the last) */
+} ds_seq_chunk;
+
+/* Runs the main model over all chunks together (one batch). Writes logits
+ * for each chunk in order: n rows if all_logits, else 1 row, each V floats.
+ * If `hidden` is non-NULL it receives the final-normed hidden state of every
+ * token ((Σ n) × D), the MTP module's input. Token ids are range-checked. */
+int ds_model_forward(ds_model *m, ds_seq_chunk *chunks, int n_chunks, float *logits,
+                     float *hidden, ds_err *e);
+
+/* MTP module (layer L): row i uses the main model's final-normed hidden
+ * state h[i] (D) and the embedding of next_tokens[i] (the token after the
+ * one that produced h[i]); rows are appended at cache->mtp_n_past. Writes
+ * logits (n × V) predicting the token after next_tokens[i]. */
+int ds_model_forward_mtp(ds_model *m, ds_kvcache *cache, const float *h, const int32_t *next_tokens,
+                         int64_t n, float *logits, ds_err *e);
+
+/* Debug/check path: the same forward with naive (decompressed K/V)
+ * attention and no cache, over one sequence. logits: T × V. */
+int ds_model_forward_naive(ds_model *m, const int32_t *tokens, int64_t T, float *logits, ds_err *e);
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * model_internal.h - private glue between model.c, forward.c, mla.c and
+ * moe.c: the forward-pass workspace and the per-layer entry points.
+ */
+#ifndef DS_MODEL_INTERNAL_H
+#define DS_MODEL_INTERNAL_H
+
+#include "model.h"
+#include "../core/arena.h"
+
+typedef struct ds_work {
+    ds_arena arena;       /* reset at the start of every forward call */
+} ds_work;
+
+void ds_work_free(struct ds_work *w);
+int ds_work_get(ds_model *m, ds_arena **a, ds_err *e);
+
+/* A segment of the batch: tokens [t0, t0+n) of one sequence, at absolute
+ * positions pos0 .. pos0+n-1, attending to `cache` layer rows [0, pos0+n). */
+typedef struct ds_seg {
+    ds_kvcache *cache;
+    int64_t t0, n, pos0;
+} ds_seg;
+
+/* out[T, D] = MLA(xn) for layer l; writes this batch's latents into the
+ * caches first. naive: decompress K/V per head instead of absorbing. */
+int ds_mla_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
+                   const ds_seg *segs, int n_segs, bool naive, ds_arena *a, ds_err *e);
+
+/* out[T, D] = FFN(xn) for layer l (dense SwiGLU or MoE). */
+int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t T, ds_arena *a, ds_err *e);
+
+/* Expert selection for one token (spec §5.2-5.4). logits[E] are router
+ * logits; bias[E] (noaux_tc only) is used for selection only. Writes the K
+ * chosen experts (idx) and their combine weights (wt); scores[E] receives
+ * the unbiased gate scores s (softmax or sigmoid). tmp: >= E + n_group floats. */
+void ds_moe_route(const ds_config *c, const float *logits, const float *bias, int32_t *idx, float *wt,
+                  float *scores, float *tmp);
+
+/* One decoder block in place: x += MLA(norm(x)); x += FFN(norm(x)). */
+int ds_block_forward(ds_model *m, int64_t l, float *x, int64_t T, const ds_seg *segs, int n_segs,
+                     bool naive, ds_arena *a, ds_err *e);
+
+/* Makes room for `extra` more positions past max(n_past, mtp_n_past). */
+int ds_kvcache_reserve(ds_kvcache *c, int64_t upto, ds_err *e);
+
+#endif

@@ -1,0 +1,152 @@
+/*
+ * moe.c - feed-forward blocks: dense SwiGLU and DeepSeekMoE (spec §5).
+ *
+ *   MLP(x)  = down( silu(gate(x)) ⊙ up(x) )
+ *   MoE(x)  = Σ_k w_k · Expert_{idx_k}(x) + Shared(x)
+ * Routing per token (ds_moe_route):
+ *   s = softmax(logits) | sigmoid(logits)              gate scores
+ *   choice = s (+ e_score_correction_bias for noaux_tc)  selection only
+ *   greedy:               top-K of choice
+ *   group_limited_greedy: group score = max of s in the group
+ *   noaux_tc:             group score = sum of the group's top-2 choice
+ *   keep topk_group groups, dropped groups -> -inf, then top-K
+ *   w = s[idx] (/ Σ if norm_topk_prob) · routed_scaling_factor
+ * Routed outputs are accumulated in expert-id order, then the shared
+ * experts are added (the order transformers uses).
+ */
+#include "model_internal.h"
+#include "../tensor/ops.h"
+
+#include <math.h>
+#include <string.h>
+
+static void mlp_forward(float *out, const float *x, int64_t T, int64_t D, const ds_mlp_w *w, ds_arena *a, int *oom) {
+    int64_t F = ds_tensor_rows(&w->gate);
+    ds_arena_mark mk = ds_arena_get_mark(a);
+    float *g = ds_arena_calloc(a, (size_t)(T * F), sizeof(float));   /* (T, F) */
+    float *u = ds_arena_calloc(a, (size_t)(T * F), sizeof(float));   /* (T, F) */
+    if (!g || !u) { *oom = 1; ds_arena_release(a, mk); return; }
+    ds_matmul(g, F, x, D, &w->gate, 0, F, T);
+    ds_matmul(u, F, x, D, &w->up, 0, F, T);
+    ds_silu_mul(g, g, u, T * F);
+    ds_matmul(out, D, g, F, &w->down, 0, D, T);
+    ds_arena_release(a, mk);
+}
+
+/* top-k indices of v[n] by value, descending; ties go to the lower index. */
+static void topk(const float *v, int64_t n, int64_t k, int32_t *idx) {
+    for (int64_t j = 0; j < k; j++) {
+        int64_t best = -1;
+        for (int64_t i = 0; i < n; i++) {
+            bool taken = false;
+            for (int64_t q = 0; q < j; q++) if (idx[q] == i) { taken = true; break; }
+            if (taken) continue;
+            if (best < 0 || v[i] > v[best] || (isnan(v[best]) && !isnan(v[i]))) best = i;
+        }
+        idx[j] = (int32_t)best;
+    }
+}
+
+void ds_moe_route(const ds_config *c, const float *logits, const float *bias, int32_t *idx, float *wt,
+                  float *scores, float *tmp) {
+    int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, G = c->n_group, per = E / G;
+    if (c->scoring_func == DS_SCORE_SIGMOID) {
+        for (int64_t i = 0; i < E; i++) scores[i] = 1.0f / (1.0f + expf(-logits[i]));
+    } else {
+        memcpy(scores, logits, (size_t)E * sizeof(float));
+        ds_softmax(scores, E);
+    }
+    float *choice = tmp, *gs = tmp + E;
+    for (int64_t i = 0; i < E; i++)
+        choice[i] = scores[i] + ((c->topk_method == DS_TOPK_NOAUX_TC && bias) ? bias[i] : 0.0f);
+    if (c->topk_method != DS_TOPK_GREEDY && G > 1) {
+        for (int64_t g = 0; g < G; g++) {
+            const float *cg = choice + g * per;
+            if (c->topk_method == DS_TOPK_NOAUX_TC) {
+                int32_t two[2];
+                topk(cg, per, 2, two);
+                gs[g] = cg[two[0]] + cg[two[1]];
+            } else {
+                float mx = -INFINITY;
+                for (int64_t i = 0; i < per; i++) mx = fmaxf(mx, scores[g * per + i]);
+                gs[g] = mx;
+            }
+        }
+        int32_t keep[1024];
+        int64_t kg = c->topk_group > 1024 ? 1024 : c->topk_group;
+        topk(gs, G, kg, keep);
+        for (int64_t g = 0; g < G; g++) {
+            bool kept = false;
+            for (int64_t q = 0; q < kg; q++) if (keep[q] == g) kept = true;
+            if (!kept)
+                for (int64_t i = 0; i < per; i++) choice[g * per + i] = -INFINITY;
+        }
+    }
+    topk(choice, E, K, idx);
+    double sum = 0;
+    for (int64_t k = 0; k < K; k++) { wt[k] = scores[idx[k]]; sum += wt[k]; }
+    for (int64_t k = 0; k < K; k++) {
+        float v = wt[k];
+        if (c->norm_topk_prob && K > 1) v = (float)(v / sum);
+        wt[k] = v * (float)c->routed_scaling_factor;
+    }
+}
+
+int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t T, ds_arena *a, ds_err *e) {
+    const ds_config *c = &m->cfg;
+    const ds_layer_w *w = &m->layers[l];
+    int64_t D = c->hidden_size;
+    int oom = 0;
+    if (!w->is_moe) {
+        mlp_forward(out, xn, T, D, &w->mlp, a, &oom);
+        return oom ? ds_err_set(e, DS_ENOMEM, "out of memory in MLP") : DS_OK;
+    }
+    int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
+    float *logits = ds_arena_calloc(a, (size_t)(T * E), sizeof(float));  /* (T, E) */
+    int32_t *idx = ds_arena_calloc(a, (size_t)(T * K), sizeof(int32_t)); /* (T, K) */
+    float *wt = ds_arena_calloc(a, (size_t)(T * K), sizeof(float));      /* (T, K) */
+    float *scores = ds_arena_calloc(a, (size_t)E, sizeof(float));
+    float *tmp = ds_arena_calloc(a, (size_t)(E + c->n_group), sizeof(float));
+    int64_t *count = ds_arena_calloc(a, (size_t)E + 1, sizeof(int64_t));
+    if (!logits || !idx || !wt || !scores || !tmp || !count) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+    ds_matmul(logits, E, xn, D, &w->router, 0, E, T);
+    for (int64_t t = 0; t < T; t++) {
+        ds_moe_route(c, logits + t * E, w->router_bias, idx + t * K, wt + t * K, scores, tmp);
+        for (int64_t k = 0; k < K; k++) count[idx[t * K + k]]++;
+    }
+    int64_t maxn = 0;
+    for (int64_t x = 0; x < E; x++) maxn = DS_MAX(maxn, count[x]);
+    float *xe = ds_arena_calloc(a, (size_t)(maxn * D), sizeof(float));  /* (n_e, D) gathered inputs */
+    float *ye = ds_arena_calloc(a, (size_t)(maxn * D), sizeof(float));  /* (n_e, D) expert outputs */
+    int64_t *rows = ds_arena_calloc(a, (size_t)maxn + 1, sizeof(int64_t));
+    float *rw = ds_arena_calloc(a, (size_t)maxn + 1, sizeof(float));
+    if (!xe || !ye || !rows || !rw) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+    memset(out, 0, (size_t)(T * D) * sizeof(float));
+    for (int64_t x = 0; x < E; x++) {
+        if (!count[x]) continue;
+        int64_t n = 0;
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t k = 0; k < K; k++)
+                if (idx[t * K + k] == x) {
+                    rows[n] = t;
+                    rw[n] = wt[t * K + k];
+                    memcpy(xe + n * D, xn + t * D, (size_t)D * sizeof(float));
+                    n++;
+                }
+        mlp_forward(ye, xe, n, D, &w->experts[x], a, &oom);
+        if (oom) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE expert");
+        for (int64_t i = 0; i < n; i++) {
+            float *o = out + rows[i] * D;
+            const float *y = ye + i * D;
+            for (int64_t d = 0; d < D; d++) o[d] += rw[i] * y[d];
+        }
+    }
+    if (c->n_shared_experts > 0) {
+        float *sh = ds_arena_calloc(a, (size_t)(T * D), sizeof(float));
+        if (!sh) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+        mlp_forward(sh, xn, T, D, &w->shared, a, &oom);
+        if (oom) return ds_err_set(e, DS_ENOMEM, "out of memory in shared experts");
+        for (int64_t i = 0; i < T * D; i++) out[i] += sh[i];
+    }
+    return DS_OK;
+}

@@ -1,0 +1,17 @@
+/*
+ * rope.h - rotary position embedding with YaRN frequency scaling, applied
+ * to interleaved pairs (x[2i], x[2i+1]) exactly as the checkpoints expect
+ * (spec §4: never rotate-half on raw checkpoint outputs).
+ */
+#ifndef DS_ROPE_H
+#define DS_ROPE_H
+
+#include "config.h"
+
+/* inv_freq[Dr/2]: θ_i, blended between θ_i and θ_i/factor by the YaRN ramp. */
+void ds_rope_inv_freq(const ds_config *c, float *inv_freq);
+
+/* Rotates x[Dr] in place for absolute position pos. */
+void ds_rope_apply(float *x, int64_t Dr, const float *inv_freq, int64_t pos);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * generate.h - the decoding loop: prefill a prompt through the cache, then
+ * sample one token at a time until a stop condition.
+ */
+#ifndef DS_GENERATE_H
+#define DS_GENERATE_H
+
+#include "../model/model.h"
+#include "sampler.h"
+
+typedef struct ds_gen_opts {
+    int64_t max_tokens;        /* new tokens at most */
+    const int32_t *stop_ids;   /* generation ends after emitting one of these */
+    int n_stop_ids;
+    int64_t prefill_chunk;     /* tokens per prefill forward (0 = 512) */
+} ds_gen_opts;
+
+typedef struct ds_gen_stats {
+    int64_t n_prompt, n_gen;
+    double t_prefill, t_decode;   /* seconds */
+    int finish;                   /* 0 length, 1 stop token, 2 stopped by callback */
+} ds_gen_stats;
+
+/* Called for each generated token; return non-zero to stop. */
+typedef int (*ds_token_cb)(void *ud, int32_t tok);
+
+/* Appends prompt[0..n) to the cache (which may already hold a prefix), then
+ * generates. The sampler should already have seen the prompt if penalties
+ * are used. Returns DS_OK or an error (e.g. context full). */
+int ds_generate(ds_model *m, ds_kvcache *cache, ds_sampler *s, const int32_t *prompt, int64_t n,
+                const ds_gen_opts *o, ds_token_cb cb, void *ud, ds_gen_stats *st, ds_err *e);
+
+/* Prefill only: appends tokens; writes the last position's logits (V). */
+int ds_prefill(ds_model *m, ds_kvcache *cache, const int32_t *tok, int64_t n, int64_t chunk, float *logits,
+               ds_err *e);
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * sampler.h - next-token selection from logits.
+ *
+ * Order of operations (the usual one, as in HF and llama.cpp):
+ *   1. repetition penalty over every token seen (prompt + output; HF/CTRL:
+ *      logit > 0 ? logit / p : logit * p)
+ *   2. frequency / presence penalties over the tokens generated so far
+ *      (OpenAI: logit -= count·frequency + (count > 0)·presence)
+ *   3. temperature == 0 -> argmax (ties: lowest id)
+ *   4. logits / temperature, top-k, softmax, top-p (nucleus), min-p
+ *   5. draw with the sampler's own RNG (same seed -> same tokens)
+ */
+#ifndef DS_SAMPLER_H
+#define DS_SAMPLER_H
+
+#include "../core/base.h"
+#include "../core/rng.h"
+
+typedef struct ds_sampler_params {
+    float temperature;          /* 0 = greedy */
+    int32_t top_k;              /* 0 = off */
+    float top_p;                /* 1 = off */
+    float min_p;                /* 0 = off */
+    float repetition_penalty;   /* 1 = off */
+    float frequency_penalty;    /* 0 = off */
+    float presence_penalty;     /* 0 = off */
+    uint64_t seed;
+} ds_sampler_params;
+
+void ds_sampler_params_default(ds_sampler_params *p);
+/* Checks ranges; names the bad field. */
+int ds_sampler_params_check(const ds_sampler_params *p, ds_err *e);
+
+typedef struct ds_sampler {
+    ds_sampler_params p;
+    int64_t vocab;
+    ds_rng rng;
+    int32_t *seen;      /* (V) occurrences in prompt + output */
+    int32_t *out_count; /* (V) occurrences in output */
+    int32_t *order;     /* (V) scratch */
+    float *probs;       /* (V) scratch */
+} ds_sampler;
+
+int ds_sampler_init(ds_sampler *s, const ds_sampler_params *p, int64_t vocab, ds_err *e);
+void ds_sampler_free(ds_sampler *s);
+/* Forget history (keeps the RNG state unless reseed). */
+void ds_sampler_reset(ds_sampler *s, bool reseed);
+/* Records prompt tokens (repetition penalty only). */
+void ds_sampler_add_prompt(ds_sampler *s, const int32_t *ids, int64_t n);
+/* Records a generated token. */
+void ds_sampler_accept(ds_sampler *s, int32_t id);
+/* Picks the next token; modifies logits in place (penalties, temperature). */
+int32_t ds_sampler_sample(ds_sampler *s, float *logits);
+
+/* log-softmax of logits[V] into out[V] (for logprobs). */
+void ds_log_softmax(float *out, const float *logits, int64_t V);
+
+#endif
