@@ -41,7 +41,7 @@ $(BUILD)/tests/run_tests: $(OBJ_LIB) $(OBJ_TEST)
 
 test: deepseek $(BUILD)/tests/run_tests
 	./$(BUILD)/tests/run_tests
-	sh tests/cli_tests.sh ./deepseek
+	@for s in tests/cli_*.sh; do [ -f "$$s" ] || continue; echo "== $$s"; sh "$$s" ./deepseek || exit 1; done
 
 asan:
 	$(MAKE) BUILD=build-asan CC=clang CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" deepseek build-asan/tests/run_tests

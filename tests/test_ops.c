@@ -1,0 +1,240 @@
+/*
+ * test_ops.c - every fast kernel against its plain reference twin, dtype
+ * conversions against their formulas, routing against hand-worked cases.
+ */
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "core/thread.h"
+#include "model/model_internal.h"
+#include "tensor/ops.h"
+
+static float randn(ds_rng *r) { return ds_rng_normal(r); }
+
+/* A random weight of dtype dt, [N, K], with FP8 block scales if needed. */
+typedef struct { ds_tensor t; void *data; float *scale; } owned_tensor;
+
+static owned_tensor make_weight(ds_dtype dt, int64_t N, int64_t K, ds_rng *r) {
+    owned_tensor o;
+    memset(&o, 0, sizeof o);
+    o.t.name = "w";
+    o.t.dtype = dt;
+    o.t.ndim = 2;
+    o.t.shape[0] = N;
+    o.t.shape[1] = K;
+    size_t n = (size_t)(N * K);
+    o.data = malloc(n * ds_dtype_size(dt));
+    for (size_t i = 0; i < n; i++) {
+        float v = randn(r);
+        switch (dt) {
+        case DS_DTYPE_F32: ((float *)o.data)[i] = v; break;
+        case DS_DTYPE_BF16: ((uint16_t *)o.data)[i] = ds_f32_to_bf16(v); break;
+        case DS_DTYPE_F16: ((uint16_t *)o.data)[i] = ds_f32_to_f16(v); break;
+        case DS_DTYPE_F8_E4M3: ((uint8_t *)o.data)[i] = ds_f32_to_fp8_e4m3(v * 100.0f); break;
+        default: break;
+        }
+    }
+    o.t.data = o.data;
+    if (dt == DS_DTYPE_F8_E4M3) {
+        int64_t sr = (N + 127) / 128, sc = (K + 127) / 128;
+        o.scale = malloc((size_t)(sr * sc) * sizeof(float));
+        for (int64_t i = 0; i < sr * sc; i++) o.scale[i] = 0.01f * (1.0f + 0.5f * (float)(i % 7));
+        o.t.scale = o.scale;
+        o.t.scale_rows = sr;
+        o.t.scale_cols = sc;
+        o.t.block_r = o.t.block_c = 128;
+    }
+    return o;
+}
+
+static double max_rel(const float *a, const float *b, int64_t n) {
+    double mx = 0, scale = 1e-6;
+    for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(b[i]));
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= mx)) mx = d;
+    }
+    return mx / scale;
+}
+
+TEST(ops_matmul_fast_vs_ref) {
+    ds_rng r;
+    ds_rng_seed(&r, 1);
+    ds_dtype dts[] = { DS_DTYPE_F32, DS_DTYPE_BF16, DS_DTYPE_F16, DS_DTYPE_F8_E4M3 };
+    int64_t shapes[][2] = { { 37, 130 }, { 300, 257 }, { 129, 64 } };
+    int64_t Ts[] = { 1, 3, 20 };
+    for (int d = 0; d < 4; d++)
+        for (int s = 0; s < 3; s++)
+            for (int ti = 0; ti < 3; ti++) {
+                int64_t N = shapes[s][0], K = shapes[s][1], T = Ts[ti];
+                owned_tensor w = make_weight(dts[d], N, K, &r);
+                float *x = malloc((size_t)(T * K) * sizeof(float));
+                for (int64_t i = 0; i < T * K; i++) x[i] = randn(&r);
+                int64_t r0 = N > 40 ? 5 : 0, n = N - r0;
+                float *y = calloc((size_t)(T * n), sizeof(float)), *yr = calloc((size_t)(T * n), sizeof(float));
+                ds_matmul(y, n, x, K, &w.t, r0, n, T);
+                ds_matmul_ref(yr, n, x, K, &w.t, r0, n, T);
+                double err = max_rel(y, yr, T * n);
+                CHECK_MSG(err < 1e-5, "matmul %s N=%lld K=%lld T=%lld rel err %g", ds_dtype_name(dts[d]),
+                          (long long)N, (long long)K, (long long)T, err);
+                /* generic path too */
+                ds_ops_force_generic(true);
+                ds_matmul(y, n, x, K, &w.t, r0, n, T);
+                ds_ops_force_generic(false);
+                err = max_rel(y, yr, T * n);
+                CHECK_MSG(err < 1e-5, "generic matmul %s rel err %g", ds_dtype_name(dts[d]), err);
+                /* matmul_t: y[T, K] = x[T, n] · W[r0:r0+n] */
+                float *xt = malloc((size_t)(T * n) * sizeof(float));
+                for (int64_t i = 0; i < T * n; i++) xt[i] = randn(&r);
+                float *z = calloc((size_t)(T * K), sizeof(float)), *zr = calloc((size_t)(T * K), sizeof(float));
+                ds_matmul_t(z, K, xt, n, &w.t, r0, n, T);
+                ds_matmul_t_ref(zr, K, xt, n, &w.t, r0, n, T);
+                err = max_rel(z, zr, T * K);
+                CHECK_MSG(err < 1e-5, "matmul_t %s rel err %g", ds_dtype_name(dts[d]), err);
+                free(x); free(y); free(yr); free(xt); free(z); free(zr);
+                free(w.data); free(w.scale);
+            }
+}
+
+TEST(ops_sgemm_fast_vs_ref) {
+    ds_rng r;
+    ds_rng_seed(&r, 2);
+    int64_t M = 33, N = 47, K = 29;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            float *A = malloc((size_t)(M * K) * sizeof(float)), *B = malloc((size_t)(K * N) * sizeof(float));
+            float *C = malloc((size_t)(M * N) * sizeof(float)), *Cr = malloc((size_t)(M * N) * sizeof(float));
+            for (int64_t i = 0; i < M * K; i++) A[i] = randn(&r);
+            for (int64_t i = 0; i < K * N; i++) B[i] = randn(&r);
+            for (int64_t i = 0; i < M * N; i++) C[i] = Cr[i] = randn(&r);
+            int64_t lda = ta ? M : K, ldb = tb ? K : N;
+            ds_sgemm(ta, tb, M, N, K, 0.7f, A, lda, B, ldb, 0.3f, C, N);
+            ds_sgemm_ref(ta, tb, M, N, K, 0.7f, A, lda, B, ldb, 0.3f, Cr, N);
+            CHECK_MSG(max_rel(C, Cr, M * N) < 1e-5, "sgemm ta=%d tb=%d", ta, tb);
+            free(A); free(B); free(C); free(Cr);
+        }
+}
+
+TEST(ops_fp8_table_matches_formula) {
+    ds_dtype_init();
+    for (int b = 0; b < 256; b++) {
+        float a = ds_fp8_e4m3_table[b], f = ds_fp8_e4m3_to_f32_ref((uint8_t)b);
+        if (isnan(f)) CHECK(isnan(a));
+        else CHECK_MSG(a == f, "code %d: %g vs %g", b, a, f);
+    }
+    CHECK(ds_fp8_e4m3_to_f32_ref(0x7e) == 448.0f);      /* max finite */
+    CHECK(ds_fp8_e4m3_to_f32_ref(0x01) == 0x1p-9f);     /* smallest subnormal */
+    CHECK(isnan(ds_fp8_e4m3_to_f32_ref(0x7f)));
+    CHECK(ds_fp8_e4m3_to_f32_ref(0xb8) == -1.0f);
+    /* round trip of every finite code */
+    for (int b = 0; b < 256; b++) {
+        if ((b & 0x7f) == 0x7f) continue;
+        float f = ds_fp8_e4m3_to_f32_ref((uint8_t)b);
+        uint8_t back = ds_f32_to_fp8_e4m3(f);
+        if (f == 0.0f) CHECK(ds_fp8_e4m3_to_f32_ref(back) == 0.0f);
+        else CHECK_MSG(back == b, "fp8 round trip %d -> %g -> %d", b, f, back);
+    }
+    CHECK(ds_f32_to_fp8_e4m3(1e9f) == 0x7e);            /* saturates */
+}
+
+TEST(ops_half_conversions) {
+    /* bf16: round to nearest even */
+    CHECK(ds_f32_to_bf16(1.0f) == 0x3f80);
+    CHECK(ds_bf16_to_f32(0x3f80) == 1.0f);
+    float halfway = ds_bf16_to_f32(0x3f80) + 0x1p-8f;   /* exactly between 0x3f80 and 0x3f81 */
+    CHECK(ds_f32_to_bf16(halfway) == 0x3f80);
+    CHECK(ds_f32_to_bf16(nextafterf(halfway, 2.0f)) == 0x3f81);
+    /* f16 */
+    CHECK(ds_f16_to_f32(0x3c00) == 1.0f);
+    CHECK(ds_f16_to_f32(0x0001) == 0x1p-24f);
+    CHECK(ds_f16_to_f32(0x7bff) == 65504.0f);
+    CHECK(isinf(ds_f16_to_f32(0x7c00)));
+    for (int h = 0; h < 0x7c00; h += 7) CHECK_MSG(ds_f32_to_f16(ds_f16_to_f32((uint16_t)h)) == h, "f16 %x", h);
+}
+
+TEST(ops_rmsnorm_softmax) {
+    float x[4] = { 1, 2, 3, 4 }, w[4] = { 1, 1, 2, 0.5f }, y[4];
+    ds_rmsnorm(y, x, w, 1, 4, 0.0f);
+    double rms = sqrt((1 + 4 + 9 + 16) / 4.0);
+    CHECK_NEAR(y[0], 1 / rms, 1e-6);
+    CHECK_NEAR(y[2], 6 / rms, 1e-6);
+    CHECK_NEAR(y[3], 2 / rms, 1e-6);
+    float s[4] = { 0, -INFINITY, 1, -INFINITY };
+    ds_softmax(s, 4);
+    CHECK_NEAR(s[0], 1 / (1 + exp(1.0)), 1e-6);
+    CHECK(s[1] == 0.0f && s[3] == 0.0f);
+    CHECK_NEAR(s[0] + s[2], 1.0, 1e-6);
+    float big[2] = { 1000, 999 };
+    ds_softmax(big, 2);
+    CHECK(!isnan(big[0]) && big[0] > big[1]);
+}
+
+static ds_config route_cfg(ds_topk_method tm, ds_score_func sf, int64_t E, int64_t K, int64_t G, int64_t keep) {
+    ds_config c;
+    memset(&c, 0, sizeof c);
+    c.n_routed_experts = E; c.num_experts_per_tok = K; c.n_group = G; c.topk_group = keep;
+    c.topk_method = tm; c.scoring_func = sf; c.routed_scaling_factor = 1.0;
+    return c;
+}
+
+TEST(ops_route_noaux_tc_masks_dropped_groups_with_minus_inf) {
+    /* 4 groups of 2. Biased scores are negative in kept groups; a 0.0 mask
+     * (the old HF bug) would let dropped-group experts win. */
+    ds_config c = route_cfg(DS_TOPK_NOAUX_TC, DS_SCORE_SIGMOID, 8, 2, 4, 2);
+    c.norm_topk_prob = true;
+    c.routed_scaling_factor = 2.5;
+    float logits[8] = { 2, 1, -1, -2, 0.5f, 0.4f, -3, -3 };
+    float bias[8] = { -1.5f, -1.5f, -1.5f, -1.5f, -1.0f, -1.0f, -1.5f, -1.5f };
+    int32_t idx[2];
+    float wt[2], sc[8], tmp[16];
+    ds_moe_route(&c, logits, bias, idx, wt, sc, tmp);
+    /* biased choice c = s + b: c0 -0.62, c1 -0.77, c2 -1.23, c3 -1.38, c4 -0.38, c5 -0.40, c6 = c7 -1.45;
+     * group top-2 sums: g0 -1.39, g1 -2.61, g2 -0.78, g3 -2.91 -> keep g2, g0 -> experts 4, 5.
+     * With a 0.0 mask the dropped experts (0.0 > -0.38) would win instead. */
+    CHECK_MSG(idx[0] == 4 && idx[1] == 5, "picked %d %d", idx[0], idx[1]);
+    /* weights from unbiased sigmoid scores, normalized, x2.5 */
+    float s4 = 1 / (1 + expf(-0.5f)), s5 = 1 / (1 + expf(-0.4f));
+    CHECK_NEAR(wt[0], 2.5 * s4 / (s4 + s5), 1e-6);
+    CHECK_NEAR(wt[0] + wt[1], 2.5, 1e-5);
+}
+
+TEST(ops_route_group_limited_uses_group_max) {
+    /* V2: group score = max softmax score; keep 1 of 2 groups */
+    ds_config c = route_cfg(DS_TOPK_GROUP_LIMITED, DS_SCORE_SOFTMAX, 4, 2, 2, 1);
+    c.routed_scaling_factor = 16.0;
+    float logits[4] = { 3.0f, -5.0f, 2.9f, 2.8f };  /* g0 = {3, -5}: max wins; g1 sum would be larger */
+    int32_t idx[2];
+    float wt[2], sc[4], tmp[8];
+    ds_moe_route(&c, logits, NULL, idx, wt, sc, tmp);
+    CHECK(idx[0] == 0 && idx[1] == 1);
+    float z = expf(3.0f) + expf(-5.0f) + expf(2.9f) + expf(2.8f);
+    CHECK_NEAR(wt[0], 16.0 * expf(3.0f) / z, 1e-5);
+}
+
+TEST(ops_route_greedy_softmax_no_renorm) {
+    ds_config c = route_cfg(DS_TOPK_GREEDY, DS_SCORE_SOFTMAX, 5, 2, 1, 1);
+    float logits[5] = { 0.1f, 2.0f, -1.0f, 1.5f, 0.0f };
+    int32_t idx[2];
+    float wt[2], sc[5], tmp[8];
+    ds_moe_route(&c, logits, NULL, idx, wt, sc, tmp);
+    CHECK(idx[0] == 1 && idx[1] == 3);
+    CHECK(wt[0] + wt[1] < 1.0f);   /* V2-Lite: not renormalized */
+    CHECK_NEAR(wt[0], sc[1], 1e-7);
+}
+
+TEST(ops_par_for_covers_range_once) {
+    static int hits[1000];
+    memset(hits, 0, sizeof hits);
+    struct ctx { int *h; } cx = { hits };
+    void fn(void *c, int64_t a, int64_t b, int tid);
+    ds_par_for(1000, 1, fn, &cx);
+    for (int i = 0; i < 1000; i++) CHECK_EQ_INT(hits[i], 1);
+}
+void fn(void *c, int64_t a, int64_t b, int tid) {
+    (void)tid;
+    int *h = *(int **)c;
+    for (int64_t i = a; i < b; i++) h[i]++;
+}
