@@ -78,6 +78,39 @@ static int parse_one(ds_st_tensor *t, const char *name, json_t *v, uint64_t data
     return DS_OK;
 }
 
+/* The data region must be exactly covered by the tensors of this file, as
+ * the format requires (and HF's reader enforces): sorted by offsets, each
+ * tensor starts where the previous one ended; no overlap, no hole, no
+ * trailing bytes (which would let a file be a polyglot). */
+static int check_layout(ds_safetensors *st, int64_t first, uint64_t data_size, const char *what, ds_err *e) {
+    int64_t cnt = st->n_tensors - first;
+    int rc = DS_OK;
+    span *sp = malloc((size_t)(cnt > 0 ? cnt : 1) * sizeof *sp);
+    if (!sp) return ds_err_set(e, DS_ENOMEM, "%s: out of memory", what);
+    for (int64_t i = 0; i < cnt; i++)
+        sp[i] = (span){ st->tensors[first + i].begin, st->tensors[first + i].end, st->tensors[first + i].name };
+    qsort(sp, (size_t)cnt, sizeof *sp, cmp_span);
+    uint64_t pos = 0;
+    const span *prev = NULL;
+    for (int64_t i = 0; i < cnt && !rc; i++) {
+        if (sp[i].begin < pos)
+            rc = ds_err_set(e, DS_EFORMAT, "%s: tensors '%s' and '%s' overlap (bytes %llu..%llu and %llu..%llu)",
+                            what, prev->name, sp[i].name, (unsigned long long)prev->begin,
+                            (unsigned long long)prev->end, (unsigned long long)sp[i].begin,
+                            (unsigned long long)sp[i].end);
+        else if (sp[i].begin > pos)
+            rc = ds_err_set(e, DS_EFORMAT, "%s: bytes %llu..%llu of the data region belong to no tensor (hole before '%s')",
+                            what, (unsigned long long)pos, (unsigned long long)sp[i].begin, sp[i].name);
+        pos = sp[i].end;
+        prev = &sp[i];
+    }
+    if (!rc && pos != data_size)
+        rc = ds_err_set(e, DS_EFORMAT, "%s: %llu trailing bytes after the last tensor (data region %llu bytes, tensors end at %llu)",
+                        what, (unsigned long long)(data_size - pos), (unsigned long long)data_size, (unsigned long long)pos);
+    free(sp);
+    return rc;
+}
+
 int ds_safetensors_parse(ds_safetensors *st, const uint8_t *buf, size_t size, int file,
                          const char *what, ds_err *e) {
     if (size < 8) return ds_err_set(e, DS_EFORMAT, "%s: file is %zu bytes, too short for a safetensors header", what, size);
@@ -108,6 +141,14 @@ int ds_safetensors_parse(ds_safetensors *st, const uint8_t *buf, size_t size, in
     json_object_foreach(root, key, val) {
         if (strcmp(key, "__metadata__") == 0) {
             if (!json_is_object(val)) { rc = ds_err_set(e, DS_EFORMAT, "%s: __metadata__ is not an object", what); break; }
+            const char *mk;
+            json_t *mv;
+            json_object_foreach(val, mk, mv)
+                if (!json_is_string(mv)) {
+                    rc = ds_err_set(e, DS_EFORMAT, "%s: __metadata__ value '%.100s' is not a string", what, mk);
+                    break;
+                }
+            if (rc) break;
             continue;
         }
         ds_st_tensor *t = &st->tensors[st->n_tensors];
@@ -130,25 +171,7 @@ int ds_safetensors_parse(ds_safetensors *st, const uint8_t *buf, size_t size, in
     }
     json_decref(root);
     if (rc) return rc;
-    /* overlap check within this file */
-    int64_t cnt = st->n_tensors - first;
-    if (cnt > 1) {
-        span *sp = malloc((size_t)cnt * sizeof *sp);
-        if (!sp) return ds_err_set(e, DS_ENOMEM, "%s: out of memory", what);
-        for (int64_t i = 0; i < cnt; i++)
-            sp[i] = (span){ st->tensors[first + i].begin, st->tensors[first + i].end, st->tensors[first + i].name };
-        qsort(sp, (size_t)cnt, sizeof *sp, cmp_span);
-        for (int64_t i = 1; i < cnt; i++)
-            if (sp[i].begin < sp[i - 1].end && sp[i].end > sp[i].begin && sp[i - 1].end > sp[i - 1].begin) {
-                rc = ds_err_set(e, DS_EFORMAT, "%s: tensors '%s' and '%s' overlap (bytes %llu..%llu and %llu..%llu)",
-                                what, sp[i - 1].name, sp[i].name, (unsigned long long)sp[i - 1].begin,
-                                (unsigned long long)sp[i - 1].end, (unsigned long long)sp[i].begin,
-                                (unsigned long long)sp[i].end);
-                break;
-            }
-        free(sp);
-    }
-    return rc;
+    return check_layout(st, first, data_size, what, e);
 }
 
 static int finish(ds_safetensors *st, ds_err *e) {

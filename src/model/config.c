@@ -49,6 +49,18 @@ int ds_config_validate(const ds_config *c, const char *w, ds_err *e) {
                           (long long)c->first_k_dense_replace, (long long)c->n_layer);
     if (c->yarn && !(c->rope_factor >= 1.0))
         return ds_err_set(e, DS_ERANGE, "%s: rope_scaling.factor must be >= 1", w);
+    /* YaRN divides by ln(rope_theta) and takes ln(L0 / (2π beta)) */
+    if (!(c->rope_theta > 1.0))
+        return ds_err_set(e, DS_ERANGE, "%s: rope_theta = %g must be > 1", w, c->rope_theta);
+    if (c->yarn && !(c->beta_fast > 0.0 && c->beta_slow > 0.0 && c->rope_orig_max_pos >= 1.0))
+        return ds_err_set(e, DS_ERANGE, "%s: rope_scaling beta_fast = %g, beta_slow = %g must be > 0 and "
+                          "original_max_position_embeddings = %g >= 1", w, c->beta_fast, c->beta_slow, c->rope_orig_max_pos);
+    if (c->bos_token_id >= c->vocab_size)
+        return ds_err_set(e, DS_ERANGE, "%s: bos_token_id = %lld is >= vocab_size = %lld", w,
+                          (long long)c->bos_token_id, (long long)c->vocab_size);
+    if (c->eos_token_id >= c->vocab_size)
+        return ds_err_set(e, DS_ERANGE, "%s: eos_token_id = %lld is >= vocab_size = %lld", w,
+                          (long long)c->eos_token_id, (long long)c->vocab_size);
     return DS_OK;
 }
 
@@ -140,8 +152,21 @@ static int parse_root(ds_config *c, json_t *j, const char *w, ds_err *e) {
     c->eos_token_id = -1;
     GI("bos_token_id", false, 0, 1 << 24, &c->bos_token_id);
     if (json_is_array(json_object_get(j, "eos_token_id"))) {
-        json_t *first = json_array_get(json_object_get(j, "eos_token_id"), 0);
-        if (json_is_integer(first)) c->eos_token_id = json_integer_value(first);
+        /* a list of stop ids: the first one is the end-of-sequence token */
+        json_t *eos = json_object_get(j, "eos_token_id");
+        for (size_t i = 0; i < json_array_size(eos); i++) {
+            json_t *x = json_array_get(eos, i);
+            if (!json_is_integer(x)) {
+                rc = ds_err_set(e, DS_EFORMAT, "%s: field 'eos_token_id'[%zu] must be an integer", w, i);
+                goto done;
+            }
+            if (json_integer_value(x) < 0 || json_integer_value(x) > (1 << 24)) {
+                rc = ds_err_set(e, DS_ERANGE, "%s: field 'eos_token_id'[%zu] = %lld is out of range [0, %d]", w, i,
+                                (long long)json_integer_value(x), 1 << 24);
+                goto done;
+            }
+        }
+        if (json_array_size(eos) > 0) c->eos_token_id = json_integer_value(json_array_get(eos, 0));
     } else {
         GI("eos_token_id", false, 0, 1 << 24, &c->eos_token_id);
     }
@@ -178,7 +203,8 @@ static int parse_root(ds_config *c, json_t *j, const char *w, ds_err *e) {
     if (!json_is_object(rs)) rs = json_object_get(j, "rope_parameters");
     if (json_is_object(rs)) {
         const char *rt = NULL;
-        const char *rw = "config.json rope_scaling";
+        char rw[600];
+        snprintf(rw, sizeof rw, "%s: %s", w, json_is_object(json_object_get(j, "rope_scaling")) ? "rope_scaling" : "rope_parameters");
         if ((rc = ds_json_get_str(rs, rw, "type", false, &rt, e))) goto done;
         if (!rt && (rc = ds_json_get_str(rs, rw, "rope_type", false, &rt, e))) goto done;
         double theta = c->rope_theta;
@@ -204,7 +230,8 @@ static int parse_root(ds_config *c, json_t *j, const char *w, ds_err *e) {
     json_t *qc = json_object_get(j, "quantization_config");
     if (json_is_object(qc)) {
         const char *qm = NULL, *fmt = NULL;
-        const char *qw = "config.json quantization_config";
+        char qw[600];
+        snprintf(qw, sizeof qw, "%s: quantization_config", w);
         if ((rc = ds_json_get_str(qc, qw, "quant_method", true, &qm, e))) goto done;
         if (strcmp(qm, "fp8") != 0) { rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: quant_method '%s' is not supported (fp8)", qw, qm); goto done; }
         if ((rc = ds_json_get_str(qc, qw, "fmt", false, &fmt, e))) goto done;
