@@ -286,3 +286,46 @@ TEST(model_param_counts) {
     CHECK(pc.active < pc.main);
     ds_model_close(m);
 }
+
+/* The split MLA form (GGUF attn_k_b / attn_v_b: per-head W_UKᵀ and W_UV as
+ * 3-D tensors) gives the same logits as kv_b_proj. Built here from kv_b. */
+TEST(model_split_kv_b_form) {
+    ref_t r;
+    if (load_ref("tiny-v3", &r)) return;
+    ds_model *m = open_fixture("tiny-v3");
+    if (!m) { json_decref(r.ref); return; }
+    const ds_config *c = &m->cfg;
+    int64_t H = c->n_head, Dn = c->qk_nope_head_dim, Dv = c->v_head_dim, Rkv = c->kv_lora_rank, L = c->n_layer;
+    float **bufs = calloc((size_t)(2 * L), sizeof *bufs);
+    float *row = malloc((size_t)Rkv * sizeof(float));
+    for (int64_t l = 0; l < L; l++) {
+        ds_layer_w *w = &m->layers[l];
+        float *kb = bufs[2 * l] = malloc((size_t)(H * Rkv * Dn) * sizeof(float));
+        float *vb = bufs[2 * l + 1] = malloc((size_t)(H * Dv * Rkv) * sizeof(float));
+        for (int64_t h = 0; h < H; h++) {
+            for (int64_t d = 0; d < Dn; d++) {
+                ds_tensor_row_f32(&w->kv_b_proj, h * (Dn + Dv) + d, 0, Rkv, row);
+                for (int64_t k = 0; k < Rkv; k++) kb[(h * Rkv + k) * Dn + d] = row[k];
+            }
+            for (int64_t d = 0; d < Dv; d++) ds_tensor_row_f32(&w->kv_b_proj, h * (Dn + Dv) + Dn + d, 0, Rkv, vb + (h * Dv + d) * Rkv);
+        }
+        w->wk_b = (ds_tensor){ .name = "wk_b", .dtype = DS_DTYPE_F32, .ndim = 3, .shape = { H, Rkv, Dn }, .data = kb };
+        w->wv_b = (ds_tensor){ .name = "wv_b", .dtype = DS_DTYPE_F32, .ndim = 3, .shape = { H, Dv, Rkv }, .data = vb };
+    }
+    int64_t T = r.T, V = r.V;
+    float *full = load_f32("tiny-v3", "ref_logits.f32", (size_t)(T * V));
+    float *out = calloc((size_t)(T * V), sizeof(float));
+    ds_err e = { 0 };
+    ds_kvcache kc;
+    CHECK(ds_kvcache_init(&kc, m, 64, &e) == 0);
+    ds_seq_chunk ch = { &kc, r.tokens, T, true };
+    CHECK(ds_model_forward(m, &ch, 1, out, NULL, &e) == 0);
+    if (full) compare("split kv_b absorbed", out, full, T, V);
+    CHECK(ds_model_forward_naive(m, r.tokens, T, out, &e) == 0);
+    if (full) compare("split kv_b naive", out, full, T, V);
+    for (int64_t i = 0; i < 2 * L; i++) free(bufs[i]);
+    free(bufs); free(row); free(full); free(out);
+    ds_kvcache_free(&kc);
+    ds_model_close(m);
+    json_decref(r.ref);
+}

@@ -42,7 +42,12 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
     int64_t Rkv = cfg->kv_lora_rank, W = Rkv + Dr, Dv = cfg->v_head_dim;
     float scale = c->m->attn_scale;
     /* q_abs = q_nope · W_UK[h]  -> qcat[:, h, :Rkv]; q_pe -> qcat[:, h, Rkv:] */
-    ds_matmul_t(c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &c->w->kv_b_proj, h * (Dn + Dv), Dn, c->T);
+    if (ds_tensor_present(&c->w->wk_b)) {
+        ds_tensor kb = ds_tensor_slice(&c->w->wk_b, h);   /* (Rkv, Dn) = W_UK[h]ᵀ */
+        ds_matmul(c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &kb, 0, Rkv, c->T);
+    } else {
+        ds_matmul_t(c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &c->w->kv_b_proj, h * (Dn + Dv), Dn, c->T);
+    }
     for (int64_t t = 0; t < c->T; t++)
         memcpy(c->qcat + (t * H + h) * W + Rkv, c->q + (t * H + h) * Dq + Dn, (size_t)Dr * sizeof(float));
     for (int s = 0; s < c->n_segs; s++) {
@@ -64,7 +69,12 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
         }
     }
     /* o = u · W_UV[h]ᵀ */
-    ds_matmul(c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &c->w->kv_b_proj, h * (Dn + Dv) + Dn, Dv, c->T);
+    if (ds_tensor_present(&c->w->wv_b)) {
+        ds_tensor vb = ds_tensor_slice(&c->w->wv_b, h);   /* (Dv, Rkv) */
+        ds_matmul(c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &vb, 0, Dv, c->T);
+    } else {
+        ds_matmul(c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &c->w->kv_b_proj, h * (Dn + Dv) + Dn, Dv, c->T);
+    }
 }
 
 /* Attention of head h (naive, decompressed): k = [W_UK c_j | k_pe_j], v = W_UV c_j. */
@@ -80,9 +90,15 @@ static void attn_head_naive(attn_ctx *c, int64_t h, int tid) {
         float *kh = ds_scratch(tid, 1, (size_t)(S * Dq));      /* (S, Dq) */
         float *vh = ds_scratch(tid, 2, (size_t)(S * Dv));      /* (S, Dv) */
         float *sc = ds_scratch(tid, 3, (size_t)S);
-        ds_matmul(kh, Dq, kv, W, &c->w->kv_b_proj, h * (Dn + Dv), Dn, S);
+        if (ds_tensor_present(&c->w->wk_b)) {
+            ds_tensor kb = ds_tensor_slice(&c->w->wk_b, h), vb = ds_tensor_slice(&c->w->wv_b, h);
+            ds_matmul_t(kh, Dq, kv, W, &kb, 0, Rkv, S);     /* k_nope = c · W_UKᵀ */
+            ds_matmul(vh, Dv, kv, W, &vb, 0, Dv, S);
+        } else {
+            ds_matmul(kh, Dq, kv, W, &c->w->kv_b_proj, h * (Dn + Dv), Dn, S);
+            ds_matmul(vh, Dv, kv, W, &c->w->kv_b_proj, h * (Dn + Dv) + Dn, Dv, S);
+        }
         for (int64_t j = 0; j < S; j++) memcpy(kh + j * Dq + Dn, kv + j * W + Rkv, (size_t)Dr * sizeof(float));
-        ds_matmul(vh, Dv, kv, W, &c->w->kv_b_proj, h * (Dn + Dv) + Dn, Dv, S);
         for (int64_t i = 0; i < sg->n; i++) {
             int64_t t = sg->t0 + i, visible = sg->pos0 + i + 1;
             const float *qv = c->q + (t * H + h) * Dq;

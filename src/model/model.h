@@ -36,6 +36,8 @@ typedef struct ds_layer_w {
     ds_tensor kv_a_proj;/* (Rkv+Dr, D) */
     float *kv_a_norm;   /* (Rkv) */
     ds_tensor kv_b_proj;/* (H*(Dn+Dv), Rkv): per head Dn rows W_UK then Dv rows W_UV */
+    ds_tensor wk_b;     /* (H, Rkv, Dn) W_UKᵀ per head: split form (GGUF attn_k_b); */
+    ds_tensor wv_b;     /* (H, Dv, Rkv) W_UV per head (GGUF attn_v_b); used when present */
     ds_tensor o_proj;   /* (D, H*Dv) */
     /* feed-forward */
     bool is_moe;

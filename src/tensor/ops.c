@@ -166,7 +166,13 @@ static void matmul_t_worker(void *vctx, int64_t c0, int64_t c1, int tid) {
     matmul_t_ctx *c = vctx;
     int64_t nc = c1 - c0;
     float *buf = ds_scratch(tid, 0, (size_t)c->N * (size_t)nc);
-    for (int64_t r = 0; r < c->N; r++) ds_tensor_row_f32(c->w, c->r0 + r, c0, nc, buf + (size_t)r * (size_t)nc);
+    for (int64_t r = 0; r < c->N; r++) {
+        float *o = buf + (size_t)r * (size_t)nc;
+        size_t off = (size_t)(c->r0 + r) * (size_t)c->K + (size_t)c0;
+        if (isa() == 1 && c->w->dtype == DS_DTYPE_BF16) ds_cvt_bf16_avx2(o, (const uint16_t *)c->w->data + off, nc);
+        else if (isa() == 1 && c->w->dtype == DS_DTYPE_F16) ds_cvt_f16_avx2(o, (const uint16_t *)c->w->data + off, nc);
+        else ds_tensor_row_f32(c->w, c->r0 + r, c0, nc, o);
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)c->T, (int)nc, (int)c->N, 1.0f,
                 c->x, (int)c->ldx, buf, (int)nc, 0.0f, c->y + c0, (int)c->ldy);
 }

@@ -3,6 +3,21 @@
  */
 #include "tensor.h"
 
+size_t ds_dtype_row_bytes(ds_dtype t, int64_t cols) { return ds_dtype_size(t) * (size_t)cols; }
+
+ds_tensor ds_tensor_slice(const ds_tensor *t, int64_t i) {
+    DS_ASSERT(t->ndim == 3 && i >= 0 && i < t->shape[0] && !t->scale);
+    ds_tensor s = *t;
+    s.ndim = 2;
+    s.shape[0] = t->shape[1];
+    s.shape[1] = t->shape[2];
+    s.shape[2] = 0;
+    size_t bytes = ds_dtype_row_bytes(t->dtype, t->shape[2]) * (size_t)t->shape[1];
+    s.data = (const uint8_t *)t->data + bytes * (size_t)i;
+    s.nbytes = bytes;
+    return s;
+}
+
 void ds_tensor_row_f32(const ds_tensor *w, int64_t r, int64_t c0, int64_t n, float *out) {
     int64_t K = ds_tensor_cols(w);
     DS_ASSERT(c0 >= 0 && n >= 0 && c0 + n <= K);

@@ -37,6 +37,13 @@ static inline int64_t ds_tensor_rows(const ds_tensor *t) { return t->ndim >= 2 ?
 static inline int64_t ds_tensor_cols(const ds_tensor *t) { return t->shape[t->ndim - 1]; }
 static inline bool ds_tensor_present(const ds_tensor *t) { return t->data != NULL; }
 
+/* Bytes of one row of `cols` elements (block-quantized types: whole blocks). */
+size_t ds_dtype_row_bytes(ds_dtype t, int64_t cols);
+
+/* The i-th 2-D slice [shape[1], shape[2]] of a 3-D tensor (stacked experts,
+ * per-head matrices). FP8 block scales are not supported for 3-D tensors. */
+ds_tensor ds_tensor_slice(const ds_tensor *t, int64_t i);
+
 /* out[c] = W[r][c0 + c] as fp32 for c < n (dequantized, scale applied). */
 void ds_tensor_row_f32(const ds_tensor *w, int64_t r, int64_t c0, int64_t n, float *out);
 

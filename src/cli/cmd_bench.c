@@ -1,0 +1,173 @@
+/*
+ * cmd_bench.c - `deepseek bench`: prompt processing (ppN) and generation
+ * (tgN) speed, like llama-bench, with medians over repeats, the KV-cache
+ * size and the fraction of the machine's measured read bandwidth reached.
+ */
+#include "cli.h"
+#include "../core/thread.h"
+#include "../runtime/generate.h"
+#include "../tensor/ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: deepseek bench [-m MODEL_DIR] [-p 512] [-n 128] [-t 1,2] [-r 3]\n"
+        "  pp: prefill of -p tokens into an empty cache; tg: -n decode steps after one token.\n"
+        "  -t LIST   thread counts to test (default: all cores)\n"
+        "  -r N      repeats per test; the median is reported (default 3)\n"
+        "  --no-bw   skip the memory-bandwidth probe\n");
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static size_t tensor_bytes(const ds_tensor *t) { return t->data ? t->nbytes : 0; }
+static size_t mlp_bytes(const ds_mlp_w *w) { return tensor_bytes(&w->gate) + tensor_bytes(&w->up) + tensor_bytes(&w->down); }
+
+/* Weight bytes read per decoded token: everything but unused experts and
+ * all but one embedding row. */
+static double active_bytes(const ds_model *m) {
+    const ds_config *c = &m->cfg;
+    double b = (double)tensor_bytes(&m->lm_head) + (double)tensor_bytes(&m->embed) / (double)c->vocab_size;
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        const ds_layer_w *w = &m->layers[l];
+        b += (double)(tensor_bytes(&w->q_proj) + tensor_bytes(&w->q_a_proj) + tensor_bytes(&w->q_b_proj) +
+                      tensor_bytes(&w->kv_a_proj) + tensor_bytes(&w->kv_b_proj) + tensor_bytes(&w->o_proj));
+        if (!w->is_moe) {
+            b += (double)mlp_bytes(&w->mlp);
+        } else {
+            b += (double)tensor_bytes(&w->router) + (double)mlp_bytes(&w->shared);
+            double ex = 0;
+            for (int64_t x = 0; x < c->n_routed_experts; x++) ex += (double)mlp_bytes(&w->experts[x]);
+            b += ex / (double)c->n_routed_experts * (double)c->num_experts_per_tok;
+        }
+    }
+    return b;
+}
+
+typedef struct { const uint8_t *buf; size_t n; uint64_t acc[256]; } bw_ctx;
+static void bw_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
+    bw_ctx *c = vctx;
+    uint64_t a = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        const uint64_t *p = (const uint64_t *)(c->buf + (size_t)i * 4096);
+        for (int k = 0; k < 512; k += 8) a += p[k] ^ p[k + 1] ^ p[k + 2] ^ p[k + 3] ^ p[k + 4] ^ p[k + 5] ^ p[k + 6] ^ p[k + 7];
+    }
+    c->acc[tid] = a;
+}
+
+/* Read bandwidth of the machine with the current thread count (GB/s). */
+static double probe_bandwidth(void) {
+    size_t n = (size_t)512 << 20;
+    uint8_t *buf = ds_alloc(n);
+    if (!buf) return 0;
+    memset(buf, 1, n);
+    bw_ctx c = { buf, n, { 0 } };
+    double best = 0;
+    for (int r = 0; r < 5; r++) {
+        double t = ds_now();
+        ds_par_for((int64_t)(n / 4096), 1, bw_worker, &c);
+        t = ds_now() - t;
+        if (n / t / 1e9 > best) best = n / t / 1e9;
+    }
+    ds_free(buf);
+    return best;
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *dir = NULL, *tlist = NULL;
+    int64_t pp = 512, tg = 128, reps = 3;
+    bool bw = true;
+    const char *C = "bench";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (cli_is_help(a)) { usage(stdout); return 0; }
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { dir = v; i++; }
+        else if (!strcmp(a, "-p")) { pp = cli_parse_int(C, a, v, 0, 1 << 20); i++; }
+        else if (!strcmp(a, "-n")) { tg = cli_parse_int(C, a, v, 0, 1 << 20); i++; }
+        else if (!strcmp(a, "-r")) { reps = cli_parse_int(C, a, v, 1, 1000); i++; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { tlist = v; i++; }
+        else if (!strcmp(a, "--no-bw")) bw = false;
+        else { usage(stderr); cli_die(C, "unknown option '%s'", a); }
+    }
+    if (!dir) dir = cli_default_model();
+    if (!dir) cli_die(C, "no model given (-m MODEL_DIR)");
+    int64_t nthr = 0;
+    int32_t *thr = NULL;
+    if (tlist) thr = cli_parse_ids(C, "-t", tlist, &nthr);
+    else { thr = malloc(sizeof *thr); thr[0] = ds_threads_get(); nthr = 1; }
+    ds_err e = { 0 };
+    ds_model *m;
+    if (ds_model_open(&m, dir, &e)) cli_die_err(C, &e);
+    int64_t V = m->cfg.vocab_size;
+    double act = active_bytes(m);
+    char cpu[256] = "unknown CPU";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        char line[512];
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "model name", 10)) {
+                char *p = strchr(line, ':');
+                if (p) { snprintf(cpu, sizeof cpu, "%s", p + 2); cpu[strcspn(cpu, "\n")] = 0; }
+                break;
+            }
+        fclose(f);
+    }
+    printf("machine: %s, %d cores, kernels: %s\n", cpu, ds_threads_get(), ds_ops_isa());
+    printf("model:   %s, %.2f GiB of weights, %.1f MiB read per decoded token, KV cache %lld bytes/token\n", dir,
+           (double)m->file_bytes / (1 << 30), act / (1 << 20), (long long)ds_kvcache_bytes_per_token(m));
+    printf("\n| threads | test  |   tokens/s (median) |   min |   max | GB/s weights | of bandwidth |\n");
+    printf("|--------:|:------|--------------------:|------:|------:|-------------:|-------------:|\n");
+    int32_t *tok = malloc((size_t)(pp + 1) * sizeof *tok);
+    float *logits = malloc((size_t)V * sizeof(float));
+    double *ts = malloc((size_t)reps * sizeof(double));
+    if (!tok || !logits || !ts) cli_die(C, "out of memory");
+    for (int64_t i = 0; i <= pp; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
+    for (int64_t ti = 0; ti < nthr; ti++) {
+        ds_threads_set(thr[ti]);
+        double membw = bw ? probe_bandwidth() : 0;
+        ds_kvcache cache;
+        if (ds_kvcache_init(&cache, m, pp + tg + 2, &e)) cli_die_err(C, &e);
+        /* warm-up: touch the weights once */
+        if (ds_prefill(m, &cache, tok, 1, 0, logits, &e)) cli_die_err(C, &e);
+        for (int test = 0; test < 2; test++) {
+            int64_t n = test == 0 ? pp : tg;
+            if (n == 0) continue;
+            for (int64_t r = 0; r < reps; r++) {
+                ds_kvcache_clear(&cache);
+                double t = ds_now();
+                if (test == 0) {
+                    if (ds_prefill(m, &cache, tok, pp, 512, logits, &e)) cli_die_err(C, &e);
+                } else {
+                    for (int64_t i = 0; i < tg; i++) {
+                        ds_seq_chunk ch = { &cache, tok + (i % pp), 1, false };
+                        if (ds_model_forward(m, &ch, 1, logits, NULL, &e)) cli_die_err(C, &e);
+                    }
+                }
+                ts[r] = (double)n / (ds_now() - t);
+            }
+            qsort(ts, (size_t)reps, sizeof *ts, cmp_d);
+            double med = ts[reps / 2];
+            char name[16];
+            snprintf(name, sizeof name, "%s%lld", test == 0 ? "pp" : "tg", (long long)n);
+            if (test == 1) {
+                double gbs = med * act / 1e9;
+                printf("| %7d | %-5s | %19.2f | %5.1f | %5.1f | %12.1f | %11.0f%% |\n", thr[ti], name, med, ts[0],
+                       ts[reps - 1], gbs, membw > 0 ? 100 * gbs / membw : 0);
+            } else {
+                printf("| %7d | %-5s | %19.2f | %5.1f | %5.1f |              |              |\n", thr[ti], name, med,
+                       ts[0], ts[reps - 1]);
+            }
+            fflush(stdout);
+        }
+        if (bw) printf("|         | read bandwidth probe: %.1f GB/s with %d threads |\n", membw, thr[ti]);
+        ds_kvcache_free(&cache);
+    }
+    free(tok); free(logits); free(ts); free(thr);
+    ds_model_close(m);
+    return 0;
+}
