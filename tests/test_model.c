@@ -150,7 +150,7 @@ static void parity(const char *name) {
     CHECK(ds_sampler_init(&s, &sp, V, &e) == 0);
     int32_t got[64];
     int n_got = 0;
-    ds_gen_opts o = { r.n_greedy, NULL, 0, 2 };  /* prefill in chunks of 2 */
+    ds_gen_opts o = { r.n_greedy, NULL, 0, 2, false, NULL, NULL };  /* prefill in chunks of 2 */
     ds_gen_stats st;
     collector ud = { got, &n_got };
     CHECK(ds_generate(m, &c, &s, r.prompt, r.n_prompt, &o, collect_tok, &ud, &st, &e) == 0);
@@ -329,3 +329,55 @@ TEST(model_split_kv_b_form) {
     ds_model_close(m);
     json_decref(r.ref);
 }
+
+/* MTP speculative decoding emits exactly what plain decoding emits, whether
+ * drafts are accepted or not. Random MTP weights never agree with the main
+ * model, so an oracle drafter (the known plain continuation, wrong on every
+ * third token) exercises the accept and reject paths too. */
+typedef struct { const int32_t *truth; int64_t n_prompt, n; } oracle;
+static int32_t oracle_draft(void *ud, int64_t pos, int32_t mtp_draft) {
+    oracle *o = ud;
+    int64_t i = pos - o->n_prompt;
+    if (i < 0 || i >= o->n || pos % 3 == 0) return mtp_draft;
+    return o->truth[i];
+}
+
+static void mtp_spec(const char *name, float temperature) {
+    ds_model *m = open_fixture(name);
+    if (!m) return;
+    ds_err e = { 0 };
+    int32_t prompt[5] = { 0, 11, 29, 7, 3 };
+    int32_t plain[48], spec[48], spec2[48];
+    int n_plain = 0, n_spec = 0, n_spec2 = 0;
+    ds_sampler_params sp;
+    ds_sampler_params_default(&sp);
+    sp.temperature = temperature;
+    sp.seed = 42;
+    for (int run = 0; run < 3; run++) {
+        ds_kvcache c;
+        ds_sampler s;
+        CHECK(ds_kvcache_init(&c, m, 128, &e) == 0);
+        CHECK(ds_sampler_init(&s, &sp, m->cfg.vocab_size, &e) == 0);
+        oracle orc = { plain, 5, n_plain };
+        ds_gen_opts o = { 40, NULL, 0, 2, run > 0, run == 2 ? oracle_draft : NULL, &orc };
+        ds_gen_stats st;
+        int32_t *dst = run == 0 ? plain : run == 1 ? spec : spec2;
+        int *nd = run == 0 ? &n_plain : run == 1 ? &n_spec : &n_spec2;
+        collector col = { dst, nd };
+        CHECK_MSG(ds_generate(m, &c, &s, prompt, 5, &o, collect_tok, &col, &st, &e) == 0, "%s", e.msg);
+        if (run == 2) CHECK_MSG(st.n_accepted > 10 && st.n_accepted < st.n_draft, "accepted %lld of %lld",
+                                (long long)st.n_accepted, (long long)st.n_draft);
+        if (run == 2) CHECK(st.n_main_forwards < 35);
+        ds_sampler_free(&s);
+        ds_kvcache_free(&c);
+    }
+    CHECK_EQ_INT(n_plain, 40);
+    CHECK_EQ_INT(n_spec, 40);
+    CHECK_EQ_INT(n_spec2, 40);
+    CHECK(memcmp(plain, spec, sizeof(int32_t) * 40) == 0);
+    CHECK(memcmp(plain, spec2, sizeof(int32_t) * 40) == 0);
+    ds_model_close(m);
+}
+
+TEST(model_mtp_speculative_greedy_identical) { mtp_spec("tiny-v3", 0.0f); }
+TEST(model_mtp_speculative_sampled_identical) { mtp_spec("tiny-v3-fp8", 0.8f); }

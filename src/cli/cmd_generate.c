@@ -21,6 +21,7 @@ static void usage(FILE *f) {
         "  --ignore-eos            do not stop at the end-of-sequence token\n"
         "  --ctx N                 context size (default: prompt + N)\n"
         "  -t, --threads N         threads (default: all cores)\n"
+        "  --mtp                   speculative decoding: the MTP module drafts one token per step\n"
         "  --verbose               print prefill/decode tokens/s and KV bytes per token\n");
 }
 
@@ -37,7 +38,7 @@ static int on_token(void *ud, int32_t tok) {
 int cmd_generate(int argc, char **argv) {
     const char *dir = NULL, *ids = NULL;
     int64_t n_new = 32, ctx = 0;
-    bool verbose = false, ignore_eos = false;
+    bool verbose = false, ignore_eos = false, mtp = false;
     ds_sampler_params sp;
     ds_sampler_params_default(&sp);
     const char *C = "generate";
@@ -60,6 +61,7 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { ds_threads_set((int)cli_parse_int(C, a, v, 1, 1024)); i++; }
         else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) verbose = true;
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = true;
+        else if (!strcmp(a, "--mtp")) mtp = true;
         else { usage(stderr); cli_die(C, "unknown option '%s'", a); }
     }
     if (!dir) dir = cli_default_model();
@@ -84,7 +86,7 @@ int cmd_generate(int argc, char **argv) {
     if (ds_sampler_init(&s, &sp, m->cfg.vocab_size, &e)) cli_die_err(C, &e);
     ds_sampler_add_prompt(&s, prompt, n);
     int32_t eos = (int32_t)m->cfg.eos_token_id;
-    ds_gen_opts o = { n_new, &eos, (!ignore_eos && eos >= 0) ? 1 : 0, 0 };
+    ds_gen_opts o = { n_new, &eos, (!ignore_eos && eos >= 0) ? 1 : 0, 0, mtp, NULL, NULL };
     ds_gen_stats st;
     print_state ps = { 1 };
     if (n_new > 0 && ds_generate(m, &cache, &s, prompt, n, &o, on_token, &ps, &st, &e)) {
@@ -102,6 +104,10 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "kv cache: %lld bytes/token (MLA latent %lld + rope %lld floats x %lld layers), %lld tokens cached\n",
                 (long long)ds_kvcache_bytes_per_token(m), (long long)m->cfg.kv_lora_rank, (long long)m->cfg.qk_rope_head_dim,
                 (long long)m->cfg.n_layer, (long long)cache.n_past);
+        if (mtp)
+            fprintf(stderr, "mtp:     %lld drafts, %lld accepted (%.1f%%), %.2f tokens per main-model pass\n",
+                    (long long)st.n_draft, (long long)st.n_accepted, 100.0 * st.n_accepted / (st.n_draft ? st.n_draft : 1),
+                    (double)st.n_gen / (st.n_main_forwards + 1));
         fprintf(stderr, "threads: %d\n", ds_threads_get());
     }
     ds_sampler_free(&s);

@@ -134,9 +134,11 @@ int ds_model_forward_mtp(ds_model *m, ds_kvcache *cache, const float *h, const i
     ds_matmul(x, D, cat, 2 * D, &w->eh_proj, 0, D, n);
     ds_seg seg = { cache, 0, n, cache->mtp_n_past };
     if ((rc = ds_block_forward(m, l, x, n, &seg, 1, false, a, e))) return rc;
-    ds_rmsnorm(x, x, w->head_norm, n, D, eps);
-    const ds_tensor *head = ds_tensor_present(&w->head) ? &w->head : &m->lm_head;
-    ds_matmul(logits, V, x, D, head, 0, V, n);
+    if (logits) {
+        ds_rmsnorm(x, x, w->head_norm, n, D, eps);
+        const ds_tensor *head = ds_tensor_present(&w->head) ? &w->head : &m->lm_head;
+        ds_matmul(logits, V, x, D, head, 0, V, n);
+    }
     cache->mtp_n_past += n;
     return DS_OK;
 }

@@ -127,7 +127,8 @@ int ds_model_forward(ds_model *m, ds_seq_chunk *chunks, int n_chunks, float *log
 /* MTP module (layer L): row i uses the main model's final-normed hidden
  * state h[i] (D) and the embedding of next_tokens[i] (the token after the
  * one that produced h[i]); rows are appended at cache->mtp_n_past. Writes
- * logits (n × V) predicting the token after next_tokens[i]. */
+ * logits (n × V) predicting the token after next_tokens[i]; logits may be
+ * NULL to only extend the MTP cache (skips the head). */
 int ds_model_forward_mtp(ds_model *m, ds_kvcache *cache, const float *h, const int32_t *next_tokens,
                          int64_t n, float *logits, ds_err *e);
 

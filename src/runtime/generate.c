@@ -1,5 +1,17 @@
 /*
- * generate.c - prefill + sample loop (see generate.h).
+ * generate.c - prefill + sample loop, plain and MTP-speculative.
+ *
+ * MTP speculative decoding (one draft token per step):
+ *   prefill x_0..x_{n-1}             -> h_0..h_{n-1}, logits at n-1
+ *   MTP rows (h_i, x_{i+1}), i < n-1 -> fill the MTP layer's cache
+ *   t = sample(logits)
+ *   loop:  draft d = argmax MTP(h_last, t)        (MTP row at the last position)
+ *          main forward [t, d]                     -> logits L_t, L_d; hidden h_t, h_d
+ *          t' = sample(L_t)
+ *          if t' == d: accept, t'' = sample(L_d); MTP row (h_t, d); continue with t''
+ *          else:       drop d from the cache; continue with t'
+ * MTP rows always pair a real hidden state with a real token, so the MTP
+ * cache is never rolled back; only the main cache drops a rejected draft.
  */
 #include "generate.h"
 
@@ -18,30 +30,113 @@ int ds_prefill(ds_model *m, ds_kvcache *cache, const int32_t *tok, int64_t n, in
     return DS_OK;
 }
 
+static bool is_stop(const ds_gen_opts *o, int32_t tok) {
+    for (int k = 0; k < o->n_stop_ids; k++) if (tok == o->stop_ids[k]) return true;
+    return false;
+}
+
+static int64_t argmax(const float *x, int64_t n) {
+    int64_t b = 0;
+    for (int64_t i = 1; i < n; i++) if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* Emits tok; returns 1 if generation must end (stop token, callback, budget). */
+static int emit(ds_sampler *s, const ds_gen_opts *o, ds_token_cb cb, void *ud, ds_gen_stats *st, int32_t tok) {
+    ds_sampler_accept(s, tok);
+    st->n_gen++;
+    if (cb && cb(ud, tok)) { st->finish = 2; return 1; }
+    if (is_stop(o, tok)) { st->finish = 1; return 1; }
+    if (st->n_gen >= o->max_tokens) return 1;
+    return 0;
+}
+
+static int generate_mtp(ds_model *m, ds_kvcache *cache, ds_sampler *s, const int32_t *prompt, int64_t n,
+                        const ds_gen_opts *o, ds_token_cb cb, void *ud, ds_gen_stats *st, ds_err *e) {
+    int64_t V = m->cfg.vocab_size, D = m->cfg.hidden_size;
+    if (m->n_mtp < 1) return ds_err_set(e, DS_ENOTFOUND, "%s: --mtp needs a model with an MTP module", m->dir);
+    if (cache->n_past != 0 || cache->mtp_n_past != 0)
+        return ds_err_set(e, DS_EINVAL, "MTP speculative decoding needs an empty cache");
+    int64_t chunk = o->prefill_chunk > 0 ? o->prefill_chunk : 512;
+    float *logits = malloc((size_t)(2 * V) * sizeof(float));
+    float *mtp_logits = malloc((size_t)V * sizeof(float));
+    float *hid = malloc((size_t)(DS_MAX(chunk, 2) * D) * sizeof(float));
+    float *h_last = malloc((size_t)D * sizeof(float));
+    if (!logits || !mtp_logits || !hid || !h_last) {
+        free(logits); free(mtp_logits); free(hid); free(h_last);
+        return ds_err_set(e, DS_ENOMEM, "out of memory");
+    }
+    int rc = DS_OK;
+    double t0 = ds_now();
+    /* prefill in chunks; MTP rows (h_i, x_{i+1}) for every prompt position but the last */
+    for (int64_t i = 0; i < n && !rc; i += chunk) {
+        int64_t k = DS_MIN(chunk, n - i);
+        ds_seq_chunk ch = { cache, prompt + i, k, false };
+        if ((rc = ds_model_forward(m, &ch, 1, logits, hid, e))) break;
+        int64_t rows = (i + k < n) ? k : k - 1;  /* the last prompt row waits for the sampled token */
+        if (rows > 0 && (rc = ds_model_forward_mtp(m, cache, hid, prompt + i + 1, rows, NULL, e))) break;
+        memcpy(h_last, hid + (k - 1) * D, (size_t)D * sizeof(float));
+    }
+    st->t_prefill = ds_now() - t0;
+    t0 = ds_now();
+    if (!rc && o->max_tokens > 0) {
+        int32_t t = ds_sampler_sample(s, logits);
+        int done = emit(s, o, cb, ud, st, t);
+        while (!done) {
+            /* draft from (h_last, t) */
+            if ((rc = ds_model_forward_mtp(m, cache, h_last, &t, 1, mtp_logits, e))) break;
+            int32_t d = (int32_t)argmax(mtp_logits, V);
+            if (o->draft_override) d = o->draft_override(o->draft_ud, cache->n_past + 1, d);
+            int32_t pair[2] = { t, d };
+            ds_seq_chunk ch = { cache, pair, 2, true };
+            if ((rc = ds_model_forward(m, &ch, 1, logits, hid, e))) break;
+            st->n_main_forwards++;
+            st->n_draft++;
+            int32_t t1 = ds_sampler_sample(s, logits);
+            if (t1 == d) {
+                st->n_accepted++;
+                if ((done = emit(s, o, cb, ud, st, t1))) break;
+                /* MTP row (h_t, d) is real now */
+                if ((rc = ds_model_forward_mtp(m, cache, hid, &d, 1, NULL, e))) break;
+                int32_t t2 = ds_sampler_sample(s, logits + V);
+                memcpy(h_last, hid + D, (size_t)D * sizeof(float));
+                t = t2;
+                done = emit(s, o, cb, ud, st, t2);
+            } else {
+                ds_kvcache_truncate(cache, cache->n_past - 1);   /* drop the rejected draft */
+                memcpy(h_last, hid, (size_t)D * sizeof(float));
+                t = t1;
+                done = emit(s, o, cb, ud, st, t1);
+            }
+        }
+    }
+    st->t_decode = ds_now() - t0;
+    free(logits); free(mtp_logits); free(hid); free(h_last);
+    return rc;
+}
+
 int ds_generate(ds_model *m, ds_kvcache *cache, ds_sampler *s, const int32_t *prompt, int64_t n,
                 const ds_gen_opts *o, ds_token_cb cb, void *ud, ds_gen_stats *st, ds_err *e) {
     int64_t V = m->cfg.vocab_size;
     memset(st, 0, sizeof *st);
     if (n <= 0) return ds_err_set(e, DS_EINVAL, "empty prompt");
+    st->n_prompt = n;
+    if (o->mtp) return generate_mtp(m, cache, s, prompt, n, o, cb, ud, st, e);
     float *logits = malloc((size_t)V * sizeof(float));
     if (!logits) return ds_err_set(e, DS_ENOMEM, "out of memory");
     double t0 = ds_now();
     int rc = ds_prefill(m, cache, prompt, n, o->prefill_chunk, logits, e);
-    st->n_prompt = n;
     st->t_prefill = ds_now() - t0;
     if (rc) { free(logits); return rc; }
     t0 = ds_now();
-    for (int64_t i = 0; i < o->max_tokens; i++) {
-        int32_t tok = ds_sampler_sample(s, logits);
-        ds_sampler_accept(s, tok);
-        st->n_gen++;
-        bool stop = false;
-        for (int k = 0; k < o->n_stop_ids; k++) if (tok == o->stop_ids[k]) stop = true;
-        if (cb && cb(ud, tok)) { st->finish = 2; break; }
-        if (stop) { st->finish = 1; break; }
-        if (i + 1 == o->max_tokens) break;
-        ds_seq_chunk ch = { cache, &tok, 1, false };
-        if ((rc = ds_model_forward(m, &ch, 1, logits, NULL, e))) break;
+    if (o->max_tokens > 0) {
+        for (;;) {
+            int32_t tok = ds_sampler_sample(s, logits);
+            if (emit(s, o, cb, ud, st, tok)) break;
+            ds_seq_chunk ch = { cache, &tok, 1, false };
+            if ((rc = ds_model_forward(m, &ch, 1, logits, NULL, e))) break;
+            st->n_main_forwards++;
+        }
     }
     st->t_decode = ds_now() - t0;
     free(logits);

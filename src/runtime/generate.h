@@ -13,19 +13,30 @@ typedef struct ds_gen_opts {
     const int32_t *stop_ids;   /* generation ends after emitting one of these */
     int n_stop_ids;
     int64_t prefill_chunk;     /* tokens per prefill forward (0 = 512) */
+    bool mtp;                  /* speculative decoding with the MTP module as drafter */
+    /* tests only: replaces the MTP draft for the token at position pos */
+    int32_t (*draft_override)(void *ud, int64_t pos, int32_t mtp_draft);
+    void *draft_ud;
 } ds_gen_opts;
 
 typedef struct ds_gen_stats {
     int64_t n_prompt, n_gen;
     double t_prefill, t_decode;   /* seconds */
     int finish;                   /* 0 length, 1 stop token, 2 stopped by callback */
+    int64_t n_draft, n_accepted;  /* MTP speculative decoding */
+    int64_t n_main_forwards;      /* main-model decode passes */
 } ds_gen_stats;
 
 /* Called for each generated token; return non-zero to stop. */
 typedef int (*ds_token_cb)(void *ud, int32_t tok);
 
 /* Appends prompt[0..n) to the cache (which may already hold a prefix), then
- * generates. The sampler should already have seen the prompt if penalties
+ * generates. With o->mtp (model must have an MTP layer, cache must start
+ * empty) the MTP module drafts one token after each sampled token and the
+ * main model verifies draft and continuation in one pass: the emitted
+ * tokens are exactly the ones plain decoding would sample (each emitted
+ * token is drawn from the main model's distribution in order; a draft is
+ * kept only if it equals that draw). The sampler should already have seen the prompt if penalties
  * are used. Returns DS_OK or an error (e.g. context full). */
 int ds_generate(ds_model *m, ds_kvcache *cache, ds_sampler *s, const int32_t *prompt, int64_t n,
                 const ds_gen_opts *o, ds_token_cb cb, void *ud, ds_gen_stats *st, ds_err *e);
