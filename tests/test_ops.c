@@ -238,3 +238,27 @@ void fn(void *c, int64_t a, int64_t b, int tid) {
     int *h = *(int **)c;
     for (int64_t i = a; i < b; i++) h[i]++;
 }
+
+TEST(ops_matmul_multi_equals_separate) {
+    ds_rng r;
+    ds_rng_seed(&r, 9);
+    owned_tensor w1 = make_weight(DS_DTYPE_BF16, 70, 96, &r), w2 = make_weight(DS_DTYPE_F8_E4M3, 150, 130, &r);
+    int64_t Ts[2] = { 1, 12 };
+    for (int ti = 0; ti < 2; ti++) {
+        int64_t T = Ts[ti];
+        float *x1 = malloc((size_t)(T * 96) * sizeof(float)), *x2 = malloc((size_t)(T * 130) * sizeof(float));
+        for (int64_t i = 0; i < T * 96; i++) x1[i] = randn(&r);
+        for (int64_t i = 0; i < T * 130; i++) x2[i] = randn(&r);
+        float *a1 = calloc((size_t)(T * 70), 4), *a2 = calloc((size_t)(T * 150), 4);
+        float *b1 = calloc((size_t)(T * 70), 4), *b2 = calloc((size_t)(T * 150), 4);
+        ds_mm_job jobs[3] = { { a1, 70, x1, 96, &w1.t, 0, 70, T }, { a2, 150, x2, 130, &w2.t, 0, 150, T },
+                              { a2, 150, x2, 130, &w2.t, 0, 0, T } /* empty job */ };
+        ds_matmul_multi(jobs, 3);
+        ds_matmul_ref(b1, 70, x1, 96, &w1.t, 0, 70, T);
+        ds_matmul_ref(b2, 150, x2, 130, &w2.t, 0, 150, T);
+        CHECK(max_rel(a1, b1, T * 70) < 1e-5);
+        CHECK(max_rel(a2, b2, T * 150) < 1e-5);
+        free(x1); free(x2); free(a1); free(a2); free(b1); free(b2);
+    }
+    free(w1.data); free(w2.data); free(w2.scale);
+}

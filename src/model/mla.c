@@ -139,18 +139,23 @@ int ds_mla_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t 
     float *o = ds_arena_calloc(a, (size_t)(T * H * Dv), sizeof(float));       /* (T, H, Dv) */
     if (!q || !kva || !qcat || !u || !o) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
 
-    /* queries */
+    /* queries, latent + rope key: the projections of xn run in one pass */
+    float *qa = NULL;
     if (cfg->q_lora_rank > 0) {
-        float *qa = ds_arena_calloc(a, (size_t)(T * cfg->q_lora_rank), sizeof(float));  /* (T, Rq) */
+        qa = ds_arena_calloc(a, (size_t)(T * cfg->q_lora_rank), sizeof(float));  /* (T, Rq) */
         if (!qa) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
-        ds_matmul(qa, cfg->q_lora_rank, xn, D, &w->q_a_proj, 0, cfg->q_lora_rank, T);
+    }
+    ds_mm_job jobs[2] = {
+        { kva, W, xn, D, &w->kv_a_proj, 0, W, T },
+        cfg->q_lora_rank > 0 ? (ds_mm_job){ qa, cfg->q_lora_rank, xn, D, &w->q_a_proj, 0, cfg->q_lora_rank, T }
+                             : (ds_mm_job){ q, H * Dq, xn, D, &w->q_proj, 0, H * Dq, T },
+    };
+    ds_matmul_multi(jobs, 2);
+    if (cfg->q_lora_rank > 0) {
         ds_rmsnorm(qa, qa, w->q_a_norm, T, cfg->q_lora_rank, eps);
         ds_matmul(q, H * Dq, qa, cfg->q_lora_rank, &w->q_b_proj, 0, H * Dq, T);
-    } else {
-        ds_matmul(q, H * Dq, xn, D, &w->q_proj, 0, H * Dq, T);
     }
-    /* latent + rope key, into the caches */
-    ds_matmul(kva, W, xn, D, &w->kv_a_proj, 0, W, T);
+    /* into the caches */
     for (int s = 0; s < n_segs; s++) {
         const ds_seg *sg = &segs[s];
         for (int64_t i = 0; i < sg->n; i++) {

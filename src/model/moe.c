@@ -26,8 +26,8 @@ static void mlp_forward(float *out, const float *x, int64_t T, int64_t D, const 
     float *g = ds_arena_calloc(a, (size_t)(T * F), sizeof(float));   /* (T, F) */
     float *u = ds_arena_calloc(a, (size_t)(T * F), sizeof(float));   /* (T, F) */
     if (!g || !u) { *oom = 1; ds_arena_release(a, mk); return; }
-    ds_matmul(g, F, x, D, &w->gate, 0, F, T);
-    ds_matmul(u, F, x, D, &w->up, 0, F, T);
+    ds_mm_job jobs[2] = { { g, F, x, D, &w->gate, 0, F, T }, { u, F, x, D, &w->up, 0, F, T } };
+    ds_matmul_multi(jobs, 2);
     ds_silu_mul(g, g, u, T * F);
     ds_matmul(out, D, g, F, &w->down, 0, D, T);
     ds_arena_release(a, mk);
@@ -101,52 +101,70 @@ int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t 
         mlp_forward(out, xn, T, D, &w->mlp, a, &oom);
         return oom ? ds_err_set(e, DS_ENOMEM, "out of memory in MLP") : DS_OK;
     }
-    int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
+    int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
+    int64_t Fs = c->n_shared_experts * F;
     float *logits = ds_arena_calloc(a, (size_t)(T * E), sizeof(float));  /* (T, E) */
     int32_t *idx = ds_arena_calloc(a, (size_t)(T * K), sizeof(int32_t)); /* (T, K) */
     float *wt = ds_arena_calloc(a, (size_t)(T * K), sizeof(float));      /* (T, K) */
     float *scores = ds_arena_calloc(a, (size_t)E, sizeof(float));
     float *tmp = ds_arena_calloc(a, (size_t)(E + c->n_group), sizeof(float));
-    int64_t *count = ds_arena_calloc(a, (size_t)E + 1, sizeof(int64_t));
-    if (!logits || !idx || !wt || !scores || !tmp || !count) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+    int64_t *start = ds_arena_calloc(a, (size_t)E + 1, sizeof(int64_t));   /* (E+1) row offsets per expert */
+    int64_t *fill = ds_arena_calloc(a, (size_t)E + 1, sizeof(int64_t));
+    if (!logits || !idx || !wt || !scores || !tmp || !start || !fill) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
     ds_matmul(logits, E, xn, D, &w->router, 0, E, T);
     for (int64_t t = 0; t < T; t++) {
         ds_moe_route(c, logits + t * E, w->router_bias, idx + t * K, wt + t * K, scores, tmp);
-        for (int64_t k = 0; k < K; k++) count[idx[t * K + k]]++;
+        for (int64_t k = 0; k < K; k++) start[idx[t * K + k] + 1]++;
     }
-    int64_t maxn = 0;
-    for (int64_t x = 0; x < E; x++) maxn = DS_MAX(maxn, count[x]);
-    float *xe = ds_arena_calloc(a, (size_t)(maxn * D), sizeof(float));  /* (n_e, D) gathered inputs */
-    float *ye = ds_arena_calloc(a, (size_t)(maxn * D), sizeof(float));  /* (n_e, D) expert outputs */
-    int64_t *rows = ds_arena_calloc(a, (size_t)maxn + 1, sizeof(int64_t));
-    float *rw = ds_arena_calloc(a, (size_t)maxn + 1, sizeof(float));
-    if (!xe || !ye || !rows || !rw) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
-    memset(out, 0, (size_t)(T * D) * sizeof(float));
-    for (int64_t x = 0; x < E; x++) {
-        if (!count[x]) continue;
-        int64_t n = 0;
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t k = 0; k < K; k++)
-                if (idx[t * K + k] == x) {
-                    rows[n] = t;
-                    rw[n] = wt[t * K + k];
-                    memcpy(xe + n * D, xn + t * D, (size_t)D * sizeof(float));
-                    n++;
-                }
-        mlp_forward(ye, xe, n, D, &w->experts[x], a, &oom);
-        if (oom) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE expert");
-        for (int64_t i = 0; i < n; i++) {
-            float *o = out + rows[i] * D;
-            const float *y = ye + i * D;
-            for (int64_t d = 0; d < D; d++) o[d] += rw[i] * y[d];
+    for (int64_t x = 0; x < E; x++) start[x + 1] += start[x];
+    int64_t R = T * K;  /* routed rows, grouped by expert */
+    float *xe = ds_arena_calloc(a, (size_t)(R * D), sizeof(float));     /* (R, D) gathered inputs */
+    float *g = ds_arena_calloc(a, (size_t)(R * F + T * Fs), sizeof(float));  /* (R, F) + shared (T, Fs) */
+    float *u = ds_arena_calloc(a, (size_t)(R * F + T * Fs), sizeof(float));
+    float *ye = ds_arena_calloc(a, (size_t)(R * D + T * D), sizeof(float));  /* (R, D) + shared (T, D) */
+    int64_t *rows = ds_arena_calloc(a, (size_t)R, sizeof(int64_t));        /* token of each routed row */
+    float *rw = ds_arena_calloc(a, (size_t)R, sizeof(float));               /* its combine weight */
+    ds_mm_job *jobs = ds_arena_calloc(a, (size_t)(2 * E + 2), sizeof(ds_mm_job));
+    if (!xe || !g || !u || !ye || !rows || !rw || !jobs) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t k = 0; k < K; k++) {
+            int64_t x = idx[t * K + k], r = start[x] + fill[x]++;
+            rows[r] = t;
+            rw[r] = wt[t * K + k];
+            memcpy(xe + r * D, xn + t * D, (size_t)D * sizeof(float));
         }
+    /* gate and up projections of every used expert (and the shared ones) in one pass */
+    int nj = 0;
+    for (int64_t x = 0; x < E; x++) {
+        int64_t n = start[x + 1] - start[x];
+        if (!n) continue;
+        const ds_mlp_w *ex = &w->experts[x];
+        jobs[nj++] = (ds_mm_job){ g + start[x] * F, F, xe + start[x] * D, D, &ex->gate, 0, F, n };
+        jobs[nj++] = (ds_mm_job){ u + start[x] * F, F, xe + start[x] * D, D, &ex->up, 0, F, n };
     }
-    if (c->n_shared_experts > 0) {
-        float *sh = ds_arena_calloc(a, (size_t)(T * D), sizeof(float));
-        if (!sh) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
-        mlp_forward(sh, xn, T, D, &w->shared, a, &oom);
-        if (oom) return ds_err_set(e, DS_ENOMEM, "out of memory in shared experts");
-        for (int64_t i = 0; i < T * D; i++) out[i] += sh[i];
+    if (Fs > 0) {
+        jobs[nj++] = (ds_mm_job){ g + R * F, Fs, xn, D, &w->shared.gate, 0, Fs, T };
+        jobs[nj++] = (ds_mm_job){ u + R * F, Fs, xn, D, &w->shared.up, 0, Fs, T };
     }
+    ds_matmul_multi(jobs, nj);
+    ds_silu_mul(g, g, u, R * F + T * Fs);
+    /* down projections in one pass */
+    nj = 0;
+    for (int64_t x = 0; x < E; x++) {
+        int64_t n = start[x + 1] - start[x];
+        if (!n) continue;
+        jobs[nj++] = (ds_mm_job){ ye + start[x] * D, D, g + start[x] * F, F, &w->experts[x].down, 0, D, n };
+    }
+    if (Fs > 0) jobs[nj++] = (ds_mm_job){ ye + R * D, D, g + R * F, Fs, &w->shared.down, 0, D, T };
+    ds_matmul_multi(jobs, nj);
+    /* combine in expert-id order (rows are grouped by expert), then add the shared experts */
+    memset(out, 0, (size_t)(T * D) * sizeof(float));
+    for (int64_t r = 0; r < R; r++) {
+        float *o = out + rows[r] * D;
+        const float *y = ye + r * D;
+        for (int64_t d = 0; d < D; d++) o[d] += rw[r] * y[d];
+    }
+    if (Fs > 0)
+        for (int64_t i = 0; i < T * D; i++) out[i] += ye[R * D + i];
     return DS_OK;
 }

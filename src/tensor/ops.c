@@ -156,6 +156,51 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
     }
 }
 
+/* Several independent matmuls in one parallel pass: the work units (rows
+ * for few-token jobs, panels for many-token jobs) of all jobs are laid end
+ * to end and split across threads once, instead of a fork/join per job. */
+typedef struct {
+    const ds_mm_job *jobs;
+    int n;
+    int64_t *start;   /* (n + 1) unit prefix sums */
+} multi_ctx;
+
+static void multi_worker(void *vctx, int64_t u0, int64_t u1, int tid) {
+    multi_ctx *mc = vctx;
+    int j = 0;
+    while (j + 1 < mc->n && mc->start[j + 1] <= u0) j++;
+    for (int64_t u = u0; u < u1;) {
+        while (mc->start[j + 1] <= u) j++;
+        const ds_mm_job *jb = &mc->jobs[j];
+        int64_t a = u - mc->start[j], b = DS_MIN(u1, mc->start[j + 1]) - mc->start[j];
+        matmul_ctx c = { jb->y, jb->ldy, jb->x, jb->ldx, jb->w, jb->r0, jb->N, jb->T, ds_tensor_cols(jb->w) };
+        if (jb->T < DS_GEMM_MIN_T || isa() == 0) matmul_rows_worker(&c, a, b, tid);
+        else matmul_panel_worker(&c, a, b, tid);
+        u += b - a;
+    }
+}
+
+void ds_matmul_multi(const ds_mm_job *jobs, int n) {
+    if (n <= 0) return;
+    int64_t stack[65], *start = n < 64 ? stack : malloc((size_t)(n + 1) * sizeof *start);
+    DS_ASSERT(start);
+    start[0] = 0;
+    int64_t work = 0;
+    for (int j = 0; j < n; j++) {
+        const ds_mm_job *jb = &jobs[j];
+        DS_ASSERT(jb->r0 >= 0 && jb->r0 + jb->N <= ds_tensor_rows(jb->w));
+        int64_t units = jb->N <= 0 || jb->T <= 0 ? 0
+                      : (jb->T < DS_GEMM_MIN_T || isa() == 0) ? jb->N : (jb->N + DS_PANEL - 1) / DS_PANEL;
+        start[j + 1] = start[j] + units;
+        work += jb->N * jb->T * ds_tensor_cols(jb->w);
+    }
+    multi_ctx mc = { jobs, n, start };
+    int64_t units = start[n];
+    int64_t min_units = DS_MAX(1, units * 16384 / DS_MAX(work, 1));
+    ds_par_for(units, min_units, multi_worker, &mc);
+    if (start != stack) free(start);
+}
+
 typedef struct {
     float *y; int64_t ldy;
     const float *x; int64_t ldx;

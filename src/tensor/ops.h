@@ -19,6 +19,14 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
 void ds_matmul_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
                    const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
 
+/* Independent matmul jobs run in one parallel pass (one fork/join). */
+typedef struct ds_mm_job {
+    float *y; int64_t ldy;
+    const float *x; int64_t ldx;
+    const ds_tensor *w; int64_t r0, N, T;
+} ds_mm_job;
+void ds_matmul_multi(const ds_mm_job *jobs, int n);
+
 /* y[T, K] = x[T, N] · W[r0 : r0+N, :]            (no transpose) */
 void ds_matmul_t(float *y, int64_t ldy, const float *x, int64_t ldx,
                  const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
