@@ -5,14 +5,19 @@
 #include "cli.h"
 #include "../core/thread.h"
 #include "../runtime/generate.h"
+#include "../tokenizer/tokenizer.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: deepseek generate [-m MODEL_DIR] --prompt-ids 0,5,17 [-n N] [options]\n"
-        "  Prints the continuation's token ids, comma-separated (greedy at temperature 0).\n"
+        "usage: deepseek generate [-m MODEL_DIR] (--prompt TEXT | --prompt-ids 0,5,17) [-n N] [options]\n"
+        "  --prompt TEXT: prints the continuation as text, streamed (needs tokenizer.json in the\n"
+        "  model folder; BOS is added if tokenizer_config.json says add_bos_token; special-token\n"
+        "  strings in TEXT are recognized, as in Hugging Face's tokenizer(TEXT)).\n"
+        "  --prompt-ids: prints the continuation's token ids, comma-separated.\n"
+        "  Greedy at temperature 0; stops at the end-of-sequence token unless --ignore-eos.\n"
         "  -n, --max-tokens N      new tokens (default 32)\n"
         "  --temperature T         0 = greedy (default 0)\n"
         "  --top-p P  --top-k K  --min-p P\n"
@@ -25,18 +30,26 @@ static void usage(FILE *f) {
         "  --verbose               print prefill/decode tokens/s and KV bytes per token\n");
 }
 
-typedef struct { int first; } print_state;
+typedef struct { int first; tok_stream *ts; int32_t eos; } print_state;
 
 static int on_token(void *ud, int32_t tok) {
     print_state *ps = ud;
-    printf(ps->first ? "%d" : ",%d", tok);
+    if (ps->ts) {
+        if (tok == ps->eos) return 0;
+        const char *txt;
+        size_t len;
+        ds_err e = { 0 };
+        if (tok_stream_push(ps->ts, tok, &txt, &len, &e) == 0) fwrite(txt, 1, len, stdout);
+    } else {
+        printf(ps->first ? "%d" : ",%d", tok);
+    }
     ps->first = 0;
     fflush(stdout);
     return 0;
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *dir = NULL, *ids = NULL;
+    const char *dir = NULL, *ids = NULL, *text = NULL;
     int64_t n_new = 32, ctx = 0;
     bool verbose = false, ignore_eos = false, mtp = false;
     ds_sampler_params sp;
@@ -48,6 +61,7 @@ int cmd_generate(int argc, char **argv) {
         if (cli_is_help(a)) { usage(stdout); return 0; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { dir = v; i++; }
         else if (!strcmp(a, "--prompt-ids")) { ids = v; i++; }
+        else if (!strcmp(a, "--prompt") || !strcmp(a, "-p")) { text = v; i++; if (!v) cli_die(C, "--prompt needs a value"); }
         else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) { n_new = cli_parse_int(C, a, v, 0, 1 << 30); i++; }
         else if (!strcmp(a, "--temperature") || !strcmp(a, "--temp")) { sp.temperature = (float)cli_parse_num(C, a, v, 0, 100); i++; }
         else if (!strcmp(a, "--top-p")) { sp.top_p = (float)cli_parse_num(C, a, v, 1e-9, 1); i++; }
@@ -66,17 +80,32 @@ int cmd_generate(int argc, char **argv) {
     }
     if (!dir) dir = cli_default_model();
     if (!dir) cli_die(C, "no model given (-m MODEL_DIR) and no bundled model found");
-    if (!ids) cli_die(C, "a prompt is required (--prompt-ids)");
-    int64_t n;
-    int32_t *prompt = cli_parse_ids(C, "--prompt-ids", ids, &n);
+    if (!ids && !text) cli_die(C, "a prompt is required (--prompt TEXT or --prompt-ids LIST)");
+    if (ids && text) cli_die(C, "give either --prompt or --prompt-ids, not both");
+    int64_t n = 0;
+    int32_t *prompt = NULL;
     ds_err e = { 0 };
+    ds_tokenizer *tok = NULL;
+    tok_stream ts;
+    if (ids) {
+        prompt = cli_parse_ids(C, "--prompt-ids", ids, &n);
+    } else {
+        if (tok_load(&tok, dir, &e)) cli_die(C, "%s (text prompts need the model's tokenizer.json; or use --prompt-ids)", e.msg);
+        tok_ids v = { 0 };
+        if (tok_add_bos(tok) && tok_bos_id(tok) >= 0 && tok_ids_push(&v, tok_bos_id(tok), &e)) cli_die_err(C, &e);
+        if (tok_encode_append(tok, text, strlen(text), TOK_PARSE_SPECIAL, &v, &e)) cli_die_err(C, &e);
+        if (v.n == 0) cli_die(C, "--prompt: the prompt is empty");
+        prompt = v.v;
+        n = v.n;
+        tok_stream_init(&ts, tok, true);
+    }
     ds_model *m;
     double t_load = ds_now();
     if (ds_model_open(&m, dir, &e)) cli_die_err(C, &e);
     t_load = ds_now() - t_load;
     for (int64_t i = 0; i < n; i++)
         if (prompt[i] >= m->cfg.vocab_size)
-            cli_die(C, "--prompt-ids: token id %d at position %lld is >= vocab_size %lld", prompt[i], (long long)i,
+            cli_die(C, "prompt token id %d at position %lld is >= the model's vocab_size %lld", prompt[i], (long long)i,
                     (long long)m->cfg.vocab_size);
     if (ctx == 0) ctx = n + n_new;
     if (ctx < n + n_new) cli_die(C, "--ctx %lld is smaller than the prompt (%lld) plus -n (%lld)", (long long)ctx, (long long)n, (long long)n_new);
@@ -88,10 +117,15 @@ int cmd_generate(int argc, char **argv) {
     int32_t eos = (int32_t)m->cfg.eos_token_id;
     ds_gen_opts o = { n_new, &eos, (!ignore_eos && eos >= 0) ? 1 : 0, 0, mtp, NULL, NULL };
     ds_gen_stats st;
-    print_state ps = { 1 };
+    print_state ps = { 1, tok ? &ts : NULL, eos };
     if (n_new > 0 && ds_generate(m, &cache, &s, prompt, n, &o, on_token, &ps, &st, &e)) {
         printf("\n");
         cli_die_err(C, &e);
+    }
+    if (tok) {
+        const char *txt;
+        size_t len;
+        if (tok_stream_flush(&ts, &txt, &len, &e) == 0) fwrite(txt, 1, len, stdout);
     }
     printf("\n");
     if (verbose && n_new > 0) {
@@ -113,6 +147,7 @@ int cmd_generate(int argc, char **argv) {
     ds_sampler_free(&s);
     ds_kvcache_free(&cache);
     ds_model_close(m);
+    if (tok) { tok_stream_free(&ts); tok_free(tok); }
     free(prompt);
     return 0;
 }
