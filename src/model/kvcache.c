@@ -57,3 +57,17 @@ int ds_kvcache_reserve(ds_kvcache *c, int64_t upto, ds_err *e) {
 int64_t ds_kvcache_bytes_per_token(const ds_model *m) {
     return (m->cfg.kv_lora_rank + m->cfg.qk_rope_head_dim) * m->cfg.n_layer * (int64_t)sizeof(float);
 }
+
+int ds_kvcache_copy_prefix(ds_kvcache *dst, const ds_kvcache *src, int64_t n, ds_err *e) {
+    if (dst->width != src->width || dst->n_layer != src->n_layer)
+        return ds_err_set(e, DS_EINVAL, "KV caches of different models");
+    if (n < 0 || n > src->n_past) return ds_err_set(e, DS_ERANGE, "prefix of %lld positions, source holds %lld",
+                                                   (long long)n, (long long)src->n_past);
+    int rc = ds_kvcache_reserve(dst, n, e);
+    if (rc) return rc;
+    for (int64_t l = 0; l < dst->n_layer; l++)
+        if (n > 0) memcpy(dst->kv[l], src->kv[l], (size_t)n * (size_t)dst->width * sizeof(float));
+    dst->n_past = n;
+    dst->mtp_n_past = 0;
+    return DS_OK;
+}

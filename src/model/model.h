@@ -104,6 +104,9 @@ void ds_kvcache_free(ds_kvcache *c);
 void ds_kvcache_clear(ds_kvcache *c);
 /* Drops positions >= n (keeps a prefix). */
 void ds_kvcache_truncate(ds_kvcache *c, int64_t n);
+/* Makes dst hold src's first n positions (main layers; MTP rows are
+ * dropped). For prefix caching: dst must belong to the same model. */
+int ds_kvcache_copy_prefix(ds_kvcache *dst, const ds_kvcache *src, int64_t n, ds_err *e);
 /* Bytes per token of cache (all main layers), as stored (fp32). */
 int64_t ds_kvcache_bytes_per_token(const ds_model *m);
 
