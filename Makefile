@@ -24,7 +24,7 @@ OBJ_CLI := $(SRC_CLI:%.c=$(BUILD)/%.o)
 SRC_TEST := $(wildcard tests/test_*.c) tests/run_tests.c
 OBJ_TEST := $(SRC_TEST:%.c=$(BUILD)/%.o)
 
-.PHONY: all test asan test-asan fuzz clean help bench
+.PHONY: all test asan test-asan fuzz fuzz-bins clean help bench
 all: $(BIN)
 
 $(BIN): $(OBJ_LIB) $(OBJ_CLI)
@@ -53,13 +53,18 @@ asan:
 test-asan: asan
 	ASAN_OPTIONS=detect_leaks=1 ./build-asan/tests/run_tests
 
-FUZZ_CFLAGS = -O1 -g -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer -std=c11 -D_GNU_SOURCE -Isrc -fopenmp
+# Fuzzers: library objects built by clang with ASan+UBSan and fuzzer
+# instrumentation in build/fuzz/obj/ (ISA kernels keep their flags), one
+# binary per tests/fuzz/fuzz_*.c in build/fuzz/. Run: tests/fuzz/run_fuzz.sh
+FUZZ_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined -fsanitize=fuzzer-no-link
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 fuzz:
-	@mkdir -p $(BUILD)/fuzz
-	for f in tests/fuzz/fuzz_*.c; do \
-	  n=$$(basename $$f .c); \
-	  clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/$$n $$f $(filter-out src/cli/%,$(SRC_LIB)) $(LDLIBS) || exit 1; \
-	done
+	$(MAKE) BUILD=build/fuzz/obj CC=clang CFLAGS="$(FUZZ_CFLAGS)" fuzz-bins
+
+fuzz-bins: $(FUZZ_BINS)
+
+$(FUZZ_BINS): build/fuzz/%: tests/fuzz/%.c $(OBJ_LIB)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(OBJ_LIB) $(LDLIBS)
 
 clean:
 	rm -rf build build-asan deepseek deepseek-asan

@@ -1,0 +1,182 @@
+#!/bin/sh
+# cli_model_tests.sh - command-line checks for the model commands (info,
+# logits, generate) against the tiny fixtures.
+#
+#   sh tests/cli_model_tests.sh ./deepseek        (from the repository root)
+#
+# Bad input (missing model, bad token lists, bad flags and values, a broken
+# model folder) must exit non-zero but below 128 (no signal, no crash), print
+# a message on stderr that says what is wrong, and trip no sanitizer (so the
+# script also checks ./deepseek-asan; leak reports are checked on successful
+# runs only). Good input: `info` names the
+# architecture, `logits` writes exactly T x V float32 values, --help exits 0,
+# and sampling is reproducible for a seed and differs across seeds.
+# Prints each failed check and exits 1 if any failed.
+set -u
+BIN=${1:?usage: sh tests/cli_model_tests.sh path/to/deepseek}
+FX=tests/fixtures
+[ -x "$BIN" ] || { echo "cli_model_tests.sh: $BIN is not executable" >&2; exit 2; }
+[ -d "$FX/tiny-v3" ] || { echo "cli_model_tests.sh: run from the repository root" >&2; exit 2; }
+T=$(mktemp -d /tmp/ds_cli_model.XXXXXX) || exit 2
+trap 'rm -rf "$T"' EXIT
+trap 'exit 130' INT TERM
+
+checks=0
+fails=0
+fail() { echo "FAIL $*"; fails=$((fails + 1)); }
+
+sanitizer_report() { grep -q -e 'Sanitizer' -e 'runtime error:' "$T/err"; }
+
+# expect_fail NAME PATTERN CMD...: non-zero exit below 128, PATTERN (a fixed
+# string) on stderr, no sanitizer report.
+expect_fail() {
+    name=$1 pat=$2
+    shift 2
+    checks=$((checks + 1))
+    # error paths exit() with their buffers still allocated: not a leak worth
+    # reporting under ASan (successful runs keep leak checking)
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} "$@" >"$T/out" 2>"$T/err"
+    rc=$?
+    if [ "$rc" -eq 0 ]; then fail "$name: exit 0, expected an error"; return; fi
+    if [ "$rc" -ge 128 ]; then fail "$name: killed by signal $((rc - 128)) (exit $rc)"; return; fi
+    if sanitizer_report; then fail "$name: sanitizer report:"; head -5 "$T/err"; return; fi
+    if [ ! -s "$T/err" ]; then fail "$name: exit $rc but nothing on stderr"; return; fi
+    if ! grep -q -F -e "$pat" "$T/err"; then
+        fail "$name: stderr does not mention '$pat': $(head -c 300 "$T/err")"
+    fi
+}
+
+# expect_ok NAME CMD...: exit 0, no sanitizer report; stdout in $T/out.
+expect_ok() {
+    name=$1
+    shift
+    checks=$((checks + 1))
+    "$@" >"$T/out" 2>"$T/err"
+    rc=$?
+    if [ "$rc" -ne 0 ]; then fail "$name: exit $rc: $(head -c 300 "$T/err")"; return 1; fi
+    if sanitizer_report; then fail "$name: sanitizer report:"; head -5 "$T/err"; return 1; fi
+    return 0
+}
+
+# file_size PATH -> bytes
+file_size() { wc -c <"$1" | tr -d ' '; }
+
+M=$FX/tiny-v3   # V = 320
+L=$T/logits.f32
+
+# ---------------------------------------------------------------- bad input
+
+expect_fail "no command" "usage" "$BIN"
+expect_fail "unknown command" "unknown command 'frobnicate'" "$BIN" frobnicate
+expect_fail "info: nonexistent model dir" "$T/no-such-model" "$BIN" info -m "$T/no-such-model"
+expect_fail "logits: nonexistent model dir" "$T/no-such-model" "$BIN" logits -m "$T/no-such-model" --tokens 1,2 --out "$L"
+expect_fail "generate: nonexistent model dir" "$T/no-such-model" "$BIN" generate -m "$T/no-such-model" --prompt-ids 1,2 -n 2
+expect_fail "info: -m without a value" "-m needs" "$BIN" info -m
+
+expect_fail "logits --tokens 1,,2" "bad token id list" "$BIN" logits -m "$M" --tokens 1,,2 --out "$L"
+expect_fail "logits --tokens abc" "bad token id list" "$BIN" logits -m "$M" --tokens abc --out "$L"
+expect_fail "logits --tokens 1,2x" "bad token id list" "$BIN" logits -m "$M" --tokens 1,2x --out "$L"
+expect_fail "logits --tokens -1" "out of range" "$BIN" logits -m "$M" --tokens -1 --out "$L"
+expect_fail "logits --tokens 99999999999" "out of range" "$BIN" logits -m "$M" --tokens 99999999999 --out "$L"
+expect_fail "logits --tokens 99999999999999999999" "--tokens" "$BIN" logits -m "$M" --tokens 99999999999999999999 --out "$L"
+expect_fail "logits --tokens 1, (trailing comma)" "trailing comma" "$BIN" logits -m "$M" --tokens 1, --out "$L"
+expect_fail "logits --tokens '' (empty)" "empty" "$BIN" logits -m "$M" --tokens "" --out "$L"
+expect_fail "logits token id = vocab_size" "vocab_size 320" "$BIN" logits -m "$M" --tokens 1,320 --out "$L"
+expect_fail "logits token id >> vocab_size" "vocab_size 320" "$BIN" logits -m "$M" --tokens 2147483647 --out "$L"
+expect_fail "logits without --out" "--out is required" "$BIN" logits -m "$M" --tokens 1,2
+expect_fail "logits without --tokens" "--tokens is required" "$BIN" logits -m "$M" --out "$L"
+expect_fail "logits unknown flag" "unknown option '--bogus'" "$BIN" logits -m "$M" --tokens 1 --out "$L" --bogus
+expect_fail "logits --threads 0" "out of range" "$BIN" logits -m "$M" --tokens 1 --out "$L" --threads 0
+expect_fail "logits --mtp with one token" "at least 2 tokens" "$BIN" logits -m "$M" --tokens 1 --out "$L" --mtp
+expect_fail "logits --mtp without an MTP module" "MTP" "$BIN" logits -m "$FX/tiny-v2" --tokens 1,2 --out "$L" --mtp
+expect_fail "logits --naive --mtp" "cannot be combined" "$BIN" logits -m "$M" --tokens 1,2 --out "$L" --naive --mtp
+expect_fail "logits --out in a missing folder" "$T/missing/l.f32" "$BIN" logits -m "$M" --tokens 1,2 --out "$T/missing/l.f32"
+[ -e "$L" ] && fail "logits: a failed run left $L behind"
+
+expect_fail "info unknown flag" "unknown option '--bogus'" "$BIN" info -m "$M" --bogus
+expect_fail "generate unknown flag" "unknown option '--bogus'" "$BIN" generate -m "$M" --prompt-ids 1 --bogus
+expect_fail "generate -n -1" "out of range" "$BIN" generate -m "$M" --prompt-ids 1,2 -n -1
+expect_fail "generate -n abc" "not an integer" "$BIN" generate -m "$M" --prompt-ids 1,2 -n abc
+expect_fail "generate -n without a value" "needs a value" "$BIN" generate -m "$M" --prompt-ids 1,2 -n
+expect_fail "generate --temperature -1" "out of range" "$BIN" generate -m "$M" --prompt-ids 1,2 --temperature -1
+expect_fail "generate --temperature nan" "--temperature" "$BIN" generate -m "$M" --prompt-ids 1,2 --temperature nan
+expect_fail "generate --top-p 1.5" "out of range" "$BIN" generate -m "$M" --prompt-ids 1,2 --top-p 1.5
+expect_fail "generate --seed -5" "out of range" "$BIN" generate -m "$M" --prompt-ids 1,2 --seed -5
+expect_fail "generate --ctx smaller than prompt + n" "--ctx" "$BIN" generate -m "$M" --prompt-ids 1,2,3 -n 4 --ctx 5
+expect_fail "generate without a prompt" "prompt" "$BIN" generate -m "$M" -n 2
+expect_fail "generate --prompt-ids 1,,2" "bad token id list" "$BIN" generate -m "$M" --prompt-ids 1,,2
+expect_fail "generate prompt id = vocab_size" "vocab_size 320" "$BIN" generate -m "$M" --prompt-ids 5,320
+
+# a broken model folder: each command reports the file, never crashes
+B=$T/broken
+mkdir -p "$B"
+cp "$M/config.json" "$B/config.json"
+head -c 5000 "$M/model.safetensors" >"$B/model.safetensors"
+expect_fail "info on a truncated model.safetensors" "$B/model.safetensors" "$BIN" info -m "$B"
+expect_fail "logits on a truncated model.safetensors" "$B/model.safetensors" "$BIN" logits -m "$B" --tokens 1 --out "$L"
+expect_fail "generate on a truncated model.safetensors" "$B/model.safetensors" "$BIN" generate -m "$B" --prompt-ids 1 -n 1
+sed 's/"hidden_size": 64/"hidden_size": "wide"/' "$M/config.json" >"$B/config.json"
+expect_fail "info on a bad config.json" "'hidden_size'" "$BIN" info -m "$B"
+: >"$B/config.json"
+expect_fail "info on an empty config.json" "$B/config.json" "$BIN" info -m "$B"
+rm -f "$B/model.safetensors"
+cp "$M/config.json" "$B/config.json"
+expect_fail "info on a folder without weights" "no model.safetensors" "$BIN" info -m "$B"
+printf '{"weight_map": {"model.norm.weight": "../evil.safetensors"}}' >"$B/model.safetensors.index.json"
+expect_fail "info with a shard outside the folder" "../evil.safetensors" "$BIN" info -m "$B"
+
+# --------------------------------------------------------------- good input
+
+for cmd in info logits generate; do
+    if expect_ok "$cmd --help" "$BIN" "$cmd" --help; then
+        grep -q "usage: deepseek $cmd" "$T/out" || fail "$cmd --help: no usage line on stdout"
+    fi
+done
+
+check_info() {  # fixture arch model_type
+    if expect_ok "info $1" "$BIN" info -m "$FX/$1"; then
+        grep -q "^arch  *$2 ($3)\$" "$T/out" || fail "info $1: no line 'arch $2 ($3)' in: $(grep '^arch' "$T/out")"
+    fi
+}
+check_info tiny-v3 DeepseekV3ForCausalLM deepseek_v3
+check_info tiny-v3-fp8 DeepseekV3ForCausalLM deepseek_v3
+check_info tiny-v2-lite DeepseekV2ForCausalLM deepseek_v2
+check_info tiny-v2 DeepseekV2ForCausalLM deepseek_v2
+
+check_logits() {  # fixture vocab tokens rows extra-flags...
+    fx=$1 v=$2 toks=$3 rows=$4
+    shift 4
+    rm -f "$L"
+    if expect_ok "logits $fx $*" "$BIN" logits -m "$FX/$fx" --tokens "$toks" --out "$L" "$@"; then
+        want=$((rows * v * 4))
+        got=$(file_size "$L")
+        [ "$got" = "$want" ] || fail "logits $fx $*: file has $got bytes, expected $rows x $v x 4 = $want"
+    fi
+}
+check_logits tiny-v3 320 1,2,3,4,5 5
+check_logits tiny-v3 320 7 1
+check_logits tiny-v3 320 1,2,3,4,5 5 --incremental
+check_logits tiny-v3 320 1,2,3,4,5 4 --mtp
+check_logits tiny-v3-fp8 256 0,255,17 3
+check_logits tiny-v2-lite 320 " 3, 4 ,5" 3
+check_logits tiny-v2 320 1,2,3,4 4 --naive
+
+# sampling: same seed -> same tokens, other seed -> other tokens
+gen() { "$BIN" generate -m "$M" --prompt-ids 1,2,3 -n 20 --ignore-eos "$@" 2>"$T/err"; }
+checks=$((checks + 1))
+a=$(gen --temperature 0.8 --seed 7) || fail "generate --seed 7: exit $?"
+b=$(gen --temperature 0.8 --seed 7) || fail "generate --seed 7 (again): exit $?"
+c=$(gen --temperature 0.8 --seed 8) || fail "generate --seed 8: exit $?"
+n_ids=$(printf '%s\n' "$a" | tr ',' '\n' | grep -c '^[0-9][0-9]*$')
+[ "$n_ids" = 20 ] || fail "generate -n 20 printed $n_ids ids: '$a'"
+[ "$a" = "$b" ] || fail "generate --seed 7 twice differs: '$a' vs '$b'"
+[ "$a" != "$c" ] || fail "generate --seed 7 and --seed 8 give the same tokens: '$a'"
+g1=$(gen --temperature 0) && g2=$(gen --temperature 0 --seed 99) || fail "greedy generate failed"
+[ "$g1" = "$g2" ] || fail "greedy output depends on the seed: '$g1' vs '$g2'"
+expect_ok "generate -n 0" "$BIN" generate -m "$M" --prompt-ids 1,2 -n 0
+
+if [ "$fails" -gt 0 ]; then
+    echo "cli_model_tests.sh: $fails of $checks checks failed"
+    exit 1
+fi
+echo "cli_model_tests.sh: $checks checks passed"
