@@ -175,7 +175,8 @@ int ds_safetensors_parse(ds_safetensors *st, const uint8_t *buf, size_t size, in
 }
 
 static int finish(ds_safetensors *st, ds_err *e) {
-    qsort(st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_name);
+    if (st->n_tensors > 1)  /* tensors is NULL for an index with an empty weight_map */
+        qsort(st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_name);
     for (int64_t i = 1; i < st->n_tensors; i++)
         if (strcmp(st->tensors[i].name, st->tensors[i - 1].name) == 0)
             return ds_err_set(e, DS_EFORMAT, "tensor '%s' appears twice (in %s and %s)", st->tensors[i].name,
