@@ -267,8 +267,23 @@ int regex_compile(tok_regex **out, const char *pattern, size_t len, bool literal
     uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF;
     const char *src = pattern;
     size_t srclen = len;
-    if (literal) {
-        opts |= PCRE2_LITERAL;
+    if (literal) { /* escape every ASCII punctuation byte (PCRE2_LITERAL excludes MATCH_INVALID_UTF) */
+        sbuf b = {0};
+        for (size_t i = 0; i < len; i++) {
+            unsigned char c = (unsigned char)pattern[i];
+            if (c < 0x80 && !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) {
+                char esc[8];
+                snprintf(esc, sizeof esc, "\\x{%X}", c);
+                sb_str(&b, esc);
+            } else {
+                sb_put(&b, pattern + i, 1);
+            }
+        }
+        if (!b.p) sb_put(&b, "", 0);
+        if (b.oom) { free(b.p); free(re); return ds_err_set(e, DS_ENOMEM, "%s: out of memory", what); }
+        pcre_pat = b.p;
+        src = pcre_pat;
+        srclen = b.n;
     } else {
         int rc = regex_translate(pattern, len, &pcre_pat, what, e);
         if (rc) { free(re); return rc; }
@@ -354,7 +369,7 @@ static int search(const tok_regex *re, regex_scratch *sc, const char *s, size_t 
 int regex_next(regex_iter *it, regex_scratch *sc, size_t *ms, size_t *me, ds_err *e) {
     for (;;) {
         if (it->last_end > it->n) return 0;
-        size_t s, t;
+        size_t s = 0, t = 0;
         int rc = search(it->re, sc, it->s, it->n, it->last_end, &s, &t, e);
         if (rc <= 0) return rc;
         if (s == t && it->last_match_end == (int64_t)t) {

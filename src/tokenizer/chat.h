@@ -1,0 +1,102 @@
+/*
+ * chat.h - DeepSeek chat formats: conversation -> token ids for the V3, R1,
+ * V3.1 (thinking / non-thinking) and V2 templates, template detection, and
+ * helpers to split a generated reply into reasoning and content and to parse
+ * tool calls out of it. Used by the chat REPL and the HTTP server.
+ *
+ * Rendering reproduces the official Jinja chat templates (including their
+ * quirks) token for token, as transformers' apply_chat_template would, with
+ * one deliberate difference: message text (system, user, assistant, tool
+ * content, tool names and arguments) is tokenized with special-token
+ * recognition OFF, so "<｜end▁of▁sentence｜>" typed by a user is plain text.
+ * Only the template's own markers become added-token ids. (For text without
+ * added-token strings the two are identical, which the tests check.)
+ */
+#ifndef DS_CHAT_H
+#define DS_CHAT_H
+
+#include "tokenizer.h"
+
+typedef enum ds_chat_format {
+    DS_CHAT_AUTO = 0, /* chat_render: use chat_format_detect on the tokenizer's template */
+    DS_CHAT_V3,       /* DeepSeek-V3 (original template) */
+    DS_CHAT_R1,       /* DeepSeek-R1: prompt ends "<｜Assistant｜><think>\n" */
+    DS_CHAT_V31,      /* DeepSeek-V3.1 hybrid: thinking ("<think>") or not ("</think>") */
+    DS_CHAT_V2,       /* DeepSeek-V2 / V2-Lite: "User: ...\n\nAssistant:" */
+} ds_chat_format;
+
+typedef enum ds_chat_role { DS_ROLE_SYSTEM, DS_ROLE_USER, DS_ROLE_ASSISTANT, DS_ROLE_TOOL } ds_chat_role;
+
+typedef struct ds_tool_call {
+    const char *type;      /* "function" if NULL */
+    const char *name;
+    const char *arguments; /* JSON text, as the model writes it */
+} ds_tool_call;
+
+typedef struct ds_chat_msg {
+    ds_chat_role role;
+    const char *content;   /* UTF-8, NUL-terminated; NULL = none (assistant with tool calls) */
+    const char *reasoning; /* optional reasoning_content; the official templates drop earlier
+                              reasoning from history, so it is not rendered */
+    const ds_tool_call *tool_calls; /* assistant only; n_tool_calls > 0 means "has tool_calls" */
+    int n_tool_calls;
+    bool prefix;           /* V3.1: assistant prefix completion ("prefix": true) */
+} ds_chat_msg;
+
+/* Renders msgs[0..n) and appends the ids to *ids (on failure *ids is left
+ * as it was). add_generation_prompt: end with the assistant turn opener;
+ * thinking: V3.1 only (R1 always thinks; V3/V2 never). fmt DS_CHAT_AUTO
+ * detects from tok_chat_template(t). DS_EINVAL for a bad message (unknown
+ * role, NULL name). Missing content (NULL) renders as "" except where a
+ * template gives NULL a meaning (assistant tool-call messages). */
+int chat_render(const ds_tokenizer *t, ds_chat_format fmt, const ds_chat_msg *msgs, int n,
+                bool add_generation_prompt, bool thinking, tok_ids *ids, ds_err *e);
+
+/* Format of a chat template string (markers: V3.1 "is_last_user"/thinking,
+ * R1 "<think>", V2 "User: ", V3 "<｜User｜>"); DS_CHAT_V3 when NULL/unknown. */
+ds_chat_format chat_format_from_template(const char *tmpl);
+/* Reads tokenizer_config.json's chat_template (or chat_template.jinja) in a
+ * model folder (or next to a tokenizer.json); DS_CHAT_V3 if none. */
+ds_chat_format chat_format_detect(const char *model_path);
+/* "v3", "r1", "v3.1", "v2" (also "deepseek-v3", "deepseek-r1", "deepseek-v3.1",
+ * "deepseek-v2", "auto"); returns -1 if unknown. */
+int chat_format_from_name(const char *name);
+const char *chat_format_name(ds_chat_format fmt);
+/* "system", "user", "assistant", "tool" -> role, or -1. */
+int chat_role_from_name(const char *name);
+
+/* Whether the generation prompt of this format/mode opens a reasoning block,
+ * i.e. the model's reply starts inside <think> (R1 always, V3.1 thinking). */
+bool chat_reply_starts_in_reasoning(ds_chat_format fmt, bool thinking);
+
+/* Splits generated text into reasoning and content (pointers into text).
+ * starts_in_reasoning: the prompt opened <think> (see above). A leading
+ * "<think>" in the text also opens reasoning. Reasoning ends at the first
+ * "</think>"; if there is none and reasoning was open, everything is
+ * reasoning and reasoning_done is false (still thinking / cut off). */
+typedef struct ds_reply_split {
+    const char *reasoning;
+    size_t reasoning_len;
+    const char *content;
+    size_t content_len;
+    bool has_reasoning, reasoning_done;
+} ds_reply_split;
+void chat_split_reasoning(const char *text, size_t len, bool starts_in_reasoning, ds_reply_split *out);
+
+/* Tool calls parsed from generated text (decoded with the tool markers
+ * kept). V3/R1: "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>TYPE<｜tool▁sep｜>NAME\n```json\nARGS\n```
+ * <｜tool▁call▁end｜>..." ; V3.1: "...<｜tool▁call▁begin｜>NAME<｜tool▁sep｜>ARGS<｜tool▁call▁end｜>...".
+ * content: the text before the tool calls (all of it if there are none). All
+ * strings malloc'ed; free with chat_tool_parse_free. DS_EFORMAT if the
+ * calls are malformed or cut off (content and the complete calls are still
+ * filled in). */
+typedef struct ds_parsed_call { char *type, *name, *arguments; } ds_parsed_call;
+typedef struct ds_tool_parse {
+    char *content;
+    ds_parsed_call *calls;
+    int n_calls;
+} ds_tool_parse;
+int chat_parse_tool_calls(ds_chat_format fmt, const char *text, size_t len, ds_tool_parse *out, ds_err *e);
+void chat_tool_parse_free(ds_tool_parse *p);
+
+#endif

@@ -1,0 +1,598 @@
+/*
+ * test_tokenizer.c - tokenizer tests: golden ids from HF tokenizers
+ * (tests/fixtures/tokenizer, made by tools/gen_tokenizer_fixtures.py) for
+ * the DeepSeek-V3 tokenizer over a 1.3 MB corpus and for small GPT-2 / Llama-3
+ * style tokenizers and pre-tokenizer variants; round trips (also of invalid
+ * UTF-8), streaming decode, worst-case inputs, corrupt files, bad ids.
+ */
+#include "test.h"
+
+#include "core/mmap_file.h"
+#include "tokenizer/regex.h"
+#include "tokenizer/tokenizer.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------- fixtures */
+
+typedef struct { char *buf; size_t len; uint32_t n; const char **doc; uint32_t *doc_len; } corpus;
+typedef struct { uint32_t n; uint32_t *doc; int32_t **ids; uint32_t *n_ids; } idset;
+
+static int load_corpus(const char *name, corpus *c) {
+    ds_err e = {0};
+    memset(c, 0, sizeof *c);
+    if (ds_read_file(fixture(name), (size_t)1 << 28, &c->buf, &c->len, &e)) {
+        CHECK_MSG(0, "%s", e.msg);
+        return -1;
+    }
+    if (c->len < 16 || memcmp(c->buf, "DSTKCORP", 8)) { CHECK_MSG(0, "%s: bad magic", name); return -1; }
+    uint32_t ver;
+    memcpy(&ver, c->buf + 8, 4);
+    memcpy(&c->n, c->buf + 12, 4);
+    CHECK_EQ_INT(ver, 1);
+    c->doc = calloc(c->n, sizeof *c->doc);
+    c->doc_len = calloc(c->n, sizeof *c->doc_len);
+    size_t p = 16;
+    for (uint32_t i = 0; i < c->n; i++) {
+        if (p + 4 > c->len) { CHECK_MSG(0, "%s truncated", name); return -1; }
+        memcpy(&c->doc_len[i], c->buf + p, 4);
+        p += 4;
+        if (p + c->doc_len[i] > c->len) { CHECK_MSG(0, "%s truncated", name); return -1; }
+        c->doc[i] = c->buf + p;
+        p += c->doc_len[i];
+    }
+    return 0;
+}
+
+static void free_corpus(corpus *c) {
+    free(c->buf);
+    free(c->doc);
+    free(c->doc_len);
+}
+
+static int load_ids(const char *name, idset *s) {
+    ds_err e = {0};
+    char *buf;
+    size_t len;
+    memset(s, 0, sizeof *s);
+    if (ds_read_file(fixture(name), (size_t)1 << 28, &buf, &len, &e)) {
+        CHECK_MSG(0, "%s", e.msg);
+        return -1;
+    }
+    if (len < 12 || memcmp(buf, "DSTKIDS1", 8)) { CHECK_MSG(0, "%s: bad magic", name); free(buf); return -1; }
+    memcpy(&s->n, buf + 8, 4);
+    s->doc = calloc(s->n, 4);
+    s->ids = calloc(s->n, sizeof *s->ids);
+    s->n_ids = calloc(s->n, 4);
+    size_t p = 12;
+    for (uint32_t i = 0; i < s->n; i++) {
+        memcpy(&s->doc[i], buf + p, 4);
+        memcpy(&s->n_ids[i], buf + p + 4, 4);
+        p += 8;
+        s->ids[i] = malloc((s->n_ids[i] + 1) * sizeof **s->ids);
+        for (uint32_t k = 0; k < s->n_ids[i]; k++) {
+            uint32_t v = 0;
+            for (int sh = 0; p < len; sh += 7) {
+                uint8_t b = (uint8_t)buf[p++];
+                v |= (uint32_t)(b & 0x7F) << sh;
+                if (!(b & 0x80)) break;
+            }
+            s->ids[i][k] = (int32_t)v;
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+static void free_ids(idset *s) {
+    for (uint32_t i = 0; i < s->n; i++) free(s->ids[i]);
+    free(s->ids);
+    free(s->doc);
+    free(s->n_ids);
+}
+
+static ds_tokenizer *g_v3;
+
+static const ds_tokenizer *v3(void) {
+    if (!g_v3) {
+        ds_err e = {0};
+        int rc = tok_load(&g_v3, shared_path("tokenizers/deepseek-v3"), &e);
+        CHECK_MSG(rc == 0, "loading the shared DeepSeek-V3 tokenizer: %s", e.msg);
+    }
+    return g_v3;
+}
+
+/* Encodes every doc of `s` and compares; returns the number of mismatching docs. */
+static int compare_set(const ds_tokenizer *t, const corpus *c, const idset *s, unsigned flags, const char *what) {
+    int bad = 0;
+    for (uint32_t i = 0; i < s->n; i++) {
+        uint32_t d = s->doc[i];
+        if (d >= c->n) { CHECK_MSG(0, "%s: doc index %u out of range", what, d); return 1; }
+        tok_ids ids = {0};
+        ds_err e = {0};
+        int rc = tok_encode_append(t, c->doc[d], c->doc_len[d], flags, &ids, &e);
+        if (rc) {
+            CHECK_MSG(0, "%s doc %u: %s", what, d, e.msg);
+            bad++;
+            continue;
+        }
+        int64_t k = 0;
+        while (k < ids.n && k < s->n_ids[i] && ids.v[k] == s->ids[i][k]) k++;
+        if (k != ids.n || k != s->n_ids[i]) {
+            if (bad < 5)
+                CHECK_MSG(0, "%s doc %u (%u bytes): ids differ at %lld: ours %d (of %lld) vs HF %d (of %u)", what, d,
+                          c->doc_len[d], (long long)k, k < ids.n ? ids.v[k] : -1, (long long)ids.n,
+                          k < s->n_ids[i] ? s->ids[i][k] : -1, s->n_ids[i]);
+            bad++;
+        }
+        tok_ids_free(&ids);
+    }
+    return bad;
+}
+
+/* ------------------------------------------------------------- V3 golden */
+
+TEST(tokenizer_v3_golden_corpus) {
+    const ds_tokenizer *t = v3();
+    if (!t) return;
+    corpus c;
+    idset s;
+    if (load_corpus("tokenizer/corpus.bin", &c) || load_ids("tokenizer/ds3_ids.bin", &s)) return;
+    CHECK_EQ_INT(s.n, c.n);
+    size_t bytes = 0;
+    int64_t n_ids = 0;
+    for (uint32_t i = 0; i < c.n; i++) bytes += c.doc_len[i], n_ids += s.n_ids[i];
+    CHECK_MSG(bytes > 1000000, "corpus is only %zu bytes", bytes);
+    double t0 = ds_now();
+    int bad = compare_set(t, &c, &s, TOK_PARSE_SPECIAL | TOK_ADD_SPECIAL, "v3");
+    double dt = ds_now() - t0;
+    CHECK_EQ_INT(bad, 0);
+    printf("    v3: %u docs, %zu bytes, %lld ids identical to HF; %.1f MB/s\n", c.n, bytes, (long long)n_ids,
+           bytes / 1e6 / dt);
+    /* decode(encode(x)) == x, byte for byte */
+    for (uint32_t i = 0; i < s.n; i++) {
+        char *out;
+        size_t len;
+        ds_err e = {0};
+        CHECK(tok_decode(t, s.ids[i], s.n_ids[i], false, &out, &len, &e) == 0);
+        CHECK_MSG(len == c.doc_len[s.doc[i]] && !memcmp(out, c.doc[s.doc[i]], len), "doc %u does not round-trip",
+                  s.doc[i]);
+        free(out);
+    }
+    free_ids(&s);
+    free_corpus(&c);
+}
+
+TEST(tokenizer_v3_literal_no_added_tokens) {
+    const ds_tokenizer *t = v3();
+    if (!t) return;
+    corpus c;
+    idset s;
+    if (load_corpus("tokenizer/corpus.bin", &c) || load_ids("tokenizer/ds3_literal_ids.bin", &s)) return;
+    CHECK(s.n > 20);
+    CHECK_EQ_INT(compare_set(t, &c, &s, 0, "v3 literal"), 0);
+    /* literal encodings never contain an added-token id */
+    for (uint32_t i = 0; i < s.n; i++)
+        for (uint32_t k = 0; k < s.n_ids[i]; k++)
+            CHECK_MSG(!tok_is_added(t, s.ids[i][k]), "doc %u: added id %d in literal ids", s.doc[i], s.ids[i][k]);
+    free_ids(&s);
+    free_corpus(&c);
+}
+
+TEST(tokenizer_v3_metadata) {
+    const ds_tokenizer *t = v3();
+    if (!t) return;
+    CHECK_EQ_INT(tok_vocab_size(t), 128815);
+    CHECK_EQ_INT(tok_bos_id(t), 0);
+    CHECK_EQ_INT(tok_eos_id(t), 1);
+    CHECK(tok_add_bos(t));
+    CHECK(tok_chat_template(t) && strstr(tok_chat_template(t), "<｜User｜>"));
+    CHECK(tok_is_special(t, 0) && tok_is_special(t, 1) && tok_is_special(t, 128805));
+    CHECK(!tok_is_special(t, 128803) && tok_is_added(t, 128803) && !tok_is_added(t, 100));
+    CHECK_EQ_INT(tok_added_token_id(t, "<｜User｜>", strlen("<｜User｜>")), 128803);
+    CHECK_EQ_INT(tok_token_to_id(t, "Ġthe", strlen("Ġthe")), tok_token_to_id(t, "Ġthe", 5));
+    CHECK_EQ_INT(tok_token_to_id(t, "no such token!!", 15), -1);
+    size_t n;
+    const char *p = tok_id_to_piece(t, 128803, &n);
+    CHECK(p && n == strlen("<｜User｜>") && !memcmp(p, "<｜User｜>", n));
+    int32_t the = tok_token_to_id(t, "Ġthe", strlen("Ġthe"));
+    p = tok_id_to_piece(t, the, &n);
+    CHECK(p && n == 4 && !memcmp(p, " the", 4));
+    p = tok_id_to_token(t, the, &n);
+    CHECK(p && n == strlen("Ġthe"));
+    CHECK(tok_id_to_piece(t, -1, &n) == NULL && tok_id_to_piece(t, 128815, &n) == NULL);
+    /* tokenize("Hello world") as HF */
+    int32_t *ids;
+    int64_t k;
+    ds_err e = {0};
+    CHECK(tok_encode(t, "Hello world <｜User｜> hi<｜end▁of▁sentence｜>", strlen("Hello world <｜User｜> hi<｜end▁of▁sentence｜>"),
+                     true, &ids, &k, &e) == 0);
+    int32_t want[] = { 19923, 2058, 223, 128803, 19346, 1 };
+    CHECK_EQ_INT(k, 6);
+    for (int i = 0; i < 6 && i < k; i++) CHECK_EQ_INT(ids[i], want[i]);
+    free(ids);
+    CHECK(tok_encode(t, "", 0, true, &ids, &k, &e) == 0 && k == 0);
+    free(ids);
+}
+
+/* ------------------------------------------------------- small tokenizers */
+
+static void small_golden(const char *dir, const char *ids_name) {
+    ds_tokenizer *t;
+    ds_err e = {0};
+    int rc = tok_load(&t, fixture(dir), &e);
+    CHECK_MSG(rc == 0, "%s: %s", dir, e.msg);
+    if (rc) return;
+    corpus c;
+    idset s;
+    if (load_corpus("tokenizer/small_corpus.bin", &c) || load_ids(ids_name, &s)) { tok_free(t); return; }
+    CHECK(s.n > 50);
+    CHECK_EQ_INT(compare_set(t, &c, &s, TOK_PARSE_SPECIAL | TOK_ADD_SPECIAL, dir), 0);
+    free_ids(&s);
+    free_corpus(&c);
+    tok_free(t);
+}
+
+TEST(tokenizer_gpt2_style_golden) { small_golden("tokenizer/gpt2", "tokenizer/gpt2_ids.bin"); }
+TEST(tokenizer_llama3_style_golden) { small_golden("tokenizer/llama3", "tokenizer/llama3_ids.bin"); }
+
+TEST(tokenizer_pretokenizer_variants) {
+    json_error_t je;
+    json_t *v = json_load_file(fixture("tokenizer/variants.json"), 0, &je);
+    json_t *base = json_load_file(fixture("tokenizer/gpt2/tokenizer.json"), 0, &je);
+    CHECK(v && base);
+    if (!v || !base) return;
+    const json_t *texts = json_object_get(v, "texts"), *vars = json_object_get(v, "variants");
+    CHECK(json_array_size(vars) >= 15);
+    for (size_t i = 0; i < json_array_size(vars); i++) {
+        const json_t *var = json_array_get(vars, i);
+        json_object_set(base, "pre_tokenizer", json_object_get(var, "pre_tokenizer"));
+        json_object_set_new(base, "added_tokens", json_array());
+        char *s = json_dumps(base, JSON_COMPACT);
+        ds_tokenizer *t;
+        ds_err e = {0};
+        int rc = tok_load_buf(&t, "variant", s, strlen(s), NULL, 0, &e);
+        free(s);
+        CHECK_MSG(rc == 0, "variant %zu: %s", i, e.msg);
+        if (rc) continue;
+        const json_t *want = json_object_get(var, "ids");
+        for (size_t k = 0; k < json_array_size(texts); k++) {
+            const json_t *txt = json_array_get(texts, k), *w = json_array_get(want, k);
+            tok_ids ids = {0};
+            CHECK(tok_encode_append(t, json_string_value(txt), json_string_length(txt),
+                                    TOK_PARSE_SPECIAL | TOK_ADD_SPECIAL, &ids, &e) == 0);
+            bool same = (size_t)ids.n == json_array_size(w);
+            for (int64_t j = 0; same && j < ids.n; j++) same = ids.v[j] == json_integer_value(json_array_get(w, j));
+            CHECK_MSG(same, "variant %zu (%s) text %zu: %lld ids vs HF %zu", i,
+                      json_string_value(json_object_get(json_array_get(json_object_get(json_object_get(var,
+                          "pre_tokenizer"), "pretokenizers"), 0), "behavior")), k, (long long)ids.n,
+                      json_array_size(w));
+            tok_ids_free(&ids);
+        }
+        tok_free(t);
+    }
+    json_decref(v);
+    json_decref(base);
+}
+
+/* ------------------------------------------------------- robustness */
+
+static uint64_t rng_next(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* concat(stream pushes + flush) == sanitize(decode(ids)) */
+static void check_stream(const ds_tokenizer *t, const int32_t *ids, int64_t n, bool skip) {
+    ds_err e = {0};
+    char *raw, *want;
+    size_t rlen, wlen;
+    CHECK(tok_decode(t, ids, n, skip, &raw, &rlen, &e) == 0);
+    CHECK(tok_utf8_sanitize(raw, rlen, &want, &wlen, &e) == 0);
+    char *got = malloc(wlen + 64);
+    size_t glen = 0;
+    tok_stream st;
+    tok_stream_init(&st, t, skip);
+    bool ok = true;
+    for (int64_t i = 0; i < n; i++) {
+        const char *s;
+        size_t l;
+        CHECK(tok_stream_push(&st, ids[i], &s, &l, &e) == 0);
+        /* every emitted chunk is valid UTF-8 on its own */
+        for (size_t k = 0; k < l;) {
+            int sl = utf8_seq_len((const unsigned char *)s + k, l - k);
+            if (sl == 1 && (unsigned char)s[k] >= 0x80) ok = false;
+            k += (size_t)sl;
+        }
+        if (glen + l <= wlen) memcpy(got + glen, s, l);
+        glen += l;
+    }
+    const char *s;
+    size_t l;
+    CHECK(tok_stream_flush(&st, &s, &l, &e) == 0);
+    if (glen + l <= wlen) memcpy(got + glen, s, l);
+    glen += l;
+    CHECK_MSG(ok, "stream emitted invalid UTF-8");
+    CHECK_MSG(glen == wlen && !memcmp(got, want, wlen), "stream output (%zu bytes) != sanitized decode (%zu bytes)",
+              glen, wlen);
+    tok_stream_free(&st);
+    free(got);
+    free(raw);
+    free(want);
+}
+
+TEST(tokenizer_invalid_utf8_round_trip_and_stream) {
+    const ds_tokenizer *t = v3();
+    if (!t) return;
+    uint64_t seed = 0x1234567;
+    for (int round = 0; round < 300; round++) {
+        size_t n = 1 + rng_next(&seed) % 300;
+        unsigned char *buf = malloc(n);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t r = rng_next(&seed);
+            /* mix raw bytes, ASCII and pieces of valid multi-byte sequences */
+            static const char pool[] = "ab <｜User｜>中😀é\n\r\t 1";
+            buf[i] = (r & 3) == 0 ? (unsigned char)(r >> 8) : (unsigned char)pool[(r >> 8) % (sizeof pool - 1)];
+        }
+        for (int special = 0; special < 2; special++) {
+            tok_ids ids = {0};
+            ds_err e = {0};
+            CHECK(tok_encode_append(t, (const char *)buf, n, special ? TOK_PARSE_SPECIAL : 0, &ids, &e) == 0);
+            char *out;
+            size_t len;
+            CHECK(tok_decode(t, ids.v, ids.n, false, &out, &len, &e) == 0);
+            CHECK_MSG(len == n && !memcmp(out, buf, n), "round %d: raw bytes do not round-trip", round);
+            free(out);
+            if (round < 100) check_stream(t, ids.v, ids.n, round & 1);
+            tok_ids_free(&ids);
+        }
+        free(buf);
+    }
+}
+
+TEST(tokenizer_stream_split_characters) {
+    const ds_tokenizer *t = v3();
+    if (!t) return;
+    /* byte tokens of "中" (E4 B8 AD) fed one at a time: nothing until complete */
+    int32_t ids[3];
+    for (int i = 0; i < 3; i++) {
+        char s[4];
+        static const unsigned char b[3] = { 0xE4, 0xB8, 0xAD };
+        unsigned c = b[i] < 0x80 ? b[i] : 0; /* ByteLevel char of the byte */
+        (void)c;
+        char single[2] = { (char)b[i], 0 };
+        int32_t *one;
+        int64_t n;
+        ds_err e = {0};
+        CHECK(tok_encode(t, single, 1, false, &one, &n, &e) == 0 && n == 1);
+        ids[i] = n == 1 ? one[0] : 0;
+        free(one);
+        (void)s;
+    }
+    tok_stream st;
+    tok_stream_init(&st, t, false);
+    const char *s;
+    size_t l;
+    ds_err e = {0};
+    CHECK(tok_stream_push(&st, ids[0], &s, &l, &e) == 0 && l == 0);
+    CHECK(tok_stream_push(&st, ids[1], &s, &l, &e) == 0 && l == 0);
+    CHECK(tok_stream_push(&st, ids[2], &s, &l, &e) == 0 && l == 3 && !memcmp(s, "中", 3));
+    /* an incomplete tail is flushed as one U+FFFD; a bad id is refused */
+    CHECK(tok_stream_push(&st, ids[0], &s, &l, &e) == 0 && l == 0);
+    CHECK(tok_stream_push(&st, 999999, &s, &l, &e) == DS_ERANGE);
+    CHECK(tok_stream_flush(&st, &s, &l, &e) == 0 && l == 3 && !memcmp(s, "\xEF\xBF\xBD", 3));
+    /* a byte that can never start a character is replaced at once */
+    CHECK(tok_stream_push(&st, ids[1], &s, &l, &e) == 0 && l == 3 && !memcmp(s, "\xEF\xBF\xBD", 3));
+    tok_stream_free(&st);
+}
+
+TEST(tokenizer_sanitize_maximal_subparts) {
+    struct { const char *in; size_t n; const char *want; } cases[] = {
+        { "a\xC3", 2, "a\xEF\xBF\xBD" },
+        { "\xE4\xB8", 2, "\xEF\xBF\xBD" },                      /* truncated: one U+FFFD */
+        { "\xE4\xB8" "a", 3, "\xEF\xBF\xBD" "a" },
+        { "\xED\xA0\x80", 3, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" }, /* surrogate: 3 */
+        { "\xF0\x9F\x98", 3, "\xEF\xBF\xBD" },
+        { "\xFF\xFE", 2, "\xEF\xBF\xBD\xEF\xBF\xBD" },
+        { "\xC0\xAF", 2, "\xEF\xBF\xBD\xEF\xBF\xBD" },
+        { "ok", 2, "ok" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *out;
+        size_t len;
+        ds_err e = {0};
+        CHECK(tok_utf8_sanitize(cases[i].in, cases[i].n, &out, &len, &e) == 0);
+        CHECK_MSG(len == strlen(cases[i].want) && !memcmp(out, cases[i].want, len), "case %zu", i);
+        free(out);
+    }
+}
+
+static double encode_time(const ds_tokenizer *t, const char *s, size_t n, int64_t *n_ids) {
+    tok_ids ids = {0};
+    ds_err e = {0};
+    double t0 = ds_now();
+    CHECK(tok_encode_append(t, s, n, TOK_PARSE_SPECIAL, &ids, &e) == 0);
+    double dt = ds_now() - t0;
+    char *out;
+    size_t len;
+    CHECK(tok_decode(t, ids.v, ids.n, false, &out, &len, &e) == 0);
+    CHECK(len == n && !memcmp(out, s, n));
+    free(out);
+    *n_ids = ids.n;
+    tok_ids_free(&ids);
+    return dt;
+}
+
+TEST(tokenizer_worst_cases_512k) {
+    const ds_tokenizer *t = v3();
+    if (!t) return;
+    size_t n = 1 << 19; /* tools/bench_tokenizer.py runs the 1 MB versions */
+    char *s = malloc(n);
+    uint64_t seed = 42;
+    const char *names[] = { "'a' x 512K", "random letters", "digits", "spaces", "newlines", "'!' x 512K" };
+    for (int k = 0; k < 6; k++) {
+        for (size_t i = 0; i < n; i++) {
+            switch (k) {
+            case 0: s[i] = 'a'; break;
+            case 1: s[i] = (char)('a' + rng_next(&seed) % 26); break;
+            case 2: s[i] = (char)('0' + rng_next(&seed) % 10); break;
+            case 3: s[i] = ' '; break;
+            case 4: s[i] = '\n'; break;
+            default: s[i] = '!';
+            }
+        }
+        int64_t n_ids;
+        double dt = encode_time(t, s, n, &n_ids);
+        printf("    %-16s %8.3f s  %lld ids\n", names[k], dt, (long long)n_ids);
+        CHECK_MSG(dt < 5.0, "%s took %.2f s (quadratic?)", names[k], dt);
+    }
+    free(s);
+}
+
+/* ------------------------------------------------------------- errors */
+
+static int load_str(const char *json, ds_err *e) {
+    ds_tokenizer *t = NULL;
+    int rc = tok_load_buf(&t, "test.json", json, strlen(json), NULL, 0, e);
+    tok_free(t);
+    return rc;
+}
+
+#define MINI_MODEL "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"a b\"]}"
+#define MINI_PRE "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}"
+
+TEST(tokenizer_bad_files) {
+    ds_err e = {0};
+    CHECK(load_str("{" MINI_MODEL "," MINI_PRE "}", &e) == 0);
+    struct { const char *json; int code; const char *needle; } bad[] = {
+        { "{" MINI_MODEL "," MINI_PRE, DS_EFORMAT, "invalid JSON" },
+        { "[1,2]", DS_EFORMAT, "not a JSON object" },
+        { "{" MINI_PRE "}", DS_EFORMAT, "model" },
+        { "{\"model\":{\"type\":\"WordPiece\",\"vocab\":{}}," MINI_PRE "}", DS_EUNSUPPORTED, "WordPiece" },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a b\"]}," MINI_PRE "}", DS_EFORMAT, "merges[0]" },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a b\"]}," MINI_PRE "}", DS_EFORMAT, "merged token" },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":0},\"merges\":[]}," MINI_PRE "}", DS_EFORMAT, "used by two" },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":-4},\"merges\":[]}," MINI_PRE "}", DS_EFORMAT, "vocab" },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a\"]}," MINI_PRE "}", DS_EFORMAT, "two tokens" },
+        { "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[[1,2]]}," MINI_PRE "}", DS_EFORMAT, "merges[0]" },
+        { "{" MINI_MODEL "}", DS_EUNSUPPORTED, "pre_tokenizer" },
+        { "{" MINI_MODEL ",\"pre_tokenizer\":{\"type\":\"Whitespace\"}}", DS_EUNSUPPORTED, "Whitespace" },
+        { "{" MINI_MODEL ",\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(\"},\"behavior\":\"Isolated\"}}", DS_EFORMAT, "bad regex" },
+        { "{" MINI_MODEL ",\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"a\"},\"behavior\":\"Nope\"}}", DS_EFORMAT, "behavior" },
+        { "{" MINI_MODEL "," MINI_PRE ",\"normalizer\":{\"type\":\"NFC\"}}", DS_EUNSUPPORTED, "NFC" },
+        { "{" MINI_MODEL "," MINI_PRE ",\"decoder\":{\"type\":\"WordPiece\"}}", DS_EUNSUPPORTED, "decoder" },
+        { "{" MINI_MODEL "," MINI_PRE ",\"post_processor\":{\"type\":\"Weird\"}}", DS_EUNSUPPORTED, "post_processor" },
+        { "{" MINI_MODEL "," MINI_PRE ",\"added_tokens\":[{\"id\":5}]}", DS_EFORMAT, "content" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ds_err e2 = {0};
+        int rc = load_str(bad[i].json, &e2);
+        CHECK_MSG(rc == bad[i].code, "case %zu: rc %d, want %d (%s)", i, rc, bad[i].code, e2.msg);
+        CHECK_MSG(strstr(e2.msg, bad[i].needle), "case %zu: message '%s' lacks '%s'", i, e2.msg, bad[i].needle);
+    }
+    ds_tokenizer *t = NULL;
+    CHECK(tok_load(&t, "/nonexistent/dir", &e) == DS_ENOTFOUND && !t);
+    ds_err e3 = {0};
+    CHECK(tok_load(&t, fixture("tokenizer"), &e3) == DS_ENOTFOUND); /* folder without tokenizer.json */
+    CHECK(strstr(e3.msg, "tokenizer.json"));
+}
+
+TEST(tokenizer_corrupted_v3_file) {
+    char *buf;
+    size_t len;
+    ds_err e = {0};
+    if (ds_read_file(shared_path("tokenizers/deepseek-v3/tokenizer.json"), 1 << 28, &buf, &len, &e)) {
+        CHECK_MSG(0, "%s", e.msg);
+        return;
+    }
+    ds_tokenizer *t = NULL;
+    CHECK(tok_load_buf(&t, "truncated", buf, len / 2, NULL, 0, &e) == DS_EFORMAT && !t);
+    char *vocab = strstr(buf, "\"vocab\"");
+    CHECK(vocab != NULL);
+    if (vocab) {
+        memcpy(vocab, "\"vocaX\"", 7);
+        ds_err e2 = {0};
+        CHECK(tok_load_buf(&t, "no vocab", buf, len, NULL, 0, &e2) != 0 && !t);
+        CHECK(strstr(e2.msg, "vocab"));
+    }
+    free(buf);
+}
+
+TEST(tokenizer_decode_bad_ids) {
+    const ds_tokenizer *t = v3();
+    if (!t) return;
+    int32_t bad[][2] = { { 5, -1 }, { 5, 128815 }, { 129279, 0 }, { 5, INT32_MAX } };
+    for (int i = 0; i < 4; i++) {
+        char *out = NULL;
+        size_t len;
+        ds_err e = {0};
+        CHECK(tok_decode(t, bad[i], 2, false, &out, &len, &e) == DS_ERANGE && !out);
+        CHECK(strstr(e.msg, "out of range"));
+    }
+    int32_t ok[] = { 0, 19923, 1 };
+    char *out;
+    size_t len;
+    ds_err e = {0};
+    CHECK(tok_decode(t, ok, 3, true, &out, &len, &e) == 0 && len == 5 && !memcmp(out, "Hello", 5));
+    free(out);
+}
+
+TEST(tokenizer_regex_translation) {
+    char *p;
+    ds_err e = {0};
+    CHECK(regex_translate("\\s+(?!\\S)", 9, &p, "t", &e) == 0);
+    CHECK(strstr(p, "\\x{85}") && strstr(p, "[^") && !strstr(p, "\\s"));
+    free(p);
+    CHECK(regex_translate("[^\\r\\n\\p{L}\\p{P}\\p{S}]?", 23, &p, "t", &e) == 0);
+    CHECK(strstr(p, "\\p{L}\\x{") != NULL); /* widened with Oniguruma's newer letters */
+    free(p);
+    CHECK(regex_translate("\\h+", 3, &p, "t", &e) == 0 && strstr(p, "0-9A-Fa-f"));
+    free(p);
+    ds_err e2 = {0};
+    CHECK(regex_translate("[a[b]]", 6, &p, "t", &e2) == DS_EUNSUPPORTED && strstr(e2.msg, "t:"));
+    ds_err e3 = {0};
+    CHECK(regex_translate("[^\\S]", 5, &p, "t", &e3) == DS_EUNSUPPORTED);
+}
+
+/* ------------------------------------------------------------- threads */
+
+typedef struct { const ds_tokenizer *t; const corpus *c; const idset *s; int bad; } thr_arg;
+
+static void *thr_main(void *p) {
+    thr_arg *a = p;
+    for (uint32_t i = 0; i < a->s->n && i < 200; i++) {
+        uint32_t d = a->s->doc[i];
+        tok_ids ids = {0};
+        ds_err e = {0};
+        if (tok_encode_append(a->t, a->c->doc[d], a->c->doc_len[d], TOK_PARSE_SPECIAL, &ids, &e) ||
+            ids.n != a->s->n_ids[i] || memcmp(ids.v, a->s->ids[i], (size_t)ids.n * 4))
+            a->bad++;
+        tok_ids_free(&ids);
+    }
+    return NULL;
+}
+
+TEST(tokenizer_concurrent_encode) {
+    const ds_tokenizer *t = v3();
+    if (!t) return;
+    corpus c;
+    idset s;
+    if (load_corpus("tokenizer/corpus.bin", &c) || load_ids("tokenizer/ds3_ids.bin", &s)) return;
+    pthread_t th[3];
+    thr_arg args[3];
+    for (int i = 0; i < 3; i++) {
+        args[i] = (thr_arg){ t, &c, &s, 0 };
+        pthread_create(&th[i], NULL, thr_main, &args[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_INT(args[i].bad, 0);
+    }
+    free_ids(&s);
+    free_corpus(&c);
+}
