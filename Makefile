@@ -17,7 +17,7 @@ AVX2FLAGS = -mavx2 -mfma -mf16c
 
 BUILD   ?= build
 BIN     ?= deepseek
-SRC_LIB := $(wildcard src/core/*.c src/tensor/*.c src/io/*.c src/model/*.c src/tokenizer/*.c src/runtime/*.c)
+SRC_LIB := $(wildcard src/core/*.c src/tensor/*.c src/io/*.c src/model/*.c src/tokenizer/*.c src/runtime/*.c src/train/*.c)
 SRC_CLI := $(wildcard src/cli/*.c)
 OBJ_LIB := $(SRC_LIB:%.c=$(BUILD)/%.o)
 OBJ_CLI := $(SRC_CLI:%.c=$(BUILD)/%.o)

@@ -1,0 +1,258 @@
+/*
+ * moe_train.c - feed-forward blocks for training: dense SwiGLU and
+ * DeepSeekMoE (shared + routed experts), forward with saved activations
+ * and backward, plus the sequence-wise balance loss.
+ *
+ *   MLP(x) = down(silu(gate x) ⊙ up x)
+ *   MoE(x) = Σ_k w_k · Expert_{idx_k}(x) + Shared(x)
+ * Routing (ds_moe_route, the inference code): s = sigmoid|softmax(router x),
+ * idx = top-K of s (+ bias, group limits), w_k = s_idx_k (/ Σ_k s_idx_k) · rsf.
+ * Gradients: d w_k -> d s (through the renormalization) -> d logits
+ * (sigmoid' or softmax Jacobian) -> router; the selection itself and the
+ * bias get none.
+ * Balance (per sequence of T tokens, main MoE layers):
+ *   f_i = E/(K·T)·#{t : i ∈ idx_t},  P_i = mean_t s_{i,t}/Σ_j s_{j,t},  bal = Σ_i f_i P_i
+ *   ∂bal/∂s_{j,t} = (1/T)·(f_j/S_t − Σ_i f_i s_{i,t}/S_t²),  S_t = Σ_j s_{j,t}
+ * Experts run one after another on their gathered rows (token order), so
+ * sums are deterministic; each matmul uses both cores.
+ */
+#include "tinternal.h"
+#include "tops.h"
+#include "../core/thread.h"
+#include "../model/model_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- routing grads */
+
+void tr_route_backward(const ds_config *c, float *dlogits, const float *dwt, const float *dscores_extra,
+                       const float *scores, const int32_t *idx) {
+    int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
+    float rsf = (float)c->routed_scaling_factor;
+    float ds[4096];
+    DS_ASSERT(E <= 4096);
+    for (int64_t i = 0; i < E; i++) ds[i] = dscores_extra ? dscores_extra[i] : 0.0f;
+    if (c->norm_topk_prob && K > 1) {
+        /* w_k = rsf · s_k / S, S = Σ_k s_k  ->  ds_k += rsf·(dw_k − Σ_j dw_j w_j/rsf)/S */
+        double S = 0.0, dot = 0.0;
+        for (int64_t k = 0; k < K; k++) S += scores[idx[k]];
+        for (int64_t k = 0; k < K; k++) dot += (double)dwt[k] * scores[idx[k]];
+        for (int64_t k = 0; k < K; k++)
+            ds[idx[k]] += (float)((double)rsf * ((double)dwt[k] / S - dot / (S * S)));
+    } else {
+        for (int64_t k = 0; k < K; k++) ds[idx[k]] += rsf * dwt[k];
+    }
+    if (c->scoring_func == DS_SCORE_SIGMOID) {
+        for (int64_t i = 0; i < E; i++) dlogits[i] += ds[i] * scores[i] * (1.0f - scores[i]);
+    } else {
+        double dot = 0.0;
+        for (int64_t i = 0; i < E; i++) dot += (double)ds[i] * scores[i];
+        for (int64_t i = 0; i < E; i++) dlogits[i] += scores[i] * (ds[i] - (float)dot);
+    }
+}
+
+void tr_balance_backward(float *dscores, const float *scores, const float *f, int64_t E, int64_t T, float scale) {
+    double S = 0.0, fs = 0.0;
+    for (int64_t i = 0; i < E; i++) { S += scores[i]; fs += (double)f[i] * scores[i]; }
+    for (int64_t j = 0; j < E; j++)
+        dscores[j] += (float)((double)scale / (double)T * ((double)f[j] / S - fs / (S * S)));
+}
+
+/* ---------------------------------------------------------------- dense MLP */
+
+/* out[n, D] = down(silu(g) ⊙ u), g = x·gateᵀ, u = x·upᵀ; saves g, u; h scratch (n, F) */
+static void mlp_forward(float *out, float *g, float *u, float *h, const float *x, const ds_tmlp *w, int64_t n,
+                        int64_t D, int64_t F) {
+    tr_linear_forward(g, x, w->gate, n, D, F);
+    tr_linear_forward(u, x, w->up, n, D, F);
+    tr_swiglu_forward(h, g, u, n * F);
+    tr_linear_forward(out, h, w->down, n, F, D);
+}
+
+/* dx += ..., grads += ...; dh, dg, du: zeroed scratch (n, F) */
+static void mlp_backward(float *dx, ds_tmlp *gw, const float *dout, const float *x, const float *g, const float *u,
+                         const ds_tmlp *w, int64_t n, int64_t D, int64_t F, float *h, float *dh, float *dg, float *du) {
+    tr_swiglu_forward(h, g, u, n * F);  /* recompute h (cheaper than storing it) */
+    tr_linear_backward(dh, gw->down, dout, h, w->down, n, F, D);
+    tr_swiglu_backward(dg, du, dh, g, u, n * F);
+    tr_linear_backward(dx, gw->gate, dg, x, w->gate, n, D, F);
+    tr_linear_backward(dx, gw->up, du, x, w->up, n, D, F);
+}
+
+/* ---------------------------------------------------------------- forward */
+
+typedef struct {
+    const ds_config *c;
+    tr_block_acts *a;
+    const float *bias;
+} route_ctx;
+
+static void route_worker(void *vc, int64_t n0, int64_t n1, int tid) {
+    route_ctx *rc = vc;
+    int64_t E = rc->c->n_routed_experts, K = rc->c->num_experts_per_tok;
+    float *tmp = tr_scratch(tid, 1, (size_t)(E + rc->c->n_group + 16));
+    for (int64_t n = n0; n < n1; n++)
+        ds_moe_route(rc->c, rc->a->rlog + n * E, rc->bias, rc->a->idx + n * K, rc->a->wt + n * K, rc->a->scores + n * E,
+                     tmp);
+}
+
+int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *e) {
+    ds_tmodel *m = s->m;
+    const ds_config *c = &m->cfg;
+    const ds_tlayer *w = &m->W.layers[l];
+    int64_t N = a->N, D = c->hidden_size;
+    if (!w->is_moe) {
+        float *h = ds_arena_calloc(s->a, (size_t)(N * c->intermediate_size), sizeof(float));
+        if (!h) return ds_err_set(e, DS_ENOMEM, "out of memory in MLP");
+        mlp_forward(out, a->g, a->u, h, a->xn2, &w->mlp, N, D, c->intermediate_size);
+        return DS_OK;
+    }
+    int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
+    int64_t FS = c->n_shared_experts * F;
+    ds_arena_mark mk = ds_arena_get_mark(s->a);
+    /* route */
+    tr_linear_forward(a->rlog, a->xn2, w->router, N, D, E);
+    route_ctx rc = { c, a, w->router_bias };
+    ds_par_for(N, 16, route_worker, &rc);
+    /* group slots by expert, rows ascending */
+    int64_t *count = m->load + l * E;
+    memset(a->ex_off, 0, (size_t)(E + 1) * sizeof(int64_t));
+    for (int64_t i = 0; i < N * K; i++) a->ex_off[a->idx[i] + 1]++;
+    for (int64_t x = 0; x < E; x++) { count[x] += a->ex_off[x + 1]; a->ex_off[x + 1] += a->ex_off[x]; }
+    int64_t *fill = ds_arena_calloc(s->a, (size_t)E, sizeof(int64_t));
+    float *xe = ds_arena_calloc(s->a, (size_t)(N * K * D), sizeof(float));   /* gathered inputs */
+    float *he = ds_arena_calloc(s->a, (size_t)(N * K * DS_MAX(F, 1)), sizeof(float));
+    if (!fill || !xe || !he) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t k = 0; k < K; k++) {
+            int32_t x = a->idx[n * K + k];
+            int64_t sl = a->ex_off[x] + fill[x]++;
+            a->slot_row[sl] = (int32_t)n;
+            a->slot_k[sl] = (int32_t)k;
+        }
+    for (int64_t sl = 0; sl < N * K; sl++) memcpy(xe + sl * D, a->xn2 + (int64_t)a->slot_row[sl] * D, (size_t)D * sizeof(float));
+    /* experts */
+    for (int64_t x = 0; x < E; x++) {
+        int64_t o = a->ex_off[x], n = a->ex_off[x + 1] - o;
+        if (n == 0) continue;
+        mlp_forward(a->ey + o * D, a->eg + o * F, a->eu + o * F, he + o * F, xe + o * D, &w->experts[x], n, D, F);
+    }
+    /* combine: out = shared(x) + Σ_k w_k y_k, in slot order per token row */
+    if (FS > 0) {
+        float *hs = ds_arena_calloc(s->a, (size_t)(N * FS), sizeof(float));
+        if (!hs) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+        mlp_forward(out, a->sg, a->su, hs, a->xn2, &w->shared, N, D, FS);
+    } else {
+        memset(out, 0, (size_t)(N * D) * sizeof(float));
+    }
+    for (int64_t x = 0; x < E; x++)
+        for (int64_t sl = a->ex_off[x]; sl < a->ex_off[x + 1]; sl++) {
+            int64_t n = a->slot_row[sl];
+            float wk = a->wt[n * K + a->slot_k[sl]];
+            float *o = out + n * D;
+            const float *y = a->ey + sl * D;
+            for (int64_t d = 0; d < D; d++) o[d] += wk * y[d];
+        }
+    /* balance term, per sequence */
+    if (a->bal_f) {
+        for (int64_t b = 0; b < a->B; b++) {
+            float *f = a->bal_f + b * E;
+            memset(f, 0, (size_t)E * sizeof(float));
+            double P[4096];
+            DS_ASSERT(E <= 4096);
+            memset(P, 0, (size_t)E * sizeof(double));
+            for (int64_t t = 0; t < a->T; t++) {
+                int64_t n = b * a->T + t;
+                for (int64_t k = 0; k < K; k++) f[a->idx[n * K + k]] += 1.0f;
+                const float *sc = a->scores + n * E;
+                double S = 0.0;
+                for (int64_t i = 0; i < E; i++) S += sc[i];
+                for (int64_t i = 0; i < E; i++) P[i] += sc[i] / S;
+            }
+            double bal = 0.0;
+            for (int64_t i = 0; i < E; i++) {
+                f[i] = (float)((double)E / (double)(K * a->T) * f[i]);
+                bal += (double)f[i] * (P[i] / (double)a->T);
+            }
+            s->balance_sum += bal;
+        }
+    }
+    ds_arena_release(s->a, mk);
+    return DS_OK;
+}
+
+/* ---------------------------------------------------------------- backward */
+
+void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout, float *dxn2, tr_grad_scratch *gs) {
+    ds_tmodel *m = s->m;
+    const ds_config *c = &m->cfg;
+    const ds_tlayer *w = &m->W.layers[l];
+    ds_tlayer *gw = &m->G.layers[l];
+    int64_t N = a->N, D = c->hidden_size;
+    if (!w->is_moe) {
+        int64_t I = c->intermediate_size;
+        memset(gs->dh, 0, (size_t)(N * I) * sizeof(float));
+        memset(gs->dg, 0, (size_t)(N * I) * sizeof(float));
+        memset(gs->du, 0, (size_t)(N * I) * sizeof(float));
+        float *h = tr_scratch(0, 2, (size_t)(N * I));
+        mlp_backward(dxn2, &gw->mlp, dout, a->xn2, a->g, a->u, &w->mlp, N, D, I, h, gs->dh, gs->dg, gs->du);
+        return;
+    }
+    int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
+    int64_t FS = c->n_shared_experts * F;
+    /* shared experts */
+    if (FS > 0) {
+        memset(gs->dh, 0, (size_t)(N * FS) * sizeof(float));
+        memset(gs->dg, 0, (size_t)(N * FS) * sizeof(float));
+        memset(gs->du, 0, (size_t)(N * FS) * sizeof(float));
+        float *h = tr_scratch(0, 2, (size_t)(N * FS));
+        mlp_backward(dxn2, &gw->shared, dout, a->xn2, a->sg, a->su, &w->shared, N, D, FS, h, gs->dh, gs->dg, gs->du);
+    }
+    /* combine weights and slot gradients: dy_slot = w_k · dout[row], dw_k = dout[row] · y_slot */
+    memset(gs->dwt, 0, (size_t)(N * K) * sizeof(float));
+    for (int64_t sl = 0; sl < N * K; sl++) {
+        int64_t n = a->slot_row[sl], k = a->slot_k[sl];
+        float wk = a->wt[n * K + k];
+        const float *d = dout + n * D, *y = a->ey + sl * D;
+        float *dy = gs->eslot_dy + sl * D;
+        double dot = 0.0;
+        for (int64_t j = 0; j < D; j++) { dy[j] = wk * d[j]; dot += (double)d[j] * y[j]; }
+        gs->dwt[n * K + k] = (float)dot;
+    }
+    /* experts: gathered inputs again (cheap), then the MLP backward per expert */
+    float *xe = tr_scratch(0, 1, (size_t)(N * K * D));
+    float *he = tr_scratch(0, 2, (size_t)(N * K * F));
+    for (int64_t sl = 0; sl < N * K; sl++) memcpy(xe + sl * D, a->xn2 + (int64_t)a->slot_row[sl] * D, (size_t)D * sizeof(float));
+    memset(gs->eslot_dx, 0, (size_t)(N * K * D) * sizeof(float));
+    memset(gs->eslot_dh, 0, (size_t)(N * K * F) * sizeof(float));
+    memset(gs->eslot_dg, 0, (size_t)(N * K * F) * sizeof(float));
+    memset(gs->eslot_du, 0, (size_t)(N * K * F) * sizeof(float));
+    for (int64_t x = 0; x < E; x++) {
+        int64_t o = a->ex_off[x], n = a->ex_off[x + 1] - o;
+        if (n == 0) continue;
+        mlp_backward(gs->eslot_dx + o * D, &gw->experts[x], gs->eslot_dy + o * D, xe + o * D, a->eg + o * F, a->eu + o * F,
+                     &w->experts[x], n, D, F, he + o * F, gs->eslot_dh + o * F, gs->eslot_dg + o * F, gs->eslot_du + o * F);
+    }
+    /* scatter the expert input gradients back to token rows (slot order: deterministic) */
+    for (int64_t sl = 0; sl < N * K; sl++) {
+        float *dx = dxn2 + (int64_t)a->slot_row[sl] * D;
+        const float *src = gs->eslot_dx + sl * D;
+        for (int64_t j = 0; j < D; j++) dx[j] += src[j];
+    }
+    /* router: d wt (+ balance) -> d logits -> router weight and input */
+    memset(gs->dscores, 0, (size_t)(N * E) * sizeof(float));
+    float *dlog = gs->dscores;  /* reuse: (N, E) router-logit gradients */
+    float bal_extra[4096];
+    DS_ASSERT(E <= 4096);
+    for (int64_t n = 0; n < N; n++) {
+        const float *extra = NULL;
+        if (a->bal_f && s->balance_scale != 0.0f) {
+            memset(bal_extra, 0, (size_t)E * sizeof(float));
+            tr_balance_backward(bal_extra, a->scores + n * E, a->bal_f + (n / a->T) * E, E, a->T, s->balance_scale);
+            extra = bal_extra;
+        }
+        tr_route_backward(c, dlog + n * E, gs->dwt + n * K, extra, a->scores + n * E, a->idx + n * K);
+    }
+    tr_linear_backward(dxn2, gw->router, dlog, a->xn2, w->router, N, D, E);
+}

@@ -1,0 +1,419 @@
+/*
+ * params.c - the parameter table of a trainable model: Hugging Face names
+ * and shapes -> offsets in one fp32 arena (and its gradient twin), binding
+ * the ds_tlayer pointer fields, init, loading any stored dtype, saving,
+ * parameter and FLOP counts. The forward/backward passes live in
+ * fwd_bwd.c, mla_train.c and moe_train.c.
+ */
+#include "tmodel.h"
+#include "tinternal.h"
+#include "../io/safetensors.h"
+#include "../model/rope.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- table */
+
+typedef struct table_builder {
+    ds_tmodel *m;
+    int64_t cap;
+    ds_err *e;
+    int rc;
+} table_builder;
+
+static void add(table_builder *tb, float **pw, float **pg, bool decay, bool trainable, int ndim, int64_t d0,
+                int64_t d1, const char *fmt, ...) __attribute__((format(printf, 9, 10)));
+
+static void add(table_builder *tb, float **pw, float **pg, bool decay, bool trainable, int ndim, int64_t d0,
+                int64_t d1, const char *fmt, ...) {
+    if (tb->rc) return;
+    ds_tmodel *m = tb->m;
+    if (m->n_params == tb->cap) {
+        int64_t cap = tb->cap ? 2 * tb->cap : 256;
+        ds_tparam *p = realloc(m->params, (size_t)cap * sizeof *p);
+        if (!p) { tb->rc = ds_err_set(tb->e, DS_ENOMEM, "out of memory"); return; }
+        m->params = p;
+        tb->cap = cap;
+    }
+    ds_tparam *p = &m->params[m->n_params++];
+    memset(p, 0, sizeof *p);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->name, sizeof p->name, fmt, ap);
+    va_end(ap);
+    p->ndim = ndim;
+    p->shape[0] = d0;
+    p->shape[1] = ndim == 2 ? d1 : 0;
+    p->numel = ndim == 2 ? d0 * d1 : d0;
+    p->off = m->n_floats;
+    /* keep every tensor 64-byte aligned */
+    m->n_floats += (p->numel + 15) & ~(int64_t)15;
+    p->decay = decay;
+    p->trainable = trainable;
+    p->pw = pw;
+    p->pg = pg;
+}
+
+#define MAT(fw, fg, d0, d1, ...) add(tb, &(fw), &(fg), true, true, 2, d0, d1, __VA_ARGS__)
+#define VEC(fw, fg, d0, ...) add(tb, &(fw), &(fg), false, true, 1, d0, 0, __VA_ARGS__)
+
+static void add_mlp(table_builder *tb, ds_tmlp *w, ds_tmlp *g, int64_t D, int64_t F, const char *p) {
+    MAT(w->gate, g->gate, F, D, "%s.gate_proj.weight", p);
+    MAT(w->up, g->up, F, D, "%s.up_proj.weight", p);
+    MAT(w->down, g->down, D, F, "%s.down_proj.weight", p);
+}
+
+static void add_layer(table_builder *tb, int64_t l, bool mtp) {
+    ds_tmodel *m = tb->m;
+    const ds_config *c = &m->cfg;
+    ds_tlayer *w = &m->W.layers[l], *g = &m->G.layers[l];
+    int64_t D = c->hidden_size, H = c->n_head, Dq = c->qk_nope_head_dim + c->qk_rope_head_dim;
+    char p[64];
+    snprintf(p, sizeof p, "model.layers.%lld", (long long)l);
+    if (mtp) {
+        /* the HF/V3 checkpoint order does not matter; names do */
+        if (m->mtp_own_embed) MAT(w->embed, g->embed, c->vocab_size, D, "%s.embed_tokens.weight", p);
+        VEC(w->enorm, g->enorm, D, "%s.enorm.weight", p);
+        VEC(w->hnorm, g->hnorm, D, "%s.hnorm.weight", p);
+        MAT(w->eh_proj, g->eh_proj, D, 2 * D, "%s.eh_proj.weight", p);
+    }
+    VEC(w->attn_norm, g->attn_norm, D, "%s.input_layernorm.weight", p);
+    if (c->q_lora_rank > 0) {
+        MAT(w->q_a, g->q_a, c->q_lora_rank, D, "%s.self_attn.q_a_proj.weight", p);
+        VEC(w->q_a_norm, g->q_a_norm, c->q_lora_rank, "%s.self_attn.q_a_layernorm.weight", p);
+        MAT(w->q_b, g->q_b, H * Dq, c->q_lora_rank, "%s.self_attn.q_b_proj.weight", p);
+    } else {
+        MAT(w->q_proj, g->q_proj, H * Dq, D, "%s.self_attn.q_proj.weight", p);
+    }
+    MAT(w->kv_a, g->kv_a, c->kv_lora_rank + c->qk_rope_head_dim, D, "%s.self_attn.kv_a_proj_with_mqa.weight", p);
+    VEC(w->kv_a_norm, g->kv_a_norm, c->kv_lora_rank, "%s.self_attn.kv_a_layernorm.weight", p);
+    MAT(w->kv_b, g->kv_b, H * (c->qk_nope_head_dim + c->v_head_dim), c->kv_lora_rank, "%s.self_attn.kv_b_proj.weight", p);
+    MAT(w->o_proj, g->o_proj, D, H * c->v_head_dim, "%s.self_attn.o_proj.weight", p);
+    VEC(w->ffn_norm, g->ffn_norm, D, "%s.post_attention_layernorm.weight", p);
+    w->is_moe = g->is_moe = ds_config_layer_is_moe(c, l);
+    char q[96];
+    if (!w->is_moe) {
+        snprintf(q, sizeof q, "%s.mlp", p);
+        add_mlp(tb, &w->mlp, &g->mlp, D, c->intermediate_size, q);
+    } else {
+        int64_t E = c->n_routed_experts;
+        /* router: a matrix, but DeepSeek's router is not decayed either way
+         * in published recipes; we decay it like every other matrix */
+        MAT(w->router, g->router, E, D, "%s.mlp.gate.weight", p);
+        if (c->topk_method == DS_TOPK_NOAUX_TC)
+            add(tb, &w->router_bias, &g->router_bias, false, false, 1, E, 0, "%s.mlp.gate.e_score_correction_bias", p);
+        for (int64_t x = 0; x < E; x++) {
+            snprintf(q, sizeof q, "%s.mlp.experts.%lld", p, (long long)x);
+            add_mlp(tb, &w->experts[x], &g->experts[x], D, c->moe_intermediate_size, q);
+        }
+        if (c->n_shared_experts > 0) {
+            snprintf(q, sizeof q, "%s.mlp.shared_experts", p);
+            add_mlp(tb, &w->shared, &g->shared, D, c->n_shared_experts * c->moe_intermediate_size, q);
+        }
+    }
+    if (mtp) {
+        VEC(w->head_norm, g->head_norm, D, "%s.shared_head.norm.weight", p);
+        if (m->mtp_own_head) MAT(w->head, g->head, c->vocab_size, D, "%s.shared_head.head.weight", p);
+    }
+}
+
+/* Builds the table and the arenas for m->cfg, n_mtp and the sharing flags. */
+static int build(ds_tmodel *m, ds_err *e) {
+    const ds_config *c = &m->cfg;
+    int64_t nl = c->n_layer + m->n_mtp, D = c->hidden_size, V = c->vocab_size;
+    m->W.layers = calloc((size_t)nl, sizeof(ds_tlayer));
+    m->G.layers = calloc((size_t)nl, sizeof(ds_tlayer));
+    if (!m->W.layers || !m->G.layers) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    for (int64_t l = 0; l < nl; l++) {
+        if (!ds_config_layer_is_moe(c, l)) continue;
+        m->W.layers[l].experts = calloc((size_t)c->n_routed_experts, sizeof(ds_tmlp));
+        m->G.layers[l].experts = calloc((size_t)c->n_routed_experts, sizeof(ds_tmlp));
+        if (!m->W.layers[l].experts || !m->G.layers[l].experts) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    }
+    table_builder tbs = { m, 0, e, 0 }, *tb = &tbs;
+    MAT(m->W.embed, m->G.embed, V, D, "model.embed_tokens.weight");
+    for (int64_t l = 0; l < c->n_layer; l++) add_layer(tb, l, false);
+    VEC(m->W.final_norm, m->G.final_norm, D, "model.norm.weight");
+    if (!m->tied_head) MAT(m->W.lm_head, m->G.lm_head, V, D, "lm_head.weight");
+    for (int64_t l = c->n_layer; l < nl; l++) add_layer(tb, l, true);
+    if (tb->rc) return tb->rc;
+    size_t bytes;
+    if (!ds_size_mul((size_t)m->n_floats, sizeof(float), &bytes))
+        return ds_err_set(e, DS_ENOMEM, "parameter arena size overflows");
+    m->w = ds_alloc(bytes);
+    m->g = ds_alloc(bytes);
+    if (!m->w || !m->g)
+        return ds_err_set(e, DS_ENOMEM, "out of memory for %lld parameters (%.1f MB each for weights and gradients)",
+                          (long long)m->n_floats, (double)bytes / 1e6);
+    for (int64_t i = 0; i < m->n_params; i++) {
+        *m->params[i].pw = m->w + m->params[i].off;
+        *m->params[i].pg = m->g + m->params[i].off;
+    }
+    if (m->tied_head) { m->W.lm_head = m->W.embed; m->G.lm_head = m->G.embed; }
+    for (int64_t l = c->n_layer; l < nl; l++) {
+        ds_tlayer *w = &m->W.layers[l], *g = &m->G.layers[l];
+        if (!m->mtp_own_embed) { w->embed = m->W.embed; g->embed = m->G.embed; }
+        if (!m->mtp_own_head) { w->head = m->W.lm_head; g->head = m->G.lm_head; }
+    }
+    m->inv_freq = ds_alloc((size_t)(c->qk_rope_head_dim / 2) * sizeof(float));
+    if (!m->inv_freq) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    ds_rope_inv_freq(c, m->inv_freq);
+    m->attn_scale = (float)ds_config_softmax_scale(c);
+    m->load = calloc((size_t)(nl * DS_MAX(c->n_routed_experts, 1)), sizeof(int64_t));
+    if (!m->load) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    return DS_OK;
+}
+
+static int check_cfg(const ds_config *c, const char *what, ds_err *e) {
+    int rc = ds_config_validate(c, what, e);
+    if (rc) return rc;
+    if (c->n_mtp > 1)
+        return ds_err_set(e, DS_EUNSUPPORTED, "%s: training supports MTP depth 1 (num_nextn_predict_layers = %lld)",
+                          what, (long long)c->n_mtp);
+    return DS_OK;
+}
+
+int ds_tmodel_init(ds_tmodel **out, const ds_config *cfg, bool with_mtp, ds_err *e) {
+    *out = NULL;
+    int rc = check_cfg(cfg, "model config", e);
+    if (rc) return rc;
+    if (with_mtp && cfg->n_mtp < 1)
+        return ds_err_set(e, DS_EINVAL, "model config: MTP requested but num_nextn_predict_layers is 0");
+    ds_tmodel *m = calloc(1, sizeof *m);
+    if (!m) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    m->cfg = *cfg;
+    m->n_mtp = with_mtp ? 1 : 0;
+    m->tied_head = cfg->tie_word_embeddings;
+    if ((rc = build(m, e))) { ds_tmodel_free(m); return rc; }
+    *out = m;
+    return DS_OK;
+}
+
+void ds_tmodel_free(ds_tmodel *m) {
+    if (!m) return;
+    int64_t nl = m->cfg.n_layer + m->n_mtp;
+    for (int64_t l = 0; l < nl; l++) {
+        if (m->W.layers) free(m->W.layers[l].experts);
+        if (m->G.layers) free(m->G.layers[l].experts);
+    }
+    free(m->W.layers);
+    free(m->G.layers);
+    free(m->params);
+    ds_free(m->w);
+    ds_free(m->g);
+    ds_free(m->inv_freq);
+    free(m->load);
+    ds_tacts_free(m->acts);
+    free(m);
+}
+
+const ds_tparam *ds_tmodel_find(const ds_tmodel *m, const char *name) {
+    for (int64_t i = 0; i < m->n_params; i++)
+        if (!strcmp(m->params[i].name, name)) return &m->params[i];
+    return NULL;
+}
+
+void ds_tmodel_init_weights(ds_tmodel *m, float std, ds_rng *rng) {
+    for (int64_t i = 0; i < m->n_params; i++) {
+        const ds_tparam *p = &m->params[i];
+        float *w = m->w + p->off;
+        if (!p->trainable) memset(w, 0, (size_t)p->numel * sizeof(float));
+        else if (p->ndim == 1) for (int64_t j = 0; j < p->numel; j++) w[j] = 1.0f;
+        else for (int64_t j = 0; j < p->numel; j++) w[j] = std * ds_rng_normal(rng);
+    }
+}
+
+void ds_tmodel_zero_grad(ds_tmodel *m) { memset(m->g, 0, (size_t)m->n_floats * sizeof(float)); }
+
+void ds_tmodel_reset_load(ds_tmodel *m) {
+    int64_t nl = m->cfg.n_layer + m->n_mtp;
+    memset(m->load, 0, (size_t)(nl * DS_MAX(m->cfg.n_routed_experts, 1)) * sizeof(int64_t));
+}
+
+int64_t ds_tmodel_moe_layers(const ds_tmodel *m, int64_t *idx) {
+    int64_t n = 0;
+    for (int64_t l = 0; l < m->cfg.n_layer + m->n_mtp; l++)
+        if (m->W.layers[l].is_moe) { if (idx) idx[n] = l; n++; }
+    return n;
+}
+
+/* ---------------------------------------------------------------- loading */
+
+static bool mtp_layer_stored(const ds_safetensors *st, int64_t l) {
+    char prefix[64];
+    int len = snprintf(prefix, sizeof prefix, "model.layers.%lld.", (long long)l);
+    for (int64_t i = 0; i < st->n_tensors; i++)
+        if (strncmp(st->tensors[i].name, prefix, (size_t)len) == 0) return true;
+    return false;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+static int load_tensor(const ds_tmodel *m, const ds_safetensors *st, const char *dir, const ds_tparam *p,
+                       ds_err *e) {
+    ds_st_tensor *t = ds_safetensors_find(st, p->name);
+    if (!t) return ds_err_set(e, DS_ENOTFOUND, "%s: missing tensor '%s'", dir, p->name);
+    if (t->ndim != p->ndim || t->shape[0] != p->shape[0] || (p->ndim == 2 && t->shape[1] != p->shape[1]))
+        return ds_err_set(e, DS_EFORMAT, "%s: tensor '%s' has the wrong shape (expected [%lld%s%lld])", dir, p->name,
+                          (long long)p->shape[0], p->ndim == 2 ? ", " : "", p->ndim == 2 ? (long long)p->shape[1] : 0LL);
+    t->used = true;
+    ds_tensor v;
+    ds_st_view(t, &v);
+    switch (t->dtype) {
+    case DS_DTYPE_F32: case DS_DTYPE_BF16: case DS_DTYPE_F16: break;
+    case DS_DTYPE_F8_E4M3: {
+        char sname[160];
+        snprintf(sname, sizeof sname, "%s_scale_inv", p->name);
+        ds_st_tensor *s = ds_safetensors_find(st, sname);
+        if (!s) return ds_err_set(e, DS_ENOTFOUND, "%s: FP8 tensor '%s' has no block scale '%s'", dir, p->name, sname);
+        int64_t br = m->cfg.fp8 ? m->cfg.fp8_block_r : 128, bc = m->cfg.fp8 ? m->cfg.fp8_block_c : 128;
+        int64_t sr = (p->shape[0] + br - 1) / br, sc = (p->shape[1] + bc - 1) / bc;
+        if (p->ndim != 2 || s->dtype != DS_DTYPE_F32 || s->ndim != 2 || s->shape[0] != sr || s->shape[1] != sc)
+            return ds_err_set(e, DS_EFORMAT, "%s: scale '%s' should be F32 [%lld, %lld]", dir, sname, (long long)sr,
+                              (long long)sc);
+        s->used = true;
+        v.scale = (const float *)s->data;
+        v.scale_rows = sr;
+        v.scale_cols = sc;
+        v.block_r = (int)br;
+        v.block_c = (int)bc;
+        break;
+    }
+    default:
+        return ds_err_set(e, DS_EUNSUPPORTED, "%s: tensor '%s' has dtype %s (expected F32, BF16, F16 or F8_E4M3)", dir,
+                          p->name, t->dtype_name);
+    }
+    ds_tensor_to_f32(&v, m->w + p->off);
+    return DS_OK;
+}
+
+int ds_tmodel_load(ds_tmodel **out, const char *dir, ds_err *e) {
+    *out = NULL;
+    ds_dtype_init();
+    ds_config cfg;
+    int rc = ds_config_load(&cfg, dir, e);
+    if (rc) return rc;
+    if ((rc = check_cfg(&cfg, dir, e))) return rc;
+    ds_safetensors st;
+    memset(&st, 0, sizeof st);
+    if ((rc = ds_safetensors_open_dir(&st, dir, e))) return rc;
+    ds_tmodel *m = calloc(1, sizeof *m);
+    if (!m) { ds_safetensors_close(&st); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+    m->cfg = cfg;
+    m->tied_head = cfg.tie_word_embeddings && !ds_safetensors_find(&st, "lm_head.weight");
+    int64_t L = cfg.n_layer;
+    m->n_mtp = (cfg.n_mtp >= 1 && mtp_layer_stored(&st, L)) ? 1 : 0;
+    if (m->n_mtp) {
+        char n[128];
+        snprintf(n, sizeof n, "model.layers.%lld.embed_tokens.weight", (long long)L);
+        m->mtp_own_embed = ds_safetensors_find(&st, n) != NULL;
+        snprintf(n, sizeof n, "model.layers.%lld.shared_head.head.weight", (long long)L);
+        m->mtp_own_head = ds_safetensors_find(&st, n) != NULL;
+    }
+    if ((rc = build(m, e))) goto fail;
+    for (int64_t i = 0; i < m->n_params; i++)
+        if ((rc = load_tensor(m, &st, dir, &m->params[i], e))) goto fail;
+    for (int64_t i = 0; i < st.n_tensors; i++) {
+        const ds_st_tensor *t = &st.tensors[i];
+        if (!t->used && !ends_with(t->name, "rotary_emb.inv_freq")) {
+            rc = ds_err_set(e, DS_EFORMAT, "%s: unexpected tensor '%s' (not part of a %s model with this config)", dir,
+                            t->name, cfg.model_type);
+            goto fail;
+        }
+    }
+    ds_safetensors_close(&st);
+    *out = m;
+    return DS_OK;
+fail:
+    ds_safetensors_close(&st);
+    ds_tmodel_free(m);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- saving */
+
+int ds_tmodel_save(const ds_tmodel *m, const char *path, bool grads, const char *metadata_json, ds_err *e) {
+    ds_st_write_item *items = calloc((size_t)m->n_params, sizeof *items);
+    if (!items) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    for (int64_t i = 0; i < m->n_params; i++) {
+        const ds_tparam *p = &m->params[i];
+        items[i].name = p->name;
+        items[i].dtype = DS_DTYPE_F32;
+        items[i].ndim = p->ndim;
+        items[i].shape[0] = p->shape[0];
+        items[i].shape[1] = p->shape[1];
+        items[i].data = (grads ? m->g : m->w) + p->off;
+    }
+    int rc = ds_safetensors_write(path, items, m->n_params, metadata_json, e);
+    free(items);
+    return rc;
+}
+
+int ds_tmodel_read_params(ds_tmodel *m, const char *path, ds_err *e) {
+    ds_safetensors st;
+    memset(&st, 0, sizeof st);
+    int rc = ds_safetensors_open_file(&st, path, e);
+    if (rc) return rc;
+    for (int64_t i = 0; i < m->n_params && !rc; i++) {
+        const ds_tparam *p = &m->params[i];
+        ds_st_tensor *t = ds_safetensors_find(&st, p->name);
+        if (!t) { rc = ds_err_set(e, DS_ENOTFOUND, "%s: missing tensor '%s'", path, p->name); break; }
+        if (t->dtype != DS_DTYPE_F32 || (uint64_t)(t->end - t->begin) != (uint64_t)p->numel * 4) {
+            rc = ds_err_set(e, DS_EFORMAT, "%s: tensor '%s' should be F32 with %lld values", path, p->name,
+                            (long long)p->numel);
+            break;
+        }
+        memcpy(m->w + p->off, t->data, (size_t)p->numel * sizeof(float));
+    }
+    ds_safetensors_close(&st);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- counts */
+
+static int64_t attn_matmul_params(const ds_config *c) {
+    int64_t D = c->hidden_size, H = c->n_head, Dq = c->qk_nope_head_dim + c->qk_rope_head_dim;
+    int64_t q = c->q_lora_rank > 0 ? c->q_lora_rank * D + H * Dq * c->q_lora_rank : H * Dq * D;
+    return q + (c->kv_lora_rank + c->qk_rope_head_dim) * D + H * (c->qk_nope_head_dim + c->v_head_dim) * c->kv_lora_rank +
+           D * H * c->v_head_dim;
+}
+
+static int64_t ffn_active_matmul_params(const ds_config *c, int64_t l) {
+    int64_t D = c->hidden_size;
+    if (!ds_config_layer_is_moe(c, l)) return 3 * D * c->intermediate_size;
+    return c->n_routed_experts * D + 3 * D * c->moe_intermediate_size * (c->num_experts_per_tok + c->n_shared_experts);
+}
+
+int64_t ds_tmodel_active_params(const ds_tmodel *m) {
+    const ds_config *c = &m->cfg;
+    int64_t D = c->hidden_size, V = c->vocab_size;
+    int64_t n = V * D + (m->tied_head ? 0 : V * D) + D;
+    for (int64_t l = 0; l < c->n_layer; l++) n += attn_matmul_params(c) + 2 * D + ffn_active_matmul_params(c, l);
+    return n;
+}
+
+double ds_tmodel_step_flops(const ds_tmodel *m, int64_t B, int64_t T) {
+    const ds_config *c = &m->cfg;
+    int64_t D = c->hidden_size, V = c->vocab_size, H = c->n_head;
+    int64_t Dq = c->qk_nope_head_dim + c->qk_rope_head_dim, Dv = c->v_head_dim;
+    /* per token: 2 flops per matmul weight forward, 4 backward */
+    double per_tok = 0;
+    for (int64_t l = 0; l < c->n_layer; l++) per_tok += (double)(attn_matmul_params(c) + ffn_active_matmul_params(c, l));
+    per_tok += (double)(V * D);  /* LM head */
+    /* causal attention, as computed (full T x T score blocks): QKᵀ and PV */
+    double attn = (double)H * (double)T * (double)(Dq + Dv);
+    double f = 6.0 * per_tok * (double)(B * T) + 6.0 * attn * (double)(B * T) * (double)c->n_layer;
+    if (m->n_mtp && T > 2) {
+        int64_t L = c->n_layer;
+        double mtp_tok = (double)(attn_matmul_params(c) + ffn_active_matmul_params(c, L) + 2 * D * D + V * D);
+        f += 6.0 * mtp_tok * (double)(B * (T - 2)) + 6.0 * (double)H * (double)(T - 2) * (double)(Dq + Dv) * (double)(B * (T - 2));
+    }
+    return f;
+}

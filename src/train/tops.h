@@ -1,0 +1,63 @@
+/*
+ * tops.h - forward/backward kernel pairs for training (fp32).
+ *
+ * Conventions (llm.c): outputs first, then inputs, then weights, then
+ * dims. Backward functions take the gradients they write first, then the
+ * incoming gradient, then the saved activations, and ACCUMULATE (+=) into
+ * every gradient they write, parameters and activations alike, so callers
+ * zero gradient buffers once and never need temporaries for sums.
+ * `ld*` are row strides in floats. Every kernel here has a finite-difference
+ * test in tests/test_train.c; matmuls go through ds_sgemm (OpenBLAS, with
+ * the ds_sgemm_ref twin tested in test_ops.c).
+ */
+#ifndef DS_TOPS_H
+#define DS_TOPS_H
+
+#include "../core/base.h"
+
+/* y[N, O] = x[N, I] · Wᵀ            (W: [O, I], nn.Linear) */
+void tr_linear_forward(float *y, const float *x, const float *W, int64_t N, int64_t I, int64_t O);
+/* dx[N, I] += dy[N, O] · W ;  dW[O, I] += dyᵀ · x     (dx, dW may be NULL) */
+void tr_linear_backward(float *dx, float *dW, const float *dy, const float *x, const float *W, int64_t N, int64_t I,
+                        int64_t O);
+
+/* out[n, :D] = x[n, :D] · rstd[n] ⊙ w, rstd[n] = 1/sqrt(mean(x²) + eps).
+ * out may alias x (same ld). rstd may be NULL. */
+void tr_rmsnorm_forward(float *out, int64_t ldo, float *rstd, const float *x, int64_t ldx, const float *w, int64_t N,
+                        int64_t D, float eps);
+/* dx += ∂/∂x, dw += ∂/∂w (dw may be NULL). Uses the saved input x and rstd. */
+void tr_rmsnorm_backward(float *dx, int64_t lddx, float *dw, const float *dout, int64_t lddo, const float *x,
+                         int64_t ldx, const float *w, const float *rstd, int64_t N, int64_t D);
+
+/* h = silu(g) ⊙ u */
+void tr_swiglu_forward(float *h, const float *g, const float *u, int64_t n);
+/* dg += dh ⊙ u ⊙ silu'(g), du += dh ⊙ silu(g) */
+void tr_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n);
+
+/* RoPE on interleaved pairs (ds_rope_apply) and its transpose: maps the
+ * gradient w.r.t. the rotated vector to the gradient w.r.t. the input,
+ * in place (rotation by -pos·θ). */
+void tr_rope_backward(float *dx, int64_t Dr, const float *inv_freq, int64_t pos);
+
+/* Cross-entropy over rows of logits[N, V] (in place: logits -> dlogits).
+ * Rows with target < 0 contribute nothing (their dlogits are 0). Returns
+ * Σ -log p(target) over rows with a target; dlogits = (softmax - onehot)·dscale. */
+double tr_crossentropy_forward_backward(float *logits, const int32_t *targets, int64_t N, int64_t V, float dscale);
+
+/* Causal softmax attention of one (sequence, head), scores = scale·Q·Kᵀ:
+ *   att[T, T] = softmax(scale · Q Kᵀ + causal mask);  O[T, Dv] = att · V
+ * Q: [T, Dk] (ldq), K: [T, Dk] (ldk), V: [T, Dv] (ldv), O (ldo). */
+void tr_attention_forward(float *O, int64_t ldo, float *att, const float *Q, int64_t ldq, const float *K, int64_t ldk,
+                          const float *V, int64_t ldv, int64_t T, int64_t Dk, int64_t Dv, float scale);
+/* dQ += , dK += , dV += (strided like the inputs); scratch >= T·T floats. */
+void tr_attention_backward(float *dQ, int64_t lddq, float *dK, int64_t lddk, float *dV, int64_t lddv, const float *dO,
+                           int64_t lddo, const float *att, const float *Q, int64_t ldq, const float *K, int64_t ldk,
+                           const float *V, int64_t ldv, int64_t T, int64_t Dk, int64_t Dv, float scale, float *scratch);
+
+/* Per-thread scratch for the training kernels (separate from ds_scratch):
+ * at least n floats, valid until the next call with the same tid, slot. */
+#define TR_SCRATCH_SLOTS 4
+float *tr_scratch(int tid, int slot, size_t n);
+void tr_scratch_free(void);
+
+#endif

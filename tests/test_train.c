@@ -1,0 +1,426 @@
+/*
+ * test_train.c - training: finite-difference checks of every backward
+ * kernel, a whole-model finite-difference check, and PyTorch-autograd
+ * parity of `deepseek grad` on the tiny V3 / V2-Lite / V2 fixtures.
+ *
+ * Finite differences: L = Σ r ⊙ f(x) for fixed random r, central
+ * differences (L(x+ε) − L(x−ε))/2ε in fp32 with the loss summed in double.
+ * ε = 1e-2 for smooth kernels (truncation error O(ε²) ≈ 1e-4 relative);
+ * we require max |numeric − analytic| ≤ 1e-2 · max |analytic| per input.
+ * fp32 rounding of L (~1e-6 relative) contributes < 1e-3 of that.
+ *
+ * Autograd parity (tests/fixtures/grad/<name>/, tools/gen_grad_fixtures.py): both
+ * sides compute in fp32 from the same weights; only summation order differs.
+ * Observed max |ours − torch| / max |torch| per tensor: <= 2e-5 (V2, whose
+ * ×16 routing scale gives the largest values), <= 3.3e-6 (V3, V2-Lite). We
+ * require <= 5e-4 per tensor (25× margin; a wrong term — e.g. dropping the
+ * balance gradient, 6-16% of the router gradient at the fixture's α = 0.1 —
+ * is >= 100× over) and the losses within 1e-5 relative.
+ */
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "core/thread.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+#include "model/model_internal.h"
+#include "model/rope.h"
+#include "train/tinternal.h"
+#include "train/tmodel.h"
+#include "train/tops.h"
+
+static void fill(float *x, int64_t n, ds_rng *r, float scale) {
+    for (int64_t i = 0; i < n; i++) x[i] = scale * ds_rng_normal(r);
+}
+
+static double dot(const float *a, const float *b, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* max |num - ana| / max |ana| */
+static double rel_err(const float *num, const float *ana, int64_t n) {
+    double md = 0, ma = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)num[i] - ana[i]);
+        if (!(d <= md)) md = d;
+        if (fabs(ana[i]) > ma) ma = fabs(ana[i]);
+    }
+    return ma > 0 ? md / ma : md;
+}
+
+#define FD_EPS 1e-2f
+#define FD_TOL 1e-2
+
+/* ------------------------------------------------------------ kernels */
+
+TEST(train_fd_rmsnorm) {
+    ds_rng r; ds_rng_seed(&r, 1);
+    enum { N = 3, D = 7 };
+    float x[N * D], w[D], rr[N * D], y[N * D], rstd[N], dx[N * D] = { 0 }, dw[D] = { 0 }, ndx[N * D], ndw[D];
+    fill(x, N * D, &r, 1); fill(w, D, &r, 1); fill(rr, N * D, &r, 1);
+    tr_rmsnorm_forward(y, D, rstd, x, D, w, N, D, 1e-6f);
+    tr_rmsnorm_backward(dx, D, dw, rr, D, x, D, w, rstd, N, D);
+    for (int i = 0; i < N * D; i++) {
+        float s = x[i];
+        x[i] = s + FD_EPS; tr_rmsnorm_forward(y, D, NULL, x, D, w, N, D, 1e-6f); double lp = dot(y, rr, N * D);
+        x[i] = s - FD_EPS; tr_rmsnorm_forward(y, D, NULL, x, D, w, N, D, 1e-6f); double lm = dot(y, rr, N * D);
+        x[i] = s; ndx[i] = (float)((lp - lm) / (2 * FD_EPS));
+    }
+    for (int i = 0; i < D; i++) {
+        float s = w[i];
+        w[i] = s + FD_EPS; tr_rmsnorm_forward(y, D, NULL, x, D, w, N, D, 1e-6f); double lp = dot(y, rr, N * D);
+        w[i] = s - FD_EPS; tr_rmsnorm_forward(y, D, NULL, x, D, w, N, D, 1e-6f); double lm = dot(y, rr, N * D);
+        w[i] = s; ndw[i] = (float)((lp - lm) / (2 * FD_EPS));
+    }
+    CHECK_MSG(rel_err(ndx, dx, N * D) < FD_TOL, "dx rel err %g", rel_err(ndx, dx, N * D));
+    CHECK_MSG(rel_err(ndw, dw, D) < FD_TOL, "dw rel err %g", rel_err(ndw, dw, D));
+}
+
+TEST(train_fd_linear) {
+    ds_rng r; ds_rng_seed(&r, 2);
+    enum { N = 4, I = 5, O = 3 };
+    float x[N * I], W[O * I], rr[N * O], y[N * O], dx[N * I] = { 0 }, dW[O * I] = { 0 }, n1[N * I], n2[O * I];
+    fill(x, N * I, &r, 1); fill(W, O * I, &r, 1); fill(rr, N * O, &r, 1);
+    tr_linear_backward(dx, dW, rr, x, W, N, I, O);
+    for (int i = 0; i < N * I; i++) {
+        float s = x[i];
+        x[i] = s + FD_EPS; tr_linear_forward(y, x, W, N, I, O); double lp = dot(y, rr, N * O);
+        x[i] = s - FD_EPS; tr_linear_forward(y, x, W, N, I, O); double lm = dot(y, rr, N * O);
+        x[i] = s; n1[i] = (float)((lp - lm) / (2 * FD_EPS));
+    }
+    for (int i = 0; i < O * I; i++) {
+        float s = W[i];
+        W[i] = s + FD_EPS; tr_linear_forward(y, x, W, N, I, O); double lp = dot(y, rr, N * O);
+        W[i] = s - FD_EPS; tr_linear_forward(y, x, W, N, I, O); double lm = dot(y, rr, N * O);
+        W[i] = s; n2[i] = (float)((lp - lm) / (2 * FD_EPS));
+    }
+    CHECK(rel_err(n1, dx, N * I) < FD_TOL);
+    CHECK(rel_err(n2, dW, O * I) < FD_TOL);
+}
+
+TEST(train_fd_swiglu) {
+    ds_rng r; ds_rng_seed(&r, 3);
+    enum { n = 16 };
+    float g[n], u[n], rr[n], h[n], dg[n] = { 0 }, du[n] = { 0 }, ng[n], nu[n];
+    fill(g, n, &r, 2); fill(u, n, &r, 1); fill(rr, n, &r, 1);
+    tr_swiglu_backward(dg, du, rr, g, u, n);
+    for (int i = 0; i < n; i++) {
+        float s = g[i];
+        g[i] = s + FD_EPS; tr_swiglu_forward(h, g, u, n); double lp = dot(h, rr, n);
+        g[i] = s - FD_EPS; tr_swiglu_forward(h, g, u, n); double lm = dot(h, rr, n);
+        g[i] = s; ng[i] = (float)((lp - lm) / (2 * FD_EPS));
+        s = u[i];
+        u[i] = s + FD_EPS; tr_swiglu_forward(h, g, u, n); lp = dot(h, rr, n);
+        u[i] = s - FD_EPS; tr_swiglu_forward(h, g, u, n); lm = dot(h, rr, n);
+        u[i] = s; nu[i] = (float)((lp - lm) / (2 * FD_EPS));
+    }
+    CHECK(rel_err(ng, dg, n) < FD_TOL);
+    CHECK(rel_err(nu, du, n) < FD_TOL);
+}
+
+TEST(train_fd_rope) {
+    /* RoPE is linear: its backward must be the exact transpose */
+    ds_config c;
+    memset(&c, 0, sizeof c);
+    c.qk_rope_head_dim = 8; c.rope_theta = 10000; c.yarn = true; c.rope_factor = 40; c.rope_orig_max_pos = 4096;
+    c.beta_fast = 32; c.beta_slow = 1;
+    float inv[4];
+    ds_rope_inv_freq(&c, inv);
+    ds_rng r; ds_rng_seed(&r, 4);
+    float x[8], rr[8], y[8], d[8], num[8];
+    fill(x, 8, &r, 1); fill(rr, 8, &r, 1);
+    memcpy(d, rr, sizeof d);
+    tr_rope_backward(d, 8, inv, 37);
+    for (int i = 0; i < 8; i++) {
+        float s = x[i];
+        x[i] = s + FD_EPS; memcpy(y, x, sizeof y); ds_rope_apply(y, 8, inv, 37); double lp = dot(y, rr, 8);
+        x[i] = s - FD_EPS; memcpy(y, x, sizeof y); ds_rope_apply(y, 8, inv, 37); double lm = dot(y, rr, 8);
+        x[i] = s; num[i] = (float)((lp - lm) / (2 * FD_EPS));
+    }
+    CHECK_MSG(rel_err(num, d, 8) < 1e-3, "rope rel err %g", rel_err(num, d, 8));
+}
+
+TEST(train_fd_crossentropy) {
+    ds_rng r; ds_rng_seed(&r, 5);
+    enum { N = 3, V = 9 };
+    float lg[N * V], work[N * V], num[N * V];
+    int32_t tgt[N] = { 4, -1, 0 };
+    fill(lg, N * V, &r, 2);
+    memcpy(work, lg, sizeof work);
+    tr_crossentropy_forward_backward(work, tgt, N, V, 1.0f);  /* work = dlogits */
+    for (int i = 0; i < N * V; i++) {
+        float tmp[N * V];
+        memcpy(tmp, lg, sizeof tmp); tmp[i] += FD_EPS;
+        double lp = tr_crossentropy_forward_backward(tmp, tgt, N, V, 1.0f);
+        memcpy(tmp, lg, sizeof tmp); tmp[i] -= FD_EPS;
+        double lm = tr_crossentropy_forward_backward(tmp, tgt, N, V, 1.0f);
+        num[i] = (float)((lp - lm) / (2 * FD_EPS));
+    }
+    CHECK_MSG(rel_err(num, work, N * V) < FD_TOL, "ce rel err %g", rel_err(num, work, N * V));
+    for (int v = 0; v < V; v++) CHECK(work[V + v] == 0.0f);  /* no target: no gradient */
+}
+
+TEST(train_fd_attention) {
+    ds_rng r; ds_rng_seed(&r, 6);
+    enum { T = 5, Dk = 6, Dv = 4 };
+    float Q[T * Dk], K[T * Dk], V[T * Dv], rr[T * Dv], O[T * Dv], att[T * T], scr[T * T];
+    float dQ[T * Dk] = { 0 }, dK[T * Dk] = { 0 }, dV[T * Dv] = { 0 }, nQ[T * Dk], nK[T * Dk], nV[T * Dv];
+    fill(Q, T * Dk, &r, 1); fill(K, T * Dk, &r, 1); fill(V, T * Dv, &r, 1); fill(rr, T * Dv, &r, 1);
+    float sc = 0.4f;
+    tr_attention_forward(O, Dv, att, Q, Dk, K, Dk, V, Dv, T, Dk, Dv, sc);
+    tr_attention_backward(dQ, Dk, dK, Dk, dV, Dv, rr, Dv, att, Q, Dk, K, Dk, V, Dv, T, Dk, Dv, sc, scr);
+    float *ps[3] = { Q, K, V }, *ns[3] = { nQ, nK, nV };
+    int sz[3] = { T * Dk, T * Dk, T * Dv };
+    for (int p = 0; p < 3; p++)
+        for (int i = 0; i < sz[p]; i++) {
+            float s = ps[p][i];
+            ps[p][i] = s + FD_EPS; tr_attention_forward(O, Dv, att, Q, Dk, K, Dk, V, Dv, T, Dk, Dv, sc); double lp = dot(O, rr, T * Dv);
+            ps[p][i] = s - FD_EPS; tr_attention_forward(O, Dv, att, Q, Dk, K, Dk, V, Dv, T, Dk, Dv, sc); double lm = dot(O, rr, T * Dv);
+            ps[p][i] = s; ns[p][i] = (float)((lp - lm) / (2 * FD_EPS));
+        }
+    CHECK_MSG(rel_err(nQ, dQ, T * Dk) < FD_TOL, "dQ %g", rel_err(nQ, dQ, T * Dk));
+    CHECK_MSG(rel_err(nK, dK, T * Dk) < FD_TOL, "dK %g", rel_err(nK, dK, T * Dk));
+    CHECK_MSG(rel_err(nV, dV, T * Dv) < FD_TOL, "dV %g", rel_err(nV, dV, T * Dv));
+}
+
+/* Router: L = Σ_k r_k w_k + Σ_i q_i s_i with the selection held fixed. */
+static double route_loss(const ds_config *c, const float *lg, const float *bias, const float *rk, const float *q,
+                         const int32_t *want_idx, bool *same) {
+    int32_t idx[8];
+    float wt[8], s[64], tmp[80];
+    ds_moe_route(c, lg, bias, idx, wt, s, tmp);
+    for (int k = 0; k < c->num_experts_per_tok; k++) if (idx[k] != want_idx[k]) *same = false;
+    return dot(wt, rk, c->num_experts_per_tok) + dot(s, q, c->n_routed_experts);
+}
+
+static void check_route(ds_score_func sf, bool norm, double rsf, ds_topk_method tm, int64_t groups, uint64_t seed) {
+    ds_config c;
+    memset(&c, 0, sizeof c);
+    c.n_routed_experts = 12; c.num_experts_per_tok = 3; c.n_group = groups; c.topk_group = groups > 1 ? 2 : 1;
+    c.scoring_func = sf; c.norm_topk_prob = norm; c.routed_scaling_factor = rsf; c.topk_method = tm;
+    ds_rng r; ds_rng_seed(&r, seed);
+    float lg[12], bias[12], rk[3], q[12], s[12], wt[3], tmp[32], dl[12] = { 0 }, num[12];
+    int32_t idx[3];
+    fill(lg, 12, &r, 2); fill(bias, 12, &r, 0.3f); fill(rk, 3, &r, 1); fill(q, 12, &r, 1);
+    ds_moe_route(&c, lg, bias, idx, wt, s, tmp);
+    tr_route_backward(&c, dl, rk, q, s, idx);
+    bool same = true;
+    float eps = 1e-3f;  /* small: the selection must not flip */
+    for (int i = 0; i < 12; i++) {
+        float sv = lg[i];
+        lg[i] = sv + eps; double lp = route_loss(&c, lg, bias, rk, q, idx, &same);
+        lg[i] = sv - eps; double lm = route_loss(&c, lg, bias, rk, q, idx, &same);
+        lg[i] = sv; num[i] = (float)((lp - lm) / (2 * eps));
+    }
+    CHECK(same);
+    CHECK_MSG(rel_err(num, dl, 12) < FD_TOL, "route (sf %d norm %d) rel err %g", sf, norm, rel_err(num, dl, 12));
+}
+
+TEST(train_fd_route) {
+    check_route(DS_SCORE_SIGMOID, true, 2.5, DS_TOPK_NOAUX_TC, 4, 7);       /* V3 */
+    check_route(DS_SCORE_SOFTMAX, false, 16.0, DS_TOPK_GROUP_LIMITED, 4, 8); /* V2 */
+    check_route(DS_SCORE_SOFTMAX, false, 1.0, DS_TOPK_GREEDY, 1, 9);         /* V2-Lite */
+    check_route(DS_SCORE_SOFTMAX, true, 1.5, DS_TOPK_GREEDY, 1, 10);         /* softmax + renormalized */
+}
+
+TEST(train_fd_balance) {
+    enum { E = 6, T = 4 };
+    ds_rng r; ds_rng_seed(&r, 11);
+    float s[T * E], f[E], ds[T * E] = { 0 }, num[T * E];
+    for (int i = 0; i < T * E; i++) s[i] = 0.1f + (float)ds_rng_uniform(&r);
+    for (int i = 0; i < E; i++) f[i] = (float)ds_rng_uniform(&r) * 2;
+    for (int t = 0; t < T; t++) tr_balance_backward(ds + t * E, s + t * E, f, E, T, 1.0f);
+    for (int i = 0; i < T * E; i++) {
+        double L[2];
+        for (int sgn = 0; sgn < 2; sgn++) {
+            float sv = s[i];
+            s[i] = sv + (sgn ? -FD_EPS : FD_EPS);
+            double bal = 0;
+            for (int t = 0; t < T; t++) {
+                double S = 0;
+                for (int j = 0; j < E; j++) S += s[t * E + j];
+                for (int j = 0; j < E; j++) bal += f[j] * (s[t * E + j] / S) / T;
+            }
+            L[sgn] = bal;
+            s[i] = sv;
+        }
+        num[i] = (float)((L[0] - L[1]) / (2 * FD_EPS));
+    }
+    CHECK_MSG(rel_err(num, ds, T * E) < FD_TOL, "balance rel err %g", rel_err(num, ds, T * E));
+}
+
+/* ------------------------------------------------------------ whole model */
+
+static void tiny_config(ds_config *c) {
+    const char *js =
+        "{\"model_type\":\"deepseek_v3\",\"vocab_size\":40,\"hidden_size\":16,\"intermediate_size\":24,"
+        "\"moe_intermediate_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"q_lora_rank\":12,"
+        "\"kv_lora_rank\":8,\"qk_nope_head_dim\":4,\"qk_rope_head_dim\":4,\"v_head_dim\":4,"
+        "\"first_k_dense_replace\":1,\"n_routed_experts\":4,\"n_shared_experts\":1,\"num_experts_per_tok\":2,"
+        "\"n_group\":2,\"topk_group\":1,\"topk_method\":\"noaux_tc\",\"scoring_func\":\"sigmoid\","
+        "\"norm_topk_prob\":true,\"routed_scaling_factor\":2.5,\"num_nextn_predict_layers\":1}";
+    ds_err e = { 0 };
+    int rc = ds_config_parse(c, js, strlen(js), "tiny", &e);
+    CHECK_MSG(rc == 0, "%s", e.msg);
+}
+
+/* FD on the largest-gradient entry of every tensor of a tiny V3 model
+ * (dense + MoE + MTP, all three loss terms, B = 2 sequences). ε = 1e-3 keeps
+ * the routing fixed; fp32 rounding of L (|L| ≈ 5, ~1e-6 relative) then gives
+ * ~3e-3 absolute noise in the difference quotient, so we require
+ * |numeric − analytic| ≤ 3% · |analytic| + 2e-4 and skip entries below 1e-4. */
+TEST(train_fd_whole_model) {
+    ds_config c;
+    tiny_config(&c);
+    ds_tmodel *m;
+    ds_err e = { 0 };
+    CHECK(ds_tmodel_init(&m, &c, true, &e) == 0);
+    if (!m) return;
+    ds_rng r; ds_rng_seed(&r, 12);
+    ds_tmodel_init_weights(m, 0.3f, &r);
+    for (int64_t i = 0; i < m->n_params; i++)   /* norms away from 1, a nonzero bias */
+        if (m->params[i].ndim == 1)
+            for (int64_t j = 0; j < m->params[i].numel; j++) m->w[m->params[i].off + j] += 0.2f * ds_rng_normal(&r);
+    int32_t tok[2 * 7];
+    for (int i = 0; i < 14; i++) tok[i] = (int32_t)(ds_rng_u64(&r) % 40);
+    ds_loss_opts o = { 0.3f, 0.5f, 1.0f, false };
+    ds_losses ls;
+    ds_tmodel_zero_grad(m);
+    CHECK(ds_tmodel_step(m, tok, 2, 7, &o, &ls, &e) == 0);
+    CHECK(ls.mtp > 0 && ls.balance > 0);
+    ds_loss_opts fo = o;
+    fo.no_grad = true;
+    int bad = 0, checked = 0;
+    for (int64_t i = 0; i < m->n_params; i++) {
+        const ds_tparam *p = &m->params[i];
+        if (!p->trainable) continue;
+        int64_t best = 0;
+        for (int64_t j = 1; j < p->numel; j++) if (fabsf(m->g[p->off + j]) > fabsf(m->g[p->off + best])) best = j;
+        float ana = m->g[p->off + best];
+        if (fabsf(ana) < 1e-4f) continue;   /* e.g. experts nobody routed to */
+        float *w = &m->w[p->off + best], sv = *w, eps = 1e-3f;
+        ds_losses lp, lm;
+        *w = sv + eps; ds_tmodel_step(m, tok, 2, 7, &fo, &lp, &e);
+        *w = sv - eps; ds_tmodel_step(m, tok, 2, 7, &fo, &lm, &e);
+        *w = sv;
+        double num = (lp.loss - lm.loss) / (2 * eps);
+        checked++;
+        if (fabs(num - ana) > 0.03 * fabs(ana) + 2e-4) {
+            bad++;
+            ds_test_fail(__FILE__, __LINE__, "%s[%lld]: numeric %.6g analytic %.6g", p->name, (long long)best, num, ana);
+        }
+    }
+    CHECK(checked > 20);
+    CHECK(bad == 0);
+    ds_tmodel_free(m);
+}
+
+/* ------------------------------------------------------------ autograd parity */
+
+static void parity(const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "tests/fixtures/grad/%s/ref.json", name);
+    ds_err e = { 0 };
+    json_t *ref;
+    if (ds_json_load_file(path, 1 << 20, &ref, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    json_t *jt = json_object_get(ref, "tokens");
+    int64_t T = (int64_t)json_array_size(jt);
+    int32_t tok[256];
+    for (int64_t i = 0; i < T && i < 256; i++) tok[i] = (int32_t)json_integer_value(json_array_get(jt, (size_t)i));
+    ds_loss_opts o = { (float)json_number_value(json_object_get(ref, "mtp_weight")),
+                       (float)json_number_value(json_object_get(ref, "balance_alpha")), 1.0f, false };
+    ds_tmodel *m;
+    snprintf(path, sizeof path, "tests/fixtures/%s", name);
+    if (ds_tmodel_load(&m, path, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); json_decref(ref); return; }
+    ds_tmodel_zero_grad(m);
+    ds_losses ls;
+    CHECK(ds_tmodel_step(m, tok, 1, T, &o, &ls, &e) == 0);
+    const char *keys[4] = { "loss", "ce", "mtp", "balance" };
+    double ours[4] = { ls.loss, ls.ce, ls.mtp, ls.balance };
+    for (int i = 0; i < 4; i++) {
+        double want = json_number_value(json_object_get(ref, keys[i]));
+        CHECK_MSG(fabs(ours[i] - want) <= 1e-5 * fabs(want) + 1e-7, "%s %s: ours %.9g torch %.9g", name, keys[i], ours[i], want);
+    }
+    ds_safetensors st;
+    memset(&st, 0, sizeof st);
+    snprintf(path, sizeof path, "tests/fixtures/grad/%s/grads.safetensors", name);
+    if (ds_safetensors_open_file(&st, path, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); goto done; }
+    CHECK_EQ_INT(st.n_tensors, m->n_params);
+    double worst = 0;
+    const char *worst_name = "";
+    for (int64_t i = 0; i < m->n_params; i++) {
+        const ds_tparam *p = &m->params[i];
+        ds_st_tensor *t = ds_safetensors_find(&st, p->name);
+        if (!t || t->dtype != DS_DTYPE_F32 || (int64_t)(t->end - t->begin) != p->numel * 4) {
+            ds_test_fail(__FILE__, __LINE__, "%s: reference for %s missing or mis-shaped", name, p->name);
+            continue;
+        }
+        const float *rg = (const float *)t->data;
+        double md = 0, mr = 0;
+        for (int64_t j = 0; j < p->numel; j++) {
+            double d = fabs((double)m->g[p->off + j] - rg[j]);
+            if (!(d <= md)) md = d;
+            if (fabs(rg[j]) > mr) mr = fabs(rg[j]);
+        }
+        double rel = md / (mr > 1e-6 ? mr : 1e-6);
+        if (rel > worst) { worst = rel; worst_name = p->name; }
+        CHECK_MSG(rel <= 5e-4, "%s %s: max |ours - torch| = %.3g, max |torch| = %.3g", name, p->name, md, mr);
+    }
+    if (getenv("DS_TEST_VERBOSE")) fprintf(stderr, "    %s: worst relative gradient error %.3g (%s)\n", name, worst, worst_name);
+    ds_safetensors_close(&st);
+done:
+    ds_tmodel_free(m);
+    json_decref(ref);
+}
+
+TEST(train_grad_parity_v3) { parity("tiny-v3"); }
+TEST(train_grad_parity_v2_lite) { parity("tiny-v2-lite"); }
+TEST(train_grad_parity_v2) { parity("tiny-v2"); }
+
+/* The training forward agrees with the inference forward: CE from the HF
+ * reference logits of each fixture (FP8 included: dequantized loading). */
+static void ce_matches_inference(const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "tests/fixtures/%s", name);
+    ds_err e = { 0 };
+    ds_model *im;
+    ds_tmodel *m;
+    if (ds_model_open(&im, path, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    if (ds_tmodel_load(&m, path, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); ds_model_close(im); return; }
+    int32_t tok[12] = { 0, 5, 17, 33, 2, 9, 11, 40, 7, 3, 100, 21 };
+    int64_t T = 12, V = im->cfg.vocab_size;
+    float *lg = malloc((size_t)(T * V) * sizeof(float));
+    ds_kvcache cache;
+    CHECK(ds_kvcache_init(&cache, im, T, &e) == 0);
+    ds_seq_chunk ch = { &cache, tok, T, true };
+    CHECK(ds_model_forward(im, &ch, 1, lg, NULL, &e) == 0);
+    double ce = 0;
+    for (int64_t t = 0; t + 1 < T; t++) {
+        float *row = lg + t * V;
+        double mx = row[0], s = 0;
+        for (int64_t v = 1; v < V; v++) if (row[v] > mx) mx = row[v];
+        for (int64_t v = 0; v < V; v++) s += exp(row[v] - mx);
+        ce += mx + log(s) - row[tok[t + 1]];
+    }
+    ce /= (double)(T - 1);
+    ds_loss_opts o = { 0, 0, 1, true };
+    ds_losses ls;
+    CHECK(ds_tmodel_step(m, tok, 1, T, &o, &ls, &e) == 0);
+    CHECK_MSG(fabs(ls.ce - ce) < 1e-5, "%s: training ce %.9g vs inference %.9g", name, ls.ce, ce);
+    ds_kvcache_free(&cache);
+    free(lg);
+    ds_tmodel_free(m);
+    ds_model_close(im);
+}
+
+TEST(train_forward_matches_inference) {
+    ce_matches_inference("tiny-v3");
+    ce_matches_inference("tiny-v3-fp8");
+    ce_matches_inference("tiny-v2-lite");
+    ce_matches_inference("tiny-v2");
+}
