@@ -413,6 +413,21 @@ def conversations(rng):
     return convs
 
 
+def has_added_text(fmt, msgs, added):
+    """Whether message text, as the template will use it, contains an added-token string."""
+    for m in msgs:
+        c = m.get('content') or ''
+        if m['role'] == 'assistant' and not m.get('tool_calls') and '</think>' in c:
+            if fmt == 'r1':
+                c = c.split('</think>')[-1]
+            elif fmt == 'v31':
+                c = c.split('</think>', 1)[1]
+        texts = [c] + [x['function']['name'] + x['function']['arguments'] for x in m.get('tool_calls') or []]
+        if any(a in t for a in added for t in texts):
+            return True
+    return False
+
+
 def chat_cases(v3_json, v3_cfg):
     import transformers
     from transformers import PreTrainedTokenizerFast
@@ -430,7 +445,10 @@ def chat_cases(v3_json, v3_cfg):
         hf = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token='<｜begin▁of▁sentence｜>',
                                      eos_token='<｜end▁of▁sentence｜>')
         hf.chat_template = tmpl
+        added = [t['content'] for t in tj['added_tokens']]
         for ci, msgs in enumerate(convs):
+            if has_added_text(fmt, msgs, added):
+                continue  # HF would parse that text as markers; we keep message text literal (tested in C)
             if fmt in ('v3', 'v2') and any(m.get('prefix') for m in msgs):
                 continue
             if fmt == 'v2' and any(m['role'] == 'tool' or m.get('tool_calls') for m in msgs):
