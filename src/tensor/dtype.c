@@ -25,7 +25,31 @@ const char *ds_dtype_name(ds_dtype t) {
     case DS_DTYPE_F8_E4M3: return "F8_E4M3";
     case DS_DTYPE_I32: return "I32";
     case DS_DTYPE_I64: return "I64";
+    case DS_DTYPE_Q8_0: return "Q8_0";
+    case DS_DTYPE_Q4_0: return "Q4_0";
+    case DS_DTYPE_Q4_K: return "Q4_K";
+    case DS_DTYPE_Q6_K: return "Q6_K";
+    case DS_DTYPE_Q5_0: return "Q5_0";
     default: return "?";
+    }
+}
+
+int64_t ds_dtype_block(ds_dtype t) {
+    switch (t) {
+    case DS_DTYPE_Q8_0: case DS_DTYPE_Q4_0: case DS_DTYPE_Q5_0: return 32;
+    case DS_DTYPE_Q4_K: case DS_DTYPE_Q6_K: return 256;
+    default: return 1;
+    }
+}
+
+size_t ds_dtype_block_bytes(ds_dtype t) {
+    switch (t) {
+    case DS_DTYPE_Q8_0: return 34;
+    case DS_DTYPE_Q4_0: return 18;
+    case DS_DTYPE_Q5_0: return 22;
+    case DS_DTYPE_Q4_K: return 144;
+    case DS_DTYPE_Q6_K: return 210;
+    default: return ds_dtype_size(t);
     }
 }
 

@@ -1,12 +1,15 @@
 /*
  * dtype.h - element types and scalar conversions to/from fp32.
  *
- * On-disk enum values are never renumbered. Block-quantized GGUF types
- * (Q8_0, Q4_K, ...) are added by the quantization module.
+ * On-disk enum values are never renumbered. The block-quantized types have
+ * exactly ggml's byte layouts (see tensor/quant.h) so GGUF files from
+ * llama.cpp map directly; a row of such a type is a whole number of blocks.
  */
 #ifndef DS_DTYPE_H
 #define DS_DTYPE_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -17,11 +20,21 @@ typedef enum ds_dtype {
     DS_DTYPE_F8_E4M3 = 3,
     DS_DTYPE_I32 = 4,
     DS_DTYPE_I64 = 5,
+    DS_DTYPE_Q8_0 = 6,    /* blocks of 32: fp16 d, 32 x int8          (34 bytes) */
+    DS_DTYPE_Q4_0 = 7,    /* blocks of 32: fp16 d, 16 bytes of nibbles (18 bytes) */
+    DS_DTYPE_Q4_K = 8,    /* super-blocks of 256: d, dmin, 6-bit scales/mins, nibbles (144) */
+    DS_DTYPE_Q6_K = 9,    /* super-blocks of 256: 6-bit quants, int8 scales, d (210) */
+    DS_DTYPE_Q5_0 = 10,   /* blocks of 32: fp16 d, 4 bytes high bits, nibbles (22) */
     DS_DTYPE_COUNT
 } ds_dtype;
 
-/* Bytes per element; 0 for unknown. */
+/* Bytes per element; 0 for unknown and for block-quantized types. */
 size_t ds_dtype_size(ds_dtype t);
+/* Elements per block (1 for plain types, 32 or 256 for quantized ones)
+ * and bytes per block; 0 bytes for unknown. */
+int64_t ds_dtype_block(ds_dtype t);
+size_t ds_dtype_block_bytes(ds_dtype t);
+static inline bool ds_dtype_is_quant(ds_dtype t) { return t >= 6 && t < DS_DTYPE_COUNT; }
 const char *ds_dtype_name(ds_dtype t);
 
 static inline float ds_bf16_to_f32(uint16_t h) {

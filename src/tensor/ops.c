@@ -7,9 +7,14 @@
  *   - many tokens (prefill): W is walked in panels of DS_PANEL rows; each
  *     panel is dequantized to fp32 in per-thread scratch and multiplied with
  *     an OpenBLAS sgemm (single-threaded inside our parallel region).
+ *   - block-quantized weights (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K) in decode: the
+ *     T activation rows are quantized once per call (A8 / K8, quant.h) and
+ *     each weight row is dotted in integer arithmetic (quant_avx2.c).
  */
 #include "ops.h"
 #include "ops_isa.h"
+#include "quant.h"
+#include "quant_isa.h"
 #include "../core/thread.h"
 
 #include <cblas.h>
@@ -57,13 +62,33 @@ float *ds_scratch(int tid, int slot, size_t n) {
     return g_scratch[tid][slot];
 }
 
+/* Per-thread byte buffers for quantized activation rows (separate from the
+ * float slots so a nested call cannot clobber a caller's scratch). */
+static uint8_t *g_act[DS_MAX_THREADS];
+static size_t g_act_cap[DS_MAX_THREADS];
+
+static uint8_t *act_buf(int tid, size_t n) {
+    DS_ASSERT(tid >= 0 && tid < DS_MAX_THREADS);
+    if (g_act_cap[tid] < n) {
+        ds_free(g_act[tid]);
+        g_act[tid] = ds_alloc(n);
+        DS_ASSERT(g_act[tid] != NULL);
+        g_act_cap[tid] = n;
+    }
+    return g_act[tid];
+}
+
 void ds_ops_cleanup(void) {
-    for (int i = 0; i < DS_MAX_THREADS; i++)
+    for (int i = 0; i < DS_MAX_THREADS; i++) {
         for (int j = 0; j < DS_SCRATCH_SLOTS; j++) {
             ds_free(g_scratch[i][j]);
             g_scratch[i][j] = NULL;
             g_scratch_cap[i][j] = 0;
         }
+        ds_free(g_act[i]);
+        g_act[i] = NULL;
+        g_act_cap[i] = 0;
+    }
 }
 
 /* ------------------------------------------------------------ dot products */
@@ -93,8 +118,18 @@ static float dot_row_tid(const ds_tensor *w, int64_t r, const float *x, int64_t 
     return dot_generic(w, r, x, K, tid);
 }
 
+static inline const uint8_t *row_ptr(const ds_tensor *w, int64_t r, int64_t K) {
+    return (const uint8_t *)w->data + ds_dtype_row_bytes(w->dtype, K) * (size_t)r;
+}
+
 float ds_dot_row(const ds_tensor *w, int64_t r, const float *x, int64_t K) {
-    return dot_row_tid(w, r, x, K, ds_thread_id());
+    int tid = ds_thread_id();
+    if (isa() == 1 && ds_act_kind(w->dtype)) {
+        uint8_t *qa = act_buf(tid, ds_act_row_bytes(w->dtype, K));
+        ds_quantize_act_avx2(w->dtype, x, qa, K);
+        return ds_vec_dot_avx2(w->dtype, row_ptr(w, r, K), qa, K);
+    }
+    return dot_row_tid(w, r, x, K, tid);
 }
 
 /* Dequantizes rows [r0, r0+n) of w into out[n, K]. */
@@ -105,7 +140,11 @@ static void dequant_rows(const ds_tensor *w, int64_t r0, int64_t n, float *out) 
         float *o = out + (size_t)i * (size_t)K;
         if (isa() == 1 && w->dtype == DS_DTYPE_BF16) ds_cvt_bf16_avx2(o, (const uint16_t *)w->data + off, K);
         else if (isa() == 1 && w->dtype == DS_DTYPE_F16) ds_cvt_f16_avx2(o, (const uint16_t *)w->data + off, K);
-        else ds_tensor_row_f32(w, r0 + i, 0, K, o);
+        else if (isa() == 1 && ds_dtype_is_quant(w->dtype)) ds_dequant_row_avx2(w->dtype, row_ptr(w, r0 + i, K), o, K);
+        else if (isa() == 1 && w->dtype == DS_DTYPE_F8_E4M3) {
+            const float *srow = w->scale ? w->scale + (size_t)((r0 + i) / w->block_r) * (size_t)w->scale_cols : NULL;
+            ds_cvt_fp8_avx2(o, (const uint8_t *)w->data + off, K, srow, 0, w->scale ? w->block_c : 1);
+        } else ds_tensor_row_f32(w, r0 + i, 0, K, o);
     }
 }
 
@@ -115,7 +154,24 @@ typedef struct {
     float *y; int64_t ldy;
     const float *x; int64_t ldx;
     const ds_tensor *w; int64_t r0, N, T, K;
+    const uint8_t *qa; size_t ab;   /* quantized activations: T rows of ab bytes */
 } matmul_ctx;
+
+/* Decode with a block-quantized weight on AVX2: integer dots against
+ * activations quantized once per call. */
+static inline bool use_qdot(const ds_tensor *w, int64_t T) {
+    return T < DS_GEMM_MIN_T && isa() == 1 && ds_act_kind(w->dtype) != 0;
+}
+
+static void matmul_qrows_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
+    matmul_ctx *c = vctx;
+    for (int64_t n = i0; n < i1; n++) {
+        const uint8_t *wr = row_ptr(c->w, c->r0 + n, c->K);
+        for (int64_t t = 0; t < c->T; t++)
+            c->y[t * c->ldy + n] = ds_vec_dot_avx2(c->w->dtype, wr, c->qa + (size_t)t * c->ab, c->K);
+    }
+}
 
 static void matmul_rows_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
     matmul_ctx *c = vctx;
@@ -146,8 +202,15 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
     int64_t K = ds_tensor_cols(w);
     DS_ASSERT(r0 >= 0 && r0 + N <= ds_tensor_rows(w));
     if (N <= 0 || T <= 0) return;
-    matmul_ctx c = { y, ldy, x, ldx, w, r0, N, T, K };
-    if (T < DS_GEMM_MIN_T || isa() == 0) {
+    matmul_ctx c = { y, ldy, x, ldx, w, r0, N, T, K, NULL, 0 };
+    if (use_qdot(w, T)) {
+        c.ab = ds_act_row_bytes(w->dtype, K);
+        uint8_t *qa = act_buf(ds_thread_id(), c.ab * (size_t)T);
+        for (int64_t t = 0; t < T; t++) ds_quantize_act_avx2(w->dtype, x + t * ldx, qa + (size_t)t * c.ab, K);
+        c.qa = qa;
+        int64_t min_rows = DS_MAX(1, 16384 / DS_MAX(K * T, 1));
+        ds_par_for(N, min_rows, matmul_qrows_worker, &c);
+    } else if (T < DS_GEMM_MIN_T || isa() == 0) {
         int64_t min_rows = DS_MAX(1, 16384 / DS_MAX(K * T, 1));
         ds_par_for(N, min_rows, matmul_rows_worker, &c);
     } else {
@@ -163,6 +226,7 @@ typedef struct {
     const ds_mm_job *jobs;
     int n;
     int64_t *start;   /* (n + 1) unit prefix sums */
+    const uint8_t **qa; /* [n] quantized activations of quantized-weight decode jobs, else NULL */
 } multi_ctx;
 
 static void multi_worker(void *vctx, int64_t u0, int64_t u1, int tid) {
@@ -173,8 +237,11 @@ static void multi_worker(void *vctx, int64_t u0, int64_t u1, int tid) {
         while (mc->start[j + 1] <= u) j++;
         const ds_mm_job *jb = &mc->jobs[j];
         int64_t a = u - mc->start[j], b = DS_MIN(u1, mc->start[j + 1]) - mc->start[j];
-        matmul_ctx c = { jb->y, jb->ldy, jb->x, jb->ldx, jb->w, jb->r0, jb->N, jb->T, ds_tensor_cols(jb->w) };
-        if (jb->T < DS_GEMM_MIN_T || isa() == 0) matmul_rows_worker(&c, a, b, tid);
+        int64_t K = ds_tensor_cols(jb->w);
+        matmul_ctx c = { jb->y, jb->ldy, jb->x, jb->ldx, jb->w, jb->r0, jb->N, jb->T, K, mc->qa[j],
+                         mc->qa[j] ? ds_act_row_bytes(jb->w->dtype, K) : 0 };
+        if (c.qa) matmul_qrows_worker(&c, a, b, tid);
+        else if (jb->T < DS_GEMM_MIN_T || isa() == 0) matmul_rows_worker(&c, a, b, tid);
         else matmul_panel_worker(&c, a, b, tid);
         u += b - a;
     }
@@ -183,9 +250,11 @@ static void multi_worker(void *vctx, int64_t u0, int64_t u1, int tid) {
 void ds_matmul_multi(const ds_mm_job *jobs, int n) {
     if (n <= 0) return;
     int64_t stack[65], *start = n < 64 ? stack : malloc((size_t)(n + 1) * sizeof *start);
-    DS_ASSERT(start);
+    const uint8_t *qstack[64], **qa = n < 64 ? qstack : malloc((size_t)n * sizeof *qa);
+    DS_ASSERT(start && qa);
     start[0] = 0;
     int64_t work = 0;
+    size_t qbytes = 0;
     for (int j = 0; j < n; j++) {
         const ds_mm_job *jb = &jobs[j];
         DS_ASSERT(jb->r0 >= 0 && jb->r0 + jb->N <= ds_tensor_rows(jb->w));
@@ -193,12 +262,32 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
                       : (jb->T < DS_GEMM_MIN_T || isa() == 0) ? jb->N : (jb->N + DS_PANEL - 1) / DS_PANEL;
         start[j + 1] = start[j] + units;
         work += jb->N * jb->T * ds_tensor_cols(jb->w);
+        if (units && use_qdot(jb->w, jb->T)) qbytes += ds_act_row_bytes(jb->w->dtype, ds_tensor_cols(jb->w)) * (size_t)jb->T;
     }
-    multi_ctx mc = { jobs, n, start };
+    /* quantize each distinct activation once (jobs often share x) */
+    uint8_t *qbuf = qbytes ? act_buf(ds_thread_id(), qbytes) : NULL;
+    size_t qoff = 0;
+    for (int j = 0; j < n; j++) {
+        const ds_mm_job *jb = &jobs[j];
+        qa[j] = NULL;
+        if (start[j + 1] == start[j] || !use_qdot(jb->w, jb->T)) continue;
+        int64_t K = ds_tensor_cols(jb->w);
+        int kind = ds_act_kind(jb->w->dtype);
+        for (int i = 0; i < j; i++)
+            if (qa[i] && jobs[i].x == jb->x && jobs[i].ldx == jb->ldx && jobs[i].T == jb->T &&
+                ds_tensor_cols(jobs[i].w) == K && ds_act_kind(jobs[i].w->dtype) == kind) { qa[j] = qa[i]; break; }
+        if (qa[j]) continue;
+        size_t ab = ds_act_row_bytes(jb->w->dtype, K);
+        for (int64_t t = 0; t < jb->T; t++) ds_quantize_act_avx2(jb->w->dtype, jb->x + t * jb->ldx, qbuf + qoff + (size_t)t * ab, K);
+        qa[j] = qbuf + qoff;
+        qoff += ab * (size_t)jb->T;
+    }
+    multi_ctx mc = { jobs, n, start, qa };
     int64_t units = start[n];
     int64_t min_units = DS_MAX(1, units * 16384 / DS_MAX(work, 1));
     ds_par_for(units, min_units, multi_worker, &mc);
     if (start != stack) free(start);
+    if (qa != qstack) free(qa);
 }
 
 typedef struct {
@@ -216,7 +305,7 @@ static void matmul_t_worker(void *vctx, int64_t c0, int64_t c1, int tid) {
         size_t off = (size_t)(c->r0 + r) * (size_t)c->K + (size_t)c0;
         if (isa() == 1 && c->w->dtype == DS_DTYPE_BF16) ds_cvt_bf16_avx2(o, (const uint16_t *)c->w->data + off, nc);
         else if (isa() == 1 && c->w->dtype == DS_DTYPE_F16) ds_cvt_f16_avx2(o, (const uint16_t *)c->w->data + off, nc);
-        else ds_tensor_row_f32(c->w, c->r0 + r, c0, nc, o);
+        else ds_tensor_row_f32(c->w, c->r0 + r, c0, nc, o);  /* quantized: whole blocks, reference */
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)c->T, (int)nc, (int)c->N, 1.0f,
                 c->x, (int)c->ldx, buf, (int)nc, 0.0f, c->y + c0, (int)c->ldy);

@@ -2,8 +2,11 @@
  * tensor.c - element access for tensor views (the plain reference path).
  */
 #include "tensor.h"
+#include "quant.h"
 
-size_t ds_dtype_row_bytes(ds_dtype t, int64_t cols) { return ds_dtype_size(t) * (size_t)cols; }
+size_t ds_dtype_row_bytes(ds_dtype t, int64_t cols) {
+    return ds_dtype_block_bytes(t) * (size_t)(cols / ds_dtype_block(t));
+}
 
 ds_tensor ds_tensor_slice(const ds_tensor *t, int64_t i) {
     DS_ASSERT(t->ndim == 3 && i >= 0 && i < t->shape[0] && !t->scale);
@@ -46,6 +49,18 @@ void ds_tensor_row_f32(const ds_tensor *w, int64_t r, int64_t c0, int64_t n, flo
                 out[i] = ds_fp8_e4m3_to_f32(p[i]) * srow[(c0 + i) / w->block_c];
         } else {
             for (int64_t i = 0; i < n; i++) out[i] = ds_fp8_e4m3_to_f32(p[i]);
+        }
+        break;
+    }
+    case DS_DTYPE_Q8_0: case DS_DTYPE_Q4_0: case DS_DTYPE_Q5_0: case DS_DTYPE_Q4_K: case DS_DTYPE_Q6_K: {
+        /* whole blocks covering [c0, c0+n) of row r */
+        int64_t B = ds_dtype_block(w->dtype);
+        const uint8_t *row = (const uint8_t *)w->data + ds_dtype_row_bytes(w->dtype, K) * (size_t)r;
+        float tmp[256];
+        for (int64_t b = c0 / B; b * B < c0 + n; b++) {
+            ds_dequant_row_ref(w->dtype, row + ds_dtype_block_bytes(w->dtype) * (size_t)b, tmp, B);
+            int64_t lo = DS_MAX(b * B, c0), hi = DS_MIN((b + 1) * B, c0 + n);
+            for (int64_t c = lo; c < hi; c++) out[c - c0] = tmp[c - b * B];
         }
         break;
     }
