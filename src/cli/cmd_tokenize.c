@@ -24,7 +24,8 @@ static void tokenize_usage(FILE *f) {
             "  --text S           the text to tokenize\n"
             "  --file F           read the text from file F ('-' for stdin); bytes as they are\n"
             "  --no-special       treat the text literally: special-token strings are tokenized\n"
-            "                     as plain text and the post-processor adds nothing\n");
+            "                     as plain text and the post-processor adds nothing\n"
+            "  --stats            print load/encode times and speed to stderr\n");
 }
 
 static void detokenize_usage(FILE *f) {
@@ -73,10 +74,11 @@ static char *read_stdin(size_t *len) {
 
 int cmd_tokenize(int argc, char **argv) {
     const char *cmd = "tokenize", *model = NULL, *text = NULL, *file = NULL;
-    bool special = true;
+    bool special = true, stats = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is_help(a)) { tokenize_usage(stdout); return 0; }
+        else if (!strcmp(a, "--stats")) stats = true;
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = need_arg(cmd, argc, argv, &i);
         else if (!strcmp(a, "--text")) text = need_arg(cmd, argc, argv, &i);
         else if (!strcmp(a, "--file")) file = need_arg(cmd, argc, argv, &i);
@@ -94,11 +96,18 @@ int cmd_tokenize(int argc, char **argv) {
     } else {
         len = strlen(text);
     }
+    double t0 = ds_now();
     ds_tokenizer *t = load(cmd, model);
+    double t1 = ds_now();
     tok_ids ids = {0};
     ds_err e = {0};
     if (tok_encode_append(t, buf ? buf : text, len, special ? TOK_PARSE_SPECIAL | TOK_ADD_SPECIAL : 0, &ids, &e))
         cli_die_err(cmd, &e);
+    double t2 = ds_now();
+    if (stats)
+        fprintf(stderr, "load %.3f s; encode %zu bytes -> %lld tokens in %.4f s (%.2f MB/s, %.0f tokens/s)\n",
+                t1 - t0, len, (long long)ids.n, t2 - t1, len / 1e6 / (t2 - t1 > 0 ? t2 - t1 : 1e-9),
+                ids.n / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
     putchar('[');
     for (int64_t i = 0; i < ids.n; i++) printf(i ? ",%d" : "%d", ids.v[i]);
     printf("]\n");

@@ -412,8 +412,8 @@ int tok_load_buf(ds_tokenizer **out, const char *what, const char *json, size_t 
             t->pp_ids = malloc((size_t)(pre.n + suf.n) * sizeof *t->pp_ids);
             if (!t->pp_ids) rc = ds_err_set(e, DS_ENOMEM, "%s: out of memory", what);
             else {
-                memcpy(t->pp_ids, pre.v, (size_t)pre.n * 4);
-                memcpy(t->pp_ids + pre.n, suf.v, (size_t)suf.n * 4);
+                if (pre.n) memcpy(t->pp_ids, pre.v, (size_t)pre.n * 4);
+                if (suf.n) memcpy(t->pp_ids + pre.n, suf.v, (size_t)suf.n * 4);
                 t->n_pp_prefix = (int)pre.n;
                 t->n_pp_suffix = (int)suf.n;
             }
