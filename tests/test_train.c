@@ -21,6 +21,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/rng.h"
 #include "core/thread.h"
@@ -28,7 +30,9 @@
 #include "io/safetensors.h"
 #include "model/model_internal.h"
 #include "model/rope.h"
+#include "train/data.h"
 #include "train/tinternal.h"
+#include "train/trainer.h"
 #include "train/tmodel.h"
 #include "train/tops.h"
 
@@ -423,4 +427,124 @@ TEST(train_forward_matches_inference) {
     ce_matches_inference("tiny-v3-fp8");
     ce_matches_inference("tiny-v2-lite");
     ce_matches_inference("tiny-v2");
+}
+
+/* ------------------------------------------------------------ trainer */
+
+
+/* A data folder of random byte tokens, and a tiny recipe writing to out. */
+static int make_run(char *root, ds_recipe *r, json_t **model) {
+    strcpy(root, "/tmp/ds-train-test-XXXXXX");
+    if (!mkdtemp(root)) return -1;
+    char data[600], path[700];
+    snprintf(data, sizeof data, "%s/data", root);
+    mkdir(data, 0755);
+    ds_rng rng; ds_rng_seed(&rng, 99);
+    int32_t tok[3000];
+    for (int i = 0; i < 3000; i++) tok[i] = 32 + (int32_t)(ds_rng_u64(&rng) % 64);
+    ds_err e = { 0 };
+    snprintf(path, sizeof path, "%s/train_000000.tok", data);
+    if (ds_shard_write(path, tok, 2600, 258, &e)) return -1;
+    snprintf(path, sizeof path, "%s/val_000000.tok", data);
+    if (ds_shard_write(path, tok + 2600, 400, 258, &e)) return -1;
+    const char *dj = "{\"vocab_size\":258,\"train\":[\"train_000000.tok\"],\"val\":[\"val_000000.tok\"]}";
+    snprintf(path, sizeof path, "%s/data.json", data);
+    if (ds_write_file_atomic(path, dj, strlen(dj), &e)) return -1;
+    char *tj = ds_byte_tokenizer_json();
+    snprintf(path, sizeof path, "%s/tokenizer.json", data);
+    if (ds_write_file_atomic(path, tj, strlen(tj), &e)) return -1;
+    free(tj);
+    ds_recipe_default(r);
+    snprintf(r->data, sizeof r->data, "%s", data);
+    snprintf(r->out, sizeof r->out, "%s/out", root);
+    r->seq_len = 16; r->batch_size = 3; r->grad_accum = 2; r->steps = 6; r->warmup_steps = 2;
+    r->eval_every = 0; r->eval_tokens = 200; r->ckpt_every = 0; r->peak_gflops = 1; r->lr = 1e-2;
+    *model = json_loads("{\"vocab_size\":258,\"hidden_size\":16,\"intermediate_size\":24,\"moe_intermediate_size\":8,"
+                        "\"num_hidden_layers\":2,\"num_attention_heads\":2,\"q_lora_rank\":12,\"kv_lora_rank\":8,"
+                        "\"qk_nope_head_dim\":4,\"qk_rope_head_dim\":4,\"v_head_dim\":4,\"n_routed_experts\":4,"
+                        "\"n_shared_experts\":1,\"num_experts_per_tok\":2,\"n_group\":2,\"topk_group\":1,"
+                        "\"routed_scaling_factor\":2.5}", 0, NULL);
+    return 0;
+}
+
+static void rm_tree(const char *root) {
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    if (strncmp(root, "/tmp/ds-train-test-", 19) == 0 && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
+}
+
+/* A run interrupted by a checkpoint and resumed has a bit-identical loss
+ * trajectory and final parameters (same thread count). */
+TEST(train_resume_bit_identical) {
+    char root[64];
+    ds_recipe r;
+    json_t *model;
+    if (make_run(root, &r, &model)) { CHECK(!"fixture"); return; }
+    ds_err e = { 0 };
+    ds_trainer a, b;
+    double la[6], lb[6];
+    CHECK(ds_trainer_init(&a, &r, model, &e) == 0);
+    for (int i = 0; i < 6 && !e.code; i++) { ds_step_info s; CHECK(ds_trainer_step(&a, &s, &e) == 0); la[i] = s.loss; }
+    /* second run: 3 steps, checkpoint, free, resume, 3 steps */
+    snprintf(r.out, sizeof r.out, "%s/out2", root);
+    CHECK(ds_trainer_init(&b, &r, model, &e) == 0);
+    for (int i = 0; i < 3; i++) { ds_step_info s; CHECK(ds_trainer_step(&b, &s, &e) == 0); lb[i] = s.loss; }
+    CHECK(ds_trainer_save(&b, NULL, &e) == 0);
+    ds_trainer_free(&b);
+    CHECK_MSG(ds_trainer_resume(&b, r.out, NULL, 0, &e) == 0, "%s", e.msg);
+    CHECK_EQ_INT(b.step, 3);
+    for (int i = 3; i < 6; i++) { ds_step_info s; CHECK(ds_trainer_step(&b, &s, &e) == 0); lb[i] = s.loss; }
+    for (int i = 0; i < 6; i++) CHECK_MSG(la[i] == lb[i], "step %d: loss %.9g uninterrupted vs %.9g resumed", i + 1, la[i], lb[i]);
+    CHECK(la[5] < la[0]);
+    CHECK(a.m->n_floats == b.m->n_floats && memcmp(a.m->w, b.m->w, (size_t)a.m->n_floats * 4) == 0);
+    CHECK(memcmp(a.opt.m, b.opt.m, (size_t)a.m->n_floats * 4) == 0 && memcmp(a.opt.v, b.opt.v, (size_t)a.m->n_floats * 4) == 0);
+    ds_trainer_free(&a);
+    ds_trainer_free(&b);
+    json_decref(model);
+    rm_tree(root);
+}
+
+/* A non-finite gradient skips the update (parameters, moments, bias stay
+ * as they were); non-finite parameters are never written to a checkpoint. */
+TEST(train_nan_guard) {
+    char root[64];
+    ds_recipe r;
+    json_t *model;
+    if (make_run(root, &r, &model)) { CHECK(!"fixture"); return; }
+    ds_err e = { 0 };
+    ds_trainer t;
+    CHECK(ds_trainer_init(&t, &r, model, &e) == 0);
+    ds_step_info s;
+    CHECK(ds_trainer_step(&t, &s, &e) == 0 && !s.skipped);
+    t.debug_nan_step = 1;
+    size_t bytes = (size_t)t.m->n_floats * 4;
+    float *w0 = malloc(bytes), *m0 = malloc(bytes);
+    memcpy(w0, t.m->w, bytes);
+    memcpy(m0, t.opt.m, bytes);
+    CHECK(ds_trainer_step(&t, &s, &e) == 0);
+    CHECK(s.skipped);
+    CHECK(memcmp(w0, t.m->w, bytes) == 0 && memcmp(m0, t.opt.m, bytes) == 0);
+    CHECK(ds_trainer_step(&t, &s, &e) == 0 && !s.skipped && isfinite(s.loss));
+    CHECK(ds_params_finite(t.m));
+    CHECK(ds_trainer_save(&t, NULL, &e) == 0);
+    /* poisoned parameters: refused, and nothing new on disk */
+    t.m->w[t.m->params[1].off] = INFINITY;
+    ds_err e2 = { 0 };
+    t.step++;
+    CHECK(ds_trainer_save(&t, NULL, &e2) == DS_ERANGE);
+    char p[1200];
+    snprintf(p, sizeof p, "%s/ckpt-%08lld", r.out, (long long)t.step);
+    CHECK(access(p, F_OK) != 0);
+    snprintf(p, sizeof p, "%s/ckpt-%08lld/model.safetensors", r.out, (long long)t.step - 1);
+    CHECK(access(p, F_OK) == 0);
+    /* consecutive non-finite steps beyond max_nan_skips stop training */
+    t.r.max_nan_skips = 2;
+    int rc = 0;
+    for (int i = 0; i < 4 && !rc; i++) rc = ds_trainer_step(&t, &s, &e2);
+    CHECK(rc == DS_ERANGE);
+    free(w0);
+    free(m0);
+    ds_trainer_free(&t);
+    json_decref(model);
+    rm_tree(root);
 }

@@ -119,7 +119,10 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *
     int64_t *count = m->load + l * E;
     memset(a->ex_off, 0, (size_t)(E + 1) * sizeof(int64_t));
     for (int64_t i = 0; i < N * K; i++) a->ex_off[a->idx[i] + 1]++;
-    for (int64_t x = 0; x < E; x++) { count[x] += a->ex_off[x + 1]; a->ex_off[x + 1] += a->ex_off[x]; }
+    for (int64_t x = 0; x < E; x++) {
+        if (!s->no_grad) count[x] += a->ex_off[x + 1];   /* evaluation does not count as load */
+        a->ex_off[x + 1] += a->ex_off[x];
+    }
     int64_t *fill = ds_arena_calloc(s->a, (size_t)E, sizeof(int64_t));
     float *xe = ds_arena_calloc(s->a, (size_t)(N * K * D), sizeof(float));   /* gathered inputs */
     float *he = ds_arena_calloc(s->a, (size_t)(N * K * DS_MAX(F, 1)), sizeof(float));

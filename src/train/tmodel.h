@@ -94,7 +94,8 @@ typedef struct ds_tmodel {
     float *inv_freq;       /* (Dr/2) YaRN-adjusted */
     float attn_scale;
     ds_tacts *acts;        /* activations, grown on demand */
-    /* expert-load statistics, accumulated by every forward until reset:
+    /* expert-load statistics, accumulated by every training forward (not
+     * no_grad evaluation) until reset:
      * load[l·E + i] = tokens routed to expert i in layer l (l < L + n_mtp) */
     int64_t *load;
 } ds_tmodel;

@@ -1,0 +1,236 @@
+/*
+ * cmd_train.c - `deepseek train`: the DeepSeek-V3 recipe from a readable
+ * JSON config and/or flags, with a live progress line, metrics.jsonl,
+ * periodic evaluation and checkpoints; Ctrl-C saves and stops.
+ */
+#include "cli.h"
+#include "../core/mmap_file.h"
+#include "../core/thread.h"
+#include "../io/json.h"
+#include "../train/trainer.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: deepseek train [--config RECIPE.json] [options]\n"
+        "       deepseek train --resume OUT [options]\n"
+        "  Trains a DeepSeek-V3-architecture model on token shards from `deepseek prepare-data`.\n"
+        "  RECIPE.json: {\"model\": {config.json keys}, \"data\": DIR, \"out\": DIR, recipe keys...}\n"
+        "  (see models/default/recipe.json). Any recipe key is also a flag, dashes or underscores:\n"
+        "    --data DIR --out DIR --steps N --seq-len T --batch-size B --grad-accum N\n"
+        "    --lr X --min-lr X --warmup-steps N --schedule cosine|constant\n"
+        "    --beta1 --beta2 --eps --weight-decay --grad-clip --init-std\n"
+        "    --bias-update-speed G --bias-freeze-step N (-1 never) --balance-alpha A --mtp-weight L\n"
+        "    --eval-every N --eval-tokens N --ckpt-every N --keep-checkpoints N --log-every N\n"
+        "    --seed S --threads N --time-limit-min M --max-nan-skips N --peak-gflops G\n"
+        "    --init-from HF_DIR     start from an existing checkpoint instead of the config's model\n"
+        "  --model KEY=VALUE       set a model config.json key (e.g. --model hidden_size=128)\n"
+        "  --resume OUT|CKPT       continue exactly where a run stopped (its recipe; flags override)\n"
+        "  -t, --threads N         threads (default: all cores)\n"
+        "Output: OUT/ckpt-NNNNNNNN (Hugging Face folder + optimizer/data state), OUT/latest,\n"
+        "OUT/metrics.jsonl (one JSON object per step; {\"step\",\"val_loss\"} lines after evaluations).\n");
+}
+
+static volatile sig_atomic_t g_stop;
+static void on_sigint(int sig) { (void)sig; g_stop = 1; }
+
+static void fmt_eta(char *buf, size_t n, double s) {
+    if (!(s >= 0) || s > 1e7) { snprintf(buf, n, "?"); return; }
+    long x = (long)(s + 0.5);
+    if (x >= 3600) snprintf(buf, n, "%ldh%02ldm", x / 3600, x / 60 % 60);
+    else snprintf(buf, n, "%ldm%02lds", x / 60, x % 60);
+}
+
+static json_t *load_row(const ds_tmodel *m, int64_t l) {
+    json_t *a = json_array();
+    int64_t E = m->cfg.n_routed_experts;
+    for (int64_t i = 0; i < E; i++) json_array_append_new(a, json_integer(m->load[l * E + i]));
+    return a;
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *C = "train", *config = NULL, *resume = NULL;
+    char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    char **model_sets = calloc((size_t)argc + 1, sizeof *model_sets);
+    int n_sets = 0, n_model = 0;
+    int64_t debug_nan = -1;
+    if (!sets || !model_sets) cli_die(C, "out of memory");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (cli_is_help(a)) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--config") || !strcmp(a, "-c")) { config = v; i++; }
+        else if (!strcmp(a, "--resume")) { resume = v; i++; }
+        else if (!strcmp(a, "--model")) {
+            if (!v || !strchr(v, '=')) cli_die(C, "--model needs KEY=VALUE");
+            model_sets[n_model++] = (char *)v; i++;
+        } else if (!strcmp(a, "--set")) {
+            if (!v) cli_die(C, "--set needs KEY=VALUE");
+            sets[n_sets++] = strdup(v); i++;
+        } else if (!strcmp(a, "--debug-nan-step")) { debug_nan = cli_parse_int(C, a, v, 0, INT64_MAX); i++; }
+        else if (!strcmp(a, "-t")) { sets[n_sets] = malloc(32); snprintf(sets[n_sets++], 32, "threads=%s", v ? v : ""); i++; }
+        else if (a[0] == '-' && a[1] == '-' && a[2]) {
+            if (!v) cli_die(C, "%s needs a value", a);
+            size_t n = strlen(a + 2) + strlen(v) + 2;
+            char *kv = malloc(n);
+            snprintf(kv, n, "%s=%s", a + 2, v);
+            for (char *p = kv; *p && *p != '='; p++) if (*p == '-') *p = '_';
+            sets[n_sets++] = kv;
+            i++;
+        } else { usage(stderr); cli_die(C, "unknown argument '%s'", a); }
+    }
+    ds_err e = { 0 };
+    ds_recipe r;
+    ds_recipe_default(&r);
+    json_t *cfgj = NULL, *model = NULL;
+    if (config) {
+        if (ds_json_load_file(config, 16u << 20, &cfgj, &e)) cli_die_err(C, &e);
+        if (ds_recipe_apply(&r, cfgj, &model, config, &e)) cli_die_err(C, &e);
+    }
+    if (model) model = json_deep_copy(model);
+    else model = json_object();
+    for (int i = 0; i < n_model; i++) {
+        char *eq = strchr(model_sets[i], '=');
+        *eq = 0;
+        json_t *val = json_loads(eq + 1, JSON_DECODE_ANY, NULL);
+        if (!val) val = json_string(eq + 1);
+        json_object_set_new(model, model_sets[i], val);
+        *eq = '=';
+    }
+    /* threads first (the recipe's, or flags') so the peak measurement uses them */
+    for (int i = 0; i < n_sets; i++)
+        if (!resume && ds_recipe_set(&r, sets[i], &e)) cli_die_err(C, &e);
+    ds_trainer t;
+    if (resume) {
+        if (config || n_model) cli_die(C, "--resume takes the run's own recipe and model; only flags may override");
+        /* resume reads the recipe first; threads must be set before its peak measurement */
+        int64_t th = 0;
+        for (int i = 0; i < n_sets; i++)
+            if (!strncmp(sets[i], "threads=", 8)) th = atoll(sets[i] + 8);
+        char sp[4096];
+        snprintf(sp, sizeof sp, "%s/trainer_state.json", resume);
+        json_t *st = NULL;
+        ds_err e2 = { 0 };
+        if (!th) {
+            char p2[4200];
+            snprintf(p2, sizeof p2, "%s/latest/trainer_state.json", resume);
+            if (ds_json_load_file(access(sp, F_OK) == 0 ? sp : p2, 16u << 20, &st, &e2) == 0) {
+                json_t *rc = json_object_get(json_object_get(st, "recipe"), "threads");
+                if (json_is_integer(rc)) th = json_integer_value(rc);
+                json_decref(st);
+            }
+        }
+        ds_threads_set((int)th);
+        if (ds_trainer_resume(&t, resume, sets, n_sets, &e)) cli_die_err(C, &e);
+    } else {
+        ds_threads_set((int)r.threads);
+        if (ds_trainer_init(&t, &r, model, &e)) cli_die_err(C, &e);
+    }
+    t.debug_nan_step = debug_nan;
+    const ds_recipe *R = &t.r;
+    ds_tmodel *m = t.m;
+    int64_t total = 0;
+    for (int64_t i = 0; i < m->n_params; i++) total += m->params[i].numel;
+    int64_t n_moe = ds_tmodel_moe_layers(m, NULL);
+    int64_t *moe_idx = calloc((size_t)DS_MAX(n_moe, 1), sizeof(int64_t));
+    ds_tmodel_moe_layers(m, moe_idx);
+    fprintf(stderr,
+            "deepseek train: %s model, %lld layers%s, %lld parameters (%lld active per token), vocab %lld\n"
+            "  data %s: %lld train / %lld val tokens; batch %lld x %lld tokens x %lld accum; %lld steps\n"
+            "  %.3g GFLOP per step; measured fp32 peak %.1f GFLOP/s on %d threads; out %s\n",
+            m->cfg.model_type, (long long)m->cfg.n_layer, m->n_mtp ? " + MTP" : "", (long long)total,
+            (long long)ds_tmodel_active_params(m), (long long)m->cfg.vocab_size, R->data, (long long)t.data.train_tokens,
+            (long long)t.data.val_tokens, (long long)R->batch_size, (long long)R->seq_len, (long long)R->grad_accum,
+            (long long)R->steps, t.step_flops / 1e9, t.peak_flops / 1e9, ds_threads_get(), R->out);
+    if (resume) fprintf(stderr, "  resumed at step %lld (%lld tokens)\n", (long long)t.step, (long long)t.tokens);
+    signal(SIGINT, on_sigint);
+    bool tty = isatty(2);
+    double ema = 0, win_t = 0;
+    int64_t win_tok = 0, last_eval = -1, last_ckpt = resume ? t.step : -1;
+    double win_flops = 0;
+    if (!resume && R->eval_every > 0) {
+        double vl;
+        if (ds_trainer_eval(&t, &vl, &e)) cli_die_err(C, &e);
+        ds_trainer_log(&t, json_pack("{s:I, s:f}", "step", (json_int_t)0, "val_loss", vl));
+        last_eval = 0;
+    }
+    double tok_s = 0, mfu = 0;
+    bool stopped = false;
+    while (t.step < R->steps && !g_stop) {
+        ds_step_info s;
+        if (ds_trainer_step(&t, &s, &e)) {
+            if (tty) fputc('\n', stderr);
+            cli_die_err(C, &e);
+        }
+        ema = ema ? 0.9 * ema + 0.1 * s.seconds : s.seconds;
+        win_t += s.seconds;
+        win_tok += s.tokens;
+        win_flops += s.flops;
+        bool do_eval = R->eval_every > 0 && t.step % R->eval_every == 0;
+        double vl = NAN;
+        if (do_eval) {
+            if (ds_trainer_eval(&t, &vl, &e)) cli_die_err(C, &e);
+            last_eval = t.step;
+        }
+        if (t.step % R->log_every == 0 || do_eval || t.step == R->steps) {
+            tok_s = win_t > 0 ? (double)win_tok / win_t : 0;
+            mfu = win_t > 0 && t.peak_flops > 0 ? win_flops / win_t / t.peak_flops : 0;
+            json_t *line = json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:b}",
+                                     "step", (json_int_t)t.step, "loss", s.loss, "ce", s.ce, "mtp", s.mtp, "balance",
+                                     s.balance, "lr", s.lr, "grad_norm", s.grad_norm, "tok_s", tok_s, "mfu", mfu,
+                                     "maxvio", s.maxvio, "tokens", (json_int_t)t.tokens, "time_s", t.elapsed, "skipped",
+                                     s.skipped);
+            if (do_eval) json_object_set_new(line, "val_loss", json_real(vl));
+            if (n_moe) {
+                json_t *ld = json_array();
+                for (int64_t i = 0; i < n_moe; i++) json_array_append_new(ld, load_row(m, moe_idx[i]));
+                json_object_set_new(line, "load", ld);
+            }
+            ds_trainer_log(&t, line);
+            char eta[32], val[32];
+            fmt_eta(eta, sizeof eta, ema * (double)(R->steps - t.step));
+            if (isfinite(t.last_val)) snprintf(val, sizeof val, "%.4f", t.last_val);
+            else snprintf(val, sizeof val, "-");
+            fprintf(stderr, "%sstep %lld/%lld | loss %.4f | val %s | %.0f tok/s | MFU %.1f%% | lr %.2e | maxvio %.2f | ETA %s%s%s",
+                    tty ? "\r\033[K" : "", (long long)t.step, (long long)R->steps, s.loss, val, tok_s, 100 * mfu, s.lr,
+                    s.maxvio, eta, s.skipped ? " | SKIPPED (non-finite)" : "", tty && !do_eval ? "" : "\n");
+            win_t = 0; win_tok = 0; win_flops = 0;
+        }
+        if (R->ckpt_every > 0 && t.step % R->ckpt_every == 0) {
+            const char *p;
+            if (ds_trainer_save(&t, &p, &e)) { if (tty) fputc('\n', stderr); cli_die_err(C, &e); }
+            last_ckpt = t.step;
+        }
+        if (R->time_limit_min > 0 && t.elapsed > R->time_limit_min * 60) {
+            stopped = true;
+            break;
+        }
+    }
+    if (tty) fputc('\n', stderr);
+    if (g_stop) fprintf(stderr, "interrupted at step %lld: saving\n", (long long)t.step);
+    if (stopped) fprintf(stderr, "time limit (%.1f min) reached at step %lld\n", R->time_limit_min, (long long)t.step);
+    if (last_eval != t.step && R->eval_every > 0) {
+        double vl;
+        if (ds_trainer_eval(&t, &vl, &e)) cli_die_err(C, &e);
+        ds_trainer_log(&t, json_pack("{s:I, s:f}", "step", (json_int_t)t.step, "val_loss", vl));
+    }
+    const char *path = NULL;
+    if (last_ckpt != t.step && ds_trainer_save(&t, &path, &e)) cli_die_err(C, &e);
+    printf("{\"step\":%lld,\"tokens\":%lld,\"val_loss\":%.6g,\"train_seconds\":%.1f,\"tok_s\":%.1f,\"mfu\":%.4f,"
+           "\"nan_skips\":%lld,\"checkpoint\":\"%s/latest\"}\n",
+           (long long)t.step, (long long)t.tokens, t.last_val, t.elapsed, t.elapsed > 0 ? (double)t.tokens / t.elapsed : 0,
+           mfu, (long long)t.nan_skips, R->out);
+    ds_trainer_free(&t);
+    json_decref(cfgj);
+    json_decref(model);
+    for (int i = 0; i < n_sets; i++) free(sets[i]);
+    free(sets);
+    free(model_sets);
+    free(moe_idx);
+    return 0;
+}

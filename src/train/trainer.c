@@ -1,0 +1,564 @@
+/*
+ * trainer.c - the training recipe, one optimizer step, evaluation,
+ * checkpoints and exact resume (see trainer.h). Printing is the CLI's job
+ * (src/cli/cmd_train.c); this file only writes files.
+ */
+#include "trainer.h"
+#include "../core/mmap_file.h"
+#include "../core/thread.h"
+#include "../io/json.h"
+#include "../io/safetensors.h"
+#include "../tensor/ops.h"
+#include "../tokenizer/tokenizer.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- recipe */
+
+void ds_recipe_default(ds_recipe *r) {
+    memset(r, 0, sizeof *r);
+    r->seq_len = 256; r->batch_size = 16; r->grad_accum = 1; r->steps = 1000; r->warmup_steps = 100;
+    r->lr = 3e-3; r->min_lr = 3e-4; r->beta1 = 0.9; r->beta2 = 0.95; r->eps = 1e-8; r->weight_decay = 0.1;
+    r->grad_clip = 1.0; r->init_std = 0.02; r->schedule = DS_SCHED_COSINE;
+    r->bias_update_speed = 1e-3; r->bias_freeze_step = -1; r->balance_alpha = 1e-4; r->mtp_weight = 0.3;
+    r->eval_every = 100; r->eval_tokens = 32768; r->ckpt_every = 500; r->keep_checkpoints = 2; r->log_every = 1;
+    r->seed = 1234; r->threads = 0; r->time_limit_min = 0; r->max_nan_skips = 10; r->peak_gflops = 0;
+}
+
+typedef enum { K_STR, K_INT, K_NUM, K_SCHED } key_kind;
+typedef struct { const char *key; key_kind kind; size_t off; double lo, hi; } key_def;
+#define KS(k) { #k, K_STR, offsetof(ds_recipe, k), 0, 0 }
+#define KI(k, lo, hi) { #k, K_INT, offsetof(ds_recipe, k), lo, hi }
+#define KN(k, lo, hi) { #k, K_NUM, offsetof(ds_recipe, k), lo, hi }
+static const key_def k_keys[] = {
+    KS(data), KS(out), KS(init_from),
+    KI(seq_len, 2, 1 << 20), KI(batch_size, 1, 1 << 20), KI(grad_accum, 1, 1 << 20), KI(steps, 1, 1e12),
+    KI(warmup_steps, 0, 1e12),
+    KN(lr, 0, 10), KN(min_lr, 0, 10), KN(beta1, 0, 1), KN(beta2, 0, 1), KN(eps, 0, 1), KN(weight_decay, 0, 10),
+    KN(grad_clip, 0, 1e9), KN(init_std, 0, 10), { "schedule", K_SCHED, offsetof(ds_recipe, schedule), 0, 0 },
+    KN(bias_update_speed, 0, 10), KI(bias_freeze_step, -1, 1e12), KN(balance_alpha, 0, 1e6), KN(mtp_weight, 0, 1e6),
+    KI(eval_every, 0, 1e12), KI(eval_tokens, 0, 1e12), KI(ckpt_every, 0, 1e12), KI(keep_checkpoints, 1, 1e6),
+    KI(log_every, 1, 1e12), KI(seed, 0, 9e18), KI(threads, 0, 1024), KN(time_limit_min, 0, 1e9),
+    KI(max_nan_skips, 0, 1e12), KN(peak_gflops, 0, 1e12),
+};
+
+static int apply_key(ds_recipe *r, const char *key, json_t *v, const char *what, ds_err *e) {
+    for (size_t i = 0; i < sizeof k_keys / sizeof k_keys[0]; i++) {
+        const key_def *k = &k_keys[i];
+        if (strcmp(k->key, key)) continue;
+        void *p = (char *)r + k->off;
+        switch (k->kind) {
+        case K_STR:
+            if (!json_is_string(v)) return ds_err_set(e, DS_EINVAL, "%s: '%s' must be a string", what, key);
+            if (strlen(json_string_value(v)) >= 1024) return ds_err_set(e, DS_EINVAL, "%s: '%s' is too long", what, key);
+            strcpy(p, json_string_value(v));
+            return DS_OK;
+        case K_INT: {
+            if (!json_is_integer(v)) return ds_err_set(e, DS_EINVAL, "%s: '%s' must be an integer", what, key);
+            json_int_t x = json_integer_value(v);
+            if (x < k->lo || x > k->hi)
+                return ds_err_set(e, DS_ERANGE, "%s: '%s' = %lld is out of range [%g, %g]", what, key, (long long)x, k->lo, k->hi);
+            *(int64_t *)p = x;
+            return DS_OK;
+        }
+        case K_NUM: {
+            if (!json_is_number(v)) return ds_err_set(e, DS_EINVAL, "%s: '%s' must be a number", what, key);
+            double x = json_number_value(v);
+            if (!(x >= k->lo && x <= k->hi))
+                return ds_err_set(e, DS_ERANGE, "%s: '%s' = %g is out of range [%g, %g]", what, key, x, k->lo, k->hi);
+            *(double *)p = x;
+            return DS_OK;
+        }
+        case K_SCHED: {
+            const char *s = json_string_value(v);
+            if (s && !strcmp(s, "cosine")) *(ds_schedule *)p = DS_SCHED_COSINE;
+            else if (s && !strcmp(s, "constant")) *(ds_schedule *)p = DS_SCHED_CONSTANT;
+            else return ds_err_set(e, DS_EINVAL, "%s: 'schedule' must be \"cosine\" or \"constant\"", what);
+            return DS_OK;
+        }
+        }
+    }
+    return ds_err_set(e, DS_EINVAL, "%s: unknown recipe key '%s'", what, key);
+}
+
+int ds_recipe_apply(ds_recipe *r, json_t *j, json_t **model, const char *what, ds_err *e) {
+    if (!json_is_object(j)) return ds_err_set(e, DS_EFORMAT, "%s: not a JSON object", what);
+    const char *key;
+    json_t *v;
+    json_object_foreach(j, key, v) {
+        if (!strcmp(key, "model")) {
+            if (!json_is_object(v)) return ds_err_set(e, DS_EFORMAT, "%s: 'model' must be an object (config.json keys)", what);
+            if (model) *model = v;
+            continue;
+        }
+        if (key[0] == '_' || !strcmp(key, "comment")) continue;   /* documentation keys */
+        int rc = apply_key(r, key, v, what, e);
+        if (rc) return rc;
+    }
+    return DS_OK;
+}
+
+int ds_recipe_set(ds_recipe *r, const char *kv, ds_err *e) {
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv) return ds_err_set(e, DS_EINVAL, "'%s' is not key=value", kv);
+    char key[128];
+    size_t kl = (size_t)(eq - kv);
+    if (kl >= sizeof key) return ds_err_set(e, DS_EINVAL, "'%s': key too long", kv);
+    memcpy(key, kv, kl);
+    key[kl] = 0;
+    json_t *v = json_loads(eq + 1, JSON_DECODE_ANY, NULL);
+    if (!v) v = json_string(eq + 1);
+    int rc = apply_key(r, key, v, "--set", e);
+    json_decref(v);
+    return rc;
+}
+
+json_t *ds_recipe_to_json(const ds_recipe *r) {
+    json_t *j = json_object();
+    for (size_t i = 0; i < sizeof k_keys / sizeof k_keys[0]; i++) {
+        const key_def *k = &k_keys[i];
+        const void *p = (const char *)r + k->off;
+        json_t *v = NULL;
+        switch (k->kind) {
+        case K_STR: v = json_string(p); break;
+        case K_INT: v = json_integer(*(const int64_t *)p); break;
+        case K_NUM: v = json_real(*(const double *)p); break;
+        case K_SCHED: v = json_string(*(const ds_schedule *)p == DS_SCHED_COSINE ? "cosine" : "constant"); break;
+        }
+        json_object_set_new(j, k->key, v);
+    }
+    return j;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+double ds_measure_peak_flops(void) {
+    int64_t n = 1024;
+    float *A = ds_alloc((size_t)(n * n) * sizeof(float)), *B = ds_alloc((size_t)(n * n) * sizeof(float));
+    float *C = ds_alloc((size_t)(n * n) * sizeof(float));
+    if (!A || !B || !C) { ds_free(A); ds_free(B); ds_free(C); return 0; }
+    for (int64_t i = 0; i < n * n; i++) { A[i] = (float)(i % 13) * 0.01f; B[i] = (float)(i % 7) * 0.01f; }
+    double best = 0;
+    for (int r = 0; r < 6; r++) {
+        double t0 = ds_now();
+        ds_sgemm(false, false, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+        double dt = ds_now() - t0;
+        if (r > 0 && dt > 0) best = DS_MAX(best, 2.0 * (double)(n * n * n) / dt);
+    }
+    ds_free(A); ds_free(B); ds_free(C);
+    return best;
+}
+
+static int mkdir_p(const char *dir, ds_err *e) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", dir);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) return ds_err_set(e, DS_EIO, "%s: %s", buf, strerror(errno));
+            *p = '/';
+        }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return ds_err_set(e, DS_EIO, "%s: %s", buf, strerror(errno));
+    return DS_OK;
+}
+
+/* Removes a checkpoint folder (regular files only, then the folder). */
+static void rm_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *de;
+    char p[4096];
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static int fsync_dir(const char *dir, ds_err *e) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return ds_err_set(e, DS_EIO, "%s: %s", dir, strerror(errno));
+    int rc = fsync(fd);
+    close(fd);
+    return rc ? ds_err_set(e, DS_EIO, "%s: fsync: %s", dir, strerror(errno)) : DS_OK;
+}
+
+static int write_json(const char *path, json_t *j, ds_err *e) {
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    if (!s) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    size_t n = strlen(s);
+    s = realloc(s, n + 2);
+    s[n] = '\n';
+    int rc = ds_write_file_atomic(path, s, n + 1, e);
+    free(s);
+    return rc;
+}
+
+/* The config.json of a new model: V3 defaults, then the recipe's keys. */
+static json_t *complete_model_cfg(json_t *user, int64_t data_vocab, int32_t bos, int32_t eos, int64_t seq_len,
+                                  double init_std) {
+    json_t *c = json_pack("{s:[s], s:s, s:I, s:s, s:b, s:b, s:f, s:f, s:b, s:I, s:I, s:s, s:s, s:b, s:f,"
+                          " s:I, s:I, s:I, s:I, s:f, s:s, s:s}",
+                          "architectures", "DeepseekV3ForCausalLM", "model_type", "deepseek_v3",
+                          "vocab_size", (json_int_t)data_vocab, "hidden_act", "silu", "attention_bias", 0,
+                          "tie_word_embeddings", 0, "rms_norm_eps", 1e-6, "rope_theta", 10000.0, "rope_interleave", 1,
+                          "max_position_embeddings", (json_int_t)DS_MAX(seq_len, 4096), "moe_layer_freq", (json_int_t)1,
+                          "topk_method", "noaux_tc", "scoring_func", "sigmoid", "norm_topk_prob", 1,
+                          "routed_scaling_factor", 1.0, "n_group", (json_int_t)1, "topk_group", (json_int_t)1,
+                          "first_k_dense_replace", (json_int_t)1, "num_nextn_predict_layers", (json_int_t)1,
+                          "initializer_range", init_std, "dtype", "float32", "torch_dtype", "float32");
+    if (bos >= 0) json_object_set_new(c, "bos_token_id", json_integer(bos));
+    if (eos >= 0) json_object_set_new(c, "eos_token_id", json_integer(eos));
+    if (user) json_object_update(c, user);
+    if (!json_object_get(c, "num_key_value_heads") && json_object_get(c, "num_attention_heads"))
+        json_object_set(c, "num_key_value_heads", json_object_get(c, "num_attention_heads"));
+    json_object_set_new(c, "use_cache", json_true());
+    return c;
+}
+
+static int read_tokenizer(ds_trainer *t, const char *dir, ds_err *e) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    free(t->tokenizer_json);
+    t->tokenizer_json = NULL;
+    return ds_read_file(path, 256u << 20, &t->tokenizer_json, &t->tokenizer_len, e);
+}
+
+static int common_setup(ds_trainer *t, ds_err *e) {
+    const ds_recipe *r = &t->r;
+    int64_t T = r->seq_len, B = r->batch_size;
+    if (t->m->cfg.vocab_size < t->data.vocab_size)
+        return ds_err_set(e, DS_EINVAL, "model vocab_size %lld is smaller than the data's %lld",
+                          (long long)t->m->cfg.vocab_size, (long long)t->data.vocab_size);
+    int rc = ds_adamw_init(&t->opt, t->m, (float)r->beta1, (float)r->beta2, (float)r->eps, (float)r->weight_decay, e);
+    if (rc) return rc;
+    t->batch = malloc((size_t)(B * T) * sizeof(int32_t));
+    int64_t want = r->eval_tokens > 0 ? DS_MAX(1, r->eval_tokens / (T - 1)) : 0;
+    t->val = malloc((size_t)(DS_MAX(want, 1) * T) * sizeof(int32_t));
+    if (!t->batch || !t->val) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    t->n_val = want ? ds_data_val_windows(&t->data, T, want, t->val) : 0;
+    if ((rc = mkdir_p(r->out, e))) return rc;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", r->out);
+    t->metrics = fopen(path, "a");
+    if (!t->metrics) return ds_err_set(e, DS_EIO, "%s: %s", path, strerror(errno));
+    t->peak_flops = r->peak_gflops > 0 ? r->peak_gflops * 1e9 : ds_measure_peak_flops();
+    t->step_flops = ds_tmodel_step_flops(t->m, B, T) * (double)r->grad_accum;
+    return DS_OK;
+}
+
+static int check_recipe(const ds_recipe *r, ds_err *e) {
+    if (!r->data[0]) return ds_err_set(e, DS_EINVAL, "no data folder (\"data\" / --data)");
+    if (!r->out[0]) return ds_err_set(e, DS_EINVAL, "no output folder (\"out\" / --out)");
+    if (r->seq_len < 3) return ds_err_set(e, DS_EINVAL, "seq_len must be >= 3");
+    if (r->min_lr > r->lr) return ds_err_set(e, DS_EINVAL, "min_lr %g exceeds lr %g", r->min_lr, r->lr);
+    return DS_OK;
+}
+
+/* ---------------------------------------------------------------- init / resume */
+
+int ds_trainer_init(ds_trainer *t, const ds_recipe *r, json_t *model_cfg, ds_err *e) {
+    memset(t, 0, sizeof *t);
+    t->r = *r;
+    t->last_val = NAN;
+    t->debug_nan_step = -1;
+    int rc;
+    if ((rc = check_recipe(r, e))) return rc;
+    if ((rc = ds_data_open(&t->data, r->data, e))) return rc;
+    if ((rc = read_tokenizer(t, r->data, e))) return rc;
+    if (r->init_from[0]) {
+        if ((rc = ds_tmodel_load(&t->m, r->init_from, e))) return rc;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/config.json", r->init_from);
+        if ((rc = ds_json_load_file(path, 16u << 20, &t->model_cfg, e))) return rc;
+    } else {
+        ds_tokenizer *tok;
+        if ((rc = tok_load_buf(&tok, "tokenizer.json", t->tokenizer_json, t->tokenizer_len, NULL, 0, e))) return rc;
+        int32_t bos = tok_bos_id(tok), eos = tok_eos_id(tok);
+        tok_free(tok);
+        t->model_cfg = complete_model_cfg(model_cfg, t->data.vocab_size, bos, eos, r->seq_len, r->init_std);
+        char *js = json_dumps(t->model_cfg, JSON_COMPACT);
+        ds_config cfg;
+        rc = ds_config_parse(&cfg, js, strlen(js), "model config", e);
+        free(js);
+        if (rc) return rc;
+        if ((rc = ds_tmodel_init(&t->m, &cfg, cfg.n_mtp >= 1, e))) return rc;
+        ds_rng rng;
+        ds_rng_seed(&rng, (uint64_t)r->seed);
+        ds_tmodel_init_weights(t->m, (float)r->init_std, &rng);
+    }
+    if ((rc = ds_data_start(&t->data, r->seq_len, (uint64_t)r->seed, 0, 0, e))) return rc;
+    return common_setup(t, e);
+}
+
+/* OUT, OUT/latest or OUT/ckpt-N -> the checkpoint folder */
+static void resolve_ckpt(const char *in, char *out, size_t n) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/trainer_state.json", in);
+    if (access(p, F_OK) == 0) { snprintf(out, n, "%s", in); return; }
+    snprintf(out, n, "%s/latest", in);
+}
+
+int ds_trainer_resume(ds_trainer *t, const char *ckpt_in, char **overrides, int n_overrides, ds_err *e) {
+    memset(t, 0, sizeof *t);
+    t->last_val = NAN;
+    t->debug_nan_step = -1;
+    char ckpt[4096], path[4200];
+    resolve_ckpt(ckpt_in, ckpt, sizeof ckpt);
+    snprintf(path, sizeof path, "%s/trainer_state.json", ckpt);
+    json_t *st;
+    int rc = ds_json_load_file(path, 16u << 20, &st, e);
+    if (rc) return rc;
+    ds_recipe_default(&t->r);
+    if ((rc = ds_recipe_apply(&t->r, json_object_get(st, "recipe"), NULL, path, e))) goto done;
+    for (int i = 0; i < n_overrides; i++)
+        if ((rc = ds_recipe_set(&t->r, overrides[i], e))) goto done;
+    if ((rc = check_recipe(&t->r, e))) goto done;
+    int64_t epoch = 0, pos = 0, adam_t = 0;
+    if ((rc = ds_json_get_int(st, path, "step", true, 0, INT64_MAX, &t->step, e))) goto done;
+    if ((rc = ds_json_get_int(st, path, "tokens", true, 0, INT64_MAX, &t->tokens, e))) goto done;
+    if ((rc = ds_json_get_int(st, path, "adam_t", true, 0, INT64_MAX, &adam_t, e))) goto done;
+    if ((rc = ds_json_get_int(st, path, "data_epoch", true, 0, INT64_MAX, &epoch, e))) goto done;
+    if ((rc = ds_json_get_int(st, path, "data_pos", true, 0, INT64_MAX, &pos, e))) goto done;
+    if ((rc = ds_json_get_int(st, path, "nan_skips", false, 0, INT64_MAX, &t->nan_skips, e))) goto done;
+    if ((rc = ds_json_get_num(st, path, "elapsed_s", false, 0, 1e12, &t->elapsed, e))) goto done;
+    double lv = NAN;
+    if ((rc = ds_json_get_num(st, path, "last_val_loss", false, 0, 1e9, &lv, e))) goto done;
+    t->last_val = lv;
+    if ((rc = ds_data_open(&t->data, t->r.data, e))) goto done;
+    if ((rc = read_tokenizer(t, ckpt, e))) goto done;
+    if ((rc = ds_tmodel_load(&t->m, ckpt, e))) goto done;
+    snprintf(path, sizeof path, "%s/config.json", ckpt);
+    if ((rc = ds_json_load_file(path, 16u << 20, &t->model_cfg, e))) goto done;
+    if ((rc = ds_data_start(&t->data, t->r.seq_len, (uint64_t)t->r.seed, epoch, pos, e))) goto done;
+    if ((rc = common_setup(t, e))) goto done;
+    t->opt.t = adam_t;
+    /* optimizer moments */
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", ckpt);
+    ds_safetensors os;
+    memset(&os, 0, sizeof os);
+    if ((rc = ds_safetensors_open_file(&os, path, e))) goto done;
+    for (int64_t i = 0; i < t->m->n_params && !rc; i++) {
+        const ds_tparam *p = &t->m->params[i];
+        if (!p->trainable) continue;
+        for (int k = 0; k < 2 && !rc; k++) {
+            char name[160];
+            snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", p->name);
+            ds_st_tensor *x = ds_safetensors_find(&os, name);
+            if (!x || x->dtype != DS_DTYPE_F32 || (int64_t)(x->end - x->begin) != p->numel * 4)
+                rc = ds_err_set(e, DS_EFORMAT, "%s: missing or mis-shaped '%s'", path, name);
+            else
+                memcpy((k ? t->opt.v : t->opt.m) + p->off, x->data, (size_t)p->numel * sizeof(float));
+        }
+    }
+    ds_safetensors_close(&os);
+done:
+    json_decref(st);
+    return rc;
+}
+
+void ds_trainer_free(ds_trainer *t) {
+    if (!t) return;
+    ds_tmodel_free(t->m);
+    ds_adamw_free(&t->opt);
+    ds_data_close(&t->data);
+    json_decref(t->model_cfg);
+    free(t->tokenizer_json);
+    free(t->batch);
+    free(t->val);
+    if (t->metrics) fclose(t->metrics);
+    memset(t, 0, sizeof *t);
+}
+
+/* ---------------------------------------------------------------- step / eval */
+
+int ds_trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
+    const ds_recipe *r = &t->r;
+    ds_tmodel *m = t->m;
+    memset(info, 0, sizeof *info);
+    double t0 = ds_now();
+    ds_tmodel_zero_grad(m);
+    ds_tmodel_reset_load(m);
+    int64_t B = r->batch_size, T = r->seq_len;
+    ds_loss_opts o = { (float)r->mtp_weight, (float)r->balance_alpha, 1.0f / (float)r->grad_accum, false };
+    for (int64_t a = 0; a < r->grad_accum; a++) {
+        int rc = ds_data_next(&t->data, t->batch, B, e);
+        if (rc) return rc;
+        ds_losses ls;
+        if ((rc = ds_tmodel_step(m, t->batch, B, T, &o, &ls, e))) return rc;
+        info->loss += ls.loss / (double)r->grad_accum;
+        info->ce += ls.ce / (double)r->grad_accum;
+        info->mtp += ls.mtp / (double)r->grad_accum;
+        info->balance += ls.balance / (double)r->grad_accum;
+    }
+    if (t->debug_nan_step == t->step)
+        for (int64_t i = 0; i < m->n_params; i++)
+            if (m->params[i].trainable) { m->g[m->params[i].off] = NAN; break; }
+    info->grad_norm = ds_grad_norm(m, &t->opt);
+    info->lr = ds_lr_at(t->step, r->warmup_steps, r->steps, (float)r->lr, (float)r->min_lr, r->schedule);
+    if (!isfinite(info->loss) || !isfinite(info->grad_norm)) {
+        /* the guard: never apply a non-finite update */
+        info->skipped = true;
+        t->nan_skips++;
+        if (++t->nan_consecutive > r->max_nan_skips)
+            return ds_err_set(e, DS_ERANGE, "step %lld: loss or gradient not finite for %lld consecutive steps; stopping",
+                              (long long)t->step, (long long)t->nan_consecutive);
+        info->maxvio = ds_load_maxvio(m);
+    } else {
+        t->nan_consecutive = 0;
+        if (r->grad_clip > 0 && info->grad_norm > r->grad_clip)
+            ds_grad_scale(m, (float)(r->grad_clip / (info->grad_norm + 1e-6)));
+        ds_adamw_step(&t->opt, m, (float)info->lr);
+        bool frozen = r->bias_freeze_step >= 0 && t->step >= r->bias_freeze_step;
+        info->maxvio = ds_bias_update(m, frozen ? 0.0f : (float)r->bias_update_speed);
+    }
+    t->step++;
+    info->step = t->step;
+    info->tokens = B * T * r->grad_accum;
+    t->tokens += info->tokens;
+    info->seconds = ds_now() - t0;
+    info->flops = t->step_flops;
+    t->elapsed += info->seconds;
+    return DS_OK;
+}
+
+int ds_trainer_eval(ds_trainer *t, double *val_loss, ds_err *e) {
+    *val_loss = NAN;
+    if (t->n_val == 0) return DS_OK;
+    int64_t B = t->r.batch_size, T = t->r.seq_len;
+    ds_loss_opts o = { 0, 0, 1, true };
+    double sum = 0;
+    for (int64_t i = 0; i < t->n_val; i += B) {
+        int64_t nb = DS_MIN(B, t->n_val - i);
+        ds_losses ls;
+        int rc = ds_tmodel_step(t->m, t->val + i * T, nb, T, &o, &ls, e);
+        if (rc) return rc;
+        sum += ls.ce * (double)nb;
+    }
+    *val_loss = t->last_val = sum / (double)t->n_val;
+    return DS_OK;
+}
+
+void ds_trainer_log(ds_trainer *t, json_t *line) {
+    char *s = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(7));
+    json_decref(line);
+    if (!s || !t->metrics) { free(s); return; }
+    fprintf(t->metrics, "%s\n", s);
+    fflush(t->metrics);
+    free(s);
+}
+
+/* ---------------------------------------------------------------- checkpoints */
+
+static int write_optimizer(const ds_trainer *t, const char *path, ds_err *e) {
+    const ds_tmodel *m = t->m;
+    ds_st_write_item *items = calloc((size_t)(2 * m->n_params), sizeof *items);
+    char (*names)[160] = calloc((size_t)(2 * m->n_params), sizeof *names);
+    if (!items || !names) { free(items); free(names); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+    int64_t n = 0;
+    for (int64_t i = 0; i < m->n_params; i++) {
+        const ds_tparam *p = &m->params[i];
+        if (!p->trainable) continue;
+        for (int k = 0; k < 2; k++) {
+            snprintf(names[n], sizeof names[n], "%s.%s", k ? "exp_avg_sq" : "exp_avg", p->name);
+            items[n] = (ds_st_write_item){ names[n], DS_DTYPE_F32, p->ndim, { p->shape[0], p->shape[1] },
+                                           (k ? t->opt.v : t->opt.m) + p->off };
+            n++;
+        }
+    }
+    int rc = ds_safetensors_write(path, items, n, "{\"format\":\"deepseek.c AdamW moments\"}", e);
+    free(items);
+    free(names);
+    return rc;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void prune(const char *out, int64_t keep) {
+    DIR *d = opendir(out);
+    if (!d) return;
+    char *names[4096];
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) && n < 4096)
+        if (!strncmp(de->d_name, "ckpt-", 5)) names[n++] = strdup(de->d_name);
+    closedir(d);
+    qsort(names, (size_t)n, sizeof names[0], cmp_str);
+    for (int i = 0; i < n; i++) {
+        if (i < n - keep) {
+            char p[4096];
+            snprintf(p, sizeof p, "%s/%s", out, names[i]);
+            rm_dir(p);
+        }
+        free(names[i]);
+    }
+}
+
+int ds_trainer_save(ds_trainer *t, const char **path_out, ds_err *e) {
+    static char final[4096];
+    const ds_recipe *r = &t->r;
+    if (!ds_params_finite(t->m))
+        return ds_err_set(e, DS_ERANGE, "step %lld: parameters are not finite; refusing to write a checkpoint",
+                          (long long)t->step);
+    char tmp[4096], path[4200];
+    snprintf(final, sizeof final, "%s/ckpt-%08lld", r->out, (long long)t->step);
+    snprintf(tmp, sizeof tmp, "%s/.tmp-ckpt-%08lld-%ld", r->out, (long long)t->step, (long)getpid());
+    rm_dir(tmp);
+    if (mkdir(tmp, 0755) != 0) return ds_err_set(e, DS_EIO, "%s: %s", tmp, strerror(errno));
+    int rc;
+    snprintf(path, sizeof path, "%s/config.json", tmp);
+    if ((rc = write_json(path, t->model_cfg, e))) goto fail;
+    char meta[128];
+    snprintf(meta, sizeof meta, "{\"format\":\"pt\",\"step\":\"%lld\"}", (long long)t->step);
+    snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+    if ((rc = ds_tmodel_save(t->m, path, false, meta, e))) goto fail;
+    snprintf(path, sizeof path, "%s/tokenizer.json", tmp);
+    if ((rc = ds_write_file_atomic(path, t->tokenizer_json, t->tokenizer_len, e))) goto fail;
+    json_t *gen = json_object();
+    json_t *bos = json_object_get(t->model_cfg, "bos_token_id"), *eos = json_object_get(t->model_cfg, "eos_token_id");
+    if (bos) json_object_set(gen, "bos_token_id", bos);
+    if (eos) json_object_set(gen, "eos_token_id", eos);
+    snprintf(path, sizeof path, "%s/generation_config.json", tmp);
+    rc = write_json(path, gen, e);
+    json_decref(gen);
+    if (rc) goto fail;
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
+    if ((rc = write_optimizer(t, path, e))) goto fail;
+    json_t *st = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:o}", "format", "deepseek.c trainer state v1",
+                           "step", (json_int_t)t->step, "tokens", (json_int_t)t->tokens, "adam_t", (json_int_t)t->opt.t,
+                           "data_epoch", (json_int_t)t->data.epoch, "data_pos", (json_int_t)t->data.pos,
+                           "nan_skips", (json_int_t)t->nan_skips, "elapsed_s", t->elapsed,
+                           "threads", (json_int_t)ds_threads_get(), "recipe", ds_recipe_to_json(r));
+    if (isfinite(t->last_val)) json_object_set_new(st, "last_val_loss", json_real(t->last_val));
+    snprintf(path, sizeof path, "%s/trainer_state.json", tmp);
+    rc = write_json(path, st, e);
+    json_decref(st);
+    if (rc) goto fail;
+    if ((rc = fsync_dir(tmp, e))) goto fail;
+    rm_dir(final);   /* a re-save of the same step */
+    if (rename(tmp, final) != 0) { rc = ds_err_set(e, DS_EIO, "rename %s -> %s: %s", tmp, final, strerror(errno)); goto fail; }
+    char link_tmp[4200], link[4200], target[64];
+    snprintf(target, sizeof target, "ckpt-%08lld", (long long)t->step);
+    snprintf(link_tmp, sizeof link_tmp, "%s/.latest-%ld", r->out, (long)getpid());
+    snprintf(link, sizeof link, "%s/latest", r->out);
+    unlink(link_tmp);
+    if (symlink(target, link_tmp) != 0 || rename(link_tmp, link) != 0)
+        return ds_err_set(e, DS_EIO, "%s: %s", link, strerror(errno));
+    if ((rc = fsync_dir(r->out, e))) return rc;
+    prune(r->out, r->keep_checkpoints);
+    if (path_out) *path_out = final;
+    return DS_OK;
+fail:
+    rm_dir(tmp);
+    return rc;
+}
