@@ -183,6 +183,7 @@ static bool ignorable(const char *name) {
 
 int ds_model_open(ds_model **out, const char *dir, ds_err *e) {
     *out = NULL;
+    if (ds_path_is_gguf(dir)) return ds_model_open_gguf(out, dir, e);
     ds_dtype_init();
     ds_model *m = calloc(1, sizeof *m);
     if (!m) return ds_err_set(e, DS_ENOMEM, "out of memory");
@@ -247,6 +248,7 @@ void ds_model_close(ds_model *m) {
     ds_free(m->final_norm);
     ds_free(m->inv_freq);
     ds_work_free(m->work);
+    ds_model_gguf_release(m);
     ds_safetensors_close(&m->st);
     free(m->dir);
     free(m);

@@ -67,6 +67,7 @@ typedef struct ds_model {
     int64_t n_params;     /* stored parameters (scales excluded) */
     int64_t file_bytes;   /* bytes of tensor data mapped */
     struct ds_work *work; /* forward-pass scratch, grown on demand */
+    struct ds_gguf *gguf; /* the mapped file when opened from a .gguf (model_gguf.c), else NULL */
 } ds_model;
 
 /* Opens a Hugging Face model folder: config.json + safetensors (sharded or
@@ -74,6 +75,13 @@ typedef struct ds_model {
  * unexpected tensors are an error. */
 int ds_model_open(ds_model **out, const char *dir, ds_err *e);
 void ds_model_close(ds_model *m);
+
+/* Opens a GGUF file in llama.cpp's `deepseek2` layout (model_gguf.c): the
+ * same structs, tensors as views into the mapping (quantized types stay
+ * quantized). ds_model_open dispatches here when ds_path_is_gguf(path). */
+int ds_model_open_gguf(ds_model **out, const char *path, ds_err *e);
+bool ds_path_is_gguf(const char *path);     /* a non-directory path ending in .gguf */
+void ds_model_gguf_release(ds_model *m);    /* ds_model_close calls it; no-op for folders */
 
 /* Parameter counts: total stored (main model + MTP), active per token. */
 typedef struct ds_param_counts {

@@ -1,0 +1,592 @@
+/*
+ * convert.c - ds_model -> GGUF (`deepseek2`, llama.cpp's names, shapes and
+ * metadata), and random GGUF models for benchmarks. See convert.h.
+ *
+ * Every output tensor is described by a `wt`: name, row-major shape, output
+ * type and a source (a 2-D/3-D view, the routed experts of a layer, an fp32
+ * vector, kv_b_proj split per head, or random). Tensors are written in
+ * chunks of whole row groups; the rows of a chunk are produced and
+ * quantized in parallel (ds_par_for), then appended to the file.
+ *
+ * MLA split (as llama.cpp's DeepseekV2Model.modify_tensors): per head h,
+ * kv_b_proj rows [h(Dn+Dv), +Dn) are W_UK[h] (Dn, Rkv) and the next Dv rows
+ * W_UV[h] (Dv, Rkv); attn_k_b[h] = W_UK[h]ᵀ (Rkv, Dn), attn_v_b[h] = W_UV[h].
+ */
+#include "convert.h"
+#include "../core/rng.h"
+#include "../core/thread.h"
+#include "../io/gguf.h"
+#include "../io/json.h"
+#include "../tensor/quant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { SRC_MAT, SRC_EXPERTS, SRC_VEC, SRC_KB, SRC_VB, SRC_KVB, SRC_RANDOM } src_kind;
+
+typedef struct wt {
+    char name[DS_GGUF_MAX_NAME];
+    int ndim;
+    int64_t shape[3];
+    ds_dtype type;
+    src_kind kind;
+    const ds_tensor *t;          /* SRC_MAT */
+    const ds_mlp_w *experts;     /* SRC_EXPERTS */
+    int which;                   /* 0 gate, 1 up, 2 down */
+    const float *vec;            /* SRC_VEC */
+    const ds_layer_w *lw;        /* SRC_KB / SRC_VB / SRC_KVB */
+    float rstd;                  /* SRC_RANDOM: value scale (0: ones, <0: zeros) */
+    int64_t rows, cols, group;   /* rows = numel / cols; produced `group` rows at a time */
+} wt;
+
+typedef struct wlist {
+    wt *v;
+    int64_t n, cap;
+} wlist;
+
+/* ------------------------------------------------------------------ types */
+
+ds_dtype ds_convert_type_from_name(const char *s) {
+    static const struct { const char *n; ds_dtype t; } k[] = {
+        { "f32", DS_DTYPE_F32 }, { "f16", DS_DTYPE_F16 }, { "bf16", DS_DTYPE_BF16 }, { "q8_0", DS_DTYPE_Q8_0 },
+        { "q4_0", DS_DTYPE_Q4_0 }, { "q5_0", DS_DTYPE_Q5_0 }, { "q4_k", DS_DTYPE_Q4_K }, { "q6_k", DS_DTYPE_Q6_K },
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
+        if (!strcasecmp(s, k[i].n)) return k[i].t;
+    return DS_DTYPE_COUNT;
+}
+
+void ds_convert_opts_default(ds_convert_opts *o, ds_dtype t) {
+    memset(o, 0, sizeof *o);
+    o->attn = o->ffn = o->experts = o->embed = o->head = t;
+    if (t == DS_DTYPE_Q4_0 || t == DS_DTYPE_Q5_0 || t == DS_DTYPE_Q4_K) o->head = DS_DTYPE_Q6_K;
+}
+
+/* The type actually used for rows of `cols`: llama.cpp's fallbacks. */
+static ds_dtype fit_type(ds_dtype t, int64_t cols) {
+    while (!ds_quant_row_ok(t, cols)) {
+        if (t == DS_DTYPE_Q4_K) t = DS_DTYPE_Q5_0;
+        else if (t == DS_DTYPE_Q6_K) t = DS_DTYPE_Q8_0;
+        else return DS_DTYPE_F16;
+    }
+    return t;
+}
+
+static int llama_ftype(ds_dtype t) {
+    switch (t) {
+    case DS_DTYPE_F32: return 0;
+    case DS_DTYPE_F16: return 1;
+    case DS_DTYPE_Q4_0: return 2;
+    case DS_DTYPE_Q8_0: return 7;
+    case DS_DTYPE_Q5_0: return 8;
+    case DS_DTYPE_Q4_K: return 15;  /* Q4_K_M: the closest mix llama.cpp names */
+    case DS_DTYPE_Q6_K: return 18;
+    case DS_DTYPE_BF16: return 32;
+    default: return 0;
+    }
+}
+
+/* ------------------------------------------------------------- the list */
+
+static wt *add(wlist *L, const char *name, ds_dtype type, int ndim, int64_t d0, int64_t d1, int64_t d2, ds_err *e) {
+    if (L->n == L->cap) {
+        int64_t cap = L->cap ? L->cap * 2 : 256;
+        wt *nv = realloc(L->v, (size_t)cap * sizeof *nv);
+        if (!nv) { ds_err_set(e, DS_ENOMEM, "out of memory"); return NULL; }
+        L->v = nv;
+        L->cap = cap;
+    }
+    wt *w = &L->v[L->n++];
+    memset(w, 0, sizeof *w);
+    snprintf(w->name, sizeof w->name, "%s", name);
+    w->ndim = ndim;
+    w->shape[0] = d0;
+    w->shape[1] = d1;
+    w->shape[2] = d2;
+    w->cols = ndim == 1 ? d0 : ndim == 2 ? d1 : d2;
+    w->rows = ndim == 1 ? 1 : ndim == 2 ? d0 : d0 * d1;
+    w->type = ndim == 1 ? DS_DTYPE_F32 : fit_type(type, w->cols);
+    w->group = 1;
+    w->kind = SRC_RANDOM;
+    w->rstd = 0.02f;
+    return w;
+}
+
+#define BN(buf, l, suffix) (snprintf(buf, sizeof buf, "blk.%lld.%s", (long long)(l), suffix), buf)
+
+/* Fills the tensor list; m == NULL means random weights of config c. */
+static int build_list(wlist *L, const ds_config *c, const ds_model *m, int64_t n_mtp, const ds_convert_opts *o, ds_err *e) {
+    int64_t D = c->hidden_size, V = c->vocab_size, H = c->n_head, Dn = c->qk_nope_head_dim, Dr = c->qk_rope_head_dim;
+    int64_t Dq = Dn + Dr, Rkv = c->kv_lora_rank, Dv = c->v_head_dim, Rq = c->q_lora_rank;
+    char n[128];
+    wt *w;
+#define MAT2(NAME, TYPE, D0, D1, SRC) do { if (!(w = add(L, NAME, TYPE, 2, D0, D1, 0, e))) return e->code; \
+        if (m) { w->kind = SRC_MAT; w->t = (SRC); } } while (0)
+#define VEC(NAME, D0, SRC, R) do { if (!(w = add(L, NAME, DS_DTYPE_F32, 1, D0, 0, 0, e))) return e->code; \
+        w->rstd = (R); if (m) { w->kind = SRC_VEC; w->vec = (SRC); } } while (0)
+    MAT2("token_embd.weight", o->embed, V, D, &m->embed);
+    VEC("output_norm.weight", D, m ? m->final_norm : NULL, 0);
+    bool tied = m ? m->lm_head.data == m->embed.data : c->tie_word_embeddings;
+    if (!tied) MAT2("output.weight", o->head, V, D, &m->lm_head);
+    for (int64_t l = 0; l < c->n_layer + n_mtp; l++) {
+        const ds_layer_w *lw = m ? &m->layers[l] : NULL;
+        VEC(BN(n, l, "attn_norm.weight"), D, lw ? lw->attn_norm : NULL, 0);
+        if (Rq > 0) {
+            MAT2(BN(n, l, "attn_q_a.weight"), o->attn, Rq, D, &lw->q_a_proj);
+            VEC(BN(n, l, "attn_q_a_norm.weight"), Rq, lw ? lw->q_a_norm : NULL, 0);
+            MAT2(BN(n, l, "attn_q_b.weight"), o->attn, H * Dq, Rq, &lw->q_b_proj);
+        } else {
+            MAT2(BN(n, l, "attn_q.weight"), o->attn, H * Dq, D, &lw->q_proj);
+        }
+        MAT2(BN(n, l, "attn_kv_a_mqa.weight"), o->attn, Rkv + Dr, D, &lw->kv_a_proj);
+        VEC(BN(n, l, "attn_kv_a_norm.weight"), Rkv, lw ? lw->kv_a_norm : NULL, 0);
+        bool src_split = lw && ds_tensor_present(&lw->wk_b);
+        if (o->legacy_kv_b) {
+            MAT2(BN(n, l, "attn_kv_b.weight"), o->attn, H * (Dn + Dv), Rkv, &lw->kv_b_proj);
+            if (src_split) { w->kind = SRC_KVB; w->lw = lw; w->group = Dn + Dv; }
+        } else {
+            if (!(w = add(L, BN(n, l, "attn_k_b.weight"), o->attn, 3, H, Rkv, Dn, e))) return e->code;
+            if (lw) {
+                if (src_split) { w->kind = SRC_MAT; w->t = &lw->wk_b; }
+                else { w->kind = SRC_KB; w->lw = lw; w->group = Rkv; }
+            }
+            if (!(w = add(L, BN(n, l, "attn_v_b.weight"), o->attn, 3, H, Dv, Rkv, e))) return e->code;
+            if (lw) {
+                if (src_split) { w->kind = SRC_MAT; w->t = &lw->wv_b; }
+                else { w->kind = SRC_VB; w->lw = lw; w->group = Dv; }
+            }
+        }
+        MAT2(BN(n, l, "attn_output.weight"), o->attn, D, H * Dv, &lw->o_proj);
+        VEC(BN(n, l, "ffn_norm.weight"), D, lw ? lw->ffn_norm : NULL, 0);
+        if (!ds_config_layer_is_moe(c, l)) {
+            int64_t I = c->intermediate_size;
+            MAT2(BN(n, l, "ffn_gate.weight"), o->ffn, I, D, &lw->mlp.gate);
+            MAT2(BN(n, l, "ffn_up.weight"), o->ffn, I, D, &lw->mlp.up);
+            MAT2(BN(n, l, "ffn_down.weight"), o->ffn, D, I, &lw->mlp.down);
+        } else {
+            int64_t E = c->n_routed_experts, F = c->moe_intermediate_size;
+            MAT2(BN(n, l, "ffn_gate_inp.weight"), DS_DTYPE_F32, E, D, &lw->router);
+            w->type = DS_DTYPE_F32;
+            if (c->topk_method == DS_TOPK_NOAUX_TC && (!lw || lw->router_bias))
+                VEC(BN(n, l, "exp_probs_b.bias"), E, lw ? lw->router_bias : NULL, -1);
+            static const char *en[3] = { "ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight" };
+            for (int k = 0; k < 3; k++) {
+                if (!(w = add(L, BN(n, l, en[k]), o->experts, 3, E, k == 2 ? D : F, k == 2 ? F : D, e))) return e->code;
+                if (lw) { w->kind = SRC_EXPERTS; w->experts = lw->experts; w->which = k; }
+            }
+            if (c->n_shared_experts > 0) {
+                int64_t S = c->n_shared_experts * F;
+                MAT2(BN(n, l, "ffn_gate_shexp.weight"), o->ffn, S, D, &lw->shared.gate);
+                MAT2(BN(n, l, "ffn_up_shexp.weight"), o->ffn, S, D, &lw->shared.up);
+                MAT2(BN(n, l, "ffn_down_shexp.weight"), o->ffn, D, S, &lw->shared.down);
+            }
+        }
+        if (l >= c->n_layer) {  /* MTP block */
+            MAT2(BN(n, l, "nextn.eh_proj.weight"), o->ffn, D, 2 * D, &lw->eh_proj);
+            VEC(BN(n, l, "nextn.enorm.weight"), D, lw ? lw->enorm : NULL, 0);
+            VEC(BN(n, l, "nextn.hnorm.weight"), D, lw ? lw->hnorm : NULL, 0);
+            VEC(BN(n, l, "nextn.shared_head_norm.weight"), D, lw ? lw->head_norm : NULL, 0);
+            if (lw && ds_tensor_present(&lw->embed)) MAT2(BN(n, l, "nextn.embed_tokens.weight"), o->embed, V, D, &lw->embed);
+            if (lw && ds_tensor_present(&lw->head)) MAT2(BN(n, l, "nextn.shared_head_head.weight"), o->head, V, D, &lw->head);
+        }
+    }
+#undef MAT2
+#undef VEC
+    return DS_OK;
+}
+
+/* --------------------------------------------------------------- metadata */
+
+#define K2(buf, suffix) (snprintf(buf, sizeof buf, "deepseek2.%s", suffix), buf)
+
+static int write_vocab(ds_gguf_writer *g, const ds_config *c, const char *dir, ds_err *e);
+
+static int write_meta(ds_gguf_writer *g, const ds_config *c, int64_t n_mtp, const ds_convert_opts *o, ds_err *e) {
+    char k[128];
+    if (c->moe_layer_freq != 1)
+        return ds_err_set(e, DS_EUNSUPPORTED, "GGUF (deepseek2) cannot express moe_layer_freq = %lld", (long long)c->moe_layer_freq);
+    ds_gguf_w_str(g, "general.architecture", "deepseek2");
+    ds_gguf_w_str(g, "general.name", o->name ? o->name : (c->arch == DS_ARCH_V3 ? "DeepSeek-V3" : "DeepSeek-V2"));
+    ds_gguf_w_u32(g, "general.file_type", (uint32_t)llama_ftype(o->experts));
+    ds_gguf_w_u32(g, "general.quantization_version", 2);
+    ds_gguf_w_u32(g, K2(k, "block_count"), (uint32_t)(c->n_layer + n_mtp));
+    if (n_mtp) ds_gguf_w_u32(g, K2(k, "nextn_predict_layers"), (uint32_t)n_mtp);
+    ds_gguf_w_u32(g, K2(k, "context_length"), (uint32_t)DS_MIN(c->max_position_embeddings, (int64_t)UINT32_MAX));
+    ds_gguf_w_u32(g, K2(k, "embedding_length"), (uint32_t)c->hidden_size);
+    ds_gguf_w_u32(g, K2(k, "feed_forward_length"), (uint32_t)c->intermediate_size);
+    ds_gguf_w_u32(g, K2(k, "attention.head_count"), (uint32_t)c->n_head);
+    ds_gguf_w_u32(g, K2(k, "attention.head_count_kv"), 1);
+    ds_gguf_w_f32(g, K2(k, "attention.layer_norm_rms_epsilon"), (float)c->rms_norm_eps);
+    ds_gguf_w_u32(g, K2(k, "attention.q_lora_rank"), (uint32_t)c->q_lora_rank);
+    ds_gguf_w_u32(g, K2(k, "attention.kv_lora_rank"), (uint32_t)c->kv_lora_rank);
+    if (o->legacy_kv_b) {
+        ds_gguf_w_u32(g, K2(k, "attention.key_length"), (uint32_t)(c->qk_nope_head_dim + c->qk_rope_head_dim));
+        ds_gguf_w_u32(g, K2(k, "attention.value_length"), (uint32_t)c->v_head_dim);
+    } else {
+        ds_gguf_w_u32(g, K2(k, "attention.key_length"), (uint32_t)(c->kv_lora_rank + c->qk_rope_head_dim));
+        ds_gguf_w_u32(g, K2(k, "attention.value_length"), (uint32_t)c->kv_lora_rank);
+        ds_gguf_w_u32(g, K2(k, "attention.key_length_mla"), (uint32_t)(c->qk_nope_head_dim + c->qk_rope_head_dim));
+        ds_gguf_w_u32(g, K2(k, "attention.value_length_mla"), (uint32_t)c->v_head_dim);
+    }
+    ds_gguf_w_u32(g, K2(k, "rope.dimension_count"), (uint32_t)c->qk_rope_head_dim);
+    ds_gguf_w_f32(g, K2(k, "rope.freq_base"), (float)c->rope_theta);
+    if (c->yarn) {
+        ds_gguf_w_str(g, K2(k, "rope.scaling.type"), "yarn");
+        ds_gguf_w_f32(g, K2(k, "rope.scaling.factor"), (float)c->rope_factor);
+        ds_gguf_w_u32(g, K2(k, "rope.scaling.original_context_length"), (uint32_t)c->rope_orig_max_pos);
+        ds_gguf_w_f32(g, K2(k, "rope.scaling.yarn_beta_fast"), (float)c->beta_fast);
+        ds_gguf_w_f32(g, K2(k, "rope.scaling.yarn_beta_slow"), (float)c->beta_slow);
+        ds_gguf_w_f32(g, K2(k, "rope.scaling.yarn_log_multiplier"), (float)(0.1 * c->mscale_all_dim));
+    }
+    ds_gguf_w_u32(g, K2(k, "leading_dense_block_count"), (uint32_t)c->first_k_dense_replace);
+    ds_gguf_w_u32(g, K2(k, "vocab_size"), (uint32_t)c->vocab_size);
+    if (c->n_routed_experts > 0 || c->n_shared_experts > 0)
+        ds_gguf_w_u32(g, K2(k, "expert_feed_forward_length"), (uint32_t)c->moe_intermediate_size);
+    ds_gguf_w_u32(g, K2(k, "expert_shared_count"), (uint32_t)c->n_shared_experts);
+    if (c->n_routed_experts > 0) {
+        ds_gguf_w_u32(g, K2(k, "expert_count"), (uint32_t)c->n_routed_experts);
+        ds_gguf_w_u32(g, K2(k, "expert_used_count"), (uint32_t)c->num_experts_per_tok);
+        ds_gguf_w_u32(g, K2(k, "expert_group_count"), (uint32_t)c->n_group);
+        ds_gguf_w_u32(g, K2(k, "expert_group_used_count"), (uint32_t)c->topk_group);
+        ds_gguf_w_f32(g, K2(k, "expert_weights_scale"), (float)c->routed_scaling_factor);
+        if (c->norm_topk_prob) ds_gguf_w_bool(g, K2(k, "expert_weights_norm"), true);
+        ds_gguf_w_u32(g, K2(k, "expert_gating_func"), c->scoring_func == DS_SCORE_SIGMOID ? 2 : 1);
+    }
+    return write_vocab(g, c, o->tokenizer_dir, e);
+}
+
+/* tokenizer.ggml.* from a Hugging Face tokenizer.json (byte-level BPE), as
+ * llama.cpp's _set_vocab_gpt2: tokens by id (missing ids "[PADn]", type
+ * unused), added special tokens control, other added tokens user-defined. */
+static int write_vocab(ds_gguf_writer *g, const ds_config *c, const char *dir, ds_err *e) {
+    char path[4096];
+    json_t *tj = NULL;
+    if (dir) {
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            fclose(f);
+            int rc = ds_json_load_file(path, 256u << 20, &tj, e);
+            if (rc) return rc;
+        }
+    }
+    if (!tj) {
+        ds_gguf_w_str(g, "tokenizer.ggml.model", "none");
+        if (c->bos_token_id >= 0) ds_gguf_w_u32(g, "tokenizer.ggml.bos_token_id", (uint32_t)c->bos_token_id);
+        if (c->eos_token_id >= 0) ds_gguf_w_u32(g, "tokenizer.ggml.eos_token_id", (uint32_t)c->eos_token_id);
+        return DS_OK;
+    }
+    int rc = DS_OK;
+    int64_t V = c->vocab_size;
+    char **tok = calloc((size_t)V, sizeof *tok);
+    int32_t *type = calloc((size_t)V, sizeof *type);
+    const char **merges = NULL;
+    json_t *model = json_object_get(tj, "model"), *vocab = json_object_get(model, "vocab");
+    json_t *jm = json_object_get(model, "merges"), *added = json_object_get(tj, "added_tokens");
+    if (!tok || !type) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto done; }
+    if (!json_is_object(vocab) || !json_is_array(jm)) {
+        rc = ds_err_set(e, DS_EFORMAT, "%s: expected a BPE model with vocab and merges", path);
+        goto done;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(vocab, key, val) {
+        json_int_t id = json_integer_value(val);
+        if (id >= 0 && id < V && !tok[id]) { tok[id] = strdup(key); type[id] = 1; }
+    }
+    for (size_t i = 0; i < json_array_size(added); i++) {
+        json_t *a = json_array_get(added, i);
+        json_int_t id = json_integer_value(json_object_get(a, "id"));
+        const char *s = json_string_value(json_object_get(a, "content"));
+        if (!s || id < 0 || id >= V) continue;
+        free(tok[id]);
+        tok[id] = strdup(s);
+        type[id] = json_is_true(json_object_get(a, "special")) ? 3 : 4;
+    }
+    for (int64_t i = 0; i < V; i++)
+        if (!tok[i]) {
+            char pad[32];
+            snprintf(pad, sizeof pad, "[PAD%lld]", (long long)i);
+            tok[i] = strdup(pad);
+            type[i] = 5;
+        }
+    for (int64_t i = 0; i < V; i++)
+        if (!tok[i]) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto done; }
+    size_t nm = json_array_size(jm);
+    merges = calloc(nm ? nm : 1, sizeof *merges);
+    char **owned = calloc(nm ? nm : 1, sizeof *owned);
+    if (!merges || !owned) { free(owned); rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto done; }
+    for (size_t i = 0; i < nm; i++) {
+        json_t *x = json_array_get(jm, i);
+        if (json_is_string(x)) merges[i] = json_string_value(x);
+        else if (json_is_array(x) && json_array_size(x) == 2) {  /* newer ["a", "b"] form */
+            const char *a = json_string_value(json_array_get(x, 0)), *b = json_string_value(json_array_get(x, 1));
+            size_t la = a ? strlen(a) : 0, lb = b ? strlen(b) : 0;
+            owned[i] = malloc(la + lb + 2);
+            if (!owned[i]) break;
+            snprintf(owned[i], la + lb + 2, "%s %s", a ? a : "", b ? b : "");
+            merges[i] = owned[i];
+        } else merges[i] = "";
+        if (!merges[i]) merges[i] = "";
+    }
+    ds_gguf_w_str(g, "tokenizer.ggml.model", "gpt2");
+    ds_gguf_w_str(g, "tokenizer.ggml.pre", c->arch == DS_ARCH_V3 ? "deepseek-v3" : "deepseek-llm");
+    ds_gguf_w_arr(g, "tokenizer.ggml.tokens", DS_GGUF_STRING, tok, (uint64_t)V);
+    ds_gguf_w_arr(g, "tokenizer.ggml.token_type", DS_GGUF_INT32, type, (uint64_t)V);
+    ds_gguf_w_arr(g, "tokenizer.ggml.merges", DS_GGUF_STRING, merges, nm);
+    if (c->bos_token_id >= 0) ds_gguf_w_u32(g, "tokenizer.ggml.bos_token_id", (uint32_t)c->bos_token_id);
+    if (c->eos_token_id >= 0) ds_gguf_w_u32(g, "tokenizer.ggml.eos_token_id", (uint32_t)c->eos_token_id);
+    ds_gguf_w_bool(g, "tokenizer.ggml.add_bos_token", true);
+    ds_gguf_w_bool(g, "tokenizer.ggml.add_eos_token", false);
+    /* chat template from tokenizer_config.json, if any */
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    json_t *tc = NULL;
+    ds_err e2 = { 0 };
+    if (ds_json_load_file(path, 16u << 20, &tc, &e2) == DS_OK) {
+        const char *tpl = json_string_value(json_object_get(tc, "chat_template"));
+        if (tpl) ds_gguf_w_str(g, "tokenizer.chat_template", tpl);
+        json_decref(tc);
+    }
+    for (size_t i = 0; i < nm; i++) free(owned[i]);
+    free(owned);
+done:
+    if (tok)
+        for (int64_t i = 0; i < V; i++) free(tok[i]);
+    free(tok);
+    free(type);
+    free(merges);
+    json_decref(tj);
+    return rc;
+}
+
+/* ------------------------------------------------------------ producing */
+
+/* Source rows [r0, r0+n) of w as fp32 into out (n a multiple of w->group). */
+static void produce_f32(const wt *w, const ds_config *c, int64_t r0, int64_t n, float *out, float *tmp) {
+    int64_t K = w->cols;
+    switch (w->kind) {
+    case SRC_MAT:
+        for (int64_t i = 0; i < n; i++) ds_tensor_row_f32(w->t, r0 + i, 0, K, out + i * K);
+        break;
+    case SRC_EXPERTS: {
+        int64_t per = w->shape[1];
+        for (int64_t i = 0; i < n; i++) {
+            int64_t r = r0 + i;
+            const ds_mlp_w *x = &w->experts[r / per];
+            const ds_tensor *t = w->which == 0 ? &x->gate : w->which == 1 ? &x->up : &x->down;
+            ds_tensor_row_f32(t, r % per, 0, K, out + i * K);
+        }
+        break;
+    }
+    case SRC_VEC:
+        memcpy(out, w->vec, (size_t)K * sizeof(float));
+        break;
+    case SRC_KB: {  /* group = one head: out (Rkv, Dn) = W_UK[h]ᵀ */
+        int64_t Dn = c->qk_nope_head_dim, Dv = c->v_head_dim, Rkv = c->kv_lora_rank;
+        for (int64_t h0 = r0 / Rkv; h0 < (r0 + n) / Rkv; h0++) {
+            for (int64_t k = 0; k < Dn; k++) ds_tensor_row_f32(&w->lw->kv_b_proj, h0 * (Dn + Dv) + k, 0, Rkv, tmp + k * Rkv);
+            float *o = out + (h0 * Rkv - r0) * Dn;
+            for (int64_t j = 0; j < Rkv; j++)
+                for (int64_t k = 0; k < Dn; k++) o[j * Dn + k] = tmp[k * Rkv + j];
+        }
+        break;
+    }
+    case SRC_VB: {  /* group = one head: out (Dv, Rkv) = W_UV[h] */
+        int64_t Dn = c->qk_nope_head_dim, Dv = c->v_head_dim, Rkv = c->kv_lora_rank;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t r = r0 + i, h0 = r / Dv;
+            ds_tensor_row_f32(&w->lw->kv_b_proj, h0 * (Dn + Dv) + Dn + r % Dv, 0, Rkv, out + i * Rkv);
+        }
+        break;
+    }
+    case SRC_KVB: {  /* legacy kv_b from the split form; group = one head (Dn + Dv rows) */
+        int64_t Dn = c->qk_nope_head_dim, Dv = c->v_head_dim, Rkv = c->kv_lora_rank;
+        for (int64_t h0 = r0 / (Dn + Dv); h0 < (r0 + n) / (Dn + Dv); h0++) {
+            float *o = out + (h0 * (Dn + Dv) - r0) * Rkv;
+            ds_tensor kb = ds_tensor_slice(&w->lw->wk_b, h0), vb = ds_tensor_slice(&w->lw->wv_b, h0);
+            for (int64_t j = 0; j < Rkv; j++) ds_tensor_row_f32(&kb, j, 0, Dn, tmp + j * Dn);
+            for (int64_t k = 0; k < Dn; k++)
+                for (int64_t j = 0; j < Rkv; j++) o[k * Rkv + j] = tmp[j * Dn + k];
+            for (int64_t k = 0; k < Dv; k++) ds_tensor_row_f32(&vb, k, 0, Rkv, o + (Dn + k) * Rkv);
+        }
+        break;
+    }
+    case SRC_RANDOM:
+        DS_ASSERT(!"random tensors are produced as bytes");
+    }
+}
+
+static uint64_t mix(uint64_t a, uint64_t b) {
+    uint64_t z = a * 0x9E3779B97F4A7C15ull ^ (b + 0x632BE59BD9B4E5Bull + (a << 6) + (a >> 2));
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Random row r of w directly in its output type. */
+static void produce_random(const wt *w, uint64_t seed, int64_t r, uint8_t *out) {
+    ds_rng g;
+    ds_rng_seed(&g, mix(seed, (uint64_t)r));
+    int64_t K = w->cols;
+    size_t rb = ds_dtype_row_bytes(w->type, K);
+    float sd = w->rstd;
+    if (w->type == DS_DTYPE_F32 || w->type == DS_DTYPE_F16 || w->type == DS_DTYPE_BF16) {
+        for (int64_t i = 0; i < K; i++) {
+            float v = sd > 0 ? (float)((ds_rng_uniform(&g) * 2 - 1) * 1.7320508 * sd) : sd == 0 ? 1.0f : 0.0f;
+            if (w->type == DS_DTYPE_F32) memcpy(out + 4 * i, &v, 4);
+            else {
+                uint16_t h = w->type == DS_DTYPE_F16 ? ds_f32_to_f16(v) : ds_f32_to_bf16(v);
+                memcpy(out + 2 * i, &h, 2);
+            }
+        }
+        return;
+    }
+    for (size_t i = 0; i < rb; i += 8) {
+        uint64_t x = ds_rng_u64(&g);
+        memcpy(out + i, &x, DS_MIN(8, rb - i));
+    }
+    /* scales so that values have standard deviation ~sd and mean ~0 */
+    int64_t nb = K / ds_dtype_block(w->type);
+    size_t bb = ds_dtype_block_bytes(w->type);
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *p = out + bb * (size_t)b;
+        uint16_t h;
+        switch (w->type) {
+        case DS_DTYPE_Q8_0: h = ds_f32_to_f16(sd / 74.0f); memcpy(p, &h, 2); break;
+        case DS_DTYPE_Q4_0: h = ds_f32_to_f16(sd / 4.6f); memcpy(p, &h, 2); break;
+        case DS_DTYPE_Q5_0: h = ds_f32_to_f16(sd / 9.2f); memcpy(p, &h, 2); break;
+        case DS_DTYPE_Q4_K: {
+            ds_block_q4_K *q = (ds_block_q4_K *)p;
+            float d = sd / (32.0f * 4.6f);
+            q->d = ds_f32_to_f16(d);
+            q->dmin = ds_f32_to_f16(d * 7.5f);
+            for (int j = 0; j < 4; j++) { q->scales[j] = 160; q->scales[j + 4] = 160; q->scales[j + 8] = 0; }
+            break;
+        }
+        case DS_DTYPE_Q6_K: {
+            ds_block_q6_K *q = (ds_block_q6_K *)p;
+            for (int j = 0; j < 16; j++) q->scales[j] = 16;
+            q->d = ds_f32_to_f16(sd / (16.0f * 18.5f));
+            break;
+        }
+        default: break;
+        }
+    }
+}
+
+typedef struct {
+    const wt *w;
+    const ds_config *c;
+    int64_t r0;          /* first row of the chunk */
+    uint8_t *out;        /* chunk output */
+    size_t rb;           /* output bytes per row */
+    uint64_t seed;
+} chunk_ctx;
+
+static void chunk_worker(void *vctx, int64_t g0, int64_t g1, int tid) {
+    (void)tid;
+    chunk_ctx *cc = vctx;
+    const wt *w = cc->w;
+    int64_t G = w->group, K = w->cols;
+    if (w->kind == SRC_RANDOM) {
+        for (int64_t r = g0 * G; r < g1 * G; r++) produce_random(w, cc->seed, cc->r0 + r, cc->out + cc->rb * (size_t)r);
+        return;
+    }
+    float *buf = malloc((size_t)(G * K) * sizeof(float));
+    float *tmp = (w->kind == SRC_KB || w->kind == SRC_KVB)
+                     ? malloc((size_t)(cc->c->kv_lora_rank * (cc->c->qk_nope_head_dim + cc->c->v_head_dim)) * sizeof(float))
+                     : NULL;
+    DS_ASSERT(buf && (tmp || (w->kind != SRC_KB && w->kind != SRC_KVB)));
+    for (int64_t g = g0; g < g1; g++) {
+        int64_t r = g * G;
+        produce_f32(w, cc->c, cc->r0 + r, G, buf, tmp);
+        for (int64_t i = 0; i < G; i++) ds_quantize_row_ref(w->type, buf + i * K, cc->out + cc->rb * (size_t)(r + i), K);
+    }
+    free(buf);
+    free(tmp);
+}
+
+/* True when the source rows already have the output type: copy bytes. */
+static bool direct_copy(const wt *w) {
+    if (w->kind == SRC_MAT) return w->t->dtype == w->type && !w->t->scale;
+    if (w->kind == SRC_EXPERTS) {
+        const ds_tensor *t = w->which == 0 ? &w->experts[0].gate : w->which == 1 ? &w->experts[0].up : &w->experts[0].down;
+        return t->dtype == w->type && !t->scale;
+    }
+    return false;
+}
+
+static const uint8_t *copy_src(const wt *w, int64_t r) {
+    if (w->kind == SRC_MAT) return (const uint8_t *)w->t->data + ds_dtype_row_bytes(w->type, w->cols) * (size_t)r;
+    int64_t per = w->shape[1];
+    const ds_mlp_w *x = &w->experts[r / per];
+    const ds_tensor *t = w->which == 0 ? &x->gate : w->which == 1 ? &x->up : &x->down;
+    return (const uint8_t *)t->data + ds_dtype_row_bytes(w->type, w->cols) * (size_t)(r % per);
+}
+
+static int write_all(const ds_config *c, const ds_model *m, const char *path, const ds_convert_opts *o, uint64_t seed,
+                     ds_err *e) {
+    int64_t n_mtp = 0;
+    if (!o->drop_mtp) n_mtp = m ? m->n_mtp : c->n_mtp;
+    wlist L = { 0 };
+    ds_gguf_writer *g = ds_gguf_writer_new();
+    uint8_t *chunk = NULL;
+    int rc;
+    if (!g) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    if ((rc = build_list(&L, c, m, n_mtp, o, e))) goto done;
+    if ((rc = write_meta(g, c, n_mtp, o, e))) goto done;
+    int64_t total = 0;
+    for (int64_t i = 0; i < L.n; i++) {
+        wt *w = &L.v[i];
+        int64_t shape[3] = { w->shape[0], w->shape[1], w->shape[2] };
+        int64_t idx = ds_gguf_w_tensor(g, w->name, (uint32_t)ds_ggml_type_of(w->type), w->ndim, shape, e);
+        if (idx < 0) { rc = (int)idx; goto done; }
+        total += (int64_t)ds_gguf_w_tensor_bytes(g, idx);
+    }
+    if ((rc = ds_gguf_writer_begin(g, path, e))) goto done;
+    const size_t chunk_cap = 32u << 20;
+    chunk = malloc(chunk_cap);
+    if (!chunk) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto done; }
+    int64_t done_bytes = 0;
+    for (int64_t i = 0; i < L.n; i++) {
+        const wt *w = &L.v[i];
+        size_t rb = ds_dtype_row_bytes(w->type, w->cols);
+        size_t gb = rb * (size_t)w->group;
+        int64_t groups = w->rows / w->group;
+        int64_t per_chunk = DS_MAX(1, (int64_t)(chunk_cap / gb));
+        DS_ASSERT(gb <= chunk_cap);
+        bool copy = m && direct_copy(w);
+        for (int64_t g0 = 0; g0 < groups; g0 += per_chunk) {
+            int64_t ng = DS_MIN(per_chunk, groups - g0);
+            int64_t r0 = g0 * w->group;
+            if (copy) {
+                for (int64_t r = 0; r < ng * w->group; r++) memcpy(chunk + rb * (size_t)r, copy_src(w, r0 + r), rb);
+            } else {
+                chunk_ctx cc = { w, c, r0, chunk, rb, mix(seed, (uint64_t)i) };
+                int64_t min_groups = DS_MAX(1, (int64_t)(1 << 16) / DS_MAX(1, w->group * w->cols));
+                ds_par_for(ng, min_groups, chunk_worker, &cc);
+            }
+            if ((rc = ds_gguf_writer_write(g, chunk, gb * (size_t)ng, e))) goto done;
+            done_bytes += (int64_t)(gb * (size_t)ng);
+            if (o->progress) o->progress(o->progress_ud, done_bytes, total, w->name);
+        }
+    }
+    rc = ds_gguf_writer_finish(g, e);
+done:
+    free(chunk);
+    free(L.v);
+    ds_gguf_writer_free(g);
+    return rc;
+}
+
+int ds_model_write_gguf(const ds_model *m, const char *path, const ds_convert_opts *o, ds_err *e) {
+    return write_all(&m->cfg, m, path, o, 0, e);
+}
+
+int ds_write_random_gguf(const ds_config *c, const char *path, const ds_convert_opts *o, uint64_t seed, ds_err *e) {
+    int rc = ds_config_validate(c, "random model config", e);
+    if (rc) return rc;
+    return write_all(c, NULL, path, o, seed, e);
+}

@@ -1,0 +1,427 @@
+/*
+ * test_gguf.c - GGUF reader/writer round trips, malformed files, and
+ * converted models: HF fixture -> GGUF (F32 / F16 / Q8_0, split and legacy
+ * MLA forms, MTP kept) -> logits against the source and against the
+ * Hugging Face reference logits.
+ *
+ * Tolerances (the fixtures are tiny random models, logits O(1-5)):
+ *   F32 GGUF vs the safetensors model: max |dlogit| <= 1e-5 (same weights;
+ *     only summation order differs between the BF16 and F32 kernels), and
+ *     vs HF's logits <= 1e-4 like tests/test_model.c.
+ *   F16 GGUF: max |dlogit| <= 0.05 (F32/BF16 -> F16 rounding of weights).
+ *   Q8_0 GGUF: mean KL <= 0.02 nats, top-1 agreement >= 85 %. These tiny
+ *     models route through near-ties (sigmoid + group top-k), so a 0.3 %
+ *     weight perturbation flips some expert choices; see README.
+ */
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/mmap_file.h"
+#include "core/rng.h"
+#include "io/gguf.h"
+#include "io/json.h"
+#include "model/convert.h"
+#include "model/model.h"
+#include "runtime/compare.h"
+#include "tensor/quant.h"
+
+static const char *tmpdir(void) {
+    static char dir[64];
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "/tmp/ds_test_gguf_XXXXXX");
+        if (!mkdtemp(dir)) { dir[0] = 0; return "/tmp"; }
+    }
+    return dir;
+}
+
+static const char *tmpfile_path(const char *name) {
+    static char buf[4][256];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir(), name);
+    return buf[k];
+}
+
+/* ------------------------------------------------------- reader / writer */
+
+TEST(gguf_write_read_roundtrip) {
+    ds_err e = { 0 };
+    const char *path = tmpfile_path("rt.gguf");
+    ds_gguf_writer *w = ds_gguf_writer_new();
+    ds_gguf_w_str(w, "general.architecture", "test");
+    ds_gguf_w_u32(w, "a.u32", 4000000000u);
+    ds_gguf_w_i32(w, "a.i32", -5);
+    ds_gguf_w_u64(w, "a.u64", 1ull << 40);
+    ds_gguf_w_f32(w, "a.f32", 0.25f);
+    ds_gguf_w_bool(w, "a.bool", true);
+    int32_t ia[3] = { 1, -2, 3 };
+    ds_gguf_w_arr(w, "a.arr_i32", DS_GGUF_INT32, ia, 3);
+    const char *sa[3] = { "x", "", "hello world" };
+    ds_gguf_w_arr(w, "a.arr_str", DS_GGUF_STRING, sa, 3);
+    float vec[5] = { 1, 2, 3, 4, 5 };
+    uint8_t q[2 * 34 * 3];
+    for (size_t i = 0; i < sizeof q; i++) q[i] = (uint8_t)(i * 7);
+    uint16_t h[2 * 3 * 4];
+    for (int i = 0; i < 24; i++) h[i] = ds_f32_to_f16((float)i);
+    int64_t s1[1] = { 5 }, s2[2] = { 3, 64 }, s3[3] = { 2, 3, 4 };
+    CHECK(ds_gguf_w_tensor(w, "vec", DS_GGML_F32, 1, s1, &e) == 0);
+    CHECK(ds_gguf_w_tensor(w, "mat.q8", DS_GGML_Q8_0, 2, s2, &e) == 1);
+    CHECK(ds_gguf_w_tensor(w, "cube", DS_GGML_F16, 3, s3, &e) == 2);
+    int64_t bad[2] = { 3, 48 };
+    CHECK(ds_gguf_w_tensor(w, "bad", DS_GGML_Q8_0, 2, bad, &e) < 0);   /* 48 not a multiple of 32 */
+    e.code = 0;
+    CHECK(ds_gguf_w_tensor(w, "vec", DS_GGML_F32, 1, s1, &e) < 0);     /* duplicate */
+    e.code = 0;
+    CHECK(ds_gguf_writer_begin(w, path, &e) == 0);
+    CHECK(ds_gguf_writer_write(w, vec, sizeof vec, &e) == 0);
+    CHECK(ds_gguf_writer_write(w, q, 100, &e) == 0);                     /* in pieces */
+    CHECK(ds_gguf_writer_write(w, q + 100, sizeof q - 100, &e) == 0);
+    CHECK(ds_gguf_writer_write(w, h, sizeof h, &e) == 0);
+    CHECK(ds_gguf_writer_write(w, h, 1, &e) != 0);                       /* more than declared */
+    e.code = 0;
+    CHECK(ds_gguf_writer_finish(w, &e) == 0);
+    ds_gguf_writer_free(w);
+
+    ds_gguf g;
+    CHECK_MSG(ds_gguf_open(&g, path, &e) == 0, "%s", e.msg);
+    if (e.code) return;
+    CHECK_EQ_INT(g.version, 3);
+    CHECK_EQ_INT(g.n_kv, 8);
+    CHECK_EQ_INT(g.n_tensors, 3);
+    int64_t v;
+    double d;
+    bool b;
+    char s[64];
+    CHECK(ds_gguf_get_int(&g, "a.u32", true, 0, INT64_MAX, &v, &e) == 0 && v == 4000000000ll);
+    CHECK(ds_gguf_get_int(&g, "a.i32", true, -10, 10, &v, &e) == 0 && v == -5);
+    CHECK(ds_gguf_get_int(&g, "a.u64", true, 0, INT64_MAX, &v, &e) == 0 && v == (1ll << 40));
+    CHECK(ds_gguf_get_num(&g, "a.f32", true, 0, 1, &d, &e) == 0 && d == 0.25);
+    CHECK(ds_gguf_get_bool(&g, "a.bool", true, &b, &e) == 0 && b);
+    CHECK(ds_gguf_get_str(&g, "general.architecture", true, s, sizeof s, &e) == 0 && !strcmp(s, "test"));
+    CHECK(ds_gguf_get_int(&g, "a.i32", true, 0, 10, &v, &e) == DS_ERANGE);
+    e.code = 0;
+    CHECK(ds_gguf_get_int(&g, "a.f32", true, 0, 10, &v, &e) == DS_EFORMAT);
+    e.code = 0;
+    CHECK(ds_gguf_get_int(&g, "missing", true, 0, 10, &v, &e) == DS_ENOTFOUND);
+    e.code = 0;
+    v = 77;
+    CHECK(ds_gguf_get_int(&g, "missing", false, 0, 10, &v, &e) == 0 && v == 77);
+    const ds_gguf_kv *kv = ds_gguf_find_kv(&g, "a.arr_str");
+    CHECK(kv && kv->n == 3);
+    if (kv) {
+        const char *p;
+        uint64_t len;
+        ds_gguf_arr_str(&g, kv, 2, &p, &len);
+        CHECK(len == 11 && !memcmp(p, "hello world", 11));
+        ds_gguf_arr_str(&g, kv, 1, &p, &len);
+        CHECK(len == 0);
+    }
+    kv = ds_gguf_find_kv(&g, "a.arr_i32");
+    CHECK(kv && ds_gguf_arr_num(kv, 1) == -2);
+    const ds_gguf_tensor *t = ds_gguf_find_tensor(&g, "mat.q8");
+    CHECK(t && t->ne[0] == 64 && t->ne[1] == 3 && t->nbytes == sizeof q && !memcmp(t->data, q, sizeof q));
+    CHECK(t && (t->data - g.buf) % 32 == 0);
+    ds_tensor view;
+    t = ds_gguf_find_tensor(&g, "cube");
+    CHECK(t && ds_gguf_view(&g, t, &view, &e) == 0);
+    CHECK(view.ndim == 3 && view.shape[0] == 2 && view.shape[1] == 3 && view.shape[2] == 4 && view.dtype == DS_DTYPE_F16);
+    CHECK(!memcmp(view.data, h, sizeof h));
+    CHECK(ds_gguf_find_tensor(&g, "nope") == NULL);
+    ds_gguf_close(&g);
+    unlink(path);
+}
+
+/* A hand-rolled GGUF byte builder for malformed files. */
+typedef struct { uint8_t b[4096]; size_t n; } bb;
+static void p32(bb *x, uint32_t v) { memcpy(x->b + x->n, &v, 4); x->n += 4; }
+static void p64(bb *x, uint64_t v) { memcpy(x->b + x->n, &v, 8); x->n += 8; }
+static void pstr(bb *x, const char *s) { p64(x, strlen(s)); memcpy(x->b + x->n, s, strlen(s)); x->n += strlen(s); }
+static void pad(bb *x) { while (x->n % 32) x->b[x->n++] = 0; }
+static void hdr(bb *x, uint64_t nt, uint64_t nkv) { x->n = 0; p32(x, DS_GGUF_MAGIC); p32(x, 3); p64(x, nt); p64(x, nkv); }
+static void tinfo(bb *x, const char *name, uint32_t nd, const int64_t *ne, uint32_t type, uint64_t off) {
+    pstr(x, name);
+    p32(x, nd);
+    for (uint32_t i = 0; i < nd; i++) p64(x, (uint64_t)ne[i]);
+    p32(x, type);
+    p64(x, off);
+}
+
+static int parse_bb(bb *x, char *msg) {
+    ds_gguf g;
+    ds_err e = { 0 };
+    int rc = ds_gguf_parse(&g, x->b, x->n, "mem", &e);
+    if (!rc) ds_gguf_close(&g);
+    if (msg) snprintf(msg, 512, "%s", e.msg);
+    return rc;
+}
+
+static void expect_bad(bb *x, const char *what, const char *needle) {
+    char msg[512];
+    int rc = parse_bb(x, msg);
+    CHECK_MSG(rc != 0, "%s: accepted", what);
+    CHECK_MSG(!needle || strstr(msg, needle), "%s: message '%s' lacks '%s'", what, msg, needle);
+}
+
+TEST(gguf_bad_inputs) {
+    bb x;
+    int64_t ne1[1] = { 8 }, ne2[2] = { 32, 2 };
+    /* a valid baseline: one key, two tensors */
+    hdr(&x, 2, 1);
+    pstr(&x, "k"); p32(&x, DS_GGUF_UINT32); p32(&x, 7);
+    tinfo(&x, "a", 1, ne1, DS_GGML_F32, 0);
+    tinfo(&x, "b", 2, ne2, DS_GGML_Q8_0, 32);
+    pad(&x);
+    memset(x.b + x.n, 0, 32 + 68);
+    x.n += 32 + 68;
+    CHECK_MSG(parse_bb(&x, NULL) == 0, "baseline rejected");
+    bb base = x;
+    /* every truncation of the needed bytes fails cleanly */
+    for (size_t n = 0; n < base.n; n++) {
+        x = base;
+        x.n = n;
+        CHECK_MSG(parse_bb(&x, NULL) != 0, "truncated to %zu bytes accepted", n);
+    }
+    x = base; x.b[0] = 'X'; expect_bad(&x, "magic", "magic");
+    x = base; x.b[4] = 1; expect_bad(&x, "version 1", "version");
+    x = base; memset(x.b + 8, 0xff, 8); expect_bad(&x, "tensor count", "tensors cannot fit");
+    x = base; memset(x.b + 16, 0x7f, 8); expect_bad(&x, "key count", "keys cannot fit");
+
+#define FILL(NB) do { memset(x.b + x.n, 0, NB); x.n += NB; } while (0)
+    hdr(&x, 0, 1); p64(&x, 1ull << 62); FILL(64); expect_bad(&x, "key length", "length");
+    hdr(&x, 0, 1); pstr(&x, ""); p32(&x, DS_GGUF_UINT8); x.b[x.n++] = 0; FILL(64); expect_bad(&x, "empty key", "empty");
+    hdr(&x, 0, 2); pstr(&x, "k"); p32(&x, DS_GGUF_UINT8); x.b[x.n++] = 0; pstr(&x, "k"); p32(&x, DS_GGUF_UINT8);
+    x.b[x.n++] = 0; expect_bad(&x, "duplicate key", "duplicate key");
+    hdr(&x, 0, 1); pstr(&x, "k"); p32(&x, 13); p32(&x, 0); expect_bad(&x, "value type", "invalid value type");
+    hdr(&x, 0, 1); pstr(&x, "k"); p32(&x, DS_GGUF_ARRAY); p32(&x, DS_GGUF_ARRAY); p64(&x, 1); expect_bad(&x, "nested", "nested");
+    hdr(&x, 0, 1); pstr(&x, "k"); p32(&x, DS_GGUF_ARRAY); p32(&x, DS_GGUF_UINT64); p64(&x, 1ull << 29);
+    expect_bad(&x, "array bytes", "truncated");
+    hdr(&x, 0, 1); pstr(&x, "k"); p32(&x, DS_GGUF_ARRAY); p32(&x, DS_GGUF_STRING); p64(&x, 1ull << 40);
+    expect_bad(&x, "array count", "array");
+    hdr(&x, 0, 1); pstr(&x, "k"); p32(&x, DS_GGUF_ARRAY); p32(&x, DS_GGUF_STRING); p64(&x, 100); pstr(&x, "a");
+    expect_bad(&x, "string array", NULL);
+    hdr(&x, 0, 1); pstr(&x, "k"); p32(&x, DS_GGUF_BOOL); x.b[x.n++] = 2; expect_bad(&x, "bool", "bool");
+    hdr(&x, 0, 1); pstr(&x, "k"); p32(&x, DS_GGUF_STRING); p64(&x, 1ull << 40); expect_bad(&x, "string length", "length");
+    hdr(&x, 0, 1); pstr(&x, "general.alignment"); p32(&x, DS_GGUF_UINT32); p32(&x, 48); expect_bad(&x, "alignment", "power of two");
+    hdr(&x, 0, 1); pstr(&x, "general.alignment"); p32(&x, DS_GGUF_UINT64); p64(&x, 32); expect_bad(&x, "alignment type", "u32");
+
+    char longname[80];
+    memset(longname, 'n', 64);
+    longname[64] = 0;
+#define ONE_TENSOR(NAME, ND, NE, TYPE, OFF, DATA) do { hdr(&x, 1, 0); tinfo(&x, NAME, ND, NE, TYPE, OFF); pad(&x); \
+        memset(x.b + x.n, 0, DATA); x.n += DATA; } while (0)
+    ONE_TENSOR(longname, 1, ne1, DS_GGML_F32, 0, 32); expect_bad(&x, "name length", "name length");
+    ONE_TENSOR("a", 0, ne1, DS_GGML_F32, 0, 32); expect_bad(&x, "0 dims", "dimensions");
+    int64_t ne5[5] = { 1, 1, 1, 1, 1 };
+    ONE_TENSOR("a", 5, ne5, DS_GGML_F32, 0, 32); expect_bad(&x, "5 dims", "dimensions");
+    int64_t ne0[1] = { 0 };
+    ONE_TENSOR("a", 1, ne0, DS_GGML_F32, 0, 32); expect_bad(&x, "ne 0", "elements");
+    int64_t nebig[3] = { 1ll << 31, 1ll << 31, 1ll << 31 };
+    ONE_TENSOR("a", 3, nebig, DS_GGML_F32, 0, 32); expect_bad(&x, "numel overflow", "overflow");
+    int64_t nebig2[2] = { 1ll << 32, 1ll << 31 };
+    ONE_TENSOR("a", 2, nebig2, DS_GGML_F32, 0, 32); expect_bad(&x, "bytes overflow", NULL);
+    ONE_TENSOR("a", 1, ne1, 4, 0, 32); expect_bad(&x, "retired type", "unknown ggml type");
+    ONE_TENSOR("a", 1, ne1, 99, 0, 32); expect_bad(&x, "type 99", "unknown ggml type");
+    int64_t ne48[1] = { 48 };
+    ONE_TENSOR("a", 1, ne48, DS_GGML_Q8_0, 0, 64); expect_bad(&x, "block multiple", "multiple");
+    ONE_TENSOR("a", 1, ne1, DS_GGML_F32, 16, 64); expect_bad(&x, "misaligned", "alignment");
+    ONE_TENSOR("a", 1, ne1, DS_GGML_F32, 32, 32); expect_bad(&x, "past the end", "data region");
+    ONE_TENSOR("a", 1, ne1, DS_GGML_F32, 1ull << 63, 32); expect_bad(&x, "huge offset", "data region");
+    hdr(&x, 2, 0); tinfo(&x, "a", 2, ne2, DS_GGML_F32, 0); tinfo(&x, "b", 1, ne1, DS_GGML_F32, 256); pad(&x);
+    FILL(288);
+    CHECK(parse_bb(&x, NULL) == 0);
+    hdr(&x, 2, 0); tinfo(&x, "a", 2, ne2, DS_GGML_F32, 0); tinfo(&x, "b", 1, ne1, DS_GGML_F32, 224); pad(&x);
+    FILL(288); expect_bad(&x, "overlap", "overlap");
+    hdr(&x, 2, 0); tinfo(&x, "a", 1, ne1, DS_GGML_F32, 0); tinfo(&x, "a", 1, ne1, DS_GGML_F32, 32); pad(&x);
+    memset(x.b + x.n, 0, 64); x.n += 64; expect_bad(&x, "duplicate tensor", "duplicate tensor");
+#undef ONE_TENSOR
+#undef FILL
+
+    /* random byte flips of the baseline: must never crash (ASan build checks memory) */
+    ds_rng r;
+    ds_rng_seed(&r, 99);
+    for (int it = 0; it < 3000; it++) {
+        x = base;
+        int flips = 1 + (int)(ds_rng_u64(&r) % 4);
+        for (int f = 0; f < flips; f++) x.b[ds_rng_u64(&r) % x.n] ^= (uint8_t)(1u << (ds_rng_u64(&r) % 8));
+        parse_bb(&x, NULL);
+    }
+}
+
+/* ------------------------------------------------------- converted models */
+
+static float *read_f32(const char *path, size_t n) {
+    char *buf;
+    size_t len;
+    ds_err e = { 0 };
+    if (ds_read_file(path, 64 << 20, &buf, &len, &e) || len != n * sizeof(float)) {
+        ds_test_fail(__FILE__, __LINE__, "%s: %s", path, e.code ? e.msg : "wrong size");
+        if (!e.code) free(buf);
+        return NULL;
+    }
+    return (float *)buf;
+}
+
+static int ref_tokens(const char *fixture_name, int32_t *tok, int64_t *T) {
+    char path[512];
+    snprintf(path, sizeof path, "tests/fixtures/%s/ref.json", fixture_name);
+    json_t *j;
+    ds_err e = { 0 };
+    if (ds_json_load_file(path, 1 << 20, &j, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return -1; }
+    json_t *t = json_object_get(j, "tokens");
+    *T = (int64_t)json_array_size(t);
+    for (int64_t i = 0; i < *T && i < 64; i++) tok[i] = (int32_t)json_integer_value(json_array_get(t, (size_t)i));
+    json_decref(j);
+    return 0;
+}
+
+static float *logits_of(ds_model *m, const int32_t *tok, int64_t T, bool incremental) {
+    int64_t V = m->cfg.vocab_size;
+    float *out = calloc((size_t)(T * V), sizeof(float));
+    ds_kvcache c;
+    ds_err e = { 0 };
+    CHECK(ds_kvcache_init(&c, m, T, &e) == 0);
+    if (incremental) {
+        for (int64_t t = 0; t < T; t++) {
+            ds_seq_chunk ch = { &c, tok + t, 1, true };
+            CHECK_MSG(ds_model_forward(m, &ch, 1, out + t * V, NULL, &e) == 0, "%s", e.msg);
+        }
+    } else {
+        ds_seq_chunk ch = { &c, tok, T, true };
+        CHECK_MSG(ds_model_forward(m, &ch, 1, out, NULL, &e) == 0, "%s", e.msg);
+    }
+    ds_kvcache_free(&c);
+    return out;
+}
+
+static double max_abs_diff(const float *a, const float *b, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= m)) m = d;
+    }
+    return m;
+}
+
+static ds_model *convert_open(ds_model *src, const char *name, ds_dtype t, bool legacy) {
+    ds_convert_opts o;
+    ds_convert_opts_default(&o, t);
+    o.legacy_kv_b = legacy;
+    ds_err e = { 0 };
+    const char *path = tmpfile_path(name);
+    if (ds_model_write_gguf(src, path, &o, &e)) { ds_test_fail(__FILE__, __LINE__, "write %s: %s", name, e.msg); return NULL; }
+    ds_model *m = NULL;
+    if (ds_model_open(&m, path, &e)) ds_test_fail(__FILE__, __LINE__, "open %s: %s", name, e.msg);
+    return m;
+}
+
+static void gguf_parity(const char *fx) {
+    char dir[256], path[512];
+    snprintf(dir, sizeof dir, "tests/fixtures/%s", fx);
+    ds_err e = { 0 };
+    ds_model *src = NULL;
+    if (ds_model_open(&src, dir, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    int32_t tok[64];
+    int64_t T, V = src->cfg.vocab_size;
+    if (ref_tokens(fx, tok, &T)) { ds_model_close(src); return; }
+    snprintf(path, sizeof path, "%s/ref_logits.f32", dir);
+    float *hf = read_f32(path, (size_t)(T * V));
+    float *base = logits_of(src, tok, T, false), *base_inc = logits_of(src, tok, T, true);
+    char name[128];
+
+    /* F32, split MLA form (and legacy form) */
+    for (int legacy = 0; legacy < 2; legacy++) {
+        snprintf(name, sizeof name, "%s-f32%s.gguf", fx, legacy ? "-legacy" : "");
+        ds_model *g = convert_open(src, name, DS_DTYPE_F32, legacy);
+        if (!g) continue;
+        CHECK_EQ_INT(g->cfg.n_layer, src->cfg.n_layer);
+        CHECK_EQ_INT(g->n_mtp, src->n_mtp);
+        CHECK(g->cfg.topk_method == src->cfg.topk_method && g->cfg.scoring_func == src->cfg.scoring_func);
+        CHECK_NEAR(g->attn_scale, src->attn_scale, 1e-6);
+        float *full = logits_of(g, tok, T, false), *inc = logits_of(g, tok, T, true);
+        double d1 = max_abs_diff(full, base, T * V), d2 = max_abs_diff(inc, base_inc, T * V);
+        CHECK_MSG(d1 <= 1e-5 && d2 <= 1e-5, "%s: F32 GGUF vs safetensors: full %.3g, incremental %.3g", name, d1, d2);
+        if (hf) {
+            double d3 = max_abs_diff(full, hf, T * V);
+            CHECK_MSG(d3 <= 1e-4, "%s: F32 GGUF vs HF reference %.3g", name, d3);
+        }
+        if (src->n_mtp && !legacy) {
+            snprintf(path, sizeof path, "%s/ref_mtp_logits.f32", dir);
+            float *ref = read_f32(path, (size_t)((T - 1) * V)), *mtp = calloc((size_t)(T * V), sizeof(float));
+            float *hid = calloc((size_t)(T * g->cfg.hidden_size), sizeof(float)), *lg = calloc((size_t)(T * V), sizeof(float));
+            ds_kvcache c;
+            CHECK(ds_kvcache_init(&c, g, T + 1, &e) == 0);
+            ds_seq_chunk ch = { &c, tok, T, true };
+            CHECK(ds_model_forward(g, &ch, 1, lg, hid, &e) == 0);
+            CHECK(ds_model_forward_mtp(g, &c, hid, tok + 1, T - 1, mtp, &e) == 0);
+            if (ref) CHECK_MSG(max_abs_diff(mtp, ref, (T - 1) * V) <= 1e-4, "%s: MTP logits vs reference %.3g", name,
+                               max_abs_diff(mtp, ref, (T - 1) * V));
+            ds_kvcache_free(&c);
+            free(ref); free(mtp); free(hid); free(lg);
+        }
+        free(full); free(inc);
+        ds_model_close(g);
+    }
+    /* F16 */
+    snprintf(name, sizeof name, "%s-f16.gguf", fx);
+    ds_model *g = convert_open(src, name, DS_DTYPE_F16, false);
+    if (g) {
+        float *full = logits_of(g, tok, T, false);
+        double d = max_abs_diff(full, base, T * V);
+        CHECK_MSG(d <= 0.05, "%s: F16 GGUF max |dlogit| %.3g", name, d);
+        free(full);
+        ds_model_close(g);
+    }
+    /* Q8_0: prefill (dequant + sgemm) and decode (integer dots) paths */
+    snprintf(name, sizeof name, "%s-q8_0.gguf", fx);
+    g = convert_open(src, name, DS_DTYPE_Q8_0, false);
+    if (g) {
+        float *full = logits_of(g, tok, T, false), *inc = logits_of(g, tok, T, true);
+        ds_logit_stats s1, s2;
+        ds_logit_stats_compute(base, full, T, V, &s1);
+        ds_logit_stats_compute(base_inc, inc, T, V, &s2);
+        CHECK_MSG(s1.kl_mean <= 0.02 && s1.top1 >= 0.85, "%s: Q8_0 prefill KL %.3g top-1 %.2f", name, s1.kl_mean, s1.top1);
+        CHECK_MSG(s2.kl_mean <= 0.02 && s2.top1 >= 0.85, "%s: Q8_0 decode KL %.3g top-1 %.2f", name, s2.kl_mean, s2.top1);
+        free(full); free(inc);
+        /* GGUF -> GGUF: same type copies bytes exactly */
+        ds_model *g2 = convert_open(g, "requant.gguf", DS_DTYPE_Q8_0, false);
+        if (g2) {
+            float *a = logits_of(g, tok, T, false), *b = logits_of(g2, tok, T, false);
+            CHECK_MSG(max_abs_diff(a, b, T * V) == 0, "%s: Q8_0 -> Q8_0 requant changed logits", name);
+            free(a); free(b);
+            ds_model_close(g2);
+        }
+        ds_model_close(g);
+    }
+    free(hf); free(base); free(base_inc);
+    ds_model_close(src);
+}
+
+TEST(gguf_model_v3) { gguf_parity("tiny-v3"); }
+TEST(gguf_model_v3_fp8) { gguf_parity("tiny-v3-fp8"); }
+TEST(gguf_model_v2_lite) { gguf_parity("tiny-v2-lite"); }
+TEST(gguf_model_v2) { gguf_parity("tiny-v2"); }
+
+TEST(gguf_model_bad_metadata) {
+    /* a deepseek2 file missing a required key / with a wrong architecture */
+    ds_err e = { 0 };
+    const char *path = tmpfile_path("badarch.gguf");
+    ds_gguf_writer *w = ds_gguf_writer_new();
+    ds_gguf_w_str(w, "general.architecture", "llama");
+    CHECK(ds_gguf_writer_begin(w, path, &e) == 0 && ds_gguf_writer_finish(w, &e) == 0);
+    ds_gguf_writer_free(w);
+    ds_model *m;
+    CHECK(ds_model_open(&m, path, &e) == DS_EUNSUPPORTED);
+    CHECK(strstr(e.msg, "deepseek2") != NULL);
+    e.code = 0;
+    w = ds_gguf_writer_new();
+    ds_gguf_w_str(w, "general.architecture", "deepseek2");
+    ds_gguf_w_u32(w, "deepseek2.block_count", 2);
+    CHECK(ds_gguf_writer_begin(w, path, &e) == 0 && ds_gguf_writer_finish(w, &e) == 0);
+    ds_gguf_writer_free(w);
+    CHECK(ds_model_open(&m, path, &e) == DS_ENOTFOUND);
+    CHECK_MSG(strstr(e.msg, "embedding_length") != NULL, "%s", e.msg);
+    unlink(path);
+}
