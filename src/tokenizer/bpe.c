@@ -81,8 +81,12 @@ int bytelevel_byte(uint32_t cp) {
         return -1;
     }
     if (cp >= 256 + 68) return -1;
-    for (int b = 0; b < 256; b++)
-        if (bytelevel_char((uint8_t)b) == cp) return b;
+    /* the n-th byte outside the kept ranges maps to 256 + n */
+    uint32_t n = cp - 256;
+    for (int b = 0; b < 256; b++) {
+        bool keep = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        if (!keep && n-- == 0) return b;
+    }
     return -1;
 }
 
@@ -162,10 +166,10 @@ static int add_merge(ds_tokenizer *t, size_t rank, const char *a, size_t alen, c
                      char **buf, size_t *cap, ds_err *e) {
     int32_t ia = bpe_vocab_get(t, a, alen), ib = bpe_vocab_get(t, b, blen);
     if (ia < 0 || ib < 0)
-        return ds_err_set(e, DS_EFORMAT, "%s: model.merges[%zu]: token '%.60s' is not in the vocab", t->what,
-                          rank, ia < 0 ? a : b);
-    if (alen + blen > *cap) {
-        size_t c = (alen + blen) * 2;
+        return ds_err_set(e, DS_EFORMAT, "%s: model.merges[%zu]: token '%.*s' is not in the vocab", t->what,
+                          rank, ia < 0 ? (int)DS_MIN(alen, 60) : (int)DS_MIN(blen, 60), ia < 0 ? a : b);
+    if (alen + blen + 1 > *cap) {
+        size_t c = (alen + blen + 1) * 2;
         char *p = realloc(*buf, c);
         if (!p) return ds_err_set(e, DS_ENOMEM, "%s: out of memory", t->what);
         *buf = p;

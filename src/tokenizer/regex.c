@@ -252,7 +252,7 @@ unsupported:
     free(b.p);
     return ds_err_set(e, DS_EUNSUPPORTED,
                       "%s: regex uses a construct this tokenizer does not support "
-                      "(negated set or nested class inside [...]): %.80s", what, pat);
+                      "(negated set or nested class inside [...]): %.*s", what, (int)DS_MIN(len, 80), pat);
 }
 
 /* ------------------------------------------------------------- compile */
@@ -299,7 +299,8 @@ int regex_compile(tok_regex **out, const char *pattern, size_t len, bool literal
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(err, msg, sizeof msg);
         free(re);
-        return ds_err_set(e, DS_EFORMAT, "%s: bad regex '%.80s': %s", what, pattern, (char *)msg);
+        return ds_err_set(e, DS_EFORMAT, "%s: bad regex '%.*s': %s", what, (int)DS_MIN(len, 80), pattern,
+                          (char *)msg);
     }
     re->jit = pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE) == 0;
     *out = re;

@@ -1,8 +1,8 @@
 /*
  * tokenizer.h - Hugging Face tokenizer.json (byte-level BPE) for DeepSeek
  * V2/V3/R1/V3.1 and GPT-2-style tokenizers: load, encode, decode, streaming
- * decode. Bit-exact with the HF `tokenizers` library (see README section in
- * tokenizer.c for what is supported).
+ * decode. Bit-exact with the HF `tokenizers` library (the header comment of
+ * tokenizer.c lists what is supported).
  *
  * Encoding pipeline (as HF): added tokens are matched in the raw text first
  * (longest match, leftmost first; single_word/lstrip/rstrip honoured), then
@@ -56,7 +56,8 @@ enum {
  * Appends to *ids (on failure *ids keeps what it had). */
 int tok_encode_append(const ds_tokenizer *t, const char *text, size_t len, unsigned flags,
                       tok_ids *ids, ds_err *e);
-/* Convenience: *ids is malloc'ed (caller frees), *n its length. */
+/* Convenience: flags TOK_PARSE_SPECIAL (if parse_special) and no post-processor;
+ * *ids is malloc'ed (caller frees, also when *n == 0), *n its length. */
 int tok_encode(const ds_tokenizer *t, const char *text, size_t len, bool parse_special,
                int32_t **ids, int64_t *n, ds_err *e);
 
