@@ -201,7 +201,7 @@ static int bind_layer(gbinder *b, int64_t l, bool mtp) {
 
 #define KEY(buf, suffix) (snprintf(buf, sizeof buf, "deepseek2.%s", suffix), buf)
 
-static int read_config(ds_gguf *g, ds_config *c, ds_err *e) {
+int ds_model_gguf_config(const ds_gguf *g, ds_config *c, ds_err *e) {
     memset(c, 0, sizeof *c);
     char k[128], s[64];
     int rc;
@@ -318,7 +318,7 @@ int ds_model_open_gguf(ds_model **out, const char *path, ds_err *e) {
     m->dir = strdup(path);
     if (!m->dir) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto fail; }
     if ((rc = ds_gguf_open(g, path, e))) goto fail;
-    if ((rc = read_config(g, &m->cfg, e))) goto fail;
+    if ((rc = ds_model_gguf_config(g, &m->cfg, e))) goto fail;
     const ds_config *c = &m->cfg;
     used = calloc((size_t)(g->n_tensors ? g->n_tensors : 1), sizeof *used);
     m->layers = calloc((size_t)(c->n_layer + c->n_mtp), sizeof *m->layers);
