@@ -12,12 +12,12 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 override CFLAGS += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
            -fopenmp -D_GNU_SOURCE -Isrc
-LDLIBS  += -fopenmp -ljansson -lpcre2-8 -lopenblas -lm -lpthread
+LDLIBS  += -fopenmp -ljansson -lpcre2-8 -lopenblas -lmicrohttpd -lm -lpthread
 AVX2FLAGS = -mavx2 -mfma -mf16c
 
 BUILD   ?= build
 BIN     ?= deepseek
-SRC_LIB := $(wildcard src/core/*.c src/tensor/*.c src/io/*.c src/model/*.c src/tokenizer/*.c src/runtime/*.c src/train/*.c)
+SRC_LIB := $(wildcard src/core/*.c src/tensor/*.c src/io/*.c src/model/*.c src/tokenizer/*.c src/runtime/*.c src/train/*.c src/server/*.c)
 SRC_CLI := $(wildcard src/cli/*.c)
 OBJ_LIB := $(SRC_LIB:%.c=$(BUILD)/%.o)
 OBJ_CLI := $(SRC_CLI:%.c=$(BUILD)/%.o)
@@ -38,6 +38,9 @@ $(BUILD)/%.o: %.c
 $(BUILD)/src/tensor/%_avx2.o: src/tensor/%_avx2.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(AVX2FLAGS) -MMD -MP -c $< -o $@
+
+# The web chat's files are embedded with .incbin (src/server/web.c).
+$(BUILD)/src/server/web.o: web/index.html web/app.js web/style.css
 
 $(BUILD)/tests/run_tests: $(OBJ_LIB) $(OBJ_TEST)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)

@@ -1,0 +1,153 @@
+/*
+ * cmd_serve.c - `deepseek serve`: the OpenAI/DeepSeek-compatible HTTP API
+ * and web chat (src/server). Parses flags, starts the server, prints where
+ * it listens, waits for the model to load and then for SIGINT/SIGTERM.
+ */
+#include "cli.h"
+#include "../core/thread.h"
+#include "../server/server.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: deepseek serve [-m MODEL_DIR] [options]\n"
+        "  OpenAI/DeepSeek-compatible API (POST /v1/chat/completions, /v1/completions, GET /v1/models,\n"
+        "  /health, /metrics, POST /tokenize, /detokenize) and a web chat at http://HOST:PORT/.\n"
+        "  The model folder needs tokenizer.json (+ tokenizer_config.json for the chat template).\n"
+        "network:\n"
+        "  --host H               address to bind (default 127.0.0.1; 0.0.0.0 exposes it)\n"
+        "  --port P               port (default 8080; 0 picks a free one)\n"
+        "  --api-key K[,K2...]    require 'Authorization: Bearer K' (or X-Api-Key); /health and the\n"
+        "                         web page stay open (the page asks for the key)\n"
+        "  --api-key-file F       keys, one per line ('#' comments)\n"
+        "  --cors ORIGIN          send CORS headers for ORIGIN ('*' = any); off by default\n"
+        "  --no-webui             do not serve the web chat\n"
+        "  --js-dir DIR           browser libraries (default /usr/share/javascript: libjs-marked,\n"
+        "                         libjs-highlight.js, libjs-katex; the page works without them)\n"
+        "model and batching:\n"
+        "  --alias NAME           model id reported to clients (default: the folder's name)\n"
+        "  -np, --parallel N      sequences decoded together (continuous batching, default 4)\n"
+        "  -c, --ctx N            context per sequence (default min(model max, 8192))\n"
+        "  --batch N              tokens per forward pass at most (prefill chunk, default 512)\n"
+        "  -t, --threads N        compute threads (default: all cores)\n"
+        "  --chat-format F        auto (from tokenizer_config.json), v3, r1, v3.1, v2\n"
+        "  --thinking             V3.1: think by default (requests can say \"thinking\": {\"type\": ...})\n"
+        "limits:\n"
+        "  --max-queue N          requests waiting for a slot before 503 (default 64)\n"
+        "  --max-body BYTES       request body limit (default 8388608)\n"
+        "  --max-messages N       (default 2048)   --max-n N   choices per request (default 8)\n"
+        "  --max-tokens N         cap on max_tokens (default: the context)\n"
+        "  --default-max-tokens N when a request sets none (default 4096, capped by the context)\n"
+        "prefix cache (DeepSeek-style context caching; usage.prompt_cache_hit_tokens):\n"
+        "  --cache-ram MB         memory for stored prefixes (default 512; 0 = slots only)\n"
+        "  --cache-min N          shortest prefix worth storing, tokens (default 64)\n"
+        "  --cache-dir DIR        also keep prefixes on disk (atomic writes, validated on load)\n"
+        "  --cache-disk MB        disk budget (default 4096)\n"
+        "other:\n"
+        "  --sse-ping S           keep-alive comment on a silent stream every S seconds (default 10)\n"
+        "  --verbose              log requests to stderr\n");
+}
+
+static void log_line(void *ud, const char *line) {
+    (void)ud;
+    fprintf(stderr, "deepseek serve: %s\n", line);
+}
+
+static char *read_keys(const char *cmd, const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) cli_die(cmd, "--api-key-file %s: cannot open", path);
+    char line[1024], *out = NULL;
+    size_t n = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = 0;
+        char *k = line;
+        while (*k == ' ' || *k == '\t') k++;
+        if (!*k || *k == '#') continue;
+        size_t kl = strlen(k);
+        char *p = realloc(out, n + kl + 2);
+        if (!p) cli_die(cmd, "out of memory");
+        out = p;
+        if (n) out[n++] = ',';
+        memcpy(out + n, k, kl + 1);
+        n += kl;
+    }
+    fclose(f);
+    if (!out) cli_die(cmd, "--api-key-file %s: no keys", path);
+    return out;
+}
+
+int cmd_serve(int argc, char **argv) {
+    const char *C = "serve";
+    srv_opts o;
+    srv_opts_default(&o);
+    bool verbose = false;
+    char *keyfile_keys = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED() do { if (!v) cli_die(C, "%s needs a value", a); i++; } while (0)
+        if (cli_is_help(a)) { usage(stdout); return 0; }
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEED(); o.model_dir = v; }
+        else if (!strcmp(a, "--host")) { NEED(); o.host = v; }
+        else if (!strcmp(a, "--port")) { o.port = (int)cli_parse_int(C, a, v, 0, 65535); i++; }
+        else if (!strcmp(a, "--api-key")) { NEED(); o.api_keys = v; }
+        else if (!strcmp(a, "--api-key-file")) { NEED(); keyfile_keys = read_keys(C, v); o.api_keys = keyfile_keys; }
+        else if (!strcmp(a, "--cors")) { NEED(); o.cors_origin = v; }
+        else if (!strcmp(a, "--no-webui")) o.web_ui = false;
+        else if (!strcmp(a, "--js-dir")) { NEED(); o.js_dir = v; }
+        else if (!strcmp(a, "--alias")) { NEED(); o.alias = v; }
+        else if (!strcmp(a, "-np") || !strcmp(a, "--parallel")) { o.n_slots = (int)cli_parse_int(C, a, v, 1, 256); i++; }
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { o.ctx = cli_parse_int(C, a, v, 2, 1ll << 24); i++; }
+        else if (!strcmp(a, "--batch")) { o.batch_tokens = cli_parse_int(C, a, v, 1, 1 << 20); i++; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { ds_threads_set((int)cli_parse_int(C, a, v, 1, 1024)); i++; }
+        else if (!strcmp(a, "--chat-format")) { NEED(); o.chat_format = v; }
+        else if (!strcmp(a, "--thinking")) o.thinking = true;
+        else if (!strcmp(a, "--max-queue")) { o.max_queue = (int)cli_parse_int(C, a, v, 0, 1 << 20); i++; }
+        else if (!strcmp(a, "--max-body")) { o.max_body = (size_t)cli_parse_int(C, a, v, 1024, 1ll << 32); i++; }
+        else if (!strcmp(a, "--max-messages")) { o.max_messages = (int)cli_parse_int(C, a, v, 1, 1 << 20); i++; }
+        else if (!strcmp(a, "--max-n")) { o.max_n = (int)cli_parse_int(C, a, v, 1, 16); i++; }
+        else if (!strcmp(a, "--max-tokens")) { o.max_tokens = cli_parse_int(C, a, v, 1, 1ll << 24); i++; }
+        else if (!strcmp(a, "--default-max-tokens")) { o.default_max_tokens = cli_parse_int(C, a, v, 1, 1ll << 24); i++; }
+        else if (!strcmp(a, "--cache-ram")) { o.cache_ram_mb = cli_parse_int(C, a, v, 0, 1 << 24); i++; }
+        else if (!strcmp(a, "--cache-min")) { o.cache_min_tokens = cli_parse_int(C, a, v, 1, 1 << 24); i++; }
+        else if (!strcmp(a, "--cache-dir")) { NEED(); o.cache_dir = v; }
+        else if (!strcmp(a, "--cache-disk")) { o.cache_disk_mb = cli_parse_int(C, a, v, 0, 1 << 28); i++; }
+        else if (!strcmp(a, "--sse-ping")) { o.sse_ping_s = cli_parse_num(C, a, v, 0, 3600); i++; }
+        else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) verbose = true;
+        else if (!strcmp(a, "--test-hooks")) o.test_hooks = true; /* tests only; not in --help */
+        else { usage(stderr); cli_die(C, "unknown option '%s'", a); }
+#undef NEED
+    }
+    if (!o.model_dir) o.model_dir = cli_default_model();
+    if (!o.model_dir) cli_die(C, "no model given (-m MODEL_DIR) and no bundled model found");
+    if (verbose) o.log = log_line;
+    /* SIGINT/SIGTERM go to this thread only (sigwait below); every thread started from here inherits the mask */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    ds_err e = { 0 };
+    srv_server *s;
+    if (srv_start(&s, &o, &e)) cli_die_err(C, &e);
+    fprintf(stderr, "deepseek serve: listening on http://%s:%d/ (loading %s)\n",
+            strchr(o.host, ':') ? "[::1]" : o.host, srv_port(s), o.model_dir);
+    fflush(stderr);
+    if (srv_wait_loaded(s, &e)) {
+        srv_stop(s);
+        cli_die_err(C, &e);
+    }
+    fprintf(stderr, "deepseek serve: model ready, %d slot(s), threads %d\n", o.n_slots, ds_threads_get());
+    fflush(stderr);
+    int sig = 0;
+    sigwait(&set, &sig);
+    fprintf(stderr, "deepseek serve: %s, shutting down\n", sig == SIGINT ? "interrupted" : "terminated");
+    srv_stop(s);
+    free(keyfile_keys);
+    return 0;
+}

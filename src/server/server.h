@@ -1,0 +1,57 @@
+/*
+ * server.h - `deepseek serve`: an OpenAI/DeepSeek-compatible HTTP API and a
+ * built-in web chat over one model.
+ *
+ * srv_start binds the socket and starts answering at once (/health says
+ * 503 "Loading model" until the model is ready); the model, tokenizer and
+ * the model worker (sched.h) are set up on a background thread.
+ * Connection threads (libmicrohttpd, one per connection) only parse,
+ * validate, tokenize and serialize; one worker thread owns the model.
+ */
+#ifndef DS_SERVER_H
+#define DS_SERVER_H
+
+#include "../core/base.h"
+
+typedef struct srv_opts {
+    const char *model_dir;
+    const char *alias;          /* model id in responses (default: the folder's name) */
+    const char *host;           /* default 127.0.0.1 */
+    int port;                   /* default 8080; 0 = any free port */
+    const char *api_keys;       /* comma-separated; NULL = no auth */
+    const char *cors_origin;    /* NULL = no CORS headers; "*" = any origin */
+    int n_slots;                /* --parallel */
+    int64_t ctx;                /* per slot; 0 = min(model's max, 8192) */
+    int64_t batch_tokens;       /* tokens per forward pass */
+    int max_queue;              /* requests waiting for a slot before 503 */
+    int max_connections;
+    size_t max_body;            /* request body bytes */
+    int max_messages, max_n;
+    int64_t max_tokens;         /* cap for max_tokens (0 = the context) */
+    int64_t default_max_tokens; /* when a request gives none (capped by the context) */
+    int64_t cache_ram_mb, cache_min_tokens, cache_disk_mb;
+    const char *cache_dir;
+    const char *chat_format;    /* NULL/"auto", or "v3", "r1", "v3.1", "v2" */
+    bool thinking;              /* V3.1 default mode when a request does not say */
+    double sse_ping_s;          /* keep-alive comment interval on a silent stream */
+    int idle_timeout_s;         /* idle keep-alive connections are closed after this */
+    bool web_ui;
+    const char *js_dir;         /* browser libraries (Debian libjs-*): /usr/share/javascript */
+    bool test_hooks;            /* tests only: x_forced_output, x_token_delay_ms */
+    void (*log)(void *ud, const char *line); /* access/event log, or NULL */
+    void *log_ud;
+} srv_opts;
+
+void srv_opts_default(srv_opts *o);
+
+typedef struct srv_server srv_server;
+
+/* Binds and starts serving; loading continues in the background. */
+int srv_start(srv_server **out, const srv_opts *o, ds_err *e);
+int srv_port(const srv_server *s);
+/* Waits until the model is loaded (DS_OK) or failed to load (the error). */
+int srv_wait_loaded(srv_server *s, ds_err *e);
+/* Stops accepting, ends running requests and frees everything. */
+void srv_stop(srv_server *s);
+
+#endif
