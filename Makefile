@@ -12,7 +12,7 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 override CFLAGS += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
            -fopenmp -D_GNU_SOURCE -Isrc
-LDLIBS  += -fopenmp -ljansson -lpcre2-8 -lopenblas -lmicrohttpd -lm -lpthread
+LDLIBS  += -fopenmp -ljansson -lpcre2-8 -lopenblas -lmicrohttpd -ledit -lm -lpthread
 AVX2FLAGS = -mavx2 -mfma -mf16c
 
 BUILD   ?= build

@@ -158,3 +158,44 @@ TEST(sampler_rejects_bad_params) {
     ds_err_clear(&e);
     CHECK(ds_sampler_params_check(&p, &e) == DS_ERANGE && strstr(e.msg, "temperature"));
 }
+
+#include "runtime/stop.h"
+
+static void feed_all(ds_stop *s, const char **chunks, int n, char *out, bool *matched) {
+    out[0] = 0;
+    *matched = false;
+    for (int i = 0; i < n; i++) {
+        const char *em;
+        size_t el;
+        if (ds_stop_feed(s, chunks[i], strlen(chunks[i]), &em, &el)) *matched = true;
+        strncat(out, em, el);
+    }
+    if (!*matched) {
+        const char *em;
+        size_t el;
+        ds_stop_flush(s, &em, &el);
+        strncat(out, em, el);
+    }
+}
+
+TEST(stop_strings_across_chunks) {
+    ds_stop s;
+    ds_stop_init(&s);
+    ds_err e = { 0 };
+    CHECK(ds_stop_add(&s, "END", &e) == 0);
+    CHECK(ds_stop_add(&s, "\n\n", &e) == 0);
+    char out[256];
+    bool m;
+    const char *a[] = { "hello E", "N", "D world" };         /* split across three chunks */
+    feed_all(&s, a, 3, out, &m);
+    CHECK(m && strcmp(out, "hello ") == 0);
+    ds_stop_reset(&s);
+    const char *b[] = { "an E", "Nd is not", " a stop\n", "x" }; /* partial prefix released */
+    feed_all(&s, b, 4, out, &m);
+    CHECK(!m && strcmp(out, "an ENd is not a stop\nx") == 0);
+    ds_stop_reset(&s);
+    const char *c[] = { "line\n", "\nmore" };
+    feed_all(&s, c, 2, out, &m);
+    CHECK(m && strcmp(out, "line") == 0);
+    ds_stop_free(&s);
+}
