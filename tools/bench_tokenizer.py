@@ -5,7 +5,11 @@ bench_tokenizer.py - encode speed of `deepseek tokenize` vs Hugging Face
 on the same text, plus the worst cases (1 MB without spaces, 1 MB of one
 character, ...). Run by hand; not part of the tests.
 
-usage: python3 tools/bench_tokenizer.py [--bin ./deepseek] [--model DIR] [--mb 4]
+usage: python3 tools/bench_tokenizer.py [--bin ./deepseek] [--model DIR] [--mb 4] [--sweep]
+
+--sweep also checks that every Unicode code point (U+0000..U+10FFFF minus
+surrogates), alone in a run, space-separated and between random neighbours,
+gets the same ids as HF (about two minutes).
 
 The text is the committed test corpus (tests/fixtures/tokenizer/corpus.bin:
 English, code, CJK, numbers, emoji, whitespace, random Unicode) repeated to
@@ -70,6 +74,7 @@ def main():
     ap.add_argument('--bin', default='./deepseek')
     ap.add_argument('--model', default='../shared/tokenizers/deepseek-v3')
     ap.add_argument('--mb', type=float, default=4)
+    ap.add_argument('--sweep', action='store_true')
     args = ap.parse_args()
     tk = Tokenizer.from_file(os.path.join(args.model, 'tokenizer.json'))
     base = corpus_text('tests/fixtures/tokenizer/corpus.bin')
@@ -92,6 +97,16 @@ def main():
             print('MISMATCH on %s' % name)
             sys.exit(1)
         row(name, len(t.encode()), t_o, t_h, len(ids_h))
+    if args.sweep:
+        cps = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+        texts = {'run': ''.join(map(chr, cps)), 'spaced': ' '.join(map(chr, cps)),
+                 'neighbours': ''.join(chr(c) + rng.choice(['a', ' ', '1', '!', '\n', '中', ' x', '']) for c in cps)}
+        for name, t in texts.items():
+            for i in range(0, len(t), 200000):
+                if ours(args.bin, args.model, t[i:i + 200000])[1] != tk.encode(t[i:i + 200000]).ids:
+                    print('sweep MISMATCH: %s chunk at char %d' % (name, i))
+                    sys.exit(1)
+        print('sweep: all %d code points identical to HF in 3 contexts' % len(cps))
 
 
 if __name__ == '__main__':
