@@ -27,6 +27,12 @@ b=$(echo "Hi" | "$BIN" chat -m "$M" -n 12 --temperature 1 --seed 2 2>/dev/null)
 c=$(echo "Hi" | "$BIN" chat -m "$M" -n 12 --temperature 1 --seed 1 2>/dev/null)
 [ "$a" = "$c" ] && [ "$a" != "$b" ] && ok "seeds" || bad "seeds"
 
+# generate --stop: the text ends right before the stop string, which never appears
+full=$("$BIN" generate -m "$M" --prompt "Hello" -n 30 --temperature 0)
+stop=$(printf '%s' "$full" | cut -c8-10)
+cut=$("$BIN" generate -m "$M" --prompt "Hello" -n 30 --temperature 0 --stop "$stop")
+case "$full" in "$cut$stop"*) ok "generate --stop cuts before the stop string";; *) bad "generate --stop ('$stop': '$cut' vs '$full')";; esac
+
 # errors: no tokenizer, bad flags
 echo hi | "$BIN" chat -m tests/fixtures/tiny-v3 >/dev/null 2>/tmp/ds_chat_err; rc=$?
 [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q tokenizer /tmp/ds_chat_err && ok "model without tokenizer: clear error" || bad "model without tokenizer (rc=$rc)"

@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "../core/thread.h"
 #include "../runtime/generate.h"
+#include "../runtime/stop.h"
 #include "../tokenizer/tokenizer.h"
 
 #include <stdlib.h>
@@ -24,13 +25,14 @@ static void usage(FILE *f) {
         "  --repeat-penalty R  --frequency-penalty F  --presence-penalty P\n"
         "  --seed S                random seed (same seed, same output)\n"
         "  --ignore-eos            do not stop at the end-of-sequence token\n"
+        "  --stop STR              stop before this text (repeatable; --prompt mode)\n"
         "  --ctx N                 context size (default: prompt + N)\n"
         "  -t, --threads N         threads (default: all cores)\n"
         "  --mtp                   speculative decoding: the MTP module drafts one token per step\n"
         "  --verbose               print prefill/decode tokens/s and KV bytes per token\n");
 }
 
-typedef struct { int first; tok_stream *ts; int32_t eos; } print_state;
+typedef struct { int first; tok_stream *ts; int32_t eos; ds_stop *stop; } print_state;
 
 static int on_token(void *ud, int32_t tok) {
     print_state *ps = ud;
@@ -39,7 +41,13 @@ static int on_token(void *ud, int32_t tok) {
         const char *txt;
         size_t len;
         ds_err e = { 0 };
-        if (tok_stream_push(ps->ts, tok, &txt, &len, &e) == 0) fwrite(txt, 1, len, stdout);
+        if (tok_stream_push(ps->ts, tok, &txt, &len, &e) == 0) {
+            const char *em;
+            size_t el;
+            bool hit = ds_stop_feed(ps->stop, txt, len, &em, &el);
+            fwrite(em, 1, el, stdout);
+            if (hit) { fflush(stdout); return 1; }
+        }
     } else {
         printf(ps->first ? "%d" : ",%d", tok);
     }
@@ -55,6 +63,9 @@ int cmd_generate(int argc, char **argv) {
     ds_sampler_params sp;
     ds_sampler_params_default(&sp);
     const char *C = "generate";
+    ds_stop stop;
+    ds_stop_init(&stop);
+    ds_err se = { 0 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -76,6 +87,7 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) verbose = true;
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = true;
         else if (!strcmp(a, "--mtp")) mtp = true;
+        else if (!strcmp(a, "--stop")) { if (!v || ds_stop_add(&stop, v, &se)) cli_die(C, "--stop: %s", v ? se.msg : "needs a value"); i++; }
         else { usage(stderr); cli_die(C, "unknown option '%s'", a); }
     }
     if (!dir) dir = cli_default_model();
@@ -117,16 +129,25 @@ int cmd_generate(int argc, char **argv) {
     int32_t eos = (int32_t)m->cfg.eos_token_id;
     ds_gen_opts o = { n_new, &eos, (!ignore_eos && eos >= 0) ? 1 : 0, 0, mtp, NULL, NULL };
     ds_gen_stats st;
-    print_state ps = { 1, tok ? &ts : NULL, eos };
+    print_state ps = { 1, tok ? &ts : NULL, eos, &stop };
+    if (!tok && stop.n) cli_die(C, "--stop needs a text prompt (--prompt)");
     if (n_new > 0 && ds_generate(m, &cache, &s, prompt, n, &o, on_token, &ps, &st, &e)) {
         printf("\n");
         cli_die_err(C, &e);
     }
-    if (tok) {
-        const char *txt;
-        size_t len;
-        if (tok_stream_flush(&ts, &txt, &len, &e) == 0) fwrite(txt, 1, len, stdout);
+    if (tok && !stop.matched) {
+        const char *txt, *em;
+        size_t len, el;
+        if (tok_stream_flush(&ts, &txt, &len, &e) == 0) {
+            ds_stop_feed(&stop, txt, len, &em, &el);
+            fwrite(em, 1, el, stdout);
+        }
+        if (!stop.matched) {
+            ds_stop_flush(&stop, &em, &el);
+            fwrite(em, 1, el, stdout);
+        }
     }
+    ds_stop_free(&stop);
     printf("\n");
     if (verbose && n_new > 0) {
         fprintf(stderr, "load:    %.3f s\n", t_load);
