@@ -5,19 +5,24 @@
  */
 #include "cli.h"
 #include "../core/thread.h"
+#include "../model/model.h"
 #include "../runtime/generate.h"
 #include "../tensor/ops.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: deepseek bench [-m MODEL_DIR] [-p 512] [-n 128] [-t 1,2] [-r 3]\n"
+        "usage: deepseek bench [-m MODEL_DIR|MODEL.gguf] [-p 512] [-n 128] [-t 1,2] [-r 3]\n"
         "  pp: prefill of -p tokens into an empty cache; tg: -n decode steps after one token.\n"
         "  -t LIST   thread counts to test (default: all cores)\n"
         "  -r N      repeats per test; the median is reported (default 3)\n"
-        "  --no-bw   skip the memory-bandwidth probe\n");
+        "  --no-bw   skip the memory-bandwidth probe\n"
+        "  --compare-llama PATH  also run llama.cpp's llama-bench (PATH to the binary) on the same\n"
+        "            .gguf with the same threads, -p, -n and -r, and print both and the ratio\n"
+        "            (llama.cpp's per-repetition samples, median taken the same way)\n");
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -36,7 +41,8 @@ static double active_bytes(const ds_model *m) {
     for (int64_t l = 0; l < c->n_layer; l++) {
         const ds_layer_w *w = &m->layers[l];
         b += (double)(tensor_bytes(&w->q_proj) + tensor_bytes(&w->q_a_proj) + tensor_bytes(&w->q_b_proj) +
-                      tensor_bytes(&w->kv_a_proj) + tensor_bytes(&w->kv_b_proj) + tensor_bytes(&w->o_proj));
+                      tensor_bytes(&w->kv_a_proj) + tensor_bytes(&w->kv_b_proj) + tensor_bytes(&w->wk_b) +
+                      tensor_bytes(&w->wv_b) + tensor_bytes(&w->o_proj));
         if (!w->is_moe) {
             b += (double)mlp_bytes(&w->mlp);
         } else {
@@ -78,8 +84,47 @@ static double probe_bandwidth(void) {
     return best;
 }
 
+/* Runs llama-bench and returns the median tokens/s of its pp (test 0) and
+ * tg (test 1) samples in out[2] (0 when absent). */
+static void run_llama_bench(const char *bin, const char *model, int threads, int64_t pp, int64_t tg, int64_t reps,
+                            double out[2]) {
+    out[0] = out[1] = 0;
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "'%s' -m '%s' -t %d -p %lld -n %lld -r %lld -o jsonl 2>/dev/null", bin, model, threads,
+             (long long)pp, (long long)tg, (long long)reps);
+    FILE *p = popen(cmd, "r");
+    if (!p) return;
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, p) > 0) {
+        json_error_t je;
+        json_t *j = json_loads(line, 0, &je);
+        if (!j) continue;
+        json_int_t np = json_integer_value(json_object_get(j, "n_prompt")), ng = json_integer_value(json_object_get(j, "n_gen"));
+        json_t *smp = json_object_get(j, "samples_ts");
+        size_t n = json_array_size(smp);
+        if (n > 0) {
+            double *v = malloc(n * sizeof *v);
+            if (v) {
+                for (size_t i = 0; i < n; i++) v[i] = json_number_value(json_array_get(smp, i));
+                qsort(v, n, sizeof *v, cmp_d);
+                if (np > 0 && ng == 0) out[0] = v[n / 2];
+                if (ng > 0 && np == 0) out[1] = v[n / 2];
+                free(v);
+            }
+        } else {
+            double avg = json_number_value(json_object_get(j, "avg_ts"));
+            if (np > 0 && ng == 0) out[0] = avg;
+            if (ng > 0 && np == 0) out[1] = avg;
+        }
+        json_decref(j);
+    }
+    free(line);
+    pclose(p);
+}
+
 int cmd_bench(int argc, char **argv) {
-    const char *dir = NULL, *tlist = NULL;
+    const char *dir = NULL, *tlist = NULL, *llama = NULL;
     int64_t pp = 512, tg = 128, reps = 3;
     bool bw = true;
     const char *C = "bench";
@@ -92,10 +137,12 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-r")) { reps = cli_parse_int(C, a, v, 1, 1000); i++; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { tlist = v; i++; }
         else if (!strcmp(a, "--no-bw")) bw = false;
+        else if (!strcmp(a, "--compare-llama")) { llama = v; i++; }
         else { usage(stderr); cli_die(C, "unknown option '%s'", a); }
     }
     if (!dir) dir = cli_default_model();
     if (!dir) cli_die(C, "no model given (-m MODEL_DIR)");
+    if (llama && !ds_path_is_gguf(dir)) cli_die(C, "--compare-llama needs a .gguf model (-m MODEL.gguf)");
     int64_t nthr = 0;
     int32_t *thr = NULL;
     if (tlist) thr = cli_parse_ids(C, "-t", tlist, &nthr);
@@ -125,7 +172,8 @@ int cmd_bench(int argc, char **argv) {
     int32_t *tok = malloc((size_t)(pp + 1) * sizeof *tok);
     float *logits = malloc((size_t)V * sizeof(float));
     double *ts = malloc((size_t)reps * sizeof(double));
-    if (!tok || !logits || !ts) cli_die(C, "out of memory");
+    double *ours = calloc((size_t)nthr * 2, sizeof(double));
+    if (!tok || !logits || !ts || !ours) cli_die(C, "out of memory");
     for (int64_t i = 0; i <= pp; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
     for (int64_t ti = 0; ti < nthr; ti++) {
         ds_threads_set(thr[ti]);
@@ -144,7 +192,7 @@ int cmd_bench(int argc, char **argv) {
                     if (ds_prefill(m, &cache, tok, pp, 512, logits, &e)) cli_die_err(C, &e);
                 } else {
                     for (int64_t i = 0; i < tg; i++) {
-                        ds_seq_chunk ch = { &cache, tok + (i % pp), 1, false };
+                        ds_seq_chunk ch = { &cache, tok + (pp > 0 ? i % pp : 0), 1, false };
                         if (ds_model_forward(m, &ch, 1, logits, NULL, &e)) cli_die_err(C, &e);
                     }
                 }
@@ -152,6 +200,7 @@ int cmd_bench(int argc, char **argv) {
             }
             qsort(ts, (size_t)reps, sizeof *ts, cmp_d);
             double med = ts[reps / 2];
+            ours[ti * 2 + test] = med;
             char name[16];
             snprintf(name, sizeof name, "%s%lld", test == 0 ? "pp" : "tg", (long long)n);
             if (test == 1) {
@@ -167,7 +216,27 @@ int cmd_bench(int argc, char **argv) {
         if (bw) printf("|         | read bandwidth probe: %.1f GB/s with %d threads |\n", membw, thr[ti]);
         ds_kvcache_free(&cache);
     }
-    free(tok); free(logits); free(ts); free(thr);
     ds_model_close(m);
+    if (llama) {
+        printf("\n| threads | test  | deepseek.c t/s | llama.cpp t/s | ratio |\n");
+        printf("|--------:|:------|---------------:|--------------:|------:|\n");
+        for (int64_t ti = 0; ti < nthr; ti++) {
+            double lb[2];
+            run_llama_bench(llama, dir, thr[ti], pp, tg, reps, lb);
+            for (int test = 0; test < 2; test++) {
+                int64_t n = test == 0 ? pp : tg;
+                if (n == 0) continue;
+                char name[16];
+                snprintf(name, sizeof name, "%s%lld", test == 0 ? "pp" : "tg", (long long)n);
+                double o = ours[ti * 2 + test];
+                if (lb[test] > 0)
+                    printf("| %7d | %-5s | %14.2f | %13.2f | %5.2f |\n", thr[ti], name, o, lb[test], o / lb[test]);
+                else
+                    printf("| %7d | %-5s | %14.2f | %13s |       |\n", thr[ti], name, o, "(failed)");
+            }
+            fflush(stdout);
+        }
+    }
+    free(tok); free(logits); free(ts); free(thr); free(ours);
     return 0;
 }

@@ -217,7 +217,8 @@ static int write_meta(ds_gguf_writer *g, const ds_config *c, int64_t n_mtp, cons
     ds_gguf_w_u32(g, K2(k, "embedding_length"), (uint32_t)c->hidden_size);
     ds_gguf_w_u32(g, K2(k, "feed_forward_length"), (uint32_t)c->intermediate_size);
     ds_gguf_w_u32(g, K2(k, "attention.head_count"), (uint32_t)c->n_head);
-    ds_gguf_w_u32(g, K2(k, "attention.head_count_kv"), 1);
+    /* MLA form: one KV "head" (the latent); legacy form: per-head K/V like pre-MLA converters */
+    ds_gguf_w_u32(g, K2(k, "attention.head_count_kv"), o->legacy_kv_b ? (uint32_t)c->n_head : 1);
     ds_gguf_w_f32(g, K2(k, "attention.layer_norm_rms_epsilon"), (float)c->rms_norm_eps);
     ds_gguf_w_u32(g, K2(k, "attention.q_lora_rank"), (uint32_t)c->q_lora_rank);
     ds_gguf_w_u32(g, K2(k, "attention.kv_lora_rank"), (uint32_t)c->kv_lora_rank);
