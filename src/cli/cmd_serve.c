@@ -119,6 +119,7 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--sse-ping")) { o.sse_ping_s = cli_parse_num(C, a, v, 0, 3600); i++; }
         else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) verbose = true;
         else if (!strcmp(a, "--test-hooks")) o.test_hooks = true; /* tests only; not in --help */
+        else if (!strcmp(a, "--test-load-delay")) { o.test_load_delay_s = cli_parse_num(C, a, v, 0, 60); i++; }
         else { usage(stderr); cli_die(C, "unknown option '%s'", a); }
 #undef NEED
     }

@@ -584,7 +584,7 @@ static enum MHD_Result run_job(srv_server *s, struct MHD_Connection *c, gen *g, 
     if (g->r.stream) {
         g->last_send = ds_now();
         if (g->r.kind == OA_CHAT)
-            for (int i = 0; i < g->r.n; i++) out_event(g, oa_stream_role_json(&g->rs, i));
+            for (int i = 0; i < g->r.n; i++) out_event(g, oa_stream_role_json(&g->rs, i, g->r.include_usage));
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, g, stream_free);
         if (!resp) { gen_free(g); return MHD_NO; }
         MHD_add_response_header(resp, "Content-Type", "text/event-stream; charset=utf-8");
@@ -859,6 +859,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 static void *loader_main(void *arg) {
     srv_server *s = arg;
     ds_err e = { 0 };
+    if (s->o.test_load_delay_s > 0) usleep((useconds_t)(s->o.test_load_delay_s * 1e6)); /* tests: observe the 503 */
     ds_model *m = NULL;
     ds_tokenizer *tok = NULL;
     srv_sched *sched = NULL;

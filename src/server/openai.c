@@ -984,7 +984,7 @@ static json_t *chunk(const oa_resp *rs, json_t *choice, bool usage_null) {
     return o;
 }
 
-json_t *oa_stream_role_json(const oa_resp *rs, int choice) {
+json_t *oa_stream_role_json(const oa_resp *rs, int choice, bool usage_null) {
     json_t *delta = json_pack("{s:s}", "role", "assistant");
     if (rs->reasoning) {
         json_object_set_new(delta, "content", json_null());
@@ -992,7 +992,7 @@ json_t *oa_stream_role_json(const oa_resp *rs, int choice) {
     } else {
         json_object_set_new(delta, "content", json_string(""));
     }
-    return chunk(rs, json_pack("{s:i,s:o,s:n,s:n}", "index", choice, "delta", delta, "logprobs", "finish_reason"), false);
+    return chunk(rs, json_pack("{s:i,s:o,s:n,s:n}", "index", choice, "delta", delta, "logprobs", "finish_reason"), usage_null);
 }
 
 json_t *oa_stream_event_json(const oa_resp *rs, const ds_tokenizer *t, const oa_request *r, const srv_event *ev,

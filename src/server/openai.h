@@ -149,8 +149,9 @@ json_t *oa_response_json(const oa_resp *rs, const ds_tokenizer *t, const oa_requ
  * to send). The first chunk of each choice carries the role (chat). */
 json_t *oa_stream_event_json(const oa_resp *rs, const ds_tokenizer *t, const oa_request *r, const srv_event *ev,
                              bool first_of_choice);
-/* A chunk with only the role (chat), sent first. */
-json_t *oa_stream_role_json(const oa_resp *rs, int choice);
+/* A chunk with only the role (chat), sent first ("usage": null when the
+ * client asked for a usage chunk). */
+json_t *oa_stream_role_json(const oa_resp *rs, int choice, bool usage_null);
 /* The usage chunk (choices: []) for stream_options.include_usage. */
 json_t *oa_stream_usage_json(const oa_resp *rs, const srv_job_usage *u);
 json_t *oa_usage_json(const srv_job_usage *u);

@@ -38,6 +38,7 @@ typedef struct srv_opts {
     bool web_ui;
     const char *js_dir;         /* browser libraries (Debian libjs-*): /usr/share/javascript */
     bool test_hooks;            /* tests only: x_forced_output, x_token_delay_ms */
+    double test_load_delay_s;   /* tests only: wait before loading the model */
     void (*log)(void *ud, const char *line); /* access/event log, or NULL */
     void *log_ud;
 } srv_opts;

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""
+test_concurrency.py - continuous batching and client disconnects:
+  * 12 simultaneous streams (8 slots, so some queue) each give exactly the
+    text the same request gives alone, and the worker really batched them
+    (/metrics: sequences per forward pass > 1);
+  * a client that disconnects mid-stream, or before a non-streamed answer,
+    frees its slot at once (/metrics slots_busy back to 0, the cancel
+    counted) while another stream carries on;
+  * keep-alive comments are sent while a stream is silent, and the
+    official client ignores them.
+
+    python3 tests/server/test_concurrency.py ./deepseek
+"""
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import Checks, Server, http, sse_events  # noqa: E402
+
+import openai  # noqa: E402
+
+
+def stream_text(srv, body):
+    st, _, b = http("POST", srv.url("/v1/chat/completions"), dict(body, stream=True), timeout=120)
+    if st != 200:
+        return f"<status {st}: {b[:200]!r}>"
+    out = ""
+    for e in sse_events(b):
+        if e == "[DONE]":
+            break
+        j = json.loads(e)
+        for ch in j.get("choices", []):
+            out += ch["delta"].get("content") or ""
+    return out
+
+
+def requests_set():
+    prompts = ["Tell me about the sea.", "Write a poem on spring.", "What is 2+2?", "Name three colours.",
+               "Explain MLA attention.", "Why is the sky blue?", "Translate 'hello' to French.", "A haiku, please.",
+               "Count to ten.", "Who wrote Hamlet?", "Describe a cat.", "What is JSON?"]
+    out = []
+    for i, p in enumerate(prompts):
+        msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": p}]
+        out.append({"messages": msgs, "max_tokens": 40 + 3 * i, "seed": 1000 + i, "temperature": 0.9 + 0.02 * i,
+                    "ignore_eos": i % 2 == 0})
+    return out
+
+
+def t_batched_equals_alone(c, binary):
+    reqs = requests_set()
+    with Server(binary, "--parallel", "8") as srv:
+        alone = [stream_text(srv, r) for r in reqs]
+        m0 = srv.metrics()
+        results = [None] * len(reqs)
+        barrier = threading.Barrier(len(reqs))
+
+        def worker(i):
+            barrier.wait()
+            results[i] = stream_text(srv, reqs[i])
+
+        ts = [threading.Thread(target=worker, args=(i,)) for i in range(len(reqs))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        m1 = srv.metrics()
+        for i in range(len(reqs)):
+            c.check(results[i] == alone[i], f"request {i}: batched text differs from alone:\n  {results[i]!r}\n  {alone[i]!r}")
+        c.check(all(len(a) > 0 for a in alone), "every request produced text")
+        passes = m1["deepseek_forward_passes_total"] - m0["deepseek_forward_passes_total"]
+        seqs = m1["deepseek_forward_sequences_total"] - m0["deepseek_forward_sequences_total"]
+        c.check(passes > 0 and seqs / passes > 2.0, f"batched: {seqs / max(passes, 1):.2f} sequences per forward pass")
+        c.eq(m1["deepseek_slots_busy"], 0, "all slots free at the end")
+        # the official client, 8 streams at once, same check
+        cl = openai.OpenAI(base_url=srv.base, api_key="x", max_retries=0)
+        texts = [None] * 8
+
+        def oc(i):
+            s = cl.chat.completions.create(model="x", stream=True, **{k: v for k, v in reqs[i].items() if k != "ignore_eos"},
+                                           extra_body={"ignore_eos": reqs[i]["ignore_eos"]})
+            texts[i] = "".join(ch.choices[0].delta.content or "" for ch in s if ch.choices)
+
+        ts = [threading.Thread(target=oc, args=(i,)) for i in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        c.check(texts == alone[:8], "openai client streams == alone")
+
+
+def wait_metric(srv, name, want, timeout=3.0):
+    t0 = time.time()
+    v = None
+    while time.time() - t0 < timeout:
+        v = srv.metrics().get(name)
+        if v == want:
+            return v, time.time() - t0
+        time.sleep(0.02)
+    return v, time.time() - t0
+
+
+def open_stream(srv, body):
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    data = json.dumps(body).encode()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(data) + data)
+    return s
+
+
+def t_disconnect(c, binary):
+    with Server(binary, "--parallel", "2") as srv:
+        slow = {"messages": [{"role": "user", "content": "go"}], "max_tokens": 2000, "ignore_eos": True,
+                "x_token_delay_ms": 25, "stream": True}
+        s = open_stream(srv, slow)
+        got = b""
+        while got.count(b"data: ") < 4:
+            got += s.recv(65536)
+        v, _ = wait_metric(srv, "deepseek_slots_busy", 1)
+        c.eq(v, 1, "one slot busy while streaming")
+        # a second client keeps streaming while the first leaves
+        other = {}
+        th = threading.Thread(target=lambda: other.setdefault("t", stream_text(
+            srv, {"messages": [{"role": "user", "content": "x"}], "max_tokens": 30, "ignore_eos": True, "x_token_delay_ms": 10})))
+        th.start()
+        time.sleep(0.1)
+        cancelled0 = srv.metrics()["deepseek_jobs_cancelled_total"]
+        t0 = time.time()
+        s.close()
+        v, dt = wait_metric(srv, "deepseek_jobs_cancelled_total", cancelled0 + 1)
+        c.eq(v, cancelled0 + 1, "cancel counted")
+        c.check(dt < 1.0, f"slot freed {dt:.3f} s after the disconnect")
+        th.join()
+        c.check(len(other.get("t", "")) > 0, "the other stream completed")
+        v, _ = wait_metric(srv, "deepseek_slots_busy", 0)
+        c.eq(v, 0, "slots free")
+        # non-streaming: the client gives up before the answer
+        body = dict(slow, stream=False)
+        s = open_stream(srv, body)
+        v, _ = wait_metric(srv, "deepseek_slots_busy", 1)
+        c.eq(v, 1, "non-streamed request running")
+        s.close()
+        v, dt = wait_metric(srv, "deepseek_slots_busy", 0)
+        c.eq(v, 0, "non-streamed request cancelled on disconnect")
+        c.eq(srv.metrics()["deepseek_jobs_cancelled_total"], cancelled0 + 2, "second cancel counted")
+        # a queued request whose client leaves never takes a slot
+        s1 = open_stream(srv, slow)
+        s2 = open_stream(srv, slow)
+        wait_metric(srv, "deepseek_slots_busy", 2)
+        s3 = open_stream(srv, slow)
+        v, _ = wait_metric(srv, "deepseek_requests_queued", 1)
+        c.eq(v, 1, "third request queued")
+        s3.close()
+        s1.close()
+        s2.close()
+        v, _ = wait_metric(srv, "deepseek_slots_busy", 0)
+        c.eq(v, 0, "all freed")
+        v, _ = wait_metric(srv, "deepseek_requests_queued", 0)
+        c.eq(v, 0, "queue empty")
+
+
+def t_keepalive(c, binary):
+    with Server(binary, "--sse-ping", "0.1") as srv:
+        st, _, b = http("POST", srv.url("/v1/chat/completions"), {"messages": [{"role": "user", "content": "x"}],
+                                                                 "max_tokens": 2, "stream": True, "x_token_delay_ms": 500})
+        c.check(b": keep-alive" in b, "keep-alive comment while waiting for the first token")
+        c.check(b.index(b": keep-alive") < b.index(b"\"content\":\"", b.index(b"\"delta\":{\"content\"") if
+                                                   b"\"delta\":{\"content\"" in b else len(b) - 1) if b"\"delta\":{\"content\"" in b else True,
+                "keep-alive before the first content")
+        cl = openai.OpenAI(base_url=srv.base, api_key="x", max_retries=0)
+        s = cl.chat.completions.create(model="x", messages=[{"role": "user", "content": "x"}], max_tokens=2, stream=True,
+                                       extra_body={"x_token_delay_ms": 400})
+        c.check(len([ch for ch in s]) >= 2, "client ignores the comments")
+
+
+def main():
+    binary = sys.argv[1] if len(sys.argv) > 1 else "./deepseek"
+    c = Checks("concurrency")
+    for fn in (t_batched_equals_alone, t_disconnect, t_keepalive):
+        c.run(fn, binary)
+    c.finish()
+
+
+if __name__ == "__main__":
+    main()
