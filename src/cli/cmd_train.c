@@ -152,14 +152,15 @@ int cmd_train(int argc, char **argv) {
     bool tty = isatty(2);
     double ema = 0, win_t = 0;
     int64_t win_tok = 0, last_eval = -1, last_ckpt = resume ? t.step : -1;
-    double win_flops = 0;
+    double win_flops = 0, win_mm = 0, win_mmf = 0;
+    int64_t win_n = 0;
     if (!resume && R->eval_every > 0) {
         double vl;
         if (ds_trainer_eval(&t, &vl, &e)) cli_die_err(C, &e);
         ds_trainer_log(&t, json_pack("{s:I, s:f}", "step", (json_int_t)0, "val_loss", vl));
         last_eval = 0;
     }
-    double tok_s = 0, mfu = 0;
+    double tok_s = 0, mfu = 0, mm_gflops = 0, mm_frac = 0;
     bool stopped = false;
     while (t.step < R->steps && !g_stop) {
         ds_step_info s;
@@ -171,6 +172,9 @@ int cmd_train(int argc, char **argv) {
         win_t += s.seconds;
         win_tok += s.tokens;
         win_flops += s.flops;
+        win_mm += s.mm_rate;
+        win_mmf += s.mm_frac;
+        win_n++;
         bool do_eval = R->eval_every > 0 && t.step % R->eval_every == 0;
         double vl = NAN;
         if (do_eval) {
@@ -180,16 +184,21 @@ int cmd_train(int argc, char **argv) {
         if (t.step % R->log_every == 0 || do_eval || t.step == R->steps) {
             tok_s = win_t > 0 ? (double)win_tok / win_t : 0;
             mfu = win_t > 0 && t.peak_flops > 0 ? win_flops / win_t / t.peak_flops : 0;
-            json_t *line = json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:b}",
+            mm_gflops = win_n ? win_mm / (double)win_n / 1e9 : 0;
+            mm_frac = win_n ? win_mmf / (double)win_n : 0;
+            json_t *line = json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:b}",
                                      "step", (json_int_t)t.step, "loss", s.loss, "ce", s.ce, "mtp", s.mtp, "balance",
                                      s.balance, "lr", s.lr, "grad_norm", s.grad_norm, "tok_s", tok_s, "mfu", mfu,
-                                     "maxvio", s.maxvio, "tokens", (json_int_t)t.tokens, "time_s", t.elapsed, "skipped",
-                                     s.skipped);
+                                     "matmul_gflops", mm_gflops, "matmul_frac", mm_frac, "maxvio", s.maxvio, "tokens",
+                                     (json_int_t)t.tokens, "time_s", t.elapsed, "skipped", s.skipped);
             if (do_eval) json_object_set_new(line, "val_loss", json_real(vl));
             if (n_moe) {
                 json_t *ld = json_array();
                 for (int64_t i = 0; i < n_moe; i++) json_array_append_new(ld, load_row(m, moe_idx[i]));
                 json_object_set_new(line, "load", ld);
+                json_t *ids = json_array();
+                for (int64_t i = 0; i < n_moe; i++) json_array_append_new(ids, json_integer(moe_idx[i]));
+                json_object_set_new(line, "load_layers", ids);
             }
             ds_trainer_log(&t, line);
             char eta[32], val[32];
@@ -199,7 +208,7 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "%sstep %lld/%lld | loss %.4f | val %s | %.0f tok/s | MFU %.1f%% | lr %.2e | maxvio %.2f | ETA %s%s%s",
                     tty ? "\r\033[K" : "", (long long)t.step, (long long)R->steps, s.loss, val, tok_s, 100 * mfu, s.lr,
                     s.maxvio, eta, s.skipped ? " | SKIPPED (non-finite)" : "", tty && !do_eval ? "" : "\n");
-            win_t = 0; win_tok = 0; win_flops = 0;
+            win_t = 0; win_tok = 0; win_flops = 0; win_mm = 0; win_mmf = 0; win_n = 0;
         }
         if (R->ckpt_every > 0 && t.step % R->ckpt_every == 0) {
             const char *p;
@@ -222,9 +231,10 @@ int cmd_train(int argc, char **argv) {
     const char *path = NULL;
     if (last_ckpt != t.step && ds_trainer_save(&t, &path, &e)) cli_die_err(C, &e);
     printf("{\"step\":%lld,\"tokens\":%lld,\"val_loss\":%.6g,\"train_seconds\":%.1f,\"tok_s\":%.1f,\"mfu\":%.4f,"
-           "\"nan_skips\":%lld,\"checkpoint\":\"%s/latest\"}\n",
+           "\"matmul_gflops\":%.2f,\"matmul_frac\":%.3f,\"peak_gflops\":%.2f,\"nan_skips\":%lld,"
+           "\"checkpoint\":\"%s/latest\"}\n",
            (long long)t.step, (long long)t.tokens, t.last_val, t.elapsed, t.elapsed > 0 ? (double)t.tokens / t.elapsed : 0,
-           mfu, (long long)t.nan_skips, R->out);
+           mfu, mm_gflops, mm_frac, t.peak_flops / 1e9, (long long)t.nan_skips, R->out);
     ds_trainer_free(&t);
     json_decref(cfgj);
     json_decref(model);

@@ -23,12 +23,15 @@
 
 void ds_tacts_free(ds_tacts *a) {
     if (!a) return;
-    ds_arena_free(&a->arena);
+    tr_bump_free(&a->arena);
     free(a->blk);
     free(a);
 }
 
-#define ALLOC(p, n) do { (p) = ds_arena_calloc(s->a, (size_t)(n), sizeof *(p)); if (!(p)) goto oom; } while (0)
+/* activations and gradient scratch: fully overwritten before use, not zeroed */
+#define ALLOC(p, n) do { (p) = tr_bump_alloc(s->a, (size_t)(n), sizeof *(p), false); if (!(p)) goto oom; } while (0)
+/* gradient accumulators (+=): zeroed */
+#define ZALLOC(p, n) do { (p) = tr_bump_alloc(s->a, (size_t)(n), sizeof *(p), true); if (!(p)) goto oom; } while (0)
 
 int tr_block_alloc(tr_step *s, int64_t l, tr_block_acts *a, int64_t B, int64_t T, ds_err *e) {
     const ds_config *c = &s->m->cfg;
@@ -44,14 +47,16 @@ int tr_block_alloc(tr_step *s, int64_t l, tr_block_acts *a, int64_t B, int64_t T
     ALLOC(a->att, B * H * T * T); ALLOC(a->o, N * H * Dv);
     ALLOC(a->x_mid, N * D); ALLOC(a->xn2, N * D); ALLOC(a->rstd2, N);
     if (!w->is_moe) {
-        ALLOC(a->g, N * c->intermediate_size); ALLOC(a->u, N * c->intermediate_size);
+        int64_t I = c->intermediate_size;
+        ALLOC(a->g, N * I); ALLOC(a->u, N * I); ALLOC(a->sig, N * I); ALLOC(a->h, N * I);
     } else {
         int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
         int64_t FS = c->n_shared_experts * F;
         ALLOC(a->rlog, N * E); ALLOC(a->scores, N * E); ALLOC(a->idx, N * K); ALLOC(a->wt, N * K);
         ALLOC(a->ex_off, E + 1); ALLOC(a->slot_row, N * K); ALLOC(a->slot_k, N * K);
-        ALLOC(a->eg, N * K * F); ALLOC(a->eu, N * K * F); ALLOC(a->ey, N * K * D);
-        if (FS > 0) { ALLOC(a->sg, N * FS); ALLOC(a->su, N * FS); }
+        ALLOC(a->eg, N * K * F); ALLOC(a->eu, N * K * F); ALLOC(a->esig, N * K * F); ALLOC(a->eh, N * K * F);
+        ALLOC(a->ey, N * K * D);
+        if (FS > 0) { ALLOC(a->sg, N * FS); ALLOC(a->su, N * FS); ALLOC(a->ssig, N * FS); ALLOC(a->sh, N * FS); }
         if (s->want_balance && l < c->n_layer) ALLOC(a->bal_f, B * E);
     }
     return DS_OK;
@@ -65,8 +70,8 @@ int tr_block_forward(tr_step *s, int64_t l, tr_block_acts *a, float *x, ds_err *
     const ds_tlayer *w = &m->W.layers[l];
     int64_t N = a->N, D = m->cfg.hidden_size;
     float eps = (float)m->cfg.rms_norm_eps;
-    ds_arena_mark mk = ds_arena_get_mark(s->a);
-    float *y = ds_arena_calloc(s->a, (size_t)(N * D), sizeof(float));
+    tr_bump_mark mk = tr_bump_get_mark(s->a);
+    float *y = tr_bump_alloc(s->a, (size_t)(N * D), sizeof(float), false);
     if (!y) return ds_err_set(e, DS_ENOMEM, "out of memory in layer %lld", (long long)l);
     memcpy(a->x_in, x, (size_t)(N * D) * sizeof(float));
     /* attention */
@@ -79,7 +84,7 @@ int tr_block_forward(tr_step *s, int64_t l, tr_block_acts *a, float *x, ds_err *
     int rc = tr_ffn_forward(s, l, a, y, e);
     if (rc) return rc;
     for (int64_t i = 0; i < N * D; i++) x[i] += y[i];
-    ds_arena_release(s->a, mk);
+    tr_bump_release(s->a, mk);
     return DS_OK;
 }
 
@@ -134,25 +139,20 @@ static void embed_backward(float *dtable, const float *dx, const int32_t *tok, i
 
 static void add_inplace(float *x, const float *y, int64_t n) { for (int64_t i = 0; i < n; i++) x[i] += y[i]; }
 
-int ds_tmodel_step(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o,
-                   ds_losses *out, ds_err *e) {
+/* One worker's step: every kernel parallel inside (or serial when nested). */
+static int step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o,
+                    ds_losses *out, ds_err *e) {
     const ds_config *c = &m->cfg;
     int64_t D = c->hidden_size, V = c->vocab_size, L = c->n_layer, N = B * T;
     float eps = (float)c->rms_norm_eps;
     memset(out, 0, sizeof *out);
-    if (B < 1 || T < 2) return ds_err_set(e, DS_EINVAL, "a training step needs B >= 1 sequences of T >= 2 tokens");
-    for (int64_t i = 0; i < N; i++)
-        if (tokens[i] < 0 || tokens[i] >= V)
-            return ds_err_set(e, DS_ERANGE, "token id %d at position %lld is out of range (vocab_size %lld)", tokens[i],
-                              (long long)i, (long long)V);
     if (!m->acts) {
         m->acts = calloc(1, sizeof *m->acts);
         if (!m->acts) return ds_err_set(e, DS_ENOMEM, "out of memory");
-        ds_arena_init(&m->acts->arena);
         m->acts->blk = calloc((size_t)(L + m->n_mtp), sizeof(tr_block_acts));
         if (!m->acts->blk) return ds_err_set(e, DS_ENOMEM, "out of memory");
     }
-    ds_arena_reset(&m->acts->arena);
+    tr_bump_reset(&m->acts->arena);
     tr_step st = { m, &m->acts->arena, 0.0f, true, 0.0, o->no_grad };
     tr_step *s = &st;
     st.balance_scale = o->no_grad ? 0.0f : o->balance_alpha * o->grad_scale / (float)B;
@@ -215,11 +215,11 @@ int ds_tmodel_step(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, co
     tr_grad_scratch gs;
     if ((rc = alloc_grad_scratch(s, &gs, N, e))) return rc;
     float *dhf, *dx;
-    ALLOC(dhf, N * D); ALLOC(dx, N * D);
+    ZALLOC(dhf, N * D); ZALLOC(dx, N * D);
     if (mtp) {
         ds_tlayer *mg = &m->G.layers[L];
         float *dhn, *dxm, *dcat, *demb, *dhin;
-        ALLOC(dhn, Nm * D); ALLOC(dxm, Nm * D); ALLOC(dcat, Nm * 2 * D); ALLOC(demb, Nm * D); ALLOC(dhin, Nm * D);
+        ZALLOC(dhn, Nm * D); ZALLOC(dxm, Nm * D); ZALLOC(dcat, Nm * 2 * D); ZALLOC(demb, Nm * D); ZALLOC(dhin, Nm * D);
         tr_linear_backward(dhn, mg->head, m_logits, m_hn, mw->head, Nm, D, V);
         tr_rmsnorm_backward(dxm, D, mg->head_norm, dhn, D, m_xout, D, mw->head_norm, m_rstd_o, Nm, D);
         tr_block_backward(s, L, ma, dxm, &gs);
@@ -239,4 +239,90 @@ int ds_tmodel_step(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, co
     return DS_OK;
 oom:
     return ds_err_set(e, DS_ENOMEM, "out of memory for a step of %lld x %lld tokens", (long long)B, (long long)T);
+}
+
+/* ---------------------------------------------------------------- data-parallel dispatch */
+
+int tr_worker_clone(const ds_tmodel *master, ds_tmodel **out, ds_err *e);
+
+typedef struct {
+    ds_tmodel *m;
+    const int32_t *tokens;
+    int64_t B, T, nw;
+    const ds_loss_opts *o;
+    ds_losses ls[64];
+    int rc[64];
+    ds_err err[64];
+} dp_ctx;
+
+static void dp_worker(void *vc, int64_t w0, int64_t w1, int tid) {
+    (void)tid;
+    dp_ctx *c = vc;
+    for (int64_t w = w0; w < w1; w++) {
+        int64_t b0 = c->B * w / c->nw, b1 = c->B * (w + 1) / c->nw;
+        ds_tmodel *wm = w == 0 ? c->m : c->m->workers[w - 1];
+        ds_loss_opts o = *c->o;
+        o.grad_scale = c->o->grad_scale * (float)(b1 - b0) / (float)c->B;
+        if (w > 0) {
+            if (!o.no_grad) memset(wm->g, 0, (size_t)wm->n_floats * sizeof(float));
+            ds_tmodel_reset_load(wm);
+        }
+        c->rc[w] = step_one(wm, c->tokens + b0 * c->T, b1 - b0, c->T, &o, &c->ls[w], &c->err[w]);
+    }
+}
+
+typedef struct { ds_tmodel *m; int nw; } reduce_ctx;
+
+static void reduce_worker(void *vc, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
+    reduce_ctx *c = vc;
+    float *g = c->m->g;
+    for (int w = 0; w < c->nw - 1; w++) {
+        const float *s = c->m->workers[w]->g;
+        for (int64_t i = i0; i < i1; i++) g[i] += s[i];
+    }
+}
+
+int ds_tmodel_step(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o,
+                   ds_losses *out, ds_err *e) {
+    memset(out, 0, sizeof *out);
+    if (B < 1 || T < 2) return ds_err_set(e, DS_EINVAL, "a training step needs B >= 1 sequences of T >= 2 tokens");
+    for (int64_t i = 0; i < B * T; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab_size)
+            return ds_err_set(e, DS_ERANGE, "token id %d at position %lld is out of range (vocab_size %lld)", tokens[i],
+                              (long long)i, (long long)m->cfg.vocab_size);
+    int64_t nw = DS_MIN((int64_t)ds_threads_get(), B);
+    if (nw > 64) nw = 64;
+    if (nw <= 1) return step_one(m, tokens, B, T, o, out, e);
+    while (m->n_workers < nw - 1) {
+        ds_tmodel **ws = realloc(m->workers, (size_t)(m->n_workers + 1) * sizeof *ws);
+        if (!ws) return ds_err_set(e, DS_ENOMEM, "out of memory");
+        m->workers = ws;
+        int rc = tr_worker_clone(m, &m->workers[m->n_workers], e);
+        if (rc) return rc;
+        m->n_workers++;
+    }
+    dp_ctx *c = calloc(1, sizeof *c);
+    if (!c) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    *c = (dp_ctx){ .m = m, .tokens = tokens, .B = B, .T = T, .nw = nw, .o = o };
+    ds_par_for(nw, 1, dp_worker, c);
+    int rc = DS_OK;
+    for (int64_t w = 0; w < nw; w++) {
+        if (c->rc[w] && !rc) { rc = ds_err_set(e, c->rc[w], "%s", c->err[w].msg); }
+        double f = (double)(B * (w + 1) / nw - B * w / nw) / (double)B;
+        out->loss += f * c->ls[w].loss;
+        out->ce += f * c->ls[w].ce;
+        out->mtp += f * c->ls[w].mtp;
+        out->balance += f * c->ls[w].balance;
+    }
+    free(c);
+    if (rc) return rc;
+    if (!o->no_grad) {
+        reduce_ctx rcx = { m, (int)nw };
+        ds_par_for(m->n_floats, 1 << 14, reduce_worker, &rcx);
+        int64_t nl = (m->cfg.n_layer + m->n_mtp) * DS_MAX(m->cfg.n_routed_experts, 1);
+        for (int64_t w = 0; w < nw - 1; w++)
+            for (int64_t i = 0; i < nl; i++) m->load[i] += m->workers[w]->load[i];
+    }
+    return DS_OK;
 }

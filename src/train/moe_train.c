@@ -61,21 +61,21 @@ void tr_balance_backward(float *dscores, const float *scores, const float *f, in
 
 /* ---------------------------------------------------------------- dense MLP */
 
-/* out[n, D] = down(silu(g) ⊙ u), g = x·gateᵀ, u = x·upᵀ; saves g, u; h scratch (n, F) */
-static void mlp_forward(float *out, float *g, float *u, float *h, const float *x, const ds_tmlp *w, int64_t n,
+/* out[n, D] = down(silu(g) ⊙ u), g = x·gateᵀ, u = x·upᵀ; saves g, u, sig, h (n, F) */
+static void mlp_forward(float *out, float *g, float *u, float *sig, float *h, const float *x, const ds_tmlp *w, int64_t n,
                         int64_t D, int64_t F) {
     tr_linear_forward(g, x, w->gate, n, D, F);
     tr_linear_forward(u, x, w->up, n, D, F);
-    tr_swiglu_forward(h, g, u, n * F);
+    tr_swiglu_forward(h, sig, g, u, n * F);
     tr_linear_forward(out, h, w->down, n, F, D);
 }
 
 /* dx += ..., grads += ...; dh, dg, du: zeroed scratch (n, F) */
 static void mlp_backward(float *dx, ds_tmlp *gw, const float *dout, const float *x, const float *g, const float *u,
-                         const ds_tmlp *w, int64_t n, int64_t D, int64_t F, float *h, float *dh, float *dg, float *du) {
-    tr_swiglu_forward(h, g, u, n * F);  /* recompute h (cheaper than storing it) */
+                         const float *sig, const float *h, const ds_tmlp *w, int64_t n, int64_t D, int64_t F, float *dh,
+                         float *dg, float *du) {
     tr_linear_backward(dh, gw->down, dout, h, w->down, n, F, D);
-    tr_swiglu_backward(dg, du, dh, g, u, n * F);
+    tr_swiglu_backward(dg, du, dh, g, u, sig, n * F);
     tr_linear_backward(dx, gw->gate, dg, x, w->gate, n, D, F);
     tr_linear_backward(dx, gw->up, du, x, w->up, n, D, F);
 }
@@ -103,14 +103,12 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *
     const ds_tlayer *w = &m->W.layers[l];
     int64_t N = a->N, D = c->hidden_size;
     if (!w->is_moe) {
-        float *h = ds_arena_calloc(s->a, (size_t)(N * c->intermediate_size), sizeof(float));
-        if (!h) return ds_err_set(e, DS_ENOMEM, "out of memory in MLP");
-        mlp_forward(out, a->g, a->u, h, a->xn2, &w->mlp, N, D, c->intermediate_size);
+        mlp_forward(out, a->g, a->u, a->sig, a->h, a->xn2, &w->mlp, N, D, c->intermediate_size);
         return DS_OK;
     }
     int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
     int64_t FS = c->n_shared_experts * F;
-    ds_arena_mark mk = ds_arena_get_mark(s->a);
+    tr_bump_mark mk = tr_bump_get_mark(s->a);
     /* route */
     tr_linear_forward(a->rlog, a->xn2, w->router, N, D, E);
     route_ctx rc = { c, a, w->router_bias };
@@ -123,10 +121,9 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *
         if (!s->no_grad) count[x] += a->ex_off[x + 1];   /* evaluation does not count as load */
         a->ex_off[x + 1] += a->ex_off[x];
     }
-    int64_t *fill = ds_arena_calloc(s->a, (size_t)E, sizeof(int64_t));
-    float *xe = ds_arena_calloc(s->a, (size_t)(N * K * D), sizeof(float));   /* gathered inputs */
-    float *he = ds_arena_calloc(s->a, (size_t)(N * K * DS_MAX(F, 1)), sizeof(float));
-    if (!fill || !xe || !he) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+    int64_t *fill = tr_bump_alloc(s->a, (size_t)E, sizeof(int64_t), true);
+    float *xe = tr_bump_alloc(s->a, (size_t)(N * K * D), sizeof(float), false);   /* gathered inputs */
+    if (!fill || !xe) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
     for (int64_t n = 0; n < N; n++)
         for (int64_t k = 0; k < K; k++) {
             int32_t x = a->idx[n * K + k];
@@ -139,13 +136,12 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *
     for (int64_t x = 0; x < E; x++) {
         int64_t o = a->ex_off[x], n = a->ex_off[x + 1] - o;
         if (n == 0) continue;
-        mlp_forward(a->ey + o * D, a->eg + o * F, a->eu + o * F, he + o * F, xe + o * D, &w->experts[x], n, D, F);
+        mlp_forward(a->ey + o * D, a->eg + o * F, a->eu + o * F, a->esig + o * F, a->eh + o * F, xe + o * D,
+                    &w->experts[x], n, D, F);
     }
     /* combine: out = shared(x) + Σ_k w_k y_k, in slot order per token row */
     if (FS > 0) {
-        float *hs = ds_arena_calloc(s->a, (size_t)(N * FS), sizeof(float));
-        if (!hs) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
-        mlp_forward(out, a->sg, a->su, hs, a->xn2, &w->shared, N, D, FS);
+        mlp_forward(out, a->sg, a->su, a->ssig, a->sh, a->xn2, &w->shared, N, D, FS);
     } else {
         memset(out, 0, (size_t)(N * D) * sizeof(float));
     }
@@ -181,7 +177,7 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *
             s->balance_sum += bal;
         }
     }
-    ds_arena_release(s->a, mk);
+    tr_bump_release(s->a, mk);
     return DS_OK;
 }
 
@@ -198,8 +194,7 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
         memset(gs->dh, 0, (size_t)(N * I) * sizeof(float));
         memset(gs->dg, 0, (size_t)(N * I) * sizeof(float));
         memset(gs->du, 0, (size_t)(N * I) * sizeof(float));
-        float *h = tr_scratch(0, 2, (size_t)(N * I));
-        mlp_backward(dxn2, &gw->mlp, dout, a->xn2, a->g, a->u, &w->mlp, N, D, I, h, gs->dh, gs->dg, gs->du);
+        mlp_backward(dxn2, &gw->mlp, dout, a->xn2, a->g, a->u, a->sig, a->h, &w->mlp, N, D, I, gs->dh, gs->dg, gs->du);
         return;
     }
     int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
@@ -209,8 +204,8 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
         memset(gs->dh, 0, (size_t)(N * FS) * sizeof(float));
         memset(gs->dg, 0, (size_t)(N * FS) * sizeof(float));
         memset(gs->du, 0, (size_t)(N * FS) * sizeof(float));
-        float *h = tr_scratch(0, 2, (size_t)(N * FS));
-        mlp_backward(dxn2, &gw->shared, dout, a->xn2, a->sg, a->su, &w->shared, N, D, FS, h, gs->dh, gs->dg, gs->du);
+        mlp_backward(dxn2, &gw->shared, dout, a->xn2, a->sg, a->su, a->ssig, a->sh, &w->shared, N, D, FS, gs->dh, gs->dg,
+                     gs->du);
     }
     /* combine weights and slot gradients: dy_slot = w_k · dout[row], dw_k = dout[row] · y_slot */
     memset(gs->dwt, 0, (size_t)(N * K) * sizeof(float));
@@ -224,8 +219,7 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
         gs->dwt[n * K + k] = (float)dot;
     }
     /* experts: gathered inputs again (cheap), then the MLP backward per expert */
-    float *xe = tr_scratch(0, 1, (size_t)(N * K * D));
-    float *he = tr_scratch(0, 2, (size_t)(N * K * F));
+    float *xe = tr_scratch(ds_thread_id(), 1, (size_t)(N * K * D));
     for (int64_t sl = 0; sl < N * K; sl++) memcpy(xe + sl * D, a->xn2 + (int64_t)a->slot_row[sl] * D, (size_t)D * sizeof(float));
     memset(gs->eslot_dx, 0, (size_t)(N * K * D) * sizeof(float));
     memset(gs->eslot_dh, 0, (size_t)(N * K * F) * sizeof(float));
@@ -235,7 +229,8 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
         int64_t o = a->ex_off[x], n = a->ex_off[x + 1] - o;
         if (n == 0) continue;
         mlp_backward(gs->eslot_dx + o * D, &gw->experts[x], gs->eslot_dy + o * D, xe + o * D, a->eg + o * F, a->eu + o * F,
-                     &w->experts[x], n, D, F, he + o * F, gs->eslot_dh + o * F, gs->eslot_dg + o * F, gs->eslot_du + o * F);
+                     a->esig + o * F, a->eh + o * F, &w->experts[x], n, D, F, gs->eslot_dh + o * F, gs->eslot_dg + o * F,
+                     gs->eslot_du + o * F);
     }
     /* scatter the expert input gradients back to token rows (slot order: deterministic) */
     for (int64_t sl = 0; sl < N * K; sl++) {

@@ -121,8 +121,25 @@ static void add_layer(table_builder *tb, int64_t l, bool mtp) {
     }
 }
 
-/* Builds the table and the arenas for m->cfg, n_mtp and the sharing flags. */
-static int build(ds_tmodel *m, ds_err *e) {
+/* Points every W / G field at w / g (table offsets), then the aliases:
+ * a tied head, the MTP module's shared embedding and head. */
+static void bind(ds_tmodel *m, float *w, float *g) {
+    const ds_config *c = &m->cfg;
+    for (int64_t i = 0; i < m->n_params; i++) {
+        *m->params[i].pw = w + m->params[i].off;
+        *m->params[i].pg = g + m->params[i].off;
+    }
+    if (m->tied_head) { m->W.lm_head = m->W.embed; m->G.lm_head = m->G.embed; }
+    for (int64_t l = c->n_layer; l < c->n_layer + m->n_mtp; l++) {
+        ds_tlayer *lw = &m->W.layers[l], *lg = &m->G.layers[l];
+        if (!m->mtp_own_embed) { lw->embed = m->W.embed; lg->embed = m->G.embed; }
+        if (!m->mtp_own_head) { lw->head = m->W.lm_head; lg->head = m->G.lm_head; }
+    }
+}
+
+/* Builds the table for m->cfg, n_mtp and the sharing flags; allocates the
+ * gradient arena, and the weight arena too unless shared_w is given. */
+static int build(ds_tmodel *m, float *shared_w, ds_err *e) {
     const ds_config *c = &m->cfg;
     int64_t nl = c->n_layer + m->n_mtp, D = c->hidden_size, V = c->vocab_size;
     m->W.layers = calloc((size_t)nl, sizeof(ds_tlayer));
@@ -144,27 +161,34 @@ static int build(ds_tmodel *m, ds_err *e) {
     size_t bytes;
     if (!ds_size_mul((size_t)m->n_floats, sizeof(float), &bytes))
         return ds_err_set(e, DS_ENOMEM, "parameter arena size overflows");
-    m->w = ds_alloc(bytes);
+    m->w = shared_w ? NULL : ds_alloc(bytes);
     m->g = ds_alloc(bytes);
-    if (!m->w || !m->g)
+    if ((!shared_w && !m->w) || !m->g)
         return ds_err_set(e, DS_ENOMEM, "out of memory for %lld parameters (%.1f MB each for weights and gradients)",
                           (long long)m->n_floats, (double)bytes / 1e6);
-    for (int64_t i = 0; i < m->n_params; i++) {
-        *m->params[i].pw = m->w + m->params[i].off;
-        *m->params[i].pg = m->g + m->params[i].off;
-    }
-    if (m->tied_head) { m->W.lm_head = m->W.embed; m->G.lm_head = m->G.embed; }
-    for (int64_t l = c->n_layer; l < nl; l++) {
-        ds_tlayer *w = &m->W.layers[l], *g = &m->G.layers[l];
-        if (!m->mtp_own_embed) { w->embed = m->W.embed; g->embed = m->G.embed; }
-        if (!m->mtp_own_head) { w->head = m->W.lm_head; g->head = m->G.lm_head; }
-    }
+    bind(m, shared_w ? shared_w : m->w, m->g);
     m->inv_freq = ds_alloc((size_t)(c->qk_rope_head_dim / 2) * sizeof(float));
     if (!m->inv_freq) return ds_err_set(e, DS_ENOMEM, "out of memory");
     ds_rope_inv_freq(c, m->inv_freq);
     m->attn_scale = (float)ds_config_softmax_scale(c);
     m->load = calloc((size_t)(nl * DS_MAX(c->n_routed_experts, 1)), sizeof(int64_t));
     if (!m->load) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    return DS_OK;
+}
+
+/* A data-parallel worker: the same table, the master's weights, its own
+ * gradients, activations and load counts. */
+int tr_worker_clone(const ds_tmodel *master, ds_tmodel **out, ds_err *e) {
+    ds_tmodel *w = calloc(1, sizeof *w);
+    if (!w) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    w->cfg = master->cfg;
+    w->n_mtp = master->n_mtp;
+    w->mtp_own_embed = master->mtp_own_embed;
+    w->mtp_own_head = master->mtp_own_head;
+    w->tied_head = master->tied_head;
+    int rc = build(w, master->w, e);
+    if (rc) { ds_tmodel_free(w); return rc; }
+    *out = w;
     return DS_OK;
 }
 
@@ -188,7 +212,7 @@ int ds_tmodel_init(ds_tmodel **out, const ds_config *cfg, bool with_mtp, ds_err 
     m->cfg = *cfg;
     m->n_mtp = with_mtp ? 1 : 0;
     m->tied_head = cfg->tie_word_embeddings;
-    if ((rc = build(m, e))) { ds_tmodel_free(m); return rc; }
+    if ((rc = build(m, NULL, e))) { ds_tmodel_free(m); return rc; }
     *out = m;
     return DS_OK;
 }
@@ -208,6 +232,8 @@ void ds_tmodel_free(ds_tmodel *m) {
     ds_free(m->inv_freq);
     free(m->load);
     ds_tacts_free(m->acts);
+    for (int i = 0; i < m->n_workers; i++) ds_tmodel_free(m->workers[i]);
+    free(m->workers);
     free(m);
 }
 
@@ -317,7 +343,7 @@ int ds_tmodel_load(ds_tmodel **out, const char *dir, ds_err *e) {
         snprintf(n, sizeof n, "model.layers.%lld.shared_head.head.weight", (long long)L);
         m->mtp_own_head = ds_safetensors_find(&st, n) != NULL;
     }
-    if ((rc = build(m, e))) goto fail;
+    if ((rc = build(m, NULL, e))) goto fail;
     for (int64_t i = 0; i < m->n_params; i++)
         if ((rc = load_tensor(m, &st, dir, &m->params[i], e))) goto fail;
     for (int64_t i = 0; i < st.n_tensors; i++) {

@@ -98,6 +98,9 @@ typedef struct ds_tmodel {
      * no_grad evaluation) until reset:
      * load[l·E + i] = tokens routed to expert i in layer l (l < L + n_mtp) */
     int64_t *load;
+    /* data-parallel workers 1.. (worker 0 is this model): clones sharing w */
+    struct ds_tmodel **workers;
+    int n_workers;
 } ds_tmodel;
 
 /* ------------------------------------------------------------ lifecycle */
@@ -148,7 +151,11 @@ typedef struct ds_losses {
 
 /* One forward + backward over B sequences of T tokens (tokens[B·T]);
  * accumulates gradient into m->g (+=) and routing counts into m->load.
- * Token ids are range-checked. */
+ * Token ids are range-checked. With several threads and B >= 2 the batch is
+ * split into contiguous groups of sequences, one per thread, each run
+ * single-threaded on its own gradient buffer; the buffers are then summed
+ * in a fixed order (one synchronization per call, deterministic for a given
+ * thread count). Otherwise every kernel is parallel inside. */
 int ds_tmodel_step(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o,
                    ds_losses *out, ds_err *e);
 

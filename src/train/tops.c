@@ -38,16 +38,51 @@ void tr_scratch_free(void) {
         }
 }
 
+/* ---------------------------------------------------------------- profile */
+
+static bool g_prof;
+static struct { double flops, sec; char pad[48]; } g_pf[TR_MAX_THREADS];
+
+void tr_prof_enable(bool on) { g_prof = on; }
+void tr_prof_reset(void) { memset(g_pf, 0, sizeof g_pf); }
+
+void tr_prof_read(double *flops, double *rate, double *seconds) {
+    double f = 0, r = 0, s = 0;
+    int n = 0;
+    for (int t = 0; t < TR_MAX_THREADS; t++) {
+        if (g_pf[t].sec <= 0) continue;
+        f += g_pf[t].flops;
+        r += g_pf[t].flops / g_pf[t].sec;
+        s += g_pf[t].sec;
+        n++;
+    }
+    *flops = f;
+    *rate = r;
+    *seconds = n ? s / n : 0;
+}
+
 /* ---------------------------------------------------------------- linear */
 
 void tr_linear_forward(float *y, const float *x, const float *W, int64_t N, int64_t I, int64_t O) {
+    double t0 = g_prof ? ds_now() : 0;
     ds_sgemm(false, true, N, O, I, 1.0f, x, I, W, I, 0.0f, y, O);
+    if (g_prof) {
+        int t = ds_thread_id();
+        g_pf[t].sec += ds_now() - t0;
+        g_pf[t].flops += 2.0 * (double)N * (double)I * (double)O;
+    }
 }
 
 void tr_linear_backward(float *dx, float *dW, const float *dy, const float *x, const float *W, int64_t N, int64_t I,
                         int64_t O) {
+    double t0 = g_prof ? ds_now() : 0;
     if (dx) ds_sgemm(false, false, N, I, O, 1.0f, dy, O, W, I, 1.0f, dx, I);
     if (dW) ds_sgemm(true, false, O, I, N, 1.0f, dy, O, x, I, 1.0f, dW, I);
+    if (g_prof) {
+        int t = ds_thread_id();
+        g_pf[t].sec += ds_now() - t0;
+        g_pf[t].flops += 2.0 * (double)N * (double)I * (double)O * ((dx != NULL) + (dW != NULL));
+    }
 }
 
 /* ---------------------------------------------------------------- rmsnorm */
@@ -99,10 +134,10 @@ static void rms_bwd_worker(void *vc, int64_t n0, int64_t n1, int tid) {
 
 void tr_rmsnorm_backward(float *dx, int64_t lddx, float *dw, const float *dout, int64_t lddo, const float *x,
                          int64_t ldx, const float *w, const float *rstd, int64_t N, int64_t D) {
-    int nt = ds_threads_get();
+    int nt = ds_threads_get();   /* partials indexed by the worker's tid (nested: the caller's) */
     float *part = NULL;
     if (dw) {
-        part = tr_scratch(0, 3, (size_t)(nt * D));
+        part = tr_scratch(ds_thread_id(), 3, (size_t)(nt * D));
         memset(part, 0, (size_t)(nt * D) * sizeof(float));
     }
     rms_bwd_ctx c = { dx, lddx, dout, lddo, x, ldx, w, rstd, D, part };
@@ -114,16 +149,65 @@ void tr_rmsnorm_backward(float *dx, int64_t lddx, float *dw, const float *dout, 
 
 /* ---------------------------------------------------------------- swiglu */
 
-typedef struct { float *h, *dg, *du; const float *g, *u, *dh; } swiglu_ctx;
+typedef struct { float *h, *sig, *dg, *du; const float *g, *u, *dh, *csig; } swiglu_ctx;
+
+void tr_swiglu_forward_ref(float *h, float *sig, const float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float s = 1.0f / (1.0f + expf(-g[i]));
+        sig[i] = s;
+        h[i] = g[i] * s * u[i];
+    }
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+/* exp(x) for x in [-88, 88]: 2^n · p(r), r = x − n·ln2 (Cody-Waite), degree-6
+ * minimax polynomial (Cephes expf); max relative error ~2e-7. */
+__attribute__((target("avx2,fma"))) static inline __m256 exp256(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r2 = _mm256_mul_ps(r, r);
+    p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma"))) static void swiglu_fwd_avx2(float *h, float *sig, const float *g, const float *u,
+                                                              int64_t i0, int64_t i1) {
+    int64_t i = i0;
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= i1; i += 8) {
+        __m256 gv = _mm256_loadu_ps(g + i);
+        __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), gv))));
+        _mm256_storeu_ps(sig + i, s);
+        _mm256_storeu_ps(h + i, _mm256_mul_ps(_mm256_mul_ps(gv, s), _mm256_loadu_ps(u + i)));
+    }
+    if (i < i1) tr_swiglu_forward_ref(h + i, sig + i, g + i, u + i, i1 - i);
+}
+#endif
 
 static void swiglu_fwd_worker(void *vc, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     swiglu_ctx *c = vc;
-    for (int64_t i = i0; i < i1; i++) c->h[i] = c->g[i] / (1.0f + expf(-c->g[i])) * c->u[i];
+#if defined(__x86_64__)
+    static int avx2 = -1;
+    if (avx2 < 0) { __builtin_cpu_init(); avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+    if (avx2) { swiglu_fwd_avx2(c->h, c->sig, c->g, c->u, i0, i1); return; }
+#endif
+    tr_swiglu_forward_ref(c->h + i0, c->sig + i0, c->g + i0, c->u + i0, i1 - i0);
 }
 
-void tr_swiglu_forward(float *h, const float *g, const float *u, int64_t n) {
-    swiglu_ctx c = { h, NULL, NULL, g, u, NULL };
+void tr_swiglu_forward(float *h, float *sig, const float *g, const float *u, int64_t n) {
+    swiglu_ctx c = { h, sig, NULL, NULL, g, u, NULL, NULL };
     ds_par_for(n, 16384, swiglu_fwd_worker, &c);
 }
 
@@ -131,14 +215,15 @@ static void swiglu_bwd_worker(void *vc, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     swiglu_ctx *c = vc;
     for (int64_t i = i0; i < i1; i++) {
-        float g = c->g[i], s = 1.0f / (1.0f + expf(-g)), silu = g * s;
-        c->dg[i] += c->dh[i] * c->u[i] * s * (1.0f + g * (1.0f - s));
-        c->du[i] += c->dh[i] * silu;
+        float g = c->g[i], s = c->csig[i], d = c->dh[i];
+        c->dg[i] += d * c->u[i] * s * (1.0f + g * (1.0f - s));
+        c->du[i] += d * g * s;
     }
 }
 
-void tr_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n) {
-    swiglu_ctx c = { NULL, dg, du, g, u, dh };
+void tr_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, const float *sig,
+                        int64_t n) {
+    swiglu_ctx c = { NULL, NULL, dg, du, g, u, dh, sig };
     ds_par_for(n, 16384, swiglu_bwd_worker, &c);
 }
 
@@ -222,4 +307,90 @@ void tr_attention_backward(float *dQ, int64_t lddq, float *dK, int64_t lddk, flo
     /* dQ += dS K ;  dK += dSᵀ Q */
     ds_sgemm(false, false, T, Dk, T, 1.0f, dS, T, K, ldk, 1.0f, dQ, lddq);
     ds_sgemm(true, false, T, Dk, T, 1.0f, dS, T, Q, ldq, 1.0f, dK, lddk);
+}
+
+/* ---------------------------------------------------------------- bump allocator */
+
+#include "tinternal.h"
+#include <stdlib.h>
+
+struct tr_bump_block {
+    tr_bump_block *prev;
+    size_t cap, used;
+    uint8_t *data;
+};
+
+static tr_bump_block *bump_block(size_t cap) {
+    tr_bump_block *b = malloc(sizeof *b);
+    if (!b) return NULL;
+    b->data = ds_alloc(cap);
+    if (!b->data) { free(b); return NULL; }
+    b->cap = cap;
+    b->used = 0;
+    b->prev = NULL;
+    return b;
+}
+
+void *tr_bump_alloc(tr_bump *a, size_t n, size_t size, bool zero) {
+    size_t bytes, need;
+    if (!ds_size_mul(n, size, &bytes) || !ds_size_add(bytes, 63, &need)) return NULL;
+    need &= ~(size_t)63;
+    if (need == 0) need = 64;
+    tr_bump_block *b = a->head;
+    if (!b || b->cap - b->used < need) {
+        size_t cap = need > ((size_t)4 << 20) ? need : ((size_t)4 << 20);
+        if (b && b->cap * 2 >= need) cap = b->cap * 2;
+        tr_bump_block *nb = bump_block(cap);
+        if (!nb) return NULL;
+        nb->prev = b;
+        a->head = nb;
+        b = nb;
+    }
+    void *p = b->data + b->used;
+    b->used += need;
+    a->used_round += need;
+    if (a->used_round > a->high) a->high = a->used_round;
+    if (zero) memset(p, 0, need);
+    return p;
+}
+
+void tr_bump_free(tr_bump *a) {
+    tr_bump_block *b = a->head;
+    while (b) {
+        tr_bump_block *p = b->prev;
+        ds_free(b->data);
+        free(b);
+        b = p;
+    }
+    a->head = NULL;
+    a->used_round = 0;
+}
+
+void tr_bump_reset(tr_bump *a) {
+    a->used_round = 0;
+    if (!a->head) return;
+    if (a->head->prev || a->head->cap < a->high) {
+        size_t hw = a->high;
+        tr_bump_free(a);
+        a->head = bump_block(hw);   /* NULL on failure: the next alloc retries */
+        a->high = hw;
+        return;
+    }
+    a->head->used = 0;
+}
+
+tr_bump_mark tr_bump_get_mark(const tr_bump *a) {
+    tr_bump_mark mk = { a->head, a->head ? a->head->used : 0, a->used_round };
+    return mk;
+}
+
+void tr_bump_release(tr_bump *a, tr_bump_mark mk) {
+    while (a->head && a->head != mk.block) {
+        tr_bump_block *p = a->head->prev;
+        ds_free(a->head->data);
+        free(a->head);
+        a->head = p;
+    }
+    if (a->head) a->head->used = mk.used;
+    a->used_round = mk.used_round;
 }

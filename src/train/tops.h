@@ -29,10 +29,14 @@ void tr_rmsnorm_forward(float *out, int64_t ldo, float *rstd, const float *x, in
 void tr_rmsnorm_backward(float *dx, int64_t lddx, float *dw, const float *dout, int64_t lddo, const float *x,
                          int64_t ldx, const float *w, const float *rstd, int64_t N, int64_t D);
 
-/* h = silu(g) ⊙ u */
-void tr_swiglu_forward(float *h, const float *g, const float *u, int64_t n);
-/* dg += dh ⊙ u ⊙ silu'(g), du += dh ⊙ silu(g) */
-void tr_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n);
+/* sig = sigmoid(g), h = silu(g) ⊙ u = g·sig·u  (sig saved for the backward).
+ * AVX2+FMA path with a polynomial exp (max relative error ~2e-7 vs expf);
+ * the _ref twin is plain expf. */
+void tr_swiglu_forward(float *h, float *sig, const float *g, const float *u, int64_t n);
+void tr_swiglu_forward_ref(float *h, float *sig, const float *g, const float *u, int64_t n);
+/* dg += dh ⊙ u ⊙ sig·(1 + g·(1 − sig)), du += dh ⊙ g·sig */
+void tr_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, const float *sig,
+                        int64_t n);
 
 /* RoPE on interleaved pairs (ds_rope_apply) and its transpose: maps the
  * gradient w.r.t. the rotated vector to the gradient w.r.t. the input,
@@ -53,6 +57,13 @@ void tr_attention_forward(float *O, int64_t ldo, float *att, const float *Q, int
 void tr_attention_backward(float *dQ, int64_t lddq, float *dK, int64_t lddk, float *dV, int64_t lddv, const float *dO,
                            int64_t lddo, const float *att, const float *Q, int64_t ldq, const float *K, int64_t ldk,
                            const float *V, int64_t ldv, int64_t T, int64_t Dk, int64_t Dv, float scale, float *scratch);
+
+/* Matmul profile: time and flops spent in tr_linear_* per thread, while
+ * enabled. rate = Σ_threads flops_t / seconds_t (the threads run their
+ * matmuls concurrently), seconds = mean over threads. */
+void tr_prof_enable(bool on);
+void tr_prof_reset(void);
+void tr_prof_read(double *flops, double *rate, double *seconds);
 
 /* Per-thread scratch for the training kernels (separate from ds_scratch):
  * at least n floats, valid until the next call with the same tid, slot. */

@@ -59,6 +59,8 @@ typedef struct ds_step_info {
     double loss, ce, mtp, balance;
     double grad_norm, lr, maxvio;
     double seconds, flops;
+    double mm_rate;          /* FLOP/s inside the linear-layer matmuls (all threads) */
+    double mm_frac;          /* share of the step spent in them */
     int64_t tokens;          /* tokens in this step */
     bool skipped;            /* non-finite loss/gradient: no update */
 } ds_step_info;

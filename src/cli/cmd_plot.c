@@ -1,0 +1,55 @@
+/*
+ * cmd_plot.c - `deepseek plot`: loss curves and per-layer expert load of
+ * training runs, drawn to a PNG (src/train/plot.c, src/io/png.c).
+ */
+#include "cli.h"
+#include "../train/plot.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: deepseek plot [--out FILE.png] [--width W] RUN [RUN...]\n"
+        "  RUN is a training output folder (its metrics.jsonl) or a metrics.jsonl file,\n"
+        "  optionally LABEL=RUN. Draws every run's training loss (thin) and validation\n"
+        "  loss (thick) against the step, and one heatmap per MoE layer of the first run's\n"
+        "  expert load over training. Default --out: plot.png, --width 1200.\n");
+}
+
+int cmd_plot(int argc, char **argv) {
+    const char *C = "plot", *out = "plot.png";
+    int width = 1200, n = 0;
+    char **paths = calloc((size_t)argc, sizeof *paths), **labels = calloc((size_t)argc, sizeof *labels);
+    if (!paths || !labels) cli_die(C, "out of memory");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (cli_is_help(a)) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--out") || !strcmp(a, "-o")) { out = v; i++; }
+        else if (!strcmp(a, "--width")) { width = (int)cli_parse_int(C, a, v, 400, 8000); i++; }
+        else if (a[0] == '-' && a[1]) { usage(stderr); cli_die(C, "unknown option '%s'", a); }
+        else {
+            const char *eq = strchr(a, '=');
+            const char *path = eq ? eq + 1 : a;
+            labels[n] = eq ? strndup(a, (size_t)(eq - a)) : NULL;
+            struct stat sb;
+            size_t len = strlen(path) + 32;
+            paths[n] = malloc(len);
+            if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) snprintf(paths[n], len, "%s/metrics.jsonl", path);
+            else snprintf(paths[n], len, "%s", path);
+            if (!labels[n]) labels[n] = strdup(path);
+            n++;
+        }
+    }
+    if (!out) cli_die(C, "--out needs a file name");
+    if (!n) { usage(stderr); cli_die(C, "no runs given"); }
+    ds_err e = { 0 };
+    if (ds_plot_metrics((const char *const *)paths, (const char *const *)labels, n, out, width, &e)) cli_die_err(C, &e);
+    fprintf(stderr, "wrote %s\n", out);
+    for (int i = 0; i < n; i++) { free(paths[i]); free(labels[i]); }
+    free(paths);
+    free(labels);
+    return 0;
+}

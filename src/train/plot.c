@@ -1,0 +1,315 @@
+/*
+ * plot.c - a tiny raster chart renderer for training metrics (see plot.h):
+ * canvas, lines, rectangles, a 3x5 pixel font drawn at 2x, "nice" axis
+ * ticks, and the metrics.jsonl reader. Output through ds_png_write.
+ */
+#include "plot.h"
+#include "../io/png.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- canvas */
+
+typedef struct { uint8_t *px; int w, h; } canvas;
+typedef struct { uint8_t r, g, b; } rgb;
+
+static void put(canvas *c, int x, int y, rgb col) {
+    if (x < 0 || y < 0 || x >= c->w || y >= c->h) return;
+    uint8_t *p = c->px + ((size_t)y * (size_t)c->w + (size_t)x) * 3;
+    p[0] = col.r; p[1] = col.g; p[2] = col.b;
+}
+
+static void rect(canvas *c, int x0, int y0, int x1, int y1, rgb col) {
+    for (int y = y0; y < y1; y++)
+        for (int x = x0; x < x1; x++) put(c, x, y, col);
+}
+
+static void line(canvas *c, int x0, int y0, int x1, int y1, rgb col, int thick) {
+    int dx = abs(x1 - x0), dy = -abs(y1 - y0), sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1, err = dx + dy;
+    for (;;) {
+        for (int a = 0; a < thick; a++)
+            for (int b = 0; b < thick; b++) put(c, x0 + a - thick / 2, y0 + b - thick / 2, col);
+        if (x0 == x1 && y0 == y1) break;
+        int e2 = 2 * err;
+        if (e2 >= dy) { err += dy; x0 += sx; }
+        if (e2 <= dx) { err += dx; y0 += sy; }
+    }
+}
+
+/* 3x5 glyphs, rows top to bottom, '#' = ink (drawn by hand for this file) */
+static const struct { char ch; const char *rows[5]; } k_font[] = {
+    { 'A', { ".#.", "#.#", "###", "#.#", "#.#" } }, { 'B', { "##.", "#.#", "##.", "#.#", "##." } },
+    { 'C', { ".##", "#..", "#..", "#..", ".##" } }, { 'D', { "##.", "#.#", "#.#", "#.#", "##." } },
+    { 'E', { "###", "#..", "##.", "#..", "###" } }, { 'F', { "###", "#..", "##.", "#..", "#.." } },
+    { 'G', { ".##", "#..", "#.#", "#.#", ".##" } }, { 'H', { "#.#", "#.#", "###", "#.#", "#.#" } },
+    { 'I', { "###", ".#.", ".#.", ".#.", "###" } }, { 'J', { "..#", "..#", "..#", "#.#", ".#." } },
+    { 'K', { "#.#", "#.#", "##.", "#.#", "#.#" } }, { 'L', { "#..", "#..", "#..", "#..", "###" } },
+    { 'M', { "#.#", "###", "###", "#.#", "#.#" } }, { 'N', { "##.", "#.#", "#.#", "#.#", "#.#" } },
+    { 'O', { ".#.", "#.#", "#.#", "#.#", ".#." } }, { 'P', { "##.", "#.#", "##.", "#..", "#.." } },
+    { 'Q', { ".#.", "#.#", "#.#", "##.", ".##" } }, { 'R', { "##.", "#.#", "##.", "#.#", "#.#" } },
+    { 'S', { ".##", "#..", ".#.", "..#", "##." } }, { 'T', { "###", ".#.", ".#.", ".#.", ".#." } },
+    { 'U', { "#.#", "#.#", "#.#", "#.#", "###" } }, { 'V', { "#.#", "#.#", "#.#", "#.#", ".#." } },
+    { 'W', { "#.#", "#.#", "###", "###", "#.#" } }, { 'X', { "#.#", "#.#", ".#.", "#.#", "#.#" } },
+    { 'Y', { "#.#", "#.#", ".#.", ".#.", ".#." } }, { 'Z', { "###", "..#", ".#.", "#..", "###" } },
+    { '0', { "###", "#.#", "#.#", "#.#", "###" } }, { '1', { ".#.", "##.", ".#.", ".#.", "###" } },
+    { '2', { "##.", "..#", ".#.", "#..", "###" } }, { '3', { "##.", "..#", ".#.", "..#", "##." } },
+    { '4', { "#.#", "#.#", "###", "..#", "..#" } }, { '5', { "###", "#..", "##.", "..#", "##." } },
+    { '6', { ".##", "#..", "###", "#.#", "###" } }, { '7', { "###", "..#", ".#.", ".#.", ".#." } },
+    { '8', { "###", "#.#", "###", "#.#", "###" } }, { '9', { "###", "#.#", "###", "..#", "##." } },
+    { '.', { "...", "...", "...", "...", ".#." } }, { ',', { "...", "...", "...", ".#.", "#.." } },
+    { '-', { "...", "...", "###", "...", "..." } }, { '+', { "...", ".#.", "###", ".#.", "..." } },
+    { ':', { "...", ".#.", "...", ".#.", "..." } }, { '/', { "..#", "..#", ".#.", "#..", "#.." } },
+    { '(', { ".#.", "#..", "#..", "#..", ".#." } }, { ')', { ".#.", "..#", "..#", "..#", ".#." } },
+    { '%', { "#.#", "..#", ".#.", "#..", "#.#" } }, { '=', { "...", "###", "...", "###", "..." } },
+    { '_', { "...", "...", "...", "...", "###" } }, { '<', { "..#", ".#.", "#..", ".#.", "..#" } },
+    { '>', { "#..", ".#.", "..#", ".#.", "#.." } }, { '|', { ".#.", ".#.", ".#.", ".#.", ".#." } },
+};
+
+#define FS 2  /* font scale: glyphs are 6x10 pixels, advance 8 */
+
+static void text(canvas *c, int x, int y, const char *s, rgb col) {
+    for (; *s; s++, x += 4 * FS) {
+        char ch = *s >= 'a' && *s <= 'z' ? (char)(*s - 32) : *s;
+        for (size_t g = 0; g < sizeof k_font / sizeof k_font[0]; g++) {
+            if (k_font[g].ch != ch) continue;
+            for (int r = 0; r < 5; r++)
+                for (int q = 0; q < 3; q++)
+                    if (k_font[g].rows[r][q] == '#') rect(c, x + q * FS, y + r * FS, x + (q + 1) * FS, y + (r + 1) * FS, col);
+            break;
+        }
+    }
+}
+
+static int text_w(const char *s) { return (int)strlen(s) * 4 * FS; }
+
+/* ---------------------------------------------------------------- metrics */
+
+typedef struct {
+    char label[128];
+    int64_t n, cap, nv, capv;
+    double *step, *loss, *vstep, *val;
+    /* expert load, for plotting: rows of the last `load` seen per step */
+    int64_t nl, capl, n_layers, E;
+    double *lstep;
+    int64_t **load;     /* [nl] -> n_layers·E */
+    int64_t *layer_ids; /* [n_layers] or NULL */
+} series;
+
+/* appends (x, y) to two parallel arrays of length *n */
+static void push2(double **xs, double **ys, int64_t *n, int64_t *cap, double x, double y) {
+    if (*n == *cap) {
+        *cap = *cap ? 2 * *cap : 256;
+        *xs = realloc(*xs, (size_t)*cap * sizeof **xs);
+        *ys = realloc(*ys, (size_t)*cap * sizeof **ys);
+    }
+    (*xs)[*n] = x;
+    (*ys)[*n] = y;
+    (*n)++;
+}
+
+static int read_metrics(series *s, const char *path, ds_err *e) {
+    FILE *f = fopen(path, "r");
+    if (!f) return ds_err_set(e, DS_ENOTFOUND, "%s: cannot open", path);
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t got;
+    int64_t lineno = 0;
+    while ((got = getline(&buf, &cap, f)) > 0) {
+        lineno++;
+        json_t *j = json_loads(buf, 0, NULL);
+        if (!j) continue;   /* a torn last line of a killed run */
+        json_t *st = json_object_get(j, "step");
+        if (!json_is_integer(st)) { json_decref(j); continue; }
+        double step = (double)json_integer_value(st);
+        json_t *v;
+        /* a resumed run re-logs steps: the newest line for a step wins */
+        if ((v = json_object_get(j, "loss")) && json_is_number(v)) {
+            while (s->n && s->step[s->n - 1] >= step) s->n--;
+            push2(&s->step, &s->loss, &s->n, &s->cap, step, json_number_value(v));
+        }
+        if ((v = json_object_get(j, "val_loss")) && json_is_number(v)) {
+            while (s->nv && s->vstep[s->nv - 1] >= step) s->nv--;
+            push2(&s->vstep, &s->val, &s->nv, &s->capv, step, json_number_value(v));
+        }
+        json_t *ld = json_object_get(j, "load");
+        if (json_is_array(ld) && json_array_size(ld) > 0 && json_is_array(json_array_get(ld, 0))) {
+            int64_t L = (int64_t)json_array_size(ld), E = (int64_t)json_array_size(json_array_get(ld, 0));
+            if (s->nl == 0) { s->n_layers = L; s->E = E; }
+            if (L == s->n_layers && E == s->E && E > 0) {
+                while (s->nl && s->lstep[s->nl - 1] >= step) { free(s->load[--s->nl]); }
+                if (s->nl == s->capl) {
+                    s->capl = s->capl ? 2 * s->capl : 256;
+                    s->lstep = realloc(s->lstep, (size_t)s->capl * sizeof *s->lstep);
+                    s->load = realloc(s->load, (size_t)s->capl * sizeof *s->load);
+                }
+                int64_t *row = malloc((size_t)(L * E) * sizeof *row);
+                for (int64_t l = 0; l < L; l++)
+                    for (int64_t i = 0; i < E; i++)
+                        row[l * E + i] = json_integer_value(json_array_get(json_array_get(ld, (size_t)l), (size_t)i));
+                s->lstep[s->nl] = step;
+                s->load[s->nl++] = row;
+                json_t *ids = json_object_get(j, "load_layers");
+                if (json_is_array(ids) && (int64_t)json_array_size(ids) == L) {
+                    if (!s->layer_ids) s->layer_ids = malloc((size_t)L * sizeof(int64_t));
+                    for (int64_t l = 0; l < L; l++) s->layer_ids[l] = json_integer_value(json_array_get(ids, (size_t)l));
+                }
+            }
+        }
+        json_decref(j);
+    }
+    free(buf);
+    fclose(f);
+    if (s->n == 0 && s->nv == 0) return ds_err_set(e, DS_EFORMAT, "%s: no loss values (%lld lines)", path, (long long)lineno);
+    return DS_OK;
+}
+
+static void free_series(series *s) {
+    free(s->step); free(s->loss); free(s->vstep); free(s->val); free(s->lstep);
+    for (int64_t i = 0; i < s->nl; i++) free(s->load[i]);
+    free(s->load);
+    free(s->layer_ids);
+}
+
+/* ---------------------------------------------------------------- chart */
+
+static double nice_step(double range, int target) {
+    double raw = range / target, p = pow(10, floor(log10(raw))), m = raw / p;
+    return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
+}
+
+static const rgb k_white = { 255, 255, 255 }, k_black = { 30, 30, 30 }, k_grid = { 225, 225, 225 };
+static const rgb k_run[6][2] = {   /* (train, validation) per run */
+    { { 150, 185, 230 }, { 20, 80, 190 } }, { { 240, 170, 150 }, { 200, 50, 30 } },
+    { { 160, 215, 160 }, { 30, 140, 50 } }, { { 210, 170, 230 }, { 120, 50, 170 } },
+    { { 230, 200, 140 }, { 170, 110, 0 } }, { { 170, 170, 170 }, { 60, 60, 60 } },
+};
+
+static rgb load_colour(double share) {
+    /* log2(share) in [-2, 2] -> blue .. white .. red */
+    double t = share > 0 ? log2(share) / 2 : -1.2;
+    if (t < -1) t = -1;
+    if (t > 1) t = 1;
+    if (t < 0) return (rgb){ (uint8_t)(255 + t * 225), (uint8_t)(255 + t * 175), 255 };
+    return (rgb){ 255, (uint8_t)(255 - t * 215), (uint8_t)(255 - t * 225) };
+}
+
+int ds_plot_metrics(const char *const *paths, const char *const *labels, int n, const char *out_png, int width,
+                    ds_err *e) {
+    if (n < 1) return ds_err_set(e, DS_EINVAL, "plot: no metrics files");
+    series *S = calloc((size_t)n, sizeof *S);
+    if (!S) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    int rc = DS_OK;
+    for (int i = 0; i < n && !rc; i++) {
+        snprintf(S[i].label, sizeof S[i].label, "%s", labels && labels[i] ? labels[i] : paths[i]);
+        rc = read_metrics(&S[i], paths[i], e);
+    }
+    if (rc) goto done;
+    int W = width < 400 ? 400 : width;
+    int loss_h = 460, heat_row = 0, n_heat = (int)S[0].n_layers;
+    if (n_heat > 0) heat_row = (int)DS_MAX(70, DS_MIN(200, S[0].E * 5)) + 34;
+    int H = loss_h + n_heat * heat_row + (n_heat ? 20 : 0);
+    canvas c = { calloc((size_t)W * (size_t)H * 3, 1), W, H };
+    if (!c.px) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto done; }
+    rect(&c, 0, 0, W, H, k_white);
+
+    /* ---- loss panel */
+    double xmax = 1, ymin = INFINITY, ymax = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        for (int64_t k = 0; k < S[i].n; k++) {
+            xmax = fmax(xmax, S[i].step[k]);
+            if (isfinite(S[i].loss[k])) { ymin = fmin(ymin, S[i].loss[k]); ymax = fmax(ymax, S[i].loss[k]); }
+        }
+        for (int64_t k = 0; k < S[i].nv; k++) {
+            xmax = fmax(xmax, S[i].vstep[k]);
+            if (isfinite(S[i].val[k])) { ymin = fmin(ymin, S[i].val[k]); ymax = fmax(ymax, S[i].val[k]); }
+        }
+    }
+    if (!(ymax > ymin)) { ymin = isfinite(ymin) ? ymin - 1 : 0; ymax = ymin + 2; }
+    /* the first steps dwarf the rest: clip the axis at the 5th-percentile-of-start level */
+    double top = ymax;
+    for (int i = 0; i < n; i++)
+        for (int64_t k = 0; k < S[i].nv; k++) if (S[i].vstep[k] > 0) top = fmin(top, fmax(S[i].val[k] * 1.6, ymin + 0.5));
+    if (top < ymax) ymax = top;
+    double pad = (ymax - ymin) * 0.05;
+    ymin -= pad; ymax += pad;
+    int L0 = 70, R0 = W - 20, T0 = 40, B0 = loss_h - 50;
+    text(&c, L0, 12, "LOSS (THIN: TRAINING, THICK: VALIDATION) VS STEP", k_black);
+    double ys = nice_step(ymax - ymin, 6), xs = nice_step(xmax, 8);
+    char buf[64];
+    for (double y = ceil(ymin / ys) * ys; y <= ymax; y += ys) {
+        int py = B0 - (int)((y - ymin) / (ymax - ymin) * (B0 - T0));
+        line(&c, L0, py, R0, py, k_grid, 1);
+        snprintf(buf, sizeof buf, "%g", fabs(y) < 1e-12 ? 0.0 : y);
+        text(&c, L0 - 8 - text_w(buf), py - 5, buf, k_black);
+    }
+    for (double x = 0; x <= xmax * 1.0001; x += xs) {
+        int px = L0 + (int)(x / xmax * (R0 - L0));
+        line(&c, px, T0, px, B0, k_grid, 1);
+        snprintf(buf, sizeof buf, "%g", x);
+        text(&c, px - text_w(buf) / 2, B0 + 8, buf, k_black);
+    }
+    text(&c, (L0 + R0) / 2 - text_w("STEP") / 2, B0 + 26, "STEP", k_black);
+    line(&c, L0, T0, L0, B0, k_black, 1);
+    line(&c, L0, B0, R0, B0, k_black, 1);
+#define PX(x) (L0 + (int)((x) / xmax * (R0 - L0)))
+#define PY(y) (B0 - (int)((fmin(fmax((y), ymin), ymax) - ymin) / (ymax - ymin) * (B0 - T0)))
+    for (int i = 0; i < n; i++) {
+        const rgb *col = k_run[i % 6];
+        for (int64_t k = 1; k < S[i].n; k++)
+            if (isfinite(S[i].loss[k]) && isfinite(S[i].loss[k - 1]))
+                line(&c, PX(S[i].step[k - 1]), PY(S[i].loss[k - 1]), PX(S[i].step[k]), PY(S[i].loss[k]), col[0], 1);
+    }
+    for (int i = 0; i < n; i++) {
+        const rgb *col = k_run[i % 6];
+        for (int64_t k = 1; k < S[i].nv; k++)
+            line(&c, PX(S[i].vstep[k - 1]), PY(S[i].val[k - 1]), PX(S[i].vstep[k]), PY(S[i].val[k]), col[1], 3);
+        /* legend with the final validation loss */
+        int ly = T0 + 8 + i * 16;
+        rect(&c, R0 - 330, ly, R0 - 310, ly + 8, col[1]);
+        if (S[i].nv) snprintf(buf, sizeof buf, "%.38s VAL %.4f", S[i].label, S[i].val[S[i].nv - 1]);
+        else snprintf(buf, sizeof buf, "%.38s", S[i].label);
+        text(&c, R0 - 300, ly - 1, buf, k_black);
+    }
+#undef PX
+#undef PY
+
+    /* ---- expert-load heatmaps of the first run */
+    for (int l = 0; l < n_heat; l++) {
+        const series *s = &S[0];
+        int y0 = loss_h + l * heat_row, hh = heat_row - 34;
+        char title[128];
+        if (s->layer_ids) snprintf(title, sizeof title, "LAYER %lld EXPERT LOAD / MEAN (BLUE 1/4X .. WHITE 1X .. RED 4X)", (long long)s->layer_ids[l]);
+        else snprintf(title, sizeof title, "MOE LAYER %d EXPERT LOAD / MEAN (BLUE 1/4X .. WHITE 1X .. RED 4X)", l);
+        text(&c, L0, y0 + 6, title, k_black);
+        int top_y = y0 + 24;
+        snprintf(buf, sizeof buf, "E0");
+        text(&c, L0 - 8 - text_w(buf), top_y, buf, k_black);
+        snprintf(buf, sizeof buf, "E%lld", (long long)s->E - 1);
+        text(&c, L0 - 8 - text_w(buf), top_y + hh - 10, buf, k_black);
+        for (int px = L0; px < R0; px++) {
+            double stp = (double)(px - L0) / (R0 - L0) * xmax;
+            int64_t k = 0;   /* the last logged row at or before stp */
+            while (k + 1 < s->nl && s->lstep[k + 1] <= stp) k++;
+            if (!s->nl || s->lstep[k] > stp + xmax / (R0 - L0)) continue;
+            const int64_t *row = s->load[k] + (int64_t)l * s->E;
+            int64_t sum = 0;
+            for (int64_t i = 0; i < s->E; i++) sum += row[i];
+            for (int64_t i = 0; i < s->E; i++) {
+                double share = sum ? (double)row[i] * (double)s->E / (double)sum : 1.0;
+                int ya = top_y + (int)(i * hh / s->E), yb = top_y + (int)((i + 1) * hh / s->E);
+                rect(&c, px, ya, px + 1, yb, load_colour(share));
+            }
+        }
+        line(&c, L0, top_y + hh, R0, top_y + hh, k_black, 1);
+    }
+    rc = ds_png_write(out_png, c.px, W, H, e);
+    free(c.px);
+done:
+    for (int i = 0; i < n; i++) free_series(&S[i]);
+    free(S);
+    return rc;
+}
