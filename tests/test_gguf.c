@@ -425,3 +425,119 @@ TEST(gguf_model_bad_metadata) {
     CHECK_MSG(strstr(e.msg, "embedding_length") != NULL, "%s", e.msg);
     unlink(path);
 }
+
+/* ------------------------------------------- files written by llama.cpp */
+
+/* tests/fixtures/gguf/ (tools/gen_gguf_fixtures.py, llama.cpp 82bb48500). */
+static int fixture_tokens(int32_t *tok, int64_t *T) {
+    json_t *j;
+    ds_err e = { 0 };
+    if (ds_json_load_file("tests/fixtures/gguf/ref.json", 1 << 20, &j, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return -1; }
+    json_t *t = json_object_get(j, "tokens");
+    *T = (int64_t)json_array_size(t);
+    for (int64_t i = 0; i < *T && i < 64; i++) tok[i] = (int32_t)json_integer_value(json_array_get(t, (size_t)i));
+    json_decref(j);
+    return 0;
+}
+
+static ds_model *open_path(const char *path) {
+    ds_err e = { 0 };
+    ds_model *m = NULL;
+    if (ds_model_open(&m, path, &e)) ds_test_fail(__FILE__, __LINE__, "open %s: %s", path, e.msg);
+    return m;
+}
+
+TEST(gguf_llamacpp_f16_v2_lite) {
+    /* convert_hf_to_gguf.py --outtype f16 of tiny-v2-lite: same logits as
+     * the safetensors fixture (F16 -> F16 is lossless) and as HF */
+    ds_model *g = open_path("tests/fixtures/gguf/tiny-v2-lite.llama-f16.gguf");
+    ds_model *src = open_path("tests/fixtures/tiny-v2-lite");
+    if (!g || !src) { ds_model_close(g); ds_model_close(src); return; }
+    CHECK_EQ_INT(g->cfg.q_lora_rank, 0);
+    CHECK(g->cfg.topk_method == DS_TOPK_GREEDY && g->cfg.scoring_func == DS_SCORE_SOFTMAX);
+    int32_t tok[64];
+    int64_t T, V = src->cfg.vocab_size;
+    if (ref_tokens("tiny-v2-lite", tok, &T) == 0) {
+        float *a = logits_of(g, tok, T, false), *b = logits_of(src, tok, T, false);
+        float *hf = read_f32("tests/fixtures/tiny-v2-lite/ref_logits.f32", (size_t)(T * V));
+        CHECK_MSG(max_abs_diff(a, b, T * V) <= 1e-6, "llama.cpp F16 GGUF vs safetensors: %.3g", max_abs_diff(a, b, T * V));
+        if (hf) CHECK_MSG(max_abs_diff(a, hf, T * V) <= 1e-4, "vs HF: %.3g", max_abs_diff(a, hf, T * V));
+        free(a); free(b); free(hf);
+    }
+    ds_model_close(g);
+    ds_model_close(src);
+}
+
+TEST(gguf_llamacpp_q8_0_v3) {
+    /* convert_hf_to_gguf.py --outtype q8_0 of tiny-v3: every tensor is
+     * byte-identical to ours (same Q8_0 rounding), logits close to llama.cpp's */
+    ds_gguf theirs;
+    ds_err e = { 0 };
+    if (ds_gguf_open(&theirs, "tests/fixtures/gguf/tiny-v3.llama-q8_0.gguf", &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    ds_model *src = open_path("tests/fixtures/tiny-v3");
+    if (src) {
+        ds_convert_opts o;
+        ds_convert_opts_default(&o, DS_DTYPE_Q8_0);
+        o.drop_mtp = true;
+        const char *path = tmpfile_path("v3-ours-q8_0.gguf");
+        CHECK(ds_model_write_gguf(src, path, &o, &e) == 0);
+        ds_gguf ours;
+        if (ds_gguf_open(&ours, path, &e) == 0) {
+            CHECK_EQ_INT(ours.n_tensors, theirs.n_tensors);
+            for (int64_t i = 0; i < theirs.n_tensors; i++) {
+                const ds_gguf_tensor *a = &theirs.tensors[i], *b = ds_gguf_find_tensor(&ours, a->name);
+                CHECK_MSG(b && b->type == a->type && b->nbytes == a->nbytes && !memcmp(a->data, b->data, a->nbytes),
+                          "tensor '%s' differs from llama.cpp's", a->name);
+            }
+            ds_gguf_close(&ours);
+        }
+        ds_model_close(src);
+    }
+    ds_gguf_close(&theirs);
+    ds_model *g = open_path("tests/fixtures/gguf/tiny-v3.llama-q8_0.gguf");
+    int32_t tok[64];
+    int64_t T;
+    if (g && fixture_tokens(tok, &T) == 0) {
+        int64_t V = g->cfg.vocab_size;
+        CHECK_EQ_INT(g->n_mtp, 0);
+        float *ll = read_f32("tests/fixtures/gguf/tiny-v3.llama-q8_0.llama_logits.f32", (size_t)(T * V));
+        float *a = logits_of(g, tok, T, false), *b = logits_of(g, tok, T, true);
+        if (ll) {
+            ds_logit_stats s1, s2;
+            ds_logit_stats_compute(ll, a, T, V, &s1);
+            ds_logit_stats_compute(ll, b, T, V, &s2);
+            CHECK_MSG(s1.kl_mean <= 0.01 && s1.top1 >= 0.85, "vs llama.cpp (prefill): KL %.3g top-1 %.2f", s1.kl_mean, s1.top1);
+            CHECK_MSG(s2.kl_mean <= 0.01 && s2.top1 >= 0.85, "vs llama.cpp (decode): KL %.3g top-1 %.2f", s2.kl_mean, s2.top1);
+        }
+        free(ll); free(a); free(b);
+    }
+    ds_model_close(g);
+}
+
+TEST(gguf_llamacpp_q4_k_m) {
+    /* llama-quantize Q4_K_M (Q4_K, Q6_K, Q5_0 fallbacks) of a V3-style
+     * model with 256-wide rows: logits close to llama.cpp's on the same file,
+     * and as close to the unquantized HF model as llama.cpp's are */
+    ds_model *g = open_path("tests/fixtures/gguf/kq.llama-q4_k_m.gguf");
+    int32_t tok[64];
+    int64_t T;
+    if (g && fixture_tokens(tok, &T) == 0) {
+        int64_t V = g->cfg.vocab_size;
+        CHECK(g->layers[1].experts[0].gate.dtype == DS_DTYPE_Q4_K && g->layers[1].experts[0].down.dtype == DS_DTYPE_Q6_K);
+        float *ll = read_f32("tests/fixtures/gguf/kq.llama-q4_k_m.llama_logits.f32", (size_t)(T * V));
+        float *hf = read_f32("tests/fixtures/gguf/kq.hf_logits.f32", (size_t)(T * V));
+        float *a = logits_of(g, tok, T, false), *b = logits_of(g, tok, T, true);
+        if (ll && hf) {
+            ds_logit_stats s1, s2, h1, h2;
+            ds_logit_stats_compute(ll, a, T, V, &s1);
+            ds_logit_stats_compute(ll, b, T, V, &s2);
+            ds_logit_stats_compute(hf, a, T, V, &h1);
+            ds_logit_stats_compute(hf, ll, T, V, &h2);
+            CHECK_MSG(s1.kl_mean <= 2e-3 && s1.top1 >= 0.9, "vs llama.cpp (prefill): KL %.3g top-1 %.2f", s1.kl_mean, s1.top1);
+            CHECK_MSG(s2.kl_mean <= 2e-3 && s2.top1 >= 0.9, "vs llama.cpp (decode): KL %.3g top-1 %.2f", s2.kl_mean, s2.top1);
+            CHECK_MSG(h1.kl_mean <= 1.2 * h2.kl_mean + 1e-3, "vs HF: ours KL %.3g, llama.cpp's %.3g", h1.kl_mean, h2.kl_mean);
+        }
+        free(ll); free(hf); free(a); free(b);
+    }
+    ds_model_close(g);
+}

@@ -4,7 +4,7 @@
  * the quantizers, the tests compare every fast kernel against these.
  *
  * Quantizers (layouts are ggml's; the search is ours):
- *   Q8_0  d = max|x|/127, q = round(x/d)
+ *   Q8_0  d = max|x|/127, q = round(x/d) (halves away from zero, as ggml and gguf-py)
  *   Q4_0  d = m/-8 with m the value of largest magnitude, q = min(15, ⌊x/d + 8.5⌋)
  *   Q5_0  same with -16 / 31 / 16.5
  *   Q4_K  per 32: (scale, min) by a least-squares search over 21 candidate
@@ -35,7 +35,7 @@ static void quant_q8_0(const float *x, ds_block_q8_0 *y, int64_t n) {
         for (int i = 0; i < DS_QK; i++) amax = fmaxf(amax, fabsf(x[i]));
         float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
         y[b].d = f2h(d);
-        for (int i = 0; i < DS_QK; i++) y[b].qs[i] = (int8_t)iround(x[i] * id);
+        for (int i = 0; i < DS_QK; i++) y[b].qs[i] = (int8_t)roundf(x[i] * id);
     }
 }
 

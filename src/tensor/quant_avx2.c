@@ -120,34 +120,51 @@ void ds_quantize_act_avx2(ds_dtype t, const float *x, void *out, int64_t K) {
 
 /* -------------------------------------------------------------- dot: A8 */
 
+/* fp16 scales of 8 consecutive blocks of `stride` bytes (d first) -> fp32 */
+static inline __m256 block_d8(const uint8_t *p, size_t stride) {
+    uint16_t h[8];
+    for (int k = 0; k < 8; k++) memcpy(&h[k], p + stride * (size_t)k, 2);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+static inline __m256 lane(__m256 v, int k) { return _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(k)); }
+
+/* Blocks are processed 8 at a time: the 8 scale products dw·da are formed
+ * in one vector (zero-point terms too), then each block's integer dot is
+ * scaled by its lane. */
 static float dot_q8_0(const ds_block_q8_0 *w, const int8_t *q, const float *d, int64_t nb) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
     int64_t b = 0;
-    for (; b + 1 < nb; b += 2) {
-        __m256i p0 = dot_s8s8(_mm256_loadu_si256((const __m256i *)w[b].qs), _mm256_loadu_si256((const __m256i *)(q + 32 * b)));
-        __m256i p1 = dot_s8s8(_mm256_loadu_si256((const __m256i *)w[b + 1].qs),
-                              _mm256_loadu_si256((const __m256i *)(q + 32 * b + 32)));
-        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(h2f(w[b].d) * d[b]), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(h2f(w[b + 1].d) * d[b + 1]), acc1);
+    for (; b + 8 <= nb; b += 8) {
+        __m256 sc = _mm256_mul_ps(block_d8((const uint8_t *)&w[b], sizeof *w), _mm256_loadu_ps(d + b));
+        const int8_t *qb = q + 32 * b;
+#define STEP(k, acc) acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_s8s8(_mm256_loadu_si256((const __m256i *)w[b + k].qs), \
+                                 _mm256_loadu_si256((const __m256i *)(qb + 32 * k)))), lane(sc, k), acc)
+        STEP(0, acc0); STEP(1, acc1); STEP(2, acc2); STEP(3, acc3);
+        STEP(4, acc0); STEP(5, acc1); STEP(6, acc2); STEP(7, acc3);
+#undef STEP
     }
     for (; b < nb; b++) {
         __m256i p0 = dot_s8s8(_mm256_loadu_si256((const __m256i *)w[b].qs), _mm256_loadu_si256((const __m256i *)(q + 32 * b)));
         acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(h2f(w[b].d) * d[b]), acc0);
     }
-    return hsum_ps(_mm256_add_ps(acc0, acc1));
+    return hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
 }
 
 static float dot_q4_0(const ds_block_q4_0 *w, const int8_t *q, const float *d, const float *s, int64_t nb) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+    __m256 zacc = _mm256_setzero_ps();
     float zp = 0;
     int64_t b = 0;
-    for (; b + 1 < nb; b += 2) {
-        __m256i p0 = dot_u8s8(nibbles_q4_0(w[b].qs), _mm256_loadu_si256((const __m256i *)(q + 32 * b)));
-        __m256i p1 = dot_u8s8(nibbles_q4_0(w[b + 1].qs), _mm256_loadu_si256((const __m256i *)(q + 32 * b + 32)));
-        float s0 = h2f(w[b].d) * d[b], s1 = h2f(w[b + 1].d) * d[b + 1];
-        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(s0), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(s1), acc1);
-        zp += s0 * s[b] + s1 * s[b + 1];
+    for (; b + 8 <= nb; b += 8) {
+        __m256 sc = _mm256_mul_ps(block_d8((const uint8_t *)&w[b], sizeof *w), _mm256_loadu_ps(d + b));
+        zacc = _mm256_fmadd_ps(sc, _mm256_loadu_ps(s + b), zacc);
+        const int8_t *qb = q + 32 * b;
+#define STEP(k, acc) acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(nibbles_q4_0(w[b + k].qs), \
+                                 _mm256_loadu_si256((const __m256i *)(qb + 32 * k)))), lane(sc, k), acc)
+        STEP(0, acc0); STEP(1, acc1); STEP(2, acc2); STEP(3, acc3);
+        STEP(4, acc0); STEP(5, acc1); STEP(6, acc2); STEP(7, acc3);
+#undef STEP
     }
     for (; b < nb; b++) {
         __m256i p0 = dot_u8s8(nibbles_q4_0(w[b].qs), _mm256_loadu_si256((const __m256i *)(q + 32 * b)));
@@ -155,20 +172,32 @@ static float dot_q4_0(const ds_block_q4_0 *w, const int8_t *q, const float *d, c
         acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(s0), acc0);
         zp += s0 * s[b];
     }
-    return hsum_ps(_mm256_add_ps(acc0, acc1)) - 8.0f * zp;
+    return hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3))) - 8.0f * (zp + hsum_ps(zacc));
 }
 
 static float dot_q5_0(const ds_block_q5_0 *w, const int8_t *q, const float *d, const float *s, int64_t nb) {
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+    __m256 zacc = _mm256_setzero_ps();
     float zp = 0;
-    for (int64_t b = 0; b < nb; b++) {
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8) {
+        __m256 sc = _mm256_mul_ps(block_d8((const uint8_t *)&w[b], sizeof *w), _mm256_loadu_ps(d + b));
+        zacc = _mm256_fmadd_ps(sc, _mm256_loadu_ps(s + b), zacc);
+        const int8_t *qb = q + 32 * b;
+#define STEP(k, acc) acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(_mm256_or_si256(nibbles_q4_0(w[b + k].qs), \
+                                 bits_to_0x10(w[b + k].qh)), _mm256_loadu_si256((const __m256i *)(qb + 32 * k)))), lane(sc, k), acc)
+        STEP(0, acc0); STEP(1, acc1); STEP(2, acc2); STEP(3, acc3);
+        STEP(4, acc0); STEP(5, acc1); STEP(6, acc2); STEP(7, acc3);
+#undef STEP
+    }
+    for (; b < nb; b++) {
         __m256i u = _mm256_or_si256(nibbles_q4_0(w[b].qs), bits_to_0x10(w[b].qh));
         __m256i p = dot_u8s8(u, _mm256_loadu_si256((const __m256i *)(q + 32 * b)));
         float s0 = h2f(w[b].d) * d[b];
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s0), acc);
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s0), acc0);
         zp += s0 * s[b];
     }
-    return hsum_ps(acc) - 16.0f * zp;
+    return hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3))) - 16.0f * (zp + hsum_ps(zacc));
 }
 
 /* -------------------------------------------------------------- dot: K8 */
@@ -177,17 +206,32 @@ static inline void q4k_unpack(const uint8_t *sc12, uint8_t *sc, uint8_t *m) {
     for (int j = 0; j < 8; j++) ds_q4k_scale_min(j, sc12, &sc[j], &m[j]);
 }
 
+/* The 12 packed bytes -> 16 x i16 [sc0..sc7 | m0..m7] (see ds_q4k_scale_min). */
+static inline __m256i q4k_scales_mins(const uint8_t *q) {
+    uint32_t u[3], o[4];
+    memcpy(u, q, 12);
+    o[0] = u[0] & 0x3f3f3f3fu;
+    o[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    o[2] = u[1] & 0x3f3f3f3fu;
+    o[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    return _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)o));
+}
+
 static float dot_q4_K(const ds_block_q4_K *w, const int8_t *q, const float *d, const int16_t *bs, int64_t nb) {
     __m256 acc = _mm256_setzero_ps();
-    float accm = 0;
+    __m128 accm = _mm_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(15);
+    /* shuffle controls broadcasting i16 scale j of a 128-bit lane to all 8 i16 of that lane */
     for (int64_t b = 0; b < nb; b++) {
-        uint8_t sc[8], mn[8];
-        q4k_unpack(w[b].scales, sc, mn);
-        const int16_t *bsb = bs + 16 * b;
-        int msum = 0;
-        for (int j = 0; j < 8; j++) msum += mn[j] * (bsb[2 * j] + bsb[2 * j + 1]);
-        accm += h2f(w[b].dmin) * d[b] * (float)msum;
+        __m256i sm = q4k_scales_mins(w[b].scales);
+        float dd = h2f(w[b].d) * d[b], dm = h2f(w[b].dmin) * d[b];
+        /* mins: Σ_j m_j · (bsum[2j] + bsum[2j+1]) */
+        __m256i bsv = _mm256_loadu_si256((const __m256i *)(bs + 16 * b));
+        __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bsv), _mm256_extracti128_si256(bsv, 1));
+        __m128i mprod = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), pairs);
+        accm = _mm_fmadd_ps(_mm_set1_ps(dm), _mm_cvtepi32_ps(mprod), accm);
+        __m128i sc128 = _mm256_castsi256_si128(sm);
+        __m256i scv = _mm256_set_m128i(sc128, sc128);
         const int8_t *qb = q + 256 * b;
         __m256i sumi = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
@@ -195,26 +239,30 @@ static float dot_q4_K(const ds_block_q4_K *w, const int8_t *q, const float *d, c
             __m256i lo = _mm256_and_si256(bytes, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), m4);
             __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(qb + 64 * c)));
             __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(qb + 64 * c + 32)));
-            plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c]));
-            phi = _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * c + 1]));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+            /* i16 scale 2c to every lane, and 2c+1 */
+            __m256i s_lo = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)((4 * c) | ((4 * c + 1) << 8))));
+            __m256i s_hi = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)((4 * c + 2) | ((4 * c + 3) << 8))));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(plo, s_lo), _mm256_madd_epi16(phi, s_hi)));
         }
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(h2f(w[b].d) * d[b]), acc);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(dd), acc);
     }
-    return hsum_ps(acc) - accm;
+    __m128 m2 = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
+    m2 = _mm_add_ss(m2, _mm_movehdup_ps(m2));
+    return hsum_ps(acc) - _mm_cvtss_f32(m2);
 }
 
 static float dot_q6_K(const ds_block_q6_K *w, const int8_t *q, const float *d, const int16_t *bs, int64_t nb) {
     __m256 acc = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
     for (int64_t b = 0; b < nb; b++) {
-        const int8_t *sc = w[b].scales;
-        const int16_t *bsb = bs + 16 * b;
-        int zsum = 0;
-        for (int j = 0; j < 16; j++) zsum += sc[j] * bsb[j];
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].scales));
+        /* zero point: 32 · Σ_j sc_j · bsum_j */
+        __m256i zp = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)(bs + 16 * b)));
         const int8_t *qb = q + 256 * b;
-        __m256i sumi = _mm256_setzero_si256();
+        __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(zp, 5));
         for (int h = 0; h < 2; h++) {
+            __m128i sh = h ? _mm256_extracti128_si256(sc16, 1) : _mm256_castsi256_si128(sc16);
+            __m256i scv = _mm256_set_m128i(sh, sh);
             __m256i qh = _mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h));
             __m256i l0 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h));
             __m256i l1 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h + 32));
@@ -227,12 +275,12 @@ static float dot_q6_K(const ds_block_q6_K *w, const int8_t *q, const float *d, c
                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
             for (int g = 0; g < 4; g++) {
                 __m256i p = _mm256_maddubs_epi16(v[g], _mm256_loadu_si256((const __m256i *)(qb + 128 * h + 32 * g)));
-                int s0 = sc[8 * h + 2 * g], s1 = sc[8 * h + 2 * g + 1];
-                __m256i scv = _mm256_set_m128i(_mm_set1_epi16((short)s1), _mm_set1_epi16((short)s0));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv));
+                /* low 128 lanes use scale 2g, high lanes 2g+1 */
+                __m256i ctl = _mm256_set_m128i(_mm_set1_epi16((short)((4 * g + 2) | ((4 * g + 3) << 8))),
+                                               _mm_set1_epi16((short)((4 * g) | ((4 * g + 1) << 8))));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, _mm256_shuffle_epi8(scv, ctl)));
             }
         }
-        sumi = _mm256_sub_epi32(sumi, _mm256_setr_epi32(32 * zsum, 0, 0, 0, 0, 0, 0, 0));
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(h2f(w[b].d) * d[b]), acc);
     }
     return hsum_ps(acc);
