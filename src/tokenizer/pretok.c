@@ -188,7 +188,7 @@ static int apply_behavior(tok_ctx *cx, int lvl, int behavior) {
 static int run(tok_ctx *cx, int depth, const char *s, size_t n) {
     const ds_tokenizer *t = cx->t;
     if (n == 0) return DS_OK; /* HF drops empty splits */
-    if (depth == t->n_steps) return bpe_encode_piece(cx, s, n);
+    if (depth == t->n_steps) return cx->on_piece ? cx->on_piece(cx->piece_ud, s, n) : bpe_encode_piece(cx, s, n);
     const pretok_step *st = &t->steps[depth];
     int rc;
     if (st->kind == PT_BYTELEVEL) {

@@ -1,7 +1,8 @@
 /*
  * tok_internal.h - the ds_tokenizer struct and the interfaces between the
  * tokenizer's files: bpe.c (model + cache), pretok.c (pre-tokenizer),
- * tokenizer.c (loading, added tokens, encode/decode), stream.c, chat.c.
+ * tokenizer.c (loading, added tokens, encode/decode), stream.c, chat.c,
+ * bpe_train.c (training, which reuses the pre-tokenizer via tok_ctx.on_piece).
  * Not a public header.
  */
 #ifndef DS_TOK_INTERNAL_H
@@ -143,6 +144,10 @@ typedef struct tok_ctx {
     size_t cbuf_cap;
     tok_ids *out;
     ds_err *e;
+    /* If set, pretok_encode hands each final piece (raw bytes) to this
+     * instead of BPE-encoding it into out (bpe_train.c counts pieces). */
+    int (*on_piece)(void *ud, const char *s, size_t n);
+    void *piece_ud;
 } tok_ctx;
 void tok_ctx_free(tok_ctx *cx);
 
