@@ -243,6 +243,7 @@ struct srv_sched {
     const char **piece;       /* (V) decoded bytes of each plain token, NULL for added/unused */
     uint16_t *piece_len;
     bool json_ok;             /* every byte has a single-byte token */
+    int64_t n_text;           /* ids below this are the tokenizer's (model rows beyond are padding) */
 };
 
 static bool is_eos(const srv_sched *s, int32_t t) {
@@ -374,6 +375,7 @@ static void finish_seq(srv_sched *s, srv_seq *q, int finish) {
     if (q->choice == 0) j->shared_ready = true; /* later choices stop waiting for its prefill */
     pthread_mutex_lock(&s->mu);
     if (q->slot < 0) s->n_queued--;
+    else s->st.slots_busy--;
     if (cancelled) s->st.jobs_cancelled += q->choice == 0;
     pthread_mutex_unlock(&s->mu);
     finish_job_choice(s, q);
@@ -472,6 +474,7 @@ static int admit(srv_sched *s, srv_seq *q, ds_err *e) {
     }
     pthread_mutex_lock(&s->mu);
     s->n_queued--;
+    s->st.slots_busy++;
     pthread_mutex_unlock(&s->mu);
     return DS_OK;
 }
@@ -611,6 +614,7 @@ static void sample_seq(srv_sched *s, srv_seq *q, float *L) {
     if (p->ignore_eos && !json)
         for (int i = 0; i < s->n_eos; i++) L[s->eos[i]] = -INFINITY;
     if ((p->mask_tool_calls || p->json_mode) && s->calls_begin >= 0) L[s->calls_begin] = -INFINITY;
+    for (int64_t i = s->n_text; i < s->V; i++) L[i] = -INFINITY; /* padding rows the tokenizer cannot decode */
     int32_t tok;
     if (q->n_forced_used < p->n_forced) {
         tok = p->forced[q->n_forced_used++];
@@ -797,7 +801,7 @@ static void *worker_main(void *arg) {
         pthread_mutex_lock(&s->mu);
         int busy = 0;
         for (int i = 0; i < s->o.n_slots; i++) busy += s->slots[i].seq != NULL;
-        s->st.slots_busy = busy;
+        DS_ASSERT(busy == s->st.slots_busy);
         pc_stats ps;
         pc_get_stats(s->pc, &ps);
         s->st.cache_entries = ps.entries;
@@ -873,6 +877,7 @@ int srv_sched_init(srv_sched **out, ds_model *m, const ds_tokenizer *tok, const 
     for (int i = 0; i < o->n_slots; i++)
         if ((rc = ds_kvcache_init(&s->slots[i].cache, m, o->ctx, e))) goto fail;
     int64_t tv = tok_vocab_size(tok);
+    s->n_text = DS_MIN(tv, s->V);
     for (int64_t i = 0; i < s->V && i < tv; i++) {
         size_t n = 0;
         const char *pc = tok_is_added(tok, (int32_t)i) ? NULL : tok_id_to_piece(tok, (int32_t)i, &n);

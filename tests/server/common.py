@@ -19,6 +19,7 @@ import traceback
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SERVER_PROBLEMS = []  # sanitizer reports / bad exit codes of servers that were stopped; fail the script
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "tiny-chat")
 
 
@@ -82,10 +83,17 @@ class Server:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                SERVER_PROBLEMS.append(f"{' '.join(self.args)}: did not stop on SIGTERM")
+        time.sleep(0.1)  # let the drain thread read the last lines
+        log = "".join(self.log)
+        if "Sanitizer" in log or "runtime error:" in log:
+            SERVER_PROBLEMS.append(f"{' '.join(self.args)}: sanitizer report:\n{log[-4000:]}")
+        elif self.proc.returncode != 0:
+            SERVER_PROBLEMS.append(f"{' '.join(self.args)}: exit status {self.proc.returncode}:\n{log[-2000:]}")
         return False
 
     def metrics(self):
@@ -159,6 +167,9 @@ class Checks:
         print(f"{status} {self.name}.{fn.__name__:<40} {time.time() - t0:6.2f} s", flush=True)
 
     def finish(self):
+        for p in SERVER_PROBLEMS:
+            self.failed += 1
+            print(f"    FAIL: server: {p}", flush=True)
         print(f"{self.name}: {self.passed} checks passed, {self.failed} failed", flush=True)
         sys.exit(1 if self.failed else 0)
 
