@@ -20,6 +20,7 @@ static void usage(FILE *f) {
         "  -t LIST   thread counts to test (default: all cores)\n"
         "  -r N      repeats per test; the median is reported (default 3)\n"
         "  --no-bw   skip the memory-bandwidth probe\n"
+        "  --kv-type T  KV cache storage: f32 (default), q8 or fp8\n"
         "  --compare-llama PATH  also run llama.cpp's llama-bench (PATH to the binary) on the same\n"
         "            .gguf with the same threads, -p, -n and -r, and print both and the ratio\n"
         "            (llama.cpp's per-repetition samples, median taken the same way)\n");
@@ -127,6 +128,7 @@ int cmd_bench(int argc, char **argv) {
     const char *dir = NULL, *tlist = NULL, *llama = NULL;
     int64_t pp = 512, tg = 128, reps = 3;
     bool bw = true;
+    ds_kv_type kvt = DS_KV_F32;
     const char *C = "bench";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -138,6 +140,12 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { tlist = v; i++; }
         else if (!strcmp(a, "--no-bw")) bw = false;
         else if (!strcmp(a, "--compare-llama")) { llama = v; i++; }
+        else if (!strcmp(a, "--kv-type")) {
+            int k = v ? ds_kv_type_from_name(v) : -1;
+            if (k < 0) cli_die(C, "--kv-type: expected f32, q8 or fp8");
+            kvt = (ds_kv_type)k;
+            i++;
+        }
         else { usage(stderr); cli_die(C, "unknown option '%s'", a); }
     }
     if (!dir) dir = cli_default_model();
@@ -165,8 +173,10 @@ int cmd_bench(int argc, char **argv) {
         fclose(f);
     }
     printf("machine: %s, %d cores, kernels: %s\n", cpu, ds_threads_get(), ds_ops_isa());
-    printf("model:   %s, %.2f GiB of weights, %.1f MiB read per decoded token, KV cache %lld bytes/token\n", dir,
-           (double)m->file_bytes / (1 << 30), act / (1 << 20), (long long)ds_kvcache_bytes_per_token(m));
+    printf("model:   %s, %.2f GiB of weights, %.1f MiB read per decoded token, KV cache %lld bytes/token (%s)\n", dir,
+           (double)m->file_bytes / (1 << 30), act / (1 << 20),
+           (long long)ds_kv_row_bytes(kvt, m->cfg.kv_lora_rank + m->cfg.qk_rope_head_dim) * (long long)m->cfg.n_layer,
+           ds_kv_type_name(kvt));
     printf("\n| threads | test  |   tokens/s (median) |   min |   max | GB/s weights | of bandwidth |\n");
     printf("|--------:|:------|--------------------:|------:|------:|-------------:|-------------:|\n");
     int32_t *tok = malloc((size_t)(pp + 1) * sizeof *tok);
@@ -179,7 +189,7 @@ int cmd_bench(int argc, char **argv) {
         ds_threads_set(thr[ti]);
         double membw = bw ? probe_bandwidth() : 0;
         ds_kvcache cache;
-        if (ds_kvcache_init(&cache, m, pp + tg + 2, &e)) cli_die_err(C, &e);
+        if (ds_kvcache_init(&cache, m, pp + tg + 2, &e) || ds_kvcache_set_type(&cache, kvt, &e)) cli_die_err(C, &e);
         /* warm-up: touch the weights once */
         if (ds_prefill(m, &cache, tok, 1, 0, logits, &e)) cli_die_err(C, &e);
         for (int test = 0; test < 2; test++) {

@@ -38,6 +38,9 @@ static void usage(FILE *f) {
         "  --kl            after writing, run source and result on --kl-tokens tokens and print\n"
         "                  mean/max KL divergence, top-1 agreement and logit differences\n"
         "  --kl-tokens N   tokens for the KL check (default 64, pseudo-random ids)\n"
+        "  --kl-incremental  feed the KL tokens one at a time (decode path)\n"
+        "  --kv-type T     KV cache storage (f32, q8, fp8) of the compared model in --kl/--kl-against;\n"
+        "                  --kl-against SAME_MODEL --kv-type q8 measures the cache quantization alone\n"
         "  --seed S        random weights / KL tokens seed (default 1)\n"
         "  -t N            threads\n"
         "  -q              no progress bar\n");
@@ -105,7 +108,8 @@ int cmd_convert(int argc, char **argv) {
     const char *src = NULL, *out = NULL, *random = NULL, *against = NULL;
     ds_dtype type = DS_DTYPE_Q8_0, attn = DS_DTYPE_COUNT, ffn = DS_DTYPE_COUNT, experts = DS_DTYPE_COUNT;
     ds_dtype embed = DS_DTYPE_COUNT, head = DS_DTYPE_COUNT;
-    bool legacy = false, no_mtp = false, kl = false, quiet = false;
+    bool legacy = false, no_mtp = false, kl = false, quiet = false, incremental = false;
+    ds_kv_type kvt = DS_KV_F32;
     const char *name = NULL;
     int64_t layers = 0, kl_tokens = 64;
     uint64_t seed = 1;
@@ -128,6 +132,13 @@ int cmd_convert(int argc, char **argv) {
         else if (!strcmp(a, "--kl")) kl = true;
         else if (!strcmp(a, "--kl-against")) { against = v; i++; }
         else if (!strcmp(a, "--kl-tokens")) { kl_tokens = cli_parse_int(C, a, v, 1, 1 << 16); i++; }
+        else if (!strcmp(a, "--kl-incremental")) incremental = true;
+        else if (!strcmp(a, "--kv-type")) {
+            int k = v ? ds_kv_type_from_name(v) : -1;
+            if (k < 0) cli_die(C, "--kv-type: expected f32, q8 or fp8");
+            kvt = (ds_kv_type)k;
+            i++;
+        }
         else if (!strcmp(a, "--seed")) { seed = (uint64_t)cli_parse_int(C, a, v, 0, INT64_MAX); i++; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { ds_threads_set((int)cli_parse_int(C, a, v, 1, 1024)); i++; }
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = true;
@@ -187,9 +198,12 @@ int cmd_convert(int argc, char **argv) {
         ds_rng_seed(&r, seed);
         for (int64_t i = 0; i < kl_tokens; i++) tok[i] = (int32_t)(ds_rng_u64(&r) % (uint64_t)m->cfg.vocab_size);
         ds_logit_stats s;
-        if (ds_compare_models(m, b, tok, kl_tokens, &s, &e)) cli_die_err(C, &e);
+        ds_compare_opts co = { DS_KV_F32, kvt, incremental };
+        if (ds_compare_models(m, b, tok, kl_tokens, &co, &s, &e)) cli_die_err(C, &e);
         char what[512];
-        snprintf(what, sizeof what, "%s vs %s", cmp, src);
+        snprintf(what, sizeof what, "%s%s%s vs %s%s", cmp, kvt != DS_KV_F32 ? " (kv " : "",
+                 kvt != DS_KV_F32 ? ds_kv_type_name(kvt) : "", src, kvt != DS_KV_F32 ? ", kv f32)" : "");
+        if (incremental) snprintf(what + strlen(what), sizeof what - strlen(what), ", token by token");
         print_stats(what, &s);
         free(tok);
         ds_model_close(b);

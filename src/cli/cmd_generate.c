@@ -29,7 +29,8 @@ static void usage(FILE *f) {
         "  --ctx N                 context size (default: prompt + N)\n"
         "  -t, --threads N         threads (default: all cores)\n"
         "  --mtp                   speculative decoding: the MTP module drafts one token per step\n"
-        "  --verbose               print prefill/decode tokens/s and KV bytes per token\n");
+        "  --verbose               print prefill/decode tokens/s and KV bytes per token\n"
+        "  --kv-type T             KV cache storage: f32 (default), q8 or fp8 (~3.6x smaller)\n");
 }
 
 typedef struct { int first; tok_stream *ts; int32_t eos; ds_stop *stop; } print_state;
@@ -60,6 +61,7 @@ int cmd_generate(int argc, char **argv) {
     const char *dir = NULL, *ids = NULL, *text = NULL;
     int64_t n_new = 32, ctx = 0;
     bool verbose = false, ignore_eos = false, mtp = false;
+    ds_kv_type kvt = DS_KV_F32;
     ds_sampler_params sp;
     ds_sampler_params_default(&sp);
     const char *C = "generate";
@@ -87,6 +89,12 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) verbose = true;
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = true;
         else if (!strcmp(a, "--mtp")) mtp = true;
+        else if (!strcmp(a, "--kv-type")) {
+            int k = v ? ds_kv_type_from_name(v) : -1;
+            if (k < 0) cli_die(C, "--kv-type: expected f32, q8 or fp8");
+            kvt = (ds_kv_type)k;
+            i++;
+        }
         else if (!strcmp(a, "--stop")) { if (!v || ds_stop_add(&stop, v, &se)) cli_die(C, "--stop: %s", v ? se.msg : "needs a value"); i++; }
         else { usage(stderr); cli_die(C, "unknown option '%s'", a); }
     }
@@ -123,7 +131,7 @@ int cmd_generate(int argc, char **argv) {
     if (ctx < n + n_new) cli_die(C, "--ctx %lld is smaller than the prompt (%lld) plus -n (%lld)", (long long)ctx, (long long)n, (long long)n_new);
     ds_kvcache cache;
     ds_sampler s;
-    if (ds_kvcache_init(&cache, m, ctx, &e)) cli_die_err(C, &e);
+    if (ds_kvcache_init(&cache, m, ctx, &e) || ds_kvcache_set_type(&cache, kvt, &e)) cli_die_err(C, &e);
     if (ds_sampler_init(&s, &sp, m->cfg.vocab_size, &e)) cli_die_err(C, &e);
     ds_sampler_add_prompt(&s, prompt, n);
     int32_t eos = (int32_t)m->cfg.eos_token_id;
@@ -156,8 +164,8 @@ int cmd_generate(int argc, char **argv) {
         int64_t dec = st.n_gen > 1 ? st.n_gen - 1 : 0;
         fprintf(stderr, "decode:  %lld tokens in %.3f s = %.2f tokens/s\n", (long long)dec, st.t_decode,
                 dec / (st.t_decode > 0 ? st.t_decode : 1e-9));
-        fprintf(stderr, "kv cache: %lld bytes/token (MLA latent %lld + rope %lld floats x %lld layers), %lld tokens cached\n",
-                (long long)ds_kvcache_bytes_per_token(m), (long long)m->cfg.kv_lora_rank, (long long)m->cfg.qk_rope_head_dim,
+        fprintf(stderr, "kv cache: %lld bytes/token (%s; MLA latent %lld + rope %lld values x %lld layers), %lld tokens cached\n",
+                (long long)ds_kv_row_bytes(kvt, cache.width) * (long long)m->cfg.n_layer, ds_kv_type_name(kvt), (long long)m->cfg.kv_lora_rank, (long long)m->cfg.qk_rope_head_dim,
                 (long long)m->cfg.n_layer, (long long)cache.n_past);
         if (mtp)
             fprintf(stderr, "mtp:     %lld drafts, %lld accepted (%.1f%%), %.2f tokens per main-model pass\n",

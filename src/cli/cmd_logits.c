@@ -18,12 +18,14 @@ static void usage(FILE *f) {
         "                 row t predicts token t+2 from h_t and token t+1\n"
         "  --incremental  feed the tokens one at a time through the KV cache\n"
         "  --naive        use the decompressed (non-absorbed) attention path\n"
+        "  --kv-type T    KV cache storage: f32 (default), q8 or fp8\n"
         "  -t, --threads N\n");
 }
 
 int cmd_logits(int argc, char **argv) {
     const char *dir = NULL, *out = NULL, *toks = NULL;
     bool mtp = false, incremental = false, naive = false;
+    ds_kv_type kvt = DS_KV_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is_help(a)) { usage(stdout); return 0; }
@@ -33,6 +35,12 @@ int cmd_logits(int argc, char **argv) {
         else if (!strcmp(a, "--mtp")) mtp = true;
         else if (!strcmp(a, "--incremental")) incremental = true;
         else if (!strcmp(a, "--naive")) naive = true;
+        else if (!strcmp(a, "--kv-type")) {
+            int k = i + 1 < argc ? ds_kv_type_from_name(argv[i + 1]) : -1;
+            if (k < 0) cli_die("logits", "--kv-type: expected f32, q8 or fp8");
+            kvt = (ds_kv_type)k;
+            i++;
+        }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
             ds_threads_set((int)cli_parse_int("logits", a, i + 1 < argc ? argv[++i] : NULL, 1, 1024));
         else { usage(stderr); cli_die("logits", "unknown option '%s'", a); }
@@ -56,7 +64,7 @@ int cmd_logits(int argc, char **argv) {
     float *hidden = malloc((size_t)(T * D) * sizeof(float));
     if (!logits || !hidden) cli_die("logits", "out of memory");
     ds_kvcache cache;
-    if (ds_kvcache_init(&cache, m, T + 1, &e)) cli_die_err("logits", &e);
+    if (ds_kvcache_init(&cache, m, T + 1, &e) || ds_kvcache_set_type(&cache, kvt, &e)) cli_die_err("logits", &e);
     if (naive) {
         if (mtp) cli_die("logits", "--naive and --mtp cannot be combined");
         if (ds_model_forward_naive(m, tok, T, logits, &e)) cli_die_err("logits", &e);

@@ -33,6 +33,7 @@ typedef struct {
     float *u;           /* (T, H, Rkv) */
     float *o;           /* (T, H, Dv) */
     bool naive;
+    const float **kvf;  /* [n_segs] this layer's cache rows as fp32 (dequantized if stored quantized) */
 } attn_ctx;
 
 /* Attention of head h for all segments (absorbed). */
@@ -52,7 +53,7 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
         memcpy(c->qcat + (t * H + h) * W + Rkv, c->q + (t * H + h) * Dq + Dn, (size_t)Dr * sizeof(float));
     for (int s = 0; s < c->n_segs; s++) {
         const ds_seg *sg = &c->segs[s];
-        const float *kv = sg->cache->kv[c->l];  /* (S, W) */
+        const float *kv = c->kvf[s];  /* (S, W) */
         for (int64_t b0 = 0; b0 < sg->n; b0 += Q_BLOCK) {
             int64_t nb = DS_MIN(Q_BLOCK, sg->n - b0);
             int64_t S = sg->pos0 + b0 + nb;   /* keys visible to the last row of the block */
@@ -85,7 +86,7 @@ static void attn_head_naive(attn_ctx *c, int64_t h, int tid) {
     float scale = c->m->attn_scale;
     for (int s = 0; s < c->n_segs; s++) {
         const ds_seg *sg = &c->segs[s];
-        const float *kv = sg->cache->kv[c->l];
+        const float *kv = c->kvf[s];
         int64_t S = sg->pos0 + sg->n;
         float *kh = ds_scratch(tid, 1, (size_t)(S * Dq));      /* (S, Dq) */
         float *vh = ds_scratch(tid, 2, (size_t)(S * Dv));      /* (S, Dv) */
@@ -163,11 +164,23 @@ int ds_mla_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t 
             float *row = kva + t * W;
             ds_rmsnorm(row, row, w->kv_a_norm, 1, Rkv, eps);
             ds_rope_apply(row + Rkv, Dr, m->inv_freq, pos);
-            memcpy(sg->cache->kv[l] + pos * W, row, (size_t)W * sizeof(float));
+            ds_kvcache_write_row(sg->cache, l, pos, row);
             for (int64_t h = 0; h < H; h++) ds_rope_apply(q + (t * H + h) * Dq + Dn, Dr, m->inv_freq, pos);
         }
     }
-    attn_ctx c = { m, w, l, T, segs, n_segs, q, qcat, u, o, naive };
+    /* the cache rows each segment attends to, as fp32 (quantized caches are
+     * dequantized once per layer here, not per head) */
+    const float **kvf = ds_arena_calloc(a, (size_t)n_segs, sizeof *kvf);
+    if (!kvf) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
+    for (int s = 0; s < n_segs; s++) {
+        int64_t S = segs[s].pos0 + segs[s].n;
+        float *scratch = NULL;
+        if (segs[s].cache->type != DS_KV_F32 &&
+            !(scratch = ds_arena_calloc(a, (size_t)(S * W), sizeof(float))))
+            return ds_err_set(e, DS_ENOMEM, "out of memory dequantizing the KV cache");
+        kvf[s] = ds_kvcache_rows_f32(segs[s].cache, l, S, scratch);
+    }
+    attn_ctx c = { m, w, l, T, segs, n_segs, q, qcat, u, o, naive, kvf };
     ds_par_for(H, 1, attn_worker, &c);
     ds_matmul(out, D, o, H * Dv, &w->o_proj, 0, D, T);
     return DS_OK;

@@ -96,7 +96,13 @@ void ds_model_param_counts(const ds_model *m, ds_param_counts *pc);
 /* One sequence's cache: per layer, per position, the normalized latent c
  * (Rkv floats) followed by the roped key k_pe (Dr floats). Nothing else:
  * no per-head K or V. Layers [0, L) are the main model; the MTP layers use
- * their own position counter. */
+ * their own position counter.
+ * Storage is fp32 by default; ds_kvcache_set_type selects a quantized row
+ * format (kvcache.c), dequantized one layer at a time for attention:
+ *   Q8:  per 32 values an fp32 scale (max|x|/127) + 32 int8     (1.125 B/value)
+ *   FP8: per 64 values an fp32 scale (max|x|/448) + 64 e4m3     (1.0625 B/value) */
+typedef enum ds_kv_type { DS_KV_F32 = 0, DS_KV_Q8 = 1, DS_KV_FP8 = 2 } ds_kv_type;
+
 typedef struct ds_kvcache {
     int64_t n_layer;      /* L + n_mtp */
     int64_t width;        /* Rkv + Dr */
@@ -104,7 +110,10 @@ typedef struct ds_kvcache {
     int64_t max_ctx;      /* hard limit */
     int64_t n_past;       /* main-model positions filled */
     int64_t mtp_n_past;   /* MTP positions filled */
-    float **kv;           /* [n_layer] -> (cap, width) */
+    float **kv;           /* [n_layer] -> (cap, width), fp32 storage only */
+    ds_kv_type type;      /* DS_KV_F32 unless set */
+    uint8_t **kvq;        /* [n_layer] -> (cap, row_bytes), quantized storage only */
+    size_t row_bytes;     /* bytes per stored row */
 } ds_kvcache;
 
 int ds_kvcache_init(ds_kvcache *c, const ds_model *m, int64_t max_ctx, ds_err *e);
@@ -117,6 +126,19 @@ void ds_kvcache_truncate(ds_kvcache *c, int64_t n);
 int ds_kvcache_copy_prefix(ds_kvcache *dst, const ds_kvcache *src, int64_t n, ds_err *e);
 /* Bytes per token of cache (all main layers), as stored (fp32). */
 int64_t ds_kvcache_bytes_per_token(const ds_model *m);
+
+/* Selects the storage of an empty cache (right after init). */
+int ds_kvcache_set_type(ds_kvcache *c, ds_kv_type t, ds_err *e);
+/* "f32", "q8", "fp8" -> type; -1 if unknown. */
+int ds_kv_type_from_name(const char *s);
+const char *ds_kv_type_name(ds_kv_type t);
+/* Bytes of one stored row of `width` values. */
+size_t ds_kv_row_bytes(ds_kv_type t, int64_t width);
+/* Stores row (width floats) at position pos of layer l (quantizing if needed). */
+void ds_kvcache_write_row(ds_kvcache *c, int64_t l, int64_t pos, const float *row);
+/* Rows [0, n) of layer l as fp32: the storage itself (F32) or dequantized
+ * into scratch (n x width floats, caller-owned). */
+const float *ds_kvcache_rows_f32(const ds_kvcache *c, int64_t l, int64_t n, float *scratch);
 
 /* -------------------------------------------------------------- forward */
 

@@ -42,24 +42,35 @@ void ds_logit_stats_compute(const float *ref, const float *test, int64_t n, int6
     }
 }
 
-static int run(ds_model *m, const int32_t *tokens, int64_t T, float *logits, ds_err *e) {
+static int run(ds_model *m, const int32_t *tokens, int64_t T, ds_kv_type kv, bool incremental, float *logits, ds_err *e) {
     ds_kvcache cache;
     int rc = ds_kvcache_init(&cache, m, T, e);
-    if (rc) return rc;
-    ds_seq_chunk ch = { &cache, tokens, T, true };
-    rc = ds_model_forward(m, &ch, 1, logits, NULL, e);
+    if (!rc) rc = ds_kvcache_set_type(&cache, kv, e);
+    int64_t V = m->cfg.vocab_size;
+    if (!rc && incremental) {
+        for (int64_t t = 0; t < T && !rc; t++) {
+            ds_seq_chunk ch = { &cache, tokens + t, 1, true };
+            rc = ds_model_forward(m, &ch, 1, logits + t * V, NULL, e);
+        }
+    } else if (!rc) {
+        ds_seq_chunk ch = { &cache, tokens, T, true };
+        rc = ds_model_forward(m, &ch, 1, logits, NULL, e);
+    }
     ds_kvcache_free(&cache);
     return rc;
 }
 
-int ds_compare_models(ds_model *ref, ds_model *test, const int32_t *tokens, int64_t T, ds_logit_stats *s, ds_err *e) {
+int ds_compare_models(ds_model *ref, ds_model *test, const int32_t *tokens, int64_t T, const ds_compare_opts *o,
+                      ds_logit_stats *s, ds_err *e) {
+    ds_compare_opts def = { DS_KV_F32, DS_KV_F32, false };
+    if (!o) o = &def;
     int64_t V = ref->cfg.vocab_size;
     if (test->cfg.vocab_size != V)
         return ds_err_set(e, DS_EINVAL, "vocabulary sizes differ: %lld vs %lld", (long long)V, (long long)test->cfg.vocab_size);
     float *a = malloc((size_t)(T * V) * sizeof(float)), *b = malloc((size_t)(T * V) * sizeof(float));
     int rc = (!a || !b) ? ds_err_set(e, DS_ENOMEM, "out of memory for %lld x %lld logits", (long long)T, (long long)V) : DS_OK;
-    if (!rc) rc = run(ref, tokens, T, a, e);
-    if (!rc) rc = run(test, tokens, T, b, e);
+    if (!rc) rc = run(ref, tokens, T, o->kv_ref, o->incremental, a, e);
+    if (!rc) rc = run(test, tokens, T, o->kv_test, o->incremental, b, e);
     if (!rc) ds_logit_stats_compute(a, b, T, V, s);
     free(a);
     free(b);
