@@ -85,8 +85,7 @@ static const bpe_special k_default_specials[] = {
     { "<｜tool▁sep｜>", false, true },
 };
 
-#define CHUNK_BYTES ((size_t)1 << 20)     /* documents are pre-tokenized in pieces of ~1 MiB */
-#define CHUNK_MAX_BYTES ((size_t)16 << 20) /* ... and at most 16 MiB */
+#define CHUNK_BYTES ((size_t)1 << 20) /* default: documents are pre-tokenized in chunks of ~1 MiB */
 #define MAX_SPECIAL_BYTES 1024
 
 const bpe_special *bpe_default_specials(int *n) {
@@ -310,6 +309,7 @@ struct bpe_trainer {
     void *progress_ud;
     double progress_interval;
     uint64_t total_bytes;
+    size_t chunk_bytes;
 
     /* pre-tokenizer */
     char *pretok_text;
@@ -425,6 +425,7 @@ int bpe_trainer_new(bpe_trainer **out, const bpe_train_opts *o, ds_err *e) {
     tr->progress_ud = o->progress_ud;
     tr->progress_interval = o->progress_interval > 0 ? o->progress_interval : 0.5;
     tr->total_bytes = o->total_bytes;
+    tr->chunk_bytes = o->chunk_bytes >= 16 ? o->chunk_bytes : CHUNK_BYTES;
     tr->specials = calloc((size_t)o->n_specials + 1, sizeof *tr->specials);
     if (!tr->specials) rc = ds_err_set(e, DS_ENOMEM, "train-tokenizer: out of memory");
     for (int i = 0; i < o->n_specials && !rc; i++) {
@@ -502,13 +503,14 @@ static bool plain(unsigned char c) { return c >= 0x21 && c <= 0x7E; }
 /* End of the next chunk of s[i..n). Cuts only after a '\n' between printable
  * ASCII characters: for both pre-tokenizers no piece crosses such a place and
  * the pieces after it do not depend on the text before it. */
-static size_t chunk_end(const char *s, size_t i, size_t n) {
-    if (n - i <= CHUNK_BYTES + CHUNK_BYTES / 4) return n;
-    size_t lim = n - i > CHUNK_MAX_BYTES ? i + CHUNK_MAX_BYTES : n;
-    for (size_t p = i + CHUNK_BYTES; p < lim; p++)
+static size_t chunk_end(const char *s, size_t i, size_t n, size_t chunk) {
+    if (n - i <= chunk || n - i - chunk <= chunk / 4) return n;
+    size_t max = chunk <= SIZE_MAX / 16 ? 16 * chunk : SIZE_MAX;
+    size_t lim = n - i > max ? i + max : n;
+    for (size_t p = i + chunk; p < lim; p++)
         if (s[p - 1] == '\n' && plain((unsigned char)s[p - 2]) && plain((unsigned char)s[p])) return p;
     if (lim == n) return n;
-    for (size_t p = lim; p > i + CHUNK_BYTES; p--) /* fallback: a line end (may split a whitespace run) */
+    for (size_t p = lim; p > i + chunk; p--) /* fallback: a line end (may split a whitespace run) */
         if (s[p - 1] == '\n') return p;
     size_t p = lim; /* no line end at all: a UTF-8 character boundary */
     while (p > i + 1 && ((unsigned char)s[p] & 0xC0) == 0x80) p--;
@@ -532,7 +534,7 @@ int bpe_trainer_feed(bpe_trainer *tr, const char *text, size_t len, ds_err *e) {
             const char *nl = memchr(text + i, '\n', len - i);
             end = nl ? (size_t)(nl - text) + 1 : len;
         } else {
-            end = chunk_end(text, i, len);
+            end = chunk_end(text, i, len, tr->chunk_bytes);
         }
         rc = pretok_encode(&tr->cx, text + i, end - i);
         i = end;

@@ -76,6 +76,8 @@ typedef struct bpe_train_opts {
     void *progress_ud;
     double progress_interval;  /* seconds; 0: 0.5 */
     uint64_t total_bytes;      /* optional hint for COUNT progress */
+    size_t chunk_bytes;        /* documents are pre-tokenized in chunks of about this size
+                                  (below 16, e.g. 0: 1 MiB); SIZE_MAX: never cut */
 } bpe_train_opts;
 
 typedef struct bpe_trainer bpe_trainer;
@@ -89,7 +91,7 @@ void bpe_trainer_free(bpe_trainer *tr);
  * and counts its pieces. Documents never share a piece. Big documents are
  * processed in chunks cut only where the cut cannot change the pieces (a
  * '\n' between printable ASCII characters); a document without such a place
- * for 16 MiB is cut at a line end there instead. */
+ * for 16 chunks (16 MiB) is cut at a line end there instead. */
 int bpe_trainer_feed(bpe_trainer *tr, const char *text, size_t len, ds_err *e);
 
 /* Learns the merges. DS_EINVAL if nothing was fed (empty corpus). Stops
