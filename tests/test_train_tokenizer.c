@@ -261,6 +261,34 @@ TEST(train_tok_vocab_specials_roundtrip) {
     free(sh);
 }
 
+/* Loading trained files of many sizes: the decoded strings of added tokens
+ * are copied within the tokenizer's string pool while it grows (a
+ * use-after-free in tokenizer.c's add_decoded that ASan found here). */
+TEST(train_tok_load_many_sizes) {
+    size_t ls;
+    char *sh = shakespeare(&ls);
+    if (!sh) return;
+    doc d = { sh, DS_MIN(ls, (size_t)200000) };
+    for (int64_t v = 300; v <= 1300; v += 100) {
+        topts t;
+        cli_opts(&t, v, NULL);
+        size_t len, cfg_len;
+        char *cfg = NULL;
+        char *json = train(&t.o, &d, 1, &len, &cfg, &cfg_len, NULL);
+        ds_tokenizer *tok = json ? load(json, len, cfg, cfg_len) : NULL;
+        if (tok) {
+            CHECK_EQ_INT(tok_vocab_size(tok), v);
+            size_t n;
+            const char *piece = tok_id_to_piece(tok, 2, &n);
+            CHECK(piece && n == strlen("<｜User｜>") && !memcmp(piece, "<｜User｜>", n));
+        }
+        tok_free(tok);
+        free(json);
+        free(cfg);
+    }
+    free(sh);
+}
+
 /* ------------------------------------------------- determinism, modes */
 
 TEST(train_tok_deterministic_and_chunking_exact) {

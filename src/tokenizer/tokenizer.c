@@ -281,7 +281,8 @@ static int add_decoded(ds_tokenizer *t, int32_t id, const char *s, size_t n, ds_
         else buf[m++] = (char)b;
         i += (size_t)l;
     }
-    int64_t off = all ? tok_pool_add(&t->strs, buf, m) : tok_pool_add(&t->strs, s, n);
+    if (!all) memcpy(buf, s, n); /* s points into t->strs, which tok_pool_add may move */
+    int64_t off = tok_pool_add(&t->strs, buf, all ? m : n);
     if (buf != small) free(buf);
     if (off < 0) return ds_err_set(e, DS_ENOMEM, "%s: out of memory", t->what);
     t->dec_off[id] = (uint32_t)off;
