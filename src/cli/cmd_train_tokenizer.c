@@ -138,7 +138,12 @@ int cmd_train_tokenizer(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (cli_is_help(a)) { usage(stdout); return 0; }
+        if (cli_is_help(a)) {
+            usage(stdout);
+            free(files);
+            free(extra);
+            return 0;
+        }
         else if (!strcmp(a, "--vocab-size")) { vocab = cli_parse_int(C, a, v, 1, 1 << 22); i++; }
         else if (!strcmp(a, "--pre-tokenizer")) { if (!v) cli_die(C, "%s needs a value", a); pre = v; i++; }
         else if (!strcmp(a, "--special")) { if (!v) cli_die(C, "%s needs a value", a); extra[n_extra++] = v; i++; }
