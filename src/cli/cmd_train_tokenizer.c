@@ -6,6 +6,7 @@
  */
 #include "cli.h"
 #include "../core/mmap_file.h"
+#include "../core/thread.h"
 #include "../tokenizer/bpe_train.h"
 #include "../tokenizer/tokenizer.h"
 
@@ -45,6 +46,8 @@ static void usage(FILE *f) {
         "                        tokenizer_config.json with BOS/EOS and DeepSeek-V3's chat\n"
         "                        template) or a path ending in .json (just that file).\n"
         "                        Default: ./tokenizer\n"
+        "  -t, --threads N       threads for pre-tokenizing (default: all cores; the result\n"
+        "                        does not depend on it)\n"
         "  -q, --quiet           no progress line\n"
         "\n"
         "FILE '-' reads stdin. Each file is one document: no token spans two files.\n"
@@ -152,6 +155,7 @@ int cmd_train_tokenizer(int argc, char **argv) {
         else if (!strcmp(a, "--per-line")) per_line = true;
         else if (!strcmp(a, "-o") || !strcmp(a, "--out")) { if (!v) cli_die(C, "%s needs a value", a); out = v; i++; }
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = true;
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { ds_threads_set((int)cli_parse_int(C, a, v, 1, 1024)); i++; }
         else if (!strcmp(a, "--")) { while (++i < argc) files[n_files++] = argv[i]; }
         else if (a[0] == '-' && a[1]) cli_die(C, "unknown option '%s' (see --help)", a);
         else files[n_files++] = a;

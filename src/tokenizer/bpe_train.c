@@ -25,6 +25,7 @@
  */
 #include "bpe_train.h"
 #include "tok_internal.h"
+#include "../core/thread.h"
 #include "../io/json.h"
 
 #include <stdarg.h>
@@ -289,6 +290,15 @@ static int u32_push(u32vec *x, uint32_t v) {
     return 0;
 }
 
+/* Piece counts with the pre-tokenizer context that produces them. */
+typedef struct counter {
+    strtab words;            /* raw piece bytes -> count (val) */
+    uint64_t pieces;
+    tok_ctx cx;
+    ds_err e;
+    int rc;
+} counter;
+
 typedef struct hent {
     uint64_t count;
     uint32_t a, b;   /* the pair (for ordering) */
@@ -314,11 +324,12 @@ struct bpe_trainer {
     /* pre-tokenizer */
     char *pretok_text;
     ds_tokenizer *pt;        /* a shell holding only the pre-tokenizer steps */
-    tok_ctx cx;
 
     /* counting */
-    strtab words;            /* raw piece bytes -> count (val) */
-    uint64_t bytes, pieces, next_report_bytes;
+    counter main;            /* all pieces: raw bytes -> count (words.val) */
+    counter *workers;        /* one per thread, merged into main after each batch */
+    int n_workers;
+    uint64_t bytes, next_report_bytes;
     double t_start, t_report;
     double count_seconds, merge_seconds;
     bool stopped;
@@ -335,6 +346,9 @@ struct bpe_trainer {
     int64_t n_written;       /* distinct pairs (a repeated pair keeps its last rank) */
 };
 
+static void counter_init(counter *c, const ds_tokenizer *pt, ds_err *e);
+static void counter_free(counter *c);
+
 void bpe_trainer_free(bpe_trainer *tr) {
     if (!tr) return;
     free(tr->bos);
@@ -346,8 +360,9 @@ void bpe_trainer_free(bpe_trainer *tr) {
         pretok_free(tr->pt);
         free(tr->pt);
     }
-    tok_ctx_free(&tr->cx);
-    strtab_free(&tr->words);
+    counter_free(&tr->main);
+    for (int w = 0; w < tr->n_workers; w++) counter_free(&tr->workers[w]);
+    free(tr->workers);
     strtab_free(&tr->toks);
     free(tr->ma);
     free(tr->mb);
@@ -467,21 +482,57 @@ int bpe_trainer_new(bpe_trainer **out, const bpe_train_opts *o, ds_err *e) {
         bpe_trainer_free(tr);
         return rc;
     }
-    tr->cx.t = tr->pt;
+    counter_init(&tr->main, tr->pt, e);
     *out = tr;
     return DS_OK;
 }
 
 /* ------------------------------------------------------------- counting */
 
+static void strtab_clear(strtab *t) {
+    t->n = 0;
+    t->pool.n = 0;
+    if (t->slot) memset(t->slot, 0, ((size_t)t->mask + 1) * sizeof *t->slot);
+}
+
 static int count_piece(void *ud, const char *s, size_t n) {
-    bpe_trainer *tr = ud;
-    int64_t k = strtab_intern(&tr->words, s, n);
+    counter *c = ud;
+    int64_t k = strtab_intern(&c->words, s, n);
     if (k < 0)
-        return ds_err_set(tr->cx.e, DS_ENOMEM, "train-tokenizer: out of memory counting pieces (%u distinct so far)",
-                          tr->words.n);
-    tr->words.val[k]++;
-    tr->pieces++;
+        return ds_err_set(c->cx.e, DS_ENOMEM, "train-tokenizer: out of memory counting pieces (%u distinct so far)",
+                          c->words.n);
+    c->words.val[k]++;
+    c->pieces++;
+    return DS_OK;
+}
+
+static void counter_init(counter *c, const ds_tokenizer *pt, ds_err *e) {
+    c->cx.t = pt;
+    c->cx.on_piece = count_piece;
+    c->cx.piece_ud = c;
+    c->cx.e = e;
+}
+
+static void counter_free(counter *c) {
+    strtab_free(&c->words);
+    tok_ctx_free(&c->cx);
+}
+
+/* Adds src's counts to dst (keeping src's first-seen order) and empties src. */
+static int counter_merge(counter *dst, counter *src, ds_err *e) {
+    const strtab *S = &src->words;
+    for (uint32_t k = 0; k < S->n; k++) {
+        const char *s = S->pool.p + S->off[k];
+        uint32_t slot;
+        int64_t d = strtab_find(&dst->words, s, S->len[k], S->hash[k], &slot);
+        if (d < 0 && (d = strtab_add(&dst->words, s, S->len[k], S->hash[k], slot)) < 0)
+            return ds_err_set(e, DS_ENOMEM, "train-tokenizer: out of memory counting pieces (%u distinct so far)",
+                              dst->words.n);
+        dst->words.val[d] += S->val[k];
+    }
+    dst->pieces += src->pieces;
+    src->pieces = 0;
+    strtab_clear(&src->words);
     return DS_OK;
 }
 
@@ -517,27 +568,85 @@ static size_t chunk_end(const char *s, size_t i, size_t n, size_t chunk) {
     return p;
 }
 
+static size_t next_cut(const bpe_trainer *tr, const char *s, size_t i, size_t n) {
+    if (!tr->per_line) return chunk_end(s, i, n, tr->chunk_bytes);
+    if (n - i <= tr->chunk_bytes) return n; /* per line: any line end is exact */
+    const char *nl = memchr(s + i + tr->chunk_bytes - 1, '\n', n - i - tr->chunk_bytes + 1);
+    return nl ? (size_t)(nl - s) + 1 : n;
+}
+
+/* Counts the pieces of one chunk into c (line by line in per-line mode). */
+static int count_span(const bpe_trainer *tr, counter *c, const char *s, size_t n) {
+    if (!tr->per_line) return pretok_encode(&c->cx, s, n);
+    for (size_t i = 0; i < n;) {
+        const char *nl = memchr(s + i, '\n', n - i);
+        size_t end = nl ? (size_t)(nl - s) + 1 : n;
+        int rc = pretok_encode(&c->cx, s + i, end - i);
+        if (rc) return rc;
+        i = end;
+    }
+    return DS_OK;
+}
+
+typedef struct count_job {
+    const bpe_trainer *tr;
+    counter *workers;
+    const char *text;
+    const size_t *cuts;
+} count_job;
+
+static void count_chunks(void *ctx, int64_t i0, int64_t i1, int tid) {
+    const count_job *j = ctx;
+    counter *c = &j->workers[tid];
+    for (int64_t k = i0; k < i1 && !c->rc; k++)
+        c->rc = count_span(j->tr, c, j->text + j->cuts[k], j->cuts[k + 1] - j->cuts[k]);
+}
+
 int bpe_trainer_feed(bpe_trainer *tr, const char *text, size_t len, ds_err *e) {
     if (!tr || (!text && len)) return ds_err_set(e, DS_EINVAL, "bpe_trainer_feed: NULL argument");
     if (tr->trained) return ds_err_set(e, DS_EINVAL, "train-tokenizer: text fed after training");
     if (tr->stopped) return ds_err_set(e, DS_EINTERRUPTED, "train-tokenizer: interrupted");
     if (tr->t_start == 0) tr->t_start = tr->t_report = ds_now(); /* first report after one interval */
     double t0 = ds_now();
-    tr->cx.e = e;
-    tr->cx.on_piece = count_piece;
-    tr->cx.piece_ud = tr;
+    tr->main.cx.e = e;
+    /* a counter per thread; ds_par_for hands thread t the t-th slice of chunks, so merging
+     * the counters in order keeps the sequential first-seen order of the pieces */
+    int nw = ds_threads_get(), me = ds_thread_id();
+    if (me >= nw) nw = me + 1;
+    if (nw > 1 && tr->n_workers < nw) {
+        for (int w = 0; w < tr->n_workers; w++) counter_free(&tr->workers[w]);
+        free(tr->workers);
+        tr->n_workers = 0;
+        if (!(tr->workers = calloc((size_t)nw, sizeof *tr->workers)))
+            return ds_err_set(e, DS_ENOMEM, "train-tokenizer: out of memory");
+        tr->n_workers = nw;
+        for (int w = 0; w < nw; w++) counter_init(&tr->workers[w], tr->pt, &tr->workers[w].e);
+    }
+    size_t cuts[4 * 64 + 1];
+    size_t max_chunks = (size_t)DS_MIN(4 * nw, 4 * 64);
     int rc = DS_OK;
     uint64_t base = tr->bytes;
     for (size_t i = 0; i < len && !rc;) {
-        size_t end;
-        if (tr->per_line) {
-            const char *nl = memchr(text + i, '\n', len - i);
-            end = nl ? (size_t)(nl - text) + 1 : len;
-        } else {
-            end = chunk_end(text, i, len, tr->chunk_bytes);
+        size_t nc = 0;
+        cuts[0] = i;
+        while (nc < max_chunks && cuts[nc] < len) {
+            cuts[nc + 1] = next_cut(tr, text, cuts[nc], len);
+            nc++;
         }
-        rc = pretok_encode(&tr->cx, text + i, end - i);
-        i = end;
+        if (nw == 1 || nc == 1) {
+            for (size_t k = 0; k < nc && !rc; k++) rc = count_span(tr, &tr->main, text + cuts[k], cuts[k + 1] - cuts[k]);
+        } else {
+            count_job job = { tr, tr->workers, text, cuts };
+            ds_par_for((int64_t)nc, 1, count_chunks, &job);
+            for (int w = 0; w < nw; w++) {
+                counter *c = &tr->workers[w];
+                if (!rc && c->rc) rc = ds_err_set(e, c->rc, "%s", c->e.msg);
+                if (!rc) rc = counter_merge(&tr->main, c, e);
+                c->rc = 0;
+                ds_err_clear(&c->e);
+            }
+        }
+        i = cuts[nc];
         tr->bytes = base + i;
         if (!rc && tr->bytes >= tr->next_report_bytes) {
             tr->next_report_bytes = tr->bytes + (64u << 10);
@@ -687,7 +796,7 @@ static inline void change(mstate *m, uint32_t a, uint32_t b, int delta, uint32_t
 static void merge_word(mstate *m, uint32_t w, uint32_t a, uint32_t b, uint32_t x) {
     uint32_t *s = m->syms + m->woff[w];
     uint32_t len = m->wlen[w], r = 0, o = 0;
-    uint64_t c = m->tr->words.val[w];
+    uint64_t c = m->tr->main.words.val[w];
     while (r < len) {
         if (s[r] == a && r + 1 < len && s[r + 1] == b) {
             if (o > 0) {
@@ -750,11 +859,11 @@ int bpe_trainer_train(bpe_trainer *tr, ds_err *e) {
     if (!tr) return ds_err_set(e, DS_EINVAL, "bpe_trainer_train: NULL trainer");
     if (tr->trained) return ds_err_set(e, DS_EINVAL, "train-tokenizer: already trained");
     if (tr->stopped) return ds_err_set(e, DS_EINTERRUPTED, "train-tokenizer: interrupted");
-    if (tr->words.n == 0)
+    if (tr->main.words.n == 0)
         return ds_err_set(e, DS_EINVAL, "train-tokenizer: empty corpus: the input has no text (%llu bytes)",
                           (unsigned long long)tr->bytes);
     double t0 = ds_now();
-    strtab *W = &tr->words;
+    strtab *W = &tr->main.words;
     mstate m = { .tr = tr };
     int rc = DS_OK;
 
@@ -885,8 +994,8 @@ int bpe_trainer_train(bpe_trainer *tr, ds_err *e) {
 void bpe_trainer_stats(const bpe_trainer *tr, bpe_train_stats *st) {
     memset(st, 0, sizeof *st);
     st->bytes = tr->bytes;
-    st->pieces = tr->pieces;
-    st->words = tr->words.n;
+    st->pieces = tr->main.pieces;
+    st->words = tr->main.words.n;
     st->vocab_size = tr->toks.n;
     st->merges = tr->trained ? tr->n_written : 0;
     st->count_seconds = tr->count_seconds;
