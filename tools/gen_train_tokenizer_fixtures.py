@@ -226,20 +226,22 @@ def main():
                     ht, s_hf = hf_trainer_model(oj['pre_tokenizer'], specials, files, vocab, per_line)
                     same = same_model(oj, json.loads(ht.to_str()))
                     ot = Tokenizer.from_file(out)
-                    rows.append((vocab, pre, 'per-line' if per_line else 'whole', same, s_ours, s_hf,
+                    rows.append((vocab, len(oj['model']['vocab']), pre, 'per-line' if per_line else 'whole', same,
+                                 s_ours, s_hf,
                                  tokens_per_byte(ot, train_text), tokens_per_byte(ht, train_text),
                                  tokens_per_byte(ot, held_out), tokens_per_byte(ht, held_out)))
-        print('\n%-6s %-11s %-8s %-9s %8s %8s  %-17s %-17s' % ('vocab', 'pre-tok', 'mode', 'same-as-HF', 'ours s',
-                                                              'HF s', 'tok/byte train', 'tok/byte held-out'))
-        print('%-6s %-11s %-8s %-9s %8s %8s  %-8s %-8s %-8s %-8s' % ('', '', '', '', '', '', 'ours', 'HF', 'ours', 'HF'))
+        print('\n(vocab: asked, got - the corpus runs out of pairs before 32000)')
+        print('%-6s %-6s %-11s %-8s %-9s %8s %8s  %-17s %-17s' % ('vocab', 'got', 'pre-tok', 'mode', 'same-as-HF',
+                                                                'ours s', 'HF s', 'tok/byte train', 'tok/byte held-out'))
+        print('%-6s %-6s %-11s %-8s %-9s %8s %8s  %-8s %-8s %-8s %-8s' % (('',) * 7 + ('ours', 'HF', 'ours', 'HF')))
         for r in rows:
-            print('%-6d %-11s %-8s %-9s %8.2f %8.2f  %.4f   %.4f   %.4f   %.4f' % r)
+            print('%-6d %-6d %-11s %-8s %-9s %8.2f %8.2f  %.4f   %.4f   %.4f   %.4f' % r)
         # HF's usual recipe is Tokenizer.train(files), i.e. per line: our default (whole files) vs that
         for vocab in (2048, 4096, 32000):
-            w = [r for r in rows if r[0] == vocab and r[1] == 'deepseek-v3' and r[2] == 'whole'][0]
-            l = [r for r in rows if r[0] == vocab and r[1] == 'deepseek-v3' and r[2] == 'per-line'][0]
+            w = [r for r in rows if r[0] == vocab and r[2] == 'deepseek-v3' and r[3] == 'whole'][0]
+            l = [r for r in rows if r[0] == vocab and r[2] == 'deepseek-v3' and r[3] == 'per-line'][0]
             print('vocab %d deepseek-v3: ours (whole files) %.4f tok/byte on the training text vs HF '
-                  'Tokenizer.train(files) %.4f (%.1f%% fewer tokens)' % (vocab, w[6], l[7], 100 * (1 - w[6] / l[7])))
+                  'Tokenizer.train(files) %.4f (%.1f%% fewer tokens)' % (vocab, w[7], l[8], 100 * (1 - w[7] / l[8])))
 
 
 if __name__ == '__main__':
