@@ -49,6 +49,7 @@ static void usage(FILE *f) {
         "  --cache-disk MB        disk budget (default 4096)\n"
         "other:\n"
         "  --sse-ping S           keep-alive comment on a silent stream every S seconds (default 10)\n"
+        "  --timeout S            close idle keep-alive connections after S seconds (default 120)\n"
         "  --verbose              log requests to stderr\n");
 }
 
@@ -117,6 +118,7 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--cache-dir")) { NEED(); o.cache_dir = v; }
         else if (!strcmp(a, "--cache-disk")) { o.cache_disk_mb = cli_parse_int(C, a, v, 0, 1 << 28); i++; }
         else if (!strcmp(a, "--sse-ping")) { o.sse_ping_s = cli_parse_num(C, a, v, 0, 3600); i++; }
+        else if (!strcmp(a, "--timeout")) { o.idle_timeout_s = (int)cli_parse_int(C, a, v, 1, 86400); i++; }
         else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) verbose = true;
         else if (!strcmp(a, "--test-hooks")) o.test_hooks = true; /* tests only; not in --help */
         else if (!strcmp(a, "--test-load-delay")) { o.test_load_delay_s = cli_parse_num(C, a, v, 0, 60); i++; }
