@@ -291,13 +291,17 @@ static long rss_bytes(void) {
 static enum MHD_Result h_metrics(srv_server *s, struct MHD_Connection *c) {
     srv_stats st;
     memset(&st, 0, sizeof st);
-    if (s->sched) srv_sched_stats(s->sched, &st);
+    pthread_mutex_lock(&s->mu);
+    int state = s->state;
+    srv_sched *sched = s->sched;
+    pthread_mutex_unlock(&s->mu);
+    if (sched) srv_sched_stats(sched, &st);
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (!f) return fail(s, c, 500, "server_error", NULL, "out of memory");
 #define G(name, help, type, val) fprintf(f, "# HELP deepseek_" name " " help "\n# TYPE deepseek_" name " " type "\ndeepseek_" name " %lld\n", (long long)(val))
-    G("model_loaded", "1 once the model is ready", "gauge", s->state == ST_READY);
+    G("model_loaded", "1 once the model is ready", "gauge", state == ST_READY);
     G("slots_total", "parallel sequence slots", "gauge", s->o.n_slots);
     G("slots_busy", "slots running a sequence", "gauge", st.slots_busy);
     G("requests_queued", "sequences waiting for a slot", "gauge", st.queued);

@@ -7,6 +7,7 @@
 #include "openai.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -743,15 +744,18 @@ int oa_forced_tokens(const ds_tokenizer *t, ds_chat_format fmt, const oa_request
 
 /* ----------------------------------------------------------- responses */
 
+static uint64_t g_id_base;
+static void id_base_init(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    g_id_base = ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
+}
+
 void oa_new_id(char *out, size_t cap, const char *prefix) {
     static atomic_ullong ctr;
-    static uint64_t base;
-    if (!base) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        base = ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
-    }
-    uint64_t z = base + atomic_fetch_add(&ctr, 1) * 0x9e3779b97f4a7c15ull, w[2];
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, id_base_init);
+    uint64_t z = g_id_base + atomic_fetch_add(&ctr, 1) * 0x9e3779b97f4a7c15ull, w[2];
     for (int i = 0; i < 2; i++) {
         z += 0x9e3779b97f4a7c15ull;
         uint64_t x = z;
