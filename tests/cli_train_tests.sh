@@ -79,6 +79,23 @@ grep -q '"loss"' "$T/out" && grep -q '"balance"' "$T/out" && ok || fail "grad: o
 if [ $? -ne 0 ]; then fail "plot: $(cat "$T/err")"; else ok; fi
 head -c 8 "$T/p.png" | od -An -c | grep -q 'P   N   G' && ok || fail "plot: not a PNG"
 
+# export to a BF16 Hugging Face folder; generate reads it, logits stay close to F32
+"$BIN" train --export "$T/run/latest" --out "$T/exported" --dtype bf16 >"$T/out" 2>"$T/err"
+if [ $? -ne 0 ]; then fail "train --export: $(cat "$T/err")"; else ok; fi
+grep -q '"BF16"' "$T/exported/model.safetensors" && ok || fail "export: model.safetensors is not BF16"
+"$BIN" generate -m "$T/exported" --prompt "Line" -n 8 --temperature 0 >"$T/out" 2>"$T/err"
+if [ $? -ne 0 ]; then fail "generate --prompt on the export: $(cat "$T/err")"; else ok; fi
+
+# Hugging Face transformers loads our checkpoint and computes the same logits
+# (with DS_TEST_HF=1: importing torch takes 10-25 s here; the default suite needs neither)
+if [ "${DS_TEST_HF:-0}" = 1 ] && python3 -c 'import torch, transformers' 2>/dev/null; then
+    python3 tools/gen_grad_fixtures.py --check-hf "$T/run/latest" --tokens 76,105,110,101,32,49,58,32,116,111 \
+        >"$T/out" 2>"$T/err"
+    if [ $? -ne 0 ]; then fail "HF transformers vs ours on a checkpoint: $(tail -c 300 "$T/out" "$T/err")"; else ok; fi
+else
+    echo "cli_train_tests.sh: HF transformers load check skipped (DS_TEST_HF=1 runs it)"
+fi
+
 expect_fail "train: unknown key" "unknown recipe key" "$BIN" train --config "$T/recipe.json" --no-such-key 3
 expect_fail "train: bad data folder" "data.json" "$BIN" train --config "$T/recipe.json" --data "$T/nowhere" --out "$T/run2"
 expect_fail "train: resume nothing" "trainer_state.json" "$BIN" train --resume "$T/nowhere"

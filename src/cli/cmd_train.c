@@ -8,11 +8,14 @@
 #include "../core/thread.h"
 #include "../io/json.h"
 #include "../train/trainer.h"
+#include "../train/optim.h"
 
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void usage(FILE *f) {
@@ -32,6 +35,9 @@ static void usage(FILE *f) {
         "  --model KEY=VALUE       set a model config.json key (e.g. --model hidden_size=128)\n"
         "  --resume OUT|CKPT       continue exactly where a run stopped (its recipe; flags override)\n"
         "  -t, --threads N         threads (default: all cores)\n"
+        "  --export CKPT --out DIR [--dtype bf16|f16|f32]\n"
+        "                          write a checkpoint as a plain Hugging Face folder (config.json,\n"
+        "                          model.safetensors, tokenizer.json, generation_config.json), no training\n"
         "Output: OUT/ckpt-NNNNNNNN (Hugging Face folder + optimizer/data state), OUT/latest,\n"
         "OUT/metrics.jsonl (one JSON object per step; {\"step\",\"val_loss\"} lines after evaluations).\n");
 }
@@ -53,8 +59,56 @@ static json_t *load_row(const ds_tmodel *m, int64_t l) {
     return a;
 }
 
+static void copy_file(const char *C, const char *from_dir, const char *to_dir, const char *name, bool required) {
+    char a[4200], b[4200];
+    snprintf(a, sizeof a, "%s/%s", from_dir, name);
+    snprintf(b, sizeof b, "%s/%s", to_dir, name);
+    char *buf;
+    size_t n;
+    ds_err e = { 0 };
+    if (ds_read_file(a, 256u << 20, &buf, &n, &e)) {
+        if (required) cli_die_err(C, &e);
+        return;
+    }
+    if (ds_write_file_atomic(b, buf, n, &e)) cli_die_err(C, &e);
+    free(buf);
+}
+
+static int export_model(const char *C, const char *ckpt, const char *out, const char *dtype_name) {
+    ds_dtype dt = DS_DTYPE_BF16;
+    if (!strcmp(dtype_name, "f32")) dt = DS_DTYPE_F32;
+    else if (!strcmp(dtype_name, "f16")) dt = DS_DTYPE_F16;
+    else if (strcmp(dtype_name, "bf16")) cli_die(C, "--dtype must be bf16, f16 or f32");
+    ds_err e = { 0 };
+    ds_tmodel *m;
+    if (ds_tmodel_load(&m, ckpt, &e)) cli_die_err(C, &e);
+    if (!ds_params_finite(m)) cli_die(C, "%s: parameters are not finite", ckpt);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", ckpt);
+    json_t *cfg;
+    if (ds_json_load_file(path, 16u << 20, &cfg, &e)) cli_die_err(C, &e);
+    const char *tn = dt == DS_DTYPE_F32 ? "float32" : dt == DS_DTYPE_BF16 ? "bfloat16" : "float16";
+    json_object_set_new(cfg, "dtype", json_string(tn));
+    json_object_set_new(cfg, "torch_dtype", json_string(tn));
+    if (mkdir(out, 0755) != 0 && errno != EEXIST) cli_die(C, "%s: %s", out, strerror(errno));
+    char *js = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    snprintf(path, sizeof path, "%s/config.json", out);
+    if (!js || ds_write_file_atomic(path, js, strlen(js), &e)) cli_die_err(C, &e);
+    snprintf(path, sizeof path, "%s/model.safetensors", out);
+    if (ds_tmodel_save_as(m, path, dt, "{\"format\":\"pt\"}", &e)) cli_die_err(C, &e);
+    copy_file(C, ckpt, out, "tokenizer.json", true);
+    copy_file(C, ckpt, out, "generation_config.json", false);
+    int64_t n = 0;
+    for (int64_t i = 0; i < m->n_params; i++) n += m->params[i].numel;
+    printf("{\"exported\":\"%s\",\"to\":\"%s\",\"dtype\":\"%s\",\"parameters\":%lld}\n", ckpt, out, tn, (long long)n);
+    free(js);
+    json_decref(cfg);
+    ds_tmodel_free(m);
+    return 0;
+}
+
 int cmd_train(int argc, char **argv) {
-    const char *C = "train", *config = NULL, *resume = NULL;
+    const char *C = "train", *config = NULL, *resume = NULL, *export_from = NULL, *dtype = "bf16", *export_to = NULL;
     char **sets = calloc((size_t)argc + 1, sizeof *sets);
     char **model_sets = calloc((size_t)argc + 1, sizeof *model_sets);
     int n_sets = 0, n_model = 0;
@@ -66,6 +120,9 @@ int cmd_train(int argc, char **argv) {
         if (cli_is_help(a)) { usage(stdout); return 0; }
         else if (!strcmp(a, "--config") || !strcmp(a, "-c")) { config = v; i++; }
         else if (!strcmp(a, "--resume")) { resume = v; i++; }
+        else if (!strcmp(a, "--export")) { export_from = v; i++; }
+        else if (!strcmp(a, "--dtype")) { dtype = v ? v : ""; i++; }
+        else if (export_from && !strcmp(a, "--out")) { export_to = v; i++; }
         else if (!strcmp(a, "--model")) {
             if (!v || !strchr(v, '=')) cli_die(C, "--model needs KEY=VALUE");
             model_sets[n_model++] = (char *)v; i++;
@@ -83,6 +140,10 @@ int cmd_train(int argc, char **argv) {
             sets[n_sets++] = kv;
             i++;
         } else { usage(stderr); cli_die(C, "unknown argument '%s'", a); }
+    }
+    if (export_from) {
+        if (!export_to) cli_die(C, "--export needs --out DIR");
+        return export_model(C, export_from, export_to, dtype);
     }
     ds_err e = { 0 };
     ds_recipe r;

@@ -382,6 +382,34 @@ int ds_tmodel_save(const ds_tmodel *m, const char *path, bool grads, const char 
     return rc;
 }
 
+int ds_tmodel_save_as(const ds_tmodel *m, const char *path, ds_dtype dtype, const char *metadata_json, ds_err *e) {
+    if (dtype == DS_DTYPE_F32) return ds_tmodel_save(m, path, false, metadata_json, e);
+    if (dtype != DS_DTYPE_BF16 && dtype != DS_DTYPE_F16)
+        return ds_err_set(e, DS_EUNSUPPORTED, "can only save F32, BF16 or F16 (not %s)", ds_dtype_name(dtype));
+    ds_st_write_item *items = calloc((size_t)m->n_params, sizeof *items);
+    uint16_t *half = malloc((size_t)m->n_floats * sizeof(uint16_t));
+    if (!items || !half) { free(items); free(half); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+    for (int64_t i = 0; i < m->n_params; i++) {
+        const ds_tparam *p = &m->params[i];
+        bool keep32 = !p->trainable;
+        items[i].name = p->name;
+        items[i].dtype = keep32 ? DS_DTYPE_F32 : dtype;
+        items[i].ndim = p->ndim;
+        items[i].shape[0] = p->shape[0];
+        items[i].shape[1] = p->shape[1];
+        if (keep32) { items[i].data = m->w + p->off; continue; }
+        for (int64_t j = 0; j < p->numel; j++) {
+            float v = m->w[p->off + j];
+            half[p->off + j] = dtype == DS_DTYPE_BF16 ? ds_f32_to_bf16(v) : ds_f32_to_f16(v);
+        }
+        items[i].data = half + p->off;
+    }
+    int rc = ds_safetensors_write(path, items, m->n_params, metadata_json, e);
+    free(items);
+    free(half);
+    return rc;
+}
+
 int ds_tmodel_read_params(ds_tmodel *m, const char *path, ds_err *e) {
     ds_safetensors st;
     memset(&st, 0, sizeof st);

@@ -37,6 +37,7 @@
 
 #include "../model/config.h"
 #include "../core/rng.h"
+#include "../tensor/dtype.h"
 
 /* One parameter tensor in the arena. */
 typedef struct ds_tparam {
@@ -125,6 +126,9 @@ const ds_tparam *ds_tmodel_find(const ds_tmodel *m, const char *name);
 /* Writes every parameter (or gradient: grads = true) as F32 safetensors
  * under its name. Atomic. */
 int ds_tmodel_save(const ds_tmodel *m, const char *path, bool grads, const char *metadata_json, ds_err *e);
+/* Writes the parameters in dtype (F32, BF16 round-to-nearest-even, or F16);
+ * e_score_correction_bias stays F32 as in DeepSeek's checkpoints. Atomic. */
+int ds_tmodel_save_as(const ds_tmodel *m, const char *path, ds_dtype dtype, const char *metadata_json, ds_err *e);
 /* Reads parameter values back from a safetensors file written by
  * ds_tmodel_save (same names and shapes, F32). */
 int ds_tmodel_read_params(ds_tmodel *m, const char *path, ds_err *e);

@@ -1,15 +1,21 @@
 /*
- * tops.c - training kernels (see tops.h). Row loops run on both cores
- * through ds_par_for; reductions over rows (norm weight gradients, losses)
- * use per-thread partials combined in thread order, so results are
- * bit-identical run to run for a given thread count.
+ * tops.c - training kernels (see tops.h) and the step allocator
+ * (tinternal.h). Row loops run on both cores through ds_par_for;
+ * reductions over rows (norm weight gradients, losses) use per-thread
+ * partials combined in thread order, so results are bit-identical run to
+ * run for a given thread count.
  */
 #include "tops.h"
+#include "tinternal.h"
 #include "../core/thread.h"
 #include "../tensor/ops.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #define TR_MAX_THREADS 256
 
@@ -160,7 +166,6 @@ void tr_swiglu_forward_ref(float *h, float *sig, const float *g, const float *u,
 }
 
 #if defined(__x86_64__)
-#include <immintrin.h>
 /* exp(x) for x in [-88, 88]: 2^n · p(r), r = x − n·ln2 (Cody-Waite), degree-6
  * minimax polynomial (Cephes expf); max relative error ~2e-7. */
 __attribute__((target("avx2,fma"))) static inline __m256 exp256(__m256 x) {
@@ -195,13 +200,50 @@ __attribute__((target("avx2,fma"))) static void swiglu_fwd_avx2(float *h, float 
 }
 #endif
 
+static bool has_avx2(void) {
+#if defined(__x86_64__)
+    static int avx2 = -1;
+    if (avx2 < 0) { __builtin_cpu_init(); avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+    return avx2 == 1;
+#else
+    return false;
+#endif
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static double exp_shift_sum_avx2(float *x, int64_t n, float mx) {
+    __m256 m = _mm256_set1_ps(mx);
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+        _mm256_storeu_ps(x + i, v);
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    }
+    double t[4];
+    _mm256_storeu_pd(t, _mm256_add_pd(a0, a1));
+    double s = t[0] + t[1] + t[2] + t[3];
+    for (; i < n; i++) { x[i] = expf(x[i] - mx); s += x[i]; }
+    return s;
+}
+#endif
+
+/* x[i] = exp(x[i] - mx) in place; returns Σ (double accumulation) */
+static double exp_shift_sum(float *x, int64_t n, float mx) {
+#if defined(__x86_64__)
+    if (has_avx2()) return exp_shift_sum_avx2(x, n, mx);
+#endif
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) { x[i] = expf(x[i] - mx); s += x[i]; }
+    return s;
+}
+
 static void swiglu_fwd_worker(void *vc, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     swiglu_ctx *c = vc;
 #if defined(__x86_64__)
-    static int avx2 = -1;
-    if (avx2 < 0) { __builtin_cpu_init(); avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
-    if (avx2) { swiglu_fwd_avx2(c->h, c->sig, c->g, c->u, i0, i1); return; }
+    if (has_avx2()) { swiglu_fwd_avx2(c->h, c->sig, c->g, c->u, i0, i1); return; }
 #endif
     tr_swiglu_forward_ref(c->h + i0, c->sig + i0, c->g + i0, c->u + i0, i1 - i0);
 }
@@ -254,11 +296,11 @@ static void ce_worker(void *vc, int64_t n0, int64_t n1, int tid) {
         if (tgt < 0) { memset(row, 0, (size_t)c->V * sizeof(float)); continue; }
         float mx = -INFINITY;
         for (int64_t v = 0; v < c->V; v++) mx = row[v] > mx ? row[v] : mx;
-        double s = 0.0;
-        for (int64_t v = 0; v < c->V; v++) s += exp((double)(row[v] - mx));
-        double lse = (double)mx + log(s);
-        sum += lse - (double)row[tgt];
-        for (int64_t v = 0; v < c->V; v++) row[v] = (float)exp((double)row[v] - lse) * c->dscale;
+        float xt = row[tgt];
+        double s = exp_shift_sum(row, c->V, mx);   /* row = exp(logit - max) */
+        sum += (double)mx + log(s) - (double)xt;
+        float k = (float)((double)c->dscale / s);
+        for (int64_t v = 0; v < c->V; v++) row[v] *= k;
         row[tgt] -= c->dscale;
     }
     c->part[tid] += sum;
@@ -278,10 +320,12 @@ double tr_crossentropy_forward_backward(float *logits, const int32_t *targets, i
 void tr_attention_forward(float *O, int64_t ldo, float *att, const float *Q, int64_t ldq, const float *K, int64_t ldk,
                           const float *V, int64_t ldv, int64_t T, int64_t Dk, int64_t Dv, float scale) {
     ds_sgemm(false, true, T, T, Dk, scale, Q, ldq, K, ldk, 0.0f, att, T);
-    for (int64_t i = 0; i < T; i++) {
+    for (int64_t i = 0; i < T; i++) {   /* causal softmax of row i over keys 0..i */
         float *row = att + i * T;
-        for (int64_t j = i + 1; j < T; j++) row[j] = -INFINITY;
-        ds_softmax(row, i + 1);
+        float mx = -INFINITY;
+        for (int64_t j = 0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+        float inv = (float)(1.0 / exp_shift_sum(row, i + 1, mx));
+        for (int64_t j = 0; j <= i; j++) row[j] *= inv;
         for (int64_t j = i + 1; j < T; j++) row[j] = 0.0f;
     }
     ds_sgemm(false, false, T, Dv, T, 1.0f, att, T, V, ldv, 0.0f, O, ldo);
@@ -310,9 +354,6 @@ void tr_attention_backward(float *dQ, int64_t lddq, float *dK, int64_t lddk, flo
 }
 
 /* ---------------------------------------------------------------- bump allocator */
-
-#include "tinternal.h"
-#include <stdlib.h>
 
 struct tr_bump_block {
     tr_bump_block *prev;
