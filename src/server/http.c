@@ -1018,6 +1018,8 @@ void srv_stop(srv_server *s) {
     if (s->loader_started) pthread_join(s->loader, NULL);
     if (s->d) MHD_quiesce_daemon(s->d); /* no new connections; the listening socket is ours again */
     srv_sched_stop(s->sched);           /* running jobs end with an error; submits fail from now on */
+    /* let the handlers deliver those last events (a stream ends with an error and [DONE]) */
+    for (int i = 0; i < 100 && atomic_load(&s->conns_active) > 0; i++) usleep(20000);
     if (s->d) MHD_stop_daemon(s->d);    /* joins the connection threads */
     if (s->listen_fd >= 0) close(s->listen_fd);
     srv_sched_free(s->sched);

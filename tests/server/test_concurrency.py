@@ -177,10 +177,31 @@ def t_keepalive(c, binary):
         c.check(len([ch for ch in s]) >= 2, "client ignores the comments")
 
 
+def t_shutdown(c, binary):
+    """SIGTERM with a stream running: the client gets an error event and [DONE]; the server exits 0."""
+    srv = Server(binary)
+    with srv:
+        got = {}
+        th = threading.Thread(target=lambda: got.setdefault("r", http("POST", srv.url("/v1/chat/completions"), {
+            "messages": [{"role": "user", "content": "x"}], "max_tokens": 2000, "ignore_eos": True, "stream": True,
+            "x_token_delay_ms": 20}, timeout=30)))
+        th.start()
+        wait_metric(srv, "deepseek_slots_busy", 1)
+        t0 = time.time()
+        srv.proc.send_signal(__import__("signal").SIGTERM)
+        srv.proc.wait(timeout=20)
+        th.join()
+        c.check(time.time() - t0 < 10, f"stopped in {time.time() - t0:.1f} s")
+        st, _, b = got["r"]
+        ev = sse_events(b)
+        c.check(ev and ev[-1] == "[DONE]" and "shutting down" in ev[-2], f"stream ends with an error and [DONE]: {ev[-2:]}")
+        c.eq(srv.proc.returncode, 0, "exit status")
+
+
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else "./deepseek"
     c = Checks("concurrency")
-    for fn in (t_batched_equals_alone, t_disconnect, t_keepalive):
+    for fn in (t_batched_equals_alone, t_disconnect, t_keepalive, t_shutdown):
         c.run(fn, binary)
     c.finish()
 
