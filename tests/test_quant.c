@@ -182,6 +182,24 @@ TEST(quant_fast_vs_ref) {
             for (int64_t i = 0; i < n; i++) mag += fabs((double)y0[i] * a[i]);
             CHECK_MSG(fabs(d0 - d1) <= 2e-6 * mag + 1e-6, "%s n=%lld: dot avx2 %.9g vs ref %.9g", ds_dtype_name(t),
                       (long long)n, d1, d0);
+            /* 4-token dot: same as the single dot per token */
+            {
+                uint8_t *qa2 = calloc(1, ab), *qa3 = calloc(1, ab);
+                for (int64_t i = 0; i < n; i++) a[i] = ds_rng_normal(&r);
+                ds_quantize_act_ref(t, a, qa2, n);
+                for (int64_t i = 0; i < n; i++) a[i] = ds_rng_normal(&r) * 0.01f;
+                ds_quantize_act_ref(t, a, qa3, n);
+                const void *acts[4] = { qa0, qa2, qa3, qa0 };
+                float o4[4];
+                ds_vec_dot4_avx2(t, q, acts, n, o4);
+                for (int k = 0; k < 4; k++) {
+                    float rf = ds_vec_dot_ref(t, q, acts[k], n);
+                    CHECK_MSG(fabs(o4[k] - rf) <= 2e-6 * mag + 1e-5 * fabs(rf) + 1e-6, "%s n=%lld: dot4[%d] %.9g vs ref %.9g",
+                              ds_dtype_name(t), (long long)n, k, o4[k], rf);
+                }
+                free(qa2);
+                free(qa3);
+            }
             /* dequant */
             ds_dequant_row_avx2(t, q, y1, n);
             double md = 0;
@@ -237,7 +255,7 @@ TEST(quant_matmul_dispatch) {
         ds_dtype t = k_qtypes[k];
         int64_t N = 67, K = 512;
         qweight w = make_qweight(t, N, K, &r);
-        for (int64_t T = 1; T <= 20; T += 9) {
+        for (int64_t T = 1; T <= 30; T += T < 10 ? 9 : 10) {  /* 1, 10, 20, 30: 4-token groups and remainders */
             float *x = malloc((size_t)(T * K) * sizeof(float));
             float *y0 = calloc((size_t)(T * N), sizeof(float)), *y1 = calloc((size_t)(T * N), sizeof(float));
             float *y2 = calloc((size_t)(T * N), sizeof(float));

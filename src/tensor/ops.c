@@ -157,19 +157,52 @@ typedef struct {
     const uint8_t *qa; size_t ab;   /* quantized activations: T rows of ab bytes */
 } matmul_ctx;
 
-/* Decode with a block-quantized weight on AVX2: integer dots against
- * activations quantized once per call. */
+/* Block-quantized weights on AVX2: the activation rows are quantized once
+ * per call (A8 / K8) and every weight row is dotted in integer arithmetic,
+ * 4 tokens per kernel call (the weight block is unpacked once for all 4).
+ * Tokens are tiled by QTILE so the tile's activations stay in L2 while the
+ * thread's rows stream through. Used up to a token count per type; above
+ * it, panels are dequantized for OpenBLAS, which measured faster (1 core,
+ * K=2048: K-quants break even around T = 16-32, the per-32-block-scaled
+ * Q8_0/Q4_0/Q5_0 around T = 8). DS_QGEMM_MAX_T overrides (benchmarks). */
+#define QTILE 64
+static int64_t g_qgemm_env = -2;
+
+static int64_t qgemm_max_t(ds_dtype t) {
+    if (g_qgemm_env == -2) {
+        const char *s = getenv("DS_QGEMM_MAX_T");
+        g_qgemm_env = s ? atoll(s) : -1;
+    }
+    if (g_qgemm_env >= 0) return g_qgemm_env;
+    return ds_act_kind(t) == 2 ? 16 : DS_GEMM_MIN_T - 1;
+}
+
 static inline bool use_qdot(const ds_tensor *w, int64_t T) {
-    return T < DS_GEMM_MIN_T && isa() == 1 && ds_act_kind(w->dtype) != 0;
+    return isa() == 1 && ds_act_kind(w->dtype) != 0 && (T < DS_GEMM_MIN_T || T <= qgemm_max_t(w->dtype));
 }
 
 static void matmul_qrows_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     matmul_ctx *c = vctx;
-    for (int64_t n = i0; n < i1; n++) {
-        const uint8_t *wr = row_ptr(c->w, c->r0 + n, c->K);
-        for (int64_t t = 0; t < c->T; t++)
-            c->y[t * c->ldy + n] = ds_vec_dot_avx2(c->w->dtype, wr, c->qa + (size_t)t * c->ab, c->K);
+    ds_dtype dt = c->w->dtype;
+    for (int64_t t0 = 0; t0 < c->T; t0 += QTILE) {
+        int64_t t1 = DS_MIN(c->T, t0 + QTILE);
+        for (int64_t n = i0; n < i1; n++) {
+            const uint8_t *wr = row_ptr(c->w, c->r0 + n, c->K);
+            int64_t t = t0;
+            for (; t < t1; t += 4) {
+                int64_t m = DS_MIN(4, t1 - t);
+                if (m == 1) {
+                    c->y[t * c->ldy + n] = ds_vec_dot_avx2(dt, wr, c->qa + (size_t)t * c->ab, c->K);
+                    break;
+                }
+                const void *a[4];
+                float out[4];
+                for (int k = 0; k < 4; k++) a[k] = c->qa + (size_t)(t + DS_MIN(k, m - 1)) * c->ab;
+                ds_vec_dot4_avx2(dt, wr, a, c->K, out);
+                for (int k = 0; k < m; k++) c->y[(t + k) * c->ldy + n] = out[k];
+            }
+        }
     }
 }
 
@@ -259,7 +292,8 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
         const ds_mm_job *jb = &jobs[j];
         DS_ASSERT(jb->r0 >= 0 && jb->r0 + jb->N <= ds_tensor_rows(jb->w));
         int64_t units = jb->N <= 0 || jb->T <= 0 ? 0
-                      : (jb->T < DS_GEMM_MIN_T || isa() == 0) ? jb->N : (jb->N + DS_PANEL - 1) / DS_PANEL;
+                      : (jb->T < DS_GEMM_MIN_T || isa() == 0 || use_qdot(jb->w, jb->T)) ? jb->N
+                      : (jb->N + DS_PANEL - 1) / DS_PANEL;
         start[j + 1] = start[j] + units;
         work += jb->N * jb->T * ds_tensor_cols(jb->w);
         if (units && use_qdot(jb->w, jb->T)) qbytes += ds_act_row_bytes(jb->w->dtype, ds_tensor_cols(jb->w)) * (size_t)jb->T;

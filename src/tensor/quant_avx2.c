@@ -124,7 +124,9 @@ void ds_quantize_act_avx2(ds_dtype t, const float *x, void *out, int64_t K) {
 static inline __m256 block_d8(const uint8_t *p, size_t stride) {
     uint16_t h[8];
     for (int k = 0; k < 8; k++) memcpy(&h[k], p + stride * (size_t)k, 2);
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+    /* built in registers: a 16-byte load of just-stored halves would stall store forwarding */
+    return _mm256_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], (short)h[4], (short)h[5],
+                                          (short)h[6], (short)h[7]));
 }
 
 static inline __m256 lane(__m256 v, int k) { return _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(k)); }
@@ -208,14 +210,26 @@ static inline void q4k_unpack(const uint8_t *sc12, uint8_t *sc, uint8_t *m) {
 
 /* The 12 packed bytes -> 16 x i16 [sc0..sc7 | m0..m7] (see ds_q4k_scale_min). */
 static inline __m256i q4k_scales_mins(const uint8_t *q) {
-    uint32_t u[3], o[4];
+    uint32_t u[3];
     memcpy(u, q, 12);
-    o[0] = u[0] & 0x3f3f3f3fu;
-    o[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-    o[2] = u[1] & 0x3f3f3f3fu;
-    o[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-    return _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)o));
+    uint32_t o0 = u[0] & 0x3f3f3f3fu;
+    uint32_t o1 = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    uint32_t o2 = u[1] & 0x3f3f3f3fu;
+    uint32_t o3 = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    return _mm256_cvtepu8_epi16(_mm_setr_epi32((int)o0, (int)o1, (int)o2, (int)o3));
 }
+
+/* pshufb controls: broadcast i16 element j of each 128-bit lane (k4: same j in
+ * both lanes; k6: element 2g in the low lane, 2g+1 in the high lane) */
+#define SHUF16(j) (char)(2 * (j)), (char)(2 * (j) + 1)
+#define SHUF16x8(j) SHUF16(j), SHUF16(j), SHUF16(j), SHUF16(j), SHUF16(j), SHUF16(j), SHUF16(j), SHUF16(j)
+static const char k_shuf_k4[8][32] __attribute__((aligned(32))) = {
+    { SHUF16x8(0), SHUF16x8(0) }, { SHUF16x8(1), SHUF16x8(1) }, { SHUF16x8(2), SHUF16x8(2) }, { SHUF16x8(3), SHUF16x8(3) },
+    { SHUF16x8(4), SHUF16x8(4) }, { SHUF16x8(5), SHUF16x8(5) }, { SHUF16x8(6), SHUF16x8(6) }, { SHUF16x8(7), SHUF16x8(7) },
+};
+static const char k_shuf_k6[4][32] __attribute__((aligned(32))) = {
+    { SHUF16x8(0), SHUF16x8(1) }, { SHUF16x8(2), SHUF16x8(3) }, { SHUF16x8(4), SHUF16x8(5) }, { SHUF16x8(6), SHUF16x8(7) },
+};
 
 static float dot_q4_K(const ds_block_q4_K *w, const int8_t *q, const float *d, const int16_t *bs, int64_t nb) {
     __m256 acc = _mm256_setzero_ps();
@@ -240,8 +254,8 @@ static float dot_q4_K(const ds_block_q4_K *w, const int8_t *q, const float *d, c
             __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(qb + 64 * c)));
             __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(qb + 64 * c + 32)));
             /* i16 scale 2c to every lane, and 2c+1 */
-            __m256i s_lo = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)((4 * c) | ((4 * c + 1) << 8))));
-            __m256i s_hi = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)((4 * c + 2) | ((4 * c + 3) << 8))));
+            __m256i s_lo = _mm256_shuffle_epi8(scv, _mm256_load_si256((const __m256i *)k_shuf_k4[2 * c]));
+            __m256i s_hi = _mm256_shuffle_epi8(scv, _mm256_load_si256((const __m256i *)k_shuf_k4[2 * c + 1]));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(plo, s_lo), _mm256_madd_epi16(phi, s_hi)));
         }
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(dd), acc);
@@ -276,8 +290,7 @@ static float dot_q6_K(const ds_block_q6_K *w, const int8_t *q, const float *d, c
             for (int g = 0; g < 4; g++) {
                 __m256i p = _mm256_maddubs_epi16(v[g], _mm256_loadu_si256((const __m256i *)(qb + 128 * h + 32 * g)));
                 /* low 128 lanes use scale 2g, high lanes 2g+1 */
-                __m256i ctl = _mm256_set_m128i(_mm_set1_epi16((short)((4 * g + 2) | ((4 * g + 3) << 8))),
-                                               _mm_set1_epi16((short)((4 * g) | ((4 * g + 1) << 8))));
+                __m256i ctl = _mm256_load_si256((const __m256i *)k_shuf_k6[g]);
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, _mm256_shuffle_epi8(scv, ctl)));
             }
         }
@@ -297,6 +310,153 @@ float ds_vec_dot_avx2(ds_dtype t, const void *w, const void *act, int64_t K) {
     case DS_DTYPE_Q6_K:
         return dot_q6_K(w, q, (const float *)(q + K), (const int16_t *)((const float *)(q + K) + K / DS_QK_K), K / DS_QK_K);
     default: return 0;
+    }
+}
+
+/* ------------------------------------------------ multi-token dots (x4) */
+
+/* One weight row against 4 activation rows (prefill / batched decode): the
+ * weight unpacking (nibbles, scale shuffles, fp16 scales) is done once per
+ * block and reused for the 4 tokens. Fewer tokens: pass duplicates. */
+
+static inline __m256 zext128(__m128 x) { return _mm256_insertf128_ps(_mm256_setzero_ps(), x, 0); }
+
+static void dot4_q4_K(const ds_block_q4_K *w, const int8_t *const *q, int64_t K, float *out) {
+    int64_t nb = K / DS_QK_K;
+    const float *d[4];
+    const int16_t *bs[4];
+    for (int t = 0; t < 4; t++) { d[t] = (const float *)(q[t] + K); bs[t] = (const int16_t *)(d[t] + nb); }
+    __m256 acc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i sm = q4k_scales_mins(w[b].scales);
+        float dw = h2f(w[b].d), dmw = h2f(w[b].dmin);
+        __m128i mins = _mm256_extracti128_si256(sm, 1);
+        for (int t = 0; t < 4; t++) {
+            __m256i bsv = _mm256_loadu_si256((const __m256i *)(bs[t] + 16 * b));
+            __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bsv), _mm256_extracti128_si256(bsv, 1));
+            __m256 mf = zext128(_mm_cvtepi32_ps(_mm_madd_epi16(mins, pairs)));
+            acc[t] = _mm256_fmadd_ps(mf, _mm256_set1_ps(-dmw * d[t][b]), acc[t]);
+        }
+        __m128i sc128 = _mm256_castsi256_si128(sm);
+        __m256i scv = _mm256_set_m128i(sc128, sc128);
+        __m256i sumi[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256() };
+        for (int c = 0; c < 4; c++) {
+            __m256i bytes = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * c));
+            __m256i lo = _mm256_and_si256(bytes, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), m4);
+            __m256i s_lo = _mm256_shuffle_epi8(scv, _mm256_load_si256((const __m256i *)k_shuf_k4[2 * c]));
+            __m256i s_hi = _mm256_shuffle_epi8(scv, _mm256_load_si256((const __m256i *)k_shuf_k4[2 * c + 1]));
+            for (int t = 0; t < 4; t++) {
+                const int8_t *qb = q[t] + 256 * b + 64 * c;
+                __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)qb)), s_lo);
+                __m256i phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(qb + 32))), s_hi);
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(plo, phi));
+            }
+        }
+        for (int t = 0; t < 4; t++) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(dw * d[t][b]), acc[t]);
+    }
+    for (int t = 0; t < 4; t++) out[t] = hsum_ps(acc[t]);
+}
+
+static void dot4_q6_K(const ds_block_q6_K *w, const int8_t *const *q, int64_t K, float *out) {
+    int64_t nb = K / DS_QK_K;
+    const float *d[4];
+    const int16_t *bs[4];
+    for (int t = 0; t < 4; t++) { d[t] = (const float *)(q[t] + K); bs[t] = (const int16_t *)(d[t] + nb); }
+    __m256 acc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
+    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].scales));
+        __m256i sumi[4];
+        for (int t = 0; t < 4; t++) {
+            __m256i zp = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)(bs[t] + 16 * b)));
+            sumi[t] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(zp, 5));
+        }
+        for (int h = 0; h < 2; h++) {
+            __m128i sh = h ? _mm256_extracti128_si256(sc16, 1) : _mm256_castsi256_si128(sc16);
+            __m256i scv = _mm256_set_m128i(sh, sh);
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h));
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h));
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h + 32));
+            __m256i v[4];
+            v[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
+            v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
+            v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
+            v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+            for (int g = 0; g < 4; g++) {
+                __m256i scg = _mm256_shuffle_epi8(scv, _mm256_load_si256((const __m256i *)k_shuf_k6[g]));
+                for (int t = 0; t < 4; t++) {
+                    __m256i p = _mm256_maddubs_epi16(v[g], _mm256_loadu_si256((const __m256i *)(q[t] + 256 * b + 128 * h + 32 * g)));
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, scg));
+                }
+            }
+        }
+        float dw = h2f(w[b].d);
+        for (int t = 0; t < 4; t++) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(dw * d[t][b]), acc[t]);
+    }
+    for (int t = 0; t < 4; t++) out[t] = hsum_ps(acc[t]);
+}
+
+/* A8 types: kind 0 = Q8_0 (signed), 4 = Q4_0, 5 = Q5_0 */
+static inline __m256i a8_weights(const uint8_t *blk, int kind) {
+    if (kind == 0) return _mm256_loadu_si256((const __m256i *)(blk + 2));
+    if (kind == 4) return nibbles_q4_0(blk + 2);
+    return _mm256_or_si256(nibbles_q4_0(blk + 6), bits_to_0x10(blk + 2));
+}
+
+static void dot4_a8(const uint8_t *w, size_t bsz, int kind, const int8_t *const *q, int64_t K, float *out) {
+    int64_t nb = K / DS_QK;
+    const float *d[4], *s[4];
+    for (int t = 0; t < 4; t++) { d[t] = (const float *)(q[t] + K); s[t] = d[t] + nb; }
+    __m256 acc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
+    __m256 zacc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
+    float ztail[4] = { 0, 0, 0, 0 };
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8) {
+        __m256 dw = block_d8(w + bsz * (size_t)b, bsz);
+        __m256 sc[4];
+        for (int t = 0; t < 4; t++) {
+            sc[t] = _mm256_mul_ps(dw, _mm256_loadu_ps(d[t] + b));
+            if (kind) zacc[t] = _mm256_fmadd_ps(sc[t], _mm256_loadu_ps(s[t] + b), zacc[t]);
+        }
+        for (int k = 0; k < 8; k++) {
+            __m256i u = a8_weights(w + bsz * (size_t)(b + k), kind);
+            __m256i au = kind == 0 ? _mm256_sign_epi8(u, u) : u;
+            for (int t = 0; t < 4; t++) {
+                __m256i a = _mm256_loadu_si256((const __m256i *)(q[t] + 32 * (b + k)));
+                __m256i p = dot_u8s8(au, kind == 0 ? _mm256_sign_epi8(a, u) : a);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), lane(sc[t], k), acc[t]);
+            }
+        }
+    }
+    for (; b < nb; b++) {
+        uint16_t dh;
+        memcpy(&dh, w + bsz * (size_t)b, 2);
+        __m256i u = a8_weights(w + bsz * (size_t)b, kind);
+        __m256i au = kind == 0 ? _mm256_sign_epi8(u, u) : u;
+        for (int t = 0; t < 4; t++) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)(q[t] + 32 * b));
+            __m256i p = dot_u8s8(au, kind == 0 ? _mm256_sign_epi8(a, u) : a);
+            float sc = h2f(dh) * d[t][b];
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(sc), acc[t]);
+            ztail[t] += sc * s[t][b];
+        }
+    }
+    float zk = kind == 4 ? 8.0f : kind == 5 ? 16.0f : 0.0f;
+    for (int t = 0; t < 4; t++) out[t] = hsum_ps(acc[t]) - zk * (hsum_ps(zacc[t]) + ztail[t]);
+}
+
+void ds_vec_dot4_avx2(ds_dtype t, const void *w, const void *const *act, int64_t K, float *out) {
+    const int8_t *const *q = (const int8_t *const *)act;
+    switch (t) {
+    case DS_DTYPE_Q8_0: dot4_a8(w, sizeof(ds_block_q8_0), 0, q, K, out); break;
+    case DS_DTYPE_Q4_0: dot4_a8(w, sizeof(ds_block_q4_0), 4, q, K, out); break;
+    case DS_DTYPE_Q5_0: dot4_a8(w, sizeof(ds_block_q5_0), 5, q, K, out); break;
+    case DS_DTYPE_Q4_K: dot4_q4_K(w, q, K, out); break;
+    case DS_DTYPE_Q6_K: dot4_q6_K(w, q, K, out); break;
+    default: break;
     }
 }
 
@@ -349,6 +509,36 @@ void ds_dequant_row_avx2(ds_dtype t, const void *in, float *y, int64_t n) {
                         v = half ? _mm256_srli_epi32(v, 4) : _mm256_and_si256(v, _mm256_set1_epi32(15));
                         _mm256_storeu_ps(o + i, _mm256_fmsub_ps(dd, _mm256_cvtepi32_ps(v), mm));
                     }
+                }
+            }
+        }
+        break;
+    }
+    case DS_DTYPE_Q6_K: {
+        const ds_block_q6_K *x = in;
+        const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
+        for (int64_t b = 0; b < n / DS_QK_K; b++) {
+            float d = h2f(x[b].d);
+            for (int h = 0; h < 2; h++) {
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(x[b].qh + 32 * h));
+                __m256i l0 = _mm256_loadu_si256((const __m256i *)(x[b].ql + 64 * h));
+                __m256i l1 = _mm256_loadu_si256((const __m256i *)(x[b].ql + 64 * h + 32));
+                __m256i v[4];
+                v[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
+                v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
+                v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
+                v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+                for (int g = 0; g < 4; g++) {
+                    __m256i sv = _mm256_sub_epi8(v[g], k32);
+                    float *o = y + 256 * b + 128 * h + 32 * g;
+                    __m128i lo = _mm256_castsi256_si128(sv), hi = _mm256_extracti128_si256(sv, 1);
+                    __m256 s0 = _mm256_set1_ps(d * x[b].scales[8 * h + 2 * g]), s1 = _mm256_set1_ps(d * x[b].scales[8 * h + 2 * g + 1]);
+                    _mm256_storeu_ps(o, _mm256_mul_ps(s0, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
+                    _mm256_storeu_ps(o + 8, _mm256_mul_ps(s0, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)))));
+                    _mm256_storeu_ps(o + 16, _mm256_mul_ps(s1, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
+                    _mm256_storeu_ps(o + 24, _mm256_mul_ps(s1, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)))));
                 }
             }
         }
