@@ -463,19 +463,42 @@ static bool same_rows(const ds_kvcache *a, const ds_kvcache *b, int64_t n) {
     return true;
 }
 
-TEST(prefix_cache_memory_and_disk) {
+/* The path of the disk block with index k (read from the headers), or "". */
+static void block_file(const char *dir, uint64_t k, char *out, size_t cap) {
+    char cmd[512];
+    out[0] = 0;
+    snprintf(cmd, sizeof cmd, "ls %s/*.kvb 2>/dev/null", dir);
+    FILE *ls = popen(cmd, "r");
+    char line[512];
+    while (ls && fgets(line, sizeof line, ls)) {
+        line[strcspn(line, "\n")] = 0;
+        FILE *f = fopen(line, "rb");
+        unsigned char h[32];
+        uint64_t kk;
+        if (f && fread(h, 1, 32, f) == 32) {
+            memcpy(&kk, h + 24, 8);
+            if (kk == k) snprintf(out, cap, "%s", line);
+        }
+        if (f) fclose(f);
+    }
+    if (ls) pclose(ls);
+}
+
+TEST(prefix_cache_memory_and_disk_blocks) {
     ds_model *m = chat_model();
     if (!m) return;
     ds_err e = { 0 };
-    int32_t ids[100];
-    for (int i = 0; i < 100; i++) ids[i] = (i * 13 + 7) % 500;
-    ds_kvcache src, dst;
+    int32_t ids[140];
+    for (int i = 0; i < 140; i++) ids[i] = (i * 13 + 7) % 500;
+    ds_kvcache src, src2, dst;
     ds_kvcache_init(&src, m, 256, &e);
+    ds_kvcache_init(&src2, m, 256, &e);
     ds_kvcache_init(&dst, m, 256, &e);
     fill(m, &src, ids, 100);
-    char dir[] = "/tmp/ds_pc_testXXXXXX";
+    fill(m, &src2, ids, 140);
+    char dir[] = "/tmp/ds_pc_testXXXXXX", cmd[1200], path[512];
     CHECK(mkdtemp(dir) != NULL);
-    pc_opts o = { 1 << 20, 16, dir, 1 << 20 };
+    pc_opts o = { 1 << 20, 16, dir, 1 << 20 }; /* 16-token blocks */
     pc_store *p;
     CHECK(pc_open(&p, m, &o, &e) == 0);
     CHECK(pc_save(p, &src, ids, 8, &e) == 0); /* below min_tokens: not stored */
@@ -485,53 +508,80 @@ TEST(prefix_cache_memory_and_disk) {
     CHECK(pc_save(p, &src, ids, 100, &e) == 0);
     CHECK(pc_save_disk(p, &src, ids, 100, &e) == 0);
     pc_get_stats(p, &st);
-    CHECK_EQ_INT(st.disk_writes, 1);
+    CHECK_EQ_INT(st.disk_writes, 6); /* full blocks only: 96 tokens */
+    CHECK_EQ_INT(st.disk_entries, 6);
     int32_t q[120];
-    memcpy(q, ids, sizeof ids);
+    memcpy(q, ids, 100 * 4);
     for (int i = 100; i < 120; i++) q[i] = 3;
-    q[60] = 499; /* diverges at 60 */
+    q[60] = 499; /* diverges at 60: memory has 60, disk 48 */
     pc_entry *hit;
     CHECK_EQ_INT(pc_lookup(p, q, 120, &hit), 60);
-    CHECK(pc_restore(p, hit, &dst, 60, &e) == 0);
+    CHECK(pc_restore(p, hit, q, &dst, 60, &e) == 0);
     CHECK_EQ_INT(dst.n_past, 60);
     CHECK(same_rows(&src, &dst, 60));
+    /* a longer conversation writes only its new blocks */
+    CHECK(pc_save_disk(p, &src, ids, 100, &e) == 0);
+    CHECK(pc_save_disk(p, &src2, ids, 140, &e) == 0);
+    pc_get_stats(p, &st);
+    CHECK_EQ_INT(st.disk_writes, 8);
     pc_close(p);
-    /* a fresh store finds the file; its latents round-trip */
+    /* a fresh store (empty memory) finds the blocks; the latents round-trip */
     CHECK(pc_open(&p, m, &o, &e) == 0);
     pc_get_stats(p, &st);
-    CHECK_EQ_INT(st.disk_entries, 1);
+    CHECK_EQ_INT(st.disk_entries, 8);
     ds_kvcache_clear(&dst);
-    CHECK_EQ_INT(pc_lookup(p, ids, 100, &hit), 100);
-    CHECK(pc_restore(p, hit, &dst, 100, &e) == 0);
-    CHECK(same_rows(&src, &dst, 100));
+    CHECK_EQ_INT(pc_lookup(p, ids, 100, &hit), 96);
+    CHECK(pc_restore(p, hit, ids, &dst, 95, &e) == 0);
+    CHECK_EQ_INT(dst.n_past, 95);
+    CHECK(same_rows(&src, &dst, 95));
     pc_get_stats(p, &st);
-    CHECK_EQ_INT(st.disk_hits, 1);
+    CHECK_EQ_INT(st.disk_hits, 6);
+    CHECK_EQ_INT(pc_lookup(p, ids, 140, &hit), 128); /* all 8 blocks */
     pc_close(p);
-    /* corrupt one latent byte: the checksum rejects it and the file goes */
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "f=$(ls %s/*.kvc) && printf 'X' | dd of=$f bs=1 seek=2000 conv=notrunc 2>/dev/null", dir);
+    /* corrupt block 2's latents: the restore stops before it and the file goes */
+    block_file(dir, 2, path, sizeof path);
+    CHECK(path[0] != 0);
+    snprintf(cmd, sizeof cmd, "printf 'X' | dd of=%s bs=1 seek=3000 conv=notrunc 2>/dev/null", path);
     CHECK(system(cmd) == 0);
     CHECK(pc_open(&p, m, &o, &e) == 0);
-    CHECK_EQ_INT(pc_lookup(p, ids, 100, &hit), 100);
+    CHECK_EQ_INT(pc_lookup(p, ids, 140, &hit), 128);
+    ds_kvcache_clear(&dst);
     ds_err le = { 0 };
-    CHECK(pc_restore(p, hit, &dst, 100, &le) != 0);
-    CHECK(strstr(le.msg, "checksum") != NULL);
-    CHECK_EQ_INT(pc_lookup(p, ids, 100, &hit), 0);
+    CHECK(pc_restore(p, hit, ids, &dst, 128, &le) == 0);
+    CHECK_EQ_INT(dst.n_past, 32);
+    CHECK(same_rows(&src, &dst, 32));
+    pc_get_stats(p, &st);
+    CHECK_EQ_INT(st.disk_rejected, 1);
+    CHECK_EQ_INT(st.disk_entries, 7);
+    CHECK(access(path, F_OK) != 0);
     pc_close(p);
-    /* a truncated file is dropped at scan time */
-    CHECK(pc_open(&p, m, &o, &e) == 0);
-    CHECK(pc_save_disk(p, &src, ids, 50, &e) == 0);
-    pc_close(p);
-    snprintf(cmd, sizeof cmd, "f=$(ls %s/*.kvc) && truncate -s 100 $f", dir);
+    /* a truncated block is dropped at scan time; a file of another model is left alone */
+    block_file(dir, 0, path, sizeof path);
+    snprintf(cmd, sizeof cmd, "truncate -s 100 %s", path);
     CHECK(system(cmd) == 0);
+    char foreign[600];
+    snprintf(foreign, sizeof foreign, "%s/0123456789abcdef.kvb", dir);
+    unsigned char hd[80] = { 'D', 'S', 'K', 'V', 'B', 0, 0, 1, 1, 0, 0, 0, 80, 0, 0, 0, 0x34, 0x12 };
+    FILE *ff = fopen(foreign, "wb");
+    CHECK(ff && fwrite(hd, 1, sizeof hd, ff) == sizeof hd);
+    if (ff) fclose(ff);
     CHECK(pc_open(&p, m, &o, &e) == 0);
     pc_get_stats(p, &st);
-    CHECK_EQ_INT(st.disk_entries, 0);
     CHECK_EQ_INT(st.disk_rejected, 1);
+    CHECK_EQ_INT(st.disk_entries, 6);
+    CHECK_EQ_INT(pc_lookup(p, ids, 140, &hit), 0);
+    pc_close(p);
+    CHECK(access(foreign, F_OK) == 0);
+    /* the disk budget evicts the least recently used blocks */
+    pc_opts small = { 0, 16, dir, 3 * (80 + 4 * 16 + 4 * 2 * 16 * 40) };
+    CHECK(pc_open(&p, m, &small, &e) == 0);
+    pc_get_stats(p, &st);
+    CHECK(st.disk_entries <= 3);
     pc_close(p);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);
     ds_kvcache_free(&src);
+    ds_kvcache_free(&src2);
     ds_kvcache_free(&dst);
     ds_model_close(m);
 }

@@ -152,19 +152,19 @@ def main():
     ap.add_argument("--json")
     a = ap.parse_args()
     cache_dir = tempfile.mkdtemp(prefix="ds_soak_cache_")
+    log_path = os.path.join(cache_dir + ".log")
+    log = open(log_path, "w")
     p = subprocess.Popen([a.binary, "serve", "-m", a.model, "--port", "0", "--parallel", str(a.parallel), "-t", str(a.threads),
                           "--test-hooks", "--cache-ram", "2", "--cache-min", "32", "--cache-dir", cache_dir, "--cache-disk", "4",
-                          "--max-queue", "256"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                          "--max-queue", "256"], stdout=subprocess.DEVNULL, stderr=log)
     port = None
-    while True:
-        line = p.stderr.readline()
-        if not line:
-            raise SystemExit("server exited")
-        m = re.search(r"listening on http://[^:]+:(\d+)/", line)
-        port = int(m.group(1)) if m else port
-        if "model ready" in line:
-            break
-    threading.Thread(target=lambda: [None for _ in p.stderr], daemon=True).start()
+    t_start = time.time()
+    while port is None or "model ready" not in open(log_path).read():
+        if p.poll() is not None or time.time() - t_start > 60:
+            raise SystemExit("server did not start:\n" + open(log_path).read())
+        m = re.search(r"listening on http://[^:]+:(\d+)/", open(log_path).read())
+        port = int(m.group(1)) if m else None
+        time.sleep(0.05)
     stats, stop = Stats(), threading.Event()
     ts = [threading.Thread(target=client, args=(port, stop, stats, i), daemon=True) for i in range(a.clients)]
     for t in ts:
@@ -187,8 +187,9 @@ def main():
         alive = p.poll() is None
         if alive:
             p.send_signal(signal.SIGTERM)
-            p.wait(timeout=30)
+            p.wait(timeout=60)
         shutil.rmtree(cache_dir, ignore_errors=True)
+        log.close()
     base = [s for s in samples if s[0] >= a.warmup]
     growth = (base[-1][1] - base[0][1]) if len(base) >= 2 else float("nan")
     n = len(base)
@@ -204,9 +205,14 @@ def main():
           f"max {max(s[1] for s in samples) if samples else float('nan'):.1f} MB; growth {growth:+.1f} MB, "
           f"trend {slope:+.3f} MB/min over {len(base)} samples")
     failed_kinds = {k: v for k, v in stats.counts.items() if k[0].endswith("!") or ":" in k[0]}
-    ok = alive and not stats.bad and growth <= a.max_growth_mb and not failed_kinds
+    log.flush()
+    server_log = open(log_path).read()
+    clean_exit = alive and p.returncode == 0 and "Sanitizer" not in server_log and "runtime error" not in server_log
+    ok = alive and clean_exit and not stats.bad and growth <= a.max_growth_mb and not failed_kinds
+    if alive and not clean_exit:
+        print(f"FAIL: exit status {p.returncode} or a sanitizer report:\n" + server_log[-6000:])
     if not alive:
-        print("FAIL: the server died")
+        print("FAIL: the server died; its log ends with:\n" + open(log_path).read()[-6000:])
     if stats.bad:
         print(f"FAIL: 5xx responses: {stats.bad[:10]}")
     if failed_kinds:
@@ -217,7 +223,7 @@ def main():
         with open(a.json, "w") as f:
             json.dump({"samples": samples, "counts": {f"{k}/{s}": v for (k, s), v in stats.counts.items()},
                        "growth_mb": growth, "trend_mb_per_min": slope, "ok": ok}, f, indent=2)
-    print("soak:", "ok" if ok else "FAILED")
+    print("soak:", "ok" if ok else "FAILED", f"(server log: {log_path})")
     sys.exit(0 if ok else 1)
 
 

@@ -3,13 +3,18 @@
  * as the DeepSeek API's context cache: a request whose prompt starts with a
  * stored prefix copies those positions instead of recomputing them.
  *
- * Entries live in memory (LRU within a byte budget) and optionally on disk
- * (one file per entry in a cache folder, written atomically: temp file,
- * fsync, rename). Files are validated when the folder is scanned (header,
- * size, model fingerprint) and again, with a checksum over the tokens and
- * the latents, before their data is used; a bad file is removed and never
- * used. The fingerprint covers config.json and samples of the embedding and
- * LM-head weights, so a cache made by another model is ignored.
+ * In memory: whole prefixes (LRU within a byte budget). On disk (optional):
+ * fixed-size blocks of `block` tokens, content-addressed like vLLM's prefix
+ * blocks: block k's file is named by a hash chained over the model
+ * fingerprint and every token up to the end of block k, so a prompt finds
+ * its cached blocks by walking the chain until the first miss, and a
+ * growing conversation writes only its new blocks (cost proportional to the
+ * tokens just computed, never a rewrite). Files are written atomically
+ * (temp file, fsync, rename), checked when the folder is scanned (header,
+ * size, fingerprint) and again before use (chain hash, tokens, checksum of
+ * the latents); a bad file is removed and never used, a file made by
+ * another model is left alone. The fingerprint covers config.json and
+ * samples of the embedding and LM-head weights.
  *
  * Worker-thread only (not thread-safe); the scheduler owns the store.
  */
@@ -23,28 +28,32 @@ typedef struct pc_entry pc_entry;
 
 typedef struct pc_opts {
     int64_t ram_bytes;    /* in-memory budget; 0 keeps nothing in memory */
-    int64_t min_tokens;   /* shorter prefixes are not stored */
+    int64_t min_tokens;   /* shorter prefixes are not stored; also the disk block size */
     const char *dir;      /* disk cache folder (created if missing), or NULL */
-    int64_t disk_bytes;   /* disk budget; oldest entries are removed beyond it */
+    int64_t disk_bytes;   /* disk budget; least recently used blocks are removed beyond it */
 } pc_opts;
 
 typedef struct pc_stats {
-    int64_t entries, ram_bytes, disk_entries, disk_bytes, disk_hits, disk_writes, disk_rejected;
+    int64_t entries, ram_bytes;                 /* memory */
+    int64_t disk_entries, disk_bytes;           /* disk blocks */
+    int64_t disk_hits, disk_writes, disk_rejected;  /* blocks read, written, found bad */
 } pc_stats;
 
 int pc_open(pc_store **out, const ds_model *m, const pc_opts *o, ds_err *e);
 void pc_close(pc_store *p);
 
-/* Longest stored prefix of ids[0..n) (in tokens), and its entry. */
+/* Longest stored prefix of ids[0..n) (in tokens), from memory or from disk
+ * blocks, and a handle for pc_restore (valid until the next store call). */
 int64_t pc_lookup(pc_store *p, const int32_t *ids, int64_t n, pc_entry **hit);
-/* Makes dst hold the entry's first len positions (reading and validating
- * the file for a disk-only entry). On a bad file the entry is dropped and
- * an error returned; the caller then just computes the prefix. */
-int pc_restore(pc_store *p, pc_entry *hit, ds_kvcache *dst, int64_t len, ds_err *e);
+/* Makes dst hold the first len positions of the hit (ids: the same prompt
+ * given to pc_lookup). Disk blocks are read and verified; on a bad block
+ * the file is removed and an error returned (the caller then computes). */
+int pc_restore(pc_store *p, pc_entry *hit, const int32_t *ids, ds_kvcache *dst, int64_t len, ds_err *e);
 /* Stores src's first n positions (tokens ids) in memory, unless a stored
  * entry already covers them; entries that are prefixes of it are dropped. */
 int pc_save(pc_store *p, const ds_kvcache *src, const int32_t *ids, int64_t n, ds_err *e);
-/* Writes them to the disk folder too (no-op without one or when covered). */
+/* Writes the full blocks of src's first n positions that the disk folder
+ * does not hold yet (no-op without a folder). */
 int pc_save_disk(pc_store *p, const ds_kvcache *src, const int32_t *ids, int64_t n, ds_err *e);
 void pc_get_stats(const pc_store *p, pc_stats *st);
 

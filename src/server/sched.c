@@ -178,7 +178,7 @@ static void post_text(srv_job *j, int type, int choice, const char *s, size_t n,
     srv_event ev = { .type = type, .choice = choice, .lp = lp, .n_lp = n_lp };
     ev.text = malloc(n + 1);
     if (!ev.text) { free(lp); return; }
-    memcpy(ev.text, s, n);
+    if (n) memcpy(ev.text, s, n);
     ev.text[n] = 0;
     ev.len = n;
     post(j, &ev);
@@ -299,9 +299,9 @@ static bool flush_hold(srv_seq *q, srv_lp *lp, int n_lp, bool final) {
         }
         emit = q->hold_len - keep;
     }
-    if (emit > 0 || n_lp > 0) post_text(j, SRV_EV_CONTENT, q->choice, q->hold, emit, lp, n_lp);
+    if (emit > 0 || n_lp > 0) post_text(j, SRV_EV_CONTENT, q->choice, q->hold ? q->hold : "", emit, lp, n_lp);
     if (emit > 0) q->content_started = true;
-    memmove(q->hold, q->hold + emit, q->hold_len - emit);
+    if (q->hold_len > emit) memmove(q->hold, q->hold + emit, q->hold_len - emit);
     q->hold_len -= emit;
     if (matched) q->hold_len = 0;
     return matched;
@@ -433,19 +433,25 @@ static int admit(srv_sched *s, srv_seq *q, ds_err *e) {
         int64_t l = DS_MIN(common_prefix(s->slots[i].content.v, s->slots[i].content.n, pr, np), limit);
         if (l > src_l) { src = i; src_l = l; }
     }
-    pc_entry *hit = NULL;
-    int64_t pc_l = DS_MIN(pc_lookup(s->pc, pr, np, &hit), limit);
-    /* the slot's old content is about to be cut: keep it in the store */
+    /* the slot's old content is about to be cut: keep it in the store (before the lookup,
+     * whose handle a save could evict) */
     if (sl->content.n > own_l && sl->content.n >= s->o.cache_min_tokens) {
         ds_err le = { 0 };
         pc_save(s->pc, &sl->cache, sl->content.v, sl->content.n, &le);
     }
+    pc_entry *hit = NULL;
+    int64_t pc_l = DS_MIN(pc_lookup(s->pc, pr, np, &hit), limit);
     int64_t reuse = own_l;
     if (pc_l > src_l && pc_l > own_l) {
         ds_err le = { 0 };
-        if (pc_restore(s->pc, hit, &sl->cache, pc_l, &le) == DS_OK) reuse = pc_l;
-        else ds_kvcache_truncate(&sl->cache, own_l); /* bad file: compute instead */
-        if (reuse == pc_l && set_content(sl, pr, reuse, e)) return DS_ENOMEM;
+        if (pc_restore(s->pc, hit, pr, &sl->cache, pc_l, &le) == DS_OK) {
+            reuse = sl->cache.n_past; /* a bad disk block shortens what is restored */
+        } else { /* nothing restored: the slot's own prefix is still there */
+            reuse = DS_MIN(own_l, sl->cache.n_past);
+            ds_kvcache_truncate(&sl->cache, reuse);
+        }
+        if (set_content(sl, pr, reuse, e)) return DS_ENOMEM;
+        own_l = -1; /* handled */
     } else if (src >= 0) {
         int rc = ds_kvcache_copy_prefix(&sl->cache, &s->slots[src].cache, src_l, e);
         if (rc) return rc;

@@ -118,7 +118,7 @@ typedef struct srv_sched_opts {
     int64_t batch_tokens;        /* tokens per forward at most (prefill chunking) */
     int max_queue;               /* jobs waiting for a slot before submit fails */
     int64_t cache_ram_bytes;     /* in-memory prefix cache budget (0 = slots only) */
-    int64_t cache_min_tokens;    /* shortest prefix worth storing (DeepSeek: 64) */
+    int64_t cache_min_tokens;    /* shortest prefix worth storing; disk block size (DeepSeek: 64) */
     const char *cache_dir;       /* on-disk prefix cache, or NULL */
     int64_t cache_disk_bytes;    /* disk budget (oldest files removed first) */
 } srv_sched_opts;

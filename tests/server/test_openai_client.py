@@ -290,6 +290,29 @@ def t_reasoning(c, binary):
         c.check(r.choices[0].finish_reason in ("stop", "length"), "history with reasoning_content")
 
 
+def t_disk_cache(c, binary):
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="ds_srv_cache_")
+    try:
+        system = {"role": "system", "content": "Context: " + "the quick brown fox jumps over the lazy dog. " * 20}
+        with Server(binary, "--cache-dir", d, "--cache-min", "32") as srv:
+            r = client(srv).chat.completions.create(model="x", messages=[system, {"role": "user", "content": "q1"}],
+                                                    max_tokens=4, seed=1)
+            n1 = r.usage.prompt_tokens
+            c.eq(r.usage.model_extra["prompt_cache_hit_tokens"], 0, "cold start")
+            m = srv.metrics()
+            c.check(m["deepseek_prefix_cache_disk_entries"] >= n1 // 32, f"blocks written: {m['deepseek_prefix_cache_disk_entries']}")
+        with Server(binary, "--cache-dir", d, "--cache-min", "32") as srv:
+            r = client(srv).chat.completions.create(model="x", messages=[system, {"role": "user", "content": "q2"}],
+                                                    max_tokens=4, seed=1)
+            hit = r.usage.model_extra["prompt_cache_hit_tokens"]
+            c.check(hit >= 32 * ((n1 - 8) // 32) and hit % 32 == 0, f"after a restart the prefix comes from disk: {hit} of {n1}")
+            c.check(srv.metrics()["deepseek_prefix_cache_disk_hits_total"] > 0, "disk hits counted")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def t_auth(c, binary):
     with Server(binary, "--api-key", "sk-secret,sk-other") as srv:
         try:
@@ -310,6 +333,7 @@ def main():
                    t_prefix_cache):
             c.run(fn, srv)
     c.run(t_reasoning, binary)
+    c.run(t_disk_cache, binary)
     c.run(t_auth, binary)
     c.finish()
 
