@@ -205,7 +205,6 @@ def main():
           f"max {max(s[1] for s in samples) if samples else float('nan'):.1f} MB; growth {growth:+.1f} MB, "
           f"trend {slope:+.3f} MB/min over {len(base)} samples")
     failed_kinds = {k: v for k, v in stats.counts.items() if k[0].endswith("!") or ":" in k[0]}
-    log.flush()
     server_log = open(log_path).read()
     clean_exit = alive and p.returncode == 0 and "Sanitizer" not in server_log and "runtime error" not in server_log
     ok = alive and clean_exit and not stats.bad and growth <= a.max_growth_mb and not failed_kinds

@@ -589,6 +589,11 @@ static enum MHD_Result run_job(srv_server *s, struct MHD_Connection *c, gen *g, 
         g->last_send = ds_now();
         if (g->r.kind == OA_CHAT)
             for (int i = 0; i < g->r.n; i++) out_event(g, oa_stream_role_json(&g->rs, i, g->r.include_usage));
+        if (g->r.kind == OA_COMPLETION && g->r.echo && g->r.prompt) /* echo: the prompt comes first */
+            for (int i = 0; i < g->r.n; i++) {
+                srv_event ev = { .type = SRV_EV_CONTENT, .choice = i, .text = (char *)g->r.prompt, .len = strlen(g->r.prompt) };
+                out_event(g, oa_stream_event_json(&g->rs, s->tok, &g->r, &ev, true));
+            }
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, g, stream_free);
         if (!resp) { gen_free(g); return MHD_NO; }
         MHD_add_response_header(resp, "Content-Type", "text/event-stream; charset=utf-8");

@@ -222,6 +222,8 @@ def t_completions(c, srv):
     s = cl.completions.create(model="x", prompt="Once upon a time", max_tokens=12, seed=5, stream=True)
     txt = "".join(ch.choices[0].text for ch in s if ch.choices)
     c.eq(txt, r.choices[0].text, "streamed completion == non-streamed")
+    s = cl.completions.create(model="x", prompt="Once upon a time", max_tokens=12, seed=5, stream=True, echo=True)
+    c.eq("".join(ch.choices[0].text for ch in s if ch.choices), "Once upon a time" + r.choices[0].text, "streamed echo")
     ids = cl.completions.create(model="x", prompt=[0, 5, 17, 30], max_tokens=4, seed=1)
     c.eq(ids.usage.prompt_tokens, 4, "token-id prompt")
 
