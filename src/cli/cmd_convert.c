@@ -46,7 +46,7 @@ static void usage(FILE *f) {
         "  -q              no progress bar\n");
 }
 
-typedef struct { double t0, last; bool quiet; } progress_state;
+typedef struct { double t0, last; bool quiet, tty; int last_decile; } progress_state;
 
 static void fmt_time(char *b, size_t n, double s) {
     if (s < 0 || s > 1e7) { snprintf(b, n, "--:--"); return; }
@@ -58,13 +58,22 @@ static void fmt_time(char *b, size_t n, double s) {
 static void on_progress(void *ud, int64_t done, int64_t total, const char *tensor) {
     progress_state *p = ud;
     double now = ds_now();
-    if (p->quiet || (now - p->last < 0.25 && done < total)) return;
-    p->last = now;
+    if (p->quiet) return;
     double frac = total > 0 ? (double)done / (double)total : 1, el = now - p->t0;
     double rate = el > 0 ? (double)done / el : 0;
     char eta[32], elapsed[32];
     fmt_time(eta, sizeof eta, rate > 0 ? (double)(total - done) / rate : -1);
     fmt_time(elapsed, sizeof elapsed, el);
+    if (!p->tty) {  /* logs: one line per 10 % */
+        int dec = (int)(frac * 10);
+        if (dec == p->last_decile && done < total) return;
+        p->last_decile = dec;
+        fprintf(stderr, "convert: %3.0f%% %.2f/%.2f GB %.0f MB/s %s %s\n", 100 * frac, done / 1e9, total / 1e9, rate / 1e6,
+                done < total ? "ETA" : "in", done < total ? eta : elapsed);
+        return;
+    }
+    if (now - p->last < 0.25 && done < total) return;
+    p->last = now;
     char bar[31];
     int w = (int)(frac * 30);
     for (int i = 0; i < 30; i++) bar[i] = i < w ? '=' : i == w ? '>' : ' ';
@@ -154,7 +163,7 @@ int cmd_convert(int argc, char **argv) {
     o.legacy_kv_b = legacy;
     o.drop_mtp = no_mtp;
     o.name = name;
-    progress_state ps = { ds_now(), 0, quiet || !isatty(2) };
+    progress_state ps = { ds_now(), 0, quiet, isatty(2) != 0, -1 };
     o.progress = on_progress;
     o.progress_ud = &ps;
     ds_err e = { 0 };
