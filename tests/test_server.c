@@ -596,6 +596,7 @@ typedef struct run_out {
     char error[256];
     int64_t n_tokens;
     int32_t ids[512];
+    float lps[512];
 } run_out;
 
 static srv_job_params base_params(const int32_t *prompt, int64_t n, int64_t max_tokens, uint64_t seed) {
@@ -632,7 +633,10 @@ static void collect_n(srv_job *j, run_out *out, int nc) {
                     snprintf(o->call_name, sizeof o->call_name, "%s", ev->calls.calls[0].name);
                     snprintf(o->call_args, sizeof o->call_args, "%s", ev->calls.calls[0].arguments);
                 }
-                for (int k = 0; k < ev->n_lp && o->n_tokens < 512; k++) o->ids[o->n_tokens++] = ev->lp[k].id;
+                for (int k = 0; k < ev->n_lp && o->n_tokens < 512; k++) {
+                    o->lps[o->n_tokens] = ev->lp[k].lp;
+                    o->ids[o->n_tokens++] = ev->lp[k].id;
+                }
             }
             srv_event_free(ev);
         }
@@ -642,13 +646,14 @@ static void collect_n(srv_job *j, run_out *out, int nc) {
 }
 static void collect(srv_job *j, run_out *o, int c) { (void)c; collect_n(j, o, 1); }
 
-static srv_sched *start_sched(ds_model *m, ds_tokenizer *t, int slots) {
+static srv_sched *start_sched_opts(ds_model *m, ds_tokenizer *t, int slots, int64_t batch, bool det) {
     srv_sched *s = NULL;
     ds_err e = { 0 };
-    srv_sched_opts o = { slots, 1024, 64, 64, 16 << 20, 8, NULL, 0 };
+    srv_sched_opts o = { slots, 1024, batch, 64, 16 << 20, 8, NULL, 0, det };
     if (srv_sched_init(&s, m, t, &o, &e)) ds_test_fail(__FILE__, __LINE__, "%s", e.msg);
     return s;
 }
+static srv_sched *start_sched(ds_model *m, ds_tokenizer *t, int slots) { return start_sched_opts(m, t, slots, 64, false); }
 
 static srv_job *submit(srv_sched *s, const srv_job_params *p) {
     srv_job *j = NULL;
@@ -835,6 +840,65 @@ TEST(sched_cancel_frees_slot_and_n_choices) {
     CHECK_EQ_INT(u.completion_tokens, 36);
     srv_job_release(j);
     srv_sched_free(s);
+    tok_free(t);
+    ds_model_close(m);
+}
+
+/* Deterministic mode: the log-probabilities themselves (not only the
+ * sampled tokens) are bit-identical alone, batched with other prefills and
+ * decodes, as choice 0 of n = 2, and after reusing a cached prefix. */
+TEST(sched_deterministic_bitwise) {
+    ds_model *m = chat_model();
+    ds_tokenizer *t = chat_tok();
+    if (!m || !t) return;
+    int32_t prompt[128], other[128];
+    int64_t np = encode(t, "<｜begin▁of▁sentence｜>You are a kind and patient assistant who answers briefly."
+                           "<｜User｜>Tell me a story about a fox and a dog<｜Assistant｜>", prompt, 128);
+    int64_t no = encode(t, "<｜begin▁of▁sentence｜><｜User｜>Something else entirely, and rather longer than that, please<｜Assistant｜>",
+                        other, 128);
+    CHECK(np > 20 && no > 16);
+    run_out alone, c0, tmp;
+    for (int det = 1; det >= 0; det--) {
+        srv_sched *s = start_sched_opts(m, t, 4, 8, det); /* 8-token prefill chunks */
+        srv_job_params p = base_params(prompt, np, 30, 77);
+        srv_job *j = submit(s, &p);
+        memset(&alone, 0, sizeof alone);
+        collect(j, &alone, 0);
+        srv_job_release(j);
+        /* the same request next to three others (different prompts, prefill mixed with decode), and as n = 2 */
+        srv_job_params po = base_params(other, no, 30, 5);
+        srv_job *js[3];
+        for (int i = 0; i < 3; i++) { po.sp.seed = (uint64_t)i; js[i] = submit(s, &po); }
+        srv_job_params p2 = p;
+        p2.n = 2;
+        srv_job *jb = submit(s, &p2);
+        for (int i = 0; i < 3; i++) {
+            memset(&tmp, 0, sizeof tmp);
+            collect(js[i], &tmp, 0);
+            srv_job_release(js[i]);
+        }
+        run_out two[2];
+        memset(two, 0, sizeof two);
+        collect_n(jb, two, 2);
+        srv_job_usage u;
+        srv_job_get_usage(jb, &u);
+        srv_job_release(jb);
+        c0 = two[0];
+        bool same = c0.n_tokens == alone.n_tokens && !memcmp(c0.ids, alone.ids, (size_t)alone.n_tokens * 4) &&
+                    !memcmp(c0.lps, alone.lps, (size_t)alone.n_tokens * sizeof(float));
+        if (det) {
+            CHECK_MSG(same, "deterministic: batched log-probabilities differ from alone");
+            CHECK_MSG(u.cached_tokens > 0 && u.cached_tokens % 8 == 0, "deterministic reuse is whole chunks: %lld",
+                      (long long)u.cached_tokens);
+        } else {
+            /* default mode: same tokens (almost surely), log-probabilities equal to ~1e-5 */
+            CHECK(c0.n_tokens == alone.n_tokens && !memcmp(c0.ids, alone.ids, (size_t)alone.n_tokens * 4));
+            float md = 0;
+            for (int64_t k = 0; k < alone.n_tokens; k++) md = fmaxf(md, fabsf(c0.lps[k] - alone.lps[k]));
+            CHECK_MSG(md < 1e-3f, "batched log-probabilities differ by %g", md);
+        }
+        srv_sched_free(s);
+    }
     tok_free(t);
     ds_model_close(m);
 }

@@ -214,6 +214,8 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--cache-words", type=int, default=900, help="system prompt length for the cache benchmark (0 = skip)")
+    ap.add_argument("--server-arg", action="append", default=[], help="extra flag for deepseek serve (repeatable), "
+                    "e.g. --server-arg=--deterministic")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     if a.make_model:
@@ -227,7 +229,7 @@ def main():
     if not url:
         if not a.model:
             raise SystemExit("give -m MODEL_DIR (see --make-model) or --url")
-        proc, url = start_server(a.binary, a.model, max(levels), a.threads, ["--cache-ram", "0"])
+        proc, url = start_server(a.binary, a.model, max(levels), a.threads, ["--cache-ram", "0"] + a.server_arg)
     try:
         stream_request(url, {"messages": [{"role": "user", "content": "warm up"}], "max_tokens": 4})
         print(f"{'clients':>7} {'reqs':>5} {'prompt':>6} {'TTFT p50':>9} {'TTFT p90':>9} {'ITL p50':>8} {'ITL p90':>8} "

@@ -36,6 +36,9 @@ static void usage(FILE *f) {
         "  -t, --threads N        compute threads (default: all cores)\n"
         "  --chat-format F        auto (from tokenizer_config.json), v3, r1, v3.1, v2\n"
         "  --thinking             V3.1: think by default (requests can say \"thinking\": {\"type\": ...})\n"
+        "  --deterministic        bit-identical results whatever the load: each sequence runs its own\n"
+        "                         forward passes (no cross-request batching), prefill in --batch-aligned\n"
+        "                         chunks, prefix reuse between slots only (slower under load)\n"
         "limits:\n"
         "  --max-queue N          requests waiting for a slot before 503 (default 64)\n"
         "  --max-body BYTES       request body limit (default 8388608)\n"
@@ -108,6 +111,7 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { ds_threads_set((int)cli_parse_int(C, a, v, 1, 1024)); i++; }
         else if (!strcmp(a, "--chat-format")) { NEED(); o.chat_format = v; }
         else if (!strcmp(a, "--thinking")) o.thinking = true;
+        else if (!strcmp(a, "--deterministic")) o.deterministic = true;
         else if (!strcmp(a, "--max-queue")) { o.max_queue = (int)cli_parse_int(C, a, v, 0, 1 << 20); i++; }
         else if (!strcmp(a, "--max-body")) { o.max_body = (size_t)cli_parse_int(C, a, v, 1024, 1ll << 32); i++; }
         else if (!strcmp(a, "--max-messages")) { o.max_messages = (int)cli_parse_int(C, a, v, 1, 1 << 20); i++; }

@@ -272,10 +272,11 @@ static enum MHD_Result h_models(srv_server *s, struct MHD_Connection *c, const c
 
 static enum MHD_Result h_props(srv_server *s, struct MHD_Connection *c) {
     return send_json(s, c, 200,
-                     json_pack("{s:s,s:I,s:i,s:s,s:b,s:b,s:I,s:I}", "model", s->alias, "n_ctx", (json_int_t)s->ctx,
+                     json_pack("{s:s,s:I,s:i,s:s,s:b,s:b,s:I,s:I,s:b}", "model", s->alias, "n_ctx", (json_int_t)s->ctx,
                                "total_slots", s->o.n_slots, "chat_format", chat_format_name(s->fmt), "reasoning",
                                s->reasoning_default, "json_mode", srv_sched_json_supported(s->sched), "default_max_tokens",
-                               (json_int_t)s->o.default_max_tokens, "max_tokens", (json_int_t)s->lim.max_tokens));
+                               (json_int_t)s->o.default_max_tokens, "max_tokens", (json_int_t)s->lim.max_tokens,
+                               "deterministic", s->o.deterministic));
 }
 
 static long rss_bytes(void) {
@@ -886,7 +887,7 @@ static void *loader_main(void *arg) {
     if (!rc) {
         ctx = s->o.ctx > 0 ? s->o.ctx : DS_MIN(m->cfg.max_position_embeddings, 8192);
         srv_sched_opts so = { s->o.n_slots, ctx, s->o.batch_tokens, s->o.max_queue, s->o.cache_ram_mb << 20,
-                              s->o.cache_min_tokens, s->cache_dir, s->o.cache_disk_mb << 20 };
+                              s->o.cache_min_tokens, s->cache_dir, s->o.cache_disk_mb << 20, s->o.deterministic };
         rc = srv_sched_init(&sched, m, tok, &so, &e);
     }
     pthread_mutex_lock(&s->mu);

@@ -210,6 +210,7 @@ typedef struct srv_seq {
 typedef struct srv_slot {
     ds_kvcache cache;
     tok_ids content;          /* the tokens whose latents the cache holds (n == cache.n_past) */
+    int64_t canon;            /* deterministic mode: [0, canon) was computed in whole aligned chunks */
     srv_seq *seq;
     uint64_t used;
 } srv_slot;
@@ -367,7 +368,7 @@ static void finish_seq(srv_sched *s, srv_seq *q, int finish) {
         srv_slot *sl = &s->slots[q->slot];
         sl->seq = NULL;
         sl->used = ++s->clock;
-        if (!cancelled && s->o.cache_dir && sl->content.n >= s->o.cache_min_tokens) {
+        if (!cancelled && s->o.cache_dir && !s->o.deterministic && sl->content.n >= s->o.cache_min_tokens) {
             ds_err e = { 0 };
             pc_save_disk(s->pc, &sl->cache, sl->content.v, sl->content.n, &e); /* best effort */
         }
@@ -389,6 +390,7 @@ static void fail_seq(srv_sched *s, srv_seq *q, const char *msg) {
     if (q->slot >= 0) { /* the cache may be half-written */
         ds_kvcache_clear(&s->slots[q->slot].cache);
         s->slots[q->slot].content.n = 0;
+        s->slots[q->slot].canon = 0;
     }
     pthread_mutex_lock(&s->mu);
     s->st.jobs_failed += q->choice == 0;
@@ -412,16 +414,25 @@ static int set_content(srv_slot *sl, const int32_t *ids, int64_t n, ds_err *e) {
 /* Puts a pending sequence into a free slot, reusing the longest cached
  * prefix of its prompt (its slot's own cache, another slot's, or the
  * prefix store). */
+/* How much of a slot's cache a prompt can reuse. Deterministic mode: only
+ * whole aligned chunks, so the positions are computed exactly as the
+ * prompt alone would compute them. */
+static int64_t reusable(const srv_sched *s, const srv_slot *sl, const int32_t *pr, int64_t np) {
+    int64_t l = DS_MIN(common_prefix(sl->content.v, sl->content.n, pr, np), np - 1); /* the last token is always computed */
+    if (s->o.deterministic) l = DS_MIN(l, sl->canon) / s->o.batch_tokens * s->o.batch_tokens;
+    return l;
+}
+
 static int admit(srv_sched *s, srv_seq *q, ds_err *e) {
     srv_job *j = q->job;
     const int32_t *pr = j->p.prompt;
-    int64_t np = j->p.n_prompt, limit = np - 1; /* the last prompt token is always computed */
+    int64_t np = j->p.n_prompt, limit = np - 1;
     int own = -1;
     int64_t own_l = -1;
     for (int i = 0; i < s->o.n_slots; i++) {
         srv_slot *sl = &s->slots[i];
         if (sl->seq) continue;
-        int64_t l = DS_MIN(common_prefix(sl->content.v, sl->content.n, pr, np), limit);
+        int64_t l = reusable(s, sl, pr, np);
         if (l > own_l || (l == own_l && sl->used < s->slots[own].used)) { own = i; own_l = l; }
     }
     if (own < 0) return DS_ERANGE;
@@ -430,17 +441,17 @@ static int admit(srv_sched *s, srv_seq *q, ds_err *e) {
     int64_t src_l = own_l;
     for (int i = 0; i < s->o.n_slots; i++) {
         if (i == own || !s->slots[i].seq) continue;
-        int64_t l = DS_MIN(common_prefix(s->slots[i].content.v, s->slots[i].content.n, pr, np), limit);
+        int64_t l = reusable(s, &s->slots[i], pr, np);
         if (l > src_l) { src = i; src_l = l; }
     }
     /* the slot's old content is about to be cut: keep it in the store (before the lookup,
-     * whose handle a save could evict) */
-    if (sl->content.n > own_l && sl->content.n >= s->o.cache_min_tokens) {
+     * whose handle a save could evict); deterministic mode uses slots only */
+    if (!s->o.deterministic && sl->content.n > own_l && sl->content.n >= s->o.cache_min_tokens) {
         ds_err le = { 0 };
         pc_save(s->pc, &sl->cache, sl->content.v, sl->content.n, &le);
     }
     pc_entry *hit = NULL;
-    int64_t pc_l = DS_MIN(pc_lookup(s->pc, pr, np, &hit), limit);
+    int64_t pc_l = s->o.deterministic ? 0 : DS_MIN(pc_lookup(s->pc, pr, np, &hit), limit);
     int64_t reuse = own_l;
     if (pc_l > src_l && pc_l > own_l) {
         ds_err le = { 0 };
@@ -463,6 +474,7 @@ static int admit(srv_sched *s, srv_seq *q, ds_err *e) {
         sl->content.n = own_l;
     }
     DS_ASSERT(sl->cache.n_past == reuse && sl->content.n == reuse);
+    sl->canon = reuse;
     sl->seq = q;
     sl->used = ++s->clock;
     q->slot = own;
@@ -749,6 +761,8 @@ static bool iterate(srv_sched *s, double *wake) {
                 used++;
             } else if (pass == 1 && q->state == SEQ_PREFILL) {
                 int64_t budget = DS_MAX(s->o.batch_tokens - used, 16);
+                if (s->o.deterministic) /* chunks aligned to multiples of batch_tokens from position 0 */
+                    budget = s->o.batch_tokens - q->n_fed % s->o.batch_tokens;
                 int64_t take = DS_MIN(q->job->p.n_prompt - q->n_fed, budget);
                 if (take <= 0) continue;
                 s->chunks[nc] = (ds_seq_chunk){ &s->slots[i].cache, q->job->p.prompt + q->n_fed, take, false };
@@ -761,7 +775,12 @@ static bool iterate(srv_sched *s, double *wake) {
     if (nc == 0) return false;
     ds_err e = { 0 };
     double t0 = ds_now();
-    int rc = ds_model_forward(s->m, s->chunks, nc, s->logits, NULL, &e);
+    int rc = DS_OK;
+    if (!s->o.deterministic) {
+        rc = ds_model_forward(s->m, s->chunks, nc, s->logits, NULL, &e);
+    } else { /* each sequence alone: its numbers do not depend on what else runs */
+        for (int i = 0; i < nc && !rc; i++) rc = ds_model_forward(s->m, &s->chunks[i], 1, s->logits + (size_t)i * (size_t)s->V, NULL, &e);
+    }
     double dt = ds_now() - t0;
     pthread_mutex_lock(&s->mu);
     s->st.forward_passes++;
@@ -784,6 +803,8 @@ static bool iterate(srv_sched *s, double *wake) {
             sl->content.n = 0;
         }
         if (q->state == SEQ_PREFILL) {
+            if (sl->canon == q->n_fed && q->n_fed % s->o.batch_tokens == 0 && s->chunk_take[i] == s->o.batch_tokens)
+                sl->canon += s->chunk_take[i];
             q->n_fed += s->chunk_take[i];
             if (q->n_fed < q->job->p.n_prompt) continue;
             if (q->choice == 0) q->job->shared_ready = true;

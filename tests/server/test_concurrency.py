@@ -7,8 +7,11 @@ test_concurrency.py - continuous batching and client disconnects:
   * a client that disconnects mid-stream, or before a non-streamed answer,
     frees its slot at once (/metrics slots_busy back to 0, the cancel
     counted) while another stream carries on;
+  * with --deterministic even the log-probabilities are bit-identical
+    alone and under load;
   * keep-alive comments are sent while a stream is silent, and the
-    official client ignores them.
+    official client ignores them;
+  * SIGTERM ends running streams with an error event and [DONE].
 
     python3 tests/server/test_concurrency.py ./deepseek
 """
@@ -91,6 +94,41 @@ def t_batched_equals_alone(c, binary):
         for t in ts:
             t.join()
         c.check(texts == alone[:8], "openai client streams == alone")
+
+
+def stream_logprobs(srv, body):
+    st, _, b = http("POST", srv.url("/v1/chat/completions"), dict(body, stream=True, logprobs=True, top_logprobs=2), timeout=120)
+    out, lps = "", []
+    for e in sse_events(b):
+        if e == "[DONE]":
+            break
+        for ch in json.loads(e).get("choices", []):
+            out += ch["delta"].get("content") or ""
+            for t in (ch.get("logprobs") or {}).get("content") or []:
+                lps.append((t["token"], t["logprob"], tuple(x["logprob"] for x in t["top_logprobs"])))
+    return out, lps
+
+
+def t_deterministic_bitwise(c, binary):
+    """--deterministic: the log-probabilities (not only the text) are bit-identical alone and under load."""
+    reqs = requests_set()[:8]
+    with Server(binary, "--parallel", "8", "--deterministic", "--batch", "16") as srv:
+        alone = [stream_logprobs(srv, r) for r in reqs]
+        results = [None] * len(reqs)
+        barrier = threading.Barrier(len(reqs))
+
+        def worker(i):
+            barrier.wait()
+            results[i] = stream_logprobs(srv, reqs[i])
+
+        ts = [threading.Thread(target=worker, args=(i,)) for i in range(len(reqs))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        for i in range(len(reqs)):
+            c.check(results[i][0] == alone[i][0], f"request {i}: text differs")
+            c.check(results[i][1] == alone[i][1] and len(alone[i][1]) > 0, f"request {i}: log-probabilities not bit-identical")
 
 
 def wait_metric(srv, name, want, timeout=3.0):
@@ -201,7 +239,7 @@ def t_shutdown(c, binary):
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else "./deepseek"
     c = Checks("concurrency")
-    for fn in (t_batched_equals_alone, t_disconnect, t_keepalive, t_shutdown):
+    for fn in (t_batched_equals_alone, t_deterministic_bitwise, t_disconnect, t_keepalive, t_shutdown):
         c.run(fn, binary)
     c.finish()
 
