@@ -251,8 +251,8 @@ TEST(ops_matmul_multi_equals_separate) {
         for (int64_t i = 0; i < T * 130; i++) x2[i] = randn(&r);
         float *a1 = calloc((size_t)(T * 70), 4), *a2 = calloc((size_t)(T * 150), 4);
         float *b1 = calloc((size_t)(T * 70), 4), *b2 = calloc((size_t)(T * 150), 4);
-        ds_mm_job jobs[3] = { { a1, 70, x1, 96, &w1.t, 0, 70, T }, { a2, 150, x2, 130, &w2.t, 0, 150, T },
-                              { a2, 150, x2, 130, &w2.t, 0, 0, T } /* empty job */ };
+        ds_mm_job jobs[3] = { { a1, 70, x1, 96, &w1.t, 0, 70, T, false }, { a2, 150, x2, 130, &w2.t, 0, 150, T, true },
+                              { a2, 150, x2, 130, &w2.t, 0, 0, T, false } /* empty job */ };
         ds_matmul_multi(jobs, 3);
         ds_matmul_ref(b1, 70, x1, 96, &w1.t, 0, 70, T);
         ds_matmul_ref(b2, 150, x2, 130, &w2.t, 0, 150, T);

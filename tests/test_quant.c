@@ -262,7 +262,7 @@ TEST(quant_matmul_dispatch) {
             for (int64_t i = 0; i < T * K; i++) x[i] = ds_rng_normal(&r);
             ds_matmul_ref(y0, N, x, K, &w.t, 0, N, T);
             ds_matmul(y1, N, x, K, &w.t, 0, N, T);
-            ds_mm_job jobs[2] = { { y2, N, x, K, &w.t, 0, 30, T }, { y2 + 30, N, x, K, &w.t, 30, N - 30, T } };
+            ds_mm_job jobs[2] = { { y2, N, x, K, &w.t, 0, 30, T, false }, { y2 + 30, N, x, K, &w.t, 30, N - 30, T, false } };
             ds_matmul_multi(jobs, 2);
             double mx = 0, mx2 = 0, scale = 0;
             for (int64_t i = 0; i < T * N; i++) {

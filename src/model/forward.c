@@ -32,6 +32,36 @@ int ds_work_get(ds_model *m, ds_arena **a, ds_err *e) {
     return DS_OK;
 }
 
+/* ---------------------------------------------------------- batch plan */
+
+int64_t ds_plan_small_tokens(const ds_seg *segs, int n_segs) {
+    int64_t S = 0;
+    for (int i = 0; i < n_segs && segs[i].n < DS_TOKEN_BLOCK_MIN; i++) S += segs[i].n;
+    return S;
+}
+
+int ds_plan_jobs(const ds_seg *segs, int n_segs, ds_mm_job *jobs, float *y, int64_t ldy, const float *x,
+                 int64_t ldx, const ds_tensor *w, int64_t r0, int64_t N) {
+    int nj = 0, i = 0;
+    int64_t S = 0;
+    while (i < n_segs && segs[i].n < DS_TOKEN_BLOCK_MIN) S += segs[i++].n;
+    if (S > 0) jobs[nj++] = (ds_mm_job){ y, ldy, x, ldx, w, r0, N, S, true };
+    for (; i < n_segs; i++)
+        jobs[nj++] = (ds_mm_job){ y + segs[i].t0 * ldy, ldy, x + segs[i].t0 * ldx, ldx, w, r0, N, segs[i].n, false };
+    return nj;
+}
+
+void ds_plan_matmul(const ds_seg *segs, int n_segs, float *y, int64_t ldy, const float *x, int64_t ldx,
+                    const ds_tensor *w, int64_t r0, int64_t N) {
+    ds_mm_job stack[17], *jobs = n_segs < 16 ? stack : malloc((size_t)(n_segs + 1) * sizeof *jobs);
+    DS_ASSERT(jobs);
+    int nj = ds_plan_jobs(segs, n_segs, jobs, y, ldy, x, ldx, w, r0, N);
+    ds_matmul_multi(jobs, nj);
+    if (jobs != stack) free(jobs);
+}
+
+/* ------------------------------------------------------------- forward */
+
 int ds_block_forward(ds_model *m, int64_t l, float *x, int64_t T, const ds_seg *segs, int n_segs,
                      bool naive, ds_arena *a, ds_err *e) {
     const ds_layer_w *w = &m->layers[l];
@@ -48,7 +78,7 @@ int ds_block_forward(ds_model *m, int64_t l, float *x, int64_t T, const ds_seg *
     for (int64_t i = 0; i < T * D; i++) x[i] += y[i];
     /* feed-forward */
     ds_rmsnorm(xn, x, w->ffn_norm, T, D, eps);
-    if ((rc = ds_ffn_forward(m, l, y, xn, T, a, e))) return rc;
+    if ((rc = ds_ffn_forward(m, l, y, xn, T, segs, n_segs, a, e))) return rc;
     for (int64_t i = 0; i < T * D; i++) x[i] += y[i];
     ds_arena_release(a, mk);
     return DS_OK;
@@ -76,33 +106,70 @@ int ds_model_forward(ds_model *m, ds_seq_chunk *chunks, int n_chunks, float *log
     ds_arena *a;
     if ((rc = ds_work_get(m, &a, e))) return rc;
     float *x = ds_arena_calloc(a, (size_t)(T * D), sizeof(float));        /* (T, D) residual stream */
-    ds_seg *segs = ds_arena_calloc(a, (size_t)n_chunks, sizeof(ds_seg));
-    if (!x || !segs) return ds_err_set(e, DS_ENOMEM, "out of memory for %lld tokens", (long long)T);
+    ds_seg *segs = ds_arena_calloc(a, (size_t)n_chunks, sizeof(ds_seg));  /* plan order */
+    int *order = ds_arena_calloc(a, (size_t)n_chunks, sizeof(int));       /* plan position -> chunk */
+    int *where = ds_arena_calloc(a, (size_t)n_chunks, sizeof(int));       /* chunk -> plan position */
+    if (!x || !segs || !order || !where) return ds_err_set(e, DS_ENOMEM, "out of memory for %lld tokens", (long long)T);
+    /* plan order: chunks shorter than a token block first (computed per
+     * token), then each longer chunk as its own block (ds_plan_jobs) */
+    int k = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n_chunks; i++)
+            if ((chunks[i].n < DS_TOKEN_BLOCK_MIN) == (pass == 0)) { where[i] = k; order[k++] = i; }
     int64_t t0 = 0;
-    for (int i = 0; i < n_chunks; i++) {
-        segs[i] = (ds_seg){ chunks[i].cache, t0, chunks[i].n, chunks[i].cache->n_past };
-        for (int64_t j = 0; j < chunks[i].n; j++)
-            ds_tensor_row_f32(&m->embed, chunks[i].tokens[j], 0, D, x + (t0 + j) * D);
-        t0 += chunks[i].n;
+    for (int p = 0; p < n_chunks; p++) {
+        const ds_seq_chunk *ch = &chunks[order[p]];
+        segs[p] = (ds_seg){ ch->cache, t0, ch->n, ch->cache->n_past };
+        for (int64_t j = 0; j < ch->n; j++) ds_tensor_row_f32(&m->embed, ch->tokens[j], 0, D, x + (t0 + j) * D);
+        t0 += ch->n;
     }
     for (int64_t l = 0; l < c->n_layer; l++)
         if ((rc = ds_block_forward(m, l, x, T, segs, n_chunks, false, a, e))) return rc;
     ds_rmsnorm(x, x, m->final_norm, T, D, (float)c->rms_norm_eps);
-    if (hidden) memcpy(hidden, x, (size_t)(T * D) * sizeof(float));
+    if (hidden) {
+        int64_t h0 = 0;
+        for (int i = 0; i < n_chunks; i++) {
+            memcpy(hidden + h0 * D, x + segs[where[i]].t0 * D, (size_t)(chunks[i].n * D) * sizeof(float));
+            h0 += chunks[i].n;
+        }
+    }
     if (logits) {
-        float *rows = ds_arena_calloc(a, (size_t)(n_rows * D), sizeof(float));  /* (rows, D) */
-        if (!rows) return ds_err_set(e, DS_ENOMEM, "out of memory");
+        /* LM head over the rows that want logits. Chunks giving fewer than a
+         * token block of rows are computed per token (gathered into `small`
+         * first); a chunk giving a block writes its logits directly. */
+        int64_t *ostart = ds_arena_calloc(a, (size_t)n_chunks, sizeof(int64_t)); /* chunk -> first logits row */
+        int64_t n_small = 0, o = 0;
+        for (int i = 0; i < n_chunks; i++) {
+            int64_t cnt = chunks[i].all_logits ? chunks[i].n : 1;
+            if (ostart) ostart[i] = o;
+            o += cnt;
+            if (cnt < DS_TOKEN_BLOCK_MIN) n_small += cnt;
+        }
+        float *rows = ds_arena_calloc(a, (size_t)(DS_MAX(n_small, 1) * D), sizeof(float));  /* (n_small, D) */
+        float *out = ds_arena_calloc(a, (size_t)(DS_MAX(n_small, 1) * V), sizeof(float));   /* (n_small, V) */
+        ds_mm_job *jobs = ds_arena_calloc(a, (size_t)n_chunks + 1, sizeof(ds_mm_job));
+        if (!ostart || !rows || !out || !jobs) return ds_err_set(e, DS_ENOMEM, "out of memory for the logits");
+        int nj = 0;
         int64_t r = 0;
         for (int i = 0; i < n_chunks; i++) {
-            if (chunks[i].all_logits) {
-                memcpy(rows + r * D, x + segs[i].t0 * D, (size_t)(chunks[i].n * D) * sizeof(float));
-                r += chunks[i].n;
+            int64_t cnt = chunks[i].all_logits ? chunks[i].n : 1;
+            int64_t src = segs[where[i]].t0 + (chunks[i].all_logits ? 0 : chunks[i].n - 1);
+            if (cnt < DS_TOKEN_BLOCK_MIN) {
+                memcpy(rows + r * D, x + src * D, (size_t)(cnt * D) * sizeof(float));
+                r += cnt;
             } else {
-                memcpy(rows + r * D, x + (segs[i].t0 + chunks[i].n - 1) * D, (size_t)D * sizeof(float));
-                r++;
+                jobs[nj++] = (ds_mm_job){ logits + ostart[i] * V, V, x + src * D, D, &m->lm_head, 0, V, cnt, false };
             }
         }
-        ds_matmul(logits, V, rows, D, &m->lm_head, 0, V, n_rows);
+        if (n_small > 0) jobs[nj++] = (ds_mm_job){ out, V, rows, D, &m->lm_head, 0, V, n_small, true };
+        ds_matmul_multi(jobs, nj);
+        r = 0;
+        for (int i = 0; i < n_chunks; i++) {
+            int64_t cnt = chunks[i].all_logits ? chunks[i].n : 1;
+            if (cnt >= DS_TOKEN_BLOCK_MIN) continue;
+            memcpy(logits + ostart[i] * V, out + r * V, (size_t)(cnt * V) * sizeof(float));
+            r += cnt;
+        }
     }
     for (int i = 0; i < n_chunks; i++) chunks[i].cache->n_past += chunks[i].n;
     return DS_OK;

@@ -42,12 +42,21 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
     int64_t H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Dr = cfg->qk_rope_head_dim, Dq = Dn + Dr;
     int64_t Rkv = cfg->kv_lora_rank, W = Rkv + Dr, Dv = cfg->v_head_dim;
     float scale = c->m->attn_scale;
-    /* q_abs = q_nope · W_UK[h]  -> qcat[:, h, :Rkv]; q_pe -> qcat[:, h, Rkv:] */
+    /* q_abs = q_nope · W_UK[h]  -> qcat[:, h, :Rkv]; q_pe -> qcat[:, h, Rkv:]
+     * (per token for short segments, per block for long ones: batch plan) */
     if (ds_tensor_present(&c->w->wk_b)) {
         ds_tensor kb = ds_tensor_slice(&c->w->wk_b, h);   /* (Rkv, Dn) = W_UK[h]ᵀ */
-        ds_matmul(c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &kb, 0, Rkv, c->T);
+        ds_plan_matmul(c->segs, c->n_segs, c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &kb, 0, Rkv);
     } else {
-        ds_matmul_t(c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &c->w->kv_b_proj, h * (Dn + Dv), Dn, c->T);
+        int64_t S = ds_plan_small_tokens(c->segs, c->n_segs);
+        if (S > 0)
+            ds_matmul_t_ex(c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &c->w->kv_b_proj, h * (Dn + Dv), Dn, S, true);
+        for (int s = 0; s < c->n_segs; s++) {
+            const ds_seg *sg = &c->segs[s];
+            if (sg->n < DS_TOKEN_BLOCK_MIN) continue;
+            ds_matmul_t_ex(c->qcat + (sg->t0 * H + h) * W, H * W, c->q + (sg->t0 * H + h) * Dq, H * Dq,
+                           &c->w->kv_b_proj, h * (Dn + Dv), Dn, sg->n, false);
+        }
     }
     for (int64_t t = 0; t < c->T; t++)
         memcpy(c->qcat + (t * H + h) * W + Rkv, c->q + (t * H + h) * Dq + Dn, (size_t)Dr * sizeof(float));
@@ -72,9 +81,10 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
     /* o = u · W_UV[h]ᵀ */
     if (ds_tensor_present(&c->w->wv_b)) {
         ds_tensor vb = ds_tensor_slice(&c->w->wv_b, h);   /* (Dv, Rkv) */
-        ds_matmul(c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &vb, 0, Dv, c->T);
+        ds_plan_matmul(c->segs, c->n_segs, c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &vb, 0, Dv);
     } else {
-        ds_matmul(c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &c->w->kv_b_proj, h * (Dn + Dv) + Dn, Dv, c->T);
+        ds_plan_matmul(c->segs, c->n_segs, c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &c->w->kv_b_proj,
+                       h * (Dn + Dv) + Dn, Dv);
     }
 }
 
@@ -146,15 +156,17 @@ int ds_mla_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t 
         qa = ds_arena_calloc(a, (size_t)(T * cfg->q_lora_rank), sizeof(float));  /* (T, Rq) */
         if (!qa) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
     }
-    ds_mm_job jobs[2] = {
-        { kva, W, xn, D, &w->kv_a_proj, 0, W, T },
-        cfg->q_lora_rank > 0 ? (ds_mm_job){ qa, cfg->q_lora_rank, xn, D, &w->q_a_proj, 0, cfg->q_lora_rank, T }
-                             : (ds_mm_job){ q, H * Dq, xn, D, &w->q_proj, 0, H * Dq, T },
-    };
-    ds_matmul_multi(jobs, 2);
+    ds_mm_job *jobs = ds_arena_calloc(a, (size_t)(2 * (n_segs + 1)), sizeof(ds_mm_job));
+    if (!jobs) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
+    int nj = ds_plan_jobs(segs, n_segs, jobs, kva, W, xn, D, &w->kv_a_proj, 0, W);
+    if (cfg->q_lora_rank > 0)
+        nj += ds_plan_jobs(segs, n_segs, jobs + nj, qa, cfg->q_lora_rank, xn, D, &w->q_a_proj, 0, cfg->q_lora_rank);
+    else
+        nj += ds_plan_jobs(segs, n_segs, jobs + nj, q, H * Dq, xn, D, &w->q_proj, 0, H * Dq);
+    ds_matmul_multi(jobs, nj);
     if (cfg->q_lora_rank > 0) {
         ds_rmsnorm(qa, qa, w->q_a_norm, T, cfg->q_lora_rank, eps);
-        ds_matmul(q, H * Dq, qa, cfg->q_lora_rank, &w->q_b_proj, 0, H * Dq, T);
+        ds_plan_matmul(segs, n_segs, q, H * Dq, qa, cfg->q_lora_rank, &w->q_b_proj, 0, H * Dq);
     }
     /* into the caches */
     for (int s = 0; s < n_segs; s++) {
@@ -182,6 +194,6 @@ int ds_mla_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t 
     }
     attn_ctx c = { m, w, l, T, segs, n_segs, q, qcat, u, o, naive, kvf };
     ds_par_for(H, 1, attn_worker, &c);
-    ds_matmul(out, D, o, H * Dv, &w->o_proj, 0, D, T);
+    ds_plan_matmul(segs, n_segs, out, D, o, H * Dv, &w->o_proj, 0, D);
     return DS_OK;
 }

@@ -7,6 +7,7 @@
 
 #include "model.h"
 #include "../core/arena.h"
+#include "../tensor/ops.h"
 
 typedef struct ds_work {
     ds_arena arena;       /* reset at the start of every forward call */
@@ -22,13 +23,30 @@ typedef struct ds_seg {
     int64_t t0, n, pos0;
 } ds_seg;
 
+/* Batch invariance. ds_model_forward orders the segments of a batch so
+ * that those shorter than DS_TOKEN_BLOCK_MIN tokens come first; their tokens
+ * ([0, S)) are computed one by one, and every longer segment is computed as
+ * its own block, exactly as if it ran alone. So a sequence's numbers never
+ * depend on what else shares the batch (continuous batching gives the same
+ * text as running each request alone). */
+int64_t ds_plan_small_tokens(const ds_seg *segs, int n_segs);
+/* Appends to jobs (room for 1 + n_segs) the jobs of one logical matmul
+ * y[T, N] = x[T, K] · W[r0 : r0+N]ᵀ over all tokens of the batch; returns
+ * how many were added. */
+int ds_plan_jobs(const ds_seg *segs, int n_segs, ds_mm_job *jobs, float *y, int64_t ldy, const float *x,
+                 int64_t ldx, const ds_tensor *w, int64_t r0, int64_t N);
+/* The same, run at once (one parallel pass). */
+void ds_plan_matmul(const ds_seg *segs, int n_segs, float *y, int64_t ldy, const float *x, int64_t ldx,
+                    const ds_tensor *w, int64_t r0, int64_t N);
+
 /* out[T, D] = MLA(xn) for layer l; writes this batch's latents into the
  * caches first. naive: decompress K/V per head instead of absorbing. */
 int ds_mla_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
                    const ds_seg *segs, int n_segs, bool naive, ds_arena *a, ds_err *e);
 
 /* out[T, D] = FFN(xn) for layer l (dense SwiGLU or MoE). */
-int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t T, ds_arena *a, ds_err *e);
+int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs,
+                   int n_segs, ds_arena *a, ds_err *e);
 
 /* Expert selection for one token (spec §5.2-5.4). logits[E] are router
  * logits; bias[E] (noaux_tc only) is used for selection only. Writes the K

@@ -20,16 +20,19 @@
 #include <math.h>
 #include <string.h>
 
-static void mlp_forward(float *out, const float *x, int64_t T, int64_t D, const ds_mlp_w *w, ds_arena *a, int *oom) {
+static void mlp_forward(float *out, const float *x, int64_t T, int64_t D, const ds_mlp_w *w, const ds_seg *segs,
+                        int n_segs, ds_arena *a, int *oom) {
     int64_t F = ds_tensor_rows(&w->gate);
     ds_arena_mark mk = ds_arena_get_mark(a);
     float *g = ds_arena_calloc(a, (size_t)(T * F), sizeof(float));   /* (T, F) */
     float *u = ds_arena_calloc(a, (size_t)(T * F), sizeof(float));   /* (T, F) */
-    if (!g || !u) { *oom = 1; ds_arena_release(a, mk); return; }
-    ds_mm_job jobs[2] = { { g, F, x, D, &w->gate, 0, F, T }, { u, F, x, D, &w->up, 0, F, T } };
-    ds_matmul_multi(jobs, 2);
+    ds_mm_job *jobs = ds_arena_calloc(a, (size_t)(2 * (n_segs + 1)), sizeof(ds_mm_job));
+    if (!g || !u || !jobs) { *oom = 1; ds_arena_release(a, mk); return; }
+    int nj = ds_plan_jobs(segs, n_segs, jobs, g, F, x, D, &w->gate, 0, F);
+    nj += ds_plan_jobs(segs, n_segs, jobs + nj, u, F, x, D, &w->up, 0, F);
+    ds_matmul_multi(jobs, nj);
     ds_silu_mul(g, g, u, T * F);
-    ds_matmul(out, D, g, F, &w->down, 0, D, T);
+    ds_plan_matmul(segs, n_segs, out, D, g, F, &w->down, 0, D);
     ds_arena_release(a, mk);
 }
 
@@ -92,17 +95,41 @@ void ds_moe_route(const ds_config *c, const float *logits, const float *bias, in
     }
 }
 
-int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t T, ds_arena *a, ds_err *e) {
+/* Jobs for expert x: its rows [r0, r1) (grouped by expert, in token
+ * order) split like the batch plan. Rows of tokens in the per-token region
+ * [0, S) form one per-token job; the rows of each long segment form a job
+ * of their own, as they would if that sequence ran alone. */
+static int expert_jobs(ds_mm_job *jobs, const int64_t *rows, int64_t r0, int64_t r1, const ds_seg *segs, int n_segs,
+                       int64_t S, float *y, int64_t ldy, const float *x, int64_t ldx, const ds_tensor *w, int64_t N) {
+    int nj = 0;
+    int64_t r = r0;
+    int64_t e = r;
+    while (e < r1 && rows[e] < S) e++;
+    if (e > r) jobs[nj++] = (ds_mm_job){ y + r * ldy, ldy, x + r * ldx, ldx, w, 0, N, e - r, true };
+    r = e;
+    for (int s = 0; s < n_segs && r < r1; s++) {
+        if (segs[s].n < DS_TOKEN_BLOCK_MIN) continue;
+        int64_t end = segs[s].t0 + segs[s].n;
+        e = r;
+        while (e < r1 && rows[e] < end) e++;
+        if (e > r) jobs[nj++] = (ds_mm_job){ y + r * ldy, ldy, x + r * ldx, ldx, w, 0, N, e - r, false };
+        r = e;
+    }
+    return nj;
+}
+
+int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs,
+                   int n_segs, ds_arena *a, ds_err *e) {
     const ds_config *c = &m->cfg;
     const ds_layer_w *w = &m->layers[l];
     int64_t D = c->hidden_size;
     int oom = 0;
     if (!w->is_moe) {
-        mlp_forward(out, xn, T, D, &w->mlp, a, &oom);
+        mlp_forward(out, xn, T, D, &w->mlp, segs, n_segs, a, &oom);
         return oom ? ds_err_set(e, DS_ENOMEM, "out of memory in MLP") : DS_OK;
     }
     int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
-    int64_t Fs = c->n_shared_experts * F;
+    int64_t Fs = c->n_shared_experts * F, S = ds_plan_small_tokens(segs, n_segs);
     float *logits = ds_arena_calloc(a, (size_t)(T * E), sizeof(float));  /* (T, E) */
     int32_t *idx = ds_arena_calloc(a, (size_t)(T * K), sizeof(int32_t)); /* (T, K) */
     float *wt = ds_arena_calloc(a, (size_t)(T * K), sizeof(float));      /* (T, K) */
@@ -111,20 +138,21 @@ int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t 
     int64_t *start = ds_arena_calloc(a, (size_t)E + 1, sizeof(int64_t));   /* (E+1) row offsets per expert */
     int64_t *fill = ds_arena_calloc(a, (size_t)E + 1, sizeof(int64_t));
     if (!logits || !idx || !wt || !scores || !tmp || !start || !fill) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
-    ds_matmul(logits, E, xn, D, &w->router, 0, E, T);
+    ds_plan_matmul(segs, n_segs, logits, E, xn, D, &w->router, 0, E);
     for (int64_t t = 0; t < T; t++) {
         ds_moe_route(c, logits + t * E, w->router_bias, idx + t * K, wt + t * K, scores, tmp);
         for (int64_t k = 0; k < K; k++) start[idx[t * K + k] + 1]++;
     }
     for (int64_t x = 0; x < E; x++) start[x + 1] += start[x];
-    int64_t R = T * K;  /* routed rows, grouped by expert */
+    int64_t R = T * K;  /* routed rows, grouped by expert, each group in token order */
     float *xe = ds_arena_calloc(a, (size_t)(R * D), sizeof(float));     /* (R, D) gathered inputs */
     float *g = ds_arena_calloc(a, (size_t)(R * F + T * Fs), sizeof(float));  /* (R, F) + shared (T, Fs) */
     float *u = ds_arena_calloc(a, (size_t)(R * F + T * Fs), sizeof(float));
     float *ye = ds_arena_calloc(a, (size_t)(R * D + T * D), sizeof(float));  /* (R, D) + shared (T, D) */
     int64_t *rows = ds_arena_calloc(a, (size_t)R, sizeof(int64_t));        /* token of each routed row */
     float *rw = ds_arena_calloc(a, (size_t)R, sizeof(float));               /* its combine weight */
-    ds_mm_job *jobs = ds_arena_calloc(a, (size_t)(2 * E + 2), sizeof(ds_mm_job));
+    int max_jobs = (int)(2 * (E + 1) * (n_segs + 1));
+    ds_mm_job *jobs = ds_arena_calloc(a, (size_t)max_jobs, sizeof(ds_mm_job));
     if (!xe || !g || !u || !ye || !rows || !rw || !jobs) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
     for (int64_t t = 0; t < T; t++)
         for (int64_t k = 0; k < K; k++) {
@@ -136,26 +164,25 @@ int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t 
     /* gate and up projections of every used expert (and the shared ones) in one pass */
     int nj = 0;
     for (int64_t x = 0; x < E; x++) {
-        int64_t n = start[x + 1] - start[x];
-        if (!n) continue;
+        if (start[x + 1] == start[x]) continue;
         const ds_mlp_w *ex = &w->experts[x];
-        jobs[nj++] = (ds_mm_job){ g + start[x] * F, F, xe + start[x] * D, D, &ex->gate, 0, F, n };
-        jobs[nj++] = (ds_mm_job){ u + start[x] * F, F, xe + start[x] * D, D, &ex->up, 0, F, n };
+        nj += expert_jobs(jobs + nj, rows, start[x], start[x + 1], segs, n_segs, S, g, F, xe, D, &ex->gate, F);
+        nj += expert_jobs(jobs + nj, rows, start[x], start[x + 1], segs, n_segs, S, u, F, xe, D, &ex->up, F);
     }
     if (Fs > 0) {
-        jobs[nj++] = (ds_mm_job){ g + R * F, Fs, xn, D, &w->shared.gate, 0, Fs, T };
-        jobs[nj++] = (ds_mm_job){ u + R * F, Fs, xn, D, &w->shared.up, 0, Fs, T };
+        nj += ds_plan_jobs(segs, n_segs, jobs + nj, g + R * F, Fs, xn, D, &w->shared.gate, 0, Fs);
+        nj += ds_plan_jobs(segs, n_segs, jobs + nj, u + R * F, Fs, xn, D, &w->shared.up, 0, Fs);
     }
+    DS_ASSERT(nj <= max_jobs);
     ds_matmul_multi(jobs, nj);
     ds_silu_mul(g, g, u, R * F + T * Fs);
     /* down projections in one pass */
     nj = 0;
     for (int64_t x = 0; x < E; x++) {
-        int64_t n = start[x + 1] - start[x];
-        if (!n) continue;
-        jobs[nj++] = (ds_mm_job){ ye + start[x] * D, D, g + start[x] * F, F, &w->experts[x].down, 0, D, n };
+        if (start[x + 1] == start[x]) continue;
+        nj += expert_jobs(jobs + nj, rows, start[x], start[x + 1], segs, n_segs, S, ye, D, g, F, &w->experts[x].down, D);
     }
-    if (Fs > 0) jobs[nj++] = (ds_mm_job){ ye + R * D, D, g + R * F, Fs, &w->shared.down, 0, D, T };
+    if (Fs > 0) nj += ds_plan_jobs(segs, n_segs, jobs + nj, ye + R * D, D, g + R * F, Fs, &w->shared.down, 0, D);
     ds_matmul_multi(jobs, nj);
     /* combine in expert-id order (rows are grouped by expert), then add the shared experts */
     memset(out, 0, (size_t)(T * D) * sizeof(float));

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DS_GEMM_MIN_T 8
+#define DS_GEMM_MIN_T DS_TOKEN_BLOCK_MIN
 #define DS_PANEL 64
 #define DS_MAX_THREADS 256
 
@@ -155,6 +155,7 @@ typedef struct {
     const float *x; int64_t ldx;
     const ds_tensor *w; int64_t r0, N, T, K;
     const uint8_t *qa; size_t ab;   /* quantized activations: T rows of ab bytes */
+    bool per_token;                 /* T < DS_GEMM_MIN_T or forced: tokens computed independently */
 } matmul_ctx;
 
 /* Block-quantized weights on AVX2: the activation rows are quantized once
@@ -185,6 +186,16 @@ static void matmul_qrows_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     matmul_ctx *c = vctx;
     ds_dtype dt = c->w->dtype;
+    if (c->per_token) {
+        /* one token at a time: each token's result is independent of the batch
+         * (the 4-token kernel rounds differently from the 1-token one) */
+        for (int64_t n = i0; n < i1; n++) {
+            const uint8_t *wr = row_ptr(c->w, c->r0 + n, c->K);
+            for (int64_t t = 0; t < c->T; t++)
+                c->y[t * c->ldy + n] = ds_vec_dot_avx2(dt, wr, c->qa + (size_t)t * c->ab, c->K);
+        }
+        return;
+    }
     for (int64_t t0 = 0; t0 < c->T; t0 += QTILE) {
         int64_t t1 = DS_MIN(c->T, t0 + QTILE);
         for (int64_t n = i0; n < i1; n++) {
@@ -235,7 +246,7 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
     int64_t K = ds_tensor_cols(w);
     DS_ASSERT(r0 >= 0 && r0 + N <= ds_tensor_rows(w));
     if (N <= 0 || T <= 0) return;
-    matmul_ctx c = { y, ldy, x, ldx, w, r0, N, T, K, NULL, 0 };
+    matmul_ctx c = { y, ldy, x, ldx, w, r0, N, T, K, NULL, 0, T < DS_GEMM_MIN_T };
     if (use_qdot(w, T)) {
         c.ab = ds_act_row_bytes(w->dtype, K);
         uint8_t *qa = act_buf(ds_thread_id(), c.ab * (size_t)T);
@@ -271,10 +282,11 @@ static void multi_worker(void *vctx, int64_t u0, int64_t u1, int tid) {
         const ds_mm_job *jb = &mc->jobs[j];
         int64_t a = u - mc->start[j], b = DS_MIN(u1, mc->start[j + 1]) - mc->start[j];
         int64_t K = ds_tensor_cols(jb->w);
+        bool pt = jb->per_token || jb->T < DS_GEMM_MIN_T;
         matmul_ctx c = { jb->y, jb->ldy, jb->x, jb->ldx, jb->w, jb->r0, jb->N, jb->T, K, mc->qa[j],
-                         mc->qa[j] ? ds_act_row_bytes(jb->w->dtype, K) : 0 };
+                         mc->qa[j] ? ds_act_row_bytes(jb->w->dtype, K) : 0, pt };
         if (c.qa) matmul_qrows_worker(&c, a, b, tid);
-        else if (jb->T < DS_GEMM_MIN_T || isa() == 0) matmul_rows_worker(&c, a, b, tid);
+        else if (pt || isa() == 0) matmul_rows_worker(&c, a, b, tid);
         else matmul_panel_worker(&c, a, b, tid);
         u += b - a;
     }
@@ -291,12 +303,13 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
     for (int j = 0; j < n; j++) {
         const ds_mm_job *jb = &jobs[j];
         DS_ASSERT(jb->r0 >= 0 && jb->r0 + jb->N <= ds_tensor_rows(jb->w));
+        bool qd = use_qdot(jb->w, jb->T) || (jb->per_token && use_qdot(jb->w, 1));
         int64_t units = jb->N <= 0 || jb->T <= 0 ? 0
-                      : (jb->T < DS_GEMM_MIN_T || isa() == 0 || use_qdot(jb->w, jb->T)) ? jb->N
+                      : (jb->T < DS_GEMM_MIN_T || jb->per_token || isa() == 0 || qd) ? jb->N
                       : (jb->N + DS_PANEL - 1) / DS_PANEL;
         start[j + 1] = start[j] + units;
         work += jb->N * jb->T * ds_tensor_cols(jb->w);
-        if (units && use_qdot(jb->w, jb->T)) qbytes += ds_act_row_bytes(jb->w->dtype, ds_tensor_cols(jb->w)) * (size_t)jb->T;
+        if (units && qd) qbytes += ds_act_row_bytes(jb->w->dtype, ds_tensor_cols(jb->w)) * (size_t)jb->T;
     }
     /* quantize each distinct activation once (jobs often share x) */
     uint8_t *qbuf = qbytes ? act_buf(ds_thread_id(), qbytes) : NULL;
@@ -304,7 +317,7 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
     for (int j = 0; j < n; j++) {
         const ds_mm_job *jb = &jobs[j];
         qa[j] = NULL;
-        if (start[j + 1] == start[j] || !use_qdot(jb->w, jb->T)) continue;
+        if (start[j + 1] == start[j] || !(use_qdot(jb->w, jb->T) || (jb->per_token && use_qdot(jb->w, 1)))) continue;
         int64_t K = ds_tensor_cols(jb->w);
         int kind = ds_act_kind(jb->w->dtype);
         for (int i = 0; i < j; i++)
@@ -345,8 +358,30 @@ static void matmul_t_worker(void *vctx, int64_t c0, int64_t c1, int tid) {
                 c->x, (int)c->ldx, buf, (int)nc, 0.0f, c->y + c0, (int)c->ldy);
 }
 
+/* Per-token form: y_t = Σ_r x_t[r] · W[r], rows in order, each weight row
+ * dequantized once and applied to every token; columns split over threads. */
+static void matmul_t_rows_worker(void *vctx, int64_t c0, int64_t c1, int tid) {
+    matmul_t_ctx *c = vctx;
+    int64_t nc = c1 - c0;
+    float *row = ds_scratch(tid, 0, (size_t)ds_tensor_cols(c->w));
+    for (int64_t t = 0; t < c->T; t++) memset(c->y + t * c->ldy + c0, 0, (size_t)nc * sizeof(float));
+    for (int64_t r = 0; r < c->N; r++) {
+        ds_tensor_row_f32(c->w, c->r0 + r, 0, c->K, row);  /* whole row: block-quantized types need it */
+        for (int64_t t = 0; t < c->T; t++) {
+            float a = c->x[t * c->ldx + r];
+            float *yt = c->y + t * c->ldy;
+            for (int64_t k = c0; k < c1; k++) yt[k] = fmaf(a, row[k], yt[k]);
+        }
+    }
+}
+
 void ds_matmul_t(float *y, int64_t ldy, const float *x, int64_t ldx,
                  const ds_tensor *w, int64_t r0, int64_t N, int64_t T) {
+    ds_matmul_t_ex(y, ldy, x, ldx, w, r0, N, T, false);
+}
+
+void ds_matmul_t_ex(float *y, int64_t ldy, const float *x, int64_t ldx,
+                    const ds_tensor *w, int64_t r0, int64_t N, int64_t T, bool per_token) {
     int64_t K = ds_tensor_cols(w);
     DS_ASSERT(r0 >= 0 && r0 + N <= ds_tensor_rows(w));
     if (T <= 0 || K <= 0) return;
@@ -356,7 +391,8 @@ void ds_matmul_t(float *y, int64_t ldy, const float *x, int64_t ldx,
     }
     isa();
     matmul_t_ctx c = { y, ldy, x, ldx, w, r0, N, T, K };
-    ds_par_for(K, 64, matmul_t_worker, &c);
+    if (per_token || T < DS_GEMM_MIN_T) ds_par_for(K, 256, matmul_t_rows_worker, &c);
+    else ds_par_for(K, 64, matmul_t_worker, &c);
 }
 
 /* ------------------------------------------------------------------- sgemm */

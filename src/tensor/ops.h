@@ -13,23 +13,38 @@
 #include "tensor.h"
 
 /* y[T, N] = x[T, K] · W[r0 : r0+N, :]ᵀ          (W: [rows, K])
- * The fast path parallelizes over N with ds_par_for. */
+ * The fast path parallelizes over N with ds_par_for.
+ *
+ * Batch invariance: with T < 8 (or a per_token job) every token is computed
+ * on its own by the same kernel, so its result does not depend on which
+ * other tokens share the call. With T >= 8 the tokens go through a GEMM
+ * (OpenBLAS, or multi-token integer kernels for quantized weights) whose
+ * rounding depends on T; callers that need batch-independent results run
+ * each sequence's block of >= 8 tokens as its own job (see model/plan). */
 void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
                const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
 void ds_matmul_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
                    const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
 
 /* Independent matmul jobs run in one parallel pass (one fork/join). */
+/* Token blocks of at least this many tokens go through GEMM kernels. */
+#define DS_TOKEN_BLOCK_MIN 8
+
 typedef struct ds_mm_job {
     float *y; int64_t ldy;
     const float *x; int64_t ldx;
     const ds_tensor *w; int64_t r0, N, T;
+    bool per_token;   /* force the per-token path even for T >= 8 (see below) */
 } ds_mm_job;
 void ds_matmul_multi(const ds_mm_job *jobs, int n);
 
-/* y[T, K] = x[T, N] · W[r0 : r0+N, :]            (no transpose) */
+/* y[T, K] = x[T, N] · W[r0 : r0+N, :]            (no transpose)
+ * Per token (T < 8 or per_token): y_t = Σ_r x_t[r]·W[r] accumulated row by
+ * row, independent of the other tokens; else an sgemm over all T. */
 void ds_matmul_t(float *y, int64_t ldy, const float *x, int64_t ldx,
                  const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
+void ds_matmul_t_ex(float *y, int64_t ldy, const float *x, int64_t ldx,
+                    const ds_tensor *w, int64_t r0, int64_t N, int64_t T, bool per_token);
 void ds_matmul_t_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
                      const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
 
