@@ -760,9 +760,10 @@ static bool iterate(srv_sched *s, double *wake) {
                 s->chunk_seq[nc++] = q;
                 used++;
             } else if (pass == 1 && q->state == SEQ_PREFILL) {
-                int64_t budget = DS_MAX(s->o.batch_tokens - used, 16);
-                if (s->o.deterministic) /* chunks aligned to multiples of batch_tokens from position 0 */
-                    budget = s->o.batch_tokens - q->n_fed % s->o.batch_tokens;
+                /* prefill chunks end at multiples of batch_tokens, whatever else
+                 * is running: with the batch-invariant forward, a prompt's
+                 * numbers then never depend on the load */
+                int64_t budget = s->o.batch_tokens - q->n_fed % s->o.batch_tokens;
                 int64_t take = DS_MIN(q->job->p.n_prompt - q->n_fed, budget);
                 if (take <= 0) continue;
                 s->chunks[nc] = (ds_seq_chunk){ &s->slots[i].cache, q->job->p.prompt + q->n_fed, take, false };
@@ -776,11 +777,9 @@ static bool iterate(srv_sched *s, double *wake) {
     ds_err e = { 0 };
     double t0 = ds_now();
     int rc = DS_OK;
-    if (!s->o.deterministic) {
-        rc = ds_model_forward(s->m, s->chunks, nc, s->logits, NULL, &e);
-    } else { /* each sequence alone: its numbers do not depend on what else runs */
-        for (int i = 0; i < nc && !rc; i++) rc = ds_model_forward(s->m, &s->chunks[i], 1, s->logits + (size_t)i * (size_t)s->V, NULL, &e);
-    }
+    /* one pass over every active sequence; ds_model_forward is batch-invariant
+     * (each sequence computes exactly what it would alone) */
+    rc = ds_model_forward(s->m, s->chunks, nc, s->logits, NULL, &e);
     double dt = ds_now() - t0;
     pthread_mutex_lock(&s->mu);
     s->st.forward_passes++;

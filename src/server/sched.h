@@ -8,11 +8,13 @@
  * prefill chunk for each sequence still reading its prompt and one token
  * for each sequence that is decoding, each with its own cache; then it
  * samples a token for every sequence whose row is ready, with that
- * sequence's own sampler. ds_model_forward is not bit-identical across batch
- * compositions (kernel paths depend on the number of tokens), so batched
- * logits can differ from a lone run in the last bits; with `deterministic`
- * the worker trades batching for bit-identical results. A cancelled job (client gone) frees its slots at the
- * start of the next iteration.
+ * sequence's own sampler. ds_model_forward is batch-invariant (a sequence
+ * computes exactly what it would alone) and prefill chunks end at multiples
+ * of batch_tokens, so concurrency never changes a request's numbers; only a
+ * prefix restored from the memory/disk store (computed in other chunks, or
+ * token by token while decoding) can move logits in the last bits, which
+ * `deterministic` rules out. A cancelled job (client gone) frees its slots
+ * at the start of the next iteration.
  *
  * The worker turns tokens into text (UTF-8-safe streaming, <think>
  * reasoning split, stop strings held back until they cannot match,
@@ -123,9 +125,9 @@ typedef struct srv_sched_opts {
     int64_t cache_min_tokens;    /* shortest prefix worth storing; disk block size (DeepSeek: 64) */
     const char *cache_dir;       /* on-disk prefix cache, or NULL */
     int64_t cache_disk_bytes;    /* disk budget (oldest files removed first) */
-    bool deterministic;          /* batch-invariant: every sequence gets its own forward passes, prefill in
-                                    chunks aligned to batch_tokens, reuse only of whole aligned chunks
-                                    (no prefix store); the numbers are then bit-identical to running alone */
+    bool deterministic;          /* reuse cached prefixes only in whole aligned prefill chunks (no prefix
+                                    store): the numbers are then bit-identical to running alone, whatever
+                                    ran before; concurrency alone never changes them */
 } srv_sched_opts;
 
 typedef struct srv_stats {

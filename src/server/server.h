@@ -33,7 +33,7 @@ typedef struct srv_opts {
     const char *cache_dir;
     const char *chat_format;    /* NULL/"auto", or "v3", "r1", "v3.1", "v2" */
     bool thinking;              /* V3.1 default mode when a request does not say */
-    bool deterministic;         /* bit-identical results whatever the load (no cross-request batching) */
+    bool deterministic;         /* bit-identical results whatever ran before (prefix store off) */
     double sse_ping_s;          /* keep-alive comment interval on a silent stream */
     int idle_timeout_s;         /* idle keep-alive connections are closed after this */
     bool web_ui;
