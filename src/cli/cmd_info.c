@@ -3,6 +3,7 @@
  * KV-cache bytes per token (MLA vs naive), memory.
  */
 #include "cli.h"
+#include "../io/gguf.h"
 #include "../model/model.h"
 
 #include <stdlib.h>
@@ -90,7 +91,16 @@ int cmd_info(int argc, char **argv) {
     int64_t by_dtype[DS_DTYPE_COUNT + 1] = { 0 };
     for (int64_t i = 0; i < m->st.n_tensors; i++)
         by_dtype[m->st.tensors[i].dtype] += (int64_t)(m->st.tensors[i].end - m->st.tensors[i].begin);
-    printf("weights      %lld tensors in %d file(s):", (long long)m->st.n_tensors, m->st.n_files);
+    if (m->gguf) {  /* a .gguf file: its tensors by ggml type */
+        for (int64_t i = 0; i < m->gguf->n_tensors; i++) {
+            const ds_ggml_type_info *ti = ds_ggml_type(m->gguf->tensors[i].type);
+            by_dtype[ti ? ti->dtype : DS_DTYPE_COUNT] += (int64_t)m->gguf->tensors[i].nbytes;
+        }
+        printf("weights      %lld tensors in 1 GGUF file (deepseek2, GGUF v%u):", (long long)m->gguf->n_tensors,
+               m->gguf->version);
+    } else {
+        printf("weights      %lld tensors in %d file(s):", (long long)m->st.n_tensors, m->st.n_files);
+    }
     for (int d = 0; d < DS_DTYPE_COUNT; d++)
         if (by_dtype[d]) printf(" %s %s", ds_dtype_name((ds_dtype)d), human((double)by_dtype[d], b1, sizeof b1));
     if (c->fp8) printf(" (FP8 e4m3, %lldx%lld block scales)", (long long)c->fp8_block_r, (long long)c->fp8_block_c);
