@@ -5,6 +5,7 @@
  * (sched.c).
  */
 #include "openai.h"
+#include "../core/strbuf.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -598,55 +599,38 @@ void oa_request_free(oa_request *r) {
 
 /* --------------------------------------------------------- prompts */
 
-typedef struct sbuf { char *s; size_t n, cap; bool oom; } sbuf;
-static void sb_add(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) { b->oom = true; return; }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
 
 /* The tools section of the system prompt, in the layout the model emits. */
 static char *tools_prompt(const oa_request *r, ds_chat_format fmt) {
-    sbuf b = { 0 };
-    sb_str(&b, "## Tools\nYou have access to the following tools:\n");
+    ds_buf b = { 0 };
+    ds_buf_str(&b, "## Tools\nYou have access to the following tools:\n");
     for (int i = 0; i < r->n_tools; i++) {
         const json_t *fn = json_object_get(json_array_get(r->tools, (size_t)i), "function");
-        sb_str(&b, "\n### ");
-        sb_str(&b, json_string_value(json_object_get(fn, "name")));
+        ds_buf_str(&b, "\n### ");
+        ds_buf_str(&b, json_string_value(json_object_get(fn, "name")));
         const char *d = json_string_value(json_object_get(fn, "description"));
-        if (d) { sb_str(&b, "\nDescription: "); sb_str(&b, d); }
+        if (d) { ds_buf_str(&b, "\nDescription: "); ds_buf_str(&b, d); }
         const json_t *pa = json_object_get(fn, "parameters");
         char *ps = pa ? json_dumps(pa, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-        sb_str(&b, "\n\nParameters: ");
-        sb_str(&b, ps ? ps : "{}");
-        sb_str(&b, "\n");
+        ds_buf_str(&b, "\n\nParameters: ");
+        ds_buf_str(&b, ps ? ps : "{}");
+        ds_buf_str(&b, "\n");
         free(ps);
     }
     if (fmt == DS_CHAT_V31)
-        sb_str(&b, "\nIMPORTANT: ALWAYS adhere to this exact format for tool use:\n"
+        ds_buf_str(&b, "\nIMPORTANT: ALWAYS adhere to this exact format for tool use:\n"
                    "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>tool_call_name<｜tool▁sep｜>tool_call_arguments"
                    "<｜tool▁call▁end｜>{{additional_tool_calls}}<｜tool▁calls▁end｜>\n\n"
                    "Where tool_call_name is exactly one of the tools above and tool_call_arguments is valid JSON "
                    "matching its parameters.");
     else
-        sb_str(&b, "\nIMPORTANT: ALWAYS adhere to this exact format for tool use:\n"
+        ds_buf_str(&b, "\nIMPORTANT: ALWAYS adhere to this exact format for tool use:\n"
                    "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>tool_call_name\n```json\n"
                    "tool_call_arguments\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>\n\n"
                    "Where tool_call_name is exactly one of the tools above and tool_call_arguments is valid JSON "
                    "matching its parameters; further calls follow as \"\\n<｜tool▁call▁begin｜>...<｜tool▁call▁end｜>\" "
                    "before <｜tool▁calls▁end｜>.");
-    if (b.oom) { free(b.s); return NULL; }
-    return b.s;
+    return ds_buf_take(&b);
 }
 
 int oa_chat_prompt(const ds_tokenizer *t, ds_chat_format fmt, const oa_request *r, bool thinking_default,

@@ -24,6 +24,7 @@
  * loading/encoding (tokenizer.c, bpe.c).
  */
 #include "bpe_train.h"
+#include "../core/strbuf.h"
 #include "tok_internal.h"
 #include "../core/thread.h"
 #include "../io/json.h"
@@ -98,42 +99,8 @@ const char *bpe_v3_chat_template(void) { return k_v3_chat_template; }
 
 /* ------------------------------------------------------------ JSON text */
 
-typedef struct jbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-} jbuf;
-
-static void jb_put(jbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = true; return; }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void jb_s(jbuf *b, const char *s) { jb_put(b, s, strlen(s)); }
-
-static void jb_f(jbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void jb_f(jbuf *b, const char *fmt, ...) {
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    DS_ASSERT(n >= 0 && (size_t)n < sizeof tmp);
-    jb_put(b, tmp, (size_t)n);
-}
-
 /* JSON string contents (input: valid UTF-8), escaped as serde_json does. */
-static void jb_esc(jbuf *b, const char *s, size_t n) {
+static void jb_esc(ds_buf *b, const char *s, size_t n) {
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -148,36 +115,36 @@ static void jb_esc(jbuf *b, const char *s, size_t n) {
         else if (c == '\f') esc = "\\f";
         else if (c < 0x20) { snprintf(u, sizeof u, "\\u%04x", c); esc = u; }
         if (!esc) continue;
-        jb_put(b, s + run, i - run);
-        jb_s(b, esc);
+        ds_buf_put(b, s + run, i - run);
+        ds_buf_str(b, esc);
         run = i + 1;
     }
-    jb_put(b, s + run, n - run);
+    ds_buf_put(b, s + run, n - run);
 }
 
-static void jb_str(jbuf *b, const char *s, size_t n) {
-    jb_put(b, "\"", 1);
+static void jb_str(ds_buf *b, const char *s, size_t n) {
+    ds_buf_put(b, "\"", 1);
     jb_esc(b, s, n);
-    jb_put(b, "\"", 1);
+    ds_buf_put(b, "\"", 1);
 }
-static void jb_cstr(jbuf *b, const char *s) { jb_str(b, s, strlen(s)); }
+static void jb_cstr(ds_buf *b, const char *s) { jb_str(b, s, strlen(s)); }
 
-static void pretok_json(jbuf *b, bpe_pretok kind) {
+static void pretok_json(ds_buf *b, bpe_pretok kind) {
     if (kind == BPE_PRETOK_GPT2) {
-        jb_s(b, "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}");
+        ds_buf_str(b, "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}");
         return;
     }
-    jb_s(b, "{\"type\":\"Sequence\",\"pretokenizers\":[");
+    ds_buf_str(b, "{\"type\":\"Sequence\",\"pretokenizers\":[");
     for (int i = 0; i < 3; i++) {
-        jb_s(b, "{\"type\":\"Split\",\"pattern\":{\"Regex\":");
+        ds_buf_str(b, "{\"type\":\"Split\",\"pattern\":{\"Regex\":");
         jb_cstr(b, k_v3_regex[i]);
-        jb_s(b, "},\"behavior\":\"Isolated\",\"invert\":false},");
+        ds_buf_str(b, "},\"behavior\":\"Isolated\",\"invert\":false},");
     }
-    jb_s(b, "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":false}]}");
+    ds_buf_str(b, "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":false}]}");
 }
 
 char *bpe_pretok_json(bpe_pretok kind) {
-    jbuf b = {0};
+    ds_buf b = {0};
     pretok_json(&b, kind);
     if (b.oom) { free(b.p); return NULL; }
     return b.p;
@@ -1004,7 +971,7 @@ void bpe_trainer_stats(const bpe_trainer *tr, bpe_train_stats *st) {
 
 /* --------------------------------------------------------------- output */
 
-static void jb_tok(jbuf *b, const bpe_trainer *tr, uint32_t id) {
+static void jb_tok(ds_buf *b, const bpe_trainer *tr, uint32_t id) {
     jb_str(b, tr->toks.pool.p + tr->toks.off[id], tr->toks.len[id]);
 }
 
@@ -1012,23 +979,23 @@ int bpe_trainer_tokenizer_json(const bpe_trainer *tr, char **out, size_t *len, d
     *out = NULL;
     *len = 0;
     if (!tr || !tr->trained) return ds_err_set(e, DS_EINVAL, "train-tokenizer: not trained yet");
-    jbuf b = {0};
-    jb_s(&b, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [");
+    ds_buf b = {0};
+    ds_buf_str(&b, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [");
     for (int i = 0; i < tr->n_specials; i++) {
         const bpe_special *s = &tr->specials[i];
         uint32_t slot;
         int64_t id = strtab_find(&tr->toks, s->content, strlen(s->content), str_hash(s->content, strlen(s->content)),
                                  &slot);
         DS_ASSERT(id >= 0);
-        jb_f(&b, "%s\n    {\"id\": %lld, \"content\": ", i ? "," : "", (long long)id);
+        ds_buf_printf(&b, "%s\n    {\"id\": %lld, \"content\": ", i ? "," : "", (long long)id);
         jb_cstr(&b, s->content);
-        jb_f(&b, ", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": %s, "
+        ds_buf_printf(&b, ", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": %s, "
                  "\"special\": %s}", s->normalized ? "true" : "false", s->special ? "true" : "false");
     }
-    jb_s(&b, tr->n_specials ? "\n  ],\n" : "],\n");
-    jb_s(&b, "  \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": []},\n  \"pre_tokenizer\": ");
-    jb_s(&b, tr->pretok_text);
-    jb_s(&b, ",\n  \"post_processor\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": false, "
+    ds_buf_str(&b, tr->n_specials ? "\n  ],\n" : "],\n");
+    ds_buf_str(&b, "  \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": []},\n  \"pre_tokenizer\": ");
+    ds_buf_str(&b, tr->pretok_text);
+    ds_buf_str(&b, ",\n  \"post_processor\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": false, "
              "\"use_regex\": true},\n"
              "  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, "
              "\"use_regex\": true},\n"
@@ -1037,11 +1004,11 @@ int bpe_trainer_tokenizer_json(const bpe_trainer *tr, char **out, size_t *len, d
              "    \"fuse_unk\": false,\n    \"byte_fallback\": false,\n    \"ignore_merges\": false,\n"
              "    \"vocab\": {");
     for (uint32_t id = 0; id < tr->toks.n; id++) {
-        jb_s(&b, id ? ",\n      " : "\n      ");
+        ds_buf_str(&b, id ? ",\n      " : "\n      ");
         jb_tok(&b, tr, id);
-        jb_f(&b, ": %u", id);
+        ds_buf_printf(&b, ": %u", id);
     }
-    jb_s(&b, "\n    },\n    \"merges\": [");
+    ds_buf_str(&b, "\n    },\n    \"merges\": [");
     bool first = true;
     for (int64_t i = 0; i < tr->n_merges; i++) {
         if (tr->mpid[i] == UINT32_MAX) continue;
@@ -1049,14 +1016,14 @@ int bpe_trainer_tokenizer_json(const bpe_trainer *tr, char **out, size_t *len, d
         const char *a = tr->toks.pool.p + tr->toks.off[tr->ma[i]], *bb = tr->toks.pool.p + tr->toks.off[tr->mb[i]];
         size_t la = tr->toks.len[tr->ma[i]], lb = tr->toks.len[tr->mb[i]];
         DS_ASSERT(!memchr(a, ' ', la) && !memchr(bb, ' ', lb));
-        jb_s(&b, first ? "\n      \"" : ",\n      \"");
+        ds_buf_str(&b, first ? "\n      \"" : ",\n      \"");
         first = false;
         jb_esc(&b, a, la);
-        jb_s(&b, " ");
+        ds_buf_str(&b, " ");
         jb_esc(&b, bb, lb);
-        jb_s(&b, "\"");
+        ds_buf_str(&b, "\"");
     }
-    jb_s(&b, first ? "]\n  }\n}\n" : "\n    ]\n  }\n}\n");
+    ds_buf_str(&b, first ? "]\n  }\n}\n" : "\n    ]\n  }\n}\n");
     if (b.oom) {
         free(b.p);
         return ds_err_set(e, DS_ENOMEM, "train-tokenizer: out of memory writing tokenizer.json");
@@ -1066,10 +1033,10 @@ int bpe_trainer_tokenizer_json(const bpe_trainer *tr, char **out, size_t *len, d
     return DS_OK;
 }
 
-static void jb_added_token(jbuf *b, const char *content) {
-    jb_s(b, "{\"__type\": \"AddedToken\", \"content\": ");
+static void jb_added_token(ds_buf *b, const char *content) {
+    ds_buf_str(b, "{\"__type\": \"AddedToken\", \"content\": ");
     jb_cstr(b, content);
-    jb_s(b, ", \"lstrip\": false, \"normalized\": true, \"rstrip\": false, \"single_word\": false}");
+    ds_buf_str(b, ", \"lstrip\": false, \"normalized\": true, \"rstrip\": false, \"single_word\": false}");
 }
 
 int bpe_trainer_config_json(const bpe_trainer *tr, char **out, size_t *len, ds_err *e) {
@@ -1077,31 +1044,31 @@ int bpe_trainer_config_json(const bpe_trainer *tr, char **out, size_t *len, ds_e
     *len = 0;
     if (!tr) return ds_err_set(e, DS_EINVAL, "bpe_trainer_config_json: NULL trainer");
     /* DeepSeek-V3's tokenizer_config.json, less model_max_length */
-    jbuf b = {0};
-    jb_f(&b, "{\n  \"add_bos_token\": %s,\n  \"add_eos_token\": false,\n", tr->add_bos && tr->bos ? "true" : "false");
+    ds_buf b = {0};
+    ds_buf_printf(&b, "{\n  \"add_bos_token\": %s,\n  \"add_eos_token\": false,\n", tr->add_bos && tr->bos ? "true" : "false");
     if (tr->bos) {
-        jb_s(&b, "  \"bos_token\": ");
+        ds_buf_str(&b, "  \"bos_token\": ");
         jb_added_token(&b, tr->bos);
-        jb_s(&b, ",\n");
+        ds_buf_str(&b, ",\n");
     }
-    jb_s(&b, "  \"clean_up_tokenization_spaces\": false,\n");
+    ds_buf_str(&b, "  \"clean_up_tokenization_spaces\": false,\n");
     if (tr->eos) {
-        jb_s(&b, "  \"eos_token\": ");
+        ds_buf_str(&b, "  \"eos_token\": ");
         jb_added_token(&b, tr->eos);
-        jb_s(&b, ",\n");
+        ds_buf_str(&b, ",\n");
     }
-    jb_s(&b, "  \"legacy\": true,\n");
+    ds_buf_str(&b, "  \"legacy\": true,\n");
     if (tr->eos) {
-        jb_s(&b, "  \"pad_token\": ");
+        ds_buf_str(&b, "  \"pad_token\": ");
         jb_added_token(&b, tr->eos);
-        jb_s(&b, ",\n");
+        ds_buf_str(&b, ",\n");
     }
-    jb_s(&b, "  \"sp_model_kwargs\": {},\n  \"unk_token\": null,\n  \"tokenizer_class\": \"LlamaTokenizerFast\"");
+    ds_buf_str(&b, "  \"sp_model_kwargs\": {},\n  \"unk_token\": null,\n  \"tokenizer_class\": \"LlamaTokenizerFast\"");
     if (tr->chat_template) {
-        jb_s(&b, ",\n  \"chat_template\": ");
+        ds_buf_str(&b, ",\n  \"chat_template\": ");
         jb_cstr(&b, k_v3_chat_template);
     }
-    jb_s(&b, "\n}\n");
+    ds_buf_str(&b, "\n}\n");
     if (b.oom) {
         free(b.p);
         return ds_err_set(e, DS_ENOMEM, "train-tokenizer: out of memory writing tokenizer_config.json");

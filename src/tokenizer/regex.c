@@ -16,6 +16,7 @@
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "regex.h"
+#include "../core/strbuf.h"
 #include "unicode_tables.h"
 
 #include <pcre2.h>
@@ -64,36 +65,18 @@ int32_t utf8_decode(const unsigned char *s, size_t n, int *len) {
 
 /* ------------------------------------------------------------ translator */
 
-typedef struct { char *p; size_t n, cap; bool oom; } sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = true; return; }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_ranges(sbuf *b, const uni_range *r, int n) {
+static void sb_ranges(ds_buf *b, const uni_range *r, int n) {
     char tmp[48];
     for (int i = 0; i < n; i++) {
         if (r[i].lo == r[i].hi) snprintf(tmp, sizeof tmp, "\\x{%X}", (unsigned)r[i].lo);
         else snprintf(tmp, sizeof tmp, "\\x{%X}-\\x{%X}", (unsigned)r[i].lo, (unsigned)r[i].hi);
-        sb_str(b, tmp);
+        ds_buf_str(b, tmp);
     }
 }
 
 /* Writes the class body (no brackets) for Oniguruma's escape `c` (s, w, d, h)
  * or for \p{name}; returns false if unknown. */
-static bool class_body(sbuf *b, char c, const char *name) {
+static bool class_body(ds_buf *b, char c, const char *name) {
     int n;
     bool exact;
     const uni_range *r;
@@ -103,24 +86,24 @@ static bool class_body(sbuf *b, char c, const char *name) {
         sb_ranges(b, r, n);
         return true;
     case 'w':
-        sb_str(b, "\\p{L}\\p{M}\\p{Nd}\\p{Pc}");
+        ds_buf_str(b, "\\p{L}\\p{M}\\p{Nd}\\p{Pc}");
         r = uni_onig_extra("w", &n, &exact);
         sb_ranges(b, r, n);
         return true;
     case 'd':
-        sb_str(b, "\\p{Nd}");
+        ds_buf_str(b, "\\p{Nd}");
         r = uni_onig_extra("d", &n, &exact);
         sb_ranges(b, r, n);
         return true;
     case 'h':
-        sb_str(b, "0-9A-Fa-f");
+        ds_buf_str(b, "0-9A-Fa-f");
         return true;
     case 'p':
         r = uni_onig_extra(name, &n, &exact);
         if (!r) return false;
-        sb_str(b, "\\p{");
-        sb_str(b, name);
-        sb_str(b, "}");
+        ds_buf_str(b, "\\p{");
+        ds_buf_str(b, name);
+        ds_buf_str(b, "}");
         sb_ranges(b, r, n);
         return true;
     }
@@ -128,7 +111,7 @@ static bool class_body(sbuf *b, char c, const char *name) {
 }
 
 int regex_translate(const char *pat, size_t len, char **out, const char *what, ds_err *e) {
-    sbuf b = {0};
+    ds_buf b = {0};
     bool in_class = false;
     size_t class_start = 0; /* index just after '[' or '[^' */
     *out = NULL;
@@ -172,9 +155,9 @@ int regex_translate(const char *pat, size_t len, char **out, const char *what, d
             }
             if (kind && known) {
                 if (!in_class) {
-                    sb_str(&b, neg ? "[^" : "[");
+                    ds_buf_str(&b, neg ? "[^" : "[");
                     class_body(&b, kind, name);
-                    sb_str(&b, "]");
+                    ds_buf_str(&b, "]");
                 } else if (!neg) {
                     class_body(&b, kind, name);
                 } else if (kind == 'p') {
@@ -182,9 +165,9 @@ int regex_translate(const char *pat, size_t len, char **out, const char *what, d
                     bool exact;
                     uni_onig_extra(name, &n, &exact);
                     if (n > 0 || !exact) goto unsupported;
-                    sb_str(&b, "\\P{");
-                    sb_str(&b, name);
-                    sb_str(&b, "}");
+                    ds_buf_str(&b, "\\P{");
+                    ds_buf_str(&b, name);
+                    ds_buf_str(&b, "}");
                 } else {
                     goto unsupported;
                 }
@@ -192,19 +175,19 @@ int regex_translate(const char *pat, size_t len, char **out, const char *what, d
                 continue;
             }
             if (kind == 'p') { /* script or other property: PCRE2 as is */
-                sb_put(&b, pat + i, adv);
+                ds_buf_put(&b, pat + i, adv);
                 i += adv;
                 continue;
             }
-            if (d == 'v') { sb_str(&b, "\\x{0B}"); i += 2; continue; }
+            if (d == 'v') { ds_buf_str(&b, "\\x{0B}"); i += 2; continue; }
             if (d == 'u' && i + 5 < len + 0 && i + 6 <= len) {
                 bool hex = true;
                 for (int k = 2; k < 6; k++)
                     if (!strchr("0123456789abcdefABCDEF", pat[i + k])) hex = false;
                 if (hex) {
-                    sb_str(&b, "\\x{");
-                    sb_put(&b, pat + i + 2, 4);
-                    sb_str(&b, "}");
+                    ds_buf_str(&b, "\\x{");
+                    ds_buf_put(&b, pat + i + 2, 4);
+                    ds_buf_str(&b, "}");
                     i += 6;
                     continue;
                 }
@@ -212,19 +195,19 @@ int regex_translate(const char *pat, size_t len, char **out, const char *what, d
             /* any other escape means the same in both engines; copy it with
              * its (possibly multi-byte) character */
             int l = utf8_seq_len((const unsigned char *)pat + i + 1, len - i - 1);
-            sb_put(&b, pat + i, 1 + (size_t)l);
+            ds_buf_put(&b, pat + i, 1 + (size_t)l);
             i += 1 + (size_t)l;
             continue;
         }
         if (in_class) {
-            if (c == ']' && i > class_start) { in_class = false; sb_put(&b, "]", 1); i++; continue; }
+            if (c == ']' && i > class_start) { in_class = false; ds_buf_put(&b, "]", 1); i++; continue; }
             if (c == '[') {
                 if (i + 1 < len && pat[i + 1] == ':') { /* POSIX bracket: copy through ":]" */
                     const char *end = NULL;
                     for (size_t k = i + 2; k + 1 < len; k++)
                         if (pat[k] == ':' && pat[k + 1] == ']') { end = pat + k + 2; break; }
                     if (!end) goto unsupported;
-                    sb_put(&b, pat + i, (size_t)(end - (pat + i)));
+                    ds_buf_put(&b, pat + i, (size_t)(end - (pat + i)));
                     i = (size_t)(end - pat);
                     continue;
                 }
@@ -233,18 +216,18 @@ int regex_translate(const char *pat, size_t len, char **out, const char *what, d
             if (c == '&' && i + 1 < len && pat[i + 1] == '&') goto unsupported;
         } else if (c == '[') {
             in_class = true;
-            sb_put(&b, "[", 1);
+            ds_buf_put(&b, "[", 1);
             i++;
-            if (i < len && pat[i] == '^') { sb_put(&b, "^", 1); i++; }
+            if (i < len && pat[i] == '^') { ds_buf_put(&b, "^", 1); i++; }
             class_start = i; /* a ']' right here is a literal */
             continue;
         }
         int l = utf8_seq_len((const unsigned char *)pat + i, len - i);
-        sb_put(&b, pat + i, (size_t)l);
+        ds_buf_put(&b, pat + i, (size_t)l);
         i += (size_t)l;
     }
     if (b.oom) { free(b.p); return ds_err_set(e, DS_ENOMEM, "%s: out of memory translating regex", what); }
-    if (!b.p) sb_put(&b, "", 0);
+    if (!b.p) ds_buf_put(&b, "", 0);
     if (b.oom) { free(b.p); return ds_err_set(e, DS_ENOMEM, "%s: out of memory translating regex", what); }
     *out = b.p;
     return DS_OK;
@@ -268,18 +251,18 @@ int regex_compile(tok_regex **out, const char *pattern, size_t len, bool literal
     const char *src = pattern;
     size_t srclen = len;
     if (literal) { /* escape every ASCII punctuation byte (PCRE2_LITERAL excludes MATCH_INVALID_UTF) */
-        sbuf b = {0};
+        ds_buf b = {0};
         for (size_t i = 0; i < len; i++) {
             unsigned char c = (unsigned char)pattern[i];
             if (c < 0x80 && !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) {
                 char esc[8];
                 snprintf(esc, sizeof esc, "\\x{%X}", c);
-                sb_str(&b, esc);
+                ds_buf_str(&b, esc);
             } else {
-                sb_put(&b, pattern + i, 1);
+                ds_buf_put(&b, pattern + i, 1);
             }
         }
-        if (!b.p) sb_put(&b, "", 0);
+        if (!b.p) ds_buf_put(&b, "", 0);
         if (b.oom) { free(b.p); free(re); return ds_err_set(e, DS_ENOMEM, "%s: out of memory", what); }
         pcre_pat = b.p;
         src = pcre_pat;
