@@ -624,3 +624,212 @@ TEST(train_png_roundtrip) {
     free(buf);
     rm_tree(dir);
 }
+
+/* ------------------------------------------------------------ small GEMMs */
+
+#include "tensor/ops.h"
+#include "train/tgemm.h"
+
+static double max_rel(const float *a, const float *b, int64_t n) {
+    double md = 0, mb = 0;
+    for (int64_t i = 0; i < n; i++) { md = fmax(md, fabs((double)a[i] - b[i])); mb = fmax(mb, fabs((double)b[i])); }
+    return md / fmax(mb, 1e-30);
+}
+
+/* tr_gemm_{nt,nn,tn} against ds_sgemm_ref on edge shapes (rows % 6, cols
+ * % 16, K across the 256 block), strided operands, alpha, accumulate; fp32
+ * summation order differs: max |diff| / max |ref| <= 1e-5. */
+TEST(train_gemm_vs_ref) {
+    ds_rng r; ds_rng_seed(&r, 21);
+    const int64_t shapes[][3] = { { 1, 1, 1 }, { 5, 7, 3 }, { 6, 16, 8 }, { 13, 33, 300 }, { 64, 80, 258 }, { 7, 258, 17 },
+                                  { 130, 48, 513 } };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], pad = 3;
+        for (int mode = 0; mode < 3; mode++)
+            for (int acc = 0; acc < 2; acc++) {
+                bool ta = mode == 2, tb = mode == 0;
+                int64_t lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+                int64_t na = (ta ? K : M) * lda, nb = (tb ? N : K) * ldb, nc = M * ldc;
+                float *A = malloc((size_t)na * 4), *B = malloc((size_t)nb * 4), *C1 = malloc((size_t)nc * 4), *C2 = malloc((size_t)nc * 4);
+                fill(A, na, &r, 1); fill(B, nb, &r, 1); fill(C1, nc, &r, 1);
+                memcpy(C2, C1, (size_t)nc * 4);
+                float alpha = 0.7f;
+                if (mode == 0) tr_gemm_nt(C1, ldc, A, lda, B, ldb, M, N, K, alpha, acc);
+                if (mode == 1) tr_gemm_nn(C1, ldc, A, lda, B, ldb, M, N, K, alpha, acc);
+                if (mode == 2) tr_gemm_tn(C1, ldc, A, lda, B, ldb, M, N, K, alpha, acc);
+                ds_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, acc ? 1.0f : 0.0f, C2, ldc);
+                /* the M x N block matches; padding columns are untouched */
+                double md = 0, mb = 0;
+                for (int64_t i = 0; i < M; i++)
+                    for (int64_t j = 0; j < ldc; j++) {
+                        double d = fabs((double)C1[i * ldc + j] - C2[i * ldc + j]);
+                        if (j >= N) CHECK_MSG(d == 0, "mode %d: wrote padding column %lld", mode, (long long)j);
+                        md = fmax(md, d);
+                        mb = fmax(mb, fabs((double)C2[i * ldc + j]));
+                    }
+                CHECK_MSG(md / mb <= 1e-5, "mode %d acc %d M %lld N %lld K %lld: rel err %g", mode, acc, (long long)M,
+                          (long long)N, (long long)K, md / mb);
+                free(A); free(B); free(C1); free(C2);
+            }
+    }
+}
+
+/* The causal variants read only the lower triangle and agree with the dense
+ * reference on triangular inputs (upper triangle filled with NaN to prove
+ * it is never read). */
+TEST(train_gemm_causal) {
+    ds_rng r; ds_rng_seed(&r, 22);
+    for (int64_t T = 1; T <= 41; T += 8) {
+        int64_t N = 19, K = 11;
+        float *P = malloc((size_t)(T * T) * 4), *Pz = malloc((size_t)(T * T) * 4), *V = malloc((size_t)(T * N) * 4);
+        float *C1 = calloc((size_t)(T * N), 4), *C2 = calloc((size_t)(T * N), 4);
+        float *Q = malloc((size_t)(T * K) * 4), *Kk = malloc((size_t)(T * K) * 4);
+        float *S1 = malloc((size_t)(T * T) * 4), *S2 = malloc((size_t)(T * T) * 4);
+        fill(V, T * N, &r, 1); fill(Q, T * K, &r, 1); fill(Kk, T * K, &r, 1);
+        for (int64_t i = 0; i < T; i++)
+            for (int64_t j = 0; j < T; j++) {
+                float v = ds_rng_normal(&r);
+                P[i * T + j] = j <= i ? v : NAN;
+                Pz[i * T + j] = j <= i ? v : 0.0f;
+            }
+        tr_gemm_nn_causal(C1, N, P, T, V, N, T, N, 1.0f, false);
+        ds_sgemm_ref(false, false, T, N, T, 1.0f, Pz, T, V, N, 0.0f, C2, N);
+        CHECK_MSG(max_rel(C1, C2, T * N) <= 1e-5, "nn causal T %lld: %g", (long long)T, max_rel(C1, C2, T * N));
+        tr_gemm_tn_causal(C1, N, P, T, V, N, T, N, 1.0f, false);
+        ds_sgemm_ref(true, false, T, N, T, 1.0f, Pz, T, V, N, 0.0f, C2, N);
+        CHECK_MSG(max_rel(C1, C2, T * N) <= 1e-5, "tn causal T %lld: %g", (long long)T, max_rel(C1, C2, T * N));
+        tr_gemm_nt_causal(S1, T, Q, K, Kk, K, T, K, 0.5f);
+        ds_sgemm_ref(false, true, T, T, K, 0.5f, Q, K, Kk, K, 0.0f, S2, T);
+        double md = 0;
+        for (int64_t i = 0; i < T; i++)
+            for (int64_t j = 0; j <= i; j++) md = fmax(md, fabs((double)S1[i * T + j] - S2[i * T + j]));
+        CHECK_MSG(md <= 1e-5, "nt causal T %lld: %g", (long long)T, md);
+        free(P); free(Pz); free(V); free(C1); free(C2); free(Q); free(Kk); free(S1); free(S2);
+    }
+}
+
+/* A whole step with every vectorized kernel (AVX2 RMSNorm, SiLU, exp; our
+ * GEMMs) against the scalar twins + OpenBLAS: same losses (1e-5 relative)
+ * and gradients (max |diff| / max |ref| <= 1e-4 per tensor). */
+TEST(train_fast_vs_scalar_step) {
+    ds_config c;
+    tiny_config(&c);
+    ds_tmodel *m;
+    ds_err e = { 0 };
+    CHECK(ds_tmodel_init(&m, &c, true, &e) == 0);
+    if (!m) return;
+    ds_rng r; ds_rng_seed(&r, 31);
+    ds_tmodel_init_weights(m, 0.3f, &r);
+    int32_t tok[3 * 20];
+    for (int i = 0; i < 60; i++) tok[i] = (int32_t)(ds_rng_u64(&r) % 40);
+    ds_loss_opts o = { 0.3f, 0.5f, 1.0f, false };
+    ds_losses l1, l2;
+    ds_tmodel_zero_grad(m);
+    CHECK(ds_tmodel_step(m, tok, 3, 20, &o, &l1, &e) == 0);
+    float *g1 = malloc((size_t)m->n_floats * 4);
+    memcpy(g1, m->g, (size_t)m->n_floats * 4);
+    tr_force_scalar(true);
+    tr_gemm_force_blas(true);
+    ds_tmodel_zero_grad(m);
+    CHECK(ds_tmodel_step(m, tok, 3, 20, &o, &l2, &e) == 0);
+    tr_force_scalar(false);
+    tr_gemm_force_blas(false);
+    CHECK_MSG(fabs(l1.loss - l2.loss) <= 1e-5 * fabs(l2.loss), "loss %.9g vs %.9g", l1.loss, l2.loss);
+    for (int64_t i = 0; i < m->n_params; i++) {
+        const ds_tparam *p = &m->params[i];
+        double md = 0, mr = 0;
+        for (int64_t j = 0; j < p->numel; j++) {
+            md = fmax(md, fabs((double)g1[p->off + j] - m->g[p->off + j]));
+            mr = fmax(mr, fabs((double)m->g[p->off + j]));
+        }
+        CHECK_MSG(md <= 1e-4 * mr + 1e-9, "%s: fast vs scalar %.3g (max %.3g)", p->name, md, mr);
+    }
+    free(g1);
+    ds_tmodel_free(m);
+}
+
+/* ------------------------------------------------------------ optimizer */
+
+#include "train/optim.h"
+
+/* AdamW against a double-precision transcription of torch.optim.AdamW's
+ * documented update (decoupled decay first, then the bias-corrected step),
+ * 3 steps with fresh gradients; norms and e_score_correction_bias: no
+ * decay / frozen. fp32 vs double: observed 1.05e-6 relative (floor 1e-3 for
+ * weights near zero); we require 1e-5. */
+TEST(train_adamw_matches_reference) {
+    ds_config c;
+    tiny_config(&c);
+    ds_tmodel *m;
+    ds_err e = { 0 };
+    CHECK(ds_tmodel_init(&m, &c, false, &e) == 0);
+    if (!m) return;
+    ds_rng r; ds_rng_seed(&r, 41);
+    ds_tmodel_init_weights(m, 0.5f, &r);
+    for (int64_t i = 0; i < m->n_floats; i++) m->w[i] += 0.1f * ds_rng_normal(&r);
+    ds_adamw o;
+    CHECK(ds_adamw_init(&o, m, 0.9f, 0.95f, 1e-8f, 0.1f, &e) == 0);
+    int64_t n = m->n_floats;
+    double *w = malloc((size_t)n * 8), *mm = calloc((size_t)n, 8), *vv = calloc((size_t)n, 8);
+    for (int64_t i = 0; i < n; i++) w[i] = m->w[i];
+    float lrs[3] = { 1e-2f, 5e-3f, 2e-3f };
+    for (int t = 1; t <= 3; t++) {
+        for (int64_t i = 0; i < n; i++) m->g[i] = ds_rng_normal(&r);
+        ds_adamw_step(&o, m, lrs[t - 1]);
+        for (int64_t p = 0; p < m->n_params; p++) {
+            const ds_tparam *pp = &m->params[p];
+            if (!pp->trainable) continue;
+            for (int64_t j = pp->off; j < pp->off + pp->numel; j++) {
+                double g = m->g[j], lr = lrs[t - 1];
+                if (pp->decay) w[j] *= 1.0 - lr * 0.1;
+                mm[j] = 0.9 * mm[j] + 0.1 * g;
+                vv[j] = 0.95 * vv[j] + 0.05 * g * g;
+                double mh = mm[j] / (1 - pow(0.9, t)), vh = vv[j] / (1 - pow(0.95, t));
+                w[j] -= lr * mh / (sqrt(vh) + 1e-8);
+            }
+        }
+    }
+    double worst = 0;
+    for (int64_t p = 0; p < m->n_params; p++) {
+        const ds_tparam *pp = &m->params[p];
+        for (int64_t j = pp->off; j < pp->off + pp->numel; j++)
+            worst = fmax(worst, fabs(m->w[j] - w[j]) / fmax(fabs(w[j]), 1e-3));
+        if (!pp->trainable)   /* the bias is untouched */
+            for (int64_t j = pp->off; j < pp->off + pp->numel; j++) CHECK(m->w[j] == (float)w[j]);
+    }
+    CHECK_MSG(worst < 1e-5, "AdamW vs reference: max relative error %g", worst);
+    free(w); free(mm); free(vv);
+    ds_adamw_free(&o);
+    ds_tmodel_free(m);
+}
+
+TEST(train_schedule_and_bias_rule) {
+    /* warmup: lr·(s+1)/W; cosine from lr to min_lr over [W, total]; constant */
+    CHECK_NEAR(ds_lr_at(0, 10, 110, 1.0f, 0.1f, DS_SCHED_COSINE), 0.1, 1e-7);
+    CHECK_NEAR(ds_lr_at(9, 10, 110, 1.0f, 0.1f, DS_SCHED_COSINE), 1.0, 1e-7);
+    CHECK_NEAR(ds_lr_at(10, 10, 110, 1.0f, 0.1f, DS_SCHED_COSINE), 1.0, 1e-7);
+    CHECK_NEAR(ds_lr_at(60, 10, 110, 1.0f, 0.1f, DS_SCHED_COSINE), 0.55, 1e-6);
+    CHECK_NEAR(ds_lr_at(110, 10, 110, 1.0f, 0.1f, DS_SCHED_COSINE), 0.1, 1e-7);
+    CHECK_NEAR(ds_lr_at(500, 10, 110, 1.0f, 0.1f, DS_SCHED_CONSTANT), 1.0, 1e-7);
+    /* b_i += γ·sign(mean − load_i) in every MoE layer */
+    ds_config c;
+    tiny_config(&c);
+    ds_tmodel *m;
+    ds_err e = { 0 };
+    CHECK(ds_tmodel_init(&m, &c, true, &e) == 0);
+    if (!m) return;
+    int64_t E = c.n_routed_experts;
+    for (int64_t l = 0; l < c.n_layer + m->n_mtp; l++) {
+        if (!m->W.layers[l].router_bias) continue;
+        int64_t load[4] = { 6, 2, 4, 4 };   /* mean 4: over, under, equal, equal */
+        for (int64_t i = 0; i < E; i++) m->load[l * E + i] = load[i];
+    }
+    double mv = ds_bias_update(m, 0.01f);
+    CHECK_NEAR(mv, 0.5, 1e-12);   /* max/mean − 1 */
+    for (int64_t l = 0; l < c.n_layer + m->n_mtp; l++) {
+        const float *b = m->W.layers[l].router_bias;
+        if (!b) continue;
+        CHECK(b[0] == -0.01f && b[1] == 0.01f && b[2] == 0.0f && b[3] == 0.0f);
+    }
+    ds_tmodel_free(m);
+}

@@ -9,6 +9,7 @@
 #include "../io/json.h"
 #include "../train/trainer.h"
 #include "../train/optim.h"
+#include "../train/tgemm.h"
 
 #include <errno.h>
 #include <math.h>
@@ -25,7 +26,7 @@ static void usage(FILE *f) {
         "  Trains a DeepSeek-V3-architecture model on token shards from `deepseek prepare-data`.\n"
         "  RECIPE.json: {\"model\": {config.json keys}, \"data\": DIR, \"out\": DIR, recipe keys...}\n"
         "  (see models/default/recipe.json). Any recipe key is also a flag, dashes or underscores:\n"
-        "    --data DIR --out DIR --steps N --seq-len T --batch-size B --grad-accum N\n"
+        "    --data DIR --out DIR --steps N (0: evaluate only) --seq-len T --batch-size B --grad-accum N\n"
         "    --lr X --min-lr X --warmup-steps N --schedule cosine|constant\n"
         "    --beta1 --beta2 --eps --weight-decay --grad-clip --init-std\n"
         "    --bias-update-speed G --bias-freeze-step N (-1 never) --balance-alpha A --mtp-weight L\n"
@@ -141,6 +142,7 @@ int cmd_train(int argc, char **argv) {
             i++;
         } else { usage(stderr); cli_die(C, "unknown argument '%s'", a); }
     }
+    if (getenv("DS_TRAIN_BLAS")) tr_gemm_force_blas(true);   /* A/B against the OpenBLAS path */
     if (export_from) {
         if (!export_to) cli_die(C, "--export needs --out DIR");
         return export_model(C, export_from, export_to, dtype);
@@ -222,6 +224,7 @@ int cmd_train(int argc, char **argv) {
         last_eval = 0;
     }
     double tok_s = 0, mfu = 0, mm_gflops = 0, mm_frac = 0;
+    int64_t start_step = t.step;   /* --steps 0 (or a finished run): evaluate only, write nothing */
     bool stopped = false;
     while (t.step < R->steps && !g_stop) {
         ds_step_info s;
@@ -290,12 +293,15 @@ int cmd_train(int argc, char **argv) {
         ds_trainer_log(&t, json_pack("{s:I, s:f}", "step", (json_int_t)t.step, "val_loss", vl));
     }
     const char *path = NULL;
-    if (last_ckpt != t.step && ds_trainer_save(&t, &path, &e)) cli_die_err(C, &e);
-    printf("{\"step\":%lld,\"tokens\":%lld,\"val_loss\":%.6g,\"train_seconds\":%.1f,\"tok_s\":%.1f,\"mfu\":%.4f,"
+    if (t.step != start_step && last_ckpt != t.step && ds_trainer_save(&t, &path, &e)) cli_die_err(C, &e);
+    char vbuf[32] = "null";
+    if (isfinite(t.last_val)) snprintf(vbuf, sizeof vbuf, "%.6g", t.last_val);
+    printf("{\"step\":%lld,\"tokens\":%lld,\"val_loss\":%s,\"train_seconds\":%.1f,\"tok_s\":%.1f,\"mfu\":%.4f,"
            "\"matmul_gflops\":%.2f,\"matmul_frac\":%.3f,\"peak_gflops\":%.2f,\"nan_skips\":%lld,"
-           "\"checkpoint\":\"%s/latest\"}\n",
-           (long long)t.step, (long long)t.tokens, t.last_val, t.elapsed, t.elapsed > 0 ? (double)t.tokens / t.elapsed : 0,
-           mfu, mm_gflops, mm_frac, t.peak_flops / 1e9, (long long)t.nan_skips, R->out);
+           "\"checkpoint\":%s%s%s}\n",
+           (long long)t.step, (long long)t.tokens, vbuf, t.elapsed, t.elapsed > 0 ? (double)t.tokens / t.elapsed : 0,
+           mfu, mm_gflops, mm_frac, t.peak_flops / 1e9, (long long)t.nan_skips, t.step ? "\"" : "null",
+           t.step ? R->out : "", t.step ? "/latest\"" : "");
     ds_trainer_free(&t);
     json_decref(cfgj);
     json_decref(model);

@@ -16,11 +16,15 @@
 
 #include "tmodel.h"
 
+typedef struct ds_adam_seg { int64_t off, n; bool decay; } ds_adam_seg;
+
 typedef struct ds_adamw {
     float beta1, beta2, eps, weight_decay;
     int64_t t;             /* updates done */
     float *m, *v;          /* (n_floats) moments, arena layout */
     uint8_t *kind;         /* (n_floats) 0 frozen, 1 no decay, 2 decay */
+    ds_adam_seg *seg;      /* trainable ranges of the arena, merged, ascending */
+    int64_t n_seg;
 } ds_adamw;
 
 int ds_adamw_init(ds_adamw *o, const ds_tmodel *m, float beta1, float beta2, float eps, float weight_decay, ds_err *e);

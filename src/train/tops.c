@@ -7,6 +7,7 @@
  */
 #include "tops.h"
 #include "tinternal.h"
+#include "tgemm.h"
 #include "../core/thread.h"
 #include "../tensor/ops.h"
 
@@ -71,7 +72,7 @@ void tr_prof_read(double *flops, double *rate, double *seconds) {
 
 void tr_linear_forward(float *y, const float *x, const float *W, int64_t N, int64_t I, int64_t O) {
     double t0 = g_prof ? ds_now() : 0;
-    ds_sgemm(false, true, N, O, I, 1.0f, x, I, W, I, 0.0f, y, O);
+    tr_gemm_nt(y, O, x, I, W, I, N, O, I, 1.0f, false);
     if (g_prof) {
         int t = ds_thread_id();
         g_pf[t].sec += ds_now() - t0;
@@ -82,8 +83,8 @@ void tr_linear_forward(float *y, const float *x, const float *W, int64_t N, int6
 void tr_linear_backward(float *dx, float *dW, const float *dy, const float *x, const float *W, int64_t N, int64_t I,
                         int64_t O) {
     double t0 = g_prof ? ds_now() : 0;
-    if (dx) ds_sgemm(false, false, N, I, O, 1.0f, dy, O, W, I, 1.0f, dx, I);
-    if (dW) ds_sgemm(true, false, O, I, N, 1.0f, dy, O, x, I, 1.0f, dW, I);
+    if (dx) tr_gemm_nn(dx, I, dy, O, W, I, N, I, O, 1.0f, true);
+    if (dW) tr_gemm_tn(dW, I, dy, O, x, I, O, I, N, 1.0f, true);
     if (g_prof) {
         int t = ds_thread_id();
         g_pf[t].sec += ds_now() - t0;
@@ -97,9 +98,13 @@ typedef struct {
     float *out; int64_t ldo; float *rstd; const float *x; int64_t ldx; const float *w; int64_t D; float eps;
 } rms_fwd_ctx;
 
+static bool has_avx2(void);
+static void rms_fwd_rows_avx2(rms_fwd_ctx *c, int64_t n0, int64_t n1);
+
 static void rms_fwd_worker(void *vc, int64_t n0, int64_t n1, int tid) {
     (void)tid;
     rms_fwd_ctx *c = vc;
+    if (has_avx2() && c->D % 8 == 0) { rms_fwd_rows_avx2(c, n0, n1); return; }
     for (int64_t n = n0; n < n1; n++) {
         const float *xr = c->x + n * c->ldx;
         float *o = c->out + n * c->ldo;
@@ -122,9 +127,12 @@ typedef struct {
     const float *w; const float *rstd; int64_t D; float *dw_part; /* [threads, D] */
 } rms_bwd_ctx;
 
+static void rms_bwd_rows_avx2(rms_bwd_ctx *c, int64_t n0, int64_t n1, float *dwp);
+
 static void rms_bwd_worker(void *vc, int64_t n0, int64_t n1, int tid) {
     rms_bwd_ctx *c = vc;
     float *dwp = c->dw_part ? c->dw_part + (int64_t)tid * c->D : NULL;
+    if (has_avx2() && c->D % 8 == 0) { rms_bwd_rows_avx2(c, n0, n1, dwp); return; }
     for (int64_t n = n0; n < n1; n++) {
         const float *xr = c->x + n * c->ldx, *dy = c->dout + n * c->lddo;
         float *dx = c->dx + n * c->lddx;
@@ -200,15 +208,66 @@ __attribute__((target("avx2,fma"))) static void swiglu_fwd_avx2(float *h, float 
 }
 #endif
 
+static bool g_scalar;
+void tr_force_scalar(bool on) { g_scalar = on; }
+
 static bool has_avx2(void) {
 #if defined(__x86_64__)
     static int avx2 = -1;
     if (avx2 < 0) { __builtin_cpu_init(); avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
-    return avx2 == 1;
+    return avx2 == 1 && !g_scalar;
 #else
     return false;
 #endif
 }
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static inline double hsum256(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    __m256d d = _mm256_add_pd(_mm256_cvtps_pd(lo), _mm256_cvtps_pd(hi));
+    double t[4];
+    _mm256_storeu_pd(t, d);
+    return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
+/* rows of D (a multiple of 8): float lanes, the 8 lane sums combined in double */
+__attribute__((target("avx2,fma"))) static void rms_fwd_rows_avx2(rms_fwd_ctx *c, int64_t n0, int64_t n1) {
+    int64_t D = c->D;
+    for (int64_t n = n0; n < n1; n++) {
+        const float *x = c->x + n * c->ldx;
+        float *o = c->out + n * c->ldo;
+        __m256 s0 = _mm256_setzero_ps();
+        for (int64_t i = 0; i < D; i += 8) { __m256 v = _mm256_loadu_ps(x + i); s0 = _mm256_fmadd_ps(v, v, s0); }
+        float r = (float)(1.0 / sqrt(hsum256(s0) / (double)D + (double)c->eps));
+        if (c->rstd) c->rstd[n] = r;
+        __m256 rv = _mm256_set1_ps(r);
+        for (int64_t i = 0; i < D; i += 8)
+            _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), rv), _mm256_loadu_ps(c->w + i)));
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void rms_bwd_rows_avx2(rms_bwd_ctx *c, int64_t n0, int64_t n1, float *dwp) {
+    int64_t D = c->D;
+    for (int64_t n = n0; n < n1; n++) {
+        const float *x = c->x + n * c->ldx, *dy = c->dout + n * c->lddo;
+        float *dx = c->dx + n * c->lddx;
+        __m256 s = _mm256_setzero_ps();
+        for (int64_t i = 0; i < D; i += 8)
+            s = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(c->w + i), _mm256_loadu_ps(dy + i)), _mm256_loadu_ps(x + i), s);
+        float r = c->rstd[n];
+        __m256 rv = _mm256_set1_ps(r), kv = _mm256_set1_ps((float)(hsum256(s) * (double)r * r * r / (double)D));
+        for (int64_t i = 0; i < D; i += 8) {
+            __m256 xv = _mm256_loadu_ps(x + i), dyv = _mm256_loadu_ps(dy + i);
+            __m256 g = _mm256_mul_ps(_mm256_mul_ps(rv, _mm256_loadu_ps(c->w + i)), dyv);
+            _mm256_storeu_ps(dx + i, _mm256_add_ps(_mm256_loadu_ps(dx + i), _mm256_fnmadd_ps(kv, xv, g)));
+            if (dwp) _mm256_storeu_ps(dwp + i, _mm256_fmadd_ps(_mm256_mul_ps(dyv, xv), rv, _mm256_loadu_ps(dwp + i)));
+        }
+    }
+}
+#else
+static void rms_fwd_rows_avx2(rms_fwd_ctx *c, int64_t n0, int64_t n1) { (void)c; (void)n0; (void)n1; }
+static void rms_bwd_rows_avx2(rms_bwd_ctx *c, int64_t n0, int64_t n1, float *dwp) { (void)c; (void)n0; (void)n1; (void)dwp; }
+#endif
 
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma"))) static double exp_shift_sum_avx2(float *x, int64_t n, float mx) {
@@ -319,7 +378,7 @@ double tr_crossentropy_forward_backward(float *logits, const int32_t *targets, i
 
 void tr_attention_forward(float *O, int64_t ldo, float *att, const float *Q, int64_t ldq, const float *K, int64_t ldk,
                           const float *V, int64_t ldv, int64_t T, int64_t Dk, int64_t Dv, float scale) {
-    ds_sgemm(false, true, T, T, Dk, scale, Q, ldq, K, ldk, 0.0f, att, T);
+    tr_gemm_nt_causal(att, T, Q, ldq, K, ldk, T, Dk, scale);
     for (int64_t i = 0; i < T; i++) {   /* causal softmax of row i over keys 0..i */
         float *row = att + i * T;
         float mx = -INFINITY;
@@ -328,17 +387,17 @@ void tr_attention_forward(float *O, int64_t ldo, float *att, const float *Q, int
         for (int64_t j = 0; j <= i; j++) row[j] *= inv;
         for (int64_t j = i + 1; j < T; j++) row[j] = 0.0f;
     }
-    ds_sgemm(false, false, T, Dv, T, 1.0f, att, T, V, ldv, 0.0f, O, ldo);
+    tr_gemm_nn_causal(O, ldo, att, T, V, ldv, T, Dv, 1.0f, false);
 }
 
 void tr_attention_backward(float *dQ, int64_t lddq, float *dK, int64_t lddk, float *dV, int64_t lddv, const float *dO,
                            int64_t lddo, const float *att, const float *Q, int64_t ldq, const float *K, int64_t ldk,
                            const float *V, int64_t ldv, int64_t T, int64_t Dk, int64_t Dv, float scale, float *scratch) {
     /* dV += attᵀ dO */
-    ds_sgemm(true, false, T, Dv, T, 1.0f, att, T, dO, lddo, 1.0f, dV, lddv);
-    /* dA = dO Vᵀ, then dS = att ⊙ (dA - rowsum(dA ⊙ att)) · scale */
+    tr_gemm_tn_causal(dV, lddv, att, T, dO, lddo, T, Dv, 1.0f, true);
+    /* dA = dO Vᵀ (lower triangle), then dS = att ⊙ (dA - rowsum(dA ⊙ att)) · scale */
     float *dS = scratch;
-    ds_sgemm(false, true, T, T, Dv, 1.0f, dO, lddo, V, ldv, 0.0f, dS, T);
+    tr_gemm_nt_causal(dS, T, dO, lddo, V, ldv, T, Dv, 1.0f);
     for (int64_t i = 0; i < T; i++) {
         const float *a = att + i * T;
         float *d = dS + i * T;
@@ -348,9 +407,9 @@ void tr_attention_backward(float *dQ, int64_t lddq, float *dK, int64_t lddk, flo
         for (int64_t j = 0; j <= i; j++) d[j] = a[j] * (d[j] - fd) * scale;
         for (int64_t j = i + 1; j < T; j++) d[j] = 0.0f;
     }
-    /* dQ += dS K ;  dK += dSᵀ Q */
-    ds_sgemm(false, false, T, Dk, T, 1.0f, dS, T, K, ldk, 1.0f, dQ, lddq);
-    ds_sgemm(true, false, T, Dk, T, 1.0f, dS, T, Q, ldq, 1.0f, dK, lddk);
+    /* dQ += dS K ;  dK += dSᵀ Q   (dS is lower-triangular) */
+    tr_gemm_nn_causal(dQ, lddq, dS, T, K, ldk, T, Dk, 1.0f, true);
+    tr_gemm_tn_causal(dK, lddk, dS, T, Q, ldq, T, Dk, 1.0f, true);
 }
 
 /* ---------------------------------------------------------------- bump allocator */

@@ -65,6 +65,9 @@ void tr_prof_enable(bool on);
 void tr_prof_reset(void);
 void tr_prof_read(double *flops, double *rate, double *seconds);
 
+/* Use the scalar paths of every kernel here (tests compare both). */
+void tr_force_scalar(bool on);
+
 /* Per-thread scratch for the training kernels (separate from ds_scratch):
  * at least n floats, valid until the next call with the same tid, slot. */
 #define TR_SCRATCH_SLOTS 4

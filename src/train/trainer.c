@@ -41,7 +41,7 @@ typedef struct { const char *key; key_kind kind; size_t off; double lo, hi; } ke
 #define KN(k, lo, hi) { #k, K_NUM, offsetof(ds_recipe, k), lo, hi }
 static const key_def k_keys[] = {
     KS(data), KS(out), KS(init_from),
-    KI(seq_len, 2, 1 << 20), KI(batch_size, 1, 1 << 20), KI(grad_accum, 1, 1 << 20), KI(steps, 1, 1e12),
+    KI(seq_len, 2, 1 << 20), KI(batch_size, 1, 1 << 20), KI(grad_accum, 1, 1 << 20), KI(steps, 0, 1e12),
     KI(warmup_steps, 0, 1e12),
     KN(lr, 0, 10), KN(min_lr, 0, 10), KN(beta1, 0, 1), KN(beta2, 0, 1), KN(eps, 0, 1), KN(weight_decay, 0, 10),
     KN(grad_clip, 0, 1e9), KN(init_std, 0, 10), { "schedule", K_SCHED, offsetof(ds_recipe, schedule), 0, 0 },

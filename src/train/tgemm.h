@@ -1,0 +1,48 @@
+/*
+ * tgemm.h - fp32 matrix products for training's shapes: one big dimension
+ * (tokens, up to thousands) and two small ones (model widths, 16..1024).
+ *
+ *   tr_gemm_nt: C[M,N] (+)= alpha · A[M,K] · B[N,K]ᵀ     (forward: x·Wᵀ, q·kᵀ)
+ *   tr_gemm_nn: C[M,N] (+)= alpha · A[M,K] · B[K,N]      (backward dx = dy·W, p·v)
+ *   tr_gemm_tn: C[M,N] (+)= alpha · A[K,M]ᵀ · B[K,N]     (backward dW = dyᵀ·x)
+ * acc = false overwrites C (nothing is read), true accumulates.
+ * Row-major with leading dimensions lda/ldb/ldc.
+ *
+ * An AVX2+FMA 6x16 register tile; B is read 16 contiguous columns at a time
+ * straight from its rows for nn/tn (no packing) and packed to [K][16] panels
+ * for nt; K is blocked by 256 so the B panel stays in L1 and A rows in L2.
+ * Rows of C are split across threads (nested calls run serially).
+ * Without AVX2 the calls fall through to ds_sgemm (OpenBLAS); ds_sgemm_ref
+ * is the reference twin in tests.
+ */
+#ifndef DS_TGEMM_H
+#define DS_TGEMM_H
+
+#include "../core/base.h"
+
+void tr_gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
+                int64_t K, float alpha, bool acc);
+void tr_gemm_nn(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
+                int64_t K, float alpha, bool acc);
+void tr_gemm_tn(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
+                int64_t K, float alpha, bool acc);
+
+/* Causal q·kᵀ for attention: C[T,T] = alpha · Q[T,K] · Kᵀ where column
+ * <= row; 6x16 tiles entirely above the diagonal are skipped, so entries
+ * above it are unspecified (the softmax ignores them). */
+void tr_gemm_nt_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
+                       int64_t K, float alpha);
+
+/* Attention with a lower-triangular (causal) matrix A of side T:
+ *   nn_causal: C[T,N] (+)= alpha · A[T,T] · B[T,N], A[i][k] = 0 for k > i (att·V, dS·K)
+ *   tn_causal: C[T,N] (+)= alpha · A[T,T]ᵀ · B[T,N], A[k][i] = 0 for k < i (attᵀ·dO, dSᵀ·Q)
+ * Only the nonzero triangle of A is read. */
+void tr_gemm_nn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
+                       int64_t N, float alpha, bool acc);
+void tr_gemm_tn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
+                       int64_t N, float alpha, bool acc);
+
+/* Force the OpenBLAS path (tests compare both). */
+void tr_gemm_force_blas(bool on);
+
+#endif
