@@ -9,7 +9,6 @@
 #include "../io/json.h"
 #include "../train/trainer.h"
 #include "../train/optim.h"
-#include "../train/tgemm.h"
 
 #include <errno.h>
 #include <math.h>
@@ -142,7 +141,6 @@ int cmd_train(int argc, char **argv) {
             i++;
         } else { usage(stderr); cli_die(C, "unknown argument '%s'", a); }
     }
-    if (getenv("DS_TRAIN_BLAS")) tr_gemm_force_blas(true);   /* A/B against the OpenBLAS path */
     if (export_from) {
         if (!export_to) cli_die(C, "--export needs --out DIR");
         return export_model(C, export_from, export_to, dtype);

@@ -153,6 +153,7 @@ static int step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, c
         if (!m->acts->blk) return ds_err_set(e, DS_ENOMEM, "out of memory");
     }
     tr_bump_reset(&m->acts->arena);
+    if (tr_rope_table(m, T)) return ds_err_set(e, DS_ENOMEM, "out of memory for the RoPE table");
     tr_step st = { m, &m->acts->arena, 0.0f, true, 0.0, o->no_grad };
     tr_step *s = &st;
     st.balance_scale = o->no_grad ? 0.0f : o->balance_alpha * o->grad_scale / (float)B;

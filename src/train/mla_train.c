@@ -18,6 +18,7 @@
 #include "../core/thread.h"
 #include "../model/rope.h"
 
+#include <math.h>
 #include <string.h>
 
 typedef struct {
@@ -25,6 +26,42 @@ typedef struct {
     tr_block_acts *a;
     tr_grad_scratch *gs;
 } mla_ctx;
+
+/* cos/sin table for positions < T (grown on demand; angles exactly as
+ * ds_rope_apply computes them, so results are bit-identical) */
+int tr_rope_table(ds_tmodel *m, int64_t T) {
+    if (m->rope_cap >= T) return DS_OK;
+    int64_t half = m->cfg.qk_rope_head_dim / 2;
+    float *t = ds_alloc((size_t)(T * half * 2) * sizeof(float));
+    if (!t) return DS_ENOMEM;
+    for (int64_t p = 0; p < T; p++)
+        for (int64_t i = 0; i < half; i++) {
+            float ang = (float)p * m->inv_freq[i];
+            t[(p * half + i) * 2] = cosf(ang);
+            t[(p * half + i) * 2 + 1] = sinf(ang);
+        }
+    ds_free(m->rope_cs);
+    m->rope_cs = t;
+    m->rope_cap = T;
+    return DS_OK;
+}
+
+/* y = R(pos) x and its transpose, on interleaved pairs */
+static inline void rope_rot(float *x, int64_t half, const float *cs) {
+    for (int64_t i = 0; i < half; i++) {
+        float c = cs[2 * i], s = cs[2 * i + 1], a = x[2 * i], b = x[2 * i + 1];
+        x[2 * i] = a * c - b * s;
+        x[2 * i + 1] = b * c + a * s;
+    }
+}
+
+static inline void rope_unrot(float *x, int64_t half, const float *cs) {
+    for (int64_t i = 0; i < half; i++) {
+        float c = cs[2 * i], s = cs[2 * i + 1], a = x[2 * i], b = x[2 * i + 1];
+        x[2 * i] = a * c + b * s;
+        x[2 * i + 1] = b * c - a * s;
+    }
+}
 
 /* rope q_pe of every head, rope k_pe, build expanded keys; rows [n0, n1) */
 static void rope_keys_worker(void *vc, int64_t n0, int64_t n1, int tid) {
@@ -36,11 +73,11 @@ static void rope_keys_worker(void *vc, int64_t n0, int64_t n1, int tid) {
     int64_t Rkv = cfg->kv_lora_rank, W = Rkv + Dr, Dv = cfg->v_head_dim;
     float kpe[512];
     for (int64_t n = n0; n < n1; n++) {
-        int64_t pos = n % a->T;
+        const float *cs = c->m->rope_cs + (n % a->T) * Dr;
         memcpy(kpe, a->kva + n * W + Rkv, (size_t)Dr * sizeof(float));
-        ds_rope_apply(kpe, Dr, c->m->inv_freq, pos);
+        rope_rot(kpe, Dr / 2, cs);
         for (int64_t h = 0; h < H; h++) {
-            ds_rope_apply(a->q + (n * H + h) * Dq + Dn, Dr, c->m->inv_freq, pos);
+            rope_rot(a->q + (n * H + h) * Dq + Dn, Dr / 2, cs);
             float *k = a->k + (n * H + h) * Dq;
             memcpy(k, a->kv + (n * H + h) * (Dn + Dv), (size_t)Dn * sizeof(float));
             memcpy(k + Dn, kpe, (size_t)Dr * sizeof(float));
@@ -84,6 +121,7 @@ void tr_mla_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out) {
     tr_linear_forward(a->kv, a->c, w->kv_b, N, Rkv, H * (Dn + Dv));
     mla_ctx c = { m, a, NULL };
     DS_ASSERT(Dr <= 512);
+    DS_ASSERT(m->rope_cap >= a->T);   /* tr_rope_table, called by the step */
     ds_par_for(N, 64, rope_keys_worker, &c);
     /* attention per (sequence, head) */
     ds_par_for(a->B * H, 1, attn_fwd_worker, &c);
@@ -118,18 +156,17 @@ static void unrope_worker(void *vc, int64_t n0, int64_t n1, int tid) {
     int64_t Rkv = cfg->kv_lora_rank, W = Rkv + Dr, Dv = cfg->v_head_dim;
     float dkpe[512];
     for (int64_t n = n0; n < n1; n++) {
-        int64_t pos = n % a->T;
+        const float *cs = c->m->rope_cs + (n % a->T) * Dr;
         memset(dkpe, 0, (size_t)Dr * sizeof(float));
         for (int64_t h = 0; h < H; h++) {
             const float *dk = gs->dk + (n * H + h) * Dq;
             float *dkv = gs->dkv + (n * H + h) * (Dn + Dv);
-            for (int64_t i = 0; i < Dn; i++) dkv[i] += dk[i];
+            memcpy(dkv, dk, (size_t)Dn * sizeof(float));
             for (int64_t i = 0; i < Dr; i++) dkpe[i] += dk[Dn + i];
-            tr_rope_backward(gs->dq + (n * H + h) * Dq + Dn, Dr, c->m->inv_freq, pos);
+            rope_unrot(gs->dq + (n * H + h) * Dq + Dn, Dr / 2, cs);
         }
-        tr_rope_backward(dkpe, Dr, c->m->inv_freq, pos);
-        float *dst = gs->dkva + n * W + Rkv;
-        for (int64_t i = 0; i < Dr; i++) dst[i] += dkpe[i];
+        rope_unrot(dkpe, Dr / 2, cs);
+        memcpy(gs->dkva + n * W + Rkv, dkpe, (size_t)Dr * sizeof(float));
     }
 }
 
@@ -140,27 +177,21 @@ void tr_mla_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
     ds_tlayer *g = &m->G.layers[l];
     int64_t N = a->N, D = cfg->hidden_size, H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Dr = cfg->qk_rope_head_dim;
     int64_t Dq = Dn + Dr, Rq = cfg->q_lora_rank, Rkv = cfg->kv_lora_rank, W = Rkv + Dr, Dv = cfg->v_head_dim;
-    memset(gs->dout, 0, (size_t)(N * H * Dv) * sizeof(float));
-    memset(gs->dq, 0, (size_t)(N * H * Dq) * sizeof(float));
-    memset(gs->dk, 0, (size_t)(N * H * Dq) * sizeof(float));
-    memset(gs->dkv, 0, (size_t)(N * H * (Dn + Dv)) * sizeof(float));
-    memset(gs->dkva, 0, (size_t)(N * W) * sizeof(float));
-    memset(gs->dc, 0, (size_t)(N * Rkv) * sizeof(float));
-    /* output projection */
-    tr_linear_backward(gs->dout, g->o_proj, dout, a->o, w->o_proj, N, H * Dv, D);
-    /* attention */
+    /* output projection (dout, dq, dk, dkv, dc, dqan: first writes overwrite) */
+    tr_linear_backward_set(gs->dout, g->o_proj, dout, a->o, w->o_proj, N, H * Dv, D);
+    /* attention: writes dq, dk and the v part of dkv, one (sequence, head) slice each */
     mla_ctx c = { m, a, gs };
     ds_par_for(a->B * H, 1, attn_bwd_worker, &c);
-    ds_par_for(N, 64, unrope_worker, &c);
+    ds_par_for(N, 64, unrope_worker, &c);   /* writes the k_nope part of dkv and the rope part of dkva */
+    for (int64_t n = 0; n < N; n++) memset(gs->dkva + n * W, 0, (size_t)Rkv * sizeof(float));
     /* latent path */
-    tr_linear_backward(gs->dc, g->kv_b, gs->dkv, a->c, w->kv_b, N, Rkv, H * (Dn + Dv));
+    tr_linear_backward_set(gs->dc, g->kv_b, gs->dkv, a->c, w->kv_b, N, Rkv, H * (Dn + Dv));
     tr_rmsnorm_backward(gs->dkva, W, g->kv_a_norm, gs->dc, Rkv, a->kva, W, w->kv_a_norm, a->kv_rstd, N, Rkv);
     tr_linear_backward(dxn1, g->kv_a, gs->dkva, a->xn1, w->kv_a, N, D, W);
     /* query path */
     if (Rq > 0) {
-        memset(gs->dqan, 0, (size_t)(N * Rq) * sizeof(float));
         memset(gs->dqa, 0, (size_t)(N * Rq) * sizeof(float));
-        tr_linear_backward(gs->dqan, g->q_b, gs->dq, a->qan, w->q_b, N, Rq, H * Dq);
+        tr_linear_backward_set(gs->dqan, g->q_b, gs->dq, a->qan, w->q_b, N, Rq, H * Dq);
         tr_rmsnorm_backward(gs->dqa, Rq, g->q_a_norm, gs->dqan, Rq, a->qa, Rq, w->q_a_norm, a->qa_rstd, N, Rq);
         tr_linear_backward(dxn1, g->q_a, gs->dqa, a->xn1, w->q_a, N, D, Rq);
     } else {

@@ -70,13 +70,15 @@ static void mlp_forward(float *out, float *g, float *u, float *sig, float *h, co
     tr_linear_forward(out, h, w->down, n, F, D);
 }
 
-/* dx += ..., grads += ...; dh, dg, du: zeroed scratch (n, F) */
-static void mlp_backward(float *dx, ds_tmlp *gw, const float *dout, const float *x, const float *g, const float *u,
-                         const float *sig, const float *h, const ds_tmlp *w, int64_t n, int64_t D, int64_t F, float *dh,
-                         float *dg, float *du) {
-    tr_linear_backward(dh, gw->down, dout, h, w->down, n, F, D);
+/* dx += ... (dx = ... when dx_set), grads += ...; dh, dg, du: scratch (n, F),
+ * written before being read */
+static void mlp_backward(float *dx, bool dx_set, ds_tmlp *gw, const float *dout, const float *x, const float *g,
+                         const float *u, const float *sig, const float *h, const ds_tmlp *w, int64_t n, int64_t D,
+                         int64_t F, float *dh, float *dg, float *du) {
+    tr_linear_backward_set(dh, gw->down, dout, h, w->down, n, F, D);
     tr_swiglu_backward(dg, du, dh, g, u, sig, n * F);
-    tr_linear_backward(dx, gw->gate, dg, x, w->gate, n, D, F);
+    if (dx_set) tr_linear_backward_set(dx, gw->gate, dg, x, w->gate, n, D, F);
+    else tr_linear_backward(dx, gw->gate, dg, x, w->gate, n, D, F);
     tr_linear_backward(dx, gw->up, du, x, w->up, n, D, F);
 }
 
@@ -191,20 +193,14 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
     int64_t N = a->N, D = c->hidden_size;
     if (!w->is_moe) {
         int64_t I = c->intermediate_size;
-        memset(gs->dh, 0, (size_t)(N * I) * sizeof(float));
-        memset(gs->dg, 0, (size_t)(N * I) * sizeof(float));
-        memset(gs->du, 0, (size_t)(N * I) * sizeof(float));
-        mlp_backward(dxn2, &gw->mlp, dout, a->xn2, a->g, a->u, a->sig, a->h, &w->mlp, N, D, I, gs->dh, gs->dg, gs->du);
+        mlp_backward(dxn2, false, &gw->mlp, dout, a->xn2, a->g, a->u, a->sig, a->h, &w->mlp, N, D, I, gs->dh, gs->dg, gs->du);
         return;
     }
     int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
     int64_t FS = c->n_shared_experts * F;
     /* shared experts */
     if (FS > 0) {
-        memset(gs->dh, 0, (size_t)(N * FS) * sizeof(float));
-        memset(gs->dg, 0, (size_t)(N * FS) * sizeof(float));
-        memset(gs->du, 0, (size_t)(N * FS) * sizeof(float));
-        mlp_backward(dxn2, &gw->shared, dout, a->xn2, a->sg, a->su, a->ssig, a->sh, &w->shared, N, D, FS, gs->dh, gs->dg,
+        mlp_backward(dxn2, false, &gw->shared, dout, a->xn2, a->sg, a->su, a->ssig, a->sh, &w->shared, N, D, FS, gs->dh, gs->dg,
                      gs->du);
     }
     /* combine weights and slot gradients: dy_slot = w_k · dout[row], dw_k = dout[row] · y_slot */
@@ -221,14 +217,10 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
     /* experts: gathered inputs again (cheap), then the MLP backward per expert */
     float *xe = tr_scratch(ds_thread_id(), 1, (size_t)(N * K * D));
     for (int64_t sl = 0; sl < N * K; sl++) memcpy(xe + sl * D, a->xn2 + (int64_t)a->slot_row[sl] * D, (size_t)D * sizeof(float));
-    memset(gs->eslot_dx, 0, (size_t)(N * K * D) * sizeof(float));
-    memset(gs->eslot_dh, 0, (size_t)(N * K * F) * sizeof(float));
-    memset(gs->eslot_dg, 0, (size_t)(N * K * F) * sizeof(float));
-    memset(gs->eslot_du, 0, (size_t)(N * K * F) * sizeof(float));
     for (int64_t x = 0; x < E; x++) {
         int64_t o = a->ex_off[x], n = a->ex_off[x + 1] - o;
         if (n == 0) continue;
-        mlp_backward(gs->eslot_dx + o * D, &gw->experts[x], gs->eslot_dy + o * D, xe + o * D, a->eg + o * F, a->eu + o * F,
+        mlp_backward(gs->eslot_dx + o * D, true, &gw->experts[x], gs->eslot_dy + o * D, xe + o * D, a->eg + o * F, a->eu + o * F,
                      a->esig + o * F, a->eh + o * F, &w->experts[x], n, D, F, gs->eslot_dh + o * F, gs->eslot_dg + o * F,
                      gs->eslot_du + o * F);
     }

@@ -230,6 +230,7 @@ void ds_tmodel_free(ds_tmodel *m) {
     ds_free(m->w);
     ds_free(m->g);
     ds_free(m->inv_freq);
+    ds_free(m->rope_cs);
     free(m->load);
     ds_tacts_free(m->acts);
     for (int i = 0; i < m->n_workers; i++) ds_tmodel_free(m->workers[i]);

@@ -1,6 +1,9 @@
 /*
  * tgemm.h - fp32 matrix products for training's shapes: one big dimension
  * (tokens, up to thousands) and two small ones (model widths, 16..1024).
+ * Training uses the causal variants for attention (half the work of a
+ * dense T x T product); the linear layers go through OpenBLAS (ds_sgemm),
+ * which measured faster than these kernels on those shapes.
  *
  *   tr_gemm_nt: C[M,N] (+)= alpha · A[M,K] · B[N,K]ᵀ     (forward: x·Wᵀ, q·kᵀ)
  *   tr_gemm_nn: C[M,N] (+)= alpha · A[M,K] · B[K,N]      (backward dx = dy·W, p·v)
@@ -42,7 +45,7 @@ void tr_gemm_nn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const
 void tr_gemm_tn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
                        int64_t N, float alpha, bool acc);
 
-/* Force the OpenBLAS path (tests compare both). */
+/* Force the OpenBLAS path (dense; tests compare both). */
 void tr_gemm_force_blas(bool on);
 
 #endif

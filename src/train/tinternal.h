@@ -103,6 +103,9 @@ int tr_block_forward(tr_step *s, int64_t l, tr_block_acts *a, float *x, ds_err *
  * Parameter gradients accumulate into m->G. */
 void tr_block_backward(tr_step *s, int64_t l, tr_block_acts *a, float *dx, tr_grad_scratch *gs);
 
+/* Makes m->rope_cs cover positions < T. DS_ENOMEM on failure. */
+int tr_rope_table(ds_tmodel *m, int64_t T);
+
 /* The attention half: out[N, D] = MLA(xn1) (mla_train.c). */
 void tr_mla_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out);
 /* dxn1 += ∂/∂xn1 given dout[N, D]. */

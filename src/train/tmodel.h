@@ -93,6 +93,8 @@ typedef struct ds_tmodel {
     float *w, *g;          /* arenas (64-byte aligned) */
     ds_tweights W, G;      /* pointers into w and g */
     float *inv_freq;       /* (Dr/2) YaRN-adjusted */
+    float *rope_cs;        /* (rope_cap, Dr/2, 2) cos, sin of pos·θ_i (fp32, as ds_rope_apply) */
+    int64_t rope_cap;
     float attn_scale;
     ds_tacts *acts;        /* activations, grown on demand */
     /* expert-load statistics, accumulated by every training forward (not

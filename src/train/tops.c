@@ -48,6 +48,7 @@ void tr_scratch_free(void) {
 /* ---------------------------------------------------------------- profile */
 
 static bool g_prof;
+
 static struct { double flops, sec; char pad[48]; } g_pf[TR_MAX_THREADS];
 
 void tr_prof_enable(bool on) { g_prof = on; }
@@ -72,7 +73,7 @@ void tr_prof_read(double *flops, double *rate, double *seconds) {
 
 void tr_linear_forward(float *y, const float *x, const float *W, int64_t N, int64_t I, int64_t O) {
     double t0 = g_prof ? ds_now() : 0;
-    tr_gemm_nt(y, O, x, I, W, I, N, O, I, 1.0f, false);
+    ds_sgemm(false, true, N, O, I, 1.0f, x, I, W, I, 0.0f, y, O);
     if (g_prof) {
         int t = ds_thread_id();
         g_pf[t].sec += ds_now() - t0;
@@ -80,16 +81,26 @@ void tr_linear_forward(float *y, const float *x, const float *W, int64_t N, int6
     }
 }
 
-void tr_linear_backward(float *dx, float *dW, const float *dy, const float *x, const float *W, int64_t N, int64_t I,
-                        int64_t O) {
+static void linear_backward(float *dx, bool dx_acc, float *dW, const float *dy, const float *x, const float *W,
+                            int64_t N, int64_t I, int64_t O) {
     double t0 = g_prof ? ds_now() : 0;
-    if (dx) tr_gemm_nn(dx, I, dy, O, W, I, N, I, O, 1.0f, true);
-    if (dW) tr_gemm_tn(dW, I, dy, O, x, I, O, I, N, 1.0f, true);
+    if (dx) ds_sgemm(false, false, N, I, O, 1.0f, dy, O, W, I, dx_acc ? 1.0f : 0.0f, dx, I);
+    if (dW) ds_sgemm(true, false, O, I, N, 1.0f, dy, O, x, I, 1.0f, dW, I);
     if (g_prof) {
         int t = ds_thread_id();
         g_pf[t].sec += ds_now() - t0;
         g_pf[t].flops += 2.0 * (double)N * (double)I * (double)O * ((dx != NULL) + (dW != NULL));
     }
+}
+
+void tr_linear_backward(float *dx, float *dW, const float *dy, const float *x, const float *W, int64_t N, int64_t I,
+                        int64_t O) {
+    linear_backward(dx, true, dW, dy, x, W, N, I, O);
+}
+
+void tr_linear_backward_set(float *dx, float *dW, const float *dy, const float *x, const float *W, int64_t N, int64_t I,
+                            int64_t O) {
+    linear_backward(dx, false, dW, dy, x, W, N, I, O);
 }
 
 /* ---------------------------------------------------------------- rmsnorm */
@@ -315,10 +326,10 @@ void tr_swiglu_forward(float *h, float *sig, const float *g, const float *u, int
 static void swiglu_bwd_worker(void *vc, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     swiglu_ctx *c = vc;
-    for (int64_t i = i0; i < i1; i++) {
+    for (int64_t i = i0; i < i1; i++) {   /* plain loop: the compiler vectorizes it */
         float g = c->g[i], s = c->csig[i], d = c->dh[i];
-        c->dg[i] += d * c->u[i] * s * (1.0f + g * (1.0f - s));
-        c->du[i] += d * g * s;
+        c->dg[i] = d * c->u[i] * s * (1.0f + g * (1.0f - s));
+        c->du[i] = d * g * s;
     }
 }
 
@@ -376,6 +387,27 @@ double tr_crossentropy_forward_backward(float *logits, const int32_t *targets, i
 
 /* ---------------------------------------------------------------- attention */
 
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static double dot_avx2(const float *a, const float *b, int64_t n) {
+    __m256 s = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) s = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s);
+    double r = hsum256(s);
+    for (; i < n; i++) r += (double)a[i] * b[i];
+    return r;
+}
+#endif
+
+/* Σ a·b, float lanes folded in double */
+static double dot_f64(const float *a, const float *b, int64_t n) {
+#if defined(__x86_64__)
+    if (has_avx2()) return dot_avx2(a, b, n);
+#endif
+    double r = 0.0;
+    for (int64_t i = 0; i < n; i++) r += (double)a[i] * b[i];
+    return r;
+}
+
 void tr_attention_forward(float *O, int64_t ldo, float *att, const float *Q, int64_t ldq, const float *K, int64_t ldk,
                           const float *V, int64_t ldv, int64_t T, int64_t Dk, int64_t Dv, float scale) {
     tr_gemm_nt_causal(att, T, Q, ldq, K, ldk, T, Dk, scale);
@@ -393,23 +425,21 @@ void tr_attention_forward(float *O, int64_t ldo, float *att, const float *Q, int
 void tr_attention_backward(float *dQ, int64_t lddq, float *dK, int64_t lddk, float *dV, int64_t lddv, const float *dO,
                            int64_t lddo, const float *att, const float *Q, int64_t ldq, const float *K, int64_t ldk,
                            const float *V, int64_t ldv, int64_t T, int64_t Dk, int64_t Dv, float scale, float *scratch) {
-    /* dV += attᵀ dO */
-    tr_gemm_tn_causal(dV, lddv, att, T, dO, lddo, T, Dv, 1.0f, true);
+    /* dV = attᵀ dO */
+    tr_gemm_tn_causal(dV, lddv, att, T, dO, lddo, T, Dv, 1.0f, false);
     /* dA = dO Vᵀ (lower triangle), then dS = att ⊙ (dA - rowsum(dA ⊙ att)) · scale */
     float *dS = scratch;
     tr_gemm_nt_causal(dS, T, dO, lddo, V, ldv, T, Dv, 1.0f);
     for (int64_t i = 0; i < T; i++) {
         const float *a = att + i * T;
         float *d = dS + i * T;
-        double dot = 0.0;
-        for (int64_t j = 0; j <= i; j++) dot += (double)a[j] * d[j];
-        float fd = (float)dot;
+        float fd = (float)dot_f64(a, d, i + 1);
         for (int64_t j = 0; j <= i; j++) d[j] = a[j] * (d[j] - fd) * scale;
         for (int64_t j = i + 1; j < T; j++) d[j] = 0.0f;
     }
-    /* dQ += dS K ;  dK += dSᵀ Q   (dS is lower-triangular) */
-    tr_gemm_nn_causal(dQ, lddq, dS, T, K, ldk, T, Dk, 1.0f, true);
-    tr_gemm_tn_causal(dK, lddk, dS, T, Q, ldq, T, Dk, 1.0f, true);
+    /* dQ = dS K ;  dK = dSᵀ Q   (dS is lower-triangular) */
+    tr_gemm_nn_causal(dQ, lddq, dS, T, K, ldk, T, Dk, 1.0f, false);
+    tr_gemm_tn_causal(dK, lddk, dS, T, Q, ldq, T, Dk, 1.0f, false);
 }
 
 /* ---------------------------------------------------------------- bump allocator */

@@ -4,11 +4,12 @@
  * Conventions (llm.c): outputs first, then inputs, then weights, then
  * dims. Backward functions take the gradients they write first, then the
  * incoming gradient, then the saved activations, and ACCUMULATE (+=) into
- * every gradient they write, parameters and activations alike, so callers
- * zero gradient buffers once and never need temporaries for sums.
+ * every gradient they write, parameters and activations alike — except
+ * where a comment says "written (=)": those are the first writes into a
+ * fresh activation-gradient buffer, so it needs no zeroing. Linear layers
+ * use ds_sgemm (OpenBLAS); attention uses the causal kernels of tgemm.h.
  * `ld*` are row strides in floats. Every kernel here has a finite-difference
- * test in tests/test_train.c; matmuls go through ds_sgemm (OpenBLAS, with
- * the ds_sgemm_ref twin tested in test_ops.c).
+ * test in tests/test_train.c.
  */
 #ifndef DS_TOPS_H
 #define DS_TOPS_H
@@ -20,6 +21,9 @@ void tr_linear_forward(float *y, const float *x, const float *W, int64_t N, int6
 /* dx[N, I] += dy[N, O] · W ;  dW[O, I] += dyᵀ · x     (dx, dW may be NULL) */
 void tr_linear_backward(float *dx, float *dW, const float *dy, const float *x, const float *W, int64_t N, int64_t I,
                         int64_t O);
+/* The same, but dx is written (=) rather than accumulated: for a fresh buffer. */
+void tr_linear_backward_set(float *dx, float *dW, const float *dy, const float *x, const float *W, int64_t N, int64_t I,
+                            int64_t O);
 
 /* out[n, :D] = x[n, :D] · rstd[n] ⊙ w, rstd[n] = 1/sqrt(mean(x²) + eps).
  * out may alias x (same ld). rstd may be NULL. */
@@ -34,7 +38,7 @@ void tr_rmsnorm_backward(float *dx, int64_t lddx, float *dw, const float *dout, 
  * the _ref twin is plain expf. */
 void tr_swiglu_forward(float *h, float *sig, const float *g, const float *u, int64_t n);
 void tr_swiglu_forward_ref(float *h, float *sig, const float *g, const float *u, int64_t n);
-/* dg += dh ⊙ u ⊙ sig·(1 + g·(1 − sig)), du += dh ⊙ g·sig */
+/* dg = dh ⊙ u ⊙ sig·(1 + g·(1 − sig)), du = dh ⊙ g·sig   (written, not accumulated) */
 void tr_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, const float *sig,
                         int64_t n);
 
@@ -53,7 +57,8 @@ double tr_crossentropy_forward_backward(float *logits, const int32_t *targets, i
  * Q: [T, Dk] (ldq), K: [T, Dk] (ldk), V: [T, Dv] (ldv), O (ldo). */
 void tr_attention_forward(float *O, int64_t ldo, float *att, const float *Q, int64_t ldq, const float *K, int64_t ldk,
                           const float *V, int64_t ldv, int64_t T, int64_t Dk, int64_t Dv, float scale);
-/* dQ += , dK += , dV += (strided like the inputs); scratch >= T·T floats. */
+/* dQ, dK, dV are written (=), not accumulated (strided like the inputs);
+ * scratch >= T·T floats. */
 void tr_attention_backward(float *dQ, int64_t lddq, float *dK, int64_t lddk, float *dV, int64_t lddv, const float *dO,
                            int64_t lddo, const float *att, const float *Q, int64_t ldq, const float *K, int64_t ldk,
                            const float *V, int64_t ldv, int64_t T, int64_t Dk, int64_t Dv, float scale, float *scratch);
