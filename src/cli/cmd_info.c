@@ -120,6 +120,9 @@ int cmd_info(int argc, char **argv) {
            (long long)mha, (double)mha / (double)W);
     printf("memory       %s of tensors memory-mapped; resident now %s\n", human((double)m->file_bytes, b1, sizeof b1),
            human((double)rss_kb() * 1024, b2, sizeof b2));
+    if (m->rp_bytes)
+        printf("             %s of quantized weights repacked at load into 8-row interleaved blocks (DS_REPACK=0: off)\n",
+               human((double)m->rp_bytes, b1, sizeof b1));
     ds_model_close(m);
     return 0;
 }

@@ -227,6 +227,7 @@ int ds_model_open(ds_model **out, const char *dir, ds_err *e) {
     if (!m->inv_freq) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto fail; }
     ds_rope_inv_freq(c, m->inv_freq);
     m->attn_scale = (float)ds_config_softmax_scale(c);
+    if ((rc = ds_model_repack(m, e))) goto fail;
     *out = m;
     return DS_OK;
 fail:
@@ -248,6 +249,7 @@ void ds_model_close(ds_model *m) {
     ds_free(m->final_norm);
     ds_free(m->inv_freq);
     ds_work_free(m->work);
+    ds_model_repack_free(m);
     ds_model_gguf_release(m);
     ds_safetensors_close(&m->st);
     free(m->dir);

@@ -68,6 +68,8 @@ typedef struct ds_model {
     int64_t file_bytes;   /* bytes of tensor data mapped */
     struct ds_work *work; /* forward-pass scratch, grown on demand */
     struct ds_gguf *gguf; /* the mapped file when opened from a .gguf (model_gguf.c), else NULL */
+    void *rp_buf;         /* x8 copies of the quantized matmul weights (repack_model.c), or NULL */
+    size_t rp_bytes;
 } ds_model;
 
 /* Opens a Hugging Face model folder: config.json + safetensors (sharded or

@@ -106,6 +106,7 @@ static void expert_views(const ds_tensor *stack, int64_t x, int64_t row0, int64_
     *out = ds_tensor_slice(stack, x);
     size_t rb = ds_dtype_row_bytes(out->dtype, out->shape[1]);
     out->data = (const uint8_t *)out->data + rb * (size_t)row0;
+    if (out->rp) out->rp = row0 % 8 == 0 ? (const uint8_t *)out->rp + rb * (size_t)row0 : NULL;
     out->shape[0] = rows;
     out->nbytes = rb * (size_t)rows;
 }
@@ -352,6 +353,7 @@ int ds_model_open_gguf(ds_model **out, const char *path, ds_err *e) {
     if (!m->inv_freq) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto fail; }
     ds_rope_inv_freq(c, m->inv_freq);
     m->attn_scale = (float)ds_config_softmax_scale(c);
+    if ((rc = ds_model_repack(m, e))) goto fail;
     free(used);
     *out = m;
     return DS_OK;

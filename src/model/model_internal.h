@@ -63,6 +63,12 @@ int ds_block_forward(ds_model *m, int64_t l, float *x, int64_t T, const ds_seg *
 struct ds_gguf;
 int ds_model_gguf_config(const struct ds_gguf *g, ds_config *c, ds_err *e);
 
+/* x8 row-interleaved copies of the quantized matmul weights (tensor/repack.h),
+ * made at the end of ds_model_open / ds_model_open_gguf unless DS_REPACK=0;
+ * freed by ds_model_close (repack_model.c). */
+int ds_model_repack(ds_model *m, ds_err *e);
+void ds_model_repack_free(ds_model *m);
+
 /* Makes room for `extra` more positions past max(n_past, mtp_n_past). */
 int ds_kvcache_reserve(ds_kvcache *c, int64_t upto, ds_err *e);
 

@@ -10,11 +10,16 @@
  *   - block-quantized weights (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K) in decode: the
  *     T activation rows are quantized once per call (A8 / K8, quant.h) and
  *     each weight row is dotted in integer arithmetic (quant_avx2.c).
+ *   - block-quantized weights repacked at load (w->rp, repack.h): every
+ *     token count goes through the x8 kernels (8 rows x up to 4 tokens per
+ *     call, repack_avx2.c), decode and prefill alike; a token's result does
+ *     not depend on the other tokens of the call.
  */
 #include "ops.h"
 #include "ops_isa.h"
 #include "quant.h"
 #include "quant_isa.h"
+#include "repack.h"
 #include "../core/thread.h"
 
 #include <cblas.h>
@@ -25,6 +30,7 @@
 #define DS_GEMM_MIN_T DS_TOKEN_BLOCK_MIN
 #define DS_PANEL 64
 #define DS_MAX_THREADS 256
+#define QTILE 64   /* tokens per tile of the quantized kernels */
 
 extern void openblas_set_num_threads(int);
 
@@ -158,6 +164,60 @@ typedef struct {
     bool per_token;                 /* T < DS_GEMM_MIN_T or forced: tokens computed independently */
 } matmul_ctx;
 
+/* ------------------------------------------------ repacked (x8) weights */
+
+/* Work units of rows [r0, r0+N) of a repacked weight: the row groups of 8
+ * that overlap them (groups [g0, g0+ng); rows of a group outside the range
+ * are computed and dropped), then the rows past the last whole group of
+ * the tensor (not repacked: [t0, t0+nt), one unit each). Which kernel a
+ * row gets depends only on the row, never on the call. */
+typedef struct { int64_t g0, ng, t0, nt; } x8_units;
+
+static x8_units x8_split(const ds_tensor *w, int64_t r0, int64_t N) {
+    int64_t full = ds_tensor_rows(w) / DS_RP_ROWS * DS_RP_ROWS, b = DS_MIN(r0 + N, full);
+    x8_units u = { r0 / DS_RP_ROWS, 0, DS_MAX(r0, full), 0 };
+    if (b > r0) u.ng = (b + DS_RP_ROWS - 1) / DS_RP_ROWS - u.g0;
+    if (r0 + N > u.t0) u.nt = r0 + N - u.t0;
+    return u;
+}
+
+static inline bool use_x8(const ds_tensor *w) { return isa() == 1 && w->rp != NULL && ds_repack_supported(w->dtype, ds_tensor_cols(w)); }
+
+/* Units [i0, i1) of x8_split. Tokens are tiled by QTILE so a tile's
+ * activations stay in L2 while the thread's groups stream through. */
+static void matmul_x8_worker(const matmul_ctx *c, int64_t i0, int64_t i1) {
+    x8_units u = x8_split(c->w, c->r0, c->N);
+    ds_dtype dt = c->w->dtype;
+    size_t gb = ds_dtype_row_bytes(dt, c->K) * DS_RP_ROWS;
+    int64_t e0 = DS_MIN(i1, u.ng);
+    for (int64_t t0 = 0; t0 < c->T; t0 += QTILE) {
+        int64_t t1 = DS_MIN(c->T, t0 + QTILE);
+        for (int64_t i = i0; i < e0; i++) {
+            int64_t g = u.g0 + i, row0 = g * DS_RP_ROWS;
+            int64_t ra = DS_MAX(row0, c->r0), rb = DS_MIN(row0 + DS_RP_ROWS, c->r0 + c->N);
+            const uint8_t *wg = (const uint8_t *)c->w->rp + gb * (size_t)g;
+            for (int64_t t = t0; t < t1; t += DS_RP_MAX_T) {
+                int m = (int)DS_MIN(DS_RP_MAX_T, t1 - t);
+                const void *a[DS_RP_MAX_T];
+                float out[DS_RP_ROWS * DS_RP_MAX_T];
+                for (int k = 0; k < m; k++) a[k] = c->qa + (size_t)(t + k) * c->ab;
+                ds_gemm_x8_avx2(dt, wg, a, m, c->K, out);
+                for (int k = 0; k < m; k++) {
+                    float *yr = c->y + (t + k) * c->ldy - c->r0;
+                    if (rb - ra == DS_RP_ROWS) memcpy(yr + row0, out + DS_RP_ROWS * k, DS_RP_ROWS * sizeof(float));
+                    else for (int64_t r = ra; r < rb; r++) yr[r] = out[DS_RP_ROWS * k + (r - row0)];
+                }
+            }
+        }
+    }
+    for (int64_t i = DS_MAX(i0, u.ng); i < i1; i++) {
+        int64_t r = u.t0 + (i - u.ng);
+        const uint8_t *wr = (const uint8_t *)c->w->rp + ds_dtype_row_bytes(dt, c->K) * (size_t)r;
+        for (int64_t t = 0; t < c->T; t++)
+            c->y[t * c->ldy + (r - c->r0)] = ds_vec_dot_avx2(dt, wr, c->qa + (size_t)t * c->ab, c->K);
+    }
+}
+
 /* Block-quantized weights on AVX2: the activation rows are quantized once
  * per call (A8 / K8) and every weight row is dotted in integer arithmetic,
  * 4 tokens per kernel call (the weight block is unpacked once for all 4).
@@ -166,7 +226,6 @@ typedef struct {
  * it, panels are dequantized for OpenBLAS, which measured faster (1 core,
  * K=2048: K-quants break even around T = 16-32, the per-32-block-scaled
  * Q8_0/Q4_0/Q5_0 around T = 8). DS_QGEMM_MAX_T overrides (benchmarks). */
-#define QTILE 64
 static int64_t g_qgemm_env = -2;
 
 static int64_t qgemm_max_t(ds_dtype t) {
@@ -179,13 +238,24 @@ static int64_t qgemm_max_t(ds_dtype t) {
 }
 
 static inline bool use_qdot(const ds_tensor *w, int64_t T) {
-    return isa() == 1 && ds_act_kind(w->dtype) != 0 && (T < DS_GEMM_MIN_T || T <= qgemm_max_t(w->dtype));
+    return isa() == 1 && ds_act_kind(w->dtype) != 0 && (use_x8(w) || T < DS_GEMM_MIN_T || T <= qgemm_max_t(w->dtype));
+}
+
+/* Work units of a quantized-activation matmul: x8 units or rows. */
+static int64_t qdot_units(const ds_tensor *w, int64_t r0, int64_t N) {
+    if (!use_x8(w)) return N;
+    x8_units u = x8_split(w, r0, N);
+    return u.ng + u.nt;
 }
 
 static void matmul_qrows_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     matmul_ctx *c = vctx;
     ds_dtype dt = c->w->dtype;
+    if (use_x8(c->w)) {
+        matmul_x8_worker(c, i0, i1);
+        return;
+    }
     if (c->per_token) {
         /* one token at a time: each token's result is independent of the batch
          * (the 4-token kernel rounds differently from the 1-token one) */
@@ -252,8 +322,9 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
         uint8_t *qa = act_buf(ds_thread_id(), c.ab * (size_t)T);
         for (int64_t t = 0; t < T; t++) ds_quantize_act_avx2(w->dtype, x + t * ldx, qa + (size_t)t * c.ab, K);
         c.qa = qa;
-        int64_t min_rows = DS_MAX(1, 16384 / DS_MAX(K * T, 1));
-        ds_par_for(N, min_rows, matmul_qrows_worker, &c);
+        int64_t units = qdot_units(w, r0, N);
+        int64_t min_units = DS_MAX(1, units * 16384 / DS_MAX(N * K * T, 1));
+        ds_par_for(units, min_units, matmul_qrows_worker, &c);
     } else if (T < DS_GEMM_MIN_T || isa() == 0) {
         int64_t min_rows = DS_MAX(1, 16384 / DS_MAX(K * T, 1));
         ds_par_for(N, min_rows, matmul_rows_worker, &c);
@@ -305,7 +376,8 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
         DS_ASSERT(jb->r0 >= 0 && jb->r0 + jb->N <= ds_tensor_rows(jb->w));
         bool qd = use_qdot(jb->w, jb->T) || (jb->per_token && use_qdot(jb->w, 1));
         int64_t units = jb->N <= 0 || jb->T <= 0 ? 0
-                      : (jb->T < DS_GEMM_MIN_T || jb->per_token || isa() == 0 || qd) ? jb->N
+                      : qd ? qdot_units(jb->w, jb->r0, jb->N)
+                      : (jb->T < DS_GEMM_MIN_T || jb->per_token || isa() == 0) ? jb->N
                       : (jb->N + DS_PANEL - 1) / DS_PANEL;
         start[j + 1] = start[j] + units;
         work += jb->N * jb->T * ds_tensor_cols(jb->w);

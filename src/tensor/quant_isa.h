@@ -12,6 +12,8 @@ float ds_vec_dot_avx2(ds_dtype t, const void *w, const void *act, int64_t K);
 /* out[i] = w · act[i] for 4 activation rows (pass duplicates for fewer) */
 void ds_vec_dot4_avx2(ds_dtype t, const void *w, const void *const *act, int64_t K, float *out);
 void ds_dequant_row_avx2(ds_dtype t, const void *in, float *out, int64_t n);
+/* repack.h x8 groups: out[t·8 + r] = row r · act[t], t < T <= 4 (repack_avx2.c) */
+void ds_gemm_x8_avx2(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out);
 /* fp8 e4m3 row segment -> fp32, times scale[(c0 + i) / block] (scale may be NULL) */
 void ds_cvt_fp8_avx2(float *out, const uint8_t *w, int64_t n, const float *scale, int64_t c0, int block);
 

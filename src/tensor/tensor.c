@@ -17,6 +17,7 @@ ds_tensor ds_tensor_slice(const ds_tensor *t, int64_t i) {
     s.shape[2] = 0;
     size_t bytes = ds_dtype_row_bytes(t->dtype, t->shape[2]) * (size_t)t->shape[1];
     s.data = (const uint8_t *)t->data + bytes * (size_t)i;
+    if (t->rp) s.rp = (const uint8_t *)t->rp + bytes * (size_t)i;
     s.nbytes = bytes;
     return s;
 }

@@ -22,6 +22,10 @@ typedef struct ds_tensor {
     int64_t shape[DS_MAX_DIMS];
     const void *data;                /* borrowed (mmap) or owned by the loader */
     size_t nbytes;
+    /* x8 row-interleaved copy (repack.h) at the same byte offsets as data:
+     * whole groups of 8 rows (of each 2-D slice) repacked, the rest copied;
+     * NULL if none. Owned by the model; matmuls prefer it. */
+    const void *rp;
     /* FP8 block scales, fp32 [scale_rows, scale_cols]; NULL if none */
     const float *scale;
     int64_t scale_rows, scale_cols;

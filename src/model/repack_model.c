@@ -1,0 +1,161 @@
+/*
+ * repack_model.c - at load, every block-quantized matmul weight gets an x8
+ * row-interleaved copy (tensor/repack.h) that the matmul kernels use.
+ *
+ * Memory: the copy is anonymous memory of the same size as those weights
+ * (huge pages advised). For a GGUF file the mapped pages of the original
+ * weights are dropped from our mapping right after (MADV_DONTNEED), so the
+ * resident set stays ~1x the model: the file's pages stay in the page
+ * cache only as reclaimable cache, and the few paths that still read the
+ * original layout (row lookups of the embedding, the naive attention check
+ * path) fault them back in. DS_REPACK=0 in the environment turns it off
+ * (weights are then used from the mapping; slower kernels).
+ */
+#include "model_internal.h"
+#include "../core/thread.h"
+#include "../tensor/repack.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+typedef struct {
+    ds_tensor *t;
+    size_t off;           /* into the copy */
+} rp_item;
+
+typedef struct {
+    rp_item *it;
+    int n, cap;
+    size_t bytes;
+} rp_list;
+
+static bool repackable(const ds_tensor *t) {
+    return ds_tensor_present(t) && (t->ndim == 2 || t->ndim == 3) && !t->rp &&
+           ds_repack_supported(t->dtype, ds_tensor_cols(t)) && ds_tensor_rows(t) >= DS_RP_ROWS;
+}
+
+static int add(rp_list *l, ds_tensor *t) {
+    if (!repackable(t)) return 0;
+    for (int i = 0; i < l->n; i++)
+        if (l->it[i].t->data == t->data && l->it[i].t->nbytes == t->nbytes) return 0;  /* same weight bound twice */
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 256;
+        rp_item *p = realloc(l->it, (size_t)cap * sizeof *p);
+        if (!p) return -1;
+        l->it = p;
+        l->cap = cap;
+    }
+    l->it[l->n++] = (rp_item){ t, l->bytes };
+    l->bytes += (t->nbytes + 63) & ~(size_t)63;
+    return 0;
+}
+
+static int add_mlp(rp_list *l, ds_mlp_w *w) { return add(l, &w->gate) | add(l, &w->up) | add(l, &w->down); }
+
+/* 2-D matrices of item i: 1, or shape[0] slices */
+static int64_t n_mats(const ds_tensor *t) { return t->ndim == 3 ? t->shape[0] : 1; }
+static int64_t mat_rows(const ds_tensor *t) { return t->ndim == 3 ? t->shape[1] : t->shape[0]; }
+
+typedef struct {
+    rp_list *l;
+    uint8_t *buf;
+    int64_t *start;       /* [n + 1] prefix sums of the row groups of the items */
+    int64_t base;         /* first unit of this batch */
+} rp_ctx;
+
+static void repack_worker(void *vctx, int64_t u0, int64_t u1, int tid) {
+    (void)tid;
+    rp_ctx *c = vctx;
+    u0 += c->base;
+    u1 += c->base;
+    int i = 0;
+    while (c->start[i + 1] <= u0) i++;
+    for (int64_t u = u0; u < u1; u++) {
+        while (c->start[i + 1] <= u) i++;
+        const ds_tensor *t = c->l->it[i].t;
+        int64_t K = ds_tensor_cols(t), R = mat_rows(t), gpm = R / DS_RP_ROWS, k = u - c->start[i];
+        int64_t mat = k / gpm, g = k % gpm;
+        size_t rb = ds_dtype_row_bytes(t->dtype, K), off = rb * (size_t)(mat * R + g * DS_RP_ROWS);
+        ds_repack_group(t->dtype, (const uint8_t *)t->data + off, K, c->buf + c->l->it[i].off + off);
+    }
+}
+
+/* Drops our mapping's pages that lie entirely inside [p, p + n). */
+static void drop_pages(const void *p, size_t n) {
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + pg - 1) & ~(uintptr_t)(pg - 1), b = ((uintptr_t)p + n) & ~(uintptr_t)(pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+int ds_model_repack(ds_model *m, ds_err *e) {
+    const char *env = getenv("DS_REPACK");
+    if ((env && !strcmp(env, "0")) || strcmp(ds_ops_isa(), "avx2") != 0) return DS_OK;
+    const ds_config *c = &m->cfg;
+    rp_list l = { 0 };
+    int bad = add(&l, &m->lm_head);
+    for (int64_t i = 0; i < c->n_layer + m->n_mtp; i++) {
+        ds_layer_w *w = &m->layers[i];
+        bad |= add(&l, &w->q_proj) | add(&l, &w->q_a_proj) | add(&l, &w->q_b_proj) | add(&l, &w->kv_a_proj) |
+               add(&l, &w->kv_b_proj) | add(&l, &w->wk_b) | add(&l, &w->wv_b) | add(&l, &w->o_proj) |
+               add(&l, &w->eh_proj) | add(&l, &w->head);
+        if (!w->is_moe) bad |= add_mlp(&l, &w->mlp);
+        else {
+            for (int64_t x = 0; x < c->n_routed_experts; x++) bad |= add_mlp(&l, &w->experts[x]);
+            bad |= add_mlp(&l, &w->shared);
+        }
+    }
+    if (bad) { free(l.it); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+    if (l.n == 0) return DS_OK;
+    int64_t *start = malloc((size_t)(l.n + 1) * sizeof *start);
+    if (!start) { free(l.it); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+    void *buf = mmap(NULL, l.bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED) {
+        free(l.it); free(start);
+        return ds_err_set(e, DS_ENOMEM, "out of memory for the repacked weights (%.2f GiB; DS_REPACK=0 skips them)",
+                          (double)l.bytes / (1 << 30));
+    }
+    madvise(buf, l.bytes, MADV_HUGEPAGE);
+    start[0] = 0;
+    for (int i = 0; i < l.n; i++) {
+        const ds_tensor *t = l.it[i].t;
+        int64_t K = ds_tensor_cols(t), R = mat_rows(t), full = R / DS_RP_ROWS * DS_RP_ROWS;
+        size_t rb = ds_dtype_row_bytes(t->dtype, K);
+        start[i + 1] = start[i] + n_mats(t) * (R / DS_RP_ROWS);
+        /* rows past the last whole group: copied as they are */
+        if (full < R)
+            for (int64_t s = 0; s < n_mats(t); s++)
+                memcpy((uint8_t *)buf + l.it[i].off + rb * (size_t)(s * R + full),
+                       (const uint8_t *)t->data + rb * (size_t)(s * R + full), rb * (size_t)(R - full));
+    }
+    /* in batches of ~256 MiB, dropping the source pages after each batch */
+    for (int i0 = 0; i0 < l.n;) {
+        int i1 = i0 + 1;
+        while (i1 < l.n && l.it[i1].off - l.it[i0].off < ((size_t)256 << 20)) i1++;
+        rp_ctx rc = { &l, buf, start, start[i0] };
+        ds_par_for(start[i1] - start[i0], 64, repack_worker, &rc);
+        for (int i = i0; i < i1; i++) {
+            ds_tensor *t = l.it[i].t;
+            t->rp = (const uint8_t *)buf + l.it[i].off;
+            if (m->gguf) drop_pages(t->data, t->nbytes);
+        }
+        i0 = i1;
+    }
+    /* the same weight bound under a second name (tied MTP head, ...) */
+    for (int64_t i = 0; i < c->n_layer + m->n_mtp; i++) {
+        ds_layer_w *w = &m->layers[i];
+        if (ds_tensor_present(&w->head) && !w->head.rp && w->head.data == m->lm_head.data) w->head.rp = m->lm_head.rp;
+    }
+    m->rp_buf = buf;
+    m->rp_bytes = l.bytes;
+    free(l.it);
+    free(start);
+    return DS_OK;
+}
+
+void ds_model_repack_free(ds_model *m) {
+    if (m->rp_buf) munmap(m->rp_buf, m->rp_bytes);
+    m->rp_buf = NULL;
+    m->rp_bytes = 0;
+}

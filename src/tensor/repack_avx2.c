@@ -1,0 +1,312 @@
+/*
+ * repack_avx2.c - AVX2 kernels for the x8 layouts of repack.h (compiled
+ * with -mavx2 -mfma -mf16c; ops.c calls them only on AVX2+FMA CPUs).
+ *
+ * One call: 8 weight rows (one group) x T <= 4 activation rows. Every
+ * product is _mm256_maddubs_epi16(unsigned weights, signed activations)
+ * with the weights as chunk vectors (lane r = row r) and the activations
+ * as a broadcast 4-byte load, so the sums land in row lanes directly:
+ *
+ *   i16 lanes 2r, 2r+1 = the two pair sums of row r for one chunk
+ *   -> summed over the chunks of a sub-block while that cannot overflow
+ *   -> _mm256_madd_epi16 with the sub-block scale (or 1) -> i32 lane r
+ *   -> per block: fp32 lane r += (float)isum · d_r · d_act (one FMA)
+ *
+ * Zero points (Q4_0 8, Q5_0 16, Q6_K 32, Q4_K mins) are removed with the
+ * activation block sums. The weight unpacking is shared by the T tokens;
+ * each token's arithmetic is the same sequence of operations for any T
+ * (batch invariance). Q8_0 weights are signed: |w| · sign(a, w).
+ */
+#include "repack.h"
+#include "quant.h"
+#include "quant_isa.h"
+#include "../core/base.h"
+
+#include <immintrin.h>
+
+#define AI static inline __attribute__((always_inline))
+
+AI __m256i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* 8 x u8 (rows 0..7) -> i16 [v0, v0, v1, v1, ..., v7, v7] */
+AI __m256i dup8_u8(const uint8_t *p) {
+    const __m128i ctl = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    return _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadl_epi64((const __m128i *)p), ctl));
+}
+/* the same for int8 */
+AI __m256i dup8_s8(const uint8_t *p) {
+    const __m128i ctl = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(_mm_loadl_epi64((const __m128i *)p), ctl));
+}
+/* two groups of 8 x i8 (a: rows 0..7 of sub-block 2i, b: of 2i+1) -> i16 [a0, b0, a1, b1, ...] */
+AI __m256i pair8_s8(const uint8_t *a, const uint8_t *b) {
+    return _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b)));
+}
+
+#ifndef DS_RP_PREFETCH
+#define DS_RP_PREFETCH 2048   /* bytes ahead of the block being read */
+#endif
+extern int ds_rp_prefetch;
+int ds_rp_prefetch = DS_RP_PREFETCH;
+AI void prefetch_block(const uint8_t *g, size_t bytes) {
+    for (size_t l = 0; l < bytes; l += 64) _mm_prefetch((const char *)(g + ds_rp_prefetch + l), _MM_HINT_T0);
+}
+
+AI __m256 d8(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+/* ------------------------------------------------------------------ Q4_K */
+
+AI void gemm_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
+    int64_t nb = K / DS_QK_K;
+    const float *da[DS_RP_MAX_T];
+    const int16_t *bs[DS_RP_MAX_T];
+    __m256 acc[DS_RP_MAX_T];
+    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) {
+        da[t] = (const float *)(q[t] + K);
+        bs[t] = (const int16_t *)(da[t] + nb);
+        acc[t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, g += 1152) {
+        prefetch_block(g, 1152);
+        /* scales and mins, [8 j + r] */
+        uint8_t scm[128] __attribute__((aligned(32)));
+        __m256i A = _mm256_loadu_si256((const __m256i *)(g + 32)), B = _mm256_loadu_si256((const __m256i *)(g + 64));
+        __m256i C = _mm256_loadu_si256((const __m256i *)(g + 96));
+        _mm256_store_si256((__m256i *)scm, _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(C, m3), 4)));
+        _mm256_store_si256((__m256i *)(scm + 32), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4),
+                                                                  _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(C, 2), m3), 4)));
+        _mm256_store_si256((__m256i *)(scm + 64), _mm256_or_si256(_mm256_and_si256(B, m4),
+                                                                  _mm256_and_si256(C, _mm256_set1_epi8(0x30))));
+        _mm256_store_si256((__m256i *)(scm + 96), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4),
+                                                                  _mm256_and_si256(_mm256_srli_epi16(C, 2), _mm256_set1_epi8(0x30))));
+        __m256i isum[DS_RP_MAX_T], msum[DS_RP_MAX_T];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) { isum[t] = _mm256_setzero_si256(); msum[t] = _mm256_setzero_si256(); }
+        /* mins: Σ_j m_rj · (bsum16[2j] + bsum16[2j+1]) */
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            __m256i mj = dup8_u8(scm + 64 + 8 * j);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(mj, bcast4((const int8_t *)(bs[t] + 16 * b + 2 * j))));
+        }
+        const uint8_t *qs = g + 128;
+        /* low nibbles: sub-blocks 0..3, high nibbles: 4..7 */
+#pragma GCC unroll 2
+        for (int half = 0; half < 2; half++) {
+            for (int j = 0; j < 4; j++) {
+                __m256i s = dup8_u8(scm + 8 * (j + 4 * half));
+                __m256i a16[DS_RP_MAX_T];
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) a16[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+                for (int v = 8 * j; v < 8 * j + 8; v++) {
+                    __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
+                    w = half ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4) : _mm256_and_si256(w, m4);
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; t++)
+                        a16[t] = _mm256_add_epi16(a16[t], _mm256_maddubs_epi16(w, bcast4(q[t] + 256 * b + 128 * half + 4 * v)));
+                }
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(a16[t], s));
+            }
+        }
+        __m256 dv = d8(g), dmv = d8(g + 16);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            __m256 db = _mm256_set1_ps(da[t][b]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, db), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum[t]), _mm256_mul_ps(dmv, db), acc[t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+}
+
+/* ------------------------------------------------------------------ Q6_K */
+
+AI void gemm_q6_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
+    int64_t nb = K / DS_QK_K;
+    const float *da[DS_RP_MAX_T];
+    const int16_t *bs[DS_RP_MAX_T];
+    __m256 acc[DS_RP_MAX_T];
+    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) {
+        da[t] = (const float *)(q[t] + K);
+        bs[t] = (const int16_t *)(da[t] + nb);
+        acc[t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, g += 1680) {
+        prefetch_block(g, 1680);
+        const uint8_t *sc = g + 16, *ql = g + 144, *qh = g + 1168;
+        __m256i isum[DS_RP_MAX_T];
+        /* zero point: -32 Σ_j sc_rj · bsum16_j, sub-blocks in pairs */
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            __m256i sp = pair8_s8(sc + 16 * i, sc + 16 * i + 8);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(sp, bcast4((const int8_t *)(bs[t] + 16 * b + 2 * i))));
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) isum[t] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(isum[t], 5));
+        /* sub-block j (16 values = chunks 4j..4j+3) of the low half and j + 8 of the high half */
+#pragma GCC unroll 2
+        for (int half = 0; half < 2; half++) {
+            for (int j = 0; j < 8; j++) {
+                __m256i s = dup8_s8(sc + 8 * (j + 8 * half));
+                __m256i a16[2][DS_RP_MAX_T];
+#pragma GCC unroll 2
+                for (int pv = 0; pv < 2; pv++) {
+                    int v = 4 * j + 2 * pv;  /* chunks v, v+1 (+32 in the high half) share one high-bit vector */
+                    __m256i h = _mm256_loadu_si256((const __m256i *)(qh + 16 * v));
+                    __m256i w0 = _mm256_loadu_si256((const __m256i *)(ql + 32 * v));
+                    __m256i w1 = _mm256_loadu_si256((const __m256i *)(ql + 32 * v + 32));
+                    __m256i u0, u1;
+                    if (!half) {
+                        u0 = _mm256_or_si256(_mm256_and_si256(w0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
+                        u1 = _mm256_or_si256(_mm256_and_si256(w1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+                    } else {
+                        u0 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(w0, 4), m4), _mm256_and_si256(h, m30));
+                        u1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(w1, 4), m4),
+                                             _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+                    }
+                    const int8_t *qa = NULL;
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; t++) {
+                        qa = q[t] + 256 * b + 128 * half + 4 * v;
+                        a16[pv][t] = _mm256_add_epi16(_mm256_maddubs_epi16(u0, bcast4(qa)), _mm256_maddubs_epi16(u1, bcast4(qa + 4)));
+                    }
+                }
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++)
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(a16[0][t], s), _mm256_madd_epi16(a16[1][t], s)));
+            }
+        }
+        __m256 dv = d8(g);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+}
+
+/* ------------------------------------------- Q8_0, Q4_0, Q5_0 (A8 acts) */
+
+/* kind 0 = Q8_0 (272 B/block), 4 = Q4_0 (144), 5 = Q5_0 (176) */
+AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T, const int kind) {
+    int64_t nb = K / DS_QK;
+    const size_t bsz = kind == 0 ? 272 : kind == 4 ? 144 : 176;
+    const float *da[DS_RP_MAX_T], *sa[DS_RP_MAX_T];
+    __m256 acc[DS_RP_MAX_T];
+    const __m256i m4 = _mm256_set1_epi8(15), m10 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) {
+        da[t] = (const float *)(q[t] + K);
+        sa[t] = da[t] + nb;
+        acc[t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, g += bsz) {
+        prefetch_block(g, bsz);
+        __m256i isum[DS_RP_MAX_T];
+        if (kind == 0) {
+            const uint8_t *qs = g + 16;
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) {
+                __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+                __m256i aw = _mm256_sign_epi8(w, w);
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) {
+                    __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(bcast4(q[t] + 32 * b + 4 * c), w));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, ones));
+                }
+            }
+        } else {
+            const uint8_t *qs = g + (kind == 4 ? 16 : 48);
+            __m256i hb = kind == 5 ? _mm256_loadu_si256((const __m256i *)(g + 16)) : _mm256_setzero_si256();
+            __m256i a16[2][DS_RP_MAX_T];
+#pragma GCC unroll 2
+            for (int half = 0; half < 2; half++) {
+#pragma GCC unroll 4
+                for (int v = 0; v < 4; v++) {
+                    __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
+                    w = half ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4) : _mm256_and_si256(w, m4);
+                    if (kind == 5) {
+                        /* 5th bit of chunk c = 4 half + v: bit c of hb -> bit 4 */
+                        int c = 4 * half + v;
+                        __m256i h = c < 4 ? _mm256_slli_epi16(hb, 4 - c) : c == 4 ? hb : _mm256_srli_epi16(hb, c - 4);
+                        w = _mm256_or_si256(w, _mm256_and_si256(h, m10));
+                    }
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; t++) {
+                        __m256i p = _mm256_maddubs_epi16(w, bcast4(q[t] + 32 * b + 16 * half + 4 * v));
+                        a16[half][t] = v ? _mm256_add_epi16(a16[half][t], p) : p;
+                    }
+                }
+            }
+            /* 8 chunks of 4-bit values fit in i16; of 5-bit values only 4 */
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                isum[t] = kind == 4 ? _mm256_madd_epi16(_mm256_add_epi16(a16[0][t], a16[1][t]), ones)
+                                    : _mm256_add_epi32(_mm256_madd_epi16(a16[0][t], ones), _mm256_madd_epi16(a16[1][t], ones));
+        }
+        __m256 dv = d8(g);
+        float zk = kind == 4 ? 8.0f : 16.0f;
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            __m256 x = _mm256_cvtepi32_ps(isum[t]);
+            if (kind) x = _mm256_sub_ps(x, _mm256_set1_ps(zk * sa[t][b]));   /* exact: small integers */
+            acc[t] = _mm256_fmadd_ps(x, _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+#define INST(name, call)                                                                          \
+    static void name##_1(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(1); } \
+    static void name##_2(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(2); } \
+    static void name##_3(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(3); } \
+    static void name##_4(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(4); }
+#define C_Q4K(T) gemm_q4_K(g, q, K, o, T)
+#define C_Q6K(T) gemm_q6_K(g, q, K, o, T)
+#define C_Q80(T) gemm_a8(g, q, K, o, T, 0)
+#define C_Q40(T) gemm_a8(g, q, K, o, T, 4)
+#define C_Q50(T) gemm_a8(g, q, K, o, T, 5)
+INST(q4k, C_Q4K)
+INST(q6k, C_Q6K)
+INST(q80, C_Q80)
+INST(q40, C_Q40)
+INST(q50, C_Q50)
+
+typedef void (*gemm_fn)(const uint8_t *, const int8_t *const *, int64_t, float *);
+#define FNS(name) { name##_1, name##_2, name##_3, name##_4 }
+static const gemm_fn k_q4k[4] = FNS(q4k), k_q6k[4] = FNS(q6k), k_q80[4] = FNS(q80), k_q40[4] = FNS(q40),
+                     k_q50[4] = FNS(q50);
+
+void ds_gemm_x8_avx2(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out) {
+    const gemm_fn *f;
+    switch (t) {
+    case DS_DTYPE_Q4_K: f = k_q4k; break;
+    case DS_DTYPE_Q6_K: f = k_q6k; break;
+    case DS_DTYPE_Q8_0: f = k_q80; break;
+    case DS_DTYPE_Q4_0: f = k_q40; break;
+    case DS_DTYPE_Q5_0: f = k_q50; break;
+    default: return;
+    }
+    f[T - 1](grp, (const int8_t *const *)act, K, out);
+}

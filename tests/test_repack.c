@@ -1,0 +1,167 @@
+/*
+ * test_repack.c - the x8 row-interleaved layouts (tensor/repack.h):
+ * repack/unpack round trips, the AVX2 kernels against the reference, and
+ * batch invariance of the kernels (a token's result is bit-identical
+ * whatever the other tokens of the call).
+ */
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "tensor/ops.h"
+#include "tensor/quant.h"
+#include "tensor/quant_isa.h"
+#include "tensor/repack.h"
+
+static const ds_dtype k_types[] = { DS_DTYPE_Q8_0, DS_DTYPE_Q4_0, DS_DTYPE_Q5_0, DS_DTYPE_Q4_K, DS_DTYPE_Q6_K };
+#define NT (int)(sizeof k_types / sizeof k_types[0])
+
+/* 8 random rows of K values quantized to t (rows consecutive). */
+static uint8_t *rand_rows(ds_dtype t, int64_t K, ds_rng *r, float **f_out) {
+    size_t rb = ds_dtype_row_bytes(t, K);
+    uint8_t *q = malloc(8 * rb);
+    float *f = malloc((size_t)(8 * K) * sizeof(float));
+    for (int64_t i = 0; i < 8 * K; i++) f[i] = ds_rng_normal(r) * ((i % 53) == 0 ? 6.0f : 1.0f) * (1.0f + (float)(i / K));
+    for (int i = 0; i < 8; i++) ds_quantize_row_ref(t, f + i * K, q + rb * (size_t)i, K);
+    if (f_out) *f_out = f;
+    else free(f);
+    return q;
+}
+
+TEST(repack_roundtrip) {
+    ds_rng r;
+    ds_rng_seed(&r, 21);
+    static const int64_t Ks[] = { 256, 512, 1536 };
+    for (int k = 0; k < NT; k++) {
+        ds_dtype t = k_types[k];
+        for (int ki = 0; ki < 3; ki++) {
+            int64_t K = Ks[ki];
+            CHECK(ds_repack_supported(t, K));
+            size_t bytes = 8 * ds_dtype_row_bytes(t, K);
+            uint8_t *q = rand_rows(t, K, &r, NULL), *g = malloc(bytes), *back = malloc(bytes);
+            /* random bytes too: every bit pattern must survive (scales of Q4_K, high bits of Q5_0/Q6_K) */
+            if (ki == 2)
+                for (size_t i = 0; i < bytes; i++) q[i] = (uint8_t)ds_rng_u64(&r);
+            ds_repack_group(t, q, K, g);
+            ds_unpack_group_ref(t, g, K, back);
+            CHECK_MSG(memcmp(q, back, bytes) == 0, "%s K=%lld: repack round trip differs", ds_dtype_name(t), (long long)K);
+            free(q); free(g); free(back);
+        }
+    }
+    CHECK(!ds_repack_supported(DS_DTYPE_Q4_K, 1408));
+    CHECK(!ds_repack_supported(DS_DTYPE_BF16, 256));
+}
+
+TEST(repack_kernels_vs_ref) {
+    if (strcmp(ds_ops_isa(), "avx2") != 0) return;
+    ds_rng r;
+    ds_rng_seed(&r, 22);
+    static const int64_t Ks[] = { 256, 512, 1408, 2048 };
+    for (int k = 0; k < NT; k++) {
+        ds_dtype t = k_types[k];
+        for (int ki = 0; ki < 4; ki++) {
+            int64_t K = Ks[ki];
+            if (!ds_repack_supported(t, K)) continue;
+            size_t bytes = 8 * ds_dtype_row_bytes(t, K), ab = ds_act_row_bytes(t, K);
+            float *f;
+            uint8_t *q = rand_rows(t, K, &r, &f), *g = malloc(bytes);
+            ds_repack_group(t, q, K, g);
+            /* 6 activation rows: normal, small, large, with outliers, zero, constant */
+            enum { NA = 6 };
+            uint8_t *qa[NA];
+            float *a = malloc((size_t)K * sizeof(float));
+            for (int i = 0; i < NA; i++) {
+                for (int64_t j = 0; j < K; j++) {
+                    float v = ds_rng_normal(&r);
+                    a[j] = i == 0 ? v : i == 1 ? v * 1e-3f : i == 2 ? v * 1e3f : i == 3 ? v * (j % 17 == 0 ? 30.0f : 1.0f)
+                         : i == 4 ? 0.0f : 1.5f;
+                }
+                qa[i] = malloc(ab);
+                ds_quantize_act_ref(t, a, qa[i], K);
+            }
+            float ref[8 * NA], one[8 * NA], o[8 * 4];
+            for (int i = 0; i < NA; i++) {
+                const void *p[1] = { qa[i] };
+                ds_gemm_x8_ref(t, g, p, 1, K, ref + 8 * i);
+                ds_gemm_x8_avx2(t, g, p, 1, K, one + 8 * i);
+                for (int rr = 0; rr < 8; rr++) {
+                    /* bound: the row's Σ|w·a| (from the reference dequantized row and act) */
+                    float wrow[2048], arow[2048];
+                    ds_dequant_row_ref(t, q + ds_dtype_row_bytes(t, K) * (size_t)rr, wrow, K);
+                    const int8_t *aq = (const int8_t *)qa[i];
+                    int64_t B = ds_act_kind(t) == 1 ? DS_QK : DS_QK_K;
+                    const float *ad = (const float *)(aq + K);
+                    double mag = 0;
+                    for (int64_t j = 0; j < K; j++) {
+                        arow[j] = ad[j / B] * aq[j];
+                        mag += fabs((double)wrow[j] * arow[j]);
+                    }
+                    CHECK_MSG(fabs(ref[8 * i + rr] - one[8 * i + rr]) <= 2e-6 * mag + 1e-30,
+                              "%s K=%lld act %d row %d: x8 avx2 %.9g vs ref %.9g", ds_dtype_name(t), (long long)K, i, rr,
+                              one[8 * i + rr], ref[8 * i + rr]);
+                }
+            }
+            /* batch invariance: every T and every placement gives the T=1 bits */
+            for (int T = 2; T <= 4; T++)
+                for (int s = 0; s + T <= NA; s++) {
+                    const void *p[4];
+                    for (int i = 0; i < T; i++) p[i] = qa[(s + i * 2) % NA];
+                    ds_gemm_x8_avx2(t, g, p, T, K, o);
+                    for (int i = 0; i < T; i++)
+                        CHECK_MSG(memcmp(o + 8 * i, one + 8 * ((s + i * 2) % NA), 8 * sizeof(float)) == 0,
+                                  "%s K=%lld T=%d: token %d differs from its T=1 result", ds_dtype_name(t), (long long)K, T, i);
+                }
+            for (int i = 0; i < NA; i++) free(qa[i]);
+            free(a); free(f); free(q); free(g);
+        }
+    }
+}
+
+/* ds_matmul / ds_matmul_multi on a repacked weight (rows not a multiple of
+ * 8, row ranges not aligned to groups): close to the reference, and every
+ * token bit-identical to computing it alone. */
+TEST(repack_matmul_dispatch) {
+    if (strcmp(ds_ops_isa(), "avx2") != 0) return;
+    ds_rng r;
+    ds_rng_seed(&r, 23);
+    for (int k = 0; k < NT; k++) {
+        ds_dtype t = k_types[k];
+        int64_t N = 45, K = 512;  /* 5 whole groups + 5 rows */
+        size_t rb = ds_dtype_row_bytes(t, K);
+        float *f = malloc((size_t)(N * K) * sizeof(float));
+        uint8_t *q = malloc(rb * (size_t)N), *rp = malloc(rb * (size_t)N);
+        for (int64_t i = 0; i < N * K; i++) f[i] = ds_rng_normal(&r) * 0.05f;
+        for (int64_t n = 0; n < N; n++) ds_quantize_row_ref(t, f + n * K, q + rb * (size_t)n, K);
+        for (int64_t g = 0; g < N / 8; g++) ds_repack_group(t, q + rb * 8 * (size_t)g, K, rp + rb * 8 * (size_t)g);
+        memcpy(rp + rb * 40, q + rb * 40, rb * 5);
+        ds_tensor w = { .name = "w", .dtype = t, .ndim = 2, .shape = { N, K }, .data = q, .nbytes = rb * (size_t)N };
+        ds_tensor wr = w;
+        wr.rp = rp;
+        enum { T = 13 };
+        float *x = malloc((size_t)(T * K) * sizeof(float));
+        float *y0 = calloc((size_t)(T * N), sizeof(float)), *y1 = calloc((size_t)(T * N), sizeof(float));
+        float *y2 = calloc((size_t)(T * N), sizeof(float)), *y3 = calloc((size_t)N, sizeof(float));
+        for (int64_t i = 0; i < T * K; i++) x[i] = ds_rng_normal(&r);
+        ds_matmul_ref(y0, N, x, K, &w, 0, N, T);
+        ds_matmul(y1, N, x, K, &wr, 0, N, T);
+        /* rows [3, 45) in two jobs split at 21: groups cut in the middle */
+        ds_mm_job jobs[2] = { { y2 + 3, N, x, K, &wr, 3, 18, T, false }, { y2 + 21, N, x, K, &wr, 21, N - 21, T, true } };
+        ds_matmul_multi(jobs, 2);
+        double mx = 0, scale = 0;
+        for (int64_t i = 0; i < T * N; i++) {
+            scale = fmax(scale, fabs(y0[i]));
+            mx = fmax(mx, fabs(y0[i] - y1[i]));
+        }
+        CHECK_MSG(mx <= 0.02 * scale, "%s: x8 matmul max diff %g (scale %g)", ds_dtype_name(t), mx, scale);
+        for (int64_t tt = 0; tt < T; tt++) {
+            ds_matmul(y3, N, x + tt * K, K, &wr, 0, N, 1);
+            CHECK_MSG(memcmp(y3, y1 + tt * N, (size_t)N * sizeof(float)) == 0, "%s: token %lld differs alone vs in 13",
+                      ds_dtype_name(t), (long long)tt);
+            CHECK_MSG(memcmp(y3 + 3, y2 + tt * N + 3, (size_t)(N - 3) * sizeof(float)) == 0,
+                      "%s: token %lld differs in the split jobs", ds_dtype_name(t), (long long)tt);
+        }
+        free(f); free(q); free(rp); free(x); free(y0); free(y1); free(y2); free(y3);
+    }
+}
