@@ -117,7 +117,7 @@ int cmd_train(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (cli_is_help(a)) { usage(stdout); return 0; }
+        if (cli_is_help(a)) { usage(stdout); free(sets); free(model_sets); return 0; }
         else if (!strcmp(a, "--config") || !strcmp(a, "-c")) { config = v; i++; }
         else if (!strcmp(a, "--resume")) { resume = v; i++; }
         else if (!strcmp(a, "--export")) { export_from = v; i++; }
@@ -143,6 +143,9 @@ int cmd_train(int argc, char **argv) {
     }
     if (export_from) {
         if (!export_to) cli_die(C, "--export needs --out DIR");
+        for (int i = 0; i < n_sets; i++) free(sets[i]);
+        free(sets);
+        free(model_sets);
         return export_model(C, export_from, export_to, dtype);
     }
     ds_err e = { 0 };
