@@ -102,7 +102,11 @@ expect_fail "generate --temperature -1" "out of range" "$BIN" generate -m "$M" -
 expect_fail "generate --temperature nan" "--temperature" "$BIN" generate -m "$M" --prompt-ids 1,2 --temperature nan
 expect_fail "generate --top-p 1.5" "out of range" "$BIN" generate -m "$M" --prompt-ids 1,2 --top-p 1.5
 expect_fail "generate --seed -5" "out of range" "$BIN" generate -m "$M" --prompt-ids 1,2 --seed -5
-expect_fail "generate --ctx smaller than prompt + n" "--ctx" "$BIN" generate -m "$M" --prompt-ids 1,2,3 -n 4 --ctx 5
+expect_fail "generate --ctx smaller than prompt + n with --no-ctx-shift" "--ctx" "$BIN" generate -m "$M" --prompt-ids 1,2,3 -n 4 --ctx 5 --no-ctx-shift
+expect_fail "generate prompt longer than --ctx" "context" "$BIN" generate -m "$M" --prompt-ids 1,2,3,4,5,6 -n 4 --ctx 5
+# a generation longer than the context slides the window: still exactly -n tokens
+slid=$("$BIN" generate -m "$M" --prompt-ids 1,2,3 -n 12 --ctx 6 --ignore-eos 2>/dev/null | tr ',' '\n' | grep -c .)
+checks=$((checks + 1)); if [ "$slid" = 12 ]; then :; else fail "generate slides the context window (got $slid tokens)"; fi
 expect_fail "generate without a prompt" "prompt" "$BIN" generate -m "$M" -n 2
 expect_fail "generate --prompt-ids 1,,2" "bad token id list" "$BIN" generate -m "$M" --prompt-ids 1,,2
 expect_fail "generate prompt id = vocab_size" "vocab_size 320" "$BIN" generate -m "$M" --prompt-ids 5,320

@@ -150,7 +150,7 @@ static void parity(const char *name) {
     CHECK(ds_sampler_init(&s, &sp, V, &e) == 0);
     int32_t got[64];
     int n_got = 0;
-    ds_gen_opts o = { r.n_greedy, NULL, 0, 2, false, NULL, NULL };  /* prefill in chunks of 2 */
+    ds_gen_opts o = { .max_tokens = r.n_greedy, .prefill_chunk = 2 };  /* prefill in chunks of 2 */
     ds_gen_stats st;
     collector ud = { got, &n_got };
     CHECK(ds_generate(m, &c, &s, r.prompt, r.n_prompt, &o, collect_tok, &ud, &st, &e) == 0);
@@ -359,7 +359,7 @@ static void mtp_spec(const char *name, float temperature) {
         CHECK(ds_kvcache_init(&c, m, 128, &e) == 0);
         CHECK(ds_sampler_init(&s, &sp, m->cfg.vocab_size, &e) == 0);
         oracle orc = { plain, 5, n_plain };
-        ds_gen_opts o = { 40, NULL, 0, 2, run > 0, run == 2 ? oracle_draft : NULL, &orc };
+        ds_gen_opts o = { .max_tokens = 40, .prefill_chunk = 2, .mtp = run > 0, .draft_override = run == 2 ? oracle_draft : NULL, .draft_ud = &orc };
         ds_gen_stats st;
         int32_t *dst = run == 0 ? plain : run == 1 ? spec : spec2;
         int *nd = run == 0 ? &n_plain : run == 1 ? &n_spec : &n_spec2;

@@ -41,7 +41,8 @@ static void usage(FILE *f) {
         "  -n, --max-tokens N   reply length limit (default 1024)\n"
         "  --temperature T --top-p P --top-k K --min-p P --repeat-penalty R\n"
         "  --frequency-penalty F --presence-penalty P --seed S --stop STR (repeatable)\n"
-        "  --ctx N              context size in tokens (default 4096)\n"
+        "  --ctx N              context size in tokens (default: the model's max_position_embeddings,\n"
+        "                       at most 4096); the oldest exchanges are forgotten when it fills\n"
         "  -t, --threads N      threads\n"
         "  --verbose            print tokens/s after each answer\n"
         "\n"
@@ -245,16 +246,35 @@ static void clear_turns(chat *c) {
 /* One user turn: render, reuse the cached prefix, generate, record. */
 static void respond(chat *c, const char *user) {
     add_turn(c, DS_ROLE_USER, user);
-    int n_msgs = c->n_turns + (c->system ? 1 : 0);
-    ds_chat_msg *msgs = calloc((size_t)n_msgs, sizeof *msgs);
-    if (!msgs) cli_die(C, "out of memory");
-    int k = 0;
-    if (c->system) msgs[k++] = (ds_chat_msg){ .role = DS_ROLE_SYSTEM, .content = c->system };
-    for (int i = 0; i < c->n_turns; i++) msgs[k++] = (ds_chat_msg){ .role = c->turns[i].role, .content = c->turns[i].content };
     tok_ids ids = { 0 };
     ds_err e = { 0 };
-    if (chat_render(c->tok, c->fmt, msgs, n_msgs, true, c->thinking, &ids, &e)) cli_die_err(C, &e);
-    free(msgs);
+    /* render; while the conversation leaves too little room for a reply,
+     * forget the oldest exchange (the system prompt stays) */
+    int64_t room = DS_MIN(c->max_tokens, c->cache.max_ctx / 4);
+    int dropped = 0;
+    for (;;) {
+        int n_msgs = c->n_turns + (c->system ? 1 : 0);
+        ds_chat_msg *msgs = calloc((size_t)n_msgs, sizeof *msgs);
+        if (!msgs) cli_die(C, "out of memory");
+        int k = 0;
+        if (c->system) msgs[k++] = (ds_chat_msg){ .role = DS_ROLE_SYSTEM, .content = c->system };
+        for (int i = 0; i < c->n_turns; i++) msgs[k++] = (ds_chat_msg){ .role = c->turns[i].role, .content = c->turns[i].content };
+        ids.n = 0;
+        if (chat_render(c->tok, c->fmt, msgs, n_msgs, true, c->thinking, &ids, &e)) cli_die_err(C, &e);
+        free(msgs);
+        if (ids.n + room <= c->cache.max_ctx || c->n_turns < 3) break;
+        int drop = c->turns[1].role == DS_ROLE_ASSISTANT ? 2 : 1;
+        for (int i = 0; i < drop; i++) free(c->turns[i].content);
+        memmove(c->turns, c->turns + drop, (size_t)(c->n_turns - drop) * sizeof *c->turns);
+        c->n_turns -= drop;
+        dropped++;
+    }
+    if (dropped && c->tty_in) {
+        dim_on(c);
+        printf("(the %d oldest exchange%s no longer fit the %lld-token context and %s forgotten)\n", dropped,
+               dropped > 1 ? "s" : "", (long long)c->cache.max_ctx, dropped > 1 ? "were" : "was");
+        dim_off(c);
+    }
     if (ids.n >= c->cache.max_ctx) {
         fprintf(stderr, "deepseek chat: the conversation (%lld tokens) fills the context (%lld tokens); "
                 "use /clear or a larger --ctx\n", (long long)ids.n, (long long)c->cache.max_ctx);
@@ -280,7 +300,7 @@ static void respond(chat *c, const char *user) {
     g_interrupt = 0;
     int32_t eos = c->eos;
     int64_t budget = DS_MIN(c->max_tokens, c->cache.max_ctx - ids.n);
-    ds_gen_opts o = { budget, &eos, eos >= 0 ? 1 : 0, 0, false, NULL, NULL };
+    ds_gen_opts o = { .max_tokens = budget, .stop_ids = &eos, .n_stop_ids = eos >= 0 ? 1 : 0 };
     ds_gen_stats st;
     int rc = ds_generate(c->m, &c->cache, &s, ids.v + p, ids.n - p, &o, on_token, &r, &st, &e);
     const char *txt;
@@ -448,7 +468,7 @@ static char *read_turn(chat *c) {
 
 int cmd_chat(int argc, char **argv) {
     const char *dir = NULL, *fmt_name = "auto", *system = NULL;
-    int64_t ctx = 4096, max_tokens = 1024;
+    int64_t ctx = 0, max_tokens = 1024;
     bool think = false, hide = false, verbose = false;
     ds_sampler_params sp;
     ds_sampler_params_default(&sp);
@@ -503,7 +523,7 @@ int cmd_chat(int argc, char **argv) {
                 (long long)c.m->cfg.vocab_size);
     c.fmt = f == DS_CHAT_AUTO ? chat_format_detect(dir) : (ds_chat_format)f;
     c.eos = tok_eos_id(c.tok) >= 0 ? tok_eos_id(c.tok) : (int32_t)c.m->cfg.eos_token_id;
-    if (ctx > c.m->cfg.max_position_embeddings) ctx = c.m->cfg.max_position_embeddings;
+    if (ctx == 0) ctx = DS_MIN(c.m->cfg.max_position_embeddings, 4096);
     if (ds_kvcache_init(&c.cache, c.m, ctx, &e)) cli_die_err(C, &e);
 
     struct sigaction sa;

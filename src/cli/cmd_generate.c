@@ -26,7 +26,10 @@ static void usage(FILE *f) {
         "  --seed S                random seed (same seed, same output)\n"
         "  --ignore-eos            do not stop at the end-of-sequence token\n"
         "  --stop STR              stop before this text (repeatable; --prompt mode)\n"
-        "  --ctx N                 context size (default: prompt + N)\n"
+        "  --ctx N                 context size (default: prompt + N, at most the model's\n"
+        "                          max_position_embeddings); a longer generation slides the window:\n"
+        "                          the oldest half is dropped and the rest recomputed\n"
+        "  --no-ctx-shift          stop with an error instead of sliding the window\n"
         "  -t, --threads N         threads (default: all cores)\n"
         "  --mtp                   speculative decoding: the MTP module drafts one token per step\n"
         "  --verbose               print prefill/decode tokens/s and KV bytes per token\n"
@@ -60,7 +63,7 @@ static int on_token(void *ud, int32_t tok) {
 int cmd_generate(int argc, char **argv) {
     const char *dir = NULL, *ids = NULL, *text = NULL;
     int64_t n_new = 32, ctx = 0;
-    bool verbose = false, ignore_eos = false, mtp = false;
+    bool verbose = false, ignore_eos = false, mtp = false, ctx_shift = true;
     ds_kv_type kvt = DS_KV_F32;
     ds_sampler_params sp;
     ds_sampler_params_default(&sp);
@@ -89,6 +92,7 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) verbose = true;
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = true;
         else if (!strcmp(a, "--mtp")) mtp = true;
+        else if (!strcmp(a, "--no-ctx-shift")) ctx_shift = false;
         else if (!strcmp(a, "--kv-type")) {
             int k = v ? ds_kv_type_from_name(v) : -1;
             if (k < 0) cli_die(C, "--kv-type: expected f32, q8 or fp8");
@@ -127,15 +131,26 @@ int cmd_generate(int argc, char **argv) {
         if (prompt[i] >= m->cfg.vocab_size)
             cli_die(C, "prompt token id %d at position %lld is >= the model's vocab_size %lld", prompt[i], (long long)i,
                     (long long)m->cfg.vocab_size);
-    if (ctx == 0) ctx = n + n_new;
-    if (ctx < n + n_new) cli_die(C, "--ctx %lld is smaller than the prompt (%lld) plus -n (%lld)", (long long)ctx, (long long)n, (long long)n_new);
+    /* the context: --ctx, else what the model was trained for (max_position_embeddings);
+     * a longer generation slides the window (drops the oldest half, recomputes the rest) */
+    int64_t maxpos = m->cfg.max_position_embeddings;
+    if (ctx == 0) ctx = DS_MIN(n + n_new, maxpos);
+    if (n > ctx) cli_die(C, "the prompt (%lld tokens) is longer than the context (%lld tokens; --ctx)", (long long)n, (long long)ctx);
+    if (n + n_new > ctx) {
+        if (!ctx_shift) cli_die(C, "the prompt (%lld) plus -n (%lld) exceeds the context (%lld tokens); raise --ctx or drop --no-ctx-shift",
+                                (long long)n, (long long)n_new, (long long)ctx);
+        if (mtp) cli_die(C, "--mtp needs the whole generation in the context (prompt + -n <= %lld, --ctx)", (long long)ctx);
+    } else {
+        ctx_shift = false;
+    }
     ds_kvcache cache;
     ds_sampler s;
     if (ds_kvcache_init(&cache, m, ctx, &e) || ds_kvcache_set_type(&cache, kvt, &e)) cli_die_err(C, &e);
     if (ds_sampler_init(&s, &sp, m->cfg.vocab_size, &e)) cli_die_err(C, &e);
     ds_sampler_add_prompt(&s, prompt, n);
     int32_t eos = (int32_t)m->cfg.eos_token_id;
-    ds_gen_opts o = { n_new, &eos, (!ignore_eos && eos >= 0) ? 1 : 0, 0, mtp, NULL, NULL };
+    ds_gen_opts o = { .max_tokens = n_new, .stop_ids = &eos, .n_stop_ids = (!ignore_eos && eos >= 0) ? 1 : 0,
+                      .mtp = mtp, .window = ctx_shift ? ctx : 0 };
     ds_gen_stats st;
     print_state ps = { 1, tok ? &ts : NULL, eos, &stop };
     if (!tok && stop.n) cli_die(C, "--stop needs a text prompt (--prompt)");
@@ -171,6 +186,7 @@ int cmd_generate(int argc, char **argv) {
             fprintf(stderr, "mtp:     %lld drafts, %lld accepted (%.1f%%), %.2f tokens per main-model pass\n",
                     (long long)st.n_draft, (long long)st.n_accepted, 100.0 * st.n_accepted / (st.n_draft ? st.n_draft : 1),
                     (double)st.n_gen / (st.n_main_forwards + 1));
+        if (st.n_shifts) fprintf(stderr, "context: window of %lld tokens slid %lld times\n", (long long)ctx, (long long)st.n_shifts);
         fprintf(stderr, "threads: %d\n", ds_threads_get());
     }
     ds_sampler_free(&s);

@@ -129,16 +129,38 @@ int ds_generate(ds_model *m, ds_kvcache *cache, ds_sampler *s, const int32_t *pr
     st->t_prefill = ds_now() - t0;
     if (rc) { free(logits); return rc; }
     t0 = ds_now();
+    /* the tokens in the cache, kept only when the window may slide */
+    int32_t *hist = NULL;
+    int64_t n_hist = 0;
+    bool slide = o->window > 0 && cache->n_past == n && o->window <= cache->max_ctx;
+    if (slide) {
+        hist = malloc((size_t)o->window * sizeof *hist);
+        if (!hist) { free(logits); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+        if (n > o->window) { free(hist); free(logits); return ds_err_set(e, DS_ERANGE, "prompt of %lld tokens is longer than the %lld-token window", (long long)n, (long long)o->window); }
+        memcpy(hist, prompt, (size_t)n * sizeof *hist);
+        n_hist = n;
+    }
     if (o->max_tokens > 0) {
         for (;;) {
             int32_t tok = ds_sampler_sample(s, logits);
             if (emit(s, o, cb, ud, st, tok)) break;
+            if (slide && cache->n_past + 1 > o->window) {
+                /* keep the first token and the newest half; recompute them */
+                int64_t keep = o->window / 2, first = 1;
+                memmove(hist + first, hist + n_hist - keep, (size_t)keep * sizeof *hist);
+                n_hist = first + keep;
+                ds_kvcache_clear(cache);
+                if ((rc = ds_prefill(m, cache, hist, n_hist, o->prefill_chunk, logits, e))) break;
+                st->n_shifts++;
+            }
+            if (slide) hist[n_hist++] = tok;
             ds_seq_chunk ch = { cache, &tok, 1, false };
             if ((rc = ds_model_forward(m, &ch, 1, logits, NULL, e))) break;
             st->n_main_forwards++;
         }
     }
     st->t_decode = ds_now() - t0;
+    free(hist);
     free(logits);
     return rc;
 }

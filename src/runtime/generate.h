@@ -14,6 +14,11 @@ typedef struct ds_gen_opts {
     int n_stop_ids;
     int64_t prefill_chunk;     /* tokens per prefill forward (0 = 512) */
     bool mtp;                  /* speculative decoding with the MTP module as drafter */
+    /* Sliding context: when the cache holds `window` positions and another
+     * token must go in, the oldest half (after the first token, usually BOS)
+     * is dropped and the rest recomputed. 0 = stop with an error instead.
+     * Plain decoding only. */
+    int64_t window;
     /* tests only: replaces the MTP draft for the token at position pos */
     int32_t (*draft_override)(void *ud, int64_t pos, int32_t mtp_draft);
     void *draft_ud;
@@ -25,6 +30,7 @@ typedef struct ds_gen_stats {
     int finish;                   /* 0 length, 1 stop token, 2 stopped by callback */
     int64_t n_draft, n_accepted;  /* MTP speculative decoding */
     int64_t n_main_forwards;      /* main-model decode passes */
+    int64_t n_shifts;             /* context-window slides */
 } ds_gen_stats;
 
 /* Called for each generated token; return non-zero to stop. */

@@ -205,7 +205,9 @@ static int write_json(const char *path, json_t *j, ds_err *e) {
     return rc;
 }
 
-/* The config.json of a new model: V3 defaults, then the recipe's keys. */
+/* The config.json of a new model: V3 defaults, then the recipe's keys.
+ * max_position_embeddings is the context the model was trained on, so
+ * generate/chat slide their window there instead of running past it. */
 static json_t *complete_model_cfg(json_t *user, int64_t data_vocab, int32_t bos, int32_t eos, int64_t seq_len,
                                   double init_std) {
     json_t *c = json_pack("{s:[s], s:s, s:I, s:s, s:b, s:b, s:f, s:f, s:b, s:I, s:I, s:s, s:s, s:b, s:f,"
@@ -213,7 +215,7 @@ static json_t *complete_model_cfg(json_t *user, int64_t data_vocab, int32_t bos,
                           "architectures", "DeepseekV3ForCausalLM", "model_type", "deepseek_v3",
                           "vocab_size", (json_int_t)data_vocab, "hidden_act", "silu", "attention_bias", 0,
                           "tie_word_embeddings", 0, "rms_norm_eps", 1e-6, "rope_theta", 10000.0, "rope_interleave", 1,
-                          "max_position_embeddings", (json_int_t)DS_MAX(seq_len, 4096), "moe_layer_freq", (json_int_t)1,
+                          "max_position_embeddings", (json_int_t)seq_len, "moe_layer_freq", (json_int_t)1,
                           "topk_method", "noaux_tc", "scoring_func", "sigmoid", "norm_topk_prob", 1,
                           "routed_scaling_factor", 1.0, "n_group", (json_int_t)1, "topk_group", (json_int_t)1,
                           "first_k_dense_replace", (json_int_t)1, "num_nextn_predict_layers", (json_int_t)1,
