@@ -1,6 +1,7 @@
 # deepseek.c - one Makefile.
 #   make            build ./deepseek
-#   make test       build and run the default test suite (no torch needed)
+#   make test       build and run the default test suite (no torch needed; includes
+#                   a 10-second libFuzzer smoke run of every parser with ASan+UBSan)
 #   make asan       build ./deepseek-asan and build-asan/tests/run_tests with
 #                   clang ASan+UBSan (objects in build-asan/, ./deepseek untouched)
 #   make test-asan  build those and run the test suite under them
@@ -48,6 +49,8 @@ $(BUILD)/tests/run_tests: $(OBJ_LIB) $(OBJ_TEST)
 test: deepseek $(BUILD)/tests/run_tests
 	./$(BUILD)/tests/run_tests
 	@for s in tests/cli_*.sh; do [ -f "$$s" ] || continue; echo "== $$s"; sh "$$s" ./deepseek || exit 1; done
+	@echo "== fuzz smoke: every parser of untrusted bytes, ASan+UBSan, seed corpora + 10 s each"
+	sh tests/fuzz/run_fuzz.sh 10
 
 ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 asan:
