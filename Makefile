@@ -72,6 +72,15 @@ fuzz-bins: $(FUZZ_BINS)
 $(FUZZ_BINS): build/fuzz/%: tests/fuzz/%.c $(OBJ_LIB)
 	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(OBJ_LIB) $(LDLIBS)
 
+bench: deepseek
+	@echo "Benchmarks (run by hand; each prints the peer side by side, with ratios):"
+	@echo "  inference vs llama.cpp : ./deepseek bench -m MODEL.gguf -p 512 -n 128 -t 1,2 -r 3 --compare-llama PATH/llama-bench"
+	@echo "  random V2-Lite GGUF    : ./deepseek convert --random v2-lite --type q4_k -o /tmp/v2lite-q4_k.gguf"
+	@echo "  tokenizer vs HF        : python3 tools/bench_tokenizer.py --bin ./deepseek"
+	@echo "  training vs PyTorch    : sh tools/bench_train.sh"
+	@echo "  server load (1-16 clients), prefix cache : python3 tools/bench_server.py --help"
+	@echo "  server soak (memory)   : python3 tools/soak_server.py --minutes 10"
+
 clean:
 	rm -rf build build-asan deepseek deepseek-asan
 
