@@ -118,6 +118,29 @@ TEST(ops_sgemm_fast_vs_ref) {
         }
 }
 
+/* ds_attn_rows (decode attention) vs its double-precision twin; rows
+ * independent of how many are computed together. */
+TEST(ops_attn_rows_fast_vs_ref) {
+    ds_rng r;
+    ds_rng_seed(&r, 9);
+    int64_t W = 72, R = 64, S = 41, nq = 5, vis0 = S - nq;
+    float *kv = malloc((size_t)(S * W) * sizeof(float)), *q = malloc((size_t)(nq * W) * sizeof(float));
+    float *u = malloc((size_t)(nq * R) * sizeof(float)), *ur = malloc((size_t)(nq * R) * sizeof(float));
+    float *u1 = malloc((size_t)R * sizeof(float)), *sc = malloc((size_t)S * sizeof(float));
+    for (int64_t i = 0; i < S * W; i++) kv[i] = randn(&r);
+    for (int64_t i = 0; i < nq * W; i++) q[i] = randn(&r);
+    ds_attn_rows(u, R, q, W, nq, kv, W, R, vis0, 0.2f, sc);
+    ds_attn_rows_ref(ur, R, q, W, nq, kv, W, R, vis0, 0.2f);
+    double mx = 0;
+    for (int64_t i = 0; i < nq * R; i++) mx = fmax(mx, fabs((double)u[i] - ur[i]));
+    CHECK_MSG(mx < 1e-5, "attn_rows max diff %g", mx);
+    for (int64_t i = 0; i < nq; i++) {
+        ds_attn_rows(u1, R, q + i * W, W, 1, kv, W, R, vis0 + i, 0.2f, sc);
+        CHECK_MSG(memcmp(u1, u + i * R, (size_t)R * sizeof(float)) == 0, "attn_rows row %lld differs alone", (long long)i);
+    }
+    free(kv); free(q); free(u); free(ur); free(u1); free(sc);
+}
+
 TEST(ops_fp8_table_matches_formula) {
     ds_dtype_init();
     for (int b = 0; b < 256; b++) {

@@ -192,10 +192,10 @@ TEST(quant_fast_vs_ref) {
                 const void *acts[4] = { qa0, qa2, qa3, qa0 };
                 float o4[4];
                 ds_vec_dot4_avx2(t, q, acts, n, o4);
-                for (int k = 0; k < 4; k++) {
-                    float rf = ds_vec_dot_ref(t, q, acts[k], n);
-                    CHECK_MSG(fabs(o4[k] - rf) <= 2e-6 * mag + 1e-5 * fabs(rf) + 1e-6, "%s n=%lld: dot4[%d] %.9g vs ref %.9g",
-                              ds_dtype_name(t), (long long)n, k, o4[k], rf);
+                for (int j = 0; j < 4; j++) {
+                    float rf = ds_vec_dot_ref(t, q, acts[j], n);
+                    CHECK_MSG(fabs(o4[j] - rf) <= 2e-6 * mag + 1e-5 * fabs(rf) + 1e-6, "%s n=%lld: dot4[%d] %.9g vs ref %.9g",
+                              ds_dtype_name(t), (long long)n, j, o4[j], rf);
                 }
                 free(qa2);
                 free(qa3);

@@ -63,6 +63,13 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
     for (int s = 0; s < c->n_segs; s++) {
         const ds_seg *sg = &c->segs[s];
         const float *kv = c->kvf[s];  /* (S, W) */
+        if (sg->n < DS_TOKEN_BLOCK_MIN) {
+            /* decode and short chunks: row by row (no GEMM packing) */
+            float *sc = ds_scratch(tid, 1, (size_t)(sg->pos0 + sg->n));
+            ds_attn_rows(c->u + (sg->t0 * H + h) * Rkv, H * Rkv, c->qcat + (sg->t0 * H + h) * W, H * W, sg->n, kv, W, Rkv,
+                         sg->pos0, scale, sc);
+            continue;
+        }
         for (int64_t b0 = 0; b0 < sg->n; b0 += Q_BLOCK) {
             int64_t nb = DS_MIN(Q_BLOCK, sg->n - b0);
             int64_t S = sg->pos0 + b0 + nb;   /* keys visible to the last row of the block */

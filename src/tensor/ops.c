@@ -498,6 +498,35 @@ void ds_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
     ds_par_for(M, min_rows, sgemm_worker, &c);
 }
 
+/* --------------------------------------------------------------- attention */
+
+void ds_attn_rows(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq, const float *kv, int64_t W,
+                  int64_t R, int64_t vis0, float scale, float *sc) {
+    bool fast = isa() == 1 && R % 8 == 0;
+    for (int64_t i = 0; i < nq; i++) {
+        int64_t vis = vis0 + i + 1;
+        const float *qi = q + i * ldq;
+        for (int64_t j = 0; j < vis; j++) {
+            const float *kj = kv + j * W;
+            float d;
+            if (fast) d = ds_dot_f32_avx2(kj, qi, W);
+            else {
+                d = 0.0f;
+                for (int64_t k = 0; k < W; k++) d += qi[k] * kj[k];
+            }
+            sc[j] = scale * d;
+        }
+        ds_softmax(sc, vis);
+        float *ui = u + i * ldu;
+        if (fast) ds_wsum_rows_avx2(ui, sc, kv, vis, W, R);
+        else {
+            for (int64_t k = 0; k < R; k++) ui[k] = 0.0f;
+            for (int64_t j = 0; j < vis; j++)
+                for (int64_t k = 0; k < R; k++) ui[k] += sc[j] * kv[j * W + k];
+        }
+    }
+}
+
 /* -------------------------------------------------------------- elementwise */
 
 void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps) {

@@ -58,6 +58,18 @@ void ds_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                   float *C, int64_t ldc);
 
+/* Attention rows against cached keys/values sharing one matrix (absorbed MLA):
+ *   s_i[j] = scale · q_i · kv_j (W values)   for j < vis0 + i + 1 (causal)
+ *   u_i    = Σ_j softmax(s_i)[j] · kv_j[0 : R)
+ * for the nq query rows q_i (stride ldq) against kv rows of W floats; u_i
+ * has stride ldu. Each row is computed on its own in a fixed order (no
+ * dependence on nq). sc: scratch of vis0 + nq floats. For short query
+ * blocks (decode), where a GEMM library's packing costs more than the work. */
+void ds_attn_rows(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq, const float *kv, int64_t W,
+                  int64_t R, int64_t vis0, float scale, float *sc);
+void ds_attn_rows_ref(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq, const float *kv, int64_t W,
+                      int64_t R, int64_t vis0, float scale);
+
 /* out[T, D] = x / sqrt(mean(x²) + eps) · w, per row (w: fp32 [D]). out may alias x. */
 void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps);
 

@@ -117,3 +117,26 @@ void ds_cvt_f16_avx2(float *out, const uint16_t *w, int64_t n) {
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))));
     for (; i < n; i++) out[i] = _cvtsh_ss(w[i]);
 }
+
+void ds_wsum_rows_avx2(float *u, const float *p, const float *kv, int64_t n, int64_t W, int64_t R) {
+    /* 64 columns at a time in 8 accumulators, rows in order */
+    for (int64_t c = 0; c < R; c += 64) {
+        int64_t nc = R - c < 64 ? R - c : 64;
+        __m256 a[8];
+        for (int k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
+        if (nc == 64) {
+            for (int64_t j = 0; j < n; j++) {
+                __m256 pj = _mm256_set1_ps(p[j]);
+                const float *r = kv + j * W + c;
+                for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(r + 8 * k), a[k]);
+            }
+        } else {
+            for (int64_t j = 0; j < n; j++) {
+                __m256 pj = _mm256_set1_ps(p[j]);
+                const float *r = kv + j * W + c;
+                for (int k = 0; k < nc / 8; k++) a[k] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(r + 8 * k), a[k]);
+            }
+        }
+        for (int k = 0; k < nc / 8; k++) _mm256_storeu_ps(u + c + 8 * k, a[k]);
+    }
+}

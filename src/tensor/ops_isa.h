@@ -16,5 +16,7 @@ float ds_dot_fp8_avx2(const uint8_t *w, const float *x, int64_t n, const float *
 /* out[i] = dequant(w[i]) for a row segment */
 void ds_cvt_bf16_avx2(float *out, const uint16_t *w, int64_t n);
 void ds_cvt_f16_avx2(float *out, const uint16_t *w, int64_t n);
+/* u[0 : R) = Σ_{j < n} p[j] · kv[j·W + 0 : R)   (R a multiple of 8) */
+void ds_wsum_rows_avx2(float *u, const float *p, const float *kv, int64_t n, int64_t W, int64_t R);
 
 #endif

@@ -4,6 +4,7 @@
  */
 #include "ops.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 void ds_matmul_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
@@ -54,4 +55,27 @@ void ds_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
             float prev = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
             C[i * ldc + j] = alpha * (float)s + prev;
         }
+}
+
+void ds_attn_rows_ref(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq, const float *kv, int64_t W,
+                      int64_t R, int64_t vis0, float scale) {
+    double *p = malloc((size_t)(vis0 + nq) * sizeof(double));
+    DS_ASSERT(p);
+    for (int64_t i = 0; i < nq; i++) {
+        int64_t vis = vis0 + i + 1;
+        double mx = -INFINITY, sum = 0.0;
+        for (int64_t j = 0; j < vis; j++) {
+            double d = 0.0;
+            for (int64_t k = 0; k < W; k++) d += (double)q[i * ldq + k] * kv[j * W + k];
+            p[j] = scale * d;
+            if (p[j] > mx) mx = p[j];
+        }
+        for (int64_t j = 0; j < vis; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
+        for (int64_t k = 0; k < R; k++) {
+            double s = 0.0;
+            for (int64_t j = 0; j < vis; j++) s += p[j] / sum * kv[j * W + k];
+            u[i * ldu + k] = (float)s;
+        }
+    }
+    free(p);
 }

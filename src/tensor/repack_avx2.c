@@ -60,12 +60,22 @@ AI __m256 d8(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const _
 
 /* ------------------------------------------------------------------ Q4_K */
 
+/* 8 bytes j (0..3) of x (rows 0..7 of one sub-block) -> i16 [v0, v0, ..., v7, v7],
+ * from registers (a store + narrower reload would miss store forwarding) */
+AI __m256i dup8_reg(__m256i x, const int j) {
+    const __m256i ctl = _mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1,
+                                         4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1);
+    __m128i h = j < 2 ? _mm256_castsi256_si128(x) : _mm256_extracti128_si256(x, 1);
+    if (j & 1) h = _mm_unpackhi_epi64(h, h);
+    return _mm256_shuffle_epi8(_mm256_broadcastq_epi64(h), ctl);
+}
+
 AI void gemm_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
     int64_t nb = K / DS_QK_K;
     const float *da[DS_RP_MAX_T];
     const int16_t *bs[DS_RP_MAX_T];
     __m256 acc[DS_RP_MAX_T];
-    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
         da[t] = (const float *)(q[t] + K);
@@ -74,47 +84,75 @@ AI void gemm_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
     }
     for (int64_t b = 0; b < nb; b++, g += 1152) {
         prefetch_block(g, 1152);
-        /* scales and mins, [8 j + r] */
-        uint8_t scm[128] __attribute__((aligned(32)));
+        /* 6-bit scales and mins, byte 8 j + r: sub-blocks 0..3 (lo) and 4..7 (hi) */
         __m256i A = _mm256_loadu_si256((const __m256i *)(g + 32)), B = _mm256_loadu_si256((const __m256i *)(g + 64));
         __m256i C = _mm256_loadu_si256((const __m256i *)(g + 96));
-        _mm256_store_si256((__m256i *)scm, _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(C, m3), 4)));
-        _mm256_store_si256((__m256i *)(scm + 32), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4),
-                                                                  _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(C, 2), m3), 4)));
-        _mm256_store_si256((__m256i *)(scm + 64), _mm256_or_si256(_mm256_and_si256(B, m4),
-                                                                  _mm256_and_si256(C, _mm256_set1_epi8(0x30))));
-        _mm256_store_si256((__m256i *)(scm + 96), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4),
-                                                                  _mm256_and_si256(_mm256_srli_epi16(C, 2), _mm256_set1_epi8(0x30))));
-        __m256i isum[DS_RP_MAX_T], msum[DS_RP_MAX_T];
-#pragma GCC unroll 4
-        for (int t = 0; t < T; t++) { isum[t] = _mm256_setzero_si256(); msum[t] = _mm256_setzero_si256(); }
+        __m256i sc_lo = _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(C, m3), 4));
+        __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4),
+                                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(C, 2), m3), 4));
+        __m256i mn_lo = _mm256_or_si256(_mm256_and_si256(B, m4), _mm256_and_si256(C, m30));
+        __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4), _mm256_and_si256(_mm256_srli_epi16(C, 2), m30));
         /* mins: Σ_j m_rj · (bsum16[2j] + bsum16[2j+1]) */
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) {
-            __m256i mj = dup8_u8(scm + 64 + 8 * j);
+        __m256i msum[DS_RP_MAX_T];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) msum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            __m256i mj = dup8_reg(mn_lo, j), mj4 = dup8_reg(mn_hi, j);
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++)
-                msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(mj, bcast4((const int8_t *)(bs[t] + 16 * b + 2 * j))));
+                msum[t] = _mm256_add_epi32(msum[t], _mm256_add_epi32(_mm256_madd_epi16(mj, bcast4((const int8_t *)(bs[t] + 16 * b + 2 * j))),
+                                                                     _mm256_madd_epi16(mj4, bcast4((const int8_t *)(bs[t] + 16 * b + 2 * j + 8)))));
         }
-        const uint8_t *qs = g + 128;
-        /* low nibbles: sub-blocks 0..3, high nibbles: 4..7 */
-#pragma GCC unroll 2
-        for (int half = 0; half < 2; half++) {
-            for (int j = 0; j < 4; j++) {
-                __m256i s = dup8_u8(scm + 8 * (j + 4 * half));
-                __m256i a16[DS_RP_MAX_T];
+        __m256i isum[DS_RP_MAX_T];
 #pragma GCC unroll 4
-                for (int t = 0; t < T; t++) a16[t] = _mm256_setzero_si256();
+        for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
+        const uint8_t *qs = g + 128;
+        if (T <= 2) {
+            /* sub-block j (chunks 8j..8j+7, low nibbles) and j+4 (high nibbles) in one
+             * pass over the 8 vectors; everything unrolled, scales from registers */
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                __m256i a_lo[DS_RP_MAX_T], a_hi[DS_RP_MAX_T];
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) { a_lo[t] = _mm256_setzero_si256(); a_hi[t] = _mm256_setzero_si256(); }
 #pragma GCC unroll 8
                 for (int v = 8 * j; v < 8 * j + 8; v++) {
                     __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
-                    w = half ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4) : _mm256_and_si256(w, m4);
+                    __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
 #pragma GCC unroll 4
-                    for (int t = 0; t < T; t++)
-                        a16[t] = _mm256_add_epi16(a16[t], _mm256_maddubs_epi16(w, bcast4(q[t] + 256 * b + 128 * half + 4 * v)));
+                    for (int t = 0; t < T; t++) {
+                        a_lo[t] = _mm256_add_epi16(a_lo[t], _mm256_maddubs_epi16(lo, bcast4(q[t] + 256 * b + 4 * v)));
+                        a_hi[t] = _mm256_add_epi16(a_hi[t], _mm256_maddubs_epi16(hi, bcast4(q[t] + 256 * b + 128 + 4 * v)));
+                    }
                 }
+                __m256i s_lo = dup8_reg(sc_lo, j), s_hi = dup8_reg(sc_hi, j);
 #pragma GCC unroll 4
-                for (int t = 0; t < T; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(a16[t], s));
+                for (int t = 0; t < T; t++)
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(a_lo[t], s_lo), _mm256_madd_epi16(a_hi[t], s_hi)));
+            }
+        } else {
+            /* one nibble half at a time, sub-block by sub-block (fewer live
+             * registers); the scales go through a small stack table */
+            uint8_t scb[64] __attribute__((aligned(32)));
+            _mm256_store_si256((__m256i *)scb, sc_lo);
+            _mm256_store_si256((__m256i *)(scb + 32), sc_hi);
+            for (int half = 0; half < 2; half++) {
+                for (int j = 0; j < 4; j++) {
+                    __m256i a16[DS_RP_MAX_T];
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; t++) a16[t] = _mm256_setzero_si256();
+                    for (int v = 8 * j; v < 8 * j + 8; v++) {
+                        __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
+                        w = half ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4) : _mm256_and_si256(w, m4);
+#pragma GCC unroll 4
+                        for (int t = 0; t < T; t++)
+                            a16[t] = _mm256_add_epi16(a16[t], _mm256_maddubs_epi16(w, bcast4(q[t] + 256 * b + 128 * half + 4 * v)));
+                    }
+                    __m256i sj = dup8_u8(scb + 32 * half + 8 * j);
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(a16[t], sj));
+                }
             }
         }
         __m256 dv = d8(g), dmv = d8(g + 16);
