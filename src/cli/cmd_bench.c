@@ -95,7 +95,7 @@ static double probe_bandwidth(void) {
     memset(buf, 1, n);
     bw_ctx c = { buf, n, { 0 } };
     double best = 0;
-    for (int r = 0; r < 5; r++) {
+    for (int r = 0; r < 10; r++) {
         double t = ds_now();
         ds_par_for((int64_t)(n / 4096), 1, bw_worker, &c);
         t = ds_now() - t;

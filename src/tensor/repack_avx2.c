@@ -25,6 +25,9 @@
 #include <immintrin.h>
 
 #define AI static inline __attribute__((always_inline))
+/* Keeps an accumulator in a register at this point: stops the compiler from
+ * re-associating a chain of integer adds into a tree of spilled partials. */
+#define KEEP(x) __asm__("" : "+x"(x))
 
 AI __m256i bcast4(const int8_t *p) {
     int32_t v;
@@ -124,6 +127,8 @@ AI void gemm_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
                     for (int t = 0; t < T; t++) {
                         a_lo[t] = _mm256_add_epi16(a_lo[t], _mm256_maddubs_epi16(lo, bcast4(q[t] + 256 * b + 4 * v)));
                         a_hi[t] = _mm256_add_epi16(a_hi[t], _mm256_maddubs_epi16(hi, bcast4(q[t] + 256 * b + 128 + 4 * v)));
+                        KEEP(a_lo[t]);
+                        KEEP(a_hi[t]);
                     }
                 }
                 __m256i s_lo = dup8_reg(sc_lo, j), s_hi = dup8_reg(sc_hi, j);
@@ -137,17 +142,22 @@ AI void gemm_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
             uint8_t scb[64] __attribute__((aligned(32)));
             _mm256_store_si256((__m256i *)scb, sc_lo);
             _mm256_store_si256((__m256i *)(scb + 32), sc_hi);
+#pragma GCC unroll 2
             for (int half = 0; half < 2; half++) {
                 for (int j = 0; j < 4; j++) {
                     __m256i a16[DS_RP_MAX_T];
 #pragma GCC unroll 4
                     for (int t = 0; t < T; t++) a16[t] = _mm256_setzero_si256();
-                    for (int v = 8 * j; v < 8 * j + 8; v++) {
+#pragma GCC unroll 8
+                    for (int k = 0; k < 8; k++) {
+                        int v = 8 * j + k;
                         __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
                         w = half ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4) : _mm256_and_si256(w, m4);
 #pragma GCC unroll 4
-                        for (int t = 0; t < T; t++)
+                        for (int t = 0; t < T; t++) {
                             a16[t] = _mm256_add_epi16(a16[t], _mm256_maddubs_epi16(w, bcast4(q[t] + 256 * b + 128 * half + 4 * v)));
+                            KEEP(a16[t]);
+                        }
                     }
                     __m256i sj = dup8_u8(scb + 32 * half + 8 * j);
 #pragma GCC unroll 4
@@ -202,7 +212,6 @@ AI void gemm_q6_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
         for (int half = 0; half < 2; half++) {
             for (int j = 0; j < 8; j++) {
                 __m256i s = dup8_s8(sc + 8 * (j + 8 * half));
-                __m256i a16[2][DS_RP_MAX_T];
 #pragma GCC unroll 2
                 for (int pv = 0; pv < 2; pv++) {
                     int v = 4 * j + 2 * pv;  /* chunks v, v+1 (+32 in the high half) share one high-bit vector */
@@ -218,16 +227,15 @@ AI void gemm_q6_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
                         u1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(w1, 4), m4),
                                              _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
                     }
-                    const int8_t *qa = NULL;
 #pragma GCC unroll 4
                     for (int t = 0; t < T; t++) {
-                        qa = q[t] + 256 * b + 128 * half + 4 * v;
-                        a16[pv][t] = _mm256_add_epi16(_mm256_maddubs_epi16(u0, bcast4(qa)), _mm256_maddubs_epi16(u1, bcast4(qa + 4)));
+                        const int8_t *qa = q[t] + 256 * b + 128 * half + 4 * v;
+                        /* two chunks of 6-bit values fit in i16 */
+                        __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(u0, bcast4(qa)), _mm256_maddubs_epi16(u1, bcast4(qa + 4)));
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, s));
+                        KEEP(isum[t]);
                     }
                 }
-#pragma GCC unroll 4
-                for (int t = 0; t < T; t++)
-                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(a16[0][t], s), _mm256_madd_epi16(a16[1][t], s)));
             }
         }
         __m256 dv = d8(g);
@@ -269,36 +277,41 @@ AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out,
                 for (int t = 0; t < T; t++) {
                     __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(bcast4(q[t] + 32 * b + 4 * c), w));
                     isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, ones));
+                    KEEP(isum[t]);
                 }
             }
         } else {
             const uint8_t *qs = g + (kind == 4 ? 16 : 48);
             __m256i hb = kind == 5 ? _mm256_loadu_si256((const __m256i *)(g + 16)) : _mm256_setzero_si256();
-            __m256i a16[2][DS_RP_MAX_T];
-#pragma GCC unroll 2
-            for (int half = 0; half < 2; half++) {
+            /* nibble vector v: low nibbles = chunk v, high = chunk v + 4 (5th bit of
+             * chunk c: bit c of hb, moved to bit 4). 4-bit values: all 8 chunks sum in
+             * i16; 5-bit values: 4 at most, so vectors 0-1 and 2-3 separately. */
+            __m256i a16[DS_RP_MAX_T];
 #pragma GCC unroll 4
-                for (int v = 0; v < 4; v++) {
-                    __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
-                    w = half ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4) : _mm256_and_si256(w, m4);
-                    if (kind == 5) {
-                        /* 5th bit of chunk c = 4 half + v: bit c of hb -> bit 4 */
-                        int c = 4 * half + v;
-                        __m256i h = c < 4 ? _mm256_slli_epi16(hb, 4 - c) : c == 4 ? hb : _mm256_srli_epi16(hb, c - 4);
-                        w = _mm256_or_si256(w, _mm256_and_si256(h, m10));
-                    }
+            for (int t = 0; t < T; t++) { a16[t] = _mm256_setzero_si256(); isum[t] = _mm256_setzero_si256(); }
 #pragma GCC unroll 4
-                    for (int t = 0; t < T; t++) {
-                        __m256i p = _mm256_maddubs_epi16(w, bcast4(q[t] + 32 * b + 16 * half + 4 * v));
-                        a16[half][t] = v ? _mm256_add_epi16(a16[half][t], p) : p;
+            for (int v = 0; v < 4; v++) {
+                __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
+                __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+                if (kind == 5) {
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(hb, 4 - v), m10));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(v ? _mm256_srli_epi16(hb, v) : hb, m10));
+                }
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) {
+                    __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(q[t] + 32 * b + 4 * v)),
+                                                 _mm256_maddubs_epi16(hi, bcast4(q[t] + 32 * b + 16 + 4 * v)));
+                    a16[t] = _mm256_add_epi16(a16[t], p);
+                    KEEP(a16[t]);
+                    if (kind == 5 && (v & 1)) {
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(a16[t], ones));
+                        a16[t] = _mm256_setzero_si256();
                     }
                 }
             }
-            /* 8 chunks of 4-bit values fit in i16; of 5-bit values only 4 */
+            if (kind == 4)
 #pragma GCC unroll 4
-            for (int t = 0; t < T; t++)
-                isum[t] = kind == 4 ? _mm256_madd_epi16(_mm256_add_epi16(a16[0][t], a16[1][t]), ones)
-                                    : _mm256_add_epi32(_mm256_madd_epi16(a16[0][t], ones), _mm256_madd_epi16(a16[1][t], ones));
+                for (int t = 0; t < T; t++) isum[t] = _mm256_madd_epi16(a16[t], ones);
         }
         __m256 dv = d8(g);
         float zk = kind == 4 ? 8.0f : 16.0f;
