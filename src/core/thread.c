@@ -38,3 +38,25 @@ void ds_par_for(int64_t n, int64_t min_per_thread, ds_par_fn fn, void *ctx) {
         if (i1 > i0) fn(ctx, i0, i1, t);
     }
 }
+
+void ds_par_for_dynamic(int64_t n, int64_t min_per_thread, int64_t chunk, ds_par_fn fn, void *ctx) {
+    if (n <= 0) return;
+    int nt = ds_threads_get();
+    if (min_per_thread < 1) min_per_thread = 1;
+    if (chunk < 1) chunk = 1;
+    if (nt > 1 && n / min_per_thread < nt) nt = (int)(n / min_per_thread);
+    if (nt <= 1 || omp_in_parallel()) {
+        fn(ctx, 0, n, ds_thread_id());
+        return;
+    }
+    int64_t next = 0;
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num();
+        for (;;) {
+            int64_t i0 = __atomic_fetch_add(&next, chunk, __ATOMIC_RELAXED);
+            if (i0 >= n) break;
+            fn(ctx, i0, i0 + chunk < n ? i0 + chunk : n, t);
+        }
+    }
+}

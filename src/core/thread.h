@@ -22,4 +22,10 @@ int ds_threads_get(void);
  * With n < min_per_thread * 2 it runs serially on the caller. */
 void ds_par_for(int64_t n, int64_t min_per_thread, ds_par_fn fn, void *ctx);
 
+/* The same, but threads take chunks of `chunk` items from a shared counter
+ * until none are left, so a thread the OS deschedules for a while does not
+ * hold up the others (shared machines). Only for workers whose result does
+ * not depend on which thread runs which range (no per-thread partial sums). */
+void ds_par_for_dynamic(int64_t n, int64_t min_per_thread, int64_t chunk, ds_par_fn fn, void *ctx);
+
 #endif

@@ -200,7 +200,7 @@ int ds_mla_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t 
         kvf[s] = ds_kvcache_rows_f32(segs[s].cache, l, S, scratch);
     }
     attn_ctx c = { m, w, l, T, segs, n_segs, q, qcat, u, o, naive, kvf };
-    ds_par_for(H, 1, attn_worker, &c);
+    ds_par_for_dynamic(H, 1, 1, attn_worker, &c);
     ds_plan_matmul(segs, n_segs, out, D, o, H * Dv, &w->o_proj, 0, D);
     return DS_OK;
 }

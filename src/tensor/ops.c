@@ -324,7 +324,7 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
         c.qa = qa;
         int64_t units = qdot_units(w, r0, N);
         int64_t min_units = DS_MAX(1, units * 16384 / DS_MAX(N * K * T, 1));
-        ds_par_for(units, min_units, matmul_qrows_worker, &c);
+        ds_par_for_dynamic(units, min_units, DS_MAX(min_units, units / (8 * ds_threads_get())), matmul_qrows_worker, &c);
     } else if (T < DS_GEMM_MIN_T || isa() == 0) {
         int64_t min_rows = DS_MAX(1, 16384 / DS_MAX(K * T, 1));
         ds_par_for(N, min_rows, matmul_rows_worker, &c);
@@ -404,7 +404,9 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
     multi_ctx mc = { jobs, n, start, qa };
     int64_t units = start[n];
     int64_t min_units = DS_MAX(1, units * 16384 / DS_MAX(work, 1));
-    ds_par_for(units, min_units, multi_worker, &mc);
+    /* chunks from a shared counter: on a shared machine a descheduled thread
+     * does not hold the pass up (the result does not depend on the split) */
+    ds_par_for_dynamic(units, min_units, DS_MAX(min_units, units / (8 * ds_threads_get())), multi_worker, &mc);
     if (start != stack) free(start);
     if (qa != qstack) free(qa);
 }
