@@ -146,6 +146,55 @@ TEST(train_swiglu_fast_vs_ref) {
     CHECK_MSG(worst < 1e-6, "fast silu max relative error %g", worst);
 }
 
+/* The fused gate|up layout: tr_swiglu_{forward,backward}_gu on rows of
+ * [g | u] give the same bits as the flat kernels on separate g, u; the AVX2
+ * backward the same bits as its scalar twin. */
+TEST(train_swiglu_gu_matches_flat) {
+    enum { R = 7, F = 37 };
+    static float gu[R * 2 * F], g[R * F], u[R * F], h1[R * F], h2[R * F], s1[R * F], s2[R * F], dh[R * F];
+    static float dgu[R * 2 * F], dg[R * F], du[R * F], dg2[R * F], du2[R * F];
+    ds_rng r; ds_rng_seed(&r, 41);
+    fill(gu, R * 2 * F, &r, 3); fill(dh, R * F, &r, 1);
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < F; j++) { g[i * F + j] = gu[i * 2 * F + j]; u[i * F + j] = gu[i * 2 * F + F + j]; }
+    tr_swiglu_forward_gu(h1, s1, gu, R, F);
+    for (int i = 0; i < R; i++)   /* row by row: the vector/scalar-tail split falls where the fused one's does */
+        tr_swiglu_forward(h2 + i * F, s2 + i * F, g + i * F, u + i * F, F);
+    CHECK(!memcmp(h1, h2, sizeof h1) && !memcmp(s1, s2, sizeof s1));
+    tr_swiglu_backward_gu(dgu, dh, gu, s1, R, F);
+    tr_swiglu_backward(dg, du, dh, g, u, s2, R * F);
+    tr_swiglu_backward_ref(dg2, du2, dh, g, u, s2, R * F);
+    CHECK(!memcmp(dg, dg2, sizeof dg) && !memcmp(du, du2, sizeof du));
+    int bad = 0;
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < F; j++)
+            bad += dgu[i * 2 * F + j] != dg[i * F + j] || dgu[i * 2 * F + F + j] != du[i * F + j];
+    CHECK_MSG(bad == 0, "%d fused-layout gradients differ", bad);
+}
+
+/* Vector helpers against their plain loops: add/axpy/scale bit-identical,
+ * dot within 1e-6 of a double-precision sum. */
+TEST(train_vec_helpers) {
+    enum { n = 301 };
+    static float x[n], y[n], y1[n], y2[n];
+    ds_rng r; ds_rng_seed(&r, 42);
+    fill(x, n, &r, 1); fill(y, n, &r, 1);
+    for (int len = 0; len <= n; len += 43) {
+        memcpy(y1, y, sizeof y); memcpy(y2, y, sizeof y);
+        tr_vec_add(y1, x, len);
+        for (int i = 0; i < len; i++) y2[i] += x[i];
+        CHECK(!memcmp(y1, y2, sizeof y1));
+        tr_vec_axpy(y1, 0.37f, x, len);
+        for (int i = 0; i < len; i++) y2[i] += 0.37f * x[i];
+        CHECK(!memcmp(y1, y2, sizeof y1));
+        tr_vec_scale(y1, -1.3f, y1, len);
+        for (int i = 0; i < len; i++) y2[i] = -1.3f * y2[i];
+        CHECK(!memcmp(y1, y2, sizeof y1));
+        double d = tr_vec_dot(x, y, len), ref = dot(x, y, len);
+        CHECK_MSG(fabs(d - ref) <= 1e-6 * (1 + fabs(ref)), "dot %d: %.9g vs %.9g", len, d, ref);
+    }
+}
+
 TEST(train_fd_rope) {
     /* RoPE is linear: its backward must be the exact transpose */
     ds_config c;
@@ -642,7 +691,7 @@ static double max_rel(const float *a, const float *b, int64_t n) {
 TEST(train_gemm_vs_ref) {
     ds_rng r; ds_rng_seed(&r, 21);
     const int64_t shapes[][3] = { { 1, 1, 1 }, { 5, 7, 3 }, { 6, 16, 8 }, { 13, 33, 300 }, { 64, 80, 258 }, { 7, 258, 17 },
-                                  { 130, 48, 513 } };
+                                  { 130, 48, 513 }, { 36, 64, 1000 }, { 25, 130, 129 } };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], pad = 3;
         for (int mode = 0; mode < 3; mode++)
@@ -679,7 +728,9 @@ TEST(train_gemm_vs_ref) {
  * it is never read). */
 TEST(train_gemm_causal) {
     ds_rng r; ds_rng_seed(&r, 22);
-    for (int64_t T = 1; T <= 41; T += 8) {
+    const int64_t Ts[] = { 1, 9, 17, 25, 33, 41, 100, 400 };
+    for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+        int64_t T = Ts[ti];
         int64_t N = 19, K = 11;
         float *P = malloc((size_t)(T * T) * 4), *Pz = malloc((size_t)(T * T) * 4), *V = malloc((size_t)(T * N) * 4);
         float *C1 = calloc((size_t)(T * N), 4), *C2 = calloc((size_t)(T * N), 4);
@@ -798,6 +849,22 @@ TEST(train_adamw_matches_reference) {
             for (int64_t j = pp->off; j < pp->off + pp->numel; j++) CHECK(m->w[j] == (float)w[j]);
     }
     CHECK_MSG(worst < 1e-5, "AdamW vs reference: max relative error %g", worst);
+    /* clipping folded into the update: the same bits as scaling the gradients first */
+    float *w0 = malloc((size_t)n * 4), *g0 = malloc((size_t)n * 4), *w1 = malloc((size_t)n * 4);
+    float *m1 = malloc((size_t)n * 4), *v1 = malloc((size_t)n * 4);
+    float *m0 = malloc((size_t)n * 4), *v0 = malloc((size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) m->g[i] = 3 * ds_rng_normal(&r);
+    memcpy(w0, m->w, (size_t)n * 4); memcpy(g0, m->g, (size_t)n * 4);
+    memcpy(m0, o.m, (size_t)n * 4); memcpy(v0, o.v, (size_t)n * 4);
+    ds_adamw_step_scaled(&o, m, 1e-2f, 0.3f);
+    CHECK(!memcmp(g0, m->g, (size_t)n * 4));   /* gradients left unscaled */
+    memcpy(w1, m->w, (size_t)n * 4); memcpy(m1, o.m, (size_t)n * 4); memcpy(v1, o.v, (size_t)n * 4);
+    memcpy(m->w, w0, (size_t)n * 4); memcpy(o.m, m0, (size_t)n * 4); memcpy(o.v, v0, (size_t)n * 4);
+    o.t--;
+    ds_grad_scale(m, 0.3f);
+    ds_adamw_step(&o, m, 1e-2f);
+    CHECK(!memcmp(w1, m->w, (size_t)n * 4) && !memcmp(m1, o.m, (size_t)n * 4) && !memcmp(v1, o.v, (size_t)n * 4));
+    free(w0); free(g0); free(w1); free(m1); free(v1); free(m0); free(v0);
     free(w); free(mm); free(vv);
     ds_adamw_free(&o);
     ds_tmodel_free(m);

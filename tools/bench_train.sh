@@ -14,6 +14,13 @@
 # 1024^3 sgemms on THREADS threads) and the GFLOP/s reached inside the
 # linear-layer matmuls. Needs data: ./deepseek prepare-data --out
 # data/shakespeare --byte-tokenizer ../shared/data/tinyshakespeare.txt
+#
+# Before every run it waits (up to IDLE_WAIT seconds, default 900) until
+# the machine has been idle for a second (other processes under 10% of
+# it), and the summary reports the 1-minute load average seen before each
+# run. PyTorch's side: EXPERTS (default grouped_mm), ATTN (default
+# sdpa_padv) and ADAM (default fused) pick its kernels; see
+# bench_train_torch.py --help (its fastest ones on this machine).
 set -eu
 TH=${1:-2}
 REP=${2:-3}
@@ -25,22 +32,45 @@ trap 'rm -rf "$T"' EXIT
 RECIPE=models/default/recipe.json
 ours=""
 torch=""
+loads=""
+# busy share of the machine over one second, from /proc/stat (Linux)
+busy() {
+    python3 -c "
+import time
+def s():
+    v = [int(x) for x in open('/proc/stat').readline().split()[1:]]
+    return sum(v), v[3] + v[4]
+t0, i0 = s(); time.sleep(1); t1, i1 = s()
+print(1 - (i1 - i0) / max(1, t1 - t0))"
+}
+wait_idle() {
+    w=0
+    while [ "$(busy | python3 -c 'import sys; print(int(float(sys.stdin.read()) > 0.10))')" = 1 ]; do
+        [ $w -ge "${IDLE_WAIT:-900}" ] && { echo "bench_train.sh: machine still busy after ${w}s, measuring anyway" >&2; break; }
+        sleep 4; w=$((w + 5))   # + the 1 s sample
+    done
+    loads="$loads$(cut -d' ' -f1 /proc/loadavg) "
+}
 i=0
 while [ $i -lt "$REP" ]; do
+    wait_idle
     "$BIN" train --config "$RECIPE" --data "$DATA" --out "$T/run$i" --steps 12 --warmup-steps 2 --eval-every 0 \
         --ckpt-every 0 --log-every 4 --threads "$TH" >"$T/ours$i.json" 2>"$T/ours$i.err"
     # tokens/s of the 4-step windows after the first (which includes the first step's allocations)
     o=$(python3 -c "import json;l=[json.loads(x) for x in open('$T/run$i/metrics.jsonl') if '\"loss\"' in x];w=l[1:];print(sum(x['tok_s'] for x in w)/len(w), sum(x['mfu'] for x in w)/len(w), sum(x['matmul_gflops'] for x in w)/len(w), json.load(open('$T/ours$i.json'))['peak_gflops'], max(x['tok_s'] for x in w))")
     ours="$ours$o;"
+    wait_idle
     t=$(python3 tools/bench_train_torch.py --recipe "$RECIPE" --data "$DATA" --threads "$TH" --steps 8 --warmup 1 \
-        --experts "${EXPERTS:-grouped_mm}" 2>>"$T/torch.err")
+        --experts "${EXPERTS:-grouped_mm}" --attn "${ATTN:-sdpa_padv}" --adam "${ADAM:-fused}" 2>>"$T/torch.err")
     torch="$torch$(echo "$t" | python3 -c 'import json,sys;d=json.load(sys.stdin);print(d["tok_s"], d["tok_s_best"])');"
     echo "rep $i: ours $o | torch $(echo "$t" | tail -c 200)" >&2
     i=$((i + 1))
 done
-python3 - "$ours" "$torch" "$TH" <<'EOF'
+python3 - "$ours" "$torch" "$TH" "$loads" "$t" <<'EOF'
 import json, statistics, sys
 ours = [list(map(float, x.split())) for x in sys.argv[1].split(";") if x]
+loads = [float(x) for x in sys.argv[4].split()]
+cfg = json.loads(sys.argv[5])
 torch = [list(map(float, x.split())) for x in sys.argv[2].split(";") if x]
 o = statistics.median(x[0] for x in ours)
 t = statistics.median(x[0] for x in torch)
@@ -51,5 +81,9 @@ print(json.dumps({"threads": int(sys.argv[3]), "ours_tok_s": round(o), "pytorch_
                   "ours_matmul_gflops": round(statistics.median(x[2] for x in ours), 1),
                   "peak_gflops": round(statistics.median(x[3] for x in ours), 1),
                   "matmul_share_of_peak": round(statistics.median(x[2] / x[3] for x in ours), 3),
-                  "runs": {"ours_tok_s": [round(x[0]) for x in ours], "pytorch_tok_s": [round(x[0]) for x in torch]}}))
+                  "runs": {"ours_tok_s": [round(x[0]) for x in ours], "pytorch_tok_s": [round(x[0]) for x in torch]},
+                  "range": {"ours_tok_s": [round(min(x[0] for x in ours)), round(max(x[0] for x in ours))],
+                            "pytorch_tok_s": [round(min(x[0] for x in torch)), round(max(x[0] for x in torch))]},
+                  "pytorch": {k: cfg[k] for k in ("torch", "experts", "attn", "adam")},
+                  "load_avg_before_runs": loads}))
 EOF

@@ -48,15 +48,15 @@ int tr_block_alloc(tr_step *s, int64_t l, tr_block_acts *a, int64_t B, int64_t T
     ALLOC(a->x_mid, N * D); ALLOC(a->xn2, N * D); ALLOC(a->rstd2, N);
     if (!w->is_moe) {
         int64_t I = c->intermediate_size;
-        ALLOC(a->g, N * I); ALLOC(a->u, N * I); ALLOC(a->sig, N * I); ALLOC(a->h, N * I);
+        ALLOC(a->gu, N * 2 * I); ALLOC(a->sig, N * I); ALLOC(a->h, N * I);
     } else {
         int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
         int64_t FS = c->n_shared_experts * F;
         ALLOC(a->rlog, N * E); ALLOC(a->scores, N * E); ALLOC(a->idx, N * K); ALLOC(a->wt, N * K);
         ALLOC(a->ex_off, E + 1); ALLOC(a->slot_row, N * K); ALLOC(a->slot_k, N * K);
-        ALLOC(a->eg, N * K * F); ALLOC(a->eu, N * K * F); ALLOC(a->esig, N * K * F); ALLOC(a->eh, N * K * F);
+        ALLOC(a->egu, N * K * 2 * F); ALLOC(a->esig, N * K * F); ALLOC(a->eh, N * K * F);
         ALLOC(a->ey, N * K * D);
-        if (FS > 0) { ALLOC(a->sg, N * FS); ALLOC(a->su, N * FS); ALLOC(a->ssig, N * FS); ALLOC(a->sh, N * FS); }
+        if (FS > 0) { ALLOC(a->sgu, N * 2 * FS); ALLOC(a->ssig, N * FS); ALLOC(a->sh, N * FS); }
         if (s->want_balance && l < c->n_layer) ALLOC(a->bal_f, B * E);
     }
     return DS_OK;
@@ -77,13 +77,13 @@ int tr_block_forward(tr_step *s, int64_t l, tr_block_acts *a, float *x, ds_err *
     /* attention */
     tr_rmsnorm_forward(a->xn1, D, a->rstd1, x, D, w->attn_norm, N, D, eps);
     tr_mla_forward(s, l, a, y);
-    for (int64_t i = 0; i < N * D; i++) x[i] += y[i];
+    tr_vec_add(x, y, N * D);
     memcpy(a->x_mid, x, (size_t)(N * D) * sizeof(float));
     /* feed-forward */
     tr_rmsnorm_forward(a->xn2, D, a->rstd2, x, D, w->ffn_norm, N, D, eps);
     int rc = tr_ffn_forward(s, l, a, y, e);
     if (rc) return rc;
-    for (int64_t i = 0; i < N * D; i++) x[i] += y[i];
+    tr_vec_add(x, y, N * D);
     tr_bump_release(s->a, mk);
     return DS_OK;
 }
@@ -114,11 +114,11 @@ static int alloc_grad_scratch(tr_step *s, tr_grad_scratch *gs, int64_t N, ds_err
     ALLOC(gs->dxn, N * D); ALLOC(gs->dq, N * H * Dq); ALLOC(gs->dk, N * H * Dq);
     ALLOC(gs->dkv, N * H * (c->qk_nope_head_dim + Dv)); ALLOC(gs->dkva, N * (Rkv + Dr)); ALLOC(gs->dc, N * Rkv);
     ALLOC(gs->dqa, N * Rq); ALLOC(gs->dqan, N * Rq); ALLOC(gs->dout, N * H * Dv);
-    ALLOC(gs->dg, N * FF); ALLOC(gs->du, N * FF); ALLOC(gs->dh, N * FF);
+    ALLOC(gs->dgu, N * 2 * FF); ALLOC(gs->dh, N * FF);
     if (any_moe) {
         ALLOC(gs->dwt, N * K); ALLOC(gs->dscores, N * E);
         ALLOC(gs->eslot_dy, N * K * D); ALLOC(gs->eslot_dx, N * K * D);
-        ALLOC(gs->eslot_dg, N * K * F); ALLOC(gs->eslot_du, N * K * F); ALLOC(gs->eslot_dh, N * K * F);
+        ALLOC(gs->eslot_dgu, N * K * 2 * F); ALLOC(gs->eslot_dh, N * K * F);
     }
     return DS_OK;
 oom:
@@ -130,14 +130,8 @@ static void embed_forward(float *x, const float *table, const int32_t *tok, int6
 }
 
 static void embed_backward(float *dtable, const float *dx, const int32_t *tok, int64_t n, int64_t D) {
-    for (int64_t i = 0; i < n; i++) {
-        float *d = dtable + (int64_t)tok[i] * D;
-        const float *s = dx + i * D;
-        for (int64_t j = 0; j < D; j++) d[j] += s[j];
-    }
+    for (int64_t i = 0; i < n; i++) tr_vec_add(dtable + (int64_t)tok[i] * D, dx + i * D, D);
 }
-
-static void add_inplace(float *x, const float *y, int64_t n) { for (int64_t i = 0; i < n; i++) x[i] += y[i]; }
 
 /* One worker's step: every kernel parallel inside (or serial when nested). */
 static int step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o,
@@ -231,7 +225,7 @@ static int step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, c
         tr_rmsnorm_backward(demb, D, mg->enorm, dcat, 2 * D, emb, D, mw->enorm, m_rstd_e, Nm, D);
         tr_rmsnorm_backward(dhin, D, mg->hnorm, dcat + D, 2 * D, m_hin, D, mw->hnorm, m_rstd_h, Nm, D);
         embed_backward(mg->embed, demb, m_tok, Nm, D);
-        for (int64_t b = 0; b < B; b++) add_inplace(dhf + b * T * D, dhin + b * Tm * D, Tm * D);
+        for (int64_t b = 0; b < B; b++) tr_vec_add(dhf + b * T * D, dhin + b * Tm * D, Tm * D);
     }
     tr_linear_backward(dhf, m->G.lm_head, logits, hf, m->W.lm_head, N, D, V);
     tr_rmsnorm_backward(dx, D, m->G.final_norm, dhf, D, x, D, m->W.final_norm, rstd_f, N, D);

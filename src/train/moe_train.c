@@ -61,25 +61,27 @@ void tr_balance_backward(float *dscores, const float *scores, const float *f, in
 
 /* ---------------------------------------------------------------- dense MLP */
 
-/* out[n, D] = down(silu(g) ⊙ u), g = x·gateᵀ, u = x·upᵀ; saves g, u, sig, h (n, F) */
-static void mlp_forward(float *out, float *g, float *u, float *sig, float *h, const float *x, const ds_tmlp *w, int64_t n,
-                        int64_t D, int64_t F) {
-    tr_linear_forward(g, x, w->gate, n, D, F);
-    tr_linear_forward(u, x, w->up, n, D, F);
-    tr_swiglu_forward(h, sig, g, u, n * F);
+/* out[n, D] = down(silu(g) ⊙ u), [g | u] = x·[gate; up]ᵀ: one GEMM over the
+ * (2F, D) gate+up matrix (adjacent in the arena); saves gu (n, 2F), sig, h (n, F) */
+static void mlp_forward(float *out, float *gu, float *sig, float *h, const float *x, const ds_tmlp *w, int64_t n, int64_t D,
+                        int64_t F) {
+    DS_ASSERT(w->up == w->gate + F * D);
+    tr_linear_forward(gu, x, w->gate, n, D, 2 * F);
+    tr_swiglu_forward_gu(h, sig, gu, n, F);
     tr_linear_forward(out, h, w->down, n, F, D);
 }
 
-/* dx += ... (dx = ... when dx_set), grads += ...; dh, dg, du: scratch (n, F),
- * written before being read */
-static void mlp_backward(float *dx, bool dx_set, ds_tmlp *gw, const float *dout, const float *x, const float *g,
-                         const float *u, const float *sig, const float *h, const ds_tmlp *w, int64_t n, int64_t D,
-                         int64_t F, float *dh, float *dg, float *du) {
+/* dx += ... (dx = ... when dx_set), grads += ...; dh (n, F), dgu (n, 2F):
+ * scratch, written before being read. dx and d[gate; up] come from one GEMM
+ * each over the concatenated gate+up matrix. */
+static void mlp_backward(float *dx, bool dx_set, ds_tmlp *gw, const float *dout, const float *x, const float *gu,
+                         const float *sig, const float *h, const ds_tmlp *w, int64_t n, int64_t D, int64_t F, float *dh,
+                         float *dgu) {
+    DS_ASSERT(gw->up == gw->gate + F * D);
     tr_linear_backward_set(dh, gw->down, dout, h, w->down, n, F, D);
-    tr_swiglu_backward(dg, du, dh, g, u, sig, n * F);
-    if (dx_set) tr_linear_backward_set(dx, gw->gate, dg, x, w->gate, n, D, F);
-    else tr_linear_backward(dx, gw->gate, dg, x, w->gate, n, D, F);
-    tr_linear_backward(dx, gw->up, du, x, w->up, n, D, F);
+    tr_swiglu_backward_gu(dgu, dh, gu, sig, n, F);
+    if (dx_set) tr_linear_backward_set(dx, gw->gate, dgu, x, w->gate, n, D, 2 * F);
+    else tr_linear_backward(dx, gw->gate, dgu, x, w->gate, n, D, 2 * F);
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -105,7 +107,7 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *
     const ds_tlayer *w = &m->W.layers[l];
     int64_t N = a->N, D = c->hidden_size;
     if (!w->is_moe) {
-        mlp_forward(out, a->g, a->u, a->sig, a->h, a->xn2, &w->mlp, N, D, c->intermediate_size);
+        mlp_forward(out, a->gu, a->sig, a->h, a->xn2, &w->mlp, N, D, c->intermediate_size);
         return DS_OK;
     }
     int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
@@ -138,23 +140,19 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *
     for (int64_t x = 0; x < E; x++) {
         int64_t o = a->ex_off[x], n = a->ex_off[x + 1] - o;
         if (n == 0) continue;
-        mlp_forward(a->ey + o * D, a->eg + o * F, a->eu + o * F, a->esig + o * F, a->eh + o * F, xe + o * D,
+        mlp_forward(a->ey + o * D, a->egu + o * 2 * F, a->esig + o * F, a->eh + o * F, xe + o * D,
                     &w->experts[x], n, D, F);
     }
     /* combine: out = shared(x) + Σ_k w_k y_k, in slot order per token row */
     if (FS > 0) {
-        mlp_forward(out, a->sg, a->su, a->ssig, a->sh, a->xn2, &w->shared, N, D, FS);
+        mlp_forward(out, a->sgu, a->ssig, a->sh, a->xn2, &w->shared, N, D, FS);
     } else {
         memset(out, 0, (size_t)(N * D) * sizeof(float));
     }
-    for (int64_t x = 0; x < E; x++)
-        for (int64_t sl = a->ex_off[x]; sl < a->ex_off[x + 1]; sl++) {
-            int64_t n = a->slot_row[sl];
-            float wk = a->wt[n * K + a->slot_k[sl]];
-            float *o = out + n * D;
-            const float *y = a->ey + sl * D;
-            for (int64_t d = 0; d < D; d++) o[d] += wk * y[d];
-        }
+    for (int64_t sl = 0; sl < N * K; sl++) {
+        int64_t n = a->slot_row[sl];
+        tr_vec_axpy(out + n * D, a->wt[n * K + a->slot_k[sl]], a->ey + sl * D, D);
+    }
     /* balance term, per sequence */
     if (a->bal_f) {
         for (int64_t b = 0; b < a->B; b++) {
@@ -193,26 +191,22 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
     int64_t N = a->N, D = c->hidden_size;
     if (!w->is_moe) {
         int64_t I = c->intermediate_size;
-        mlp_backward(dxn2, false, &gw->mlp, dout, a->xn2, a->g, a->u, a->sig, a->h, &w->mlp, N, D, I, gs->dh, gs->dg, gs->du);
+        mlp_backward(dxn2, false, &gw->mlp, dout, a->xn2, a->gu, a->sig, a->h, &w->mlp, N, D, I, gs->dh, gs->dgu);
         return;
     }
     int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
     int64_t FS = c->n_shared_experts * F;
     /* shared experts */
     if (FS > 0) {
-        mlp_backward(dxn2, false, &gw->shared, dout, a->xn2, a->sg, a->su, a->ssig, a->sh, &w->shared, N, D, FS, gs->dh, gs->dg,
-                     gs->du);
+        mlp_backward(dxn2, false, &gw->shared, dout, a->xn2, a->sgu, a->ssig, a->sh, &w->shared, N, D, FS, gs->dh, gs->dgu);
     }
     /* combine weights and slot gradients: dy_slot = w_k · dout[row], dw_k = dout[row] · y_slot */
     memset(gs->dwt, 0, (size_t)(N * K) * sizeof(float));
     for (int64_t sl = 0; sl < N * K; sl++) {
         int64_t n = a->slot_row[sl], k = a->slot_k[sl];
-        float wk = a->wt[n * K + k];
-        const float *d = dout + n * D, *y = a->ey + sl * D;
-        float *dy = gs->eslot_dy + sl * D;
-        double dot = 0.0;
-        for (int64_t j = 0; j < D; j++) { dy[j] = wk * d[j]; dot += (double)d[j] * y[j]; }
-        gs->dwt[n * K + k] = (float)dot;
+        const float *d = dout + n * D;
+        tr_vec_scale(gs->eslot_dy + sl * D, a->wt[n * K + k], d, D);
+        gs->dwt[n * K + k] = (float)tr_vec_dot(d, a->ey + sl * D, D);
     }
     /* experts: gathered inputs again (cheap), then the MLP backward per expert */
     float *xe = tr_scratch(ds_thread_id(), 1, (size_t)(N * K * D));
@@ -220,16 +214,11 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
     for (int64_t x = 0; x < E; x++) {
         int64_t o = a->ex_off[x], n = a->ex_off[x + 1] - o;
         if (n == 0) continue;
-        mlp_backward(gs->eslot_dx + o * D, true, &gw->experts[x], gs->eslot_dy + o * D, xe + o * D, a->eg + o * F, a->eu + o * F,
-                     a->esig + o * F, a->eh + o * F, &w->experts[x], n, D, F, gs->eslot_dh + o * F, gs->eslot_dg + o * F,
-                     gs->eslot_du + o * F);
+        mlp_backward(gs->eslot_dx + o * D, true, &gw->experts[x], gs->eslot_dy + o * D, xe + o * D, a->egu + o * 2 * F,
+                     a->esig + o * F, a->eh + o * F, &w->experts[x], n, D, F, gs->eslot_dh + o * F, gs->eslot_dgu + o * 2 * F);
     }
     /* scatter the expert input gradients back to token rows (slot order: deterministic) */
-    for (int64_t sl = 0; sl < N * K; sl++) {
-        float *dx = dxn2 + (int64_t)a->slot_row[sl] * D;
-        const float *src = gs->eslot_dx + sl * D;
-        for (int64_t j = 0; j < D; j++) dx[j] += src[j];
-    }
+    for (int64_t sl = 0; sl < N * K; sl++) tr_vec_add(dxn2 + (int64_t)a->slot_row[sl] * D, gs->eslot_dx + sl * D, D);
     /* router: d wt (+ balance) -> d logits -> router weight and input */
     memset(gs->dscores, 0, (size_t)(N * E) * sizeof(float));
     float *dlog = gs->dscores;  /* reuse: (N, E) router-logit gradients */

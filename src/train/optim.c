@@ -42,7 +42,7 @@ void ds_adamw_free(ds_adamw *o) {
     o->kind = NULL;
 }
 
-typedef struct { ds_adamw *o; float *w; const float *g; float lr, bc1, bc2; } adam_ctx;
+typedef struct { ds_adamw *o; float *w; const float *g; float lr, bc1, bc2, gs; } adam_ctx;
 
 /* w, m, v over [i0, i1) of one segment (decay fixed) */
 static void adam_span(adam_ctx *c, int64_t i0, int64_t i1, bool decay) {
@@ -50,7 +50,7 @@ static void adam_span(adam_ctx *c, int64_t i0, int64_t i1, bool decay) {
     float b1 = o->beta1, b2 = o->beta2, dec = decay ? 1.0f - c->lr * o->weight_decay : 1.0f;
     float ib1 = 1.0f / c->bc1, ib2 = 1.0f / c->bc2;
     for (int64_t i = i0; i < i1; i++) {
-        float g = c->g[i];
+        float g = c->gs == 1.0f ? c->g[i] : c->g[i] * c->gs;
         float mi = o->m[i] = b1 * o->m[i] + (1.0f - b1) * g;
         float vi = o->v[i] = b2 * o->v[i] + (1.0f - b2) * g * g;
         c->w[i] = c->w[i] * dec - c->lr * (mi * ib1) / (sqrtf(vi * ib2) + o->eps);
@@ -66,9 +66,11 @@ __attribute__((target("avx2,fma"))) static void adam_span_avx2(adam_ctx *c, int6
     __m256 nb1 = _mm256_set1_ps(1.0f - o->beta1), nb2 = _mm256_set1_ps(1.0f - o->beta2);
     __m256 dec = _mm256_set1_ps(decay ? 1.0f - c->lr * o->weight_decay : 1.0f);
     __m256 ib1 = _mm256_set1_ps(1.0f / c->bc1), ib2 = _mm256_set1_ps(1.0f / c->bc2);
-    __m256 lr = _mm256_set1_ps(c->lr), eps = _mm256_set1_ps(o->eps);
+    __m256 lr = _mm256_set1_ps(c->lr), eps = _mm256_set1_ps(o->eps), gs = _mm256_set1_ps(c->gs);
+    bool scaled = c->gs != 1.0f;
     for (; i + 8 <= i1; i += 8) {
         __m256 g = _mm256_loadu_ps(c->g + i);
+        if (scaled) g = _mm256_mul_ps(g, gs);
         __m256 m = _mm256_fmadd_ps(b1, _mm256_loadu_ps(o->m + i), _mm256_mul_ps(nb1, g));
         __m256 v = _mm256_fmadd_ps(b2, _mm256_loadu_ps(o->v + i), _mm256_mul_ps(_mm256_mul_ps(nb2, g), g));
         _mm256_storeu_ps(o->m + i, m);
@@ -112,11 +114,13 @@ static void adam_worker(void *vc, int64_t i0, int64_t i1, int tid) {
     for_segments(c->o, i0, i1, adam_piece, c);
 }
 
-void ds_adamw_step(ds_adamw *o, ds_tmodel *m, float lr) {
+void ds_adamw_step_scaled(ds_adamw *o, ds_tmodel *m, float lr, float gscale) {
     o->t++;
-    adam_ctx c = { o, m->w, m->g, lr, 1.0f - powf(o->beta1, (float)o->t), 1.0f - powf(o->beta2, (float)o->t) };
+    adam_ctx c = { o, m->w, m->g, lr, 1.0f - powf(o->beta1, (float)o->t), 1.0f - powf(o->beta2, (float)o->t), gscale };
     ds_par_for(m->n_floats, 1 << 14, adam_worker, &c);
 }
+
+void ds_adamw_step(ds_adamw *o, ds_tmodel *m, float lr) { ds_adamw_step_scaled(o, m, lr, 1.0f); }
 
 typedef struct { const float *g; const ds_adamw *o; double part[256]; } norm_ctx;
 typedef struct { const float *g; double s; } norm_acc;
@@ -152,8 +156,17 @@ double ds_grad_norm(const ds_tmodel *m, const ds_adamw *o) {
     return sqrt(s);
 }
 
+typedef struct { float *g; float s; } scale_ctx;
+
+static void scale_worker(void *vc, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
+    scale_ctx *c = vc;
+    for (int64_t i = i0; i < i1; i++) c->g[i] *= c->s;
+}
+
 void ds_grad_scale(ds_tmodel *m, float s) {
-    for (int64_t i = 0; i < m->n_floats; i++) m->g[i] *= s;
+    scale_ctx c = { m->g, s };
+    ds_par_for(m->n_floats, 1 << 14, scale_worker, &c);
 }
 
 bool ds_params_finite(const ds_tmodel *m) {

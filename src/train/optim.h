@@ -31,6 +31,10 @@ int ds_adamw_init(ds_adamw *o, const ds_tmodel *m, float beta1, float beta2, flo
 void ds_adamw_free(ds_adamw *o);
 /* One update with learning rate lr (increments t). */
 void ds_adamw_step(ds_adamw *o, ds_tmodel *m, float lr);
+/* The same with every gradient multiplied by gscale first (clipping folded
+ * into the update: the same bits as ds_grad_scale then ds_adamw_step, one
+ * pass over the arena fewer; m->g is left unscaled). */
+void ds_adamw_step_scaled(ds_adamw *o, ds_tmodel *m, float lr, float gscale);
 
 /* Global L2 norm of the trainable gradients (double accumulation, thread
  * order fixed: deterministic). NaN/inf if any gradient is. */

@@ -61,8 +61,11 @@ static void add(table_builder *tb, float **pw, float **pg, bool decay, bool trai
 #define MAT(fw, fg, d0, d1, ...) add(tb, &(fw), &(fg), true, true, 2, d0, d1, __VA_ARGS__)
 #define VEC(fw, fg, d0, ...) add(tb, &(fw), &(fg), false, true, 1, d0, 0, __VA_ARGS__)
 
+/* gate and up are adjacent with no padding between them, so together they
+ * are one (2F, D) matrix: the training FFN runs one GEMM over both */
 static void add_mlp(table_builder *tb, ds_tmlp *w, ds_tmlp *g, int64_t D, int64_t F, const char *p) {
     MAT(w->gate, g->gate, F, D, "%s.gate_proj.weight", p);
+    if (!tb->rc) tb->m->n_floats = tb->m->params[tb->m->n_params - 1].off + F * D;
     MAT(w->up, g->up, F, D, "%s.up_proj.weight", p);
     MAT(w->down, g->down, D, F, "%s.down_proj.weight", p);
 }

@@ -26,8 +26,8 @@ typedef struct tr_block_acts {
     float *o;             /* (N, H·Dv) attention output per head */
     float *x_mid;         /* (N, D) after the attention residual */
     float *xn2, *rstd2;   /* (N, D), (N) FFN RMSNorm */
-    /* dense FFN */
-    float *g, *u;         /* (N, I) gate / up pre-activations */
+    /* dense FFN (gate and up weights are one (2I, D) matrix, see params.c) */
+    float *gu;            /* (N, 2I) per row: gate | up pre-activations */
     float *sig, *h;       /* (N, I) sigmoid(g), silu(g)·u */
     /* MoE */
     float *rlog;          /* (N, E) router logits */
@@ -37,10 +37,10 @@ typedef struct tr_block_acts {
     int64_t *ex_off;      /* (E+1) slot offsets per expert */
     int32_t *slot_row;    /* (N·K) token row of each slot, grouped by expert, rows ascending */
     int32_t *slot_k;      /* (N·K) which of the token's K choices */
-    float *eg, *eu;       /* (N·K, F) expert gate / up pre-activations per slot */
+    float *egu;           /* (N·K, 2F) expert gate | up pre-activations per slot */
     float *esig, *eh;     /* (N·K, F) sigmoid(gate), silu(gate)·up per slot */
     float *ey;            /* (N·K, D) expert outputs per slot (before the combine weight) */
-    float *sg, *su;       /* (N, Es·F) shared experts */
+    float *sgu;           /* (N, 2·Es·F) shared experts */
     float *ssig, *sh;     /* (N, Es·F) */
     float *bal_f;         /* (B, E) f_i per sequence (balance loss), or NULL */
 } tr_block_acts;
@@ -76,11 +76,13 @@ typedef struct tr_grad_scratch {
     float *dc;            /* (N, Rkv) */
     float *dqa, *dqan;    /* (N, Rq) */
     float *dout;          /* (N, H·Dv) attention output gradient */
-    float *dg, *du, *dh;  /* (N, max(I, Es·F)) */
+    float *dgu;           /* (N, 2·max(I, Es·F)): d gate | d up */
+    float *dh;            /* (N, max(I, Es·F)) */
     float *dwt;           /* (N, K) */
     float *dscores;       /* (N, E) */
     float *eslot_dy;      /* (N·K, D) */
-    float *eslot_dg, *eslot_du, *eslot_dh;  /* (N·K, F) */
+    float *eslot_dgu;     /* (N·K, 2F) */
+    float *eslot_dh;      /* (N·K, F) */
     float *eslot_dx;      /* (N·K, D) */
 } tr_grad_scratch;
 

@@ -71,9 +71,18 @@ void tr_prof_read(double *flops, double *rate, double *seconds) {
 
 /* ---------------------------------------------------------------- linear */
 
+/* DS_TRAIN_LINEAR=blas: linear layers on OpenBLAS (ds_sgemm) instead of
+ * tgemm.c's packed kernels, for comparisons */
+static bool linear_blas(void) {
+    static int b = -1;
+    if (b < 0) { const char *v = getenv("DS_TRAIN_LINEAR"); b = v && !strcmp(v, "blas"); }
+    return b == 1;
+}
+
 void tr_linear_forward(float *y, const float *x, const float *W, int64_t N, int64_t I, int64_t O) {
     double t0 = g_prof ? ds_now() : 0;
-    ds_sgemm(false, true, N, O, I, 1.0f, x, I, W, I, 0.0f, y, O);
+    if (linear_blas()) ds_sgemm(false, true, N, O, I, 1.0f, x, I, W, I, 0.0f, y, O);
+    else tr_gemm_nt(y, O, x, I, W, I, N, O, I, 1.0f, false);
     if (g_prof) {
         int t = ds_thread_id();
         g_pf[t].sec += ds_now() - t0;
@@ -84,8 +93,13 @@ void tr_linear_forward(float *y, const float *x, const float *W, int64_t N, int6
 static void linear_backward(float *dx, bool dx_acc, float *dW, const float *dy, const float *x, const float *W,
                             int64_t N, int64_t I, int64_t O) {
     double t0 = g_prof ? ds_now() : 0;
-    if (dx) ds_sgemm(false, false, N, I, O, 1.0f, dy, O, W, I, dx_acc ? 1.0f : 0.0f, dx, I);
-    if (dW) ds_sgemm(true, false, O, I, N, 1.0f, dy, O, x, I, 1.0f, dW, I);
+    if (linear_blas()) {
+        if (dx) ds_sgemm(false, false, N, I, O, 1.0f, dy, O, W, I, dx_acc ? 1.0f : 0.0f, dx, I);
+        if (dW) ds_sgemm(true, false, O, I, N, 1.0f, dy, O, x, I, 1.0f, dW, I);
+    } else {
+        if (dx) tr_gemm_nn(dx, I, dy, O, W, I, N, I, O, 1.0f, dx_acc);
+        if (dW) tr_gemm_tn(dW, I, dy, O, x, I, O, I, N, 1.0f, true);
+    }
     if (g_prof) {
         int t = ds_thread_id();
         g_pf[t].sec += ds_now() - t0;
@@ -232,6 +246,73 @@ static bool has_avx2(void) {
 #endif
 }
 
+/* ---------------------------------------------------------------- vector helpers */
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static void vec_add_avx2(float *x, const float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) x[i] += y[i];
+}
+
+__attribute__((target("avx2,fma"))) static void vec_axpy_avx2(float *y, float a, const float *x, int64_t n) {
+    __m256 av = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(av, _mm256_loadu_ps(x + i))));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+__attribute__((target("avx2,fma"))) static void vec_scale_avx2(float *y, float a, const float *x, int64_t n) {
+    __m256 av = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(av, _mm256_loadu_ps(x + i)));
+    for (; i < n; i++) y[i] = a * x[i];
+}
+
+__attribute__((target("avx2,fma"))) static float vec_max_avx2(const float *x, int64_t n) {
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+    float t[8], r = -INFINITY;
+    _mm256_storeu_ps(t, m);
+    for (int k = 0; k < 8; k++) r = t[k] > r ? t[k] : r;
+    for (; i < n; i++) r = x[i] > r ? x[i] : r;
+    return r;
+}
+#endif
+
+void tr_vec_add(float *x, const float *y, int64_t n) {
+#if defined(__x86_64__)
+    if (has_avx2()) { vec_add_avx2(x, y, n); return; }
+#endif
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+void tr_vec_axpy(float *y, float a, const float *x, int64_t n) {
+#if defined(__x86_64__)
+    if (has_avx2()) { vec_axpy_avx2(y, a, x, n); return; }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+void tr_vec_scale(float *y, float a, const float *x, int64_t n) {
+#if defined(__x86_64__)
+    if (has_avx2()) { vec_scale_avx2(y, a, x, n); return; }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] = a * x[i];
+}
+
+/* max of x[0..n) (n >= 1); the same value on both paths */
+static float vec_max(const float *x, int64_t n) {
+#if defined(__x86_64__)
+    if (has_avx2()) return vec_max_avx2(x, n);
+#endif
+    float r = -INFINITY;
+    for (int64_t i = 0; i < n; i++) r = x[i] > r ? x[i] : r;
+    return r;
+}
+
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma"))) static inline double hsum256(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
@@ -323,20 +404,85 @@ void tr_swiglu_forward(float *h, float *sig, const float *g, const float *u, int
     ds_par_for(n, 16384, swiglu_fwd_worker, &c);
 }
 
+void tr_swiglu_backward_ref(float *dg, float *du, const float *dh, const float *g, const float *u, const float *sig,
+                            int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i], s = sig[i], d = dh[i];
+        dg[i] = d * u[i] * s * (1.0f + gi * (1.0f - s));
+        du[i] = d * gi * s;
+    }
+}
+
+#if defined(__x86_64__)
+/* the same expressions in the same order as the _ref twin, 8 lanes at a time (no FMA contraction) */
+__attribute__((target("avx2,fma"))) static void swiglu_bwd_avx2(float *dg, float *du, const float *dh, const float *g,
+                                                              const float *u, const float *sig, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 gv = _mm256_loadu_ps(g + i), s = _mm256_loadu_ps(sig + i), d = _mm256_loadu_ps(dh + i);
+        __m256 t = _mm256_add_ps(one, _mm256_mul_ps(gv, _mm256_sub_ps(one, s)));
+        _mm256_storeu_ps(dg + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(d, _mm256_loadu_ps(u + i)), s), t));
+        _mm256_storeu_ps(du + i, _mm256_mul_ps(_mm256_mul_ps(d, gv), s));
+    }
+    if (i < n) tr_swiglu_backward_ref(dg + i, du + i, dh + i, g + i, u + i, sig + i, n - i);
+}
+#endif
+
+static void swiglu_bwd_span(float *dg, float *du, const float *dh, const float *g, const float *u, const float *sig,
+                            int64_t n) {
+#if defined(__x86_64__)
+    if (has_avx2()) { swiglu_bwd_avx2(dg, du, dh, g, u, sig, n); return; }
+#endif
+    tr_swiglu_backward_ref(dg, du, dh, g, u, sig, n);
+}
+
+static void swiglu_fwd_span(float *h, float *sig, const float *g, const float *u, int64_t n) {
+#if defined(__x86_64__)
+    if (has_avx2()) { swiglu_fwd_avx2(h, sig, g, u, 0, n); return; }
+#endif
+    tr_swiglu_forward_ref(h, sig, g, u, n);
+}
+
 static void swiglu_bwd_worker(void *vc, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     swiglu_ctx *c = vc;
-    for (int64_t i = i0; i < i1; i++) {   /* plain loop: the compiler vectorizes it */
-        float g = c->g[i], s = c->csig[i], d = c->dh[i];
-        c->dg[i] = d * c->u[i] * s * (1.0f + g * (1.0f - s));
-        c->du[i] = d * g * s;
-    }
+    swiglu_bwd_span(c->dg + i0, c->du + i0, c->dh + i0, c->g + i0, c->u + i0, c->csig + i0, i1 - i0);
 }
 
 void tr_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, const float *sig,
                         int64_t n) {
     swiglu_ctx c = { NULL, NULL, dg, du, g, u, dh, sig };
     ds_par_for(n, 16384, swiglu_bwd_worker, &c);
+}
+
+typedef struct { float *h, *sig, *dgu; const float *gu, *dh, *csig; int64_t F; } swiglu_gu_ctx;
+
+static void swiglu_gu_fwd_worker(void *vc, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    swiglu_gu_ctx *c = vc;
+    int64_t F = c->F;
+    for (int64_t r = r0; r < r1; r++)
+        swiglu_fwd_span(c->h + r * F, c->sig + r * F, c->gu + r * 2 * F, c->gu + r * 2 * F + F, F);
+}
+
+static void swiglu_gu_bwd_worker(void *vc, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    swiglu_gu_ctx *c = vc;
+    int64_t F = c->F;
+    for (int64_t r = r0; r < r1; r++)
+        swiglu_bwd_span(c->dgu + r * 2 * F, c->dgu + r * 2 * F + F, c->dh + r * F, c->gu + r * 2 * F, c->gu + r * 2 * F + F,
+                        c->csig + r * F, F);
+}
+
+void tr_swiglu_forward_gu(float *h, float *sig, const float *gu, int64_t rows, int64_t F) {
+    swiglu_gu_ctx c = { h, sig, NULL, gu, NULL, NULL, F };
+    ds_par_for(rows, DS_MAX(1, 16384 / DS_MAX(F, 1)), swiglu_gu_fwd_worker, &c);
+}
+
+void tr_swiglu_backward_gu(float *dgu, const float *dh, const float *gu, const float *sig, int64_t rows, int64_t F) {
+    swiglu_gu_ctx c = { NULL, NULL, dgu, gu, dh, sig, F };
+    ds_par_for(rows, DS_MAX(1, 16384 / DS_MAX(F, 1)), swiglu_gu_bwd_worker, &c);
 }
 
 /* ---------------------------------------------------------------- rope */
@@ -364,13 +510,11 @@ static void ce_worker(void *vc, int64_t n0, int64_t n1, int tid) {
         float *row = c->logits + n * c->V;
         int32_t tgt = c->targets[n];
         if (tgt < 0) { memset(row, 0, (size_t)c->V * sizeof(float)); continue; }
-        float mx = -INFINITY;
-        for (int64_t v = 0; v < c->V; v++) mx = row[v] > mx ? row[v] : mx;
+        float mx = vec_max(row, c->V);
         float xt = row[tgt];
         double s = exp_shift_sum(row, c->V, mx);   /* row = exp(logit - max) */
         sum += (double)mx + log(s) - (double)xt;
-        float k = (float)((double)c->dscale / s);
-        for (int64_t v = 0; v < c->V; v++) row[v] *= k;
+        tr_vec_scale(row, (float)((double)c->dscale / s), row, c->V);
         row[tgt] -= c->dscale;
     }
     c->part[tid] += sum;
@@ -399,7 +543,7 @@ __attribute__((target("avx2,fma"))) static double dot_avx2(const float *a, const
 #endif
 
 /* Σ a·b, float lanes folded in double */
-static double dot_f64(const float *a, const float *b, int64_t n) {
+double tr_vec_dot(const float *a, const float *b, int64_t n) {
 #if defined(__x86_64__)
     if (has_avx2()) return dot_avx2(a, b, n);
 #endif
@@ -408,16 +552,32 @@ static double dot_f64(const float *a, const float *b, int64_t n) {
     return r;
 }
 
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static void att_ds_row_avx2(float *d, const float *a, float fd, float scale, int64_t n) {
+    __m256 f = _mm256_set1_ps(fd), sc = _mm256_set1_ps(scale);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(d + j, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(a + j), _mm256_sub_ps(_mm256_loadu_ps(d + j), f)), sc));
+    for (; j < n; j++) d[j] = a[j] * (d[j] - fd) * scale;
+}
+#endif
+
+/* d[j] = a[j]·(d[j] − fd)·scale (the same bits on both paths) */
+static void att_ds_row(float *d, const float *a, float fd, float scale, int64_t n) {
+#if defined(__x86_64__)
+    if (has_avx2()) { att_ds_row_avx2(d, a, fd, scale, n); return; }
+#endif
+    for (int64_t j = 0; j < n; j++) d[j] = a[j] * (d[j] - fd) * scale;
+}
+
 void tr_attention_forward(float *O, int64_t ldo, float *att, const float *Q, int64_t ldq, const float *K, int64_t ldk,
                           const float *V, int64_t ldv, int64_t T, int64_t Dk, int64_t Dv, float scale) {
     tr_gemm_nt_causal(att, T, Q, ldq, K, ldk, T, Dk, scale);
     for (int64_t i = 0; i < T; i++) {   /* causal softmax of row i over keys 0..i */
         float *row = att + i * T;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-        float inv = (float)(1.0 / exp_shift_sum(row, i + 1, mx));
-        for (int64_t j = 0; j <= i; j++) row[j] *= inv;
-        for (int64_t j = i + 1; j < T; j++) row[j] = 0.0f;
+        float mx = vec_max(row, i + 1);
+        tr_vec_scale(row, (float)(1.0 / exp_shift_sum(row, i + 1, mx)), row, i + 1);
+        memset(row + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
     }
     tr_gemm_nn_causal(O, ldo, att, T, V, ldv, T, Dv, 1.0f, false);
 }
@@ -433,9 +593,9 @@ void tr_attention_backward(float *dQ, int64_t lddq, float *dK, int64_t lddk, flo
     for (int64_t i = 0; i < T; i++) {
         const float *a = att + i * T;
         float *d = dS + i * T;
-        float fd = (float)dot_f64(a, d, i + 1);
-        for (int64_t j = 0; j <= i; j++) d[j] = a[j] * (d[j] - fd) * scale;
-        for (int64_t j = i + 1; j < T; j++) d[j] = 0.0f;
+        float fd = (float)tr_vec_dot(a, d, i + 1);
+        att_ds_row(d, a, fd, scale, i + 1);
+        memset(d + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
     }
     /* dQ = dS K ;  dK = dSᵀ Q   (dS is lower-triangular) */
     tr_gemm_nn_causal(dQ, lddq, dS, T, K, ldk, T, Dk, 1.0f, false);

@@ -41,6 +41,13 @@ void tr_swiglu_forward_ref(float *h, float *sig, const float *g, const float *u,
 /* dg = dh ⊙ u ⊙ sig·(1 + g·(1 − sig)), du = dh ⊙ g·sig   (written, not accumulated) */
 void tr_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, const float *sig,
                         int64_t n);
+/* The same on rows of a fused gate|up buffer gu (rows, 2F): g = gu[r, :F],
+ * u = gu[r, F:]; h, sig are (rows, F); dgu (rows, 2F) is written. */
+void tr_swiglu_forward_gu(float *h, float *sig, const float *gu, int64_t rows, int64_t F);
+void tr_swiglu_backward_gu(float *dgu, const float *dh, const float *gu, const float *sig, int64_t rows, int64_t F);
+/* Scalar twin of tr_swiglu_backward (the fast path is AVX2). */
+void tr_swiglu_backward_ref(float *dg, float *du, const float *dh, const float *g, const float *u, const float *sig,
+                            int64_t n);
 
 /* RoPE on interleaved pairs (ds_rope_apply) and its transpose: maps the
  * gradient w.r.t. the rotated vector to the gradient w.r.t. the input,
@@ -69,6 +76,14 @@ void tr_attention_backward(float *dQ, int64_t lddq, float *dK, int64_t lddk, flo
 void tr_prof_enable(bool on);
 void tr_prof_reset(void);
 void tr_prof_read(double *flops, double *rate, double *seconds);
+
+/* Vector helpers (AVX2 with plain-C twins; add/axpy/scale give the same
+ * bits on both paths: multiply then add, never fused):
+ *   x += y;  y += a·x;  y = a·x (y may be x);  Σ a·b (float lanes folded in double) */
+void tr_vec_add(float *x, const float *y, int64_t n);
+void tr_vec_axpy(float *y, float a, const float *x, int64_t n);
+void tr_vec_scale(float *y, float a, const float *x, int64_t n);
+double tr_vec_dot(const float *a, const float *b, int64_t n);
 
 /* Use the scalar paths of every kernel here (tests compare both). */
 void tr_force_scalar(bool on);

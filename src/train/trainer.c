@@ -421,9 +421,9 @@ int ds_trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
         info->maxvio = ds_load_maxvio(m);
     } else {
         t->nan_consecutive = 0;
-        if (r->grad_clip > 0 && info->grad_norm > r->grad_clip)
-            ds_grad_scale(m, (float)(r->grad_clip / (info->grad_norm + 1e-6)));
-        ds_adamw_step(&t->opt, m, (float)info->lr);
+        float gs = 1.0f;   /* clipping, applied inside the update */
+        if (r->grad_clip > 0 && info->grad_norm > r->grad_clip) gs = (float)(r->grad_clip / (info->grad_norm + 1e-6));
+        ds_adamw_step_scaled(&t->opt, m, (float)info->lr, gs);
         bool frozen = r->bias_freeze_step >= 0 && t->step >= r->bias_freeze_step;
         info->maxvio = ds_bias_update(m, frozen ? 0.0f : (float)r->bias_update_speed);
     }
