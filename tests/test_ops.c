@@ -141,6 +141,65 @@ TEST(ops_attn_rows_fast_vs_ref) {
     free(kv); free(q); free(u); free(ur); free(u1); free(sc);
 }
 
+/* ds_silu_mul (vector exp, parallel) vs its expf twin; an element's value
+ * does not depend on where it sits in the array or on the length (the
+ * MoE runs it over batches of any size: batch invariance). */
+TEST(ops_silu_mul_fast_vs_ref) {
+    ds_rng r;
+    ds_rng_seed(&r, 10);
+    enum { n = 70001 };
+    float *g = malloc(n * sizeof(float)), *u = malloc(n * sizeof(float));
+    float *h = malloc(n * sizeof(float)), *hr = malloc(n * sizeof(float)), *h1 = malloc(n * sizeof(float));
+    for (int i = 0; i < n; i++) { g[i] = 6 * randn(&r); u[i] = randn(&r); }
+    g[0] = -100; g[1] = 100; g[2] = 0; g[3] = -87.5f;   /* clamped ends of exp */
+    ds_silu_mul(h, g, u, n);
+    ds_silu_mul_ref(hr, g, u, n);
+    double mx = 0;
+    int worst = 0;
+    for (int i = 0; i < n; i++) {
+        /* + 1e-20: silu(-100) is ~1e-42 exactly and ~1e-36 with exp clamped at 88 */
+        double d = fabs((double)h[i] - hr[i]) / (fabs((double)hr[i]) + 1e-20);
+        if (d > mx) { mx = d; worst = i; }
+    }
+    if (mx > 1e-6) printf("    silu_mul: max relative diff %.3g at g = %g\n", mx, g[worst]);
+    CHECK_MSG(mx < 1e-6, "silu_mul max relative diff %g", mx);   /* exp polynomial ~2e-7 */
+    const int64_t offs[][2] = { { 0, 1 }, { 3, 5 }, { 7, 9 }, { 11, 31 }, { 1000, 17 }, { 5, 40000 } };
+    for (size_t k = 0; k < sizeof offs / sizeof offs[0]; k++) {
+        int64_t o = offs[k][0], len = offs[k][1];
+        ds_silu_mul(h1, g + o, u + o, len);
+        CHECK_MSG(memcmp(h1, h + o, (size_t)len * sizeof(float)) == 0, "silu_mul at offset %lld length %lld differs",
+                  (long long)o, (long long)len);
+    }
+    free(g); free(u); free(h); free(hr); free(h1);
+}
+
+/* ds_softmax (vector exp) vs its expf twin on rows of every tail length,
+ * with -inf (masked) entries, large spreads, and an all-masked row. */
+TEST(ops_softmax_fast_vs_ref) {
+    ds_rng r;
+    ds_rng_seed(&r, 11);
+    float x[300], y[300];
+    double mx = 0;
+    for (int n = 1; n <= 300; n += (n < 20 ? 1 : 37)) {
+        for (int i = 0; i < n; i++) x[i] = 8 * randn(&r);
+        if (n > 3) { x[n - 1] = -INFINITY; x[1] = x[0] - 95; }   /* masked; exp underflow */
+        memcpy(y, x, sizeof x);
+        ds_softmax(x, n);
+        ds_softmax_ref(y, n);
+        double sum = 0;
+        for (int i = 0; i < n; i++) {
+            mx = fmax(mx, fabs((double)x[i] - y[i]));
+            sum += x[i];
+        }
+        CHECK_MSG(fabs(sum - 1) < 1e-5, "softmax n=%d sums to %.9g", n, sum);
+        if (n > 3) CHECK(x[n - 1] == 0.0f && x[1] == 0.0f);
+    }
+    CHECK_MSG(mx < 1e-6, "softmax max abs diff %g", mx);
+    for (int i = 0; i < 11; i++) x[i] = -INFINITY;
+    ds_softmax(x, 11);
+    for (int i = 0; i < 11; i++) CHECK(x[i] == 0.0f);
+}
+
 TEST(ops_fp8_table_matches_formula) {
     ds_dtype_init();
     for (int b = 0; b < 256; b++) {

@@ -25,7 +25,7 @@ static ds_arena_block *new_block(size_t cap) {
     return b;
 }
 
-void *ds_arena_alloc(ds_arena *a, size_t bytes) {
+static void *arena_take(ds_arena *a, size_t bytes, bool zero) {
     size_t need;
     if (!ds_size_add(bytes, 63, &need)) return NULL;
     need &= ~(size_t)63;
@@ -43,14 +43,22 @@ void *ds_arena_alloc(ds_arena *a, size_t bytes) {
     void *p = b->data + b->used;
     b->used += need;
     a->used_round += need;
-    memset(p, 0, need);
+    if (zero) memset(p, 0, need);
     return p;
 }
+
+void *ds_arena_alloc(ds_arena *a, size_t bytes) { return arena_take(a, bytes, true); }
 
 void *ds_arena_calloc(ds_arena *a, size_t n, size_t size) {
     size_t bytes;
     if (!ds_size_mul(n, size, &bytes)) return NULL;
-    return ds_arena_alloc(a, bytes);
+    return arena_take(a, bytes, true);
+}
+
+void *ds_arena_array(ds_arena *a, size_t n, size_t size) {
+    size_t bytes;
+    if (!ds_size_mul(n, size, &bytes)) return NULL;
+    return arena_take(a, bytes, false);
 }
 
 void ds_arena_reset(ds_arena *a) {

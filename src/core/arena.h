@@ -21,6 +21,9 @@ void ds_arena_init(ds_arena *a);
 void *ds_arena_alloc(ds_arena *a, size_t bytes);
 /* Overflow-checked n * size. */
 void *ds_arena_calloc(ds_arena *a, size_t n, size_t size);
+/* The same without the zero fill: only for buffers the caller overwrites
+ * entirely before reading (large per-layer scratch). */
+void *ds_arena_array(ds_arena *a, size_t n, size_t size);
 void ds_arena_reset(ds_arena *a);
 
 /* Scoped use: everything allocated after a mark is released by

@@ -15,6 +15,7 @@
  * experts are added (the order transformers uses).
  */
 #include "model_internal.h"
+#include "../core/thread.h"
 #include "../tensor/ops.h"
 
 #include <math.h>
@@ -118,6 +119,45 @@ static int expert_jobs(ds_mm_job *jobs, const int64_t *rows, int64_t r0, int64_t
     return nj;
 }
 
+/* The gather of routed rows and the combine, split across threads. */
+typedef struct {
+    float *out, *xe;
+    const float *xn, *ye;
+    const int64_t *rows;
+    const float *rw;
+    int64_t R, T, D;
+    bool shared;
+} moe_io;
+
+/* xe[r] = xn[rows[r]] for r in [r0, r1) */
+static void gather_worker(void *vctx, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    moe_io *c = vctx;
+    for (int64_t r = r0; r < r1; r++) memcpy(c->xe + r * c->D, c->xn + c->rows[r] * c->D, (size_t)c->D * sizeof(float));
+}
+
+/* Columns [d0, d1) of out: the routed rows added in expert-id order (rows
+ * are grouped by expert), then the shared experts; every element sees the
+ * same sequence of operations whatever the split. */
+static void combine_worker(void *vctx, int64_t d0, int64_t d1, int tid) {
+    (void)tid;
+    moe_io *c = vctx;
+    int64_t D = c->D, n = d1 - d0;
+    for (int64_t t = 0; t < c->T; t++) memset(c->out + t * D + d0, 0, (size_t)n * sizeof(float));
+    for (int64_t r = 0; r < c->R; r++) {
+        float *o = c->out + c->rows[r] * D + d0;
+        const float *y = c->ye + r * D + d0;
+        float w = c->rw[r];
+        for (int64_t d = 0; d < n; d++) o[d] += w * y[d];
+    }
+    if (c->shared)
+        for (int64_t t = 0; t < c->T; t++) {
+            float *o = c->out + t * D + d0;
+            const float *y = c->ye + (c->R + t) * D + d0;
+            for (int64_t d = 0; d < n; d++) o[d] += y[d];
+        }
+}
+
 int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs,
                    int n_segs, ds_arena *a, ds_err *e) {
     const ds_config *c = &m->cfg;
@@ -145,10 +185,11 @@ int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t 
     }
     for (int64_t x = 0; x < E; x++) start[x + 1] += start[x];
     int64_t R = T * K;  /* routed rows, grouped by expert, each group in token order */
-    float *xe = ds_arena_calloc(a, (size_t)(R * D), sizeof(float));     /* (R, D) gathered inputs */
-    float *g = ds_arena_calloc(a, (size_t)(R * F + T * Fs), sizeof(float));  /* (R, F) + shared (T, Fs) */
-    float *u = ds_arena_calloc(a, (size_t)(R * F + T * Fs), sizeof(float));
-    float *ye = ds_arena_calloc(a, (size_t)(R * D + T * D), sizeof(float));  /* (R, D) + shared (T, D) */
+    /* every row of these is written before it is read: no zero fill */
+    float *xe = ds_arena_array(a, (size_t)(R * D), sizeof(float));     /* (R, D) gathered inputs */
+    float *g = ds_arena_array(a, (size_t)(R * F + T * Fs), sizeof(float));  /* (R, F) + shared (T, Fs) */
+    float *u = ds_arena_array(a, (size_t)(R * F + T * Fs), sizeof(float));
+    float *ye = ds_arena_array(a, (size_t)(R * D + T * D), sizeof(float));  /* (R, D) + shared (T, D) */
     int64_t *rows = ds_arena_calloc(a, (size_t)R, sizeof(int64_t));        /* token of each routed row */
     float *rw = ds_arena_calloc(a, (size_t)R, sizeof(float));               /* its combine weight */
     int max_jobs = (int)(2 * (E + 1) * (n_segs + 1));
@@ -159,8 +200,9 @@ int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t 
             int64_t x = idx[t * K + k], r = start[x] + fill[x]++;
             rows[r] = t;
             rw[r] = wt[t * K + k];
-            memcpy(xe + r * D, xn + t * D, (size_t)D * sizeof(float));
         }
+    moe_io io = { out, xe, xn, ye, rows, rw, R, T, D, Fs > 0 };
+    ds_par_for(R, 16, gather_worker, &io);
     /* gate and up projections of every used expert (and the shared ones) in one pass */
     int nj = 0;
     for (int64_t x = 0; x < E; x++) {
@@ -184,14 +226,6 @@ int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t 
     }
     if (Fs > 0) nj += ds_plan_jobs(segs, n_segs, jobs + nj, ye + R * D, D, g + R * F, Fs, &w->shared.down, 0, D);
     ds_matmul_multi(jobs, nj);
-    /* combine in expert-id order (rows are grouped by expert), then add the shared experts */
-    memset(out, 0, (size_t)(T * D) * sizeof(float));
-    for (int64_t r = 0; r < R; r++) {
-        float *o = out + rows[r] * D;
-        const float *y = ye + r * D;
-        for (int64_t d = 0; d < D; d++) o[d] += rw[r] * y[d];
-    }
-    if (Fs > 0)
-        for (int64_t i = 0; i < T * D; i++) out[i] += ye[R * D + i];
+    ds_par_for(D, DS_MAX(8, 32768 / DS_MAX(R, 1)), combine_worker, &io);
     return DS_OK;
 }

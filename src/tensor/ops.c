@@ -544,6 +544,12 @@ void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D
 
 void ds_softmax(float *x, int64_t n) {
     if (n <= 0) return;
+    if (isa() == 1) { ds_softmax_avx2(x, n); return; }
+    ds_softmax_ref(x, n);
+}
+
+void ds_softmax_ref(float *x, int64_t n) {
+    if (n <= 0) return;
     float m = -INFINITY;
     for (int64_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
     if (m == -INFINITY) { /* everything masked: define as uniform zero */
@@ -556,6 +562,22 @@ void ds_softmax(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] *= inv;
 }
 
-void ds_silu_mul(float *h, const float *g, const float *u, int64_t n) {
+void ds_silu_mul_ref(float *h, const float *g, const float *u, int64_t n) {
     for (int64_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+typedef struct { float *h; const float *g, *u; } silu_ctx;
+
+static void silu_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
+    silu_ctx *c = vctx;
+    if (isa() == 1) ds_silu_mul_avx2(c->h + i0, c->g + i0, c->u + i0, i1 - i0);
+    else ds_silu_mul_ref(c->h + i0, c->g + i0, c->u + i0, i1 - i0);
+}
+
+/* Elementwise, so any split gives the same bits (the AVX2 kernel runs its
+ * tail through the same vector code, masked). */
+void ds_silu_mul(float *h, const float *g, const float *u, int64_t n) {
+    silu_ctx c = { h, g, u };
+    ds_par_for(n, 16384, silu_worker, &c);
 }

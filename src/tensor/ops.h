@@ -75,9 +75,11 @@ void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D
 
 /* Numerically stable in-place softmax of x[n]. */
 void ds_softmax(float *x, int64_t n);
+void ds_softmax_ref(float *x, int64_t n);   /* scalar expf twin */
 
 /* h[i] = silu(g[i]) · u[i] */
 void ds_silu_mul(float *h, const float *g, const float *u, int64_t n);
+void ds_silu_mul_ref(float *h, const float *g, const float *u, int64_t n);   /* scalar expf twin */
 
 /* Dot products of one weight row against fp32 x (fast, ISA-dispatched). */
 float ds_dot_row(const ds_tensor *w, int64_t r, const float *x, int64_t K);

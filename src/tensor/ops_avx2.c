@@ -7,6 +7,7 @@
  * so F16C converts exactly and the 2^8 is folded into the block scale.
  */
 #include "ops_isa.h"
+#include "simd_exp.h"
 
 #include <immintrin.h>
 
@@ -139,4 +140,60 @@ void ds_wsum_rows_avx2(float *u, const float *p, const float *kv, int64_t n, int
         }
         for (int k = 0; k < nc / 8; k++) _mm256_storeu_ps(u + c + 8 * k, a[k]);
     }
+}
+
+static inline __m256 silu_mul8(__m256 g, __m256 u) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 e = ds_exp256(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), u);
+}
+
+void ds_silu_mul_avx2(float *h, const float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(h + i, silu_mul8(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+    if (i < n) {
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i)), lane);
+        __m256 r = silu_mul8(_mm256_maskload_ps(g + i, mask), _mm256_maskload_ps(u + i, mask));
+        _mm256_maskstore_ps(h + i, mask, r);
+    }
+}
+
+void ds_softmax_avx2(float *x, int64_t n) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 ninf = _mm256_set1_ps(-__builtin_inff());
+    int64_t i = 0;
+    __m256 mv = ninf;
+    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+    __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i)), lane);
+    if (i < n) mv = _mm256_max_ps(mv, _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + i, tail), _mm256_castsi256_ps(tail)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float m = _mm_cvtss_f32(m4);
+    if (m == -__builtin_inff()) {   /* everything masked: zeros */
+        for (int64_t j = 0; j < n; j++) x[j] = 0.0f;
+        return;
+    }
+    const __m256 mb = _mm256_set1_ps(m), lo = _mm256_set1_ps(-87.0f);
+    __m256 sv = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), mb);
+        __m256 e = _mm256_and_ps(ds_exp256(d), _mm256_cmp_ps(d, lo, _CMP_GE_OQ));
+        _mm256_storeu_ps(x + i, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    if (i < n) {
+        __m256 d = _mm256_sub_ps(_mm256_maskload_ps(x + i, tail), mb);
+        __m256 e = _mm256_and_ps(ds_exp256(d), _mm256_and_ps(_mm256_cmp_ps(d, lo, _CMP_GE_OQ), _mm256_castsi256_ps(tail)));
+        _mm256_maskstore_ps(x + i, tail, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    float sl[8];
+    _mm256_storeu_ps(sl, sv);
+    double s = 0.0;
+    for (int k = 0; k < 8; k++) s += sl[k];
+    const __m256 inv = _mm256_set1_ps((float)(1.0 / s));
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    if (i < n) _mm256_maskstore_ps(x + i, tail, _mm256_mul_ps(_mm256_maskload_ps(x + i, tail), inv));
 }

@@ -18,5 +18,11 @@ void ds_cvt_bf16_avx2(float *out, const uint16_t *w, int64_t n);
 void ds_cvt_f16_avx2(float *out, const uint16_t *w, int64_t n);
 /* u[0 : R) = Σ_{j < n} p[j] · kv[j·W + 0 : R)   (R a multiple of 8) */
 void ds_wsum_rows_avx2(float *u, const float *p, const float *kv, int64_t n, int64_t W, int64_t R);
+/* h[i] = g[i] · sigmoid(g[i]) · u[i]; every element (the tail too, masked)
+ * through the same vector code, so h[i] does not depend on i or n */
+void ds_silu_mul_avx2(float *h, const float *g, const float *u, int64_t n);
+/* softmax in place (exp of x − max below −87 is 0; an all −inf row gives
+ * zeros), the sum in float lanes folded in double */
+void ds_softmax_avx2(float *x, int64_t n);
 
 #endif

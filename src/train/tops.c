@@ -10,6 +10,7 @@
 #include "tgemm.h"
 #include "../core/thread.h"
 #include "../tensor/ops.h"
+#include "../tensor/simd_exp.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -199,33 +200,13 @@ void tr_swiglu_forward_ref(float *h, float *sig, const float *g, const float *u,
 }
 
 #if defined(__x86_64__)
-/* exp(x) for x in [-88, 88]: 2^n · p(r), r = x − n·ln2 (Cody-Waite), degree-6
- * minimax polynomial (Cephes expf); max relative error ~2e-7. */
-__attribute__((target("avx2,fma"))) static inline __m256 exp256(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    __m256 r2 = _mm256_mul_ps(r, r);
-    p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
 __attribute__((target("avx2,fma"))) static void swiglu_fwd_avx2(float *h, float *sig, const float *g, const float *u,
                                                               int64_t i0, int64_t i1) {
     int64_t i = i0;
     const __m256 one = _mm256_set1_ps(1.0f);
     for (; i + 8 <= i1; i += 8) {
         __m256 gv = _mm256_loadu_ps(g + i);
-        __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), gv))));
+        __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, ds_exp256(_mm256_sub_ps(_mm256_setzero_ps(), gv))));
         _mm256_storeu_ps(sig + i, s);
         _mm256_storeu_ps(h + i, _mm256_mul_ps(_mm256_mul_ps(gv, s), _mm256_loadu_ps(u + i)));
     }
@@ -367,7 +348,7 @@ __attribute__((target("avx2,fma"))) static double exp_shift_sum_avx2(float *x, i
     __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 v = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+        __m256 v = ds_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
         _mm256_storeu_ps(x + i, v);
         a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
         a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
