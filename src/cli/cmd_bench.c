@@ -144,37 +144,11 @@ static void run_llama_bench(const char *bin, const char *model, int threads, int
     pclose(p);
 }
 
-int cmd_bench(int argc, char **argv) {
-    const char *dir = NULL, *tlist = NULL, *llama = NULL;
-    int64_t pp = 512, tg = 128, reps = 3;
-    bool bw = true;
-    ds_kv_type kvt = DS_KV_F32;
-    const char *C = "bench";
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (cli_is_help(a)) { usage(stdout); return 0; }
-        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { dir = v; i++; }
-        else if (!strcmp(a, "-p")) { pp = cli_parse_int(C, a, v, 0, 1 << 20); i++; }
-        else if (!strcmp(a, "-n")) { tg = cli_parse_int(C, a, v, 0, 1 << 20); i++; }
-        else if (!strcmp(a, "-r")) { reps = cli_parse_int(C, a, v, 1, 1000); i++; }
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { tlist = v; i++; }
-        else if (!strcmp(a, "--no-bw")) bw = false;
-        else if (!strcmp(a, "--compare-llama")) { llama = v; i++; }
-        else if (!strcmp(a, "--kv-type")) {
-            int k = v ? ds_kv_type_from_name(v) : -1;
-            if (k < 0) cli_die(C, "--kv-type: expected f32, q8 or fp8");
-            kvt = (ds_kv_type)k;
-            i++;
-        }
-        else { usage(stderr); cli_die(C, "unknown option '%s'", a); }
-    }
-    if (!dir) dir = cli_default_model();
-    if (!dir) cli_die(C, "no model given (-m MODEL_DIR)");
-    if (llama && !ds_path_is_gguf(dir)) cli_die(C, "--compare-llama needs a .gguf model (-m MODEL.gguf)");
-    int64_t nthr = 0;
-    int32_t *thr = NULL;
-    if (tlist) thr = cli_parse_ids(C, "-t", tlist, &nthr);
-    else { thr = malloc(sizeof *thr); thr[0] = ds_threads_get(); nthr = 1; }
+/* One round of our measurements: loads the model, runs pp and tg at each
+ * thread count, prints the table and fills ours[thread][pp|tg] (medians),
+ * then closes the model (llama-bench runs with the memory free). */
+static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64_t nthr, int64_t pp, int64_t tg,
+                       int64_t reps, bool bw, ds_kv_type kvt, bool first, double *ours) {
     ds_err e = { 0 };
     ds_model *m;
     double t_load = ds_now();
@@ -194,8 +168,8 @@ int cmd_bench(int argc, char **argv) {
             }
         fclose(f);
     }
-    printf("machine: %s, %d cores, kernels: %s\n", cpu, ds_threads_get(), ds_ops_isa());
-    printf("model:   %s, %.2f GiB of weights, %.1f MiB read per decoded token, KV cache %lld bytes/token (%s)\n", dir,
+    if (first) printf("machine: %s, %d cores, kernels: %s\n", cpu, ds_threads_get(), ds_ops_isa());
+    if (first) printf("model:   %s, %.2f GiB of weights, %.1f MiB read per decoded token, KV cache %lld bytes/token (%s)\n", dir,
            (double)m->file_bytes / (1 << 30), act / (1 << 20),
            (long long)ds_kv_row_bytes(kvt, m->cfg.kv_lora_rank + m->cfg.qk_rope_head_dim) * (long long)m->cfg.n_layer,
            ds_kv_type_name(kvt));
@@ -207,8 +181,7 @@ int cmd_bench(int argc, char **argv) {
     int32_t *tok = malloc((size_t)(pp + 1) * sizeof *tok);
     float *logits = malloc((size_t)V * sizeof(float));
     double *ts = malloc((size_t)reps * sizeof(double));
-    double *ours = calloc((size_t)nthr * 2, sizeof(double));
-    if (!tok || !logits || !ts || !ours) cli_die(C, "out of memory");
+    if (!tok || !logits || !ts) cli_die(C, "out of memory");
     for (int64_t i = 0; i <= pp; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
     for (int64_t ti = 0; ti < nthr; ti++) {
         ds_threads_set(thr[ti]);
@@ -258,26 +231,102 @@ int cmd_bench(int argc, char **argv) {
         ds_kvcache_free(&cache);
     }
     ds_model_close(m);
-    if (llama) {
-        printf("\n| threads | test  | deepseek.c t/s | llama.cpp t/s | ratio |\n");
-        printf("|--------:|:------|---------------:|--------------:|------:|\n");
-        for (int64_t ti = 0; ti < nthr; ti++) {
-            double lb[2];
-            run_llama_bench(llama, dir, thr[ti], pp, tg, reps, lb);
+    free(tok); free(logits); free(ts);
+}
+
+static void print_compare(const int32_t *thr, int64_t nthr, int64_t pp, int64_t tg, const double *ours, const double *lla) {
+    printf("\n| threads | test  | deepseek.c t/s | llama.cpp t/s | ratio |\n");
+    printf("|--------:|:------|---------------:|--------------:|------:|\n");
+    for (int64_t ti = 0; ti < nthr; ti++)
+        for (int test = 0; test < 2; test++) {
+            int64_t n = test == 0 ? pp : tg;
+            if (n == 0) continue;
+            char name[16];
+            snprintf(name, sizeof name, "%s%lld", test == 0 ? "pp" : "tg", (long long)n);
+            double o = ours[ti * 2 + test], l = lla[ti * 2 + test];
+            if (l > 0) printf("| %7d | %-5s | %14.2f | %13.2f | %5.2f |\n", thr[ti], name, o, l, o / l);
+            else printf("| %7d | %-5s | %14.2f | %13s |       |\n", thr[ti], name, o, "(failed)");
+        }
+    fflush(stdout);
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *dir = NULL, *tlist = NULL, *llama = NULL;
+    int64_t pp = 512, tg = 128, reps = 3, rounds = 1;
+    bool bw = true;
+    ds_kv_type kvt = DS_KV_F32;
+    const char *C = "bench";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (cli_is_help(a)) { usage(stdout); return 0; }
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { dir = v; i++; }
+        else if (!strcmp(a, "-p")) { pp = cli_parse_int(C, a, v, 0, 1 << 20); i++; }
+        else if (!strcmp(a, "-n")) { tg = cli_parse_int(C, a, v, 0, 1 << 20); i++; }
+        else if (!strcmp(a, "-r")) { reps = cli_parse_int(C, a, v, 1, 1000); i++; }
+        else if (!strcmp(a, "--rounds")) { rounds = cli_parse_int(C, a, v, 1, 100); i++; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { tlist = v; i++; }
+        else if (!strcmp(a, "--no-bw")) bw = false;
+        else if (!strcmp(a, "--compare-llama")) { llama = v; i++; }
+        else if (!strcmp(a, "--kv-type")) {
+            int k = v ? ds_kv_type_from_name(v) : -1;
+            if (k < 0) cli_die(C, "--kv-type: expected f32, q8 or fp8");
+            kvt = (ds_kv_type)k;
+            i++;
+        }
+        else { usage(stderr); cli_die(C, "unknown option '%s'", a); }
+    }
+    if (!dir) dir = cli_default_model();
+    if (!dir) cli_die(C, "no model given (-m MODEL_DIR)");
+    if (llama && !ds_path_is_gguf(dir)) cli_die(C, "--compare-llama needs a .gguf model (-m MODEL.gguf)");
+    int64_t nthr = 0;
+    int32_t *thr = NULL;
+    if (tlist) thr = cli_parse_ids(C, "-t", tlist, &nthr);
+    else { thr = malloc(sizeof *thr); thr[0] = ds_threads_get(); nthr = 1; }
+    double *ours = calloc((size_t)(nthr * 2 * rounds), sizeof(double));   /* [round][thread][pp|tg] */
+    double *lla = calloc((size_t)(nthr * 2 * rounds), sizeof(double));
+    if (!ours || !lla) cli_die(C, "out of memory");
+    for (int64_t rd = 0; rd < rounds; rd++) {
+        if (rounds > 1) printf("%s== round %lld of %lld\n", rd ? "\n" : "", (long long)rd + 1, (long long)rounds);
+        bench_ours(C, dir, thr, nthr, pp, tg, reps, bw, kvt, rd == 0, ours + rd * nthr * 2);
+        if (llama) {
+            for (int64_t ti = 0; ti < nthr; ti++) run_llama_bench(llama, dir, thr[ti], pp, tg, reps, lla + (rd * nthr + ti) * 2);
+            print_compare(thr, nthr, pp, tg, ours + rd * nthr * 2, lla + rd * nthr * 2);
+        }
+    }
+    if (llama && rounds > 1) {
+        /* per test: medians over the rounds, and the median of the per-round ratios */
+        printf("\n== all %lld rounds: medians\n", (long long)rounds);
+        printf("\n| threads | test  | deepseek.c t/s | llama.cpp t/s | ratio (median of rounds) | ratios per round |\n");
+        printf("|--------:|:------|---------------:|--------------:|-------------------------:|:-----------------|\n");
+        double *v = malloc((size_t)rounds * sizeof(double));
+        if (!v) cli_die(C, "out of memory");
+        for (int64_t ti = 0; ti < nthr; ti++)
             for (int test = 0; test < 2; test++) {
                 int64_t n = test == 0 ? pp : tg;
                 if (n == 0) continue;
+                double med[3];
+                char per[512] = "";
+                for (int k = 0; k < 3; k++) {
+                    for (int64_t rd = 0; rd < rounds; rd++) {
+                        double o = ours[(rd * nthr + ti) * 2 + test], l = lla[(rd * nthr + ti) * 2 + test];
+                        v[rd] = k == 0 ? o : k == 1 ? l : (l > 0 ? o / l : 0);
+                        if (k == 2) {
+                            size_t len = strlen(per);
+                            snprintf(per + len, sizeof per - len, "%s%.2f", rd ? ", " : "", v[rd]);
+                        }
+                    }
+                    qsort(v, (size_t)rounds, sizeof *v, cmp_d);
+                    med[k] = v[rounds / 2];
+                }
                 char name[16];
                 snprintf(name, sizeof name, "%s%lld", test == 0 ? "pp" : "tg", (long long)n);
-                double o = ours[ti * 2 + test];
-                if (lb[test] > 0)
-                    printf("| %7d | %-5s | %14.2f | %13.2f | %5.2f |\n", thr[ti], name, o, lb[test], o / lb[test]);
+                if (med[1] > 0)
+                    printf("| %7d | %-5s | %14.2f | %13.2f | %24.2f | %s |\n", thr[ti], name, med[0], med[1], med[2], per);
                 else
-                    printf("| %7d | %-5s | %14.2f | %13s |       |\n", thr[ti], name, o, "(failed)");
+                    printf("| %7d | %-5s | %14.2f | %13s | %24s | |\n", thr[ti], name, med[0], "(failed)", "");
             }
-            fflush(stdout);
-        }
+        free(v);
     }
-    free(tok); free(logits); free(ts); free(thr); free(ours);
+    free(thr); free(ours); free(lla);
     return 0;
 }
