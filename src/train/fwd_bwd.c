@@ -23,15 +23,15 @@
 
 void ds_tacts_free(ds_tacts *a) {
     if (!a) return;
-    tr_bump_free(&a->arena);
+    ds_arena_free(&a->arena);
     free(a->blk);
     free(a);
 }
 
 /* activations and gradient scratch: fully overwritten before use, not zeroed */
-#define ALLOC(p, n) do { (p) = tr_bump_alloc(s->a, (size_t)(n), sizeof *(p), false); if (!(p)) goto oom; } while (0)
+#define ALLOC(p, n) do { (p) = ds_arena_array(s->a, (size_t)(n), sizeof *(p)); if (!(p)) goto oom; } while (0)
 /* gradient accumulators (+=): zeroed */
-#define ZALLOC(p, n) do { (p) = tr_bump_alloc(s->a, (size_t)(n), sizeof *(p), true); if (!(p)) goto oom; } while (0)
+#define ZALLOC(p, n) do { (p) = ds_arena_calloc(s->a, (size_t)(n), sizeof *(p)); if (!(p)) goto oom; } while (0)
 
 int tr_block_alloc(tr_step *s, int64_t l, tr_block_acts *a, int64_t B, int64_t T, ds_err *e) {
     const ds_config *c = &s->m->cfg;
@@ -70,8 +70,8 @@ int tr_block_forward(tr_step *s, int64_t l, tr_block_acts *a, float *x, ds_err *
     const ds_tlayer *w = &m->W.layers[l];
     int64_t N = a->N, D = m->cfg.hidden_size;
     float eps = (float)m->cfg.rms_norm_eps;
-    tr_bump_mark mk = tr_bump_get_mark(s->a);
-    float *y = tr_bump_alloc(s->a, (size_t)(N * D), sizeof(float), false);
+    ds_arena_mark mk = ds_arena_get_mark(s->a);
+    float *y = ds_arena_array(s->a, (size_t)(N * D), sizeof(float));
     if (!y) return ds_err_set(e, DS_ENOMEM, "out of memory in layer %lld", (long long)l);
     memcpy(a->x_in, x, (size_t)(N * D) * sizeof(float));
     /* attention */
@@ -84,7 +84,7 @@ int tr_block_forward(tr_step *s, int64_t l, tr_block_acts *a, float *x, ds_err *
     int rc = tr_ffn_forward(s, l, a, y, e);
     if (rc) return rc;
     tr_vec_add(x, y, N * D);
-    tr_bump_release(s->a, mk);
+    ds_arena_release(s->a, mk);
     return DS_OK;
 }
 
@@ -146,7 +146,7 @@ static int step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, c
         m->acts->blk = calloc((size_t)(L + m->n_mtp), sizeof(tr_block_acts));
         if (!m->acts->blk) return ds_err_set(e, DS_ENOMEM, "out of memory");
     }
-    tr_bump_reset(&m->acts->arena);
+    ds_arena_reset(&m->acts->arena);
     if (tr_rope_table(m, T)) return ds_err_set(e, DS_ENOMEM, "out of memory for the RoPE table");
     tr_step st = { m, &m->acts->arena, 0.0f, true, 0.0, o->no_grad };
     tr_step *s = &st;

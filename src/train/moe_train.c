@@ -112,7 +112,7 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *
     }
     int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
     int64_t FS = c->n_shared_experts * F;
-    tr_bump_mark mk = tr_bump_get_mark(s->a);
+    ds_arena_mark mk = ds_arena_get_mark(s->a);
     /* route */
     tr_linear_forward(a->rlog, a->xn2, w->router, N, D, E);
     route_ctx rc = { c, a, w->router_bias };
@@ -125,8 +125,8 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *
         if (!s->no_grad) count[x] += a->ex_off[x + 1];   /* evaluation does not count as load */
         a->ex_off[x + 1] += a->ex_off[x];
     }
-    int64_t *fill = tr_bump_alloc(s->a, (size_t)E, sizeof(int64_t), true);
-    float *xe = tr_bump_alloc(s->a, (size_t)(N * K * D), sizeof(float), false);   /* gathered inputs */
+    int64_t *fill = ds_arena_calloc(s->a, (size_t)E, sizeof(int64_t));
+    float *xe = ds_arena_array(s->a, (size_t)(N * K * D), sizeof(float));   /* gathered inputs */
     if (!fill || !xe) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
     for (int64_t n = 0; n < N; n++)
         for (int64_t k = 0; k < K; k++) {
@@ -177,7 +177,7 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *
             s->balance_sum += bal;
         }
     }
-    tr_bump_release(s->a, mk);
+    ds_arena_release(s->a, mk);
     return DS_OK;
 }
 

@@ -7,6 +7,7 @@
 #define DS_TINTERNAL_H
 
 #include "tmodel.h"
+#include "../core/arena.h"
 
 /* What one decoder block saves in its forward pass (N = B·T rows). */
 typedef struct tr_block_acts {
@@ -45,23 +46,9 @@ typedef struct tr_block_acts {
     float *bal_f;         /* (B, E) f_i per sequence (balance loss), or NULL */
 } tr_block_acts;
 
-/* A bump allocator for one step's buffers: not zero-filled unless asked
- * (most buffers are fully overwritten); reset keeps one block sized for the
- * largest step, so steady-state steps do not call malloc. */
-typedef struct tr_bump_block tr_bump_block;
-typedef struct tr_bump {
-    tr_bump_block *head;
-    size_t used_round, high;
-} tr_bump;
-typedef struct { tr_bump_block *block; size_t used, used_round; } tr_bump_mark;
-void *tr_bump_alloc(tr_bump *b, size_t n, size_t size, bool zero);   /* 64-byte aligned */
-void tr_bump_reset(tr_bump *b);
-tr_bump_mark tr_bump_get_mark(const tr_bump *b);
-void tr_bump_release(tr_bump *b, tr_bump_mark mk);
-void tr_bump_free(tr_bump *b);
-
 struct ds_tacts {
-    tr_bump arena;        /* reset at the start of every step */
+    ds_arena arena;       /* one step's buffers: reset at the start of every step (one block
+                           * sized for the largest step, so steady-state steps do not call malloc) */
     tr_block_acts *blk;   /* [L + n_mtp] */
 };
 
@@ -89,7 +76,7 @@ typedef struct tr_grad_scratch {
 /* Context of one step: geometry, positions, loss weights. */
 typedef struct tr_step {
     ds_tmodel *m;
-    tr_bump *a;
+    ds_arena *a;
     float balance_scale;  /* d loss / d balance_b (α·grad_scale / B), 0 = no balance gradient */
     bool want_balance;    /* compute the balance value in this block (main MoE layers) */
     double balance_sum;   /* Σ over sequences and layers of Σ_i f_i P_i */
