@@ -265,9 +265,23 @@ static float dot_q4_K(const ds_block_q4_K *w, const int8_t *q, const float *d, c
     return hsum_ps(acc) - _mm_cvtss_f32(m2);
 }
 
+/* The 128 six-bit values of half h of a Q6_K block as 4 vectors of 32 bytes
+ * (0..63, zero point not removed): v[g] = values 32g .. 32g+31 of the half. */
+static inline void q6k_unpack_half(const ds_block_q6_K *blk, int h, __m256i v[4]) {
+    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    __m256i qh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));
+    __m256i l0 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h));
+    __m256i l1 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h + 32));
+    v[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
+    v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
+    v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
+    v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+}
+
 static float dot_q6_K(const ds_block_q6_K *w, const int8_t *q, const float *d, const int16_t *bs, int64_t nb) {
     __m256 acc = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
     for (int64_t b = 0; b < nb; b++) {
         __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].scales));
         /* zero point: 32 · Σ_j sc_j · bsum_j */
@@ -277,16 +291,8 @@ static float dot_q6_K(const ds_block_q6_K *w, const int8_t *q, const float *d, c
         for (int h = 0; h < 2; h++) {
             __m128i sh = h ? _mm256_extracti128_si256(sc16, 1) : _mm256_castsi256_si128(sc16);
             __m256i scv = _mm256_set_m128i(sh, sh);
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h));
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h));
-            __m256i l1 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h + 32));
             __m256i v[4];
-            v[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
-            v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
-            v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
-            v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+            q6k_unpack_half(&w[b], h, v);
             for (int g = 0; g < 4; g++) {
                 __m256i p = _mm256_maddubs_epi16(v[g], _mm256_loadu_si256((const __m256i *)(qb + 128 * h + 32 * g)));
                 /* low 128 lanes use scale 2g, high lanes 2g+1 */
@@ -364,7 +370,6 @@ static void dot4_q6_K(const ds_block_q6_K *w, const int8_t *const *q, int64_t K,
     const int16_t *bs[4];
     for (int t = 0; t < 4; t++) { d[t] = (const float *)(q[t] + K); bs[t] = (const int16_t *)(d[t] + nb); }
     __m256 acc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
-    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
     for (int64_t b = 0; b < nb; b++) {
         __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].scales));
         __m256i sumi[4];
@@ -375,16 +380,8 @@ static void dot4_q6_K(const ds_block_q6_K *w, const int8_t *const *q, int64_t K,
         for (int h = 0; h < 2; h++) {
             __m128i sh = h ? _mm256_extracti128_si256(sc16, 1) : _mm256_castsi256_si128(sc16);
             __m256i scv = _mm256_set_m128i(sh, sh);
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h));
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h));
-            __m256i l1 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h + 32));
             __m256i v[4];
-            v[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
-            v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
-            v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
-            v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+            q6k_unpack_half(&w[b], h, v);
             for (int g = 0; g < 4; g++) {
                 __m256i scg = _mm256_shuffle_epi8(scv, _mm256_load_si256((const __m256i *)k_shuf_k6[g]));
                 for (int t = 0; t < 4; t++) {
