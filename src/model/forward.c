@@ -94,14 +94,13 @@ static int check_tokens(const ds_model *m, const int32_t *tok, int64_t n, ds_err
 
 int ds_model_forward(ds_model *m, ds_seq_chunk *chunks, int n_chunks, float *logits, float *hidden, ds_err *e) {
     const ds_config *c = &m->cfg;
-    int64_t D = c->hidden_size, V = c->vocab_size, T = 0, n_rows = 0;
+    int64_t D = c->hidden_size, V = c->vocab_size, T = 0;
     int rc;
     for (int i = 0; i < n_chunks; i++) {
         if (chunks[i].n <= 0) return ds_err_set(e, DS_EINVAL, "empty chunk %d", i);
         if ((rc = check_tokens(m, chunks[i].tokens, chunks[i].n, e))) return rc;
         if ((rc = ds_kvcache_reserve(chunks[i].cache, chunks[i].cache->n_past + chunks[i].n, e))) return rc;
         T += chunks[i].n;
-        n_rows += chunks[i].all_logits ? chunks[i].n : 1;
     }
     ds_arena *a;
     if ((rc = ds_work_get(m, &a, e))) return rc;
