@@ -172,6 +172,7 @@ int cmd_generate(int argc, char **argv) {
     }
     ds_stop_free(&stop);
     printf("\n");
+    fflush(stdout);   /* the text before the statistics on stderr, also when both go to one pipe */
     if (verbose && n_new > 0) {
         fprintf(stderr, "load:    %.3f s\n", t_load);
         fprintf(stderr, "prefill: %lld tokens in %.3f s = %.2f tokens/s\n", (long long)st.n_prompt, st.t_prefill,
