@@ -219,8 +219,10 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
             snprintf(name, sizeof name, "%s%lld", test == 0 ? "pp" : "tg", (long long)n);
             if (test == 1) {
                 double gbs = med * act / 1e9;
-                printf("| %7d | %-5s | %19.2f | %5.1f | %5.1f | %12.1f | %11.0f%% |\n", thr[ti], name, med, ts[0],
-                       ts[reps - 1], gbs, membw > 0 ? 100 * gbs / membw : 0);
+                char frac[16] = "(--no-bw)";
+                if (membw > 0) snprintf(frac, sizeof frac, "%.0f%%", 100 * gbs / membw);
+                printf("| %7d | %-5s | %19.2f | %5.1f | %5.1f | %12.1f | %12s |\n", thr[ti], name, med, ts[0],
+                       ts[reps - 1], gbs, frac);
             } else {
                 printf("| %7d | %-5s | %19.2f | %5.1f | %5.1f |              |              |\n", thr[ti], name, med,
                        ts[0], ts[reps - 1]);
