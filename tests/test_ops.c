@@ -314,6 +314,16 @@ TEST(ops_par_for_covers_range_once) {
     void fn(void *c, int64_t a, int64_t b, int tid);
     ds_par_for(1000, 1, fn, &cx);
     for (int i = 0; i < 1000; i++) CHECK_EQ_INT(hits[i], 1);
+    /* the dynamic variant: automatic chunks, explicit ones, n not a multiple of the chunk */
+    const int64_t cases[][3] = { { 1000, 1, 0 }, { 999, 7, 0 }, { 1000, 1, 1 }, { 997, 3, 64 }, { 5, 100, 0 } };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        memset(hits, 0, sizeof hits);
+        ds_par_for_dynamic(cases[k][0], cases[k][1], cases[k][2], fn, &cx);
+        int bad = 0;
+        for (int i = 0; i < 1000; i++) bad += hits[i] != (i < cases[k][0]);
+        CHECK_MSG(bad == 0, "par_for_dynamic(n=%lld, min=%lld, chunk=%lld): %d items not covered exactly once",
+                  (long long)cases[k][0], (long long)cases[k][1], (long long)cases[k][2], bad);
+    }
 }
 void fn(void *c, int64_t a, int64_t b, int tid) {
     (void)tid;

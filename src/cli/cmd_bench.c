@@ -76,7 +76,7 @@ __attribute__((target("avx2"))) static uint64_t bw_sum_avx2(const uint8_t *p, si
 static void bw_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
     bw_ctx *c = vctx;
     uint64_t a = 0;
-    if (__builtin_cpu_supports("avx2")) {
+    if (ds_cpu_avx2_fma()) {
         a = bw_sum_avx2(c->buf + (size_t)i0 * 4096, (size_t)(i1 - i0) * 4096);
     } else {
         for (int64_t i = i0; i < i1; i++) {
@@ -156,19 +156,21 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
     t_load = ds_now() - t_load;
     int64_t V = m->cfg.vocab_size;
     double act = active_bytes(m);
-    char cpu[256] = "unknown CPU";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (f) {
-        char line[512];
-        while (fgets(line, sizeof line, f))
-            if (!strncmp(line, "model name", 10)) {
-                char *p = strchr(line, ':');
-                if (p) { snprintf(cpu, sizeof cpu, "%s", p + 2); cpu[strcspn(cpu, "\n")] = 0; }
-                break;
-            }
-        fclose(f);
+    if (first) {
+        char cpu[256] = "unknown CPU";
+        FILE *f = fopen("/proc/cpuinfo", "r");
+        if (f) {
+            char line[512];
+            while (fgets(line, sizeof line, f))
+                if (!strncmp(line, "model name", 10)) {
+                    char *p = strchr(line, ':');
+                    if (p) { snprintf(cpu, sizeof cpu, "%s", p + 2); cpu[strcspn(cpu, "\n")] = 0; }
+                    break;
+                }
+            fclose(f);
+        }
+        printf("machine: %s, %d cores, kernels: %s\n", cpu, ds_threads_get(), ds_ops_isa());
     }
-    if (first) printf("machine: %s, %d cores, kernels: %s\n", cpu, ds_threads_get(), ds_ops_isa());
     if (first) printf("model:   %s, %.2f GiB of weights, %.1f MiB read per decoded token, KV cache %lld bytes/token (%s)\n", dir,
            (double)m->file_bytes / (1 << 30), act / (1 << 20),
            (long long)ds_kv_row_bytes(kvt, m->cfg.kv_lora_rank + m->cfg.qk_rope_head_dim) * (long long)m->cfg.n_layer,

@@ -61,3 +61,16 @@ double ds_now(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+bool ds_cpu_avx2_fma(void) {
+#if defined(__x86_64__)
+    static int ok = -1;
+    if (ok < 0) {
+        __builtin_cpu_init();
+        ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return ok == 1;
+#else
+    return false;
+#endif
+}

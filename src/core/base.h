@@ -63,4 +63,8 @@ void ds_free(void *p);
 /* Seconds from a monotonic clock. */
 double ds_now(void);
 
+/* True if the CPU runs AVX2 + FMA code (checked once; the kernels compiled
+ * for it are called only when this holds). */
+bool ds_cpu_avx2_fma(void);
+
 #endif

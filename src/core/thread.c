@@ -2,6 +2,7 @@
  * thread.c - ds_par_for on OpenMP. The only file with omp pragmas.
  */
 #include "thread.h"
+#include "base.h"
 
 #include <omp.h>
 
@@ -43,7 +44,7 @@ void ds_par_for_dynamic(int64_t n, int64_t min_per_thread, int64_t chunk, ds_par
     if (n <= 0) return;
     int nt = ds_threads_get();
     if (min_per_thread < 1) min_per_thread = 1;
-    if (chunk < 1) chunk = 1;
+    if (chunk < 1) chunk = DS_MAX(min_per_thread, n / (8 * (int64_t)nt));   /* ~8 chunks per thread */
     if (nt > 1 && n / min_per_thread < nt) nt = (int)(n / min_per_thread);
     if (nt <= 1 || omp_in_parallel()) {
         fn(ctx, 0, n, ds_thread_id());

@@ -24,8 +24,9 @@ void ds_par_for(int64_t n, int64_t min_per_thread, ds_par_fn fn, void *ctx);
 
 /* The same, but threads take chunks of `chunk` items from a shared counter
  * until none are left, so a thread the OS deschedules for a while does not
- * hold up the others (shared machines). Only for workers whose result does
- * not depend on which thread runs which range (no per-thread partial sums). */
+ * hold up the others (shared machines). chunk <= 0: about 8 chunks per
+ * thread, at least min_per_thread items each. Only for workers whose result
+ * does not depend on which thread runs which range (no per-thread partial sums). */
 void ds_par_for_dynamic(int64_t n, int64_t min_per_thread, int64_t chunk, ds_par_fn fn, void *ctx);
 
 #endif

@@ -41,8 +41,7 @@ static bool g_force_generic;
 
 static int isa(void) {
     if (g_isa < 0) {
-        __builtin_cpu_init();
-        g_isa = (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+        g_isa = ds_cpu_avx2_fma() ? 1 : 0;
         openblas_set_num_threads(1);
         ds_dtype_init();
     }
@@ -324,7 +323,7 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
         c.qa = qa;
         int64_t units = qdot_units(w, r0, N);
         int64_t min_units = DS_MAX(1, units * 16384 / DS_MAX(N * K * T, 1));
-        ds_par_for_dynamic(units, min_units, DS_MAX(min_units, units / (8 * ds_threads_get())), matmul_qrows_worker, &c);
+        ds_par_for_dynamic(units, min_units, 0, matmul_qrows_worker, &c);
     } else if (T < DS_GEMM_MIN_T || isa() == 0) {
         int64_t min_rows = DS_MAX(1, 16384 / DS_MAX(K * T, 1));
         ds_par_for(N, min_rows, matmul_rows_worker, &c);
@@ -406,7 +405,7 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
     int64_t min_units = DS_MAX(1, units * 16384 / DS_MAX(work, 1));
     /* chunks from a shared counter: on a shared machine a descheduled thread
      * does not hold the pass up (the result does not depend on the split) */
-    ds_par_for_dynamic(units, min_units, DS_MAX(min_units, units / (8 * ds_threads_get())), multi_worker, &mc);
+    ds_par_for_dynamic(units, min_units, 0, multi_worker, &mc);
     if (start != stack) free(start);
     if (qa != qstack) free(qa);
 }

@@ -513,20 +513,12 @@ void ds_dequant_row_avx2(ds_dtype t, const void *in, float *y, int64_t n) {
     }
     case DS_DTYPE_Q6_K: {
         const ds_block_q6_K *x = in;
-        const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
+        const __m256i k32 = _mm256_set1_epi8(32);
         for (int64_t b = 0; b < n / DS_QK_K; b++) {
             float d = h2f(x[b].d);
             for (int h = 0; h < 2; h++) {
-                __m256i qh = _mm256_loadu_si256((const __m256i *)(x[b].qh + 32 * h));
-                __m256i l0 = _mm256_loadu_si256((const __m256i *)(x[b].ql + 64 * h));
-                __m256i l1 = _mm256_loadu_si256((const __m256i *)(x[b].ql + 64 * h + 32));
                 __m256i v[4];
-                v[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
-                v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
-                v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
-                v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+                q6k_unpack_half(&x[b], h, v);
                 for (int g = 0; g < 4; g++) {
                     __m256i sv = _mm256_sub_epi8(v[g], k32);
                     float *o = y + 256 * b + 128 * h + 32 * g;

@@ -83,15 +83,7 @@ __attribute__((target("avx2,fma"))) static void adam_span_avx2(adam_ctx *c, int6
 }
 #endif
 
-static bool avx2(void) {
-#if defined(__x86_64__)
-    static int ok = -1;
-    if (ok < 0) { __builtin_cpu_init(); ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
-    return ok == 1;
-#else
-    return false;
-#endif
-}
+static bool avx2(void) { return ds_cpu_avx2_fma(); }
 
 /* Calls fn on the pieces of [i0, i1) covered by trainable segments. */
 static void for_segments(const ds_adamw *o, int64_t i0, int64_t i1, void (*fn)(void *, int64_t, int64_t, bool), void *ctx) {

@@ -31,15 +31,7 @@ enum { CAUSAL_NONE, CAUSAL_NN, CAUSAL_TN, CAUSAL_NT };
 static bool g_force_blas;
 void tr_gemm_force_blas(bool on) { g_force_blas = on; }
 
-static bool avx2_ok(void) {
-#if defined(__x86_64__)
-    static int ok = -1;
-    if (ok < 0) { __builtin_cpu_init(); ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
-    return ok == 1 && !g_force_blas;
-#else
-    return false;
-#endif
-}
+static bool avx2_ok(void) { return ds_cpu_avx2_fma() && !g_force_blas; }
 
 #if defined(__x86_64__)
 

@@ -217,15 +217,7 @@ __attribute__((target("avx2,fma"))) static void swiglu_fwd_avx2(float *h, float 
 static bool g_scalar;
 void tr_force_scalar(bool on) { g_scalar = on; }
 
-static bool has_avx2(void) {
-#if defined(__x86_64__)
-    static int avx2 = -1;
-    if (avx2 < 0) { __builtin_cpu_init(); avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
-    return avx2 == 1 && !g_scalar;
-#else
-    return false;
-#endif
-}
+static bool has_avx2(void) { return ds_cpu_avx2_fma() && !g_scalar; }
 
 /* ---------------------------------------------------------------- vector helpers */
 
