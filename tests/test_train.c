@@ -691,7 +691,9 @@ static double max_rel(const float *a, const float *b, int64_t n) {
 TEST(train_gemm_vs_ref) {
     ds_rng r; ds_rng_seed(&r, 21);
     const int64_t shapes[][3] = { { 1, 1, 1 }, { 5, 7, 3 }, { 6, 16, 8 }, { 13, 33, 300 }, { 64, 80, 258 }, { 7, 258, 17 },
-                                  { 130, 48, 513 }, { 36, 64, 1000 }, { 25, 130, 129 } };
+                                  { 130, 48, 513 }, { 36, 64, 1000 }, { 25, 130, 129 }, { 30, 40, 2100 } };
+    int threads = ds_threads_get();
+    ds_threads_set(2);   /* tn with K >= 1024 splits K across the threads (last shape) */
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], pad = 3;
         for (int mode = 0; mode < 3; mode++)
@@ -721,6 +723,35 @@ TEST(train_gemm_vs_ref) {
                 free(A); free(B); free(C1); free(C2);
             }
     }
+    ds_threads_set(threads);
+}
+
+/* The assembly 6x16 kernel (full tiles) and the intrinsic edge kernels
+ * (kern1..kern6) sum in the same order: rows 0..4 of a 12-row product
+ * (two full tiles) equal, bit for bit, the same rows computed as a 5-row
+ * product (one edge tile), for every mode and K (odd tails, K blocks). */
+TEST(train_gemm_asm_matches_intrinsics) {
+    ds_rng r; ds_rng_seed(&r, 23);
+    const int64_t Ks[] = { 1, 3, 4, 5, 128, 383, 385, 700 };
+    const int64_t M = 12, N = 32;
+    for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++)
+        for (int mode = 0; mode < 3; mode++) {
+            int64_t K = Ks[ki];
+            float *A = malloc((size_t)(M * K) * 4), *B = malloc((size_t)(N * K) * 4);
+            float *C12 = malloc((size_t)(M * N) * 4), *C5 = malloc((size_t)(M * N) * 4);
+            fill(A, M * K, &r, 1); fill(B, N * K, &r, 1);
+            for (int pass = 0; pass < 2; pass++) {
+                int64_t m = pass ? 5 : M;
+                float *C = pass ? C5 : C12;
+                /* tn reads A as [K][M]: the 5-row product takes A's first 5 columns (lda = M) */
+                if (mode == 0) tr_gemm_nt(C, N, A, K, B, K, m, N, K, 0.5f, false);
+                if (mode == 1) tr_gemm_nn(C, N, A, K, B, N, m, N, K, 0.5f, false);
+                if (mode == 2) tr_gemm_tn(C, N, A, M, B, N, m, N, K, 0.5f, false);
+            }
+            CHECK_MSG(memcmp(C12, C5, (size_t)(5 * N) * 4) == 0, "mode %d K %lld: full tile != edge tile", mode,
+                      (long long)K);
+            free(A); free(B); free(C12); free(C5);
+        }
 }
 
 /* The causal variants read only the lower triangle and agree with the dense

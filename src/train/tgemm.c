@@ -1,12 +1,17 @@
 /*
- * tgemm.c - small-width fp32 GEMMs for training (see tgemm.h).
+ * tgemm.c - fp32 GEMMs for training's shapes (see tgemm.h).
  *
- * Loop nest (per thread, over its rows of C):
- *   for kb in K by KC (256):        (nt: pack B[:, kb..] into 16-column panels)
- *     for ib in rows by MC (120):   this A block stays in L2 across the panels
- *       for j0 in N by 16:          one B panel (kc x 16) stays in L1
- *         for i0 in block by 6:     the 6x16 kernel: 12 ymm accumulators,
- *                                   2 panel loads + 6 broadcasts + 12 FMAs per k
+ * Every mode packs B into 16-column panels [kc][16] (K blocked by DKC so a
+ * packed block stays in L2); tn also packs A's columns into 6-wide
+ * micro-panels. Per thread, over its rows of C:
+ *   for kb in K by DKC:     pack B block (and A block for tn)
+ *     for i0 by 6:          a 6-row tile of A stays in L1 ...
+ *       for each panel:     ... while the 16-column B panels stream from L2
+ *         6x16 kernel:      12 ymm sums, 2 B loads + 6 broadcasts + 12 FMAs per k
+ * The full-tile kernel is inline assembly (see ukr_rows_asm); edge tiles use
+ * the intrinsic kernels kern1..kern6. tn with many rows of K splits K across
+ * threads instead of rows of C (each thread packs only its share) and sums
+ * the partial products in thread order: deterministic for a thread count.
  * Causal variants restrict k (or skip tiles) to the lower triangle of an
  * attention matrix: nn: k <= row; tn: k >= row; nt: column <= row.
  */
@@ -21,7 +26,6 @@
 #include <immintrin.h>
 #endif
 
-#define KC 256
 #define MR 6
 #define NR 16
 
@@ -60,8 +64,8 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void store_row(
 
 /* An R x 16 tile (R = 1..6): C (+)= alpha · Σ_{k<kc} a(r, k) · b(k, :)
  *   a(r, k) = a[r·ars + k·aks],  b(k, j) = b[k·bks + j]
- * 2·R named accumulators so they stay in ymm registers. bmask: only nr
- * columns of b are valid (masked loads). */
+ * 2·R named accumulators so they stay in ymm registers; b is a packed,
+ * zero-padded panel, so all 16 columns are read; only nr are stored. */
 #define ROW_DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = c##r##0; const float *a##r = a + (r) * ars;
 #define ROW_FMA(r) { __m256 x = _mm256_broadcast_ss(a##r); a##r += aks; \
                      c##r##0 = _mm256_fmadd_ps(x, b0, c##r##0); c##r##1 = _mm256_fmadd_ps(x, b1, c##r##1); }
@@ -69,20 +73,12 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void store_row(
 #define DEFINE_KERN(R, DECL, FMA, STORE)                                                                   \
     __attribute__((target("avx2,fma"))) static void kern##R(const float *a, int64_t ars, int64_t aks,     \
                                                             const float *b, int64_t bks, int64_t kc, float *c, \
-                                                            int64_t ldc, int nr, float alpha, bool load,     \
-                                                            bool bmask) {                                    \
+                                                            int64_t ldc, int nr, float alpha, bool load) {   \
         NR_MASKS(nr);                                                                                      \
         DECL                                                                                               \
-        if (bmask) {                                                                                       \
-            for (int64_t k = 0; k < kc; k++, b += bks) {                                                   \
-                __m256 b0 = _mm256_maskload_ps(b, m0), b1 = _mm256_maskload_ps(b + 8, m1);                 \
-                FMA                                                                                        \
-            }                                                                                              \
-        } else {                                                                                           \
-            for (int64_t k = 0; k < kc; k++, b += bks) {                                                   \
-                __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);                               \
-                FMA                                                                                        \
-            }                                                                                              \
+        for (int64_t k = 0; k < kc; k++, b += bks) {                                                       \
+            __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);                                   \
+            FMA                                                                                            \
         }                                                                                                  \
         __m256 al = _mm256_set1_ps(alpha);                                                                 \
         STORE                                                                                              \
@@ -101,14 +97,14 @@ DEFINE_KERN(2, ROW_DECL(0) ROW_DECL(1), ROW_FMA(0) ROW_FMA(1), ROW_STORE(0) ROW_
 DEFINE_KERN(1, ROW_DECL(0), ROW_FMA(0), ROW_STORE(0))
 
 static void kern_dispatch(const float *a, int64_t ars, int64_t aks, const float *b, int64_t bks, int64_t kc, float *c,
-                          int64_t ldc, int mr, int nr, float alpha, bool load, bool bmask) {
+                          int64_t ldc, int mr, int nr, float alpha, bool load) {
     switch (mr) {
-    case 6: kern6(a, ars, aks, b, bks, kc, c, ldc, nr, alpha, load, bmask); break;
-    case 5: kern5(a, ars, aks, b, bks, kc, c, ldc, nr, alpha, load, bmask); break;
-    case 4: kern4(a, ars, aks, b, bks, kc, c, ldc, nr, alpha, load, bmask); break;
-    case 3: kern3(a, ars, aks, b, bks, kc, c, ldc, nr, alpha, load, bmask); break;
-    case 2: kern2(a, ars, aks, b, bks, kc, c, ldc, nr, alpha, load, bmask); break;
-    default: kern1(a, ars, aks, b, bks, kc, c, ldc, nr, alpha, load, bmask); break;
+    case 6: kern6(a, ars, aks, b, bks, kc, c, ldc, nr, alpha, load); break;
+    case 5: kern5(a, ars, aks, b, bks, kc, c, ldc, nr, alpha, load); break;
+    case 4: kern4(a, ars, aks, b, bks, kc, c, ldc, nr, alpha, load); break;
+    case 3: kern3(a, ars, aks, b, bks, kc, c, ldc, nr, alpha, load); break;
+    case 2: kern2(a, ars, aks, b, bks, kc, c, ldc, nr, alpha, load); break;
+    default: kern1(a, ars, aks, b, bks, kc, c, ldc, nr, alpha, load); break;
     }
 }
 
@@ -122,57 +118,6 @@ typedef struct {
     bool acc;
 } gemm_job;
 
-#define MC 120   /* rows of A per block: MC x KC floats (120 KB) stay in L2 across the panels */
-
-__attribute__((target("avx2,fma"))) static void gemm_rows(const gemm_job *g, int64_t m0, int64_t m1, int tid) {
-    int64_t n_pan = (g->N + NR - 1) / NR;
-    float *packed = g->mode == MODE_NT ? tr_scratch(tid, 2, (size_t)(n_pan * NR * KC)) : NULL;
-    for (int64_t kb = 0; kb < g->K; kb += KC) {
-        int64_t kc = DS_MIN(KC, g->K - kb);
-        if (packed)   /* B[:, kb..kb+kc] as panels [n_pan][kc][16], zero-padded */
-            for (int64_t p = 0; p < n_pan; p++)
-                for (int64_t k = 0; k < kc; k++)
-                    for (int jj = 0; jj < NR; jj++) {
-                        int64_t j = p * NR + jj;
-                        packed[(p * kc + k) * NR + jj] = j < g->N ? g->B[j * g->ldb + kb + k] : 0.0f;
-                    }
-        for (int64_t ib = m0; ib < m1; ib += MC) {
-            int64_t ie = DS_MIN(m1, ib + MC);
-            for (int64_t j0 = 0; j0 < g->N; j0 += NR) {
-                int nr = (int)DS_MIN(NR, g->N - j0);
-                const float *b;
-                int64_t bks;
-                bool bmask = false;
-                if (packed) { b = packed + (j0 / NR) * kc * NR; bks = NR; }
-                else { b = g->B + kb * g->ldb + j0; bks = g->ldb; bmask = nr < NR; }
-                for (int64_t i0 = ib; i0 < ie; i0 += MR) {
-                    int mr = (int)DS_MIN(MR, ie - i0);
-                    const float *a;
-                    int64_t ars, aks, k0 = 0, k1 = kc;
-                    if (g->mode == MODE_TN) { a = g->A + kb * g->lda + i0; ars = 1; aks = g->lda; }
-                    else { a = g->A + i0 * g->lda + kb; ars = g->lda; aks = 1; }
-                    bool load = g->acc || kb > 0;
-                    if (g->causal == CAUSAL_NT) {
-                        if (j0 > i0 + mr - 1) continue;   /* tile entirely above the diagonal */
-                    } else if (g->causal == CAUSAL_NN) {
-                        k1 = DS_MAX(0, DS_MIN(kc, i0 + mr - kb));   /* A[i][k] = 0 for k > i */
-                    } else if (g->causal == CAUSAL_TN) {
-                        k0 = DS_MAX(0, DS_MIN(kc, i0 - kb));   /* A[k][i] = 0 for k < i */
-                    }
-                    float *c = g->C + i0 * g->ldc + j0;
-                    if (k1 <= k0) {
-                        if (!load)   /* nothing to add: C = 0 */
-                            for (int r = 0; r < mr; r++) memset(c + r * g->ldc, 0, (size_t)nr * sizeof(float));
-                        continue;
-                    }
-                    kern_dispatch(a + k0 * aks, ars, aks, b + k0 * bks, bks, k1 - k0, c, g->ldc, mr, nr, g->alpha, load,
-                                  bmask);
-                }
-            }
-        }
-    }
-}
-
 /* ---------------------------------------------------------------- dense (linear layers)
  *
  * B is packed into 16-column panels [kc][16] (zero-padded) for every mode;
@@ -183,59 +128,125 @@ __attribute__((target("avx2,fma"))) static void gemm_rows(const gemm_job *g, int
 
 #define DKC 384
 
-/* the full 6x16 tile: C (+)= Σ_k a(r, k) · b(k, :), a(r, k) = a[r·ars + k·aks],
- * b packed [kc][16]; alpha applied at the store */
-__attribute__((target("avx2,fma"), always_inline)) static inline void ukr6x16(const float *a, int64_t ars, int64_t aks,
-                                                                             const float *b, int64_t kc, float *c,
-                                                                             int64_t ldc, float alpha, bool load) {
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    const float *a0 = a, *a1 = a + ars, *a2 = a + 2 * ars, *a3 = a + 3 * ars, *a4 = a + 4 * ars, *a5 = a + 5 * ars;
-#define UKR_STEP(k)                                                                                            \
-    {                                                                                                          \
-        __m256 b0 = _mm256_loadu_ps(b + (k) * 16), b1 = _mm256_loadu_ps(b + (k) * 16 + 8), x;                  \
-        x = _mm256_broadcast_ss(a0 + (k) * aks); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01); \
-        x = _mm256_broadcast_ss(a1 + (k) * aks); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11); \
-        x = _mm256_broadcast_ss(a2 + (k) * aks); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21); \
-        x = _mm256_broadcast_ss(a3 + (k) * aks); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31); \
-        x = _mm256_broadcast_ss(a4 + (k) * aks); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41); \
-        x = _mm256_broadcast_ss(a5 + (k) * aks); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51); \
-    }
-    int64_t k = 0;
-    for (; k + 4 <= kc; k += 4) {
-        UKR_STEP(0) UKR_STEP(1) UKR_STEP(2) UKR_STEP(3)
-        a0 += 4 * aks; a1 += 4 * aks; a2 += 4 * aks; a3 += 4 * aks; a4 += 4 * aks; a5 += 4 * aks;
-        b += 64;
-    }
-    for (; k < kc; k++) {
-        UKR_STEP(0)
-        a0 += aks; a1 += aks; a2 += aks; a3 += aks; a4 += aks; a5 += aks;
-        b += 16;
-    }
-#undef UKR_STEP
+/* The full 6x16 tile, in assembly: acc[r][0..16) = Σ_{k<kc} a(r, k) · b[k][0..16)
+ * with b packed [kc][16]. GCC spills accumulators when it compiles this from
+ * intrinsics (16 live ymm registers: 12 sums, 2 B vectors, 2 broadcasts), which
+ * cost ~15% of the training step's GEMM time; the register assignment here is
+ * fixed: ymm0-11 sums (row r in ymm2r, ymm2r+1), ymm12-13 the B row, ymm14-15
+ * alternate broadcasts. Results equal kern6 bit for bit (same FMA order per
+ * element: k ascending from zero; tested). Two A layouts:
+ *   rows: a(r, k) = a[r·ars + k]        (nt/nn: A read in place)
+ *   cols: a(r, k) = a[r + k·aks]        (tn: packed [kc][6] or A's own rows) */
+#define UK_FMA2(x, c0, c1) "vfmadd231ps %%ymm12, %%ymm" #x ", %%ymm" #c0 "\n\t" \
+                           "vfmadd231ps %%ymm13, %%ymm" #x ", %%ymm" #c1 "\n\t"
+#define UK_BLOAD(bb) "vmovups " bb ", %%ymm12\n\t" "vmovups 32" bb ", %%ymm13\n\t"
+/* one k step, rows layout; d = byte offset of column k in every row; bb = B row */
+#define UK_STEP_ROWS(d, bb) UK_BLOAD(bb)                                                   \
+    "vbroadcastss " #d "(%[a0]), %%ymm14\n\t" UK_FMA2(14, 0, 1)                            \
+    "vbroadcastss " #d "(%[a0],%[ld],1), %%ymm15\n\t" UK_FMA2(15, 2, 3)                    \
+    "vbroadcastss " #d "(%[a0],%[ld],2), %%ymm14\n\t" UK_FMA2(14, 4, 5)                    \
+    "vbroadcastss " #d "(%[a3]), %%ymm15\n\t" UK_FMA2(15, 6, 7)                            \
+    "vbroadcastss " #d "(%[a3],%[ld],1), %%ymm14\n\t" UK_FMA2(14, 8, 9)                    \
+    "vbroadcastss " #d "(%[a3],%[ld],2), %%ymm15\n\t" UK_FMA2(15, 10, 11)
+/* one k step, cols layout: the 6 values at BASE (an addressing-mode tail) */
+#define UK_STEP_COLS(base, bb) UK_BLOAD(bb)                                                \
+    "vbroadcastss 0" base ", %%ymm14\n\t" UK_FMA2(14, 0, 1)                                \
+    "vbroadcastss 4" base ", %%ymm15\n\t" UK_FMA2(15, 2, 3)                                \
+    "vbroadcastss 8" base ", %%ymm14\n\t" UK_FMA2(14, 4, 5)                                \
+    "vbroadcastss 12" base ", %%ymm15\n\t" UK_FMA2(15, 6, 7)                               \
+    "vbroadcastss 16" base ", %%ymm14\n\t" UK_FMA2(14, 8, 9)                               \
+    "vbroadcastss 20" base ", %%ymm15\n\t" UK_FMA2(15, 10, 11)
+#define UK_ZERO                                                                            \
+    "vxorps %%ymm0, %%ymm0, %%ymm0\n\t" "vxorps %%ymm1, %%ymm1, %%ymm1\n\t"                 \
+    "vxorps %%ymm2, %%ymm2, %%ymm2\n\t" "vxorps %%ymm3, %%ymm3, %%ymm3\n\t"                 \
+    "vxorps %%ymm4, %%ymm4, %%ymm4\n\t" "vxorps %%ymm5, %%ymm5, %%ymm5\n\t"                 \
+    "vxorps %%ymm6, %%ymm6, %%ymm6\n\t" "vxorps %%ymm7, %%ymm7, %%ymm7\n\t"                 \
+    "vxorps %%ymm8, %%ymm8, %%ymm8\n\t" "vxorps %%ymm9, %%ymm9, %%ymm9\n\t"                 \
+    "vxorps %%ymm10, %%ymm10, %%ymm10\n\t" "vxorps %%ymm11, %%ymm11, %%ymm11\n\t"
+#define UK_SAVE                                                                            \
+    "vmovups %%ymm0, (%[acc])\n\t" "vmovups %%ymm1, 32(%[acc])\n\t"                        \
+    "vmovups %%ymm2, 64(%[acc])\n\t" "vmovups %%ymm3, 96(%[acc])\n\t"                      \
+    "vmovups %%ymm4, 128(%[acc])\n\t" "vmovups %%ymm5, 160(%[acc])\n\t"                    \
+    "vmovups %%ymm6, 192(%[acc])\n\t" "vmovups %%ymm7, 224(%[acc])\n\t"                    \
+    "vmovups %%ymm8, 256(%[acc])\n\t" "vmovups %%ymm9, 288(%[acc])\n\t"                    \
+    "vmovups %%ymm10, 320(%[acc])\n\t" "vmovups %%ymm11, 352(%[acc])\n\t"
+#define UK_CLOBBERS "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", \
+                    "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15"
+/* B rows k, k+1 at (b), (b + bs); k+2, k+3 at (b2), (b2 + bs) */
+#define UK_B0 "(%[b])"
+#define UK_B1 "(%[b],%[bs],1)"
+#define UK_B2 "(%[b2])"
+#define UK_B3 "(%[b2],%[bs],1)"
+
+/* b(k, :) = b[k·bks .. k·bks + 16) */
+__attribute__((target("avx2,fma"))) static void ukr_rows_asm(const float *a, int64_t ars, const float *b, int64_t bks,
+                                                           int64_t kc, float *acc) {
+    const float *a3 = a + 3 * ars, *b2 = b + 2 * bks;
+    int64_t ld = ars * (int64_t)sizeof(float), bs = bks * (int64_t)sizeof(float), bs4 = 4 * bs;
+    int64_t n4 = kc / 4, n1 = kc % 4;
+    __asm__ volatile(UK_ZERO
+                     "test %[n4], %[n4]\n\t" "jz 2f\n\t"
+                     "1:\n\t"
+                     UK_STEP_ROWS(0, UK_B0) UK_STEP_ROWS(4, UK_B1) UK_STEP_ROWS(8, UK_B2) UK_STEP_ROWS(12, UK_B3)
+                     "add $16, %[a0]\n\t" "add $16, %[a3]\n\t" "add %[bs4], %[b]\n\t" "add %[bs4], %[b2]\n\t"
+                     "dec %[n4]\n\t" "jnz 1b\n\t"
+                     "2:\n\t" "test %[n1], %[n1]\n\t" "jz 4f\n\t"
+                     "3:\n\t"
+                     UK_STEP_ROWS(0, UK_B0)
+                     "add $4, %[a0]\n\t" "add $4, %[a3]\n\t" "add %[bs], %[b]\n\t"
+                     "dec %[n1]\n\t" "jnz 3b\n\t"
+                     "4:\n\t"
+                     UK_SAVE
+                     : [a0] "+r"(a), [a3] "+r"(a3), [b] "+r"(b), [b2] "+r"(b2), [n4] "+r"(n4), [n1] "+r"(n1)
+                     : [ld] "r"(ld), [bs] "r"(bs), [bs4] "r"(bs4), [acc] "r"(acc)
+                     : UK_CLOBBERS);
+}
+
+__attribute__((target("avx2,fma"))) static void ukr_cols_asm(const float *a, int64_t aks, const float *b, int64_t bks,
+                                                           int64_t kc, float *acc) {
+    const float *q = a + 2 * aks, *b2 = b + 2 * bks;   /* k + 2 */
+    int64_t s = aks * (int64_t)sizeof(float), s4 = 4 * s, bs = bks * (int64_t)sizeof(float), bs4 = 4 * bs;
+    int64_t n4 = kc / 4, n1 = kc % 4;
+    __asm__ volatile(UK_ZERO
+                     "test %[n4], %[n4]\n\t" "jz 2f\n\t"
+                     "1:\n\t"
+                     UK_STEP_COLS("(%[p])", UK_B0) UK_STEP_COLS("(%[p],%[s],1)", UK_B1)
+                     UK_STEP_COLS("(%[q])", UK_B2) UK_STEP_COLS("(%[q],%[s],1)", UK_B3)
+                     "add %[s4], %[p]\n\t" "add %[s4], %[q]\n\t" "add %[bs4], %[b]\n\t" "add %[bs4], %[b2]\n\t"
+                     "dec %[n4]\n\t" "jnz 1b\n\t"
+                     "2:\n\t" "test %[n1], %[n1]\n\t" "jz 4f\n\t"
+                     "3:\n\t"
+                     UK_STEP_COLS("(%[p])", UK_B0)
+                     "add %[s], %[p]\n\t" "add %[bs], %[b]\n\t"
+                     "dec %[n1]\n\t" "jnz 3b\n\t"
+                     "4:\n\t"
+                     UK_SAVE
+                     : [p] "+r"(a), [q] "+r"(q), [b] "+r"(b), [b2] "+r"(b2), [n4] "+r"(n4), [n1] "+r"(n1)
+                     : [s] "r"(s), [s4] "r"(s4), [bs] "r"(bs), [bs4] "r"(bs4), [acc] "r"(acc)
+                     : UK_CLOBBERS);
+}
+
+/* C tile (6 x 16) = alpha · acc (+ C if load) */
+__attribute__((target("avx2,fma"))) static void store_acc(float *c, int64_t ldc, const float *acc, float alpha,
+                                                        bool load) {
     __m256 al = _mm256_set1_ps(alpha);
     const __m256i mz = _mm256_setzero_si256();
-    store_row(c, c00, c01, al, load, NR, mz, mz);
-    store_row(c + ldc, c10, c11, al, load, NR, mz, mz);
-    store_row(c + 2 * ldc, c20, c21, al, load, NR, mz, mz);
-    store_row(c + 3 * ldc, c30, c31, al, load, NR, mz, mz);
-    store_row(c + 4 * ldc, c40, c41, al, load, NR, mz, mz);
-    store_row(c + 5 * ldc, c50, c51, al, load, NR, mz, mz);
+    for (int r = 0; r < MR; r++)
+        store_row(c + r * ldc, _mm256_loadu_ps(acc + 16 * r), _mm256_loadu_ps(acc + 16 * r + 8), al, load, NR, mz, mz);
 }
 
-__attribute__((target("avx2,fma"))) static void ukr_direct(const float *a, int64_t lda, const float *b, int64_t kc,
-                                                         float *c, int64_t ldc, float alpha, bool load) {
-    ukr6x16(a, lda, 1, b, kc, c, ldc, alpha, load);
+__attribute__((target("avx2,fma"))) static void ukr_direct(const float *a, int64_t lda, const float *b, int64_t bks,
+                                                         int64_t kc, float *c, int64_t ldc, float alpha, bool load) {
+    float acc[MR * NR] __attribute__((aligned(32)));
+    ukr_rows_asm(a, lda, b, bks, kc, acc);
+    store_acc(c, ldc, acc, alpha, load);
 }
 
-__attribute__((target("avx2,fma"))) static void ukr_cols(const float *a, int64_t lda, const float *b, int64_t kc,
-                                                       float *c, int64_t ldc, float alpha, bool load) {
-    ukr6x16(a, 1, lda, b, kc, c, ldc, alpha, load);
-}
-
-__attribute__((target("avx2,fma"))) static void ukr_packed(const float *a, const float *b, int64_t kc, float *c,
-                                                         int64_t ldc, float alpha, bool load) {
-    ukr6x16(a, 1, MR, b, kc, c, ldc, alpha, load);
+__attribute__((target("avx2,fma"))) static void ukr_cols(const float *a, int64_t aks, const float *b, int64_t bks,
+                                                       int64_t kc, float *c, int64_t ldc, float alpha, bool load) {
+    float acc[MR * NR] __attribute__((aligned(32)));
+    ukr_cols_asm(a, aks, b, bks, kc, acc);
+    store_acc(c, ldc, acc, alpha, load);
 }
 
 /* 8x8 transpose: out row j (stride ldo) = column j of the 8 rows at in (stride ldi) */
@@ -320,9 +331,7 @@ __attribute__((target("avx2,fma"))) static void dense_rows(const gemm_job *g, in
     int64_t n_pan = (g->N + NR - 1) / NR;
     int64_t kcap = DS_MIN(DKC, g->K);
     float *bp = tr_scratch(tid, 2, (size_t)(n_pan * NR * kcap));
-    static int tn_direct = -1;
-    if (tn_direct < 0) tn_direct = getenv("DS_TN_DIRECT") ? atoi(getenv("DS_TN_DIRECT")) : 0;
-    bool pack_a = g->mode == MODE_TN && n_pan > tn_direct;
+    bool pack_a = g->mode == MODE_TN;
     float *ap = pack_a ? tr_scratch(tid, 3, (size_t)(((m1 - m0 + MR - 1) / MR) * (MR * kcap + 2))) : NULL;
     for (int64_t kb = 0; kb < g->K; kb += DKC) {
         int64_t kc = DS_MIN(DKC, g->K - kb);
@@ -334,20 +343,19 @@ __attribute__((target("avx2,fma"))) static void dense_rows(const gemm_job *g, in
             const float *a;
             int64_t ars, aks, k0 = 0, k1 = kc;
             if (ap) { a = ap + ((i0 - m0) / MR) * (MR * kc + 2); ars = 1; aks = MR; }
-            else if (g->mode == MODE_TN) { a = g->A + kb * g->lda + i0; ars = 1; aks = g->lda; }
             else { a = g->A + i0 * g->lda + kb; ars = g->lda; aks = 1; }
             if (g->causal == CAUSAL_NN) k1 = DS_MAX(0, DS_MIN(kc, i0 + mr - kb));   /* A[i][k] = 0 for k > i */
             else if (g->causal == CAUSAL_TN) k0 = DS_MAX(0, DS_MIN(kc, i0 - kb));   /* A[k][i] = 0 for k < i */
             /* software prefetch, spread over this tile's panels: the next tile's A rows (nt/nn) and C rows */
             int64_t nx = i0 + MR < m1 ? DS_MIN(MR, m1 - i0 - MR) : 0;
             int64_t a_lines = g->mode == MODE_TN ? 0 : (kc * 4 + 63) / 64, c_lines = (g->N * 4 + 63) / 64;
-            int64_t pf_total = nx * (a_lines + c_lines), pf_done = 0;
+            int64_t pf_total = nx * (a_lines + c_lines), pf_done = 0, pf_r = 0, pf_l = 0;   /* line pf_l of row pf_r */
             for (int64_t p = 0; p < n_pan; p++) {
                 int64_t j0 = p * NR;
                 for (int64_t pf_end = pf_total * (p + 1) / n_pan; pf_done < pf_end; pf_done++) {
-                    int64_t r = pf_done / (a_lines + c_lines), l = pf_done % (a_lines + c_lines);
-                    if (l < a_lines) __builtin_prefetch(g->A + (i0 + MR + r) * g->lda + kb + l * 16, 0, 3);
-                    else __builtin_prefetch(g->C + (i0 + MR + r) * g->ldc + (l - a_lines) * 16, 1, 3);
+                    if (pf_l < a_lines) __builtin_prefetch(g->A + (i0 + MR + pf_r) * g->lda + kb + pf_l * 16, 0, 3);
+                    else __builtin_prefetch(g->C + (i0 + MR + pf_r) * g->ldc + (pf_l - a_lines) * 16, 1, 3);
+                    if (++pf_l == a_lines + c_lines) { pf_l = 0; pf_r++; }
                 }
                 if (g->causal == CAUSAL_NT && j0 > i0 + mr - 1) break;   /* tiles entirely above the diagonal */
                 int nr = (int)DS_MIN(NR, g->N - j0);
@@ -359,12 +367,10 @@ __attribute__((target("avx2,fma"))) static void dense_rows(const gemm_job *g, in
                     continue;
                 }
                 if (mr == MR && nr == NR) {
-                    if (ap) ukr_packed(a + k0 * MR, b + k0 * NR, k1 - k0, c, g->ldc, g->alpha, load);
-                    else if (g->mode == MODE_TN) ukr_cols(a + k0 * aks, aks, b + k0 * NR, k1 - k0, c, g->ldc, g->alpha, load);
-                    else ukr_direct(a + k0, ars, b + k0 * NR, k1 - k0, c, g->ldc, g->alpha, load);
+                    if (ap) ukr_cols(a + k0 * MR, MR, b + k0 * NR, NR, k1 - k0, c, g->ldc, g->alpha, load);
+                    else ukr_direct(a + k0, ars, b + k0 * NR, NR, k1 - k0, c, g->ldc, g->alpha, load);
                 } else {
-                    kern_dispatch(a + k0 * aks, ars, aks, b + k0 * NR, NR, k1 - k0, c, g->ldc, mr, nr, g->alpha, load,
-                                  false);
+                    kern_dispatch(a + k0 * aks, ars, aks, b + k0 * NR, NR, k1 - k0, c, g->ldc, mr, nr, g->alpha, load);
                 }
             }
         }
@@ -376,9 +382,44 @@ static void dense_worker(void *vc, int64_t t0, int64_t t1, int tid) {
     dense_rows(g, t0 * MR, DS_MIN(g->M, t1 * MR), tid);
 }
 
-static void gemm_worker(void *vc, int64_t t0, int64_t t1, int tid) {
-    const gemm_job *g = vc;
-    gemm_rows(g, t0 * MR, DS_MIN(g->M, t1 * MR), tid);
+/* tn split over K: part p of P computes its rows of K into part + p·M·N */
+typedef struct { const gemm_job *g; float *part; int64_t P; } ksplit_job;
+
+static void ksplit_worker(void *vc, int64_t p0, int64_t p1, int tid) {
+    const ksplit_job *j = vc;
+    const gemm_job *g = j->g;
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t k0 = g->K * p / j->P, k1 = g->K * (p + 1) / j->P;
+        gemm_job s = { MODE_TN, CAUSAL_NONE, j->part + p * g->M * g->N, g->N, g->A + k0 * g->lda, g->lda,
+                       g->B + k0 * g->ldb, g->ldb, g->M, g->N, k1 - k0, 1.0f, false };
+        dense_rows(&s, 0, g->M, tid);
+    }
+}
+
+/* C (+)= alpha · Σ_p part_p, parts added in order p = 0, 1, ... */
+static void ksplit_reduce(void *vc, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
+    const ksplit_job *j = vc;
+    const gemm_job *g = j->g;
+    int64_t MN = g->M * g->N;
+    for (int64_t i = i0; i < i1; i++)
+        for (int64_t c = 0; c < g->N; c++) {
+            float sum = j->part[i * g->N + c];
+            for (int64_t p = 1; p < j->P; p++) sum += j->part[p * MN + i * g->N + c];
+            float *dst = g->C + i * g->ldc + c;
+            *dst = g->acc ? *dst + g->alpha * sum : g->alpha * sum;
+        }
+}
+
+/* tn with K (tokens) long and M x N (a weight gradient) small: every
+ * thread takes a share of K, so none packs the others' rows of B */
+static bool tn_ksplit(gemm_job *g) {
+    int64_t P = ds_threads_get();
+    if (P < 2 || g->mode != MODE_TN || g->causal != CAUSAL_NONE || g->K < 512 * P || ds_in_parallel()) return false;
+    ksplit_job j = { g, tr_scratch(0, 4, (size_t)(P * g->M * g->N)), P };
+    ds_par_for(P, 1, ksplit_worker, &j);
+    ds_par_for(g->M, 16, ksplit_reduce, &j);
+    return true;
 }
 
 #endif
@@ -387,11 +428,10 @@ static void run(gemm_job *g) {
     if (g->M <= 0 || g->N <= 0) return;
 #if defined(__x86_64__)
     if (avx2_ok() && g->K > 0) {
+        if (tn_ksplit(g)) return;
         int64_t tiles = (g->M + MR - 1) / MR;
         int64_t work = 2 * MR * g->N * g->K;   /* flops per row tile */
-        static int old_attn = -1;
-        if (old_attn < 0) old_attn = getenv("DS_OLD_ATTN") != NULL;
-        ds_par_for(tiles, DS_MAX(1, (1 << 20) / DS_MAX(work, 1)), g->causal == CAUSAL_NONE || !old_attn ? dense_worker : gemm_worker, g);
+        ds_par_for(tiles, DS_MAX(1, (1 << 20) / DS_MAX(work, 1)), dense_worker, g);
         return;
     }
 #endif

@@ -1,9 +1,8 @@
 /*
  * tgemm.h - fp32 matrix products for training's shapes: one big dimension
  * (tokens, up to thousands) and two small ones (model widths, 16..1024).
- * Training uses the causal variants for attention (half the work of a
- * dense T x T product); the linear layers go through OpenBLAS (ds_sgemm),
- * which measured faster than these kernels on those shapes.
+ * Training uses them for every linear layer and the causal variants for
+ * attention (half the work of a dense T x T product).
  *
  *   tr_gemm_nt: C[M,N] (+)= alpha · A[M,K] · B[N,K]ᵀ     (forward: x·Wᵀ, q·kᵀ)
  *   tr_gemm_nn: C[M,N] (+)= alpha · A[M,K] · B[K,N]      (backward dx = dy·W, p·v)
@@ -11,10 +10,12 @@
  * acc = false overwrites C (nothing is read), true accumulates.
  * Row-major with leading dimensions lda/ldb/ldc.
  *
- * An AVX2+FMA 6x16 register tile; B is read 16 contiguous columns at a time
- * straight from its rows for nn/tn (no packing) and packed to [K][16] panels
- * for nt; K is blocked by 256 so the B panel stays in L1 and A rows in L2.
- * Rows of C are split across threads (nested calls run serially).
+ * An AVX2+FMA 6x16 register tile (inline assembly for full tiles), B
+ * packed into 16-column panels, K blocked so a packed block stays in L2
+ * (details in tgemm.c). Rows of C are split across threads, except tn with
+ * a long K (weight gradients over thousands of tokens), where K is split
+ * and the partial products are added in thread order; results are
+ * deterministic for a given thread count. Nested calls run serially.
  * Without AVX2 the calls fall through to ds_sgemm (OpenBLAS); ds_sgemm_ref
  * is the reference twin in tests.
  */
