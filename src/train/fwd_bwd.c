@@ -53,7 +53,7 @@ int tr_block_alloc(tr_step *s, int64_t l, tr_block_acts *a, int64_t B, int64_t T
         int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
         int64_t FS = c->n_shared_experts * F;
         ALLOC(a->rlog, N * E); ALLOC(a->scores, N * E); ALLOC(a->idx, N * K); ALLOC(a->wt, N * K);
-        ALLOC(a->ex_off, E + 1); ALLOC(a->slot_row, N * K); ALLOC(a->slot_k, N * K);
+        ALLOC(a->ex_off, E + 1); ALLOC(a->slot_row, N * K); ALLOC(a->slot_k, N * K); ALLOC(a->row_slots, N * K);
         ALLOC(a->egu, N * K * 2 * F); ALLOC(a->esig, N * K * F); ALLOC(a->eh, N * K * F);
         ALLOC(a->ey, N * K * D);
         if (FS > 0) { ALLOC(a->sgu, N * 2 * FS); ALLOC(a->ssig, N * FS); ALLOC(a->sh, N * FS); }

@@ -84,6 +84,90 @@ static void mlp_backward(float *dx, bool dx_set, ds_tmlp *gw, const float *dout,
     else tr_linear_backward(dx, gw->gate, dgu, x, w->gate, n, D, 2 * F);
 }
 
+/* ---------------------------------------------------------------- slot loops
+ *
+ * Per-slot and per-row loops over the gathered expert rows, split across
+ * threads. Each output element is written by one iteration, and a row's K
+ * slot contributions are added in ascending slot order (row_slots), so the
+ * sums do not depend on the thread count. */
+
+typedef struct {
+    const tr_block_acts *a;
+    float *xe;                /* (N·K, D) gathered inputs */
+    const float *dout;        /* backward: (N, D) gradient of the block output */
+    tr_grad_scratch *gs;
+    int64_t D, K;
+    float *rows;              /* combine: (N, D) output; scatter: (N, D) input gradient */
+} slot_ctx;
+
+static void gather_worker(void *vc, int64_t s0, int64_t s1, int tid) {
+    (void)tid;
+    const slot_ctx *c = vc;
+    for (int64_t sl = s0; sl < s1; sl++)
+        memcpy(c->xe + sl * c->D, c->a->xn2 + (int64_t)c->a->slot_row[sl] * c->D, (size_t)c->D * sizeof(float));
+}
+
+/* out[n] += Σ_k w_k · y[slot], slots ascending */
+static void combine_worker(void *vc, int64_t n0, int64_t n1, int tid) {
+    (void)tid;
+    const slot_ctx *c = vc;
+    const tr_block_acts *a = c->a;
+    for (int64_t n = n0; n < n1; n++)
+        for (int64_t j = 0; j < c->K; j++) {
+            int64_t sl = a->row_slots[n * c->K + j];
+            tr_vec_axpy(c->rows + n * c->D, a->wt[n * c->K + a->slot_k[sl]], a->ey + sl * c->D, c->D);
+        }
+}
+
+/* gathered inputs again; dy_slot = w_k · dout[row], dw_k = dout[row] · y_slot */
+static void slot_grad_worker(void *vc, int64_t s0, int64_t s1, int tid) {
+    (void)tid;
+    const slot_ctx *c = vc;
+    const tr_block_acts *a = c->a;
+    for (int64_t sl = s0; sl < s1; sl++) {
+        int64_t n = a->slot_row[sl], k = a->slot_k[sl];
+        const float *d = c->dout + n * c->D;
+        memcpy(c->xe + sl * c->D, a->xn2 + n * c->D, (size_t)c->D * sizeof(float));
+        tr_vec_scale(c->gs->eslot_dy + sl * c->D, a->wt[n * c->K + k], d, c->D);
+        c->gs->dwt[n * c->K + k] = (float)tr_vec_dot(d, a->ey + sl * c->D, c->D);
+    }
+}
+
+/* dxn2[n] += Σ dx_slot, slots ascending */
+static void scatter_worker(void *vc, int64_t n0, int64_t n1, int tid) {
+    (void)tid;
+    const slot_ctx *c = vc;
+    for (int64_t n = n0; n < n1; n++)
+        for (int64_t j = 0; j < c->K; j++)
+            tr_vec_add(c->rows + n * c->D, c->gs->eslot_dx + (int64_t)c->a->row_slots[n * c->K + j] * c->D, c->D);
+}
+
+typedef struct {
+    const ds_config *c;
+    const tr_block_acts *a;
+    tr_grad_scratch *gs;
+    float balance_scale;
+} router_ctx;
+
+/* d wt (+ balance) -> d router logits, per token row */
+static void router_grad_worker(void *vc, int64_t n0, int64_t n1, int tid) {
+    (void)tid;
+    const router_ctx *rc = vc;
+    const tr_block_acts *a = rc->a;
+    int64_t E = rc->c->n_routed_experts, K = rc->c->num_experts_per_tok;
+    float bal_extra[4096];
+    for (int64_t n = n0; n < n1; n++) {
+        const float *extra = NULL;
+        if (a->bal_f && rc->balance_scale != 0.0f) {
+            memset(bal_extra, 0, (size_t)E * sizeof(float));
+            tr_balance_backward(bal_extra, a->scores + n * E, a->bal_f + (n / a->T) * E, E, a->T, rc->balance_scale);
+            extra = bal_extra;
+        }
+        tr_route_backward(rc->c, rc->gs->dscores + n * E, rc->gs->dwt + n * K, extra, a->scores + n * E,
+                          a->idx + n * K);
+    }
+}
+
 /* ---------------------------------------------------------------- forward */
 
 typedef struct {
@@ -128,14 +212,20 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *
     int64_t *fill = ds_arena_calloc(s->a, (size_t)E, sizeof(int64_t));
     float *xe = ds_arena_array(s->a, (size_t)(N * K * D), sizeof(float));   /* gathered inputs */
     if (!fill || !xe) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
-    for (int64_t n = 0; n < N; n++)
+    for (int64_t n = 0; n < N; n++) {
+        int32_t *rs = a->row_slots + n * K;
         for (int64_t k = 0; k < K; k++) {
             int32_t x = a->idx[n * K + k];
             int64_t sl = a->ex_off[x] + fill[x]++;
             a->slot_row[sl] = (int32_t)n;
             a->slot_k[sl] = (int32_t)k;
+            int64_t j = k;   /* insert sl into the row's ascending slot list */
+            for (; j > 0 && rs[j - 1] > sl; j--) rs[j] = rs[j - 1];
+            rs[j] = (int32_t)sl;
         }
-    for (int64_t sl = 0; sl < N * K; sl++) memcpy(xe + sl * D, a->xn2 + (int64_t)a->slot_row[sl] * D, (size_t)D * sizeof(float));
+    }
+    slot_ctx sl_c = { .a = a, .xe = xe, .D = D, .K = K };
+    ds_par_for(N * K, 256, gather_worker, &sl_c);
     /* experts */
     for (int64_t x = 0; x < E; x++) {
         int64_t o = a->ex_off[x], n = a->ex_off[x + 1] - o;
@@ -149,10 +239,8 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *
     } else {
         memset(out, 0, (size_t)(N * D) * sizeof(float));
     }
-    for (int64_t sl = 0; sl < N * K; sl++) {
-        int64_t n = a->slot_row[sl];
-        tr_vec_axpy(out + n * D, a->wt[n * K + a->slot_k[sl]], a->ey + sl * D, D);
-    }
+    sl_c.rows = out;
+    ds_par_for(N, 64, combine_worker, &sl_c);
     /* balance term, per sequence */
     if (a->bal_f) {
         for (int64_t b = 0; b < a->B; b++) {
@@ -200,17 +288,12 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
     if (FS > 0) {
         mlp_backward(dxn2, false, &gw->shared, dout, a->xn2, a->sgu, a->ssig, a->sh, &w->shared, N, D, FS, gs->dh, gs->dgu);
     }
-    /* combine weights and slot gradients: dy_slot = w_k · dout[row], dw_k = dout[row] · y_slot */
-    memset(gs->dwt, 0, (size_t)(N * K) * sizeof(float));
-    for (int64_t sl = 0; sl < N * K; sl++) {
-        int64_t n = a->slot_row[sl], k = a->slot_k[sl];
-        const float *d = dout + n * D;
-        tr_vec_scale(gs->eslot_dy + sl * D, a->wt[n * K + k], d, D);
-        gs->dwt[n * K + k] = (float)tr_vec_dot(d, a->ey + sl * D, D);
-    }
-    /* experts: gathered inputs again (cheap), then the MLP backward per expert */
+    /* experts: gathered inputs again (cheap) and the slot gradients of the
+     * combine (every (row, k) has one slot, so dwt is written in full), then
+     * the MLP backward per expert */
     float *xe = tr_scratch(ds_thread_id(), 1, (size_t)(N * K * D));
-    for (int64_t sl = 0; sl < N * K; sl++) memcpy(xe + sl * D, a->xn2 + (int64_t)a->slot_row[sl] * D, (size_t)D * sizeof(float));
+    slot_ctx sc = { .a = a, .xe = xe, .dout = dout, .gs = gs, .D = D, .K = K };
+    ds_par_for(N * K, 256, slot_grad_worker, &sc);
     for (int64_t x = 0; x < E; x++) {
         int64_t o = a->ex_off[x], n = a->ex_off[x + 1] - o;
         if (n == 0) continue;
@@ -218,20 +301,13 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
                      a->esig + o * F, a->eh + o * F, &w->experts[x], n, D, F, gs->eslot_dh + o * F, gs->eslot_dgu + o * 2 * F);
     }
     /* scatter the expert input gradients back to token rows (slot order: deterministic) */
-    for (int64_t sl = 0; sl < N * K; sl++) tr_vec_add(dxn2 + (int64_t)a->slot_row[sl] * D, gs->eslot_dx + sl * D, D);
+    sc.rows = dxn2;
+    ds_par_for(N, 64, scatter_worker, &sc);
     /* router: d wt (+ balance) -> d logits -> router weight and input */
     memset(gs->dscores, 0, (size_t)(N * E) * sizeof(float));
     float *dlog = gs->dscores;  /* reuse: (N, E) router-logit gradients */
-    float bal_extra[4096];
     DS_ASSERT(E <= 4096);
-    for (int64_t n = 0; n < N; n++) {
-        const float *extra = NULL;
-        if (a->bal_f && s->balance_scale != 0.0f) {
-            memset(bal_extra, 0, (size_t)E * sizeof(float));
-            tr_balance_backward(bal_extra, a->scores + n * E, a->bal_f + (n / a->T) * E, E, a->T, s->balance_scale);
-            extra = bal_extra;
-        }
-        tr_route_backward(c, dlog + n * E, gs->dwt + n * K, extra, a->scores + n * E, a->idx + n * K);
-    }
+    router_ctx rc = { c, a, gs, s->balance_scale };
+    ds_par_for(N, 64, router_grad_worker, &rc);
     tr_linear_backward(dxn2, gw->router, dlog, a->xn2, w->router, N, D, E);
 }

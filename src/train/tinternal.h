@@ -38,6 +38,7 @@ typedef struct tr_block_acts {
     int64_t *ex_off;      /* (E+1) slot offsets per expert */
     int32_t *slot_row;    /* (N·K) token row of each slot, grouped by expert, rows ascending */
     int32_t *slot_k;      /* (N·K) which of the token's K choices */
+    int32_t *row_slots;   /* (N, K) the slots of each token row, ascending */
     float *egu;           /* (N·K, 2F) expert gate | up pre-activations per slot */
     float *esig, *eh;     /* (N·K, F) sigmoid(gate), silu(gate)·up per slot */
     float *ey;            /* (N·K, D) expert outputs per slot (before the combine weight) */
