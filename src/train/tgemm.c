@@ -307,10 +307,11 @@ __attribute__((target("avx2,fma"))) static void pack_b(float *bp, const float *B
 
 /* tn: A block rows k in [kb, kb+kc), columns i in [m0, m1) -> one micro-panel
  * [kc][6] per 6-column tile, tile t at ap + t·(6·kc + 2), zero-padded columns;
- * causal: rows k < k0(tile) are skipped (never read). Row by row, so A
- * streams from memory in order; each k stores 8 lanes, the next k (or the
- * tile's 2 floats of slack) taking the extra 2; lanes past the tile are
- * masked off the load, so nothing outside A's columns is read. */
+ * causal: rows k < k0(tile) are skipped (never read). Tile by tile, so the
+ * writes are sequential (row by row, they went to 6·kc-float strides and
+ * measured 4-10% slower); each k stores 8 lanes, the next k (or the tile's
+ * 2 floats of slack) taking the extra 2; lanes past the tile are masked off
+ * the load, so nothing outside A's columns is read. */
 __attribute__((target("avx2,fma"))) static void pack_a_tn(float *ap, const float *A, int64_t lda, int64_t m0, int64_t m1,
                                                         int64_t kb, int64_t kc, bool causal) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -318,12 +319,12 @@ __attribute__((target("avx2,fma"))) static void pack_a_tn(float *ap, const float
     int64_t nt = (m1 - m0 + MR - 1) / MR, stride = MR * kc + 2;
     int last = (int)(m1 - m0 - (nt - 1) * MR);
     const __m256i lmask = _mm256_cmpgt_epi32(_mm256_set1_epi32(last), lane);
-    for (int64_t k = 0; k < kc; k++) {
-        const float *src = A + (kb + k) * lda + m0;
-        int64_t t_end = nt;
-        if (causal) t_end = DS_MIN(nt, (kb + k - m0) / MR + 1);   /* tiles with i0 <= kb + k */
-        for (int64_t t = 0; t < t_end; t++)
-            _mm256_storeu_ps(ap + t * stride + k * MR, _mm256_maskload_ps(src + t * MR, t == nt - 1 ? lmask : full));
+    for (int64_t t = 0; t < nt; t++) {
+        __m256i m = t == nt - 1 ? lmask : full;
+        int64_t k0 = causal ? DS_MAX(0, m0 + t * MR - kb) : 0;   /* rows k with i0 <= kb + k */
+        const float *src = A + (kb + k0) * lda + m0 + t * MR;
+        float *dst = ap + t * stride + k0 * MR;
+        for (int64_t k = k0; k < kc; k++, src += lda, dst += MR) _mm256_storeu_ps(dst, _mm256_maskload_ps(src, m));
     }
 }
 
