@@ -3,7 +3,7 @@
 # reference trainer (tools/bench_train_torch.py) on the same tiny
 # DeepSeek-V3 model (the bundled default model's architecture: MLA, 1 dense +
 # 3 MoE layers with 16 routed experts top-2 + 1 shared, MTP), the same batch
-# (32 x 128 tokens), the same losses and optimizer, the same thread count.
+# (the recipe's 16 x 256 tokens), the same losses and optimizer, the same thread count.
 #
 #   sh tools/bench_train.sh [THREADS] [REPEATS]       (defaults 2, 3)
 #

@@ -87,7 +87,8 @@ static void mlp_backward(float *dx, bool dx_set, ds_tmlp *gw, const float *dout,
 /* ---------------------------------------------------------------- slot loops
  *
  * Per-slot and per-row loops over the gathered expert rows, split across
- * threads. Each output element is written by one iteration, and a row's K
+ * threads when the step itself is not (single-sequence steps; fwd_bwd.c
+ * gives each thread its own sequences otherwise). Each output element is written by one iteration, and a row's K
  * slot contributions are added in ascending slot order (row_slots), so the
  * sums do not depend on the thread count. */
 

@@ -413,7 +413,10 @@ static void ksplit_reduce(void *vc, int64_t i0, int64_t i1, int tid) {
 }
 
 /* tn with K (tokens) long and M x N (a weight gradient) small: every
- * thread takes a share of K, so none packs the others' rows of B */
+ * thread takes a share of K, so none packs the others' rows of B. Only
+ * outside parallel regions: a training step with B >= threads sequences
+ * runs one sequence share per thread (fwd_bwd.c), and its GEMMs run
+ * serially on that thread; this is for single-sequence steps (grad). */
 static bool tn_ksplit(gemm_job *g) {
     int64_t P = ds_threads_get();
     if (P < 2 || g->mode != MODE_TN || g->causal != CAUSAL_NONE || g->K < 512 * P || ds_in_parallel()) return false;
