@@ -128,8 +128,8 @@ typedef struct {
 
 #define DKC 384
 
-/* The full 6x16 tile, in assembly: acc[r][0..16) = Σ_{k<kc} a(r, k) · b[k][0..16)
- * with b packed [kc][16]. GCC spills accumulators when it compiles this from
+/* The full 6x16 tile, in assembly: C[r][0..16) = alpha · Σ_{k<kc} a(r, k) · b[k][0..16)
+ * (+ C[r] when load), C rows ldc apart, b packed [kc][16]. GCC spills accumulators when it compiles this from
  * intrinsics (16 live ymm registers: 12 sums, 2 B vectors, 2 broadcasts), which
  * cost ~15% of the training step's GEMM time; the register assignment here is
  * fixed: ymm0-11 sums (row r in ymm2r, ymm2r+1), ymm12-13 the B row, ymm14-15
@@ -163,13 +163,29 @@ typedef struct {
     "vxorps %%ymm6, %%ymm6, %%ymm6\n\t" "vxorps %%ymm7, %%ymm7, %%ymm7\n\t"                 \
     "vxorps %%ymm8, %%ymm8, %%ymm8\n\t" "vxorps %%ymm9, %%ymm9, %%ymm9\n\t"                 \
     "vxorps %%ymm10, %%ymm10, %%ymm10\n\t" "vxorps %%ymm11, %%ymm11, %%ymm11\n\t"
-#define UK_SAVE                                                                            \
-    "vmovups %%ymm0, (%[acc])\n\t" "vmovups %%ymm1, 32(%[acc])\n\t"                        \
-    "vmovups %%ymm2, 64(%[acc])\n\t" "vmovups %%ymm3, 96(%[acc])\n\t"                      \
-    "vmovups %%ymm4, 128(%[acc])\n\t" "vmovups %%ymm5, 160(%[acc])\n\t"                    \
-    "vmovups %%ymm6, 192(%[acc])\n\t" "vmovups %%ymm7, 224(%[acc])\n\t"                    \
-    "vmovups %%ymm8, 256(%[acc])\n\t" "vmovups %%ymm9, 288(%[acc])\n\t"                    \
-    "vmovups %%ymm10, 320(%[acc])\n\t" "vmovups %%ymm11, 352(%[acc])\n\t"
+/* C rows 0..5 = alpha · sums (+ C when load), as store_row does it: the
+ * tile's C pointer replaces a0 and ldc (bytes) n4, both dead after the loop */
+#define UK_CROW(r0, r1, addr) \
+    "vaddps " addr ", %%ymm" #r0 ", %%ymm" #r0 "\n\t" "vaddps 32" addr ", %%ymm" #r1 ", %%ymm" #r1 "\n\t"
+#define UK_SROW(r0, r1, addr) \
+    "vmovups %%ymm" #r0 ", " addr "\n\t" "vmovups %%ymm" #r1 ", 32" addr "\n\t"
+#define UK_ROWS6(M, P0, P3) M(0, 1, "(" P0 ")") M(2, 3, "(" P0 ",%[n4],1)") M(4, 5, "(" P0 ",%[n4],2)") \
+                            M(6, 7, "(" P3 ")") M(8, 9, "(" P3 ",%[n4],1)") M(10, 11, "(" P3 ",%[n4],2)")
+/* P0, P3: two pointer operands free after the loop; they take rows 0 and 3 of C */
+#define UK_STORE(P0, P3)                                                                   \
+    "vbroadcastss %[alpha], %%ymm12\n\t"                                                   \
+    "vmulps %%ymm12, %%ymm0, %%ymm0\n\t" "vmulps %%ymm12, %%ymm1, %%ymm1\n\t"              \
+    "vmulps %%ymm12, %%ymm2, %%ymm2\n\t" "vmulps %%ymm12, %%ymm3, %%ymm3\n\t"              \
+    "vmulps %%ymm12, %%ymm4, %%ymm4\n\t" "vmulps %%ymm12, %%ymm5, %%ymm5\n\t"              \
+    "vmulps %%ymm12, %%ymm6, %%ymm6\n\t" "vmulps %%ymm12, %%ymm7, %%ymm7\n\t"              \
+    "vmulps %%ymm12, %%ymm8, %%ymm8\n\t" "vmulps %%ymm12, %%ymm9, %%ymm9\n\t"              \
+    "vmulps %%ymm12, %%ymm10, %%ymm10\n\t" "vmulps %%ymm12, %%ymm11, %%ymm11\n\t"          \
+    "mov %[cm], " P0 "\n\t" "mov %[ldcm], %[n4]\n\t"                                       \
+    "lea (" P0 ",%[n4],2), " P3 "\n\t" "add %[n4], " P3 "\n\t"                             \
+    "cmpl $0, %[loadm]\n\t" "je 5f\n\t"                                                    \
+    UK_ROWS6(UK_CROW, P0, P3)                                                              \
+    "5:\n\t"                                                                               \
+    UK_ROWS6(UK_SROW, P0, P3)
 #define UK_CLOBBERS "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", \
                     "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15"
 /* B rows k, k+1 at (b), (b + bs); k+2, k+3 at (b2), (b2 + bs) */
@@ -180,10 +196,11 @@ typedef struct {
 
 /* b(k, :) = b[k·bks .. k·bks + 16) */
 __attribute__((target("avx2,fma"))) static void ukr_rows_asm(const float *a, int64_t ars, const float *b, int64_t bks,
-                                                           int64_t kc, float *acc) {
+                                                           int64_t kc, float *c, int64_t ldc, float alpha, bool load) {
     const float *a3 = a + 3 * ars, *b2 = b + 2 * bks;
     int64_t ld = ars * (int64_t)sizeof(float), bs = bks * (int64_t)sizeof(float), bs4 = 4 * bs;
-    int64_t n4 = kc / 4, n1 = kc % 4;
+    int64_t n4 = kc / 4, n1 = kc % 4, ldcb = ldc * (int64_t)sizeof(float);
+    int32_t load32 = load;
     __asm__ volatile(UK_ZERO
                      "test %[n4], %[n4]\n\t" "jz 2f\n\t"
                      "1:\n\t"
@@ -196,17 +213,19 @@ __attribute__((target("avx2,fma"))) static void ukr_rows_asm(const float *a, int
                      "add $4, %[a0]\n\t" "add $4, %[a3]\n\t" "add %[bs], %[b]\n\t"
                      "dec %[n1]\n\t" "jnz 3b\n\t"
                      "4:\n\t"
-                     UK_SAVE
+                     UK_STORE("%[a0]", "%[a3]")
                      : [a0] "+r"(a), [a3] "+r"(a3), [b] "+r"(b), [b2] "+r"(b2), [n4] "+r"(n4), [n1] "+r"(n1)
-                     : [ld] "r"(ld), [bs] "r"(bs), [bs4] "r"(bs4), [acc] "r"(acc)
+                     : [ld] "r"(ld), [bs] "r"(bs), [bs4] "r"(bs4), [alpha] "m"(alpha), [cm] "m"(c), [ldcm] "m"(ldcb),
+                       [loadm] "m"(load32)
                      : UK_CLOBBERS);
 }
 
 __attribute__((target("avx2,fma"))) static void ukr_cols_asm(const float *a, int64_t aks, const float *b, int64_t bks,
-                                                           int64_t kc, float *acc) {
+                                                           int64_t kc, float *c, int64_t ldc, float alpha, bool load) {
     const float *q = a + 2 * aks, *b2 = b + 2 * bks;   /* k + 2 */
     int64_t s = aks * (int64_t)sizeof(float), s4 = 4 * s, bs = bks * (int64_t)sizeof(float), bs4 = 4 * bs;
-    int64_t n4 = kc / 4, n1 = kc % 4;
+    int64_t n4 = kc / 4, n1 = kc % 4, ldcb = ldc * (int64_t)sizeof(float);
+    int32_t load32 = load;
     __asm__ volatile(UK_ZERO
                      "test %[n4], %[n4]\n\t" "jz 2f\n\t"
                      "1:\n\t"
@@ -220,33 +239,21 @@ __attribute__((target("avx2,fma"))) static void ukr_cols_asm(const float *a, int
                      "add %[s], %[p]\n\t" "add %[bs], %[b]\n\t"
                      "dec %[n1]\n\t" "jnz 3b\n\t"
                      "4:\n\t"
-                     UK_SAVE
+                     UK_STORE("%[p]", "%[q]")
                      : [p] "+r"(a), [q] "+r"(q), [b] "+r"(b), [b2] "+r"(b2), [n4] "+r"(n4), [n1] "+r"(n1)
-                     : [s] "r"(s), [s4] "r"(s4), [bs] "r"(bs), [bs4] "r"(bs4), [acc] "r"(acc)
+                     : [s] "r"(s), [s4] "r"(s4), [bs] "r"(bs), [bs4] "r"(bs4), [alpha] "m"(alpha), [cm] "m"(c),
+                       [ldcm] "m"(ldcb), [loadm] "m"(load32)
                      : UK_CLOBBERS);
-}
-
-/* C tile (6 x 16) = alpha · acc (+ C if load) */
-__attribute__((target("avx2,fma"))) static void store_acc(float *c, int64_t ldc, const float *acc, float alpha,
-                                                        bool load) {
-    __m256 al = _mm256_set1_ps(alpha);
-    const __m256i mz = _mm256_setzero_si256();
-    for (int r = 0; r < MR; r++)
-        store_row(c + r * ldc, _mm256_loadu_ps(acc + 16 * r), _mm256_loadu_ps(acc + 16 * r + 8), al, load, NR, mz, mz);
 }
 
 __attribute__((target("avx2,fma"))) static void ukr_direct(const float *a, int64_t lda, const float *b, int64_t bks,
                                                          int64_t kc, float *c, int64_t ldc, float alpha, bool load) {
-    float acc[MR * NR] __attribute__((aligned(32)));
-    ukr_rows_asm(a, lda, b, bks, kc, acc);
-    store_acc(c, ldc, acc, alpha, load);
+    ukr_rows_asm(a, lda, b, bks, kc, c, ldc, alpha, load);
 }
 
 __attribute__((target("avx2,fma"))) static void ukr_cols(const float *a, int64_t aks, const float *b, int64_t bks,
                                                        int64_t kc, float *c, int64_t ldc, float alpha, bool load) {
-    float acc[MR * NR] __attribute__((aligned(32)));
-    ukr_cols_asm(a, aks, b, bks, kc, acc);
-    store_acc(c, ldc, acc, alpha, load);
+    ukr_cols_asm(a, aks, b, bks, kc, c, ldc, alpha, load);
 }
 
 /* 8x8 transpose: out row j (stride ldo) = column j of the 8 rows at in (stride ldi) */
