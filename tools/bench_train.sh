@@ -8,8 +8,10 @@
 #   sh tools/bench_train.sh [THREADS] [REPEATS]       (defaults 2, 3)
 #
 # Runs the two alternately REPEATS times (the machine may be shared: medians
-# are reported, and under "best" the fastest window / step of each, since
-# interference only ever slows a run) and prints one JSON line: tokens/s of each, the
+# are reported, the ratio within each round (ours, then PyTorch right after:
+# both see about the same machine) and its median, and under "best" the
+# fastest window / step of each, since interference only ever slows a run)
+# and prints one JSON line: tokens/s of each, the
 # ratio, our MFU against the fp32 peak measured at start (best of 16
 # 1024^3 sgemms on THREADS threads) and the GFLOP/s reached inside the
 # linear-layer matmuls. Needs data: ./deepseek prepare-data --out
@@ -77,6 +79,8 @@ t = statistics.median(x[0] for x in torch)
 ob, tb = max(x[4] for x in ours), max(x[1] for x in torch)
 print(json.dumps({"threads": int(sys.argv[3]), "ours_tok_s": round(o), "pytorch_tok_s": round(t), "speedup": round(o / t, 2),
                   "best": {"ours_tok_s": round(ob), "pytorch_tok_s": round(tb), "speedup": round(ob / tb, 2)},
+                  "speedup_per_round": [round(a[0] / b[0], 2) for a, b in zip(ours, torch)],
+                  "speedup_median_of_rounds": round(statistics.median(a[0] / b[0] for a, b in zip(ours, torch)), 2),
                   "ours_mfu": round(statistics.median(x[1] for x in ours), 3),
                   "ours_matmul_gflops": round(statistics.median(x[2] for x in ours), 1),
                   "peak_gflops": round(statistics.median(x[3] for x in ours), 1),

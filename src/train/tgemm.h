@@ -40,7 +40,10 @@ void tr_gemm_nt_causal(float *C, int64_t ldc, const float *A, int64_t lda, const
 /* Attention with a lower-triangular (causal) matrix A of side T:
  *   nn_causal: C[T,N] (+)= alpha · A[T,T] · B[T,N], A[i][k] = 0 for k > i (att·V, dS·K)
  *   tn_causal: C[T,N] (+)= alpha · A[T,T]ᵀ · B[T,N], A[k][i] = 0 for k < i (attᵀ·dO, dSᵀ·Q)
- * Only the nonzero triangle of A is read. */
+ * Above the diagonal, A[r][c] is read only in the band r < c <= 6·floor(r/6) + 5
+ * (the rest of r's 6-row tile), which must hold zeros; beyond it A is never
+ * read, except by the OpenBLAS fallback (no AVX2, or tr_gemm_force_blas),
+ * which reads all of A. Training zeroes the whole upper triangle. */
 void tr_gemm_nn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
                        int64_t N, float alpha, bool acc);
 void tr_gemm_tn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
