@@ -19,6 +19,10 @@ extern int ds_test_failures;  /* failures in the running test */
     __attribute__((constructor)) static void reg_##name(void) { ds_test_register(#name, name); } \
     static void name(void)
 
+/* Running maximum of errors that keeps a NaN (fmax would drop it, and a
+ * NaN result would then pass any "max error <= tol" check). */
+static inline double ds_max_err(double m, double d) { return (m != m || d != d) ? (double)NAN : (d > m ? d : m); }
+
 #define CHECK(c) do { if (!(c)) ds_test_fail(__FILE__, __LINE__, "CHECK(%s)", #c); } while (0)
 #define CHECK_MSG(c, ...) do { if (!(c)) ds_test_fail(__FILE__, __LINE__, __VA_ARGS__); } while (0)
 #define CHECK_EQ_INT(a, b) do { long long _a = (long long)(a), _b = (long long)(b); \

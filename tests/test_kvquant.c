@@ -43,7 +43,7 @@ TEST(kvquant_rows_and_memory) {
             const float *rows = ds_kvcache_rows_f32(&c, 0, pos + 1, back);
             double amax = 0;
             for (int i = 0; i < W; i++) amax = fmax(amax, fabs(row[i]));
-            for (int i = 0; i < W; i++) maxrel = fmax(maxrel, fabs(rows[pos * W + i] - row[i]) / amax);
+            for (int i = 0; i < W; i++) maxrel = ds_max_err(maxrel, fabs(rows[pos * W + i] - row[i]) / amax);
         }
         /* q8: half a step of max/127; fp8: 3 mantissa bits (relative 1/16) */
         CHECK_MSG(maxrel <= (t == DS_KV_Q8 ? 0.5 / 127 + 1e-6 : 1.0 / 16 + 1e-6), "%s: row error %g", ds_kv_type_name((ds_kv_type)t), maxrel);

@@ -238,7 +238,7 @@ TEST(model_batch_equals_single) {
     ds_seq_chunk both[2] = { sa, sb };
     CHECK(ds_model_forward(m, both, 2, batch, NULL, &e) == 0);
     double worst = 0;
-    for (int64_t i = 0; i < (9 + r.T - 4) * V; i++) worst = fmax(worst, fabs(single[i] - batch[i]));
+    for (int64_t i = 0; i < (9 + r.T - 4) * V; i++) worst = ds_max_err(worst, fabs(single[i] - batch[i]));
     CHECK_MSG(worst < 1e-5, "batched vs single max diff %g", worst);
     /* next decode step for both, batched, vs alone */
     int32_t na = 7, nb = 11;
@@ -250,7 +250,7 @@ TEST(model_batch_equals_single) {
     CHECK(ds_model_forward(m, &s1, 1, single, NULL, &e) == 0);
     CHECK(ds_model_forward(m, &s2, 1, single + V, NULL, &e) == 0);
     worst = 0;
-    for (int64_t i = 0; i < 2 * V; i++) worst = fmax(worst, fabs(single[i] - batch[i]));
+    for (int64_t i = 0; i < 2 * V; i++) worst = ds_max_err(worst, fabs(single[i] - batch[i]));
     CHECK_MSG(worst < 1e-5, "batched decode vs single max diff %g", worst);
     free(single); free(batch);
     ds_kvcache_free(&a); ds_kvcache_free(&b);

@@ -132,7 +132,7 @@ TEST(ops_attn_rows_fast_vs_ref) {
     ds_attn_rows(u, R, q, W, nq, kv, W, R, vis0, 0.2f, sc);
     ds_attn_rows_ref(ur, R, q, W, nq, kv, W, R, vis0, 0.2f);
     double mx = 0;
-    for (int64_t i = 0; i < nq * R; i++) mx = fmax(mx, fabs((double)u[i] - ur[i]));
+    for (int64_t i = 0; i < nq * R; i++) mx = ds_max_err(mx, fabs((double)u[i] - ur[i]));
     CHECK_MSG(mx < 1e-5, "attn_rows max diff %g", mx);
     for (int64_t i = 0; i < nq; i++) {
         ds_attn_rows(u1, R, q + i * W, W, 1, kv, W, R, vis0 + i, 0.2f, sc);
@@ -188,7 +188,7 @@ TEST(ops_softmax_fast_vs_ref) {
         ds_softmax_ref(y, n);
         double sum = 0;
         for (int i = 0; i < n; i++) {
-            mx = fmax(mx, fabs((double)x[i] - y[i]));
+            mx = ds_max_err(mx, fabs((double)x[i] - y[i]));
             sum += x[i];
         }
         CHECK_MSG(fabs(sum - 1) < 1e-5, "softmax n=%d sums to %.9g", n, sum);

@@ -203,7 +203,7 @@ TEST(quant_fast_vs_ref) {
             /* dequant */
             ds_dequant_row_avx2(t, q, y1, n);
             double md = 0;
-            for (int64_t i = 0; i < n; i++) md = fmax(md, fabs((double)y0[i] - y1[i]) / (fabs(y0[i]) + 1e-3));
+            for (int64_t i = 0; i < n; i++) md = ds_max_err(md, fabs((double)y0[i] - y1[i]) / (fabs(y0[i]) + 1e-3));
             CHECK_MSG(md < 1e-5, "%s n=%lld: dequant avx2 vs ref rel diff %g", ds_dtype_name(t), (long long)n, md);
             free(x); free(a); free(y0); free(y1); free(q); free(qa0); free(qa1);
         }
@@ -267,8 +267,8 @@ TEST(quant_matmul_dispatch) {
             double mx = 0, mx2 = 0, scale = 0;
             for (int64_t i = 0; i < T * N; i++) {
                 scale = fmax(scale, fabs(y0[i]));
-                mx = fmax(mx, fabs(y0[i] - y1[i]));
-                mx2 = fmax(mx2, fabs(y0[i] - y2[i]));
+                mx = ds_max_err(mx, fabs(y0[i] - y1[i]));
+                mx2 = ds_max_err(mx2, fabs(y0[i] - y2[i]));
             }
             /* activation quantization (8-bit, per block) bounds the difference */
             CHECK_MSG(mx <= 0.02 * scale, "%s T=%lld: matmul max diff %g (scale %g)", ds_dtype_name(t), (long long)T, mx, scale);

@@ -152,7 +152,7 @@ TEST(repack_matmul_dispatch) {
         double mx = 0, scale = 0;
         for (int64_t i = 0; i < T * N; i++) {
             scale = fmax(scale, fabs(y0[i]));
-            mx = fmax(mx, fabs(y0[i] - y1[i]));
+            mx = ds_max_err(mx, fabs(y0[i] - y1[i]));
         }
         CHECK_MSG(mx <= 0.02 * scale, "%s: x8 matmul max diff %g (scale %g)", ds_dtype_name(t), mx, scale);
         for (int64_t tt = 0; tt < T; tt++) {

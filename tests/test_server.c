@@ -894,7 +894,7 @@ TEST(sched_deterministic_bitwise) {
             /* default mode: same tokens (almost surely), log-probabilities equal to ~1e-5 */
             CHECK(c0.n_tokens == alone.n_tokens && !memcmp(c0.ids, alone.ids, (size_t)alone.n_tokens * 4));
             float md = 0;
-            for (int64_t k = 0; k < alone.n_tokens; k++) md = fmaxf(md, fabsf(c0.lps[k] - alone.lps[k]));
+            for (int64_t k = 0; k < alone.n_tokens; k++) md = (float)ds_max_err(md, fabsf(c0.lps[k] - alone.lps[k]));
             CHECK_MSG(md < 1e-3f, "batched log-probabilities differ by %g", md);
         }
         srv_sched_free(s);

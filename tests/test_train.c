@@ -141,7 +141,7 @@ TEST(train_swiglu_fast_vs_ref) {
     for (int i = 0; i < n; i++) {
         double d1 = fabs((double)s1[i] - s2[i]) / fmax(fabs((double)s2[i]), 1e-30);
         double d2 = fabs((double)h1[i] - h2[i]) / fmax(fabs((double)h2[i]), 1e-30);
-        if (s2[i] > 1e-30f) worst = fmax(worst, fmax(d1, d2));
+        if (s2[i] > 1e-30f) worst = ds_max_err(worst, ds_max_err(d1, d2));
     }
     CHECK_MSG(worst < 1e-6, "fast silu max relative error %g", worst);
 }
@@ -721,7 +721,7 @@ TEST(train_gemm_vs_ref) {
                     for (int64_t j = 0; j < ldc; j++) {
                         double d = fabs((double)C1[i * ldc + j] - C2[i * ldc + j]);
                         if (j >= N) CHECK_MSG(d == 0, "mode %d: wrote padding column %lld", mode, (long long)j);
-                        md = fmax(md, d);
+                        md = ds_max_err(md, d);
                         mb = fmax(mb, fabs((double)C2[i * ldc + j]));
                     }
                 CHECK_MSG(md / mb <= 1e-5, "mode %d acc %d M %lld N %lld K %lld: rel err %g", mode, acc, (long long)M,
@@ -831,7 +831,7 @@ TEST(train_fast_vs_scalar_step) {
         const ds_tparam *p = &m->params[i];
         double md = 0, mr = 0;
         for (int64_t j = 0; j < p->numel; j++) {
-            md = fmax(md, fabs((double)g1[p->off + j] - m->g[p->off + j]));
+            md = ds_max_err(md, fabs((double)g1[p->off + j] - m->g[p->off + j]));
             mr = fmax(mr, fabs((double)m->g[p->off + j]));
         }
         CHECK_MSG(md <= 1e-4 * mr + 1e-9, "%s: fast vs scalar %.3g (max %.3g)", p->name, md, mr);
@@ -885,7 +885,7 @@ TEST(train_adamw_matches_reference) {
     for (int64_t p = 0; p < m->n_params; p++) {
         const ds_tparam *pp = &m->params[p];
         for (int64_t j = pp->off; j < pp->off + pp->numel; j++)
-            worst = fmax(worst, fabs(m->w[j] - w[j]) / fmax(fabs(w[j]), 1e-3));
+            worst = ds_max_err(worst, fabs(m->w[j] - w[j]) / fmax(fabs(w[j]), 1e-3));
         if (!pp->trainable)   /* the bias is untouched */
             for (int64_t j = pp->off; j < pp->off + pp->numel; j++) CHECK(m->w[j] == (float)w[j]);
     }
