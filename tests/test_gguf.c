@@ -303,7 +303,7 @@ static double max_abs_diff(const float *a, const float *b, int64_t n) {
     double m = 0;
     for (int64_t i = 0; i < n; i++) {
         double d = fabs((double)a[i] - b[i]);
-        if (!(d <= m)) m = d;
+        m = ds_max_err(m, d);
     }
     return m;
 }

@@ -81,7 +81,7 @@ static void compare(const char *what, const float *ours, const float *ref, int64
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t v = 0; v < V; v++) {
             double d = fabs((double)ours[r * V + v] - ref[r * V + v]);
-            if (!(d <= worst)) worst = d;  /* also catches NaN */
+            worst = ds_max_err(worst, d);
         }
         CHECK_MSG(argmax(ours + r * V, V) == argmax(ref + r * V, V), "%s: row %lld argmax %lld vs HF %lld", what,
                   (long long)r, (long long)argmax(ours + r * V, V), (long long)argmax(ref + r * V, V));

@@ -55,7 +55,7 @@ static double max_rel(const float *a, const float *b, int64_t n) {
     for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(b[i]));
     for (int64_t i = 0; i < n; i++) {
         double d = fabs((double)a[i] - b[i]);
-        if (!(d <= mx)) mx = d;
+        mx = ds_max_err(mx, d);
     }
     return mx / scale;
 }

@@ -51,7 +51,7 @@ static double rel_err(const float *num, const float *ana, int64_t n) {
     double md = 0, ma = 0;
     for (int64_t i = 0; i < n; i++) {
         double d = fabs((double)num[i] - ana[i]);
-        if (!(d <= md)) md = d;
+        md = ds_max_err(md, d);
         if (fabs(ana[i]) > ma) ma = fabs(ana[i]);
     }
     return ma > 0 ? md / ma : md;
@@ -436,7 +436,7 @@ static void parity(const char *name) {
         double md = 0, mr = 0;
         for (int64_t j = 0; j < p->numel; j++) {
             double d = fabs((double)m->g[p->off + j] - rg[j]);
-            if (!(d <= md)) md = d;
+            md = ds_max_err(md, d);
             if (fabs(rg[j]) > mr) mr = fabs(rg[j]);
         }
         double rel = md / (mr > 1e-6 ? mr : 1e-6);
@@ -793,7 +793,7 @@ TEST(train_gemm_causal) {
         for (int64_t i = 0; i < T; i++)
             for (int64_t j = 0; j <= i; j++) {
                 double d = fabs((double)S1[i * T + j] - S2[i * T + j]);
-                if (!(d <= md)) md = d;   /* NaN sticks */
+                md = ds_max_err(md, d);
             }
         CHECK_MSG(md <= 1e-5, "nt causal T %lld: %g", (long long)T, md);
         free(P); free(Pz); free(V); free(C1); free(C2); free(Q); free(Kk); free(S1); free(S2);
