@@ -354,9 +354,11 @@ __attribute__((target("avx2,fma"))) static void dense_rows(const gemm_job *g, in
             else { a = g->A + i0 * g->lda + kb; ars = g->lda; aks = 1; }
             if (g->causal == CAUSAL_NN) k1 = DS_MAX(0, DS_MIN(kc, i0 + mr - kb));   /* A[i][k] = 0 for k > i */
             else if (g->causal == CAUSAL_TN) k0 = DS_MAX(0, DS_MIN(kc, i0 - kb));   /* A[k][i] = 0 for k < i */
-            /* software prefetch, spread over this tile's panels: the next tile's A rows (nt/nn) and C rows */
+            /* software prefetch, spread over this tile's panels: the next tile's A rows (nt/nn, when
+             * there are panels enough to hide them: with 2-3, as in attention, A is cache-resident and
+             * the prefetches only cost, 2-4% there) and C rows */
             int64_t nx = i0 + MR < m1 ? DS_MIN(MR, m1 - i0 - MR) : 0;
-            int64_t a_lines = g->mode == MODE_TN ? 0 : (kc * 4 + 63) / 64, c_lines = (g->N * 4 + 63) / 64;
+            int64_t a_lines = g->mode == MODE_TN || n_pan < 4 ? 0 : (kc * 4 + 63) / 64, c_lines = (g->N * 4 + 63) / 64;
             int64_t pf_total = nx * (a_lines + c_lines), pf_done = 0, pf_r = 0, pf_l = 0;   /* line pf_l of row pf_r */
             for (int64_t p = 0; p < n_pan; p++) {
                 int64_t j0 = p * NR;
@@ -434,6 +436,13 @@ static bool tn_ksplit(gemm_job *g) {
 }
 
 #endif
+
+int tr_gemm_causal_band(void) {
+#if defined(__x86_64__)
+    if (avx2_ok()) return MR;
+#endif
+    return 0;
+}
 
 static void run(gemm_job *g) {
     if (g->M <= 0 || g->N <= 0) return;

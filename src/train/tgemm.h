@@ -43,11 +43,15 @@ void tr_gemm_nt_causal(float *C, int64_t ldc, const float *A, int64_t lda, const
  * Above the diagonal, A[r][c] is read only in the band r < c <= 6·floor(r/6) + 5
  * (the rest of r's 6-row tile), which must hold zeros; beyond it A is never
  * read, except by the OpenBLAS fallback (no AVX2, or tr_gemm_force_blas),
- * which reads all of A. Training zeroes the whole upper triangle. */
+ * which reads all of A (tr_gemm_causal_band says which). */
 void tr_gemm_nn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
                        int64_t N, float alpha, bool acc);
 void tr_gemm_tn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
                        int64_t N, float alpha, bool acc);
+
+/* The causal GEMMs' band above: b (6) when they read A[r][c] only for
+ * c <= b·floor(r/b) + b - 1, 0 when they may read all of A (OpenBLAS path). */
+int tr_gemm_causal_band(void);
 
 /* Force the OpenBLAS path (dense; tests compare both). */
 void tr_gemm_force_blas(bool on);
