@@ -10,7 +10,7 @@
 # Runs the two alternately REPEATS times (the machine may be shared: medians
 # are reported, the ratio within each round (ours, then PyTorch right after:
 # both see about the same machine) and its median, and under "best" the
-# fastest window / step of each, since interference only ever slows a run)
+# fastest step of each, since interference only ever slows a run)
 # and prints one JSON line: tokens/s of each, the
 # ratio, our MFU against the fp32 peak measured at start (best of 16
 # 1024^3 sgemms on THREADS threads) and the GFLOP/s reached inside the
@@ -57,9 +57,10 @@ i=0
 while [ $i -lt "$REP" ]; do
     wait_idle
     "$BIN" train --config "$RECIPE" --data "$DATA" --out "$T/run$i" --steps 12 --warmup-steps 2 --eval-every 0 \
-        --ckpt-every 0 --log-every 4 --threads "$TH" >"$T/ours$i.json" 2>"$T/ours$i.err"
-    # tokens/s of the 4-step windows after the first (which includes the first step's allocations)
-    o=$(python3 -c "import json;l=[json.loads(x) for x in open('$T/run$i/metrics.jsonl') if '\"loss\"' in x];w=l[1:];print(sum(x['tok_s'] for x in w)/len(w), sum(x['mfu'] for x in w)/len(w), sum(x['matmul_gflops'] for x in w)/len(w), json.load(open('$T/ours$i.json'))['peak_gflops'], max(x['tok_s'] for x in w))")
+        --ckpt-every 0 --log-every 1 --threads "$TH" >"$T/ours$i.json" 2>"$T/ours$i.err"
+    # tokens/s per step after the first (which includes the first step's allocations): the
+    # median, as the PyTorch side reports the median step after its warmup step
+    o=$(python3 -c "import json,statistics as st;l=[json.loads(x) for x in open('$T/run$i/metrics.jsonl') if '\"loss\"' in x];w=l[1:];m=lambda k:st.median(x[k] for x in w);print(m('tok_s'), m('mfu'), m('matmul_gflops'), json.load(open('$T/ours$i.json'))['peak_gflops'], max(x['tok_s'] for x in w))")
     ours="$ours$o;"
     wait_idle
     t=$(python3 tools/bench_train_torch.py --recipe "$RECIPE" --data "$DATA" --threads "$TH" --steps 8 --warmup 1 \
