@@ -14,10 +14,10 @@ struct ds_arena_block {
 
 void ds_arena_init(ds_arena *a) { memset(a, 0, sizeof *a); }
 
-static ds_arena_block *new_block(size_t cap) {
+static ds_arena_block *new_block(size_t cap, bool huge) {
     ds_arena_block *b = malloc(sizeof *b);
     if (!b) return NULL;
-    b->data = ds_alloc(cap);
+    b->data = huge ? ds_alloc_huge(cap) : ds_alloc(cap);
     if (!b->data) { free(b); return NULL; }
     b->cap = cap;
     b->used = 0;
@@ -34,7 +34,7 @@ static void *arena_take(ds_arena *a, size_t bytes, bool zero) {
     if (!b || b->cap - b->used < need) {
         size_t cap = need > ((size_t)1 << 20) ? need : ((size_t)1 << 20);
         if (b && cap < b->cap * 2 && b->cap * 2 >= need) cap = b->cap * 2;
-        ds_arena_block *nb = new_block(cap);
+        ds_arena_block *nb = new_block(cap, a->huge);
         if (!nb) return NULL;
         nb->prev = b;
         a->head = nb;
@@ -69,7 +69,7 @@ void ds_arena_reset(ds_arena *a) {
         /* consolidate into one block sized for the largest round */
         ds_arena_free(a);
         size_t hw = a->high_water;
-        ds_arena_block *nb = new_block(hw);
+        ds_arena_block *nb = new_block(hw, a->huge);
         a->head = nb;  /* NULL on failure: the next alloc retries */
         a->high_water = hw;
         return;
@@ -86,8 +86,10 @@ void ds_arena_free(ds_arena *a) {
         b = p;
     }
     size_t hw = a->high_water;
+    bool huge = a->huge;
     memset(a, 0, sizeof *a);
     a->high_water = hw;
+    a->huge = huge;
 }
 
 ds_arena_mark ds_arena_get_mark(const ds_arena *a) {

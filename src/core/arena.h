@@ -14,6 +14,7 @@ typedef struct ds_arena {
     ds_arena_block *head;  /* current block; older ones chained behind it */
     size_t high_water;     /* bytes used in the largest round so far */
     size_t used_round;
+    bool huge;             /* blocks from ds_alloc_huge (set after ds_arena_init) */
 } ds_arena;
 
 void ds_arena_init(ds_arena *a);

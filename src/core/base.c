@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 #include <time.h>
 
@@ -52,6 +53,22 @@ void *ds_alloc(size_t n) {
     void *p = aligned_alloc(64, rounded);
     if (p) memset(p, 0, rounded);
     return p;
+}
+
+void *ds_alloc_huge(size_t n) {
+#ifdef MADV_HUGEPAGE
+    const size_t huge = (size_t)2 << 20;
+    size_t rounded;
+    if (n < huge || !ds_size_add(n, huge - 1, &rounded)) return ds_alloc(n);
+    rounded &= ~(huge - 1);
+    void *p = aligned_alloc(huge, rounded);
+    if (!p) return NULL;
+    (void)madvise(p, rounded, MADV_HUGEPAGE);   /* fails harmlessly where THP is off */
+    memset(p, 0, rounded);
+    return p;
+#else
+    return ds_alloc(n);
+#endif
 }
 
 void ds_free(void *p) { free(p); }

@@ -58,6 +58,12 @@ static inline bool ds_size_add(size_t a, size_t b, size_t *out) {
 /* 64-byte aligned, zero-filled allocation; NULL on failure or n == 0
  * overflow. Free with ds_free (accepts NULL). */
 void *ds_alloc(size_t n);
+/* The same for large buffers that are streamed through over and over
+ * (training's activations, weights, gradients, optimizer state): 2 MB
+ * aligned and, where transparent huge pages are "madvise" only (Debian's
+ * default), marked for them, so a pass over hundreds of MB does not take a
+ * TLB miss (a nested page walk in a VM) every 4 KB. Free with ds_free. */
+void *ds_alloc_huge(size_t n);
 void ds_free(void *p);
 
 /* Seconds from a monotonic clock. */

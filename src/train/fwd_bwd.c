@@ -145,6 +145,7 @@ static int step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, c
         if (!m->acts) return ds_err_set(e, DS_ENOMEM, "out of memory");
         m->acts->blk = calloc((size_t)(L + m->n_mtp), sizeof(tr_block_acts));
         if (!m->acts->blk) return ds_err_set(e, DS_ENOMEM, "out of memory");
+        m->acts->arena.huge = true;   /* hundreds of MB, streamed through every step */
     }
     ds_arena_reset(&m->acts->arena);
     if (tr_rope_table(m, T)) return ds_err_set(e, DS_ENOMEM, "out of memory for the RoPE table");

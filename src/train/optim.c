@@ -13,8 +13,8 @@ int ds_adamw_init(ds_adamw *o, const ds_tmodel *m, float beta1, float beta2, flo
     memset(o, 0, sizeof *o);
     o->beta1 = beta1; o->beta2 = beta2; o->eps = eps; o->weight_decay = weight_decay;
     size_t n = (size_t)m->n_floats;
-    o->m = ds_alloc(n * sizeof(float));
-    o->v = ds_alloc(n * sizeof(float));
+    o->m = ds_alloc_huge(n * sizeof(float));
+    o->v = ds_alloc_huge(n * sizeof(float));
     o->kind = ds_alloc(n);
     if (!o->m || !o->v || !o->kind) { ds_adamw_free(o); return ds_err_set(e, DS_ENOMEM, "out of memory for AdamW state"); }
     o->seg = calloc((size_t)m->n_params + 1, sizeof *o->seg);

@@ -164,8 +164,8 @@ static int build(ds_tmodel *m, float *shared_w, ds_err *e) {
     size_t bytes;
     if (!ds_size_mul((size_t)m->n_floats, sizeof(float), &bytes))
         return ds_err_set(e, DS_ENOMEM, "parameter arena size overflows");
-    m->w = shared_w ? NULL : ds_alloc(bytes);
-    m->g = ds_alloc(bytes);
+    m->w = shared_w ? NULL : ds_alloc_huge(bytes);
+    m->g = ds_alloc_huge(bytes);
     if ((!shared_w && !m->w) || !m->g)
         return ds_err_set(e, DS_ENOMEM, "out of memory for %lld parameters (%.1f MB each for weights and gradients)",
                           (long long)m->n_floats, (double)bytes / 1e6);
