@@ -354,3 +354,36 @@ TEST(ops_matmul_multi_equals_separate) {
     }
     free(w1.data); free(w2.data); free(w2.scale);
 }
+
+/* Core allocators: ds_alloc_huge gives zeroed, 2 MB-aligned memory for large
+ * sizes (small ones fall back to ds_alloc), and an arena that uses it keeps
+ * doing so after consolidating its blocks (ds_arena_reset) and ds_arena_free. */
+#include "core/arena.h"
+#include <stdint.h>
+TEST(core_alloc_huge_and_arena) {
+    size_t n = ((size_t)5 << 20) + 123;
+    unsigned char *p = ds_alloc_huge(n);
+    CHECK(p != NULL);
+    if (!p) return;
+    CHECK(((uintptr_t)p & (((uintptr_t)2 << 20) - 1)) == 0);
+    bool zero = true;
+    for (size_t i = 0; i < n; i += 4093) zero &= p[i] == 0;
+    CHECK(zero && p[n - 1] == 0);
+    memset(p, 7, n);   /* all of it is writable */
+    ds_free(p);
+    float *s = ds_alloc_huge(100 * sizeof(float));
+    CHECK(s != NULL && ((uintptr_t)s & 63) == 0 && s[99] == 0.0f);
+    ds_free(s);
+    ds_arena a;
+    ds_arena_init(&a);
+    a.huge = true;
+    for (int round = 0; round < 3; round++) {
+        float *x = ds_arena_alloc(&a, (size_t)3 << 20), *y = ds_arena_alloc(&a, (size_t)3 << 20);
+        CHECK(x && y && x[0] == 0.0f && y[(3 << 18) - 1] == 0.0f);
+        if (x && y) { x[0] = 1.0f; y[0] = 2.0f; }
+        ds_arena_reset(&a);   /* round 0 needed two blocks: one block of the high water from round 1 */
+        CHECK(a.huge);
+    }
+    ds_arena_free(&a);
+    CHECK(a.huge && a.head == NULL);
+}
