@@ -128,13 +128,14 @@ typedef struct {
 
 #define DKC 384
 
-/* The full 6x16 tile, in assembly: C[r][0..16) = alpha · Σ_{k<kc} a(r, k) · b[k][0..16)
- * (+ C[r] when load), C rows ldc apart, b packed [kc][16]. GCC spills accumulators when it compiles this from
- * intrinsics (16 live ymm registers: 12 sums, 2 B vectors, 2 broadcasts), which
- * cost ~15% of the training step's GEMM time; the register assignment here is
- * fixed: ymm0-11 sums (row r in ymm2r, ymm2r+1), ymm12-13 the B row, ymm14-15
+/* The full 6x16 tile, in assembly:
+ *   C[r][0..16) = alpha · Σ_{k<kc} a(r, k) · b(k, 0..16)  (+ C[r] when load), C rows ldc apart.
+ * GCC spilled accumulators when it compiled this from intrinsics inside the
+ * tile loop (16 live ymm registers: 12 sums, 2 B vectors, 2 broadcasts),
+ * which cost 5-7% of the GEMMs' speed; the register assignment here is fixed:
+ * ymm0-11 sums (row r in ymm2r, ymm2r+1), ymm12-13 the B row, ymm14-15
  * alternate broadcasts. Results equal kern6 bit for bit (same FMA order per
- * element: k ascending from zero; tested). Two A layouts:
+ * element: k ascending from zero; then · alpha, + C; tested). Two A layouts:
  *   rows: a(r, k) = a[r·ars + k]        (nt/nn: A read in place)
  *   cols: a(r, k) = a[r + k·aks]        (tn: packed [kc][6] or A's own rows) */
 #define UK_FMA2(x, c0, c1) "vfmadd231ps %%ymm12, %%ymm" #x ", %%ymm" #c0 "\n\t" \
