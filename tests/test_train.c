@@ -699,7 +699,7 @@ TEST(train_gemm_vs_ref) {
     const int64_t shapes[][3] = { { 1, 1, 1 }, { 5, 7, 3 }, { 6, 16, 8 }, { 13, 33, 300 }, { 64, 80, 258 }, { 7, 258, 17 },
                                   { 130, 48, 513 }, { 36, 64, 1000 }, { 25, 130, 129 }, { 30, 40, 2100 } };
     int threads = ds_threads_get();
-    ds_threads_set(2);   /* tn with K >= 1024 splits K across the threads (last shape) */
+    ds_threads_set(2);   /* rows of C split across two threads (the larger shapes) */
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], pad = 3;
         for (int mode = 0; mode < 3; mode++)

@@ -22,8 +22,6 @@ int ds_threads_get(void) {
 
 int ds_thread_id(void) { return omp_in_parallel() ? omp_get_thread_num() : 0; }
 
-int ds_in_parallel(void) { return omp_in_parallel(); }
-
 void ds_par_for(int64_t n, int64_t min_per_thread, ds_par_fn fn, void *ctx) {
     if (n <= 0) return;
     int nt = ds_threads_get();

@@ -17,7 +17,6 @@ typedef void (*ds_par_fn)(void *ctx, int64_t i0, int64_t i1, int tid);
 void ds_threads_set(int n);
 int ds_thread_id(void);      /* 0..threads-1 inside a ds_par_for worker, else 0 */  /* n <= 0: all available cores */
 int ds_threads_get(void);
-int ds_in_parallel(void);    /* inside a ds_par_for worker (where nested calls run serially) */
 
 /* Runs fn over [0, n) split into contiguous slices, one per thread.
  * With n < min_per_thread * 2 it runs serially on the caller. */

@@ -9,9 +9,7 @@
  *       for each panel:     ... while the 16-column B panels stream from L2
  *         6x16 kernel:      12 ymm sums, 2 B loads + 6 broadcasts + 12 FMAs per k
  * The full-tile kernel is inline assembly (see ukr_rows_asm); edge tiles use
- * the intrinsic kernels kern1..kern6. tn with many rows of K splits K across
- * threads instead of rows of C (each thread packs only its share) and sums
- * the partial products in thread order: deterministic for a thread count.
+ * the intrinsic kernels kern1..kern6.
  * Causal variants restrict k (or skip tiles) to the lower triangle of an
  * attention matrix: nn: k <= row; tn: k >= row; nt: column <= row.
  */
@@ -393,49 +391,6 @@ static void dense_worker(void *vc, int64_t t0, int64_t t1, int tid) {
     dense_rows(g, t0 * MR, DS_MIN(g->M, t1 * MR), tid);
 }
 
-/* tn split over K: part p of P computes its rows of K into part + p·M·N */
-typedef struct { const gemm_job *g; float *part; int64_t P; } ksplit_job;
-
-static void ksplit_worker(void *vc, int64_t p0, int64_t p1, int tid) {
-    const ksplit_job *j = vc;
-    const gemm_job *g = j->g;
-    for (int64_t p = p0; p < p1; p++) {
-        int64_t k0 = g->K * p / j->P, k1 = g->K * (p + 1) / j->P;
-        gemm_job s = { MODE_TN, CAUSAL_NONE, j->part + p * g->M * g->N, g->N, g->A + k0 * g->lda, g->lda,
-                       g->B + k0 * g->ldb, g->ldb, g->M, g->N, k1 - k0, 1.0f, false };
-        dense_rows(&s, 0, g->M, tid);
-    }
-}
-
-/* C (+)= alpha · Σ_p part_p, parts added in order p = 0, 1, ... */
-static void ksplit_reduce(void *vc, int64_t i0, int64_t i1, int tid) {
-    (void)tid;
-    const ksplit_job *j = vc;
-    const gemm_job *g = j->g;
-    int64_t MN = g->M * g->N;
-    for (int64_t i = i0; i < i1; i++)
-        for (int64_t c = 0; c < g->N; c++) {
-            float sum = j->part[i * g->N + c];
-            for (int64_t p = 1; p < j->P; p++) sum += j->part[p * MN + i * g->N + c];
-            float *dst = g->C + i * g->ldc + c;
-            *dst = g->acc ? *dst + g->alpha * sum : g->alpha * sum;
-        }
-}
-
-/* tn with K (tokens) long and M x N (a weight gradient) small: every
- * thread takes a share of K, so none packs the others' rows of B. Only
- * outside parallel regions: a training step with B >= threads sequences
- * runs one sequence share per thread (fwd_bwd.c), and its GEMMs run
- * serially on that thread; this is for single-sequence steps (grad). */
-static bool tn_ksplit(gemm_job *g) {
-    int64_t P = ds_threads_get();
-    if (P < 2 || g->mode != MODE_TN || g->causal != CAUSAL_NONE || g->K < 512 * P || ds_in_parallel()) return false;
-    ksplit_job j = { g, tr_scratch(0, 4, (size_t)(P * g->M * g->N)), P };
-    ds_par_for(P, 1, ksplit_worker, &j);
-    ds_par_for(g->M, 16, ksplit_reduce, &j);
-    return true;
-}
-
 #endif
 
 int tr_gemm_causal_band(void) {
@@ -449,7 +404,6 @@ static void run(gemm_job *g) {
     if (g->M <= 0 || g->N <= 0) return;
 #if defined(__x86_64__)
     if (avx2_ok() && g->K > 0) {
-        if (tn_ksplit(g)) return;
         int64_t tiles = (g->M + MR - 1) / MR;
         int64_t work = 2 * MR * g->N * g->K;   /* flops per row tile */
         ds_par_for(tiles, DS_MAX(1, (1 << 20) / DS_MAX(work, 1)), dense_worker, g);

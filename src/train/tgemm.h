@@ -12,10 +12,8 @@
  *
  * An AVX2+FMA 6x16 register tile (inline assembly for full tiles), B
  * packed into 16-column panels, K blocked so a packed block stays in L2
- * (details in tgemm.c). Rows of C are split across threads, except tn with
- * a long K (weight gradients over thousands of tokens), where K is split
- * and the partial products are added in thread order; results are
- * deterministic for a given thread count. Nested calls run serially.
+ * (details in tgemm.c). Rows of C are split across threads (results do not
+ * depend on the split); nested calls run serially.
  * Without AVX2 the calls fall through to ds_sgemm (OpenBLAS); ds_sgemm_ref
  * is the reference twin in tests.
  */

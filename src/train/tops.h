@@ -90,7 +90,7 @@ void tr_force_scalar(bool on);
 
 /* Per-thread scratch for the training kernels (separate from ds_scratch):
  * at least n floats, valid until the next call with the same tid, slot. */
-#define TR_SCRATCH_SLOTS 5
+#define TR_SCRATCH_SLOTS 4
 float *tr_scratch(int tid, int slot, size_t n);
 void tr_scratch_free(void);
 
