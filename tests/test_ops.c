@@ -4,9 +4,11 @@
  */
 #include "test.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/arena.h"
 #include "core/rng.h"
 #include "core/thread.h"
 #include "model/model_internal.h"
@@ -358,8 +360,6 @@ TEST(ops_matmul_multi_equals_separate) {
 /* Core allocators: ds_alloc_huge gives zeroed, 2 MB-aligned memory for large
  * sizes (small ones fall back to ds_alloc), and an arena that uses it keeps
  * doing so after consolidating its blocks (ds_arena_reset) and ds_arena_free. */
-#include "core/arena.h"
-#include <stdint.h>
 TEST(core_alloc_huge_and_arena) {
     size_t n = ((size_t)5 << 20) + 123;
     unsigned char *p = ds_alloc_huge(n);

@@ -45,30 +45,28 @@ void ds_assert_fail(const char *file, int line, const char *expr) {
     abort();
 }
 
-void *ds_alloc(size_t n) {
-    if (n == 0) n = 1;
+/* n bytes rounded up to a multiple of align (a power of two), aligned to it, zero-filled */
+static void *alloc_zeroed(size_t n, size_t align, bool huge) {
     size_t rounded;
-    if (!ds_size_add(n, 63, &rounded)) return NULL;
-    rounded &= ~(size_t)63;
-    void *p = aligned_alloc(64, rounded);
-    if (p) memset(p, 0, rounded);
+    if (n == 0) n = 1;
+    if (!ds_size_add(n, align - 1, &rounded)) return NULL;
+    rounded &= ~(align - 1);
+    void *p = aligned_alloc(align, rounded);
+    if (!p) return NULL;
+#ifdef MADV_HUGEPAGE
+    if (huge) (void)madvise(p, rounded, MADV_HUGEPAGE);   /* fails harmlessly where THP is off */
+#else
+    (void)huge;
+#endif
+    memset(p, 0, rounded);
     return p;
 }
 
+void *ds_alloc(size_t n) { return alloc_zeroed(n, 64, false); }
+
 void *ds_alloc_huge(size_t n) {
-#ifdef MADV_HUGEPAGE
     const size_t huge = (size_t)2 << 20;
-    size_t rounded;
-    if (n < huge || !ds_size_add(n, huge - 1, &rounded)) return ds_alloc(n);
-    rounded &= ~(huge - 1);
-    void *p = aligned_alloc(huge, rounded);
-    if (!p) return NULL;
-    (void)madvise(p, rounded, MADV_HUGEPAGE);   /* fails harmlessly where THP is off */
-    memset(p, 0, rounded);
-    return p;
-#else
-    return ds_alloc(n);
-#endif
+    return n < huge ? ds_alloc(n) : alloc_zeroed(n, huge, true);
 }
 
 void ds_free(void *p) { free(p); }

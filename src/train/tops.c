@@ -543,18 +543,25 @@ static void att_ds_row(float *d, const float *a, float fd, float scale, int64_t 
     for (int64_t j = 0; j < n; j++) d[j] = a[j] * (d[j] - fd) * scale;
 }
 
+/* Row i of a causal T x T matrix: zeroes what the causal GEMMs may read
+ * above the diagonal, the rest of i's band-row tile (band = tr_gemm_causal_band();
+ * 0: the whole row, for the OpenBLAS path that reads everything). */
+static void zero_above_diagonal(float *row, int64_t i, int64_t T, int64_t band) {
+    int64_t z = band ? DS_MIN(T, band * (i / band + 1)) : T;
+    if (z > i + 1) memset(row + i + 1, 0, (size_t)(z - i - 1) * sizeof(float));
+}
+
 void tr_attention_forward(float *O, int64_t ldo, float *att, const float *Q, int64_t ldq, const float *K, int64_t ldk,
                           const float *V, int64_t ldv, int64_t T, int64_t Dk, int64_t Dv, float scale) {
     tr_gemm_nt_causal(att, T, Q, ldq, K, ldk, T, Dk, scale);
     /* above the diagonal only the band the causal GEMMs read is zeroed (the
-     * rest of att is never read; half of att's memory traffic saved) */
+     * rest of att is never read: half of att's memory writes saved) */
     int64_t band = tr_gemm_causal_band();
     for (int64_t i = 0; i < T; i++) {   /* causal softmax of row i over keys 0..i */
         float *row = att + i * T;
         float mx = vec_max(row, i + 1);
         tr_vec_scale(row, (float)(1.0 / exp_shift_sum(row, i + 1, mx)), row, i + 1);
-        int64_t z = band ? DS_MIN(T, band * (i / band + 1)) : T;   /* zeros the GEMMs may read */
-        if (z > i + 1) memset(row + i + 1, 0, (size_t)(z - i - 1) * sizeof(float));
+        zero_above_diagonal(row, i, T, band);
     }
     tr_gemm_nn_causal(O, ldo, att, T, V, ldv, T, Dv, 1.0f, false);
 }
@@ -573,8 +580,7 @@ void tr_attention_backward(float *dQ, int64_t lddq, float *dK, int64_t lddk, flo
         float *d = dS + i * T;
         float fd = (float)tr_vec_dot(a, d, i + 1);
         att_ds_row(d, a, fd, scale, i + 1);
-        int64_t z = band ? DS_MIN(T, band * (i / band + 1)) : T;
-        if (z > i + 1) memset(d + i + 1, 0, (size_t)(z - i - 1) * sizeof(float));
+        zero_above_diagonal(d, i, T, band);
     }
     /* dQ = dS K ;  dK = dSᵀ Q   (dS is lower-triangular) */
     tr_gemm_nn_causal(dQ, lddq, dS, T, K, ldk, T, Dk, 1.0f, false);
