@@ -193,6 +193,7 @@ int ds_model_open(ds_model **out, const char *dir, ds_err *e) {
     if ((rc = ds_config_load(&m->cfg, dir, e))) goto fail;
     if ((rc = ds_safetensors_open_dir(&m->st, dir, e))) goto fail;
     const ds_config *c = &m->cfg;
+    m->expert_lo = 0, m->expert_hi = c->n_routed_experts;
     binder b = { m, e, 0, 0 };
     m->layers = calloc((size_t)(c->n_layer + c->n_mtp), sizeof *m->layers);
     if (!m->layers) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto fail; }

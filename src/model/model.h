@@ -61,6 +61,9 @@ typedef struct ds_model {
     float *final_norm;    /* (D) */
     ds_tensor lm_head;    /* (V, D) */
     ds_layer_w *layers;   /* [L + n_mtp] */
+    int64_t expert_lo, expert_hi; /* routed experts this process owns, [lo, hi): all of them
+                                     ([0, E)) in one process; experts[x] is indexed by the
+                                     global id x and is empty outside the range */
     int64_t n_mtp;        /* MTP layers actually present (0 if not stored) */
     float *inv_freq;      /* (Dr/2) YaRN-adjusted rotary frequencies */
     float attn_scale;     /* softmax scale incl. mscale² */

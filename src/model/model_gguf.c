@@ -321,6 +321,7 @@ int ds_model_open_gguf(ds_model **out, const char *path, ds_err *e) {
     if ((rc = ds_gguf_open(g, path, e))) goto fail;
     if ((rc = ds_model_gguf_config(g, &m->cfg, e))) goto fail;
     const ds_config *c = &m->cfg;
+    m->expert_lo = 0, m->expert_hi = c->n_routed_experts;
     used = calloc((size_t)(g->n_tensors ? g->n_tensors : 1), sizeof *used);
     m->layers = calloc((size_t)(c->n_layer + c->n_mtp), sizeof *m->layers);
     if (!used || !m->layers) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto fail; }
