@@ -6,6 +6,7 @@
  * given shape for benchmarks.
  */
 #include "cli.h"
+#include "../core/mmap_file.h"
 #include "../core/rng.h"
 #include "../core/thread.h"
 #include "../model/config.h"
@@ -177,7 +178,7 @@ int cmd_convert(int argc, char **argv) {
             c.n_layer = layers;
             if (c.first_k_dense_replace > layers) c.first_k_dense_replace = layers;
         }
-        if (ds_write_random_gguf(&c, out, &o, seed, &e)) cli_die_err(C, &e);
+        if (ds_mkdir_parent(out, &e) || ds_write_random_gguf(&c, out, &o, seed, &e)) cli_die_err(C, &e);
         struct stat st;
         if (stat(out, &st) == 0) fprintf(stderr, "wrote %s (%.2f GiB, random weights)\n", out, st.st_size / 1073741824.0);
         return 0;
@@ -191,7 +192,7 @@ int cmd_convert(int argc, char **argv) {
         struct stat st;
         if (stat(src, &st) == 0 && S_ISDIR(st.st_mode)) o.tokenizer_dir = src;
         double t = ds_now();
-        if (ds_model_write_gguf(m, out, &o, &e)) cli_die_err(C, &e);
+        if (ds_mkdir_parent(out, &e) || ds_model_write_gguf(m, out, &o, &e)) cli_die_err(C, &e);
         if (stat(out, &st) == 0)
             fprintf(stderr, "wrote %s: %.2f GiB in %.1f s (attn %s, ffn %s, experts %s, embed %s, head %s)\n", out,
                     st.st_size / 1073741824.0, ds_now() - t, ds_dtype_name(o.attn), ds_dtype_name(o.ffn),

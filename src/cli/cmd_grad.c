@@ -3,6 +3,7 @@
  * for one sequence (the parity hook against PyTorch autograd).
  */
 #include "cli.h"
+#include "../core/mmap_file.h"
 #include "../core/thread.h"
 #include "../train/tmodel.h"
 
@@ -56,7 +57,7 @@ int cmd_grad(int argc, char **argv) {
     if (ds_tmodel_step(m, tok, 1, T, &o, &ls, &e)) cli_die_err(C, &e);
     char meta[256];
     snprintf(meta, sizeof meta, "{\"format\":\"pt\",\"what\":\"deepseek grad\",\"loss\":\"%.9g\"}", ls.loss);
-    if (ds_tmodel_save(m, out, true, meta, &e)) cli_die_err(C, &e);
+    if (ds_mkdir_parent(out, &e) || ds_tmodel_save(m, out, true, meta, &e)) cli_die_err(C, &e);
     printf("{\"loss\":%.9g,\"ce\":%.9g,\"mtp\":%.9g,\"balance\":%.9g}\n", ls.loss, ls.ce, ls.mtp, ls.balance);
     ds_tmodel_free(m);
     free(tok);

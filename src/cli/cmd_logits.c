@@ -85,7 +85,7 @@ int cmd_logits(int argc, char **argv) {
             if (ds_model_forward_mtp(m, &cache, hidden, tok + 1, T - 1, logits, &e)) cli_die_err("logits", &e);
         }
     }
-    if (ds_write_file_atomic(out, logits, (size_t)(rows * V) * sizeof(float), &e)) cli_die_err("logits", &e);
+    if (ds_mkdir_parent(out, &e) || ds_write_file_atomic(out, logits, (size_t)(rows * V) * sizeof(float), &e)) cli_die_err("logits", &e);
     fprintf(stderr, "wrote %lld x %lld float32 logits to %s\n", (long long)rows, (long long)V, out);
     ds_kvcache_free(&cache);
     free(logits);

@@ -3,6 +3,7 @@
  * training runs, drawn to a PNG (src/train/plot.c, src/io/png.c).
  */
 #include "cli.h"
+#include "../core/mmap_file.h"
 #include "../train/plot.h"
 
 #include <stdlib.h>
@@ -46,7 +47,7 @@ int cmd_plot(int argc, char **argv) {
     if (!out) cli_die(C, "--out needs a file name");
     if (!n) { usage(stderr); cli_die(C, "no runs given"); }
     ds_err e = { 0 };
-    if (ds_plot_metrics((const char *const *)paths, (const char *const *)labels, n, out, width, &e)) cli_die_err(C, &e);
+    if (ds_mkdir_parent(out, &e) || ds_plot_metrics((const char *const *)paths, (const char *const *)labels, n, out, width, &e)) cli_die_err(C, &e);
     fprintf(stderr, "wrote %s\n", out);
     for (int i = 0; i < n; i++) { free(paths[i]); free(labels[i]); }
     free(paths);

@@ -87,7 +87,7 @@ int cmd_prepare_data(int argc, char **argv) {
     }
     int64_t V = tok_vocab_size(tok);
     int32_t eos_id = eos ? tok_eos_id(tok) : -1;
-    if (mkdir(out, 0755) != 0 && errno != EEXIST) cli_die(C, "%s: %s", out, strerror(errno));
+    if (ds_mkdir_p(out, &e)) cli_die_err(C, &e);
 
     tok_ids train = { 0 }, val = { 0 };
     json_t *sources = json_array();

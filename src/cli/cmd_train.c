@@ -90,7 +90,7 @@ static int export_model(const char *C, const char *ckpt, const char *out, const 
     const char *tn = dt == DS_DTYPE_F32 ? "float32" : dt == DS_DTYPE_BF16 ? "bfloat16" : "float16";
     json_object_set_new(cfg, "dtype", json_string(tn));
     json_object_set_new(cfg, "torch_dtype", json_string(tn));
-    if (mkdir(out, 0755) != 0 && errno != EEXIST) cli_die(C, "%s: %s", out, strerror(errno));
+    if (ds_mkdir_p(out, &e)) cli_die_err(C, &e);
     char *js = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
     snprintf(path, sizeof path, "%s/config.json", out);
     if (!js || ds_write_file_atomic(path, js, strlen(js), &e)) cli_die_err(C, &e);

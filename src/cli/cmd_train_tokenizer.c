@@ -273,7 +273,7 @@ int cmd_train_tokenizer(int argc, char **argv) {
     tok_ids ids = {0};
     if (n_sample && tok_encode_append(tok, sample, n_sample, 0, &ids, &e)) cli_die_err(C, &e);
 
-    if (!to_file && mkdir(out, 0755) != 0 && errno != EEXIST) cli_die(C, "-o %s: %s", out, strerror(errno));
+    if (to_file ? ds_mkdir_parent(out, &e) : ds_mkdir_p(out, &e)) cli_die_err(C, &e);
     write_or_die(tok_path, json, json_len);
     if (!to_file) write_or_die(cfg_path, cfg, cfg_len);
     double secs = ds_now() - t0;

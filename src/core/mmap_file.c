@@ -123,3 +123,44 @@ int ds_write_file_atomic(const char *path, const void *data, size_t n, ds_err *e
     free(tmp);
     return DS_OK;
 }
+
+int ds_mkdir_p(const char *dir, ds_err *e) {
+    size_t len = strlen(dir);
+    if (len == 0) return ds_err_set(e, DS_EINVAL, "empty folder name");
+    char *buf = malloc(len + 1);
+    if (!buf) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    memcpy(buf, dir, len + 1);
+    int rc = DS_OK;
+    /* each prefix that ends at a '/' (and the whole path), shortest first */
+    for (size_t i = 1; i <= len && rc == DS_OK; i++) {
+        if (i < len && buf[i] != '/') continue;
+        if (i < len && buf[i - 1] == '/') continue;          /* "a//b" */
+        char keep = buf[i];
+        buf[i] = 0;
+        struct stat st;
+        if (stat(buf, &st) == 0) {
+            if (!S_ISDIR(st.st_mode))
+                rc = ds_err_set(e, DS_EIO, "cannot make folder %s: %s exists and is not a folder", dir, buf);
+        } else if (errno != ENOENT) {
+            rc = ds_err_set(e, DS_EIO, "cannot make folder %s: %s: %s", dir, buf, strerror(errno));
+        } else if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+            rc = ds_err_set(e, DS_EIO, "cannot make folder %s: %s: %s", dir, buf, strerror(errno));
+        }
+        buf[i] = keep;
+    }
+    free(buf);
+    return rc;
+}
+
+int ds_mkdir_parent(const char *path, ds_err *e) {
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path) return DS_OK;               /* "f.png", "/f.png" */
+    size_t n = (size_t)(slash - path);
+    char *dir = malloc(n + 1);
+    if (!dir) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    memcpy(dir, path, n);
+    dir[n] = 0;
+    int rc = ds_mkdir_p(dir, e);
+    free(dir);
+    return rc;
+}

@@ -23,4 +23,11 @@ int ds_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len
 /* Atomic write: temp file in the same directory, fsync, rename. */
 int ds_write_file_atomic(const char *path, const void *data, size_t n, ds_err *e);
 
+/* Output folders: `mkdir -p DIR` (every missing folder on the way is made,
+ * 0755). A part of the path that exists but is not a folder is an error
+ * naming it ("data/x exists and is not a folder"). */
+int ds_mkdir_p(const char *dir, ds_err *e);
+/* The folder that will hold the file `path` (nothing for a bare name). */
+int ds_mkdir_parent(const char *path, ds_err *e);
+
 #endif

@@ -158,19 +158,6 @@ double ds_measure_peak_flops(void) {
     return best;
 }
 
-static int mkdir_p(const char *dir, ds_err *e) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) return ds_err_set(e, DS_EIO, "%s: %s", buf, strerror(errno));
-            *p = '/';
-        }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return ds_err_set(e, DS_EIO, "%s: %s", buf, strerror(errno));
-    return DS_OK;
-}
-
 /* Removes a checkpoint folder (regular files only, then the folder). */
 static void rm_dir(const char *dir) {
     DIR *d = opendir(dir);
@@ -250,7 +237,7 @@ static int common_setup(ds_trainer *t, ds_err *e) {
     t->val = malloc((size_t)(DS_MAX(want, 1) * T) * sizeof(int32_t));
     if (!t->batch || !t->val) return ds_err_set(e, DS_ENOMEM, "out of memory");
     t->n_val = want ? ds_data_val_windows(&t->data, T, want, t->val) : 0;
-    if ((rc = mkdir_p(r->out, e))) return rc;
+    if ((rc = ds_mkdir_p(r->out, e))) return rc;
     char path[4096];
     snprintf(path, sizeof path, "%s/metrics.jsonl", r->out);
     t->metrics = fopen(path, "a");
