@@ -60,8 +60,8 @@ expect_fail "bad pre-tokenizer" "not one of deepseek-v3, gpt2" \
 expect_fail "unknown option" "unknown option '--vocab'" "$bin" train-tokenizer --vocab 500 "$tmp/small.txt"
 expect_fail "empty special" "is empty" "$bin" train-tokenizer --vocab-size 500 --special '' -o "$tmp/x" "$tmp/small.txt"
 expect_fail "-o is a file" "not a folder" "$bin" train-tokenizer --vocab-size 500 -o "$tmp/small.txt" "$tmp/small.txt"
-expect_fail "-o in a missing folder" "No such file" \
-    "$bin" train-tokenizer --vocab-size 500 -o "$tmp/no/such/dir" "$tmp/small.txt"
+expect_fail "-o under a file" "$tmp/small.txt exists and is not a folder" \
+    "$bin" train-tokenizer --vocab-size 500 -o "$tmp/small.txt/dir" "$tmp/small.txt"
 expect_fail "stdin twice" "more than once" "$bin" train-tokenizer --vocab-size 500 - - </dev/null
 [ ! -e "$tmp/x" ] && ok || bad "a failed run left $tmp/x behind"
 

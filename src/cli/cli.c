@@ -94,4 +94,30 @@ const char *cli_default_model(void) {
     return NULL;
 }
 
+static bool is_file(const char *dir, const char *name) {
+    char p[8192];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+void cli_check_model(const char *cmd, const char *path) {
+    struct stat sb;
+    const char *want = "expected a Hugging Face model folder (config.json + model.safetensors) or a .gguf file";
+    if (!path || !*path) cli_die(cmd, "no model given (-m MODEL_DIR or -m MODEL.gguf)");
+    if (stat(path, &sb) != 0)
+        cli_die(cmd, "model '%s' %s (%s)", path, errno == ENOENT ? "does not exist" : strerror(errno), want);
+    size_t n = strlen(path);
+    bool gguf_name = n > 5 && strcmp(path + n - 5, ".gguf") == 0;
+    if (!S_ISDIR(sb.st_mode)) {
+        if (!gguf_name) cli_die(cmd, "model '%s' is a file but not a .gguf file (%s)", path, want);
+        return;   /* its header and tensors are checked by the loader */
+    }
+    if (!is_file(path, "config.json"))
+        cli_die(cmd, "model '%s' is not a model folder: it has no config.json (%s)", path, want);
+    if (!is_file(path, "model.safetensors") && !is_file(path, "model.safetensors.index.json"))
+        cli_die(cmd, "model '%s' has a config.json but no weights: no model.safetensors "
+                "(nor model.safetensors.index.json for shards)", path);
+}
+
 int cli_is_help(const char *a) { return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0; }

@@ -23,6 +23,13 @@ int32_t *cli_parse_ids(const char *cmd, const char *flag, const char *s, int64_t
 /* Default model folder when -m is not given (the bundled model), or NULL. */
 const char *cli_default_model(void);
 
+/* Checks the model path of -m before anything is read from it, so a wrong
+ * path is reported as such (not as a missing tokenizer or config): it must
+ * exist and be a model folder (config.json and model.safetensors or
+ * model.safetensors.index.json) or a .gguf file. Exits with a message naming
+ * the path and what is wrong otherwise. */
+void cli_check_model(const char *cmd, const char *path);
+
 /* True if argv[i] is -h/--help. */
 int cli_is_help(const char *a);
 

@@ -281,6 +281,7 @@ int cmd_bench(int argc, char **argv) {
     }
     if (!dir) dir = cli_default_model();
     if (!dir) cli_die(C, "no model given (-m MODEL_DIR)");
+    cli_check_model(C, dir);
     if (llama && !ds_path_is_gguf(dir)) cli_die(C, "--compare-llama needs a .gguf model (-m MODEL.gguf)");
     int64_t nthr = 0;
     int32_t *thr = NULL;

@@ -503,6 +503,7 @@ int cmd_chat(int argc, char **argv) {
     }
     if (!dir) dir = cli_default_model();
     if (!dir) cli_die(C, "no model given (-m MODEL_DIR) and no bundled model found");
+    cli_check_model(C, dir);
     int f = chat_format_from_name(fmt_name);
     if (f < 0) cli_die(C, "--format: unknown chat format '%s' (auto, v3, r1, v3.1, v2)", fmt_name);
     chat c;

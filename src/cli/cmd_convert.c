@@ -185,6 +185,7 @@ int cmd_convert(int argc, char **argv) {
     }
 
     if (!src) cli_die(C, "no source model (-m MODEL)");
+    cli_check_model(C, src);
     if (!out && !against) cli_die(C, "no output (-o OUT.gguf) and nothing to compare (--kl-against)");
     ds_model *m;
     if (ds_model_open(&m, src, &e)) cli_die_err(C, &e);

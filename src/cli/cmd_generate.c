@@ -104,6 +104,7 @@ int cmd_generate(int argc, char **argv) {
     }
     if (!dir) dir = cli_default_model();
     if (!dir) cli_die(C, "no model given (-m MODEL_DIR) and no bundled model found");
+    cli_check_model(C, dir);
     if (!ids && !text) cli_die(C, "a prompt is required (--prompt TEXT or --prompt-ids LIST)");
     if (ids && text) cli_die(C, "give either --prompt or --prompt-ids, not both");
     int64_t n = 0;

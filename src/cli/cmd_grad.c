@@ -43,6 +43,7 @@ int cmd_grad(int argc, char **argv) {
     }
     if (!dir) dir = cli_default_model();
     if (!dir) cli_die(C, "no model given (-m MODEL_DIR)");
+    cli_check_model(C, dir);
     if (!toks) cli_die(C, "--tokens is required");
     if (!out) cli_die(C, "--out is required");
     int64_t T;

@@ -56,6 +56,7 @@ int cmd_info(int argc, char **argv) {
     }
     if (!dir) dir = cli_default_model();
     if (!dir) cli_die("info", "no model given (-m MODEL_DIR) and no bundled model found");
+    cli_check_model("info", dir);
     ds_err e = { 0 };
     ds_model *m;
     if (ds_model_open(&m, dir, &e)) cli_die_err("info", &e);

@@ -47,6 +47,7 @@ int cmd_logits(int argc, char **argv) {
     }
     if (!dir) dir = cli_default_model();
     if (!dir) cli_die("logits", "no model given (-m MODEL_DIR)");
+    cli_check_model("logits", dir);
     if (!toks) cli_die("logits", "--tokens is required");
     if (!out) cli_die("logits", "--out is required");
     int64_t T;

@@ -132,6 +132,7 @@ int cmd_serve(int argc, char **argv) {
     }
     if (!o.model_dir) o.model_dir = cli_default_model();
     if (!o.model_dir) cli_die(C, "no model given (-m MODEL_DIR) and no bundled model found");
+    cli_check_model(C, o.model_dir);
     if (verbose) o.log = log_line;
     /* SIGINT/SIGTERM go to this thread only (sigwait below); every thread started from here inherits the mask */
     sigset_t set;
