@@ -31,6 +31,16 @@ OBJ_TEST := $(SRC_TEST:%.c=$(BUILD)/%.o)
 .PHONY: all test asan test-asan fuzz fuzz-bins clean help bench
 all: $(BIN)
 
+# The commit `deepseek --version` reports: git describe of this checkout
+# (-dirty with uncommitted changes), "unknown" outside git (or when this
+# folder is not the top of its git checkout). $(BUILD)/git-commit changes only
+# when the commit does, so only version.o is rebuilt then.
+GIT_COMMIT := $(shell p=$$(git rev-parse --show-prefix 2>/dev/null) && [ -z "$$p" ] && git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
+$(shell mkdir -p $(BUILD) && (echo '$(GIT_COMMIT)' | cmp -s - $(BUILD)/git-commit || echo '$(GIT_COMMIT)' >$(BUILD)/git-commit))
+$(BUILD)/src/cli/version.o: src/cli/version.c $(BUILD)/git-commit
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DDS_GIT_COMMIT='"$(GIT_COMMIT)"' -MMD -MP -c $< -o $@
+
 $(BIN): $(OBJ_LIB) $(OBJ_CLI)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 

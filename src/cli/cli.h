@@ -30,6 +30,10 @@ const char *cli_default_model(void);
  * the path and what is wrong otherwise. */
 void cli_check_model(const char *cmd, const char *path);
 
+/* `deepseek --version`: version, git commit, compiler, CPU and the kernels
+ * chosen for it, libraries (src/cli/version.c). */
+void cli_print_version(FILE *f);
+
 /* True if argv[i] is -h/--help. */
 int cli_is_help(const char *a);
 

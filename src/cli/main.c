@@ -50,7 +50,8 @@ static cmd_fn lookup(const char *name) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: deepseek <command> [options]   (deepseek <command> --help for details)\n\ncommands:\n");
+    fprintf(f, "usage: deepseek <command> [options]   (deepseek <command> --help for details)\n"
+               "       deepseek --version              (version, commit, compiler, CPU kernels)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
         if (lookup(k_cmds[i].name)) fprintf(f, "  %-16s %s\n", k_cmds[i].name, k_cmds[i].help);
 }
@@ -59,6 +60,10 @@ int main(int argc, char **argv) {
     if (argc < 2 || cli_is_help(argv[1])) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 1 : 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        cli_print_version(stdout);
+        return 0;
     }
     cmd_fn fn = lookup(argv[1]);
     if (!fn) {

@@ -1,0 +1,63 @@
+/*
+ * version.c - `deepseek --version`: what a bug report needs. The version,
+ * the git commit the binary was built from (the Makefile passes
+ * DS_GIT_COMMIT; "unknown" for a build outside a git checkout), the compiler,
+ * this CPU and the kernels chosen for it at run time, and the libraries.
+ */
+#include "cli.h"
+#include "../core/thread.h"
+#include "../tensor/ops.h"
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <string.h>
+
+#ifndef DS_GIT_COMMIT
+#define DS_GIT_COMMIT "unknown"
+#endif
+
+#define DS_VERSION "0.1.0"
+
+#if defined(__clang__)
+#define DS_COMPILER "clang " __clang_version__
+#elif defined(__GNUC__)
+#define DS_COMPILER "gcc " __VERSION__
+#else
+#define DS_COMPILER "unknown compiler"
+#endif
+
+extern char *openblas_get_config(void);
+
+static void cpu_name(char *out, size_t n) {
+    snprintf(out, n, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) != 0) continue;
+        const char *p = strchr(line, ':');
+        if (!p) break;
+        p++;
+        while (*p == ' ' || *p == '\t') p++;
+        size_t k = strcspn(p, "\n");
+        snprintf(out, n, "%.*s", (int)k, p);
+        break;
+    }
+    fclose(f);
+}
+
+void cli_print_version(FILE *f) {
+    char cpu[256];
+    cpu_name(cpu, sizeof cpu);
+    bool avx2 = ds_cpu_avx2_fma();
+    fprintf(f, "deepseek.c %s\n", DS_VERSION);
+    fprintf(f, "commit:    %s\n", DS_GIT_COMMIT);
+    fprintf(f, "compiler:  %s\n", DS_COMPILER);
+    fprintf(f, "cpu:       %s, %d threads; AVX2+FMA %s\n", cpu, ds_threads_get(), avx2 ? "yes" : "no");
+    fprintf(f, "kernels:   %s\n", !strcmp(ds_ops_isa(), "avx2")
+                ? "avx2 (inference matmuls and quantized dots, x8-repacked quantized weights, training GEMMs)"
+                : "generic (portable C reference kernels; OpenBLAS for large matmuls)");
+    fprintf(f, "libraries: %s, jansson %s, libmicrohttpd %s\n", openblas_get_config(), JANSSON_VERSION,
+            MHD_get_version());
+}
