@@ -92,6 +92,8 @@ typedef struct {
     char label[128];
     int64_t n, cap, nv, capv;
     double *step, *loss, *vstep, *val;
+    double *ce;         /* [n], parallel to step: training CE, NAN where absent */
+    bool has_ce;        /* every training point has "ce" */
     /* expert load, for plotting: rows of the last `load` seen per step */
     int64_t nl, capl, n_layers, E;
     double *lstep;
@@ -130,6 +132,9 @@ static int read_metrics(series *s, const char *path, ds_err *e) {
         if ((v = json_object_get(j, "loss")) && json_is_number(v)) {
             while (s->n && s->step[s->n - 1] >= step) s->n--;
             push2(&s->step, &s->loss, &s->n, &s->cap, step, json_number_value(v));
+            s->ce = realloc(s->ce, (size_t)s->cap * sizeof *s->ce);
+            json_t *c = json_object_get(j, "ce");
+            s->ce[s->n - 1] = json_is_number(c) ? json_number_value(c) : NAN;
         }
         if ((v = json_object_get(j, "val_loss")) && json_is_number(v)) {
             while (s->nv && s->vstep[s->nv - 1] >= step) s->nv--;
@@ -164,11 +169,13 @@ static int read_metrics(series *s, const char *path, ds_err *e) {
     free(buf);
     fclose(f);
     if (s->n == 0 && s->nv == 0) return ds_err_set(e, DS_EFORMAT, "%s: no loss values (%lld lines)", path, (long long)lineno);
+    s->has_ce = true;
+    for (int64_t k = 0; k < s->n; k++) if (isnan(s->ce[k])) s->has_ce = false;
     return DS_OK;
 }
 
 static void free_series(series *s) {
-    free(s->step); free(s->loss); free(s->vstep); free(s->val); free(s->lstep);
+    free(s->step); free(s->loss); free(s->ce); free(s->vstep); free(s->val); free(s->lstep);
     for (int64_t i = 0; i < s->nl; i++) free(s->load[i]);
     free(s->load);
     free(s->layer_ids);
@@ -197,8 +204,9 @@ static rgb load_colour(double share) {
     return (rgb){ 255, (uint8_t)(255 - t * 215), (uint8_t)(255 - t * 225) };
 }
 
-int ds_plot_metrics(const char *const *paths, const char *const *labels, int n, const char *out_png, int width,
-                    ds_err *e) {
+int ds_plot_metrics(const char *const *paths, const char *const *labels, int n, const char *out_png,
+                    const ds_plot_opts *o, ds_plot_info *info, ds_err *e) {
+    int width = o->width;
     if (n < 1) return ds_err_set(e, DS_EINVAL, "plot: no metrics files");
     series *S = calloc((size_t)n, sizeof *S);
     if (!S) return ds_err_set(e, DS_ENOMEM, "out of memory");
@@ -209,45 +217,78 @@ int ds_plot_metrics(const char *const *paths, const char *const *labels, int n, 
     }
     if (rc) goto done;
     int W = width < 400 ? 400 : width;
-    int loss_h = 460, heat_row = 0, n_heat = (int)S[0].n_layers;
+    int loss_h = 560, heat_row = 0, n_heat = (int)S[0].n_layers;
     if (n_heat > 0) heat_row = (int)DS_MAX(70, DS_MIN(200, S[0].E * 5)) + 34;
     int H = loss_h + n_heat * heat_row + (n_heat ? 20 : 0);
     canvas c = { calloc((size_t)W * (size_t)H * 3, 1), W, H };
     if (!c.px) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto done; }
     rect(&c, 0, 0, W, H, k_white);
 
-    /* ---- loss panel */
+    /* ---- loss panel: training CE (thin) vs validation CE (thick) */
+    bool all_ce = true;
+    for (int i = 0; i < n; i++) all_ce = all_ce && (S[i].has_ce || S[i].n == 0);
     double xmax = 1, ymin = INFINITY, ymax = -INFINITY;
+    int64_t n_train = 0, n_val = 0;
+#define TRAIN_Y(s, k) ((s)->has_ce ? (s)->ce[k] : (s)->loss[k])
+#define SEE(y) do { double y_ = (y); if (isfinite(y_)) { ymin = fmin(ymin, y_); ymax = fmax(ymax, y_); } } while (0)
     for (int i = 0; i < n; i++) {
         for (int64_t k = 0; k < S[i].n; k++) {
             xmax = fmax(xmax, S[i].step[k]);
-            if (isfinite(S[i].loss[k])) { ymin = fmin(ymin, S[i].loss[k]); ymax = fmax(ymax, S[i].loss[k]); }
+            SEE(TRAIN_Y(&S[i], k));
+            if (o->total_loss) SEE(S[i].loss[k]);
         }
         for (int64_t k = 0; k < S[i].nv; k++) {
             xmax = fmax(xmax, S[i].vstep[k]);
-            if (isfinite(S[i].val[k])) { ymin = fmin(ymin, S[i].val[k]); ymax = fmax(ymax, S[i].val[k]); }
+            SEE(S[i].val[k]);
+        }
+        n_train += S[i].n;
+        n_val += S[i].nv;
+    }
+#undef SEE
+    if (!(ymax > ymin)) { ymin = isfinite(ymin) ? ymin - 1 : 0; ymax = ymin + 2; }
+    /* log y: the start (CE ~5.6 for bytes) and the end (~1.4) both readable,
+     * nothing clipped; linear when asked or when a value is <= 0 */
+    bool logy = !o->linear_y && ymin > 0;
+    double fmin_ = logy ? log(ymin) : ymin, fmax_ = logy ? log(ymax) : ymax;
+    double pad = (fmax_ - fmin_) * 0.04;
+    fmin_ -= pad; fmax_ += pad;
+    if (!logy && ymin >= 0 && fmin_ < 0) fmin_ = 0;
+    int L0 = 70, R0 = W - 20, T0 = 40, B0 = loss_h - 50;
+    char buf[160];
+    snprintf(buf, sizeof buf, "%s (NATS/TOKEN) VS STEP, %s Y AXIS. THIN: TRAINING BATCH%s, THICK: VALIDATION",
+             all_ce ? "CROSS-ENTROPY" : "LOSS", logy ? "LOG" : "LINEAR",
+             o->total_loss ? " (DASHED: TOTAL LOSS = CE + MTP + BALANCE)" : "");
+    text(&c, L0, 12, buf, k_black);
+#define FY(y) (logy ? log(y) : (y))
+#define PX(x) (L0 + (int)((x) / xmax * (R0 - L0)))
+#define PY(y) (B0 - (int)((FY(y) - fmin_) / (fmax_ - fmin_) * (B0 - T0)))
+    if (logy) {
+        /* ticks from 1-1.1-1.2-...-9 x 10^k, at least 22 pixels apart */
+        static const double k_mant[] = { 1, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.8, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 8, 9 };
+        int last_py = INT32_MAX;
+        for (int ex = (int)floor(fmin_ / log(10)) - 1; ex <= (int)ceil(fmax_ / log(10)); ex++)
+            for (size_t m = 0; m < sizeof k_mant / sizeof k_mant[0]; m++) {
+                double y = k_mant[m] * pow(10, ex);
+                if (log(y) < fmin_ || log(y) > fmax_) continue;
+                int py = PY(y);
+                if (last_py - py < 22) continue;
+                last_py = py;
+                line(&c, L0, py, R0, py, k_grid, 1);
+                snprintf(buf, sizeof buf, "%g", y);
+                text(&c, L0 - 8 - text_w(buf), py - 5, buf, k_black);
+            }
+    } else {
+        double ys = nice_step(fmax_ - fmin_, 6);
+        for (double y = ceil(fmin_ / ys) * ys; y <= fmax_; y += ys) {
+            int py = PY(y);
+            line(&c, L0, py, R0, py, k_grid, 1);
+            snprintf(buf, sizeof buf, "%g", fabs(y) < 1e-12 ? 0.0 : y);
+            text(&c, L0 - 8 - text_w(buf), py - 5, buf, k_black);
         }
     }
-    if (!(ymax > ymin)) { ymin = isfinite(ymin) ? ymin - 1 : 0; ymax = ymin + 2; }
-    /* the first steps dwarf the rest: clip the axis at the 5th-percentile-of-start level */
-    double top = ymax;
-    for (int i = 0; i < n; i++)
-        for (int64_t k = 0; k < S[i].nv; k++) if (S[i].vstep[k] > 0) top = fmin(top, fmax(S[i].val[k] * 1.6, ymin + 0.5));
-    if (top < ymax) ymax = top;
-    double pad = (ymax - ymin) * 0.05;
-    ymin -= pad; ymax += pad;
-    int L0 = 70, R0 = W - 20, T0 = 40, B0 = loss_h - 50;
-    text(&c, L0, 12, "LOSS (THIN: TRAINING, THICK: VALIDATION) VS STEP", k_black);
-    double ys = nice_step(ymax - ymin, 6), xs = nice_step(xmax, 8);
-    char buf[64];
-    for (double y = ceil(ymin / ys) * ys; y <= ymax; y += ys) {
-        int py = B0 - (int)((y - ymin) / (ymax - ymin) * (B0 - T0));
-        line(&c, L0, py, R0, py, k_grid, 1);
-        snprintf(buf, sizeof buf, "%g", fabs(y) < 1e-12 ? 0.0 : y);
-        text(&c, L0 - 8 - text_w(buf), py - 5, buf, k_black);
-    }
+    double xs = nice_step(xmax, 8);
     for (double x = 0; x <= xmax * 1.0001; x += xs) {
-        int px = L0 + (int)(x / xmax * (R0 - L0));
+        int px = PX(x);
         line(&c, px, T0, px, B0, k_grid, 1);
         snprintf(buf, sizeof buf, "%g", x);
         text(&c, px - text_w(buf) / 2, B0 + 8, buf, k_black);
@@ -255,27 +296,48 @@ int ds_plot_metrics(const char *const *paths, const char *const *labels, int n, 
     text(&c, (L0 + R0) / 2 - text_w("STEP") / 2, B0 + 26, "STEP", k_black);
     line(&c, L0, T0, L0, B0, k_black, 1);
     line(&c, L0, B0, R0, B0, k_black, 1);
-#define PX(x) (L0 + (int)((x) / xmax * (R0 - L0)))
-#define PY(y) (B0 - (int)((fmin(fmax((y), ymin), ymax) - ymin) / (ymax - ymin) * (B0 - T0)))
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && o->total_loss; i++) {   /* dashed: every other segment */
         const rgb *col = k_run[i % 6];
         for (int64_t k = 1; k < S[i].n; k++)
-            if (isfinite(S[i].loss[k]) && isfinite(S[i].loss[k - 1]))
+            if (k % 2 && isfinite(S[i].loss[k]) && isfinite(S[i].loss[k - 1]))
                 line(&c, PX(S[i].step[k - 1]), PY(S[i].loss[k - 1]), PX(S[i].step[k]), PY(S[i].loss[k]), col[0], 1);
     }
     for (int i = 0; i < n; i++) {
         const rgb *col = k_run[i % 6];
+        for (int64_t k = 1; k < S[i].n; k++)
+            if (isfinite(TRAIN_Y(&S[i], k)) && isfinite(TRAIN_Y(&S[i], k - 1)))
+                line(&c, PX(S[i].step[k - 1]), PY(TRAIN_Y(&S[i], k - 1)), PX(S[i].step[k]), PY(TRAIN_Y(&S[i], k)),
+                     col[0], 1);
+    }
+    for (int i = 0; i < n; i++) {
+        const rgb *col = k_run[i % 6];
         for (int64_t k = 1; k < S[i].nv; k++)
-            line(&c, PX(S[i].vstep[k - 1]), PY(S[i].val[k - 1]), PX(S[i].vstep[k]), PY(S[i].val[k]), col[1], 3);
-        /* legend with the final validation loss */
+            if (isfinite(S[i].val[k]) && isfinite(S[i].val[k - 1]))
+                line(&c, PX(S[i].vstep[k - 1]), PY(S[i].val[k - 1]), PX(S[i].vstep[k]), PY(S[i].val[k]), col[1], 3);
+        /* legend: the final validation CE and the last training value */
         int ly = T0 + 8 + i * 16;
-        rect(&c, R0 - 330, ly, R0 - 310, ly + 8, col[1]);
-        if (S[i].nv) snprintf(buf, sizeof buf, "%.38s VAL %.4f", S[i].label, S[i].val[S[i].nv - 1]);
-        else snprintf(buf, sizeof buf, "%.38s", S[i].label);
-        text(&c, R0 - 300, ly - 1, buf, k_black);
+        rect(&c, R0 - 470, ly, R0 - 450, ly + 8, col[1]);
+        rect(&c, R0 - 446, ly + 3, R0 - 426, ly + 5, col[0]);
+        int m = snprintf(buf, sizeof buf, "%.30s", S[i].label);
+        if (S[i].nv) m += snprintf(buf + m, sizeof buf - (size_t)m, " VAL %.4f", S[i].val[S[i].nv - 1]);
+        if (S[i].n)
+            snprintf(buf + m, sizeof buf - (size_t)m, " TRAIN %s %.4f", S[i].has_ce ? "CE" : "TOTAL",
+                     TRAIN_Y(&S[i], S[i].n - 1));
+        text(&c, R0 - 418, ly - 1, buf, k_black);
     }
 #undef PX
 #undef PY
+#undef FY
+#undef TRAIN_Y
+    if (info) {
+        info->train_series = all_ce ? "ce" : "loss";
+        info->log_y = logy;
+        info->ymin = logy ? exp(fmin_) : fmin_;
+        info->ymax = logy ? exp(fmax_) : fmax_;
+        info->xmax = xmax;
+        info->n_train = n_train;
+        info->n_val = n_val;
+    }
 
     /* ---- expert-load heatmaps of the first run */
     for (int l = 0; l < n_heat; l++) {
