@@ -224,6 +224,8 @@ for c in generate chat info logits serve bench grad convert; do
         "$BIN" $c -m "$T/file.txt" $args
 done
 expect_fail "generate -m a missing .gguf" "model '$T/m.gguf' does not exist" "$BIN" generate -m "$T/m.gguf" --prompt hi
+expect_fail "info with DEEPSEEK_MODEL a missing path" "model '$T/nope' does not exist (from DEEPSEEK_MODEL" \
+    env DEEPSEEK_MODEL="$T/nope" "$BIN" info
 # then what is missing inside a real model folder: the tokenizer
 expect_fail "generate --prompt on a model without tokenizer.json" "tokenizer" "$BIN" generate -m "$M" --prompt hi
 

@@ -103,7 +103,11 @@ static bool is_file(const char *dir, const char *name) {
 
 void cli_check_model(const char *cmd, const char *path) {
     struct stat sb;
-    const char *want = "expected a Hugging Face model folder (config.json + model.safetensors) or a .gguf file";
+    /* the path may come from the environment rather than -m: say so */
+    const char *env = getenv("DEEPSEEK_MODEL");
+    const char *want = env && path && !strcmp(env, path)
+        ? "from DEEPSEEK_MODEL; expected a Hugging Face model folder (config.json + model.safetensors) or a .gguf file"
+        : "expected a Hugging Face model folder (config.json + model.safetensors) or a .gguf file";
     if (!path || !*path) cli_die(cmd, "no model given (-m MODEL_DIR or -m MODEL.gguf)");
     if (stat(path, &sb) != 0)
         cli_die(cmd, "model '%s' %s (%s)", path, errno == ENOENT ? "does not exist" : strerror(errno), want);

@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifndef DS_GIT_COMMIT
@@ -55,9 +56,13 @@ void cli_print_version(FILE *f) {
     fprintf(f, "commit:    %s\n", DS_GIT_COMMIT);
     fprintf(f, "compiler:  %s\n", DS_COMPILER);
     fprintf(f, "cpu:       %s, %d threads; AVX2+FMA %s\n", cpu, ds_threads_get(), avx2 ? "yes" : "no");
-    fprintf(f, "kernels:   %s\n", !strcmp(ds_ops_isa(), "avx2")
-                ? "avx2 (inference matmuls and quantized dots, x8-repacked quantized weights, training GEMMs)"
-                : "generic (portable C reference kernels; OpenBLAS for large matmuls)");
+    const char *repack = getenv("DS_REPACK");
+    bool no_repack = repack && !strcmp(repack, "0");
+    if (!strcmp(ds_ops_isa(), "avx2"))
+        fprintf(f, "kernels:   avx2 (inference matmuls and quantized dots, %s, training GEMMs)\n",
+                no_repack ? "quantized weights not repacked: DS_REPACK=0" : "x8-repacked quantized weights");
+    else
+        fprintf(f, "kernels:   generic (portable C reference kernels; OpenBLAS for large matmuls)\n");
     fprintf(f, "libraries: %s, jansson %s, libmicrohttpd %s\n", openblas_get_config(), JANSSON_VERSION,
             MHD_get_version());
 }
