@@ -188,7 +188,7 @@ for v in --version -V; do
         commit=$(sed -n 's/^commit:    //p' "$T/out")
         # built by `make` in this checkout: its HEAD (maybe -dirty); outside git: unknown
         if head=$(git rev-parse --short=12 HEAD 2>/dev/null) && [ -z "$(git rev-parse --show-prefix)" ]; then
-            case "$commit" in "$head"*) ok ;; *) fail "$v: commit '$commit', HEAD is $head" ;; esac
+            case "$commit" in "$head"*) ok ;; *) fail "$v: commit '$commit', HEAD is $head (a binary from before the last commit? make rebuilds it)" ;; esac
         else
             check "$v: commit unknown outside git" test "$commit" = unknown
         fi
