@@ -320,7 +320,11 @@ static ds_model *convert_open(ds_model *src, const char *name, ds_dtype t, bool 
     return m;
 }
 
-static void gguf_parity(const char *fx) {
+/* Bounds per fixture, ~3x what was measured (printed by the test): F16
+ * max |Δlogit| and Q8_0 mean KL (prefill, decode) vs the source model. */
+typedef struct { double f16_max, q8_kl, q8_kl_inc; } parity_bounds;
+
+static void gguf_parity(const char *fx, parity_bounds bd) {
     char dir[256], path[512];
     snprintf(dir, sizeof dir, "tests/fixtures/%s", fx);
     ds_err e = { 0 };
@@ -373,7 +377,8 @@ static void gguf_parity(const char *fx) {
     if (g) {
         float *full = logits_of(g, tok, T, false);
         double d = max_abs_diff(full, base, T * V);
-        CHECK_MSG(d <= 0.05, "%s: F16 GGUF max |dlogit| %.3g", name, d);
+        printf("    %s: F16 max |dlogit| %.3g (bound %.3g)\n", name, d, bd.f16_max);
+        CHECK_MSG(d <= bd.f16_max, "%s: F16 GGUF max |dlogit| %.3g > %.3g", name, d, bd.f16_max);
         free(full);
         ds_model_close(g);
     }
@@ -385,8 +390,12 @@ static void gguf_parity(const char *fx) {
         ds_logit_stats s1, s2;
         ds_logit_stats_compute(base, full, T, V, &s1);
         ds_logit_stats_compute(base_inc, inc, T, V, &s2);
-        CHECK_MSG(s1.kl_mean <= 0.02 && s1.top1 >= 0.85, "%s: Q8_0 prefill KL %.3g top-1 %.2f", name, s1.kl_mean, s1.top1);
-        CHECK_MSG(s2.kl_mean <= 0.02 && s2.top1 >= 0.85, "%s: Q8_0 decode KL %.3g top-1 %.2f", name, s2.kl_mean, s2.top1);
+        printf("    %s: Q8_0 KL prefill %.3g decode %.3g (bounds %.3g %.3g), top-1 %.2f %.2f\n", name, s1.kl_mean,
+               s2.kl_mean, bd.q8_kl, bd.q8_kl_inc, s1.top1, s2.top1);
+        CHECK_MSG(s1.kl_mean <= bd.q8_kl && s1.top1 >= 0.85, "%s: Q8_0 prefill KL %.3g (> %.3g?) top-1 %.2f", name,
+                  s1.kl_mean, bd.q8_kl, s1.top1);
+        CHECK_MSG(s2.kl_mean <= bd.q8_kl_inc && s2.top1 >= 0.85, "%s: Q8_0 decode KL %.3g (> %.3g?) top-1 %.2f", name,
+                  s2.kl_mean, bd.q8_kl_inc, s2.top1);
         free(full); free(inc);
         /* GGUF -> GGUF: same type copies bytes exactly */
         ds_model *g2 = convert_open(g, "requant.gguf", DS_DTYPE_Q8_0, false);
@@ -402,10 +411,14 @@ static void gguf_parity(const char *fx) {
     ds_model_close(src);
 }
 
-TEST(gguf_model_v3) { gguf_parity("tiny-v3"); }
-TEST(gguf_model_v3_fp8) { gguf_parity("tiny-v3-fp8"); }
-TEST(gguf_model_v2_lite) { gguf_parity("tiny-v2-lite"); }
-TEST(gguf_model_v2) { gguf_parity("tiny-v2"); }
+/* measured: F16 max |Δ| 1.07e-6, Q8_0 KL 3.0e-4 / 2.9e-4 */
+TEST(gguf_model_v3) { gguf_parity("tiny-v3", (parity_bounds){ 3e-6, 9e-4, 9e-4 }); }
+/* measured: 2.6e-3 (FP8 blocks rescaled to F16), 2.4e-4 / 2.4e-4 */
+TEST(gguf_model_v3_fp8) { gguf_parity("tiny-v3-fp8", (parity_bounds){ 8e-3, 7e-4, 7e-4 }); }
+/* measured: 0 (an F16 source stays F16: lossless), 3.2e-4 / 3.7e-4 */
+TEST(gguf_model_v2_lite) { gguf_parity("tiny-v2-lite", (parity_bounds){ 0, 1e-3, 1.1e-3 }); }
+/* measured: 0.0197 (an F32 source rounded to F16), 5.0e-3 / 4.1e-3 */
+TEST(gguf_model_v2) { gguf_parity("tiny-v2", (parity_bounds){ 0.06, 0.015, 0.0125 }); }
 
 TEST(gguf_model_bad_metadata) {
     /* a deepseek2 file missing a required key / with a wrong architecture */
