@@ -13,6 +13,10 @@ typedef void (*ds_test_fn)(void);
 void ds_test_register(const char *name, ds_test_fn fn);
 void ds_test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 extern int ds_test_failures;  /* failures in the running test */
+/* Marks the running test skipped (what it needs is missing: a CPU feature,
+ * python3); the runner prints "skip" and the reason and counts it, unless a
+ * check of that test also failed. */
+void ds_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #define TEST(name)                                                                  \
     static void name(void);                                                         \
@@ -22,6 +26,8 @@ extern int ds_test_failures;  /* failures in the running test */
 /* Running maximum of errors that keeps a NaN (fmax would drop it, and a
  * NaN result would then pass any "max error <= tol" check). */
 static inline double ds_max_err(double m, double d) { return (m != m || d != d) ? (double)NAN : (d > m ? d : m); }
+
+#define SKIP(...) do { ds_test_skip(__VA_ARGS__); return; } while (0)
 
 #define CHECK(c) do { if (!(c)) ds_test_fail(__FILE__, __LINE__, "CHECK(%s)", #c); } while (0)
 #define CHECK_MSG(c, ...) do { if (!(c)) ds_test_fail(__FILE__, __LINE__, __VA_ARGS__); } while (0)

@@ -320,7 +320,11 @@ static ds_model *convert_open(ds_model *src, const char *name, ds_dtype t, bool 
     return m;
 }
 
-static void gguf_parity(const char *fx) {
+/* Bounds per fixture, ~3x what was measured (printed by the test): F16
+ * max |Δlogit| and Q8_0 mean KL (prefill, decode) vs the source model. */
+typedef struct { double f16_max, q8_kl, q8_kl_inc; } parity_bounds;
+
+static void gguf_parity(const char *fx, parity_bounds bd) {
     char dir[256], path[512];
     snprintf(dir, sizeof dir, "tests/fixtures/%s", fx);
     ds_err e = { 0 };
@@ -373,7 +377,8 @@ static void gguf_parity(const char *fx) {
     if (g) {
         float *full = logits_of(g, tok, T, false);
         double d = max_abs_diff(full, base, T * V);
-        CHECK_MSG(d <= 0.05, "%s: F16 GGUF max |dlogit| %.3g", name, d);
+        printf("    %s: F16 max |dlogit| %.3g (bound %.3g)\n", name, d, bd.f16_max);
+        CHECK_MSG(d <= bd.f16_max, "%s: F16 GGUF max |dlogit| %.3g > %.3g", name, d, bd.f16_max);
         free(full);
         ds_model_close(g);
     }
@@ -385,8 +390,12 @@ static void gguf_parity(const char *fx) {
         ds_logit_stats s1, s2;
         ds_logit_stats_compute(base, full, T, V, &s1);
         ds_logit_stats_compute(base_inc, inc, T, V, &s2);
-        CHECK_MSG(s1.kl_mean <= 0.02 && s1.top1 >= 0.85, "%s: Q8_0 prefill KL %.3g top-1 %.2f", name, s1.kl_mean, s1.top1);
-        CHECK_MSG(s2.kl_mean <= 0.02 && s2.top1 >= 0.85, "%s: Q8_0 decode KL %.3g top-1 %.2f", name, s2.kl_mean, s2.top1);
+        printf("    %s: Q8_0 KL prefill %.3g decode %.3g (bounds %.3g %.3g), top-1 %.2f %.2f\n", name, s1.kl_mean,
+               s2.kl_mean, bd.q8_kl, bd.q8_kl_inc, s1.top1, s2.top1);
+        CHECK_MSG(s1.kl_mean <= bd.q8_kl && s1.top1 >= 0.85, "%s: Q8_0 prefill KL %.3g (> %.3g?) top-1 %.2f", name,
+                  s1.kl_mean, bd.q8_kl, s1.top1);
+        CHECK_MSG(s2.kl_mean <= bd.q8_kl_inc && s2.top1 >= 0.85, "%s: Q8_0 decode KL %.3g (> %.3g?) top-1 %.2f", name,
+                  s2.kl_mean, bd.q8_kl_inc, s2.top1);
         free(full); free(inc);
         /* GGUF -> GGUF: same type copies bytes exactly */
         ds_model *g2 = convert_open(g, "requant.gguf", DS_DTYPE_Q8_0, false);
@@ -402,10 +411,14 @@ static void gguf_parity(const char *fx) {
     ds_model_close(src);
 }
 
-TEST(gguf_model_v3) { gguf_parity("tiny-v3"); }
-TEST(gguf_model_v3_fp8) { gguf_parity("tiny-v3-fp8"); }
-TEST(gguf_model_v2_lite) { gguf_parity("tiny-v2-lite"); }
-TEST(gguf_model_v2) { gguf_parity("tiny-v2"); }
+/* measured: F16 max |Δ| 1.07e-6, Q8_0 KL 3.0e-4 / 2.9e-4 */
+TEST(gguf_model_v3) { gguf_parity("tiny-v3", (parity_bounds){ 3e-6, 9e-4, 9e-4 }); }
+/* measured: 2.6e-3 (FP8 blocks rescaled to F16), 2.4e-4 / 2.4e-4 */
+TEST(gguf_model_v3_fp8) { gguf_parity("tiny-v3-fp8", (parity_bounds){ 8e-3, 7e-4, 7e-4 }); }
+/* measured: 0 (an F16 source stays F16: lossless), 3.2e-4 / 3.7e-4 */
+TEST(gguf_model_v2_lite) { gguf_parity("tiny-v2-lite", (parity_bounds){ 0, 1e-3, 1.1e-3 }); }
+/* measured: 0.0197 (an F32 source rounded to F16), 5.0e-3 / 4.1e-3 */
+TEST(gguf_model_v2) { gguf_parity("tiny-v2", (parity_bounds){ 0.06, 0.015, 0.0125 }); }
 
 TEST(gguf_model_bad_metadata) {
     /* a deepseek2 file missing a required key / with a wrong architecture */
@@ -471,9 +484,17 @@ TEST(gguf_llamacpp_f16_v2_lite) {
     ds_model_close(src);
 }
 
+/* a's logits are no farther from a reference than b's: RMS difference and
+ * mean KL at most b's; the largest single difference, an extreme of
+ * thousands of chaotic values, within 1.25x b's */
+static bool no_worse(const ds_logit_stats *a, const ds_logit_stats *b) {
+    return a->rms <= b->rms && a->kl_mean <= b->kl_mean && a->max_abs <= 1.25 * b->max_abs;
+}
+
 TEST(gguf_llamacpp_q8_0_v3) {
     /* convert_hf_to_gguf.py --outtype q8_0 of tiny-v3: every tensor is
-     * byte-identical to ours (same Q8_0 rounding), logits close to llama.cpp's */
+     * byte-identical to ours (same Q8_0 rounding); logits measured against
+     * the exact forward (below) */
     ds_gguf theirs;
     ds_err e = { 0 };
     if (ds_gguf_open(&theirs, "tests/fixtures/gguf/tiny-v3.llama-q8_0.gguf", &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
@@ -497,6 +518,22 @@ TEST(gguf_llamacpp_q8_0_v3) {
         ds_model_close(src);
     }
     ds_gguf_close(&theirs);
+    /* Accuracy against the exact forward of this file (every tensor
+     * dequantized to F32 by gguf-py, tools/gen_gguf_refs.py; llama.cpp's and
+     * our F32 paths agree on it to 2.4e-6): ours must be at least as close
+     * as llama.cpp's Q8_0 path (no_worse: RMS |Δlogit| and mean KL).
+     *
+     * Row 13 (token 11) is left out of that comparison and bounded on its
+     * own: it sits on a near-tie of layer 2's group selection (exact group
+     * scores 1.71482 vs 1.71421). The 8-bit activations of any single
+     * attn_q_a matmul flip it (0.77 on that row) in llama.cpp exactly as in
+     * ours (the two agree to 6e-4 on every row with only blk.0.attn_q_a left
+     * Q8_0); llama.cpp's full Q8_0 run keeps the exact choice only because
+     * its extra roundings elsewhere (fp16 activation scales, fp16
+     * activations for the F16 attn_q_b/attn_k_b) happen to push it back.
+     * Measured on rows 0-12 (RMS, KL, max): prefill 0.0182 1.6e-4 0.077,
+     * decode 0.0199 2.0e-4 0.098, llama.cpp 0.0209 2.1e-4 0.085; row 13 max:
+     * ours 0.80 / 0.83, llama.cpp's 0.076. */
     ds_model *g = open_path("tests/fixtures/gguf/tiny-v3.llama-q8_0.gguf");
     int32_t tok[64];
     int64_t T;
@@ -504,15 +541,24 @@ TEST(gguf_llamacpp_q8_0_v3) {
         int64_t V = g->cfg.vocab_size;
         CHECK_EQ_INT(g->n_mtp, 0);
         float *ll = read_f32("tests/fixtures/gguf/tiny-v3.llama-q8_0.llama_logits.f32", (size_t)(T * V));
+        float *ex = read_f32("tests/fixtures/gguf/tiny-v3.llama-q8_0.exact_logits.f32", (size_t)(T * V));
         float *a = logits_of(g, tok, T, false), *b = logits_of(g, tok, T, true);
-        if (ll) {
-            ds_logit_stats s1, s2;
-            ds_logit_stats_compute(ll, a, T, V, &s1);
-            ds_logit_stats_compute(ll, b, T, V, &s2);
-            CHECK_MSG(s1.kl_mean <= 0.01 && s1.top1 >= 0.85, "vs llama.cpp (prefill): KL %.3g top-1 %.2f", s1.kl_mean, s1.top1);
-            CHECK_MSG(s2.kl_mean <= 0.01 && s2.top1 >= 0.85, "vs llama.cpp (decode): KL %.3g top-1 %.2f", s2.kl_mean, s2.top1);
-        }
-        free(ll); free(a); free(b);
+        if (ll && ex && T == 14) {
+            ds_logit_stats so, si, sl;
+            ds_logit_stats_compute(ex, a, 13, V, &so);
+            ds_logit_stats_compute(ex, b, 13, V, &si);
+            ds_logit_stats_compute(ex, ll, 13, V, &sl);
+            double r13o = max_abs_diff(a + 13 * V, ex + 13 * V, V), r13i = max_abs_diff(b + 13 * V, ex + 13 * V, V);
+            printf("    vs exact, rows 0-12 (RMS, KL, max |dlogit|): prefill %.3g %.3g %.3g, decode %.3g %.3g %.3g, "
+                   "llama.cpp %.3g %.3g %.3g; row 13 max: %.3g / %.3g\n", so.rms, so.kl_mean, so.max_abs, si.rms, si.kl_mean,
+                   si.max_abs, sl.rms, sl.kl_mean, sl.max_abs, r13o, r13i);
+            CHECK_MSG(no_worse(&so, &sl), "prefill vs exact: RMS %.3g KL %.3g max %.3g, llama.cpp's %.3g %.3g %.3g", so.rms,
+                      so.kl_mean, so.max_abs, sl.rms, sl.kl_mean, sl.max_abs);
+            CHECK_MSG(no_worse(&si, &sl), "decode vs exact: RMS %.3g KL %.3g max %.3g, llama.cpp's %.3g %.3g %.3g", si.rms,
+                      si.kl_mean, si.max_abs, sl.rms, sl.kl_mean, sl.max_abs);
+            CHECK_MSG(r13o <= 0.9 && r13i <= 0.9, "row 13 (the routing near-tie) vs exact: %.3g / %.3g", r13o, r13i);
+        } else CHECK_MSG(0, "missing reference logits (T = %lld)", (long long)T);
+        free(ll); free(ex); free(a); free(b);
     }
     ds_model_close(g);
 }
@@ -540,9 +586,68 @@ TEST(gguf_llamacpp_q4_k_m) {
             CHECK_MSG(s2.kl_mean <= 2e-3 && s2.top1 >= 0.9, "vs llama.cpp (decode): KL %.3g top-1 %.2f", s2.kl_mean, s2.top1);
             CHECK_MSG(h1.kl_mean <= 1.2 * h2.kl_mean + 1e-3, "vs HF: ours KL %.3g, llama.cpp's %.3g", h1.kl_mean, h2.kl_mean);
         }
-        free(ll); free(hf); free(a); free(b);
+        /* against the exact forward of this file (gguf-py dequantized, see
+         * gguf_llamacpp_q8_0_v3): ours at least as close as llama.cpp's.
+         * Measured (RMS, KL, max) printed by the test. */
+        float *ex = read_f32("tests/fixtures/gguf/kq.llama-q4_k_m.exact_logits.f32", (size_t)(T * V));
+        if (ll && ex) {
+            ds_logit_stats so, si, sl;
+            ds_logit_stats_compute(ex, a, T, V, &so);
+            ds_logit_stats_compute(ex, b, T, V, &si);
+            ds_logit_stats_compute(ex, ll, T, V, &sl);
+            printf("    vs exact (RMS, KL, max |dlogit|): prefill %.3g %.3g %.3g, decode %.3g %.3g %.3g, llama.cpp %.3g %.3g %.3g\n",
+                   so.rms, so.kl_mean, so.max_abs, si.rms, si.kl_mean, si.max_abs, sl.rms, sl.kl_mean, sl.max_abs);
+            CHECK_MSG(no_worse(&so, &sl), "prefill vs exact: RMS %.3g KL %.3g max %.3g, llama.cpp's %.3g %.3g %.3g", so.rms,
+                      so.kl_mean, so.max_abs, sl.rms, sl.kl_mean, sl.max_abs);
+            CHECK_MSG(no_worse(&si, &sl), "decode vs exact: RMS %.3g KL %.3g max %.3g, llama.cpp's %.3g %.3g %.3g", si.rms,
+                      si.kl_mean, si.max_abs, sl.rms, sl.kl_mean, sl.max_abs);
+        } else CHECK_MSG(0, "missing reference logits");
+        free(ll); free(hf); free(ex); free(a); free(b);
     }
     ds_model_close(g);
+}
+
+/* F32 GGUFs we write, run by llama.cpp (tools/gen_gguf_refs.py, llama.cpp
+ * 0c1e570, F32 KV cache, flash attention off): the same logits as ours, MLA
+ * and legacy attn_kv_b forms. Measured max |Δ| 1.7e-6..2.3e-6. Not tiny-v2:
+ * llama.cpp scores V2's group_limited_greedy groups by their top-2 sum (V3's
+ * rule; HF and ours: the max), which changes one of its 14 rows by 0.013. */
+TEST(gguf_ours_f32_in_llamacpp) {
+    static const char *fxs[] = { "tiny-v3", "tiny-v2-lite" };
+    int32_t tok[64];
+    int64_t T;
+    if (fixture_tokens(tok, &T)) return;
+    for (int f = 0; f < 2; f++) {
+        char dir[256], path[512], name[128];
+        snprintf(dir, sizeof dir, "tests/fixtures/%s", fxs[f]);
+        ds_model *src = open_path(dir);
+        if (!src) continue;
+        int64_t V = src->cfg.vocab_size;
+        for (int legacy = 0; legacy < 2; legacy++) {
+            ds_convert_opts o;
+            ds_convert_opts_default(&o, DS_DTYPE_F32);
+            o.legacy_kv_b = legacy;
+            o.drop_mtp = true;
+            ds_err e = { 0 };
+            snprintf(name, sizeof name, "%s-ours-f32%s.gguf", fxs[f], legacy ? "-legacy" : "");
+            const char *gp = tmpfile_path(name);
+            CHECK_MSG(ds_model_write_gguf(src, gp, &o, &e) == 0, "%s", e.msg);
+            ds_model *g = open_path(gp);
+            snprintf(path, sizeof path, "tests/fixtures/gguf/%s.ours-f32%s.llama_logits.f32", fxs[f], legacy ? "-legacy" : "");
+            float *ll = read_f32(path, (size_t)(T * V));
+            if (g && ll) {
+                float *a = logits_of(g, tok, T, false), *b = logits_of(g, tok, T, true);
+                double d1 = max_abs_diff(a, ll, T * V), d2 = max_abs_diff(b, ll, T * V);
+                printf("    %s: vs llama.cpp max |dlogit| prefill %.3g decode %.3g\n", name, d1, d2);
+                CHECK_MSG(d1 <= 1e-4 && d2 <= 1e-4, "%s: vs llama.cpp %.3g / %.3g", name, d1, d2);
+                free(a); free(b);
+            } else CHECK_MSG(0, "%s: missing model or %s", name, path);
+            free(ll);
+            ds_model_close(g);
+            unlink(gp);
+        }
+        ds_model_close(src);
+    }
 }
 
 TEST(gguf_q8_0_greedy_v2_lite) {

@@ -6,10 +6,12 @@
  * Measured (README "KV cache"): Q8 mean KL 2.4e-5..3.3e-5 nats on
  * tiny-v3 / tiny-v3-fp8 / tiny-v2-lite (top-1 98-100 %), 2.5e-3 on tiny-v2
  * (group-limited routing flips); FP8 (e4m3, 3 mantissa bits) 6e-4..2.8e-2.
- * Bounds below are ~10x (Q8) and ~2x (FP8) those values.
+ * Bounds below are ~10x (Q8) and ~2x (FP8) those values, and KL must be
+ * above 0 (the quantized rows were used).
  */
 #include "test.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +38,17 @@ TEST(kvquant_rows_and_memory) {
         CHECK(ds_kvcache_init(&c, m, 8, &e) == 0);
         CHECK(ds_kvcache_set_type(&c, (ds_kv_type)t, &e) == 0);
         CHECK(ds_kvcache_reserve(&c, 4, &e) == 0);
+        /* the storage really is the quantized rows: row_bytes of the type,
+         * no fp32 rows, and each layer's block sized cap x row_bytes (an
+         * fp32 block would be larger) */
+        CHECK_EQ_INT(c.row_bytes, ds_kv_row_bytes((ds_kv_type)t, W));
+        CHECK(c.row_bytes < ds_kv_row_bytes(DS_KV_F32, W));
+        for (int64_t l = 0; l < c.n_layer; l++) {
+            CHECK(c.kv[l] == NULL && c.kvq[l] != NULL);
+            size_t got = c.kvq[l] ? malloc_usable_size(c.kvq[l]) : 0, want = (size_t)c.cap * c.row_bytes;
+            CHECK_MSG(got >= want && got < want + 256, "%s layer %lld: %zu bytes allocated for %lld rows of %zu",
+                      ds_kv_type_name((ds_kv_type)t), (long long)l, got, (long long)c.cap, c.row_bytes);
+        }
         double maxrel = 0;
         for (int pos = 0; pos < 4; pos++) {
             for (int i = 0; i < W; i++) row[i] = ds_rng_normal(&r) * (i % 7 == 0 ? 4.0f : 1.0f);
@@ -78,10 +91,14 @@ static void kl_case(const char *fx, ds_kv_type t, double bound) {
     ds_logit_stats s, s2;
     ds_compare_opts o = { DS_KV_F32, t, false };
     CHECK_MSG(ds_compare_models(m, m, tok, 64, &o, &s, &e) == 0, "%s", e.msg);
-    CHECK_MSG(s.kl_mean <= bound, "%s kv %s: mean KL %.3g > %.3g (top-1 %.2f)", fx, ds_kv_type_name(t), s.kl_mean, bound, s.top1);
+    /* KL > 0: the quantized cache was used (an ignored --kv-type gives the
+     * fp32 logits, KL exactly 0, and would pass any upper bound) */
+    CHECK_MSG(s.kl_mean > 0 && s.kl_mean <= bound, "%s kv %s: mean KL %.3g, want (0, %.3g] (top-1 %.2f)", fx,
+              ds_kv_type_name(t), s.kl_mean, bound, s.top1);
     o.incremental = true;  /* the decode path sees the same quantized rows */
     CHECK(ds_compare_models(m, m, tok, 16, &o, &s2, &e) == 0);
-    CHECK(s2.kl_mean <= bound * 4);
+    CHECK_MSG(s2.kl_mean > 0 && s2.kl_mean <= bound * 4, "%s kv %s (decode): mean KL %.3g, want (0, %.3g]", fx,
+              ds_kv_type_name(t), s2.kl_mean, bound * 4);
     ds_model_close(m);
 }
 

@@ -156,7 +156,7 @@ TEST(quant_dot_error) {
 }
 
 TEST(quant_fast_vs_ref) {
-    if (!have_avx2()) return;
+    if (!have_avx2()) SKIP("no avx2");
     ds_rng r;
     ds_rng_seed(&r, 3);
     static const int64_t sizes[] = { 256, 512, 1536, 2048, 7168 };
@@ -180,7 +180,10 @@ TEST(quant_fast_vs_ref) {
             ds_dequant_row_ref(t, q, y0, n);
             double mag = 0;
             for (int64_t i = 0; i < n; i++) mag += fabs((double)y0[i] * a[i]);
-            CHECK_MSG(fabs(d0 - d1) <= 2e-6 * mag + 1e-6, "%s n=%lld: dot avx2 %.9g vs ref %.9g", ds_dtype_name(t),
+            /* not bit-exact: the reference sums in double, the kernel in
+             * float (int32 block sums x float scales, 8 lanes, then a tree);
+             * measured |Δ| <= 2.4e-8 Σ|w·a| over these types and sizes */
+            CHECK_MSG(fabs(d0 - d1) <= 2e-7 * mag + 1e-6, "%s n=%lld: dot avx2 %.9g vs ref %.9g", ds_dtype_name(t),
                       (long long)n, d1, d0);
             /* 4-token dot: same as the single dot per token */
             {
@@ -211,7 +214,7 @@ TEST(quant_fast_vs_ref) {
 }
 
 TEST(quant_fp8_cvt_vs_ref) {
-    if (!have_avx2()) return;
+    if (!have_avx2()) SKIP("no avx2");
     ds_dtype_init();
     uint8_t w[300];
     float scale[3] = { 0.5f, 2.0f, 0.125f }, y0[300], y1[300];

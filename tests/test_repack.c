@@ -55,7 +55,7 @@ TEST(repack_roundtrip) {
 }
 
 TEST(repack_kernels_vs_ref) {
-    if (strcmp(ds_ops_isa(), "avx2") != 0) return;
+    if (strcmp(ds_ops_isa(), "avx2") != 0) SKIP("no avx2");
     ds_rng r;
     ds_rng_seed(&r, 22);
     static const int64_t Ks[] = { 256, 512, 1408, 2048 };
@@ -98,7 +98,9 @@ TEST(repack_kernels_vs_ref) {
                         arow[j] = ad[j / B] * aq[j];
                         mag += fabs((double)wrow[j] * arow[j]);
                     }
-                    CHECK_MSG(fabs(ref[8 * i + rr] - one[8 * i + rr]) <= 2e-6 * mag + 1e-30,
+                    /* not bit-exact (double reference, float kernel in
+                     * another order); measured <= 2.3e-7 Σ|w·a| (Q4_K) */
+                    CHECK_MSG(fabs(ref[8 * i + rr] - one[8 * i + rr]) <= 1e-6 * mag + 1e-30,
                               "%s K=%lld act %d row %d: x8 avx2 %.9g vs ref %.9g", ds_dtype_name(t), (long long)K, i, rr,
                               one[8 * i + rr], ref[8 * i + rr]);
                 }
@@ -123,7 +125,7 @@ TEST(repack_kernels_vs_ref) {
  * 8, row ranges not aligned to groups): close to the reference, and every
  * token bit-identical to computing it alone. */
 TEST(repack_matmul_dispatch) {
-    if (strcmp(ds_ops_isa(), "avx2") != 0) return;
+    if (strcmp(ds_ops_isa(), "avx2") != 0) SKIP("no avx2");
     ds_rng r;
     ds_rng_seed(&r, 23);
     for (int k = 0; k < NT; k++) {

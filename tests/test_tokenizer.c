@@ -448,14 +448,24 @@ TEST(tokenizer_worst_cases_no_blowup) {
             default: s[i] = '!';
             }
         }
+        /* best of 3 each: a spike of load on a shared machine lengthens one
+         * run, not all three. O(n log n) gives x4.5 (x4.2-6.1 measured),
+         * O(n^2) x16: the bound x12 leaves 2x over the worst measured and
+         * still catches quadratic growth; it is a ratio, so ASan's uniform
+         * slowdown cancels. The absolute bound (60 s; 0.08-0.2 s measured,
+         * 1.3 s under ASan with ratios x4.2-5.3)
+         * only catches a hang. */
         int64_t n_small, n_big;
-        double t_small = encode_time(t, s, small, &n_small);
-        double t_big = encode_time(t, s, big, &n_big);
+        double t_small = 1e30, t_big = 1e30;
+        for (int rep = 0; rep < 3; rep++) {
+            t_small = fmin(t_small, encode_time(t, s, small, &n_small));
+            t_big = fmin(t_big, encode_time(t, s, big, &n_big));
+        }
         double ratio = t_big / (t_small > 1e-4 ? t_small : 1e-4);
         printf("    %-16s 128K %.3f s, 512K %.3f s (x%.1f), %lld ids\n", names[k], t_small, t_big, ratio,
                (long long)n_big);
-        CHECK_MSG(ratio < 10 || t_big < 0.05, "%s: 4x the input took %.1fx the time (quadratic?)", names[k], ratio);
-        CHECK_MSG(t_big < 30, "%s: %.1f s for 512 KB", names[k], t_big);
+        CHECK_MSG(ratio < 12 || t_big < 0.05, "%s: 4x the input took %.1fx the time (quadratic?)", names[k], ratio);
+        CHECK_MSG(t_big < 60, "%s: %.1f s for 512 KB", names[k], t_big);
     }
     free(s);
 }
