@@ -232,31 +232,14 @@ void ds_model_close(ds_model *m) {
 
 /* --------------------------------------------------------------- counts */
 
-static int64_t attn_params(const ds_config *c) {
-    int64_t D = c->hidden_size, H = c->n_head, Dq = c->qk_nope_head_dim + c->qk_rope_head_dim;
-    int64_t q = c->q_lora_rank > 0 ? c->q_lora_rank * D + c->q_lora_rank + H * Dq * c->q_lora_rank : H * Dq * D;
-    return q + (c->kv_lora_rank + c->qk_rope_head_dim) * D + c->kv_lora_rank +
-           H * (c->qk_nope_head_dim + c->v_head_dim) * c->kv_lora_rank + D * H * c->v_head_dim + 2 * D;
-}
-
 void ds_model_param_counts(const ds_model *m, ds_param_counts *pc) {
     const ds_config *c = &m->cfg;
     int64_t D = c->hidden_size, V = c->vocab_size;
     int64_t embed = V * D, head = (m->lm_head.data == m->embed.data) ? 0 : V * D;
-    int64_t expert = 3 * D * c->moe_intermediate_size;
     int64_t main_total = embed + head + D, active = embed + head + D;
     for (int64_t l = 0; l < c->n_layer; l++) {
-        int64_t a = attn_params(c);
-        main_total += a;
-        active += a;
-        if (!ds_config_layer_is_moe(c, l)) {
-            main_total += 3 * D * c->intermediate_size;
-            active += 3 * D * c->intermediate_size;
-        } else {
-            int64_t router = c->n_routed_experts * D + (c->topk_method == DS_TOPK_NOAUX_TC ? c->n_routed_experts : 0);
-            main_total += router + c->n_routed_experts * expert + c->n_shared_experts * expert;
-            active += router + c->num_experts_per_tok * expert + c->n_shared_experts * expert;
-        }
+        main_total += ds_tk_layer_params(c, l, c->n_routed_experts, false);
+        active += ds_tk_layer_params(c, l, c->num_experts_per_tok, false);
     }
     pc->main = main_total;
     pc->total = m->n_params;

@@ -139,6 +139,18 @@ int ds_tk_shape(const ds_tkind *k, const ds_config *c, int64_t shape[3]) {
     return k->ndim;
 }
 
+int64_t ds_tk_layer_params(const ds_config *c, int64_t l, int64_t n_experts, bool matrices_only) {
+    int64_t n = 0;
+    for (int i = 0; i < DS_TK_COUNT; i++) {
+        const ds_tkind *k = &ds_tkinds[i];
+        int64_t s[3];
+        int nd = ds_tk_shape(k, c, s);
+        if (ds_tk_need(k, c, l, 0) != DS_TN_YES || (matrices_only && nd == 1)) continue;
+        n += (k->scope == DS_TS_EXPERT ? n_experts : 1) * s[0] * (nd > 1 ? s[1] : 1) * (nd > 2 ? s[2] : 1);
+    }
+    return n;
+}
+
 void ds_tk_name(const ds_tkind *k, bool gguf, int64_t l, int64_t x, char *buf, size_t n) {
     const char *suffix = gguf ? k->gguf : k->hf;
     if (k->scope == DS_TS_MODEL) snprintf(buf, n, "%s", suffix);

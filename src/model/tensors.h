@@ -116,6 +116,11 @@ void ds_tk_name(const ds_tkind *k, bool gguf, int64_t l, int64_t x, char *buf, s
  * (a ds_tensor, or a float * for ndim 1). */
 void *ds_tk_field(const ds_tkind *k, ds_model *m, int64_t l, int64_t x);
 
+/* Parameters of layer l that every such layer stores (optional kinds left
+ * out, kv_b joint), its routed experts counted n_experts times (E for the
+ * total, K for the active ones); only the matrices when matrices_only. */
+int64_t ds_tk_layer_params(const ds_config *c, int64_t l, int64_t n_experts, bool matrices_only);
+
 /* Whether a Hugging Face folder stores any tensor of layer l (MTP layers
  * are optional: transformers' save_pretrained does not write them). */
 bool ds_tk_hf_layer_stored(const ds_safetensors *st, int64_t l);

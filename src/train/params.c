@@ -419,24 +419,16 @@ int ds_tmodel_read_params(ds_tmodel *m, const char *path, ds_err *e) {
 
 /* ---------------------------------------------------------------- counts */
 
-static int64_t attn_matmul_params(const ds_config *c) {
-    int64_t D = c->hidden_size, H = c->n_head, Dq = c->qk_nope_head_dim + c->qk_rope_head_dim;
-    int64_t q = c->q_lora_rank > 0 ? c->q_lora_rank * D + H * Dq * c->q_lora_rank : H * Dq * D;
-    return q + (c->kv_lora_rank + c->qk_rope_head_dim) * D + H * (c->qk_nope_head_dim + c->v_head_dim) * c->kv_lora_rank +
-           D * H * c->v_head_dim;
-}
-
-static int64_t ffn_active_matmul_params(const ds_config *c, int64_t l) {
-    int64_t D = c->hidden_size;
-    if (!ds_config_layer_is_moe(c, l)) return 3 * D * c->intermediate_size;
-    return c->n_routed_experts * D + 3 * D * c->moe_intermediate_size * (c->num_experts_per_tok + c->n_shared_experts);
+/* Matmul weights of layer l a token passes through (K routed experts). */
+static int64_t matmul_active(const ds_config *c, int64_t l) {
+    return ds_tk_layer_params(c, l, c->num_experts_per_tok, true);
 }
 
 int64_t ds_tmodel_active_params(const ds_tmodel *m) {
     const ds_config *c = &m->cfg;
     int64_t D = c->hidden_size, V = c->vocab_size;
     int64_t n = V * D + (m->tied_head ? 0 : V * D) + D;
-    for (int64_t l = 0; l < c->n_layer; l++) n += attn_matmul_params(c) + 2 * D + ffn_active_matmul_params(c, l);
+    for (int64_t l = 0; l < c->n_layer; l++) n += matmul_active(c, l) + 2 * D;  /* + attn and ffn norms */
     return n;
 }
 
@@ -446,14 +438,14 @@ double ds_tmodel_step_flops(const ds_tmodel *m, int64_t B, int64_t T) {
     int64_t Dq = c->qk_nope_head_dim + c->qk_rope_head_dim, Dv = c->v_head_dim;
     /* per token: 2 flops per matmul weight forward, 4 backward */
     double per_tok = 0;
-    for (int64_t l = 0; l < c->n_layer; l++) per_tok += (double)(attn_matmul_params(c) + ffn_active_matmul_params(c, l));
+    for (int64_t l = 0; l < c->n_layer; l++) per_tok += (double)matmul_active(c, l);
     per_tok += (double)(V * D);  /* LM head */
     /* causal attention, as computed (full T x T score blocks): QKᵀ and PV */
     double attn = (double)H * (double)T * (double)(Dq + Dv);
     double f = 6.0 * per_tok * (double)(B * T) + 6.0 * attn * (double)(B * T) * (double)c->n_layer;
     if (m->n_mtp && T > 2) {
         int64_t L = c->n_layer;
-        double mtp_tok = (double)(attn_matmul_params(c) + ffn_active_matmul_params(c, L) + 2 * D * D + V * D);
+        double mtp_tok = (double)(matmul_active(c, L) + V * D);  /* the layer, eh_proj, the head */
         f += 6.0 * mtp_tok * (double)(B * (T - 2)) + 6.0 * (double)H * (double)(T - 2) * (double)(Dq + Dv) * (double)(B * (T - 2));
     }
     return f;
