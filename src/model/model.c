@@ -131,10 +131,11 @@ static int bind_layer(binder *b, int64_t l) {
             if ((rc = bind_kind(b, k, l, x, need, own ? ds_tk_field(k, m, l, x) : &unowned))) return rc;
         }
     }
-    char n[512];
-    ds_tk_name(&ds_tkinds[DS_TK_ROUTER_BIAS], false, l, -1, n, sizeof n);
-    if (l >= 0 && m->layers[l].is_moe && c->topk_method != DS_TOPK_NOAUX_TC && has(b, n))
-        return ds_err_set(b->e, DS_EFORMAT, "%s: unexpected tensor '%s' (topk_method is not noaux_tc)", m->dir, n);
+    if (l >= 0 && m->layers[l].is_moe && c->topk_method != DS_TOPK_NOAUX_TC) {
+        char n[256];
+        ds_tk_name(&ds_tkinds[DS_TK_ROUTER_BIAS], false, l, -1, n, sizeof n);
+        if (has(b, n)) return ds_err_set(b->e, DS_EFORMAT, "%s: unexpected tensor '%s' (topk_method is not noaux_tc)", m->dir, n);
+    }
     return DS_OK;
 }
 

@@ -151,10 +151,12 @@ static int bind_layer(gbinder *b, int64_t l) {
         ds_tneed need = ds_tk_need(&ds_tkinds[i], c, l, forms);
         if (need && (rc = bind_kind(b, &ds_tkinds[i], l, need))) return rc;
     }
-    char n[128];
-    ds_tk_name(&ds_tkinds[DS_TK_ROUTER_BIAS], true, l, -1, n, sizeof n);
-    if (l >= 0 && m->layers[l].is_moe && c->topk_method != DS_TOPK_NOAUX_TC && ds_gguf_find_tensor(b->g, n))
+    if (l >= 0 && m->layers[l].is_moe && c->topk_method != DS_TOPK_NOAUX_TC &&
+        gstored(b, &ds_tkinds[DS_TK_ROUTER_BIAS], l)) {
+        char n[128];
+        ds_tk_name(&ds_tkinds[DS_TK_ROUTER_BIAS], true, l, -1, n, sizeof n);
         return ds_err_set(b->e, DS_EFORMAT, "%s: unexpected tensor '%s' (the gating function is not sigmoid)", b->g->what, n);
+    }
     return DS_OK;
 }
 

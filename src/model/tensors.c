@@ -87,6 +87,18 @@ const ds_tkind ds_tkinds[DS_TK_COUNT] = {
                          DS_TW_OPTIONAL, DS_TC_HEAD, 0, LW(head, head) },
 };
 
+#undef M
+#undef LW
+#undef LG
+#undef XW
+#undef V1
+#undef S2
+#undef S3
+#undef ALL
+#undef F32
+#undef ATTN
+#undef FFN
+
 ds_tneed ds_tk_need(const ds_tkind *k, const ds_config *c, int64_t l, unsigned forms) {
     if ((k->scope == DS_TS_MODEL) != (l < 0) || (k->scope == DS_TS_MTP && l < c->n_layer)) return DS_TN_NO;
     bool moe = l >= 0 && ds_config_layer_is_moe(c, l);

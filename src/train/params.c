@@ -67,6 +67,16 @@ static float **tfield(ds_tweights *W, const ds_tkind *k, int64_t l, int64_t x) {
     return (float **)(base + k->t_off);
 }
 
+/* Whether m has optional kind id as its own parameter (else it shares the main one). */
+static bool owns(const ds_tmodel *m, ds_tk id) {
+    switch (id) {
+    case DS_TK_LM_HEAD: return !m->tied_head;
+    case DS_TK_MTP_EMBED: return m->mtp_own_embed;
+    case DS_TK_MTP_HEAD: return m->mtp_own_head;
+    default: return false;
+    }
+}
+
 /* Adds kind k of layer l (expert x) when this model has it: Hugging Face
  * kinds the config requires, and the optional ones its flags say are its own.
  * A gate is followed by its up with no padding between them, so together
@@ -76,9 +86,7 @@ static void add_kind(table_builder *tb, ds_tk id, int64_t l, int64_t x) {
     const ds_tkind *k = &ds_tkinds[id];
     ds_tneed need = ds_tk_need(k, &m->cfg, l, 0);
     if (!need || !k->hf) return;
-    if (need == DS_TN_MAYBE && !(id == DS_TK_LM_HEAD ? !m->tied_head : id == DS_TK_MTP_EMBED ? m->mtp_own_embed
-                                                                                              : m->mtp_own_head))
-        return;
+    if (need == DS_TN_MAYBE && !owns(m, id)) return;
     char name[sizeof m->params[0].name];
     int64_t s[3];
     ds_tk_name(k, false, l, x, name, sizeof name);
