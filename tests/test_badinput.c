@@ -635,6 +635,32 @@ TEST(badinput_missing_tensor) {
     }
 }
 
+/* A process that owns experts [1, 3) still checks the others: a wrong file
+ * is caught on every process. */
+TEST(badinput_unowned_expert_checked) {
+    const char *d = tmp_begin();
+    xset s;
+    if (xset_load(&s, "tiny-v3")) { tmp_end(); return; }
+    ds_model_opts o = { 1, 3 };
+    ds_model *m = NULL;
+    ds_err e = { 0 };
+    xset_del(&s, "model.layers.2.mlp.experts.15.down_proj.weight");
+    make_model(d, "tiny-v3", &s);
+    EXPECT_ERR(ds_model_open_opts(&m, d, &o, &e), e, DS_ENOTFOUND, "missing tensor",
+               "'model.layers.2.mlp.experts.15.down_proj.weight'");
+    xset_free(&s);
+    if (xset_load(&s, "tiny-v3")) { tmp_end(); return; }
+    int64_t sh[2] = { 3, 5 };
+    xt_retype(&s, xset_get(&s, "model.layers.1.mlp.experts.0.gate_proj.weight"), "BF16", 2, sh);
+    make_model(d, "tiny-v3", &s);
+    ds_err_clear(&e);
+    EXPECT_ERR(ds_model_open_opts(&m, d, &o, &e), e, DS_EFORMAT, "'model.layers.1.mlp.experts.0.gate_proj.weight'",
+               "has shape [3, 5]");
+    CHECK(m == NULL);
+    xset_free(&s);
+    tmp_end();
+}
+
 TEST(badinput_unexpected_tensor) {
     const char *d = tmp_begin();
     xset s;

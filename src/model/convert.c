@@ -13,6 +13,7 @@
  * W_UV[h] (Dv, Rkv); attn_k_b[h] = W_UK[h]ᵀ (Rkv, Dn), attn_v_b[h] = W_UV[h].
  */
 #include "convert.h"
+#include "tensors.h"
 #include "../core/rng.h"
 #include "../core/thread.h"
 #include "../io/gguf.h"
@@ -33,8 +34,8 @@ typedef struct wt {
     ds_dtype type;
     src_kind kind;
     const ds_tensor *t;          /* SRC_MAT */
-    const ds_mlp_w *experts;     /* SRC_EXPERTS */
-    int which;                   /* 0 gate, 1 up, 2 down */
+    const ds_mlp_w *experts;     /* SRC_EXPERTS: [E] */
+    size_t eoff;                 /* SRC_EXPERTS: the field (gate, up, down) in ds_mlp_w */
     const float *vec;            /* SRC_VEC */
     const ds_layer_w *lw;        /* SRC_KB / SRC_VB / SRC_KVB */
     float rstd;                  /* SRC_RANDOM: value scale (0: ones, <0: zeros) */
@@ -114,86 +115,62 @@ static wt *add(wlist *L, const char *name, ds_dtype type, int ndim, int64_t d0, 
     return w;
 }
 
-#define BN(buf, l, suffix) (snprintf(buf, sizeof buf, "blk.%lld.%s", (long long)(l), suffix), buf)
-
-/* Fills the tensor list; m == NULL means random weights of config c. */
-static int build_list(wlist *L, const ds_config *c, const ds_model *m, int64_t n_mtp, const ds_convert_opts *o, ds_err *e) {
-    int64_t D = c->hidden_size, V = c->vocab_size, H = c->n_head, Dn = c->qk_nope_head_dim, Dr = c->qk_rope_head_dim;
-    int64_t Dq = Dn + Dr, Rkv = c->kv_lora_rank, Dv = c->v_head_dim, Rq = c->q_lora_rank;
-    char n[128];
-    wt *w;
-#define MAT2(NAME, TYPE, D0, D1, SRC) do { if (!(w = add(L, NAME, TYPE, 2, D0, D1, 0, e))) return e->code; \
-        if (m) { w->kind = SRC_MAT; w->t = (SRC); } } while (0)
-#define VEC(NAME, D0, SRC, R) do { if (!(w = add(L, NAME, DS_DTYPE_F32, 1, D0, 0, 0, e))) return e->code; \
-        w->rstd = (R); if (m) { w->kind = SRC_VEC; w->vec = (SRC); } } while (0)
-    MAT2("token_embd.weight", o->embed, V, D, &m->embed);
-    VEC("output_norm.weight", D, m ? m->final_norm : NULL, 0);
-    bool tied = m ? m->lm_head.data == m->embed.data : c->tie_word_embeddings;
-    if (!tied) MAT2("output.weight", o->head, V, D, &m->lm_head);
-    for (int64_t l = 0; l < c->n_layer + n_mtp; l++) {
-        const ds_layer_w *lw = m ? &m->layers[l] : NULL;
-        VEC(BN(n, l, "attn_norm.weight"), D, lw ? lw->attn_norm : NULL, 0);
-        if (Rq > 0) {
-            MAT2(BN(n, l, "attn_q_a.weight"), o->attn, Rq, D, &lw->q_a_proj);
-            VEC(BN(n, l, "attn_q_a_norm.weight"), Rq, lw ? lw->q_a_norm : NULL, 0);
-            MAT2(BN(n, l, "attn_q_b.weight"), o->attn, H * Dq, Rq, &lw->q_b_proj);
-        } else {
-            MAT2(BN(n, l, "attn_q.weight"), o->attn, H * Dq, D, &lw->q_proj);
-        }
-        MAT2(BN(n, l, "attn_kv_a_mqa.weight"), o->attn, Rkv + Dr, D, &lw->kv_a_proj);
-        VEC(BN(n, l, "attn_kv_a_norm.weight"), Rkv, lw ? lw->kv_a_norm : NULL, 0);
-        bool src_split = lw && ds_tensor_present(&lw->wk_b);
-        if (o->legacy_kv_b) {
-            MAT2(BN(n, l, "attn_kv_b.weight"), o->attn, H * (Dn + Dv), Rkv, &lw->kv_b_proj);
-            if (src_split) { w->kind = SRC_KVB; w->lw = lw; w->group = Dn + Dv; }
-        } else {
-            if (!(w = add(L, BN(n, l, "attn_k_b.weight"), o->attn, 3, H, Rkv, Dn, e))) return e->code;
-            if (lw) {
-                if (src_split) { w->kind = SRC_MAT; w->t = &lw->wk_b; }
-                else { w->kind = SRC_KB; w->lw = lw; w->group = Rkv; }
-            }
-            if (!(w = add(L, BN(n, l, "attn_v_b.weight"), o->attn, 3, H, Dv, Rkv, e))) return e->code;
-            if (lw) {
-                if (src_split) { w->kind = SRC_MAT; w->t = &lw->wv_b; }
-                else { w->kind = SRC_VB; w->lw = lw; w->group = Dv; }
-            }
-        }
-        MAT2(BN(n, l, "attn_output.weight"), o->attn, D, H * Dv, &lw->o_proj);
-        VEC(BN(n, l, "ffn_norm.weight"), D, lw ? lw->ffn_norm : NULL, 0);
-        if (!ds_config_layer_is_moe(c, l)) {
-            int64_t I = c->intermediate_size;
-            MAT2(BN(n, l, "ffn_gate.weight"), o->ffn, I, D, &lw->mlp.gate);
-            MAT2(BN(n, l, "ffn_up.weight"), o->ffn, I, D, &lw->mlp.up);
-            MAT2(BN(n, l, "ffn_down.weight"), o->ffn, D, I, &lw->mlp.down);
-        } else {
-            int64_t E = c->n_routed_experts, F = c->moe_intermediate_size;
-            MAT2(BN(n, l, "ffn_gate_inp.weight"), DS_DTYPE_F32, E, D, &lw->router);
-            w->type = DS_DTYPE_F32;
-            if (c->topk_method == DS_TOPK_NOAUX_TC && (!lw || lw->router_bias))
-                VEC(BN(n, l, "exp_probs_b.bias"), E, lw ? lw->router_bias : NULL, -1);
-            static const char *en[3] = { "ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight" };
-            for (int k = 0; k < 3; k++) {
-                if (!(w = add(L, BN(n, l, en[k]), o->experts, 3, E, k == 2 ? D : F, k == 2 ? F : D, e))) return e->code;
-                if (lw) { w->kind = SRC_EXPERTS; w->experts = lw->experts; w->which = k; }
-            }
-            if (c->n_shared_experts > 0) {
-                int64_t S = c->n_shared_experts * F;
-                MAT2(BN(n, l, "ffn_gate_shexp.weight"), o->ffn, S, D, &lw->shared.gate);
-                MAT2(BN(n, l, "ffn_up_shexp.weight"), o->ffn, S, D, &lw->shared.up);
-                MAT2(BN(n, l, "ffn_down_shexp.weight"), o->ffn, D, S, &lw->shared.down);
-            }
-        }
-        if (l >= c->n_layer) {  /* MTP block */
-            MAT2(BN(n, l, "nextn.eh_proj.weight"), o->ffn, D, 2 * D, &lw->eh_proj);
-            VEC(BN(n, l, "nextn.enorm.weight"), D, lw ? lw->enorm : NULL, 0);
-            VEC(BN(n, l, "nextn.hnorm.weight"), D, lw ? lw->hnorm : NULL, 0);
-            VEC(BN(n, l, "nextn.shared_head_norm.weight"), D, lw ? lw->head_norm : NULL, 0);
-            if (lw && ds_tensor_present(&lw->embed)) MAT2(BN(n, l, "nextn.embed_tokens.weight"), o->embed, V, D, &lw->embed);
-            if (lw && ds_tensor_present(&lw->head)) MAT2(BN(n, l, "nextn.shared_head_head.weight"), o->head, V, D, &lw->head);
-        }
+static ds_dtype class_type(ds_tclass cls, const ds_convert_opts *o) {
+    switch (cls) {
+    case DS_TC_ATTN: return o->attn;
+    case DS_TC_FFN: return o->ffn;
+    case DS_TC_EXPERTS: return o->experts;
+    case DS_TC_EMBED: return o->embed;
+    case DS_TC_HEAD: return o->head;
+    default: return DS_DTYPE_F32;
     }
-#undef MAT2
-#undef VEC
+}
+
+/* Whether m holds kind k of layer l itself (a tied head is the embedding). */
+static bool stored(const ds_model *m, const ds_tkind *k, int64_t l) {
+    if (k == &ds_tkinds[DS_TK_LM_HEAD]) return m->lm_head.data != m->embed.data;
+    if (k->scope == DS_TS_EXPERT) return true;
+    const void *f = ds_tk_field(k, (ds_model *)m, l, -1);
+    return k->ndim == 1 ? *(float *const *)f != NULL : ds_tensor_present(f);
+}
+
+/* Where the rows of kind k of layer l come from in m. The kv_b forms are
+ * made from whichever form m holds. */
+static void set_source(wt *w, const ds_model *m, const ds_tkind *k, int64_t l) {
+    const ds_config *c = &m->cfg;
+    const ds_layer_w *lw = l >= 0 ? &m->layers[l] : NULL;
+    const void *f = k->scope == DS_TS_EXPERT ? NULL : ds_tk_field(k, (ds_model *)m, l, -1);
+    int id = (int)(k - ds_tkinds);
+    if (k->ndim == 1) { w->kind = SRC_VEC; w->vec = *(float *const *)f; }
+    else if (k->scope == DS_TS_EXPERT) { w->kind = SRC_EXPERTS; w->experts = lw->experts; w->eoff = k->w_off; }
+    else if (id == DS_TK_K_B && !ds_tensor_present(&lw->wk_b)) { w->kind = SRC_KB; w->lw = lw; w->group = c->kv_lora_rank; }
+    else if (id == DS_TK_V_B && !ds_tensor_present(&lw->wv_b)) { w->kind = SRC_VB; w->lw = lw; w->group = c->v_head_dim; }
+    else if (id == DS_TK_KV_B && !ds_tensor_present(&lw->kv_b_proj)) {
+        w->kind = SRC_KVB; w->lw = lw; w->group = c->qk_nope_head_dim + c->v_head_dim;
+    } else { w->kind = SRC_MAT; w->t = f; }
+}
+
+/* Fills the tensor list by the table, in its (GGUF) order; m == NULL means
+ * random weights of config c (optional kinds left out). */
+static int build_list(wlist *L, const ds_config *c, const ds_model *m, int64_t n_mtp, const ds_convert_opts *o, ds_err *e) {
+    unsigned forms = o->legacy_kv_b ? 0 : DS_FORM_KV_SPLIT;
+    for (int64_t l = -1; l < c->n_layer + n_mtp; l++)
+        for (int i = 0; i < DS_TK_COUNT; i++) {
+            const ds_tkind *k = &ds_tkinds[i];
+            ds_tneed need = ds_tk_need(k, c, l, forms);
+            bool kv_b = i == DS_TK_KV_B || i == DS_TK_K_B || i == DS_TK_V_B;
+            if (!need || (m ? !kv_b && !stored(m, k, l) : need == DS_TN_MAYBE)) continue;
+            char n[DS_GGUF_MAX_NAME];
+            int64_t s[3];
+            int nd = ds_tk_shape(k, c, s);
+            ds_tk_name(k, true, l, -1, n, sizeof n);
+            ds_dtype t = class_type(k->cls, o);
+            wt *w = k->scope == DS_TS_EXPERT ? add(L, n, t, 3, c->n_routed_experts, s[0], s[1], e)
+                                             : add(L, n, t, nd, s[0], s[1], s[2], e);
+            if (!w) return e->code;
+            if (k->ndim == 1) w->rstd = (k->flags & DS_TF_BIAS) ? -1 : 0;  /* zeros : ones */
+            if (m) set_source(w, m, k, l);
+        }
     return DS_OK;
 }
 
@@ -364,6 +341,11 @@ done:
 
 /* ------------------------------------------------------------ producing */
 
+/* Expert x's matrix of a SRC_EXPERTS tensor. */
+static const ds_tensor *expert(const wt *w, int64_t x) {
+    return (const ds_tensor *)((const char *)&w->experts[x] + w->eoff);
+}
+
 /* Source rows [r0, r0+n) of w as fp32 into out (n a multiple of w->group). */
 static void produce_f32(const wt *w, const ds_config *c, int64_t r0, int64_t n, float *out, float *tmp) {
     int64_t K = w->cols;
@@ -373,12 +355,7 @@ static void produce_f32(const wt *w, const ds_config *c, int64_t r0, int64_t n, 
         break;
     case SRC_EXPERTS: {
         int64_t per = w->shape[1];
-        for (int64_t i = 0; i < n; i++) {
-            int64_t r = r0 + i;
-            const ds_mlp_w *x = &w->experts[r / per];
-            const ds_tensor *t = w->which == 0 ? &x->gate : w->which == 1 ? &x->up : &x->down;
-            ds_tensor_row_f32(t, r % per, 0, K, out + i * K);
-        }
+        for (int64_t i = 0; i < n; i++) ds_tensor_row_f32(expert(w, (r0 + i) / per), (r0 + i) % per, 0, K, out + i * K);
         break;
     }
     case SRC_VEC:
@@ -512,19 +489,14 @@ static void chunk_worker(void *vctx, int64_t g0, int64_t g1, int tid) {
 /* True when the source rows already have the output type: copy bytes. */
 static bool direct_copy(const wt *w) {
     if (w->kind == SRC_MAT) return w->t->dtype == w->type && !w->t->scale;
-    if (w->kind == SRC_EXPERTS) {
-        const ds_tensor *t = w->which == 0 ? &w->experts[0].gate : w->which == 1 ? &w->experts[0].up : &w->experts[0].down;
-        return t->dtype == w->type && !t->scale;
-    }
+    if (w->kind == SRC_EXPERTS) return expert(w, 0)->dtype == w->type && !expert(w, 0)->scale;
     return false;
 }
 
 static const uint8_t *copy_src(const wt *w, int64_t r) {
     if (w->kind == SRC_MAT) return (const uint8_t *)w->t->data + ds_dtype_row_bytes(w->type, w->cols) * (size_t)r;
     int64_t per = w->shape[1];
-    const ds_mlp_w *x = &w->experts[r / per];
-    const ds_tensor *t = w->which == 0 ? &x->gate : w->which == 1 ? &x->up : &x->down;
-    return (const uint8_t *)t->data + ds_dtype_row_bytes(w->type, w->cols) * (size_t)(r % per);
+    return (const uint8_t *)expert(w, r / per)->data + ds_dtype_row_bytes(w->type, w->cols) * (size_t)(r % per);
 }
 
 static int write_all(const ds_config *c, const ds_model *m, const char *path, const ds_convert_opts *o, uint64_t seed,
@@ -583,6 +555,9 @@ done:
 }
 
 int ds_model_write_gguf(const ds_model *m, const char *path, const ds_convert_opts *o, ds_err *e) {
+    if (m->expert_lo != 0 || m->expert_hi != m->cfg.n_routed_experts)
+        return ds_err_set(e, DS_EINVAL, "%s: holds routed experts [%lld, %lld) of %lld; converting needs them all", m->dir,
+                          (long long)m->expert_lo, (long long)m->expert_hi, (long long)m->cfg.n_routed_experts);
     return write_all(&m->cfg, m, path, o, 0, e);
 }
 

@@ -1,11 +1,13 @@
 /*
  * model.c - opening a model folder: config, safetensors, binding every
- * tensor by name into ds_layer_w fields with shape/dtype/scale checks, the
- * RoPE table, parameter counts. The forward pass lives in forward.c.
+ * tensor of the table (tensors.h) by its Hugging Face name into its field
+ * with shape/dtype/scale checks (only the owned routed experts), the RoPE
+ * table, parameter counts. The forward pass lives in forward.c.
  */
 #include "model.h"
 #include "model_internal.h"
 #include "rope.h"
+#include "tensors.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -95,83 +97,46 @@ static int bind_vector(binder *b, const char *name, int64_t d0, float **out) {
 
 static bool has(binder *b, const char *name) { return ds_safetensors_find(&b->m->st, name) != NULL; }
 
-#define NAME(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
-
-static int bind_mlp(binder *b, const char *prefix, int64_t D, int64_t F, ds_mlp_w *w) {
-    char n[512];
-    int rc;
-    if ((rc = bind_matrix(b, NAME(n, "%s.gate_proj.weight", prefix), F, D, &w->gate))) return rc;
-    if ((rc = bind_matrix(b, NAME(n, "%s.up_proj.weight", prefix), F, D, &w->up))) return rc;
-    return bind_matrix(b, NAME(n, "%s.down_proj.weight", prefix), D, F, &w->down);
+/* Binds kind k of layer l (expert x) into dst, a ds_tensor or float * field;
+ * an optional kind (need MAYBE) only when stored. */
+static int bind_kind(binder *b, const ds_tkind *k, int64_t l, int64_t x, ds_tneed need, void *dst) {
+    char name[256];
+    int64_t s[3];
+    ds_tk_name(k, false, l, x, name, sizeof name);
+    if (need == DS_TN_MAYBE && !has(b, name)) return DS_OK;
+    ds_tk_shape(k, &b->m->cfg, s);
+    return k->ndim == 1 ? bind_vector(b, name, s[0], dst) : bind_matrix(b, name, s[0], s[1], dst);
 }
 
-static int bind_layer(binder *b, int64_t l, bool mtp) {
+/* Binds every tensor of layer l (-1: the model's own) by the table. Routed
+ * experts outside [expert_lo, expert_hi) are checked and counted, not bound. */
+static int bind_layer(binder *b, int64_t l) {
     ds_model *m = b->m;
     const ds_config *c = &m->cfg;
-    ds_layer_w *w = &m->layers[l];
-    int64_t D = c->hidden_size, H = c->n_head, Dq = c->qk_nope_head_dim + c->qk_rope_head_dim;
-    char n[512], p[256];
+    int64_t E = c->n_routed_experts;
     int rc;
-    snprintf(p, sizeof p, "model.layers.%lld", (long long)l);
-    if ((rc = bind_vector(b, NAME(n, "%s.input_layernorm.weight", p), D, &w->attn_norm))) return rc;
-    if ((rc = bind_vector(b, NAME(n, "%s.post_attention_layernorm.weight", p), D, &w->ffn_norm))) return rc;
-    if (c->q_lora_rank > 0) {
-        if ((rc = bind_matrix(b, NAME(n, "%s.self_attn.q_a_proj.weight", p), c->q_lora_rank, D, &w->q_a_proj))) return rc;
-        if ((rc = bind_vector(b, NAME(n, "%s.self_attn.q_a_layernorm.weight", p), c->q_lora_rank, &w->q_a_norm))) return rc;
-        if ((rc = bind_matrix(b, NAME(n, "%s.self_attn.q_b_proj.weight", p), H * Dq, c->q_lora_rank, &w->q_b_proj))) return rc;
-    } else {
-        if ((rc = bind_matrix(b, NAME(n, "%s.self_attn.q_proj.weight", p), H * Dq, D, &w->q_proj))) return rc;
-    }
-    if ((rc = bind_matrix(b, NAME(n, "%s.self_attn.kv_a_proj_with_mqa.weight", p), c->kv_lora_rank + c->qk_rope_head_dim, D,
-                          &w->kv_a_proj))) return rc;
-    if ((rc = bind_vector(b, NAME(n, "%s.self_attn.kv_a_layernorm.weight", p), c->kv_lora_rank, &w->kv_a_norm))) return rc;
-    if ((rc = bind_matrix(b, NAME(n, "%s.self_attn.kv_b_proj.weight", p), H * (c->qk_nope_head_dim + c->v_head_dim),
-                          c->kv_lora_rank, &w->kv_b_proj))) return rc;
-    if ((rc = bind_matrix(b, NAME(n, "%s.self_attn.o_proj.weight", p), D, H * c->v_head_dim, &w->o_proj))) return rc;
-
-    w->is_moe = ds_config_layer_is_moe(c, l);
-    if (!w->is_moe) {
-        if ((rc = bind_mlp(b, NAME(n, "%s.mlp", p), D, c->intermediate_size, &w->mlp))) return rc;
-    } else {
-        int64_t E = c->n_routed_experts;
-        if ((rc = bind_matrix(b, NAME(n, "%s.mlp.gate.weight", p), E, D, &w->router))) return rc;
-        NAME(n, "%s.mlp.gate.e_score_correction_bias", p);
-        if (c->topk_method == DS_TOPK_NOAUX_TC) {
-            if ((rc = bind_vector(b, n, E, &w->router_bias))) return rc;
-        } else if (has(b, n)) {
-            return ds_err_set(b->e, DS_EFORMAT, "%s: unexpected tensor '%s' (topk_method is not noaux_tc)", m->dir, n);
+    if (l >= 0 && (m->layers[l].is_moe = ds_config_layer_is_moe(c, l)))
+        if (!(m->layers[l].experts = calloc((size_t)E, sizeof(ds_mlp_w)))) return ds_err_set(b->e, DS_ENOMEM, "out of memory");
+    for (int i = 0; i < DS_TK_COUNT; i++) {
+        const ds_tkind *k = &ds_tkinds[i];
+        ds_tneed need = ds_tk_need(k, c, l, 0);
+        if (!need) continue;
+        if (k->scope != DS_TS_EXPERT) {
+            if ((rc = bind_kind(b, k, l, -1, need, ds_tk_field(k, m, l, -1)))) return rc;
+            continue;
         }
-        w->experts = calloc((size_t)E, sizeof *w->experts);
-        if (!w->experts) return ds_err_set(b->e, DS_ENOMEM, "out of memory");
         for (int64_t x = 0; x < E; x++) {
-            char ep[300];
-            snprintf(ep, sizeof ep, "%s.mlp.experts.%lld", p, (long long)x);
-            if ((rc = bind_mlp(b, ep, D, c->moe_intermediate_size, &w->experts[x]))) return rc;
+            ds_tensor unowned;
+            bool own = x >= m->expert_lo && x < m->expert_hi;
+            if ((rc = bind_kind(b, k, l, x, need, own ? ds_tk_field(k, m, l, x) : &unowned))) return rc;
         }
-        if (c->n_shared_experts > 0)
-            if ((rc = bind_mlp(b, NAME(n, "%s.mlp.shared_experts", p), D, c->n_shared_experts * c->moe_intermediate_size,
-                               &w->shared))) return rc;
     }
-    if (mtp) {
-        if ((rc = bind_vector(b, NAME(n, "%s.enorm.weight", p), D, &w->enorm))) return rc;
-        if ((rc = bind_vector(b, NAME(n, "%s.hnorm.weight", p), D, &w->hnorm))) return rc;
-        if ((rc = bind_matrix(b, NAME(n, "%s.eh_proj.weight", p), D, 2 * D, &w->eh_proj))) return rc;
-        if ((rc = bind_vector(b, NAME(n, "%s.shared_head.norm.weight", p), D, &w->head_norm))) return rc;
-        if (has(b, NAME(n, "%s.embed_tokens.weight", p)))
-            if ((rc = bind_matrix(b, n, c->vocab_size, D, &w->embed))) return rc;
-        if (has(b, NAME(n, "%s.shared_head.head.weight", p)))
-            if ((rc = bind_matrix(b, n, c->vocab_size, D, &w->head))) return rc;
+    if (l >= 0 && m->layers[l].is_moe && c->topk_method != DS_TOPK_NOAUX_TC) {
+        char n[256];
+        ds_tk_name(&ds_tkinds[DS_TK_ROUTER_BIAS], false, l, -1, n, sizeof n);
+        if (has(b, n)) return ds_err_set(b->e, DS_EFORMAT, "%s: unexpected tensor '%s' (topk_method is not noaux_tc)", m->dir, n);
     }
     return DS_OK;
-}
-
-/* MTP layers are optional: transformers' save_pretrained does not write them. */
-static bool mtp_layer_stored(ds_model *m, int64_t l) {
-    char prefix[64];
-    int len = snprintf(prefix, sizeof prefix, "model.layers.%lld.", (long long)l);
-    for (int64_t i = 0; i < m->st.n_tensors; i++)
-        if (strncmp(m->st.tensors[i].name, prefix, (size_t)len) == 0) return true;
-    return false;
 }
 
 static bool ignorable(const char *name) {
@@ -181,9 +146,20 @@ static bool ignorable(const char *name) {
     return n >= sl && strcmp(name + n - sl, suffix) == 0;
 }
 
-int ds_model_open(ds_model **out, const char *dir, ds_err *e) {
+int ds_model_expert_range(ds_model *m, const ds_model_opts *o, ds_err *e) {
+    int64_t E = m->cfg.n_routed_experts, lo = o ? o->expert_lo : 0, hi = o && o->expert_hi >= 0 ? o->expert_hi : E;
+    if (lo < 0 || hi > E || (E > 0 && lo >= hi) || (E == 0 && lo != 0))
+        return ds_err_set(e, DS_EINVAL, "%s: expert range [%lld, %lld) is not a non-empty part of the model's %lld routed experts",
+                          m->dir, (long long)lo, (long long)hi, (long long)E);
+    m->expert_lo = lo, m->expert_hi = hi;
+    return DS_OK;
+}
+
+int ds_model_open(ds_model **out, const char *dir, ds_err *e) { return ds_model_open_opts(out, dir, NULL, e); }
+
+int ds_model_open_opts(ds_model **out, const char *dir, const ds_model_opts *o, ds_err *e) {
     *out = NULL;
-    if (ds_path_is_gguf(dir)) return ds_model_open_gguf(out, dir, e);
+    if (ds_path_is_gguf(dir)) return ds_model_open_gguf(out, dir, o, e);
     ds_dtype_init();
     ds_model *m = calloc(1, sizeof *m);
     if (!m) return ds_err_set(e, DS_ENOMEM, "out of memory");
@@ -191,29 +167,22 @@ int ds_model_open(ds_model **out, const char *dir, ds_err *e) {
     m->dir = strdup(dir);
     if (!m->dir) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto fail; }
     if ((rc = ds_config_load(&m->cfg, dir, e))) goto fail;
+    if ((rc = ds_model_expert_range(m, o, e))) goto fail;
     if ((rc = ds_safetensors_open_dir(&m->st, dir, e))) goto fail;
     const ds_config *c = &m->cfg;
-    m->expert_lo = 0, m->expert_hi = c->n_routed_experts;
     binder b = { m, e, 0, 0 };
     m->layers = calloc((size_t)(c->n_layer + c->n_mtp), sizeof *m->layers);
     if (!m->layers) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto fail; }
-    if ((rc = bind_matrix(&b, "model.embed_tokens.weight", c->vocab_size, c->hidden_size, &m->embed))) goto fail;
-    if ((rc = bind_vector(&b, "model.norm.weight", c->hidden_size, &m->final_norm))) goto fail;
-    if (has(&b, "lm_head.weight") || !c->tie_word_embeddings) {
-        if ((rc = bind_matrix(&b, "lm_head.weight", c->vocab_size, c->hidden_size, &m->lm_head))) goto fail;
-    } else {
-        m->lm_head = m->embed;
-    }
+    if ((rc = bind_layer(&b, -1))) goto fail;
+    if (!ds_tensor_present(&m->lm_head)) m->lm_head = m->embed;  /* tied */
     for (int64_t l = 0; l < c->n_layer; l++)
-        if ((rc = bind_layer(&b, l, false))) goto fail;
-    int64_t params_main = b.n_params;
+        if ((rc = bind_layer(&b, l))) goto fail;
     m->n_mtp = 0;
     for (int64_t l = c->n_layer; l < c->n_layer + c->n_mtp; l++) {
-        if (!mtp_layer_stored(m, l)) break;
-        if ((rc = bind_layer(&b, l, true))) goto fail;
+        if (!ds_tk_hf_layer_stored(&m->st, l)) break;
+        if ((rc = bind_layer(&b, l))) goto fail;
         m->n_mtp++;
     }
-    (void)params_main;
     for (int64_t i = 0; i < m->st.n_tensors; i++) {
         ds_st_tensor *t = &m->st.tensors[i];
         if (!t->used && !ignorable(t->name)) {
@@ -236,18 +205,23 @@ fail:
     return rc;
 }
 
-static void free_layer(ds_layer_w *w) {
-    ds_free(w->attn_norm); ds_free(w->ffn_norm); ds_free(w->q_a_norm); ds_free(w->kv_a_norm);
-    ds_free(w->router_bias); ds_free(w->enorm); ds_free(w->hnorm); ds_free(w->head_norm);
-    free(w->experts);
+/* The owned fp32 vectors of layer l (-1: the model's own): the table's 1-D kinds. */
+static void free_vectors(ds_model *m, int64_t l) {
+    for (int i = 0; i < DS_TK_COUNT; i++) {
+        const ds_tkind *k = &ds_tkinds[i];
+        if (k->ndim == 1 && (k->scope == DS_TS_MODEL) == (l < 0)) ds_free(*(float **)ds_tk_field(k, m, l, -1));
+    }
 }
 
 void ds_model_close(ds_model *m) {
     if (!m) return;
     if (m->layers)
-        for (int64_t l = 0; l < m->cfg.n_layer + m->cfg.n_mtp; l++) free_layer(&m->layers[l]);
+        for (int64_t l = 0; l < m->cfg.n_layer + m->cfg.n_mtp; l++) {
+            free_vectors(m, l);
+            free(m->layers[l].experts);
+        }
     free(m->layers);
-    ds_free(m->final_norm);
+    free_vectors(m, -1);
     ds_free(m->inv_freq);
     ds_work_free(m->work);
     ds_model_repack_free(m);
@@ -259,31 +233,14 @@ void ds_model_close(ds_model *m) {
 
 /* --------------------------------------------------------------- counts */
 
-static int64_t attn_params(const ds_config *c) {
-    int64_t D = c->hidden_size, H = c->n_head, Dq = c->qk_nope_head_dim + c->qk_rope_head_dim;
-    int64_t q = c->q_lora_rank > 0 ? c->q_lora_rank * D + c->q_lora_rank + H * Dq * c->q_lora_rank : H * Dq * D;
-    return q + (c->kv_lora_rank + c->qk_rope_head_dim) * D + c->kv_lora_rank +
-           H * (c->qk_nope_head_dim + c->v_head_dim) * c->kv_lora_rank + D * H * c->v_head_dim + 2 * D;
-}
-
 void ds_model_param_counts(const ds_model *m, ds_param_counts *pc) {
     const ds_config *c = &m->cfg;
     int64_t D = c->hidden_size, V = c->vocab_size;
     int64_t embed = V * D, head = (m->lm_head.data == m->embed.data) ? 0 : V * D;
-    int64_t expert = 3 * D * c->moe_intermediate_size;
     int64_t main_total = embed + head + D, active = embed + head + D;
     for (int64_t l = 0; l < c->n_layer; l++) {
-        int64_t a = attn_params(c);
-        main_total += a;
-        active += a;
-        if (!ds_config_layer_is_moe(c, l)) {
-            main_total += 3 * D * c->intermediate_size;
-            active += 3 * D * c->intermediate_size;
-        } else {
-            int64_t router = c->n_routed_experts * D + (c->topk_method == DS_TOPK_NOAUX_TC ? c->n_routed_experts : 0);
-            main_total += router + c->n_routed_experts * expert + c->n_shared_experts * expert;
-            active += router + c->num_experts_per_tok * expert + c->n_shared_experts * expert;
-        }
+        main_total += ds_tk_layer_params(c, l, c->n_routed_experts, false);
+        active += ds_tk_layer_params(c, l, c->num_experts_per_tok, false);
     }
     pc->main = main_total;
     pc->total = m->n_params;

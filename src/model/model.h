@@ -67,8 +67,8 @@ typedef struct ds_model {
     int64_t n_mtp;        /* MTP layers actually present (0 if not stored) */
     float *inv_freq;      /* (Dr/2) YaRN-adjusted rotary frequencies */
     float attn_scale;     /* softmax scale incl. mscale² */
-    int64_t n_params;     /* stored parameters (scales excluded) */
-    int64_t file_bytes;   /* bytes of tensor data mapped */
+    int64_t n_params;     /* stored parameters (scales excluded), all experts */
+    int64_t file_bytes;   /* bytes of tensor data in the files, all experts */
     struct ds_work *work; /* forward-pass scratch, grown on demand */
     struct ds_gguf *gguf; /* the mapped file when opened from a .gguf (model_gguf.c), else NULL */
     void *rp_buf;         /* x8 copies of the quantized matmul weights (repack_model.c), or NULL */
@@ -77,14 +77,26 @@ typedef struct ds_model {
 
 /* Opens a Hugging Face model folder: config.json + safetensors (sharded or
  * not). Every tensor is checked (presence, shape, dtype, FP8 scale grid);
- * unexpected tensors are an error. */
+ * unexpected tensors are an error. The tensors are those of the table in
+ * tensors.h. */
 int ds_model_open(ds_model **out, const char *dir, ds_err *e);
 void ds_model_close(ds_model *m);
 
+typedef struct ds_model_opts {
+    /* Routed experts this process owns, [expert_lo, expert_hi); expert_hi < 0:
+     * through the last. Only those are bound (and repacked); the others are
+     * still checked for presence and shape, and counted in n_params. */
+    int64_t expert_lo, expert_hi;
+} ds_model_opts;
+#define DS_MODEL_OPTS_DEFAULT ((ds_model_opts){ 0, -1 })
+
+/* ds_model_open with options (NULL: DS_MODEL_OPTS_DEFAULT), for a folder or a .gguf. */
+int ds_model_open_opts(ds_model **out, const char *path, const ds_model_opts *o, ds_err *e);
+
 /* Opens a GGUF file in llama.cpp's `deepseek2` layout (model_gguf.c): the
  * same structs, tensors as views into the mapping (quantized types stay
- * quantized). ds_model_open dispatches here when ds_path_is_gguf(path). */
-int ds_model_open_gguf(ds_model **out, const char *path, ds_err *e);
+ * quantized). ds_model_open_opts dispatches here when ds_path_is_gguf(path). */
+int ds_model_open_gguf(ds_model **out, const char *path, const ds_model_opts *o, ds_err *e);
 bool ds_path_is_gguf(const char *path);     /* a non-directory path ending in .gguf */
 void ds_model_gguf_release(ds_model *m);    /* ds_model_close calls it; no-op for folders */
 

@@ -18,23 +18,18 @@
  * Routing: sigmoid -> noaux_tc (V3; exp_probs_b is the selection bias),
  * softmax with groups > 1 -> group_limited_greedy (V2), else greedy.
  *
- * Tensors (ggml ne reversed into our row-major shapes):
- *   token_embd (V, D), output_norm (D), output (V, D) or tied,
- *   blk.N.attn_norm, attn_q_a (Rq, D), attn_q_a_norm, attn_q_b (H·Dq, Rq) | attn_q (H·Dq, D),
- *   attn_kv_a_mqa (Rkv+Dr, D), attn_kv_a_norm (Rkv),
- *   attn_k_b (H, Rkv, Dn) = W_UKᵀ -> wk_b and attn_v_b (H, Dv, Rkv) -> wv_b (MLA form),
- *   or attn_kv_b (H·(Dn+Dv), Rkv) -> kv_b_proj (legacy form), attn_output (D, H·Dv),
- *   ffn_norm, ffn_{gate,up,down} (dense), ffn_gate_inp (E, D), exp_probs_b.bias (E),
- *   ffn_{gate,up}_exps (E, F, D) or ffn_gate_up_exps (E, 2F, D), ffn_down_exps (E, D, F)
- *   -> per-expert 2-D views, ffn_{gate,up,down}_shexp;
- *   MTP block N = L: nextn.{eh_proj (D, 2D), enorm, hnorm, shared_head_norm,
- *   embed_tokens, shared_head_head} plus an ordinary layer.
+ * Tensors: the table of tensors.h (GGUF names, ggml ne reversed into our
+ * row-major shapes): attn_kv_b or its per-head split attn_k_b (H, Rkv, Dn)
+ * = W_UKᵀ -> wk_b and attn_v_b (H, Dv, Rkv) -> wv_b; routed experts stacked
+ * (E, F, D) (or gate and up merged, (E, 2F, D)) -> per-expert 2-D views of
+ * the owned experts only; MTP block N = L: nextn.* plus an ordinary layer.
  * Norm vectors and the router bias are converted to owned fp32 arrays;
  * everything else stays a view into the mapping.
  */
 #include "model.h"
 #include "model_internal.h"
 #include "rope.h"
+#include "tensors.h"
 #include "../io/gguf.h"
 
 #include <stdio.h>
@@ -81,11 +76,6 @@ static int bind_w(gbinder *b, const char *name, int nd, const int64_t *shape, ds
     return DS_OK;
 }
 
-static int bind_2d(gbinder *b, const char *name, int64_t d0, int64_t d1, ds_tensor *out) {
-    int64_t s[2] = { d0, d1 };
-    return bind_w(b, name, 2, s, out);
-}
-
 /* A vector [d0] converted to owned fp32. */
 static int bind_vec(gbinder *b, const char *name, int64_t d0, float **out) {
     ds_tensor v;
@@ -98,10 +88,8 @@ static int bind_vec(gbinder *b, const char *name, int64_t d0, float **out) {
     return DS_OK;
 }
 
-#define BN(buf, l, suffix) (snprintf(buf, sizeof buf, "blk.%lld.%s", (long long)(l), suffix), buf)
-
-/* Stacked experts (E, r, c) -> per-expert 2-D views; `row0`/`rows` select a
- * row range of every expert (the merged gate_up form). */
+/* Stacked experts (E, r, c) -> the 2-D view of expert x; `row0`/`rows` select a
+ * row range of it (the merged gate_up form). */
 static void expert_views(const ds_tensor *stack, int64_t x, int64_t row0, int64_t rows, ds_tensor *out) {
     *out = ds_tensor_slice(stack, x);
     size_t rb = ds_dtype_row_bytes(out->dtype, out->shape[1]);
@@ -111,89 +99,63 @@ static void expert_views(const ds_tensor *stack, int64_t x, int64_t row0, int64_
     out->nbytes = rb * (size_t)rows;
 }
 
-static int bind_layer(gbinder *b, int64_t l, bool mtp) {
+static bool gstored(gbinder *b, const ds_tkind *k, int64_t l) {
+    char n[128];
+    ds_tk_name(k, true, l, -1, n, sizeof n);
+    return ds_gguf_find_tensor(b->g, n) != NULL;
+}
+
+/* Binds kind k of layer l into its field; a routed-expert kind is checked
+ * whole (E, r, c) and viewed per owned expert. */
+static int bind_kind(gbinder *b, const ds_tkind *k, int64_t l, ds_tneed need) {
+    ds_model *m = b->m;
+    char n[128];
+    int64_t s[3];
+    int nd = ds_tk_shape(k, &m->cfg, s);
+    ds_tk_name(k, true, l, -1, n, sizeof n);
+    if ((need == DS_TN_MAYBE || (k->flags & DS_TF_GGUF_OPTIONAL)) && !ds_gguf_find_tensor(b->g, n)) return DS_OK;
+    if (k->ndim == 1) return bind_vec(b, n, s[0], ds_tk_field(k, m, l, -1));
+    if (k->scope != DS_TS_EXPERT) return bind_w(b, n, nd, s, ds_tk_field(k, m, l, -1));
+    ds_tensor stack;
+    int64_t st[3] = { m->cfg.n_routed_experts, s[0], s[1] }, F = m->cfg.moe_intermediate_size;
+    int rc = bind_w(b, n, 3, st, &stack);
+    if (rc) return rc;
+    for (int64_t x = m->expert_lo; x < m->expert_hi; x++) {
+        ds_mlp_w *w = &m->layers[l].experts[x];
+        if (k == &ds_tkinds[DS_TK_EXP_GATE_UP]) {
+            expert_views(&stack, x, 0, F, &w->gate);
+            expert_views(&stack, x, F, F, &w->up);
+        } else {
+            expert_views(&stack, x, 0, s[0], ds_tk_field(k, m, l, x));
+        }
+    }
+    return DS_OK;
+}
+
+/* Binds every tensor of layer l (-1: the model's own) by the table, in the
+ * layouts the file uses (attn_kv_b or attn_k_b + attn_v_b; gate and up
+ * experts apart or merged). */
+static int bind_layer(gbinder *b, int64_t l) {
     ds_model *m = b->m;
     const ds_config *c = &m->cfg;
-    ds_layer_w *w = &m->layers[l];
-    int64_t D = c->hidden_size, H = c->n_head, Dn = c->qk_nope_head_dim, Dr = c->qk_rope_head_dim, Dq = Dn + Dr;
-    int64_t Rkv = c->kv_lora_rank, Dv = c->v_head_dim;
-    char n[128];
+    unsigned forms = 0;
     int rc;
-    if ((rc = bind_vec(b, BN(n, l, "attn_norm.weight"), D, &w->attn_norm))) return rc;
-    if ((rc = bind_vec(b, BN(n, l, "ffn_norm.weight"), D, &w->ffn_norm))) return rc;
-    if (c->q_lora_rank > 0) {
-        if ((rc = bind_2d(b, BN(n, l, "attn_q_a.weight"), c->q_lora_rank, D, &w->q_a_proj))) return rc;
-        if ((rc = bind_vec(b, BN(n, l, "attn_q_a_norm.weight"), c->q_lora_rank, &w->q_a_norm))) return rc;
-        if ((rc = bind_2d(b, BN(n, l, "attn_q_b.weight"), H * Dq, c->q_lora_rank, &w->q_b_proj))) return rc;
-    } else {
-        if ((rc = bind_2d(b, BN(n, l, "attn_q.weight"), H * Dq, D, &w->q_proj))) return rc;
+    if (l >= 0) {
+        forms = (gstored(b, &ds_tkinds[DS_TK_KV_B], l) ? 0 : DS_FORM_KV_SPLIT) |
+                (gstored(b, &ds_tkinds[DS_TK_EXP_GATE_UP], l) ? DS_FORM_GU_MERGED : 0);
+        if ((m->layers[l].is_moe = ds_config_layer_is_moe(c, l)) &&
+            !(m->layers[l].experts = calloc((size_t)c->n_routed_experts, sizeof(ds_mlp_w))))
+            return ds_err_set(b->e, DS_ENOMEM, "out of memory");
     }
-    if ((rc = bind_2d(b, BN(n, l, "attn_kv_a_mqa.weight"), Rkv + Dr, D, &w->kv_a_proj))) return rc;
-    if ((rc = bind_vec(b, BN(n, l, "attn_kv_a_norm.weight"), Rkv, &w->kv_a_norm))) return rc;
-    if (ds_gguf_find_tensor(b->g, BN(n, l, "attn_kv_b.weight"))) {
-        if ((rc = bind_2d(b, n, H * (Dn + Dv), Rkv, &w->kv_b_proj))) return rc;
-    } else {
-        int64_t sk[3] = { H, Rkv, Dn }, sv[3] = { H, Dv, Rkv };
-        if ((rc = bind_w(b, BN(n, l, "attn_k_b.weight"), 3, sk, &w->wk_b))) return rc;
-        if ((rc = bind_w(b, BN(n, l, "attn_v_b.weight"), 3, sv, &w->wv_b))) return rc;
+    for (int i = 0; i < DS_TK_COUNT; i++) {
+        ds_tneed need = ds_tk_need(&ds_tkinds[i], c, l, forms);
+        if (need && (rc = bind_kind(b, &ds_tkinds[i], l, need))) return rc;
     }
-    if ((rc = bind_2d(b, BN(n, l, "attn_output.weight"), D, H * Dv, &w->o_proj))) return rc;
-
-    w->is_moe = ds_config_layer_is_moe(c, l);
-    if (!w->is_moe) {
-        int64_t I = c->intermediate_size;
-        if ((rc = bind_2d(b, BN(n, l, "ffn_gate.weight"), I, D, &w->mlp.gate))) return rc;
-        if ((rc = bind_2d(b, BN(n, l, "ffn_up.weight"), I, D, &w->mlp.up))) return rc;
-        if ((rc = bind_2d(b, BN(n, l, "ffn_down.weight"), D, I, &w->mlp.down))) return rc;
-    } else {
-        int64_t E = c->n_routed_experts, F = c->moe_intermediate_size;
-        if ((rc = bind_2d(b, BN(n, l, "ffn_gate_inp.weight"), E, D, &w->router))) return rc;
-        if (ds_gguf_find_tensor(b->g, BN(n, l, "exp_probs_b.bias"))) {
-            if (c->topk_method != DS_TOPK_NOAUX_TC)
-                return ds_err_set(b->e, DS_EFORMAT, "%s: unexpected tensor '%s' (the gating function is not sigmoid)",
-                                  b->g->what, n);
-            if ((rc = bind_vec(b, n, E, &w->router_bias))) return rc;
-        }
-        ds_tensor gate, up, down;
-        int64_t sd[3] = { E, D, F };
-        if ((rc = bind_w(b, BN(n, l, "ffn_down_exps.weight"), 3, sd, &down))) return rc;
-        bool merged = ds_gguf_find_tensor(b->g, BN(n, l, "ffn_gate_up_exps.weight")) != NULL;
-        if (merged) {
-            int64_t s[3] = { E, 2 * F, D };
-            if ((rc = bind_w(b, n, 3, s, &gate))) return rc;
-            up = gate;
-        } else {
-            int64_t s[3] = { E, F, D };
-            if ((rc = bind_w(b, BN(n, l, "ffn_gate_exps.weight"), 3, s, &gate))) return rc;
-            if ((rc = bind_w(b, BN(n, l, "ffn_up_exps.weight"), 3, s, &up))) return rc;
-        }
-        w->experts = calloc((size_t)E, sizeof *w->experts);
-        if (!w->experts) return ds_err_set(b->e, DS_ENOMEM, "out of memory");
-        for (int64_t x = 0; x < E; x++) {
-            expert_views(&gate, x, 0, F, &w->experts[x].gate);
-            expert_views(&up, x, merged ? F : 0, F, &w->experts[x].up);
-            expert_views(&down, x, 0, D, &w->experts[x].down);
-        }
-        if (c->n_shared_experts > 0) {
-            int64_t S = c->n_shared_experts * F;
-            if ((rc = bind_2d(b, BN(n, l, "ffn_gate_shexp.weight"), S, D, &w->shared.gate))) return rc;
-            if ((rc = bind_2d(b, BN(n, l, "ffn_up_shexp.weight"), S, D, &w->shared.up))) return rc;
-            if ((rc = bind_2d(b, BN(n, l, "ffn_down_shexp.weight"), D, S, &w->shared.down))) return rc;
-        }
-    }
-    if (mtp) {
-        if ((rc = bind_vec(b, BN(n, l, "nextn.enorm.weight"), D, &w->enorm))) return rc;
-        if ((rc = bind_vec(b, BN(n, l, "nextn.hnorm.weight"), D, &w->hnorm))) return rc;
-        if ((rc = bind_2d(b, BN(n, l, "nextn.eh_proj.weight"), D, 2 * D, &w->eh_proj))) return rc;
-        if (ds_gguf_find_tensor(b->g, BN(n, l, "nextn.shared_head_norm.weight"))) {
-            if ((rc = bind_vec(b, n, D, &w->head_norm))) return rc;
-        } else {
-            return ds_err_set(b->e, DS_ENOTFOUND, "%s: missing tensor '%s'", b->g->what, n);
-        }
-        if (ds_gguf_find_tensor(b->g, BN(n, l, "nextn.embed_tokens.weight")))
-            if ((rc = bind_2d(b, n, c->vocab_size, D, &w->embed))) return rc;
-        if (ds_gguf_find_tensor(b->g, BN(n, l, "nextn.shared_head_head.weight")))
-            if ((rc = bind_2d(b, n, c->vocab_size, D, &w->head))) return rc;
+    if (l >= 0 && m->layers[l].is_moe && c->topk_method != DS_TOPK_NOAUX_TC &&
+        gstored(b, &ds_tkinds[DS_TK_ROUTER_BIAS], l)) {
+        char n[128];
+        ds_tk_name(&ds_tkinds[DS_TK_ROUTER_BIAS], true, l, -1, n, sizeof n);
+        return ds_err_set(b->e, DS_EFORMAT, "%s: unexpected tensor '%s' (the gating function is not sigmoid)", b->g->what, n);
     }
     return DS_OK;
 }
@@ -307,7 +269,7 @@ int ds_model_gguf_config(const ds_gguf *g, ds_config *c, ds_err *e) {
 
 /* ------------------------------------------------------------------ open */
 
-int ds_model_open_gguf(ds_model **out, const char *path, ds_err *e) {
+int ds_model_open_gguf(ds_model **out, const char *path, const ds_model_opts *o, ds_err *e) {
     *out = NULL;
     ds_dtype_init();
     ds_model *m = calloc(1, sizeof *m);
@@ -320,26 +282,20 @@ int ds_model_open_gguf(ds_model **out, const char *path, ds_err *e) {
     if (!m->dir) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto fail; }
     if ((rc = ds_gguf_open(g, path, e))) goto fail;
     if ((rc = ds_model_gguf_config(g, &m->cfg, e))) goto fail;
+    if ((rc = ds_model_expert_range(m, o, e))) goto fail;
     const ds_config *c = &m->cfg;
-    m->expert_lo = 0, m->expert_hi = c->n_routed_experts;
     used = calloc((size_t)(g->n_tensors ? g->n_tensors : 1), sizeof *used);
     m->layers = calloc((size_t)(c->n_layer + c->n_mtp), sizeof *m->layers);
     if (!used || !m->layers) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto fail; }
     gbinder b = { m, g, e, used, 0, 0 };
-    if ((rc = bind_2d(&b, "token_embd.weight", c->vocab_size, c->hidden_size, &m->embed))) goto fail;
-    if ((rc = bind_vec(&b, "output_norm.weight", c->hidden_size, &m->final_norm))) goto fail;
-    if (!c->tie_word_embeddings) {
-        if ((rc = bind_2d(&b, "output.weight", c->vocab_size, c->hidden_size, &m->lm_head))) goto fail;
-    } else {
-        m->lm_head = m->embed;
-    }
+    if ((rc = bind_layer(&b, -1))) goto fail;
+    if (!ds_tensor_present(&m->lm_head)) m->lm_head = m->embed;  /* tied */
     for (int64_t l = 0; l < c->n_layer; l++)
-        if ((rc = bind_layer(&b, l, false))) goto fail;
+        if ((rc = bind_layer(&b, l))) goto fail;
     m->n_mtp = 0;
     for (int64_t l = c->n_layer; l < c->n_layer + c->n_mtp; l++) {
-        char n[128];
-        if (!ds_gguf_find_tensor(g, BN(n, l, "nextn.eh_proj.weight"))) break;  /* trunk-only file */
-        if ((rc = bind_layer(&b, l, true))) goto fail;
+        if (!gstored(&b, &ds_tkinds[DS_TK_EH_PROJ], l)) break;  /* trunk-only file */
+        if ((rc = bind_layer(&b, l))) goto fail;
         m->n_mtp++;
     }
     for (int64_t i = 0; i < g->n_tensors; i++)

@@ -59,6 +59,9 @@ void ds_moe_route(const ds_config *c, const float *logits, const float *bias, in
 int ds_block_forward(ds_model *m, int64_t l, float *x, int64_t T, const ds_seg *segs, int n_segs,
                      bool naive, ds_arena *a, ds_err *e);
 
+/* Sets m->expert_lo/hi from o (NULL: all experts), checked against m->cfg (model.c). */
+int ds_model_expert_range(ds_model *m, const ds_model_opts *o, ds_err *e);
+
 /* deepseek2 GGUF metadata -> config (model_gguf.c); exposed for the fuzzer. */
 struct ds_gguf;
 int ds_model_gguf_config(const struct ds_gguf *g, ds_config *c, ds_err *e);

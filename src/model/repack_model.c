@@ -1,6 +1,8 @@
 /*
  * repack_model.c - at load, every block-quantized matmul weight gets an x8
- * row-interleaved copy (tensor/repack.h) that the matmul kernels use.
+ * row-interleaved copy (tensor/repack.h) that the matmul kernels use: the
+ * matrices of the tensor table (tensors.h) but the embeddings and the
+ * router, of the owned routed experts only.
  *
  * Memory: the copy is anonymous memory of the same size as those weights
  * (huge pages advised). For a GGUF file the mapped pages of the original
@@ -12,6 +14,7 @@
  * (weights are then used from the mapping; slower kernels).
  */
 #include "model_internal.h"
+#include "tensors.h"
 #include "../core/thread.h"
 #include "../tensor/repack.h"
 
@@ -51,8 +54,6 @@ static int add(rp_list *l, ds_tensor *t) {
     l->bytes += (t->nbytes + 63) & ~(size_t)63;
     return 0;
 }
-
-static int add_mlp(rp_list *l, ds_mlp_w *w) { return add(l, &w->gate) | add(l, &w->up) | add(l, &w->down); }
 
 /* 2-D matrices of item i: 1, or shape[0] slices */
 static int64_t n_mats(const ds_tensor *t) { return t->ndim == 3 ? t->shape[0] : 1; }
@@ -94,18 +95,16 @@ int ds_model_repack(ds_model *m, ds_err *e) {
     if ((env && !strcmp(env, "0")) || strcmp(ds_ops_isa(), "avx2") != 0) return DS_OK;
     const ds_config *c = &m->cfg;
     rp_list l = { 0 };
-    int bad = add(&l, &m->lm_head);
-    for (int64_t i = 0; i < c->n_layer + m->n_mtp; i++) {
-        ds_layer_w *w = &m->layers[i];
-        bad |= add(&l, &w->q_proj) | add(&l, &w->q_a_proj) | add(&l, &w->q_b_proj) | add(&l, &w->kv_a_proj) |
-               add(&l, &w->kv_b_proj) | add(&l, &w->wk_b) | add(&l, &w->wv_b) | add(&l, &w->o_proj) |
-               add(&l, &w->eh_proj) | add(&l, &w->head);
-        if (!w->is_moe) bad |= add_mlp(&l, &w->mlp);
-        else {
-            for (int64_t x = 0; x < c->n_routed_experts; x++) bad |= add_mlp(&l, &w->experts[x]);
-            bad |= add_mlp(&l, &w->shared);
+    int bad = 0;
+    /* every matmul weight of the table that m holds (layer -1: the model's own), owned experts only */
+    for (int64_t li = -1; li < c->n_layer + m->n_mtp; li++)
+        for (int i = 0; i < DS_TK_COUNT; i++) {
+            const ds_tkind *k = &ds_tkinds[i];
+            if (k->ndim == 1 || (k->flags & DS_TF_NO_REPACK) || (k->scope == DS_TS_MODEL) != (li < 0)) continue;
+            if (k->scope != DS_TS_EXPERT) bad |= add(&l, ds_tk_field(k, m, li, -1));
+            else if (m->layers[li].experts)
+                for (int64_t x = m->expert_lo; x < m->expert_hi; x++) bad |= add(&l, ds_tk_field(k, m, li, x));
         }
-    }
     if (bad) { free(l.it); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
     if (l.n == 0) return DS_OK;
     int64_t *start = malloc((size_t)(l.n + 1) * sizeof *start);

@@ -1,6 +1,6 @@
 /*
- * params.c - the parameter table of a trainable model: Hugging Face names
- * and shapes -> offsets in one fp32 arena (and its gradient twin), binding
+ * params.c - the parameter table of a trainable model: the Hugging Face
+ * kinds of the tensor table (model/tensors.h) -> offsets in one fp32 arena (and its gradient twin), binding
  * the ds_tlayer pointer fields, init, loading any stored dtype, saving,
  * parameter and FLOP counts. The forward/backward passes live in
  * fwd_bwd.c, mla_train.c and moe_train.c.
@@ -9,6 +9,7 @@
 #include "tinternal.h"
 #include "../io/safetensors.h"
 #include "../model/rope.h"
+#include "../model/tensors.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -58,69 +59,66 @@ static void add(table_builder *tb, float **pw, float **pg, bool decay, bool trai
     p->pg = pg;
 }
 
-#define MAT(fw, fg, d0, d1, ...) add(tb, &(fw), &(fg), true, true, 2, d0, d1, __VA_ARGS__)
-#define VEC(fw, fg, d0, ...) add(tb, &(fw), &(fg), false, true, 1, d0, 0, __VA_ARGS__)
-
-/* gate and up are adjacent with no padding between them, so together they
- * are one (2F, D) matrix: the training FFN runs one GEMM over both */
-static void add_mlp(table_builder *tb, ds_tmlp *w, ds_tmlp *g, int64_t D, int64_t F, const char *p) {
-    MAT(w->gate, g->gate, F, D, "%s.gate_proj.weight", p);
-    if (!tb->rc) tb->m->n_floats = tb->m->params[tb->m->n_params - 1].off + F * D;
-    MAT(w->up, g->up, F, D, "%s.up_proj.weight", p);
-    MAT(w->down, g->down, D, F, "%s.down_proj.weight", p);
+/* The field kind k fills in W: in W itself, W->layers[l] or W->layers[l].experts[x]. */
+static float **tfield(ds_tweights *W, const ds_tkind *k, int64_t l, int64_t x) {
+    char *base = k->scope == DS_TS_MODEL    ? (char *)W
+                 : k->scope == DS_TS_EXPERT ? (char *)&W->layers[l].experts[x]
+                                            : (char *)&W->layers[l];
+    return (float **)(base + k->t_off);
 }
 
-static void add_layer(table_builder *tb, int64_t l, bool mtp) {
+/* Whether m has optional kind id as its own parameter (else it shares the main one). */
+static bool owns(const ds_tmodel *m, ds_tk id) {
+    switch (id) {
+    case DS_TK_LM_HEAD: return !m->tied_head;
+    case DS_TK_MTP_EMBED: return m->mtp_own_embed;
+    case DS_TK_MTP_HEAD: return m->mtp_own_head;
+    default: return false;
+    }
+}
+
+/* Adds kind k of layer l (expert x) when this model has it: Hugging Face
+ * kinds the config requires, and the optional ones its flags say are its own.
+ * A gate is followed by its up with no padding between them, so together
+ * they are one (2F, D) matrix: the training FFN runs one GEMM over both. */
+static void add_kind(table_builder *tb, ds_tk id, int64_t l, int64_t x) {
     ds_tmodel *m = tb->m;
-    const ds_config *c = &m->cfg;
-    ds_tlayer *w = &m->W.layers[l], *g = &m->G.layers[l];
-    int64_t D = c->hidden_size, H = c->n_head, Dq = c->qk_nope_head_dim + c->qk_rope_head_dim;
-    char p[64];
-    snprintf(p, sizeof p, "model.layers.%lld", (long long)l);
-    if (mtp) {
-        /* the HF/V3 checkpoint order does not matter; names do */
-        if (m->mtp_own_embed) MAT(w->embed, g->embed, c->vocab_size, D, "%s.embed_tokens.weight", p);
-        VEC(w->enorm, g->enorm, D, "%s.enorm.weight", p);
-        VEC(w->hnorm, g->hnorm, D, "%s.hnorm.weight", p);
-        MAT(w->eh_proj, g->eh_proj, D, 2 * D, "%s.eh_proj.weight", p);
-    }
-    VEC(w->attn_norm, g->attn_norm, D, "%s.input_layernorm.weight", p);
-    if (c->q_lora_rank > 0) {
-        MAT(w->q_a, g->q_a, c->q_lora_rank, D, "%s.self_attn.q_a_proj.weight", p);
-        VEC(w->q_a_norm, g->q_a_norm, c->q_lora_rank, "%s.self_attn.q_a_layernorm.weight", p);
-        MAT(w->q_b, g->q_b, H * Dq, c->q_lora_rank, "%s.self_attn.q_b_proj.weight", p);
-    } else {
-        MAT(w->q_proj, g->q_proj, H * Dq, D, "%s.self_attn.q_proj.weight", p);
-    }
-    MAT(w->kv_a, g->kv_a, c->kv_lora_rank + c->qk_rope_head_dim, D, "%s.self_attn.kv_a_proj_with_mqa.weight", p);
-    VEC(w->kv_a_norm, g->kv_a_norm, c->kv_lora_rank, "%s.self_attn.kv_a_layernorm.weight", p);
-    MAT(w->kv_b, g->kv_b, H * (c->qk_nope_head_dim + c->v_head_dim), c->kv_lora_rank, "%s.self_attn.kv_b_proj.weight", p);
-    MAT(w->o_proj, g->o_proj, D, H * c->v_head_dim, "%s.self_attn.o_proj.weight", p);
-    VEC(w->ffn_norm, g->ffn_norm, D, "%s.post_attention_layernorm.weight", p);
-    w->is_moe = g->is_moe = ds_config_layer_is_moe(c, l);
-    char q[96];
-    if (!w->is_moe) {
-        snprintf(q, sizeof q, "%s.mlp", p);
-        add_mlp(tb, &w->mlp, &g->mlp, D, c->intermediate_size, q);
-    } else {
-        int64_t E = c->n_routed_experts;
-        /* router: a matrix, but DeepSeek's router is not decayed either way
-         * in published recipes; we decay it like every other matrix */
-        MAT(w->router, g->router, E, D, "%s.mlp.gate.weight", p);
-        if (c->topk_method == DS_TOPK_NOAUX_TC)
-            add(tb, &w->router_bias, &g->router_bias, false, false, 1, E, 0, "%s.mlp.gate.e_score_correction_bias", p);
-        for (int64_t x = 0; x < E; x++) {
-            snprintf(q, sizeof q, "%s.mlp.experts.%lld", p, (long long)x);
-            add_mlp(tb, &w->experts[x], &g->experts[x], D, c->moe_intermediate_size, q);
+    const ds_tkind *k = &ds_tkinds[id];
+    ds_tneed need = ds_tk_need(k, &m->cfg, l, 0);
+    if (!need || !k->hf) return;
+    if (need == DS_TN_MAYBE && !owns(m, id)) return;
+    char name[sizeof m->params[0].name];
+    int64_t s[3];
+    ds_tk_name(k, false, l, x, name, sizeof name);
+    ds_tk_shape(k, &m->cfg, s);
+    /* every matrix is decayed (the router too, though published recipes differ); norms and the bias not */
+    add(tb, tfield(&m->W, k, l, x), tfield(&m->G, k, l, x), k->ndim == 2, !(k->flags & DS_TF_BIAS), k->ndim, s[0],
+        s[1], "%s", name);
+    if ((k->flags & DS_TF_GATE) && !tb->rc) tb->m->n_floats = tb->m->params[tb->m->n_params - 1].off + s[0] * s[1];
+}
+
+/* The trainer's order inside an MTP layer (its checkpoints are written in
+ * it): these input-side kinds first, then the ordinary layer, then the rest
+ * (the shared head). */
+static const ds_tk mtp_first[] = { DS_TK_MTP_EMBED, DS_TK_ENORM, DS_TK_HNORM, DS_TK_EH_PROJ };
+
+static bool is_mtp_first(int id) {
+    for (size_t j = 0; j < sizeof mtp_first / sizeof mtp_first[0]; j++)
+        if ((int)mtp_first[j] == id) return true;
+    return false;
+}
+
+static void add_layer(table_builder *tb, int64_t l) {
+    ds_tlayer *w = &tb->m->W.layers[l], *g = &tb->m->G.layers[l];
+    w->is_moe = g->is_moe = ds_config_layer_is_moe(&tb->m->cfg, l);
+    for (size_t i = 0; i < sizeof mtp_first / sizeof mtp_first[0]; i++) add_kind(tb, mtp_first[i], l, -1);
+    for (int i = 0; i < DS_TK_COUNT; i++) {
+        if (ds_tkinds[i].scope != DS_TS_EXPERT) {
+            if (!is_mtp_first(i)) add_kind(tb, (ds_tk)i, l, -1);
+        } else if (i == DS_TK_EXP_GATE) {  /* expert by expert: its gate, up, down */
+            for (int64_t x = 0; x < tb->m->cfg.n_routed_experts; x++)
+                for (int j = i; j < DS_TK_COUNT && ds_tkinds[j].scope == DS_TS_EXPERT; j++) add_kind(tb, (ds_tk)j, l, x);
         }
-        if (c->n_shared_experts > 0) {
-            snprintf(q, sizeof q, "%s.mlp.shared_experts", p);
-            add_mlp(tb, &w->shared, &g->shared, D, c->n_shared_experts * c->moe_intermediate_size, q);
-        }
-    }
-    if (mtp) {
-        VEC(w->head_norm, g->head_norm, D, "%s.shared_head.norm.weight", p);
-        if (m->mtp_own_head) MAT(w->head, g->head, c->vocab_size, D, "%s.shared_head.head.weight", p);
     }
 }
 
@@ -144,7 +142,7 @@ static void bind(ds_tmodel *m, float *w, float *g) {
  * gradient arena, and the weight arena too unless shared_w is given. */
 static int build(ds_tmodel *m, float *shared_w, ds_err *e) {
     const ds_config *c = &m->cfg;
-    int64_t nl = c->n_layer + m->n_mtp, D = c->hidden_size, V = c->vocab_size;
+    int64_t nl = c->n_layer + m->n_mtp;
     m->W.layers = calloc((size_t)nl, sizeof(ds_tlayer));
     m->G.layers = calloc((size_t)nl, sizeof(ds_tlayer));
     if (!m->W.layers || !m->G.layers) return ds_err_set(e, DS_ENOMEM, "out of memory");
@@ -154,12 +152,13 @@ static int build(ds_tmodel *m, float *shared_w, ds_err *e) {
         m->G.layers[l].experts = calloc((size_t)c->n_routed_experts, sizeof(ds_tmlp));
         if (!m->W.layers[l].experts || !m->G.layers[l].experts) return ds_err_set(e, DS_ENOMEM, "out of memory");
     }
+    /* the trainer's order: embedding, main layers, final norm and head, MTP layers */
     table_builder tbs = { m, 0, e, 0 }, *tb = &tbs;
-    MAT(m->W.embed, m->G.embed, V, D, "model.embed_tokens.weight");
-    for (int64_t l = 0; l < c->n_layer; l++) add_layer(tb, l, false);
-    VEC(m->W.final_norm, m->G.final_norm, D, "model.norm.weight");
-    if (!m->tied_head) MAT(m->W.lm_head, m->G.lm_head, V, D, "lm_head.weight");
-    for (int64_t l = c->n_layer; l < nl; l++) add_layer(tb, l, true);
+    add_kind(tb, DS_TK_EMBED, -1, -1);
+    for (int64_t l = 0; l < c->n_layer; l++) add_layer(tb, l);
+    add_kind(tb, DS_TK_FINAL_NORM, -1, -1);
+    add_kind(tb, DS_TK_LM_HEAD, -1, -1);
+    for (int64_t l = c->n_layer; l < nl; l++) add_layer(tb, l);
     if (tb->rc) return tb->rc;
     size_t bytes;
     if (!ds_size_mul((size_t)m->n_floats, sizeof(float), &bytes))
@@ -273,14 +272,6 @@ int64_t ds_tmodel_moe_layers(const ds_tmodel *m, int64_t *idx) {
 
 /* ---------------------------------------------------------------- loading */
 
-static bool mtp_layer_stored(const ds_safetensors *st, int64_t l) {
-    char prefix[64];
-    int len = snprintf(prefix, sizeof prefix, "model.layers.%lld.", (long long)l);
-    for (int64_t i = 0; i < st->n_tensors; i++)
-        if (strncmp(st->tensors[i].name, prefix, (size_t)len) == 0) return true;
-    return false;
-}
-
 static bool ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && !strcmp(s + n - k, suffix);
@@ -339,12 +330,12 @@ int ds_tmodel_load(ds_tmodel **out, const char *dir, ds_err *e) {
     m->cfg = cfg;
     m->tied_head = cfg.tie_word_embeddings && !ds_safetensors_find(&st, "lm_head.weight");
     int64_t L = cfg.n_layer;
-    m->n_mtp = (cfg.n_mtp >= 1 && mtp_layer_stored(&st, L)) ? 1 : 0;
+    m->n_mtp = (cfg.n_mtp >= 1 && ds_tk_hf_layer_stored(&st, L)) ? 1 : 0;
     if (m->n_mtp) {
         char n[128];
-        snprintf(n, sizeof n, "model.layers.%lld.embed_tokens.weight", (long long)L);
+        ds_tk_name(&ds_tkinds[DS_TK_MTP_EMBED], false, L, -1, n, sizeof n);
         m->mtp_own_embed = ds_safetensors_find(&st, n) != NULL;
-        snprintf(n, sizeof n, "model.layers.%lld.shared_head.head.weight", (long long)L);
+        ds_tk_name(&ds_tkinds[DS_TK_MTP_HEAD], false, L, -1, n, sizeof n);
         m->mtp_own_head = ds_safetensors_find(&st, n) != NULL;
     }
     if ((rc = build(m, NULL, e))) goto fail;
@@ -436,24 +427,16 @@ int ds_tmodel_read_params(ds_tmodel *m, const char *path, ds_err *e) {
 
 /* ---------------------------------------------------------------- counts */
 
-static int64_t attn_matmul_params(const ds_config *c) {
-    int64_t D = c->hidden_size, H = c->n_head, Dq = c->qk_nope_head_dim + c->qk_rope_head_dim;
-    int64_t q = c->q_lora_rank > 0 ? c->q_lora_rank * D + H * Dq * c->q_lora_rank : H * Dq * D;
-    return q + (c->kv_lora_rank + c->qk_rope_head_dim) * D + H * (c->qk_nope_head_dim + c->v_head_dim) * c->kv_lora_rank +
-           D * H * c->v_head_dim;
-}
-
-static int64_t ffn_active_matmul_params(const ds_config *c, int64_t l) {
-    int64_t D = c->hidden_size;
-    if (!ds_config_layer_is_moe(c, l)) return 3 * D * c->intermediate_size;
-    return c->n_routed_experts * D + 3 * D * c->moe_intermediate_size * (c->num_experts_per_tok + c->n_shared_experts);
+/* Matmul weights of layer l a token passes through (K routed experts). */
+static int64_t matmul_active(const ds_config *c, int64_t l) {
+    return ds_tk_layer_params(c, l, c->num_experts_per_tok, true);
 }
 
 int64_t ds_tmodel_active_params(const ds_tmodel *m) {
     const ds_config *c = &m->cfg;
     int64_t D = c->hidden_size, V = c->vocab_size;
     int64_t n = V * D + (m->tied_head ? 0 : V * D) + D;
-    for (int64_t l = 0; l < c->n_layer; l++) n += attn_matmul_params(c) + 2 * D + ffn_active_matmul_params(c, l);
+    for (int64_t l = 0; l < c->n_layer; l++) n += matmul_active(c, l) + 2 * D;  /* + attn and ffn norms */
     return n;
 }
 
@@ -463,14 +446,14 @@ double ds_tmodel_step_flops(const ds_tmodel *m, int64_t B, int64_t T) {
     int64_t Dq = c->qk_nope_head_dim + c->qk_rope_head_dim, Dv = c->v_head_dim;
     /* per token: 2 flops per matmul weight forward, 4 backward */
     double per_tok = 0;
-    for (int64_t l = 0; l < c->n_layer; l++) per_tok += (double)(attn_matmul_params(c) + ffn_active_matmul_params(c, l));
+    for (int64_t l = 0; l < c->n_layer; l++) per_tok += (double)matmul_active(c, l);
     per_tok += (double)(V * D);  /* LM head */
     /* causal attention, as computed (full T x T score blocks): QKᵀ and PV */
     double attn = (double)H * (double)T * (double)(Dq + Dv);
     double f = 6.0 * per_tok * (double)(B * T) + 6.0 * attn * (double)(B * T) * (double)c->n_layer;
     if (m->n_mtp && T > 2) {
         int64_t L = c->n_layer;
-        double mtp_tok = (double)(attn_matmul_params(c) + ffn_active_matmul_params(c, L) + 2 * D * D + V * D);
+        double mtp_tok = (double)(matmul_active(c, L) + V * D);  /* the layer, eh_proj, the head */
         f += 6.0 * mtp_tok * (double)(B * (T - 2)) + 6.0 * (double)H * (double)(T - 2) * (double)(Dq + Dv) * (double)(B * (T - 2));
     }
     return f;

@@ -1,0 +1,187 @@
+/*
+ * tensors.c - the tensor table (see tensors.h) and its rules: which
+ * layers have a kind, its shape, its names, its field.
+ */
+#include "tensors.h"
+#include "../train/tmodel.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#define M(f) offsetof(ds_model, f), offsetof(ds_tweights, f)
+#define LW(f, t) offsetof(ds_layer_w, f), offsetof(ds_tlayer, t)
+#define LG(f) offsetof(ds_layer_w, f), DS_TK_NO_FIELD
+#define XW(f) offsetof(ds_mlp_w, f), offsetof(ds_tmlp, f)
+#define V1(a) 1, { DS_TD_##a }
+#define S2(a, b) 2, { DS_TD_##a, DS_TD_##b }
+#define S3(a, b, c) 3, { DS_TD_##a, DS_TD_##b, DS_TD_##c }
+#define ALL DS_TW_ALWAYS
+#define F32 DS_TC_F32
+#define ATTN DS_TC_ATTN
+#define FFN DS_TC_FFN
+
+const ds_tkind ds_tkinds[DS_TK_COUNT] = {
+    /* scope,        HF suffix, GGUF suffix, shape, when, type class, flags, fields */
+    [DS_TK_EMBED] = { DS_TS_MODEL, "model.embed_tokens.weight", "token_embd.weight", S2(V, D), ALL, DS_TC_EMBED,
+                      DS_TF_NO_REPACK, M(embed) },
+    [DS_TK_FINAL_NORM] = { DS_TS_MODEL, "model.norm.weight", "output_norm.weight", V1(D), ALL, F32, 0, M(final_norm) },
+    [DS_TK_LM_HEAD] = { DS_TS_MODEL, "lm_head.weight", "output.weight", S2(V, D), DS_TW_UNTIED, DS_TC_HEAD, 0, M(lm_head) },
+
+    [DS_TK_ATTN_NORM] = { DS_TS_LAYER, "input_layernorm.weight", "attn_norm.weight", V1(D), ALL, F32, 0,
+                          LW(attn_norm, attn_norm) },
+    [DS_TK_Q_A] = { DS_TS_LAYER, "self_attn.q_a_proj.weight", "attn_q_a.weight", S2(RQ, D), DS_TW_Q_LORA, ATTN, 0,
+                    LW(q_a_proj, q_a) },
+    [DS_TK_Q_A_NORM] = { DS_TS_LAYER, "self_attn.q_a_layernorm.weight", "attn_q_a_norm.weight", V1(RQ), DS_TW_Q_LORA,
+                         F32, 0, LW(q_a_norm, q_a_norm) },
+    [DS_TK_Q_B] = { DS_TS_LAYER, "self_attn.q_b_proj.weight", "attn_q_b.weight", S2(HDQ, RQ), DS_TW_Q_LORA, ATTN, 0,
+                    LW(q_b_proj, q_b) },
+    [DS_TK_Q] = { DS_TS_LAYER, "self_attn.q_proj.weight", "attn_q.weight", S2(HDQ, D), DS_TW_Q_PLAIN, ATTN, 0,
+                  LW(q_proj, q_proj) },
+    [DS_TK_KV_A] = { DS_TS_LAYER, "self_attn.kv_a_proj_with_mqa.weight", "attn_kv_a_mqa.weight", S2(KVA, D), ALL, ATTN,
+                     0, LW(kv_a_proj, kv_a) },
+    [DS_TK_KV_A_NORM] = { DS_TS_LAYER, "self_attn.kv_a_layernorm.weight", "attn_kv_a_norm.weight", V1(RKV), ALL, F32,
+                          0, LW(kv_a_norm, kv_a_norm) },
+    [DS_TK_KV_B] = { DS_TS_LAYER, "self_attn.kv_b_proj.weight", "attn_kv_b.weight", S2(KVB, RKV), DS_TW_KV_JOINT,
+                     ATTN, 0, LW(kv_b_proj, kv_b) },
+    [DS_TK_K_B] = { DS_TS_LAYER, NULL, "attn_k_b.weight", S3(H, RKV, DN), DS_TW_KV_SPLIT, ATTN, 0, LG(wk_b) },
+    [DS_TK_V_B] = { DS_TS_LAYER, NULL, "attn_v_b.weight", S3(H, DV, RKV), DS_TW_KV_SPLIT, ATTN, 0, LG(wv_b) },
+    [DS_TK_O] = { DS_TS_LAYER, "self_attn.o_proj.weight", "attn_output.weight", S2(D, HDV), ALL, ATTN, 0,
+                  LW(o_proj, o_proj) },
+    [DS_TK_FFN_NORM] = { DS_TS_LAYER, "post_attention_layernorm.weight", "ffn_norm.weight", V1(D), ALL, F32, 0,
+                         LW(ffn_norm, ffn_norm) },
+    [DS_TK_GATE] = { DS_TS_LAYER, "mlp.gate_proj.weight", "ffn_gate.weight", S2(I, D), DS_TW_DENSE, FFN, DS_TF_GATE,
+                     LW(mlp.gate, mlp.gate) },
+    [DS_TK_UP] = { DS_TS_LAYER, "mlp.up_proj.weight", "ffn_up.weight", S2(I, D), DS_TW_DENSE, FFN, 0, LW(mlp.up, mlp.up) },
+    [DS_TK_DOWN] = { DS_TS_LAYER, "mlp.down_proj.weight", "ffn_down.weight", S2(D, I), DS_TW_DENSE, FFN, 0,
+                     LW(mlp.down, mlp.down) },
+    [DS_TK_ROUTER] = { DS_TS_LAYER, "mlp.gate.weight", "ffn_gate_inp.weight", S2(E, D), DS_TW_MOE, F32, DS_TF_NO_REPACK,
+                       LW(router, router) },
+    [DS_TK_ROUTER_BIAS] = { DS_TS_LAYER, "mlp.gate.e_score_correction_bias", "exp_probs_b.bias", V1(E),
+                            DS_TW_MOE_NOAUX, F32, DS_TF_BIAS | DS_TF_GGUF_OPTIONAL, LW(router_bias, router_bias) },
+    [DS_TK_EXP_GATE] = { DS_TS_EXPERT, "gate_proj.weight", "ffn_gate_exps.weight", S2(F, D), DS_TW_GU_SEPARATE,
+                         DS_TC_EXPERTS, DS_TF_GATE, XW(gate) },
+    [DS_TK_EXP_UP] = { DS_TS_EXPERT, "up_proj.weight", "ffn_up_exps.weight", S2(F, D), DS_TW_GU_SEPARATE, DS_TC_EXPERTS,
+                       0, XW(up) },
+    /* gate rows [0, F) then up rows [F, 2F) of every expert; model_gguf.c views both */
+    [DS_TK_EXP_GATE_UP] = { DS_TS_EXPERT, NULL, "ffn_gate_up_exps.weight", S2(2F, D), DS_TW_GU_MERGED, DS_TC_EXPERTS,
+                            0, offsetof(ds_mlp_w, gate), DS_TK_NO_FIELD },
+    [DS_TK_EXP_DOWN] = { DS_TS_EXPERT, "down_proj.weight", "ffn_down_exps.weight", S2(D, F), DS_TW_MOE, DS_TC_EXPERTS,
+                         0, XW(down) },
+    [DS_TK_SH_GATE] = { DS_TS_LAYER, "mlp.shared_experts.gate_proj.weight", "ffn_gate_shexp.weight", S2(SF, D),
+                        DS_TW_SHARED, FFN, DS_TF_GATE, LW(shared.gate, shared.gate) },
+    [DS_TK_SH_UP] = { DS_TS_LAYER, "mlp.shared_experts.up_proj.weight", "ffn_up_shexp.weight", S2(SF, D), DS_TW_SHARED,
+                      FFN, 0, LW(shared.up, shared.up) },
+    [DS_TK_SH_DOWN] = { DS_TS_LAYER, "mlp.shared_experts.down_proj.weight", "ffn_down_shexp.weight", S2(D, SF),
+                        DS_TW_SHARED, FFN, 0, LW(shared.down, shared.down) },
+
+    [DS_TK_EH_PROJ] = { DS_TS_MTP, "eh_proj.weight", "nextn.eh_proj.weight", S2(D, 2D), ALL, FFN, 0,
+                        LW(eh_proj, eh_proj) },
+    [DS_TK_ENORM] = { DS_TS_MTP, "enorm.weight", "nextn.enorm.weight", V1(D), ALL, F32, 0, LW(enorm, enorm) },
+    [DS_TK_HNORM] = { DS_TS_MTP, "hnorm.weight", "nextn.hnorm.weight", V1(D), ALL, F32, 0, LW(hnorm, hnorm) },
+    [DS_TK_HEAD_NORM] = { DS_TS_MTP, "shared_head.norm.weight", "nextn.shared_head_norm.weight", V1(D), ALL, F32, 0,
+                          LW(head_norm, head_norm) },
+    [DS_TK_MTP_EMBED] = { DS_TS_MTP, "embed_tokens.weight", "nextn.embed_tokens.weight", S2(V, D), DS_TW_OPTIONAL,
+                          DS_TC_EMBED, DS_TF_NO_REPACK, LW(embed, embed) },
+    [DS_TK_MTP_HEAD] = { DS_TS_MTP, "shared_head.head.weight", "nextn.shared_head_head.weight", S2(V, D),
+                         DS_TW_OPTIONAL, DS_TC_HEAD, 0, LW(head, head) },
+};
+
+#undef M
+#undef LW
+#undef LG
+#undef XW
+#undef V1
+#undef S2
+#undef S3
+#undef ALL
+#undef F32
+#undef ATTN
+#undef FFN
+
+ds_tneed ds_tk_need(const ds_tkind *k, const ds_config *c, int64_t l, unsigned forms) {
+    if ((k->scope == DS_TS_MODEL) != (l < 0) || (k->scope == DS_TS_MTP && l < c->n_layer)) return DS_TN_NO;
+    bool moe = l >= 0 && ds_config_layer_is_moe(c, l);
+    bool has;
+    switch (k->when) {
+    case DS_TW_ALWAYS: has = true; break;
+    case DS_TW_Q_LORA: has = c->q_lora_rank > 0; break;
+    case DS_TW_Q_PLAIN: has = c->q_lora_rank == 0; break;
+    case DS_TW_KV_JOINT: has = !(forms & DS_FORM_KV_SPLIT); break;
+    case DS_TW_KV_SPLIT: has = forms & DS_FORM_KV_SPLIT; break;
+    case DS_TW_DENSE: has = !moe; break;
+    case DS_TW_MOE: has = moe; break;
+    case DS_TW_MOE_NOAUX: has = moe && c->topk_method == DS_TOPK_NOAUX_TC; break;
+    case DS_TW_GU_SEPARATE: has = moe && !(forms & DS_FORM_GU_MERGED); break;
+    case DS_TW_GU_MERGED: has = moe && (forms & DS_FORM_GU_MERGED); break;
+    case DS_TW_SHARED: has = moe && c->n_shared_experts > 0; break;
+    case DS_TW_UNTIED: return c->tie_word_embeddings ? DS_TN_MAYBE : DS_TN_YES;
+    case DS_TW_OPTIONAL: return DS_TN_MAYBE;
+    default: has = false;
+    }
+    return has ? DS_TN_YES : DS_TN_NO;
+}
+
+static int64_t dim(const ds_config *c, ds_tdim d) {
+    int64_t H = c->n_head, Dn = c->qk_nope_head_dim, Dv = c->v_head_dim;
+    switch (d) {
+    case DS_TD_D: return c->hidden_size;
+    case DS_TD_2D: return 2 * c->hidden_size;
+    case DS_TD_V: return c->vocab_size;
+    case DS_TD_H: return H;
+    case DS_TD_DN: return Dn;
+    case DS_TD_DV: return Dv;
+    case DS_TD_RQ: return c->q_lora_rank;
+    case DS_TD_RKV: return c->kv_lora_rank;
+    case DS_TD_HDQ: return H * (Dn + c->qk_rope_head_dim);
+    case DS_TD_KVA: return c->kv_lora_rank + c->qk_rope_head_dim;
+    case DS_TD_KVB: return H * (Dn + Dv);
+    case DS_TD_HDV: return H * Dv;
+    case DS_TD_I: return c->intermediate_size;
+    case DS_TD_F: return c->moe_intermediate_size;
+    case DS_TD_2F: return 2 * c->moe_intermediate_size;
+    case DS_TD_E: return c->n_routed_experts;
+    case DS_TD_SF: return c->n_shared_experts * c->moe_intermediate_size;
+    }
+    return 0;
+}
+
+int ds_tk_shape(const ds_tkind *k, const ds_config *c, int64_t shape[3]) {
+    for (int i = 0; i < 3; i++) shape[i] = i < k->ndim ? dim(c, k->shape[i]) : 0;
+    return k->ndim;
+}
+
+int64_t ds_tk_layer_params(const ds_config *c, int64_t l, int64_t n_experts, bool matrices_only) {
+    int64_t n = 0;
+    for (int i = 0; i < DS_TK_COUNT; i++) {
+        const ds_tkind *k = &ds_tkinds[i];
+        int64_t s[3];
+        int nd = ds_tk_shape(k, c, s);
+        if (ds_tk_need(k, c, l, 0) != DS_TN_YES || (matrices_only && nd == 1)) continue;
+        n += (k->scope == DS_TS_EXPERT ? n_experts : 1) * s[0] * (nd > 1 ? s[1] : 1) * (nd > 2 ? s[2] : 1);
+    }
+    return n;
+}
+
+void ds_tk_name(const ds_tkind *k, bool gguf, int64_t l, int64_t x, char *buf, size_t n) {
+    const char *suffix = gguf ? k->gguf : k->hf;
+    if (k->scope == DS_TS_MODEL) snprintf(buf, n, "%s", suffix);
+    else if (gguf) snprintf(buf, n, "blk.%lld.%s", (long long)l, suffix);
+    else if (k->scope == DS_TS_EXPERT) snprintf(buf, n, "model.layers.%lld.mlp.experts.%lld.%s", (long long)l, (long long)x, suffix);
+    else snprintf(buf, n, "model.layers.%lld.%s", (long long)l, suffix);
+}
+
+void *ds_tk_field(const ds_tkind *k, ds_model *m, int64_t l, int64_t x) {
+    char *base = k->scope == DS_TS_MODEL    ? (char *)m
+                 : k->scope == DS_TS_EXPERT ? (char *)&m->layers[l].experts[x]
+                                            : (char *)&m->layers[l];
+    return base + k->w_off;
+}
+
+bool ds_tk_hf_layer_stored(const ds_safetensors *st, int64_t l) {
+    char prefix[64];
+    int len = snprintf(prefix, sizeof prefix, "model.layers.%lld.", (long long)l);
+    for (int64_t i = 0; i < st->n_tensors; i++)
+        if (strncmp(st->tensors[i].name, prefix, (size_t)len) == 0) return true;
+    return false;
+}
