@@ -23,27 +23,10 @@
 
 /* ---------------------------------------------------------------- scratch */
 
-static float *g_scr[TR_MAX_THREADS][TR_SCRATCH_SLOTS];
-static size_t g_cap[TR_MAX_THREADS][TR_SCRATCH_SLOTS];
-
+/* The training slots of the calling thread's env pool (core/scratch.h). */
 float *tr_scratch(int tid, int slot, size_t n) {
-    DS_ASSERT(tid >= 0 && tid < TR_MAX_THREADS && slot >= 0 && slot < TR_SCRATCH_SLOTS);
-    if (g_cap[tid][slot] < n) {
-        ds_free(g_scr[tid][slot]);
-        g_scr[tid][slot] = ds_alloc(n * sizeof(float));
-        DS_ASSERT(g_scr[tid][slot] != NULL);
-        g_cap[tid][slot] = n;
-    }
-    return g_scr[tid][slot];
-}
-
-void tr_scratch_free(void) {
-    for (int i = 0; i < TR_MAX_THREADS; i++)
-        for (int j = 0; j < TR_SCRATCH_SLOTS; j++) {
-            ds_free(g_scr[i][j]);
-            g_scr[i][j] = NULL;
-            g_cap[i][j] = 0;
-        }
+    DS_ASSERT(slot >= 0 && slot < TR_SCRATCH_SLOTS);
+    return ds_scratch(tid, TR_SLOT0 + slot, n);
 }
 
 /* ---------------------------------------------------------------- profile */
@@ -178,6 +161,7 @@ void tr_rmsnorm_backward(float *dx, int64_t lddx, float *dw, const float *dout, 
     float *part = NULL;
     if (dw) {
         part = tr_scratch(ds_thread_id(), 3, (size_t)(nt * D));
+        if (!part) return;   /* out of memory: the step reports it (ds_scratch_failed) */
         memset(part, 0, (size_t)(nt * D) * sizeof(float));
     }
     rms_bwd_ctx c = { dx, lddx, dout, lddo, x, ldx, w, rstd, D, part };

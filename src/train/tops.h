@@ -88,10 +88,12 @@ double tr_vec_dot(const float *a, const float *b, int64_t n);
 /* Use the scalar paths of every kernel here (tests compare both). */
 void tr_force_scalar(bool on);
 
-/* Per-thread scratch for the training kernels (separate from ds_scratch):
- * at least n floats, valid until the next call with the same tid, slot. */
+/* Per-thread scratch for the training kernels: slots TR_SLOT0.. of the
+ * calling env's pool (core/scratch.h), apart from the inference slots; at
+ * least n floats, valid until the next call with the same tid, slot. NULL
+ * when out of memory (the kernel skips its work; the step returns DS_ENOMEM). */
 #define TR_SCRATCH_SLOTS 4
+#define TR_SLOT0 4
 float *tr_scratch(int tid, int slot, size_t n);
-void tr_scratch_free(void);
 
 #endif

@@ -4,6 +4,7 @@
  * (src/cli/cmd_train.c); this file only writes files.
  */
 #include "trainer.h"
+#include "../core/scratch.h"
 #include "../core/mmap_file.h"
 #include "../core/thread.h"
 #include "../io/json.h"
@@ -400,7 +401,9 @@ int ds_trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
         int rc = ds_data_next(&t->data, t->batch, B, e);
         if (rc) return rc;
         ds_losses ls;
+        ds_scratch_clear_failed();
         if ((rc = ds_tmodel_step(m, t->batch, B, T, &o, &ls, e))) return rc;
+        if (ds_scratch_failed()) return ds_err_set(e, DS_ENOMEM, "step %lld: out of memory for kernel scratch", (long long)t->step);
         info->loss += ls.loss / (double)r->grad_accum;
         info->ce += ls.ce / (double)r->grad_accum;
         info->mtp += ls.mtp / (double)r->grad_accum;
@@ -514,13 +517,13 @@ static void prune(const char *out, int64_t keep) {
 }
 
 int ds_trainer_save(ds_trainer *t, const char **path_out, ds_err *e) {
-    static char final[4096];
+    char *final = t->ckpt_path;
     const ds_recipe *r = &t->r;
     if (!ds_params_finite(t->m))
         return ds_err_set(e, DS_ERANGE, "step %lld: parameters are not finite; refusing to write a checkpoint",
                           (long long)t->step);
     char tmp[4096], path[4200];
-    snprintf(final, sizeof final, "%s/ckpt-%08lld", r->out, (long long)t->step);
+    snprintf(final, sizeof t->ckpt_path, "%s/ckpt-%08lld", r->out, (long long)t->step);
     snprintf(tmp, sizeof tmp, "%s/.tmp-ckpt-%08lld-%ld", r->out, (long long)t->step, (long)getpid());
     rm_dir(tmp);
     if (mkdir(tmp, 0755) != 0) return ds_err_set(e, DS_EIO, "%s: %s", tmp, strerror(errno));
