@@ -23,7 +23,7 @@
 #define Q_BLOCK 64  /* query rows per attention block (bounds score scratch) */
 
 typedef struct {
-    ds_model *m;
+    const ds_model *m;
     const ds_layer_w *w;
     int64_t l, T;
     const ds_seg *segs;
@@ -142,7 +142,7 @@ static void attn_worker(void *vctx, int64_t h0, int64_t h1, int tid) {
     }
 }
 
-int ds_mla_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
+int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
                    const ds_seg *segs, int n_segs, bool naive, ds_arena *a, ds_err *e) {
     const ds_config *cfg = &m->cfg;
     const ds_layer_w *w = &m->layers[l];

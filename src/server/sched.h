@@ -27,6 +27,7 @@
 
 #include "../model/model.h"
 #include "../runtime/sampler.h"
+#include "../runtime/session.h"
 #include "../tokenizer/chat.h"
 #include "../tokenizer/tokenizer.h"
 
@@ -142,7 +143,7 @@ typedef struct srv_stats {
 typedef struct srv_sched srv_sched;
 
 /* Starts the worker thread. m and tok must outlive the scheduler. */
-int srv_sched_init(srv_sched **out, ds_model *m, const ds_tokenizer *tok, const srv_sched_opts *o, ds_err *e);
+int srv_sched_init(srv_sched **out, const ds_model *m, const ds_tokenizer *tok, const srv_sched_opts *o, ds_err *e);
 /* Stops the worker: running and queued jobs end with an error event and
  * later submits fail. Safe to call twice. */
 void srv_sched_stop(srv_sched *s);
