@@ -24,6 +24,7 @@
 #include "../core/thread.h"
 
 #include <cblas.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,15 +38,23 @@ extern void openblas_set_num_threads(int);
 
 /* ---------------------------------------------------------------- dispatch */
 
-static int g_isa = -1;  /* 0 generic, 1 avx2 */
+/* Set once (pthread_once), read-only after: the CPU's kernel path and the
+ * DS_QGEMM_MAX_T override. g_force_generic is for tests. */
+static int g_isa;  /* 0 generic, 1 avx2 */
+static int64_t g_qgemm_env;
 static bool g_force_generic;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void init_once(void) {
+    g_isa = ds_cpu_avx2_fma() ? 1 : 0;
+    const char *s = getenv("DS_QGEMM_MAX_T");
+    g_qgemm_env = s ? atoll(s) : -1;
+    openblas_set_num_threads(1);
+    ds_dtype_init();
+}
 
 static int isa(void) {
-    if (g_isa < 0) {
-        g_isa = ds_cpu_avx2_fma() ? 1 : 0;
-        openblas_set_num_threads(1);
-        ds_dtype_init();
-    }
+    pthread_once(&g_once, init_once);
     return g_force_generic ? 0 : g_isa;
 }
 
@@ -191,13 +200,8 @@ static void matmul_x8_worker(const matmul_ctx *c, int64_t i0, int64_t i1) {
  * it, panels are dequantized for OpenBLAS, which measured faster (1 core,
  * K=2048: K-quants break even around T = 16-32, the per-32-block-scaled
  * Q8_0/Q4_0/Q5_0 around T = 8). DS_QGEMM_MAX_T overrides (benchmarks). */
-static int64_t g_qgemm_env = -2;
-
 static int64_t qgemm_max_t(ds_dtype t) {
-    if (g_qgemm_env == -2) {
-        const char *s = getenv("DS_QGEMM_MAX_T");
-        g_qgemm_env = s ? atoll(s) : -1;
-    }
+    isa();
     if (g_qgemm_env >= 0) return g_qgemm_env;
     return ds_act_kind(t) == 2 ? 16 : DS_GEMM_MIN_T - 1;
 }
