@@ -6,6 +6,7 @@
  */
 #include "test.h"
 #include "../src/model/model.h"
+#include "../src/model/model_internal.h"
 #include "../src/runtime/generate.h"
 #include "../src/tokenizer/tokenizer.h"
 
@@ -114,20 +115,23 @@ extern void *__libc_memalign(size_t a, size_t n);
 
 static atomic_int g_counting;
 static atomic_long g_allocs;
+static atomic_long g_fail_at;   /* > 0: the allocation with this count fails (fault injection) */
 
-static void note(const void *ret) {
-    if (atomic_load_explicit(&g_counting, memory_order_relaxed) && (const char *)ret >= &__executable_start &&
-        (const char *)ret < &etext)
-        atomic_fetch_add(&g_allocs, 1);
+/* Counts an allocation by our code; false: make it fail. */
+static bool note(const void *ret) {
+    if (!atomic_load_explicit(&g_counting, memory_order_relaxed) || (const char *)ret < &__executable_start ||
+        (const char *)ret >= &etext)
+        return true;
+    long k = atomic_fetch_add(&g_allocs, 1) + 1;
+    return k != atomic_load(&g_fail_at);
 }
 
-void *malloc(size_t n) { note(__builtin_return_address(0)); return __libc_malloc(n); }
-void *calloc(size_t n, size_t s) { note(__builtin_return_address(0)); return __libc_calloc(n, s); }
-void *realloc(void *p, size_t n) { note(__builtin_return_address(0)); return __libc_realloc(p, n); }
-void *aligned_alloc(size_t a, size_t n) { note(__builtin_return_address(0)); return __libc_memalign(a, n); }
+void *malloc(size_t n) { return note(__builtin_return_address(0)) ? __libc_malloc(n) : NULL; }
+void *calloc(size_t n, size_t s) { return note(__builtin_return_address(0)) ? __libc_calloc(n, s) : NULL; }
+void *realloc(void *p, size_t n) { return note(__builtin_return_address(0)) ? __libc_realloc(p, n) : NULL; }
+void *aligned_alloc(size_t a, size_t n) { return note(__builtin_return_address(0)) ? __libc_memalign(a, n) : NULL; }
 int posix_memalign(void **p, size_t a, size_t n) {
-    note(__builtin_return_address(0));
-    *p = __libc_memalign(a, n);
+    *p = note(__builtin_return_address(0)) ? __libc_memalign(a, n) : NULL;
     return *p ? 0 : 12;   /* ENOMEM */
 }
 
@@ -187,4 +191,61 @@ static void decode_no_alloc(bool mtp, const char *path) {
 
 TEST(session_decode_allocates_nothing) { decode_no_alloc(false, "tests/fixtures/tiny-chat"); }
 TEST(session_decode_allocates_nothing_mtp) { decode_no_alloc(true, "tests/fixtures/tiny-v3"); }
+
+/* Every allocation of a first forward pass (fresh context: arena, kernel
+ * scratch, job tables) made to fail in turn: the call returns DS_ENOMEM
+ * or, if it got through, exactly the logits of an undisturbed run; it
+ * never aborts. */
+static void forward_oom(const char *path) {
+    ds_err e = { 0 };
+    ds_model *m = NULL;
+    if (ds_model_open(&m, path, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    int64_t V = m->cfg.vocab_size;
+    int32_t tok[20];
+    for (int i = 0; i < 20; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
+    float *ref = malloc((size_t)V * sizeof(float)), *got = malloc((size_t)V * sizeof(float));
+    CHECK(ref && got);
+    long n_allocs = 0;
+    int n_enomem = 0;
+    for (long k = 0; k <= n_allocs; k++) {   /* k = 0: the reference, counting how many there are */
+        ds_kvcache c;
+        CHECK(ds_kvcache_init(&c, m, 64, &e) == 0);
+        CHECK(ds_kvcache_reserve(&c, 32, &e) == 0);
+        atomic_store(&g_allocs, 0);
+        atomic_store(&g_fail_at, k);
+        atomic_store(&g_counting, 1);
+        ds_ctx *x = NULL;
+        int rc = ds_ctx_new(&x, &e);
+        if (!rc) {
+            ds_ctx_set_threads(x, 1);
+            ds_seq_chunk ch = { &c, tok, 20, false };
+            rc = ds_model_forward(m, x, &ch, 1, k ? got : ref, NULL, &e);
+            ds_seq_chunk one = { &c, tok + 20 - 1, 1, false };
+            if (!rc) rc = ds_model_forward(m, x, &one, 1, k ? got : ref, NULL, &e);
+        }
+        atomic_store(&g_counting, 0);
+        atomic_store(&g_fail_at, 0);
+        if (k == 0) {
+            CHECK_MSG(rc == 0, "%s", e.msg);
+            n_allocs = atomic_load(&g_allocs);
+        } else if (rc) {
+            CHECK_MSG(rc == DS_ENOMEM, "allocation %ld failing: %s", k, e.msg);
+            n_enomem++;
+        } else {
+            CHECK_MSG(memcmp(ref, got, (size_t)V * sizeof(float)) == 0, "allocation %ld failed silently", k);
+        }
+        ds_ctx_free(x);
+        ds_kvcache_free(&c);
+    }
+    CHECK(n_allocs > 5);
+    CHECK_EQ_INT(n_enomem, n_allocs);
+    if (getenv("DS_TEST_VERBOSE")) fprintf(stderr, "%s: %ld allocations, each failing -> DS_ENOMEM\n", path, n_allocs);
+    free(ref);
+    free(got);
+    ds_model_close(m);
+}
+
+TEST(session_forward_out_of_memory_q4_k) { forward_oom("tests/fixtures/gguf/kq.llama-q4_k_m.gguf"); }
+TEST(session_forward_out_of_memory_moe_bf16) { forward_oom("tests/fixtures/tiny-v3"); }
+TEST(session_forward_out_of_memory_fp8) { forward_oom("tests/fixtures/tiny-v3-fp8"); }
 #endif
