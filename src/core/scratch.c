@@ -39,6 +39,10 @@ void *ds_scratch_bytes(int tid, int slot, size_t bytes) {
     return p->buf[tid][slot];
 }
 
+void *ds_scratch_peek(const ds_par_env *env, int tid, int slot) {
+    return env && env->pool ? env->pool->buf[tid][slot] : NULL;
+}
+
 float *ds_scratch(int tid, int slot, size_t n) { return ds_scratch_bytes(tid, slot, n * sizeof(float)); }
 
 bool ds_scratch_failed(void) {

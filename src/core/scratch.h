@@ -10,8 +10,9 @@
  * the caller that owns the env returns DS_ENOMEM.
  *
  * Slots: 0 the kernels of tensor/ops.c, 1..3 their callers in model/,
- * 4..7 training (tops.h TR_SLOT), 8 quantized activation rows (ops.c),
- * 9 ds_matmul_multi's job tables, 10 the job lists of model/'s batch plan.
+ * 4..7 training scratch and 8 the training matmul profile (tops.h TR_SLOT0,
+ * TR_SLOT_PROF), 9 quantized activation rows (ops.c), 10 ds_matmul_multi's
+ * job tables, 11 the job lists of model/'s batch plan.
  * A buffer is valid until the next request
  * for the same thread and slot.
  */
@@ -21,9 +22,9 @@
 #include "base.h"
 #include "thread.h"
 
-#define DS_SCRATCH_SLOTS 11
+#define DS_SCRATCH_SLOTS 12
 #define DS_SCRATCH_THREADS 256
-enum { DS_SLOT_ACT = 8, DS_SLOT_MULTI = 9, DS_SLOT_PLAN = 10 };
+enum { DS_SLOT_ACT = 9, DS_SLOT_MULTI = 10, DS_SLOT_PLAN = 11 };
 
 typedef struct ds_scratch_pool {
     void *buf[DS_SCRATCH_THREADS][DS_SCRATCH_SLOTS];
@@ -39,6 +40,8 @@ float *ds_scratch(int tid, int slot, size_t n);
 /* Makes env's pool (before a parallel region uses it). false: out of memory. */
 bool ds_scratch_pool_ensure(ds_par_env *env);
 void ds_scratch_pool_free(ds_scratch_pool *p);
+/* Slot `slot` of thread tid in env's pool as it is (NULL if never made). */
+void *ds_scratch_peek(const ds_par_env *env, int tid, int slot);
 
 /* Whether an allocation failed in the calling thread's env since the last
  * ds_scratch_clear_failed. */

@@ -25,6 +25,7 @@ typedef struct ds_par_env {
     int n_threads;                 /* 0: the process default (ds_threads_set) */
     struct ds_scratch_pool *pool;  /* per-thread scratch (core/scratch.h), NULL until first use */
     bool failed;                   /* a scratch allocation failed (ds_scratch_failed) */
+    bool profile;                  /* the owner's kernels record timings (training matmuls) */
 } ds_par_env;
 
 /* Binds env to the calling thread; returns the previous binding (restore it

@@ -381,12 +381,13 @@ void ds_trainer_free(ds_trainer *t) {
     free(t->batch);
     free(t->val);
     if (t->metrics) fclose(t->metrics);
+    ds_par_env_release(&t->env);
     memset(t, 0, sizeof *t);
 }
 
 /* ---------------------------------------------------------------- step / eval */
 
-int ds_trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
+static int trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
     const ds_recipe *r = &t->r;
     ds_tmodel *m = t->m;
     memset(info, 0, sizeof *info);
@@ -444,7 +445,16 @@ int ds_trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
     return DS_OK;
 }
 
-int ds_trainer_eval(ds_trainer *t, double *val_loss, ds_err *e) {
+/* Steps and evaluations run with the trainer's env bound (its kernel scratch
+ * and matmul profile), restored after. */
+int ds_trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
+    ds_par_env *prev = ds_par_env_bind(&t->env);
+    int rc = trainer_step(t, info, e);
+    ds_par_env_bind(prev);
+    return rc;
+}
+
+static int trainer_eval(ds_trainer *t, double *val_loss, ds_err *e) {
     *val_loss = NAN;
     if (t->n_val == 0) return DS_OK;
     int64_t B = t->r.batch_size, T = t->r.seq_len;
@@ -459,6 +469,13 @@ int ds_trainer_eval(ds_trainer *t, double *val_loss, ds_err *e) {
     }
     *val_loss = t->last_val = sum / (double)t->n_val;
     return DS_OK;
+}
+
+int ds_trainer_eval(ds_trainer *t, double *val_loss, ds_err *e) {
+    ds_par_env *prev = ds_par_env_bind(&t->env);
+    int rc = trainer_eval(t, val_loss, e);
+    ds_par_env_bind(prev);
+    return rc;
 }
 
 void ds_trainer_log(ds_trainer *t, json_t *line) {

@@ -19,6 +19,7 @@
 #ifndef DS_TRAINER_H
 #define DS_TRAINER_H
 
+#include "../core/thread.h"
 #include "data.h"
 #include "optim.h"
 #include "tmodel.h"
@@ -76,6 +77,7 @@ typedef struct ds_trainer {
     int64_t step, tokens, nan_skips, nan_consecutive;
     double elapsed;          /* training seconds, resumed runs included */
     char ckpt_path[4096];    /* the folder of the last ds_trainer_save */
+    ds_par_env env;          /* kernel scratch and matmul profile of steps and evaluations */
     double peak_flops;       /* FLOP/s, measured or given */
     double step_flops;       /* one optimizer step */
     int32_t *batch;          /* (B·T) */
