@@ -11,6 +11,11 @@
  * Weights stay in the memory-mapped safetensors files (FP8 stays FP8);
  * only the small norm vectors and router biases are converted to fp32.
  * Shape letters are defined in config.h.
+ *
+ * After ds_model_open the model is read-only: forward passes take a const
+ * ds_model and keep their mutable state in a ds_ctx (below) and the KV
+ * caches, so one model serves any number of threads and sessions
+ * (runtime/session.h). Front ends read it through the accessors below.
  */
 #ifndef DS_MODEL_H
 #define DS_MODEL_H
