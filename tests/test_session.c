@@ -72,7 +72,7 @@ static void two_threads(const char *path) {
         run_session(&j);
         CHECK_EQ_INT(j.rc, 0);
     }
-    for (int round = 0; round < 3; round++) {
+    for (int round = 0; round < 6; round++) {
         run_job j[2] = { { m, tok[0], both[0], -1 }, { m, tok[1], both[1], -1 } };
         pthread_t th[2];
         for (int k = 0; k < 2; k++) CHECK(pthread_create(&th[k], NULL, run_session, &j[k]) == 0);
