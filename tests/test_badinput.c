@@ -1187,7 +1187,7 @@ TEST(badinput_token_ids_out_of_range) {
     for (int i = 0; i < 4; i++) {
         ds_seq_chunk ch = { &cache, bad[i], 3, true };
         ds_err_clear(&e);
-        EXPECT_ERR(ds_model_forward(m, &ch, 1, logits, hidden, &e), e, DS_ERANGE, needle[i], "vocab_size 320");
+        EXPECT_ERR(ds_model_forward(m, NULL, &ch, 1, logits, hidden, &e), e, DS_ERANGE, needle[i], "vocab_size 320");
         CHECK_EQ_INT(cache.n_past, 0);  /* nothing was appended */
     }
     /* a good chunk followed by a bad one in the same batch: nothing runs */
@@ -1196,21 +1196,21 @@ TEST(badinput_token_ids_out_of_range) {
     const int32_t good[2] = { 5, 6 };
     ds_seq_chunk chs[2] = { { &cache, good, 2, true }, { &c2, bad[0], 3, true } };
     ds_err_clear(&e);
-    EXPECT_ERR(ds_model_forward(m, chs, 2, logits, NULL, &e), e, DS_ERANGE, "vocab_size");
+    EXPECT_ERR(ds_model_forward(m, NULL, chs, 2, logits, NULL, &e), e, DS_ERANGE, "vocab_size");
     CHECK_EQ_INT(cache.n_past, 0);
     CHECK_EQ_INT(c2.n_past, 0);
     /* the MTP module checks its tokens too */
     ds_seq_chunk ok = { &cache, good, 2, true };
     ds_err_clear(&e);
-    CHECK(ds_model_forward(m, &ok, 1, logits, hidden, &e) == DS_OK);
+    CHECK(ds_model_forward(m, NULL, &ok, 1, logits, hidden, &e) == DS_OK);
     if (m->n_mtp > 0) {
         const int32_t nb[1] = { (int32_t)V + 7 };
         ds_err_clear(&e);
-        EXPECT_ERR(ds_model_forward_mtp(m, &cache, hidden, nb, 1, logits, &e), e, DS_ERANGE, "token id 327");
+        EXPECT_ERR(ds_model_forward_mtp(m, NULL, &cache, hidden, nb, 1, logits, &e), e, DS_ERANGE, "token id 327");
     }
     /* naive path */
     ds_err_clear(&e);
-    EXPECT_ERR(ds_model_forward_naive(m, bad[1], 3, logits, &e), e, DS_ERANGE, "token id -1");
+    EXPECT_ERR(ds_model_forward_naive(m, NULL, bad[1], 3, logits, &e), e, DS_ERANGE, "token id -1");
     ds_kvcache_free(&c2);
     ds_kvcache_free(&cache);
     free(logits);

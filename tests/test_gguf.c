@@ -289,11 +289,11 @@ static float *logits_of(ds_model *m, const int32_t *tok, int64_t T, bool increme
     if (incremental) {
         for (int64_t t = 0; t < T; t++) {
             ds_seq_chunk ch = { &c, tok + t, 1, true };
-            CHECK_MSG(ds_model_forward(m, &ch, 1, out + t * V, NULL, &e) == 0, "%s", e.msg);
+            CHECK_MSG(ds_model_forward(m, NULL, &ch, 1, out + t * V, NULL, &e) == 0, "%s", e.msg);
         }
     } else {
         ds_seq_chunk ch = { &c, tok, T, true };
-        CHECK_MSG(ds_model_forward(m, &ch, 1, out, NULL, &e) == 0, "%s", e.msg);
+        CHECK_MSG(ds_model_forward(m, NULL, &ch, 1, out, NULL, &e) == 0, "%s", e.msg);
     }
     ds_kvcache_free(&c);
     return out;
@@ -361,8 +361,8 @@ static void gguf_parity(const char *fx, parity_bounds bd) {
             ds_kvcache c;
             CHECK(ds_kvcache_init(&c, g, T + 1, &e) == 0);
             ds_seq_chunk ch = { &c, tok, T, true };
-            CHECK(ds_model_forward(g, &ch, 1, lg, hid, &e) == 0);
-            CHECK(ds_model_forward_mtp(g, &c, hid, tok + 1, T - 1, mtp, &e) == 0);
+            CHECK(ds_model_forward(g, NULL, &ch, 1, lg, hid, &e) == 0);
+            CHECK(ds_model_forward_mtp(g, NULL, &c, hid, tok + 1, T - 1, mtp, &e) == 0);
             if (ref) CHECK_MSG(max_abs_diff(mtp, ref, (T - 1) * V) <= 1e-4, "%s: MTP logits vs reference %.3g", name,
                                max_abs_diff(mtp, ref, (T - 1) * V));
             ds_kvcache_free(&c);
@@ -668,13 +668,13 @@ TEST(gguf_q8_0_greedy_v2_lite) {
             ds_err e = { 0 };
             CHECK(ds_kvcache_init(&c, ms[k], 64, &e) == 0);
             ds_seq_chunk ch = { &c, tok, T, false };
-            CHECK(ds_model_forward(ms[k], &ch, 1, lg, NULL, &e) == 0);
+            CHECK(ds_model_forward(ms[k], NULL, &ch, 1, lg, NULL, &e) == 0);
             for (int i = 0; i < 16; i++) {
                 int32_t best = 0;
                 for (int64_t v = 1; v < V; v++) if (lg[v] > lg[best]) best = (int32_t)v;
                 out[k][i] = best;
                 ds_seq_chunk one = { &c, &out[k][i], 1, false };
-                CHECK(ds_model_forward(ms[k], &one, 1, lg, NULL, &e) == 0);
+                CHECK(ds_model_forward(ms[k], NULL, &one, 1, lg, NULL, &e) == 0);
             }
             ds_kvcache_free(&c);
         }

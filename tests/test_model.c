@@ -100,7 +100,7 @@ static ds_model *open_fixture(const char *name) {
 
 typedef struct { int32_t *got; int *n; } collector;
 
-static int collect_tok(void *ud, int32_t tok) {
+static int collect_tok(void *ud, int32_t tok, const char *text, size_t len) {
     collector *u = ud;
     if (*u->n < 64) u->got[(*u->n)++] = tok;
     return 0;
@@ -123,12 +123,12 @@ static void parity(const char *name) {
     CHECK(ds_kvcache_init(&c, m, 64, &e) == 0);
     if (full && incr) {
         ds_seq_chunk ch = { &c, r.tokens, T, true };
-        CHECK(ds_model_forward(m, &ch, 1, out, hid, &e) == 0);
+        CHECK(ds_model_forward(m, NULL, &ch, 1, out, hid, &e) == 0);
         compare("full forward", out, full, T, V);
         ds_kvcache_clear(&c);
         for (int64_t t = 0; t < T; t++) {
             ds_seq_chunk one = { &c, r.tokens + t, 1, true };
-            CHECK(ds_model_forward(m, &one, 1, out + t * V, NULL, &e) == 0);
+            CHECK(ds_model_forward(m, NULL, &one, 1, out + t * V, NULL, &e) == 0);
         }
         compare("incremental", out, incr, T, V);
         /* chunked prefill in uneven pieces through the same cache */
@@ -136,28 +136,27 @@ static void parity(const char *name) {
         int64_t cuts[] = { 0, 3, 4, 9, T };
         for (int k = 0; k < 4; k++) {
             ds_seq_chunk ch2 = { &c, r.tokens + cuts[k], cuts[k + 1] - cuts[k], true };
-            CHECK(ds_model_forward(m, &ch2, 1, out + cuts[k] * V, NULL, &e) == 0);
+            CHECK(ds_model_forward(m, NULL, &ch2, 1, out + cuts[k] * V, NULL, &e) == 0);
         }
         compare("chunked prefill", out, full, T, V);
-        CHECK(ds_model_forward_naive(m, r.tokens, T, out, &e) == 0);
+        CHECK(ds_model_forward_naive(m, NULL, r.tokens, T, out, &e) == 0);
         compare("naive attention", out, full, T, V);
     }
     /* greedy generation through the cache */
-    ds_kvcache_clear(&c);
-    ds_sampler s;
     ds_sampler_params sp;
     ds_sampler_params_default(&sp);
-    CHECK(ds_sampler_init(&s, &sp, V, &e) == 0);
+    ds_session ss;
+    CHECK(ds_session_init(&ss, m, NULL, c.max_ctx, &sp, &e) == 0);
     int32_t got[64];
     int n_got = 0;
     ds_gen_opts o = { .max_tokens = r.n_greedy, .prefill_chunk = 2 };  /* prefill in chunks of 2 */
     ds_gen_stats st;
     collector ud = { got, &n_got };
-    CHECK(ds_generate(m, &c, &s, r.prompt, r.n_prompt, &o, collect_tok, &ud, &st, &e) == 0);
+    CHECK(ds_generate(&ss, r.prompt, r.n_prompt, &o, collect_tok, &ud, &st, &e) == 0);
     CHECK_EQ_INT(n_got, r.n_greedy);
     for (int i = 0; i < n_got && i < r.n_greedy; i++)
         CHECK_MSG(got[i] == r.greedy[i], "%s greedy token %d: %d vs HF %d", name, i, got[i], r.greedy[i]);
-    ds_sampler_free(&s);
+    ds_session_free(&ss);
     ds_kvcache_free(&c);
     free(full); free(incr); free(out); free(hid);
     ds_model_close(m);
@@ -184,15 +183,15 @@ static void mtp_parity(const char *name) {
     ds_kvcache c;
     CHECK(ds_kvcache_init(&c, m, 64, &e) == 0);
     ds_seq_chunk ch = { &c, r.tokens, T, false };
-    CHECK(ds_model_forward(m, &ch, 1, out, hid, &e) == 0);
-    CHECK(ds_model_forward_mtp(m, &c, hid, r.tokens + 1, T - 1, out, &e) == 0);
+    CHECK(ds_model_forward(m, NULL, &ch, 1, out, hid, &e) == 0);
+    CHECK(ds_model_forward_mtp(m, NULL, &c, hid, r.tokens + 1, T - 1, out, &e) == 0);
     if (ref) compare("mtp full", out, ref, T - 1, V);
     /* incremental MTP rows through its own cache positions */
     ds_kvcache_clear(&c);
     ch.all_logits = false;
-    CHECK(ds_model_forward(m, &ch, 1, out, hid, &e) == 0);
+    CHECK(ds_model_forward(m, NULL, &ch, 1, out, hid, &e) == 0);
     for (int64_t t = 0; t < T - 1; t++)
-        CHECK(ds_model_forward_mtp(m, &c, hid + t * D, r.tokens + t + 1, 1, out + t * V, &e) == 0);
+        CHECK(ds_model_forward_mtp(m, NULL, &c, hid + t * D, r.tokens + t + 1, 1, out + t * V, &e) == 0);
     if (ref) compare("mtp incremental", out, ref, T - 1, V);
     ds_kvcache_free(&c);
     free(ref); free(out); free(hid);
@@ -211,7 +210,7 @@ TEST(model_no_mtp_stored) {
     CHECK(ds_kvcache_init(&c, m, 8, &e) == 0);
     float h[64] = { 0 }, lg[512];
     int32_t t = 5;
-    CHECK(ds_model_forward_mtp(m, &c, h, &t, 1, lg, &e) == DS_ENOTFOUND);
+    CHECK(ds_model_forward_mtp(m, NULL, &c, h, &t, 1, lg, &e) == DS_ENOTFOUND);
     ds_kvcache_free(&c);
     ds_model_close(m);
 }
@@ -231,24 +230,24 @@ TEST(model_batch_equals_single) {
     float *single = calloc((size_t)(32 * V), sizeof(float)), *batch = calloc((size_t)(32 * V), sizeof(float));
     /* a: tokens[0..9); b: tokens[4..T) */
     ds_seq_chunk sa = { &a, r.tokens, 9, true }, sb = { &b, r.tokens + 4, r.T - 4, true };
-    CHECK(ds_model_forward(m, &sa, 1, single, NULL, &e) == 0);
-    CHECK(ds_model_forward(m, &sb, 1, single + 9 * V, NULL, &e) == 0);
+    CHECK(ds_model_forward(m, NULL, &sa, 1, single, NULL, &e) == 0);
+    CHECK(ds_model_forward(m, NULL, &sb, 1, single + 9 * V, NULL, &e) == 0);
     ds_kvcache_clear(&a);
     ds_kvcache_clear(&b);
     ds_seq_chunk both[2] = { sa, sb };
-    CHECK(ds_model_forward(m, both, 2, batch, NULL, &e) == 0);
+    CHECK(ds_model_forward(m, NULL, both, 2, batch, NULL, &e) == 0);
     double worst = 0;
     for (int64_t i = 0; i < (9 + r.T - 4) * V; i++) worst = ds_max_err(worst, fabs(single[i] - batch[i]));
     CHECK_MSG(worst < 1e-5, "batched vs single max diff %g", worst);
     /* next decode step for both, batched, vs alone */
     int32_t na = 7, nb = 11;
     ds_seq_chunk d2[2] = { { &a, &na, 1, false }, { &b, &nb, 1, false } };
-    CHECK(ds_model_forward(m, d2, 2, batch, NULL, &e) == 0);
+    CHECK(ds_model_forward(m, NULL, d2, 2, batch, NULL, &e) == 0);
     ds_kvcache_truncate(&a, 9);
     ds_kvcache_truncate(&b, r.T - 4);
     ds_seq_chunk s1 = { &a, &na, 1, false }, s2 = { &b, &nb, 1, false };
-    CHECK(ds_model_forward(m, &s1, 1, single, NULL, &e) == 0);
-    CHECK(ds_model_forward(m, &s2, 1, single + V, NULL, &e) == 0);
+    CHECK(ds_model_forward(m, NULL, &s1, 1, single, NULL, &e) == 0);
+    CHECK(ds_model_forward(m, NULL, &s2, 1, single + V, NULL, &e) == 0);
     worst = 0;
     for (int64_t i = 0; i < 2 * V; i++) worst = ds_max_err(worst, fabs(single[i] - batch[i]));
     CHECK_MSG(worst < 1e-5, "batched decode vs single max diff %g", worst);
@@ -267,7 +266,7 @@ TEST(model_context_full_is_an_error) {
     int32_t t[5] = { 0, 1, 2, 3, 4 };
     float *lg = calloc(5 * 320, sizeof(float));
     ds_seq_chunk ch = { &c, t, 5, false };
-    CHECK(ds_model_forward(m, &ch, 1, lg, NULL, &e) == DS_ERANGE);
+    CHECK(ds_model_forward(m, NULL, &ch, 1, lg, NULL, &e) == DS_ERANGE);
     CHECK(strstr(e.msg, "context") != NULL);
     CHECK_EQ_INT(c.n_past, 0);
     free(lg);
@@ -319,9 +318,9 @@ TEST(model_split_kv_b_form) {
     ds_kvcache kc;
     CHECK(ds_kvcache_init(&kc, m, 64, &e) == 0);
     ds_seq_chunk ch = { &kc, r.tokens, T, true };
-    CHECK(ds_model_forward(m, &ch, 1, out, NULL, &e) == 0);
+    CHECK(ds_model_forward(m, NULL, &ch, 1, out, NULL, &e) == 0);
     if (full) compare("split kv_b absorbed", out, full, T, V);
-    CHECK(ds_model_forward_naive(m, r.tokens, T, out, &e) == 0);
+    CHECK(ds_model_forward_naive(m, NULL, r.tokens, T, out, &e) == 0);
     if (full) compare("split kv_b naive", out, full, T, V);
     for (int64_t i = 0; i < 2 * L; i++) free(bufs[i]);
     free(bufs); free(row); free(full); free(out);
@@ -354,22 +353,19 @@ static void mtp_spec(const char *name, float temperature) {
     sp.temperature = temperature;
     sp.seed = 42;
     for (int run = 0; run < 3; run++) {
-        ds_kvcache c;
-        ds_sampler s;
-        CHECK(ds_kvcache_init(&c, m, 128, &e) == 0);
-        CHECK(ds_sampler_init(&s, &sp, m->cfg.vocab_size, &e) == 0);
+        ds_session ss;
+        CHECK(ds_session_init(&ss, m, NULL, 128, &sp, &e) == 0);
         oracle orc = { plain, 5, n_plain };
         ds_gen_opts o = { .max_tokens = 40, .prefill_chunk = 2, .mtp = run > 0, .draft_override = run == 2 ? oracle_draft : NULL, .draft_ud = &orc };
         ds_gen_stats st;
         int32_t *dst = run == 0 ? plain : run == 1 ? spec : spec2;
         int *nd = run == 0 ? &n_plain : run == 1 ? &n_spec : &n_spec2;
         collector col = { dst, nd };
-        CHECK_MSG(ds_generate(m, &c, &s, prompt, 5, &o, collect_tok, &col, &st, &e) == 0, "%s", e.msg);
+        CHECK_MSG(ds_generate(&ss, prompt, 5, &o, collect_tok, &col, &st, &e) == 0, "%s", e.msg);
         if (run == 2) CHECK_MSG(st.n_accepted > 10 && st.n_accepted < st.n_draft, "accepted %lld of %lld",
                                 (long long)st.n_accepted, (long long)st.n_draft);
         if (run == 2) CHECK(st.n_main_forwards < 35);
-        ds_sampler_free(&s);
-        ds_kvcache_free(&c);
+        ds_session_free(&ss);
     }
     CHECK_EQ_INT(n_plain, 40);
     CHECK_EQ_INT(n_spec, 40);
@@ -406,15 +402,15 @@ static void batch_invariance(const char *path) {
     for (int s = 0; s < NS; s++) {
         CHECK(ds_kvcache_init(&c[s], m, 64, &e) == 0);
         ds_seq_chunk h = { &c[s], tok[s], hist, false };
-        CHECK(ds_model_forward(m, &h, 1, lg, NULL, &e) == 0);
+        CHECK(ds_model_forward(m, NULL, &h, 1, lg, NULL, &e) == 0);
         ds_seq_chunk ch = { &c[s], tok[s] + hist, len[s], all[s] };
-        CHECK(ds_model_forward(m, &ch, 1, alone + off * V, NULL, &e) == 0);
+        CHECK(ds_model_forward(m, NULL, &ch, 1, alone + off * V, NULL, &e) == 0);
         off += all[s] ? len[s] : 1;
         ds_kvcache_truncate(&c[s], hist);
     }
     ds_seq_chunk chunks[NS];
     for (int s = 0; s < NS; s++) chunks[s] = (ds_seq_chunk){ &c[s], tok[s] + hist, len[s], all[s] };
-    CHECK(ds_model_forward(m, chunks, NS, batch, NULL, &e) == 0);
+    CHECK(ds_model_forward(m, NULL, chunks, NS, batch, NULL, &e) == 0);
     int64_t bad = 0;
     for (int64_t i = 0; i < off * V; i++) bad += memcmp(&alone[i], &batch[i], sizeof(float)) != 0;
     CHECK_MSG(bad == 0, "%s: %lld of %lld logits differ between batched and alone", path, (long long)bad,

@@ -453,7 +453,7 @@ static void fill(ds_model *m, ds_kvcache *c, const int32_t *ids, int64_t n) {
     ds_err e = { 0 };
     float *lg = malloc((size_t)m->cfg.vocab_size * sizeof *lg);
     ds_seq_chunk ch = { c, ids, n, false };
-    if (ds_model_forward(m, &ch, 1, lg, NULL, &e)) ds_test_fail(__FILE__, __LINE__, "%s", e.msg);
+    if (ds_model_forward(m, NULL, &ch, 1, lg, NULL, &e)) ds_test_fail(__FILE__, __LINE__, "%s", e.msg);
     free(lg);
 }
 

@@ -470,7 +470,7 @@ static void ce_matches_inference(const char *name) {
     ds_kvcache cache;
     CHECK(ds_kvcache_init(&cache, im, T, &e) == 0);
     ds_seq_chunk ch = { &cache, tok, T, true };
-    CHECK(ds_model_forward(im, &ch, 1, lg, NULL, &e) == 0);
+    CHECK(ds_model_forward(im, NULL, &ch, 1, lg, NULL, &e) == 0);
     double ce = 0;
     for (int64_t t = 0; t + 1 < T; t++) {
         float *row = lg + t * V;

@@ -32,31 +32,6 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static size_t tensor_bytes(const ds_tensor *t) { return t->data ? t->nbytes : 0; }
-static size_t mlp_bytes(const ds_mlp_w *w) { return tensor_bytes(&w->gate) + tensor_bytes(&w->up) + tensor_bytes(&w->down); }
-
-/* Weight bytes read per decoded token: everything but unused experts and
- * all but one embedding row. */
-static double active_bytes(const ds_model *m) {
-    const ds_config *c = &m->cfg;
-    double b = (double)tensor_bytes(&m->lm_head) + (double)tensor_bytes(&m->embed) / (double)c->vocab_size;
-    for (int64_t l = 0; l < c->n_layer; l++) {
-        const ds_layer_w *w = &m->layers[l];
-        b += (double)(tensor_bytes(&w->q_proj) + tensor_bytes(&w->q_a_proj) + tensor_bytes(&w->q_b_proj) +
-                      tensor_bytes(&w->kv_a_proj) + tensor_bytes(&w->kv_b_proj) + tensor_bytes(&w->wk_b) +
-                      tensor_bytes(&w->wv_b) + tensor_bytes(&w->o_proj));
-        if (!w->is_moe) {
-            b += (double)mlp_bytes(&w->mlp);
-        } else {
-            b += (double)tensor_bytes(&w->router) + (double)mlp_bytes(&w->shared);
-            double ex = 0;
-            for (int64_t x = 0; x < c->n_routed_experts; x++) ex += (double)mlp_bytes(&w->experts[x]);
-            b += ex / (double)c->n_routed_experts * (double)c->num_experts_per_tok;
-        }
-    }
-    return b;
-}
-
 typedef struct { const uint8_t *buf; size_t n; uint64_t acc[256]; } bw_ctx;
 
 /* Streams the pages with 256-bit loads and 4 independent accumulators
@@ -154,8 +129,11 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
     double t_load = ds_now();
     if (ds_model_open(&m, dir, &e)) cli_die_err(C, &e);
     t_load = ds_now() - t_load;
-    int64_t V = m->cfg.vocab_size;
-    double act = active_bytes(m);
+    const ds_config *cfg = ds_model_config(m);
+    int64_t V = cfg->vocab_size;
+    ds_model_storage si;
+    ds_model_storage_info(m, &si);
+    double act = si.decode_bytes;
     if (first) {
         char cpu[256] = "unknown CPU";
         FILE *f = fopen("/proc/cpuinfo", "r");
@@ -172,12 +150,12 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
         printf("machine: %s, %d cores, kernels: %s\n", cpu, ds_threads_get(), ds_ops_isa());
     }
     if (first) printf("model:   %s, %.2f GiB of weights, %.1f MiB read per decoded token, KV cache %lld bytes/token (%s)\n", dir,
-           (double)m->file_bytes / (1 << 30), act / (1 << 20),
-           (long long)ds_kv_row_bytes(kvt, m->cfg.kv_lora_rank + m->cfg.qk_rope_head_dim) * (long long)m->cfg.n_layer,
+           (double)si.mapped_bytes / (1 << 30), act / (1 << 20),
+           (long long)ds_kv_row_bytes(kvt, cfg->kv_lora_rank + cfg->qk_rope_head_dim) * (long long)cfg->n_layer,
            ds_kv_type_name(kvt));
-    printf("load:    %.1f s%s", t_load, m->rp_bytes ? "" : "\n");
-    if (m->rp_bytes) printf(" (incl. repacking %.2f GiB of quantized weights into 8-row interleaved blocks)\n",
-                            (double)m->rp_bytes / (1 << 30));
+    printf("load:    %.1f s%s", t_load, si.repacked_bytes ? "" : "\n");
+    if (si.repacked_bytes) printf(" (incl. repacking %.2f GiB of quantized weights into 8-row interleaved blocks)\n",
+                                  (double)si.repacked_bytes / (1 << 30));
     printf("\n| threads | test  |   tokens/s (median) |   min |   max | GB/s weights | of bandwidth |\n");
     printf("|--------:|:------|--------------------:|------:|------:|-------------:|-------------:|\n");
     int32_t *tok = malloc((size_t)(pp + 1) * sizeof *tok);
@@ -185,6 +163,8 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
     double *ts = malloc((size_t)reps * sizeof(double));
     if (!tok || !logits || !ts) cli_die(C, "out of memory");
     for (int64_t i = 0; i <= pp; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
+    ds_ctx *x;
+    if (ds_ctx_new(&x, &e)) cli_die_err(C, &e);
     for (int64_t ti = 0; ti < nthr; ti++) {
         ds_threads_set(thr[ti]);
         double membw = bw ? probe_bandwidth() : 0;
@@ -193,10 +173,10 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
         /* warm-up (untimed, like llama-bench's): one prefill of the test's
          * size and a few decode steps, so scratch and caches are sized and
          * the weights touched */
-        if (ds_prefill(m, &cache, tok, pp > 0 ? pp : 1, 512, logits, &e)) cli_die_err(C, &e);
+        if (ds_prefill(m, x, &cache, tok, pp > 0 ? pp : 1, 512, logits, &e)) cli_die_err(C, &e);
         for (int64_t i = 0; i < DS_MIN(tg, 4); i++) {
             ds_seq_chunk ch = { &cache, tok + i, 1, false };
-            if (ds_model_forward(m, &ch, 1, logits, NULL, &e)) cli_die_err(C, &e);
+            if (ds_model_forward(m, x, &ch, 1, logits, NULL, &e)) cli_die_err(C, &e);
         }
         for (int test = 0; test < 2; test++) {
             int64_t n = test == 0 ? pp : tg;
@@ -205,11 +185,11 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
                 ds_kvcache_clear(&cache);
                 double t = ds_now();
                 if (test == 0) {
-                    if (ds_prefill(m, &cache, tok, pp, 512, logits, &e)) cli_die_err(C, &e);
+                    if (ds_prefill(m, x, &cache, tok, pp, 512, logits, &e)) cli_die_err(C, &e);
                 } else {
                     for (int64_t i = 0; i < tg; i++) {
                         ds_seq_chunk ch = { &cache, tok + (pp > 0 ? i % pp : 0), 1, false };
-                        if (ds_model_forward(m, &ch, 1, logits, NULL, &e)) cli_die_err(C, &e);
+                        if (ds_model_forward(m, x, &ch, 1, logits, NULL, &e)) cli_die_err(C, &e);
                     }
                 }
                 ts[r] = (double)n / (ds_now() - t);
@@ -234,6 +214,7 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
         if (bw) printf("|         | read bandwidth probe: %.1f GB/s with %d threads |\n", membw, thr[ti]);
         ds_kvcache_free(&cache);
     }
+    ds_ctx_free(x);
     ds_model_close(m);
     free(tok); free(logits); free(ts);
 }

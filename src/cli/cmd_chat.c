@@ -64,20 +64,18 @@ typedef struct {
     ds_tokenizer *tok;
     ds_chat_format fmt;
     bool thinking, show_think, verbose, tty_in, tty_out;
-    ds_kvcache cache;
+    ds_session ss;           /* cache, sampler, detokenizer, stop strings */
     tok_ids cached;          /* the tokens whose latents are in the cache, in order */
     turn *turns;
     int n_turns, cap_turns;
     char *system;
     ds_sampler_params sp;
     int64_t max_tokens;
-    ds_stop stop;
     int32_t eos;
 } chat;
 
 typedef struct {
     chat *c;
-    tok_stream ts;
     char *reply;             /* all decoded text of this reply */
     size_t n_reply, cap_reply;
     /* display state */
@@ -87,7 +85,6 @@ typedef struct {
     bool shown_reasoning;
     int32_t *gen;            /* generated ids */
     int64_t n_gen, cap_gen;
-    bool stopped_by_string;
 } reply_state;
 
 static void out_str(const char *s, size_t n) {
@@ -201,7 +198,7 @@ static bool push_reply(reply_state *r, const char *s, size_t n) {
     return true;
 }
 
-static int on_token(void *ud, int32_t id) {
+static int on_token(void *ud, int32_t id, const char *em, size_t el) {
     reply_state *r = ud;
     if (r->n_gen == r->cap_gen) {
         int64_t nc = r->cap_gen ? r->cap_gen * 2 : 256;
@@ -212,17 +209,8 @@ static int on_token(void *ud, int32_t id) {
     }
     r->gen[r->n_gen++] = id;
     if (g_interrupt) return 1;
-    if (id == r->c->eos) return 0;
-    const char *txt;
-    size_t len;
-    ds_err e = { 0 };
-    if (tok_stream_push(&r->ts, id, &txt, &len, &e)) return 0;
-    const char *em;
-    size_t el;
-    bool hit = ds_stop_feed(&r->c->stop, txt, len, &em, &el);
     push_reply(r, em, el);
     display(r, em, el);
-    if (hit) { r->stopped_by_string = true; return 1; }
     return g_interrupt ? 1 : 0;
 }
 
@@ -250,7 +238,7 @@ static void respond(chat *c, const char *user) {
     ds_err e = { 0 };
     /* render; while the conversation leaves too little room for a reply,
      * forget the oldest exchange (the system prompt stays) */
-    int64_t room = DS_MIN(c->max_tokens, c->cache.max_ctx / 4);
+    int64_t room = DS_MIN(c->max_tokens, c->ss.cache->max_ctx / 4);
     int dropped = 0;
     for (;;) {
         int n_msgs = c->n_turns + (c->system ? 1 : 0);
@@ -262,7 +250,7 @@ static void respond(chat *c, const char *user) {
         ids.n = 0;
         if (chat_render(c->tok, c->fmt, msgs, n_msgs, true, c->thinking, &ids, &e)) cli_die_err(C, &e);
         free(msgs);
-        if (ids.n + room <= c->cache.max_ctx || c->n_turns < 3) break;
+        if (ids.n + room <= c->ss.cache->max_ctx || c->n_turns < 3) break;
         int drop = c->turns[1].role == DS_ROLE_ASSISTANT ? 2 : 1;
         for (int i = 0; i < drop; i++) free(c->turns[i].content);
         memmove(c->turns, c->turns + drop, (size_t)(c->n_turns - drop) * sizeof *c->turns);
@@ -272,12 +260,12 @@ static void respond(chat *c, const char *user) {
     if (dropped && c->tty_in) {
         dim_on(c);
         printf("(the %d oldest exchange%s no longer fit the %lld-token context and %s forgotten)\n", dropped,
-               dropped > 1 ? "s" : "", (long long)c->cache.max_ctx, dropped > 1 ? "were" : "was");
+               dropped > 1 ? "s" : "", (long long)c->ss.cache->max_ctx, dropped > 1 ? "were" : "was");
         dim_off(c);
     }
-    if (ids.n >= c->cache.max_ctx) {
+    if (ids.n >= c->ss.cache->max_ctx) {
         fprintf(stderr, "deepseek chat: the conversation (%lld tokens) fills the context (%lld tokens); "
-                "use /clear or a larger --ctx\n", (long long)ids.n, (long long)c->cache.max_ctx);
+                "use /clear or a larger --ctx\n", (long long)ids.n, (long long)c->ss.cache->max_ctx);
         c->n_turns--;
         free(c->turns[c->n_turns].content);
         tok_ids_free(&ids);
@@ -287,33 +275,22 @@ static void respond(chat *c, const char *user) {
     int64_t p = 0;
     while (p < c->cached.n && p < ids.n && c->cached.v[p] == ids.v[p]) p++;
     if (p == ids.n) p--;
-    ds_kvcache_truncate(&c->cache, p);
+    ds_kvcache_truncate(c->ss.cache, p);
     int64_t hit = p;
-    ds_sampler s;
-    if (ds_sampler_init(&s, &c->sp, c->m->cfg.vocab_size, &e)) cli_die_err(C, &e);
-    ds_sampler_add_prompt(&s, ids.v, ids.n);
+    if (ds_session_begin(&c->ss, &c->sp, ids.v, ids.n, &e)) cli_die_err(C, &e);
     reply_state r = { .c = c };
-    tok_stream_init(&r.ts, c->tok, true);
-    ds_stop_reset(&c->stop);
     bool starts = chat_reply_starts_in_reasoning(c->fmt, c->thinking);
     r.mode = starts ? 1 : 0;
     g_interrupt = 0;
     int32_t eos = c->eos;
-    int64_t budget = DS_MIN(c->max_tokens, c->cache.max_ctx - ids.n);
+    int64_t budget = DS_MIN(c->max_tokens, c->ss.cache->max_ctx - ids.n);
     ds_gen_opts o = { .max_tokens = budget, .stop_ids = &eos, .n_stop_ids = eos >= 0 ? 1 : 0 };
     ds_gen_stats st;
-    int rc = ds_generate(c->m, &c->cache, &s, ids.v + p, ids.n - p, &o, on_token, &r, &st, &e);
-    const char *txt;
-    size_t len;
-    if (!r.stopped_by_string && !g_interrupt) {
-        if (tok_stream_flush(&r.ts, &txt, &len, &e) == 0) {
-            const char *em;
-            size_t el;
-            ds_stop_feed(&c->stop, txt, len, &em, &el);
-            push_reply(&r, em, el);
-            display(&r, em, el);
-        }
-        ds_stop_flush(&c->stop, &txt, &len);
+    int rc = ds_generate(&c->ss, ids.v + p, ids.n - p, &o, on_token, &r, &st, &e);
+    if (!g_interrupt) {
+        const char *txt;
+        size_t len;
+        ds_session_finish(&c->ss, &txt, &len);
         push_reply(&r, txt, len);
         display(&r, txt, len);
     }
@@ -332,7 +309,7 @@ static void respond(chat *c, const char *user) {
     c->cached.n = 0;
     for (int64_t i = 0; i < ids.n; i++) tok_ids_push(&c->cached, ids.v[i], &e);
     for (int64_t i = 0; i < r.n_gen; i++) tok_ids_push(&c->cached, r.gen[i], &e);
-    if (c->cached.n > c->cache.n_past) c->cached.n = c->cache.n_past;
+    if (c->cached.n > c->ss.cache->n_past) c->cached.n = c->ss.cache->n_past;
     /* history keeps the answer; the templates drop earlier reasoning anyway */
     ds_reply_split sp;
     chat_split_reasoning(r.reply ? r.reply : "", r.n_reply, starts, &sp);
@@ -346,10 +323,8 @@ static void respond(chat *c, const char *user) {
                 (long long)st.n_gen, dec / (st.t_decode > 0 ? st.t_decode : 1e-9), c->tty_out ? "\x1b[0m" : "");
         fflush(stderr);
     }
-    tok_stream_free(&r.ts);
     free(r.reply);
     free(r.gen);
-    ds_sampler_free(&s);
     tok_ids_free(&ids);
 }
 
@@ -515,17 +490,19 @@ int cmd_chat(int argc, char **argv) {
     c.thinking = think;
     c.sp = sp;
     c.max_tokens = max_tokens;
-    c.stop = stop;
     c.system = system ? strdup(system) : NULL;
     if (ds_model_open(&c.m, dir, &e)) cli_die_err(C, &e);
     if (tok_load(&c.tok, dir, &e)) cli_die(C, "%s (chat needs the model's tokenizer.json)", e.msg);
-    if (tok_vocab_size(c.tok) > c.m->cfg.vocab_size)
+    if (tok_vocab_size(c.tok) > ds_model_config(c.m)->vocab_size)
         cli_die(C, "%s: the tokenizer has %lld ids but the model only %lld", dir, (long long)tok_vocab_size(c.tok),
-                (long long)c.m->cfg.vocab_size);
+                (long long)ds_model_config(c.m)->vocab_size);
     c.fmt = f == DS_CHAT_AUTO ? chat_format_detect(dir) : (ds_chat_format)f;
-    c.eos = tok_eos_id(c.tok) >= 0 ? tok_eos_id(c.tok) : (int32_t)c.m->cfg.eos_token_id;
-    if (ctx == 0) ctx = DS_MIN(c.m->cfg.max_position_embeddings, 4096);
-    if (ds_kvcache_init(&c.cache, c.m, ctx, &e)) cli_die_err(C, &e);
+    c.eos = tok_eos_id(c.tok) >= 0 ? tok_eos_id(c.tok) : (int32_t)ds_model_config(c.m)->eos_token_id;
+    if (ctx == 0) ctx = DS_MIN(ds_model_config(c.m)->max_position_embeddings, 4096);
+    if (ds_session_init(&c.ss, c.m, c.tok, ctx, &c.sp, &e)) cli_die_err(C, &e);
+    for (int i = 0; i < stop.n; i++)
+        if (ds_session_add_stop(&c.ss, stop.stops[i], &e)) cli_die_err(C, &e);
+    ds_stop_free(&stop);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -565,8 +542,7 @@ int cmd_chat(int argc, char **argv) {
     free(c.turns);
     free(c.system);
     tok_ids_free(&c.cached);
-    ds_stop_free(&c.stop);
-    ds_kvcache_free(&c.cache);
+    ds_session_free(&c.ss);
     tok_free(c.tok);
     ds_model_close(c.m);
     return 0;

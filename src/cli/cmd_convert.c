@@ -207,7 +207,7 @@ int cmd_convert(int argc, char **argv) {
         if (!tok) cli_die(C, "out of memory");
         ds_rng r;
         ds_rng_seed(&r, seed);
-        for (int64_t i = 0; i < kl_tokens; i++) tok[i] = (int32_t)(ds_rng_u64(&r) % (uint64_t)m->cfg.vocab_size);
+        for (int64_t i = 0; i < kl_tokens; i++) tok[i] = (int32_t)(ds_rng_u64(&r) % (uint64_t)ds_model_config(m)->vocab_size);
         ds_logit_stats s;
         ds_compare_opts co = { DS_KV_F32, kvt, incremental };
         if (ds_compare_models(m, b, tok, kl_tokens, &co, &s, &e)) cli_die_err(C, &e);

@@ -36,25 +36,13 @@ static void usage(FILE *f) {
         "  --kv-type T             KV cache storage: f32 (default), q8 or fp8 (~3.6x smaller)\n");
 }
 
-typedef struct { int first; tok_stream *ts; int32_t eos; ds_stop *stop; } print_state;
+typedef struct { int first; bool text; } print_state;
 
-static int on_token(void *ud, int32_t tok) {
+/* text mode: what the session's step lets through; ids mode: the ids */
+static int on_token(void *ud, int32_t tok, const char *text, size_t len) {
     print_state *ps = ud;
-    if (ps->ts) {
-        if (tok == ps->eos) return 0;
-        const char *txt;
-        size_t len;
-        ds_err e = { 0 };
-        if (tok_stream_push(ps->ts, tok, &txt, &len, &e) == 0) {
-            const char *em;
-            size_t el;
-            bool hit = ds_stop_feed(ps->stop, txt, len, &em, &el);
-            fwrite(em, 1, el, stdout);
-            if (hit) { fflush(stdout); return 1; }
-        }
-    } else {
-        printf(ps->first ? "%d" : ",%d", tok);
-    }
+    if (ps->text) fwrite(text, 1, len, stdout);
+    else printf(ps->first ? "%d" : ",%d", tok);
     ps->first = 0;
     fflush(stdout);
     return 0;
@@ -68,9 +56,8 @@ int cmd_generate(int argc, char **argv) {
     ds_sampler_params sp;
     ds_sampler_params_default(&sp);
     const char *C = "generate";
-    ds_stop stop;
-    ds_stop_init(&stop);
-    ds_err se = { 0 };
+    const char *stops[DS_MAX_STOPS];
+    int n_stops = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -99,7 +86,12 @@ int cmd_generate(int argc, char **argv) {
             kvt = (ds_kv_type)k;
             i++;
         }
-        else if (!strcmp(a, "--stop")) { if (!v || ds_stop_add(&stop, v, &se)) cli_die(C, "--stop: %s", v ? se.msg : "needs a value"); i++; }
+        else if (!strcmp(a, "--stop")) {
+            if (!v) cli_die(C, "--stop: needs a value");
+            if (n_stops >= DS_MAX_STOPS) cli_die(C, "--stop: at most %d stop strings", DS_MAX_STOPS);
+            if (*v) stops[n_stops++] = v;
+            i++;
+        }
         else { usage(stderr); cli_die(C, "unknown option '%s'", a); }
     }
     if (!dir) dir = cli_default_model();
@@ -111,7 +103,6 @@ int cmd_generate(int argc, char **argv) {
     int32_t *prompt = NULL;
     ds_err e = { 0 };
     ds_tokenizer *tok = NULL;
-    tok_stream ts;
     if (ids) {
         prompt = cli_parse_ids(C, "--prompt-ids", ids, &n);
     } else {
@@ -122,19 +113,18 @@ int cmd_generate(int argc, char **argv) {
         if (v.n == 0) cli_die(C, "--prompt: the prompt is empty");
         prompt = v.v;
         n = v.n;
-        tok_stream_init(&ts, tok, true);
     }
     ds_model *m;
     double t_load = ds_now();
     if (ds_model_open(&m, dir, &e)) cli_die_err(C, &e);
     t_load = ds_now() - t_load;
     for (int64_t i = 0; i < n; i++)
-        if (prompt[i] >= m->cfg.vocab_size)
+        if (prompt[i] >= ds_model_config(m)->vocab_size)
             cli_die(C, "prompt token id %d at position %lld is >= the model's vocab_size %lld", prompt[i], (long long)i,
-                    (long long)m->cfg.vocab_size);
+                    (long long)ds_model_config(m)->vocab_size);
     /* the context: --ctx, else what the model was trained for (max_position_embeddings);
      * a longer generation slides the window (drops the oldest half, recomputes the rest) */
-    int64_t maxpos = m->cfg.max_position_embeddings;
+    int64_t maxpos = ds_model_config(m)->max_position_embeddings;
     if (ctx == 0) ctx = DS_MIN(n + n_new, maxpos);
     if (n > ctx) cli_die(C, "the prompt (%lld tokens) is longer than the context (%lld tokens; --ctx)", (long long)n, (long long)ctx);
     if (n + n_new > ctx) {
@@ -144,34 +134,27 @@ int cmd_generate(int argc, char **argv) {
     } else {
         ctx_shift = false;
     }
-    ds_kvcache cache;
-    ds_sampler s;
-    if (ds_kvcache_init(&cache, m, ctx, &e) || ds_kvcache_set_type(&cache, kvt, &e)) cli_die_err(C, &e);
-    if (ds_sampler_init(&s, &sp, m->cfg.vocab_size, &e)) cli_die_err(C, &e);
-    ds_sampler_add_prompt(&s, prompt, n);
-    int32_t eos = (int32_t)m->cfg.eos_token_id;
+    if (!tok && n_stops) cli_die(C, "--stop needs a text prompt (--prompt)");
+    ds_session ss;
+    if (ds_session_init(&ss, m, tok, ctx, &sp, &e) || ds_kvcache_set_type(ss.cache, kvt, &e)) cli_die_err(C, &e);
+    for (int i = 0; i < n_stops; i++)
+        if (ds_session_add_stop(&ss, stops[i], &e)) cli_die_err(C, &e);
+    if (ds_session_begin(&ss, NULL, prompt, n, &e)) cli_die_err(C, &e);
+    int32_t eos = (int32_t)ds_model_config(m)->eos_token_id;
     ds_gen_opts o = { .max_tokens = n_new, .stop_ids = &eos, .n_stop_ids = (!ignore_eos && eos >= 0) ? 1 : 0,
                       .mtp = mtp, .window = ctx_shift ? ctx : 0 };
     ds_gen_stats st;
-    print_state ps = { 1, tok ? &ts : NULL, eos, &stop };
-    if (!tok && stop.n) cli_die(C, "--stop needs a text prompt (--prompt)");
-    if (n_new > 0 && ds_generate(m, &cache, &s, prompt, n, &o, on_token, &ps, &st, &e)) {
+    print_state ps = { 1, tok != NULL };
+    if (n_new > 0 && ds_generate(&ss, prompt, n, &o, on_token, &ps, &st, &e)) {
         printf("\n");
         cli_die_err(C, &e);
     }
-    if (tok && !stop.matched) {
-        const char *txt, *em;
-        size_t len, el;
-        if (tok_stream_flush(&ts, &txt, &len, &e) == 0) {
-            ds_stop_feed(&stop, txt, len, &em, &el);
-            fwrite(em, 1, el, stdout);
-        }
-        if (!stop.matched) {
-            ds_stop_flush(&stop, &em, &el);
-            fwrite(em, 1, el, stdout);
-        }
+    if (tok) {
+        const char *em;
+        size_t el;
+        ds_session_finish(&ss, &em, &el);
+        fwrite(em, 1, el, stdout);
     }
-    ds_stop_free(&stop);
     printf("\n");
     fflush(stdout);   /* the text before the statistics on stderr, also when both go to one pipe */
     if (verbose && n_new > 0) {
@@ -182,8 +165,8 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "decode:  %lld tokens in %.3f s = %.2f tokens/s\n", (long long)dec, st.t_decode,
                 dec / (st.t_decode > 0 ? st.t_decode : 1e-9));
         fprintf(stderr, "kv cache: %lld bytes/token (%s; MLA latent %lld + rope %lld values x %lld layers), %lld tokens cached\n",
-                (long long)ds_kv_row_bytes(kvt, cache.width) * (long long)m->cfg.n_layer, ds_kv_type_name(kvt), (long long)m->cfg.kv_lora_rank, (long long)m->cfg.qk_rope_head_dim,
-                (long long)m->cfg.n_layer, (long long)cache.n_past);
+                (long long)ds_kv_row_bytes(kvt, ss.cache->width) * (long long)ds_model_config(m)->n_layer, ds_kv_type_name(kvt), (long long)ds_model_config(m)->kv_lora_rank, (long long)ds_model_config(m)->qk_rope_head_dim,
+                (long long)ds_model_config(m)->n_layer, (long long)ss.cache->n_past);
         if (mtp)
             fprintf(stderr, "mtp:     %lld drafts, %lld accepted (%.1f%%), %.2f tokens per main-model pass\n",
                     (long long)st.n_draft, (long long)st.n_accepted, 100.0 * st.n_accepted / (st.n_draft ? st.n_draft : 1),
@@ -191,10 +174,9 @@ int cmd_generate(int argc, char **argv) {
         if (st.n_shifts) fprintf(stderr, "context: window of %lld tokens slid %lld times\n", (long long)ctx, (long long)st.n_shifts);
         fprintf(stderr, "threads: %d\n", ds_threads_get());
     }
-    ds_sampler_free(&s);
-    ds_kvcache_free(&cache);
+    ds_session_free(&ss);
     ds_model_close(m);
-    if (tok) { tok_stream_free(&ts); tok_free(tok); }
+    if (tok) tok_free(tok);
     free(prompt);
     return 0;
 }

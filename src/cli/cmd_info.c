@@ -3,7 +3,6 @@
  * KV-cache bytes per token (MLA vs naive), memory.
  */
 #include "cli.h"
-#include "../io/gguf.h"
 #include "../model/model.h"
 
 #include <stdlib.h>
@@ -60,7 +59,9 @@ int cmd_info(int argc, char **argv) {
     ds_err e = { 0 };
     ds_model *m;
     if (ds_model_open(&m, dir, &e)) cli_die_err("info", &e);
-    const ds_config *c = &m->cfg;
+    const ds_config *c = ds_model_config(m);
+    ds_model_storage si;
+    ds_model_storage_info(m, &si);
     ds_param_counts pc;
     ds_model_param_counts(m, &pc);
     char b1[32], b2[32], b3[32], b4[32];
@@ -70,7 +71,7 @@ int cmd_info(int argc, char **argv) {
     printf("model        %s\n", dir);
     printf("arch         %s (%s)\n", c->arch == DS_ARCH_V3 ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM", c->model_type);
     printf("layers       %lld (%lld dense + %lld MoE)", (long long)c->n_layer, (long long)(c->n_layer - n_moe), (long long)n_moe);
-    if (c->n_mtp) printf(" + %lld MTP%s", (long long)c->n_mtp, m->n_mtp ? "" : " (not stored in the checkpoint)");
+    if (c->n_mtp) printf(" + %lld MTP%s", (long long)c->n_mtp, ds_model_mtp_stored(m) ? "" : " (not stored in the checkpoint)");
     printf("\nhidden       %lld, vocab %lld, dense FFN %lld\n", (long long)c->hidden_size, (long long)c->vocab_size,
            (long long)c->intermediate_size);
     printf("attention    MLA: %lld heads, q_lora_rank %s, kv_lora_rank %lld, head dims nope %lld + rope %lld, v %lld\n",
@@ -85,25 +86,17 @@ int cmd_info(int argc, char **argv) {
                (long long)c->moe_intermediate_size);
     if (c->yarn)
         printf("rope         YaRN factor %g over %g positions, theta %g, softmax scale %.7f\n", c->rope_factor,
-               c->rope_orig_max_pos, c->rope_theta, m->attn_scale);
+               c->rope_orig_max_pos, c->rope_theta, ds_model_attn_scale(m));
     else
-        printf("rope         theta %g, softmax scale %.7f\n", c->rope_theta, m->attn_scale);
+        printf("rope         theta %g, softmax scale %.7f\n", c->rope_theta, ds_model_attn_scale(m));
     /* dtypes */
-    int64_t by_dtype[DS_DTYPE_COUNT + 1] = { 0 };
-    for (int64_t i = 0; i < m->st.n_tensors; i++)
-        by_dtype[m->st.tensors[i].dtype] += (int64_t)(m->st.tensors[i].end - m->st.tensors[i].begin);
-    if (m->gguf) {  /* a .gguf file: its tensors by ggml type */
-        for (int64_t i = 0; i < m->gguf->n_tensors; i++) {
-            const ds_ggml_type_info *ti = ds_ggml_type(m->gguf->tensors[i].type);
-            by_dtype[ti ? ti->dtype : DS_DTYPE_COUNT] += (int64_t)m->gguf->tensors[i].nbytes;
-        }
-        printf("weights      %lld tensors in 1 GGUF file (deepseek2, GGUF v%u):", (long long)m->gguf->n_tensors,
-               m->gguf->version);
-    } else {
-        printf("weights      %lld tensors in %d file(s):", (long long)m->st.n_tensors, m->st.n_files);
-    }
+    if (si.gguf)  /* a .gguf file: its tensors by ggml type */
+        printf("weights      %lld tensors in 1 GGUF file (deepseek2, GGUF v%u):", (long long)si.n_tensors, si.gguf_version);
+    else
+        printf("weights      %lld tensors in %d file(s):", (long long)si.n_tensors, si.n_files);
     for (int d = 0; d < DS_DTYPE_COUNT; d++)
-        if (by_dtype[d]) printf(" %s %s", ds_dtype_name((ds_dtype)d), human((double)by_dtype[d], b1, sizeof b1));
+        if (si.bytes_by_dtype[d])
+            printf(" %s %s", ds_dtype_name((ds_dtype)d), human((double)si.bytes_by_dtype[d], b1, sizeof b1));
     if (c->fp8) printf(" (FP8 e4m3, %lldx%lld block scales)", (long long)c->fp8_block_r, (long long)c->fp8_block_c);
     printf("\nparameters   total %s (main %s, MTP %s)\n", count(pc.total, b1, sizeof b1), count(pc.main, b2, sizeof b2),
            count(pc.mtp, b3, sizeof b3));
@@ -119,11 +112,11 @@ int cmd_info(int argc, char **argv) {
            human((double)(naive * c->n_layer * 2), b3, sizeof b3), (double)naive / (double)W);
     printf("             standard MHA 2*heads*%lld: %lld values/token/layer (%.1fx more)\n", (long long)c->v_head_dim,
            (long long)mha, (double)mha / (double)W);
-    printf("memory       %s of tensors memory-mapped; resident now %s\n", human((double)m->file_bytes, b1, sizeof b1),
+    printf("memory       %s of tensors memory-mapped; resident now %s\n", human((double)si.mapped_bytes, b1, sizeof b1),
            human((double)rss_kb() * 1024, b2, sizeof b2));
-    if (m->rp_bytes)
+    if (si.repacked_bytes)
         printf("             %s of quantized weights repacked at load into 8-row interleaved blocks (DS_REPACK=0: off)\n",
-               human((double)m->rp_bytes, b1, sizeof b1));
+               human((double)si.repacked_bytes, b1, sizeof b1));
     ds_model_close(m);
     return 0;
 }

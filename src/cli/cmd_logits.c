@@ -55,40 +55,43 @@ int cmd_logits(int argc, char **argv) {
     ds_err e = { 0 };
     ds_model *m;
     if (ds_model_open(&m, dir, &e)) cli_die_err("logits", &e);
-    int64_t V = m->cfg.vocab_size, D = m->cfg.hidden_size;
+    int64_t V = ds_model_config(m)->vocab_size, D = ds_model_config(m)->hidden_size;
     for (int64_t i = 0; i < T; i++)
         if (tok[i] >= V) cli_die("logits", "--tokens: token id %d at position %lld is >= vocab_size %lld", tok[i], (long long)i, (long long)V);
     if (mtp && T < 2) cli_die("logits", "--mtp needs at least 2 tokens");
-    if (mtp && m->n_mtp < 1) cli_die("logits", "%s: the model has no MTP module stored", dir);
+    if (mtp && ds_model_mtp_stored(m) < 1) cli_die("logits", "%s: the model has no MTP module stored", dir);
     int64_t rows = mtp ? T - 1 : T;
     float *logits = malloc((size_t)(T * V) * sizeof(float));
     float *hidden = malloc((size_t)(T * D) * sizeof(float));
     if (!logits || !hidden) cli_die("logits", "out of memory");
     ds_kvcache cache;
+    ds_ctx *x;
+    if (ds_ctx_new(&x, &e)) cli_die_err("logits", &e);
     if (ds_kvcache_init(&cache, m, T + 1, &e) || ds_kvcache_set_type(&cache, kvt, &e)) cli_die_err("logits", &e);
     if (naive) {
         if (mtp) cli_die("logits", "--naive and --mtp cannot be combined");
-        if (ds_model_forward_naive(m, tok, T, logits, &e)) cli_die_err("logits", &e);
+        if (ds_model_forward_naive(m, x, tok, T, logits, &e)) cli_die_err("logits", &e);
     } else if (incremental) {
         for (int64_t t = 0; t < T; t++) {
             ds_seq_chunk ch = { &cache, tok + t, 1, true };
-            if (ds_model_forward(m, &ch, 1, logits + t * V, hidden + t * D, &e)) cli_die_err("logits", &e);
+            if (ds_model_forward(m, x, &ch, 1, logits + t * V, hidden + t * D, &e)) cli_die_err("logits", &e);
         }
     } else {
         ds_seq_chunk ch = { &cache, tok, T, true };
-        if (ds_model_forward(m, &ch, 1, logits, hidden, &e)) cli_die_err("logits", &e);
+        if (ds_model_forward(m, x, &ch, 1, logits, hidden, &e)) cli_die_err("logits", &e);
     }
     if (mtp) {
         if (incremental) {
             for (int64_t t = 0; t < T - 1; t++)
-                if (ds_model_forward_mtp(m, &cache, hidden + t * D, tok + t + 1, 1, logits + t * V, &e)) cli_die_err("logits", &e);
+                if (ds_model_forward_mtp(m, x, &cache, hidden + t * D, tok + t + 1, 1, logits + t * V, &e)) cli_die_err("logits", &e);
         } else {
-            if (ds_model_forward_mtp(m, &cache, hidden, tok + 1, T - 1, logits, &e)) cli_die_err("logits", &e);
+            if (ds_model_forward_mtp(m, x, &cache, hidden, tok + 1, T - 1, logits, &e)) cli_die_err("logits", &e);
         }
     }
     if (ds_mkdir_parent(out, &e) || ds_write_file_atomic(out, logits, (size_t)(rows * V) * sizeof(float), &e)) cli_die_err("logits", &e);
     fprintf(stderr, "wrote %lld x %lld float32 logits to %s\n", (long long)rows, (long long)V, out);
     ds_kvcache_free(&cache);
+    ds_ctx_free(x);
     free(logits);
     free(hidden);
     free(tok);

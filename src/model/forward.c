@@ -15,21 +15,47 @@
 #include <stdlib.h>
 #include <string.h>
 
-void ds_work_free(struct ds_work *w) {
-    if (!w) return;
-    ds_arena_free(&w->arena);
-    free(w);
+/* ------------------------------------------------------------ context */
+
+int ds_ctx_new(ds_ctx **out, ds_err *e) {
+    *out = calloc(1, sizeof **out);
+    if (!*out) return ds_err_set(e, DS_ENOMEM, "out of memory for a forward context");
+    ds_arena_init(&(*out)->arena);
+    return DS_OK;
 }
 
-int ds_work_get(ds_model *m, ds_arena **a, ds_err *e) {
-    if (!m->work) {
-        m->work = calloc(1, sizeof *m->work);
-        if (!m->work) return ds_err_set(e, DS_ENOMEM, "out of memory");
-        ds_arena_init(&m->work->arena);
+void ds_ctx_free(ds_ctx *x) {
+    if (!x) return;
+    ds_arena_free(&x->arena);
+    ds_par_env_release(&x->env);
+    free(x);
+}
+
+void ds_ctx_set_threads(ds_ctx *x, int n) { x->env.n_threads = n > 0 ? n : 0; }
+
+/* A forward call runs with x's scratch and thread count bound to the calling
+ * thread; a NULL x gets a context for this call only. */
+typedef struct { ds_ctx *x, *own; ds_par_env *prev; } ctx_use;
+
+static int ctx_enter(ctx_use *u, ds_ctx *x, ds_err *e) {
+    memset(u, 0, sizeof *u);
+    if (!x) {
+        int rc = ds_ctx_new(&u->own, e);
+        if (rc) return rc;
+        x = u->own;
     }
-    ds_arena_reset(&m->work->arena);
-    *a = &m->work->arena;
+    u->x = x;
+    ds_arena_reset(&x->arena);
+    x->env.failed = false;
+    u->prev = ds_par_env_bind(&x->env);
     return DS_OK;
+}
+
+static int ctx_leave(ctx_use *u, int rc, ds_err *e) {
+    ds_par_env_bind(u->prev);
+    if (!rc && u->x->env.failed) rc = ds_err_set(e, DS_ENOMEM, "out of memory for kernel scratch");
+    ds_ctx_free(u->own);
+    return rc;
 }
 
 /* ---------------------------------------------------------- batch plan */
@@ -53,16 +79,17 @@ int ds_plan_jobs(const ds_seg *segs, int n_segs, ds_mm_job *jobs, float *y, int6
 
 void ds_plan_matmul(const ds_seg *segs, int n_segs, float *y, int64_t ldy, const float *x, int64_t ldx,
                     const ds_tensor *w, int64_t r0, int64_t N) {
-    ds_mm_job stack[17], *jobs = n_segs < 16 ? stack : malloc((size_t)(n_segs + 1) * sizeof *jobs);
-    DS_ASSERT(jobs);
+    /* many segments: the job list in the caller's scratch (kept between calls) */
+    ds_mm_job stack[17], *jobs = n_segs < 16 ? stack
+                                             : ds_scratch_bytes(ds_thread_id(), DS_SLOT_PLAN, (size_t)(n_segs + 1) * sizeof *jobs);
+    if (!jobs) return;   /* out of memory: the env records it, the forward returns DS_ENOMEM */
     int nj = ds_plan_jobs(segs, n_segs, jobs, y, ldy, x, ldx, w, r0, N);
     ds_matmul_multi(jobs, nj);
-    if (jobs != stack) free(jobs);
 }
 
 /* ------------------------------------------------------------- forward */
 
-int ds_block_forward(ds_model *m, int64_t l, float *x, int64_t T, const ds_seg *segs, int n_segs,
+int ds_block_forward(const ds_model *m, int64_t l, float *x, int64_t T, const ds_seg *segs, int n_segs,
                      bool naive, ds_arena *a, ds_err *e) {
     const ds_layer_w *w = &m->layers[l];
     int64_t D = m->cfg.hidden_size;
@@ -92,7 +119,8 @@ static int check_tokens(const ds_model *m, const int32_t *tok, int64_t n, ds_err
     return DS_OK;
 }
 
-int ds_model_forward(ds_model *m, ds_seq_chunk *chunks, int n_chunks, float *logits, float *hidden, ds_err *e) {
+static int forward_main(const ds_model *m, ds_arena *a, ds_seq_chunk *chunks, int n_chunks, float *logits,
+                        float *hidden, ds_err *e) {
     const ds_config *c = &m->cfg;
     int64_t D = c->hidden_size, V = c->vocab_size, T = 0;
     int rc;
@@ -102,8 +130,6 @@ int ds_model_forward(ds_model *m, ds_seq_chunk *chunks, int n_chunks, float *log
         if ((rc = ds_kvcache_reserve(chunks[i].cache, chunks[i].cache->n_past + chunks[i].n, e))) return rc;
         T += chunks[i].n;
     }
-    ds_arena *a;
-    if ((rc = ds_work_get(m, &a, e))) return rc;
     float *x = ds_arena_calloc(a, (size_t)(T * D), sizeof(float));        /* (T, D) residual stream */
     ds_seg *segs = ds_arena_calloc(a, (size_t)n_chunks, sizeof(ds_seg));  /* plan order */
     int *order = ds_arena_calloc(a, (size_t)n_chunks, sizeof(int));       /* plan position -> chunk */
@@ -174,8 +200,16 @@ int ds_model_forward(ds_model *m, ds_seq_chunk *chunks, int n_chunks, float *log
     return DS_OK;
 }
 
-int ds_model_forward_mtp(ds_model *m, ds_kvcache *cache, const float *h, const int32_t *next_tokens,
-                         int64_t n, float *logits, ds_err *e) {
+int ds_model_forward(const ds_model *m, ds_ctx *x, ds_seq_chunk *chunks, int n_chunks, float *logits, float *hidden,
+                     ds_err *e) {
+    ctx_use u;
+    int rc = ctx_enter(&u, x, e);
+    if (rc) return rc;
+    return ctx_leave(&u, forward_main(m, &u.x->arena, chunks, n_chunks, logits, hidden, e), e);
+}
+
+static int forward_mtp(const ds_model *m, ds_arena *a, ds_kvcache *cache, const float *h, const int32_t *next_tokens,
+                       int64_t n, float *logits, ds_err *e) {
     const ds_config *c = &m->cfg;
     if (m->n_mtp < 1) return ds_err_set(e, DS_ENOTFOUND, "%s: the model has no MTP module stored", m->dir);
     if (n <= 0) return DS_OK;
@@ -185,8 +219,6 @@ int ds_model_forward_mtp(ds_model *m, ds_kvcache *cache, const float *h, const i
     int rc;
     if ((rc = check_tokens(m, next_tokens, n, e))) return rc;
     if ((rc = ds_kvcache_reserve(cache, cache->mtp_n_past + n, e))) return rc;
-    ds_arena *a;
-    if ((rc = ds_work_get(m, &a, e))) return rc;
     float *cat = ds_arena_calloc(a, (size_t)(n * 2 * D), sizeof(float));  /* (n, 2D) [enorm(emb) | hnorm(h)] */
     float *x = ds_arena_calloc(a, (size_t)(n * D), sizeof(float));        /* (n, D) */
     if (!cat || !x) return ds_err_set(e, DS_ENOMEM, "out of memory");
@@ -209,7 +241,15 @@ int ds_model_forward_mtp(ds_model *m, ds_kvcache *cache, const float *h, const i
     return DS_OK;
 }
 
-int ds_model_forward_naive(ds_model *m, const int32_t *tokens, int64_t T, float *logits, ds_err *e) {
+int ds_model_forward_mtp(const ds_model *m, ds_ctx *x, ds_kvcache *cache, const float *h, const int32_t *next_tokens,
+                         int64_t n, float *logits, ds_err *e) {
+    ctx_use u;
+    int rc = ctx_enter(&u, x, e);
+    if (rc) return rc;
+    return ctx_leave(&u, forward_mtp(m, &u.x->arena, cache, h, next_tokens, n, logits, e), e);
+}
+
+static int forward_naive(const ds_model *m, ds_arena *a, const int32_t *tokens, int64_t T, float *logits, ds_err *e) {
     const ds_config *c = &m->cfg;
     int64_t D = c->hidden_size, V = c->vocab_size;
     int rc;
@@ -217,8 +257,6 @@ int ds_model_forward_naive(ds_model *m, const int32_t *tokens, int64_t T, float 
     ds_kvcache cache;
     if ((rc = ds_kvcache_init(&cache, m, T, e))) return rc;
     if ((rc = ds_kvcache_reserve(&cache, T, e))) { ds_kvcache_free(&cache); return rc; }
-    ds_arena *a;
-    if ((rc = ds_work_get(m, &a, e))) { ds_kvcache_free(&cache); return rc; }
     float *x = ds_arena_calloc(a, (size_t)(T * D), sizeof(float));
     if (!x) { ds_kvcache_free(&cache); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
     for (int64_t t = 0; t < T; t++) ds_tensor_row_f32(&m->embed, tokens[t], 0, D, x + t * D);
@@ -230,4 +268,11 @@ int ds_model_forward_naive(ds_model *m, const int32_t *tokens, int64_t T, float 
     }
     ds_kvcache_free(&cache);
     return rc;
+}
+
+int ds_model_forward_naive(const ds_model *m, ds_ctx *x, const int32_t *tokens, int64_t T, float *logits, ds_err *e) {
+    ctx_use u;
+    int rc = ctx_enter(&u, x, e);
+    if (rc) return rc;
+    return ctx_leave(&u, forward_naive(m, &u.x->arena, tokens, T, logits, e), e);
 }

@@ -23,7 +23,7 @@
 #define Q_BLOCK 64  /* query rows per attention block (bounds score scratch) */
 
 typedef struct {
-    ds_model *m;
+    const ds_model *m;
     const ds_layer_w *w;
     int64_t l, T;
     const ds_seg *segs;
@@ -66,6 +66,7 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
         if (sg->n < DS_TOKEN_BLOCK_MIN) {
             /* decode and short chunks: row by row (no GEMM packing) */
             float *sc = ds_scratch(tid, 1, (size_t)(sg->pos0 + sg->n));
+            if (!sc) return;   /* out of memory: the context reports it */
             ds_attn_rows(c->u + (sg->t0 * H + h) * Rkv, H * Rkv, c->qcat + (sg->t0 * H + h) * W, H * W, sg->n, kv, W, Rkv,
                          sg->pos0, scale, sc);
             continue;
@@ -74,6 +75,7 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
             int64_t nb = DS_MIN(Q_BLOCK, sg->n - b0);
             int64_t S = sg->pos0 + b0 + nb;   /* keys visible to the last row of the block */
             float *sc = ds_scratch(tid, 1, (size_t)(nb * S));
+            if (!sc) return;
             int64_t t0 = sg->t0 + b0;
             ds_sgemm(false, true, nb, S, W, scale, c->qcat + (t0 * H + h) * W, H * W, kv, W, 0.0f, sc, S);
             for (int64_t i = 0; i < nb; i++) {
@@ -108,6 +110,7 @@ static void attn_head_naive(attn_ctx *c, int64_t h, int tid) {
         float *kh = ds_scratch(tid, 1, (size_t)(S * Dq));      /* (S, Dq) */
         float *vh = ds_scratch(tid, 2, (size_t)(S * Dv));      /* (S, Dv) */
         float *sc = ds_scratch(tid, 3, (size_t)S);
+        if (!kh || !vh || !sc) return;
         if (ds_tensor_present(&c->w->wk_b)) {
             ds_tensor kb = ds_tensor_slice(&c->w->wk_b, h), vb = ds_tensor_slice(&c->w->wv_b, h);
             ds_matmul_t(kh, Dq, kv, W, &kb, 0, Rkv, S);     /* k_nope = c · W_UKᵀ */
@@ -142,7 +145,7 @@ static void attn_worker(void *vctx, int64_t h0, int64_t h1, int tid) {
     }
 }
 
-int ds_mla_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
+int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
                    const ds_seg *segs, int n_segs, bool naive, ds_arena *a, ds_err *e) {
     const ds_config *cfg = &m->cfg;
     const ds_layer_w *w = &m->layers[l];

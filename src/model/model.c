@@ -223,7 +223,6 @@ void ds_model_close(ds_model *m) {
     free(m->layers);
     free_vectors(m, -1);
     ds_free(m->inv_freq);
-    ds_work_free(m->work);
     ds_model_repack_free(m);
     ds_model_gguf_release(m);
     ds_safetensors_close(&m->st);

@@ -11,6 +11,11 @@
  * Weights stay in the memory-mapped safetensors files (FP8 stays FP8);
  * only the small norm vectors and router biases are converted to fp32.
  * Shape letters are defined in config.h.
+ *
+ * After ds_model_open the model is read-only: forward passes take a const
+ * ds_model and keep their mutable state in a ds_ctx (below) and the KV
+ * caches, so one model serves any number of threads and sessions
+ * (runtime/session.h). Front ends read it through the accessors below.
  */
 #ifndef DS_MODEL_H
 #define DS_MODEL_H
@@ -69,7 +74,6 @@ typedef struct ds_model {
     float attn_scale;     /* softmax scale incl. mscale² */
     int64_t n_params;     /* stored parameters (scales excluded), all experts */
     int64_t file_bytes;   /* bytes of tensor data in the files, all experts */
-    struct ds_work *work; /* forward-pass scratch, grown on demand */
     struct ds_gguf *gguf; /* the mapped file when opened from a .gguf (model_gguf.c), else NULL */
     void *rp_buf;         /* x8 copies of the quantized matmul weights (repack_model.c), or NULL */
     size_t rp_bytes;
@@ -99,6 +103,24 @@ int ds_model_open_opts(ds_model **out, const char *path, const ds_model_opts *o,
 int ds_model_open_gguf(ds_model **out, const char *path, const ds_model_opts *o, ds_err *e);
 bool ds_path_is_gguf(const char *path);     /* a non-directory path ending in .gguf */
 void ds_model_gguf_release(ds_model *m);    /* ds_model_close calls it; no-op for folders */
+
+/* Accessors for front ends (model_info.c): what a model is, without its fields. */
+const ds_config *ds_model_config(const ds_model *m);
+int64_t ds_model_mtp_stored(const ds_model *m);   /* MTP layers present (0 if not stored) */
+float ds_model_attn_scale(const ds_model *m);     /* softmax scale incl. mscale² */
+
+typedef struct ds_model_storage {
+    bool gguf;                  /* one .gguf file (else a safetensors folder) */
+    uint32_t gguf_version;
+    int n_files;
+    int64_t n_tensors;
+    int64_t bytes_by_dtype[DS_DTYPE_COUNT + 1];  /* stored bytes per dtype; [DS_DTYPE_COUNT]: other GGUF types */
+    int64_t mapped_bytes;       /* tensor data memory-mapped */
+    int64_t repacked_bytes;     /* x8 copies of quantized weights made at load (0: none) */
+    double decode_bytes;        /* weight bytes read per decoded token (unused experts and
+                                   all but one embedding row excluded) */
+} ds_model_storage;
+void ds_model_storage_info(const ds_model *m, ds_model_storage *s);
 
 /* Parameter counts: total stored (main model + MTP), active per token. */
 typedef struct ds_param_counts {
@@ -159,6 +181,20 @@ const float *ds_kvcache_rows_f32(const ds_kvcache *c, int64_t l, int64_t n, floa
 
 /* -------------------------------------------------------------- forward */
 
+/* A forward context: the mutable state of forward passes (activation
+ * arena, per-thread kernel scratch, thread count), grown on first use and
+ * kept, so a steady decode loop allocates nothing. The model itself is
+ * read-only: one ds_model may serve any number of contexts on as many
+ * threads at once; one context serves one thread at a time (llama.cpp's
+ * model / context split). Every forward function takes one; NULL makes a
+ * context for that call only (one-shot tools; allocates every call). */
+typedef struct ds_ctx ds_ctx;
+int ds_ctx_new(ds_ctx **out, ds_err *e);
+void ds_ctx_free(ds_ctx *x);
+/* Threads of this context's forward passes; 0 (the default): the process
+ * default (ds_threads_set). */
+void ds_ctx_set_threads(ds_ctx *x, int n);
+
 /* A run of new tokens of one sequence, appended at cache->n_past. */
 typedef struct ds_seq_chunk {
     ds_kvcache *cache;
@@ -171,7 +207,7 @@ typedef struct ds_seq_chunk {
  * for each chunk in order: n rows if all_logits, else 1 row, each V floats.
  * If `hidden` is non-NULL it receives the final-normed hidden state of every
  * token ((Σ n) × D), the MTP module's input. Token ids are range-checked. */
-int ds_model_forward(ds_model *m, ds_seq_chunk *chunks, int n_chunks, float *logits,
+int ds_model_forward(const ds_model *m, ds_ctx *x, ds_seq_chunk *chunks, int n_chunks, float *logits,
                      float *hidden, ds_err *e);
 
 /* MTP module (layer L): row i uses the main model's final-normed hidden
@@ -179,11 +215,12 @@ int ds_model_forward(ds_model *m, ds_seq_chunk *chunks, int n_chunks, float *log
  * one that produced h[i]); rows are appended at cache->mtp_n_past. Writes
  * logits (n × V) predicting the token after next_tokens[i]; logits may be
  * NULL to only extend the MTP cache (skips the head). */
-int ds_model_forward_mtp(ds_model *m, ds_kvcache *cache, const float *h, const int32_t *next_tokens,
-                         int64_t n, float *logits, ds_err *e);
+int ds_model_forward_mtp(const ds_model *m, ds_ctx *x, ds_kvcache *cache, const float *h,
+                         const int32_t *next_tokens, int64_t n, float *logits, ds_err *e);
 
 /* Debug/check path: the same forward with naive (decompressed K/V)
  * attention and no cache, over one sequence. logits: T × V. */
-int ds_model_forward_naive(ds_model *m, const int32_t *tokens, int64_t T, float *logits, ds_err *e);
+int ds_model_forward_naive(const ds_model *m, ds_ctx *x, const int32_t *tokens, int64_t T, float *logits,
+                           ds_err *e);
 
 #endif

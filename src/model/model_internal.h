@@ -1,20 +1,20 @@
 /*
  * model_internal.h - private glue between model.c, forward.c, mla.c and
- * moe.c: the forward-pass workspace and the per-layer entry points.
+ * moe.c: the forward context's layout and the per-layer entry points.
  */
 #ifndef DS_MODEL_INTERNAL_H
 #define DS_MODEL_INTERNAL_H
 
 #include "model.h"
 #include "../core/arena.h"
+#include "../core/thread.h"
 #include "../tensor/ops.h"
 
-typedef struct ds_work {
-    ds_arena arena;       /* reset at the start of every forward call */
-} ds_work;
-
-void ds_work_free(struct ds_work *w);
-int ds_work_get(ds_model *m, ds_arena **a, ds_err *e);
+/* The mutable state of forward passes (model.h: ds_ctx). */
+struct ds_ctx {
+    ds_arena arena;       /* activations; reset at the start of every forward call */
+    ds_par_env env;       /* bound during a call: per-thread kernel scratch, thread count */
+};
 
 /* A segment of the batch: tokens [t0, t0+n) of one sequence, at absolute
  * positions pos0 .. pos0+n-1, attending to `cache` layer rows [0, pos0+n). */
@@ -41,11 +41,11 @@ void ds_plan_matmul(const ds_seg *segs, int n_segs, float *y, int64_t ldy, const
 
 /* out[T, D] = MLA(xn) for layer l; writes this batch's latents into the
  * caches first. naive: decompress K/V per head instead of absorbing. */
-int ds_mla_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
+int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
                    const ds_seg *segs, int n_segs, bool naive, ds_arena *a, ds_err *e);
 
 /* out[T, D] = FFN(xn) for layer l (dense SwiGLU or MoE). */
-int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs,
+int ds_ffn_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs,
                    int n_segs, ds_arena *a, ds_err *e);
 
 /* Expert selection for one token (spec §5.2-5.4). logits[E] are router
@@ -56,7 +56,7 @@ void ds_moe_route(const ds_config *c, const float *logits, const float *bias, in
                   float *scores, float *tmp);
 
 /* One decoder block in place: x += MLA(norm(x)); x += FFN(norm(x)). */
-int ds_block_forward(ds_model *m, int64_t l, float *x, int64_t T, const ds_seg *segs, int n_segs,
+int ds_block_forward(const ds_model *m, int64_t l, float *x, int64_t T, const ds_seg *segs, int n_segs,
                      bool naive, ds_arena *a, ds_err *e);
 
 /* Sets m->expert_lo/hi from o (NULL: all experts), checked against m->cfg (model.c). */

@@ -158,7 +158,7 @@ static void combine_worker(void *vctx, int64_t d0, int64_t d1, int tid) {
         }
 }
 
-int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs,
+int ds_ffn_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs,
                    int n_segs, ds_arena *a, ds_err *e) {
     const ds_config *c = &m->cfg;
     const ds_layer_w *w = &m->layers[l];

@@ -42,21 +42,26 @@ void ds_logit_stats_compute(const float *ref, const float *test, int64_t n, int6
     }
 }
 
-static int run(ds_model *m, const int32_t *tokens, int64_t T, ds_kv_type kv, bool incremental, float *logits, ds_err *e) {
+static int run(const ds_model *m, const int32_t *tokens, int64_t T, ds_kv_type kv, bool incremental, float *logits,
+               ds_err *e) {
     ds_kvcache cache;
-    int rc = ds_kvcache_init(&cache, m, T, e);
+    ds_ctx *x = NULL;
+    int rc = ds_ctx_new(&x, e);
+    if (rc) return rc;
+    rc = ds_kvcache_init(&cache, m, T, e);
     if (!rc) rc = ds_kvcache_set_type(&cache, kv, e);
     int64_t V = m->cfg.vocab_size;
     if (!rc && incremental) {
         for (int64_t t = 0; t < T && !rc; t++) {
             ds_seq_chunk ch = { &cache, tokens + t, 1, true };
-            rc = ds_model_forward(m, &ch, 1, logits + t * V, NULL, e);
+            rc = ds_model_forward(m, x, &ch, 1, logits + t * V, NULL, e);
         }
     } else if (!rc) {
         ds_seq_chunk ch = { &cache, tokens, T, true };
-        rc = ds_model_forward(m, &ch, 1, logits, NULL, e);
+        rc = ds_model_forward(m, x, &ch, 1, logits, NULL, e);
     }
     ds_kvcache_free(&cache);
+    ds_ctx_free(x);
     return rc;
 }
 

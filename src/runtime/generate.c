@@ -18,13 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-int ds_prefill(ds_model *m, ds_kvcache *cache, const int32_t *tok, int64_t n, int64_t chunk, float *logits,
-               ds_err *e) {
+int ds_prefill(const ds_model *m, ds_ctx *x, ds_kvcache *cache, const int32_t *tok, int64_t n, int64_t chunk,
+               float *logits, ds_err *e) {
     if (chunk <= 0) chunk = 512;
     for (int64_t i = 0; i < n; i += chunk) {
         int64_t k = DS_MIN(chunk, n - i);
         ds_seq_chunk ch = { cache, tok + i, k, false };
-        int rc = ds_model_forward(m, &ch, 1, logits, NULL, e);
+        int rc = ds_model_forward(m, x, &ch, 1, logits, NULL, e);
         if (rc) return rc;
     }
     return DS_OK;
@@ -41,126 +41,131 @@ static int64_t argmax(const float *x, int64_t n) {
     return b;
 }
 
-/* Emits tok; returns 1 if generation must end (stop token, callback, budget). */
-static int emit(ds_sampler *s, const ds_gen_opts *o, ds_token_cb cb, void *ud, ds_gen_stats *st, int32_t tok) {
-    ds_sampler_accept(s, tok);
+/* The generation step for a sampled token: the session records it, turns
+ * it into text through the stop strings, and the callback gets both.
+ * Returns 1 if generation must end (stop token or string, callback, budget). */
+static int emit(ds_session *ss, const ds_gen_opts *o, ds_token_cb cb, void *ud, ds_gen_stats *st, int32_t tok) {
+    ds_session_accept(ss, tok);
     st->n_gen++;
-    if (cb && cb(ud, tok)) { st->finish = 2; return 1; }
+    const char *t = "", *show = "";
+    size_t n = 0, n_show = 0;
+    bool hit = false;
+    if (ss->has_text && !is_stop(o, tok)) {
+        ds_session_text(ss, tok, &t, &n);
+        hit = ds_session_show(ss, t, n, false, &show, &n_show);
+    }
+    if (cb && cb(ud, tok, show, n_show)) { st->finish = 2; return 1; }
+    if (hit) { st->finish = 3; return 1; }
     if (is_stop(o, tok)) { st->finish = 1; return 1; }
     if (st->n_gen >= o->max_tokens) return 1;
     return 0;
 }
 
-static int generate_mtp(ds_model *m, ds_kvcache *cache, ds_sampler *s, const int32_t *prompt, int64_t n,
-                        const ds_gen_opts *o, ds_token_cb cb, void *ud, ds_gen_stats *st, ds_err *e) {
+static int generate_mtp(ds_session *ss, const int32_t *prompt, int64_t n, const ds_gen_opts *o, ds_token_cb cb,
+                        void *ud, ds_gen_stats *st, ds_err *e) {
+    const ds_model *m = ss->m;
+    ds_kvcache *cache = ss->cache;
     int64_t V = m->cfg.vocab_size, D = m->cfg.hidden_size;
     if (m->n_mtp < 1) return ds_err_set(e, DS_ENOTFOUND, "%s: --mtp needs a model with an MTP module", m->dir);
     if (cache->n_past != 0 || cache->mtp_n_past != 0)
         return ds_err_set(e, DS_EINVAL, "MTP speculative decoding needs an empty cache");
     int64_t chunk = o->prefill_chunk > 0 ? o->prefill_chunk : 512;
-    float *logits = malloc((size_t)(2 * V) * sizeof(float));
-    float *mtp_logits = malloc((size_t)V * sizeof(float));
-    float *hid = malloc((size_t)(DS_MAX(chunk, 2) * D) * sizeof(float));
-    float *h_last = malloc((size_t)D * sizeof(float));
-    if (!logits || !mtp_logits || !hid || !h_last) {
-        free(logits); free(mtp_logits); free(hid); free(h_last);
-        return ds_err_set(e, DS_ENOMEM, "out of memory");
-    }
+    float *logits = ss->logits, *mtp_logits = ss->mtp_logits, *hid = ss->hid, *h_last = ss->h_last;
+    ds_ctx *x = ss->ctx;
     int rc = DS_OK;
     double t0 = ds_now();
     /* prefill in chunks; MTP rows (h_i, x_{i+1}) for every prompt position but the last */
     for (int64_t i = 0; i < n && !rc; i += chunk) {
         int64_t k = DS_MIN(chunk, n - i);
         ds_seq_chunk ch = { cache, prompt + i, k, false };
-        if ((rc = ds_model_forward(m, &ch, 1, logits, hid, e))) break;
+        if ((rc = ds_model_forward(m, x, &ch, 1, logits, hid, e))) break;
         int64_t rows = (i + k < n) ? k : k - 1;  /* the last prompt row waits for the sampled token */
-        if (rows > 0 && (rc = ds_model_forward_mtp(m, cache, hid, prompt + i + 1, rows, NULL, e))) break;
+        if (rows > 0 && (rc = ds_model_forward_mtp(m, x, cache, hid, prompt + i + 1, rows, NULL, e))) break;
         memcpy(h_last, hid + (k - 1) * D, (size_t)D * sizeof(float));
     }
     st->t_prefill = ds_now() - t0;
     t0 = ds_now();
     if (!rc && o->max_tokens > 0) {
-        int32_t t = ds_sampler_sample(s, logits);
-        int done = emit(s, o, cb, ud, st, t);
+        int32_t t = ds_session_sample(ss, logits);
+        int done = emit(ss, o, cb, ud, st, t);
         while (!done) {
             /* draft from (h_last, t) */
-            if ((rc = ds_model_forward_mtp(m, cache, h_last, &t, 1, mtp_logits, e))) break;
+            if ((rc = ds_model_forward_mtp(m, x, cache, h_last, &t, 1, mtp_logits, e))) break;
             int32_t d = (int32_t)argmax(mtp_logits, V);
             if (o->draft_override) d = o->draft_override(o->draft_ud, cache->n_past + 1, d);
             int32_t pair[2] = { t, d };
             ds_seq_chunk ch = { cache, pair, 2, true };
-            if ((rc = ds_model_forward(m, &ch, 1, logits, hid, e))) break;
+            if ((rc = ds_model_forward(m, x, &ch, 1, logits, hid, e))) break;
             st->n_main_forwards++;
             st->n_draft++;
-            int32_t t1 = ds_sampler_sample(s, logits);
+            int32_t t1 = ds_session_sample(ss, logits);
             if (t1 == d) {
                 st->n_accepted++;
-                if ((done = emit(s, o, cb, ud, st, t1))) break;
+                if ((done = emit(ss, o, cb, ud, st, t1))) break;
                 /* MTP row (h_t, d) is real now */
-                if ((rc = ds_model_forward_mtp(m, cache, hid, &d, 1, NULL, e))) break;
-                int32_t t2 = ds_sampler_sample(s, logits + V);
+                if ((rc = ds_model_forward_mtp(m, x, cache, hid, &d, 1, NULL, e))) break;
+                int32_t t2 = ds_session_sample(ss, logits + V);
                 memcpy(h_last, hid + D, (size_t)D * sizeof(float));
                 t = t2;
-                done = emit(s, o, cb, ud, st, t2);
+                done = emit(ss, o, cb, ud, st, t2);
             } else {
                 ds_kvcache_truncate(cache, cache->n_past - 1);   /* drop the rejected draft */
                 memcpy(h_last, hid, (size_t)D * sizeof(float));
                 t = t1;
-                done = emit(s, o, cb, ud, st, t1);
+                done = emit(ss, o, cb, ud, st, t1);
             }
         }
     }
     st->t_decode = ds_now() - t0;
-    free(logits); free(mtp_logits); free(hid); free(h_last);
     return rc;
 }
 
-int ds_generate(ds_model *m, ds_kvcache *cache, ds_sampler *s, const int32_t *prompt, int64_t n,
-                const ds_gen_opts *o, ds_token_cb cb, void *ud, ds_gen_stats *st, ds_err *e) {
-    int64_t V = m->cfg.vocab_size;
+int ds_generate(ds_session *ss, const int32_t *prompt, int64_t n, const ds_gen_opts *o, ds_token_cb cb, void *ud,
+                ds_gen_stats *st, ds_err *e) {
     memset(st, 0, sizeof *st);
     if (n <= 0) return ds_err_set(e, DS_EINVAL, "empty prompt");
     st->n_prompt = n;
-    if (o->mtp) return generate_mtp(m, cache, s, prompt, n, o, cb, ud, st, e);
-    float *logits = malloc((size_t)V * sizeof(float));
-    if (!logits) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    ds_kvcache *cache = ss->cache;
+    bool slide = o->window > 0 && cache->n_past == 0 && o->window <= cache->max_ctx;
+    if (slide && n > o->window)
+        return ds_err_set(e, DS_ERANGE, "prompt of %lld tokens is longer than the %lld-token window", (long long)n,
+                          (long long)o->window);
+    int rc = ds_session_reserve(ss, o->prefill_chunk, slide ? o->window : 0, e);
+    if (rc) return rc;
+    if (o->mtp) return generate_mtp(ss, prompt, n, o, cb, ud, st, e);
+    const ds_model *m = ss->m;
+    float *logits = ss->logits;
     double t0 = ds_now();
-    int rc = ds_prefill(m, cache, prompt, n, o->prefill_chunk, logits, e);
+    rc = ds_prefill(m, ss->ctx, cache, prompt, n, o->prefill_chunk, logits, e);
     st->t_prefill = ds_now() - t0;
-    if (rc) { free(logits); return rc; }
+    if (rc) return rc;
     t0 = ds_now();
     /* the tokens in the cache, kept only when the window may slide */
-    int32_t *hist = NULL;
+    int32_t *hist = ss->hist;
     int64_t n_hist = 0;
-    bool slide = o->window > 0 && cache->n_past == n && o->window <= cache->max_ctx;
     if (slide) {
-        hist = malloc((size_t)o->window * sizeof *hist);
-        if (!hist) { free(logits); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
-        if (n > o->window) { free(hist); free(logits); return ds_err_set(e, DS_ERANGE, "prompt of %lld tokens is longer than the %lld-token window", (long long)n, (long long)o->window); }
         memcpy(hist, prompt, (size_t)n * sizeof *hist);
         n_hist = n;
     }
     if (o->max_tokens > 0) {
         for (;;) {
-            int32_t tok = ds_sampler_sample(s, logits);
-            if (emit(s, o, cb, ud, st, tok)) break;
+            int32_t tok = ds_session_sample(ss, logits);
+            if (emit(ss, o, cb, ud, st, tok)) break;
             if (slide && cache->n_past + 1 > o->window) {
                 /* keep the first token and the newest half; recompute them */
                 int64_t keep = o->window / 2, first = 1;
                 memmove(hist + first, hist + n_hist - keep, (size_t)keep * sizeof *hist);
                 n_hist = first + keep;
                 ds_kvcache_clear(cache);
-                if ((rc = ds_prefill(m, cache, hist, n_hist, o->prefill_chunk, logits, e))) break;
+                if ((rc = ds_prefill(m, ss->ctx, cache, hist, n_hist, o->prefill_chunk, logits, e))) break;
                 st->n_shifts++;
             }
             if (slide) hist[n_hist++] = tok;
             ds_seq_chunk ch = { cache, &tok, 1, false };
-            if ((rc = ds_model_forward(m, &ch, 1, logits, NULL, e))) break;
+            if ((rc = ds_model_forward(m, ss->ctx, &ch, 1, logits, NULL, e))) break;
             st->n_main_forwards++;
         }
     }
     st->t_decode = ds_now() - t0;
-    free(hist);
-    free(logits);
     return rc;
 }

@@ -31,6 +31,10 @@ static bool grow(char **buf, size_t *cap, size_t need) {
 }
 
 bool ds_stop_feed(ds_stop *s, const char *text, size_t len, const char **emit, size_t *emit_len) {
+    return ds_stop_feed_ex(s, text, len, false, emit, emit_len);
+}
+
+bool ds_stop_feed_ex(ds_stop *s, const char *text, size_t len, bool final, const char **emit, size_t *emit_len) {
     *emit = "";
     *emit_len = 0;
     if (s->matched) return true;
@@ -53,6 +57,8 @@ bool ds_stop_feed(ds_stop *s, const char *text, size_t len, const char **emit, s
     if (cut != (size_t)-1) {
         s->matched = true;
         safe = cut;
+    } else if (final) {
+        safe = s->n_held;
     } else {
         /* hold back the longest tail that is a prefix of some stop string */
         size_t keep = 0;
@@ -78,12 +84,7 @@ void ds_stop_flush(ds_stop *s, const char **emit, size_t *emit_len) {
     *emit = "";
     *emit_len = 0;
     if (s->matched || s->n_held == 0) return;
-    if (!grow(&s->out, &s->out_cap, s->n_held + 1)) return;
-    memcpy(s->out, s->held, s->n_held);
-    s->out[s->n_held] = 0;
-    *emit = s->out;
-    *emit_len = s->n_held;
-    s->n_held = 0;
+    ds_stop_feed_ex(s, "", 0, true, emit, emit_len);
 }
 
 void ds_stop_reset(ds_stop *s) {

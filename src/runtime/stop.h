@@ -28,6 +28,9 @@ int ds_stop_add(ds_stop *s, const char *str, ds_err *e);
 /* Feeds text; *emit (borrowed until the next call) gets what may be shown.
  * Returns true once a stop string has matched (later feeds emit nothing). */
 bool ds_stop_feed(ds_stop *s, const char *text, size_t len, const char **emit, size_t *emit_len);
+/* The same; final: no text follows, so nothing is held back (what does not
+ * match is emitted in this one call). */
+bool ds_stop_feed_ex(ds_stop *s, const char *text, size_t len, bool final, const char **emit, size_t *emit_len);
 /* End of generation: releases what was held back. */
 void ds_stop_flush(ds_stop *s, const char **emit, size_t *emit_len);
 void ds_stop_reset(ds_stop *s);   /* keeps the stop strings */

@@ -2,9 +2,11 @@
  * sched.c - the model worker thread: job queue, slots, continuous batching,
  * prefix reuse, sampling and the token -> text pipeline (see sched.h).
  *
- * Owns: the model (after srv_sched_init), one ds_kvcache per slot and the
- * token list of what each slot's cache holds, the prefix-cache store, and
- * per-sequence samplers. Does not own: HTTP, JSON, request validation
+ * Owns: one forward context (ds_ctx) for the batched forward, one
+ * ds_kvcache per slot and the token list of what each slot's cache holds,
+ * the prefix-cache store, and per sequence the step state of a session
+ * (runtime/session.h: sampler, detokenizer, stop strings; its cache is the
+ * slot's). The model is shared read-only. Does not own: HTTP, JSON, request validation
  * (openai.c / http.c do those on connection threads).
  *
  * Locking: one scheduler mutex guards the submit queue and the stats; each
@@ -193,16 +195,13 @@ typedef struct srv_seq {
     int choice;
     int slot;                 /* -1 until admitted */
     int state;
-    ds_sampler smp;
+    ds_session ss;            /* the step state: sampler, detokenizer, stop strings */
     int64_t n_fed;            /* prompt tokens in the cache */
     int32_t next_tok;         /* sampled, to be fed next */
     int64_t n_gen, max_gen, n_forced_used, n_reasoning;
-    tok_stream ts;
     bool in_reasoning, content_started, in_tools;
     tok_ids tool_ids;
     jv_state jv;
-    char *hold;               /* content held back while it may start a stop string */
-    size_t hold_len, hold_cap;
     double next_time;         /* token_delay_ms hook */
     struct srv_seq *next;
 } srv_seq;
@@ -217,7 +216,8 @@ typedef struct srv_slot {
 
 struct srv_sched {
     srv_sched_opts o;
-    ds_model *m;
+    const ds_model *m;
+    ds_ctx *ctx;              /* the batched forward's scratch */
     const ds_tokenizer *tok;
     int64_t V;
     pthread_t thread;
@@ -255,57 +255,22 @@ static bool is_eos(const srv_sched *s, int32_t t) {
 
 static void seq_free(srv_seq *q) {
     if (!q) return;
-    ds_sampler_free(&q->smp);
-    tok_stream_free(&q->ts);
+    ds_session_free(&q->ss);
     tok_ids_free(&q->tool_ids);
-    free(q->hold);
     free(q);
 }
 
-static int hold_append(srv_seq *q, const char *s, size_t n) {
-    if (q->hold_len + n + 1 > q->hold_cap) {
-        size_t cap = q->hold_cap ? q->hold_cap : 64;
-        while (cap < q->hold_len + n + 1) cap *= 2;
-        char *p = realloc(q->hold, cap);
-        if (!p) return DS_ENOMEM;
-        q->hold = p;
-        q->hold_cap = cap;
-    }
-    memcpy(q->hold + q->hold_len, s, n);
-    q->hold_len += n;
-    q->hold[q->hold_len] = 0;
-    return DS_OK;
-}
-
-/* Stop-string scan over the held-back content: emits what can no longer
- * be part of a stop string; returns true if a stop string matched (the
- * text before it is emitted, the rest dropped). */
-static bool flush_hold(srv_seq *q, srv_lp *lp, int n_lp, bool final) {
-    srv_job *j = q->job;
-    size_t emit = q->hold_len, cut = q->hold_len;
-    bool matched = false;
-    for (int i = 0; i < j->p.n_stop; i++) {
-        const char *f = memmem(q->hold, q->hold_len, j->p.stop[i], strlen(j->p.stop[i]));
-        if (f && (size_t)(f - q->hold) < cut) { cut = (size_t)(f - q->hold); matched = true; }
-    }
-    if (matched) {
-        emit = cut;
-    } else if (!final) {
-        /* hold back the longest suffix that is a proper prefix of a stop string */
-        size_t keep = 0;
-        for (int i = 0; i < j->p.n_stop; i++) {
-            size_t sl = strlen(j->p.stop[i]);
-            for (size_t k = sl - 1; k > keep; k--)
-                if (k <= q->hold_len && !memcmp(q->hold + q->hold_len - k, j->p.stop[i], k)) { keep = k; break; }
-        }
-        emit = q->hold_len - keep;
-    }
-    if (emit > 0 || n_lp > 0) post_text(j, SRV_EV_CONTENT, q->choice, q->hold ? q->hold : "", emit, lp, n_lp);
-    if (emit > 0) q->content_started = true;
-    if (q->hold_len > emit) memmove(q->hold, q->hold + emit, q->hold_len - emit);
-    q->hold_len -= emit;
-    if (matched) q->hold_len = 0;
-    return matched;
+/* Content text through the session's stop strings (final: nothing
+ * follows); posts what may be shown, with the token's logprobs. Returns
+ * true if a stop string matched (the text before it is posted, the rest
+ * dropped). */
+static bool show_content(srv_seq *q, const char *t, size_t n, bool final, srv_lp *lp) {
+    const char *em;
+    size_t el;
+    bool hit = ds_session_show(&q->ss, t, n, final, &em, &el);
+    if (el > 0 || lp) post_text(q->job, SRV_EV_CONTENT, q->choice, em, el, lp, lp ? 1 : 0);
+    if (el > 0) q->content_started = true;
+    return hit;
 }
 
 /* ---------------------------------------------------------- the worker */
@@ -356,11 +321,14 @@ static void finish_seq(srv_sched *s, srv_seq *q, int finish) {
                 free(plain);
                 free(clean);
             }
-        } else if (tok_stream_flush(&q->ts, &t, &n, &e) == 0 && n > 0) {
-            if (q->in_reasoning) post_text(j, SRV_EV_REASONING, q->choice, t, n, NULL, 0);
-            else hold_append(q, t, n);
+        } else {
+            if (tok_stream_flush(&q->ss.ts, &t, &n, &e) != 0) { t = ""; n = 0; }
+            if (q->in_reasoning) {
+                if (n > 0) post_text(j, SRV_EV_REASONING, q->choice, t, n, NULL, 0);
+            } else {
+                show_content(q, t, n, true, NULL);
+            }
         }
-        if (q->hold_len > 0) flush_hold(q, NULL, 0, true);
         srv_event ev = { .type = SRV_EV_FINISH, .choice = q->choice, .finish = finish };
         post(j, &ev);
     }
@@ -476,6 +444,7 @@ static int admit(srv_sched *s, srv_seq *q, ds_err *e) {
     DS_ASSERT(sl->cache.n_past == reuse && sl->content.n == reuse);
     sl->canon = reuse;
     sl->seq = q;
+    q->ss.cache = &sl->cache;   /* the session's cache is the slot's while it runs */
     sl->used = ++s->clock;
     q->slot = own;
     q->n_fed = reuse;
@@ -540,7 +509,7 @@ static bool json_allows(const srv_sched *s, const srv_seq *q, int32_t t, int64_t
 static int32_t sample_json(srv_sched *s, srv_seq *q, float *L) {
     int64_t budget = budget_after(s, q);
     memcpy(s->saved, L, (size_t)s->V * sizeof *L);
-    int32_t t = ds_sampler_sample(&q->smp, L);
+    int32_t t = ds_session_sample(&q->ss, L);
     if (json_allows(s, q, t, budget)) return t;
     memcpy(L, s->saved, (size_t)s->V * sizeof *L);
     int64_t n_ok = 0;
@@ -549,7 +518,7 @@ static int32_t sample_json(srv_sched *s, srv_seq *q, float *L) {
         else L[i] = -INFINITY;
     }
     DS_ASSERT(n_ok > 0); /* a closing byte always fits: jv_need <= budget is kept invariant */
-    return ds_sampler_sample(&q->smp, L);
+    return ds_session_sample(&q->ss, L);
 }
 
 /* Handles one sampled token. Returns -1 to continue, else a SRV_FINISH_*. */
@@ -575,8 +544,8 @@ static int on_token(srv_sched *s, srv_seq *q, int32_t tok, srv_lp *lp) {
         free(lp);
         const char *t;
         size_t n;
-        if (tok_stream_flush(&q->ts, &t, &n, &e) == 0 && n > 0) hold_append(q, t, n);
-        if (q->hold_len) flush_hold(q, NULL, 0, true);
+        if (tok_stream_flush(&q->ss.ts, &t, &n, &e) != 0) { t = ""; n = 0; }
+        show_content(q, t, n, true, NULL);
         q->in_tools = true;
         q->in_reasoning = false;
         tok_ids_push(&q->tool_ids, tok, &e);
@@ -585,7 +554,7 @@ static int on_token(srv_sched *s, srv_seq *q, int32_t tok, srv_lp *lp) {
     if (p->chat && tok == s->think_end && s->think_end >= 0 && q->in_reasoning) {
         const char *t;
         size_t n;
-        if (tok_stream_flush(&q->ts, &t, &n, &e) == 0 && (n > 0 || lp))
+        if (tok_stream_flush(&q->ss.ts, &t, &n, &e) == 0 && (n > 0 || lp))
             post_text(j, SRV_EV_REASONING, q->choice, t, n, lp, lp ? 1 : 0);
         else free(lp);
         q->in_reasoning = false;
@@ -593,33 +562,22 @@ static int on_token(srv_sched *s, srv_seq *q, int32_t tok, srv_lp *lp) {
         return -1;
     }
     if (p->chat && tok == s->think_begin && s->think_begin >= 0 && !q->in_reasoning && !q->content_started &&
-        q->hold_len == 0) {
+        q->ss.stop.n_held == 0) {
         q->in_reasoning = true;
         q->n_reasoning++;
         if (lp) post_text(j, SRV_EV_REASONING, q->choice, "", 0, lp, 1);
         return -1;
     }
-    const char *t = "";
-    size_t n = 0;
-    if (tok_stream_push(&q->ts, tok, &t, &n, &e) != 0) { t = ""; n = 0; }
+    const char *t;
+    size_t n;
+    ds_session_text(&q->ss, tok, &t, &n);
     if (q->in_reasoning) {
         q->n_reasoning++;
         if (n > 0 || lp) post_text(j, SRV_EV_REASONING, q->choice, t, n, lp, lp ? 1 : 0);
         return -1;
     }
-    if (n > 0 && hold_append(q, t, n)) { free(lp); return SRV_FINISH_STOP; }
-    if (p->json_mode) { /* stop strings do not apply inside the JSON */
-        if (q->hold_len > 0 || lp) {
-            post_text(j, SRV_EV_CONTENT, q->choice, q->hold ? q->hold : "", q->hold_len, lp, lp ? 1 : 0);
-            q->content_started |= q->hold_len > 0;
-            q->hold_len = 0;
-        }
-        return -1;
-    }
-    if (q->hold_len > 0 || lp) {
-        if (flush_hold(q, lp, lp ? 1 : 0, false)) return SRV_FINISH_STOP;
-    }
-    return -1;
+    /* (a JSON-mode sequence has no stop strings: they do not apply inside the JSON) */
+    return show_content(q, t, n, false, lp) ? SRV_FINISH_STOP : -1;
 }
 
 /* Samples the next token of q from its logits row and processes it. */
@@ -641,9 +599,9 @@ static void sample_seq(srv_sched *s, srv_seq *q, float *L) {
     } else if (p->json_mode && q->in_reasoning && s->think_end >= 0 && budget_after(s, q) <= jv_need(&q->jv)) {
         tok = s->think_end; /* close the reasoning while "{}" still fits */
     } else {
-        tok = ds_sampler_sample(&q->smp, L);
+        tok = ds_session_sample(&q->ss, L);
     }
-    ds_sampler_accept(&q->smp, tok);
+    ds_session_accept(&q->ss, tok);
     if (q->n_gen == 0 && q->choice == 0) {
         pthread_mutex_lock(&j->mu);
         j->usage.t_first_token = ds_now() - j->t_submit;
@@ -675,9 +633,10 @@ static srv_seq *new_seq(srv_sched *s, srv_job *j, int choice, ds_err *e) {
     q->state = SEQ_PENDING;
     ds_sampler_params sp = j->p.sp;
     sp.seed += (uint64_t)choice;
-    if (ds_sampler_init(&q->smp, &sp, s->V, e)) { free(q); return NULL; }
-    ds_sampler_add_prompt(&q->smp, j->p.prompt, j->p.n_prompt);
-    tok_stream_init(&q->ts, s->tok, true);
+    if (ds_session_init_step(&q->ss, s->m, s->tok, &sp, e)) { free(q); return NULL; }
+    for (int i = 0; !j->p.json_mode && i < j->p.n_stop; i++)
+        if (ds_session_add_stop(&q->ss, j->p.stop[i], e)) { seq_free(q); return NULL; }
+    ds_session_begin(&q->ss, NULL, j->p.prompt, j->p.n_prompt, e);
     q->in_reasoning = j->p.chat && j->p.starts_in_reasoning;
     jv_init(&q->jv);
     q->max_gen = DS_MIN(j->p.max_tokens, s->o.ctx - j->p.n_prompt);
@@ -779,7 +738,7 @@ static bool iterate(srv_sched *s, double *wake) {
     int rc = DS_OK;
     /* one pass over every active sequence; ds_model_forward is batch-invariant
      * (each sequence computes exactly what it would alone) */
-    rc = ds_model_forward(s->m, s->chunks, nc, s->logits, NULL, &e);
+    rc = ds_model_forward(s->m, s->ctx, s->chunks, nc, s->logits, NULL, &e);
     double dt = ds_now() - t0;
     pthread_mutex_lock(&s->mu);
     s->st.forward_passes++;
@@ -873,7 +832,7 @@ static void *worker_main(void *arg) {
 
 /* -------------------------------------------------------------- public */
 
-int srv_sched_init(srv_sched **out, ds_model *m, const ds_tokenizer *tok, const srv_sched_opts *o, ds_err *e) {
+int srv_sched_init(srv_sched **out, const ds_model *m, const ds_tokenizer *tok, const srv_sched_opts *o, ds_err *e) {
     *out = NULL;
     if (o->n_slots < 1 || o->ctx < 2 || o->batch_tokens < 1)
         return ds_err_set(e, DS_EINVAL, "scheduler: need >= 1 slot, a context >= 2 and a batch >= 1");
@@ -900,6 +859,7 @@ int srv_sched_init(srv_sched **out, ds_model *m, const ds_tokenizer *tok, const 
         rc = ds_err_set(e, DS_ENOMEM, "out of memory");
         goto fail;
     }
+    if ((rc = ds_ctx_new(&s->ctx, e))) goto fail;
     for (int i = 0; i < o->n_slots; i++)
         if ((rc = ds_kvcache_init(&s->slots[i].cache, m, o->ctx, e))) goto fail;
     int64_t tv = tok_vocab_size(tok);
@@ -957,6 +917,7 @@ void srv_sched_free(srv_sched *s) {
         tok_ids_free(&s->slots[i].content);
     }
     pc_close(s->pc);
+    ds_ctx_free(s->ctx);
     free(s->slots);
     free(s->logits);
     free(s->lsm);

@@ -1,14 +1,16 @@
 /*
- * sched.h - the model worker: one thread owns the model, every KV cache and
- * the prefix cache, and runs continuous batching over N slots.
+ * sched.h - the model worker: one thread runs the (shared, read-only) model
+ * with its own forward context, owns every KV cache and the prefix cache,
+ * and runs continuous batching over N slots.
  *
  * Connection threads build a job (prompt ids + decoding options), submit it
  * and then only wait for its events; they never touch the model. Each
  * worker iteration runs ONE ds_model_forward over all active sequences: a
  * prefill chunk for each sequence still reading its prompt and one token
  * for each sequence that is decoding, each with its own cache; then it
- * samples a token for every sequence whose row is ready, with that
- * sequence's own sampler. ds_model_forward is batch-invariant (a sequence
+ * runs the generation step of runtime/session.h (sample, detokenize, stop
+ * strings) for every sequence whose row is ready, with that sequence's own
+ * session state. ds_model_forward is batch-invariant (a sequence
  * computes exactly what it would alone) and prefill chunks end at multiples
  * of batch_tokens, so concurrency never changes a request's numbers; only a
  * prefix restored from the memory/disk store (computed in other chunks, or
@@ -27,6 +29,7 @@
 
 #include "../model/model.h"
 #include "../runtime/sampler.h"
+#include "../runtime/session.h"
 #include "../tokenizer/chat.h"
 #include "../tokenizer/tokenizer.h"
 
@@ -142,7 +145,7 @@ typedef struct srv_stats {
 typedef struct srv_sched srv_sched;
 
 /* Starts the worker thread. m and tok must outlive the scheduler. */
-int srv_sched_init(srv_sched **out, ds_model *m, const ds_tokenizer *tok, const srv_sched_opts *o, ds_err *e);
+int srv_sched_init(srv_sched **out, const ds_model *m, const ds_tokenizer *tok, const srv_sched_opts *o, ds_err *e);
 /* Stops the worker: running and queued jobs end with an error event and
  * later submits fail. Safe to call twice. */
 void srv_sched_stop(srv_sched *s);

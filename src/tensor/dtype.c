@@ -4,6 +4,7 @@
 #include "dtype.h"
 
 #include <math.h>
+#include <pthread.h>
 
 size_t ds_dtype_size(ds_dtype t) {
     switch (t) {
@@ -95,7 +96,7 @@ uint16_t ds_f32_to_f16(float f) {
 }
 
 float ds_fp8_e4m3_table[256];
-static int g_dtype_ready;
+static pthread_once_t g_dtype_once = PTHREAD_ONCE_INIT;
 
 float ds_fp8_e4m3_to_f32_ref(uint8_t b) {
     int s = b >> 7, e = (b >> 3) & 0xf, m = b & 7;
@@ -104,11 +105,12 @@ float ds_fp8_e4m3_to_f32_ref(uint8_t b) {
     return s ? -v : v;
 }
 
-void ds_dtype_init(void) {
-    if (g_dtype_ready) return;
+static void fill_tables(void) {
     for (int i = 0; i < 256; i++) ds_fp8_e4m3_table[i] = ds_fp8_e4m3_to_f32_ref((uint8_t)i);
-    g_dtype_ready = 1;
 }
+
+/* the table is written once (any thread may come first), read-only after */
+void ds_dtype_init(void) { pthread_once(&g_dtype_once, fill_tables); }
 
 uint8_t ds_f32_to_fp8_e4m3(float f) {
     ds_dtype_init();

@@ -20,9 +20,11 @@
 #include "quant.h"
 #include "quant_isa.h"
 #include "repack.h"
+#include "../core/scratch.h"
 #include "../core/thread.h"
 
 #include <cblas.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,15 +38,23 @@ extern void openblas_set_num_threads(int);
 
 /* ---------------------------------------------------------------- dispatch */
 
-static int g_isa = -1;  /* 0 generic, 1 avx2 */
+/* Set once (pthread_once), read-only after: the CPU's kernel path and the
+ * DS_QGEMM_MAX_T override. g_force_generic is for tests. */
+static int g_isa;  /* 0 generic, 1 avx2 */
+static int64_t g_qgemm_env;
 static bool g_force_generic;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void init_once(void) {
+    g_isa = ds_cpu_avx2_fma() ? 1 : 0;
+    const char *s = getenv("DS_QGEMM_MAX_T");
+    g_qgemm_env = s ? atoll(s) : -1;
+    openblas_set_num_threads(1);
+    ds_dtype_init();
+}
 
 static int isa(void) {
-    if (g_isa < 0) {
-        g_isa = ds_cpu_avx2_fma() ? 1 : 0;
-        openblas_set_num_threads(1);
-        ds_dtype_init();
-    }
+    pthread_once(&g_once, init_once);
     return g_force_generic ? 0 : g_isa;
 }
 
@@ -53,53 +63,17 @@ void ds_ops_force_generic(bool on) { isa(); g_force_generic = on; }
 
 /* ----------------------------------------------------------------- scratch */
 
-static float *g_scratch[DS_MAX_THREADS][DS_SCRATCH_SLOTS];
-static size_t g_scratch_cap[DS_MAX_THREADS][DS_SCRATCH_SLOTS];
+/* Quantized activation rows live in their own slot (DS_SLOT_ACT), apart
+ * from the float slots, so a nested call cannot clobber a caller's scratch. */
+static uint8_t *act_buf(int tid, size_t n) { return ds_scratch_bytes(tid, DS_SLOT_ACT, n); }
 
-float *ds_scratch(int tid, int slot, size_t n) {
-    DS_ASSERT(tid >= 0 && tid < DS_MAX_THREADS && slot >= 0 && slot < DS_SCRATCH_SLOTS);
-    if (g_scratch_cap[tid][slot] < n) {
-        ds_free(g_scratch[tid][slot]);
-        g_scratch[tid][slot] = ds_alloc(n * sizeof(float));
-        DS_ASSERT(g_scratch[tid][slot] != NULL);
-        g_scratch_cap[tid][slot] = n;
-    }
-    return g_scratch[tid][slot];
-}
-
-/* Per-thread byte buffers for quantized activation rows (separate from the
- * float slots so a nested call cannot clobber a caller's scratch). */
-static uint8_t *g_act[DS_MAX_THREADS];
-static size_t g_act_cap[DS_MAX_THREADS];
-
-static uint8_t *act_buf(int tid, size_t n) {
-    DS_ASSERT(tid >= 0 && tid < DS_MAX_THREADS);
-    if (g_act_cap[tid] < n) {
-        ds_free(g_act[tid]);
-        g_act[tid] = ds_alloc(n);
-        DS_ASSERT(g_act[tid] != NULL);
-        g_act_cap[tid] = n;
-    }
-    return g_act[tid];
-}
-
-void ds_ops_cleanup(void) {
-    for (int i = 0; i < DS_MAX_THREADS; i++) {
-        for (int j = 0; j < DS_SCRATCH_SLOTS; j++) {
-            ds_free(g_scratch[i][j]);
-            g_scratch[i][j] = NULL;
-            g_scratch_cap[i][j] = 0;
-        }
-        ds_free(g_act[i]);
-        g_act[i] = NULL;
-        g_act_cap[i] = 0;
-    }
-}
+void ds_ops_cleanup(void) { ds_par_env_thread_free(); }
 
 /* ------------------------------------------------------------ dot products */
 
 static float dot_generic(const ds_tensor *w, int64_t r, const float *x, int64_t K, int tid) {
     float *row = ds_scratch(tid, 0, (size_t)K);
+    if (!row) return 0.0f;   /* out of memory: the env records it */
     ds_tensor_row_f32(w, r, 0, K, row);
     float s = 0.0f;
     for (int64_t i = 0; i < K; i++) s += row[i] * x[i];
@@ -131,6 +105,7 @@ float ds_dot_row(const ds_tensor *w, int64_t r, const float *x, int64_t K) {
     int tid = ds_thread_id();
     if (isa() == 1 && ds_act_kind(w->dtype)) {
         uint8_t *qa = act_buf(tid, ds_act_row_bytes(w->dtype, K));
+        if (!qa) return 0.0f;
         ds_quantize_act_avx2(w->dtype, x, qa, K);
         return ds_vec_dot_avx2(w->dtype, row_ptr(w, r, K), qa, K);
     }
@@ -225,13 +200,8 @@ static void matmul_x8_worker(const matmul_ctx *c, int64_t i0, int64_t i1) {
  * it, panels are dequantized for OpenBLAS, which measured faster (1 core,
  * K=2048: K-quants break even around T = 16-32, the per-32-block-scaled
  * Q8_0/Q4_0/Q5_0 around T = 8). DS_QGEMM_MAX_T overrides (benchmarks). */
-static int64_t g_qgemm_env = -2;
-
 static int64_t qgemm_max_t(ds_dtype t) {
-    if (g_qgemm_env == -2) {
-        const char *s = getenv("DS_QGEMM_MAX_T");
-        g_qgemm_env = s ? atoll(s) : -1;
-    }
+    isa();
     if (g_qgemm_env >= 0) return g_qgemm_env;
     return ds_act_kind(t) == 2 ? 16 : DS_GEMM_MIN_T - 1;
 }
@@ -302,6 +272,7 @@ static void matmul_panel_worker(void *vctx, int64_t p0, int64_t p1, int tid) {
             panel = (const float *)c->w->data + (size_t)(c->r0 + n0) * (size_t)c->K;
         } else {
             float *buf = ds_scratch(tid, 0, (size_t)nr * (size_t)c->K);
+            if (!buf) return;
             dequant_rows(c->w, c->r0 + n0, nr, buf);
             panel = buf;
         }
@@ -319,6 +290,7 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
     if (use_qdot(w, T)) {
         c.ab = ds_act_row_bytes(w->dtype, K);
         uint8_t *qa = act_buf(ds_thread_id(), c.ab * (size_t)T);
+        if (!qa) return;
         for (int64_t t = 0; t < T; t++) ds_quantize_act_avx2(w->dtype, x + t * ldx, qa + (size_t)t * c.ab, K);
         c.qa = qa;
         int64_t units = qdot_units(w, r0, N);
@@ -364,9 +336,17 @@ static void multi_worker(void *vctx, int64_t u0, int64_t u1, int tid) {
 
 void ds_matmul_multi(const ds_mm_job *jobs, int n) {
     if (n <= 0) return;
-    int64_t stack[65], *start = n < 64 ? stack : malloc((size_t)(n + 1) * sizeof *start);
-    const uint8_t *qstack[64], **qa = n < 64 ? qstack : malloc((size_t)n * sizeof *qa);
-    DS_ASSERT(start && qa);
+    /* the unit table and the activation pointers: on the stack, or for many
+     * jobs in the caller's scratch (kept between calls: no allocation per step) */
+    int64_t stack[65], *start = stack;
+    const uint8_t *qstack[64], **qa = qstack;
+    if (n >= 64) {
+        size_t tb = ((size_t)(n + 1) * sizeof *start + 63) / 64 * 64;
+        uint8_t *tab = ds_scratch_bytes(ds_thread_id(), DS_SLOT_MULTI, tb + (size_t)n * sizeof *qa);
+        if (!tab) return;
+        start = (int64_t *)tab;
+        qa = (const uint8_t **)(tab + tb);
+    }
     start[0] = 0;
     int64_t work = 0;
     size_t qbytes = 0;
@@ -384,6 +364,7 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
     }
     /* quantize each distinct activation once (jobs often share x) */
     uint8_t *qbuf = qbytes ? act_buf(ds_thread_id(), qbytes) : NULL;
+    if (qbytes && !qbuf) return;
     size_t qoff = 0;
     for (int j = 0; j < n; j++) {
         const ds_mm_job *jb = &jobs[j];
@@ -406,8 +387,6 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
     /* chunks from a shared counter: on a shared machine a descheduled thread
      * does not hold the pass up (the result does not depend on the split) */
     ds_par_for_dynamic(units, min_units, 0, multi_worker, &mc);
-    if (start != stack) free(start);
-    if (qa != qstack) free(qa);
 }
 
 typedef struct {
@@ -420,6 +399,7 @@ static void matmul_t_worker(void *vctx, int64_t c0, int64_t c1, int tid) {
     matmul_t_ctx *c = vctx;
     int64_t nc = c1 - c0;
     float *buf = ds_scratch(tid, 0, (size_t)c->N * (size_t)nc);
+    if (!buf) return;
     for (int64_t r = 0; r < c->N; r++) {
         float *o = buf + (size_t)r * (size_t)nc;
         size_t off = (size_t)(c->r0 + r) * (size_t)c->K + (size_t)c0;
@@ -437,6 +417,7 @@ static void matmul_t_rows_worker(void *vctx, int64_t c0, int64_t c1, int tid) {
     matmul_t_ctx *c = vctx;
     int64_t nc = c1 - c0;
     float *row = ds_scratch(tid, 0, (size_t)ds_tensor_cols(c->w));
+    if (!row) return;
     for (int64_t t = 0; t < c->T; t++) memset(c->y + t * c->ldy + c0, 0, (size_t)nc * sizeof(float));
     for (int64_t r = 0; r < c->N; r++) {
         ds_tensor_row_f32(c->w, c->r0 + r, 0, c->K, row);  /* whole row: block-quantized types need it */

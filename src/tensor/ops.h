@@ -11,6 +11,7 @@
 #define DS_OPS_H
 
 #include "tensor.h"
+#include "../core/scratch.h"
 
 /* y[T, N] = x[T, K] · W[r0 : r0+N, :]ᵀ          (W: [rows, K])
  * The fast path parallelizes over N with ds_par_for.
@@ -23,8 +24,9 @@
  * each sequence's block of >= 8 tokens as its own job (see model/plan). */
 void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
                const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
-void ds_matmul_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
-                   const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
+/* The _ref twins allocate their row buffers: DS_OK or DS_ENOMEM. */
+int ds_matmul_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
+                  const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
 
 /* Independent matmul jobs run in one parallel pass (one fork/join). */
 /* Token blocks of at least this many tokens go through GEMM kernels. */
@@ -45,8 +47,8 @@ void ds_matmul_t(float *y, int64_t ldy, const float *x, int64_t ldx,
                  const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
 void ds_matmul_t_ex(float *y, int64_t ldy, const float *x, int64_t ldx,
                     const ds_tensor *w, int64_t r0, int64_t N, int64_t T, bool per_token);
-void ds_matmul_t_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
-                     const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
+int ds_matmul_t_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
+                    const ds_tensor *w, int64_t r0, int64_t N, int64_t T);
 
 /* C[M, N] = alpha · op(A) · op(B) + beta · C, row-major.
  * op(A) is [M, K]: A itself ([M, K], lda) or Aᵀ (A stored [K, M]).
@@ -67,8 +69,8 @@ void ds_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
  * blocks (decode), where a GEMM library's packing costs more than the work. */
 void ds_attn_rows(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq, const float *kv, int64_t W,
                   int64_t R, int64_t vis0, float scale, float *sc);
-void ds_attn_rows_ref(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq, const float *kv, int64_t W,
-                      int64_t R, int64_t vis0, float scale);
+int ds_attn_rows_ref(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq, const float *kv, int64_t W,
+                     int64_t R, int64_t vis0, float scale);
 
 /* out[T, D] = x / sqrt(mean(x²) + eps) · w, per row (w: fp32 [D]). out may alias x. */
 void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps);
@@ -84,12 +86,11 @@ void ds_silu_mul_ref(float *h, const float *g, const float *u, int64_t n);   /* 
 /* Dot products of one weight row against fp32 x (fast, ISA-dispatched). */
 float ds_dot_row(const ds_tensor *w, int64_t r, const float *x, int64_t K);
 
-/* Per-thread scratch: a 64-byte aligned buffer of at least n floats owned
- * by thread `tid`, slot `slot` (valid until the next call with the same
- * tid and slot). Slot 0 belongs to the kernels in this file; callers above
- * use slots 1..DS_SCRATCH_SLOTS-1. Freed by ds_ops_cleanup. */
-#define DS_SCRATCH_SLOTS 4
-float *ds_scratch(int tid, int slot, size_t n);
+/* Per-thread scratch (core/scratch.h): slot 0 belongs to the kernels in
+ * this file; callers above use slots 1..3. When a scratch allocation fails,
+ * the kernels skip their work and ds_scratch_failed() says so; the owner of
+ * the env (a forward context) turns that into DS_ENOMEM.
+ * ds_ops_cleanup frees the calling thread's default env. */
 void ds_ops_cleanup(void);
 
 /* Which ISA path is active ("avx2", "generic"). */

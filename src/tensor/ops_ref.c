@@ -7,11 +7,11 @@
 #include <math.h>
 #include <stdlib.h>
 
-void ds_matmul_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
-                   const ds_tensor *w, int64_t r0, int64_t N, int64_t T) {
+int ds_matmul_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
+                  const ds_tensor *w, int64_t r0, int64_t N, int64_t T) {
     int64_t K = ds_tensor_cols(w);
     float *row = malloc((size_t)K * sizeof(float));
-    DS_ASSERT(row);
+    if (!row) return DS_ENOMEM;
     for (int64_t n = 0; n < N; n++) {
         ds_tensor_row_f32(w, r0 + n, 0, K, row);
         for (int64_t t = 0; t < T; t++) {
@@ -21,14 +21,15 @@ void ds_matmul_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
         }
     }
     free(row);
+    return DS_OK;
 }
 
-void ds_matmul_t_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
-                     const ds_tensor *w, int64_t r0, int64_t N, int64_t T) {
+int ds_matmul_t_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
+                    const ds_tensor *w, int64_t r0, int64_t N, int64_t T) {
     int64_t K = ds_tensor_cols(w);
     double *acc = calloc((size_t)K, sizeof(double));
     float *row = malloc((size_t)K * sizeof(float));
-    DS_ASSERT(acc && row);
+    if (!acc || !row) { free(acc); free(row); return DS_ENOMEM; }
     for (int64_t t = 0; t < T; t++) {
         for (int64_t k = 0; k < K; k++) acc[k] = 0.0;
         for (int64_t n = 0; n < N; n++) {
@@ -39,6 +40,7 @@ void ds_matmul_t_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
     }
     free(acc);
     free(row);
+    return DS_OK;
 }
 
 void ds_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -57,10 +59,10 @@ void ds_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
         }
 }
 
-void ds_attn_rows_ref(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq, const float *kv, int64_t W,
-                      int64_t R, int64_t vis0, float scale) {
+int ds_attn_rows_ref(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq, const float *kv, int64_t W,
+                     int64_t R, int64_t vis0, float scale) {
     double *p = malloc((size_t)(vis0 + nq) * sizeof(double));
-    DS_ASSERT(p);
+    if (!p) return DS_ENOMEM;
     for (int64_t i = 0; i < nq; i++) {
         int64_t vis = vis0 + i + 1;
         double mx = -INFINITY, sum = 0.0;
@@ -78,4 +80,5 @@ void ds_attn_rows_ref(float *u, int64_t ldu, const float *q, int64_t ldq, int64_
         }
     }
     free(p);
+    return DS_OK;
 }

@@ -136,6 +136,7 @@ static void attn_bwd_worker(void *vc, int64_t i0, int64_t i1, int tid) {
     int64_t H = cfg->n_head, Dq = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim, Dn = cfg->qk_nope_head_dim;
     int64_t Dv = cfg->v_head_dim, T = a->T, KVW = H * (Dn + Dv);
     float *scr = tr_scratch(tid, 0, (size_t)(T * T));
+    if (!scr) return;
     for (int64_t i = i0; i < i1; i++) {
         int64_t b = i / H, h = i % H, r0 = b * T;
         int64_t qo = r0 * H * Dq + h * Dq, vo = r0 * KVW + h * (Dn + Dv) + Dn;

@@ -181,6 +181,7 @@ static void route_worker(void *vc, int64_t n0, int64_t n1, int tid) {
     route_ctx *rc = vc;
     int64_t E = rc->c->n_routed_experts, K = rc->c->num_experts_per_tok;
     float *tmp = tr_scratch(tid, 1, (size_t)(E + rc->c->n_group + 16));
+    if (!tmp) return;
     for (int64_t n = n0; n < n1; n++)
         ds_moe_route(rc->c, rc->a->rlog + n * E, rc->bias, rc->a->idx + n * K, rc->a->wt + n * K, rc->a->scores + n * E,
                      tmp);
@@ -293,6 +294,7 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
      * combine (every (row, k) has one slot, so dwt is written in full), then
      * the MLP backward per expert */
     float *xe = tr_scratch(ds_thread_id(), 1, (size_t)(N * K * D));
+    if (!xe) return;   /* out of memory: the step reports it */
     slot_ctx sc = { .a = a, .xe = xe, .dout = dout, .gs = gs, .D = D, .K = K };
     ds_par_for(N * K, 256, slot_grad_worker, &sc);
     for (int64_t x = 0; x < E; x++) {

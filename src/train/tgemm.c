@@ -340,6 +340,7 @@ __attribute__((target("avx2,fma"))) static void dense_rows(const gemm_job *g, in
     float *bp = tr_scratch(tid, 2, (size_t)(n_pan * NR * kcap));
     bool pack_a = g->mode == MODE_TN;
     float *ap = pack_a ? tr_scratch(tid, 3, (size_t)(((m1 - m0 + MR - 1) / MR) * (MR * kcap + 2))) : NULL;
+    if (!bp || (pack_a && !ap)) return;
     for (int64_t kb = 0; kb < g->K; kb += DKC) {
         int64_t kc = DS_MIN(DKC, g->K - kb);
         bool load = g->acc || kb > 0;

@@ -23,46 +23,52 @@
 
 /* ---------------------------------------------------------------- scratch */
 
-static float *g_scr[TR_MAX_THREADS][TR_SCRATCH_SLOTS];
-static size_t g_cap[TR_MAX_THREADS][TR_SCRATCH_SLOTS];
-
+/* The training slots of the calling thread's env pool (core/scratch.h). */
 float *tr_scratch(int tid, int slot, size_t n) {
-    DS_ASSERT(tid >= 0 && tid < TR_MAX_THREADS && slot >= 0 && slot < TR_SCRATCH_SLOTS);
-    if (g_cap[tid][slot] < n) {
-        ds_free(g_scr[tid][slot]);
-        g_scr[tid][slot] = ds_alloc(n * sizeof(float));
-        DS_ASSERT(g_scr[tid][slot] != NULL);
-        g_cap[tid][slot] = n;
-    }
-    return g_scr[tid][slot];
-}
-
-void tr_scratch_free(void) {
-    for (int i = 0; i < TR_MAX_THREADS; i++)
-        for (int j = 0; j < TR_SCRATCH_SLOTS; j++) {
-            ds_free(g_scr[i][j]);
-            g_scr[i][j] = NULL;
-            g_cap[i][j] = 0;
-        }
+    DS_ASSERT(slot >= 0 && slot < TR_SCRATCH_SLOTS);
+    return ds_scratch(tid, TR_SLOT0 + slot, n);
 }
 
 /* ---------------------------------------------------------------- profile */
 
-static bool g_prof;
+/* per thread, in slot TR_SLOT_PROF of the calling env's pool */
+typedef struct { double flops, sec; } prof_rec;
 
-static struct { double flops, sec; char pad[48]; } g_pf[TR_MAX_THREADS];
+void tr_prof_enable(bool on) {
+    ds_par_env *env = ds_par_env_cur();
+    if (env) env->profile = on;
+}
 
-void tr_prof_enable(bool on) { g_prof = on; }
-void tr_prof_reset(void) { memset(g_pf, 0, sizeof g_pf); }
+static bool prof_on(void) {
+    ds_par_env *env = ds_par_env_cur();
+    return env && env->profile;
+}
+
+static void prof_add(double t0, double flops) {
+    prof_rec *p = ds_scratch_bytes(ds_thread_id(), TR_SLOT_PROF, sizeof *p);
+    if (!p) return;
+    p->sec += ds_now() - t0;
+    p->flops += flops;
+}
+
+void tr_prof_reset(void) {
+    const ds_par_env *env = ds_par_env_cur();
+    for (int t = 0; t < DS_SCRATCH_THREADS; t++) {
+        prof_rec *p = ds_scratch_peek(env, t, TR_SLOT_PROF);
+        if (p) *p = (prof_rec){ 0, 0 };
+    }
+}
 
 void tr_prof_read(double *flops, double *rate, double *seconds) {
+    const ds_par_env *env = ds_par_env_cur();
     double f = 0, r = 0, s = 0;
     int n = 0;
-    for (int t = 0; t < TR_MAX_THREADS; t++) {
-        if (g_pf[t].sec <= 0) continue;
-        f += g_pf[t].flops;
-        r += g_pf[t].flops / g_pf[t].sec;
-        s += g_pf[t].sec;
+    for (int t = 0; t < DS_SCRATCH_THREADS; t++) {
+        const prof_rec *p = ds_scratch_peek(env, t, TR_SLOT_PROF);
+        if (!p || p->sec <= 0) continue;
+        f += p->flops;
+        r += p->flops / p->sec;
+        s += p->sec;
         n++;
     }
     *flops = f;
@@ -81,19 +87,17 @@ static bool linear_blas(void) {
 }
 
 void tr_linear_forward(float *y, const float *x, const float *W, int64_t N, int64_t I, int64_t O) {
-    double t0 = g_prof ? ds_now() : 0;
+    bool prof = prof_on();
+    double t0 = prof ? ds_now() : 0;
     if (linear_blas()) ds_sgemm(false, true, N, O, I, 1.0f, x, I, W, I, 0.0f, y, O);
     else tr_gemm_nt(y, O, x, I, W, I, N, O, I, 1.0f, false);
-    if (g_prof) {
-        int t = ds_thread_id();
-        g_pf[t].sec += ds_now() - t0;
-        g_pf[t].flops += 2.0 * (double)N * (double)I * (double)O;
-    }
+    if (prof) prof_add(t0, 2.0 * (double)N * (double)I * (double)O);
 }
 
 static void linear_backward(float *dx, bool dx_acc, float *dW, const float *dy, const float *x, const float *W,
                             int64_t N, int64_t I, int64_t O) {
-    double t0 = g_prof ? ds_now() : 0;
+    bool prof = prof_on();
+    double t0 = prof ? ds_now() : 0;
     if (linear_blas()) {
         if (dx) ds_sgemm(false, false, N, I, O, 1.0f, dy, O, W, I, dx_acc ? 1.0f : 0.0f, dx, I);
         if (dW) ds_sgemm(true, false, O, I, N, 1.0f, dy, O, x, I, 1.0f, dW, I);
@@ -101,11 +105,7 @@ static void linear_backward(float *dx, bool dx_acc, float *dW, const float *dy, 
         if (dx) tr_gemm_nn(dx, I, dy, O, W, I, N, I, O, 1.0f, dx_acc);
         if (dW) tr_gemm_tn(dW, I, dy, O, x, I, O, I, N, 1.0f, true);
     }
-    if (g_prof) {
-        int t = ds_thread_id();
-        g_pf[t].sec += ds_now() - t0;
-        g_pf[t].flops += 2.0 * (double)N * (double)I * (double)O * ((dx != NULL) + (dW != NULL));
-    }
+    if (prof) prof_add(t0, 2.0 * (double)N * (double)I * (double)O * ((dx != NULL) + (dW != NULL)));
 }
 
 void tr_linear_backward(float *dx, float *dW, const float *dy, const float *x, const float *W, int64_t N, int64_t I,
@@ -178,6 +178,7 @@ void tr_rmsnorm_backward(float *dx, int64_t lddx, float *dw, const float *dout, 
     float *part = NULL;
     if (dw) {
         part = tr_scratch(ds_thread_id(), 3, (size_t)(nt * D));
+        if (!part) return;   /* out of memory: the step reports it (ds_scratch_failed) */
         memset(part, 0, (size_t)(nt * D) * sizeof(float));
     }
     rms_bwd_ctx c = { dx, lddx, dout, lddo, x, ldx, w, rstd, D, part };

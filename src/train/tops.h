@@ -71,7 +71,7 @@ void tr_attention_backward(float *dQ, int64_t lddq, float *dK, int64_t lddk, flo
                            const float *V, int64_t ldv, int64_t T, int64_t Dk, int64_t Dv, float scale, float *scratch);
 
 /* Matmul profile: time and flops spent in tr_linear_* per thread, while
- * enabled. rate = Σ_threads flops_t / seconds_t (the threads run their
+ * enabled; kept in the calling env (the trainer's), not process-wide. rate = Σ_threads flops_t / seconds_t (the threads run their
  * matmuls concurrently), seconds = mean over threads. */
 void tr_prof_enable(bool on);
 void tr_prof_reset(void);
@@ -88,10 +88,13 @@ double tr_vec_dot(const float *a, const float *b, int64_t n);
 /* Use the scalar paths of every kernel here (tests compare both). */
 void tr_force_scalar(bool on);
 
-/* Per-thread scratch for the training kernels (separate from ds_scratch):
- * at least n floats, valid until the next call with the same tid, slot. */
+/* Per-thread scratch for the training kernels: slots TR_SLOT0.. of the
+ * calling env's pool (core/scratch.h), apart from the inference slots; at
+ * least n floats, valid until the next call with the same tid, slot. NULL
+ * when out of memory (the kernel skips its work; the step returns DS_ENOMEM). */
 #define TR_SCRATCH_SLOTS 4
+#define TR_SLOT0 4
+#define TR_SLOT_PROF 8
 float *tr_scratch(int tid, int slot, size_t n);
-void tr_scratch_free(void);
 
 #endif

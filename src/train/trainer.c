@@ -4,6 +4,7 @@
  * (src/cli/cmd_train.c); this file only writes files.
  */
 #include "trainer.h"
+#include "../core/scratch.h"
 #include "../core/mmap_file.h"
 #include "../core/thread.h"
 #include "../io/json.h"
@@ -367,12 +368,13 @@ void ds_trainer_free(ds_trainer *t) {
     free(t->batch);
     free(t->val);
     if (t->metrics) fclose(t->metrics);
+    ds_par_env_release(&t->env);
     memset(t, 0, sizeof *t);
 }
 
 /* ---------------------------------------------------------------- step / eval */
 
-int ds_trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
+static int trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
     const ds_recipe *r = &t->r;
     ds_tmodel *m = t->m;
     memset(info, 0, sizeof *info);
@@ -387,7 +389,9 @@ int ds_trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
         int rc = ds_data_next(&t->data, t->batch, B, e);
         if (rc) return rc;
         ds_losses ls;
+        ds_scratch_clear_failed();
         if ((rc = ds_tmodel_step(m, t->batch, B, T, &o, &ls, e))) return rc;
+        if (ds_scratch_failed()) return ds_err_set(e, DS_ENOMEM, "step %lld: out of memory for kernel scratch", (long long)t->step);
         info->loss += ls.loss / (double)r->grad_accum;
         info->ce += ls.ce / (double)r->grad_accum;
         info->mtp += ls.mtp / (double)r->grad_accum;
@@ -428,7 +432,16 @@ int ds_trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
     return DS_OK;
 }
 
-int ds_trainer_eval(ds_trainer *t, double *val_loss, ds_err *e) {
+/* Steps and evaluations run with the trainer's env bound (its kernel scratch
+ * and matmul profile), restored after. */
+int ds_trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
+    ds_par_env *prev = ds_par_env_bind(&t->env);
+    int rc = trainer_step(t, info, e);
+    ds_par_env_bind(prev);
+    return rc;
+}
+
+static int trainer_eval(ds_trainer *t, double *val_loss, ds_err *e) {
     *val_loss = NAN;
     if (t->n_val == 0) return DS_OK;
     int64_t B = t->r.batch_size, T = t->r.seq_len;
@@ -443,6 +456,13 @@ int ds_trainer_eval(ds_trainer *t, double *val_loss, ds_err *e) {
     }
     *val_loss = t->last_val = sum / (double)t->n_val;
     return DS_OK;
+}
+
+int ds_trainer_eval(ds_trainer *t, double *val_loss, ds_err *e) {
+    ds_par_env *prev = ds_par_env_bind(&t->env);
+    int rc = trainer_eval(t, val_loss, e);
+    ds_par_env_bind(prev);
+    return rc;
 }
 
 void ds_trainer_log(ds_trainer *t, json_t *line) {
@@ -501,13 +521,13 @@ static void prune(const char *out, int64_t keep) {
 }
 
 int ds_trainer_save(ds_trainer *t, const char **path_out, ds_err *e) {
-    static char final[4096];
+    char *final = t->ckpt_path;
     const ds_recipe *r = &t->r;
     if (!ds_params_finite(t->m))
         return ds_err_set(e, DS_ERANGE, "step %lld: parameters are not finite; refusing to write a checkpoint",
                           (long long)t->step);
     char tmp[4096], path[4200];
-    snprintf(final, sizeof final, "%s/ckpt-%08lld", r->out, (long long)t->step);
+    snprintf(final, sizeof t->ckpt_path, "%s/ckpt-%08lld", r->out, (long long)t->step);
     snprintf(tmp, sizeof tmp, "%s/.tmp-ckpt-%08lld-%ld", r->out, (long long)t->step, (long)getpid());
     rm_dir(tmp);
     if (mkdir(tmp, 0755) != 0) return ds_err_set(e, DS_EIO, "%s: %s", tmp, strerror(errno));

@@ -19,6 +19,7 @@
 #ifndef DS_TRAINER_H
 #define DS_TRAINER_H
 
+#include "../core/thread.h"
 #include "data.h"
 #include "optim.h"
 #include "tmodel.h"
@@ -75,6 +76,8 @@ typedef struct ds_trainer {
     size_t tokenizer_len;
     int64_t step, tokens, nan_skips, nan_consecutive;
     double elapsed;          /* training seconds, resumed runs included */
+    char ckpt_path[4096];    /* the folder of the last ds_trainer_save */
+    ds_par_env env;          /* kernel scratch and matmul profile of steps and evaluations */
     double peak_flops;       /* FLOP/s, measured or given */
     double step_flops;       /* one optimizer step */
     int32_t *batch;          /* (B·T) */
@@ -96,7 +99,7 @@ int ds_trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e);
 /* Mean validation cross-entropy (main model) over the held-out windows. */
 int ds_trainer_eval(ds_trainer *t, double *val_loss, ds_err *e);
 /* Writes OUT/ckpt-<step> and points OUT/latest at it; *path receives the
- * folder (static buffer). */
+ * folder (t->ckpt_path: valid until the next save or ds_trainer_free). */
 int ds_trainer_save(ds_trainer *t, const char **path, ds_err *e);
 /* Appends one metrics line (JSON object, consumed). */
 void ds_trainer_log(ds_trainer *t, json_t *line);
