@@ -26,4 +26,7 @@ const char *cli_default_model(void);
 /* True if argv[i] is -h/--help. */
 int cli_is_help(const char *a);
 
+/* `bench --sampler` (cmd_bench_sampler.c), reached through cmd_bench. */
+int cmd_bench_sampler(int argc, char **argv);
+
 #endif
