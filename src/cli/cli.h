@@ -37,4 +37,7 @@ void cli_print_version(FILE *f);
 /* True if argv[i] is -h/--help. */
 int cli_is_help(const char *a);
 
+/* `bench --sampler` (cmd_bench_sampler.c), reached through cmd_bench. */
+int cmd_bench_sampler(int argc, char **argv);
+
 #endif

@@ -24,7 +24,8 @@ static void usage(FILE *f) {
         "  --kv-type T  KV cache storage: f32 (default), q8 or fp8\n"
         "  --compare-llama PATH  also run llama.cpp's llama-bench (PATH to the binary) on the same\n"
         "            .gguf with the same threads, -p, -n and -r, and print both and the ratio\n"
-        "            (llama.cpp's per-repetition samples, median taken the same way)\n");
+        "            (llama.cpp's per-repetition samples, median taken the same way)\n"
+        "  --sampler  time the sampler alone at several vocabulary sizes (see bench --sampler --help)\n");
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -236,6 +237,8 @@ static void print_compare(const int32_t *thr, int64_t nthr, int64_t pp, int64_t 
 }
 
 int cmd_bench(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--sampler")) return cmd_bench_sampler(argc, argv);
     const char *dir = NULL, *tlist = NULL, *llama = NULL;
     int64_t pp = 512, tg = 128, reps = 3, rounds = 1;
     bool bw = true;

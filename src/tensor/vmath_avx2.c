@@ -1,0 +1,117 @@
+/*
+ * vmath_avx2.c - AVX2 + FMA versions of the vmath.h passes; each does the
+ * twin's operations lane by lane (see vmath.h).
+ */
+#include "vmath.h"
+#include "vmath_isa.h"
+#include "simd_exp.h"
+
+#include <immintrin.h>
+#include <math.h>
+
+
+
+/* max over 8 lanes; lanes hold -inf where nothing was seen */
+static inline float hmax256(__m256 v) {
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    return _mm_cvtss_f32(m4);
+}
+
+/* max_ps(a, b) returns b when either is NaN: with the data as the second
+ * operand a NaN would win, so the data goes first (a NaN lane keeps m). */
+float ds_vmax_avx2(const float *x, int64_t n) {
+    __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
+        m1 = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), m1);
+    }
+    float m = hmax256(_mm256_max_ps(m0, m1));
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+float ds_vdiv_max_avx2(float *x, int64_t n, float t) {
+    const __m256 tv = _mm256_set1_ps(t);
+    __m256 m0 = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), tv);
+        _mm256_storeu_ps(x + i, v);
+        m0 = _mm256_max_ps(v, m0);
+    }
+    float m = hmax256(m0);
+    for (; i < n; i++) {
+        x[i] /= t;
+        m = x[i] > m ? x[i] : m;
+    }
+    return m;
+}
+
+double ds_vexp_sum_avx2(float *y, const float *x, float mx, int64_t n, double *bsum) {
+    const __m256 mb = _mm256_set1_ps(mx), lo = _mm256_set1_ps(-87.0f);
+    double total = 0;
+    for (int64_t b0 = 0; b0 < n; b0 += DS_VBLOCK) {
+        int64_t b1 = b0 + DS_VBLOCK < n ? b0 + DS_VBLOCK : n, i = b0;
+        __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+        for (; i + 8 <= b1; i += 8) {
+            __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), mb);
+            __m256 e = _mm256_and_ps(ds_exp256(d), _mm256_cmp_ps(d, lo, _CMP_GE_OQ));
+            _mm256_storeu_ps(y + i, e);
+            a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+            a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+        }
+        double acc[8];
+        _mm256_storeu_pd(acc, a0);
+        _mm256_storeu_pd(acc + 4, a1);
+        if (i < b1) {   /* the tail (only in the last block: blocks are multiples of 8) */
+            float d[8] = { 0 }, e[8];
+            int64_t r = b1 - i;
+            for (int64_t k = 0; k < r; k++) d[k] = x[i + k] - mx;
+            __m256 dv = _mm256_loadu_ps(d);
+            _mm256_storeu_ps(e, _mm256_and_ps(ds_exp256(dv), _mm256_cmp_ps(dv, lo, _CMP_GE_OQ)));
+            for (int64_t k = 0; k < r; k++) { y[i + k] = e[k]; acc[k] += e[k]; }
+        }
+        double s = 0;
+        for (int k = 0; k < 8; k++) s += acc[k];
+        if (bsum) bsum[b0 / DS_VBLOCK] = s;
+        total += s;
+    }
+    return total;
+}
+
+void ds_vmass_above_avx2(const float *x, int64_t n, const float *thr, int nt, double *mass) {
+    __m256 acc[8], t[8];
+    for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps(), t[j] = _mm256_set1_ps(j < nt ? thr[j] : INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        for (int j = 0; j < 8; j++) acc[j] = _mm256_add_ps(acc[j], _mm256_and_ps(v, _mm256_cmp_ps(v, t[j], _CMP_GE_OQ)));
+    }
+    float a[8][8];
+    for (int j = 0; j < 8; j++) _mm256_storeu_ps(a[j], acc[j]);
+    for (; i < n; i++)
+        for (int j = 0; j < nt; j++)
+            if (x[i] >= thr[j]) a[j][i % 8] += x[i];
+    for (int j = 0; j < nt; j++) {
+        mass[j] = 0;
+        for (int k = 0; k < 8; k++) mass[j] += a[j][k];
+    }
+}
+
+int64_t ds_vgather_ge_avx2(int32_t *ids, const float *x, int64_t n, float thr) {
+    const __m256 t = _mm256_set1_ps(thr);
+    int64_t m = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        unsigned mask = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), t, _CMP_GE_OQ));
+        while (mask) {
+            ids[m++] = (int32_t)(i + __builtin_ctz(mask));
+            mask &= mask - 1;
+        }
+    }
+    for (; i < n; i++)
+        if (x[i] >= thr) ids[m++] = (int32_t)i;
+    return m;
+}
