@@ -159,8 +159,37 @@ def t_tools(c, srv):
             {"role": "tool", "tool_call_id": tc.id, "content": "24 degrees, sunny"}]
     r2 = cl.chat.completions.create(model="x", messages=msgs, tools=TOOLS, max_tokens=8)
     c.check(r2.choices[0].finish_reason in ("stop", "length", "tool_calls"), "tool result turn")
-    # tool_choice required / named with random weights: well-formed answers
-    for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}, "none", "auto"):
+    # tool_choice required / named: even with random weights the decoder is constrained to one
+    # well-formed call (a tool's name, JSON arguments, the call closed), whatever the seed
+    more = TOOLS + [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in ("get", "get_time")]
+    names = set()
+    for choice, tools, seed, mt in [("required", TOOLS, 2, 64), ("required", more, 3, 40), ("required", more, 4, 100),
+                                    ("required", more, 5, 64), ("required", more, 6, 64), ("required", more, 7, 64),
+                                    ({"type": "function", "function": {"name": "get_weather"}}, more, 2, 29),
+                                    ({"type": "function", "function": {"name": "get_time"}}, more, 8, 200)]:
+        r3 = cl.chat.completions.create(model="x", messages=MSG, tools=tools, tool_choice=choice, max_tokens=mt, seed=seed,
+                                        temperature=1.0)
+        ch3 = r3.choices[0]
+        calls = ch3.message.tool_calls or []
+        what = f"tool_choice {choice}, {len(tools)} tools, seed {seed}, max_tokens {mt}"
+        c.eq(ch3.finish_reason, "tool_calls", what + ": finish_reason")
+        c.check(len(calls) == 1 and calls[0].function.name in [t["function"]["name"] for t in tools],
+                f"{what}: one call of a given tool: {calls} {ch3.message.content!r}")
+        if isinstance(choice, dict):
+            c.eq([t.function.name for t in calls], [choice["function"]["name"]], what + ": the named function")
+        for t in calls:
+            names.add(t.function.name)
+            try:
+                c.check(isinstance(json.loads(t.function.arguments), dict), f"{what}: arguments are a JSON object")
+            except ValueError:
+                c.check(False, f"{what}: arguments do not parse: {t.function.arguments!r}")
+    c.check(len(names) >= 2, f"tool_choice required: the model picks among the tools (got {names})")
+    try:
+        cl.chat.completions.create(model="x", messages=MSG, tools=TOOLS, tool_choice="required", max_tokens=12)
+        c.check(False, "tool_choice required with max_tokens too small for a call accepted")
+    except openai.BadRequestError as e:
+        c.eq(e.body.get("param"), "max_tokens", "tool_choice required, max_tokens 12: the error names max_tokens")
+    for choice in ("none", "auto"):
         r3 = cl.chat.completions.create(model="x", messages=MSG, tools=TOOLS, tool_choice=choice, max_tokens=12, seed=2)
         c.check(r3.choices[0].finish_reason in ("stop", "length", "tool_calls"), f"tool_choice {choice}")
         if choice == "none":
