@@ -712,7 +712,9 @@ static enum MHD_Result h_generate(srv_server *s, struct MHD_Connection *c, const
         }
     }
     /* tool_choice required / named: constrained to one well-formed call (byte-level tokenizers) */
-    bool tool_constrain = tool_end.n > 0 && srv_sched_json_supported(s->sched);
+    int32_t calls_end = tok_added_token_id(s->tok, "<｜tool▁calls▁end｜>", strlen("<｜tool▁calls▁end｜>"));
+    bool tool_constrain = tool_end.n > 0 && calls_end >= 0 && tool_end.v[tool_end.n - 1] == calls_end &&
+                          srv_sched_json_supported(s->sched);
     if (tool_constrain && r->tool_choice == OA_TC_REQUIRED) {
         size_t longest = 0;
         for (size_t i = 0; i < json_array_size(r->tools) && n_tool_names < 64; i++) {
