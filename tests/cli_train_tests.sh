@@ -104,13 +104,16 @@ if [ $? -ne 0 ]; then fail "generate --prompt on the export: $(cat "$T/err")"; e
 
 # Hugging Face transformers loads our checkpoint (every tensor of the main
 # model, none missing) and computes the same logits and MTP logits as this
-# binary, within 1e-4 (observed 6e-8). Needs torch + transformers (~15 s,
+# binary, within 1e-5 (observed 6e-8; both in fp32, and this 6-step model's
+# logits are small, |logit| <= 0.35, so 1e-4 would miss errors of ~1e-3
+# relative: writing rope_interleave 0 into config.json moves them by 2e-4).
+# Needs torch + transformers (~15 s,
 # most of it importing torch): .ci/run installs them and sets DS_TEST_HF=1,
 # which makes their absence a failure; without them and without DS_TEST_HF=1
 # the check is reported as SKIPPED.
 PY=${PYTHON:-python3}
 if $PY -c 'import torch, transformers, safetensors, numpy' 2>/dev/null; then
-    $PY tools/gen_grad_fixtures.py --check-hf "$T/run/latest" --bin "$BIN" --require-mtp \
+    $PY tools/gen_grad_fixtures.py --check-hf "$T/run/latest" --bin "$BIN" --require-mtp --tol 1e-5 \
         --tokens 76,105,110,101,32,49,58,32,116,111 >"$T/out" 2>"$T/err"
     if [ $? -ne 0 ]; then fail "HF transformers vs ours on a checkpoint: $(tail -c 300 "$T/out") $(tail -c 300 "$T/err")"; else ok; fi
 elif [ "${DS_TEST_HF:-0}" = 1 ]; then
