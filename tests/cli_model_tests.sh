@@ -9,8 +9,10 @@
 # a message on stderr that says what is wrong, and trip no sanitizer (so the
 # script also checks ./deepseek-asan; leak reports are checked on successful
 # runs only). Good input: `info` names the
-# architecture, `logits` writes exactly T x V float32 values, --help exits 0,
-# and sampling is reproducible for a seed and differs across seeds.
+# architecture, `logits` writes exactly T x V float32 values that match the
+# Hugging Face reference logits of the fixtures, --help exits 0,
+# and sampling is reproducible for a seed and differs across seeds. The
+# bundled model (no -m) loads, generates, and keeps its held-out loss.
 # Prints each failed check and exits 1 if any failed.
 set -u
 BIN=${1:?usage: sh tests/cli_model_tests.sh path/to/deepseek}
@@ -166,6 +168,28 @@ check_logits tiny-v3-fp8 256 0,255,17 3
 check_logits tiny-v2-lite 320 " 3, 4 ,5" 3
 check_logits tiny-v2 320 1,2,3,4 4 --naive
 
+# the values: the fixture's tokens (ref.json) give the logits Hugging Face
+# transformers computed (ref_logits.f32; ref_mtp_logits.f32 for --mtp, see
+# tools/gen_fixtures.py) within 1e-4 and the same argmax in every row, the
+# tolerance tests/test_model.c states (observed <= 1.4e-5)
+check_ref() {  # fixture vocab reference-file extra-flags...
+    fx=$1 v=$2 ref=$3
+    shift 3
+    toks=$(python3 -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["tokens"])))' "$FX/$fx/ref.json")
+    rm -f "$L"
+    if expect_ok "logits $fx $* vs $ref" "$BIN" logits -m "$FX/$fx" --tokens "$toks" --out "$L" "$@"; then
+        python3 tests/f32tool.py cmp "$L" "$FX/$fx/$ref" "$v" 1e-4 >"$T/cmp" 2>&1 ||
+            fail "logits $fx $* vs HF $ref: $(cat "$T/cmp")"
+    fi
+}
+check_ref tiny-v3 320 ref_logits.f32
+check_ref tiny-v3 320 ref_logits.f32 --incremental
+check_ref tiny-v3 320 ref_mtp_logits.f32 --mtp
+check_ref tiny-v3-fp8 256 ref_logits.f32
+check_ref tiny-v3-fp8 256 ref_mtp_logits.f32 --mtp
+check_ref tiny-v2-lite 320 ref_logits.f32
+check_ref tiny-v2 320 ref_logits.f32 --naive
+
 # sampling: same seed -> same tokens, other seed -> other tokens
 gen() { "$BIN" generate -m "$M" --prompt-ids 1,2,3 -n 20 --ignore-eos "$@" 2>"$T/err"; }
 checks=$((checks + 1))
@@ -179,6 +203,35 @@ n_ids=$(printf '%s\n' "$a" | tr ',' '\n' | grep -c '^[0-9][0-9]*$')
 g1=$(gen --temperature 0) && g2=$(gen --temperature 0 --seed 99) || fail "greedy generate failed"
 [ "$g1" = "$g2" ] || fail "greedy output depends on the seed: '$g1' vs '$g2'"
 expect_ok "generate -n 0" "$BIN" generate -m "$M" --prompt-ids 1,2 -n 0
+
+# ------------------------------------------------- the bundled default model
+# models/default is what `generate`, `chat` and `serve` load without -m: it
+# loads (found next to the binary), generates, and still predicts held-out
+# Shakespeare as well as when it was trained. The held-out part is the last
+# 10% of tinyshakespeare's byte tokens (prepare-data --val-fraction 0.1, with
+# the EOS token appended: 1115395 tokens, 111539 held out, from byte 1003856);
+# `train` evaluated the first 32K of them in 256-token windows at 1.439071
+# nats/byte (metrics.jsonl, last line), and the exported BF16 model gives
+# 1.43905 there. Here the first 32 windows (8160 predictions, ~8 s):
+# measured 1.364563; bound 1.375 (+0.01: the same weights and inputs, so only
+# summation order may move it, by ~1e-5; a broken layer moves it by > 0.1).
+if expect_ok "info without -m" env -u DEEPSEEK_MODEL "$BIN" info; then
+    grep -q '^model .*models/default$' "$T/out" && grep -q '^arch  *DeepseekV3ForCausalLM' "$T/out" ||
+        fail "info without -m does not describe models/default: $(head -2 "$T/out")"
+fi
+if expect_ok "generate without -m" env -u DEEPSEEK_MODEL "$BIN" generate --prompt "ROMEO:" -n 24 --temperature 0; then
+    [ "$(tr -d ' \n' <"$T/out" | wc -c)" -ge 10 ] || fail "generate without -m printed too little: '$(cat "$T/out")'"
+fi
+SHAKES=${DS_SHARED:-../shared}/data/tinyshakespeare.txt
+checks=$((checks + 1))
+if [ ! -f "$SHAKES" ]; then
+    fail "default model held-out loss: $SHAKES not found (set DS_SHARED)"
+elif ce=$(env -u DEEPSEEK_MODEL python3 tests/f32tool.py heldout "$BIN" "$SHAKES" 1003856 32 256 -t 2 2>"$T/err"); then
+    awk -v ce="$ce" 'BEGIN { exit !(ce > 0 && ce <= 1.375) }' ||
+        fail "default model: held-out cross-entropy $ce nats/byte > 1.375 (measured 1.364563)"
+else
+    fail "default model held-out loss: $(tail -c 300 "$T/err")"
+fi
 
 # ---------------------------------------------------------------- bench
 # --compare-llama against a stand-in llama-bench that prints fixed samples:

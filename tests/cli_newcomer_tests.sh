@@ -71,7 +71,7 @@ check "README's first command installs nothing itself (no sudo/apt/pip): $(cat "
     sh -c "! grep -q -e sudo -e apt-get -e 'pip install' '$T/setup_cmd'"
 check "README's second command is make test" test "$(cat "$T/test_cmd")" = "make test"
 grep -v '^[[:space:]]*#' .ci/run >"$T/ci"
-check ".ci/run runs tools/setup.sh" grep -q '^sh tools/setup.sh$' "$T/ci"
+check ".ci/run runs tools/setup.sh" grep -q -E '^sh tools/setup.sh( --with-torch)?$' "$T/ci"
 check ".ci/run installs nothing itself (no apt-get/pip)" sh -c "! grep -q -e apt-get -e 'pip install' '$T/ci'"
 check ".ci/run runs make test" grep -q '^make test$' "$T/ci"
 

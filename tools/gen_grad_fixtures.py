@@ -6,7 +6,8 @@ written by `deepseek train`.
 
     pip install torch transformers safetensors numpy
     python3 tools/gen_grad_fixtures.py                 # rewrites tests/fixtures/grad/
-    python3 tools/gen_grad_fixtures.py --check-hf DIR  # HF loads a checkpoint, prints logits parity
+    python3 tools/gen_grad_fixtures.py --check-hf DIR [--bin ./deepseek] [--require-mtp] [--tol 1e-4]
+        # HF loads a checkpoint (nothing missing), prints logits (and MTP logits) parity, exit 1 above --tol
 
 For each tiny fixture (tiny-v3, tiny-v2-lite, tiny-v2; made by gen_fixtures.py)
 the model is built with Hugging Face transformers (DeepseekV3ForCausalLM /
@@ -253,24 +254,57 @@ def build(name):
           f"{len(grads)} tensors, {sz / 1e6:.2f} MB")
 
 
-def check_hf(d, tokens):
-    """Loads a checkpoint folder with transformers, prints max |HF - ours| on the logits."""
+def mtp_logits(model, mtp_mods, mtp_params, h, ids):
+    """MTP logits [T-1, V] (row t: enorm(E tok[t+1]) ; hnorm(h_t) -> layer -> head), `logits --mtp` semantics."""
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3RotaryEmbedding
+    n = ids.shape[1] - 1
+    emb_w = mtp_params.get("embed_tokens", model.model.embed_tokens.weight)
+    head_w = mtp_params.get("shared_head.head", model.lm_head.weight)
+    x = torch.cat([mtp_mods["enorm"](emb_w[ids[0, 1:n + 1]]), mtp_mods["hnorm"](h[0, :n])], -1) @ mtp_params["eh_proj"].T
+    x = x[None]
+    pos = torch.arange(n)[None]
+    cos_sin = DeepseekV3RotaryEmbedding(model.config)(x, pos)
+    mask = torch.full((n, n), float("-inf")).triu(1)[None, None]
+    y = mtp_mods["layer"](x, attention_mask=mask, position_ids=pos, position_embeddings=cos_sin)
+    if isinstance(y, tuple):
+        y = y[0]
+    return mtp_mods["shared_head.norm"](y[0]) @ head_w.T
+
+
+def check_hf(d, tokens, exe):
+    """Loads a checkpoint folder with transformers (every stored tensor of the main model loaded, nothing missing),
+    prints max |HF - ours| on the logits and, when an MTP layer is stored, on the MTP logits (`logits --mtp`)."""
     import subprocess
     cfg = json.load(open(os.path.join(d, "config.json")))
+    L = cfg["num_hidden_layers"]
     cls = DeepseekV3ForCausalLM if cfg["model_type"] == "deepseek_v3" else DeepseekV2ForCausalLM
-    model = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
+    model, info = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager", output_loading_info=True)
+    model.eval()
+    mtp_prefix = f"model.layers.{L}."
+    problems = {k: sorted(v) for k, v in info.items() if k != "error_msgs" and v and
+                not (k == "unexpected_keys" and all(n.startswith(mtp_prefix) for n in v))}
+    ids = torch.tensor([tokens])
     with torch.no_grad():
-        ref = model(torch.tensor([tokens])).logits[0].numpy()
-    exe = os.path.join(HERE, "..", "deepseek")
-    out = d.rstrip("/") + ".check-logits.f32"
-    subprocess.run([exe, "logits", "-m", d, "--tokens", ",".join(map(str, tokens)), "--out", out], check=True,
-                   stderr=subprocess.DEVNULL)
-    ours = np.fromfile(out, dtype=np.float32).reshape(ref.shape)
-    os.remove(out)
-    diff = float(np.abs(ours - ref).max())
-    print(json.dumps({"hf_vs_ours_maxdiff": diff, "argmax_equal": bool((ours.argmax(-1) == ref.argmax(-1)).all()),
-                      "tokens": len(tokens)}))
-    return diff
+        h = model.model(ids).last_hidden_state
+        ref = model.lm_head(h)[0].numpy()
+        deq = dequant(load_file(os.path.join(d, "model.safetensors")), cfg)
+        has_mtp = any(k.startswith(mtp_prefix) for k in deq)
+        ref_mtp = mtp_logits(model, *build_mtp(model, deq, L), h, ids).numpy() if has_mtp else None
+
+    def ours(*flags):
+        out = d.rstrip("/") + ".check-logits.f32"
+        subprocess.run([exe, "logits", "-m", d, "--tokens", ",".join(map(str, tokens)), "--out", out, *flags],
+                       check=True, stderr=subprocess.DEVNULL)
+        v = np.fromfile(out, dtype=np.float32)
+        os.remove(out)
+        return v
+    diff = float(np.abs(ours().reshape(ref.shape) - ref).max())
+    res = {"binary": exe, "hf_vs_ours_maxdiff": diff, "tokens": len(tokens), "loading_problems": problems,
+           "argmax_equal": bool((ours().reshape(ref.shape).argmax(-1) == ref.argmax(-1)).all())}
+    if has_mtp:
+        res["mtp_hf_vs_ours_maxdiff"] = float(np.abs(ours("--mtp").reshape(ref_mtp.shape) - ref_mtp).max())
+    print(json.dumps(res))
+    return max(diff, res.get("mtp_hf_vs_ours_maxdiff", 0.0)) if not problems else float("inf"), has_mtp
 
 
 def main():
@@ -278,11 +312,14 @@ def main():
     ap.add_argument("names", nargs="*")
     ap.add_argument("--check-hf", metavar="DIR")
     ap.add_argument("--tokens", default="0,5,17,33,2,9,11,40,7,3")
+    ap.add_argument("--bin", default=os.path.join(HERE, "..", "deepseek"), help="the deepseek binary (--check-hf)")
+    ap.add_argument("--require-mtp", action="store_true", help="--check-hf: fail unless an MTP layer is stored")
+    ap.add_argument("--tol", type=float, default=1e-4, help="--check-hf: largest allowed max |HF - ours|")
     a = ap.parse_args()
     torch.manual_seed(0)
     if a.check_hf:
-        diff = check_hf(a.check_hf, [int(x) for x in a.tokens.split(",")])
-        sys.exit(0 if diff <= 1e-4 else 1)
+        diff, has_mtp = check_hf(a.check_hf, [int(x) for x in a.tokens.split(",")], a.bin)
+        sys.exit(0 if diff <= a.tol and (has_mtp or not a.require_mtp) else 1)
     for n in a.names or ["tiny-v3", "tiny-v2-lite", "tiny-v2"]:
         build(n)
 

@@ -7,6 +7,10 @@
 #   sh tools/setup.sh             install (as root, or as a user with sudo)
 #   sh tools/setup.sh --print     print the lists: "apt: ..." and "pip: ..."
 #   sh tools/setup.sh --dry-run   print the commands it would run
+#   sh tools/setup.sh --with-torch  also torch, transformers, safetensors, numpy
+#                                 (the Hugging Face load check of training
+#                                 checkpoints; PyPI's torch is ~2.8 GB; .ci/run
+#                                 uses it)
 #
 # Runs the commands as they are when root (a minimal Debian has no sudo),
 # with sudo otherwise.
@@ -21,16 +25,22 @@ APT_PACKAGES="build-essential clang libclang-rt-14-dev
     python3-pip chromium chromium-driver"
 # the official openai client and selenium (server and web-chat tests)
 PIP_PACKAGES="openai selenium"
+# with --with-torch: Hugging Face transformers on PyTorch (tests/cli_train_tests.sh)
+PIP_TORCH="torch transformers safetensors numpy"
 
 APT_PACKAGES=$(echo $APT_PACKAGES)   # one line, single spaces
 
 run=""
-case "${1:-}" in
-    --print) echo "apt: $APT_PACKAGES"; echo "pip: $PIP_PACKAGES"; exit 0 ;;
-    --dry-run) run="echo" ;;
-    "") ;;
-    *) echo "usage: sh tools/setup.sh [--print | --dry-run]" >&2; exit 2 ;;
-esac
+print=0
+for a in "$@"; do
+    case "$a" in
+        --print) print=1 ;;
+        --dry-run) run="echo" ;;
+        --with-torch) PIP_PACKAGES="$PIP_PACKAGES $PIP_TORCH" ;;
+        *) echo "usage: sh tools/setup.sh [--print | --dry-run] [--with-torch]" >&2; exit 2 ;;
+    esac
+done
+if [ $print = 1 ]; then echo "apt: $APT_PACKAGES"; echo "pip: $PIP_PACKAGES"; exit 0; fi
 
 # DS_SETUP_UID: for tests of the non-root branch only
 if [ "${DS_SETUP_UID:-$(id -u)}" = 0 ]; then

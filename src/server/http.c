@@ -665,11 +665,14 @@ static enum MHD_Result h_generate(srv_server *s, struct MHD_Connection *c, const
                   : oa_parse_completion(cs->body ? cs->body : "", cs->n, &s->lim, &g->r, &err);
     if (rc) { free(g); return send_error(s, c, &err); }
     oa_request *r = &g->r;
-    tok_ids prompt = { 0 }, forced = { 0 };
+    tok_ids prompt = { 0 }, forced = { 0 }, tool_mid = { 0 }, tool_end = { 0 };
+    const char *tool_names[64];
+    int n_tool_names = 0;
     bool reasoning = false;
     rc = chat ? oa_chat_prompt(s->tok, s->fmt, r, s->o.thinking, &prompt, &reasoning, &err)
               : oa_completion_prompt(s->tok, r, &prompt, &err);
     if (!rc) rc = oa_forced_tokens(s->tok, s->fmt, r, &forced, &err);
+    if (!rc) rc = oa_tool_call_parts(s->tok, s->fmt, r, &tool_mid, &tool_end, &err);
     enum MHD_Result ret;
     if (rc) { ret = send_error(s, c, &err); goto out; }
     for (int64_t i = 0; i < prompt.n; i++)
@@ -708,6 +711,32 @@ static enum MHD_Result h_generate(srv_server *s, struct MHD_Connection *c, const
             goto out;
         }
     }
+    /* tool_choice required / named: constrained to one well-formed call (byte-level tokenizers) */
+    int32_t calls_end = tok_added_token_id(s->tok, "<｜tool▁calls▁end｜>", strlen("<｜tool▁calls▁end｜>"));
+    bool tool_constrain = tool_end.n > 0 && calls_end >= 0 && tool_end.v[tool_end.n - 1] == calls_end &&
+                          srv_sched_json_supported(s->sched);
+    if (tool_constrain && r->tool_choice == OA_TC_REQUIRED) {
+        size_t longest = 0;
+        for (size_t i = 0; i < json_array_size(r->tools) && n_tool_names < 64; i++) {
+            const char *nm = json_string_value(json_object_get(json_object_get(json_array_get(r->tools, i), "function"), "name"));
+            if (nm) { tool_names[n_tool_names++] = nm; longest = DS_MAX(longest, strlen(nm)); }
+        }
+        tool_constrain = n_tool_names > 0 && longest <= 64;
+        if (tool_constrain && max_tokens < forced.n + (int64_t)longest + tool_mid.n + 2 + tool_end.n) {
+            oa_fail(&err, 400, "invalid_request_error", "max_tokens", NULL,
+                    "max_tokens: a tool call with tool_choice \"required\" needs at least %lld tokens here",
+                    (long long)(forced.n + (int64_t)longest + tool_mid.n + 2 + tool_end.n));
+            ret = send_error(s, c, &err);
+            goto out;
+        }
+    } else if (tool_constrain && max_tokens < forced.n + 2 + tool_end.n) {
+        oa_fail(&err, 400, "invalid_request_error", "max_tokens", NULL,
+                "max_tokens: a call of the function tool_choice names needs at least %lld tokens here",
+                (long long)(forced.n + 2 + tool_end.n));
+        ret = send_error(s, c, &err);
+        goto out;
+    }
+    if (!tool_constrain) n_tool_names = 0;
     if (r->echo && !r->stream && r->prompt) g->echo = strdup(r->prompt);
     oa_resp_init(&g->rs, r->kind, s->alias, chat && reasoning);
     g->role_sent = calloc((size_t)r->n, sizeof *g->role_sent);
@@ -721,6 +750,8 @@ static enum MHD_Result h_generate(srv_server *s, struct MHD_Connection *c, const
         .fmt = s->fmt, .forced = forced.v, .n_forced = forced.n, .ignore_eos = r->ignore_eos,
         .mask_tool_calls = chat && (r->n_tools == 0 || r->tool_choice == OA_TC_NONE) && !r->forced_output,
         .token_delay_ms = r->token_delay_ms,
+        .tool_constrain = tool_constrain, .tool_names = tool_names, .n_tool_names = n_tool_names,
+        .tool_mid = tool_mid.v, .n_tool_mid = tool_mid.n, .tool_end = tool_end.v, .n_tool_end = tool_end.n,
     };
     for (int i = 0; i < jp.n_bias; i++)
         if (jp.bias_ids[i] >= s->m->cfg.vocab_size) {
@@ -736,6 +767,8 @@ static enum MHD_Result h_generate(srv_server *s, struct MHD_Connection *c, const
 out:
     tok_ids_free(&prompt);
     tok_ids_free(&forced);
+    tok_ids_free(&tool_mid);
+    tok_ids_free(&tool_end);
     if (g) {
         oa_request_free(&g->r);
         free(g->role_sent);

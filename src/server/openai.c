@@ -710,6 +710,11 @@ int oa_forced_tokens(const ds_tokenizer *t, ds_chat_format fmt, const oa_request
     } else if (r->kind == OA_CHAT && (r->tool_choice == OA_TC_REQUIRED || r->tool_choice == OA_TC_NAMED)) {
         if (fmt == DS_CHAT_AUTO) fmt = chat_format_from_template(tok_chat_template(t));
         rc = push_marker(t, "<｜tool▁calls▁begin｜>", ids, &e);
+        if (!rc && r->tool_choice == OA_TC_REQUIRED) { /* the opener up to the name, which the decoder constrains */
+            rc = push_marker(t, "<｜tool▁call▁begin｜>", ids, &e);
+            if (!rc && fmt != DS_CHAT_V31) rc = tok_encode_append(t, "function", 8, 0, ids, &e);
+            if (!rc && fmt != DS_CHAT_V31) rc = push_marker(t, "<｜tool▁sep｜>", ids, &e);
+        }
         if (!rc && r->tool_choice == OA_TC_NAMED) {
             rc = push_marker(t, "<｜tool▁call▁begin｜>", ids, &e);
             if (!rc && fmt != DS_CHAT_V31) rc = tok_encode_append(t, "function", 8, 0, ids, &e);
@@ -722,6 +727,22 @@ int oa_forced_tokens(const ds_tokenizer *t, ds_chat_format fmt, const oa_request
             }
         }
     }
+    if (rc) return oa_fail(err, 500, "server_error", NULL, NULL, "%s", e.msg);
+    return DS_OK;
+}
+
+int oa_tool_call_parts(const ds_tokenizer *t, ds_chat_format fmt, const oa_request *r, tok_ids *mid, tok_ids *end,
+                       oa_error *err) {
+    if (r->forced_output || r->kind != OA_CHAT || (r->tool_choice != OA_TC_REQUIRED && r->tool_choice != OA_TC_NAMED))
+        return DS_OK;
+    if (fmt == DS_CHAT_AUTO) fmt = chat_format_from_template(tok_chat_template(t));
+    ds_err e = { 0 };
+    int rc = DS_OK;
+    if (r->tool_choice == OA_TC_REQUIRED)
+        rc = fmt == DS_CHAT_V31 ? push_marker(t, "<｜tool▁sep｜>", mid, &e) : tok_encode_append(t, "\n```json\n", 9, 0, mid, &e);
+    if (!rc && fmt != DS_CHAT_V31) rc = tok_encode_append(t, "\n```", 4, 0, end, &e);
+    if (!rc) rc = push_marker(t, "<｜tool▁call▁end｜>", end, &e);
+    if (!rc) rc = push_marker(t, "<｜tool▁calls▁end｜>", end, &e);
     if (rc) return oa_fail(err, 500, "server_error", NULL, NULL, "%s", e.msg);
     return DS_OK;
 }

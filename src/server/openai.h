@@ -106,6 +106,12 @@ int oa_completion_prompt(const ds_tokenizer *t, const oa_request *r, tok_ids *id
 /* Tokens the reply must start with: a tool-call opener for tool_choice
  * "required" or a named function, or the test hook's forced output. */
 int oa_forced_tokens(const ds_tokenizer *t, ds_chat_format fmt, const oa_request *r, tok_ids *ids, oa_error *err);
+/* tool_choice "required" / named: the tokens the decoder forces after the
+ * function name (MID; "required" only, a named call's opener holds them) and
+ * after the JSON arguments (END: closes the call and the block). Nothing for
+ * other requests. */
+int oa_tool_call_parts(const ds_tokenizer *t, ds_chat_format fmt, const oa_request *r, tok_ids *mid, tok_ids *end,
+                       oa_error *err);
 
 /* ------------------------------------------------------------ responses */
 

@@ -68,6 +68,10 @@ static void job_free(srv_job *j) {
     free((void *)j->p.bias_ids);
     free((void *)j->p.bias);
     free((void *)j->p.forced);
+    for (int i = 0; i < j->p.n_tool_names; i++) free((void *)j->p.tool_names[i]);
+    free((void *)j->p.tool_names);
+    free((void *)j->p.tool_mid);
+    free((void *)j->p.tool_end);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j);
@@ -90,7 +94,22 @@ int srv_job_new(srv_job **out, const srv_job_params *p, ds_err *e) {
     j->p.bias_ids = dup_mem(p->bias_ids, (size_t)p->n_bias * sizeof *p->bias_ids);
     j->p.bias = dup_mem(p->bias, (size_t)p->n_bias * sizeof *p->bias);
     j->p.forced = dup_mem(p->forced, (size_t)p->n_forced * sizeof *p->forced);
-    bool ok = j->p.prompt && (!p->n_bias || (j->p.bias_ids && j->p.bias)) && (!p->n_forced || j->p.forced);
+    j->p.tool_mid = dup_mem(p->tool_mid, (size_t)p->n_tool_mid * sizeof *p->tool_mid);
+    j->p.tool_end = dup_mem(p->tool_end, (size_t)p->n_tool_end * sizeof *p->tool_end);
+    j->p.tool_names = NULL;
+    j->p.n_tool_names = 0;
+    bool ok = j->p.prompt && (!p->n_bias || (j->p.bias_ids && j->p.bias)) && (!p->n_forced || j->p.forced) &&
+              (!p->n_tool_mid || j->p.tool_mid) && (!p->n_tool_end || j->p.tool_end);
+    if (ok && p->n_tool_names > 0) {
+        const char **nm = calloc((size_t)p->n_tool_names, sizeof *nm);
+        ok = nm != NULL;
+        j->p.tool_names = nm;
+        for (int i = 0; ok && i < p->n_tool_names; i++) {
+            nm[i] = strdup(p->tool_names[i]);
+            ok = nm[i] != NULL;
+            j->p.n_tool_names = i + 1;
+        }
+    }
     if (ok && p->n_stop > 0) {
         const char **st = calloc((size_t)p->n_stop, sizeof *st);
         ok = st != NULL;
@@ -202,6 +221,10 @@ typedef struct srv_seq {
     bool in_reasoning, content_started, in_tools;
     tok_ids tool_ids;
     jv_state jv;
+    int tc_phase;             /* tool_constrain: TC_* */
+    int64_t tc_used;          /* tokens of tool_mid / tool_end emitted */
+    char tc_name[72];         /* the function name so far (names are 1-64 bytes) */
+    int tc_name_len;
     double next_time;         /* token_delay_ms hook */
     struct srv_seq *next;
 } srv_seq;
@@ -506,8 +529,8 @@ static bool json_allows(const srv_sched *s, const srv_seq *q, int32_t t, int64_t
  * distribution; if the token breaks the JSON prefix (or the budget),
  * mask every such token and draw again (= sampling the masked
  * distribution, without scanning the vocabulary when the model complies). */
-static int32_t sample_json(srv_sched *s, srv_seq *q, float *L) {
-    int64_t budget = budget_after(s, q);
+static int32_t sample_json(srv_sched *s, srv_seq *q, float *L, int64_t reserve) {
+    int64_t budget = budget_after(s, q) - reserve;
     memcpy(s->saved, L, (size_t)s->V * sizeof *L);
     int32_t t = ds_session_sample(&q->ss, L);
     if (json_allows(s, q, t, budget)) return t;
@@ -519,6 +542,84 @@ static int32_t sample_json(srv_sched *s, srv_seq *q, float *L) {
     }
     DS_ASSERT(n_ok > 0); /* a closing byte always fits: jv_need <= budget is kept invariant */
     return ds_session_sample(&q->ss, L);
+}
+
+/* tool_choice "required" / named: the phases of a constrained call after the forced opener */
+enum { TC_NAME, TC_MID, TC_ARGS, TC_END };
+
+/* t's bytes keep the name a prefix of some tool's name */
+static bool name_allows(const srv_sched *s, const srv_seq *q, int32_t t) {
+    const srv_job_params *p = &q->job->p;
+    if (t < 0 || t >= s->V || !s->piece[t]) return false;
+    size_t n = (size_t)q->tc_name_len, k = s->piece_len[t];
+    for (int i = 0; i < p->n_tool_names; i++) {
+        const char *nm = p->tool_names[i];
+        size_t len = strlen(nm);
+        if (n + k <= len && !memcmp(nm, q->tc_name, n) && !memcmp(nm + n, s->piece[t], k)) return true;
+    }
+    return false;
+}
+
+/* the name so far is one of the tools' (*longer: and a longer one continues it) */
+static bool name_full(const srv_seq *q, bool *longer) {
+    const srv_job_params *p = &q->job->p;
+    size_t n = (size_t)q->tc_name_len;
+    bool full = false;
+    *longer = false;
+    for (int i = 0; i < p->n_tool_names; i++) {
+        const char *nm = p->tool_names[i];
+        size_t len = strlen(nm);
+        if (len < n || memcmp(nm, q->tc_name, n)) continue;
+        if (len == n) full = true;
+        else *longer = true;
+    }
+    return full;
+}
+
+static void tool_args_start(srv_seq *q) {
+    q->tc_phase = q->tc_used < q->job->p.n_tool_mid ? TC_MID : TC_ARGS;
+    jv_init(&q->jv);
+}
+
+static int32_t sample_tool(srv_sched *s, srv_seq *q, float *L) {
+    const srv_job_params *p = &q->job->p;
+    int32_t tok;
+    switch (q->tc_phase) {
+    case TC_NAME: {
+        /* a name that a longer one continues may also end here: then tool_mid's first token is allowed too
+         * (names are [A-Za-z0-9_-], tool_mid starts with a newline or a special token: no ambiguity) */
+        bool longer, full = name_full(q, &longer);
+        int32_t end = full && p->n_tool_mid > 0 ? p->tool_mid[0] : -1;
+        int64_t n_ok = 0;
+        for (int64_t i = 0; i < s->V; i++) {
+            if (i == end || name_allows(s, q, (int32_t)i)) n_ok++;
+            else L[i] = -INFINITY;
+        }
+        DS_ASSERT(n_ok > 0); /* every byte is a token (byte-level tokenizer) */
+        tok = ds_session_sample(&q->ss, L);
+        q->tc_used = 0;
+        if (tok == end) {
+            q->tc_used = 1;
+            tool_args_start(q);
+            return tok;
+        }
+        memcpy(q->tc_name + q->tc_name_len, s->piece[tok], s->piece_len[tok]);
+        q->tc_name_len += (int)s->piece_len[tok];
+        if (name_full(q, &longer) && !longer) tool_args_start(q);
+        return tok;
+    }
+    case TC_MID:
+        tok = p->tool_mid[q->tc_used++];
+        if (q->tc_used == p->n_tool_mid) tool_args_start(q);
+        return tok;
+    case TC_ARGS:
+        tok = sample_json(s, q, L, p->n_tool_end);
+        jv_feed(&q->jv, s->piece[tok], s->piece_len[tok]);
+        if (jv_done(&q->jv)) { q->tc_phase = TC_END; q->tc_used = 0; }
+        return tok;
+    default:
+        return q->tc_used < p->n_tool_end ? p->tool_end[q->tc_used++] : s->calls_end;
+    }
 }
 
 /* Handles one sampled token. Returns -1 to continue, else a SRV_FINISH_*. */
@@ -594,8 +695,10 @@ static void sample_seq(srv_sched *s, srv_seq *q, float *L) {
     int32_t tok;
     if (q->n_forced_used < p->n_forced) {
         tok = p->forced[q->n_forced_used++];
+    } else if (p->tool_constrain && q->in_tools) {
+        tok = sample_tool(s, q, L);
     } else if (json) {
-        tok = sample_json(s, q, L);
+        tok = sample_json(s, q, L, 0);
     } else if (p->json_mode && q->in_reasoning && s->think_end >= 0 && budget_after(s, q) <= jv_need(&q->jv)) {
         tok = s->think_end; /* close the reasoning while "{}" still fits */
     } else {
@@ -639,6 +742,7 @@ static srv_seq *new_seq(srv_sched *s, srv_job *j, int choice, ds_err *e) {
     ds_session_begin(&q->ss, NULL, j->p.prompt, j->p.n_prompt, e);
     q->in_reasoning = j->p.chat && j->p.starts_in_reasoning;
     jv_init(&q->jv);
+    q->tc_phase = j->p.n_tool_names > 0 ? TC_NAME : j->p.n_tool_mid > 0 ? TC_MID : TC_ARGS;
     q->max_gen = DS_MIN(j->p.max_tokens, s->o.ctx - j->p.n_prompt);
     if (q->max_gen < 1) q->max_gen = 1;
     if (j->p.token_delay_ms > 0) q->next_time = ds_now() + j->p.token_delay_ms * 1e-3;

@@ -92,6 +92,15 @@ typedef struct srv_job_params {
     int64_t n_forced;
     bool ignore_eos;
     bool mask_tool_calls;        /* tool_choice "none": never open a tool-call block */
+    /* tool_choice "required" / named (byte-level tokenizers): after the forced opener the
+     * call is constrained, so the reply is always one well-formed call: the function name
+     * to one of tool_names (none: named, the name was forced), then tool_mid, then JSON
+     * arguments (as with json_mode), then tool_end (closes the call and the block) */
+    bool tool_constrain;
+    const char *const *tool_names;
+    int n_tool_names;
+    const int32_t *tool_mid, *tool_end;
+    int64_t n_tool_mid, n_tool_end;
     int token_delay_ms;          /* tests: wait this long before each token */
 } srv_job_params;
 

@@ -131,7 +131,9 @@ def t_deterministic_bitwise(c, binary):
             c.check(results[i][1] == alone[i][1] and len(alone[i][1]) > 0, f"request {i}: log-probabilities not bit-identical")
 
 
-def wait_metric(srv, name, want, timeout=3.0):
+def wait_metric(srv, name, want, timeout=15.0):
+    """Polls /metrics until NAME == WANT -> (value, seconds); a generous timeout: it only
+    delays a failure, never a pass."""
     t0 = time.time()
     v = None
     while time.time() - t0 < timeout:
@@ -171,7 +173,10 @@ def t_disconnect(c, binary):
         s.close()
         v, dt = wait_metric(srv, "deepseek_jobs_cancelled_total", cancelled0 + 1)
         c.eq(v, cancelled0 + 1, "cancel counted")
-        c.check(dt < 1.0, f"slot freed {dt:.3f} s after the disconnect")
+        # not a benchmark: uncancelled, the stream would run 2000 x 25 ms = 50 s more; the
+        # cancel takes one decode step (~0.05 s idle), 10 s leaves room for a loaded machine
+        print(f"     slot freed {dt:.3f} s after the disconnect", flush=True)
+        c.check(dt < 10.0, f"slot freed {dt:.3f} s after the disconnect (uncancelled: 50 s)")
         th.join()
         c.check(len(other.get("t", "")) > 0, "the other stream completed")
         v, _ = wait_metric(srv, "deepseek_slots_busy", 0)
@@ -204,11 +209,14 @@ def t_disconnect(c, binary):
 def t_keepalive(c, binary):
     with Server(binary, "--sse-ping", "0.1") as srv:
         st, _, b = http("POST", srv.url("/v1/chat/completions"), {"messages": [{"role": "user", "content": "x"}],
-                                                                 "max_tokens": 2, "stream": True, "x_token_delay_ms": 500})
+                                                                 "max_tokens": 2, "stream": True, "x_token_delay_ms": 500,
+                                                                 "seed": 1, "ignore_eos": True})
         c.check(b": keep-alive" in b, "keep-alive comment while waiting for the first token")
-        c.check(b.index(b": keep-alive") < b.index(b"\"content\":\"", b.index(b"\"delta\":{\"content\"") if
-                                                   b"\"delta\":{\"content\"" in b else len(b) - 1) if b"\"delta\":{\"content\"" in b else True,
-                "keep-alive before the first content")
+        first = next((i for i, blk in enumerate(b.split(b"\n\n")) if blk.startswith(b"data: {") and
+                      any((ch.get("delta") or {}).get("content") for ch in json.loads(blk[6:]).get("choices", []))), None)
+        ka = next((i for i, blk in enumerate(b.split(b"\n\n")) if blk.startswith(b": keep-alive")), None)
+        c.check(first is not None and ka is not None and ka < first,
+                f"a keep-alive comment before the first content (event {ka}, content at event {first}): {b[:300]!r}")
         cl = openai.OpenAI(base_url=srv.base, api_key="x", max_retries=0)
         s = cl.chat.completions.create(model="x", messages=[{"role": "user", "content": "x"}], max_tokens=2, stream=True,
                                        extra_body={"x_token_delay_ms": 400})
@@ -222,14 +230,17 @@ def t_shutdown(c, binary):
         got = {}
         th = threading.Thread(target=lambda: got.setdefault("r", http("POST", srv.url("/v1/chat/completions"), {
             "messages": [{"role": "user", "content": "x"}], "max_tokens": 2000, "ignore_eos": True, "stream": True,
-            "x_token_delay_ms": 20}, timeout=30)))
+            "x_token_delay_ms": 40}, timeout=120)))
         th.start()
         wait_metric(srv, "deepseek_slots_busy", 1)
         t0 = time.time()
         srv.proc.send_signal(__import__("signal").SIGTERM)
-        srv.proc.wait(timeout=20)
+        srv.proc.wait(timeout=60)
         th.join()
-        c.check(time.time() - t0 < 10, f"stopped in {time.time() - t0:.1f} s")
+        # the stream had 2000 x 40 ms = 80 s to go: stopping within 30 s (idle: ~0.1 s) shows it was ended
+        dt = time.time() - t0
+        print(f"     stopped {dt:.2f} s after SIGTERM", flush=True)
+        c.check(dt < 30, f"stopped in {dt:.1f} s (the stream alone: 80 s)")
         st, _, b = got["r"]
         ev = sse_events(b)
         c.check(ev and ev[-1] == "[DONE]" and "shutting down" in ev[-2], f"stream ends with an error and [DONE]: {ev[-2:]}")

@@ -14,7 +14,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import Checks, Server  # noqa: E402
+from common import FIXTURE, Checks, Server, http  # noqa: E402
 
 import openai  # noqa: E402  (a missing module is a failure, not a skip)
 
@@ -159,8 +159,37 @@ def t_tools(c, srv):
             {"role": "tool", "tool_call_id": tc.id, "content": "24 degrees, sunny"}]
     r2 = cl.chat.completions.create(model="x", messages=msgs, tools=TOOLS, max_tokens=8)
     c.check(r2.choices[0].finish_reason in ("stop", "length", "tool_calls"), "tool result turn")
-    # tool_choice required / named with random weights: well-formed answers
-    for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}, "none", "auto"):
+    # tool_choice required / named: even with random weights the decoder is constrained to one
+    # well-formed call (a tool's name, JSON arguments, the call closed), whatever the seed
+    more = TOOLS + [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in ("get", "get_time")]
+    names = set()
+    for choice, tools, seed, mt in [("required", TOOLS, 2, 64), ("required", more, 3, 40), ("required", more, 4, 100),
+                                    ("required", more, 5, 64), ("required", more, 6, 64), ("required", more, 7, 64),
+                                    ({"type": "function", "function": {"name": "get_weather"}}, more, 2, 29),
+                                    ({"type": "function", "function": {"name": "get_time"}}, more, 8, 200)]:
+        r3 = cl.chat.completions.create(model="x", messages=MSG, tools=tools, tool_choice=choice, max_tokens=mt, seed=seed,
+                                        temperature=1.0)
+        ch3 = r3.choices[0]
+        calls = ch3.message.tool_calls or []
+        what = f"tool_choice {choice}, {len(tools)} tools, seed {seed}, max_tokens {mt}"
+        c.eq(ch3.finish_reason, "tool_calls", what + ": finish_reason")
+        c.check(len(calls) == 1 and calls[0].function.name in [t["function"]["name"] for t in tools],
+                f"{what}: one call of a given tool: {calls} {ch3.message.content!r}")
+        if isinstance(choice, dict):
+            c.eq([t.function.name for t in calls], [choice["function"]["name"]], what + ": the named function")
+        for t in calls:
+            names.add(t.function.name)
+            try:
+                c.check(isinstance(json.loads(t.function.arguments), dict), f"{what}: arguments are a JSON object")
+            except ValueError:
+                c.check(False, f"{what}: arguments do not parse: {t.function.arguments!r}")
+    c.check(len(names) >= 2, f"tool_choice required: the model picks among the tools (got {names})")
+    try:
+        cl.chat.completions.create(model="x", messages=MSG, tools=TOOLS, tool_choice="required", max_tokens=12)
+        c.check(False, "tool_choice required with max_tokens too small for a call accepted")
+    except openai.BadRequestError as e:
+        c.eq(e.body.get("param"), "max_tokens", "tool_choice required, max_tokens 12: the error names max_tokens")
+    for choice in ("none", "auto"):
         r3 = cl.chat.completions.create(model="x", messages=MSG, tools=TOOLS, tool_choice=choice, max_tokens=12, seed=2)
         c.check(r3.choices[0].finish_reason in ("stop", "length", "tool_calls"), f"tool_choice {choice}")
         if choice == "none":
@@ -203,6 +232,44 @@ def t_logprobs(c, srv):
     c.check(all(e.logprob <= e.top_logprobs[0].logprob + 1e-5 for e in lp), "chosen <= best")
     joined = bytes(b for e in lp for b in e.bytes).decode("utf-8", errors="replace")
     c.eq(joined, r.choices[0].message.content, "token bytes concatenate to the content")
+    # the values: log-softmax of the model's logits (`deepseek logits` on the
+    # same tokens). A logit bias of +100 makes the continuation a known token
+    # X every step; logprobs are of the unbiased distribution, so each is
+    # log p(X | prefix) and the top-3 are the model's own.
+    P, X, n = [0, 40, 71, 305, 122, 99], 100, 4
+    r = client(srv).completions.create(model="x", prompt=P, max_tokens=n, logprobs=3, seed=1, logit_bias={str(X): 100},
+                                       extra_body={"ignore_eos": True})
+    L = r.choices[0].logprobs
+    ref = log_softmax_rows(srv.binary, P + [X] * n)
+    c.eq(len(L.token_logprobs), n, "completion logprobs: one per token")
+    for i, got in enumerate(L.token_logprobs[:n]):
+        want = ref[len(P) - 1 + i]
+        c.check(abs(got - want[X]) < 1e-4, f"logprob of step {i}: server {got:.6f}, log-softmax of the logits {want[X]:.6f}")
+        top = sorted(L.top_logprobs[i].values(), reverse=True)
+        c.check(len(top) == 3 and all(abs(a - b) < 1e-4 for a, b in zip(top, sorted(want, reverse=True)[:3])),
+                f"top-3 logprobs of step {i}: server {top}, log-softmax of the logits {sorted(want, reverse=True)[:3]}")
+
+
+def log_softmax_rows(binary, tokens):
+    """log-softmax of every row of `deepseek logits` on the tiny-chat fixture."""
+    import array
+    import math
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "l.f32")
+        subprocess.run([binary, "logits", "-m", FIXTURE, "--tokens", ",".join(map(str, tokens)), "--out", out, "-t", "1"],
+                       check=True, capture_output=True)
+        a = array.array("f")
+        a.frombytes(open(out, "rb").read())
+    V = len(a) // len(tokens)
+    rows = []
+    for t in range(len(tokens)):
+        r = a[t * V:(t + 1) * V]
+        m = max(r)
+        lse = m + math.log(sum(math.exp(x - m) for x in r))
+        rows.append([x - lse for x in r])
+    return rows
 
 
 def t_completions(c, srv):
@@ -213,8 +280,25 @@ def t_completions(c, srv):
     c.check(r.choices[0].finish_reason in ("stop", "length"), "finish_reason")
     e = cl.completions.create(model="x", prompt="Once upon a time", max_tokens=12, seed=5, echo=True)
     c.eq(e.choices[0].text, "Once upon a time" + r.choices[0].text, "echo")
-    f = cl.completions.create(model="x", prompt="def fib(a):", suffix="    return fib(a-1) + fib(a-2)", max_tokens=10)
-    c.check(isinstance(f.choices[0].text, str) and f.usage.prompt_tokens > 10, "FIM")
+    # FIM: the prompt the model sees is BOS <fim_begin> prompt <fim_hole> suffix <fim_end> (prefix-suffix-middle,
+    # DeepSeek's layout): the same token ids sent as a plain prompt give the same usage and the same text
+    pre, suf = "def fib(a):", "    return fib(a-1) + fib(a-2)"
+    f = cl.completions.create(model="x", prompt=pre, suffix=suf, max_tokens=10, seed=8, temperature=0.9,
+                              extra_body={"ignore_eos": True})
+
+    def tokenize(text, **kw):
+        st, _, b = http("POST", srv.url("/tokenize"), dict({"content": text}, **kw))
+        return json.loads(b)["tokens"]
+    fb, fh, fe = (tokenize(t) for t in ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"))
+    c.check(all(len(x) == 1 for x in (fb, fh, fe)), "FIM markers are single tokens")
+    psm = tokenize("", add_special=True) + fb + tokenize(pre, parse_special=False) + fh + \
+        tokenize(suf, parse_special=False) + fe
+    c.eq(f.usage.prompt_tokens, len(psm), "FIM prompt length = BOS + markers + prompt + suffix")
+    same = cl.completions.create(model="x", prompt=psm, max_tokens=10, seed=8, temperature=0.9, extra_body={"ignore_eos": True})
+    c.eq(f.choices[0].text, same.choices[0].text, "FIM text == the text of its prefix-suffix-middle token layout")
+    spm = psm[:2] + tokenize(suf, parse_special=False) + fh + tokenize(pre, parse_special=False) + fe  # swapped
+    other = cl.completions.create(model="x", prompt=spm, max_tokens=10, seed=8, temperature=0.9, extra_body={"ignore_eos": True})
+    c.check(other.choices[0].text != f.choices[0].text, "the comparison sees the layout: another layout, another text")
     lp = cl.completions.create(model="x", prompt="Hello", max_tokens=5, logprobs=2, seed=1, extra_body={"ignore_eos": True})
     L = lp.choices[0].logprobs
     c.check(len(L.tokens) == 5 and len(L.token_logprobs) == 5 and len(L.top_logprobs) == 5 and len(L.text_offset) == 5,

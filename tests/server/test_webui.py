@@ -112,7 +112,8 @@ def t_basic_chat(c, ui):
     c.eq(len(items), 2, "two conversations")
     items[1].click()
     ui.wait(lambda d: len(ui.users()) == 2)
-    c.check(True, "switched back")
+    c.eq([u.find_element(By.CSS_SELECTOR, ".body").text for u in ui.users()], ["Hello there", "And again"],
+         "switched back: the first conversation's turns are shown")
 
 
 MARKDOWN = ("Here is **bold** text and code:\n\n```python\ndef add(a, b):\n    return a + b\n```\n\n"
