@@ -1000,6 +1000,32 @@ TEST(badinput_config_fixtures_parse) {
     }
 }
 
+/* Several edits of tiny-v3's config at once, then parse. */
+typedef struct { int n; kv_edit k[4]; } kv_edits;
+static void edit_many(json_t *j, const void *arg) {
+    const kv_edits *m = arg;
+    for (int i = 0; i < m->n; i++) edit_kv(j, &m->k[i]);
+}
+
+TEST(badinput_config_expert_limits) {
+    /* the largest accepted routing runs without caps: 65,536 experts in
+     * 32,768 groups, all kept (inference and training support it) */
+    ds_err e = { 0 };
+    kv_edits ok = { 4, { { "n_routed_experts", "65536" }, { "n_group", "32768" }, { "topk_group", "32768" },
+                         { "num_experts_per_tok", "8" } } };
+    CHECK_MSG(parse_edited("tiny-v3", edit_many, &ok, &e) == DS_OK, "%s", e.msg);
+    kv_edits grp = { 3, { { "n_routed_experts", "65536" }, { "n_group", "65536" }, { "topk_group", "65536" } } };
+    e = (ds_err){ 0 };  /* noaux_tc takes each group's top 2 */
+    CHECK(parse_edited("tiny-v3", edit_many, &grp, &e) == DS_EINVAL && strstr(e.msg, "at least 2 experts per group"));
+    static const cfg_case cs[] = {
+        { NULL, "n_routed_experts", "65537", DS_ERANGE, "'n_routed_experts'" },
+        { NULL, "n_group", "65537", DS_ERANGE, "'n_group'" },
+        { NULL, "topk_group", "65537", DS_ERANGE, "'topk_group'" },
+        { NULL, "num_experts_per_tok", "65537", DS_ERANGE, "'num_experts_per_tok'" },
+    };
+    run_cfg_cases(cs, sizeof cs / sizeof cs[0]);
+}
+
 TEST(badinput_config_invalid_json) {
     static const char *texts[] = { "", "{", "{\"hidden_size\": 64,}", "{\"a\":1}{}", "nul", "{\"a\": 1e400}",
                                    "{\"a\":1, \"a\":2}", "\"deepseek\"", "[]", "42" };

@@ -51,6 +51,20 @@ static void topk(const float *v, int64_t n, int64_t k, int32_t *idx) {
     }
 }
 
+/* How many of v[n] topk would pick before v[g]: the order is value
+ * descending, NaN last, ties to the lower index. */
+static int64_t rank_of(const float *v, int64_t n, int64_t g) {
+    int64_t r = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (i == g) continue;
+        bool nan_i = isnan(v[i]), nan_g = isnan(v[g]);
+        if (nan_i != nan_g) r += nan_g;
+        else if (nan_i || v[i] == v[g]) r += i < g;
+        else r += v[i] > v[g];
+    }
+    return r;
+}
+
 void ds_moe_route(const ds_config *c, const float *logits, const float *bias, int32_t *idx, float *wt,
                   float *scores, float *tmp) {
     int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, G = c->n_group, per = E / G;
@@ -76,15 +90,11 @@ void ds_moe_route(const ds_config *c, const float *logits, const float *bias, in
                 gs[g] = mx;
             }
         }
-        int32_t keep[1024];
-        int64_t kg = c->topk_group > 1024 ? 1024 : c->topk_group;
-        topk(gs, G, kg, keep);
-        for (int64_t g = 0; g < G; g++) {
-            bool kept = false;
-            for (int64_t q = 0; q < kg; q++) if (keep[q] == g) kept = true;
-            if (!kept)
+        /* the topk_group best groups are kept: those ranked below topk_group
+         * in topk's order (any topk_group <= n_group, no buffer to cap it) */
+        for (int64_t g = 0; g < G; g++)
+            if (rank_of(gs, G, g) >= c->topk_group)
                 for (int64_t i = 0; i < per; i++) choice[g * per + i] = -INFINITY;
-        }
     }
     topk(choice, E, K, idx);
     double sum = 0;

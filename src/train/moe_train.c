@@ -30,8 +30,7 @@ void tr_route_backward(const ds_config *c, float *dlogits, const float *dwt, con
                        const float *scores, const int32_t *idx) {
     int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
     float rsf = (float)c->routed_scaling_factor;
-    float ds[4096];
-    DS_ASSERT(E <= 4096);
+    float *ds = tr_scratch(ds_thread_id(), 1, (size_t)E);  /* (E) d scores */
     for (int64_t i = 0; i < E; i++) ds[i] = dscores_extra ? dscores_extra[i] : 0.0f;
     if (c->norm_topk_prob && K > 1) {
         /* w_k = rsf · s_k / S, S = Σ_k s_k  ->  ds_k += rsf·(dw_k − Σ_j dw_j w_j/rsf)/S */
@@ -152,11 +151,10 @@ typedef struct {
 
 /* d wt (+ balance) -> d router logits, per token row */
 static void router_grad_worker(void *vc, int64_t n0, int64_t n1, int tid) {
-    (void)tid;
     const router_ctx *rc = vc;
     const tr_block_acts *a = rc->a;
     int64_t E = rc->c->n_routed_experts, K = rc->c->num_experts_per_tok;
-    float bal_extra[4096];
+    float *bal_extra = tr_scratch(tid, 0, (size_t)E);  /* (E); slot 1 is tr_route_backward's */
     for (int64_t n = n0; n < n1; n++) {
         const float *extra = NULL;
         if (a->bal_f && rc->balance_scale != 0.0f) {
@@ -244,11 +242,11 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *
     ds_par_for(N, 64, combine_worker, &sl_c);
     /* balance term, per sequence */
     if (a->bal_f) {
+        double *P = ds_arena_array(s->a, (size_t)E, sizeof(double));  /* (E) mean share per sequence */
+        if (!P) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
         for (int64_t b = 0; b < a->B; b++) {
             float *f = a->bal_f + b * E;
             memset(f, 0, (size_t)E * sizeof(float));
-            double P[4096];
-            DS_ASSERT(E <= 4096);
             memset(P, 0, (size_t)E * sizeof(double));
             for (int64_t t = 0; t < a->T; t++) {
                 int64_t n = b * a->T + t;
@@ -307,7 +305,6 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
     /* router: d wt (+ balance) -> d logits -> router weight and input */
     memset(gs->dscores, 0, (size_t)(N * E) * sizeof(float));
     float *dlog = gs->dscores;  /* reuse: (N, E) router-logit gradients */
-    DS_ASSERT(E <= 4096);
     router_ctx rc = { c, a, gs, s->balance_scale };
     ds_par_for(N, 64, router_grad_worker, &rc);
     tr_linear_backward(dxn2, gw->router, dlog, a->xn2, w->router, N, D, E);
