@@ -78,7 +78,7 @@ int ds_block_forward(ds_model *m, int64_t l, float *x, int64_t T, const ds_seg *
     for (int64_t i = 0; i < T * D; i++) x[i] += y[i];
     /* feed-forward */
     ds_rmsnorm(xn, x, w->ffn_norm, T, D, eps);
-    if ((rc = ds_ffn_forward(m, l, y, xn, T, segs, n_segs, a, e))) return rc;
+    if ((rc = ds_ffn_forward(m, l, y, xn, NULL, T, segs, n_segs, a, e))) return rc;
     for (int64_t i = 0; i < T * D; i++) x[i] += y[i];
     ds_arena_release(a, mk);
     return DS_OK;

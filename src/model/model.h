@@ -64,6 +64,9 @@ typedef struct ds_model {
     int64_t expert_lo, expert_hi; /* routed experts this process owns, [lo, hi): all of them
                                      ([0, E)) in one process; experts[x] is indexed by the
                                      global id x and is empty outside the range */
+    int64_t n_ranks;      /* processes the routed experts are spread over; 0: this one only */
+    const int64_t *rank_experts; /* [n_ranks + 1] ascending: rank q owns experts [rank_experts[q],
+                                    rank_experts[q+1]) (moe_exchange.c); caller-owned */
     int64_t n_mtp;        /* MTP layers actually present (0 if not stored) */
     float *inv_freq;      /* (Dr/2) YaRN-adjusted rotary frequencies */
     float attn_scale;     /* softmax scale incl. mscale² */
