@@ -84,9 +84,11 @@ int ds_moe_exchange(const ds_model *m, int64_t l, const ds_moe_slot *slot, const
 void ds_moe_route(const ds_config *c, const float *logits, const float *bias, int32_t *idx, float *wt,
                   float *scores, float *tmp);
 
-/* One decoder block in place: x += MLA(norm(x)); x += FFN(norm(x)). */
-int ds_block_forward(ds_model *m, int64_t l, float *x, int64_t T, const ds_seg *segs, int n_segs,
-                     bool naive, ds_arena *a, ds_err *e);
+/* One decoder block in place on the residual streams x (T, n_streams, D):
+ * x += Attn(norm(x)); x += FFN(norm(x), tok), dispatched on the layer's
+ * kinds. tok[T]: the token ids of the batch rows. */
+int ds_block_forward(ds_model *m, int64_t l, float *x, const int32_t *tok, int64_t T, const ds_seg *segs,
+                     int n_segs, bool naive, ds_arena *a, ds_err *e);
 
 /* deepseek2 GGUF metadata -> config (model_gguf.c); exposed for the fuzzer. */
 struct ds_gguf;

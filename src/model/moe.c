@@ -252,12 +252,15 @@ static int moe_forward(ds_model *m, int64_t l, float *out, const float *xn, int6
 
 int ds_ffn_forward(ds_model *m, int64_t l, float *out, const float *xn, const int32_t *tok, int64_t T,
                    const ds_seg *segs, int n_segs, ds_arena *a, ds_err *e) {
-    (void)tok;
-    const ds_layer_w *w = &m->layers[l];
+    (void)tok;  /* for hash-routed MoE */
     int oom = 0;
-    if (!w->is_moe) {
-        mlp_forward(out, xn, T, m->cfg.hidden_size, &w->mlp, segs, n_segs, a, &oom);
+    switch (m->cfg.ffn_kind[l]) {
+    case DS_FFN_DENSE:
+        mlp_forward(out, xn, T, m->cfg.hidden_size, &m->layers[l].mlp, segs, n_segs, a, &oom);
         return oom ? ds_err_set(e, DS_ENOMEM, "out of memory in MLP") : DS_OK;
+    case DS_FFN_MOE: return moe_forward(m, l, out, xn, T, segs, n_segs, a, e);
+    default:
+        return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: FFN kind %d (hash-routed MoE) is not implemented",
+                          (long long)l, m->cfg.ffn_kind[l]);
     }
-    return moe_forward(m, l, out, xn, T, segs, n_segs, a, e);
 }

@@ -184,12 +184,15 @@ static void route_worker(void *vc, int64_t n0, int64_t n1, int tid) {
                      tmp);
 }
 
-int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *e) {
+int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, const int32_t *tok, ds_err *e) {
     ds_tmodel *m = s->m;
     const ds_config *c = &m->cfg;
     const ds_tlayer *w = &m->W.layers[l];
     int64_t N = a->N, D = c->hidden_size;
-    if (!w->is_moe) {
+    (void)tok;  /* for hash-routed MoE */
+    if (c->ffn_kind[l] != DS_FFN_MOE) {
+        if (c->ffn_kind[l] != DS_FFN_DENSE)
+            return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: FFN kind %d is not trained", (long long)l, c->ffn_kind[l]);
         mlp_forward(out, a->gu, a->sig, a->h, a->xn2, &w->mlp, N, D, c->intermediate_size);
         return DS_OK;
     }
@@ -276,7 +279,7 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
     const ds_tlayer *w = &m->W.layers[l];
     ds_tlayer *gw = &m->G.layers[l];
     int64_t N = a->N, D = c->hidden_size;
-    if (!w->is_moe) {
+    if (c->ffn_kind[l] == DS_FFN_DENSE) {  /* tr_ffn_forward admitted dense and MoE only */
         int64_t I = c->intermediate_size;
         mlp_backward(dxn2, false, &gw->mlp, dout, a->xn2, a->gu, a->sig, a->h, &w->mlp, N, D, I, gs->dh, gs->dgu);
         return;
