@@ -36,6 +36,11 @@ TEST(kvquant_rows_and_memory) {
         CHECK(ds_kvcache_init(&c, m, 8, &e) == 0);
         CHECK(ds_kvcache_set_type(&c, (ds_kv_type)t, &e) == 0);
         CHECK(ds_kvcache_reserve(&c, 4, &e) == 0);
+        /* one row layout per layer: MLA layers store Rkv + Dr values */
+        for (int64_t l = 0; l < c.n_layer; l++)
+            CHECK(c.width[l] == W && c.row_bytes[l] == ds_kv_row_bytes((ds_kv_type)t, W));
+        CHECK(ds_kvcache_uniform_width(&c) == W);
+        CHECK(ds_kvcache_bytes_per_pos(&c, m->cfg.n_layer) == m->cfg.n_layer * (int64_t)ds_kv_row_bytes((ds_kv_type)t, W));
         double maxrel = 0;
         for (int pos = 0; pos < 4; pos++) {
             for (int i = 0; i < W; i++) row[i] = ds_rng_normal(&r) * (i % 7 == 0 ? 4.0f : 1.0f);
@@ -52,7 +57,7 @@ TEST(kvquant_rows_and_memory) {
         ds_kvcache d, f;
         CHECK(ds_kvcache_init(&d, m, 8, &e) == 0 && ds_kvcache_set_type(&d, (ds_kv_type)t, &e) == 0);
         CHECK(ds_kvcache_copy_prefix(&d, &c, 3, &e) == 0 && d.n_past == 3);
-        CHECK(!memcmp(d.kvq[0], c.kvq[0], 3 * c.row_bytes));
+        CHECK(!memcmp(d.kvq[0], c.kvq[0], 3 * c.row_bytes[0]));
         CHECK(ds_kvcache_init(&f, m, 8, &e) == 0);
         CHECK(ds_kvcache_copy_prefix(&f, &c, 3, &e) == DS_EINVAL);
         e.code = 0;
