@@ -11,8 +11,14 @@
  *   noaux_tc:             group score = sum of the group's top-2 choice
  *   keep topk_group groups, dropped groups -> -inf, then top-K
  *   w = s[idx] (/ Σ if norm_topk_prob) · routed_scaling_factor
+ * The MoE layer is a pipeline (moe_forward):
+ *   route    router logits, ds_moe_route per token         idx, w (T, K)
+ *   pack     rows grouped by expert id, token order within    slot[R] + x (R, D), R = T·K
+ *   exchange rows to the processes owning their experts, outputs back (moe_exchange.c)
+ *   local    ds_moe_local_experts: the experts of [lo, hi) on the rows received
+ *   combine  out[t] = Σ over packed rows (expert id ascending) of w·y, then + Shared(x)
  * Routed outputs are accumulated in expert-id order, then the shared
- * experts are added (the order transformers uses).
+ * experts are added (the order transformers uses), wherever they ran.
  */
 #include "model_internal.h"
 #include "../core/thread.h"
