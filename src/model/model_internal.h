@@ -64,18 +64,30 @@ typedef struct ds_moe_slot {
                         (the expert matmuls split as they would with each sequence alone) */
 } ds_moe_slot;
 
+/* The origin's shared experts, y (T, D) = Shared(x), run in the same
+ * matmul passes as its local experts (with MPI: while the rows travel). */
+typedef struct ds_moe_shared {
+    const ds_mlp_w *w;
+    const float *x;
+    float *y;
+    int64_t T;
+    const ds_seg *segs;
+    int n_segs;
+} ds_moe_shared;
+
 /* y[n, D] = Expert_{slot[i].expert}(x[i]) for n received rows grouped by
  * expert ascending; every expert must lie in [lo, hi) and be loaded here
- * ([m->expert_lo, m->expert_hi)). */
+ * ([m->expert_lo, m->expert_hi)). `sh` (or NULL) joins the same passes. */
 int ds_moe_local_experts(const ds_model *m, int64_t l, int64_t lo, int64_t hi, const ds_moe_slot *slot,
-                         const float *x, int64_t n, float *y, ds_arena *a, ds_err *e);
+                         const float *x, int64_t n, float *y, const ds_moe_shared *sh, ds_arena *a, ds_err *e);
 
 /* The expert exchange (moe_exchange.c), the call an MPI layer implements:
  * packed rows (slot[R] + x (R, D), grouped by expert ascending) go out to
  * the processes owning their experts, which run ds_moe_local_experts; the
- * outputs come back into y (R, D) at the rows' packed positions. */
+ * outputs come back into y (R, D) at the rows' packed positions. `sh`:
+ * this process's shared experts, run alongside its own local experts. */
 int ds_moe_exchange(const ds_model *m, int64_t l, const ds_moe_slot *slot, const float *x, int64_t R, float *y,
-                    ds_arena *a, ds_err *e);
+                    const ds_moe_shared *sh, ds_arena *a, ds_err *e);
 
 /* Expert selection for one token (spec §5.2-5.4). logits[E] are router
  * logits; bias[E] (noaux_tc only) is used for selection only. Writes the K

@@ -128,10 +128,11 @@ static int expert_jobs(ds_mm_job *jobs, const ds_moe_slot *slot, int64_t r0, int
 }
 
 int ds_moe_local_experts(const ds_model *m, int64_t l, int64_t lo, int64_t hi, const ds_moe_slot *slot,
-                         const float *x, int64_t n, float *y, ds_arena *a, ds_err *e) {
+                         const float *x, int64_t n, float *y, const ds_moe_shared *sh, ds_arena *a, ds_err *e) {
     const ds_layer_w *w = &m->layers[l];
     int64_t D = m->cfg.hidden_size, F = m->cfg.moe_intermediate_size;
-    if (n <= 0) return DS_OK;
+    int64_t Ts = sh ? sh->T : 0, Fs = sh ? ds_tensor_rows(&sh->w->gate) : 0;
+    if (n <= 0 && !sh) return DS_OK;
     for (int64_t r = 0; r < n; r++)
         if (slot[r].expert < lo || slot[r].expert >= hi || slot[r].expert < m->expert_lo ||
             slot[r].expert >= m->expert_hi || (r > 0 && slot[r].expert < slot[r - 1].expert))
@@ -140,11 +141,12 @@ int ds_moe_local_experts(const ds_model *m, int64_t l, int64_t lo, int64_t hi, c
                               (long long)lo, (long long)hi, (long long)m->expert_lo, (long long)m->expert_hi);
     ds_arena_mark mk = ds_arena_get_mark(a);
     /* every row of these is written before it is read: no zero fill */
-    float *g = ds_arena_array(a, (size_t)(n * F), sizeof(float));   /* (n, F) */
-    float *u = ds_arena_array(a, (size_t)(n * F), sizeof(float));   /* (n, F) */
-    ds_mm_job *jobs = ds_arena_calloc(a, (size_t)(2 * n), sizeof(ds_mm_job));  /* a job has >= 1 row */
+    float *g = ds_arena_array(a, (size_t)(n * F + Ts * Fs), sizeof(float));   /* (n, F) + shared (Ts, Fs) */
+    float *u = ds_arena_array(a, (size_t)(n * F + Ts * Fs), sizeof(float));
+    int max_jobs = (int)(2 * n + 2 * (sh ? sh->n_segs + 1 : 0));  /* a routed job has >= 1 row */
+    ds_mm_job *jobs = ds_arena_calloc(a, (size_t)DS_MAX(max_jobs, 1), sizeof(ds_mm_job));
     if (!g || !u || !jobs) return ds_err_set(e, DS_ENOMEM, "out of memory in the experts of layer %lld", (long long)l);
-    /* gate and up projections of every expert in one pass, then the down projections */
+    /* gate and up projections of every expert (and the shared ones) in one pass, then the down projections */
     int nj = 0;
     for (int64_t r0 = 0, r1; r0 < n; r0 = r1) {
         for (r1 = r0 + 1; r1 < n && slot[r1].expert == slot[r0].expert;) r1++;
@@ -152,13 +154,19 @@ int ds_moe_local_experts(const ds_model *m, int64_t l, int64_t lo, int64_t hi, c
         nj += expert_jobs(jobs + nj, slot, r0, r1, g, F, x, D, &ex->gate, F);
         nj += expert_jobs(jobs + nj, slot, r0, r1, u, F, x, D, &ex->up, F);
     }
+    if (sh) {
+        nj += ds_plan_jobs(sh->segs, sh->n_segs, jobs + nj, g + n * F, Fs, sh->x, D, &sh->w->gate, 0, Fs);
+        nj += ds_plan_jobs(sh->segs, sh->n_segs, jobs + nj, u + n * F, Fs, sh->x, D, &sh->w->up, 0, Fs);
+    }
+    DS_ASSERT(nj <= max_jobs);
     ds_matmul_multi(jobs, nj);
-    ds_silu_mul(g, g, u, n * F);
+    ds_silu_mul(g, g, u, n * F + Ts * Fs);
     nj = 0;
     for (int64_t r0 = 0, r1; r0 < n; r0 = r1) {
         for (r1 = r0 + 1; r1 < n && slot[r1].expert == slot[r0].expert;) r1++;
         nj += expert_jobs(jobs + nj, slot, r0, r1, y, D, g, F, &w->experts[slot[r0].expert].down, D);
     }
+    if (sh) nj += ds_plan_jobs(sh->segs, sh->n_segs, jobs + nj, sh->y, D, g + n * F, Fs, &sh->w->down, 0, D);
     ds_matmul_multi(jobs, nj);
     ds_arena_release(a, mk);
     return DS_OK;
@@ -245,13 +253,11 @@ static int moe_forward(ds_model *m, int64_t l, float *out, const float *xn, int6
         }
     moe_io io = { out, xe, xn, ye, ys, slot, R, T, D };
     ds_par_for(R, 16, gather_worker, &io);
-    /* exchange: the owners of the experts compute them */
-    int rc = ds_moe_exchange(m, l, slot, xe, R, ye, a, e);
+    /* exchange: the owners of the experts compute them; this process's
+     * shared experts run alongside its own */
+    ds_moe_shared sh = { &w->shared, xn, ys, T, segs, n_segs };
+    int rc = ds_moe_exchange(m, l, slot, xe, R, ye, Fs > 0 ? &sh : NULL, a, e);
     if (rc) return rc;
-    /* shared experts, on this process's tokens */
-    int oom = 0;
-    if (Fs > 0) mlp_forward(ys, xn, T, D, &w->shared, segs, n_segs, a, &oom);
-    if (oom) return ds_err_set(e, DS_ENOMEM, "out of memory in the shared experts");
     ds_par_for(D, DS_MAX(8, 32768 / DS_MAX(R, 1)), combine_worker, &io);
     return DS_OK;
 }
