@@ -1,6 +1,7 @@
 /*
- * model_internal.h - private glue between model.c, forward.c, mla.c and
- * moe.c: the forward-pass workspace and the per-layer entry points.
+ * model_internal.h - private glue between model.c, forward.c, mla.c,
+ * moe.c and moe_exchange.c: the forward-pass workspace, the per-layer
+ * entry points and the MoE pipeline's stages.
  */
 #ifndef DS_MODEL_INTERNAL_H
 #define DS_MODEL_INTERNAL_H
