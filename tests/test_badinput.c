@@ -1026,6 +1026,90 @@ TEST(badinput_config_fixtures_parse) {
     }
 }
 
+/* Several edits of tiny-v3's config at once, then parse. */
+typedef struct { int n; kv_edit k[4]; } kv_edits;
+static void edit_many(json_t *j, const void *arg) {
+    const kv_edits *m = arg;
+    for (int i = 0; i < m->n; i++) edit_kv(j, &m->k[i]);
+}
+
+TEST(badinput_config_expert_limits) {
+    /* the largest accepted routing runs without caps: 65,536 experts in
+     * 32,768 groups, all kept (inference and training support it) */
+    ds_err e = { 0 };
+    kv_edits ok = { 4, { { "n_routed_experts", "65536" }, { "n_group", "32768" }, { "topk_group", "32768" },
+                         { "num_experts_per_tok", "8" } } };
+    CHECK_MSG(parse_edited("tiny-v3", edit_many, &ok, &e) == DS_OK, "%s", e.msg);
+    kv_edits grp = { 3, { { "n_routed_experts", "65536" }, { "n_group", "65536" }, { "topk_group", "65536" } } };
+    e = (ds_err){ 0 };  /* noaux_tc takes each group's top 2 */
+    CHECK(parse_edited("tiny-v3", edit_many, &grp, &e) == DS_EINVAL && strstr(e.msg, "at least 2 experts per group"));
+    static const cfg_case cs[] = {
+        { NULL, "n_routed_experts", "65537", DS_ERANGE, "'n_routed_experts'" },
+        { NULL, "n_group", "65537", DS_ERANGE, "'n_group'" },
+        { NULL, "topk_group", "65537", DS_ERANGE, "'topk_group'" },
+        { NULL, "num_experts_per_tok", "65537", DS_ERANGE, "'num_experts_per_tok'" },
+    };
+    run_cfg_cases(cs, sizeof cs / sizeof cs[0]);
+}
+
+TEST(badinput_config_layer_kinds) {
+    /* V2/V3 fields -> per-layer kinds (MTP layer included); the lookup agrees with the formula */
+    ds_config c;
+    ds_err e = { 0 };
+    CHECK(ds_config_load(&c, P("tests/fixtures/tiny-v3"), &e) == DS_OK);
+    CHECK(c.n_streams == 1 && c.n_layer + c.n_mtp == 4);
+    for (int64_t l = 0; l < c.n_layer + c.n_mtp; l++) {
+        CHECK(c.attn_kind[l] == DS_ATTN_MLA);
+        CHECK(ds_config_layer_is_moe(&c, l) == (l >= c.first_k_dense_replace && l % c.moe_layer_freq == 0));
+    }
+    CHECK(c.ffn_kind[0] == DS_FFN_DENSE && c.ffn_kind[3] == DS_FFN_MOE && c.ffn_kind[4] == DS_FFN_UNSET);
+    /* declared but not implemented kinds, and kinds never filled in: clear errors */
+    ds_config h = c;
+    h.ffn_kind[1] = DS_FFN_HASH_MOE;
+    e = (ds_err){ 0 };
+    CHECK(ds_config_validate(&h, "cfg", &e) == DS_EUNSUPPORTED && strstr(e.msg, "layer 1: hash-routed MoE"));
+    h = c;
+    h.ffn_kind[3] = DS_FFN_UNSET;
+    e = (ds_err){ 0 };
+    CHECK(ds_config_validate(&h, "cfg", &e) == DS_EINVAL && strstr(e.msg, "layer 3: FFN kind not set"));
+    h = c;
+    h.attn_kind[2] = 7;
+    e = (ds_err){ 0 };
+    CHECK(ds_config_validate(&h, "cfg", &e) == DS_EUNSUPPORTED && strstr(e.msg, "layer 2: attention kind 7"));
+    h = c;
+    h.n_routed_experts = 0;
+    e = (ds_err){ 0 };
+    CHECK(ds_config_validate(&h, "cfg", &e) == DS_EINVAL && strstr(e.msg, "layer 1 is MoE"));
+    ds_config_derive_layers(&h);  /* re-derived after the edit: all dense */
+    e = (ds_err){ 0 };
+    CHECK(ds_config_validate(&h, "cfg", &e) == DS_OK && !ds_config_layer_is_moe(&h, 1));
+    static const cfg_case cs[] = {
+        { NULL, "hc_mult", "4", DS_EUNSUPPORTED, "4 residual streams" },
+        { NULL, "hc_mult", "0", DS_ERANGE, "'hc_mult'" },
+    };
+    run_cfg_cases(cs, sizeof cs / sizeof cs[0]);
+}
+
+TEST(badinput_forward_unimplemented_layer_kind) {
+    /* a loaded model whose layer 1 is declared hash-routed: the forward refuses, naming the layer */
+    ds_model *m = NULL;
+    ds_err e = { 0 };
+    if (ds_model_open(&m, P("tests/fixtures/tiny-v3"), &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    ds_kvcache kc;
+    CHECK(ds_kvcache_init(&kc, m, 16, &e) == DS_OK);
+    int32_t tok[3] = { 1, 2, 3 };
+    ds_seq_chunk ch = { &kc, tok, 3, false };
+    float *lg = calloc((size_t)m->cfg.vocab_size, sizeof(float));
+    m->cfg.ffn_kind[1] = DS_FFN_HASH_MOE;
+    CHECK(ds_model_forward(m, NULL, &ch, 1, lg, NULL, &e) == DS_EUNSUPPORTED && strstr(e.msg, "layer 1"));
+    m->cfg.ffn_kind[1] = DS_FFN_MOE;
+    ds_kvcache_clear(&kc);
+    CHECK(ds_model_forward(m, NULL, &ch, 1, lg, NULL, &e) == DS_OK);
+    free(lg);
+    ds_kvcache_free(&kc);
+    ds_model_close(m);
+}
+
 TEST(badinput_config_invalid_json) {
     static const char *texts[] = { "", "{", "{\"hidden_size\": 64,}", "{\"a\":1}{}", "nul", "{\"a\": 1e400}",
                                    "{\"a\":1, \"a\":2}", "\"deepseek\"", "[]", "42" };

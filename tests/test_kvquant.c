@@ -38,16 +38,18 @@ TEST(kvquant_rows_and_memory) {
         CHECK(ds_kvcache_init(&c, m, 8, &e) == 0);
         CHECK(ds_kvcache_set_type(&c, (ds_kv_type)t, &e) == 0);
         CHECK(ds_kvcache_reserve(&c, 4, &e) == 0);
-        /* the storage really is the quantized rows: row_bytes of the type,
-         * no fp32 rows, and each layer's block sized cap x row_bytes (an
-         * fp32 block would be larger) */
-        CHECK_EQ_INT(c.row_bytes, ds_kv_row_bytes((ds_kv_type)t, W));
-        CHECK(c.row_bytes < ds_kv_row_bytes(DS_KV_F32, W));
+        /* the storage really is the quantized rows: row_bytes of the type per
+         * layer (MLA layers store Rkv + Dr values), no fp32 rows, and each
+         * layer's block sized cap x row_bytes (an fp32 block would be larger) */
+        CHECK(ds_kvcache_uniform_width(&c) == W);
+        CHECK(ds_kvcache_bytes_per_pos(&c, m->cfg.n_layer) == m->cfg.n_layer * (int64_t)ds_kv_row_bytes((ds_kv_type)t, W));
         for (int64_t l = 0; l < c.n_layer; l++) {
+            CHECK(c.width[l] == W && c.row_bytes[l] == ds_kv_row_bytes((ds_kv_type)t, W));
+            CHECK(c.row_bytes[l] < ds_kv_row_bytes(DS_KV_F32, W));
             CHECK(c.kv[l] == NULL && c.kvq[l] != NULL);
-            size_t got = c.kvq[l] ? malloc_usable_size(c.kvq[l]) : 0, want = (size_t)c.cap * c.row_bytes;
+            size_t got = c.kvq[l] ? malloc_usable_size(c.kvq[l]) : 0, want = (size_t)c.cap * c.row_bytes[l];
             CHECK_MSG(got >= want && got < want + 256, "%s layer %lld: %zu bytes allocated for %lld rows of %zu",
-                      ds_kv_type_name((ds_kv_type)t), (long long)l, got, (long long)c.cap, c.row_bytes);
+                      ds_kv_type_name((ds_kv_type)t), (long long)l, got, (long long)c.cap, c.row_bytes[l]);
         }
         double maxrel = 0;
         for (int pos = 0; pos < 4; pos++) {
@@ -65,7 +67,7 @@ TEST(kvquant_rows_and_memory) {
         ds_kvcache d, f;
         CHECK(ds_kvcache_init(&d, m, 8, &e) == 0 && ds_kvcache_set_type(&d, (ds_kv_type)t, &e) == 0);
         CHECK(ds_kvcache_copy_prefix(&d, &c, 3, &e) == 0 && d.n_past == 3);
-        CHECK(!memcmp(d.kvq[0], c.kvq[0], 3 * c.row_bytes));
+        CHECK(!memcmp(d.kvq[0], c.kvq[0], 3 * c.row_bytes[0]));
         CHECK(ds_kvcache_init(&f, m, 8, &e) == 0);
         CHECK(ds_kvcache_copy_prefix(&f, &c, 3, &e) == DS_EINVAL);
         e.code = 0;

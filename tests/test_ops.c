@@ -309,6 +309,31 @@ TEST(ops_route_greedy_softmax_no_renorm) {
     CHECK_NEAR(wt[0], sc[1], 1e-7);
 }
 
+TEST(ops_route_keeps_more_than_1024_groups) {
+    /* noaux_tc, 2048 groups of 2, all kept: the result must equal greedy
+     * top-K (routing once capped the kept groups at 1024, silently). The top
+     * expert sits in the group ranked last (its partner's score is ~0). */
+    int64_t E = 4096, G = 2048, K = 4;
+    ds_config c = route_cfg(DS_TOPK_NOAUX_TC, DS_SCORE_SIGMOID, E, K, G, G);
+    ds_config g = route_cfg(DS_TOPK_GREEDY, DS_SCORE_SIGMOID, E, K, 1, 1);
+    float *logits = malloc((size_t)E * sizeof(float)), *sc = malloc((size_t)E * sizeof(float));
+    float *tmp = malloc((size_t)(E + G) * sizeof(float));
+    for (int64_t i = 0; i < E; i++) logits[i] = 1.0f;
+    logits[E - 2] = 5.0f;
+    logits[E - 1] = -20.0f;
+    int32_t idx[4], gidx[4];
+    float wt[4], gwt[4];
+    ds_moe_route(&c, logits, NULL, idx, wt, sc, tmp);
+    ds_moe_route(&g, logits, NULL, gidx, gwt, sc, tmp);
+    CHECK(gidx[0] == E - 2);
+    for (int k = 0; k < K; k++) CHECK_MSG(idx[k] == gidx[k] && wt[k] == gwt[k], "slot %d: %d vs %d", k, idx[k], gidx[k]);
+    /* keeping 1500 of 2048 groups drops the last one */
+    c.topk_group = 1500;
+    ds_moe_route(&c, logits, NULL, idx, wt, sc, tmp);
+    for (int k = 0; k < K; k++) CHECK(idx[k] < E - 2);
+    free(logits); free(sc); free(tmp);
+}
+
 TEST(ops_par_for_covers_range_once) {
     static int hits[1000];
     memset(hits, 0, sizeof hits);

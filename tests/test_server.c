@@ -459,7 +459,7 @@ static void fill(ds_model *m, ds_kvcache *c, const int32_t *ids, int64_t n) {
 
 static bool same_rows(const ds_kvcache *a, const ds_kvcache *b, int64_t n) {
     for (int64_t l = 0; l < a->n_layer; l++)
-        if (memcmp(a->kv[l], b->kv[l], (size_t)(n * a->width) * sizeof(float))) return false;
+        if (memcmp(a->kv[l], b->kv[l], (size_t)(n * a->width[l]) * sizeof(float))) return false;
     return true;
 }
 

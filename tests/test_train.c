@@ -293,6 +293,26 @@ static void check_route(ds_score_func sf, bool norm, double rsf, ds_topk_method 
     CHECK_MSG(rel_err(num, dl, 12) < FD_TOL, "route (sf %d norm %d) rel err %g", sf, norm, rel_err(num, dl, 12));
 }
 
+TEST(train_route_backward_many_experts) {
+    /* 8192 experts (the training router once asserted E <= 4096):
+     * sigmoid, no renormalization -> d logit_i = rsf · dw_k · s(1 − s) at the chosen experts only */
+    int64_t E = 8192;
+    ds_config c;
+    memset(&c, 0, sizeof c);
+    c.n_routed_experts = E; c.num_experts_per_tok = 2; c.n_group = 1; c.topk_group = 1;
+    c.scoring_func = DS_SCORE_SIGMOID; c.routed_scaling_factor = 2.0; c.topk_method = DS_TOPK_GREEDY;
+    float *s = calloc((size_t)E, sizeof(float)), *dl = calloc((size_t)E, sizeof(float));
+    for (int64_t i = 0; i < E; i++) s[i] = 0.25f;
+    s[5000] = 0.5f; s[7000] = 0.75f;
+    int32_t idx[2] = { 7000, 5000 };
+    float dwt[2] = { 1.0f, -2.0f };
+    tr_route_backward(&c, dl, dwt, NULL, s, idx);
+    CHECK_NEAR(dl[7000], 2.0 * 0.75 * 0.25, 1e-7);
+    CHECK_NEAR(dl[5000], 2.0 * -2.0 * 0.25, 1e-7);
+    CHECK(dl[0] == 0.0f && dl[E - 1] == 0.0f);
+    free(s); free(dl);
+}
+
 TEST(train_fd_route) {
     check_route(DS_SCORE_SIGMOID, true, 2.5, DS_TOPK_NOAUX_TC, 4, 7);       /* V3 */
     check_route(DS_SCORE_SOFTMAX, false, 16.0, DS_TOPK_GROUP_LIMITED, 4, 8); /* V2 */

@@ -178,6 +178,7 @@ int cmd_convert(int argc, char **argv) {
             c.n_layer = layers;
             if (c.first_k_dense_replace > layers) c.first_k_dense_replace = layers;
         }
+        ds_config_derive_layers(&c);
         if (ds_mkdir_parent(out, &e) || ds_write_random_gguf(&c, out, &o, seed, &e)) cli_die_err(C, &e);
         struct stat st;
         if (stat(out, &st) == 0) fprintf(stderr, "wrote %s (%.2f GiB, random weights)\n", out, st.st_size / 1073741824.0);

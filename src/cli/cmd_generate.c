@@ -165,7 +165,7 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "decode:  %lld tokens in %.3f s = %.2f tokens/s\n", (long long)dec, st.t_decode,
                 dec / (st.t_decode > 0 ? st.t_decode : 1e-9));
         fprintf(stderr, "kv cache: %lld bytes/token (%s; MLA latent %lld + rope %lld values x %lld layers), %lld tokens cached\n",
-                (long long)ds_kv_row_bytes(kvt, ss.cache->width) * (long long)ds_model_config(m)->n_layer, ds_kv_type_name(kvt), (long long)ds_model_config(m)->kv_lora_rank, (long long)ds_model_config(m)->qk_rope_head_dim,
+                (long long)ds_kvcache_bytes_per_pos(ss.cache, ds_model_config(m)->n_layer), ds_kv_type_name(kvt), (long long)ds_model_config(m)->kv_lora_rank, (long long)ds_model_config(m)->qk_rope_head_dim,
                 (long long)ds_model_config(m)->n_layer, (long long)ss.cache->n_past);
         if (mtp)
             fprintf(stderr, "mtp:     %lld drafts, %lld accepted (%.1f%%), %.2f tokens per main-model pass\n",

@@ -21,6 +21,51 @@ double ds_config_softmax_scale(const ds_config *c) {
     return s;
 }
 
+void ds_config_derive_layers(ds_config *c) {
+    int64_t n = DS_MIN(c->n_layer + c->n_mtp, DS_MAX_LAYERS);
+    memset(c->attn_kind, DS_ATTN_UNSET, sizeof c->attn_kind);
+    memset(c->ffn_kind, DS_FFN_UNSET, sizeof c->ffn_kind);
+    for (int64_t l = 0; l < n; l++) {
+        bool moe = c->n_routed_experts > 0 && l >= c->first_k_dense_replace && c->moe_layer_freq > 0 &&
+                   l % c->moe_layer_freq == 0;
+        c->attn_kind[l] = DS_ATTN_MLA;
+        c->ffn_kind[l] = moe ? DS_FFN_MOE : DS_FFN_DENSE;
+    }
+    c->n_streams = 1;
+}
+
+/* The per-layer description: every layer has a kind this code implements. */
+static int validate_layers(const ds_config *c, const char *w, ds_err *e) {
+    if (c->n_layer + c->n_mtp > DS_MAX_LAYERS)
+        return ds_err_set(e, DS_ERANGE, "%s: %lld layers (incl. MTP) exceed the limit of %d", w,
+                          (long long)(c->n_layer + c->n_mtp), DS_MAX_LAYERS);
+    if (c->n_streams != 1)
+        return ds_err_set(e, DS_EUNSUPPORTED, "%s: %lld residual streams (hyper-connections, hc_mult) are not "
+                          "implemented; only 1", w, (long long)c->n_streams);
+    for (int64_t l = 0; l < c->n_layer + c->n_mtp; l++) {
+        if (c->attn_kind[l] != DS_ATTN_MLA)
+            return ds_err_set(e, c->attn_kind[l] == DS_ATTN_UNSET ? DS_EINVAL : DS_EUNSUPPORTED,
+                              "%s: layer %lld: attention kind %d is %s", w, (long long)l, c->attn_kind[l],
+                              c->attn_kind[l] == DS_ATTN_UNSET ? "not set (ds_config_derive_layers)" : "not implemented");
+        switch (c->ffn_kind[l]) {
+        case DS_FFN_DENSE: break;
+        case DS_FFN_MOE:
+            if (c->n_routed_experts < 1)
+                return ds_err_set(e, DS_EINVAL, "%s: layer %lld is MoE but n_routed_experts = 0", w, (long long)l);
+            break;
+        case DS_FFN_HASH_MOE:
+            return ds_err_set(e, DS_EUNSUPPORTED, "%s: layer %lld: hash-routed MoE is not implemented yet", w,
+                              (long long)l);
+        case DS_FFN_UNSET:
+            return ds_err_set(e, DS_EINVAL, "%s: layer %lld: FFN kind not set (ds_config_derive_layers)", w,
+                              (long long)l);
+        default:
+            return ds_err_set(e, DS_EINVAL, "%s: layer %lld: unknown FFN kind %d", w, (long long)l, c->ffn_kind[l]);
+        }
+    }
+    return DS_OK;
+}
+
 int ds_config_validate(const ds_config *c, const char *w, ds_err *e) {
     if (c->n_head * (c->qk_nope_head_dim + c->qk_rope_head_dim) > BIG)
         return ds_err_set(e, DS_ERANGE, "%s: heads × head dim too large", w);
@@ -47,6 +92,8 @@ int ds_config_validate(const ds_config *c, const char *w, ds_err *e) {
     if (c->first_k_dense_replace > c->n_layer)
         return ds_err_set(e, DS_ERANGE, "%s: first_k_dense_replace = %lld exceeds num_hidden_layers = %lld", w,
                           (long long)c->first_k_dense_replace, (long long)c->n_layer);
+    int rc = validate_layers(c, w, e);
+    if (rc) return rc;
     if (c->yarn && !(c->rope_factor >= 1.0))
         return ds_err_set(e, DS_ERANGE, "%s: rope_scaling.factor must be >= 1", w);
     /* YaRN divides by ln(rope_theta) and takes ln(L0 / (2π beta)) */
@@ -251,6 +298,8 @@ static int parse_root(ds_config *c, json_t *j, const char *w, ds_err *e) {
             c->fp8_block_c = json_integer_value(json_array_get(bs, 1));
         }
     }
+    ds_config_derive_layers(c);
+    GI("hc_mult", false, 1, 1024, &c->n_streams);  /* hyper-connections: validate says they are not implemented */
 #undef GI
 #undef GN
     rc = ds_config_validate(c, w, e);

@@ -14,6 +14,12 @@
 #include "../core/base.h"
 
 typedef enum { DS_ARCH_V2 = 2, DS_ARCH_V3 = 3 } ds_arch;
+/* What each layer is made of (ds_config.attn_kind / ffn_kind). V2/V3 have
+ * MLA everywhere and dense or MoE FFNs; the other kinds are declared for
+ * later architectures and rejected by ds_config_validate until implemented. */
+typedef enum { DS_ATTN_UNSET = 0, DS_ATTN_MLA = 1 } ds_attn_kind;
+typedef enum { DS_FFN_UNSET = 0, DS_FFN_DENSE = 1, DS_FFN_MOE = 2, DS_FFN_HASH_MOE = 3 } ds_ffn_kind;
+#define DS_MAX_LAYERS (1024 + 8)  /* num_hidden_layers <= 1024, plus up to 8 MTP layers */
 typedef enum { DS_TOPK_GREEDY = 0, DS_TOPK_GROUP_LIMITED = 1, DS_TOPK_NOAUX_TC = 2 } ds_topk_method;
 typedef enum { DS_SCORE_SOFTMAX = 0, DS_SCORE_SIGMOID = 1 } ds_score_func;
 
@@ -41,6 +47,11 @@ typedef struct ds_config {
     bool norm_topk_prob;
     double routed_scaling_factor;
     int64_t n_mtp;               /* num_nextn_predict_layers */
+    /* per layer, main layers then MTP layers ([0, L + n_mtp)); filled by
+     * ds_config_derive_layers from first_k_dense_replace / moe_layer_freq */
+    uint8_t attn_kind[DS_MAX_LAYERS];  /* ds_attn_kind */
+    uint8_t ffn_kind[DS_MAX_LAYERS];   /* ds_ffn_kind */
+    int64_t n_streams;           /* residual streams (hyper-connections' hc_mult); 1 for V2/V3 */
     double rms_norm_eps;
     double rope_theta;
     int64_t max_position_embeddings;
@@ -62,8 +73,20 @@ int ds_config_parse(ds_config *c, const char *json, size_t len, const char *what
 /* Validates ranges and cross-field constraints (also after programmatic edits). */
 int ds_config_validate(const ds_config *c, const char *what, ds_err *e);
 
+/* Fills the per-layer kinds and n_streams of a V2/V3 config from its
+ * fields (MLA everywhere; MoE where l >= first_k_dense_replace and
+ * l % moe_layer_freq == 0, else dense; one residual stream). Parsers call
+ * it; call it again after editing those fields by hand. */
+void ds_config_derive_layers(ds_config *c);
+
 static inline bool ds_config_layer_is_moe(const ds_config *c, int64_t l) {
-    return c->n_routed_experts > 0 && l >= c->first_k_dense_replace && l % c->moe_layer_freq == 0;
+    return l >= 0 && l < DS_MAX_LAYERS && c->ffn_kind[l] == DS_FFN_MOE;
+}
+
+/* Floats per KV-cache row of layer l: MLA caches the latent and the roped key. */
+static inline int64_t ds_config_kv_width(const ds_config *c, int64_t l) {
+    (void)l;  /* every implemented attention kind is MLA */
+    return c->kv_lora_rank + c->qk_rope_head_dim;
 }
 
 /* Softmax scale: Dq^-0.5 · mscale² (YaRN). */

@@ -2,8 +2,9 @@
  * forward.c - the layer loop: embedding, decoder blocks, final norm, LM
  * head; the MTP module; the naive checking path.
  *
- *   h = Embed[tokens]                                   (T, D)
- *   for l < L:  h += MLA_l(RMSNorm(h)); h += FFN_l(RMSNorm(h))
+ *   h = Embed[tokens]                                   (T, n_streams = 1, D)
+ *   for l < L:  h += Attn_l(RMSNorm(h)); h += FFN_l(RMSNorm(h), tokens)
+ *               (kinds per layer: ds_config.attn_kind / ffn_kind)
  *   logits = lm_head(RMSNorm(h))                        (rows, V)
  *
  *   MTP (layer L): x = eh_proj([enorm(Embed[t+1]) ; hnorm(h_t)])
@@ -89,11 +90,26 @@ void ds_plan_matmul(const ds_seg *segs, int n_segs, float *y, int64_t ldy, const
 
 /* ------------------------------------------------------------- forward */
 
-int ds_block_forward(const ds_model *m, int64_t l, float *x, int64_t T, const ds_seg *segs, int n_segs,
-                     bool naive, ds_arena *a, ds_err *e) {
+/* out[T, D] = attention of layer l over xn, by the layer's attention kind */
+static int attn_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs,
+                        int n_segs, bool naive, ds_arena *a, ds_err *e) {
+    switch (m->cfg.attn_kind[l]) {
+    case DS_ATTN_MLA: return ds_mla_forward(m, l, out, xn, T, segs, n_segs, naive, a, e);
+    default:
+        return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: attention kind %d is not implemented", (long long)l,
+                          m->cfg.attn_kind[l]);
+    }
+}
+
+int ds_block_forward(const ds_model *m, int64_t l, float *x, const int32_t *tok, int64_t T, const ds_seg *segs,
+                     int n_segs, bool naive, ds_arena *a, ds_err *e) {
     const ds_layer_w *w = &m->layers[l];
     int64_t D = m->cfg.hidden_size;
     float eps = (float)m->cfg.rms_norm_eps;
+    /* x: (T, n_streams, D); with one stream the block reads and updates it in place */
+    if (m->cfg.n_streams != 1)
+        return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: %lld residual streams (hyper-connections) are not implemented",
+                          (long long)l, (long long)m->cfg.n_streams);
     ds_arena_mark mk = ds_arena_get_mark(a);
     float *xn = ds_arena_calloc(a, (size_t)(T * D), sizeof(float));   /* (T, D) */
     float *y = ds_arena_calloc(a, (size_t)(T * D), sizeof(float));    /* (T, D) */
@@ -101,11 +117,11 @@ int ds_block_forward(const ds_model *m, int64_t l, float *x, int64_t T, const ds
     int rc;
     /* attention */
     ds_rmsnorm(xn, x, w->attn_norm, T, D, eps);
-    if ((rc = ds_mla_forward(m, l, y, xn, T, segs, n_segs, naive, a, e))) return rc;
+    if ((rc = attn_forward(m, l, y, xn, T, segs, n_segs, naive, a, e))) return rc;
     for (int64_t i = 0; i < T * D; i++) x[i] += y[i];
     /* feed-forward */
     ds_rmsnorm(xn, x, w->ffn_norm, T, D, eps);
-    if ((rc = ds_ffn_forward(m, l, y, xn, T, segs, n_segs, a, e))) return rc;
+    if ((rc = ds_ffn_forward(m, l, y, xn, tok, T, segs, n_segs, a, e))) return rc;
     for (int64_t i = 0; i < T * D; i++) x[i] += y[i];
     ds_arena_release(a, mk);
     return DS_OK;
@@ -130,11 +146,13 @@ static int forward_main(const ds_model *m, ds_arena *a, ds_seq_chunk *chunks, in
         if ((rc = ds_kvcache_reserve(chunks[i].cache, chunks[i].cache->n_past + chunks[i].n, e))) return rc;
         T += chunks[i].n;
     }
-    float *x = ds_arena_calloc(a, (size_t)(T * D), sizeof(float));        /* (T, D) residual stream */
+    /* (T, n_streams, D) residual streams; one for V2/V3 (validated), the hidden state itself */
+    float *x = ds_arena_calloc(a, (size_t)(T * c->n_streams * D), sizeof(float));
+    int32_t *tok = ds_arena_array(a, (size_t)T, sizeof(int32_t));         /* (T) token ids, plan order */
     ds_seg *segs = ds_arena_calloc(a, (size_t)n_chunks, sizeof(ds_seg));  /* plan order */
     int *order = ds_arena_calloc(a, (size_t)n_chunks, sizeof(int));       /* plan position -> chunk */
     int *where = ds_arena_calloc(a, (size_t)n_chunks, sizeof(int));       /* chunk -> plan position */
-    if (!x || !segs || !order || !where) return ds_err_set(e, DS_ENOMEM, "out of memory for %lld tokens", (long long)T);
+    if (!x || !tok || !segs || !order || !where) return ds_err_set(e, DS_ENOMEM, "out of memory for %lld tokens", (long long)T);
     /* plan order: chunks shorter than a token block first (computed per
      * token), then each longer chunk as its own block (ds_plan_jobs) */
     int k = 0;
@@ -146,10 +164,11 @@ static int forward_main(const ds_model *m, ds_arena *a, ds_seq_chunk *chunks, in
         const ds_seq_chunk *ch = &chunks[order[p]];
         segs[p] = (ds_seg){ ch->cache, t0, ch->n, ch->cache->n_past };
         for (int64_t j = 0; j < ch->n; j++) ds_tensor_row_f32(&m->embed, ch->tokens[j], 0, D, x + (t0 + j) * D);
+        memcpy(tok + t0, ch->tokens, (size_t)ch->n * sizeof(int32_t));
         t0 += ch->n;
     }
     for (int64_t l = 0; l < c->n_layer; l++)
-        if ((rc = ds_block_forward(m, l, x, T, segs, n_chunks, false, a, e))) return rc;
+        if ((rc = ds_block_forward(m, l, x, tok, T, segs, n_chunks, false, a, e))) return rc;
     ds_rmsnorm(x, x, m->final_norm, T, D, (float)c->rms_norm_eps);
     if (hidden) {
         int64_t h0 = 0;
@@ -231,7 +250,7 @@ static int forward_mtp(const ds_model *m, ds_arena *a, ds_kvcache *cache, const 
     }
     ds_matmul(x, D, cat, 2 * D, &w->eh_proj, 0, D, n);
     ds_seg seg = { cache, 0, n, cache->mtp_n_past };
-    if ((rc = ds_block_forward(m, l, x, n, &seg, 1, false, a, e))) return rc;
+    if ((rc = ds_block_forward(m, l, x, next_tokens, n, &seg, 1, false, a, e))) return rc;
     if (logits) {
         ds_rmsnorm(x, x, w->head_norm, n, D, eps);
         const ds_tensor *head = ds_tensor_present(&w->head) ? &w->head : &m->lm_head;
@@ -261,7 +280,7 @@ static int forward_naive(const ds_model *m, ds_arena *a, const int32_t *tokens, 
     if (!x) { ds_kvcache_free(&cache); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
     for (int64_t t = 0; t < T; t++) ds_tensor_row_f32(&m->embed, tokens[t], 0, D, x + t * D);
     ds_seg seg = { &cache, 0, T, 0 };
-    for (int64_t l = 0; l < c->n_layer && !rc; l++) rc = ds_block_forward(m, l, x, T, &seg, 1, true, a, e);
+    for (int64_t l = 0; l < c->n_layer && !rc; l++) rc = ds_block_forward(m, l, x, tokens, T, &seg, 1, true, a, e);
     if (!rc) {
         ds_rmsnorm(x, x, m->final_norm, T, D, (float)c->rms_norm_eps);
         ds_matmul(logits, V, x, D, &m->lm_head, 0, V, T);

@@ -1,7 +1,7 @@
 /*
- * kvcache.c - the MLA latent cache of one sequence (see model.h).
- * Per layer and position: c (Rkv, after kv_a_layernorm) then k_pe (Dr,
- * after RoPE). Grows by doubling up to max_ctx. Optional quantized rows
+ * kvcache.c - the attention cache of one sequence (see model.h), one row
+ * layout per layer (width[l], row_bytes[l]). MLA layers store per
+ * position c (Rkv, after kv_a_layernorm) then k_pe (Dr, after RoPE). Grows by doubling up to max_ctx. Optional quantized rows
  * (Q8 / FP8 with per-block fp32 scales) cut its memory ~3.6x.
  */
 #include "model.h"
@@ -68,11 +68,17 @@ static void dequant_row(ds_kv_type t, const uint8_t *in, int64_t W, float *y) {
     }
 }
 
+/* bytes of a stored row of layer l (hand-built views: fp32, no row_bytes) */
+static size_t row_bytes(const ds_kvcache *c, int64_t l) {
+    return c->row_bytes ? c->row_bytes[l] : (size_t)c->width[l] * sizeof(float);
+}
+
 int ds_kvcache_set_type(ds_kvcache *c, ds_kv_type t, ds_err *e) {
     if (t != DS_KV_F32 && t != DS_KV_Q8 && t != DS_KV_FP8) return ds_err_set(e, DS_EINVAL, "unknown KV cache type %d", (int)t);
     if (c->cap > 0) return ds_err_set(e, DS_EINVAL, "the KV cache type must be set before first use");
+    if (!c->row_bytes) return ds_err_set(e, DS_EINVAL, "a KV cache view has no storage type");
     c->type = t;
-    c->row_bytes = ds_kv_row_bytes(t, c->width);
+    for (int64_t l = 0; l < c->n_layer; l++) c->row_bytes[l] = ds_kv_row_bytes(t, c->width[l]);
     if (t != DS_KV_F32 && !c->kvq) {
         ds_dtype_init();
         c->kvq = calloc((size_t)c->n_layer, sizeof *c->kvq);
@@ -83,13 +89,15 @@ int ds_kvcache_set_type(ds_kvcache *c, ds_kv_type t, ds_err *e) {
 
 void ds_kvcache_write_row(ds_kvcache *c, int64_t l, int64_t pos, const float *row) {
     DS_ASSERT(pos >= 0 && pos < c->cap);
-    if (c->type == DS_KV_F32) memcpy(c->kv[l] + pos * c->width, row, (size_t)c->width * sizeof(float));
-    else quant_row(c->type, row, c->width, c->kvq[l] + (size_t)pos * c->row_bytes);
+    int64_t W = c->width[l];
+    if (c->type == DS_KV_F32) memcpy(c->kv[l] + pos * W, row, (size_t)W * sizeof(float));
+    else quant_row(c->type, row, W, c->kvq[l] + (size_t)pos * c->row_bytes[l]);
 }
 
 const float *ds_kvcache_rows_f32(const ds_kvcache *c, int64_t l, int64_t n, float *scratch) {
     if (c->type == DS_KV_F32) return c->kv[l];
-    for (int64_t i = 0; i < n; i++) dequant_row(c->type, c->kvq[l] + (size_t)i * c->row_bytes, c->width, scratch + i * c->width);
+    int64_t W = c->width[l];
+    for (int64_t i = 0; i < n; i++) dequant_row(c->type, c->kvq[l] + (size_t)i * c->row_bytes[l], W, scratch + i * W);
     return scratch;
 }
 
@@ -97,12 +105,16 @@ int ds_kvcache_init(ds_kvcache *c, const ds_model *m, int64_t max_ctx, ds_err *e
     memset(c, 0, sizeof *c);
     if (max_ctx < 1) return ds_err_set(e, DS_EINVAL, "context size must be >= 1");
     c->n_layer = m->cfg.n_layer + m->n_mtp;
-    c->width = m->cfg.kv_lora_rank + m->cfg.qk_rope_head_dim;
     c->max_ctx = max_ctx;
     c->kv = calloc((size_t)c->n_layer, sizeof *c->kv);
-    if (!c->kv) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    c->width = calloc((size_t)c->n_layer, sizeof *c->width);
+    c->row_bytes = calloc((size_t)c->n_layer, sizeof *c->row_bytes);
+    if (!c->kv || !c->width || !c->row_bytes) { ds_kvcache_free(c); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
     c->type = DS_KV_F32;
-    c->row_bytes = ds_kv_row_bytes(DS_KV_F32, c->width);
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        c->width[l] = ds_config_kv_width(&m->cfg, l);
+        c->row_bytes[l] = ds_kv_row_bytes(DS_KV_F32, c->width[l]);
+    }
     return DS_OK;
 }
 
@@ -114,6 +126,8 @@ void ds_kvcache_free(ds_kvcache *c) {
         for (int64_t l = 0; l < c->n_layer; l++) ds_free(c->kvq[l]);
     free(c->kv);
     free(c->kvq);
+    free(c->width);
+    free(c->row_bytes);
     memset(c, 0, sizeof *c);
 }
 
@@ -132,16 +146,16 @@ int ds_kvcache_reserve(ds_kvcache *c, int64_t upto, ds_err *e) {
     int64_t cap = c->cap ? c->cap : 256;
     while (cap < upto) cap *= 2;
     if (cap > c->max_ctx) cap = c->max_ctx;
-    if (c->row_bytes == 0) c->row_bytes = (size_t)c->width * sizeof(float);  /* views built by hand */
     for (int64_t l = 0; l < c->n_layer; l++) {
-        uint8_t *nb = ds_alloc((size_t)cap * c->row_bytes);
+        size_t rb = row_bytes(c, l);
+        uint8_t *nb = ds_alloc((size_t)cap * rb);
         if (!nb) return ds_err_set(e, DS_ENOMEM, "out of memory growing the KV cache to %lld positions", (long long)cap);
         if (c->type == DS_KV_F32) {
-            if (c->kv[l]) memcpy(nb, c->kv[l], (size_t)c->cap * c->row_bytes);
+            if (c->kv[l]) memcpy(nb, c->kv[l], (size_t)c->cap * rb);
             ds_free(c->kv[l]);
             c->kv[l] = (float *)nb;
         } else {
-            if (c->kvq[l]) memcpy(nb, c->kvq[l], (size_t)c->cap * c->row_bytes);
+            if (c->kvq[l]) memcpy(nb, c->kvq[l], (size_t)c->cap * rb);
             ds_free(c->kvq[l]);
             c->kvq[l] = nb;
         }
@@ -151,12 +165,27 @@ int ds_kvcache_reserve(ds_kvcache *c, int64_t upto, ds_err *e) {
 }
 
 int64_t ds_kvcache_bytes_per_token(const ds_model *m) {
-    return (m->cfg.kv_lora_rank + m->cfg.qk_rope_head_dim) * m->cfg.n_layer * (int64_t)sizeof(float);
+    int64_t n = 0;
+    for (int64_t l = 0; l < m->cfg.n_layer; l++) n += ds_config_kv_width(&m->cfg, l);
+    return n * (int64_t)sizeof(float);
+}
+
+int64_t ds_kvcache_bytes_per_pos(const ds_kvcache *c, int64_t n_layers) {
+    int64_t n = 0;
+    for (int64_t l = 0; l < n_layers && l < c->n_layer; l++) n += (int64_t)row_bytes(c, l);
+    return n;
+}
+
+int64_t ds_kvcache_uniform_width(const ds_kvcache *c) {
+    for (int64_t l = 1; l < c->n_layer; l++)
+        if (c->width[l] != c->width[0]) return -1;
+    return c->n_layer > 0 ? c->width[0] : 0;
 }
 
 int ds_kvcache_copy_prefix(ds_kvcache *dst, const ds_kvcache *src, int64_t n, ds_err *e) {
-    if (dst->width != src->width || dst->n_layer != src->n_layer)
-        return ds_err_set(e, DS_EINVAL, "KV caches of different models");
+    bool same = dst->n_layer == src->n_layer;
+    for (int64_t l = 0; same && l < dst->n_layer; l++) same = dst->width[l] == src->width[l];
+    if (!same) return ds_err_set(e, DS_EINVAL, "KV caches of different models");
     if (dst->type != src->type)
         return ds_err_set(e, DS_EINVAL, "KV caches of different types (%s vs %s)", ds_kv_type_name(dst->type),
                           ds_kv_type_name(src->type));
@@ -166,8 +195,8 @@ int ds_kvcache_copy_prefix(ds_kvcache *dst, const ds_kvcache *src, int64_t n, ds
     if (rc) return rc;
     for (int64_t l = 0; l < dst->n_layer; l++) {
         if (n <= 0) continue;
-        if (dst->type == DS_KV_F32) memcpy(dst->kv[l], src->kv[l], (size_t)n * (size_t)dst->width * sizeof(float));
-        else memcpy(dst->kvq[l], src->kvq[l], (size_t)n * dst->row_bytes);
+        if (dst->type == DS_KV_F32) memcpy(dst->kv[l], src->kv[l], (size_t)n * (size_t)dst->width[l] * sizeof(float));
+        else memcpy(dst->kvq[l], src->kvq[l], (size_t)n * row_bytes(dst, l));
     }
     dst->n_past = n;
     dst->mtp_n_past = 0;

@@ -69,6 +69,9 @@ typedef struct ds_model {
     int64_t expert_lo, expert_hi; /* routed experts this process owns, [lo, hi): all of them
                                      ([0, E)) in one process; experts[x] is indexed by the
                                      global id x and is empty outside the range */
+    int64_t n_ranks;      /* processes the routed experts are spread over; 0: this one only */
+    const int64_t *rank_experts; /* [n_ranks + 1] ascending: rank q owns experts [rank_experts[q],
+                                    rank_experts[q+1]) (moe_exchange.c); caller-owned */
     int64_t n_mtp;        /* MTP layers actually present (0 if not stored) */
     float *inv_freq;      /* (Dr/2) YaRN-adjusted rotary frequencies */
     float attn_scale;     /* softmax scale incl. mscale² */
@@ -144,15 +147,16 @@ typedef enum ds_kv_type { DS_KV_F32 = 0, DS_KV_Q8 = 1, DS_KV_FP8 = 2 } ds_kv_typ
 
 typedef struct ds_kvcache {
     int64_t n_layer;      /* L + n_mtp */
-    int64_t width;        /* Rkv + Dr */
+    int64_t *width;       /* [n_layer] floats per row, by the layer's attention kind
+                             (ds_config_kv_width; MLA: Rkv + Dr) */
     int64_t cap;          /* allocated positions per layer */
     int64_t max_ctx;      /* hard limit */
     int64_t n_past;       /* main-model positions filled */
     int64_t mtp_n_past;   /* MTP positions filled */
-    float **kv;           /* [n_layer] -> (cap, width), fp32 storage only */
+    float **kv;           /* [n_layer] -> (cap, width[l]), fp32 storage only */
     ds_kv_type type;      /* DS_KV_F32 unless set */
-    uint8_t **kvq;        /* [n_layer] -> (cap, row_bytes), quantized storage only */
-    size_t row_bytes;     /* bytes per stored row */
+    uint8_t **kvq;        /* [n_layer] -> (cap, row_bytes[l]), quantized storage only */
+    size_t *row_bytes;    /* [n_layer] bytes per stored row; NULL in hand-built fp32 views */
 } ds_kvcache;
 
 int ds_kvcache_init(ds_kvcache *c, const ds_model *m, int64_t max_ctx, ds_err *e);
@@ -165,6 +169,10 @@ void ds_kvcache_truncate(ds_kvcache *c, int64_t n);
 int ds_kvcache_copy_prefix(ds_kvcache *dst, const ds_kvcache *src, int64_t n, ds_err *e);
 /* Bytes per token of cache (all main layers), as stored (fp32). */
 int64_t ds_kvcache_bytes_per_token(const ds_model *m);
+/* Bytes of one position over layers [0, n_layers), in the cache's storage type. */
+int64_t ds_kvcache_bytes_per_pos(const ds_kvcache *c, int64_t n_layers);
+/* The row width shared by all layers, or -1 if the layers differ. */
+int64_t ds_kvcache_uniform_width(const ds_kvcache *c);
 
 /* Selects the storage of an empty cache (right after init). */
 int ds_kvcache_set_type(ds_kvcache *c, ds_kv_type t, ds_err *e);
@@ -173,10 +181,10 @@ int ds_kv_type_from_name(const char *s);
 const char *ds_kv_type_name(ds_kv_type t);
 /* Bytes of one stored row of `width` values. */
 size_t ds_kv_row_bytes(ds_kv_type t, int64_t width);
-/* Stores row (width floats) at position pos of layer l (quantizing if needed). */
+/* Stores row (width[l] floats) at position pos of layer l (quantizing if needed). */
 void ds_kvcache_write_row(ds_kvcache *c, int64_t l, int64_t pos, const float *row);
 /* Rows [0, n) of layer l as fp32: the storage itself (F32) or dequantized
- * into scratch (n x width floats, caller-owned). */
+ * into scratch (n x width[l] floats, caller-owned). */
 const float *ds_kvcache_rows_f32(const ds_kvcache *c, int64_t l, int64_t n, float *scratch);
 
 /* -------------------------------------------------------------- forward */

@@ -264,6 +264,7 @@ int ds_model_gguf_config(const ds_gguf *g, ds_config *c, ds_err *e) {
     if ((rc = ds_gguf_get_int(g, "tokenizer.ggml.bos_token_id", false, 0, 1 << 24, &c->bos_token_id, e))) return rc;
     if ((rc = ds_gguf_get_int(g, "tokenizer.ggml.eos_token_id", false, 0, 1 << 24, &c->eos_token_id, e))) return rc;
     c->tie_word_embeddings = ds_gguf_find_tensor(g, "output.weight") == NULL;
+    ds_config_derive_layers(c);
     return ds_config_validate(c, g->what, e);
 }
 

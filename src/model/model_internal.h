@@ -1,6 +1,7 @@
 /*
- * model_internal.h - private glue between model.c, forward.c, mla.c and
- * moe.c: the forward context's layout and the per-layer entry points.
+ * model_internal.h - private glue between model.c, forward.c, mla.c,
+ * moe.c and moe_exchange.c: the forward-pass workspace, the per-layer
+ * entry points and the MoE pipeline's stages.
  */
 #ifndef DS_MODEL_INTERNAL_H
 #define DS_MODEL_INTERNAL_H
@@ -44,9 +45,50 @@ void ds_plan_matmul(const ds_seg *segs, int n_segs, float *y, int64_t ldy, const
 int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
                    const ds_seg *segs, int n_segs, bool naive, ds_arena *a, ds_err *e);
 
-/* out[T, D] = FFN(xn) for layer l (dense SwiGLU or MoE). */
-int ds_ffn_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs,
-                   int n_segs, ds_arena *a, ds_err *e);
+/* out[T, D] = FFN(xn) for layer l, by the layer's FFN kind (dense SwiGLU
+ * or MoE). tok[T]: the batch's token ids (hash-routed MoE routes on them). */
+int ds_ffn_forward(const ds_model *m, int64_t l, float *out, const float *xn, const int32_t *tok, int64_t T,
+                   const ds_seg *segs, int n_segs, ds_arena *a, ds_err *e);
+
+/* The MoE pipeline (moe.c): route -> pack -> exchange -> local experts ->
+ * combine. A routed row (a token's k-th choice) travels with its
+ * bookkeeping to whichever process owns its expert and its output comes
+ * back to the same packed position; the combine then adds each token's
+ * contributions in packed order (expert id ascending), so the sums are
+ * bit-identical however the experts are spread over processes. */
+typedef struct ds_moe_slot {
+    int64_t token;   /* row of the origin's batch */
+    int32_t expert;  /* global expert id */
+    int32_t k;       /* position in the token's top-K */
+    float weight;    /* combine weight w_k */
+    int32_t block;   /* matmul block of the row: 0 = the per-token rows, s+1 = long segment s
+                        (the expert matmuls split as they would with each sequence alone) */
+} ds_moe_slot;
+
+/* The origin's shared experts, y (T, D) = Shared(x), run in the same
+ * matmul passes as its local experts (with MPI: while the rows travel). */
+typedef struct ds_moe_shared {
+    const ds_mlp_w *w;
+    const float *x;
+    float *y;
+    int64_t T;
+    const ds_seg *segs;
+    int n_segs;
+} ds_moe_shared;
+
+/* y[n, D] = Expert_{slot[i].expert}(x[i]) for n received rows grouped by
+ * expert ascending; every expert must lie in [lo, hi) and be loaded here
+ * ([m->expert_lo, m->expert_hi)). `sh` (or NULL) joins the same passes. */
+int ds_moe_local_experts(const ds_model *m, int64_t l, int64_t lo, int64_t hi, const ds_moe_slot *slot,
+                         const float *x, int64_t n, float *y, const ds_moe_shared *sh, ds_arena *a, ds_err *e);
+
+/* The expert exchange (moe_exchange.c), the call an MPI layer implements:
+ * packed rows (slot[R] + x (R, D), grouped by expert ascending) go out to
+ * the processes owning their experts, which run ds_moe_local_experts; the
+ * outputs come back into y (R, D) at the rows' packed positions. `sh`:
+ * this process's shared experts, run alongside its own local experts. */
+int ds_moe_exchange(const ds_model *m, int64_t l, const ds_moe_slot *slot, const float *x, int64_t R, float *y,
+                    const ds_moe_shared *sh, ds_arena *a, ds_err *e);
 
 /* Expert selection for one token (spec §5.2-5.4). logits[E] are router
  * logits; bias[E] (noaux_tc only) is used for selection only. Writes the K
@@ -55,9 +97,11 @@ int ds_ffn_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
 void ds_moe_route(const ds_config *c, const float *logits, const float *bias, int32_t *idx, float *wt,
                   float *scores, float *tmp);
 
-/* One decoder block in place: x += MLA(norm(x)); x += FFN(norm(x)). */
-int ds_block_forward(const ds_model *m, int64_t l, float *x, int64_t T, const ds_seg *segs, int n_segs,
-                     bool naive, ds_arena *a, ds_err *e);
+/* One decoder block in place on the residual streams x (T, n_streams, D):
+ * x += Attn(norm(x)); x += FFN(norm(x), tok), dispatched on the layer's
+ * kinds. tok[T]: the token ids of the batch rows. */
+int ds_block_forward(const ds_model *m, int64_t l, float *x, const int32_t *tok, int64_t T, const ds_seg *segs,
+                     int n_segs, bool naive, ds_arena *a, ds_err *e);
 
 /* Sets m->expert_lo/hi from o (NULL: all experts), checked against m->cfg (model.c). */
 int ds_model_expert_range(ds_model *m, const ds_model_opts *o, ds_err *e);

@@ -11,8 +11,14 @@
  *   noaux_tc:             group score = sum of the group's top-2 choice
  *   keep topk_group groups, dropped groups -> -inf, then top-K
  *   w = s[idx] (/ Σ if norm_topk_prob) · routed_scaling_factor
+ * The MoE layer is a pipeline (moe_forward):
+ *   route    router logits, ds_moe_route per token         idx, w (T, K)
+ *   pack     rows grouped by expert id, token order within    slot[R] + x (R, D), R = T·K
+ *   exchange rows to the processes owning their experts, outputs back (moe_exchange.c)
+ *   local    ds_moe_local_experts: the experts of [lo, hi) on the rows received
+ *   combine  out[t] = Σ over packed rows (expert id ascending) of w·y, then + Shared(x)
  * Routed outputs are accumulated in expert-id order, then the shared
- * experts are added (the order transformers uses).
+ * experts are added (the order transformers uses), wherever they ran.
  */
 #include "model_internal.h"
 #include "../core/thread.h"
@@ -51,6 +57,20 @@ static void topk(const float *v, int64_t n, int64_t k, int32_t *idx) {
     }
 }
 
+/* How many of v[n] topk would pick before v[g]: the order is value
+ * descending, NaN last, ties to the lower index. */
+static int64_t rank_of(const float *v, int64_t n, int64_t g) {
+    int64_t r = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (i == g) continue;
+        bool nan_i = isnan(v[i]), nan_g = isnan(v[g]);
+        if (nan_i != nan_g) r += nan_g;
+        else if (nan_i || v[i] == v[g]) r += i < g;
+        else r += v[i] > v[g];
+    }
+    return r;
+}
+
 void ds_moe_route(const ds_config *c, const float *logits, const float *bias, int32_t *idx, float *wt,
                   float *scores, float *tmp) {
     int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, G = c->n_group, per = E / G;
@@ -76,15 +96,11 @@ void ds_moe_route(const ds_config *c, const float *logits, const float *bias, in
                 gs[g] = mx;
             }
         }
-        int32_t keep[1024];
-        int64_t kg = c->topk_group > 1024 ? 1024 : c->topk_group;
-        topk(gs, G, kg, keep);
-        for (int64_t g = 0; g < G; g++) {
-            bool kept = false;
-            for (int64_t q = 0; q < kg; q++) if (keep[q] == g) kept = true;
-            if (!kept)
+        /* the topk_group best groups are kept: those ranked below topk_group
+         * in topk's order (any topk_group <= n_group, no buffer to cap it) */
+        for (int64_t g = 0; g < G; g++)
+            if (rank_of(gs, G, g) >= c->topk_group)
                 for (int64_t i = 0; i < per; i++) choice[g * per + i] = -INFINITY;
-        }
     }
     topk(choice, E, K, idx);
     double sum = 0;
@@ -96,136 +112,167 @@ void ds_moe_route(const ds_config *c, const float *logits, const float *bias, in
     }
 }
 
-/* Jobs for expert x: its rows [r0, r1) (grouped by expert, in token
- * order) split like the batch plan. Rows of tokens in the per-token region
- * [0, S) form one per-token job; the rows of each long segment form a job
- * of their own, as they would if that sequence ran alone. */
-static int expert_jobs(ds_mm_job *jobs, const int64_t *rows, int64_t r0, int64_t r1, const ds_seg *segs, int n_segs,
-                       int64_t S, float *y, int64_t ldy, const float *x, int64_t ldx, const ds_tensor *w, int64_t N) {
+/* ---------------------------------------------------------------- local experts */
+
+/* Jobs for one expert's rows [r0, r1) (token order): one job per run of
+ * rows of the same matmul block, per-token for block 0, so the split is
+ * that of the batch plan (ds_plan_jobs) whoever computes it. */
+static int expert_jobs(ds_mm_job *jobs, const ds_moe_slot *slot, int64_t r0, int64_t r1, float *y, int64_t ldy,
+                       const float *x, int64_t ldx, const ds_tensor *w, int64_t N) {
     int nj = 0;
-    int64_t r = r0;
-    int64_t e = r;
-    while (e < r1 && rows[e] < S) e++;
-    if (e > r) jobs[nj++] = (ds_mm_job){ y + r * ldy, ldy, x + r * ldx, ldx, w, 0, N, e - r, true };
-    r = e;
-    for (int s = 0; s < n_segs && r < r1; s++) {
-        if (segs[s].n < DS_TOKEN_BLOCK_MIN) continue;
-        int64_t end = segs[s].t0 + segs[s].n;
-        e = r;
-        while (e < r1 && rows[e] < end) e++;
-        if (e > r) jobs[nj++] = (ds_mm_job){ y + r * ldy, ldy, x + r * ldx, ldx, w, 0, N, e - r, false };
-        r = e;
+    for (int64_t r = r0, e; r < r1; r = e) {
+        for (e = r + 1; e < r1 && slot[e].block == slot[r].block;) e++;
+        jobs[nj++] = (ds_mm_job){ y + r * ldy, ldy, x + r * ldx, ldx, w, 0, N, e - r, slot[r].block == 0 };
     }
     return nj;
 }
 
-/* The gather of routed rows and the combine, split across threads. */
+int ds_moe_local_experts(const ds_model *m, int64_t l, int64_t lo, int64_t hi, const ds_moe_slot *slot,
+                         const float *x, int64_t n, float *y, const ds_moe_shared *sh, ds_arena *a, ds_err *e) {
+    const ds_layer_w *w = &m->layers[l];
+    int64_t D = m->cfg.hidden_size, F = m->cfg.moe_intermediate_size;
+    int64_t Ts = sh ? sh->T : 0, Fs = sh ? ds_tensor_rows(&sh->w->gate) : 0;
+    if (n <= 0 && !sh) return DS_OK;
+    for (int64_t r = 0; r < n; r++)
+        if (slot[r].expert < lo || slot[r].expert >= hi || slot[r].expert < m->expert_lo ||
+            slot[r].expert >= m->expert_hi || (r > 0 && slot[r].expert < slot[r - 1].expert))
+            return ds_err_set(e, DS_EINVAL, "layer %lld: routed row for expert %d outside the local experts "
+                              "[%lld, %lld) (loaded: [%lld, %lld)) or out of order", (long long)l, slot[r].expert,
+                              (long long)lo, (long long)hi, (long long)m->expert_lo, (long long)m->expert_hi);
+    ds_arena_mark mk = ds_arena_get_mark(a);
+    /* every row of these is written before it is read: no zero fill */
+    float *g = ds_arena_array(a, (size_t)(n * F + Ts * Fs), sizeof(float));   /* (n, F) + shared (Ts, Fs) */
+    float *u = ds_arena_array(a, (size_t)(n * F + Ts * Fs), sizeof(float));
+    int max_jobs = (int)(2 * n + 2 * (sh ? sh->n_segs + 1 : 0));  /* a routed job has >= 1 row */
+    ds_mm_job *jobs = ds_arena_calloc(a, (size_t)DS_MAX(max_jobs, 1), sizeof(ds_mm_job));
+    if (!g || !u || !jobs) return ds_err_set(e, DS_ENOMEM, "out of memory in the experts of layer %lld", (long long)l);
+    /* gate and up projections of every expert (and the shared ones) in one pass, then the down projections */
+    int nj = 0;
+    for (int64_t r0 = 0, r1; r0 < n; r0 = r1) {
+        for (r1 = r0 + 1; r1 < n && slot[r1].expert == slot[r0].expert;) r1++;
+        const ds_mlp_w *ex = &w->experts[slot[r0].expert];
+        nj += expert_jobs(jobs + nj, slot, r0, r1, g, F, x, D, &ex->gate, F);
+        nj += expert_jobs(jobs + nj, slot, r0, r1, u, F, x, D, &ex->up, F);
+    }
+    if (sh) {
+        nj += ds_plan_jobs(sh->segs, sh->n_segs, jobs + nj, g + n * F, Fs, sh->x, D, &sh->w->gate, 0, Fs);
+        nj += ds_plan_jobs(sh->segs, sh->n_segs, jobs + nj, u + n * F, Fs, sh->x, D, &sh->w->up, 0, Fs);
+    }
+    DS_ASSERT(nj <= max_jobs);
+    ds_matmul_multi(jobs, nj);
+    ds_silu_mul(g, g, u, n * F + Ts * Fs);
+    nj = 0;
+    for (int64_t r0 = 0, r1; r0 < n; r0 = r1) {
+        for (r1 = r0 + 1; r1 < n && slot[r1].expert == slot[r0].expert;) r1++;
+        nj += expert_jobs(jobs + nj, slot, r0, r1, y, D, g, F, &w->experts[slot[r0].expert].down, D);
+    }
+    if (sh) nj += ds_plan_jobs(sh->segs, sh->n_segs, jobs + nj, sh->y, D, g + n * F, Fs, &sh->w->down, 0, D);
+    ds_matmul_multi(jobs, nj);
+    ds_arena_release(a, mk);
+    return DS_OK;
+}
+
+/* ---------------------------------------------------------------- pack and combine */
+
 typedef struct {
     float *out, *xe;
-    const float *xn, *ye;
-    const int64_t *rows;
-    const float *rw;
+    const float *xn, *ye, *ys;
+    const ds_moe_slot *slot;
     int64_t R, T, D;
-    bool shared;
 } moe_io;
 
-/* xe[r] = xn[rows[r]] for r in [r0, r1) */
+/* pack: xe[r] = xn[slot[r].token] for r in [r0, r1) */
 static void gather_worker(void *vctx, int64_t r0, int64_t r1, int tid) {
     (void)tid;
     moe_io *c = vctx;
-    for (int64_t r = r0; r < r1; r++) memcpy(c->xe + r * c->D, c->xn + c->rows[r] * c->D, (size_t)c->D * sizeof(float));
+    for (int64_t r = r0; r < r1; r++)
+        memcpy(c->xe + r * c->D, c->xn + c->slot[r].token * c->D, (size_t)c->D * sizeof(float));
 }
 
-/* Columns [d0, d1) of out: the routed rows added in expert-id order (rows
- * are grouped by expert), then the shared experts; every element sees the
- * same sequence of operations whatever the split. */
+/* Columns [d0, d1) of out: the routed rows added in packed order (expert id
+ * ascending), then the shared experts; every element sees the same
+ * sequence of operations whatever the split. */
 static void combine_worker(void *vctx, int64_t d0, int64_t d1, int tid) {
     (void)tid;
     moe_io *c = vctx;
     int64_t D = c->D, n = d1 - d0;
     for (int64_t t = 0; t < c->T; t++) memset(c->out + t * D + d0, 0, (size_t)n * sizeof(float));
     for (int64_t r = 0; r < c->R; r++) {
-        float *o = c->out + c->rows[r] * D + d0;
+        float *o = c->out + c->slot[r].token * D + d0;
         const float *y = c->ye + r * D + d0;
-        float w = c->rw[r];
+        float w = c->slot[r].weight;
         for (int64_t d = 0; d < n; d++) o[d] += w * y[d];
     }
-    if (c->shared)
+    if (c->ys)
         for (int64_t t = 0; t < c->T; t++) {
             float *o = c->out + t * D + d0;
-            const float *y = c->ye + (c->R + t) * D + d0;
+            const float *y = c->ys + t * D + d0;
             for (int64_t d = 0; d < n; d++) o[d] += y[d];
         }
 }
 
-int ds_ffn_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs,
-                   int n_segs, ds_arena *a, ds_err *e) {
+/* out[T, D] = MoE(xn): route, pack, exchange (the local experts run
+ * there), shared experts, combine. */
+static int moe_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs, int n_segs,
+                       ds_arena *a, ds_err *e) {
     const ds_config *c = &m->cfg;
     const ds_layer_w *w = &m->layers[l];
-    int64_t D = c->hidden_size;
-    int oom = 0;
-    if (!w->is_moe) {
-        mlp_forward(out, xn, T, D, &w->mlp, segs, n_segs, a, &oom);
-        return oom ? ds_err_set(e, DS_ENOMEM, "out of memory in MLP") : DS_OK;
-    }
-    int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
-    int64_t Fs = c->n_shared_experts * F, S = ds_plan_small_tokens(segs, n_segs);
+    int64_t D = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok;
+    int64_t Fs = c->n_shared_experts * c->moe_intermediate_size;
+    /* route */
     float *logits = ds_arena_calloc(a, (size_t)(T * E), sizeof(float));  /* (T, E) */
     int32_t *idx = ds_arena_calloc(a, (size_t)(T * K), sizeof(int32_t)); /* (T, K) */
     float *wt = ds_arena_calloc(a, (size_t)(T * K), sizeof(float));      /* (T, K) */
     float *scores = ds_arena_calloc(a, (size_t)E, sizeof(float));
     float *tmp = ds_arena_calloc(a, (size_t)(E + c->n_group), sizeof(float));
-    int64_t *start = ds_arena_calloc(a, (size_t)E + 1, sizeof(int64_t));   /* (E+1) row offsets per expert */
+    int64_t *start = ds_arena_calloc(a, (size_t)E + 1, sizeof(int64_t));   /* (E+1) packed row offsets per expert */
     int64_t *fill = ds_arena_calloc(a, (size_t)E + 1, sizeof(int64_t));
-    if (!logits || !idx || !wt || !scores || !tmp || !start || !fill) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+    int32_t *block = ds_arena_calloc(a, (size_t)DS_MAX(T, 1), sizeof(int32_t));  /* (T) matmul block of each token */
+    if (!logits || !idx || !wt || !scores || !tmp || !start || !fill || !block)
+        return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
     ds_plan_matmul(segs, n_segs, logits, E, xn, D, &w->router, 0, E);
     for (int64_t t = 0; t < T; t++) {
         ds_moe_route(c, logits + t * E, w->router_bias, idx + t * K, wt + t * K, scores, tmp);
         for (int64_t k = 0; k < K; k++) start[idx[t * K + k] + 1]++;
     }
     for (int64_t x = 0; x < E; x++) start[x + 1] += start[x];
-    int64_t R = T * K;  /* routed rows, grouped by expert, each group in token order */
-    /* every row of these is written before it is read: no zero fill */
-    float *xe = ds_arena_array(a, (size_t)(R * D), sizeof(float));     /* (R, D) gathered inputs */
-    float *g = ds_arena_array(a, (size_t)(R * F + T * Fs), sizeof(float));  /* (R, F) + shared (T, Fs) */
-    float *u = ds_arena_array(a, (size_t)(R * F + T * Fs), sizeof(float));
-    float *ye = ds_arena_array(a, (size_t)(R * D + T * D), sizeof(float));  /* (R, D) + shared (T, D) */
-    int64_t *rows = ds_arena_calloc(a, (size_t)R, sizeof(int64_t));        /* token of each routed row */
-    float *rw = ds_arena_calloc(a, (size_t)R, sizeof(float));               /* its combine weight */
-    int max_jobs = (int)(2 * (E + 1) * (n_segs + 1));
-    ds_mm_job *jobs = ds_arena_calloc(a, (size_t)max_jobs, sizeof(ds_mm_job));
-    if (!xe || !g || !u || !ye || !rows || !rw || !jobs) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+    for (int s = 0; s < n_segs; s++)
+        if (segs[s].n >= DS_TOKEN_BLOCK_MIN)
+            for (int64_t t = segs[s].t0; t < segs[s].t0 + segs[s].n; t++) block[t] = s + 1;
+    /* pack: rows grouped by expert, each group in token order */
+    int64_t R = T * K;
+    ds_moe_slot *slot = ds_arena_array(a, (size_t)R, sizeof(ds_moe_slot));
+    float *xe = ds_arena_array(a, (size_t)(R * D), sizeof(float));  /* (R, D) packed inputs */
+    float *ye = ds_arena_array(a, (size_t)(R * D), sizeof(float));  /* (R, D) expert outputs */
+    float *ys = Fs > 0 ? ds_arena_array(a, (size_t)(T * D), sizeof(float)) : NULL;  /* (T, D) shared */
+    if (!slot || !xe || !ye || (Fs > 0 && !ys)) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
     for (int64_t t = 0; t < T; t++)
         for (int64_t k = 0; k < K; k++) {
             int64_t x = idx[t * K + k], r = start[x] + fill[x]++;
-            rows[r] = t;
-            rw[r] = wt[t * K + k];
+            slot[r] = (ds_moe_slot){ t, (int32_t)x, (int32_t)k, wt[t * K + k], block[t] };
         }
-    moe_io io = { out, xe, xn, ye, rows, rw, R, T, D, Fs > 0 };
+    moe_io io = { out, xe, xn, ye, ys, slot, R, T, D };
     ds_par_for(R, 16, gather_worker, &io);
-    /* gate and up projections of every used expert (and the shared ones) in one pass */
-    int nj = 0;
-    for (int64_t x = 0; x < E; x++) {
-        if (start[x + 1] == start[x]) continue;
-        const ds_mlp_w *ex = &w->experts[x];
-        nj += expert_jobs(jobs + nj, rows, start[x], start[x + 1], segs, n_segs, S, g, F, xe, D, &ex->gate, F);
-        nj += expert_jobs(jobs + nj, rows, start[x], start[x + 1], segs, n_segs, S, u, F, xe, D, &ex->up, F);
-    }
-    if (Fs > 0) {
-        nj += ds_plan_jobs(segs, n_segs, jobs + nj, g + R * F, Fs, xn, D, &w->shared.gate, 0, Fs);
-        nj += ds_plan_jobs(segs, n_segs, jobs + nj, u + R * F, Fs, xn, D, &w->shared.up, 0, Fs);
-    }
-    DS_ASSERT(nj <= max_jobs);
-    ds_matmul_multi(jobs, nj);
-    ds_silu_mul(g, g, u, R * F + T * Fs);
-    /* down projections in one pass */
-    nj = 0;
-    for (int64_t x = 0; x < E; x++) {
-        if (start[x + 1] == start[x]) continue;
-        nj += expert_jobs(jobs + nj, rows, start[x], start[x + 1], segs, n_segs, S, ye, D, g, F, &w->experts[x].down, D);
-    }
-    if (Fs > 0) nj += ds_plan_jobs(segs, n_segs, jobs + nj, ye + R * D, D, g + R * F, Fs, &w->shared.down, 0, D);
-    ds_matmul_multi(jobs, nj);
+    /* exchange: the owners of the experts compute them; this process's
+     * shared experts run alongside its own */
+    ds_moe_shared sh = { &w->shared, xn, ys, T, segs, n_segs };
+    int rc = ds_moe_exchange(m, l, slot, xe, R, ye, Fs > 0 ? &sh : NULL, a, e);
+    if (rc) return rc;
     ds_par_for(D, DS_MAX(8, 32768 / DS_MAX(R, 1)), combine_worker, &io);
     return DS_OK;
+}
+
+int ds_ffn_forward(const ds_model *m, int64_t l, float *out, const float *xn, const int32_t *tok, int64_t T,
+                   const ds_seg *segs, int n_segs, ds_arena *a, ds_err *e) {
+    (void)tok;  /* for hash-routed MoE */
+    int oom = 0;
+    switch (m->cfg.ffn_kind[l]) {
+    case DS_FFN_DENSE:
+        mlp_forward(out, xn, T, m->cfg.hidden_size, &m->layers[l].mlp, segs, n_segs, a, &oom);
+        return oom ? ds_err_set(e, DS_ENOMEM, "out of memory in MLP") : DS_OK;
+    case DS_FFN_MOE: return moe_forward(m, l, out, xn, T, segs, n_segs, a, e);
+    default:
+        return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: FFN kind %d (hash-routed MoE) is not implemented",
+                          (long long)l, m->cfg.ffn_kind[l]);
+    }
 }

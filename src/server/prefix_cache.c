@@ -59,6 +59,7 @@ struct pc_store {
     int64_t disk_hits, disk_writes, disk_rejected;
     pc_entry disk_hit;  /* pseudo-entry returned by pc_lookup for a disk hit */
     float **rows;       /* (n_layer) scratch pointers for the view caches */
+    int64_t *widths;    /* (n_layer) all `width`: the view caches' per-layer row widths */
 };
 
 /* ------------------------------------------------------------- hashing */
@@ -163,7 +164,7 @@ static int64_t common_prefix(const int32_t *a, int64_t na, const int32_t *b, int
 /* A view ds_kvcache over n positions of latents stored as [layer][n][width]. */
 static ds_kvcache view(pc_store *p, float *data, int64_t n) {
     for (int64_t l = 0; l < p->n_layer; l++) p->rows[l] = data + l * n * p->width;
-    ds_kvcache c = { .n_layer = p->n_layer, .width = p->width, .cap = n, .max_ctx = n, .n_past = n, .kv = p->rows };
+    ds_kvcache c = { .n_layer = p->n_layer, .width = p->widths, .cap = n, .max_ctx = n, .n_past = n, .kv = p->rows };
     return c;
 }
 
@@ -405,9 +406,17 @@ int pc_open(pc_store **out, const ds_model *m, const pc_opts *o, ds_err *e) {
     if (!p) return ds_err_set(e, DS_ENOMEM, "out of memory");
     p->o = *o;
     p->n_layer = m->cfg.n_layer + m->n_mtp;
-    p->width = m->cfg.kv_lora_rank + m->cfg.qk_rope_head_dim;
+    /* stored as [layer][position][width]: one row width for all layers */
+    p->width = ds_config_kv_width(&m->cfg, 0);
+    for (int64_t l = 1; l < p->n_layer; l++)
+        if (ds_config_kv_width(&m->cfg, l) != p->width) {
+            pc_close(p);
+            return ds_err_set(e, DS_EUNSUPPORTED, "prefix cache: layers with different KV row widths");
+        }
     p->rows = calloc((size_t)p->n_layer, sizeof *p->rows);
-    if (!p->rows) { pc_close(p); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+    p->widths = calloc((size_t)p->n_layer, sizeof *p->widths);
+    if (!p->rows || !p->widths) { pc_close(p); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+    for (int64_t l = 0; l < p->n_layer; l++) p->widths[l] = p->width;
     if (p->o.min_tokens < 1) p->o.min_tokens = 1;
     p->block = p->o.min_tokens;
     p->block_bytes = PC_BLK_HDR + 4 * p->block + 4 * p->n_layer * p->block * p->width;
@@ -428,6 +437,7 @@ void pc_close(pc_store *p) {
     free(p->blk);
     free(p->tab);
     free(p->rows);
+    free(p->widths);
     free(p->dir);
     free(p);
 }
@@ -536,7 +546,8 @@ static int snapshot(pc_store *p, const ds_kvcache *src, int64_t n, float **out, 
 
 int pc_save(pc_store *p, const ds_kvcache *src, const int32_t *ids, int64_t n, ds_err *e) {
     if (n < p->o.min_tokens || p->o.ram_bytes <= 0) return DS_OK;
-    if (src->width != p->width || src->n_layer != p->n_layer) return ds_err_set(e, DS_EINVAL, "prefix cache: foreign KV cache");
+    if (src->n_layer != p->n_layer || ds_kvcache_uniform_width(src) != p->width)
+        return ds_err_set(e, DS_EINVAL, "prefix cache: foreign KV cache");
     pc_entry *c = covering(p, ids, n);
     if (c) { c->used = ++p->clock; return DS_OK; }
     int64_t bytes = n * p->n_layer * p->width * (int64_t)sizeof(float);
@@ -561,7 +572,7 @@ int pc_save(pc_store *p, const ds_kvcache *src, const int32_t *ids, int64_t n, d
 int pc_save_disk(pc_store *p, const ds_kvcache *src, const int32_t *ids, int64_t n, ds_err *e) {
     int64_t B = p->block, nb = n / B;
     if (!p->dir || nb == 0 || p->block_bytes > p->o.disk_bytes) return DS_OK;
-    if (src->width != p->width || src->n_layer != p->n_layer || src->n_past < n)
+    if (src->n_layer != p->n_layer || ds_kvcache_uniform_width(src) != p->width || src->n_past < n)
         return ds_err_set(e, DS_EINVAL, "prefix cache: foreign or short KV cache");
     float *scratch = NULL;
     int rc = DS_OK;

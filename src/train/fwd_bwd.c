@@ -3,7 +3,7 @@
  * activations, the three losses, and the backward pass in mirror order.
  *
  *   x = Embed[tok]                                         (N, D)
- *   for l < L:  x += MLA_l(RMSNorm(x));  x += FFN_l(RMSNorm(x))
+ *   for l < L:  x += MLA_l(RMSNorm(x));  x += FFN_l(RMSNorm(x), tok)   (FFN by ffn_kind[l])
  *   h = RMSNorm(x; model.norm);  logits = h · lm_headᵀ      -> ce
  *   MTP (layer L), rows t < T-2 of each sequence:
  *     y = eh_proj[enorm(Embed tok[t+1]) ; hnorm(h_t)];  y = Block_L(y)
@@ -35,7 +35,6 @@ void ds_tacts_free(ds_tacts *a) {
 
 int tr_block_alloc(tr_step *s, int64_t l, tr_block_acts *a, int64_t B, int64_t T, ds_err *e) {
     const ds_config *c = &s->m->cfg;
-    const ds_tlayer *w = &s->m->W.layers[l];
     int64_t N = B * T, D = c->hidden_size, H = c->n_head, Dq = c->qk_nope_head_dim + c->qk_rope_head_dim;
     int64_t Rq = c->q_lora_rank, Rkv = c->kv_lora_rank, Dr = c->qk_rope_head_dim, Dv = c->v_head_dim;
     memset(a, 0, sizeof *a);
@@ -46,10 +45,10 @@ int tr_block_alloc(tr_step *s, int64_t l, tr_block_acts *a, int64_t B, int64_t T
     ALLOC(a->k, N * H * Dq); ALLOC(a->kv, N * H * (c->qk_nope_head_dim + Dv));
     ALLOC(a->att, B * H * T * T); ALLOC(a->o, N * H * Dv);
     ALLOC(a->x_mid, N * D); ALLOC(a->xn2, N * D); ALLOC(a->rstd2, N);
-    if (!w->is_moe) {
+    if (c->ffn_kind[l] == DS_FFN_DENSE) {
         int64_t I = c->intermediate_size;
         ALLOC(a->gu, N * 2 * I); ALLOC(a->sig, N * I); ALLOC(a->h, N * I);
-    } else {
+    } else {  /* DS_FFN_MOE; the config admits no other kind (ds_config_validate) */
         int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
         int64_t FS = c->n_shared_experts * F;
         ALLOC(a->rlog, N * E); ALLOC(a->scores, N * E); ALLOC(a->idx, N * K); ALLOC(a->wt, N * K);
@@ -65,7 +64,7 @@ oom:
                       (long long)l, (long long)B, (long long)T);
 }
 
-int tr_block_forward(tr_step *s, int64_t l, tr_block_acts *a, float *x, ds_err *e) {
+int tr_block_forward(tr_step *s, int64_t l, tr_block_acts *a, float *x, const int32_t *tok, ds_err *e) {
     ds_tmodel *m = s->m;
     const ds_tlayer *w = &m->W.layers[l];
     int64_t N = a->N, D = m->cfg.hidden_size;
@@ -73,6 +72,10 @@ int tr_block_forward(tr_step *s, int64_t l, tr_block_acts *a, float *x, ds_err *
     ds_arena_mark mk = ds_arena_get_mark(s->a);
     float *y = ds_arena_array(s->a, (size_t)(N * D), sizeof(float));
     if (!y) return ds_err_set(e, DS_ENOMEM, "out of memory in layer %lld", (long long)l);
+    if (m->cfg.attn_kind[l] != DS_ATTN_MLA || m->cfg.n_streams != 1)
+        return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: only MLA attention on one residual stream is trained",
+                          (long long)l);
+    /* x: (N, n_streams = 1, D), updated in place */
     memcpy(a->x_in, x, (size_t)(N * D) * sizeof(float));
     /* attention */
     tr_rmsnorm_forward(a->xn1, D, a->rstd1, x, D, w->attn_norm, N, D, eps);
@@ -81,7 +84,7 @@ int tr_block_forward(tr_step *s, int64_t l, tr_block_acts *a, float *x, ds_err *
     memcpy(a->x_mid, x, (size_t)(N * D) * sizeof(float));
     /* feed-forward */
     tr_rmsnorm_forward(a->xn2, D, a->rstd2, x, D, w->ffn_norm, N, D, eps);
-    int rc = tr_ffn_forward(s, l, a, y, e);
+    int rc = tr_ffn_forward(s, l, a, y, tok, e);
     if (rc) return rc;
     tr_vec_add(x, y, N * D);
     ds_arena_release(s->a, mk);
@@ -164,7 +167,7 @@ static int step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, c
     /* ---- main model forward */
     embed_forward(x, m->W.embed, tokens, N, D);
     for (int64_t l = 0; l < L; l++)
-        if ((rc = tr_block_forward(s, l, &m->acts->blk[l], x, e))) return rc;
+        if ((rc = tr_block_forward(s, l, &m->acts->blk[l], x, tokens, e))) return rc;
     tr_rmsnorm_forward(hf, D, rstd_f, x, D, m->W.final_norm, N, D, eps);
     tr_linear_forward(logits, hf, m->W.lm_head, N, D, V);
     for (int64_t b = 0; b < B; b++)
@@ -198,7 +201,7 @@ static int step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, c
         tr_rmsnorm_forward(m_cat + D, 2 * D, m_rstd_h, m_hin, D, mw->hnorm, Nm, D, eps);
         tr_linear_forward(m_x, m_cat, mw->eh_proj, Nm, 2 * D, D);
         memcpy(m_xout, m_x, (size_t)(Nm * D) * sizeof(float));
-        if ((rc = tr_block_forward(s, L, ma, m_xout, e))) return rc;
+        if ((rc = tr_block_forward(s, L, ma, m_xout, m_tok, e))) return rc;
         tr_rmsnorm_forward(m_hn, D, m_rstd_o, m_xout, D, mw->head_norm, Nm, D, eps);
         tr_linear_forward(m_logits, m_hn, mw->head, Nm, D, V);
         float ds = o->no_grad ? 0.0f : (float)(o->grad_scale * o->mtp_weight / (double)Nm);

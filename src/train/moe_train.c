@@ -13,6 +13,8 @@
  * Balance (per sequence of T tokens, main MoE layers):
  *   f_i = E/(K·T)·#{t : i ∈ idx_t},  P_i = mean_t s_{i,t}/Σ_j s_{j,t},  bal = Σ_i f_i P_i
  *   ∂bal/∂s_{j,t} = (1/T)·(f_j/S_t − Σ_i f_i s_{i,t}/S_t²),  S_t = Σ_j s_{j,t}
+ * The forward is inference's pipeline less the exchange (one process
+ * trains every expert): route -> pack -> local experts -> combine.
  * Experts run one after another on their gathered rows (token order), so
  * sums are deterministic; each matmul uses both cores.
  */
@@ -30,8 +32,7 @@ void tr_route_backward(const ds_config *c, float *dlogits, const float *dwt, con
                        const float *scores, const int32_t *idx) {
     int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
     float rsf = (float)c->routed_scaling_factor;
-    float ds[4096];
-    DS_ASSERT(E <= 4096);
+    float *ds = tr_scratch(ds_thread_id(), 1, (size_t)E);  /* (E) d scores */
     for (int64_t i = 0; i < E; i++) ds[i] = dscores_extra ? dscores_extra[i] : 0.0f;
     if (c->norm_topk_prob && K > 1) {
         /* w_k = rsf · s_k / S, S = Σ_k s_k  ->  ds_k += rsf·(dw_k − Σ_j dw_j w_j/rsf)/S */
@@ -152,11 +153,10 @@ typedef struct {
 
 /* d wt (+ balance) -> d router logits, per token row */
 static void router_grad_worker(void *vc, int64_t n0, int64_t n1, int tid) {
-    (void)tid;
     const router_ctx *rc = vc;
     const tr_block_acts *a = rc->a;
     int64_t E = rc->c->n_routed_experts, K = rc->c->num_experts_per_tok;
-    float bal_extra[4096];
+    float *bal_extra = tr_scratch(tid, 0, (size_t)E);  /* (E); slot 1 is tr_route_backward's */
     for (int64_t n = n0; n < n1; n++) {
         const float *extra = NULL;
         if (a->bal_f && rc->balance_scale != 0.0f) {
@@ -187,23 +187,12 @@ static void route_worker(void *vc, int64_t n0, int64_t n1, int tid) {
                      tmp);
 }
 
-int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *e) {
+/* pack: the slots grouped by expert id ascending, token rows ascending
+ * within (ex_off, slot_row, slot_k, row_slots), their inputs gathered into
+ * xe (N·K, D), and the routing load counted */
+static int moe_pack(tr_step *s, int64_t l, tr_block_acts *a, float **xe_out, ds_err *e) {
     ds_tmodel *m = s->m;
-    const ds_config *c = &m->cfg;
-    const ds_tlayer *w = &m->W.layers[l];
-    int64_t N = a->N, D = c->hidden_size;
-    if (!w->is_moe) {
-        mlp_forward(out, a->gu, a->sig, a->h, a->xn2, &w->mlp, N, D, c->intermediate_size);
-        return DS_OK;
-    }
-    int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
-    int64_t FS = c->n_shared_experts * F;
-    ds_arena_mark mk = ds_arena_get_mark(s->a);
-    /* route */
-    tr_linear_forward(a->rlog, a->xn2, w->router, N, D, E);
-    route_ctx rc = { c, a, w->router_bias };
-    ds_par_for(N, 16, route_worker, &rc);
-    /* group slots by expert, rows ascending */
+    int64_t N = a->N, D = m->cfg.hidden_size, E = m->cfg.n_routed_experts, K = m->cfg.num_experts_per_tok;
     int64_t *count = m->load + l * E;
     memset(a->ex_off, 0, (size_t)(E + 1) * sizeof(int64_t));
     for (int64_t i = 0; i < N * K; i++) a->ex_off[a->idx[i] + 1]++;
@@ -228,45 +217,85 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *
     }
     slot_ctx sl_c = { .a = a, .xe = xe, .D = D, .K = K };
     ds_par_for(N * K, 256, gather_worker, &sl_c);
-    /* experts */
-    for (int64_t x = 0; x < E; x++) {
+    *xe_out = xe;
+    return DS_OK;
+}
+
+/* local experts: ey of the packed slots of experts [lo, hi), each expert on
+ * its rows in turn (sums deterministic) */
+static void moe_local_experts(const ds_tlayer *w, tr_block_acts *a, const float *xe, int64_t lo, int64_t hi, int64_t D,
+                              int64_t F) {
+    for (int64_t x = lo; x < hi; x++) {
         int64_t o = a->ex_off[x], n = a->ex_off[x + 1] - o;
         if (n == 0) continue;
         mlp_forward(a->ey + o * D, a->egu + o * 2 * F, a->esig + o * F, a->eh + o * F, xe + o * D,
                     &w->experts[x], n, D, F);
     }
+}
+
+/* The sequence-wise balance term of a main MoE layer (header), into
+ * a->bal_f and s->balance_sum. */
+static int moe_balance(tr_step *s, tr_block_acts *a, ds_err *e) {
+    int64_t E = s->m->cfg.n_routed_experts, K = s->m->cfg.num_experts_per_tok;
+    double *P = ds_arena_array(s->a, (size_t)E, sizeof(double));  /* (E) mean share per sequence */
+    if (!P) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+    for (int64_t b = 0; b < a->B; b++) {
+        float *f = a->bal_f + b * E;
+        memset(f, 0, (size_t)E * sizeof(float));
+        memset(P, 0, (size_t)E * sizeof(double));
+        for (int64_t t = 0; t < a->T; t++) {
+            int64_t n = b * a->T + t;
+            for (int64_t k = 0; k < K; k++) f[a->idx[n * K + k]] += 1.0f;
+            const float *sc = a->scores + n * E;
+            double S = 0.0;
+            for (int64_t i = 0; i < E; i++) S += sc[i];
+            for (int64_t i = 0; i < E; i++) P[i] += sc[i] / S;
+        }
+        double bal = 0.0;
+        for (int64_t i = 0; i < E; i++) {
+            f[i] = (float)((double)E / (double)(K * a->T) * f[i]);
+            bal += (double)f[i] * (P[i] / (double)a->T);
+        }
+        s->balance_sum += bal;
+    }
+    return DS_OK;
+}
+
+int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, const int32_t *tok, ds_err *e) {
+    ds_tmodel *m = s->m;
+    const ds_config *c = &m->cfg;
+    const ds_tlayer *w = &m->W.layers[l];
+    int64_t N = a->N, D = c->hidden_size;
+    (void)tok;  /* for hash-routed MoE */
+    if (c->ffn_kind[l] != DS_FFN_MOE) {
+        if (c->ffn_kind[l] != DS_FFN_DENSE)
+            return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: FFN kind %d is not trained", (long long)l, c->ffn_kind[l]);
+        mlp_forward(out, a->gu, a->sig, a->h, a->xn2, &w->mlp, N, D, c->intermediate_size);
+        return DS_OK;
+    }
+    int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, F = c->moe_intermediate_size;
+    int64_t FS = c->n_shared_experts * F;
+    ds_arena_mark mk = ds_arena_get_mark(s->a);
+    /* route */
+    tr_linear_forward(a->rlog, a->xn2, w->router, N, D, E);
+    route_ctx rt = { c, a, w->router_bias };
+    ds_par_for(N, 16, route_worker, &rt);
+    /* pack */
+    float *xe = NULL;
+    int rc = moe_pack(s, l, a, &xe, e);
+    if (rc) return rc;
+    /* local experts: training runs in one process, which owns them all
+     * (no exchange; inference's is in model/moe_exchange.c) */
+    moe_local_experts(w, a, xe, 0, E, D, F);
     /* combine: out = shared(x) + Σ_k w_k y_k, in slot order per token row */
     if (FS > 0) {
         mlp_forward(out, a->sgu, a->ssig, a->sh, a->xn2, &w->shared, N, D, FS);
     } else {
         memset(out, 0, (size_t)(N * D) * sizeof(float));
     }
-    sl_c.rows = out;
+    slot_ctx sl_c = { .a = a, .D = D, .K = K, .rows = out };
     ds_par_for(N, 64, combine_worker, &sl_c);
-    /* balance term, per sequence */
-    if (a->bal_f) {
-        for (int64_t b = 0; b < a->B; b++) {
-            float *f = a->bal_f + b * E;
-            memset(f, 0, (size_t)E * sizeof(float));
-            double P[4096];
-            DS_ASSERT(E <= 4096);
-            memset(P, 0, (size_t)E * sizeof(double));
-            for (int64_t t = 0; t < a->T; t++) {
-                int64_t n = b * a->T + t;
-                for (int64_t k = 0; k < K; k++) f[a->idx[n * K + k]] += 1.0f;
-                const float *sc = a->scores + n * E;
-                double S = 0.0;
-                for (int64_t i = 0; i < E; i++) S += sc[i];
-                for (int64_t i = 0; i < E; i++) P[i] += sc[i] / S;
-            }
-            double bal = 0.0;
-            for (int64_t i = 0; i < E; i++) {
-                f[i] = (float)((double)E / (double)(K * a->T) * f[i]);
-                bal += (double)f[i] * (P[i] / (double)a->T);
-            }
-            s->balance_sum += bal;
-        }
-    }
+    if (a->bal_f && (rc = moe_balance(s, a, e))) return rc;
     ds_arena_release(s->a, mk);
     return DS_OK;
 }
@@ -279,7 +308,7 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
     const ds_tlayer *w = &m->W.layers[l];
     ds_tlayer *gw = &m->G.layers[l];
     int64_t N = a->N, D = c->hidden_size;
-    if (!w->is_moe) {
+    if (c->ffn_kind[l] == DS_FFN_DENSE) {  /* tr_ffn_forward admitted dense and MoE only */
         int64_t I = c->intermediate_size;
         mlp_backward(dxn2, false, &gw->mlp, dout, a->xn2, a->gu, a->sig, a->h, &w->mlp, N, D, I, gs->dh, gs->dgu);
         return;
@@ -309,7 +338,6 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
     /* router: d wt (+ balance) -> d logits -> router weight and input */
     memset(gs->dscores, 0, (size_t)(N * E) * sizeof(float));
     float *dlog = gs->dscores;  /* reuse: (N, E) router-logit gradients */
-    DS_ASSERT(E <= 4096);
     router_ctx rc = { c, a, gs, s->balance_scale };
     ds_par_for(N, 64, router_grad_worker, &rc);
     tr_linear_backward(dxn2, gw->router, dlog, a->xn2, w->router, N, D, E);

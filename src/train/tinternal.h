@@ -87,8 +87,9 @@ typedef struct tr_step {
 /* Allocates a block's saved activations for (B, T) in the step arena. */
 int tr_block_alloc(tr_step *s, int64_t l, tr_block_acts *a, int64_t B, int64_t T, ds_err *e);
 
-/* x (N, D) in place: x += MLA(norm(x)); x += FFN(norm(x)); saving acts. */
-int tr_block_forward(tr_step *s, int64_t l, tr_block_acts *a, float *x, ds_err *e);
+/* x (N, n_streams = 1, D) in place: x += MLA(norm(x)); x += FFN(norm(x), tok),
+ * the FFN by the layer's kind; saving acts. tok[N]: the rows' token ids. */
+int tr_block_forward(tr_step *s, int64_t l, tr_block_acts *a, float *x, const int32_t *tok, ds_err *e);
 /* dx (N, D) in place: gradient w.r.t. the block output -> w.r.t. its input.
  * Parameter gradients accumulate into m->G. */
 void tr_block_backward(tr_step *s, int64_t l, tr_block_acts *a, float *dx, tr_grad_scratch *gs);
@@ -101,9 +102,10 @@ void tr_mla_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out);
 /* dxn1 += ∂/∂xn1 given dout[N, D]. */
 void tr_mla_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout, float *dxn1, tr_grad_scratch *gs);
 
-/* The FFN half: out[N, D] = FFN(xn2) (moe_train.c). Routing counts go to
+/* The FFN half: out[N, D] = FFN(xn2) by ffn_kind[l] (moe_train.c; tok[N] for
+ * hash routing). Routing counts go to
  * m->load; for main MoE layers with s->want_balance the balance term too. */
-int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, ds_err *e);
+int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, const int32_t *tok, ds_err *e);
 void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout, float *dxn2, tr_grad_scratch *gs);
 
 /* Router backward helper, exposed for the finite-difference test:
