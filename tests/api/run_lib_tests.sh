@@ -61,8 +61,20 @@ if LD_LIBRARY_PATH="$P/lib" ldd "$tmp/chat" | grep -q "$P/lib/libdeepseek.so.0";
 if cmp -s "$tmp/ex.txt" "$tmp/cli_ex.txt"; then ok "example's text == deepseek generate"; else bad "example's text differs from the CLI"; fi
 
 echo "== Python bindings"
-if DEEPSEEK_LIB="$P/lib/libdeepseek.so.0" DEEPSEEK_BIN="$BIN" PYTHONPATH=python "$PYTHON" python/tests/test_deepseek_c.py; then
-    ok "python bindings"; else bad "python bindings"; fi
+# pip install ./python (into a folder: the system stays untouched; offline: the
+# system's setuptools), which builds libdeepseek and ships it in the package
+if "$PYTHON" -m pip install -q --no-build-isolation --no-deps --target "$tmp/site" ./python >"$tmp/pip.log" 2>&1 &&
+    [ -f "$tmp/site/deepseek_c/libdeepseek.so.0" ]; then ok "pip install ./python (ships libdeepseek.so.0)"
+else cat "$tmp/pip.log"; bad "pip install ./python"; fi
+rm -rf python/build python/*.egg-info
+if DEEPSEEK_BIN="$BIN" PYTHONPATH="$tmp/site" "$PYTHON" python/tests/test_deepseek_c.py; then
+    ok "python bindings (pip-installed package)"; else bad "python bindings"; fi
+# the same package against the installed library (make install), found by $DEEPSEEK_LIB
+if DEEPSEEK_LIB="$P/lib/libdeepseek.so.0" PYTHONPATH=python "$PYTHON" -c '
+import deepseek_c, sys
+assert deepseek_c._lib._name.endswith("prefix/lib/libdeepseek.so.0"), deepseek_c._lib._name
+sys.exit(deepseek_c.Model("models/default").generate("ROMEO:", max_tokens=8) == "")'; then
+    ok "python bindings on the installed library"; else bad "python bindings on the installed library"; fi
 
 [ $fail = 0 ] && echo "libdeepseek: all checks passed"
 exit $fail
