@@ -467,28 +467,38 @@ class Session:
         it = self._stream(list(prompt_ids), max_tokens, ignore_eos)
         return it if stream else "".join(it)
 
-    def _stream(self, ids, max_tokens, ignore_eos, own=False):
+    def generate_tokens(self, prompt_ids, max_tokens=32, ignore_eos=False):
+        """Appends prompt_ids and generates; returns the generated token ids (also for
+        models without a tokenizer, e.g. a bare GGUF file)."""
+        self._begin(list(prompt_ids), max_tokens, ignore_eos)
+        return [t for t, _ in self._steps(False)]
+
+    def _begin(self, ids, max_tokens, ignore_eos):
         arr, n = _ids_array(ids)
         o = _GenOptions()
         _gen_options_default(ctypes.byref(o))
         o.max_tokens, o.ignore_eos = max_tokens, int(ignore_eos)
         err = _Error()
         _check(_gen_begin(self._h, arr, n, ctypes.byref(o), ctypes.byref(err)), err)
-        return self._pieces(own)
 
-    def _pieces(self, own):
+    def _stream(self, ids, max_tokens, ignore_eos, own=False):
+        self._begin(ids, max_tokens, ignore_eos)
+        return (text for _, text in self._steps(own) if text)
+
+    def _steps(self, own):
+        """(token, text) per generated token, then (-1, held-back text)."""
         tok, text, ln, fin, err = ctypes.c_int32(), ctypes.c_void_p(), ctypes.c_size_t(), ctypes.c_int(), _Error()
-        pend = b""
         try:
             while True:
                 more = _check(_gen_next(self._h, ctypes.byref(tok), ctypes.byref(text), ctypes.byref(ln),
                                         ctypes.byref(fin), ctypes.byref(err)), err)
-                if ln.value:
-                    pend += ctypes.string_at(text, ln.value)
-                    piece = pend.decode("utf-8")   # the library releases complete UTF-8 only
-                    pend = b""
-                    yield piece
-                if not more:
+                # the library releases complete UTF-8 only
+                piece = ctypes.string_at(text, ln.value).decode("utf-8") if ln.value else ""
+                if more:
+                    yield tok.value, piece
+                else:
+                    if piece:
+                        yield -1, piece
                     self.finish = FINISH.get(fin.value, str(fin.value))
                     return
         finally:

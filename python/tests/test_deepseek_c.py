@@ -161,6 +161,21 @@ def test_sessions_and_threads():
         assert s.tokens == ids
 
 
+def test_gguf_ids_equal_cli():
+    g = "tests/fixtures/gguf/tiny-v3.llama-q8_0.gguf"
+    m = Model(g)
+    assert not m.info["has_tokenizer"]
+    want = cli("generate", "-m", g, "--prompt-ids", "1,2,3", "-n", "8", "--ignore-eos").strip()
+    with m.session(n_ctx=64) as s:
+        assert ",".join(map(str, s.generate_tokens([1, 2, 3], max_tokens=8, ignore_eos=True))) == want
+    try:
+        m.tokenize("x")
+    except DeepSeekError as e:
+        assert "tokenizer" in str(e)
+    else:
+        raise AssertionError("no exception")
+
+
 def test_chat_reasoning_separated():
     m = Model(CHAT_MODEL)
     msgs = [{"role": "user", "content": "Hi"}]
