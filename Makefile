@@ -17,6 +17,7 @@ CFLAGS  ?= -O2 -g
 override CFLAGS += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
            -ffp-contract=off -fopenmp -D_GNU_SOURCE -Isrc
 LDLIBS  += -fopenmp -ljansson -lpcre2-8 -lopenblas -lmicrohttpd -ledit -lm -lpthread
+LDLIBS  += -lcurl   # deepseek pull (src/cli/cmd_pull.c)
 AVX2FLAGS = -mavx2 -mfma -mf16c
 
 BUILD   ?= build
