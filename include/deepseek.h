@@ -266,7 +266,9 @@ typedef struct deepseek_session_options {
     int kv_type;          /* -1: the model's default; else DEEPSEEK_KV_* */
     int threads;          /* threads of this session's forward passes; 0: the model's default */
     int mtp;              /* keep the MTP module's cache so deepseek_session_mtp_logits
-                             works (the model must store MTP layers) */
+                             works (the model must store MTP layers); deepseek_generate
+                             does not keep it, so the next decode after it recomputes
+                             the whole sequence once */
     deepseek_sampler_params sampling;  /* the session's sampler (deepseek_generate) */
 } deepseek_session_options;
 
