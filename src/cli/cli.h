@@ -34,6 +34,12 @@ void cli_check_model(const char *cmd, const char *path);
  * chosen for it, libraries (src/cli/version.c). */
 void cli_print_version(FILE *f);
 
+/* ORG/NAME[@REV] -> the snapshot folder `deepseek pull` made in the Hugging
+ * Face cache (cmd_pull.c): 1 and out filled; 0 if spec is a path on disk or
+ * not of that shape (use it as it is); -1 if it has that shape but is not
+ * cached. Weak: absent when pull is not built in. */
+int cli_hub_resolve(const char *spec, char *out, size_t cap) __attribute__((weak));
+
 /* True if argv[i] is -h/--help. */
 int cli_is_help(const char *a);
 
