@@ -55,8 +55,14 @@ static const char *const k_pre_coder[] = {
     NULL,
 };
 
+/* "joyai-llm": what llama.cpp's converter (2026 trees, run with
+ * transformers 5) writes for the real DeepSeek-V3 tokenizer.json: it names
+ * the pre-tokenizer by hashing the ids of a check text, and those ids now
+ * match the JoyAI-LLM entry instead of the deepseek-v3 one (recorded with an
+ * older transformers); llama.cpp runs both with the V3 regexes above. */
 static const struct { const char *name; const char *const *re; } k_pres[] = {
     { "deepseek-v3", k_pre_v3 },
+    { "joyai-llm", k_pre_v3 },
     { "deepseek-llm", k_pre_llm },
     { "deepseek-coder", k_pre_coder },
 };
@@ -167,7 +173,7 @@ int tok_load_gguf(ds_tokenizer **out, const ds_gguf *g, ds_err *e) {
         if (!strcmp(pre, k_pres[i].name)) re = k_pres[i].re;
     if (!re)
         return ds_err_set(e, DS_EUNSUPPORTED,
-                          "%s: tokenizer.ggml.pre '%s' is not supported (deepseek-v3, deepseek-llm, deepseek-coder)", g->what,
+                          "%s: tokenizer.ggml.pre '%s' is not supported (deepseek-v3, joyai-llm, deepseek-llm, deepseek-coder)", g->what,
                           pre);
     char what[300];
     snprintf(what, sizeof what, "%s (GGUF tokenizer metadata)", g->what);
