@@ -19,6 +19,7 @@
 #include "../io/gguf.h"
 #include "../io/json.h"
 #include "../tensor/quant.h"
+#include "../tokenizer/tok_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -275,6 +276,13 @@ static int write_vocab(ds_gguf_writer *g, const ds_config *c, const char *dir, d
         rc = ds_err_set(e, DS_EFORMAT, "%s: expected a BPE model with vocab and merges", path);
         goto done;
     }
+    const char *pre = tok_gguf_pre_name(json_object_get(tj, "pre_tokenizer"));
+    if (!pre) {
+        rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: its pre_tokenizer is not the DeepSeek-V3, DeepSeek LLM or DeepSeek Coder one, "
+                        "which are the only ones a GGUF can name here (tokenizer.ggml.pre deepseek-v3, deepseek-llm, "
+                        "deepseek-coder); --tokenizer DIR picks another tokenizer.json", path);
+        goto done;
+    }
     const char *key;
     json_t *val;
     json_object_foreach(vocab, key, val) {
@@ -317,7 +325,7 @@ static int write_vocab(ds_gguf_writer *g, const ds_config *c, const char *dir, d
         if (!merges[i]) merges[i] = "";
     }
     ds_gguf_w_str(g, "tokenizer.ggml.model", "gpt2");
-    ds_gguf_w_str(g, "tokenizer.ggml.pre", c->arch == DS_ARCH_V3 ? "deepseek-v3" : "deepseek-llm");
+    ds_gguf_w_str(g, "tokenizer.ggml.pre", pre);
     ds_gguf_w_arr(g, "tokenizer.ggml.tokens", DS_GGUF_STRING, tok, (uint64_t)V);
     ds_gguf_w_arr(g, "tokenizer.ggml.token_type", DS_GGUF_INT32, type, (uint64_t)V);
     ds_gguf_w_arr(g, "tokenizer.ggml.merges", DS_GGUF_STRING, merges, nm);

@@ -909,6 +909,7 @@ static void *loader_main(void *arg) {
     int rc = ds_model_open(&m, s->model_dir, &e);
     if (!rc && (rc = tok_load_for_model(&tok, s->model_dir, s->o.tokenizer, &e))) {
         ds_err in = e;
+        ds_err_clear(&e);
         ds_err_set(&e, in.code, "%.470s (serving needs the model's tokenizer)", in.msg);
     }
     ds_chat_format fmt = DS_CHAT_AUTO;

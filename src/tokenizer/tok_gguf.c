@@ -79,6 +79,33 @@ static json_t *pre_tokenizer_json(const char *const *re) {
     return pre;
 }
 
+const char *tok_gguf_pre_name(const json_t *pre) {
+    /* the Split regexes in order, then exactly one ByteLevel without prefix space or regex */
+    const json_t *list = json_object_get(pre, "pretokenizers");
+    const char *type = json_string_value(json_object_get(pre, "type"));
+    if (!type || strcmp(type, "Sequence") || !json_is_array(list) || json_array_size(list) < 2) return NULL;
+    size_t n = json_array_size(list);
+    const json_t *bl = json_array_get(list, n - 1);
+    if (!json_is_string(json_object_get(bl, "type")) || strcmp(json_string_value(json_object_get(bl, "type")), "ByteLevel") ||
+        json_is_true(json_object_get(bl, "add_prefix_space")) || json_is_true(json_object_get(bl, "use_regex")))
+        return NULL;
+    for (size_t k = 0; k < sizeof k_pres / sizeof k_pres[0]; k++) {
+        const char *const *re = k_pres[k].re;
+        size_t i = 0;
+        for (; i + 1 < n && re[i]; i++) {
+            const json_t *st = json_array_get(list, i);
+            const char *t = json_string_value(json_object_get(st, "type"));
+            const char *r = json_string_value(json_object_get(json_object_get(st, "pattern"), "Regex"));
+            const char *b = json_string_value(json_object_get(st, "behavior"));
+            if (!t || strcmp(t, "Split") || !r || strcmp(r, re[i]) || !b || strcmp(b, "Isolated") ||
+                json_is_true(json_object_get(st, "invert")))
+                break;
+        }
+        if (i + 1 == n && !re[i]) return k_pres[k].name;
+    }
+    return NULL;
+}
+
 /* A string-array key, or an error naming it. */
 static int str_array(const ds_gguf *g, const char *key, bool required, const ds_gguf_kv **out, ds_err *e) {
     const ds_gguf_kv *kv = ds_gguf_find_kv(g, key);
@@ -237,6 +264,7 @@ int tok_load_for_model(ds_tokenizer **out, const char *model, const char *explic
         int rc = load_any(out, explicit_path, e);
         if (rc) {
             ds_err in = *e;
+            ds_err_clear(e);
             return ds_err_set(e, in.code, "--tokenizer %s: %s", explicit_path, in.msg);
         }
         return DS_OK;

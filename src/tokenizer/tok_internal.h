@@ -157,6 +157,9 @@ void tok_ctx_free(tok_ctx *cx);
 ds_tokenizer *tok_alloc(const char *what);
 int tok_build(ds_tokenizer *t, const json_t *root, ds_err *e);
 void tok_default_bos_eos(ds_tokenizer *t);
+/* tok_gguf.c: the tokenizer.ggml.pre name whose regexes a tokenizer.json
+ * pre_tokenizer has (deepseek-v3, deepseek-llm, deepseek-coder), or NULL. */
+const char *tok_gguf_pre_name(const json_t *pre);
 
 /* bpe.c */
 int bpe_load(ds_tokenizer *t, const json_t *model, ds_err *e);
