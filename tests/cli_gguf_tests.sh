@@ -84,6 +84,15 @@ expect_fail "--tokenizer missing" "--tokenizer $T/nope" "$BIN" generate -m "$T/g
 expect_fail "no tokenizer anywhere" "tried --tokenizer (not given), $FX/gguf/tokenizer.json (not found), the GGUF metadata" \
     "$BIN" generate -m "$FX/gguf/tiny-v3.llama-q8_0.gguf" --prompt hi
 
+# a chat template that is none of the DeepSeek formats: chat says so and uses V3
+mkdir -p "$T/tk"
+cp "$M/tokenizer.json" "$T/tk/"
+printf '{"add_bos_token": true, "bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>", "chat_template": "{%% for m in messages %%}{{ m.content }}{%% endfor %%}"}' \
+    >"$T/tk/tokenizer_config.json"
+expect_ok "convert --tokenizer DIR" "$BIN" convert -m "$M" -o "$T/g2/odd.gguf" --type f32 -q --tokenizer "$T/tk"
+expect_ok "chat with an unknown template" sh -c "'$BIN' chat -m '$T/g2/odd.gguf' -n 2 -t 1 --temperature 0 <'$T/in'" &&
+    { checks=$((checks + 1)); grep -q "not a DeepSeek V3, R1, V3.1 or V2 template" "$T/err" || fail "unknown template: no message: $(head -c 300 "$T/err")"; }
+
 # split files
 expect_ok "convert --split-max-size" "$BIN" convert -m "$M" -o "$T/s/chat.gguf" --type f32 -q --split-max-size 150K
 n=$(ls "$T/s" | grep -c -e '-of-')
