@@ -211,8 +211,8 @@ int tok_load_gguf(ds_tokenizer **out, const ds_gguf *g, ds_err *e) {
     if (!rc) rc = tok_build(t, root, e);
     json_decref(root);
     int64_t bos = -1, eos = -1;
-    if (!rc) rc = ds_gguf_get_int(g, "tokenizer.ggml.bos_token_id", false, 0, t->n_ids - 1, &bos, e);
-    if (!rc) rc = ds_gguf_get_int(g, "tokenizer.ggml.eos_token_id", false, 0, t->n_ids - 1, &eos, e);
+    if (!rc) rc = ds_gguf_get_int(g, "tokenizer.ggml.bos_token_id", false, INT64_MIN, INT64_MAX, &bos, e);
+    if (!rc) rc = ds_gguf_get_int(g, "tokenizer.ggml.eos_token_id", false, INT64_MIN, INT64_MAX, &eos, e);
     if (!rc) rc = ds_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", false, &t->add_bos, e);
     if (!rc) rc = ds_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", false, &t->add_eos, e);
     const ds_gguf_kv *ct = ds_gguf_find_kv(g, "tokenizer.chat_template");
@@ -228,8 +228,9 @@ int tok_load_gguf(ds_tokenizer **out, const ds_gguf *g, ds_err *e) {
         tok_free(t);
         return rc;
     }
-    t->bos_id = (int32_t)bos;
-    t->eos_id = (int32_t)eos;
+    /* an id that is no token (an unused [PADn], out of range) is unknown: the well-known names decide */
+    t->bos_id = bos >= 0 && bos < t->n_ids && (t->flags[bos] & TOK_ID_USED) ? (int32_t)bos : -1;
+    t->eos_id = eos >= 0 && eos < t->n_ids && (t->flags[eos] & TOK_ID_USED) ? (int32_t)eos : -1;
     tok_default_bos_eos(t);
     *out = t;
     return DS_OK;
