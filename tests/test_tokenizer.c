@@ -239,6 +239,57 @@ TEST(tokenizer_gguf_llamacpp_v3) {
     ds_gguf_close(&g);
 }
 
+/* llama.cpp's own DeepSeek LLM / Coder tokenizer tests
+ * (tests/fixtures/gguf/llama-vocab, tools/get_llama_vocab_fixtures.sh): the
+ * GGUF metadata's tokenizer gives the HF ids in the .out file for each text of
+ * the .inp file (tokenizer.ggml.pre deepseek-llm and deepseek-coder). */
+static void llama_vocab_check(const char *name) {
+    char p[256], *inp = NULL, *outs = NULL;
+    size_t ni = 0, no = 0;
+    ds_err e = {0};
+    ds_gguf g;
+    snprintf(p, sizeof p, "gguf/llama-vocab/%s.gguf", name);
+    if (ds_gguf_open(&g, fixture(p), &e)) { CHECK_MSG(0, "%s", e.msg); return; }
+    ds_tokenizer *t = NULL;
+    CHECK_MSG(tok_load_gguf(&t, &g, &e) == 0, "%s", e.msg);
+    ds_gguf_close(&g);
+    if (!t) return;
+    snprintf(p, sizeof p, "gguf/llama-vocab/%s.gguf.inp", name);
+    CHECK(ds_read_file(fixture(p), 1 << 20, &inp, &ni, &e) == 0);
+    snprintf(p, sizeof p, "gguf/llama-vocab/%s.gguf.out", name);
+    CHECK(ds_read_file(fixture(p), 1 << 20, &outs, &no, &e) == 0);
+    static const char sep[] = "\n__ggml_vocab_test__\n";
+    char *text = inp, *line = outs;
+    int n = 0, bad = 0;
+    while (inp && outs && text < inp + ni && line < outs + no) {
+        char *end = strstr(text, sep), *eol = strchr(line, '\n');
+        if (!end || !eol) break;
+        *eol = 0;
+        tok_ids ids = {0};
+        CHECK(tok_encode_append(t, text, (size_t)(end - text), 0, &ids, &e) == 0);
+        char got[4096] = "";
+        for (int64_t i = 0; i < ids.n; i++) snprintf(got + strlen(got), sizeof got - strlen(got), " %d", ids.v[i]);
+        if (strcmp(got, line)) {
+            bad++;
+            CHECK_MSG(0, "%s text %d '%.*s': ours '%s', HF '%s'", name, n, (int)DS_MIN(end - text, 40), text, got, line);
+        }
+        tok_ids_free(&ids);
+        n++;
+        text = end + strlen(sep);
+        line = eol + 1;
+    }
+    CHECK_MSG(n >= 40, "%s: only %d texts", name, n);
+    printf("    %s: %d texts, %d mismatches\n", name, n, bad);
+    free(inp);
+    free(outs);
+    tok_free(t);
+}
+
+TEST(tokenizer_gguf_llamacpp_llm_coder) {
+    llama_vocab_check("ggml-vocab-deepseek-llm");
+    llama_vocab_check("ggml-vocab-deepseek-coder");
+}
+
 /* Our convert, embedding the V3 tokenizer.json in a random model of vocab
  * 129280; the model loads and tok_load_for_model picks the metadata. */
 TEST(tokenizer_gguf_ours_v3) {
