@@ -8,13 +8,19 @@
 #include "test.h"
 
 #include "core/mmap_file.h"
+#include "io/gguf.h"
+#include "model/config.h"
+#include "model/convert.h"
+#include "tokenizer/chat.h"
 #include "tokenizer/regex.h"
+#include "tokenizer/tok_internal.h"
 #include "tokenizer/tokenizer.h"
 
 #include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------- fixtures */
 
@@ -180,6 +186,202 @@ TEST(tokenizer_v3_literal_no_added_tokens) {
             CHECK_MSG(!tok_is_added(t, s.ids[i][k]), "doc %u: added id %d in literal ids", s.doc[i], s.ids[i][k]);
     free_ids(&s);
     free_corpus(&c);
+}
+
+/* ------------------------------------------------------ GGUF metadata */
+
+/* The corpus through a tokenizer read from GGUF metadata: ids equal to HF's
+ * tokenizer.json (with and without added-token matching), round trip. */
+static void gguf_corpus_check(const ds_tokenizer *t, const char *what) {
+    corpus c;
+    idset s, lit;
+    if (load_corpus("tokenizer/corpus.bin", &c)) return;
+    if (load_ids("tokenizer/ds3_ids.bin", &s)) { free_corpus(&c); return; }
+    if (load_ids("tokenizer/ds3_literal_ids.bin", &lit)) { free_ids(&s); free_corpus(&c); return; }
+    CHECK_EQ_INT(compare_set(t, &c, &s, TOK_PARSE_SPECIAL | TOK_ADD_SPECIAL, what), 0);
+    CHECK_EQ_INT(compare_set(t, &c, &lit, 0, what), 0);
+    int64_t n_ids = 0;
+    for (uint32_t i = 0; i < s.n; i++) {
+        n_ids += s.n_ids[i];
+        char *out;
+        size_t len;
+        ds_err e = {0};
+        CHECK(tok_decode(t, s.ids[i], s.n_ids[i], false, &out, &len, &e) == 0);
+        CHECK_MSG(len == c.doc_len[s.doc[i]] && !memcmp(out, c.doc[s.doc[i]], len), "%s: doc %u does not round-trip", what,
+                  s.doc[i]);
+        free(out);
+    }
+    printf("    %s: %u docs, %lld ids identical to HF tokenizer.json\n", what, c.n, (long long)n_ids);
+    CHECK_EQ_INT(tok_vocab_size(t), tok_vocab_size(v3()));
+    CHECK_EQ_INT(tok_bos_id(t), 0);
+    CHECK_EQ_INT(tok_eos_id(t), 1);
+    CHECK(tok_chat_template(t) && chat_format_from_template(tok_chat_template(t)) == DS_CHAT_V3);
+    CHECK(chat_template_known(tok_chat_template(t)));
+    free_ids(&s);
+    free_ids(&lit);
+    free_corpus(&c);
+}
+
+/* tests/fixtures/gguf/v3-tokenizer.llama-meta.gguf: the metadata llama.cpp's
+ * convert_hf_to_gguf.py wrote for a model with the V3 tokenizer
+ * (tools/gen_gguf_tokenizer_fixture.py). */
+TEST(tokenizer_gguf_llamacpp_v3) {
+    ds_gguf g;
+    ds_err e = {0};
+    if (ds_gguf_open(&g, fixture("gguf/v3-tokenizer.llama-meta.gguf"), &e)) { CHECK_MSG(0, "%s", e.msg); return; }
+    ds_tokenizer *t = NULL;
+    CHECK_MSG(tok_load_gguf(&t, &g, &e) == 0, "%s", e.msg);
+    if (t) gguf_corpus_check(t, "llama.cpp GGUF");
+    /* llama.cpp marks V3's <｜User｜> etc. CONTROL (they look special) */
+    if (t) CHECK(tok_is_special(t, 128803));
+    if (t) CHECK(!tok_add_bos(t));  /* as that converter wrote it (transformers 5) */
+    tok_free(t);
+    ds_gguf_close(&g);
+}
+
+/* llama.cpp's own DeepSeek LLM / Coder tokenizer tests
+ * (tests/fixtures/gguf/llama-vocab, tools/get_llama_vocab_fixtures.sh): the
+ * GGUF metadata's tokenizer gives the HF ids in the .out file for each text of
+ * the .inp file (tokenizer.ggml.pre deepseek-llm and deepseek-coder). */
+static void llama_vocab_check(const char *name) {
+    char p[256], *inp = NULL, *outs = NULL;
+    size_t ni = 0, no = 0;
+    ds_err e = {0};
+    ds_gguf g;
+    snprintf(p, sizeof p, "gguf/llama-vocab/%s.gguf", name);
+    if (ds_gguf_open(&g, fixture(p), &e)) { CHECK_MSG(0, "%s", e.msg); return; }
+    ds_tokenizer *t = NULL;
+    CHECK_MSG(tok_load_gguf(&t, &g, &e) == 0, "%s", e.msg);
+    ds_gguf_close(&g);
+    if (!t) return;
+    snprintf(p, sizeof p, "gguf/llama-vocab/%s.gguf.inp", name);
+    CHECK(ds_read_file(fixture(p), 1 << 20, &inp, &ni, &e) == 0);
+    snprintf(p, sizeof p, "gguf/llama-vocab/%s.gguf.out", name);
+    CHECK(ds_read_file(fixture(p), 1 << 20, &outs, &no, &e) == 0);
+    static const char sep[] = "\n__ggml_vocab_test__\n";
+    char *text = inp, *line = outs;
+    int n = 0, bad = 0;
+    while (inp && outs && text < inp + ni && line < outs + no) {
+        char *end = strstr(text, sep), *eol = strchr(line, '\n');
+        if (!end || !eol) break;
+        *eol = 0;
+        tok_ids ids = {0};
+        CHECK(tok_encode_append(t, text, (size_t)(end - text), 0, &ids, &e) == 0);
+        char got[4096] = "";
+        for (int64_t i = 0; i < ids.n; i++) snprintf(got + strlen(got), sizeof got - strlen(got), " %d", ids.v[i]);
+        if (strcmp(got, line)) {
+            bad++;
+            CHECK_MSG(0, "%s text %d '%.*s': ours '%s', HF '%s'", name, n, (int)DS_MIN(end - text, 40), text, got, line);
+        }
+        tok_ids_free(&ids);
+        n++;
+        text = end + strlen(sep);
+        line = eol + 1;
+    }
+    CHECK_MSG(n >= 40, "%s: only %d texts", name, n);
+    printf("    %s: %d texts, %d mismatches\n", name, n, bad);
+    free(inp);
+    free(outs);
+    tok_free(t);
+}
+
+TEST(tokenizer_gguf_llamacpp_llm_coder) {
+    llama_vocab_check("ggml-vocab-deepseek-llm");
+    llama_vocab_check("ggml-vocab-deepseek-coder");
+}
+
+/* Our convert, embedding the V3 tokenizer.json in a random model of vocab
+ * 129280; the model loads and tok_load_for_model picks the metadata. */
+TEST(tokenizer_gguf_ours_v3) {
+    ds_config c;
+    ds_err e = {0};
+    if (ds_config_load(&c, "tests/fixtures/tiny-v3/config.json", &e)) { CHECK_MSG(0, "%s", e.msg); return; }
+    c.vocab_size = 129280;
+    c.n_layer = 1;
+    ds_config_derive_layers(&c);
+    ds_convert_opts o;
+    ds_convert_opts_default(&o, DS_DTYPE_Q8_0);
+    o.tokenizer_dir = shared_path("tokenizers/deepseek-v3");
+    char dir[] = "/tmp/ds_test_tokgguf_XXXXXX";
+    if (!mkdtemp(dir)) { CHECK_MSG(0, "mkdtemp"); return; }
+    char path[128];
+    snprintf(path, sizeof path, "%s/v3tok.gguf", dir);
+    CHECK_MSG(ds_write_random_gguf(&c, path, &o, 1, &e) == 0, "%s", e.msg);
+    ds_tokenizer *t = NULL;
+    CHECK_MSG(tok_load_for_model(&t, path, NULL, &e) == 0, "%s", e.msg);
+    if (t) {
+        CHECK(strstr(t->what, "GGUF tokenizer metadata") != NULL);
+        gguf_corpus_check(t, "our GGUF");
+        CHECK(!tok_is_special(t, 128803) && tok_is_added(t, 128803)); /* HF: added, not special */
+        CHECK(tok_add_bos(t) && !tok_add_eos(t));                       /* tokenizer_config.json */
+    }
+    tok_free(t);
+    /* precedence: tokenizer.json beside the file wins over the metadata; --tokenizer over both */
+    char side[160];
+    snprintf(side, sizeof side, "%s/tokenizer.json", dir);
+    FILE *f = fopen(side, "w");
+    fputs("{not json", f);
+    fclose(f);
+    t = NULL;
+    e = (ds_err){0};
+    CHECK(tok_load_for_model(&t, path, NULL, &e) != 0 && !t);
+    CHECK_MSG(strstr(e.msg, "beside") && strstr(e.msg, "--tokenizer"), "%s", e.msg);
+    e = (ds_err){0};
+    CHECK_MSG(tok_load_for_model(&t, path, path, &e) == 0 && t, "%s", e.msg);
+    tok_free(t);
+    t = NULL;
+    e = (ds_err){0};
+    CHECK_MSG(tok_load_for_model(&t, path, fixture("tokenizer/gpt2/tokenizer.json"), &e) == 0 && t, "%s", e.msg);
+    if (t) CHECK(tok_vocab_size(t) < 100000);  /* the small GPT-2 test tokenizer, not the metadata */
+    tok_free(t);
+    unlink(side);
+    /* no tokenizer anywhere: the message lists what was tried */
+    ds_gguf_writer *w = ds_gguf_writer_new();
+    ds_gguf_w_str(w, "tokenizer.ggml.model", "none");
+    snprintf(path, sizeof path, "%s/none.gguf", dir);
+    CHECK(ds_gguf_writer_begin(w, path, &e) == 0 && ds_gguf_writer_finish(w, &e) == 0);
+    ds_gguf_writer_free(w);
+    t = NULL;
+    e = (ds_err){0};
+    CHECK(tok_load_for_model(&t, path, NULL, &e) == DS_ENOTFOUND);
+    CHECK_MSG(strstr(e.msg, "--tokenizer (not given)") && strstr(e.msg, "tokenizer.json (not found)") &&
+              strstr(e.msg, "tokenizer.ggml.model = none"), "%s", e.msg);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/v3tok.gguf", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* Metadata errors name the key. */
+TEST(tokenizer_gguf_bad_metadata) {
+    static const struct { const char *pre; const char *model; bool types_short; const char *want; } k[] = {
+        { "deepseek-v3", "llama", false, "tokenizer.ggml.model 'llama' is not supported" },
+        { "qwen2", "gpt2", false, "tokenizer.ggml.pre 'qwen2' is not supported" },
+        { "deepseek-v3", "gpt2", true, "token_type has 2 entries" },
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        ds_gguf_writer *w = ds_gguf_writer_new();
+        ds_gguf_w_str(w, "tokenizer.ggml.model", k[i].model);
+        ds_gguf_w_str(w, "tokenizer.ggml.pre", k[i].pre);
+        const char *toks[3] = { "a", "b", "ab" }, *merges[1] = { "a b" };
+        int32_t types[3] = { 1, 1, 1 };
+        ds_gguf_w_arr(w, "tokenizer.ggml.tokens", DS_GGUF_STRING, toks, 3);
+        ds_gguf_w_arr(w, "tokenizer.ggml.token_type", DS_GGUF_INT32, types, k[i].types_short ? 2 : 3);
+        ds_gguf_w_arr(w, "tokenizer.ggml.merges", DS_GGUF_STRING, merges, 1);
+        char path[] = "/tmp/ds_test_tokbad_XXXXXX";
+        int fd = mkstemp(path);
+        if (fd >= 0) close(fd);
+        ds_err e = {0};
+        CHECK(ds_gguf_writer_begin(w, path, &e) == 0 && ds_gguf_writer_finish(w, &e) == 0);
+        ds_gguf_writer_free(w);
+        ds_gguf g;
+        ds_tokenizer *t = NULL;
+        CHECK(ds_gguf_open(&g, path, &e) == 0);
+        CHECK(tok_load_gguf(&t, &g, &e) != 0 && !t);
+        CHECK_MSG(strstr(e.msg, k[i].want), "%s", e.msg);
+        ds_gguf_close(&g);
+        unlink(path);
+    }
 }
 
 TEST(tokenizer_v3_metadata) {

@@ -2,6 +2,7 @@
  * cli.c - argument helpers and fatal-error printing for subcommands.
  */
 #include "cli.h"
+#include "../tokenizer/tokenizer.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -125,3 +126,27 @@ void cli_check_model(const char *cmd, const char *path) {
 }
 
 int cli_is_help(const char *a) { return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0; }
+
+uint64_t cli_parse_size(const char *cmd, const char *flag, const char *s) {
+    if (!s) cli_die(cmd, "%s needs a size", flag);
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    uint64_t mul = 1;
+    if (*end == 'K' || *end == 'k') mul = 1ull << 10, end++;
+    else if (*end == 'M' || *end == 'm') mul = 1ull << 20, end++;
+    else if (*end == 'G' || *end == 'g') mul = 1ull << 30, end++;
+    else if (*end == 'T' || *end == 't') mul = 1ull << 40, end++;
+    if (errno || end == s || *end || !(v > 0) || v * (double)mul > 9e18)
+        cli_die(cmd, "%s: '%s' is not a size (a number with an optional K, M, G or T suffix)", flag, s);
+    uint64_t b = (uint64_t)(v * (double)mul);
+    if (b == 0) cli_die(cmd, "%s: '%s' is less than one byte", flag, s);
+    return b;
+}
+
+ds_tokenizer *cli_load_tokenizer(const char *cmd, const char *model, const char *tokenizer, const char *hint) {
+    ds_tokenizer *t = NULL;
+    ds_err e = { 0 };
+    if (tok_load_for_model(&t, model, tokenizer, &e)) cli_die(cmd, "%s%s%s", e.msg, hint ? " " : "", hint ? hint : "");
+    return t;
+}

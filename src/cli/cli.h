@@ -17,6 +17,14 @@ void cli_die_err(const char *cmd, const ds_err *e) __attribute__((noreturn));
 /* Strict number parsing: the whole string must be a number in range. */
 int64_t cli_parse_int(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi);
 double cli_parse_num(const char *cmd, const char *flag, const char *s, double lo, double hi);
+/* "50G", "512M", "100K", "4096": bytes (powers of 1024), > 0. */
+uint64_t cli_parse_size(const char *cmd, const char *flag, const char *s);
+/* The model's tokenizer for commands that take -m: --tokenizer PATH if
+ * given, else tokenizer.json of the folder, or for a .gguf the tokenizer.json
+ * beside it, then its metadata (tok_load_for_model). Exits with a message
+ * listing what was tried, followed by `hint` (may be NULL). */
+struct ds_tokenizer;
+struct ds_tokenizer *cli_load_tokenizer(const char *cmd, const char *model, const char *tokenizer, const char *hint);
 /* "1,2,3" -> malloc'ed int32 array (caller frees); each in [0, 2^31). */
 int32_t *cli_parse_ids(const char *cmd, const char *flag, const char *s, int64_t *n);
 

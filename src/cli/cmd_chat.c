@@ -36,6 +36,8 @@ static void usage(FILE *f) {
         "  Interactive chat with the model's chat template (V3, R1, V3.1 or V2, from the folder).\n"
         "  --system TEXT        system prompt\n"
         "  --format NAME        chat format: auto, v3, r1, v3.1, v2 (default auto)\n"
+        "  --tokenizer PATH     tokenizer.json, its folder, or a .gguf (default: the model folder's;\n"
+        "                       for a .gguf the tokenizer.json beside it, then its metadata)\n"
         "  --think              V3.1: thinking mode (the reply starts with reasoning)\n"
         "  --hide-think         do not show reasoning (same as /think off)\n"
         "  -n, --max-tokens N   reply length limit (default 1024)\n"
@@ -442,7 +444,7 @@ static char *read_turn(chat *c) {
 }
 
 int cmd_chat(int argc, char **argv) {
-    const char *dir = NULL, *fmt_name = "auto", *system = NULL;
+    const char *dir = NULL, *fmt_name = "auto", *system = NULL, *tokp = NULL;
     int64_t ctx = 0, max_tokens = 1024;
     bool think = false, hide = false, verbose = false;
     ds_sampler_params sp;
@@ -459,6 +461,7 @@ int cmd_chat(int argc, char **argv) {
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { dir = v; i++; }
         else if (!strcmp(a, "--system")) { system = v; i++; if (!v) cli_die(C, "--system needs a value"); }
         else if (!strcmp(a, "--format")) { fmt_name = v; i++; if (!v) cli_die(C, "--format needs a value"); }
+        else if (!strcmp(a, "--tokenizer")) { tokp = v; i++; if (!v) cli_die(C, "--tokenizer needs a path"); }
         else if (!strcmp(a, "--think")) think = true;
         else if (!strcmp(a, "--hide-think")) hide = true;
         else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) verbose = true;
@@ -492,11 +495,18 @@ int cmd_chat(int argc, char **argv) {
     c.max_tokens = max_tokens;
     c.system = system ? strdup(system) : NULL;
     if (ds_model_open(&c.m, dir, &e)) cli_die_err(C, &e);
-    if (tok_load(&c.tok, dir, &e)) cli_die(C, "%s (chat needs the model's tokenizer.json)", e.msg);
+    c.tok = cli_load_tokenizer(C, dir, tokp, "(chat needs the model's tokenizer)");
     if (tok_vocab_size(c.tok) > ds_model_config(c.m)->vocab_size)
         cli_die(C, "%s: the tokenizer has %lld ids but the model only %lld", dir, (long long)tok_vocab_size(c.tok),
                 (long long)ds_model_config(c.m)->vocab_size);
-    c.fmt = f == DS_CHAT_AUTO ? chat_format_detect(dir) : (ds_chat_format)f;
+    if (f == DS_CHAT_AUTO && tok_chat_template(c.tok)) {
+        c.fmt = chat_format_from_template(tok_chat_template(c.tok));
+        if (!chat_template_known(tok_chat_template(c.tok)))
+            fprintf(stderr, "deepseek chat: the model's chat template is not a DeepSeek V3, R1, V3.1 or V2 template "
+                    "deepseek.c knows; using the V3 format (--format v3|r1|v3.1|v2 picks one)\n");
+    } else {
+        c.fmt = f == DS_CHAT_AUTO ? chat_format_detect(dir) : (ds_chat_format)f;
+    }
     c.eos = tok_eos_id(c.tok) >= 0 ? tok_eos_id(c.tok) : (int32_t)ds_model_config(c.m)->eos_token_id;
     if (ctx == 0) ctx = DS_MIN(ds_model_config(c.m)->max_position_embeddings, 4096);
     if (ds_session_init(&c.ss, c.m, c.tok, ctx, &c.sp, &e)) cli_die_err(C, &e);

@@ -36,6 +36,11 @@ static void usage(FILE *f) {
         "  --legacy-kv-b   write attn_kv_b (pre-MLA GGUF form) instead of attn_k_b + attn_v_b\n"
         "  --no-mtp        leave the MTP (nextn) layers out\n"
         "  --name NAME     general.name\n"
+        "  --split-max-size SIZE  write parts of at most SIZE bytes (K, M, G suffixes: 50G), named\n"
+        "                  OUT-00001-of-0000N.gguf like llama.cpp's gguf-split; the first holds the\n"
+        "                  metadata; -m takes any part\n"
+        "  --tokenizer DIR embed the tokenizer.json (+ tokenizer_config.json) of DIR (default: the\n"
+        "                  source folder's; a .gguf source keeps its own tokenizer.* metadata)\n"
         "  --kl            after writing, run source and result on --kl-tokens tokens and print\n"
         "                  mean/max KL divergence, top-1 agreement and logit differences\n"
         "  --kl-tokens N   tokens for the KL check (default 64, pseudo-random ids)\n"
@@ -120,7 +125,8 @@ int cmd_convert(int argc, char **argv) {
     ds_dtype embed = DS_DTYPE_COUNT, head = DS_DTYPE_COUNT;
     bool legacy = false, no_mtp = false, kl = false, quiet = false, incremental = false;
     ds_kv_type kvt = DS_KV_F32;
-    const char *name = NULL;
+    const char *name = NULL, *tokdir = NULL;
+    uint64_t split = 0;
     int64_t layers = 0, kl_tokens = 64;
     uint64_t seed = 1;
     for (int i = 1; i < argc; i++) {
@@ -149,6 +155,8 @@ int cmd_convert(int argc, char **argv) {
             kvt = (ds_kv_type)k;
             i++;
         }
+        else if (!strcmp(a, "--split-max-size")) { split = cli_parse_size(C, a, v); i++; }
+        else if (!strcmp(a, "--tokenizer")) { tokdir = v; i++; if (!v) cli_die(C, "--tokenizer needs a folder"); }
         else if (!strcmp(a, "--seed")) { seed = (uint64_t)cli_parse_int(C, a, v, 0, INT64_MAX); i++; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { ds_threads_set((int)cli_parse_int(C, a, v, 1, 1024)); i++; }
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = true;
@@ -164,6 +172,12 @@ int cmd_convert(int argc, char **argv) {
     o.legacy_kv_b = legacy;
     o.drop_mtp = no_mtp;
     o.name = name;
+    o.split_max_bytes = split;
+    if (tokdir) {
+        struct stat tst;
+        if (stat(tokdir, &tst) != 0 || !S_ISDIR(tst.st_mode)) cli_die(C, "--tokenizer %s: not a folder (expected one with tokenizer.json)", tokdir);
+        o.tokenizer_dir = tokdir;
+    }
     progress_state ps = { ds_now(), 0, quiet, isatty(2) != 0, -1 };
     o.progress = on_progress;
     o.progress_ud = &ps;
@@ -179,7 +193,14 @@ int cmd_convert(int argc, char **argv) {
             if (c.first_k_dense_replace > layers) c.first_k_dense_replace = layers;
         }
         ds_config_derive_layers(&c);
+        static char first[4200];
+        o.first_part = first;
+        o.first_part_cap = sizeof first;
         if (ds_mkdir_parent(out, &e) || ds_write_random_gguf(&c, out, &o, seed, &e)) cli_die_err(C, &e);
+        if (strcmp(first, out)) {
+            fprintf(stderr, "split: the first part is %s\n", first);
+            out = first;
+        }
         struct stat st;
         if (stat(out, &st) == 0) fprintf(stderr, "wrote %s (%.2f GiB, random weights)\n", out, st.st_size / 1073741824.0);
         return 0;
@@ -192,9 +213,16 @@ int cmd_convert(int argc, char **argv) {
     if (ds_model_open(&m, src, &e)) cli_die_err(C, &e);
     if (out) {
         struct stat st;
-        if (stat(src, &st) == 0 && S_ISDIR(st.st_mode)) o.tokenizer_dir = src;
+        if (!o.tokenizer_dir && stat(src, &st) == 0 && S_ISDIR(st.st_mode)) o.tokenizer_dir = src;
         double t = ds_now();
+        static char first[4200];
+        o.first_part = first;
+        o.first_part_cap = sizeof first;
         if (ds_mkdir_parent(out, &e) || ds_model_write_gguf(m, out, &o, &e)) cli_die_err(C, &e);
+        if (strcmp(first, out)) {
+            fprintf(stderr, "split: the first part is %s\n", first);
+            out = first;
+        }
         if (stat(out, &st) == 0)
             fprintf(stderr, "wrote %s: %.2f GiB in %.1f s (attn %s, ffn %s, experts %s, embed %s, head %s)\n", out,
                     st.st_size / 1073741824.0, ds_now() - t, ds_dtype_name(o.attn), ds_dtype_name(o.ffn),
@@ -212,7 +240,7 @@ int cmd_convert(int argc, char **argv) {
         ds_logit_stats s;
         ds_compare_opts co = { DS_KV_F32, kvt, incremental };
         if (ds_compare_models(m, b, tok, kl_tokens, &co, &s, &e)) cli_die_err(C, &e);
-        char what[512];
+        char what[8192];
         snprintf(what, sizeof what, "%s%s%s vs %s%s", cmp, kvt != DS_KV_F32 ? " (kv " : "",
                  kvt != DS_KV_F32 ? ds_kv_type_name(kvt) : "", src, kvt != DS_KV_F32 ? ", kv f32)" : "");
         if (incremental) snprintf(what + strlen(what), sizeof what - strlen(what), ", token by token");

@@ -18,6 +18,9 @@ static void usage(FILE *f) {
         "  model folder; BOS is added if tokenizer_config.json says add_bos_token; special-token\n"
         "  strings in TEXT are recognized, as in Hugging Face's tokenizer(TEXT)).\n"
         "  --prompt-ids: prints the continuation's token ids, comma-separated.\n"
+        "  --tokenizer PATH        tokenizer.json, its folder, or a .gguf with tokenizer metadata\n"
+        "                          (default: the model folder's tokenizer.json; for a .gguf the\n"
+        "                          tokenizer.json beside it, then the file's own metadata)\n"
         "  Greedy at temperature 0; stops at the end-of-sequence token unless --ignore-eos.\n"
         "  -n, --max-tokens N      new tokens (default 32)\n"
         "  --temperature T         0 = greedy (default 0)\n"
@@ -49,7 +52,7 @@ static int on_token(void *ud, int32_t tok, const char *text, size_t len) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *dir = NULL, *ids = NULL, *text = NULL;
+    const char *dir = NULL, *ids = NULL, *text = NULL, *tokp = NULL;
     int64_t n_new = 32, ctx = 0;
     bool verbose = false, ignore_eos = false, mtp = false, ctx_shift = true;
     ds_kv_type kvt = DS_KV_F32;
@@ -64,6 +67,7 @@ int cmd_generate(int argc, char **argv) {
         if (cli_is_help(a)) { usage(stdout); return 0; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { dir = v; i++; }
         else if (!strcmp(a, "--prompt-ids")) { ids = v; i++; }
+        else if (!strcmp(a, "--tokenizer")) { tokp = v; i++; if (!v) cli_die(C, "--tokenizer needs a path"); }
         else if (!strcmp(a, "--prompt") || !strcmp(a, "-p")) { text = v; i++; if (!v) cli_die(C, "--prompt needs a value"); }
         else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) { n_new = cli_parse_int(C, a, v, 0, 1 << 30); i++; }
         else if (!strcmp(a, "--temperature") || !strcmp(a, "--temp")) { sp.temperature = (float)cli_parse_num(C, a, v, 0, 100); i++; }
@@ -106,10 +110,11 @@ int cmd_generate(int argc, char **argv) {
     if (ids) {
         prompt = cli_parse_ids(C, "--prompt-ids", ids, &n);
     } else {
-        if (tok_load(&tok, dir, &e)) cli_die(C, "%s (text prompts need the model's tokenizer.json; or use --prompt-ids)", e.msg);
+        tok = cli_load_tokenizer(C, dir, tokp, "(text prompts need a tokenizer; or use --prompt-ids)");
         tok_ids v = { 0 };
         if (tok_add_bos(tok) && tok_bos_id(tok) >= 0 && tok_ids_push(&v, tok_bos_id(tok), &e)) cli_die_err(C, &e);
         if (tok_encode_append(tok, text, strlen(text), TOK_PARSE_SPECIAL, &v, &e)) cli_die_err(C, &e);
+        if (tok_add_eos(tok) && tok_eos_id(tok) >= 0 && tok_ids_push(&v, tok_eos_id(tok), &e)) cli_die_err(C, &e);
         if (v.n == 0) cli_die(C, "--prompt: the prompt is empty");
         prompt = v.v;
         n = v.n;

@@ -35,6 +35,8 @@ static void usage(FILE *f) {
         "  --batch N              tokens per forward pass at most (prefill chunk, default 512)\n"
         "  -t, --threads N        compute threads (default: all cores)\n"
         "  --chat-format F        auto (from tokenizer_config.json), v3, r1, v3.1, v2\n"
+        "  --tokenizer PATH       tokenizer.json, its folder, or a .gguf (default: the model folder's;\n"
+        "                         for a .gguf the tokenizer.json beside it, then its metadata)\n"
         "  --thinking             V3.1: think by default (requests can say \"thinking\": {\"type\": ...})\n"
         "  --deterministic        bit-identical results whatever ran before: cached prefixes are reused\n"
         "                         only in whole --batch-aligned prefill chunks (memory/disk prefix store\n"
@@ -110,6 +112,7 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--batch")) { o.batch_tokens = cli_parse_int(C, a, v, 1, 1 << 20); i++; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { ds_threads_set((int)cli_parse_int(C, a, v, 1, 1024)); i++; }
         else if (!strcmp(a, "--chat-format")) { NEED(); o.chat_format = v; }
+        else if (!strcmp(a, "--tokenizer")) { NEED(); o.tokenizer = v; }
         else if (!strcmp(a, "--thinking")) o.thinking = true;
         else if (!strcmp(a, "--deterministic")) o.deterministic = true;
         else if (!strcmp(a, "--max-queue")) { o.max_queue = (int)cli_parse_int(C, a, v, 0, 1 << 20); i++; }

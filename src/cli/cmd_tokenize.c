@@ -19,7 +19,9 @@ static void tokenize_usage(FILE *f) {
             "tokenizer's post-processor is applied (for DeepSeek-V3 it adds nothing; BOS is not\n"
             "added).\n"
             "\n"
-            "  -m, --model PATH   model folder with tokenizer.json, or a tokenizer.json\n"
+            "  -m, --model PATH   model folder with tokenizer.json, a tokenizer.json, or a .gguf\n"
+            "                     (its tokenizer.json beside it, else its tokenizer metadata)\n"
+            "  --tokenizer PATH   the tokenizer to use instead (tokenizer.json, folder or .gguf)\n"
             "                     (default: $DEEPSEEK_MODEL or the bundled model)\n"
             "  --text S           the text to tokenize\n"
             "  --file F           read the text from file F ('-' for stdin); bytes as they are\n"
@@ -37,7 +39,9 @@ static void detokenize_usage(FILE *f) {
             "(a character split off by the ids) are printed as U+FFFD, as the Hugging Face\n"
             "decoder does, unless --raw is given.\n"
             "\n"
-            "  -m, --model PATH   model folder with tokenizer.json, or a tokenizer.json\n"
+            "  -m, --model PATH   model folder with tokenizer.json, a tokenizer.json, or a .gguf\n"
+            "                     (its tokenizer.json beside it, else its tokenizer metadata)\n"
+            "  --tokenizer PATH   the tokenizer to use instead (tokenizer.json, folder or .gguf)\n"
             "  --ids LIST         comma-separated token ids\n"
             "  --skip-special     drop special tokens (BOS/EOS, ...)\n"
             "  --raw              write the exact decoded bytes\n");
@@ -48,13 +52,10 @@ static const char *need_arg(const char *cmd, int argc, char **argv, int *i) {
     return argv[++*i];
 }
 
-static ds_tokenizer *load(const char *cmd, const char *model) {
-    if (!model) model = cli_default_model();
-    if (!model) cli_die(cmd, "no model given: use -m MODEL_DIR or -m path/to/tokenizer.json");
-    ds_tokenizer *t;
-    ds_err e = {0};
-    if (tok_load(&t, model, &e)) cli_die_err(cmd, &e);
-    return t;
+static ds_tokenizer *load(const char *cmd, const char *model, const char *tokenizer) {
+    if (!model && !tokenizer) model = cli_default_model();
+    if (!model && !tokenizer) cli_die(cmd, "no model given: use -m MODEL_DIR, -m MODEL.gguf or -m path/to/tokenizer.json");
+    return cli_load_tokenizer(cmd, model, tokenizer, NULL);
 }
 
 static char *read_stdin(size_t *len) {
@@ -73,13 +74,14 @@ static char *read_stdin(size_t *len) {
 }
 
 int cmd_tokenize(int argc, char **argv) {
-    const char *cmd = "tokenize", *model = NULL, *text = NULL, *file = NULL;
+    const char *cmd = "tokenize", *model = NULL, *text = NULL, *file = NULL, *tokp = NULL;
     bool special = true, stats = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is_help(a)) { tokenize_usage(stdout); return 0; }
         else if (!strcmp(a, "--stats")) stats = true;
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = need_arg(cmd, argc, argv, &i);
+        else if (!strcmp(a, "--tokenizer")) tokp = need_arg(cmd, argc, argv, &i);
         else if (!strcmp(a, "--text")) text = need_arg(cmd, argc, argv, &i);
         else if (!strcmp(a, "--file")) file = need_arg(cmd, argc, argv, &i);
         else if (!strcmp(a, "--no-special")) special = false;
@@ -97,7 +99,7 @@ int cmd_tokenize(int argc, char **argv) {
         len = strlen(text);
     }
     double t0 = ds_now();
-    ds_tokenizer *t = load(cmd, model);
+    ds_tokenizer *t = load(cmd, model, tokp);
     double t1 = ds_now();
     tok_ids ids = {0};
     ds_err e = {0};
@@ -118,12 +120,13 @@ int cmd_tokenize(int argc, char **argv) {
 }
 
 int cmd_detokenize(int argc, char **argv) {
-    const char *cmd = "detokenize", *model = NULL, *ids_arg = NULL;
+    const char *cmd = "detokenize", *model = NULL, *ids_arg = NULL, *tokp = NULL;
     bool skip = false, raw = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is_help(a)) { detokenize_usage(stdout); return 0; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = need_arg(cmd, argc, argv, &i);
+        else if (!strcmp(a, "--tokenizer")) tokp = need_arg(cmd, argc, argv, &i);
         else if (!strcmp(a, "--ids")) ids_arg = need_arg(cmd, argc, argv, &i);
         else if (!strcmp(a, "--skip-special")) skip = true;
         else if (!strcmp(a, "--raw")) raw = true;
@@ -144,7 +147,7 @@ int cmd_detokenize(int argc, char **argv) {
     }
     int64_t n;
     int32_t *ids = cli_parse_ids(cmd, "--ids", p, &n);
-    ds_tokenizer *t = load(cmd, model);
+    ds_tokenizer *t = load(cmd, model, tokp);
     char *text, *clean;
     size_t len, clen;
     ds_err e = {0};

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------ type table */
@@ -171,6 +172,8 @@ static bool is_signed_type(ds_gguf_type t) {
     return t == DS_GGUF_INT8 || t == DS_GGUF_INT16 || t == DS_GGUF_INT32 || t == DS_GGUF_INT64;
 }
 
+static int read_value(cursor *c, ds_gguf_kv *kv);
+
 static int read_kv(cursor *c, ds_gguf_kv *kv, int64_t idx) {
     const char *ks;
     uint64_t klen;
@@ -189,6 +192,15 @@ static int read_kv(cursor *c, ds_gguf_kv *kv, int64_t idx) {
         return ds_err_set(c->e, DS_EFORMAT, "%s: key '%s' has invalid value type %u", c->what, kv->key, t);
     kv->type = (ds_gguf_type)t;
     kv->n = 1;
+    kv->val_off = c->pos;
+    rc = read_value(c, kv);
+    kv->val_len = c->pos - kv->val_off;
+    return rc;
+}
+
+static int read_value(cursor *c, ds_gguf_kv *kv) {
+    int rc;
+    uint32_t t = kv->type;
     if (t == DS_GGUF_STRING) return rd_str(c, &kv->str, &kv->str_len, DS_GGUF_MAX_STRING, kv->key);
     if (t != DS_GGUF_ARRAY) return rd_scalar(c, kv->type, kv);
     uint32_t et;
@@ -390,6 +402,15 @@ int ds_gguf_open(ds_gguf *g, const char *path, ds_err *e) {
 
 void ds_gguf_close(ds_gguf *g) {
     if (!g) return;
+    if (g->parts) {  /* a split file: kv and names belong to the parts */
+        for (int i = 0; i < g->n_parts; i++) ds_gguf_close(&g->parts[i]);
+        free(g->parts);
+        free(g->tensors);
+        free(g->by_name);
+        free(g->what);
+        memset(g, 0, sizeof *g);
+        return;
+    }
     for (int64_t i = 0; i < g->n_kv; i++) {
         free(g->kv[i].key);
         free(g->kv[i].str_pos);
@@ -401,6 +422,150 @@ void ds_gguf_close(ds_gguf *g) {
     free(g->what);
     if (g->map.data || g->map.path) ds_mmap_close(&g->map);
     memset(g, 0, sizeof *g);
+}
+
+/* ----------------------------------------------------------- split files */
+
+void ds_gguf_split_name(char *buf, size_t cap, const char *prefix, int no, int count) {
+    snprintf(buf, cap, "%s-%05d-of-%05d.gguf", prefix, no + 1, count);
+}
+
+/* Parses PREFIX-NNNNN-of-MMMMM.gguf: the prefix length, part (1-based), count; false if not so named. */
+static bool split_parse(const char *path, size_t *prefix_len, int *no, int *count) {
+    size_t n = strlen(path);
+    const size_t tail = strlen("-00001-of-00001.gguf");
+    if (n <= tail) return false;
+    const char *p = path + n - tail;
+    int a = 0, b = 0;
+    for (int i = 0; i < 5; i++) {
+        if (p[1 + i] < '0' || p[1 + i] > '9' || p[10 + i] < '0' || p[10 + i] > '9') return false;
+        a = a * 10 + (p[1 + i] - '0');
+        b = b * 10 + (p[10 + i] - '0');
+    }
+    if (p[0] != '-' || strncmp(p + 6, "-of-", 4) || strcmp(p + 15, ".gguf") || a < 1 || b < 1 || a > b) return false;
+    *prefix_len = n - tail;
+    *no = a;
+    *count = b;
+    return true;
+}
+
+int ds_gguf_split_first(const char *path, char *buf, size_t cap, ds_err *e) {
+    size_t pl;
+    int no, count;
+    if (strlen(path) + 1 > cap) return ds_err_set(e, DS_ERANGE, "%s: path too long", path);
+    if (!split_parse(path, &pl, &no, &count) || no == 1) {
+        snprintf(buf, cap, "%s", path);
+        return DS_OK;
+    }
+    char prefix[4096];
+    snprintf(prefix, sizeof prefix, "%.*s", (int)DS_MIN(pl, sizeof prefix - 1), path);
+    ds_gguf_split_name(buf, cap, prefix, 0, count);
+    return DS_OK;
+}
+
+static int split_keys(const ds_gguf *g, int64_t *no, int64_t *count, ds_err *e) {
+    *no = 0;
+    *count = 0;
+    int rc = ds_gguf_get_int(g, "split.count", false, 0, DS_GGUF_MAX_SPLITS, count, e);
+    if (!rc && *count > 0) rc = ds_gguf_get_int(g, "split.no", true, 0, *count - 1, no, e);
+    return rc;
+}
+
+int ds_gguf_open_model(ds_gguf *g, const char *path, ds_err *e) {
+    ds_gguf first;
+    int64_t no, count;
+    int rc = ds_gguf_open(&first, path, e);
+    if (rc) return rc;
+    if ((rc = split_keys(&first, &no, &count, e))) { ds_gguf_close(&first); return rc; }
+    if (count <= 1) { *g = first; return DS_OK; }
+    size_t pl;
+    int pno, pcount;
+    if (!split_parse(path, &pl, &pno, &pcount) || pno != no + 1 || pcount != count) {
+        ds_gguf_close(&first);
+        return ds_err_set(e, DS_EFORMAT, "%s: part %lld of a split GGUF of %lld parts, but not named PREFIX-%05lld-of-%05lld.gguf "
+                          "(the other parts are found by name)", path, (long long)no + 1, (long long)count,
+                          (long long)no + 1, (long long)count);
+    }
+    char prefix[4096], name[4200];
+    if (pl >= sizeof prefix) { ds_gguf_close(&first); return ds_err_set(e, DS_ERANGE, "%s: path too long", path); }
+    memcpy(prefix, path, pl);
+    prefix[pl] = 0;
+    if (no != 0) {  /* any part given: start from the first, which holds the metadata */
+        ds_gguf_close(&first);
+        ds_gguf_split_name(name, sizeof name, prefix, 0, (int)count);
+        struct stat sb;
+        if (stat(name, &sb) != 0)
+            return ds_err_set(e, DS_ENOTFOUND, "%s: part 1 of %lld of this split GGUF, '%s', is missing (%s)", path,
+                              (long long)count, name, strerror(errno));
+        if ((rc = ds_gguf_open(&first, name, e))) return rc;
+        int64_t c2;
+        if ((rc = split_keys(&first, &no, &c2, e))) { ds_gguf_close(&first); return rc; }
+        if (no != 0 || c2 != count) {
+            ds_gguf_close(&first);
+            return ds_err_set(e, DS_EFORMAT, "%s: split.no = %lld, split.count = %lld; expected part 1 of %lld", name,
+                              (long long)no, (long long)c2, (long long)count);
+        }
+    }
+    memset(g, 0, sizeof *g);
+    g->parts = calloc((size_t)count, sizeof *g->parts);
+    if (!g->parts) { ds_gguf_close(&first); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+    g->parts[0] = first;
+    g->n_parts = 1;
+    int64_t total = first.n_tensors;
+    for (int i = 1; i < count; i++) {
+        ds_gguf_split_name(name, sizeof name, prefix, i, (int)count);
+        struct stat sb;
+        if (stat(name, &sb) != 0) {
+            rc = ds_err_set(e, DS_ENOTFOUND, "split GGUF %s: part %d of %lld, '%s', is missing (%s)", g->parts[0].what, i + 1,
+                            (long long)count, name, strerror(errno));
+            goto fail;
+        }
+        if ((rc = ds_gguf_open(&g->parts[i], name, e))) goto fail;
+        g->n_parts++;
+        int64_t pn, pc;
+        if ((rc = split_keys(&g->parts[i], &pn, &pc, e))) goto fail;
+        if (pc != count || pn != i) {
+            rc = ds_err_set(e, DS_EFORMAT, "%s: split.no = %lld, split.count = %lld; expected part %d of %lld (as %s says)",
+                            name, (long long)pn, (long long)pc, i + 1, (long long)count, g->parts[0].what);
+            goto fail;
+        }
+        total += g->parts[i].n_tensors;
+    }
+    int64_t want = total;
+    if ((rc = ds_gguf_get_int(&g->parts[0], "split.tensors.count", false, 0, INT64_MAX, &want, e))) goto fail;
+    if (want != total) {
+        rc = ds_err_set(e, DS_EFORMAT, "split GGUF %s: the %lld parts hold %lld tensors, split.tensors.count says %lld",
+                        g->parts[0].what, (long long)count, (long long)total, (long long)want);
+        goto fail;
+    }
+    g->what = strdup(g->parts[0].what);
+    g->tensors = calloc((size_t)(total ? total : 1), sizeof *g->tensors);
+    g->by_name = calloc((size_t)(total ? total : 1), sizeof *g->by_name);
+    if (!g->what || !g->tensors || !g->by_name) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto fail; }
+    g->buf = g->parts[0].buf;
+    g->size = g->parts[0].size;
+    g->version = g->parts[0].version;
+    g->alignment = g->parts[0].alignment;
+    g->data_offset = g->parts[0].data_offset;
+    g->n_kv = g->parts[0].n_kv;
+    g->kv = g->parts[0].kv;
+    for (int i = 0; i < g->n_parts; i++)
+        for (int64_t k = 0; k < g->parts[i].n_tensors; k++) {
+            g->by_name[g->n_tensors] = g->n_tensors;
+            g->tensors[g->n_tensors++] = g->parts[i].tensors[k];
+        }
+    g_sort_ctx = g;
+    qsort(g->by_name, (size_t)total, sizeof *g->by_name, cmp_by_name);
+    for (int64_t i = 1; i < total; i++)
+        if (!strcmp(g->tensors[g->by_name[i]].name, g->tensors[g->by_name[i - 1]].name)) {
+            rc = ds_err_set(e, DS_EFORMAT, "split GGUF %s: tensor '%s' is in two parts", g->what,
+                            g->tensors[g->by_name[i]].name);
+            goto fail;
+        }
+    return DS_OK;
+fail:
+    ds_gguf_close(g);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- lookup */
@@ -609,6 +774,7 @@ static void key(ds_gguf_writer *w, const char *k, ds_gguf_type t) {
     w->n_kv++;
 }
 
+void ds_gguf_w_u16(ds_gguf_writer *w, const char *k, uint16_t v) { key(w, k, DS_GGUF_UINT16); hput(w, &v, 2); }
 void ds_gguf_w_u32(ds_gguf_writer *w, const char *k, uint32_t v) { key(w, k, DS_GGUF_UINT32); hput(w, &v, 4); }
 void ds_gguf_w_i32(ds_gguf_writer *w, const char *k, int32_t v) { key(w, k, DS_GGUF_INT32); hput(w, &v, 4); }
 void ds_gguf_w_u64(ds_gguf_writer *w, const char *k, uint64_t v) { key(w, k, DS_GGUF_UINT64); hput(w, &v, 8); }
@@ -631,6 +797,11 @@ void ds_gguf_w_arr(ds_gguf_writer *w, const char *k, ds_gguf_type et, const void
     } else {
         hput(w, data, (size_t)(n * scalar_size(et)));
     }
+}
+
+void ds_gguf_w_copy(ds_gguf_writer *w, const ds_gguf *g, const ds_gguf_kv *kv) {
+    key(w, kv->key, kv->type);
+    hput(w, g->buf + kv->val_off, (size_t)kv->val_len);
 }
 
 int64_t ds_gguf_w_tensor(ds_gguf_writer *w, const char *name, uint32_t type, int ndim, const int64_t *shape, ds_err *e) {
@@ -670,6 +841,12 @@ int64_t ds_gguf_w_tensor(ds_gguf_writer *w, const char *name, uint32_t type, int
     }
     w->t[w->n_t] = t;
     return w->n_t++;
+}
+
+uint64_t ds_gguf_w_header_bytes(const ds_gguf_writer *w) {
+    uint64_t pos = 24 + w->hdr_len;
+    for (int64_t i = 0; i < w->n_t; i++) pos += 8 + strlen(w->t[i].name) + 4 + 8ull * w->t[i].n_dims + 4 + 8;
+    return (pos + DS_GGUF_DEFAULT_ALIGNMENT - 1) / DS_GGUF_DEFAULT_ALIGNMENT * DS_GGUF_DEFAULT_ALIGNMENT;
 }
 
 uint64_t ds_gguf_w_tensor_bytes(const ds_gguf_writer *w, int64_t i) {

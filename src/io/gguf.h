@@ -74,6 +74,7 @@ typedef struct ds_gguf_kv {
     uint64_t str_len;
     const uint8_t *arr;         /* numeric ARRAY: raw little-endian elements in the mapping */
     uint64_t *str_pos;          /* string ARRAY: owned, file offset of each element's length */
+    uint64_t val_off, val_len;  /* the value's bytes in the file (after the type id) */
 } ds_gguf_kv;
 
 typedef struct ds_gguf_tensor {
@@ -98,6 +99,8 @@ typedef struct ds_gguf {
     ds_gguf_kv *kv;             /* file order */
     ds_gguf_tensor *tensors;    /* file order */
     int64_t *by_name;           /* tensor indices sorted by name */
+    struct ds_gguf *parts;      /* split files: the opened parts (owned); kv, buf, size are part 0's */
+    int n_parts;                /* 0 for a single file */
 } ds_gguf;
 
 /* Maps and validates a file. On failure g is left closed. */
@@ -106,6 +109,22 @@ int ds_gguf_open(ds_gguf *g, const char *path, ds_err *e);
  * fuzzer and tests. `what` names it in messages. */
 int ds_gguf_parse(ds_gguf *g, const uint8_t *buf, size_t size, const char *what, ds_err *e);
 void ds_gguf_close(ds_gguf *g);
+
+/* Split files, as llama.cpp's gguf-split writes them: PREFIX-00001-of-00004.gguf
+ * .. PREFIX-00004-of-00004.gguf, each a valid GGUF holding some of the
+ * tensors and the keys split.no (u16, 0-based), split.count (u16) and
+ * split.tensors.count (i32, all parts' tensors); the first part also holds
+ * the model's metadata. ds_gguf_open_model opens a single file, or the
+ * first or any part of a split one: then every part, checked (each present,
+ * its split.no and split.count, the tensor total, no name twice), and g
+ * looks like one file (the metadata of part 0, the tensors of all). */
+#define DS_GGUF_MAX_SPLITS 9999
+int ds_gguf_open_model(ds_gguf *g, const char *path, ds_err *e);
+/* The name of part `no` (0-based) of `count`: PREFIX-%05d-of-%05d.gguf. */
+void ds_gguf_split_name(char *buf, size_t cap, const char *prefix, int no, int count);
+/* The first part's name for any part named PREFIX-NNNNN-of-MMMMM.gguf;
+ * other names are copied as they are. DS_ERANGE if cap is too small. */
+int ds_gguf_split_first(const char *path, char *buf, size_t cap, ds_err *e);
 
 /* Borrowed; NULL when absent. */
 const ds_gguf_kv *ds_gguf_find_kv(const ds_gguf *g, const char *key);
@@ -142,6 +161,7 @@ typedef struct ds_gguf_writer ds_gguf_writer;
 ds_gguf_writer *ds_gguf_writer_new(void);   /* NULL on OOM */
 void ds_gguf_writer_free(ds_gguf_writer *w);
 
+void ds_gguf_w_u16(ds_gguf_writer *w, const char *key, uint16_t v);
 void ds_gguf_w_u32(ds_gguf_writer *w, const char *key, uint32_t v);
 void ds_gguf_w_i32(ds_gguf_writer *w, const char *key, int32_t v);
 void ds_gguf_w_u64(ds_gguf_writer *w, const char *key, uint64_t v);
@@ -151,6 +171,8 @@ void ds_gguf_w_str(ds_gguf_writer *w, const char *key, const char *v);
 /* Arrays: elem_type a numeric type and `data` n raw elements, or
  * DS_GGUF_STRING and `data` an array of n NUL-terminated strings. */
 void ds_gguf_w_arr(ds_gguf_writer *w, const char *key, ds_gguf_type elem_type, const void *data, uint64_t n);
+/* Copies key/value kv of the opened file g as it is. */
+void ds_gguf_w_copy(ds_gguf_writer *w, const ds_gguf *g, const ds_gguf_kv *kv);
 
 /* Declares the next tensor: ggml type, row-major shape [d0, .., dn-1]
  * (reversed into ggml ne on disk). Returns its index or a negative code. */
@@ -165,5 +187,7 @@ int ds_gguf_writer_begin(ds_gguf_writer *w, const char *path, ds_err *e);
 int ds_gguf_writer_write(ds_gguf_writer *w, const void *data, size_t n, ds_err *e);
 /* Checks every tensor was fully written, fsyncs and renames into place. */
 int ds_gguf_writer_finish(ds_gguf_writer *w, ds_err *e);
+/* Bytes of the header ds_gguf_writer_begin will write (tensor data follows). */
+uint64_t ds_gguf_w_header_bytes(const ds_gguf_writer *w);
 
 #endif

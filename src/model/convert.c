@@ -19,6 +19,7 @@
 #include "../io/gguf.h"
 #include "../io/json.h"
 #include "../tensor/quant.h"
+#include "../tokenizer/tok_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -232,6 +233,13 @@ static int write_meta(ds_gguf_writer *g, const ds_config *c, int64_t n_mtp, cons
         if (c->norm_topk_prob) ds_gguf_w_bool(g, K2(k, "expert_weights_norm"), true);
         ds_gguf_w_u32(g, K2(k, "expert_gating_func"), c->scoring_func == DS_SCORE_SIGMOID ? 2 : 1);
     }
+    if (!o->tokenizer_dir && o->tokenizer_gguf) {  /* re-quantizing a GGUF: its tokenizer as it is */
+        const ds_gguf *src = o->tokenizer_gguf;
+        bool any = false;
+        for (int64_t i = 0; i < src->n_kv; i++)
+            if (!strncmp(src->kv[i].key, "tokenizer.", 10)) { ds_gguf_w_copy(g, src, &src->kv[i]); any = true; }
+        if (any) return DS_OK;
+    }
     return write_vocab(g, c, o->tokenizer_dir, e);
 }
 
@@ -266,6 +274,13 @@ static int write_vocab(ds_gguf_writer *g, const ds_config *c, const char *dir, d
     if (!tok || !type) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto done; }
     if (!json_is_object(vocab) || !json_is_array(jm)) {
         rc = ds_err_set(e, DS_EFORMAT, "%s: expected a BPE model with vocab and merges", path);
+        goto done;
+    }
+    const char *pre = tok_gguf_pre_name(json_object_get(tj, "pre_tokenizer"));
+    if (!pre) {
+        rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: its pre_tokenizer is not the DeepSeek-V3, DeepSeek LLM or DeepSeek Coder one, "
+                        "which are the only ones a GGUF can name here (tokenizer.ggml.pre deepseek-v3, deepseek-llm, "
+                        "deepseek-coder); --tokenizer DIR picks another tokenizer.json", path);
         goto done;
     }
     const char *key;
@@ -310,23 +325,34 @@ static int write_vocab(ds_gguf_writer *g, const ds_config *c, const char *dir, d
         if (!merges[i]) merges[i] = "";
     }
     ds_gguf_w_str(g, "tokenizer.ggml.model", "gpt2");
-    ds_gguf_w_str(g, "tokenizer.ggml.pre", c->arch == DS_ARCH_V3 ? "deepseek-v3" : "deepseek-llm");
+    ds_gguf_w_str(g, "tokenizer.ggml.pre", pre);
     ds_gguf_w_arr(g, "tokenizer.ggml.tokens", DS_GGUF_STRING, tok, (uint64_t)V);
     ds_gguf_w_arr(g, "tokenizer.ggml.token_type", DS_GGUF_INT32, type, (uint64_t)V);
     ds_gguf_w_arr(g, "tokenizer.ggml.merges", DS_GGUF_STRING, merges, nm);
     if (c->bos_token_id >= 0) ds_gguf_w_u32(g, "tokenizer.ggml.bos_token_id", (uint32_t)c->bos_token_id);
     if (c->eos_token_id >= 0) ds_gguf_w_u32(g, "tokenizer.ggml.eos_token_id", (uint32_t)c->eos_token_id);
-    ds_gguf_w_bool(g, "tokenizer.ggml.add_bos_token", true);
-    ds_gguf_w_bool(g, "tokenizer.ggml.add_eos_token", false);
-    /* chat template from tokenizer_config.json, if any */
+    /* add_bos/add_eos and the chat template from tokenizer_config.json, if any */
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
     json_t *tc = NULL;
     ds_err e2 = { 0 };
+    bool add_bos = true, add_eos = false;  /* HF LlamaTokenizerFast defaults */
+    const char *tpl = NULL;
     if (ds_json_load_file(path, 16u << 20, &tc, &e2) == DS_OK) {
-        const char *tpl = json_string_value(json_object_get(tc, "chat_template"));
-        if (tpl) ds_gguf_w_str(g, "tokenizer.chat_template", tpl);
-        json_decref(tc);
+        const json_t *ab = json_object_get(tc, "add_bos_token"), *ae = json_object_get(tc, "add_eos_token");
+        if (json_is_boolean(ab)) add_bos = json_is_true(ab);
+        if (json_is_boolean(ae)) add_eos = json_is_true(ae);
+        const json_t *ct = json_object_get(tc, "chat_template");
+        tpl = json_string_value(ct);
+        for (size_t i = 0; json_is_array(ct) && i < json_array_size(ct); i++) {  /* [{name, template}]: "default" */
+            const json_t *it = json_array_get(ct, i);
+            const char *nm_ = json_string_value(json_object_get(it, "name"));
+            if (!tpl || (nm_ && !strcmp(nm_, "default"))) tpl = json_string_value(json_object_get(it, "template"));
+        }
     }
+    ds_gguf_w_bool(g, "tokenizer.ggml.add_bos_token", add_bos);
+    ds_gguf_w_bool(g, "tokenizer.ggml.add_eos_token", add_eos);
+    if (tpl) ds_gguf_w_str(g, "tokenizer.chat_template", tpl);
+    json_decref(tc);
     for (size_t i = 0; i < nm; i++) free(owned[i]);
     free(owned);
 done:
@@ -499,58 +525,127 @@ static const uint8_t *copy_src(const wt *w, int64_t r) {
     return (const uint8_t *)expert(w, r / per)->data + ds_dtype_row_bytes(w->type, w->cols) * (size_t)(r % per);
 }
 
+/* One output file: its writer and the tensors [t0, t1) of the list. */
+typedef struct { ds_gguf_writer *g; int64_t t0, t1; char path[4200]; } wpart;
+
+/* Assigns tensors to parts of at most max bytes (header included; a tensor
+ * larger than max alone), like llama.cpp's gguf-split --split-max-size. */
+static int plan_parts(const wlist *L, const ds_convert_opts *o, uint64_t meta_bytes, wpart **out, int *n, ds_err *e) {
+    int cap = 16;
+    wpart *p = calloc((size_t)cap, sizeof *p);
+    if (!p) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    int k = 0;
+    p[0].t0 = 0;
+    uint64_t cur = meta_bytes;
+    for (int64_t i = 0; i < L->n; i++) {
+        const wt *w = &L->v[i];
+        uint64_t b = (uint64_t)ds_dtype_row_bytes(w->type, w->cols) * (uint64_t)w->rows;
+        b = (b + 31) / 32 * 32 + 128;  /* data + its header entry, roughly */
+        if (o->split_max_bytes && i > p[k].t0 && cur + b > o->split_max_bytes) {
+            p[k].t1 = i;
+            if (++k == cap) {
+                wpart *np = realloc(p, (size_t)(cap *= 2) * sizeof *p);
+                if (!np) { free(p); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+                p = np;
+            }
+            memset(&p[k], 0, sizeof p[k]);
+            p[k].t0 = i;
+            cur = 4096;
+        }
+        cur += b;
+    }
+    p[k].t1 = L->n;
+    *n = k + 1;
+    *out = p;
+    if (*n > DS_GGUF_MAX_SPLITS) {
+        free(p);
+        return ds_err_set(e, DS_EINVAL, "--split-max-size: %d parts, at most %d", *n, DS_GGUF_MAX_SPLITS);
+    }
+    return DS_OK;
+}
+
 static int write_all(const ds_config *c, const ds_model *m, const char *path, const ds_convert_opts *o, uint64_t seed,
                      ds_err *e) {
     int64_t n_mtp = 0;
     if (!o->drop_mtp) n_mtp = m ? m->n_mtp : c->n_mtp;
     wlist L = { 0 };
-    ds_gguf_writer *g = ds_gguf_writer_new();
+    wpart *P = NULL;
+    int np = 0;
     uint8_t *chunk = NULL;
     int rc;
-    if (!g) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    ds_gguf_writer *meta = ds_gguf_writer_new();
+    if (!meta) return ds_err_set(e, DS_ENOMEM, "out of memory");
     if ((rc = build_list(&L, c, m, n_mtp, o, e))) goto done;
-    if ((rc = write_meta(g, c, n_mtp, o, e))) goto done;
+    if ((rc = write_meta(meta, c, n_mtp, o, e))) goto done;
+    if ((rc = plan_parts(&L, o, ds_gguf_w_header_bytes(meta), &P, &np, e))) goto done;
+    /* part names: PATH's prefix (without .gguf and any -00001-of-0000N) + -%05d-of-%05d.gguf */
+    char prefix[4096];
+    snprintf(prefix, sizeof prefix, "%s", path);
+    size_t pl = strlen(prefix);
+    if (pl > 5 && !strcmp(prefix + pl - 5, ".gguf")) prefix[pl -= 5] = 0;
+    if (pl > 15 && !strncmp(prefix + pl - 15, "-00001-of-", 10)) prefix[pl - 15] = 0;
     int64_t total = 0;
-    for (int64_t i = 0; i < L.n; i++) {
-        wt *w = &L.v[i];
-        int64_t shape[3] = { w->shape[0], w->shape[1], w->shape[2] };
-        int64_t idx = ds_gguf_w_tensor(g, w->name, (uint32_t)ds_ggml_type_of(w->type), w->ndim, shape, e);
-        if (idx < 0) { rc = (int)idx; goto done; }
-        total += (int64_t)ds_gguf_w_tensor_bytes(g, idx);
+    for (int k = 0; k < np; k++) {
+        wpart *p = &P[k];
+        if (np == 1) {
+            p->g = meta;
+            meta = NULL;
+            snprintf(p->path, sizeof p->path, "%s", path);
+        } else {
+            ds_gguf_split_name(p->path, sizeof p->path, prefix, k, np);
+            if (k == 0) { p->g = meta; meta = NULL; }
+            else if (!(p->g = ds_gguf_writer_new())) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto done; }
+            ds_gguf_w_u16(p->g, "split.no", (uint16_t)k);
+            ds_gguf_w_u16(p->g, "split.count", (uint16_t)np);
+            ds_gguf_w_i32(p->g, "split.tensors.count", (int32_t)L.n);
+        }
+        for (int64_t i = p->t0; i < p->t1; i++) {
+            wt *w = &L.v[i];
+            int64_t shape[3] = { w->shape[0], w->shape[1], w->shape[2] };
+            int64_t idx = ds_gguf_w_tensor(p->g, w->name, (uint32_t)ds_ggml_type_of(w->type), w->ndim, shape, e);
+            if (idx < 0) { rc = (int)idx; goto done; }
+            total += (int64_t)ds_gguf_w_tensor_bytes(p->g, idx);
+        }
     }
-    if ((rc = ds_gguf_writer_begin(g, path, e))) goto done;
+    if (o->first_part && o->first_part_cap) snprintf(o->first_part, o->first_part_cap, "%s", P[0].path);
     const size_t chunk_cap = 32u << 20;
     chunk = malloc(chunk_cap);
     if (!chunk) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto done; }
     int64_t done_bytes = 0;
-    for (int64_t i = 0; i < L.n; i++) {
-        const wt *w = &L.v[i];
-        size_t rb = ds_dtype_row_bytes(w->type, w->cols);
-        size_t gb = rb * (size_t)w->group;
-        int64_t groups = w->rows / w->group;
-        int64_t per_chunk = DS_MAX(1, (int64_t)(chunk_cap / gb));
-        DS_ASSERT(gb <= chunk_cap);
-        bool copy = m && direct_copy(w);
-        for (int64_t g0 = 0; g0 < groups; g0 += per_chunk) {
-            int64_t ng = DS_MIN(per_chunk, groups - g0);
-            int64_t r0 = g0 * w->group;
-            if (copy) {
-                for (int64_t r = 0; r < ng * w->group; r++) memcpy(chunk + rb * (size_t)r, copy_src(w, r0 + r), rb);
-            } else {
-                chunk_ctx cc = { w, c, r0, chunk, rb, mix(seed, (uint64_t)i) };
-                int64_t min_groups = DS_MAX(1, (int64_t)(1 << 16) / DS_MAX(1, w->group * w->cols));
-                ds_par_for(ng, min_groups, chunk_worker, &cc);
+    for (int k = 0; k < np; k++) {
+        ds_gguf_writer *g = P[k].g;
+        if ((rc = ds_gguf_writer_begin(g, P[k].path, e))) goto done;
+        for (int64_t i = P[k].t0; i < P[k].t1; i++) {
+            const wt *w = &L.v[i];
+            size_t rb = ds_dtype_row_bytes(w->type, w->cols);
+            size_t gb = rb * (size_t)w->group;
+            int64_t groups = w->rows / w->group;
+            int64_t per_chunk = DS_MAX(1, (int64_t)(chunk_cap / gb));
+            DS_ASSERT(gb <= chunk_cap);
+            bool copy = m && direct_copy(w);
+            for (int64_t g0 = 0; g0 < groups; g0 += per_chunk) {
+                int64_t ng = DS_MIN(per_chunk, groups - g0);
+                int64_t r0 = g0 * w->group;
+                if (copy) {
+                    for (int64_t r = 0; r < ng * w->group; r++) memcpy(chunk + rb * (size_t)r, copy_src(w, r0 + r), rb);
+                } else {
+                    chunk_ctx cc = { w, c, r0, chunk, rb, mix(seed, (uint64_t)i) };
+                    int64_t min_groups = DS_MAX(1, (int64_t)(1 << 16) / DS_MAX(1, w->group * w->cols));
+                    ds_par_for(ng, min_groups, chunk_worker, &cc);
+                }
+                if ((rc = ds_gguf_writer_write(g, chunk, gb * (size_t)ng, e))) goto done;
+                done_bytes += (int64_t)(gb * (size_t)ng);
+                if (o->progress) o->progress(o->progress_ud, done_bytes, total, w->name);
             }
-            if ((rc = ds_gguf_writer_write(g, chunk, gb * (size_t)ng, e))) goto done;
-            done_bytes += (int64_t)(gb * (size_t)ng);
-            if (o->progress) o->progress(o->progress_ud, done_bytes, total, w->name);
         }
+        if ((rc = ds_gguf_writer_finish(g, e))) goto done;
     }
-    rc = ds_gguf_writer_finish(g, e);
 done:
     free(chunk);
     free(L.v);
-    ds_gguf_writer_free(g);
+    for (int k = 0; k < np; k++) ds_gguf_writer_free(P[k].g);
+    free(P);
+    ds_gguf_writer_free(meta);
     return rc;
 }
 
@@ -558,7 +653,9 @@ int ds_model_write_gguf(const ds_model *m, const char *path, const ds_convert_op
     if (m->expert_lo != 0 || m->expert_hi != m->cfg.n_routed_experts)
         return ds_err_set(e, DS_EINVAL, "%s: holds routed experts [%lld, %lld) of %lld; converting needs them all", m->dir,
                           (long long)m->expert_lo, (long long)m->expert_hi, (long long)m->cfg.n_routed_experts);
-    return write_all(&m->cfg, m, path, o, 0, e);
+    ds_convert_opts oo = *o;
+    if (!oo.tokenizer_dir && !oo.tokenizer_gguf && m->gguf) oo.tokenizer_gguf = m->gguf;
+    return write_all(&m->cfg, m, path, &oo, 0, e);
 }
 
 int ds_write_random_gguf(const ds_config *c, const char *path, const ds_convert_opts *o, uint64_t seed, ds_err *e) {

@@ -32,6 +32,11 @@ typedef struct ds_convert_opts {
     bool drop_mtp;        /* leave the MTP layers out */
     const char *name;     /* general.name, or NULL */
     const char *tokenizer_dir;  /* folder with tokenizer.json to embed, or NULL (tokenizer model "none") */
+    const struct ds_gguf *tokenizer_gguf; /* else: a GGUF whose tokenizer.* keys are copied (re-quantizing) */
+    uint64_t split_max_bytes;   /* > 0: split into PREFIX-00001-of-0000N.gguf parts of at most this many bytes
+                                 * (llama.cpp gguf-split layout; a tensor larger than it gets a part of its own) */
+    char *first_part;           /* optional out: the first file written (path, or PREFIX-00001-of-0000N.gguf) */
+    size_t first_part_cap;
     ds_convert_progress progress;
     void *progress_ud;
 } ds_convert_opts;
@@ -43,7 +48,8 @@ void ds_convert_opts_default(ds_convert_opts *o, ds_dtype t);
 /* Parses a type name ("q4_k", "Q8_0", "f16", ...); DS_DTYPE_COUNT if unknown. */
 ds_dtype ds_convert_type_from_name(const char *s);
 
-/* Writes m to path atomically. */
+/* Writes m to path atomically (each part when split; path then names the
+ * first part, PREFIX-00001-of-0000N.gguf, or the PREFIX.gguf it is made from). */
 int ds_model_write_gguf(const ds_model *m, const char *path, const ds_convert_opts *o, ds_err *e);
 
 /* Writes a model of config c with random weights (no source): quantized

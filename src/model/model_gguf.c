@@ -281,7 +281,7 @@ int ds_model_open_gguf(ds_model **out, const char *path, const ds_model_opts *o,
     m->gguf = g;
     m->dir = strdup(path);
     if (!m->dir) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto fail; }
-    if ((rc = ds_gguf_open(g, path, e))) goto fail;
+    if ((rc = ds_gguf_open_model(g, path, e))) goto fail;
     if ((rc = ds_model_gguf_config(g, &m->cfg, e))) goto fail;
     if ((rc = ds_model_expert_range(m, o, e))) goto fail;
     const ds_config *c = &m->cfg;

@@ -907,12 +907,20 @@ static void *loader_main(void *arg) {
     ds_tokenizer *tok = NULL;
     srv_sched *sched = NULL;
     int rc = ds_model_open(&m, s->model_dir, &e);
-    if (!rc && (rc = tok_load(&tok, s->model_dir, &e)))
-        snprintf(e.msg, sizeof e.msg, "%s: serving needs the model's tokenizer.json", s->model_dir);
+    if (!rc && (rc = tok_load_for_model(&tok, s->model_dir, s->o.tokenizer, &e))) {
+        ds_err in = e;
+        ds_err_clear(&e);
+        ds_err_set(&e, in.code, "%.470s (serving needs the model's tokenizer)", in.msg);
+    }
     ds_chat_format fmt = DS_CHAT_AUTO;
     if (!rc) {
         if (s->o.chat_format && strcmp(s->o.chat_format, "auto")) fmt = (ds_chat_format)chat_format_from_name(s->o.chat_format);
-        else fmt = chat_format_from_template(tok_chat_template(tok));
+        else {
+            fmt = chat_format_from_template(tok_chat_template(tok));
+            if (tok_chat_template(tok) && !chat_template_known(tok_chat_template(tok)))
+                fprintf(stderr, "deepseek serve: the model's chat template is not a DeepSeek V3, R1, V3.1 or V2 template "
+                        "deepseek.c knows; using the V3 format (--chat-format picks one)\n");
+        }
         if (tok_eos_id(tok) < 0 && m->cfg.eos_token_id < 0)
             rc = ds_err_set(&e, DS_EINVAL, "%s: no end-of-sequence token known (tokenizer_config.json / config.json)", s->model_dir);
     }

@@ -32,6 +32,7 @@ typedef struct srv_opts {
     int64_t cache_ram_mb, cache_min_tokens, cache_disk_mb;
     const char *cache_dir;
     const char *chat_format;    /* NULL/"auto", or "v3", "r1", "v3.1", "v2" */
+    const char *tokenizer;      /* --tokenizer PATH, or NULL (tok_load_for_model's precedence) */
     bool thinking;              /* V3.1 default mode when a request does not say */
     bool deterministic;         /* bit-identical results whatever ran before (prefix store off) */
     double sse_ping_s;          /* keep-alive comment interval on a silent stream */

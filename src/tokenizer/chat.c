@@ -362,6 +362,12 @@ ds_chat_format chat_format_from_template(const char *tmpl) {
     return DS_CHAT_V3;
 }
 
+bool chat_template_known(const char *tmpl) {
+    return tmpl && (strstr(tmpl, "is_last_user") || strstr(tmpl, M_THINK) || strstr(tmpl, M_THINK_END) ||
+                    strstr(tmpl, M_USER) || strstr(tmpl, M_ASSISTANT) ||
+                    (strstr(tmpl, "User: ") && strstr(tmpl, "Assistant:")));
+}
+
 ds_chat_format chat_format_detect(const char *path) {
     if (!path) return DS_CHAT_V3;
     struct stat sb;

@@ -55,6 +55,9 @@ int chat_render(const ds_tokenizer *t, ds_chat_format fmt, const ds_chat_msg *ms
 /* Format of a chat template string (markers: V3.1 "is_last_user"/thinking,
  * R1 "<think>", V2 "User: ", V3 "<｜User｜>"); DS_CHAT_V3 when NULL/unknown. */
 ds_chat_format chat_format_from_template(const char *tmpl);
+/* Whether tmpl has the markers of one of the formats above (else
+ * chat_format_from_template's V3 is a guess). */
+bool chat_template_known(const char *tmpl);
 /* Reads tokenizer_config.json's chat_template (or chat_template.jinja) in a
  * model folder (or next to a tokenizer.json); DS_CHAT_V3 if none. */
 ds_chat_format chat_format_detect(const char *model_path);

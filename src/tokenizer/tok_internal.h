@@ -118,7 +118,7 @@ struct ds_tokenizer {
     int n_pp_prefix, n_pp_suffix;
 
     int32_t bos_id, eos_id;
-    bool add_bos;
+    bool add_bos, add_eos;
     char *chat_template;
 
     tok_cache cache;
@@ -150,6 +150,16 @@ typedef struct tok_ctx {
     void *piece_ud;
 } tok_ctx;
 void tok_ctx_free(tok_ctx *cx);
+
+/* tokenizer.c: a fresh tokenizer named `what` (NULL on OOM); builds it from a
+ * tokenizer.json document (everything but tokenizer_config.json); BOS/EOS
+ * from the well-known added tokens when still -1. */
+ds_tokenizer *tok_alloc(const char *what);
+int tok_build(ds_tokenizer *t, const json_t *root, ds_err *e);
+void tok_default_bos_eos(ds_tokenizer *t);
+/* tok_gguf.c: the tokenizer.ggml.pre name whose regexes a tokenizer.json
+ * pre_tokenizer has (deepseek-v3, deepseek-llm, deepseek-coder), or NULL. */
+const char *tok_gguf_pre_name(const json_t *pre);
 
 /* bpe.c */
 int bpe_load(ds_tokenizer *t, const json_t *model, ds_err *e);

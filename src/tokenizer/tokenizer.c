@@ -351,8 +351,6 @@ static const char *cfg_token(const json_t *cfg, const char *key) {
 }
 
 static int load_config(ds_tokenizer *t, const char *buf, size_t len, ds_err *e) {
-    static const char *bos_names[] = { "<｜begin▁of▁sentence｜>", "<|begin_of_text|>", "<s>", "<|startoftext|>" };
-    static const char *eos_names[] = { "<｜end▁of▁sentence｜>", "<|end_of_text|>", "</s>", "<|endoftext|>" };
     t->bos_id = t->eos_id = -1;
     json_t *cfg = NULL;
     if (buf) {
@@ -368,6 +366,7 @@ static int load_config(ds_tokenizer *t, const char *buf, size_t len, ds_err *e) 
         if (bos) t->bos_id = tok_token_to_id(t, bos, strlen(bos));
         if (eos) t->eos_id = tok_token_to_id(t, eos, strlen(eos));
         t->add_bos = json_is_true(json_object_get(cfg, "add_bos_token"));
+        t->add_eos = json_is_true(json_object_get(cfg, "add_eos_token"));
         const json_t *ct = json_object_get(cfg, "chat_template");
         const char *tmpl = json_string_value(ct);
         if (json_is_array(ct)) { /* [{name, template}, ...]: "default" or the first */
@@ -384,23 +383,14 @@ static int load_config(ds_tokenizer *t, const char *buf, size_t len, ds_err *e) 
         }
         json_decref(cfg);
     }
-    for (size_t i = 0; i < 4 && t->bos_id < 0; i++) t->bos_id = tok_added_token_id(t, bos_names[i], strlen(bos_names[i]));
-    for (size_t i = 0; i < 4 && t->eos_id < 0; i++) t->eos_id = tok_added_token_id(t, eos_names[i], strlen(eos_names[i]));
+    tok_default_bos_eos(t);
     return DS_OK;
 }
 
-int tok_load_buf(ds_tokenizer **out, const char *what, const char *json, size_t len, const char *config_json,
-                 size_t config_len, ds_err *e) {
-    *out = NULL;
-    ds_tokenizer *t = calloc(1, sizeof *t);
-    if (!t) return ds_err_set(e, DS_ENOMEM, "%s: out of memory", what);
-    snprintf(t->what, sizeof t->what, "%s", what);
-    tok_cache_init(&t->cache);
-    t->unk_id = -1;
-    json_t *root = NULL;
-    int rc = ds_json_load_buf(what, json, len, &root, e);
-    if (!rc && !json_is_object(root)) rc = ds_err_set(e, DS_EFORMAT, "%s: not a JSON object", what);
-    if (!rc) rc = check_normalizer(t, json_object_get(root, "normalizer"), 0, e);
+int tok_build(ds_tokenizer *t, const json_t *root, ds_err *e) {
+    const char *what = t->what;
+    if (!json_is_object(root)) return ds_err_set(e, DS_EFORMAT, "%s: not a JSON object", what);
+    int rc = check_normalizer(t, json_object_get(root, "normalizer"), 0, e);
     if (!rc) rc = bpe_load(t, json_object_get(root, "model"), e);
     if (!rc) rc = load_added(t, json_object_get(root, "added_tokens"), e);
     if (!rc) rc = pretok_load(t, json_object_get(root, "pre_tokenizer"), e);
@@ -422,6 +412,34 @@ int tok_load_buf(ds_tokenizer **out, const char *what, const char *json, size_t 
         tok_ids_free(&pre);
         tok_ids_free(&suf);
     }
+    return rc;
+}
+
+ds_tokenizer *tok_alloc(const char *what) {
+    ds_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    snprintf(t->what, sizeof t->what, "%s", what);
+    tok_cache_init(&t->cache);
+    t->unk_id = -1;
+    t->bos_id = t->eos_id = -1;
+    return t;
+}
+
+void tok_default_bos_eos(ds_tokenizer *t) {
+    static const char *bos_names[] = { "<｜begin▁of▁sentence｜>", "<|begin_of_text|>", "<s>", "<|startoftext|>" };
+    static const char *eos_names[] = { "<｜end▁of▁sentence｜>", "<|end_of_text|>", "</s>", "<|endoftext|>" };
+    for (size_t i = 0; i < 4 && t->bos_id < 0; i++) t->bos_id = tok_added_token_id(t, bos_names[i], strlen(bos_names[i]));
+    for (size_t i = 0; i < 4 && t->eos_id < 0; i++) t->eos_id = tok_added_token_id(t, eos_names[i], strlen(eos_names[i]));
+}
+
+int tok_load_buf(ds_tokenizer **out, const char *what, const char *json, size_t len, const char *config_json,
+                 size_t config_len, ds_err *e) {
+    *out = NULL;
+    ds_tokenizer *t = tok_alloc(what);
+    if (!t) return ds_err_set(e, DS_ENOMEM, "%s: out of memory", what);
+    json_t *root = NULL;
+    int rc = ds_json_load_buf(what, json, len, &root, e);
+    if (!rc) rc = tok_build(t, root, e);
     if (!rc) rc = load_config(t, config_json, config_len, e);
     json_decref(root);
     if (rc) {
@@ -722,4 +740,5 @@ bool tok_is_added(const ds_tokenizer *t, int32_t id) { return id_ok(t, id) && (t
 int32_t tok_bos_id(const ds_tokenizer *t) { return t->bos_id; }
 int32_t tok_eos_id(const ds_tokenizer *t) { return t->eos_id; }
 bool tok_add_bos(const ds_tokenizer *t) { return t->add_bos; }
+bool tok_add_eos(const ds_tokenizer *t) { return t->add_eos; }
 const char *tok_chat_template(const ds_tokenizer *t) { return t->chat_template; }

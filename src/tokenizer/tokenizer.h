@@ -42,6 +42,23 @@ int tok_load_buf(ds_tokenizer **out, const char *what, const char *json, size_t 
                  const char *config_json, size_t config_len, ds_err *e);
 void tok_free(ds_tokenizer *t);
 
+/* From a GGUF file's metadata (tok_gguf.c): tokenizer.ggml.model "gpt2"
+ * with tokenizer.ggml.pre deepseek-v3, deepseek-llm or deepseek-coder (the
+ * pre-tokenizer regexes of those tokenizer.json files), .tokens, .token_type
+ * (CONTROL = special added token, USER_DEFINED = added, UNUSED = no token),
+ * .merges, .bos/eos_token_id, .add_bos/add_eos_token and
+ * tokenizer.chat_template. Ids are those of the HF tokenizer.json the file
+ * was converted from. `g` is a `const struct ds_gguf *` (io/gguf.h). */
+struct ds_gguf;
+int tok_load_gguf(ds_tokenizer **out, const struct ds_gguf *g, ds_err *e);
+
+/* The tokenizer of a model, by precedence: `explicit_path` (--tokenizer: a
+ * folder with tokenizer.json, a tokenizer.json, or a .gguf) if given; for a
+ * model folder its tokenizer.json; for a .gguf model (any part of a split
+ * one) tokenizer.json beside the file, then the GGUF's own metadata. On
+ * failure the message lists each source tried and why it failed. */
+int tok_load_for_model(ds_tokenizer **out, const char *model, const char *explicit_path, ds_err *e);
+
 /* ------------------------------------------------------------ encoding */
 
 enum {
@@ -96,8 +113,10 @@ bool tok_is_added(const ds_tokenizer *t, int32_t id);
  * well-known added tokens; -1 if unknown. */
 int32_t tok_bos_id(const ds_tokenizer *t);
 int32_t tok_eos_id(const ds_tokenizer *t);
-/* tokenizer_config.json add_bos_token (default false). */
+/* tokenizer_config.json add_bos_token / add_eos_token (default false);
+ * from a GGUF tokenizer.ggml.add_bos_token / add_eos_token. */
 bool tok_add_bos(const ds_tokenizer *t);
+bool tok_add_eos(const ds_tokenizer *t);
 /* tokenizer_config.json chat_template (borrowed), or NULL. */
 const char *tok_chat_template(const ds_tokenizer *t);
 

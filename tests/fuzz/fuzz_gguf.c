@@ -3,8 +3,11 @@
  * input is a whole file image. On success every key is read through the
  * typed getters, every string-array element and tensor view is touched
  * (each must lie inside the input), and the deepseek2 metadata is turned
- * into a config. Seeds: tests/fuzz/corpus/fuzz_gguf (small random deepseek2
- * models written by `deepseek convert --random`, header-only files). Build
+ * into a config; the tokenizer.ggml.* metadata is turned into a tokenizer
+ * (tok_load_gguf) and, if it loads, the input's last bytes are encoded and
+ * the ids decoded. Seeds: tests/fuzz/corpus/fuzz_gguf (small random deepseek2
+ * models written by `deepseek convert --random`, header-only files, a
+ * tokenizer-only file from tools/gen_fuzz_gguf_tokenizer_seed.py). Build
  * with `make fuzz`, run with tests/fuzz/run_fuzz.sh 600 fuzz_gguf.
  */
 #include <stdint.h>
@@ -13,6 +16,7 @@
 
 #include "io/gguf.h"
 #include "model/model_internal.h"
+#include "tokenizer/tokenizer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -66,6 +70,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ds_config c;
     ds_err e3 = { 0 };
     ds_model_gguf_config(&g, &c, &e3);
+    ds_tokenizer *t = NULL;
+    ds_err e4 = { 0 };
+    if (tok_load_gguf(&t, &g, &e4) == DS_OK) {
+        size_t n = size < 256 ? size : 256;
+        tok_ids ids = { 0 };
+        if (tok_encode_append(t, (const char *)data + size - n, n, TOK_PARSE_SPECIAL | TOK_ADD_SPECIAL, &ids, &e4) ==
+            DS_OK) {
+            char *out = NULL;
+            size_t len;
+            if (tok_decode(t, ids.v, ids.n, false, &out, &len, &e4) == DS_OK) free(out);
+        }
+        tok_ids_free(&ids);
+        tok_free(t);
+    } else if (e4.code == DS_OK || e4.msg[0] == 0) {
+        abort();  /* a failed load must say why */
+    }
     ds_gguf_close(&g);
     return 0;
 }

@@ -1,0 +1,116 @@
+#!/bin/sh
+# cli_gguf_tests.sh - command-line checks for GGUF tokenizer metadata and
+# split GGUF files (the README's "GGUF files" section).
+#
+#   sh tests/cli_gguf_tests.sh ./deepseek        (from the repository root)
+#
+# tests/fixtures/tiny-chat (V3 architecture, its own tokenizer.json) is
+# converted to a GGUF that carries the tokenizer; in a folder with no
+# tokenizer.json, generate/tokenize/chat use the file's metadata and give the
+# folder's output; the tokenizer precedence (--tokenizer > tokenizer.json
+# beside > metadata) and its error message; convert --split-max-size writes
+# parts that load from any part with the same output; a missing part is an
+# error naming it. Prints each failed check and exits 1 if any failed.
+set -u
+BIN=${1:?usage: sh tests/cli_gguf_tests.sh path/to/deepseek}
+FX=tests/fixtures
+[ -x "$BIN" ] || { echo "cli_gguf_tests.sh: $BIN is not executable" >&2; exit 2; }
+[ -d "$FX/tiny-chat" ] || { echo "cli_gguf_tests.sh: run from the repository root" >&2; exit 2; }
+T=$(mktemp -d /tmp/ds_cli_gguf.XXXXXX) || exit 2
+trap 'rm -rf "$T"' EXIT
+trap 'exit 130' INT TERM
+
+checks=0
+fails=0
+fail() { echo "FAIL $*"; fails=$((fails + 1)); }
+
+expect_fail() {
+    name=$1 pat=$2
+    shift 2
+    checks=$((checks + 1))
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} "$@" >"$T/out" 2>"$T/err"
+    rc=$?
+    if [ "$rc" -eq 0 ]; then fail "$name: exit 0, expected an error"; return; fi
+    if [ "$rc" -ge 128 ]; then fail "$name: killed by signal $((rc - 128)) (exit $rc)"; return; fi
+    if ! grep -q -F -e "$pat" "$T/err"; then fail "$name: stderr does not mention '$pat': $(head -c 400 "$T/err")"; fi
+}
+
+expect_ok() {
+    name=$1
+    shift
+    checks=$((checks + 1))
+    "$@" >"$T/out" 2>"$T/err"
+    rc=$?
+    if [ "$rc" -ne 0 ]; then fail "$name: exit $rc: $(head -c 400 "$T/err")"; return 1; fi
+    return 0
+}
+
+# same NAME FILE_A FILE_B
+same() {
+    checks=$((checks + 1))
+    cmp -s "$2" "$3" || fail "$1: '$(head -c 200 "$2")' vs '$(head -c 200 "$3")'"
+}
+
+M=$FX/tiny-chat
+P="The quick brown fox <｜User｜>hello 12345"
+mkdir -p "$T/g" "$T/s"
+expect_ok "convert tiny-chat to f32 GGUF" "$BIN" convert -m "$M" -o "$T/g/chat.gguf" --type f32 -q
+
+# the folder's results
+expect_ok "tokenize (folder)" "$BIN" tokenize -m "$M" --text "$P" && cp "$T/out" "$T/tok.ref"
+expect_ok "generate (folder)" "$BIN" generate -m "$M" --prompt "$P" -n 8 -t 1 && cp "$T/out" "$T/gen.ref"
+printf 'hello\n' >"$T/in"
+expect_ok "chat (folder)" sh -c "'$BIN' chat -m '$M' -n 6 -t 1 --temperature 0 <'$T/in'" && cp "$T/out" "$T/chat.ref"
+
+# the GGUF alone (no tokenizer.json beside it): its metadata
+expect_ok "tokenize (GGUF metadata)" "$BIN" tokenize -m "$T/g/chat.gguf" --text "$P" && same "tokenize ids" "$T/out" "$T/tok.ref"
+expect_ok "generate (GGUF metadata)" "$BIN" generate -m "$T/g/chat.gguf" --prompt "$P" -n 8 -t 1 && same "generate text" "$T/out" "$T/gen.ref"
+expect_ok "chat (GGUF metadata)" sh -c "'$BIN' chat -m '$T/g/chat.gguf' -n 6 -t 1 --temperature 0 <'$T/in'" && same "chat reply" "$T/out" "$T/chat.ref"
+expect_ok "detokenize (GGUF metadata)" "$BIN" detokenize -m "$T/g/chat.gguf" --ids "$(tr -d '[]' <"$T/tok.ref")" &&
+    { checks=$((checks + 1)); [ "$(cat "$T/out")" = "$P" ] || fail "detokenize: '$(cat "$T/out")'"; }
+
+# precedence: a tokenizer.json beside the file wins (a broken one is an error naming it) ...
+printf '{broken' >"$T/g/tokenizer.json"
+expect_fail "tokenizer.json beside the GGUF is used first" "the tokenizer.json beside $T/g/chat.gguf" \
+    "$BIN" generate -m "$T/g/chat.gguf" --prompt hi -n 1
+# ... and --tokenizer wins over both
+expect_ok "--tokenizer over the one beside" "$BIN" tokenize -m "$T/g/chat.gguf" --tokenizer "$M" --text "$P" &&
+    same "--tokenizer ids" "$T/out" "$T/tok.ref"
+expect_ok "--tokenizer a .gguf" "$BIN" generate -m "$T/g/chat.gguf" --tokenizer "$T/g/chat.gguf" --prompt "$P" -n 8 -t 1 &&
+    same "--tokenizer GGUF text" "$T/out" "$T/gen.ref"
+rm -f "$T/g/tokenizer.json"
+expect_fail "--tokenizer missing" "--tokenizer $T/nope" "$BIN" generate -m "$T/g/chat.gguf" --tokenizer "$T/nope" --prompt hi
+# a GGUF without a tokenizer: the message lists what was tried
+expect_fail "no tokenizer anywhere" "tried --tokenizer (not given), $FX/gguf/tokenizer.json (not found), the GGUF metadata" \
+    "$BIN" generate -m "$FX/gguf/tiny-v3.llama-q8_0.gguf" --prompt hi
+
+# a chat template that is none of the DeepSeek formats: chat says so and uses V3
+mkdir -p "$T/tk"
+cp "$M/tokenizer.json" "$T/tk/"
+printf '{"add_bos_token": true, "bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>", "chat_template": "{%% for m in messages %%}{{ m.content }}{%% endfor %%}"}' \
+    >"$T/tk/tokenizer_config.json"
+expect_ok "convert --tokenizer DIR" "$BIN" convert -m "$M" -o "$T/g2/odd.gguf" --type f32 -q --tokenizer "$T/tk"
+expect_ok "chat with an unknown template" sh -c "'$BIN' chat -m '$T/g2/odd.gguf' -n 2 -t 1 --temperature 0 <'$T/in'" &&
+    { checks=$((checks + 1)); grep -q "not a DeepSeek V3, R1, V3.1 or V2 template" "$T/err" || fail "unknown template: no message: $(head -c 300 "$T/err")"; }
+
+# split files
+expect_ok "convert --split-max-size" "$BIN" convert -m "$M" -o "$T/s/chat.gguf" --type f32 -q --split-max-size 150K
+n=$(ls "$T/s" | grep -c -e '-of-')
+checks=$((checks + 1))
+[ "$n" -ge 3 ] || fail "--split-max-size 150K: $n parts, expected >= 3: $(ls "$T/s")"
+last=$(printf '%05d' "$n")
+for k in 00001 00002 "$last"; do
+    expect_ok "generate from part $k" "$BIN" generate -m "$T/s/chat-$k-of-$last.gguf" --prompt "$P" -n 8 -t 1 &&
+        same "split part $k text" "$T/out" "$T/gen.ref"
+done
+expect_ok "info on a split file" "$BIN" info -m "$T/s/chat-00002-of-$last.gguf"
+mv "$T/s/chat-$last-of-$last.gguf" "$T/s/away"
+expect_fail "a missing part" "part $n of $n, '$T/s/chat-$last-of-$last.gguf', is missing" \
+    "$BIN" generate -m "$T/s/chat-00001-of-$last.gguf" --prompt-ids 1,2 -n 1
+expect_fail "--split-max-size bad" "not a size" "$BIN" convert -m "$M" -o "$T/x.gguf" --split-max-size 12Q
+
+if [ "$fails" -gt 0 ]; then
+    echo "cli_gguf_tests.sh: $fails of $checks checks failed"
+    exit 1
+fi
+echo "cli_gguf_tests.sh: $checks checks passed"
