@@ -17,11 +17,20 @@ CFLAGS  ?= -O2 -g
 override CFLAGS += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
            -ffp-contract=off -fopenmp -D_GNU_SOURCE -Isrc
 LDLIBS  += -fopenmp -ljansson -lpcre2-8 -lopenblas -lmicrohttpd -ledit -lm -lpthread
+# OpenMPI (src/dist/ only calls it): the flags its mpicc wrapper adds, so any
+# CC (gcc, clang for the sanitizer and fuzz builds) builds with it
+MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
+ifeq ($(strip $(MPI_LIBS)),)
+$(error OpenMPI not found (no mpicc): run sh tools/setup.sh, or apt-get install openmpi-bin libopenmpi-dev)
+endif
+override CFLAGS += $(MPI_CFLAGS)
+LDLIBS  += $(MPI_LIBS)
 AVX2FLAGS = -mavx2 -mfma -mf16c
 
 BUILD   ?= build
 BIN     ?= deepseek
-SRC_LIB := $(wildcard src/core/*.c src/tensor/*.c src/io/*.c src/model/*.c src/tokenizer/*.c src/runtime/*.c src/train/*.c src/server/*.c)
+SRC_LIB := $(wildcard src/core/*.c src/dist/*.c src/tensor/*.c src/io/*.c src/model/*.c src/tokenizer/*.c src/runtime/*.c src/train/*.c src/server/*.c)
 SRC_CLI := $(wildcard src/cli/*.c)
 OBJ_LIB := $(SRC_LIB:%.c=$(BUILD)/%.o)
 OBJ_CLI := $(SRC_CLI:%.c=$(BUILD)/%.o)

@@ -128,7 +128,7 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
     ds_err e = { 0 };
     ds_model *m;
     double t_load = ds_now();
-    if (ds_model_open(&m, dir, &e)) cli_die_err(C, &e);
+    m = cli_open_model(C, dir);
     t_load = ds_now() - t_load;
     const ds_config *cfg = ds_model_config(m);
     int64_t V = cfg->vocab_size;

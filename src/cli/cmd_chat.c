@@ -491,7 +491,7 @@ int cmd_chat(int argc, char **argv) {
     c.sp = sp;
     c.max_tokens = max_tokens;
     c.system = system ? strdup(system) : NULL;
-    if (ds_model_open(&c.m, dir, &e)) cli_die_err(C, &e);
+    c.m = cli_open_model(C, dir);
     if (tok_load(&c.tok, dir, &e)) cli_die(C, "%s (chat needs the model's tokenizer.json)", e.msg);
     if (tok_vocab_size(c.tok) > ds_model_config(c.m)->vocab_size)
         cli_die(C, "%s: the tokenizer has %lld ids but the model only %lld", dir, (long long)tok_vocab_size(c.tok),

@@ -116,7 +116,7 @@ int cmd_generate(int argc, char **argv) {
     }
     ds_model *m;
     double t_load = ds_now();
-    if (ds_model_open(&m, dir, &e)) cli_die_err(C, &e);
+    m = cli_open_model(C, dir);
     t_load = ds_now() - t_load;
     for (int64_t i = 0; i < n; i++)
         if (prompt[i] >= ds_model_config(m)->vocab_size)

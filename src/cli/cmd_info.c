@@ -56,9 +56,8 @@ int cmd_info(int argc, char **argv) {
     if (!dir) dir = cli_default_model();
     if (!dir) cli_die("info", "no model given (-m MODEL_DIR) and no bundled model found");
     cli_check_model("info", dir);
-    ds_err e = { 0 };
     ds_model *m;
-    if (ds_model_open(&m, dir, &e)) cli_die_err("info", &e);
+    m = cli_open_model("info", dir);
     const ds_config *c = ds_model_config(m);
     ds_model_storage si;
     ds_model_storage_info(m, &si);
@@ -117,6 +116,7 @@ int cmd_info(int argc, char **argv) {
     if (si.repacked_bytes)
         printf("             %s of quantized weights repacked at load into 8-row interleaved blocks (DS_REPACK=0: off)\n",
                human((double)si.repacked_bytes, b1, sizeof b1));
+    cli_print_split(stdout, "info", m);
     ds_model_close(m);
     return 0;
 }

@@ -71,5 +71,8 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 1;
     }
-    return fn(argc - 1, argv + 1);
+    cli_dist_start(argv[1]);
+    int rc = fn(argc - 1, argv + 1);
+    cli_dist_end();
+    return rc;
 }
