@@ -55,6 +55,11 @@ struct ds_model *cli_open_model(const char *cmd, const char *path);
  * resident memory), printed by rank 0; collective, every rank calls it.
  * Prints nothing in one process. */
 void cli_print_split(FILE *f, const char *cmd, const struct ds_model *m);
+/* Rank 0's line (malloc'ed, or NULL at end of input) on every rank: the
+ * other ranks pass NULL and get a copy. Returns line in one process. */
+char *cli_bcast_line(const char *cmd, char *line);
+/* Rank 0's *v on every rank (no-op in one process). */
+void cli_bcast_u64(const char *cmd, uint64_t *v);
 /* True if argv[i] is -h/--help. */
 int cli_is_help(const char *a);
 

@@ -123,3 +123,19 @@ void cli_print_split(FILE *f, const char *cmd, const ds_model *m) {
                 (double)v[2 * n + q] / 1048576.0, (double)v[3 * n + q] / 1024.0);
     free(v);
 }
+
+char *cli_bcast_line(const char *cmd, char *line) {
+    if (ds_dist_size() == 1) return line;
+    ds_err e = { 0 };
+    int64_t n = line ? (int64_t)strlen(line) : -1;   /* -1: end of input */
+    if (ds_dist_bcast(&n, sizeof n, &e)) cli_die_err(cmd, &e);
+    if (n < 0) return NULL;
+    if (ds_dist_rank() > 0 && !(line = malloc((size_t)n + 1))) cli_die(cmd, "out of memory");
+    if (ds_dist_bcast(line, (size_t)n + 1, &e)) cli_die_err(cmd, &e);
+    return line;
+}
+
+void cli_bcast_u64(const char *cmd, uint64_t *v) {
+    ds_err e = { 0 };
+    if (ds_dist_bcast(v, sizeof *v, &e)) cli_die_err(cmd, &e);
+}

@@ -11,6 +11,7 @@
  * line; a line ending in '\' continues) and only the replies are printed.
  */
 #include "cli.h"
+#include "../dist/dist.h"
 #include "../core/thread.h"
 #include "../runtime/generate.h"
 #include "../runtime/stop.h"
@@ -450,6 +451,7 @@ int cmd_chat(int argc, char **argv) {
     sp.temperature = 0.6f;
     sp.top_p = 0.95f;
     sp.seed = (uint64_t)getpid();
+    cli_bcast_u64(C, &sp.seed);   /* rank 0's: every rank of an mpirun job samples alike */
     ds_stop stop;
     ds_stop_init(&stop);
     ds_err e = { 0 };
@@ -520,7 +522,8 @@ int cmd_chat(int argc, char **argv) {
                chat_format_name(c.fmt), c.fmt == DS_CHAT_V31 ? (c.thinking ? ", thinking" : ", non-thinking") : "");
     }
     for (;;) {
-        char *line = read_turn(&c);
+        /* rank 0 reads the terminal; in an mpirun job every rank runs the turn */
+        char *line = cli_bcast_line(C, ds_dist_rank() == 0 ? read_turn(&c) : NULL);
         if (!line) break;
         char *s = line;
         while (*s == ' ' || *s == '\t') s++;

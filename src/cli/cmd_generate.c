@@ -173,6 +173,7 @@ int cmd_generate(int argc, char **argv) {
                     (double)st.n_gen / (st.n_main_forwards + 1));
         if (st.n_shifts) fprintf(stderr, "context: window of %lld tokens slid %lld times\n", (long long)ctx, (long long)st.n_shifts);
         fprintf(stderr, "threads: %d\n", ds_threads_get());
+        cli_print_split(stderr, C, m);
     }
     ds_session_free(&ss);
     ds_model_close(m);
