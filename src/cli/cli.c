@@ -2,6 +2,7 @@
  * cli.c - argument helpers and fatal-error printing for subcommands.
  */
 #include "cli.h"
+#include "../dist/dist.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -11,14 +12,21 @@
 #include <unistd.h>
 
 void cli_die(const char *cmd, const char *fmt, ...) {
+    char msg[4096];
     va_list ap;
     va_start(ap, fmt);
-    /* in an mpirun job every rank meets the same errors: rank 0 says it (the
-     * others' stderr is /dev/null, cli_dist.c) */
-    fprintf(stderr, "deepseek %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* in an mpirun job every rank meets the same errors (same arguments,
+     * same model): rank 0 says it, and mpirun ends the others while they
+     * wait here; a rank still alive after the wait failed on its own and
+     * says so on its real stderr (cli_dist.c) */
+    if (ds_dist_rank() > 0) {
+        sleep(3);
+        cli_rank_error(cmd, "%s", msg);
+        exit(1);
+    }
+    fprintf(stderr, "deepseek %s: %s\n", cmd, msg);
     exit(1);
 }
 

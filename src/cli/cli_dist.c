@@ -20,7 +20,8 @@ void cli_dist_start(const char *cmd) {
     int n = ds_dist_size();
     if (n == 1) return;
     /* rank 0 owns the terminal: the other ranks print nothing (their
-     * stdout and stderr go to /dev/null) but what only they can tell */
+     * stdout and stderr go to /dev/null) but what only they can tell
+     * (cli_rank_error; cli_die) */
     if (ds_dist_rank() > 0) {
         int fd = dup(2);
         g_rank_err = fd >= 0 ? fdopen(fd, "w") : NULL;
@@ -67,6 +68,7 @@ void cli_all_ok(const char *cmd, const char *msg, const char *what) {
     if (q == n) return;
     if (q == rank) {
         cli_rank_error(cmd, "%s", msg);
+        if (rank > 0) sleep(3);   /* rank 0 says which rank failed before mpirun ends the job */
         exit(1);
     }
     cli_die(cmd, "rank %d of %d: %s (that rank prints its error)", q, n, what);
