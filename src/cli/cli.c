@@ -142,4 +142,15 @@ void cli_check_model(const char *cmd, const char *path) {
     cli_all_ok(cmd, check_model(path, buf, sizeof buf), "cannot use the model");
 }
 
+long cli_rss_kib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0) kb = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
 int cli_is_help(const char *a) { return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0; }

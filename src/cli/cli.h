@@ -60,6 +60,8 @@ void cli_print_split(FILE *f, const char *cmd, const struct ds_model *m);
 char *cli_bcast_line(const char *cmd, char *line);
 /* Rank 0's *v on every rank (no-op in one process). */
 void cli_bcast_u64(const char *cmd, uint64_t *v);
+/* This process's resident memory (VmRSS) in KiB, -1 if unknown. */
+long cli_rss_kib(void);
 /* True if argv[i] is -h/--help. */
 int cli_is_help(const char *a);
 

@@ -94,17 +94,6 @@ ds_model *cli_open_model(const char *cmd, const char *path) {
     return m;
 }
 
-static long rss_kib(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0) kb = strtol(line + 6, NULL, 10);
-    fclose(f);
-    return kb;
-}
-
 void cli_print_split(FILE *f, const char *cmd, const ds_model *m) {
     int n = ds_dist_size();
     if (n == 1) return;
@@ -114,7 +103,7 @@ void cli_print_split(FILE *f, const char *cmd, const ds_model *m) {
     if (!v) cli_die(cmd, "out of memory");
     ds_err e = { 0 };
     if (ds_dist_allgather_i64(si.expert_lo, v, &e) || ds_dist_allgather_i64(si.expert_hi, v + n, &e) ||
-        ds_dist_allgather_i64((int64_t)si.bound_bytes, v + 2 * n, &e) || ds_dist_allgather_i64(rss_kib(), v + 3 * n, &e))
+        ds_dist_allgather_i64((int64_t)si.bound_bytes, v + 2 * n, &e) || ds_dist_allgather_i64(cli_rss_kib(), v + 3 * n, &e))
         cli_die_err(cmd, &e);
     int64_t E = ds_model_config(m)->n_routed_experts;
     fprintf(f, "ranks        %d processes (mpirun), expert parallel: the %lld routed experts split, the rest replicated\n",
