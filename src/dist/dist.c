@@ -44,12 +44,6 @@ void ds_dist_abort(int code) {
     exit(code);
 }
 
-int ds_dist_barrier(ds_err *e) {
-    if (g_size == 1) return DS_OK;
-    int rc = MPI_Barrier(MPI_COMM_WORLD);
-    return rc == MPI_SUCCESS ? DS_OK : mpi_err(e, rc, "barrier");
-}
-
 int ds_dist_bcast(void *buf, size_t bytes, ds_err *e) {
     if (g_size == 1) return DS_OK;
     for (size_t o = 0; o < bytes;) {   /* counts are int: chunks of 1 GiB */

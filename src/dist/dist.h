@@ -20,7 +20,6 @@ void ds_dist_finalize(void);          /* leaves it (no-op alone) */
 int ds_dist_rank(void);               /* 0 alone */
 int ds_dist_size(void);               /* 1 alone */
 void ds_dist_abort(int code);         /* ends every rank of the job (exit alone) */
-int ds_dist_barrier(ds_err *e);
 
 /* buf[bytes] from rank 0 to every rank. */
 int ds_dist_bcast(void *buf, size_t bytes, ds_err *e);
