@@ -17,6 +17,7 @@ CFLAGS  ?= -O2 -g
 override CFLAGS += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
            -ffp-contract=off -fopenmp -D_GNU_SOURCE -Isrc
 LDLIBS  += -fopenmp -ljansson -lpcre2-8 -lopenblas -lmicrohttpd -ledit -lm -lpthread
+LDLIBS  += -lcurl   # deepseek pull (src/cli/cmd_pull.c)
 # OpenMPI (src/dist/ only calls it): the flags its mpicc wrapper adds, so any
 # CC (gcc, clang for the sanitizer and fuzz builds) builds with it
 MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null)
@@ -110,3 +111,75 @@ help:
 	@sed -n '1,9p' Makefile
 
 -include $(OBJ_LIB:.o=.d) $(OBJ_CLI:.o=.d) $(OBJ_TEST:.o=.d)
+
+# ---------------------------------------------------------------- libdeepseek
+# The embeddable library (include/deepseek.h; src/api/ over the core, tensor,
+# io, model, tokenizer and runtime layers, and src/dist, which the MoE calls
+# (the library runs as one process: MPI is never initialized); no server,
+# training or CLI):
+#   make lib        build/libdeepseek.a and build/libdeepseek.so.$(LIB_VERSION)
+#                   (soname libdeepseek.so.$(LIB_MAJOR); only deepseek_* exported;
+#                   the .so's objects are compiled -fPIC into $(BUILD)/pic/)
+#   make install    PREFIX=/usr/local (and DESTDIR): binary, both libraries,
+#                   the header and lib/pkgconfig/deepseek.pc
+#   make test-lib   header as C and C++, the API test against the static library,
+#                   examples/ built with pkg-config against a temporary install,
+#                   and the Python bindings' tests (also run by `make test`)
+LIB_MAJOR   := 0
+LIB_VERSION := 0.1.0
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+PYTHON  ?= python3
+LIB_LDLIBS = -fopenmp -ljansson -lpcre2-8 -lopenblas -lm -lpthread $(MPI_LIBS)
+SRC_API := $(wildcard src/core/*.c src/dist/*.c src/tensor/*.c src/io/*.c src/model/*.c src/tokenizer/*.c src/runtime/*.c) src/api/deepseek.c
+OBJ_API := $(SRC_API:%.c=$(BUILD)/%.o)
+PIC_API := $(SRC_API:%.c=$(BUILD)/pic/%.o)
+LIB_A   := $(BUILD)/libdeepseek.a
+LIB_SO  := $(BUILD)/libdeepseek.so.$(LIB_VERSION)
+
+.PHONY: lib install test-lib
+lib: $(LIB_A) $(LIB_SO)
+
+$(LIB_A): $(OBJ_API)
+	rm -f $@
+	ar rcs $@ $^
+
+$(LIB_SO): $(PIC_API) src/api/libdeepseek.map
+	$(CC) $(CFLAGS) -shared -Wl,-soname,libdeepseek.so.$(LIB_MAJOR) -Wl,--version-script=src/api/libdeepseek.map \
+		-o $@ $(PIC_API) $(LIB_LDLIBS)
+	ln -sf libdeepseek.so.$(LIB_VERSION) $(BUILD)/libdeepseek.so.$(LIB_MAJOR)
+	ln -sf libdeepseek.so.$(LIB_MAJOR) $(BUILD)/libdeepseek.so
+
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -MMD -MP -c $< -o $@
+
+$(BUILD)/pic/src/tensor/%_avx2.o: src/tensor/%_avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(AVX2FLAGS) -fPIC -MMD -MP -c $< -o $@
+
+install: $(BIN) lib
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)
+	install -m 755 $(BIN) $(DESTDIR)$(BINDIR)/deepseek
+	install -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/libdeepseek.a
+	install -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/libdeepseek.so.$(LIB_VERSION)
+	ln -sf libdeepseek.so.$(LIB_VERSION) $(DESTDIR)$(LIBDIR)/libdeepseek.so.$(LIB_MAJOR)
+	ln -sf libdeepseek.so.$(LIB_MAJOR) $(DESTDIR)$(LIBDIR)/libdeepseek.so
+	install -m 644 include/deepseek.h $(DESTDIR)$(INCDIR)/deepseek.h
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCDIR)' '' \
+		'Name: deepseek' 'Description: DeepSeek V2/V3/R1 inference in C (libdeepseek)' 'Version: $(LIB_VERSION)' \
+		'Libs: -L$${libdir} -ldeepseek' 'Libs.private: $(LIB_LDLIBS)' 'Cflags: -I$${includedir}' \
+		>$(DESTDIR)$(LIBDIR)/pkgconfig/deepseek.pc
+
+$(BUILD)/tests/test_api: tests/api/test_api.c $(LIB_A) include/deepseek.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iinclude -o $@ $< $(LIB_A) $(LIB_LDLIBS)
+
+test-lib: $(BIN) lib $(BUILD)/tests/test_api
+	MAKE="$(MAKE)" PYTHON="$(PYTHON)" sh tests/api/run_lib_tests.sh ./$(BIN) $(BUILD)
+
+test: test-lib
+
+-include $(OBJ_API:.o=.d) $(PIC_API:.o=.d)

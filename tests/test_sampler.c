@@ -193,6 +193,18 @@ TEST(vmath_twins_bit_exact) {
         ds_vmass_above(ya, n, th, 8, mha);
         ds_vmass_above_ref(yb, n, th, 8, mhb);
         CHECK_MSG(memcmp(mha, mhb, sizeof mha) == 0, "mass_above n=%lld", (long long)n);
+        static uint16_t ba16[129280], bb16[129280];
+        for (float sc = 1.0f; sc <= 1000.0f; sc *= 31.0f) {
+            float mxv = ds_vmax_ref(a, n);
+            ds_vbin16(ba16, a, ya, n, mxv, sc, 1e-3f, 1024);
+            ds_vbin16_ref(bb16, b, yb, n, mxv, sc, 1e-3f, 1024);
+            CHECK_MSG(memcmp(ba16, bb16, (size_t)n * 2) == 0, "vbin16 n=%lld scale %g", (long long)n, sc);
+            static int32_t ea[129280], eb[129280];
+            for (int v = 0; v < 1024; v += 97) {
+                int64_t na = ds_vgather_eq16(ea, ba16, n, (uint16_t)v), nb2 = ds_vgather_eq16_ref(eb, bb16, n, (uint16_t)v);
+                CHECK_MSG(na == nb2 && memcmp(ea, eb, (size_t)na * 4) == 0, "gather_eq16 n=%lld v=%d", (long long)n, v);
+            }
+        }
         static int32_t ga[129280], gb[129280];
         for (float thr = 1e-4f; thr <= 1.0f; thr *= 10.0f) {
             int64_t na = ds_vgather_ge(ga, ya, n, thr), nb = ds_vgather_ge_ref(gb, yb, n, thr);
@@ -286,7 +298,8 @@ static int cmp_i32(const void *a, const void *b) {
 
 /* At DeepSeek's vocabulary, for every setting that truncates: the set the
  * sampler can draw from is exactly the twin's (top-p / min-p cut at the same
- * token), rows with peaks and without, and draws stay inside it; greedy is
+ * token), rows with peaks, without, and nearly flat (a nucleus of most of
+ * the vocabulary), and draws stay inside it; greedy is
  * the twin's argmax with a tie. */
 TEST(sampler_large_vocab_truncation) {
     enum { V = 129280 };
@@ -296,8 +309,8 @@ TEST(sampler_large_vocab_truncation) {
     int compared = 0;
     for (size_t ci = 0; ci < sizeof smp_cases / sizeof *smp_cases; ci++) {
         const smp_case *c = &smp_cases[ci];
-        for (int peaks = 0; peaks < 2; peaks++) {
-            fill_logits(base, V, 7 + ci, 2.5f, peaks);
+        for (int peaks = 0; peaks < 3; peaks++) {   /* 2: nearly flat, as random weights give */
+            fill_logits(base, V, 7 + ci, peaks == 2 ? 0.05f : 2.5f, peaks == 1);
             ds_sampler_params p;
             ds_sampler_params_default(&p);
             p.temperature = c->t, p.top_k = c->k, p.top_p = c->top_p, p.min_p = c->min_p;
@@ -327,7 +340,7 @@ TEST(sampler_large_vocab_truncation) {
             ds_sampler_free(&r);
         }
     }
-    CHECK(compared >= 12);
+    CHECK(compared >= 18);
     ds_sampler_params p;
     ds_sampler_params_default(&p);
     ds_sampler s = make(p, V);
@@ -339,7 +352,8 @@ TEST(sampler_large_vocab_truncation) {
 }
 
 /* Temperature alone draws by walking block sums (256 ids each) then one
- * block: over 4096 ids the draws, binned by 64 ids, follow the softmax. */
+ * block: over 4096 ids the draws, binned by 64 ids, follow the softmax; and
+ * top-p / min-p draws follow the sorting twin's distribution. */
 TEST(sampler_block_walk_follows_softmax) {
     enum { V = 4096, N = 40000, BIN = 64 };
     static float base[V], l[V];
@@ -361,6 +375,34 @@ TEST(sampler_block_walk_follows_softmax) {
     for (int b = 0; b < V / BIN; b++) chi2 += (counts[b] - q[b] * N) * (counts[b] - q[b] * N) / (q[b] * N);
     CHECK_MSG(chi2 < chi2_crit(V / BIN - 1), "chi2 %.1f > %.1f", chi2, chi2_crit(V / BIN - 1));
     ds_sampler_free(&s);
+    /* the nucleus path (bins of many ids each, drawn bin first, then in id
+     * order within the bin) against the twin's probabilities, min-p too */
+    static float lr[V], rp[V];
+    static int32_t rid[V];
+    const float tp[3] = { 0.95f, 0.8f, 1.0f }, mp[3] = { 0.0f, 0.02f, 0.05f };
+    for (int ci = 0; ci < 3; ci++) {
+        p.top_p = tp[ci], p.min_p = mp[ci], p.seed = 20 + (uint64_t)ci;
+        ds_sampler a = make(p, V), r = make(p, V);
+        memcpy(lr, base, sizeof lr);
+        int64_t n = ds_sampler_candidates_ref(&r, lr, rid, rp);
+        double qb[V / BIN] = { 0 }, zr = 0;
+        for (int64_t i = 0; i < n; i++) zr += rp[i];
+        for (int64_t i = 0; i < n; i++) qb[rid[i] / BIN] += rp[i] / zr;
+        enum { NN = 12000 };
+        int cb[V / BIN] = { 0 };
+        for (int d = 0; d < NN; d++) {
+            memcpy(l, base, sizeof l);
+            cb[ds_sampler_sample(&a, l) / BIN]++;
+        }
+        double x2 = 0;
+        int dof = -1;
+        for (int b = 0; b < V / BIN; b++)
+            if (qb[b] > 0) { x2 += (cb[b] - qb[b] * NN) * (cb[b] - qb[b] * NN) / (qb[b] * NN); dof++; }
+            else CHECK_MSG(cb[b] == 0, "case %d: %d draws in bin %d, which the twin never draws", ci, cb[b], b);
+        CHECK_MSG(x2 < chi2_crit(dof), "case %d: chi2 %.1f > %.1f", ci, x2, chi2_crit(dof));
+        ds_sampler_free(&a);
+        ds_sampler_free(&r);
+    }
 }
 
 /* Top-p whose nucleus reaches far down: 10 ids hold 10 units of mass and

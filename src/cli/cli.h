@@ -62,6 +62,12 @@ char *cli_bcast_line(const char *cmd, char *line);
 void cli_bcast_u64(const char *cmd, uint64_t *v);
 /* This process's resident memory (VmRSS) in KiB, -1 if unknown. */
 long cli_rss_kib(void);
+/* ORG/NAME[@REV] -> the snapshot folder `deepseek pull` made in the Hugging
+ * Face cache (cmd_pull.c): 1 and out filled; 0 if spec is a path on disk or
+ * not of that shape (use it as it is); -1 if it has that shape but is not
+ * cached. Weak: absent when pull is not built in. */
+int cli_hub_resolve(const char *spec, char *out, size_t cap) __attribute__((weak));
+
 /* True if argv[i] is -h/--help. */
 int cli_is_help(const char *a);
 

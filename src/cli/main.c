@@ -5,13 +5,14 @@
  */
 #include "cli.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 typedef int (*cmd_fn)(int argc, char **argv);
 
 #define DECL(n) int cmd_##n(int argc, char **argv) __attribute__((weak));
 DECL(info) DECL(logits) DECL(generate) DECL(chat) DECL(serve) DECL(tokenize) DECL(detokenize)
-DECL(train) DECL(grad) DECL(prepare_data) DECL(train_tokenizer) DECL(plot) DECL(convert) DECL(bench)
+DECL(train) DECL(grad) DECL(prepare_data) DECL(train_tokenizer) DECL(plot) DECL(convert) DECL(bench) DECL(pull)
 #undef DECL
 
 static const struct { const char *name; const char *help; } k_cmds[] = {
@@ -29,6 +30,7 @@ static const struct { const char *name; const char *help; } k_cmds[] = {
     { "plot", "plot training metrics to PNG" },
     { "convert", "convert a Hugging Face folder to GGUF" },
     { "bench", "prompt-processing and generation speed" },
+    { "pull", "download a model from the Hugging Face hub into its cache" },
 };
 
 static cmd_fn lookup(const char *name) {
@@ -46,6 +48,7 @@ static cmd_fn lookup(const char *name) {
     if (!strcmp(name, "plot")) return cmd_plot;
     if (!strcmp(name, "convert")) return cmd_convert;
     if (!strcmp(name, "bench")) return cmd_bench;
+    if (!strcmp(name, "pull")) return cmd_pull;
     return NULL;
 }
 
@@ -54,6 +57,29 @@ static void usage(FILE *f) {
                "       deepseek --version              (version, commit, compiler, CPU kernels)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
         if (lookup(k_cmds[i].name)) fprintf(f, "  %-16s %s\n", k_cmds[i].name, k_cmds[i].help);
+}
+
+/* -m / --model ORG/NAME[@REV] (and $DEEPSEEK_MODEL) that is not a path on
+ * disk: the snapshot folder `deepseek pull` made in the Hugging Face cache
+ * (cmd_pull.c). Every command then sees an ordinary model folder. */
+static void resolve_hub_models(int argc, char **argv) {
+    if (!cli_hub_resolve || !strcmp(argv[1], "pull")) return;
+    static char paths[4][4096];
+    int k = 0;
+    for (int i = 2; i + 1 < argc && k < 3; i++) {
+        if (strcmp(argv[i], "-m") && strcmp(argv[i], "--model")) continue;
+        int r = cli_hub_resolve(argv[i + 1], paths[k], sizeof paths[k]);
+        if (r < 0) cli_die(argv[1], "model '%s' is neither a path nor in the Hugging Face cache; run: deepseek pull %s",
+                           argv[i + 1], argv[i + 1]);
+        if (r > 0) argv[i + 1] = paths[k++];
+    }
+    const char *env = getenv("DEEPSEEK_MODEL");
+    if (env && *env) {
+        int r = cli_hub_resolve(env, paths[3], sizeof paths[3]);
+        if (r < 0) cli_die(argv[1], "DEEPSEEK_MODEL '%s' is neither a path nor in the Hugging Face cache; run: deepseek pull %s",
+                           env, env);
+        if (r > 0) setenv("DEEPSEEK_MODEL", paths[3], 1);
+    }
 }
 
 int main(int argc, char **argv) {
@@ -72,6 +98,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     cli_dist_start(argv[1]);
+    resolve_hub_models(argc, argv);
     int rc = fn(argc - 1, argv + 1);
     cli_dist_end();
     return rc;

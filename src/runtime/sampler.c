@@ -31,6 +31,8 @@ int ds_sampler_params_check(const ds_sampler_params *p, ds_err *e) {
     return DS_OK;
 }
 
+static struct nucleus *nucleus_new(void);
+
 int ds_sampler_init(ds_sampler *s, const ds_sampler_params *p, int64_t vocab, ds_err *e) {
     memset(s, 0, sizeof *s);
     int rc = ds_sampler_params_check(p, e);
@@ -42,11 +44,12 @@ int ds_sampler_init(ds_sampler *s, const ds_sampler_params *p, int64_t vocab, ds
     s->hist = malloc((size_t)vocab * sizeof *s->hist);
     s->order = malloc((size_t)vocab * sizeof *s->order);
     s->probs = malloc((size_t)vocab * sizeof *s->probs);
-    s->cand = malloc((size_t)vocab * sizeof *s->cand);
     s->keys = malloc((size_t)vocab * 2 * sizeof *s->keys);
     s->bin = malloc((size_t)vocab * sizeof *s->bin);
+    s->binid = malloc((size_t)vocab * sizeof *s->binid);
+    s->nu = nucleus_new();
     s->bsum = malloc((size_t)(vocab / DS_VBLOCK + 1) * sizeof *s->bsum);
-    if (!s->seen || !s->out_count || !s->hist || !s->order || !s->probs || !s->cand || !s->keys || !s->bin || !s->bsum) {
+    if (!s->seen || !s->out_count || !s->hist || !s->order || !s->probs || !s->keys || !s->bin || !s->binid || !s->nu || !s->bsum) {
         ds_sampler_free(s);
         return ds_err_set(e, DS_ENOMEM, "out of memory");
     }
@@ -61,9 +64,10 @@ void ds_sampler_free(ds_sampler *s) {
     free(s->hist);
     free(s->order);
     free(s->probs);
-    free(s->cand);
     free(s->keys);
     free(s->bin);
+    free(s->binid);
+    free(s->nu);
     free(s->bsum);
     memset(s, 0, sizeof *s);
 }
@@ -156,83 +160,134 @@ static void select_top_k(ds_sampler *s, const float *l, int64_t V, int64_t k) {
     sort_candidates(order, k, l, s->keys, s->keys + V);
 }
 
-/* Ids that top-p and min-p may keep, ascending, into s->order; returns how
- * many. e[i] = exp(l[i] - max) <= 1 (the largest is exactly 1). The kept
- * set is a prefix of the candidate order, so it lies among the ids with e
- * above a threshold: min-p's (e >= min_p) or, for top-p, one low enough
- * that the ids above it hold `need` of the mass. One vector pass measures
- * the mass above 2^-2, 2^-4, ..., 2^-16; the highest that holds enough
- * (checked exactly on the ids gathered; halved further if ever short).
- * Thresholds are lowered by 2^-20 so that exp's last-bit wobble cannot
- * split neighbours in the order. */
-static int64_t gather_candidates(ds_sampler *s, const float *e, int64_t V, double need, float min_p) {
+/* The threshold on e[i] = exp(l[i] - max) (<= 1, the largest exactly 1)
+ * below which top-p and min-p keep nothing. The kept set is a prefix of the
+ * candidate order, so it lies among the ids with e above a threshold:
+ * min-p's (e >= min_p) or, for top-p, one low enough that the ids above it
+ * hold `need` of the mass. One vector pass measures the mass above 2^-2,
+ * 2^-4, ..., 2^-16 and the highest holding enough (with 1e-3 to spare for
+ * its float sums) is used; below 2^-16 the mass is summed exactly over the
+ * ids above, going down by 2^-4. Thresholds are lowered by 2^-20 so that
+ * exp's last-bit wobble cannot split neighbours in the order. */
+static float nucleus_threshold(ds_sampler *s, const float *e, int64_t V, double need, float min_p) {
     const float margin = 1.0f - 0x1p-20f;
-    float thr = min_p;
-    if (!(min_p > 0.0f)) {
-        float t[8];
-        double mass[8];
-        for (int j = 0; j < 8; j++) t[j] = ldexpf(margin, -2 * (j + 1));
-        ds_vmass_above(e, V, t, 8, mass);
-        int j = 0;
-        while (j < 7 && mass[j] < need * (1.0 + 1e-3)) j++;
-        thr = ldexpf(1.0f, -2 * (j + 1));
-    }
-    for (;;) {
+    if (min_p > 0.0f) return min_p * margin;
+    float t[8];
+    double mass[8];
+    for (int j = 0; j < 8; j++) t[j] = ldexpf(margin, -2 * (j + 1));
+    ds_vmass_above(e, V, t, 8, mass);
+    for (int j = 0; j < 8; j++)
+        if (mass[j] >= need * (1.0 + 1e-3)) return t[j];
+    for (float thr = 0x1p-20f; thr >= 0x1p-100f; thr *= 0x1p-4f) {
         int64_t n = ds_vgather_ge(s->order, e, V, thr * margin);
-        if (min_p > 0.0f && min_p >= thr) return n;
         double m = 0;
         for (int64_t i = 0; i < n; i++) m += e[s->order[i]];
-        if (m >= need * (1.0 + 1e-6)) return n;
-        if (thr < 0x1p-100f) return ds_vgather_ge(s->order, e, V, 0x1p-149f);  /* every nonzero one */
-        thr *= 0x1p-4f;
-        if (min_p > thr) thr = min_p;
+        if (m >= need * (1.0 + 1e-6)) return thr * margin;
     }
+    return 0x1p-149f;   /* every nonzero one */
 }
 
-/* Top-p's cut among the candidates ids[0, n) (q[i] = e / total): the key
- * (cand_key) of the last id kept, or UINT64_MAX to keep them all. The
- * candidates are binned by logit into NBK bins (monotone: a higher logit
- * never lands in a later bin); only the bin where the running mass reaches
- * top_p is sorted and walked. */
+/* What top-p and min-p keep, without sorting the vocabulary: the ids above
+ * the threshold are binned by logit (binid[i], DS_VBIN_NONE for the rest)
+ * into NBK bins of equal width from the max down to the lowest logit the
+ * threshold admits, the last bin taking any rest (monotone: a higher logit
+ * never lands in a later bin). Top-p's running mass reaches top_p·total in
+ * bin `cut_bin`, whose ids alone are sorted (into s->bin) and walked to the
+ * last kept one, bin[n_cut - 1]. An id is kept when its bin is before
+ * cut_bin, or it is among bin[0, n_cut), and (min-p) its e >= min_e.
+ * keptm[b]: the kept mass of bin b (Σ e); kept: all of it. */
 #define NBK 1024
-static uint64_t top_p_cut(ds_sampler *s, const float *l, float mx, int64_t n, double total) {
-    const int32_t *ids = s->order;
-    const float *q = s->cand;
-    float lmin = mx;
-    for (int64_t i = 0; i < n; i++) lmin = l[ids[i]] < lmin ? l[ids[i]] : lmin;
-    float scale = mx > lmin ? (float)(NBK - 1) / (mx - lmin) : 0.0f;
-    double mass[NBK] = { 0 };
-    for (int64_t i = 0; i < n; i++) mass[(int)((mx - l[ids[i]]) * scale)] += q[i];
+typedef struct nucleus {
+    float min_e;
+    int cut_bin;
+    int64_t n_cut;
+    double kept, keptm[NBK];
+} nucleus;
+
+static struct nucleus *nucleus_new(void) { return malloc(sizeof(nucleus)); }
+
+static void nucleus_find(ds_sampler *s, const float *l, float mx, nucleus *nu) {
+    const ds_sampler_params *p = &s->p;
+    const float *e = s->probs;
+    const uint16_t *bin = s->binid;
+    int64_t V = s->vocab;
+    double total = ds_vexp_sum(s->probs, l, mx, V, NULL), need = p->top_p < 1.0f ? p->top_p * total : 0.0;
+    float thr = nucleus_threshold(s, e, V, need, p->min_p);
+    /* min-p keeps probabilities >= min_p · the top one, whose e is 1 */
+    nu->min_e = p->min_p > 0.0f ? p->min_p : 0.0f, nu->cut_bin = NBK, nu->n_cut = 0, nu->kept = 0;
+    _Static_assert(NBK < DS_VBIN_NONE, "bins fit binid");
+    /* the lowest logit with e >= thr, with room for exp's error */
+    ds_vbin16(s->binid, l, e, V, mx, (float)(NBK - 1) / (-logf(thr) + 1e-3f), thr, NBK);
+    /* bin masses in 4 interleaved histograms (neighbouring ids often share a
+     * bin: one chain of adds would serialize), added in a fixed order */
+    double h[4][NBK], hk[4][NBK];
+    memset(h, 0, sizeof h);
+    bool minp = nu->min_e > 0.0f;
+    if (minp) memset(hk, 0, sizeof hk);
+    for (int64_t i = 0; i < V; i++) {
+        if (bin[i] == DS_VBIN_NONE) continue;
+        h[i & 3][bin[i]] += e[i];
+        if (minp && e[i] >= nu->min_e) hk[i & 3][bin[i]] += e[i];
+    }
+    double mass[NBK];
+    for (int b = 0; b < NBK; b++) {
+        mass[b] = (h[0][b] + h[1][b]) + (h[2][b] + h[3][b]);
+        nu->keptm[b] = minp ? (hk[0][b] + hk[1][b]) + (hk[2][b] + hk[3][b]) : mass[b];
+    }
+    if (p->top_p >= 1.0f) {
+        for (int b = 0; b < NBK; b++) nu->kept += nu->keptm[b];
+        return;
+    }
     double c = 0;
     int cut = 0;
-    for (; cut < NBK - 1 && c + mass[cut] < s->p.top_p; cut++) c += mass[cut];
-    int64_t nb = 0;
-    for (int64_t i = 0; i < n; i++)
-        if ((int)((mx - l[ids[i]]) * scale) == cut) s->bin[nb++] = ids[i];
-    sort_candidates(s->bin, nb, l, s->keys, s->keys + s->vocab);
+    for (; cut < NBK - 1 && c + mass[cut] < need; cut++) c += mass[cut], nu->kept += nu->keptm[cut];
+    int64_t nb = ds_vgather_eq16(s->bin, bin, V, (uint16_t)cut);
+    sort_candidates(s->bin, nb, l, s->keys, s->keys + V);
+    nu->cut_bin = cut;
+    nu->keptm[cut] = 0;
     for (int64_t j = 0; j < nb; j++) {
-        c += (float)(s->probs[s->bin[j]] / total);
-        if (c >= s->p.top_p) return cand_key(l[s->bin[j]], s->bin[j]);
+        int32_t id = s->bin[j];
+        c += e[id];
+        if (e[id] >= nu->min_e) nu->keptm[cut] += e[id];
+        nu->n_cut = j + 1;
+        if (c >= need) break;
     }
-    return UINT64_MAX;
+    nu->kept += nu->keptm[cut];
 }
 
-/* Top-p and/or min-p without top-k: the kept ids, found without sorting
- * them (see above), ascending into order[0, k) with their probabilities in
- * cand[0, k); returns k. */
-static int64_t kept_nucleus(ds_sampler *s, const float *l, float mx) {
-    const ds_sampler_params *p = &s->p;
-    int64_t V = s->vocab;
-    double total = ds_vexp_sum(s->probs, l, mx, V, NULL);
-    int64_t n = gather_candidates(s, s->probs, V, p->top_p < 1.0f ? p->top_p * total : 0.0, p->min_p);
-    for (int64_t i = 0; i < n; i++) s->cand[i] = (float)(s->probs[s->order[i]] / total);
-    uint64_t cut = p->top_p < 1.0f ? top_p_cut(s, l, mx, n, total) : UINT64_MAX;
-    float min_q = p->min_p * (float)(1.0 / total);   /* min_p · the top probability (its e is 1) */
+/* Kept ids into ids (any order); returns how many. For ds_sampler_kept. */
+static int64_t nucleus_list(ds_sampler *s, const nucleus *nu, int32_t *ids) {
     int64_t k = 0;
-    for (int64_t i = 0; i < n; i++)
-        if ((cut == UINT64_MAX || cand_key(l[s->order[i]], s->order[i]) <= cut) && s->cand[i] >= min_q)
-            s->order[k] = s->order[i], s->cand[k++] = s->cand[i];
+    for (int64_t i = 0; i < s->vocab; i++)
+        if (s->binid[i] < nu->cut_bin && s->probs[i] >= nu->min_e) ids[k++] = (int32_t)i;
+    for (int64_t j = 0; j < nu->n_cut; j++)
+        if (s->probs[s->bin[j]] >= nu->min_e) ids[k++] = s->bin[j];
     return k;
+}
+
+/* Draws among the kept: a bin by its kept mass, then an id within it (the
+ * cut bin walks its sorted prefix; another bin its ids in id order). */
+static int32_t nucleus_draw(ds_sampler *s, const nucleus *nu, const float *l) {
+    const float *e = s->probs;
+    double r = ds_rng_uniform(&s->rng) * nu->kept, c = 0;
+    int b = 0;
+    for (; b < nu->cut_bin && b < NBK - 1 && !(r < c + nu->keptm[b]); b++) c += nu->keptm[b];
+    int32_t last = -1;
+    if (b < nu->cut_bin) {
+        for (int64_t i = 0; i < s->vocab; i++) {
+            if (s->binid[i] != b || e[i] < nu->min_e) continue;
+            last = (int32_t)i;
+            if (r < (c += e[i])) return (int32_t)i;
+        }
+        if (last >= 0) return last;      /* rounding at the bin's end */
+    }
+    for (int64_t j = 0; j < nu->n_cut; j++) {
+        int32_t id = s->bin[j];
+        if (e[id] < nu->min_e) continue;
+        last = id;
+        if (r < (c += e[id])) return id;
+    }
+    return last >= 0 ? last : (int32_t)ds_vargmax(l, s->vocab);
 }
 
 /* top-k: the k best in candidate order into order[0, n), probabilities in
@@ -315,8 +370,8 @@ int32_t ds_sampler_sample(ds_sampler *s, float *logits) {
         int64_t n = kept_top_k(s, logits, mx);
         return draw(s, s->order, s->probs, n);
     }
-    int64_t k = kept_nucleus(s, logits, mx);
-    return k ? draw(s, s->order, s->cand, k) : (int32_t)ds_vargmax(logits, V);
+    nucleus_find(s, logits, mx, s->nu);
+    return nucleus_draw(s, s->nu, logits);
 }
 
 int64_t ds_sampler_kept(ds_sampler *s, float *logits, int32_t *ids) {
@@ -329,8 +384,11 @@ int64_t ds_sampler_kept(ds_sampler *s, float *logits, int32_t *ids) {
     if (!truncates(s)) {
         ds_vexp_sum(s->probs, logits, mx, V, NULL);
         n = ds_vgather_ge(s->order, s->probs, V, 0x1p-149f);
+    } else if (has_top_k(s)) {
+        n = kept_top_k(s, logits, mx);
     } else {
-        n = has_top_k(s) ? kept_top_k(s, logits, mx) : kept_nucleus(s, logits, mx);
+        nucleus_find(s, logits, mx, s->nu);
+        return nucleus_list(s, s->nu, ids);
     }
     memcpy(ids, s->order, (size_t)n * sizeof *ids);
     return n;

@@ -17,7 +17,7 @@
  * sorts those k; top-p / min-p gather the ids whose probability is above a
  * threshold that holds enough mass (one vector pass when the distribution
  * is peaked), bin them by logit, sort only the bin where top-p cuts, and
- * draw in id order. Same distribution as the sorting twin (sampler_ref.c);
+ * draw among the kept ones in id order (no list of them is made). Same distribution as the sorting twin (sampler_ref.c);
  * with top-k the same tokens.
  */
 #ifndef DS_SAMPLER_H
@@ -51,9 +51,10 @@ typedef struct ds_sampler {
     int64_t n_hist;
     int32_t *order;     /* (V) scratch: candidate ids */
     float *probs;       /* (V) scratch */
-    float *cand;        /* (V) scratch: candidate probabilities */
     uint64_t *keys;     /* (2V) scratch: candidate sort keys */
     int32_t *bin;       /* (V) scratch: the ids of top-p's boundary bin */
+    uint16_t *binid;    /* (V) scratch: each candidate's bin */
+    struct nucleus *nu; /* scratch: what top-p / min-p keep (sampler.c) */
     double *bsum;       /* (V / DS_VBLOCK + 1) scratch: block sums of probs */
 } ds_sampler;
 

@@ -69,6 +69,23 @@ void ds_vmass_above_ref(const float *x, int64_t n, const float *thr, int nt, dou
     }
 }
 
+void ds_vbin16_ref(uint16_t *bin, const float *l, const float *e, int64_t n, float mx, float scale, float thr,
+                   int nbins) {
+    for (int64_t i = 0; i < n; i++) {
+        bin[i] = DS_VBIN_NONE;
+        if (!(e[i] >= thr)) continue;
+        int b = (int)((mx - l[i]) * scale);
+        bin[i] = (uint16_t)(b < nbins - 1 ? b : nbins - 1);
+    }
+}
+
+int64_t ds_vgather_eq16_ref(int32_t *ids, const uint16_t *bin, int64_t n, uint16_t v) {
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (bin[i] == v) ids[m++] = (int32_t)i;
+    return m;
+}
+
 int64_t ds_vgather_ge_ref(int32_t *ids, const float *x, int64_t n, float thr) {
     int64_t m = 0;
     for (int64_t i = 0; i < n; i++)
@@ -89,6 +106,15 @@ double ds_vexp_sum(float *y, const float *x, float mx, int64_t n, double *bsum) 
 void ds_vmass_above(const float *x, int64_t n, const float *thr, int nt, double *mass) {
     if (use_avx2()) ds_vmass_above_avx2(x, n, thr, nt, mass);
     else ds_vmass_above_ref(x, n, thr, nt, mass);
+}
+
+void ds_vbin16(uint16_t *bin, const float *l, const float *e, int64_t n, float mx, float scale, float thr, int nbins) {
+    if (use_avx2()) ds_vbin16_avx2(bin, l, e, n, mx, scale, thr, nbins);
+    else ds_vbin16_ref(bin, l, e, n, mx, scale, thr, nbins);
+}
+
+int64_t ds_vgather_eq16(int32_t *ids, const uint16_t *bin, int64_t n, uint16_t v) {
+    return use_avx2() ? ds_vgather_eq16_avx2(ids, bin, n, v) : ds_vgather_eq16_ref(ids, bin, n, v);
 }
 
 int64_t ds_vgather_ge(int32_t *ids, const float *x, int64_t n, float thr) {
