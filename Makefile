@@ -18,11 +18,20 @@ override CFLAGS += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unus
            -ffp-contract=off -fopenmp -D_GNU_SOURCE -Isrc
 LDLIBS  += -fopenmp -ljansson -lpcre2-8 -lopenblas -lmicrohttpd -ledit -lm -lpthread
 LDLIBS  += -lcurl   # deepseek pull (src/cli/cmd_pull.c)
+# OpenMPI (src/dist/ only calls it): the flags its mpicc wrapper adds, so any
+# CC (gcc, clang for the sanitizer and fuzz builds) builds with it
+MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
+ifeq ($(strip $(MPI_LIBS)),)
+$(error OpenMPI not found (no mpicc): run sh tools/setup.sh, or apt-get install openmpi-bin libopenmpi-dev)
+endif
+override CFLAGS += $(MPI_CFLAGS)
+LDLIBS  += $(MPI_LIBS)
 AVX2FLAGS = -mavx2 -mfma -mf16c
 
 BUILD   ?= build
 BIN     ?= deepseek
-SRC_LIB := $(wildcard src/core/*.c src/tensor/*.c src/io/*.c src/model/*.c src/tokenizer/*.c src/runtime/*.c src/train/*.c src/server/*.c)
+SRC_LIB := $(wildcard src/core/*.c src/dist/*.c src/tensor/*.c src/io/*.c src/model/*.c src/tokenizer/*.c src/runtime/*.c src/train/*.c src/server/*.c)
 SRC_CLI := $(wildcard src/cli/*.c)
 OBJ_LIB := $(SRC_LIB:%.c=$(BUILD)/%.o)
 OBJ_CLI := $(SRC_CLI:%.c=$(BUILD)/%.o)
@@ -105,7 +114,9 @@ help:
 
 # ---------------------------------------------------------------- libdeepseek
 # The embeddable library (include/deepseek.h; src/api/ over the core, tensor,
-# io, model, tokenizer and runtime layers; no server, training or CLI):
+# io, model, tokenizer and runtime layers, and src/dist, which the MoE calls
+# (the library runs as one process: MPI is never initialized); no server,
+# training or CLI):
 #   make lib        build/libdeepseek.a and build/libdeepseek.so.$(LIB_VERSION)
 #                   (soname libdeepseek.so.$(LIB_MAJOR); only deepseek_* exported;
 #                   the .so's objects are compiled -fPIC into $(BUILD)/pic/)
@@ -121,8 +132,8 @@ BINDIR  ?= $(PREFIX)/bin
 LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
 PYTHON  ?= python3
-LIB_LDLIBS = -fopenmp -ljansson -lpcre2-8 -lopenblas -lm -lpthread
-SRC_API := $(wildcard src/core/*.c src/tensor/*.c src/io/*.c src/model/*.c src/tokenizer/*.c src/runtime/*.c) src/api/deepseek.c
+LIB_LDLIBS = -fopenmp -ljansson -lpcre2-8 -lopenblas -lm -lpthread $(MPI_LIBS)
+SRC_API := $(wildcard src/core/*.c src/dist/*.c src/tensor/*.c src/io/*.c src/model/*.c src/tokenizer/*.c src/runtime/*.c) src/api/deepseek.c
 OBJ_API := $(SRC_API:%.c=$(BUILD)/%.o)
 PIC_API := $(SRC_API:%.c=$(BUILD)/pic/%.o)
 LIB_A   := $(BUILD)/libdeepseek.a

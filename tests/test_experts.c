@@ -88,7 +88,7 @@ TEST(experts_bad_range) {
     static const int64_t ranges[][2] = { { 3, 1 }, { 2, 2 }, { -1, 2 }, { 0, 17 }, { 16, -1 } };
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
         for (size_t j = 0; j < sizeof ranges / sizeof ranges[0]; j++) {
-            ds_model_opts o = { ranges[j][0], ranges[j][1] };
+            ds_model_opts o = { ranges[j][0], ranges[j][1], 0, 0 };
             ds_err e = { 0 };
             ds_model *m = NULL;
             int rc = ds_model_open_opts(&m, paths[i], &o, &e);
@@ -100,4 +100,43 @@ TEST(experts_bad_range) {
                       e.msg);
             ds_model_close(m);
         }
+}
+
+/* ds_model_opts.n_ranks: the model splits its routed experts over the
+ * ranks of an MPI job (as mpirun -np N sets it up), as even as they go. */
+TEST(experts_rank_split) {
+    static const char *paths[] = { "tests/fixtures/tiny-v3", "tests/fixtures/gguf/tiny-v3.llama-q8_0.gguf" };
+    uint64_t fp[2] = { 0, 0 };
+    for (size_t i = 0; i < 2; i++)
+        for (int n = 2; n <= 3; n++)
+            for (int q = 0; q < n; q++) {
+                ds_model_opts o = DS_MODEL_OPTS_DEFAULT;
+                o.n_ranks = n, o.rank = q;
+                ds_err e = { 0 };
+                ds_model *m = NULL;
+                CHECK_MSG(ds_model_open_opts(&m, paths[i], &o, &e) == DS_OK, "%s rank %d of %d: %s", paths[i], q, n, e.msg);
+                if (!m) continue;
+                CHECK_MSG(m->distributed && m->n_ranks == n && m->expert_lo == 16 * q / n &&
+                          m->expert_hi == 16 * (q + 1) / n && m->rank_experts[0] == 0 && m->rank_experts[n] == 16,
+                          "%s rank %d of %d: owns [%lld, %lld)", paths[i], q, n, (long long)m->expert_lo,
+                          (long long)m->expert_hi);
+                /* every rank of every split agrees on the model's fingerprint */
+                uint64_t f = ds_model_fingerprint(m);
+                if (!fp[i]) fp[i] = f;
+                CHECK_MSG(f == fp[i], "%s rank %d of %d: fingerprint differs", paths[i], q, n);
+                ds_model_close(m);
+            }
+    CHECK(fp[0] != fp[1]);  /* a different model, a different fingerprint */
+    static const int bad[][2] = { { 17, 0 }, { 3, 3 }, { 2, -1 } };
+    static const char *want[] = { "17 processes for 16 routed experts", "rank 3 is not one of 3", "rank -1 is not one of 2" };
+    for (size_t j = 0; j < 3; j++) {
+        ds_model_opts o = DS_MODEL_OPTS_DEFAULT;
+        o.n_ranks = bad[j][0], o.rank = bad[j][1];
+        ds_err e = { 0 };
+        ds_model *m = NULL;
+        int rc = ds_model_open_opts(&m, paths[0], &o, &e);
+        CHECK_MSG(rc == DS_EINVAL && !m && strstr(e.msg, want[j]), "n_ranks %d rank %d: rc %d, '%s'", bad[j][0],
+                  bad[j][1], rc, e.msg);
+        ds_model_close(m);
+    }
 }

@@ -17,10 +17,11 @@
 set -eu
 
 # compilers, pkg-config, the libraries we link (jansson, PCRE2, OpenBLAS, libedit, libcurl,
-# libmicrohttpd), the web chat's browser libraries, and for the server and
-# web-chat tests pip, Chromium and its driver
+# libmicrohttpd, OpenMPI and its mpirun), the web chat's browser libraries, and for the
+# server and web-chat tests pip, Chromium and its driver
 APT_PACKAGES="build-essential clang libclang-rt-14-dev pkg-config
     libjansson-dev libpcre2-dev libopenblas-dev libedit-dev libmicrohttpd-dev libcurl4-openssl-dev
+    openmpi-bin libopenmpi-dev
     libjs-marked libjs-highlight.js libjs-katex
     python3-pip chromium chromium-driver"
 # the official openai client and selenium (server and web-chat tests)

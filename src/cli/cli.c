@@ -3,6 +3,7 @@
  */
 #include "cli.h"
 #include "../tokenizer/tokenizer.h"
+#include "../dist/dist.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -12,12 +13,21 @@
 #include <unistd.h>
 
 void cli_die(const char *cmd, const char *fmt, ...) {
+    char msg[4096];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "deepseek %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* in an mpirun job every rank meets the same errors (same arguments,
+     * same model): rank 0 says it, and mpirun ends the others while they
+     * wait here; a rank still alive after the wait failed on its own and
+     * says so on its real stderr (cli_dist.c) */
+    if (ds_dist_rank() > 0) {
+        sleep(3);
+        cli_rank_error(cmd, "%s", msg);
+        exit(1);
+    }
+    fprintf(stderr, "deepseek %s: %s\n", cmd, msg);
     exit(1);
 }
 
@@ -102,27 +112,46 @@ static bool is_file(const char *dir, const char *name) {
     return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-void cli_check_model(const char *cmd, const char *path) {
+/* What is wrong with the model path, in buf (NULL: nothing). */
+static const char *check_model(const char *path, char *buf, size_t n) {
     struct stat sb;
     /* the path may come from the environment rather than -m: say so */
     const char *env = getenv("DEEPSEEK_MODEL");
     const char *want = env && path && !strcmp(env, path)
         ? "from DEEPSEEK_MODEL; expected a Hugging Face model folder (config.json + model.safetensors) or a .gguf file"
         : "expected a Hugging Face model folder (config.json + model.safetensors) or a .gguf file";
-    if (!path || !*path) cli_die(cmd, "no model given (-m MODEL_DIR or -m MODEL.gguf)");
+    if (!path || !*path) return snprintf(buf, n, "no model given (-m MODEL_DIR or -m MODEL.gguf)"), buf;
     if (stat(path, &sb) != 0)
-        cli_die(cmd, "model '%s' %s (%s)", path, errno == ENOENT ? "does not exist" : strerror(errno), want);
-    size_t n = strlen(path);
-    bool gguf_name = n > 5 && strcmp(path + n - 5, ".gguf") == 0;
+        return snprintf(buf, n, "model '%s' %s (%s)", path, errno == ENOENT ? "does not exist" : strerror(errno), want), buf;
+    size_t len = strlen(path);
+    bool gguf_name = len > 5 && strcmp(path + len - 5, ".gguf") == 0;
     if (!S_ISDIR(sb.st_mode)) {
-        if (!gguf_name) cli_die(cmd, "model '%s' is a file but not a .gguf file (%s)", path, want);
-        return;   /* its header and tensors are checked by the loader */
+        if (!gguf_name) return snprintf(buf, n, "model '%s' is a file but not a .gguf file (%s)", path, want), buf;
+        return NULL;   /* its header and tensors are checked by the loader */
     }
     if (!is_file(path, "config.json"))
-        cli_die(cmd, "model '%s' is not a model folder: it has no config.json (%s)", path, want);
+        return snprintf(buf, n, "model '%s' is not a model folder: it has no config.json (%s)", path, want), buf;
     if (!is_file(path, "model.safetensors") && !is_file(path, "model.safetensors.index.json"))
-        cli_die(cmd, "model '%s' has a config.json but no weights: no model.safetensors "
-                "(nor model.safetensors.index.json for shards)", path);
+        return snprintf(buf, n, "model '%s' has a config.json but no weights: no model.safetensors "
+                        "(nor model.safetensors.index.json for shards)", path), buf;
+    return NULL;
+}
+
+void cli_check_model(const char *cmd, const char *path) {
+    char buf[8192 + 512];
+    /* in an mpirun job, on every rank (each may see its own file system) */
+    cli_all_ok(cmd, check_model(path, buf, sizeof buf), "cannot use the model");
+}
+
+long cli_rss_kib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0) kb = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kb;
 }
 
 int cli_is_help(const char *a) { return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0; }

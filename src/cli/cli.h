@@ -42,6 +42,34 @@ void cli_check_model(const char *cmd, const char *path);
  * chosen for it, libraries (src/cli/version.c). */
 void cli_print_version(FILE *f);
 
+/* Running as one rank of an mpirun job (cli_dist.c, through src/dist).
+ * cli_dist_start joins the job (no-op without mpirun), refuses commands not
+ * distributed yet on several ranks, and leaves the terminal to rank 0 (the
+ * other ranks' stdout and stderr go to /dev/null). cli_dist_end leaves it. */
+void cli_dist_start(const char *cmd);
+void cli_dist_end(void);
+/* An error only this rank knows, to its real stderr, naming the rank. */
+void cli_rank_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Exits unless every rank is fine: msg is this rank's error (NULL: none).
+ * Alone: cli_die(msg). On N ranks (collective): the lowest failing rank
+ * prints its msg, rank 0 then says that rank failed to `what`. */
+void cli_all_ok(const char *cmd, const char *msg, const char *what);
+/* Opens the model (exits with the error otherwise): alone, all of it; on N
+ * ranks, this rank's share of the routed experts (ds_model_opts.n_ranks),
+ * then checks every rank opened the same model (ds_model_fingerprint). */
+struct ds_model;
+struct ds_model *cli_open_model(const char *cmd, const char *path);
+/* On N > 1 ranks: the per-rank split (experts owned, weight bytes held,
+ * resident memory), printed by rank 0; collective, every rank calls it.
+ * Prints nothing in one process. */
+void cli_print_split(FILE *f, const char *cmd, const struct ds_model *m);
+/* Rank 0's line (malloc'ed, or NULL at end of input) on every rank: the
+ * other ranks pass NULL and get a copy. Returns line in one process. */
+char *cli_bcast_line(const char *cmd, char *line);
+/* Rank 0's *v on every rank (no-op in one process). */
+void cli_bcast_u64(const char *cmd, uint64_t *v);
+/* This process's resident memory (VmRSS) in KiB, -1 if unknown. */
+long cli_rss_kib(void);
 /* ORG/NAME[@REV] -> the snapshot folder `deepseek pull` made in the Hugging
  * Face cache (cmd_pull.c): 1 and out filled; 0 if spec is a path on disk or
  * not of that shape (use it as it is); -1 if it has that shape but is not

@@ -4,6 +4,7 @@
  * size and the fraction of the machine's measured read bandwidth reached.
  */
 #include "cli.h"
+#include "../dist/dist.h"
 #include "../core/thread.h"
 #include "../model/model.h"
 #include "../runtime/generate.h"
@@ -128,7 +129,7 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
     ds_err e = { 0 };
     ds_model *m;
     double t_load = ds_now();
-    if (ds_model_open(&m, dir, &e)) cli_die_err(C, &e);
+    m = cli_open_model(C, dir);
     t_load = ds_now() - t_load;
     const ds_config *cfg = ds_model_config(m);
     int64_t V = cfg->vocab_size;
@@ -154,6 +155,7 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
            (double)si.mapped_bytes / (1 << 30), act / (1 << 20),
            (long long)ds_kv_row_bytes(kvt, cfg->kv_lora_rank + cfg->qk_rope_head_dim) * (long long)cfg->n_layer,
            ds_kv_type_name(kvt));
+    if (first) cli_print_split(stdout, C, m);
     printf("load:    %.1f s%s", t_load, si.repacked_bytes ? "" : "\n");
     if (si.repacked_bytes) printf(" (incl. repacking %.2f GiB of quantized weights into 8-row interleaved blocks)\n",
                                   (double)si.repacked_bytes / (1 << 30));
@@ -267,6 +269,7 @@ int cmd_bench(int argc, char **argv) {
     if (!dir) cli_die(C, "no model given (-m MODEL_DIR)");
     cli_check_model(C, dir);
     if (llama && !ds_path_is_gguf(dir)) cli_die(C, "--compare-llama needs a .gguf model (-m MODEL.gguf)");
+    if (llama && ds_dist_size() > 1) cli_die(C, "--compare-llama runs in one process only (not under mpirun -np N)");
     int64_t nthr = 0;
     int32_t *thr = NULL;
     if (tlist) thr = cli_parse_ids(C, "-t", tlist, &nthr);

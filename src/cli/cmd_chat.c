@@ -11,6 +11,7 @@
  * line; a line ending in '\' continues) and only the replies are printed.
  */
 #include "cli.h"
+#include "../dist/dist.h"
 #include "../core/thread.h"
 #include "../runtime/generate.h"
 #include "../runtime/stop.h"
@@ -452,6 +453,7 @@ int cmd_chat(int argc, char **argv) {
     sp.temperature = 0.6f;
     sp.top_p = 0.95f;
     sp.seed = (uint64_t)getpid();
+    cli_bcast_u64(C, &sp.seed);   /* rank 0's: every rank of an mpirun job samples alike */
     ds_stop stop;
     ds_stop_init(&stop);
     ds_err e = { 0 };
@@ -494,7 +496,7 @@ int cmd_chat(int argc, char **argv) {
     c.sp = sp;
     c.max_tokens = max_tokens;
     c.system = system ? strdup(system) : NULL;
-    if (ds_model_open(&c.m, dir, &e)) cli_die_err(C, &e);
+    c.m = cli_open_model(C, dir);
     c.tok = cli_load_tokenizer(C, dir, tokp, "(chat needs the model's tokenizer)");
     if (tok_vocab_size(c.tok) > ds_model_config(c.m)->vocab_size)
         cli_die(C, "%s: the tokenizer has %lld ids but the model only %lld", dir, (long long)tok_vocab_size(c.tok),
@@ -530,7 +532,8 @@ int cmd_chat(int argc, char **argv) {
                chat_format_name(c.fmt), c.fmt == DS_CHAT_V31 ? (c.thinking ? ", thinking" : ", non-thinking") : "");
     }
     for (;;) {
-        char *line = read_turn(&c);
+        /* rank 0 reads the terminal; in an mpirun job every rank runs the turn */
+        char *line = cli_bcast_line(C, ds_dist_rank() == 0 ? read_turn(&c) : NULL);
         if (!line) break;
         char *s = line;
         while (*s == ' ' || *s == '\t') s++;

@@ -121,7 +121,7 @@ int cmd_generate(int argc, char **argv) {
     }
     ds_model *m;
     double t_load = ds_now();
-    if (ds_model_open(&m, dir, &e)) cli_die_err(C, &e);
+    m = cli_open_model(C, dir);
     t_load = ds_now() - t_load;
     for (int64_t i = 0; i < n; i++)
         if (prompt[i] >= ds_model_config(m)->vocab_size)
@@ -178,6 +178,7 @@ int cmd_generate(int argc, char **argv) {
                     (double)st.n_gen / (st.n_main_forwards + 1));
         if (st.n_shifts) fprintf(stderr, "context: window of %lld tokens slid %lld times\n", (long long)ctx, (long long)st.n_shifts);
         fprintf(stderr, "threads: %d\n", ds_threads_get());
+        cli_print_split(stderr, C, m);
     }
     ds_session_free(&ss);
     ds_model_close(m);

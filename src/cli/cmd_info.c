@@ -14,17 +14,6 @@ static void usage(FILE *f) {
                "  KV-cache bytes per token (MLA latent cache vs. naive per-head K/V) and memory use.\n");
 }
 
-static long rss_kb(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0) kb = strtol(line + 6, NULL, 10);
-    fclose(f);
-    return kb;
-}
-
 static const char *human(double b, char *buf, size_t n) {
     const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB" };
     int i = 0;
@@ -56,9 +45,8 @@ int cmd_info(int argc, char **argv) {
     if (!dir) dir = cli_default_model();
     if (!dir) cli_die("info", "no model given (-m MODEL_DIR) and no bundled model found");
     cli_check_model("info", dir);
-    ds_err e = { 0 };
     ds_model *m;
-    if (ds_model_open(&m, dir, &e)) cli_die_err("info", &e);
+    m = cli_open_model("info", dir);
     const ds_config *c = ds_model_config(m);
     ds_model_storage si;
     ds_model_storage_info(m, &si);
@@ -113,10 +101,11 @@ int cmd_info(int argc, char **argv) {
     printf("             standard MHA 2*heads*%lld: %lld values/token/layer (%.1fx more)\n", (long long)c->v_head_dim,
            (long long)mha, (double)mha / (double)W);
     printf("memory       %s of tensors memory-mapped; resident now %s\n", human((double)si.mapped_bytes, b1, sizeof b1),
-           human((double)rss_kb() * 1024, b2, sizeof b2));
+           human((double)cli_rss_kib() * 1024, b2, sizeof b2));
     if (si.repacked_bytes)
         printf("             %s of quantized weights repacked at load into 8-row interleaved blocks (DS_REPACK=0: off)\n",
                human((double)si.repacked_bytes, b1, sizeof b1));
+    cli_print_split(stdout, "info", m);
     ds_model_close(m);
     return 0;
 }

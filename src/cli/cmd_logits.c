@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "../core/mmap_file.h"
 #include "../core/thread.h"
+#include "../dist/dist.h"
 #include "../model/model.h"
 
 #include <stdlib.h>
@@ -54,7 +55,7 @@ int cmd_logits(int argc, char **argv) {
     int32_t *tok = cli_parse_ids("logits", "--tokens", toks, &T);
     ds_err e = { 0 };
     ds_model *m;
-    if (ds_model_open(&m, dir, &e)) cli_die_err("logits", &e);
+    m = cli_open_model("logits", dir);
     int64_t V = ds_model_config(m)->vocab_size, D = ds_model_config(m)->hidden_size;
     for (int64_t i = 0; i < T; i++)
         if (tok[i] >= V) cli_die("logits", "--tokens: token id %d at position %lld is >= vocab_size %lld", tok[i], (long long)i, (long long)V);
@@ -88,7 +89,10 @@ int cmd_logits(int argc, char **argv) {
             if (ds_model_forward_mtp(m, x, &cache, hidden, tok + 1, T - 1, logits, &e)) cli_die_err("logits", &e);
         }
     }
-    if (ds_mkdir_parent(out, &e) || ds_write_file_atomic(out, logits, (size_t)(rows * V) * sizeof(float), &e)) cli_die_err("logits", &e);
+    /* rank 0 owns the output (every rank of an mpirun job holds the same logits) */
+    if (ds_dist_rank() == 0 &&
+        (ds_mkdir_parent(out, &e) || ds_write_file_atomic(out, logits, (size_t)(rows * V) * sizeof(float), &e)))
+        cli_die_err("logits", &e);
     fprintf(stderr, "wrote %lld x %lld float32 logits to %s\n", (long long)rows, (long long)V, out);
     ds_kvcache_free(&cache);
     ds_ctx_free(x);

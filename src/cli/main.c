@@ -97,6 +97,9 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 1;
     }
+    cli_dist_start(argv[1]);
     resolve_hub_models(argc, argv);
-    return fn(argc - 1, argv + 1);
+    int rc = fn(argc - 1, argv + 1);
+    cli_dist_end();
+    return rc;
 }

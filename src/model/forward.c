@@ -11,6 +11,7 @@
  *                  x = Block_L(x); logits = head(shared_head.norm(x))
  */
 #include "model_internal.h"
+#include "../dist/dist.h"
 #include "../tensor/ops.h"
 
 #include <stdlib.h>
@@ -219,8 +220,36 @@ static int forward_main(const ds_model *m, ds_arena *a, ds_seq_chunk *chunks, in
     return DS_OK;
 }
 
+/* Across the ranks of an MPI job (m->distributed) every rank runs the same
+ * step on the same tokens: a hash of the step (kind, positions, tokens) is
+ * compared with rank 0's before it runs, so ranks that diverged stop with an
+ * error on every rank instead of exchanging mismatched expert rows. */
+static int step_agree(const ds_model *m, const char *what, uint64_t h, ds_err *e) {
+    if (!m->distributed) return DS_OK;
+    int q, rc = ds_dist_agree(h, &q, e);
+    if (rc) return rc;
+    if (q >= 0)
+        return ds_err_set(e, DS_EINVAL, "rank %d of %lld is not running the same %s step as rank 0 (other tokens "
+                          "or positions): the ranks have diverged", q, (long long)m->n_ranks, what);
+    return DS_OK;
+}
+
+static uint64_t hash_tokens(uint64_t h, const int32_t *tok, int64_t n, int64_t pos) {
+    h = ds_dist_hash(h, &n, sizeof n);
+    h = ds_dist_hash(h, &pos, sizeof pos);
+    return tok ? ds_dist_hash(h, tok, (size_t)n * sizeof *tok) : h;
+}
+
 int ds_model_forward(const ds_model *m, ds_ctx *x, ds_seq_chunk *chunks, int n_chunks, float *logits, float *hidden,
                      ds_err *e) {
+    if (m->distributed) {
+        uint64_t h = ds_dist_hash(DS_DIST_HASH0, "main", 4);
+        for (int i = 0; i < n_chunks; i++)
+            h = hash_tokens(ds_dist_hash(h, &chunks[i].all_logits, 1), chunks[i].tokens, chunks[i].n,
+                            chunks[i].cache->n_past);
+        int rc = step_agree(m, "forward", h, e);
+        if (rc) return rc;
+    }
     ctx_use u;
     int rc = ctx_enter(&u, x, e);
     if (rc) return rc;
@@ -262,8 +291,10 @@ static int forward_mtp(const ds_model *m, ds_arena *a, ds_kvcache *cache, const 
 
 int ds_model_forward_mtp(const ds_model *m, ds_ctx *x, ds_kvcache *cache, const float *h, const int32_t *next_tokens,
                          int64_t n, float *logits, ds_err *e) {
+    int rc = step_agree(m, "MTP", hash_tokens(ds_dist_hash(DS_DIST_HASH0, "mtp", 3), next_tokens, n, cache->mtp_n_past), e);
+    if (rc) return rc;
     ctx_use u;
-    int rc = ctx_enter(&u, x, e);
+    rc = ctx_enter(&u, x, e);
     if (rc) return rc;
     return ctx_leave(&u, forward_mtp(m, &u.x->arena, cache, h, next_tokens, n, logits, e), e);
 }
@@ -290,8 +321,10 @@ static int forward_naive(const ds_model *m, ds_arena *a, const int32_t *tokens, 
 }
 
 int ds_model_forward_naive(const ds_model *m, ds_ctx *x, const int32_t *tokens, int64_t T, float *logits, ds_err *e) {
+    int rc = step_agree(m, "naive forward", hash_tokens(ds_dist_hash(DS_DIST_HASH0, "naive", 5), tokens, T, 0), e);
+    if (rc) return rc;
     ctx_use u;
-    int rc = ctx_enter(&u, x, e);
+    rc = ctx_enter(&u, x, e);
     if (rc) return rc;
     return ctx_leave(&u, forward_naive(m, &u.x->arena, tokens, T, logits, e), e);
 }

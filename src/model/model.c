@@ -148,6 +148,18 @@ static bool ignorable(const char *name) {
 
 int ds_model_expert_range(ds_model *m, const ds_model_opts *o, ds_err *e) {
     int64_t E = m->cfg.n_routed_experts, lo = o ? o->expert_lo : 0, hi = o && o->expert_hi >= 0 ? o->expert_hi : E;
+    if (o && o->n_ranks > 1) {
+        if (o->rank < 0 || o->rank >= o->n_ranks)
+            return ds_err_set(e, DS_EINVAL, "%s: rank %d is not one of %d", m->dir, o->rank, o->n_ranks);
+        if (E > 0 && o->n_ranks > E)
+            return ds_err_set(e, DS_EINVAL, "%s: %d processes for %lld routed experts: every process must own at "
+                              "least one (run at most %lld)", m->dir, o->n_ranks, (long long)E, (long long)E);
+        m->own_bound = calloc((size_t)o->n_ranks + 1, sizeof *m->own_bound);
+        if (!m->own_bound) return ds_err_set(e, DS_ENOMEM, "out of memory");
+        for (int q = 0; q <= o->n_ranks; q++) m->own_bound[q] = E * q / o->n_ranks;
+        m->n_ranks = o->n_ranks, m->rank_experts = m->own_bound, m->distributed = true;
+        lo = m->own_bound[o->rank], hi = m->own_bound[o->rank + 1];
+    }
     if (lo < 0 || hi > E || (E > 0 && lo >= hi) || (E == 0 && lo != 0))
         return ds_err_set(e, DS_EINVAL, "%s: expert range [%lld, %lld) is not a non-empty part of the model's %lld routed experts",
                           m->dir, (long long)lo, (long long)hi, (long long)E);
@@ -221,6 +233,7 @@ void ds_model_close(ds_model *m) {
             free(m->layers[l].experts);
         }
     free(m->layers);
+    free(m->own_bound);
     free_vectors(m, -1);
     ds_free(m->inv_freq);
     ds_model_repack_free(m);

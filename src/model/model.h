@@ -72,6 +72,9 @@ typedef struct ds_model {
     int64_t n_ranks;      /* processes the routed experts are spread over; 0: this one only */
     const int64_t *rank_experts; /* [n_ranks + 1] ascending: rank q owns experts [rank_experts[q],
                                     rank_experts[q+1]) (moe_exchange.c); caller-owned */
+    int64_t *own_bound;   /* rank_experts when the model split itself (ds_model_opts.n_ranks), owned */
+    bool distributed;     /* the ranks are the processes of the MPI job (src/dist; n_ranks ==
+                             ds_dist_size()); false: every rank is served in this process */
     int64_t n_mtp;        /* MTP layers actually present (0 if not stored) */
     float *inv_freq;      /* (Dr/2) YaRN-adjusted rotary frequencies */
     float attn_scale;     /* softmax scale incl. mscale² */
@@ -94,8 +97,13 @@ typedef struct ds_model_opts {
      * through the last. Only those are bound (and repacked); the others are
      * still checked for presence and shape, and counted in n_params. */
     int64_t expert_lo, expert_hi;
+    /* n_ranks > 1 (then expert_lo/hi are ignored): the routed experts are split
+     * over the n_ranks processes of the MPI job in contiguous ranges as even as
+     * they go (rank q owns [E*q/n, E*(q+1)/n)); this is rank `rank`, and the
+     * model exchanges expert rows over the job (ds_model.distributed). */
+    int n_ranks, rank;
 } ds_model_opts;
-#define DS_MODEL_OPTS_DEFAULT ((ds_model_opts){ 0, -1 })
+#define DS_MODEL_OPTS_DEFAULT ((ds_model_opts){ 0, -1, 0, 0 })
 
 /* ds_model_open with options (NULL: DS_MODEL_OPTS_DEFAULT), for a folder or a .gguf. */
 int ds_model_open_opts(ds_model **out, const char *path, const ds_model_opts *o, ds_err *e);
@@ -122,8 +130,15 @@ typedef struct ds_model_storage {
     int64_t repacked_bytes;     /* x8 copies of quantized weights made at load (0: none) */
     double decode_bytes;        /* weight bytes read per decoded token (unused experts and
                                    all but one embedding row excluded) */
+    double bound_bytes;         /* weight bytes this process holds (other ranks' experts excluded) */
+    int64_t expert_lo, expert_hi; /* the routed experts it owns */
 } ds_model_storage;
 void ds_model_storage_info(const ds_model *m, ds_model_storage *s);
+
+/* A hash of the configuration and the tensor index (names, types, shapes,
+ * offsets): the ranks of an MPI job compare it to know they opened the same
+ * model. */
+uint64_t ds_model_fingerprint(const ds_model *m);
 
 /* Parameter counts: total stored (main model + MTP), active per token. */
 typedef struct ds_param_counts {

@@ -6,6 +6,7 @@
  */
 #include "model.h"
 #include "../io/gguf.h"
+#include "../dist/dist.h"
 
 #include <string.h>
 
@@ -38,6 +39,45 @@ static double decode_bytes(const ds_model *m) {
     return b;
 }
 
+/* Weight bytes this process holds: every tensor bound here (routed experts
+ * of other ranks are not), norm vectors excluded. */
+static double bound_bytes(const ds_model *m) {
+    const ds_config *c = &m->cfg;
+    double b = (double)(tensor_bytes(&m->lm_head) + tensor_bytes(&m->embed));
+    for (int64_t l = 0; l < c->n_layer + m->n_mtp; l++) {
+        const ds_layer_w *w = &m->layers[l];
+        b += (double)(tensor_bytes(&w->q_proj) + tensor_bytes(&w->q_a_proj) + tensor_bytes(&w->q_b_proj) +
+                      tensor_bytes(&w->kv_a_proj) + tensor_bytes(&w->kv_b_proj) + tensor_bytes(&w->wk_b) +
+                      tensor_bytes(&w->wv_b) + tensor_bytes(&w->o_proj) + tensor_bytes(&w->eh_proj) +
+                      tensor_bytes(&w->embed) + tensor_bytes(&w->head));
+        b += (double)(mlp_bytes(&w->mlp) + tensor_bytes(&w->router) + mlp_bytes(&w->shared));
+        if (w->experts)
+            for (int64_t x = 0; x < c->n_routed_experts; x++) b += (double)mlp_bytes(&w->experts[x]);
+    }
+    return b;
+}
+
+uint64_t ds_model_fingerprint(const ds_model *m) {
+    uint64_t h = ds_dist_hash(DS_DIST_HASH0, &m->cfg, sizeof m->cfg);
+    for (int64_t i = 0; i < m->st.n_tensors; i++) {
+        const ds_st_tensor *t = &m->st.tensors[i];
+        h = ds_dist_hash(h, t->name, strlen(t->name) + 1);
+        h = ds_dist_hash(h, t->dtype_name, sizeof t->dtype_name);
+        h = ds_dist_hash(h, t->shape, sizeof t->shape);
+        h = ds_dist_hash(h, &t->begin, sizeof t->begin);
+        h = ds_dist_hash(h, &t->end, sizeof t->end);
+    }
+    for (int64_t i = 0; m->gguf && i < m->gguf->n_tensors; i++) {
+        const ds_gguf_tensor *t = &m->gguf->tensors[i];
+        h = ds_dist_hash(h, t->name, strlen(t->name) + 1);
+        h = ds_dist_hash(h, &t->type, sizeof t->type);
+        h = ds_dist_hash(h, t->ne, sizeof t->ne);
+        h = ds_dist_hash(h, &t->offset, sizeof t->offset);
+        h = ds_dist_hash(h, &t->nbytes, sizeof t->nbytes);
+    }
+    return h;
+}
+
 void ds_model_storage_info(const ds_model *m, ds_model_storage *s) {
     memset(s, 0, sizeof *s);
     for (int64_t i = 0; i < m->st.n_tensors; i++)
@@ -58,4 +98,6 @@ void ds_model_storage_info(const ds_model *m, ds_model_storage *s) {
     s->mapped_bytes = m->file_bytes;
     s->repacked_bytes = (int64_t)m->rp_bytes;
     s->decode_bytes = decode_bytes(m);
+    s->bound_bytes = bound_bytes(m);
+    s->expert_lo = m->expert_lo, s->expert_hi = m->expert_hi;
 }

@@ -1,0 +1,97 @@
+/*
+ * dist.c - the MPI layer (dist.h): job start and end, rank and size, and
+ * the few collectives the model and the CLI use (broadcast, agreement,
+ * the all-gather of expert outputs). Every MPI_* call of deepseek.c is here.
+ */
+#include "dist.h"
+
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int g_on;            /* MPI initialized by us */
+static int g_rank, g_size = 1;
+
+static int mpi_err(ds_err *e, int rc, const char *what) {
+    char s[MPI_MAX_ERROR_STRING];
+    int n = 0;
+    if (MPI_Error_string(rc, s, &n) != MPI_SUCCESS) snprintf(s, sizeof s, "MPI error %d", rc);
+    return ds_err_set(e, DS_EIO, "rank %d of %d: %s failed: %s", g_rank, g_size, what, s);
+}
+
+int ds_dist_init(ds_err *e) {
+    const char *ws = getenv("OMPI_COMM_WORLD_SIZE");
+    if (g_on || !ws || !*ws) return DS_OK;
+    int rc = MPI_Init(NULL, NULL);
+    if (rc != MPI_SUCCESS) return ds_err_set(e, DS_EIO, "MPI_Init failed (launched by mpirun, OMPI_COMM_WORLD_SIZE=%s)", ws);
+    g_on = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    return DS_OK;
+}
+
+void ds_dist_finalize(void) {
+    if (g_on) MPI_Finalize();
+    g_on = 0;
+}
+
+int ds_dist_rank(void) { return g_rank; }
+int ds_dist_size(void) { return g_size; }
+
+void ds_dist_abort(int code) {
+    if (g_on) MPI_Abort(MPI_COMM_WORLD, code);
+    exit(code);
+}
+
+int ds_dist_bcast(void *buf, size_t bytes, ds_err *e) {
+    if (g_size == 1) return DS_OK;
+    for (size_t o = 0; o < bytes;) {   /* counts are int: chunks of 1 GiB */
+        int n = (int)DS_MIN(bytes - o, (size_t)1 << 30);
+        int rc = MPI_Bcast((char *)buf + o, n, MPI_BYTE, 0, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) return mpi_err(e, rc, "broadcast");
+        o += (size_t)n;
+    }
+    return DS_OK;
+}
+
+int ds_dist_allgather_i64(int64_t v, int64_t *out, ds_err *e) {
+    if (g_size == 1) { out[0] = v; return DS_OK; }
+    int rc = MPI_Allgather(&v, 1, MPI_INT64_T, out, 1, MPI_INT64_T, MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? DS_OK : mpi_err(e, rc, "all-gather");
+}
+
+int ds_dist_agree(uint64_t v, int *first_diff, ds_err *e) {
+    *first_diff = -1;
+    if (g_size == 1) return DS_OK;
+    int64_t *all = malloc((size_t)g_size * sizeof *all);
+    if (!all) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    int rc = ds_dist_allgather_i64((int64_t)v, all, e);
+    for (int q = 1; !rc && q < g_size; q++)
+        if (all[q] != all[0]) { *first_diff = q; break; }
+    free(all);
+    return rc;
+}
+
+int ds_dist_allgather_rows(void *buf, size_t row_bytes, const int64_t *off, ds_err *e) {
+    if (g_size == 1) return DS_OK;
+    int *cnt = malloc((size_t)g_size * sizeof *cnt), *dsp = malloc((size_t)g_size * sizeof *dsp);
+    if (!cnt || !dsp) { free(cnt); free(dsp); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+    for (int q = 0; q < g_size; q++) { cnt[q] = (int)(off[q + 1] - off[q]); dsp[q] = (int)(off[q] - off[0]); }
+    /* one row is one element, so the counts stay ints for any batch */
+    MPI_Datatype row;
+    int rc = MPI_Type_contiguous((int)row_bytes, MPI_BYTE, &row);
+    if (rc == MPI_SUCCESS && (rc = MPI_Type_commit(&row)) == MPI_SUCCESS) {
+        rc = MPI_Allgatherv(MPI_IN_PLACE, 0, row, (char *)buf + (size_t)off[0] * row_bytes, cnt, dsp, row, MPI_COMM_WORLD);
+        MPI_Type_free(&row);
+    }
+    free(cnt);
+    free(dsp);
+    return rc == MPI_SUCCESS ? DS_OK : mpi_err(e, rc, "expert exchange (all-gather of expert outputs)");
+}
+
+uint64_t ds_dist_hash(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}

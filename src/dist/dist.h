@@ -1,0 +1,44 @@
+/*
+ * dist.h - the process group deepseek.c runs on (src/dist/dist.c): the one
+ * layer that talks to MPI (OpenMPI). Model and CLI call these named
+ * operations; no MPI_* appears anywhere else.
+ *
+ * Launched by mpirun (OMPI_COMM_WORLD_SIZE set), ds_dist_init joins the
+ * job; otherwise MPI is not initialized at all (a singleton MPI_Init would
+ * start an OpenMPI daemon: slow, and refused as root) and the group is this
+ * process alone: rank 0 of 1, every collective a no-op or a copy.
+ * Errors inside a collective (a rank lost) are OpenMPI's: its default
+ * handler ends the whole job with a message naming the rank.
+ */
+#ifndef DS_DIST_H
+#define DS_DIST_H
+
+#include "../core/base.h"
+
+int ds_dist_init(ds_err *e);          /* joins the mpirun job, if launched by one */
+void ds_dist_finalize(void);          /* leaves it (no-op alone) */
+int ds_dist_rank(void);               /* 0 alone */
+int ds_dist_size(void);               /* 1 alone */
+void ds_dist_abort(int code);         /* ends every rank of the job (exit alone) */
+
+/* buf[bytes] from rank 0 to every rank. */
+int ds_dist_bcast(void *buf, size_t bytes, ds_err *e);
+
+/* Every rank contributes v; out[size] receives all of them (rank order). */
+int ds_dist_allgather_i64(int64_t v, int64_t *out, ds_err *e);
+
+/* Compares v with rank 0's: *first_diff is the lowest rank whose v differs
+ * from rank 0's, -1 when all agree (same answer on every rank). */
+int ds_dist_agree(uint64_t v, int *first_diff, ds_err *e);
+
+/* Rows of `row_bytes` bytes, in place: rank q holds rows [off[q], off[q+1])
+ * of buf (off[size+1], ascending, the same on every rank); afterwards every
+ * rank holds all rows [off[0], off[size]). The expert exchange's "outputs
+ * back" when every rank holds the same packed rows. */
+int ds_dist_allgather_rows(void *buf, size_t row_bytes, const int64_t *off, ds_err *e);
+
+/* FNV-1a over bytes, chained from h (start: DS_DIST_HASH0). */
+#define DS_DIST_HASH0 1469598103934665603ull
+uint64_t ds_dist_hash(uint64_t h, const void *p, size_t n);
+
+#endif
