@@ -389,18 +389,20 @@ static void batch_invariance(const char *path) {
     if (ds_model_open(&m, path, &e)) { ds_test_fail(__FILE__, __LINE__, "open %s: %s", path, e.msg); return; }
     int64_t V = m->cfg.vocab_size;
     enum { NS = 5 };
-    /* per sequence: a 12-token history prefilled alone, then the batched chunk */
-    int64_t hist = 12, len[NS] = { 1, 20, 3, 1, 9 };
+    /* per sequence: a history prefilled alone (lengths from 5 to 700: flash
+     * decode splits the cache at 256-row boundaries), then the batched chunk */
+    int64_t hist_len[NS] = { 12, 5, 700, 300, 40 }, len[NS] = { 1, 20, 3, 1, 9 };
     bool all[NS] = { false, true, true, false, false };
-    int32_t tok[NS][32];
+    static int32_t tok[NS][760];
     for (int s = 0; s < NS; s++)
-        for (int i = 0; i < 32; i++) tok[s][i] = (int32_t)(1 + (s * 131 + i * 17) % (V - 1));
+        for (int i = 0; i < 760; i++) tok[s][i] = (int32_t)(1 + (s * 131 + i * 17) % (V - 1));
     ds_kvcache c[NS];
     float *alone = calloc((size_t)(64 * V), sizeof(float)), *batch = calloc((size_t)(64 * V), sizeof(float));
-    float *lg = calloc((size_t)(32 * V), sizeof(float));
+    float *lg = calloc((size_t)V, sizeof(float));
     int64_t off = 0;
     for (int s = 0; s < NS; s++) {
-        CHECK(ds_kvcache_init(&c[s], m, 64, &e) == 0);
+        int64_t hist = hist_len[s];
+        CHECK(ds_kvcache_init(&c[s], m, 1024, &e) == 0);
         ds_seq_chunk h = { &c[s], tok[s], hist, false };
         CHECK(ds_model_forward(m, NULL, &h, 1, lg, NULL, &e) == 0);
         ds_seq_chunk ch = { &c[s], tok[s] + hist, len[s], all[s] };
@@ -409,7 +411,7 @@ static void batch_invariance(const char *path) {
         ds_kvcache_truncate(&c[s], hist);
     }
     ds_seq_chunk chunks[NS];
-    for (int s = 0; s < NS; s++) chunks[s] = (ds_seq_chunk){ &c[s], tok[s] + hist, len[s], all[s] };
+    for (int s = 0; s < NS; s++) chunks[s] = (ds_seq_chunk){ &c[s], tok[s] + hist_len[s], len[s], all[s] };
     CHECK(ds_model_forward(m, NULL, chunks, NS, batch, NULL, &e) == 0);
     int64_t bad = 0;
     for (int64_t i = 0; i < off * V; i++) bad += memcmp(&alone[i], &batch[i], sizeof(float)) != 0;

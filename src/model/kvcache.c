@@ -101,6 +101,14 @@ const float *ds_kvcache_rows_f32(const ds_kvcache *c, int64_t l, int64_t n, floa
     return scratch;
 }
 
+const float *ds_kvcache_rows_f32_at(const ds_kvcache *c, int64_t l, int64_t j0, int64_t n, float *scratch) {
+    int64_t W = c->width[l];
+    if (c->type == DS_KV_F32) return c->kv[l] + j0 * W;
+    for (int64_t i = 0; i < n; i++)
+        dequant_row(c->type, c->kvq[l] + (size_t)(j0 + i) * c->row_bytes[l], W, scratch + i * W);
+    return scratch;
+}
+
 int ds_kvcache_init(ds_kvcache *c, const ds_model *m, int64_t max_ctx, ds_err *e) {
     memset(c, 0, sizeof *c);
     if (max_ctx < 1) return ds_err_set(e, DS_EINVAL, "context size must be >= 1");

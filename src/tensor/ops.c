@@ -509,6 +509,59 @@ void ds_attn_rows(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq
     }
 }
 
+/* ------------------------------------------------- flash decode (MLA) */
+
+static void mla_attn_step_generic(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H,
+                                  const float *kv, int64_t W, int64_t n, int64_t R, float scale, float *sc) {
+    for (int64_t h = 0; h < H; h++) {
+        const float *qh = q + h * ldq;
+        float *sh = sc + h * (n + 8), *uh = u + h * R;
+        float bm = -INFINITY;
+        for (int64_t j = 0; j < n; j++) {
+            float d = 0.0f;
+            for (int64_t k = 0; k < W; k++) d += qh[k] * kv[j * W + k];
+            sh[j] = scale * d;
+            bm = sh[j] > bm ? sh[j] : bm;
+        }
+        float mn = m[h] > bm ? m[h] : bm;
+        float a = m[h] == -INFINITY ? 0.0f : expf(m[h] - mn), ls = 0.0f;
+        for (int64_t j = 0; j < n; j++) { sh[j] = expf(sh[j] - mn); ls += sh[j]; }
+        m[h] = mn;
+        l[h] = l[h] * a + ls;
+        for (int64_t k = 0; k < R; k++) uh[k] *= a;
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t k = 0; k < R; k++) uh[k] += sh[j] * kv[j * W + k];
+    }
+}
+
+void ds_mla_attn_step(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv, int64_t W,
+                      int64_t n, int64_t R, float scale, float *sc) {
+    if (n <= 0) return;
+    if (isa() == 1 && W % 8 == 0 && R % 8 == 0) ds_mla_attn_step_avx2(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
+    else mla_attn_step_generic(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
+}
+
+void ds_mla_attn_merge(float *u, float *m, float *l, const float *u2, const float *m2, const float *l2, int64_t H,
+                       int64_t R) {
+    for (int64_t h = 0; h < H; h++) {
+        if (m2[h] == -INFINITY) continue;   /* empty partial */
+        float mn = m[h] > m2[h] ? m[h] : m2[h];
+        float a = m[h] == -INFINITY ? 0.0f : expf(m[h] - mn), b = expf(m2[h] - mn);
+        float *uh = u + h * R;
+        const float *vh = u2 + h * R;
+        for (int64_t k = 0; k < R; k++) uh[k] = uh[k] * a + vh[k] * b;
+        l[h] = l[h] * a + l2[h] * b;
+        m[h] = mn;
+    }
+}
+
+void ds_mla_attn_finish(float *out, int64_t ldo, const float *u, const float *l, int64_t H, int64_t R) {
+    for (int64_t h = 0; h < H; h++) {
+        float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+        for (int64_t k = 0; k < R; k++) out[h * ldo + k] = u[h * R + k] * inv;
+    }
+}
+
 /* -------------------------------------------------------------- elementwise */
 
 void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps) {
