@@ -468,3 +468,26 @@ TEST(core_alloc_huge_and_arena) {
     ds_arena_free(&a);
     CHECK(a.huge && a.head == NULL);
 }
+
+/* KV-cache row dequantization: the AVX2 form gives the scalar twin's bits
+ * (every code, q8 and fp8, a ragged last block, tiny and large scales). */
+TEST(ops_kv_dequant_row_fast_vs_ref) {
+    enum { W = 600 };
+    uint8_t row[4 * 19 + W];
+    float y[W], yr[W];
+    for (int fp8 = 0; fp8 < 2; fp8++) {
+        int block = fp8 ? 64 : 32, nb = (W + block - 1) / block;
+        float sc[3] = { 1e-30f, 0.0123f, 3e7f };
+        for (int k = 0; k < 3; k++) {
+            for (int b = 0; b < nb; b++) { float d = sc[k] * (1 + b); memcpy(row + 4 * b, &d, 4); }
+            for (int i = 0; i < W; i++) {
+                uint8_t c = (uint8_t)(i * 37 + k);
+                if (fp8 && (c & 0x7f) == 0x7f) c ^= 1;   /* no NaN codes: the cache never stores them */
+                row[4 * nb + i] = c;
+            }
+            ds_kv_dequant_row(y, row, W, block, fp8);
+            ds_kv_dequant_row_ref(yr, row, W, block, fp8);
+            CHECK_MSG(memcmp(y, yr, sizeof y) == 0, "kv dequant fp8=%d scale %g differs from its twin", fp8, sc[k]);
+        }
+    }
+}

@@ -15,6 +15,7 @@
  *     call, repack_avx2.c), decode and prefill alike; a token's result does
  *     not depend on the other tokens of the call.
  */
+#include "dtype.h"
 #include "ops.h"
 #include "ops_isa.h"
 #include "quant.h"
@@ -507,6 +508,27 @@ void ds_attn_rows(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq
                 for (int64_t k = 0; k < R; k++) ui[k] += sc[j] * kv[j * W + k];
         }
     }
+}
+
+/* ------------------------------------------------- KV-cache rows */
+
+void ds_kv_dequant_row_ref(float *y, const uint8_t *row, int64_t W, int block, bool fp8) {
+    int64_t nb = (W + block - 1) / block;
+    const uint8_t *q = row + 4 * nb;
+    for (int64_t b = 0; b < nb; b++) {
+        float d;
+        memcpy(&d, row + 4 * b, 4);
+        int64_t i0 = b * block, i1 = DS_MIN(W, i0 + block);
+        if (fp8)
+            for (int64_t i = i0; i < i1; i++) y[i] = d * ds_fp8_e4m3_to_f32(q[i]);
+        else
+            for (int64_t i = i0; i < i1; i++) y[i] = d * (float)(int8_t)q[i];
+    }
+}
+
+void ds_kv_dequant_row(float *y, const uint8_t *row, int64_t W, int block, bool fp8) {
+    if (isa() == 1) ds_kv_dequant_row_avx2(y, row, W, block, fp8);
+    else ds_kv_dequant_row_ref(y, row, W, block, fp8);
 }
 
 /* ------------------------------------------------- flash decode (MLA) */

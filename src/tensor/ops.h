@@ -72,6 +72,13 @@ void ds_attn_rows(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq
 int ds_attn_rows_ref(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq, const float *kv, int64_t W,
                      int64_t R, int64_t vis0, float scale);
 
+/* One quantized KV-cache row (kvcache.c's layout: the fp32 scales of its
+ * blocks, then W one-byte codes; int8 (fp8 = false) or FP8 E4M3 codes,
+ * `block` codes per scale) to fp32: y[i] = d · code. The AVX2 form gives the
+ * same bits as the scalar one (one rounding of the same product). */
+void ds_kv_dequant_row(float *y, const uint8_t *row, int64_t W, int block, bool fp8);
+void ds_kv_dequant_row_ref(float *y, const uint8_t *row, int64_t W, int block, bool fp8);
+
 /* Flash decode over a latent cache (absorbed MLA), all H heads of one query
  * together so each cache row is read once for every head. A running partial
  * per head h: m[h] (max score so far), l[h] (Σ exp(s − m)), u[h] (R floats,

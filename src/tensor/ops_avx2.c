@@ -87,6 +87,29 @@ static inline float fp8_scalar_scaled_down(uint8_t b) {
     return _cvtsh_ss(h);
 }
 
+void ds_kv_dequant_row_avx2(float *y, const uint8_t *row, int64_t W, int block, int fp8) {
+    int64_t nb = (W + block - 1) / block;
+    const uint8_t *q = row + 4 * nb;
+    for (int64_t b = 0; b < nb; b++) {
+        float d;
+        __builtin_memcpy(&d, row + 4 * b, 4);
+        int64_t i = b * block, i1 = i + block < W ? i + block : W;
+        if (fp8) {
+            /* (code · 2^-8) · (d · 2^8): the same real product as d · code, rounded once */
+            __m256 vd = _mm256_set1_ps(d * 256.0f);
+            for (; i + 8 <= i1; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(load_fp8x8_scaled_down(q + i), vd));
+            for (; i < i1; i++) y[i] = fp8_scalar_scaled_down(q[i]) * (d * 256.0f);
+        } else {
+            __m256 vd = _mm256_set1_ps(d);
+            for (; i + 8 <= i1; i += 8) {
+                __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + i)));
+                _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_cvtepi32_ps(v), vd));
+            }
+            for (; i < i1; i++) y[i] = d * (float)(int8_t)q[i];
+        }
+    }
+}
+
 float ds_dot_fp8_avx2(const uint8_t *w, const float *x, int64_t n, const float *scale, int block) {
     float total = 0.0f;
     for (int64_t b0 = 0; b0 < n; b0 += block) {
