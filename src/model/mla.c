@@ -33,6 +33,14 @@
 
 #define Q_BLOCK 64    /* query rows per attention block (bounds score scratch) */
 #define KV_SPLIT 256  /* cache rows per flash-decode work item */
+/* Segments of at least EXPANDED_MIN tokens (prefill chunks) use the expanded
+ * form: per head, k_nope = W_UK c and v = W_UV c are decompressed for the
+ * S visible rows once (S·Rkv·(Dn+Dv) MACs) and the scores and the weighted
+ * sum then cost n·S·(Dq+Dv) MACs instead of the absorbed n·S·(W+Rkv): for
+ * V2-Lite/V3 shapes 320 vs 1088 per query-key pair, so the expanded form
+ * costs less once n > Rkv·(Dn+Dv) / ((W+Rkv) − (Dq+Dv)) ≈ 171 (and the
+ * chunk needs no q_abs / W_UV projections). Measured: README, long context. */
+#define EXPANDED_MIN 192
 #define KV_BLOCK 64   /* cache rows per flash-decode step (its rows stay in L1/L2 for all heads) */
 
 typedef struct {
@@ -58,9 +66,51 @@ typedef struct {
     float *pu, *pm, *pl;        /* per item partials: (H, Rkv), H, H */
     const int64_t *row_first;   /* [n_rows + 1] first item of each short query row */
     const int64_t *row_t;       /* [n_rows] token index of each short query row */
+    const ds_seg *asegs;        /* the segments in the absorbed form (all but the expanded ones), in order */
+    int n_asegs;
 } attn_ctx;
 
-/* Attention of head h for all segments (absorbed). */
+/* Decompressed keys (S, Dq) = [W_UK c_j | k_pe_j] and values (S, Dv) = W_UV c_j of head h. */
+static void decompress_head(attn_ctx *c, int64_t h, const float *kv, int64_t S, float *kh, float *vh) {
+    const ds_config *cfg = &c->m->cfg;
+    int64_t Dn = cfg->qk_nope_head_dim, Dr = cfg->qk_rope_head_dim, Dq = Dn + Dr;
+    int64_t Rkv = cfg->kv_lora_rank, W = Rkv + Dr, Dv = cfg->v_head_dim;
+    if (ds_tensor_present(&c->w->wk_b)) {
+        ds_tensor kb = ds_tensor_slice(&c->w->wk_b, h), vb = ds_tensor_slice(&c->w->wv_b, h);
+        ds_matmul_t(kh, Dq, kv, W, &kb, 0, Rkv, S);     /* k_nope = c · W_UKᵀ */
+        ds_matmul(vh, Dv, kv, W, &vb, 0, Dv, S);
+    } else {
+        ds_matmul(kh, Dq, kv, W, &c->w->kv_b_proj, h * (Dn + Dv), Dn, S);
+        ds_matmul(vh, Dv, kv, W, &c->w->kv_b_proj, h * (Dn + Dv) + Dn, Dv, S);
+    }
+    for (int64_t j = 0; j < S; j++) memcpy(kh + j * Dq + Dn, kv + j * W + Rkv, (size_t)Dr * sizeof(float));
+}
+
+/* Attention of head h for one long segment in the expanded form (blocked
+ * causal: Q_BLOCK query rows against the keys visible to the block's last
+ * row, masked); writes o directly. */
+static void attn_seg_expanded(attn_ctx *c, const ds_seg *sg, const float *kv, int64_t h, int tid) {
+    const ds_config *cfg = &c->m->cfg;
+    int64_t H = cfg->n_head, Dq = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim, Dv = cfg->v_head_dim;
+    int64_t S = sg->pos0 + sg->n;
+    float *kh = ds_scratch(tid, 3, (size_t)(S * Dq)), *vh = ds_scratch(tid, 4, (size_t)(S * Dv));
+    if (!kh || !vh) return;   /* out of memory: the context reports it */
+    decompress_head(c, h, kv, S, kh, vh);
+    for (int64_t b0 = 0; b0 < sg->n; b0 += Q_BLOCK) {
+        int64_t nb = DS_MIN(Q_BLOCK, sg->n - b0), Sv = sg->pos0 + b0 + nb, t0 = sg->t0 + b0;
+        float *sc = ds_scratch(tid, 1, (size_t)(nb * Sv));
+        if (!sc) return;
+        ds_sgemm(false, true, nb, Sv, Dq, c->m->attn_scale, c->q + (t0 * H + h) * Dq, H * Dq, kh, Dq, 0.0f, sc, Sv);
+        for (int64_t i = 0; i < nb; i++) {
+            float *row = sc + i * Sv;
+            for (int64_t j = sg->pos0 + b0 + i + 1; j < Sv; j++) row[j] = -INFINITY;
+            ds_softmax(row, Sv);
+        }
+        ds_sgemm(false, false, nb, Dv, Sv, 1.0f, sc, Sv, vh, Dv, 0.0f, c->o + (t0 * H + h) * Dv, H * Dv);
+    }
+}
+
+/* Attention of head h for all segments (absorbed; segments of >= EXPANDED_MIN tokens expanded). */
 static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
     const ds_config *cfg = &c->m->cfg;
     int64_t H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Dr = cfg->qk_rope_head_dim, Dq = Dn + Dr;
@@ -70,13 +120,13 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
      * (per token for short segments, per block for long ones: batch plan) */
     if (ds_tensor_present(&c->w->wk_b)) {
         ds_tensor kb = ds_tensor_slice(&c->w->wk_b, h);   /* (Rkv, Dn) = W_UK[h]ᵀ */
-        ds_plan_matmul(c->segs, c->n_segs, c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &kb, 0, Rkv);
+        ds_plan_matmul(c->asegs, c->n_asegs, c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &kb, 0, Rkv);
     } else {
-        int64_t S = ds_plan_small_tokens(c->segs, c->n_segs);
+        int64_t S = ds_plan_small_tokens(c->asegs, c->n_asegs);
         if (S > 0)
             ds_matmul_t_ex(c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &c->w->kv_b_proj, h * (Dn + Dv), Dn, S, true);
-        for (int s = 0; s < c->n_segs; s++) {
-            const ds_seg *sg = &c->segs[s];
+        for (int s = 0; s < c->n_asegs; s++) {
+            const ds_seg *sg = &c->asegs[s];
             if (sg->n < DS_TOKEN_BLOCK_MIN) continue;
             ds_matmul_t_ex(c->qcat + (sg->t0 * H + h) * W, H * W, c->q + (sg->t0 * H + h) * Dq, H * Dq,
                            &c->w->kv_b_proj, h * (Dn + Dv), Dn, sg->n, false);
@@ -88,6 +138,7 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
         const ds_seg *sg = &c->segs[s];
         const float *kv = c->kvf[s];  /* (S, W) */
         if (sg->n < DS_TOKEN_BLOCK_MIN) continue;   /* flash decode, after all heads' queries */
+        if (sg->n >= EXPANDED_MIN) { attn_seg_expanded(c, sg, kv, h, tid); continue; }
         for (int64_t b0 = 0; b0 < sg->n; b0 += Q_BLOCK) {
             int64_t nb = DS_MIN(Q_BLOCK, sg->n - b0);
             int64_t S = sg->pos0 + b0 + nb;   /* keys visible to the last row of the block */
@@ -112,9 +163,9 @@ static void out_head(attn_ctx *c, int64_t h) {
     int64_t H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Rkv = cfg->kv_lora_rank, Dv = cfg->v_head_dim;
     if (ds_tensor_present(&c->w->wv_b)) {
         ds_tensor vb = ds_tensor_slice(&c->w->wv_b, h);   /* (Dv, Rkv) */
-        ds_plan_matmul(c->segs, c->n_segs, c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &vb, 0, Dv);
+        ds_plan_matmul(c->asegs, c->n_asegs, c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &vb, 0, Dv);
     } else {
-        ds_plan_matmul(c->segs, c->n_segs, c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &c->w->kv_b_proj,
+        ds_plan_matmul(c->asegs, c->n_asegs, c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &c->w->kv_b_proj,
                        h * (Dn + Dv) + Dn, Dv);
     }
 }
@@ -123,7 +174,7 @@ static void out_head(attn_ctx *c, int64_t h) {
 static void attn_head_naive(attn_ctx *c, int64_t h, int tid) {
     const ds_config *cfg = &c->m->cfg;
     int64_t H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Dr = cfg->qk_rope_head_dim, Dq = Dn + Dr;
-    int64_t Rkv = cfg->kv_lora_rank, W = Rkv + Dr, Dv = cfg->v_head_dim;
+    int64_t Dv = cfg->v_head_dim;
     float scale = c->m->attn_scale;
     for (int s = 0; s < c->n_segs; s++) {
         const ds_seg *sg = &c->segs[s];
@@ -133,15 +184,7 @@ static void attn_head_naive(attn_ctx *c, int64_t h, int tid) {
         float *vh = ds_scratch(tid, 2, (size_t)(S * Dv));      /* (S, Dv) */
         float *sc = ds_scratch(tid, 3, (size_t)S);
         if (!kh || !vh || !sc) return;
-        if (ds_tensor_present(&c->w->wk_b)) {
-            ds_tensor kb = ds_tensor_slice(&c->w->wk_b, h), vb = ds_tensor_slice(&c->w->wv_b, h);
-            ds_matmul_t(kh, Dq, kv, W, &kb, 0, Rkv, S);     /* k_nope = c · W_UKᵀ */
-            ds_matmul(vh, Dv, kv, W, &vb, 0, Dv, S);
-        } else {
-            ds_matmul(kh, Dq, kv, W, &c->w->kv_b_proj, h * (Dn + Dv), Dn, S);
-            ds_matmul(vh, Dv, kv, W, &c->w->kv_b_proj, h * (Dn + Dv) + Dn, Dv, S);
-        }
-        for (int64_t j = 0; j < S; j++) memcpy(kh + j * Dq + Dn, kv + j * W + Rkv, (size_t)Dr * sizeof(float));
+        decompress_head(c, h, kv, S, kh, vh);
         for (int64_t i = 0; i < sg->n; i++) {
             int64_t t = sg->t0 + i, visible = sg->pos0 + i + 1;
             const float *qv = c->q + (t * H + h) * Dq;
@@ -273,7 +316,13 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
             return ds_err_set(e, DS_ENOMEM, "out of memory dequantizing the KV cache");
         kvf[s] = ds_kvcache_rows_f32(segs[s].cache, l, S, scratch);
     }
-    attn_ctx c = { m, w, l, T, segs, n_segs, q, qcat, u, o, naive, kvf, NULL, 0, NULL, NULL, NULL, NULL, NULL };
+    ds_seg *asegs = ds_arena_calloc(a, (size_t)n_segs, sizeof *asegs);
+    if (!asegs) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
+    int n_asegs = 0;
+    for (int s = 0; s < n_segs; s++)
+        if (segs[s].n < EXPANDED_MIN) asegs[n_asegs++] = segs[s];
+    attn_ctx c = { m, w, l, T, segs, n_segs, q, qcat, u, o, naive, kvf, NULL, 0, NULL, NULL, NULL, NULL, NULL,
+                   asegs, n_asegs };
     ds_par_for_dynamic(H, 1, 1, attn_worker, &c);   /* queries (absorbed), long segments, naive */
     if (n_rows > 0) {
         fd_item *items = ds_arena_calloc(a, (size_t)n_items, sizeof *items);
