@@ -13,8 +13,9 @@
  * The naive path (for checking) decompresses k_nope, v per head instead.
  *
  * Short segments (decode, < DS_TOKEN_BLOCK_MIN tokens) use flash decode:
- * every query row's cache range is cut into splits of KV_SPLIT rows at
- * fixed positions (0, KV_SPLIT, ...); a split is one work item that folds
+ * every query row's cache range is cut into splits of KV_SPLIT rows (a
+ * multiple of it beyond 16 splits, which bounds the partials) at fixed
+ * positions (0, split, 2·split, ...: a function of the row's length only); a split is one work item that folds
  * its rows in blocks of KV_BLOCK into a running (max, sum, u) for all H
  * heads at once (ds_mla_attn_step: a latent row is read once for every
  * head, no T-long score arrays). The items of all rows of all short
@@ -32,7 +33,15 @@
 #include <string.h>
 
 #define Q_BLOCK 64    /* query rows per attention block (bounds score scratch) */
-#define KV_SPLIT 256  /* cache rows per flash-decode work item */
+#define KV_SPLIT 256  /* cache rows per flash-decode work item (a multiple of it past 16 items) */
+#define KV_MAX_SPLITS 16
+
+/* rows per split for a query row that sees vis cache rows: a function of vis
+ * alone (batch invariance), at most KV_MAX_SPLITS partials per row */
+static int64_t split_rows(int64_t vis) {
+    int64_t n = (vis + KV_SPLIT - 1) / KV_SPLIT;
+    return KV_SPLIT * ((n + KV_MAX_SPLITS - 1) / KV_MAX_SPLITS);
+}
 /* Segments of at least EXPANDED_MIN tokens (prefill chunks) use the expanded
  * form: per head, k_nope = W_UK c and v = W_UV c are decompressed for the
  * S visible rows once (S·Rkv·(Dn+Dv) MACs) and the scores and the weighted
@@ -307,7 +316,10 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
         int64_t S = segs[s].pos0 + segs[s].n;
         if (!naive && segs[s].n < DS_TOKEN_BLOCK_MIN) {   /* flash decode reads the cache itself */
             n_rows += segs[s].n;
-            for (int64_t i = 0; i < segs[s].n; i++) n_items += (segs[s].pos0 + i + KV_SPLIT) / KV_SPLIT;
+            for (int64_t i = 0; i < segs[s].n; i++) {
+                int64_t vis = segs[s].pos0 + i + 1, sp = split_rows(vis);
+                n_items += (vis + sp - 1) / sp;
+            }
             continue;
         }
         float *scratch = NULL;
@@ -337,11 +349,11 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
         for (int s = 0; s < n_segs; s++) {
             if (segs[s].n >= DS_TOKEN_BLOCK_MIN) continue;
             for (int64_t i = 0; i < segs[s].n; i++, r++) {
-                int64_t vis = segs[s].pos0 + i + 1;
+                int64_t vis = segs[s].pos0 + i + 1, sp = split_rows(vis);
                 row_first[r] = k;
                 row_t[r] = segs[s].t0 + i;
-                for (int64_t j0 = 0; j0 < vis; j0 += KV_SPLIT, k++)
-                    items[k] = (fd_item){ s, i, j0, DS_MIN(vis, j0 + KV_SPLIT) };
+                for (int64_t j0 = 0; j0 < vis; j0 += sp, k++)
+                    items[k] = (fd_item){ s, i, j0, DS_MIN(vis, j0 + sp) };
             }
         }
         row_first[r] = k;
