@@ -237,20 +237,25 @@ fi
 # --compare-llama against a stand-in llama-bench that prints fixed samples:
 # its medians (200 pp, 20 tg) and the per-round summary must come out.
 FAKE=$T/fake-llama-bench
-cat >"$FAKE" <<'EOS'
+cat >"$FAKE" <<EOS
 #!/bin/sh
+echo "\$*" >>"$T/fake-args"
+EOS
+cat >>"$FAKE" <<'EOS'
 echo '{"n_prompt": 16, "n_gen": 0, "samples_ts": [300, 100, 200]}'
 echo '{"n_prompt": 0, "n_gen": 4, "samples_ts": [10, 30, 20]}'
 EOS
 chmod +x "$FAKE"
 G=$FX/gguf/tiny-v3.llama-q8_0.gguf
-if expect_ok "bench --rounds 2 --compare-llama" "$BIN" bench -m "$G" -p 16 -n 4 -t 1 -r 1 --no-bw --rounds 2 --compare-llama "$FAKE"; then
+if expect_ok "bench --rounds 2 --compare-llama" "$BIN" bench -m "$G" -p 16 -n 4 -t 1 -r 1 -d 0,8 --no-bw --rounds 2 --compare-llama "$FAKE"; then
     grep -q '^== all 2 rounds: medians' "$T/out" || fail "bench: no summary over rounds"
     [ "$(grep -c '^== round' "$T/out")" = 2 ] || fail "bench: expected 2 rounds"
-    grep -E '^\|       1 \| pp16  \| +[0-9.]+ \| +200\.00 \|' "$T/out" >/dev/null || fail "bench: llama pp median not 200: $(cat "$T/out")"
-    grep -E '^\|       1 \| tg4   \| +[0-9.]+ \| +20\.00 \|' "$T/out" >/dev/null || fail "bench: llama tg median not 20"
-    # the ratio column is ours / llama
-    awk -F'|' '$3 ~ /pp16/ && NF == 7 { r = $4 / $5; if (r - $6 > 0.006 || $6 - r > 0.006) bad = 1 } END { exit bad }' "$T/out" ||
+    grep -E '^\|       1 \| pp16 +\| +[0-9.]+ \| +200\.00 \|' "$T/out" >/dev/null || fail "bench: llama pp median not 200: $(cat "$T/out")"
+    grep -E '^\|       1 \| tg4 +\| +[0-9.]+ \| +20\.00 \|' "$T/out" >/dev/null || fail "bench: llama tg median not 20"
+    grep -E '^\|       1 \| pp16 @ d8 +\| +[0-9.]+ \| +200\.00 \| +200\.00 \|' "$T/out" >/dev/null || fail "bench: no pp16 @ d8 row with fa off/on"
+    grep -q -- '-d 8 -fa 1' "$T/fake-args" || fail "bench: llama-bench not run with -d 8 -fa 1"
+    # the ratio column is ours / llama.cpp's better (fa off / on)
+    awk -F'|' '$3 ~ /pp16/ && NF == 8 && $7 !~ /,/ { l = $5 > $6 ? $5 : $6; r = $4 / l; if (r - $7 > 0.006 || $7 - r > 0.006) bad = 1 } END { exit bad }' "$T/out" ||
         fail "bench: ratio is not ours / llama.cpp"
 fi
 expect_fail "bench --rounds 0" "--rounds" "$BIN" bench -m "$G" --rounds 0

@@ -389,18 +389,20 @@ static void batch_invariance(const char *path) {
     if (ds_model_open(&m, path, &e)) { ds_test_fail(__FILE__, __LINE__, "open %s: %s", path, e.msg); return; }
     int64_t V = m->cfg.vocab_size;
     enum { NS = 5 };
-    /* per sequence: a 12-token history prefilled alone, then the batched chunk */
-    int64_t hist = 12, len[NS] = { 1, 20, 3, 1, 9 };
+    /* per sequence: a history prefilled alone (lengths from 5 to 700: flash
+     * decode splits the cache at 256-row boundaries), then the batched chunk */
+    int64_t hist_len[NS] = { 12, 5, 700, 300, 40 }, len[NS] = { 1, 200, 3, 1, 9 };   /* 200: expanded prefill */
     bool all[NS] = { false, true, true, false, false };
-    int32_t tok[NS][32];
+    static int32_t tok[NS][760];
     for (int s = 0; s < NS; s++)
-        for (int i = 0; i < 32; i++) tok[s][i] = (int32_t)(1 + (s * 131 + i * 17) % (V - 1));
+        for (int i = 0; i < 760; i++) tok[s][i] = (int32_t)(1 + (s * 131 + i * 17) % (V - 1));
     ds_kvcache c[NS];
-    float *alone = calloc((size_t)(64 * V), sizeof(float)), *batch = calloc((size_t)(64 * V), sizeof(float));
-    float *lg = calloc((size_t)(32 * V), sizeof(float));
+    float *alone = calloc((size_t)(256 * V), sizeof(float)), *batch = calloc((size_t)(256 * V), sizeof(float));
+    float *lg = calloc((size_t)V, sizeof(float));
     int64_t off = 0;
     for (int s = 0; s < NS; s++) {
-        CHECK(ds_kvcache_init(&c[s], m, 64, &e) == 0);
+        int64_t hist = hist_len[s];
+        CHECK(ds_kvcache_init(&c[s], m, 1024, &e) == 0);
         ds_seq_chunk h = { &c[s], tok[s], hist, false };
         CHECK(ds_model_forward(m, NULL, &h, 1, lg, NULL, &e) == 0);
         ds_seq_chunk ch = { &c[s], tok[s] + hist, len[s], all[s] };
@@ -409,7 +411,7 @@ static void batch_invariance(const char *path) {
         ds_kvcache_truncate(&c[s], hist);
     }
     ds_seq_chunk chunks[NS];
-    for (int s = 0; s < NS; s++) chunks[s] = (ds_seq_chunk){ &c[s], tok[s] + hist, len[s], all[s] };
+    for (int s = 0; s < NS; s++) chunks[s] = (ds_seq_chunk){ &c[s], tok[s] + hist_len[s], len[s], all[s] };
     CHECK(ds_model_forward(m, NULL, chunks, NS, batch, NULL, &e) == 0);
     int64_t bad = 0;
     for (int64_t i = 0; i < off * V; i++) bad += memcmp(&alone[i], &batch[i], sizeof(float)) != 0;
@@ -424,3 +426,53 @@ TEST(model_batch_invariant_bf16) { batch_invariance("tests/fixtures/tiny-v3"); }
 TEST(model_batch_invariant_fp8) { batch_invariance("tests/fixtures/tiny-v3-fp8"); }
 TEST(model_batch_invariant_q8_0) { batch_invariance("tests/fixtures/gguf/tiny-v3.llama-q8_0.gguf"); }
 TEST(model_batch_invariant_q4_k) { batch_invariance("tests/fixtures/gguf/kq.llama-q4_k_m.gguf"); }
+
+/* Long context: 690 tokens prefilled in chunks (expanded and absorbed
+ * prefill attention), then 10 decode steps (flash
+ * decode over 3 splits of the latent cache), against the naive
+ * (decompressed, one-pass softmax) forward over all 700 tokens; the same
+ * decode with q8 and fp8 caches stays close to it. */
+static void long_context_vs_naive(const char *name, const double qbound[2]) {
+    ds_model *m = open_fixture(name);
+    if (!m) return;
+    ds_err e = { 0 };
+    enum { T = 700, P = 690 };
+    int64_t V = m->cfg.vocab_size;
+    int32_t *tok = malloc(T * sizeof *tok);
+    float *naive = calloc((size_t)(T * V), sizeof(float)), *out = calloc((size_t)((T - P) * V), sizeof(float));
+    float *pre = calloc((size_t)(P * V), sizeof(float));
+    float *lg = calloc((size_t)V, sizeof(float));
+    for (int i = 0; i < T; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
+    CHECK(ds_model_forward_naive(m, NULL, tok, T, naive, &e) == 0);
+    for (int kt = 0; kt < 3; kt++) {
+        ds_kvcache c;
+        CHECK(ds_kvcache_init(&c, m, T, &e) == 0);
+        CHECK(ds_kvcache_set_type(&c, kt == 0 ? DS_KV_F32 : kt == 1 ? DS_KV_Q8 : DS_KV_FP8, &e) == 0);
+        /* prefill: 300 tokens (expanded form), 100 (absorbed), 290 (expanded, into a long cache) */
+        ds_seq_chunk a = { &c, tok, 300, true }, b = { &c, tok + 300, 100, true }, b2 = { &c, tok + 400, P - 400, true };
+        CHECK(ds_model_forward(m, NULL, &a, 1, pre, NULL, &e) == 0);
+        CHECK(ds_model_forward(m, NULL, &b, 1, pre + 300 * V, NULL, &e) == 0);
+        CHECK(ds_model_forward(m, NULL, &b2, 1, pre + 400 * V, NULL, &e) == 0);
+        if (kt == 0) compare("long context chunked prefill vs naive", pre, naive, P, V);
+        for (int t = P; t < T; t++) {
+            ds_seq_chunk one = { &c, tok + t, 1, false };
+            CHECK(ds_model_forward(m, NULL, &one, 1, out + (t - P) * V, NULL, &e) == 0);
+        }
+        double worst = 0;
+        for (int64_t i = 0; i < (T - P) * V; i++) worst = ds_max_err(worst, fabs((double)out[i] - naive[P * V + i]));
+        if (kt == 0) compare("long context decode vs naive", out, naive + P * V, T - P, V);
+        else {
+            printf("    %s: %s cache, long context decode max |dlogit| %.3g vs naive f32\n", name, kt == 1 ? "q8" : "fp8", worst);
+            CHECK_MSG(worst < qbound[kt - 1], "%s: %s cache, long context decode max |d| %.3g vs naive (bound %g)", name,
+                      kt == 1 ? "q8" : "fp8", worst, qbound[kt - 1]);
+        }
+        ds_kvcache_free(&c);
+    }
+    free(tok); free(naive); free(out); free(lg); free(pre);
+    ds_model_close(m);
+}
+
+/* quantized-cache bounds: ~2x the observed (q8 and fp8 storage error, not
+ * the attention's; see test_kvquant.c) */
+TEST(model_long_context_vs_naive_v3) { long_context_vs_naive("tiny-v3", (const double[2]){ 0.05, 1.0 }); }
+TEST(model_long_context_vs_naive_v2_lite) { long_context_vs_naive("tiny-v2-lite", (const double[2]){ 0.025, 0.1 }); }

@@ -143,6 +143,62 @@ TEST(ops_attn_rows_fast_vs_ref) {
     free(kv); free(q); free(u); free(ur); free(u1); free(sc);
 }
 
+/* Flash decode (ds_mla_attn_step / merge / finish) vs its double-precision
+ * twin, for the AVX2 and generic kernels: all heads together, rows folded in
+ * blocks (ragged last block), partials over splits merged in order. A
+ * score's bits do not depend on the block it falls in, so the same splits
+ * give the same bits for any H tiling (1 head alone == that head among 7). */
+static void flash_decode(float *out, const float *q, int64_t H, const float *kv, int64_t W, int64_t S, int64_t R,
+                         int64_t split, int64_t blk, float scale) {
+    int64_t ns = (S + split - 1) / split;
+    float *pu = calloc((size_t)(ns * H * R), sizeof(float)), *pm = malloc((size_t)(ns * H) * sizeof(float));
+    float *pl = malloc((size_t)(ns * H) * sizeof(float)), *sc = malloc((size_t)(H * (blk + 9)) * sizeof(float));
+    for (int64_t k = 0; k < ns; k++) {
+        for (int64_t h = 0; h < H; h++) { pm[k * H + h] = -INFINITY; pl[k * H + h] = 0; }
+        for (int64_t j = k * split; j < DS_MIN(S, (k + 1) * split); j += blk)
+            ds_mla_attn_step(pu + k * H * R, pm + k * H, pl + k * H, q, W, H, kv + j * W, W,
+                             DS_MIN(blk, DS_MIN(S, (k + 1) * split) - j), R, scale, sc);
+    }
+    for (int64_t k = 1; k < ns; k++) ds_mla_attn_merge(pu, pm, pl, pu + k * H * R, pm + k * H, pl + k * H, H, R);
+    ds_mla_attn_finish(out, R, pu, pl, H, R);
+    free(pu); free(pm); free(pl); free(sc);
+}
+
+TEST(ops_mla_flash_decode_vs_ref) {
+    ds_rng r;
+    ds_rng_seed(&r, 13);
+    int64_t W = 72, R = 64, H = 7, S = 301;
+    float *kv = malloc((size_t)(S * W) * sizeof(float)), *q = malloc((size_t)(H * W) * sizeof(float));
+    float *o = malloc((size_t)(H * R) * sizeof(float)), *orf = malloc((size_t)(H * R) * sizeof(float));
+    float *o1 = malloc((size_t)R * sizeof(float));
+    for (int64_t i = 0; i < S * W; i++) kv[i] = randn(&r);
+    for (int64_t i = 0; i < H * W; i++) q[i] = 2 * randn(&r);
+    for (int generic = 0; generic < 2; generic++) {
+        ds_ops_force_generic(generic);
+        int64_t lens[] = { 1, 5, 64, 65, 300, 301 };
+        for (int li = 0; li < 6; li++) {
+            int64_t n = lens[li];
+            CHECK(ds_mla_attn_ref(orf, R, q, W, H, kv, W, n, R, 0.15f) == 0);
+            int64_t splits[][2] = { { 256, 64 }, { 64, 64 }, { 100, 7 }, { 1000, 1000 } };
+            for (int si = 0; si < 4; si++) {
+                flash_decode(o, q, H, kv, W, n, R, splits[si][0], splits[si][1], 0.15f);
+                double mx = 0;
+                for (int64_t i = 0; i < H * R; i++) mx = ds_max_err(mx, fabs((double)o[i] - orf[i]));
+                CHECK_MSG(mx < 2e-5, "flash decode (generic=%d, S=%lld, split %lld/%lld) max diff %g", generic,
+                          (long long)n, (long long)splits[si][0], (long long)splits[si][1], mx);
+            }
+            /* one head alone: the same bits as among H */
+            flash_decode(o, q, H, kv, W, n, R, 256, 64, 0.15f);
+            for (int64_t h = 0; h < H; h++) {
+                flash_decode(o1, q + h * W, 1, kv, W, n, R, 256, 64, 0.15f);
+                CHECK_MSG(memcmp(o1, o + h * R, (size_t)R * sizeof(float)) == 0, "head %lld differs alone", (long long)h);
+            }
+        }
+    }
+    ds_ops_force_generic(false);
+    free(kv); free(q); free(o); free(orf); free(o1);
+}
+
 /* ds_silu_mul (vector exp, parallel) vs its expf twin; an element's value
  * does not depend on where it sits in the array or on the length (the
  * MoE runs it over batches of any size: batch invariance). */
@@ -411,4 +467,27 @@ TEST(core_alloc_huge_and_arena) {
     }
     ds_arena_free(&a);
     CHECK(a.huge && a.head == NULL);
+}
+
+/* KV-cache row dequantization: the AVX2 form gives the scalar twin's bits
+ * (every code, q8 and fp8, a ragged last block, tiny and large scales). */
+TEST(ops_kv_dequant_row_fast_vs_ref) {
+    enum { W = 600 };
+    uint8_t row[4 * 19 + W];
+    float y[W], yr[W];
+    for (int fp8 = 0; fp8 < 2; fp8++) {
+        int block = fp8 ? 64 : 32, nb = (W + block - 1) / block;
+        float sc[3] = { 1e-30f, 0.0123f, 3e7f };
+        for (int k = 0; k < 3; k++) {
+            for (int b = 0; b < nb; b++) { float d = sc[k] * (1 + b); memcpy(row + 4 * b, &d, 4); }
+            for (int i = 0; i < W; i++) {
+                uint8_t c = (uint8_t)(i * 37 + k);
+                if (fp8 && (c & 0x7f) == 0x7f) c ^= 1;   /* no NaN codes: the cache never stores them */
+                row[4 * nb + i] = c;
+            }
+            ds_kv_dequant_row(y, row, W, block, fp8);
+            ds_kv_dequant_row_ref(yr, row, W, block, fp8);
+            CHECK_MSG(memcmp(y, yr, sizeof y) == 0, "kv dequant fp8=%d scale %g differs from its twin", fp8, sc[k]);
+        }
+    }
 }

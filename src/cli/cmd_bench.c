@@ -19,12 +19,15 @@ static void usage(FILE *f) {
     fprintf(f,
         "usage: deepseek bench [-m MODEL_DIR|MODEL.gguf] [-p 512] [-n 128] [-t 1,2] [-r 3]\n"
         "  pp: prefill of -p tokens into an empty cache; tg: -n decode steps after one token.\n"
+        "  -d LIST   depths (default 0): pp and tg run after DEPTH tokens are already in the\n"
+        "            cache (filled once, untimed), like llama-bench's -d\n"
         "  -t LIST   thread counts to test (default: all cores)\n"
         "  -r N      repeats per test; the median is reported (default 3)\n"
         "  --no-bw   skip the memory-bandwidth probe\n"
         "  --kv-type T  KV cache storage: f32 (default), q8 or fp8\n"
         "  --compare-llama PATH  also run llama.cpp's llama-bench (PATH to the binary) on the same\n"
-        "            .gguf with the same threads, -p, -n and -r, and print both and the ratio\n"
+        "            .gguf with the same threads, -p, -n, -r and -d (flash attention off and on,\n"
+        "            -fa 0,1), and print both and the ratio to llama.cpp's better one\n"
         "            (llama.cpp's per-repetition samples, median taken the same way)\n"
         "  --sampler  time the sampler alone at several vocabulary sizes (see bench --sampler --help)\n");
 }
@@ -85,11 +88,11 @@ static double probe_bandwidth(void) {
 /* Runs llama-bench and returns the median tokens/s of its pp (test 0) and
  * tg (test 1) samples in out[2] (0 when absent). */
 static void run_llama_bench(const char *bin, const char *model, int threads, int64_t pp, int64_t tg, int64_t reps,
-                            double out[2]) {
+                            int64_t depth, int fa, double out[2]) {
     out[0] = out[1] = 0;
     char cmd[8192];
-    snprintf(cmd, sizeof cmd, "'%s' -m '%s' -t %d -p %lld -n %lld -r %lld -o jsonl 2>/dev/null", bin, model, threads,
-             (long long)pp, (long long)tg, (long long)reps);
+    snprintf(cmd, sizeof cmd, "'%s' -m '%s' -t %d -p %lld -n %lld -r %lld -d %lld -fa %d -o jsonl 2>/dev/null", bin, model,
+             threads, (long long)pp, (long long)tg, (long long)reps, (long long)depth, fa);
     FILE *p = popen(cmd, "r");
     if (!p) return;
     char *line = NULL;
@@ -124,8 +127,14 @@ static void run_llama_bench(const char *bin, const char *model, int threads, int
 /* One round of our measurements: loads the model, runs pp and tg at each
  * thread count, prints the table and fills ours[thread][pp|tg] (medians),
  * then closes the model (llama-bench runs with the memory free). */
+static void test_name(char *buf, size_t n, int test, int64_t len, int64_t depth) {
+    if (depth > 0) snprintf(buf, n, "%s%lld @ d%lld", test == 0 ? "pp" : "tg", (long long)len, (long long)depth);
+    else snprintf(buf, n, "%s%lld", test == 0 ? "pp" : "tg", (long long)len);
+}
+
 static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64_t nthr, int64_t pp, int64_t tg,
-                       int64_t reps, bool bw, ds_kv_type kvt, bool first, double *ours) {
+                       const int64_t *depths, int64_t ndep, int64_t reps, bool bw, ds_kv_type kvt, bool first,
+                       double *ours) {
     ds_err e = { 0 };
     ds_model *m;
     double t_load = ds_now();
@@ -159,39 +168,47 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
     printf("load:    %.1f s%s", t_load, si.repacked_bytes ? "" : "\n");
     if (si.repacked_bytes) printf(" (incl. repacking %.2f GiB of quantized weights into 8-row interleaved blocks)\n",
                                   (double)si.repacked_bytes / (1 << 30));
-    printf("\n| threads | test  |   tokens/s (median) |   min |   max | GB/s weights | of bandwidth |\n");
-    printf("|--------:|:------|--------------------:|------:|------:|-------------:|-------------:|\n");
-    int32_t *tok = malloc((size_t)(pp + 1) * sizeof *tok);
+    printf("\n| threads | test            |   tokens/s (median) |   min |   max | GB/s weights | of bandwidth |\n");
+    printf("|--------:|:----------------|--------------------:|------:|------:|-------------:|-------------:|\n");
+    int64_t dmax = 0;
+    for (int64_t di = 0; di < ndep; di++) dmax = DS_MAX(dmax, depths[di]);
+    int64_t ntok = dmax + pp + 1;
+    int32_t *tok = malloc((size_t)ntok * sizeof *tok);
     float *logits = malloc((size_t)V * sizeof(float));
     double *ts = malloc((size_t)reps * sizeof(double));
     if (!tok || !logits || !ts) cli_die(C, "out of memory");
-    for (int64_t i = 0; i <= pp; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
+    for (int64_t i = 0; i < ntok; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
     ds_ctx *x;
     if (ds_ctx_new(&x, &e)) cli_die_err(C, &e);
     for (int64_t ti = 0; ti < nthr; ti++) {
         ds_threads_set(thr[ti]);
         double membw = bw ? probe_bandwidth() : 0;
+        for (int64_t di = 0; di < ndep; di++) {
+        int64_t depth = depths[di];
         ds_kvcache cache;
-        if (ds_kvcache_init(&cache, m, pp + tg + 2, &e) || ds_kvcache_set_type(&cache, kvt, &e)) cli_die_err(C, &e);
+        if (ds_kvcache_init(&cache, m, depth + pp + tg + 2, &e) || ds_kvcache_set_type(&cache, kvt, &e)) cli_die_err(C, &e);
+        /* the depth: DEPTH tokens prefilled once (untimed); every repeat
+         * truncates the cache back to it */
+        if (depth > 0 && ds_prefill(m, x, &cache, tok, depth, 512, logits, &e)) cli_die_err(C, &e);
         /* warm-up (untimed, like llama-bench's): one prefill of the test's
          * size and a few decode steps, so scratch and caches are sized and
          * the weights touched */
-        if (ds_prefill(m, x, &cache, tok, pp > 0 ? pp : 1, 512, logits, &e)) cli_die_err(C, &e);
+        if (ds_prefill(m, x, &cache, tok + depth, pp > 0 ? pp : 1, 512, logits, &e)) cli_die_err(C, &e);
         for (int64_t i = 0; i < DS_MIN(tg, 4); i++) {
-            ds_seq_chunk ch = { &cache, tok + i, 1, false };
+            ds_seq_chunk ch = { &cache, tok + depth + i, 1, false };
             if (ds_model_forward(m, x, &ch, 1, logits, NULL, &e)) cli_die_err(C, &e);
         }
         for (int test = 0; test < 2; test++) {
             int64_t n = test == 0 ? pp : tg;
             if (n == 0) continue;
             for (int64_t r = 0; r < reps; r++) {
-                ds_kvcache_clear(&cache);
+                ds_kvcache_truncate(&cache, depth);
                 double t = ds_now();
                 if (test == 0) {
-                    if (ds_prefill(m, x, &cache, tok, pp, 512, logits, &e)) cli_die_err(C, &e);
+                    if (ds_prefill(m, x, &cache, tok + depth, pp, 512, logits, &e)) cli_die_err(C, &e);
                 } else {
                     for (int64_t i = 0; i < tg; i++) {
-                        ds_seq_chunk ch = { &cache, tok + (pp > 0 ? i % pp : 0), 1, false };
+                        ds_seq_chunk ch = { &cache, tok + depth + (pp > 0 ? i % pp : 0), 1, false };
                         if (ds_model_forward(m, x, &ch, 1, logits, NULL, &e)) cli_die_err(C, &e);
                     }
                 }
@@ -199,49 +216,59 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
             }
             qsort(ts, (size_t)reps, sizeof *ts, cmp_d);
             double med = ts[reps / 2];
-            ours[ti * 2 + test] = med;
-            char name[16];
-            snprintf(name, sizeof name, "%s%lld", test == 0 ? "pp" : "tg", (long long)n);
+            ours[(ti * ndep + di) * 2 + test] = med;
+            char name[40];
+            test_name(name, sizeof name, test, n, depth);
             if (test == 1) {
                 double gbs = med * act / 1e9;
                 char frac[16] = "(--no-bw)";
                 if (membw > 0) snprintf(frac, sizeof frac, "%.0f%%", 100 * gbs / membw);
-                printf("| %7d | %-5s | %19.2f | %5.1f | %5.1f | %12.1f | %12s |\n", thr[ti], name, med, ts[0],
+                printf("| %7d | %-15s | %19.2f | %5.1f | %5.1f | %12.1f | %12s |\n", thr[ti], name, med, ts[0],
                        ts[reps - 1], gbs, frac);
             } else {
-                printf("| %7d | %-5s | %19.2f | %5.1f | %5.1f |              |              |\n", thr[ti], name, med,
+                printf("| %7d | %-15s | %19.2f | %5.1f | %5.1f |              |              |\n", thr[ti], name, med,
                        ts[0], ts[reps - 1]);
             }
             fflush(stdout);
         }
-        if (bw) printf("|         | read bandwidth probe: %.1f GB/s with %d threads |\n", membw, thr[ti]);
         ds_kvcache_free(&cache);
+        }
+        if (bw) printf("|         | read bandwidth probe: %.1f GB/s with %d threads |\n", membw, thr[ti]);
     }
     ds_ctx_free(x);
     ds_model_close(m);
     free(tok); free(logits); free(ts);
 }
 
-static void print_compare(const int32_t *thr, int64_t nthr, int64_t pp, int64_t tg, const double *ours, const double *lla) {
-    printf("\n| threads | test  | deepseek.c t/s | llama.cpp t/s | ratio |\n");
-    printf("|--------:|:------|---------------:|--------------:|------:|\n");
+/* lla: [thread][depth][fa off|on][pp|tg]; the ratio is to llama.cpp's better one */
+static void print_compare(const int32_t *thr, int64_t nthr, int64_t pp, int64_t tg, const int64_t *depths, int64_t ndep,
+                          const double *ours, const double *lla) {
+    printf("\n| threads | test            | deepseek.c t/s | llama.cpp t/s (fa off) | llama.cpp t/s (fa on) | ratio to best |\n");
+    printf("|--------:|:----------------|---------------:|-----------------------:|----------------------:|--------------:|\n");
     for (int64_t ti = 0; ti < nthr; ti++)
-        for (int test = 0; test < 2; test++) {
-            int64_t n = test == 0 ? pp : tg;
-            if (n == 0) continue;
-            char name[16];
-            snprintf(name, sizeof name, "%s%lld", test == 0 ? "pp" : "tg", (long long)n);
-            double o = ours[ti * 2 + test], l = lla[ti * 2 + test];
-            if (l > 0) printf("| %7d | %-5s | %14.2f | %13.2f | %5.2f |\n", thr[ti], name, o, l, o / l);
-            else printf("| %7d | %-5s | %14.2f | %13s |       |\n", thr[ti], name, o, "(failed)");
-        }
+        for (int64_t di = 0; di < ndep; di++)
+            for (int test = 0; test < 2; test++) {
+                int64_t n = test == 0 ? pp : tg;
+                if (n == 0) continue;
+                char name[40], lf[2][32];
+                test_name(name, sizeof name, test, n, depths[di]);
+                double o = ours[(ti * ndep + di) * 2 + test], best = 0;
+                for (int fa = 0; fa < 2; fa++) {
+                    double l = lla[((ti * ndep + di) * 2 + fa) * 2 + test];
+                    if (l > 0) snprintf(lf[fa], sizeof lf[fa], "%.2f", l);
+                    else snprintf(lf[fa], sizeof lf[fa], "(failed)");
+                    best = DS_MAX(best, l);
+                }
+                if (best > 0) printf("| %7d | %-15s | %14.2f | %22s | %21s | %13.2f |\n", thr[ti], name, o, lf[0], lf[1], o / best);
+                else printf("| %7d | %-15s | %14.2f | %22s | %21s |               |\n", thr[ti], name, o, lf[0], lf[1]);
+            }
     fflush(stdout);
 }
 
 int cmd_bench(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--sampler")) return cmd_bench_sampler(argc, argv);
-    const char *dir = NULL, *tlist = NULL, *llama = NULL;
+    const char *dir = NULL, *tlist = NULL, *llama = NULL, *dlist = NULL;
     int64_t pp = 512, tg = 128, reps = 3, rounds = 1;
     bool bw = true;
     ds_kv_type kvt = DS_KV_F32;
@@ -255,6 +282,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-r")) { reps = cli_parse_int(C, a, v, 1, 1000); i++; }
         else if (!strcmp(a, "--rounds")) { rounds = cli_parse_int(C, a, v, 1, 100); i++; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { tlist = v; i++; }
+        else if (!strcmp(a, "-d") || !strcmp(a, "--depth")) { dlist = v; i++; }
         else if (!strcmp(a, "--no-bw")) bw = false;
         else if (!strcmp(a, "--compare-llama")) { llama = v; i++; }
         else if (!strcmp(a, "--kv-type")) {
@@ -274,51 +302,72 @@ int cmd_bench(int argc, char **argv) {
     int32_t *thr = NULL;
     if (tlist) thr = cli_parse_ids(C, "-t", tlist, &nthr);
     else { thr = malloc(sizeof *thr); thr[0] = ds_threads_get(); nthr = 1; }
-    double *ours = calloc((size_t)(nthr * 2 * rounds), sizeof(double));   /* [round][thread][pp|tg] */
-    double *lla = calloc((size_t)(nthr * 2 * rounds), sizeof(double));
+    int64_t ndep = 1;
+    int64_t *depths = calloc(1, sizeof *depths);
+    if (!depths) cli_die(C, "out of memory");
+    if (dlist) {
+        int64_t nd = 0;
+        int32_t *d = cli_parse_ids(C, "-d", dlist, &nd);
+        free(depths);
+        depths = malloc((size_t)nd * sizeof *depths);
+        if (!depths) cli_die(C, "out of memory");
+        for (int64_t i = 0; i < nd; i++) depths[i] = d[i];
+        ndep = nd;
+        free(d);
+    }
+    int64_t nt = nthr * ndep;   /* (thread, depth) pairs */
+    double *ours = calloc((size_t)(nt * 2 * rounds), sizeof(double));   /* [round][thread][depth][pp|tg] */
+    double *lla = calloc((size_t)(nt * 4 * rounds), sizeof(double));   /* [round][thread][depth][fa][pp|tg] */
     if (!ours || !lla) cli_die(C, "out of memory");
     for (int64_t rd = 0; rd < rounds; rd++) {
         if (rounds > 1) printf("%s== round %lld of %lld\n", rd ? "\n" : "", (long long)rd + 1, (long long)rounds);
-        bench_ours(C, dir, thr, nthr, pp, tg, reps, bw, kvt, rd == 0, ours + rd * nthr * 2);
+        bench_ours(C, dir, thr, nthr, pp, tg, depths, ndep, reps, bw, kvt, rd == 0, ours + rd * nt * 2);
         if (llama) {
-            for (int64_t ti = 0; ti < nthr; ti++) run_llama_bench(llama, dir, thr[ti], pp, tg, reps, lla + (rd * nthr + ti) * 2);
-            print_compare(thr, nthr, pp, tg, ours + rd * nthr * 2, lla + rd * nthr * 2);
+            for (int64_t ti = 0; ti < nthr; ti++)
+                for (int64_t di = 0; di < ndep; di++)
+                    for (int fa = 0; fa < 2; fa++)
+                        run_llama_bench(llama, dir, thr[ti], pp, tg, reps, depths[di], fa,
+                                        lla + rd * nt * 4 + ((ti * ndep + di) * 2 + fa) * 2);
+            print_compare(thr, nthr, pp, tg, depths, ndep, ours + rd * nt * 2, lla + rd * nt * 4);
         }
     }
     if (llama && rounds > 1) {
         /* per test: medians over the rounds, and the median of the per-round ratios */
         printf("\n== all %lld rounds: medians\n", (long long)rounds);
-        printf("\n| threads | test  | deepseek.c t/s | llama.cpp t/s | ratio (median of rounds) | ratios per round |\n");
-        printf("|--------:|:------|---------------:|--------------:|-------------------------:|:-----------------|\n");
+        printf("\n| threads | test            | deepseek.c t/s | llama.cpp t/s (best of fa) | ratio (median of rounds) | ratios per round |\n");
+        printf("|--------:|:----------------|---------------:|---------------------------:|-------------------------:|:-----------------|\n");
         double *v = malloc((size_t)rounds * sizeof(double));
         if (!v) cli_die(C, "out of memory");
         for (int64_t ti = 0; ti < nthr; ti++)
-            for (int test = 0; test < 2; test++) {
-                int64_t n = test == 0 ? pp : tg;
-                if (n == 0) continue;
-                double med[3];
-                char per[512] = "";
-                for (int k = 0; k < 3; k++) {
-                    for (int64_t rd = 0; rd < rounds; rd++) {
-                        double o = ours[(rd * nthr + ti) * 2 + test], l = lla[(rd * nthr + ti) * 2 + test];
-                        v[rd] = k == 0 ? o : k == 1 ? l : (l > 0 ? o / l : 0);
-                        if (k == 2) {
-                            size_t len = strlen(per);
-                            snprintf(per + len, sizeof per - len, "%s%.2f", rd ? ", " : "", v[rd]);
+            for (int64_t di = 0; di < ndep; di++)
+                for (int test = 0; test < 2; test++) {
+                    int64_t n = test == 0 ? pp : tg;
+                    if (n == 0) continue;
+                    double med[3];
+                    char per[512] = "";
+                    for (int k = 0; k < 3; k++) {
+                        for (int64_t rd = 0; rd < rounds; rd++) {
+                            int64_t at = rd * nt + ti * ndep + di;
+                            double o = ours[at * 2 + test];
+                            double l = DS_MAX(lla[(at * 2 + 0) * 2 + test], lla[(at * 2 + 1) * 2 + test]);
+                            v[rd] = k == 0 ? o : k == 1 ? l : (l > 0 ? o / l : 0);
+                            if (k == 2) {
+                                size_t len = strlen(per);
+                                snprintf(per + len, sizeof per - len, "%s%.2f", rd ? ", " : "", v[rd]);
+                            }
                         }
+                        qsort(v, (size_t)rounds, sizeof *v, cmp_d);
+                        med[k] = v[rounds / 2];
                     }
-                    qsort(v, (size_t)rounds, sizeof *v, cmp_d);
-                    med[k] = v[rounds / 2];
+                    char name[40];
+                    test_name(name, sizeof name, test, n, depths[di]);
+                    if (med[1] > 0)
+                        printf("| %7d | %-15s | %14.2f | %26.2f | %24.2f | %s |\n", thr[ti], name, med[0], med[1], med[2], per);
+                    else
+                        printf("| %7d | %-15s | %14.2f | %26s | %24s | |\n", thr[ti], name, med[0], "(failed)", "");
                 }
-                char name[16];
-                snprintf(name, sizeof name, "%s%lld", test == 0 ? "pp" : "tg", (long long)n);
-                if (med[1] > 0)
-                    printf("| %7d | %-5s | %14.2f | %13.2f | %24.2f | %s |\n", thr[ti], name, med[0], med[1], med[2], per);
-                else
-                    printf("| %7d | %-5s | %14.2f | %13s | %24s | |\n", thr[ti], name, med[0], "(failed)", "");
-            }
         free(v);
     }
-    free(thr); free(ours); free(lla);
+    free(thr); free(ours); free(lla); free(depths);
     return 0;
 }

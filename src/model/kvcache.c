@@ -6,6 +6,7 @@
  */
 #include "model.h"
 #include "model_internal.h"
+#include "../tensor/ops.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -55,17 +56,7 @@ static void quant_row(ds_kv_type t, const float *x, int64_t W, uint8_t *out) {
 }
 
 static void dequant_row(ds_kv_type t, const uint8_t *in, int64_t W, float *y) {
-    int64_t B = t == DS_KV_Q8 ? KV_Q8_BLOCK : KV_FP8_BLOCK, nb = (W + B - 1) / B;
-    const uint8_t *q = in + 4 * nb;
-    for (int64_t b = 0; b < nb; b++) {
-        float d;
-        memcpy(&d, in + 4 * b, 4);
-        int64_t i0 = b * B, i1 = DS_MIN(W, i0 + B);
-        if (t == DS_KV_Q8)
-            for (int64_t i = i0; i < i1; i++) y[i] = d * (float)(int8_t)q[i];
-        else
-            for (int64_t i = i0; i < i1; i++) y[i] = d * ds_fp8_e4m3_to_f32(q[i]);
-    }
+    ds_kv_dequant_row(y, in, W, t == DS_KV_Q8 ? KV_Q8_BLOCK : KV_FP8_BLOCK, t == DS_KV_FP8);
 }
 
 /* bytes of a stored row of layer l (hand-built views: fp32, no row_bytes) */
@@ -98,6 +89,14 @@ const float *ds_kvcache_rows_f32(const ds_kvcache *c, int64_t l, int64_t n, floa
     if (c->type == DS_KV_F32) return c->kv[l];
     int64_t W = c->width[l];
     for (int64_t i = 0; i < n; i++) dequant_row(c->type, c->kvq[l] + (size_t)i * c->row_bytes[l], W, scratch + i * W);
+    return scratch;
+}
+
+const float *ds_kvcache_rows_f32_at(const ds_kvcache *c, int64_t l, int64_t j0, int64_t n, float *scratch) {
+    int64_t W = c->width[l];
+    if (c->type == DS_KV_F32) return c->kv[l] + j0 * W;
+    for (int64_t i = 0; i < n; i++)
+        dequant_row(c->type, c->kvq[l] + (size_t)(j0 + i) * c->row_bytes[l], W, scratch + i * W);
     return scratch;
 }
 

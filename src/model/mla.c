@@ -11,6 +11,18 @@
  *   out    = o_proj(concat_h o)                            (T, D)
  * W_UK[h] / W_UV[h] are rows [h(Dn+Dv), +Dn) / [h(Dn+Dv)+Dn, +Dv) of kv_b_proj.
  * The naive path (for checking) decompresses k_nope, v per head instead.
+ *
+ * Short segments (decode, < DS_TOKEN_BLOCK_MIN tokens) use flash decode:
+ * every query row's cache range is cut into splits of KV_SPLIT rows (a
+ * multiple of it beyond 16 splits, which bounds the partials) at fixed
+ * positions (0, split, 2·split, ...: a function of the row's length only); a split is one work item that folds
+ * its rows in blocks of KV_BLOCK into a running (max, sum, u) for all H
+ * heads at once (ds_mla_attn_step: a latent row is read once for every
+ * head, no T-long score arrays). The items of all rows of all short
+ * segments are spread over the threads; the partials of a row are then
+ * merged in split order. The split points depend only on the position, so a
+ * row's bits do not depend on the batch or the thread count. Quantized
+ * caches are dequantized block by block inside the item.
  */
 #include "model_internal.h"
 #include "rope.h"
@@ -20,7 +32,30 @@
 #include <math.h>
 #include <string.h>
 
-#define Q_BLOCK 64  /* query rows per attention block (bounds score scratch) */
+#define Q_BLOCK 64    /* query rows per attention block (bounds score scratch) */
+#define KV_SPLIT 256  /* cache rows per flash-decode work item (a multiple of it past 16 items) */
+#define KV_MAX_SPLITS 16
+
+/* rows per split for a query row that sees vis cache rows: a function of vis
+ * alone (batch invariance), at most KV_MAX_SPLITS partials per row */
+static int64_t split_rows(int64_t vis) {
+    int64_t n = (vis + KV_SPLIT - 1) / KV_SPLIT;
+    return KV_SPLIT * ((n + KV_MAX_SPLITS - 1) / KV_MAX_SPLITS);
+}
+/* Segments of at least EXPANDED_MIN tokens (prefill chunks) use the expanded
+ * form: per head, k_nope = W_UK c and v = W_UV c are decompressed for the
+ * S visible rows once (S·Rkv·(Dn+Dv) MACs) and the scores and the weighted
+ * sum then cost n·S·(Dq+Dv) MACs instead of the absorbed n·S·(W+Rkv): for
+ * V2-Lite/V3 shapes 320 vs 1088 per query-key pair, so the expanded form
+ * costs less once n > Rkv·(Dn+Dv) / ((W+Rkv) − (Dq+Dv)) ≈ 171 (and the
+ * chunk needs no q_abs / W_UV projections). Measured: README, long context. */
+#define EXPANDED_MIN 192
+#define KV_BLOCK 64   /* cache rows per flash-decode step (its rows stay in L1/L2 for all heads) */
+
+typedef struct {
+    int seg;
+    int64_t i, j0, j1;  /* query row i of the segment; cache rows [j0, j1) */
+} fd_item;
 
 typedef struct {
     const ds_model *m;
@@ -33,10 +68,58 @@ typedef struct {
     float *u;           /* (T, H, Rkv) */
     float *o;           /* (T, H, Dv) */
     bool naive;
-    const float **kvf;  /* [n_segs] this layer's cache rows as fp32 (dequantized if stored quantized) */
+    const float **kvf;  /* [n_segs] this layer's cache rows as fp32 for long segments / naive (else NULL) */
+    /* flash decode */
+    const fd_item *items;
+    int64_t n_items;
+    float *pu, *pm, *pl;        /* per item partials: (H, Rkv), H, H */
+    const int64_t *row_first;   /* [n_rows + 1] first item of each short query row */
+    const int64_t *row_t;       /* [n_rows] token index of each short query row */
+    const ds_seg *asegs;        /* the segments in the absorbed form (all but the expanded ones), in order */
+    int n_asegs;
 } attn_ctx;
 
-/* Attention of head h for all segments (absorbed). */
+/* Decompressed keys (S, Dq) = [W_UK c_j | k_pe_j] and values (S, Dv) = W_UV c_j of head h. */
+static void decompress_head(attn_ctx *c, int64_t h, const float *kv, int64_t S, float *kh, float *vh) {
+    const ds_config *cfg = &c->m->cfg;
+    int64_t Dn = cfg->qk_nope_head_dim, Dr = cfg->qk_rope_head_dim, Dq = Dn + Dr;
+    int64_t Rkv = cfg->kv_lora_rank, W = Rkv + Dr, Dv = cfg->v_head_dim;
+    if (ds_tensor_present(&c->w->wk_b)) {
+        ds_tensor kb = ds_tensor_slice(&c->w->wk_b, h), vb = ds_tensor_slice(&c->w->wv_b, h);
+        ds_matmul_t(kh, Dq, kv, W, &kb, 0, Rkv, S);     /* k_nope = c · W_UKᵀ */
+        ds_matmul(vh, Dv, kv, W, &vb, 0, Dv, S);
+    } else {
+        ds_matmul(kh, Dq, kv, W, &c->w->kv_b_proj, h * (Dn + Dv), Dn, S);
+        ds_matmul(vh, Dv, kv, W, &c->w->kv_b_proj, h * (Dn + Dv) + Dn, Dv, S);
+    }
+    for (int64_t j = 0; j < S; j++) memcpy(kh + j * Dq + Dn, kv + j * W + Rkv, (size_t)Dr * sizeof(float));
+}
+
+/* Attention of head h for one long segment in the expanded form (blocked
+ * causal: Q_BLOCK query rows against the keys visible to the block's last
+ * row, masked); writes o directly. */
+static void attn_seg_expanded(attn_ctx *c, const ds_seg *sg, const float *kv, int64_t h, int tid) {
+    const ds_config *cfg = &c->m->cfg;
+    int64_t H = cfg->n_head, Dq = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim, Dv = cfg->v_head_dim;
+    int64_t S = sg->pos0 + sg->n;
+    float *kh = ds_scratch(tid, 3, (size_t)(S * Dq)), *vh = ds_scratch(tid, 4, (size_t)(S * Dv));
+    if (!kh || !vh) return;   /* out of memory: the context reports it */
+    decompress_head(c, h, kv, S, kh, vh);
+    for (int64_t b0 = 0; b0 < sg->n; b0 += Q_BLOCK) {
+        int64_t nb = DS_MIN(Q_BLOCK, sg->n - b0), Sv = sg->pos0 + b0 + nb, t0 = sg->t0 + b0;
+        float *sc = ds_scratch(tid, 1, (size_t)(nb * Sv));
+        if (!sc) return;
+        ds_sgemm(false, true, nb, Sv, Dq, c->m->attn_scale, c->q + (t0 * H + h) * Dq, H * Dq, kh, Dq, 0.0f, sc, Sv);
+        for (int64_t i = 0; i < nb; i++) {
+            float *row = sc + i * Sv;
+            for (int64_t j = sg->pos0 + b0 + i + 1; j < Sv; j++) row[j] = -INFINITY;
+            ds_softmax(row, Sv);
+        }
+        ds_sgemm(false, false, nb, Dv, Sv, 1.0f, sc, Sv, vh, Dv, 0.0f, c->o + (t0 * H + h) * Dv, H * Dv);
+    }
+}
+
+/* Attention of head h for all segments (absorbed; segments of >= EXPANDED_MIN tokens expanded). */
 static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
     const ds_config *cfg = &c->m->cfg;
     int64_t H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Dr = cfg->qk_rope_head_dim, Dq = Dn + Dr;
@@ -46,13 +129,13 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
      * (per token for short segments, per block for long ones: batch plan) */
     if (ds_tensor_present(&c->w->wk_b)) {
         ds_tensor kb = ds_tensor_slice(&c->w->wk_b, h);   /* (Rkv, Dn) = W_UK[h]ᵀ */
-        ds_plan_matmul(c->segs, c->n_segs, c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &kb, 0, Rkv);
+        ds_plan_matmul(c->asegs, c->n_asegs, c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &kb, 0, Rkv);
     } else {
-        int64_t S = ds_plan_small_tokens(c->segs, c->n_segs);
+        int64_t S = ds_plan_small_tokens(c->asegs, c->n_asegs);
         if (S > 0)
             ds_matmul_t_ex(c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &c->w->kv_b_proj, h * (Dn + Dv), Dn, S, true);
-        for (int s = 0; s < c->n_segs; s++) {
-            const ds_seg *sg = &c->segs[s];
+        for (int s = 0; s < c->n_asegs; s++) {
+            const ds_seg *sg = &c->asegs[s];
             if (sg->n < DS_TOKEN_BLOCK_MIN) continue;
             ds_matmul_t_ex(c->qcat + (sg->t0 * H + h) * W, H * W, c->q + (sg->t0 * H + h) * Dq, H * Dq,
                            &c->w->kv_b_proj, h * (Dn + Dv), Dn, sg->n, false);
@@ -63,14 +146,8 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
     for (int s = 0; s < c->n_segs; s++) {
         const ds_seg *sg = &c->segs[s];
         const float *kv = c->kvf[s];  /* (S, W) */
-        if (sg->n < DS_TOKEN_BLOCK_MIN) {
-            /* decode and short chunks: row by row (no GEMM packing) */
-            float *sc = ds_scratch(tid, 1, (size_t)(sg->pos0 + sg->n));
-            if (!sc) return;   /* out of memory: the context reports it */
-            ds_attn_rows(c->u + (sg->t0 * H + h) * Rkv, H * Rkv, c->qcat + (sg->t0 * H + h) * W, H * W, sg->n, kv, W, Rkv,
-                         sg->pos0, scale, sc);
-            continue;
-        }
+        if (sg->n < DS_TOKEN_BLOCK_MIN) continue;   /* flash decode, after all heads' queries */
+        if (sg->n >= EXPANDED_MIN) { attn_seg_expanded(c, sg, kv, h, tid); continue; }
         for (int64_t b0 = 0; b0 < sg->n; b0 += Q_BLOCK) {
             int64_t nb = DS_MIN(Q_BLOCK, sg->n - b0);
             int64_t S = sg->pos0 + b0 + nb;   /* keys visible to the last row of the block */
@@ -87,12 +164,17 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
             ds_sgemm(false, false, nb, Rkv, S, 1.0f, sc, S, kv, W, 0.0f, c->u + (t0 * H + h) * Rkv, H * Rkv);
         }
     }
-    /* o = u · W_UV[h]ᵀ */
+}
+
+/* o = u · W_UV[h]ᵀ */
+static void out_head(attn_ctx *c, int64_t h) {
+    const ds_config *cfg = &c->m->cfg;
+    int64_t H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Rkv = cfg->kv_lora_rank, Dv = cfg->v_head_dim;
     if (ds_tensor_present(&c->w->wv_b)) {
         ds_tensor vb = ds_tensor_slice(&c->w->wv_b, h);   /* (Dv, Rkv) */
-        ds_plan_matmul(c->segs, c->n_segs, c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &vb, 0, Dv);
+        ds_plan_matmul(c->asegs, c->n_asegs, c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &vb, 0, Dv);
     } else {
-        ds_plan_matmul(c->segs, c->n_segs, c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &c->w->kv_b_proj,
+        ds_plan_matmul(c->asegs, c->n_asegs, c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &c->w->kv_b_proj,
                        h * (Dn + Dv) + Dn, Dv);
     }
 }
@@ -101,7 +183,7 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
 static void attn_head_naive(attn_ctx *c, int64_t h, int tid) {
     const ds_config *cfg = &c->m->cfg;
     int64_t H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Dr = cfg->qk_rope_head_dim, Dq = Dn + Dr;
-    int64_t Rkv = cfg->kv_lora_rank, W = Rkv + Dr, Dv = cfg->v_head_dim;
+    int64_t Dv = cfg->v_head_dim;
     float scale = c->m->attn_scale;
     for (int s = 0; s < c->n_segs; s++) {
         const ds_seg *sg = &c->segs[s];
@@ -111,15 +193,7 @@ static void attn_head_naive(attn_ctx *c, int64_t h, int tid) {
         float *vh = ds_scratch(tid, 2, (size_t)(S * Dv));      /* (S, Dv) */
         float *sc = ds_scratch(tid, 3, (size_t)S);
         if (!kh || !vh || !sc) return;
-        if (ds_tensor_present(&c->w->wk_b)) {
-            ds_tensor kb = ds_tensor_slice(&c->w->wk_b, h), vb = ds_tensor_slice(&c->w->wv_b, h);
-            ds_matmul_t(kh, Dq, kv, W, &kb, 0, Rkv, S);     /* k_nope = c · W_UKᵀ */
-            ds_matmul(vh, Dv, kv, W, &vb, 0, Dv, S);
-        } else {
-            ds_matmul(kh, Dq, kv, W, &c->w->kv_b_proj, h * (Dn + Dv), Dn, S);
-            ds_matmul(vh, Dv, kv, W, &c->w->kv_b_proj, h * (Dn + Dv) + Dn, Dv, S);
-        }
-        for (int64_t j = 0; j < S; j++) memcpy(kh + j * Dq + Dn, kv + j * W + Rkv, (size_t)Dr * sizeof(float));
+        decompress_head(c, h, kv, S, kh, vh);
         for (int64_t i = 0; i < sg->n; i++) {
             int64_t t = sg->t0 + i, visible = sg->pos0 + i + 1;
             const float *qv = c->q + (t * H + h) * Dq;
@@ -142,6 +216,49 @@ static void attn_worker(void *vctx, int64_t h0, int64_t h1, int tid) {
     for (int64_t h = h0; h < h1; h++) {
         if (c->naive) attn_head_naive(c, h, tid);
         else attn_head_absorbed(c, h, tid);
+    }
+}
+
+static void out_worker(void *vctx, int64_t h0, int64_t h1, int tid) {
+    (void)tid;
+    for (int64_t h = h0; h < h1; h++) out_head(vctx, h);
+}
+
+/* flash decode: one split of one query row, all heads */
+static void fd_item_worker(void *vctx, int64_t k0, int64_t k1, int tid) {
+    attn_ctx *c = vctx;
+    const ds_config *cfg = &c->m->cfg;
+    int64_t H = cfg->n_head, Rkv = cfg->kv_lora_rank, W = Rkv + cfg->qk_rope_head_dim;
+    float *sc = ds_scratch(tid, 1, (size_t)(H * (KV_BLOCK + 9)));
+    float *deq = ds_scratch(tid, 2, (size_t)(KV_BLOCK * W));
+    if (!sc || !deq) return;   /* out of memory: the context reports it */
+    for (int64_t k = k0; k < k1; k++) {
+        const fd_item *it = &c->items[k];
+        const ds_seg *sg = &c->segs[it->seg];
+        const float *q = c->qcat + (sg->t0 + it->i) * H * W;
+        float *pu = c->pu + k * H * Rkv, *pm = c->pm + k * H, *pl = c->pl + k * H;
+        for (int64_t h = 0; h < H; h++) { pm[h] = -INFINITY; pl[h] = 0.0f; }
+        memset(pu, 0, (size_t)(H * Rkv) * sizeof(float));
+        for (int64_t j = it->j0; j < it->j1; j += KV_BLOCK) {
+            int64_t nb = DS_MIN(KV_BLOCK, it->j1 - j);
+            const float *rows = ds_kvcache_rows_f32_at(sg->cache, c->l, j, nb, deq);
+            ds_mla_attn_step(pu, pm, pl, q, W, H, rows, W, nb, Rkv, c->m->attn_scale, sc);
+        }
+    }
+}
+
+/* flash decode: merge a row's partials in split order into u */
+static void fd_combine_worker(void *vctx, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    attn_ctx *c = vctx;
+    const ds_config *cfg = &c->m->cfg;
+    int64_t H = cfg->n_head, Rkv = cfg->kv_lora_rank;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t k0 = c->row_first[r], k1 = c->row_first[r + 1];
+        float *pu = c->pu + k0 * H * Rkv, *pm = c->pm + k0 * H, *pl = c->pl + k0 * H;
+        for (int64_t k = k0 + 1; k < k1; k++)
+            ds_mla_attn_merge(pu, pm, pl, c->pu + k * H * Rkv, c->pm + k * H, c->pl + k * H, H, Rkv);
+        ds_mla_attn_finish(c->u + c->row_t[r] * H * Rkv, Rkv, pu, pl, H, Rkv);
     }
 }
 
@@ -194,16 +311,58 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
      * dequantized once per layer here, not per head) */
     const float **kvf = ds_arena_calloc(a, (size_t)n_segs, sizeof *kvf);
     if (!kvf) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
+    int64_t n_rows = 0, n_items = 0;
     for (int s = 0; s < n_segs; s++) {
         int64_t S = segs[s].pos0 + segs[s].n;
+        if (!naive && segs[s].n < DS_TOKEN_BLOCK_MIN) {   /* flash decode reads the cache itself */
+            n_rows += segs[s].n;
+            for (int64_t i = 0; i < segs[s].n; i++) {
+                int64_t vis = segs[s].pos0 + i + 1, sp = split_rows(vis);
+                n_items += (vis + sp - 1) / sp;
+            }
+            continue;
+        }
         float *scratch = NULL;
         if (segs[s].cache->type != DS_KV_F32 &&
             !(scratch = ds_arena_calloc(a, (size_t)(S * W), sizeof(float))))
             return ds_err_set(e, DS_ENOMEM, "out of memory dequantizing the KV cache");
         kvf[s] = ds_kvcache_rows_f32(segs[s].cache, l, S, scratch);
     }
-    attn_ctx c = { m, w, l, T, segs, n_segs, q, qcat, u, o, naive, kvf };
-    ds_par_for_dynamic(H, 1, 1, attn_worker, &c);
+    ds_seg *asegs = ds_arena_calloc(a, (size_t)n_segs, sizeof *asegs);
+    if (!asegs) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
+    int n_asegs = 0;
+    for (int s = 0; s < n_segs; s++)
+        if (segs[s].n < EXPANDED_MIN) asegs[n_asegs++] = segs[s];
+    attn_ctx c = { m, w, l, T, segs, n_segs, q, qcat, u, o, naive, kvf, NULL, 0, NULL, NULL, NULL, NULL, NULL,
+                   asegs, n_asegs };
+    ds_par_for_dynamic(H, 1, 1, attn_worker, &c);   /* queries (absorbed), long segments, naive */
+    if (n_rows > 0) {
+        fd_item *items = ds_arena_calloc(a, (size_t)n_items, sizeof *items);
+        int64_t *row_first = ds_arena_calloc(a, (size_t)(n_rows + 1), sizeof *row_first);
+        int64_t *row_t = ds_arena_calloc(a, (size_t)n_rows, sizeof *row_t);
+        float *pu = ds_arena_calloc(a, (size_t)(n_items * H * Rkv), sizeof(float));
+        float *pm = ds_arena_calloc(a, (size_t)(n_items * H), sizeof(float));
+        float *pl = ds_arena_calloc(a, (size_t)(n_items * H), sizeof(float));
+        if (!items || !row_first || !row_t || !pu || !pm || !pl)
+            return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
+        int64_t k = 0, r = 0;
+        for (int s = 0; s < n_segs; s++) {
+            if (segs[s].n >= DS_TOKEN_BLOCK_MIN) continue;
+            for (int64_t i = 0; i < segs[s].n; i++, r++) {
+                int64_t vis = segs[s].pos0 + i + 1, sp = split_rows(vis);
+                row_first[r] = k;
+                row_t[r] = segs[s].t0 + i;
+                for (int64_t j0 = 0; j0 < vis; j0 += sp, k++)
+                    items[k] = (fd_item){ s, i, j0, DS_MIN(vis, j0 + sp) };
+            }
+        }
+        row_first[r] = k;
+        c.items = items; c.n_items = n_items; c.pu = pu; c.pm = pm; c.pl = pl;
+        c.row_first = row_first; c.row_t = row_t;
+        ds_par_for_dynamic(n_items, 1, 1, fd_item_worker, &c);
+        ds_par_for_dynamic(n_rows, 1, 1, fd_combine_worker, &c);
+    }
+    if (!naive) ds_par_for_dynamic(H, 1, 1, out_worker, &c);
     ds_plan_matmul(segs, n_segs, out, D, o, H * Dv, &w->o_proj, 0, D);
     return DS_OK;
 }

@@ -42,6 +42,9 @@ void ds_plan_matmul(const ds_seg *segs, int n_segs, float *y, int64_t ldy, const
 
 /* out[T, D] = MLA(xn) for layer l; writes this batch's latents into the
  * caches first. naive: decompress K/V per head instead of absorbing. */
+/* Rows [j0, j0+n) of layer l as fp32: in place for an fp32 cache, else
+ * dequantized into scratch (n · width floats). */
+const float *ds_kvcache_rows_f32_at(const ds_kvcache *c, int64_t l, int64_t j0, int64_t n, float *scratch);
 int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
                    const ds_seg *segs, int n_segs, bool naive, ds_arena *a, ds_err *e);
 

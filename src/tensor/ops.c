@@ -15,6 +15,7 @@
  *     call, repack_avx2.c), decode and prefill alike; a token's result does
  *     not depend on the other tokens of the call.
  */
+#include "dtype.h"
 #include "ops.h"
 #include "ops_isa.h"
 #include "quant.h"
@@ -506,6 +507,80 @@ void ds_attn_rows(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq
             for (int64_t j = 0; j < vis; j++)
                 for (int64_t k = 0; k < R; k++) ui[k] += sc[j] * kv[j * W + k];
         }
+    }
+}
+
+/* ------------------------------------------------- KV-cache rows */
+
+void ds_kv_dequant_row_ref(float *y, const uint8_t *row, int64_t W, int block, bool fp8) {
+    int64_t nb = (W + block - 1) / block;
+    const uint8_t *q = row + 4 * nb;
+    for (int64_t b = 0; b < nb; b++) {
+        float d;
+        memcpy(&d, row + 4 * b, 4);
+        int64_t i0 = b * block, i1 = DS_MIN(W, i0 + block);
+        if (fp8)
+            for (int64_t i = i0; i < i1; i++) y[i] = d * ds_fp8_e4m3_to_f32(q[i]);
+        else
+            for (int64_t i = i0; i < i1; i++) y[i] = d * (float)(int8_t)q[i];
+    }
+}
+
+void ds_kv_dequant_row(float *y, const uint8_t *row, int64_t W, int block, bool fp8) {
+    if (isa() == 1) ds_kv_dequant_row_avx2(y, row, W, block, fp8);
+    else ds_kv_dequant_row_ref(y, row, W, block, fp8);
+}
+
+/* ------------------------------------------------- flash decode (MLA) */
+
+static void mla_attn_step_generic(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H,
+                                  const float *kv, int64_t W, int64_t n, int64_t R, float scale, float *sc) {
+    for (int64_t h = 0; h < H; h++) {
+        const float *qh = q + h * ldq;
+        float *sh = sc + h * (n + 8), *uh = u + h * R;
+        float bm = -INFINITY;
+        for (int64_t j = 0; j < n; j++) {
+            float d = 0.0f;
+            for (int64_t k = 0; k < W; k++) d += qh[k] * kv[j * W + k];
+            sh[j] = scale * d;
+            bm = sh[j] > bm ? sh[j] : bm;
+        }
+        float mn = m[h] > bm ? m[h] : bm;
+        float a = m[h] == -INFINITY ? 0.0f : expf(m[h] - mn), ls = 0.0f;
+        for (int64_t j = 0; j < n; j++) { sh[j] = expf(sh[j] - mn); ls += sh[j]; }
+        m[h] = mn;
+        l[h] = l[h] * a + ls;
+        for (int64_t k = 0; k < R; k++) uh[k] *= a;
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t k = 0; k < R; k++) uh[k] += sh[j] * kv[j * W + k];
+    }
+}
+
+void ds_mla_attn_step(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv, int64_t W,
+                      int64_t n, int64_t R, float scale, float *sc) {
+    if (n <= 0) return;
+    if (isa() == 1 && W % 8 == 0 && R % 8 == 0) ds_mla_attn_step_avx2(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
+    else mla_attn_step_generic(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
+}
+
+void ds_mla_attn_merge(float *u, float *m, float *l, const float *u2, const float *m2, const float *l2, int64_t H,
+                       int64_t R) {
+    for (int64_t h = 0; h < H; h++) {
+        if (m2[h] == -INFINITY) continue;   /* empty partial */
+        float mn = m[h] > m2[h] ? m[h] : m2[h];
+        float a = m[h] == -INFINITY ? 0.0f : expf(m[h] - mn), b = expf(m2[h] - mn);
+        float *uh = u + h * R;
+        const float *vh = u2 + h * R;
+        for (int64_t k = 0; k < R; k++) uh[k] = uh[k] * a + vh[k] * b;
+        l[h] = l[h] * a + l2[h] * b;
+        m[h] = mn;
+    }
+}
+
+void ds_mla_attn_finish(float *out, int64_t ldo, const float *u, const float *l, int64_t H, int64_t R) {
+    for (int64_t h = 0; h < H; h++) {
+        float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+        for (int64_t k = 0; k < R; k++) out[h * ldo + k] = u[h * R + k] * inv;
     }
 }
 

@@ -72,6 +72,35 @@ void ds_attn_rows(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq
 int ds_attn_rows_ref(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t nq, const float *kv, int64_t W,
                      int64_t R, int64_t vis0, float scale);
 
+/* One quantized KV-cache row (kvcache.c's layout: the fp32 scales of its
+ * blocks, then W one-byte codes; int8 (fp8 = false) or FP8 E4M3 codes,
+ * `block` codes per scale) to fp32: y[i] = d · code. The AVX2 form gives the
+ * same bits as the scalar one (one rounding of the same product). */
+void ds_kv_dequant_row(float *y, const uint8_t *row, int64_t W, int block, bool fp8);
+void ds_kv_dequant_row_ref(float *y, const uint8_t *row, int64_t W, int block, bool fp8);
+
+/* Flash decode over a latent cache (absorbed MLA), all H heads of one query
+ * together so each cache row is read once for every head. A running partial
+ * per head h: m[h] (max score so far), l[h] (Σ exp(s − m)), u[h] (R floats,
+ * Σ exp(s − m) · kv_j[0 : R), unnormalized). Start with m = −inf, l = 0,
+ * u = 0; each step folds n more rows kv_j (W floats, W % 8 == 0 for the AVX2
+ * path) with s[h][j] = scale · q[h] · kv_j (q rows: stride ldq) into it.
+ * A score's bits do not depend on n or on where its row sits in the block
+ * (one accumulator per dot product, in k order), so for fixed block
+ * boundaries the result does not depend on the batch or the thread count.
+ * sc: scratch of H · (n + 9) floats. */
+void ds_mla_attn_step(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv, int64_t W,
+                      int64_t n, int64_t R, float scale, float *sc);
+/* Folds partial (u2, m2, l2) into (u, m, l): the deterministic combine of
+ * partials over disjoint cache ranges (merged in range order). */
+void ds_mla_attn_merge(float *u, float *m, float *l, const float *u2, const float *m2, const float *l2, int64_t H,
+                       int64_t R);
+/* out[h] (stride ldo) = u[h] / l[h] */
+void ds_mla_attn_finish(float *out, int64_t ldo, const float *u, const float *l, int64_t H, int64_t R);
+/* Twin (double precision, one pass): out[h] = Σ_j softmax_j(scale q[h]·kv_j) kv_j[0 : R) over S rows. */
+int ds_mla_attn_ref(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H, const float *kv, int64_t W,
+                    int64_t S, int64_t R, float scale);
+
 /* out[T, D] = x / sqrt(mean(x²) + eps) · w, per row (w: fp32 [D]). out may alias x. */
 void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps);
 

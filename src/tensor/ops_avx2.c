@@ -10,6 +10,7 @@
 #include "simd_exp.h"
 
 #include <immintrin.h>
+#include <math.h>
 
 static inline float hsum256(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
@@ -86,6 +87,29 @@ static inline float fp8_scalar_scaled_down(uint8_t b) {
     return _cvtsh_ss(h);
 }
 
+void ds_kv_dequant_row_avx2(float *y, const uint8_t *row, int64_t W, int block, int fp8) {
+    int64_t nb = (W + block - 1) / block;
+    const uint8_t *q = row + 4 * nb;
+    for (int64_t b = 0; b < nb; b++) {
+        float d;
+        __builtin_memcpy(&d, row + 4 * b, 4);
+        int64_t i = b * block, i1 = i + block < W ? i + block : W;
+        if (fp8) {
+            /* (code · 2^-8) · (d · 2^8): the same real product as d · code, rounded once */
+            __m256 vd = _mm256_set1_ps(d * 256.0f);
+            for (; i + 8 <= i1; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(load_fp8x8_scaled_down(q + i), vd));
+            for (; i < i1; i++) y[i] = fp8_scalar_scaled_down(q[i]) * (d * 256.0f);
+        } else {
+            __m256 vd = _mm256_set1_ps(d);
+            for (; i + 8 <= i1; i += 8) {
+                __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + i)));
+                _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_cvtepi32_ps(v), vd));
+            }
+            for (; i < i1; i++) y[i] = d * (float)(int8_t)q[i];
+        }
+    }
+}
+
 float ds_dot_fp8_avx2(const uint8_t *w, const float *x, int64_t n, const float *scale, int block) {
     float total = 0.0f;
     for (int64_t b0 = 0; b0 < n; b0 += block) {
@@ -139,6 +163,121 @@ void ds_wsum_rows_avx2(float *u, const float *p, const float *kv, int64_t n, int
             }
         }
         for (int k = 0; k < nc / 8; k++) _mm256_storeu_ps(u + c + 8 * k, a[k]);
+    }
+}
+
+/* Flash-decode step (see ds_mla_attn_step). Scores: tiles of 4 heads x 3
+ * cache rows (12 accumulators), each dot product in one accumulator in k
+ * order, so a score's bits do not depend on the tile it fell in. Then per
+ * head the block max, p = exp(s - m) (tail lanes zeroed) and the rescale;
+ * the weighted sum runs 2 heads x 32 columns at a time over the rows. */
+static inline float dot1_avx2(const float *a, const float *b, int64_t W) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t k = 0; k < W; k += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc);
+    return hsum256(acc);
+}
+
+void ds_mla_attn_step_avx2(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv,
+                           int64_t W, int64_t n, int64_t R, float scale, float *sc) {
+    int64_t ls = n + 8;   /* score row stride */
+    int64_t h = 0;
+    for (; h + 4 <= H; h += 4) {
+        const float *q0 = q + h * ldq, *q1 = q0 + ldq, *q2 = q1 + ldq, *q3 = q2 + ldq;
+        int64_t j = 0;
+        for (; j + 3 <= n; j += 3) {
+            const float *k0 = kv + j * W, *k1 = k0 + W, *k2 = k1 + W;
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
+            __m256 a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
+            for (int64_t k = 0; k < W; k += 8) {
+                __m256 x0 = _mm256_loadu_ps(k0 + k), x1 = _mm256_loadu_ps(k1 + k), x2 = _mm256_loadu_ps(k2 + k);
+                __m256 y = _mm256_loadu_ps(q0 + k);
+                a00 = _mm256_fmadd_ps(y, x0, a00); a01 = _mm256_fmadd_ps(y, x1, a01); a02 = _mm256_fmadd_ps(y, x2, a02);
+                y = _mm256_loadu_ps(q1 + k);
+                a10 = _mm256_fmadd_ps(y, x0, a10); a11 = _mm256_fmadd_ps(y, x1, a11); a12 = _mm256_fmadd_ps(y, x2, a12);
+                y = _mm256_loadu_ps(q2 + k);
+                a20 = _mm256_fmadd_ps(y, x0, a20); a21 = _mm256_fmadd_ps(y, x1, a21); a22 = _mm256_fmadd_ps(y, x2, a22);
+                y = _mm256_loadu_ps(q3 + k);
+                a30 = _mm256_fmadd_ps(y, x0, a30); a31 = _mm256_fmadd_ps(y, x1, a31); a32 = _mm256_fmadd_ps(y, x2, a32);
+            }
+            float *s0 = sc + h * ls + j;
+            s0[0] = hsum256(a00); s0[1] = hsum256(a01); s0[2] = hsum256(a02);
+            s0 += ls; s0[0] = hsum256(a10); s0[1] = hsum256(a11); s0[2] = hsum256(a12);
+            s0 += ls; s0[0] = hsum256(a20); s0[1] = hsum256(a21); s0[2] = hsum256(a22);
+            s0 += ls; s0[0] = hsum256(a30); s0[1] = hsum256(a31); s0[2] = hsum256(a32);
+        }
+        for (; j < n; j++)
+            for (int64_t i = 0; i < 4; i++) sc[(h + i) * ls + j] = dot1_avx2(q + (h + i) * ldq, kv + j * W, W);
+    }
+    for (; h < H; h++)
+        for (int64_t j = 0; j < n; j++) sc[h * ls + j] = dot1_avx2(q + h * ldq, kv + j * W, W);
+
+    /* online softmax: p = exp(scale·s − m_new), rescale the running partial */
+    float *alpha = sc + H * ls;   /* H rescale factors after the scores */
+    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (h = 0; h < H; h++) {
+        float *sh = sc + h * ls;
+        float bm = -INFINITY;
+        for (int64_t j = 0; j < n; j++) { sh[j] *= scale; bm = sh[j] > bm ? sh[j] : bm; }
+        float mn = m[h] > bm ? m[h] : bm;
+        alpha[h] = m[h] == -INFINITY ? 0.0f : expf(m[h] - mn);
+        __m256 vm = _mm256_set1_ps(mn), acc = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n; j += 8) {
+            __m256 mask = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - j)), lane));
+            __m256 p = _mm256_and_ps(ds_exp256(_mm256_sub_ps(_mm256_loadu_ps(sh + j), vm)), mask);
+            _mm256_storeu_ps(sh + j, p);
+            acc = _mm256_add_ps(acc, p);
+        }
+        m[h] = mn;
+        l[h] = l[h] * alpha[h] + hsum256(acc);
+    }
+
+    /* u[h] = alpha[h]·u[h] + Σ_j p[h][j]·kv_j[0 : R) */
+    h = 0;
+    for (; h + 2 <= H; h += 2) {
+        const float *p0 = sc + h * ls, *p1 = p0 + ls;
+        float *u0 = u + h * R, *u1 = u0 + R;
+        __m256 al0 = _mm256_set1_ps(alpha[h]), al1 = _mm256_set1_ps(alpha[h + 1]);
+        int64_t c = 0;
+        for (; c + 32 <= R; c += 32) {
+            __m256 b00 = _mm256_mul_ps(al0, _mm256_loadu_ps(u0 + c)), b01 = _mm256_mul_ps(al0, _mm256_loadu_ps(u0 + c + 8));
+            __m256 b02 = _mm256_mul_ps(al0, _mm256_loadu_ps(u0 + c + 16)), b03 = _mm256_mul_ps(al0, _mm256_loadu_ps(u0 + c + 24));
+            __m256 b10 = _mm256_mul_ps(al1, _mm256_loadu_ps(u1 + c)), b11 = _mm256_mul_ps(al1, _mm256_loadu_ps(u1 + c + 8));
+            __m256 b12 = _mm256_mul_ps(al1, _mm256_loadu_ps(u1 + c + 16)), b13 = _mm256_mul_ps(al1, _mm256_loadu_ps(u1 + c + 24));
+            for (int64_t j = 0; j < n; j++) {
+                const float *r = kv + j * W + c;
+                __m256 x0 = _mm256_loadu_ps(r), x1 = _mm256_loadu_ps(r + 8), x2 = _mm256_loadu_ps(r + 16), x3 = _mm256_loadu_ps(r + 24);
+                __m256 w0 = _mm256_broadcast_ss(p0 + j), w1 = _mm256_broadcast_ss(p1 + j);
+                b00 = _mm256_fmadd_ps(w0, x0, b00); b01 = _mm256_fmadd_ps(w0, x1, b01);
+                b02 = _mm256_fmadd_ps(w0, x2, b02); b03 = _mm256_fmadd_ps(w0, x3, b03);
+                b10 = _mm256_fmadd_ps(w1, x0, b10); b11 = _mm256_fmadd_ps(w1, x1, b11);
+                b12 = _mm256_fmadd_ps(w1, x2, b12); b13 = _mm256_fmadd_ps(w1, x3, b13);
+            }
+            _mm256_storeu_ps(u0 + c, b00); _mm256_storeu_ps(u0 + c + 8, b01);
+            _mm256_storeu_ps(u0 + c + 16, b02); _mm256_storeu_ps(u0 + c + 24, b03);
+            _mm256_storeu_ps(u1 + c, b10); _mm256_storeu_ps(u1 + c + 8, b11);
+            _mm256_storeu_ps(u1 + c + 16, b12); _mm256_storeu_ps(u1 + c + 24, b13);
+        }
+        for (; c < R; c += 8) {
+            __m256 b0 = _mm256_mul_ps(al0, _mm256_loadu_ps(u0 + c)), b1 = _mm256_mul_ps(al1, _mm256_loadu_ps(u1 + c));
+            for (int64_t j = 0; j < n; j++) {
+                __m256 x = _mm256_loadu_ps(kv + j * W + c);
+                b0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p0 + j), x, b0);
+                b1 = _mm256_fmadd_ps(_mm256_broadcast_ss(p1 + j), x, b1);
+            }
+            _mm256_storeu_ps(u0 + c, b0);
+            _mm256_storeu_ps(u1 + c, b1);
+        }
+    }
+    for (; h < H; h++) {
+        const float *p0 = sc + h * ls;
+        float *u0 = u + h * R;
+        __m256 al0 = _mm256_set1_ps(alpha[h]);
+        for (int64_t c = 0; c < R; c += 8) {
+            __m256 b0 = _mm256_mul_ps(al0, _mm256_loadu_ps(u0 + c));
+            for (int64_t j = 0; j < n; j++)
+                b0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p0 + j), _mm256_loadu_ps(kv + j * W + c), b0);
+            _mm256_storeu_ps(u0 + c, b0);
+        }
     }
 }
 

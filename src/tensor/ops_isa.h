@@ -24,5 +24,10 @@ void ds_silu_mul_avx2(float *h, const float *g, const float *u, int64_t n);
 /* softmax in place (exp of x − max below −87 is 0; an all −inf row gives
  * zeros), the sum in float lanes folded in double */
 void ds_softmax_avx2(float *x, int64_t n);
+/* ds_kv_dequant_row (ops.h) */
+void ds_kv_dequant_row_avx2(float *y, const uint8_t *row, int64_t W, int block, int fp8);
+/* ds_mla_attn_step (ops.h) with W % 8 == 0, R % 8 == 0 */
+void ds_mla_attn_step_avx2(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv,
+                           int64_t W, int64_t n, int64_t R, float scale, float *sc);
 
 #endif

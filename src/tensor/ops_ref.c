@@ -82,3 +82,12 @@ int ds_attn_rows_ref(float *u, int64_t ldu, const float *q, int64_t ldq, int64_t
     free(p);
     return DS_OK;
 }
+
+int ds_mla_attn_ref(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H, const float *kv, int64_t W,
+                    int64_t S, int64_t R, float scale) {
+    for (int64_t h = 0; h < H; h++) {
+        int rc = ds_attn_rows_ref(out + h * ldo, ldo, q + h * ldq, ldq, 1, kv, W, R, S - 1, scale);
+        if (rc) return rc;
+    }
+    return DS_OK;
+}
