@@ -197,7 +197,7 @@ print(h.snapshot_download('test/tiny', cache_dir=sys.argv[1]))" "$tmp/hfpy" >"$t
         got=$(HF_HUB_CACHE="$tmp/hfpy" "$BIN" pull test/tiny 2>&1 >/dev/null)
         echo "$got" | grep -q " 0 downloaded" && ok "pull over huggingface_hub's cache downloads nothing" || { echo "$got"; bad "pull over hf cache"; }
     else cat "$tmp/err24"; bad "huggingface_hub.snapshot_download against the mock hub"; fi
-else echo "SKIP pull: huggingface_hub not installed (sh tools/setup.sh)"; fi
+else bad "huggingface_hub is not installed (it is in tools/setup.sh's pip list: sh tools/setup.sh)"; fi
 
 # offline: the cache answers, the network is not touched
 kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; pid=""
