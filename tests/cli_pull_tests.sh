@@ -169,6 +169,11 @@ HF_HOME="$tmp/hf9" "$BIN" pull test/gguf-split --gguf tiny-v3.llama-q8_0-00001-o
     [ "$(ls "$(cat "$tmp/out17")" | wc -l)" = 4 ] &&
     [ "$(HF_HOME="$tmp/hf9" "$BIN" generate -m test/gguf-split --prompt-ids 1,2,3 -n 8 2>&1)" = "$gwant" ] &&
     ok "--gguf first split part: all 4 parts, -m ORG/NAME works" || { cat "$tmp/err17"; bad "--gguf split"; }
+# the whole GGUF repository (two models): -m ORG/NAME does not pick one silently; the file path works
+HF_HOME="$tmp/hf10" "$BIN" pull test/gguf >"$tmp/out25" 2>/dev/null &&
+    ! HF_HOME="$tmp/hf10" "$BIN" generate -m test/gguf --prompt-ids 1,2,3 -n 8 >/dev/null 2>&1 &&
+    [ "$(HF_HOME="$tmp/hf10" "$BIN" generate -m "$(cat "$tmp/out25")/tiny-v3.llama-q8_0.gguf" --prompt-ids 1,2,3 -n 8 2>&1)" = "$gwant" ] &&
+    ok "two GGUF models in a snapshot: -m ORG/NAME refused, -m SNAPSHOT/FILE.gguf works" || bad "GGUF repo with two models"
 HF_HOME="$tmp/hf9" "$BIN" pull test/gguf --gguf nope.gguf >/dev/null 2>"$tmp/err18" && bad "--gguf absent file accepted" ||
     { grep -q "no file 'nope.gguf'" "$tmp/err18" && ok "--gguf absent file: clear error" || { cat "$tmp/err18"; bad "--gguf absent"; }; }
 

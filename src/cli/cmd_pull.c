@@ -198,25 +198,23 @@ int cli_hub_resolve(const char *spec, char *out, size_t cap) {
     if (!cached_commit(rdir, rev, commit)) return -1;
     fmt(out, cap, "%s/snapshots/%s", rdir, commit);
     if (stat(out, &sb) != 0) return -1;
-    /* a snapshot of GGUF files only (pull --gguf FILE): -m ORG/NAME is that file
-     * (one .gguf, or the first part of a split one) */
+    /* a snapshot without config.json holding one GGUF model (pull --gguf FILE): -m
+     * ORG/NAME is that file (the .gguf, or the first part of a split one) */
     char cfg[PATH_MAX], pick[NAME_MAX + 1] = "";
     fmt(cfg, sizeof cfg, "%s/config.json", out);
     if (stat(cfg, &sb) == 0) return 1;
     DIR *d = opendir(out);
     int n_gguf = 0;
-    bool first_part = false;
     for (struct dirent *de; d && (de = readdir(d));) {
         size_t n = strlen(de->d_name);
         if (n < 5 || strcmp(de->d_name + n - 5, ".gguf")) continue;
-        bool part1 = strstr(de->d_name, "-00001-of-") != NULL;
-        if (part1 && first_part) { n_gguf = 2; continue; }
-        if (part1 || !first_part) fmt(pick, sizeof pick, "%s", de->d_name);
-        if (part1) first_part = true;
-        n_gguf++;
+        const char *part = strstr(de->d_name, "-of-");
+        /* split parts other than the first do not count */
+        if (part && part - de->d_name >= 6 && part[-6] == '-' && strncmp(part - 5, "00001", 5)) continue;
+        if (n_gguf++ == 0) fmt(pick, sizeof pick, "%s", de->d_name);
     }
     if (d) closedir(d);
-    if (n_gguf == 1 || (first_part && pick[0])) {
+    if (n_gguf == 1) {   /* more than one: ambiguous, the folder stays (and is refused as a model) */
         char f[PATH_MAX];
         fmt(f, sizeof f, "%s/%s", out, pick);
         fmt(out, cap, "%s", f);
@@ -401,6 +399,7 @@ static void usage(FILE *f) {
         "  --exclude GLOB   not the files matching this glob (repeatable)\n"
         "  --gguf FILE      only this file of a GGUF repository (a split one: its first part\n"
         "                   -00001-of-N brings the other parts); -m ORG/NAME then is that file\n"
+        "                   (a snapshot of several GGUF models: -m SNAPSHOT/FILE.gguf)\n"
         "  --token TOKEN    for private and gated repositories (instead of $HF_TOKEN)\n"
         "  Environment: HF_ENDPOINT (default https://huggingface.co), HF_TOKEN, HF_HUB_OFFLINE=1\n"
         "  (no network: report the cached snapshot), DEEPSEEK_PULL_LOW_SPEED_LIMIT / _TIME (a\n"
