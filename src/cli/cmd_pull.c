@@ -536,7 +536,8 @@ int cmd_pull(int argc, char **argv) {
     if (crc != CURLE_OK) cli_die(C, "%s: %s", url, curl_easy_strerror(crc));
     if (code == 401)
         cli_die(C, "%s: unauthorized (HTTP 401 from %s): a private or gated repository needs a token: set HF_TOKEN "
-                   "or pass --token%s", repo, url, hdr ? " (the token given was refused)" : "");
+                   "or pass --token%s (the hub also answers 401 for a repository that does not exist: check the name)",
+                repo, url, hdr ? "; the token given was refused" : "");
     if (code == 403)
         cli_die(C, "%s: forbidden (HTTP 403 from %s): a gated repository? accept its terms on the hub, then use a token "
                    "of that account (HF_TOKEN or --token)", repo, url);
