@@ -83,7 +83,7 @@ if expect_ok "setup.sh --print" sh tools/setup.sh --print; then
     for p in build-essential libjansson-dev libopenblas-dev libmicrohttpd-dev chromium; do
         case " $apt " in *" $p "*) ok ;; *) fail "setup.sh's apt list lacks $p" ;; esac
     done
-    for p in openai selenium; do
+    for p in openai selenium huggingface_hub; do
         case " $pip " in *" $p "*) ok ;; *) fail "setup.sh's pip list lacks $p" ;; esac
     done
     # the list is what this machine has (dpkg systems): a package added to the

@@ -26,6 +26,10 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -193,7 +197,29 @@ int cli_hub_resolve(const char *spec, char *out, size_t cap) {
     repo_dir(rdir, sizeof rdir, root, repo);
     if (!cached_commit(rdir, rev, commit)) return -1;
     fmt(out, cap, "%s/snapshots/%s", rdir, commit);
-    return stat(out, &sb) == 0 ? 1 : -1;
+    if (stat(out, &sb) != 0) return -1;
+    /* a snapshot without config.json holding one GGUF model (pull --gguf FILE): -m
+     * ORG/NAME is that file (the .gguf, or the first part of a split one) */
+    char cfg[PATH_MAX], pick[NAME_MAX + 1] = "";
+    fmt(cfg, sizeof cfg, "%s/config.json", out);
+    if (stat(cfg, &sb) == 0) return 1;
+    DIR *d = opendir(out);
+    int n_gguf = 0;
+    for (struct dirent *de; d && (de = readdir(d));) {
+        size_t n = strlen(de->d_name);
+        if (n < 5 || strcmp(de->d_name + n - 5, ".gguf")) continue;
+        const char *part = strstr(de->d_name, "-of-");
+        /* split parts other than the first do not count */
+        if (part && part - de->d_name >= 6 && part[-6] == '-' && strncmp(part - 5, "00001", 5)) continue;
+        if (n_gguf++ == 0) fmt(pick, sizeof pick, "%s", de->d_name);
+    }
+    if (d) closedir(d);
+    if (n_gguf == 1) {   /* more than one: ambiguous, the folder stays (and is refused as a model) */
+        char f[PATH_MAX];
+        fmt(f, sizeof f, "%s/%s", out, pick);
+        fmt(out, cap, "%s", f);
+    }
+    return 1;
 }
 
 static int mkdirs(const char *path) {
@@ -230,12 +256,21 @@ static size_t mem_write(char *d, size_t sz, size_t nm, void *ud) {
     return n;
 }
 
-static struct curl_slist *auth_headers(void) {
-    const char *tok = getenv("HF_TOKEN");
+static struct curl_slist *auth_headers(const char *tok) {
+    if (!tok) tok = getenv("HF_TOKEN");
     if (!tok || !*tok) return NULL;
     char h[1024];
     fmt(h, sizeof h, "Authorization: Bearer %s", tok);
     return curl_slist_append(NULL, h);
+}
+
+static long env_long(const char *name, long def) {
+    const char *v = getenv(name);
+    if (!v || !*v) return def;
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end || x < 0) cli_die(C, "%s='%s' is not a non-negative integer", name, v);
+    return x;
 }
 
 static void curl_common(CURL *c, struct curl_slist *hdr) {
@@ -243,13 +278,14 @@ static void curl_common(CURL *c, struct curl_slist *hdr) {
     curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "deepseek.c");
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+    /* a stalled transfer (under LIMIT bytes/s for TIME seconds) fails instead of hanging */
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, env_long("DEEPSEEK_PULL_LOW_SPEED_LIMIT", 1024));
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, env_long("DEEPSEEK_PULL_LOW_SPEED_TIME", 60));
     if (hdr) curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
 }
 
 static const char *http_hint(long code) {
-    return code == 401 ? " (unauthorized: set HF_TOKEN for a private or gated repository)"
+    return code == 401 ? " (unauthorized: a private or gated repository needs a token: set HF_TOKEN or pass --token)"
          : code == 403 ? " (forbidden: gated repository? accept its terms, set HF_TOKEN)"
          : code == 404 ? " (no such repository, revision or file)" : "";
 }
@@ -261,7 +297,7 @@ typedef struct {
     int64_t base, total;
     double last;
     bool tty;
-    long status;
+    double every;   /* seconds between progress-line updates */
 } dl_state;
 
 static size_t file_write(char *d, size_t sz, size_t nm, void *ud) {
@@ -275,7 +311,7 @@ static int progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t u
     (void)ultotal; (void)ulnow;
     dl_state *s = ud;
     double now = ds_now();
-    if (!s->tty || now - s->last < 0.1) return 0;
+    if (!s->tty || now - s->last < s->every) return 0;
     s->last = now;
     int64_t total = s->total > 0 ? s->total : s->base + (int64_t)dltotal, have = s->base + (int64_t)dlnow;
     int w = 30, k = total > 0 ? (int)(w * (double)have / (double)total) : 0;
@@ -298,7 +334,10 @@ static int download(const char *url, const char *path, const char *name, int64_t
     if (!f) { fmt(errbuf, errcap, "%s: %s", path, strerror(errno)); return -1; }
     CURL *c = curl_easy_init();
     if (!c) { fclose(f); fmt(errbuf, errcap, "curl_easy_init failed"); return -1; }
-    dl_state st = { .f = f, .name = name, .base = have, .total = total, .tty = isatty(2) };
+    dl_state st = { .f = f, .name = name, .base = have, .total = total, .tty = isatty(2), .every = 0.1 };
+    /* DEEPSEEK_PULL_PROGRESS=1: the live progress line also when stderr is not a terminal (tests) */
+    const char *pe = getenv("DEEPSEEK_PULL_PROGRESS");
+    if (pe && !strcmp(pe, "1")) st.tty = true;
     char range[64];
     curl_common(c, hdr);
     curl_easy_setopt(c, CURLOPT_URL, url);
@@ -320,6 +359,9 @@ static int download(const char *url, const char *path, const char *name, int64_t
     if (st.tty) fprintf(stderr, "\n");
     if (rc != CURLE_OK) {
         if (code == 416) { remove(path); fmt(errbuf, errcap, "%s: range not satisfiable; run pull again", name); }
+        else if (rc == CURLE_OPERATION_TIMEDOUT)
+            fmt(errbuf, errcap, "%s: transfer stalled (under %ld bytes/s for %ld s; DEEPSEEK_PULL_LOW_SPEED_LIMIT/_TIME) from %s; run pull again to resume",
+                name, env_long("DEEPSEEK_PULL_LOW_SPEED_LIMIT", 1024), env_long("DEEPSEEK_PULL_LOW_SPEED_TIME", 60), url);
         else fmt(errbuf, errcap, "%s: %s (HTTP %ld)%s; run pull again to resume", name, curl_easy_strerror(rc), code,
                       http_hint(code));
         return -1;
@@ -346,20 +388,29 @@ static int download(const char *url, const char *path, const char *name, int64_t
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: deepseek pull ORG/NAME[@REV] [--include PATTERN]... [--quiet]\n"
+        "usage: deepseek pull ORG/NAME[@REV] [--include GLOB]... [--exclude GLOB]... [--gguf FILE]\n"
+        "                     [--token TOKEN] [--quiet]\n"
         "  Downloads a model repository from the Hugging Face hub into its cache\n"
         "  ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub) and prints the\n"
         "  snapshot folder; then `-m ORG/NAME[@REV]` works with every command.\n"
         "  REV: a branch, tag or commit (default main). Interrupted downloads resume; LFS files\n"
         "  are checked against their SHA-256.\n"
-        "  --include PATTERN   only files matching this glob (repeatable; default: all)\n"
-        "  Environment: HF_ENDPOINT (default https://huggingface.co), HF_TOKEN (private and\n"
-        "  gated repositories), HF_HUB_OFFLINE=1 (no network: report the cached snapshot).\n");
+        "  --include GLOB   only files matching this glob (repeatable; default: all)\n"
+        "  --exclude GLOB   not the files matching this glob (repeatable)\n"
+        "  --gguf FILE      only this file of a GGUF repository (a split one: its first part\n"
+        "                   -00001-of-N brings the other parts); -m ORG/NAME then is that file\n"
+        "                   (a snapshot of several GGUF models: -m SNAPSHOT/FILE.gguf)\n"
+        "  --token TOKEN    for private and gated repositories (instead of $HF_TOKEN)\n"
+        "  Environment: HF_ENDPOINT (default https://huggingface.co), HF_TOKEN, HF_HUB_OFFLINE=1\n"
+        "  (no network: report the cached snapshot), DEEPSEEK_PULL_LOW_SPEED_LIMIT / _TIME (a\n"
+        "  transfer under LIMIT bytes/s for TIME seconds fails; default 1024 and 60).\n"
+        "  See also: deepseek list, deepseek rm ORG/NAME.\n");
 }
 
 #include <fnmatch.h>
 
-static bool wanted(const char *file, const char **inc, int n_inc) {
+static bool wanted(const char *file, const char **inc, int n_inc, const char **exc, int n_exc) {
+    for (int i = 0; i < n_exc; i++) if (fnmatch(exc[i], file, 0) == 0) return false;
     if (n_inc == 0) return true;
     for (int i = 0; i < n_inc; i++) if (fnmatch(inc[i], file, 0) == 0) return true;
     return false;
@@ -396,13 +447,19 @@ static int link_snapshot(const char *rdir, const char *commit, const char *file,
     size_t k = 0;
     for (int i = 0; i < depth + 2 && k + 4 < sizeof target; i++, k += 3) memcpy(target + k, "../", 4);
     fmt(target + k, sizeof target - k, "blobs/%s", blob_id);
-    remove(p);
-    return symlink(target, p);
+    /* atomic: a link under a temporary name renamed over the old one (concurrent pulls) */
+    char tmp[PATH_MAX];
+    fmt(tmp, sizeof tmp, "%s.tmp%ld", p, (long)getpid());
+    remove(tmp);
+    if (symlink(target, tmp)) return -1;
+    if (rename(tmp, p)) { int e = errno; remove(tmp); errno = e; return -1; }
+    return 0;
 }
 
 int cmd_pull(int argc, char **argv) {
-    const char *spec = NULL, *inc[64];
-    int n_inc = 0;
+    const char *spec = NULL, *inc[64], *exc[64], *token = NULL, *gguf = NULL;
+    char gguf_glob[PATH_MAX];
+    int n_inc = 0, n_exc = 0;
     bool quiet = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -412,12 +469,35 @@ int cmd_pull(int argc, char **argv) {
             if (n_inc >= 64) cli_die(C, "--include: at most 64 patterns");
             inc[n_inc++] = argv[++i];
         }
+        else if (!strcmp(a, "--exclude")) {
+            if (i + 1 >= argc) cli_die(C, "--exclude needs a pattern");
+            if (n_exc >= 64) cli_die(C, "--exclude: at most 64 patterns");
+            exc[n_exc++] = argv[++i];
+        }
+        else if (!strcmp(a, "--token")) {
+            if (i + 1 >= argc || !argv[i + 1][0]) cli_die(C, "--token needs a value");
+            token = argv[++i];
+        }
+        else if (!strcmp(a, "--gguf")) {
+            if (i + 1 >= argc) cli_die(C, "--gguf needs a file name (as in the repository)");
+            gguf = argv[++i];
+            size_t n = strlen(gguf);
+            if (n < 5 || strcmp(gguf + n - 5, ".gguf")) cli_die(C, "--gguf '%s': not a .gguf file name", gguf);
+        }
         else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) quiet = true;
         else if (a[0] == '-') { usage(stderr); cli_die(C, "unknown option '%s'", a); }
         else if (!spec) spec = a;
         else cli_die(C, "one repository at a time ('%s' and '%s')", spec, a);
     }
     if (!spec) { usage(stderr); cli_die(C, "which repository? (ORG/NAME[@REV])"); }
+    if (gguf) {
+        if (n_inc) cli_die(C, "--gguf and --include: one or the other");
+        /* a first split part NAME-00001-of-NNNNN.gguf brings all parts */
+        const char *p1 = strstr(gguf, "-00001-of-");
+        if (p1) fmt(gguf_glob, sizeof gguf_glob, "%.*s-[0-9][0-9][0-9][0-9][0-9]-of-%s", (int)(p1 - gguf), gguf, p1 + 10);
+        else fmt(gguf_glob, sizeof gguf_glob, "%s", gguf);
+        inc[n_inc++] = gguf_glob;
+    }
     char repo[256], rev[128], root[PATH_MAX], rdir[PATH_MAX], commit[64];
     if (!parse_spec(spec, repo, sizeof repo, rev, sizeof rev))
         cli_die(C, "'%s' is not ORG/NAME[@REV] (letters, digits, '-', '_', '.')", spec);
@@ -437,7 +517,7 @@ int cmd_pull(int argc, char **argv) {
     size_t el = strlen(endpoint);
     while (el && endpoint[el - 1] == '/') endpoint[--el] = 0;
     if (curl_global_init(CURL_GLOBAL_DEFAULT)) cli_die(C, "libcurl initialization failed");
-    struct curl_slist *hdr = auth_headers();
+    struct curl_slist *hdr = auth_headers(token);
 
     /* the file list */
     char url[4096];
@@ -454,7 +534,16 @@ int cmd_pull(int argc, char **argv) {
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
     curl_easy_cleanup(c);
     if (crc != CURLE_OK) cli_die(C, "%s: %s", url, curl_easy_strerror(crc));
-    if (code != 200) cli_die(C, "%s: HTTP %ld%s", url, code, http_hint(code));
+    if (code == 401)
+        cli_die(C, "%s: unauthorized (HTTP 401 from %s): a private or gated repository needs a token: set HF_TOKEN "
+                   "or pass --token%s (the hub also answers 401 for a repository that does not exist: check the name)",
+                repo, url, hdr ? "; the token given was refused" : "");
+    if (code == 403)
+        cli_die(C, "%s: forbidden (HTTP 403 from %s): a gated repository? accept its terms on the hub, then use a token "
+                   "of that account (HF_TOKEN or --token)", repo, url);
+    if (code == 404)
+        cli_die(C, "%s: no such repository or revision '%s' on %s (HTTP 404 from %s)", repo, rev, endpoint, url);
+    if (code != 200) cli_die(C, "%s: HTTP %ld from %s", repo, code, url);
     ds_err e = { 0 };
     json_t *js = NULL;
     if (ds_json_load_buf(url, mb.p ? mb.p : "", mb.n, &js, &e)) cli_die_err(C, &e);
@@ -476,7 +565,7 @@ int cmd_pull(int argc, char **argv) {
     json_array_foreach(sib, i, it) {
         const char *file = json_string_value(json_object_get(it, "rfilename"));
         if (!file) continue;
-        if (!wanted(file, inc, n_inc)) continue;
+        if (!wanted(file, inc, n_inc, exc, n_exc)) continue;
         if (!safe_name(file)) cli_die(C, "refusing the file name '%s' (leaves the snapshot)", file);
         json_t *lfs = json_object_get(it, "lfs");
         const char *oid = lfs ? json_string_value(json_object_get(lfs, "sha256")) : NULL;
@@ -489,6 +578,20 @@ int cmd_pull(int argc, char **argv) {
         fmt(bpath, sizeof bpath, "%s/blobs/%s", rdir, id);
         fmt(ipath, sizeof ipath, "%s.incomplete", bpath);
         struct stat sb;
+        /* one writer per blob (another pull of this repo, or huggingface_hub, which locks
+         * the same file): $cache/.locks/models--ORG--NAME/<id>.lock */
+        char lpath[PATH_MAX];
+        fmt(lpath, sizeof lpath, "%s/.locks/%s/%s.lock", root, strrchr(rdir, '/') + 1, id);
+        *strrchr(lpath, '/') = 0;
+        if (mkdirs(lpath)) cli_die(C, "%s: %s", lpath, strerror(errno));
+        lpath[strlen(lpath)] = '/';
+        int lfd = open(lpath, O_RDWR | O_CREAT, 0644);
+        if (lfd < 0) cli_die(C, "%s: %s", lpath, strerror(errno));
+        if (flock(lfd, LOCK_EX | LOCK_NB)) {
+            if (errno != EWOULDBLOCK) cli_die(C, "%s: %s", lpath, strerror(errno));
+            if (!quiet) fprintf(stderr, "%s: another download of this file is under way; waiting for it\n", file);
+            if (flock(lfd, LOCK_EX)) cli_die(C, "%s: %s", lpath, strerror(errno));
+        }
         if (!(stat(bpath, &sb) == 0 && (size < 0 || (int64_t)sb.st_size == size))) {
             fmt(url, sizeof url, "%s/%s/resolve/%s/%s", endpoint, repo, commit, file);
             char err[2 * PATH_MAX];
@@ -509,20 +612,150 @@ int cmd_pull(int argc, char **argv) {
             n_dl++;
             if (!quiet && !isatty(2)) fprintf(stderr, "%s: %lld bytes\n", file, (long long)sb.st_size);
         }
+        close(lfd);   /* releases the lock */
         bytes += (int64_t)sb.st_size;
         if (link_snapshot(rdir, commit, file, id)) cli_die(C, "%s: cannot link into the snapshot: %s", file, strerror(errno));
         n_files++;
     }
     json_decref(js);
+    if (gguf && n_files == 0) cli_die(C, "%s@%s has no file '%s' (--gguf)", repo, rev, gguf);
     if (strcmp(rev, commit)) {
+        char tmp[PATH_MAX];
         fmt(path, sizeof path, "%s/refs/%s", rdir, rev);
-        FILE *f = fopen(path, "w");
-        if (!f || fprintf(f, "%s", commit) < 0 || fclose(f)) cli_die(C, "%s: %s", path, strerror(errno));
+        fmt(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+        FILE *f = fopen(tmp, "w");
+        if (!f || fprintf(f, "%s", commit) < 0 || fclose(f) || rename(tmp, path))
+            cli_die(C, "%s: %s", path, strerror(errno));
     }
     curl_slist_free_all(hdr);
     curl_global_cleanup();
     if (!quiet)
         fprintf(stderr, "%s@%s (%.12s): %d files, %d downloaded, %.1f MB\n", repo, rev, commit, n_files, n_dl, bytes / 1e6);
     printf("%s/snapshots/%s\n", rdir, commit);
+    return 0;
+}
+
+
+/* ------------------------------------------------------------ list and rm */
+
+static int64_t du_total;
+static int du_cb(const char *p, const struct stat *sb, int type, struct FTW *ftw) {
+    (void)p; (void)ftw;
+    if (type == FTW_F) du_total += (int64_t)sb->st_size;
+    return 0;
+}
+
+/* bytes of the blobs of one cached repository (what it takes on disk; complete blobs only) */
+static int64_t blobs_size(const char *rdir, int *n_incomplete) {
+    char p[PATH_MAX];
+    fmt(p, sizeof p, "%s/blobs", rdir);
+    int64_t total = 0;
+    *n_incomplete = 0;
+    DIR *d = opendir(p);
+    for (struct dirent *de; d && (de = readdir(d));) {
+        if (de->d_name[0] == '.') continue;
+        size_t n = strlen(de->d_name);
+        if (n > 11 && !strcmp(de->d_name + n - 11, ".incomplete")) { (*n_incomplete)++; continue; }
+        char f[PATH_MAX];
+        struct stat sb;
+        fmt(f, sizeof f, "%s/%s", p, de->d_name);
+        if (stat(f, &sb) == 0 && S_ISREG(sb.st_mode)) total += (int64_t)sb.st_size;
+    }
+    if (d) closedir(d);
+    return total;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int cmd_list(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            printf("usage: deepseek list\n"
+                   "  The models in the Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else\n"
+                   "  ~/.cache/huggingface/hub; written by `deepseek pull` or huggingface_hub): one line\n"
+                   "  each, ORG/NAME, size of its blobs, its refs (REV=COMMIT), and the folder.\n");
+            return 0;
+        }
+        cli_die("list", "unknown argument '%s' (deepseek list --help)", argv[i]);
+    }
+    char root[PATH_MAX];
+    cache_root(root, sizeof root);
+    DIR *d = opendir(root);
+    if (!d) {
+        if (errno == ENOENT) { fprintf(stderr, "list: no models cached (%s does not exist)\n", root); return 0; }
+        cli_die("list", "%s: %s", root, strerror(errno));
+    }
+    char *names[4096];
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d)) && n < 4096;)
+        if (!strncmp(de->d_name, "models--", 8) && strstr(de->d_name + 8, "--")) names[n++] = strdup(de->d_name);
+    closedir(d);
+    qsort(names, (size_t)n, sizeof names[0], cmp_str);
+    int64_t all = 0;
+    for (int k = 0; k < n; k++) {
+        char repo[512], rdir[PATH_MAX], refs[1024] = "", p[PATH_MAX];
+        const char *s = names[k] + 8, *dash = strstr(s, "--");
+        fmt(repo, sizeof repo, "%.*s/%s", (int)(dash - s), s, dash + 2);
+        fmt(rdir, sizeof rdir, "%s/%s", root, names[k]);
+        int n_inc;
+        int64_t sz = blobs_size(rdir, &n_inc);
+        all += sz;
+        fmt(p, sizeof p, "%s/refs", rdir);
+        DIR *rd = opendir(p);
+        size_t rl = 0;
+        for (struct dirent *de; rd && (de = readdir(rd));) {
+            char c[64];
+            if (de->d_name[0] == '.' || strchr(de->d_name, '.') || !cached_commit(rdir, de->d_name, c)) continue;
+            int w = snprintf(refs + rl, sizeof refs - rl, "%s%s=%.12s", rl ? "," : "", de->d_name, c);
+            if (w > 0 && (size_t)w < sizeof refs - rl) rl += (size_t)w;
+        }
+        if (rd) closedir(rd);
+        printf("%-40s %10.1f MB  %-24s %s%s\n", repo, sz / 1e6, rl ? refs : "-", rdir,
+               n_inc ? "  (unfinished downloads: run pull again)" : "");
+        free(names[k]);
+    }
+    if (n == 0) fprintf(stderr, "list: no models cached in %s\n", root);
+    else fprintf(stderr, "%d model%s, %.1f MB in %s\n", n, n == 1 ? "" : "s", all / 1e6, root);
+    return 0;
+}
+
+static int rm_cb(const char *p, const struct stat *sb, int type, struct FTW *ftw) {
+    (void)sb; (void)ftw;
+    return (type == FTW_DP ? rmdir(p) : unlink(p)) ? -1 : 0;
+}
+
+int cmd_rm(int argc, char **argv) {
+    const char *spec = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            printf("usage: deepseek rm ORG/NAME\n"
+                   "  Removes a model (all its revisions and blobs) from the Hugging Face cache\n"
+                   "  (see deepseek list).\n");
+            return 0;
+        }
+        if (argv[i][0] == '-') cli_die("rm", "unknown option '%s'", argv[i]);
+        if (spec) cli_die("rm", "one model at a time ('%s' and '%s')", spec, argv[i]);
+        spec = argv[i];
+    }
+    if (!spec) cli_die("rm", "which model? (ORG/NAME; deepseek list shows them)");
+    char repo[256], rev[128], root[PATH_MAX], rdir[PATH_MAX], trash[PATH_MAX];
+    if (!parse_spec(spec, repo, sizeof repo, rev, sizeof rev) || strchr(spec, '@'))
+        cli_die("rm", "'%s' is not ORG/NAME (letters, digits, '-', '_', '.'; a whole model is removed, no @REV)", spec);
+    cache_root(root, sizeof root);
+    repo_dir(rdir, sizeof rdir, root, repo);
+    struct stat sb;
+    if (lstat(rdir, &sb) || !S_ISDIR(sb.st_mode))
+        cli_die("rm", "%s is not in the cache (no %s; deepseek list shows what is)", repo, rdir);
+    /* first out of sight in one rename (a half-removed model never looks cached), then deleted */
+    fmt(trash, sizeof trash, "%s/.trash-%s-%ld", root, strrchr(rdir, '/') + 1, (long)getpid());
+    if (rename(rdir, trash)) cli_die("rm", "%s: %s", rdir, strerror(errno));
+    du_total = 0;
+    nftw(trash, du_cb, 16, FTW_PHYS);
+    int64_t freed = du_total;
+    if (nftw(trash, rm_cb, 16, FTW_DEPTH | FTW_PHYS)) cli_die("rm", "%s: could not delete all of it: %s", trash, strerror(errno));
+    char locks[PATH_MAX];
+    fmt(locks, sizeof locks, "%s/.locks/%s", root, strrchr(rdir, '/') + 1);
+    if (lstat(locks, &sb) == 0) nftw(locks, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    fprintf(stderr, "rm: removed %s (%.1f MB) from %s\n", repo, freed / 1e6, root);
     return 0;
 }

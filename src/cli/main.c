@@ -13,6 +13,7 @@ typedef int (*cmd_fn)(int argc, char **argv);
 #define DECL(n) int cmd_##n(int argc, char **argv) __attribute__((weak));
 DECL(info) DECL(logits) DECL(generate) DECL(chat) DECL(serve) DECL(tokenize) DECL(detokenize)
 DECL(train) DECL(grad) DECL(prepare_data) DECL(train_tokenizer) DECL(plot) DECL(convert) DECL(bench) DECL(pull)
+DECL(list) DECL(rm)
 #undef DECL
 
 static const struct { const char *name; const char *help; } k_cmds[] = {
@@ -31,6 +32,8 @@ static const struct { const char *name; const char *help; } k_cmds[] = {
     { "convert", "convert a Hugging Face folder to GGUF" },
     { "bench", "prompt-processing and generation speed" },
     { "pull", "download a model from the Hugging Face hub into its cache" },
+    { "list", "the models in the Hugging Face cache, with sizes" },
+    { "rm", "remove a model from the Hugging Face cache" },
 };
 
 static cmd_fn lookup(const char *name) {
@@ -49,6 +52,8 @@ static cmd_fn lookup(const char *name) {
     if (!strcmp(name, "convert")) return cmd_convert;
     if (!strcmp(name, "bench")) return cmd_bench;
     if (!strcmp(name, "pull")) return cmd_pull;
+    if (!strcmp(name, "list")) return cmd_list;
+    if (!strcmp(name, "rm")) return cmd_rm;
     return NULL;
 }
 
