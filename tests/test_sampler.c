@@ -196,13 +196,16 @@ TEST(vmath_twins_bit_exact) {
         static uint16_t ba16[129280], bb16[129280];
         for (float sc = 1.0f; sc <= 1000.0f; sc *= 31.0f) {
             float mxv = ds_vmax_ref(a, n);
-            ds_vbin16(ba16, a, ya, n, mxv, sc, 1e-3f, 1024);
-            ds_vbin16_ref(bb16, b, yb, n, mxv, sc, 1e-3f, 1024);
+            int64_t ca = ds_vbin16(ba16, a, ya, n, mxv, sc, 1e-3f, 1024);
+            int64_t cr = ds_vbin16_ref(bb16, b, yb, n, mxv, sc, 1e-3f, 1024);
+            CHECK_MSG(ca == cr, "vbin16 count n=%lld: %lld vs %lld", (long long)n, (long long)ca, (long long)cr);
             CHECK_MSG(memcmp(ba16, bb16, (size_t)n * 2) == 0, "vbin16 n=%lld scale %g", (long long)n, sc);
             static int32_t ea[129280], eb[129280];
             for (int v = 0; v < 1024; v += 97) {
                 int64_t na = ds_vgather_eq16(ea, ba16, n, (uint16_t)v), nb2 = ds_vgather_eq16_ref(eb, bb16, n, (uint16_t)v);
                 CHECK_MSG(na == nb2 && memcmp(ea, eb, (size_t)na * 4) == 0, "gather_eq16 n=%lld v=%d", (long long)n, v);
+                na = ds_vgather_ne16(ea, ba16, n, (uint16_t)v), nb2 = ds_vgather_ne16_ref(eb, bb16, n, (uint16_t)v);
+                CHECK_MSG(na == nb2 && memcmp(ea, eb, (size_t)na * 4) == 0, "gather_ne16 n=%lld v=%d", (long long)n, v);
             }
         }
         static int32_t ga[129280], gb[129280];

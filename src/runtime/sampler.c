@@ -164,19 +164,19 @@ static void select_top_k(ds_sampler *s, const float *l, int64_t V, int64_t k) {
  * below which top-p and min-p keep nothing. The kept set is a prefix of the
  * candidate order, so it lies among the ids with e above a threshold:
  * min-p's (e >= min_p) or, for top-p, one low enough that the ids above it
- * hold `need` of the mass. One vector pass measures the mass above 2^-2,
- * 2^-4, ..., 2^-16 and the highest holding enough (with 1e-3 to spare for
+ * hold `need` of the mass. One vector pass measures the mass above 2^-4,
+ * 2^-8, 2^-12 and 2^-16 and the highest holding enough (with 1e-3 to spare for
  * its float sums) is used; below 2^-16 the mass is summed exactly over the
  * ids above, going down by 2^-4. Thresholds are lowered by 2^-20 so that
  * exp's last-bit wobble cannot split neighbours in the order. */
 static float nucleus_threshold(ds_sampler *s, const float *e, int64_t V, double need, float min_p) {
     const float margin = 1.0f - 0x1p-20f;
     if (min_p > 0.0f) return min_p * margin;
-    float t[8];
-    double mass[8];
-    for (int j = 0; j < 8; j++) t[j] = ldexpf(margin, -2 * (j + 1));
-    ds_vmass_above(e, V, t, 8, mass);
-    for (int j = 0; j < 8; j++)
+    float t[4];
+    double mass[4];
+    for (int j = 0; j < 4; j++) t[j] = ldexpf(margin, -4 * (j + 1));
+    ds_vmass_above(e, V, t, 4, mass);
+    for (int j = 0; j < 4; j++)
         if (mass[j] >= need * (1.0 + 1e-3)) return t[j];
     for (float thr = 0x1p-20f; thr >= 0x1p-100f; thr *= 0x1p-4f) {
         int64_t n = ds_vgather_ge(s->order, e, V, thr * margin);
@@ -200,11 +200,17 @@ static float nucleus_threshold(ds_sampler *s, const float *e, int64_t V, double 
 typedef struct nucleus {
     float min_e;
     int cut_bin;
+    bool listed;        /* the ids above the threshold are order[0, n), else all V ids */
+    int64_t n;
     int64_t n_cut;
     double kept, keptm[NBK];
 } nucleus;
 
 static struct nucleus *nucleus_new(void) { return malloc(sizeof(nucleus)); }
+
+static inline int32_t cand_id(const ds_sampler *s, const nucleus *nu, int64_t j) {
+    return nu->listed ? s->order[j] : (int32_t)j;
+}
 
 static void nucleus_find(ds_sampler *s, const float *l, float mx, nucleus *nu) {
     const ds_sampler_params *p = &s->p;
@@ -217,17 +223,22 @@ static void nucleus_find(ds_sampler *s, const float *l, float mx, nucleus *nu) {
     nu->min_e = p->min_p > 0.0f ? p->min_p : 0.0f, nu->cut_bin = NBK, nu->n_cut = 0, nu->kept = 0;
     _Static_assert(NBK < DS_VBIN_NONE, "bins fit binid");
     /* the lowest logit with e >= thr, with room for exp's error */
-    ds_vbin16(s->binid, l, e, V, mx, (float)(NBK - 1) / (-logf(thr) + 1e-3f), thr, NBK);
+    int64_t above = ds_vbin16(s->binid, l, e, V, mx, (float)(NBK - 1) / (-logf(thr) + 1e-3f), thr, NBK);
     /* bin masses in 4 interleaved histograms (neighbouring ids often share a
      * bin: one chain of adds would serialize), added in a fixed order */
     double h[4][NBK], hk[4][NBK];
     memset(h, 0, sizeof h);
     bool minp = nu->min_e > 0.0f;
     if (minp) memset(hk, 0, sizeof hk);
-    for (int64_t i = 0; i < V; i++) {
+    /* the ids above the threshold, ascending: listed when they are few (a
+     * peaked row), else the loops walk the vocabulary and skip the rest */
+    nu->listed = above <= V / 4;
+    int64_t n = nu->n = nu->listed ? ds_vgather_ne16(s->order, bin, V, DS_VBIN_NONE) : V;
+    for (int64_t j = 0; j < n; j++) {
+        int32_t i = cand_id(s, nu, j);
         if (bin[i] == DS_VBIN_NONE) continue;
-        h[i & 3][bin[i]] += e[i];
-        if (minp && e[i] >= nu->min_e) hk[i & 3][bin[i]] += e[i];
+        h[j & 3][bin[i]] += e[i];
+        if (minp && e[i] >= nu->min_e) hk[j & 3][bin[i]] += e[i];
     }
     double mass[NBK];
     for (int b = 0; b < NBK; b++) {
@@ -258,8 +269,10 @@ static void nucleus_find(ds_sampler *s, const float *l, float mx, nucleus *nu) {
 /* Kept ids into ids (any order); returns how many. For ds_sampler_kept. */
 static int64_t nucleus_list(ds_sampler *s, const nucleus *nu, int32_t *ids) {
     int64_t k = 0;
-    for (int64_t i = 0; i < s->vocab; i++)
-        if (s->binid[i] < nu->cut_bin && s->probs[i] >= nu->min_e) ids[k++] = (int32_t)i;
+    for (int64_t j = 0; j < nu->n; j++) {
+        int32_t i = cand_id(s, nu, j);
+        if (s->binid[i] < nu->cut_bin && s->probs[i] >= nu->min_e) ids[k++] = i;
+    }
     for (int64_t j = 0; j < nu->n_cut; j++)
         if (s->probs[s->bin[j]] >= nu->min_e) ids[k++] = s->bin[j];
     return k;
@@ -274,10 +287,11 @@ static int32_t nucleus_draw(ds_sampler *s, const nucleus *nu, const float *l) {
     for (; b < nu->cut_bin && b < NBK - 1 && !(r < c + nu->keptm[b]); b++) c += nu->keptm[b];
     int32_t last = -1;
     if (b < nu->cut_bin) {
-        for (int64_t i = 0; i < s->vocab; i++) {
+        for (int64_t j = 0; j < nu->n; j++) {
+            int32_t i = cand_id(s, nu, j);
             if (s->binid[i] != b || e[i] < nu->min_e) continue;
-            last = (int32_t)i;
-            if (r < (c += e[i])) return (int32_t)i;
+            last = i;
+            if (r < (c += e[i])) return i;
         }
         if (last >= 0) return last;      /* rounding at the bin's end */
     }

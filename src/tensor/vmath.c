@@ -69,14 +69,24 @@ void ds_vmass_above_ref(const float *x, int64_t n, const float *thr, int nt, dou
     }
 }
 
-void ds_vbin16_ref(uint16_t *bin, const float *l, const float *e, int64_t n, float mx, float scale, float thr,
-                   int nbins) {
+int64_t ds_vbin16_ref(uint16_t *bin, const float *l, const float *e, int64_t n, float mx, float scale, float thr,
+                      int nbins) {
+    int64_t m = 0;
     for (int64_t i = 0; i < n; i++) {
         bin[i] = DS_VBIN_NONE;
         if (!(e[i] >= thr)) continue;
         int b = (int)((mx - l[i]) * scale);
         bin[i] = (uint16_t)(b < nbins - 1 ? b : nbins - 1);
+        m++;
     }
+    return m;
+}
+
+int64_t ds_vgather_ne16_ref(int32_t *ids, const uint16_t *bin, int64_t n, uint16_t v) {
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (bin[i] != v) ids[m++] = (int32_t)i;
+    return m;
 }
 
 int64_t ds_vgather_eq16_ref(int32_t *ids, const uint16_t *bin, int64_t n, uint16_t v) {
@@ -108,9 +118,12 @@ void ds_vmass_above(const float *x, int64_t n, const float *thr, int nt, double 
     else ds_vmass_above_ref(x, n, thr, nt, mass);
 }
 
-void ds_vbin16(uint16_t *bin, const float *l, const float *e, int64_t n, float mx, float scale, float thr, int nbins) {
-    if (use_avx2()) ds_vbin16_avx2(bin, l, e, n, mx, scale, thr, nbins);
-    else ds_vbin16_ref(bin, l, e, n, mx, scale, thr, nbins);
+int64_t ds_vbin16(uint16_t *bin, const float *l, const float *e, int64_t n, float mx, float scale, float thr, int nbins) {
+    return use_avx2() ? ds_vbin16_avx2(bin, l, e, n, mx, scale, thr, nbins) : ds_vbin16_ref(bin, l, e, n, mx, scale, thr, nbins);
+}
+
+int64_t ds_vgather_ne16(int32_t *ids, const uint16_t *bin, int64_t n, uint16_t v) {
+    return use_avx2() ? ds_vgather_ne16_avx2(ids, bin, n, v) : ds_vgather_ne16_ref(ids, bin, n, v);
 }
 
 int64_t ds_vgather_eq16(int32_t *ids, const uint16_t *bin, int64_t n, uint16_t v) {

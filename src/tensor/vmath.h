@@ -38,11 +38,15 @@ void ds_vmass_above_ref(const float *x, int64_t n, const float *thr, int nt, dou
 
 /* bin[i] = min(nbins - 1, (int)((mx - l[i]) · scale)) where e[i] >= thr,
  * else DS_VBIN_NONE (the float ops and the truncation exactly so). For
- * logits <= mx, nbins <= 65535. */
+ * logits <= mx, nbins <= 65535. Returns how many are not DS_VBIN_NONE. */
 #define DS_VBIN_NONE 0xFFFF
-void ds_vbin16(uint16_t *bin, const float *l, const float *e, int64_t n, float mx, float scale, float thr, int nbins);
-void ds_vbin16_ref(uint16_t *bin, const float *l, const float *e, int64_t n, float mx, float scale, float thr,
+int64_t ds_vbin16(uint16_t *bin, const float *l, const float *e, int64_t n, float mx, float scale, float thr, int nbins);
+int64_t ds_vbin16_ref(uint16_t *bin, const float *l, const float *e, int64_t n, float mx, float scale, float thr,
                    int nbins);
+
+/* ids[0, m) = the indices i with bin[i] != v, ascending; returns m. */
+int64_t ds_vgather_ne16(int32_t *ids, const uint16_t *bin, int64_t n, uint16_t v);
+int64_t ds_vgather_ne16_ref(int32_t *ids, const uint16_t *bin, int64_t n, uint16_t v);
 
 /* ids[0, m) = the indices i with bin[i] == v, ascending; returns m. */
 int64_t ds_vgather_eq16(int32_t *ids, const uint16_t *bin, int64_t n, uint16_t v);

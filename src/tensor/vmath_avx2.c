@@ -8,6 +8,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <stdbool.h>
 
 
 
@@ -101,8 +102,9 @@ void ds_vmass_above_avx2(const float *x, int64_t n, const float *thr, int nt, do
     }
 }
 
-void ds_vbin16_avx2(uint16_t *bin, const float *l, const float *e, int64_t n, float mx, float scale, float thr,
-                    int nbins) {
+int64_t ds_vbin16_avx2(uint16_t *bin, const float *l, const float *e, int64_t n, float mx, float scale, float thr,
+                       int nbins) {
+    int64_t cnt = 0;
     const __m256 m = _mm256_set1_ps(mx), sc = _mm256_set1_ps(scale), t = _mm256_set1_ps(thr);
     const __m256i top = _mm256_set1_epi32(nbins - 1), none = _mm256_set1_epi32(DS_VBIN_NONE);
     int64_t i = 0;
@@ -111,8 +113,9 @@ void ds_vbin16_avx2(uint16_t *bin, const float *l, const float *e, int64_t n, fl
         for (int h = 0; h < 2; h++) {
             __m256 lv = _mm256_loadu_ps(l + i + 8 * h), ev = _mm256_loadu_ps(e + i + 8 * h);
             __m256i bi = _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_mul_ps(_mm256_sub_ps(m, lv), sc)), top);
-            __m256i keep = _mm256_castps_si256(_mm256_cmp_ps(ev, t, _CMP_GE_OQ));
-            b[h] = _mm256_blendv_epi8(none, bi, keep);
+            __m256 keepf = _mm256_cmp_ps(ev, t, _CMP_GE_OQ);
+            cnt += __builtin_popcount((unsigned)_mm256_movemask_ps(keepf));
+            b[h] = _mm256_blendv_epi8(none, bi, _mm256_castps_si256(keepf));
         }
         /* 16 x int32 -> 16 x uint16 in order (packus works per 128-bit lane) */
         __m256i pk = _mm256_permute4x64_epi64(_mm256_packus_epi32(b[0], b[1]), 0xD8);
@@ -123,15 +126,19 @@ void ds_vbin16_avx2(uint16_t *bin, const float *l, const float *e, int64_t n, fl
         if (!(e[i] >= thr)) continue;
         int bi = (int)((mx - l[i]) * scale);
         bin[i] = (uint16_t)(bi < nbins - 1 ? bi : nbins - 1);
+        cnt++;
     }
+    return cnt;
 }
 
-int64_t ds_vgather_eq16_avx2(int32_t *ids, const uint16_t *bin, int64_t n, uint16_t v) {
+/* indices where bin[i] == v (eq) or != v (!eq), 16 at a time */
+static int64_t gather16(int32_t *ids, const uint16_t *bin, int64_t n, uint16_t v, bool eq) {
     const __m256i t = _mm256_set1_epi16((short)v);
+    const unsigned flip = eq ? 0u : 0xFFFFFFFFu;
     int64_t m = 0, i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m256i eq = _mm256_cmpeq_epi16(_mm256_loadu_si256((const __m256i *)(bin + i)), t);
-        unsigned mask = (unsigned)_mm256_movemask_epi8(eq);   /* 2 bits per element */
+        __m256i e = _mm256_cmpeq_epi16(_mm256_loadu_si256((const __m256i *)(bin + i)), t);
+        unsigned mask = (unsigned)_mm256_movemask_epi8(e) ^ flip;   /* 2 bits per element */
         while (mask) {
             ids[m++] = (int32_t)(i + (__builtin_ctz(mask) >> 1));
             mask &= mask - 1;
@@ -139,8 +146,16 @@ int64_t ds_vgather_eq16_avx2(int32_t *ids, const uint16_t *bin, int64_t n, uint1
         }
     }
     for (; i < n; i++)
-        if (bin[i] == v) ids[m++] = (int32_t)i;
+        if ((bin[i] == v) == eq) ids[m++] = (int32_t)i;
     return m;
+}
+
+int64_t ds_vgather_ne16_avx2(int32_t *ids, const uint16_t *bin, int64_t n, uint16_t v) {
+    return gather16(ids, bin, n, v, false);
+}
+
+int64_t ds_vgather_eq16_avx2(int32_t *ids, const uint16_t *bin, int64_t n, uint16_t v) {
+    return gather16(ids, bin, n, v, true);
 }
 
 int64_t ds_vgather_ge_avx2(int32_t *ids, const float *x, int64_t n, float thr) {
