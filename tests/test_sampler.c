@@ -193,6 +193,13 @@ TEST(vmath_twins_bit_exact) {
         ds_vmass_above(ya, n, th, 8, mha);
         ds_vmass_above_ref(yb, n, th, 8, mhb);
         CHECK_MSG(memcmp(mha, mhb, sizeof mha) == 0, "mass_above n=%lld", (long long)n);
+        {   /* the fused pass: the same y, sum and masses as the two passes */
+            static float yf[129280], yg[129280];
+            double mf[8], mg[8];
+            double sf = ds_vexp_sum_mass(yf, a, ma, n, th, 8, mf), sg = ds_vexp_sum_mass_ref(yg, b, mb, n, th, 8, mg);
+            CHECK_MSG(sf == sg && sf == sa && memcmp(yf, ya, (size_t)n * 4) == 0 && memcmp(yg, yb, (size_t)n * 4) == 0 &&
+                      memcmp(mf, mha, sizeof mf) == 0 && memcmp(mg, mhb, sizeof mg) == 0, "vexp_sum_mass n=%lld", (long long)n);
+        }
         static uint16_t ba16[129280], bb16[129280];
         for (float sc = 1.0f; sc <= 1000.0f; sc *= 31.0f) {
             float mxv = ds_vmax_ref(a, n);

@@ -164,18 +164,15 @@ static void select_top_k(ds_sampler *s, const float *l, int64_t V, int64_t k) {
  * below which top-p and min-p keep nothing. The kept set is a prefix of the
  * candidate order, so it lies among the ids with e above a threshold:
  * min-p's (e >= min_p) or, for top-p, one low enough that the ids above it
- * hold `need` of the mass. One vector pass measures the mass above 2^-4,
- * 2^-8, 2^-12 and 2^-16 and the highest holding enough (with 1e-3 to spare for
+ * hold `need` of the mass. The exp pass measures the mass above 2^-4,
+ * 2^-8, 2^-12 and 2^-16 (t, mass) and the highest holding enough (with 1e-3 to spare for
  * its float sums) is used; below 2^-16 the mass is summed exactly over the
  * ids above, going down by 2^-4. Thresholds are lowered by 2^-20 so that
  * exp's last-bit wobble cannot split neighbours in the order. */
-static float nucleus_threshold(ds_sampler *s, const float *e, int64_t V, double need, float min_p) {
+static float nucleus_threshold(ds_sampler *s, const float *e, int64_t V, double need, float min_p, const float *t,
+                               const double *mass) {
     const float margin = 1.0f - 0x1p-20f;
     if (min_p > 0.0f) return min_p * margin;
-    float t[4];
-    double mass[4];
-    for (int j = 0; j < 4; j++) t[j] = ldexpf(margin, -4 * (j + 1));
-    ds_vmass_above(e, V, t, 4, mass);
     for (int j = 0; j < 4; j++)
         if (mass[j] >= need * (1.0 + 1e-3)) return t[j];
     for (float thr = 0x1p-20f; thr >= 0x1p-100f; thr *= 0x1p-4f) {
@@ -217,8 +214,14 @@ static void nucleus_find(ds_sampler *s, const float *l, float mx, nucleus *nu) {
     const float *e = s->probs;
     const uint16_t *bin = s->binid;
     int64_t V = s->vocab;
-    double total = ds_vexp_sum(s->probs, l, mx, V, NULL), need = p->top_p < 1.0f ? p->top_p * total : 0.0;
-    float thr = nucleus_threshold(s, e, V, need, p->min_p);
+    /* with top-p: the mass above 2^-4, 2^-8, 2^-12, 2^-16 measured in the exp pass */
+    float t[4];
+    double tmass[4] = { 0 };
+    for (int j = 0; j < 4; j++) t[j] = ldexpf(1.0f - 0x1p-20f, -4 * (j + 1));
+    double total = p->min_p > 0.0f ? ds_vexp_sum(s->probs, l, mx, V, NULL)
+                                   : ds_vexp_sum_mass(s->probs, l, mx, V, t, 4, tmass);
+    double need = p->top_p < 1.0f ? p->top_p * total : 0.0;
+    float thr = nucleus_threshold(s, e, V, need, p->min_p, t, tmass);
     /* min-p keeps probabilities >= min_p · the top one, whose e is 1 */
     nu->min_e = p->min_p > 0.0f ? p->min_p : 0.0f, nu->cut_bin = NBK, nu->n_cut = 0, nu->kept = 0;
     _Static_assert(NBK < DS_VBIN_NONE, "bins fit binid");

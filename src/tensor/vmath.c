@@ -58,6 +58,12 @@ double ds_vexp_sum_ref(float *y, const float *x, float mx, int64_t n, double *bs
     return total;
 }
 
+double ds_vexp_sum_mass_ref(float *y, const float *x, float mx, int64_t n, const float *thr, int nt, double *mass) {
+    double total = ds_vexp_sum_ref(y, x, mx, n, NULL);
+    ds_vmass_above_ref(y, n, thr, nt, mass);
+    return total;
+}
+
 void ds_vmass_above_ref(const float *x, int64_t n, const float *thr, int nt, double *mass) {
     float acc[8][8] = { { 0 } };
     for (int64_t i = 0; i < n; i++)
@@ -111,6 +117,10 @@ float ds_vdiv_max(float *x, int64_t n, float t) {
 
 double ds_vexp_sum(float *y, const float *x, float mx, int64_t n, double *bsum) {
     return use_avx2() ? ds_vexp_sum_avx2(y, x, mx, n, bsum) : ds_vexp_sum_ref(y, x, mx, n, bsum);
+}
+
+double ds_vexp_sum_mass(float *y, const float *x, float mx, int64_t n, const float *thr, int nt, double *mass) {
+    return use_avx2() ? ds_vexp_sum_mass_avx2(y, x, mx, n, thr, nt, mass) : ds_vexp_sum_mass_ref(y, x, mx, n, thr, nt, mass);
 }
 
 void ds_vmass_above(const float *x, int64_t n, const float *thr, int nt, double *mass) {

@@ -30,6 +30,11 @@ float ds_vdiv_max_ref(float *x, int64_t n, float t);
 double ds_vexp_sum(float *y, const float *x, float mx, int64_t n, double *bsum);
 double ds_vexp_sum_ref(float *y, const float *x, float mx, int64_t n, double *bsum);
 
+/* ds_vexp_sum (no block sums) and ds_vmass_above of the y it writes, in
+ * one pass: returns the same sum, mass[] the same as ds_vmass_above(y). */
+double ds_vexp_sum_mass(float *y, const float *x, float mx, int64_t n, const float *thr, int nt, double *mass);
+double ds_vexp_sum_mass_ref(float *y, const float *x, float mx, int64_t n, const float *thr, int nt, double *mass);
+
 /* mass[j] = Σ x[i] over the i with x[i] >= thr[j], for nt <= 8
  * thresholds: float sums per (threshold, lane i % 8), the 8 lanes added in
  * order in double. One pass; for choosing a threshold, not for exact sums. */

@@ -83,6 +83,54 @@ double ds_vexp_sum_avx2(float *y, const float *x, float mx, int64_t n, double *b
     return total;
 }
 
+/* ds_vexp_sum_avx2's blocks with ds_vmass_above_avx2's lane sums folded in
+ * (the same operations in the same order, so the same bits as the two) */
+double ds_vexp_sum_mass_avx2(float *y, const float *x, float mx, int64_t n, const float *thr, int nt,
+                             double *mass) {
+    const __m256 mb = _mm256_set1_ps(mx), lo = _mm256_set1_ps(-87.0f);
+    __m256 acc[8], t[8];
+    for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps(), t[j] = _mm256_set1_ps(j < nt ? thr[j] : INFINITY);
+    double total = 0;
+    int64_t i = 0;
+    for (int64_t b0 = 0; b0 < n; b0 += DS_VBLOCK) {
+        int64_t b1 = b0 + DS_VBLOCK < n ? b0 + DS_VBLOCK : n;
+        __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+        for (i = b0; i + 8 <= b1; i += 8) {
+            __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), mb);
+            __m256 e = _mm256_and_ps(ds_exp256(d), _mm256_cmp_ps(d, lo, _CMP_GE_OQ));
+            _mm256_storeu_ps(y + i, e);
+            a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+            a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+            for (int j = 0; j < nt; j++) acc[j] = _mm256_add_ps(acc[j], _mm256_and_ps(e, _mm256_cmp_ps(e, t[j], _CMP_GE_OQ)));
+        }
+        double ac[8];
+        _mm256_storeu_pd(ac, a0);
+        _mm256_storeu_pd(ac + 4, a1);
+        if (i < b1) {   /* the tail (only in the last block) */
+            float d[8] = { 0 }, e[8];
+            int64_t r = b1 - i;
+            for (int64_t k = 0; k < r; k++) d[k] = x[i + k] - mx;
+            __m256 dv = _mm256_loadu_ps(d);
+            _mm256_storeu_ps(e, _mm256_and_ps(ds_exp256(dv), _mm256_cmp_ps(dv, lo, _CMP_GE_OQ)));
+            for (int64_t k = 0; k < r; k++) { y[i + k] = e[k]; ac[k] += e[k]; }
+        }
+        double sum = 0;
+        for (int k = 0; k < 8; k++) sum += ac[k];
+        total += sum;
+    }
+    /* the tail's masses as ds_vmass_above's scalar tail adds them */
+    float a[8][8];
+    for (int j = 0; j < 8; j++) _mm256_storeu_ps(a[j], acc[j]);
+    for (int64_t k = n - n % 8; k < n; k++)
+        for (int j = 0; j < nt; j++)
+            if (y[k] >= thr[j]) a[j][k % 8] += y[k];
+    for (int j = 0; j < nt; j++) {
+        mass[j] = 0;
+        for (int k = 0; k < 8; k++) mass[j] += a[j][k];
+    }
+    return total;
+}
+
 void ds_vmass_above_avx2(const float *x, int64_t n, const float *thr, int nt, double *mass) {
     __m256 acc[8], t[8];
     for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps(), t[j] = _mm256_set1_ps(j < nt ? thr[j] : INFINITY);

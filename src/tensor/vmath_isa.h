@@ -10,6 +10,8 @@
 float ds_vmax_avx2(const float *x, int64_t n);
 float ds_vdiv_max_avx2(float *x, int64_t n, float t);
 double ds_vexp_sum_avx2(float *y, const float *x, float mx, int64_t n, double *bsum);
+double ds_vexp_sum_mass_avx2(float *y, const float *x, float mx, int64_t n, const float *thr, int nt,
+                             double *mass);
 void ds_vmass_above_avx2(const float *x, int64_t n, const float *thr, int nt, double *mass);
 int64_t ds_vbin16_avx2(uint16_t *bin, const float *l, const float *e, int64_t n, float mx, float scale, float thr,
                     int nbins);
