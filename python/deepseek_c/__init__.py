@@ -225,7 +225,21 @@ def _split_reasoning(text, starts):
 # ------------------------------------------------------------------ model
 
 
-class Model:
+class _Owned:
+    """A library handle freed by close(): also on garbage collection and at
+    the end of a `with` block."""
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+class Model(_Owned):
     """A loaded model (weights memory-mapped, read-only; shareable across threads).
 
     Model(path=None, threads=0, kv_type="f32", n_ctx=0): path is a Hugging Face
@@ -257,14 +271,6 @@ class Model:
             _model_free(self._h)
             self._h = None
 
-    def __del__(self):
-        self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
 
     # -------------------------------------------------------------- text
     def tokenize(self, text, special=True, add_bos=False):
@@ -368,7 +374,7 @@ def _chat_stream(it, starts):
 # ------------------------------------------------------------------ session
 
 
-class Session:
+class Session(_Owned):
     """One sequence over a Model: KV cache, sampler, stop strings.
 
     decode(ids) appends tokens (prefill / decode); logits() the last position's;
@@ -396,14 +402,6 @@ class Session:
             _session_free(self._h)
             self._h = None
 
-    def __del__(self):
-        self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
 
     @property
     def n_past(self):

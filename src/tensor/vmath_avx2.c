@@ -51,8 +51,15 @@ float ds_vdiv_max_avx2(float *x, int64_t n, float t) {
     return m;
 }
 
-double ds_vexp_sum_avx2(float *y, const float *x, float mx, int64_t n, double *bsum) {
+/* exp(x - mx) into y in blocks of DS_VBLOCK with the twin's double lane
+ * sums (block sums into bsum when given); with nt > 0 also ds_vmass_above's
+ * float lane sums of y over the thresholds, in the same order, so the same
+ * bits as the separate pass */
+static double exp_blocks(float *y, const float *x, float mx, int64_t n, double *bsum, const float *thr, int nt,
+                         double *mass) {
     const __m256 mb = _mm256_set1_ps(mx), lo = _mm256_set1_ps(-87.0f);
+    __m256 macc[8], t[8];
+    for (int j = 0; j < nt; j++) macc[j] = _mm256_setzero_ps(), t[j] = _mm256_set1_ps(thr[j]);
     double total = 0;
     for (int64_t b0 = 0; b0 < n; b0 += DS_VBLOCK) {
         int64_t b1 = b0 + DS_VBLOCK < n ? b0 + DS_VBLOCK : n, i = b0;
@@ -63,6 +70,7 @@ double ds_vexp_sum_avx2(float *y, const float *x, float mx, int64_t n, double *b
             _mm256_storeu_ps(y + i, e);
             a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
             a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+            for (int j = 0; j < nt; j++) macc[j] = _mm256_add_ps(macc[j], _mm256_and_ps(e, _mm256_cmp_ps(e, t[j], _CMP_GE_OQ)));
         }
         double acc[8];
         _mm256_storeu_pd(acc, a0);
@@ -75,60 +83,32 @@ double ds_vexp_sum_avx2(float *y, const float *x, float mx, int64_t n, double *b
             _mm256_storeu_ps(e, _mm256_and_ps(ds_exp256(dv), _mm256_cmp_ps(dv, lo, _CMP_GE_OQ)));
             for (int64_t k = 0; k < r; k++) { y[i + k] = e[k]; acc[k] += e[k]; }
         }
-        double s = 0;
-        for (int k = 0; k < 8; k++) s += acc[k];
-        if (bsum) bsum[b0 / DS_VBLOCK] = s;
-        total += s;
+        double sum = 0;
+        for (int k = 0; k < 8; k++) sum += acc[k];
+        if (bsum) bsum[b0 / DS_VBLOCK] = sum;
+        total += sum;
+    }
+    if (nt > 0) {   /* the tail's masses as ds_vmass_above's scalar tail adds them */
+        float a[8][8];
+        for (int j = 0; j < nt; j++) _mm256_storeu_ps(a[j], macc[j]);
+        for (int64_t k = n - n % 8; k < n; k++)
+            for (int j = 0; j < nt; j++)
+                if (y[k] >= thr[j]) a[j][k % 8] += y[k];
+        for (int j = 0; j < nt; j++) {
+            mass[j] = 0;
+            for (int k = 0; k < 8; k++) mass[j] += a[j][k];
+        }
     }
     return total;
 }
 
-/* ds_vexp_sum_avx2's blocks with ds_vmass_above_avx2's lane sums folded in
- * (the same operations in the same order, so the same bits as the two) */
+double ds_vexp_sum_avx2(float *y, const float *x, float mx, int64_t n, double *bsum) {
+    return exp_blocks(y, x, mx, n, bsum, NULL, 0, NULL);
+}
+
 double ds_vexp_sum_mass_avx2(float *y, const float *x, float mx, int64_t n, const float *thr, int nt,
                              double *mass) {
-    const __m256 mb = _mm256_set1_ps(mx), lo = _mm256_set1_ps(-87.0f);
-    __m256 acc[8], t[8];
-    for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps(), t[j] = _mm256_set1_ps(j < nt ? thr[j] : INFINITY);
-    double total = 0;
-    int64_t i = 0;
-    for (int64_t b0 = 0; b0 < n; b0 += DS_VBLOCK) {
-        int64_t b1 = b0 + DS_VBLOCK < n ? b0 + DS_VBLOCK : n;
-        __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
-        for (i = b0; i + 8 <= b1; i += 8) {
-            __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), mb);
-            __m256 e = _mm256_and_ps(ds_exp256(d), _mm256_cmp_ps(d, lo, _CMP_GE_OQ));
-            _mm256_storeu_ps(y + i, e);
-            a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-            a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-            for (int j = 0; j < nt; j++) acc[j] = _mm256_add_ps(acc[j], _mm256_and_ps(e, _mm256_cmp_ps(e, t[j], _CMP_GE_OQ)));
-        }
-        double ac[8];
-        _mm256_storeu_pd(ac, a0);
-        _mm256_storeu_pd(ac + 4, a1);
-        if (i < b1) {   /* the tail (only in the last block) */
-            float d[8] = { 0 }, e[8];
-            int64_t r = b1 - i;
-            for (int64_t k = 0; k < r; k++) d[k] = x[i + k] - mx;
-            __m256 dv = _mm256_loadu_ps(d);
-            _mm256_storeu_ps(e, _mm256_and_ps(ds_exp256(dv), _mm256_cmp_ps(dv, lo, _CMP_GE_OQ)));
-            for (int64_t k = 0; k < r; k++) { y[i + k] = e[k]; ac[k] += e[k]; }
-        }
-        double sum = 0;
-        for (int k = 0; k < 8; k++) sum += ac[k];
-        total += sum;
-    }
-    /* the tail's masses as ds_vmass_above's scalar tail adds them */
-    float a[8][8];
-    for (int j = 0; j < 8; j++) _mm256_storeu_ps(a[j], acc[j]);
-    for (int64_t k = n - n % 8; k < n; k++)
-        for (int j = 0; j < nt; j++)
-            if (y[k] >= thr[j]) a[j][k % 8] += y[k];
-    for (int j = 0; j < nt; j++) {
-        mass[j] = 0;
-        for (int k = 0; k < 8; k++) mass[j] += a[j][k];
-    }
-    return total;
+    return exp_blocks(y, x, mx, n, NULL, thr, nt, mass);
 }
 
 void ds_vmass_above_avx2(const float *x, int64_t n, const float *thr, int nt, double *mass) {
