@@ -100,7 +100,8 @@ int cmd_bench_sampler(int argc, char **argv) {
             for (int i = 0; i < 256; i++) ds_sampler_accept(&s, (int32_t)((i * 7919) % V));  /* a 256-token history */
             double fast = time_us(&s, base, l, V, iters, reps, false, copy_us);
             double slow = ref ? time_us(&s, base, l, V, iters < 40 ? iters : 40, reps, true, copy_us) : 0;
-            if (ref) printf("%-24s %9lld %12.2f %12.2f %7.1fx\n", st->name, (long long)V, fast, slow, slow / fast);
+            if (ref && fast > 0) printf("%-24s %9lld %12.2f %12.2f %7.1fx\n", st->name, (long long)V, fast, slow, slow / fast);
+            else if (ref) printf("%-24s %9lld %12s %12.2f %8s\n", st->name, (long long)V, "< copy", slow, "-");
             else printf("%-24s %9lld %12.2f\n", st->name, (long long)V, fast);
             ds_sampler_free(&s);
         }
