@@ -1,10 +1,12 @@
 /*
  * cmd_grad.c - `deepseek grad`: loss and gradient of every stored tensor
- * for one sequence (the parity hook against PyTorch autograd).
+ * for one sequence (the parity hook against PyTorch autograd), or of GRPO's
+ * objective over a batch file (--grpo, src/train/grpo.h).
  */
 #include "cli.h"
 #include "../core/mmap_file.h"
 #include "../core/thread.h"
+#include "../train/grpo.h"
 #include "../train/tmodel.h"
 
 #include <stdio.h>
@@ -14,6 +16,7 @@
 static void usage(FILE *f) {
     fprintf(f,
         "usage: deepseek grad -m MODEL_DIR --tokens 0,5,17,... --out FILE.safetensors [options]\n"
+        "       deepseek grad -m MODEL_DIR --grpo BATCH.json --out FILE.safetensors\n"
         "  For one sequence of T tokens computes\n"
         "    ce      = mean over t < T-1 of -log p(tok[t+1] | tok[<=t])\n"
         "    mtp     = mean over t < T-2 of -log p_mtp(tok[t+2])   (the `logits --mtp` module; 0 without MTP)\n"
@@ -23,11 +26,42 @@ static void usage(FILE *f) {
         "  stored tensor as F32 under its own name and shape (e_score_correction_bias: zeros).\n"
         "  --mtp-weight L       (default 0.3)\n"
         "  --balance-alpha A    (default 0.0001)\n"
-        "  -t, --threads N\n");
+        "  -t, --threads N\n"
+        "  --grpo BATCH.json    instead of --tokens: GRPO's objective (no MTP, no balance term) over\n"
+        "    {\"epsilon\": ε, \"beta\": β, \"samples\": [{\"prompt\": [ids], \"completion\": [ids],\n"
+        "      \"advantage\": A, \"old_logprobs\": [one per completion token], \"ref_logprobs\": [same]}]}\n"
+        "    ρ = exp(lp − old), r = ref − lp, lp = log p(completion token) from the model:\n"
+        "    loss = −(1/S) Σ_s (1/|o_s|) Σ_t [min(ρA, clip(ρ, 1−ε, 1+ε)A) − β(e^r − r − 1)]\n"
+        "    kl   =  (1/S) Σ_s (1/|o_s|) Σ_t (e^r − r − 1)\n"
+        "    prints {\"loss\":…,\"kl\":…} and writes d loss / d tensor (zeros where a tensor takes no part).\n");
+}
+
+static int grad_grpo(const char *dir, const char *path, const char *out) {
+    const char *C = "grad";
+    ds_err e = { 0 };
+    ds_tmodel *m;
+    if (ds_tmodel_load(&m, dir, &e)) cli_die_err(C, &e);
+    ds_grpo_batch b;
+    if (ds_grpo_batch_load(&b, path, m->cfg.vocab_size, &e)) cli_die_err(C, &e);
+    ds_tmodel_zero_grad(m);
+    ds_grpo_opts o = { b.epsilon, b.beta, DS_GRPO_NORM_SEQ, 0, 0 };
+    ds_grpo_stats st;
+    if (ds_grpo_step(m, b.samples, b.n, &o, false, &st, NULL, &e)) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s: %s", path, e.msg);
+        cli_die(C, "%s", msg);
+    }
+    char meta[256];
+    snprintf(meta, sizeof meta, "{\"format\":\"pt\",\"what\":\"deepseek grad --grpo\",\"loss\":\"%.9g\"}", st.loss);
+    if (ds_mkdir_parent(out, &e) || ds_tmodel_save(m, out, true, meta, &e)) cli_die_err(C, &e);
+    printf("{\"loss\":%.9g,\"kl\":%.9g}\n", st.loss, st.kl);
+    ds_grpo_batch_free(&b);
+    ds_tmodel_free(m);
+    return 0;
 }
 
 int cmd_grad(int argc, char **argv) {
-    const char *C = "grad", *dir = NULL, *out = NULL, *toks = NULL;
+    const char *C = "grad", *dir = NULL, *out = NULL, *toks = NULL, *grpo = NULL;
     double lam = 0.3, alpha = 1e-4;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -35,6 +69,7 @@ int cmd_grad(int argc, char **argv) {
         if (cli_is_help(a)) { usage(stdout); return 0; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { dir = v; i++; }
         else if (!strcmp(a, "--tokens")) { toks = v; i++; }
+        else if (!strcmp(a, "--grpo")) { grpo = v; i++; }
         else if (!strcmp(a, "--out") || !strcmp(a, "-o")) { out = v; i++; }
         else if (!strcmp(a, "--mtp-weight")) { lam = cli_parse_num(C, a, v, 0, 1e6); i++; }
         else if (!strcmp(a, "--balance-alpha")) { alpha = cli_parse_num(C, a, v, 0, 1e6); i++; }
@@ -44,8 +79,10 @@ int cmd_grad(int argc, char **argv) {
     if (!dir) dir = cli_default_model();
     if (!dir) cli_die(C, "no model given (-m MODEL_DIR)");
     cli_check_model(C, dir);
-    if (!toks) cli_die(C, "--tokens is required");
+    if (!toks && !grpo) cli_die(C, "--tokens or --grpo is required");
+    if (toks && grpo) cli_die(C, "--tokens and --grpo exclude each other");
     if (!out) cli_die(C, "--out is required");
+    if (grpo) return grad_grpo(dir, grpo, out);
     int64_t T;
     int32_t *tok = cli_parse_ids(C, "--tokens", toks, &T);
     if (T < 2) cli_die(C, "--tokens: need at least 2 tokens");

@@ -25,7 +25,7 @@ static const struct { const char *name; const char *help; } k_cmds[] = {
     { "tokenize", "text -> token ids" },
     { "detokenize", "token ids -> text" },
     { "train", "train a DeepSeek-V3-architecture model" },
-    { "grad", "loss and gradients of one sequence" },
+    { "grad", "loss and gradients of one sequence (or a GRPO batch)" },
     { "prepare-data", "tokenize text files into training shards" },
     { "train-tokenizer", "train a byte-level BPE tokenizer" },
     { "plot", "plot training metrics to PNG" },
