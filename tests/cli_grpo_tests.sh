@@ -117,6 +117,10 @@ strip() { sed 's/"rollout_tok_s.*//' "$1"; }
 tail -n 1 "$T/grpo/metrics.jsonl" | strip /dev/stdin >"$T/m_full"
 tail -n 1 "$T/grpo2/metrics.jsonl" | strip /dev/stdin >"$T/m_res"
 grep -q '"step":2' "$T/m_full" && cmp -s "$T/m_full" "$T/m_res" && ok || fail "grpo resume: $(cat "$T/m_res") vs $(cat "$T/m_full")"
+"$BIN" plot --out "$T/grpo.png" "$T/grpo" >"$T/out" 2>"$T/err" && [ -s "$T/grpo.png" ] && grep -q 'GRPO reward' "$T/err" && ok \
+    || fail "plot of a grpo run: $(cat "$T/err")"
+"$BIN" grpo --bench-rollouts --init-from "$T/sft/latest" --digits 2 --prompts-per-step 2 --group-size 4 --max-new 16 \
+    --threads 2 >"$T/out" 2>"$T/err" && grep -q '"same_tokens":true' "$T/out" && ok || fail "grpo --bench-rollouts: $(cat "$T/out" "$T/err")"
 expect_fail "grpo: unknown key" "unknown option or recipe key '--no-such'" "$BIN" grpo $G --no-such 1
 expect_fail "grpo: bad norm" "norm: seq, token or const" "$BIN" grpo $G --norm mean
 expect_fail "grpo: group of one" "group_size >= 2" "$BIN" grpo $G --group-size 1

@@ -88,6 +88,8 @@ static void usage(FILE *f) {
         "    seed (1), log_every (1), ckpt_every (0 = at the end), eval_every (0 = never; greedy pass@1 on\n"
         "    eval_n (200) held-out problems, eval seed 1), threads (0 = all), max_nan_skips (10),\n"
         "    micro_batch (0 = all samples in one forward), sequential_rollouts (0; 1 = the one-at-a-time baseline)\n"
+        "  --bench-rollouts   no training: P prompts x G completions of the task through the batched\n"
+        "    engine and one at a time (same seeds, so the same tokens: checked); prints tokens/s of both\n"
         "  OUT/metrics.jsonl per step: reward, reward_accuracy, reward_format, accuracy, length, kl, clip_frac,\n"
         "  loss, rollout_tok_s, t_rollout, t_score, t_update (seconds), eval_pass1 when evaluated.\n");
 }
@@ -134,10 +136,66 @@ static double eval_pass1(const char *C, const ds_model *pm, ds_ctx *x, const ds_
     return acc / (double)n;
 }
 
+/* `grpo --bench-rollouts`: batched vs sequential rollouts of the same
+ * prompts and seeds (so the same tokens, checked), tokens/s of each. */
+static int bench_rollouts(grpo_recipe *r) {
+    const char *C = "grpo --bench-rollouts";
+    if (r->threads > 0) ds_threads_set((int)r->threads);
+    ds_task_opts to = { (int)r->digits, r->ops[0] ? r->ops : NULL, (int)r->cd_numbers, (int)r->cd_max };
+    int64_t P = r->prompts_per_step, G = r->group_size;
+    ds_problem *ps = cli_reason_problems(C, r->task, &P, (uint64_t)r->seed, DS_SPLIT_TRAIN, &to);
+    ds_tokenizer *tok = cli_load_tokenizer(C, r->init_from, NULL, NULL);
+    ds_model *m = cli_open_model(C, r->init_from);
+    ds_ctx *x;
+    ds_err e = { 0 };
+    if (ds_ctx_new(&x, &e)) cli_die_err(C, &e);
+    ds_ctx_set_threads(x, ds_threads_get());
+    tok_ids *ids = calloc((size_t)P, sizeof *ids);
+    const int32_t **pr = calloc((size_t)P, sizeof *pr);
+    int64_t *pl = calloc((size_t)P, sizeof *pl);
+    if (!ids || !pr || !pl) cli_die(C, "out of memory");
+    for (int64_t p = 0; p < P; p++) {
+        if (cli_reason_render(tok, ps[p].prompt, &ids[p], &e)) cli_die_err(C, &e);
+        pr[p] = ids[p].v; pl[p] = ids[p].n;
+    }
+    ds_rollout_opts ro;
+    memset(&ro, 0, sizeof ro);
+    ro.max_new = r->max_new;
+    ro.stop_id = tok_eos_id(tok);
+    ds_sampler_params_default(&ro.sp);
+    ro.sp.temperature = (float)r->temperature;
+    ro.sp.top_p = (float)r->top_p;
+    ro.sp.seed = (uint64_t)r->seed;
+    ds_rollout a, b;
+    double t0 = ds_now();
+    if (ds_rollout_run(m, x, pr, pl, P, G, &ro, &a, &e)) cli_die_err(C, &e);
+    double ta = ds_now() - t0;
+    ro.sequential = true;
+    t0 = ds_now();
+    if (ds_rollout_run(m, x, pr, pl, P, G, &ro, &b, &e)) cli_die_err(C, &e);
+    double tb = ds_now() - t0;
+    bool same = a.n_tokens == b.n_tokens && !memcmp(a.len, b.len, (size_t)a.n * sizeof *a.len) &&
+                !memcmp(a.tok, b.tok, (size_t)(a.n * a.max_new) * sizeof *a.tok);
+    printf("{\"prompts\":%lld,\"group_size\":%lld,\"threads\":%d,\"tokens\":%lld,\"batched_s\":%.3f,\"sequential_s\":%.3f,"
+           "\"batched_tok_s\":%.1f,\"sequential_tok_s\":%.1f,\"speedup\":%.2f,\"same_tokens\":%s,"
+           "\"batched_prefill_s\":%.3f,\"sequential_prefill_s\":%.3f}\n",
+           (long long)P, (long long)G, ds_threads_get(), (long long)a.n_tokens, ta, tb, (double)a.n_tokens / ta,
+           (double)b.n_tokens / tb, tb / ta, same ? "true" : "false", a.t_prefill, b.t_prefill);
+    ds_rollout_free(&a);
+    ds_rollout_free(&b);
+    for (int64_t p = 0; p < P; p++) tok_ids_free(&ids[p]);
+    free(ids); free(pr); free(pl); free(ps);
+    ds_ctx_free(x);
+    ds_model_close(m);
+    tok_free(tok);
+    return same ? 0 : 1;
+}
+
 int cmd_grpo(int argc, char **argv) {
     const char *C = "grpo", *resume = NULL;
     grpo_recipe r;
     recipe_default(&r);
+    bool bench = false;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) { usage(stdout); return 0; }
         if ((!strcmp(argv[i], "--config") || !strcmp(argv[i], "-c")) && i + 1 < argc) pt_recipe_load(C, k_keys, &r, argv[i + 1]);
@@ -158,11 +216,13 @@ int cmd_grpo(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--config") || !strcmp(a, "-c") || !strcmp(a, "--resume")) { i++; continue; }
+        if (!strcmp(a, "--bench-rollouts")) { bench = true; continue; }
         if (pt_recipe_set(C, k_keys, &r, a, v)) { i++; continue; }
         usage(stderr);
         cli_die(C, "unknown option or recipe key '%s'", a);
     }
     if (!r.init_from[0]) cli_die(C, "recipe key init_from (the model folder to start from) is required");
+    if (bench) return bench_rollouts(&r);
     if (!r.ref_from[0]) strcpy(r.ref_from, r.init_from);
     if (r.steps < 1 || r.prompts_per_step < 1 || r.group_size < 2 || r.max_new < 1 || r.mu < 1)
         cli_die(C, "steps, prompts_per_step, max_new and mu must be >= 1 and group_size >= 2");
