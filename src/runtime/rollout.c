@@ -5,6 +5,7 @@
  */
 #include "rollout.h"
 #include "generate.h"
+#include "../core/thread.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -35,12 +36,47 @@ static void free_seqs(seq_state *s, int64_t n) {
 
 /* Takes the sampled token of completion i; false when it is finished. */
 static bool take(ds_rollout *r, seq_state *s, int64_t i, int32_t tok, const ds_rollout_opts *o) {
-    r->tok[i * r->max_new + r->len[i]++] = tok;
-    r->n_tokens++;
+    r->tok[i * r->max_new + r->len[i]++] = tok;   /* (n_tokens is summed at the end: workers run concurrently) */
     ds_sampler_accept(&s->smp, tok);
     s->last = tok;
     if (tok == o->stop_id) { r->stopped[i] = true; return false; }
     return r->len[i] < r->max_new;
+}
+
+static int64_t nw_alloc(int64_t n) { return DS_MIN(DS_MIN((int64_t)ds_threads_get(), n), 64); }
+
+/* Data-parallel decode: the live completions split into contiguous groups,
+ * one per thread, each forwarded on its own single-threaded context (one
+ * synchronization per token step instead of one per kernel: small models
+ * are overhead-bound). Rows are computed alone (batch invariance), so the
+ * split does not change a token. */
+typedef struct {
+    const ds_model *m;
+    ds_ctx **wx;
+    ds_seq_chunk *ch;
+    const int64_t *idx;
+    int64_t k, nw, V;
+    float *logits;
+    ds_rollout *r;
+    seq_state *s;
+    const ds_rollout_opts *o;
+    int rc[64];
+    ds_err err[64];
+} dec_ctx;
+
+static void dec_worker(void *vc, int64_t w0, int64_t w1, int tid) {
+    (void)tid;
+    dec_ctx *c = vc;
+    for (int64_t w = w0; w < w1; w++) {
+        int64_t a = c->k * w / c->nw, b = c->k * (w + 1) / c->nw;
+        if (b <= a) continue;
+        c->rc[w] = ds_model_forward(c->m, c->wx[w], c->ch + a, (int)(b - a), c->logits + a * c->V, NULL, &c->err[w]);
+        if (c->rc[w]) continue;
+        for (int64_t j = a; j < b; j++) {
+            int64_t i = c->idx[j];
+            c->s[i].live = take(c->r, &c->s[i], i, ds_sampler_sample(&c->s[i].smp, c->logits + j * c->V), c->o);
+        }
+    }
 }
 
 int ds_rollout_run(const ds_model *m, ds_ctx *x, const int32_t *const *prompts, const int64_t *plen, int64_t P, int64_t G,
@@ -59,6 +95,7 @@ int ds_rollout_run(const ds_model *m, ds_ctx *x, const int32_t *const *prompts, 
     float *logits = malloc((size_t)(n * V) * sizeof(float));
     ds_seq_chunk *ch = malloc((size_t)n * sizeof *ch);
     int64_t *idx = malloc((size_t)n * sizeof *idx);
+    ds_ctx **wx = NULL;
     int rc = DS_OK;
     if (!r->tok || !r->len || !r->stopped || !s || !logits || !ch || !idx) { rc = ds_err_set(e, DS_ENOMEM, "rollout: out of memory"); goto done; }
     for (int64_t i = 0; i < n; i++) {
@@ -107,11 +144,32 @@ int ds_rollout_run(const ds_model *m, ds_ctx *x, const int32_t *const *prompts, 
     r->t_prefill = ds_now() - t0;
     t0 = ds_now();
     for (int64_t i = 0; i < n; i++) s[i].live = take(r, &s[i], i, ds_sampler_sample(&s[i].smp, logits + i * V), o);
+    int64_t nw = nw_alloc(n);
+    if (nw > 1) {
+        wx = calloc((size_t)nw, sizeof *wx);
+        if (!wx) { rc = ds_err_set(e, DS_ENOMEM, "rollout: out of memory"); goto done; }
+        for (int64_t w = 0; w < nw; w++) {
+            if ((rc = ds_ctx_new(&wx[w], e))) goto done;
+            ds_ctx_set_threads(wx[w], 1);
+        }
+    }
     for (;;) {
         int64_t k = 0;
         for (int64_t i = 0; i < n; i++)
             if (s[i].live) { ch[k] = (ds_seq_chunk){ &s[i].cache, &s[i].last, 1, false }; idx[k++] = i; }
         if (k == 0) break;
+        if (nw > 1 && k > 1) {
+            dec_ctx *dc = calloc(1, sizeof *dc);
+            if (!dc) { rc = ds_err_set(e, DS_ENOMEM, "rollout: out of memory"); goto done; }
+            *dc = (dec_ctx){ .m = m, .wx = wx, .ch = ch, .idx = idx, .k = k, .nw = DS_MIN(nw, k), .V = V, .logits = logits,
+                             .r = r, .s = s, .o = o };
+            ds_par_for(dc->nw, 1, dec_worker, dc);
+            for (int64_t w = 0; w < dc->nw && !rc; w++)
+                if (dc->rc[w]) rc = ds_err_set(e, dc->rc[w], "%s", dc->err[w].msg);
+            free(dc);
+            if (rc) goto done;
+            continue;
+        }
         if ((rc = ds_model_forward(m, x, ch, (int)k, logits, NULL, e))) goto done;
         for (int64_t j = 0; j < k; j++) {
             int64_t i = idx[j];
@@ -120,6 +178,9 @@ int ds_rollout_run(const ds_model *m, ds_ctx *x, const int32_t *const *prompts, 
     }
     r->t_decode = ds_now() - t0;
 done:
+    for (int64_t i = 0; i < n && r->len; i++) r->n_tokens += r->len[i];
+    if (wx) for (int64_t w = 0; w < nw_alloc(n); w++) if (wx[w]) ds_ctx_free(wx[w]);
+    free(wx);
     free_seqs(s, n);
     free(logits);
     free(ch);

@@ -4,6 +4,9 @@
  * copied to its G completions (ds_kvcache_copy_prefix), and every live
  * completion advances by one token per batched forward (one chunk per
  * sequence, as the server's scheduler does), each with its own sampler.
+ * With several threads the live completions are split into one contiguous
+ * group per thread, each forwarded on its own single-threaded context (one
+ * synchronization per token step; small models are overhead-bound).
  *
  * Completion s = p·G + g (prompt p, sample g) samples with the seed
  * seed + s, so with the engine's batch invariance its tokens do not depend
