@@ -121,6 +121,12 @@ grep -q '"step":2' "$T/m_full" && cmp -s "$T/m_full" "$T/m_res" && ok || fail "g
     || fail "plot of a grpo run: $(cat "$T/err")"
 "$BIN" grpo --bench-rollouts --init-from "$T/sft/latest" --digits 2 --prompts-per-step 2 --group-size 4 --max-new 16 \
     --threads 2 >"$T/out" 2>"$T/err" && grep -q '"same_tokens":true' "$T/out" && ok || fail "grpo --bench-rollouts: $(cat "$T/out" "$T/err")"
+# the bundled reasoner recipes parse (one short step each, paths overridden)
+"$BIN" train --sft --config models/reasoner/recipe-sft.json --data "$T/pairs.jsonl" --out "$T/rsft" --steps 1 --batch-size 2 \
+    >"$T/out" 2>"$T/err" && ok || fail "models/reasoner/recipe-sft.json: $(cat "$T/err")"
+"$BIN" grpo --config models/reasoner/recipe-grpo.json --init-from "$T/sft/latest" --out "$T/rgrpo" --steps 1 \
+    --prompts-per-step 1 --group-size 2 --max-new 8 --eval-every 0 >"$T/out" 2>"$T/err" && ok \
+    || fail "models/reasoner/recipe-grpo.json: $(cat "$T/err")"
 expect_fail "grpo: unknown key" "unknown option or recipe key '--no-such'" "$BIN" grpo $G --no-such 1
 expect_fail "grpo: bad norm" "norm: seq, token or const" "$BIN" grpo $G --norm mean
 expect_fail "grpo: group of one" "group_size >= 2" "$BIN" grpo $G --group-size 1
