@@ -492,7 +492,7 @@ int ds_plot_grpo(const char *path, const char *out_png, int width, ds_err *e) {
             const pts *top[3] = { &rew, &acc, &ev };
             bool avg[3] = { true, true, false };
             grpo_panel(&c, 70, W - 20, 50, 440, xmax, top, cols, avg, ev.n ? 3 : 2,
-                       "GRPO: REWARD (BLUE), BATCH ACCURACY (GREEN), HELD-OUT GREEDY PASS@1 (RED); THIN RAW, THICK MEAN",
+                       "GRPO: REWARD (BLUE), BATCH ACCURACY (GREEN), HELD-OUT GREEDY PASS-AT-1 (RED). THIN: RAW, THICK: MEAN",
                        0, rmax > 1 ? ceil(rmax * 10) / 10 : 1.0);
             const pts *bot[1] = { &len };
             rgb lc[1] = { { 120, 50, 170 } };
