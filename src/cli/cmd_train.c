@@ -40,7 +40,11 @@ static void usage(FILE *f) {
         "                          write a checkpoint as a plain Hugging Face folder (config.json,\n"
         "                          model.safetensors, tokenizer.json, generation_config.json), no training\n"
         "Output: OUT/ckpt-NNNNNNNN (Hugging Face folder + optimizer/data state), OUT/latest,\n"
-        "OUT/metrics.jsonl (one JSON object per step; {\"step\",\"val_loss\"} lines after evaluations).\n");
+        "OUT/metrics.jsonl (one JSON object per step; {\"step\",\"val_loss\"} lines after evaluations).\n"
+        "Many processes: mpirun -np N deepseek train ... splits each step's batch_size x grad_accum\n"
+        "sequences over N ranks (a multiple of N; --threads per rank), shards the AdamW state (ZeRO-1)\n"
+        "and sums gradients in one fixed order: the same losses and weights as one process, bit for\n"
+        "bit, for any N and thread count. Rank 0 writes OUT; a run saved by N ranks resumes on any M.\n");
 }
 
 static volatile sig_atomic_t g_stop;
