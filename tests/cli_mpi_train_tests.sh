@@ -10,9 +10,11 @@
 # writes metrics.jsonl (timings aside), model.safetensors and
 # optimizer.safetensors byte-identical to 1 rank x 1 thread, the progress
 # line once; a checkpoint saved by 2 ranks resumes on 1 and one saved by 1
-# resumes on 3 to the identical final files; `grad` of 3 sequences is
+# resumes on 3 to the identical final files; SIGINT to rank 0 stops every
+# rank at one step and saves; `grad` of 3 sequences is
 # byte-identical on 1, 2, 3 ranks; a global batch that does not split over
-# the ranks and ranks starting from different parameters are refused (once);
+# the ranks and ranks starting from different parameters are refused (once),
+# a rank that cannot read the data names itself;
 # kill -9 of rank 1 mid-training ends the job within seconds naming rank 1,
 # and resuming from its last checkpoint ends on the uninterrupted run's bits.
 # Prints each failed check and exits 1 if any failed.
@@ -126,6 +128,46 @@ mpirun --oversubscribe --bind-to none -np 1 "$BIN" train --config "$T/recipe.jso
     -np 1 "$BIN" train --config "$T/recipe.json" --out "$T/rs" -t 1 --seed 99 >"$T/out" 2>"$T/err" &&
     fail "different seeds per rank: exit 0"
 grep -q "rank 1 starts from different parameters" "$T/err" || fail "different seeds per rank: $(head -c 400 "$T/err")"
+
+checks=$((checks + 1))
+mpirun --oversubscribe --bind-to none -np 1 "$BIN" train --config "$T/recipe.json" --out "$T/rd" -t 1 : \
+    -np 1 "$BIN" train --config "$T/recipe.json" --out "$T/rd" -t 1 --data "$T/nodata" >"$T/out" 2>"$T/err" &&
+    fail "a rank without the data: exit 0"
+grep -q "rank 1 of 2: could not start training" "$T/err" && grep -q "(rank 1 of 2): $T/nodata/data.json" "$T/err" ||
+    fail "a rank without the data: $(head -c 400 "$T/err")"
+
+# ---- SIGINT to rank 0 (Ctrl-C in its terminal): every rank stops at the same step, rank 0 saves
+checks=$((checks + 1))
+mpirun --oversubscribe --bind-to none -np 2 "$BIN" train --config "$T/recipe.json" --out "$T/int" -t 1 --steps 1000000 \
+    --eval-every 0 --ckpt-every 0 --log-every 1 >"$T/iout" 2>"$T/ierr" &
+MP=$!
+r0=""
+i=0
+while [ $i -lt 200 ] && [ -z "$r0" ]; do   # up to 20 s: rank 0 past its first steps
+    sleep 0.1
+    i=$((i + 1))
+    [ -s "$T/int/metrics.jsonl" ] || continue
+    for d in /proc/[0-9]*; do
+        [ "$(cut -d' ' -f4 "$d/stat" 2>/dev/null)" = "$MP" ] || continue
+        tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=0' && r0=${d#/proc/}
+    done
+done
+if [ -z "$r0" ]; then
+    fail "SIGINT: rank 0 of a training job not found: $(tail -c 300 "$T/ierr")"
+    kill "$MP" 2>/dev/null
+else
+    kill -INT "$r0"
+    i=0
+    while [ $i -lt 150 ] && kill -0 "$MP" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+    if kill -0 "$MP" 2>/dev/null; then
+        fail "SIGINT: the job still runs 15 s after rank 0 was interrupted"
+        kill "$MP" 2>/dev/null
+    else
+        wait "$MP" || fail "SIGINT: exit $?: $(tail -c 300 "$T/ierr")"
+        grep -q "interrupted at step" "$T/ierr" && grep -q '"checkpoint":' "$T/iout" && [ -e "$T/int/latest/model.safetensors" ] ||
+            fail "SIGINT: no save: $(tail -c 300 "$T/ierr")"
+    fi
+fi
 
 # ---- kill -9 of rank 1 mid-training: the job ends naming it; resume ends on the same bits
 KILL="--steps 100 --eval-every 0 --ckpt-every 10 --log-every 10"

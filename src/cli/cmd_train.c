@@ -195,10 +195,13 @@ int cmd_train(int argc, char **argv) {
             }
         }
         ds_threads_set((int)th);
-        if (ds_trainer_resume(&t, resume, sets, n_sets, &e)) cli_die_err(C, &e);
+        int rc = ds_trainer_resume(&t, resume, sets, n_sets, &e);
+        /* on many ranks: the lowest rank that failed says why, once */
+        cli_all_ok(C, rc ? (e.msg[0] ? e.msg : ds_status_str(e.code)) : NULL, "could not resume the run");
     } else {
         ds_threads_set((int)r.threads);
-        if (ds_trainer_init(&t, &r, model, &e)) cli_die_err(C, &e);
+        int rc = ds_trainer_init(&t, &r, model, &e);
+        cli_all_ok(C, rc ? (e.msg[0] ? e.msg : ds_status_str(e.code)) : NULL, "could not start training");
     }
     t.debug_nan_step = debug_nan;
     if (ds_dist_size() > 1) {
