@@ -9,7 +9,7 @@
 # own a real shard): train with N = 2 and 3 ranks (and 1 rank x 2 threads)
 # writes metrics.jsonl (timings aside), model.safetensors and
 # optimizer.safetensors byte-identical to 1 rank x 1 thread, the progress
-# line once; a checkpoint saved by 2 ranks resumes on 1 and one saved by 1
+# line once (the same with units of 3 sequences); a checkpoint saved by 2 ranks resumes on 1 and one saved by 1
 # resumes on 3 to the identical final files; SIGINT to rank 0 stops every
 # rank at one step and saves; `grad` of 3 sequences is
 # byte-identical on 1, 2, 3 ranks; a global batch that does not split over
@@ -87,6 +87,21 @@ for nt in "1 2" "2 1" "3 1"; do
         grep -q "on $1 ranks x 1 threads" "$T/err" || fail "train $1 ranks: header lacks the rank count: $(head -c 300 "$T/err")"
     fi
 done
+
+# ---- units of 3 sequences (--unit-seqs 3: 2 units per step): 2 ranks as 1; 3 ranks refused
+"$BIN" train --config "$T/recipe.json" --out "$T/u11" -t 1 --unit-seqs 3 >"$T/out" 2>"$T/err" ||
+    fail "train --unit-seqs 3 (1 rank): $(tail -c 400 "$T/err")"
+checks=$((checks + 1))
+if run_np 2 "$BIN" train --config "$T/recipe.json" --out "$T/u21" -t 1 --unit-seqs 3 >"$T/out" 2>"$T/err"; then
+    same_run "train --unit-seqs 3 on 2 ranks" "$T/u11" "$T/u21"
+else fail "train --unit-seqs 3 on 2 ranks: $(tail -c 400 "$T/err")"; fi
+checks=$((checks + 1))
+run_np 3 "$BIN" train --config "$T/recipe.json" --out "$T/u31" -t 1 --unit-seqs 3 >"$T/out" 2>"$T/err" &&
+    fail "--unit-seqs 3 on 3 ranks: exit 0"
+grep -q "2 units of unit_seqs 3) does not split evenly over 3 ranks" "$T/err" || fail "--unit-seqs 3 on 3 ranks: $(head -c 300 "$T/err")"
+checks=$((checks + 1))
+"$BIN" train --config "$T/recipe.json" --out "$T/u4" -t 1 --unit-seqs 4 >"$T/out" 2>"$T/err" && fail "--unit-seqs 4 of 6: exit 0"
+grep -q "is not a multiple of unit_seqs 4" "$T/err" || fail "--unit-seqs 4 of 6: $(head -c 300 "$T/err")"
 
 # ---- resume across N: saved by 2 ranks -> 1 rank; saved by 1 rank -> 3 ranks
 checks=$((checks + 1))

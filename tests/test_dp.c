@@ -93,7 +93,7 @@ TEST(train_dp_canonical_tree) {
         CHECK(ds_dp_init(&dp, m, &e) == 0);
         ds_losses ld;
         memset(m->g, 0x7f, (size_t)nf * 4);   /* stale garbage must not leak in */
-        CHECK_MSG(ds_dp_step(&dp, m, tok, U, T, &o, &ld, &e) == 0, "%s", e.msg);
+        CHECK_MSG(ds_dp_step(&dp, m, tok, U, 1, T, &o, &ld, &e) == 0, "%s", e.msg);
         CHECK_MSG(!memcmp(m->g, ref, (size_t)nf * 4), "%d threads: gradient differs from the hand-written tree", th);
         CHECK_MSG(ld.ce == ce_sum / U, "%d threads: ce %.17g vs %.17g", th, ld.ce, ce_sum / U);
         CHECK_MSG(fabs(ld.loss - lb.loss) <= 1e-6 * fabs(lb.loss), "loss %.9g vs batched %.9g", ld.loss, lb.loss);

@@ -79,7 +79,7 @@ int cmd_grad(int argc, char **argv) {
     if (ds_dp_init(&dp, m, &e)) cli_die_err(C, &e);
     ds_loss_opts o = { (float)lam, (float)alpha, 1.0f, false };
     ds_losses ls;
-    if (ds_dp_step(&dp, m, tok, U, T, &o, &ls, &e) || ds_dp_gather_grads(&dp, m, &e)) cli_die_err(C, &e);
+    if (ds_dp_step(&dp, m, tok, U, 1, T, &o, &ls, &e) || ds_dp_gather_grads(&dp, m, &e)) cli_die_err(C, &e);
     if (dp.rank > 0) {   /* rank 0 writes */
         ds_dp_free(&dp);
         ds_tmodel_free(m);

@@ -27,6 +27,7 @@ static void usage(FILE *f) {
         "  RECIPE.json: {\"model\": {config.json keys}, \"data\": DIR, \"out\": DIR, recipe keys...}\n"
         "  (see models/default/recipe.json). Any recipe key is also a flag, dashes or underscores:\n"
         "    --data DIR --out DIR --steps N (0: evaluate only) --seq-len T --batch-size B --grad-accum N\n"
+        "    --unit-seqs G (sequences summed as one unit, in one fixed order for any ranks/threads; default 1)\n"
         "    --lr X --min-lr X --warmup-steps N --schedule cosine|constant\n"
         "    --beta1 --beta2 --eps --weight-decay --grad-clip --init-std\n"
         "    --bias-update-speed G --bias-freeze-step N (-1 never) --balance-alpha A --mtp-weight L\n"
@@ -42,9 +43,10 @@ static void usage(FILE *f) {
         "Output: OUT/ckpt-NNNNNNNN (Hugging Face folder + optimizer/data state), OUT/latest,\n"
         "OUT/metrics.jsonl (one JSON object per step; {\"step\",\"val_loss\"} lines after evaluations).\n"
         "Many processes: mpirun -np N deepseek train ... splits each step's batch_size x grad_accum\n"
-        "sequences over N ranks (a multiple of N; --threads per rank), shards the AdamW state (ZeRO-1)\n"
-        "and sums gradients in one fixed order: the same losses and weights as one process, bit for\n"
-        "bit, for any N and thread count. Rank 0 writes OUT; a run saved by N ranks resumes on any M.\n");
+        "sequences over N ranks (units of --unit-seqs, a multiple of N; --threads per rank), shards the\n"
+        "AdamW state (ZeRO-1) and sums gradients in one fixed order: the same losses and weights as\n"
+        "one process, bit for bit, for any N and thread count. Rank 0 writes OUT; a run saved by N\n"
+        "ranks resumes on any M.\n");
 }
 
 static volatile sig_atomic_t g_stop;

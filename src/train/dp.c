@@ -97,7 +97,7 @@ typedef struct {
     ds_dp *dp;
     ds_tmodel *m;
     const int32_t *tok;
-    int64_t T, u0, nu, nw, depth;
+    int64_t G, T, u0, nu, nw, depth;   /* units of G sequences of T tokens */
     ds_loss_opts o;
     ds_losses *ls;           /* [nu] */
     node *st;                /* [nw · depth] each worker's open nodes */
@@ -117,7 +117,7 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
         int n = 0;
         for (int64_t u = a; u < b; u++) {
             if (!c->o.no_grad) memset(wm->g, 0, (size_t)nf * sizeof(float));
-            int rc = tr_step_one(wm, c->tok + u * c->T, 1, c->T, &c->o, &c->ls[u - c->u0], &c->err[w]);
+            int rc = tr_step_one(wm, c->tok + u * c->G * c->T, c->G, c->T, &c->o, &c->ls[u - c->u0], &c->err[w]);
             if (rc) { c->rc[w] = rc; break; }
             if (c->o.no_grad) continue;
             if (n && st[n - 1].size == 1 && st[n - 1].start % 2 == 0 && st[n - 1].start + 1 == u) {
@@ -142,11 +142,12 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
 
 /* ---------------------------------------------------------------- the step */
 
-int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_t T, const ds_loss_opts *o,
+int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_t G, int64_t T, const ds_loss_opts *o,
                ds_losses *out, ds_err *e) {
     memset(out, 0, sizeof *out);
-    if (U < 1 || T < 2) return ds_err_set(e, DS_EINVAL, "a training step needs U >= 1 sequences of T >= 2 tokens");
-    for (int64_t i = 0; i < U * T; i++)
+    if (U < 1 || G < 1 || T < 2)
+        return ds_err_set(e, DS_EINVAL, "a training step needs U >= 1 units of G >= 1 sequences of T >= 2 tokens");
+    for (int64_t i = 0; i < U * G * T; i++)
         if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab_size)
             return ds_err_set(e, DS_ERANGE, "token id %d at position %lld is out of range (vocab_size %lld)", tokens[i],
                               (long long)i, (long long)m->cfg.vocab_size);
@@ -177,7 +178,7 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
     int64_t *off = malloc((size_t)(dp->n + 1) * sizeof *off);
     int rc = !c || !ls_all || !st || !rn || !off ? ds_err_set(e, DS_ENOMEM, "out of memory") : DS_OK;
     if (rc) goto done;
-    *c = (run_ctx){ .dp = dp, .m = m, .tok = tokens, .T = T, .u0 = u0, .nu = nu, .nw = nw, .depth = depth, .o = *o,
+    *c = (run_ctx){ .dp = dp, .m = m, .tok = tokens, .G = G, .T = T, .u0 = u0, .nu = nu, .nw = nw, .depth = depth, .o = *o,
                     .ls = ls_all + u0, .st = st };
     c->o.grad_scale = (float)((double)o->grad_scale / (double)U);   /* each unit: its share of the mean */
     for (int64_t w = 0; w < nw; w++) ds_tmodel_reset_load(w == 0 ? m : m->workers[w - 1]);

@@ -3,12 +3,15 @@
  * threads of each rank, with ZeRO-1 optimizer shards, and a gradient sum
  * whose bits do not depend on how many ranks or threads there are.
  *
- * Units. A step's U sequences (batch_size x grad_accum of the recipe, or
- * the sequences of `grad`) are its units, numbered 0..U-1. Rank q takes the
- * contiguous units [U·q/N, U·(q+1)/N); inside a rank each thread takes a
- * contiguous run of those. Every unit's gradient (of loss_u / U) is
- * computed alone by one thread with serial kernels (tr_step_one, B = 1),
- * so it is the same bits wherever it runs.
+ * Units. A step's batch_size x grad_accum sequences (or the sequences of
+ * `grad`) are cut into U units of G consecutive sequences (the recipe's
+ * unit_seqs, default 1), numbered 0..U-1. Rank q takes the contiguous units
+ * [U·q/N, U·(q+1)/N); inside a rank each thread takes a contiguous run of
+ * those. Every unit's gradient (of loss_u / U) is computed alone by one
+ * thread with serial kernels (tr_step_one, B = G), so it is the same bits
+ * wherever it runs. G is part of the recipe (a larger G: larger, faster
+ * GEMMs, fewer units to spread over ranks and threads); N and the thread
+ * count are not.
  *
  * The canonical sum. The step's gradient is the fixed binary tree over the
  * units: node [a, a + 2^k) (a a multiple of 2^k) = left half + right half,
@@ -53,12 +56,13 @@ void ds_dp_free(ds_dp *dp);
 /* Units [U·q/N, U·(q+1)/N) of rank q. */
 void ds_dp_units(const ds_dp *dp, int64_t U, int q, int64_t *u0, int64_t *u1);
 
-/* One forward + backward of the U sequences tokens[U·T] (every rank passes
- * all of them; each computes its own). Afterwards m->g[lo, hi) holds the
- * gradient of o->grad_scale · mean_u loss_u for this rank's shard (the rest
- * of m->g is scratch), m->load the global expert loads, *out the global
- * mean losses. o->no_grad: losses only (evaluation). */
-int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_t T, const ds_loss_opts *o,
+/* One forward + backward of U units of G sequences each, tokens[U·G·T]
+ * (every rank passes all of them; each computes its own units, a unit as
+ * one batch of G). Afterwards m->g[lo, hi) holds the gradient of
+ * o->grad_scale · mean_u loss_u (loss_u: the unit's mean losses) for this
+ * rank's shard (the rest of m->g is scratch), m->load the global expert
+ * loads, *out the global mean losses. o->no_grad: losses only. */
+int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_t G, int64_t T, const ds_loss_opts *o,
                ds_losses *out, ds_err *e);
 
 /* Global L2 norm of the trainable gradients (this rank's shard summed per

@@ -28,7 +28,7 @@
 
 void ds_recipe_default(ds_recipe *r) {
     memset(r, 0, sizeof *r);
-    r->seq_len = 256; r->batch_size = 16; r->grad_accum = 1; r->steps = 1000; r->warmup_steps = 100;
+    r->seq_len = 256; r->batch_size = 16; r->grad_accum = 1; r->unit_seqs = 1; r->steps = 1000; r->warmup_steps = 100;
     r->lr = 3e-3; r->min_lr = 3e-4; r->beta1 = 0.9; r->beta2 = 0.95; r->eps = 1e-8; r->weight_decay = 0.1;
     r->grad_clip = 1.0; r->init_std = 0.02; r->schedule = DS_SCHED_COSINE;
     r->bias_update_speed = 1e-3; r->bias_freeze_step = -1; r->balance_alpha = 1e-4; r->mtp_weight = 0.3;
@@ -43,7 +43,8 @@ typedef struct { const char *key; key_kind kind; size_t off; double lo, hi; } ke
 #define KN(k, lo, hi) { #k, K_NUM, offsetof(ds_recipe, k), lo, hi }
 static const key_def k_keys[] = {
     KS(data), KS(out), KS(init_from),
-    KI(seq_len, 2, 1 << 20), KI(batch_size, 1, 1 << 20), KI(grad_accum, 1, 1 << 20), KI(steps, 0, 1e12),
+    KI(seq_len, 2, 1 << 20), KI(batch_size, 1, 1 << 20), KI(grad_accum, 1, 1 << 20), KI(unit_seqs, 1, 1 << 20),
+    KI(steps, 0, 1e12),
     KI(warmup_steps, 0, 1e12),
     KN(lr, 0, 10), KN(min_lr, 0, 10), KN(beta1, 0, 1), KN(beta2, 0, 1), KN(eps, 0, 1), KN(weight_decay, 0, 10),
     KN(grad_clip, 0, 1e9), KN(init_std, 0, 10), { "schedule", K_SCHED, offsetof(ds_recipe, schedule), 0, 0 },
@@ -234,15 +235,19 @@ static int common_setup(ds_trainer *t, ds_err *e) {
                           (long long)t->m->cfg.vocab_size, (long long)t->data.vocab_size);
     int rc = ds_dp_init(&t->dp, t->m, e);
     if (rc) return rc;
-    int64_t U = B * r->grad_accum, N = t->dp.n;
-    if (U % N)
-        return ds_err_set(e, DS_EINVAL, "the global batch of %lld sequences (batch_size %lld x grad_accum %lld) does not "
-                          "split evenly over %lld ranks (mpirun -np %lld): use a multiple of %lld sequences",
-                          (long long)U, (long long)B, (long long)r->grad_accum, (long long)N, (long long)N, (long long)N);
+    int64_t S = B * r->grad_accum, G = r->unit_seqs, N = t->dp.n;
+    if (S % G)
+        return ds_err_set(e, DS_EINVAL, "the global batch of %lld sequences (batch_size %lld x grad_accum %lld) is not a "
+                          "multiple of unit_seqs %lld", (long long)S, (long long)B, (long long)r->grad_accum, (long long)G);
+    if ((S / G) % N)
+        return ds_err_set(e, DS_EINVAL, "the global batch of %lld sequences (batch_size %lld x grad_accum %lld, %lld units "
+                          "of unit_seqs %lld) does not split evenly over %lld ranks (mpirun -np %lld): use a multiple "
+                          "of %lld units", (long long)S, (long long)B, (long long)r->grad_accum, (long long)(S / G),
+                          (long long)G, (long long)N, (long long)N, (long long)N);
     if ((rc = ds_adamw_init_range(&t->opt, t->m, t->dp.lo, t->dp.hi, (float)r->beta1, (float)r->beta2, (float)r->eps,
                                   (float)r->weight_decay, e)))
         return rc;
-    t->batch = malloc((size_t)(U * T) * sizeof(int32_t));
+    t->batch = malloc((size_t)(S * T) * sizeof(int32_t));
     int64_t want = r->eval_tokens > 0 ? DS_MAX(1, r->eval_tokens / (T - 1)) : 0;
     t->val = malloc((size_t)(DS_MAX(want, 1) * T) * sizeof(int32_t));
     if (!t->batch || !t->val) return ds_err_set(e, DS_ENOMEM, "out of memory");
@@ -397,7 +402,7 @@ static int trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
     double t0 = ds_now();
     tr_prof_enable(true);
     tr_prof_reset();
-    int64_t B = r->batch_size, T = r->seq_len, U = B * r->grad_accum;
+    int64_t B = r->batch_size, T = r->seq_len, G = r->unit_seqs, S = B * r->grad_accum;
     /* the global batch, the same on every rank; each computes its units (dp.h) */
     for (int64_t a = 0; a < r->grad_accum; a++) {
         int rc = ds_data_next(&t->data, t->batch + a * B * T, B, e);
@@ -406,7 +411,7 @@ static int trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
     ds_loss_opts o = { (float)r->mtp_weight, (float)r->balance_alpha, 1.0f, false };
     ds_losses ls;
     ds_scratch_clear_failed();
-    int rc = ds_dp_step(&t->dp, m, t->batch, U, T, &o, &ls, e);
+    int rc = ds_dp_step(&t->dp, m, t->batch, S / G, G, T, &o, &ls, e);
     if (rc) return rc;
     if (ds_scratch_failed()) return ds_err_set(e, DS_ENOMEM, "step %lld: out of memory for kernel scratch", (long long)t->step);
     info->loss = ls.loss;
@@ -440,7 +445,7 @@ static int trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
     }
     t->step++;
     info->step = t->step;
-    info->tokens = U * T;
+    info->tokens = S * T;
     t->tokens += info->tokens;
     info->seconds = ds_now() - t0;
     /* rank 0's clock for every rank: time limits and checkpoints agree */
@@ -469,7 +474,7 @@ static int trainer_eval(ds_trainer *t, double *val_loss, ds_err *e) {
     /* every window one unit (dp.h): its ce, summed in window order */
     ds_loss_opts o = { 0, 0, 1, true };
     ds_losses ls;
-    int rc = ds_dp_step(&t->dp, t->m, t->val, t->n_val, t->r.seq_len, &o, &ls, e);
+    int rc = ds_dp_step(&t->dp, t->m, t->val, t->n_val, 1, t->r.seq_len, &o, &ls, e);
     if (rc) return rc;
     *val_loss = t->last_val = ls.ce;
     return DS_OK;

@@ -41,6 +41,7 @@ typedef struct ds_recipe {
     char out[1024];         /* run folder: checkpoints, metrics.jsonl */
     char init_from[1024];   /* "" = from scratch; else a Hugging Face model folder */
     int64_t seq_len, batch_size, grad_accum, steps, warmup_steps;
+    int64_t unit_seqs;          /* sequences per unit of the fixed gradient-sum order (dp.h) */
     double lr, min_lr, beta1, beta2, eps, weight_decay, grad_clip, init_std;
     ds_schedule schedule;
     double bias_update_speed;   /* γ */
