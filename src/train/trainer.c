@@ -569,11 +569,12 @@ static int save_files(ds_trainer *t, const char *final, const float *m1, const f
     if (rc) goto fail;
     snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
     if ((rc = write_optimizer(t, m1, m2, path, e))) goto fail;
-    json_t *st = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:o}", "format", "deepseek.c trainer state v1",
+    json_t *st = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:o}", "format", "deepseek.c trainer state v1",
                            "step", (json_int_t)t->step, "tokens", (json_int_t)t->tokens, "adam_t", (json_int_t)t->opt.t,
                            "data_epoch", (json_int_t)t->data.epoch, "data_pos", (json_int_t)t->data.pos,
                            "nan_skips", (json_int_t)t->nan_skips, "elapsed_s", t->elapsed,
-                           "threads", (json_int_t)ds_threads_get(), "recipe", ds_recipe_to_json(r));
+                           "threads", (json_int_t)ds_threads_get(), "ranks", (json_int_t)t->dp.n,
+                           "recipe", ds_recipe_to_json(r));
     if (isfinite(t->last_val)) json_object_set_new(st, "last_val_loss", json_real(t->last_val));
     snprintf(path, sizeof path, "%s/trainer_state.json", tmp);
     rc = write_json(path, st, e);

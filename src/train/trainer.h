@@ -11,7 +11,8 @@
  *   generation_config.json              a Hugging Face model folder
  *   optimizer.safetensors               AdamW moments, "exp_avg.<name>" / "exp_avg_sq.<name>"
  *   trainer_state.json                  step, Adam t, data (epoch, position), tokens,
- *                                       the recipe, threads, counters
+ *                                       the recipe, threads, ranks (information:
+ *                                       any rank count resumes), counters
  * Each folder is written as OUT/.tmp-ckpt-*, every file fsynced, then
  * renamed into place; `latest` is switched by renaming a new symlink over it.
  * A checkpoint is never written if any parameter is not finite.
