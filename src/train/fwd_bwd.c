@@ -139,7 +139,7 @@ static void embed_backward(float *dtable, const float *dx, const int32_t *tok, i
 /* One worker's step: every kernel parallel inside (or serial when nested). No
  * token checks (callers check). */
 int tr_step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o,
-                    ds_losses *out, ds_err *e) {
+                ds_losses *out, ds_err *e) {
     const ds_config *c = &m->cfg;
     int64_t D = c->hidden_size, V = c->vocab_size, L = c->n_layer, N = B * T;
     float eps = (float)c->rms_norm_eps;
@@ -242,8 +242,6 @@ oom:
 }
 
 /* ---------------------------------------------------------------- data-parallel dispatch */
-
-int tr_worker_clone(const ds_tmodel *master, ds_tmodel **out, ds_err *e);
 
 typedef struct {
     ds_tmodel *m;
