@@ -151,7 +151,7 @@ expect_fail "a rank without the model" "deepseek logits (rank 1 of 2): model '$T
     mpirun --oversubscribe --bind-to none -np 1 "$BIN" logits -m "$FX/tiny-v3" --tokens 1,2 --out "$T/x.f32" : \
     -np 1 "$BIN" logits -m "$T/none" --tokens 1,2 --out "$T/x.f32"
 expect_fail "serve on 2 ranks" "runs as one process for now, not on 2 ranks" run_np 2 "$BIN" serve -m "$FX/tiny-v3"
-expect_fail "train on 2 ranks" "runs as one process for now" run_np 2 "$BIN" train --help
+expect_fail "prepare-data on 2 ranks" "runs as one process for now" run_np 2 "$BIN" prepare-data --help
 expect_fail "more ranks than experts" "5 processes for 4 routed experts" \
     run_np 5 "$BIN" logits -m "$FX/gguf/kq.llama-q4_k_m.gguf" --tokens 1,2 --out "$T/x.f32"
 

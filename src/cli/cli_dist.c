@@ -30,11 +30,11 @@ void cli_dist_start(const char *cmd) {
             ds_dist_abort(1);
         }
     }
-    static const char *k_dist[] = { "logits", "generate", "bench", "chat", "info" };
+    static const char *k_dist[] = { "logits", "generate", "bench", "chat", "info", "train", "grad" };
     for (size_t i = 0; i < sizeof k_dist / sizeof k_dist[0]; i++)
         if (!strcmp(cmd, k_dist[i])) return;
     cli_die(cmd, "runs as one process for now, not on %d ranks (mpirun -np %d): of the commands only logits, generate, "
-            "bench, chat and info are distributed; run `deepseek %s` without mpirun", n, n, cmd);
+            "bench, chat, info, train and grad are distributed; run `deepseek %s` without mpirun", n, n, cmd);
 }
 
 void cli_dist_end(void) { ds_dist_finalize(); }

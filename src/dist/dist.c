@@ -95,3 +95,89 @@ uint64_t ds_dist_hash(uint64_t h, const void *p, size_t n) {
     for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
     return h;
 }
+
+/* ------------------------------------------------------------------------
+ * Training collectives (data parallel, ZeRO-1; dist.h, src/train/dp.c).
+ */
+
+/* int counts for MPI, or an error naming what did not fit */
+static int to_int_counts(const int64_t *n64, int *out, const char *what, ds_err *e) {
+    for (int q = 0; q < g_size; q++) {
+        if (n64[q] < 0 || n64[q] > INT32_MAX)
+            return ds_err_set(e, DS_ERANGE, "rank %d of %d: %s: %lld elements for rank %d exceed one MPI call's 2^31",
+                              g_rank, g_size, what, (long long)n64[q], q);
+        out[q] = (int)n64[q];
+    }
+    return DS_OK;
+}
+
+int ds_dist_allreduce_sum_i64(int64_t *buf, int64_t n, ds_err *e) {
+    if (g_size == 1 || n == 0) return DS_OK;
+    if (n > INT32_MAX) return ds_err_set(e, DS_ERANGE, "all-reduce of %lld integers: too many for one call", (long long)n);
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? DS_OK : mpi_err(e, rc, "all-reduce (sum)");
+}
+
+int ds_dist_allgatherv_f32(float *buf, const int64_t *off, ds_err *e) {
+    if (g_size == 1) return DS_OK;
+    int64_t *n64 = malloc((size_t)g_size * 2 * sizeof *n64);
+    int *cnt = malloc((size_t)g_size * 2 * sizeof *cnt);
+    int rc = !n64 || !cnt ? ds_err_set(e, DS_ENOMEM, "out of memory") : DS_OK;
+    if (!rc) {
+        for (int q = 0; q < g_size; q++) { n64[q] = off[q + 1] - off[q]; n64[g_size + q] = off[q] - off[0]; }
+        rc = to_int_counts(n64, cnt, "parameter all-gather", e);
+        if (!rc) rc = to_int_counts(n64 + g_size, cnt + g_size, "parameter all-gather (offsets)", e);
+    }
+    if (!rc) {
+        int m = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf + off[0], cnt, cnt + g_size, MPI_FLOAT, MPI_COMM_WORLD);
+        if (m != MPI_SUCCESS) rc = mpi_err(e, m, "parameter all-gather");
+    }
+    free(n64);
+    free(cnt);
+    return rc;
+}
+
+int ds_dist_gatherv_f32(const float *mine, float *all, const int64_t *off, ds_err *e) {
+    if (g_size == 1) {
+        if (all + off[0] != mine) memmove(all + off[0], mine, (size_t)(off[1] - off[0]) * sizeof(float));
+        return DS_OK;
+    }
+    int64_t *n64 = malloc((size_t)g_size * 2 * sizeof *n64);
+    int *cnt = malloc((size_t)g_size * 2 * sizeof *cnt);
+    int rc = !n64 || !cnt ? ds_err_set(e, DS_ENOMEM, "out of memory") : DS_OK;
+    if (!rc) {
+        for (int q = 0; q < g_size; q++) { n64[q] = off[q + 1] - off[q]; n64[g_size + q] = off[q] - off[0]; }
+        rc = to_int_counts(n64, cnt, "gather to rank 0", e);
+        if (!rc) rc = to_int_counts(n64 + g_size, cnt + g_size, "gather to rank 0 (offsets)", e);
+    }
+    if (!rc) {
+        const void *sb = g_rank == 0 && mine == all + off[0] ? MPI_IN_PLACE : (const void *)mine;
+        int m = MPI_Gatherv(sb, cnt[g_rank], MPI_FLOAT, g_rank == 0 ? all + off[0] : NULL, cnt, cnt + g_size,
+                            MPI_FLOAT, 0, MPI_COMM_WORLD);
+        if (m != MPI_SUCCESS) rc = mpi_err(e, m, "gather to rank 0");
+    }
+    free(n64);
+    free(cnt);
+    return rc;
+}
+
+int ds_dist_alltoallv_f32(const float *send, const int64_t *scnt, const int64_t *sdsp, float *recv,
+                          const int64_t *rcnt, const int64_t *rdsp, ds_err *e) {
+    if (g_size == 1) {
+        memmove(recv + rdsp[0], send + sdsp[0], (size_t)scnt[0] * sizeof(float));
+        return DS_OK;
+    }
+    int *c = malloc((size_t)g_size * 4 * sizeof *c);
+    if (!c) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    int rc = to_int_counts(scnt, c, "gradient exchange", e);
+    if (!rc) rc = to_int_counts(sdsp, c + g_size, "gradient exchange (offsets)", e);
+    if (!rc) rc = to_int_counts(rcnt, c + 2 * g_size, "gradient exchange", e);
+    if (!rc) rc = to_int_counts(rdsp, c + 3 * g_size, "gradient exchange (offsets)", e);
+    if (!rc) {
+        int m = MPI_Alltoallv(send, c, c + g_size, MPI_FLOAT, recv, c + 2 * g_size, c + 3 * g_size, MPI_FLOAT,
+                              MPI_COMM_WORLD);
+        if (m != MPI_SUCCESS) rc = mpi_err(e, m, "gradient exchange (all-to-all)");
+    }
+    free(c);
+    return rc;
+}

@@ -41,4 +41,28 @@ int ds_dist_allgather_rows(void *buf, size_t row_bytes, const int64_t *off, ds_e
 #define DS_DIST_HASH0 1469598103934665603ull
 uint64_t ds_dist_hash(uint64_t h, const void *p, size_t n);
 
+
+/* ------------------------------------------------------------------------
+ * Training collectives (data parallel, ZeRO-1: src/train/dp.c). Counts and
+ * offsets are in elements; each rank's part must stay below 2^31 elements
+ * per call (a clear DS_ERANGE otherwise). Alone every one is a copy/no-op.
+ */
+
+/* buf[n] summed over ranks, in place, on every rank (integers: exact). */
+int ds_dist_allreduce_sum_i64(int64_t *buf, int64_t n, ds_err *e);
+
+/* floats: rank q holds [off[q], off[q+1]) of buf (off[size+1]); afterwards
+ * every rank holds all of [off[0], off[size]) (the ZeRO-1 parameter gather). */
+int ds_dist_allgatherv_f32(float *buf, const int64_t *off, ds_err *e);
+
+/* floats: rank q sends mine[off[q+1] - off[q]]; rank 0 receives them all
+ * into all[off[0] .. off[size]) (all is ignored elsewhere; on rank 0 mine may
+ * be all + off[0], in place). */
+int ds_dist_gatherv_f32(const float *mine, float *all, const int64_t *off, ds_err *e);
+
+/* floats, all-to-all: to rank q send[sdsp[q] .. + scnt[q]), from rank q into
+ * recv[rdsp[q] .. + rcnt[q]) (the ordered reduce-scatter's transport). */
+int ds_dist_alltoallv_f32(const float *send, const int64_t *scnt, const int64_t *sdsp, float *recv,
+                          const int64_t *rcnt, const int64_t *rdsp, ds_err *e);
+
 #endif

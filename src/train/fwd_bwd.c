@@ -136,9 +136,10 @@ static void embed_backward(float *dtable, const float *dx, const int32_t *tok, i
     for (int64_t i = 0; i < n; i++) tr_vec_add(dtable + (int64_t)tok[i] * D, dx + i * D, D);
 }
 
-/* One worker's step: every kernel parallel inside (or serial when nested). */
-static int step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o,
-                    ds_losses *out, ds_err *e) {
+/* One worker's step: every kernel parallel inside (or serial when nested). No
+ * token checks (callers check). */
+int tr_step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o,
+                ds_losses *out, ds_err *e) {
     const ds_config *c = &m->cfg;
     int64_t D = c->hidden_size, V = c->vocab_size, L = c->n_layer, N = B * T;
     float eps = (float)c->rms_norm_eps;
@@ -242,8 +243,6 @@ oom:
 
 /* ---------------------------------------------------------------- data-parallel dispatch */
 
-int tr_worker_clone(const ds_tmodel *master, ds_tmodel **out, ds_err *e);
-
 typedef struct {
     ds_tmodel *m;
     const int32_t *tokens;
@@ -266,7 +265,7 @@ static void dp_worker(void *vc, int64_t w0, int64_t w1, int tid) {
             if (!o.no_grad) memset(wm->g, 0, (size_t)wm->n_floats * sizeof(float));
             ds_tmodel_reset_load(wm);
         }
-        c->rc[w] = step_one(wm, c->tokens + b0 * c->T, b1 - b0, c->T, &o, &c->ls[w], &c->err[w]);
+        c->rc[w] = tr_step_one(wm, c->tokens + b0 * c->T, b1 - b0, c->T, &o, &c->ls[w], &c->err[w]);
     }
 }
 
@@ -292,7 +291,7 @@ int ds_tmodel_step(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, co
                               (long long)i, (long long)m->cfg.vocab_size);
     int64_t nw = DS_MIN((int64_t)ds_threads_get(), B);
     if (nw > 64) nw = 64;
-    if (nw <= 1) return step_one(m, tokens, B, T, o, out, e);
+    if (nw <= 1) return tr_step_one(m, tokens, B, T, o, out, e);
     while (m->n_workers < nw - 1) {
         ds_tmodel **ws = realloc(m->workers, (size_t)(m->n_workers + 1) * sizeof *ws);
         if (!ws) return ds_err_set(e, DS_ENOMEM, "out of memory");
