@@ -53,6 +53,8 @@ bool ds_quant_row_ok(ds_dtype t, int64_t K);
 /* Reference quantizer: n values (a multiple of the block) -> blocks of t.
  * t may also be F32/F16/BF16 (plain conversion). */
 void ds_quantize_row_ref(ds_dtype t, const float *x, void *out, int64_t n);
+/* True if ds_quantize_row_ref can write t (the IQ1/IQ2/IQ3 types: read only). */
+bool ds_quant_has_quantizer(ds_dtype t);
 /* Reference dequantizer: blocks -> n floats. */
 void ds_dequant_row_ref(ds_dtype t, const void *in, float *out, int64_t n);
 
