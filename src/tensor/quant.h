@@ -55,6 +55,9 @@ bool ds_quant_row_ok(ds_dtype t, int64_t K);
 void ds_quantize_row_ref(ds_dtype t, const float *x, void *out, int64_t n);
 /* True if ds_quantize_row_ref can write t (the IQ1/IQ2/IQ3 types: read only). */
 bool ds_quant_has_quantizer(ds_dtype t);
+/* Sets the scale fields of one block of t (other bytes: quants, kept) so
+ * that its values have RMS `rms` (random models for benchmarks). */
+void ds_quant_set_block_rms(ds_dtype t, void *blk, float rms);
 /* Reference dequantizer: blocks -> n floats. */
 void ds_dequant_row_ref(ds_dtype t, const void *in, float *out, int64_t n);
 

@@ -11,6 +11,7 @@
 #include "iq_tables.h"
 #include "../core/base.h"
 
+#include <math.h>
 #include <string.h>
 
 static inline float h2f(const uint8_t *p) {
@@ -238,4 +239,42 @@ bool ds_dequant_ext(ds_dtype t, const void *in, float *y, int64_t n) {
         for (int64_t i = 0; i < B; i++) y[i] = mn[i / 16] != 0.0f ? sc[i / 16] * (float)q[i] + mn[i / 16] : sc[i / 16] * (float)q[i];
     }
     return true;
+}
+
+/* byte offsets of the fp16 scale fields (d first; second: dmin / m) */
+static int scale_fields(ds_dtype t, int *at) {
+    switch (t) {
+    case DS_DTYPE_Q4_1: case DS_DTYPE_Q5_1: case DS_DTYPE_Q5_K: at[0] = 0; at[1] = 2; return 2;
+    case DS_DTYPE_Q2_K: at[0] = 80; at[1] = 82; return 2;
+    case DS_DTYPE_Q3_K: at[0] = 108; return 1;
+    case DS_DTYPE_IQ1_M: return 0;   /* d spread over the scale words */
+    default: at[0] = 0; return 1;
+    }
+}
+
+static void set_iq1m_d(uint8_t *b, uint16_t d) {
+    for (int k = 0; k < 4; k++) {
+        uint16_t w = rd16(b + 48 + 2 * k);
+        w = (uint16_t)((w & 0x0FFF) | ((d >> (4 * k)) & 0xF) << 12);
+        memcpy(b + 48 + 2 * k, &w, 2);
+    }
+}
+
+void ds_quant_set_block_rms(ds_dtype t, void *blk, float rms) {
+    DS_ASSERT(is_ext(t));
+    uint8_t *b = blk;
+    int at[2], nf = scale_fields(t, at);
+    uint16_t one = ds_f32_to_f16(1.0f), zero = 0;
+    if (nf == 0) set_iq1m_d(b, one);
+    else memcpy(b + at[0], &one, 2);
+    if (nf == 2) memcpy(b + at[1], &zero, 2);
+    float y[DS_QK_K];
+    int64_t B = ds_dtype_block(t);
+    ds_dequant_ext(t, b, y, B);
+    double s = 0;
+    for (int64_t i = 0; i < B; i++) s += (double)y[i] * y[i];
+    float r = (float)sqrt(s / (double)B);
+    uint16_t d = ds_f32_to_f16(r > 0 ? rms / r : 0.0f);
+    if (nf == 0) set_iq1m_d(b, d);
+    else memcpy(b + at[0], &d, 2);
 }
