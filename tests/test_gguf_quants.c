@@ -197,3 +197,67 @@ TEST(gguf_quants_random_iq) {
     }
     ds_model_close(src);
 }
+
+/* ------------------------------------------------------------ bad input */
+
+/* Rewrites the ggml type of tensor `name` in the GGUF at path (the u32 after
+ * its name, dimension count and dimensions); false if not found. */
+static bool patch_type(const char *path, const char *name, uint32_t type) {
+    FILE *f = fopen(path, "r+b");
+    if (!f) return false;
+    static uint8_t head[1 << 16];
+    size_t n = fread(head, 1, sizeof head, f);
+    size_t L = strlen(name);
+    bool ok = false;
+    for (size_t i = 8; i + L + 4 < n && !ok; i++) {
+        uint64_t len;
+        memcpy(&len, head + i - 8, 8);
+        if (len != L || memcmp(head + i, name, L)) continue;
+        uint32_t nd;
+        memcpy(&nd, head + i + L, 4);
+        size_t at = i + L + 4 + 8 * (size_t)nd;
+        ok = nd >= 1 && nd <= 4 && at + 4 <= n && fseek(f, (long)at, SEEK_SET) == 0 && fwrite(&type, 4, 1, f) == 1;
+    }
+    fclose(f);
+    return ok;
+}
+
+static void expect_open_fails(const char *path, const char *what, const char *n1, const char *n2) {
+    ds_err e = { 0 };
+    ds_model *m = NULL;
+    int rc = ds_model_open(&m, path, &e);
+    CHECK_MSG(rc != 0, "%s: loaded", what);
+    if (!rc) { ds_model_close(m); return; }
+    printf("    %s: %s\n", what, e.msg);
+    CHECK_MSG(strstr(e.msg, n1) && (!n2 || strstr(e.msg, n2)), "%s: message '%s' lacks '%s' / '%s'", what, e.msg, n1,
+              n2 ? n2 : "");
+}
+
+TEST(gguf_quants_bad_types) {
+    /* a random model with IQ2_XXS experts (66-byte blocks of 256) */
+    ds_model *src = open_at("tests/fixtures/gguf/kq.llama-q4_k_m.gguf");
+    if (!src) return;
+    ds_convert_opts o;
+    ds_convert_opts_default(&o, DS_DTYPE_Q8_0);
+    o.experts = DS_DTYPE_IQ2_XXS;
+    ds_err e = { 0 };
+    const char *p = tmp_path("bad-types.gguf");
+    const char *gate = "blk.1.ffn_gate_exps.weight";
+    for (int c = 0; c < 2; c++) {
+        CHECK_MSG(ds_write_random_gguf(&src->cfg, p, &o, 3, &e) == 0, "%s", e.msg);
+        if (c == 0) {
+            /* a type we do not compute with, same block size (tq2_0: 66 bytes / 256):
+             * refused naming the tensor and the type */
+            CHECK(patch_type(p, gate, 35));
+            expect_open_fails(p, "tq2_0 tensor", gate, "tq2_0");
+        } else {
+            /* a new type whose byte size for this shape does not match the data
+             * (IQ2_XS: 74 bytes / 256 > 66): the tensor would run into the next
+             * one (the parser's own checks: gguf_bad_inputs in test_gguf.c) */
+            CHECK(patch_type(p, gate, 17));
+            expect_open_fails(p, "iq2_xs over iq2_xxs data", gate, "overlap");
+        }
+    }
+    unlink(p);
+    ds_model_close(src);
+}

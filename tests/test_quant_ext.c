@@ -9,7 +9,8 @@
  *   - our quantizers: RMS error vs llama.cpp's on the same real-looking
  *     weights, and the bytes they write decoded by gguf's dequantizer (python
  *     at test time, skipped without it) to exactly our dequantized values;
- *   - the fast (AVX2) integer dot products against their reference twin
+ *   - the AVX2 block expansion against the reference's, bit for bit, and
+ *     the fast (AVX2) integer dot products against their reference twin
  *     (ds_vec_dot_ref: dequantize, sum in double), 1 and 4 tokens, and the
  *     4-token kernel giving each token exactly the 1-token result.
  */
@@ -25,6 +26,7 @@
 #include "tensor/iq_tables.h"
 #include "tensor/ops.h"
 #include "tensor/quant.h"
+#include "tensor/quant_ext.h"
 #include "tensor/quant_isa.h"
 
 static const ds_dtype k_ext[] = { DS_DTYPE_Q4_1, DS_DTYPE_Q5_1, DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_Q5_K,
@@ -261,6 +263,16 @@ TEST(quant_ext_fast_vs_ref) {
             float *a = malloc(n * 4), *y = malloc(n * 4);
             uint8_t *q = calloc(1, ds_dtype_row_bytes(t, n));
             random_row(&r, t, q, n);
+            /* the AVX2 block expansion: the reference's integers exactly */
+            for (int64_t b = 0; b < n / ds_dtype_block(t); b++) {
+                _Alignas(32) int8_t i0[256], i1[256];
+                float sc[16], mn[16];
+                const uint8_t *blk = q + ds_dtype_block_bytes(t) * (size_t)b;
+                ds_expand_block(t, blk, i0, sc, mn);
+                ds_expand_ints_avx2(t, blk, i1);
+                CHECK_MSG(memcmp(i0, i1, (size_t)ds_dtype_block(t)) == 0, "%s block %lld: avx2 expansion differs",
+                          ds_dtype_name(t), (long long)b);
+            }
             size_t ab = ds_act_row_bytes(t, n);
             uint8_t *qa[4];
             for (int j = 0; j < 4; j++) {

@@ -538,7 +538,8 @@ void ds_dequant_row_avx2(ds_dtype t, const void *in, float *y, int64_t n) {
         break;
     }
     default:
-        ds_dequant_row_ref(t, in, y, n);
+        if (t >= DS_DTYPE_Q4_1 && ds_dtype_is_quant(t)) ds_dequant_ext_avx2(t, in, y, n);
+        else ds_dequant_row_ref(t, in, y, n);
     }
 }
 

@@ -58,12 +58,13 @@ void ds_expand_block(ds_dtype t, const void *blk, int8_t *q, float *sc, float *m
     const uint8_t *b = blk;
     switch (t) {
     case DS_DTYPE_Q4_1:
-        for (int j = 0; j < 16; j++) { q[j] = (int8_t)(b[4 + j] & 15); q[j + 16] = (int8_t)(b[4 + j] >> 4); }
+        if (q)
+            for (int j = 0; j < 16; j++) { q[j] = (int8_t)(b[4 + j] & 15); q[j + 16] = (int8_t)(b[4 + j] >> 4); }
         set32(sc, mn, h2f(b), h2f(b + 2));
         break;
     case DS_DTYPE_Q5_1: {
         uint32_t qh = rd32(b + 4);
-        for (int j = 0; j < 16; j++) {
+        for (int j = 0; j < 16 && q; j++) {
             q[j] = (int8_t)((b[8 + j] & 15) | ((qh >> j) & 1) << 4);
             q[j + 16] = (int8_t)((b[8 + j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
         }
@@ -71,13 +72,14 @@ void ds_expand_block(ds_dtype t, const void *blk, int8_t *q, float *sc, float *m
         break;
     }
     case DS_DTYPE_IQ4_NL:
-        for (int j = 0; j < 16; j++) { q[j] = ds_iq4nl_values[b[2 + j] & 15]; q[j + 16] = ds_iq4nl_values[b[2 + j] >> 4]; }
+        if (q)
+            for (int j = 0; j < 16; j++) { q[j] = ds_iq4nl_values[b[2 + j] & 15]; q[j + 16] = ds_iq4nl_values[b[2 + j] >> 4]; }
         set32(sc, mn, h2f(b), 0.0f);
         break;
     case DS_DTYPE_Q2_K: {
         const uint8_t *s = b, *qs = b + 16;
         float d = h2f(b + 80), dmin = h2f(b + 82);
-        for (int n = 0; n < 2; n++)
+        for (int n = 0; n < 2 && q; n++)
             for (int j = 0; j < 4; j++)
                 for (int l = 0; l < 32; l++) q[128 * n + 32 * j + l] = (int8_t)((qs[32 * n + l] >> (2 * j)) & 3);
         for (int i = 0; i < 16; i++) {
@@ -89,7 +91,7 @@ void ds_expand_block(ds_dtype t, const void *blk, int8_t *q, float *sc, float *m
     case DS_DTYPE_Q3_K: {
         const uint8_t *hm = b, *qs = b + 32, *s = b + 96;
         float d = h2f(b + 108);
-        for (int n = 0; n < 2; n++)
+        for (int n = 0; n < 2 && q; n++)
             for (int j = 0; j < 4; j++)
                 for (int l = 0; l < 32; l++) {
                     int lo = (qs[32 * n + l] >> (2 * j)) & 3, hb = (hm[l] >> (4 * n + j)) & 1;
@@ -105,7 +107,7 @@ void ds_expand_block(ds_dtype t, const void *blk, int8_t *q, float *sc, float *m
     case DS_DTYPE_Q5_K: {
         float d = h2f(b), dmin = h2f(b + 2);
         const uint8_t *s = b + 4, *qh = b + 16, *qs = b + 48;
-        for (int c = 0; c < 4; c++)
+        for (int c = 0; c < 4 && q; c++)
             for (int l = 0; l < 32; l++) {
                 int lo = qs[32 * c + l] & 15, hi = qs[32 * c + l] >> 4;
                 q[64 * c + l] = (int8_t)(lo | ((qh[l] >> (2 * c)) & 1) << 4);
@@ -125,7 +127,7 @@ void ds_expand_block(ds_dtype t, const void *blk, int8_t *q, float *sc, float *m
             const uint8_t *p = b + 2 + 8 * ib;
             uint32_t a1 = rd32(p + 4);
             float db = d * (0.5f + (float)(a1 >> 28)) * 0.25f;
-            for (int l = 0; l < 4; l++) signed8(q + 32 * ib + 8 * l, ds_iq2xxs_grid, p[l], ds_iq_ksigns[(a1 >> (7 * l)) & 127]);
+            for (int l = 0; l < 4 && q; l++) signed8(q + 32 * ib + 8 * l, ds_iq2xxs_grid, p[l], ds_iq_ksigns[(a1 >> (7 * l)) & 127]);
             set32(sc + 2 * ib, mn + 2 * ib, db, 0.0f);
         }
         break;
@@ -133,7 +135,7 @@ void ds_expand_block(ds_dtype t, const void *blk, int8_t *q, float *sc, float *m
     case DS_DTYPE_IQ2_XS: {
         float d = h2f(b);
         const uint8_t *s = b + 66;
-        for (int i = 0; i < 32; i++) {
+        for (int i = 0; i < 32 && q; i++) {
             uint16_t v = rd16(b + 2 + 2 * i);
             signed8(q + 8 * i, ds_iq2xs_grid, v & 511, ds_iq_ksigns[v >> 9]);
         }
@@ -146,7 +148,7 @@ void ds_expand_block(ds_dtype t, const void *blk, int8_t *q, float *sc, float *m
     case DS_DTYPE_IQ2_S: {
         float d = h2f(b);
         const uint8_t *qs = b + 2, *sg = b + 34, *qh = b + 66, *s = b + 74;
-        for (int i = 0; i < 32; i++) signed8(q + 8 * i, ds_iq2s_grid, qs[i] | ((qh[i / 4] >> (2 * (i % 4))) & 3) << 8, sg[i]);
+        for (int i = 0; i < 32 && q; i++) signed8(q + 8 * i, ds_iq2s_grid, qs[i] | ((qh[i / 4] >> (2 * (i % 4))) & 3) << 8, sg[i]);
         for (int k = 0; k < 16; k++) {
             sc[k] = d * (0.5f + (float)((s[k / 2] >> (4 * (k % 2))) & 15)) * 0.25f;
             mn[k] = 0.0f;
@@ -159,7 +161,7 @@ void ds_expand_block(ds_dtype t, const void *blk, int8_t *q, float *sc, float *m
         for (int ib = 0; ib < 8; ib++) {
             uint32_t a = rd32(b + 66 + 4 * ib);
             float db = d * (0.5f + (float)(a >> 28)) * 0.5f;
-            for (int l = 0; l < 4; l++) {
+            for (int l = 0; l < 4 && q; l++) {
                 uint8_t sgn = ds_iq_ksigns[(a >> (7 * l)) & 127];
                 signed4(q + 32 * ib + 8 * l, ds_iq3xxs_grid, qs[8 * ib + 2 * l], sgn, 0);
                 signed4(q + 32 * ib + 8 * l + 4, ds_iq3xxs_grid, qs[8 * ib + 2 * l + 1], sgn, 4);
@@ -171,7 +173,7 @@ void ds_expand_block(ds_dtype t, const void *blk, int8_t *q, float *sc, float *m
     case DS_DTYPE_IQ3_S: {
         float d = h2f(b);
         const uint8_t *qs = b + 2, *qh = b + 66, *sg = b + 74, *s = b + 106;
-        for (int i = 0; i < 64; i++)
+        for (int i = 0; i < 64 && q; i++)
             signed4(q + 4 * i, ds_iq3s_grid, qs[i] | ((qh[i / 8] >> (i % 8)) & 1) << 8, sg[i / 2], 4 * (i % 2));
         for (int k = 0; k < 8; k++) {
             float db = d * (float)(1 + 2 * ((s[k / 2] >> (4 * (k % 2))) & 15));
@@ -185,7 +187,7 @@ void ds_expand_block(ds_dtype t, const void *blk, int8_t *q, float *sc, float *m
         for (int ib = 0; ib < 8; ib++) {
             uint16_t h = rd16(b + 34 + 2 * ib);
             float dl = d * (float)(2 * ((h >> 12) & 7) + 1);
-            for (int l = 0; l < 4; l++) iq1_8(q + 32 * ib + 8 * l, qs[4 * ib + l] | ((h >> (3 * l)) & 7) << 8, h & 0x8000);
+            for (int l = 0; l < 4 && q; l++) iq1_8(q + 32 * ib + 8 * l, qs[4 * ib + l] | ((h >> (3 * l)) & 7) << 8, h & 0x8000);
             set32(sc + 2 * ib, mn + 2 * ib, dl * 0.125f, 0.0f);
         }
         break;
@@ -196,7 +198,7 @@ void ds_expand_block(ds_dtype t, const void *blk, int8_t *q, float *sc, float *m
         for (int i = 0; i < 4; i++) s[i] = rd16(b + 48 + 2 * i);
         uint16_t dh = (uint16_t)((s[0] >> 12) | ((s[1] >> 8) & 0x00F0) | ((s[2] >> 4) & 0x0F00) | (s[3] & 0xF000));
         float d = ds_f16_to_f32(dh);
-        for (int g = 0; g < 32; g++) {
+        for (int g = 0; g < 32 && q; g++) {
             int nib = (qh[g / 2] >> (4 * (g % 2))) & 15;
             iq1_8(q + 8 * g, qs[g] | (nib & 7) << 8, nib & 8);
         }
@@ -213,7 +215,7 @@ void ds_expand_block(ds_dtype t, const void *blk, int8_t *q, float *sc, float *m
         const uint8_t *sl = b + 4, *qs = b + 8;
         for (int ib = 0; ib < 8; ib++) {
             int ls = ((sl[ib / 2] >> (4 * (ib % 2))) & 15) | ((sh >> (2 * ib)) & 3) << 4;
-            for (int j = 0; j < 16; j++) {
+            for (int j = 0; j < 16 && q; j++) {
                 q[32 * ib + j] = ds_iq4nl_values[qs[16 * ib + j] & 15];
                 q[32 * ib + 16 + j] = ds_iq4nl_values[qs[16 * ib + j] >> 4];
             }

@@ -35,7 +35,9 @@ bool ds_dequant_ext(ds_dtype t, const void *in, float *y, int64_t n);
 bool ds_quantize_ext(ds_dtype t, const float *x, void *out, int64_t n);
 
 /* One activation block of a type (32 values for Q4_1/Q5_1/IQ4_NL, else 256)
- * as integers: x[i] = sc[i/16]·q[i] + mn[i/16]; the fast kernels' form. */
+ * as integers: x[i] = sc[i/16]·q[i] + mn[i/16]; the fast kernels' form.
+ * q may be NULL: scales and offsets only (the AVX2 kernels expand the
+ * integers themselves, quant_ext_avx2.c). */
 void ds_expand_block(ds_dtype t, const void *blk, int8_t *q, float *sc, float *mn);
 
 /* quant.c's scale searches: x[n] ≈ s·q - m, q in [0, nmax] (n <= 256), and
