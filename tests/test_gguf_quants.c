@@ -258,6 +258,12 @@ TEST(gguf_quants_bad_types) {
             expect_open_fails(p, "iq2_xs over iq2_xxs data", gate, "overlap");
         }
     }
+    /* the library refuses to write a type it has no quantizer for (no abort) */
+    ds_convert_opts_default(&o, DS_DTYPE_Q8_0);
+    o.experts = DS_DTYPE_IQ1_S;
+    e = (ds_err){ 0 };
+    CHECK(ds_model_write_gguf(src, p, &o, &e) == DS_EUNSUPPORTED);
+    CHECK_MSG(strstr(e.msg, "IQ1_S"), "message '%s'", e.msg);
     unlink(p);
     ds_model_close(src);
 }

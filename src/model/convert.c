@@ -671,6 +671,11 @@ int ds_model_write_gguf(const ds_model *m, const char *path, const ds_convert_op
     if (m->expert_lo != 0 || m->expert_hi != m->cfg.n_routed_experts)
         return ds_err_set(e, DS_EINVAL, "%s: holds routed experts [%lld, %lld) of %lld; converting needs them all", m->dir,
                           (long long)m->expert_lo, (long long)m->expert_hi, (long long)m->cfg.n_routed_experts);
+    const ds_dtype used[5] = { o->attn, o->ffn, o->experts, o->embed, o->head };
+    for (int k = 0; k < 5; k++)
+        if (!ds_quant_has_quantizer(used[k]))
+            return ds_err_set(e, DS_EUNSUPPORTED, "%s: deepseek.c reads %s but does not write it (the IQ1/IQ2/IQ3 types "
+                              "need an importance matrix: llama.cpp's llama-quantize --imatrix)", path, ds_dtype_name(used[k]));
     ds_convert_opts oo = *o;
     if (!oo.tokenizer_dir && !oo.tokenizer_gguf && m->gguf) oo.tokenizer_gguf = m->gguf;
     return write_all(&m->cfg, m, path, &oo, 0, e);

@@ -7,9 +7,10 @@
  *   - many tokens (prefill): W is walked in panels of DS_PANEL rows; each
  *     panel is dequantized to fp32 in per-thread scratch and multiplied with
  *     an OpenBLAS sgemm (single-threaded inside our parallel region).
- *   - block-quantized weights (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K) in decode: the
- *     T activation rows are quantized once per call (A8 / K8, quant.h) and
- *     each weight row is dotted in integer arithmetic (quant_avx2.c).
+ *   - block-quantized weights (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K and the types of
+ *     quant_ext.h) in decode: the T activation rows are quantized once per
+ *     call (A8 / K8, quant.h) and each weight row is dotted in integer
+ *     arithmetic (quant_avx2.c, quant_ext_avx2.c).
  *   - block-quantized weights repacked at load (w->rp, repack.h): every
  *     token count goes through the x8 kernels (8 rows x up to 4 tokens per
  *     call, repack_avx2.c), decode and prefill alike; a token's result does

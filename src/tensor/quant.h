@@ -26,6 +26,10 @@
  *
  * Every fast kernel (quant_avx2.c) has a reference twin here and a test in
  * tests/test_quant.c.
+ *
+ * The other types of hub GGUFs (Q4_1, Q5_1, Q2_K, Q3_K, Q5_K and the
+ * i-quants, quant_ext.h) go through the same entry points: activations A8
+ * for the 32-value ones (Q4_1, Q5_1, IQ4_NL), K8 for the 256-value ones.
  */
 #ifndef DS_QUANT_H
 #define DS_QUANT_H
