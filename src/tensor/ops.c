@@ -227,6 +227,22 @@ static void matmul_qrows_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
         matmul_x8_worker(c, i0, i1);
         return;
     }
+    if (c->per_token && ds_dot_ext_token_exact(dt)) {
+        /* the types of quant_ext.h: the multi-token kernel gives each token its
+         * 1-token bits, so tokens share the block expansion, up to 4 at a time */
+        for (int64_t n = i0; n < i1; n++) {
+            const uint8_t *wr = row_ptr(c->w, c->r0 + n, c->K);
+            for (int64_t t = 0; t < c->T; t += 4) {
+                int m = (int)DS_MIN(4, c->T - t);
+                const int8_t *a[4];
+                float out[4];
+                for (int k = 0; k < m; k++) a[k] = (const int8_t *)(c->qa + (size_t)(t + k) * c->ab);
+                ds_dot_ext_avx2(dt, wr, a, m, c->K, out);
+                for (int k = 0; k < m; k++) c->y[(t + k) * c->ldy + n] = out[k];
+            }
+        }
+        return;
+    }
     if (c->per_token) {
         /* one token at a time: each token's result is independent of the batch
          * (the 4-token kernel rounds differently from the 1-token one) */

@@ -217,19 +217,23 @@ void ds_dot_ext_avx2(ds_dtype t, const void *w, const int8_t *const *act, int T,
         const uint8_t *blk = (const uint8_t *)w + bb * (size_t)b;
         ds_expand_block(t, blk, NULL, sc, mn);
         ds_expand_ints_avx2(t, blk, q);
-        __m256i wv[8];
-        __m256 sv[8];
+        /* per 32-value group c: the scales of its two halves of 16 */
+        _Alignas(32) float sv[8][8];
         int nv = (int)(B / 32);
-        for (int c = 0; c < nv; c++) {
-            wv[c] = _mm256_load_si256((const __m256i *)(q + 32 * c));
-            sv[c] = _mm256_setr_m128(_mm_set1_ps(sc[2 * c]), _mm_set1_ps(sc[2 * c + 1]));
-        }
+        for (int c = 0; c < nv; c++)
+            _mm256_store_ps(sv[c], _mm256_setr_m128(_mm_set1_ps(sc[2 * c]), _mm_set1_ps(sc[2 * c + 1])));
         for (int j = 0; j < T; j++) {
             const int8_t *a = act[j] + b * B;
             const float *dq = (const float *)(act[j] + K);
-            __m256 s = _mm256_setzero_ps();
-            for (int c = 0; c < nv; c++)
-                s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(wv[c], _mm256_loadu_si256((const __m256i *)(a + 32 * c)))), sv[c], s);
+#define GROUP(c) _mm256_mul_ps(_mm256_cvtepi32_ps(dot32(_mm256_load_si256((const __m256i *)(q + 32 * (c))), \
+                                                           _mm256_loadu_si256((const __m256i *)(a + 32 * (c))))), \
+                               _mm256_load_ps(sv[c]))
+            /* products of independent 32-value groups, summed as a tree (no
+             * dependency chain through the 8 groups of a super-block) */
+            __m256 s = nv == 1 ? GROUP(0)
+                               : _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(GROUP(0), GROUP(1)), _mm256_add_ps(GROUP(2), GROUP(3))),
+                                               _mm256_add_ps(_mm256_add_ps(GROUP(4), GROUP(5)), _mm256_add_ps(GROUP(6), GROUP(7))));
+#undef GROUP
             float m = 0.0f;
             if (!offs) {
                 /* no offsets (mn = 0): the term is 0 */

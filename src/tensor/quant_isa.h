@@ -14,6 +14,7 @@ void ds_vec_dot4_avx2(ds_dtype t, const void *w, const void *const *act, int64_t
 /* the types of quant_ext.h: out[j] = w · act[j] for T = 1..4 tokens, each
  * token's result independent of T (quant_ext_avx2.c) */
 void ds_dot_ext_avx2(ds_dtype t, const void *w, const int8_t *const *act, int T, int64_t K, float *out);
+static inline bool ds_dot_ext_token_exact(ds_dtype t) { return t >= DS_DTYPE_Q4_1 && ds_dtype_is_quant(t); }
 /* the integers of ds_expand_block (quant_ext.h), q 32-byte aligned */
 void ds_expand_ints_avx2(ds_dtype t, const void *blk, int8_t *q);
 void ds_dequant_ext_avx2(ds_dtype t, const void *in, float *out, int64_t n);
