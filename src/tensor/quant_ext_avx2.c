@@ -4,20 +4,21 @@
  * dispatch only on CPUs with AVX2+FMA).
  *
  * One kernel for all of them: a weight block is expanded once to int8
- * values with per-16 float scales and offsets (ds_expand_block, the same
- * code as the reference dequantizer), then dotted with each token's
+ * values with per-16 float scales and offsets (the form of ds_expand_block,
+ * which is also the reference dequantizer), then dotted with each token's
  * quantized activations (A8 for the 32-value types, K8 for the 256-value
  * ones) in integer arithmetic, 32 products per instruction:
  *
  *   Σ x·a = Σ_blocks d_a · ( Σ_16-groups sc_g · Σ q·a_q  +  Σ_g mn_g · Σ a_q )
  *
- * The expansion (ds_expand_ints_avx2) gathers the i-quants' grid rows of 4
- * groups of 8 values with one vector set and signs them with one mask; its
- * scales come from ds_expand_block. It is shared by the up to 4 tokens of
- * a call, and every token's
- * result is computed by the same instructions in the same order whatever
- * the number of tokens, so the 4-token kernel gives each token exactly the
- * 1-token result (batch invariance; tests/test_quant_ext.c checks it).
+ * The integers come from ds_expand_ints_avx2 (the i-quants' grid rows of 4
+ * groups of 8 values gathered with one vector set and signed with one mask;
+ * bit planes with shifts; IQ4 levels with pshufb), bit-exact with the
+ * reference expansion; the scales from ds_expand_block. One expansion serves
+ * the up to 4 tokens of a call, and every token's result is computed by the
+ * same instructions in the same order whatever the number of tokens, so the
+ * multi-token kernel gives each token exactly its 1-token result (batch
+ * invariance; tests/test_quant_ext.c and model_batch_invariant_ext_types).
  * Reference twin: ds_vec_dot_ref (quant.c).
  */
 #include "quant_ext.h"
@@ -194,7 +195,7 @@ void ds_expand_ints_avx2(ds_dtype t, const void *blk, int8_t *q) {
             o[ib] = iq1_times8(g, d);
         }
         break;
-    default: ds_expand_block(t, blk, q, NULL, NULL);  /* not reached: all types above */
+    default: DS_ASSERT(!"ds_expand_ints_avx2: not a quant_ext.h type");
     }
 }
 
