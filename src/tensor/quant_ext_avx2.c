@@ -91,7 +91,7 @@ static inline __m256i bits_0x10(uint32_t x) { return _mm256_and_si256(sign_mask(
 /* The integers of ds_expand_block (same values; tests/test_quant_ext.c
  * compares them), with AVX2: the grid rows of 4 groups of 8 (or 8 groups of 4)
  * values are gathered with one set and signed with one mask. */
-void ds_expand_ints_avx2(ds_dtype t, const void *blk, int8_t *q) {
+static inline void expand_ints(ds_dtype t, const void *blk, int8_t *q) {
     const uint8_t *b = blk;
     __m256i *o = (__m256i *)q;   /* 32-byte aligned */
     const __m256i k3 = _mm256_set1_epi8(3), k1 = _mm256_set1_epi8(1), k15 = _mm256_set1_epi8(15);
@@ -199,6 +199,37 @@ void ds_expand_ints_avx2(ds_dtype t, const void *blk, int8_t *q) {
     }
 }
 
+void ds_expand_ints_avx2(ds_dtype t, const void *blk, int8_t *q) { expand_ints(t, blk, q); }
+
+/* The 32-value types (Q4_1, Q5_1, IQ4_NL): one scale d and offset m per
+ * block, read here with F16C (the same values as ds_expand_block's) and the
+ * 32 integers kept in a register; otherwise the arithmetic of
+ * ds_dot_ext_avx2's general loop, so the same bits. */
+static void dot_ext32(ds_dtype t, const uint8_t *w, const int8_t *const *act, int T, int64_t K, float *out) {
+    int64_t nb = K / 32;
+    size_t bb = ds_dtype_block_bytes(t);
+    bool offs = t != DS_DTYPE_IQ4_NL;
+    const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ds_iq4nl_values));
+    __m256 acc[4];
+    float tail[4];
+    for (int j = 0; j < T; j++) { acc[j] = _mm256_setzero_ps(); tail[j] = 0.0f; }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + bb * (size_t)b;
+        float d = _cvtsh_ss(rd16(blk)), m = offs ? _cvtsh_ss(rd16(blk + 2)) : 0.0f;
+        __m256i wq = t == DS_DTYPE_Q4_1 ? nibbles16(blk + 4)
+                   : t == DS_DTYPE_Q5_1 ? _mm256_or_si256(nibbles16(blk + 8), bits_0x10(rd32(blk + 4)))
+                   : _mm256_shuffle_epi8(tab, nibbles16(blk + 2));
+        __m256 dv = _mm256_set1_ps(d);
+        for (int j = 0; j < T; j++) {
+            const float *dq = (const float *)(act[j] + K);
+            __m256 sv = _mm256_mul_ps(_mm256_cvtepi32_ps(dot32(wq, _mm256_loadu_si256((const __m256i *)(act[j] + 32 * b)))), dv);
+            acc[j] = _mm256_fmadd_ps(sv, _mm256_set1_ps(dq[b]), acc[j]);
+            if (offs) tail[j] += m * dq[nb + b] * dq[b];
+        }
+    }
+    for (int j = 0; j < T; j++) out[j] = hsum_ps(acc[j]) + tail[j];
+}
+
 static bool has_offsets(ds_dtype t) {
     return t == DS_DTYPE_Q4_1 || t == DS_DTYPE_Q5_1 || t == DS_DTYPE_Q2_K || t == DS_DTYPE_Q5_K;
 }
@@ -206,6 +237,10 @@ static bool has_offsets(ds_dtype t) {
 void ds_dot_ext_avx2(ds_dtype t, const void *w, const int8_t *const *act, int T, int64_t K, float *out) {
     DS_ASSERT(T >= 1 && T <= 4);
     int kind = ds_act_kind(t);
+    if (kind == 1) {
+        dot_ext32(t, w, act, T, K, out);
+        return;
+    }
     bool offs = has_offsets(t);
     int64_t B = kind == 1 ? 32 : 256, nb = K / B;
     size_t bb = ds_dtype_block_bytes(t);
@@ -217,7 +252,7 @@ void ds_dot_ext_avx2(ds_dtype t, const void *w, const int8_t *const *act, int T,
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = (const uint8_t *)w + bb * (size_t)b;
         ds_expand_block(t, blk, NULL, sc, mn);
-        ds_expand_ints_avx2(t, blk, q);
+        expand_ints(t, blk, q);
         /* per 32-value group c: the scales of its two halves of 16 */
         _Alignas(32) float sv[8][8];
         int nv = (int)(B / 32);
@@ -261,7 +296,7 @@ void ds_dequant_ext_avx2(ds_dtype t, const void *in, float *y, int64_t n) {
     for (int64_t b = 0; b < n / B; b++, y += B) {
         const uint8_t *blk = (const uint8_t *)in + bb * (size_t)b;
         ds_expand_block(t, blk, NULL, sc, mn);
-        ds_expand_ints_avx2(t, blk, q);
+        expand_ints(t, blk, q);
         for (int g = 0; g < B / 16; g++)
             for (int h = 0; h < 16; h += 8) {
                 __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 16 * g + h))));
