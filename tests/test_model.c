@@ -24,9 +24,11 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/mmap_file.h"
 #include "io/json.h"
+#include "model/convert.h"
 #include "model/model.h"
 #include "runtime/generate.h"
 
@@ -426,6 +428,27 @@ TEST(model_batch_invariant_bf16) { batch_invariance("tests/fixtures/tiny-v3"); }
 TEST(model_batch_invariant_fp8) { batch_invariance("tests/fixtures/tiny-v3-fp8"); }
 TEST(model_batch_invariant_q8_0) { batch_invariance("tests/fixtures/gguf/tiny-v3.llama-q8_0.gguf"); }
 TEST(model_batch_invariant_q4_k) { batch_invariance("tests/fixtures/gguf/kq.llama-q4_k_m.gguf"); }
+/* the types of tensor/quant_ext.h (a random model of the kq shape: experts
+ * IQ2_XXS, attention Q3_K, dense FFN Q4_1, head Q5_K) */
+TEST(model_batch_invariant_ext_types) {
+    ds_err e = { 0 };
+    ds_model *kq = NULL;
+    if (ds_model_open(&kq, "tests/fixtures/gguf/kq.llama-q4_k_m.gguf", &e)) { CHECK_MSG(0, "%s", e.msg); return; }
+    ds_convert_opts o;
+    ds_convert_opts_default(&o, DS_DTYPE_Q8_0);
+    o.experts = DS_DTYPE_IQ2_XXS;
+    o.attn = DS_DTYPE_Q3_K;
+    o.ffn = DS_DTYPE_Q4_1;
+    o.head = DS_DTYPE_Q5_K;
+    char dir[] = "/tmp/ds_bi_ext_XXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/m.gguf", dir);
+    CHECK_MSG(ds_write_random_gguf(&kq->cfg, path, &o, 5, &e) == 0, "%s", e.msg);
+    ds_model_close(kq);
+    batch_invariance(path);
+    unlink(path);
+    rmdir(dir);
+}
 
 /* Long context: 690 tokens prefilled in chunks (expanded and absorbed
  * prefill attention), then 10 decode steps (flash
