@@ -33,6 +33,12 @@ stop=$(printf '%s' "$full" | cut -c8-10)
 cut=$("$BIN" generate -m "$M" --prompt "Hello" -n 30 --temperature 0 --stop "$stop")
 case "$full" in "$cut$stop"*) ok "generate --stop cuts before the stop string";; *) bad "generate --stop ('$stop': '$cut' vs '$full')";; esac
 
+# a DeepSeek-V3.2 folder (sparse attention, no chat template: V3.1's format) chats and generates
+out=$(printf 'Hello\nAgain\n' | "$BIN" chat -m tests/fixtures/tiny-v32 -n 6 --temperature 0 2>/tmp/ds_chat_err); rc=$?
+[ $rc -eq 0 ] && [ -n "$out" ] && ok "chat on a V3.2 folder" || bad "chat on a V3.2 folder (rc=$rc): $(cat /tmp/ds_chat_err)"
+out=$("$BIN" generate -m tests/fixtures/tiny-v32 --prompt "Hello" -n 20 --temperature 0 --ignore-eos 2>/tmp/ds_chat_err); rc=$?
+[ $rc -eq 0 ] && [ -n "$out" ] && ok "generate on a V3.2 folder" || bad "generate on a V3.2 folder (rc=$rc)"
+
 # errors: no tokenizer, bad flags
 echo hi | "$BIN" chat -m tests/fixtures/tiny-v3 >/dev/null 2>/tmp/ds_chat_err; rc=$?
 [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q tokenizer /tmp/ds_chat_err && ok "model without tokenizer: clear error" || bad "model without tokenizer (rc=$rc)"

@@ -149,6 +149,9 @@ check_info tiny-v3 DeepseekV3ForCausalLM deepseek_v3
 check_info tiny-v3-fp8 DeepseekV3ForCausalLM deepseek_v3
 check_info tiny-v2-lite DeepseekV2ForCausalLM deepseek_v2
 check_info tiny-v2 DeepseekV2ForCausalLM deepseek_v2
+check_info tiny-v32 DeepseekV32ForCausalLM deepseek_v32
+grep -q "^kv cache     MLA latent 40 + index key 16: 56 values/token/layer" "$T/out" ||
+    fail "info tiny-v32: no cache line with the index key: $(grep '^kv cache' "$T/out")"
 
 check_logits() {  # fixture vocab tokens rows extra-flags...
     fx=$1 v=$2 toks=$3 rows=$4
@@ -189,6 +192,9 @@ check_ref tiny-v3-fp8 256 ref_logits.f32
 check_ref tiny-v3-fp8 256 ref_mtp_logits.f32 --mtp
 check_ref tiny-v2-lite 320 ref_logits.f32
 check_ref tiny-v2 320 ref_logits.f32 --naive
+check_ref tiny-v32 576 ref_logits.f32
+check_ref tiny-v32 576 ref_incr_logits.f32 --incremental
+check_ref tiny-v32 576 ref_logits.f32 --naive
 
 # sampling: same seed -> same tokens, other seed -> other tokens
 gen() { "$BIN" generate -m "$M" --prompt-ids 1,2,3 -n 20 --ignore-eos "$@" 2>"$T/err"; }

@@ -167,6 +167,7 @@ TEST(model_parity_v3_bf16) { parity("tiny-v3"); }
 TEST(model_parity_v3_fp8) { parity("tiny-v3-fp8"); }
 TEST(model_parity_v2_lite_f16) { parity("tiny-v2-lite"); }
 TEST(model_parity_v2_f32) { parity("tiny-v2"); }
+TEST(model_parity_v32_bf16) { parity("tiny-v32"); }   /* V3.2 sparse attention: 24 tokens, index_topk 8 */
 
 /* MTP logits vs the reference written from vLLM's deepseek_mtp.py semantics */
 static void mtp_parity(const char *name) {
@@ -424,6 +425,7 @@ static void batch_invariance(const char *path) {
 
 TEST(model_batch_invariant_bf16) { batch_invariance("tests/fixtures/tiny-v3"); }
 TEST(model_batch_invariant_fp8) { batch_invariance("tests/fixtures/tiny-v3-fp8"); }
+TEST(model_batch_invariant_v32) { batch_invariance("tests/fixtures/tiny-v32"); }
 TEST(model_batch_invariant_q8_0) { batch_invariance("tests/fixtures/gguf/tiny-v3.llama-q8_0.gguf"); }
 TEST(model_batch_invariant_q4_k) { batch_invariance("tests/fixtures/gguf/kq.llama-q4_k_m.gguf"); }
 
@@ -475,4 +477,35 @@ static void long_context_vs_naive(const char *name, const double qbound[2]) {
 /* quantized-cache bounds: ~2x the observed (q8 and fp8 storage error, not
  * the attention's; see test_kvquant.c) */
 TEST(model_long_context_vs_naive_v3) { long_context_vs_naive("tiny-v3", (const double[2]){ 0.05, 1.0 }); }
+TEST(model_long_context_vs_naive_v32) { long_context_vs_naive("tiny-v32", (const double[2]){ 7.0, 6.0 });  /* quantized index keys move top-8 selections among 700 */ }
 TEST(model_long_context_vs_naive_v2_lite) { long_context_vs_naive("tiny-v2-lite", (const double[2]){ 0.025, 0.1 }); }
+
+/* V3.2 configs: the indexer keys, and layouts we do not run are named errors */
+TEST(model_v32_config_errors) {
+    char *base;
+    size_t n;
+    ds_err e = { 0 };
+    if (ds_read_file("tests/fixtures/tiny-v32/config.json", 1 << 20, &base, &n, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    ds_config c;
+    CHECK(ds_config_parse(&c, base, n, "v32", &e) == DS_OK);
+    CHECK_EQ_INT(c.index_topk, 8);
+    CHECK_EQ_INT(c.attn_kind[0], DS_ATTN_DSA);
+    CHECK_EQ_INT(ds_config_kv_width(&c, 2), 32 + 8 + 16);
+    static const struct { const char *from, *to, *msg; } bad[] = {
+        { "\"sparse\",\n    \"sparse\"", "\"sparse\",\n    \"dense\"", "mlp_layer_types" },
+        { "\"q_lora_rank\": 48", "\"q_lora_rank\": null", "q_lora_rank" },
+        { "\"index_topk\": 8", "\"index_topk\": 0", "index_topk" },
+        { "\"index_head_dim\": 16", "\"index_head_dim\": 4", "index_head_dim" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *p = strstr(base, bad[i].from);
+        CHECK_MSG(p != NULL, "config has no '%s'", bad[i].from);
+        if (!p) continue;
+        char buf[8192];
+        snprintf(buf, sizeof buf, "%.*s%s%s", (int)(p - base), base, bad[i].to, p + strlen(bad[i].from));
+        ds_err e2 = { 0 };
+        CHECK_MSG(ds_config_parse(&c, buf, strlen(buf), "v32", &e2) != DS_OK, "accepted %s", bad[i].to);
+        CHECK_MSG(strstr(e2.msg, bad[i].msg) != NULL, "error '%s' does not name %s", e2.msg, bad[i].msg);
+    }
+    free(base);
+}

@@ -15,6 +15,12 @@ which have no HF writer) and reference outputs:
     ref_incr_logits.f32   HF logits fed one token at a time (DynamicCache) [T, V]
     ref_mtp_logits.f32    MTP logits (reference below)                [T-1, V]
 
+V3.2 (tiny-v32, DeepseekV32ForCausalLM): index_topk is smaller than the
+sequence, so later queries attend to a sparse set; the script recomputes the
+indexer's scores from the layer inputs (hooks) and refuses a fixture where the
+index_topk-th and the next score of any query are closer than a margin
+(selection there would depend on rounding, not on the model).
+
 Reference numerics: the reference model is loaded in float32 from exactly the
 stored weights (BF16/F16 upcast; FP8 dequantized as fp8 * scale_inv per
 128x128 block, DeepSeek's weight_dequant in fp32), eager attention. Our C code
@@ -37,7 +43,8 @@ import sys
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import DeepseekV2Config, DeepseekV2ForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM
+from transformers import (DeepseekV2Config, DeepseekV2ForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM,
+                          DeepseekV32Config, DeepseekV32ForCausalLM)
 from transformers.cache_utils import DynamicCache
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
@@ -63,6 +70,8 @@ def base_v3(**kw):
     return c
 
 
+SEED_V32 = int(os.environ.get("SEED_V32", "4"))  # one whose top-k boundaries all have clear margins
+
 VARIANTS = {
     # V3: q LoRA, noaux_tc (sigmoid + bias + top-2-sum groups), BF16, MTP layer
     "tiny-v3": dict(arch="v3", dtype="bf16", mtp=True, cfg=base_v3()),
@@ -87,6 +96,10 @@ VARIANTS = {
         routed_scaling_factor=16.0, num_nextn_predict_layers=0, bos_token_id=100, eos_token_id=101,
         rope_scaling=dict(type="yarn", factor=40.0, original_max_position_embeddings=4096,
                           beta_fast=32, beta_slow=1, mscale=0.707, mscale_all_dim=0.707))),
+    # V3.2: V3 + the lightning indexer; 24 tokens against index_topk 8; tiny-chat's tokenizer.json
+    # (no chat template: a deepseek_v32 folder is chatted with V3.1's format)
+    "tiny-v32": dict(arch="v32", dtype="bf16", mtp=False, T=24, seed=SEED_V32, tokenizer="tiny-chat", cfg=base_v3(
+        vocab_size=576, index_topk=8, index_n_heads=8, index_head_dim=16, num_nextn_predict_layers=0)),
 }
 
 T = 14          # tokens in the logits / incremental references
@@ -101,6 +114,9 @@ def make_config(arch, cfg):
         cfg.pop("num_nextn_predict_layers", None)
         c = DeepseekV2Config(**cfg)
         c.architectures = ["DeepseekV2ForCausalLM"]
+    elif arch == "v32":
+        c = DeepseekV32Config(**cfg)
+        c.architectures = ["DeepseekV32ForCausalLM"]
     else:
         c = DeepseekV3Config(**cfg)
         c.architectures = ["DeepseekV3ForCausalLM"]
@@ -247,6 +263,43 @@ def final_hidden_is_normed(model, tokens):
         return torch.allclose(logits2, out.logits, atol=1e-4, rtol=1e-4)
 
 
+INDEX_MARGIN = 1e-3   # relative gap required at every query's top-k boundary
+
+
+def check_index_margins(model, tokens):
+    """Recomputes every V3.2 indexer's scores of the full forward (from the
+    inputs its hook sees) and asserts a clear gap at each top-k boundary."""
+    from transformers.models.deepseek_v32.modeling_deepseek_v32 import apply_rotary_pos_emb
+    worst = [float("inf")]
+
+    def hook(mod, args, kwargs, out):
+        x = kwargs.get("hidden_states", args[0] if args else None)
+        qr = kwargs.get("q_resid", args[1] if len(args) > 1 else None)
+        cos, sin = kwargs.get("position_embeddings", args[2] if len(args) > 2 else None)
+        B, S, _ = x.shape
+        q = mod.wq_b(qr).view(B, S, mod.n_heads, mod.head_dim).double()
+        k = mod.k_norm(mod.wk(x)).unsqueeze(2).double()
+        r = mod.qk_rope_head_dim
+        qr_, kr_ = apply_rotary_pos_emb(q[..., :r], k[..., :r], cos.double(), sin.double(), unsqueeze_dim=2)
+        q = torch.cat([qr_, q[..., r:]], -1)
+        k = torch.cat([kr_, k[..., r:]], -1).squeeze(2)
+        sc = torch.relu(torch.matmul(q, k.transpose(-1, -2).unsqueeze(1)) * mod.softmax_scale)
+        w = mod.weights_proj(x.to(mod.weights_proj.weight.dtype)).double() * mod.n_heads ** -0.5
+        idx = torch.matmul(w.unsqueeze(-2), sc).squeeze(-2)[0]   # [S, S]
+        K = mod.index_topk
+        for t in range(K, S):
+            v = torch.sort(idx[t, :t + 1], descending=True).values
+            gap = float(v[K - 1] - v[K]) / max(1.0, float(v[K - 1].abs()))
+            worst[0] = min(worst[0], gap)
+
+    hs = [l.self_attn.indexer.register_forward_hook(hook, with_kwargs=True) for l in model.model.layers]
+    with torch.no_grad():
+        model(torch.tensor([tokens]))
+    for h in hs:
+        h.remove()
+    return worst[0]
+
+
 def build(name, spec, seed):
     d = os.path.join(ROOT, name)
     if os.path.isdir(d):
@@ -255,7 +308,7 @@ def build(name, spec, seed):
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     config = make_config(spec["arch"], spec["cfg"])
-    cls = DeepseekV3ForCausalLM if spec["arch"] == "v3" else DeepseekV2ForCausalLM
+    cls = {"v3": DeepseekV3ForCausalLM, "v32": DeepseekV32ForCausalLM}.get(spec["arch"], DeepseekV2ForCausalLM)
     model = cls(config).float().eval()
     init_weights(model, gen)
     store = STORE.get(spec["dtype"], torch.bfloat16)
@@ -303,6 +356,7 @@ def build(name, spec, seed):
 
     rng = np.random.default_rng(seed)
     V = config.vocab_size
+    T = spec.get("T", globals()["T"])
     tokens = [int(config.bos_token_id)] + [int(x) for x in rng.integers(2, V, T - 1)]
     with torch.no_grad():
         full = ref(torch.tensor([tokens])).logits[0].numpy().astype(np.float32)
@@ -331,6 +385,9 @@ def build(name, spec, seed):
         "ref_incr_logits": {"file": "ref_incr_logits.f32", "shape": [T, V], "what": "HF fp32 one token at a time, DynamicCache"},
         "incr_vs_full_maxdiff": float(np.abs(full - incr).max()),
     }
+    if spec["arch"] == "v32":
+        meta["index_topk_min_relative_gap"] = check_index_margins(ref, tokens)
+        assert meta["index_topk_min_relative_gap"] > INDEX_MARGIN, meta["index_topk_min_relative_gap"]
     if spec["mtp"]:
         assert final_hidden_is_normed(ref, tokens)
         mtp = mtp_reference(config, ref, {k: deq[k] for k in deq}, L, tokens).astype(np.float32)
@@ -338,6 +395,8 @@ def build(name, spec, seed):
         meta["ref_mtp_logits"] = {"file": "ref_mtp_logits.f32", "shape": [T - 1, V],
                                   "what": "MTP module, vLLM semantics without position-0 zeroing"}
     json.dump(meta, open(os.path.join(d, "ref.json"), "w"), indent=1)
+    if spec.get("tokenizer"):
+        shutil.copy(os.path.join(ROOT, spec["tokenizer"], "tokenizer.json"), d)
     sz = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
     print(f"{name}: {sz / 1e6:.2f} MB, tokens {tokens}, greedy {greedy}, incr-vs-full {meta['incr_vs_full_maxdiff']:.2e}")
 
@@ -346,7 +405,7 @@ def main():
     names = sys.argv[1:] or list(VARIANTS)
     for i, n in enumerate(VARIANTS):
         if n in names:
-            build(n, VARIANTS[n], 1234 + i)
+            build(n, VARIANTS[n], VARIANTS[n].get("seed", 1234 + i))
 
 
 if __name__ == "__main__":
