@@ -202,6 +202,7 @@ static void mtp_parity(const char *name) {
 
 TEST(model_mtp_v3_bf16) { mtp_parity("tiny-v3"); }
 TEST(model_mtp_v3_fp8) { mtp_parity("tiny-v3-fp8"); }
+TEST(model_mtp_v32_bf16) { mtp_parity("tiny-v32"); }   /* the MTP layer with sparse attention (23 rows, top 8) */
 
 TEST(model_no_mtp_stored) {
     ds_model *m = open_fixture("tiny-v2");
@@ -378,6 +379,7 @@ static void mtp_spec(const char *name, float temperature) {
 
 TEST(model_mtp_speculative_greedy_identical) { mtp_spec("tiny-v3", 0.0f); }
 TEST(model_mtp_speculative_sampled_identical) { mtp_spec("tiny-v3-fp8", 0.8f); }
+TEST(model_mtp_speculative_v32_identical) { mtp_spec("tiny-v32", 0.0f); }
 
 /* Batch invariance: a sequence's logits are bit-for-bit the same whether it
  * runs alone or shares a batch with decode tokens, short chunks and long

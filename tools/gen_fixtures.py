@@ -98,8 +98,8 @@ VARIANTS = {
                           beta_fast=32, beta_slow=1, mscale=0.707, mscale_all_dim=0.707))),
     # V3.2: V3 + the lightning indexer; 24 tokens against index_topk 8; tiny-chat's tokenizer.json
     # (no chat template: a deepseek_v32 folder is chatted with V3.1's format)
-    "tiny-v32": dict(arch="v32", dtype="bf16", mtp=False, T=24, seed=SEED_V32, tokenizer="tiny-chat", cfg=base_v3(
-        vocab_size=576, index_topk=8, index_n_heads=8, index_head_dim=16, num_nextn_predict_layers=0)),
+    "tiny-v32": dict(arch="v32", dtype="bf16", mtp=True, T=24, seed=SEED_V32, tokenizer="tiny-chat", cfg=base_v3(
+        vocab_size=576, index_topk=8, index_n_heads=8, index_head_dim=16)),
 }
 
 T = 14          # tokens in the logits / incremental references
@@ -203,6 +203,13 @@ def mtp_tensors(cfg, L, gen):
         p + "mlp.shared_experts.gate_proj.weight": mat(Es * F, D), p + "mlp.shared_experts.up_proj.weight": mat(Es * F, D),
         p + "mlp.shared_experts.down_proj.weight": mat(D, Es * F),
     }
+    if cfg.get("index_topk"):   # V3.2: the MTP layer's attention has its own indexer
+        hi, di = cfg["index_n_heads"], cfg["index_head_dim"]
+        t[p + "self_attn.indexer.wq_b.weight"] = mat(hi * di, rq)
+        t[p + "self_attn.indexer.wk.weight"] = mat(di, D)
+        t[p + "self_attn.indexer.k_norm.weight"] = vec(di)
+        t[p + "self_attn.indexer.k_norm.bias"] = 0.1 * torch.randn(di, generator=gen)
+        t[p + "self_attn.indexer.weights_proj.weight"] = mat(hi, D)
     for e in range(E):
         t[p + f"mlp.experts.{e}.gate_proj.weight"] = mat(F, D)
         t[p + f"mlp.experts.{e}.up_proj.weight"] = mat(F, D)
@@ -210,14 +217,27 @@ def mtp_tensors(cfg, L, gen):
     return t
 
 
-def mtp_reference(config, ref_model, weights, L, tokens):
-    """MTP logits [T-1, V] with HF modules (see module docstring)."""
-    from transformers.models.deepseek_v3.modeling_deepseek_v3 import (
-        DeepseekV3DecoderLayer, DeepseekV3RMSNorm, DeepseekV3RotaryEmbedding)
+def mtp_reference(config, ref_model, weights, L, tokens, margins=None):
+    """MTP logits [T-1, V] with HF modules (see module docstring). V3.2: the
+    layer is transformers' DeepseekV32DecoderLayer (with its indexer; its
+    top-k margins go to `margins`)."""
+    import copy
+    if config.model_type == "deepseek_v32":
+        from transformers.models.deepseek_v32.modeling_deepseek_v32 import (
+            DeepseekV32DecoderLayer as DecoderLayer, DeepseekV32RMSNorm as DeepseekV3RMSNorm,
+            DeepseekV32RotaryEmbedding as DeepseekV3RotaryEmbedding)
+        config = copy.deepcopy(config)   # the MTP layer (index L) is MoE
+        config.mlp_layer_types = list(config.mlp_layer_types) + ["sparse"]
+    else:
+        from transformers.models.deepseek_v3.modeling_deepseek_v3 import (
+            DeepseekV3DecoderLayer as DecoderLayer, DeepseekV3RMSNorm, DeepseekV3RotaryEmbedding)
     p = f"model.layers.{L}."
     D = config.hidden_size
     E = config.n_routed_experts
-    layer = DeepseekV3DecoderLayer(config, L).float().eval()
+    layer = DecoderLayer(config, L).float().eval()
+    hook = None
+    if margins is not None:
+        hook = layer.self_attn.indexer.register_forward_hook(index_margin_hook(margins), with_kwargs=True)
     sd = {}
     for k, v in weights.items():
         if k.startswith(p) and not any(s in k for s in ("embed_tokens", "enorm", "hnorm", "eh_proj", "shared_head", "mlp.experts.")):
@@ -252,6 +272,8 @@ def mtp_reference(config, ref_model, weights, L, tokens):
         y = layer(x, attention_mask=mask, position_ids=pos, position_embeddings=cos_sin)
         if isinstance(y, tuple):
             y = y[0]
+        if hook:
+            hook.remove()
         return (hd_norm(y[0]) @ head.T).numpy()
 
 
@@ -266,11 +288,11 @@ def final_hidden_is_normed(model, tokens):
 INDEX_MARGIN = 1e-3   # relative gap required at every query's top-k boundary
 
 
-def check_index_margins(model, tokens):
-    """Recomputes every V3.2 indexer's scores of the full forward (from the
-    inputs its hook sees) and asserts a clear gap at each top-k boundary."""
+def index_margin_hook(worst):
+    """A forward hook for a V3.2 indexer: recomputes its scores from the
+    inputs and lowers worst[0] to the smallest relative gap between the
+    index_topk-th and the next score of any query."""
     from transformers.models.deepseek_v32.modeling_deepseek_v32 import apply_rotary_pos_emb
-    worst = [float("inf")]
 
     def hook(mod, args, kwargs, out):
         x = kwargs.get("hidden_states", args[0] if args else None)
@@ -291,7 +313,13 @@ def check_index_margins(model, tokens):
             v = torch.sort(idx[t, :t + 1], descending=True).values
             gap = float(v[K - 1] - v[K]) / max(1.0, float(v[K - 1].abs()))
             worst[0] = min(worst[0], gap)
+    return hook
 
+
+def check_index_margins(model, tokens):
+    """The smallest top-k margin of every V3.2 indexer in the full forward."""
+    worst = [float("inf")]
+    hook = index_margin_hook(worst)
     hs = [l.self_attn.indexer.register_forward_hook(hook, with_kwargs=True) for l in model.model.layers]
     with torch.no_grad():
         model(torch.tensor([tokens]))
@@ -390,7 +418,11 @@ def build(name, spec, seed):
         assert meta["index_topk_min_relative_gap"] > INDEX_MARGIN, meta["index_topk_min_relative_gap"]
     if spec["mtp"]:
         assert final_hidden_is_normed(ref, tokens)
-        mtp = mtp_reference(config, ref, {k: deq[k] for k in deq}, L, tokens).astype(np.float32)
+        mw = [float("inf")] if spec["arch"] == "v32" else None
+        mtp = mtp_reference(config, ref, {k: deq[k] for k in deq}, L, tokens, mw).astype(np.float32)
+        if mw:
+            meta["mtp_index_topk_min_relative_gap"] = mw[0]
+            assert mw[0] > INDEX_MARGIN, mw[0]
         mtp.tofile(os.path.join(d, "ref_mtp_logits.f32"))
         meta["ref_mtp_logits"] = {"file": "ref_mtp_logits.f32", "shape": [T - 1, V],
                                   "what": "MTP module, vLLM semantics without position-0 zeroing"}
