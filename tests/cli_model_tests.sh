@@ -124,6 +124,8 @@ expect_fail "logits on a truncated model.safetensors" "$B/model.safetensors" "$B
 expect_fail "generate on a truncated model.safetensors" "$B/model.safetensors" "$BIN" generate -m "$B" --prompt-ids 1 -n 1
 sed 's/"hidden_size": 64/"hidden_size": "wide"/' "$M/config.json" >"$B/config.json"
 expect_fail "info on a bad config.json" "'hidden_size'" "$BIN" info -m "$B"
+sed 's/"deepseek_v3"/"deepseek_v4"/; s/"DeepseekV3ForCausalLM"/"DeepseekV4ForCausalLM"/' "$M/config.json" >"$B/config.json"
+expect_fail "info on a V4 folder: not supported yet, said so" "DeepSeek-V4" "$BIN" info -m "$B"
 : >"$B/config.json"
 expect_fail "info on an empty config.json" "$B/config.json" "$BIN" info -m "$B"
 rm -f "$B/model.safetensors"

@@ -184,7 +184,11 @@ static int parse_root(ds_config *c, json_t *j, const char *w, ds_err *e) {
         c->arch = DS_ARCH_V3;
     else if ((mt && strcmp(mt, "deepseek_v2") == 0) || (arch_name && strcmp(arch_name, "DeepseekV2ForCausalLM") == 0))
         c->arch = DS_ARCH_V2;
-    else {
+    else if ((mt && strcmp(mt, "deepseek_v4") == 0) || (arch_name && strcmp(arch_name, "DeepseekV4ForCausalLM") == 0)) {
+        rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: DeepSeek-V4 (DeepseekV4ForCausalLM: sliding-window / compressed "
+                        "attention, hyper-connections, hash-routed MoE) is not supported yet; V2, V3 and V3.2 are", w);
+        goto done;
+    } else {
         rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: model_type '%s' / architectures '%s' is not DeepSeek-V2, V3 or V3.2", w,
                         mt ? mt : "(none)", arch_name ? arch_name : "(none)");
         goto done;
