@@ -198,6 +198,8 @@ check_ref tiny-v32 576 ref_logits.f32
 check_ref tiny-v32 576 ref_incr_logits.f32 --incremental
 check_ref tiny-v32 576 ref_logits.f32 --naive
 check_ref tiny-v32 576 ref_mtp_logits.f32 --mtp
+check_ref tiny-v32-fp8 256 ref_logits.f32
+check_ref tiny-v32-fp8 256 ref_incr_logits.f32 --incremental
 
 # sampling: same seed -> same tokens, other seed -> other tokens
 gen() { "$BIN" generate -m "$M" --prompt-ids 1,2,3 -n 20 --ignore-eos "$@" 2>"$T/err"; }

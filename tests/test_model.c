@@ -168,6 +168,7 @@ TEST(model_parity_v3_fp8) { parity("tiny-v3-fp8"); }
 TEST(model_parity_v2_lite_f16) { parity("tiny-v2-lite"); }
 TEST(model_parity_v2_f32) { parity("tiny-v2"); }
 TEST(model_parity_v32_bf16) { parity("tiny-v32"); }   /* V3.2 sparse attention: 24 tokens, index_topk 8 */
+TEST(model_parity_v32_fp8) { parity("tiny-v32-fp8"); }   /* FP8 with ue8m0 scales, the indexer's too */
 
 /* MTP logits vs the reference written from vLLM's deepseek_mtp.py semantics */
 static void mtp_parity(const char *name) {
@@ -202,7 +203,8 @@ static void mtp_parity(const char *name) {
 
 TEST(model_mtp_v3_bf16) { mtp_parity("tiny-v3"); }
 TEST(model_mtp_v3_fp8) { mtp_parity("tiny-v3-fp8"); }
-TEST(model_mtp_v32_bf16) { mtp_parity("tiny-v32"); }   /* the MTP layer with sparse attention (23 rows, top 8) */
+TEST(model_mtp_v32_bf16) { mtp_parity("tiny-v32"); }
+TEST(model_mtp_v32_fp8) { mtp_parity("tiny-v32-fp8"); }   /* the MTP layer with sparse attention (23 rows, top 8) */
 
 TEST(model_no_mtp_stored) {
     ds_model *m = open_fixture("tiny-v2");
@@ -508,6 +510,19 @@ TEST(model_v32_config_errors) {
         ds_err e2 = { 0 };
         CHECK_MSG(ds_config_parse(&c, buf, strlen(buf), "v32", &e2) != DS_OK, "accepted %s", bad[i].to);
         CHECK_MSG(strstr(e2.msg, bad[i].msg) != NULL, "error '%s' does not name %s", e2.msg, bad[i].msg);
+    }
+    free(base);
+    /* FP8 scale formats: ue8m0 (power-of-two fp32 scales) loads, others are named */
+    if (ds_read_file("tests/fixtures/tiny-v32-fp8/config.json", 1 << 20, &base, &n, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    CHECK(ds_config_parse(&c, base, n, "v32-fp8", &e) == DS_OK);
+    CHECK(c.fp8);
+    char *p = strstr(base, "\"ue8m0\"");
+    CHECK(p != NULL);
+    if (p) {
+        memcpy(p, "\"e5m2x\"", 7);
+        ds_err e2 = { 0 };
+        CHECK(ds_config_parse(&c, base, n, "v32-fp8", &e2) == DS_EUNSUPPORTED);
+        CHECK_MSG(strstr(e2.msg, "scale_fmt") != NULL, "error '%s' does not name scale_fmt", e2.msg);
     }
     free(base);
 }

@@ -70,7 +70,8 @@ def base_v3(**kw):
     return c
 
 
-SEED_V32 = int(os.environ.get("SEED_V32", "4"))  # one whose top-k boundaries all have clear margins
+SEED_V32 = int(os.environ.get("SEED_V32", "4"))
+SEED_V32_FP8 = int(os.environ.get("SEED_V32_FP8", "2"))  # one whose top-k boundaries all have clear margins
 
 VARIANTS = {
     # V3: q LoRA, noaux_tc (sigmoid + bias + top-2-sum groups), BF16, MTP layer
@@ -100,6 +101,14 @@ VARIANTS = {
     # (no chat template: a deepseek_v32 folder is chatted with V3.1's format)
     "tiny-v32": dict(arch="v32", dtype="bf16", mtp=True, T=24, seed=SEED_V32, tokenizer="tiny-chat", cfg=base_v3(
         vocab_size=576, index_topk=8, index_n_heads=8, index_head_dim=16)),
+    # V3.2-Exp's FP8 format: e4m3 weights (the indexer's wq_b / wk too) with power-of-two
+    # ("ue8m0") fp32 block scales, partial edge blocks; weights_proj BF16
+    "tiny-v32-fp8": dict(arch="v32", dtype="fp8", scale_fmt="ue8m0", mtp=True, T=24, seed=SEED_V32_FP8, cfg=base_v3(
+        vocab_size=256, hidden_size=192, intermediate_size=200, moe_intermediate_size=72,
+        num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=6, q_lora_rank=136,
+        kv_lora_rank=72, qk_nope_head_dim=24, qk_rope_head_dim=16, v_head_dim=24,
+        n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1,
+        index_topk=8, index_n_heads=8, index_head_dim=32)),
 }
 
 T = 14          # tokens in the logits / incremental references
@@ -145,8 +154,9 @@ def init_weights(model, gen):
                 b.copy_(0.3 * torch.randn(b.shape, generator=gen) - 0.1)
 
 
-def quantize_fp8(w):
-    """[out, in] float -> (fp8 e4m3 tensor, fp32 scale_inv [ceil(out/128), ceil(in/128)])."""
+def quantize_fp8(w, ue8m0=False):
+    """[out, in] float -> (fp8 e4m3 tensor, fp32 scale_inv [ceil(out/128), ceil(in/128)]).
+    ue8m0: power-of-two scales (V3.1/V3.2 "scale_fmt": "ue8m0"), rounded up."""
     out, inn = w.shape
     sr, sc = (out + BLOCK - 1) // BLOCK, (inn + BLOCK - 1) // BLOCK
     q = torch.empty(out, inn, dtype=torch.float8_e4m3fn)
@@ -155,6 +165,8 @@ def quantize_fp8(w):
         for j in range(sc):
             blk = w[i * BLOCK:(i + 1) * BLOCK, j * BLOCK:(j + 1) * BLOCK].float()
             scale = max(blk.abs().max().item(), 1e-12) / FP8_MAX
+            if ue8m0:
+                scale = 2.0 ** np.ceil(np.log2(scale))
             s[i, j] = scale
             q[i * BLOCK:(i + 1) * BLOCK, j * BLOCK:(j + 1) * BLOCK] = (blk / scale).to(torch.float8_e4m3fn)
     return q, s
@@ -169,7 +181,9 @@ def dequantize_fp8(q, s):
 def is_fp8_linear(name):
     if not name.endswith(".weight") or ".mlp.gate.weight" in name:
         return False
-    return any(k in name for k in ("_proj.weight",)) and "eh_proj" not in name
+    if name.endswith("indexer.wq_b.weight") or name.endswith("indexer.wk.weight"):
+        return True   # V3.2: FP8 like the official checkpoint; its weights_proj stays BF16
+    return any(k in name for k in ("_proj.weight",)) and "eh_proj" not in name and "weights_proj" not in name
 
 
 STORE = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
@@ -352,7 +366,7 @@ def build(name, spec, seed):
         out = {}
         for k, v in weights.items():
             if is_fp8_linear(k):
-                q, s = quantize_fp8(v.float())
+                q, s = quantize_fp8(v.float(), spec.get("scale_fmt") == "ue8m0")
                 out[k] = q
                 out[k + "_scale_inv"] = s
                 deq[k] = dequantize_fp8(q, s)
@@ -363,6 +377,8 @@ def build(name, spec, seed):
         cfgj = json.load(open(os.path.join(d, "config.json")))
         cfgj["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
                                        "weight_block_size": [BLOCK, BLOCK]}
+        if spec.get("scale_fmt"):
+            cfgj["quantization_config"]["scale_fmt"] = spec["scale_fmt"]
         json.dump(cfgj, open(os.path.join(d, "config.json"), "w"), indent=2)
     else:
         deq = {k: v.float() for k, v in weights.items()}

@@ -329,6 +329,13 @@ static int parse_root(ds_config *c, json_t *j, const char *w, ds_err *e) {
         if (strcmp(qm, "fp8") != 0) { rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: quant_method '%s' is not supported (fp8)", qw, qm); goto done; }
         if ((rc = ds_json_get_str(qc, qw, "fmt", false, &fmt, e))) goto done;
         if (fmt && strcmp(fmt, "e4m3") != 0) { rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: fmt '%s' is not supported (e4m3)", qw, fmt); goto done; }
+        /* V3.1 / V3.2: "ue8m0" marks power-of-two scales, still stored as fp32 scale_inv tensors */
+        const char *sfmt = NULL;
+        if ((rc = ds_json_get_str(qc, qw, "scale_fmt", false, &sfmt, e))) goto done;
+        if (sfmt && strcmp(sfmt, "ue8m0") != 0) {
+            rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: scale_fmt '%s' is not supported (ue8m0 or none)", qw, sfmt);
+            goto done;
+        }
         c->fp8 = true;
         c->fp8_block_r = c->fp8_block_c = 128;
         json_t *bs = json_object_get(qc, "weight_block_size");
