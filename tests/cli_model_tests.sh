@@ -154,6 +154,8 @@ check_info tiny-v2 DeepseekV2ForCausalLM deepseek_v2
 check_info tiny-v32 DeepseekV32ForCausalLM deepseek_v32
 grep -q "^kv cache     MLA latent 40 + index key 16: 56 values/token/layer" "$T/out" ||
     fail "info tiny-v32: no cache line with the index key: $(grep '^kv cache' "$T/out")"
+grep -q "whole cache .*: 4K 2.62 MiB, 64K 42.00 MiB, 1M 672.00 MiB of context" "$T/out" ||
+    fail "info tiny-v32: no whole-cache line (56 values x 3 layers x 4 B x 4K/64K/1M): $(grep 'whole cache' "$T/out")"
 
 check_logits() {  # fixture vocab tokens rows extra-flags...
     fx=$1 v=$2 toks=$3 rows=$4

@@ -102,13 +102,23 @@ int cmd_info(int argc, char **argv) {
     }
     int64_t naive = c->n_head * (c->qk_nope_head_dim + c->qk_rope_head_dim + c->v_head_dim);
     int64_t mha = 2 * c->n_head * c->v_head_dim;
-    printf("kv cache     MLA latent: %lld values/token/layer = %s/token (fp32), %s/token in bf16\n", (long long)W,
+    bool dsa = c->index_topk > 0;   /* then the line above gave the row; this is the latent part */
+    printf("%s MLA latent%s: %lld values/token/layer = %s/token (fp32), %s/token in bf16\n",
+           dsa ? "            " : "kv cache    ", dsa ? " alone" : "", (long long)W,
            human((double)(W * c->n_layer * 4), b1, sizeof b1), human((double)(W * c->n_layer * 2), b2, sizeof b2));
     printf("             naive per-head K(%lld)+V(%lld): %lld values/token/layer = %s/token in bf16 (%.1fx more)\n",
            (long long)(c->qk_nope_head_dim + c->qk_rope_head_dim), (long long)c->v_head_dim, (long long)naive,
            human((double)(naive * c->n_layer * 2), b3, sizeof b3), (double)naive / (double)W);
     printf("             standard MHA 2*heads*%lld: %lld values/token/layer (%.1fx more)\n", (long long)c->v_head_dim,
            (long long)mha, (double)mha / (double)W);
+    {   /* the whole cache (main layers, as stored: fp32 rows, per layer kind) at a few context sizes */
+        int64_t per_tok = 0;
+        for (int64_t l = 0; l < c->n_layer; l++) per_tok += ds_config_kv_width(c, l) * 4;
+        char b5[32], b6[32];
+        printf("             whole cache (fp32; --kv-type q8/fp8 ~3.6x less): 4K %s, 64K %s, 1M %s of context\n",
+               human((double)per_tok * 4096, b4, sizeof b4), human((double)per_tok * 65536, b5, sizeof b5),
+               human((double)per_tok * 1048576, b6, sizeof b6));
+    }
     printf("memory       %s of tensors memory-mapped; resident now %s\n", human((double)si.mapped_bytes, b1, sizeof b1),
            human((double)cli_rss_kib() * 1024, b2, sizeof b2));
     if (si.repacked_bytes)
