@@ -22,12 +22,14 @@
  */
 #include "test.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/mmap_file.h"
 #include "io/json.h"
 #include "model/model.h"
+#include "model/model_internal.h"
 #include "runtime/generate.h"
 
 #define TOL 1e-4
@@ -525,4 +527,46 @@ TEST(model_v32_config_errors) {
         CHECK_MSG(strstr(e2.msg, "scale_fmt") != NULL, "error '%s' does not name scale_fmt", e2.msg);
     }
     free(base);
+}
+
+/* The indexer's top-k (quickselect) against a plain twin: sort everything by
+ * (score desc, position asc), take k, positions ascending. Scores with many
+ * ties and NaNs (-inf). */
+static bool topk_before(const float *s, int32_t a, int32_t b) {
+    float x = isnan(s[a]) ? -INFINITY : s[a], y = isnan(s[b]) ? -INFINITY : s[b];
+    return x > y || (x == y && a < b);
+}
+
+TEST(model_dsa_topk_vs_sort) {
+    static const int64_t ns[] = { 1, 2, 5, 64, 333, 1000 };
+    static float s[1000];
+    static int32_t got[1010], ref[1000];
+    static char scratch[1000 * 8];
+    uint64_t r = 12345;
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (int trial = 0; trial < 20; trial++) {
+            int64_t n = ns[a], levels = 1 + trial % 7;
+            for (int64_t j = 0; j < n; j++) {
+                r = r * 6364136223846793005ull + 1442695040888963407ull;
+                int64_t v = (int64_t)(r >> 33) % (trial < 10 ? levels : 1000000);
+                s[j] = (float)v - 3.0f;
+                if ((r >> 20) % 97 == 0) s[j] = NAN;
+            }
+            int64_t ks[] = { 1, 7, n / 2, n, n + 3 };
+            for (int ki = 0; ki < 5; ki++) {
+                int64_t k = ks[ki] < 1 ? 1 : ks[ki], kk = k < n ? k : n;
+                for (int64_t j = 0; j < n; j++) ref[j] = (int32_t)j;
+                for (int64_t i = 1; i < n; i++)   /* insertion sort by the selection order */
+                    for (int64_t j = i; j > 0 && topk_before(s, ref[j], ref[j - 1]); j--) {
+                        int32_t t = ref[j]; ref[j] = ref[j - 1]; ref[j - 1] = t;
+                    }
+                for (int64_t i = 1; i < kk; i++)   /* the first kk, ascending */
+                    for (int64_t j = i; j > 0 && ref[j] < ref[j - 1]; j--) {
+                        int32_t t = ref[j]; ref[j] = ref[j - 1]; ref[j - 1] = t;
+                    }
+                ds_dsa_topk(s, n, k, got, scratch);
+                CHECK_MSG(memcmp(got, ref, (size_t)kk * sizeof *got) == 0, "topk n=%lld k=%lld trial %d differs",
+                          (long long)n, (long long)k, trial);
+            }
+        }
 }

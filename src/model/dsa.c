@@ -75,15 +75,42 @@ typedef struct {
 
 typedef struct { float s; int32_t j; } scored;
 
-static int by_score(const void *a, const void *b) {
-    const scored *x = a, *y = b;
-    if (x->s != y->s) return x->s > y->s ? -1 : 1;
-    return (x->j > y->j) - (x->j < y->j);
-}
+/* the order of the selection: higher score first, then the earlier position */
+static inline bool before(scored a, scored b) { return a.s > b.s || (a.s == b.s && a.j < b.j); }
 
 static int by_pos(const void *a, const void *b) {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     return (x > y) - (x < y);
+}
+
+/* Rearranges v so that v[0, k) are the k first in `before` order (any
+ * order among them): quickselect, median-of-three pivots, O(n) on average. */
+static void select_first(scored *v, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        scored a = v[lo], b = v[mid], c = v[hi], p;
+        if (before(a, b)) p = before(b, c) ? b : (before(a, c) ? c : a);
+        else p = before(a, c) ? a : (before(b, c) ? c : b);
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (before(v[i], p)) i++;
+            while (before(p, v[j])) j--;
+            if (i <= j) { scored t = v[i]; v[i] = v[j]; v[j] = t; i++; j--; }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else return;
+    }
+}
+
+void ds_dsa_topk(const float *score, int64_t n, int64_t k, int32_t *sel, void *scratch) {
+    scored *v = scratch;
+    for (int64_t j = 0; j < n; j++) v[j] = (scored){ isnan(score[j]) ? -INFINITY : score[j], (int32_t)j };
+    if (k > n) k = n;
+    select_first(v, n, k);
+    for (int64_t i = 0; i < k; i++) sel[i] = v[i].j;
+    qsort(sel, (size_t)k, sizeof *sel, by_pos);
 }
 
 static void sel_worker(void *vctx, int64_t t0, int64_t t1, int tid) {
@@ -96,30 +123,27 @@ static void sel_worker(void *vctx, int64_t t0, int64_t t1, int tid) {
         const ds_seg *sg = &c->segs[c->row_seg[t]];
         int64_t vis = sg->pos0 + (t - sg->t0) + 1;
         if (vis <= K) { c->out->n[t] = 0; continue; }
-        scored *sc = ds_scratch_bytes(tid, 1, (size_t)vis * sizeof *sc);
+        float *sc = ds_scratch(tid, 1, (size_t)vis);                     /* [vis] index scores */
         float *deq = ds_scratch(tid, 2, (size_t)(IDX_BLOCK * ld));
-        if (!sc || !deq) return;   /* out of memory: the context reports it */
+        float *qk = ds_scratch(tid, 3, (size_t)(Hi * IDX_BLOCK));        /* (Hi, block) */
+        void *tmp = ds_scratch_bytes(tid, 4, (size_t)vis * sizeof(scored));
+        if (!sc || !deq || !qk || !tmp) return;   /* out of memory: the context reports it */
         const float *q = c->q + t * Hi * Di, *wt = c->wt + t * Hi;
+        /* blocks at fixed positions (multiples of IDX_BLOCK): a score's bits depend on its row only */
         for (int64_t j0 = 0; j0 < vis; j0 += IDX_BLOCK) {
             int64_t nb = DS_MIN(IDX_BLOCK, vis - j0);
             const float *rows = ds_kvcache_rows_f32_at(sg->cache, c->l, j0, nb, deq);
+            ds_sgemm(false, true, Hi, nb, Di, scale, q, Di, rows + off, ld, 0.0f, qk, nb);
             for (int64_t jj = 0; jj < nb; jj++) {
-                const float *k = rows + jj * ld + off;
                 float s = 0;
                 for (int64_t h = 0; h < Hi; h++) {
-                    const float *qh = q + h * Di;
-                    float d = 0;
-                    for (int64_t i = 0; i < Di; i++) d += qh[i] * k[i];
-                    d *= scale;
+                    float d = qk[h * nb + jj];
                     s += wt[h] * (d > 0 ? d : 0.0f);
                 }
-                sc[j0 + jj] = (scored){ isnan(s) ? -INFINITY : s, (int32_t)(j0 + jj) };
+                sc[j0 + jj] = s;
             }
         }
-        qsort(sc, (size_t)vis, sizeof *sc, by_score);
-        int32_t *sel = c->out->idx + t * K;
-        for (int64_t k = 0; k < K; k++) sel[k] = sc[k].j;
-        qsort(sel, (size_t)K, sizeof *sel, by_pos);
+        ds_dsa_topk(sc, vis, K, c->out->idx + t * K, tmp);
         c->out->n[t] = K;
     }
 }

@@ -60,6 +60,9 @@ void ds_dsa_keys(const ds_model *m, int64_t l, const float *xn, int64_t T, const
  * qr (T, Rq): MLA's normed q LoRA latent. Allocates out from a. */
 int ds_dsa_select(const ds_model *m, int64_t l, const float *xn, const float *qr, int64_t T, const ds_seg *segs,
                   int n_segs, ds_arena *a, ds_dsa_sel *out, ds_err *e);
+/* The min(k, n) positions of the highest scores (ties: the lower position;
+ * NaN counts as -inf) into sel, ascending. scratch: n · 8 bytes. */
+void ds_dsa_topk(const float *score, int64_t n, int64_t k, int32_t *sel, void *scratch);
 
 /* out[T, D] = FFN(xn) for layer l, by the layer's FFN kind (dense SwiGLU
  * or MoE). tok[T]: the batch's token ids (hash-routed MoE routes on them). */
