@@ -440,9 +440,10 @@ TEST(model_batch_invariant_q4_k) { batch_invariance("tests/fixtures/gguf/kq.llam
  * decode over 3 splits of the latent cache), against the naive
  * (decompressed, one-pass softmax) forward over all 700 tokens; the same
  * decode with q8 and fp8 caches stays close to it. */
-static void long_context_vs_naive(const char *name, const double qbound[2]) {
+static void long_context_vs_naive(const char *name, const double qbound[2], int64_t topk) {
     ds_model *m = open_fixture(name);
     if (!m) return;
+    if (topk > 0) m->cfg.index_topk = topk;   /* V3.2: a top-k past the context makes every segment dense */
     ds_err e = { 0 };
     enum { T = 700, P = 690 };
     int64_t V = m->cfg.vocab_size;
@@ -482,9 +483,13 @@ static void long_context_vs_naive(const char *name, const double qbound[2]) {
 
 /* quantized-cache bounds: ~2x the observed (q8 and fp8 storage error, not
  * the attention's; see test_kvquant.c) */
-TEST(model_long_context_vs_naive_v3) { long_context_vs_naive("tiny-v3", (const double[2]){ 0.05, 1.0 }); }
-TEST(model_long_context_vs_naive_v32) { long_context_vs_naive("tiny-v32", (const double[2]){ 7.0, 6.0 });  /* quantized index keys move top-8 selections among 700 */ }
-TEST(model_long_context_vs_naive_v2_lite) { long_context_vs_naive("tiny-v2-lite", (const double[2]){ 0.025, 0.1 }); }
+TEST(model_long_context_vs_naive_v3) { long_context_vs_naive("tiny-v3", (const double[2]){ 0.05, 1.0 }, 0); }
+/* V3.2: quantized index keys move top-8 selections among 700 positions, hence the loose bounds */
+TEST(model_long_context_vs_naive_v32) { long_context_vs_naive("tiny-v32", (const double[2]){ 7.0, 6.0 }, 0); }
+/* the same V3.2 model with index_topk 1000 > 700: DSA layers on the dense paths (expanded and absorbed
+ * prefill over cache rows that carry the index key) */
+TEST(model_long_context_vs_naive_v32_dense) { long_context_vs_naive("tiny-v32", (const double[2]){ 0.15, 0.25 }, 1000); }
+TEST(model_long_context_vs_naive_v2_lite) { long_context_vs_naive("tiny-v2-lite", (const double[2]){ 0.025, 0.1 }, 0); }
 
 /* V3.2 configs: the indexer keys, and layouts we do not run are named errors */
 TEST(model_v32_config_errors) {

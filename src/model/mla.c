@@ -25,10 +25,11 @@
  * caches are dequantized block by block inside the item.
  *
  * DSA layers (V3.2, attn_kind DS_ATTN_DSA): the cache row is [c | k_pe |
- * index key] (the key written by dsa.c), and every query row of every
- * segment goes through the flash-decode items (absorbed form, no expanded
- * prefill): over all visible rows when the row sees <= index_topk of them,
- * else over the positions the indexer selected (gathered; split like a
+ * index key] (the key written by dsa.c). A segment whose queries all see
+ * <= index_topk positions attends densely on the paths above; in the others
+ * every query row goes through the flash-decode items (absorbed form, no
+ * expanded prefill): over all visible rows when the row sees <= index_topk of
+ * them, else over the positions the indexer selected (gathered; split like a
  * decode row of that many positions).
  */
 #include "model_internal.h"
@@ -59,6 +60,13 @@ static int64_t split_rows(int64_t vis) {
 #define EXPANDED_MIN 192
 #define KV_BLOCK 64   /* cache rows per flash-decode step (its rows stay in L1/L2 for all heads) */
 
+/* A segment of a DSA layer with a query that sees more than index_topk
+ * positions: all its rows go through the flash-decode items (over their
+ * selections); the other segments attend densely on the usual paths. */
+static bool sparse_seg(const ds_model *m, int64_t l, const ds_seg *sg) {
+    return m->cfg.attn_kind[l] == DS_ATTN_DSA && sg->pos0 + sg->n > m->cfg.index_topk;
+}
+
 typedef struct {
     int seg;
     int64_t i, j0, j1;  /* query row i of the segment; cache rows [j0, j1) */
@@ -70,7 +78,6 @@ typedef struct {
     const ds_layer_w *w;
     int64_t l, T;
     int64_t ldkv;       /* floats per cache row of layer l (>= Rkv + Dr) */
-    bool dsa;           /* sparse attention: every row through the items (ds_dsa_sel) */
     const ds_seg *segs;
     int n_segs;
     const float *q;     /* (T, H, Dq) roped */
@@ -157,7 +164,7 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
     for (int s = 0; s < c->n_segs; s++) {
         const ds_seg *sg = &c->segs[s];
         const float *kv = c->kvf[s];  /* (S, W) */
-        if (c->dsa || sg->n < DS_TOKEN_BLOCK_MIN) continue;   /* flash decode, after all heads' queries */
+        if (sparse_seg(c->m, c->l, sg) || sg->n < DS_TOKEN_BLOCK_MIN) continue;   /* flash decode, after all heads' queries */
         if (sg->n >= EXPANDED_MIN) { attn_seg_expanded(c, sg, kv, h, tid); continue; }
         for (int64_t b0 = 0; b0 < sg->n; b0 += Q_BLOCK) {
             int64_t nb = DS_MIN(Q_BLOCK, sg->n - b0);
@@ -165,14 +172,14 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
             float *sc = ds_scratch(tid, 1, (size_t)(nb * S));
             if (!sc) return;
             int64_t t0 = sg->t0 + b0;
-            ds_sgemm(false, true, nb, S, W, scale, c->qcat + (t0 * H + h) * W, H * W, kv, W, 0.0f, sc, S);
+            ds_sgemm(false, true, nb, S, W, scale, c->qcat + (t0 * H + h) * W, H * W, kv, c->ldkv, 0.0f, sc, S);
             for (int64_t i = 0; i < nb; i++) {
                 int64_t visible = sg->pos0 + b0 + i + 1;
                 float *row = sc + i * S;
                 for (int64_t j = visible; j < S; j++) row[j] = -INFINITY;
                 ds_softmax(row, S);
             }
-            ds_sgemm(false, false, nb, Rkv, S, 1.0f, sc, S, kv, W, 0.0f, c->u + (t0 * H + h) * Rkv, H * Rkv);
+            ds_sgemm(false, false, nb, Rkv, S, 1.0f, sc, S, kv, c->ldkv, 0.0f, c->u + (t0 * H + h) * Rkv, H * Rkv);
         }
     }
 }
@@ -348,7 +355,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
     int64_t n_rows = 0, n_items = 0;
     for (int s = 0; s < n_segs; s++) {
         int64_t S = segs[s].pos0 + segs[s].n;
-        if (!naive && (dsa || segs[s].n < DS_TOKEN_BLOCK_MIN)) {   /* flash decode reads the cache itself */
+        if (!naive && (sparse_seg(m, l, &segs[s]) || segs[s].n < DS_TOKEN_BLOCK_MIN)) {   /* flash decode reads the cache itself */
             n_rows += segs[s].n;
             for (int64_t i = 0; i < segs[s].n; i++) {
                 int64_t t = segs[s].t0 + i, vis = dsa && sel.n[t] ? sel.n[t] : segs[s].pos0 + i + 1;
@@ -367,8 +374,8 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
     if (!asegs) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
     int n_asegs = 0;
     for (int s = 0; s < n_segs; s++)
-        if (dsa || segs[s].n < EXPANDED_MIN) asegs[n_asegs++] = segs[s];
-    attn_ctx c = { m, w, l, T, ldkv, dsa, segs, n_segs, q, qcat, u, o, naive, kvf, NULL, 0, NULL, NULL, NULL, NULL,
+        if (sparse_seg(m, l, &segs[s]) || segs[s].n < EXPANDED_MIN) asegs[n_asegs++] = segs[s];
+    attn_ctx c = { m, w, l, T, ldkv, segs, n_segs, q, qcat, u, o, naive, kvf, NULL, 0, NULL, NULL, NULL, NULL,
                    NULL, asegs, n_asegs, dsa ? &sel : NULL };
     ds_par_for_dynamic(H, 1, 1, attn_worker, &c);   /* queries (absorbed), long segments, naive */
     if (n_rows > 0) {
@@ -382,7 +389,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
             return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
         int64_t k = 0, r = 0;
         for (int s = 0; s < n_segs; s++) {
-            if (!dsa && segs[s].n >= DS_TOKEN_BLOCK_MIN) continue;
+            if (!sparse_seg(m, l, &segs[s]) && segs[s].n >= DS_TOKEN_BLOCK_MIN) continue;
             for (int64_t i = 0; i < segs[s].n; i++, r++) {
                 int64_t t = segs[s].t0 + i, vis = segs[s].pos0 + i + 1;
                 const int32_t *rsel = NULL;
