@@ -95,7 +95,8 @@ void ds_plan_matmul(const ds_seg *segs, int n_segs, float *y, int64_t ldy, const
 static int attn_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs,
                         int n_segs, bool naive, ds_arena *a, ds_err *e) {
     switch (m->cfg.attn_kind[l]) {
-    case DS_ATTN_MLA: return ds_mla_forward(m, l, out, xn, T, segs, n_segs, naive, a, e);
+    case DS_ATTN_MLA:
+    case DS_ATTN_DSA: return ds_mla_forward(m, l, out, xn, T, segs, n_segs, naive, a, e);  /* DSA: mla.c + dsa.c */
     default:
         return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: attention kind %d is not implemented", (long long)l,
                           m->cfg.attn_kind[l]);

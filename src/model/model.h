@@ -44,6 +44,12 @@ typedef struct ds_layer_w {
     ds_tensor wk_b;     /* (H, Rkv, Dn) W_UKᵀ per head: split form (GGUF attn_k_b); */
     ds_tensor wv_b;     /* (H, Dv, Rkv) W_UV per head (GGUF attn_v_b); used when present */
     ds_tensor o_proj;   /* (D, H*Dv) */
+    /* lightning indexer (DSA layers, V3.2; dsa.c) */
+    ds_tensor idx_q_b;  /* (Hi*Di, Rq) wq_b, reads the normed q LoRA latent */
+    ds_tensor idx_k;    /* (Di, D) wk */
+    float *idx_k_norm;  /* (Di) LayerNorm weight */
+    float *idx_k_norm_b;/* (Di) LayerNorm bias */
+    ds_tensor idx_w;    /* (Hi, D) weights_proj: per-head weights of the index score */
     /* feed-forward */
     bool is_moe;
     ds_mlp_w mlp;       /* dense, width I */
