@@ -168,6 +168,9 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
     printf("load:    %.1f s%s", t_load, si.repacked_bytes ? "" : "\n");
     if (si.repacked_bytes) printf(" (incl. repacking %.2f GiB of quantized weights into 8-row interleaved blocks)\n",
                                   (double)si.repacked_bytes / (1 << 30));
+    if (si.repack_skipped_bytes)
+        printf("         (quantized weights used from the mapping: a %.2f GiB repacked copy would not fit in the %.2f GiB "
+               "this process may use)\n", (double)si.repack_skipped_bytes / (1 << 30), (double)si.repack_budget / (1 << 30));
     printf("\n| threads | test            |   tokens/s (median) |   min |   max | GB/s weights | of bandwidth |\n");
     printf("|--------:|:----------------|--------------------:|------:|------:|-------------:|-------------:|\n");
     int64_t dmax = 0;

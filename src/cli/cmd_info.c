@@ -124,6 +124,10 @@ int cmd_info(int argc, char **argv) {
     if (si.repacked_bytes)
         printf("             %s of quantized weights repacked at load into 8-row interleaved blocks (DS_REPACK=0: off)\n",
                human((double)si.repacked_bytes, b1, sizeof b1));
+    if (si.repack_skipped_bytes)
+        printf("             quantized weights used from the mapping, not repacked: the %s copy would not fit in the %s "
+               "this process may use (DS_REPACK=1 forces it)\n",
+               human((double)si.repack_skipped_bytes, b1, sizeof b1), human((double)si.repack_budget, b2, sizeof b2));
     cli_print_split(stdout, "info", m);
     ds_model_close(m);
     return 0;

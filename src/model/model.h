@@ -89,6 +89,8 @@ typedef struct ds_model {
     struct ds_gguf *gguf; /* the mapped file when opened from a .gguf (model_gguf.c), else NULL */
     void *rp_buf;         /* x8 copies of the quantized matmul weights (repack_model.c), or NULL */
     size_t rp_bytes;
+    size_t rp_skipped;    /* bytes not repacked: the copy would not fit in rp_budget (repack_model.c) */
+    int64_t rp_budget;    /* memory this process could still use at load (memlimit.h) */
 } ds_model;
 
 /* Opens a Hugging Face model folder: config.json + safetensors (sharded or
@@ -134,6 +136,8 @@ typedef struct ds_model_storage {
     int64_t bytes_by_dtype[DS_DTYPE_COUNT + 1];  /* stored bytes per dtype; [DS_DTYPE_COUNT]: other GGUF types */
     int64_t mapped_bytes;       /* tensor data memory-mapped */
     int64_t repacked_bytes;     /* x8 copies of quantized weights made at load (0: none) */
+    int64_t repack_skipped_bytes; /* copies not made: they would not fit in repack_budget */
+    int64_t repack_budget;      /* memory the process could still use at load (bytes) */
     double decode_bytes;        /* weight bytes read per decoded token (unused experts and
                                    all but one embedding row excluded) */
     double bound_bytes;         /* weight bytes this process holds (other ranks' experts excluded) */

@@ -12,9 +12,19 @@
  * original layout (row lookups of the embedding, the naive attention check
  * path) fault them back in. DS_REPACK=0 in the environment turns it off
  * (weights are then used from the mapping; slower kernels).
+ *
+ * Models larger than memory: the copy is made only when it fits in 3/4 of
+ * what this process may still use (memlimit.h: MemAvailable, capped by
+ * the cgroup's limit). Otherwise the kernels read the file's own layout
+ * through the mapping, so the resident set is bounded by the page cache,
+ * not by the model: a model larger than RAM runs, disk-bound. No repacked
+ * cache file is written instead: it would double the disk a 400 GB model
+ * takes, and once reading is disk-bound the faster kernels do not matter.
+ * DS_REPACK=1 makes the copy whatever the budget says.
  */
 #include "model_internal.h"
 #include "tensors.h"
+#include "../core/memlimit.h"
 #include "../core/thread.h"
 #include "../tensor/repack.h"
 
@@ -107,6 +117,13 @@ int ds_model_repack(ds_model *m, ds_err *e) {
         }
     if (bad) { free(l.it); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
     if (l.n == 0) return DS_OK;
+    int64_t budget = ds_mem_budget();
+    if (!(env && !strcmp(env, "1")) && budget >= 0 && l.bytes > (size_t)budget / 4 * 3) {
+        m->rp_skipped = l.bytes;   /* would not fit: the mapping's own layout serves */
+        m->rp_budget = budget;
+        free(l.it);
+        return DS_OK;
+    }
     int64_t *start = malloc((size_t)(l.n + 1) * sizeof *start);
     if (!start) { free(l.it); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
     void *buf = mmap(NULL, l.bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
