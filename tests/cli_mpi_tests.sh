@@ -11,7 +11,8 @@
 # --mtp), and a text prompt on the bundled model. `info` shows each rank's
 # experts and weight bytes. Faults: ranks on different models refuse to
 # start; bad input is reported once; a rank that cannot open the model
-# says so; commands not yet distributed refuse; more ranks than experts
+# says so; commands not yet distributed refuse (serve on N ranks:
+# tests/cli_mpi_server_tests.sh); more ranks than experts
 # refuse; a rank killed with kill -9 mid-generation ends the job within
 # seconds with a message naming it.
 # Prints each failed check and exits 1 if any failed.
