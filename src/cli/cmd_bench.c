@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "../dist/dist.h"
 #include "../core/thread.h"
+#include "../model/config.h"
 #include "../model/model.h"
 #include "../runtime/generate.h"
 #include "../tensor/ops.h"
@@ -180,6 +181,13 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
     for (int64_t i = 0; i < ntok; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
     ds_ctx *x;
     if (ds_ctx_new(&x, &e)) cli_die_err(C, &e);
+    /* on N ranks: communication per test, [thread][depth][pp|tg] x {bytes per token and
+     * MoE layer on rank 0, rank 0's share of time in communication, the largest share} */
+    int n_ranks = ds_dist_size();
+    int64_t n_moe = 0;
+    for (int64_t l = 0; l < cfg->n_layer; l++) n_moe += ds_config_layer_is_moe(cfg, l);
+    double *comm = calloc((size_t)(nthr * ndep * 2 * 3), sizeof(double));
+    if (!comm) cli_die(C, "out of memory");
     for (int64_t ti = 0; ti < nthr; ti++) {
         ds_threads_set(thr[ti]);
         double membw = bw ? probe_bandwidth() : 0;
@@ -201,6 +209,8 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
         for (int test = 0; test < 2; test++) {
             int64_t n = test == 0 ? pp : tg;
             if (n == 0) continue;
+            ds_dist_stats_reset();
+            double t_all = 0;
             for (int64_t r = 0; r < reps; r++) {
                 ds_kvcache_truncate(&cache, depth);
                 double t = ds_now();
@@ -213,6 +223,21 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
                     }
                 }
                 ts[r] = (double)n / (ds_now() - t);
+                t_all += (double)n / ts[r];
+            }
+            if (n_ranks > 1) {
+                ds_dist_stats st;
+                ds_dist_stats_get(&st);
+                int64_t *ns = malloc((size_t)n_ranks * sizeof *ns);
+                if (!ns) cli_die(C, "out of memory");
+                /* each rank's own share, in parts per billion */
+                if (ds_dist_allgather_i64((int64_t)(st.seconds / t_all * 1e9), ns, &e)) cli_die_err(C, &e);
+                double *cm = comm + ((ti * ndep + di) * 2 + test) * 3, mx = 0;
+                for (int q = 0; q < n_ranks; q++) mx = DS_MAX(mx, (double)ns[q] * 1e-9);
+                cm[0] = (double)(st.bytes_sent + st.bytes_recv) / (double)(n * reps) / (double)DS_MAX(n_moe, 1);
+                cm[1] = st.seconds / t_all;
+                cm[2] = mx;
+                free(ns);
             }
             qsort(ts, (size_t)reps, sizeof *ts, cmp_d);
             double med = ts[reps / 2];
@@ -235,6 +260,25 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
         }
         if (bw) printf("|         | read bandwidth probe: %.1f GB/s with %d threads |\n", membw, thr[ti]);
     }
+    if (n_ranks > 1) {
+        printf("\ncommunication on %d ranks (inside src/dist: the expert exchange and the per-step agreement), over %lld "
+               "MoE layers; bytes sent + received by rank 0 per token and MoE layer; share of the timed wall clock "
+               "spent inside the calls (waiting for other ranks included)\n", n_ranks, (long long)n_moe);
+        printf("\n| threads | test            | bytes/token/layer (rank 0) | comm time, rank 0 | comm time, max over ranks |\n");
+        printf("|--------:|:----------------|---------------------------:|------------------:|--------------------------:|\n");
+        for (int64_t ti = 0; ti < nthr; ti++)
+            for (int64_t di = 0; di < ndep; di++)
+                for (int test = 0; test < 2; test++) {
+                    int64_t n = test == 0 ? pp : tg;
+                    if (n == 0) continue;
+                    const double *cm = comm + ((ti * ndep + di) * 2 + test) * 3;
+                    char name[40];
+                    test_name(name, sizeof name, test, n, depths[di]);
+                    printf("| %7d | %-15s | %26.0f | %16.1f%% | %24.1f%% |\n", thr[ti], name, cm[0], 100 * cm[1], 100 * cm[2]);
+                }
+        fflush(stdout);
+    }
+    free(comm);
     ds_ctx_free(x);
     ds_model_close(m);
     free(tok); free(logits); free(ts);
