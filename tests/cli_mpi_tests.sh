@@ -155,6 +155,15 @@ else
 fi
 run_np 1 "$BIN" bench -m "$FX/tiny-v3" -p 8 -n 2 -r 1 -t 1 --no-bw >"$T/bench" 2>&1 && ! grep -q '^communication' "$T/bench" ||
     fail "bench N=1: a communication report printed or failed"
+# bench --expert-servers (serve's exchange): rank 0 reports its bytes and share (routing decides the bytes)
+checks=$((checks + 1))
+if run_np 2 "$BIN" bench -m "$FX/tiny-v3" -p 16 -n 4 -r 1 -t 1 --no-bw --expert-servers >"$T/bench" 2>"$T/err"; then
+    grep -q '^communication on 2 ranks (expert servers' "$T/bench" || fail "bench --expert-servers: no report: $(cat "$T/bench")"
+    grep -Eq '^\|       1 \| tg4 +\| +[1-9][0-9]* \| +[0-9.]+% \| +- \|$' "$T/bench" ||
+        fail "bench --expert-servers: no tg4 communication row: $(cat "$T/bench")"
+else
+    fail "bench --expert-servers N=2: exit $?: $(head -c 300 "$T/err")"
+fi
 checks=$((checks + 1))
 run_np 2 "$BIN" generate -m "$FX/tiny-v3" --prompt-ids 1,2 -n 2 --verbose >"$T/out" 2>"$T/err" &&
     grep -q '^  rank 1  *experts \[8, 16) (8 of 16)' "$T/err" || fail "generate --verbose N=2: no per-rank split: $(cat "$T/err")"

@@ -188,7 +188,10 @@ int cmd_serve(int argc, char **argv) {
         srv_stop(s);
         cli_die_err(C, &e);
     }
-    if (n_ranks > 1)
+    if (n_ranks == 2)
+        fprintf(stderr, "deepseek serve: model ready, %d slot(s), threads %d, 2 ranks (rank 1 serves its experts)\n",
+                o.n_slots, ds_threads_get());
+    else if (n_ranks > 2)
         fprintf(stderr, "deepseek serve: model ready, %d slot(s), threads %d, %d ranks (ranks 1-%d serve their experts)\n",
                 o.n_slots, ds_threads_get(), n_ranks, n_ranks - 1);
     else

@@ -9,6 +9,8 @@ which exports the OpenMPI settings; argv[1] = the binary):
     (ids and timestamps aside);
   * a rank killed with kill -9 (a worker or rank 0, with a request in flight
     or idle) ends the whole job within seconds, mpirun naming the lost rank;
+    SIGTERM to mpirun ends every rank within seconds (SIGTERM to rank 0, the
+    clean shutdown with exit status 0, is the server suite's own stop);
   * startup errors (a missing model, a port in use) are printed once.
 """
 import json
@@ -165,6 +167,32 @@ def t_kill(c, binary):
         kill_case(c, binary, victim, busy)
 
 
+def t_sigterm_mpirun(c, binary):
+    """SIGTERM (or Ctrl-C) to mpirun: it forwards SIGTERM to every rank; all end within seconds (mpirun exits 1,
+    its convention for a job it was told to end)."""
+    common.SERVE_RANKS = 2
+    srv = Server(binary)
+    srv.__enter__()
+    common.SERVE_RANKS = 0
+    pids = child_pids(srv.proc)
+    c.eq(sorted(pids), [0, 1], "both ranks found")
+    t0 = time.time()
+    srv.proc.send_signal(signal.SIGTERM)
+    try:
+        srv.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        c.check(False, "SIGTERM to mpirun: still running 20 s later")
+        srv.proc.kill()
+        srv.proc.wait()
+        return
+    dt = time.time() - t0
+    print(f"     SIGTERM to mpirun: the job ended {dt:.2f} s later, exit {srv.proc.returncode}", flush=True)
+    c.check(dt < 10, f"SIGTERM to mpirun: ended within 10 s ({dt:.1f} s)")
+    time.sleep(0.2)
+    left = [p for p in pids.values() if os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split()[2] != "Z"]
+    c.check(not left, f"SIGTERM to mpirun: ranks still running: {left}")
+
+
 def run_job(args, timeout=60):
     p = subprocess.run(MPI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
     return p.returncode, p.stdout + p.stderr
@@ -192,7 +220,7 @@ def t_errors_once(c, binary):
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else "./deepseek"
     c = Checks("mpi_serve")
-    for fn in (t_same_responses, t_kill, t_errors_once):
+    for fn in (t_same_responses, t_kill, t_sigterm_mpirun, t_errors_once):
         c.run(fn, binary)
     c.finish()
 
