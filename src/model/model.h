@@ -77,6 +77,8 @@ typedef struct ds_model {
                              ds_dist_size()); false: every rank is served in this process */
     bool expert_servers;  /* with distributed: rank 0 alone runs the forward and sends each
                              rank its routed rows; ranks > 0 run ds_model_serve_experts */
+    bool experts_only;    /* an expert server (rank > 0): only its routed experts are ever
+                             used, so only they are repacked (repack_model.c) */
     int64_t n_mtp;        /* MTP layers actually present (0 if not stored) */
     float *inv_freq;      /* (Dr/2) YaRN-adjusted rotary frequencies */
     float attn_scale;     /* softmax scale incl. mscale² */

@@ -6,7 +6,7 @@ which exports the OpenMPI settings; argv[1] = the binary):
   * the same requests (greedy, seeded sampling with n = 2 and logprobs,
     completions, concurrent ones batched together, a repeated prompt that
     hits the prefix cache) give byte-identical responses on 1, 2 and 3 ranks
-    (ids and timestamps aside);
+    (ids and timestamps aside), and on a Q4_K GGUF on 1 and 3 ranks;
   * a rank killed with kill -9 (a worker or rank 0, with a request in flight
     or idle) ends the whole job within seconds, mpirun naming the lost rank;
     SIGTERM to mpirun ends every rank within seconds (SIGTERM to rank 0, the
@@ -86,6 +86,22 @@ def t_same_responses(c, binary):
         c.check(f"{ranks} ranks" in log, f"{ranks} ranks: the server says it runs on {ranks} ranks: {log[-300:]}")
         for i, (a, b) in enumerate(zip(ref, got)):
             c.check(a == b, f"{ranks} ranks, response {i}: differs from one process:\n  {a[1][:300]}\n  {b[1][:300]}")
+
+
+def t_same_responses_gguf(c, binary):
+    """A Q4_K GGUF (its 4 experts split 1+1+2 on 3 ranks; the expert servers repack only their experts)."""
+    model = os.path.join(common.ROOT, "tests", "fixtures", "gguf", "kq.llama-q4_k_m.gguf")
+    tok = common.FIXTURE   # the GGUF carries no tokenizer; any one serves to compare ranks
+    body = {"prompt": [1, 2, 3, 4, 5, 6, 7, 8], "max_tokens": 40, "temperature": 0.7, "seed": 11, "logprobs": 3, "n": 2}
+    got = {}
+    for ranks in (1, 3):
+        common.SERVE_RANKS = ranks
+        with Server(binary, "--tokenizer", tok, model=model) as srv:
+            st, _, b = http("POST", srv.url("/v1/completions"), body, timeout=120)
+            got[ranks] = (st, normal(b))
+        common.SERVE_RANKS = 0
+    c.eq(got[1][0], 200, "one process: answered")
+    c.check(got[1] == got[3], f"3 ranks: the GGUF response differs from one process:\n  {got[1][1][:300]}\n  {got[3][1][:300]}")
 
 
 def child_pids(proc):
@@ -220,7 +236,7 @@ def t_errors_once(c, binary):
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else "./deepseek"
     c = Checks("mpi_serve")
-    for fn in (t_same_responses, t_kill, t_sigterm_mpirun, t_errors_once):
+    for fn in (t_same_responses, t_same_responses_gguf, t_kill, t_sigterm_mpirun, t_errors_once):
         c.run(fn, binary)
     c.finish()
 
