@@ -664,7 +664,7 @@ TEST(badinput_unowned_expert_checked) {
     const char *d = tmp_begin();
     xset s;
     if (xset_load(&s, "tiny-v3")) { tmp_end(); return; }
-    ds_model_opts o = { 1, 3, 0, 0 };
+    ds_model_opts o = { 1, 3, 0, 0, false };
     ds_model *m = NULL;
     ds_err e = { 0 };
     xset_del(&s, "model.layers.2.mlp.experts.15.down_proj.weight");

@@ -81,6 +81,10 @@ typedef struct ds_model {
     int64_t *own_bound;   /* rank_experts when the model split itself (ds_model_opts.n_ranks), owned */
     bool distributed;     /* the ranks are the processes of the MPI job (src/dist; n_ranks ==
                              ds_dist_size()); false: every rank is served in this process */
+    bool expert_servers;  /* with distributed: rank 0 alone runs the forward and sends each
+                             rank its routed rows; ranks > 0 run ds_model_serve_experts */
+    bool experts_only;    /* an expert server (rank > 0): only its routed experts are ever
+                             used, so only they are repacked (repack_model.c) */
     int64_t n_mtp;        /* MTP layers actually present (0 if not stored) */
     float *inv_freq;      /* (Dr/2) YaRN-adjusted rotary frequencies */
     float attn_scale;     /* softmax scale incl. mscale² */
@@ -110,8 +114,22 @@ typedef struct ds_model_opts {
      * they go (rank q owns [E*q/n, E*(q+1)/n)); this is rank `rank`, and the
      * model exchanges expert rows over the job (ds_model.distributed). */
     int n_ranks, rank;
+    /* With n_ranks > 1: "workers are expert servers" (serve) instead of every
+     * rank running the same forward: rank 0 alone runs attention, dense
+     * layers, shared experts, router and caches, and per MoE layer sends
+     * each rank the routed rows for its experts (ds_model_serve_experts). */
+    bool expert_servers;
 } ds_model_opts;
-#define DS_MODEL_OPTS_DEFAULT ((ds_model_opts){ 0, -1, 0, 0 })
+#define DS_MODEL_OPTS_DEFAULT ((ds_model_opts){ 0, -1, 0, 0, false })
+
+/* Expert servers (ds_model_opts.expert_servers), moe_exchange.c. On ranks
+ * > 0: answers rank 0's expert requests (routed rows of one MoE layer in,
+ * this rank's expert outputs back) until rank 0 sends the stop; DS_OK then.
+ * A request this rank cannot run is answered with its error (rank 0's
+ * forward fails with it) and the loop goes on. On rank 0, once no more
+ * forwards will run: tells every server to stop. */
+int ds_model_serve_experts(const ds_model *m, ds_err *e);
+int ds_model_stop_expert_servers(ds_err *e);
 
 /* ds_model_open with options (NULL: DS_MODEL_OPTS_DEFAULT), for a folder or a .gguf. */
 int ds_model_open_opts(ds_model **out, const char *path, const ds_model_opts *o, ds_err *e);

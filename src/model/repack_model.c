@@ -106,12 +106,15 @@ int ds_model_repack(ds_model *m, ds_err *e) {
     const ds_config *c = &m->cfg;
     rp_list l = { 0 };
     int bad = 0;
-    /* every matmul weight of the table that m holds (layer -1: the model's own), owned experts only */
+    /* every matmul weight of the table that m holds (layer -1: the model's own), owned experts
+     * only; an expert server (m->experts_only) uses nothing else: the rest stays mapped, untouched */
     for (int64_t li = -1; li < c->n_layer + m->n_mtp; li++)
         for (int i = 0; i < DS_TK_COUNT; i++) {
             const ds_tkind *k = &ds_tkinds[i];
             if (k->ndim == 1 || (k->flags & DS_TF_NO_REPACK) || (k->scope == DS_TS_MODEL) != (li < 0)) continue;
-            if (k->scope != DS_TS_EXPERT) bad |= add(&l, ds_tk_field(k, m, li, -1));
+            if (k->scope != DS_TS_EXPERT) {
+                if (!m->experts_only) bad |= add(&l, ds_tk_field(k, m, li, -1));
+            }
             else if (m->layers[li].experts)
                 for (int64_t x = m->expert_lo; x < m->expert_hi; x++) bad |= add(&l, ds_tk_field(k, m, li, x));
         }
