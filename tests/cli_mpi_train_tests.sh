@@ -17,6 +17,8 @@
 # a rank that cannot read the data names itself;
 # kill -9 of rank 1 mid-training ends the job within seconds naming rank 1,
 # and resuming from its last checkpoint ends on the uninterrupted run's bits.
+# The expert exchange of expert-parallel training (src/train/ep.c) runs on
+# 2 and 3 ranks through build/tests/run_tests train_ep_mpi_transport.
 # Prints each failed check and exits 1 if any failed.
 set -u
 BIN=${1:?usage: sh tests/cli_mpi_train_tests.sh path/to/deepseek}
@@ -52,6 +54,16 @@ same_run() {
     strip_metrics "$3/metrics.jsonl" >"$T/m_out"
     cmp -s "$T/m_ref" "$T/m_out" || fail "$1: metrics.jsonl differs: $(diff "$T/m_ref" "$T/m_out" | head -c 400)"
 }
+
+# the expert exchange of expert-parallel training (src/train/ep.c) over the
+# real transport: tests/test_ep.c's train_ep_mpi_transport on 2 and 3 ranks
+RT=build/tests/run_tests
+for n in 2 3; do
+    checks=$((checks + 1))
+    if [ ! -x "$RT" ]; then fail "expert exchange: $RT not built (make build/tests/run_tests)"; break; fi
+    run_np $n "$RT" train_ep_mpi_transport >"$T/ep_out" 2>&1 || fail "expert exchange on $n ranks: $(grep -v '^ok' "$T/ep_out" | head -c 400)"
+    [ "$(grep -c '^ok   train_ep_mpi_transport' "$T/ep_out")" = "$n" ] || fail "expert exchange on $n ranks: not every rank passed: $(head -c 400 "$T/ep_out")"
+done
 
 i=0
 while [ $i -lt 40 ]; do
