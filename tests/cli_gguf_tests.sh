@@ -10,7 +10,9 @@
 # folder's output; the tokenizer precedence (--tokenizer > tokenizer.json
 # beside > metadata) and its error message; convert --split-max-size writes
 # parts that load from any part with the same output; a missing part is an
-# error naming it. Prints each failed check and exits 1 if any failed.
+# error naming it; convert writes K-quants/IQ4 types that info names and
+# generate runs, and refuses the IQ1/IQ2/IQ3 types it only reads. Prints each
+# failed check and exits 1 if any failed.
 set -u
 BIN=${1:?usage: sh tests/cli_gguf_tests.sh path/to/deepseek}
 FX=tests/fixtures
@@ -54,6 +56,7 @@ same() {
 M=$FX/tiny-chat
 P="The quick brown fox <｜User｜>hello 12345"
 mkdir -p "$T/g" "$T/s"
+expect_fail "convert a V3.2 folder (sparse attention has no GGUF layout yet)" "V3.2" "$BIN" convert -m "$FX/tiny-v32" -o "$T/g/v32.gguf"
 expect_ok "convert tiny-chat to f32 GGUF" "$BIN" convert -m "$M" -o "$T/g/chat.gguf" --type f32 -q
 
 # the folder's results
@@ -108,6 +111,16 @@ mv "$T/s/chat-$last-of-$last.gguf" "$T/s/away"
 expect_fail "a missing part" "part $n of $n, '$T/s/chat-$last-of-$last.gguf', is missing" \
     "$BIN" generate -m "$T/s/chat-00001-of-$last.gguf" --prompt-ids 1,2 -n 1
 expect_fail "--split-max-size bad" "not a size" "$BIN" convert -m "$M" -o "$T/x.gguf" --split-max-size 12Q
+
+# quant types (the kq fixture: 256-wide rows, so the K-quants apply)
+KQ=$FX/gguf/kq.llama-q4_k_m.gguf
+expect_ok "convert --type q2_k --experts iq4_xs" "$BIN" convert -m "$KQ" -o "$T/kq2.gguf" --type q2_k --experts iq4_xs -q
+expect_ok "info shows the types" "$BIN" info -m "$T/kq2.gguf" &&
+    { checks=$((checks + 1)); grep -q "Q2_K .*IQ4_XS\|IQ4_XS .*Q2_K" "$T/out" || fail "info types: $(grep weights "$T/out")"; }
+expect_ok "generate from Q2_K/IQ4_XS" "$BIN" generate -m "$T/kq2.gguf" --prompt-ids 1,2,3 -n 4 -t 1
+expect_fail "convert --type iq2_xxs is refused" "IQ2_XXS is read but not written" \
+    "$BIN" convert -m "$KQ" -o "$T/kq3.gguf" --type iq2_xxs
+expect_fail "convert --type q8_1 is unknown" "unknown type 'q8_1'" "$BIN" convert -m "$KQ" -o "$T/kq3.gguf" --type q8_1
 
 if [ "$fails" -gt 0 ]; then
     echo "cli_gguf_tests.sh: $fails of $checks checks failed"

@@ -124,6 +124,8 @@ expect_fail "logits on a truncated model.safetensors" "$B/model.safetensors" "$B
 expect_fail "generate on a truncated model.safetensors" "$B/model.safetensors" "$BIN" generate -m "$B" --prompt-ids 1 -n 1
 sed 's/"hidden_size": 64/"hidden_size": "wide"/' "$M/config.json" >"$B/config.json"
 expect_fail "info on a bad config.json" "'hidden_size'" "$BIN" info -m "$B"
+sed 's/"deepseek_v3"/"deepseek_v4"/; s/"DeepseekV3ForCausalLM"/"DeepseekV4ForCausalLM"/' "$M/config.json" >"$B/config.json"
+expect_fail "info on a V4 folder: not supported yet, said so" "DeepSeek-V4" "$BIN" info -m "$B"
 : >"$B/config.json"
 expect_fail "info on an empty config.json" "$B/config.json" "$BIN" info -m "$B"
 rm -f "$B/model.safetensors"
@@ -149,6 +151,11 @@ check_info tiny-v3 DeepseekV3ForCausalLM deepseek_v3
 check_info tiny-v3-fp8 DeepseekV3ForCausalLM deepseek_v3
 check_info tiny-v2-lite DeepseekV2ForCausalLM deepseek_v2
 check_info tiny-v2 DeepseekV2ForCausalLM deepseek_v2
+check_info tiny-v32 DeepseekV32ForCausalLM deepseek_v32
+grep -q "^kv cache     MLA latent 40 + index key 16: 56 values/token/layer" "$T/out" ||
+    fail "info tiny-v32: no cache line with the index key: $(grep '^kv cache' "$T/out")"
+grep -q "whole cache .*: 4K 2.62 MiB, 64K 42.00 MiB, 1M 672.00 MiB of context" "$T/out" ||
+    fail "info tiny-v32: no whole-cache line (56 values x 3 layers x 4 B x 4K/64K/1M): $(grep 'whole cache' "$T/out")"
 
 check_logits() {  # fixture vocab tokens rows extra-flags...
     fx=$1 v=$2 toks=$3 rows=$4
@@ -189,6 +196,12 @@ check_ref tiny-v3-fp8 256 ref_logits.f32
 check_ref tiny-v3-fp8 256 ref_mtp_logits.f32 --mtp
 check_ref tiny-v2-lite 320 ref_logits.f32
 check_ref tiny-v2 320 ref_logits.f32 --naive
+check_ref tiny-v32 576 ref_logits.f32
+check_ref tiny-v32 576 ref_incr_logits.f32 --incremental
+check_ref tiny-v32 576 ref_logits.f32 --naive
+check_ref tiny-v32 576 ref_mtp_logits.f32 --mtp
+check_ref tiny-v32-fp8 256 ref_logits.f32
+check_ref tiny-v32-fp8 256 ref_incr_logits.f32 --incremental
 
 # sampling: same seed -> same tokens, other seed -> other tokens
 gen() { "$BIN" generate -m "$M" --prompt-ids 1,2,3 -n 20 --ignore-eos "$@" 2>"$T/err"; }

@@ -11,7 +11,8 @@
 # --mtp), and a text prompt on the bundled model. `info` shows each rank's
 # experts and weight bytes. Faults: ranks on different models refuse to
 # start; bad input is reported once; a rank that cannot open the model
-# says so; commands not yet distributed refuse; more ranks than experts
+# says so; commands not yet distributed refuse (serve on N ranks:
+# tests/cli_mpi_server_tests.sh); more ranks than experts
 # refuse; a rank killed with kill -9 mid-generation ends the job within
 # seconds with a message naming it.
 # Prints each failed check and exits 1 if any failed.
@@ -135,6 +136,34 @@ else
 fi
 checks=$((checks + 1))
 run_np 1 "$BIN" info -m "$FX/tiny-v3" >"$T/info" 2>&1 && ! grep -q '^ranks' "$T/info" || fail "info N=1: a split printed or failed"
+
+# bench on 2 ranks reports the communication: with the all-gather every rank
+# sends its rows to the other and receives the other's, so rank 0 moves all
+# K rows of a token: K x D x 4 = 4 x 64 x 4 = 1024 bytes per token and MoE
+# layer on tiny-v3 whatever the routing, plus the per-step agreement (8 bytes
+# each way per forward, over 2 MoE layers: +8 per decoded token, +0.25 per
+# token of a 32-token prefill)
+checks=$((checks + 1))
+if run_np 2 "$BIN" bench -m "$FX/tiny-v3" -p 32 -n 8 -r 2 -t 1 --no-bw >"$T/bench" 2>"$T/err"; then
+    grep -q '^communication on 2 ranks' "$T/bench" || fail "bench N=2: no communication report: $(cat "$T/bench")"
+    grep -Eq '^\|       1 \| pp32 +\| +1024 \| +[0-9.]+% \| +[0-9.]+% \|$' "$T/bench" ||
+        fail "bench N=2: pp32 should move 1024 bytes/token/layer: $(grep pp32 "$T/bench")"
+    grep -Eq '^\|       1 \| tg8 +\| +1032 \| +[0-9.]+% \| +[0-9.]+% \|$' "$T/bench" ||
+        fail "bench N=2: tg8 should move 1032 bytes/token/layer: $(grep tg8 "$T/bench")"
+else
+    fail "bench N=2: exit $?: $(head -c 300 "$T/err")"
+fi
+run_np 1 "$BIN" bench -m "$FX/tiny-v3" -p 8 -n 2 -r 1 -t 1 --no-bw >"$T/bench" 2>&1 && ! grep -q '^communication' "$T/bench" ||
+    fail "bench N=1: a communication report printed or failed"
+# bench --expert-servers (serve's exchange): rank 0 reports its bytes and share (routing decides the bytes)
+checks=$((checks + 1))
+if run_np 2 "$BIN" bench -m "$FX/tiny-v3" -p 16 -n 4 -r 1 -t 1 --no-bw --expert-servers >"$T/bench" 2>"$T/err"; then
+    grep -q '^communication on 2 ranks (expert servers' "$T/bench" || fail "bench --expert-servers: no report: $(cat "$T/bench")"
+    grep -Eq '^\|       1 \| tg4 +\| +[1-9][0-9]* \| +[0-9.]+% \| +- \|$' "$T/bench" ||
+        fail "bench --expert-servers: no tg4 communication row: $(cat "$T/bench")"
+else
+    fail "bench --expert-servers N=2: exit $?: $(head -c 300 "$T/err")"
+fi
 checks=$((checks + 1))
 run_np 2 "$BIN" generate -m "$FX/tiny-v3" --prompt-ids 1,2 -n 2 --verbose >"$T/out" 2>"$T/err" &&
     grep -q '^  rank 1  *experts \[8, 16) (8 of 16)' "$T/err" || fail "generate --verbose N=2: no per-rank split: $(cat "$T/err")"
@@ -150,8 +179,7 @@ fi
 expect_fail "a rank without the model" "deepseek logits (rank 1 of 2): model '$T/none' does not exist" \
     mpirun --oversubscribe --bind-to none -np 1 "$BIN" logits -m "$FX/tiny-v3" --tokens 1,2 --out "$T/x.f32" : \
     -np 1 "$BIN" logits -m "$T/none" --tokens 1,2 --out "$T/x.f32"
-expect_fail "serve on 2 ranks" "runs as one process for now, not on 2 ranks" run_np 2 "$BIN" serve -m "$FX/tiny-v3"
-expect_fail "train on 2 ranks" "runs as one process for now" run_np 2 "$BIN" train --help
+expect_fail "prepare-data on 2 ranks" "runs as one process for now" run_np 2 "$BIN" prepare-data --help
 expect_fail "more ranks than experts" "5 processes for 4 routed experts" \
     run_np 5 "$BIN" logits -m "$FX/gguf/kq.llama-q4_k_m.gguf" --tokens 1,2 --out "$T/x.f32"
 

@@ -603,8 +603,8 @@ TEST(badinput_empty_or_bad_config_file) {
 
 TEST(badinput_fixture_roundtrip_loads) {
     /* the re-serializer itself produces loadable models (control case) */
-    static const char *fx[] = { "tiny-v3", "tiny-v3-fp8", "tiny-v2-lite", "tiny-v2" };
-    for (int i = 0; i < 4; i++) {
+    static const char *fx[] = { "tiny-v3", "tiny-v3-fp8", "tiny-v2-lite", "tiny-v2", "tiny-v32", "tiny-v32-fp8" };
+    for (int i = 0; i < 6; i++) {
         const char *d = tmp_begin();
         xset s;
         if (xset_load(&s, fx[i])) { tmp_end(); return; }
@@ -635,13 +635,36 @@ TEST(badinput_missing_tensor) {
     }
 }
 
+/* V3.2: a missing indexer tensor (or its FP8 scale) is named; a wrong shape too */
+TEST(badinput_v32_indexer_tensors) {
+    static const struct { const char *fx, *name; } miss[] = {
+        { "tiny-v32", "model.layers.0.self_attn.indexer.wq_b.weight" },
+        { "tiny-v32", "model.layers.2.self_attn.indexer.k_norm.bias" },
+        { "tiny-v32", "model.layers.3.self_attn.indexer.weights_proj.weight" },   /* the MTP layer's */
+        { "tiny-v32-fp8", "model.layers.1.self_attn.indexer.wk.weight_scale_inv" },
+    };
+    for (size_t i = 0; i < sizeof miss / sizeof miss[0]; i++) {
+        const char *d = tmp_begin();
+        xset s;
+        if (xset_load(&s, miss[i].fx)) { tmp_end(); return; }
+        xset_del(&s, miss[i].name);
+        make_model(d, miss[i].fx, &s);
+        ds_err e = { 0 };
+        int rc = open_model(d, &e);
+        CHECK_MSG(rc == DS_ENOTFOUND && strstr(e.msg, miss[i].name), "%s without %s: rc %d, '%s'", miss[i].fx,
+                  miss[i].name, rc, e.msg);
+        xset_free(&s);
+        tmp_end();
+    }
+}
+
 /* A process that owns experts [1, 3) still checks the others: a wrong file
  * is caught on every process. */
 TEST(badinput_unowned_expert_checked) {
     const char *d = tmp_begin();
     xset s;
     if (xset_load(&s, "tiny-v3")) { tmp_end(); return; }
-    ds_model_opts o = { 1, 3, 0, 0 };
+    ds_model_opts o = { 1, 3, 0, 0, false };
     ds_model *m = NULL;
     ds_err e = { 0 };
     xset_del(&s, "model.layers.2.mlp.experts.15.down_proj.weight");
@@ -1017,8 +1040,8 @@ static void run_cfg_cases(const cfg_case *cs, size_t n) {
 }
 
 TEST(badinput_config_fixtures_parse) {
-    static const char *fx[] = { "tiny-v3", "tiny-v3-fp8", "tiny-v2-lite", "tiny-v2" };
-    for (int i = 0; i < 4; i++) {
+    static const char *fx[] = { "tiny-v3", "tiny-v3-fp8", "tiny-v2-lite", "tiny-v2", "tiny-v32", "tiny-v32-fp8" };
+    for (int i = 0; i < 6; i++) {
         ds_config c;
         ds_err e = { 0 };
         int rc = ds_config_load(&c, P("tests/fixtures/%s", fx[i]), &e);

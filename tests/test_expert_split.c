@@ -72,3 +72,28 @@ static void expert_split(const char *path) {
 
 TEST(expert_split_bf16) { expert_split("tests/fixtures/tiny-v3"); }
 TEST(expert_split_q4_k) { expert_split("tests/fixtures/gguf/kq.llama-q4_k_m.gguf"); }
+
+/* An expert server (rank > 0 under `serve` on N ranks) repacks only its own
+ * routed experts: with expert_servers its x8 copies are exactly those of the
+ * same rank without it minus the replicated matmul weights', and rank 0
+ * (which runs the forward) repacks as before. */
+TEST(expert_server_repacks_only_experts) {
+    const char *path = "tests/fixtures/gguf/kq.llama-q4_k_m.gguf";
+    int64_t rp[2][2] = { { 0 } };   /* [rank][expert_servers] */
+    for (int r = 0; r < 2; r++)
+        for (int sv = 0; sv < 2; sv++) {
+            ds_err e = { 0 };
+            ds_model *m = NULL;
+            ds_model_opts o = DS_MODEL_OPTS_DEFAULT;
+            o.n_ranks = 2, o.rank = r, o.expert_servers = sv;
+            if (ds_model_open_opts(&m, path, &o, &e)) { ds_test_fail(__FILE__, __LINE__, "open %s: %s", path, e.msg); return; }
+            ds_model_storage s;
+            ds_model_storage_info(m, &s);
+            rp[r][sv] = s.repacked_bytes;
+            CHECK(m->experts_only == (sv && r > 0));
+            ds_model_close(m);
+        }
+    if (rp[0][0] == 0) return;   /* no x8 kernels on this CPU (or DS_REPACK=0): nothing repacked either way */
+    CHECK(rp[0][1] == rp[0][0]);
+    CHECK(rp[1][1] > 0 && rp[1][1] < rp[1][0]);
+}

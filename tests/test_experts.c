@@ -88,7 +88,7 @@ TEST(experts_bad_range) {
     static const int64_t ranges[][2] = { { 3, 1 }, { 2, 2 }, { -1, 2 }, { 0, 17 }, { 16, -1 } };
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
         for (size_t j = 0; j < sizeof ranges / sizeof ranges[0]; j++) {
-            ds_model_opts o = { ranges[j][0], ranges[j][1], 0, 0 };
+            ds_model_opts o = { ranges[j][0], ranges[j][1], 0, 0, false };
             ds_err e = { 0 };
             ds_model *m = NULL;
             int rc = ds_model_open_opts(&m, paths[i], &o, &e);

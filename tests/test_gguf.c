@@ -227,6 +227,15 @@ TEST(gguf_bad_inputs) {
     ONE_TENSOR("a", 1, ne1, 99, 0, 32); expect_bad(&x, "type 99", "unknown ggml type");
     int64_t ne48[1] = { 48 };
     ONE_TENSOR("a", 1, ne48, DS_GGML_Q8_0, 0, 64); expect_bad(&x, "block multiple", "multiple");
+    /* every quant type: rows not a whole number of blocks; data shorter than the shape implies */
+    for (uint32_t ty = 2; ty < DS_GGML_TYPE_COUNT; ty++) {
+        const ds_ggml_type_info *ti = ds_ggml_type(ty);
+        if (!ti || ti->blck == 1) continue;
+        int64_t nq[2] = { ti->blck + 16, 2 }, nk[2] = { ti->blck, 4 };
+        ONE_TENSOR("a", 2, nq, ty, 0, 4 * ti->size); expect_bad(&x, ti->name, "not a multiple");
+        ONE_TENSOR("a", 2, nk, ty, 0, 4 * ti->size); CHECK_MSG(parse_bb(&x, NULL) == 0, "%s: exact size rejected", ti->name);
+        ONE_TENSOR("a", 2, nk, ty, 0, 3 * ti->size); expect_bad(&x, ti->name, "data region");
+    }
     ONE_TENSOR("a", 1, ne1, DS_GGML_F32, 16, 64); expect_bad(&x, "misaligned", "alignment");
     ONE_TENSOR("a", 1, ne1, DS_GGML_F32, 32, 32); expect_bad(&x, "past the end", "data region");
     ONE_TENSOR("a", 1, ne1, DS_GGML_F32, 1ull << 63, 32); expect_bad(&x, "huge offset", "data region");

@@ -22,12 +22,16 @@
  */
 #include "test.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/mmap_file.h"
 #include "io/json.h"
+#include "model/convert.h"
 #include "model/model.h"
+#include "model/model_internal.h"
 #include "runtime/generate.h"
 
 #define TOL 1e-4
@@ -167,6 +171,8 @@ TEST(model_parity_v3_bf16) { parity("tiny-v3"); }
 TEST(model_parity_v3_fp8) { parity("tiny-v3-fp8"); }
 TEST(model_parity_v2_lite_f16) { parity("tiny-v2-lite"); }
 TEST(model_parity_v2_f32) { parity("tiny-v2"); }
+TEST(model_parity_v32_bf16) { parity("tiny-v32"); }   /* V3.2 sparse attention: 24 tokens, index_topk 8 */
+TEST(model_parity_v32_fp8) { parity("tiny-v32-fp8"); }   /* FP8 with ue8m0 scales, the indexer's too */
 
 /* MTP logits vs the reference written from vLLM's deepseek_mtp.py semantics */
 static void mtp_parity(const char *name) {
@@ -201,6 +207,8 @@ static void mtp_parity(const char *name) {
 
 TEST(model_mtp_v3_bf16) { mtp_parity("tiny-v3"); }
 TEST(model_mtp_v3_fp8) { mtp_parity("tiny-v3-fp8"); }
+TEST(model_mtp_v32_bf16) { mtp_parity("tiny-v32"); }
+TEST(model_mtp_v32_fp8) { mtp_parity("tiny-v32-fp8"); }   /* the MTP layer with sparse attention (23 rows, top 8) */
 
 TEST(model_no_mtp_stored) {
     ds_model *m = open_fixture("tiny-v2");
@@ -377,6 +385,7 @@ static void mtp_spec(const char *name, float temperature) {
 
 TEST(model_mtp_speculative_greedy_identical) { mtp_spec("tiny-v3", 0.0f); }
 TEST(model_mtp_speculative_sampled_identical) { mtp_spec("tiny-v3-fp8", 0.8f); }
+TEST(model_mtp_speculative_v32_identical) { mtp_spec("tiny-v32", 0.0f); }
 
 /* Batch invariance: a sequence's logits are bit-for-bit the same whether it
  * runs alone or shares a batch with decode tokens, short chunks and long
@@ -424,17 +433,40 @@ static void batch_invariance(const char *path) {
 
 TEST(model_batch_invariant_bf16) { batch_invariance("tests/fixtures/tiny-v3"); }
 TEST(model_batch_invariant_fp8) { batch_invariance("tests/fixtures/tiny-v3-fp8"); }
+TEST(model_batch_invariant_v32) { batch_invariance("tests/fixtures/tiny-v32"); }
 TEST(model_batch_invariant_q8_0) { batch_invariance("tests/fixtures/gguf/tiny-v3.llama-q8_0.gguf"); }
 TEST(model_batch_invariant_q4_k) { batch_invariance("tests/fixtures/gguf/kq.llama-q4_k_m.gguf"); }
+/* the types of tensor/quant_ext.h (a random model of the kq shape: experts
+ * IQ2_XXS, attention Q3_K, dense FFN Q4_1, head Q5_K) */
+TEST(model_batch_invariant_ext_types) {
+    ds_err e = { 0 };
+    ds_model *kq = NULL;
+    if (ds_model_open(&kq, "tests/fixtures/gguf/kq.llama-q4_k_m.gguf", &e)) { CHECK_MSG(0, "%s", e.msg); return; }
+    ds_convert_opts o;
+    ds_convert_opts_default(&o, DS_DTYPE_Q8_0);
+    o.experts = DS_DTYPE_IQ2_XXS;
+    o.attn = DS_DTYPE_Q3_K;
+    o.ffn = DS_DTYPE_Q4_1;
+    o.head = DS_DTYPE_Q5_K;
+    char dir[] = "/tmp/ds_bi_ext_XXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/m.gguf", dir);
+    CHECK_MSG(ds_write_random_gguf(&kq->cfg, path, &o, 5, &e) == 0, "%s", e.msg);
+    ds_model_close(kq);
+    batch_invariance(path);
+    unlink(path);
+    rmdir(dir);
+}
 
 /* Long context: 690 tokens prefilled in chunks (expanded and absorbed
  * prefill attention), then 10 decode steps (flash
  * decode over 3 splits of the latent cache), against the naive
  * (decompressed, one-pass softmax) forward over all 700 tokens; the same
  * decode with q8 and fp8 caches stays close to it. */
-static void long_context_vs_naive(const char *name, const double qbound[2]) {
+static void long_context_vs_naive(const char *name, const double qbound[2], int64_t topk) {
     ds_model *m = open_fixture(name);
     if (!m) return;
+    if (topk > 0) m->cfg.index_topk = topk;   /* V3.2: a top-k past the context makes every segment dense */
     ds_err e = { 0 };
     enum { T = 700, P = 690 };
     int64_t V = m->cfg.vocab_size;
@@ -474,5 +506,95 @@ static void long_context_vs_naive(const char *name, const double qbound[2]) {
 
 /* quantized-cache bounds: ~2x the observed (q8 and fp8 storage error, not
  * the attention's; see test_kvquant.c) */
-TEST(model_long_context_vs_naive_v3) { long_context_vs_naive("tiny-v3", (const double[2]){ 0.05, 1.0 }); }
-TEST(model_long_context_vs_naive_v2_lite) { long_context_vs_naive("tiny-v2-lite", (const double[2]){ 0.025, 0.1 }); }
+TEST(model_long_context_vs_naive_v3) { long_context_vs_naive("tiny-v3", (const double[2]){ 0.05, 1.0 }, 0); }
+/* V3.2: quantized index keys move top-8 selections among 700 positions, hence the loose bounds */
+TEST(model_long_context_vs_naive_v32) { long_context_vs_naive("tiny-v32", (const double[2]){ 7.0, 6.0 }, 0); }
+/* the same V3.2 model with index_topk 1000 > 700: DSA layers on the dense paths (expanded and absorbed
+ * prefill over cache rows that carry the index key) */
+TEST(model_long_context_vs_naive_v32_dense) { long_context_vs_naive("tiny-v32", (const double[2]){ 0.15, 0.25 }, 1000); }
+TEST(model_long_context_vs_naive_v2_lite) { long_context_vs_naive("tiny-v2-lite", (const double[2]){ 0.025, 0.1 }, 0); }
+
+/* V3.2 configs: the indexer keys, and layouts we do not run are named errors */
+TEST(model_v32_config_errors) {
+    char *base;
+    size_t n;
+    ds_err e = { 0 };
+    if (ds_read_file("tests/fixtures/tiny-v32/config.json", 1 << 20, &base, &n, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    ds_config c;
+    CHECK(ds_config_parse(&c, base, n, "v32", &e) == DS_OK);
+    CHECK_EQ_INT(c.index_topk, 8);
+    CHECK_EQ_INT(c.attn_kind[0], DS_ATTN_DSA);
+    CHECK_EQ_INT(ds_config_kv_width(&c, 2), 32 + 8 + 16);
+    static const struct { const char *from, *to, *msg; } bad[] = {
+        { "\"sparse\",\n    \"sparse\"", "\"sparse\",\n    \"dense\"", "mlp_layer_types" },
+        { "\"q_lora_rank\": 48", "\"q_lora_rank\": null", "q_lora_rank" },
+        { "\"index_topk\": 8", "\"index_topk\": 0", "index_topk" },
+        { "\"index_head_dim\": 16", "\"index_head_dim\": 4", "index_head_dim" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *p = strstr(base, bad[i].from);
+        CHECK_MSG(p != NULL, "config has no '%s'", bad[i].from);
+        if (!p) continue;
+        char buf[8192];
+        snprintf(buf, sizeof buf, "%.*s%s%s", (int)(p - base), base, bad[i].to, p + strlen(bad[i].from));
+        ds_err e2 = { 0 };
+        CHECK_MSG(ds_config_parse(&c, buf, strlen(buf), "v32", &e2) != DS_OK, "accepted %s", bad[i].to);
+        CHECK_MSG(strstr(e2.msg, bad[i].msg) != NULL, "error '%s' does not name %s", e2.msg, bad[i].msg);
+    }
+    free(base);
+    /* FP8 scale formats: ue8m0 (power-of-two fp32 scales) loads, others are named */
+    if (ds_read_file("tests/fixtures/tiny-v32-fp8/config.json", 1 << 20, &base, &n, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    CHECK(ds_config_parse(&c, base, n, "v32-fp8", &e) == DS_OK);
+    CHECK(c.fp8);
+    char *p = strstr(base, "\"ue8m0\"");
+    CHECK(p != NULL);
+    if (p) {
+        memcpy(p, "\"e5m2x\"", 7);
+        ds_err e2 = { 0 };
+        CHECK(ds_config_parse(&c, base, n, "v32-fp8", &e2) == DS_EUNSUPPORTED);
+        CHECK_MSG(strstr(e2.msg, "scale_fmt") != NULL, "error '%s' does not name scale_fmt", e2.msg);
+    }
+    free(base);
+}
+
+/* The indexer's top-k (quickselect) against a plain twin: sort everything by
+ * (score desc, position asc), take k, positions ascending. Scores with many
+ * ties and NaNs (-inf). */
+static bool topk_before(const float *s, int32_t a, int32_t b) {
+    float x = isnan(s[a]) ? -INFINITY : s[a], y = isnan(s[b]) ? -INFINITY : s[b];
+    return x > y || (x == y && a < b);
+}
+
+TEST(model_dsa_topk_vs_sort) {
+    static const int64_t ns[] = { 1, 2, 5, 64, 333, 1000 };
+    static float s[1000];
+    static int32_t got[1010], ref[1000];
+    static char scratch[1000 * 8];
+    uint64_t r = 12345;
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (int trial = 0; trial < 20; trial++) {
+            int64_t n = ns[a], levels = 1 + trial % 7;
+            for (int64_t j = 0; j < n; j++) {
+                r = r * 6364136223846793005ull + 1442695040888963407ull;
+                int64_t v = (int64_t)(r >> 33) % (trial < 10 ? levels : 1000000);
+                s[j] = (float)v - 3.0f;
+                if ((r >> 20) % 97 == 0) s[j] = NAN;
+            }
+            int64_t ks[] = { 1, 7, n / 2, n, n + 3 };
+            for (int ki = 0; ki < 5; ki++) {
+                int64_t k = ks[ki] < 1 ? 1 : ks[ki], kk = k < n ? k : n;
+                for (int64_t j = 0; j < n; j++) ref[j] = (int32_t)j;
+                for (int64_t i = 1; i < n; i++)   /* insertion sort by the selection order */
+                    for (int64_t j = i; j > 0 && topk_before(s, ref[j], ref[j - 1]); j--) {
+                        int32_t t = ref[j]; ref[j] = ref[j - 1]; ref[j - 1] = t;
+                    }
+                for (int64_t i = 1; i < kk; i++)   /* the first kk, ascending */
+                    for (int64_t j = i; j > 0 && ref[j] < ref[j - 1]; j--) {
+                        int32_t t = ref[j]; ref[j] = ref[j - 1]; ref[j - 1] = t;
+                    }
+                ds_dsa_topk(s, n, k, got, scratch);
+                CHECK_MSG(memcmp(got, ref, (size_t)kk * sizeof *got) == 0, "topk n=%lld k=%lld trial %d differs",
+                          (long long)n, (long long)k, trial);
+            }
+        }
+}

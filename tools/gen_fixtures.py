@@ -15,6 +15,12 @@ which have no HF writer) and reference outputs:
     ref_incr_logits.f32   HF logits fed one token at a time (DynamicCache) [T, V]
     ref_mtp_logits.f32    MTP logits (reference below)                [T-1, V]
 
+V3.2 (tiny-v32, DeepseekV32ForCausalLM): index_topk is smaller than the
+sequence, so later queries attend to a sparse set; the script recomputes the
+indexer's scores from the layer inputs (hooks) and refuses a fixture where the
+index_topk-th and the next score of any query are closer than a margin
+(selection there would depend on rounding, not on the model).
+
 Reference numerics: the reference model is loaded in float32 from exactly the
 stored weights (BF16/F16 upcast; FP8 dequantized as fp8 * scale_inv per
 128x128 block, DeepSeek's weight_dequant in fp32), eager attention. Our C code
@@ -37,7 +43,8 @@ import sys
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import DeepseekV2Config, DeepseekV2ForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM
+from transformers import (DeepseekV2Config, DeepseekV2ForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM,
+                          DeepseekV32Config, DeepseekV32ForCausalLM)
 from transformers.cache_utils import DynamicCache
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
@@ -63,6 +70,9 @@ def base_v3(**kw):
     return c
 
 
+SEED_V32 = int(os.environ.get("SEED_V32", "4"))
+SEED_V32_FP8 = int(os.environ.get("SEED_V32_FP8", "2"))  # one whose top-k boundaries all have clear margins
+
 VARIANTS = {
     # V3: q LoRA, noaux_tc (sigmoid + bias + top-2-sum groups), BF16, MTP layer
     "tiny-v3": dict(arch="v3", dtype="bf16", mtp=True, cfg=base_v3()),
@@ -87,6 +97,18 @@ VARIANTS = {
         routed_scaling_factor=16.0, num_nextn_predict_layers=0, bos_token_id=100, eos_token_id=101,
         rope_scaling=dict(type="yarn", factor=40.0, original_max_position_embeddings=4096,
                           beta_fast=32, beta_slow=1, mscale=0.707, mscale_all_dim=0.707))),
+    # V3.2: V3 + the lightning indexer; 24 tokens against index_topk 8; tiny-chat's tokenizer.json
+    # (no chat template: a deepseek_v32 folder is chatted with V3.1's format)
+    "tiny-v32": dict(arch="v32", dtype="bf16", mtp=True, T=24, seed=SEED_V32, tokenizer="tiny-chat", cfg=base_v3(
+        vocab_size=576, index_topk=8, index_n_heads=8, index_head_dim=16)),
+    # V3.2-Exp's FP8 format: e4m3 weights (the indexer's wq_b / wk too) with power-of-two
+    # ("ue8m0") fp32 block scales, partial edge blocks; weights_proj BF16
+    "tiny-v32-fp8": dict(arch="v32", dtype="fp8", scale_fmt="ue8m0", mtp=True, T=24, seed=SEED_V32_FP8, cfg=base_v3(
+        vocab_size=256, hidden_size=192, intermediate_size=200, moe_intermediate_size=72,
+        num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=6, q_lora_rank=136,
+        kv_lora_rank=72, qk_nope_head_dim=24, qk_rope_head_dim=16, v_head_dim=24,
+        n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1,
+        index_topk=8, index_n_heads=8, index_head_dim=32)),
 }
 
 T = 14          # tokens in the logits / incremental references
@@ -101,6 +123,9 @@ def make_config(arch, cfg):
         cfg.pop("num_nextn_predict_layers", None)
         c = DeepseekV2Config(**cfg)
         c.architectures = ["DeepseekV2ForCausalLM"]
+    elif arch == "v32":
+        c = DeepseekV32Config(**cfg)
+        c.architectures = ["DeepseekV32ForCausalLM"]
     else:
         c = DeepseekV3Config(**cfg)
         c.architectures = ["DeepseekV3ForCausalLM"]
@@ -129,8 +154,9 @@ def init_weights(model, gen):
                 b.copy_(0.3 * torch.randn(b.shape, generator=gen) - 0.1)
 
 
-def quantize_fp8(w):
-    """[out, in] float -> (fp8 e4m3 tensor, fp32 scale_inv [ceil(out/128), ceil(in/128)])."""
+def quantize_fp8(w, ue8m0=False):
+    """[out, in] float -> (fp8 e4m3 tensor, fp32 scale_inv [ceil(out/128), ceil(in/128)]).
+    ue8m0: power-of-two scales (V3.1/V3.2 "scale_fmt": "ue8m0"), rounded up."""
     out, inn = w.shape
     sr, sc = (out + BLOCK - 1) // BLOCK, (inn + BLOCK - 1) // BLOCK
     q = torch.empty(out, inn, dtype=torch.float8_e4m3fn)
@@ -139,6 +165,8 @@ def quantize_fp8(w):
         for j in range(sc):
             blk = w[i * BLOCK:(i + 1) * BLOCK, j * BLOCK:(j + 1) * BLOCK].float()
             scale = max(blk.abs().max().item(), 1e-12) / FP8_MAX
+            if ue8m0:
+                scale = 2.0 ** np.ceil(np.log2(scale))
             s[i, j] = scale
             q[i * BLOCK:(i + 1) * BLOCK, j * BLOCK:(j + 1) * BLOCK] = (blk / scale).to(torch.float8_e4m3fn)
     return q, s
@@ -153,7 +181,9 @@ def dequantize_fp8(q, s):
 def is_fp8_linear(name):
     if not name.endswith(".weight") or ".mlp.gate.weight" in name:
         return False
-    return any(k in name for k in ("_proj.weight",)) and "eh_proj" not in name
+    if name.endswith("indexer.wq_b.weight") or name.endswith("indexer.wk.weight"):
+        return True   # V3.2: FP8 like the official checkpoint; its weights_proj stays BF16
+    return any(k in name for k in ("_proj.weight",)) and "eh_proj" not in name and "weights_proj" not in name
 
 
 STORE = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
@@ -187,6 +217,13 @@ def mtp_tensors(cfg, L, gen):
         p + "mlp.shared_experts.gate_proj.weight": mat(Es * F, D), p + "mlp.shared_experts.up_proj.weight": mat(Es * F, D),
         p + "mlp.shared_experts.down_proj.weight": mat(D, Es * F),
     }
+    if cfg.get("index_topk"):   # V3.2: the MTP layer's attention has its own indexer
+        hi, di = cfg["index_n_heads"], cfg["index_head_dim"]
+        t[p + "self_attn.indexer.wq_b.weight"] = mat(hi * di, rq)
+        t[p + "self_attn.indexer.wk.weight"] = mat(di, D)
+        t[p + "self_attn.indexer.k_norm.weight"] = vec(di)
+        t[p + "self_attn.indexer.k_norm.bias"] = 0.1 * torch.randn(di, generator=gen)
+        t[p + "self_attn.indexer.weights_proj.weight"] = mat(hi, D)
     for e in range(E):
         t[p + f"mlp.experts.{e}.gate_proj.weight"] = mat(F, D)
         t[p + f"mlp.experts.{e}.up_proj.weight"] = mat(F, D)
@@ -194,14 +231,27 @@ def mtp_tensors(cfg, L, gen):
     return t
 
 
-def mtp_reference(config, ref_model, weights, L, tokens):
-    """MTP logits [T-1, V] with HF modules (see module docstring)."""
-    from transformers.models.deepseek_v3.modeling_deepseek_v3 import (
-        DeepseekV3DecoderLayer, DeepseekV3RMSNorm, DeepseekV3RotaryEmbedding)
+def mtp_reference(config, ref_model, weights, L, tokens, margins=None):
+    """MTP logits [T-1, V] with HF modules (see module docstring). V3.2: the
+    layer is transformers' DeepseekV32DecoderLayer (with its indexer; its
+    top-k margins go to `margins`)."""
+    import copy
+    if config.model_type == "deepseek_v32":
+        from transformers.models.deepseek_v32.modeling_deepseek_v32 import (
+            DeepseekV32DecoderLayer as DecoderLayer, DeepseekV32RMSNorm as DeepseekV3RMSNorm,
+            DeepseekV32RotaryEmbedding as DeepseekV3RotaryEmbedding)
+        config = copy.deepcopy(config)   # the MTP layer (index L) is MoE
+        config.mlp_layer_types = list(config.mlp_layer_types) + ["sparse"]
+    else:
+        from transformers.models.deepseek_v3.modeling_deepseek_v3 import (
+            DeepseekV3DecoderLayer as DecoderLayer, DeepseekV3RMSNorm, DeepseekV3RotaryEmbedding)
     p = f"model.layers.{L}."
     D = config.hidden_size
     E = config.n_routed_experts
-    layer = DeepseekV3DecoderLayer(config, L).float().eval()
+    layer = DecoderLayer(config, L).float().eval()
+    hook = None
+    if margins is not None:
+        hook = layer.self_attn.indexer.register_forward_hook(index_margin_hook(margins), with_kwargs=True)
     sd = {}
     for k, v in weights.items():
         if k.startswith(p) and not any(s in k for s in ("embed_tokens", "enorm", "hnorm", "eh_proj", "shared_head", "mlp.experts.")):
@@ -236,6 +286,8 @@ def mtp_reference(config, ref_model, weights, L, tokens):
         y = layer(x, attention_mask=mask, position_ids=pos, position_embeddings=cos_sin)
         if isinstance(y, tuple):
             y = y[0]
+        if hook:
+            hook.remove()
         return (hd_norm(y[0]) @ head.T).numpy()
 
 
@@ -247,6 +299,49 @@ def final_hidden_is_normed(model, tokens):
         return torch.allclose(logits2, out.logits, atol=1e-4, rtol=1e-4)
 
 
+INDEX_MARGIN = 1e-3   # relative gap required at every query's top-k boundary
+
+
+def index_margin_hook(worst):
+    """A forward hook for a V3.2 indexer: recomputes its scores from the
+    inputs and lowers worst[0] to the smallest relative gap between the
+    index_topk-th and the next score of any query."""
+    from transformers.models.deepseek_v32.modeling_deepseek_v32 import apply_rotary_pos_emb
+
+    def hook(mod, args, kwargs, out):
+        x = kwargs.get("hidden_states", args[0] if args else None)
+        qr = kwargs.get("q_resid", args[1] if len(args) > 1 else None)
+        cos, sin = kwargs.get("position_embeddings", args[2] if len(args) > 2 else None)
+        B, S, _ = x.shape
+        q = mod.wq_b(qr).view(B, S, mod.n_heads, mod.head_dim).double()
+        k = mod.k_norm(mod.wk(x)).unsqueeze(2).double()
+        r = mod.qk_rope_head_dim
+        qr_, kr_ = apply_rotary_pos_emb(q[..., :r], k[..., :r], cos.double(), sin.double(), unsqueeze_dim=2)
+        q = torch.cat([qr_, q[..., r:]], -1)
+        k = torch.cat([kr_, k[..., r:]], -1).squeeze(2)
+        sc = torch.relu(torch.matmul(q, k.transpose(-1, -2).unsqueeze(1)) * mod.softmax_scale)
+        w = mod.weights_proj(x.to(mod.weights_proj.weight.dtype)).double() * mod.n_heads ** -0.5
+        idx = torch.matmul(w.unsqueeze(-2), sc).squeeze(-2)[0]   # [S, S]
+        K = mod.index_topk
+        for t in range(K, S):
+            v = torch.sort(idx[t, :t + 1], descending=True).values
+            gap = float(v[K - 1] - v[K]) / max(1.0, float(v[K - 1].abs()))
+            worst[0] = min(worst[0], gap)
+    return hook
+
+
+def check_index_margins(model, tokens):
+    """The smallest top-k margin of every V3.2 indexer in the full forward."""
+    worst = [float("inf")]
+    hook = index_margin_hook(worst)
+    hs = [l.self_attn.indexer.register_forward_hook(hook, with_kwargs=True) for l in model.model.layers]
+    with torch.no_grad():
+        model(torch.tensor([tokens]))
+    for h in hs:
+        h.remove()
+    return worst[0]
+
+
 def build(name, spec, seed):
     d = os.path.join(ROOT, name)
     if os.path.isdir(d):
@@ -255,7 +350,7 @@ def build(name, spec, seed):
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     config = make_config(spec["arch"], spec["cfg"])
-    cls = DeepseekV3ForCausalLM if spec["arch"] == "v3" else DeepseekV2ForCausalLM
+    cls = {"v3": DeepseekV3ForCausalLM, "v32": DeepseekV32ForCausalLM}.get(spec["arch"], DeepseekV2ForCausalLM)
     model = cls(config).float().eval()
     init_weights(model, gen)
     store = STORE.get(spec["dtype"], torch.bfloat16)
@@ -271,7 +366,7 @@ def build(name, spec, seed):
         out = {}
         for k, v in weights.items():
             if is_fp8_linear(k):
-                q, s = quantize_fp8(v.float())
+                q, s = quantize_fp8(v.float(), spec.get("scale_fmt") == "ue8m0")
                 out[k] = q
                 out[k + "_scale_inv"] = s
                 deq[k] = dequantize_fp8(q, s)
@@ -282,6 +377,8 @@ def build(name, spec, seed):
         cfgj = json.load(open(os.path.join(d, "config.json")))
         cfgj["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
                                        "weight_block_size": [BLOCK, BLOCK]}
+        if spec.get("scale_fmt"):
+            cfgj["quantization_config"]["scale_fmt"] = spec["scale_fmt"]
         json.dump(cfgj, open(os.path.join(d, "config.json"), "w"), indent=2)
     else:
         deq = {k: v.float() for k, v in weights.items()}
@@ -303,6 +400,7 @@ def build(name, spec, seed):
 
     rng = np.random.default_rng(seed)
     V = config.vocab_size
+    T = spec.get("T", globals()["T"])
     tokens = [int(config.bos_token_id)] + [int(x) for x in rng.integers(2, V, T - 1)]
     with torch.no_grad():
         full = ref(torch.tensor([tokens])).logits[0].numpy().astype(np.float32)
@@ -331,13 +429,22 @@ def build(name, spec, seed):
         "ref_incr_logits": {"file": "ref_incr_logits.f32", "shape": [T, V], "what": "HF fp32 one token at a time, DynamicCache"},
         "incr_vs_full_maxdiff": float(np.abs(full - incr).max()),
     }
+    if spec["arch"] == "v32":
+        meta["index_topk_min_relative_gap"] = check_index_margins(ref, tokens)
+        assert meta["index_topk_min_relative_gap"] > INDEX_MARGIN, meta["index_topk_min_relative_gap"]
     if spec["mtp"]:
         assert final_hidden_is_normed(ref, tokens)
-        mtp = mtp_reference(config, ref, {k: deq[k] for k in deq}, L, tokens).astype(np.float32)
+        mw = [float("inf")] if spec["arch"] == "v32" else None
+        mtp = mtp_reference(config, ref, {k: deq[k] for k in deq}, L, tokens, mw).astype(np.float32)
+        if mw:
+            meta["mtp_index_topk_min_relative_gap"] = mw[0]
+            assert mw[0] > INDEX_MARGIN, mw[0]
         mtp.tofile(os.path.join(d, "ref_mtp_logits.f32"))
         meta["ref_mtp_logits"] = {"file": "ref_mtp_logits.f32", "shape": [T - 1, V],
                                   "what": "MTP module, vLLM semantics without position-0 zeroing"}
     json.dump(meta, open(os.path.join(d, "ref.json"), "w"), indent=1)
+    if spec.get("tokenizer"):
+        shutil.copy(os.path.join(ROOT, spec["tokenizer"], "tokenizer.json"), d)
     sz = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
     print(f"{name}: {sz / 1e6:.2f} MB, tokens {tokens}, greedy {greedy}, incr-vs-full {meta['incr_vs_full_maxdiff']:.2e}")
 
@@ -346,7 +453,7 @@ def main():
     names = sys.argv[1:] or list(VARIANTS)
     for i, n in enumerate(VARIANTS):
         if n in names:
-            build(n, VARIANTS[n], 1234 + i)
+            build(n, VARIANTS[n], VARIANTS[n].get("seed", 1234 + i))
 
 
 if __name__ == "__main__":

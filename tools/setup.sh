@@ -25,8 +25,9 @@ APT_PACKAGES="build-essential clang libclang-rt-14-dev pkg-config
     libjs-marked libjs-highlight.js libjs-katex
     python3-pip chromium chromium-driver"
 # the official openai client and selenium (server and web-chat tests), huggingface_hub
-# (tests/cli_pull_tests.sh: its own cache read by -m ORG/NAME)
-PIP_PACKAGES="openai selenium huggingface_hub"
+# (tests/cli_pull_tests.sh: its own cache read by -m ORG/NAME), gguf (llama.cpp's gguf-py:
+# its dequantizers check the bytes our quantizers write, tests/test_quant_ext.c)
+PIP_PACKAGES="openai selenium huggingface_hub gguf"
 # with --with-torch: Hugging Face transformers on PyTorch (tests/cli_train_tests.sh)
 PIP_TORCH="torch transformers safetensors numpy"
 

@@ -59,6 +59,9 @@ void cli_all_ok(const char *cmd, const char *msg, const char *what);
  * then checks every rank opened the same model (ds_model_fingerprint). */
 struct ds_model;
 struct ds_model *cli_open_model(const char *cmd, const char *path);
+/* The same for `serve` on several ranks: rank 0 runs the forward, the
+ * other ranks serve their experts (ds_model_opts.expert_servers). */
+struct ds_model *cli_open_model_servers(const char *cmd, const char *path);
 /* On N > 1 ranks: the per-rank split (experts owned, weight bytes held,
  * resident memory), printed by rank 0; collective, every rank calls it.
  * Prints nothing in one process. */

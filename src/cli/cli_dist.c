@@ -30,11 +30,11 @@ void cli_dist_start(const char *cmd) {
             ds_dist_abort(1);
         }
     }
-    static const char *k_dist[] = { "logits", "generate", "bench", "chat", "info" };
+    static const char *k_dist[] = { "logits", "generate", "bench", "chat", "info", "serve", "train", "grad" };
     for (size_t i = 0; i < sizeof k_dist / sizeof k_dist[0]; i++)
         if (!strcmp(cmd, k_dist[i])) return;
     cli_die(cmd, "runs as one process for now, not on %d ranks (mpirun -np %d): of the commands only logits, generate, "
-            "bench, chat and info are distributed; run `deepseek %s` without mpirun", n, n, cmd);
+            "bench, chat, info, serve, train and grad are distributed; run `deepseek %s` without mpirun", n, n, cmd);
 }
 
 void cli_dist_end(void) { ds_dist_finalize(); }
@@ -74,7 +74,7 @@ void cli_all_ok(const char *cmd, const char *msg, const char *what) {
     cli_die(cmd, "rank %d of %d: %s (that rank prints its error)", q, n, what);
 }
 
-ds_model *cli_open_model(const char *cmd, const char *path) {
+static ds_model *open_model(const char *cmd, const char *path, bool expert_servers) {
     ds_err e = { 0 };
     ds_model *m = NULL;
     int n = ds_dist_size();
@@ -83,7 +83,7 @@ ds_model *cli_open_model(const char *cmd, const char *path) {
         return m;
     }
     ds_model_opts o = DS_MODEL_OPTS_DEFAULT;
-    o.n_ranks = n, o.rank = ds_dist_rank();
+    o.n_ranks = n, o.rank = ds_dist_rank(), o.expert_servers = expert_servers;
     int rc = ds_model_open_opts(&m, path, &o, &e);
     cli_all_ok(cmd, rc ? (e.msg[0] ? e.msg : ds_status_str(e.code)) : NULL, "could not open the model");
     int diff;
@@ -93,6 +93,10 @@ ds_model *cli_open_model(const char *cmd, const char *path) {
                 "differ); every rank must open the same model", diff, path);
     return m;
 }
+
+ds_model *cli_open_model(const char *cmd, const char *path) { return open_model(cmd, path, false); }
+
+ds_model *cli_open_model_servers(const char *cmd, const char *path) { return open_model(cmd, path, true); }
 
 void cli_print_split(FILE *f, const char *cmd, const ds_model *m) {
     int n = ds_dist_size();

@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "../dist/dist.h"
 #include "../core/thread.h"
+#include "../model/config.h"
 #include "../model/model.h"
 #include "../runtime/generate.h"
 #include "../tensor/ops.h"
@@ -29,7 +30,12 @@ static void usage(FILE *f) {
         "            .gguf with the same threads, -p, -n, -r and -d (flash attention off and on,\n"
         "            -fa 0,1), and print both and the ratio to llama.cpp's better one\n"
         "            (llama.cpp's per-repetition samples, median taken the same way)\n"
-        "  --sampler  time the sampler alone at several vocabulary sizes (see bench --sampler --help)\n");
+        "  --sampler  time the sampler alone at several vocabulary sizes (see bench --sampler --help)\n"
+        "  --expert-servers  on N ranks (mpirun -np N): the exchange `serve` uses (rank 0 runs the forward,\n"
+        "            the other ranks only their experts) instead of every rank running the forward\n"
+        "            with an all-gather of expert outputs\n"
+        "  on N ranks a second table gives the bytes communicated per token and MoE layer and the\n"
+        "  share of time spent communicating\n");
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -134,12 +140,22 @@ static void test_name(char *buf, size_t n, int test, int64_t len, int64_t depth)
 
 static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64_t nthr, int64_t pp, int64_t tg,
                        const int64_t *depths, int64_t ndep, int64_t reps, bool bw, ds_kv_type kvt, bool first,
-                       double *ours) {
+                       bool servers, double *ours) {
     ds_err e = { 0 };
     ds_model *m;
     double t_load = ds_now();
-    m = cli_open_model(C, dir);
+    servers = servers && ds_dist_size() > 1;
+    m = servers ? cli_open_model_servers(C, dir) : cli_open_model(C, dir);
     t_load = ds_now() - t_load;
+    if (servers) {
+        /* ranks > 0 serve their experts until rank 0 has run every test */
+        if (first) cli_print_split(stdout, C, m);
+        if (ds_dist_rank() > 0) {
+            if (ds_model_serve_experts(m, &e)) cli_die_err(C, &e);
+            ds_model_close(m);
+            return;
+        }
+    }
     const ds_config *cfg = ds_model_config(m);
     int64_t V = cfg->vocab_size;
     ds_model_storage si;
@@ -164,10 +180,13 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
            (double)si.mapped_bytes / (1 << 30), act / (1 << 20),
            (long long)ds_kv_row_bytes(kvt, cfg->kv_lora_rank + cfg->qk_rope_head_dim) * (long long)cfg->n_layer,
            ds_kv_type_name(kvt));
-    if (first) cli_print_split(stdout, C, m);
+    if (first && !servers) cli_print_split(stdout, C, m);
     printf("load:    %.1f s%s", t_load, si.repacked_bytes ? "" : "\n");
     if (si.repacked_bytes) printf(" (incl. repacking %.2f GiB of quantized weights into 8-row interleaved blocks)\n",
                                   (double)si.repacked_bytes / (1 << 30));
+    if (si.repack_skipped_bytes)
+        printf("         (quantized weights used from the mapping: a %.2f GiB repacked copy would not fit in the %.2f GiB "
+               "this process may use)\n", (double)si.repack_skipped_bytes / (1 << 30), (double)si.repack_budget / (1 << 30));
     printf("\n| threads | test            |   tokens/s (median) |   min |   max | GB/s weights | of bandwidth |\n");
     printf("|--------:|:----------------|--------------------:|------:|------:|-------------:|-------------:|\n");
     int64_t dmax = 0;
@@ -180,6 +199,13 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
     for (int64_t i = 0; i < ntok; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
     ds_ctx *x;
     if (ds_ctx_new(&x, &e)) cli_die_err(C, &e);
+    /* on N ranks: communication per test, [thread][depth][pp|tg] x {bytes per token and
+     * MoE layer on rank 0, rank 0's share of time in communication, the largest share} */
+    int n_ranks = ds_dist_size();
+    int64_t n_moe = 0;
+    for (int64_t l = 0; l < cfg->n_layer; l++) n_moe += ds_config_layer_is_moe(cfg, l);
+    double *comm = calloc((size_t)(nthr * ndep * 2 * 3), sizeof(double));
+    if (!comm) cli_die(C, "out of memory");
     for (int64_t ti = 0; ti < nthr; ti++) {
         ds_threads_set(thr[ti]);
         double membw = bw ? probe_bandwidth() : 0;
@@ -201,6 +227,8 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
         for (int test = 0; test < 2; test++) {
             int64_t n = test == 0 ? pp : tg;
             if (n == 0) continue;
+            ds_dist_stats_reset();
+            double t_all = 0;
             for (int64_t r = 0; r < reps; r++) {
                 ds_kvcache_truncate(&cache, depth);
                 double t = ds_now();
@@ -213,6 +241,23 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
                     }
                 }
                 ts[r] = (double)n / (ds_now() - t);
+                t_all += (double)n / ts[r];
+            }
+            if (n_ranks > 1) {
+                ds_dist_stats st;
+                ds_dist_stats_get(&st);
+                int64_t *ns = malloc((size_t)n_ranks * sizeof *ns);
+                if (!ns) cli_die(C, "out of memory");
+                /* each rank's own share, in parts per billion (expert servers: rank 0's alone) */
+                ns[0] = (int64_t)(st.seconds / t_all * 1e9);
+                for (int q = 1; q < n_ranks; q++) ns[q] = 0;
+                if (!servers && ds_dist_allgather_i64(ns[0], ns, &e)) cli_die_err(C, &e);
+                double *cm = comm + ((ti * ndep + di) * 2 + test) * 3, mx = 0;
+                for (int q = 0; q < n_ranks; q++) mx = DS_MAX(mx, (double)ns[q] * 1e-9);
+                cm[0] = (double)(st.bytes_sent + st.bytes_recv) / (double)(n * reps) / (double)DS_MAX(n_moe, 1);
+                cm[1] = st.seconds / t_all;
+                cm[2] = mx;
+                free(ns);
             }
             qsort(ts, (size_t)reps, sizeof *ts, cmp_d);
             double med = ts[reps / 2];
@@ -235,7 +280,34 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
         }
         if (bw) printf("|         | read bandwidth probe: %.1f GB/s with %d threads |\n", membw, thr[ti]);
     }
+    if (n_ranks > 1) {
+        printf("\ncommunication on %d ranks (%s; counted inside src/dist), over %lld MoE layers; bytes sent + received "
+               "by rank 0 per token and MoE layer; share of the timed wall clock spent inside the calls (waiting for "
+               "other ranks included)\n", n_ranks,
+               servers ? "expert servers: rank 0 sends each rank its routed rows and receives their outputs"
+                       : "every rank runs the forward; all-gather of expert outputs, per-step agreement",
+               (long long)n_moe);
+        printf("\n| threads | test            | bytes/token/layer (rank 0) | comm time, rank 0 | comm time, max over ranks |\n");
+        printf("|--------:|:----------------|---------------------------:|------------------:|--------------------------:|\n");
+        for (int64_t ti = 0; ti < nthr; ti++)
+            for (int64_t di = 0; di < ndep; di++)
+                for (int test = 0; test < 2; test++) {
+                    int64_t n = test == 0 ? pp : tg;
+                    if (n == 0) continue;
+                    const double *cm = comm + ((ti * ndep + di) * 2 + test) * 3;
+                    char name[40];
+                    test_name(name, sizeof name, test, n, depths[di]);
+                    if (servers)   /* the servers' time waiting for rank 0 is not communication */
+                        printf("| %7d | %-15s | %26.0f | %16.1f%% | %25s |\n", thr[ti], name, cm[0], 100 * cm[1], "-");
+                    else
+                        printf("| %7d | %-15s | %26.0f | %16.1f%% | %24.1f%% |\n", thr[ti], name, cm[0], 100 * cm[1],
+                               100 * cm[2]);
+                }
+        fflush(stdout);
+    }
+    free(comm);
     ds_ctx_free(x);
+    if (servers && ds_model_stop_expert_servers(&e)) cli_die_err(C, &e);
     ds_model_close(m);
     free(tok); free(logits); free(ts);
 }
@@ -270,7 +342,7 @@ int cmd_bench(int argc, char **argv) {
         if (!strcmp(argv[i], "--sampler")) return cmd_bench_sampler(argc, argv);
     const char *dir = NULL, *tlist = NULL, *llama = NULL, *dlist = NULL;
     int64_t pp = 512, tg = 128, reps = 3, rounds = 1;
-    bool bw = true;
+    bool bw = true, servers = false;
     ds_kv_type kvt = DS_KV_F32;
     const char *C = "bench";
     for (int i = 1; i < argc; i++) {
@@ -284,6 +356,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { tlist = v; i++; }
         else if (!strcmp(a, "-d") || !strcmp(a, "--depth")) { dlist = v; i++; }
         else if (!strcmp(a, "--no-bw")) bw = false;
+        else if (!strcmp(a, "--expert-servers")) servers = true;
         else if (!strcmp(a, "--compare-llama")) { llama = v; i++; }
         else if (!strcmp(a, "--kv-type")) {
             int k = v ? ds_kv_type_from_name(v) : -1;
@@ -321,7 +394,7 @@ int cmd_bench(int argc, char **argv) {
     if (!ours || !lla) cli_die(C, "out of memory");
     for (int64_t rd = 0; rd < rounds; rd++) {
         if (rounds > 1) printf("%s== round %lld of %lld\n", rd ? "\n" : "", (long long)rd + 1, (long long)rounds);
-        bench_ours(C, dir, thr, nthr, pp, tg, depths, ndep, reps, bw, kvt, rd == 0, ours + rd * nt * 2);
+        bench_ours(C, dir, thr, nthr, pp, tg, depths, ndep, reps, bw, kvt, rd == 0, servers, ours + rd * nt * 2);
         if (llama) {
             for (int64_t ti = 0; ti < nthr; ti++)
                 for (int64_t di = 0; di < ndep; di++)

@@ -12,6 +12,7 @@
 #include "../model/config.h"
 #include "../model/convert.h"
 #include "../runtime/compare.h"
+#include "../tensor/quant.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,14 +25,16 @@ static void usage(FILE *f) {
         "       deepseek convert --random v2-lite|CONFIG.json -o OUT.gguf [--layers N] [--type T] [options]\n"
         "       deepseek convert -m MODEL --kl-against OTHER [--kl-tokens N]\n"
         "  MODEL: a Hugging Face folder (config.json + safetensors, BF16/F16/F32 or FP8) or a .gguf\n"
-        "  types: f32 f16 bf16 q8_0 q4_0 q5_0 q4_k q6_k (rows that do not fit a type's block fall\n"
-        "         back like llama.cpp: q4_k -> q5_0, q6_k -> q8_0, then f16)\n"
+        "  types: f32 f16 bf16 q8_0 q6_k q5_k q5_1 q5_0 q4_k q4_1 q4_0 q3_k q2_k iq4_xs iq4_nl (rows\n"
+        "         that do not fit a type's block fall back like llama.cpp: q4_k -> q5_0, q5_k -> q5_1,\n"
+        "         q6_k -> q8_0, q2_k/q3_k/iq4_xs -> iq4_nl, then f16; the IQ1/IQ2/IQ3 types are read,\n"
+        "         not written: they need an importance matrix, use llama.cpp's llama-quantize)\n"
         "  --type T        default for every weight class (default q8_0)\n"
         "  --attn T        attention projections (q, kv_a, k_b, v_b, o)\n"
         "  --ffn T         dense FFN, shared experts, MTP eh_proj\n"
         "  --experts T     routed experts\n"
         "  --embed T       token embedding (default: --type)\n"
-        "  --head T        output head (default: q6_k for 4/5-bit --type, else --type)\n"
+        "  --head T        output head (default: q6_k for a --type below 6 bits, else --type)\n"
         "                  norms, router and router bias are always f32\n"
         "  --legacy-kv-b   write attn_kv_b (pre-MLA GGUF form) instead of attn_k_b + attn_v_b\n"
         "  --no-mtp        leave the MTP (nextn) layers out\n"
@@ -109,7 +112,9 @@ static void preset_v2_lite(ds_config *c) {
 static ds_dtype type_arg(const char *flag, const char *v) {
     if (!v) cli_die("convert", "%s needs a type", flag);
     ds_dtype t = ds_convert_type_from_name(v);
-    if (t == DS_DTYPE_COUNT) cli_die("convert", "%s: unknown type '%s' (f32 f16 bf16 q8_0 q4_0 q5_0 q4_k q6_k)", flag, v);
+    if (t == DS_DTYPE_COUNT)
+        cli_die("convert", "%s: unknown type '%s' (f32 f16 bf16 q8_0 q6_k q5_k q5_1 q5_0 q4_k q4_1 q4_0 q3_k q2_k iq4_xs iq4_nl)",
+                flag, v);
     return t;
 }
 
@@ -169,6 +174,13 @@ int cmd_convert(int argc, char **argv) {
     if (experts != DS_DTYPE_COUNT) o.experts = experts;
     if (embed != DS_DTYPE_COUNT) o.embed = embed;
     if (head != DS_DTYPE_COUNT) o.head = head;
+    /* the IQ1/IQ2/IQ3 types: random blocks of them (--random, for benchmarks) but no quantizer */
+    const ds_dtype used[5] = { o.attn, o.ffn, o.experts, o.embed, o.head };
+    for (int k = 0; k < 5 && !random; k++)
+        if (!ds_quant_has_quantizer(used[k]))
+            cli_die(C, "%s is read but not written by deepseek.c (the IQ1/IQ2/IQ3 types need an importance matrix: use "
+                    "llama.cpp's llama-quantize --imatrix; --random models may use them); writable: f32 f16 bf16 q8_0 "
+                    "q6_k q5_k q5_1 q5_0 q4_k q4_1 q4_0 q3_k q2_k iq4_xs iq4_nl", ds_dtype_name(used[k]));
     o.legacy_kv_b = legacy;
     o.drop_mtp = no_mtp;
     o.name = name;

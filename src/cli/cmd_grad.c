@@ -1,11 +1,15 @@
 /*
  * cmd_grad.c - `deepseek grad`: loss and gradient of every stored tensor
- * for one sequence (the parity hook against PyTorch autograd), or of GRPO's
- * objective over a batch file (--grpo, src/train/grpo.h).
+ * for one sequence or a batch of equal-length sequences (the parity hook
+ * against PyTorch autograd). On N ranks the sequences are split over the
+ * ranks and the gradient summed in the trainer's fixed order (train/dp.h):
+ * the same bits for every N; rank 0 writes the file. --grpo: GRPO's
+ * objective over a batch file instead (src/train/grpo.h; one process).
  */
 #include "cli.h"
 #include "../core/mmap_file.h"
 #include "../core/thread.h"
+#include "../train/dp.h"
 #include "../train/grpo.h"
 #include "../train/tmodel.h"
 
@@ -15,9 +19,10 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: deepseek grad -m MODEL_DIR --tokens 0,5,17,... --out FILE.safetensors [options]\n"
+        "usage: deepseek grad -m MODEL_DIR --tokens 0,5,17,...[;3,9,4,...] --out FILE.safetensors [options]\n"
         "       deepseek grad -m MODEL_DIR --grpo BATCH.json --out FILE.safetensors\n"
-        "  For one sequence of T tokens computes\n"
+        "  For one sequence of T tokens (or several, ';' between them, all of length T: then every\n"
+        "  quantity below is the mean over the sequences) computes\n"
         "    ce      = mean over t < T-1 of -log p(tok[t+1] | tok[<=t])\n"
         "    mtp     = mean over t < T-2 of -log p_mtp(tok[t+2])   (the `logits --mtp` module; 0 without MTP)\n"
         "    balance = Σ over the main MoE layers of Σ_i f_i·P_i   (sequence-wise balance loss)\n"
@@ -26,7 +31,8 @@ static void usage(FILE *f) {
         "  stored tensor as F32 under its own name and shape (e_score_correction_bias: zeros).\n"
         "  --mtp-weight L       (default 0.3)\n"
         "  --balance-alpha A    (default 0.0001)\n"
-        "  -t, --threads N\n"
+        "  -t, --threads N      (per rank under mpirun: the sequences are split over the ranks,\n"
+        "                       the gradient is the same bits for any number of ranks and threads)\n"
         "  --grpo BATCH.json    instead of --tokens: GRPO's objective (no MTP, no balance term) over\n"
         "    {\"epsilon\": ε, \"beta\": β, \"samples\": [{\"prompt\": [ids], \"completion\": [ids],\n"
         "      \"advantage\": A, \"old_logprobs\": [one per completion token], \"ref_logprobs\": [same]}]}\n"
@@ -51,6 +57,9 @@ static int grad_grpo(const char *dir, const char *path, const char *out) {
         snprintf(msg, sizeof msg, "%s: %s", path, e.msg);
         cli_die(C, "%s", msg);
     }
+    /* e_score_correction_bias and other non-trainable tensors: zeros */
+    for (int64_t i = 0; i < m->n_params; i++)
+        if (!m->params[i].trainable) memset(m->g + m->params[i].off, 0, (size_t)m->params[i].numel * sizeof(float));
     char meta[256];
     snprintf(meta, sizeof meta, "{\"format\":\"pt\",\"what\":\"deepseek grad --grpo\",\"loss\":\"%.9g\"}", st.loss);
     if (ds_mkdir_parent(out, &e) || ds_tmodel_save(m, out, true, meta, &e)) cli_die_err(C, &e);
@@ -83,20 +92,48 @@ int cmd_grad(int argc, char **argv) {
     if (toks && grpo) cli_die(C, "--tokens and --grpo exclude each other");
     if (!out) cli_die(C, "--out is required");
     if (grpo) return grad_grpo(dir, grpo, out);
-    int64_t T;
-    int32_t *tok = cli_parse_ids(C, "--tokens", toks, &T);
+    /* sequences separated by ';', each a comma list of ids, all of one length */
+    int64_t T = 0, U = 0;
+    int32_t *tok = NULL;
+    char *list = strdup(toks), *save = NULL;
+    if (!list) cli_die(C, "out of memory");
+    for (char *seq = strtok_r(list, ";", &save); seq; seq = strtok_r(NULL, ";", &save)) {
+        int64_t n;
+        int32_t *ids = cli_parse_ids(C, "--tokens", seq, &n);
+        if (U == 0) T = n;
+        else if (n != T)
+            cli_die(C, "--tokens: sequence %lld has %lld tokens, the first has %lld; all must be the same length",
+                    (long long)U + 1, (long long)n, (long long)T);
+        if (!(tok = realloc(tok, (size_t)((U + 1) * T) * sizeof *tok))) cli_die(C, "out of memory");
+        memcpy(tok + U * T, ids, (size_t)T * sizeof *tok);
+        free(ids);
+        U++;
+    }
+    free(list);
+    if (U == 0) cli_die(C, "--tokens: no sequence given");
     if (T < 2) cli_die(C, "--tokens: need at least 2 tokens");
     ds_err e = { 0 };
     ds_tmodel *m;
     if (ds_tmodel_load(&m, dir, &e)) cli_die_err(C, &e);
-    ds_tmodel_zero_grad(m);
+    ds_dp dp;
+    if (ds_dp_init(&dp, m, &e)) cli_die_err(C, &e);
     ds_loss_opts o = { (float)lam, (float)alpha, 1.0f, false };
     ds_losses ls;
-    if (ds_tmodel_step(m, tok, 1, T, &o, &ls, &e)) cli_die_err(C, &e);
+    if (ds_dp_step(&dp, m, tok, U, 1, T, &o, &ls, &e) || ds_dp_gather_grads(&dp, m, &e)) cli_die_err(C, &e);
+    if (dp.rank > 0) {   /* rank 0 writes */
+        ds_dp_free(&dp);
+        ds_tmodel_free(m);
+        free(tok);
+        return 0;
+    }
+    /* e_score_correction_bias and other non-trainable tensors: zeros */
+    for (int64_t i = 0; i < m->n_params; i++)
+        if (!m->params[i].trainable) memset(m->g + m->params[i].off, 0, (size_t)m->params[i].numel * sizeof(float));
     char meta[256];
     snprintf(meta, sizeof meta, "{\"format\":\"pt\",\"what\":\"deepseek grad\",\"loss\":\"%.9g\"}", ls.loss);
     if (ds_mkdir_parent(out, &e) || ds_tmodel_save(m, out, true, meta, &e)) cli_die_err(C, &e);
     printf("{\"loss\":%.9g,\"ce\":%.9g,\"mtp\":%.9g,\"balance\":%.9g}\n", ls.loss, ls.ce, ls.mtp, ls.balance);
+    ds_dp_free(&dp);
     ds_tmodel_free(m);
     free(tok);
     return 0;

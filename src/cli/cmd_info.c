@@ -57,7 +57,7 @@ int cmd_info(int argc, char **argv) {
     for (int64_t l = 0; l < c->n_layer; l++) n_moe += ds_config_layer_is_moe(c, l);
     static const char *tm[] = { "greedy", "group_limited_greedy", "noaux_tc" };
     printf("model        %s\n", dir);
-    printf("arch         %s (%s)\n", c->arch == DS_ARCH_V3 ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM", c->model_type);
+    printf("arch         %s (%s)\n", ds_config_arch_name(c), c->model_type);
     printf("layers       %lld (%lld dense + %lld MoE)", (long long)c->n_layer, (long long)(c->n_layer - n_moe), (long long)n_moe);
     if (c->n_mtp) printf(" + %lld MTP%s", (long long)c->n_mtp, ds_model_mtp_stored(m) ? "" : " (not stored in the checkpoint)");
     printf("\nhidden       %lld, vocab %lld, dense FFN %lld\n", (long long)c->hidden_size, (long long)c->vocab_size,
@@ -66,6 +66,9 @@ int cmd_info(int argc, char **argv) {
            (long long)c->n_head, c->q_lora_rank ? count(c->q_lora_rank, b1, sizeof b1) : "none (q_proj)",
            (long long)c->kv_lora_rank, (long long)c->qk_nope_head_dim, (long long)c->qk_rope_head_dim,
            (long long)c->v_head_dim);
+    if (c->index_topk > 0)
+        printf("sparse attn  DSA: lightning indexer %lld heads x %lld, each query attends to the top %lld earlier "
+               "positions\n", (long long)c->index_n_heads, (long long)c->index_head_dim, (long long)c->index_topk);
     if (c->n_routed_experts)
         printf("experts      %lld routed (%lld per token, %s %s, groups %lld keep %lld%s, scale %g) + %lld shared, width %lld\n",
                (long long)c->n_routed_experts, (long long)c->num_experts_per_tok, tm[c->topk_method],
@@ -91,20 +94,40 @@ int cmd_info(int argc, char **argv) {
     printf("active/token %s (%s without embedding and head)\n", count(pc.active, b1, sizeof b1),
            count(pc.active_no_embed, b4, sizeof b4));
     int64_t W = c->kv_lora_rank + c->qk_rope_head_dim;
+    if (c->index_topk > 0) {   /* DSA: the latent row plus the indexer's key */
+        int64_t Wd = ds_config_kv_width(c, 0);
+        printf("kv cache     MLA latent %lld + index key %lld: %lld values/token/layer = %s/token (fp32), %s/token in bf16\n",
+               (long long)W, (long long)c->index_head_dim, (long long)Wd, human((double)(Wd * c->n_layer * 4), b1, sizeof b1),
+               human((double)(Wd * c->n_layer * 2), b2, sizeof b2));
+    }
     int64_t naive = c->n_head * (c->qk_nope_head_dim + c->qk_rope_head_dim + c->v_head_dim);
     int64_t mha = 2 * c->n_head * c->v_head_dim;
-    printf("kv cache     MLA latent: %lld values/token/layer = %s/token (fp32), %s/token in bf16\n", (long long)W,
+    bool dsa = c->index_topk > 0;   /* then the line above gave the row; this is the latent part */
+    printf("%s MLA latent%s: %lld values/token/layer = %s/token (fp32), %s/token in bf16\n",
+           dsa ? "            " : "kv cache    ", dsa ? " alone" : "", (long long)W,
            human((double)(W * c->n_layer * 4), b1, sizeof b1), human((double)(W * c->n_layer * 2), b2, sizeof b2));
     printf("             naive per-head K(%lld)+V(%lld): %lld values/token/layer = %s/token in bf16 (%.1fx more)\n",
            (long long)(c->qk_nope_head_dim + c->qk_rope_head_dim), (long long)c->v_head_dim, (long long)naive,
            human((double)(naive * c->n_layer * 2), b3, sizeof b3), (double)naive / (double)W);
     printf("             standard MHA 2*heads*%lld: %lld values/token/layer (%.1fx more)\n", (long long)c->v_head_dim,
            (long long)mha, (double)mha / (double)W);
+    {   /* the whole cache (main layers, as stored: fp32 rows, per layer kind) at a few context sizes */
+        int64_t per_tok = 0;
+        for (int64_t l = 0; l < c->n_layer; l++) per_tok += ds_config_kv_width(c, l) * 4;
+        char b5[32], b6[32];
+        printf("             whole cache (fp32; --kv-type q8/fp8 ~3.6x less): 4K %s, 64K %s, 1M %s of context\n",
+               human((double)per_tok * 4096, b4, sizeof b4), human((double)per_tok * 65536, b5, sizeof b5),
+               human((double)per_tok * 1048576, b6, sizeof b6));
+    }
     printf("memory       %s of tensors memory-mapped; resident now %s\n", human((double)si.mapped_bytes, b1, sizeof b1),
            human((double)cli_rss_kib() * 1024, b2, sizeof b2));
     if (si.repacked_bytes)
         printf("             %s of quantized weights repacked at load into 8-row interleaved blocks (DS_REPACK=0: off)\n",
                human((double)si.repacked_bytes, b1, sizeof b1));
+    if (si.repack_skipped_bytes)
+        printf("             quantized weights used from the mapping, not repacked: the %s copy would not fit in the %s "
+               "this process may use (DS_REPACK=1 forces it)\n",
+               human((double)si.repack_skipped_bytes, b1, sizeof b1), human((double)si.repack_budget, b2, sizeof b2));
     cli_print_split(stdout, "info", m);
     ds_model_close(m);
     return 0;

@@ -2,9 +2,16 @@
  * cmd_serve.c - `deepseek serve`: the OpenAI/DeepSeek-compatible HTTP API
  * and web chat (src/server). Parses flags, starts the server, prints where
  * it listens, waits for the model to load and then for SIGINT/SIGTERM.
+ *
+ * On N ranks (mpirun -np N): rank 0 is the server (HTTP, scheduler, caches,
+ * the whole forward) and ranks > 0 are its expert servers: each opens its
+ * share of the routed experts and answers rank 0's per-layer requests
+ * until rank 0 shuts down (design: src/model/moe_exchange.c).
  */
 #include "cli.h"
 #include "../core/thread.h"
+#include "../dist/dist.h"
+#include "../model/model.h"
 #include "../server/server.h"
 
 #include <pthread.h>
@@ -56,7 +63,26 @@ static void usage(FILE *f) {
         "other:\n"
         "  --sse-ping S           keep-alive comment on a silent stream every S seconds (default 10)\n"
         "  --timeout S            close idle keep-alive connections after S seconds (default 120)\n"
-        "  --verbose              log requests to stderr\n");
+        "  --verbose              log requests to stderr\n"
+        "many processes: mpirun -np N deepseek serve ... (rank 0 serves HTTP and runs the forward with\n"
+        "  every cache; ranks 1..N-1 hold and run their share of the routed experts; README \"Many processes\")\n");
+}
+
+/* srv_opts.open_model on rank 0 of N: its share of the experts, checked
+ * against the other ranks (exits with the error otherwise) */
+static int open_rank0(ds_model **out, const char *path, void *ud, ds_err *e) {
+    (void)ud, (void)e;
+    *out = cli_open_model_servers("serve", path);
+    return DS_OK;
+}
+
+/* ranks > 0: open this rank's experts and serve them until rank 0 stops */
+static int serve_experts(const char *cmd, const char *path) {
+    ds_model *m = cli_open_model_servers(cmd, path);
+    ds_err e = { 0 };
+    if (ds_model_serve_experts(m, &e)) cli_die_err(cmd, &e);
+    ds_model_close(m);
+    return 0;
 }
 
 static void log_line(void *ud, const char *line) {
@@ -137,6 +163,14 @@ int cmd_serve(int argc, char **argv) {
     if (!o.model_dir) cli_die(C, "no model given (-m MODEL_DIR) and no bundled model found");
     cli_check_model(C, o.model_dir);
     if (verbose) o.log = log_line;
+    int n_ranks = ds_dist_size();
+    if (n_ranks > 1) {
+        if (!ds_dist_threads_ok())
+            cli_die(C, "this MPI library cannot be called from several threads (MPI_THREAD_SERIALIZED), which serve on "
+                    "%d ranks needs", n_ranks);
+        if (ds_dist_rank() > 0) return serve_experts(C, o.model_dir);
+        o.open_model = open_rank0;
+    }
     /* SIGINT/SIGTERM go to this thread only (sigwait below); every thread started from here inherits the mask */
     sigset_t set;
     sigemptyset(&set);
@@ -154,12 +188,20 @@ int cmd_serve(int argc, char **argv) {
         srv_stop(s);
         cli_die_err(C, &e);
     }
-    fprintf(stderr, "deepseek serve: model ready, %d slot(s), threads %d\n", o.n_slots, ds_threads_get());
+    if (n_ranks == 2)
+        fprintf(stderr, "deepseek serve: model ready, %d slot(s), threads %d, 2 ranks (rank 1 serves its experts)\n",
+                o.n_slots, ds_threads_get());
+    else if (n_ranks > 2)
+        fprintf(stderr, "deepseek serve: model ready, %d slot(s), threads %d, %d ranks (ranks 1-%d serve their experts)\n",
+                o.n_slots, ds_threads_get(), n_ranks, n_ranks - 1);
+    else
+        fprintf(stderr, "deepseek serve: model ready, %d slot(s), threads %d\n", o.n_slots, ds_threads_get());
     fflush(stderr);
     int sig = 0;
     sigwait(&set, &sig);
     fprintf(stderr, "deepseek serve: %s, shutting down\n", sig == SIGINT ? "interrupted" : "terminated");
     srv_stop(s);
     free(keyfile_keys);
+    if (n_ranks > 1 && ds_model_stop_expert_servers(&e)) cli_die_err(C, &e);
     return 0;
 }

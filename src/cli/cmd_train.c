@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "../core/mmap_file.h"
 #include "../core/thread.h"
+#include "../dist/dist.h"
 #include "../io/json.h"
 #include "../train/trainer.h"
 #include "../train/optim.h"
@@ -27,6 +28,7 @@ static void usage(FILE *f) {
         "  RECIPE.json: {\"model\": {config.json keys}, \"data\": DIR, \"out\": DIR, recipe keys...}\n"
         "  (see models/default/recipe.json). Any recipe key is also a flag, dashes or underscores:\n"
         "    --data DIR --out DIR --steps N (0: evaluate only) --seq-len T --batch-size B --grad-accum N\n"
+        "    --unit-seqs G (sequences summed as one unit, in one fixed order for any ranks/threads; default 1)\n"
         "    --lr X --min-lr X --warmup-steps N --schedule cosine|constant\n"
         "    --beta1 --beta2 --eps --weight-decay --grad-clip --init-std\n"
         "    --bias-update-speed G --bias-freeze-step N (-1 never) --balance-alpha A --mtp-weight L\n"
@@ -40,7 +42,12 @@ static void usage(FILE *f) {
         "                          write a checkpoint as a plain Hugging Face folder (config.json,\n"
         "                          model.safetensors, tokenizer.json, generation_config.json), no training\n"
         "Output: OUT/ckpt-NNNNNNNN (Hugging Face folder + optimizer/data state), OUT/latest,\n"
-        "OUT/metrics.jsonl (one JSON object per step; {\"step\",\"val_loss\"} lines after evaluations).\n");
+        "OUT/metrics.jsonl (one JSON object per step; {\"step\",\"val_loss\"} lines after evaluations).\n"
+        "Many processes: mpirun -np N deepseek train ... splits each step's batch_size x grad_accum\n"
+        "sequences over N ranks (units of --unit-seqs, a multiple of N; --threads per rank), shards the\n"
+        "AdamW state (ZeRO-1) and sums gradients in one fixed order: the same losses and weights as\n"
+        "one process, bit for bit, for any N and thread count. Rank 0 writes OUT; a run saved by N\n"
+        "ranks resumes on any M.\n");
 }
 
 static volatile sig_atomic_t g_stop;
@@ -195,12 +202,24 @@ int cmd_train(int argc, char **argv) {
             }
         }
         ds_threads_set((int)th);
-        if (ds_trainer_resume(&t, resume, sets, n_sets, &e)) cli_die_err(C, &e);
+        int rc = ds_trainer_resume(&t, resume, sets, n_sets, &e);
+        /* on many ranks: the lowest rank that failed says why, once */
+        cli_all_ok(C, rc ? (e.msg[0] ? e.msg : ds_status_str(e.code)) : NULL, "could not resume the run");
     } else {
         ds_threads_set((int)r.threads);
-        if (ds_trainer_init(&t, &r, model, &e)) cli_die_err(C, &e);
+        int rc = ds_trainer_init(&t, &r, model, &e);
+        cli_all_ok(C, rc ? (e.msg[0] ? e.msg : ds_status_str(e.code)) : NULL, "could not start training");
     }
     t.debug_nan_step = debug_nan;
+    if (ds_dist_size() > 1) {
+        /* every rank must start from the same parameters (same recipe, data, checkpoint, binary) */
+        int diff;
+        if (ds_dist_agree(ds_dist_hash(DS_DIST_HASH0, t.m->w, (size_t)t.m->n_floats * sizeof(float)), &diff, &e))
+            cli_die_err(C, &e);
+        if (diff >= 0)
+            cli_die(C, "rank %d starts from different parameters than rank 0 (its recipe, data, checkpoint or binary "
+                    "differ); every rank must run the same command on the same files", diff);
+    }
     const ds_recipe *R = &t.r;
     ds_tmodel *m = t.m;
     int64_t total = 0;
@@ -211,11 +230,11 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr,
             "deepseek train: %s model, %lld layers%s, %lld parameters (%lld active per token), vocab %lld\n"
             "  data %s: %lld train / %lld val tokens; batch %lld x %lld tokens x %lld accum; %lld steps\n"
-            "  %.3g GFLOP per step; measured fp32 peak %.1f GFLOP/s on %d threads; out %s\n",
+            "  %.3g GFLOP per step; measured fp32 peak %.1f GFLOP/s on %d ranks x %d threads; out %s\n",
             m->cfg.model_type, (long long)m->cfg.n_layer, m->n_mtp ? " + MTP" : "", (long long)total,
             (long long)ds_tmodel_active_params(m), (long long)m->cfg.vocab_size, R->data, (long long)t.data.train_tokens,
             (long long)t.data.val_tokens, (long long)R->batch_size, (long long)R->seq_len, (long long)R->grad_accum,
-            (long long)R->steps, t.step_flops / 1e9, t.peak_flops / 1e9, ds_threads_get(), R->out);
+            (long long)R->steps, t.step_flops / 1e9, t.peak_flops / 1e9, ds_dist_size(), ds_threads_get(), R->out);
     if (resume) fprintf(stderr, "  resumed at step %lld (%lld tokens)\n", (long long)t.step, (long long)t.tokens);
     signal(SIGINT, on_sigint);
     bool tty = isatty(2);
@@ -289,6 +308,9 @@ int cmd_train(int argc, char **argv) {
             stopped = true;
             break;
         }
+        uint64_t stop = g_stop;   /* rank 0's Ctrl-C stops every rank at the same step */
+        cli_bcast_u64(C, &stop);
+        g_stop = (sig_atomic_t)stop;
     }
     if (tty) fputc('\n', stderr);
     if (g_stop) fprintf(stderr, "interrupted at step %lld: saving\n", (long long)t.step);

@@ -20,31 +20,31 @@ static const ds_ggml_type_info k_types[DS_GGML_TYPE_COUNT] = {
     [0] = { "f32", 1, 4, DS_DTYPE_F32 },
     [1] = { "f16", 1, 2, DS_DTYPE_F16 },
     [2] = { "q4_0", 32, 18, DS_DTYPE_Q4_0 },
-    [3] = { "q4_1", 32, 20, DS_DTYPE_COUNT },
+    [3] = { "q4_1", 32, 20, DS_DTYPE_Q4_1 },
     [6] = { "q5_0", 32, 22, DS_DTYPE_Q5_0 },
-    [7] = { "q5_1", 32, 24, DS_DTYPE_COUNT },
+    [7] = { "q5_1", 32, 24, DS_DTYPE_Q5_1 },
     [8] = { "q8_0", 32, 34, DS_DTYPE_Q8_0 },
     [9] = { "q8_1", 32, 36, DS_DTYPE_COUNT },
-    [10] = { "q2_K", 256, 84, DS_DTYPE_COUNT },
-    [11] = { "q3_K", 256, 110, DS_DTYPE_COUNT },
+    [10] = { "q2_K", 256, 84, DS_DTYPE_Q2_K },
+    [11] = { "q3_K", 256, 110, DS_DTYPE_Q3_K },
     [12] = { "q4_K", 256, 144, DS_DTYPE_Q4_K },
-    [13] = { "q5_K", 256, 176, DS_DTYPE_COUNT },
+    [13] = { "q5_K", 256, 176, DS_DTYPE_Q5_K },
     [14] = { "q6_K", 256, 210, DS_DTYPE_Q6_K },
     [15] = { "q8_K", 256, 292, DS_DTYPE_COUNT },
-    [16] = { "iq2_xxs", 256, 66, DS_DTYPE_COUNT },
-    [17] = { "iq2_xs", 256, 74, DS_DTYPE_COUNT },
-    [18] = { "iq3_xxs", 256, 98, DS_DTYPE_COUNT },
-    [19] = { "iq1_s", 256, 50, DS_DTYPE_COUNT },
-    [20] = { "iq4_nl", 32, 18, DS_DTYPE_COUNT },
-    [21] = { "iq3_s", 256, 110, DS_DTYPE_COUNT },
-    [22] = { "iq2_s", 256, 82, DS_DTYPE_COUNT },
-    [23] = { "iq4_xs", 256, 136, DS_DTYPE_COUNT },
+    [16] = { "iq2_xxs", 256, 66, DS_DTYPE_IQ2_XXS },
+    [17] = { "iq2_xs", 256, 74, DS_DTYPE_IQ2_XS },
+    [18] = { "iq3_xxs", 256, 98, DS_DTYPE_IQ3_XXS },
+    [19] = { "iq1_s", 256, 50, DS_DTYPE_IQ1_S },
+    [20] = { "iq4_nl", 32, 18, DS_DTYPE_IQ4_NL },
+    [21] = { "iq3_s", 256, 110, DS_DTYPE_IQ3_S },
+    [22] = { "iq2_s", 256, 82, DS_DTYPE_IQ2_S },
+    [23] = { "iq4_xs", 256, 136, DS_DTYPE_IQ4_XS },
     [24] = { "i8", 1, 1, DS_DTYPE_COUNT },
     [25] = { "i16", 1, 2, DS_DTYPE_COUNT },
     [26] = { "i32", 1, 4, DS_DTYPE_I32 },
     [27] = { "i64", 1, 8, DS_DTYPE_I64 },
     [28] = { "f64", 1, 8, DS_DTYPE_COUNT },
-    [29] = { "iq1_m", 256, 56, DS_DTYPE_COUNT },
+    [29] = { "iq1_m", 256, 56, DS_DTYPE_IQ1_M },
     [30] = { "bf16", 1, 2, DS_DTYPE_BF16 },
     [34] = { "tq1_0", 256, 54, DS_DTYPE_COUNT },
     [35] = { "tq2_0", 256, 66, DS_DTYPE_COUNT },
@@ -676,7 +676,8 @@ int ds_gguf_view(const ds_gguf *g, const ds_gguf_tensor *t, ds_tensor *out, ds_e
     DS_ASSERT(ti);
     if (ti->dtype == DS_DTYPE_COUNT)
         return ds_err_set(e, DS_EUNSUPPORTED, "%s: tensor '%s' has ggml type %s, which deepseek.c cannot compute with "
-                          "(supported: f32, f16, bf16, q8_0, q4_0, q5_0, q4_K, q6_K)", g->what, t->name, ti->name);
+                          "(supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K, "
+                          "iq1_s, iq1_m, iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq4_nl, iq4_xs)", g->what, t->name, ti->name);
     memset(out, 0, sizeof *out);
     out->name = t->name;
     out->dtype = ti->dtype;

@@ -21,6 +21,11 @@ double ds_config_softmax_scale(const ds_config *c) {
     return s;
 }
 
+const char *ds_config_arch_name(const ds_config *c) {
+    if (c->index_topk > 0) return "DeepseekV32ForCausalLM";
+    return c->arch == DS_ARCH_V3 ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM";
+}
+
 void ds_config_derive_layers(ds_config *c) {
     int64_t n = DS_MIN(c->n_layer + c->n_mtp, DS_MAX_LAYERS);
     memset(c->attn_kind, DS_ATTN_UNSET, sizeof c->attn_kind);
@@ -28,7 +33,7 @@ void ds_config_derive_layers(ds_config *c) {
     for (int64_t l = 0; l < n; l++) {
         bool moe = c->n_routed_experts > 0 && l >= c->first_k_dense_replace && c->moe_layer_freq > 0 &&
                    l % c->moe_layer_freq == 0;
-        c->attn_kind[l] = DS_ATTN_MLA;
+        c->attn_kind[l] = c->index_topk > 0 ? DS_ATTN_DSA : DS_ATTN_MLA;
         c->ffn_kind[l] = moe ? DS_FFN_MOE : DS_FFN_DENSE;
     }
     c->n_streams = 1;
@@ -43,7 +48,12 @@ static int validate_layers(const ds_config *c, const char *w, ds_err *e) {
         return ds_err_set(e, DS_EUNSUPPORTED, "%s: %lld residual streams (hyper-connections, hc_mult) are not "
                           "implemented; only 1", w, (long long)c->n_streams);
     for (int64_t l = 0; l < c->n_layer + c->n_mtp; l++) {
-        if (c->attn_kind[l] != DS_ATTN_MLA)
+        if (c->attn_kind[l] == DS_ATTN_DSA && !(c->index_topk > 0 && c->index_n_heads > 0 &&
+                                                 c->index_head_dim >= c->qk_rope_head_dim && c->q_lora_rank > 0))
+            return ds_err_set(e, DS_EINVAL, "%s: layer %lld: sparse attention needs index_topk >= 1, index_n_heads >= 1, "
+                              "index_head_dim >= qk_rope_head_dim and q_lora_rank > 0 (the indexer reads the q LoRA "
+                              "latent)", w, (long long)l);
+        if (c->attn_kind[l] != DS_ATTN_MLA && c->attn_kind[l] != DS_ATTN_DSA)
             return ds_err_set(e, c->attn_kind[l] == DS_ATTN_UNSET ? DS_EINVAL : DS_EUNSUPPORTED,
                               "%s: layer %lld: attention kind %d is %s", w, (long long)l, c->attn_kind[l],
                               c->attn_kind[l] == DS_ATTN_UNSET ? "not set (ds_config_derive_layers)" : "not implemented");
@@ -113,6 +123,30 @@ int ds_config_validate(const ds_config *c, const char *w, ds_err *e) {
 
 static int parse_root(ds_config *c, json_t *j, const char *w, ds_err *e);
 
+/* transformers 5 writes the per-layer kinds it derived (mlp_layer_types
+ * "dense"/"sparse", layer_types "indexed_attention"...): they must agree
+ * with ours, else the file describes a layout this code does not run. */
+static int check_layer_types(const ds_config *c, json_t *j, const char *w, ds_err *e) {
+    static const char *keys[2] = { "mlp_layer_types", "layer_types" };
+    for (int k = 0; k < 2; k++) {
+        json_t *a = json_object_get(j, keys[k]);
+        if (!a || json_is_null(a)) continue;
+        if (!json_is_array(a) || (int64_t)json_array_size(a) != c->n_layer)
+            return ds_err_set(e, DS_EFORMAT, "%s: field '%s' must be a list of num_hidden_layers = %lld strings", w,
+                              keys[k], (long long)c->n_layer);
+        for (int64_t l = 0; l < c->n_layer; l++) {
+            const char *v = json_string_value(json_array_get(a, (size_t)l));
+            const char *want = k == 0 ? (c->ffn_kind[l] == DS_FFN_MOE ? "sparse" : "dense")
+                                      : (c->attn_kind[l] == DS_ATTN_DSA ? "indexed_attention" : "full_attention");
+            if (!v || strcmp(v, want) != 0)
+                return ds_err_set(e, DS_EUNSUPPORTED, "%s: field '%s'[%lld] is '%s'; this config's layer %lld is '%s' "
+                                  "(other layouts are not supported)", w, keys[k], (long long)l, v ? v : "(not a string)",
+                                  (long long)l, want);
+        }
+    }
+    return DS_OK;
+}
+
 int ds_config_load(ds_config *c, const char *path_in, ds_err *e) {
     memset(c, 0, sizeof *c);
     char path[4096];
@@ -145,16 +179,22 @@ static int parse_root(ds_config *c, json_t *j, const char *w, ds_err *e) {
     json_t *archs = json_object_get(j, "architectures");
     if (json_is_array(archs) && json_array_size(archs) > 0 && json_is_string(json_array_get(archs, 0)))
         arch_name = json_string_value(json_array_get(archs, 0));
-    if ((mt && strcmp(mt, "deepseek_v3") == 0) || (arch_name && strcmp(arch_name, "DeepseekV3ForCausalLM") == 0))
+    bool v32 = (mt && strcmp(mt, "deepseek_v32") == 0) || (arch_name && strcmp(arch_name, "DeepseekV32ForCausalLM") == 0);
+    if (v32 || (mt && strcmp(mt, "deepseek_v3") == 0) || (arch_name && strcmp(arch_name, "DeepseekV3ForCausalLM") == 0))
         c->arch = DS_ARCH_V3;
     else if ((mt && strcmp(mt, "deepseek_v2") == 0) || (arch_name && strcmp(arch_name, "DeepseekV2ForCausalLM") == 0))
         c->arch = DS_ARCH_V2;
-    else {
-        rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: model_type '%s' / architectures '%s' is not DeepSeek-V2 or V3", w,
+    else if ((mt && strcmp(mt, "deepseek_v4") == 0) || (arch_name && strcmp(arch_name, "DeepseekV4ForCausalLM") == 0)) {
+        rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: DeepSeek-V4 (DeepseekV4ForCausalLM: sliding-window / compressed "
+                        "attention, hyper-connections, hash-routed MoE) is not supported yet; V2, V3 and V3.2 are", w);
+        goto done;
+    } else {
+        rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: model_type '%s' / architectures '%s' is not DeepSeek-V2, V3 or V3.2", w,
                         mt ? mt : "(none)", arch_name ? arch_name : "(none)");
         goto done;
     }
-    snprintf(c->model_type, sizeof c->model_type, "%s", c->arch == DS_ARCH_V3 ? "deepseek_v3" : "deepseek_v2");
+    snprintf(c->model_type, sizeof c->model_type, "%s",
+             v32 ? "deepseek_v32" : c->arch == DS_ARCH_V3 ? "deepseek_v3" : "deepseek_v2");
 
 #define GI(key, req, lo, hi, dst) do { if ((rc = ds_json_get_int(j, w, key, req, lo, hi, dst, e))) goto done; } while (0)
 #define GN(key, req, lo, hi, dst) do { if ((rc = ds_json_get_num(j, w, key, req, lo, hi, dst, e))) goto done; } while (0)
@@ -187,6 +227,12 @@ static int parse_root(ds_config *c, json_t *j, const char *w, ds_err *e) {
     GI("topk_group", false, 1, 1 << 16, &c->topk_group);
     c->n_mtp = 0;
     GI("num_nextn_predict_layers", false, 0, 8, &c->n_mtp);
+    if (v32) {  /* the lightning indexer (transformers' defaults are DeepSeek-V3.2-Exp's) */
+        c->index_n_heads = 64, c->index_head_dim = 128, c->index_topk = 2048;
+        GI("index_n_heads", false, 1, 4096, &c->index_n_heads);
+        GI("index_head_dim", false, 2, 4096, &c->index_head_dim);
+        GI("index_topk", false, 1, 1ll << 32, &c->index_topk);
+    }
     c->rms_norm_eps = 1e-6;
     GN("rms_norm_eps", false, 0.0, 1.0, &c->rms_norm_eps);
     c->rope_theta = 10000.0;
@@ -283,6 +329,13 @@ static int parse_root(ds_config *c, json_t *j, const char *w, ds_err *e) {
         if (strcmp(qm, "fp8") != 0) { rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: quant_method '%s' is not supported (fp8)", qw, qm); goto done; }
         if ((rc = ds_json_get_str(qc, qw, "fmt", false, &fmt, e))) goto done;
         if (fmt && strcmp(fmt, "e4m3") != 0) { rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: fmt '%s' is not supported (e4m3)", qw, fmt); goto done; }
+        /* V3.1 / V3.2: "ue8m0" marks power-of-two scales, still stored as fp32 scale_inv tensors */
+        const char *sfmt = NULL;
+        if ((rc = ds_json_get_str(qc, qw, "scale_fmt", false, &sfmt, e))) goto done;
+        if (sfmt && strcmp(sfmt, "ue8m0") != 0) {
+            rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: scale_fmt '%s' is not supported (ue8m0 or none)", qw, sfmt);
+            goto done;
+        }
         c->fp8 = true;
         c->fp8_block_r = c->fp8_block_c = 128;
         json_t *bs = json_object_get(qc, "weight_block_size");
@@ -299,6 +352,7 @@ static int parse_root(ds_config *c, json_t *j, const char *w, ds_err *e) {
         }
     }
     ds_config_derive_layers(c);
+    if ((rc = check_layer_types(c, j, w, e))) goto done;
     GI("hc_mult", false, 1, 1024, &c->n_streams);  /* hyper-connections: validate says they are not implemented */
 #undef GI
 #undef GN

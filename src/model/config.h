@@ -6,7 +6,8 @@
  *   T tokens, D hidden_size, V vocab_size, L layers, H heads,
  *   Dn qk_nope_head_dim, Dr qk_rope_head_dim, Dq = Dn + Dr, Dv v_head_dim,
  *   Rq q_lora_rank, Rkv kv_lora_rank, I dense FFN width, F expert FFN width,
- *   E routed experts, K experts per token, S ctx (cached positions).
+ *   E routed experts, K experts per token, S ctx (cached positions),
+ *   Hi index_n_heads, Di index_head_dim, Ktop index_topk (V3.2 lightning indexer).
  */
 #ifndef DS_CONFIG_H
 #define DS_CONFIG_H
@@ -17,7 +18,9 @@ typedef enum { DS_ARCH_V2 = 2, DS_ARCH_V3 = 3 } ds_arch;
 /* What each layer is made of (ds_config.attn_kind / ffn_kind). V2/V3 have
  * MLA everywhere and dense or MoE FFNs; the other kinds are declared for
  * later architectures and rejected by ds_config_validate until implemented. */
-typedef enum { DS_ATTN_UNSET = 0, DS_ATTN_MLA = 1 } ds_attn_kind;
+/* DS_ATTN_DSA: MLA whose queries attend only to the index_topk earlier
+ * positions a lightning indexer picks (DeepSeek Sparse Attention, V3.2; dsa.c). */
+typedef enum { DS_ATTN_UNSET = 0, DS_ATTN_MLA = 1, DS_ATTN_DSA = 2 } ds_attn_kind;
 typedef enum { DS_FFN_UNSET = 0, DS_FFN_DENSE = 1, DS_FFN_MOE = 2, DS_FFN_HASH_MOE = 3 } ds_ffn_kind;
 #define DS_MAX_LAYERS (1024 + 8)  /* num_hidden_layers <= 1024, plus up to 8 MTP layers */
 typedef enum { DS_TOPK_GREEDY = 0, DS_TOPK_GROUP_LIMITED = 1, DS_TOPK_NOAUX_TC = 2 } ds_topk_method;
@@ -47,6 +50,10 @@ typedef struct ds_config {
     bool norm_topk_prob;
     double routed_scaling_factor;
     int64_t n_mtp;               /* num_nextn_predict_layers */
+    /* DeepSeek Sparse Attention (V3.2, model_type deepseek_v32): index_topk > 0 */
+    int64_t index_n_heads;       /* Hi */
+    int64_t index_head_dim;      /* Di (its first Dr dims are roped, half-split) */
+    int64_t index_topk;          /* Ktop; 0: no indexer (V2/V3) */
     /* per layer, main layers then MTP layers ([0, L + n_mtp)); filled by
      * ds_config_derive_layers from first_k_dense_replace / moe_layer_freq */
     uint8_t attn_kind[DS_MAX_LAYERS];  /* ds_attn_kind */
@@ -74,7 +81,7 @@ int ds_config_parse(ds_config *c, const char *json, size_t len, const char *what
 int ds_config_validate(const ds_config *c, const char *what, ds_err *e);
 
 /* Fills the per-layer kinds and n_streams of a V2/V3 config from its
- * fields (MLA everywhere; MoE where l >= first_k_dense_replace and
+ * fields (MLA everywhere, DSA when index_topk > 0; MoE where l >= first_k_dense_replace and
  * l % moe_layer_freq == 0, else dense; one residual stream). Parsers call
  * it; call it again after editing those fields by hand. */
 void ds_config_derive_layers(ds_config *c);
@@ -83,11 +90,16 @@ static inline bool ds_config_layer_is_moe(const ds_config *c, int64_t l) {
     return l >= 0 && l < DS_MAX_LAYERS && c->ffn_kind[l] == DS_FFN_MOE;
 }
 
-/* Floats per KV-cache row of layer l: MLA caches the latent and the roped key. */
+/* Floats per KV-cache row of layer l: MLA caches the latent and the roped
+ * key; DSA appends the indexer's key (Di). */
 static inline int64_t ds_config_kv_width(const ds_config *c, int64_t l) {
-    (void)l;  /* every implemented attention kind is MLA */
-    return c->kv_lora_rank + c->qk_rope_head_dim;
+    int64_t w = c->kv_lora_rank + c->qk_rope_head_dim;
+    if (l >= 0 && l < DS_MAX_LAYERS && c->attn_kind[l] == DS_ATTN_DSA) w += c->index_head_dim;
+    return w;
 }
+
+/* The Hugging Face architecture name of c ("DeepseekV32ForCausalLM", ...). */
+const char *ds_config_arch_name(const ds_config *c);
 
 /* Softmax scale: Dq^-0.5 · mscale² (YaRN). */
 double ds_config_softmax_scale(const ds_config *c);

@@ -54,6 +54,11 @@ ds_dtype ds_convert_type_from_name(const char *s) {
     static const struct { const char *n; ds_dtype t; } k[] = {
         { "f32", DS_DTYPE_F32 }, { "f16", DS_DTYPE_F16 }, { "bf16", DS_DTYPE_BF16 }, { "q8_0", DS_DTYPE_Q8_0 },
         { "q4_0", DS_DTYPE_Q4_0 }, { "q5_0", DS_DTYPE_Q5_0 }, { "q4_k", DS_DTYPE_Q4_K }, { "q6_k", DS_DTYPE_Q6_K },
+        { "q4_1", DS_DTYPE_Q4_1 }, { "q5_1", DS_DTYPE_Q5_1 }, { "q2_k", DS_DTYPE_Q2_K }, { "q3_k", DS_DTYPE_Q3_K },
+        { "q5_k", DS_DTYPE_Q5_K }, { "iq4_nl", DS_DTYPE_IQ4_NL }, { "iq4_xs", DS_DTYPE_IQ4_XS },
+        /* read, not written (ds_quant_has_quantizer): named so the error can say so */
+        { "iq2_xxs", DS_DTYPE_IQ2_XXS }, { "iq2_xs", DS_DTYPE_IQ2_XS }, { "iq2_s", DS_DTYPE_IQ2_S },
+        { "iq3_xxs", DS_DTYPE_IQ3_XXS }, { "iq3_s", DS_DTYPE_IQ3_S }, { "iq1_s", DS_DTYPE_IQ1_S }, { "iq1_m", DS_DTYPE_IQ1_M },
     };
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
         if (!strcasecmp(s, k[i].n)) return k[i].t;
@@ -63,14 +68,17 @@ ds_dtype ds_convert_type_from_name(const char *s) {
 void ds_convert_opts_default(ds_convert_opts *o, ds_dtype t) {
     memset(o, 0, sizeof *o);
     o->attn = o->ffn = o->experts = o->embed = o->head = t;
-    if (t == DS_DTYPE_Q4_0 || t == DS_DTYPE_Q5_0 || t == DS_DTYPE_Q4_K) o->head = DS_DTYPE_Q6_K;
+    /* llama.cpp's mixes: the output head in Q6_K below 6 bits */
+    if (ds_dtype_is_quant(t) && t != DS_DTYPE_Q8_0 && t != DS_DTYPE_Q6_K) o->head = DS_DTYPE_Q6_K;
 }
 
 /* The type actually used for rows of `cols`: llama.cpp's fallbacks. */
 static ds_dtype fit_type(ds_dtype t, int64_t cols) {
     while (!ds_quant_row_ok(t, cols)) {
         if (t == DS_DTYPE_Q4_K) t = DS_DTYPE_Q5_0;
+        else if (t == DS_DTYPE_Q5_K) t = DS_DTYPE_Q5_1;
         else if (t == DS_DTYPE_Q6_K) t = DS_DTYPE_Q8_0;
+        else if (ds_dtype_block(t) == DS_QK_K) t = DS_DTYPE_IQ4_NL;   /* Q2_K, Q3_K, IQ4_XS */
         else return DS_DTYPE_F16;
     }
     return t;
@@ -85,6 +93,13 @@ static int llama_ftype(ds_dtype t) {
     case DS_DTYPE_Q5_0: return 8;
     case DS_DTYPE_Q4_K: return 15;  /* Q4_K_M: the closest mix llama.cpp names */
     case DS_DTYPE_Q6_K: return 18;
+    case DS_DTYPE_Q4_1: return 3;
+    case DS_DTYPE_Q5_1: return 9;
+    case DS_DTYPE_Q2_K: return 10;
+    case DS_DTYPE_Q3_K: return 12;  /* Q3_K_M */
+    case DS_DTYPE_Q5_K: return 17;  /* Q5_K_M */
+    case DS_DTYPE_IQ4_NL: return 25;
+    case DS_DTYPE_IQ4_XS: return 30;
     case DS_DTYPE_BF16: return 32;
     default: return 0;
     }
@@ -185,6 +200,9 @@ static int write_meta(ds_gguf_writer *g, const ds_config *c, int64_t n_mtp, cons
     char k[128];
     if (c->moe_layer_freq != 1)
         return ds_err_set(e, DS_EUNSUPPORTED, "GGUF (deepseek2) cannot express moe_layer_freq = %lld", (long long)c->moe_layer_freq);
+    if (c->index_topk > 0)
+        return ds_err_set(e, DS_EUNSUPPORTED, "GGUF (deepseek2) cannot express DeepSeek-V3.2's sparse attention "
+                          "(index_topk); converting V3.2 to GGUF is not supported yet");
     ds_gguf_w_str(g, "general.architecture", "deepseek2");
     ds_gguf_w_str(g, "general.name", o->name ? o->name : (c->arch == DS_ARCH_V3 ? "DeepSeek-V3" : "DeepSeek-V2"));
     ds_gguf_w_u32(g, "general.file_type", (uint32_t)llama_ftype(o->experts));
@@ -475,7 +493,10 @@ static void produce_random(const wt *w, uint64_t seed, int64_t r, uint8_t *out) 
             q->d = ds_f32_to_f16(sd / (16.0f * 18.5f));
             break;
         }
-        default: break;
+        default:
+            /* the other types: the block's scale fields set so its values have RMS ~sd */
+            ds_quant_set_block_rms(w->type, p, sd);
+            break;
         }
     }
 }
@@ -653,6 +674,11 @@ int ds_model_write_gguf(const ds_model *m, const char *path, const ds_convert_op
     if (m->expert_lo != 0 || m->expert_hi != m->cfg.n_routed_experts)
         return ds_err_set(e, DS_EINVAL, "%s: holds routed experts [%lld, %lld) of %lld; converting needs them all", m->dir,
                           (long long)m->expert_lo, (long long)m->expert_hi, (long long)m->cfg.n_routed_experts);
+    const ds_dtype used[5] = { o->attn, o->ffn, o->experts, o->embed, o->head };
+    for (int k = 0; k < 5; k++)
+        if (!ds_quant_has_quantizer(used[k]))
+            return ds_err_set(e, DS_EUNSUPPORTED, "%s: deepseek.c reads %s but does not write it (the IQ1/IQ2/IQ3 types "
+                              "need an importance matrix: llama.cpp's llama-quantize --imatrix)", path, ds_dtype_name(used[k]));
     ds_convert_opts oo = *o;
     if (!oo.tokenizer_dir && !oo.tokenizer_gguf && m->gguf) oo.tokenizer_gguf = m->gguf;
     return write_all(&m->cfg, m, path, &oo, 0, e);

@@ -19,9 +19,11 @@
 typedef void (*ds_convert_progress)(void *ud, int64_t done_bytes, int64_t total_bytes, const char *tensor);
 
 typedef struct ds_convert_opts {
-    /* Output types per tensor class (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K,
-     * Q6_K). A row length that is not a multiple of the type's block falls
-     * back like llama.cpp: Q4_K -> Q5_0, Q6_K -> Q8_0, then F16.
+    /* Output types per tensor class (those with a quantizer:
+     * ds_quant_has_quantizer; random models may use any type). A row length
+     * that is not a multiple of the type's block falls back like llama.cpp:
+     * Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, the other 256-value types ->
+     * IQ4_NL, then F16.
      * Norms, the router and its bias are always F32. */
     ds_dtype attn;        /* q / kv_a / k_b / v_b / kv_b / o projections */
     ds_dtype ffn;         /* dense FFN, shared experts, MTP eh_proj */
@@ -42,7 +44,7 @@ typedef struct ds_convert_opts {
 } ds_convert_opts;
 
 /* Fills o with defaults for a main type t: everything t, head Q6_K when t
- * is a 4/5-bit type, no MTP dropping. */
+ * is a block type under 6 bits, no MTP dropping. */
 void ds_convert_opts_default(ds_convert_opts *o, ds_dtype t);
 
 /* Parses a type name ("q4_k", "Q8_0", "f16", ...); DS_DTYPE_COUNT if unknown. */

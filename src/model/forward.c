@@ -95,7 +95,8 @@ void ds_plan_matmul(const ds_seg *segs, int n_segs, float *y, int64_t ldy, const
 static int attn_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs,
                         int n_segs, bool naive, ds_arena *a, ds_err *e) {
     switch (m->cfg.attn_kind[l]) {
-    case DS_ATTN_MLA: return ds_mla_forward(m, l, out, xn, T, segs, n_segs, naive, a, e);
+    case DS_ATTN_MLA:
+    case DS_ATTN_DSA: return ds_mla_forward(m, l, out, xn, T, segs, n_segs, naive, a, e);  /* DSA: mla.c + dsa.c */
     default:
         return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: attention kind %d is not implemented", (long long)l,
                           m->cfg.attn_kind[l]);
@@ -220,12 +221,12 @@ static int forward_main(const ds_model *m, ds_arena *a, ds_seq_chunk *chunks, in
     return DS_OK;
 }
 
-/* Across the ranks of an MPI job (m->distributed) every rank runs the same
+/* Across the ranks of an MPI job (m->distributed, not m->expert_servers) every rank runs the same
  * step on the same tokens: a hash of the step (kind, positions, tokens) is
  * compared with rank 0's before it runs, so ranks that diverged stop with an
  * error on every rank instead of exchanging mismatched expert rows. */
 static int step_agree(const ds_model *m, const char *what, uint64_t h, ds_err *e) {
-    if (!m->distributed) return DS_OK;
+    if (!m->distributed || m->expert_servers) return DS_OK;  /* expert servers: rank 0 alone runs steps */
     int q, rc = ds_dist_agree(h, &q, e);
     if (rc) return rc;
     if (q >= 0)
@@ -242,7 +243,7 @@ static uint64_t hash_tokens(uint64_t h, const int32_t *tok, int64_t n, int64_t p
 
 int ds_model_forward(const ds_model *m, ds_ctx *x, ds_seq_chunk *chunks, int n_chunks, float *logits, float *hidden,
                      ds_err *e) {
-    if (m->distributed) {
+    if (m->distributed && !m->expert_servers) {
         uint64_t h = ds_dist_hash(DS_DIST_HASH0, "main", 4);
         for (int i = 0; i < n_chunks; i++)
             h = hash_tokens(ds_dist_hash(h, &chunks[i].all_logits, 1), chunks[i].tokens, chunks[i].n,

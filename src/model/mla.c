@@ -23,6 +23,14 @@
  * merged in split order. The split points depend only on the position, so a
  * row's bits do not depend on the batch or the thread count. Quantized
  * caches are dequantized block by block inside the item.
+ *
+ * DSA layers (V3.2, attn_kind DS_ATTN_DSA): the cache row is [c | k_pe |
+ * index key] (the key written by dsa.c). A segment whose queries all see
+ * <= index_topk positions attends densely on the paths above; in the others
+ * every query row goes through the flash-decode items (absorbed form, no
+ * expanded prefill): over all visible rows when the row sees <= index_topk of
+ * them, else over the positions the indexer selected (gathered; split like a
+ * decode row of that many positions).
  */
 #include "model_internal.h"
 #include "rope.h"
@@ -52,15 +60,24 @@ static int64_t split_rows(int64_t vis) {
 #define EXPANDED_MIN 192
 #define KV_BLOCK 64   /* cache rows per flash-decode step (its rows stay in L1/L2 for all heads) */
 
+/* A segment of a DSA layer with a query that sees more than index_topk
+ * positions: all its rows go through the flash-decode items (over their
+ * selections); the other segments attend densely on the usual paths. */
+static bool sparse_seg(const ds_model *m, int64_t l, const ds_seg *sg) {
+    return m->cfg.attn_kind[l] == DS_ATTN_DSA && sg->pos0 + sg->n > m->cfg.index_topk;
+}
+
 typedef struct {
     int seg;
     int64_t i, j0, j1;  /* query row i of the segment; cache rows [j0, j1) */
+    const int32_t *sel; /* DSA: entries [j0, j1) of this selection are the rows; NULL: rows j0.. */
 } fd_item;
 
 typedef struct {
     const ds_model *m;
     const ds_layer_w *w;
     int64_t l, T;
+    int64_t ldkv;       /* floats per cache row of layer l (>= Rkv + Dr) */
     const ds_seg *segs;
     int n_segs;
     const float *q;     /* (T, H, Dq) roped */
@@ -77,22 +94,23 @@ typedef struct {
     const int64_t *row_t;       /* [n_rows] token index of each short query row */
     const ds_seg *asegs;        /* the segments in the absorbed form (all but the expanded ones), in order */
     int n_asegs;
+    const ds_dsa_sel *sel;      /* DSA layers: each token's selected positions */
 } attn_ctx;
 
 /* Decompressed keys (S, Dq) = [W_UK c_j | k_pe_j] and values (S, Dv) = W_UV c_j of head h. */
 static void decompress_head(attn_ctx *c, int64_t h, const float *kv, int64_t S, float *kh, float *vh) {
     const ds_config *cfg = &c->m->cfg;
     int64_t Dn = cfg->qk_nope_head_dim, Dr = cfg->qk_rope_head_dim, Dq = Dn + Dr;
-    int64_t Rkv = cfg->kv_lora_rank, W = Rkv + Dr, Dv = cfg->v_head_dim;
+    int64_t Rkv = cfg->kv_lora_rank, ld = c->ldkv, Dv = cfg->v_head_dim;
     if (ds_tensor_present(&c->w->wk_b)) {
         ds_tensor kb = ds_tensor_slice(&c->w->wk_b, h), vb = ds_tensor_slice(&c->w->wv_b, h);
-        ds_matmul_t(kh, Dq, kv, W, &kb, 0, Rkv, S);     /* k_nope = c · W_UKᵀ */
-        ds_matmul(vh, Dv, kv, W, &vb, 0, Dv, S);
+        ds_matmul_t(kh, Dq, kv, ld, &kb, 0, Rkv, S);     /* k_nope = c · W_UKᵀ */
+        ds_matmul(vh, Dv, kv, ld, &vb, 0, Dv, S);
     } else {
-        ds_matmul(kh, Dq, kv, W, &c->w->kv_b_proj, h * (Dn + Dv), Dn, S);
-        ds_matmul(vh, Dv, kv, W, &c->w->kv_b_proj, h * (Dn + Dv) + Dn, Dv, S);
+        ds_matmul(kh, Dq, kv, ld, &c->w->kv_b_proj, h * (Dn + Dv), Dn, S);
+        ds_matmul(vh, Dv, kv, ld, &c->w->kv_b_proj, h * (Dn + Dv) + Dn, Dv, S);
     }
-    for (int64_t j = 0; j < S; j++) memcpy(kh + j * Dq + Dn, kv + j * W + Rkv, (size_t)Dr * sizeof(float));
+    for (int64_t j = 0; j < S; j++) memcpy(kh + j * Dq + Dn, kv + j * ld + Rkv, (size_t)Dr * sizeof(float));
 }
 
 /* Attention of head h for one long segment in the expanded form (blocked
@@ -146,7 +164,7 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
     for (int s = 0; s < c->n_segs; s++) {
         const ds_seg *sg = &c->segs[s];
         const float *kv = c->kvf[s];  /* (S, W) */
-        if (sg->n < DS_TOKEN_BLOCK_MIN) continue;   /* flash decode, after all heads' queries */
+        if (sparse_seg(c->m, c->l, sg) || sg->n < DS_TOKEN_BLOCK_MIN) continue;   /* flash decode, after all heads' queries */
         if (sg->n >= EXPANDED_MIN) { attn_seg_expanded(c, sg, kv, h, tid); continue; }
         for (int64_t b0 = 0; b0 < sg->n; b0 += Q_BLOCK) {
             int64_t nb = DS_MIN(Q_BLOCK, sg->n - b0);
@@ -154,14 +172,14 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
             float *sc = ds_scratch(tid, 1, (size_t)(nb * S));
             if (!sc) return;
             int64_t t0 = sg->t0 + b0;
-            ds_sgemm(false, true, nb, S, W, scale, c->qcat + (t0 * H + h) * W, H * W, kv, W, 0.0f, sc, S);
+            ds_sgemm(false, true, nb, S, W, scale, c->qcat + (t0 * H + h) * W, H * W, kv, c->ldkv, 0.0f, sc, S);
             for (int64_t i = 0; i < nb; i++) {
                 int64_t visible = sg->pos0 + b0 + i + 1;
                 float *row = sc + i * S;
                 for (int64_t j = visible; j < S; j++) row[j] = -INFINITY;
                 ds_softmax(row, S);
             }
-            ds_sgemm(false, false, nb, Rkv, S, 1.0f, sc, S, kv, W, 0.0f, c->u + (t0 * H + h) * Rkv, H * Rkv);
+            ds_sgemm(false, false, nb, Rkv, S, 1.0f, sc, S, kv, c->ldkv, 0.0f, c->u + (t0 * H + h) * Rkv, H * Rkv);
         }
     }
 }
@@ -202,6 +220,13 @@ static void attn_head_naive(attn_ctx *c, int64_t h, int tid) {
                 for (int64_t k = 0; k < Dq; k++) d += qv[k] * kh[j * Dq + k];
                 sc[j] = d * scale;
             }
+            if (c->sel && c->sel->n[t] > 0) {   /* DSA: only the selected positions */
+                const int32_t *sel = c->sel->idx + t * cfg->index_topk;
+                for (int64_t j = 0, k = 0; j < visible; j++) {
+                    if (k < c->sel->n[t] && sel[k] == j) k++;
+                    else sc[j] = -INFINITY;
+                }
+            }
             ds_softmax(sc, visible);
             float *o = c->o + (t * H + h) * Dv;
             for (int64_t k = 0; k < Dv; k++) o[k] = 0;
@@ -228,10 +253,11 @@ static void out_worker(void *vctx, int64_t h0, int64_t h1, int tid) {
 static void fd_item_worker(void *vctx, int64_t k0, int64_t k1, int tid) {
     attn_ctx *c = vctx;
     const ds_config *cfg = &c->m->cfg;
-    int64_t H = cfg->n_head, Rkv = cfg->kv_lora_rank, W = Rkv + cfg->qk_rope_head_dim;
+    int64_t H = cfg->n_head, Rkv = cfg->kv_lora_rank, W = Rkv + cfg->qk_rope_head_dim, ld = c->ldkv;
     float *sc = ds_scratch(tid, 1, (size_t)(H * (KV_BLOCK + 9)));
-    float *deq = ds_scratch(tid, 2, (size_t)(KV_BLOCK * W));
-    if (!sc || !deq) return;   /* out of memory: the context reports it */
+    float *deq = ds_scratch(tid, 2, (size_t)(KV_BLOCK * ld));
+    float *one = ds_scratch(tid, 5, (size_t)ld);
+    if (!sc || !deq || !one) return;   /* out of memory: the context reports it */
     for (int64_t k = k0; k < k1; k++) {
         const fd_item *it = &c->items[k];
         const ds_seg *sg = &c->segs[it->seg];
@@ -241,7 +267,16 @@ static void fd_item_worker(void *vctx, int64_t k0, int64_t k1, int tid) {
         memset(pu, 0, (size_t)(H * Rkv) * sizeof(float));
         for (int64_t j = it->j0; j < it->j1; j += KV_BLOCK) {
             int64_t nb = DS_MIN(KV_BLOCK, it->j1 - j);
-            const float *rows = ds_kvcache_rows_f32_at(sg->cache, c->l, j, nb, deq);
+            const float *rows;
+            if (ld == W) {
+                rows = ds_kvcache_rows_f32_at(sg->cache, c->l, j, nb, deq);
+            } else {   /* DSA: the rows' [c | k_pe] gathered to stride W (selected or contiguous) */
+                for (int64_t r = 0; r < nb; r++) {
+                    int64_t pos = it->sel ? it->sel[j + r] : j + r;
+                    memcpy(deq + r * W, ds_kvcache_rows_f32_at(sg->cache, c->l, pos, 1, one), (size_t)W * sizeof(float));
+                }
+                rows = deq;
+            }
             ds_mla_attn_step(pu, pm, pl, q, W, H, rows, W, nb, Rkv, c->m->attn_scale, sc);
         }
     }
@@ -268,10 +303,12 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
     const ds_layer_w *w = &m->layers[l];
     int64_t D = cfg->hidden_size, H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Dr = cfg->qk_rope_head_dim;
     int64_t Dq = Dn + Dr, Rkv = cfg->kv_lora_rank, W = Rkv + Dr, Dv = cfg->v_head_dim;
+    bool dsa = cfg->attn_kind[l] == DS_ATTN_DSA;
+    int64_t ldkv = ds_config_kv_width(cfg, l);   /* cache row: [c | k_pe], DSA: [c | k_pe | index key] */
     float eps = (float)cfg->rms_norm_eps;
 
     float *q = ds_arena_calloc(a, (size_t)(T * H * Dq), sizeof(float));       /* (T, H, Dq) */
-    float *kva = ds_arena_calloc(a, (size_t)(T * W), sizeof(float));          /* (T, Rkv+Dr) */
+    float *kva = ds_arena_calloc(a, (size_t)(T * ldkv), sizeof(float));       /* (T, ldkv) cache rows */
     float *qcat = ds_arena_calloc(a, (size_t)(T * H * W), sizeof(float));     /* (T, H, W) */
     float *u = ds_arena_calloc(a, (size_t)(T * H * Rkv), sizeof(float));      /* (T, H, Rkv) */
     float *o = ds_arena_calloc(a, (size_t)(T * H * Dv), sizeof(float));       /* (T, H, Dv) */
@@ -285,7 +322,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
     }
     ds_mm_job *jobs = ds_arena_calloc(a, (size_t)(2 * (n_segs + 1)), sizeof(ds_mm_job));
     if (!jobs) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
-    int nj = ds_plan_jobs(segs, n_segs, jobs, kva, W, xn, D, &w->kv_a_proj, 0, W);
+    int nj = ds_plan_jobs(segs, n_segs, jobs, kva, ldkv, xn, D, &w->kv_a_proj, 0, W);
     if (cfg->q_lora_rank > 0)
         nj += ds_plan_jobs(segs, n_segs, jobs + nj, qa, cfg->q_lora_rank, xn, D, &w->q_a_proj, 0, cfg->q_lora_rank);
     else
@@ -295,18 +332,22 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
         ds_rmsnorm(qa, qa, w->q_a_norm, T, cfg->q_lora_rank, eps);
         ds_plan_matmul(segs, n_segs, q, H * Dq, qa, cfg->q_lora_rank, &w->q_b_proj, 0, H * Dq);
     }
+    if (dsa) ds_dsa_keys(m, l, xn, T, segs, n_segs, kva, ldkv, W);
     /* into the caches */
     for (int s = 0; s < n_segs; s++) {
         const ds_seg *sg = &segs[s];
         for (int64_t i = 0; i < sg->n; i++) {
             int64_t t = sg->t0 + i, pos = sg->pos0 + i;
-            float *row = kva + t * W;
+            float *row = kva + t * ldkv;
             ds_rmsnorm(row, row, w->kv_a_norm, 1, Rkv, eps);
             ds_rope_apply(row + Rkv, Dr, m->inv_freq, pos);
             ds_kvcache_write_row(sg->cache, l, pos, row);
             for (int64_t h = 0; h < H; h++) ds_rope_apply(q + (t * H + h) * Dq + Dn, Dr, m->inv_freq, pos);
         }
     }
+    ds_dsa_sel sel = { 0 };
+    int rc;
+    if (dsa && (rc = ds_dsa_select(m, l, xn, qa, T, segs, n_segs, a, &sel, e))) return rc;
     /* the cache rows each segment attends to, as fp32 (quantized caches are
      * dequantized once per layer here, not per head) */
     const float **kvf = ds_arena_calloc(a, (size_t)n_segs, sizeof *kvf);
@@ -314,17 +355,18 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
     int64_t n_rows = 0, n_items = 0;
     for (int s = 0; s < n_segs; s++) {
         int64_t S = segs[s].pos0 + segs[s].n;
-        if (!naive && segs[s].n < DS_TOKEN_BLOCK_MIN) {   /* flash decode reads the cache itself */
+        if (!naive && (sparse_seg(m, l, &segs[s]) || segs[s].n < DS_TOKEN_BLOCK_MIN)) {   /* flash decode reads the cache itself */
             n_rows += segs[s].n;
             for (int64_t i = 0; i < segs[s].n; i++) {
-                int64_t vis = segs[s].pos0 + i + 1, sp = split_rows(vis);
+                int64_t t = segs[s].t0 + i, vis = dsa && sel.n[t] ? sel.n[t] : segs[s].pos0 + i + 1;
+                int64_t sp = split_rows(vis);
                 n_items += (vis + sp - 1) / sp;
             }
             continue;
         }
         float *scratch = NULL;
         if (segs[s].cache->type != DS_KV_F32 &&
-            !(scratch = ds_arena_calloc(a, (size_t)(S * W), sizeof(float))))
+            !(scratch = ds_arena_calloc(a, (size_t)(S * ldkv), sizeof(float))))
             return ds_err_set(e, DS_ENOMEM, "out of memory dequantizing the KV cache");
         kvf[s] = ds_kvcache_rows_f32(segs[s].cache, l, S, scratch);
     }
@@ -332,9 +374,9 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
     if (!asegs) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
     int n_asegs = 0;
     for (int s = 0; s < n_segs; s++)
-        if (segs[s].n < EXPANDED_MIN) asegs[n_asegs++] = segs[s];
-    attn_ctx c = { m, w, l, T, segs, n_segs, q, qcat, u, o, naive, kvf, NULL, 0, NULL, NULL, NULL, NULL, NULL,
-                   asegs, n_asegs };
+        if (sparse_seg(m, l, &segs[s]) || segs[s].n < EXPANDED_MIN) asegs[n_asegs++] = segs[s];
+    attn_ctx c = { m, w, l, T, ldkv, segs, n_segs, q, qcat, u, o, naive, kvf, NULL, 0, NULL, NULL, NULL, NULL,
+                   NULL, asegs, n_asegs, dsa ? &sel : NULL };
     ds_par_for_dynamic(H, 1, 1, attn_worker, &c);   /* queries (absorbed), long segments, naive */
     if (n_rows > 0) {
         fd_item *items = ds_arena_calloc(a, (size_t)n_items, sizeof *items);
@@ -347,13 +389,16 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
             return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
         int64_t k = 0, r = 0;
         for (int s = 0; s < n_segs; s++) {
-            if (segs[s].n >= DS_TOKEN_BLOCK_MIN) continue;
+            if (!sparse_seg(m, l, &segs[s]) && segs[s].n >= DS_TOKEN_BLOCK_MIN) continue;
             for (int64_t i = 0; i < segs[s].n; i++, r++) {
-                int64_t vis = segs[s].pos0 + i + 1, sp = split_rows(vis);
+                int64_t t = segs[s].t0 + i, vis = segs[s].pos0 + i + 1;
+                const int32_t *rsel = NULL;
+                if (dsa && sel.n[t]) rsel = sel.idx + t * cfg->index_topk, vis = sel.n[t];
+                int64_t sp = split_rows(vis);
                 row_first[r] = k;
-                row_t[r] = segs[s].t0 + i;
+                row_t[r] = t;
                 for (int64_t j0 = 0; j0 < vis; j0 += sp, k++)
-                    items[k] = (fd_item){ s, i, j0, DS_MIN(vis, j0 + sp) };
+                    items[k] = (fd_item){ s, i, j0, DS_MIN(vis, j0 + sp), rsel };
             }
         }
         row_first[r] = k;

@@ -158,6 +158,8 @@ int ds_model_expert_range(ds_model *m, const ds_model_opts *o, ds_err *e) {
         if (!m->own_bound) return ds_err_set(e, DS_ENOMEM, "out of memory");
         for (int q = 0; q <= o->n_ranks; q++) m->own_bound[q] = E * q / o->n_ranks;
         m->n_ranks = o->n_ranks, m->rank_experts = m->own_bound, m->distributed = true;
+        m->expert_servers = o->expert_servers;
+        m->experts_only = o->expert_servers && o->rank > 0;
         lo = m->own_bound[o->rank], hi = m->own_bound[o->rank + 1];
     }
     if (lo < 0 || hi > E || (E > 0 && lo >= hi) || (E == 0 && lo != 0))

@@ -44,6 +44,12 @@ typedef struct ds_layer_w {
     ds_tensor wk_b;     /* (H, Rkv, Dn) W_UKᵀ per head: split form (GGUF attn_k_b); */
     ds_tensor wv_b;     /* (H, Dv, Rkv) W_UV per head (GGUF attn_v_b); used when present */
     ds_tensor o_proj;   /* (D, H*Dv) */
+    /* lightning indexer (DSA layers, V3.2; dsa.c) */
+    ds_tensor idx_q_b;  /* (Hi*Di, Rq) wq_b, reads the normed q LoRA latent */
+    ds_tensor idx_k;    /* (Di, D) wk */
+    float *idx_k_norm;  /* (Di) LayerNorm weight */
+    float *idx_k_norm_b;/* (Di) LayerNorm bias */
+    ds_tensor idx_w;    /* (Hi, D) weights_proj: per-head weights of the index score */
     /* feed-forward */
     bool is_moe;
     ds_mlp_w mlp;       /* dense, width I */
@@ -75,6 +81,10 @@ typedef struct ds_model {
     int64_t *own_bound;   /* rank_experts when the model split itself (ds_model_opts.n_ranks), owned */
     bool distributed;     /* the ranks are the processes of the MPI job (src/dist; n_ranks ==
                              ds_dist_size()); false: every rank is served in this process */
+    bool expert_servers;  /* with distributed: rank 0 alone runs the forward and sends each
+                             rank its routed rows; ranks > 0 run ds_model_serve_experts */
+    bool experts_only;    /* an expert server (rank > 0): only its routed experts are ever
+                             used, so only they are repacked (repack_model.c) */
     int64_t n_mtp;        /* MTP layers actually present (0 if not stored) */
     float *inv_freq;      /* (Dr/2) YaRN-adjusted rotary frequencies */
     float attn_scale;     /* softmax scale incl. mscale² */
@@ -83,6 +93,8 @@ typedef struct ds_model {
     struct ds_gguf *gguf; /* the mapped file when opened from a .gguf (model_gguf.c), else NULL */
     void *rp_buf;         /* x8 copies of the quantized matmul weights (repack_model.c), or NULL */
     size_t rp_bytes;
+    size_t rp_skipped;    /* bytes not repacked: the copy would not fit in rp_budget (repack_model.c) */
+    int64_t rp_budget;    /* memory this process could still use at load (memlimit.h) */
 } ds_model;
 
 /* Opens a Hugging Face model folder: config.json + safetensors (sharded or
@@ -102,8 +114,22 @@ typedef struct ds_model_opts {
      * they go (rank q owns [E*q/n, E*(q+1)/n)); this is rank `rank`, and the
      * model exchanges expert rows over the job (ds_model.distributed). */
     int n_ranks, rank;
+    /* With n_ranks > 1: "workers are expert servers" (serve) instead of every
+     * rank running the same forward: rank 0 alone runs attention, dense
+     * layers, shared experts, router and caches, and per MoE layer sends
+     * each rank the routed rows for its experts (ds_model_serve_experts). */
+    bool expert_servers;
 } ds_model_opts;
-#define DS_MODEL_OPTS_DEFAULT ((ds_model_opts){ 0, -1, 0, 0 })
+#define DS_MODEL_OPTS_DEFAULT ((ds_model_opts){ 0, -1, 0, 0, false })
+
+/* Expert servers (ds_model_opts.expert_servers), moe_exchange.c. On ranks
+ * > 0: answers rank 0's expert requests (routed rows of one MoE layer in,
+ * this rank's expert outputs back) until rank 0 sends the stop; DS_OK then.
+ * A request this rank cannot run is answered with its error (rank 0's
+ * forward fails with it) and the loop goes on. On rank 0, once no more
+ * forwards will run: tells every server to stop. */
+int ds_model_serve_experts(const ds_model *m, ds_err *e);
+int ds_model_stop_expert_servers(ds_err *e);
 
 /* ds_model_open with options (NULL: DS_MODEL_OPTS_DEFAULT), for a folder or a .gguf. */
 int ds_model_open_opts(ds_model **out, const char *path, const ds_model_opts *o, ds_err *e);
@@ -128,6 +154,8 @@ typedef struct ds_model_storage {
     int64_t bytes_by_dtype[DS_DTYPE_COUNT + 1];  /* stored bytes per dtype; [DS_DTYPE_COUNT]: other GGUF types */
     int64_t mapped_bytes;       /* tensor data memory-mapped */
     int64_t repacked_bytes;     /* x8 copies of quantized weights made at load (0: none) */
+    int64_t repack_skipped_bytes; /* copies not made: they would not fit in repack_budget */
+    int64_t repack_budget;      /* memory the process could still use at load (bytes) */
     double decode_bytes;        /* weight bytes read per decoded token (unused experts and
                                    all but one embedding row excluded) */
     double bound_bytes;         /* weight bytes this process holds (other ranks' experts excluded) */

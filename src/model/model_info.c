@@ -97,6 +97,8 @@ void ds_model_storage_info(const ds_model *m, ds_model_storage *s) {
     }
     s->mapped_bytes = m->file_bytes;
     s->repacked_bytes = (int64_t)m->rp_bytes;
+    s->repack_skipped_bytes = (int64_t)m->rp_skipped;
+    s->repack_budget = m->rp_budget;
     s->decode_bytes = decode_bytes(m);
     s->bound_bytes = bound_bytes(m);
     s->expert_lo = m->expert_lo, s->expert_hi = m->expert_hi;

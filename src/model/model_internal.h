@@ -48,6 +48,22 @@ const float *ds_kvcache_rows_f32_at(const ds_kvcache *c, int64_t l, int64_t j0, 
 int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
                    const ds_seg *segs, int n_segs, bool naive, ds_arena *a, ds_err *e);
 
+/* DeepSeek Sparse Attention's indexer (dsa.c), for DSA layers. */
+typedef struct ds_dsa_sel {
+    int32_t *idx;   /* (T, Ktop): the cache positions token t attends to, ascending */
+    int64_t *n;     /* [T] entries of idx[t]: Ktop, or 0 when t sees <= Ktop positions (all of them) */
+} ds_dsa_sel;
+/* Index keys of the T new tokens (LayerNorm, roped) into rows (T, ldrow) at column off. */
+void ds_dsa_keys(const ds_model *m, int64_t l, const float *xn, int64_t T, const ds_seg *segs, int n_segs,
+                 float *rows, int64_t ldrow, int64_t off);
+/* The selection of every token (their index keys already in the caches);
+ * qr (T, Rq): MLA's normed q LoRA latent. Allocates out from a. */
+int ds_dsa_select(const ds_model *m, int64_t l, const float *xn, const float *qr, int64_t T, const ds_seg *segs,
+                  int n_segs, ds_arena *a, ds_dsa_sel *out, ds_err *e);
+/* The min(k, n) positions of the highest scores (ties: the lower position;
+ * NaN counts as -inf) into sel, ascending. scratch: n · 8 bytes. */
+void ds_dsa_topk(const float *score, int64_t n, int64_t k, int32_t *sel, void *scratch);
+
 /* out[T, D] = FFN(xn) for layer l, by the layer's FFN kind (dense SwiGLU
  * or MoE). tok[T]: the batch's token ids (hash-routed MoE routes on them). */
 int ds_ffn_forward(const ds_model *m, int64_t l, float *out, const float *xn, const int32_t *tok, int64_t T,

@@ -12,9 +12,19 @@
  * original layout (row lookups of the embedding, the naive attention check
  * path) fault them back in. DS_REPACK=0 in the environment turns it off
  * (weights are then used from the mapping; slower kernels).
+ *
+ * Models larger than memory: the copy is made only when it fits in 3/4 of
+ * what this process may still use (memlimit.h: MemAvailable, capped by
+ * the cgroup's limit). Otherwise the kernels read the file's own layout
+ * through the mapping, so the resident set is bounded by the page cache,
+ * not by the model: a model larger than RAM runs, disk-bound. No repacked
+ * cache file is written instead: it would double the disk a 400 GB model
+ * takes, and once reading is disk-bound the faster kernels do not matter.
+ * DS_REPACK=1 makes the copy whatever the budget says.
  */
 #include "model_internal.h"
 #include "tensors.h"
+#include "../core/memlimit.h"
 #include "../core/thread.h"
 #include "../tensor/repack.h"
 
@@ -96,17 +106,27 @@ int ds_model_repack(ds_model *m, ds_err *e) {
     const ds_config *c = &m->cfg;
     rp_list l = { 0 };
     int bad = 0;
-    /* every matmul weight of the table that m holds (layer -1: the model's own), owned experts only */
+    /* every matmul weight of the table that m holds (layer -1: the model's own), owned experts
+     * only; an expert server (m->experts_only) uses nothing else: the rest stays mapped, untouched */
     for (int64_t li = -1; li < c->n_layer + m->n_mtp; li++)
         for (int i = 0; i < DS_TK_COUNT; i++) {
             const ds_tkind *k = &ds_tkinds[i];
             if (k->ndim == 1 || (k->flags & DS_TF_NO_REPACK) || (k->scope == DS_TS_MODEL) != (li < 0)) continue;
-            if (k->scope != DS_TS_EXPERT) bad |= add(&l, ds_tk_field(k, m, li, -1));
+            if (k->scope != DS_TS_EXPERT) {
+                if (!m->experts_only) bad |= add(&l, ds_tk_field(k, m, li, -1));
+            }
             else if (m->layers[li].experts)
                 for (int64_t x = m->expert_lo; x < m->expert_hi; x++) bad |= add(&l, ds_tk_field(k, m, li, x));
         }
     if (bad) { free(l.it); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
     if (l.n == 0) return DS_OK;
+    int64_t budget = ds_mem_budget();
+    if (!(env && !strcmp(env, "1")) && budget >= 0 && l.bytes > (size_t)budget / 4 * 3) {
+        m->rp_skipped = l.bytes;   /* would not fit: the mapping's own layout serves */
+        m->rp_budget = budget;
+        free(l.it);
+        return DS_OK;
+    }
     int64_t *start = malloc((size_t)(l.n + 1) * sizeof *start);
     if (!start) { free(l.it); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
     void *buf = mmap(NULL, l.bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

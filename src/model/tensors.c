@@ -85,6 +85,18 @@ const ds_tkind ds_tkinds[DS_TK_COUNT] = {
                           DS_TC_EMBED, DS_TF_NO_REPACK, LW(embed, embed) },
     [DS_TK_MTP_HEAD] = { DS_TS_MTP, "shared_head.head.weight", "nextn.shared_head_head.weight", S2(V, D),
                          DS_TW_OPTIONAL, DS_TC_HEAD, 0, LW(head, head) },
+
+    /* the V3.2 lightning indexer (dsa.c); GGUF names as llama.cpp's indexer tensors */
+    [DS_TK_IDX_Q_B] = { DS_TS_LAYER, "self_attn.indexer.wq_b.weight", "indexer.attn_q_b.weight", S2(HIDI, RQ), DS_TW_DSA,
+                        ATTN, 0, LG(idx_q_b) },
+    [DS_TK_IDX_K] = { DS_TS_LAYER, "self_attn.indexer.wk.weight", "indexer.attn_k.weight", S2(DI, D), DS_TW_DSA, ATTN, 0,
+                      LG(idx_k) },
+    [DS_TK_IDX_K_NORM] = { DS_TS_LAYER, "self_attn.indexer.k_norm.weight", "indexer.k_norm.weight", V1(DI), DS_TW_DSA,
+                           F32, 0, LG(idx_k_norm) },
+    [DS_TK_IDX_K_NORM_B] = { DS_TS_LAYER, "self_attn.indexer.k_norm.bias", "indexer.k_norm.bias", V1(DI), DS_TW_DSA,
+                             F32, 0, LG(idx_k_norm_b) },
+    [DS_TK_IDX_W] = { DS_TS_LAYER, "self_attn.indexer.weights_proj.weight", "indexer.proj.weight", S2(HI, D), DS_TW_DSA,
+                      F32, DS_TF_NO_REPACK, LG(idx_w) },
 };
 
 #undef M
@@ -117,6 +129,7 @@ ds_tneed ds_tk_need(const ds_tkind *k, const ds_config *c, int64_t l, unsigned f
     case DS_TW_SHARED: has = moe && c->n_shared_experts > 0; break;
     case DS_TW_UNTIED: return c->tie_word_embeddings ? DS_TN_MAYBE : DS_TN_YES;
     case DS_TW_OPTIONAL: return DS_TN_MAYBE;
+    case DS_TW_DSA: has = l >= 0 && l < DS_MAX_LAYERS && c->attn_kind[l] == DS_ATTN_DSA; break;
     default: has = false;
     }
     return has ? DS_TN_YES : DS_TN_NO;
@@ -142,6 +155,9 @@ static int64_t dim(const ds_config *c, ds_tdim d) {
     case DS_TD_2F: return 2 * c->moe_intermediate_size;
     case DS_TD_E: return c->n_routed_experts;
     case DS_TD_SF: return c->n_shared_experts * c->moe_intermediate_size;
+    case DS_TD_HI: return c->index_n_heads;
+    case DS_TD_DI: return c->index_head_dim;
+    case DS_TD_HIDI: return c->index_n_heads * c->index_head_dim;
     }
     return 0;
 }

@@ -33,6 +33,8 @@ typedef enum ds_tk {
     DS_TK_SH_GATE, DS_TK_SH_UP, DS_TK_SH_DOWN,
     /* MTP layers */
     DS_TK_EH_PROJ, DS_TK_ENORM, DS_TK_HNORM, DS_TK_HEAD_NORM, DS_TK_MTP_EMBED, DS_TK_MTP_HEAD,
+    /* DSA layers (V3.2): the lightning indexer */
+    DS_TK_IDX_Q_B, DS_TK_IDX_K, DS_TK_IDX_K_NORM, DS_TK_IDX_K_NORM_B, DS_TK_IDX_W,
     DS_TK_COUNT
 } ds_tk;
 
@@ -58,6 +60,7 @@ typedef enum ds_twhen {
     DS_TW_SHARED,       /* MoE layer and n_shared_experts > 0 */
     DS_TW_UNTIED,       /* required unless tie_word_embeddings, then optional */
     DS_TW_OPTIONAL,     /* optional (the MTP module's own embedding / head copies) */
+    DS_TW_DSA,          /* layers with sparse attention (attn_kind DS_ATTN_DSA) */
 } ds_twhen;
 
 /* Layouts a file may use, for ds_tk_need's `forms`. */
@@ -72,6 +75,8 @@ typedef enum ds_tdim {
     DS_TD_HDV,      /* H·Dv */
     DS_TD_I, DS_TD_F, DS_TD_2F, DS_TD_E,
     DS_TD_SF,       /* Es·F */
+    DS_TD_HI, DS_TD_DI,
+    DS_TD_HIDI,     /* Hi·Di */
 } ds_tdim;
 
 /* GGUF output type class (ds_convert_opts); vectors are always F32. */

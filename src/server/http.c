@@ -906,7 +906,7 @@ static void *loader_main(void *arg) {
     ds_model *m = NULL;
     ds_tokenizer *tok = NULL;
     srv_sched *sched = NULL;
-    int rc = ds_model_open(&m, s->model_dir, &e);
+    int rc = s->o.open_model ? s->o.open_model(&m, s->model_dir, s->o.open_ud, &e) : ds_model_open(&m, s->model_dir, &e);
     if (!rc && (rc = tok_load_for_model(&tok, s->model_dir, s->o.tokenizer, &e))) {
         ds_err in = e;
         ds_err_clear(&e);

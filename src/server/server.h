@@ -13,6 +13,8 @@
 
 #include "../core/base.h"
 
+struct ds_model;
+
 typedef struct srv_opts {
     const char *model_dir;
     const char *alias;          /* model id in responses (default: the folder's name) */
@@ -43,6 +45,10 @@ typedef struct srv_opts {
     double test_load_delay_s;   /* tests only: wait before loading the model */
     void (*log)(void *ud, const char *line); /* access/event log, or NULL */
     void *log_ud;
+    /* Opens the model on the loader thread instead of ds_model_open (NULL:
+     * ds_model_open): `serve` on several MPI ranks opens rank 0's share. */
+    int (*open_model)(struct ds_model **out, const char *path, void *ud, ds_err *e);
+    void *open_ud;
 } srv_opts;
 
 void srv_opts_default(srv_opts *o);

@@ -31,15 +31,29 @@ const char *ds_dtype_name(ds_dtype t) {
     case DS_DTYPE_Q4_K: return "Q4_K";
     case DS_DTYPE_Q6_K: return "Q6_K";
     case DS_DTYPE_Q5_0: return "Q5_0";
+    case DS_DTYPE_Q4_1: return "Q4_1";
+    case DS_DTYPE_Q5_1: return "Q5_1";
+    case DS_DTYPE_Q2_K: return "Q2_K";
+    case DS_DTYPE_Q3_K: return "Q3_K";
+    case DS_DTYPE_Q5_K: return "Q5_K";
+    case DS_DTYPE_IQ2_XXS: return "IQ2_XXS";
+    case DS_DTYPE_IQ2_XS: return "IQ2_XS";
+    case DS_DTYPE_IQ2_S: return "IQ2_S";
+    case DS_DTYPE_IQ3_XXS: return "IQ3_XXS";
+    case DS_DTYPE_IQ3_S: return "IQ3_S";
+    case DS_DTYPE_IQ1_S: return "IQ1_S";
+    case DS_DTYPE_IQ1_M: return "IQ1_M";
+    case DS_DTYPE_IQ4_NL: return "IQ4_NL";
+    case DS_DTYPE_IQ4_XS: return "IQ4_XS";
     default: return "?";
     }
 }
 
 int64_t ds_dtype_block(ds_dtype t) {
     switch (t) {
-    case DS_DTYPE_Q8_0: case DS_DTYPE_Q4_0: case DS_DTYPE_Q5_0: return 32;
-    case DS_DTYPE_Q4_K: case DS_DTYPE_Q6_K: return 256;
-    default: return 1;
+    case DS_DTYPE_Q8_0: case DS_DTYPE_Q4_0: case DS_DTYPE_Q5_0:
+    case DS_DTYPE_Q4_1: case DS_DTYPE_Q5_1: case DS_DTYPE_IQ4_NL: return 32;
+    default: return ds_dtype_is_quant(t) ? 256 : 1;
     }
 }
 
@@ -50,6 +64,20 @@ size_t ds_dtype_block_bytes(ds_dtype t) {
     case DS_DTYPE_Q5_0: return 22;
     case DS_DTYPE_Q4_K: return 144;
     case DS_DTYPE_Q6_K: return 210;
+    case DS_DTYPE_Q4_1: return 20;
+    case DS_DTYPE_Q5_1: return 24;
+    case DS_DTYPE_Q2_K: return 84;
+    case DS_DTYPE_Q3_K: return 110;
+    case DS_DTYPE_Q5_K: return 176;
+    case DS_DTYPE_IQ2_XXS: return 66;
+    case DS_DTYPE_IQ2_XS: return 74;
+    case DS_DTYPE_IQ2_S: return 82;
+    case DS_DTYPE_IQ3_XXS: return 98;
+    case DS_DTYPE_IQ3_S: return 110;
+    case DS_DTYPE_IQ1_S: return 50;
+    case DS_DTYPE_IQ1_M: return 56;
+    case DS_DTYPE_IQ4_NL: return 18;
+    case DS_DTYPE_IQ4_XS: return 136;
     default: return ds_dtype_size(t);
     }
 }

@@ -25,6 +25,20 @@ typedef enum ds_dtype {
     DS_DTYPE_Q4_K = 8,    /* super-blocks of 256: d, dmin, 6-bit scales/mins, nibbles (144) */
     DS_DTYPE_Q6_K = 9,    /* super-blocks of 256: 6-bit quants, int8 scales, d (210) */
     DS_DTYPE_Q5_0 = 10,   /* blocks of 32: fp16 d, 4 bytes high bits, nibbles (22) */
+    DS_DTYPE_Q4_1 = 11,   /* blocks of 32: fp16 d, m, nibbles (20) */
+    DS_DTYPE_Q5_1 = 12,   /* blocks of 32: fp16 d, m, 4 bytes high bits, nibbles (24) */
+    DS_DTYPE_Q2_K = 13,   /* super-blocks of 256: 4-bit scales/mins, 2-bit quants, d, dmin (84) */
+    DS_DTYPE_Q3_K = 14,   /* super-blocks of 256: high-bit mask, 2-bit quants, 6-bit scales, d (110) */
+    DS_DTYPE_Q5_K = 15,   /* super-blocks of 256: as Q4_K plus a high-bit plane (176) */
+    DS_DTYPE_IQ2_XXS = 16, /* i-quants (grids of iq_tables.h), super-blocks of 256 (66) */
+    DS_DTYPE_IQ2_XS = 17,  /* (74) */
+    DS_DTYPE_IQ2_S = 18,   /* (82) */
+    DS_DTYPE_IQ3_XXS = 19, /* (98) */
+    DS_DTYPE_IQ3_S = 20,   /* (110) */
+    DS_DTYPE_IQ1_S = 21,   /* (50) */
+    DS_DTYPE_IQ1_M = 22,   /* (56) */
+    DS_DTYPE_IQ4_NL = 23,  /* blocks of 32: fp16 d, nibbles indexing 16 non-linear levels (18) */
+    DS_DTYPE_IQ4_XS = 24,  /* super-blocks of 256: d, 6-bit scales, IQ4_NL nibbles (136) */
     DS_DTYPE_COUNT
 } ds_dtype;
 

@@ -7,9 +7,10 @@
  *   - many tokens (prefill): W is walked in panels of DS_PANEL rows; each
  *     panel is dequantized to fp32 in per-thread scratch and multiplied with
  *     an OpenBLAS sgemm (single-threaded inside our parallel region).
- *   - block-quantized weights (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K) in decode: the
- *     T activation rows are quantized once per call (A8 / K8, quant.h) and
- *     each weight row is dotted in integer arithmetic (quant_avx2.c).
+ *   - block-quantized weights (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K and the types of
+ *     quant_ext.h) in decode: the T activation rows are quantized once per
+ *     call (A8 / K8, quant.h) and each weight row is dotted in integer
+ *     arithmetic (quant_avx2.c, quant_ext_avx2.c).
  *   - block-quantized weights repacked at load (w->rp, repack.h): every
  *     token count goes through the x8 kernels (8 rows x up to 4 tokens per
  *     call, repack_avx2.c), decode and prefill alike; a token's result does
@@ -224,6 +225,22 @@ static void matmul_qrows_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
     ds_dtype dt = c->w->dtype;
     if (use_x8(c->w)) {
         matmul_x8_worker(c, i0, i1);
+        return;
+    }
+    if (c->per_token && ds_dot_ext_token_exact(dt)) {
+        /* the types of quant_ext.h: the multi-token kernel gives each token its
+         * 1-token bits, so tokens share the block expansion, up to 4 at a time */
+        for (int64_t n = i0; n < i1; n++) {
+            const uint8_t *wr = row_ptr(c->w, c->r0 + n, c->K);
+            for (int64_t t = 0; t < c->T; t += 4) {
+                int m = (int)DS_MIN(4, c->T - t);
+                const int8_t *a[4];
+                float out[4];
+                for (int k = 0; k < m; k++) a[k] = (const int8_t *)(c->qa + (size_t)(t + k) * c->ab);
+                ds_dot_ext_avx2(dt, wr, a, m, c->K, out);
+                for (int k = 0; k < m; k++) c->y[(t + k) * c->ldy + n] = out[k];
+            }
+        }
         return;
     }
     if (c->per_token) {

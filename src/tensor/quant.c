@@ -16,6 +16,7 @@
  * reconstruction the stored scales allow.
  */
 #include "quant.h"
+#include "quant_ext.h"
 #include "../core/base.h"
 
 #include <math.h>
@@ -80,7 +81,7 @@ static void quant_q5_0(const float *x, ds_block_q5_0 *y, int64_t n) {
 /* ------------------------------------------------------------------- Q4_K */
 
 /* Fits x[n] ≈ s·q + b with q in [0, nmax], b <= 0; returns s and -b. */
-static void fit_asym(const float *x, int n, int nmax, float *s_out, float *m_out) {
+void ds_fit_asym(const float *x, int n, int nmax, float *s_out, float *m_out) {
     float lo = x[0], hi = x[0];
     for (int i = 1; i < n; i++) { lo = fminf(lo, x[i]); hi = fmaxf(hi, x[i]); }
     if (lo > 0) lo = 0;
@@ -121,7 +122,7 @@ static void quant_q4_K(const float *x, ds_block_q4_K *y, int64_t n) {
     for (int64_t b = 0; b < n / DS_QK_K; b++, x += DS_QK_K) {
         float sc[8], mn[8], max_sc = 0, max_mn = 0;
         for (int j = 0; j < 8; j++) {
-            fit_asym(x + 32 * j, 32, 15, &sc[j], &mn[j]);
+            ds_fit_asym(x + 32 * j, 32, 15, &sc[j], &mn[j]);
             max_sc = fmaxf(max_sc, sc[j]);
             max_mn = fmaxf(max_mn, mn[j]);
         }
@@ -174,7 +175,7 @@ static void dequant_q4_K(const ds_block_q4_K *x, float *y, int64_t n) {
 /* ------------------------------------------------------------------- Q6_K */
 
 /* Best symmetric scale for x[n] with q in [-nmax, nmax-1] (plain MSE). */
-static float fit_sym(const float *x, int n, int nmax) {
+float ds_fit_sym(const float *x, int n, int nmax) {
     float m = signed_max(x, n);
     if (m == 0) return 0;
     float best_err = INFINITY, best_s = m / -(float)nmax;
@@ -203,7 +204,7 @@ static void quant_q6_K(const float *x, ds_block_q6_K *y, int64_t n) {
     for (int64_t b = 0; b < n / DS_QK_K; b++, x += DS_QK_K) {
         float sc[16], amax = 0;
         for (int j = 0; j < 16; j++) {
-            sc[j] = fit_sym(x + 16 * j, 16, 32);
+            sc[j] = ds_fit_sym(x + 16 * j, 16, 32);
             amax = fmaxf(amax, fabsf(sc[j]));
         }
         float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0;
@@ -268,7 +269,7 @@ void ds_quantize_row_ref(ds_dtype t, const float *x, void *out, int64_t n) {
     case DS_DTYPE_Q5_0: quant_q5_0(x, out, n); break;
     case DS_DTYPE_Q4_K: quant_q4_K(x, out, n); break;
     case DS_DTYPE_Q6_K: quant_q6_K(x, out, n); break;
-    default: DS_ASSERT(!"no quantizer for this dtype");
+    default: if (!ds_quantize_ext(t, x, out, n)) DS_ASSERT(!"no quantizer for this dtype");
     }
 }
 
@@ -313,7 +314,7 @@ void ds_dequant_row_ref(ds_dtype t, const void *in, float *y, int64_t n) {
     }
     case DS_DTYPE_Q4_K: dequant_q4_K(in, y, n); break;
     case DS_DTYPE_Q6_K: dequant_q6_K(in, y, n); break;
-    default: DS_ASSERT(!"no dequantizer for this dtype");
+    default: if (!ds_dequant_ext(t, in, y, n)) DS_ASSERT(!"no dequantizer for this dtype");
     }
 }
 
@@ -321,9 +322,9 @@ void ds_dequant_row_ref(ds_dtype t, const void *in, float *y, int64_t n) {
 
 int ds_act_kind(ds_dtype t) {
     switch (t) {
-    case DS_DTYPE_Q8_0: case DS_DTYPE_Q4_0: case DS_DTYPE_Q5_0: return 1;
-    case DS_DTYPE_Q4_K: case DS_DTYPE_Q6_K: return 2;
-    default: return 0;
+    case DS_DTYPE_Q8_0: case DS_DTYPE_Q4_0: case DS_DTYPE_Q5_0:
+    case DS_DTYPE_Q4_1: case DS_DTYPE_Q5_1: case DS_DTYPE_IQ4_NL: return 1;
+    default: return ds_dtype_is_quant(t) ? 2 : 0;   /* the 256-value super-block types */
     }
 }
 

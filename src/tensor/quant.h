@@ -26,6 +26,10 @@
  *
  * Every fast kernel (quant_avx2.c) has a reference twin here and a test in
  * tests/test_quant.c.
+ *
+ * The other types of hub GGUFs (Q4_1, Q5_1, Q2_K, Q3_K, Q5_K and the
+ * i-quants, quant_ext.h) go through the same entry points: activations A8
+ * for the 32-value ones (Q4_1, Q5_1, IQ4_NL), K8 for the 256-value ones.
  */
 #ifndef DS_QUANT_H
 #define DS_QUANT_H
@@ -53,6 +57,11 @@ bool ds_quant_row_ok(ds_dtype t, int64_t K);
 /* Reference quantizer: n values (a multiple of the block) -> blocks of t.
  * t may also be F32/F16/BF16 (plain conversion). */
 void ds_quantize_row_ref(ds_dtype t, const float *x, void *out, int64_t n);
+/* True if ds_quantize_row_ref can write t (the IQ1/IQ2/IQ3 types: read only). */
+bool ds_quant_has_quantizer(ds_dtype t);
+/* Sets the scale fields of one block of t (other bytes: quants, kept) so
+ * that its values have RMS `rms` (random models for benchmarks). */
+void ds_quant_set_block_rms(ds_dtype t, void *blk, float rms);
 /* Reference dequantizer: blocks -> n floats. */
 void ds_dequant_row_ref(ds_dtype t, const void *in, float *out, int64_t n);
 

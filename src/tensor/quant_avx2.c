@@ -315,7 +315,11 @@ float ds_vec_dot_avx2(ds_dtype t, const void *w, const void *act, int64_t K) {
         return dot_q4_K(w, q, (const float *)(q + K), (const int16_t *)((const float *)(q + K) + K / DS_QK_K), K / DS_QK_K);
     case DS_DTYPE_Q6_K:
         return dot_q6_K(w, q, (const float *)(q + K), (const int16_t *)((const float *)(q + K) + K / DS_QK_K), K / DS_QK_K);
-    default: return 0;
+    default: {
+        float r = 0.0f;
+        if (ds_dtype_is_quant(t)) ds_dot_ext_avx2(t, w, &q, 1, K, &r);
+        return r;
+    }
     }
 }
 
@@ -453,7 +457,7 @@ void ds_vec_dot4_avx2(ds_dtype t, const void *w, const void *const *act, int64_t
     case DS_DTYPE_Q5_0: dot4_a8(w, sizeof(ds_block_q5_0), 5, q, K, out); break;
     case DS_DTYPE_Q4_K: dot4_q4_K(w, q, K, out); break;
     case DS_DTYPE_Q6_K: dot4_q6_K(w, q, K, out); break;
-    default: break;
+    default: if (ds_dtype_is_quant(t)) ds_dot_ext_avx2(t, w, q, 4, K, out); break;
     }
 }
 
@@ -534,7 +538,8 @@ void ds_dequant_row_avx2(ds_dtype t, const void *in, float *y, int64_t n) {
         break;
     }
     default:
-        ds_dequant_row_ref(t, in, y, n);
+        if (t >= DS_DTYPE_Q4_1 && ds_dtype_is_quant(t)) ds_dequant_ext_avx2(t, in, y, n);
+        else ds_dequant_row_ref(t, in, y, n);
     }
 }
 

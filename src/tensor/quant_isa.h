@@ -11,6 +11,13 @@ void ds_quantize_act_avx2(ds_dtype t, const float *x, void *out, int64_t K);
 float ds_vec_dot_avx2(ds_dtype t, const void *w, const void *act, int64_t K);
 /* out[i] = w · act[i] for 4 activation rows (pass duplicates for fewer) */
 void ds_vec_dot4_avx2(ds_dtype t, const void *w, const void *const *act, int64_t K, float *out);
+/* the types of quant_ext.h: out[j] = w · act[j] for T = 1..4 tokens, each
+ * token's result independent of T (quant_ext_avx2.c) */
+void ds_dot_ext_avx2(ds_dtype t, const void *w, const int8_t *const *act, int T, int64_t K, float *out);
+static inline bool ds_dot_ext_token_exact(ds_dtype t) { return t >= DS_DTYPE_Q4_1 && ds_dtype_is_quant(t); }
+/* the integers of ds_expand_block (quant_ext.h), q 32-byte aligned */
+void ds_expand_ints_avx2(ds_dtype t, const void *blk, int8_t *q);
+void ds_dequant_ext_avx2(ds_dtype t, const void *in, float *out, int64_t n);
 void ds_dequant_row_avx2(ds_dtype t, const void *in, float *out, int64_t n);
 /* repack.h x8 groups: out[t·8 + r] = row r · act[t], t < T <= 4 (repack_avx2.c) */
 void ds_gemm_x8_avx2(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out);

@@ -53,8 +53,9 @@ void ds_tensor_row_f32(const ds_tensor *w, int64_t r, int64_t c0, int64_t n, flo
         }
         break;
     }
-    case DS_DTYPE_Q8_0: case DS_DTYPE_Q4_0: case DS_DTYPE_Q5_0: case DS_DTYPE_Q4_K: case DS_DTYPE_Q6_K: {
-        /* whole blocks covering [c0, c0+n) of row r */
+    default: {
+        DS_ASSERT(ds_dtype_is_quant(w->dtype) && "tensor dtype has no fp32 view");
+        /* block-quantized: whole blocks covering [c0, c0+n) of row r */
         int64_t B = ds_dtype_block(w->dtype);
         const uint8_t *row = (const uint8_t *)w->data + ds_dtype_row_bytes(w->dtype, K) * (size_t)r;
         float tmp[256];
@@ -65,8 +66,6 @@ void ds_tensor_row_f32(const ds_tensor *w, int64_t r, int64_t c0, int64_t n, flo
         }
         break;
     }
-    default:
-        DS_ASSERT(!"tensor dtype has no fp32 view");
     }
 }
 

@@ -138,7 +138,9 @@ static void embed_backward(float *dtable, const float *dx, const int32_t *tok, i
     for (int64_t i = 0; i < n; i++) tr_vec_add(dtable + (int64_t)tok[i] * D, dx + i * D, D);
 }
 
-/* One worker's step: every kernel parallel inside (or serial when nested). */
+/* One worker's step: every kernel parallel inside (or serial when nested). No
+ * token checks (callers check). tl: the per-token hook (GRPO) or NULL; seq0:
+ * this worker's first sequence in the whole batch (the hook's index). */
 static int step_one(ds_tmodel *m, const int32_t *tokens, int64_t seq0, int64_t B, int64_t T, const ds_loss_opts *o,
                     const ds_token_loss *tl, ds_losses *out, ds_err *e) {
     const ds_config *c = &m->cfg;
@@ -251,9 +253,12 @@ oom:
     return ds_err_set(e, DS_ENOMEM, "out of memory for a step of %lld x %lld tokens", (long long)B, (long long)T);
 }
 
-/* ---------------------------------------------------------------- data-parallel dispatch */
+int tr_step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o,
+                ds_losses *out, ds_err *e) {
+    return step_one(m, tokens, 0, B, T, o, NULL, out, e);
+}
 
-int tr_worker_clone(const ds_tmodel *master, ds_tmodel **out, ds_err *e);
+/* ---------------------------------------------------------------- data-parallel dispatch */
 
 typedef struct {
     ds_tmodel *m;

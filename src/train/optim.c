@@ -10,11 +10,21 @@
 #include <string.h>
 
 int ds_adamw_init(ds_adamw *o, const ds_tmodel *m, float beta1, float beta2, float eps, float weight_decay, ds_err *e) {
+    return ds_adamw_init_range(o, m, 0, m->n_floats, beta1, beta2, eps, weight_decay, e);
+}
+
+int ds_adamw_init_range(ds_adamw *o, const ds_tmodel *m, int64_t lo, int64_t hi, float beta1, float beta2, float eps,
+                        float weight_decay, ds_err *e) {
     memset(o, 0, sizeof *o);
     o->beta1 = beta1; o->beta2 = beta2; o->eps = eps; o->weight_decay = weight_decay;
-    size_t n = (size_t)m->n_floats;
-    o->m = ds_alloc_huge(n * sizeof(float));
-    o->v = ds_alloc_huge(n * sizeof(float));
+    if (lo < 0 || hi < lo || hi > m->n_floats)
+        return ds_err_set(e, DS_EINVAL, "AdamW range [%lld, %lld) outside the %lld parameters", (long long)lo,
+                          (long long)hi, (long long)m->n_floats);
+    o->lo = lo;
+    o->hi = hi;
+    size_t n = (size_t)m->n_floats, ns = (size_t)DS_MAX(hi - lo, 1);
+    o->m = ds_alloc_huge(ns * sizeof(float));
+    o->v = ds_alloc_huge(ns * sizeof(float));
     o->kind = ds_alloc(n);
     if (!o->m || !o->v || !o->kind) { ds_adamw_free(o); return ds_err_set(e, DS_ENOMEM, "out of memory for AdamW state"); }
     o->seg = calloc((size_t)m->n_params + 1, sizeof *o->seg);
@@ -49,10 +59,11 @@ static void adam_span(adam_ctx *c, int64_t i0, int64_t i1, bool decay) {
     ds_adamw *o = c->o;
     float b1 = o->beta1, b2 = o->beta2, dec = decay ? 1.0f - c->lr * o->weight_decay : 1.0f;
     float ib1 = 1.0f / c->bc1, ib2 = 1.0f / c->bc2;
+    int64_t lo = o->lo;   /* moments are indexed from the range's start; i in [lo, hi) */
     for (int64_t i = i0; i < i1; i++) {
         float g = c->gs == 1.0f ? c->g[i] : c->g[i] * c->gs;
-        float mi = o->m[i] = b1 * o->m[i] + (1.0f - b1) * g;
-        float vi = o->v[i] = b2 * o->v[i] + (1.0f - b2) * g * g;
+        float mi = o->m[i - lo] = b1 * o->m[i - lo] + (1.0f - b1) * g;
+        float vi = o->v[i - lo] = b2 * o->v[i - lo] + (1.0f - b2) * g * g;
         c->w[i] = c->w[i] * dec - c->lr * (mi * ib1) / (sqrtf(vi * ib2) + o->eps);
     }
 }
@@ -71,10 +82,10 @@ __attribute__((target("avx2,fma"))) static void adam_span_avx2(adam_ctx *c, int6
     for (; i + 8 <= i1; i += 8) {
         __m256 g = _mm256_loadu_ps(c->g + i);
         if (scaled) g = _mm256_mul_ps(g, gs);
-        __m256 m = _mm256_fmadd_ps(b1, _mm256_loadu_ps(o->m + i), _mm256_mul_ps(nb1, g));
-        __m256 v = _mm256_fmadd_ps(b2, _mm256_loadu_ps(o->v + i), _mm256_mul_ps(_mm256_mul_ps(nb2, g), g));
-        _mm256_storeu_ps(o->m + i, m);
-        _mm256_storeu_ps(o->v + i, v);
+        __m256 m = _mm256_fmadd_ps(b1, _mm256_loadu_ps(o->m + (i - o->lo)), _mm256_mul_ps(nb1, g));
+        __m256 v = _mm256_fmadd_ps(b2, _mm256_loadu_ps(o->v + (i - o->lo)), _mm256_mul_ps(_mm256_mul_ps(nb2, g), g));
+        _mm256_storeu_ps(o->m + (i - o->lo), m);
+        _mm256_storeu_ps(o->v + (i - o->lo), v);
         __m256 den = _mm256_add_ps(_mm256_sqrt_ps(_mm256_mul_ps(v, ib2)), eps);
         __m256 upd = _mm256_div_ps(_mm256_mul_ps(lr, _mm256_mul_ps(m, ib1)), den);
         _mm256_storeu_ps(c->w + i, _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(c->w + i), dec), upd));
@@ -100,16 +111,21 @@ static void adam_piece(void *vc, int64_t a, int64_t b, bool decay) {
     adam_span(vc, a, b, decay);
 }
 
-static void adam_worker(void *vc, int64_t i0, int64_t i1, int tid) {
+/* Work is split in whole chunks of DS_ADAM_CHUNK floats from lo, so where a
+ * vector loop starts (and the scalar tail ends) depends only on the chunk
+ * and segment boundaries: the same bits for any thread count and for any
+ * ZeRO-1 sharding whose shards start on a chunk boundary. */
+static void adam_worker(void *vc, int64_t c0, int64_t c1, int tid) {
     (void)tid;
     adam_ctx *c = vc;
-    for_segments(c->o, i0, i1, adam_piece, c);
+    int64_t lo = c->o->lo, hi = c->o->hi;
+    for_segments(c->o, lo + c0 * DS_ADAM_CHUNK, DS_MIN(hi, lo + c1 * DS_ADAM_CHUNK), adam_piece, c);
 }
 
 void ds_adamw_step_scaled(ds_adamw *o, ds_tmodel *m, float lr, float gscale) {
     o->t++;
     adam_ctx c = { o, m->w, m->g, lr, 1.0f - powf(o->beta1, (float)o->t), 1.0f - powf(o->beta2, (float)o->t), gscale };
-    ds_par_for(m->n_floats, 1 << 14, adam_worker, &c);
+    ds_par_for((o->hi - o->lo + DS_ADAM_CHUNK - 1) / DS_ADAM_CHUNK, 1, adam_worker, &c);
 }
 
 void ds_adamw_step(ds_adamw *o, ds_tmodel *m, float lr) { ds_adamw_step_scaled(o, m, lr, 1.0f); }

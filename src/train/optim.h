@@ -16,18 +16,28 @@
 
 #include "tmodel.h"
 
+/* Updates are split over threads in chunks of this many floats (from lo):
+ * a ZeRO-1 shard that starts on a multiple of it updates bit-identically
+ * to the same floats of an unsharded run, whatever the thread count. */
+#define DS_ADAM_CHUNK 16384
+
 typedef struct ds_adam_seg { int64_t off, n; bool decay; } ds_adam_seg;
 
 typedef struct ds_adamw {
     float beta1, beta2, eps, weight_decay;
     int64_t t;             /* updates done */
-    float *m, *v;          /* (n_floats) moments, arena layout */
+    int64_t lo, hi;        /* the arena range this optimizer updates: all of it, or a ZeRO-1 shard */
+    float *m, *v;          /* (hi - lo) moments of arena floats [lo, hi): m[i - lo] */
     uint8_t *kind;         /* (n_floats) 0 frozen, 1 no decay, 2 decay */
     ds_adam_seg *seg;      /* trainable ranges of the arena, merged, ascending */
     int64_t n_seg;
 } ds_adamw;
 
 int ds_adamw_init(ds_adamw *o, const ds_tmodel *m, float beta1, float beta2, float eps, float weight_decay, ds_err *e);
+/* The same for the arena floats [lo, hi) only (a ZeRO-1 shard: moments for
+ * those, updates touch only those parameters). */
+int ds_adamw_init_range(ds_adamw *o, const ds_tmodel *m, int64_t lo, int64_t hi, float beta1, float beta2, float eps,
+                        float weight_decay, ds_err *e);
 void ds_adamw_free(ds_adamw *o);
 /* One update with learning rate lr (increments t). */
 void ds_adamw_step(ds_adamw *o, ds_tmodel *m, float lr);

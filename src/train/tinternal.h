@@ -97,6 +97,15 @@ void tr_block_backward(tr_step *s, int64_t l, tr_block_acts *a, float *dx, tr_gr
 /* Makes m->rope_cs cover positions < T. DS_ENOMEM on failure. */
 int tr_rope_table(ds_tmodel *m, int64_t T);
 
+/* One forward + backward of B sequences on model m (fwd_bwd.c): kernels
+ * parallel inside, or serial when called from a ds_par_for worker. Tokens
+ * are not range-checked here. */
+int tr_step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o, ds_losses *out,
+                ds_err *e);
+/* A worker model sharing master's parameters, with its own gradients,
+ * activations and loads (params.c). */
+int tr_worker_clone(const ds_tmodel *master, ds_tmodel **out, ds_err *e);
+
 /* The attention half: out[N, D] = MLA(xn1) (mla_train.c). */
 void tr_mla_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out);
 /* dxn1 += ∂/∂xn1 given dout[N, D]. */

@@ -7,6 +7,7 @@
 #include "../core/scratch.h"
 #include "../core/mmap_file.h"
 #include "../core/thread.h"
+#include "../dist/dist.h"
 #include "../io/json.h"
 #include "../io/safetensors.h"
 #include "../tensor/ops.h"
@@ -27,7 +28,7 @@
 
 void ds_recipe_default(ds_recipe *r) {
     memset(r, 0, sizeof *r);
-    r->seq_len = 256; r->batch_size = 16; r->grad_accum = 1; r->steps = 1000; r->warmup_steps = 100;
+    r->seq_len = 256; r->batch_size = 16; r->grad_accum = 1; r->unit_seqs = 1; r->steps = 1000; r->warmup_steps = 100;
     r->lr = 3e-3; r->min_lr = 3e-4; r->beta1 = 0.9; r->beta2 = 0.95; r->eps = 1e-8; r->weight_decay = 0.1;
     r->grad_clip = 1.0; r->init_std = 0.02; r->schedule = DS_SCHED_COSINE;
     r->bias_update_speed = 1e-3; r->bias_freeze_step = -1; r->balance_alpha = 1e-4; r->mtp_weight = 0.3;
@@ -42,7 +43,8 @@ typedef struct { const char *key; key_kind kind; size_t off; double lo, hi; } ke
 #define KN(k, lo, hi) { #k, K_NUM, offsetof(ds_recipe, k), lo, hi }
 static const key_def k_keys[] = {
     KS(data), KS(out), KS(init_from),
-    KI(seq_len, 2, 1 << 20), KI(batch_size, 1, 1 << 20), KI(grad_accum, 1, 1 << 20), KI(steps, 0, 1e12),
+    KI(seq_len, 2, 1 << 20), KI(batch_size, 1, 1 << 20), KI(grad_accum, 1, 1 << 20), KI(unit_seqs, 1, 1 << 20),
+    KI(steps, 0, 1e12),
     KI(warmup_steps, 0, 1e12),
     KN(lr, 0, 10), KN(min_lr, 0, 10), KN(beta1, 0, 1), KN(beta2, 0, 1), KN(eps, 0, 1), KN(weight_decay, 0, 10),
     KN(grad_clip, 0, 1e9), KN(init_std, 0, 10), { "schedule", K_SCHED, offsetof(ds_recipe, schedule), 0, 0 },
@@ -231,19 +233,34 @@ static int common_setup(ds_trainer *t, ds_err *e) {
     if (t->m->cfg.vocab_size < t->data.vocab_size)
         return ds_err_set(e, DS_EINVAL, "model vocab_size %lld is smaller than the data's %lld",
                           (long long)t->m->cfg.vocab_size, (long long)t->data.vocab_size);
-    int rc = ds_adamw_init(&t->opt, t->m, (float)r->beta1, (float)r->beta2, (float)r->eps, (float)r->weight_decay, e);
+    int rc = ds_dp_init(&t->dp, t->m, e);
     if (rc) return rc;
-    t->batch = malloc((size_t)(B * T) * sizeof(int32_t));
+    int64_t S = B * r->grad_accum, G = r->unit_seqs, N = t->dp.n;
+    if (S % G)
+        return ds_err_set(e, DS_EINVAL, "the global batch of %lld sequences (batch_size %lld x grad_accum %lld) is not a "
+                          "multiple of unit_seqs %lld", (long long)S, (long long)B, (long long)r->grad_accum, (long long)G);
+    if ((S / G) % N)
+        return ds_err_set(e, DS_EINVAL, "the global batch of %lld sequences (batch_size %lld x grad_accum %lld, %lld units "
+                          "of unit_seqs %lld) does not split evenly over %lld ranks (mpirun -np %lld): use a multiple "
+                          "of %lld units", (long long)S, (long long)B, (long long)r->grad_accum, (long long)(S / G),
+                          (long long)G, (long long)N, (long long)N, (long long)N);
+    if ((rc = ds_adamw_init_range(&t->opt, t->m, t->dp.lo, t->dp.hi, (float)r->beta1, (float)r->beta2, (float)r->eps,
+                                  (float)r->weight_decay, e)))
+        return rc;
+    t->batch = malloc((size_t)(S * T) * sizeof(int32_t));
     int64_t want = r->eval_tokens > 0 ? DS_MAX(1, r->eval_tokens / (T - 1)) : 0;
     t->val = malloc((size_t)(DS_MAX(want, 1) * T) * sizeof(int32_t));
     if (!t->batch || !t->val) return ds_err_set(e, DS_ENOMEM, "out of memory");
     t->n_val = want ? ds_data_val_windows(&t->data, T, want, t->val) : 0;
-    if ((rc = ds_mkdir_p(r->out, e))) return rc;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", r->out);
-    t->metrics = fopen(path, "a");
-    if (!t->metrics) return ds_err_set(e, DS_EIO, "%s: %s", path, strerror(errno));
-    t->peak_flops = r->peak_gflops > 0 ? r->peak_gflops * 1e9 : ds_measure_peak_flops();
+    if (t->dp.rank == 0) {   /* rank 0 alone writes the run folder */
+        if ((rc = ds_mkdir_p(r->out, e))) return rc;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/metrics.jsonl", r->out);
+        t->metrics = fopen(path, "a");
+        if (!t->metrics) return ds_err_set(e, DS_EIO, "%s: %s", path, strerror(errno));
+    }
+    /* the job's peak: every rank's (measured on rank 0) */
+    t->peak_flops = (r->peak_gflops > 0 ? r->peak_gflops * 1e9 : ds_measure_peak_flops()) * (double)N;
     t->step_flops = ds_tmodel_step_flops(t->m, B, T) * (double)r->grad_accum;
     return DS_OK;
 }
@@ -346,10 +363,13 @@ int ds_trainer_resume(ds_trainer *t, const char *ckpt_in, char **overrides, int 
             char name[160];
             snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", p->name);
             ds_st_tensor *x = ds_safetensors_find(&os, name);
+            /* this rank's shard [lo, hi) of the arena takes its part of each tensor */
+            int64_t a = DS_MAX(p->off, t->opt.lo), b = DS_MIN(p->off + p->numel, t->opt.hi);
             if (!x || x->dtype != DS_DTYPE_F32 || (int64_t)(x->end - x->begin) != p->numel * 4)
                 rc = ds_err_set(e, DS_EFORMAT, "%s: missing or mis-shaped '%s'", path, name);
-            else
-                memcpy((k ? t->opt.v : t->opt.m) + p->off, x->data, (size_t)p->numel * sizeof(float));
+            else if (a < b)
+                memcpy((k ? t->opt.v : t->opt.m) + (a - t->opt.lo), (const float *)x->data + (a - p->off),
+                       (size_t)(b - a) * sizeof(float));
         }
     }
     ds_safetensors_close(&os);
@@ -362,6 +382,7 @@ void ds_trainer_free(ds_trainer *t) {
     if (!t) return;
     ds_tmodel_free(t->m);
     ds_adamw_free(&t->opt);
+    ds_dp_free(&t->dp);
     ds_data_close(&t->data);
     json_decref(t->model_cfg);
     free(t->tokenizer_json);
@@ -381,26 +402,29 @@ static int trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
     double t0 = ds_now();
     tr_prof_enable(true);
     tr_prof_reset();
-    ds_tmodel_zero_grad(m);
-    ds_tmodel_reset_load(m);
-    int64_t B = r->batch_size, T = r->seq_len;
-    ds_loss_opts o = { (float)r->mtp_weight, (float)r->balance_alpha, 1.0f / (float)r->grad_accum, false };
+    int64_t B = r->batch_size, T = r->seq_len, G = r->unit_seqs, S = B * r->grad_accum;
+    /* the global batch, the same on every rank; each computes its units (dp.h) */
     for (int64_t a = 0; a < r->grad_accum; a++) {
-        int rc = ds_data_next(&t->data, t->batch, B, e);
+        int rc = ds_data_next(&t->data, t->batch + a * B * T, B, e);
         if (rc) return rc;
-        ds_losses ls;
-        ds_scratch_clear_failed();
-        if ((rc = ds_tmodel_step(m, t->batch, B, T, &o, &ls, e))) return rc;
-        if (ds_scratch_failed()) return ds_err_set(e, DS_ENOMEM, "step %lld: out of memory for kernel scratch", (long long)t->step);
-        info->loss += ls.loss / (double)r->grad_accum;
-        info->ce += ls.ce / (double)r->grad_accum;
-        info->mtp += ls.mtp / (double)r->grad_accum;
-        info->balance += ls.balance / (double)r->grad_accum;
     }
+    ds_loss_opts o = { (float)r->mtp_weight, (float)r->balance_alpha, 1.0f, false };
+    ds_losses ls;
+    ds_scratch_clear_failed();
+    int rc = ds_dp_step(&t->dp, m, t->batch, S / G, G, T, &o, &ls, e);
+    if (rc) return rc;
+    if (ds_scratch_failed()) return ds_err_set(e, DS_ENOMEM, "step %lld: out of memory for kernel scratch", (long long)t->step);
+    info->loss = ls.loss;
+    info->ce = ls.ce;
+    info->mtp = ls.mtp;
+    info->balance = ls.balance;
     if (t->debug_nan_step == t->step)
         for (int64_t i = 0; i < m->n_params; i++)
-            if (m->params[i].trainable) { m->g[m->params[i].off] = NAN; break; }
-    info->grad_norm = ds_grad_norm(m, &t->opt);
+            if (m->params[i].trainable) {
+                if (m->params[i].off >= t->dp.lo && m->params[i].off < t->dp.hi) m->g[m->params[i].off] = NAN;
+                break;
+            }
+    if ((rc = ds_dp_grad_norm(&t->dp, m, &t->opt, &info->grad_norm, e))) return rc;
     info->lr = ds_lr_at(t->step, r->warmup_steps, r->steps, (float)r->lr, (float)r->min_lr, r->schedule);
     if (!isfinite(info->loss) || !isfinite(info->grad_norm)) {
         /* the guard: never apply a non-finite update */
@@ -414,15 +438,18 @@ static int trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
         t->nan_consecutive = 0;
         float gs = 1.0f;   /* clipping, applied inside the update */
         if (r->grad_clip > 0 && info->grad_norm > r->grad_clip) gs = (float)(r->grad_clip / (info->grad_norm + 1e-6));
-        ds_adamw_step_scaled(&t->opt, m, (float)info->lr, gs);
+        ds_adamw_step_scaled(&t->opt, m, (float)info->lr, gs);   /* this rank's shard */
+        if ((rc = ds_dp_allgather_params(&t->dp, m, e))) return rc;
         bool frozen = r->bias_freeze_step >= 0 && t->step >= r->bias_freeze_step;
-        info->maxvio = ds_bias_update(m, frozen ? 0.0f : (float)r->bias_update_speed);
+        info->maxvio = ds_bias_update(m, frozen ? 0.0f : (float)r->bias_update_speed);   /* global loads: same on every rank */
     }
     t->step++;
     info->step = t->step;
-    info->tokens = B * T * r->grad_accum;
+    info->tokens = S * T;
     t->tokens += info->tokens;
     info->seconds = ds_now() - t0;
+    /* rank 0's clock for every rank: time limits and checkpoints agree */
+    if ((rc = ds_dist_bcast(&info->seconds, sizeof info->seconds, e))) return rc;
     info->flops = t->step_flops;
     double mf, ms;
     tr_prof_read(&mf, &info->mm_rate, &ms);
@@ -444,17 +471,12 @@ int ds_trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
 static int trainer_eval(ds_trainer *t, double *val_loss, ds_err *e) {
     *val_loss = NAN;
     if (t->n_val == 0) return DS_OK;
-    int64_t B = t->r.batch_size, T = t->r.seq_len;
+    /* every window one unit (dp.h): its ce, summed in window order */
     ds_loss_opts o = { 0, 0, 1, true };
-    double sum = 0;
-    for (int64_t i = 0; i < t->n_val; i += B) {
-        int64_t nb = DS_MIN(B, t->n_val - i);
-        ds_losses ls;
-        int rc = ds_tmodel_step(t->m, t->val + i * T, nb, T, &o, &ls, e);
-        if (rc) return rc;
-        sum += ls.ce * (double)nb;
-    }
-    *val_loss = t->last_val = sum / (double)t->n_val;
+    ds_losses ls;
+    int rc = ds_dp_step(&t->dp, t->m, t->val, t->n_val, 1, t->r.seq_len, &o, &ls, e);
+    if (rc) return rc;
+    *val_loss = t->last_val = ls.ce;
     return DS_OK;
 }
 
@@ -476,7 +498,7 @@ void ds_trainer_log(ds_trainer *t, json_t *line) {
 
 /* ---------------------------------------------------------------- checkpoints */
 
-static int write_optimizer(const ds_trainer *t, const char *path, ds_err *e) {
+static int write_optimizer(const ds_trainer *t, const float *m1, const float *m2, const char *path, ds_err *e) {
     const ds_tmodel *m = t->m;
     ds_st_write_item *items = calloc((size_t)(2 * m->n_params), sizeof *items);
     char (*names)[160] = calloc((size_t)(2 * m->n_params), sizeof *names);
@@ -488,7 +510,7 @@ static int write_optimizer(const ds_trainer *t, const char *path, ds_err *e) {
         for (int k = 0; k < 2; k++) {
             snprintf(names[n], sizeof names[n], "%s.%s", k ? "exp_avg_sq" : "exp_avg", p->name);
             items[n] = (ds_st_write_item){ names[n], DS_DTYPE_F32, p->ndim, { p->shape[0], p->shape[1] },
-                                           (k ? t->opt.v : t->opt.m) + p->off };
+                                           (k ? m2 : m1) + p->off };
             n++;
         }
     }
@@ -520,14 +542,11 @@ static void prune(const char *out, int64_t keep) {
     }
 }
 
-int ds_trainer_save(ds_trainer *t, const char **path_out, ds_err *e) {
-    char *final = t->ckpt_path;
+/* Rank 0: the checkpoint folder's files, written into a temporary folder
+ * and renamed into place. m1, m2: every AdamW moment (n_floats each). */
+static int save_files(ds_trainer *t, const char *final, const float *m1, const float *m2, ds_err *e) {
     const ds_recipe *r = &t->r;
-    if (!ds_params_finite(t->m))
-        return ds_err_set(e, DS_ERANGE, "step %lld: parameters are not finite; refusing to write a checkpoint",
-                          (long long)t->step);
     char tmp[4096], path[4200];
-    snprintf(final, sizeof t->ckpt_path, "%s/ckpt-%08lld", r->out, (long long)t->step);
     snprintf(tmp, sizeof tmp, "%s/.tmp-ckpt-%08lld-%ld", r->out, (long long)t->step, (long)getpid());
     rm_dir(tmp);
     if (mkdir(tmp, 0755) != 0) return ds_err_set(e, DS_EIO, "%s: %s", tmp, strerror(errno));
@@ -549,12 +568,13 @@ int ds_trainer_save(ds_trainer *t, const char **path_out, ds_err *e) {
     json_decref(gen);
     if (rc) goto fail;
     snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
-    if ((rc = write_optimizer(t, path, e))) goto fail;
-    json_t *st = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:o}", "format", "deepseek.c trainer state v1",
+    if ((rc = write_optimizer(t, m1, m2, path, e))) goto fail;
+    json_t *st = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:o}", "format", "deepseek.c trainer state v1",
                            "step", (json_int_t)t->step, "tokens", (json_int_t)t->tokens, "adam_t", (json_int_t)t->opt.t,
                            "data_epoch", (json_int_t)t->data.epoch, "data_pos", (json_int_t)t->data.pos,
                            "nan_skips", (json_int_t)t->nan_skips, "elapsed_s", t->elapsed,
-                           "threads", (json_int_t)ds_threads_get(), "recipe", ds_recipe_to_json(r));
+                           "threads", (json_int_t)ds_threads_get(), "ranks", (json_int_t)t->dp.n,
+                           "recipe", ds_recipe_to_json(r));
     if (isfinite(t->last_val)) json_object_set_new(st, "last_val_loss", json_real(t->last_val));
     snprintf(path, sizeof path, "%s/trainer_state.json", tmp);
     rc = write_json(path, st, e);
@@ -572,9 +592,41 @@ int ds_trainer_save(ds_trainer *t, const char **path_out, ds_err *e) {
         return ds_err_set(e, DS_EIO, "%s: %s", link, strerror(errno));
     if ((rc = fsync_dir(r->out, e))) return rc;
     prune(r->out, r->keep_checkpoints);
-    if (path_out) *path_out = final;
     return DS_OK;
 fail:
     rm_dir(tmp);
     return rc;
 }
+
+int ds_trainer_save(ds_trainer *t, const char **path_out, ds_err *e) {
+    char *final = t->ckpt_path;
+    const ds_recipe *r = &t->r;
+    if (!ds_params_finite(t->m))
+        return ds_err_set(e, DS_ERANGE, "step %lld: parameters are not finite; refusing to write a checkpoint",
+                          (long long)t->step);
+    snprintf(final, sizeof t->ckpt_path, "%s/ckpt-%08lld", r->out, (long long)t->step);
+    /* the moments of every shard, gathered on rank 0: one layout whatever N */
+    float *m1 = t->opt.m, *m2 = t->opt.v;
+    int rc;
+    if (t->dp.n > 1) {
+        m1 = m2 = NULL;
+        if (t->dp.rank == 0) {
+            m1 = ds_alloc_huge((size_t)t->m->n_floats * sizeof(float));
+            m2 = ds_alloc_huge((size_t)t->m->n_floats * sizeof(float));
+            if (!m1 || !m2) { ds_free(m1); ds_free(m2); return ds_err_set(e, DS_ENOMEM, "out of memory gathering the AdamW moments"); }
+        }
+        if ((rc = ds_dp_gather_shards(&t->dp, t->opt.m, m1, e)) || (rc = ds_dp_gather_shards(&t->dp, t->opt.v, m2, e))) {
+            ds_free(m1); ds_free(m2);
+            return rc;
+        }
+        if (t->dp.rank > 0) {   /* rank 0 writes */
+            if (path_out) *path_out = final;
+            return DS_OK;
+        }
+    }
+    rc = save_files(t, final, m1, m2, e);
+    if (t->dp.n > 1) { ds_free(m1); ds_free(m2); }
+    if (!rc && path_out) *path_out = final;
+    return rc;
+}
+

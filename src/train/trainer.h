@@ -11,16 +11,26 @@
  *   generation_config.json              a Hugging Face model folder
  *   optimizer.safetensors               AdamW moments, "exp_avg.<name>" / "exp_avg_sq.<name>"
  *   trainer_state.json                  step, Adam t, data (epoch, position), tokens,
- *                                       the recipe, threads, counters
+ *                                       the recipe, threads, ranks (information:
+ *                                       any rank count resumes), counters
  * Each folder is written as OUT/.tmp-ckpt-*, every file fsynced, then
  * renamed into place; `latest` is switched by renaming a new symlink over it.
  * A checkpoint is never written if any parameter is not finite.
+ *
+ * On N ranks (mpirun, src/dist) every rank runs the same recipe on the same
+ * data: each step's batch_size x grad_accum sequences are split over the
+ * ranks and summed in one fixed order (dp.h), AdamW moments are sharded
+ * (ZeRO-1), so losses and parameters are bit-identical for every N and
+ * thread count. Rank 0 alone writes metrics.jsonl and checkpoints (the
+ * moments gathered to it: the same files whatever N); every rank reads a
+ * checkpoint to resume, so any M ranks resume a run saved by N.
  */
 #ifndef DS_TRAINER_H
 #define DS_TRAINER_H
 
 #include "../core/thread.h"
 #include "data.h"
+#include "dp.h"
 #include "optim.h"
 #include "tmodel.h"
 
@@ -32,6 +42,7 @@ typedef struct ds_recipe {
     char out[1024];         /* run folder: checkpoints, metrics.jsonl */
     char init_from[1024];   /* "" = from scratch; else a Hugging Face model folder */
     int64_t seq_len, batch_size, grad_accum, steps, warmup_steps;
+    int64_t unit_seqs;          /* sequences per unit of the fixed gradient-sum order (dp.h) */
     double lr, min_lr, beta1, beta2, eps, weight_decay, grad_clip, init_std;
     ds_schedule schedule;
     double bias_update_speed;   /* γ */
@@ -70,7 +81,8 @@ typedef struct ds_trainer {
     ds_recipe r;
     json_t *model_cfg;       /* the config.json written into checkpoints (owned) */
     ds_tmodel *m;
-    ds_adamw opt;
+    ds_adamw opt;            /* this rank's ZeRO-1 shard of the moments (all of them alone) */
+    ds_dp dp;                /* ranks, shards, the canonical gradient sum */
     ds_data data;
     char *tokenizer_json;
     size_t tokenizer_len;
@@ -80,7 +92,7 @@ typedef struct ds_trainer {
     ds_par_env env;          /* kernel scratch and matmul profile of steps and evaluations */
     double peak_flops;       /* FLOP/s, measured or given */
     double step_flops;       /* one optimizer step */
-    int32_t *batch;          /* (B·T) */
+    int32_t *batch;          /* (B·accum·T): the step's global batch, on every rank */
     int32_t *val;            /* (n_val·T) */
     int64_t n_val;
     double last_val;         /* NaN until the first evaluation */

@@ -5,8 +5,10 @@
  * (each must lie inside the input), and the deepseek2 metadata is turned
  * into a config; the tokenizer.ggml.* metadata is turned into a tokenizer
  * (tok_load_gguf) and, if it loads, the input's last bytes are encoded and
- * the ids decoded. Seeds: tests/fuzz/corpus/fuzz_gguf (small random deepseek2
- * models written by `deepseek convert --random`, header-only files, a
+ * the ids decoded; the first row of every block-quantized tensor is
+ * dequantized. Seeds: tests/fuzz/corpus/fuzz_gguf (small random deepseek2
+ * models written by `deepseek convert --random`, v3-q8_0.gguf re-converted
+ * to q4_1 with iq4_nl experts, header-only files, a
  * tokenizer-only file from tools/gen_fuzz_gguf_tokenizer_seed.py). Build
  * with `make fuzz`, run with tests/fuzz/run_fuzz.sh 600 fuzz_gguf.
  */
@@ -15,6 +17,7 @@
 #include <string.h>
 
 #include "io/gguf.h"
+#include "tensor/quant.h"
 #include "model/model_internal.h"
 #include "tokenizer/tokenizer.h"
 
@@ -65,7 +68,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (ds_gguf_find_tensor(&g, t->name) != t) abort();
         ds_tensor v;
         ds_err e2 = { 0 };
-        if (ds_gguf_view(&g, t, &v, &e2) == DS_OK && v.data != t->data) abort();
+        if (ds_gguf_view(&g, t, &v, &e2) == DS_OK) {
+            if (v.data != t->data) abort();
+            /* a block-quantized tensor: its first row dequantizes (any bytes:
+             * grid and table indices are masked) */
+            int64_t K = v.shape[v.ndim - 1];
+            if (ds_dtype_is_quant(v.dtype) && K <= 4096) {
+                float row[4096];
+                ds_dequant_row_ref(v.dtype, v.data, row, K);
+            }
+        }
     }
     ds_config c;
     ds_err e3 = { 0 };

@@ -6,6 +6,11 @@ ready, tiny assertion helpers and a test runner that counts failures.
 Every script here is run by tests/cli_server_tests.sh with the binary path
 as argv[1]; a script exits non-zero if any check failed (missing Python
 modules are failures too, not skips).
+
+DS_SERVE_RANKS=N (N > 1; tests/cli_mpi_server_tests.sh) runs every server
+as `mpirun -np N --oversubscribe --bind-to none BINARY serve ...`: rank 0
+is the server, the other ranks its expert servers. Signals then go to rank 0
+(mpirun itself would forward a SIGTERM to every rank and exit 1).
 """
 import json
 import os
@@ -21,6 +26,35 @@ import urllib.request
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SERVER_PROBLEMS = []  # sanitizer reports / bad exit codes of servers that were stopped; fail the script
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "tiny-chat")
+SERVE_RANKS = int(os.environ.get("DS_SERVE_RANKS", "0") or 0)
+
+
+def launcher():
+    """The command prefix that starts a server: mpirun for DS_SERVE_RANKS > 1."""
+    if SERVE_RANKS > 1:
+        return ["mpirun", "-np", str(SERVE_RANKS), "--oversubscribe", "--bind-to", "none"]
+    return []
+
+
+def rank0_pid(proc, timeout=10):
+    """The pid of rank 0 under mpirun (proc), or proc.pid without mpirun."""
+    if SERVE_RANKS <= 1:
+        return proc.pid
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            kids = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+        except OSError:
+            kids = []
+        for k in kids:
+            try:
+                env = open(f"/proc/{k}/environ", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if b"OMPI_COMM_WORLD_RANK=0" in env:
+                return int(k)
+        time.sleep(0.05)
+    raise RuntimeError("rank 0 of the mpirun job not found")
 
 
 class Server:
@@ -35,7 +69,7 @@ class Server:
         self.log = []
 
     def __enter__(self):
-        self.proc = subprocess.Popen([self.binary] + self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        self.proc = subprocess.Popen(launcher() + [self.binary] + self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, bufsize=1)
         t0 = time.time()
         while time.time() - t0 < 30:
@@ -79,9 +113,13 @@ class Server:
     def base(self):
         return self.url("/v1")
 
+    def signal(self, sig):
+        """Sends sig to the server (rank 0 under mpirun)."""
+        os.kill(rank0_pid(self.proc), sig)
+
     def __exit__(self, *exc):
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:

@@ -234,7 +234,7 @@ def t_shutdown(c, binary):
         th.start()
         wait_metric(srv, "deepseek_slots_busy", 1)
         t0 = time.time()
-        srv.proc.send_signal(__import__("signal").SIGTERM)
+        srv.signal(__import__("signal").SIGTERM)
         srv.proc.wait(timeout=60)
         th.join()
         # the stream had 2000 x 40 ms = 80 s to go: stopping within 30 s (idle: ~0.1 s) shows it was ended
