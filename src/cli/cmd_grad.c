@@ -3,12 +3,14 @@
  * for one sequence or a batch of equal-length sequences (the parity hook
  * against PyTorch autograd). On N ranks the sequences are split over the
  * ranks and the gradient summed in the trainer's fixed order (train/dp.h):
- * the same bits for every N; rank 0 writes the file.
+ * the same bits for every N; rank 0 writes the file. --grpo: GRPO's
+ * objective over a batch file instead (src/train/grpo.h; one process).
  */
 #include "cli.h"
 #include "../core/mmap_file.h"
 #include "../core/thread.h"
 #include "../train/dp.h"
+#include "../train/grpo.h"
 #include "../train/tmodel.h"
 
 #include <stdio.h>
@@ -18,6 +20,7 @@
 static void usage(FILE *f) {
     fprintf(f,
         "usage: deepseek grad -m MODEL_DIR --tokens 0,5,17,...[;3,9,4,...] --out FILE.safetensors [options]\n"
+        "       deepseek grad -m MODEL_DIR --grpo BATCH.json --out FILE.safetensors\n"
         "  For one sequence of T tokens (or several, ';' between them, all of length T: then every\n"
         "  quantity below is the mean over the sequences) computes\n"
         "    ce      = mean over t < T-1 of -log p(tok[t+1] | tok[<=t])\n"
@@ -29,11 +32,45 @@ static void usage(FILE *f) {
         "  --mtp-weight L       (default 0.3)\n"
         "  --balance-alpha A    (default 0.0001)\n"
         "  -t, --threads N      (per rank under mpirun: the sequences are split over the ranks,\n"
-        "                       the gradient is the same bits for any number of ranks and threads)\n");
+        "                       the gradient is the same bits for any number of ranks and threads)\n"
+        "  --grpo BATCH.json    instead of --tokens: GRPO's objective (no MTP, no balance term) over\n"
+        "    {\"epsilon\": ε, \"beta\": β, \"samples\": [{\"prompt\": [ids], \"completion\": [ids],\n"
+        "      \"advantage\": A, \"old_logprobs\": [one per completion token], \"ref_logprobs\": [same]}]}\n"
+        "    ρ = exp(lp − old), r = ref − lp, lp = log p(completion token) from the model:\n"
+        "    loss = −(1/S) Σ_s (1/|o_s|) Σ_t [min(ρA, clip(ρ, 1−ε, 1+ε)A) − β(e^r − r − 1)]\n"
+        "    kl   =  (1/S) Σ_s (1/|o_s|) Σ_t (e^r − r − 1)\n"
+        "    prints {\"loss\":…,\"kl\":…} and writes d loss / d tensor (zeros where a tensor takes no part).\n");
+}
+
+static int grad_grpo(const char *dir, const char *path, const char *out) {
+    const char *C = "grad";
+    ds_err e = { 0 };
+    ds_tmodel *m;
+    if (ds_tmodel_load(&m, dir, &e)) cli_die_err(C, &e);
+    ds_grpo_batch b;
+    if (ds_grpo_batch_load(&b, path, m->cfg.vocab_size, &e)) cli_die_err(C, &e);
+    ds_tmodel_zero_grad(m);
+    ds_grpo_opts o = { b.epsilon, b.beta, DS_GRPO_NORM_SEQ, 0, 0 };
+    ds_grpo_stats st;
+    if (ds_grpo_step(m, b.samples, b.n, &o, false, &st, NULL, &e)) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s: %s", path, e.msg);
+        cli_die(C, "%s", msg);
+    }
+    /* e_score_correction_bias and other non-trainable tensors: zeros */
+    for (int64_t i = 0; i < m->n_params; i++)
+        if (!m->params[i].trainable) memset(m->g + m->params[i].off, 0, (size_t)m->params[i].numel * sizeof(float));
+    char meta[256];
+    snprintf(meta, sizeof meta, "{\"format\":\"pt\",\"what\":\"deepseek grad --grpo\",\"loss\":\"%.9g\"}", st.loss);
+    if (ds_mkdir_parent(out, &e) || ds_tmodel_save(m, out, true, meta, &e)) cli_die_err(C, &e);
+    printf("{\"loss\":%.9g,\"kl\":%.9g}\n", st.loss, st.kl);
+    ds_grpo_batch_free(&b);
+    ds_tmodel_free(m);
+    return 0;
 }
 
 int cmd_grad(int argc, char **argv) {
-    const char *C = "grad", *dir = NULL, *out = NULL, *toks = NULL;
+    const char *C = "grad", *dir = NULL, *out = NULL, *toks = NULL, *grpo = NULL;
     double lam = 0.3, alpha = 1e-4;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -41,6 +78,7 @@ int cmd_grad(int argc, char **argv) {
         if (cli_is_help(a)) { usage(stdout); return 0; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { dir = v; i++; }
         else if (!strcmp(a, "--tokens")) { toks = v; i++; }
+        else if (!strcmp(a, "--grpo")) { grpo = v; i++; }
         else if (!strcmp(a, "--out") || !strcmp(a, "-o")) { out = v; i++; }
         else if (!strcmp(a, "--mtp-weight")) { lam = cli_parse_num(C, a, v, 0, 1e6); i++; }
         else if (!strcmp(a, "--balance-alpha")) { alpha = cli_parse_num(C, a, v, 0, 1e6); i++; }
@@ -50,8 +88,10 @@ int cmd_grad(int argc, char **argv) {
     if (!dir) dir = cli_default_model();
     if (!dir) cli_die(C, "no model given (-m MODEL_DIR)");
     cli_check_model(C, dir);
-    if (!toks) cli_die(C, "--tokens is required");
+    if (!toks && !grpo) cli_die(C, "--tokens or --grpo is required");
+    if (toks && grpo) cli_die(C, "--tokens and --grpo exclude each other");
     if (!out) cli_die(C, "--out is required");
+    if (grpo) return grad_grpo(dir, grpo, out);
     /* sequences separated by ';', each a comma list of ids, all of one length */
     int64_t T = 0, U = 0;
     int32_t *tok = NULL;

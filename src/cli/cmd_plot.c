@@ -18,6 +18,8 @@ static void usage(FILE *f) {
         "  next-token CE, metrics \"ce\") and validation cross-entropy (thick) against the\n"
         "  step on a log y axis, and one heatmap per MoE layer of the first run's expert\n"
         "  load over training. Prints what it drew (series, axis range) on stderr.\n"
+        "  A `deepseek grpo` run (one RUN) gets its own chart: reward, batch accuracy and held-out\n"
+        "  greedy pass@1 over steps, and the mean completion length.\n"
         "  --total-loss   also draw the training total loss (CE + MTP + balance; dashed)\n"
         "  --linear       linear y axis (full range)\n"
         "  Default --out: plot.png (its folder is made if missing), --width 1200.\n");
@@ -54,6 +56,13 @@ int cmd_plot(int argc, char **argv) {
     if (!out) cli_die(C, "--out needs a file name");
     if (!n) { usage(stderr); cli_die(C, "no runs given"); }
     ds_err e = { 0 };
+    if (ds_plot_is_grpo(paths[0])) {   /* a `deepseek grpo` run: its reward / accuracy / length chart */
+        if (n > 1) cli_die(C, "a GRPO run is drawn alone (got %d runs)", n);
+        if (ds_mkdir_parent(out, &e) || ds_plot_grpo(paths[0], out, o.width, &e)) cli_die_err(C, &e);
+        fprintf(stderr, "wrote %s: GRPO reward, accuracy, held-out pass@1 and completion length of %s\n", out, paths[0]);
+        free(paths[0]); free(labels[0]); free(paths); free(labels);
+        return 0;
+    }
     ds_plot_info info;
     if (ds_mkdir_parent(out, &e) ||
         ds_plot_metrics((const char *const *)paths, (const char *const *)labels, n, out, &o, &info, &e))

@@ -23,6 +23,7 @@ static void usage(FILE *f) {
     fprintf(f,
         "usage: deepseek train [--config RECIPE.json] [options]\n"
         "       deepseek train --resume OUT [options]\n"
+        "       deepseek train --sft --config SFT.json [--KEY VALUE ...]   (prompt/response pairs: train --sft --help)\n"
         "  Trains a DeepSeek-V3-architecture model on token shards from `deepseek prepare-data`.\n"
         "  RECIPE.json: {\"model\": {config.json keys}, \"data\": DIR, \"out\": DIR, recipe keys...}\n"
         "  (see models/default/recipe.json). Any recipe key is also a flag, dashes or underscores:\n"
@@ -114,7 +115,11 @@ static int export_model(const char *C, const char *ckpt, const char *out, const 
     return 0;
 }
 
+int cmd_sft(int argc, char **argv);   /* cmd_sft.c: `train --sft` */
+
 int cmd_train(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--sft")) return cmd_sft(argc, argv);
     const char *C = "train", *config = NULL, *resume = NULL, *export_from = NULL, *dtype = "bf16", *export_to = NULL;
     char **sets = calloc((size_t)argc + 1, sizeof *sets);
     char **model_sets = calloc((size_t)argc + 1, sizeof *model_sets);

@@ -13,7 +13,7 @@ typedef int (*cmd_fn)(int argc, char **argv);
 #define DECL(n) int cmd_##n(int argc, char **argv) __attribute__((weak));
 DECL(info) DECL(logits) DECL(generate) DECL(chat) DECL(serve) DECL(tokenize) DECL(detokenize)
 DECL(train) DECL(grad) DECL(prepare_data) DECL(train_tokenizer) DECL(plot) DECL(convert) DECL(bench) DECL(pull)
-DECL(list) DECL(rm)
+DECL(list) DECL(rm) DECL(eval) DECL(grpo) DECL(sft_data)
 #undef DECL
 
 static const struct { const char *name; const char *help; } k_cmds[] = {
@@ -25,7 +25,10 @@ static const struct { const char *name; const char *help; } k_cmds[] = {
     { "tokenize", "text -> token ids" },
     { "detokenize", "token ids -> text" },
     { "train", "train a DeepSeek-V3-architecture model" },
-    { "grad", "loss and gradients of one sequence" },
+    { "grad", "loss and gradients of one sequence (or a GRPO batch)" },
+    { "grpo", "reinforcement learning with verifiable rewards (GRPO)" },
+    { "eval", "score a model on a verifiable task (pass@1, pass@K, maj@K)" },
+    { "sft-data", "prompt/response pairs with step-by-step solutions of a task" },
     { "prepare-data", "tokenize text files into training shards" },
     { "train-tokenizer", "train a byte-level BPE tokenizer" },
     { "plot", "plot training metrics to PNG" },
@@ -46,6 +49,9 @@ static cmd_fn lookup(const char *name) {
     if (!strcmp(name, "detokenize")) return cmd_detokenize;
     if (!strcmp(name, "train")) return cmd_train;
     if (!strcmp(name, "grad")) return cmd_grad;
+    if (!strcmp(name, "grpo")) return cmd_grpo;
+    if (!strcmp(name, "eval")) return cmd_eval;
+    if (!strcmp(name, "sft-data")) return cmd_sft_data;
     if (!strcmp(name, "prepare-data")) return cmd_prepare_data;
     if (!strcmp(name, "train-tokenizer")) return cmd_train_tokenizer;
     if (!strcmp(name, "plot")) return cmd_plot;

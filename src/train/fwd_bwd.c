@@ -9,6 +9,8 @@
  *     y = eh_proj[enorm(Embed tok[t+1]) ; hnorm(h_t)];  y = Block_L(y)
  *     logits = head(shared_head.norm(y))                    -> mtp (target tok[t+2])
  *   loss = ce + λ·mtp + α·balance
+ *   (or, with a ds_token_loss hook, a per-token weighted −log p in place of ce;
+ *    no MTP: GRPO's policy gradient)
  * Backward: MTP head -> MTP block -> eh_proj -> (embedding, h); then the
  * LM head, final norm, blocks L-1..0, embedding. See tmodel.h for the exact
  * loss definitions.
@@ -137,9 +139,10 @@ static void embed_backward(float *dtable, const float *dx, const int32_t *tok, i
 }
 
 /* One worker's step: every kernel parallel inside (or serial when nested). No
- * token checks (callers check). */
-int tr_step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o,
-                ds_losses *out, ds_err *e) {
+ * token checks (callers check). tl: the per-token hook (GRPO) or NULL; seq0:
+ * this worker's first sequence in the whole batch (the hook's index). */
+static int step_one(ds_tmodel *m, const int32_t *tokens, int64_t seq0, int64_t B, int64_t T, const ds_loss_opts *o,
+                    const ds_token_loss *tl, ds_losses *out, ds_err *e) {
     const ds_config *c = &m->cfg;
     int64_t D = c->hidden_size, V = c->vocab_size, L = c->n_layer, N = B * T;
     float eps = (float)c->rms_norm_eps;
@@ -156,7 +159,7 @@ int tr_step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const
     tr_step st = { m, &m->acts->arena, 0.0f, true, 0.0, o->no_grad };
     tr_step *s = &st;
     st.balance_scale = o->no_grad ? 0.0f : o->balance_alpha * o->grad_scale / (float)B;
-    bool mtp = m->n_mtp > 0 && T > 2;
+    bool mtp = m->n_mtp > 0 && T > 2 && !tl;
     int64_t Tm = T - 2, Nm = B * Tm;
     int rc;
     float *x, *hf, *rstd_f, *logits;
@@ -173,8 +176,17 @@ int tr_step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const
     tr_linear_forward(logits, hf, m->W.lm_head, N, D, V);
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++) tgt[b * T + t] = t + 1 < T ? tokens[b * T + t + 1] : -1;
-    double ce_n = (double)(B * (T - 1));
-    out->ce = tr_crossentropy_forward_backward(logits, tgt, N, V, o->no_grad ? 0.0f : (float)(o->grad_scale / ce_n)) / ce_n;
+    if (tl) {   /* the per-token hook (GRPO): logits -> softmax, lp -> weights -> dlogits */
+        float *lp, *tw;
+        ALLOC(lp, N); ALLOC(tw, N);
+        tr_token_logprobs(logits, tgt, N, V, lp);
+        memset(tw, 0, (size_t)N * sizeof(float));
+        tl->weights(tl->ud, seq0, B, T, lp, tw);
+        if (!o->no_grad) tr_token_weighted_backward(logits, tgt, N, V, tw);
+    } else {
+        double ce_n = (double)(B * (T - 1));
+        out->ce = tr_crossentropy_forward_backward(logits, tgt, N, V, o->no_grad ? 0.0f : (float)(o->grad_scale / ce_n)) / ce_n;
+    }
     out->balance = st.balance_sum / (double)B;
     st.want_balance = false;   /* the MTP layer's routing does not enter the balance loss */
 
@@ -241,6 +253,11 @@ oom:
     return ds_err_set(e, DS_ENOMEM, "out of memory for a step of %lld x %lld tokens", (long long)B, (long long)T);
 }
 
+int tr_step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o,
+                ds_losses *out, ds_err *e) {
+    return step_one(m, tokens, 0, B, T, o, NULL, out, e);
+}
+
 /* ---------------------------------------------------------------- data-parallel dispatch */
 
 typedef struct {
@@ -248,6 +265,7 @@ typedef struct {
     const int32_t *tokens;
     int64_t B, T, nw;
     const ds_loss_opts *o;
+    const ds_token_loss *tl;
     ds_losses ls[64];
     int rc[64];
     ds_err err[64];
@@ -260,12 +278,12 @@ static void dp_worker(void *vc, int64_t w0, int64_t w1, int tid) {
         int64_t b0 = c->B * w / c->nw, b1 = c->B * (w + 1) / c->nw;
         ds_tmodel *wm = w == 0 ? c->m : c->m->workers[w - 1];
         ds_loss_opts o = *c->o;
-        o.grad_scale = c->o->grad_scale * (float)(b1 - b0) / (float)c->B;
+        o.grad_scale = c->o->grad_scale * (float)(b1 - b0) / (float)c->B;   /* (the token hook ignores it) */
         if (w > 0) {
             if (!o.no_grad) memset(wm->g, 0, (size_t)wm->n_floats * sizeof(float));
             ds_tmodel_reset_load(wm);
         }
-        c->rc[w] = tr_step_one(wm, c->tokens + b0 * c->T, b1 - b0, c->T, &o, &c->ls[w], &c->err[w]);
+        c->rc[w] = step_one(wm, c->tokens + b0 * c->T, b0, b1 - b0, c->T, &o, c->tl, &c->ls[w], &c->err[w]);
     }
 }
 
@@ -283,6 +301,11 @@ static void reduce_worker(void *vc, int64_t i0, int64_t i1, int tid) {
 
 int ds_tmodel_step(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o,
                    ds_losses *out, ds_err *e) {
+    return ds_tmodel_step_weighted(m, tokens, B, T, o, NULL, out, e);
+}
+
+int ds_tmodel_step_weighted(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o,
+                            const ds_token_loss *tl, ds_losses *out, ds_err *e) {
     memset(out, 0, sizeof *out);
     if (B < 1 || T < 2) return ds_err_set(e, DS_EINVAL, "a training step needs B >= 1 sequences of T >= 2 tokens");
     for (int64_t i = 0; i < B * T; i++)
@@ -291,7 +314,7 @@ int ds_tmodel_step(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, co
                               (long long)i, (long long)m->cfg.vocab_size);
     int64_t nw = DS_MIN((int64_t)ds_threads_get(), B);
     if (nw > 64) nw = 64;
-    if (nw <= 1) return tr_step_one(m, tokens, B, T, o, out, e);
+    if (nw <= 1) return step_one(m, tokens, 0, B, T, o, tl, out, e);
     while (m->n_workers < nw - 1) {
         ds_tmodel **ws = realloc(m->workers, (size_t)(m->n_workers + 1) * sizeof *ws);
         if (!ws) return ds_err_set(e, DS_ENOMEM, "out of memory");
@@ -302,7 +325,7 @@ int ds_tmodel_step(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, co
     }
     dp_ctx *c = calloc(1, sizeof *c);
     if (!c) return ds_err_set(e, DS_ENOMEM, "out of memory");
-    *c = (dp_ctx){ .m = m, .tokens = tokens, .B = B, .T = T, .nw = nw, .o = o };
+    *c = (dp_ctx){ .m = m, .tokens = tokens, .B = B, .T = T, .nw = nw, .o = o, .tl = tl };
     ds_par_for(nw, 1, dp_worker, c);
     int rc = DS_OK;
     for (int64_t w = 0; w < nw; w++) {

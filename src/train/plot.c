@@ -375,3 +375,133 @@ done:
     free(S);
     return rc;
 }
+
+/* ---------------------------------------------------------------- GRPO chart */
+
+typedef struct { double *x, *y; int64_t n, cap; } pts;
+
+static int pts_push(pts *p, double x, double y) {
+    if (p->n == p->cap) {
+        int64_t c = p->cap ? p->cap * 2 : 256;
+        double *a = realloc(p->x, (size_t)c * sizeof *a), *b = a ? realloc(p->y, (size_t)c * sizeof *b) : NULL;
+        if (a) p->x = a;
+        if (!a || !b) return DS_ENOMEM;
+        p->y = b;
+        p->cap = c;
+    }
+    p->x[p->n] = x;
+    p->y[p->n++] = y;
+    return DS_OK;
+}
+
+bool ds_plot_is_grpo(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    char line[4096];
+    bool yes = fgets(line, sizeof line, f) && strstr(line, "\"reward\":");
+    fclose(f);
+    return yes;
+}
+
+/* one panel: series drawn thin (raw) + thick (moving average over win steps) */
+static void grpo_panel(canvas *c, int L0, int R0, int T0, int B0, double xmax, const pts *const *ser, const rgb *cols,
+                       const bool *avg, int ns, const char *title, double ylo, double yhi) {
+    char buf[160];
+    text(c, L0, T0 - 28, title, k_black);
+    double ys = nice_step(yhi - ylo, 5);
+#define PX(x) (L0 + (int)((x) / xmax * (R0 - L0)))
+#define PY(y) (B0 - (int)(((y) - ylo) / (yhi - ylo) * (B0 - T0)))
+    for (double y = ceil(ylo / ys) * ys; y <= yhi + 1e-9; y += ys) {
+        line(c, L0, PY(y), R0, PY(y), k_grid, 1);
+        snprintf(buf, sizeof buf, "%g", fabs(y) < 1e-12 ? 0.0 : y);
+        text(c, L0 - 8 - text_w(buf), PY(y) - 5, buf, k_black);
+    }
+    double xs = nice_step(xmax, 8);
+    for (double x = 0; x <= xmax * 1.0001; x += xs) {
+        line(c, PX(x), T0, PX(x), B0, k_grid, 1);
+        snprintf(buf, sizeof buf, "%g", x);
+        text(c, PX(x) - text_w(buf) / 2, B0 + 8, buf, k_black);
+    }
+    line(c, L0, T0, L0, B0, k_black, 1);
+    line(c, L0, B0, R0, B0, k_black, 1);
+    for (int s = 0; s < ns; s++) {
+        const pts *p = ser[s];
+        rgb light = { (uint8_t)(255 - (255 - cols[s].r) / 3), (uint8_t)(255 - (255 - cols[s].g) / 3),
+                      (uint8_t)(255 - (255 - cols[s].b) / 3) };
+        if (avg[s]) {
+            for (int64_t k = 1; k < p->n; k++) line(c, PX(p->x[k - 1]), PY(p->y[k - 1]), PX(p->x[k]), PY(p->y[k]), light, 1);
+            int64_t win = DS_MAX(1, p->n / 40);
+            double prev_x = 0, prev_y = 0;
+            for (int64_t k = 0; k < p->n; k++) {
+                double sum = 0;
+                int64_t a = DS_MAX(0, k - win + 1);
+                for (int64_t j = a; j <= k; j++) sum += p->y[j];
+                double my = sum / (double)(k - a + 1);
+                if (k) line(c, PX(prev_x), PY(prev_y), PX(p->x[k]), PY(my), cols[s], 3);
+                prev_x = p->x[k];
+                prev_y = my;
+            }
+        } else {
+            for (int64_t k = 0; k < p->n; k++) {
+                if (k) line(c, PX(p->x[k - 1]), PY(p->y[k - 1]), PX(p->x[k]), PY(p->y[k]), cols[s], 3);
+                rect(c, PX(p->x[k]) - 3, PY(p->y[k]) - 3, PX(p->x[k]) + 4, PY(p->y[k]) + 4, cols[s]);
+            }
+        }
+    }
+    text(c, (L0 + R0) / 2 - text_w("STEP") / 2, B0 + 26, "STEP", k_black);
+#undef PX
+#undef PY
+}
+
+int ds_plot_grpo(const char *path, const char *out_png, int width, ds_err *e) {
+    FILE *f = fopen(path, "r");
+    if (!f) return ds_err_set(e, DS_EIO, "cannot open %s", path);
+    pts rew = { 0 }, acc = { 0 }, len = { 0 }, ev = { 0 };
+    char *line_buf = NULL;
+    size_t cap = 0;
+    int rc = DS_OK;
+    double xmax = 1, lmax = 1, rmax = 1;
+    int64_t ln = 0;
+    while (getline(&line_buf, &cap, f) > 0 && !rc) {
+        ln++;
+        json_error_t je;
+        json_t *j = json_loads(line_buf, 0, &je);
+        if (!j) { rc = ds_err_set(e, DS_EFORMAT, "%s:%lld: %s", path, (long long)ln, je.text); break; }
+        json_t *st = json_object_get(j, "step"), *v;
+        if (json_is_integer(st)) {
+            double x = (double)json_integer_value(st);
+            xmax = fmax(xmax, x);
+            if ((v = json_object_get(j, "reward")) && json_is_number(v)) { rc |= pts_push(&rew, x, json_number_value(v)); rmax = fmax(rmax, json_number_value(v)); }
+            if ((v = json_object_get(j, "accuracy")) && json_is_number(v)) rc |= pts_push(&acc, x, json_number_value(v));
+            if ((v = json_object_get(j, "eval_pass1")) && json_is_number(v)) rc |= pts_push(&ev, x, json_number_value(v));
+            if ((v = json_object_get(j, "length")) && json_is_number(v)) { rc |= pts_push(&len, x, json_number_value(v)); lmax = fmax(lmax, json_number_value(v)); }
+        }
+        json_decref(j);
+        if (rc && rc != DS_EFORMAT) rc = ds_err_set(e, DS_ENOMEM, "out of memory");
+    }
+    free(line_buf);
+    fclose(f);
+    if (!rc && rew.n == 0) rc = ds_err_set(e, DS_EFORMAT, "%s: no \"reward\" values (not a `deepseek grpo` run?)", path);
+    if (!rc) {
+        int W = width < 400 ? 400 : width, H = 820;
+        canvas c = { calloc((size_t)W * (size_t)H * 3, 1), W, H };
+        if (!c.px) rc = ds_err_set(e, DS_ENOMEM, "out of memory");
+        else {
+            rect(&c, 0, 0, W, H, k_white);
+            static const rgb cols[3] = { { 20, 80, 190 }, { 30, 140, 50 }, { 200, 50, 30 } };
+            const pts *top[3] = { &rew, &acc, &ev };
+            bool avg[3] = { true, true, false };
+            grpo_panel(&c, 70, W - 20, 50, 440, xmax, top, cols, avg, ev.n ? 3 : 2,
+                       "GRPO: REWARD (BLUE), BATCH ACCURACY (GREEN), HELD-OUT GREEDY PASS-AT-1 (RED). THIN: RAW, THICK: MEAN",
+                       0, rmax > 1 ? ceil(rmax * 10) / 10 : 1.0);
+            const pts *bot[1] = { &len };
+            rgb lc[1] = { { 120, 50, 170 } };
+            bool la[1] = { true };
+            grpo_panel(&c, 70, W - 20, 530, 770, xmax, bot, lc, la, 1, "MEAN COMPLETION LENGTH (TOKENS)", 0, lmax * 1.05);
+            rc = ds_png_write(out_png, c.px, W, H, e);
+            free(c.px);
+        }
+    }
+    free(rew.x); free(rew.y); free(acc.x); free(acc.y); free(len.x); free(len.y); free(ev.x); free(ev.y);
+    return rc;
+}

@@ -3,7 +3,7 @@
  * or more runs and, for the
  * first run, one heatmap per MoE layer of the expert load over training
  * (colour = load / mean load on a log scale: blue under-, white evenly,
- * red over-loaded).
+ * red over-loaded); and the reward / accuracy / length chart of a GRPO run.
  */
 #ifndef DS_PLOT_H
 #define DS_PLOT_H
@@ -37,5 +37,12 @@ typedef struct ds_plot_info {
  * info may be NULL. */
 int ds_plot_metrics(const char *const *paths, const char *const *labels, int n, const char *out_png,
                     const ds_plot_opts *o, ds_plot_info *info, ds_err *e);
+
+/* GRPO runs (`deepseek grpo`'s metrics.jsonl, recognised by a "reward" key
+ * on the first line): reward, batch accuracy (thin per step, thick moving
+ * mean) and held-out greedy pass@1 ("eval_pass1", thick with points) over
+ * steps, and the mean completion length below. */
+bool ds_plot_is_grpo(const char *path);
+int ds_plot_grpo(const char *path, const char *out_png, int width, ds_err *e);
 
 #endif

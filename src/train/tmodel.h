@@ -144,6 +144,19 @@ double ds_tmodel_step_flops(const ds_tmodel *m, int64_t B, int64_t T);
 
 /* ------------------------------------------------------------ training */
 
+/* A per-token loss in place of the cross-entropy (the policy-gradient hook
+ * GRPO uses, src/train/grpo.c). After the forward, weights() gets
+ * lp[n] = log p(tok[b, t+1] | tok[b, <=t]) at row n = b·T + t (row T-1 of each
+ * sequence: 0) for the sequences seq0 .. seq0+B-1 of the whole batch and writes
+ * w[n] (N = B·T floats); the step then accumulates Σ_n w[n]·∂(−lp[n])/∂θ.
+ * With the hook (ds_tmodel_step_weighted) grad_scale does not apply, the MTP module is skipped and
+ * loss/ce/mtp stay 0 (the hook keeps its own totals, per sequence: the
+ * data-parallel workers call it concurrently, each for its own sequences). */
+typedef struct ds_token_loss {
+    void (*weights)(void *ud, int64_t seq0, int64_t B, int64_t T, const float *lp, float *w);
+    void *ud;
+} ds_token_loss;
+
 typedef struct ds_loss_opts {
     float mtp_weight;      /* λ */
     float balance_alpha;   /* α */
@@ -164,6 +177,10 @@ typedef struct ds_losses {
  * thread count). Otherwise every kernel is parallel inside. */
 int ds_tmodel_step(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o,
                    ds_losses *out, ds_err *e);
+/* The same with the per-token hook tl in place of the cross-entropy and MTP
+ * (o: no_grad and balance_alpha apply). */
+int ds_tmodel_step_weighted(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const ds_loss_opts *o,
+                            const ds_token_loss *tl, ds_losses *out, ds_err *e);
 
 void ds_tmodel_zero_grad(ds_tmodel *m);
 void ds_tmodel_reset_load(ds_tmodel *m);

@@ -503,6 +503,50 @@ double tr_crossentropy_forward_backward(float *logits, const int32_t *targets, i
     return s;
 }
 
+/* Weighted cross-entropy (the policy-gradient hook): pass 1 turns each row
+ * into its softmax and reports log p(target); pass 2, given one weight per
+ * row, writes the row's gradient w·(softmax − onehot). */
+typedef struct {
+    float *logits; const int32_t *targets; int64_t V; float *logp; const float *w;
+} tce_ctx;
+
+static void tce_softmax_worker(void *vc, int64_t n0, int64_t n1, int tid) {
+    (void)tid;
+    tce_ctx *c = vc;
+    for (int64_t n = n0; n < n1; n++) {
+        float *row = c->logits + n * c->V;
+        int32_t tgt = c->targets[n];
+        float mx = vec_max(row, c->V);
+        float xt = tgt >= 0 ? row[tgt] : 0.0f;
+        double s = exp_shift_sum(row, c->V, mx);   /* row = exp(logit - max) */
+        c->logp[n] = tgt >= 0 ? (float)((double)xt - (double)mx - log(s)) : 0.0f;
+        tr_vec_scale(row, (float)(1.0 / s), row, c->V);
+    }
+}
+
+static void tce_backward_worker(void *vc, int64_t n0, int64_t n1, int tid) {
+    (void)tid;
+    tce_ctx *c = vc;
+    for (int64_t n = n0; n < n1; n++) {
+        float *row = c->logits + n * c->V;
+        int32_t tgt = c->targets[n];
+        float w = tgt >= 0 ? c->w[n] : 0.0f;
+        if (w == 0.0f) { memset(row, 0, (size_t)c->V * sizeof(float)); continue; }
+        tr_vec_scale(row, w, row, c->V);
+        row[tgt] -= w;
+    }
+}
+
+void tr_token_logprobs(float *logits, const int32_t *targets, int64_t N, int64_t V, float *logp) {
+    tce_ctx c = { logits, targets, V, logp, NULL };
+    ds_par_for(N, DS_MAX(1, 8192 / DS_MAX(V, 1)), tce_softmax_worker, &c);
+}
+
+void tr_token_weighted_backward(float *probs, const int32_t *targets, int64_t N, int64_t V, const float *w) {
+    tce_ctx c = { probs, targets, V, NULL, w };
+    ds_par_for(N, DS_MAX(1, 8192 / DS_MAX(V, 1)), tce_backward_worker, &c);
+}
+
 /* ---------------------------------------------------------------- attention */
 
 #if defined(__x86_64__)

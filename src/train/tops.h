@@ -59,6 +59,14 @@ void tr_rope_backward(float *dx, int64_t Dr, const float *inv_freq, int64_t pos)
  * Σ -log p(target) over rows with a target; dlogits = (softmax - onehot)·dscale. */
 double tr_crossentropy_forward_backward(float *logits, const int32_t *targets, int64_t N, int64_t V, float dscale);
 
+/* Per-token weighted cross-entropy in two passes (GRPO's hook, fwd_bwd.c):
+ * tr_token_logprobs turns logits[N, V] into softmax rows in place and writes
+ * logp[n] = log p(target[n]) (0 where target < 0); tr_token_weighted_backward
+ * then turns those rows into dlogits = w[n]·(softmax − onehot(target)), the
+ * gradient of Σ_n w[n]·(−log p(target[n])) (rows with target < 0 or w = 0: 0). */
+void tr_token_logprobs(float *logits, const int32_t *targets, int64_t N, int64_t V, float *logp);
+void tr_token_weighted_backward(float *probs, const int32_t *targets, int64_t N, int64_t V, const float *w);
+
 /* Causal softmax attention of one (sequence, head), scores = scale·Q·Kᵀ:
  *   att[T, T] = softmax(scale · Q Kᵀ + causal mask);  O[T, Dv] = att · V
  * Q: [T, Dk] (ldq), K: [T, Dk] (ldk), V: [T, Dv] (ldv), O (ldo). */

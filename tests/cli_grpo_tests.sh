@@ -1,0 +1,139 @@
+#!/bin/sh
+# cli_grpo_tests.sh - command-line checks of the reasoning post-training
+# commands: `grad --grpo` (loss and kl against the PyTorch reference of
+# tests/fixtures/grad/*/grpo_ref.json; the gradients themselves are compared
+# in tests/test_grpo.c) and its bad batch files; sft-data -> train --sft ->
+# eval -> grpo on the bundled byte-level model (a few steps each: the
+# commands work end to end, checkpoints resume exactly, recipes and task
+# files are checked).
+#
+#   sh tests/cli_grpo_tests.sh ./deepseek        (from the repository root)
+#
+# Bad input exits non-zero below 128 with a message naming the field. Prints
+# each failed check and exits 1 if any failed.
+set -u
+BIN=${1:?usage: sh tests/cli_grpo_tests.sh path/to/deepseek}
+[ -x "$BIN" ] || { echo "cli_grpo_tests.sh: $BIN is not executable" >&2; exit 2; }
+[ -d tests/fixtures/tiny-v3 ] || { echo "cli_grpo_tests.sh: run from the repository root" >&2; exit 2; }
+T=$(mktemp -d /tmp/ds_cli_grpo.XXXXXX) || exit 2
+trap 'rm -rf "$T"' EXIT
+trap 'exit 130' INT TERM
+
+checks=0
+fails=0
+fail() { echo "FAIL $*"; fails=$((fails + 1)); }
+ok() { checks=$((checks + 1)); }
+
+expect_fail() {
+    name=$1 pat=$2
+    shift 2
+    checks=$((checks + 1))
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} "$@" >"$T/out" 2>"$T/err"
+    rc=$?
+    if [ "$rc" -eq 0 ]; then fail "$name: exit 0, expected an error"; return; fi
+    if [ "$rc" -ge 128 ]; then fail "$name: killed by a signal (exit $rc)"; return; fi
+    grep -qF -- "$pat" "$T/err" || fail "$name: stderr lacks '$pat': $(head -c 300 "$T/err")"
+}
+
+# number of a JSON key in a one-line object: jnum KEY FILE
+jnum() { sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p" "$2" | head -n 1; }
+# |a - b| <= tol * |b|
+close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; m = b < 0 ? -b : b; exit !(a != "" && d <= t * m) }'; }
+
+# ---- grad --grpo against the PyTorch references
+for f in tiny-v3 tiny-v2-lite tiny-v2; do
+    R=tests/fixtures/grad/$f
+    if "$BIN" grad -m tests/fixtures/$f --grpo $R/grpo_batch.json --out "$T/$f.safetensors" >"$T/out" 2>"$T/err"; then ok
+    else fail "grad --grpo $f: $(cat "$T/err")"; continue; fi
+    tr -d '\n' <$R/grpo_ref.json >"$T/ref"
+    for k in loss kl; do
+        if close "$(jnum $k "$T/out")" "$(jnum $k "$T/ref")" 1e-4; then ok
+        else fail "grad --grpo $f: $k $(jnum $k "$T/out") vs torch $(jnum $k "$T/ref")"; fi
+    done
+    [ -s "$T/$f.safetensors" ] && ok || fail "grad --grpo $f: no gradient file"
+done
+
+# ---- bad batch files
+B='"epsilon":0.2,"beta":0.1'
+bad() {   # bad NAME PATTERN JSON
+    printf '%s' "$3" >"$T/bad.json"
+    expect_fail "grad --grpo: $1" "$2" "$BIN" grad -m tests/fixtures/tiny-v3 --grpo "$T/bad.json" --out "$T/bad.safetensors"
+}
+bad "lengths disagree" "samples[0].old_logprobs: 1 values for 2 completion tokens" \
+    "{$B,\"samples\":[{\"prompt\":[1,2],\"completion\":[3,4],\"advantage\":1,\"old_logprobs\":[-1],\"ref_logprobs\":[-1,-2]}]}"
+bad "id out of range" "samples[0].completion[1] = 320 is out of range" \
+    "{$B,\"samples\":[{\"prompt\":[1,2],\"completion\":[3,320],\"advantage\":1,\"old_logprobs\":[-1,-2],\"ref_logprobs\":[-1,-2]}]}"
+bad "empty completion" "samples[1].completion: empty" \
+    "{$B,\"samples\":[{\"prompt\":[1],\"completion\":[3],\"advantage\":1,\"old_logprobs\":[-1],\"ref_logprobs\":[-1]},{\"prompt\":[1],\"completion\":[],\"advantage\":1,\"old_logprobs\":[],\"ref_logprobs\":[]}]}"
+bad "non-finite" "samples[0].ref_logprobs[0]: not a finite number" \
+    "{$B,\"samples\":[{\"prompt\":[1],\"completion\":[3],\"advantage\":1,\"old_logprobs\":[-1],\"ref_logprobs\":[-1e300]}]}"
+bad "bad JSON" "invalid JSON" "{$B,\"samples\":[{\"prompt\":[1]"
+bad "missing field" "samples[0].advantage: missing" \
+    "{$B,\"samples\":[{\"prompt\":[1],\"completion\":[3],\"old_logprobs\":[-1],\"ref_logprobs\":[-1]}]}"
+expect_fail "grad --grpo: no such file" "nowhere.json" "$BIN" grad -m tests/fixtures/tiny-v3 --grpo "$T/nowhere.json" --out "$T/x.safetensors"
+expect_fail "grad: --tokens and --grpo" "exclude each other" "$BIN" grad -m tests/fixtures/tiny-v3 --tokens 1,2 --grpo "$T/bad.json" --out "$T/x.safetensors"
+
+# ---- sft-data -> train --sft -> eval -> grpo (tiny runs on the bundled byte-level model)
+M=models/default
+"$BIN" sft-data --task arithmetic --digits 2 -n 64 --seed 3 --out "$T/pairs.jsonl" 2>"$T/err" && ok || fail "sft-data: $(cat "$T/err")"
+[ "$(wc -l <"$T/pairs.jsonl")" -eq 64 ] && ok || fail "sft-data: $(wc -l <"$T/pairs.jsonl") lines, expected 64"
+grep -q '"prompt":"What is [0-9]* [-+] [0-9]*?","response":".*</think>\\n<answer>[0-9]*</answer>"}' "$T/pairs.jsonl" && ok \
+    || fail "sft-data: unexpected pair $(head -n 1 "$T/pairs.jsonl")"
+"$BIN" sft-data --task countdown -n 8 --out "$T/cd.jsonl" 2>"$T/err" && grep -q 'Using the numbers' "$T/cd.jsonl" && ok \
+    || fail "sft-data countdown: $(cat "$T/err")"
+if "$BIN" train --sft --init-from $M --data "$T/pairs.jsonl" --out "$T/sft" --steps 4 --batch-size 4 --log-every 2 \
+        --ckpt-every 2 --threads 2 >"$T/out" 2>"$T/err"; then ok; else fail "train --sft: $(cat "$T/err")"; fi
+[ -f "$T/sft/latest/model.safetensors" ] && [ -f "$T/sft/ckpt-00000002/optimizer.bin" ] && ok || fail "train --sft: no checkpoints"
+[ "$(wc -l <"$T/sft/metrics.jsonl")" -ge 2 ] && ok || fail "train --sft: metrics.jsonl"
+# exact resume: step 4 from ckpt-2 == step 4 of the whole run
+sed -n 's/.*"step":4,"loss":\([0-9.]*\).*/\1/p' "$T/sft/metrics.jsonl" >"$T/l_full"
+"$BIN" train --sft --resume "$T/sft/ckpt-00000002" --out "$T/sft2" --threads 2 >"$T/out" 2>"$T/err" || fail "train --sft --resume: $(cat "$T/err")"
+sed -n 's/.*"step":4,"loss":\([0-9.]*\).*/\1/p' "$T/sft2/metrics.jsonl" >"$T/l_res"
+[ -s "$T/l_full" ] && cmp -s "$T/l_full" "$T/l_res" && ok || fail "train --sft resume: step 4 loss $(cat "$T/l_res") vs $(cat "$T/l_full")"
+
+"$BIN" eval -m "$T/sft/latest" --task arithmetic --digits 2 -n 6 --samples 3 --max-tokens 24 -t 2 >"$T/eval" 2>"$T/err" && ok \
+    || fail "eval: $(cat "$T/err")"
+head -n 1 "$T/eval" | grep -q '^{"task":"arithmetic","n":6,"samples":3,"seed":1,"pass1":[0-9.]*,"pass_k":[0-9.]*,"maj_k":[0-9.]*,.*"mean_length":[0-9.]*,"format_rate":[0-9.]*' \
+    && ok || fail "eval: JSON line $(head -n 1 "$T/eval")"
+grep -q 'pass@3' "$T/eval" && grep -q 'maj@3' "$T/eval" && ok || fail "eval: table $(cat "$T/eval")"
+printf '{"prompt": "What is 2 + 3?", "answer": "5"}\n{"prompt": "Make 10 from 2, 5", "numbers": [2, 5], "target": 10}\n' >"$T/user.jsonl"
+"$BIN" eval -m "$T/sft/latest" --task "$T/user.jsonl" --max-tokens 8 >"$T/eval" 2>"$T/err" && grep -q '"n":2,' "$T/eval" && ok \
+    || fail "eval FILE.jsonl: $(cat "$T/err") $(head -n 1 "$T/eval")"
+printf '{"prompt": "x"}\n' >"$T/bad.jsonl"
+expect_fail "eval: bad task file" "bad.jsonl:1: missing required field 'answer'" "$BIN" eval -m "$T/sft/latest" --task "$T/bad.jsonl"
+expect_fail "eval: no task" "--task is required" "$BIN" eval -m "$T/sft/latest"
+
+# grpo: 2 steps with a checkpoint after each; resuming at step 1 repeats step 2 exactly
+G="--init-from $T/sft/latest --digits 2 --prompts-per-step 2 --group-size 4 --max-new 24 --mu 2 --lr 1e-4 --beta 0.04 --threads 2"
+if "$BIN" grpo $G --out "$T/grpo" --steps 2 --ckpt-every 1 >"$T/out" 2>"$T/err"; then ok; else fail "grpo: $(cat "$T/err")"; fi
+[ "$(wc -l <"$T/grpo/metrics.jsonl")" -eq 2 ] && ok || fail "grpo: metrics.jsonl has $(wc -l <"$T/grpo/metrics.jsonl") lines"
+for k in reward reward_accuracy reward_format accuracy length kl clip_frac rollout_tok_s t_rollout t_score t_update; do
+    grep -q "\"$k\":" "$T/grpo/metrics.jsonl" || fail "grpo: metrics.jsonl lacks $k"
+done
+ok
+grep -q 'step     2/2 | reward' "$T/err" && ok || fail "grpo: progress line $(tail -n 2 "$T/err")"
+"$BIN" grpo --resume "$T/grpo/ckpt-00000001" --out "$T/grpo2" >"$T/out" 2>"$T/err" || fail "grpo --resume: $(cat "$T/err")"
+strip() { sed 's/"rollout_tok_s.*//' "$1"; }
+tail -n 1 "$T/grpo/metrics.jsonl" | strip /dev/stdin >"$T/m_full"
+tail -n 1 "$T/grpo2/metrics.jsonl" | strip /dev/stdin >"$T/m_res"
+grep -q '"step":2' "$T/m_full" && cmp -s "$T/m_full" "$T/m_res" && ok || fail "grpo resume: $(cat "$T/m_res") vs $(cat "$T/m_full")"
+"$BIN" plot --out "$T/grpo.png" "$T/grpo" >"$T/out" 2>"$T/err" && [ -s "$T/grpo.png" ] && grep -q 'GRPO reward' "$T/err" && ok \
+    || fail "plot of a grpo run: $(cat "$T/err")"
+"$BIN" grpo --bench-rollouts --init-from "$T/sft/latest" --digits 2 --prompts-per-step 2 --group-size 4 --max-new 16 \
+    --threads 2 >"$T/out" 2>"$T/err" && grep -q '"same_tokens":true' "$T/out" && ok || fail "grpo --bench-rollouts: $(cat "$T/out" "$T/err")"
+# the bundled reasoner recipes parse (one short step each, paths overridden)
+"$BIN" train --sft --config models/reasoner/recipe-sft.json --data "$T/pairs.jsonl" --out "$T/rsft" --steps 1 --batch-size 2 \
+    >"$T/out" 2>"$T/err" && ok || fail "models/reasoner/recipe-sft.json: $(cat "$T/err")"
+"$BIN" grpo --config models/reasoner/recipe-grpo.json --init-from "$T/sft/latest" --out "$T/rgrpo" --steps 1 \
+    --prompts-per-step 1 --group-size 2 --max-new 8 --eval-every 0 >"$T/out" 2>"$T/err" && ok \
+    || fail "models/reasoner/recipe-grpo.json: $(cat "$T/err")"
+expect_fail "grpo: unknown key" "unknown option or recipe key '--no-such'" "$BIN" grpo $G --no-such 1
+expect_fail "grpo: bad norm" "norm: seq, token or const" "$BIN" grpo $G --norm mean
+expect_fail "grpo: group of one" "group_size >= 2" "$BIN" grpo $G --group-size 1
+expect_fail "grpo: no init" "init_from" "$BIN" grpo --steps 1
+printf '{"steps": 1, "bogus": 2}' >"$T/r.json"
+expect_fail "grpo: unknown recipe key in file" "unknown recipe key 'bogus'" "$BIN" grpo --config "$T/r.json"
+expect_fail "train --sft: no data" "data" "$BIN" train --sft --init-from $M
+
+echo "cli_grpo_tests.sh: $checks checks, $fails failed"
+[ "$fails" -eq 0 ]
