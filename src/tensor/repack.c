@@ -14,6 +14,7 @@
 bool ds_repack_supported(ds_dtype t, int64_t K) {
     switch (t) {
     case DS_DTYPE_Q8_0: case DS_DTYPE_Q4_0: case DS_DTYPE_Q5_0: case DS_DTYPE_Q4_K: case DS_DTYPE_Q6_K:
+    case DS_DTYPE_Q2_K: case DS_DTYPE_IQ2_XXS:
         return ds_quant_row_ok(t, K);
     default: return false;
     }
@@ -132,6 +133,31 @@ void ds_repack_group(ds_dtype t, const void *rows, int64_t K, void *out) {
                 }
             }
             break;
+        case DS_DTYPE_Q2_K:
+            /* ggml block: scales[16] (low 4 bits scale, high 4 min) | qs[64] | d | dmin;
+             * value k = 128 n + 32 j + l is bits 2j.. of qs[32 n + l] */
+            for (int r = 0; r < 8; r++) {
+                const uint8_t *x = blk[r];
+                memcpy(o + 2 * r, x + 80, 2);
+                memcpy(o + 16 + 2 * r, x + 82, 2);
+                for (int s = 0; s < 16; s++) o[32 + 8 * s + r] = x[s];
+                for (int v = 0; v < 16; v++)
+                    for (int i = 0; i < 4; i++) {
+                        uint8_t byte = 0;
+                        for (int f = 0; f < 4; f++) {
+                            int k = 4 * (v + 16 * f) + i, n = k / 128, j = (k % 128) / 32, l = k % 32;
+                            byte |= (uint8_t)(((x[16 + 32 * n + l] >> (2 * j)) & 3) << (2 * f));
+                        }
+                        o[160 + 32 * v + 4 * r + i] = byte;
+                    }
+            }
+            break;
+        case DS_DTYPE_IQ2_XXS:
+            for (int r = 0; r < 8; r++) {
+                memcpy(o + 2 * r, blk[r], 2);
+                for (int ib = 0; ib < 8; ib++) memcpy(o + 16 + 64 * ib + 8 * r, blk[r] + 2 + 8 * ib, 8);
+            }
+            break;
         default: DS_ASSERT(!"not repackable");
         }
     }
@@ -215,6 +241,23 @@ void ds_unpack_group_ref(ds_dtype t, const void *grp, int64_t K, void *rows) {
                 for (int k = 0; k < 256; k++) set_q6k_q(x, k, q[k]);
                 break;
             }
+            case DS_DTYPE_Q2_K: {
+                memcpy(blk + 80, g + 2 * r, 2);
+                memcpy(blk + 82, g + 16 + 2 * r, 2);
+                for (int s = 0; s < 16; s++) blk[s] = g[32 + 8 * s + r];
+                memset(blk + 16, 0, 64);
+                for (int v = 0; v < 16; v++)
+                    for (int i = 0; i < 4; i++)
+                        for (int f = 0; f < 4; f++) {
+                            int k = 4 * (v + 16 * f) + i, n = k / 128, j = (k % 128) / 32, l = k % 32;
+                            blk[16 + 32 * n + l] |= (uint8_t)(((g[160 + 32 * v + 4 * r + i] >> (2 * f)) & 3) << (2 * j));
+                        }
+                break;
+            }
+            case DS_DTYPE_IQ2_XXS:
+                memcpy(blk, g + 2 * r, 2);
+                for (int ib = 0; ib < 8; ib++) memcpy(blk + 2 + 8 * ib, g + 16 + 64 * ib + 8 * r, 8);
+                break;
             default: DS_ASSERT(!"not repackable");
             }
         }

@@ -25,6 +25,13 @@
  *   Q6_K (1680 B)  d[8] | int8 scales[16][8] (sub-block j of 16, row r) | 32 nibble vectors v:
  *                  low = chunk v, high = chunk v+32 (low 4 bits) | 16 high-bit vectors h:
  *                  bits 2f..2f+1 of byte 4r+i = high 2 bits of chunk {2h, 2h+1, 2h+32, 2h+33}[f]
+ *   Q2_K  (672 B)  d[8] | dmin[8] | the rows' scale bytes [16][8] (sub-block s of 16, row r;
+ *                  low 4 bits scale, high 4 min) | 16 crumb vectors v: bits 2f..2f+1 of
+ *                  byte 4r+i = value of chunk v + 16f (k = 4(v + 16f) + i)
+ *   IQ2_XXS (528 B) d[8] | [8 sub-blocks of 32][8 rows] x 8 bytes (the row's own 4 grid
+ *                  indices + sign/scale word): grid values cannot be stored as chunk
+ *                  vectors in the same bytes, so the kernel expands each row's 32
+ *                  values and sums the 8 rows' products into row lanes once per block
  *
  * Kernels compute out[t][r] = row r · activation t for up to 4 tokens per
  * call, against the quantized activations of quant.h (A8 / K8). Every
