@@ -28,6 +28,10 @@
  *   Q2_K  (672 B)  d[8] | dmin[8] | the rows' scale bytes [16][8] (sub-block s of 16, row r;
  *                  low 4 bits scale, high 4 min) | 16 crumb vectors v: bits 2f..2f+1 of
  *                  byte 4r+i = value of chunk v + 16f (k = 4(v + 16f) + i)
+ *   Q3_K  (880 B)  d[8] | scales: the rows' 6-bit values v (scale = v - 32) at index p = 8s + r:
+ *                  64 B low nibbles (byte p%64, high nibble for p >= 64), 32 B top 2 bits
+ *                  (bits 2(p/32).. of byte p%32) | 8 high-bit vectors h: bit f of byte
+ *                  4r+i = high bit of chunk h + 8f | 16 crumb vectors as Q2_K (q = lo + 4 high - 4)
  *   IQ2_XXS (528 B) d[8] | [8 sub-blocks of 32][8 rows] x 8 bytes (the row's own 4 grid
  *                  indices + sign/scale word): grid values cannot be stored as chunk
  *                  vectors in the same bytes, so the kernel expands each row's 32

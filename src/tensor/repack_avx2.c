@@ -396,6 +396,88 @@ AI void gemm_q2_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
     for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
 }
 
+/* ------------------------------------------------------------------ Q3_K */
+
+AI void gemm_q3_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
+    int64_t nb = K / DS_QK_K;
+    const float *da[DS_RP_MAX_T];
+    const int16_t *bs[DS_RP_MAX_T];
+    __m256 acc[DS_RP_MAX_T];
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4), m15 = _mm256_set1_epi8(15), k32 = _mm256_set1_epi8(32);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) {
+        da[t] = (const float *)(q[t] + K);
+        bs[t] = (const int16_t *)(da[t] + nb);
+        acc[t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, g += 880) {
+        prefetch_block(g, 880);
+        /* signed scales [8 s + r] for s = 0..15 into a small stack table */
+        int8_t scb[128] __attribute__((aligned(32)));
+        {
+            __m256i N0 = _mm256_loadu_si256((const __m256i *)(g + 16)), N1 = _mm256_loadu_si256((const __m256i *)(g + 48));
+            __m256i H = _mm256_loadu_si256((const __m256i *)(g + 80));
+            __m256i lo[4] = { _mm256_and_si256(N0, m15), _mm256_and_si256(N1, m15), _mm256_and_si256(_mm256_srli_epi16(N0, 4), m15),
+                              _mm256_and_si256(_mm256_srli_epi16(N1, 4), m15) };
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                __m256i hi = _mm256_and_si256(k ? _mm256_srli_epi16(H, 2 * k) : H, m3);
+                _mm256_store_si256((__m256i *)(scb + 32 * k), _mm256_sub_epi8(_mm256_or_si256(lo[k], _mm256_slli_epi16(hi, 4)), k32));
+            }
+        }
+        const uint8_t *hv = g + 112, *qs = g + 368;
+        __m256i isum[DS_RP_MAX_T];
+        /* zero point: -4 Σ_s sc_rs · bsum16_s, sub-blocks in pairs */
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            __m256i sp = pair8_s8((const uint8_t *)scb + 16 * i, (const uint8_t *)scb + 16 * i + 8);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(sp, bcast4((const int8_t *)(bs[t] + 16 * b + 2 * i))));
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) isum[t] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(isum[t], 2));
+        /* crumb vectors 4jj..4jj+3, plane f: chunks c = 4jj + i + 16f = sub-block 4f + jj;
+         * high bit of chunk c: bit c/8 of high-bit vector c%8 */
+        for (int jj = 0; jj < 4; jj++) {
+            __m256i w[4], h[4];
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                w[i] = _mm256_loadu_si256((const __m256i *)(qs + 32 * (4 * jj + i)));
+                h[i] = _mm256_loadu_si256((const __m256i *)(hv + 32 * (4 * (jj % 2) + i)));
+            }
+#pragma GCC unroll 4
+            for (int f = 0; f < 4; f++) {
+                const int s = 4 * f + jj, bi = jj / 2 + 2 * f;
+                __m256i a16[DS_RP_MAX_T];
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) a16[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    __m256i hb = bi >= 2 ? _mm256_srli_epi16(h[i], bi - 2) : _mm256_slli_epi16(h[i], 2 - bi);
+                    __m256i u = _mm256_or_si256(_mm256_and_si256(f ? _mm256_srli_epi16(w[i], 2 * f) : w[i], m3), _mm256_and_si256(hb, m4));
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; t++) {
+                        a16[t] = _mm256_add_epi16(a16[t], _mm256_maddubs_epi16(u, bcast4(q[t] + 256 * b + 16 * s + 4 * i)));
+                        KEEP(a16[t]);
+                    }
+                }
+                __m256i sj = dup8_s8((const uint8_t *)scb + 8 * s);
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(a16[t], sj));
+            }
+        }
+        __m256 dv = d8(g);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+}
+
 /* --------------------------------------------------------------- IQ2_XXS */
 
 /* ±1 per byte for the 7-bit sign indices (ds_iq_ksigns: 8 sign bits, even parity) */
@@ -478,6 +560,7 @@ AI void gemm_iq2_xxs(const uint8_t *g, const int8_t *const *q, int64_t K, float 
 #define C_Q40(T) gemm_a8(g, q, K, o, T, 4)
 #define C_Q50(T) gemm_a8(g, q, K, o, T, 5)
 #define C_Q2K(T) gemm_q2_K(g, q, K, o, T)
+#define C_Q3K(T) gemm_q3_K(g, q, K, o, T)
 #define C_IQ2XXS(T) gemm_iq2_xxs(g, q, K, o, T)
 INST(q4k, C_Q4K)
 INST(q6k, C_Q6K)
@@ -485,12 +568,13 @@ INST(q80, C_Q80)
 INST(q40, C_Q40)
 INST(q50, C_Q50)
 INST(q2k, C_Q2K)
+INST(q3k, C_Q3K)
 INST(iq2xxs, C_IQ2XXS)
 
 typedef void (*gemm_fn)(const uint8_t *, const int8_t *const *, int64_t, float *);
 #define FNS(name) { name##_1, name##_2, name##_3, name##_4 }
 static const gemm_fn k_q4k[4] = FNS(q4k), k_q6k[4] = FNS(q6k), k_q80[4] = FNS(q80), k_q40[4] = FNS(q40),
-                     k_q50[4] = FNS(q50), k_q2k[4] = FNS(q2k), k_iq2xxs[4] = FNS(iq2xxs);
+                     k_q50[4] = FNS(q50), k_q2k[4] = FNS(q2k), k_q3k[4] = FNS(q3k), k_iq2xxs[4] = FNS(iq2xxs);
 
 void ds_gemm_x8_avx2(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out) {
     const gemm_fn *f;
@@ -501,6 +585,7 @@ void ds_gemm_x8_avx2(ds_dtype t, const void *grp, const void *const *act, int T,
     case DS_DTYPE_Q4_0: f = k_q40; break;
     case DS_DTYPE_Q5_0: f = k_q50; break;
     case DS_DTYPE_Q2_K: f = k_q2k; break;
+    case DS_DTYPE_Q3_K: f = k_q3k; break;
     case DS_DTYPE_IQ2_XXS: pthread_once(&k_sign8_once, init_sign8); f = k_iq2xxs; break;
     default: return;
     }
