@@ -16,7 +16,7 @@
 #include "tensor/repack.h"
 
 static const ds_dtype k_types[] = { DS_DTYPE_Q8_0, DS_DTYPE_Q4_0, DS_DTYPE_Q5_0, DS_DTYPE_Q4_K, DS_DTYPE_Q6_K,
-                                    DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_IQ2_XXS };
+                                    DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_IQ2_XXS, DS_DTYPE_IQ4_NL };
 #define NT (int)(sizeof k_types / sizeof k_types[0])
 
 /* 8 random rows of K values quantized to t (rows consecutive). */

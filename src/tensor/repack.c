@@ -14,7 +14,7 @@
 bool ds_repack_supported(ds_dtype t, int64_t K) {
     switch (t) {
     case DS_DTYPE_Q8_0: case DS_DTYPE_Q4_0: case DS_DTYPE_Q5_0: case DS_DTYPE_Q4_K: case DS_DTYPE_Q6_K:
-    case DS_DTYPE_Q2_K: case DS_DTYPE_Q3_K: case DS_DTYPE_IQ2_XXS:
+    case DS_DTYPE_Q2_K: case DS_DTYPE_Q3_K: case DS_DTYPE_IQ2_XXS: case DS_DTYPE_IQ4_NL:
         return ds_quant_row_ok(t, K);
     default: return false;
     }
@@ -76,7 +76,7 @@ void ds_repack_group(ds_dtype t, const void *rows, int64_t K, void *out) {
                 for (int c = 0; c < 8; c++) memcpy(o + 16 + 32 * c + 4 * r, x->qs + 4 * c, 4);
             }
             break;
-        case DS_DTYPE_Q4_0:
+        case DS_DTYPE_Q4_0: case DS_DTYPE_IQ4_NL:   /* the same bytes: d, 16 x 2 nibbles */
             for (int r = 0; r < 8; r++) {
                 const ds_block_q4_0 *x = (const ds_block_q4_0 *)blk[r];
                 memcpy(o + 2 * r, &x->d, 2);
@@ -204,7 +204,7 @@ void ds_unpack_group_ref(ds_dtype t, const void *grp, int64_t K, void *rows) {
                 for (int c = 0; c < 8; c++) memcpy(x->qs + 4 * c, g + 16 + 32 * c + 4 * r, 4);
                 break;
             }
-            case DS_DTYPE_Q4_0: {
+            case DS_DTYPE_Q4_0: case DS_DTYPE_IQ4_NL: {
                 ds_block_q4_0 *x = (ds_block_q4_0 *)blk;
                 memcpy(&x->d, g + 2 * r, 2);
                 for (int v = 0; v < 4; v++) memcpy(x->qs + 4 * v, g + 16 + 32 * v + 4 * r, 4);

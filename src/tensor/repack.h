@@ -17,6 +17,7 @@
  *
  *   Q8_0  (272 B)  d[8] | 8 chunk vectors (k = 4c..4c+3, c = 0..7)
  *   Q4_0  (144 B)  d[8] | 4 nibble vectors v: low nibble = chunk v, high = chunk v+4
+ *   IQ4_NL (144 B) as Q4_0 (the nibbles index the 16 IQ4 levels)
  *   Q5_0  (176 B)  d[8] | hbits (32 B: bit s of byte 4r+i = 5th bit of chunk s) | 4 nibble vectors as Q4_0
  *   Q4_K (1152 B)  d[8] | dmin[8] | scales (96 B) | 32 nibble vectors v: low = chunk v, high = chunk v+32
  *                  scales: index p = 8·j + r (sub-block j of 32, row r), byte p of

@@ -252,10 +252,12 @@ AI void gemm_q6_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
 
 /* ------------------------------------------- Q8_0, Q4_0, Q5_0 (A8 acts) */
 
-/* kind 0 = Q8_0 (272 B/block), 4 = Q4_0 (144), 5 = Q5_0 (176) */
+/* kind 0 = Q8_0 (272 B/block), 4 = Q4_0 (144), 5 = Q5_0 (176), 6 = IQ4_NL (144: levels by pshufb,
+ * signed x signed like Q8_0; a pair sum of two levels x activations fills i16, so every
+ * chunk is widened to i32 on its own) */
 AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T, const int kind) {
     int64_t nb = K / DS_QK;
-    const size_t bsz = kind == 0 ? 272 : kind == 4 ? 144 : 176;
+    const size_t bsz = kind == 0 ? 272 : kind == 4 || kind == 6 ? 144 : 176;
     const float *da[DS_RP_MAX_T], *sa[DS_RP_MAX_T];
     __m256 acc[DS_RP_MAX_T];
     const __m256i m4 = _mm256_set1_epi8(15), m10 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
@@ -268,7 +270,26 @@ AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out,
     for (int64_t b = 0; b < nb; b++, g += bsz) {
         prefetch_block(g, bsz);
         __m256i isum[DS_RP_MAX_T];
-        if (kind == 0) {
+        if (kind == 6) {
+            const uint8_t *qs = g + 16;
+            const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ds_iq4nl_values));
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
+                __m256i lo = _mm256_shuffle_epi8(tab, _mm256_and_si256(w, m4));
+                __m256i hi = _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(w, 4), m4));
+                __m256i alo = _mm256_sign_epi8(lo, lo), ahi = _mm256_sign_epi8(hi, hi);
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) {
+                    __m256i pl = _mm256_maddubs_epi16(alo, _mm256_sign_epi8(bcast4(q[t] + 32 * b + 4 * v), lo));
+                    __m256i ph = _mm256_maddubs_epi16(ahi, _mm256_sign_epi8(bcast4(q[t] + 32 * b + 16 + 4 * v), hi));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(pl, ones), _mm256_madd_epi16(ph, ones)));
+                    KEEP(isum[t]);
+                }
+            }
+        } else if (kind == 0) {
             const uint8_t *qs = g + 16;
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
@@ -321,7 +342,7 @@ AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out,
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) {
             __m256 x = _mm256_cvtepi32_ps(isum[t]);
-            if (kind) x = _mm256_sub_ps(x, _mm256_set1_ps(zk * sa[t][b]));   /* exact: small integers */
+            if (kind == 4 || kind == 5) x = _mm256_sub_ps(x, _mm256_set1_ps(zk * sa[t][b]));   /* exact: small integers */
             acc[t] = _mm256_fmadd_ps(x, _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
         }
     }
@@ -560,6 +581,7 @@ AI void gemm_iq2_xxs(const uint8_t *g, const int8_t *const *q, int64_t K, float 
 #define C_Q40(T) gemm_a8(g, q, K, o, T, 4)
 #define C_Q50(T) gemm_a8(g, q, K, o, T, 5)
 #define C_Q2K(T) gemm_q2_K(g, q, K, o, T)
+#define C_IQ4NL(T) gemm_a8(g, q, K, o, T, 6)
 #define C_Q3K(T) gemm_q3_K(g, q, K, o, T)
 #define C_IQ2XXS(T) gemm_iq2_xxs(g, q, K, o, T)
 INST(q4k, C_Q4K)
@@ -568,13 +590,14 @@ INST(q80, C_Q80)
 INST(q40, C_Q40)
 INST(q50, C_Q50)
 INST(q2k, C_Q2K)
+INST(iq4nl, C_IQ4NL)
 INST(q3k, C_Q3K)
 INST(iq2xxs, C_IQ2XXS)
 
 typedef void (*gemm_fn)(const uint8_t *, const int8_t *const *, int64_t, float *);
 #define FNS(name) { name##_1, name##_2, name##_3, name##_4 }
 static const gemm_fn k_q4k[4] = FNS(q4k), k_q6k[4] = FNS(q6k), k_q80[4] = FNS(q80), k_q40[4] = FNS(q40),
-                     k_q50[4] = FNS(q50), k_q2k[4] = FNS(q2k), k_q3k[4] = FNS(q3k), k_iq2xxs[4] = FNS(iq2xxs);
+                     k_q50[4] = FNS(q50), k_q2k[4] = FNS(q2k), k_iq4nl[4] = FNS(iq4nl), k_q3k[4] = FNS(q3k), k_iq2xxs[4] = FNS(iq2xxs);
 
 void ds_gemm_x8_avx2(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out) {
     const gemm_fn *f;
@@ -585,6 +608,7 @@ void ds_gemm_x8_avx2(ds_dtype t, const void *grp, const void *const *act, int T,
     case DS_DTYPE_Q4_0: f = k_q40; break;
     case DS_DTYPE_Q5_0: f = k_q50; break;
     case DS_DTYPE_Q2_K: f = k_q2k; break;
+    case DS_DTYPE_IQ4_NL: f = k_iq4nl; break;
     case DS_DTYPE_Q3_K: f = k_q3k; break;
     case DS_DTYPE_IQ2_XXS: pthread_once(&k_sign8_once, init_sign8); f = k_iq2xxs; break;
     default: return;
