@@ -18,7 +18,12 @@ Near-tie rule: a step where llama.cpp's top-2 logit gap is below --gap
 times the standard deviation of that row's logits (relative: the random
 test models have logits of very different scales) is a near tie, where two
 correct implementations that round differently may pick either token; it
-is reported, not compared. Because llama.cpp is fed our tokens, the steps
+is reported, not compared. The default 0.15 is 3 sigma of a top-2 gap's
+noise measured on the V2-Lite-shaped random files: the logits of two
+correct implementations differ there by ~0.035 std per logit (printed as
+"logit noise"; our own x8 and one-row kernels, which differ only in the
+order of float sums, differ as much: the random router's near-ties amplify
+any rounding). Because llama.cpp is fed our tokens, the steps
 after a near tie are still compared (on our prefix). Any other step where
 llama.cpp's argmax is not our token is a failure (exit 1).
 """
@@ -46,7 +51,7 @@ def main():
     ap.add_argument("--llama", default="/work/vendor/llama.cpp", help="llama.cpp source folder with build/bin")
     ap.add_argument("--deepseek", default=os.path.join(HERE, "..", "deepseek"))
     ap.add_argument("--steps", type=int, default=64)
-    ap.add_argument("--gap", type=float, default=0.05, help="near tie: top-2 gap < GAP x std of the row's logits")
+    ap.add_argument("--gap", type=float, default=0.15, help="near tie: top-2 gap < GAP x std of the row's logits")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt", default="First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n")
     a = ap.parse_args()
@@ -68,6 +73,11 @@ def main():
         lf = os.path.join(tmp, "l.f32")
         run([tool, f, ",".join(map(str, seq)), lf, "--threads", str(a.threads)])
         lg = np.fromfile(lf, dtype=np.float32).reshape(len(seq), -1)
+        of = os.path.join(tmp, "o.f32")
+        run([a.deepseek, "logits", "-m", f, "--tokens", ",".join(map(str, seq)), "--out", of, "-t", str(a.threads)])
+        ours = np.fromfile(of, dtype=np.float32).reshape(len(seq), -1)[len(ids) - 1:]
+        ref = lg[len(ids) - 1:]
+        noise = float(np.median((ours - ref).std(axis=1) / ref.std(axis=1)))
         agree, ties, tie_diff, miss = 0, [], 0, []
         for i in range(a.steps):
             row = lg[len(ids) - 1 + i]
@@ -83,9 +93,10 @@ def main():
                 agree += 1
         bad += len(miss) > 0
         print("%s: %d/%d steps outside near ties, all %s llama.cpp's greedy token; %d near ties (steps %s), "
-              "%d of them picked differently%s" % (os.path.basename(f), agree + len(miss), a.steps,
+              "%d of them picked differently; logit noise rms(ours - llama.cpp) = %.3f std (median over steps)%s" % (
+                  os.path.basename(f), agree + len(miss), a.steps,
                                                     "equal to" if not miss else "NOT equal to", len(ties),
-                                                    ",".join(map(str, ties)) or "-", tie_diff,
+                                                    ",".join(map(str, ties)) or "-", tie_diff, noise,
                                                     "; MISMATCH " + "; ".join(miss) if miss else ""))
     sys.exit(1 if bad else 0)
 
