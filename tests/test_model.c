@@ -436,18 +436,17 @@ TEST(model_batch_invariant_fp8) { batch_invariance("tests/fixtures/tiny-v3-fp8")
 TEST(model_batch_invariant_v32) { batch_invariance("tests/fixtures/tiny-v32"); }
 TEST(model_batch_invariant_q8_0) { batch_invariance("tests/fixtures/gguf/tiny-v3.llama-q8_0.gguf"); }
 TEST(model_batch_invariant_q4_k) { batch_invariance("tests/fixtures/gguf/kq.llama-q4_k_m.gguf"); }
-/* the types of tensor/quant_ext.h (a random model of the kq shape: experts
- * IQ2_XXS, attention Q3_K, dense FFN Q4_1, head Q5_K) */
-TEST(model_batch_invariant_ext_types) {
+/* A random model of the kq shape with these types (tensor/quant_ext.h). */
+static void batch_invariance_types(ds_dtype experts, ds_dtype attn, ds_dtype ffn, ds_dtype head) {
     ds_err e = { 0 };
     ds_model *kq = NULL;
     if (ds_model_open(&kq, "tests/fixtures/gguf/kq.llama-q4_k_m.gguf", &e)) { CHECK_MSG(0, "%s", e.msg); return; }
     ds_convert_opts o;
     ds_convert_opts_default(&o, DS_DTYPE_Q8_0);
-    o.experts = DS_DTYPE_IQ2_XXS;
-    o.attn = DS_DTYPE_Q3_K;
-    o.ffn = DS_DTYPE_Q4_1;
-    o.head = DS_DTYPE_Q5_K;
+    o.experts = experts;
+    o.attn = attn;
+    o.ffn = ffn;
+    o.head = head;
     char dir[] = "/tmp/ds_bi_ext_XXXXXX", path[64];
     CHECK(mkdtemp(dir) != NULL);
     snprintf(path, sizeof path, "%s/m.gguf", dir);
@@ -457,6 +456,10 @@ TEST(model_batch_invariant_ext_types) {
     unlink(path);
     rmdir(dir);
 }
+/* experts IQ2_XXS, attention Q3_K (both x8 kernels), dense FFN Q4_1, head Q5_K */
+TEST(model_batch_invariant_ext_types) { batch_invariance_types(DS_DTYPE_IQ2_XXS, DS_DTYPE_Q3_K, DS_DTYPE_Q4_1, DS_DTYPE_Q5_K); }
+/* experts and attention Q2_K (x8), dense FFN IQ4_XS, head Q3_K (x8) */
+TEST(model_batch_invariant_x8_q2_k) { batch_invariance_types(DS_DTYPE_Q2_K, DS_DTYPE_Q2_K, DS_DTYPE_IQ4_XS, DS_DTYPE_Q3_K); }
 
 /* Long context: 690 tokens prefilled in chunks (expanded and absorbed
  * prefill attention), then 10 decode steps (flash

@@ -15,7 +15,8 @@
 #include "tensor/quant_isa.h"
 #include "tensor/repack.h"
 
-static const ds_dtype k_types[] = { DS_DTYPE_Q8_0, DS_DTYPE_Q4_0, DS_DTYPE_Q5_0, DS_DTYPE_Q4_K, DS_DTYPE_Q6_K };
+static const ds_dtype k_types[] = { DS_DTYPE_Q8_0, DS_DTYPE_Q4_0, DS_DTYPE_Q5_0, DS_DTYPE_Q4_K, DS_DTYPE_Q6_K,
+                                    DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_IQ2_XXS, DS_DTYPE_IQ4_NL };
 #define NT (int)(sizeof k_types / sizeof k_types[0])
 
 /* 8 random rows of K values quantized to t (rows consecutive). */
@@ -24,7 +25,16 @@ static uint8_t *rand_rows(ds_dtype t, int64_t K, ds_rng *r, float **f_out) {
     uint8_t *q = malloc(8 * rb);
     float *f = malloc((size_t)(8 * K) * sizeof(float));
     for (int64_t i = 0; i < 8 * K; i++) f[i] = ds_rng_normal(r) * ((i % 53) == 0 ? 6.0f : 1.0f) * (1.0f + (float)(i / K));
-    for (int i = 0; i < 8; i++) ds_quantize_row_ref(t, f + i * K, q + rb * (size_t)i, K);
+    if (t == DS_DTYPE_IQ2_XXS) {
+        /* no quantizer (read-only type): random grid indices, signs and
+         * scales, fp16 d of random size per block */
+        for (size_t i = 0; i < 8 * rb; i++) q[i] = (uint8_t)ds_rng_u64(r);
+        for (size_t o = 0; o < 8 * rb; o += 66) {
+            uint16_t h = ds_f32_to_f16(0.01f * (1.0f + 4.0f * (float)ds_rng_uniform(r)));
+            memcpy(q + o, &h, 2);
+        }
+    } else
+        for (int i = 0; i < 8; i++) ds_quantize_row_ref(t, f + i * K, q + rb * (size_t)i, K);
     if (f_out) *f_out = f;
     else free(f);
     return q;
@@ -135,7 +145,14 @@ TEST(repack_matmul_dispatch) {
         float *f = malloc((size_t)(N * K) * sizeof(float));
         uint8_t *q = malloc(rb * (size_t)N), *rp = malloc(rb * (size_t)N);
         for (int64_t i = 0; i < N * K; i++) f[i] = ds_rng_normal(&r) * 0.05f;
-        for (int64_t n = 0; n < N; n++) ds_quantize_row_ref(t, f + n * K, q + rb * (size_t)n, K);
+        if (t == DS_DTYPE_IQ2_XXS)
+            for (int64_t n = 0; n < N; n += 8) {   /* no quantizer: random rows (rand_rows) */
+                uint8_t *rq = rand_rows(t, K, &r, NULL);
+                memcpy(q + rb * (size_t)n, rq, rb * (size_t)DS_MIN(8, N - n));
+                free(rq);
+            }
+        else
+            for (int64_t n = 0; n < N; n++) ds_quantize_row_ref(t, f + n * K, q + rb * (size_t)n, K);
         for (int64_t g = 0; g < N / 8; g++) ds_repack_group(t, q + rb * 8 * (size_t)g, K, rp + rb * 8 * (size_t)g);
         memcpy(rp + rb * 40, q + rb * 40, rb * 5);
         ds_tensor w = { .name = "w", .dtype = t, .ndim = 2, .shape = { N, K }, .data = q, .nbytes = rb * (size_t)N };

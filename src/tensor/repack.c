@@ -14,6 +14,7 @@
 bool ds_repack_supported(ds_dtype t, int64_t K) {
     switch (t) {
     case DS_DTYPE_Q8_0: case DS_DTYPE_Q4_0: case DS_DTYPE_Q5_0: case DS_DTYPE_Q4_K: case DS_DTYPE_Q6_K:
+    case DS_DTYPE_Q2_K: case DS_DTYPE_Q3_K: case DS_DTYPE_IQ2_XXS: case DS_DTYPE_IQ4_NL:
         return ds_quant_row_ok(t, K);
     default: return false;
     }
@@ -75,7 +76,7 @@ void ds_repack_group(ds_dtype t, const void *rows, int64_t K, void *out) {
                 for (int c = 0; c < 8; c++) memcpy(o + 16 + 32 * c + 4 * r, x->qs + 4 * c, 4);
             }
             break;
-        case DS_DTYPE_Q4_0:
+        case DS_DTYPE_Q4_0: case DS_DTYPE_IQ4_NL:   /* the same bytes: d, 16 x 2 nibbles */
             for (int r = 0; r < 8; r++) {
                 const ds_block_q4_0 *x = (const ds_block_q4_0 *)blk[r];
                 memcpy(o + 2 * r, &x->d, 2);
@@ -132,6 +133,56 @@ void ds_repack_group(ds_dtype t, const void *rows, int64_t K, void *out) {
                 }
             }
             break;
+        case DS_DTYPE_Q2_K:
+            /* ggml block: scales[16] (low 4 bits scale, high 4 min) | qs[64] | d | dmin;
+             * value k = 128 n + 32 j + l is bits 2j.. of qs[32 n + l] */
+            for (int r = 0; r < 8; r++) {
+                const uint8_t *x = blk[r];
+                memcpy(o + 2 * r, x + 80, 2);
+                memcpy(o + 16 + 2 * r, x + 82, 2);
+                for (int s = 0; s < 16; s++) o[32 + 8 * s + r] = x[s];
+                for (int v = 0; v < 16; v++)
+                    for (int i = 0; i < 4; i++) {
+                        uint8_t byte = 0;
+                        for (int f = 0; f < 4; f++) {
+                            int k = 4 * (v + 16 * f) + i, n = k / 128, j = (k % 128) / 32, l = k % 32;
+                            byte |= (uint8_t)(((x[16 + 32 * n + l] >> (2 * j)) & 3) << (2 * f));
+                        }
+                        o[160 + 32 * v + 4 * r + i] = byte;
+                    }
+            }
+            break;
+        case DS_DTYPE_Q3_K: {
+            /* ggml block: hmask[32] | qs[64] | scales[12] (6-bit, packed) | d; value
+             * k = 128 n + 32 j + l: lo = bits 2j.. of qs[32 n + l], high bit = bit
+             * 4n + j of hmask[l]; q = lo + 4 high - 4 */
+            uint8_t v6[128];   /* [8 s + r] */
+            memset(o + 16, 0, 864);
+            for (int r = 0; r < 8; r++) {
+                const uint8_t *x = blk[r], *hm = x, *qs = x + 32, *sc = x + 96;
+                memcpy(o + 2 * r, x + 108, 2);
+                for (int i = 0; i < 16; i++) {
+                    int lo = i < 8 ? sc[i] & 15 : sc[i - 8] >> 4, hi = (sc[8 + i % 4] >> (2 * (i / 4))) & 3;
+                    v6[8 * i + r] = (uint8_t)(lo | hi << 4);
+                }
+                for (int k = 0; k < 256; k++) {
+                    int n = k / 128, j = (k % 128) / 32, l = k % 32, c = k / 4, i = k % 4;
+                    int lo = (qs[32 * n + l] >> (2 * j)) & 3, hb = (hm[l] >> (4 * n + j)) & 1;
+                    o[368 + 32 * (c % 16) + 4 * r + i] |= (uint8_t)(lo << (2 * (c / 16)));
+                    o[112 + 32 * (c % 8) + 4 * r + i] |= (uint8_t)(hb << (c / 8));
+                }
+            }
+            for (int p = 0; p < 64; p++) o[16 + p] = (uint8_t)((v6[p] & 15) | (v6[p + 64] & 15) << 4);
+            for (int p = 0; p < 32; p++)
+                o[80 + p] = (uint8_t)((v6[p] >> 4) | (v6[p + 32] >> 4) << 2 | (v6[p + 64] >> 4) << 4 | (v6[p + 96] >> 4) << 6);
+            break;
+        }
+        case DS_DTYPE_IQ2_XXS:
+            for (int r = 0; r < 8; r++) {
+                memcpy(o + 2 * r, blk[r], 2);
+                for (int ib = 0; ib < 8; ib++) memcpy(o + 16 + 64 * ib + 8 * r, blk[r] + 2 + 8 * ib, 8);
+            }
+            break;
         default: DS_ASSERT(!"not repackable");
         }
     }
@@ -153,7 +204,7 @@ void ds_unpack_group_ref(ds_dtype t, const void *grp, int64_t K, void *rows) {
                 for (int c = 0; c < 8; c++) memcpy(x->qs + 4 * c, g + 16 + 32 * c + 4 * r, 4);
                 break;
             }
-            case DS_DTYPE_Q4_0: {
+            case DS_DTYPE_Q4_0: case DS_DTYPE_IQ4_NL: {
                 ds_block_q4_0 *x = (ds_block_q4_0 *)blk;
                 memcpy(&x->d, g + 2 * r, 2);
                 for (int v = 0; v < 4; v++) memcpy(x->qs + 4 * v, g + 16 + 32 * v + 4 * r, 4);
@@ -215,6 +266,43 @@ void ds_unpack_group_ref(ds_dtype t, const void *grp, int64_t K, void *rows) {
                 for (int k = 0; k < 256; k++) set_q6k_q(x, k, q[k]);
                 break;
             }
+            case DS_DTYPE_Q2_K: {
+                memcpy(blk + 80, g + 2 * r, 2);
+                memcpy(blk + 82, g + 16 + 2 * r, 2);
+                for (int s = 0; s < 16; s++) blk[s] = g[32 + 8 * s + r];
+                memset(blk + 16, 0, 64);
+                for (int v = 0; v < 16; v++)
+                    for (int i = 0; i < 4; i++)
+                        for (int f = 0; f < 4; f++) {
+                            int k = 4 * (v + 16 * f) + i, n = k / 128, j = (k % 128) / 32, l = k % 32;
+                            blk[16 + 32 * n + l] |= (uint8_t)(((g[160 + 32 * v + 4 * r + i] >> (2 * f)) & 3) << (2 * j));
+                        }
+                break;
+            }
+            case DS_DTYPE_Q3_K: {
+                uint8_t *hm = blk, *qs = blk + 32, *sc = blk + 96;
+                memcpy(blk + 108, g + 2 * r, 2);
+                memset(blk, 0, 108);
+                for (int i = 0; i < 16; i++) {
+                    int p = 8 * i + r;
+                    int v = ((g[16 + p % 64] >> (p < 64 ? 0 : 4)) & 15) | ((g[80 + p % 32] >> (2 * (p / 32))) & 3) << 4;
+                    if (i < 8) sc[i] |= (uint8_t)(v & 15);
+                    else sc[i - 8] |= (uint8_t)((v & 15) << 4);
+                    sc[8 + i % 4] |= (uint8_t)((v >> 4) << (2 * (i / 4)));
+                }
+                for (int k = 0; k < 256; k++) {
+                    int n = k / 128, j = (k % 128) / 32, l = k % 32, c = k / 4, i = k % 4;
+                    int lo = (g[368 + 32 * (c % 16) + 4 * r + i] >> (2 * (c / 16))) & 3;
+                    int hb = (g[112 + 32 * (c % 8) + 4 * r + i] >> (c / 8)) & 1;
+                    qs[32 * n + l] |= (uint8_t)(lo << (2 * j));
+                    hm[l] |= (uint8_t)(hb << (4 * n + j));
+                }
+                break;
+            }
+            case DS_DTYPE_IQ2_XXS:
+                memcpy(blk, g + 2 * r, 2);
+                for (int ib = 0; ib < 8; ib++) memcpy(blk + 2 + 8 * ib, g + 16 + 64 * ib + 8 * r, 8);
+                break;
             default: DS_ASSERT(!"not repackable");
             }
         }

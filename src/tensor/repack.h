@@ -17,6 +17,7 @@
  *
  *   Q8_0  (272 B)  d[8] | 8 chunk vectors (k = 4c..4c+3, c = 0..7)
  *   Q4_0  (144 B)  d[8] | 4 nibble vectors v: low nibble = chunk v, high = chunk v+4
+ *   IQ4_NL (144 B) as Q4_0 (the nibbles index the 16 IQ4 levels)
  *   Q5_0  (176 B)  d[8] | hbits (32 B: bit s of byte 4r+i = 5th bit of chunk s) | 4 nibble vectors as Q4_0
  *   Q4_K (1152 B)  d[8] | dmin[8] | scales (96 B) | 32 nibble vectors v: low = chunk v, high = chunk v+32
  *                  scales: index p = 8·j + r (sub-block j of 32, row r), byte p of
@@ -25,6 +26,17 @@
  *   Q6_K (1680 B)  d[8] | int8 scales[16][8] (sub-block j of 16, row r) | 32 nibble vectors v:
  *                  low = chunk v, high = chunk v+32 (low 4 bits) | 16 high-bit vectors h:
  *                  bits 2f..2f+1 of byte 4r+i = high 2 bits of chunk {2h, 2h+1, 2h+32, 2h+33}[f]
+ *   Q2_K  (672 B)  d[8] | dmin[8] | the rows' scale bytes [16][8] (sub-block s of 16, row r;
+ *                  low 4 bits scale, high 4 min) | 16 crumb vectors v: bits 2f..2f+1 of
+ *                  byte 4r+i = value of chunk v + 16f (k = 4(v + 16f) + i)
+ *   Q3_K  (880 B)  d[8] | scales: the rows' 6-bit values v (scale = v - 32) at index p = 8s + r:
+ *                  64 B low nibbles (byte p%64, high nibble for p >= 64), 32 B top 2 bits
+ *                  (bits 2(p/32).. of byte p%32) | 8 high-bit vectors h: bit f of byte
+ *                  4r+i = high bit of chunk h + 8f | 16 crumb vectors as Q2_K (q = lo + 4 high - 4)
+ *   IQ2_XXS (528 B) d[8] | [8 sub-blocks of 32][8 rows] x 8 bytes (the row's own 4 grid
+ *                  indices + sign/scale word): grid values cannot be stored as chunk
+ *                  vectors in the same bytes, so the kernel expands each row's 32
+ *                  values and sums the 8 rows' products into row lanes once per block
  *
  * Kernels compute out[t][r] = row r · activation t for up to 4 tokens per
  * call, against the quantized activations of quant.h (A8 / K8). Every

@@ -20,9 +20,12 @@
 #include "repack.h"
 #include "quant.h"
 #include "quant_isa.h"
+#include "iq_tables.h"
 #include "../core/base.h"
 
 #include <immintrin.h>
+#include <pthread.h>
+#include <string.h>
 
 #define AI static inline __attribute__((always_inline))
 /* Keeps an accumulator in a register at this point: stops the compiler from
@@ -249,10 +252,12 @@ AI void gemm_q6_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
 
 /* ------------------------------------------- Q8_0, Q4_0, Q5_0 (A8 acts) */
 
-/* kind 0 = Q8_0 (272 B/block), 4 = Q4_0 (144), 5 = Q5_0 (176) */
+/* kind 0 = Q8_0 (272 B/block), 4 = Q4_0 (144), 5 = Q5_0 (176), 6 = IQ4_NL (144: levels by pshufb,
+ * signed x signed like Q8_0; a pair sum of two levels x activations fills i16, so every
+ * chunk is widened to i32 on its own) */
 AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T, const int kind) {
     int64_t nb = K / DS_QK;
-    const size_t bsz = kind == 0 ? 272 : kind == 4 ? 144 : 176;
+    const size_t bsz = kind == 0 ? 272 : kind == 4 || kind == 6 ? 144 : 176;
     const float *da[DS_RP_MAX_T], *sa[DS_RP_MAX_T];
     __m256 acc[DS_RP_MAX_T];
     const __m256i m4 = _mm256_set1_epi8(15), m10 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
@@ -265,7 +270,26 @@ AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out,
     for (int64_t b = 0; b < nb; b++, g += bsz) {
         prefetch_block(g, bsz);
         __m256i isum[DS_RP_MAX_T];
-        if (kind == 0) {
+        if (kind == 6) {
+            const uint8_t *qs = g + 16;
+            const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ds_iq4nl_values));
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
+                __m256i lo = _mm256_shuffle_epi8(tab, _mm256_and_si256(w, m4));
+                __m256i hi = _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(w, 4), m4));
+                __m256i alo = _mm256_sign_epi8(lo, lo), ahi = _mm256_sign_epi8(hi, hi);
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) {
+                    __m256i pl = _mm256_maddubs_epi16(alo, _mm256_sign_epi8(bcast4(q[t] + 32 * b + 4 * v), lo));
+                    __m256i ph = _mm256_maddubs_epi16(ahi, _mm256_sign_epi8(bcast4(q[t] + 32 * b + 16 + 4 * v), hi));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(pl, ones), _mm256_madd_epi16(ph, ones)));
+                    KEEP(isum[t]);
+                }
+            }
+        } else if (kind == 0) {
             const uint8_t *qs = g + 16;
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
@@ -318,9 +342,227 @@ AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out,
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) {
             __m256 x = _mm256_cvtepi32_ps(isum[t]);
-            if (kind) x = _mm256_sub_ps(x, _mm256_set1_ps(zk * sa[t][b]));   /* exact: small integers */
+            if (kind == 4 || kind == 5) x = _mm256_sub_ps(x, _mm256_set1_ps(zk * sa[t][b]));   /* exact: small integers */
             acc[t] = _mm256_fmadd_ps(x, _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
         }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+}
+
+/* ------------------------------------------------------------------ Q2_K */
+
+AI void gemm_q2_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
+    int64_t nb = K / DS_QK_K;
+    const float *da[DS_RP_MAX_T];
+    const int16_t *bs[DS_RP_MAX_T];
+    __m256 acc[DS_RP_MAX_T];
+    const __m256i m3 = _mm256_set1_epi8(3), m15w = _mm256_set1_epi16(15);
+    const __m128i m15 = _mm_set1_epi8(15);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) {
+        da[t] = (const float *)(q[t] + K);
+        bs[t] = (const int16_t *)(da[t] + nb);
+        acc[t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, g += 672) {
+        prefetch_block(g, 672);
+        const uint8_t *sc = g + 32, *qs = g + 160;
+        /* mins: Σ_s m_rs · bsum16_s, sub-blocks in pairs (i16 [m_r,2i, m_r,2i+1]) */
+        __m256i msum[DS_RP_MAX_T], isum[DS_RP_MAX_T];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) { msum[t] = _mm256_setzero_si256(); isum[t] = _mm256_setzero_si256(); }
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            __m128i p = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(sc + 16 * i)), _mm_loadl_epi64((const __m128i *)(sc + 16 * i + 8)));
+            __m256i mp = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(p, 4), m15));
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(mp, bcast4((const int8_t *)(bs[t] + 16 * b + 2 * i))));
+        }
+        /* vectors 4jj..4jj+3, crumb plane f: chunks 4jj + 16f .. +3 = sub-block 4f + jj */
+        for (int jj = 0; jj < 4; jj++) {
+            __m256i w[4];
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) w[i] = _mm256_loadu_si256((const __m256i *)(qs + 32 * (4 * jj + i)));
+#pragma GCC unroll 4
+            for (int f = 0; f < 4; f++) {
+                const int s = 4 * f + jj;
+                __m256i a16[DS_RP_MAX_T];
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) a16[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    __m256i u = _mm256_and_si256(f ? _mm256_srli_epi16(w[i], 2 * f) : w[i], m3);
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; t++) {
+                        a16[t] = _mm256_add_epi16(a16[t], _mm256_maddubs_epi16(u, bcast4(q[t] + 256 * b + 16 * s + 4 * i)));
+                        KEEP(a16[t]);
+                    }
+                }
+                __m256i sj = _mm256_and_si256(dup8_u8(sc + 8 * s), m15w);
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(a16[t], sj));
+            }
+        }
+        __m256 dv = d8(g), dmv = d8(g + 16);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            __m256 db = _mm256_set1_ps(da[t][b]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, db), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum[t]), _mm256_mul_ps(dmv, db), acc[t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+}
+
+/* ------------------------------------------------------------------ Q3_K */
+
+AI void gemm_q3_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
+    int64_t nb = K / DS_QK_K;
+    const float *da[DS_RP_MAX_T];
+    const int16_t *bs[DS_RP_MAX_T];
+    __m256 acc[DS_RP_MAX_T];
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4), m15 = _mm256_set1_epi8(15), k32 = _mm256_set1_epi8(32);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) {
+        da[t] = (const float *)(q[t] + K);
+        bs[t] = (const int16_t *)(da[t] + nb);
+        acc[t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, g += 880) {
+        prefetch_block(g, 880);
+        /* signed scales [8 s + r] for s = 0..15 into a small stack table */
+        int8_t scb[128] __attribute__((aligned(32)));
+        {
+            __m256i N0 = _mm256_loadu_si256((const __m256i *)(g + 16)), N1 = _mm256_loadu_si256((const __m256i *)(g + 48));
+            __m256i H = _mm256_loadu_si256((const __m256i *)(g + 80));
+            __m256i lo[4] = { _mm256_and_si256(N0, m15), _mm256_and_si256(N1, m15), _mm256_and_si256(_mm256_srli_epi16(N0, 4), m15),
+                              _mm256_and_si256(_mm256_srli_epi16(N1, 4), m15) };
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                __m256i hi = _mm256_and_si256(k ? _mm256_srli_epi16(H, 2 * k) : H, m3);
+                _mm256_store_si256((__m256i *)(scb + 32 * k), _mm256_sub_epi8(_mm256_or_si256(lo[k], _mm256_slli_epi16(hi, 4)), k32));
+            }
+        }
+        const uint8_t *hv = g + 112, *qs = g + 368;
+        __m256i isum[DS_RP_MAX_T];
+        /* zero point: -4 Σ_s sc_rs · bsum16_s, sub-blocks in pairs */
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            __m256i sp = pair8_s8((const uint8_t *)scb + 16 * i, (const uint8_t *)scb + 16 * i + 8);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(sp, bcast4((const int8_t *)(bs[t] + 16 * b + 2 * i))));
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) isum[t] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(isum[t], 2));
+        /* crumb vectors 4jj..4jj+3, plane f: chunks c = 4jj + i + 16f = sub-block 4f + jj;
+         * high bit of chunk c: bit c/8 of high-bit vector c%8 */
+        for (int jj = 0; jj < 4; jj++) {
+            __m256i w[4], h[4];
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                w[i] = _mm256_loadu_si256((const __m256i *)(qs + 32 * (4 * jj + i)));
+                h[i] = _mm256_loadu_si256((const __m256i *)(hv + 32 * (4 * (jj % 2) + i)));
+            }
+#pragma GCC unroll 4
+            for (int f = 0; f < 4; f++) {
+                const int s = 4 * f + jj, bi = jj / 2 + 2 * f;
+                __m256i a16[DS_RP_MAX_T];
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) a16[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    __m256i hb = bi >= 2 ? _mm256_srli_epi16(h[i], bi - 2) : _mm256_slli_epi16(h[i], 2 - bi);
+                    __m256i u = _mm256_or_si256(_mm256_and_si256(f ? _mm256_srli_epi16(w[i], 2 * f) : w[i], m3), _mm256_and_si256(hb, m4));
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; t++) {
+                        a16[t] = _mm256_add_epi16(a16[t], _mm256_maddubs_epi16(u, bcast4(q[t] + 256 * b + 16 * s + 4 * i)));
+                        KEEP(a16[t]);
+                    }
+                }
+                __m256i sj = dup8_s8((const uint8_t *)scb + 8 * s);
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(a16[t], sj));
+            }
+        }
+        __m256 dv = d8(g);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+}
+
+/* --------------------------------------------------------------- IQ2_XXS */
+
+/* ±1 per byte for the 7-bit sign indices (ds_iq_ksigns: 8 sign bits, even parity) */
+static uint64_t k_sign8[128];
+static pthread_once_t k_sign8_once = PTHREAD_ONCE_INIT;
+static void init_sign8(void) {
+    for (int i = 0; i < 128; i++) {
+        uint64_t v = 0;
+        for (int j = 0; j < 8; j++) v |= (uint64_t)((ds_iq_ksigns[i] >> j) & 1 ? 0xFF : 0x01) << (8 * j);
+        k_sign8[i] = v;
+    }
+}
+
+/* lane r = the sum of the 8 lanes of v[r] (exact: integers) */
+AI __m256i hsum8_rows(const __m256i *v) {
+    __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, c, 0x20), _mm256_permute2x128_si256(a, c, 0x31));
+}
+
+/* Row by row: sub-block ib of row r = 4 grid rows of 8 magnitudes (8, 25, 43)
+ * gathered with one set, the activations signed by the ±1 table (exact:
+ * |a| <= 127), maddubs, then madd with the odd scale 2s+1 (x = d (2s+1)/8 · g);
+ * the i32 sums of a block are reduced to row lanes once per block. */
+AI void gemm_iq2_xxs(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
+    int64_t nb = K / DS_QK_K;
+    const float *da[DS_RP_MAX_T];
+    __m256 acc[DS_RP_MAX_T];
+    __m256i rs[DS_RP_MAX_T][8];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) {
+        da[t] = (const float *)(q[t] + K);
+        acc[t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, g += 528) {
+        prefetch_block(g, 528);
+        for (int r = 0; r < 8; r++) {
+            __m256i isum[DS_RP_MAX_T];
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int ib = 0; ib < 8; ib++) {
+                const uint8_t *p = g + 16 + 64 * ib + 8 * r;
+                uint32_t a1;
+                memcpy(&a1, p + 4, 4);
+                __m256i gv = _mm256_set_epi64x((long long)ds_iq2xxs_grid[p[3]], (long long)ds_iq2xxs_grid[p[2]],
+                                               (long long)ds_iq2xxs_grid[p[1]], (long long)ds_iq2xxs_grid[p[0]]);
+                __m256i sg = _mm256_set_epi64x((long long)k_sign8[(a1 >> 21) & 127], (long long)k_sign8[(a1 >> 14) & 127],
+                                               (long long)k_sign8[(a1 >> 7) & 127], (long long)k_sign8[a1 & 127]);
+                __m256i sc = _mm256_set1_epi16((short)(2 * (a1 >> 28) + 1));
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) {
+                    __m256i av = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(q[t] + 256 * b + 32 * ib)), sg);
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(gv, av), sc));
+                    KEEP(isum[t]);
+                }
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) rs[t][r] = isum[t];
+        }
+        __m256 dv = _mm256_mul_ps(d8(g), _mm256_set1_ps(0.125f));
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hsum8_rows(rs[t])), _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
     }
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
@@ -338,16 +580,24 @@ AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out,
 #define C_Q80(T) gemm_a8(g, q, K, o, T, 0)
 #define C_Q40(T) gemm_a8(g, q, K, o, T, 4)
 #define C_Q50(T) gemm_a8(g, q, K, o, T, 5)
+#define C_Q2K(T) gemm_q2_K(g, q, K, o, T)
+#define C_IQ4NL(T) gemm_a8(g, q, K, o, T, 6)
+#define C_Q3K(T) gemm_q3_K(g, q, K, o, T)
+#define C_IQ2XXS(T) gemm_iq2_xxs(g, q, K, o, T)
 INST(q4k, C_Q4K)
 INST(q6k, C_Q6K)
 INST(q80, C_Q80)
 INST(q40, C_Q40)
 INST(q50, C_Q50)
+INST(q2k, C_Q2K)
+INST(iq4nl, C_IQ4NL)
+INST(q3k, C_Q3K)
+INST(iq2xxs, C_IQ2XXS)
 
 typedef void (*gemm_fn)(const uint8_t *, const int8_t *const *, int64_t, float *);
 #define FNS(name) { name##_1, name##_2, name##_3, name##_4 }
 static const gemm_fn k_q4k[4] = FNS(q4k), k_q6k[4] = FNS(q6k), k_q80[4] = FNS(q80), k_q40[4] = FNS(q40),
-                     k_q50[4] = FNS(q50);
+                     k_q50[4] = FNS(q50), k_q2k[4] = FNS(q2k), k_iq4nl[4] = FNS(iq4nl), k_q3k[4] = FNS(q3k), k_iq2xxs[4] = FNS(iq2xxs);
 
 void ds_gemm_x8_avx2(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out) {
     const gemm_fn *f;
@@ -357,6 +607,10 @@ void ds_gemm_x8_avx2(ds_dtype t, const void *grp, const void *const *act, int T,
     case DS_DTYPE_Q8_0: f = k_q80; break;
     case DS_DTYPE_Q4_0: f = k_q40; break;
     case DS_DTYPE_Q5_0: f = k_q50; break;
+    case DS_DTYPE_Q2_K: f = k_q2k; break;
+    case DS_DTYPE_IQ4_NL: f = k_iq4nl; break;
+    case DS_DTYPE_Q3_K: f = k_q3k; break;
+    case DS_DTYPE_IQ2_XXS: pthread_once(&k_sign8_once, init_sign8); f = k_iq2xxs; break;
     default: return;
     }
     f[T - 1](grp, (const int8_t *const *)act, K, out);

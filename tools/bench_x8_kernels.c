@@ -1,0 +1,79 @@
+/*
+ * bench_x8_kernels.c - times the x8 kernels (tensor/repack.h) against the
+ * generic one-row kernel of the same type (quant_ext_avx2.c / quant_avx2.c):
+ * ns per weight row of K = 2048 and per token, 1 and 4 tokens per call,
+ * best of 20 passes over 1024 rows (random blocks; 1 thread). A manual
+ * measurement, not a test. Needs an AVX2 CPU.
+ *
+ *   make lib && cc -O2 -Isrc tools/bench_x8_kernels.c build/libdeepseek.a -fopenmp -ljansson \
+ *      -lpcre2-8 -lopenblas -lm -lpthread -lmpi -o build/bench_x8_kernels && build/bench_x8_kernels
+ *
+ * llama.cpp's one-row kernels for comparison: tools/bench_ggml_vec_dot.c.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tensor/ops.h"
+#include "tensor/quant.h"
+#include "tensor/quant_isa.h"
+#include "tensor/repack.h"
+#include "tensor/tensor.h"
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+int main(void) {
+    if (strcmp(ds_ops_isa(), "avx2") != 0) { fprintf(stderr, "needs AVX2\n"); return 1; }
+    static const ds_dtype ts[] = { DS_DTYPE_Q4_K, DS_DTYPE_Q6_K, DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_IQ2_XXS, DS_DTYPE_IQ4_NL };
+    enum { K = 2048, N = 1024 };
+    static float x[4][K];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < K; j++) x[i][j] = (float)rand() / (float)RAND_MAX - 0.5f;
+    for (size_t ti = 0; ti < sizeof ts / sizeof ts[0]; ti++) {
+        ds_dtype t = ts[ti];
+        size_t rb = ds_dtype_row_bytes(t, K), bb = ds_dtype_block_bytes(t);
+        uint8_t *w = malloc(rb * N), *g = malloc(rb * N);
+        for (size_t i = 0; i < rb * N; i++) w[i] = (uint8_t)rand();
+        /* finite scales: every fp16 d / dmin of the block set to 0.01 */
+        uint16_t h = ds_f32_to_f16(0.01f);
+        size_t doff[2] = { 0, 2 };
+        int nd = t == DS_DTYPE_Q4_K ? 2 : 1;
+        if (t == DS_DTYPE_Q2_K) { doff[0] = 80; doff[1] = 82; nd = 2; }
+        if (t == DS_DTYPE_Q3_K) doff[0] = 108;
+        if (t == DS_DTYPE_Q6_K) doff[0] = 208;
+        for (size_t o = 0; o < rb * N; o += bb)
+            for (int k = 0; k < nd; k++) memcpy(w + o + doff[k], &h, 2);
+        for (int64_t n = 0; n < N; n += 8) ds_repack_group(t, w + rb * (size_t)n, K, g + rb * (size_t)n);
+        void *qa[4];
+        for (int i = 0; i < 4; i++) {
+            qa[i] = malloc(ds_act_row_bytes(t, K));
+            ds_quantize_act_ref(t, x[i], qa[i], K);
+        }
+        for (int T = 1; T <= 4; T += 3) {
+            float out[32];
+            double b8 = 1e9, b1 = 1e9;
+            for (int rep = 0; rep < 20; rep++) {
+                double t0 = now();
+                for (int64_t n = 0; n < N; n += 8) ds_gemm_x8_avx2(t, g + rb * (size_t)n, (const void *const *)qa, T, K, out);
+                double dt = now() - t0;
+                if (dt < b8) b8 = dt;
+                t0 = now();
+                for (int64_t n = 0; n < N; n++)
+                    for (int k = 0; k < T; k++) out[k] = ds_vec_dot_avx2(t, w + rb * (size_t)n, qa[k], K);
+                dt = now() - t0;
+                if (dt < b1) b1 = dt;
+            }
+            printf("%-8s %d token%s: x8 %4.0f ns/row/token, one-row kernel %4.0f\n", ds_dtype_name(t), T, T > 1 ? "s" : " ",
+                   b8 / N / T * 1e9, b1 / N / T * 1e9);
+        }
+        for (int i = 0; i < 4; i++) free(qa[i]);
+        free(w);
+        free(g);
+    }
+    return 0;
+}
