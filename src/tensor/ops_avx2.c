@@ -10,17 +10,8 @@
 #include "simd_exp.h"
 
 #include <immintrin.h>
+#include "simd_hsum.h"
 #include <math.h>
-
-static inline float hsum256(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    __m128 sh = _mm_movehdup_ps(lo);
-    __m128 s = _mm_add_ps(lo, sh);
-    sh = _mm_movehl_ps(sh, s);
-    s = _mm_add_ss(s, sh);
-    return _mm_cvtss_f32(s);
-}
 
 float ds_dot_f32_avx2(const float *w, const float *x, int64_t n) {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
@@ -32,7 +23,7 @@ float ds_dot_f32_avx2(const float *w, const float *x, int64_t n) {
         a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
     }
     for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
-    float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    float s = ds_hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     for (; i < n; i++) s += w[i] * x[i];
     return s;
 }
@@ -52,7 +43,7 @@ float ds_dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n) {
         a3 = _mm256_fmadd_ps(load_bf16x8(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
     }
     for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load_bf16x8(w + i), _mm256_loadu_ps(x + i), a0);
-    float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    float s = ds_hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     for (; i < n; i++) {
         union { uint32_t u; float f; } c = { (uint32_t)w[i] << 16 };
         s += c.f * x[i];
@@ -69,7 +60,7 @@ float ds_dot_f16_avx2(const uint16_t *w, const float *x, int64_t n) {
     }
     for (; i + 8 <= n; i += 8)
         a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), a0);
-    float s = hsum256(_mm256_add_ps(a0, a1));
+    float s = ds_hsum256(_mm256_add_ps(a0, a1));
     for (; i < n; i++) s += _cvtsh_ss(w[i]) * x[i];
     return s;
 }
@@ -121,7 +112,7 @@ float ds_dot_fp8_avx2(const uint8_t *w, const float *x, int64_t n, const float *
             a1 = _mm256_fmadd_ps(load_fp8x8_scaled_down(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
         }
         for (; i + 8 <= b1; i += 8) a0 = _mm256_fmadd_ps(load_fp8x8_scaled_down(w + i), _mm256_loadu_ps(x + i), a0);
-        float s = hsum256(_mm256_add_ps(a0, a1));
+        float s = ds_hsum256(_mm256_add_ps(a0, a1));
         for (; i < b1; i++) s += fp8_scalar_scaled_down(w[i]) * x[i];
         total += s * (scale ? scale[b0 / block] : 1.0f) * 256.0f;
     }
@@ -174,7 +165,7 @@ void ds_wsum_rows_avx2(float *u, const float *p, const float *kv, int64_t n, int
 static inline float dot1_avx2(const float *a, const float *b, int64_t W) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t k = 0; k < W; k += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc);
-    return hsum256(acc);
+    return ds_hsum256(acc);
 }
 
 void ds_mla_attn_step_avx2(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv,
@@ -200,10 +191,10 @@ void ds_mla_attn_step_avx2(float *u, float *m, float *l, const float *q, int64_t
                 a30 = _mm256_fmadd_ps(y, x0, a30); a31 = _mm256_fmadd_ps(y, x1, a31); a32 = _mm256_fmadd_ps(y, x2, a32);
             }
             float *s0 = sc + h * ls + j;
-            s0[0] = hsum256(a00); s0[1] = hsum256(a01); s0[2] = hsum256(a02);
-            s0 += ls; s0[0] = hsum256(a10); s0[1] = hsum256(a11); s0[2] = hsum256(a12);
-            s0 += ls; s0[0] = hsum256(a20); s0[1] = hsum256(a21); s0[2] = hsum256(a22);
-            s0 += ls; s0[0] = hsum256(a30); s0[1] = hsum256(a31); s0[2] = hsum256(a32);
+            s0[0] = ds_hsum256(a00); s0[1] = ds_hsum256(a01); s0[2] = ds_hsum256(a02);
+            s0 += ls; s0[0] = ds_hsum256(a10); s0[1] = ds_hsum256(a11); s0[2] = ds_hsum256(a12);
+            s0 += ls; s0[0] = ds_hsum256(a20); s0[1] = ds_hsum256(a21); s0[2] = ds_hsum256(a22);
+            s0 += ls; s0[0] = ds_hsum256(a30); s0[1] = ds_hsum256(a31); s0[2] = ds_hsum256(a32);
         }
         for (; j < n; j++)
             for (int64_t i = 0; i < 4; i++) sc[(h + i) * ls + j] = dot1_avx2(q + (h + i) * ldq, kv + j * W, W);
@@ -228,7 +219,7 @@ void ds_mla_attn_step_avx2(float *u, float *m, float *l, const float *q, int64_t
             acc = _mm256_add_ps(acc, p);
         }
         m[h] = mn;
-        l[h] = l[h] * alpha[h] + hsum256(acc);
+        l[h] = l[h] * alpha[h] + ds_hsum256(acc);
     }
 
     /* u[h] = alpha[h]·u[h] + Σ_j p[h][j]·kv_j[0 : R) */

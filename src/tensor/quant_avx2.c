@@ -19,16 +19,7 @@
 #include "../core/base.h"
 
 #include <immintrin.h>
-
-static inline float hsum_ps(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    __m128 sh = _mm_movehdup_ps(lo);
-    __m128 s = _mm_add_ps(lo, sh);
-    sh = _mm_movehl_ps(sh, s);
-    s = _mm_add_ss(s, sh);
-    return _mm_cvtss_f32(s);
-}
+#include "simd_hsum.h"
 
 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -150,7 +141,7 @@ static float dot_q8_0(const ds_block_q8_0 *w, const int8_t *q, const float *d, i
         __m256i p0 = dot_s8s8(_mm256_loadu_si256((const __m256i *)w[b].qs), _mm256_loadu_si256((const __m256i *)(q + 32 * b)));
         acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(h2f(w[b].d) * d[b]), acc0);
     }
-    return hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+    return ds_hsum256(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
 }
 
 static float dot_q4_0(const ds_block_q4_0 *w, const int8_t *q, const float *d, const float *s, int64_t nb) {
@@ -174,7 +165,7 @@ static float dot_q4_0(const ds_block_q4_0 *w, const int8_t *q, const float *d, c
         acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(s0), acc0);
         zp += s0 * s[b];
     }
-    return hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3))) - 8.0f * (zp + hsum_ps(zacc));
+    return ds_hsum256(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3))) - 8.0f * (zp + ds_hsum256(zacc));
 }
 
 static float dot_q5_0(const ds_block_q5_0 *w, const int8_t *q, const float *d, const float *s, int64_t nb) {
@@ -199,7 +190,7 @@ static float dot_q5_0(const ds_block_q5_0 *w, const int8_t *q, const float *d, c
         acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s0), acc0);
         zp += s0 * s[b];
     }
-    return hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3))) - 16.0f * (zp + hsum_ps(zacc));
+    return ds_hsum256(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3))) - 16.0f * (zp + ds_hsum256(zacc));
 }
 
 /* -------------------------------------------------------------- dot: K8 */
@@ -262,7 +253,7 @@ static float dot_q4_K(const ds_block_q4_K *w, const int8_t *q, const float *d, c
     }
     __m128 m2 = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
     m2 = _mm_add_ss(m2, _mm_movehdup_ps(m2));
-    return hsum_ps(acc) - _mm_cvtss_f32(m2);
+    return ds_hsum256(acc) - _mm_cvtss_f32(m2);
 }
 
 /* The 128 six-bit values of half h of a Q6_K block as 4 vectors of 32 bytes
@@ -302,7 +293,7 @@ static float dot_q6_K(const ds_block_q6_K *w, const int8_t *q, const float *d, c
         }
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(h2f(w[b].d) * d[b]), acc);
     }
-    return hsum_ps(acc);
+    return ds_hsum256(acc);
 }
 
 float ds_vec_dot_avx2(ds_dtype t, const void *w, const void *act, int64_t K) {
@@ -365,7 +356,7 @@ static void dot4_q4_K(const ds_block_q4_K *w, const int8_t *const *q, int64_t K,
         }
         for (int t = 0; t < 4; t++) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(dw * d[t][b]), acc[t]);
     }
-    for (int t = 0; t < 4; t++) out[t] = hsum_ps(acc[t]);
+    for (int t = 0; t < 4; t++) out[t] = ds_hsum256(acc[t]);
 }
 
 static void dot4_q6_K(const ds_block_q6_K *w, const int8_t *const *q, int64_t K, float *out) {
@@ -397,7 +388,7 @@ static void dot4_q6_K(const ds_block_q6_K *w, const int8_t *const *q, int64_t K,
         float dw = h2f(w[b].d);
         for (int t = 0; t < 4; t++) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(dw * d[t][b]), acc[t]);
     }
-    for (int t = 0; t < 4; t++) out[t] = hsum_ps(acc[t]);
+    for (int t = 0; t < 4; t++) out[t] = ds_hsum256(acc[t]);
 }
 
 /* A8 types: kind 0 = Q8_0 (signed), 4 = Q4_0, 5 = Q5_0 */
@@ -446,7 +437,7 @@ static void dot4_a8(const uint8_t *w, size_t bsz, int kind, const int8_t *const 
         }
     }
     float zk = kind == 4 ? 8.0f : kind == 5 ? 16.0f : 0.0f;
-    for (int t = 0; t < 4; t++) out[t] = hsum_ps(acc[t]) - zk * (hsum_ps(zacc[t]) + ztail[t]);
+    for (int t = 0; t < 4; t++) out[t] = ds_hsum256(acc[t]) - zk * (ds_hsum256(zacc[t]) + ztail[t]);
 }
 
 void ds_vec_dot4_avx2(ds_dtype t, const void *w, const void *const *act, int64_t K, float *out) {

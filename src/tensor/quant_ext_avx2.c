@@ -27,17 +27,8 @@
 #include "../core/base.h"
 
 #include <immintrin.h>
+#include "simd_hsum.h"
 #include <string.h>
-
-static inline float hsum_ps(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    __m128 sh = _mm_movehdup_ps(lo);
-    __m128 s = _mm_add_ps(lo, sh);
-    sh = _mm_movehl_ps(sh, s);
-    s = _mm_add_ss(s, sh);
-    return _mm_cvtss_f32(s);
-}
 
 /* 32 signed x signed int8 products, summed in groups of 4: 8 x i32 (lanes
  * 0-3: values 0-15, lanes 4-7: values 16-31). |w| <= 127, |a| <= 127. */
@@ -227,7 +218,7 @@ static void dot_ext32(ds_dtype t, const uint8_t *w, const int8_t *const *act, in
             if (offs) tail[j] += m * dq[nb + b] * dq[b];
         }
     }
-    for (int j = 0; j < T; j++) out[j] = hsum_ps(acc[j]) + tail[j];
+    for (int j = 0; j < T; j++) out[j] = ds_hsum256(acc[j]) + tail[j];
 }
 
 static bool has_offsets(ds_dtype t) {
@@ -283,7 +274,7 @@ void ds_dot_ext_avx2(ds_dtype t, const void *w, const int8_t *const *act, int T,
             tail[j] += m * dq[b];
         }
     }
-    for (int j = 0; j < T; j++) out[j] = hsum_ps(acc[j]) + tail[j];
+    for (int j = 0; j < T; j++) out[j] = ds_hsum256(acc[j]) + tail[j];
 }
 
 /* n values (whole blocks) -> fp32, as ds_dequant_ext (same products and
