@@ -156,14 +156,8 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
     int64_t nu = u1 - u0, nf = m->n_floats;
     int nt = ds_threads_get();
     int64_t nw = DS_MAX(1, DS_MIN(DS_MIN((int64_t)nt, nu), MAX_WORKERS));
-    while (m->n_workers < nw - 1) {
-        ds_tmodel **ws = realloc(m->workers, (size_t)(m->n_workers + 1) * sizeof *ws);
-        if (!ws) return ds_err_set(e, DS_ENOMEM, "out of memory");
-        m->workers = ws;
-        int rc = tr_worker_clone(m, &m->workers[m->n_workers], e);
-        if (rc) return rc;
-        m->n_workers++;
-    }
+    int wrc = tr_workers_reserve(m, nw - 1, e);
+    if (wrc) return wrc;
     int64_t depth = 2 * ceil_log2(U + 1) + 3;
     if (!o->no_grad && dp->n_bufs < nw * depth) {
         float **b = realloc(dp->bufs, (size_t)(nw * depth) * sizeof *b);

@@ -315,14 +315,8 @@ int ds_tmodel_step_weighted(ds_tmodel *m, const int32_t *tokens, int64_t B, int6
     int64_t nw = DS_MIN((int64_t)ds_threads_get(), B);
     if (nw > 64) nw = 64;
     if (nw <= 1) return step_one(m, tokens, 0, B, T, o, tl, out, e);
-    while (m->n_workers < nw - 1) {
-        ds_tmodel **ws = realloc(m->workers, (size_t)(m->n_workers + 1) * sizeof *ws);
-        if (!ws) return ds_err_set(e, DS_ENOMEM, "out of memory");
-        m->workers = ws;
-        int rc = tr_worker_clone(m, &m->workers[m->n_workers], e);
-        if (rc) return rc;
-        m->n_workers++;
-    }
+    int wrc = tr_workers_reserve(m, nw - 1, e);
+    if (wrc) return wrc;
     dp_ctx *c = calloc(1, sizeof *c);
     if (!c) return ds_err_set(e, DS_ENOMEM, "out of memory");
     *c = (dp_ctx){ .m = m, .tokens = tokens, .B = B, .T = T, .nw = nw, .o = o, .tl = tl };

@@ -194,6 +194,18 @@ int tr_worker_clone(const ds_tmodel *master, ds_tmodel **out, ds_err *e) {
     return DS_OK;
 }
 
+int tr_workers_reserve(ds_tmodel *m, int64_t n, ds_err *e) {
+    while (m->n_workers < n) {
+        ds_tmodel **ws = realloc(m->workers, (size_t)(m->n_workers + 1) * sizeof *ws);
+        if (!ws) return ds_err_set(e, DS_ENOMEM, "out of memory");
+        m->workers = ws;
+        int rc = tr_worker_clone(m, &m->workers[m->n_workers], e);
+        if (rc) return rc;
+        m->n_workers++;
+    }
+    return DS_OK;
+}
+
 static int check_cfg(const ds_config *c, const char *what, ds_err *e) {
     int rc = ds_config_validate(c, what, e);
     if (rc) return rc;

@@ -105,6 +105,8 @@ int tr_step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const
 /* A worker model sharing master's parameters, with its own gradients,
  * activations and loads (params.c). */
 int tr_worker_clone(const ds_tmodel *master, ds_tmodel **out, ds_err *e);
+/* m->workers grown to at least n clones (params.c); existing ones kept. */
+int tr_workers_reserve(ds_tmodel *m, int64_t n, ds_err *e);
 
 /* The attention half: out[N, D] = MLA(xn1) (mla_train.c). */
 void tr_mla_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out);
