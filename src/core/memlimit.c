@@ -8,20 +8,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The value of "Key:   N kB" in /proc/meminfo, in bytes; -1 if absent. */
-static int64_t meminfo(const char *key) {
-    FILE *f = fopen("/proc/meminfo", "r");
+/* The integer after "key" and the separator sep on a line of a
+ * "key<sep> value" file (/proc/meminfo: ':'; cgroup memory.stat: ' ');
+ * -1 if absent. */
+static int64_t file_key(const char *path, const char *key, char sep) {
+    FILE *f = fopen(path, "r");
     if (!f) return -1;
     char line[256];
     int64_t v = -1;
     size_t kl = strlen(key);
     while (fgets(line, sizeof line, f))
-        if (!strncmp(line, key, kl) && line[kl] == ':') {
-            v = strtoll(line + kl + 1, NULL, 10) * 1024;
+        if (!strncmp(line, key, kl) && line[kl] == sep) {
+            v = strtoll(line + kl + 1, NULL, 10);
             break;
         }
     fclose(f);
     return v;
+}
+
+/* "Key:   N kB" of /proc/meminfo, in bytes; -1 if absent. */
+static int64_t meminfo(const char *key) {
+    int64_t kib = file_key("/proc/meminfo", key, ':');
+    return kib < 0 ? -1 : kib * 1024;
 }
 
 /* First integer in a file; -1 if unreadable or "max". */
@@ -31,22 +39,6 @@ static int64_t read_i64(const char *path) {
     char buf[64] = { 0 };
     int64_t v = -1;
     if (fgets(buf, sizeof buf, f) && buf[0] >= '0' && buf[0] <= '9') v = strtoll(buf, NULL, 10);
-    fclose(f);
-    return v;
-}
-
-/* The value of "key N" in a cgroup stat file; -1 if absent. */
-static int64_t stat_key(const char *path, const char *key) {
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    char line[256];
-    int64_t v = -1;
-    size_t kl = strlen(key);
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, key, kl) && line[kl] == ' ') {
-            v = strtoll(line + kl + 1, NULL, 10);
-            break;
-        }
     fclose(f);
     return v;
 }
@@ -96,7 +88,7 @@ static int cgroup_numbers(int64_t *limit, int64_t *used) {
     snprintf(p, sizeof p, v2 ? "%s/memory.current" : "%s/memory.usage_in_bytes", dir);
     int64_t u = read_i64(p);
     snprintf(p, sizeof p, "%s/memory.stat", dir);
-    int64_t cache = stat_key(p, v2 ? "inactive_file" : "total_inactive_file");
+    int64_t cache = file_key(p, v2 ? "inactive_file" : "total_inactive_file", ' ');
     *used = u < 0 ? 0 : u - (cache > 0 && cache < u ? cache : 0);
     return 0;
 }
