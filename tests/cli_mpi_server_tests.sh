@@ -19,12 +19,8 @@ set -u
 BIN=${1:?usage: sh tests/cli_mpi_server_tests.sh path/to/deepseek}
 [ -x "$BIN" ] || { echo "cli_mpi_server_tests.sh: $BIN is not executable" >&2; exit 2; }
 [ -d tests/fixtures/tiny-chat ] || { echo "cli_mpi_server_tests.sh: run from the repository root" >&2; exit 2; }
-command -v mpirun >/dev/null 2>&1 || {
-    echo "FAIL cli_mpi_server_tests.sh: no mpirun (OpenMPI): run sh tools/setup.sh (openmpi-bin)"; exit 1; }
+MPI_TEST=cli_mpi_server_tests.sh . tests/mpi_env.sh   # mpirun present; root and container settings for OpenMPI
 PY=${PYTHON:-python3}
-# as in cli_mpi_tests.sh: CI runs as root; containers forbid the single-copy transport
-if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
 t0=$(date +%s)
 fails=0
 timeout 300 $PY tests/server/test_mpi.py "$BIN" || { echo "FAIL tests/server/test_mpi.py"; fails=$((fails + 1)); }

@@ -21,17 +21,11 @@ BIN=${1:?usage: sh tests/cli_mpi_tests.sh path/to/deepseek}
 FX=tests/fixtures
 [ -x "$BIN" ] || { echo "cli_mpi_tests.sh: $BIN is not executable" >&2; exit 2; }
 [ -d "$FX/tiny-v3" ] || { echo "cli_mpi_tests.sh: run from the repository root" >&2; exit 2; }
-command -v mpirun >/dev/null 2>&1 || {
-    echo "FAIL cli_mpi_tests.sh: no mpirun (OpenMPI): run sh tools/setup.sh (openmpi-bin)"; exit 1; }
+MPI_TEST=cli_mpi_tests.sh . tests/mpi_env.sh   # mpirun present; root and container settings for OpenMPI
 T=$(mktemp -d /tmp/ds_cli_mpi.XXXXXX) || exit 2
 trap 'rm -rf "$T"' EXIT
 trap 'exit 130' INT TERM
 
-# CI runs as root, which OpenMPI refuses unless told; users need not set these
-if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-# containers often forbid the cross-process memory copy OpenMPI's shared-memory
-# transport tries first (it then prints warnings); plain copies are enough here
-export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
 # more ranks than cores, and no pinning (the ranks share this machine's
 # cores; every command runs -t 1: ranks x threads busy threads on 2 cores
 # would crawl)

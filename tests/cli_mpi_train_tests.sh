@@ -24,15 +24,12 @@ set -u
 BIN=${1:?usage: sh tests/cli_mpi_train_tests.sh path/to/deepseek}
 [ -x "$BIN" ] || { echo "cli_mpi_train_tests.sh: $BIN is not executable" >&2; exit 2; }
 [ -d tests/fixtures/tiny-v3 ] || { echo "cli_mpi_train_tests.sh: run from the repository root" >&2; exit 2; }
-command -v mpirun >/dev/null 2>&1 || {
-    echo "FAIL cli_mpi_train_tests.sh: no mpirun (OpenMPI): run sh tools/setup.sh (openmpi-bin)"; exit 1; }
+MPI_TEST=cli_mpi_train_tests.sh . tests/mpi_env.sh   # mpirun present; root and container settings for OpenMPI
 T=$(mktemp -d /tmp/ds_cli_mpitrain.XXXXXX) || exit 2
 trap 'rm -rf "$T"' EXIT
 trap 'exit 130' INT TERM
 
-# as in cli_mpi_tests.sh: root in CI, no single-copy, oversubscribed, unpinned, -t 1
-if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
+# as in cli_mpi_tests.sh: oversubscribed, unpinned, -t 1
 run_np() { n=$1; shift; if [ "$n" = 1 ]; then "$@"; else mpirun --oversubscribe --bind-to none -np "$n" "$@"; fi; }
 
 checks=0
