@@ -106,7 +106,7 @@ TEST(train_dp_canonical_tree) {
             }
             CHECK_MSG(md <= 1e-5 * mr + 1e-9, "%s: tree vs batched step %.3g (max %.3g)", p->name, md, mr);
         }
-        /* the chunked norm against a double sum over trainable tensors */
+        /* the per-tensor norm against a double sum over trainable tensors */
         ds_adamw ad;
         CHECK(ds_adamw_init(&ad, m, 0.9f, 0.95f, 1e-8f, 0.1f, &e) == 0);
         double nrm = 0, s = 0;

@@ -1,6 +1,6 @@
 /*
  * dp.c - data-parallel steps over ranks and threads with a canonical
- * gradient sum, ZeRO-1 shards, the chunked gradient norm (see dp.h).
+ * gradient sum, ZeRO-1 shards, the per-tensor gradient norm (see dp.h).
  * Collectives go through src/dist.
  */
 #include "dp.h"
@@ -274,41 +274,62 @@ done:
 
 /* ---------------------------------------------------------------- norm, gathers */
 
-typedef struct { const float *g; const ds_adamw *o; double *sums; int64_t c0, nf; } norm_ctx;
+/* The norm's pieces: each trainable tensor (table order) cut where the
+ * arena crosses a multiple of DS_ADAM_CHUNK, so a piece lies in one ZeRO-1
+ * shard; pc[i] = (param index, arena start, end). */
+typedef struct { int64_t p, a, b; } piece;
+
+static int64_t norm_pieces(const ds_tmodel *m, piece *pc) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < m->n_params; i++) {
+        const ds_tparam *p = &m->params[i];
+        if (!p->trainable) continue;
+        for (int64_t a = p->off, end = p->off + p->numel; a < end;) {
+            int64_t b = DS_MIN(end, (a / DS_ADAM_CHUNK + 1) * DS_ADAM_CHUNK);
+            if (pc) pc[k] = (piece){ i, a, b };
+            k++;
+            a = b;
+        }
+    }
+    return k;
+}
+
+typedef struct { const float *g; const piece *pc; double *sums; const ds_dp *dp; } norm_ctx;
 
 static void norm_worker(void *vc, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     norm_ctx *c = vc;
-    for (int64_t ci = i0; ci < i1; ci++) {
-        int64_t a = (c->c0 + ci) * DS_ADAM_CHUNK, b = DS_MIN(c->nf, a + DS_ADAM_CHUNK);
-        double s = 0;
-        for (int64_t sg = 0; sg < c->o->n_seg; sg++) {
-            int64_t p = DS_MAX(a, c->o->seg[sg].off), q = DS_MIN(b, c->o->seg[sg].off + c->o->seg[sg].n);
-            double l[4] = { 0 };   /* four lanes by position in the piece, folded in order */
-            int64_t i = p;
-            for (; i + 4 <= q; i += 4)
-                for (int j = 0; j < 4; j++) l[j] += (double)c->g[i + j] * c->g[i + j];
-            for (; i < q; i++) l[0] += (double)c->g[i] * c->g[i];
-            s += (l[0] + l[1]) + (l[2] + l[3]);
-        }
-        c->sums[ci] = s;
+    for (int64_t j = i0; j < i1; j++) {
+        int64_t p = c->pc[j].a, q = c->pc[j].b;
+        if (p < c->dp->lo || q > c->dp->hi) continue;   /* another rank's shard: it contributes the piece */
+        double l[4] = { 0 };   /* four lanes by position in the piece, folded in order */
+        int64_t i = p;
+        for (; i + 4 <= q; i += 4)
+            for (int t = 0; t < 4; t++) l[t] += (double)c->g[i + t] * c->g[i + t];
+        for (; i < q; i++) l[0] += (double)c->g[i] * c->g[i];
+        c->sums[j] = (l[0] + l[1]) + (l[2] + l[3]);
     }
 }
 
 int ds_dp_grad_norm(ds_dp *dp, const ds_tmodel *m, const ds_adamw *o, double *norm, ds_err *e) {
-    int64_t nc = (m->n_floats + DS_ADAM_CHUNK - 1) / DS_ADAM_CHUNK;
-    double *sums = calloc((size_t)DS_MAX(nc, 1), sizeof *sums);
-    int64_t *off = malloc((size_t)(dp->n + 1) * sizeof *off);
-    if (!sums || !off) { free(sums); free(off); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
-    for (int q = 0; q <= dp->n; q++) off[q] = nc * q / dp->n;   /* the chunks of dp->shard */
-    norm_ctx c = { m->g, o, sums + off[dp->rank], off[dp->rank], m->n_floats };
-    ds_par_for(off[dp->rank + 1] - off[dp->rank], 1, norm_worker, &c);
-    int rc = ds_dist_allgather_rows(sums, sizeof *sums, off, e);
-    double s = 0;
-    for (int64_t i = 0; i < nc; i++) s += sums[i];
+    (void)o;
+    int64_t np = norm_pieces(m, NULL);
+    piece *pc = malloc((size_t)DS_MAX(np, 1) * sizeof *pc);
+    double *sums = calloc((size_t)DS_MAX(np, 1), sizeof *sums);
+    if (!pc || !sums) { free(pc); free(sums); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+    norm_pieces(m, pc);
+    norm_ctx c = { m->g, pc, sums, dp };
+    ds_par_for(np, 1, norm_worker, &c);
+    /* every piece came from exactly one rank (0.0 elsewhere): the sum is exact */
+    int rc = ds_dist_allreduce_sum_f64(sums, np, e);
+    double s = 0, t = 0;
+    for (int64_t j = 0; j < np; j++) {
+        t += sums[j];
+        if (j + 1 == np || pc[j + 1].p != pc[j].p) { s += t; t = 0; }   /* the tensor's sum, in table order */
+    }
     *norm = sqrt(s);
+    free(pc);
     free(sums);
-    free(off);
     return rc;
 }
 
