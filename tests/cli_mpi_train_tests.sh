@@ -97,6 +97,29 @@ for nt in "1 2" "2 1" "3 1"; do
     fi
 done
 
+# ---- expert parallel (--expert-parallel): each rank holds only its routed
+# experts; train on 2 and 3 ranks (4 experts: 2+2, 1+1+2) byte-identical to
+# 1 rank, and the per-rank lines show replicated part + own experts only
+for n in 2 3; do
+    checks=$((checks + 1))
+    if mpirun --oversubscribe --bind-to none -np "$n" "$BIN" train --config "$T/recipe.json" --out "$T/ep$n" -t 1 \
+        --expert-parallel >"$T/out" 2>"$T/ep_err$n"; then
+        same_run "expert-parallel train on $n ranks" "$T/r11" "$T/ep$n"
+    else fail "expert-parallel train on $n ranks: $(tail -c 400 "$T/ep_err$n")"; fi
+done
+# held floats: every rank's replicated part equals the 2-rank data-parallel
+# run's; rank q holds its experts' floats only (gate + up + down, 3·F·D =
+# 1536 per expert and MoE layer, 2 MoE layers: 3072 per expert)
+checks=$((checks + 1))
+held() { sed -n "s/.*rank $2: experts \[\([0-9]*\), \([0-9]*\)).*(floats: \([0-9]*\) params, \([0-9]*\) replicated.*/\1 \2 \3 \4/p" "$1"; }
+set -- $(held "$T/ep_err3" 0); set -- "$@" $(held "$T/ep_err3" 2)
+full=$(sed -n "s/.*rank 0: experts \[0, 4) of 4.*(floats: \([0-9]*\) params.*/\1/p" "$T/err")
+if [ $# -ne 8 ]; then fail "expert parallel: no per-rank held lines: $(grep -i 'rank 0' "$T/ep_err3" | head -c 300)"
+elif [ "$1 $2" != "0 1" ] || [ "$5 $6" != "2 4" ]; then fail "expert parallel on 3 ranks: experts $1..$2 and $5..$6 (want 0..1, 2..4)"
+elif [ "$3" -ne $(($4 + 3072)) ] || [ "$7" -ne $(($8 + 2 * 3072)) ] || [ "$4" != "$8" ]; then
+    fail "expert parallel on 3 ranks: held floats rank 0 $3 (replicated $4), rank 2 $7 (replicated $8): want replicated + 3072 per own expert"
+fi
+
 # ---- units of 3 sequences (--unit-seqs 3: 2 units per step): 2 ranks as 1; 3 ranks refused
 "$BIN" train --config "$T/recipe.json" --out "$T/u11" -t 1 --unit-seqs 3 >"$T/out" 2>"$T/err" ||
     fail "train --unit-seqs 3 (1 rank): $(tail -c 400 "$T/err")"
@@ -125,6 +148,17 @@ if run_np 3 "$BIN" train --resume "$T/r11/ckpt-00000002" --out "$T/res13" -t 1 >
         cmp -s "$T/r11/latest/$f" "$T/res13/latest/$f" || fail "resume 1 -> 3 ranks: $f differs from the uninterrupted run"
     done
 else fail "resume 1 -> 3 ranks: $(tail -c 400 "$T/err")"; fi
+
+# ---- expert parallel resume across N: saved by 2 EP ranks (same files as 1 rank) -> 3 EP ranks; -> 1 rank
+checks=$((checks + 1))
+if run_np 3 "$BIN" train --resume "$T/ep2/ckpt-00000002" --out "$T/epres23" -t 1 --expert-parallel >"$T/out" 2>"$T/err"; then
+    for f in model.safetensors optimizer.safetensors; do
+        cmp -s "$T/r11/latest/$f" "$T/epres23/latest/$f" || fail "expert-parallel resume 2 -> 3 ranks: $f differs from the uninterrupted run"
+    done
+else fail "expert-parallel resume 2 -> 3 ranks: $(tail -c 400 "$T/err")"; fi
+checks=$((checks + 1))
+cmp -s "$T/r11/ckpt-00000002/optimizer.safetensors" "$T/ep3/ckpt-00000002/optimizer.safetensors" ||
+    fail "expert-parallel checkpoint at step 2 (3 ranks): optimizer.safetensors differs from 1 rank's"
 
 # ---- grad: 3 sequences on 1, 2, 3 ranks, byte-identical
 TOK="1,5,9,13,200,7,7,40;3,3,100,2,9,250,6,1;17,18,19,20,21,22,23,24"

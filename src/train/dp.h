@@ -46,13 +46,16 @@
 #include "optim.h"
 #include "tmodel.h"
 
+typedef struct ds_dp_ep ds_dp_ep;
+
 typedef struct ds_dp {
     int rank, n;             /* this process of n (src/dist) */
-    int64_t n_floats;
+    int64_t n_floats;        /* the replicated region of the arena (all of it without expert parallelism) */
     int64_t *shard;          /* [n + 1] arena offsets of the ZeRO-1 shards */
     int64_t lo, hi;          /* this rank's shard */
     float **bufs;            /* node buffers (n_floats each), grown on demand */
     int n_bufs;
+    ds_dp_ep *ep;            /* expert parallel: the owner's per-source expert gradient trees */
 } ds_dp;
 
 int ds_dp_init(ds_dp *dp, const ds_tmodel *m, ds_err *e);
