@@ -47,7 +47,11 @@ static void usage(FILE *f) {
         "sequences over N ranks (units of --unit-seqs, a multiple of N; --threads per rank), shards the\n"
         "AdamW state (ZeRO-1) and sums gradients in one fixed order: the same losses and weights as\n"
         "one process, bit for bit, for any N and thread count. Rank 0 writes OUT; a run saved by N\n"
-        "ranks resumes on any M.\n");
+        "ranks resumes on any M.\n"
+        "  --expert-parallel       (recipe \"expert_parallel\": true) with mpirun: each rank holds only its\n"
+        "                          routed experts [E*q/N, E*(q+1)/N) (weights, gradients, AdamW moments);\n"
+        "                          rows go to the experts' owners and back; the same bits as one process;\n"
+        "                          one worker thread per rank in the step; per-rank bytes printed at start\n");
 }
 
 /* On N > 1 ranks: what each rank holds (rank 0 prints; collective). */

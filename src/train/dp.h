@@ -35,6 +35,16 @@
  * rank holding it (four double lanes, folded in order), the pieces of a
  * tensor added in order, then the tensors in table order.
  *
+ * Expert parallel (the model made with ds_tmodel_init_ep / _load_ep, every
+ * rank holding only its routed experts, tmodel.h): the units run in lockstep
+ * rounds on one worker per rank (ep.h: rows to the experts' owners and
+ * back in each MoE layer's forward and backward); the tree and the ZeRO-1
+ * shards cover the replicated region only, the shards cut where the
+ * one-process arena crosses a DS_ADAM_CHUNK multiple inside a replicated
+ * tensor (so each norm piece has one owner); each owner sums its experts'
+ * gradients per source rank (units contiguous, in order) and the sources
+ * in rank order (the same tree), keeps them and updates them itself.
+ *
  * Memory per rank: the replicated parameters and one gradient arena per
  * thread (as before), plus per thread up to ~log2(units) + 1 gradient
  * arenas for the open tree nodes, plus the exchange buffers (its nodes'
