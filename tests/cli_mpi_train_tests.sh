@@ -16,7 +16,12 @@
 # the ranks and ranks starting from different parameters are refused (once),
 # a rank that cannot read the data names itself;
 # kill -9 of rank 1 mid-training ends the job within seconds naming rank 1,
-# and resuming from its last checkpoint ends on the uninterrupted run's bits.
+# and resuming from its last checkpoint ends on the uninterrupted run's bits
+# (data parallel and --expert-parallel).
+# --expert-parallel (each rank holds only its routed experts): train on 2
+# and 3 ranks byte-identical to 1 rank (also with experts that leave
+# alignment gaps), the per-rank held floats = replicated + own experts, its
+# checkpoints equal 1 rank's, resume 2 -> 3 ranks and 2 -> 1.
 # The expert exchange of expert-parallel training (src/train/ep.c) runs on
 # 2 and 3 ranks through build/tests/run_tests train_ep_mpi_transport.
 # Prints each failed check and exits 1 if any failed.
@@ -97,6 +102,29 @@ for nt in "1 2" "2 1" "3 1"; do
     fi
 done
 
+# ---- expert parallel (--expert-parallel): each rank holds only its routed
+# experts; train on 2 and 3 ranks (4 experts: 2+2, 1+1+2) byte-identical to
+# 1 rank, and the per-rank lines show replicated part + own experts only
+for n in 2 3; do
+    checks=$((checks + 1))
+    if mpirun --oversubscribe --bind-to none -np "$n" "$BIN" train --config "$T/recipe.json" --out "$T/ep$n" -t 1 \
+        --expert-parallel >"$T/out" 2>"$T/ep_err$n"; then
+        same_run "expert-parallel train on $n ranks" "$T/r11" "$T/ep$n"
+    else fail "expert-parallel train on $n ranks: $(tail -c 400 "$T/ep_err$n")"; fi
+done
+# held floats: every rank's replicated part equals the 2-rank data-parallel
+# run's; rank q holds its experts' floats only (gate + up + down, 3·F·D =
+# 1536 per expert and MoE layer, 2 MoE layers: 3072 per expert)
+checks=$((checks + 1))
+held() { sed -n "s/.*rank $2: experts \[\([0-9]*\), \([0-9]*\)).*(floats: \([0-9]*\) params, \([0-9]*\) replicated.*/\1 \2 \3 \4/p" "$1"; }
+set -- $(held "$T/ep_err3" 0); set -- "$@" $(held "$T/ep_err3" 2)
+full=$(sed -n "s/.*rank 0: experts \[0, 4) of 4.*(floats: \([0-9]*\) params.*/\1/p" "$T/err")
+if [ $# -ne 8 ]; then fail "expert parallel: no per-rank held lines: $(grep -i 'rank 0' "$T/ep_err3" | head -c 300)"
+elif [ "$1 $2" != "0 1" ] || [ "$5 $6" != "2 4" ]; then fail "expert parallel on 3 ranks: experts $1..$2 and $5..$6 (want 0..1, 2..4)"
+elif [ "$3" -ne $(($4 + 3072)) ] || [ "$7" -ne $(($8 + 2 * 3072)) ] || [ "$4" != "$8" ]; then
+    fail "expert parallel on 3 ranks: held floats rank 0 $3 (replicated $4), rank 2 $7 (replicated $8): want replicated + 3072 per own expert"
+fi
+
 # ---- units of 3 sequences (--unit-seqs 3: 2 units per step): 2 ranks as 1; 3 ranks refused
 "$BIN" train --config "$T/recipe.json" --out "$T/u11" -t 1 --unit-seqs 3 >"$T/out" 2>"$T/err" ||
     fail "train --unit-seqs 3 (1 rank): $(tail -c 400 "$T/err")"
@@ -125,6 +153,26 @@ if run_np 3 "$BIN" train --resume "$T/r11/ckpt-00000002" --out "$T/res13" -t 1 >
         cmp -s "$T/r11/latest/$f" "$T/res13/latest/$f" || fail "resume 1 -> 3 ranks: $f differs from the uninterrupted run"
     done
 else fail "resume 1 -> 3 ranks: $(tail -c 400 "$T/err")"; fi
+
+# ---- expert parallel with experts of 3·5·24 floats (8 mod 16: leaving one
+# out shifts the next unless the layout pads, tmodel.h): 3 ranks as 1
+sed 's/"hidden_size": 64/"hidden_size": 24/; s/"moe_intermediate_size": 8/"moe_intermediate_size": 5/' "$T/recipe.json" >"$T/r24.json"
+"$BIN" train --config "$T/r24.json" --out "$T/o24" -t 1 >"$T/out" 2>"$T/err" || fail "train hidden 24 (1 rank): $(tail -c 400 "$T/err")"
+checks=$((checks + 1))
+if run_np 3 "$BIN" train --config "$T/r24.json" --out "$T/o24e3" -t 1 --expert-parallel >"$T/out" 2>"$T/err"; then
+    same_run "expert-parallel train on 3 ranks, hidden 24" "$T/o24" "$T/o24e3"
+else fail "expert-parallel train on 3 ranks, hidden 24: $(tail -c 400 "$T/err")"; fi
+
+# ---- expert parallel resume across N: saved by 2 EP ranks (same files as 1 rank) -> 3 EP ranks; -> 1 rank
+checks=$((checks + 1))
+if run_np 3 "$BIN" train --resume "$T/ep2/ckpt-00000002" --out "$T/epres23" -t 1 --expert-parallel >"$T/out" 2>"$T/err"; then
+    for f in model.safetensors optimizer.safetensors; do
+        cmp -s "$T/r11/latest/$f" "$T/epres23/latest/$f" || fail "expert-parallel resume 2 -> 3 ranks: $f differs from the uninterrupted run"
+    done
+else fail "expert-parallel resume 2 -> 3 ranks: $(tail -c 400 "$T/err")"; fi
+checks=$((checks + 1))
+cmp -s "$T/r11/ckpt-00000002/optimizer.safetensors" "$T/ep3/ckpt-00000002/optimizer.safetensors" ||
+    fail "expert-parallel checkpoint at step 2 (3 ranks): optimizer.safetensors differs from 1 rank's"
 
 # ---- grad: 3 sequences on 1, 2, 3 ranks, byte-identical
 TOK="1,5,9,13,200,7,7,40;3,3,100,2,9,250,6,1;17,18,19,20,21,22,23,24"
@@ -197,45 +245,50 @@ fi
 KILL="--steps 100 --eval-every 0 --ckpt-every 10 --log-every 10"
 "$BIN" train --config "$T/recipe.json" --out "$T/kref" -t 1 $KILL >"$T/out" 2>"$T/err" ||
     fail "kill -9 reference run: $(tail -c 400 "$T/err")"
-checks=$((checks + 1))
-mpirun --oversubscribe --bind-to none -np 2 "$BIN" train --config "$T/recipe.json" --out "$T/kill" -t 1 $KILL \
-    >"$T/kout" 2>"$T/kerr" &
-MP=$!
-victim=""
-i=0
-while [ $i -lt 200 ] && [ -z "$victim" ]; do   # up to 20 s: a checkpoint written, rank 1 running
-    sleep 0.1
-    i=$((i + 1))
-    [ -e "$T/kill/latest" ] || continue
-    for d in /proc/[0-9]*; do
-        [ "$(cut -d' ' -f4 "$d/stat" 2>/dev/null)" = "$MP" ] || continue
-        tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && victim=${d#/proc/}
-    done
-done
-if [ -z "$victim" ]; then
-    fail "kill -9: no checkpoint or no rank 1 of the training job: $(tail -c 300 "$T/kerr")"
-    kill "$MP" 2>/dev/null
-else
-    kill -9 "$victim"
+# kill_rank1 NAME FLAGS: a 2-rank run (FLAGS added) loses rank 1 to kill -9 after a checkpoint
+kill_rank1() {
+    checks=$((checks + 1))
+    mpirun --oversubscribe --bind-to none -np 2 "$BIN" train --config "$T/recipe.json" --out "$T/kill$1" -t 1 $KILL $2 \
+        >"$T/kout" 2>"$T/kerr" &
+    MP=$!
+    victim=""
     i=0
-    while [ $i -lt 150 ] && kill -0 "$MP" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
-    if kill -0 "$MP" 2>/dev/null; then
-        fail "kill -9: the job still runs 15 s after rank 1 was killed"
+    while [ $i -lt 200 ] && [ -z "$victim" ]; do   # up to 20 s: a checkpoint written, rank 1 running
+        sleep 0.1
+        i=$((i + 1))
+        [ -e "$T/kill$1/latest" ] || continue
+        for d in /proc/[0-9]*; do
+            [ "$(cut -d' ' -f4 "$d/stat" 2>/dev/null)" = "$MP" ] || continue
+            tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && victim=${d#/proc/}
+        done
+    done
+    if [ -z "$victim" ]; then
+        fail "$1 kill -9: no checkpoint or no rank 1 of the training job: $(tail -c 300 "$T/kerr")"
         kill "$MP" 2>/dev/null
     else
-        wait "$MP"
-        rc=$?
-        [ "$rc" -ne 0 ] || fail "kill -9: the job exited 0 (it finished before the kill? $(tail -c 200 "$T/kerr"))"
-        grep -q 'process rank 1 .*exited on signal 9' "$T/kerr" || fail "kill -9: no message naming rank 1: $(head -c 400 "$T/kerr")"
-        checks=$((checks + 1))
-        if "$BIN" train --resume "$T/kill" -t 1 >"$T/out" 2>"$T/err"; then
-            grep -q '"step":100' "$T/out" || fail "kill -9 resume: did not reach step 100: $(cat "$T/out")"
-            for f in model.safetensors optimizer.safetensors; do
-                cmp -s "$T/kref/latest/$f" "$T/kill/latest/$f" || fail "kill -9 resume: $f differs from the uninterrupted run"
-            done
-        else fail "kill -9 resume: $(tail -c 400 "$T/err")"; fi
+        kill -9 "$victim"
+        i=0
+        while [ $i -lt 150 ] && kill -0 "$MP" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+        if kill -0 "$MP" 2>/dev/null; then
+            fail "$1 kill -9: the job still runs 15 s after rank 1 was killed"
+            kill "$MP" 2>/dev/null
+        else
+            wait "$MP"
+            rc=$?
+            [ "$rc" -ne 0 ] || fail "$1 kill -9: the job exited 0 (it finished before the kill? $(tail -c 200 "$T/kerr"))"
+            grep -q 'process rank 1 .*exited on signal 9' "$T/kerr" || fail "$1 kill -9: no message naming rank 1: $(head -c 400 "$T/kerr")"
+            checks=$((checks + 1))
+            if "$BIN" train --resume "$T/kill$1" -t 1 >"$T/out" 2>"$T/err"; then
+                grep -q '"step":100' "$T/out" || fail "$1 kill -9 resume: did not reach step 100: $(cat "$T/out")"
+                for f in model.safetensors optimizer.safetensors; do
+                    cmp -s "$T/kref/latest/$f" "$T/kill$1/latest/$f" || fail "$1 kill -9 resume: $f differs from the uninterrupted run"
+                done
+            else fail "$1 kill -9 resume: $(tail -c 400 "$T/err")"; fi
+        fi
     fi
-fi
+}
+kill_rank1 dp ""
+kill_rank1 ep --expert-parallel
 wait 2>/dev/null
 
 if [ "$fails" -gt 0 ]; then

@@ -106,7 +106,7 @@ TEST(train_dp_canonical_tree) {
             }
             CHECK_MSG(md <= 1e-5 * mr + 1e-9, "%s: tree vs batched step %.3g (max %.3g)", p->name, md, mr);
         }
-        /* the chunked norm against a double sum over trainable tensors */
+        /* the per-tensor norm against a double sum over trainable tensors */
         ds_adamw ad;
         CHECK(ds_adamw_init(&ad, m, 0.9f, 0.95f, 1e-8f, 0.1f, &e) == 0);
         double nrm = 0, s = 0;
@@ -167,4 +167,103 @@ TEST(train_dp_adamw_shard) {
     free(w0);
     free(wf);
     ds_tmodel_free(m);
+}
+
+/* Expert-parallel layout (ds_tmodel_init_ep): for N = 1..5 ranks over 4
+ * experts (N > E included) rank q holds the replicated tensors at the same
+ * offsets as every other rank, then exactly its experts [E·q/N, E·(q+1)/N),
+ * nothing overlapping, every tensor at its one-process offset mod 16 (a
+ * gate's up right after it), and the same initial values as the
+ * one-process model (other experts' random draws skipped, not reordered).
+ * ds_tmodel_ep_layout, as rank 0 uses it to place others' experts, agrees. */
+static void ep_layout_case(const ds_config *cp) {
+    ds_config c = *cp;
+    ds_err e = { 0 };
+    ds_tmodel *ref;
+    CHECK(ds_tmodel_init(&ref, &c, true, &e) == 0);
+    if (!ref) return;
+    ds_rng r; ds_rng_seed(&r, 3);
+    ds_tmodel_init_weights(ref, 0.5f, &r);
+    int64_t E = c.n_routed_experts, F = c.moe_intermediate_size, D = c.hidden_size;
+    CHECK(ref->n_rep == ref->n_floats && ref->n_canon == ref->n_floats);
+    for (int N = 1; N <= 5; N++) {
+        int64_t rep0 = -1;
+        for (int q = 0; q < N; q++) {
+            ds_tmodel *m;
+            CHECK_MSG(ds_tmodel_init_ep(&m, &c, true, N, q, &e) == 0, "%s", e.msg);
+            if (!m) continue;
+            ds_rng_seed(&r, 3);
+            ds_tmodel_init_weights(m, 0.5f, &r);
+            int64_t lo = E * q / N, hi = E * (q + 1) / N, held = 0;
+            int64_t *lay = malloc((size_t)m->n_params * sizeof *lay), lrep, lnf;
+            ds_tmodel_ep_layout(ref, N, q, lay, &lrep, &lnf);
+            CHECK(lrep == m->n_rep && lnf == m->n_floats);
+            if (rep0 < 0) rep0 = m->n_rep;
+            CHECK_MSG(m->n_rep == rep0, "N %d rank %d: replicated region %lld vs %lld", N, q, (long long)m->n_rep,
+                      (long long)rep0);
+            uint8_t *used = calloc((size_t)m->n_floats + 1, 1);
+            for (int64_t i = 0; i < m->n_params; i++) {
+                const ds_tparam *p = &m->params[i], *p1 = &ref->params[i];
+                CHECK(lay[i] == p->off && p->coff == p1->off);
+                bool mine = p->expert < 0 || N == 1 || (p->expert >= lo && p->expert < hi);
+                CHECK_MSG(mine == (p->off >= 0), "N %d rank %d: '%s' held %d", N, q, p->name, p->off >= 0);
+                if (p->off < 0) continue;
+                CHECK_MSG(p->off % 16 == p->coff % 16, "'%s': offset %lld vs one-process %lld", p->name,
+                          (long long)p->off, (long long)p->coff);
+                CHECK(N == 1 || (p->expert >= 0) == (p->off >= m->n_rep));
+                CHECK(p->off + p->numel <= m->n_floats);
+                for (int64_t j = 0; j < p->numel; j++) {
+                    if (used[p->off + j]) { CHECK_MSG(0, "'%s' overlaps", p->name); break; }
+                    used[p->off + j] = 1;
+                }
+                CHECK_MSG(!memcmp(m->w + p->off, ref->w + p1->off, (size_t)p->numel * 4), "N %d rank %d: '%s' init differs",
+                          N, q, p->name);
+                if (p->expert >= 0) held += p->numel;
+            }
+            for (int64_t l = 0; l < c.n_layer + m->n_mtp; l++) {
+                if (!m->W.layers[l].is_moe) continue;
+                for (int64_t x = 0; x < E; x++) {
+                    bool mine = N == 1 || (x >= lo && x < hi);
+                    CHECK(mine == (m->W.layers[l].experts[x].gate != NULL) && mine == (m->G.layers[l].experts[x].up != NULL));
+                    if (mine) CHECK(m->W.layers[l].experts[x].up == m->W.layers[l].experts[x].gate + F * D);
+                }
+            }
+            int64_t moe = ds_tmodel_moe_layers(m, NULL);
+            CHECK_MSG(N == 1 || held == (hi - lo) * moe * 3 * F * D, "N %d rank %d: %lld expert floats held", N, q,
+                      (long long)held);
+            CHECK(N == 1 || m->n_floats - m->n_rep < held + 16 * 3 * (hi - lo) * moe + 16);
+            free(used);
+            free(lay);
+            ds_tmodel_free(m);
+        }
+    }
+    ds_tmodel_free(ref);
+}
+
+TEST(train_ep_layout) {
+    ds_config c;
+    dp_tiny_config(&c);
+    ep_layout_case(&c);
+    /* experts of 3·5·24 floats (gate unpadded, then up and down each padded to 16): 376 per expert, 8 mod 16, so
+     * leaving one out moves the next by 8 floats unless the layout pads */
+    const char *x8 = "{\"model_type\":\"deepseek_v3\",\"vocab_size\":40,\"hidden_size\":24,\"intermediate_size\":24,"
+                     "\"moe_intermediate_size\":5,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"q_lora_rank\":12,"
+                     "\"kv_lora_rank\":8,\"qk_nope_head_dim\":4,\"qk_rope_head_dim\":4,\"v_head_dim\":4,"
+                     "\"first_k_dense_replace\":1,\"n_routed_experts\":4,\"n_shared_experts\":1,"
+                     "\"num_experts_per_tok\":2,\"num_nextn_predict_layers\":1}";
+    ds_err e = { 0 };
+    CHECK(ds_config_parse(&c, x8, strlen(x8), "x8", &e) == 0);
+    ep_layout_case(&c);
+    /* a tensor off a multiple of 8 floats: refused with its name */
+    const char *odd = "{\"model_type\":\"deepseek_v3\",\"vocab_size\":40,\"hidden_size\":12,\"intermediate_size\":24,"
+                      "\"moe_intermediate_size\":5,\"num_hidden_layers\":2,\"num_attention_heads\":2,\"q_lora_rank\":12,"
+                      "\"kv_lora_rank\":8,\"qk_nope_head_dim\":4,\"qk_rope_head_dim\":4,\"v_head_dim\":4,"
+                      "\"first_k_dense_replace\":1,\"n_routed_experts\":4,\"n_shared_experts\":1,"
+                      "\"num_experts_per_tok\":2,\"num_nextn_predict_layers\":0}";
+    ds_config c2;
+    CHECK(ds_config_parse(&c2, odd, strlen(odd), "odd", &e) == 0);
+    ds_tmodel *m2 = NULL;
+    ds_err e2 = { 0 };
+    CHECK(ds_tmodel_init_ep(&m2, &c2, false, 2, 0, &e2) != 0 && m2 == NULL);
+    CHECK_MSG(strstr(e2.msg, "not a multiple of 8") != NULL, "%s", e2.msg);
 }

@@ -47,7 +47,44 @@ static void usage(FILE *f) {
         "sequences over N ranks (units of --unit-seqs, a multiple of N; --threads per rank), shards the\n"
         "AdamW state (ZeRO-1) and sums gradients in one fixed order: the same losses and weights as\n"
         "one process, bit for bit, for any N and thread count. Rank 0 writes OUT; a run saved by N\n"
-        "ranks resumes on any M.\n");
+        "ranks resumes on any M.\n"
+        "  --expert-parallel       (recipe \"expert_parallel\": true) with mpirun: each rank holds only its\n"
+        "                          routed experts [E*q/N, E*(q+1)/N) (weights, gradients, AdamW moments);\n"
+        "                          rows go to the experts' owners and back; the same bits as one process;\n"
+        "                          one worker thread per rank in the step; per-rank bytes printed at start\n");
+}
+
+/* On N > 1 ranks: what each rank holds (rank 0 prints; collective). */
+static void print_held(const char *C, const ds_trainer *t) {
+    int n = ds_dist_size();
+    if (n == 1) return;
+    const ds_tmodel *m = t->m;
+    int64_t E = m->cfg.n_routed_experts, lo = 0, hi = E;
+    if (m->ep_n > 1) {   /* the experts held: from the table */
+        lo = E, hi = 0;
+        for (int64_t i = 0; i < m->n_params; i++)
+            if (m->params[i].expert >= 0 && m->params[i].off >= 0) {
+                lo = DS_MIN(lo, m->params[i].expert);
+                hi = DS_MAX(hi, m->params[i].expert + 1);
+            }
+        if (hi <= lo) lo = hi = 0;
+    }
+    int64_t mine[6] = { m->n_floats, m->n_rep, t->opt.hi - t->opt.lo + (t->opt_ep.hi - t->opt_ep.lo), lo, hi, 0 };
+    int64_t *v = calloc((size_t)(6 * n), sizeof *v);
+    if (!v) cli_die(C, "out of memory");
+    ds_err e = { 0 };
+    for (int k = 0; k < 5; k++)
+        if (ds_dist_allgather_i64(mine[k], v + k * n, &e)) cli_die_err(C, &e);
+    fprintf(stderr, "  %s: per rank (MiB: parameters = replicated + routed experts; gradients; AdamW moments)\n",
+            m->ep_n > 1 ? "expert parallel, each rank holds its own routed experts"
+                        : "data parallel, every rank holds every expert (--expert-parallel: each only its own)");
+    for (int q = 0; q < n; q++)
+        fprintf(stderr, "    rank %d: experts [%lld, %lld) of %lld; parameters %.3f = %.3f + %.3f; gradients %.3f; "
+                "AdamW %.3f (floats: %lld params, %lld replicated, %lld moments x2)\n", q, (long long)v[3 * n + q],
+                (long long)v[4 * n + q], (long long)E, (double)v[q] * 4 / 1048576.0, (double)v[n + q] * 4 / 1048576.0,
+                (double)(v[q] - v[n + q]) * 4 / 1048576.0, (double)v[q] * 4 / 1048576.0,
+                (double)v[2 * n + q] * 8 / 1048576.0, (long long)v[q], (long long)v[n + q], (long long)v[2 * n + q]);
+    free(v);
 }
 
 static volatile sig_atomic_t g_stop;
@@ -142,6 +179,7 @@ int cmd_train(int argc, char **argv) {
             if (!v) cli_die(C, "--set needs KEY=VALUE");
             sets[n_sets++] = strdup(v); i++;
         } else if (!strcmp(a, "--debug-nan-step")) { debug_nan = cli_parse_int(C, a, v, 0, INT64_MAX); i++; }
+        else if (!strcmp(a, "--expert-parallel")) sets[n_sets++] = strdup("expert_parallel=true");
         else if (!strcmp(a, "-t")) { sets[n_sets] = malloc(32); snprintf(sets[n_sets++], 32, "threads=%s", v ? v : ""); i++; }
         else if (a[0] == '-' && a[1] == '-' && a[2]) {
             if (!v) cli_die(C, "%s needs a value", a);
@@ -214,7 +252,8 @@ int cmd_train(int argc, char **argv) {
     if (ds_dist_size() > 1) {
         /* every rank must start from the same parameters (same recipe, data, checkpoint, binary) */
         int diff;
-        if (ds_dist_agree(ds_dist_hash(DS_DIST_HASH0, t.m->w, (size_t)t.m->n_floats * sizeof(float)), &diff, &e))
+        /* (the replicated region: with expert_parallel each rank holds other experts after it) */
+        if (ds_dist_agree(ds_dist_hash(DS_DIST_HASH0, t.m->w, (size_t)t.m->n_rep * sizeof(float)), &diff, &e))
             cli_die_err(C, &e);
         if (diff >= 0)
             cli_die(C, "rank %d starts from different parameters than rank 0 (its recipe, data, checkpoint or binary "
@@ -236,6 +275,7 @@ int cmd_train(int argc, char **argv) {
             (long long)t.data.val_tokens, (long long)R->batch_size, (long long)R->seq_len, (long long)R->grad_accum,
             (long long)R->steps, t.step_flops / 1e9, t.peak_flops / 1e9, ds_dist_size(), ds_threads_get(), R->out);
     if (resume) fprintf(stderr, "  resumed at step %lld (%lld tokens)\n", (long long)t.step, (long long)t.tokens);
+    print_held(C, &t);
     signal(SIGINT, on_sigint);
     bool tty = isatty(2);
     double ema = 0, win_t = 0;

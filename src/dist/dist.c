@@ -141,6 +141,13 @@ int ds_dist_allreduce_sum_i64(int64_t *buf, int64_t n, ds_err *e) {
     return rc == MPI_SUCCESS ? DS_OK : mpi_err(e, rc, "all-reduce (sum)");
 }
 
+int ds_dist_allreduce_sum_f64(double *buf, int64_t n, ds_err *e) {
+    if (g_size == 1 || n == 0) return DS_OK;
+    if (n > INT32_MAX) return ds_err_set(e, DS_ERANGE, "all-reduce of %lld doubles: too many for one call", (long long)n);
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? DS_OK : mpi_err(e, rc, "all-reduce (sum of doubles)");
+}
+
 int ds_dist_allgatherv_f32(float *buf, const int64_t *off, ds_err *e) {
     if (g_size == 1) return DS_OK;
     int64_t *n64 = malloc((size_t)g_size * 2 * sizeof *n64);

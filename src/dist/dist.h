@@ -51,6 +51,11 @@ uint64_t ds_dist_hash(uint64_t h, const void *p, size_t n);
 /* buf[n] summed over ranks, in place, on every rank (integers: exact). */
 int ds_dist_allreduce_sum_i64(int64_t *buf, int64_t n, ds_err *e);
 
+/* buf[n] summed over ranks, in place, on every rank. Exact (the same bits
+ * whatever the reduction order) only where at most one rank holds a
+ * nonzero per element: the gradient norm's per-piece sums. */
+int ds_dist_allreduce_sum_f64(double *buf, int64_t n, ds_err *e);
+
 /* floats: rank q holds [off[q], off[q+1]) of buf (off[size+1]); afterwards
  * every rank holds all of [off[0], off[size]) (the ZeRO-1 parameter gather). */
 int ds_dist_allgatherv_f32(float *buf, const int64_t *off, ds_err *e);

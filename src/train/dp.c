@@ -1,6 +1,6 @@
 /*
  * dp.c - data-parallel steps over ranks and threads with a canonical
- * gradient sum, ZeRO-1 shards, the chunked gradient norm (see dp.h).
+ * gradient sum, ZeRO-1 shards, the per-tensor gradient norm (see dp.h).
  * Collectives go through src/dist.
  */
 #include "dp.h"
@@ -16,6 +16,18 @@
  * of two, start a multiple of size (clipped at U); buf its gradient (or its
  * slice of the arena). */
 typedef struct { int64_t start, size; float *buf; } node;
+
+/* The owner's side of the expert weight gradients (dp.h): per source rank p
+ * a stack of tree nodes over p's units (contiguous, in order), each node
+ * this rank's expert region (nx floats); at the end of the step the
+ * sources' nodes are merged in source order: the fixed tree over all units. */
+struct ds_dp_ep {
+    int64_t nx, depth;       /* expert region floats; stack depth per source */
+    node *st;                /* [n · depth] */
+    int *nst;                /* [n] */
+    float **pool;            /* free node buffers (nx floats each) */
+    int npool, cap;
+};
 
 static void add_serial(float *a, const float *b, int64_t n) {
     for (int64_t i = 0; i < n; i++) a[i] += b[i];
@@ -54,6 +66,8 @@ static void fold_right(node *st, int n, int64_t len) {
     for (int i = n - 1; i >= 1; i--) add_par(st[i - 1].buf, st[i].buf, len);
 }
 
+static void ep_sum_free(ds_dp_ep *s);
+
 static int ceil_log2(int64_t x) {
     int k = 0;
     while (((int64_t)1 << k) < x) k++;
@@ -66,11 +80,44 @@ int ds_dp_init(ds_dp *dp, const ds_tmodel *m, ds_err *e) {
     memset(dp, 0, sizeof *dp);
     dp->rank = ds_dist_rank();
     dp->n = ds_dist_size();
-    dp->n_floats = m->n_floats;
+    dp->n_floats = m->n_rep;   /* the tree and the ZeRO-1 shards: the replicated region */
+    if (m->ep_n > 1 && (m->ep_n != dp->n || m->ep_rank != dp->rank))
+        return ds_err_set(e, DS_EINVAL, "the model holds the experts of rank %d of %d, but this is rank %d of %d",
+                          m->ep_rank, m->ep_n, dp->rank, dp->n);
     dp->shard = malloc((size_t)(dp->n + 1) * sizeof *dp->shard);
     if (!dp->shard) return ds_err_set(e, DS_ENOMEM, "out of memory");
-    int64_t nc = (m->n_floats + DS_ADAM_CHUNK - 1) / DS_ADAM_CHUNK;
-    for (int q = 0; q <= dp->n; q++) dp->shard[q] = DS_MIN(m->n_floats, nc * q / dp->n * DS_ADAM_CHUNK);
+    if (m->ep_n <= 1) {
+        int64_t nc = (m->n_floats + DS_ADAM_CHUNK - 1) / DS_ADAM_CHUNK;
+        for (int q = 0; q <= dp->n; q++) dp->shard[q] = DS_MIN(m->n_floats, nc * q / dp->n * DS_ADAM_CHUNK);
+    } else {
+        /* cut where the one-process arena crosses a DS_ADAM_CHUNK multiple
+         * inside a replicated tensor: every piece of the norm stays whole */
+        int64_t nk = 1, *cut;
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1) {
+                if (!(cut = malloc((size_t)(nk + 1) * sizeof *cut))) return ds_err_set(e, DS_ENOMEM, "out of memory");
+                nk = 0;
+                cut[nk++] = 0;
+            }
+            for (int64_t i = 0; i < m->n_params; i++) {
+                const ds_tparam *p = &m->params[i];
+                if (p->off < 0 || p->off >= m->n_rep) continue;
+                for (int64_t c0 = (p->coff / DS_ADAM_CHUNK + 1) * DS_ADAM_CHUNK; c0 < p->coff + p->numel; c0 += DS_ADAM_CHUNK) {
+                    if (pass == 1) cut[nk] = p->off + (c0 - p->coff);
+                    nk++;
+                }
+            }
+        }
+        cut[nk] = m->n_rep;   /* cuts [0, nk]: nk pieces */
+        for (int q = 0; q <= dp->n; q++) dp->shard[q] = cut[nk * q / dp->n];
+        free(cut);
+        if (!(dp->ep = calloc(1, sizeof *dp->ep)) || !(dp->ep->nst = calloc((size_t)dp->n, sizeof(int))))
+            return ds_err_set(e, DS_ENOMEM, "out of memory");
+        if (!m->ep) {
+            int rc = tr_ep_init((ds_tmodel *)m, e);
+            if (rc) return rc;
+        }
+    }
     dp->lo = dp->shard[dp->rank];
     dp->hi = dp->shard[dp->rank + 1];
     return DS_OK;
@@ -81,6 +128,7 @@ void ds_dp_free(ds_dp *dp) {
     for (int i = 0; i < dp->n_bufs; i++) ds_free(dp->bufs[i]);
     free(dp->bufs);
     free(dp->shard);
+    ep_sum_free(dp->ep);
     memset(dp, 0, sizeof *dp);
 }
 
@@ -109,7 +157,7 @@ typedef struct {
 static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
     (void)tid;
     run_ctx *c = vc;
-    int64_t nf = c->m->n_floats;
+    int64_t nf = c->dp->n_floats;
     for (int64_t w = w0; w < w1; w++) {
         int64_t a = c->u0 + c->nu * w / c->nw, b = c->u0 + c->nu * (w + 1) / c->nw;
         ds_tmodel *wm = w == 0 ? c->m : c->m->workers[w - 1];
@@ -140,6 +188,144 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
     }
 }
 
+
+/* ---------------------------------------------------------------- expert parallel rounds */
+
+static void ep_sum_free(ds_dp_ep *s) {
+    if (!s) return;
+    for (int i = 0; i < s->npool; i++) ds_free(s->pool[i]);
+    free(s->pool); free(s->st); free(s->nst); free(s);
+}
+
+static float *ep_buf(ds_dp_ep *s, ds_err *e) {
+    if (s->npool > 0) return s->pool[--s->npool];
+    float *b = ds_alloc_huge((size_t)DS_MAX(s->nx, 1) * sizeof(float));
+    if (!b) ds_err_set(e, DS_ENOMEM, "out of memory for an expert gradient node (%lld floats)", (long long)s->nx);
+    return b;
+}
+
+static int ep_unbuf(ds_dp_ep *s, float *b, ds_err *e) {
+    if (s->npool == s->cap) {
+        int nc = s->cap * 2 + 8;
+        float **p = realloc(s->pool, (size_t)nc * sizeof *p);
+        if (!p) { ds_free(b); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+        s->pool = p, s->cap = nc;
+    }
+    s->pool[s->npool++] = b;
+    return DS_OK;
+}
+
+/* After round r: every source's r-th unit's expert gradient (ep->gsrc[p])
+ * onto p's stack. */
+static int ep_push_sources(ds_dp *dp, ds_tmodel *m, int64_t U, int64_t r, ds_err *e) {
+    ds_dp_ep *s = dp->ep;
+    tr_ep *ep = m->ep;
+    if (s->nx == 0) return DS_OK;
+    for (int p = 0; p < dp->n; p++) {
+        int64_t a, b;
+        ds_dp_units(dp, U, p, &a, &b);
+        if (r >= b - a) continue;   /* source p had no unit this round */
+        float *buf = ep_buf(s, e);
+        if (!buf) return DS_ENOMEM;
+        memcpy(buf, ep->gsrc[p], (size_t)s->nx * sizeof(float));
+        node *st = s->st + p * s->depth;
+        int *n = &s->nst[p];
+        if (*n >= s->depth) return ds_err_set(e, DS_EINVAL, "expert gradient tree deeper than planned");
+        st[(*n)++] = (node){ a + r, 1, buf };
+        int before = *n;
+        settle(st, n, s->nx, false);
+        for (int i = *n; i < before; i++)   /* the merged right halves */
+            if (ep_unbuf(s, st[i].buf, e)) return DS_ENOMEM;
+    }
+    return DS_OK;
+}
+
+/* Every source's nodes, in source order, summed into out[nx]. */
+static int ep_finish_sources(ds_dp *dp, float *out, ds_err *e) {
+    ds_dp_ep *s = dp->ep;
+    int k = 0, tot = 0, rc = DS_OK;
+    for (int p = 0; p < dp->n; p++) tot += s->nst[p];
+    node *all = calloc((size_t)DS_MAX(tot, 1), sizeof *all);
+    if (!all) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    for (int p = 0; p < dp->n; p++)
+        for (int i = 0; i < s->nst[p]; i++) {
+            all[k++] = s->st[p * s->depth + i];
+            settle(all, &k, s->nx, true);
+        }
+    if (k > 0) {
+        fold_right(all, k, s->nx);
+        memcpy(out, all[0].buf, (size_t)s->nx * sizeof(float));
+    } else memset(out, 0, (size_t)s->nx * sizeof(float));
+    for (int p = 0; p < dp->n; p++) {   /* every node buffer back to the pool */
+        for (int i = 0; i < s->nst[p] && !rc; i++) rc = ep_unbuf(s, s->st[p * s->depth + i].buf, e);
+        s->nst[p] = 0;
+    }
+    free(all);
+    return rc;
+}
+
+static int ep_sum_begin(ds_dp *dp, const ds_tmodel *m, int64_t U, ds_err *e) {
+    ds_dp_ep *s = dp->ep;
+    int64_t depth = 2 * ceil_log2(U + 1) + 3;
+    s->nx = m->n_floats - m->n_rep;
+    if (depth > s->depth) {
+        free(s->st);
+        s->depth = depth;
+        s->st = calloc((size_t)(dp->n * depth), sizeof *s->st);
+        if (!s->st) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    }
+    memset(s->nst, 0, (size_t)dp->n * sizeof *s->nst);
+    return DS_OK;
+}
+
+/* Lockstep rounds: in round r every rank runs its r-th unit, or, past its
+ * last, a throw-away one that sends no rows but still serves its experts
+ * (units per rank differ by at most one). One worker, serial kernels. */
+static int ep_units(run_ctx *c, int64_t U, ds_err *e) {
+    ds_tmodel *m = c->m;
+    tr_ep *ep = m->ep;
+    int64_t nt = c->dp->n_floats, nx = m->n_floats - m->n_rep, R = (U + c->dp->n - 1) / c->dp->n;
+    int64_t nl = (m->cfg.n_layer + m->n_mtp) * DS_MAX(m->cfg.n_routed_experts, 1);
+    int64_t *saved = malloc((size_t)nl * sizeof *saved);
+    if (!saved) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    node *st = c->st;
+    int n = 0, rc = c->o.no_grad ? DS_OK : ep_sum_begin(c->dp, m, U, e);
+    for (int64_t r = 0; r < R && !rc; r++) {
+        bool idle = r >= c->nu;
+        int64_t u = c->u0 + r;
+        ds_losses dummy;
+        if (!c->o.no_grad) {
+            memset(m->g, 0, (size_t)nt * sizeof(float));
+            for (int p = 0; p < c->dp->n; p++) memset(ep->gsrc[p], 0, (size_t)nx * sizeof(float));
+        }
+        if (idle) { memcpy(saved, m->load, (size_t)nl * sizeof *saved); ep->idle = true; }
+        ep->rc = 0;
+        rc = tr_step_one(m, c->tok + (idle ? 0 : u * c->G * c->T), c->G, c->T, &c->o, idle ? &dummy : &c->ls[r], e);
+        if (!rc && ep->rc) rc = ds_err_set(e, ep->rc, "%s", ep->err.msg);
+        if (idle) { memcpy(m->load, saved, (size_t)nl * sizeof *saved); ep->idle = false; }
+        if (rc || c->o.no_grad) continue;
+        if ((rc = ep_push_sources(c->dp, m, U, r, e))) break;
+        if (idle) continue;
+        if (n && st[n - 1].size == 1 && st[n - 1].start % 2 == 0 && st[n - 1].start + 1 == u) {
+            add_serial(st[n - 1].buf, m->g, nt);
+            st[n - 1].size = 2;
+        } else {
+            if (n >= c->depth) { rc = ds_err_set(e, DS_EINVAL, "gradient tree deeper than planned"); break; }
+            float **slot = &c->dp->bufs[n];
+            if (!*slot && !(*slot = ds_alloc_huge((size_t)DS_MAX(nt, 1) * sizeof(float)))) {
+                rc = ds_err_set(e, DS_ENOMEM, "out of memory for a gradient buffer");
+                break;
+            }
+            memcpy(*slot, m->g, (size_t)nt * sizeof(float));
+            st[n++] = (node){ u, 1, *slot };
+        }
+        settle(st, &n, nt, false);
+    }
+    c->nst[0] = n;
+    free(saved);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- the step */
 
 int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_t G, int64_t T, const ds_loss_opts *o,
@@ -153,9 +339,9 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
                               (long long)i, (long long)m->cfg.vocab_size);
     int64_t u0, u1;
     ds_dp_units(dp, U, dp->rank, &u0, &u1);
-    int64_t nu = u1 - u0, nf = m->n_floats;
+    int64_t nu = u1 - u0, nf = dp->n_floats;
     int nt = ds_threads_get();
-    int64_t nw = DS_MAX(1, DS_MIN(DS_MIN((int64_t)nt, nu), MAX_WORKERS));
+    int64_t nw = m->ep ? 1 : DS_MAX(1, DS_MIN(DS_MIN((int64_t)nt, nu), MAX_WORKERS));
     int wrc = tr_workers_reserve(m, nw - 1, e);
     if (wrc) return wrc;
     int64_t depth = 2 * ceil_log2(U + 1) + 3;
@@ -176,7 +362,14 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
                     .ls = ls_all + u0, .st = st };
     c->o.grad_scale = (float)((double)o->grad_scale / (double)U);   /* each unit: its share of the mean */
     for (int64_t w = 0; w < nw; w++) ds_tmodel_reset_load(w == 0 ? m : m->workers[w - 1]);
-    if (nu > 0) {
+    if (m->ep) {
+        ds_par_env *env = ds_par_env_cur();
+        int saved = env ? env->n_threads : 0;
+        if (env) env->n_threads = 1;
+        rc = ep_units(c, U, e);
+        if (env) env->n_threads = saved;
+        if (rc) goto done;
+    } else if (nu > 0) {
         /* one unit per thread at a time, every kernel serial inside: with a
          * single worker the env is narrowed to one thread for the same bits */
         ds_par_env *env = ds_par_env_cur();
@@ -263,6 +456,8 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
             fold_right(all, ka, len);
             memcpy(m->g + dp->lo, all[0].buf, (size_t)len * sizeof(float));
         }
+        /* the own experts' gradient: summed here, where it stays */
+        if (!rc && m->ep) rc = ep_finish_sources(dp, m->g + m->n_rep, e);
     xdone:
         free(K); free(desc); free(cnt); free(all);
         ds_free(sendb); ds_free(recvb);
@@ -274,41 +469,66 @@ done:
 
 /* ---------------------------------------------------------------- norm, gathers */
 
-typedef struct { const float *g; const ds_adamw *o; double *sums; int64_t c0, nf; } norm_ctx;
+/* The norm's pieces: each trainable tensor (table order) cut where the
+ * one-process arena crosses a multiple of DS_ADAM_CHUNK, so a piece lies in
+ * one ZeRO-1 shard (or on its expert's owner); pc[i] = (param index, start,
+ * end in the one-process arena). */
+typedef struct { int64_t p, a, b; } piece;
+
+static int64_t norm_pieces(const ds_tmodel *m, piece *pc) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < m->n_params; i++) {
+        const ds_tparam *p = &m->params[i];
+        if (!p->trainable) continue;
+        for (int64_t a = p->coff, end = p->coff + p->numel; a < end;) {
+            int64_t b = DS_MIN(end, (a / DS_ADAM_CHUNK + 1) * DS_ADAM_CHUNK);
+            if (pc) pc[k] = (piece){ i, a, b };
+            k++;
+            a = b;
+        }
+    }
+    return k;
+}
+
+typedef struct { const ds_tmodel *m; const piece *pc; double *sums; const ds_dp *dp; } norm_ctx;
 
 static void norm_worker(void *vc, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     norm_ctx *c = vc;
-    for (int64_t ci = i0; ci < i1; ci++) {
-        int64_t a = (c->c0 + ci) * DS_ADAM_CHUNK, b = DS_MIN(c->nf, a + DS_ADAM_CHUNK);
-        double s = 0;
-        for (int64_t sg = 0; sg < c->o->n_seg; sg++) {
-            int64_t p = DS_MAX(a, c->o->seg[sg].off), q = DS_MIN(b, c->o->seg[sg].off + c->o->seg[sg].n);
-            double l[4] = { 0 };   /* four lanes by position in the piece, folded in order */
-            int64_t i = p;
-            for (; i + 4 <= q; i += 4)
-                for (int j = 0; j < 4; j++) l[j] += (double)c->g[i + j] * c->g[i + j];
-            for (; i < q; i++) l[0] += (double)c->g[i] * c->g[i];
-            s += (l[0] + l[1]) + (l[2] + l[3]);
-        }
-        c->sums[ci] = s;
+    for (int64_t j = i0; j < i1; j++) {
+        const ds_tparam *t = &c->m->params[c->pc[j].p];
+        if (t->off < 0) continue;   /* another rank's expert: its owner contributes it */
+        int64_t p = t->off + (c->pc[j].a - t->coff), q = t->off + (c->pc[j].b - t->coff);   /* here */
+        if (t->off < c->m->n_rep && (p < c->dp->lo || q > c->dp->hi)) continue;   /* another rank's shard */
+        const float *g = c->m->g;
+        double l[4] = { 0 };   /* four lanes by position in the piece, folded in order */
+        int64_t i = p;
+        for (; i + 4 <= q; i += 4)
+            for (int k = 0; k < 4; k++) l[k] += (double)g[i + k] * g[i + k];
+        for (; i < q; i++) l[0] += (double)g[i] * g[i];
+        c->sums[j] = (l[0] + l[1]) + (l[2] + l[3]);
     }
 }
 
 int ds_dp_grad_norm(ds_dp *dp, const ds_tmodel *m, const ds_adamw *o, double *norm, ds_err *e) {
-    int64_t nc = (m->n_floats + DS_ADAM_CHUNK - 1) / DS_ADAM_CHUNK;
-    double *sums = calloc((size_t)DS_MAX(nc, 1), sizeof *sums);
-    int64_t *off = malloc((size_t)(dp->n + 1) * sizeof *off);
-    if (!sums || !off) { free(sums); free(off); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
-    for (int q = 0; q <= dp->n; q++) off[q] = nc * q / dp->n;   /* the chunks of dp->shard */
-    norm_ctx c = { m->g, o, sums + off[dp->rank], off[dp->rank], m->n_floats };
-    ds_par_for(off[dp->rank + 1] - off[dp->rank], 1, norm_worker, &c);
-    int rc = ds_dist_allgather_rows(sums, sizeof *sums, off, e);
-    double s = 0;
-    for (int64_t i = 0; i < nc; i++) s += sums[i];
+    (void)o;
+    int64_t np = norm_pieces(m, NULL);
+    piece *pc = malloc((size_t)DS_MAX(np, 1) * sizeof *pc);
+    double *sums = calloc((size_t)DS_MAX(np, 1), sizeof *sums);
+    if (!pc || !sums) { free(pc); free(sums); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+    norm_pieces(m, pc);
+    norm_ctx c = { m, pc, sums, dp };
+    ds_par_for(np, 1, norm_worker, &c);
+    /* every piece came from exactly one rank (0.0 elsewhere): the sum is exact */
+    int rc = ds_dist_allreduce_sum_f64(sums, np, e);
+    double s = 0, t = 0;
+    for (int64_t j = 0; j < np; j++) {
+        t += sums[j];
+        if (j + 1 == np || pc[j + 1].p != pc[j].p) { s += t; t = 0; }   /* the tensor's sum, in table order */
+    }
     *norm = sqrt(s);
+    free(pc);
     free(sums);
-    free(off);
     return rc;
 }
 

@@ -27,8 +27,23 @@
  *
  * Shards. The arena is cut into chunks of DS_ADAM_CHUNK floats; rank q owns
  * the chunks [nc·q/N, nc·(q+1)/N): its gradient slice, its AdamW moments
- * and its part of the update; the gradient norm is summed per chunk in
- * chunk order; updated parameters are all-gathered.
+ * and its part of the update; updated parameters are all-gathered.
+ *
+ * The gradient norm is summed per tensor, independent of how the arena is
+ * split: a tensor is cut into pieces where the arena crosses a multiple of
+ * DS_ADAM_CHUNK (so each piece lies in one shard), each piece summed by the
+ * rank holding it (four double lanes, folded in order), the pieces of a
+ * tensor added in order, then the tensors in table order.
+ *
+ * Expert parallel (the model made with ds_tmodel_init_ep / _load_ep, every
+ * rank holding only its routed experts, tmodel.h): the units run in lockstep
+ * rounds on one worker per rank (ep.h: rows to the experts' owners and
+ * back in each MoE layer's forward and backward); the tree and the ZeRO-1
+ * shards cover the replicated region only, the shards cut where the
+ * one-process arena crosses a DS_ADAM_CHUNK multiple inside a replicated
+ * tensor (so each norm piece has one owner); each owner sums its experts'
+ * gradients per source rank (units contiguous, in order) and the sources
+ * in rank order (the same tree), keeps them and updates them itself.
  *
  * Memory per rank: the replicated parameters and one gradient arena per
  * thread (as before), plus per thread up to ~log2(units) + 1 gradient
@@ -41,13 +56,16 @@
 #include "optim.h"
 #include "tmodel.h"
 
+typedef struct ds_dp_ep ds_dp_ep;
+
 typedef struct ds_dp {
     int rank, n;             /* this process of n (src/dist) */
-    int64_t n_floats;
+    int64_t n_floats;        /* the replicated region of the arena (all of it without expert parallelism) */
     int64_t *shard;          /* [n + 1] arena offsets of the ZeRO-1 shards */
     int64_t lo, hi;          /* this rank's shard */
     float **bufs;            /* node buffers (n_floats each), grown on demand */
     int n_bufs;
+    ds_dp_ep *ep;            /* expert parallel: the owner's per-source expert gradient trees */
 } ds_dp;
 
 int ds_dp_init(ds_dp *dp, const ds_tmodel *m, ds_err *e);
@@ -65,8 +83,8 @@ void ds_dp_units(const ds_dp *dp, int64_t U, int q, int64_t *u0, int64_t *u1);
 int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_t G, int64_t T, const ds_loss_opts *o,
                ds_losses *out, ds_err *e);
 
-/* Global L2 norm of the trainable gradients (this rank's shard summed per
- * chunk, chunks in order: the same on every rank and for every N). */
+/* Global L2 norm of the trainable gradients, per tensor as above: the same
+ * bits on every rank and for every N. */
 int ds_dp_grad_norm(ds_dp *dp, const ds_tmodel *m, const ds_adamw *o, double *norm, ds_err *e);
 
 /* Every rank's updated shard of m->w to every rank. */

@@ -3,8 +3,8 @@
  * which rank owns which routed experts, and how one MoE layer's packed
  * expert rows travel to their owners and back (src/train/ep.c).
  *
- * STATUS: a tested building block, not yet called by ds_dp_step: training
- * still replicates every routed expert on every rank (plain data parallel).
+ * Used by training with expert_parallel (dp.c runs the rounds, moe_train.c
+ * the exchanges, tmodel.h lays out the arena with only the own experts).
  *
  * Ownership: rank q of N owns experts [E·q/N, E·(q+1)/N), the split
  * inference uses (ds_model_open_opts.n_ranks), for any N (E need not be a
@@ -28,20 +28,16 @@
  * packed positions. Backward reuses the forward's plan: output gradients
  * out, input gradients back.
  *
- * What remains to wire it in (the plan for ds_dp_step): ranks run their
- * units in lockstep rounds, one unit per rank per round on one worker with
- * serial kernels (units per rank differ by at most one; a rank without a
- * unit in the last round runs any unit with zero rows sent and discards
- * it, so it still serves its experts). The owner keeps each source's
- * received rows and expert activations of a layer until that layer's
- * backward, accumulates each source's expert weight gradient in a
- * per-source buffer of its own experts, and sums the units of each source
- * (contiguous and in order) with dp.c's tree stack, then the sources in
- * rank order: the fixed tree over all units, with no exchange of expert
- * gradients. The parameter, gradient and moment arenas must then hold the
- * own experts only (ZeRO shards = non-expert chunks by rank plus the own
- * experts; the gradient norm summed per chunk piece and combined in chunk
- * order), and checkpoints gather the experts to rank 0.
+ * How ds_dp_step uses it: ranks run their units in lockstep rounds, one
+ * unit per rank per round on one worker with serial kernels (units per rank
+ * differ by at most one; a rank without a unit in the last round runs a
+ * throw-away one with zero rows sent, so it still serves its experts). The
+ * owner keeps each source's received rows and expert activations of a layer
+ * until that layer's backward, accumulates each source's expert weight
+ * gradient in a per-source buffer of its expert region, sums the units of
+ * each source (contiguous, in order) with dp.c's tree stack, then the
+ * sources in rank order: the fixed tree over all units, with no exchange
+ * of expert gradients.
  *
  * Bytes per exchange: rank q sends 4·D·(its slots for other ranks' experts)
  * and receives 4·D·(other ranks' slots for its experts), plus 8·N·E bytes

@@ -13,8 +13,13 @@
  * Balance (per sequence of T tokens, main MoE layers):
  *   f_i = E/(K·T)·#{t : i ∈ idx_t},  P_i = mean_t s_{i,t}/Σ_j s_{j,t},  bal = Σ_i f_i P_i
  *   ∂bal/∂s_{j,t} = (1/T)·(f_j/S_t − Σ_i f_i s_{i,t}/S_t²),  S_t = Σ_j s_{j,t}
- * The forward is inference's pipeline less the exchange (one process
- * trains every expert): route -> pack -> local experts -> combine.
+ * The forward is inference's pipeline: route -> pack -> experts -> combine.
+ * In one process the experts are all local. Expert parallel (m->ep, one
+ * unit per rank per round, dp.c): the packed rows go to the experts'
+ * owners (src/train/ep.h), which run each source's rows of each expert as
+ * one batch and return the outputs; backward sends the output gradients,
+ * gets the input gradients back, and the owner keeps each source's expert
+ * weight gradient apart (ep->gsrc) for dp.c's fixed-order sum.
  * Experts run one after another on their gathered rows (token order), so
  * sums are deterministic; each matmul uses both cores.
  */
@@ -24,6 +29,7 @@
 #include "../model/model_internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- routing grads */
@@ -169,6 +175,118 @@ static void router_grad_worker(void *vc, int64_t n0, int64_t n1, int tid) {
     }
 }
 
+
+/* ---------------------------------------------------------------- expert parallel */
+
+int tr_ep_init(ds_tmodel *m, ds_err *e) {
+    int64_t nl = m->cfg.n_layer + m->n_mtp;
+    tr_ep *ep = calloc(1, sizeof *ep);
+    if (!ep) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    ep->n = m->ep_n, ep->rank = m->ep_rank;
+    ep->lay = calloc((size_t)nl, sizeof *ep->lay);
+    ep->gsrc = calloc((size_t)ep->n, sizeof *ep->gsrc);
+    if (!ep->lay || !ep->gsrc) { tr_ep_free(ep, nl); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+    for (int64_t l = 0; l < nl; l++) {
+        if (!m->W.layers[l].is_moe) continue;
+        int rc = ds_ep_plan_init(&ep->lay[l].plan, m->cfg.n_routed_experts, ep->n, ep->rank, e);
+        if (rc) { tr_ep_free(ep, nl); return rc; }
+    }
+    for (int p = 0; p < ep->n; p++)
+        if (!(ep->gsrc[p] = ds_alloc_huge((size_t)DS_MAX(m->n_floats - m->n_rep, 1) * sizeof(float)))) {
+            tr_ep_free(ep, nl);
+            return ds_err_set(e, DS_ENOMEM, "out of memory");
+        }
+    m->ep = ep;
+    return DS_OK;
+}
+
+static void ep_layer_bufs_free(tr_ep_layer *L) {
+    free(L->xr); free(L->gu); free(L->sig); free(L->h); free(L->y); free(L->dx); free(L->dh); free(L->dgu);
+    L->xr = L->gu = L->sig = L->h = L->y = L->dx = L->dh = L->dgu = NULL;
+    L->cap = 0;
+}
+
+void tr_ep_free(tr_ep *ep, int64_t nl) {
+    if (!ep) return;
+    for (int64_t l = 0; ep->lay && l < nl; l++) { ds_ep_plan_free(&ep->lay[l].plan); ep_layer_bufs_free(&ep->lay[l]); }
+    for (int p = 0; ep->gsrc && p < ep->n; p++) ds_free(ep->gsrc[p]);
+    free(ep->lay); free(ep->gsrc); free(ep);
+}
+
+static int ep_grow(tr_ep_layer *L, int64_t R, int64_t D, int64_t F, ds_err *e) {
+    if (R <= L->cap) return DS_OK;
+    ep_layer_bufs_free(L);
+    int64_t c = DS_MAX(R, 16);
+    L->xr = malloc((size_t)(c * D) * sizeof(float)); L->y = malloc((size_t)(c * D) * sizeof(float));
+    L->dx = malloc((size_t)(c * D) * sizeof(float));
+    L->gu = malloc((size_t)(c * 2 * F) * sizeof(float)); L->dgu = malloc((size_t)(c * 2 * F) * sizeof(float));
+    L->sig = malloc((size_t)(c * F) * sizeof(float)); L->h = malloc((size_t)(c * F) * sizeof(float));
+    L->dh = malloc((size_t)(c * F) * sizeof(float));
+    if (!L->xr || !L->y || !L->dx || !L->gu || !L->dgu || !L->sig || !L->h || !L->dh) {
+        ep_layer_bufs_free(L);
+        return ds_err_set(e, DS_ENOMEM, "out of memory for the expert exchange (%lld rows)", (long long)R);
+    }
+    L->cap = c;
+    return DS_OK;
+}
+
+/* rows out to the owners, own experts on each source's rows (one batch per
+ * source and expert, as that source's one-process run), outputs back into
+ * a->ey at the packed positions */
+static int ep_forward(tr_step *s, int64_t l, tr_block_acts *a, const float *xe, ds_err *e) {
+    ds_tmodel *m = s->m;
+    tr_ep *ep = m->ep;
+    tr_ep_layer *L = &ep->lay[l];
+    const ds_tlayer *w = &m->W.layers[l];
+    int64_t E = m->cfg.n_routed_experts, D = m->cfg.hidden_size, F = m->cfg.moe_intermediate_size;
+    int64_t *cnt = ds_arena_array(s->a, (size_t)E, sizeof(int64_t));
+    if (!cnt) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+    for (int64_t x = 0; x < E; x++) cnt[x] = ep->idle ? 0 : a->ex_off[x + 1] - a->ex_off[x];
+    int rc = ds_ep_plan_exchange(&L->plan, cnt, e);
+    const ds_ep_plan *p = &L->plan;
+    if (!rc) rc = ep_grow(L, p->roff[p->n], D, F, e);
+    if (!rc) rc = ds_ep_dispatch(p, xe, L->xr, D, e);
+    if (rc) return rc;
+    int64_t ne = p->hi - p->lo;
+    for (int src = 0; src < p->n; src++)
+        for (int64_t j = 0; j < ne; j++) {
+            int64_t r0 = p->rex[src * (ne + 1) + j], nr = p->rex[src * (ne + 1) + j + 1] - r0;
+            if (nr == 0) continue;
+            mlp_forward(L->y + r0 * D, L->gu + r0 * 2 * F, L->sig + r0 * F, L->h + r0 * F, L->xr + r0 * D,
+                        &w->experts[p->lo + j], nr, D, F);
+        }
+    if (ep->idle) memset(a->ey, 0, (size_t)(a->N * m->cfg.num_experts_per_tok * D) * sizeof(float));
+    return ds_ep_return(p, L->y, a->ey, D, e);
+}
+
+/* output gradients out, input gradients back into gs->eslot_dx; the owner
+ * keeps each source's expert weight gradient in ep->gsrc[source] */
+static void ep_backward(tr_step *s, int64_t l, tr_block_acts *a, tr_grad_scratch *gs, const float *xe_unused) {
+    (void)a; (void)xe_unused;
+    ds_tmodel *m = s->m;
+    tr_ep *ep = m->ep;
+    tr_ep_layer *L = &ep->lay[l];
+    const ds_tlayer *w = &m->W.layers[l];
+    const ds_tlayer *gw = &m->G.layers[l];
+    int64_t D = m->cfg.hidden_size, F = m->cfg.moe_intermediate_size;
+    const ds_ep_plan *p = &L->plan;
+    int rc = ds_ep_dispatch(p, gs->eslot_dy, L->y, D, &ep->err);
+    if (rc) { ep->rc = rc; return; }
+    int64_t ne = p->hi - p->lo;
+    for (int src = 0; src < p->n; src++)
+        for (int64_t j = 0; j < ne; j++) {
+            int64_t x = p->lo + j, r0 = p->rex[src * (ne + 1) + j], nr = p->rex[src * (ne + 1) + j + 1] - r0;
+            if (nr == 0) continue;
+            float *gx = ep->gsrc[src] - m->n_rep;   /* gsrc[src][i - n_rep]: arena float i of the expert region */
+            ds_tmlp g = { gx + (gw->experts[x].gate - m->g), gx + (gw->experts[x].up - m->g),
+                          gx + (gw->experts[x].down - m->g) };
+            mlp_backward(L->dx + r0 * D, true, &g, L->y + r0 * D, L->xr + r0 * D, L->gu + r0 * 2 * F, L->sig + r0 * F,
+                         L->h + r0 * F, &w->experts[x], nr, D, F, L->dh + r0 * F, L->dgu + r0 * 2 * F);
+        }
+    rc = ds_ep_return(p, L->dx, gs->eslot_dx, D, &ep->err);
+    if (rc) ep->rc = rc;
+}
+
 /* ---------------------------------------------------------------- forward */
 
 typedef struct {
@@ -284,9 +402,12 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, const in
     float *xe = NULL;
     int rc = moe_pack(s, l, a, &xe, e);
     if (rc) return rc;
-    /* local experts: training runs in one process, which owns them all
-     * (no exchange; inference's is in model/moe_exchange.c) */
-    moe_local_experts(w, a, xe, 0, E, D, F);
+    /* the experts: all local, or on their owners (expert parallel) */
+    if (m->ep) {
+        if ((rc = ep_forward(s, l, a, xe, e))) return rc;
+    } else {
+        moe_local_experts(w, a, xe, 0, E, D, F);
+    }
     /* combine: out = shared(x) + Σ_k w_k y_k, in slot order per token row */
     if (FS > 0) {
         mlp_forward(out, a->sgu, a->ssig, a->sh, a->xn2, &w->shared, N, D, FS);
@@ -326,7 +447,8 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
     if (!xe) return;   /* out of memory: the step reports it */
     slot_ctx sc = { .a = a, .xe = xe, .dout = dout, .gs = gs, .D = D, .K = K };
     ds_par_for(N * K, 256, slot_grad_worker, &sc);
-    for (int64_t x = 0; x < E; x++) {
+    if (m->ep) ep_backward(s, l, a, gs, xe);
+    else for (int64_t x = 0; x < E; x++) {
         int64_t o = a->ex_off[x], n = a->ex_off[x + 1] - o;
         if (n == 0) continue;
         mlp_backward(gs->eslot_dx + o * D, true, &gw->experts[x], gs->eslot_dy + o * D, xe + o * D, a->egu + o * 2 * F,

@@ -31,7 +31,7 @@ int ds_adamw_init_range(ds_adamw *o, const ds_tmodel *m, int64_t lo, int64_t hi,
     if (!o->seg) { ds_adamw_free(o); return ds_err_set(e, DS_ENOMEM, "out of memory for AdamW state"); }
     for (int64_t i = 0; i < m->n_params; i++) {
         const ds_tparam *p = &m->params[i];
-        if (!p->trainable) continue;
+        if (!p->trainable || p->off < 0) continue;   /* (off < 0: another rank's expert) */
         memset(o->kind + p->off, p->decay ? 2 : 1, (size_t)p->numel);
         /* arena order: merge with the previous segment when adjacent and alike */
         if (o->n_seg && o->seg[o->n_seg - 1].decay == p->decay &&

@@ -10,6 +10,7 @@
 #include "../io/safetensors.h"
 #include "../model/rope.h"
 #include "../model/tensors.h"
+#include "ep.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -50,7 +51,8 @@ static void add(table_builder *tb, float **pw, float **pg, bool decay, bool trai
     p->shape[0] = d0;
     p->shape[1] = ndim == 2 ? d1 : 0;
     p->numel = ndim == 2 ? d0 * d1 : d0;
-    p->off = m->n_floats;
+    p->off = p->coff = m->n_floats;
+    p->layer = p->expert = -1;
     /* keep every tensor 64-byte aligned */
     m->n_floats += (p->numel + 15) & ~(int64_t)15;
     p->decay = decay;
@@ -94,6 +96,10 @@ static void add_kind(table_builder *tb, ds_tk id, int64_t l, int64_t x) {
     /* every matrix is decayed (the router too, though published recipes differ); norms and the bias not */
     add(tb, tfield(&m->W, k, l, x), tfield(&m->G, k, l, x), k->ndim == 2, !(k->flags & DS_TF_BIAS), k->ndim, s[0],
         s[1], "%s", name);
+    if (!tb->rc) {
+        tb->m->params[tb->m->n_params - 1].layer = (int32_t)l;
+        tb->m->params[tb->m->n_params - 1].expert = k->scope == DS_TS_EXPERT ? (int32_t)x : -1;
+    }
     if ((k->flags & DS_TF_GATE) && !tb->rc) tb->m->n_floats = tb->m->params[tb->m->n_params - 1].off + s[0] * s[1];
 }
 
@@ -127,8 +133,9 @@ static void add_layer(table_builder *tb, int64_t l) {
 static void bind(ds_tmodel *m, float *w, float *g) {
     const ds_config *c = &m->cfg;
     for (int64_t i = 0; i < m->n_params; i++) {
-        *m->params[i].pw = w + m->params[i].off;
-        *m->params[i].pg = g + m->params[i].off;
+        bool held = m->params[i].off >= 0;   /* not another rank's expert */
+        *m->params[i].pw = held ? w + m->params[i].off : NULL;
+        *m->params[i].pg = held ? g + m->params[i].off : NULL;
     }
     if (m->tied_head) { m->W.lm_head = m->W.embed; m->G.lm_head = m->G.embed; }
     for (int64_t l = c->n_layer; l < c->n_layer + m->n_mtp; l++) {
@@ -136,6 +143,34 @@ static void bind(ds_tmodel *m, float *w, float *g) {
         if (!m->mtp_own_embed) { lw->embed = m->W.embed; lg->embed = m->G.embed; }
         if (!m->mtp_own_head) { lw->head = m->W.lm_head; lg->head = m->G.lm_head; }
     }
+}
+
+void ds_tmodel_ep_layout(const ds_tmodel *m, int n, int q, int64_t *off, int64_t *n_rep, int64_t *n_floats) {
+    int64_t E = m->cfg.n_routed_experts, lo = 0, hi = 0;
+    if (n > 1 && E > 0) {
+        int64_t *bound = malloc((size_t)(n + 1) * sizeof *bound);
+        if (bound) { ds_ep_bounds(E, n, bound); lo = bound[q]; hi = bound[q + 1]; }
+        free(bound);
+    }
+    int64_t cur = 0;
+    /* pass 0: every tensor that is not a routed expert; pass 1: own experts.
+     * A tensor keeps its canonical offset mod 16 and its canonical distance
+     * to the next one (a gate's up follows it directly). */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int64_t i = 0; i < m->n_params; i++) {
+            const ds_tparam *p = &m->params[i];
+            int64_t next = i + 1 < m->n_params ? m->params[i + 1].coff : m->n_canon;
+            bool expert = n > 1 && p->expert >= 0;
+            if (expert != (pass == 1)) continue;
+            if (n <= 1) { off[i] = p->coff; continue; }
+            if (expert && (p->expert < lo || p->expert >= hi)) { off[i] = -1; continue; }
+            cur += ((p->coff - cur) % 16 + 16) % 16;
+            off[i] = cur;
+            cur += next - p->coff;
+        }
+        if (pass == 0) *n_rep = n <= 1 ? m->n_canon : cur;
+    }
+    *n_floats = n <= 1 ? m->n_canon : cur;
 }
 
 /* Builds the table for m->cfg, n_mtp and the sharing flags; allocates the
@@ -160,6 +195,21 @@ static int build(ds_tmodel *m, float *shared_w, ds_err *e) {
     add_kind(tb, DS_TK_LM_HEAD, -1, -1);
     for (int64_t l = c->n_layer; l < nl; l++) add_layer(tb, l);
     if (tb->rc) return tb->rc;
+    m->n_canon = m->n_rep = m->n_floats;
+    if (m->ep_n > 1) {   /* expert parallel: the replicated tensors, then this rank's experts */
+        int64_t *off = malloc((size_t)m->n_params * sizeof *off);
+        if (!off) return ds_err_set(e, DS_ENOMEM, "out of memory");
+        for (int64_t i = 0; i < m->n_params; i++)
+            if (m->params[i].coff % 8) {
+                free(off);
+                return ds_err_set(e, DS_EUNSUPPORTED, "expert-parallel training: tensor '%s' would start at float %lld, "
+                                  "not a multiple of 8 (use dimensions that are multiples of 8)", m->params[i].name,
+                                  (long long)m->params[i].coff);
+            }
+        ds_tmodel_ep_layout(m, m->ep_n, m->ep_rank, off, &m->n_rep, &m->n_floats);
+        for (int64_t i = 0; i < m->n_params; i++) m->params[i].off = off[i];
+        free(off);
+    }
     size_t bytes;
     if (!ds_size_mul((size_t)m->n_floats, sizeof(float), &bytes))
         return ds_err_set(e, DS_ENOMEM, "parameter arena size overflows");
@@ -188,6 +238,8 @@ int tr_worker_clone(const ds_tmodel *master, ds_tmodel **out, ds_err *e) {
     w->mtp_own_embed = master->mtp_own_embed;
     w->mtp_own_head = master->mtp_own_head;
     w->tied_head = master->tied_head;
+    w->ep_n = master->ep_n;
+    w->ep_rank = master->ep_rank;
     int rc = build(w, master->w, e);
     if (rc) { ds_tmodel_free(w); return rc; }
     *out = w;
@@ -216,6 +268,10 @@ static int check_cfg(const ds_config *c, const char *what, ds_err *e) {
 }
 
 int ds_tmodel_init(ds_tmodel **out, const ds_config *cfg, bool with_mtp, ds_err *e) {
+    return ds_tmodel_init_ep(out, cfg, with_mtp, 1, 0, e);
+}
+
+int ds_tmodel_init_ep(ds_tmodel **out, const ds_config *cfg, bool with_mtp, int nr, int rank, ds_err *e) {
     *out = NULL;
     int rc = check_cfg(cfg, "model config", e);
     if (rc) return rc;
@@ -226,6 +282,8 @@ int ds_tmodel_init(ds_tmodel **out, const ds_config *cfg, bool with_mtp, ds_err 
     m->cfg = *cfg;
     m->n_mtp = with_mtp ? 1 : 0;
     m->tied_head = cfg->tie_word_embeddings;
+    m->ep_n = DS_MAX(nr, 1);
+    m->ep_rank = rank;
     if ((rc = build(m, NULL, e))) { ds_tmodel_free(m); return rc; }
     *out = m;
     return DS_OK;
@@ -247,6 +305,7 @@ void ds_tmodel_free(ds_tmodel *m) {
     ds_free(m->rope_cs);
     free(m->load);
     ds_tacts_free(m->acts);
+    tr_ep_free(m->ep, m->cfg.n_layer + m->n_mtp);
     for (int i = 0; i < m->n_workers; i++) ds_tmodel_free(m->workers[i]);
     free(m->workers);
     free(m);
@@ -261,6 +320,11 @@ const ds_tparam *ds_tmodel_find(const ds_tmodel *m, const char *name) {
 void ds_tmodel_init_weights(ds_tmodel *m, float std, ds_rng *rng) {
     for (int64_t i = 0; i < m->n_params; i++) {
         const ds_tparam *p = &m->params[i];
+        if (p->off < 0) {   /* another rank's expert: its draws, so the rest get the one-process values */
+            if (p->trainable && p->ndim == 2)
+                for (int64_t j = 0; j < p->numel; j++) (void)ds_rng_normal(rng);
+            continue;
+        }
         float *w = m->w + p->off;
         if (!p->trainable) memset(w, 0, (size_t)p->numel * sizeof(float));
         else if (p->ndim == 1) for (int64_t j = 0; j < p->numel; j++) w[j] = 1.0f;
@@ -323,11 +387,13 @@ static int load_tensor(const ds_tmodel *m, const ds_safetensors *st, const char 
         return ds_err_set(e, DS_EUNSUPPORTED, "%s: tensor '%s' has dtype %s (expected F32, BF16, F16 or F8_E4M3)", dir,
                           p->name, t->dtype_name);
     }
-    ds_tensor_to_f32(&v, m->w + p->off);
+    if (p->off >= 0) ds_tensor_to_f32(&v, m->w + p->off);   /* another rank's expert: not read */
     return DS_OK;
 }
 
-int ds_tmodel_load(ds_tmodel **out, const char *dir, ds_err *e) {
+int ds_tmodel_load(ds_tmodel **out, const char *dir, ds_err *e) { return ds_tmodel_load_ep(out, dir, 1, 0, e); }
+
+int ds_tmodel_load_ep(ds_tmodel **out, const char *dir, int nr, int rank, ds_err *e) {
     *out = NULL;
     ds_dtype_init();
     ds_config cfg;
@@ -340,6 +406,8 @@ int ds_tmodel_load(ds_tmodel **out, const char *dir, ds_err *e) {
     ds_tmodel *m = calloc(1, sizeof *m);
     if (!m) { ds_safetensors_close(&st); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
     m->cfg = cfg;
+    m->ep_n = DS_MAX(nr, 1);
+    m->ep_rank = rank;
     m->tied_head = cfg.tie_word_embeddings && !ds_safetensors_find(&st, "lm_head.weight");
     int64_t L = cfg.n_layer;
     m->n_mtp = (cfg.n_mtp >= 1 && ds_tk_hf_layer_stored(&st, L)) ? 1 : 0;
@@ -372,7 +440,27 @@ fail:
 
 /* ---------------------------------------------------------------- saving */
 
+static int whole(const ds_tmodel *m, ds_err *e) {
+    if (m->ep_n <= 1) return DS_OK;
+    return ds_err_set(e, DS_EINVAL, "an expert-parallel model (rank %d of %d) holds only its own experts", m->ep_rank,
+                      m->ep_n);
+}
+
+int ds_tmodel_save_arena(const ds_tmodel *m, const float *canon, const char *path, const char *metadata_json, ds_err *e) {
+    ds_st_write_item *items = calloc((size_t)m->n_params, sizeof *items);
+    if (!items) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    for (int64_t i = 0; i < m->n_params; i++) {
+        const ds_tparam *p = &m->params[i];
+        items[i] = (ds_st_write_item){ p->name, DS_DTYPE_F32, p->ndim, { p->shape[0], p->shape[1] }, canon + p->coff };
+    }
+    int rc = ds_safetensors_write(path, items, m->n_params, metadata_json, e);
+    free(items);
+    return rc;
+}
+
 int ds_tmodel_save(const ds_tmodel *m, const char *path, bool grads, const char *metadata_json, ds_err *e) {
+    int wrc = whole(m, e);
+    if (wrc) return wrc;
     ds_st_write_item *items = calloc((size_t)m->n_params, sizeof *items);
     if (!items) return ds_err_set(e, DS_ENOMEM, "out of memory");
     for (int64_t i = 0; i < m->n_params; i++) {
@@ -391,6 +479,8 @@ int ds_tmodel_save(const ds_tmodel *m, const char *path, bool grads, const char 
 
 int ds_tmodel_save_as(const ds_tmodel *m, const char *path, ds_dtype dtype, const char *metadata_json, ds_err *e) {
     if (dtype == DS_DTYPE_F32) return ds_tmodel_save(m, path, false, metadata_json, e);
+    int wrc = whole(m, e);
+    if (wrc) return wrc;
     if (dtype != DS_DTYPE_BF16 && dtype != DS_DTYPE_F16)
         return ds_err_set(e, DS_EUNSUPPORTED, "can only save F32, BF16 or F16 (not %s)", ds_dtype_name(dtype));
     ds_st_write_item *items = calloc((size_t)m->n_params, sizeof *items);
@@ -418,6 +508,8 @@ int ds_tmodel_save_as(const ds_tmodel *m, const char *path, ds_dtype dtype, cons
 }
 
 int ds_tmodel_read_params(ds_tmodel *m, const char *path, ds_err *e) {
+    int wrc = whole(m, e);
+    if (wrc) return wrc;
     ds_safetensors st;
     memset(&st, 0, sizeof st);
     int rc = ds_safetensors_open_file(&st, path, e);

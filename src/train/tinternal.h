@@ -84,6 +84,27 @@ typedef struct tr_step {
     bool no_grad;
 } tr_step;
 
+/* Expert-parallel compute: each rank runs its own experts for every rank's
+ * rows (src/train/ep.h) and keeps their gradients per source (dp.c sums them
+ * in the fixed tree order). */
+#include "ep.h"
+typedef struct tr_ep_layer {
+    ds_ep_plan plan;
+    int64_t cap;                         /* rows allocated */
+    float *xr, *gu, *sig, *h, *y, *dx, *dh, *dgu;
+} tr_ep_layer;
+typedef struct tr_ep {
+    int n, rank;
+    bool idle;                           /* this rank runs a throw-away unit: sends no rows */
+    int rc;                              /* a failure inside the backward */
+    ds_err err;
+    tr_ep_layer *lay;                    /* [L + n_mtp] */
+    float **gsrc;                        /* [n] each source's unit's gradient of the own experts
+                                          * (n_floats - n_rep: the expert region of the arena) */
+} tr_ep;
+int tr_ep_init(ds_tmodel *m, ds_err *e);
+void tr_ep_free(tr_ep *ep, int64_t nl);
+
 /* Allocates a block's saved activations for (B, T) in the step arena. */
 int tr_block_alloc(tr_step *s, int64_t l, tr_block_acts *a, int64_t B, int64_t T, ds_err *e);
 

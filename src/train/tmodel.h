@@ -44,7 +44,9 @@ typedef struct ds_tparam {
     char name[112];        /* Hugging Face tensor name */
     int ndim;
     int64_t shape[2];
-    int64_t off, numel;    /* floats, into w / g */
+    int64_t off, numel;    /* floats, into w / g; off -1: not held here (another rank's expert) */
+    int64_t coff;          /* the offset in the one-process (canonical) arena: off unless expert parallel */
+    int32_t layer, expert; /* the layer (-1: none) and routed expert (-1: not an expert tensor) */
     bool decay;            /* AdamW weight decay applies (matrices; not norms, biases) */
     bool trainable;        /* false: e_score_correction_bias (sign-rule only) */
     float **pw, **pg;      /* the struct fields that point into w / g */
@@ -104,6 +106,19 @@ typedef struct ds_tmodel {
     /* data-parallel workers 1.. (worker 0 is this model): clones sharing w */
     struct ds_tmodel **workers;
     int n_workers;
+    /* Expert parallel (ds_tmodel_init_ep / ds_tmodel_load_ep with n > 1):
+     * this process is rank ep_rank of ep_n and holds only the routed experts
+     * it owns (ds_ep_bounds). The arena is then [0, n_rep) every tensor that
+     * is not a routed expert, in table order (the same layout on every
+     * rank), then [n_rep, n_floats) its own experts, layer by layer; other
+     * ranks' expert tensors have off = -1 and NULL pointers. Every tensor
+     * keeps its canonical offset modulo 16 (coff), so vector loops meet
+     * the same alignment as in one process. Without: ep_n = 1, n_rep =
+     * n_floats, off = coff. */
+    int ep_n, ep_rank;
+    int64_t n_rep;         /* floats of the replicated region */
+    int64_t n_canon;       /* floats of the one-process arena */
+    struct tr_ep *ep;      /* the expert exchange's state (dp.c), NULL unless ep_n > 1 */
 } ds_tmodel;
 
 /* ------------------------------------------------------------ lifecycle */
@@ -116,6 +131,16 @@ int ds_tmodel_init(ds_tmodel **out, const ds_config *cfg, bool with_mtp, ds_err 
  * dtype (F32/BF16/F16, FP8 E4M3 dequantized with its block scales). Every
  * stored tensor becomes a parameter; unknown tensors are an error. */
 int ds_tmodel_load(ds_tmodel **out, const char *dir, ds_err *e);
+/* The same holding only the routed experts of rank `rank` of n (see
+ * ep_n above; n = 1: the plain model). The load reads only those experts'
+ * tensors (mapped: other experts' bytes are not touched). Refused when a
+ * tensor would not start at a multiple of 8 floats in the one-process
+ * arena (the update's vector loops would then meet other alignments). */
+int ds_tmodel_init_ep(ds_tmodel **out, const ds_config *cfg, bool with_mtp, int n, int rank, ds_err *e);
+int ds_tmodel_load_ep(ds_tmodel **out, const char *dir, int n, int rank, ds_err *e);
+/* The arena offsets rank q of n would give each table entry (off[n_params],
+ * -1: not held) and its region sizes: what ds_tmodel_init_ep lays out. */
+void ds_tmodel_ep_layout(const ds_tmodel *m, int n, int q, int64_t *off, int64_t *n_rep, int64_t *n_floats);
 void ds_tmodel_free(ds_tmodel *m);
 
 /* DeepSeek's init: matrices N(0, std²) (V3 §4.2 uses 0.006), norms 1,
@@ -126,8 +151,12 @@ void ds_tmodel_init_weights(ds_tmodel *m, float std, ds_rng *rng);
 const ds_tparam *ds_tmodel_find(const ds_tmodel *m, const char *name);
 
 /* Writes every parameter (or gradient: grads = true) as F32 safetensors
- * under its name. Atomic. */
+ * under its name. Atomic. Not for an expert-parallel model (it lacks other
+ * ranks' experts: the trainer gathers them, ds_tmodel_save_arena). */
 int ds_tmodel_save(const ds_tmodel *m, const char *path, bool grads, const char *metadata_json, ds_err *e);
+/* The same from a one-process-layout arena (n_canon floats, tensor i at
+ * params[i].coff). */
+int ds_tmodel_save_arena(const ds_tmodel *m, const float *canon, const char *path, const char *metadata_json, ds_err *e);
 /* Writes the parameters in dtype (F32, BF16 round-to-nearest-even, or F16);
  * e_score_correction_bias stays F32 as in DeepSeek's checkpoints. Atomic. */
 int ds_tmodel_save_as(const ds_tmodel *m, const char *path, ds_dtype dtype, const char *metadata_json, ds_err *e);

@@ -36,7 +36,7 @@ void ds_recipe_default(ds_recipe *r) {
     r->seed = 1234; r->threads = 0; r->time_limit_min = 0; r->max_nan_skips = 10; r->peak_gflops = 0;
 }
 
-typedef enum { K_STR, K_INT, K_NUM, K_SCHED } key_kind;
+typedef enum { K_STR, K_INT, K_NUM, K_SCHED, K_BOOL } key_kind;
 typedef struct { const char *key; key_kind kind; size_t off; double lo, hi; } key_def;
 #define KS(k) { #k, K_STR, offsetof(ds_recipe, k), 0, 0 }
 #define KI(k, lo, hi) { #k, K_INT, offsetof(ds_recipe, k), lo, hi }
@@ -52,6 +52,7 @@ static const key_def k_keys[] = {
     KI(eval_every, 0, 1e12), KI(eval_tokens, 0, 1e12), KI(ckpt_every, 0, 1e12), KI(keep_checkpoints, 1, 1e6),
     KI(log_every, 1, 1e12), KI(seed, 0, 9e18), KI(threads, 0, 1024), KN(time_limit_min, 0, 1e9),
     KI(max_nan_skips, 0, 1e12), KN(peak_gflops, 0, 1e12),
+    { "expert_parallel", K_BOOL, offsetof(ds_recipe, expert_parallel), 0, 0 },
 };
 
 static int apply_key(ds_recipe *r, const char *key, json_t *v, const char *what, ds_err *e) {
@@ -88,6 +89,10 @@ static int apply_key(ds_recipe *r, const char *key, json_t *v, const char *what,
             else return ds_err_set(e, DS_EINVAL, "%s: 'schedule' must be \"cosine\" or \"constant\"", what);
             return DS_OK;
         }
+        case K_BOOL:
+            if (!json_is_boolean(v)) return ds_err_set(e, DS_EINVAL, "%s: '%s' must be true or false", what, key);
+            *(bool *)p = json_is_true(v);
+            return DS_OK;
         }
     }
     return ds_err_set(e, DS_EINVAL, "%s: unknown recipe key '%s'", what, key);
@@ -136,6 +141,7 @@ json_t *ds_recipe_to_json(const ds_recipe *r) {
         case K_INT: v = json_integer(*(const int64_t *)p); break;
         case K_NUM: v = json_real(*(const double *)p); break;
         case K_SCHED: v = json_string(*(const ds_schedule *)p == DS_SCHED_COSINE ? "cosine" : "constant"); break;
+        case K_BOOL: v = json_boolean(*(const bool *)p); break;
         }
         json_object_set_new(j, k->key, v);
     }
@@ -247,6 +253,9 @@ static int common_setup(ds_trainer *t, ds_err *e) {
     if ((rc = ds_adamw_init_range(&t->opt, t->m, t->dp.lo, t->dp.hi, (float)r->beta1, (float)r->beta2, (float)r->eps,
                                   (float)r->weight_decay, e)))
         return rc;
+    if (t->m->ep_n > 1 && (rc = ds_adamw_init_range(&t->opt_ep, t->m, t->m->n_rep, t->m->n_floats, (float)r->beta1,
+                                                     (float)r->beta2, (float)r->eps, (float)r->weight_decay, e)))
+        return rc;
     t->batch = malloc((size_t)(S * T) * sizeof(int32_t));
     int64_t want = r->eval_tokens > 0 ? DS_MAX(1, r->eval_tokens / (T - 1)) : 0;
     t->val = malloc((size_t)(DS_MAX(want, 1) * T) * sizeof(int32_t));
@@ -264,6 +273,9 @@ static int common_setup(ds_trainer *t, ds_err *e) {
     t->step_flops = ds_tmodel_step_flops(t->m, B, T) * (double)r->grad_accum;
     return DS_OK;
 }
+
+/* ranks the routed experts are split over: all of them with expert_parallel */
+static int ep_ranks(const ds_recipe *r) { return r->expert_parallel ? ds_dist_size() : 1; }
 
 static int check_recipe(const ds_recipe *r, ds_err *e) {
     if (!r->data[0]) return ds_err_set(e, DS_EINVAL, "no data folder (\"data\" / --data)");
@@ -285,7 +297,7 @@ int ds_trainer_init(ds_trainer *t, const ds_recipe *r, json_t *model_cfg, ds_err
     if ((rc = ds_data_open(&t->data, r->data, e))) return rc;
     if ((rc = read_tokenizer(t, r->data, e))) return rc;
     if (r->init_from[0]) {
-        if ((rc = ds_tmodel_load(&t->m, r->init_from, e))) return rc;
+        if ((rc = ds_tmodel_load_ep(&t->m, r->init_from, ep_ranks(r), ds_dist_rank(), e))) return rc;
         char path[4096];
         snprintf(path, sizeof path, "%s/config.json", r->init_from);
         if ((rc = ds_json_load_file(path, 16u << 20, &t->model_cfg, e))) return rc;
@@ -300,7 +312,7 @@ int ds_trainer_init(ds_trainer *t, const ds_recipe *r, json_t *model_cfg, ds_err
         rc = ds_config_parse(&cfg, js, strlen(js), "model config", e);
         free(js);
         if (rc) return rc;
-        if ((rc = ds_tmodel_init(&t->m, &cfg, cfg.n_mtp >= 1, e))) return rc;
+        if ((rc = ds_tmodel_init_ep(&t->m, &cfg, cfg.n_mtp >= 1, ep_ranks(r), ds_dist_rank(), e))) return rc;
         ds_rng rng;
         ds_rng_seed(&rng, (uint64_t)r->seed);
         ds_tmodel_init_weights(t->m, (float)r->init_std, &rng);
@@ -345,12 +357,12 @@ int ds_trainer_resume(ds_trainer *t, const char *ckpt_in, char **overrides, int 
     t->last_val = lv;
     if ((rc = ds_data_open(&t->data, t->r.data, e))) goto done;
     if ((rc = read_tokenizer(t, ckpt, e))) goto done;
-    if ((rc = ds_tmodel_load(&t->m, ckpt, e))) goto done;
+    if ((rc = ds_tmodel_load_ep(&t->m, ckpt, ep_ranks(&t->r), ds_dist_rank(), e))) goto done;
     snprintf(path, sizeof path, "%s/config.json", ckpt);
     if ((rc = ds_json_load_file(path, 16u << 20, &t->model_cfg, e))) goto done;
     if ((rc = ds_data_start(&t->data, t->r.seq_len, (uint64_t)t->r.seed, epoch, pos, e))) goto done;
     if ((rc = common_setup(t, e))) goto done;
-    t->opt.t = adam_t;
+    t->opt.t = t->opt_ep.t = adam_t;
     /* optimizer moments */
     snprintf(path, sizeof path, "%s/optimizer.safetensors", ckpt);
     ds_safetensors os;
@@ -363,12 +375,14 @@ int ds_trainer_resume(ds_trainer *t, const char *ckpt_in, char **overrides, int 
             char name[160];
             snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", p->name);
             ds_st_tensor *x = ds_safetensors_find(&os, name);
-            /* this rank's shard [lo, hi) of the arena takes its part of each tensor */
-            int64_t a = DS_MAX(p->off, t->opt.lo), b = DS_MIN(p->off + p->numel, t->opt.hi);
+            /* this rank's shard [lo, hi) of the arena takes its part of each
+             * tensor; its own experts whole (expert parallel); others' none */
+            const ds_adamw *o = p->off >= t->m->n_rep ? &t->opt_ep : &t->opt;
+            int64_t a = DS_MAX(p->off, o->lo), b = DS_MIN(p->off + p->numel, o->hi);
             if (!x || x->dtype != DS_DTYPE_F32 || (int64_t)(x->end - x->begin) != p->numel * 4)
                 rc = ds_err_set(e, DS_EFORMAT, "%s: missing or mis-shaped '%s'", path, name);
-            else if (a < b)
-                memcpy((k ? t->opt.v : t->opt.m) + (a - t->opt.lo), (const float *)x->data + (a - p->off),
+            else if (p->off >= 0 && a < b)
+                memcpy((k ? o->v : o->m) + (a - o->lo), (const float *)x->data + (a - p->off),
                        (size_t)(b - a) * sizeof(float));
         }
     }
@@ -382,6 +396,7 @@ void ds_trainer_free(ds_trainer *t) {
     if (!t) return;
     ds_tmodel_free(t->m);
     ds_adamw_free(&t->opt);
+    ds_adamw_free(&t->opt_ep);
     ds_dp_free(&t->dp);
     ds_data_close(&t->data);
     json_decref(t->model_cfg);
@@ -439,6 +454,7 @@ static int trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
         float gs = 1.0f;   /* clipping, applied inside the update */
         if (r->grad_clip > 0 && info->grad_norm > r->grad_clip) gs = (float)(r->grad_clip / (info->grad_norm + 1e-6));
         ds_adamw_step_scaled(&t->opt, m, (float)info->lr, gs);   /* this rank's shard */
+        if (m->ep_n > 1) ds_adamw_step_scaled(&t->opt_ep, m, (float)info->lr, gs);   /* its experts */
         if ((rc = ds_dp_allgather_params(&t->dp, m, e))) return rc;
         bool frozen = r->bias_freeze_step >= 0 && t->step >= r->bias_freeze_step;
         info->maxvio = ds_bias_update(m, frozen ? 0.0f : (float)r->bias_update_speed);   /* global loads: same on every rank */
@@ -498,6 +514,7 @@ void ds_trainer_log(ds_trainer *t, json_t *line) {
 
 /* ---------------------------------------------------------------- checkpoints */
 
+/* m1, m2: every moment in the one-process layout (params[i].coff) */
 static int write_optimizer(const ds_trainer *t, const float *m1, const float *m2, const char *path, ds_err *e) {
     const ds_tmodel *m = t->m;
     ds_st_write_item *items = calloc((size_t)(2 * m->n_params), sizeof *items);
@@ -510,7 +527,7 @@ static int write_optimizer(const ds_trainer *t, const float *m1, const float *m2
         for (int k = 0; k < 2; k++) {
             snprintf(names[n], sizeof names[n], "%s.%s", k ? "exp_avg_sq" : "exp_avg", p->name);
             items[n] = (ds_st_write_item){ names[n], DS_DTYPE_F32, p->ndim, { p->shape[0], p->shape[1] },
-                                           (k ? m2 : m1) + p->off };
+                                           (k ? m2 : m1) + p->coff };
             n++;
         }
     }
@@ -543,8 +560,9 @@ static void prune(const char *out, int64_t keep) {
 }
 
 /* Rank 0: the checkpoint folder's files, written into a temporary folder
- * and renamed into place. m1, m2: every AdamW moment (n_floats each). */
-static int save_files(ds_trainer *t, const char *final, const float *m1, const float *m2, ds_err *e) {
+ * and renamed into place. w (NULL: the model's own arena), m1, m2: every
+ * parameter and AdamW moment in the one-process layout (n_canon each). */
+static int save_files(ds_trainer *t, const char *final, const float *w, const float *m1, const float *m2, ds_err *e) {
     const ds_recipe *r = &t->r;
     char tmp[4096], path[4200];
     snprintf(tmp, sizeof tmp, "%s/.tmp-ckpt-%08lld-%ld", r->out, (long long)t->step, (long)getpid());
@@ -556,7 +574,7 @@ static int save_files(ds_trainer *t, const char *final, const float *m1, const f
     char meta[128];
     snprintf(meta, sizeof meta, "{\"format\":\"pt\",\"step\":\"%lld\"}", (long long)t->step);
     snprintf(path, sizeof path, "%s/model.safetensors", tmp);
-    if ((rc = ds_tmodel_save(t->m, path, false, meta, e))) goto fail;
+    if ((rc = w ? ds_tmodel_save_arena(t->m, w, path, meta, e) : ds_tmodel_save(t->m, path, false, meta, e))) goto fail;
     snprintf(path, sizeof path, "%s/tokenizer.json", tmp);
     if ((rc = ds_write_file_atomic(path, t->tokenizer_json, t->tokenizer_len, e))) goto fail;
     json_t *gen = json_object();
@@ -598,6 +616,69 @@ fail:
     return rc;
 }
 
+/* Expert parallel: every parameter and moment in the one-process layout on
+ * rank 0 (*w, *m1, *m2: n_canon floats each, the caller frees them): the replicated
+ * region as it is there (moments: the ZeRO-1 shards gathered), each rank's
+ * expert region gathered and placed by that rank's layout. Collective. */
+static int gather_experts(ds_trainer *t, float **w, float **m1, float **m2, ds_err *e) {
+    const ds_tmodel *m = t->m;
+    int N = t->dp.n, me = t->dp.rank;
+    float *W = NULL, *M1 = NULL, *M2 = NULL;
+    *w = *m1 = *m2 = NULL;
+    int64_t nx = m->n_floats - m->n_rep, *xo = calloc((size_t)(N + 1), sizeof *xo);
+    int64_t *qoff = me == 0 ? malloc((size_t)m->n_params * sizeof *qoff) : NULL;
+    float *rep[2] = { NULL, NULL }, *ex[3] = { NULL, NULL, NULL };
+    int rc = !xo || (me == 0 && !qoff) ? ds_err_set(e, DS_ENOMEM, "out of memory") : DS_OK;
+    if (!rc) rc = ds_dist_allgather_i64(nx, xo + 1, e);
+    for (int q = 0; q < N && !rc; q++) xo[q + 1] += xo[q];   /* rank q's region: [xo[q], xo[q+1]) */
+    if (!rc && me == 0) {
+        size_t cb = (size_t)m->n_canon * sizeof(float);
+        *w = W = ds_alloc_huge(cb), *m1 = M1 = ds_alloc_huge(cb), *m2 = M2 = ds_alloc_huge(cb);
+        for (int k = 0; k < 2; k++) rep[k] = ds_alloc_huge((size_t)DS_MAX(m->n_rep, 1) * sizeof(float));
+        for (int k = 0; k < 3; k++) ex[k] = ds_alloc_huge((size_t)DS_MAX(xo[N], 1) * sizeof(float));
+        if (!W || !M1 || !M2 || !rep[0] || !rep[1] || !ex[0] || !ex[1] || !ex[2])
+            rc = ds_err_set(e, DS_ENOMEM, "out of memory gathering the experts for a checkpoint (%.1f MB)",
+                            (3.0 * (double)m->n_canon + 2.0 * (double)m->n_rep + 3.0 * (double)xo[N]) * 4e-6);
+    }
+    /* rank 0 short of memory: every rank stops here, not in a gather */
+    int64_t bad = rc != 0;
+    if (xo && ds_dist_allreduce_sum_i64(&bad, 1, e) == 0 && bad && !rc)
+        rc = ds_err_set(e, DS_ENOMEM, "rank 0 is out of memory gathering the experts for a checkpoint");
+    if (rc) goto out;
+    if ((rc = ds_dp_gather_shards(&t->dp, t->opt.m, rep[0], e)) || (rc = ds_dp_gather_shards(&t->dp, t->opt.v, rep[1], e)))
+        goto out;
+    const float *mine[3] = { m->w + m->n_rep, t->opt_ep.m, t->opt_ep.v };
+    for (int k = 0; k < 3 && !rc; k++) rc = ds_dist_gatherv_f32(mine[k], ex[k], xo, e);
+    if (rc || me > 0) goto out;
+    memset(M1, 0, (size_t)m->n_canon * sizeof(float));
+    memset(M2, 0, (size_t)m->n_canon * sizeof(float));
+    for (int q = 0; q < N; q++) {
+        int64_t qrep, qn;
+        ds_tmodel_ep_layout(m, N, q, qoff, &qrep, &qn);
+        for (int64_t i = 0; i < m->n_params; i++) {
+            const ds_tparam *p = &m->params[i];
+            size_t nb = (size_t)p->numel * sizeof(float);
+            if (qoff[i] < 0) continue;
+            if (qoff[i] < qrep) {   /* replicated: from rank 0's own arena, once */
+                if (q > 0) continue;
+                memcpy(W + p->coff, m->w + p->off, nb);
+                memcpy(M1 + p->coff, rep[0] + p->off, nb);
+                memcpy(M2 + p->coff, rep[1] + p->off, nb);
+            } else {
+                int64_t at = xo[q] + (qoff[i] - qrep);
+                memcpy(W + p->coff, ex[0] + at, nb);
+                memcpy(M1 + p->coff, ex[1] + at, nb);
+                memcpy(M2 + p->coff, ex[2] + at, nb);
+            }
+        }
+    }
+out:
+    free(xo); free(qoff);
+    for (int k = 0; k < 2; k++) ds_free(rep[k]);
+    for (int k = 0; k < 3; k++) ds_free(ex[k]);
+    return rc;
+}
+
 int ds_trainer_save(ds_trainer *t, const char **path_out, ds_err *e) {
     char *final = t->ckpt_path;
     const ds_recipe *r = &t->r;
@@ -605,6 +686,14 @@ int ds_trainer_save(ds_trainer *t, const char **path_out, ds_err *e) {
         return ds_err_set(e, DS_ERANGE, "step %lld: parameters are not finite; refusing to write a checkpoint",
                           (long long)t->step);
     snprintf(final, sizeof t->ckpt_path, "%s/ckpt-%08lld", r->out, (long long)t->step);
+    if (t->m->ep_n > 1) {
+        float *w, *m1, *m2;
+        int rc = gather_experts(t, &w, &m1, &m2, e);
+        if (!rc && t->dp.rank == 0) rc = save_files(t, final, w, m1, m2, e);
+        ds_free(w); ds_free(m1); ds_free(m2);
+        if (!rc && path_out) *path_out = final;
+        return rc;
+    }
     /* the moments of every shard, gathered on rank 0: one layout whatever N */
     float *m1 = t->opt.m, *m2 = t->opt.v;
     int rc;
@@ -624,7 +713,7 @@ int ds_trainer_save(ds_trainer *t, const char **path_out, ds_err *e) {
             return DS_OK;
         }
     }
-    rc = save_files(t, final, m1, m2, e);
+    rc = save_files(t, final, NULL, m1, m2, e);
     if (t->dp.n > 1) { ds_free(m1); ds_free(m2); }
     if (!rc && path_out) *path_out = final;
     return rc;

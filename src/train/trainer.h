@@ -24,6 +24,9 @@
  * thread count. Rank 0 alone writes metrics.jsonl and checkpoints (the
  * moments gathered to it: the same files whatever N); every rank reads a
  * checkpoint to resume, so any M ranks resume a run saved by N.
+ * expert_parallel: each rank holds only its own routed experts (their
+ * weights, gradients and moments; tmodel.h ep_n); the same bits again, and
+ * rank 0 gathers the experts from their owners to write a checkpoint.
  */
 #ifndef DS_TRAINER_H
 #define DS_TRAINER_H
@@ -54,6 +57,7 @@ typedef struct ds_recipe {
     double time_limit_min;      /* stop (eval + checkpoint) after this much training time; 0 = none */
     int64_t max_nan_skips;      /* abort after this many consecutive non-finite steps */
     double peak_gflops;         /* MFU denominator; 0 = measure at start */
+    bool expert_parallel;       /* on N > 1 ranks each holds only its routed experts (dp.h) */
 } ds_recipe;
 
 void ds_recipe_default(ds_recipe *r);
@@ -82,6 +86,7 @@ typedef struct ds_trainer {
     json_t *model_cfg;       /* the config.json written into checkpoints (owned) */
     ds_tmodel *m;
     ds_adamw opt;            /* this rank's ZeRO-1 shard of the moments (all of them alone) */
+    ds_adamw opt_ep;         /* expert parallel: the moments of this rank's experts (else unused) */
     ds_dp dp;                /* ranks, shards, the canonical gradient sum */
     ds_data data;
     char *tokenizer_json;
