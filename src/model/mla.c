@@ -254,7 +254,7 @@ static void fd_item_worker(void *vctx, int64_t k0, int64_t k1, int tid) {
     attn_ctx *c = vctx;
     const ds_config *cfg = &c->m->cfg;
     int64_t H = cfg->n_head, Rkv = cfg->kv_lora_rank, W = Rkv + cfg->qk_rope_head_dim, ld = c->ldkv;
-    float *sc = ds_scratch(tid, 1, (size_t)(H * (KV_BLOCK + 9)));
+    float *sc = ds_scratch(tid, 1, (size_t)DS_MLA_STEP_SCRATCH(H, KV_BLOCK, W));
     float *deq = ds_scratch(tid, 2, (size_t)(KV_BLOCK * ld));
     float *one = ds_scratch(tid, 5, (size_t)ld);
     if (!sc || !deq || !one) return;   /* out of memory: the context reports it */
