@@ -174,7 +174,8 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
                 }
             fclose(f);
         }
-        printf("machine: %s, %d cores, kernels: %s\n", cpu, ds_threads_get(), ds_ops_isa());
+        printf("machine: %s, %d cores, kernels: %s%s\n", cpu, ds_threads_get(), ds_ops_isa(),
+               ds_ops_has_avx512() ? " (flash decode: avx512)" : "");
     }
     if (first) printf("model:   %s, %.2f GiB of weights, %.1f MiB read per decoded token, KV cache %lld bytes/token (%s)\n", dir,
            (double)si.mapped_bytes / (1 << 30), act / (1 << 20),
