@@ -28,6 +28,10 @@ endif
 override CFLAGS += $(MPI_CFLAGS)
 LDLIBS  += $(MPI_LIBS)
 AVX2FLAGS = -mavx2 -mfma -mf16c
+# AVX-512 files may use F/BW/VL/DQ + VNNI + BF16 (each call site checks
+# core/cpu.h's level or feature first); AMX files add the tile instructions
+AVX512FLAGS = $(AVX2FLAGS) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
+AMXFLAGS = $(AVX512FLAGS) -mamx-tile -mamx-int8 -mamx-bf16
 
 BUILD   ?= build
 BIN     ?= deepseek
@@ -58,10 +62,17 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-# ISA-specific kernels get their own flags; ops.c dispatches at run time.
-$(BUILD)/src/tensor/%_avx2.o: src/tensor/%_avx2.c
+# ISA-specific kernels (any folder: NAME_avx2.c, NAME_avx512.c, NAME_amx.c) get
+# their own flags; callers dispatch at run time on core/cpu.h's level.
+$(BUILD)/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(AVX2FLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(AVX512FLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/%_amx.o: %_amx.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(AMXFLAGS) -MMD -MP -c $< -o $@
 
 # The web chat's files are embedded with .incbin (src/server/web.c).
 $(BUILD)/src/server/web.o: web/index.html web/app.js web/style.css
@@ -156,9 +167,15 @@ $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fPIC -MMD -MP -c $< -o $@
 
-$(BUILD)/pic/src/tensor/%_avx2.o: src/tensor/%_avx2.c
+$(BUILD)/pic/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(AVX2FLAGS) -fPIC -MMD -MP -c $< -o $@
+$(BUILD)/pic/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(AVX512FLAGS) -fPIC -MMD -MP -c $< -o $@
+$(BUILD)/pic/%_amx.o: %_amx.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(AMXFLAGS) -fPIC -MMD -MP -c $< -o $@
 
 install: $(BIN) lib
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)

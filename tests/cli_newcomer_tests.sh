@@ -10,7 +10,7 @@
 #      error naming it.
 #   3. plot draws training CE against validation CE on an axis that shows
 #      the start of the curve (its summary line says what it drew).
-#   4. --version / -V: version, commit, compiler, kernels.
+#   4. --version / -V: version, commit, compiler, kernels, ISA level; DS_ISA.
 #   5. a wrong -m is reported as a model problem, by every command taking -m.
 #
 #   sh tests/cli_newcomer_tests.sh ./deepseek        (from the repository root)
@@ -195,6 +195,15 @@ for v in --version -V; do
     fi
 done
 check "--help mentions --version" sh -c "'$BIN' --help | grep -q -- --version"
+# the ISA level (src/core/cpu.h): printed, lowered by DS_ISA, a bad DS_ISA refused
+if expect_ok "--version" "$BIN" --version; then
+    check "--version: cpu line names the isa level" grep -qE '^cpu: .*isa (generic|avx2|avx512|avx512vnni|amx) \(cpu:' "$T/out"
+fi
+if expect_ok "DS_ISA=generic --version" env DS_ISA=generic "$BIN" --version; then
+    check "DS_ISA=generic: isa generic" grep -q 'isa generic (cpu:.*DS_ISA=generic)' "$T/out"
+    check "DS_ISA=generic: generic kernels" grep -q '^kernels:   generic' "$T/out"
+fi
+expect_fail "DS_ISA=bogus refused" "DS_ISA=bogus is not an ISA level" env DS_ISA=bogus "$BIN" info -m "$FX/tiny-v3"
 
 # ------------------------------------------------- 5. a wrong -m
 

@@ -204,9 +204,9 @@ TEST(ops_mla_flash_decode_vs_ref) {
 /* The AVX-512 flash-decode step (attn_avx512.c) is bit-identical to the
  * AVX2 one: even head counts around its tiles (4 head pairs, 6 rows, 64
  * columns), ragged blocks, several steps into one running partial. On a
- * CPU without AVX-512 it checks the AVX2 kernel against itself. */
+ * CPU without AVX-512 (or with DS_ISA=avx2) it checks the AVX2 kernel against itself. */
 TEST(ops_mla_flash_decode_avx512_bits) {
-    if (!ds_ops_has_avx512()) printf("    (no AVX-512 on this CPU: the dispatch check only)\n");
+    if (!ds_ops_has_avx512()) printf("    (AVX-512 step not in use: no AVX-512 or DS_ISA below avx512; AVX2 vs itself)\n");
     ds_rng r;
     ds_rng_seed(&r, 29);
     int64_t shapes[][3] = { { 16, 576, 512 }, { 2, 72, 16 }, { 6, 40, 48 }, { 10, 104, 80 }, { 8, 8, 64 } };   /* H, W, R */

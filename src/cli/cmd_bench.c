@@ -4,6 +4,7 @@
  * size and the fraction of the machine's measured read bandwidth reached.
  */
 #include "cli.h"
+#include "../core/cpu.h"
 #include "../dist/dist.h"
 #include "../core/thread.h"
 #include "../model/config.h"
@@ -174,8 +175,9 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
                 }
             fclose(f);
         }
-        printf("machine: %s, %d cores, kernels: %s%s\n", cpu, ds_threads_get(), ds_ops_isa(),
-               ds_ops_has_avx512() ? " (flash decode: avx512)" : "");
+        char isa[256];
+        ds_cpu_describe(isa, sizeof isa);
+        printf("machine: %s, %d cores, kernels: %s, %s\n", cpu, ds_threads_get(), ds_ops_isa(), isa);
     }
     if (first) printf("model:   %s, %.2f GiB of weights, %.1f MiB read per decoded token, KV cache %lld bytes/token (%s)\n", dir,
            (double)si.mapped_bytes / (1 << 30), act / (1 << 20),

@@ -3,6 +3,8 @@
  * now; text prompts come with the tokenizer).
  */
 #include "cli.h"
+#include "../core/cpu.h"
+#include "../tensor/ops.h"
 #include "../core/thread.h"
 #include "../runtime/generate.h"
 #include "../runtime/stop.h"
@@ -177,7 +179,10 @@ int cmd_generate(int argc, char **argv) {
                     (long long)st.n_draft, (long long)st.n_accepted, 100.0 * st.n_accepted / (st.n_draft ? st.n_draft : 1),
                     (double)st.n_gen / (st.n_main_forwards + 1));
         if (st.n_shifts) fprintf(stderr, "context: window of %lld tokens slid %lld times\n", (long long)ctx, (long long)st.n_shifts);
+        char isa[256];
+        ds_cpu_describe(isa, sizeof isa);
         fprintf(stderr, "threads: %d\n", ds_threads_get());
+        fprintf(stderr, "kernels: %s, %s\n", ds_ops_isa(), isa);
         cli_print_split(stderr, C, m);
     }
     ds_session_free(&ss);

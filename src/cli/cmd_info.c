@@ -3,6 +3,8 @@
  * KV-cache bytes per token (MLA vs naive), memory.
  */
 #include "cli.h"
+#include "../core/cpu.h"
+#include "../tensor/ops.h"
 #include "../model/model.h"
 
 #include <stdlib.h>
@@ -128,6 +130,9 @@ int cmd_info(int argc, char **argv) {
         printf("             quantized weights used from the mapping, not repacked: the %s copy would not fit in the %s "
                "this process may use (DS_REPACK=1 forces it)\n",
                human((double)si.repack_skipped_bytes, b1, sizeof b1), human((double)si.repack_budget, b2, sizeof b2));
+    char isa[256];
+    ds_cpu_describe(isa, sizeof isa);
+    printf("kernels      %s: %s\n", ds_ops_isa(), isa);
     cli_print_split(stdout, "info", m);
     ds_model_close(m);
     return 0;

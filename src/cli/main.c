@@ -4,6 +4,7 @@
  * are weak symbols and report so.
  */
 #include "cli.h"
+#include "../core/cpu.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "deepseek: unknown command '%s'\n", argv[1]);
         usage(stderr);
         return 1;
+    }
+    if (ds_isa_env_error()[0]) {   /* a mistyped or impossible DS_ISA must not silently mean "best" */
+        fprintf(stderr, "deepseek: %s\n", ds_isa_env_error());
+        return 2;
     }
     cli_dist_start(argv[1]);
     resolve_hub_models(argc, argv);

@@ -5,6 +5,7 @@
  * this CPU and the kernels chosen for it at run time, and the libraries.
  */
 #include "cli.h"
+#include "../core/cpu.h"
 #include "../core/thread.h"
 #include "../tensor/ops.h"
 
@@ -51,11 +52,12 @@ static void cpu_name(char *out, size_t n) {
 void cli_print_version(FILE *f) {
     char cpu[256];
     cpu_name(cpu, sizeof cpu);
-    bool avx2 = ds_cpu_avx2_fma();
+    char isa[256];
+    ds_cpu_describe(isa, sizeof isa);
     fprintf(f, "deepseek.c %s\n", DS_VERSION);
     fprintf(f, "commit:    %s\n", DS_GIT_COMMIT);
     fprintf(f, "compiler:  %s\n", DS_COMPILER);
-    fprintf(f, "cpu:       %s, %d threads; AVX2+FMA %s\n", cpu, ds_threads_get(), avx2 ? "yes" : "no");
+    fprintf(f, "cpu:       %s, %d threads; %s\n", cpu, ds_threads_get(), isa);
     const char *repack = getenv("DS_REPACK");
     bool no_repack = repack && !strcmp(repack, "0");
     if (!strcmp(ds_ops_isa(), "avx2"))

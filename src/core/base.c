@@ -2,6 +2,7 @@
  * base.c - error struct, asserts, aligned allocation, clock.
  */
 #include "base.h"
+#include "cpu.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -77,15 +78,4 @@ double ds_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-bool ds_cpu_avx2_fma(void) {
-#if defined(__x86_64__)
-    static int ok = -1;
-    if (ok < 0) {
-        __builtin_cpu_init();
-        ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return ok == 1;
-#else
-    return false;
-#endif
-}
+bool ds_cpu_avx2_fma(void) { return ds_isa_level() >= DS_ISA_AVX2; }

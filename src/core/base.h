@@ -69,8 +69,8 @@ void ds_free(void *p);
 /* Seconds from a monotonic clock. */
 double ds_now(void);
 
-/* True if the CPU runs AVX2 + FMA code (checked once; the kernels compiled
- * for it are called only when this holds). */
+/* True if the ISA level in use (core/cpu.h, DS_ISA) includes AVX2 + FMA:
+ * the kernels compiled for it are called only when this holds. */
 bool ds_cpu_avx2_fma(void);
 
 #endif

@@ -8,6 +8,7 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 
@@ -216,12 +217,17 @@ void ds_dist_stats_reset(void) { memset(&g_st, 0, sizeof g_st); }
 _Static_assert(sizeof(MPI_Request) <= sizeof(((ds_dist_req *)0)->opaque), "ds_dist_req too small for MPI_Request");
 
 /* Waiting without burning a core: rank 0 and its expert servers share the
- * machine's cores with each other (and rank 0 with its HTTP threads), so a
- * wait spins for 50 us, then sleeps 10 us doubling up to 1 ms between
- * polls (an idle server wakes 1000 times a second). */
+ * machine's cores with each other (and rank 0 with its HTTP threads). A
+ * wait first polls for 2 ms, yielding the core between polls (a forward's
+ * gaps between two MoE layers are shorter than that, so a busy exchange
+ * never sleeps), then sleeps 10 us doubling up to 1 ms between polls (an
+ * idle server wakes 1000 times a second). */
 typedef struct poll_wait { double t0; long sleep_ns; } poll_wait;
 static void poll_pause(poll_wait *w) {
-    if (MPI_Wtime() - w->t0 < 50e-6) return;
+    if (MPI_Wtime() - w->t0 < 2e-3) {
+        sched_yield();
+        return;
+    }
     struct timespec ts = { 0, w->sleep_ns };
     nanosleep(&ts, NULL);
     if (w->sleep_ns < 1000000) w->sleep_ns *= 2;

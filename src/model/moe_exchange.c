@@ -117,6 +117,13 @@ static int exchange_served(const ds_model *m, int64_t l, const ds_moe_slot *slot
         rc = ds_dist_isend((int)q, DS_SRV_ROWS, msg[q], bytes, &req[q], e);
         if (rc) msg[q] = NULL;
     }
+    /* The requests are delivered before rank 0 turns to its own experts:
+     * a message above the transport's eager size moves only while the
+     * sender is inside MPI (shared memory without single-copy, TCP), so
+     * returning to compute right after the send would leave the other ranks
+     * waiting for their rows until rank 0 had finished its own experts. */
+    for (int64_t q = 1; !rc && q < q_sent; q++)
+        if (msg[q]) rc = ds_dist_wait(&req[q], e);
     /* rank 0's own experts (and the shared ones) while the other ranks run theirs */
     if (!rc)
         rc = ds_moe_local_experts(m, l, bound[0], bound[1], slot + off[0], x + off[0] * D, off[1] - off[0],
@@ -126,7 +133,7 @@ static int exchange_served(const ds_model *m, int64_t l, const ds_moe_slot *slot
         if (!msg[q]) continue;
         int64_t n = off[q + 1] - off[q];
         ds_err e2 = { 0 };
-        int rc2 = ds_dist_wait(&req[q], &e2);
+        int rc2 = ds_dist_wait(&req[q], &e2);   /* done already unless the loop above stopped early */
         size_t got = 0;
         if (!rc2) rc2 = ds_dist_recv((int)q, DS_SRV_OUT, msg[q], reply_bytes(n, D), &got, &e2);
         int64_t st = 0;

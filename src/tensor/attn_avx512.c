@@ -15,8 +15,9 @@
  * Weighted sum u[h] = α·u[h] + Σ_j p[h][j]·kv_j: every element is the same
  * chain (α·u, then one fused multiply-add per row in row order) at any
  * vector width; tiles of 4 heads × 64 columns (16 accumulators).
- * Compiled for AVX-512 by function attributes; ops.c calls it only where
- * the CPU has AVX-512F/DQ and H is even, W % 8 == 0, R % 16 == 0.
+ * Built with the AVX-512 flags (Makefile: *_avx512.c); ops.c calls it only
+ * at ISA level avx512 or above (core/cpu.h: DS_ISA=avx2 runs the AVX2 step)
+ * and for H even, W % 8 == 0, R % 16 == 0.
  */
 #include "ops_isa.h"
 #include "simd_exp.h"
@@ -24,11 +25,9 @@
 
 #include <math.h>
 
-#if defined(__x86_64__)
 #include <immintrin.h>
 
-#define T512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
-#define T512_INLINE __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"), always_inline)) static inline
+#define T512_INLINE __attribute__((always_inline)) static inline
 
 /* scores of np head pairs (packed q: pair p at qp + p·2W, chunk k at 2k)
  * against nr cache rows; s: score of head 2p, row r at s[2p·ls + r] */
@@ -86,7 +85,7 @@ T512_INLINE void pv_tile(int nh, int nc, float *u, int64_t R, const float *p, in
         for (int v = 0; v < nc; v++) _mm512_storeu_ps(u + i * R + c + 16 * v, acc[i][v]);
 }
 
-T512 void ds_mla_attn_step_avx512(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv,
+void ds_mla_attn_step_avx512(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv,
                                   int64_t W, int64_t n, int64_t R, float scale, float *sc) {
     int64_t ls = n + 8;   /* score row stride */
     float *alpha = sc + H * ls, *qp = alpha + H;   /* H rescale factors, then the packed queries (H·W) */
@@ -141,5 +140,3 @@ T512 void ds_mla_attn_step_avx512(float *u, float *m, float *l, const float *q, 
         for (; c < R; c += 16) pv_tile(1, 1, u + h * R, R, sc + h * ls, ls, alpha + h, kv, W, n, c);
     }
 }
-
-#endif

@@ -22,6 +22,7 @@
 #include "quant.h"
 #include "quant_isa.h"
 #include "repack.h"
+#include "../core/cpu.h"
 #include "../core/scratch.h"
 #include "../core/thread.h"
 
@@ -43,18 +44,17 @@ extern void openblas_set_num_threads(int);
 /* Set once (pthread_once), read-only after: the CPU's kernel path and the
  * DS_QGEMM_MAX_T override. g_force_generic is for tests. */
 static int g_isa;  /* 0 generic, 1 avx2 */
-static bool g_avx512;   /* AVX-512F/DQ/VL: the kernels of attn_avx512.c (on top of AVX2) */
+static bool g_avx512;   /* core/cpu.h level >= avx512: the flash-decode step of attn_avx512.c */
 static bool g_force_avx2;
+static bool g_vnni512;  /* core/cpu.h level >= avx512vnni: the *_avx512.c kernels may run */
 static int64_t g_qgemm_env;
 static bool g_force_generic;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void init_once(void) {
     g_isa = ds_cpu_avx2_fma() ? 1 : 0;
-#if defined(__x86_64__)
-    g_avx512 = g_isa == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-               __builtin_cpu_supports("avx512vl");
-#endif
+    g_avx512 = g_isa == 1 && ds_isa_level() >= DS_ISA_AVX512;
+    g_vnni512 = ds_isa_level() >= DS_ISA_AVX512_VNNI;
     const char *s = getenv("DS_QGEMM_MAX_T");
     g_qgemm_env = s ? atoll(s) : -1;
     openblas_set_num_threads(1);
@@ -185,7 +185,9 @@ static void matmul_x8_worker(const matmul_ctx *c, int64_t i0, int64_t i1) {
                 const void *a[DS_RP_MAX_T];
                 float out[DS_RP_ROWS * DS_RP_MAX_T];
                 for (int k = 0; k < m; k++) a[k] = c->qa + (size_t)(t + k) * c->ab;
-                ds_gemm_x8_avx2(dt, wg, a, m, c->K, out);
+                if (!(g_vnni512 && !g_force_generic &&
+                      (ds_gemm_x8_avx512(dt, wg, a, m, c->K, out) || ds_gemm_x8_ext_avx512(dt, wg, a, m, c->K, out))))
+                    ds_gemm_x8_avx2(dt, wg, a, m, c->K, out);
                 for (int k = 0; k < m; k++) {
                     float *yr = c->y + (t + k) * c->ldy - c->r0;
                     if (rb - ra == DS_RP_ROWS) memcpy(yr + row0, out + DS_RP_ROWS * k, DS_RP_ROWS * sizeof(float));

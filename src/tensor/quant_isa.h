@@ -1,6 +1,6 @@
 /*
- * quant_isa.h - private: AVX2 entry points for the quantized kernels
- * (quant_avx2.c); ops.c dispatches to them at run time.
+ * quant_isa.h - private: the ISA-specific entry points of the quantized
+ * kernels (*_avx2.c, *_avx512.c); ops.c dispatches to them at run time.
  */
 #ifndef DS_QUANT_ISA_H
 #define DS_QUANT_ISA_H
@@ -21,6 +21,11 @@ void ds_dequant_ext_avx2(ds_dtype t, const void *in, float *out, int64_t n);
 void ds_dequant_row_avx2(ds_dtype t, const void *in, float *out, int64_t n);
 /* repack.h x8 groups: out[t·8 + r] = row r · act[t], t < T <= 4 (repack_avx2.c) */
 void ds_gemm_x8_avx2(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out);
+/* AVX-512 VNNI x8 kernels, same contract as ds_gemm_x8_avx2; false when the
+ * type has none (repack_avx512.c: Q8_0/Q4_0/Q5_0/Q4_K/Q6_K; repack_ext_avx512.c:
+ * the quant_ext.h types). Called only when core/cpu.h's level >= avx512vnni. */
+bool ds_gemm_x8_avx512(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out);
+bool ds_gemm_x8_ext_avx512(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out);
 /* fp8 e4m3 row segment -> fp32, times scale[(c0 + i) / block] (scale may be NULL) */
 void ds_cvt_fp8_avx2(float *out, const uint8_t *w, int64_t n, const float *scale, int64_t c0, int block);
 
