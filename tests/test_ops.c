@@ -152,7 +152,7 @@ static void flash_decode(float *out, const float *q, int64_t H, const float *kv,
                          int64_t split, int64_t blk, float scale) {
     int64_t ns = (S + split - 1) / split;
     float *pu = calloc((size_t)(ns * H * R), sizeof(float)), *pm = malloc((size_t)(ns * H) * sizeof(float));
-    float *pl = malloc((size_t)(ns * H) * sizeof(float)), *sc = malloc((size_t)(H * (blk + 9)) * sizeof(float));
+    float *pl = malloc((size_t)(ns * H) * sizeof(float)), *sc = malloc((size_t)DS_MLA_STEP_SCRATCH(H, blk, W) * sizeof(float));
     for (int64_t k = 0; k < ns; k++) {
         for (int64_t h = 0; h < H; h++) { pm[k * H + h] = -INFINITY; pl[k * H + h] = 0; }
         for (int64_t j = k * split; j < DS_MIN(S, (k + 1) * split); j += blk)
@@ -167,12 +167,14 @@ static void flash_decode(float *out, const float *q, int64_t H, const float *kv,
 TEST(ops_mla_flash_decode_vs_ref) {
     ds_rng r;
     ds_rng_seed(&r, 13);
-    int64_t W = 72, R = 64, H = 7, S = 301;
-    float *kv = malloc((size_t)(S * W) * sizeof(float)), *q = malloc((size_t)(H * W) * sizeof(float));
-    float *o = malloc((size_t)(H * R) * sizeof(float)), *orf = malloc((size_t)(H * R) * sizeof(float));
+    int64_t W = 72, R = 64, Hmax = 10, S = 301;
+    float *kv = malloc((size_t)(S * W) * sizeof(float)), *q = malloc((size_t)(Hmax * W) * sizeof(float));
+    float *o = malloc((size_t)(Hmax * R) * sizeof(float)), *orf = malloc((size_t)(Hmax * R) * sizeof(float));
     float *o1 = malloc((size_t)R * sizeof(float));
     for (int64_t i = 0; i < S * W; i++) kv[i] = randn(&r);
-    for (int64_t i = 0; i < H * W; i++) q[i] = 2 * randn(&r);
+    for (int64_t i = 0; i < Hmax * W; i++) q[i] = 2 * randn(&r);
+    /* H = 7: the AVX2 kernel; H = 10: the AVX-512 one where the CPU has it */
+    for (int64_t H = 7; H <= Hmax; H += 3)
     for (int generic = 0; generic < 2; generic++) {
         ds_ops_force_generic(generic);
         int64_t lens[] = { 1, 5, 64, 65, 300, 301 };
@@ -184,8 +186,8 @@ TEST(ops_mla_flash_decode_vs_ref) {
                 flash_decode(o, q, H, kv, W, n, R, splits[si][0], splits[si][1], 0.15f);
                 double mx = 0;
                 for (int64_t i = 0; i < H * R; i++) mx = ds_max_err(mx, fabs((double)o[i] - orf[i]));
-                CHECK_MSG(mx < 2e-5, "flash decode (generic=%d, S=%lld, split %lld/%lld) max diff %g", generic,
-                          (long long)n, (long long)splits[si][0], (long long)splits[si][1], mx);
+                CHECK_MSG(mx < 2e-5, "flash decode (H=%lld, generic=%d, S=%lld, split %lld/%lld) max diff %g",
+                          (long long)H, generic, (long long)n, (long long)splits[si][0], (long long)splits[si][1], mx);
             }
             /* one head alone: the same bits as among H */
             flash_decode(o, q, H, kv, W, n, R, 256, 64, 0.15f);
@@ -197,6 +199,36 @@ TEST(ops_mla_flash_decode_vs_ref) {
     }
     ds_ops_force_generic(false);
     free(kv); free(q); free(o); free(orf); free(o1);
+}
+
+/* The AVX-512 flash-decode step (attn_avx512.c) is bit-identical to the
+ * AVX2 one: even head counts around its tiles (4 head pairs, 6 rows, 64
+ * columns), ragged blocks, several steps into one running partial. On a
+ * CPU without AVX-512 (or with DS_ISA=avx2) it checks the AVX2 kernel against itself. */
+TEST(ops_mla_flash_decode_avx512_bits) {
+    if (!ds_ops_has_avx512()) printf("    (AVX-512 step not in use: no AVX-512 or DS_ISA below avx512; AVX2 vs itself)\n");
+    ds_rng r;
+    ds_rng_seed(&r, 29);
+    int64_t shapes[][3] = { { 16, 576, 512 }, { 2, 72, 16 }, { 6, 40, 48 }, { 10, 104, 80 }, { 8, 8, 64 } };   /* H, W, R */
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t H = shapes[si][0], W = shapes[si][1], R = shapes[si][2], S = 157;
+        float *kv = malloc((size_t)(S * W) * sizeof(float)), *q = malloc((size_t)(H * W) * sizeof(float));
+        float *o = malloc((size_t)(H * R) * sizeof(float)), *o2 = malloc((size_t)(H * R) * sizeof(float));
+        for (int64_t i = 0; i < S * W; i++) kv[i] = randn(&r);
+        for (int64_t i = 0; i < H * W; i++) q[i] = 2 * randn(&r);
+        int64_t blks[] = { 64, 7, 1 };
+        for (int bi = 0; bi < 3; bi++) {
+            ds_ops_force_avx2(false);
+            flash_decode(o, q, H, kv, W, S, R, 100, blks[bi], 0.1f);
+            ds_ops_force_avx2(true);
+            flash_decode(o2, q, H, kv, W, S, R, 100, blks[bi], 0.1f);
+            CHECK_MSG(memcmp(o, o2, (size_t)(H * R) * sizeof(float)) == 0,
+                      "AVX-512 flash decode differs from AVX2 (H=%lld W=%lld R=%lld block %lld)", (long long)H,
+                      (long long)W, (long long)R, (long long)blks[bi]);
+        }
+        ds_ops_force_avx2(false);
+        free(kv); free(q); free(o); free(o2);
+    }
 }
 
 /* ds_silu_mul (vector exp, parallel) vs its expf twin; an element's value

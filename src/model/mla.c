@@ -254,7 +254,7 @@ static void fd_item_worker(void *vctx, int64_t k0, int64_t k1, int tid) {
     attn_ctx *c = vctx;
     const ds_config *cfg = &c->m->cfg;
     int64_t H = cfg->n_head, Rkv = cfg->kv_lora_rank, W = Rkv + cfg->qk_rope_head_dim, ld = c->ldkv;
-    float *sc = ds_scratch(tid, 1, (size_t)(H * (KV_BLOCK + 9)));
+    float *sc = ds_scratch(tid, 1, (size_t)DS_MLA_STEP_SCRATCH(H, KV_BLOCK, W));
     float *deq = ds_scratch(tid, 2, (size_t)(KV_BLOCK * ld));
     float *one = ds_scratch(tid, 5, (size_t)ld);
     if (!sc || !deq || !one) return;   /* out of memory: the context reports it */
@@ -282,18 +282,21 @@ static void fd_item_worker(void *vctx, int64_t k0, int64_t k1, int tid) {
     }
 }
 
-/* flash decode: merge a row's partials in split order into u */
-static void fd_combine_worker(void *vctx, int64_t r0, int64_t r1, int tid) {
+/* flash decode: merge a row's partials in split order into u; one work item
+ * per (row, head), so a single decoded row's merge is shared by the threads
+ * too (each head's merge is independent: the same bits either way) */
+static void fd_combine_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     attn_ctx *c = vctx;
     const ds_config *cfg = &c->m->cfg;
     int64_t H = cfg->n_head, Rkv = cfg->kv_lora_rank;
-    for (int64_t r = r0; r < r1; r++) {
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t r = i / H, h = i % H;
         int64_t k0 = c->row_first[r], k1 = c->row_first[r + 1];
-        float *pu = c->pu + k0 * H * Rkv, *pm = c->pm + k0 * H, *pl = c->pl + k0 * H;
+        float *pu = c->pu + k0 * H * Rkv + h * Rkv, *pm = c->pm + k0 * H + h, *pl = c->pl + k0 * H + h;
         for (int64_t k = k0 + 1; k < k1; k++)
-            ds_mla_attn_merge(pu, pm, pl, c->pu + k * H * Rkv, c->pm + k * H, c->pl + k * H, H, Rkv);
-        ds_mla_attn_finish(c->u + c->row_t[r] * H * Rkv, Rkv, pu, pl, H, Rkv);
+            ds_mla_attn_merge(pu, pm, pl, c->pu + k * H * Rkv + h * Rkv, c->pm + k * H + h, c->pl + k * H + h, 1, Rkv);
+        ds_mla_attn_finish(c->u + c->row_t[r] * H * Rkv + h * Rkv, Rkv, pu, pl, 1, Rkv);
     }
 }
 
@@ -405,7 +408,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
         c.items = items; c.n_items = n_items; c.pu = pu; c.pm = pm; c.pl = pl;
         c.row_first = row_first; c.row_t = row_t;
         ds_par_for_dynamic(n_items, 1, 1, fd_item_worker, &c);
-        ds_par_for_dynamic(n_rows, 1, 1, fd_combine_worker, &c);
+        ds_par_for_dynamic(n_rows * H, 4, 4, fd_combine_worker, &c);
     }
     if (!naive) ds_par_for_dynamic(H, 1, 1, out_worker, &c);
     ds_plan_matmul(segs, n_segs, out, D, o, H * Dv, &w->o_proj, 0, D);

@@ -44,6 +44,8 @@ extern void openblas_set_num_threads(int);
 /* Set once (pthread_once), read-only after: the CPU's kernel path and the
  * DS_QGEMM_MAX_T override. g_force_generic is for tests. */
 static int g_isa;  /* 0 generic, 1 avx2 */
+static bool g_avx512;   /* core/cpu.h level >= avx512: the flash-decode step of attn_avx512.c */
+static bool g_force_avx2;
 static bool g_vnni512;  /* core/cpu.h level >= avx512vnni: the *_avx512.c kernels may run */
 static int64_t g_qgemm_env;
 static bool g_force_generic;
@@ -51,6 +53,7 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void init_once(void) {
     g_isa = ds_cpu_avx2_fma() ? 1 : 0;
+    g_avx512 = g_isa == 1 && ds_isa_level() >= DS_ISA_AVX512;
     g_vnni512 = ds_isa_level() >= DS_ISA_AVX512_VNNI;
     const char *s = getenv("DS_QGEMM_MAX_T");
     g_qgemm_env = s ? atoll(s) : -1;
@@ -65,6 +68,8 @@ static int isa(void) {
 
 const char *ds_ops_isa(void) { return isa() == 1 ? "avx2" : "generic"; }
 void ds_ops_force_generic(bool on) { isa(); g_force_generic = on; }
+bool ds_ops_has_avx512(void) { isa(); return g_avx512; }
+void ds_ops_force_avx2(bool on) { isa(); g_force_avx2 = on; }
 
 /* ----------------------------------------------------------------- scratch */
 
@@ -581,7 +586,9 @@ static void mla_attn_step_generic(float *u, float *m, float *l, const float *q, 
 void ds_mla_attn_step(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv, int64_t W,
                       int64_t n, int64_t R, float scale, float *sc) {
     if (n <= 0) return;
-    if (isa() == 1 && W % 8 == 0 && R % 8 == 0) ds_mla_attn_step_avx2(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
+    if (isa() == 1 && g_avx512 && !g_force_avx2 && H % 2 == 0 && W % 8 == 0 && R % 16 == 0)
+        ds_mla_attn_step_avx512(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
+    else if (isa() == 1 && W % 8 == 0 && R % 8 == 0) ds_mla_attn_step_avx2(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
     else mla_attn_step_generic(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
 }
 

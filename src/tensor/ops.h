@@ -88,7 +88,8 @@ void ds_kv_dequant_row_ref(float *y, const uint8_t *row, int64_t W, int block, b
  * A score's bits do not depend on n or on where its row sits in the block
  * (one accumulator per dot product, in k order), so for fixed block
  * boundaries the result does not depend on the batch or the thread count.
- * sc: scratch of H · (n + 9) floats. */
+ * sc: scratch of DS_MLA_STEP_SCRATCH(H, n, W) floats. */
+#define DS_MLA_STEP_SCRATCH(H, n, W) ((H) * ((n) + 9) + (H) * (W))
 void ds_mla_attn_step(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv, int64_t W,
                       int64_t n, int64_t R, float scale, float *sc);
 /* Folds partial (u2, m2, l2) into (u, m, l): the deterministic combine of
@@ -125,5 +126,7 @@ void ds_ops_cleanup(void);
 /* Which ISA path is active ("avx2", "generic"). */
 const char *ds_ops_isa(void);
 void ds_ops_force_generic(bool on);   /* for tests */
+bool ds_ops_has_avx512(void);          /* the AVX-512 flash-decode step is used (tests, bench) */
+void ds_ops_force_avx2(bool on);       /* for tests: AVX2 kernels even on an AVX-512 CPU */
 
 #endif

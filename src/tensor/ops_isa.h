@@ -29,5 +29,9 @@ void ds_kv_dequant_row_avx2(float *y, const uint8_t *row, int64_t W, int block, 
 /* ds_mla_attn_step (ops.h) with W % 8 == 0, R % 8 == 0 */
 void ds_mla_attn_step_avx2(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv,
                            int64_t W, int64_t n, int64_t R, float scale, float *sc);
+/* the same with AVX-512F/DQ/VL (attn_avx512.c), bit-identical to it;
+ * H even, W % 8 == 0, R % 16 == 0 */
+void ds_mla_attn_step_avx512(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv,
+                             int64_t W, int64_t n, int64_t R, float scale, float *sc);
 
 #endif

@@ -1,0 +1,106 @@
+/*
+ * bench_mla_decode.c - CPU-time measurements for long-context decode (the
+ * numbers in README "Long context"), meant for a shared, noisy machine:
+ * process CPU time, AVX-512 and AVX2 flash-decode steps alternating in one
+ * process. A manual measurement, not a test.
+ *
+ *   make lib && cc -O2 -Isrc tools/bench_mla_decode.c build/libdeepseek.a -fopenmp -ljansson \
+ *      -lpcre2-8 -lopenblas -lm -lpthread -lmpi -o build/bench_mla_decode
+ *   build/bench_mla_decode kernel [ROWS=4096]     ds_mla_attn_step alone: 16 heads x ROWS rows of 576,
+ *                                                 splits of 256 in blocks of 64, best of 9 per step kind
+ *   build/bench_mla_decode model FILE DEPTH [N=16] [f32|q8|fp8]
+ *                                                 CPU ms per decoded token after DEPTH tokens
+ *                                                 (1 thread), 3 alternating pairs
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/thread.h"
+#include "model/model.h"
+#include "runtime/generate.h"
+#include "tensor/ops.h"
+
+static double cpu_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int kernel(int64_t S) {
+    int64_t H = 16, W = 576, R = 512, blk = 64;
+    float *kv = malloc((size_t)(S * W) * sizeof(float)), *q = malloc((size_t)(H * W) * sizeof(float));
+    float *u = malloc((size_t)(H * R) * sizeof(float)), *m = malloc((size_t)H * sizeof(float));
+    float *l = malloc((size_t)H * sizeof(float)), *sc = malloc((size_t)DS_MLA_STEP_SCRATCH(H, blk, W) * sizeof(float));
+    if (!kv || !q || !u || !m || !l || !sc) return 1;
+    srand(1);
+    for (int64_t i = 0; i < S * W; i++) kv[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    for (int64_t i = 0; i < H * W; i++) q[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    for (int pass = 0; pass < 6; pass++) {
+        bool avx2 = pass % 2 == 0;
+        ds_ops_force_avx2(avx2);
+        double best = 1e9;
+        for (int r = 0; r < 9; r++) {
+            double t = cpu_s();
+            for (int64_t j0 = 0; j0 < S; j0 += 256) {
+                for (int64_t h = 0; h < H; h++) { m[h] = -INFINITY; l[h] = 0; }
+                memset(u, 0, (size_t)(H * R) * sizeof(float));
+                for (int64_t j = j0; j < j0 + 256 && j < S; j += blk)
+                    ds_mla_attn_step(u, m, l, q, W, H, kv + j * W, W, j + blk <= S ? blk : S - j, R, 0.07f, sc);
+            }
+            t = cpu_s() - t;
+            if (t < best) best = t;
+        }
+        printf("%s step, 16 heads x %lld rows: %.3f ms, %.1f GFLOP/s\n", avx2 ? "avx2  " : (ds_ops_has_avx512() ? "avx512" : "avx2  "),
+               (long long)S, best * 1e3, 2.0 * (double)(S * H * (W + R)) / best * 1e-9);
+    }
+    free(kv); free(q); free(u); free(m); free(l); free(sc);
+    return 0;
+}
+
+static int model(const char *path, int64_t depth, int64_t n, const char *kvt) {
+    ds_err e = { 0 };
+    ds_model *m;
+    ds_ctx *x;
+    ds_kvcache c;
+    ds_threads_set(1);
+    if (ds_model_open_opts(&m, path, NULL, &e) || ds_ctx_new(&x, &e) || ds_kvcache_init(&c, m, depth + n + 8, &e) ||
+        ds_kvcache_set_type(&c, ds_kv_type_from_name(kvt), &e)) {
+        fprintf(stderr, "%s\n", e.msg);
+        return 1;
+    }
+    int64_t V = ds_model_config(m)->vocab_size;
+    float *lg = malloc((size_t)V * sizeof(float));
+    int32_t *tok = malloc((size_t)(depth + n + 8) * sizeof(int32_t));
+    if (!lg || !tok) return 1;
+    for (int64_t i = 0; i < depth + n + 8; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
+    if (depth > 0 && ds_prefill(m, x, &c, tok, depth, 512, lg, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+    for (int pass = 0; pass < 6; pass++) {
+        bool avx2 = pass % 2 == 1;
+        ds_ops_force_avx2(avx2);
+        ds_kvcache_truncate(&c, depth);
+        double t = cpu_s();
+        for (int64_t i = 0; i < n; i++) {
+            ds_seq_chunk ch = { &c, tok + depth + i, 1, false };
+            if (ds_model_forward(m, x, &ch, 1, lg, NULL, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+        }
+        printf("%s step, depth %lld, %s cache: %.2f CPU ms/token\n", avx2 || !ds_ops_has_avx512() ? "avx2  " : "avx512",
+               (long long)depth, kvt, (cpu_s() - t) / (double)n * 1e3);
+        fflush(stdout);
+    }
+    free(lg); free(tok);
+    ds_kvcache_free(&c);
+    ds_ctx_free(x);
+    ds_model_close(m);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "kernel")) return kernel(argc > 2 ? atoll(argv[2]) : 4096);
+    if (argc >= 4 && !strcmp(argv[1], "model"))
+        return model(argv[2], atoll(argv[3]), argc > 4 ? atoll(argv[4]) : 16, argc > 5 ? argv[5] : "f32");
+    fprintf(stderr, "usage: bench_mla_decode kernel [ROWS] | model FILE DEPTH [N] [f32|q8|fp8]\n");
+    return 2;
+}
