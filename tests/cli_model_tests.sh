@@ -210,9 +210,9 @@ check_ref tiny-v32 576 ref_logits.f32 --naive
 check_ref tiny-v32 576 ref_mtp_logits.f32 --mtp
 check_ref tiny-v32-fp8 256 ref_logits.f32
 check_ref tiny-v32-fp8 256 ref_incr_logits.f32 --incremental
-check_ref tiny-v4 320 ref_logits.f32
-check_ref tiny-v4 320 ref_incr_logits.f32 --incremental
-check_ref tiny-v4 320 ref_logits.f32 --naive
+check_ref tiny-v4 576 ref_logits.f32
+check_ref tiny-v4 576 ref_incr_logits.f32 --incremental
+check_ref tiny-v4 576 ref_logits.f32 --naive
 # greedy generation equals transformers' generate() (ref.json "greedy")
 v4p=$(python3 -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["prompt"])))' "$FX/tiny-v4/ref.json")
 v4g=$(python3 -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["greedy"])))' "$FX/tiny-v4/ref.json")

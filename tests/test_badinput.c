@@ -667,7 +667,7 @@ TEST(badinput_v4_tensors) {
             what = "model.layers.2.attn.compressor.wkv.weight", want = DS_EFORMAT;
         } else if (k == 1) {   /* expert 8 of 8 */
             xt *t = xset_get(&s, "model.layers.1.ffn.gate.tid2eid");
-            xt_retype(&s, t, "I64", 2, (const int64_t[]){ 320, 2 });
+            xt_retype(&s, t, "I64", 2, (const int64_t[]){ 576, 2 });
             ((int64_t *)t->data)[77] = 8;
             what = "expert id", want = DS_ERANGE;
         } else {   /* a sliding layer has no compressor */

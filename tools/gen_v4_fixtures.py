@@ -24,6 +24,7 @@ Files:
     ref_logits.f32          full forward                       [T, V]
     ref_incr_logits.f32     one token at a time (DynamicCache)  [T, V]
     ref_chunk_logits.f32    prefill in chunks of 7 (DynamicCache) [T, V]
+    tokenizer.json          tests/fixtures/tiny-chat's, so chat and serve run on the folder
 
 The indexer's choice must not hang on rounding: the script recomputes every
 query's index scores (hook on the scorer) and takes the first seed from
@@ -52,7 +53,7 @@ INDEX_MARGIN = 1e-3
 SEED = int(os.environ.get("SEED_V4", "1"))
 
 CFG = dict(
-    vocab_size=320, hidden_size=64, moe_intermediate_size=32, num_hidden_layers=4,
+    vocab_size=576, hidden_size=64, moe_intermediate_size=32, num_hidden_layers=4,
     num_attention_heads=4, num_key_value_heads=1, head_dim=32, q_lora_rank=48, qk_rope_head_dim=8,
     num_experts_per_tok=2, n_routed_experts=8, n_shared_experts=1, scoring_func="sqrtsoftplus",
     routed_scaling_factor=1.5, rope_theta=10000.0, compress_rope_theta=160000.0,
@@ -208,6 +209,8 @@ def build(SEED):
         "swiglu_clamps": clamps,
     }
     json.dump(meta, open(os.path.join(d, "ref.json"), "w"), indent=1)
+    # tiny-chat's byte-level BPE (562 ids < vocab_size): chat / generate / serve run on the folder
+    shutil.copy(os.path.join(ROOT, "tiny-chat", "tokenizer.json"), d)
     sz = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
     print(f"{NAME}: {sz / 1e6:.2f} MB, greedy {greedy}, incr-vs-full {meta['incr_vs_full_maxdiff']:.2e}, "
           f"chunk-vs-full {meta['chunk_vs_full_maxdiff']:.2e}, index gap {worst[0]:.2e}, clamps {clamps}, seed {SEED}")
