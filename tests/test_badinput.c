@@ -1162,7 +1162,7 @@ TEST(badinput_config_layer_kinds) {
 }
 
 TEST(badinput_forward_unimplemented_layer_kind) {
-    /* a loaded model whose layer 1 is declared hash-routed: the forward refuses, naming the layer */
+    /* a loaded V3 model whose layer 1 is declared hash-routed (no tid2eid): the forward refuses, naming the layer */
     ds_model *m = NULL;
     ds_err e = { 0 };
     if (ds_model_open(&m, P("tests/fixtures/tiny-v3"), &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }

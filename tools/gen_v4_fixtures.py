@@ -13,8 +13,8 @@ The config covers every V4 component: layer types sliding / CSA / HCA
 several windows of each rate), index_topk 3 of up to 10 compressed entries,
 hyper-connections (hc_mult 4, Sinkhorn), hash-routed layers then
 sqrtsoftplus / noaux_tc ones, a SwiGLU limit low enough that the clamps act
-(the script asserts both gate and up get clamped), attention sinks and the
-grouped output projection (o_groups 2). Every parameter is drawn at random
+(the script asserts both gate and up get clamped), attention sinks, the
+grouped output projection (o_groups 2) and YaRN on the compressed layers' rope. Every parameter is drawn at random
 (transformers initialises sinks, hyper-connection biases, position biases
 and tid2eid to constants). Weights are stored as BF16 except the modules
 transformers keeps in fp32; the reference reloads exactly the stored values.
@@ -65,6 +65,9 @@ CFG = dict(
     o_groups=2, o_lora_rank=16, index_n_heads=4, index_head_dim=16, index_topk=3,
     num_nextn_predict_layers=0, rms_norm_eps=1e-6, bos_token_id=0, eos_token_id=1,
     max_position_embeddings=4096, tie_word_embeddings=False,
+    # YaRN on the compressed layers' rope (transformers forces attention_factor 1.0 there);
+    # original length 1024 puts the ramp (0, 0.5, 1, 1) inside the 4 frequencies of the 8 roped dims
+    rope_parameters=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=1024, beta_fast=32, beta_slow=1),
 )
 
 

@@ -260,6 +260,9 @@ static int moe_forward(const ds_model *m, int64_t l, float *out, const float *xn
     int32_t *block = ds_arena_calloc(a, (size_t)DS_MAX(T, 1), sizeof(int32_t));  /* (T) matmul block of each token */
     if (!logits || !idx || !wt || !scores || !tmp || !start || !fill || !block)
         return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+    if (c->ffn_kind[l] == DS_FFN_HASH_MOE && !w->tid2eid)
+        return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: hash-routed MoE without a tid2eid table (only DeepSeek-V4 "
+                          "checkpoints have one)", (long long)l);
     ds_plan_matmul(segs, n_segs, logits, E, xn, D, &w->router, 0, E);
     for (int64_t t = 0; t < T; t++) {
         if (c->ffn_kind[l] == DS_FFN_HASH_MOE)
