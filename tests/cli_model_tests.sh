@@ -213,6 +213,8 @@ check_ref tiny-v32-fp8 256 ref_incr_logits.f32 --incremental
 check_ref tiny-v4 576 ref_logits.f32
 check_ref tiny-v4 576 ref_incr_logits.f32 --incremental
 check_ref tiny-v4 576 ref_logits.f32 --naive
+expect_fail "logits tiny-v4 --kv-type q8: V4 needs an f32 cache, said so" "f32 KV cache" \
+    "$BIN" logits -m "$FX/tiny-v4" --tokens 1,2,3 --out "$L" --kv-type q8
 # greedy generation equals transformers' generate() (ref.json "greedy")
 v4p=$(python3 -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["prompt"])))' "$FX/tiny-v4/ref.json")
 v4g=$(python3 -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["greedy"])))' "$FX/tiny-v4/ref.json")

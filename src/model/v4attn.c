@@ -37,6 +37,7 @@
  * tokens, so truncating the cache or copying a prefix stays exact (the raw
  * c, z stay in every row: simple and exact, not yet the memory V4 allows).
  * A token's result depends only on its own row and the cache: batch invariant.
+ * Rows are fp32: a quantized cache (q8/fp8) is refused for V4 layers.
  */
 #include "model_internal.h"
 #include "rope.h"
@@ -239,6 +240,11 @@ int ds_v4_attn_forward(const ds_model *m, int64_t l, float *out, const float *xn
     float eps = (float)cfg->rms_norm_eps;
     bool csa = cfg->attn_kind[l] == DS_ATTN_CSA;
     v4row r = row_layout(cfg, l);
+    for (int s = 0; s < n_segs; s++)   /* q8/fp8 rows would round the compressor's raw gates: far off (~1 logit) */
+        if (segs[s].cache->type != DS_KV_F32)
+            return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: DeepSeek-V4 needs an f32 KV cache (its rows hold the "
+                              "compressor's raw gates); --kv-type %s is not supported for V4", (long long)l,
+                              ds_kv_type_name(segs[s].cache->type));
     const float *inv_freq = cfg->attn_kind[l] == DS_ATTN_SWA ? m->inv_freq : m->inv_freq_cmp;
     ds_arena_mark mk = ds_arena_get_mark(a);
     float *qr = ds_arena_array(a, (size_t)(T * Rq), sizeof(float));         /* (T, Rq) */
