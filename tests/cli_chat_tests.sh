@@ -39,27 +39,37 @@ out=$(printf 'Hello\nAgain\n' | "$BIN" chat -m tests/fixtures/tiny-v32 -n 6 --te
 out=$("$BIN" generate -m tests/fixtures/tiny-v32 --prompt "Hello" -n 20 --temperature 0 --ignore-eos 2>/tmp/ds_chat_err); rc=$?
 [ $rc -eq 0 ] && [ -n "$out" ] && ok "generate on a V3.2 folder" || bad "generate on a V3.2 folder (rc=$rc)"
 
-# serve on the V3.2 folder: two concurrent chat requests (batched decode over sparse attention)
-# give the same text as one alone at temperature 0
-port=$((20000 + $$ % 20000))
-"$BIN" serve -m tests/fixtures/tiny-v32 --port $port -c 256 >/tmp/ds_v32_serve.log 2>&1 &
-spid=$!
-up=0
-for i in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
+# a DeepSeek-V4 folder (no chat template shipped: V3.2's turns) chats and generates
+out=$(printf 'Hello\nAgain\n' | "$BIN" chat -m tests/fixtures/tiny-v4 -n 6 --temperature 0 2>/tmp/ds_chat_err); rc=$?
+[ $rc -eq 0 ] && [ -n "$out" ] && ok "chat on a V4 folder" || bad "chat on a V4 folder (rc=$rc): $(cat /tmp/ds_chat_err)"
+out=$("$BIN" generate -m tests/fixtures/tiny-v4 --prompt "Hello" -n 20 --temperature 0 --ignore-eos 2>/tmp/ds_chat_err); rc=$?
+[ $rc -eq 0 ] && [ -n "$out" ] && ok "generate on a V4 folder" || bad "generate on a V4 folder (rc=$rc)"
+
+# serve on the V3.2 and V4 folders: two concurrent chat requests (batched decode over sparse /
+# compressed attention) give the same text as one alone at temperature 0
+serve_check() {  # fixture label
+    port=$((20000 + ($$ + ${#2}) % 20000))
+    "$BIN" serve -m tests/fixtures/$1 --port $port -c 256 >/tmp/ds_$1_serve.log 2>&1 &
+    spid=$!
+    up=0
+    for i in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
+    if [ $up -eq 1 ]; then
+        alone=$(req "Hello there")
+        req "A longer question about many things" >/tmp/ds_$1_b &
+        both=$(req "Hello there")
+        wait $!
+        [ -n "$alone" ] && [ "$alone" = "$both" ] && ok "serve on a $2 folder (batched = alone)" ||
+            bad "serve on a $2 folder: '$alone' vs '$both'"
+    else
+        bad "serve on a $2 folder did not come up: $(tail -3 /tmp/ds_$1_serve.log)"
+    fi
+    kill $spid 2>/dev/null; wait $spid 2>/dev/null
+}
 req() { curl -sf "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' \
     -d "{\"messages\":[{\"role\":\"user\",\"content\":\"$1\"}],\"max_tokens\":12,\"temperature\":0}" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])'; }
-if [ $up -eq 1 ]; then
-    alone=$(req "Hello there")
-    req "A longer question about many things" >/tmp/ds_v32_b &
-    both=$(req "Hello there")
-    wait $!
-    [ -n "$alone" ] && [ "$alone" = "$both" ] && ok "serve on a V3.2 folder (batched = alone)" ||
-        bad "serve on a V3.2 folder: '$alone' vs '$both'"
-else
-    bad "serve on a V3.2 folder did not come up: $(tail -3 /tmp/ds_v32_serve.log)"
-fi
-kill $spid 2>/dev/null; wait $spid 2>/dev/null
+serve_check tiny-v32 V3.2
+serve_check tiny-v4 V4
 
 # errors: no tokenizer, bad flags
 echo hi | "$BIN" chat -m tests/fixtures/tiny-v3 >/dev/null 2>/tmp/ds_chat_err; rc=$?

@@ -125,7 +125,7 @@ expect_fail "generate on a truncated model.safetensors" "$B/model.safetensors" "
 sed 's/"hidden_size": 64/"hidden_size": "wide"/' "$M/config.json" >"$B/config.json"
 expect_fail "info on a bad config.json" "'hidden_size'" "$BIN" info -m "$B"
 sed 's/"deepseek_v3"/"deepseek_v4"/; s/"DeepseekV3ForCausalLM"/"DeepseekV4ForCausalLM"/' "$M/config.json" >"$B/config.json"
-expect_fail "info on a V4 folder: not supported yet, said so" "DeepSeek-V4" "$BIN" info -m "$B"
+expect_fail "info on a V3 config labelled V4: its V3 keys are named" "unknown DeepSeek-V4 config key" "$BIN" info -m "$B"
 : >"$B/config.json"
 expect_fail "info on an empty config.json" "$B/config.json" "$BIN" info -m "$B"
 rm -f "$B/model.safetensors"
@@ -156,6 +156,14 @@ grep -q "^kv cache     MLA latent 40 + index key 16: 56 values/token/layer" "$T/
     fail "info tiny-v32: no cache line with the index key: $(grep '^kv cache' "$T/out")"
 grep -q "whole cache .*: 4K 2.62 MiB, 64K 42.00 MiB, 1M 672.00 MiB of context" "$T/out" ||
     fail "info tiny-v32: no whole-cache line (56 values x 3 layers x 4 B x 4K/64K/1M): $(grep 'whole cache' "$T/out")"
+check_info tiny-v4 DeepseekV4ForCausalLM deepseek_v4
+# the cache per layer type: sliding rows 32 (Dh), HCA 4·32, CSA 6·32 + 5·16, fp32, x layers x 4K/64K/1M
+for want in "sliding  1 layer(s) x 32 values/token = 128 B/token: 512.00 KiB / 8.00 MiB / 128.00 MiB" \
+            "CSA      2 layer(s) x 272 values/token = 2176 B/token: 8.50 MiB / 136.00 MiB / 2.12 GiB" \
+            "HCA      1 layer(s) x 128 values/token = 512 B/token: 2.00 MiB / 32.00 MiB / 512.00 MiB" \
+            "layer types  1 sliding (window 8), 2 CSA (rate 4, top 3"; do
+    grep -qF "$want" "$T/out" || fail "info tiny-v4: no line '$want' in: $(cat "$T/out")"
+done
 
 check_logits() {  # fixture vocab tokens rows extra-flags...
     fx=$1 v=$2 toks=$3 rows=$4
@@ -202,6 +210,17 @@ check_ref tiny-v32 576 ref_logits.f32 --naive
 check_ref tiny-v32 576 ref_mtp_logits.f32 --mtp
 check_ref tiny-v32-fp8 256 ref_logits.f32
 check_ref tiny-v32-fp8 256 ref_incr_logits.f32 --incremental
+check_ref tiny-v4 576 ref_logits.f32
+check_ref tiny-v4 576 ref_incr_logits.f32 --incremental
+check_ref tiny-v4 576 ref_logits.f32 --naive
+expect_fail "logits tiny-v4 --kv-type q8: V4 needs an f32 cache, said so" "f32 KV cache" \
+    "$BIN" logits -m "$FX/tiny-v4" --tokens 1,2,3 --out "$L" --kv-type q8
+# greedy generation equals transformers' generate() (ref.json "greedy")
+v4p=$(python3 -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["prompt"])))' "$FX/tiny-v4/ref.json")
+v4g=$(python3 -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["greedy"])))' "$FX/tiny-v4/ref.json")
+if expect_ok "generate tiny-v4 greedy" "$BIN" generate -m "$FX/tiny-v4" --prompt-ids "$v4p" -n 12 --temperature 0 --ignore-eos; then
+    [ "$(tr -d '\n' <"$T/out")" = "$v4g" ] || fail "generate tiny-v4 greedy: '$(cat "$T/out")', transformers gives '$v4g'"
+fi
 
 # sampling: same seed -> same tokens, other seed -> other tokens
 gen() { "$BIN" generate -m "$M" --prompt-ids 1,2,3 -n 20 --ignore-eos "$@" 2>"$T/err"; }

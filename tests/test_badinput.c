@@ -635,6 +635,54 @@ TEST(badinput_missing_tensor) {
     }
 }
 
+/* V4: the re-serialized fixture loads; a missing tensor of each kind of
+ * layer is named, so are a compressor of the wrong layer type's shape, a
+ * tid2eid naming a non-existent expert and a tensor the layer type lacks. */
+TEST(badinput_v4_tensors) {
+    static const char *names[] = { "model.layers.2.attn.compressor.ape", "model.layers.1.attn.indexer.wq_b.weight",
+                                   "model.layers.0.ffn.gate.tid2eid", "model.hc_head.hc_fn",
+                                   "model.layers.3.hc_ffn_scale", "model.layers.2.ffn.gate.bias",
+                                   "model.layers.3.attn.attn_sink", "model.layers.1.ffn.experts.7.w2.weight", "head.weight" };
+    for (size_t i = 0; i <= sizeof names / sizeof names[0]; i++) {
+        const char *d = tmp_begin();
+        xset s;
+        if (xset_load(&s, "tiny-v4")) { tmp_end(); return; }
+        if (i < sizeof names / sizeof names[0]) xset_del(&s, names[i]);
+        make_model(d, "tiny-v4", &s);
+        ds_err e = { 0 };
+        int rc = open_model(d, &e);
+        if (i == sizeof names / sizeof names[0]) CHECK_MSG(rc == DS_OK, "tiny-v4 re-serialized: %s", e.msg);
+        else CHECK_MSG(rc == DS_ENOTFOUND && strstr(e.msg, names[i]), "tiny-v4 without %s: rc %d, '%s'", names[i], rc, e.msg);
+        xset_free(&s);
+        tmp_end();
+    }
+    for (int k = 0; k < 3; k++) {
+        const char *d = tmp_begin();
+        xset s;
+        if (xset_load(&s, "tiny-v4")) { tmp_end(); return; }
+        const char *what;
+        int want;
+        if (k == 0) {   /* layer 2 is HCA: one series of Dh = 32, not CSA's two */
+            xt_retype(&s, xset_get(&s, "model.layers.2.attn.compressor.wkv.weight"), "F32", 2, (const int64_t[]){ 64, 64 });
+            what = "model.layers.2.attn.compressor.wkv.weight", want = DS_EFORMAT;
+        } else if (k == 1) {   /* expert 8 of 8 */
+            xt *t = xset_get(&s, "model.layers.1.ffn.gate.tid2eid");
+            xt_retype(&s, t, "I64", 2, (const int64_t[]){ 576, 2 });
+            ((int64_t *)t->data)[77] = 8;
+            what = "expert id", want = DS_ERANGE;
+        } else {   /* a sliding layer has no compressor */
+            xset_add(&s, "model.layers.0.attn.compressor.ape", "F32", 2, (const int64_t[]){ 4, 64 });
+            what = "unexpected tensor 'model.layers.0.attn.compressor.ape'", want = DS_EFORMAT;
+        }
+        make_model(d, "tiny-v4", &s);
+        ds_err e = { 0 };
+        int rc = open_model(d, &e);
+        CHECK_MSG(rc == want && strstr(e.msg, what), "case %d: rc %d, '%s' (want %d, '%s')", k, rc, e.msg, want, what);
+        xset_free(&s);
+        tmp_end();
+    }
+}
+
 /* V3.2: a missing indexer tensor (or its FP8 scale) is named; a wrong shape too */
 TEST(badinput_v32_indexer_tensors) {
     static const struct { const char *fx, *name; } miss[] = {
@@ -1040,8 +1088,8 @@ static void run_cfg_cases(const cfg_case *cs, size_t n) {
 }
 
 TEST(badinput_config_fixtures_parse) {
-    static const char *fx[] = { "tiny-v3", "tiny-v3-fp8", "tiny-v2-lite", "tiny-v2", "tiny-v32", "tiny-v32-fp8" };
-    for (int i = 0; i < 6; i++) {
+    static const char *fx[] = { "tiny-v3", "tiny-v3-fp8", "tiny-v2-lite", "tiny-v2", "tiny-v32", "tiny-v32-fp8", "tiny-v4" };
+    for (int i = 0; i < 7; i++) {
         ds_config c;
         ds_err e = { 0 };
         int rc = ds_config_load(&c, P("tests/fixtures/%s", fx[i]), &e);
@@ -1114,7 +1162,7 @@ TEST(badinput_config_layer_kinds) {
 }
 
 TEST(badinput_forward_unimplemented_layer_kind) {
-    /* a loaded model whose layer 1 is declared hash-routed: the forward refuses, naming the layer */
+    /* a loaded V3 model whose layer 1 is declared hash-routed (no tid2eid): the forward refuses, naming the layer */
     ds_model *m = NULL;
     ds_err e = { 0 };
     if (ds_model_open(&m, P("tests/fixtures/tiny-v3"), &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }

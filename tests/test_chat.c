@@ -204,6 +204,7 @@ TEST(chat_format_detection) {
     CHECK_EQ_INT(chat_format_detect(fixture("tokenizer/r1")), DS_CHAT_R1);
     CHECK_EQ_INT(chat_format_detect(fixture("tokenizer/v31")), DS_CHAT_V31);
     CHECK_EQ_INT(chat_format_detect(fixture("tiny-v32")), DS_CHAT_V31);   /* V3.2: no template, model_type deepseek_v32 */
+    CHECK_EQ_INT(chat_format_detect(fixture("tiny-v4")), DS_CHAT_V31);    /* V4: no template shipped, V3.2's turns */
     CHECK_EQ_INT(chat_format_detect(fixture("tiny-v3")), DS_CHAT_V3);
     CHECK_EQ_INT(chat_format_detect(fixture("tokenizer/v2")), DS_CHAT_V2);
     CHECK_EQ_INT(chat_format_detect("/nonexistent"), DS_CHAT_V3);

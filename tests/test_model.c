@@ -173,6 +173,9 @@ TEST(model_parity_v2_lite_f16) { parity("tiny-v2-lite"); }
 TEST(model_parity_v2_f32) { parity("tiny-v2"); }
 TEST(model_parity_v32_bf16) { parity("tiny-v32"); }   /* V3.2 sparse attention: 24 tokens, index_topk 8 */
 TEST(model_parity_v32_fp8) { parity("tiny-v32-fp8"); }   /* FP8 with ue8m0 scales, the indexer's too */
+/* DeepSeek-V4: sliding / CSA / HCA layers (window 8, rates 4 and 8, 40 tokens, top 3
+ * of up to 10 entries), hyper-connections, hash and sqrtsoftplus routing, clamps */
+TEST(model_parity_v4) { parity("tiny-v4"); }
 
 /* MTP logits vs the reference written from vLLM's deepseek_mtp.py semantics */
 static void mtp_parity(const char *name) {
@@ -434,6 +437,7 @@ static void batch_invariance(const char *path) {
 TEST(model_batch_invariant_bf16) { batch_invariance("tests/fixtures/tiny-v3"); }
 TEST(model_batch_invariant_fp8) { batch_invariance("tests/fixtures/tiny-v3-fp8"); }
 TEST(model_batch_invariant_v32) { batch_invariance("tests/fixtures/tiny-v32"); }
+TEST(model_batch_invariant_v4) { batch_invariance("tests/fixtures/tiny-v4"); }
 TEST(model_batch_invariant_q8_0) { batch_invariance("tests/fixtures/gguf/tiny-v3.llama-q8_0.gguf"); }
 TEST(model_batch_invariant_q4_k) { batch_invariance("tests/fixtures/gguf/kq.llama-q4_k_m.gguf"); }
 /* A random model of the kq shape with these types (tensor/quant_ext.h). */
@@ -556,6 +560,77 @@ TEST(model_v32_config_errors) {
         ds_err e2 = { 0 };
         CHECK(ds_config_parse(&c, base, n, "v32-fp8", &e2) == DS_EUNSUPPORTED);
         CHECK_MSG(strstr(e2.msg, "scale_fmt") != NULL, "error '%s' does not name scale_fmt", e2.msg);
+    }
+    free(base);
+}
+
+/* V4: prefill in chunks of 7 against transformers' own chunked prefill
+ * (ref_chunk_logits.f32), and a truncated cache refilled gives the same
+ * logits (the cache rows of a position never depend on later tokens). */
+TEST(model_v4_chunks_and_truncate) {
+    ref_t r;
+    if (load_ref("tiny-v4", &r)) return;
+    ds_model *m = open_fixture("tiny-v4");
+    if (!m) { json_decref(r.ref); return; }
+    int64_t T = r.T, V = r.V;
+    float *ref = load_f32("tiny-v4", "ref_chunk_logits.f32", (size_t)(T * V));
+    float *out = calloc((size_t)(T * V), sizeof(float)), *again = calloc((size_t)(T * V), sizeof(float));
+    ds_err e = { 0 };
+    ds_kvcache c;
+    CHECK(ds_kvcache_init(&c, m, 64, &e) == 0);
+    for (int64_t t0 = 0; ref && t0 < T; t0 += 7) {
+        ds_seq_chunk ch = { &c, r.tokens + t0, DS_MIN(7, T - t0), true };
+        CHECK(ds_model_forward(m, NULL, &ch, 1, out + t0 * V, NULL, &e) == 0);
+    }
+    if (ref) compare("chunks of 7", out, ref, T, V);
+    /* cut inside a CSA overlap and an HCA window (13 = 3·4 + 1 = 8 + 5), refill */
+    ds_kvcache_truncate(&c, 13);
+    ds_seq_chunk rest = { &c, r.tokens + 13, T - 13, true };
+    CHECK(ds_model_forward(m, NULL, &rest, 1, again + 13 * V, NULL, &e) == 0);
+    int64_t bad = 0;
+    for (int64_t i = 13 * V; i < T * V; i++) bad += fabsf(again[i] - out[i]) > 1e-5f;
+    CHECK_MSG(bad == 0, "%lld logits differ after truncating to 13 positions and refilling", (long long)bad);
+    ds_kvcache_free(&c);
+    free(ref); free(out); free(again);
+    ds_model_close(m);
+    json_decref(r.ref);
+}
+
+/* V4 configs: what we parse, and keys / values we do not run are named errors */
+TEST(model_v4_config_errors) {
+    char *base;
+    size_t n;
+    ds_err e = { 0 };
+    if (ds_read_file("tests/fixtures/tiny-v4/config.json", 1 << 20, &base, &n, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    ds_config c;
+    CHECK(ds_config_parse(&c, base, n, "v4", &e) == DS_OK);
+    CHECK_EQ_INT(c.arch, DS_ARCH_V4);
+    CHECK_EQ_INT(c.n_streams, 4);
+    CHECK_EQ_INT(c.attn_kind[0], DS_ATTN_SWA);
+    CHECK_EQ_INT(c.attn_kind[1], DS_ATTN_CSA);
+    CHECK_EQ_INT(c.attn_kind[2], DS_ATTN_HCA);
+    CHECK_EQ_INT(c.ffn_kind[0], DS_FFN_HASH_MOE);
+    CHECK_EQ_INT(c.ffn_kind[2], DS_FFN_MOE);
+    CHECK_EQ_INT(c.compress_rate_hca, 8);
+    CHECK_EQ_INT(c.qk_rope_head_dim, 8);
+    static const struct { const char *from, *to, *msg; } bad[] = {
+        { "\"sliding_window\": 8", "\"sliding_windows\": 8", "sliding_windows" },
+        { "\"sliding_attention\"", "\"full_attention\"", "layer_types[0]" },
+        { "\"hash_moe\"", "\"dense\"", "mlp_layer_types[0]" },
+        { "\"o_groups\": 2", "\"o_groups\": 3", "o_groups" },
+        { "\"num_key_value_heads\": 1", "\"num_key_value_heads\": 2", "num_key_value_heads" },
+        { "\"scoring_func\": \"sqrtsoftplus\"", "\"scoring_func\": \"relu\"", "scoring_func" },
+        { "\"index_head_dim\": 16", "\"index_head_dim\": 4", "index_head_dim" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *p = strstr(base, bad[i].from);
+        CHECK_MSG(p != NULL, "config has no '%s'", bad[i].from);
+        if (!p) continue;
+        char buf[8192];
+        snprintf(buf, sizeof buf, "%.*s%s%s", (int)(p - base), base, bad[i].to, p + strlen(bad[i].from));
+        ds_err e2 = { 0 };
+        CHECK_MSG(ds_config_parse(&c, buf, strlen(buf), "v4", &e2) != DS_OK, "accepted %s", bad[i].to);
+        CHECK_MSG(strstr(e2.msg, bad[i].msg) != NULL, "error '%s' does not name %s", e2.msg, bad[i].msg);
     }
     free(base);
 }

@@ -34,7 +34,8 @@ static void on_sigint(int sig) {
 static void usage(FILE *f) {
     fprintf(f,
         "usage: deepseek chat [-m MODEL_DIR] [options]\n"
-        "  Interactive chat with the model's chat template (V3, R1, V3.1 or V2, from the folder).\n"
+        "  Interactive chat with the model's chat template (V3, R1, V3.1 or V2, from the folder;\n"
+        "  V3.2 and V4 folders without one use V3.1's turns).\n"
         "  --system TEXT        system prompt\n"
         "  --format NAME        chat format: auto, v3, r1, v3.1, v2 (default auto)\n"
         "  --tokenizer PATH     tokenizer.json, its folder, or a .gguf (default: the model folder's;\n"

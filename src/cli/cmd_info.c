@@ -13,7 +13,8 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: deepseek info [-m MODEL_DIR]\n"
                "  Prints the architecture, total and active parameters per token,\n"
-               "  KV-cache bytes per token (MLA latent cache vs. naive per-head K/V) and memory use.\n");
+               "  KV-cache bytes per token (MLA latent cache vs. naive per-head K/V; V4: per layer type at\n"
+               "  4K / 64K / 1M of context) and memory use.\n");
 }
 
 static const char *human(double b, char *buf, size_t n) {
@@ -30,6 +31,53 @@ static const char *count(int64_t v, char *buf, size_t n) {
     else if (v >= 1000) snprintf(buf, n, "%.1fK", v / 1e3);
     else snprintf(buf, n, "%lld", (long long)v);
     return buf;
+}
+
+/* DeepSeek-V4 (cache false): its attention, layer types and residual
+ * streams; (cache true) the cache per layer type (v4attn.c's rows, fp32)
+ * beside what the design needs: the window's rows, the compressed entries
+ * (and the indexer's keys) and the open windows only. */
+static void print_v4(const ds_config *c, const ds_model *m, bool cache) {
+    static const char *names[3] = { "sliding", "CSA", "HCA" };
+    static const int kinds[3] = { DS_ATTN_SWA, DS_ATTN_CSA, DS_ATTN_HCA };
+    static const int64_t ctx[3] = { 4096, 65536, 1048576 };
+    char b[3][32];
+    int64_t n[3] = { 0, 0, 0 }, n_hash = 0, Dh = c->head_dim, Di = c->index_head_dim;
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        for (int k = 0; k < 3; k++) n[k] += c->attn_kind[l] == kinds[k];
+        n_hash += c->ffn_kind[l] == DS_FFN_HASH_MOE;
+    }
+    if (!cache) {
+        printf("attention    V4: %lld heads x %lld (rope %lld on the tail), one shared K=V head, q_lora_rank %lld, "
+               "sinks, output %lld groups x %lld\n", (long long)c->n_head, (long long)Dh,
+               (long long)c->qk_rope_head_dim, (long long)c->q_lora_rank, (long long)c->o_groups, (long long)c->o_lora_rank);
+        printf("layer types  %lld sliding (window %lld), %lld CSA (rate %lld, top %lld by an indexer of %lld heads x %lld), "
+               "%lld HCA (rate %lld); %lld hash-routed MoE\n", (long long)n[0], (long long)c->sliding_window,
+               (long long)n[1], (long long)c->compress_rate_csa, (long long)c->index_topk, (long long)c->index_n_heads,
+               (long long)Di, (long long)n[2], (long long)c->compress_rate_hca, (long long)n_hash);
+        printf("residual     %lld hyper-connection streams (Sinkhorn %lld iterations); rope theta %g (sliding), %g%s "
+               "(compressed), softmax scale %.7f\n", (long long)c->n_streams, (long long)c->hc_sinkhorn_iters,
+               c->rope_theta, c->compress_rope_theta, c->yarn ? " + YaRN" : "", ds_model_attn_scale(m));
+        return;
+    }
+    printf("kv cache     per layer type, fp32, as stored (every position keeps its row: window K=V, the\n"
+           "             compressor's raw kv/gate, entries), all layers of the type, at 4K / 64K / 1M of context:\n");
+    for (int k = 0; k < 3; k++) {
+        if (!n[k]) continue;
+        int64_t l = 0;
+        while (c->attn_kind[l] != kinds[k]) l++;
+        int64_t W = ds_config_kv_width(c, l);
+        for (int i = 0; i < 3; i++) human((double)(W * 4 * n[k] * ctx[i]), b[i], sizeof b[i]);
+        printf("             %-8s %lld layer(s) x %lld values/token = %lld B/token: %s / %s / %s\n", names[k],
+               (long long)n[k], (long long)W, (long long)(W * 4 * n[k]), b[0], b[1], b[2]);
+    }
+    for (int i = 0; i < 3; i++) {
+        int64_t N = ctx[i], win = DS_MIN(N, c->sliding_window), Rc = c->compress_rate_csa, Rh = c->compress_rate_hca;
+        int64_t need = n[0] * win * Dh + n[1] * (win * Dh + N / Rc * (Dh + Di) + 2 * Rc * (4 * Dh + 4 * Di)) +
+                       n[2] * (win * Dh + N / Rh * Dh + Rh * 2 * Dh);
+        human((double)(4 * need), b[i], sizeof b[i]);
+    }
+    printf("             V4's design needs (window + compressed entries + open windows): %s / %s / %s\n", b[0], b[1], b[2]);
 }
 
 int cmd_info(int argc, char **argv) {
@@ -62,22 +110,24 @@ int cmd_info(int argc, char **argv) {
     printf("arch         %s (%s)\n", ds_config_arch_name(c), c->model_type);
     printf("layers       %lld (%lld dense + %lld MoE)", (long long)c->n_layer, (long long)(c->n_layer - n_moe), (long long)n_moe);
     if (c->n_mtp) printf(" + %lld MTP%s", (long long)c->n_mtp, ds_model_mtp_stored(m) ? "" : " (not stored in the checkpoint)");
-    printf("\nhidden       %lld, vocab %lld, dense FFN %lld\n", (long long)c->hidden_size, (long long)c->vocab_size,
-           (long long)c->intermediate_size);
-    printf("attention    MLA: %lld heads, q_lora_rank %s, kv_lora_rank %lld, head dims nope %lld + rope %lld, v %lld\n",
+    printf("\nhidden       %lld, vocab %lld, %s %lld\n", (long long)c->hidden_size, (long long)c->vocab_size,
+           c->arch == DS_ARCH_V4 ? "shared expert FFN" : "dense FFN", (long long)c->intermediate_size);
+    if (c->arch == DS_ARCH_V4) print_v4(c, m, false);
+    else printf("attention    MLA: %lld heads, q_lora_rank %s, kv_lora_rank %lld, head dims nope %lld + rope %lld, v %lld\n",
            (long long)c->n_head, c->q_lora_rank ? count(c->q_lora_rank, b1, sizeof b1) : "none (q_proj)",
            (long long)c->kv_lora_rank, (long long)c->qk_nope_head_dim, (long long)c->qk_rope_head_dim,
            (long long)c->v_head_dim);
-    if (c->index_topk > 0)
+    if (c->index_topk > 0 && c->arch != DS_ARCH_V4)
         printf("sparse attn  DSA: lightning indexer %lld heads x %lld, each query attends to the top %lld earlier "
                "positions\n", (long long)c->index_n_heads, (long long)c->index_head_dim, (long long)c->index_topk);
     if (c->n_routed_experts)
         printf("experts      %lld routed (%lld per token, %s %s, groups %lld keep %lld%s, scale %g) + %lld shared, width %lld\n",
                (long long)c->n_routed_experts, (long long)c->num_experts_per_tok, tm[c->topk_method],
-               c->scoring_func == DS_SCORE_SIGMOID ? "sigmoid" : "softmax", (long long)c->n_group, (long long)c->topk_group,
+               c->scoring_func == DS_SCORE_SIGMOID ? "sigmoid" : c->scoring_func == DS_SCORE_SQRTSOFTPLUS ? "sqrtsoftplus" : "softmax", (long long)c->n_group, (long long)c->topk_group,
                c->norm_topk_prob ? ", normalized" : "", c->routed_scaling_factor, (long long)c->n_shared_experts,
                (long long)c->moe_intermediate_size);
-    if (c->yarn)
+    if (c->arch == DS_ARCH_V4) {}
+    else if (c->yarn)
         printf("rope         YaRN factor %g over %g positions, theta %g, softmax scale %.7f\n", c->rope_factor,
                c->rope_orig_max_pos, c->rope_theta, ds_model_attn_scale(m));
     else
@@ -95,6 +145,10 @@ int cmd_info(int argc, char **argv) {
            count(pc.mtp, b3, sizeof b3));
     printf("active/token %s (%s without embedding and head)\n", count(pc.active, b1, sizeof b1),
            count(pc.active_no_embed, b4, sizeof b4));
+    if (c->arch == DS_ARCH_V4) {
+        print_v4(c, m, true);
+        goto tail;
+    }
     int64_t W = c->kv_lora_rank + c->qk_rope_head_dim;
     if (c->index_topk > 0) {   /* DSA: the latent row plus the indexer's key */
         int64_t Wd = ds_config_kv_width(c, 0);
@@ -121,6 +175,7 @@ int cmd_info(int argc, char **argv) {
                human((double)per_tok * 4096, b4, sizeof b4), human((double)per_tok * 65536, b5, sizeof b5),
                human((double)per_tok * 1048576, b6, sizeof b6));
     }
+tail:
     printf("memory       %s of tensors memory-mapped; resident now %s\n", human((double)si.mapped_bytes, b1, sizeof b1),
            human((double)cli_rss_kib() * 1024, b2, sizeof b2));
     if (si.repacked_bytes)

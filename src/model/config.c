@@ -22,6 +22,7 @@ double ds_config_softmax_scale(const ds_config *c) {
 }
 
 const char *ds_config_arch_name(const ds_config *c) {
+    if (c->arch == DS_ARCH_V4) return "DeepseekV4ForCausalLM";
     if (c->index_topk > 0) return "DeepseekV32ForCausalLM";
     return c->arch == DS_ARCH_V3 ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM";
 }
@@ -44,9 +45,20 @@ static int validate_layers(const ds_config *c, const char *w, ds_err *e) {
     if (c->n_layer + c->n_mtp > DS_MAX_LAYERS)
         return ds_err_set(e, DS_ERANGE, "%s: %lld layers (incl. MTP) exceed the limit of %d", w,
                           (long long)(c->n_layer + c->n_mtp), DS_MAX_LAYERS);
-    if (c->n_streams != 1)
+    bool v4 = c->arch == DS_ARCH_V4;
+    if (c->n_streams != 1 && !v4)
         return ds_err_set(e, DS_EUNSUPPORTED, "%s: %lld residual streams (hyper-connections, hc_mult) are not "
                           "implemented; only 1", w, (long long)c->n_streams);
+    if (v4 && c->n_streams < 1)
+        return ds_err_set(e, DS_ERANGE, "%s: hc_mult must be >= 1", w);
+    for (int64_t l = 0; v4 && l < c->n_layer + c->n_mtp; l++) {   /* DeepSeek-V4 (config_v4.c) */
+        int k = c->attn_kind[l];
+        if (k != DS_ATTN_SWA && k != DS_ATTN_CSA && k != DS_ATTN_HCA)
+            return ds_err_set(e, DS_EINVAL, "%s: layer %lld: attention kind %d is not a DeepSeek-V4 kind", w, (long long)l, k);
+        if (c->ffn_kind[l] != DS_FFN_MOE && c->ffn_kind[l] != DS_FFN_HASH_MOE)
+            return ds_err_set(e, DS_EINVAL, "%s: layer %lld: DeepSeek-V4 layers are MoE or hash-routed MoE", w, (long long)l);
+    }
+    if (v4) return DS_OK;
     for (int64_t l = 0; l < c->n_layer + c->n_mtp; l++) {
         if (c->attn_kind[l] == DS_ATTN_DSA && !(c->index_topk > 0 && c->index_n_heads > 0 &&
                                                  c->index_head_dim >= c->qk_rope_head_dim && c->q_lora_rank > 0))
@@ -185,8 +197,7 @@ static int parse_root(ds_config *c, json_t *j, const char *w, ds_err *e) {
     else if ((mt && strcmp(mt, "deepseek_v2") == 0) || (arch_name && strcmp(arch_name, "DeepseekV2ForCausalLM") == 0))
         c->arch = DS_ARCH_V2;
     else if ((mt && strcmp(mt, "deepseek_v4") == 0) || (arch_name && strcmp(arch_name, "DeepseekV4ForCausalLM") == 0)) {
-        rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: DeepSeek-V4 (DeepseekV4ForCausalLM: sliding-window / compressed "
-                        "attention, hyper-connections, hash-routed MoE) is not supported yet; V2, V3 and V3.2 are", w);
+        rc = ds_config_parse_v4(c, j, w, e);   /* config_v4.c */
         goto done;
     } else {
         rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: model_type '%s' / architectures '%s' is not DeepSeek-V2, V3 or V3.2", w,

@@ -97,10 +97,41 @@ static int attn_forward(const ds_model *m, int64_t l, float *out, const float *x
     switch (m->cfg.attn_kind[l]) {
     case DS_ATTN_MLA:
     case DS_ATTN_DSA: return ds_mla_forward(m, l, out, xn, T, segs, n_segs, naive, a, e);  /* DSA: mla.c + dsa.c */
+    case DS_ATTN_SWA:
+    case DS_ATTN_CSA:
+    case DS_ATTN_HCA: return ds_v4_attn_forward(m, l, out, xn, T, segs, n_segs, a, e);      /* V4: v4attn.c */
     default:
         return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: attention kind %d is not implemented", (long long)l,
                           m->cfg.attn_kind[l]);
     }
+}
+
+/* A DeepSeek-V4 block on hc streams (hc.c): each of attention and FFN reads
+ * the streams collapsed by its mixer and is expanded back into them. */
+static int block_v4(const ds_model *m, int64_t l, float *x, const int32_t *tok, int64_t T, const ds_seg *segs,
+                    int n_segs, ds_arena *a, ds_err *e) {
+    const ds_layer_w *w = &m->layers[l];
+    int64_t D = m->cfg.hidden_size, hc = m->cfg.n_streams;
+    float eps = (float)m->cfg.rms_norm_eps;
+    ds_arena_mark mk = ds_arena_get_mark(a);
+    float *u = ds_arena_array(a, (size_t)(T * D), sizeof(float));          /* (T, D) block input */
+    float *y = ds_arena_array(a, (size_t)(T * D), sizeof(float));          /* (T, D) block output */
+    float *post = ds_arena_array(a, (size_t)(T * hc), sizeof(float));      /* (T, hc) */
+    float *comb = ds_arena_array(a, (size_t)(T * hc * hc), sizeof(float)); /* (T, hc, hc) */
+    if (!u || !y || !post || !comb) return ds_err_set(e, DS_ENOMEM, "out of memory in layer %lld", (long long)l);
+    int rc;
+    if (ds_hc_pre(m, &w->hc_attn_fn, w->hc_attn_base, w->hc_attn_scale, x, T, segs, n_segs, u, post, comb, a))
+        return ds_err_set(e, DS_ENOMEM, "out of memory in layer %lld", (long long)l);
+    ds_rmsnorm(u, u, w->attn_norm, T, D, eps);
+    if ((rc = attn_forward(m, l, y, u, T, segs, n_segs, false, a, e))) return rc;
+    ds_hc_post(&m->cfg, x, y, post, comb, T);
+    if (ds_hc_pre(m, &w->hc_ffn_fn, w->hc_ffn_base, w->hc_ffn_scale, x, T, segs, n_segs, u, post, comb, a))
+        return ds_err_set(e, DS_ENOMEM, "out of memory in layer %lld", (long long)l);
+    ds_rmsnorm(u, u, w->ffn_norm, T, D, eps);
+    if ((rc = ds_ffn_forward(m, l, y, u, tok, T, segs, n_segs, a, e))) return rc;
+    ds_hc_post(&m->cfg, x, y, post, comb, T);
+    ds_arena_release(a, mk);
+    return DS_OK;
 }
 
 int ds_block_forward(const ds_model *m, int64_t l, float *x, const int32_t *tok, int64_t T, const ds_seg *segs,
@@ -109,6 +140,7 @@ int ds_block_forward(const ds_model *m, int64_t l, float *x, const int32_t *tok,
     int64_t D = m->cfg.hidden_size;
     float eps = (float)m->cfg.rms_norm_eps;
     /* x: (T, n_streams, D); with one stream the block reads and updates it in place */
+    if (m->cfg.arch == DS_ARCH_V4) return block_v4(m, l, x, tok, T, segs, n_segs, a, e);
     if (m->cfg.n_streams != 1)
         return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: %lld residual streams (hyper-connections) are not implemented",
                           (long long)l, (long long)m->cfg.n_streams);
@@ -134,6 +166,25 @@ static int check_tokens(const ds_model *m, const int32_t *tok, int64_t n, ds_err
         if (tok[i] < 0 || tok[i] >= m->cfg.vocab_size)
             return ds_err_set(e, DS_ERANGE, "token id %d at position %lld is out of range (vocab_size %lld)", tok[i],
                               (long long)i, (long long)m->cfg.vocab_size);
+    return DS_OK;
+}
+
+/* x (n, n_streams, D): every stream of a token starts as its embedding */
+static void embed_streams(const ds_model *m, const int32_t *tok, int64_t n, float *x) {
+    int64_t D = m->cfg.hidden_size, hc = m->cfg.n_streams;
+    for (int64_t j = 0; j < n; j++) {
+        ds_tensor_row_f32(&m->embed, tok[j], 0, D, x + j * hc * D);
+        for (int64_t s = 1; s < hc; s++) memcpy(x + (j * hc + s) * D, x + j * hc * D, (size_t)D * sizeof(float));
+    }
+}
+
+/* *x (T, n_streams, D) -> (T, D): V4's hyper-connection head; one stream is itself */
+static int collapse_streams(const ds_model *m, float **x, int64_t T, const ds_seg *segs, int n_segs, ds_arena *a,
+                            ds_err *e) {
+    if (m->cfg.arch != DS_ARCH_V4) return DS_OK;
+    float *h = ds_arena_array(a, (size_t)(T * m->cfg.hidden_size), sizeof(float));
+    if (!h || ds_hc_head(m, *x, T, segs, n_segs, h, a)) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    *x = h;
     return DS_OK;
 }
 
@@ -165,12 +216,13 @@ static int forward_main(const ds_model *m, ds_arena *a, ds_seq_chunk *chunks, in
     for (int p = 0; p < n_chunks; p++) {
         const ds_seq_chunk *ch = &chunks[order[p]];
         segs[p] = (ds_seg){ ch->cache, t0, ch->n, ch->cache->n_past };
-        for (int64_t j = 0; j < ch->n; j++) ds_tensor_row_f32(&m->embed, ch->tokens[j], 0, D, x + (t0 + j) * D);
+        embed_streams(m, ch->tokens, ch->n, x + t0 * c->n_streams * D);
         memcpy(tok + t0, ch->tokens, (size_t)ch->n * sizeof(int32_t));
         t0 += ch->n;
     }
     for (int64_t l = 0; l < c->n_layer; l++)
         if ((rc = ds_block_forward(m, l, x, tok, T, segs, n_chunks, false, a, e))) return rc;
+    if ((rc = collapse_streams(m, &x, T, segs, n_chunks, a, e))) return rc;
     ds_rmsnorm(x, x, m->final_norm, T, D, (float)c->rms_norm_eps);
     if (hidden) {
         int64_t h0 = 0;
@@ -308,11 +360,12 @@ static int forward_naive(const ds_model *m, ds_arena *a, const int32_t *tokens, 
     ds_kvcache cache;
     if ((rc = ds_kvcache_init(&cache, m, T, e))) return rc;
     if ((rc = ds_kvcache_reserve(&cache, T, e))) { ds_kvcache_free(&cache); return rc; }
-    float *x = ds_arena_calloc(a, (size_t)(T * D), sizeof(float));
+    float *x = ds_arena_calloc(a, (size_t)(T * c->n_streams * D), sizeof(float));
     if (!x) { ds_kvcache_free(&cache); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
-    for (int64_t t = 0; t < T; t++) ds_tensor_row_f32(&m->embed, tokens[t], 0, D, x + t * D);
+    embed_streams(m, tokens, T, x);
     ds_seg seg = { &cache, 0, T, 0 };
     for (int64_t l = 0; l < c->n_layer && !rc; l++) rc = ds_block_forward(m, l, x, tokens, T, &seg, 1, true, a, e);
+    if (!rc) rc = collapse_streams(m, &x, T, &seg, 1, a, e);
     if (!rc) {
         ds_rmsnorm(x, x, m->final_norm, T, D, (float)c->rms_norm_eps);
         ds_matmul(logits, V, x, D, &m->lm_head, 0, V, T);

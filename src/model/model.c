@@ -95,6 +95,33 @@ static int bind_vector(binder *b, const char *name, int64_t d0, float **out) {
     return DS_OK;
 }
 
+/* An integer table [d0, d1] (I32/I64) with values in [0, hi), into an owned int32 array. */
+static int bind_index(binder *b, const char *name, int64_t d0, int64_t d1, int64_t hi, int32_t **out) {
+    ds_st_tensor *t = ds_safetensors_find(&b->m->st, name);
+    if (!t) return ds_err_set(b->e, DS_ENOTFOUND, "%s: missing tensor '%s'", b->m->dir, name);
+    if (t->ndim != 2 || t->shape[0] != d0 || t->shape[1] != d1)
+        return ds_err_set(b->e, DS_EFORMAT, "%s: tensor '%s' should have shape [%lld, %lld]", file_of(b, t), name,
+                          (long long)d0, (long long)d1);
+    if (t->dtype != DS_DTYPE_I32 && t->dtype != DS_DTYPE_I64)
+        return ds_err_set(b->e, DS_EUNSUPPORTED, "%s: tensor '%s' has dtype %s; expected I32 or I64", file_of(b, t), name,
+                          t->dtype_name);
+    t->used = true;
+    *out = ds_alloc((size_t)(d0 * d1) * sizeof(int32_t));
+    if (!*out) return ds_err_set(b->e, DS_ENOMEM, "out of memory");
+    for (int64_t i = 0; i < d0 * d1; i++) {
+        int64_t v;
+        if (t->dtype == DS_DTYPE_I64) memcpy(&v, t->data + i * 8, 8);
+        else { int32_t v32; memcpy(&v32, t->data + i * 4, 4); v = v32; }
+        if (v < 0 || v >= hi)
+            return ds_err_set(b->e, DS_ERANGE, "%s: tensor '%s' [%lld, %lld] = %lld is not an expert id in [0, %lld)",
+                              file_of(b, t), name, (long long)(i / d1), (long long)(i % d1), (long long)v, (long long)hi);
+        (*out)[i] = (int32_t)v;
+    }
+    b->n_params += d0 * d1;
+    b->bytes += (int64_t)(t->end - t->begin);
+    return DS_OK;
+}
+
 static bool has(binder *b, const char *name) { return ds_safetensors_find(&b->m->st, name) != NULL; }
 
 /* Binds kind k of layer l (expert x) into dst, a ds_tensor or float * field;
@@ -105,6 +132,7 @@ static int bind_kind(binder *b, const ds_tkind *k, int64_t l, int64_t x, ds_tnee
     ds_tk_name(k, false, l, x, name, sizeof name);
     if (need == DS_TN_MAYBE && !has(b, name)) return DS_OK;
     ds_tk_shape(k, &b->m->cfg, s);
+    if (k->flags & DS_TF_INDEX) return bind_index(b, name, s[0], s[1], b->m->cfg.n_routed_experts, dst);
     return k->ndim == 1 ? bind_vector(b, name, s[0], dst) : bind_matrix(b, name, s[0], s[1], dst);
 }
 
@@ -209,8 +237,19 @@ int ds_model_open_opts(ds_model **out, const char *dir, const ds_model_opts *o, 
     m->file_bytes = b.bytes;
     m->inv_freq = ds_alloc((size_t)(c->qk_rope_head_dim / 2) * sizeof(float));
     if (!m->inv_freq) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto fail; }
-    ds_rope_inv_freq(c, m->inv_freq);
-    m->attn_scale = (float)ds_config_softmax_scale(c);
+    if (c->arch == DS_ARCH_V4) {   /* main: plain rope_theta; compress: compress_rope_theta (+ YaRN) */
+        ds_config rc_main = *c, rc_cmp = *c;
+        rc_main.yarn = false;
+        rc_cmp.rope_theta = c->compress_rope_theta;
+        m->inv_freq_cmp = ds_alloc((size_t)(c->qk_rope_head_dim / 2) * sizeof(float));
+        if (!m->inv_freq_cmp) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto fail; }
+        ds_rope_inv_freq(&rc_main, m->inv_freq);
+        ds_rope_inv_freq(&rc_cmp, m->inv_freq_cmp);
+        m->attn_scale = (float)(1.0 / sqrt((double)c->head_dim));
+    } else {
+        ds_rope_inv_freq(c, m->inv_freq);
+        m->attn_scale = (float)ds_config_softmax_scale(c);
+    }
     if ((rc = ds_model_repack(m, e))) goto fail;
     *out = m;
     return DS_OK;
@@ -223,7 +262,11 @@ fail:
 static void free_vectors(ds_model *m, int64_t l) {
     for (int i = 0; i < DS_TK_COUNT; i++) {
         const ds_tkind *k = &ds_tkinds[i];
-        if (k->ndim == 1 && (k->scope == DS_TS_MODEL) == (l < 0)) ds_free(*(float **)ds_tk_field(k, m, l, -1));
+        if ((k->ndim == 1 || (k->flags & DS_TF_INDEX)) && (k->scope == DS_TS_MODEL) == (l < 0)) {
+            void **p = ds_tk_field(k, m, l, -1);
+            ds_free(*p);
+            *p = NULL;   /* rows sharing a field (V4's CSA / HCA compressor) free it once */
+        }
     }
 }
 
@@ -238,6 +281,7 @@ void ds_model_close(ds_model *m) {
     free(m->own_bound);
     free_vectors(m, -1);
     ds_free(m->inv_freq);
+    ds_free(m->inv_freq_cmp);
     ds_model_repack_free(m);
     ds_model_gguf_release(m);
     ds_safetensors_close(&m->st);
@@ -252,6 +296,11 @@ void ds_model_param_counts(const ds_model *m, ds_param_counts *pc) {
     int64_t D = c->hidden_size, V = c->vocab_size;
     int64_t embed = V * D, head = (m->lm_head.data == m->embed.data) ? 0 : V * D;
     int64_t main_total = embed + head + D, active = embed + head + D;
+    if (c->arch == DS_ARCH_V4) {   /* the hyper-connection head: hc_fn, hc_base, hc_scale */
+        int64_t hc = c->n_streams;
+        main_total += hc * hc * D + hc + 1;
+        active += hc * hc * D + hc + 1;
+    }
     for (int64_t l = 0; l < c->n_layer; l++) {
         main_total += ds_tk_layer_params(c, l, c->n_routed_experts, false);
         active += ds_tk_layer_params(c, l, c->num_experts_per_tok, false);

@@ -50,6 +50,21 @@ typedef struct ds_layer_w {
     float *idx_k_norm;  /* (Di) LayerNorm weight */
     float *idx_k_norm_b;/* (Di) LayerNorm bias */
     ds_tensor idx_w;    /* (Hi, D) weights_proj: per-head weights of the index score */
+    /* DeepSeek-V4 (v4attn.c, hc.c; q_a_proj, q_a_norm, q_b_proj, o_proj (wo_b), idx_q_b, idx_w reused) */
+    ds_tensor hc_attn_fn, hc_ffn_fn;     /* ((2+hc)·hc, hc·D) hyper-connection mixers */
+    float *hc_attn_base, *hc_ffn_base;   /* ((2+hc)·hc) */
+    float *hc_attn_scale, *hc_ffn_scale; /* (3): pre, post, comb */
+    float *sinks;       /* (H) per-head attention sink logits */
+    ds_tensor kv_proj;  /* (Dh, D) the shared K=V head */
+    float *kv_norm;     /* (Dh) */
+    ds_tensor o_a_proj; /* (G·Ro, H·Dh/G) grouped output projection, group g = rows [g·Ro, (g+1)·Ro) */
+    ds_tensor cmp_kv, cmp_gate; /* (Cw, D) compressor; Cw = 2·Dh (CSA: series a | b) or Dh (HCA) */
+    ds_tensor cmp_ape;  /* (rate, Cw) position bias added to the gate */
+    float *cmp_norm;    /* (Dh) */
+    ds_tensor icmp_kv, icmp_gate; /* (2·Di, D) the CSA indexer's compressor */
+    ds_tensor icmp_ape; /* (rate, 2·Di) */
+    float *icmp_norm;   /* (Di) */
+    int32_t *tid2eid;   /* (V, K) hash-routed layers: the experts of each token id */
     /* feed-forward */
     bool is_moe;
     ds_mlp_w mlp;       /* dense, width I */
@@ -86,7 +101,11 @@ typedef struct ds_model {
     bool experts_only;    /* an expert server (rank > 0): only its routed experts are ever
                              used, so only they are repacked (repack_model.c) */
     int64_t n_mtp;        /* MTP layers actually present (0 if not stored) */
-    float *inv_freq;      /* (Dr/2) YaRN-adjusted rotary frequencies */
+    float *inv_freq;      /* (Dr/2) YaRN-adjusted rotary frequencies (V4: sliding layers, rope_theta) */
+    float *inv_freq_cmp;  /* (Dr/2) V4 only: CSA/HCA layers, compress_rope_theta (YaRN if configured) */
+    ds_tensor hc_head_fn; /* V4: (hc, hc·D) the final stream collapse */
+    float *hc_head_base;  /* (hc) */
+    float *hc_head_scale; /* (1) */
     float attn_scale;     /* softmax scale incl. mscale² */
     int64_t n_params;     /* stored parameters (scales excluded), all experts */
     int64_t file_bytes;   /* bytes of tensor data in the files, all experts */

@@ -64,6 +64,21 @@ int ds_dsa_select(const ds_model *m, int64_t l, const float *xn, const float *qr
  * NaN counts as -inf) into sel, ascending. scratch: n · 8 bytes. */
 void ds_dsa_topk(const float *score, int64_t n, int64_t k, int32_t *sel, void *scratch);
 
+/* DeepSeek-V4 attention (v4attn.c): out[T, D] for a SWA / CSA / HCA layer;
+ * writes this batch's rows (and the compressed entries of the windows they
+ * close) into the caches first. */
+int ds_v4_attn_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs,
+                       int n_segs, ds_arena *a, ds_err *e);
+
+/* DeepSeek-V4 hyper-connections (hc.c) on x (T, hc, D). ds_hc_pre: the block
+ * input u (T, D) and the mixing weights post (T, hc), comb (T, hc, hc) from
+ * one mixer (fn, base, scale); ds_hc_post: x = post·y + combᵀ·x in place;
+ * ds_hc_head: the final collapse h (T, D). DS_ENOMEM when the arena is full. */
+int ds_hc_pre(const ds_model *m, const ds_tensor *fn, const float *base, const float *scale, const float *x, int64_t T,
+              const ds_seg *segs, int n_segs, float *u, float *post, float *comb, ds_arena *a);
+void ds_hc_post(const ds_config *c, float *x, const float *y, const float *post, const float *comb, int64_t T);
+int ds_hc_head(const ds_model *m, const float *x, int64_t T, const ds_seg *segs, int n_segs, float *h, ds_arena *a);
+
 /* out[T, D] = FFN(xn) for layer l, by the layer's FFN kind (dense SwiGLU
  * or MoE). tok[T]: the batch's token ids (hash-routed MoE routes on them). */
 int ds_ffn_forward(const ds_model *m, int64_t l, float *out, const float *xn, const int32_t *tok, int64_t T,

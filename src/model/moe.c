@@ -11,6 +11,8 @@
  *   noaux_tc:             group score = sum of the group's top-2 choice
  *   keep topk_group groups, dropped groups -> -inf, then top-K
  *   w = s[idx] (/ Σ if norm_topk_prob) · routed_scaling_factor
+ * DeepSeek-V4: s = sqrt(softplus(logits)); hash-routed layers take idx from
+ * tid2eid[token]; swiglu_limit clamps gate (above) and up (both sides).
  * The MoE layer is a pipeline (moe_forward):
  *   route    router logits, ds_moe_route per token         idx, w (T, K)
  *   pack     rows grouped by expert id, token order within    slot[R] + x (R, D), R = T·K
@@ -71,11 +73,25 @@ static int64_t rank_of(const float *v, int64_t n, int64_t g) {
     return r;
 }
 
+/* w_k = s[idx_k] (/ Σ if norm_topk_prob; V4 always, also for K = 1) · routed_scaling_factor */
+static void route_weights(const ds_config *c, const float *scores, const int32_t *idx, float *wt) {
+    int64_t K = c->num_experts_per_tok;
+    double sum = 0;
+    for (int64_t k = 0; k < K; k++) { wt[k] = scores[idx[k]]; sum += wt[k]; }
+    for (int64_t k = 0; k < K; k++) {
+        float v = wt[k];
+        if (c->norm_topk_prob && (K > 1 || c->arch == DS_ARCH_V4)) v = (float)(v / sum);
+        wt[k] = v * (float)c->routed_scaling_factor;
+    }
+}
+
 void ds_moe_route(const ds_config *c, const float *logits, const float *bias, int32_t *idx, float *wt,
                   float *scores, float *tmp) {
     int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, G = c->n_group, per = E / G;
     if (c->scoring_func == DS_SCORE_SIGMOID) {
         for (int64_t i = 0; i < E; i++) scores[i] = 1.0f / (1.0f + expf(-logits[i]));
+    } else if (c->scoring_func == DS_SCORE_SQRTSOFTPLUS) {   /* V4: sqrt(softplus), softplus(x) = x above 20 */
+        for (int64_t i = 0; i < E; i++) scores[i] = sqrtf(logits[i] > 20.0f ? logits[i] : log1pf(expf(logits[i])));
     } else {
         memcpy(scores, logits, (size_t)E * sizeof(float));
         ds_softmax(scores, E);
@@ -103,13 +119,20 @@ void ds_moe_route(const ds_config *c, const float *logits, const float *bias, in
                 for (int64_t i = 0; i < per; i++) choice[g * per + i] = -INFINITY;
     }
     topk(choice, E, K, idx);
-    double sum = 0;
-    for (int64_t k = 0; k < K; k++) { wt[k] = scores[idx[k]]; sum += wt[k]; }
-    for (int64_t k = 0; k < K; k++) {
-        float v = wt[k];
-        if (c->norm_topk_prob && K > 1) v = (float)(v / sum);
-        wt[k] = v * (float)c->routed_scaling_factor;
-    }
+    route_weights(c, scores, idx, wt);
+}
+
+/* Hash-routed MoE (V4): the experts are the token's row of tid2eid, the
+ * weights its gate scores there, as ds_moe_route's. */
+static void route_hash(const ds_config *c, const float *logits, const int32_t *experts, int32_t *idx, float *wt,
+                       float *scores, float *tmp) {
+    (void)tmp;
+    int64_t K = c->num_experts_per_tok;
+    ds_config one = *c;
+    one.topk_method = DS_TOPK_GREEDY;
+    ds_moe_route(&one, logits, NULL, idx, wt, scores, tmp);   /* the scores (the selection is replaced) */
+    memcpy(idx, experts, (size_t)K * sizeof *idx);
+    route_weights(c, scores, idx, wt);
 }
 
 /* ---------------------------------------------------------------- local experts */
@@ -160,6 +183,13 @@ int ds_moe_local_experts(const ds_model *m, int64_t l, int64_t lo, int64_t hi, c
     }
     DS_ASSERT(nj <= max_jobs);
     ds_matmul_multi(jobs, nj);
+    if (m->cfg.swiglu_limit > 0) {   /* V4: gate <= limit, |up| <= limit (routed and shared experts) */
+        float lim = (float)m->cfg.swiglu_limit;
+        for (int64_t i = 0; i < n * F + Ts * Fs; i++) {
+            g[i] = fminf(g[i], lim);
+            u[i] = fminf(fmaxf(u[i], -lim), lim);
+        }
+    }
     ds_silu_mul(g, g, u, n * F + Ts * Fs);
     nj = 0;
     for (int64_t r0 = 0, r1; r0 < n; r0 = r1) {
@@ -213,8 +243,8 @@ static void combine_worker(void *vctx, int64_t d0, int64_t d1, int tid) {
 
 /* out[T, D] = MoE(xn): route, pack, exchange (the local experts run
  * there), shared experts, combine. */
-static int moe_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs, int n_segs,
-                       ds_arena *a, ds_err *e) {
+static int moe_forward(const ds_model *m, int64_t l, float *out, const float *xn, const int32_t *tok, int64_t T,
+                       const ds_seg *segs, int n_segs, ds_arena *a, ds_err *e) {
     const ds_config *c = &m->cfg;
     const ds_layer_w *w = &m->layers[l];
     int64_t D = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok;
@@ -230,9 +260,15 @@ static int moe_forward(const ds_model *m, int64_t l, float *out, const float *xn
     int32_t *block = ds_arena_calloc(a, (size_t)DS_MAX(T, 1), sizeof(int32_t));  /* (T) matmul block of each token */
     if (!logits || !idx || !wt || !scores || !tmp || !start || !fill || !block)
         return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+    if (c->ffn_kind[l] == DS_FFN_HASH_MOE && !w->tid2eid)
+        return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: hash-routed MoE without a tid2eid table (only DeepSeek-V4 "
+                          "checkpoints have one)", (long long)l);
     ds_plan_matmul(segs, n_segs, logits, E, xn, D, &w->router, 0, E);
     for (int64_t t = 0; t < T; t++) {
-        ds_moe_route(c, logits + t * E, w->router_bias, idx + t * K, wt + t * K, scores, tmp);
+        if (c->ffn_kind[l] == DS_FFN_HASH_MOE)
+            route_hash(c, logits + t * E, w->tid2eid + (int64_t)tok[t] * K, idx + t * K, wt + t * K, scores, tmp);
+        else
+            ds_moe_route(c, logits + t * E, w->router_bias, idx + t * K, wt + t * K, scores, tmp);
         for (int64_t k = 0; k < K; k++) start[idx[t * K + k] + 1]++;
     }
     for (int64_t x = 0; x < E; x++) start[x + 1] += start[x];
@@ -264,13 +300,13 @@ static int moe_forward(const ds_model *m, int64_t l, float *out, const float *xn
 
 int ds_ffn_forward(const ds_model *m, int64_t l, float *out, const float *xn, const int32_t *tok, int64_t T,
                    const ds_seg *segs, int n_segs, ds_arena *a, ds_err *e) {
-    (void)tok;  /* for hash-routed MoE */
     int oom = 0;
     switch (m->cfg.ffn_kind[l]) {
     case DS_FFN_DENSE:
         mlp_forward(out, xn, T, m->cfg.hidden_size, &m->layers[l].mlp, segs, n_segs, a, &oom);
         return oom ? ds_err_set(e, DS_ENOMEM, "out of memory in MLP") : DS_OK;
-    case DS_FFN_MOE: return moe_forward(m, l, out, xn, T, segs, n_segs, a, e);
+    case DS_FFN_MOE:
+    case DS_FFN_HASH_MOE: return moe_forward(m, l, out, xn, tok, T, segs, n_segs, a, e);
     default:
         return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: FFN kind %d (hash-routed MoE) is not implemented",
                           (long long)l, m->cfg.ffn_kind[l]);

@@ -13,6 +13,8 @@
 #define LW(f, t) offsetof(ds_layer_w, f), offsetof(ds_tlayer, t)
 #define LG(f) offsetof(ds_layer_w, f), DS_TK_NO_FIELD
 #define XW(f) offsetof(ds_mlp_w, f), offsetof(ds_tmlp, f)
+#define XG(f) offsetof(ds_mlp_w, f), DS_TK_NO_FIELD
+#define LG_M(f) offsetof(ds_model, f), DS_TK_NO_FIELD
 #define V1(a) 1, { DS_TD_##a }
 #define S2(a, b) 2, { DS_TD_##a, DS_TD_##b }
 #define S3(a, b, c) 3, { DS_TD_##a, DS_TD_##b, DS_TD_##c }
@@ -97,10 +99,73 @@ const ds_tkind ds_tkinds[DS_TK_COUNT] = {
                              F32, 0, LG(idx_k_norm_b) },
     [DS_TK_IDX_W] = { DS_TS_LAYER, "self_attn.indexer.weights_proj.weight", "indexer.proj.weight", S2(HI, D), DS_TW_DSA,
                       F32, DS_TF_NO_REPACK, LG(idx_w) },
+
+    /* DeepSeek-V4: the names transformers' save_pretrained writes (its conversion
+     * mapping reversed: DeepSeek's own attn./ffn. names under "model.") */
+#define V4 DS_TW_V4
+#define NR DS_TF_NO_REPACK
+    [DS_TK_V4_EMBED] = { DS_TS_MODEL, "model.embed_tokens.weight", NULL, S2(V, D), V4, DS_TC_EMBED, NR, LG_M(embed) },
+    [DS_TK_V4_NORM] = { DS_TS_MODEL, "model.norm.weight", NULL, V1(D), V4, F32, 0, LG_M(final_norm) },
+    [DS_TK_V4_HEAD] = { DS_TS_MODEL, "head.weight", NULL, S2(V, D), DS_TW_V4_UNTIED, DS_TC_HEAD, 0, LG_M(lm_head) },
+    [DS_TK_V4_HC_HEAD_FN] = { DS_TS_MODEL, "model.hc_head.hc_fn", NULL, S2(NHC, NHCD), V4, F32, NR, LG_M(hc_head_fn) },
+    [DS_TK_V4_HC_HEAD_BASE] = { DS_TS_MODEL, "model.hc_head.hc_base", NULL, V1(NHC), V4, F32, 0, LG_M(hc_head_base) },
+    [DS_TK_V4_HC_HEAD_SCALE] = { DS_TS_MODEL, "model.hc_head.hc_scale", NULL, V1(1), V4, F32, 0, LG_M(hc_head_scale) },
+    [DS_TK_V4_ATTN_NORM] = { DS_TS_LAYER, "attn_norm.weight", NULL, V1(D), V4, F32, 0, LG(attn_norm) },
+    [DS_TK_V4_FFN_NORM] = { DS_TS_LAYER, "ffn_norm.weight", NULL, V1(D), V4, F32, 0, LG(ffn_norm) },
+    [DS_TK_V4_HC_ATTN_FN] = { DS_TS_LAYER, "hc_attn_fn", NULL, S2(NHCM, NHCD), V4, F32, NR, LG(hc_attn_fn) },
+    [DS_TK_V4_HC_ATTN_BASE] = { DS_TS_LAYER, "hc_attn_base", NULL, V1(NHCM), V4, F32, 0, LG(hc_attn_base) },
+    [DS_TK_V4_HC_ATTN_SCALE] = { DS_TS_LAYER, "hc_attn_scale", NULL, V1(3), V4, F32, 0, LG(hc_attn_scale) },
+    [DS_TK_V4_HC_FFN_FN] = { DS_TS_LAYER, "hc_ffn_fn", NULL, S2(NHCM, NHCD), V4, F32, NR, LG(hc_ffn_fn) },
+    [DS_TK_V4_HC_FFN_BASE] = { DS_TS_LAYER, "hc_ffn_base", NULL, V1(NHCM), V4, F32, 0, LG(hc_ffn_base) },
+    [DS_TK_V4_HC_FFN_SCALE] = { DS_TS_LAYER, "hc_ffn_scale", NULL, V1(3), V4, F32, 0, LG(hc_ffn_scale) },
+    [DS_TK_V4_SINKS] = { DS_TS_LAYER, "attn.attn_sink", NULL, V1(H), V4, F32, 0, LG(sinks) },
+    [DS_TK_V4_Q_A] = { DS_TS_LAYER, "attn.wq_a.weight", NULL, S2(RQ, D), V4, ATTN, 0, LG(q_a_proj) },
+    [DS_TK_V4_Q_A_NORM] = { DS_TS_LAYER, "attn.q_norm.weight", NULL, V1(RQ), V4, F32, 0, LG(q_a_norm) },
+    [DS_TK_V4_Q_B] = { DS_TS_LAYER, "attn.wq_b.weight", NULL, S2(HDH, RQ), V4, ATTN, 0, LG(q_b_proj) },
+    [DS_TK_V4_KV] = { DS_TS_LAYER, "attn.wkv.weight", NULL, S2(DH, D), V4, ATTN, 0, LG(kv_proj) },
+    [DS_TK_V4_KV_NORM] = { DS_TS_LAYER, "attn.norm.weight", NULL, V1(DH), V4, F32, 0, LG(kv_norm) },
+    [DS_TK_V4_O_A] = { DS_TS_LAYER, "attn.wo_a.weight", NULL, S2(GRO, HDHG), V4, ATTN, 0, LG(o_a_proj) },
+    [DS_TK_V4_O_B] = { DS_TS_LAYER, "attn.wo_b.weight", NULL, S2(D, GRO), V4, ATTN, 0, LG(o_proj) },
+    /* the compressor: CSA layers make two series (2·Dh), HCA layers one (Dh); the same fields */
+    [DS_TK_V4_CSA_KV] = { DS_TS_LAYER, "attn.compressor.wkv.weight", NULL, S2(2DH, D), DS_TW_V4_CSA, ATTN, 0, LG(cmp_kv) },
+    [DS_TK_V4_CSA_GATE] = { DS_TS_LAYER, "attn.compressor.wgate.weight", NULL, S2(2DH, D), DS_TW_V4_CSA, ATTN, 0,
+                            LG(cmp_gate) },
+    [DS_TK_V4_CSA_APE] = { DS_TS_LAYER, "attn.compressor.ape", NULL, S2(RCSA, 2DH), DS_TW_V4_CSA, F32, NR, LG(cmp_ape) },
+    [DS_TK_V4_CSA_NORM] = { DS_TS_LAYER, "attn.compressor.norm.weight", NULL, V1(DH), DS_TW_V4_CSA, F32, 0, LG(cmp_norm) },
+    [DS_TK_V4_HCA_KV] = { DS_TS_LAYER, "attn.compressor.wkv.weight", NULL, S2(DH, D), DS_TW_V4_HCA, ATTN, 0, LG(cmp_kv) },
+    [DS_TK_V4_HCA_GATE] = { DS_TS_LAYER, "attn.compressor.wgate.weight", NULL, S2(DH, D), DS_TW_V4_HCA, ATTN, 0,
+                            LG(cmp_gate) },
+    [DS_TK_V4_HCA_APE] = { DS_TS_LAYER, "attn.compressor.ape", NULL, S2(RHCA, DH), DS_TW_V4_HCA, F32, NR, LG(cmp_ape) },
+    [DS_TK_V4_HCA_NORM] = { DS_TS_LAYER, "attn.compressor.norm.weight", NULL, V1(DH), DS_TW_V4_HCA, F32, 0, LG(cmp_norm) },
+    /* the CSA indexer: its own compressor at Di, queries from the q LoRA latent */
+    [DS_TK_V4_IDX_KV] = { DS_TS_LAYER, "attn.indexer.compressor.wkv.weight", NULL, S2(2DI, D), DS_TW_V4_CSA, ATTN, 0,
+                          LG(icmp_kv) },
+    [DS_TK_V4_IDX_GATE] = { DS_TS_LAYER, "attn.indexer.compressor.wgate.weight", NULL, S2(2DI, D), DS_TW_V4_CSA, ATTN, 0,
+                            LG(icmp_gate) },
+    [DS_TK_V4_IDX_APE] = { DS_TS_LAYER, "attn.indexer.compressor.ape", NULL, S2(RCSA, 2DI), DS_TW_V4_CSA, F32, NR,
+                           LG(icmp_ape) },
+    [DS_TK_V4_IDX_NORM] = { DS_TS_LAYER, "attn.indexer.compressor.norm.weight", NULL, V1(DI), DS_TW_V4_CSA, F32, 0,
+                            LG(icmp_norm) },
+    [DS_TK_V4_IDX_W] = { DS_TS_LAYER, "attn.indexer.weights_proj.weight", NULL, S2(HI, D), DS_TW_V4_CSA, F32, NR, LG(idx_w) },
+    [DS_TK_V4_IDX_Q_B] = { DS_TS_LAYER, "attn.indexer.wq_b.weight", NULL, S2(HIDI, RQ), DS_TW_V4_CSA, ATTN, 0, LG(idx_q_b) },
+    [DS_TK_V4_ROUTER] = { DS_TS_LAYER, "ffn.gate.weight", NULL, S2(E, D), V4, F32, NR, LG(router) },
+    [DS_TK_V4_ROUTER_BIAS] = { DS_TS_LAYER, "ffn.gate.bias", NULL, V1(E), DS_TW_V4_MOE, F32, DS_TF_BIAS, LG(router_bias) },
+    [DS_TK_V4_TID2EID] = { DS_TS_LAYER, "ffn.gate.tid2eid", NULL, S2(V, K), DS_TW_V4_HASH, F32, NR | DS_TF_INDEX,
+                           LG(tid2eid) },
+    [DS_TK_V4_EXP_GATE] = { DS_TS_EXPERT, "w1.weight", NULL, S2(F, D), V4, DS_TC_EXPERTS, DS_TF_GATE, XG(gate) },
+    [DS_TK_V4_EXP_UP] = { DS_TS_EXPERT, "w3.weight", NULL, S2(F, D), V4, DS_TC_EXPERTS, 0, XG(up) },
+    [DS_TK_V4_EXP_DOWN] = { DS_TS_EXPERT, "w2.weight", NULL, S2(D, F), V4, DS_TC_EXPERTS, 0, XG(down) },
+    [DS_TK_V4_SH_GATE] = { DS_TS_LAYER, "ffn.shared_experts.w1.weight", NULL, S2(F, D), V4, FFN, DS_TF_GATE, LG(shared.gate) },
+    [DS_TK_V4_SH_UP] = { DS_TS_LAYER, "ffn.shared_experts.w3.weight", NULL, S2(F, D), V4, FFN, 0, LG(shared.up) },
+    [DS_TK_V4_SH_DOWN] = { DS_TS_LAYER, "ffn.shared_experts.w2.weight", NULL, S2(D, F), V4, FFN, 0, LG(shared.down) },
+#undef V4
+#undef NR
 };
 
 #undef M
 #undef LW
+#undef XG
+#undef LG_M
 #undef LG
 #undef XW
 #undef V1
@@ -113,6 +178,7 @@ const ds_tkind ds_tkinds[DS_TK_COUNT] = {
 
 ds_tneed ds_tk_need(const ds_tkind *k, const ds_config *c, int64_t l, unsigned forms) {
     if ((k->scope == DS_TS_MODEL) != (l < 0) || (k->scope == DS_TS_MTP && l < c->n_layer)) return DS_TN_NO;
+    if ((k->when >= DS_TW_V4) != (c->arch == DS_ARCH_V4)) return DS_TN_NO;   /* V4 has its own rows */
     bool moe = l >= 0 && ds_config_layer_is_moe(c, l);
     bool has;
     switch (k->when) {
@@ -130,6 +196,12 @@ ds_tneed ds_tk_need(const ds_tkind *k, const ds_config *c, int64_t l, unsigned f
     case DS_TW_UNTIED: return c->tie_word_embeddings ? DS_TN_MAYBE : DS_TN_YES;
     case DS_TW_OPTIONAL: return DS_TN_MAYBE;
     case DS_TW_DSA: has = l >= 0 && l < DS_MAX_LAYERS && c->attn_kind[l] == DS_ATTN_DSA; break;
+    case DS_TW_V4: has = true; break;
+    case DS_TW_V4_UNTIED: return c->tie_word_embeddings ? DS_TN_MAYBE : DS_TN_YES;
+    case DS_TW_V4_CSA: has = l >= 0 && l < DS_MAX_LAYERS && c->attn_kind[l] == DS_ATTN_CSA; break;
+    case DS_TW_V4_HCA: has = l >= 0 && l < DS_MAX_LAYERS && c->attn_kind[l] == DS_ATTN_HCA; break;
+    case DS_TW_V4_MOE: has = l >= 0 && l < DS_MAX_LAYERS && c->ffn_kind[l] == DS_FFN_MOE; break;
+    case DS_TW_V4_HASH: has = l >= 0 && l < DS_MAX_LAYERS && c->ffn_kind[l] == DS_FFN_HASH_MOE; break;
     default: has = false;
     }
     return has ? DS_TN_YES : DS_TN_NO;
@@ -158,6 +230,20 @@ static int64_t dim(const ds_config *c, ds_tdim d) {
     case DS_TD_HI: return c->index_n_heads;
     case DS_TD_DI: return c->index_head_dim;
     case DS_TD_HIDI: return c->index_n_heads * c->index_head_dim;
+    case DS_TD_DH: return c->head_dim;
+    case DS_TD_2DH: return 2 * c->head_dim;
+    case DS_TD_HDH: return H * c->head_dim;
+    case DS_TD_HDHG: return c->o_groups > 0 ? H * c->head_dim / c->o_groups : 0;
+    case DS_TD_GRO: return c->o_groups * c->o_lora_rank;
+    case DS_TD_2DI: return 2 * c->index_head_dim;
+    case DS_TD_RCSA: return c->compress_rate_csa;
+    case DS_TD_RHCA: return c->compress_rate_hca;
+    case DS_TD_NHC: return c->n_streams;
+    case DS_TD_NHCM: return (2 + c->n_streams) * c->n_streams;
+    case DS_TD_NHCD: return c->n_streams * c->hidden_size;
+    case DS_TD_3: return 3;
+    case DS_TD_1: return 1;
+    case DS_TD_K: return c->num_experts_per_tok;
     }
     return 0;
 }
@@ -183,7 +269,9 @@ void ds_tk_name(const ds_tkind *k, bool gguf, int64_t l, int64_t x, char *buf, s
     const char *suffix = gguf ? k->gguf : k->hf;
     if (k->scope == DS_TS_MODEL) snprintf(buf, n, "%s", suffix);
     else if (gguf) snprintf(buf, n, "blk.%lld.%s", (long long)l, suffix);
-    else if (k->scope == DS_TS_EXPERT) snprintf(buf, n, "model.layers.%lld.mlp.experts.%lld.%s", (long long)l, (long long)x, suffix);
+    else if (k->scope == DS_TS_EXPERT)
+        snprintf(buf, n, "model.layers.%lld.%s.experts.%lld.%s", (long long)l, k->when >= DS_TW_V4 ? "ffn" : "mlp",
+                 (long long)x, suffix);
     else snprintf(buf, n, "model.layers.%lld.%s", (long long)l, suffix);
 }
 

@@ -35,6 +35,17 @@ typedef enum ds_tk {
     DS_TK_EH_PROJ, DS_TK_ENORM, DS_TK_HNORM, DS_TK_HEAD_NORM, DS_TK_MTP_EMBED, DS_TK_MTP_HEAD,
     /* DSA layers (V3.2): the lightning indexer */
     DS_TK_IDX_Q_B, DS_TK_IDX_K, DS_TK_IDX_K_NORM, DS_TK_IDX_K_NORM_B, DS_TK_IDX_W,
+    /* DeepSeek-V4 (arch DS_ARCH_V4 only; the V2/V3 rows above are never needed there) */
+    DS_TK_V4_EMBED, DS_TK_V4_NORM, DS_TK_V4_HEAD, DS_TK_V4_HC_HEAD_FN, DS_TK_V4_HC_HEAD_BASE, DS_TK_V4_HC_HEAD_SCALE,
+    DS_TK_V4_ATTN_NORM, DS_TK_V4_FFN_NORM, DS_TK_V4_HC_ATTN_FN, DS_TK_V4_HC_ATTN_BASE, DS_TK_V4_HC_ATTN_SCALE,
+    DS_TK_V4_HC_FFN_FN, DS_TK_V4_HC_FFN_BASE, DS_TK_V4_HC_FFN_SCALE,
+    DS_TK_V4_SINKS, DS_TK_V4_Q_A, DS_TK_V4_Q_A_NORM, DS_TK_V4_Q_B, DS_TK_V4_KV, DS_TK_V4_KV_NORM,
+    DS_TK_V4_O_A, DS_TK_V4_O_B,
+    DS_TK_V4_CSA_KV, DS_TK_V4_CSA_GATE, DS_TK_V4_CSA_APE, DS_TK_V4_CSA_NORM,
+    DS_TK_V4_HCA_KV, DS_TK_V4_HCA_GATE, DS_TK_V4_HCA_APE, DS_TK_V4_HCA_NORM,
+    DS_TK_V4_IDX_KV, DS_TK_V4_IDX_GATE, DS_TK_V4_IDX_APE, DS_TK_V4_IDX_NORM, DS_TK_V4_IDX_W, DS_TK_V4_IDX_Q_B,
+    DS_TK_V4_ROUTER, DS_TK_V4_ROUTER_BIAS, DS_TK_V4_TID2EID,
+    DS_TK_V4_EXP_GATE, DS_TK_V4_EXP_UP, DS_TK_V4_EXP_DOWN, DS_TK_V4_SH_GATE, DS_TK_V4_SH_UP, DS_TK_V4_SH_DOWN,
     DS_TK_COUNT
 } ds_tk;
 
@@ -61,6 +72,13 @@ typedef enum ds_twhen {
     DS_TW_UNTIED,       /* required unless tie_word_embeddings, then optional */
     DS_TW_OPTIONAL,     /* optional (the MTP module's own embedding / head copies) */
     DS_TW_DSA,          /* layers with sparse attention (attn_kind DS_ATTN_DSA) */
+    /* DeepSeek-V4 configs only (and then none of the kinds above) */
+    DS_TW_V4,           /* every V4 layer / the V4 model scope */
+    DS_TW_V4_UNTIED,    /* as DS_TW_UNTIED, V4 */
+    DS_TW_V4_CSA,       /* compressed sparse attention layers: compressor (2 series) + indexer */
+    DS_TW_V4_HCA,       /* heavily compressed attention layers: compressor (1 series) */
+    DS_TW_V4_MOE,       /* top-k routed layers (router bias) */
+    DS_TW_V4_HASH,      /* hash-routed layers (tid2eid) */
 } ds_twhen;
 
 /* Layouts a file may use, for ds_tk_need's `forms`. */
@@ -77,6 +95,14 @@ typedef enum ds_tdim {
     DS_TD_SF,       /* Es·F */
     DS_TD_HI, DS_TD_DI,
     DS_TD_HIDI,     /* Hi·Di */
+    /* DeepSeek-V4 */
+    DS_TD_DH, DS_TD_2DH, DS_TD_HDH,  /* Dh, 2·Dh, H·Dh */
+    DS_TD_HDHG,     /* H·Dh / G: one output group's input */
+    DS_TD_GRO,      /* G·Ro */
+    DS_TD_2DI,      /* 2·Di */
+    DS_TD_RCSA, DS_TD_RHCA, /* compress_rate_csa, compress_rate_hca */
+    DS_TD_NHC, DS_TD_NHCM, DS_TD_NHCD, /* hc_mult, (2+hc)·hc, hc·D */
+    DS_TD_3, DS_TD_1, DS_TD_K,
 } ds_tdim;
 
 /* GGUF output type class (ds_convert_opts); vectors are always F32. */
@@ -87,6 +113,7 @@ enum {
     DS_TF_NO_REPACK = 2,    /* read by row (embeddings) or kept as stored (router): no x8 copy */
     DS_TF_GATE = 4,         /* a gate projection: the trainer puts up right after it, one (2F, D) GEMM */
     DS_TF_GGUF_OPTIONAL = 8,/* llama.cpp files may leave it out even where the config has it */
+    DS_TF_INDEX = 16,       /* an integer table (I32/I64 in the file) bound to an int32_t * field (tid2eid) */
 };
 
 #define DS_TK_NO_FIELD ((size_t)-1)
@@ -94,7 +121,7 @@ enum {
 typedef struct ds_tkind {
     ds_tscope scope;
     const char *hf, *gguf;  /* name suffixes; NULL: not in that format */
-    int ndim;               /* 1: a float * field (norms, bias), 2-3: a ds_tensor */
+    int ndim;               /* 1: a float * field (norms, bias), 2-3: a ds_tensor (DS_TF_INDEX: int32_t *) */
     ds_tdim shape[3];       /* row-major; per expert for DS_TS_EXPERT */
     ds_twhen when;
     ds_tclass cls;

@@ -408,11 +408,16 @@ int pc_open(pc_store **out, const ds_model *m, const pc_opts *o, ds_err *e) {
     p->n_layer = m->cfg.n_layer + m->n_mtp;
     /* stored as [layer][position][width]: one row width for all layers */
     p->width = ds_config_kv_width(&m->cfg, 0);
-    for (int64_t l = 1; l < p->n_layer; l++)
-        if (ds_config_kv_width(&m->cfg, l) != p->width) {
+    bool uniform = true;
+    for (int64_t l = 1; l < p->n_layer; l++) uniform &= ds_config_kv_width(&m->cfg, l) == p->width;
+    if (!uniform) {   /* DeepSeek-V4 (rows per layer type): no prefix cache yet, every prompt is prefilled */
+        if (o->dir) {
             pc_close(p);
-            return ds_err_set(e, DS_EUNSUPPORTED, "prefix cache: layers with different KV row widths");
+            return ds_err_set(e, DS_EUNSUPPORTED, "prefix cache on disk: not available for a model whose layers have "
+                              "different KV row widths (DeepSeek-V4)");
         }
+        p->o.ram_bytes = 0;
+    }
     p->rows = calloc((size_t)p->n_layer, sizeof *p->rows);
     p->widths = calloc((size_t)p->n_layer, sizeof *p->widths);
     if (!p->rows || !p->widths) { pc_close(p); return ds_err_set(e, DS_ENOMEM, "out of memory"); }

@@ -411,11 +411,12 @@ ds_chat_format chat_format_detect(const char *path) {
         return fmt;
     }
     /* No template: DeepSeek-V3.2 ships its prompt format as Python
-     * (encoding_dsv32.py), whose turns are V3.1's (thinking / non-thinking). */
+     * (encoding_dsv32.py), whose turns are V3.1's (thinking / non-thinking);
+     * a DeepSeek-V4 folder without one is taken to use the same turns. */
     strcpy(dir + dl, "/config.json");
     if (stat(dir, &sb) == 0 && ds_json_load_file(dir, DS_JSON_MAX_BYTES, &cfg, &e) == DS_OK) {
         const char *mt = json_string_value(json_object_get(cfg, "model_type"));
-        if (mt && !strcmp(mt, "deepseek_v32")) fmt = DS_CHAT_V31;
+        if (mt && (!strcmp(mt, "deepseek_v32") || !strcmp(mt, "deepseek_v4"))) fmt = DS_CHAT_V31;
         json_decref(cfg);
     }
     free(dir);

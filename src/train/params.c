@@ -261,6 +261,9 @@ int tr_workers_reserve(ds_tmodel *m, int64_t n, ds_err *e) {
 static int check_cfg(const ds_config *c, const char *what, ds_err *e) {
     int rc = ds_config_validate(c, what, e);
     if (rc) return rc;
+    if (c->arch == DS_ARCH_V4)
+        return ds_err_set(e, DS_EUNSUPPORTED, "%s: training DeepSeek-V4 (hyper-connections, compressed attention) is not "
+                          "supported; inference is", what);
     if (c->n_mtp > 1)
         return ds_err_set(e, DS_EUNSUPPORTED, "%s: training supports MTP depth 1 (num_nextn_predict_layers = %lld)",
                           what, (long long)c->n_mtp);

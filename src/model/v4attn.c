@@ -1,0 +1,310 @@
+/*
+ * v4attn.c - DeepSeek-V4 attention (attn_kind DS_ATTN_SWA / CSA / HCA), as
+ * transformers 5.x's DeepseekV4Attention computes it; its cache rows.
+ *
+ * Per token t at position p, xn = input_layernorm(collapsed streams) (D):
+ *   qr = RMSNorm_w(wq_a xn)                                  (Rq)
+ *   q  = RoPE_tail(RMSNorm(wq_b qr) per head, p)              (H, Dh) unweighted norm
+ *   kv = RoPE_tail(RMSNorm_w(wkv xn), p)                      (Dh) one head, K = V
+ * RoPE_tail rotates the LAST Dr dims in interleaved pairs; sliding layers use
+ * rope_theta ("main"), CSA/HCA layers compress_rope_theta ("compress").
+ * Keys of t: the kv of positions (p - Nw, p] (its sliding window), plus
+ *   HCA: every compressed entry w with (w+1)·R <= p+1 (R = compress_rate_hca)
+ *   CSA: of the entries with (w+1)·R <= p+1 (R = compress_rate_csa), the
+ *        index_topk an indexer scores highest (all of them when fewer)
+ * Per head: softmax over [scale·q·k_j ..., sink_h] (the sink takes its share
+ * and gives nothing), o_h = Σ_j p_j k_j, then RoPE_tail(o_h, -p) (K = V
+ * carried the keys' rotation into the output). Output: o_b(o_a grouped):
+ * group g of the H·Dh outputs (H·Dh/G values) through rows [g·Ro, (g+1)·Ro)
+ * of wo_a, then wo_b (D, G·Ro).
+ *
+ * Compressor (one entry per closed window of R tokens), from the raw
+ * projections c = wkv_c xn and z = wgate_c xn + ape[j] (j: place in window):
+ *   HCA  e_w[d] = Σ_{j<R} softmax_j(z_{wR+j}[d]) c_{wR+j}[d]
+ *   CSA  the same over 2R slots: series a (first Dh of c, z) of window w-1
+ *        (absent for w = 0) and series b (last Dh) of window w
+ *   e_w = RoPE_tail(RMSNorm_w(e_w), w·R) with the compress rope.
+ * The CSA indexer has its own compressor at Di (entries k_w) and scores
+ *   I[t, w] = Σ_h (wproj xn · Hi^-1/2)[h] · relu(Di^-1/2 · q^I_h · k_w),
+ *   q^I = RoPE_tail(wq_b^I qr, p) per head (Hi, Di).
+ *
+ * Cache row of layer l, per position (ds_config_kv_width):
+ *   SWA  kv (Dh)
+ *   HCA  kv (Dh) | c (Dh) | z (Dh, ape not added) | e (Dh)
+ *   CSA  kv (Dh) | c (2Dh) | z (2Dh) | e (Dh) | c^I (2Di) | z^I (2Di) | k^I (Di)
+ * An entry e_w lives in the row of its window's last position (w+1)·R - 1 and
+ * is written once that token is; a position's row never depends on later
+ * tokens, so truncating the cache or copying a prefix stays exact (the raw
+ * c, z stay in every row: simple and exact, not yet the memory V4 allows).
+ * A token's result depends only on its own row and the cache: batch invariant.
+ * Rows are fp32: a quantized cache (q8/fp8) is refused for V4 layers.
+ */
+#include "model_internal.h"
+#include "rope.h"
+#include "../core/thread.h"
+#include "../tensor/ops.h"
+
+#include <math.h>
+#include <string.h>
+
+/* layout of a V4 cache row */
+typedef struct v4row {
+    int64_t W, rate, cw;     /* row width, compression rate (0: sliding), compressor width */
+    int64_t c, z, e;         /* offsets of the compressor's kv, gate, entry */
+    int64_t ic, iz, ie;      /* the indexer's (CSA) */
+} v4row;
+
+static v4row row_layout(const ds_config *cfg, int64_t l) {
+    int64_t Dh = cfg->head_dim, Di = cfg->index_head_dim;
+    v4row r = { ds_config_kv_width(cfg, l), 0, 0, 0, 0, 0, 0, 0, 0 };
+    if (cfg->attn_kind[l] == DS_ATTN_HCA) {
+        r.rate = cfg->compress_rate_hca, r.cw = Dh;
+        r.c = Dh, r.z = 2 * Dh, r.e = 3 * Dh;
+    } else if (cfg->attn_kind[l] == DS_ATTN_CSA) {
+        r.rate = cfg->compress_rate_csa, r.cw = 2 * Dh;
+        r.c = Dh, r.z = 3 * Dh, r.e = 5 * Dh;
+        r.ic = 6 * Dh, r.iz = 6 * Dh + 2 * Di, r.ie = 6 * Dh + 4 * Di;
+    }
+    return r;
+}
+
+/* x[n] /= sqrt(mean(x²) + eps), times w when given (fp32 like transformers' RMSNorm) */
+static void rms(float *x, int64_t n, const float *w, float eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float inv = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    for (int64_t i = 0; i < n; i++) x[i] = w ? (x[i] * inv) * w[i] : x[i] * inv;
+}
+
+/* rope on the last Dr dims of x[n] */
+static void rope_tail(float *x, int64_t n, int64_t Dr, const float *inv_freq, int64_t pos) {
+    ds_rope_apply(x + n - Dr, Dr, inv_freq, pos);
+}
+
+/* Slot i of ns: its place k in its window, position and column offset. */
+static inline void slot_of(int64_t i, int64_t ns, int64_t R, int64_t w, bool two, int64_t n, int64_t *k, int64_t *pos,
+                           int64_t *off) {
+    bool prev = ns == 2 * R && i < R;   /* series a of window w-1 */
+    *k = i % R;
+    *pos = (prev ? w - 1 : w) * R + *k;
+    *off = two && !prev ? n : 0;
+}
+
+/* Compressed entry of window w (n dims) from cache rows [w0, (w+1)·R), given
+ * as `rows` (row j at rows + (j - w0)·W), kv at column c_off and gate at
+ * z_off of each row; ape (R, cw). two: CSA's two series (a = dims [0, n) of
+ * window w-1, absent for w = 0; b = dims [n, 2n) of window w), else one. */
+static void compress_entry(float *out, const float *rows, int64_t w0, int64_t w, int64_t R, int64_t W, int64_t c_off,
+                           int64_t z_off, int64_t n, bool two, const float *ape, int64_t cw, const float *norm, float eps,
+                           int64_t Dr, const float *inv_freq) {
+    int64_t ns = two && w > 0 ? 2 * R : R;   /* slots: [series a of w-1,] then window w */
+    for (int64_t d = 0; d < n; d++) {
+        float mx = -INFINITY;
+        for (int64_t i = 0; i < ns; i++) {
+            int64_t k, pos, off;
+            slot_of(i, ns, R, w, two, n, &k, &pos, &off);
+            float g = rows[(pos - w0) * W + z_off + off + d] + ape[k * cw + off + d];
+            mx = g > mx ? g : mx;
+        }
+        double se = 0;
+        for (int64_t i = 0; i < ns; i++) {
+            int64_t k, pos, off;
+            slot_of(i, ns, R, w, two, n, &k, &pos, &off);
+            se += (double)expf(rows[(pos - w0) * W + z_off + off + d] + ape[k * cw + off + d] - mx);
+        }
+        float den = (float)se, v = 0;
+        for (int64_t i = 0; i < ns; i++) {
+            int64_t k, pos, off;
+            slot_of(i, ns, R, w, two, n, &k, &pos, &off);
+            float g = rows[(pos - w0) * W + z_off + off + d] + ape[k * cw + off + d];
+            v += (expf(g - mx) / den) * rows[(pos - w0) * W + c_off + off + d];
+        }
+        out[d] = v;
+    }
+    rms(out, n, norm, eps);
+    rope_tail(out, n, Dr, inv_freq, w * R);
+}
+
+/* After the rows of a segment are written: the entries of the windows that
+ * closed inside it (positions [pos0, pos0+n)). */
+static int write_entries(const ds_model *m, int64_t l, const ds_seg *sg, const v4row *r, const float *ape,
+                         const float *iape, ds_arena *a, ds_err *e) {
+    const ds_config *cfg = &m->cfg;
+    const ds_layer_w *lw = &m->layers[l];
+    int64_t R = r->rate, W = r->W, Dh = cfg->head_dim, Di = cfg->index_head_dim, Dr = cfg->qk_rope_head_dim;
+    bool csa = cfg->attn_kind[l] == DS_ATTN_CSA;
+    float eps = (float)cfg->rms_norm_eps;
+    ds_arena_mark mk = ds_arena_get_mark(a);
+    float *scratch = ds_arena_array(a, (size_t)(2 * R * W), sizeof(float));   /* (2R, W) dequantized rows */
+    float *row = ds_arena_array(a, (size_t)W, sizeof(float));
+    if (!scratch || !row) return ds_err_set(e, DS_ENOMEM, "out of memory in layer %lld's compressor", (long long)l);
+    for (int64_t p = sg->pos0; p < sg->pos0 + sg->n; p++) {
+        if ((p + 1) % R) continue;
+        int64_t w = (p + 1) / R - 1, w0 = (csa && w > 0) ? (w - 1) * R : w * R;
+        const float *rows = ds_kvcache_rows_f32_at(sg->cache, l, w0, p + 1 - w0, scratch);
+        memcpy(row, rows + (p - w0) * W, (size_t)W * sizeof(float));
+        compress_entry(row + r->e, rows, w0, w, R, W, r->c, r->z, Dh, csa, ape, r->cw, lw->cmp_norm, eps, Dr,
+                       m->inv_freq_cmp);
+        if (csa)
+            compress_entry(row + r->ie, rows, w0, w, R, W, r->ic, r->iz, Di, true, iape, 2 * Di, lw->icmp_norm, eps, Dr,
+                           m->inv_freq_cmp);
+        ds_kvcache_write_row(sg->cache, l, p, row);
+    }
+    ds_arena_release(a, mk);
+    return DS_OK;
+}
+
+typedef struct attn_ctx {
+    const ds_model *m;
+    int64_t l;
+    v4row r;
+    const ds_seg *segs;
+    const int32_t *row_seg;  /* [T] segment of each row */
+    const float *q;          /* (T, H·Dh) roped */
+    const float *iq, *iw;    /* (T, Hi·Di) roped, (T, Hi) scaled: CSA only */
+    const float *inv_freq;
+    float *o;                /* (T, H·Dh) */
+} attn_ctx;
+
+/* row j of the layer as fp32 (buf: W floats when the cache is quantized) */
+static const float *row_at(const ds_kvcache *c, int64_t l, int64_t j, float *buf) {
+    return ds_kvcache_rows_f32_at(c, l, j, 1, buf);
+}
+
+static void attn_worker(void *vctx, int64_t t0, int64_t t1, int tid) {
+    attn_ctx *c = vctx;
+    const ds_config *cfg = &c->m->cfg;
+    const ds_layer_w *lw = &c->m->layers[c->l];
+    int64_t H = cfg->n_head, Dh = cfg->head_dim, Dr = cfg->qk_rope_head_dim, Nw = cfg->sliding_window;
+    int64_t Hi = cfg->index_n_heads, Di = cfg->index_head_dim, Ktop = cfg->index_topk, R = c->r.rate, W = c->r.W;
+    float scale = c->m->attn_scale, iscale = (float)(1.0 / sqrt((double)Di));
+    for (int64_t t = t0; t < t1; t++) {
+        const ds_seg *sg = &c->segs[c->row_seg[t]];
+        int64_t p = sg->pos0 + (t - sg->t0), j0 = DS_MAX(0, p - Nw + 1), nwin = p + 1 - j0;
+        int64_t nE = R > 0 ? (p + 1) / R : 0, nsel = nE;
+        float *buf = ds_scratch(tid, 1, (size_t)(W + 2 * nE + 8));             /* one row + scores */
+        int32_t *sel = ds_scratch_bytes(tid, 2, (size_t)(nE + 1) * sizeof(int32_t) * 3 + (size_t)nE * 8 + 64);
+        float *lg = ds_scratch(tid, 3, (size_t)(nwin + nE + 1));              /* logits of one head */
+        if (!buf || !sel || !lg) return;   /* out of memory: the context reports it */
+        for (int64_t w = 0; w < nE; w++) sel[w] = (int32_t)w;
+        if (cfg->attn_kind[c->l] == DS_ATTN_CSA && nE > Ktop) {
+            float *sc = buf + W;
+            const float *iq = c->iq + t * Hi * Di, *iw = c->iw + t * Hi;
+            for (int64_t w = 0; w < nE; w++) {
+                const float *k = row_at(sg->cache, c->l, (w + 1) * R - 1, buf) + c->r.ie;
+                float s = 0;
+                for (int64_t h = 0; h < Hi; h++) {
+                    float d = 0;
+                    for (int64_t i = 0; i < Di; i++) d += iq[h * Di + i] * k[i];
+                    s += (d > 0 ? d : 0) * iscale * iw[h];
+                }
+                sc[w] = s;
+            }
+            ds_dsa_topk(sc, nE, Ktop, sel, sel + Ktop + 1);
+            nsel = Ktop;
+        }
+        for (int64_t h = 0; h < H; h++) {
+            const float *q = c->q + t * H * Dh + h * Dh;
+            float *o = c->o + t * H * Dh + h * Dh;
+            int64_t nk = nwin + nsel;
+            float mx = lw->sinks[h];
+            for (int64_t i = 0; i < nk; i++) {
+                const float *row = i < nwin ? row_at(sg->cache, c->l, j0 + i, buf)
+                                            : row_at(sg->cache, c->l, ((int64_t)sel[i - nwin] + 1) * R - 1, buf) + c->r.e;
+                float d = 0;
+                for (int64_t k = 0; k < Dh; k++) d += q[k] * row[k];
+                lg[i] = d * scale;
+                if (lg[i] > mx) mx = lg[i];
+            }
+            double se = exp((double)(lw->sinks[h] - mx));
+            for (int64_t i = 0; i < nk; i++) { lg[i] = expf(lg[i] - mx); se += lg[i]; }
+            float inv = (float)(1.0 / se);
+            memset(o, 0, (size_t)Dh * sizeof(float));
+            for (int64_t i = 0; i < nk; i++) {
+                const float *row = i < nwin ? row_at(sg->cache, c->l, j0 + i, buf)
+                                            : row_at(sg->cache, c->l, ((int64_t)sel[i - nwin] + 1) * R - 1, buf) + c->r.e;
+                float pi = lg[i] * inv;
+                for (int64_t k = 0; k < Dh; k++) o[k] += pi * row[k];
+            }
+            rope_tail(o, Dh, Dr, c->inv_freq, -p);
+        }
+    }
+}
+
+int ds_v4_attn_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T, const ds_seg *segs,
+                       int n_segs, ds_arena *a, ds_err *e) {
+    const ds_config *cfg = &m->cfg;
+    const ds_layer_w *lw = &m->layers[l];
+    int64_t D = cfg->hidden_size, H = cfg->n_head, Dh = cfg->head_dim, Dr = cfg->qk_rope_head_dim, Rq = cfg->q_lora_rank;
+    int64_t G = cfg->o_groups, Ro = cfg->o_lora_rank, Gin = H * Dh / G, Hi = cfg->index_n_heads, Di = cfg->index_head_dim;
+    float eps = (float)cfg->rms_norm_eps;
+    bool csa = cfg->attn_kind[l] == DS_ATTN_CSA;
+    v4row r = row_layout(cfg, l);
+    for (int s = 0; s < n_segs; s++)   /* q8/fp8 rows would round the compressor's raw gates: far off (~1 logit) */
+        if (segs[s].cache->type != DS_KV_F32)
+            return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: DeepSeek-V4 needs an f32 KV cache (its rows hold the "
+                              "compressor's raw gates); --kv-type %s is not supported for V4", (long long)l,
+                              ds_kv_type_name(segs[s].cache->type));
+    const float *inv_freq = cfg->attn_kind[l] == DS_ATTN_SWA ? m->inv_freq : m->inv_freq_cmp;
+    ds_arena_mark mk = ds_arena_get_mark(a);
+    float *qr = ds_arena_array(a, (size_t)(T * Rq), sizeof(float));         /* (T, Rq) */
+    float *q = ds_arena_array(a, (size_t)(T * H * Dh), sizeof(float));      /* (T, H·Dh), then the attention output */
+    float *o = ds_arena_array(a, (size_t)(T * H * Dh), sizeof(float));      /* (T, H·Dh) */
+    float *rows = ds_arena_calloc(a, (size_t)(T * r.W), sizeof(float));     /* (T, W) new cache rows */
+    float *oa = ds_arena_array(a, (size_t)(T * G * Ro), sizeof(float));     /* (T, G·Ro) */
+    int32_t *row_seg = ds_arena_array(a, (size_t)DS_MAX(T, 1), sizeof(int32_t));
+    float *iq = csa ? ds_arena_array(a, (size_t)(T * Hi * Di), sizeof(float)) : NULL;  /* (T, Hi·Di) */
+    float *iw = csa ? ds_arena_array(a, (size_t)(T * Hi), sizeof(float)) : NULL;       /* (T, Hi) */
+    float *ape = r.rate ? ds_arena_array(a, (size_t)(r.rate * r.cw), sizeof(float)) : NULL;
+    float *iape = csa ? ds_arena_array(a, (size_t)(r.rate * 2 * Di), sizeof(float)) : NULL;
+    if (!qr || !q || !o || !rows || !oa || !row_seg || (csa && (!iq || !iw || !iape)) || (r.rate && !ape))
+        return ds_err_set(e, DS_ENOMEM, "out of memory in layer %lld's attention", (long long)l);
+    for (int s = 0; s < n_segs; s++)
+        for (int64_t t = segs[s].t0; t < segs[s].t0 + segs[s].n; t++) row_seg[t] = s;
+    /* projections */
+    ds_plan_matmul(segs, n_segs, qr, Rq, xn, D, &lw->q_a_proj, 0, Rq);
+    for (int64_t t = 0; t < T; t++) rms(qr + t * Rq, Rq, lw->q_a_norm, eps);
+    ds_plan_matmul(segs, n_segs, q, H * Dh, qr, Rq, &lw->q_b_proj, 0, H * Dh);
+    ds_plan_matmul(segs, n_segs, rows, r.W, xn, D, &lw->kv_proj, 0, Dh);
+    if (r.rate) {
+        ds_plan_matmul(segs, n_segs, rows + r.c, r.W, xn, D, &lw->cmp_kv, 0, r.cw);
+        ds_plan_matmul(segs, n_segs, rows + r.z, r.W, xn, D, &lw->cmp_gate, 0, r.cw);
+        for (int64_t k = 0; k < r.rate; k++) ds_tensor_row_f32(&lw->cmp_ape, k, 0, r.cw, ape + k * r.cw);
+    }
+    if (csa) {
+        ds_plan_matmul(segs, n_segs, rows + r.ic, r.W, xn, D, &lw->icmp_kv, 0, 2 * Di);
+        ds_plan_matmul(segs, n_segs, rows + r.iz, r.W, xn, D, &lw->icmp_gate, 0, 2 * Di);
+        for (int64_t k = 0; k < r.rate; k++) ds_tensor_row_f32(&lw->icmp_ape, k, 0, 2 * Di, iape + k * 2 * Di);
+        ds_plan_matmul(segs, n_segs, iq, Hi * Di, qr, Rq, &lw->idx_q_b, 0, Hi * Di);
+        ds_plan_matmul(segs, n_segs, iw, Hi, xn, D, &lw->idx_w, 0, Hi);
+    }
+    float iws = (float)(1.0 / sqrt((double)Hi));
+    for (int s = 0; s < n_segs; s++)
+        for (int64_t i = 0; i < segs[s].n; i++) {
+            int64_t t = segs[s].t0 + i, p = segs[s].pos0 + i;
+            for (int64_t h = 0; h < H; h++) {
+                rms(q + t * H * Dh + h * Dh, Dh, NULL, eps);
+                rope_tail(q + t * H * Dh + h * Dh, Dh, Dr, inv_freq, p);
+            }
+            float *kv = rows + t * r.W;
+            rms(kv, Dh, lw->kv_norm, eps);
+            rope_tail(kv, Dh, Dr, inv_freq, p);
+            if (csa) {
+                for (int64_t h = 0; h < Hi; h++) rope_tail(iq + t * Hi * Di + h * Di, Di, Dr, m->inv_freq_cmp, p);
+                for (int64_t h = 0; h < Hi; h++) iw[t * Hi + h] *= iws;
+            }
+            ds_kvcache_write_row(segs[s].cache, l, p, kv);
+        }
+    int rc;
+    if (r.rate)
+        for (int s = 0; s < n_segs; s++)
+            if ((rc = write_entries(m, l, &segs[s], &r, ape, iape, a, e))) return rc;
+    attn_ctx ac = { m, l, r, segs, row_seg, q, iq, iw, inv_freq, o };
+    ds_par_for(T, 1, attn_worker, &ac);
+    /* grouped output projection, then wo_b */
+    for (int64_t g = 0; g < G; g++)
+        ds_plan_matmul(segs, n_segs, oa + g * Ro, G * Ro, o + g * Gin, H * Dh, &lw->o_a_proj, g * Ro, Ro);
+    ds_plan_matmul(segs, n_segs, out, D, oa, G * Ro, &lw->o_proj, 0, D);
+    ds_arena_release(a, mk);
+    return DS_OK;
+}
