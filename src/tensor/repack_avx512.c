@@ -9,7 +9,7 @@
  * row r; the activation side a broadcast 4-byte load), but every product
  * is one vpdpbusd (u8 weights x s8 activations, 4 products summed straight
  * into the i32 lane of the row: no i16 intermediate, no saturation, and the
- * broadcast folds into the instruction as an embedded {1to8} operand):
+ * broadcast is the instruction's embedded {1to8} memory operand):
  *
  *   chunk c of a sub-block -> i32 lane r += Σ_i w[r][4c+i] · a[4c+i]
  *   sub-block sum (i32)    -> × its 6-/8-bit scale (vpmulld) into the block sum
@@ -47,6 +47,14 @@ AI __m256i bcast4(const void *p) {
 extern int ds_rp_prefetch;   /* repack_avx2.c: bytes ahead of the block being read */
 AI void prefetch_block(const uint8_t *g, size_t bytes) {
     for (size_t l = 0; l < bytes; l += 64) _mm_prefetch((const char *)(g + ds_rp_prefetch + l), _MM_HINT_T0);
+}
+
+/* acc + Σ_i w[4l+i] · a[i] per i32 lane l, the 4 activation bytes at p
+ * broadcast by the instruction itself ({1to8}: GCC does not fold the
+ * broadcast load into vpdpbusd, and the separate load costs a dispatch slot) */
+AI __m256i dpbusd_b(__m256i acc, __m256i w, const void *p) {
+    __asm__("vpdpbusd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)p));
+    return acc;
 }
 
 AI __m256 d8(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
@@ -118,8 +126,8 @@ AI void gemm_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
                 __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
 #pragma GCC unroll 4
                 for (int t = 0; t < T; t++) {
-                    a_lo[t] = _mm256_dpbusd_epi32(a_lo[t], lo, bcast4(q[t] + 256 * b + 4 * v));
-                    a_hi[t] = _mm256_dpbusd_epi32(a_hi[t], hi, bcast4(q[t] + 256 * b + 128 + 4 * v));
+                    a_lo[t] = dpbusd_b(a_lo[t], lo, q[t] + 256 * b + 4 * v);
+                    a_hi[t] = dpbusd_b(a_hi[t], hi, q[t] + 256 * b + 128 + 4 * v);
                 }
             }
             __m256i s_lo = u8x8_reg(sc_lo, j), s_hi = u8x8_reg(sc_hi, j);
@@ -195,8 +203,8 @@ AI void gemm_q6_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
 #pragma GCC unroll 4
                     for (int t = 0; t < T; t++) {
                         const int8_t *qa = q[t] + 256 * b + 128 * half + 4 * v;
-                        p[t] = _mm256_dpbusd_epi32(p[t], u0, bcast4(qa));
-                        p[t] = _mm256_dpbusd_epi32(p[t], u1, bcast4(qa + 4));
+                        p[t] = dpbusd_b(p[t], u0, qa);
+                        p[t] = dpbusd_b(p[t], u1, qa + 4);
                     }
                 }
 #pragma GCC unroll 4
@@ -242,7 +250,7 @@ AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out,
             for (int c = 0; c < 8; c++) {
                 __m256i w = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(qs + 32 * c)), m80);
 #pragma GCC unroll 4
-                for (int t = 0; t < T; t++) isum[t] = _mm256_dpbusd_epi32(isum[t], w, bcast4(q[t] + 32 * b + 4 * c));
+                for (int t = 0; t < T; t++) isum[t] = dpbusd_b(isum[t], w, q[t] + 32 * b + 4 * c);
             }
         } else {
             const uint8_t *qs = g + (kind == 4 ? 16 : 48);
@@ -259,8 +267,8 @@ AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out,
                 }
 #pragma GCC unroll 4
                 for (int t = 0; t < T; t++) {
-                    isum[t] = _mm256_dpbusd_epi32(isum[t], lo, bcast4(q[t] + 32 * b + 4 * v));
-                    isum[t] = _mm256_dpbusd_epi32(isum[t], hi, bcast4(q[t] + 32 * b + 16 + 4 * v));
+                    isum[t] = dpbusd_b(isum[t], lo, q[t] + 32 * b + 4 * v);
+                    isum[t] = dpbusd_b(isum[t], hi, q[t] + 32 * b + 16 + 4 * v);
                 }
             }
         }
