@@ -89,7 +89,7 @@ static void check_block_file(const char *name, bool *seen) {
         /* the whole row at once, and the AVX2 dequantizer (prefill panels) */
         ds_dequant_row_ref(t, blocks, got, (int64_t)nv);
         CHECK_MSG(memcmp(got, want, nv * 4) == 0, "%s: %s row dequant differs from gguf", name, ds_dtype_name(t));
-        if (strcmp(ds_ops_isa(), "avx2") == 0) {
+        if (ds_ops_simd()) {
             ds_dequant_row_avx2(t, blocks, fast, (int64_t)nv);
             CHECK_MSG(memcmp(fast, want, nv * 4) == 0, "%s: %s avx2 dequant differs from gguf", name, ds_dtype_name(t));
         }
@@ -251,7 +251,7 @@ static void random_row(ds_rng *r, ds_dtype t, uint8_t *q, int64_t n) {
 }
 
 TEST(quant_ext_fast_vs_ref) {
-    if (strcmp(ds_ops_isa(), "avx2") != 0) SKIP("no avx2");
+    if (!ds_ops_simd()) SKIP("no avx2");
     ds_rng r;
     ds_rng_seed(&r, 5);
     static const int64_t sizes[] = { 256, 512, 2048, 7168 };

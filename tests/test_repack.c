@@ -1,14 +1,16 @@
 /*
  * test_repack.c - the x8 row-interleaved layouts (tensor/repack.h):
- * repack/unpack round trips, the AVX2 kernels against the reference, and
- * batch invariance of the kernels (a token's result is bit-identical
- * whatever the other tokens of the call).
+ * repack/unpack round trips, the AVX2 and AVX-512 VNNI kernels against the
+ * reference (VNNI also bit for bit against AVX2; skipped, naming the level,
+ * on CPUs without VNNI), and batch invariance of the kernels (a token's
+ * result is bit-identical whatever the other tokens of the call).
  */
 #include "test.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cpu.h"
 #include "core/rng.h"
 #include "tensor/ops.h"
 #include "tensor/quant.h"
@@ -64,19 +66,34 @@ TEST(repack_roundtrip) {
     CHECK(!ds_repack_supported(DS_DTYPE_BF16, 256));
 }
 
-TEST(repack_kernels_vs_ref) {
-    if (strcmp(ds_ops_isa(), "avx2") != 0) SKIP("no avx2");
+/* An x8 kernel of one ISA level: false when it has no kernel for the type. */
+typedef bool (*x8_kernel)(ds_dtype, const void *, const void *const *, int, int64_t, float *);
+
+static bool avx2_kernel(ds_dtype t, const void *g, const void *const *a, int T, int64_t K, float *out) {
+    ds_gemm_x8_avx2(t, g, a, T, K, out);
+    return true;
+}
+
+/* The kernel against the reference (bound: the row's Σ|w·a|), batch
+ * invariance bit for bit, and, when same_as is given, bit-identity with
+ * that kernel (the VNNI kernels compute the AVX2 kernels' exact integer
+ * sums and the same fp32 epilogue). Returns how many types it covered. */
+static int check_x8_kernel(const char *level, x8_kernel kern, x8_kernel same_as, uint64_t seed) {
     ds_rng r;
-    ds_rng_seed(&r, 22);
+    ds_rng_seed(&r, seed);
     static const int64_t Ks[] = { 256, 512, 1408, 2048 };
+    int covered = 0;
     for (int k = 0; k < NT; k++) {
         ds_dtype t = k_types[k];
+        bool any = false;
         for (int ki = 0; ki < 4; ki++) {
             int64_t K = Ks[ki];
             if (!ds_repack_supported(t, K)) continue;
             size_t bytes = 8 * ds_dtype_row_bytes(t, K), ab = ds_act_row_bytes(t, K);
             float *f;
             uint8_t *q = rand_rows(t, K, &r, &f), *g = malloc(bytes);
+            /* Q8_0: the extreme code -128 too (valid in a file, never made by our quantizer) */
+            if (t == DS_DTYPE_Q8_0) q[2 + 34 * 3] = 0x80;
             ds_repack_group(t, q, K, g);
             /* 6 activation rows: normal, small, large, with outliers, zero, constant */
             enum { NA = 6 };
@@ -95,7 +112,11 @@ TEST(repack_kernels_vs_ref) {
             for (int i = 0; i < NA; i++) {
                 const void *p[1] = { qa[i] };
                 ds_gemm_x8_ref(t, g, p, 1, K, ref + 8 * i);
-                ds_gemm_x8_avx2(t, g, p, 1, K, one + 8 * i);
+                if (!kern(t, g, p, 1, K, one + 8 * i)) break;
+                any = true;
+                if (same_as && same_as(t, g, p, 1, K, o))
+                    CHECK_MSG(memcmp(o, one + 8 * i, 8 * sizeof(float)) == 0, "%s K=%lld act %d: x8 %s differs from the kernel it must equal",
+                              ds_dtype_name(t), (long long)K, i, level);
                 for (int rr = 0; rr < 8; rr++) {
                     /* bound: the row's Σ|w·a| (from the reference dequantized row and act) */
                     float wrow[2048], arow[2048];
@@ -111,31 +132,48 @@ TEST(repack_kernels_vs_ref) {
                     /* not bit-exact (double reference, float kernel in
                      * another order); measured <= 2.3e-7 Σ|w·a| (Q4_K) */
                     CHECK_MSG(fabs(ref[8 * i + rr] - one[8 * i + rr]) <= 1e-6 * mag + 1e-30,
-                              "%s K=%lld act %d row %d: x8 avx2 %.9g vs ref %.9g", ds_dtype_name(t), (long long)K, i, rr,
-                              one[8 * i + rr], ref[8 * i + rr]);
+                              "%s K=%lld act %d row %d: x8 %s %.9g vs ref %.9g", ds_dtype_name(t), (long long)K, i, rr,
+                              level, one[8 * i + rr], ref[8 * i + rr]);
                 }
             }
             /* batch invariance: every T and every placement gives the T=1 bits */
-            for (int T = 2; T <= 4; T++)
+            for (int T = 2; any && T <= 4; T++)
                 for (int s = 0; s + T <= NA; s++) {
                     const void *p[4];
                     for (int i = 0; i < T; i++) p[i] = qa[(s + i * 2) % NA];
-                    ds_gemm_x8_avx2(t, g, p, T, K, o);
+                    kern(t, g, p, T, K, o);
                     for (int i = 0; i < T; i++)
                         CHECK_MSG(memcmp(o + 8 * i, one + 8 * ((s + i * 2) % NA), 8 * sizeof(float)) == 0,
-                                  "%s K=%lld T=%d: token %d differs from its T=1 result", ds_dtype_name(t), (long long)K, T, i);
+                                  "%s K=%lld T=%d: x8 %s token %d differs from its T=1 result", ds_dtype_name(t), (long long)K, T,
+                                  level, i);
                 }
             for (int i = 0; i < NA; i++) free(qa[i]);
             free(a); free(f); free(q); free(g);
         }
+        covered += any;
     }
+    return covered;
+}
+
+TEST(repack_kernels_vs_ref) {
+    if (!ds_ops_simd()) SKIP("needs avx2");
+    CHECK_EQ_INT(check_x8_kernel("avx2", avx2_kernel, NULL, 22), NT);
+}
+
+/* repack_avx512.c: Q8_0, Q4_0, Q5_0, Q4_K, Q6_K (the other types belong to
+ * repack_ext_avx512.c). Runs whenever the CPU has VNNI, even under
+ * DS_ISA=avx2 (the kernels are called directly). */
+TEST(repack_kernels_avx512vnni) {
+    if (!ds_cpu_has(DS_CPU_AVX512_VNNI) || ds_isa_detected() < DS_ISA_AVX512_VNNI)
+        SKIP("needs avx512vnni: this CPU's level is %s", ds_isa_name(ds_isa_detected()));
+    CHECK_EQ_INT(check_x8_kernel("avx512vnni", ds_gemm_x8_avx512, avx2_kernel, 24), 5);
 }
 
 /* ds_matmul / ds_matmul_multi on a repacked weight (rows not a multiple of
  * 8, row ranges not aligned to groups): close to the reference, and every
  * token bit-identical to computing it alone. */
 TEST(repack_matmul_dispatch) {
-    if (strcmp(ds_ops_isa(), "avx2") != 0) SKIP("no avx2");
+    if (!ds_ops_simd()) SKIP("needs avx2");
     ds_rng r;
     ds_rng_seed(&r, 23);
     for (int k = 0; k < NT; k++) {

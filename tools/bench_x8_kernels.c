@@ -2,8 +2,10 @@
  * bench_x8_kernels.c - times the x8 kernels (tensor/repack.h) against the
  * generic one-row kernel of the same type (quant_ext_avx2.c / quant_avx2.c):
  * ns per weight row of K = 2048 and per token, 1 and 4 tokens per call,
- * best of 20 passes over 1024 rows (random blocks; 1 thread). A manual
- * measurement, not a test. Needs an AVX2 CPU.
+ * best of 20 passes over 1024 rows (random blocks; 1 thread), and the
+ * AVX-512 VNNI x8 kernels (repack_avx512.c, repack_ext_avx512.c) where the
+ * CPU has VNNI and the type has one. A manual measurement, not a test.
+ * Needs an AVX2 CPU.
  *
  *   make lib && cc -O2 -Isrc tools/bench_x8_kernels.c build/libdeepseek.a -fopenmp -ljansson \
  *      -lpcre2-8 -lopenblas -lm -lpthread -lmpi -o build/bench_x8_kernels && build/bench_x8_kernels
@@ -15,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/cpu.h"
 #include "tensor/ops.h"
 #include "tensor/quant.h"
 #include "tensor/quant_isa.h"
@@ -28,8 +31,10 @@ static double now(void) {
 }
 
 int main(void) {
-    if (strcmp(ds_ops_isa(), "avx2") != 0) { fprintf(stderr, "needs AVX2\n"); return 1; }
-    static const ds_dtype ts[] = { DS_DTYPE_Q4_K, DS_DTYPE_Q6_K, DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_IQ2_XXS, DS_DTYPE_IQ4_NL };
+    if (!ds_ops_simd()) { fprintf(stderr, "needs AVX2\n"); return 1; }
+    bool vnni = ds_isa_detected() >= DS_ISA_AVX512_VNNI;
+    static const ds_dtype ts[] = { DS_DTYPE_Q4_K, DS_DTYPE_Q6_K, DS_DTYPE_Q8_0, DS_DTYPE_Q4_0, DS_DTYPE_Q5_0,
+                                   DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_IQ2_XXS, DS_DTYPE_IQ4_NL };
     enum { K = 2048, N = 1024 };
     static float x[4][K];
     for (int i = 0; i < 4; i++)
@@ -56,9 +61,16 @@ int main(void) {
         }
         for (int T = 1; T <= 4; T += 3) {
             float out[32];
-            double b8 = 1e9, b1 = 1e9;
+            double b8 = 1e9, b1 = 1e9, bv = 1e9;
             for (int rep = 0; rep < 20; rep++) {
                 double t0 = now();
+                for (int64_t n = 0; vnni && n < N; n += 8) {
+                    const void *gp = g + rb * (size_t)n;
+                    if (!ds_gemm_x8_avx512(t, gp, (const void *const *)qa, T, K, out) &&
+                        !ds_gemm_x8_ext_avx512(t, gp, (const void *const *)qa, T, K, out)) { vnni = false; break; }
+                }
+                if (vnni && now() - t0 < bv) bv = now() - t0;
+                t0 = now();
                 for (int64_t n = 0; n < N; n += 8) ds_gemm_x8_avx2(t, g + rb * (size_t)n, (const void *const *)qa, T, K, out);
                 double dt = now() - t0;
                 if (dt < b8) b8 = dt;
@@ -68,8 +80,11 @@ int main(void) {
                 dt = now() - t0;
                 if (dt < b1) b1 = dt;
             }
-            printf("%-8s %d token%s: x8 %4.0f ns/row/token, one-row kernel %4.0f\n", ds_dtype_name(t), T, T > 1 ? "s" : " ",
+            printf("%-8s %d token%s: x8 %4.0f ns/row/token, one-row kernel %4.0f", ds_dtype_name(t), T, T > 1 ? "s" : " ",
                    b8 / N / T * 1e9, b1 / N / T * 1e9);
+            if (vnni) printf(", x8 avx512vnni %4.0f", bv / N / T * 1e9);
+            printf("\n");
+            vnni = ds_isa_detected() >= DS_ISA_AVX512_VNNI;
         }
         for (int i = 0; i < 4; i++) free(qa[i]);
         free(w);

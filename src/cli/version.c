@@ -60,7 +60,10 @@ void cli_print_version(FILE *f) {
     fprintf(f, "cpu:       %s, %d threads; %s\n", cpu, ds_threads_get(), isa);
     const char *repack = getenv("DS_REPACK");
     bool no_repack = repack && !strcmp(repack, "0");
-    if (!strcmp(ds_ops_isa(), "avx2"))
+    if (!strcmp(ds_ops_isa(), "avx512vnni"))
+        fprintf(f, "kernels:   avx512vnni (x8 quantized matmuls%s; avx2 for the rest and the training GEMMs)\n",
+                no_repack ? ": not used, quantized weights not repacked: DS_REPACK=0" : "");
+    else if (ds_ops_simd())
         fprintf(f, "kernels:   avx2 (inference matmuls and quantized dots, %s, training GEMMs)\n",
                 no_repack ? "quantized weights not repacked: DS_REPACK=0" : "x8-repacked quantized weights");
     else

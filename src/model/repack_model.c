@@ -102,7 +102,7 @@ static void drop_pages(const void *p, size_t n) {
 
 int ds_model_repack(ds_model *m, ds_err *e) {
     const char *env = getenv("DS_REPACK");
-    if ((env && !strcmp(env, "0")) || strcmp(ds_ops_isa(), "avx2") != 0) return DS_OK;
+    if ((env && !strcmp(env, "0")) || !ds_ops_simd()) return DS_OK;
     const ds_config *c = &m->cfg;
     rp_list l = { 0 };
     int bad = 0;

@@ -14,7 +14,10 @@
  *   - block-quantized weights repacked at load (w->rp, repack.h): every
  *     token count goes through the x8 kernels (8 rows x up to 4 tokens per
  *     call, repack_avx2.c), decode and prefill alike; a token's result does
- *     not depend on the other tokens of the call.
+ *     not depend on the other tokens of the call. At core/cpu.h level
+ *     avx512vnni the Q8_0/Q4_0/Q5_0/Q4_K/Q6_K groups use repack_avx512.c
+ *     (vpdpbusd; bit-identical to the AVX2 kernels) and the quant_ext.h
+ *     types repack_ext_avx512.c where it has a kernel.
  */
 #include "dtype.h"
 #include "ops.h"
@@ -66,7 +69,8 @@ static int isa(void) {
     return g_force_generic ? 0 : g_isa;
 }
 
-const char *ds_ops_isa(void) { return isa() == 1 ? "avx2" : "generic"; }
+const char *ds_ops_isa(void) { return isa() == 0 ? "generic" : g_vnni512 ? "avx512vnni" : "avx2"; }
+bool ds_ops_simd(void) { return isa() == 1; }
 void ds_ops_force_generic(bool on) { isa(); g_force_generic = on; }
 bool ds_ops_has_avx512(void) { isa(); return g_avx512; }
 void ds_ops_force_avx2(bool on) { isa(); g_force_avx2 = on; }

@@ -123,8 +123,11 @@ float ds_dot_row(const ds_tensor *w, int64_t r, const float *x, int64_t K);
  * ds_ops_cleanup frees the calling thread's default env. */
 void ds_ops_cleanup(void);
 
-/* Which ISA path is active ("avx2", "generic"). */
+/* Which kernel level is active: "generic", "avx2", or "avx512vnni" (the
+ * x8 quantized matmuls use the VNNI kernels, the rest the AVX2 ones). */
 const char *ds_ops_isa(void);
+/* True when the SIMD kernels (AVX2 or above) are active, i.e. not generic. */
+bool ds_ops_simd(void);
 void ds_ops_force_generic(bool on);   /* for tests */
 bool ds_ops_has_avx512(void);          /* the AVX-512 flash-decode step is used (tests, bench) */
 void ds_ops_force_avx2(bool on);       /* for tests: AVX2 kernels even on an AVX-512 CPU */

@@ -5,13 +5,318 @@
  * Q6_K. Same contract as repack_avx2.c: out[t·8 + r] = row r · act[t] for
  * T <= DS_RP_MAX_T tokens, a token's result independent of the others.
  *
+ * Same data flow as the AVX2 kernels (weights as chunk vectors, lane r =
+ * row r; the activation side a broadcast 4-byte load), but every product
+ * is one vpdpbusd (u8 weights x s8 activations, 4 products summed straight
+ * into the i32 lane of the row: no i16 intermediate, no saturation, and the
+ * broadcast is the instruction's embedded {1to8} memory operand):
+ *
+ *   chunk c of a sub-block -> i32 lane r += Σ_i w[r][4c+i] · a[4c+i]
+ *   sub-block sum (i32)    -> × its 6-/8-bit scale (vpmulld) into the block sum
+ *   per block: fp32 lane r += (float)isum · d_r · d_act (the AVX2 epilogue)
+ *
+ * 256-bit registers (AVX512-VL): on Zen 4 a 512-bit op is two 256-bit
+ * halves, and the x8 chunk vector is 32 bytes, so ymm keeps the layout's
+ * one-load-per-chunk shape without cross-lane shuffles. The integer sums
+ * are exact and equal to the AVX2 kernels' (whose i16 partial sums never
+ * saturate for these types), and the fp32 epilogue is the same sequence,
+ * so the results are bit-identical to repack_avx2.c (tests/test_repack.c
+ * checks it), not only within the reference bound. Q8_0 weights are signed:
+ * the kernel uses w + 128 (unsigned) and subtracts 128·Σa per block.
+ *
  * Returns false for a type it has no kernel for (the caller then uses the
  * AVX2 kernel).
  */
 #include "repack.h"
+#include "quant.h"
 #include "quant_isa.h"
 
+#include <immintrin.h>
+#include <string.h>
+
+#define AI static inline __attribute__((always_inline))
+/* Keeps an accumulator in a register at this point (see repack_avx2.c). */
+#define KEEP(x) __asm__("" : "+v"(x))
+
+AI __m256i bcast4(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+extern int ds_rp_prefetch;   /* repack_avx2.c: bytes ahead of the block being read */
+AI void prefetch_block(const uint8_t *g, size_t bytes) {
+    for (size_t l = 0; l < bytes; l += 64) _mm_prefetch((const char *)(g + ds_rp_prefetch + l), _MM_HINT_T0);
+}
+
+/* acc + Σ_i w[4l+i] · a[i] per i32 lane l, the 4 activation bytes at p
+ * broadcast by the instruction itself ({1to8}: GCC does not fold the
+ * broadcast load into vpdpbusd, and the separate load costs a dispatch slot) */
+AI __m256i dpbusd_b(__m256i acc, __m256i w, const void *p) {
+    __asm__("vpdpbusd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)p));
+    return acc;
+}
+
+AI __m256 d8(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+/* bytes 8j..8j+7 of x (rows 0..7 of one sub-block) as i16 pairs [v0, v0, ..., v7, v7]
+ * (unsigned bytes; from registers, no store + reload) */
+AI __m256i dup8_reg(__m256i x, const int j) {
+    const __m256i ctl = _mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1,
+                                         4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1);
+    __m128i h = j < 2 ? _mm256_castsi256_si128(x) : _mm256_extracti128_si256(x, 1);
+    if (j & 1) h = _mm_unpackhi_epi64(h, h);
+    return _mm256_shuffle_epi8(_mm256_broadcastq_epi64(h), ctl);
+}
+/* bytes 8j..8j+7 of x as unsigned i32 lanes */
+AI __m256i u8x8_reg(__m256i x, const int j) {
+    __m128i h = j < 2 ? _mm256_castsi256_si128(x) : _mm256_extracti128_si256(x, 1);
+    if (j & 1) h = _mm_unpackhi_epi64(h, h);
+    return _mm256_cvtepu8_epi32(h);
+}
+
+/* ------------------------------------------------------------------ Q4_K */
+
+AI void gemm_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
+    int64_t nb = K / DS_QK_K;
+    const float *da[DS_RP_MAX_T];
+    const int16_t *bs[DS_RP_MAX_T];
+    __m256 acc[DS_RP_MAX_T];
+    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) {
+        da[t] = (const float *)(q[t] + K);
+        bs[t] = (const int16_t *)(da[t] + nb);
+        acc[t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, g += 1152) {
+        prefetch_block(g, 1152);
+        /* 6-bit scales and mins, byte 8 j + r: sub-blocks 0..3 (lo) and 4..7 (hi) */
+        __m256i A = _mm256_loadu_si256((const __m256i *)(g + 32)), B = _mm256_loadu_si256((const __m256i *)(g + 64));
+        __m256i C = _mm256_loadu_si256((const __m256i *)(g + 96));
+        __m256i sc_lo = _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(C, m3), 4));
+        __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4),
+                                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(C, 2), m3), 4));
+        __m256i mn_lo = _mm256_or_si256(_mm256_and_si256(B, m4), _mm256_and_si256(C, m30));
+        __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4), _mm256_and_si256(_mm256_srli_epi16(C, 2), m30));
+        /* mins: Σ_j m_rj · (bsum16[2j] + bsum16[2j+1]) (i16 pairs, vpdpwssd) */
+        __m256i msum[DS_RP_MAX_T], isum[DS_RP_MAX_T];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) { msum[t] = _mm256_setzero_si256(); isum[t] = _mm256_setzero_si256(); }
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            __m256i mj = dup8_reg(mn_lo, j), mj4 = dup8_reg(mn_hi, j);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) {
+                msum[t] = _mm256_dpwssd_epi32(msum[t], mj, bcast4(bs[t] + 16 * b + 2 * j));
+                msum[t] = _mm256_dpwssd_epi32(msum[t], mj4, bcast4(bs[t] + 16 * b + 2 * j + 8));
+            }
+        }
+        /* sub-block j (chunks 8j..8j+7, low nibbles) and j+4 (high nibbles) in one
+         * pass over the 8 vectors; i32 sums times the scales */
+        const uint8_t *qs = g + 128;
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            __m256i a_lo[DS_RP_MAX_T], a_hi[DS_RP_MAX_T];
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) { a_lo[t] = _mm256_setzero_si256(); a_hi[t] = _mm256_setzero_si256(); }
+#pragma GCC unroll 8
+            for (int v = 8 * j; v < 8 * j + 8; v++) {
+                __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
+                __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) {
+                    a_lo[t] = dpbusd_b(a_lo[t], lo, q[t] + 256 * b + 4 * v);
+                    a_hi[t] = dpbusd_b(a_hi[t], hi, q[t] + 256 * b + 128 + 4 * v);
+                }
+            }
+            __m256i s_lo = u8x8_reg(sc_lo, j), s_hi = u8x8_reg(sc_hi, j);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_mullo_epi32(a_lo[t], s_lo), _mm256_mullo_epi32(a_hi[t], s_hi)));
+        }
+        __m256 dv = d8(g), dmv = d8(g + 16);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            __m256 db = _mm256_set1_ps(da[t][b]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, db), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum[t]), _mm256_mul_ps(dmv, db), acc[t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+}
+
+/* ------------------------------------------------------------------ Q6_K */
+
+AI void gemm_q6_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
+    int64_t nb = K / DS_QK_K;
+    const float *da[DS_RP_MAX_T];
+    const int16_t *bs[DS_RP_MAX_T];
+    __m256 acc[DS_RP_MAX_T];
+    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) {
+        da[t] = (const float *)(q[t] + K);
+        bs[t] = (const int16_t *)(da[t] + nb);
+        acc[t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, g += 1680) {
+        prefetch_block(g, 1680);
+        const uint8_t *sc = g + 16, *ql = g + 144, *qh = g + 1168;
+        __m256i isum[DS_RP_MAX_T];
+        /* zero point: -32 Σ_j sc_rj · bsum16_j, sub-blocks in pairs (i16 [sc_2i, sc_2i+1]) */
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            __m256i sp = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(sc + 16 * i)),
+                                                                _mm_loadl_epi64((const __m128i *)(sc + 16 * i + 8))));
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) isum[t] = _mm256_dpwssd_epi32(isum[t], sp, bcast4(bs[t] + 16 * b + 2 * i));
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) isum[t] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(isum[t], 5));
+        /* sub-block j (16 values = chunks 4j..4j+3) of the low half and j + 8 of the high half */
+#pragma GCC unroll 2
+        for (int half = 0; half < 2; half++) {
+            for (int j = 0; j < 8; j++) {
+                __m256i s = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(sc + 8 * (j + 8 * half))));
+                __m256i p[DS_RP_MAX_T];
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) p[t] = _mm256_setzero_si256();
+#pragma GCC unroll 2
+                for (int pv = 0; pv < 2; pv++) {
+                    int v = 4 * j + 2 * pv;  /* chunks v, v+1 (+32 in the high half) share one high-bit vector */
+                    __m256i h = _mm256_loadu_si256((const __m256i *)(qh + 16 * v));
+                    __m256i w0 = _mm256_loadu_si256((const __m256i *)(ql + 32 * v));
+                    __m256i w1 = _mm256_loadu_si256((const __m256i *)(ql + 32 * v + 32));
+                    __m256i u0, u1;
+                    if (!half) {
+                        u0 = _mm256_or_si256(_mm256_and_si256(w0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
+                        u1 = _mm256_or_si256(_mm256_and_si256(w1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+                    } else {
+                        u0 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(w0, 4), m4), _mm256_and_si256(h, m30));
+                        u1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(w1, 4), m4),
+                                             _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+                    }
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; t++) {
+                        const int8_t *qa = q[t] + 256 * b + 128 * half + 4 * v;
+                        p[t] = dpbusd_b(p[t], u0, qa);
+                        p[t] = dpbusd_b(p[t], u1, qa + 4);
+                    }
+                }
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) {
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(p[t], s));
+                    KEEP(isum[t]);
+                }
+            }
+        }
+        __m256 dv = d8(g);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+}
+
+/* ------------------------------------------- Q8_0, Q4_0, Q5_0 (A8 acts) */
+
+/* kind 0 = Q8_0 (272 B/block), 4 = Q4_0 (144), 5 = Q5_0 (176) */
+AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T, const int kind) {
+    int64_t nb = K / DS_QK;
+    const size_t bsz = kind == 0 ? 272 : kind == 4 ? 144 : 176;
+    const float *da[DS_RP_MAX_T], *sa[DS_RP_MAX_T];
+    __m256 acc[DS_RP_MAX_T];
+    const __m256i m4 = _mm256_set1_epi8(15), m10 = _mm256_set1_epi8(0x10), m80 = _mm256_set1_epi8((char)0x80);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) {
+        da[t] = (const float *)(q[t] + K);
+        sa[t] = da[t] + nb;
+        acc[t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++, g += bsz) {
+        prefetch_block(g, bsz);
+        __m256i isum[DS_RP_MAX_T];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
+        if (kind == 0) {
+            /* Σ (w + 128) · a: w ^ 0x80 is w + 128 as an unsigned byte */
+            const uint8_t *qs = g + 16;
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) {
+                __m256i w = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(qs + 32 * c)), m80);
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) isum[t] = dpbusd_b(isum[t], w, q[t] + 32 * b + 4 * c);
+            }
+        } else {
+            const uint8_t *qs = g + (kind == 4 ? 16 : 48);
+            __m256i hb = kind == 5 ? _mm256_loadu_si256((const __m256i *)(g + 16)) : _mm256_setzero_si256();
+            /* nibble vector v: low nibbles = chunk v, high = chunk v + 4 (5th bit of
+             * chunk c: bit c of hb, moved to bit 4) */
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
+                __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+                if (kind == 5) {
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(hb, 4 - v), m10));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(v ? _mm256_srli_epi16(hb, v) : hb, m10));
+                }
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) {
+                    isum[t] = dpbusd_b(isum[t], lo, q[t] + 32 * b + 4 * v);
+                    isum[t] = dpbusd_b(isum[t], hi, q[t] + 32 * b + 16 + 4 * v);
+                }
+            }
+        }
+        __m256 dv = d8(g);
+        /* zero points: 8 (Q4_0), 16 (Q5_0), and the +128 of Q8_0; exact (small integers in fp32) */
+        float zk = kind == 0 ? 128.0f : kind == 4 ? 8.0f : 16.0f;
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            __m256 x = _mm256_sub_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(zk * sa[t][b]));
+            acc[t] = _mm256_fmadd_ps(x, _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+#define INST(name, call)                                                                          \
+    static void name##_1(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(1); } \
+    static void name##_2(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(2); } \
+    static void name##_3(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(3); } \
+    static void name##_4(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(4); }
+#define C_Q4K(T) gemm_q4_K(g, q, K, o, T)
+#define C_Q6K(T) gemm_q6_K(g, q, K, o, T)
+#define C_Q80(T) gemm_a8(g, q, K, o, T, 0)
+#define C_Q40(T) gemm_a8(g, q, K, o, T, 4)
+#define C_Q50(T) gemm_a8(g, q, K, o, T, 5)
+INST(q4k, C_Q4K)
+INST(q6k, C_Q6K)
+INST(q80, C_Q80)
+INST(q40, C_Q40)
+INST(q50, C_Q50)
+
+typedef void (*gemm_fn)(const uint8_t *, const int8_t *const *, int64_t, float *);
+#define FNS(name) { name##_1, name##_2, name##_3, name##_4 }
+static const gemm_fn k_q4k[4] = FNS(q4k), k_q6k[4] = FNS(q6k), k_q80[4] = FNS(q80), k_q40[4] = FNS(q40), k_q50[4] = FNS(q50);
+
 bool ds_gemm_x8_avx512(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out) {
-    (void)t; (void)grp; (void)act; (void)T; (void)K; (void)out;
-    return false;
+    const gemm_fn *f;
+    switch (t) {
+    case DS_DTYPE_Q4_K: f = k_q4k; break;
+    case DS_DTYPE_Q6_K: f = k_q6k; break;
+    case DS_DTYPE_Q8_0: f = k_q80; break;
+    case DS_DTYPE_Q4_0: f = k_q40; break;
+    case DS_DTYPE_Q5_0: f = k_q50; break;
+    default: return false;
+    }
+    f[T - 1](grp, (const int8_t *const *)act, K, out);
+    return true;
 }
