@@ -171,5 +171,33 @@ printf '{"steps": 1, "bogus": 2}' >"$T/r.json"
 expect_fail "grpo: unknown recipe key in file" "unknown recipe key 'bogus'" "$BIN" grpo --config "$T/r.json"
 expect_fail "train --sft: no data" "data" "$BIN" train --sft --init-from $M
 
+# the bundled reasoner: chat --think shows its reasoning apart from the answer, serve returns it
+# as reasoning_content (greedy, so the same every run)
+R=${DS_REASONER:-models/reasoner}
+printf 'What is 12 + 34?\n' | "$BIN" chat -m "$R" --think --temperature 0 -n 96 >"$T/chat" 2>"$T/err"
+if grep -q '^\[thinking\]' "$T/chat" && grep -q '^\[/thinking\]' "$T/chat" && grep -q '<answer>[0-9]*</answer>' "$T/chat" \
+    && sed -n '/^\[thinking\]/,/^\[\/thinking\]/p' "$T/chat" | grep -q 'write'; then ok
+else fail "chat -m $R --think: $(cat "$T/chat" "$T/err" | head -c 400)"; fi
+"$BIN" serve -m "$R" --port 0 --thinking >"$T/srv.out" 2>"$T/srv.err" &
+SP=$!
+port=
+i=0
+while [ $i -lt 150 ]; do
+    port=$(sed -n 's|.*listening on http://[^:]*:\([0-9]*\)/.*|\1|p' "$T/srv.err")
+    [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    sleep 0.2
+    i=$((i + 1))
+done
+curl -s "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' \
+    -d '{"messages":[{"role":"user","content":"What is 12 + 34?"}],"max_tokens":96,"temperature":0}' >"$T/resp" 2>&1
+kill $SP 2>/dev/null
+wait $SP 2>/dev/null
+if python3 - "$T/resp" <<'PYEOF'
+import json, re, sys
+m = json.load(open(sys.argv[1]))["choices"][0]["message"]
+sys.exit(0 if "write" in (m.get("reasoning_content") or "") and re.search(r"<answer>\d+</answer>", m["content"]) else 1)
+PYEOF
+then ok; else fail "serve -m $R --thinking: no reasoning_content: $(head -c 400 "$T/resp")"; fi
+
 echo "cli_grpo_tests.sh: $checks checks, $fails failed"
 [ "$fails" -eq 0 ]
