@@ -3,9 +3,11 @@
 # commands: `grad --grpo` (loss and kl against the PyTorch reference of
 # tests/fixtures/grad/*/grpo_ref.json; the gradients themselves are compared
 # in tests/test_grpo.c) and its bad batch files; sft-data -> train --sft ->
-# eval -> grpo on the bundled byte-level model (a few steps each: the
-# commands work end to end, checkpoints resume exactly, recipes and task
-# files are checked).
+# eval -> grpo on the bundled byte-level model, arithmetic and Countdown (a
+# few steps each: the commands work end to end, checkpoints resume exactly,
+# recipes and task files are checked); the NaN guards of grpo and train
+# --sft (debug_nan_step); the bundled reasoner's thinking through chat and
+# serve (reasoning_content).
 #
 #   sh tests/cli_grpo_tests.sh ./deepseek        (from the repository root)
 #

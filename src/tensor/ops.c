@@ -2,8 +2,10 @@
  * ops.c - fast paths and dispatch for the kernels in ops.h.
  *
  * Matmul strategy:
- *   - few tokens (decode, T < DS_GEMM_MIN_T): one dot product per weight row,
- *     rows split across threads; bandwidth bound, weights read once.
+ *   - few tokens (decode, T < DS_GEMM_MIN_T) or per-token jobs: one dot
+ *     product per weight row and token, rows split across threads; bandwidth
+ *     bound, weights read once. F32/BF16 rows are dotted with up to 4 tokens
+ *     per pass, each token's bits those of the one-token kernel.
  *   - many tokens (prefill): W is walked in panels of DS_PANEL rows; each
  *     panel is dequantized to fp32 in per-thread scratch and multiplied with
  *     an OpenBLAS sgemm (single-threaded inside our parallel region).
