@@ -3,9 +3,11 @@
 # commands: `grad --grpo` (loss and kl against the PyTorch reference of
 # tests/fixtures/grad/*/grpo_ref.json; the gradients themselves are compared
 # in tests/test_grpo.c) and its bad batch files; sft-data -> train --sft ->
-# eval -> grpo on the bundled byte-level model (a few steps each: the
-# commands work end to end, checkpoints resume exactly, recipes and task
-# files are checked).
+# eval -> grpo on the bundled byte-level model, arithmetic and Countdown (a
+# few steps each: the commands work end to end, checkpoints resume exactly,
+# recipes and task files are checked); the NaN guards of grpo and train
+# --sft (debug_nan_step); the bundled reasoner's thinking through chat and
+# serve (reasoning_content).
 #
 #   sh tests/cli_grpo_tests.sh ./deepseek        (from the repository root)
 #
@@ -117,6 +119,42 @@ strip() { sed 's/"rollout_tok_s.*//' "$1"; }
 tail -n 1 "$T/grpo/metrics.jsonl" | strip /dev/stdin >"$T/m_full"
 tail -n 1 "$T/grpo2/metrics.jsonl" | strip /dev/stdin >"$T/m_res"
 grep -q '"step":2' "$T/m_full" && cmp -s "$T/m_full" "$T/m_res" && ok || fail "grpo resume: $(cat "$T/m_res") vs $(cat "$T/m_full")"
+# NaN guards: a gradient poisoned at step 1 (debug_nan_step) is reported and its update skipped,
+# so the weights after step 2 are those after step 1; with max_nan_skips 0 the run stops
+if "$BIN" grpo $G --out "$T/gnan" --steps 2 --ckpt-every 1 --debug-nan-step 1 >"$T/out" 2>"$T/err"; then ok
+else fail "grpo --debug-nan-step: $(cat "$T/err")"; fi
+grep -q 'step 1: non-finite loss or gradient, update skipped' "$T/err" && ok || fail "grpo NaN guard: no skip message: $(cat "$T/err")"
+tail -n 1 "$T/gnan/metrics.jsonl" | grep -q '"step":2,.*"skipped":true' && ok || fail "grpo NaN guard: step 2 not marked skipped"
+head -n 1 "$T/gnan/metrics.jsonl" | grep -q '"skipped"' && fail "grpo NaN guard: step 1 marked skipped" || ok
+cmp -s "$T/gnan/ckpt-00000001/model.safetensors" "$T/gnan/ckpt-00000002/model.safetensors" && ok \
+    || fail "grpo NaN guard: the skipped step changed the weights"
+cmp -s "$T/gnan/ckpt-00000001/model.safetensors" "$T/grpo/ckpt-00000001/model.safetensors" && ok \
+    || fail "grpo NaN guard: step 1 differs from the unpoisoned run"
+expect_fail "grpo: NaN guard stops" "step 0: 1 non-finite steps in a row; stopping" \
+    "$BIN" grpo $G --out "$T/gnan0" --steps 2 --debug-nan-step 0 --max-nan-skips 0
+S="--init-from $T/sft/latest --data $T/pairs.jsonl --batch-size 4 --threads 2"
+if "$BIN" train --sft $S --out "$T/snan" --steps 2 --ckpt-every 1 --debug-nan-step 1 >"$T/out" 2>"$T/err"; then ok
+else fail "train --sft --debug-nan-step: $(cat "$T/err")"; fi
+grep -q 'step 1: non-finite loss or gradient, update skipped' "$T/err" && ok || fail "sft NaN guard: no skip message: $(cat "$T/err")"
+cmp -s "$T/snan/ckpt-00000001/model.safetensors" "$T/snan/ckpt-00000002/model.safetensors" && ok \
+    || fail "sft NaN guard: the skipped step changed the weights"
+cmp -s "$T/snan/ckpt-00000001/model.safetensors" "$T/sft/latest/model.safetensors" && fail "sft NaN guard: step 1 did not train" || ok
+expect_fail "train --sft: NaN guard stops" "step 0: 1 non-finite steps in a row; stopping" \
+    "$BIN" train --sft $S --out "$T/snan0" --steps 2 --debug-nan-step 0 --max-nan-skips 0
+
+# Countdown end to end: sft-data -> train --sft -> grpo -> eval, a few steps each
+"$BIN" sft-data --task countdown -n 32 --seed 5 --out "$T/cd32.jsonl" 2>"$T/err" && [ "$(wc -l <"$T/cd32.jsonl")" -eq 32 ] && ok \
+    || fail "sft-data countdown -n 32: $(cat "$T/err")"
+if "$BIN" train --sft --init-from $M --data "$T/cd32.jsonl" --out "$T/cdsft" --steps 2 --batch-size 4 --threads 2 \
+        >"$T/out" 2>"$T/err"; then ok; else fail "train --sft countdown: $(cat "$T/err")"; fi
+if "$BIN" grpo --init-from "$T/cdsft/latest" --task countdown --out "$T/cdgrpo" --steps 2 --prompts-per-step 2 --group-size 4 \
+        --max-new 32 --lr 1e-4 --threads 2 --eval-every 1 --eval-n 4 >"$T/out" 2>"$T/err"; then ok
+else fail "grpo countdown: $(cat "$T/err")"; fi
+[ "$(wc -l <"$T/cdgrpo/metrics.jsonl" 2>/dev/null)" = 2 ] && grep -q '"eval_pass1":' "$T/cdgrpo/metrics.jsonl" && ok \
+    || fail "grpo countdown: metrics $(cat "$T/cdgrpo/metrics.jsonl" 2>/dev/null)"
+grep -q 'task countdown' "$T/err" && ok || fail "grpo countdown: banner $(head -n 1 "$T/err")"
+"$BIN" eval -m "$T/cdgrpo/latest" --task countdown -n 4 --max-tokens 32 -t 2 >"$T/eval" 2>"$T/err" \
+    && head -n 1 "$T/eval" | grep -q '^{"task":"countdown","n":4,' && ok || fail "eval countdown: $(cat "$T/err") $(head -n 1 "$T/eval")"
 "$BIN" plot --out "$T/grpo.png" "$T/grpo" >"$T/out" 2>"$T/err" && [ -s "$T/grpo.png" ] && grep -q 'GRPO reward' "$T/err" && ok \
     || fail "plot of a grpo run: $(cat "$T/err")"
 "$BIN" grpo --bench-rollouts --init-from "$T/sft/latest" --digits 2 --prompts-per-step 2 --group-size 4 --max-new 16 \
@@ -134,6 +172,34 @@ expect_fail "grpo: no init" "init_from" "$BIN" grpo --steps 1
 printf '{"steps": 1, "bogus": 2}' >"$T/r.json"
 expect_fail "grpo: unknown recipe key in file" "unknown recipe key 'bogus'" "$BIN" grpo --config "$T/r.json"
 expect_fail "train --sft: no data" "data" "$BIN" train --sft --init-from $M
+
+# the bundled reasoner: chat --think shows its reasoning apart from the answer, serve returns it
+# as reasoning_content (greedy, so the same every run)
+R=${DS_REASONER:-models/reasoner}
+printf 'What is 12 + 34?\n' | "$BIN" chat -m "$R" --think --temperature 0 -n 96 >"$T/chat" 2>"$T/err"
+if grep -q '^\[thinking\]' "$T/chat" && grep -q '^\[/thinking\]' "$T/chat" && grep -q '<answer>[0-9]*</answer>' "$T/chat" \
+    && sed -n '/^\[thinking\]/,/^\[\/thinking\]/p' "$T/chat" | grep -q 'write'; then ok
+else fail "chat -m $R --think: $(cat "$T/chat" "$T/err" | head -c 400)"; fi
+"$BIN" serve -m "$R" --port 0 --thinking >"$T/srv.out" 2>"$T/srv.err" &
+SP=$!
+port=
+i=0
+while [ $i -lt 150 ]; do
+    port=$(sed -n 's|.*listening on http://[^:]*:\([0-9]*\)/.*|\1|p' "$T/srv.err")
+    [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    sleep 0.2
+    i=$((i + 1))
+done
+curl -s "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' \
+    -d '{"messages":[{"role":"user","content":"What is 12 + 34?"}],"max_tokens":96,"temperature":0}' >"$T/resp" 2>&1
+kill $SP 2>/dev/null
+wait $SP 2>/dev/null
+if python3 - "$T/resp" <<'PYEOF'
+import json, re, sys
+m = json.load(open(sys.argv[1]))["choices"][0]["message"]
+sys.exit(0 if "write" in (m.get("reasoning_content") or "") and re.search(r"<answer>\d+</answer>", m["content"]) else 1)
+PYEOF
+then ok; else fail "serve -m $R --thinking: no reasoning_content: $(head -c 400 "$T/resp")"; fi
 
 echo "cli_grpo_tests.sh: $checks checks, $fails failed"
 [ "$fails" -eq 0 ]

@@ -4,8 +4,10 @@
  * and V2 fixtures (tests/fixtures/grad/<name>/grpo_*, made by
  * tools/gen_grpo_fixtures.py: clipped and unclipped tokens, ρ inside and
  * outside the clip range, negative advantages), with one thread, two
- * data-parallel threads and micro-batches; the weighted cross-entropy hook
- * against finite differences; and the batch file's errors.
+ * data-parallel threads and micro-batches; the DAPO and Dr. GRPO
+ * normalisations against hand-computed losses and against per-sample sums;
+ * the weighted cross-entropy hook against finite differences; and the batch
+ * file's errors.
  *
  * Tolerances as test_train.c's `grad` parity: both sides fp32 from the same
  * weights, per tensor max |ours − torch| <= 5e-4 · max |torch| (observed
@@ -98,6 +100,94 @@ done:
 TEST(grpo_grad_parity_v3) { grpo_parity("tiny-v3", 1, 0); grpo_parity("tiny-v3", 2, 0); }
 TEST(grpo_grad_parity_v2_lite) { grpo_parity("tiny-v2-lite", 1, 0); grpo_parity("tiny-v2-lite", 2, 4); }
 TEST(grpo_grad_parity_v2) { grpo_parity("tiny-v2", 2, 0); grpo_parity("tiny-v2", 1, 2); }
+
+/* The per-sample normalisations (grpo.h): DAPO's token-level mean
+ * c_s = 1/Σ|o| and Dr. GRPO's constant c_s = 1/(S·norm_len) against GRPO's
+ * c_s = 1/(S·|o_s|). (1) Hand-computed: with no old/ref log-probabilities
+ * (ρ = 1, r = 0) every token's term is A_s, so L = −Σ_s c_s·|o_s|·A_s.
+ * (2) On the PyTorch-checked fixture batch (clipped tokens, KL): the loss and
+ * every gradient of a normalisation equal Σ_s c_s·|o_s| times sample s's
+ * own GRPO loss and gradient (one sample alone: c = 1/|o_s|). */
+static ds_tmodel *norm_model(ds_grpo_batch *b) {
+    ds_err e = { 0 };
+    ds_tmodel *m = NULL;
+    if (ds_tmodel_load(&m, "tests/fixtures/tiny-v3", &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return NULL; }
+    if (ds_grpo_batch_load(b, "tests/fixtures/grad/tiny-v3/grpo_batch.json", m->cfg.vocab_size, &e)) {
+        ds_test_fail(__FILE__, __LINE__, "%s", e.msg);
+        ds_tmodel_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+TEST(grpo_norm_hand_computed) {
+    ds_grpo_batch b;
+    ds_tmodel *m = norm_model(&b);
+    if (!m) return;
+    /* two samples: |o| = 2, A = 1 and |o| = 3, A = -0.5 (the fixture's tokens, no old/ref) */
+    ds_grpo_sample s[2] = { b.samples[0], b.samples[1] };
+    s[0].n_completion = 2; s[0].advantage = 1.0;
+    s[1].n_completion = 3; s[1].advantage = -0.5;
+    for (int i = 0; i < 2; i++) s[i].old_lp = s[i].ref_lp = NULL;
+    CHECK(b.samples[0].n_completion >= 2 && b.samples[1].n_completion >= 3);
+    /* seq: -(1/2)(2·1/2 + 3·(-0.5)/3) = -0.25; token: -(2 - 1.5)/5 = -0.1; const, 4: -(2 - 1.5)/(2·4) = -0.0625 */
+    const ds_grpo_norm norms[3] = { DS_GRPO_NORM_SEQ, DS_GRPO_NORM_TOKEN, DS_GRPO_NORM_CONST };
+    const double want[3] = { -0.25, -0.1, -0.0625 };
+    ds_err e = { 0 };
+    for (int k = 0; k < 3; k++) {
+        ds_grpo_opts o = { 0.2, 0.1, norms[k], 4, 0 };
+        ds_grpo_stats st;
+        CHECK(ds_grpo_step(m, s, 2, &o, true, &st, NULL, &e) == 0);
+        CHECK_MSG(fabs(st.loss - want[k]) <= 1e-12, "norm %d: loss %.17g, by hand %.17g", k, st.loss, want[k]);
+        CHECK_NEAR(st.kl, 0.0, 1e-12);
+    }
+    ds_grpo_batch_free(&b);
+    ds_tmodel_free(m);
+}
+
+TEST(grpo_norm_dapo_dr_grpo_match_per_sample_sums) {
+    ds_grpo_batch b;
+    ds_tmodel *m = norm_model(&b);
+    if (!m) return;
+    int64_t S = b.n, NF = m->n_floats, ntok = 0, norm_len = 11;
+    for (int64_t i = 0; i < S; i++) ntok += b.samples[i].n_completion;
+    double *gs = calloc((size_t)(S * NF), sizeof(double)), *ls = calloc((size_t)S, sizeof(double));
+    double *want = malloc((size_t)NF * sizeof(double));
+    ds_err e = { 0 };
+    ds_grpo_stats st;
+    for (int64_t i = 0; i < S; i++) {   /* sample i alone, GRPO's normalisation: c = 1/|o_i| */
+        ds_grpo_opts o = { b.epsilon, b.beta, DS_GRPO_NORM_SEQ, 0, 0 };
+        ds_tmodel_zero_grad(m);
+        CHECK(ds_grpo_step(m, &b.samples[i], 1, &o, false, &st, NULL, &e) == 0);
+        ls[i] = st.loss;
+        for (int64_t j = 0; j < NF; j++) gs[i * NF + j] = m->g[j];
+    }
+    const ds_grpo_norm norms[3] = { DS_GRPO_NORM_SEQ, DS_GRPO_NORM_TOKEN, DS_GRPO_NORM_CONST };
+    const char *names[3] = { "seq (GRPO)", "token (DAPO)", "const (Dr. GRPO)" };
+    for (int k = 0; k < 3; k++) {
+        ds_grpo_opts o = { b.epsilon, b.beta, norms[k], norm_len, 0 };
+        ds_tmodel_zero_grad(m);
+        CHECK(ds_grpo_step(m, b.samples, S, &o, false, &st, NULL, &e) == 0);
+        double wl = 0, gmax = 0, worst = 0;
+        for (int64_t j = 0; j < NF; j++) want[j] = 0;
+        for (int64_t i = 0; i < S; i++) {
+            double len = (double)b.samples[i].n_completion;
+            double c = norms[k] == DS_GRPO_NORM_SEQ ? 1.0 / ((double)S * len)
+                     : norms[k] == DS_GRPO_NORM_TOKEN ? 1.0 / (double)ntok : 1.0 / ((double)S * (double)norm_len);
+            wl += c * len * ls[i];
+            for (int64_t j = 0; j < NF; j++) want[j] += c * len * gs[i * NF + j];
+        }
+        for (int64_t j = 0; j < NF; j++) {
+            gmax = fmax(gmax, fabs(want[j]));
+            worst = ds_max_err(worst, fabs((double)m->g[j] - want[j]));
+        }
+        CHECK_MSG(fabs(st.loss - wl) <= 1e-5 * fabs(wl), "%s: loss %.9g, from the samples %.9g", names[k], st.loss, wl);
+        CHECK_MSG(gmax > 0 && worst <= 1e-4 * gmax, "%s: gradient off by %.3g (max %.3g)", names[k], worst, gmax);
+    }
+    free(gs); free(ls); free(want);
+    ds_grpo_batch_free(&b);
+    ds_tmodel_free(m);
+}
 
 /* The weighted cross-entropy pair against finite differences of
  * L = Σ_n w[n]·(−log p(target[n])), in double on the row's logits. */

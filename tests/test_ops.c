@@ -101,6 +101,50 @@ TEST(ops_matmul_fast_vs_ref) {
             }
 }
 
+/* Batch invariance of the per-token paths (decode of many sequences at
+ * once, GRPO's rollouts): F32 and BF16 rows dotted with up to 4 tokens per
+ * pass (ds_dot_rows_*_avx2) give each token exactly the bits of the
+ * one-token kernel (ds_dot_row), whatever the batch; ds_matmul_t's per-token
+ * form (vector fmaf, ds_axpy_avx2) gives exactly the generic fmaf loop's bits. */
+TEST(ops_matmul_per_token_bits_equal_one_token) {
+    ds_rng r;
+    ds_rng_seed(&r, 21);
+    ds_dtype dts[] = { DS_DTYPE_F32, DS_DTYPE_BF16 };
+    int64_t Ks[] = { 5, 8, 37, 64, 130, 257 };
+    for (int d = 0; d < 2; d++)
+        for (int ki = 0; ki < 6; ki++) {
+            int64_t N = 19, K = Ks[ki], Tmax = 13;
+            owned_tensor w = make_weight(dts[d], N, K, &r);
+            float *x = malloc((size_t)(Tmax * K) * sizeof(float));
+            for (int64_t i = 0; i < Tmax * K; i++) x[i] = randn(&r);
+            float *one = malloc((size_t)(Tmax * N) * sizeof(float)), *y = malloc((size_t)(Tmax * N) * sizeof(float));
+            for (int64_t t = 0; t < Tmax; t++)
+                for (int64_t n = 0; n < N; n++) one[t * N + n] = ds_dot_row(&w.t, n, x + t * K, K);
+            int bad = 0;
+            for (int64_t T = 1; T < DS_TOKEN_BLOCK_MIN; T++) {   /* the per-token path of ds_matmul */
+                ds_matmul(y, N, x, K, &w.t, 0, N, T);
+                bad += memcmp(y, one, (size_t)(T * N) * sizeof(float)) != 0;
+            }
+            ds_mm_job jb = { y, N, x, K, &w.t, 0, N, Tmax, true };   /* forced per-token, T >= 8 */
+            ds_matmul_multi(&jb, 1);
+            bad += memcmp(y, one, (size_t)(Tmax * N) * sizeof(float)) != 0;
+            CHECK_MSG(bad == 0, "per-token matmul %s K=%lld: %d batch sizes differ from one token at a time",
+                      ds_dtype_name(dts[d]), (long long)K, bad);
+            /* matmul_t per token: y[T, K] = x[T, N] · W */
+            float *xt = malloc((size_t)(Tmax * N) * sizeof(float));
+            for (int64_t i = 0; i < Tmax * N; i++) xt[i] = randn(&r);
+            float *z = malloc((size_t)(Tmax * K) * sizeof(float)), *zg = malloc((size_t)(Tmax * K) * sizeof(float));
+            ds_matmul_t_ex(z, K, xt, N, &w.t, 0, N, Tmax, true);
+            ds_ops_force_generic(true);
+            ds_matmul_t_ex(zg, K, xt, N, &w.t, 0, N, Tmax, true);
+            ds_ops_force_generic(false);
+            CHECK_MSG(memcmp(z, zg, (size_t)(Tmax * K) * sizeof(float)) == 0, "per-token matmul_t %s K=%lld: avx2 != fmaf loop",
+                      ds_dtype_name(dts[d]), (long long)K);
+            free(x); free(one); free(y); free(xt); free(z); free(zg);
+            free(w.data); free(w.scale);
+        }
+}
+
 TEST(ops_sgemm_fast_vs_ref) {
     ds_rng r;
     ds_rng_seed(&r, 2);

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,11 @@ static int copy_file(const char *src, const char *dst, bool required, ds_err *e)
     rc = ds_write_file_atomic(dst, buf, n, e);
     free(buf);
     return rc;
+}
+
+void pt_poison_grad(ds_tmodel *m) {
+    for (int64_t i = 0; i < m->n_params; i++)
+        if (m->params[i].trainable) { m->g[m->params[i].off] = NAN; return; }
 }
 
 int pt_write_model(const char *dir, const ds_tmodel *m, const char *src, ds_err *e) {

@@ -39,6 +39,9 @@ json_t *pt_recipe_json(const pt_key *keys, const void *rec);
 /* A model folder at dir from m, the side files copied from src (a folder). */
 int pt_write_model(const char *dir, const ds_tmodel *m, const char *src, ds_err *e);
 
+/* Tests of the NaN guard (recipe key debug_nan_step): writes NaN into the
+ * gradient of the first trainable parameter, as a bad step would. */
+void pt_poison_grad(ds_tmodel *m);
 /* OUT/ckpt-<step> (+ latest); state is consumed. */
 int pt_save(const char *out, int64_t step, const ds_tmodel *m, const ds_adamw *o, const char *src, json_t *state,
             ds_err *e);

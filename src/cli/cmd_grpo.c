@@ -35,6 +35,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     char init_from[PT_STR_MAX], ref_from[PT_STR_MAX], out[PT_STR_MAX], task[PT_STR_MAX], ops[PT_STR_MAX], norm[PT_STR_MAX];
@@ -43,6 +44,7 @@ typedef struct {
     double temperature, top_p, epsilon, beta, reward_accuracy, reward_format;
     double lr, min_lr, weight_decay, grad_clip, beta1, beta2;
     int64_t warmup_steps, seed, log_every, ckpt_every, eval_every, eval_n, threads, max_nan_skips, sequential_rollouts;
+    int64_t debug_nan_step;
 } grpo_recipe;
 
 #define K(n, t) { #n, t, offsetof(grpo_recipe, n) }
@@ -54,6 +56,7 @@ static const pt_key k_keys[] = {
     K(lr, PT_NUM), K(min_lr, PT_NUM), K(weight_decay, PT_NUM), K(grad_clip, PT_NUM), K(beta1, PT_NUM), K(beta2, PT_NUM),
     K(warmup_steps, PT_INT), K(seed, PT_INT), K(log_every, PT_INT), K(ckpt_every, PT_INT), K(eval_every, PT_INT),
     K(eval_n, PT_INT), K(threads, PT_INT), K(max_nan_skips, PT_INT), K(sequential_rollouts, PT_INT),
+    K(debug_nan_step, PT_INT),
     { NULL, PT_INT, 0 },
 };
 #undef K
@@ -68,6 +71,7 @@ static void recipe_default(grpo_recipe *r) {
     r->reward_accuracy = 1.0; r->reward_format = 0.2;
     r->lr = 1e-5; r->min_lr = 1e-5; r->weight_decay = 0.0; r->grad_clip = 1.0; r->beta1 = 0.9; r->beta2 = 0.99;
     r->warmup_steps = 0; r->seed = 1; r->log_every = 1; r->eval_n = 200; r->max_nan_skips = 10;
+    r->debug_nan_step = -1;
 }
 
 static void usage(FILE *f) {
@@ -88,8 +92,10 @@ static void usage(FILE *f) {
         "    seed (1), log_every (1), ckpt_every (0 = at the end), eval_every (0 = never; greedy pass@1 on\n"
         "    eval_n (200) held-out problems, eval seed 1), threads (0 = all), max_nan_skips (10),\n"
         "    micro_batch (0 = all samples in one forward), sequential_rollouts (0; 1 = the one-at-a-time baseline)\n"
+        "    debug_nan_step (-1; tests of the NaN guard: that step's gradient is poisoned, its update skipped)\n"
         "  --bench-rollouts   no training: P prompts x G completions of the task through the batched\n"
         "    engine and one at a time (same seeds, so the same tokens: checked); prints tokens/s of both\n"
+        "    by wall time and by process CPU time (steadier on a shared machine)\n"
         "  OUT/metrics.jsonl per step: reward, reward_accuracy, reward_format, accuracy, length, kl, clip_frac,\n"
         "  loss, rollout_tok_s, t_rollout, t_score, t_update (seconds), eval_pass1 when evaluated.\n");
 }
@@ -136,8 +142,17 @@ static double eval_pass1(const char *C, const ds_model *pm, ds_ctx *x, const ds_
     return acc / (double)n;
 }
 
+/* CPU seconds of the whole process (all threads): on a shared machine a
+ * steadier measure than wall time of how much work a run took. */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* `grpo --bench-rollouts`: batched vs sequential rollouts of the same
- * prompts and seeds (so the same tokens, checked), tokens/s of each. */
+ * prompts and seeds (so the same tokens, checked), tokens/s of each by
+ * wall time and by process CPU time. */
 static int bench_rollouts(grpo_recipe *r) {
     const char *C = "grpo --bench-rollouts";
     if (r->threads > 0) ds_threads_set((int)r->threads);
@@ -167,20 +182,22 @@ static int bench_rollouts(grpo_recipe *r) {
     ro.sp.top_p = (float)r->top_p;
     ro.sp.seed = (uint64_t)r->seed;
     ds_rollout a, b;
-    double t0 = ds_now();
+    double t0 = ds_now(), c0 = cpu_now();
     if (ds_rollout_run(m, x, pr, pl, P, G, &ro, &a, &e)) cli_die_err(C, &e);
-    double ta = ds_now() - t0;
+    double ta = ds_now() - t0, ca = cpu_now() - c0;
     ro.sequential = true;
     t0 = ds_now();
+    c0 = cpu_now();
     if (ds_rollout_run(m, x, pr, pl, P, G, &ro, &b, &e)) cli_die_err(C, &e);
-    double tb = ds_now() - t0;
+    double tb = ds_now() - t0, cb = cpu_now() - c0;
     bool same = a.n_tokens == b.n_tokens && !memcmp(a.len, b.len, (size_t)a.n * sizeof *a.len) &&
                 !memcmp(a.tok, b.tok, (size_t)(a.n * a.max_new) * sizeof *a.tok);
     printf("{\"prompts\":%lld,\"group_size\":%lld,\"threads\":%d,\"tokens\":%lld,\"batched_s\":%.3f,\"sequential_s\":%.3f,"
            "\"batched_tok_s\":%.1f,\"sequential_tok_s\":%.1f,\"speedup\":%.2f,\"same_tokens\":%s,"
-           "\"batched_prefill_s\":%.3f,\"sequential_prefill_s\":%.3f}\n",
+           "\"batched_prefill_s\":%.3f,\"sequential_prefill_s\":%.3f,\"batched_cpu_s\":%.3f,\"sequential_cpu_s\":%.3f,"
+           "\"cpu_speedup\":%.2f}\n",
            (long long)P, (long long)G, ds_threads_get(), (long long)a.n_tokens, ta, tb, (double)a.n_tokens / ta,
-           (double)b.n_tokens / tb, tb / ta, same ? "true" : "false", a.t_prefill, b.t_prefill);
+           (double)b.n_tokens / tb, tb / ta, same ? "true" : "false", a.t_prefill, b.t_prefill, ca, cb, cb / ca);
     ds_rollout_free(&a);
     ds_rollout_free(&b);
     for (int64_t p = 0; p < P; p++) tok_ids_free(&ids[p]);
@@ -356,6 +373,7 @@ int cmd_grpo(int argc, char **argv) {
                 int64_t off = 0;
                 for (int64_t s = 0; s < S; s++) { smp[s].old_lp = lp_old + off; off += smp[s].n_completion; }
             }
+            if (step == r.debug_nan_step) pt_poison_grad(m);
             gn = ds_grad_norm(m, &opt);
             if (!isfinite(gn) || !isfinite(st.loss)) {
                 skipped = true;

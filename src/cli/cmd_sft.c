@@ -27,7 +27,7 @@
 
 typedef struct {
     char init_from[PT_STR_MAX], data[PT_STR_MAX], out[PT_STR_MAX];
-    int64_t steps, batch_size, warmup_steps, seed, log_every, ckpt_every, threads, max_nan_skips;
+    int64_t steps, batch_size, warmup_steps, seed, log_every, ckpt_every, threads, max_nan_skips, debug_nan_step;
     double lr, min_lr, weight_decay, grad_clip, beta1, beta2;
 } sft_recipe;
 
@@ -35,7 +35,7 @@ typedef struct {
 static const pt_key k_keys[] = {
     K(init_from, PT_STR), K(data, PT_STR), K(out, PT_STR), K(steps, PT_INT), K(batch_size, PT_INT),
     K(warmup_steps, PT_INT), K(seed, PT_INT), K(log_every, PT_INT), K(ckpt_every, PT_INT), K(threads, PT_INT),
-    K(max_nan_skips, PT_INT), K(lr, PT_NUM), K(min_lr, PT_NUM), K(weight_decay, PT_NUM), K(grad_clip, PT_NUM),
+    K(max_nan_skips, PT_INT), K(debug_nan_step, PT_INT), K(lr, PT_NUM), K(min_lr, PT_NUM), K(weight_decay, PT_NUM), K(grad_clip, PT_NUM),
     K(beta1, PT_NUM), K(beta2, PT_NUM), { NULL, PT_INT, 0 },
 };
 #undef K
@@ -50,7 +50,8 @@ static void usage(FILE *f) {
         "  Recipe keys: init_from (model folder, required), data (pairs JSONL, required), out,\n"
         "  steps (500), batch_size (16), lr (1e-3), min_lr (1e-4), warmup_steps (20), weight_decay\n"
         "  (0.1), grad_clip (1.0), beta1 (0.9), beta2 (0.95), seed (1), log_every (10), ckpt_every\n"
-        "  (0 = at the end only), threads (0 = all), max_nan_skips (10).\n"
+        "  (0 = at the end only), threads (0 = all), max_nan_skips (10), debug_nan_step (-1; tests of the\n"
+        "  NaN guard: that step's gradient is poisoned and its update must be skipped).\n"
         "  OUT/ckpt-N is a model folder (F32) that eval/generate/chat/grpo take with -m;\n"
         "  OUT/metrics.jsonl has step, loss, lr, grad_norm, tokens, seconds per logged step.\n");
 }
@@ -144,7 +145,7 @@ static int64_t pick(int64_t k, int64_t n, uint64_t seed, int64_t *perm, int64_t 
 
 int cmd_sft(int argc, char **argv) {
     const char *C = "train --sft", *resume = NULL;
-    sft_recipe r = { "", "", "runs/sft", 500, 16, 20, 1, 10, 0, 0, 10, 1e-3, 1e-4, 0.1, 1.0, 0.9, 0.95 };
+    sft_recipe r = { "", "", "runs/sft", 500, 16, 20, 1, 10, 0, 0, 10, -1, 1e-3, 1e-4, 0.1, 1.0, 0.9, 0.95 };
     /* the recipe file first, then overrides in order */
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) { usage(stdout); return 0; }
@@ -229,6 +230,7 @@ int cmd_sft(int argc, char **argv) {
         double loss = 0;
         for (int64_t b = 0; b < r.batch_size; b++) loss += rl[b];
         loss /= (double)ntok;
+        if (step == r.debug_nan_step) pt_poison_grad(m);
         double gn = ds_grad_norm(m, &opt);
         float lr = ds_lr_at(step, r.warmup_steps, r.steps, (float)r.lr, (float)r.min_lr, DS_SCHED_COSINE);
         bool skip = !isfinite(gn) || !isfinite(loss);

@@ -219,6 +219,8 @@ typedef struct srv_seq {
     int32_t next_tok;         /* sampled, to be fed next */
     int64_t n_gen, max_gen, n_forced_used, n_reasoning;
     bool in_reasoning, content_started, in_tools;
+    char think_hold[8];       /* no </think> token (byte-level reasoners): text that may begin it */
+    int n_think_hold;
     tok_ids tool_ids;
     jv_state jv;
     int tc_phase;             /* tool_constrain: TC_* */
@@ -296,6 +298,35 @@ static bool show_content(srv_seq *q, const char *t, size_t n, bool final, srv_lp
     return hit;
 }
 
+/* Reasoning text of a model whose tokenizer has no </think> token (our
+ * byte-level reasoner writes it as 8 bytes): the text that may begin
+ * "</think>" is held back; when it completes, what precedes it is
+ * reasoning and what follows it content. */
+static int reasoning_text(srv_seq *q, const char *t, size_t n, srv_lp *lp) {
+    static const char close[] = "</think>";
+    const size_t cl = sizeof close - 1;
+    char buf[512];
+    size_t h = (size_t)q->n_think_hold, m = DS_MIN(n, sizeof buf - h);
+    memcpy(buf, q->think_hold, h);
+    memcpy(buf + h, t, m);
+    m += h;
+    q->n_reasoning++;
+    for (size_t i = 0; i + cl <= m; i++)
+        if (!memcmp(buf + i, close, cl)) {
+            q->n_think_hold = 0;
+            q->in_reasoning = false;
+            if (i > 0 || lp) post_text(q->job, SRV_EV_REASONING, q->choice, buf, i, lp, lp ? 1 : 0);
+            return i + cl < m && show_content(q, buf + i + cl, m - i - cl, false, NULL) ? SRV_FINISH_STOP : -1;
+        }
+    size_t keep = 0;   /* the longest end of buf that begins "</think>" */
+    for (size_t k = DS_MIN(cl - 1, m); k > 0 && !keep; k--)
+        if (!memcmp(buf + m - k, close, k)) keep = k;
+    memcpy(q->think_hold, buf + m - keep, keep);
+    q->n_think_hold = (int)keep;
+    if (m - keep > 0 || lp) post_text(q->job, SRV_EV_REASONING, q->choice, buf, m - keep, lp, lp ? 1 : 0);
+    return -1;
+}
+
 /* ---------------------------------------------------------- the worker */
 
 static void finish_job_choice(srv_sched *s, srv_seq *q) {
@@ -346,6 +377,10 @@ static void finish_seq(srv_sched *s, srv_seq *q, int finish) {
             }
         } else {
             if (tok_stream_flush(&q->ss.ts, &t, &n, &e) != 0) { t = ""; n = 0; }
+            if (q->in_reasoning && q->n_think_hold > 0) {   /* held text that did not become </think> */
+                post_text(j, SRV_EV_REASONING, q->choice, q->think_hold, (size_t)q->n_think_hold, NULL, 0);
+                q->n_think_hold = 0;
+            }
             if (q->in_reasoning) {
                 if (n > 0) post_text(j, SRV_EV_REASONING, q->choice, t, n, NULL, 0);
             } else {
@@ -672,6 +707,7 @@ static int on_token(srv_sched *s, srv_seq *q, int32_t tok, srv_lp *lp) {
     const char *t;
     size_t n;
     ds_session_text(&q->ss, tok, &t, &n);
+    if (q->in_reasoning && s->think_end < 0) return reasoning_text(q, t, n, lp);
     if (q->in_reasoning) {
         q->n_reasoning++;
         if (n > 0 || lp) post_text(j, SRV_EV_REASONING, q->choice, t, n, lp, lp ? 1 : 0);

@@ -2,8 +2,10 @@
  * ops.c - fast paths and dispatch for the kernels in ops.h.
  *
  * Matmul strategy:
- *   - few tokens (decode, T < DS_GEMM_MIN_T): one dot product per weight row,
- *     rows split across threads; bandwidth bound, weights read once.
+ *   - few tokens (decode, T < DS_GEMM_MIN_T) or per-token jobs: one dot
+ *     product per weight row and token, rows split across threads; bandwidth
+ *     bound, weights read once. F32/BF16 rows are dotted with up to 4 tokens
+ *     per pass, each token's bits those of the one-token kernel.
  *   - many tokens (prefill): W is walked in panels of DS_PANEL rows; each
  *     panel is dequantized to fp32 in per-thread scratch and multiplied with
  *     an OpenBLAS sgemm (single-threaded inside our parallel region).
@@ -290,6 +292,23 @@ static void matmul_qrows_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
 
 static void matmul_rows_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
     matmul_ctx *c = vctx;
+    if (isa() == 1 && (c->w->dtype == DS_DTYPE_F32 || c->w->dtype == DS_DTYPE_BF16)) {
+        /* up to 4 tokens per weight-row pass, each token's bits those of
+         * dot_row_tid alone (ds_dot_rows_*: batch invariance kept) */
+        for (int64_t n = i0; n < i1; n++) {
+            size_t off = (size_t)(c->r0 + n) * (size_t)c->K;
+            for (int64_t t = 0; t < c->T; t += 4) {
+                int m = (int)DS_MIN(4, c->T - t);
+                const float *xs[4];
+                float out[4];
+                for (int k = 0; k < m; k++) xs[k] = c->x + (t + k) * c->ldx;
+                if (c->w->dtype == DS_DTYPE_F32) ds_dot_rows_f32_avx2((const float *)c->w->data + off, xs, m, c->K, out);
+                else ds_dot_rows_bf16_avx2((const uint16_t *)c->w->data + off, xs, m, c->K, out);
+                for (int k = 0; k < m; k++) c->y[(t + k) * c->ldy + n] = out[k];
+            }
+        }
+        return;
+    }
     for (int64_t n = i0; n < i1; n++)
         for (int64_t t = 0; t < c->T; t++)
             c->y[t * c->ldy + n] = dot_row_tid(c->w, c->r0 + n, c->x + t * c->ldx, c->K, tid);
@@ -456,7 +475,8 @@ static void matmul_t_rows_worker(void *vctx, int64_t c0, int64_t c1, int tid) {
         for (int64_t t = 0; t < c->T; t++) {
             float a = c->x[t * c->ldx + r];
             float *yt = c->y + t * c->ldy;
-            for (int64_t k = c0; k < c1; k++) yt[k] = fmaf(a, row[k], yt[k]);
+            if (isa() == 1) ds_axpy_avx2(yt + c0, a, row + c0, c1 - c0);   /* the same fmaf per element */
+            else for (int64_t k = c0; k < c1; k++) yt[k] = fmaf(a, row[k], yt[k]);
         }
     }
 }

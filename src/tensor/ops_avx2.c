@@ -51,6 +51,73 @@ float ds_dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n) {
     return s;
 }
 
+/* The dot products of one weight row with m <= 4 token rows, each token's
+ * result bit for bit what the one-token kernel above gives it (the same
+ * four accumulators per token, the same order of additions, the same
+ * tail): the row is loaded once for all m tokens. M is a compile-time
+ * constant in each instantiation so the accumulators stay in registers. */
+static inline __m256 load_f32x8(const float *p) { return _mm256_loadu_ps(p); }
+static inline float scalar_f32(const float *w, int64_t i) { return w[i]; }
+static inline float scalar_bf16(const uint16_t *w, int64_t i) {
+    union { uint32_t u; float f; } c = { (uint32_t)w[i] << 16 };
+    return c.f;
+}
+
+#define DOT_ROWS(NAME, WT, LOAD, SCALAR)                                                                        \
+    static inline __attribute__((always_inline)) void NAME##_m(const WT *w, const float *const *x, int M,       \
+                                                               int64_t n, float *out) {                         \
+        __m256 acc[4][4];                                                                                       \
+        _Pragma("GCC unroll 4") for (int t = 0; t < M; t++)                                                     \
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) acc[t][j] = _mm256_setzero_ps();                \
+        int64_t i = 0;                                                                                          \
+        for (; i + 32 <= n; i += 32)                                                                            \
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {                                               \
+                __m256 wv = LOAD(w + i + 8 * j);                                                                \
+                _Pragma("GCC unroll 4") for (int t = 0; t < M; t++)                                             \
+                    acc[t][j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[t] + i + 8 * j), acc[t][j]);              \
+            }                                                                                                   \
+        for (; i + 8 <= n; i += 8) {                                                                            \
+            __m256 wv = LOAD(w + i);                                                                            \
+            _Pragma("GCC unroll 4") for (int t = 0; t < M; t++)                                                 \
+                acc[t][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[t] + i), acc[t][0]);                          \
+        }                                                                                                       \
+        /* ds_hsum256 of 4 tokens at once: hadd(hadd(l0, l1), hadd(l2, l3))                                     \
+         * adds each token's four lanes as (l0 + l1) + (l2 + l3), its order */                                  \
+        __m128 lo[4];                                                                                           \
+        _Pragma("GCC unroll 4") for (int t = 0; t < 4; t++) {                                                   \
+            int u = t < M ? t : 0;                                                                              \
+            __m256 v = _mm256_add_ps(_mm256_add_ps(acc[u][0], acc[u][1]), _mm256_add_ps(acc[u][2], acc[u][3])); \
+            lo[t] = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));                         \
+        }                                                                                                       \
+        float r[4];                                                                                             \
+        _mm_storeu_ps(r, _mm_hadd_ps(_mm_hadd_ps(lo[0], lo[1]), _mm_hadd_ps(lo[2], lo[3])));                    \
+        _Pragma("GCC unroll 4") for (int t = 0; t < M; t++) {                                                   \
+            float s = r[t];                                                                                     \
+            for (int64_t k = i; k < n; k++) s += SCALAR(w, k) * x[t][k];                                        \
+            out[t] = s;                                                                                         \
+        }                                                                                                       \
+    }                                                                                                           \
+    void NAME(const WT *w, const float *const *x, int m, int64_t n, float *out) {                               \
+        switch (m) {                                                                                            \
+        case 4: NAME##_m(w, x, 4, n, out); break;                                                               \
+        case 3: NAME##_m(w, x, 3, n, out); break;                                                               \
+        case 2: NAME##_m(w, x, 2, n, out); break;                                                               \
+        default: NAME##_m(w, x, 1, n, out); break;                                                              \
+        }                                                                                                       \
+    }
+
+DOT_ROWS(ds_dot_rows_f32_avx2, float, load_f32x8, scalar_f32)
+DOT_ROWS(ds_dot_rows_bf16_avx2, uint16_t, load_bf16x8, scalar_bf16)
+
+/* y[i] = fmaf(a, x[i], y[i]): one rounding per element, so the vector body
+ * and the scalar tail give exactly what a scalar fmaf loop gives. */
+void ds_axpy_avx2(float *y, float a, const float *x, int64_t n) {
+    __m256 av = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
+}
+
 float ds_dot_f16_avx2(const uint16_t *w, const float *x, int64_t n) {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int64_t i = 0;

@@ -11,6 +11,11 @@
 float ds_dot_f32_avx2(const float *w, const float *x, int64_t n);
 float ds_dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n);
 float ds_dot_f16_avx2(const uint16_t *w, const float *x, int64_t n);
+/* out[t] = ds_dot_{f32,bf16}_avx2(w, x[t], n) for t < m (1 <= m <= 4), bit for bit */
+void ds_dot_rows_f32_avx2(const float *w, const float *const *x, int m, int64_t n, float *out);
+void ds_dot_rows_bf16_avx2(const uint16_t *w, const float *const *x, int m, int64_t n, float *out);
+/* y[i] = fmaf(a, x[i], y[i]) for i < n, bit for bit */
+void ds_axpy_avx2(float *y, float a, const float *x, int64_t n);
 /* Σ_i fp8(w[i])·x[i]·scale[i / block] for a row with per-block scales. */
 float ds_dot_fp8_avx2(const uint8_t *w, const float *x, int64_t n, const float *scale, int block);
 /* out[i] = dequant(w[i]) for a row segment */

@@ -302,7 +302,11 @@ static void render_v31(rb *b, const ds_chat_msg *msgs, int n, bool gen, bool thi
     }
 }
 
-static void render_v2(rb *b, const ds_chat_msg *msgs, int n, bool gen) {
+/* V2 has no thinking mode of its own; with thinking the generation prompt
+ * opens a reasoning block the R1 way ("Assistant: <think>\n"): the prompt
+ * the reasoning commands (eval, grpo, train --sft) train and score our
+ * byte-level reasoner with, so chat and serve can run it. */
+static void render_v2(rb *b, const ds_chat_msg *msgs, int n, bool gen, bool thinking) {
     bos(b);
     for (int i = 0; i < n; i++) {
         const ds_chat_msg *m = &msgs[i];
@@ -319,7 +323,7 @@ static void render_v2(rb *b, const ds_chat_msg *msgs, int n, bool gen) {
             text(b, "\n\n");
         }
     }
-    if (gen) text(b, "Assistant:");
+    if (gen) text(b, thinking ? "Assistant: <think>\n" : "Assistant:");
 }
 
 int chat_render(const ds_tokenizer *t, ds_chat_format fmt, const ds_chat_msg *msgs, int n,
@@ -341,7 +345,7 @@ int chat_render(const ds_tokenizer *t, ds_chat_format fmt, const ds_chat_msg *ms
     case DS_CHAT_V3: render_v3(&b, msgs, n, add_generation_prompt); break;
     case DS_CHAT_R1: render_r1(&b, msgs, n, add_generation_prompt); break;
     case DS_CHAT_V31: render_v31(&b, msgs, n, add_generation_prompt, thinking); break;
-    case DS_CHAT_V2: render_v2(&b, msgs, n, add_generation_prompt); break;
+    case DS_CHAT_V2: render_v2(&b, msgs, n, add_generation_prompt, thinking); break;
     default: b.rc = ds_err_set(e, DS_EINVAL, "chat: unknown format %d", (int)fmt);
     }
     flush(&b);
@@ -455,7 +459,7 @@ int chat_role_from_name(const char *s) {
 }
 
 bool chat_reply_starts_in_reasoning(ds_chat_format fmt, bool thinking) {
-    return fmt == DS_CHAT_R1 || (fmt == DS_CHAT_V31 && thinking);
+    return fmt == DS_CHAT_R1 || ((fmt == DS_CHAT_V31 || fmt == DS_CHAT_V2) && thinking);
 }
 
 /* ------------------------------------------------------------- replies */

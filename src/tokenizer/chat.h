@@ -45,7 +45,8 @@ typedef struct ds_chat_msg {
 
 /* Renders msgs[0..n) and appends the ids to *ids (on failure *ids is left
  * as it was). add_generation_prompt: end with the assistant turn opener;
- * thinking: V3.1 only (R1 always thinks; V3/V2 never). fmt DS_CHAT_AUTO
+ * thinking: V3.1, and V2 ("Assistant: <think>\n", the R1 way: our reasoner's
+ * prompt); R1 always thinks, V3 never. fmt DS_CHAT_AUTO
  * detects from tok_chat_template(t). DS_EINVAL for a bad message (unknown
  * role, NULL name). Missing content (NULL) renders as "" except where a
  * template gives NULL a meaning (assistant tool-call messages). */
@@ -69,7 +70,7 @@ const char *chat_format_name(ds_chat_format fmt);
 int chat_role_from_name(const char *name);
 
 /* Whether the generation prompt of this format/mode opens a reasoning block,
- * i.e. the model's reply starts inside <think> (R1 always, V3.1 thinking). */
+ * i.e. the model's reply starts inside <think> (R1 always, V3.1 and V2 thinking). */
 bool chat_reply_starts_in_reasoning(ds_chat_format fmt, bool thinking);
 
 /* Splits generated text into reasoning and content (pointers into text).
