@@ -87,6 +87,8 @@ if "$BIN" train --sft --init-from $M --data "$T/pairs.jsonl" --out "$T/sft" --st
         --ckpt-every 2 --threads 2 >"$T/out" 2>"$T/err"; then ok; else fail "train --sft: $(cat "$T/err")"; fi
 [ -f "$T/sft/latest/model.safetensors" ] && [ -f "$T/sft/ckpt-00000002/optimizer.bin" ] && ok || fail "train --sft: no checkpoints"
 [ "$(wc -l <"$T/sft/metrics.jsonl")" -ge 2 ] && ok || fail "train --sft: metrics.jsonl"
+grep -q '"thinking": true' "$T/sft/latest/generation_config.json" && ok ||
+    fail "train --sft: the model trained on the thinking prompt does not think by default: $(cat "$T/sft/latest/generation_config.json")"
 # exact resume: step 4 from ckpt-2 == step 4 of the whole run
 sed -n 's/.*"step":4,"loss":\([0-9.]*\).*/\1/p' "$T/sft/metrics.jsonl" >"$T/l_full"
 "$BIN" train --sft --resume "$T/sft/ckpt-00000002" --out "$T/sft2" --threads 2 >"$T/out" 2>"$T/err" || fail "train --sft --resume: $(cat "$T/err")"
@@ -173,19 +175,22 @@ printf '{"steps": 1, "bogus": 2}' >"$T/r.json"
 expect_fail "grpo: unknown recipe key in file" "unknown recipe key 'bogus'" "$BIN" grpo --config "$T/r.json"
 expect_fail "train --sft: no data" "data" "$BIN" train --sft --init-from $M
 
-# the bundled reasoner: chat --think shows its reasoning apart from the answer, serve returns it
-# as reasoning_content (greedy, so the same every run)
+# the bundled reasoner: chat shows its reasoning apart from the answer (thinking is the model's
+# default: its generation_config.json says "thinking": true), serve returns it as
+# reasoning_content (greedy, so the same every run); --no-think turns the default off
 R=${DS_REASONER:-models/reasoner}
-printf 'What is 12 + 34?\n' | "$BIN" chat -m "$R" --think --temperature 0 -n 96 >"$T/chat" 2>"$T/err"
+printf 'What is 12 + 34?\n' | "$BIN" chat -m "$R" --no-think --temperature 0 -n 8 >"$T/chat" 2>"$T/err"
+if grep -q 'thinking\]' "$T/chat"; then fail "chat -m $R --no-think still thinks: $(head -c 300 "$T/chat")"; else ok; fi
+printf 'What is 12 + 34?\n' | "$BIN" chat -m "$R" --temperature 0 -n 96 >"$T/chat" 2>"$T/err"
 if grep -q '^\[thinking\]' "$T/chat" && grep -q '^\[/thinking\]' "$T/chat" && grep -q '<answer>[0-9]*</answer>' "$T/chat" \
     && sed -n '/^\[thinking\]/,/^\[\/thinking\]/p' "$T/chat" | grep -q 'write'; then ok
-else fail "chat -m $R --think: $(cat "$T/chat" "$T/err" | head -c 400)"; fi
-"$BIN" serve -m "$R" --port 0 --thinking >"$T/srv.out" 2>"$T/srv.err" &
+else fail "chat -m $R: $(cat "$T/chat" "$T/err" | head -c 400)"; fi
+"$BIN" serve -m "$R" --port 0 >"$T/srv.out" 2>"$T/srv.err" &
 SP=$!
 port=
 i=0
 while [ $i -lt 150 ]; do
-    port=$(sed -n 's|.*listening on http://[^:]*:\([0-9]*\)/.*|\1|p' "$T/srv.err")
+    port=$(sed -n 's|.*listening on http://[^:]*:\([0-9]*\)/.*|\1|p' "$T/srv.err" 2>/dev/null)   # the file may not exist yet
     [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
     sleep 0.2
     i=$((i + 1))
@@ -199,7 +204,7 @@ import json, re, sys
 m = json.load(open(sys.argv[1]))["choices"][0]["message"]
 sys.exit(0 if "write" in (m.get("reasoning_content") or "") and re.search(r"<answer>\d+</answer>", m["content"]) else 1)
 PYEOF
-then ok; else fail "serve -m $R --thinking: no reasoning_content: $(head -c 400 "$T/resp")"; fi
+then ok; else fail "serve -m $R: no reasoning_content: $(head -c 400 "$T/resp")"; fi
 
 echo "cli_grpo_tests.sh: $checks checks, $fails failed"
 [ "$fails" -eq 0 ]

@@ -6,6 +6,7 @@
 #include "../dist/dist.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,15 @@ int32_t *cli_parse_ids(const char *cmd, const char *flag, const char *s, int64_t
     if (k == 0) cli_die(cmd, "%s: empty token id list", flag);
     *n = k;
     return ids;
+}
+
+bool cli_model_thinks(const char *dir) {
+    char path[8192];
+    snprintf(path, sizeof path, "%s/generation_config.json", dir);
+    json_t *j = json_load_file(path, 0, NULL);   /* absent or unreadable: no default (the model still loads) */
+    bool on = j && json_is_true(json_object_get(j, "thinking"));
+    json_decref(j);
+    return on;
 }
 
 const char *cli_default_model(void) {

@@ -30,6 +30,10 @@ int32_t *cli_parse_ids(const char *cmd, const char *flag, const char *s, int64_t
 
 /* Default model folder when -m is not given (the bundled model), or NULL. */
 const char *cli_default_model(void);
+/* True when DIR/generation_config.json says "thinking": true (deepseek.c's own key: the
+ * model was trained to reason first, e.g. models/reasoner): chat and serve then think by
+ * default (--no-think / --no-thinking turn it off). */
+bool cli_model_thinks(const char *dir);
 
 /* Checks the model path of -m before anything is read from it, so a wrong
  * path is reported as such (not as a missing tokenizer or config): it must

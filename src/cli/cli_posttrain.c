@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <dirent.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +120,19 @@ int pt_write_model(const char *dir, const ds_tmodel *m, const char *src, ds_err 
         snprintf(b, sizeof b, "%s/%s", dir, side[i]);
         if ((rc = copy_file(a, b, i < 2, e))) return rc;
     }
+    /* sft and grpo train on the thinking prompt (Assistant: <think>), so the model they write
+     * thinks by default in chat and serve (cli_model_thinks) */
+    snprintf(b, sizeof b, "%s/generation_config.json", dir);
+    json_t *g = json_load_file(b, 0, NULL);
+    if (!json_is_object(g)) { json_decref(g); g = json_object(); }
+    json_object_set_new(g, "thinking", json_true());
+    char *txt = json_dumps(g, JSON_INDENT(2));
+    json_decref(g);
+    if (!txt) return ds_err_set(e, DS_ENOMEM, "%s: out of memory", b);
+    size_t tl = strlen(txt);
+    rc = ds_write_file_atomic(b, txt, tl, e);
+    free(txt);
+    if (rc) return rc;
     snprintf(b, sizeof b, "%s/model.safetensors", dir);
     return ds_tmodel_save(m, b, false, "{\"format\":\"pt\"}", e);
 }

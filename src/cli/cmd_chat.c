@@ -40,8 +40,10 @@ static void usage(FILE *f) {
         "  --format NAME        chat format: auto, v3, r1, v3.1, v2 (default auto)\n"
         "  --tokenizer PATH     tokenizer.json, its folder, or a .gguf (default: the model folder's;\n"
         "                       for a .gguf the tokenizer.json beside it, then its metadata)\n"
-        "  --think              V3.1 and V2-format reasoners (models/reasoner): thinking mode (the reply\n"
-        "                       starts with reasoning)\n"
+        "  --think              V3.1 and V2-format reasoners: thinking mode (the reply starts with\n"
+        "                       reasoning); the default for a model whose generation_config.json\n"
+        "                       says \"thinking\": true (models/reasoner)\n"
+        "  --no-think           not thinking mode, whatever the model's default\n"
         "  --hide-think         do not show reasoning (same as /think off)\n"
         "  -n, --max-tokens N   reply length limit (default 1024)\n"
         "  --temperature T --top-p P --top-k K --min-p P --repeat-penalty R\n"
@@ -449,7 +451,7 @@ static char *read_turn(chat *c) {
 int cmd_chat(int argc, char **argv) {
     const char *dir = NULL, *fmt_name = "auto", *system = NULL, *tokp = NULL;
     int64_t ctx = 0, max_tokens = 1024;
-    bool think = false, hide = false, verbose = false;
+    bool think = false, no_think = false, hide = false, verbose = false;
     ds_sampler_params sp;
     ds_sampler_params_default(&sp);
     sp.temperature = 0.6f;
@@ -467,6 +469,7 @@ int cmd_chat(int argc, char **argv) {
         else if (!strcmp(a, "--format")) { fmt_name = v; i++; if (!v) cli_die(C, "--format needs a value"); }
         else if (!strcmp(a, "--tokenizer")) { tokp = v; i++; if (!v) cli_die(C, "--tokenizer needs a path"); }
         else if (!strcmp(a, "--think")) think = true;
+        else if (!strcmp(a, "--no-think")) no_think = true;
         else if (!strcmp(a, "--hide-think")) hide = true;
         else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) verbose = true;
         else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) { max_tokens = cli_parse_int(C, a, v, 1, 1 << 30); i++; }
@@ -494,7 +497,7 @@ int cmd_chat(int argc, char **argv) {
     c.tty_out = isatty(1);
     c.verbose = verbose;
     c.show_think = !hide;
-    c.thinking = think;
+    c.thinking = !no_think && (think || cli_model_thinks(dir));
     c.sp = sp;
     c.max_tokens = max_tokens;
     c.system = system ? strdup(system) : NULL;

@@ -44,8 +44,10 @@ static void usage(FILE *f) {
         "  --chat-format F        auto (from tokenizer_config.json), v3, r1, v3.1, v2\n"
         "  --tokenizer PATH       tokenizer.json, its folder, or a .gguf (default: the model folder's;\n"
         "                         for a .gguf the tokenizer.json beside it, then its metadata)\n"
-        "  --thinking             V3.1 and V2-format reasoners (models/reasoner): think by default\n"
-        "                         (requests can say \"thinking\": {\"type\": ...})\n"
+        "  --thinking             V3.1 and V2-format reasoners: think by default (requests can say\n"
+        "                         \"thinking\": {\"type\": ...}); already the default for a model whose\n"
+        "                         generation_config.json says \"thinking\": true (models/reasoner)\n"
+        "  --no-thinking          do not think by default, whatever the model's default\n"
         "  --deterministic        bit-identical results whatever ran before: cached prefixes are reused\n"
         "                         only in whole --batch-aligned prefill chunks (memory/disk prefix store\n"
         "                         off). Concurrent load never changes results, with or without this flag.\n"
@@ -117,6 +119,7 @@ static char *read_keys(const char *cmd, const char *path) {
 int cmd_serve(int argc, char **argv) {
     const char *C = "serve";
     srv_opts o;
+    bool no_thinking = false;
     srv_opts_default(&o);
     bool verbose = false;
     char *keyfile_keys = NULL;
@@ -141,6 +144,7 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--chat-format")) { NEED(); o.chat_format = v; }
         else if (!strcmp(a, "--tokenizer")) { NEED(); o.tokenizer = v; }
         else if (!strcmp(a, "--thinking")) o.thinking = true;
+        else if (!strcmp(a, "--no-thinking")) no_thinking = true;
         else if (!strcmp(a, "--deterministic")) o.deterministic = true;
         else if (!strcmp(a, "--max-queue")) { o.max_queue = (int)cli_parse_int(C, a, v, 0, 1 << 20); i++; }
         else if (!strcmp(a, "--max-body")) { o.max_body = (size_t)cli_parse_int(C, a, v, 1024, 1ll << 32); i++; }
@@ -163,6 +167,7 @@ int cmd_serve(int argc, char **argv) {
     if (!o.model_dir) o.model_dir = cli_default_model();
     if (!o.model_dir) cli_die(C, "no model given (-m MODEL_DIR) and no bundled model found");
     cli_check_model(C, o.model_dir);
+    o.thinking = !no_thinking && (o.thinking || cli_model_thinks(o.model_dir));
     if (verbose) o.log = log_line;
     int n_ranks = ds_dist_size();
     if (n_ranks > 1) {
