@@ -32,10 +32,11 @@
 #include "iq_tables.h"
 
 #include <immintrin.h>
+#include <pthread.h>
 #include <string.h>
 
 #define AI static inline __attribute__((always_inline))
-#define XT 8   /* tokens per weight unpack */
+#define XT DS_RP_EXT_T   /* tokens per weight unpack (8: the INST list below) */
 
 extern int ds_rp_prefetch;   /* repack_avx2.c */
 AI void prefetch_block(const uint8_t *g, size_t bytes) {
@@ -215,6 +216,17 @@ AI __m256i hsum8_rows(const __m256i *v) {
     return _mm256_add_epi32(_mm256_permute2x128_si256(a, c, 0x20), _mm256_permute2x128_si256(a, c, 0x31));
 }
 
+/* ±1 per byte for the 7-bit sign indices (ds_iq_ksigns: 8 sign bits, even parity) */
+static uint64_t k_sign8[128];
+static pthread_once_t k_sign8_once = PTHREAD_ONCE_INIT;
+static void init_sign8(void) {
+    for (int i = 0; i < 128; i++) {
+        uint64_t v = 0;
+        for (int j = 0; j < 8; j++) v |= (uint64_t)((ds_iq_ksigns[i] >> j) & 1 ? 0xFF : 0x01) << (8 * j);
+        k_sign8[i] = v;
+    }
+}
+
 /* Row by row as the AVX2 kernel: sub-block ib of row r = 4 grid rows of 8
  * magnitudes, the activations negated where the sign bits say (one masked
  * subtract), vpdpbusd (|lane| <= 4 · 43 · 127 < 2^15), vpdpwssd with the odd
@@ -242,13 +254,13 @@ AI void gemm_iq2_xxs(const uint8_t *g, const int8_t *const *q, int64_t K, float 
                 memcpy(&a1, p + 4, 4);
                 __m256i gv = _mm256_set_epi64x((long long)ds_iq2xxs_grid[p[3]], (long long)ds_iq2xxs_grid[p[2]],
                                                (long long)ds_iq2xxs_grid[p[1]], (long long)ds_iq2xxs_grid[p[0]]);
-                __mmask32 neg = (__mmask32)((uint32_t)ds_iq_ksigns[a1 & 127] | (uint32_t)ds_iq_ksigns[(a1 >> 7) & 127] << 8 |
-                                            (uint32_t)ds_iq_ksigns[(a1 >> 14) & 127] << 16 | (uint32_t)ds_iq_ksigns[(a1 >> 21) & 127] << 24);
+                __m256i sg = _mm256_set_epi64x((long long)k_sign8[(a1 >> 21) & 127], (long long)k_sign8[(a1 >> 14) & 127],
+                                               (long long)k_sign8[(a1 >> 7) & 127], (long long)k_sign8[a1 & 127]);
                 __m256i sc = _mm256_set1_epi32((int)(2 * (a1 >> 28) + 1));
 #pragma GCC unroll 8
                 for (int t = 0; t < T; t++) {
                     __m256i av = _mm256_loadu_si256((const __m256i *)(q[t] + 256 * b + 32 * ib));
-                    av = _mm256_mask_sub_epi8(av, neg, _mm256_setzero_si256(), av);
+                    av = _mm256_sign_epi8(av, sg);
                     isum[t] = _mm256_dpwssd_epi32(isum[t], _mm256_dpbusd_epi32(_mm256_setzero_si256(), gv, av), sc);
                 }
             }
@@ -331,12 +343,16 @@ INST(q3k, gemm_q3_K)
 INST(iq2xxs, gemm_iq2_xxs)
 INST(iq4nl, gemm_iq4_nl)
 
+bool ds_gemm_x8_ext_avx512_has(ds_dtype t) {
+    return t == DS_DTYPE_Q2_K || t == DS_DTYPE_Q3_K || t == DS_DTYPE_IQ2_XXS || t == DS_DTYPE_IQ4_NL;
+}
+
 bool ds_gemm_x8_ext_avx512(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out) {
     const gemm_fn *f;
     switch (t) {
     case DS_DTYPE_Q2_K: f = k_q2k; break;
     case DS_DTYPE_Q3_K: f = k_q3k; break;
-    case DS_DTYPE_IQ2_XXS: f = k_iq2xxs; break;
+    case DS_DTYPE_IQ2_XXS: pthread_once(&k_sign8_once, init_sign8); f = k_iq2xxs; break;
     case DS_DTYPE_IQ4_NL: f = k_iq4nl; break;
     default: return false;
     }
