@@ -59,7 +59,7 @@ int main(void) {
             qa[i] = malloc(ds_act_row_bytes(t, K));
             ds_quantize_act_ref(t, x[i], qa[i], K);
         }
-        for (int T = 1; T <= 8; T = T == 1 ? 4 : 8) {
+        for (int T = 1; T <= 8; T = T == 1 ? 4 : T + 4) {
             float out[64];
             double b8 = 1e9, b1 = 1e9, bv = 1e9;
             bool has_v = vnni && ds_gemm_x8_ext_avx512_has(t);
