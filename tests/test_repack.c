@@ -1,9 +1,10 @@
 /*
  * test_repack.c - the x8 row-interleaved layouts (tensor/repack.h):
  * repack/unpack round trips, the AVX2 and AVX-512 VNNI kernels against the
- * reference (VNNI also bit for bit against AVX2; skipped, naming the level,
- * on CPUs without VNNI), and batch invariance of the kernels (a token's
- * result is bit-identical whatever the other tokens of the call).
+ * reference (VNNI also bit for bit against AVX2: repack_avx512.c's core types
+ * and repack_ext_avx512.c's quant_ext.h types; skipped, naming the level, on
+ * CPUs without VNNI), and batch invariance of the kernels (a token's result
+ * is bit-identical whatever the other tokens of the call).
  */
 #include "test.h"
 
@@ -167,6 +168,87 @@ TEST(repack_kernels_avx512vnni) {
     if (!ds_cpu_has(DS_CPU_AVX512_VNNI) || ds_isa_detected() < DS_ISA_AVX512_VNNI)
         SKIP("needs avx512vnni: this CPU's level is %s", ds_isa_name(ds_isa_detected()));
     CHECK_EQ_INT(check_x8_kernel("avx512vnni", ds_gemm_x8_avx512, avx2_kernel, 24), 5);
+}
+
+/* repack_ext_avx512.c: the same integer sums and fp32 epilogue as the AVX2
+ * kernels, so every token's result is bit-identical to ds_gemm_x8_avx2 (and
+ * so within the bound above of the reference, checked again here), for any
+ * T (runs of 8 tokens per weight unpack) and any placement of the tokens. */
+TEST(repack_ext_vnni_vs_avx2) {
+    if (ds_isa_level() < DS_ISA_AVX512_VNNI) SKIP("no avx512vnni (isa level %s)", ds_isa_name(ds_isa_level()));
+    static const ds_dtype types[] = { DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_IQ2_XXS, DS_DTYPE_IQ4_NL };
+    ds_rng r;
+    ds_rng_seed(&r, 24);
+    static const int64_t Ks[] = { 256, 512, 1408, 2048 };
+    for (int k = 0; k < 4; k++) {
+        ds_dtype t = types[k];
+        for (int ki = 0; ki < 4; ki++) {
+            int64_t K = Ks[ki];
+            if (!ds_repack_supported(t, K)) continue;
+            size_t bytes = 8 * ds_dtype_row_bytes(t, K), ab = ds_act_row_bytes(t, K);
+            float *f;
+            uint8_t *q = rand_rows(t, K, &r, &f), *g = malloc(bytes);
+            /* random bytes too (every scale, sign and grid index pattern), but keep the fp16 d finite */
+            if (ki == 3 && t != DS_DTYPE_IQ2_XXS) {
+                size_t rb = ds_dtype_row_bytes(t, K), bb = rb / (size_t)(K / (t == DS_DTYPE_IQ4_NL ? DS_QK : DS_QK_K));
+                for (size_t i = 0; i < bytes; i++) {
+                    size_t o = i % bb;   /* d (and dmin) at the block end for Q2_K/Q3_K, at the start for IQ4_NL */
+                    bool is_d = t == DS_DTYPE_IQ4_NL ? o < 2 : o >= bb - (t == DS_DTYPE_Q2_K ? 4 : 2);
+                    if (!is_d) q[i] = (uint8_t)ds_rng_u64(&r);
+                }
+            }
+            ds_repack_group(t, q, K, g);
+            enum { NA = 11 };
+            uint8_t *qa[NA];
+            float *a = malloc((size_t)K * sizeof(float));
+            for (int i = 0; i < NA; i++) {
+                for (int64_t j = 0; j < K; j++) {
+                    float v = ds_rng_normal(&r);
+                    a[j] = i % 6 == 0 ? v : i % 6 == 1 ? v * 1e-3f : i % 6 == 2 ? v * 1e3f : i % 6 == 3 ? v * (j % 17 == 0 ? 30.0f : 1.0f)
+                         : i % 6 == 4 ? 0.0f : 1.5f - (float)i;
+                }
+                qa[i] = malloc(ab);
+                ds_quantize_act_ref(t, a, qa[i], K);
+            }
+            float one[8 * NA], ref[8], o2[8], o[8 * NA], wrow[2048];
+            for (int i = 0; i < NA; i++) {
+                const void *p[1] = { qa[i] };
+                CHECK(ds_gemm_x8_ext_avx512(t, g, p, 1, K, one + 8 * i));
+                ds_gemm_x8_avx2(t, g, p, 1, K, o2);
+                ds_gemm_x8_ref(t, g, p, 1, K, ref);
+                for (int rr = 0; rr < 8; rr++) {
+                    CHECK_MSG(memcmp(&one[8 * i + rr], &o2[rr], sizeof(float)) == 0, "%s K=%lld act %d row %d: vnni %.9g vs avx2 %.9g",
+                              ds_dtype_name(t), (long long)K, i, rr, one[8 * i + rr], o2[rr]);
+                    /* the bound of repack_kernels_vs_ref: 1e-6 of the row's Σ|w·a| */
+                    const int8_t *aq = (const int8_t *)qa[i];
+                    int64_t B = ds_act_kind(t) == 1 ? DS_QK : DS_QK_K;
+                    const float *ad = (const float *)(aq + K);
+                    ds_dequant_row_ref(t, q + ds_dtype_row_bytes(t, K) * (size_t)rr, wrow, K);
+                    double mag = 0;
+                    for (int64_t j = 0; j < K; j++) mag += fabs((double)wrow[j] * ad[j / B] * aq[j]);
+                    CHECK_MSG(fabs(ref[rr] - one[8 * i + rr]) <= 1e-6 * mag + 1e-30, "%s K=%lld act %d row %d: vnni %.9g vs ref %.9g",
+                              ds_dtype_name(t), (long long)K, i, rr, one[8 * i + rr], ref[rr]);
+                }
+            }
+            /* batch invariance: T = 2..11 (over a run of 8), tokens in every rotation */
+            for (int T = 2; T <= NA; T++)
+                for (int s = 0; s < NA; s += 3) {
+                    const void *p[NA];
+                    for (int i = 0; i < T; i++) p[i] = qa[(s + i * 5) % NA];
+                    CHECK(ds_gemm_x8_ext_avx512(t, g, p, T, K, o));
+                    for (int i = 0; i < T; i++)
+                        CHECK_MSG(memcmp(o + 8 * i, one + 8 * ((s + i * 5) % NA), 8 * sizeof(float)) == 0,
+                                  "%s K=%lld T=%d: token %d differs from its T=1 result", ds_dtype_name(t), (long long)K, T, i);
+                }
+            for (int i = 0; i < NA; i++) free(qa[i]);
+            free(a); free(f); free(q); free(g);
+        }
+    }
+    /* types it has no kernel for are declined (the caller falls back to AVX2) */
+    float o[8];
+    uint8_t z[8 * 256] = { 0 };
+    const void *p[1] = { z };
+    CHECK(!ds_gemm_x8_ext_avx512(DS_DTYPE_Q4_K, z, p, 1, 256, o));
 }
 
 /* ds_matmul / ds_matmul_multi on a repacked weight (rows not a multiple of

@@ -1,11 +1,12 @@
 /*
  * bench_x8_kernels.c - times the x8 kernels (tensor/repack.h) against the
  * generic one-row kernel of the same type (quant_ext_avx2.c / quant_avx2.c):
- * ns per weight row of K = 2048 and per token, 1 and 4 tokens per call,
- * best of 20 passes over 1024 rows (random blocks; 1 thread), and the
- * AVX-512 VNNI x8 kernels (repack_avx512.c, repack_ext_avx512.c) where the
- * CPU has VNNI and the type has one. A manual measurement, not a test.
- * Needs an AVX2 CPU.
+ * ns per weight row of K = 2048 and per token, 1, 4 and 8 tokens (the AVX2
+ * kernels and repack_avx512.c's VNNI ones take 4 per call, those of
+ * repack_ext_avx512.c 8, as ops.c calls them), best of 20 passes over 1024
+ * rows (random blocks; 1 thread; thread CPU time, so other load on the
+ * machine matters less). A manual measurement, not a test. Needs an AVX2
+ * CPU; the VNNI column needs avx512vnni (core/cpu.h level, DS_ISA lowers it).
  *
  *   make lib && cc -O2 -Isrc tools/bench_x8_kernels.c build/libdeepseek.a -fopenmp -ljansson \
  *      -lpcre2-8 -lopenblas -lm -lpthread -lmpi -o build/bench_x8_kernels && build/bench_x8_kernels
@@ -26,18 +27,18 @@
 
 static double now(void) {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
 int main(void) {
     if (!ds_ops_simd()) { fprintf(stderr, "needs AVX2\n"); return 1; }
-    bool vnni = ds_isa_detected() >= DS_ISA_AVX512_VNNI;
     static const ds_dtype ts[] = { DS_DTYPE_Q4_K, DS_DTYPE_Q6_K, DS_DTYPE_Q8_0, DS_DTYPE_Q4_0, DS_DTYPE_Q5_0,
                                    DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_IQ2_XXS, DS_DTYPE_IQ4_NL };
     enum { K = 2048, N = 1024 };
-    static float x[4][K];
-    for (int i = 0; i < 4; i++)
+    const bool vnni = ds_isa_level() >= DS_ISA_AVX512_VNNI;
+    static float x[8][K];
+    for (int i = 0; i < 8; i++)
         for (int j = 0; j < K; j++) x[i][j] = (float)rand() / (float)RAND_MAX - 0.5f;
     for (size_t ti = 0; ti < sizeof ts / sizeof ts[0]; ti++) {
         ds_dtype t = ts[ti];
@@ -54,39 +55,48 @@ int main(void) {
         for (size_t o = 0; o < rb * N; o += bb)
             for (int k = 0; k < nd; k++) memcpy(w + o + doff[k], &h, 2);
         for (int64_t n = 0; n < N; n += 8) ds_repack_group(t, w + rb * (size_t)n, K, g + rb * (size_t)n);
-        void *qa[4];
-        for (int i = 0; i < 4; i++) {
+        void *qa[8];
+        for (int i = 0; i < 8; i++) {
             qa[i] = malloc(ds_act_row_bytes(t, K));
             ds_quantize_act_ref(t, x[i], qa[i], K);
         }
-        for (int T = 1; T <= 4; T += 3) {
-            float out[32];
+        for (int T = 1; T <= 8; T = T == 1 ? 4 : T + 4) {
+            float out[64];
             double b8 = 1e9, b1 = 1e9, bv = 1e9;
+            bool ext_v = vnni && ds_gemm_x8_ext_avx512_has(t);
+            bool core_v = vnni && !ext_v && ds_gemm_x8_avx512(t, g, (const void *const *)qa, 1, K, out);
+            bool has_v = ext_v || core_v;
             for (int rep = 0; rep < 20; rep++) {
                 double t0 = now();
-                for (int64_t n = 0; vnni && n < N; n += 8) {
-                    const void *gp = g + rb * (size_t)n;
-                    if (!ds_gemm_x8_avx512(t, gp, (const void *const *)qa, T, K, out) &&
-                        !ds_gemm_x8_ext_avx512(t, gp, (const void *const *)qa, T, K, out)) { vnni = false; break; }
-                }
-                if (vnni && now() - t0 < bv) bv = now() - t0;
-                t0 = now();
-                for (int64_t n = 0; n < N; n += 8) ds_gemm_x8_avx2(t, g + rb * (size_t)n, (const void *const *)qa, T, K, out);
+                for (int64_t n = 0; n < N; n += 8)
+                    for (int k = 0; k < T; k += 4)
+                        ds_gemm_x8_avx2(t, g + rb * (size_t)n, (const void *const *)qa + k, T < 4 ? T : 4, K, out + 8 * k);
                 double dt = now() - t0;
                 if (dt < b8) b8 = dt;
+                if (has_v) {
+                    t0 = now();
+                    for (int64_t n = 0; n < N; n += 8) {
+                        const void *gp = g + rb * (size_t)n;
+                        if (ext_v) ds_gemm_x8_ext_avx512(t, gp, (const void *const *)qa, T, K, out);
+                        else
+                            for (int k = 0; k < T; k += 4)
+                                ds_gemm_x8_avx512(t, gp, (const void *const *)qa + k, T < 4 ? T : 4, K, out + 8 * k);
+                    }
+                    dt = now() - t0;
+                    if (dt < bv) bv = dt;
+                }
                 t0 = now();
                 for (int64_t n = 0; n < N; n++)
                     for (int k = 0; k < T; k++) out[k] = ds_vec_dot_avx2(t, w + rb * (size_t)n, qa[k], K);
                 dt = now() - t0;
                 if (dt < b1) b1 = dt;
             }
-            printf("%-8s %d token%s: x8 %4.0f ns/row/token, one-row kernel %4.0f", ds_dtype_name(t), T, T > 1 ? "s" : " ",
-                   b8 / N / T * 1e9, b1 / N / T * 1e9);
-            if (vnni) printf(", x8 avx512vnni %4.0f", bv / N / T * 1e9);
-            printf("\n");
-            vnni = ds_isa_detected() >= DS_ISA_AVX512_VNNI;
+            char v[32] = "   -";
+            if (has_v) snprintf(v, sizeof v, "%4.0f", bv / N / T * 1e9);
+            printf("%-8s %d token%s: x8 avx2 %4.0f, x8 vnni %s, one-row kernel %4.0f ns/row/token\n", ds_dtype_name(t), T,
+                   T > 1 ? "s" : " ", b8 / N / T * 1e9, v, b1 / N / T * 1e9);
         }
-        for (int i = 0; i < 4; i++) free(qa[i]);
+        for (int i = 0; i < 8; i++) free(qa[i]);
         free(w);
         free(g);
     }

@@ -15,11 +15,12 @@
  *     arithmetic (quant_avx2.c, quant_ext_avx2.c).
  *   - block-quantized weights repacked at load (w->rp, repack.h): every
  *     token count goes through the x8 kernels (8 rows x up to 4 tokens per
- *     call, repack_avx2.c), decode and prefill alike; a token's result does
- *     not depend on the other tokens of the call. At core/cpu.h level
- *     avx512vnni the Q8_0/Q4_0/Q5_0/Q4_K/Q6_K groups use repack_avx512.c
- *     (vpdpbusd; bit-identical to the AVX2 kernels) and the quant_ext.h
- *     types repack_ext_avx512.c where it has a kernel.
+ *     call, repack_avx2.c; 8 for the VNNI kernels of repack_ext_avx512.c),
+ *     decode and prefill alike; a token's result does not depend on the
+ *     other tokens of the call. At core/cpu.h level avx512vnni the
+ *     Q8_0/Q4_0/Q5_0/Q4_K/Q6_K groups use repack_avx512.c (vpdpbusd;
+ *     bit-identical to the AVX2 kernels) and the quant_ext.h types
+ *     repack_ext_avx512.c where it has a kernel (also bit-identical).
  */
 #include "dtype.h"
 #include "ops.h"
@@ -180,16 +181,18 @@ static void matmul_x8_worker(const matmul_ctx *c, int64_t i0, int64_t i1) {
     ds_dtype dt = c->w->dtype;
     size_t gb = ds_dtype_row_bytes(dt, c->K) * DS_RP_ROWS;
     int64_t e0 = DS_MIN(i1, u.ng);
+    /* the VNNI kernels of repack_ext_avx512.c unpack a weight block once for up to DS_RP_EXT_T tokens */
+    const int step = g_vnni512 && !g_force_generic && ds_gemm_x8_ext_avx512_has(dt) ? DS_RP_EXT_T : DS_RP_MAX_T;
     for (int64_t t0 = 0; t0 < c->T; t0 += QTILE) {
         int64_t t1 = DS_MIN(c->T, t0 + QTILE);
         for (int64_t i = i0; i < e0; i++) {
             int64_t g = u.g0 + i, row0 = g * DS_RP_ROWS;
             int64_t ra = DS_MAX(row0, c->r0), rb = DS_MIN(row0 + DS_RP_ROWS, c->r0 + c->N);
             const uint8_t *wg = (const uint8_t *)c->w->rp + gb * (size_t)g;
-            for (int64_t t = t0; t < t1; t += DS_RP_MAX_T) {
-                int m = (int)DS_MIN(DS_RP_MAX_T, t1 - t);
-                const void *a[DS_RP_MAX_T];
-                float out[DS_RP_ROWS * DS_RP_MAX_T];
+            for (int64_t t = t0; t < t1; t += step) {
+                int m = (int)DS_MIN(step, t1 - t);
+                const void *a[DS_RP_EXT_T];
+                float out[DS_RP_ROWS * DS_RP_EXT_T];
                 for (int k = 0; k < m; k++) a[k] = c->qa + (size_t)(t + k) * c->ab;
                 if (!(g_vnni512 && !g_force_generic &&
                       (ds_gemm_x8_avx512(dt, wg, a, m, c->K, out) || ds_gemm_x8_ext_avx512(dt, wg, a, m, c->K, out))))

@@ -26,6 +26,9 @@ void ds_gemm_x8_avx2(ds_dtype t, const void *grp, const void *const *act, int T,
  * the quant_ext.h types). Called only when core/cpu.h's level >= avx512vnni. */
 bool ds_gemm_x8_avx512(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out);
 bool ds_gemm_x8_ext_avx512(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out);
+/* True for the types ds_gemm_x8_ext_avx512 has a kernel for (it takes any T;
+ * ops.c gives it DS_RP_EXT_T tokens per call: one weight unpack for 8) */
+bool ds_gemm_x8_ext_avx512_has(ds_dtype t);
 /* fp8 e4m3 row segment -> fp32, times scale[(c0 + i) / block] (scale may be NULL) */
 void ds_cvt_fp8_avx2(float *out, const uint8_t *w, int64_t n, const float *scale, int64_t c0, int block);
 

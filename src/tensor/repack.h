@@ -39,7 +39,8 @@
  *                  values and sums the 8 rows' products into row lanes once per block
  *
  * Kernels compute out[t][r] = row r · activation t for up to 4 tokens per
- * call, against the quantized activations of quant.h (A8 / K8). Every
+ * call (DS_RP_EXT_T = 8 for the AVX-512 VNNI ones of the quant_ext.h types,
+ * repack_ext_avx512.c), against the quantized activations of quant.h (A8 / K8). Every
  * token's result is computed by the same instructions in the same order
  * whatever the number of tokens in the call, so a token's result never
  * depends on the others (batch invariance; tests/test_repack.c checks it
@@ -52,6 +53,7 @@
 
 #define DS_RP_ROWS 8     /* rows per group */
 #define DS_RP_MAX_T 4    /* tokens per kernel call */
+#define DS_RP_EXT_T 8    /* tokens per call of the AVX-512 VNNI kernels of the quant_ext.h types */
 
 /* True if rows of K values of type t can be repacked. */
 bool ds_repack_supported(ds_dtype t, int64_t K);
