@@ -34,6 +34,9 @@ static void usage(FILE *f) {
         "    --bias-update-speed G --bias-freeze-step N (-1 never) --balance-alpha A --mtp-weight L\n"
         "    --eval-every N --eval-tokens N --ckpt-every N --keep-checkpoints N --log-every N\n"
         "    --seed S --threads N --time-limit-min M --max-nan-skips N --peak-gflops G\n"
+        "    --precision fp32|bf16  the GEMMs' inputs (default fp32); bf16: rounded to bf16, fp32 sums\n"
+        "                           (AVX512-BF16's vdpbf16ps; refused naming the flag on CPUs without it);\n"
+        "                           weights, gradients and AdamW state stay fp32 (mixed precision)\n"
         "    --init-from HF_DIR     start from an existing checkpoint instead of the config's model\n"
         "  --model KEY=VALUE       set a model config.json key (e.g. --model hidden_size=128)\n"
         "  --resume OUT|CKPT       continue exactly where a run stopped (its recipe; flags override)\n"
@@ -230,11 +233,12 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr,
             "deepseek train: %s model, %lld layers%s, %lld parameters (%lld active per token), vocab %lld\n"
             "  data %s: %lld train / %lld val tokens; batch %lld x %lld tokens x %lld accum; %lld steps\n"
-            "  %.3g GFLOP per step; measured fp32 peak %.1f GFLOP/s on %d ranks x %d threads; out %s\n",
+            "  %.3g GFLOP per step (%s GEMMs); measured fp32 peak %.1f GFLOP/s on %d ranks x %d threads; out %s\n",
             m->cfg.model_type, (long long)m->cfg.n_layer, m->n_mtp ? " + MTP" : "", (long long)total,
             (long long)ds_tmodel_active_params(m), (long long)m->cfg.vocab_size, R->data, (long long)t.data.train_tokens,
             (long long)t.data.val_tokens, (long long)R->batch_size, (long long)R->seq_len, (long long)R->grad_accum,
-            (long long)R->steps, t.step_flops / 1e9, t.peak_flops / 1e9, ds_dist_size(), ds_threads_get(), R->out);
+            (long long)R->steps, t.step_flops / 1e9, R->precision == DS_PREC_BF16 ? "bf16" : "fp32", t.peak_flops / 1e9,
+            ds_dist_size(), ds_threads_get(), R->out);
     if (resume) fprintf(stderr, "  resumed at step %lld (%lld tokens)\n", (long long)t.step, (long long)t.tokens);
     signal(SIGINT, on_sigint);
     bool tty = isatty(2);
