@@ -44,9 +44,31 @@ static inline void store_row(float *c, __m512 v0, __m512 v1, __m512 al, bool loa
 
 #define T_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0;
 #define T_STORE(r) store_row(c + (r) * ldc, c##r##0, c##r##1, al, load, m0, m1);
+/* 16-wide tiles (a panel's last nr <= 16 columns: half the work of a 32-wide one) */
+#define U_DECL(r) __m512 c##r##0 = _mm512_setzero_ps();
+#define U_STORE(r) { __m512 v = _mm512_mul_ps(c##r##0, al);                                         \
+                     if (load) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m0, c + (r) * ldc));      \
+                     _mm512_mask_storeu_ps(c + (r) * ldc, m0, v); }
 #define T_EPI                                                                                     \
     __m512 al = _mm512_set1_ps(alpha);                                                            \
     __mmask16 m0 = lanes16(nr), m1 = lanes16(nr - 16);
+
+/* Software prefetch of the next row tile's A rows (a_lines lines per row,
+ * from a_next, stride lda; 0 for tn) and C rows (c_lines lines per row),
+ * spread evenly over the n_pan panels of the current tile (as tgemm.c does:
+ * without it wide C rows miss). Call with p = 0..n_pan-1. */
+typedef struct { int64_t total, done, r, l, a_lines, c_lines; } prefetcher;
+static inline void pf_init(prefetcher *f, int64_t nx, int64_t a_lines, int64_t c_lines) {
+    f->total = nx * (a_lines + c_lines); f->done = f->r = f->l = 0; f->a_lines = a_lines; f->c_lines = c_lines;
+}
+static inline void pf_step(prefetcher *f, int64_t p, int64_t n_pan, const float *a_next, int64_t lda,
+                           const float *c_next, int64_t ldc) {
+    for (int64_t end = f->total * (p + 1) / n_pan; f->done < end; f->done++) {
+        if (f->l < f->a_lines) __builtin_prefetch(a_next + f->r * lda + f->l * 16, 0, 3);
+        else __builtin_prefetch(c_next + f->r * ldc + (f->l - f->a_lines) * 16, 1, 3);
+        if (++f->l == f->a_lines + f->c_lines) { f->l = 0; f->r++; }
+    }
+}
 
 /* ---------------------------------------------------------------- fp32 */
 
@@ -75,8 +97,41 @@ DEF_F32(3, T_DECL(0) T_DECL(1) T_DECL(2), F_FMA(0) F_FMA(1) F_FMA(2), T_STORE(0)
 DEF_F32(2, T_DECL(0) T_DECL(1), F_FMA(0) F_FMA(1), T_STORE(0) T_STORE(1))
 DEF_F32(1, T_DECL(0), F_FMA(0), T_STORE(0))
 
+#define G_FMA(r) { c##r##0 = _mm512_fmadd_ps(_mm512_set1_ps(a[(r) * ars]), b0, c##r##0); }
+#define DEF_F32H(R, DECL, FMA, STORE)                                                             \
+    static void f32_half##R(const float *a, int64_t ars, int64_t aks, const float *b, int64_t kc, float *c, \
+                            int64_t ldc, int nr, float alpha, bool load) {                        \
+        DECL                                                                                      \
+        for (int64_t k = 0; k < kc; k++, a += aks, b += NB) {                                     \
+            __m512 b0 = _mm512_loadu_ps(b);                                                       \
+            FMA                                                                                   \
+        }                                                                                         \
+        T_EPI (void)m1; STORE                                                                     \
+    }
+DEF_F32H(6, U_DECL(0) U_DECL(1) U_DECL(2) U_DECL(3) U_DECL(4) U_DECL(5),
+         G_FMA(0) G_FMA(1) G_FMA(2) G_FMA(3) G_FMA(4) G_FMA(5),
+         U_STORE(0) U_STORE(1) U_STORE(2) U_STORE(3) U_STORE(4) U_STORE(5))
+DEF_F32H(5, U_DECL(0) U_DECL(1) U_DECL(2) U_DECL(3) U_DECL(4), G_FMA(0) G_FMA(1) G_FMA(2) G_FMA(3) G_FMA(4),
+         U_STORE(0) U_STORE(1) U_STORE(2) U_STORE(3) U_STORE(4))
+DEF_F32H(4, U_DECL(0) U_DECL(1) U_DECL(2) U_DECL(3), G_FMA(0) G_FMA(1) G_FMA(2) G_FMA(3),
+         U_STORE(0) U_STORE(1) U_STORE(2) U_STORE(3))
+DEF_F32H(3, U_DECL(0) U_DECL(1) U_DECL(2), G_FMA(0) G_FMA(1) G_FMA(2), U_STORE(0) U_STORE(1) U_STORE(2))
+DEF_F32H(2, U_DECL(0) U_DECL(1), G_FMA(0) G_FMA(1), U_STORE(0) U_STORE(1))
+DEF_F32H(1, U_DECL(0), G_FMA(0), U_STORE(0))
+
 static void f32_kern(int mr, const float *a, int64_t ars, int64_t aks, const float *b, int64_t kc, float *c,
                      int64_t ldc, int nr, float alpha, bool load) {
+    if (nr <= 16) {
+        switch (mr) {
+        case 6: f32_half6(a, ars, aks, b, kc, c, ldc, nr, alpha, load); break;
+        case 5: f32_half5(a, ars, aks, b, kc, c, ldc, nr, alpha, load); break;
+        case 4: f32_half4(a, ars, aks, b, kc, c, ldc, nr, alpha, load); break;
+        case 3: f32_half3(a, ars, aks, b, kc, c, ldc, nr, alpha, load); break;
+        case 2: f32_half2(a, ars, aks, b, kc, c, ldc, nr, alpha, load); break;
+        default: f32_half1(a, ars, aks, b, kc, c, ldc, nr, alpha, load); break;
+        }
+        return;
+    }
     switch (mr) {
     case 6: f32_kern6(a, ars, aks, b, kc, c, ldc, nr, alpha, load); break;
     case 5: f32_kern5(a, ars, aks, b, kc, c, ldc, nr, alpha, load); break;
@@ -157,8 +212,12 @@ void tg_rows_f32_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid) {
             } else {
                 a = g->A + i0 * g->lda + kb; ars = g->lda; aks = 1;
             }
+            prefetcher f;
+            int64_t nx = i0 + MR < m1 ? DS_MIN(MR, m1 - i0 - MR) : 0;
+            pf_init(&f, nx, tn || n_pan < 2 ? 0 : (kc * 4 + 63) / 64, (g->N * 4 + 63) / 64);
             for (int64_t p = 0; p < n_pan; p++) {
                 int64_t j0 = p * NB;
+                pf_step(&f, p, n_pan, g->A + (i0 + MR) * g->lda + kb, g->lda, g->C + (i0 + MR) * g->ldc, g->ldc);
                 if (g->causal == CAUSAL_NT && j0 > i0 + mr - 1) break;   /* panels entirely above the diagonal */
                 int nr = (int)DS_MIN(NB, g->N - j0);
                 float *c = g->C + i0 * g->ldc + j0;
@@ -200,8 +259,41 @@ DEF_BF16(3, T_DECL(0) T_DECL(1) T_DECL(2), H_DP(0) H_DP(1) H_DP(2), T_STORE(0) T
 DEF_BF16(2, T_DECL(0) T_DECL(1), H_DP(0) H_DP(1), T_STORE(0) T_STORE(1))
 DEF_BF16(1, T_DECL(0), H_DP(0), T_STORE(0))
 
+#define H_DPH(r) { c##r##0 = _mm512_dpbf16_ps(c##r##0, (__m512bh)_mm512_set1_epi32((int)a[(r) * ars]), b0); }
+#define DEF_BF16H(R, DECL, DP, STORE)                                                             \
+    static void bf16_half##R(const uint32_t *a, int64_t ars, int64_t aks, const uint32_t *b, int64_t np, \
+                             float *c, int64_t ldc, int nr, float alpha, bool load) {             \
+        DECL                                                                                      \
+        for (int64_t p = 0; p < np; p++, a += aks, b += NB) {                                     \
+            __m512bh b0 = (__m512bh)_mm512_loadu_si512(b);                                        \
+            DP                                                                                    \
+        }                                                                                         \
+        T_EPI (void)m1; STORE                                                                     \
+    }
+DEF_BF16H(6, U_DECL(0) U_DECL(1) U_DECL(2) U_DECL(3) U_DECL(4) U_DECL(5),
+          H_DPH(0) H_DPH(1) H_DPH(2) H_DPH(3) H_DPH(4) H_DPH(5),
+          U_STORE(0) U_STORE(1) U_STORE(2) U_STORE(3) U_STORE(4) U_STORE(5))
+DEF_BF16H(5, U_DECL(0) U_DECL(1) U_DECL(2) U_DECL(3) U_DECL(4), H_DPH(0) H_DPH(1) H_DPH(2) H_DPH(3) H_DPH(4),
+          U_STORE(0) U_STORE(1) U_STORE(2) U_STORE(3) U_STORE(4))
+DEF_BF16H(4, U_DECL(0) U_DECL(1) U_DECL(2) U_DECL(3), H_DPH(0) H_DPH(1) H_DPH(2) H_DPH(3),
+          U_STORE(0) U_STORE(1) U_STORE(2) U_STORE(3))
+DEF_BF16H(3, U_DECL(0) U_DECL(1) U_DECL(2), H_DPH(0) H_DPH(1) H_DPH(2), U_STORE(0) U_STORE(1) U_STORE(2))
+DEF_BF16H(2, U_DECL(0) U_DECL(1), H_DPH(0) H_DPH(1), U_STORE(0) U_STORE(1))
+DEF_BF16H(1, U_DECL(0), H_DPH(0), U_STORE(0))
+
 static void bf16_kern(int mr, const uint32_t *a, int64_t ars, int64_t aks, const uint32_t *b, int64_t np, float *c,
                       int64_t ldc, int nr, float alpha, bool load) {
+    if (nr <= 16) {
+        switch (mr) {
+        case 6: bf16_half6(a, ars, aks, b, np, c, ldc, nr, alpha, load); break;
+        case 5: bf16_half5(a, ars, aks, b, np, c, ldc, nr, alpha, load); break;
+        case 4: bf16_half4(a, ars, aks, b, np, c, ldc, nr, alpha, load); break;
+        case 3: bf16_half3(a, ars, aks, b, np, c, ldc, nr, alpha, load); break;
+        case 2: bf16_half2(a, ars, aks, b, np, c, ldc, nr, alpha, load); break;
+        default: bf16_half1(a, ars, aks, b, np, c, ldc, nr, alpha, load); break;
+        }
+        return;
+    }
     switch (mr) {
     case 6: bf16_kern6(a, ars, aks, b, np, c, ldc, nr, alpha, load); break;
     case 5: bf16_kern5(a, ars, aks, b, np, c, ldc, nr, alpha, load); break;
@@ -309,8 +401,12 @@ void tg_rows_bf16_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid) {
                 ars = aks = 0;
             }
             int64_t p0 = k0 / 2, np = (k1 + 1) / 2 - p0;
+            prefetcher f;
+            int64_t nx = i0 + MR < m1 ? DS_MIN(MR, m1 - i0 - MR) : 0;
+            pf_init(&f, nx, tn ? 0 : (kc * 4 + 63) / 64, (g->N * 4 + 63) / 64);
             for (int64_t q = 0; q < n_pan; q++) {
                 int64_t j0 = q * NB;
+                pf_step(&f, q, n_pan, g->A + (i0 + MR) * g->lda + kb, g->lda, g->C + (i0 + MR) * g->ldc, g->ldc);
                 if (g->causal == CAUSAL_NT && j0 > i0 + mr - 1) break;
                 int nr = (int)DS_MIN(NB, g->N - j0);
                 float *c = g->C + i0 * g->ldc + j0;
