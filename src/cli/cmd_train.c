@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -54,6 +55,14 @@ static void usage(FILE *f) {
 }
 
 static volatile sig_atomic_t g_stop;
+/* user + system CPU seconds of this process, all threads (a shared machine's
+ * load stretches wall time, much less this) */
+static double cpu_seconds(void) {
+    struct rusage u;
+    if (getrusage(RUSAGE_SELF, &u)) return 0;
+    return (double)u.ru_utime.tv_sec + u.ru_utime.tv_usec * 1e-6 + (double)u.ru_stime.tv_sec + u.ru_stime.tv_usec * 1e-6;
+}
+
 static void on_sigint(int sig) { (void)sig; g_stop = 1; }
 
 static void fmt_eta(char *buf, size_t n, double s) {
@@ -242,7 +251,7 @@ int cmd_train(int argc, char **argv) {
     if (resume) fprintf(stderr, "  resumed at step %lld (%lld tokens)\n", (long long)t.step, (long long)t.tokens);
     signal(SIGINT, on_sigint);
     bool tty = isatty(2);
-    double ema = 0, win_t = 0;
+    double ema = 0, win_t = 0, win_cpu = 0;   /* win_cpu: process CPU seconds in the window's steps */
     int64_t win_tok = 0, last_eval = -1, last_ckpt = resume ? t.step : -1;
     double win_flops = 0, win_mm = 0, win_mmf = 0;
     int64_t win_n = 0;
@@ -257,12 +266,14 @@ int cmd_train(int argc, char **argv) {
     bool stopped = false;
     while (t.step < R->steps && !g_stop) {
         ds_step_info s;
+        double cpu0 = cpu_seconds();
         if (ds_trainer_step(&t, &s, &e)) {
             if (tty) fputc('\n', stderr);
             cli_die_err(C, &e);
         }
         ema = ema ? 0.9 * ema + 0.1 * s.seconds : s.seconds;
         win_t += s.seconds;
+        win_cpu += cpu_seconds() - cpu0;
         win_tok += s.tokens;
         win_flops += s.flops;
         win_mm += s.mm_rate;
@@ -284,6 +295,7 @@ int cmd_train(int argc, char **argv) {
                                      s.balance, "lr", s.lr, "grad_norm", s.grad_norm, "tok_s", tok_s, "mfu", mfu,
                                      "matmul_gflops", mm_gflops, "matmul_frac", mm_frac, "maxvio", s.maxvio, "tokens",
                                      (json_int_t)t.tokens, "time_s", t.elapsed, "skipped", s.skipped);
+            json_object_set_new(line, "cpu_s", json_real(win_n ? win_cpu / (double)win_n : 0));   /* per step */
             if (do_eval) json_object_set_new(line, "val_loss", json_real(vl));
             if (n_moe) {
                 json_t *ld = json_array();
@@ -301,7 +313,7 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "%sstep %lld/%lld | loss %.4f | val %s | %.0f tok/s | MFU %.1f%% | lr %.2e | maxvio %.2f | ETA %s%s%s",
                     tty ? "\r\033[K" : "", (long long)t.step, (long long)R->steps, s.loss, val, tok_s, 100 * mfu, s.lr,
                     s.maxvio, eta, s.skipped ? " | SKIPPED (non-finite)" : "", tty && !do_eval ? "" : "\n");
-            win_t = 0; win_tok = 0; win_flops = 0; win_mm = 0; win_mmf = 0; win_n = 0;
+            win_t = 0; win_cpu = 0; win_tok = 0; win_flops = 0; win_mm = 0; win_mmf = 0; win_n = 0;
         }
         if (R->ckpt_every > 0 && t.step % R->ckpt_every == 0) {
             const char *p;
