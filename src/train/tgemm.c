@@ -57,6 +57,9 @@ int tr_gemm_set_bf16(bool on, ds_err *e) {
 
 bool tr_gemm_bf16(void) { return g_bf16; }
 
+static _Thread_local int t_keep_fp32;
+void tr_gemm_keep_fp32(bool on) { t_keep_fp32 += on ? 1 : -1; }
+
 #if defined(__x86_64__)
 
 /* Masks for the first nr lanes of the two 8-float halves of a 16-column panel. */
@@ -402,7 +405,7 @@ __attribute__((target("avx2,fma"))) static void dense_rows(const gemm_job *g, in
 static void dense_worker(void *vc, int64_t t0, int64_t t1, int tid) {
     const gemm_job *g = vc;
     int64_t m0 = t0 * MR, m1 = DS_MIN(g->M, t1 * MR);
-    if (g_bf16) tg_rows_bf16_avx512(g, m0, m1, tid);
+    if (g->bf16) tg_rows_bf16_avx512(g, m0, m1, tid);
     else if (!g_force_avx2 && ds_isa_level() >= DS_ISA_AVX512) tg_rows_f32_avx512(g, m0, m1, tid);
     else dense_rows(g, m0, m1, tid);
 }
@@ -418,7 +421,8 @@ int tr_gemm_causal_band(void) {
 
 static void run(gemm_job *g) {
     if (g->M <= 0 || g->N <= 0) return;
-    if (g_bf16 && !g_force_blas && (!bf16_usable() || g->K <= 0)) {   /* DS_ISA lowered since: the twin */
+    g->bf16 = g_bf16 && t_keep_fp32 == 0 && !g_force_blas;
+    if (g->bf16 && (!bf16_usable() || g->K <= 0)) {   /* DS_ISA lowered since: the twin */
         tg_bf16_ref(g);
         return;
     }
@@ -437,37 +441,37 @@ static void run(gemm_job *g) {
 
 void tr_gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
                 int64_t K, float alpha, bool acc) {
-    gemm_job g = { MODE_NT, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc };
+    gemm_job g = { MODE_NT, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, false };
     run(&g);
 }
 
 void tr_gemm_nn(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
                 int64_t K, float alpha, bool acc) {
-    gemm_job g = { MODE_NN, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc };
+    gemm_job g = { MODE_NN, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, false };
     run(&g);
 }
 
 void tr_gemm_tn(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
                 int64_t K, float alpha, bool acc) {
-    gemm_job g = { MODE_TN, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc };
+    gemm_job g = { MODE_TN, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, false };
     run(&g);
 }
 
 void tr_gemm_nt_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
                        int64_t K, float alpha) {
-    gemm_job g = { MODE_NT, CAUSAL_NT, C, ldc, A, lda, B, ldb, T, T, K, alpha, false };
+    gemm_job g = { MODE_NT, CAUSAL_NT, C, ldc, A, lda, B, ldb, T, T, K, alpha, false, false };
     run(&g);
 }
 
 void tr_gemm_nn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
                        int64_t N, float alpha, bool acc) {
-    gemm_job g = { MODE_NN, CAUSAL_NN, C, ldc, A, lda, B, ldb, T, N, T, alpha, acc };
+    gemm_job g = { MODE_NN, CAUSAL_NN, C, ldc, A, lda, B, ldb, T, N, T, alpha, acc, false };
     run(&g);
 }
 
 void tr_gemm_tn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
                        int64_t N, float alpha, bool acc) {
-    gemm_job g = { MODE_TN, CAUSAL_TN, C, ldc, A, lda, B, ldb, T, N, T, alpha, acc };
+    gemm_job g = { MODE_TN, CAUSAL_TN, C, ldc, A, lda, B, ldb, T, N, T, alpha, acc, false };
     run(&g);
 }
 
@@ -475,6 +479,6 @@ void tr_gemm_bf16_ref(char op, bool causal, float *C, int64_t ldc, const float *
                       int64_t ldb, int64_t M, int64_t N, int64_t K, float alpha, bool acc) {
     int mode = op == 't' ? MODE_NT : op == 'T' ? MODE_TN : MODE_NN;
     int cz = !causal ? CAUSAL_NONE : mode == MODE_NT ? CAUSAL_NT : mode == MODE_NN ? CAUSAL_NN : CAUSAL_TN;
-    gemm_job g = { mode, cz, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc };
+    gemm_job g = { mode, cz, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, true };
     if (M > 0 && N > 0) tg_bf16_ref(&g);
 }

@@ -20,7 +20,7 @@
  * is the reference twin in tests.
  *
  * bf16 mode (tr_gemm_set_bf16, process-wide: train --precision bf16):
- * every call rounds A and B to bf16 (nearest even) as it packs them and
+ * every call (outside TR_FP32 brackets) rounds A and B to bf16 (nearest even) as it packs them and
  * sums the products in fp32 with AVX512-BF16's vdpbf16ps (a k pair per
  * step) - the CPU analogue of mixed-precision training; callers keep fp32
  * everywhere else. Results are deterministic and independent of threads
@@ -71,6 +71,13 @@ void tr_gemm_force_avx2(bool on);
  * DS_EUNSUPPORTED naming the missing flag and nothing changes. */
 int tr_gemm_set_bf16(bool on, ds_err *e);
 bool tr_gemm_bf16(void);
+
+/* Per thread, nestable: between tr_gemm_keep_fp32(true) and (false) this
+ * thread's GEMMs stay fp32 in bf16 mode. The trainer brackets what
+ * DeepSeek-V3 keeps at its higher precision: the output heads, the MoE
+ * router and the attention core (TR_FP32 wraps one statement). */
+void tr_gemm_keep_fp32(bool on);
+#define TR_FP32(stmt) do { tr_gemm_keep_fp32(true); stmt; tr_gemm_keep_fp32(false); } while (0)
 
 /* The bf16 mode's reference twin, plain C (tgemm_ref.c): the same product
  * as the tr_gemm_* call named by op ('t': nt, 'n': nn, 'T': tn) and causal

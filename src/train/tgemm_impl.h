@@ -29,6 +29,7 @@ typedef struct {
     int64_t M, N, K;
     float alpha;
     bool acc;
+    bool bf16;   /* set by run(): bf16 mode and not inside TR_FP32 */
 } gemm_job;
 
 /* tgemm_avx512.c: rows [m0, m1) of C (m0 a multiple of TG_MR) with 6x32
