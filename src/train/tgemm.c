@@ -12,6 +12,9 @@
  * the intrinsic kernels kern1..kern6.
  * Causal variants restrict k (or skip tiles) to the lower triangle of an
  * attention matrix: nn: k <= row; tn: k >= row; nt: column <= row.
+ * dense_worker hands the rows to tgemm_avx512.c instead at ISA level avx512+
+ * (6x32 fp32 tiles, the same bits) and in bf16 mode (tr_gemm_set_bf16);
+ * this file owns the dispatch, the bf16 mode switch and its fp32 brackets.
  */
 #include "tgemm.h"
 #include "tgemm_impl.h"
