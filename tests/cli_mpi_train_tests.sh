@@ -41,9 +41,9 @@ checks=0
 fails=0
 fail() { echo "FAIL $*"; fails=$((fails + 1)); }
 
-# metrics.jsonl without the timing fields (time_s, tok_s, mfu, matmul_*)
+# metrics.jsonl without the timing fields (time_s, tok_s, mfu, matmul_*, cpu_s)
 strip_metrics() {
-    sed -e 's/"tok_s":[^,]*,//; s/"mfu":[^,]*,//; s/"matmul_gflops":[^,]*,//; s/"matmul_frac":[^,]*,//; s/"time_s":[^,]*,//' "$1"
+    sed -e 's/"tok_s":[^,]*,//; s/"mfu":[^,]*,//; s/"matmul_gflops":[^,]*,//; s/"matmul_frac":[^,]*,//; s/"time_s":[^,]*,//; s/"cpu_s":[0-9.e+-]*,\{0,1\}//' "$1"
 }
 
 # same_run NAME REF_DIR DIR: final checkpoint files and metrics identical

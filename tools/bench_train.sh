@@ -23,6 +23,12 @@
 # run. PyTorch's side: EXPERTS (default grouped_mm), ATTN (default
 # sdpa_padv) and ADAM (default fused) pick its kernels; see
 # bench_train_torch.py --help (its fastest ones on this machine).
+# "speedup_cpu_time_median_of_rounds" compares process CPU seconds per step
+# (ours: "cpu_s" of metrics.jsonl; PyTorch: time.process_time()): at 1
+# thread the fairer measure when the machine is loaded (wall time then
+# mostly measures the other jobs); with more threads it also counts spinning.
+# PRECISION=bf16 runs both in mixed precision: `deepseek train --precision
+# bf16` (needs AVX512-BF16) vs PyTorch under bf16 autocast; default fp32.
 set -eu
 TH=${1:-2}
 REP=${2:-3}
@@ -57,15 +63,15 @@ i=0
 while [ $i -lt "$REP" ]; do
     wait_idle
     "$BIN" train --config "$RECIPE" --data "$DATA" --out "$T/run$i" --steps 12 --warmup-steps 2 --eval-every 0 \
-        --ckpt-every 0 --log-every 1 --threads "$TH" >"$T/ours$i.json" 2>"$T/ours$i.err"
+        --ckpt-every 0 --log-every 1 --threads "$TH" --precision "${PRECISION:-fp32}" >"$T/ours$i.json" 2>"$T/ours$i.err"
     # tokens/s per step after the first (which includes the first step's allocations): the
     # median, as the PyTorch side reports the median step after its warmup step
-    o=$(python3 -c "import json,statistics as st;l=[json.loads(x) for x in open('$T/run$i/metrics.jsonl') if '\"loss\"' in x];w=l[1:];m=lambda k:st.median(x[k] for x in w);print(m('tok_s'), m('mfu'), m('matmul_gflops'), json.load(open('$T/ours$i.json'))['peak_gflops'], max(x['tok_s'] for x in w))")
+    o=$(python3 -c "import json,statistics as st;l=[json.loads(x) for x in open('$T/run$i/metrics.jsonl') if '\"loss\"' in x];w=l[1:];m=lambda k:st.median(x[k] for x in w);print(m('tok_s'), m('mfu'), m('matmul_gflops'), json.load(open('$T/ours$i.json'))['peak_gflops'], max(x['tok_s'] for x in w), m('cpu_s'))")
     ours="$ours$o;"
     wait_idle
     t=$(python3 tools/bench_train_torch.py --recipe "$RECIPE" --data "$DATA" --threads "$TH" --steps 8 --warmup 1 \
-        --experts "${EXPERTS:-grouped_mm}" --attn "${ATTN:-sdpa_padv}" --adam "${ADAM:-fused}" 2>>"$T/torch.err")
-    torch="$torch$(echo "$t" | python3 -c 'import json,sys;d=json.load(sys.stdin);print(d["tok_s"], d["tok_s_best"])');"
+        --experts "${EXPERTS:-grouped_mm}" --attn "${ATTN:-sdpa_padv}" --adam "${ADAM:-fused}" --precision "${PRECISION:-fp32}" 2>>"$T/torch.err")
+    torch="$torch$(echo "$t" | python3 -c 'import json,sys;d=json.load(sys.stdin);print(d["tok_s"], d["tok_s_best"], d["cpu_s_median"])');"
     echo "rep $i: ours $o | torch $(echo "$t" | tail -c 200)" >&2
     i=$((i + 1))
 done
@@ -82,6 +88,8 @@ print(json.dumps({"threads": int(sys.argv[3]), "ours_tok_s": round(o), "pytorch_
                   "best": {"ours_tok_s": round(ob), "pytorch_tok_s": round(tb), "speedup": round(ob / tb, 2)},
                   "speedup_per_round": [round(a[0] / b[0], 2) for a, b in zip(ours, torch)],
                   "speedup_median_of_rounds": round(statistics.median(a[0] / b[0] for a, b in zip(ours, torch)), 2),
+                  "cpu_s_per_step": {"ours": [round(x[5], 3) for x in ours], "pytorch": [round(x[2], 3) for x in torch]},
+                  "speedup_cpu_time_median_of_rounds": round(statistics.median(b[2] / a[5] for a, b in zip(ours, torch)), 2),
                   "ours_mfu": round(statistics.median(x[1] for x in ours), 3),
                   "ours_matmul_gflops": round(statistics.median(x[2] for x in ours), 1),
                   "peak_gflops": round(statistics.median(x[3] for x in ours), 1),
@@ -89,6 +97,6 @@ print(json.dumps({"threads": int(sys.argv[3]), "ours_tok_s": round(o), "pytorch_
                   "runs": {"ours_tok_s": [round(x[0]) for x in ours], "pytorch_tok_s": [round(x[0]) for x in torch]},
                   "range": {"ours_tok_s": [round(min(x[0] for x in ours)), round(max(x[0] for x in ours))],
                             "pytorch_tok_s": [round(min(x[0] for x in torch)), round(max(x[0] for x in torch))]},
-                  "pytorch": {k: cfg[k] for k in ("torch", "experts", "attn", "adam")},
+                  "pytorch": {k: cfg.get(k) for k in ("torch", "experts", "attn", "adam", "precision")},
                   "load_avg_before_runs": loads}))
 EOF

@@ -21,6 +21,11 @@ transformers does for flash_attention_2) so SDPA can use its fused CPU
 flash kernel, and drops the padding from the output (same result);
 --adam fused|foreach|loop picks torch.optim.AdamW's implementation
 (default fused, its fastest on CPU).
+--precision bf16 runs the forward and the losses under
+torch.autocast("cpu", dtype=torch.bfloat16) (PyTorch's mixed precision:
+matmuls in bf16 through oneDNN, with AMX or AVX512-BF16 kernels where the
+CPU has them; fp32 weights, gradients and AdamW state), the counterpart of
+`deepseek train --precision bf16`; default fp32.
 The timed loop is what a user would write: no profiler, no anomaly
 detection, gradients set to None, the bias update under no_grad.
 """
@@ -92,6 +97,7 @@ def main():
     ap.add_argument("--experts", default="auto")
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "sdpa_padv", "eager"])
     ap.add_argument("--adam", default="fused", choices=["fused", "foreach", "loop"])
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     r = json.load(open(a.recipe))
@@ -134,16 +140,18 @@ def main():
         loads = {}
         for g in all_gates:
             g.register_forward_hook(lambda mod, i, o, g=g: loads.__setitem__(g, torch.bincount(o[2].reshape(-1), minlength=E)))
-        times = []
+        times, cpus = [], []
         n = T - 2
         pos = torch.arange(n)[None].expand(B, n)
         # the MTP block's causal mask: SDPA kernels get none (is_causal, as in the main layers), eager an explicit one
         mask = None if a.attn.startswith("sdpa") else torch.full((n, n), float("-inf")).triu(1)[None, None]
         for step in range(warmup + steps):
             ids = batch()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             store.clear()
             opt.zero_grad(set_to_none=True)
+            ac = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16")
+            ac.__enter__()
             h = model.model(ids).last_hidden_state
             logits = model.lm_head(h)
             ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
@@ -163,6 +171,7 @@ def main():
                     y = y[0]
                 ml = model.lm_head(mtp["head_norm"](y))
                 loss = loss + lam * F.cross_entropy(ml.reshape(-1, ml.shape[-1]), ids[:, 2:].reshape(-1))
+            ac.__exit__(None, None, None)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, r.get("grad_clip", 1.0))
             opt.step()
@@ -170,10 +179,11 @@ def main():
                 for g in all_gates:
                     ld = loads[g].float()
                     g.e_score_correction_bias += gamma * torch.sign(ld.mean() - ld)
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if step >= warmup:
                 times.append(dt)
-        return statistics.median(times), float(loss.detach()), min(times)
+                cpus.append(dc)
+        return statistics.median(times), float(loss.detach()), min(times), statistics.median(cpus)
 
     impls = [a.experts] if a.experts != "auto" else ["eager", "grouped_mm", "batched_mm"]
     best = None
@@ -188,10 +198,10 @@ def main():
         print(f"experts implementations (s/step, 2 steps): {json.dumps(trial)}; using {best}", file=sys.stderr)
     else:
         best = impls[0]
-    med, loss, best_step = run(best, a.steps, a.warmup)
+    med, loss, best_step, cpu = run(best, a.steps, a.warmup)
     print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "threads": a.threads, "experts": best,
-                      "attn": a.attn, "adam": a.adam, "batch": B, "seq_len": T, "step_s_median": med, "tok_s": B * T / med,
-                      "tok_s_best": B * T / best_step,
+                      "attn": a.attn, "adam": a.adam, "precision": a.precision, "batch": B, "seq_len": T, "step_s_median": med, "tok_s": B * T / med,
+                      "tok_s_best": B * T / best_step, "cpu_s_median": cpu,
                       "last_loss": loss}))
 
 

@@ -83,7 +83,7 @@ python3 - "$work/run/metrics.jsonl" >"$dir/train.losses" <<'EOF'
 import json, sys
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    print({k: v for k, v in sorted(r.items()) if k not in ("tok_s", "time_s", "matmul_gflops", "matmul_frac", "mfu", "eta_s")})
+    print({k: v for k, v in sorted(r.items()) if k not in ("tok_s", "time_s", "cpu_s", "matmul_gflops", "matmul_frac", "mfu", "eta_s")})
 EOF
 
     sha256sum <"$work/run/latest/model.safetensors" >"$dir/train.final_weights.sha256"

@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,6 +35,9 @@ static void usage(FILE *f) {
         "    --bias-update-speed G --bias-freeze-step N (-1 never) --balance-alpha A --mtp-weight L\n"
         "    --eval-every N --eval-tokens N --ckpt-every N --keep-checkpoints N --log-every N\n"
         "    --seed S --threads N --time-limit-min M --max-nan-skips N --peak-gflops G\n"
+        "    --precision fp32|bf16  linear layers' GEMM inputs (default fp32); bf16: rounded to bf16, fp32\n"
+        "                           sums (AVX512-BF16's vdpbf16ps; refused naming the flag on CPUs without\n"
+        "                           it); heads, router, attention core, weights, gradients, AdamW stay fp32\n"
         "    --init-from HF_DIR     start from an existing checkpoint instead of the config's model\n"
         "  --model KEY=VALUE       set a model config.json key (e.g. --model hidden_size=128)\n"
         "  --resume OUT|CKPT       continue exactly where a run stopped (its recipe; flags override)\n"
@@ -88,6 +92,14 @@ static void print_held(const char *C, const ds_trainer *t) {
 }
 
 static volatile sig_atomic_t g_stop;
+/* user + system CPU seconds of this process, all threads (a shared machine's
+ * load stretches wall time, much less this) */
+static double cpu_seconds(void) {
+    struct rusage u;
+    if (getrusage(RUSAGE_SELF, &u)) return 0;
+    return (double)u.ru_utime.tv_sec + u.ru_utime.tv_usec * 1e-6 + (double)u.ru_stime.tv_sec + u.ru_stime.tv_usec * 1e-6;
+}
+
 static void on_sigint(int sig) { (void)sig; g_stop = 1; }
 
 static void fmt_eta(char *buf, size_t n, double s) {
@@ -269,16 +281,17 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr,
             "deepseek train: %s model, %lld layers%s, %lld parameters (%lld active per token), vocab %lld\n"
             "  data %s: %lld train / %lld val tokens; batch %lld x %lld tokens x %lld accum; %lld steps\n"
-            "  %.3g GFLOP per step; measured fp32 peak %.1f GFLOP/s on %d ranks x %d threads; out %s\n",
+            "  %.3g GFLOP per step (%s GEMMs); measured fp32 peak %.1f GFLOP/s on %d ranks x %d threads; out %s\n",
             m->cfg.model_type, (long long)m->cfg.n_layer, m->n_mtp ? " + MTP" : "", (long long)total,
             (long long)ds_tmodel_active_params(m), (long long)m->cfg.vocab_size, R->data, (long long)t.data.train_tokens,
             (long long)t.data.val_tokens, (long long)R->batch_size, (long long)R->seq_len, (long long)R->grad_accum,
-            (long long)R->steps, t.step_flops / 1e9, t.peak_flops / 1e9, ds_dist_size(), ds_threads_get(), R->out);
+            (long long)R->steps, t.step_flops / 1e9, R->precision == DS_PREC_BF16 ? "bf16" : "fp32", t.peak_flops / 1e9,
+            ds_dist_size(), ds_threads_get(), R->out);
     if (resume) fprintf(stderr, "  resumed at step %lld (%lld tokens)\n", (long long)t.step, (long long)t.tokens);
     print_held(C, &t);
     signal(SIGINT, on_sigint);
     bool tty = isatty(2);
-    double ema = 0, win_t = 0;
+    double ema = 0, win_t = 0, win_cpu = 0;   /* win_cpu: process CPU seconds in the window's steps */
     int64_t win_tok = 0, last_eval = -1, last_ckpt = resume ? t.step : -1;
     double win_flops = 0, win_mm = 0, win_mmf = 0;
     int64_t win_n = 0;
@@ -293,12 +306,14 @@ int cmd_train(int argc, char **argv) {
     bool stopped = false;
     while (t.step < R->steps && !g_stop) {
         ds_step_info s;
+        double cpu0 = cpu_seconds();
         if (ds_trainer_step(&t, &s, &e)) {
             if (tty) fputc('\n', stderr);
             cli_die_err(C, &e);
         }
         ema = ema ? 0.9 * ema + 0.1 * s.seconds : s.seconds;
         win_t += s.seconds;
+        win_cpu += cpu_seconds() - cpu0;
         win_tok += s.tokens;
         win_flops += s.flops;
         win_mm += s.mm_rate;
@@ -320,6 +335,7 @@ int cmd_train(int argc, char **argv) {
                                      s.balance, "lr", s.lr, "grad_norm", s.grad_norm, "tok_s", tok_s, "mfu", mfu,
                                      "matmul_gflops", mm_gflops, "matmul_frac", mm_frac, "maxvio", s.maxvio, "tokens",
                                      (json_int_t)t.tokens, "time_s", t.elapsed, "skipped", s.skipped);
+            json_object_set_new(line, "cpu_s", json_real(win_n ? win_cpu / (double)win_n : 0));   /* per step */
             if (do_eval) json_object_set_new(line, "val_loss", json_real(vl));
             if (n_moe) {
                 json_t *ld = json_array();
@@ -337,7 +353,7 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "%sstep %lld/%lld | loss %.4f | val %s | %.0f tok/s | MFU %.1f%% | lr %.2e | maxvio %.2f | ETA %s%s%s",
                     tty ? "\r\033[K" : "", (long long)t.step, (long long)R->steps, s.loss, val, tok_s, 100 * mfu, s.lr,
                     s.maxvio, eta, s.skipped ? " | SKIPPED (non-finite)" : "", tty && !do_eval ? "" : "\n");
-            win_t = 0; win_tok = 0; win_flops = 0; win_mm = 0; win_mmf = 0; win_n = 0;
+            win_t = 0; win_cpu = 0; win_tok = 0; win_flops = 0; win_mm = 0; win_mmf = 0; win_n = 0;
         }
         if (R->ckpt_every > 0 && t.step % R->ckpt_every == 0) {
             const char *p;

@@ -16,6 +16,7 @@
  * loss definitions.
  */
 #include "tinternal.h"
+#include "tgemm.h"
 #include "tops.h"
 #include "../core/thread.h"
 
@@ -173,7 +174,7 @@ static int step_one(ds_tmodel *m, const int32_t *tokens, int64_t seq0, int64_t B
     for (int64_t l = 0; l < L; l++)
         if ((rc = tr_block_forward(s, l, &m->acts->blk[l], x, tokens, e))) return rc;
     tr_rmsnorm_forward(hf, D, rstd_f, x, D, m->W.final_norm, N, D, eps);
-    tr_linear_forward(logits, hf, m->W.lm_head, N, D, V);
+    TR_FP32(tr_linear_forward(logits, hf, m->W.lm_head, N, D, V));   /* bf16 mode: heads stay fp32 */
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++) tgt[b * T + t] = t + 1 < T ? tokens[b * T + t + 1] : -1;
     if (tl) {   /* the per-token hook (GRPO): logits -> softmax, lp -> weights -> dlogits */
@@ -216,7 +217,7 @@ static int step_one(ds_tmodel *m, const int32_t *tokens, int64_t seq0, int64_t B
         memcpy(m_xout, m_x, (size_t)(Nm * D) * sizeof(float));
         if ((rc = tr_block_forward(s, L, ma, m_xout, m_tok, e))) return rc;
         tr_rmsnorm_forward(m_hn, D, m_rstd_o, m_xout, D, mw->head_norm, Nm, D, eps);
-        tr_linear_forward(m_logits, m_hn, mw->head, Nm, D, V);
+        TR_FP32(tr_linear_forward(m_logits, m_hn, mw->head, Nm, D, V));
         float ds = o->no_grad ? 0.0f : (float)(o->grad_scale * o->mtp_weight / (double)Nm);
         out->mtp = tr_crossentropy_forward_backward(m_logits, m_tgt, Nm, V, ds) / (double)Nm;
     }
@@ -232,7 +233,7 @@ static int step_one(ds_tmodel *m, const int32_t *tokens, int64_t seq0, int64_t B
         ds_tlayer *mg = &m->G.layers[L];
         float *dhn, *dxm, *dcat, *demb, *dhin;
         ZALLOC(dhn, Nm * D); ZALLOC(dxm, Nm * D); ZALLOC(dcat, Nm * 2 * D); ZALLOC(demb, Nm * D); ZALLOC(dhin, Nm * D);
-        tr_linear_backward(dhn, mg->head, m_logits, m_hn, mw->head, Nm, D, V);
+        TR_FP32(tr_linear_backward(dhn, mg->head, m_logits, m_hn, mw->head, Nm, D, V));
         tr_rmsnorm_backward(dxm, D, mg->head_norm, dhn, D, m_xout, D, mw->head_norm, m_rstd_o, Nm, D);
         tr_block_backward(s, L, ma, dxm, &gs);
         tr_linear_backward(dcat, mg->eh_proj, dxm, m_cat, mw->eh_proj, Nm, 2 * D, D);
@@ -244,7 +245,7 @@ static int step_one(ds_tmodel *m, const int32_t *tokens, int64_t seq0, int64_t B
         embed_backward(mg->embed, demb, m_tok, Nm, D);
         for (int64_t b = 0; b < B; b++) tr_vec_add(dhf + b * T * D, dhin + b * Tm * D, Tm * D);
     }
-    tr_linear_backward(dhf, m->G.lm_head, logits, hf, m->W.lm_head, N, D, V);
+    TR_FP32(tr_linear_backward(dhf, m->G.lm_head, logits, hf, m->W.lm_head, N, D, V));
     tr_rmsnorm_backward(dx, D, m->G.final_norm, dhf, D, x, D, m->W.final_norm, rstd_f, N, D);
     for (int64_t l = L - 1; l >= 0; l--) tr_block_backward(s, l, &m->acts->blk[l], dx, &gs);
     embed_backward(m->G.embed, dx, tokens, N, D);

@@ -24,6 +24,7 @@
  * sums are deterministic; each matmul uses both cores.
  */
 #include "tinternal.h"
+#include "tgemm.h"
 #include "tops.h"
 #include "../core/thread.h"
 #include "../model/model_internal.h"
@@ -395,7 +396,7 @@ int tr_ffn_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out, const in
     int64_t FS = c->n_shared_experts * F;
     ds_arena_mark mk = ds_arena_get_mark(s->a);
     /* route */
-    tr_linear_forward(a->rlog, a->xn2, w->router, N, D, E);
+    TR_FP32(tr_linear_forward(a->rlog, a->xn2, w->router, N, D, E));   /* bf16 mode: the router stays fp32 */
     route_ctx rt = { c, a, w->router_bias };
     ds_par_for(N, 16, route_worker, &rt);
     /* pack */
@@ -462,5 +463,5 @@ void tr_ffn_backward(tr_step *s, int64_t l, tr_block_acts *a, const float *dout,
     float *dlog = gs->dscores;  /* reuse: (N, E) router-logit gradients */
     router_ctx rc = { c, a, gs, s->balance_scale };
     ds_par_for(N, 64, router_grad_worker, &rc);
-    tr_linear_backward(dxn2, gw->router, dlog, a->xn2, w->router, N, D, E);
+    TR_FP32(tr_linear_backward(dxn2, gw->router, dlog, a->xn2, w->router, N, D, E));
 }

@@ -12,9 +12,14 @@
  * the intrinsic kernels kern1..kern6.
  * Causal variants restrict k (or skip tiles) to the lower triangle of an
  * attention matrix: nn: k <= row; tn: k >= row; nt: column <= row.
+ * dense_worker hands the rows to tgemm_avx512.c instead at ISA level avx512+
+ * (6x32 fp32 tiles, the same bits) and in bf16 mode (tr_gemm_set_bf16);
+ * this file owns the dispatch, the bf16 mode switch and its fp32 brackets.
  */
 #include "tgemm.h"
+#include "tgemm_impl.h"
 #include "tops.h"
+#include "../core/cpu.h"
 #include "../core/thread.h"
 #include "../tensor/ops.h"
 
@@ -24,16 +29,39 @@
 #include <immintrin.h>
 #endif
 
-#define MR 6
+#define MR TG_MR
 #define NR 16
 
-enum { MODE_NT, MODE_NN, MODE_TN };
-enum { CAUSAL_NONE, CAUSAL_NN, CAUSAL_TN, CAUSAL_NT };
-
-static bool g_force_blas;
+static bool g_force_blas, g_force_avx2, g_bf16;
 void tr_gemm_force_blas(bool on) { g_force_blas = on; }
+void tr_gemm_force_avx2(bool on) { g_force_avx2 = on; }
 
 static bool avx2_ok(void) { return ds_cpu_avx2_fma() && !g_force_blas; }
+
+static bool bf16_usable(void) {
+#if defined(__x86_64__)
+    return ds_cpu_usable(DS_CPU_AVX512_BF16) && ds_isa_level() >= DS_ISA_AVX512;
+#else
+    return false;
+#endif
+}
+
+int tr_gemm_set_bf16(bool on, ds_err *e) {
+    if (on && !bf16_usable()) {
+        char cpu[512];
+        ds_cpu_describe(cpu, sizeof cpu);
+        return ds_err_set(e, DS_EUNSUPPORTED,
+                          "bf16 training GEMMs need the CPU flag avx512_bf16 (AVX512-BF16) at ISA level avx512vnni or "
+                          "above; here: %s", cpu);
+    }
+    g_bf16 = on;
+    return DS_OK;
+}
+
+bool tr_gemm_bf16(void) { return g_bf16; }
+
+static _Thread_local int t_keep_fp32;
+void tr_gemm_keep_fp32(bool on) { t_keep_fp32 += on ? 1 : -1; }
 
 #if defined(__x86_64__)
 
@@ -106,16 +134,6 @@ static void kern_dispatch(const float *a, int64_t ars, int64_t aks, const float 
     }
 }
 
-typedef struct {
-    int mode, causal;
-    float *C; int64_t ldc;
-    const float *A; int64_t lda;
-    const float *B; int64_t ldb;
-    int64_t M, N, K;
-    float alpha;
-    bool acc;
-} gemm_job;
-
 /* ---------------------------------------------------------------- dense (linear layers)
  *
  * B is packed into 16-column panels [kc][16] (zero-padded) for every mode;
@@ -124,7 +142,7 @@ typedef struct {
  * tn: A's columns are packed into 6-row micro-panels [kc][6]. K is blocked
  * by DKC so the packed B block stays in L2. */
 
-#define DKC 384
+#define DKC TG_DKC
 
 /* The full 6x16 tile, in assembly:
  *   C[r][0..16) = alpha · Σ_{k<kc} a(r, k) · b(k, 0..16)  (+ C[r] when load), C rows ldc apart.
@@ -389,7 +407,10 @@ __attribute__((target("avx2,fma"))) static void dense_rows(const gemm_job *g, in
 
 static void dense_worker(void *vc, int64_t t0, int64_t t1, int tid) {
     const gemm_job *g = vc;
-    dense_rows(g, t0 * MR, DS_MIN(g->M, t1 * MR), tid);
+    int64_t m0 = t0 * MR, m1 = DS_MIN(g->M, t1 * MR);
+    if (g->bf16) tg_rows_bf16_avx512(g, m0, m1, tid);
+    else if (!g_force_avx2 && ds_isa_level() >= DS_ISA_AVX512) tg_rows_f32_avx512(g, m0, m1, tid);
+    else dense_rows(g, m0, m1, tid);
 }
 
 #endif
@@ -403,6 +424,11 @@ int tr_gemm_causal_band(void) {
 
 static void run(gemm_job *g) {
     if (g->M <= 0 || g->N <= 0) return;
+    g->bf16 = g_bf16 && t_keep_fp32 == 0 && !g_force_blas;
+    if (g->bf16 && (!bf16_usable() || g->K <= 0)) {   /* DS_ISA lowered since: the twin */
+        tg_bf16_ref(g);
+        return;
+    }
 #if defined(__x86_64__)
     if (avx2_ok() && g->K > 0) {
         int64_t tiles = (g->M + MR - 1) / MR;
@@ -418,36 +444,44 @@ static void run(gemm_job *g) {
 
 void tr_gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
                 int64_t K, float alpha, bool acc) {
-    gemm_job g = { MODE_NT, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc };
+    gemm_job g = { MODE_NT, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, false };
     run(&g);
 }
 
 void tr_gemm_nn(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
                 int64_t K, float alpha, bool acc) {
-    gemm_job g = { MODE_NN, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc };
+    gemm_job g = { MODE_NN, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, false };
     run(&g);
 }
 
 void tr_gemm_tn(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
                 int64_t K, float alpha, bool acc) {
-    gemm_job g = { MODE_TN, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc };
+    gemm_job g = { MODE_TN, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, false };
     run(&g);
 }
 
 void tr_gemm_nt_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
                        int64_t K, float alpha) {
-    gemm_job g = { MODE_NT, CAUSAL_NT, C, ldc, A, lda, B, ldb, T, T, K, alpha, false };
+    gemm_job g = { MODE_NT, CAUSAL_NT, C, ldc, A, lda, B, ldb, T, T, K, alpha, false, false };
     run(&g);
 }
 
 void tr_gemm_nn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
                        int64_t N, float alpha, bool acc) {
-    gemm_job g = { MODE_NN, CAUSAL_NN, C, ldc, A, lda, B, ldb, T, N, T, alpha, acc };
+    gemm_job g = { MODE_NN, CAUSAL_NN, C, ldc, A, lda, B, ldb, T, N, T, alpha, acc, false };
     run(&g);
 }
 
 void tr_gemm_tn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
                        int64_t N, float alpha, bool acc) {
-    gemm_job g = { MODE_TN, CAUSAL_TN, C, ldc, A, lda, B, ldb, T, N, T, alpha, acc };
+    gemm_job g = { MODE_TN, CAUSAL_TN, C, ldc, A, lda, B, ldb, T, N, T, alpha, acc, false };
     run(&g);
+}
+
+void tr_gemm_bf16_ref(char op, bool causal, float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
+                      int64_t ldb, int64_t M, int64_t N, int64_t K, float alpha, bool acc) {
+    int mode = op == 't' ? MODE_NT : op == 'T' ? MODE_TN : MODE_NN;
+    int cz = !causal ? CAUSAL_NONE : mode == MODE_NT ? CAUSAL_NT : mode == MODE_NN ? CAUSAL_NN : CAUSAL_TN;
+    gemm_job g = { mode, cz, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, true };
+    if (M > 0 && N > 0) tg_bf16_ref(&g);
 }

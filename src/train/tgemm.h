@@ -14,8 +14,17 @@
  * packed into 16-column panels, K blocked so a packed block stays in L2
  * (details in tgemm.c). Rows of C are split across threads (results do not
  * depend on the split); nested calls run serially.
+ * At ISA level avx512 and above the same loops run 6x32 AVX-512 tiles
+ * (tgemm_avx512.c) with the same per-element FMA order, so the same bits.
  * Without AVX2 the calls fall through to ds_sgemm (OpenBLAS); ds_sgemm_ref
  * is the reference twin in tests.
+ *
+ * bf16 mode (tr_gemm_set_bf16, process-wide: train --precision bf16):
+ * every call (outside TR_FP32 brackets) rounds A and B to bf16 (nearest even) as it packs them and
+ * sums the products in fp32 with AVX512-BF16's vdpbf16ps (a k pair per
+ * step) - the CPU analogue of mixed-precision training; callers keep fp32
+ * everywhere else. Results are deterministic and independent of threads
+ * and of the other rows, as in fp32; tr_gemm_bf16_ref is the twin.
  */
 #ifndef DS_TGEMM_H
 #define DS_TGEMM_H
@@ -51,7 +60,32 @@ void tr_gemm_tn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const
  * c <= b·floor(r/b) + b - 1, 0 when they may read all of A (OpenBLAS path). */
 int tr_gemm_causal_band(void);
 
-/* Force the OpenBLAS path (dense; tests compare both). */
+/* Force the OpenBLAS path (dense, fp32 even in bf16 mode; tests compare both). */
 void tr_gemm_force_blas(bool on);
+
+/* Run the AVX2 kernels even at level avx512 (tests compare the two). */
+void tr_gemm_force_avx2(bool on);
+
+/* bf16 products on (true) or fp32 (false, the default). Turning it on needs
+ * AVX512-BF16 usable at the current ISA level (see core/cpu.h, DS_ISA); else
+ * DS_EUNSUPPORTED naming the missing flag and nothing changes. */
+int tr_gemm_set_bf16(bool on, ds_err *e);
+bool tr_gemm_bf16(void);
+
+/* Per thread, nestable: between tr_gemm_keep_fp32(true) and (false) this
+ * thread's GEMMs stay fp32 in bf16 mode. The trainer brackets what
+ * DeepSeek-V3 keeps at its higher precision: the output heads, the MoE
+ * router and the attention core (TR_FP32 wraps one statement). */
+void tr_gemm_keep_fp32(bool on);
+#define TR_FP32(stmt) do { tr_gemm_keep_fp32(true); stmt; tr_gemm_keep_fp32(false); } while (0)
+
+/* The bf16 mode's reference twin, plain C (tgemm_ref.c): the same product
+ * as the tr_gemm_* call named by op ('t': nt, 'n': nn, 'T': tn) and causal
+ * (false; true: the *_causal variant, K = T for nn/tn, N = M = T for nt),
+ * in the kernels' rounding and summation order. */
+void tr_gemm_bf16_ref(char op, bool causal, float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
+                      int64_t ldb, int64_t M, int64_t N, int64_t K, float alpha, bool acc);
+/* fp32 -> the nearest bf16 (ties to even), as fp32; NaN stays NaN, denormals -> 0 */
+float tr_bf16_round(float x);
 
 #endif

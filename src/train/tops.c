@@ -598,6 +598,7 @@ static void zero_above_diagonal(float *row, int64_t i, int64_t T, int64_t band) 
 
 void tr_attention_forward(float *O, int64_t ldo, float *att, const float *Q, int64_t ldq, const float *K, int64_t ldk,
                           const float *V, int64_t ldv, int64_t T, int64_t Dk, int64_t Dv, float scale) {
+    tr_gemm_keep_fp32(true);   /* bf16 mode: the attention core stays fp32 (tgemm.h) */
     tr_gemm_nt_causal(att, T, Q, ldq, K, ldk, T, Dk, scale);
     /* above the diagonal only the band the causal GEMMs read is zeroed (the
      * rest of att is never read: half of att's memory writes saved) */
@@ -609,11 +610,13 @@ void tr_attention_forward(float *O, int64_t ldo, float *att, const float *Q, int
         zero_above_diagonal(row, i, T, band);
     }
     tr_gemm_nn_causal(O, ldo, att, T, V, ldv, T, Dv, 1.0f, false);
+    tr_gemm_keep_fp32(false);
 }
 
 void tr_attention_backward(float *dQ, int64_t lddq, float *dK, int64_t lddk, float *dV, int64_t lddv, const float *dO,
                            int64_t lddo, const float *att, const float *Q, int64_t ldq, const float *K, int64_t ldk,
                            const float *V, int64_t ldv, int64_t T, int64_t Dk, int64_t Dv, float scale, float *scratch) {
+    tr_gemm_keep_fp32(true);   /* bf16 mode: the attention core stays fp32 (tgemm.h) */
     /* dV = attᵀ dO */
     tr_gemm_tn_causal(dV, lddv, att, T, dO, lddo, T, Dv, 1.0f, false);
     /* dA = dO Vᵀ (lower triangle), then dS = att ⊙ (dA - rowsum(dA ⊙ att)) · scale */
@@ -630,5 +633,6 @@ void tr_attention_backward(float *dQ, int64_t lddq, float *dK, int64_t lddk, flo
     /* dQ = dS K ;  dK = dSᵀ Q   (dS is lower-triangular) */
     tr_gemm_nn_causal(dQ, lddq, dS, T, K, ldk, T, Dk, 1.0f, false);
     tr_gemm_tn_causal(dK, lddk, dS, T, Q, ldq, T, Dk, 1.0f, false);
+    tr_gemm_keep_fp32(false);
 }
 

@@ -12,6 +12,7 @@
 #include "../io/safetensors.h"
 #include "../tensor/ops.h"
 #include "../tokenizer/tokenizer.h"
+#include "tgemm.h"
 #include "tops.h"
 
 #include <dirent.h>
@@ -36,7 +37,7 @@ void ds_recipe_default(ds_recipe *r) {
     r->seed = 1234; r->threads = 0; r->time_limit_min = 0; r->max_nan_skips = 10; r->peak_gflops = 0;
 }
 
-typedef enum { K_STR, K_INT, K_NUM, K_SCHED, K_BOOL } key_kind;
+typedef enum { K_STR, K_INT, K_NUM, K_SCHED, K_BOOL, K_PREC } key_kind;
 typedef struct { const char *key; key_kind kind; size_t off; double lo, hi; } key_def;
 #define KS(k) { #k, K_STR, offsetof(ds_recipe, k), 0, 0 }
 #define KI(k, lo, hi) { #k, K_INT, offsetof(ds_recipe, k), lo, hi }
@@ -53,6 +54,7 @@ static const key_def k_keys[] = {
     KI(log_every, 1, 1e12), KI(seed, 0, 9e18), KI(threads, 0, 1024), KN(time_limit_min, 0, 1e9),
     KI(max_nan_skips, 0, 1e12), KN(peak_gflops, 0, 1e12),
     { "expert_parallel", K_BOOL, offsetof(ds_recipe, expert_parallel), 0, 0 },
+    { "precision", K_PREC, offsetof(ds_recipe, precision), 0, 0 },
 };
 
 static int apply_key(ds_recipe *r, const char *key, json_t *v, const char *what, ds_err *e) {
@@ -93,6 +95,13 @@ static int apply_key(ds_recipe *r, const char *key, json_t *v, const char *what,
             if (!json_is_boolean(v)) return ds_err_set(e, DS_EINVAL, "%s: '%s' must be true or false", what, key);
             *(bool *)p = json_is_true(v);
             return DS_OK;
+        case K_PREC: {
+            const char *s = json_string_value(v);
+            if (s && !strcmp(s, "fp32")) *(ds_precision *)p = DS_PREC_FP32;
+            else if (s && !strcmp(s, "bf16")) *(ds_precision *)p = DS_PREC_BF16;
+            else return ds_err_set(e, DS_EINVAL, "%s: 'precision' must be \"fp32\" or \"bf16\"", what);
+            return DS_OK;
+        }
         }
     }
     return ds_err_set(e, DS_EINVAL, "%s: unknown recipe key '%s'", what, key);
@@ -142,6 +151,7 @@ json_t *ds_recipe_to_json(const ds_recipe *r) {
         case K_NUM: v = json_real(*(const double *)p); break;
         case K_SCHED: v = json_string(*(const ds_schedule *)p == DS_SCHED_COSINE ? "cosine" : "constant"); break;
         case K_BOOL: v = json_boolean(*(const bool *)p); break;
+        case K_PREC: v = json_string(*(const ds_precision *)p == DS_PREC_BF16 ? "bf16" : "fp32"); break;
         }
         json_object_set_new(j, k->key, v);
     }
@@ -239,8 +249,9 @@ static int common_setup(ds_trainer *t, ds_err *e) {
     if (t->m->cfg.vocab_size < t->data.vocab_size)
         return ds_err_set(e, DS_EINVAL, "model vocab_size %lld is smaller than the data's %lld",
                           (long long)t->m->cfg.vocab_size, (long long)t->data.vocab_size);
-    int rc = ds_dp_init(&t->dp, t->m, e);
+    int rc = tr_gemm_set_bf16(r->precision == DS_PREC_BF16, e);   /* process-wide: the GEMMs' inputs */
     if (rc) return rc;
+    if ((rc = ds_dp_init(&t->dp, t->m, e))) return rc;
     int64_t S = B * r->grad_accum, G = r->unit_seqs, N = t->dp.n;
     if (S % G)
         return ds_err_set(e, DS_EINVAL, "the global batch of %lld sequences (batch_size %lld x grad_accum %lld) is not a "

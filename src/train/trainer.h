@@ -40,6 +40,10 @@
 #include <jansson.h>
 #include <stdio.h>
 
+/* "precision": the training GEMMs' inputs; weights, gradients and AdamW
+ * state stay fp32 either way. */
+typedef enum { DS_PREC_FP32 = 0, DS_PREC_BF16 = 1 } ds_precision;
+
 typedef struct ds_recipe {
     char data[1024];        /* data folder (prepare-data output) */
     char out[1024];         /* run folder: checkpoints, metrics.jsonl */
@@ -58,6 +62,7 @@ typedef struct ds_recipe {
     int64_t max_nan_skips;      /* abort after this many consecutive non-finite steps */
     double peak_gflops;         /* MFU denominator; 0 = measure at start */
     bool expert_parallel;       /* on N > 1 ranks each holds only its routed experts (dp.h) */
+    ds_precision precision;     /* the GEMMs' inputs: fp32, or bf16 with fp32 sums (tgemm.h) */
 } ds_recipe;
 
 void ds_recipe_default(ds_recipe *r);
