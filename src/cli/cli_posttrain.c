@@ -128,10 +128,13 @@ int pt_write_model(const char *dir, const ds_tmodel *m, const char *src, ds_err 
     json_object_set_new(g, "thinking", json_true());
     char *txt = json_dumps(g, JSON_INDENT(2));
     json_decref(g);
-    if (!txt) return ds_err_set(e, DS_ENOMEM, "%s: out of memory", b);
-    size_t tl = strlen(txt);
-    rc = ds_write_file_atomic(b, txt, tl, e);
-    free(txt);
+    size_t tl = txt ? strlen(txt) : 0;
+    char *line = txt ? realloc(txt, tl + 2) : NULL;   /* the file ends with a newline, as the bundled one */
+    if (!line) { free(txt); return ds_err_set(e, DS_ENOMEM, "%s: out of memory", b); }
+    line[tl] = '\n';
+    line[tl + 1] = 0;
+    rc = ds_write_file_atomic(b, line, tl + 1, e);
+    free(line);
     if (rc) return rc;
     snprintf(b, sizeof b, "%s/model.safetensors", dir);
     return ds_tmodel_save(m, b, false, "{\"format\":\"pt\"}", e);
