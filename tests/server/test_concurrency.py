@@ -209,7 +209,9 @@ def t_disconnect(c, binary):
 def t_keepalive(c, binary):
     with Server(binary, "--sse-ping", "0.1") as srv:
         st, _, b = http("POST", srv.url("/v1/chat/completions"), {"messages": [{"role": "user", "content": "x"}],
-                                                                 "max_tokens": 2, "stream": True, "x_token_delay_ms": 500,
+                                                                 # 1.5 s before the first token: even on a loaded machine
+                                                                 # (MHD's first read can come late) a 0.1 s ping fits in
+                                                                 "max_tokens": 2, "stream": True, "x_token_delay_ms": 1500,
                                                                  "seed": 1, "ignore_eos": True})
         c.check(b": keep-alive" in b, "keep-alive comment while waiting for the first token")
         first = next((i for i, blk in enumerate(b.split(b"\n\n")) if blk.startswith(b"data: {") and
