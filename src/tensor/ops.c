@@ -47,36 +47,40 @@ extern void openblas_set_num_threads(int);
 
 /* ---------------------------------------------------------------- dispatch */
 
-/* Set once (pthread_once), read-only after: the CPU's kernel path and the
- * DS_QGEMM_MAX_T override. g_force_generic is for tests. */
-static int g_isa;  /* 0 generic, 1 avx2 */
-static bool g_avx512;   /* core/cpu.h level >= avx512: the flash-decode step of attn_avx512.c */
-static bool g_force_avx2;
-static bool g_vnni512;  /* core/cpu.h level >= avx512vnni: the *_avx512.c kernels may run */
+/* Set once (pthread_once), read-only after: core/cpu.h's level the kernels
+ * run at and the DS_QGEMM_MAX_T override. Every dispatch below asks level(),
+ * which the test switches lower: g_force_generic to generic, g_force_avx2 to
+ * avx2 (the *_avx512.c kernels off). */
+static ds_isa g_level;
 static int64_t g_qgemm_env;
-static bool g_force_generic;
+static bool g_force_generic, g_force_avx2;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void init_once(void) {
-    g_isa = ds_cpu_avx2_fma() ? 1 : 0;
-    g_avx512 = g_isa == 1 && ds_isa_level() >= DS_ISA_AVX512;
-    g_vnni512 = ds_isa_level() >= DS_ISA_AVX512_VNNI;
+    g_level = ds_isa_level();
     const char *s = getenv("DS_QGEMM_MAX_T");
     g_qgemm_env = s ? atoll(s) : -1;
     openblas_set_num_threads(1);
     ds_dtype_init();
 }
 
-static int isa(void) {
+static ds_isa level(void) {
     pthread_once(&g_once, init_once);
-    return g_force_generic ? 0 : g_isa;
+    if (g_force_generic) return DS_ISA_GENERIC;
+    return g_force_avx2 && g_level > DS_ISA_AVX2 ? DS_ISA_AVX2 : g_level;
 }
 
-const char *ds_ops_isa(void) { return isa() == 0 ? "generic" : g_vnni512 ? "avx512vnni" : "avx2"; }
+/* 0 generic, 1 the AVX2 kernels (or wider ones where level() allows) */
+static int isa(void) { return level() >= DS_ISA_AVX2 ? 1 : 0; }
+
+const char *ds_ops_isa(void) {
+    ds_isa l = level();
+    return l == DS_ISA_GENERIC ? "generic" : l >= DS_ISA_AVX512_VNNI ? "avx512vnni" : "avx2";
+}
 bool ds_ops_simd(void) { return isa() == 1; }
-void ds_ops_force_generic(bool on) { isa(); g_force_generic = on; }
-bool ds_ops_has_avx512(void) { isa(); return g_avx512; }
-void ds_ops_force_avx2(bool on) { isa(); g_force_avx2 = on; }
+void ds_ops_force_generic(bool on) { level(); g_force_generic = on; }
+bool ds_ops_has_avx512(void) { level(); return g_level >= DS_ISA_AVX512; }
+void ds_ops_force_avx2(bool on) { level(); g_force_avx2 = on; }
 
 /* ----------------------------------------------------------------- scratch */
 
@@ -182,7 +186,8 @@ static void matmul_x8_worker(const matmul_ctx *c, int64_t i0, int64_t i1) {
     size_t gb = ds_dtype_row_bytes(dt, c->K) * DS_RP_ROWS;
     int64_t e0 = DS_MIN(i1, u.ng);
     /* the VNNI kernels of repack_ext_avx512.c unpack a weight block once for up to DS_RP_EXT_T tokens */
-    const int step = g_vnni512 && !g_force_generic && ds_gemm_x8_ext_avx512_has(dt) ? DS_RP_EXT_T : DS_RP_MAX_T;
+    const bool vnni = level() >= DS_ISA_AVX512_VNNI;
+    const int step = vnni && ds_gemm_x8_ext_avx512_has(dt) ? DS_RP_EXT_T : DS_RP_MAX_T;
     for (int64_t t0 = 0; t0 < c->T; t0 += QTILE) {
         int64_t t1 = DS_MIN(c->T, t0 + QTILE);
         for (int64_t i = i0; i < e0; i++) {
@@ -194,8 +199,7 @@ static void matmul_x8_worker(const matmul_ctx *c, int64_t i0, int64_t i1) {
                 const void *a[DS_RP_EXT_T];
                 float out[DS_RP_ROWS * DS_RP_EXT_T];
                 for (int k = 0; k < m; k++) a[k] = c->qa + (size_t)(t + k) * c->ab;
-                if (!(g_vnni512 && !g_force_generic &&
-                      (ds_gemm_x8_avx512(dt, wg, a, m, c->K, out) || ds_gemm_x8_ext_avx512(dt, wg, a, m, c->K, out))))
+                if (!(vnni && (ds_gemm_x8_avx512(dt, wg, a, m, c->K, out) || ds_gemm_x8_ext_avx512(dt, wg, a, m, c->K, out))))
                     ds_gemm_x8_avx2(dt, wg, a, m, c->K, out);
                 for (int k = 0; k < m; k++) {
                     float *yr = c->y + (t + k) * c->ldy - c->r0;
@@ -613,7 +617,7 @@ static void mla_attn_step_generic(float *u, float *m, float *l, const float *q, 
 void ds_mla_attn_step(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv, int64_t W,
                       int64_t n, int64_t R, float scale, float *sc) {
     if (n <= 0) return;
-    if (isa() == 1 && g_avx512 && !g_force_avx2 && H % 2 == 0 && W % 8 == 0 && R % 16 == 0)
+    if (level() >= DS_ISA_AVX512 && H % 2 == 0 && W % 8 == 0 && R % 16 == 0)
         ds_mla_attn_step_avx512(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
     else if (isa() == 1 && W % 8 == 0 && R % 8 == 0) ds_mla_attn_step_avx2(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
     else mla_attn_step_generic(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
