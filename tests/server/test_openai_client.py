@@ -12,6 +12,7 @@ R1-style reasoning_content.
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import FIXTURE, Checks, Server, http  # noqa: E402
@@ -387,7 +388,14 @@ def t_disk_cache(c, binary):
                                                     max_tokens=4, seed=1)
             n1 = r.usage.prompt_tokens
             c.eq(r.usage.model_extra["prompt_cache_hit_tokens"], 0, "cold start")
-            m = srv.metrics()
+            # the blocks are written after the response is sent (the client does not wait for the disk):
+            # poll the gauge, which the worker refreshes after each step
+            deadline = time.time() + 10
+            while True:
+                m = srv.metrics()
+                if m["deepseek_prefix_cache_disk_entries"] >= n1 // 32 or time.time() > deadline:
+                    break
+                time.sleep(0.05)
             c.check(m["deepseek_prefix_cache_disk_entries"] >= n1 // 32, f"blocks written: {m['deepseek_prefix_cache_disk_entries']}")
         with Server(binary, "--cache-dir", d, "--cache-min", "32") as srv:
             r = client(srv).chat.completions.create(model="x", messages=[system, {"role": "user", "content": "q2"}],
