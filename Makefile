@@ -82,6 +82,8 @@ $(BUILD)/tests/run_tests: $(OBJ_LIB) $(OBJ_TEST)
 
 test: deepseek $(BUILD)/tests/run_tests
 	./$(BUILD)/tests/run_tests
+	@echo "== the plain-C kernels (DS_ISA=generic: what a CPU without AVX2 runs): kernel, GEMM and GGUF parity tests"
+	DS_ISA=generic ./$(BUILD)/tests/run_tests ops_ train_gemm gguf_model_ gguf_llamacpp_f16 repack quant_
 	@for s in tests/cli_*.sh; do [ -f "$$s" ] || continue; echo "== $$s"; sh "$$s" ./deepseek || exit 1; done
 	@echo "== fuzz smoke: every parser of untrusted bytes, ASan+UBSan, seed corpora + 10 s each"
 	sh tests/fuzz/run_fuzz.sh 10

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/cpu.h"
 #include "core/mmap_file.h"
 #include "core/rng.h"
 #include "io/gguf.h"
@@ -334,6 +335,13 @@ static ds_model *convert_open(ds_model *src, const char *name, ds_dtype t, bool 
  * max |Δlogit| and Q8_0 mean KL (prefill, decode) vs the source model. */
 typedef struct { double f16_max, q8_kl, q8_kl_inc; } parity_bounds;
 
+/* A "same bits" bound: F16 rows and their F32 copies (norms, the split
+ * k_b/v_b) go through kernels that add in the same order on AVX2 and up, so
+ * the bound is 0 or a few ulps there; the plain-C kernels (DS_ISA=generic,
+ * CPUs without AVX2) sum a dot product and an sgemm row in different orders,
+ * measured 2.6e-6..1.4e-5 on these fixtures. */
+static double same_bits_bound(double b) { return ds_isa_level() == DS_ISA_GENERIC ? fmax(b, 3e-5) : b; }
+
 static void gguf_parity(const char *fx, parity_bounds bd) {
     char dir[256], path[512];
     snprintf(dir, sizeof dir, "tests/fixtures/%s", fx);
@@ -359,7 +367,7 @@ static void gguf_parity(const char *fx, parity_bounds bd) {
         CHECK_NEAR(g->attn_scale, src->attn_scale, 1e-6);
         float *full = logits_of(g, tok, T, false), *inc = logits_of(g, tok, T, true);
         double d1 = max_abs_diff(full, base, T * V), d2 = max_abs_diff(inc, base_inc, T * V);
-        CHECK_MSG(d1 <= 1e-5 && d2 <= 1e-5, "%s: F32 GGUF vs safetensors: full %.3g, incremental %.3g", name, d1, d2);
+        CHECK_MSG(d1 <= same_bits_bound(1e-5) && d2 <= same_bits_bound(1e-5), "%s: F32 GGUF vs safetensors: full %.3g, incremental %.3g", name, d1, d2);
         if (hf) {
             double d3 = max_abs_diff(full, hf, T * V);
             CHECK_MSG(d3 <= 1e-4, "%s: F32 GGUF vs HF reference %.3g", name, d3);
@@ -387,8 +395,9 @@ static void gguf_parity(const char *fx, parity_bounds bd) {
     if (g) {
         float *full = logits_of(g, tok, T, false);
         double d = max_abs_diff(full, base, T * V);
-        printf("    %s: F16 max |dlogit| %.3g (bound %.3g)\n", name, d, bd.f16_max);
-        CHECK_MSG(d <= bd.f16_max, "%s: F16 GGUF max |dlogit| %.3g > %.3g", name, d, bd.f16_max);
+        double bound = same_bits_bound(bd.f16_max);
+        printf("    %s: F16 max |dlogit| %.3g (bound %.3g)\n", name, d, bound);
+        CHECK_MSG(d <= bound, "%s: F16 GGUF max |dlogit| %.3g > %.3g", name, d, bound);
         free(full);
         ds_model_close(g);
     }
@@ -605,7 +614,7 @@ TEST(gguf_llamacpp_f16_v2_lite) {
     if (ref_tokens("tiny-v2-lite", tok, &T) == 0) {
         float *a = logits_of(g, tok, T, false), *b = logits_of(src, tok, T, false);
         float *hf = read_f32("tests/fixtures/tiny-v2-lite/ref_logits.f32", (size_t)(T * V));
-        CHECK_MSG(max_abs_diff(a, b, T * V) <= 1e-6, "llama.cpp F16 GGUF vs safetensors: %.3g", max_abs_diff(a, b, T * V));
+        CHECK_MSG(max_abs_diff(a, b, T * V) <= same_bits_bound(1e-6), "llama.cpp F16 GGUF vs safetensors: %.3g", max_abs_diff(a, b, T * V));
         if (hf) CHECK_MSG(max_abs_diff(a, hf, T * V) <= 1e-4, "vs HF: %.3g", max_abs_diff(a, hf, T * V));
         free(a); free(b); free(hf);
     }

@@ -326,7 +326,8 @@ TEST(ops_softmax_fast_vs_ref) {
             sum += x[i];
         }
         CHECK_MSG(fabs(sum - 1) < 1e-5, "softmax n=%d sums to %.9g", n, sum);
-        if (n > 3) CHECK(x[n - 1] == 0.0f && x[1] == 0.0f);
+        /* masked: exactly 0; e^-95 or less: 0 from the vector exp, a denormal from expf (generic) */
+        if (n > 3) CHECK(x[n - 1] == 0.0f && x[1] >= 0.0f && x[1] < 1e-37f);
     }
     CHECK_MSG(mx < 1e-6, "softmax max abs diff %g", mx);
     for (int i = 0; i < 11; i++) x[i] = -INFINITY;
