@@ -176,6 +176,10 @@ TEST(model_parity_v32_fp8) { parity("tiny-v32-fp8"); }   /* FP8 with ue8m0 scale
 /* DeepSeek-V4: sliding / CSA / HCA layers (window 8, rates 4 and 8, 40 tokens, top 3
  * of up to 10 entries), hyper-connections, hash and sqrtsoftplus routing, clamps */
 TEST(model_parity_v4) { parity("tiny-v4"); }
+/* the same weights under the release's tensor names, two shards (tools/gen_v4_release_fixtures.py) */
+TEST(model_parity_v4_official) { parity("tiny-v4-official"); }
+/* quantized as the release: FP8 e4m3 with ue8m0 block scales (32x32), FP4 e2m1 experts (ue8m0 per 32) */
+TEST(model_parity_v4_fp8) { parity("tiny-v4-fp8"); }
 
 /* MTP logits vs the reference written from vLLM's deepseek_mtp.py semantics */
 static void mtp_parity(const char *name) {
