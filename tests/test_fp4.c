@@ -38,18 +38,18 @@ TEST(fp4_table_and_scales) {
     CHECK(ds_e8m0_to_f32(0) == 0x1p-127f);
     CHECK(isnan(ds_e8m0_to_f32(255)));
     /* column 2j is the low nibble of byte j: 0x21 = [1 -> 0.5, 2 -> 1.0], 0x9f = [-6, -0.5] */
-    uint8_t q[2] = { 0x21, 0x9f };
-    float s[1] = { 4.0f }, out[4];
+    uint8_t q[2] = { 0x21, 0x9f }, s[1] = { 129 };   /* scale 2^2 */
+    float out[4];
     ds_fp4_row_ref(q, s, 32, 0, 4, out);
     CHECK(out[0] == 2.0f && out[1] == 4.0f && out[2] == -24.0f && out[3] == -2.0f);
     ds_fp4_row_ref(q, s, 32, 1, 2, out);   /* from an odd column */
     CHECK(out[0] == 4.0f && out[1] == -24.0f);
 }
 
-static void fill(ds_rng *r, uint8_t *q, float *s, int64_t N, int64_t K, int block) {
+static void fill(ds_rng *r, uint8_t *q, uint8_t *s, int64_t N, int64_t K, int block) {
     for (int64_t i = 0; i < N * K / 2; i++) q[i] = (uint8_t)ds_rng_u64(r);
     int64_t sc = (K + block - 1) / block;
-    for (int64_t i = 0; i < N * sc; i++) s[i] = ldexpf(1.0f, (int)(ds_rng_u64(r) % 13) - 8);
+    for (int64_t i = 0; i < N * sc; i++) s[i] = (uint8_t)(119 + ds_rng_u64(r) % 13);   /* 2^-8 .. 2^4 */
 }
 
 TEST(fp4_avx2_vs_ref) {
@@ -59,8 +59,8 @@ TEST(fp4_avx2_vs_ref) {
     static const int64_t Ks[] = { 2, 30, 32, 64, 96, 100, 2048 };
     for (size_t k = 0; k < sizeof Ks / sizeof *Ks; k++) {
         int64_t K = Ks[k];
-        uint8_t *q = malloc((size_t)K / 2);
-        float *s = malloc(sizeof(float) * (size_t)(K / 32 + 1)), *x = malloc(sizeof(float) * (size_t)K);
+        uint8_t *q = malloc((size_t)K / 2), *s = malloc((size_t)(K / 32 + 1));
+        float *x = malloc(sizeof(float) * (size_t)K);
         float *a = malloc(sizeof(float) * (size_t)K), *b = malloc(sizeof(float) * (size_t)K);
         fill(&r, q, s, 1, K, 32);
         for (int64_t i = 0; i < K; i++) x[i] = ds_rng_normal(&r);
@@ -84,11 +84,10 @@ TEST(fp4_matmul_dispatch) {
     ds_rng r;
     ds_rng_seed(&r, 11);
     const int64_t N = 40, K = 96, Ts[] = { 1, 3, 40 };
-    uint8_t *q = malloc((size_t)(N * K / 2));
-    float *s = malloc(sizeof(float) * (size_t)(N * K / 32));
+    uint8_t *q = malloc((size_t)(N * K / 2)), *s = malloc((size_t)(N * K / 32));
     fill(&r, q, s, N, K, 32);
     ds_tensor w = { .name = "fp4", .dtype = DS_DTYPE_F4_E2M1, .ndim = 2, .shape = { N, K }, .data = q,
-                    .nbytes = (size_t)(N * K / 2), .scale = s, .scale_rows = N, .scale_cols = K / 32, .block_r = 1,
+                    .nbytes = (size_t)(N * K / 2), .scale_e8m0 = s, .scale_rows = N, .scale_cols = K / 32, .block_r = 1,
                     .block_c = 32 };
     for (size_t t = 0; t < sizeof Ts / sizeof *Ts; t++) {
         int64_t T = Ts[t];

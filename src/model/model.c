@@ -123,9 +123,17 @@ static int bind_matrix(binder *b, const char *name, int64_t d0, int64_t d1, ds_t
             if (strcmp(s->dtype_name, "F8_E8M0") != 0)
                 return ds_err_set(b->e, DS_EFORMAT, "%s: FP4 scale '%s' has dtype %s, expected F8_E8M0", file_of(b, s), sname,
                                   s->dtype_name);
+            int64_t sc = (d1 + DS_FP4_BLOCK - 1) / DS_FP4_BLOCK;
+            if (s->ndim != 2 || s->shape[0] != d0 || s->shape[1] != sc)
+                return ds_err_set(b->e, DS_EFORMAT, "%s: FP4 scale '%s' has the wrong shape, expected [%lld, %lld] (one per "
+                                  "%d values)", file_of(b, s), sname, (long long)d0, (long long)sc, DS_FP4_BLOCK);
+            /* kept as stored (mmap), like the packed values: 1/64 of a byte per weight, not 1/8 as fp32 */
+            s->used = true;
             out->dtype = DS_DTYPE_F4_E2M1;
             out->shape[1] = d1;
-            if ((rc = bind_scale(b, s, sname, d0, (d1 + DS_FP4_BLOCK - 1) / DS_FP4_BLOCK, 1, DS_FP4_BLOCK, out))) return rc;
+            out->scale_e8m0 = (const uint8_t *)s->data;
+            out->scale_rows = d0, out->scale_cols = sc, out->block_r = 1, out->block_c = DS_FP4_BLOCK;
+            b->bytes += (int64_t)(s->end - s->begin);
             break;
         }
         return ds_err_set(b->e, DS_EUNSUPPORTED, "%s: tensor '%s' has dtype %s; weights must be F32, BF16, F16, F8_E4M3%s",

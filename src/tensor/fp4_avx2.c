@@ -26,7 +26,7 @@ static inline float scalar_at(const uint8_t *q, int64_t j) {
     return ds_fp4_e2m1_values[(j & 1) ? b >> 4 : b & 15];
 }
 
-float ds_fp4_dot_avx2(const uint8_t *q, const float *srow, int block, const float *x, int64_t K) {
+float ds_fp4_dot_avx2(const uint8_t *q, const uint8_t *srow, int block, const float *x, int64_t K) {
     const __m256 mag = _mm256_loadu_ps(ds_fp4_e2m1_values);
     float total = 0.0f;
     for (int64_t b0 = 0; b0 < K; b0 += block) {
@@ -36,16 +36,16 @@ float ds_fp4_dot_avx2(const uint8_t *q, const float *srow, int block, const floa
             for (; i + 8 <= b1; i += 8) a = _mm256_fmadd_ps(load8(q + i / 2, mag), _mm256_loadu_ps(x + i), a);
         float s = ds_hsum256(a);
         for (; i < b1; i++) s += scalar_at(q, i) * x[i];
-        total += s * srow[b0 / block];
+        total += s * ds_e8m0_to_f32(srow[b0 / block]);
     }
     return total;
 }
 
-void ds_fp4_row_avx2(const uint8_t *q, const float *srow, int block, int64_t K, float *out) {
+void ds_fp4_row_avx2(const uint8_t *q, const uint8_t *srow, int block, int64_t K, float *out) {
     const __m256 mag = _mm256_loadu_ps(ds_fp4_e2m1_values);
     int64_t i = 0;
     if (block % 8 == 0)
         for (; i + 8 <= K; i += 8)
-            _mm256_storeu_ps(out + i, _mm256_mul_ps(load8(q + i / 2, mag), _mm256_set1_ps(srow[i / block])));
-    for (; i < K; i++) out[i] = scalar_at(q, i) * srow[i / block];
+            _mm256_storeu_ps(out + i, _mm256_mul_ps(load8(q + i / 2, mag), _mm256_set1_ps(ds_e8m0_to_f32(srow[i / block]))));
+    for (; i < K; i++) out[i] = scalar_at(q, i) * ds_e8m0_to_f32(srow[i / block]);
 }

@@ -55,9 +55,9 @@ void ds_tensor_row_f32(const ds_tensor *w, int64_t r, int64_t c0, int64_t n, flo
         break;
     }
     case DS_DTYPE_F4_E2M1: {
-        DS_ASSERT(w->scale && w->block_r == 1);
+        DS_ASSERT(w->scale_e8m0 && w->block_r == 1);
         const uint8_t *q = (const uint8_t *)w->data + (size_t)r * (size_t)(K / 2);
-        ds_fp4_row_ref(q, w->scale + (size_t)r * (size_t)w->scale_cols, w->block_c, c0, n, out);
+        ds_fp4_row_ref(q, w->scale_e8m0 + (size_t)r * (size_t)w->scale_cols, w->block_c, c0, n, out);
         break;
     }
     default: {

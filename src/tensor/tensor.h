@@ -28,6 +28,9 @@ typedef struct ds_tensor {
     const void *rp;
     /* FP8 block scales, fp32 [scale_rows, scale_cols]; NULL if none */
     const float *scale;
+    /* F4_E2M1 only: its e8m0 scales [rows, scale_cols] as stored (one byte,
+     * 2^(b - 127), per block_c columns; borrowed from the file) */
+    const uint8_t *scale_e8m0;
     int64_t scale_rows, scale_cols;
     int block_r, block_c;
 } ds_tensor;
