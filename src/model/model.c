@@ -258,6 +258,19 @@ static bool official_only(const char *n) {
            !strcmp(n, "norm.weight") || !strncmp(n, "hc_head_", 8);
 }
 
+/* Tensors of the release we do not use: the MTP layers (mtp.*), and a
+ * router bias on a hash-routed layer (it routes by tid2eid; llama.cpp's
+ * deepseek4 converter drops these biases too). */
+static bool v4_release_unused(const ds_model *m, const char *name) {
+    if (!m->v4_official) return false;
+    if (!strncmp(name, "mtp.", 4)) return true;
+    long long l;
+    int n = 0;
+    if (sscanf(name, "layers.%lld.ffn.gate.bias%n", &l, &n) == 1 && name[n] == '\0' && l >= 0 && l < m->cfg.n_layer)
+        return m->cfg.ffn_kind[l] == DS_FFN_HASH_MOE;
+    return false;
+}
+
 static int v4_naming(ds_model *m, ds_err *e) {
     const ds_st_tensor *off = NULL, *hf = NULL;
     for (int64_t i = 0; i < m->st.n_tensors; i++) {
@@ -327,7 +340,7 @@ int ds_model_open_opts(ds_model **out, const char *dir, const ds_model_opts *o, 
     }
     for (int64_t i = 0; i < m->st.n_tensors; i++) {
         ds_st_tensor *t = &m->st.tensors[i];
-        if (!t->used && !ignorable(t->name) && !(m->v4_official && !strncmp(t->name, "mtp.", 4))) {
+        if (!t->used && !ignorable(t->name) && !v4_release_unused(m, t->name)) {
             rc = ds_err_set(e, DS_EFORMAT, "%s: unexpected tensor '%s' (not part of a %s model with this config)",
                             m->st.files[t->file].map.path, t->name, c->model_type);
             goto fail;
