@@ -2,7 +2,10 @@
  * model.c - opening a model folder: config, safetensors, binding every
  * tensor of the table (tensors.h) by its Hugging Face name into its field
  * with shape/dtype/scale checks (only the owned routed experts), the RoPE
- * table, parameter counts. The forward pass lives in forward.c.
+ * table, parameter counts. DeepSeek-V4 folders may instead use the
+ * release's own names (detected, tensors.h: ds_tk_v4_official_name) and its
+ * formats: FP8 with e8m0 `.scale` tensors, FP4 e2m1 experts (fp4.h). The
+ * forward pass lives in forward.c.
  */
 #include "model.h"
 #include "model_internal.h"
