@@ -215,6 +215,28 @@ check_ref tiny-v4 576 ref_incr_logits.f32 --incremental
 check_ref tiny-v4 576 ref_logits.f32 --naive
 expect_fail "logits tiny-v4 --kv-type q8: V4 needs an f32 cache, said so" "f32 KV cache" \
     "$BIN" logits -m "$FX/tiny-v4" --tokens 1,2,3 --out "$L" --kv-type q8
+# the release's tensor names (two shards) and its FP8 ue8m0 / FP4-expert weights
+check_ref tiny-v4-official 576 ref_logits.f32
+check_ref tiny-v4-fp8 576 ref_logits.f32
+check_ref tiny-v4-fp8 576 ref_incr_logits.f32 --incremental
+# a folder mixing the two namings: an error naming a tensor of each
+mix=$T/v4-mix
+mkdir -p "$mix"
+cp "$FX/tiny-v4-official/config.json" "$FX/tiny-v4-official/model-00001-of-00002.safetensors" "$mix/"
+cp "$FX/tiny-v4/model.safetensors" "$mix/"
+python3 - "$mix" <<'PY'
+import json, sys
+d = sys.argv[1]
+json.dump({"weight_map": {"embed.weight": "model-00001-of-00002.safetensors",
+                          "model.norm.weight": "model.safetensors"}}, open(d + "/model.safetensors.index.json", "w"))
+PY
+expect_fail "logits on a folder mixing V4 release and transformers names" "a folder must use one naming" \
+    "$BIN" logits -m "$mix" --tokens 1,2 --out "$L"
+grep -q "embed.weight" "$T/err" && grep -q "model\." "$T/err" || fail "mixed V4 naming: the error names no tensor: $(cat "$T/err")"
+if expect_ok "info tiny-v4-fp8" "$BIN" info -m "$FX/tiny-v4-fp8"; then
+    grep -q "F4_E2M1" "$T/out" && grep -q "FP8 e4m3, 32x32 block scales" "$T/out" ||
+        fail "info tiny-v4-fp8: no FP8 / FP4 line in: $(cat "$T/out")"
+fi
 # greedy generation equals transformers' generate() (ref.json "greedy")
 v4p=$(python3 -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["prompt"])))' "$FX/tiny-v4/ref.json")
 v4g=$(python3 -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["greedy"])))' "$FX/tiny-v4/ref.json")

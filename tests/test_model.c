@@ -176,6 +176,10 @@ TEST(model_parity_v32_fp8) { parity("tiny-v32-fp8"); }   /* FP8 with ue8m0 scale
 /* DeepSeek-V4: sliding / CSA / HCA layers (window 8, rates 4 and 8, 40 tokens, top 3
  * of up to 10 entries), hyper-connections, hash and sqrtsoftplus routing, clamps */
 TEST(model_parity_v4) { parity("tiny-v4"); }
+/* the same weights under the release's tensor names, two shards (tools/gen_v4_release_fixtures.py) */
+TEST(model_parity_v4_official) { parity("tiny-v4-official"); }
+/* quantized as the release: FP8 e4m3 with ue8m0 block scales (32x32), FP4 e2m1 experts (ue8m0 per 32) */
+TEST(model_parity_v4_fp8) { parity("tiny-v4-fp8"); }
 
 /* MTP logits vs the reference written from vLLM's deepseek_mtp.py semantics */
 static void mtp_parity(const char *name) {
@@ -621,6 +625,37 @@ TEST(model_v4_config_errors) {
         { "\"num_key_value_heads\": 1", "\"num_key_value_heads\": 2", "num_key_value_heads" },
         { "\"scoring_func\": \"sqrtsoftplus\"", "\"scoring_func\": \"relu\"", "scoring_func" },
         { "\"index_head_dim\": 16", "\"index_head_dim\": 4", "index_head_dim" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *p = strstr(base, bad[i].from);
+        CHECK_MSG(p != NULL, "config has no '%s'", bad[i].from);
+        if (!p) continue;
+        char buf[8192];
+        snprintf(buf, sizeof buf, "%.*s%s%s", (int)(p - base), base, bad[i].to, p + strlen(bad[i].from));
+        ds_err e2 = { 0 };
+        CHECK_MSG(ds_config_parse(&c, buf, strlen(buf), "v4", &e2) != DS_OK, "accepted %s", bad[i].to);
+        CHECK_MSG(strstr(e2.msg, bad[i].msg) != NULL, "error '%s' does not name %s", e2.msg, bad[i].msg);
+    }
+    free(base);
+}
+
+/* V4's quantization_config: the release's (fp8, e4m3, ue8m0, dynamic, blocks) parses;
+ * anything else is an error naming the key */
+TEST(model_v4_quant_config) {
+    char *base;
+    size_t n;
+    ds_err e = { 0 };
+    if (ds_read_file("tests/fixtures/tiny-v4-fp8/config.json", 1 << 20, &base, &n, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    ds_config c;
+    CHECK(ds_config_parse(&c, base, n, "v4", &e) == DS_OK);
+    CHECK(c.fp8);
+    CHECK_EQ_INT(c.fp8_block_r, 32);
+    CHECK_EQ_INT(c.fp8_block_c, 32);
+    static const struct { const char *from, *to, *msg; } bad[] = {
+        { "\"scale_fmt\": \"ue8m0\"", "\"scale_fmt\": \"e4m3\"", "scale_fmt" },
+        { "\"quant_method\": \"fp8\"", "\"quant_method\": \"awq\"", "quant_method" },
+        { "\"fmt\": \"e4m3\"", "\"fmt\": \"e5m2\"", "fmt" },
+        { "\"activation_scheme\": \"dynamic\"", "\"activation_scheme\": \"static\"", "activation_scheme" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *p = strstr(base, bad[i].from);

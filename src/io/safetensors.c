@@ -18,6 +18,7 @@ static const struct { const char *name; size_t size; ds_dtype dtype; } k_dtypes[
     { "F64", 8, DS_DTYPE_COUNT },    { "F8_E5M2", 1, DS_DTYPE_COUNT }, { "I8", 1, DS_DTYPE_COUNT },
     { "U8", 1, DS_DTYPE_COUNT },     { "I16", 2, DS_DTYPE_COUNT }, { "U16", 2, DS_DTYPE_COUNT },
     { "U32", 4, DS_DTYPE_COUNT },    { "U64", 8, DS_DTYPE_COUNT }, { "BOOL", 1, DS_DTYPE_COUNT },
+    { "F8_E8M0", 1, DS_DTYPE_COUNT },   /* V4 release scales: model.c converts them */
 };
 
 /* ---------------------------------------------------------------- parse */

@@ -159,6 +159,41 @@ static int check_layer_types(const ds_config *c, json_t *j, const char *w, ds_er
     return DS_OK;
 }
 
+/* quantization_config (absent: nothing): block FP8 e4m3, scales fp32 or
+ * ue8m0 (powers of two; V3.1 / V3.2 store them as fp32 scale_inv tensors,
+ * V4's release as float8_e8m0fnu `.scale` tensors). */
+int ds_config_parse_fp8(ds_config *c, json_t *qc, const char *w, ds_err *e) {
+    if (!qc || json_is_null(qc)) return DS_OK;
+    char qw[600];
+    snprintf(qw, sizeof qw, "%s: quantization_config", w);
+    if (!json_is_object(qc)) return ds_err_set(e, DS_EFORMAT, "%s must be an object", qw);
+    const char *qm = NULL, *fmt = NULL, *sfmt = NULL, *act = NULL;
+    int rc;
+    if ((rc = ds_json_get_str(qc, qw, "quant_method", true, &qm, e))) return rc;
+    if (strcmp(qm, "fp8") != 0) return ds_err_set(e, DS_EUNSUPPORTED, "%s: quant_method '%s' is not supported (fp8)", qw, qm);
+    if ((rc = ds_json_get_str(qc, qw, "fmt", false, &fmt, e))) return rc;
+    if (fmt && strcmp(fmt, "e4m3") != 0) return ds_err_set(e, DS_EUNSUPPORTED, "%s: fmt '%s' is not supported (e4m3)", qw, fmt);
+    if ((rc = ds_json_get_str(qc, qw, "scale_fmt", false, &sfmt, e))) return rc;
+    if (sfmt && strcmp(sfmt, "ue8m0") != 0)
+        return ds_err_set(e, DS_EUNSUPPORTED, "%s: scale_fmt '%s' is not supported (ue8m0 or none)", qw, sfmt);
+    if ((rc = ds_json_get_str(qc, qw, "activation_scheme", false, &act, e))) return rc;
+    if (act && strcmp(act, "dynamic") != 0)
+        return ds_err_set(e, DS_EUNSUPPORTED, "%s: activation_scheme '%s' is not supported (dynamic)", qw, act);
+    c->fp8 = true;
+    c->fp8_block_r = c->fp8_block_c = 128;
+    json_t *bs = json_object_get(qc, "weight_block_size");
+    if (bs) {
+        if (!json_is_array(bs) || json_array_size(bs) != 2 || !json_is_integer(json_array_get(bs, 0)) ||
+            !json_is_integer(json_array_get(bs, 1)) || json_integer_value(json_array_get(bs, 0)) < 1 ||
+            json_integer_value(json_array_get(bs, 1)) < 1 || json_integer_value(json_array_get(bs, 0)) > 65536 ||
+            json_integer_value(json_array_get(bs, 1)) > 65536)
+            return ds_err_set(e, DS_EFORMAT, "%s: weight_block_size must be [rows, cols] of positive integers", qw);
+        c->fp8_block_r = json_integer_value(json_array_get(bs, 0));
+        c->fp8_block_c = json_integer_value(json_array_get(bs, 1));
+    }
+    return DS_OK;
+}
+
 int ds_config_load(ds_config *c, const char *path_in, ds_err *e) {
     memset(c, 0, sizeof *c);
     char path[4096];
@@ -331,37 +366,7 @@ static int parse_root(ds_config *c, json_t *j, const char *w, ds_err *e) {
     }
 
     /* FP8 */
-    json_t *qc = json_object_get(j, "quantization_config");
-    if (json_is_object(qc)) {
-        const char *qm = NULL, *fmt = NULL;
-        char qw[600];
-        snprintf(qw, sizeof qw, "%s: quantization_config", w);
-        if ((rc = ds_json_get_str(qc, qw, "quant_method", true, &qm, e))) goto done;
-        if (strcmp(qm, "fp8") != 0) { rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: quant_method '%s' is not supported (fp8)", qw, qm); goto done; }
-        if ((rc = ds_json_get_str(qc, qw, "fmt", false, &fmt, e))) goto done;
-        if (fmt && strcmp(fmt, "e4m3") != 0) { rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: fmt '%s' is not supported (e4m3)", qw, fmt); goto done; }
-        /* V3.1 / V3.2: "ue8m0" marks power-of-two scales, still stored as fp32 scale_inv tensors */
-        const char *sfmt = NULL;
-        if ((rc = ds_json_get_str(qc, qw, "scale_fmt", false, &sfmt, e))) goto done;
-        if (sfmt && strcmp(sfmt, "ue8m0") != 0) {
-            rc = ds_err_set(e, DS_EUNSUPPORTED, "%s: scale_fmt '%s' is not supported (ue8m0 or none)", qw, sfmt);
-            goto done;
-        }
-        c->fp8 = true;
-        c->fp8_block_r = c->fp8_block_c = 128;
-        json_t *bs = json_object_get(qc, "weight_block_size");
-        if (bs) {
-            if (!json_is_array(bs) || json_array_size(bs) != 2 || !json_is_integer(json_array_get(bs, 0)) ||
-                !json_is_integer(json_array_get(bs, 1)) || json_integer_value(json_array_get(bs, 0)) < 1 ||
-                json_integer_value(json_array_get(bs, 1)) < 1 || json_integer_value(json_array_get(bs, 0)) > 65536 ||
-                json_integer_value(json_array_get(bs, 1)) > 65536) {
-                rc = ds_err_set(e, DS_EFORMAT, "%s: weight_block_size must be [rows, cols] of positive integers", qw);
-                goto done;
-            }
-            c->fp8_block_r = json_integer_value(json_array_get(bs, 0));
-            c->fp8_block_c = json_integer_value(json_array_get(bs, 1));
-        }
-    }
+    if ((rc = ds_config_parse_fp8(c, json_object_get(j, "quantization_config"), w, e))) goto done;
     ds_config_derive_layers(c);
     if ((rc = check_layer_types(c, j, w, e))) goto done;
     GI("hc_mult", false, 1, 1024, &c->n_streams);  /* hyper-connections: validate says they are not implemented */

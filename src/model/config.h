@@ -96,6 +96,8 @@ int ds_config_parse(ds_config *c, const char *json, size_t len, const char *what
 /* The DeepSeek-V4 part of parsing (config_v4.c): j is config.json's object. */
 struct json_t;
 int ds_config_parse_v4(ds_config *c, struct json_t *j, const char *what, ds_err *e);
+/* quantization_config (NULL or null: none) -> fp8 / fp8_block_r / fp8_block_c. */
+int ds_config_parse_fp8(ds_config *c, struct json_t *qc, const char *what, ds_err *e);
 /* Validates ranges and cross-field constraints (also after programmatic edits). */
 int ds_config_validate(const ds_config *c, const char *what, ds_err *e);
 

@@ -202,7 +202,7 @@ static int write_meta(ds_gguf_writer *g, const ds_config *c, int64_t n_mtp, cons
         return ds_err_set(e, DS_EUNSUPPORTED, "GGUF (deepseek2) cannot express moe_layer_freq = %lld", (long long)c->moe_layer_freq);
     if (c->arch == DS_ARCH_V4)
         return ds_err_set(e, DS_EUNSUPPORTED, "GGUF (deepseek2) cannot express DeepSeek-V4 (compressed attention, "
-                          "hyper-connections); converting V4 to GGUF is not supported yet");
+                          "hyper-connections); converting V4 to GGUF (llama.cpp's deepseek4 layout) is not supported yet");
     if (c->index_topk > 0)
         return ds_err_set(e, DS_EUNSUPPORTED, "GGUF (deepseek2) cannot express DeepSeek-V3.2's sparse attention "
                           "(index_topk); converting V3.2 to GGUF is not supported yet");

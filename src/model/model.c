@@ -2,10 +2,14 @@
  * model.c - opening a model folder: config, safetensors, binding every
  * tensor of the table (tensors.h) by its Hugging Face name into its field
  * with shape/dtype/scale checks (only the owned routed experts), the RoPE
- * table, parameter counts. The forward pass lives in forward.c.
+ * table, parameter counts. DeepSeek-V4 folders may instead use the
+ * release's own names (detected, tensors.h: ds_tk_v4_official_name) and its
+ * formats: FP8 with e8m0 `.scale` tensors, FP4 e2m1 experts (fp4.h). The
+ * forward pass lives in forward.c.
  */
 #include "model.h"
 #include "model_internal.h"
+#include "../tensor/fp4.h"
 #include "rope.h"
 #include "tensors.h"
 
@@ -27,47 +31,116 @@ static const char *file_of(binder *b, const ds_st_tensor *t) {
     return b->m->st.files[t->file].map.path;
 }
 
-/* A 2-D weight [d0, d1]: F32/BF16/F16, or F8_E4M3 with a block-scale
- * companion `<name>_scale_inv`. */
+/* The block scale beside weight `name`: transformers' "<name>_scale_inv",
+ * or the V4 release's "<name without .weight>.scale"; NULL if neither. */
+static ds_st_tensor *find_scale(binder *b, const char *name, char *sname, size_t n) {
+    snprintf(sname, n, "%s_scale_inv", name);
+    ds_st_tensor *s = ds_safetensors_find(&b->m->st, sname);
+    size_t len = strlen(name);
+    if (!s && len > 7 && !strcmp(name + len - 7, ".weight")) {
+        snprintf(sname, n, "%.*s.scale", (int)(len - 7), name);
+        s = ds_safetensors_find(&b->m->st, sname);
+    }
+    if (!s) snprintf(sname, n, "%s_scale_inv", name);
+    return s;
+}
+
+/* Binds scale tensor s [sr, sc] as out's fp32 scale view: F32 borrowed from
+ * the file, F8_E8M0 (powers of two) converted into an owned fp32 copy. */
+static int bind_scale(binder *b, ds_st_tensor *s, const char *sname, int64_t sr, int64_t sc, int br, int bc,
+                      ds_tensor *out) {
+    bool e8 = !strcmp(s->dtype_name, "F8_E8M0");
+    if (s->dtype != DS_DTYPE_F32 && !e8)
+        return ds_err_set(b->e, DS_EFORMAT, "%s: scale '%s' has dtype %s, expected F32 or F8_E8M0", file_of(b, s), sname,
+                          s->dtype_name);
+    if (s->ndim != 2 || s->shape[0] != sr || s->shape[1] != sc)
+        return ds_err_set(b->e, DS_EFORMAT, "%s: scale '%s' has the wrong shape, expected [%lld, %lld] for %dx%d blocks",
+                          file_of(b, s), sname, (long long)sr, (long long)sc, br, bc);
+    s->used = true;
+    if (e8) {
+        ds_model *m = b->m;
+        float **grown = realloc(m->owned_scales, (size_t)(m->n_owned_scales + 1) * sizeof *grown);
+        if (!grown) return ds_err_set(b->e, DS_ENOMEM, "out of memory");
+        m->owned_scales = grown;
+        float *f = ds_alloc((size_t)(sr * sc) * sizeof(float));
+        if (!f) return ds_err_set(b->e, DS_ENOMEM, "out of memory");
+        m->owned_scales[m->n_owned_scales++] = f;
+        const uint8_t *p = (const uint8_t *)s->data;
+        for (int64_t i = 0; i < sr * sc; i++) {
+            if (p[i] == 0xff)
+                return ds_err_set(b->e, DS_EFORMAT, "%s: scale '%s' [%lld, %lld] is NaN (e8m0 0xff)", file_of(b, s), sname,
+                                  (long long)(i / sc), (long long)(i % sc));
+            f[i] = ds_e8m0_to_f32(p[i]);
+        }
+        out->scale = f;
+    } else {
+        out->scale = (const float *)s->data;
+    }
+    out->scale_rows = sr;
+    out->scale_cols = sc;
+    out->block_r = br;
+    out->block_c = bc;
+    b->bytes += (int64_t)(s->end - s->begin);
+    return DS_OK;
+}
+
+#define DS_FP4_BLOCK 32   /* e2m1 values per e8m0 scale in the V4 release's experts */
+
+/* A 2-D weight [d0, d1]: F32/BF16/F16; F8_E4M3 with block scales (fp32
+ * `<name>_scale_inv` or V4's e8m0 `<stem>.scale`); or V4's FP4 experts, I8/U8
+ * [d0, d1/2] of packed e2m1 pairs with e8m0 scales [d0, d1/32] (fp4.h). */
 static int bind_matrix(binder *b, const char *name, int64_t d0, int64_t d1, ds_tensor *out) {
     ds_st_tensor *t = ds_safetensors_find(&b->m->st, name);
     if (!t) return ds_err_set(b->e, DS_ENOTFOUND, "%s: missing tensor '%s'", b->m->dir, name);
-    if (t->ndim != 2 || t->shape[0] != d0 || t->shape[1] != d1) {
+    bool fp4 = !strcmp(t->dtype_name, "I8") || !strcmp(t->dtype_name, "U8");
+    if (fp4 && b->m->cfg.arch != DS_ARCH_V4)
+        return ds_err_set(b->e, DS_EUNSUPPORTED, "%s: tensor '%s' has dtype %s (packed FP4 is DeepSeek-V4's)", file_of(b, t),
+                          name, t->dtype_name);
+    int64_t want1 = fp4 ? d1 / 2 : d1;
+    if (t->ndim != 2 || t->shape[0] != d0 || t->shape[1] != want1 || (fp4 && d1 % 2)) {
         char got[128] = "";
         for (int i = 0; i < t->ndim && i < 4; i++)
             snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-        return ds_err_set(b->e, DS_EFORMAT, "%s: tensor '%s' has shape [%s], expected [%lld, %lld]", file_of(b, t),
-                          name, got, (long long)d0, (long long)d1);
+        return ds_err_set(b->e, DS_EFORMAT, "%s: tensor '%s' has shape [%s], expected [%lld, %lld]%s", file_of(b, t),
+                          name, got, (long long)d0, (long long)want1, fp4 ? " (packed FP4: two values per byte)" : "");
     }
     t->used = true;
     ds_st_view(t, out);
+    int rc;
+    char sname[512];
     switch (t->dtype) {
     case DS_DTYPE_F32: case DS_DTYPE_BF16: case DS_DTYPE_F16: break;
     case DS_DTYPE_F8_E4M3: {
-        char sname[512];
-        snprintf(sname, sizeof sname, "%s_scale_inv", name);
-        ds_st_tensor *s = ds_safetensors_find(&b->m->st, sname);
+        ds_st_tensor *s = find_scale(b, name, sname, sizeof sname);
         if (!s)
             return ds_err_set(b->e, DS_ENOTFOUND, "%s: FP8 tensor '%s' has no block scale '%s'", file_of(b, t), name, sname);
         int64_t br = b->m->cfg.fp8 ? b->m->cfg.fp8_block_r : 128, bc = b->m->cfg.fp8 ? b->m->cfg.fp8_block_c : 128;
-        int64_t sr = (d0 + br - 1) / br, sc = (d1 + bc - 1) / bc;
-        if (s->dtype != DS_DTYPE_F32)
-            return ds_err_set(b->e, DS_EFORMAT, "%s: scale '%s' has dtype %s, expected F32", file_of(b, s), sname, s->dtype_name);
-        if (s->ndim != 2 || s->shape[0] != sr || s->shape[1] != sc)
-            return ds_err_set(b->e, DS_EFORMAT, "%s: scale '%s' has the wrong shape, expected [%lld, %lld] for %lldx%lld blocks",
-                              file_of(b, s), sname, (long long)sr, (long long)sc, (long long)br, (long long)bc);
-        s->used = true;
-        out->scale = (const float *)s->data;
-        out->scale_rows = sr;
-        out->scale_cols = sc;
-        out->block_r = (int)br;
-        out->block_c = (int)bc;
-        b->bytes += (int64_t)(s->end - s->begin);
+        if ((rc = bind_scale(b, s, sname, (d0 + br - 1) / br, (d1 + bc - 1) / bc, (int)br, (int)bc, out))) return rc;
         break;
     }
     default:
-        return ds_err_set(b->e, DS_EUNSUPPORTED, "%s: tensor '%s' has dtype %s; weights must be F32, BF16, F16 or F8_E4M3",
-                          file_of(b, t), name, t->dtype_name);
+        if (fp4) {
+            ds_st_tensor *s = find_scale(b, name, sname, sizeof sname);
+            if (!s)
+                return ds_err_set(b->e, DS_ENOTFOUND, "%s: FP4 tensor '%s' has no scale '%s'", file_of(b, t), name, sname);
+            if (strcmp(s->dtype_name, "F8_E8M0") != 0)
+                return ds_err_set(b->e, DS_EFORMAT, "%s: FP4 scale '%s' has dtype %s, expected F8_E8M0", file_of(b, s), sname,
+                                  s->dtype_name);
+            int64_t sc = (d1 + DS_FP4_BLOCK - 1) / DS_FP4_BLOCK;
+            if (s->ndim != 2 || s->shape[0] != d0 || s->shape[1] != sc)
+                return ds_err_set(b->e, DS_EFORMAT, "%s: FP4 scale '%s' has the wrong shape, expected [%lld, %lld] (one per "
+                                  "%d values)", file_of(b, s), sname, (long long)d0, (long long)sc, DS_FP4_BLOCK);
+            /* kept as stored (mmap), like the packed values: 1/64 of a byte per weight, not 1/8 as fp32 */
+            s->used = true;
+            out->dtype = DS_DTYPE_F4_E2M1;
+            out->shape[1] = d1;
+            out->scale_e8m0 = (const uint8_t *)s->data;
+            out->scale_rows = d0, out->scale_cols = sc, out->block_r = 1, out->block_c = DS_FP4_BLOCK;
+            b->bytes += (int64_t)(s->end - s->begin);
+            break;
+        }
+        return ds_err_set(b->e, DS_EUNSUPPORTED, "%s: tensor '%s' has dtype %s; weights must be F32, BF16, F16, F8_E4M3%s",
+                          file_of(b, t), name, t->dtype_name, b->m->cfg.arch == DS_ARCH_V4 ? " or packed FP4 (I8)" : "");
     }
     b->n_params += d0 * d1;
     b->bytes += (int64_t)(t->end - t->begin);
@@ -130,6 +203,11 @@ static int bind_kind(binder *b, const ds_tkind *k, int64_t l, int64_t x, ds_tnee
     char name[256];
     int64_t s[3];
     ds_tk_name(k, false, l, x, name, sizeof name);
+    if (b->m->v4_official) {
+        char hf[256];
+        snprintf(hf, sizeof hf, "%s", name);
+        ds_tk_v4_official_name(hf, name, sizeof name);
+    }
     if (need == DS_TN_MAYBE && !has(b, name)) return DS_OK;
     ds_tk_shape(k, &b->m->cfg, s);
     if (k->flags & DS_TF_INDEX) return bind_index(b, name, s[0], s[1], b->m->cfg.n_routed_experts, dst);
@@ -174,6 +252,43 @@ static bool ignorable(const char *name) {
     return n >= sl && strcmp(name + n - sl, suffix) == 0;
 }
 
+/* Which names a V4 folder uses: transformers' (model.embed_tokens.weight,
+ * model.layers.N...) or the release's (embed.weight, layers.N..., mtp.N...;
+ * its MTP layers are not built, so mtp.* is skipped). A folder must use one;
+ * a tensor of the other naming is an error that names it. */
+static bool official_only(const char *n) {
+    return !strncmp(n, "layers.", 7) || !strncmp(n, "mtp.", 4) || !strcmp(n, "embed.weight") ||
+           !strcmp(n, "norm.weight") || !strncmp(n, "hc_head_", 8);
+}
+
+/* Tensors of the release we do not use: the MTP layers (mtp.*), and a
+ * router bias on a hash-routed layer (it routes by tid2eid; llama.cpp's
+ * deepseek4 converter drops these biases too). */
+static bool v4_release_unused(const ds_model *m, const char *name) {
+    if (!m->v4_official) return false;
+    if (!strncmp(name, "mtp.", 4)) return true;
+    long long l;
+    int n = 0;
+    if (sscanf(name, "layers.%lld.ffn.gate.bias%n", &l, &n) == 1 && name[n] == '\0' && l >= 0 && l < m->cfg.n_layer)
+        return m->cfg.ffn_kind[l] == DS_FFN_HASH_MOE;
+    return false;
+}
+
+static int v4_naming(ds_model *m, ds_err *e) {
+    const ds_st_tensor *off = NULL, *hf = NULL;
+    for (int64_t i = 0; i < m->st.n_tensors; i++) {
+        const ds_st_tensor *t = &m->st.tensors[i];
+        if (official_only(t->name)) { if (!off) off = t; }
+        else if (!strncmp(t->name, "model.", 6)) { if (!hf) hf = t; }
+    }
+    if (off && hf)
+        return ds_err_set(e, DS_EFORMAT, "%s: tensor '%s' (%s) uses DeepSeek-V4's release names but '%s' (%s) uses "
+                          "transformers' (model. prefix); a folder must use one naming", m->dir, off->name,
+                          m->st.files[off->file].map.path, hf->name, m->st.files[hf->file].map.path);
+    m->v4_official = off != NULL;
+    return DS_OK;
+}
+
 int ds_model_expert_range(ds_model *m, const ds_model_opts *o, ds_err *e) {
     int64_t E = m->cfg.n_routed_experts, lo = o ? o->expert_lo : 0, hi = o && o->expert_hi >= 0 ? o->expert_hi : E;
     if (o && o->n_ranks > 1) {
@@ -211,6 +326,7 @@ int ds_model_open_opts(ds_model **out, const char *dir, const ds_model_opts *o, 
     if ((rc = ds_config_load(&m->cfg, dir, e))) goto fail;
     if ((rc = ds_model_expert_range(m, o, e))) goto fail;
     if ((rc = ds_safetensors_open_dir(&m->st, dir, e))) goto fail;
+    if (m->cfg.arch == DS_ARCH_V4 && (rc = v4_naming(m, e))) goto fail;
     const ds_config *c = &m->cfg;
     binder b = { m, e, 0, 0 };
     m->layers = calloc((size_t)(c->n_layer + c->n_mtp), sizeof *m->layers);
@@ -227,7 +343,7 @@ int ds_model_open_opts(ds_model **out, const char *dir, const ds_model_opts *o, 
     }
     for (int64_t i = 0; i < m->st.n_tensors; i++) {
         ds_st_tensor *t = &m->st.tensors[i];
-        if (!t->used && !ignorable(t->name)) {
+        if (!t->used && !ignorable(t->name) && !v4_release_unused(m, t->name)) {
             rc = ds_err_set(e, DS_EFORMAT, "%s: unexpected tensor '%s' (not part of a %s model with this config)",
                             m->st.files[t->file].map.path, t->name, c->model_type);
             goto fail;
@@ -283,6 +399,8 @@ void ds_model_close(ds_model *m) {
     ds_free(m->inv_freq);
     ds_free(m->inv_freq_cmp);
     ds_model_repack_free(m);
+    for (int64_t i = 0; i < m->n_owned_scales; i++) ds_free(m->owned_scales[i]);
+    free(m->owned_scales);
     ds_model_gguf_release(m);
     ds_safetensors_close(&m->st);
     free(m->dir);

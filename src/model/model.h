@@ -114,6 +114,9 @@ typedef struct ds_model {
     size_t rp_bytes;
     size_t rp_skipped;    /* bytes not repacked: the copy would not fit in rp_budget (repack_model.c) */
     int64_t rp_budget;    /* memory this process could still use at load (memlimit.h) */
+    float **owned_scales; /* block scales converted at load (V4's e8m0 -> fp32), [n_owned_scales] */
+    int64_t n_owned_scales;
+    bool v4_official;     /* V4 folder with the release's own tensor names (embed.weight, layers.N...) */
 } ds_model;
 
 /* Opens a Hugging Face model folder: config.json + safetensors (sharded or

@@ -80,8 +80,11 @@ uint64_t ds_model_fingerprint(const ds_model *m) {
 
 void ds_model_storage_info(const ds_model *m, ds_model_storage *s) {
     memset(s, 0, sizeof *s);
-    for (int64_t i = 0; i < m->st.n_tensors; i++)
-        s->bytes_by_dtype[m->st.tensors[i].dtype] += (int64_t)(m->st.tensors[i].end - m->st.tensors[i].begin);
+    for (int64_t i = 0; i < m->st.n_tensors; i++) {
+        const ds_st_tensor *t = &m->st.tensors[i];
+        bool fp4 = m->cfg.arch == DS_ARCH_V4 && (!strcmp(t->dtype_name, "I8") || !strcmp(t->dtype_name, "U8"));
+        s->bytes_by_dtype[fp4 ? DS_DTYPE_F4_E2M1 : t->dtype] += (int64_t)(t->end - t->begin);  /* V4: packed e2m1 */
+    }
     if (m->gguf) {  /* a .gguf file: its tensors by ggml type */
         s->gguf = true;
         s->gguf_version = m->gguf->version;

@@ -289,3 +289,20 @@ bool ds_tk_hf_layer_stored(const ds_safetensors *st, int64_t l) {
         if (strncmp(st->tensors[i].name, prefix, (size_t)len) == 0) return true;
     return false;
 }
+
+void ds_tk_v4_official_name(const char *hf, char *buf, size_t n) {
+    static const char *const top[][2] = {
+        { "model.embed_tokens.weight", "embed.weight" }, { "model.norm.weight", "norm.weight" },
+        { "model.hc_head.hc_fn", "hc_head_fn" },         { "model.hc_head.hc_base", "hc_head_base" },
+        { "model.hc_head.hc_scale", "hc_head_scale" },
+    };
+    for (size_t i = 0; i < sizeof top / sizeof *top; i++)
+        if (!strcmp(hf, top[i][0])) { snprintf(buf, n, "%s", top[i][1]); return; }
+    const char *rest = strncmp(hf, "model.", 6) == 0 ? hf + 6 : hf;
+    size_t len = strlen(rest);
+    const char *kv = ".attn.norm.weight";
+    size_t kl = strlen(kv);
+    if (len > kl && !strcmp(rest + len - kl, kv))
+        snprintf(buf, n, "%.*s.attn.kv_norm.weight", (int)(len - kl), rest);
+    else snprintf(buf, n, "%s", rest);
+}

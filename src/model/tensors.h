@@ -157,4 +157,13 @@ int64_t ds_tk_layer_params(const ds_config *c, int64_t l, int64_t n_experts, boo
  * are optional: transformers' save_pretrained does not write them). */
 bool ds_tk_hf_layer_stored(const ds_safetensors *st, int64_t l);
 
+/* DeepSeek-V4's release names for a V4 row's Hugging Face name (what
+ * transformers' save_pretrained writes, the table's): "model." dropped,
+ * embed_tokens -> embed, hc_head.hc_fn -> hc_head_fn (base, scale alike),
+ * the attention's K=V norm attn.norm -> attn.kv_norm; everything else
+ * (attn., ffn., experts.X.w1, compressor., indexer.) is the same. The
+ * release's own scales sit beside a weight as "<...>.scale" (float8_e8m0fnu)
+ * where transformers writes "<...>.weight_scale_inv". */
+void ds_tk_v4_official_name(const char *hf, char *buf, size_t n);
+
 #endif

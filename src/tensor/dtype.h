@@ -39,6 +39,7 @@ typedef enum ds_dtype {
     DS_DTYPE_IQ1_M = 22,   /* (56) */
     DS_DTYPE_IQ4_NL = 23,  /* blocks of 32: fp16 d, nibbles indexing 16 non-linear levels (18) */
     DS_DTYPE_IQ4_XS = 24,  /* super-blocks of 256: d, 6-bit scales, IQ4_NL nibbles (136) */
+    DS_DTYPE_F4_E2M1 = 25, /* two e2m1 per byte, low nibble first, with an fp32 scale view (fp4.h) */
     DS_DTYPE_COUNT
 } ds_dtype;
 
@@ -48,7 +49,7 @@ size_t ds_dtype_size(ds_dtype t);
  * and bytes per block; 0 bytes for unknown. */
 int64_t ds_dtype_block(ds_dtype t);
 size_t ds_dtype_block_bytes(ds_dtype t);
-static inline bool ds_dtype_is_quant(ds_dtype t) { return t >= 6 && t < DS_DTYPE_COUNT; }
+static inline bool ds_dtype_is_quant(ds_dtype t) { return t >= 6 && t <= DS_DTYPE_IQ4_XS; }
 const char *ds_dtype_name(ds_dtype t);
 
 static inline float ds_bf16_to_f32(uint16_t h) {

@@ -23,6 +23,7 @@
  *     repack_ext_avx512.c where it has a kernel (also bit-identical).
  */
 #include "dtype.h"
+#include "fp4.h"
 #include "ops.h"
 #include "ops_isa.h"
 #include "quant.h"
@@ -112,6 +113,9 @@ static float dot_row_tid(const ds_tensor *w, int64_t r, const float *x, int64_t 
             const float *srow = w->scale ? w->scale + (size_t)(r / w->block_r) * (size_t)w->scale_cols : NULL;
             return ds_dot_fp8_avx2((const uint8_t *)w->data + off, x, K, srow, w->scale ? w->block_c : (int)K);
         }
+        case DS_DTYPE_F4_E2M1:
+            return ds_fp4_dot_avx2((const uint8_t *)w->data + off / 2, w->scale_e8m0 + (size_t)r * (size_t)w->scale_cols,
+                                   w->block_c, x, K);
         default: break;
         }
     }
@@ -142,6 +146,9 @@ static void dequant_rows(const ds_tensor *w, int64_t r0, int64_t n, float *out) 
         if (isa() == 1 && w->dtype == DS_DTYPE_BF16) ds_cvt_bf16_avx2(o, (const uint16_t *)w->data + off, K);
         else if (isa() == 1 && w->dtype == DS_DTYPE_F16) ds_cvt_f16_avx2(o, (const uint16_t *)w->data + off, K);
         else if (isa() == 1 && ds_dtype_is_quant(w->dtype)) ds_dequant_row_avx2(w->dtype, row_ptr(w, r0 + i, K), o, K);
+        else if (isa() == 1 && w->dtype == DS_DTYPE_F4_E2M1)
+            ds_fp4_row_avx2((const uint8_t *)w->data + off / 2, w->scale_e8m0 + (size_t)(r0 + i) * (size_t)w->scale_cols,
+                            w->block_c, K, o);
         else if (isa() == 1 && w->dtype == DS_DTYPE_F8_E4M3) {
             const float *srow = w->scale ? w->scale + (size_t)((r0 + i) / w->block_r) * (size_t)w->scale_cols : NULL;
             ds_cvt_fp8_avx2(o, (const uint8_t *)w->data + off, K, srow, 0, w->scale ? w->block_c : 1);

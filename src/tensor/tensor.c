@@ -2,6 +2,7 @@
  * tensor.c - element access for tensor views (the plain reference path).
  */
 #include "tensor.h"
+#include "fp4.h"
 #include "quant.h"
 
 size_t ds_dtype_row_bytes(ds_dtype t, int64_t cols) {
@@ -51,6 +52,12 @@ void ds_tensor_row_f32(const ds_tensor *w, int64_t r, int64_t c0, int64_t n, flo
         } else {
             for (int64_t i = 0; i < n; i++) out[i] = ds_fp8_e4m3_to_f32(p[i]);
         }
+        break;
+    }
+    case DS_DTYPE_F4_E2M1: {
+        DS_ASSERT(w->scale_e8m0 && w->block_r == 1);
+        const uint8_t *q = (const uint8_t *)w->data + (size_t)r * (size_t)(K / 2);
+        ds_fp4_row_ref(q, w->scale_e8m0 + (size_t)r * (size_t)w->scale_cols, w->block_c, c0, n, out);
         break;
     }
     default: {

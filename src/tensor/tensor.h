@@ -6,6 +6,9 @@
  * y = x · Wᵀ (PyTorch nn.Linear convention). FP8 weights carry a companion
  * block-scale view (`weight_scale_inv`, a multiplier despite its name):
  *   W[i][j] = fp8(Wq[i][j]) · scale[i / block_r][j / block_c]
+ * F4_E2M1 weights (DeepSeek-V4's experts, fp4.h) are packed two per byte
+ * (data holds rows of K/2 bytes) with the stored e8m0 bytes as their scales
+ * (scale_e8m0, one per block_c columns of a row).
  */
 #ifndef DS_TENSOR_H
 #define DS_TENSOR_H
@@ -28,6 +31,9 @@ typedef struct ds_tensor {
     const void *rp;
     /* FP8 block scales, fp32 [scale_rows, scale_cols]; NULL if none */
     const float *scale;
+    /* F4_E2M1 only: its e8m0 scales [rows, scale_cols] as stored (one byte,
+     * 2^(b - 127), per block_c columns; borrowed from the file) */
+    const uint8_t *scale_e8m0;
     int64_t scale_rows, scale_cols;
     int block_r, block_c;
 } ds_tensor;
