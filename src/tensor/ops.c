@@ -15,7 +15,8 @@
  *     arithmetic (quant_avx2.c, quant_ext_avx2.c).
  *   - block-quantized weights repacked at load (w->rp, repack.h): every
  *     token count goes through the x8 kernels (8 rows x up to 4 tokens per
- *     call, repack_avx2.c; 8 for the VNNI kernels of repack_ext_avx512.c),
+ *     call, repack_avx2.c; 8 for the VNNI kernels of repack_avx512.c and
+ *     repack_ext_avx512.c),
  *     decode and prefill alike; a token's result does not depend on the
  *     other tokens of the call. At core/cpu.h level avx512vnni the
  *     Q8_0/Q4_0/Q5_0/Q4_K/Q6_K groups use repack_avx512.c (vpdpbusd;
@@ -168,6 +169,10 @@ typedef struct {
  * row gets depends only on the row, never on the call. */
 typedef struct { int64_t g0, ng, t0, nt; } x8_units;
 
+/* the most tokens one x8 kernel call takes (any ISA level) */
+#define X8_MAX_T (DS_RP_CORE_T > DS_RP_EXT_T ? DS_RP_CORE_T : DS_RP_EXT_T)
+_Static_assert(DS_RP_MAX_T <= X8_MAX_T, "x8 token step");
+
 static x8_units x8_split(const ds_tensor *w, int64_t r0, int64_t N) {
     int64_t full = ds_tensor_rows(w) / DS_RP_ROWS * DS_RP_ROWS, b = DS_MIN(r0 + N, full);
     x8_units u = { r0 / DS_RP_ROWS, 0, DS_MAX(r0, full), 0 };
@@ -185,9 +190,11 @@ static void matmul_x8_worker(const matmul_ctx *c, int64_t i0, int64_t i1) {
     ds_dtype dt = c->w->dtype;
     size_t gb = ds_dtype_row_bytes(dt, c->K) * DS_RP_ROWS;
     int64_t e0 = DS_MIN(i1, u.ng);
-    /* the VNNI kernels of repack_ext_avx512.c unpack a weight block once for up to DS_RP_EXT_T tokens */
+    /* the VNNI kernels unpack a weight block once for up to 8 tokens
+     * (DS_RP_CORE_T: repack_avx512.c, DS_RP_EXT_T: repack_ext_avx512.c), AVX2 for 4 */
     const bool vnni = level() >= DS_ISA_AVX512_VNNI;
-    const int step = vnni && ds_gemm_x8_ext_avx512_has(dt) ? DS_RP_EXT_T : DS_RP_MAX_T;
+    const int step = !vnni ? DS_RP_MAX_T : ds_gemm_x8_avx512_has(dt) ? DS_RP_CORE_T
+                   : ds_gemm_x8_ext_avx512_has(dt) ? DS_RP_EXT_T : DS_RP_MAX_T;
     for (int64_t t0 = 0; t0 < c->T; t0 += QTILE) {
         int64_t t1 = DS_MIN(c->T, t0 + QTILE);
         for (int64_t i = i0; i < e0; i++) {
@@ -196,8 +203,8 @@ static void matmul_x8_worker(const matmul_ctx *c, int64_t i0, int64_t i1) {
             const uint8_t *wg = (const uint8_t *)c->w->rp + gb * (size_t)g;
             for (int64_t t = t0; t < t1; t += step) {
                 int m = (int)DS_MIN(step, t1 - t);
-                const void *a[DS_RP_EXT_T];
-                float out[DS_RP_ROWS * DS_RP_EXT_T];
+                const void *a[X8_MAX_T];
+                float out[DS_RP_ROWS * X8_MAX_T];
                 for (int k = 0; k < m; k++) a[k] = c->qa + (size_t)(t + k) * c->ab;
                 if (!(vnni && (ds_gemm_x8_avx512(dt, wg, a, m, c->K, out) || ds_gemm_x8_ext_avx512(dt, wg, a, m, c->K, out))))
                     ds_gemm_x8_avx2(dt, wg, a, m, c->K, out);
