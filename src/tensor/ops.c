@@ -249,6 +249,42 @@ static int64_t qdot_units(const ds_tensor *w, int64_t r0, int64_t N) {
     return u.ng + u.nt;
 }
 
+/* Activation rows quantized for the integer kernels (A8 / K8, quant.h):
+ * rows of several jobs laid end to end (row prefix sums in start), split
+ * across threads (each row's bytes are the same whoever quantizes it).
+ * Prefill quantizes thousands of rows per call (the MoE's packed rows);
+ * done by the calling thread alone they were a serial part of every
+ * matmul pass. Few rows (decode) stay on the caller: a fork/join costs
+ * more than they do. */
+typedef struct {
+    int n;                  /* jobs */
+    const int64_t *start;   /* [n + 1] row prefix sums */
+    const float *const *x; const int64_t *ldx;
+    uint8_t *const *qa;     /* [n]: T rows of ab[j] bytes */
+    const ds_dtype *dt; const int64_t *K;
+} qact_ctx;
+
+static void qact_worker(void *vctx, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    const qact_ctx *c = vctx;
+    int j = 0;
+    for (int64_t r = r0; r < r1; r++) {
+        while (c->start[j + 1] <= r) j++;
+        int64_t t = r - c->start[j];
+        size_t ab = ds_act_row_bytes(c->dt[j], c->K[j]);
+        ds_quantize_act_avx2(c->dt[j], c->x[j] + t * c->ldx[j], c->qa[j] + (size_t)t * ab, c->K[j]);
+    }
+}
+
+static void qact_run(const qact_ctx *c) {
+    int64_t rows = c->start[c->n], elems = 0;
+    for (int j = 0; j < c->n; j++) elems += (c->start[j + 1] - c->start[j]) * c->K[j];
+    if (rows <= 0) return;
+    /* ~64K values per thread at least (a few tens of µs of work) */
+    int64_t min_rows = DS_MAX(1, rows * 65536 / DS_MAX(elems, 1));
+    ds_par_for(rows, min_rows, qact_worker, (void *)c);
+}
+
 static void matmul_qrows_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     matmul_ctx *c = vctx;
@@ -356,7 +392,10 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
         c.ab = ds_act_row_bytes(w->dtype, K);
         uint8_t *qa = act_buf(ds_thread_id(), c.ab * (size_t)T);
         if (!qa) return;
-        for (int64_t t = 0; t < T; t++) ds_quantize_act_avx2(w->dtype, x + t * ldx, qa + (size_t)t * c.ab, K);
+        int64_t qs[2] = { 0, T };
+        ds_dtype qdt = w->dtype;
+        qact_ctx qc = { 1, qs, &x, &ldx, &qa, &qdt, &K };
+        qact_run(&qc);
         c.qa = qa;
         int64_t units = qdot_units(w, r0, N);
         int64_t min_units = DS_MAX(1, units * 16384 / DS_MAX(N * K * T, 1));
@@ -405,12 +444,24 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
      * jobs in the caller's scratch (kept between calls: no allocation per step) */
     int64_t stack[65], *start = stack;
     const uint8_t *qstack[64], **qa = qstack;
+    /* the rows to quantize: per job (deduplicated), as qact_ctx wants them */
+    int64_t qstart_s[65], *qstart = qstart_s, qK_s[64], *qK = qK_s, qldx_s[64], *qldx = qldx_s;
+    const float *qx_s[64], **qx = qx_s;
+    uint8_t *qo_s[64], **qo = qo_s;
+    ds_dtype qdt_s[64], *qdt = qdt_s;
     if (n >= 64) {
-        size_t tb = ((size_t)(n + 1) * sizeof *start + 63) / 64 * 64;
-        uint8_t *tab = ds_scratch_bytes(ds_thread_id(), DS_SLOT_MULTI, tb + (size_t)n * sizeof *qa);
+        size_t tb = ((size_t)(n + 1) * sizeof *start + 63) / 64 * 64, pb = ((size_t)n * sizeof(void *) + 63) / 64 * 64;
+        size_t ib = ((size_t)n * sizeof(int64_t) + 63) / 64 * 64, db = ((size_t)n * sizeof(ds_dtype) + 63) / 64 * 64;
+        uint8_t *tab = ds_scratch_bytes(ds_thread_id(), DS_SLOT_MULTI, 2 * tb + 3 * pb + 2 * ib + db);
         if (!tab) return;
         start = (int64_t *)tab;
         qa = (const uint8_t **)(tab + tb);
+        qstart = (int64_t *)(tab + tb + pb);
+        qx = (const float **)(tab + 2 * tb + pb);
+        qo = (uint8_t **)(tab + 2 * tb + 2 * pb);
+        qK = (int64_t *)(tab + 2 * tb + 3 * pb);
+        qldx = (int64_t *)(tab + 2 * tb + 3 * pb + ib);
+        qdt = (ds_dtype *)(tab + 2 * tb + 3 * pb + 2 * ib);
     }
     start[0] = 0;
     int64_t work = 0;
@@ -431,6 +482,8 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
     uint8_t *qbuf = qbytes ? act_buf(ds_thread_id(), qbytes) : NULL;
     if (qbytes && !qbuf) return;
     size_t qoff = 0;
+    int nq = 0;
+    qstart[0] = 0;
     for (int j = 0; j < n; j++) {
         const ds_mm_job *jb = &jobs[j];
         qa[j] = NULL;
@@ -442,10 +495,14 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
                 ds_tensor_cols(jobs[i].w) == K && ds_act_kind(jobs[i].w->dtype) == kind) { qa[j] = qa[i]; break; }
         if (qa[j]) continue;
         size_t ab = ds_act_row_bytes(jb->w->dtype, K);
-        for (int64_t t = 0; t < jb->T; t++) ds_quantize_act_avx2(jb->w->dtype, jb->x + t * jb->ldx, qbuf + qoff + (size_t)t * ab, K);
+        qx[nq] = jb->x; qldx[nq] = jb->ldx; qo[nq] = qbuf + qoff; qdt[nq] = jb->w->dtype; qK[nq] = K;
+        qstart[nq + 1] = qstart[nq] + jb->T;
+        nq++;
         qa[j] = qbuf + qoff;
         qoff += ab * (size_t)jb->T;
     }
+    qact_ctx qc = { nq, qstart, qx, qldx, qo, qdt, qK };
+    qact_run(&qc);
     multi_ctx mc = { jobs, n, start, qa };
     int64_t units = start[n];
     int64_t min_units = DS_MAX(1, units * 16384 / DS_MAX(work, 1));
@@ -653,15 +710,28 @@ void ds_mla_attn_finish(float *out, int64_t ldo, const float *u, const float *l,
 
 /* -------------------------------------------------------------- elementwise */
 
-void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps) {
-    for (int64_t t = 0; t < T; t++) {
-        const float *xr = x + t * D;
-        float *o = out + t * D;
+typedef struct { float *out; const float *x, *w; int64_t D; float eps; } rms_ctx;
+
+static void rms_worker(void *vctx, int64_t t0, int64_t t1, int tid) {
+    (void)tid;
+    const rms_ctx *c = vctx;
+    const int64_t D = c->D;
+    const float *w = c->w;
+    for (int64_t t = t0; t < t1; t++) {
+        const float *xr = c->x + t * D;
+        float *o = c->out + t * D;
         double ss = 0.0;
         for (int64_t i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
-        float inv = (float)(1.0 / sqrt(ss / (double)D + (double)eps));
+        float inv = (float)(1.0 / sqrt(ss / (double)D + (double)c->eps));
         for (int64_t i = 0; i < D; i++) o[i] = (xr[i] * inv) * w[i];
     }
+}
+
+/* Rows split across threads (prefill); each row's arithmetic is the same
+ * whoever computes it. A few rows (decode) stay on the caller. */
+void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps) {
+    rms_ctx c = { out, x, w, D, eps };
+    ds_par_for(T, DS_MAX(1, 32768 / DS_MAX(D, 1)), rms_worker, &c);
 }
 
 void ds_softmax(float *x, int64_t n) {
