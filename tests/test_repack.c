@@ -268,9 +268,11 @@ TEST(repack_core_vnni_vs_avx2) {
     CHECK(!ds_gemm_x8_avx512(DS_DTYPE_IQ4_NL, z, p, 1, 256, o));
 }
 
-/* repack_ext_avx512.c (Q2_K, Q3_K, IQ2_XXS, IQ4_NL; 8 tokens per unpack). */
+/* repack_ext_avx512.c (Q2_K, Q3_K, IQ2_XXS, IQ4_NL; 8 tokens per unpack).
+ * Runs whenever the CPU has VNNI, even under DS_ISA=avx2 (called directly). */
 TEST(repack_ext_vnni_vs_avx2) {
-    if (ds_isa_level() < DS_ISA_AVX512_VNNI) SKIP("no avx512vnni (isa level %s)", ds_isa_name(ds_isa_level()));
+    if (!ds_cpu_has(DS_CPU_AVX512_VNNI) || ds_isa_detected() < DS_ISA_AVX512_VNNI)
+        SKIP("needs avx512vnni: this CPU's level is %s", ds_isa_name(ds_isa_detected()));
     static const ds_dtype types[] = { DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_IQ2_XXS, DS_DTYPE_IQ4_NL };
     check_vnni_vs_avx2(types, 4, ds_gemm_x8_ext_avx512, 24);
     /* types it has no kernel for are declined (the caller falls back to AVX2) */
