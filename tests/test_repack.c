@@ -170,17 +170,27 @@ TEST(repack_kernels_avx512vnni) {
     CHECK_EQ_INT(check_x8_kernel("avx512vnni", ds_gemm_x8_avx512, avx2_kernel, 24), 5);
 }
 
-/* repack_ext_avx512.c: the same integer sums and fp32 epilogue as the AVX2
- * kernels, so every token's result is bit-identical to ds_gemm_x8_avx2 (and
- * so within the bound above of the reference, checked again here), for any
- * T (runs of 8 tokens per weight unpack) and any placement of the tokens. */
-TEST(repack_ext_vnni_vs_avx2) {
-    if (ds_isa_level() < DS_ISA_AVX512_VNNI) SKIP("no avx512vnni (isa level %s)", ds_isa_name(ds_isa_level()));
-    static const ds_dtype types[] = { DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_IQ2_XXS, DS_DTYPE_IQ4_NL };
+/* Bytes [lo, hi) of a block of type t are its fp16 scales (d, dmin): kept
+ * when the rest of the block is overwritten with random bytes. */
+static void d_bytes(ds_dtype t, size_t bb, size_t *lo, size_t *hi) {
+    switch (t) {
+    case DS_DTYPE_Q4_K: *lo = 0; *hi = 4; break;
+    case DS_DTYPE_Q2_K: *lo = bb - 4; *hi = bb; break;
+    case DS_DTYPE_Q3_K: case DS_DTYPE_Q6_K: *lo = bb - 2; *hi = bb; break;
+    default: *lo = 0; *hi = 2; break;   /* Q8_0, Q4_0, Q5_0, IQ4_NL (IQ2_XXS: rand_rows's own) */
+    }
+}
+
+/* A VNNI kernel file against ds_gemm_x8_avx2: the same integer sums and
+ * fp32 epilogue, so every token's result is bit-identical to the AVX2
+ * kernel's (and so within the bound above of the reference, checked again
+ * here), for T = 1..17 (runs of 8 tokens per weight unpack, then the tail:
+ * 8+8+1, 8+5, ...) and tokens placed in several rotations. */
+static void check_vnni_vs_avx2(const ds_dtype *types, int ntypes, x8_kernel kern, uint64_t seed) {
     ds_rng r;
-    ds_rng_seed(&r, 24);
+    ds_rng_seed(&r, seed);
     static const int64_t Ks[] = { 256, 512, 1408, 2048 };
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < ntypes; k++) {
         ds_dtype t = types[k];
         for (int ki = 0; ki < 4; ki++) {
             int64_t K = Ks[ki];
@@ -188,17 +198,15 @@ TEST(repack_ext_vnni_vs_avx2) {
             size_t bytes = 8 * ds_dtype_row_bytes(t, K), ab = ds_act_row_bytes(t, K);
             float *f;
             uint8_t *q = rand_rows(t, K, &r, &f), *g = malloc(bytes);
-            /* random bytes too (every scale, sign and grid index pattern), but keep the fp16 d finite */
+            /* random bytes too (every scale, sign, high-bit and grid index pattern), but keep the fp16 d finite */
             if (ki == 3 && t != DS_DTYPE_IQ2_XXS) {
-                size_t rb = ds_dtype_row_bytes(t, K), bb = rb / (size_t)(K / (t == DS_DTYPE_IQ4_NL ? DS_QK : DS_QK_K));
-                for (size_t i = 0; i < bytes; i++) {
-                    size_t o = i % bb;   /* d (and dmin) at the block end for Q2_K/Q3_K, at the start for IQ4_NL */
-                    bool is_d = t == DS_DTYPE_IQ4_NL ? o < 2 : o >= bb - (t == DS_DTYPE_Q2_K ? 4 : 2);
-                    if (!is_d) q[i] = (uint8_t)ds_rng_u64(&r);
-                }
+                size_t bb = ds_dtype_block_bytes(t), lo, hi;
+                d_bytes(t, bb, &lo, &hi);
+                for (size_t i = 0; i < bytes; i++)
+                    if (i % bb < lo || i % bb >= hi) q[i] = (uint8_t)ds_rng_u64(&r);
             }
             ds_repack_group(t, q, K, g);
-            enum { NA = 11 };
+            enum { NA = 17 };
             uint8_t *qa[NA];
             float *a = malloc((size_t)K * sizeof(float));
             for (int i = 0; i < NA; i++) {
@@ -213,7 +221,7 @@ TEST(repack_ext_vnni_vs_avx2) {
             float one[8 * NA], ref[8], o2[8], o[8 * NA], wrow[2048];
             for (int i = 0; i < NA; i++) {
                 const void *p[1] = { qa[i] };
-                CHECK(ds_gemm_x8_ext_avx512(t, g, p, 1, K, one + 8 * i));
+                CHECK(kern(t, g, p, 1, K, one + 8 * i));
                 ds_gemm_x8_avx2(t, g, p, 1, K, o2);
                 ds_gemm_x8_ref(t, g, p, 1, K, ref);
                 for (int rr = 0; rr < 8; rr++) {
@@ -230,20 +238,43 @@ TEST(repack_ext_vnni_vs_avx2) {
                               ds_dtype_name(t), (long long)K, i, rr, one[8 * i + rr], ref[rr]);
                 }
             }
-            /* batch invariance: T = 2..11 (over a run of 8), tokens in every rotation */
+            /* batch invariance: T = 2..17, tokens in every third rotation (stride 5: all distinct) */
             for (int T = 2; T <= NA; T++)
                 for (int s = 0; s < NA; s += 3) {
                     const void *p[NA];
                     for (int i = 0; i < T; i++) p[i] = qa[(s + i * 5) % NA];
-                    CHECK(ds_gemm_x8_ext_avx512(t, g, p, T, K, o));
+                    CHECK(kern(t, g, p, T, K, o));
                     for (int i = 0; i < T; i++)
                         CHECK_MSG(memcmp(o + 8 * i, one + 8 * ((s + i * 5) % NA), 8 * sizeof(float)) == 0,
-                                  "%s K=%lld T=%d: token %d differs from its T=1 result", ds_dtype_name(t), (long long)K, T, i);
+                                  "%s K=%lld T=%d: vnni token %d differs from its T=1 result", ds_dtype_name(t), (long long)K, T, i);
                 }
             for (int i = 0; i < NA; i++) free(qa[i]);
             free(a); free(f); free(q); free(g);
         }
     }
+}
+
+/* repack_avx512.c (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K; 1-4 tokens per unpack, 5-8
+ * in its 8-token kernels) bit for bit against AVX2 for 1..17 tokens. */
+TEST(repack_core_vnni_vs_avx2) {
+    if (!ds_cpu_has(DS_CPU_AVX512_VNNI) || ds_isa_detected() < DS_ISA_AVX512_VNNI)
+        SKIP("needs avx512vnni: this CPU's level is %s", ds_isa_name(ds_isa_detected()));
+    static const ds_dtype types[] = { DS_DTYPE_Q8_0, DS_DTYPE_Q4_0, DS_DTYPE_Q5_0, DS_DTYPE_Q4_K, DS_DTYPE_Q6_K };
+    check_vnni_vs_avx2(types, 5, ds_gemm_x8_avx512, 25);
+    /* types it has no kernel for are declined (ops.c then asks repack_ext_avx512.c / AVX2) */
+    float o[8];
+    uint8_t z[8 * 256] = { 0 };
+    const void *p[1] = { z };
+    CHECK(!ds_gemm_x8_avx512(DS_DTYPE_IQ4_NL, z, p, 1, 256, o));
+}
+
+/* repack_ext_avx512.c (Q2_K, Q3_K, IQ2_XXS, IQ4_NL; 8 tokens per unpack).
+ * Runs whenever the CPU has VNNI, even under DS_ISA=avx2 (called directly). */
+TEST(repack_ext_vnni_vs_avx2) {
+    if (!ds_cpu_has(DS_CPU_AVX512_VNNI) || ds_isa_detected() < DS_ISA_AVX512_VNNI)
+        SKIP("needs avx512vnni: this CPU's level is %s", ds_isa_name(ds_isa_detected()));
+    static const ds_dtype types[] = { DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_IQ2_XXS, DS_DTYPE_IQ4_NL };
+    check_vnni_vs_avx2(types, 4, ds_gemm_x8_ext_avx512, 24);
     /* types it has no kernel for are declined (the caller falls back to AVX2) */
     float o[8];
     uint8_t z[8 * 256] = { 0 };
@@ -252,8 +283,9 @@ TEST(repack_ext_vnni_vs_avx2) {
 }
 
 /* ds_matmul / ds_matmul_multi on a repacked weight (rows not a multiple of
- * 8, row ranges not aligned to groups): close to the reference, and every
- * token bit-identical to computing it alone. */
+ * 8, row ranges not aligned to groups): close to the reference, every
+ * token bit-identical to computing it alone, and (on a VNNI CPU) the same
+ * bits as the AVX2 kernels. */
 TEST(repack_matmul_dispatch) {
     if (!ds_ops_simd()) SKIP("needs avx2");
     ds_rng r;
@@ -278,7 +310,7 @@ TEST(repack_matmul_dispatch) {
         ds_tensor w = { .name = "w", .dtype = t, .ndim = 2, .shape = { N, K }, .data = q, .nbytes = rb * (size_t)N };
         ds_tensor wr = w;
         wr.rp = rp;
-        enum { T = 13 };
+        enum { T = 17 };   /* 8 + 8 + 1 tokens per unpack at VNNI, 4 x 4 + 1 at AVX2 */
         float *x = malloc((size_t)(T * K) * sizeof(float));
         float *y0 = calloc((size_t)(T * N), sizeof(float)), *y1 = calloc((size_t)(T * N), sizeof(float));
         float *y2 = calloc((size_t)(T * N), sizeof(float)), *y3 = calloc((size_t)N, sizeof(float));
@@ -294,9 +326,19 @@ TEST(repack_matmul_dispatch) {
             mx = ds_max_err(mx, fabs(y0[i] - y1[i]));
         }
         CHECK_MSG(mx <= 0.02 * scale, "%s: x8 matmul max diff %g (scale %g)", ds_dtype_name(t), mx, scale);
+        if (ds_ops_has_avx512() && ds_isa_level() >= DS_ISA_AVX512_VNNI) {
+            /* the VNNI kernels (8 tokens per unpack) give the AVX2 kernels' bits (4 per unpack) */
+            float *y4 = calloc((size_t)(T * N), sizeof(float));
+            ds_ops_force_avx2(true);
+            ds_matmul(y4, N, x, K, &wr, 0, N, T);
+            ds_ops_force_avx2(false);
+            CHECK_MSG(memcmp(y4, y1, (size_t)(T * N) * sizeof(float)) == 0, "%s: x8 matmul at avx512vnni differs from avx2",
+                      ds_dtype_name(t));
+            free(y4);
+        }
         for (int64_t tt = 0; tt < T; tt++) {
             ds_matmul(y3, N, x + tt * K, K, &wr, 0, N, 1);
-            CHECK_MSG(memcmp(y3, y1 + tt * N, (size_t)N * sizeof(float)) == 0, "%s: token %lld differs alone vs in 13",
+            CHECK_MSG(memcmp(y3, y1 + tt * N, (size_t)N * sizeof(float)) == 0, "%s: token %lld differs alone vs in 17",
                       ds_dtype_name(t), (long long)tt);
             CHECK_MSG(memcmp(y3 + 3, y2 + tt * N + 3, (size_t)(N - 3) * sizeof(float)) == 0,
                       "%s: token %lld differs in the split jobs", ds_dtype_name(t), (long long)tt);

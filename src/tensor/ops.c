@@ -15,7 +15,8 @@
  *     arithmetic (quant_avx2.c, quant_ext_avx2.c).
  *   - block-quantized weights repacked at load (w->rp, repack.h): every
  *     token count goes through the x8 kernels (8 rows x up to 4 tokens per
- *     call, repack_avx2.c; 8 for the VNNI kernels of repack_ext_avx512.c),
+ *     call, repack_avx2.c; 8 for the VNNI kernels of repack_avx512.c and
+ *     repack_ext_avx512.c),
  *     decode and prefill alike; a token's result does not depend on the
  *     other tokens of the call. At core/cpu.h level avx512vnni the
  *     Q8_0/Q4_0/Q5_0/Q4_K/Q6_K groups use repack_avx512.c (vpdpbusd;
@@ -175,6 +176,10 @@ typedef struct {
  * row gets depends only on the row, never on the call. */
 typedef struct { int64_t g0, ng, t0, nt; } x8_units;
 
+/* the most tokens one x8 kernel call takes (any ISA level) */
+#define X8_MAX_T (DS_RP_CORE_T > DS_RP_EXT_T ? DS_RP_CORE_T : DS_RP_EXT_T)
+_Static_assert(DS_RP_MAX_T <= X8_MAX_T, "x8 token step");
+
 static x8_units x8_split(const ds_tensor *w, int64_t r0, int64_t N) {
     int64_t full = ds_tensor_rows(w) / DS_RP_ROWS * DS_RP_ROWS, b = DS_MIN(r0 + N, full);
     x8_units u = { r0 / DS_RP_ROWS, 0, DS_MAX(r0, full), 0 };
@@ -192,9 +197,11 @@ static void matmul_x8_worker(const matmul_ctx *c, int64_t i0, int64_t i1) {
     ds_dtype dt = c->w->dtype;
     size_t gb = ds_dtype_row_bytes(dt, c->K) * DS_RP_ROWS;
     int64_t e0 = DS_MIN(i1, u.ng);
-    /* the VNNI kernels of repack_ext_avx512.c unpack a weight block once for up to DS_RP_EXT_T tokens */
+    /* the VNNI kernels unpack a weight block once for up to 8 tokens
+     * (DS_RP_CORE_T: repack_avx512.c, DS_RP_EXT_T: repack_ext_avx512.c), AVX2 for 4 */
     const bool vnni = level() >= DS_ISA_AVX512_VNNI;
-    const int step = vnni && ds_gemm_x8_ext_avx512_has(dt) ? DS_RP_EXT_T : DS_RP_MAX_T;
+    const int step = !vnni ? DS_RP_MAX_T : ds_gemm_x8_avx512_has(dt) ? DS_RP_CORE_T
+                   : ds_gemm_x8_ext_avx512_has(dt) ? DS_RP_EXT_T : DS_RP_MAX_T;
     for (int64_t t0 = 0; t0 < c->T; t0 += QTILE) {
         int64_t t1 = DS_MIN(c->T, t0 + QTILE);
         for (int64_t i = i0; i < e0; i++) {
@@ -203,8 +210,8 @@ static void matmul_x8_worker(const matmul_ctx *c, int64_t i0, int64_t i1) {
             const uint8_t *wg = (const uint8_t *)c->w->rp + gb * (size_t)g;
             for (int64_t t = t0; t < t1; t += step) {
                 int m = (int)DS_MIN(step, t1 - t);
-                const void *a[DS_RP_EXT_T];
-                float out[DS_RP_ROWS * DS_RP_EXT_T];
+                const void *a[X8_MAX_T];
+                float out[DS_RP_ROWS * X8_MAX_T];
                 for (int k = 0; k < m; k++) a[k] = c->qa + (size_t)(t + k) * c->ab;
                 if (!(vnni && (ds_gemm_x8_avx512(dt, wg, a, m, c->K, out) || ds_gemm_x8_ext_avx512(dt, wg, a, m, c->K, out))))
                     ds_gemm_x8_avx2(dt, wg, a, m, c->K, out);
@@ -247,6 +254,42 @@ static int64_t qdot_units(const ds_tensor *w, int64_t r0, int64_t N) {
     if (!use_x8(w)) return N;
     x8_units u = x8_split(w, r0, N);
     return u.ng + u.nt;
+}
+
+/* Activation rows quantized for the integer kernels (A8 / K8, quant.h):
+ * rows of several jobs laid end to end (row prefix sums in start), split
+ * across threads (each row's bytes are the same whoever quantizes it).
+ * Prefill quantizes thousands of rows per call (the MoE's packed rows);
+ * done by the calling thread alone they were a serial part of every
+ * matmul pass. Few rows (decode) stay on the caller: a fork/join costs
+ * more than they do. */
+typedef struct {
+    int n;                  /* jobs */
+    const int64_t *start;   /* [n + 1] row prefix sums */
+    const float *const *x; const int64_t *ldx;
+    uint8_t *const *qa;     /* [n]: T rows of ab[j] bytes */
+    const ds_dtype *dt; const int64_t *K;
+} qact_ctx;
+
+static void qact_worker(void *vctx, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    const qact_ctx *c = vctx;
+    int j = 0;
+    for (int64_t r = r0; r < r1; r++) {
+        while (c->start[j + 1] <= r) j++;
+        int64_t t = r - c->start[j];
+        size_t ab = ds_act_row_bytes(c->dt[j], c->K[j]);
+        ds_quantize_act_avx2(c->dt[j], c->x[j] + t * c->ldx[j], c->qa[j] + (size_t)t * ab, c->K[j]);
+    }
+}
+
+static void qact_run(const qact_ctx *c) {
+    int64_t rows = c->start[c->n], elems = 0;
+    for (int j = 0; j < c->n; j++) elems += (c->start[j + 1] - c->start[j]) * c->K[j];
+    if (rows <= 0) return;
+    /* ~64K values per thread at least (a few tens of µs of work) */
+    int64_t min_rows = DS_MAX(1, rows * 65536 / DS_MAX(elems, 1));
+    ds_par_for(rows, min_rows, qact_worker, (void *)c);
 }
 
 static void matmul_qrows_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
@@ -356,7 +399,10 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
         c.ab = ds_act_row_bytes(w->dtype, K);
         uint8_t *qa = act_buf(ds_thread_id(), c.ab * (size_t)T);
         if (!qa) return;
-        for (int64_t t = 0; t < T; t++) ds_quantize_act_avx2(w->dtype, x + t * ldx, qa + (size_t)t * c.ab, K);
+        int64_t qs[2] = { 0, T };
+        ds_dtype qdt = w->dtype;
+        qact_ctx qc = { 1, qs, &x, &ldx, &qa, &qdt, &K };
+        qact_run(&qc);
         c.qa = qa;
         int64_t units = qdot_units(w, r0, N);
         int64_t min_units = DS_MAX(1, units * 16384 / DS_MAX(N * K * T, 1));
@@ -405,12 +451,24 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
      * jobs in the caller's scratch (kept between calls: no allocation per step) */
     int64_t stack[65], *start = stack;
     const uint8_t *qstack[64], **qa = qstack;
+    /* the rows to quantize: per job (deduplicated), as qact_ctx wants them */
+    int64_t qstart_s[65], *qstart = qstart_s, qK_s[64], *qK = qK_s, qldx_s[64], *qldx = qldx_s;
+    const float *qx_s[64], **qx = qx_s;
+    uint8_t *qo_s[64], **qo = qo_s;
+    ds_dtype qdt_s[64], *qdt = qdt_s;
     if (n >= 64) {
-        size_t tb = ((size_t)(n + 1) * sizeof *start + 63) / 64 * 64;
-        uint8_t *tab = ds_scratch_bytes(ds_thread_id(), DS_SLOT_MULTI, tb + (size_t)n * sizeof *qa);
+        size_t tb = ((size_t)(n + 1) * sizeof *start + 63) / 64 * 64, pb = ((size_t)n * sizeof(void *) + 63) / 64 * 64;
+        size_t ib = ((size_t)n * sizeof(int64_t) + 63) / 64 * 64, db = ((size_t)n * sizeof(ds_dtype) + 63) / 64 * 64;
+        uint8_t *tab = ds_scratch_bytes(ds_thread_id(), DS_SLOT_MULTI, 2 * tb + 3 * pb + 2 * ib + db);
         if (!tab) return;
         start = (int64_t *)tab;
         qa = (const uint8_t **)(tab + tb);
+        qstart = (int64_t *)(tab + tb + pb);
+        qx = (const float **)(tab + 2 * tb + pb);
+        qo = (uint8_t **)(tab + 2 * tb + 2 * pb);
+        qK = (int64_t *)(tab + 2 * tb + 3 * pb);
+        qldx = (int64_t *)(tab + 2 * tb + 3 * pb + ib);
+        qdt = (ds_dtype *)(tab + 2 * tb + 3 * pb + 2 * ib);
     }
     start[0] = 0;
     int64_t work = 0;
@@ -431,6 +489,8 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
     uint8_t *qbuf = qbytes ? act_buf(ds_thread_id(), qbytes) : NULL;
     if (qbytes && !qbuf) return;
     size_t qoff = 0;
+    int nq = 0;
+    qstart[0] = 0;
     for (int j = 0; j < n; j++) {
         const ds_mm_job *jb = &jobs[j];
         qa[j] = NULL;
@@ -442,10 +502,14 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
                 ds_tensor_cols(jobs[i].w) == K && ds_act_kind(jobs[i].w->dtype) == kind) { qa[j] = qa[i]; break; }
         if (qa[j]) continue;
         size_t ab = ds_act_row_bytes(jb->w->dtype, K);
-        for (int64_t t = 0; t < jb->T; t++) ds_quantize_act_avx2(jb->w->dtype, jb->x + t * jb->ldx, qbuf + qoff + (size_t)t * ab, K);
+        qx[nq] = jb->x; qldx[nq] = jb->ldx; qo[nq] = qbuf + qoff; qdt[nq] = jb->w->dtype; qK[nq] = K;
+        qstart[nq + 1] = qstart[nq] + jb->T;
+        nq++;
         qa[j] = qbuf + qoff;
         qoff += ab * (size_t)jb->T;
     }
+    qact_ctx qc = { nq, qstart, qx, qldx, qo, qdt, qK };
+    qact_run(&qc);
     multi_ctx mc = { jobs, n, start, qa };
     int64_t units = start[n];
     int64_t min_units = DS_MAX(1, units * 16384 / DS_MAX(work, 1));
@@ -653,15 +717,28 @@ void ds_mla_attn_finish(float *out, int64_t ldo, const float *u, const float *l,
 
 /* -------------------------------------------------------------- elementwise */
 
-void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps) {
-    for (int64_t t = 0; t < T; t++) {
-        const float *xr = x + t * D;
-        float *o = out + t * D;
+typedef struct { float *out; const float *x, *w; int64_t D; float eps; } rms_ctx;
+
+static void rms_worker(void *vctx, int64_t t0, int64_t t1, int tid) {
+    (void)tid;
+    const rms_ctx *c = vctx;
+    const int64_t D = c->D;
+    const float *w = c->w;
+    for (int64_t t = t0; t < t1; t++) {
+        const float *xr = c->x + t * D;
+        float *o = c->out + t * D;
         double ss = 0.0;
         for (int64_t i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
-        float inv = (float)(1.0 / sqrt(ss / (double)D + (double)eps));
+        float inv = (float)(1.0 / sqrt(ss / (double)D + (double)c->eps));
         for (int64_t i = 0; i < D; i++) o[i] = (xr[i] * inv) * w[i];
     }
+}
+
+/* Rows split across threads (prefill); each row's arithmetic is the same
+ * whoever computes it. A few rows (decode) stay on the caller. */
+void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps) {
+    rms_ctx c = { out, x, w, D, eps };
+    ds_par_for(T, DS_MAX(1, 32768 / DS_MAX(D, 1)), rms_worker, &c);
 }
 
 void ds_softmax(float *x, int64_t n) {

@@ -39,8 +39,8 @@
  *                  values and sums the 8 rows' products into row lanes once per block
  *
  * Kernels compute out[t][r] = row r · activation t for up to 4 tokens per
- * call (DS_RP_EXT_T = 8 for the AVX-512 VNNI ones of the quant_ext.h types,
- * repack_ext_avx512.c), against the quantized activations of quant.h (A8 / K8). Every
+ * call (8 for the AVX-512 VNNI ones: DS_RP_CORE_T in repack_avx512.c,
+ * DS_RP_EXT_T in repack_ext_avx512.c), against the quantized activations of quant.h (A8 / K8). Every
  * token's result is computed by the same instructions in the same order
  * whatever the number of tokens in the call, so a token's result never
  * depends on the others (batch invariance; tests/test_repack.c checks it
@@ -54,6 +54,7 @@
 #define DS_RP_ROWS 8     /* rows per group */
 #define DS_RP_MAX_T 4    /* tokens per kernel call */
 #define DS_RP_EXT_T 8    /* tokens per call of the AVX-512 VNNI kernels of the quant_ext.h types */
+#define DS_RP_CORE_T 8   /* tokens per weight unpack of the AVX-512 VNNI kernels of Q8_0/Q4_0/Q5_0/Q4_K/Q6_K */
 
 /* True if rows of K values of type t can be repacked. */
 bool ds_repack_supported(ds_dtype t, int64_t K);
