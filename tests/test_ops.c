@@ -253,7 +253,7 @@ TEST(ops_mla_flash_decode_avx512_bits) {
     if (!ds_ops_has_avx512()) printf("    (AVX-512 step not in use: no AVX-512 or DS_ISA below avx512; AVX2 vs itself)\n");
     ds_rng r;
     ds_rng_seed(&r, 29);
-    int64_t shapes[][3] = { { 16, 576, 512 }, { 2, 72, 16 }, { 6, 40, 48 }, { 10, 104, 80 }, { 8, 8, 64 } };   /* H, W, R */
+    int64_t shapes[][3] = { { 16, 576, 512 }, { 2, 72, 16 }, { 6, 56, 48 }, { 10, 104, 80 }, { 8, 16, 16 }, { 8, 72, 64 } };   /* H, W, R (R <= W) */
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         int64_t H = shapes[si][0], W = shapes[si][1], R = shapes[si][2], S = 157;
         float *kv = malloc((size_t)(S * W) * sizeof(float)), *q = malloc((size_t)(H * W) * sizeof(float));

@@ -688,6 +688,7 @@ static void mla_attn_step_generic(float *u, float *m, float *l, const float *q, 
 void ds_mla_attn_step(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv, int64_t W,
                       int64_t n, int64_t R, float scale, float *sc) {
     if (n <= 0) return;
+    DS_ASSERT(R <= W);   /* u sums each row's first R of its W values */
     if (level() >= DS_ISA_AVX512 && H % 2 == 0 && W % 8 == 0 && R % 16 == 0)
         ds_mla_attn_step_avx512(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
     else if (isa() == 1 && W % 8 == 0 && R % 8 == 0) ds_mla_attn_step_avx2(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
