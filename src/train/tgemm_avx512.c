@@ -142,13 +142,33 @@ static void f32_kern(int mr, const float *a, int64_t ars, int64_t aks, const flo
     }
 }
 
-/* 16x16 transpose: out row j (stride ldo) = column j of the 16 rows at in (stride ldi) */
+/* 16x16 transpose: out row j (stride ldo) = column j of the 16 rows at in (stride ldi).
+ * Pure data movement in three shuffle stages (no gathers: a 16-lane gather
+ * costs Zen 4 about as much as 16 loads):
+ *   1. unpack lo/hi of row pairs:   per 128-bit lane  a0 b0 a1 b1 | a2 b2 a3 b3
+ *   2. shuffle_ps of pair pairs:    u[4i+c] lane L = column 4L+c of rows 4i..4i+3
+ *   3. 4x4 transpose of 128-bit lanes across the four row groups i:
+ *      out row 4L+c = [u[c].L, u[4+c].L, u[8+c].L, u[12+c].L] */
 static void transpose16(float *out, int64_t ldo, const float *in, int64_t ldi) {
-    float t[16][16];
-    for (int i = 0; i < 16; i++) _mm512_storeu_ps(t[i], _mm512_loadu_ps(in + i * ldi));
-    for (int j = 0; j < 16; j++) {
-        __m512i idx = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
-        _mm512_storeu_ps(out + j * ldo, _mm512_i32gather_ps(idx, &t[0][j], 4));
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        __m512 a = _mm512_loadu_ps(in + (2 * i) * ldi), b = _mm512_loadu_ps(in + (2 * i + 1) * ldi);
+        t[2 * i] = _mm512_unpacklo_ps(a, b);
+        t[2 * i + 1] = _mm512_unpackhi_ps(a, b);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) {
+        __m512 w0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), w1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+        __m512 w2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44), w3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+        _mm512_storeu_ps(out + (0 + c) * ldo, _mm512_shuffle_f32x4(w0, w2, 0x88));
+        _mm512_storeu_ps(out + (4 + c) * ldo, _mm512_shuffle_f32x4(w0, w2, 0xDD));
+        _mm512_storeu_ps(out + (8 + c) * ldo, _mm512_shuffle_f32x4(w1, w3, 0x88));
+        _mm512_storeu_ps(out + (12 + c) * ldo, _mm512_shuffle_f32x4(w1, w3, 0xDD));
     }
 }
 
