@@ -4,7 +4,9 @@
  *   fp32: 6x32 register tiles, 12 zmm sums, B packed into 32-column panels
  *         [kc][32]; per element the same FMA sequence as the AVX2 6x16
  *         kernel (k ascending from zero, then · alpha, + C), so the same
- *         bits at either level (tested).
+ *         bits at either level (tested). A is never packed: nt/nn read
+ *         a tile's rows in place, tn the six adjacent floats of each k row
+ *         (a packed copy cost more than the strided reads it saved).
  *   bf16: 6x32 tiles of vdpbf16ps (one instruction multiplies a k pair:
  *         twice the fp32 FMA's work), fp32 sums. A and B are rounded to
  *         bf16 (nearest even) as they are packed: B into panels of k pairs
@@ -195,17 +197,15 @@ static void pack_b_f32(float *bp, const float *B, int64_t ldb, bool trans, int64
             const float *src = B + j0 * ldb + kb;
             int64_t k = 0;
             if (nr == 16)
-                for (; k + 16 <= kc; k += 16) transpose16(dst + k * NB + h * 16, NB, src + k, ldb);
+                for (; k + 16 <= kc; k += 16) {
+                    if (k + 32 <= kc)   /* the next block's 16 lines: the rows are 16 streams */
+                        for (int i = 0; i < 16; i++) _mm_prefetch((const char *)(src + i * ldb + k + 16), _MM_HINT_T0);
+                    transpose16(dst + k * NB + h * 16, NB, src + k, ldb);
+                }
             for (; k < kc; k++)
                 for (int64_t jj = 0; jj < 16; jj++) dst[k * NB + h * 16 + jj] = jj < nr ? src[jj * ldb + k] : 0.0f;
         }
     }
-}
-
-/* tn: a(r, k) = A[k·lda + r] for r < mr, k in [k0, kc) -> ap[k·8 + r] (zeros past mr) */
-static void pack_a_tn_f32(float *ap, const float *A, int64_t lda, int mr, int64_t k0, int64_t kc) {
-    __mmask8 m = lanes8(mr);
-    for (int64_t k = k0; k < kc; k++) _mm256_storeu_ps(ap + k * 8, _mm256_maskz_loadu_ps(m, A + k * lda));
 }
 
 void tg_rows_f32_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid) {
@@ -213,8 +213,7 @@ void tg_rows_f32_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid) {
     int64_t kcap = DS_MIN(TG_DKC, g->K);
     float *bp = tr_scratch(tid, 2, (size_t)(n_pan * NB * kcap));
     bool tn = g->mode == MODE_TN;
-    float *ap = tn ? tr_scratch(tid, 3, (size_t)(8 * kcap)) : NULL;
-    if (!bp || (tn && !ap)) return;
+    if (!bp) return;
     for (int64_t kb = 0; kb < g->K; kb += TG_DKC) {
         int64_t kc = DS_MIN(TG_DKC, g->K - kb);
         bool load = g->acc || kb > 0;
@@ -226,9 +225,8 @@ void tg_rows_f32_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid) {
             else if (g->causal == CAUSAL_TN) k0 = DS_MAX(0, DS_MIN(kc, i0 - kb));   /* A[k][i] = 0 for k < i */
             const float *a;
             int64_t ars, aks;
-            if (tn) {
-                if (k1 > k0) pack_a_tn_f32(ap, g->A + kb * g->lda + i0, g->lda, mr, k0, kc);
-                a = ap; ars = 1; aks = 8;
+            if (tn) {   /* a(r, k) = A[(kb + k)·lda + i0 + r]: six adjacent floats of row k, read in place */
+                a = g->A + kb * g->lda + i0; ars = 1; aks = g->lda;
             } else {
                 a = g->A + i0 * g->lda + kb; ars = g->lda; aks = 1;
             }
