@@ -5,6 +5,7 @@
  */
 #include "dp.h"
 #include "tinternal.h"
+#include "tops.h"
 #include "../core/thread.h"
 #include "../dist/dist.h"
 
@@ -29,9 +30,8 @@ struct ds_dp_ep {
     int npool, cap;
 };
 
-static void add_serial(float *a, const float *b, int64_t n) {
-    for (int64_t i = 0; i < n; i++) a[i] += b[i];
-}
+/* a += b elementwise (vectorized, the same bits as the plain loop) */
+static void add_serial(float *a, const float *b, int64_t n) { tr_vec_add(a, b, n); }
 
 typedef struct { float *a; const float *b; } add_ctx;
 
@@ -154,6 +154,10 @@ typedef struct {
     ds_err err[MAX_WORKERS];
 } run_ctx;
 
+/* A unit that opens a node computes its gradient straight into the node's
+ * buffer (slot = stack position; the gradient pointers rebound to it); a
+ * right sibling of an open node computes into the model's own arena and is
+ * added in place. Either way the node holds left + right, as the tree says. */
 static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
     (void)tid;
     run_ctx *c = vc;
@@ -161,17 +165,13 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
     for (int64_t w = w0; w < w1; w++) {
         int64_t a = c->u0 + c->nu * w / c->nw, b = c->u0 + c->nu * (w + 1) / c->nw;
         ds_tmodel *wm = w == 0 ? c->m : c->m->workers[w - 1];
+        float *own = wm->g;
         node *st = c->st + w * c->depth;
         int n = 0;
         for (int64_t u = a; u < b; u++) {
-            if (!c->o.no_grad) memset(wm->g, 0, (size_t)nf * sizeof(float));
-            int rc = tr_step_one(wm, c->tok + u * c->G * c->T, c->G, c->T, &c->o, &c->ls[u - c->u0], &c->err[w]);
-            if (rc) { c->rc[w] = rc; break; }
-            if (c->o.no_grad) continue;
-            if (n && st[n - 1].size == 1 && st[n - 1].start % 2 == 0 && st[n - 1].start + 1 == u) {
-                add_serial(st[n - 1].buf, wm->g, nf);   /* the left sibling is open: add in place */
-                st[n - 1].size = 2;
-            } else {
+            bool right = n && st[n - 1].size == 1 && st[n - 1].start % 2 == 0 && st[n - 1].start + 1 == u;
+            float *dst = own;
+            if (!c->o.no_grad && !right) {
                 if (n >= c->depth) { c->rc[w] = ds_err_set(&c->err[w], DS_EINVAL, "gradient tree deeper than planned"); break; }
                 float **slot = &c->dp->bufs[w * c->depth + n];
                 if (!*slot && !(*slot = ds_alloc_huge((size_t)nf * sizeof(float)))) {
@@ -179,11 +179,24 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
                                           (long long)nf);
                     break;
                 }
-                memcpy(*slot, wm->g, (size_t)nf * sizeof(float));
-                st[n++] = (node){ u, 1, *slot };
+                dst = *slot;
+            }
+            if (!c->o.no_grad) {
+                memset(dst, 0, (size_t)nf * sizeof(float));
+                if (wm->g != dst) tr_bind_grad(wm, dst);
+            }
+            int rc = tr_step_one(wm, c->tok + u * c->G * c->T, c->G, c->T, &c->o, &c->ls[u - c->u0], &c->err[w]);
+            if (rc) { c->rc[w] = rc; break; }
+            if (c->o.no_grad) continue;
+            if (right) {
+                tr_vec_add(st[n - 1].buf, dst, nf);   /* the left sibling is open: add in place */
+                st[n - 1].size = 2;
+            } else {
+                st[n++] = (node){ u, 1, dst };
             }
             settle(st, &n, nf, false);
         }
+        if (wm->g != own) tr_bind_grad(wm, own);
         c->nst[w] = n;
     }
 }

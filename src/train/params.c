@@ -145,6 +145,21 @@ static void bind(ds_tmodel *m, float *w, float *g) {
     }
 }
 
+/* Points every gradient tensor (and m->g) at the arena g (n_floats, the
+ * layout of m->g): dp.c computes a unit's gradient straight into its
+ * gradient-tree buffer this way instead of copying it there. */
+void tr_bind_grad(ds_tmodel *m, float *g) {
+    m->g = g;
+    for (int64_t i = 0; i < m->n_params; i++)
+        *m->params[i].pg = m->params[i].off >= 0 ? g + m->params[i].off : NULL;
+    if (m->tied_head) m->G.lm_head = m->G.embed;
+    for (int64_t l = m->cfg.n_layer; l < m->cfg.n_layer + m->n_mtp; l++) {
+        ds_tlayer *lg = &m->G.layers[l];
+        if (!m->mtp_own_embed) lg->embed = m->G.embed;
+        if (!m->mtp_own_head) lg->head = m->G.lm_head;
+    }
+}
+
 void ds_tmodel_ep_layout(const ds_tmodel *m, int n, int q, int64_t *off, int64_t *n_rep, int64_t *n_floats) {
     int64_t E = m->cfg.n_routed_experts, lo = 0, hi = 0;
     if (n > 1 && E > 0) {

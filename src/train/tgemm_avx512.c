@@ -4,7 +4,9 @@
  *   fp32: 6x32 register tiles, 12 zmm sums, B packed into 32-column panels
  *         [kc][32]; per element the same FMA sequence as the AVX2 6x16
  *         kernel (k ascending from zero, then · alpha, + C), so the same
- *         bits at either level (tested).
+ *         bits at either level (tested). A is never packed: nt/nn read
+ *         a tile's rows in place, tn the six adjacent floats of each k row
+ *         (a packed copy cost more than the strided reads it saved).
  *   bf16: 6x32 tiles of vdpbf16ps (one instruction multiplies a k pair:
  *         twice the fp32 FMA's work), fp32 sums. A and B are rounded to
  *         bf16 (nearest even) as they are packed: B into panels of k pairs
@@ -142,13 +144,33 @@ static void f32_kern(int mr, const float *a, int64_t ars, int64_t aks, const flo
     }
 }
 
-/* 16x16 transpose: out row j (stride ldo) = column j of the 16 rows at in (stride ldi) */
+/* 16x16 transpose: out row j (stride ldo) = column j of the 16 rows at in (stride ldi).
+ * Pure data movement in three shuffle stages (no gathers: a 16-lane gather
+ * costs Zen 4 about as much as 16 loads):
+ *   1. unpack lo/hi of row pairs:   per 128-bit lane  a0 b0 a1 b1 | a2 b2 a3 b3
+ *   2. shuffle_ps of pair pairs:    u[4i+c] lane L = column 4L+c of rows 4i..4i+3
+ *   3. 4x4 transpose of 128-bit lanes across the four row groups i:
+ *      out row 4L+c = [u[c].L, u[4+c].L, u[8+c].L, u[12+c].L] */
 static void transpose16(float *out, int64_t ldo, const float *in, int64_t ldi) {
-    float t[16][16];
-    for (int i = 0; i < 16; i++) _mm512_storeu_ps(t[i], _mm512_loadu_ps(in + i * ldi));
-    for (int j = 0; j < 16; j++) {
-        __m512i idx = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
-        _mm512_storeu_ps(out + j * ldo, _mm512_i32gather_ps(idx, &t[0][j], 4));
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        __m512 a = _mm512_loadu_ps(in + (2 * i) * ldi), b = _mm512_loadu_ps(in + (2 * i + 1) * ldi);
+        t[2 * i] = _mm512_unpacklo_ps(a, b);
+        t[2 * i + 1] = _mm512_unpackhi_ps(a, b);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) {
+        __m512 w0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), w1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+        __m512 w2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44), w3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+        _mm512_storeu_ps(out + (0 + c) * ldo, _mm512_shuffle_f32x4(w0, w2, 0x88));
+        _mm512_storeu_ps(out + (4 + c) * ldo, _mm512_shuffle_f32x4(w0, w2, 0xDD));
+        _mm512_storeu_ps(out + (8 + c) * ldo, _mm512_shuffle_f32x4(w1, w3, 0x88));
+        _mm512_storeu_ps(out + (12 + c) * ldo, _mm512_shuffle_f32x4(w1, w3, 0xDD));
     }
 }
 
@@ -175,17 +197,15 @@ static void pack_b_f32(float *bp, const float *B, int64_t ldb, bool trans, int64
             const float *src = B + j0 * ldb + kb;
             int64_t k = 0;
             if (nr == 16)
-                for (; k + 16 <= kc; k += 16) transpose16(dst + k * NB + h * 16, NB, src + k, ldb);
+                for (; k + 16 <= kc; k += 16) {
+                    if (k + 32 <= kc)   /* the next block's 16 lines: the rows are 16 streams */
+                        for (int i = 0; i < 16; i++) _mm_prefetch((const char *)(src + i * ldb + k + 16), _MM_HINT_T0);
+                    transpose16(dst + k * NB + h * 16, NB, src + k, ldb);
+                }
             for (; k < kc; k++)
                 for (int64_t jj = 0; jj < 16; jj++) dst[k * NB + h * 16 + jj] = jj < nr ? src[jj * ldb + k] : 0.0f;
         }
     }
-}
-
-/* tn: a(r, k) = A[k·lda + r] for r < mr, k in [k0, kc) -> ap[k·8 + r] (zeros past mr) */
-static void pack_a_tn_f32(float *ap, const float *A, int64_t lda, int mr, int64_t k0, int64_t kc) {
-    __mmask8 m = lanes8(mr);
-    for (int64_t k = k0; k < kc; k++) _mm256_storeu_ps(ap + k * 8, _mm256_maskz_loadu_ps(m, A + k * lda));
 }
 
 void tg_rows_f32_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid) {
@@ -193,8 +213,7 @@ void tg_rows_f32_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid) {
     int64_t kcap = DS_MIN(TG_DKC, g->K);
     float *bp = tr_scratch(tid, 2, (size_t)(n_pan * NB * kcap));
     bool tn = g->mode == MODE_TN;
-    float *ap = tn ? tr_scratch(tid, 3, (size_t)(8 * kcap)) : NULL;
-    if (!bp || (tn && !ap)) return;
+    if (!bp) return;
     for (int64_t kb = 0; kb < g->K; kb += TG_DKC) {
         int64_t kc = DS_MIN(TG_DKC, g->K - kb);
         bool load = g->acc || kb > 0;
@@ -206,9 +225,8 @@ void tg_rows_f32_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid) {
             else if (g->causal == CAUSAL_TN) k0 = DS_MAX(0, DS_MIN(kc, i0 - kb));   /* A[k][i] = 0 for k < i */
             const float *a;
             int64_t ars, aks;
-            if (tn) {
-                if (k1 > k0) pack_a_tn_f32(ap, g->A + kb * g->lda + i0, g->lda, mr, k0, kc);
-                a = ap; ars = 1; aks = 8;
+            if (tn) {   /* a(r, k) = A[(kb + k)·lda + i0 + r]: six adjacent floats of row k, read in place */
+                a = g->A + kb * g->lda + i0; ars = 1; aks = g->lda;
             } else {
                 a = g->A + i0 * g->lda + kb; ars = g->lda; aks = 1;
             }

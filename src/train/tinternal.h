@@ -128,6 +128,8 @@ int tr_step_one(ds_tmodel *m, const int32_t *tokens, int64_t B, int64_t T, const
 int tr_worker_clone(const ds_tmodel *master, ds_tmodel **out, ds_err *e);
 /* m->workers grown to at least n clones (params.c); existing ones kept. */
 int tr_workers_reserve(ds_tmodel *m, int64_t n, ds_err *e);
+/* Rebinds m->g and every gradient pointer to the arena g (params.c). */
+void tr_bind_grad(ds_tmodel *m, float *g);
 
 /* The attention half: out[N, D] = MLA(xn1) (mla_train.c). */
 void tr_mla_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out);
