@@ -1,6 +1,6 @@
 /*
  * test_gemv.c - the one-token AVX-512 VNNI kernels of gemv_avx512.c (Q4_K,
- * Q6_K, Q5_0 over x8 groups): bit for bit equal to the AVX2 x8 kernel with
+ * Q6_K, Q5_0, Q8_0 over x8 groups): bit for bit equal to the AVX2 x8 kernel with
  * T = 1 (and so to the VNNI x8 kernels and, through them, to every token of
  * a batch) on quantizer output and on random bytes (every scale, min and
  * high-bit pattern), for several groups per call and K up to the widest
@@ -20,7 +20,7 @@
 #include "tensor/repack.h"
 
 /* fp16 d (and dmin) of a block: offsets from the block start (Q4_K d, dmin
- * first; Q6_K d last; Q5_0 d first) */
+ * first; Q6_K d last; Q5_0 / Q8_0 d first) */
 static bool is_scale_byte(ds_dtype t, size_t o) {
     switch (t) {
     case DS_DTYPE_Q4_K: return o < 4;
@@ -56,17 +56,17 @@ static uint8_t *make_rows(ds_dtype t, int64_t K, int64_t ng, bool random_bytes, 
 TEST(gemv_vnni_vs_avx2) {
     if (!ds_cpu_has(DS_CPU_AVX512_VNNI) || ds_isa_detected() < DS_ISA_AVX512_VNNI)
         SKIP("needs avx512vnni: this CPU's level is %s", ds_isa_name(ds_isa_detected()));
-    static const ds_dtype types[] = { DS_DTYPE_Q4_K, DS_DTYPE_Q6_K, DS_DTYPE_Q5_0 };
+    static const ds_dtype types[] = { DS_DTYPE_Q4_K, DS_DTYPE_Q6_K, DS_DTYPE_Q5_0, DS_DTYPE_Q8_0 };
     /* K-quants: 1, 2, 8, 11 (V2-Lite's 2816-wide shared down) and 72 blocks (V3's 18432);
-     * Q5_0: 1, 11, 44 (1408: V2-Lite's expert down) and 342 blocks (10944: its dense down) */
+     * Q5_0 / Q8_0: 1, 11, 44 (1408: V2-Lite's expert down) and 342 blocks (10944: its dense down) */
     static const int64_t Kk[] = { 256, 512, 2048, 2816, 18432 }, K5[] = { 32, 352, 1408, 10944, 2048 };
     ds_rng r;
     ds_rng_seed(&r, 90);
     int covered = 0;
-    for (int ti = 0; ti < 3; ti++) {
+    for (int ti = 0; ti < 4; ti++) {
         ds_dtype t = types[ti];
         for (int ki = 0; ki < 5; ki++) {
-            int64_t K = t == DS_DTYPE_Q5_0 ? K5[ki] : Kk[ki];
+            int64_t K = ds_act_kind(t) == 1 ? K5[ki] : Kk[ki];
             CHECK(ds_gemv_x8_avx512_has(t, K));
             for (int rnd = 0; rnd < 2; rnd++) {
                 const int64_t ng = K > 4096 ? 2 : 5;
@@ -118,12 +118,12 @@ TEST(gemv_vnni_vs_avx2) {
         }
         covered++;
     }
-    CHECK_EQ_INT(covered, 3);
+    CHECK_EQ_INT(covered, 4);
     /* types it has no kernel for are declined (ops.c then uses the x8 kernels) */
     float o[8];
     uint8_t z[8 * 272] = { 0 };
-    CHECK(!ds_gemv_x8_avx512_has(DS_DTYPE_Q8_0, 256));
-    CHECK(!ds_gemv_x8_avx512(DS_DTYPE_Q8_0, z, 1, z, 256, o));
+    CHECK(!ds_gemv_x8_avx512_has(DS_DTYPE_Q4_0, 256));
+    CHECK(!ds_gemv_x8_avx512(DS_DTYPE_Q4_0, z, 1, z, 256, o));
     CHECK(!ds_gemv_x8_avx512_has(DS_DTYPE_Q4_K, 256 * 129));   /* past its per-call table */
 }
 
@@ -135,10 +135,10 @@ TEST(gemv_vnni_vs_avx2) {
 TEST(gemv_matmul_dispatch) {
     if (!ds_cpu_has(DS_CPU_AVX512_VNNI) || ds_isa_level() < DS_ISA_AVX512_VNNI)
         SKIP("needs avx512vnni: the isa level is %s", ds_isa_name(ds_isa_level()));
-    static const ds_dtype types[] = { DS_DTYPE_Q4_K, DS_DTYPE_Q6_K, DS_DTYPE_Q5_0 };
+    static const ds_dtype types[] = { DS_DTYPE_Q4_K, DS_DTYPE_Q6_K, DS_DTYPE_Q5_0, DS_DTYPE_Q8_0 };
     ds_rng r;
     ds_rng_seed(&r, 91);
-    for (int ti = 0; ti < 3; ti++) {
+    for (int ti = 0; ti < 4; ti++) {
         ds_dtype t = types[ti];
         int64_t N = 45, K = 512;   /* 5 whole groups + 5 rows (not repacked) */
         size_t rb = ds_dtype_row_bytes(t, K);

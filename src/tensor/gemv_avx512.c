@@ -1,7 +1,7 @@
 /*
  * gemv_avx512.c - the one-token (decode) AVX-512 VNNI kernels over the x8
- * layouts of repack.h for the types decode spends its time in: Q4_K, Q6_K
- * and Q5_0. ops.c calls them for T = 1 at core/cpu.h level avx512vnni
+ * layouts of repack.h for the types decode spends its time in: Q4_K, Q6_K,
+ * Q5_0 and Q8_0. ops.c calls them for T = 1 at core/cpu.h level avx512vnni
  * instead of repack_avx512.c's kernels (which keep the multi-token calls).
  *
  *   out[8·i + r] = row r of group i · act,   i < ng consecutive groups
@@ -23,6 +23,9 @@
  *     vpternlogd each (bit select) from pre-masked high bits.
  *   - Q5_0: the 5th bit is masked and shifted into place, then merged with
  *     the nibble by one vpternlogd.
+ *   - Q8_0: the x8 kernel's instructions, without its software prefetch.
+ * All: many groups per call, so a thread's rows are one loop, not one call
+ * per group of 8. And the prefetch: see prefetch_lines.
  * The integer block sums equal those of repack_avx512.c / repack_avx2.c (they
  * are exact) and the fp32 epilogue is the same instruction sequence, so every
  * output is bit-identical to the existing one-token kernels: decode and
@@ -143,7 +146,7 @@ AI void q4k_group(const uint8_t *g, const int8_t *q, const float *da, const int3
     _mm256_storeu_ps(out, acc);
 }
 
-static bool gemv_q4_K(const uint8_t *g, int64_t ng, const int8_t *q, int64_t K, float *out) {
+__attribute__((noinline)) static bool gemv_q4_K(const uint8_t *g, int64_t ng, const int8_t *q, int64_t K, float *out) {
     int64_t nb = K / DS_QK_K;
     if (nb > GEMV_MAX_NB) return false;
     const float *da = (const float *)(q + K);
@@ -218,7 +221,7 @@ AI void q6k_group(const uint8_t *g, const int8_t *q, const float *da, const int1
     _mm256_storeu_ps(out, acc);
 }
 
-static bool gemv_q6_K(const uint8_t *g, int64_t ng, const int8_t *q, int64_t K, float *out) {
+__attribute__((noinline)) static bool gemv_q6_K(const uint8_t *g, int64_t ng, const int8_t *q, int64_t K, float *out) {
     int64_t nb = K / DS_QK_K;
     const float *da = (const float *)(q + K);
     const int16_t *bs = (const int16_t *)(da + nb);
@@ -257,7 +260,7 @@ AI void q50_group(const uint8_t *g, const int8_t *q, const float *da, const floa
     _mm256_storeu_ps(out, acc);
 }
 
-static bool gemv_q5_0(const uint8_t *g, int64_t ng, const int8_t *q, int64_t K, float *out) {
+__attribute__((noinline)) static bool gemv_q5_0(const uint8_t *g, int64_t ng, const int8_t *q, int64_t K, float *out) {
     int64_t nb = K / DS_QK;
     const float *da = (const float *)(q + K), *sa = da + nb;
     size_t gb = (size_t)nb * 176;
@@ -265,10 +268,43 @@ static bool gemv_q5_0(const uint8_t *g, int64_t ng, const int8_t *q, int64_t K, 
     return true;
 }
 
+/* ------------------------------------------------------------------ Q8_0 */
+
+/* One group (272 B per block of 32): gemm_a8 (kind 0) for T = 1 without its
+ * software prefetch (streamed faster without, like Q4_K): Σ (w + 128) · a,
+ * then the -128 Σ a zero point in the epilogue. */
+AI void q80_group(const uint8_t *g, const int8_t *q, const float *da, const float *sa, int64_t nb, float *out) {
+    const __m256i m80 = _mm256_set1_epi8((char)0x80);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, g += 272) {
+        const uint8_t *qs = g + 16;
+        const int8_t *qb = q + 32 * b;
+        __m256i isum = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++)
+            isum = dpbusd_b(isum, _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(qs + 32 * c)), m80), qb + 4 * c);
+        __m256 dv = d8(g);
+        __m256 x = _mm256_sub_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(128.0f * sa[b]));
+        acc = _mm256_fmadd_ps(x, _mm256_mul_ps(dv, _mm256_set1_ps(da[b])), acc);
+    }
+    _mm256_storeu_ps(out, acc);
+}
+
+__attribute__((noinline)) static bool gemv_q8_0(const uint8_t *g, int64_t ng, const int8_t *q, int64_t K, float *out) {
+    int64_t nb = K / DS_QK;
+    const float *da = (const float *)(q + K), *sa = da + nb;
+    size_t gb = (size_t)nb * 272;
+    for (int64_t i = 0; i < ng; i++) q80_group(g + gb * (size_t)i, q, da, sa, nb, out + 8 * i);
+    return true;
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
+/* (the per-type loops above are noinline: each type is its own symbol in a
+ * profile, which is how README's decode breakdown splits the time) */
+
 bool ds_gemv_x8_avx512_has(ds_dtype t, int64_t K) {
-    return t == DS_DTYPE_Q6_K || t == DS_DTYPE_Q5_0 || (t == DS_DTYPE_Q4_K && K / DS_QK_K <= GEMV_MAX_NB);
+    return t == DS_DTYPE_Q6_K || t == DS_DTYPE_Q5_0 || t == DS_DTYPE_Q8_0 || (t == DS_DTYPE_Q4_K && K / DS_QK_K <= GEMV_MAX_NB);
 }
 
 bool ds_gemv_x8_avx512(ds_dtype t, const void *grp, int64_t ng, const void *act, int64_t K, float *out) {
@@ -278,6 +314,7 @@ bool ds_gemv_x8_avx512(ds_dtype t, const void *grp, int64_t ng, const void *act,
     case DS_DTYPE_Q4_K: return gemv_q4_K(g, ng, q, K, out);
     case DS_DTYPE_Q6_K: return gemv_q6_K(g, ng, q, K, out);
     case DS_DTYPE_Q5_0: return gemv_q5_0(g, ng, q, K, out);
+    case DS_DTYPE_Q8_0: return gemv_q8_0(g, ng, q, K, out);
     default: return false;
     }
 }

@@ -31,7 +31,7 @@ bool ds_gemm_x8_ext_avx512(ds_dtype t, const void *grp, const void *const *act, 
 bool ds_gemm_x8_ext_avx512_has(ds_dtype t);
 /* one token (decode) over ng consecutive x8 groups: out[8·i + r] = row r of
  * group i · act, bit-identical to ds_gemm_x8_avx2 with T = 1 (gemv_avx512.c;
- * Q4_K, Q6_K, Q5_0; level >= avx512vnni). _has: a kernel for (t, K). */
+ * Q4_K, Q6_K, Q5_0, Q8_0; level >= avx512vnni). _has: a kernel for (t, K). */
 bool ds_gemv_x8_avx512_has(ds_dtype t, int64_t K);
 bool ds_gemv_x8_avx512(ds_dtype t, const void *grp, int64_t ng, const void *act, int64_t K, float *out);
 /* fp8 e4m3 row segment -> fp32, times scale[(c0 + i) / block] (scale may be NULL) */
