@@ -7,10 +7,11 @@
  *   out[8·i + r] = row r of group i · act,   i < ng consecutive groups
  *
  * Why separate kernels for one token: decode reads every weight byte once
- * and is bound by memory, but on one core the x8 kernels of repack_avx512.c
- * take ~1.5x the time the memory needs for Q4_K and ~2x for Q6_K when the
- * data is in cache, and the part of that which the memory stream does not
- * hide is what keeps decode below the read bandwidth. These kernels compute
+ * and is bound by memory, but on one Zen 4 core the x8 kernels of
+ * repack_avx512.c run only 1.2x (Q6_K) to 1.4x (Q4_K) faster than the memory
+ * even with the data in cache (their compute is 70-85 % of the memory's
+ * time), and the part of that the memory stream does not hide is what kept
+ * decode below the read bandwidth (streaming: 74-87 % of it). These compute
  * the same integers with fewer instructions per weight byte (no second pass
  * over the quants, fewer shifts and masks):
  *   - Q4_K: the high nibbles enter vpdpbusd as w & 0xF0 (16x the value: one
