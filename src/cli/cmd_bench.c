@@ -1,7 +1,9 @@
 /*
  * cmd_bench.c - `deepseek bench`: prompt processing (ppN) and generation
  * (tgN) speed, like llama-bench, with medians over repeats, the KV-cache
- * size and the fraction of the machine's measured read bandwidth reached.
+ * size, the weight bytes a decoded token reads (by part and type), the
+ * fraction of the machine's measured read bandwidth reached and the CPU
+ * time per token.
  */
 #include "cli.h"
 #include "../core/cpu.h"
@@ -16,6 +18,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -36,7 +39,22 @@ static void usage(FILE *f) {
         "            the other ranks only their experts) instead of every rank running the forward\n"
         "            with an all-gather of expert outputs\n"
         "  on N ranks a second table gives the bytes communicated per token and MoE layer and the\n"
-        "  share of time spent communicating\n");
+        "  share of time spent communicating\n"
+        "  tg: GB/s weights = tokens/s x the weight bytes a decoded token reads (printed by part: head,\n"
+        "  attention, dense FFN, shared and routed experts, router; and by weight type), of bandwidth =\n"
+        "  that against the read probe (one streaming pass over 512 MiB on huge pages with the same\n"
+        "  threads, best of 10);\n"
+        "  CPU ms/token = the process's CPU time per token (all threads; at 1 thread a loaded machine's\n"
+        "  scheduling does not inflate it, use it to compare builds when the load is not low); at 1\n"
+        "  thread with (NN%%): the weight bytes per CPU second against the probe's rate by CPU time\n");
+}
+
+/* CPU time of the whole process (all threads), seconds: with 1 thread, the
+ * time per token a loaded machine's scheduling does not inflate */
+static double cpu_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -74,19 +92,26 @@ static void bw_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
     c->acc[tid] = a;
 }
 
-/* Read bandwidth of the machine with the current thread count (GB/s). */
-static double probe_bandwidth(void) {
+/* Read bandwidth of the machine with the current thread count (GB/s), on
+ * transparent huge pages like the repacked weights decode reads (ds_alloc_huge;
+ * repack_model.c): on 4 KiB pages the same loop read 15-17 % slower here
+ * (TLB misses every 4 KiB), a bound decode could beat. */
+static double probe_bandwidth(double *by_cpu) {
     size_t n = (size_t)512 << 20;
-    uint8_t *buf = ds_alloc(n);
+    *by_cpu = 0;
+    uint8_t *buf = ds_alloc_huge(n);
     if (!buf) return 0;
     memset(buf, 1, n);
     bw_ctx c = { buf, n, { 0 } };
     double best = 0;
     for (int r = 0; r < 10; r++) {
-        double t = ds_now();
+        double t = ds_now(), c0 = cpu_now();
         ds_par_for((int64_t)(n / 4096), 1, bw_worker, &c);
         t = ds_now() - t;
+        c0 = cpu_now() - c0;
         if (n / t / 1e9 > best) best = n / t / 1e9;
+        /* by process CPU time: with 1 thread, the rate while it ran */
+        if (ds_threads_get() == 1 && c0 > 0 && n / c0 / 1e9 > *by_cpu) *by_cpu = n / c0 / 1e9;
     }
     ds_free(buf);
     return best;
@@ -183,6 +208,17 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
            (double)si.mapped_bytes / (1 << 30), act / (1 << 20),
            (long long)ds_kv_row_bytes(kvt, cfg->kv_lora_rank + cfg->qk_rope_head_dim) * (long long)cfg->n_layer,
            ds_kv_type_name(kvt));
+    if (first) {
+        /* what those bytes are: by part and by weight type (the kernels' time goes by type) */
+        printf("         per decoded token:");
+        for (int p = 0; p < DS_DEC_PARTS; p++)
+            if (si.decode_part[p] > 0) printf("%s %s %.1f MiB", p ? "," : "", ds_decode_part_names[p], si.decode_part[p] / (1 << 20));
+        printf("\n         by type:");
+        for (int t = 0; t < DS_DTYPE_COUNT; t++)
+            if (si.decode_dtype[t] > 0)
+                printf(" %s %.1f MiB (%.0f%%)", ds_dtype_name((ds_dtype)t), si.decode_dtype[t] / (1 << 20), 100 * si.decode_dtype[t] / act);
+        printf("; plus the KV cache rows up to the position\n");
+    }
     if (first && !servers) cli_print_split(stdout, C, m);
     printf("load:    %.1f s%s", t_load, si.repacked_bytes ? "" : "\n");
     if (si.repacked_bytes) printf(" (incl. repacking %.2f GiB of quantized weights into 8-row interleaved blocks)\n",
@@ -190,15 +226,15 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
     if (si.repack_skipped_bytes)
         printf("         (quantized weights used from the mapping: a %.2f GiB repacked copy would not fit in the %.2f GiB "
                "this process may use)\n", (double)si.repack_skipped_bytes / (1 << 30), (double)si.repack_budget / (1 << 30));
-    printf("\n| threads | test            |   tokens/s (median) |   min |   max | GB/s weights | of bandwidth |\n");
-    printf("|--------:|:----------------|--------------------:|------:|------:|-------------:|-------------:|\n");
+    printf("\n| threads | test            |   tokens/s (median) |   min |   max | GB/s weights | of bandwidth | CPU ms/token |\n");
+    printf("|--------:|:----------------|--------------------:|------:|------:|-------------:|-------------:|-------------:|\n");
     int64_t dmax = 0;
     for (int64_t di = 0; di < ndep; di++) dmax = DS_MAX(dmax, depths[di]);
     int64_t ntok = dmax + pp + 1;
     int32_t *tok = malloc((size_t)ntok * sizeof *tok);
     float *logits = malloc((size_t)V * sizeof(float));
-    double *ts = malloc((size_t)reps * sizeof(double));
-    if (!tok || !logits || !ts) cli_die(C, "out of memory");
+    double *ts = malloc((size_t)reps * sizeof(double)), *cs = malloc((size_t)reps * sizeof(double));
+    if (!tok || !logits || !ts || !cs) cli_die(C, "out of memory");
     for (int64_t i = 0; i < ntok; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
     ds_ctx *x;
     if (ds_ctx_new(&x, &e)) cli_die_err(C, &e);
@@ -211,7 +247,7 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
     if (!comm) cli_die(C, "out of memory");
     for (int64_t ti = 0; ti < nthr; ti++) {
         ds_threads_set(thr[ti]);
-        double membw = bw ? probe_bandwidth() : 0;
+        double bw_cpu = 0, membw = bw ? probe_bandwidth(&bw_cpu) : 0;
         for (int64_t di = 0; di < ndep; di++) {
         int64_t depth = depths[di];
         ds_kvcache cache;
@@ -234,7 +270,7 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
             double t_all = 0;
             for (int64_t r = 0; r < reps; r++) {
                 ds_kvcache_truncate(&cache, depth);
-                double t = ds_now();
+                double t = ds_now(), c0 = cpu_now();
                 if (test == 0) {
                     if (ds_prefill(m, x, &cache, tok + depth, pp, 512, logits, &e)) cli_die_err(C, &e);
                 } else {
@@ -244,6 +280,7 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
                     }
                 }
                 ts[r] = (double)n / (ds_now() - t);
+                cs[r] = (cpu_now() - c0) / (double)n;
                 t_all += (double)n / ts[r];
             }
             if (n_ranks > 1) {
@@ -263,6 +300,7 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
                 free(ns);
             }
             qsort(ts, (size_t)reps, sizeof *ts, cmp_d);
+            qsort(cs, (size_t)reps, sizeof *cs, cmp_d);
             double med = ts[reps / 2];
             ours[(ti * ndep + di) * 2 + test] = med;
             char name[40];
@@ -271,17 +309,25 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
                 double gbs = med * act / 1e9;
                 char frac[16] = "(--no-bw)";
                 if (membw > 0) snprintf(frac, sizeof frac, "%.0f%%", 100 * gbs / membw);
-                printf("| %7d | %-15s | %19.2f | %5.1f | %5.1f | %12.1f | %12s |\n", thr[ti], name, med, ts[0],
-                       ts[reps - 1], gbs, frac);
+                /* 1 thread: also the fraction by CPU time (decode's and the probe's), what a loaded machine leaves meaningful */
+                char cpu[40];
+                snprintf(cpu, sizeof cpu, "%.2f", 1e3 * cs[reps / 2]);
+                if (bw_cpu > 0 && cs[reps / 2] > 0)
+                    snprintf(cpu, sizeof cpu, "%.2f (%.0f%%)", 1e3 * cs[reps / 2], 100 * act / cs[reps / 2] / 1e9 / bw_cpu);
+                printf("| %7d | %-15s | %19.2f | %5.1f | %5.1f | %12.1f | %12s | %12s |\n", thr[ti], name, med, ts[0],
+                       ts[reps - 1], gbs, frac, cpu);
             } else {
-                printf("| %7d | %-15s | %19.2f | %5.1f | %5.1f |              |              |\n", thr[ti], name, med,
-                       ts[0], ts[reps - 1]);
+                printf("| %7d | %-15s | %19.2f | %5.1f | %5.1f |              |              | %12.3f |\n", thr[ti], name, med,
+                       ts[0], ts[reps - 1], 1e3 * cs[reps / 2]);
             }
             fflush(stdout);
         }
         ds_kvcache_free(&cache);
         }
-        if (bw) printf("|         | read bandwidth probe: %.1f GB/s with %d threads |\n", membw, thr[ti]);
+        if (bw && bw_cpu > 0)
+            printf("|         | read bandwidth probe: %.1f GB/s with %d threads (huge pages; %.1f GB/s by CPU time) |\n", membw,
+                   thr[ti], bw_cpu);
+        else if (bw) printf("|         | read bandwidth probe: %.1f GB/s with %d threads (huge pages) |\n", membw, thr[ti]);
     }
     if (n_ranks > 1) {
         printf("\ncommunication on %d ranks (%s; counted inside src/dist), over %lld MoE layers; bytes sent + received "
@@ -312,7 +358,7 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
     ds_ctx_free(x);
     if (servers && ds_model_stop_expert_servers(&e)) cli_die_err(C, &e);
     ds_model_close(m);
-    free(tok); free(logits); free(ts);
+    free(tok); free(logits); free(ts); free(cs);
 }
 
 /* lla: [thread][depth][fa off|on][pp|tg]; the ratio is to llama.cpp's better one */

@@ -168,6 +168,10 @@ const ds_config *ds_model_config(const ds_model *m);
 int64_t ds_model_mtp_stored(const ds_model *m);   /* MTP layers present (0 if not stored) */
 float ds_model_attn_scale(const ds_model *m);     /* softmax scale incl. mscale² */
 
+/* Parts of the weight bytes a decoded token reads (ds_model_storage). */
+enum { DS_DEC_HEAD, DS_DEC_EMBED, DS_DEC_ATTN, DS_DEC_DENSE, DS_DEC_SHARED, DS_DEC_ROUTED, DS_DEC_ROUTER, DS_DEC_PARTS };
+extern const char *const ds_decode_part_names[DS_DEC_PARTS];
+
 typedef struct ds_model_storage {
     bool gguf;                  /* one .gguf file (else a safetensors folder) */
     uint32_t gguf_version;
@@ -180,6 +184,10 @@ typedef struct ds_model_storage {
     int64_t repack_budget;      /* memory the process could still use at load (bytes) */
     double decode_bytes;        /* weight bytes read per decoded token (unused experts and
                                    all but one embedding row excluded) */
+    double decode_part[DS_DEC_PARTS];            /* decode_bytes by part: output head, embedding row,
+                                                    attention, dense FFN, shared experts, routed
+                                                    experts (the average K of E), router */
+    double decode_dtype[DS_DTYPE_COUNT];         /* decode_bytes by weight type */
     double bound_bytes;         /* weight bytes this process holds (other ranks' experts excluded) */
     int64_t expert_lo, expert_hi; /* the routed experts it owns */
 } ds_model_storage;

@@ -17,26 +17,41 @@ float ds_model_attn_scale(const ds_model *m) { return m->attn_scale; }
 static size_t tensor_bytes(const ds_tensor *t) { return t->data ? t->nbytes : 0; }
 static size_t mlp_bytes(const ds_mlp_w *w) { return tensor_bytes(&w->gate) + tensor_bytes(&w->up) + tensor_bytes(&w->down); }
 
+const char *const ds_decode_part_names[DS_DEC_PARTS] = { "output head", "embedding row", "attention", "dense FFN",
+                                                          "shared experts", "routed experts", "router" };
+
 /* Weight bytes read per decoded token: everything but unused experts and
- * all but one embedding row. */
-static double decode_bytes(const ds_model *m) {
+ * all but one embedding row; by part and by weight type (those of a routed
+ * expert: the average expert, times the experts used per token). */
+static void add(ds_model_storage *s, int part, const ds_tensor *t, double share) {
+    if (!t->data) return;
+    double b = (double)t->nbytes * share;
+    s->decode_part[part] += b;
+    if (t->dtype >= 0 && t->dtype < DS_DTYPE_COUNT) s->decode_dtype[t->dtype] += b;
+}
+static void add_mlp(ds_model_storage *s, int part, const ds_mlp_w *w, double share) {
+    add(s, part, &w->gate, share), add(s, part, &w->up, share), add(s, part, &w->down, share);
+}
+
+static void decode_bytes(const ds_model *m, ds_model_storage *s) {
     const ds_config *c = &m->cfg;
-    double b = (double)tensor_bytes(&m->lm_head) + (double)tensor_bytes(&m->embed) / (double)c->vocab_size;
+    add(s, DS_DEC_HEAD, &m->lm_head, 1.0);
+    add(s, DS_DEC_EMBED, &m->embed, 1.0 / (double)c->vocab_size);
     for (int64_t l = 0; l < c->n_layer; l++) {
         const ds_layer_w *w = &m->layers[l];
-        b += (double)(tensor_bytes(&w->q_proj) + tensor_bytes(&w->q_a_proj) + tensor_bytes(&w->q_b_proj) +
-                      tensor_bytes(&w->kv_a_proj) + tensor_bytes(&w->kv_b_proj) + tensor_bytes(&w->wk_b) +
-                      tensor_bytes(&w->wv_b) + tensor_bytes(&w->o_proj));
+        const ds_tensor *at[] = { &w->q_proj, &w->q_a_proj, &w->q_b_proj, &w->kv_a_proj, &w->kv_b_proj, &w->wk_b, &w->wv_b, &w->o_proj };
+        for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) add(s, DS_DEC_ATTN, at[i], 1.0);
         if (!w->is_moe) {
-            b += (double)mlp_bytes(&w->mlp);
+            add_mlp(s, DS_DEC_DENSE, &w->mlp, 1.0);
         } else {
-            b += (double)tensor_bytes(&w->router) + (double)mlp_bytes(&w->shared);
-            double ex = 0;
-            for (int64_t x = 0; x < c->n_routed_experts; x++) ex += (double)mlp_bytes(&w->experts[x]);
-            b += ex / (double)c->n_routed_experts * (double)c->num_experts_per_tok;
+            add(s, DS_DEC_ROUTER, &w->router, 1.0);
+            add_mlp(s, DS_DEC_SHARED, &w->shared, 1.0);
+            for (int64_t x = 0; x < c->n_routed_experts; x++)
+                add_mlp(s, DS_DEC_ROUTED, &w->experts[x], (double)c->num_experts_per_tok / (double)c->n_routed_experts);
         }
     }
-    return b;
+    s->decode_bytes = 0;
+    for (int p = 0; p < DS_DEC_PARTS; p++) s->decode_bytes += s->decode_part[p];
 }
 
 /* Weight bytes this process holds: every tensor bound here (routed experts
@@ -102,7 +117,7 @@ void ds_model_storage_info(const ds_model *m, ds_model_storage *s) {
     s->repacked_bytes = (int64_t)m->rp_bytes;
     s->repack_skipped_bytes = (int64_t)m->rp_skipped;
     s->repack_budget = m->rp_budget;
-    s->decode_bytes = decode_bytes(m);
+    decode_bytes(m, s);
     s->bound_bytes = bound_bytes(m);
     s->expert_lo = m->expert_lo, s->expert_hi = m->expert_hi;
 }

@@ -202,6 +202,26 @@ static void matmul_x8_worker(const matmul_ctx *c, int64_t i0, int64_t i1) {
     const bool vnni = level() >= DS_ISA_AVX512_VNNI;
     const int step = !vnni ? DS_RP_MAX_T : ds_gemm_x8_avx512_has(dt) ? DS_RP_CORE_T
                    : ds_gemm_x8_ext_avx512_has(dt) ? DS_RP_EXT_T : DS_RP_MAX_T;
+    if (c->T == 1 && vnni && ds_gemv_x8_avx512_has(dt, c->K)) {
+        /* one token (decode): gemv_avx512.c over runs of whole groups, straight
+         * into y; a group cut by the row range through out[] (same bits) */
+        for (int64_t i = i0; i < e0;) {
+            int64_t row0 = (u.g0 + i) * DS_RP_ROWS, ra = DS_MAX(row0, c->r0), rb = DS_MIN(row0 + DS_RP_ROWS, c->r0 + c->N);
+            const uint8_t *wg = (const uint8_t *)c->w->rp + gb * (size_t)(u.g0 + i);
+            if (rb - ra == DS_RP_ROWS) {
+                int64_t j = i + 1;
+                while (j < e0 && (u.g0 + j + 1) * DS_RP_ROWS <= c->r0 + c->N) j++;
+                ds_gemv_x8_avx512(dt, wg, j - i, c->qa, c->K, c->y + row0 - c->r0);
+                i = j;
+            } else {
+                float out[DS_RP_ROWS];
+                ds_gemv_x8_avx512(dt, wg, 1, c->qa, c->K, out);
+                for (int64_t r = ra; r < rb; r++) c->y[r - c->r0] = out[r - row0];
+                i++;
+            }
+        }
+        e0 = i0;   /* the groups are done; the tail rows below */
+    }
     for (int64_t t0 = 0; t0 < c->T; t0 += QTILE) {
         int64_t t1 = DS_MIN(c->T, t0 + QTILE);
         for (int64_t i = i0; i < e0; i++) {

@@ -33,6 +33,11 @@ bool ds_gemm_x8_ext_avx512(ds_dtype t, const void *grp, const void *const *act, 
 /* True for the types ds_gemm_x8_ext_avx512 has a kernel for (it takes any T;
  * ops.c gives it DS_RP_EXT_T tokens per call: one weight unpack for 8) */
 bool ds_gemm_x8_ext_avx512_has(ds_dtype t);
+/* one token (decode) over ng consecutive x8 groups: out[8·i + r] = row r of
+ * group i · act, bit-identical to ds_gemm_x8_avx2 with T = 1 (gemv_avx512.c;
+ * Q4_K, Q6_K, Q5_0, Q8_0; level >= avx512vnni). _has: a kernel for (t, K). */
+bool ds_gemv_x8_avx512_has(ds_dtype t, int64_t K);
+bool ds_gemv_x8_avx512(ds_dtype t, const void *grp, int64_t ng, const void *act, int64_t K, float *out);
 /* fp8 e4m3 row segment -> fp32, times scale[(c0 + i) / block] (scale may be NULL) */
 void ds_cvt_fp8_avx2(float *out, const uint8_t *w, int64_t n, const float *scale, int64_t c0, int block);
 

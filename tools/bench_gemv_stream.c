@@ -1,0 +1,120 @@
+/*
+ * bench_gemv_stream.c - the one-token (decode) kernels streaming a weight
+ * from memory, against the read probe of `deepseek bench`: per type (Q4_K,
+ * Q6_K, Q5_0, Q8_0; K = 2048) a 256 MiB repacked weight on huge pages (as
+ * the model's repacked weights are), read once per pass by gemv_avx512.c's
+ * kernel ("new") and by repack_avx512.c's x8 kernel with T = 1 ("old"),
+ * and the AVX2 streaming read of bench's probe over another 256 MiB; every
+ * pass alternated with the others, medians of 9, thread CPU time (so a
+ * loaded machine's scheduling does not count; its memory traffic does).
+ * A manual measurement, not a test. Needs avx512vnni.
+ *
+ *   make lib && cc -O2 -Isrc tools/bench_gemv_stream.c build/libdeepseek.a -fopenmp -ljansson \
+ *      -lpcre2-8 -lopenblas -lm -lpthread -lmpi -o build/bench_gemv_stream && build/bench_gemv_stream
+ */
+#include <immintrin.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "core/cpu.h"
+#include "tensor/quant.h"
+#include "tensor/quant_isa.h"
+#include "tensor/repack.h"
+#include "tensor/tensor.h"
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+static int cmpd(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* bench's probe (cmd_bench.c): 256-bit loads, 4 accumulators */
+__attribute__((target("avx2"))) static uint64_t probe(const uint8_t *p, size_t n) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < n; i += 128) {
+        a0 = _mm256_xor_si256(a0, _mm256_load_si256((const __m256i *)(p + i)));
+        a1 = _mm256_xor_si256(a1, _mm256_load_si256((const __m256i *)(p + i + 32)));
+        a2 = _mm256_xor_si256(a2, _mm256_load_si256((const __m256i *)(p + i + 64)));
+        a3 = _mm256_xor_si256(a3, _mm256_load_si256((const __m256i *)(p + i + 96)));
+    }
+    a0 = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
+    return (uint64_t)_mm256_extract_epi64(a0, 0);
+}
+
+static uint8_t *huge_buf(size_t n) {
+    uint8_t *p = aligned_alloc((size_t)1 << 21, n);
+    if (!p) { fprintf(stderr, "out of memory\n"); exit(1); }
+    madvise(p, n, MADV_HUGEPAGE);
+    memset(p, 1, n);
+    return p;
+}
+
+int main(void) {
+    if (ds_isa_level() < DS_ISA_AVX512_VNNI) { fprintf(stderr, "needs avx512vnni (level %s)\n", ds_isa_name(ds_isa_level())); return 1; }
+    enum { NT = 4, R = 9 };
+    static const ds_dtype ts[NT] = { DS_DTYPE_Q4_K, DS_DTYPE_Q6_K, DS_DTYPE_Q5_0, DS_DTYPE_Q8_0 };
+    const size_t S = (size_t)256 << 20;
+    const int64_t K = 2048;
+    float x[2048];
+    for (int j = 0; j < K; j++) x[j] = (float)rand() / (float)RAND_MAX - 0.5f;
+    float *out = malloc(S / 64 * sizeof(float));
+    uint8_t *pb = huge_buf(S), *w[NT];
+    void *qa[NT];
+    size_t N[NT], rb[NT];
+    for (int ti = 0; ti < NT; ti++) {
+        ds_dtype t = ts[ti];
+        size_t bb = ds_dtype_block_bytes(t);
+        rb[ti] = ds_dtype_row_bytes(t, K);
+        N[ti] = S / rb[ti] / 8 * 8;
+        w[ti] = huge_buf(S);
+        /* random blocks, every fp16 d / dmin 0.01 (finite) */
+        for (size_t i = 0; i < rb[ti] * N[ti]; i++) w[ti][i] = (uint8_t)rand();
+        uint16_t h = ds_f32_to_f16(0.01f);
+        for (size_t o = 0; o < rb[ti] * N[ti]; o += bb) {
+            memcpy(w[ti] + o + (t == DS_DTYPE_Q6_K ? 208 : 0), &h, 2);
+            if (t == DS_DTYPE_Q4_K) memcpy(w[ti] + o + 2, &h, 2);
+        }
+        uint8_t *tmp = malloc(rb[ti] * 8);
+        for (size_t n = 0; n < N[ti]; n += 8) {
+            ds_repack_group(t, w[ti] + rb[ti] * n, K, tmp);
+            memcpy(w[ti] + rb[ti] * n, tmp, rb[ti] * 8);
+        }
+        free(tmp);
+        qa[ti] = malloc(ds_act_row_bytes(t, K));
+        ds_quantize_act_ref(t, x, qa[ti], K);
+    }
+    double tp[R], tn[NT][R], to[NT][R];
+    volatile uint64_t sink = 0;
+    for (int r = 0; r < R; r++) {
+        double t0 = now();
+        sink += probe(pb, S);
+        tp[r] = now() - t0;
+        for (int ti = 0; ti < NT; ti++) {
+            t0 = now();
+            ds_gemv_x8_avx512(ts[ti], w[ti], (int64_t)N[ti] / 8, qa[ti], K, out);
+            tn[ti][r] = now() - t0;
+            t0 = now();
+            for (size_t n = 0; n < N[ti]; n += 8)
+                ds_gemm_x8_avx512(ts[ti], w[ti] + rb[ti] * n, (const void *const *)&qa[ti], 1, K, out + n);
+            to[ti][r] = now() - t0;
+        }
+    }
+    qsort(tp, R, sizeof(double), cmpd);
+    double pr = (double)S / tp[R / 2] / 1e9;
+    printf("read probe (AVX2 streaming loads): %.1f GB/s\n", pr);
+    printf("| type | gemv_avx512.c GB/s | of probe | x8 kernel T=1 GB/s | of probe |\n|---|---:|---:|---:|---:|\n");
+    for (int ti = 0; ti < NT; ti++) {
+        qsort(tn[ti], R, sizeof(double), cmpd);
+        qsort(to[ti], R, sizeof(double), cmpd);
+        double b = (double)(rb[ti] * N[ti]), gn = b / tn[ti][R / 2] / 1e9, go = b / to[ti][R / 2] / 1e9;
+        printf("| %s | %.1f | %.0f%% | %.1f | %.0f%% |\n", ds_dtype_name(ts[ti]), gn, 100 * gn / pr, go, 100 * go / pr);
+    }
+    return (int)(sink & 1);
+}
