@@ -9,6 +9,7 @@
 #include "model.h"
 #include "model_internal.h"
 #include "../tensor/ops.h"
+#include "../core/rng.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -202,6 +203,30 @@ int64_t ds_kvcache_bytes_per_pos(const ds_kvcache *c, int64_t n_layers) {
     int64_t n = 0;
     for (int64_t l = 0; l < n_layers && l < c->n_layer; l++) n += (int64_t)row_bytes(c, l);
     return n;
+}
+
+int ds_kvcache_fill_synthetic(ds_kvcache *c, int64_t n, uint64_t seed, ds_err *e) {
+    if (c->n_past || c->mtp_n_past) return ds_err_set(e, DS_EINVAL, "a synthetic fill needs an empty cache");
+    int rc = ds_kvcache_reserve(c, n, e);
+    if (rc) return rc;
+    if (c->v4) {
+        ds_v4cache_fill_synthetic(c, n, seed);
+    } else {
+        int64_t Wmax = 0;
+        for (int64_t l = 0; l < c->n_layer; l++) Wmax = DS_MAX(Wmax, c->width[l]);
+        float *row = malloc((size_t)DS_MAX(Wmax, 1) * sizeof(float));
+        if (!row) return ds_err_set(e, DS_ENOMEM, "out of memory");
+        ds_rng r;
+        ds_rng_seed(&r, seed);
+        for (int64_t l = 0; l < c->n_layer; l++)
+            for (int64_t p = 0; p < n; p++) {
+                for (int64_t i = 0; i < c->width[l]; i++) row[i] = (float)ds_rng_uniform(&r) - 0.5f;
+                ds_kvcache_write_row(c, l, p, row);
+            }
+        free(row);
+    }
+    c->n_past = n;
+    return DS_OK;
 }
 
 int64_t ds_kvcache_bytes(const ds_kvcache *c) {

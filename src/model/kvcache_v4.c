@@ -17,6 +17,7 @@
  */
 #include "model.h"
 #include "model_internal.h"
+#include "../core/rng.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,24 @@ int ds_v4cache_copy(ds_kvcache *dst, const ds_kvcache *src, int64_t n, ds_err *e
         if (s->R) memcpy(d->ent, s->ent, (size_t)(n / s->R * s->We) * sizeof(float));
     }
     return DS_OK;
+}
+
+static void fill_random(float *x, int64_t n, ds_rng *r) {
+    for (int64_t i = 0; i < n; i++) x[i] = (float)ds_rng_uniform(r) - 0.5f;
+}
+
+void ds_v4cache_fill_synthetic(ds_kvcache *c, int64_t n, uint64_t seed) {
+    ds_rng r;
+    ds_rng_seed(&r, seed);
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        ds_v4state *st = &c->v4[l];
+        fill_random(st->kv.data, st->kv.S * st->kv.W, &r);
+        st->kv.lo = DS_MAX(0, n - st->kv.S);
+        if (!st->R) continue;
+        fill_random(st->raw.data, st->raw.S * st->raw.W, &r);
+        st->raw.lo = DS_MAX(0, n - st->raw.S);
+        fill_random(st->ent, n / st->R * st->We, &r);
+    }
 }
 
 void ds_v4cache_free(ds_kvcache *c) {

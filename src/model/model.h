@@ -240,6 +240,10 @@ int64_t ds_kvcache_truncate(ds_kvcache *c, int64_t n);
 bool ds_kvcache_can_truncate(const ds_kvcache *c, int64_t n);
 /* V4: sets the ring slack of an empty cache (before its first use). */
 int ds_kvcache_set_v4_slack(ds_kvcache *c, int64_t slack, ds_err *e);
+/* For benchmarks: makes an empty cache hold n positions of random rows
+ * (uniform in [-0.5, 0.5)) without running the model: decode's cost
+ * depends on the cache's size, not its values (bench --synthetic-depth). */
+int ds_kvcache_fill_synthetic(ds_kvcache *c, int64_t n, uint64_t seed, ds_err *e);
 /* Bytes the cache holds now (allocated storage, all layers). */
 int64_t ds_kvcache_bytes(const ds_kvcache *c);
 /* DeepSeek-V4: bytes layer l's compact cache holds after n positions with

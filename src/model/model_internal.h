@@ -101,6 +101,8 @@ int ds_v4cache_reserve(ds_kvcache *c, int64_t upto, ds_err *e);
 void ds_v4cache_clear(ds_kvcache *c);
 int ds_v4cache_copy(ds_kvcache *dst, const ds_kvcache *src, int64_t n, ds_err *e);
 void ds_v4cache_free(ds_kvcache *c);
+/* ds_kvcache_fill_synthetic's V4 part (rings and entries; after reserve) */
+void ds_v4cache_fill_synthetic(ds_kvcache *c, int64_t n, uint64_t seed);
 int64_t ds_v4cache_bytes(const ds_kvcache *c);
 
 /* DeepSeek-V4 attention (v4attn.c): out[T, D] for a SWA / CSA / HCA layer;

@@ -43,6 +43,7 @@
 #include "rope.h"
 #include "../core/thread.h"
 #include "../tensor/ops.h"
+#include "../tensor/v4kern.h"
 
 #include <math.h>
 #include <string.h>
@@ -150,6 +151,12 @@ static void commit_rows(ds_v4state *st, const ds_seg *sg, const float *brows) {
             ds_v4ring_put(&st->raw, p, brows + (p - sg->pos0) * Wc + st->kv.W);
 }
 
+/* Scores are computed by blocks of this many entries when few tokens share
+ * the layer (decode): the blocks go to the threads. */
+#define V4_SCORE_BLOCK 2048
+/* Heads per attention job (a multiple of 4: the kernels take heads by fours) */
+#define V4_HEAD_GROUP 8
+
 typedef struct attn_ctx {
     const ds_model *m;
     int64_t l;
@@ -160,72 +167,90 @@ typedef struct attn_ctx {
     const float *iq, *iw;    /* (T, Hi·Di) roped, (T, Hi) scaled: CSA only */
     const float *inv_freq;
     float *o;                /* (T, H·Dh) */
+    float *sc;               /* (T, nEmax) indexer scores when pre-scored (few tokens), else NULL */
+    int64_t nEmax, nblk;     /* entries of the last token, score blocks per token */
+    const float **keys;      /* (T, kmax) each token's keys: window, then selected entries */
+    int64_t kmax;
+    int64_t *nk;             /* [T] keys per token */
+    int64_t ngrp;            /* head groups per token */
 } attn_ctx;
 
-static void attn_worker(void *vctx, int64_t t0, int64_t t1, int tid) {
+/* token t's position, its layer state and its number of entries */
+static const ds_seg *token_seg(const attn_ctx *c, int64_t t, int64_t *p) {
+    const ds_seg *sg = &c->segs[c->row_seg[t]];
+    *p = sg->pos0 + (t - sg->t0);
+    return sg;
+}
+
+static int64_t n_entries(const ds_v4state *st, int64_t p) { return st->R > 0 ? (p + 1) / st->R : 0; }
+
+/* jobs (t, b): the indexer's scores of token t's entries in block b */
+static void score_worker(void *vctx, int64_t j0, int64_t j1, int tid) {
     attn_ctx *c = vctx;
     const ds_config *cfg = &c->m->cfg;
-    const ds_layer_w *lw = &c->m->layers[c->l];
-    int64_t H = cfg->n_head, Dh = cfg->head_dim, Dr = cfg->qk_rope_head_dim, Nw = cfg->sliding_window;
-    int64_t Hi = cfg->index_n_heads, Di = cfg->index_head_dim, Ktop = cfg->index_topk;
-    float scale = c->m->attn_scale, iscale = (float)(1.0 / sqrt((double)Di));
-    for (int64_t t = t0; t < t1; t++) {
-        const ds_seg *sg = &c->segs[c->row_seg[t]];
+    int64_t Hi = cfg->index_n_heads, Di = cfg->index_head_dim, Dh = cfg->head_dim;
+    float iscale = (float)(1.0 / sqrt((double)Di));
+    (void)tid;
+    for (int64_t j = j0; j < j1; j++) {
+        int64_t t = j / c->nblk, b = j % c->nblk, p;
+        const ds_seg *sg = token_seg(c, t, &p);
         const ds_v4state *st = &sg->cache->v4[c->l];
-        int64_t R = st->R, Wc = batch_width(st);
+        int64_t nE = n_entries(st, p), w0 = b * V4_SCORE_BLOCK, w1 = DS_MIN(nE, w0 + V4_SCORE_BLOCK);
+        if (nE <= cfg->index_topk || w0 >= w1) continue;
+        ds_v4_index_scores(c->sc + t * c->nEmax, c->iq + t * Hi * Di, c->iw + t * Hi, st->ent + Dh, st->We, w0, w1, Hi,
+                           Di, iscale);
+    }
+}
+
+/* per token: the indexer's top-k (scoring here unless pre-scored) and the list of keys */
+static void select_worker(void *vctx, int64_t t0, int64_t t1, int tid) {
+    attn_ctx *c = vctx;
+    const ds_config *cfg = &c->m->cfg;
+    int64_t Nw = cfg->sliding_window, Hi = cfg->index_n_heads, Di = cfg->index_head_dim, Ktop = cfg->index_topk;
+    int64_t Dh = cfg->head_dim;
+    float iscale = (float)(1.0 / sqrt((double)Di));
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t p;
+        const ds_seg *sg = token_seg(c, t, &p);
+        const ds_v4state *st = &sg->cache->v4[c->l];
+        int64_t Wc = batch_width(st), j0 = DS_MAX(0, p - Nw + 1), nwin = p + 1 - j0, nE = n_entries(st, p), nsel = nE;
         const float *brows = c->rows + sg->t0 * Wc;
-        int64_t p = sg->pos0 + (t - sg->t0), j0 = DS_MAX(0, p - Nw + 1), nwin = p + 1 - j0;
-        int64_t nE = R > 0 ? (p + 1) / R : 0, nsel = nE;
-        float *sc = ds_scratch(tid, 1, (size_t)(2 * nE + 8));                 /* indexer scores */
-        int32_t *sel = ds_scratch_bytes(tid, 2, (size_t)(nE + 1) * sizeof(int32_t) * 3 + (size_t)nE * 8 + 64);
-        float *lg = ds_scratch(tid, 3, (size_t)(nwin + nE + 1));              /* logits of one head */
-        const float **keys = ds_scratch_bytes(tid, 4, (size_t)(nwin + nE + 1) * sizeof(float *));
-        if (!sc || !sel || !lg || !keys) return;   /* out of memory: the context reports it */
-        for (int64_t w = 0; w < nE; w++) sel[w] = (int32_t)w;
-        if (st->csa && nE > Ktop) {
-            const float *iq = c->iq + t * Hi * Di, *iw = c->iw + t * Hi;
-            for (int64_t w = 0; w < nE; w++) {
-                const float *k = st->ent + w * st->We + Dh;
-                float s = 0;
-                for (int64_t h = 0; h < Hi; h++) {
-                    float d = 0;
-                    for (int64_t i = 0; i < Di; i++) d += iq[h * Di + i] * k[i];
-                    s += (d > 0 ? d : 0) * iscale * iw[h];
-                }
-                sc[w] = s;
-            }
-            ds_dsa_topk(sc, nE, Ktop, sel, sel + Ktop + 1);
-            nsel = Ktop;
-        }
-        /* the keys (= values): the window, then the selected entries */
-        for (int64_t i = 0; i < nwin; i++) {
+        const float **keys = c->keys + t * c->kmax;
+        for (int64_t i = 0; i < nwin; i++) {   /* the window: earlier positions from the ring, the batch's own from brows */
             int64_t j = j0 + i;
             keys[i] = j >= sg->pos0 ? brows + (j - sg->pos0) * Wc : ds_v4ring_row(&st->kv, j);
         }
-        for (int64_t i = 0; i < nsel; i++) keys[nwin + i] = st->ent + (int64_t)sel[i] * st->We;
-        int64_t nk = nwin + nsel;
-        for (int64_t h = 0; h < H; h++) {
-            const float *q = c->q + t * H * Dh + h * Dh;
-            float *o = c->o + t * H * Dh + h * Dh;
-            float mx = lw->sinks[h];
-            for (int64_t i = 0; i < nk; i++) {
-                const float *row = keys[i];
-                float d = 0;
-                for (int64_t k = 0; k < Dh; k++) d += q[k] * row[k];
-                lg[i] = d * scale;
-                if (lg[i] > mx) mx = lg[i];
-            }
-            double se = exp((double)(lw->sinks[h] - mx));
-            for (int64_t i = 0; i < nk; i++) { lg[i] = expf(lg[i] - mx); se += lg[i]; }
-            float inv = (float)(1.0 / se);
-            memset(o, 0, (size_t)Dh * sizeof(float));
-            for (int64_t i = 0; i < nk; i++) {
-                const float *row = keys[i];
-                float pi = lg[i] * inv;
-                for (int64_t k = 0; k < Dh; k++) o[k] += pi * row[k];
-            }
-            rope_tail(o, Dh, Dr, c->inv_freq, -p);
+        if (st->csa && nE > Ktop) {
+            int32_t *sel = ds_scratch_bytes(tid, 2, (size_t)(nE + 1) * sizeof(int32_t) * 3 + (size_t)nE * 8 + 64);
+            float *sc = c->sc ? c->sc + t * c->nEmax : ds_scratch(tid, 1, (size_t)nE);
+            if (!sel || !sc) { c->nk[t] = -1; continue; }   /* out of memory: reported by the caller */
+            if (!c->sc)
+                ds_v4_index_scores(sc, c->iq + t * Hi * Di, c->iw + t * Hi, st->ent + Dh, st->We, 0, nE, Hi, Di, iscale);
+            ds_dsa_topk(sc, nE, Ktop, sel, sel + Ktop + 1);
+            nsel = Ktop;
+            for (int64_t i = 0; i < nsel; i++) keys[nwin + i] = st->ent + (int64_t)sel[i] * st->We;
+        } else {
+            for (int64_t i = 0; i < nsel; i++) keys[nwin + i] = st->ent + i * st->We;
         }
+        c->nk[t] = nwin + nsel;
+    }
+}
+
+/* jobs (t, g): heads [g·V4_HEAD_GROUP, ...) of token t, then their rotation back */
+static void heads_worker(void *vctx, int64_t j0, int64_t j1, int tid) {
+    attn_ctx *c = vctx;
+    const ds_config *cfg = &c->m->cfg;
+    const ds_layer_w *lw = &c->m->layers[c->l];
+    int64_t H = cfg->n_head, Dh = cfg->head_dim, Dr = cfg->qk_rope_head_dim;
+    for (int64_t j = j0; j < j1; j++) {
+        int64_t t = j / c->ngrp, h0 = (j % c->ngrp) * V4_HEAD_GROUP, h1 = DS_MIN(H, h0 + V4_HEAD_GROUP), p;
+        token_seg(c, t, &p);
+        int64_t nk = c->nk[t];
+        float *lg = nk >= 0 ? ds_scratch(tid, 3, (size_t)((h1 - h0) * nk + 1)) : NULL;
+        if (!lg) continue;   /* out of memory: reported by the caller */
+        float *o = c->o + t * H * Dh;
+        ds_v4_attn_heads(o, c->q + t * H * Dh, c->keys + t * c->kmax, nk, h0, h1, Dh, c->m->attn_scale, lw->sinks, lg);
+        for (int64_t h = h0; h < h1; h++) rope_tail(o + h * Dh, Dh, Dr, c->inv_freq, -p);
     }
 }
 
@@ -305,8 +330,30 @@ int ds_v4_attn_forward(const ds_model *m, int64_t l, float *out, const float *xn
         for (int s = 0; s < n_segs; s++)
             if ((rc = write_entries(m, l, &segs[s], &segs[s].cache->v4[l], rows + segs[s].t0 * Wc, ape, iape, a, e)))
                 return rc;
-    attn_ctx ac = { m, l, segs, row_seg, rows, q, iq, iw, inv_freq, o };
-    ds_par_for(T, 1, attn_worker, &ac);
+    /* attention: the indexer's scores (by blocks over the threads when few
+     * tokens), each token's top-k and keys, then (token, head group) jobs */
+    attn_ctx ac = { m, l, segs, row_seg, rows, q, iq, iw, inv_freq, o, NULL, 0, 0, NULL, 0, NULL,
+                    (H + V4_HEAD_GROUP - 1) / V4_HEAD_GROUP };
+    int64_t nsel_max = 0;
+    for (int s = 0; s < n_segs; s++) {
+        int64_t nE = n_entries(&segs[s].cache->v4[l], segs[s].pos0 + segs[s].n - 1);
+        ac.nEmax = DS_MAX(ac.nEmax, nE);
+        nsel_max = DS_MAX(nsel_max, csa ? DS_MIN(nE, cfg->index_topk) : nE);
+    }
+    ac.kmax = cfg->sliding_window + nsel_max;
+    ac.keys = ds_arena_array(a, (size_t)(T * ac.kmax), sizeof(float *));
+    ac.nk = ds_arena_array(a, (size_t)T, sizeof(int64_t));
+    if (!ac.keys || !ac.nk) return ds_err_set(e, DS_ENOMEM, "out of memory in layer %lld's attention", (long long)l);
+    if (csa && ac.nEmax > cfg->index_topk && T < 2 * (int64_t)ds_threads_get()) {
+        ac.nblk = (ac.nEmax + V4_SCORE_BLOCK - 1) / V4_SCORE_BLOCK;
+        ac.sc = ds_arena_array(a, (size_t)(T * ac.nEmax), sizeof(float));
+        if (!ac.sc) return ds_err_set(e, DS_ENOMEM, "out of memory in layer %lld's indexer", (long long)l);
+        ds_par_for(T * ac.nblk, 1, score_worker, &ac);
+    }
+    ds_par_for(T, 1, select_worker, &ac);
+    ds_par_for(T * ac.ngrp, 1, heads_worker, &ac);
+    for (int64_t t = 0; t < T; t++)
+        if (ac.nk[t] < 0) return ds_err_set(e, DS_ENOMEM, "out of memory in layer %lld's attention", (long long)l);
     for (int s = 0; s < n_segs; s++) commit_rows(&segs[s].cache->v4[l], &segs[s], rows + segs[s].t0 * Wc);
     /* grouped output projection, then wo_b */
     for (int64_t g = 0; g < G; g++)
