@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -41,6 +42,13 @@ static void usage(FILE *f) {
         "            with an all-gather of expert outputs\n"
         "  on N ranks a second table gives the bytes communicated per token and MoE layer and the\n"
         "  share of time spent communicating\n");
+}
+
+/* CPU seconds of the whole process (all threads) */
+static double cpu_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -204,8 +212,9 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
     int64_t ntok = dmax + pp + 1;
     int32_t *tok = malloc((size_t)ntok * sizeof *tok);
     float *logits = malloc((size_t)V * sizeof(float));
-    double *ts = malloc((size_t)reps * sizeof(double));
-    if (!tok || !logits || !ts) cli_die(C, "out of memory");
+    double *ts = malloc((size_t)reps * sizeof(double)), *cs = malloc((size_t)reps * sizeof(double));
+    double *cpu_ms = calloc((size_t)(nthr * ndep * 2), sizeof(double));   /* [thread][depth][pp|tg] median CPU ms/token */
+    if (!tok || !logits || !ts || !cs || !cpu_ms) cli_die(C, "out of memory");
     for (int64_t i = 0; i < ntok; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
     ds_ctx *x;
     if (ds_ctx_new(&x, &e)) cli_die_err(C, &e);
@@ -246,8 +255,8 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
             ds_dist_stats_reset();
             double t_all = 0;
             for (int64_t r = 0; r < reps; r++) {
-                ds_kvcache_truncate(&cache, depth);
-                double t = ds_now();
+                if (ds_kvcache_truncate(&cache, depth) != depth) cli_die(C, "the cache cannot go back to depth %lld", (long long)depth);
+                double t = ds_now(), c0 = cpu_seconds();
                 if (test == 0) {
                     if (ds_prefill(m, x, &cache, tok + depth, pp, 512, logits, &e)) cli_die_err(C, &e);
                 } else {
@@ -257,8 +266,11 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
                     }
                 }
                 ts[r] = (double)n / (ds_now() - t);
+                cs[r] = (cpu_seconds() - c0) / (double)n;
                 t_all += (double)n / ts[r];
             }
+            qsort(cs, (size_t)reps, sizeof *cs, cmp_d);
+            cpu_ms[(ti * ndep + di) * 2 + test] = 1e3 * cs[reps / 2];
             if (n_ranks > 1) {
                 ds_dist_stats st;
                 ds_dist_stats_get(&st);
@@ -300,6 +312,21 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
     for (int64_t di = 0; di < ndep; di++)
         printf(" d%lld %.2f MiB%s", (long long)depths[di], (double)kvb[di] / (1 << 20), di + 1 == ndep ? "\n" : ";");
     free(kvb);
+    printf("CPU time per token (process, all threads; median; steadier than tokens/s on a loaded machine):");
+    for (int64_t ti = 0; ti < nthr; ti++)
+        for (int64_t di = 0; di < ndep; di++)
+            for (int test = 0; test < 2; test++) {
+                int64_t n = test == 0 ? pp : tg;
+                if (n == 0) continue;
+                char name[40];
+                test_name(name, sizeof name, test, n, depths[di]);
+                if (nthr > 1) printf("%s-t %d %s %.2f ms", ti || di || (test && pp) ? "; " : " ", thr[ti], name,
+                                     cpu_ms[(ti * ndep + di) * 2 + test]);
+                else printf("%s%s %.2f ms", di || (test && pp) ? "; " : " ", name, cpu_ms[(ti * ndep + di) * 2 + test]);
+            }
+    printf("\n");
+    free(cpu_ms);
+    free(cs);
     if (n_ranks > 1) {
         printf("\ncommunication on %d ranks (%s; counted inside src/dist), over %lld MoE layers; bytes sent + received "
                "by rank 0 per token and MoE layer; share of the timed wall clock spent inside the calls (waiting for "
