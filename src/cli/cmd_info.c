@@ -13,8 +13,8 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: deepseek info [-m MODEL_DIR]\n"
                "  Prints the architecture, total and active parameters per token,\n"
-               "  KV-cache bytes per token (MLA latent cache vs. naive per-head K/V; V4: per layer type at\n"
-               "  4K / 64K / 1M of context) and memory use.\n");
+               "  KV-cache bytes per token (MLA latent cache vs. naive per-head K/V; V4: its compact cache\n"
+               "  per layer type and in total at 4K / 64K / 1M of context) and memory use.\n");
 }
 
 static const char *human(double b, char *buf, size_t n) {
