@@ -1,6 +1,6 @@
 /*
  * test_v4kern.c - DeepSeek-V4 attention kernels (tensor/v4kern.h): the AVX2
- * and AVX-512 versions against their plain C twin (rounding only), the twin
+ * version against its plain C twin (rounding only), the twin
  * against the formula in double, and splitting the heads or the entries
  * over jobs changes no bit (what the threads and batch invariance rely on).
  */
@@ -31,8 +31,6 @@ static int vector_versions(const char **names, heads_fn *hf, score_fn *sf) {
     int n = 0;
     if (ds_isa_level() >= DS_ISA_AVX2)
         names[n] = "avx2", hf[n] = ds_v4_attn_heads_avx2, sf[n] = ds_v4_index_scores_avx2, n++;
-    if (ds_isa_level() >= DS_ISA_AVX512)
-        names[n] = "avx512", hf[n] = ds_v4_attn_heads_avx512, sf[n] = ds_v4_index_scores_avx512, n++;
     return n;
 }
 

@@ -56,7 +56,7 @@ void ds_v4_index_scores_ref(float *sc, const float *q, const float *iw, const fl
 
 static ds_isa level(void) {
     ds_isa l = ds_isa_level();
-    return l >= DS_ISA_AVX512 ? DS_ISA_AVX512 : l >= DS_ISA_AVX2 ? DS_ISA_AVX2 : DS_ISA_GENERIC;
+    return l >= DS_ISA_AVX2 ? DS_ISA_AVX2 : DS_ISA_GENERIC;
 }
 
 const char *ds_v4kern_isa(void) { return ds_isa_name(level()); }
@@ -64,7 +64,6 @@ const char *ds_v4kern_isa(void) { return ds_isa_name(level()); }
 void ds_v4_attn_heads(float *o, const float *q, const float *const *keys, int64_t nk, int64_t h0, int64_t h1,
                       int64_t Dh, float scale, const float *sinks, float *lg) {
     switch (level()) {
-    case DS_ISA_AVX512: ds_v4_attn_heads_avx512(o, q, keys, nk, h0, h1, Dh, scale, sinks, lg); break;
     case DS_ISA_AVX2: ds_v4_attn_heads_avx2(o, q, keys, nk, h0, h1, Dh, scale, sinks, lg); break;
     default: ds_v4_attn_heads_ref(o, q, keys, nk, h0, h1, Dh, scale, sinks, lg);
     }
@@ -73,7 +72,6 @@ void ds_v4_attn_heads(float *o, const float *q, const float *const *keys, int64_
 void ds_v4_index_scores(float *sc, const float *q, const float *iw, const float *kent, int64_t ld, int64_t w0,
                         int64_t w1, int64_t Hi, int64_t Di, float iscale) {
     switch (level()) {
-    case DS_ISA_AVX512: ds_v4_index_scores_avx512(sc, q, iw, kent, ld, w0, w1, Hi, Di, iscale); break;
     case DS_ISA_AVX2: ds_v4_index_scores_avx2(sc, q, iw, kent, ld, w0, w1, Hi, Di, iscale); break;
     default: ds_v4_index_scores_ref(sc, q, iw, kent, ld, w0, w1, Hi, Di, iscale);
     }

@@ -3,10 +3,11 @@
  * the attention of H query heads over one shared K=V head given as a list of
  * rows (the sliding window plus the selected compressed entries), and the
  * CSA indexer's scores over the compressed entries. Each has a plain C
- * reference twin (*_ref: the loops v4attn.c had, kept bit for bit) and
- * AVX2 / AVX-512 versions picked by core/cpu.h's level (DS_ISA=avx2 or
- * generic lowers it); the vector versions sum the dot products in lanes, so
- * they differ from the twin by rounding only (tests/test_v4kern.c).
+ * reference twin (*_ref: the loops v4attn.c had, kept bit for bit) and an
+ * AVX2 version used from core/cpu.h's avx2 level up (DS_ISA=generic runs
+ * the twin); it sums the dot products in lanes, so it differs from the twin
+ * by rounding only (tests/test_v4kern.c). An AVX-512 variant measured no
+ * faster (tools/bench_v4kern.c: both ~11x the twin on one EPYC core).
  * Every token's result depends on its own inputs only: batch invariant.
  */
 #ifndef DS_V4KERN_H
@@ -33,7 +34,7 @@ void ds_v4_index_scores(float *sc, const float *q, const float *iw, const float 
 void ds_v4_index_scores_ref(float *sc, const float *q, const float *iw, const float *kent, int64_t ld, int64_t w0,
                             int64_t w1, int64_t Hi, int64_t Di, float iscale);
 
-/* The level the dispatching entry points use: "generic", "avx2" or "avx512". */
+/* The level the dispatching entry points use: "generic" or "avx2". */
 const char *ds_v4kern_isa(void);
 
 #endif
