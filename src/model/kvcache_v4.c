@@ -12,8 +12,9 @@
  * A ring's position p lives at row p % S; writing p drops p - S. The slack
  * rows let a cache be truncated back up to `slack` positions exactly (a
  * rejected draft, a failed batch, bench's repetitions); further back the
- * rows are gone and truncation answers 0 positions (the caller refills
- * from its token ids: kvcache.c, api, chat and serve do).
+ * rows are gone and truncation (kvcache.c) empties the cache and answers
+ * 0 positions; the callers refill from their token ids (api/deepseek.c,
+ * cli/cmd_chat.c; serve's sched.c reuses a slot only where its rings reach).
  */
 #include "model.h"
 #include "model_internal.h"

@@ -36,8 +36,12 @@
  * earlier positions from the rings, the batch's own from there); then the
  * last S of them go into the rings. The same numbers as when every row was
  * kept per position (bit for bit): only where they are read from changed.
- * A token's result depends only on its own rows and the cache: batch
- * invariant. Rows are fp32: a quantized cache (q8/fp8) is refused for V4.
+ * Attention runs in three passes over the threads: the indexer's scores
+ * (by blocks of entries when few tokens: decode), each token's top-k and
+ * its list of keys, then (token, group of heads) jobs; the dot products are
+ * tensor/v4kern.c's (AVX2, or the C twin). A token's result depends only on
+ * its own rows and the cache, however the jobs are split: batch invariant.
+ * Rows are fp32: a quantized cache (q8/fp8) is refused for V4.
  */
 #include "model_internal.h"
 #include "rope.h"
