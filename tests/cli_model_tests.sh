@@ -157,10 +157,12 @@ grep -q "^kv cache     MLA latent 40 + index key 16: 56 values/token/layer" "$T/
 grep -q "whole cache .*: 4K 2.62 MiB, 64K 42.00 MiB, 1M 672.00 MiB of context" "$T/out" ||
     fail "info tiny-v32: no whole-cache line (56 values x 3 layers x 4 B x 4K/64K/1M): $(grep 'whole cache' "$T/out")"
 check_info tiny-v4 DeepseekV4ForCausalLM deepseek_v4
-# the cache per layer type: sliding rows 32 (Dh), HCA 4·32, CSA 6·32 + 5·16, fp32, x layers x 4K/64K/1M
-for want in "sliding  1 layer(s) x 32 values/token = 128 B/token: 512.00 KiB / 8.00 MiB / 128.00 MiB" \
-            "CSA      2 layer(s) x 272 values/token = 2176 B/token: 8.50 MiB / 136.00 MiB / 2.12 GiB" \
-            "HCA      1 layer(s) x 128 values/token = 512 B/token: 2.00 MiB / 32.00 MiB / 512.00 MiB" \
+# the compact cache per layer type, fp32 (Dh 32, Di 16, window 8, slack 64, rates 4 / 8): every layer a
+# kv ring (8+64)x32; CSA a raw ring (2·4+64)x(4·32+4·16) + N/4 entries of 32+16; HCA (8+64)x(2·32) + N/8 x 32
+for want in "sliding  1 layer(s): 9.00 KiB / 9.00 KiB / 9.00 KiB = 2.25 / 0.141 / 0.0088 B/token" \
+            "CSA      2 layer(s): 510.00 KiB / 6.12 MiB / 96.12 MiB = 127.50 / 97.969 / 96.1230 B/token" \
+            "HCA      1 layer(s): 91.00 KiB / 1.03 MiB / 16.03 MiB = 22.75 / 16.422 / 16.0264 B/token" \
+            "total    610.00 KiB / 7.16 MiB / 112.16 MiB = 152.50 / 114.531 / 112.1582 B/token" \
             "layer types  1 sliding (window 8), 2 CSA (rate 4, top 3"; do
     grep -qF "$want" "$T/out" || fail "info tiny-v4: no line '$want' in: $(cat "$T/out")"
 done

@@ -419,12 +419,13 @@ static void batch_invariance(const char *path) {
     for (int s = 0; s < NS; s++) {
         int64_t hist = hist_len[s];
         CHECK(ds_kvcache_init(&c[s], m, 1024, &e) == 0);
+        CHECK(ds_kvcache_set_v4_slack(&c[s], 256, &e) == 0);   /* V4: the rings keep the 200 rows truncated below */
         ds_seq_chunk h = { &c[s], tok[s], hist, false };
         CHECK(ds_model_forward(m, NULL, &h, 1, lg, NULL, &e) == 0);
         ds_seq_chunk ch = { &c[s], tok[s] + hist, len[s], all[s] };
         CHECK(ds_model_forward(m, NULL, &ch, 1, alone + off * V, NULL, &e) == 0);
         off += all[s] ? len[s] : 1;
-        ds_kvcache_truncate(&c[s], hist);
+        CHECK_EQ_INT(ds_kvcache_truncate(&c[s], hist), hist);
     }
     ds_seq_chunk chunks[NS];
     for (int s = 0; s < NS; s++) chunks[s] = (ds_seq_chunk){ &c[s], tok[s] + hist_len[s], len[s], all[s] };
@@ -596,6 +597,60 @@ TEST(model_v4_chunks_and_truncate) {
     CHECK_MSG(bad == 0, "%lld logits differ after truncating to 13 positions and refilling", (long long)bad);
     ds_kvcache_free(&c);
     free(ref); free(out); free(again);
+    ds_model_close(m);
+    json_decref(r.ref);
+}
+
+/* V4's compact cache (kvcache_v4.c): with no slack the rings wrap every few
+ * tokens (window 8, CSA's open windows 8, HCA's 8): token by token it still
+ * gives transformers' incremental logits, bit for bit what a cache with
+ * slack gives; truncating further back than the rings reach answers 0
+ * positions (refilled from the ids: the same logits), copying such a prefix
+ * is a named error, and the cache holds far less than a row per position. */
+TEST(model_v4_compact_cache) {
+    ref_t r;
+    if (load_ref("tiny-v4", &r)) return;
+    ds_model *m = open_fixture("tiny-v4");
+    if (!m) { json_decref(r.ref); return; }
+    int64_t T = r.T, V = r.V;
+    float *ref = load_f32("tiny-v4", "ref_incr_logits.f32", (size_t)(T * V));
+    float *a = calloc((size_t)(T * V), sizeof(float)), *b = calloc((size_t)(T * V), sizeof(float));
+    ds_err e = { 0 };
+    ds_kvcache c0, cs, cp;
+    CHECK(ds_kvcache_init(&c0, m, 64, &e) == 0 && ds_kvcache_init(&cs, m, 64, &e) == 0 && ds_kvcache_init(&cp, m, 64, &e) == 0);
+    CHECK(ds_kvcache_set_v4_slack(&c0, 0, &e) == 0);
+    for (int64_t t = 0; t < T; t++) {
+        ds_seq_chunk x = { &c0, r.tokens + t, 1, false }, y = { &cs, r.tokens + t, 1, false };
+        CHECK(ds_model_forward(m, NULL, &x, 1, a + t * V, NULL, &e) == 0);
+        CHECK(ds_model_forward(m, NULL, &y, 1, b + t * V, NULL, &e) == 0);
+    }
+    if (ref) compare("token by token, no slack", a, ref, T, V);
+    CHECK_MSG(memcmp(a, b, (size_t)(T * V) * sizeof(float)) == 0, "no slack and slack %d differ", DS_V4_SLACK);
+    ds_err e1 = { 0 };
+    CHECK(ds_kvcache_set_v4_slack(&c0, 4, &e1) != 0);   /* only before first use */
+    CHECK(ds_kvcache_can_truncate(&c0, T));
+    CHECK(!ds_kvcache_can_truncate(&c0, 13));
+    CHECK(ds_kvcache_copy_prefix(&cp, &c0, 13, &e) == DS_ERANGE);
+    CHECK_MSG(strstr(e.msg, "prefix of 13") != NULL, "error '%s' does not name the prefix", e.msg);
+    CHECK(ds_kvcache_copy_prefix(&cp, &cs, 13, &e) == 0);   /* within the slack: exact */
+    ds_seq_chunk rest = { &cp, r.tokens + 13, T - 13, true };
+    float *c = calloc((size_t)(T * V), sizeof(float));
+    CHECK(ds_model_forward(m, NULL, &rest, 1, c + 13 * V, NULL, &e) == 0);
+    int64_t bad = 0;
+    for (int64_t i = 13 * V; i < T * V; i++) bad += fabsf(c[i] - b[i]) > 1e-5f;
+    CHECK_MSG(bad == 0, "%lld logits differ after copying a 13-position prefix and refilling", (long long)bad);
+    /* no slack: truncating to 13 empties the cache; refilled from the ids, the same logits */
+    CHECK_EQ_INT(ds_kvcache_truncate(&c0, 13), 0);
+    CHECK_EQ_INT(c0.n_past, 0);
+    ds_seq_chunk all = { &c0, r.tokens, T, true };
+    CHECK(ds_model_forward(m, NULL, &all, 1, c, NULL, &e) == 0);
+    bad = 0;
+    for (int64_t i = 0; i < T * V; i++) bad += fabsf(c[i] - b[i]) > 1e-5f;
+    CHECK_MSG(bad == 0, "%lld logits differ after the emptied cache was refilled", (long long)bad);
+    /* a row per position would be (32 + 2·272 + 128)·4 B x 40; the rings are fixed, entries 40/4, 40/8 */
+    CHECK_MSG(ds_kvcache_bytes(&c0) < 30000, "slack-0 cache holds %lld bytes", (long long)ds_kvcache_bytes(&c0));
+    ds_kvcache_free(&c0); ds_kvcache_free(&cs); ds_kvcache_free(&cp);
+    free(ref); free(a); free(b); free(c);
     ds_model_close(m);
     json_decref(r.ref);
 }

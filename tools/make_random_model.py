@@ -10,6 +10,9 @@ Presets:
   bench-small  V3 architecture, ~0.37B params (hidden 1024, 8 layers, 32 experts)
   v2-lite      DeepSeek-V2-Lite shapes (27 layers, 64 experts, 15.7B params)
   v3-mini      V3 routing (noaux_tc, 8 groups) at hidden 2048, 12 layers, 64 experts
+  v3-attn      DeepSeek-V3's attention and vocabulary (hidden 7168, 128 heads, q_lora 1536, MLA
+               latent 512 + rope 64), 4 layers, the MoE shrunk to 8 experts of 512 (top 4): the
+               V3 side of the long-context table (README, DeepSeek-V4); 4 groups of 2, top 2 groups
 
 Weights are N(0, 1/fan_in); the router gets 4x that so routing is not uniform.
 Shards are written when --shard-mb is given, with model.safetensors.index.json.
@@ -41,6 +44,13 @@ PRESETS = {
                     q_lora_rank=768, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64,
                     v_head_dim=128, first_k_dense_replace=1, n_routed_experts=64, n_shared_experts=1,
                     num_experts_per_tok=8, n_group=8, topk_group=4, topk_method="noaux_tc",
+                    scoring_func="sigmoid", norm_topk_prob=True, routed_scaling_factor=2.5,
+                    num_nextn_predict_layers=0, bos_token_id=0, eos_token_id=1),
+    "v3-attn": dict(model_type="deepseek_v3", vocab_size=129280, hidden_size=7168, intermediate_size=2048,
+                    moe_intermediate_size=512, num_hidden_layers=4, num_attention_heads=128,
+                    q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64,
+                    v_head_dim=128, first_k_dense_replace=1, n_routed_experts=8, n_shared_experts=1,
+                    num_experts_per_tok=4, n_group=4, topk_group=2, topk_method="noaux_tc",
                     scoring_func="sigmoid", norm_topk_prob=True, routed_scaling_factor=2.5,
                     num_nextn_predict_layers=0, bos_token_id=0, eos_token_id=1),
 }

@@ -459,6 +459,22 @@ static int resync(deepseek_session *s, ds_err *e) {
     return rc;
 }
 
+/* Cuts the cache and the history to n positions. A DeepSeek-V4 cache whose
+ * rings no longer reach back to n comes back empty: it is refilled from the
+ * history (no logits). On failure the history follows the cache. */
+static int truncate_to(deepseek_session *s, int64_t n, ds_err *e) {
+    ds_kvcache *c = s->ss.cache;
+    int64_t kept = ds_kvcache_truncate(c, n);
+    if (s->hist.n > n) s->hist.n = n;
+    if (kept >= s->hist.n) return DS_OK;
+    tok_ids h = s->hist;
+    s->hist = (tok_ids){ 0 };
+    int rc = decode_impl(s, h.v, h.n, NULL, true, e);
+    tok_ids_free(&h);
+    if (rc && s->hist.n > c->n_past) s->hist.n = c->n_past;
+    return rc;
+}
+
 int deepseek_session_decode(deepseek_session *s, const int32_t *ids, int64_t n, float *all_logits,
                             deepseek_error *err) {
     if (n <= 0 || !ids) return set_err(err, DS_EINVAL, "deepseek_session_decode: no tokens");
@@ -473,9 +489,8 @@ int deepseek_session_decode(deepseek_session *s, const int32_t *ids, int64_t n, 
     if (rc) {
         /* a failed batch leaves no partial state behind */
         s->logits_ok = false;
-        int64_t keep = DS_MIN(s->hist.n, c->n_past);
-        s->hist.n = keep;
-        ds_kvcache_truncate(c, keep);
+        ds_err e2 = { 0 };
+        truncate_to(s, DS_MIN(s->hist.n, c->n_past), &e2);   /* the first error is the one reported */
     }
     return out_err(err, &e, rc);
 }
@@ -521,9 +536,8 @@ int deepseek_session_truncate(deepseek_session *s, int64_t n, deepseek_error *er
     if (s->mtp && !s->mtp_synced) rc = resync(s, &e);
     if (rc) return out_err(err, &e, rc);
     int32_t last = s->hist.v[n - 1];
-    ds_kvcache_truncate(c, n - 1);
+    if ((rc = truncate_to(s, n - 1, &e))) return out_err(err, &e, rc);
     if (s->mtp && c->mtp_n_past > n - 1) c->mtp_n_past = n - 1;
-    s->hist.n = n - 1;
     rc = decode_impl(s, &last, 1, NULL, false, &e);
     return out_err(err, &e, rc);
 }
@@ -645,7 +659,10 @@ static int generate(deepseek_session *s, const int32_t *prompt, int64_t n, const
         if (tok_ids_push(&s->hist, prompt[i], e)) rc = rc ? rc : DS_ENOMEM;
     for (int64_t i = 0; i < g->out.n && s->hist.n < c->n_past; i++)
         if (tok_ids_push(&s->hist, g->out.v[i], e)) rc = rc ? rc : DS_ENOMEM;
-    if (s->hist.n < c->n_past) ds_kvcache_truncate(c, s->hist.n);   /* only after a failed push */
+    if (s->hist.n < c->n_past) {   /* only after a failed push */
+        ds_err e2 = { 0 };
+        truncate_to(s, s->hist.n, &e2);
+    }
     if (s->mtp) s->mtp_synced = false;   /* ds_generate left the MTP cache behind */
     if (r) {
         r->n_prompt = st.n_prompt;

@@ -25,7 +25,11 @@ static void usage(FILE *f) {
         "usage: deepseek bench [-m MODEL_DIR|MODEL.gguf] [-p 512] [-n 128] [-t 1,2] [-r 3]\n"
         "  pp: prefill of -p tokens into an empty cache; tg: -n decode steps after one token.\n"
         "  -d LIST   depths (default 0): pp and tg run after DEPTH tokens are already in the\n"
-        "            cache (filled once, untimed), like llama-bench's -d\n"
+        "            cache (filled once, untimed), like llama-bench's -d; the table is followed by\n"
+        "            the bytes the cache holds at each depth\n"
+        "  --synthetic-depth  fill the depth with random cache rows instead of running the model\n"
+        "            over DEPTH tokens (decode's cost depends on the cache's size, not its values;\n"
+        "            prefilling 256K tokens takes hours on a small machine); label such numbers\n"
         "  -t LIST   thread counts to test (default: all cores)\n"
         "  -r N      repeats per test; the median is reported (default 3)\n"
         "  --no-bw   skip the memory-bandwidth probe\n"
@@ -166,7 +170,7 @@ static void test_name(char *buf, size_t n, int test, int64_t len, int64_t depth)
 
 static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64_t nthr, int64_t pp, int64_t tg,
                        const int64_t *depths, int64_t ndep, int64_t reps, bool bw, ds_kv_type kvt, bool first,
-                       bool servers, double *ours) {
+                       bool servers, bool synth, double *ours) {
     ds_err e = { 0 };
     ds_model *m;
     double t_load = ds_now();
@@ -204,7 +208,10 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
         ds_cpu_describe(isa, sizeof isa);
         printf("machine: %s, %d cores, kernels: %s, %s\n", cpu, ds_threads_get(), ds_ops_isa(), isa);
     }
-    if (first) printf("model:   %s, %.2f GiB of weights, %.1f MiB read per decoded token, KV cache %lld bytes/token (%s)\n", dir,
+    if (first && cfg->arch == DS_ARCH_V4)
+        printf("model:   %s, %.2f GiB of weights, %.1f MiB read per decoded token, KV cache compact (V4: rings and "
+               "entries; held bytes per depth below the table)\n", dir, (double)si.mapped_bytes / (1 << 30), act / (1 << 20));
+    else if (first) printf("model:   %s, %.2f GiB of weights, %.1f MiB read per decoded token, KV cache %lld bytes/token (%s)\n", dir,
            (double)si.mapped_bytes / (1 << 30), act / (1 << 20),
            (long long)ds_kv_row_bytes(kvt, cfg->kv_lora_rank + cfg->qk_rope_head_dim) * (long long)cfg->n_layer,
            ds_kv_type_name(kvt));
@@ -244,17 +251,23 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
     int64_t n_moe = 0;
     for (int64_t l = 0; l < cfg->n_layer; l++) n_moe += ds_config_layer_is_moe(cfg, l);
     double *comm = calloc((size_t)(nthr * ndep * 2 * 3), sizeof(double));
-    if (!comm) cli_die(C, "out of memory");
+    int64_t *kvb = calloc((size_t)ndep, sizeof(int64_t));   /* [depth] bytes the cache holds after filling it */
+    if (!comm || !kvb) cli_die(C, "out of memory");
     for (int64_t ti = 0; ti < nthr; ti++) {
         ds_threads_set(thr[ti]);
         double bw_cpu = 0, membw = bw ? probe_bandwidth(&bw_cpu) : 0;
         for (int64_t di = 0; di < ndep; di++) {
         int64_t depth = depths[di];
         ds_kvcache cache;
-        if (ds_kvcache_init(&cache, m, depth + pp + tg + 2, &e) || ds_kvcache_set_type(&cache, kvt, &e)) cli_die_err(C, &e);
-        /* the depth: DEPTH tokens prefilled once (untimed); every repeat
-         * truncates the cache back to it */
-        if (depth > 0 && ds_prefill(m, x, &cache, tok, depth, 512, logits, &e)) cli_die_err(C, &e);
+        /* V4: the rings keep the rows of the pp + tg (+ warm-up) positions every repeat truncates back */
+        if (ds_kvcache_init(&cache, m, depth + pp + tg + 2, &e) || ds_kvcache_set_type(&cache, kvt, &e) ||
+            ds_kvcache_set_v4_slack(&cache, pp + tg + 8, &e))
+            cli_die_err(C, &e);
+        /* the depth: DEPTH tokens prefilled once (untimed), or random rows
+         * (--synthetic-depth); every repeat truncates the cache back to it */
+        if (depth > 0 && synth && ds_kvcache_fill_synthetic(&cache, depth, 1, &e)) cli_die_err(C, &e);
+        if (depth > 0 && !synth && ds_prefill(m, x, &cache, tok, depth, 512, logits, &e)) cli_die_err(C, &e);
+        kvb[di] = ds_kvcache_bytes(&cache);
         /* warm-up (untimed, like llama-bench's): one prefill of the test's
          * size and a few decode steps, so scratch and caches are sized and
          * the weights touched */
@@ -269,7 +282,7 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
             ds_dist_stats_reset();
             double t_all = 0;
             for (int64_t r = 0; r < reps; r++) {
-                ds_kvcache_truncate(&cache, depth);
+                if (ds_kvcache_truncate(&cache, depth) != depth) cli_die(C, "the cache cannot go back to depth %lld", (long long)depth);
                 double t = ds_now(), c0 = cpu_now();
                 if (test == 0) {
                     if (ds_prefill(m, x, &cache, tok + depth, pp, 512, logits, &e)) cli_die_err(C, &e);
@@ -329,6 +342,10 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
                    thr[ti], bw_cpu);
         else if (bw) printf("|         | read bandwidth probe: %.1f GB/s with %d threads (huge pages) |\n", membw, thr[ti]);
     }
+    printf("KV cache held after filling the depth%s:", synth ? " (synthetic rows)" : "");
+    for (int64_t di = 0; di < ndep; di++)
+        printf(" d%lld %.2f MiB%s", (long long)depths[di], (double)kvb[di] / (1 << 20), di + 1 == ndep ? "\n" : ";");
+    free(kvb);
     if (n_ranks > 1) {
         printf("\ncommunication on %d ranks (%s; counted inside src/dist), over %lld MoE layers; bytes sent + received "
                "by rank 0 per token and MoE layer; share of the timed wall clock spent inside the calls (waiting for "
@@ -391,7 +408,7 @@ int cmd_bench(int argc, char **argv) {
         if (!strcmp(argv[i], "--sampler")) return cmd_bench_sampler(argc, argv);
     const char *dir = NULL, *tlist = NULL, *llama = NULL, *dlist = NULL;
     int64_t pp = 512, tg = 128, reps = 3, rounds = 1;
-    bool bw = true, servers = false;
+    bool bw = true, servers = false, synth = false;
     ds_kv_type kvt = DS_KV_F32;
     const char *C = "bench";
     for (int i = 1; i < argc; i++) {
@@ -405,6 +422,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { tlist = v; i++; }
         else if (!strcmp(a, "-d") || !strcmp(a, "--depth")) { dlist = v; i++; }
         else if (!strcmp(a, "--no-bw")) bw = false;
+        else if (!strcmp(a, "--synthetic-depth")) synth = true;
         else if (!strcmp(a, "--expert-servers")) servers = true;
         else if (!strcmp(a, "--compare-llama")) { llama = v; i++; }
         else if (!strcmp(a, "--kv-type")) {
@@ -443,7 +461,7 @@ int cmd_bench(int argc, char **argv) {
     if (!ours || !lla) cli_die(C, "out of memory");
     for (int64_t rd = 0; rd < rounds; rd++) {
         if (rounds > 1) printf("%s== round %lld of %lld\n", rd ? "\n" : "", (long long)rd + 1, (long long)rounds);
-        bench_ours(C, dir, thr, nthr, pp, tg, depths, ndep, reps, bw, kvt, rd == 0, servers, ours + rd * nt * 2);
+        bench_ours(C, dir, thr, nthr, pp, tg, depths, ndep, reps, bw, kvt, rd == 0, servers, synth, ours + rd * nt * 2);
         if (llama) {
             for (int64_t ti = 0; ti < nthr; ti++)
                 for (int64_t di = 0; di < ndep; di++)

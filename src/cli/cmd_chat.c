@@ -282,7 +282,7 @@ static void respond(chat *c, const char *user) {
     int64_t p = 0;
     while (p < c->cached.n && p < ids.n && c->cached.v[p] == ids.v[p]) p++;
     if (p == ids.n) p--;
-    ds_kvcache_truncate(c->ss.cache, p);
+    p = ds_kvcache_truncate(c->ss.cache, p);   /* 0 when a V4 cache's rings no longer reach back to p */
     int64_t hit = p;
     if (ds_session_begin(&c->ss, &c->sp, ids.v, ids.n, &e)) cli_die_err(C, &e);
     reply_state r = { .c = c };

@@ -171,7 +171,10 @@ int cmd_generate(int argc, char **argv) {
         int64_t dec = st.n_gen > 1 ? st.n_gen - 1 : 0;
         fprintf(stderr, "decode:  %lld tokens in %.3f s = %.2f tokens/s\n", (long long)dec, st.t_decode,
                 dec / (st.t_decode > 0 ? st.t_decode : 1e-9));
-        fprintf(stderr, "kv cache: %lld bytes/token (%s; MLA latent %lld + rope %lld values x %lld layers), %lld tokens cached\n",
+        if (ds_model_config(m)->arch == DS_ARCH_V4)
+            fprintf(stderr, "kv cache: %.2f MiB held (V4's compact cache: rings + compressed entries), %lld tokens cached\n",
+                    (double)ds_kvcache_bytes(ss.cache) / (1 << 20), (long long)ss.cache->n_past);
+        else fprintf(stderr, "kv cache: %lld bytes/token (%s; MLA latent %lld + rope %lld values x %lld layers), %lld tokens cached\n",
                 (long long)ds_kvcache_bytes_per_pos(ss.cache, ds_model_config(m)->n_layer), ds_kv_type_name(kvt), (long long)ds_model_config(m)->kv_lora_rank, (long long)ds_model_config(m)->qk_rope_head_dim,
                 (long long)ds_model_config(m)->n_layer, (long long)ss.cache->n_past);
         if (mtp)

@@ -13,8 +13,8 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: deepseek info [-m MODEL_DIR]\n"
                "  Prints the architecture, total and active parameters per token,\n"
-               "  KV-cache bytes per token (MLA latent cache vs. naive per-head K/V; V4: per layer type at\n"
-               "  4K / 64K / 1M of context) and memory use.\n");
+               "  KV-cache bytes per token (MLA latent cache vs. naive per-head K/V; V4: its compact cache\n"
+               "  per layer type and in total at 4K / 64K / 1M of context) and memory use.\n");
 }
 
 static const char *human(double b, char *buf, size_t n) {
@@ -34,9 +34,8 @@ static const char *count(int64_t v, char *buf, size_t n) {
 }
 
 /* DeepSeek-V4 (cache false): its attention, layer types and residual
- * streams; (cache true) the cache per layer type (v4attn.c's rows, fp32)
- * beside what the design needs: the window's rows, the compressed entries
- * (and the indexer's keys) and the open windows only. */
+ * streams; (cache true) the compact cache per layer type (kvcache_v4.c's
+ * rings and entries, fp32) beside a row per position. */
 static void print_v4(const ds_config *c, const ds_model *m, bool cache) {
     static const char *names[3] = { "sliding", "CSA", "HCA" };
     static const int kinds[3] = { DS_ATTN_SWA, DS_ATTN_CSA, DS_ATTN_HCA };
@@ -60,24 +59,29 @@ static void print_v4(const ds_config *c, const ds_model *m, bool cache) {
                c->rope_theta, c->compress_rope_theta, c->yarn ? " + YaRN" : "", ds_model_attn_scale(m));
         return;
     }
-    printf("kv cache     per layer type, fp32, as stored (every position keeps its row: window K=V, the\n"
-           "             compressor's raw kv/gate, entries), all layers of the type, at 4K / 64K / 1M of context:\n");
+    printf("kv cache     compact (fp32): the window as a ring (+%d rows of slack to truncate back), the open\n"
+           "             windows' raw rows, the compressed entries (CSA: + the indexer's keys); all layers of the\n"
+           "             type, at 4K / 64K / 1M of context, then bytes per token at those depths:\n", DS_V4_SLACK);
+    int64_t tot[3] = { 0, 0, 0 }, rows[3] = { 0, 0, 0 };
+    char t[3][32];
     for (int k = 0; k < 3; k++) {
         if (!n[k]) continue;
         int64_t l = 0;
         while (c->attn_kind[l] != kinds[k]) l++;
-        int64_t W = ds_config_kv_width(c, l);
-        for (int i = 0; i < 3; i++) human((double)(W * 4 * n[k] * ctx[i]), b[i], sizeof b[i]);
-        printf("             %-8s %lld layer(s) x %lld values/token = %lld B/token: %s / %s / %s\n", names[k],
-               (long long)n[k], (long long)W, (long long)(W * 4 * n[k]), b[0], b[1], b[2]);
+        int64_t by[3];
+        for (int i = 0; i < 3; i++) {
+            by[i] = n[k] * ds_v4cache_layer_bytes(c, l, ctx[i], DS_V4_SLACK);
+            tot[i] += by[i];
+            rows[i] += n[k] * ds_config_kv_width(c, l) * 4 * ctx[i];
+            human((double)by[i], b[i], sizeof b[i]);
+        }
+        printf("             %-8s %lld layer(s): %s / %s / %s = %.2f / %.3f / %.4f B/token\n", names[k], (long long)n[k],
+               b[0], b[1], b[2], (double)by[0] / ctx[0], (double)by[1] / ctx[1], (double)by[2] / ctx[2]);
     }
-    for (int i = 0; i < 3; i++) {
-        int64_t N = ctx[i], win = DS_MIN(N, c->sliding_window), Rc = c->compress_rate_csa, Rh = c->compress_rate_hca;
-        int64_t need = n[0] * win * Dh + n[1] * (win * Dh + N / Rc * (Dh + Di) + 2 * Rc * (4 * Dh + 4 * Di)) +
-                       n[2] * (win * Dh + N / Rh * Dh + Rh * 2 * Dh);
-        human((double)(4 * need), b[i], sizeof b[i]);
-    }
-    printf("             V4's design needs (window + compressed entries + open windows): %s / %s / %s\n", b[0], b[1], b[2]);
+    for (int i = 0; i < 3; i++) human((double)tot[i], b[i], sizeof b[i]), human((double)rows[i], t[i], sizeof t[i]);
+    printf("             total    %s / %s / %s = %.2f / %.3f / %.4f B/token\n", b[0], b[1], b[2],
+           (double)tot[0] / ctx[0], (double)tot[1] / ctx[1], (double)tot[2] / ctx[2]);
+    printf("             (a row per position and layer would hold %s / %s / %s)\n", t[0], t[1], t[2]);
 }
 
 int cmd_info(int argc, char **argv) {

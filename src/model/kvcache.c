@@ -3,10 +3,13 @@
  * layout per layer (width[l], row_bytes[l]). MLA layers store per
  * position c (Rkv, after kv_a_layernorm) then k_pe (Dr, after RoPE). Grows by doubling up to max_ctx. Optional quantized rows
  * (Q8 / FP8 with per-block fp32 scales) cut its memory ~3.6x.
+ * DeepSeek-V4 caches keep no rows per position: kvcache_v4.c holds their
+ * state, and this file's entry points hand V4 caches over to it.
  */
 #include "model.h"
 #include "model_internal.h"
 #include "../tensor/ops.h"
+#include "../core/rng.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -114,11 +117,16 @@ int ds_kvcache_init(ds_kvcache *c, const ds_model *m, int64_t max_ctx, ds_err *e
         c->width[l] = ds_config_kv_width(&m->cfg, l);
         c->row_bytes[l] = ds_kv_row_bytes(DS_KV_F32, c->width[l]);
     }
+    if (m->cfg.arch == DS_ARCH_V4) {
+        int rc = ds_v4cache_init(c, &m->cfg, e);
+        if (rc) { ds_kvcache_free(c); return rc; }
+    }
     return DS_OK;
 }
 
 void ds_kvcache_free(ds_kvcache *c) {
     if (!c) return;
+    ds_v4cache_free(c);
     if (c->kv)
         for (int64_t l = 0; l < c->n_layer; l++) ds_free(c->kv[l]);
     if (c->kvq)
@@ -130,11 +138,28 @@ void ds_kvcache_free(ds_kvcache *c) {
     memset(c, 0, sizeof *c);
 }
 
-void ds_kvcache_clear(ds_kvcache *c) { c->n_past = c->mtp_n_past = 0; }
+void ds_kvcache_clear(ds_kvcache *c) {
+    c->n_past = c->mtp_n_past = 0;
+    if (c->v4) ds_v4cache_clear(c);
+}
 
-void ds_kvcache_truncate(ds_kvcache *c, int64_t n) {
-    if (n < c->n_past) c->n_past = n < 0 ? 0 : n;
-    if (n < c->mtp_n_past) c->mtp_n_past = n < 0 ? 0 : n;
+bool ds_kvcache_can_truncate(const ds_kvcache *c, int64_t n) {
+    if (!c->v4 || n <= 0) return true;
+    if (n > c->n_past) n = c->n_past;   /* (a failed forward may have moved the rings past n_past: checked too) */
+    for (int64_t l = 0; l < c->n_layer; l++)
+        if (!ds_v4cache_holds(&c->v4[l], n)) return false;
+    return true;
+}
+
+int64_t ds_kvcache_truncate(ds_kvcache *c, int64_t n) {
+    if (n < 0) n = 0;
+    if (!ds_kvcache_can_truncate(c, n)) {   /* V4: the rings no longer hold what position n reads */
+        ds_kvcache_clear(c);
+        return 0;
+    }
+    if (n < c->n_past) c->n_past = n;
+    if (n < c->mtp_n_past) c->mtp_n_past = n;
+    return c->n_past;
 }
 
 int ds_kvcache_reserve(ds_kvcache *c, int64_t upto, ds_err *e) {
@@ -145,6 +170,11 @@ int ds_kvcache_reserve(ds_kvcache *c, int64_t upto, ds_err *e) {
     int64_t cap = c->cap ? c->cap : 256;
     while (cap < upto) cap *= 2;
     if (cap > c->max_ctx) cap = c->max_ctx;
+    if (c->v4) {   /* rings (once) and entries: kvcache_v4.c */
+        int rc = ds_v4cache_reserve(c, cap, e);
+        if (!rc) c->cap = cap;
+        return rc;
+    }
     for (int64_t l = 0; l < c->n_layer; l++) {
         size_t rb = row_bytes(c, l);
         uint8_t *nb = ds_alloc((size_t)cap * rb);
@@ -175,7 +205,39 @@ int64_t ds_kvcache_bytes_per_pos(const ds_kvcache *c, int64_t n_layers) {
     return n;
 }
 
+int ds_kvcache_fill_synthetic(ds_kvcache *c, int64_t n, uint64_t seed, ds_err *e) {
+    if (c->n_past || c->mtp_n_past) return ds_err_set(e, DS_EINVAL, "a synthetic fill needs an empty cache");
+    int rc = ds_kvcache_reserve(c, n, e);
+    if (rc) return rc;
+    if (c->v4) {
+        ds_v4cache_fill_synthetic(c, n, seed);
+    } else {
+        int64_t Wmax = 0;
+        for (int64_t l = 0; l < c->n_layer; l++) Wmax = DS_MAX(Wmax, c->width[l]);
+        float *row = malloc((size_t)DS_MAX(Wmax, 1) * sizeof(float));
+        if (!row) return ds_err_set(e, DS_ENOMEM, "out of memory");
+        ds_rng r;
+        ds_rng_seed(&r, seed);
+        for (int64_t l = 0; l < c->n_layer; l++)
+            for (int64_t p = 0; p < n; p++) {
+                for (int64_t i = 0; i < c->width[l]; i++) row[i] = (float)ds_rng_uniform(&r) - 0.5f;
+                ds_kvcache_write_row(c, l, p, row);
+            }
+        free(row);
+    }
+    c->n_past = n;
+    return DS_OK;
+}
+
+int64_t ds_kvcache_bytes(const ds_kvcache *c) {
+    if (c->v4) return ds_v4cache_bytes(c);
+    int64_t b = 0;
+    for (int64_t l = 0; l < c->n_layer; l++) b += c->cap * (int64_t)row_bytes(c, l);
+    return b;
+}
+
 int64_t ds_kvcache_uniform_width(const ds_kvcache *c) {
+    if (c->v4) return -1;   /* no rows per position */
     for (int64_t l = 1; l < c->n_layer; l++)
         if (c->width[l] != c->width[0]) return -1;
     return c->n_layer > 0 ? c->width[0] : 0;
@@ -190,6 +252,14 @@ int ds_kvcache_copy_prefix(ds_kvcache *dst, const ds_kvcache *src, int64_t n, ds
                           ds_kv_type_name(src->type));
     if (n < 0 || n > src->n_past) return ds_err_set(e, DS_ERANGE, "prefix of %lld positions, source holds %lld",
                                                    (long long)n, (long long)src->n_past);
+    if (src->v4 || dst->v4) {
+        int rc = src->v4 && dst->v4 ? ds_v4cache_copy(dst, src, n, e)
+                                    : ds_err_set(e, DS_EINVAL, "KV caches of different models");
+        if (rc) return rc;
+        dst->n_past = n;
+        dst->mtp_n_past = 0;
+        return DS_OK;
+    }
     int rc = ds_kvcache_reserve(dst, n, e);
     if (rc) return rc;
     for (int64_t l = 0; l < dst->n_layer; l++) {

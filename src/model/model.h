@@ -230,15 +230,39 @@ typedef struct ds_kvcache {
     ds_kv_type type;      /* DS_KV_F32 unless set */
     uint8_t **kvq;        /* [n_layer] -> (cap, row_bytes[l]), quantized storage only */
     size_t *row_bytes;    /* [n_layer] bytes per stored row; NULL in hand-built fp32 views */
+    struct ds_v4state *v4; /* [n_layer] DeepSeek-V4's compact state (kvcache_v4.c: the window as a
+                              ring, compressed entries, the open windows' raw rows); NULL for MLA.
+                              Its layers have no per-position rows (kv/kvq stay NULL). */
+    int64_t v4_slack;     /* V4: ring rows kept beyond what the math reads, so truncating back up
+                             to this many positions stays exact (DS_V4_SLACK unless set) */
 } ds_kvcache;
+
+/* Default ring slack of a V4 cache (positions one can truncate back). */
+#define DS_V4_SLACK 64
 
 int ds_kvcache_init(ds_kvcache *c, const ds_model *m, int64_t max_ctx, ds_err *e);
 void ds_kvcache_free(ds_kvcache *c);
 void ds_kvcache_clear(ds_kvcache *c);
-/* Drops positions >= n (keeps a prefix). */
-void ds_kvcache_truncate(ds_kvcache *c, int64_t n);
+/* Drops positions >= n (keeps a prefix) and returns the positions kept:
+ * n, or 0 for a V4 cache whose rings no longer hold what position n needs
+ * (n further back than v4_slack plus the window): the caller refills. */
+int64_t ds_kvcache_truncate(ds_kvcache *c, int64_t n);
+/* True when truncating to n would keep n positions (always for MLA caches). */
+bool ds_kvcache_can_truncate(const ds_kvcache *c, int64_t n);
+/* V4: sets the ring slack of an empty cache (before its first use). */
+int ds_kvcache_set_v4_slack(ds_kvcache *c, int64_t slack, ds_err *e);
+/* For benchmarks: makes an empty cache hold n positions of random rows
+ * (uniform in [-0.5, 0.5)) without running the model: decode's cost
+ * depends on the cache's size, not its values (bench --synthetic-depth). */
+int ds_kvcache_fill_synthetic(ds_kvcache *c, int64_t n, uint64_t seed, ds_err *e);
+/* Bytes the cache holds now (allocated storage, all layers). */
+int64_t ds_kvcache_bytes(const ds_kvcache *c);
+/* DeepSeek-V4: bytes layer l's compact cache holds after n positions with
+ * ring slack `slack` (rings + n / rate entries; kvcache_v4.c; for `info`). */
+int64_t ds_v4cache_layer_bytes(const ds_config *cfg, int64_t l, int64_t n, int64_t slack);
 /* Makes dst hold src's first n positions (main layers; MTP rows are
- * dropped). For prefix caching: dst must belong to the same model. */
+ * dropped). For prefix caching: dst must belong to the same model.
+ * V4: only an n that ds_kvcache_can_truncate(src, n) allows (else DS_ERANGE). */
 int ds_kvcache_copy_prefix(ds_kvcache *dst, const ds_kvcache *src, int64_t n, ds_err *e);
 /* Bytes per token of cache (all main layers), as stored (fp32). */
 int64_t ds_kvcache_bytes_per_token(const ds_model *m);

@@ -64,6 +64,47 @@ int ds_dsa_select(const ds_model *m, int64_t l, const float *xn, const float *qr
  * NaN counts as -inf) into sel, ascending. scratch: n · 8 bytes. */
 void ds_dsa_topk(const float *score, int64_t n, int64_t k, int32_t *sel, void *scratch);
 
+/* DeepSeek-V4's cache of one layer (kvcache_v4.c). A ring holds the rows of
+ * the last S positions it was given: position p at row p % S; `lo` is the
+ * lowest position it still holds (it only grows, as writes overwrite). */
+typedef struct ds_v4ring {
+    int64_t S, W, lo;   /* rows, floats per row, lowest position held */
+    float *data;        /* (S, W) */
+} ds_v4ring;
+
+typedef struct ds_v4state {
+    int64_t R;          /* compression rate; 0: sliding layer */
+    int64_t Nw;         /* sliding window */
+    bool csa;           /* two overlapping series and an indexer (else HCA, or sliding when R = 0) */
+    int64_t cw;         /* compressor width: Dh (HCA), 2·Dh (CSA) */
+    ds_v4ring kv;       /* (Nw + slack, Dh) the window's K=V rows */
+    ds_v4ring raw;      /* (R (HCA) / 2R (CSA) + slack, Wraw) the compressor's raw rows:
+                           c (cw) | z (cw, ape not added) [| c^I (2Di) | z^I (2Di)]; CSA/HCA only */
+    int64_t We;         /* entry width: Dh [+ Di] */
+    int64_t ent_cap;    /* entries allocated */
+    float *ent;         /* (ent_cap, We) entry w (window [wR, (w+1)R)): e_w (Dh) [| k^I_w (Di)] */
+} ds_v4state;
+
+/* The row of position p in a ring (held or about to be written). */
+static inline float *ds_v4ring_row(const ds_v4ring *r, int64_t p) { return r->data + (p % r->S) * r->W; }
+/* Writes position p's row; the ring then holds [max(lo, p + 1 - S), p]. */
+void ds_v4ring_put(ds_v4ring *r, int64_t p, const float *row);
+/* True when the layer's state can continue at position n (its rings hold
+ * every row the positions >= n read; n at most the positions written). */
+bool ds_v4cache_holds(const ds_v4state *st, int64_t n);
+/* kvcache.c's V4 part: set up the layers' shapes (init), allocate the rings
+ * on first use and the entries for `upto` positions (reserve), forget all
+ * (clear), copy src's state (copy: entries of the first n positions), free,
+ * and the bytes held. */
+int ds_v4cache_init(ds_kvcache *c, const ds_config *cfg, ds_err *e);
+int ds_v4cache_reserve(ds_kvcache *c, int64_t upto, ds_err *e);
+void ds_v4cache_clear(ds_kvcache *c);
+int ds_v4cache_copy(ds_kvcache *dst, const ds_kvcache *src, int64_t n, ds_err *e);
+void ds_v4cache_free(ds_kvcache *c);
+/* ds_kvcache_fill_synthetic's V4 part (rings and entries; after reserve) */
+void ds_v4cache_fill_synthetic(ds_kvcache *c, int64_t n, uint64_t seed);
+int64_t ds_v4cache_bytes(const ds_kvcache *c);
+
 /* DeepSeek-V4 attention (v4attn.c): out[T, D] for a SWA / CSA / HCA layer;
  * writes this batch's rows (and the compressed entries of the windows they
  * close) into the caches first. */

@@ -446,6 +446,7 @@ static int set_content(srv_slot *sl, const int32_t *ids, int64_t n, ds_err *e) {
 static int64_t reusable(const srv_sched *s, const srv_slot *sl, const int32_t *pr, int64_t np) {
     int64_t l = DS_MIN(common_prefix(sl->content.v, sl->content.n, pr, np), np - 1); /* the last token is always computed */
     if (s->o.deterministic) l = DS_MIN(l, sl->canon) / s->o.batch_tokens * s->o.batch_tokens;
+    if (!ds_kvcache_can_truncate(&sl->cache, l)) l = 0;   /* V4: its rings hold only the last rows */
     return l;
 }
 
@@ -484,8 +485,7 @@ static int admit(srv_sched *s, srv_seq *q, ds_err *e) {
         if (pc_restore(s->pc, hit, pr, &sl->cache, pc_l, &le) == DS_OK) {
             reuse = sl->cache.n_past; /* a bad disk block shortens what is restored */
         } else { /* nothing restored: the slot's own prefix is still there */
-            reuse = DS_MIN(own_l, sl->cache.n_past);
-            ds_kvcache_truncate(&sl->cache, reuse);
+            reuse = ds_kvcache_truncate(&sl->cache, DS_MIN(own_l, sl->cache.n_past));
         }
         if (set_content(sl, pr, reuse, e)) return DS_ENOMEM;
         own_l = -1; /* handled */
@@ -496,8 +496,8 @@ static int admit(srv_sched *s, srv_seq *q, ds_err *e) {
         if (set_content(sl, pr, reuse, e)) return DS_ENOMEM;
     }
     if (reuse == own_l) {
-        ds_kvcache_truncate(&sl->cache, own_l);
-        sl->content.n = own_l;
+        reuse = ds_kvcache_truncate(&sl->cache, own_l);   /* own_l (reusable() checked that V4's rings allow it) */
+        sl->content.n = reuse;
     }
     DS_ASSERT(sl->cache.n_past == reuse && sl->content.n == reuse);
     sl->canon = reuse;

@@ -275,6 +275,29 @@ int main(int argc, char **argv) {
     deepseek_free(ids);
     deepseek_model_free(m);
 
+    /* DeepSeek-V4 (tests/fixtures/tiny-v4, window 8): its cache keeps 64 spare ring rows, so a
+     * truncation further back than that is refilled from the session's ids: the same logits */
+    if (deepseek_model_load(&m, "tests/fixtures/tiny-v4", NULL, &err) == DEEPSEEK_OK) {
+        int64_t Vv = 0, T = 120;
+        OK(deepseek_session_new(&s, m, NULL, &err));
+        int32_t toks[120];
+        for (int i = 0; i < T; i++) toks[i] = 1 + (i * 37) % 500;
+        float *a4 = malloc((size_t)(T * 576) * sizeof(float)), *at = malloc(576 * sizeof(float));
+        OK(deepseek_session_decode(s, toks, T, a4, &err));
+        deepseek_session_logits(s, &Vv);
+        CHECK(Vv == 576);
+        for (int64_t cut = 30; cut <= 100; cut += 70) {   /* inside the rings' reach, then beyond */
+            if (cut == 100) OK(deepseek_session_decode(s, toks + T - 30, 30, NULL, &err));
+            OK(deepseek_session_truncate(s, T - cut, &err));
+            CHECK(deepseek_session_n_past(s) == T - cut);
+            memcpy(at, deepseek_session_logits(s, NULL), 576 * sizeof(float));
+            CHECK(maxdiff(at, a4 + (T - cut - 1) * 576, 576) < 1e-5f);
+        }
+        free(a4); free(at);
+        deepseek_session_free(s);
+        deepseek_model_free(m);
+    }
+
     /* chat templates (the tiny chat model has a V3 template) */
     OK(deepseek_model_load(&m, argv[2], NULL, &err));
     if (m) {
