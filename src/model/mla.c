@@ -22,7 +22,10 @@
  * segments are spread over the threads; the partials of a row are then
  * merged in split order. The split points depend only on the position, so a
  * row's bits do not depend on the batch or the thread count. Quantized
- * caches are dequantized block by block inside the item.
+ * caches are dequantized block by block inside the item; a bf16 cache's
+ * rows are read as stored by ds_mla_attn_step_bf16 (the query rounded to
+ * bf16 once per item; vdpbf16ps scores where the CPU has AVX512-BF16, the
+ * same bits with AVX2; DSA layers' gathered rows take the fp32 step).
  *
  * DSA layers (V3.2, attn_kind DS_ATTN_DSA): the cache row is [c | k_pe |
  * index key] (the key written by dsa.c). A segment whose queries all see
@@ -254,8 +257,8 @@ static void fd_item_worker(void *vctx, int64_t k0, int64_t k1, int tid) {
     attn_ctx *c = vctx;
     const ds_config *cfg = &c->m->cfg;
     int64_t H = cfg->n_head, Rkv = cfg->kv_lora_rank, W = Rkv + cfg->qk_rope_head_dim, ld = c->ldkv;
-    float *sc = ds_scratch(tid, 1, (size_t)DS_MLA_STEP_SCRATCH(H, KV_BLOCK, W));
-    float *deq = ds_scratch(tid, 2, (size_t)(KV_BLOCK * ld));
+    float *sc = ds_scratch(tid, 1, (size_t)DS_MLA_STEP_BF16_SCRATCH(H, KV_BLOCK, W));
+    float *deq = ds_scratch(tid, 2, (size_t)DS_MAX(KV_BLOCK * ld, (H * W + 1) / 2));
     float *one = ds_scratch(tid, 5, (size_t)ld);
     if (!sc || !deq || !one) return;   /* out of memory: the context reports it */
     for (int64_t k = k0; k < k1; k++) {
@@ -265,6 +268,16 @@ static void fd_item_worker(void *vctx, int64_t k0, int64_t k1, int tid) {
         float *pu = c->pu + k * H * Rkv, *pm = c->pm + k * H, *pl = c->pl + k * H;
         for (int64_t h = 0; h < H; h++) { pm[h] = -INFINITY; pl[h] = 0.0f; }
         memset(pu, 0, (size_t)(H * Rkv) * sizeof(float));
+        if (sg->cache->type == DS_KV_BF16 && ld == W) {
+            /* bf16 rows as stored; the queries rounded to bf16 once per item
+             * (in deq: H·W bf16) */
+            uint16_t *qb = (uint16_t *)deq;
+            ds_bf16_round_row(qb, q, H * W);
+            for (int64_t j = it->j0; j < it->j1; j += KV_BLOCK)
+                ds_mla_attn_step_bf16(pu, pm, pl, qb, W, H, ds_kvcache_rows_bf16_at(sg->cache, c->l, j), W,
+                                      DS_MIN(KV_BLOCK, it->j1 - j), Rkv, c->m->attn_scale, sc);
+            continue;
+        }
         for (int64_t j = it->j0; j < it->j1; j += KV_BLOCK) {
             int64_t nb = DS_MIN(KV_BLOCK, it->j1 - j);
             const float *rows;
