@@ -239,6 +239,11 @@ if expect_ok "info tiny-v4-fp8" "$BIN" info -m "$FX/tiny-v4-fp8"; then
     grep -q "F4_E2M1" "$T/out" && grep -q "FP8 e4m3, 32x32 block scales" "$T/out" ||
         fail "info tiny-v4-fp8: no FP8 / FP4 line in: $(cat "$T/out")"
 fi
+expect_fail "logits tiny-v4 --kv-type bf16: V4 needs an f32 cache, said so" "f32 KV cache" \
+    "$BIN" logits -m "$FX/tiny-v4" --tokens 1,2,3 --out "$L" --kv-type bf16
+expect_ok "generate tiny-v3 --kv-type bf16" "$BIN" generate -m "$FX/tiny-v3" --prompt-ids 1,2,3 -n 8 --ignore-eos --kv-type bf16
+expect_fail "generate --kv-type bf17: the accepted types named" "f32, q8, fp8 or bf16" \
+    "$BIN" generate -m "$FX/tiny-v3" --prompt-ids 1,2,3 -n 8 --kv-type bf17
 # greedy generation equals transformers' generate() (ref.json "greedy")
 v4p=$(python3 -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["prompt"])))' "$FX/tiny-v4/ref.json")
 v4g=$(python3 -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["greedy"])))' "$FX/tiny-v4/ref.json")

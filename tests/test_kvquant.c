@@ -1,13 +1,15 @@
 /*
- * test_kvquant.c - the quantized KV-cache storage (--kv-type q8|fp8):
+ * test_kvquant.c - the quantized KV-cache storage (--kv-type q8|fp8|bf16):
  * row round trips, memory per token, and the effect on logits of the tiny
  * fixtures against the fp32 cache (64 pseudo-random tokens, one forward).
  *
  * Measured (README "KV cache"): Q8 mean KL 2.4e-5..3.3e-5 nats on
  * tiny-v3 / tiny-v3-fp8 / tiny-v2-lite (top-1 98-100 %), 2.5e-3 on tiny-v2
- * (group-limited routing flips); FP8 (e4m3, 3 mantissa bits) 6e-4..2.8e-2.
- * Bounds below are ~10x (Q8) and ~2x (FP8) those values, and KL must be
- * above 0 (the quantized rows were used).
+ * (group-limited routing flips); FP8 (e4m3, 3 mantissa bits) 6e-4..2.8e-2;
+ * BF16 2.6e-6..3.1e-6 in one forward (dequantized rows), 4.4e-6..2.2e-5 in
+ * decode (flash decode on bf16 rows, bf16 queries and weights).
+ * Bounds below are ~10x (Q8), ~2x (FP8, BF16 decode), ~3x (BF16) those
+ * values, and KL must be above 0 (the quantized rows were used).
  */
 #include "test.h"
 
@@ -28,12 +30,14 @@ TEST(kvquant_rows_and_memory) {
     CHECK_EQ_INT(ds_kv_row_bytes(DS_KV_F32, 576), 2304);
     CHECK_EQ_INT(ds_kv_row_bytes(DS_KV_Q8, 576), 648);   /* 18 blocks of 32: 4 + 32 bytes */
     CHECK_EQ_INT(ds_kv_row_bytes(DS_KV_FP8, 576), 612);  /* 9 blocks of 64: 4 + 64 bytes */
+    CHECK_EQ_INT(ds_kv_row_bytes(DS_KV_BF16, 576), 1152);
     CHECK(ds_kv_type_from_name("q8") == DS_KV_Q8 && ds_kv_type_from_name("fp8") == DS_KV_FP8 &&
-          ds_kv_type_from_name("f32") == DS_KV_F32 && ds_kv_type_from_name("q4") == -1);
+          ds_kv_type_from_name("f32") == DS_KV_F32 && ds_kv_type_from_name("bf16") == DS_KV_BF16 &&
+          ds_kv_type_from_name("q4") == -1);
     ds_rng r;
     ds_rng_seed(&r, 3);
     float row[64], back[64 * 4];
-    for (int t = 1; t <= 2; t++) {
+    for (int t = 1; t <= 3; t++) {
         ds_kvcache c;
         CHECK(ds_kvcache_init(&c, m, 8, &e) == 0);
         CHECK(ds_kvcache_set_type(&c, (ds_kv_type)t, &e) == 0);
@@ -60,8 +64,10 @@ TEST(kvquant_rows_and_memory) {
             for (int i = 0; i < W; i++) amax = fmax(amax, fabs(row[i]));
             for (int i = 0; i < W; i++) maxrel = ds_max_err(maxrel, fabs(rows[pos * W + i] - row[i]) / amax);
         }
-        /* q8: half a step of max/127; fp8: 3 mantissa bits (relative 1/16) */
-        CHECK_MSG(maxrel <= (t == DS_KV_Q8 ? 0.5 / 127 + 1e-6 : 1.0 / 16 + 1e-6), "%s: row error %g", ds_kv_type_name((ds_kv_type)t), maxrel);
+        /* q8: half a step of max/127; fp8: 3 mantissa bits (relative 1/16); bf16: 8 significant bits */
+        double rb = t == DS_KV_Q8 ? 0.5 / 127 : t == DS_KV_FP8 ? 1.0 / 16 : 1.0 / 256;
+        CHECK_MSG(maxrel <= rb + 1e-6, "%s: row error %g", ds_kv_type_name((ds_kv_type)t), maxrel);
+        CHECK_MSG(maxrel > 0, "%s: rows stored exactly (not rounded?)", ds_kv_type_name((ds_kv_type)t));
         /* copy_prefix between caches of the same type; a different type is refused */
         c.n_past = 4;
         ds_kvcache d, f;
@@ -109,6 +115,12 @@ TEST(kvquant_q8_logits) {
     kl_case("tiny-v3-fp8", DS_KV_Q8, 3e-4);
     kl_case("tiny-v2-lite", DS_KV_Q8, 3e-4);
     kl_case("tiny-v2", DS_KV_Q8, 1e-2);
+}
+
+TEST(kvquant_bf16_logits) {
+    kl_case("tiny-v3", DS_KV_BF16, 1e-5);
+    kl_case("tiny-v2-lite", DS_KV_BF16, 1e-5);
+    kl_case("tiny-v3-fp8", DS_KV_BF16, 1e-5);
 }
 
 TEST(kvquant_fp8_logits) {

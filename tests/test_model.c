@@ -399,7 +399,7 @@ TEST(model_mtp_speculative_v32_identical) { mtp_spec("tiny-v32", 0.0f); }
  * prefills of other sequences (what continuous batching needs for "same
  * seed, same text, whatever the load"). Checked on BF16, FP8 and quantized
  * (Q8_0, Q4_K_M GGUF) weights. */
-static void batch_invariance(const char *path) {
+static void batch_invariance_kv(const char *path, ds_kv_type kvt) {
     ds_err e = { 0 };
     ds_model *m = NULL;
     if (ds_model_open(&m, path, &e)) { ds_test_fail(__FILE__, __LINE__, "open %s: %s", path, e.msg); return; }
@@ -418,7 +418,7 @@ static void batch_invariance(const char *path) {
     int64_t off = 0;
     for (int s = 0; s < NS; s++) {
         int64_t hist = hist_len[s];
-        CHECK(ds_kvcache_init(&c[s], m, 1024, &e) == 0);
+        CHECK(ds_kvcache_init(&c[s], m, 1024, &e) == 0 && ds_kvcache_set_type(&c[s], kvt, &e) == 0);
         CHECK(ds_kvcache_set_v4_slack(&c[s], 256, &e) == 0);   /* V4: the rings keep the 200 rows truncated below */
         ds_seq_chunk h = { &c[s], tok[s], hist, false };
         CHECK(ds_model_forward(m, NULL, &h, 1, lg, NULL, &e) == 0);
@@ -432,14 +432,24 @@ static void batch_invariance(const char *path) {
     CHECK(ds_model_forward(m, NULL, chunks, NS, batch, NULL, &e) == 0);
     int64_t bad = 0;
     for (int64_t i = 0; i < off * V; i++) bad += memcmp(&alone[i], &batch[i], sizeof(float)) != 0;
-    CHECK_MSG(bad == 0, "%s: %lld of %lld logits differ between batched and alone", path, (long long)bad,
-              (long long)(off * V));
+    CHECK_MSG(bad == 0, "%s (%s cache): %lld of %lld logits differ between batched and alone", path,
+              ds_kv_type_name(kvt), (long long)bad, (long long)(off * V));
     for (int s = 0; s < NS; s++) ds_kvcache_free(&c[s]);
     free(alone); free(batch); free(lg);
     ds_model_close(m);
 }
 
+static void batch_invariance(const char *path) { batch_invariance_kv(path, DS_KV_F32); }
+
 TEST(model_batch_invariant_bf16) { batch_invariance("tests/fixtures/tiny-v3"); }
+/* the bf16 latent cache (flash decode on bf16 rows): histories of 5 to 700
+ * positions in one batch; 4 heads x 40-wide rows (vector kernels with a
+ * half chunk), 6 x 88 with R = 72 (AVX2 weighted sum), V3.2's gathered rows */
+TEST(model_batch_invariant_kv_bf16) {
+    batch_invariance_kv("tests/fixtures/tiny-v3", DS_KV_BF16);
+    batch_invariance_kv("tests/fixtures/tiny-v3-fp8", DS_KV_BF16);
+    batch_invariance_kv("tests/fixtures/tiny-v32", DS_KV_BF16);
+}
 TEST(model_batch_invariant_fp8) { batch_invariance("tests/fixtures/tiny-v3-fp8"); }
 TEST(model_batch_invariant_v32) { batch_invariance("tests/fixtures/tiny-v32"); }
 TEST(model_batch_invariant_v4) { batch_invariance("tests/fixtures/tiny-v4"); }
@@ -475,7 +485,7 @@ TEST(model_batch_invariant_x8_q2_k) { batch_invariance_types(DS_DTYPE_Q2_K, DS_D
  * decode over 3 splits of the latent cache), against the naive
  * (decompressed, one-pass softmax) forward over all 700 tokens; the same
  * decode with q8 and fp8 caches stays close to it. */
-static void long_context_vs_naive(const char *name, const double qbound[2], int64_t topk) {
+static void long_context_vs_naive(const char *name, const double qbound[3], int64_t topk) {
     ds_model *m = open_fixture(name);
     if (!m) return;
     if (topk > 0) m->cfg.index_topk = topk;   /* V3.2: a top-k past the context makes every segment dense */
@@ -488,10 +498,11 @@ static void long_context_vs_naive(const char *name, const double qbound[2], int6
     float *lg = calloc((size_t)V, sizeof(float));
     for (int i = 0; i < T; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
     CHECK(ds_model_forward_naive(m, NULL, tok, T, naive, &e) == 0);
-    for (int kt = 0; kt < 3; kt++) {
+    static const ds_kv_type kts[4] = { DS_KV_F32, DS_KV_Q8, DS_KV_FP8, DS_KV_BF16 };
+    for (int kt = 0; kt < 4; kt++) {
         ds_kvcache c;
         CHECK(ds_kvcache_init(&c, m, T, &e) == 0);
-        CHECK(ds_kvcache_set_type(&c, kt == 0 ? DS_KV_F32 : kt == 1 ? DS_KV_Q8 : DS_KV_FP8, &e) == 0);
+        CHECK(ds_kvcache_set_type(&c, kts[kt], &e) == 0);
         /* prefill: 300 tokens (expanded form), 100 (absorbed), 290 (expanded, into a long cache) */
         ds_seq_chunk a = { &c, tok, 300, true }, b = { &c, tok + 300, 100, true }, b2 = { &c, tok + 400, P - 400, true };
         CHECK(ds_model_forward(m, NULL, &a, 1, pre, NULL, &e) == 0);
@@ -506,9 +517,9 @@ static void long_context_vs_naive(const char *name, const double qbound[2], int6
         for (int64_t i = 0; i < (T - P) * V; i++) worst = ds_max_err(worst, fabs((double)out[i] - naive[P * V + i]));
         if (kt == 0) compare("long context decode vs naive", out, naive + P * V, T - P, V);
         else {
-            printf("    %s: %s cache, long context decode max |dlogit| %.3g vs naive f32\n", name, kt == 1 ? "q8" : "fp8", worst);
+            printf("    %s: %s cache, long context decode max |dlogit| %.3g vs naive f32\n", name, ds_kv_type_name(kts[kt]), worst);
             CHECK_MSG(worst < qbound[kt - 1], "%s: %s cache, long context decode max |d| %.3g vs naive (bound %g)", name,
-                      kt == 1 ? "q8" : "fp8", worst, qbound[kt - 1]);
+                      ds_kv_type_name(kts[kt]), worst, qbound[kt - 1]);
         }
         ds_kvcache_free(&c);
     }
@@ -516,15 +527,15 @@ static void long_context_vs_naive(const char *name, const double qbound[2], int6
     ds_model_close(m);
 }
 
-/* quantized-cache bounds: ~2x the observed (q8 and fp8 storage error, not
- * the attention's; see test_kvquant.c) */
-TEST(model_long_context_vs_naive_v3) { long_context_vs_naive("tiny-v3", (const double[2]){ 0.05, 1.0 }, 0); }
+/* quantized-cache bounds: ~2x the observed (q8, fp8 and bf16 storage error,
+ * and bf16's rounded queries and weights; see test_kvquant.c) */
+TEST(model_long_context_vs_naive_v3) { long_context_vs_naive("tiny-v3", (const double[3]){ 0.05, 1.0, 0.035 }, 0); }
 /* V3.2: quantized index keys move top-8 selections among 700 positions, hence the loose bounds */
-TEST(model_long_context_vs_naive_v32) { long_context_vs_naive("tiny-v32", (const double[2]){ 7.0, 6.0 }, 0); }
+TEST(model_long_context_vs_naive_v32) { long_context_vs_naive("tiny-v32", (const double[3]){ 7.0, 6.0, 3.0 }, 0); }
 /* the same V3.2 model with index_topk 1000 > 700: DSA layers on the dense paths (expanded and absorbed
  * prefill over cache rows that carry the index key) */
-TEST(model_long_context_vs_naive_v32_dense) { long_context_vs_naive("tiny-v32", (const double[2]){ 0.15, 0.25 }, 1000); }
-TEST(model_long_context_vs_naive_v2_lite) { long_context_vs_naive("tiny-v2-lite", (const double[2]){ 0.025, 0.1 }, 0); }
+TEST(model_long_context_vs_naive_v32_dense) { long_context_vs_naive("tiny-v32", (const double[3]){ 0.15, 0.25, 0.15 }, 1000); }
+TEST(model_long_context_vs_naive_v2_lite) { long_context_vs_naive("tiny-v2-lite", (const double[3]){ 0.025, 0.1, 0.02 }, 0); }
 
 /* V3.2 configs: the indexer keys, and layouts we do not run are named errors */
 TEST(model_v32_config_errors) {

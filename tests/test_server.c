@@ -649,7 +649,7 @@ static void collect(srv_job *j, run_out *o, int c) { (void)c; collect_n(j, o, 1)
 static srv_sched *start_sched_opts(ds_model *m, ds_tokenizer *t, int slots, int64_t batch, bool det) {
     srv_sched *s = NULL;
     ds_err e = { 0 };
-    srv_sched_opts o = { slots, 1024, batch, 64, 16 << 20, 8, NULL, 0, det };
+    srv_sched_opts o = { slots, 1024, batch, 64, 16 << 20, 8, NULL, 0, det, DS_KV_F32 };
     if (srv_sched_init(&s, m, t, &o, &e)) ds_test_fail(__FILE__, __LINE__, "%s", e.msg);
     return s;
 }

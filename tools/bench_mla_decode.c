@@ -8,7 +8,13 @@
  *      -lpcre2-8 -lopenblas -lm -lpthread -lmpi -o build/bench_mla_decode
  *   build/bench_mla_decode kernel [ROWS=4096]     ds_mla_attn_step alone: 16 heads x ROWS rows of 576,
  *                                                 splits of 256 in blocks of 64, best of 9 per step kind
- *   build/bench_mla_decode model FILE DEPTH [N=16] [f32|q8|fp8]
+ *   build/bench_mla_decode kernel-bf16 [ROWS=4096]  the bf16-row step (vdpbf16ps, AVX2) and its
+ *                                                 scores alone against the fp32 step, best of 20
+ *   build/bench_mla_decode model-ab FILE DEPTH [N=16] [P=0] [THREADS=1]
+ *                                                 f32 vs bf16 cache alternating in one process
+ *                                                 (filled once): CPU ms per decoded token, and per
+ *                                                 token of a P-token prefill at that depth
+ *   build/bench_mla_decode model FILE DEPTH [N=16] [f32|q8|fp8|bf16]
  *                                                 CPU ms per decoded token after DEPTH tokens
  *                                                 (1 thread), 3 alternating pairs
  */
@@ -20,6 +26,7 @@
 
 #include "core/thread.h"
 #include "model/model.h"
+#include "model/model_internal.h"
 #include "runtime/generate.h"
 #include "tensor/ops.h"
 
@@ -60,6 +67,50 @@ static int kernel(int64_t S) {
     return 0;
 }
 
+/* the bf16 step (--kv-type bf16) against the fp32 step at the widest level,
+ * and the bf16 step's parts (scores alone): vdpbf16ps vs AVX2, alternating */
+static int kernel_bf16(int64_t S) {
+    int64_t H = 16, W = 576, R = 512, blk = 64;
+    float *kv = malloc((size_t)(S * W) * sizeof(float)), *q = malloc((size_t)(H * W) * sizeof(float));
+    uint16_t *kvb = malloc((size_t)(S * W) * 2), *qb = malloc((size_t)(H * W) * 2);
+    float *u = malloc((size_t)(H * R) * sizeof(float)), *m = malloc((size_t)H * sizeof(float));
+    float *l = malloc((size_t)H * sizeof(float)), *sc = malloc((size_t)DS_MLA_STEP_BF16_SCRATCH(H, blk, W) * sizeof(float));
+    if (!kv || !q || !kvb || !qb || !u || !m || !l || !sc) return 1;
+    srand(1);
+    for (int64_t i = 0; i < S * W; i++) kv[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    for (int64_t i = 0; i < H * W; i++) q[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    ds_bf16_round_row(kvb, kv, S * W);
+    ds_bf16_round_row(qb, q, H * W);
+    static const char *names[] = { "f32 step (widest)     ", "bf16 step, vdpbf16ps  ", "bf16 step, avx2       ",
+                                   "bf16 scores, vdpbf16ps", "bf16 scores, avx2     " };
+    double best[5] = { 1e9, 1e9, 1e9, 1e9, 1e9 };
+    for (int pass = 0; pass < 4; pass++)
+        for (int kind = 0; kind < 5; kind++) {
+            ds_ops_force_avx2(kind == 2 || kind == 4);
+            for (int r = 0; r < 5; r++) {
+                double t = cpu_s();
+                for (int64_t j0 = 0; j0 < S; j0 += 256) {
+                    for (int64_t h = 0; h < H; h++) { m[h] = -INFINITY; l[h] = 0; }
+                    memset(u, 0, (size_t)(H * R) * sizeof(float));
+                    for (int64_t j = j0; j < j0 + 256 && j < S; j += blk) {
+                        int64_t nb = j + blk <= S ? blk : S - j;
+                        if (kind == 0) ds_mla_attn_step(u, m, l, q, W, H, kv + j * W, W, nb, R, 0.07f, sc);
+                        else if (kind <= 2) ds_mla_attn_step_bf16(u, m, l, qb, W, H, kvb + j * W, W, nb, R, 0.07f, sc);
+                        else ds_mla_scores_bf16(sc, nb + 8, qb, W, H, kvb + j * W, W, nb, sc + H * (nb + 9));
+                    }
+                }
+                t = cpu_s() - t;
+                if (t < best[kind]) best[kind] = t;
+            }
+        }
+    ds_ops_force_avx2(false);
+    for (int kind = 0; kind < 5; kind++)
+        printf("%s 16 heads x %lld rows: %.3f ms\n", names[kind], (long long)S, best[kind] * 1e3);
+    printf("(vdpbf16ps in use: %s)\n", ds_mla_bf16_dp_in_use() ? "yes" : "no");
+    free(kv); free(q); free(kvb); free(qb); free(u); free(m); free(l); free(sc);
+    return 0;
+}
+
 static int model(const char *path, int64_t depth, int64_t n, const char *kvt) {
     ds_err e = { 0 };
     ds_model *m;
@@ -97,10 +148,72 @@ static int model(const char *path, int64_t depth, int64_t n, const char *kvt) {
     return 0;
 }
 
+/* f32 vs bf16 cache in one process: the context filled once (f32), copied
+ * into a bf16 cache (rows rounded), then N decode steps on each, alternating,
+ * CPU time per token at `threads` threads; and the prefill of P tokens at that
+ * depth the same way (P = 0: skipped) */
+static int model_ab(const char *path, int64_t depth, int64_t n, int64_t P, int threads) {
+    ds_err e = { 0 };
+    ds_model *m;
+    ds_ctx *x;
+    ds_kvcache c[2];
+    ds_threads_set(threads);
+    int64_t cap = depth + n + P + 8;
+    if (ds_model_open_opts(&m, path, NULL, &e) || ds_ctx_new(&x, &e) || ds_kvcache_init(&c[0], m, cap, &e) ||
+        ds_kvcache_init(&c[1], m, cap, &e) || ds_kvcache_set_type(&c[1], DS_KV_BF16, &e)) {
+        fprintf(stderr, "%s\n", e.msg);
+        return 1;
+    }
+    int64_t V = ds_model_config(m)->vocab_size;
+    float *lg = malloc((size_t)V * sizeof(float)), *row = malloc(4096 * sizeof(float));
+    int32_t *tok = malloc((size_t)cap * sizeof(int32_t));
+    if (!lg || !tok || !row) return 1;
+    for (int64_t i = 0; i < cap; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
+    if (depth > 0 && ds_prefill(m, x, &c[0], tok, depth, 512, lg, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+    if (ds_kvcache_reserve(&c[1], cap, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+    for (int64_t l = 0; l < c[0].n_layer; l++)
+        for (int64_t j = 0; j < depth; j++) {
+            const float *r = ds_kvcache_rows_f32(&c[0], l, j + 1, NULL) + j * c[0].width[l];
+            ds_kvcache_write_row(&c[1], l, j, r);
+        }
+    c[1].n_past = depth;
+    double tg[2][3], pp[2][3];
+    for (int pass = 0; pass < 6; pass++) {
+        int k = pass % 2;
+        ds_kvcache_truncate(&c[k], depth);
+        double t = cpu_s();
+        for (int64_t i = 0; i < n; i++) {
+            ds_seq_chunk ch = { &c[k], tok + depth + i, 1, false };
+            if (ds_model_forward(m, x, &ch, 1, lg, NULL, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+        }
+        tg[k][pass / 2] = (cpu_s() - t) / (double)n * 1e3;
+        ds_kvcache_truncate(&c[k], depth);
+        pp[k][pass / 2] = 0;
+        if (P > 0) {
+            t = cpu_s();
+            if (ds_prefill(m, x, &c[k], tok + depth, P, 512, lg, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+            pp[k][pass / 2] = (cpu_s() - t) / (double)P * 1e3;
+        }
+        printf("depth %lld, %s cache, %d thread(s): decode %.2f CPU ms/token, prefill %.2f CPU ms/token\n",
+               (long long)depth, k ? "bf16" : "f32 ", threads, tg[k][pass / 2], pp[k][pass / 2]);
+        fflush(stdout);
+    }
+    free(lg); free(tok); free(row);
+    ds_kvcache_free(&c[0]);
+    ds_kvcache_free(&c[1]);
+    ds_ctx_free(x);
+    ds_model_close(m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "kernel")) return kernel(argc > 2 ? atoll(argv[2]) : 4096);
+    if (argc >= 2 && !strcmp(argv[1], "kernel-bf16")) return kernel_bf16(argc > 2 ? atoll(argv[2]) : 4096);
+    if (argc >= 4 && !strcmp(argv[1], "model-ab"))
+        return model_ab(argv[2], atoll(argv[3]), argc > 4 ? atoll(argv[4]) : 16, argc > 5 ? atoll(argv[5]) : 0,
+                        argc > 6 ? atoi(argv[6]) : 1);
     if (argc >= 4 && !strcmp(argv[1], "model"))
         return model(argv[2], atoll(argv[3]), argc > 4 ? atoll(argv[4]) : 16, argc > 5 ? argv[5] : "f32");
-    fprintf(stderr, "usage: bench_mla_decode kernel [ROWS] | model FILE DEPTH [N] [f32|q8|fp8]\n");
+    fprintf(stderr, "usage: bench_mla_decode kernel [ROWS] | kernel-bf16 [ROWS] | model-ab FILE DEPTH [N] [P] [THREADS] | model FILE DEPTH [N] [f32|q8|fp8|bf16]\n");
     return 2;
 }

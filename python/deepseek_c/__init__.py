@@ -146,7 +146,7 @@ _gen_begin = _sig("deepseek_generate_begin", ctypes.c_int, _vp, _i32p, ctypes.c_
 _gen_next = _sig("deepseek_generate_next", ctypes.c_int, _vp, ctypes.POINTER(ctypes.c_int32),
                  ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_int), _E)
 
-KV_TYPES = {"f32": 0, "q8": 1, "fp8": 2}
+KV_TYPES = {"f32": 0, "q8": 1, "fp8": 2, "bf16": 3}
 FINISH = {0: "length", 1: "eos", 2: "callback", 3: "stop"}
 
 

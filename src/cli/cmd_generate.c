@@ -38,7 +38,8 @@ static void usage(FILE *f) {
         "  -t, --threads N         threads (default: all cores)\n"
         "  --mtp                   speculative decoding: the MTP module drafts one token per step\n"
         "  --verbose               print prefill/decode tokens/s and KV bytes per token\n"
-        "  --kv-type T             KV cache storage: f32 (default), q8 or fp8 (~3.6x smaller)\n");
+        "  --kv-type T             KV cache storage: f32 (default), q8 or fp8 (~3.6x smaller),\n"
+        "                          bf16 (2x smaller, fastest at long context)\n");
 }
 
 typedef struct { int first; bool text; } print_state;
@@ -88,7 +89,7 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--no-ctx-shift")) ctx_shift = false;
         else if (!strcmp(a, "--kv-type")) {
             int k = v ? ds_kv_type_from_name(v) : -1;
-            if (k < 0) cli_die(C, "--kv-type: expected f32, q8 or fp8");
+            if (k < 0) cli_die(C, "--kv-type: expected f32, q8, fp8 or bf16");
             kvt = (ds_kv_type)k;
             i++;
         }

@@ -19,7 +19,7 @@ static void usage(FILE *f) {
         "                 row t predicts token t+2 from h_t and token t+1\n"
         "  --incremental  feed the tokens one at a time through the KV cache\n"
         "  --naive        use the decompressed (non-absorbed) attention path\n"
-        "  --kv-type T    KV cache storage: f32 (default), q8 or fp8\n"
+        "  --kv-type T    KV cache storage: f32 (default), q8, fp8 or bf16\n"
         "  -t, --threads N\n");
 }
 
@@ -38,7 +38,7 @@ int cmd_logits(int argc, char **argv) {
         else if (!strcmp(a, "--naive")) naive = true;
         else if (!strcmp(a, "--kv-type")) {
             int k = i + 1 < argc ? ds_kv_type_from_name(argv[i + 1]) : -1;
-            if (k < 0) cli_die("logits", "--kv-type: expected f32, q8 or fp8");
+            if (k < 0) cli_die("logits", "--kv-type: expected f32, q8, fp8 or bf16");
             kvt = (ds_kv_type)k;
             i++;
         }

@@ -40,6 +40,9 @@ static void usage(FILE *f) {
         "  -np, --parallel N      sequences decoded together (continuous batching, default 4)\n"
         "  -c, --ctx N            context per sequence (default min(model max, 8192))\n"
         "  --batch N              tokens per forward pass at most (prefill chunk, default 512)\n"
+        "  --kv-type T            KV cache storage: f32 (default), bf16 (half the memory, fastest at\n"
+        "                         long context), q8, fp8; the prefix store (--cache-ram/--cache-dir)\n"
+        "                         keeps f32 caches only (other types reuse their slots' prefixes)\n"
         "  -t, --threads N        compute threads (default: all cores)\n"
         "  --chat-format F        auto (from tokenizer_config.json), v3, r1, v3.1, v2\n"
         "  --tokenizer PATH       tokenizer.json, its folder, or a .gguf (default: the model folder's;\n"
@@ -139,6 +142,12 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--alias")) { NEED(); o.alias = v; }
         else if (!strcmp(a, "-np") || !strcmp(a, "--parallel")) { o.n_slots = (int)cli_parse_int(C, a, v, 1, 256); i++; }
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { o.ctx = cli_parse_int(C, a, v, 2, 1ll << 24); i++; }
+        else if (!strcmp(a, "--kv-type")) {
+            NEED();
+            int k = ds_kv_type_from_name(v);
+            if (k < 0) cli_die(C, "--kv-type: expected f32, q8, fp8 or bf16");
+            o.kv_type = k;
+        }
         else if (!strcmp(a, "--batch")) { o.batch_tokens = cli_parse_int(C, a, v, 1, 1 << 20); i++; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { ds_threads_set((int)cli_parse_int(C, a, v, 1, 1024)); i++; }
         else if (!strcmp(a, "--chat-format")) { NEED(); o.chat_format = v; }

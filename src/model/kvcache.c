@@ -2,7 +2,8 @@
  * kvcache.c - the attention cache of one sequence (see model.h), one row
  * layout per layer (width[l], row_bytes[l]). MLA layers store per
  * position c (Rkv, after kv_a_layernorm) then k_pe (Dr, after RoPE). Grows by doubling up to max_ctx. Optional quantized rows
- * (Q8 / FP8 with per-block fp32 scales) cut its memory ~3.6x.
+ * (Q8 / FP8 with per-block fp32 scales) cut its memory ~3.6x; BF16 rows
+ * (ds_bf16_round_row) halve it and are read as they are by flash decode.
  * DeepSeek-V4 caches keep no rows per position: kvcache_v4.c holds their
  * state, and this file's entry points hand V4 caches over to it.
  */
@@ -24,6 +25,7 @@ size_t ds_kv_row_bytes(ds_kv_type t, int64_t width) {
     switch (t) {
     case DS_KV_Q8: return (size_t)((width + KV_Q8_BLOCK - 1) / KV_Q8_BLOCK) * 4 + (size_t)width;
     case DS_KV_FP8: return (size_t)((width + KV_FP8_BLOCK - 1) / KV_FP8_BLOCK) * 4 + (size_t)width;
+    case DS_KV_BF16: return (size_t)width * 2;
     default: return (size_t)width * sizeof(float);
     }
 }
@@ -32,10 +34,13 @@ int ds_kv_type_from_name(const char *s) {
     if (!strcmp(s, "f32")) return DS_KV_F32;
     if (!strcmp(s, "q8") || !strcmp(s, "q8_0")) return DS_KV_Q8;
     if (!strcmp(s, "fp8") || !strcmp(s, "f8")) return DS_KV_FP8;
+    if (!strcmp(s, "bf16")) return DS_KV_BF16;
     return -1;
 }
 
-const char *ds_kv_type_name(ds_kv_type t) { return t == DS_KV_Q8 ? "q8" : t == DS_KV_FP8 ? "fp8" : "f32"; }
+const char *ds_kv_type_name(ds_kv_type t) {
+    return t == DS_KV_Q8 ? "q8" : t == DS_KV_FP8 ? "fp8" : t == DS_KV_BF16 ? "bf16" : "f32";
+}
 
 /* layout: fp32 scales of all blocks, then the codes */
 static void quant_row(ds_kv_type t, const float *x, int64_t W, uint8_t *out) {
@@ -59,6 +64,11 @@ static void quant_row(ds_kv_type t, const float *x, int64_t W, uint8_t *out) {
 }
 
 static void dequant_row(ds_kv_type t, const uint8_t *in, int64_t W, float *y) {
+    if (t == DS_KV_BF16) {
+        const uint16_t *b = (const uint16_t *)in;
+        for (int64_t i = 0; i < W; i++) y[i] = ds_bf16_to_f32(b[i]);
+        return;
+    }
     ds_kv_dequant_row(y, in, W, t == DS_KV_Q8 ? KV_Q8_BLOCK : KV_FP8_BLOCK, t == DS_KV_FP8);
 }
 
@@ -68,7 +78,7 @@ static size_t row_bytes(const ds_kvcache *c, int64_t l) {
 }
 
 int ds_kvcache_set_type(ds_kvcache *c, ds_kv_type t, ds_err *e) {
-    if (t != DS_KV_F32 && t != DS_KV_Q8 && t != DS_KV_FP8) return ds_err_set(e, DS_EINVAL, "unknown KV cache type %d", (int)t);
+    if (t != DS_KV_F32 && t != DS_KV_Q8 && t != DS_KV_FP8 && t != DS_KV_BF16) return ds_err_set(e, DS_EINVAL, "unknown KV cache type %d", (int)t);
     if (c->cap > 0) return ds_err_set(e, DS_EINVAL, "the KV cache type must be set before first use");
     if (!c->row_bytes) return ds_err_set(e, DS_EINVAL, "a KV cache view has no storage type");
     c->type = t;
@@ -85,6 +95,7 @@ void ds_kvcache_write_row(ds_kvcache *c, int64_t l, int64_t pos, const float *ro
     DS_ASSERT(pos >= 0 && pos < c->cap);
     int64_t W = c->width[l];
     if (c->type == DS_KV_F32) memcpy(c->kv[l] + pos * W, row, (size_t)W * sizeof(float));
+    else if (c->type == DS_KV_BF16) ds_bf16_round_row((uint16_t *)(c->kvq[l] + (size_t)pos * c->row_bytes[l]), row, W);
     else quant_row(c->type, row, W, c->kvq[l] + (size_t)pos * c->row_bytes[l]);
 }
 
@@ -101,6 +112,11 @@ const float *ds_kvcache_rows_f32_at(const ds_kvcache *c, int64_t l, int64_t j0, 
     for (int64_t i = 0; i < n; i++)
         dequant_row(c->type, c->kvq[l] + (size_t)(j0 + i) * c->row_bytes[l], W, scratch + i * W);
     return scratch;
+}
+
+const uint16_t *ds_kvcache_rows_bf16_at(const ds_kvcache *c, int64_t l, int64_t j0) {
+    DS_ASSERT(c->type == DS_KV_BF16);
+    return (const uint16_t *)(c->kvq[l] + (size_t)j0 * c->row_bytes[l]);
 }
 
 int ds_kvcache_init(ds_kvcache *c, const ds_model *m, int64_t max_ctx, ds_err *e) {

@@ -22,7 +22,10 @@
  * segments are spread over the threads; the partials of a row are then
  * merged in split order. The split points depend only on the position, so a
  * row's bits do not depend on the batch or the thread count. Quantized
- * caches are dequantized block by block inside the item.
+ * caches are dequantized block by block inside the item; a bf16 cache's
+ * rows are read as stored by ds_mla_attn_step_bf16 (the query row rounded to
+ * bf16 once; vdpbf16ps where the CPU has AVX512-BF16, the same bits with
+ * AVX2; DSA layers' gathered rows take the fp32 step).
  *
  * DSA layers (V3.2, attn_kind DS_ATTN_DSA): the cache row is [c | k_pe |
  * index key] (the key written by dsa.c). A segment whose queries all see
@@ -82,6 +85,7 @@ typedef struct {
     int n_segs;
     const float *q;     /* (T, H, Dq) roped */
     float *qcat;        /* (T, H, W) [q_abs | q_pe] */
+    uint16_t *qcat_bf16; /* (T, H, W) qcat rounded to bf16 for the rows of segments with a bf16 cache, or NULL */
     float *u;           /* (T, H, Rkv) */
     float *o;           /* (T, H, Dv) */
     bool naive;
@@ -254,7 +258,7 @@ static void fd_item_worker(void *vctx, int64_t k0, int64_t k1, int tid) {
     attn_ctx *c = vctx;
     const ds_config *cfg = &c->m->cfg;
     int64_t H = cfg->n_head, Rkv = cfg->kv_lora_rank, W = Rkv + cfg->qk_rope_head_dim, ld = c->ldkv;
-    float *sc = ds_scratch(tid, 1, (size_t)DS_MLA_STEP_SCRATCH(H, KV_BLOCK, W));
+    float *sc = ds_scratch(tid, 1, (size_t)DS_MLA_STEP_BF16_SCRATCH(H, KV_BLOCK, W));
     float *deq = ds_scratch(tid, 2, (size_t)(KV_BLOCK * ld));
     float *one = ds_scratch(tid, 5, (size_t)ld);
     if (!sc || !deq || !one) return;   /* out of memory: the context reports it */
@@ -265,6 +269,14 @@ static void fd_item_worker(void *vctx, int64_t k0, int64_t k1, int tid) {
         float *pu = c->pu + k * H * Rkv, *pm = c->pm + k * H, *pl = c->pl + k * H;
         for (int64_t h = 0; h < H; h++) { pm[h] = -INFINITY; pl[h] = 0.0f; }
         memset(pu, 0, (size_t)(H * Rkv) * sizeof(float));
+        if (sg->cache->type == DS_KV_BF16 && ld == W) {
+            /* bf16 rows as stored; the query row rounded to bf16 once (ds_mla_forward) */
+            const uint16_t *qb = c->qcat_bf16 + (sg->t0 + it->i) * H * W;
+            for (int64_t j = it->j0; j < it->j1; j += KV_BLOCK)
+                ds_mla_attn_step_bf16(pu, pm, pl, qb, W, H, ds_kvcache_rows_bf16_at(sg->cache, c->l, j), W,
+                                      DS_MIN(KV_BLOCK, it->j1 - j), Rkv, c->m->attn_scale, sc);
+            continue;
+        }
         for (int64_t j = it->j0; j < it->j1; j += KV_BLOCK) {
             int64_t nb = DS_MIN(KV_BLOCK, it->j1 - j);
             const float *rows;
@@ -378,7 +390,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
     int n_asegs = 0;
     for (int s = 0; s < n_segs; s++)
         if (sparse_seg(m, l, &segs[s]) || segs[s].n < EXPANDED_MIN) asegs[n_asegs++] = segs[s];
-    attn_ctx c = { m, w, l, T, ldkv, segs, n_segs, q, qcat, u, o, naive, kvf, NULL, 0, NULL, NULL, NULL, NULL,
+    attn_ctx c = { m, w, l, T, ldkv, segs, n_segs, q, qcat, NULL, u, o, naive, kvf, NULL, 0, NULL, NULL, NULL, NULL,
                    NULL, asegs, n_asegs, dsa ? &sel : NULL };
     ds_par_for_dynamic(H, 1, 1, attn_worker, &c);   /* queries (absorbed), long segments, naive */
     if (n_rows > 0) {
@@ -405,6 +417,14 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
             }
         }
         row_first[r] = k;
+        if (ldkv == W)   /* bf16 caches: their query rows rounded once, not per item */
+            for (int s = 0; s < n_segs; s++) {
+                if (segs[s].cache->type != DS_KV_BF16 || (!sparse_seg(m, l, &segs[s]) && segs[s].n >= DS_TOKEN_BLOCK_MIN))
+                    continue;
+                if (!c.qcat_bf16 && !(c.qcat_bf16 = ds_arena_calloc(a, (size_t)(T * H * W), sizeof(uint16_t))))
+                    return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
+                ds_bf16_round_row(c.qcat_bf16 + segs[s].t0 * H * W, qcat + segs[s].t0 * H * W, segs[s].n * H * W);
+            }
         c.items = items; c.n_items = n_items; c.pu = pu; c.pm = pm; c.pl = pl;
         c.row_first = row_first; c.row_t = row_t;
         ds_par_for_dynamic(n_items, 1, 1, fd_item_worker, &c);

@@ -215,8 +215,10 @@ void ds_model_param_counts(const ds_model *m, ds_param_counts *pc);
  * Storage is fp32 by default; ds_kvcache_set_type selects a quantized row
  * format (kvcache.c), dequantized one layer at a time for attention:
  *   Q8:  per 32 values an fp32 scale (max|x|/127) + 32 int8     (1.125 B/value)
- *   FP8: per 64 values an fp32 scale (max|x|/448) + 64 e4m3     (1.0625 B/value) */
-typedef enum ds_kv_type { DS_KV_F32 = 0, DS_KV_Q8 = 1, DS_KV_FP8 = 2 } ds_kv_type;
+ *   FP8: per 64 values an fp32 scale (max|x|/448) + 64 e4m3     (1.0625 B/value)
+ *   BF16: each value rounded to bf16 (nearest even, subnormals to 0) (2 B/value);
+ *         flash decode reads these rows directly (ds_mla_attn_step_bf16) */
+typedef enum ds_kv_type { DS_KV_F32 = 0, DS_KV_Q8 = 1, DS_KV_FP8 = 2, DS_KV_BF16 = 3 } ds_kv_type;
 
 typedef struct ds_kvcache {
     int64_t n_layer;      /* L + n_mtp */
@@ -273,7 +275,7 @@ int64_t ds_kvcache_uniform_width(const ds_kvcache *c);
 
 /* Selects the storage of an empty cache (right after init). */
 int ds_kvcache_set_type(ds_kvcache *c, ds_kv_type t, ds_err *e);
-/* "f32", "q8", "fp8" -> type; -1 if unknown. */
+/* "f32", "q8", "fp8", "bf16" -> type; -1 if unknown. */
 int ds_kv_type_from_name(const char *s);
 const char *ds_kv_type_name(ds_kv_type t);
 /* Bytes of one stored row of `width` values. */

@@ -45,6 +45,8 @@ void ds_plan_matmul(const ds_seg *segs, int n_segs, float *y, int64_t ldy, const
 /* Rows [j0, j0+n) of layer l as fp32: in place for an fp32 cache, else
  * dequantized into scratch (n · width floats). */
 const float *ds_kvcache_rows_f32_at(const ds_kvcache *c, int64_t l, int64_t j0, int64_t n, float *scratch);
+/* A BF16 cache's stored rows from position j0 of layer l (width[l] values each). */
+const uint16_t *ds_kvcache_rows_bf16_at(const ds_kvcache *c, int64_t l, int64_t j0);
 int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
                    const ds_seg *segs, int n_segs, bool naive, ds_arena *a, ds_err *e);
 

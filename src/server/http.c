@@ -928,7 +928,8 @@ static void *loader_main(void *arg) {
     if (!rc) {
         ctx = s->o.ctx > 0 ? s->o.ctx : DS_MIN(m->cfg.max_position_embeddings, 8192);
         srv_sched_opts so = { s->o.n_slots, ctx, s->o.batch_tokens, s->o.max_queue, s->o.cache_ram_mb << 20,
-                              s->o.cache_min_tokens, s->cache_dir, s->o.cache_disk_mb << 20, s->o.deterministic };
+                              s->o.cache_min_tokens, s->cache_dir, s->o.cache_disk_mb << 20, s->o.deterministic,
+                              s->o.kv_type };
         rc = srv_sched_init(&sched, m, tok, &so, &e);
     }
     pthread_mutex_lock(&s->mu);

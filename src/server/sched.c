@@ -394,7 +394,8 @@ static void finish_seq(srv_sched *s, srv_seq *q, int finish) {
         srv_slot *sl = &s->slots[q->slot];
         sl->seq = NULL;
         sl->used = ++s->clock;
-        if (!cancelled && s->o.cache_dir && !s->o.deterministic && sl->content.n >= s->o.cache_min_tokens) {
+        if (!cancelled && s->o.cache_dir && !s->o.deterministic && s->o.kv_type == DS_KV_F32 &&
+            sl->content.n >= s->o.cache_min_tokens) {
             ds_err e = { 0 };
             pc_save_disk(s->pc, &sl->cache, sl->content.v, sl->content.n, &e); /* best effort */
         }
@@ -473,12 +474,13 @@ static int admit(srv_sched *s, srv_seq *q, ds_err *e) {
     }
     /* the slot's old content is about to be cut: keep it in the store (before the lookup,
      * whose handle a save could evict); deterministic mode uses slots only */
-    if (!s->o.deterministic && sl->content.n > own_l && sl->content.n >= s->o.cache_min_tokens) {
+    bool store = !s->o.deterministic && s->o.kv_type == DS_KV_F32;   /* the store holds fp32 rows */
+    if (store && sl->content.n > own_l && sl->content.n >= s->o.cache_min_tokens) {
         ds_err le = { 0 };
         pc_save(s->pc, &sl->cache, sl->content.v, sl->content.n, &le);
     }
     pc_entry *hit = NULL;
-    int64_t pc_l = s->o.deterministic ? 0 : DS_MIN(pc_lookup(s->pc, pr, np, &hit), limit);
+    int64_t pc_l = !store ? 0 : DS_MIN(pc_lookup(s->pc, pr, np, &hit), limit);
     int64_t reuse = own_l;
     if (pc_l > src_l && pc_l > own_l) {
         ds_err le = { 0 };
@@ -1001,7 +1003,9 @@ int srv_sched_init(srv_sched **out, const ds_model *m, const ds_tokenizer *tok, 
     }
     if ((rc = ds_ctx_new(&s->ctx, e))) goto fail;
     for (int i = 0; i < o->n_slots; i++)
-        if ((rc = ds_kvcache_init(&s->slots[i].cache, m, o->ctx, e))) goto fail;
+        if ((rc = ds_kvcache_init(&s->slots[i].cache, m, o->ctx, e)) ||
+            (rc = ds_kvcache_set_type(&s->slots[i].cache, o->kv_type, e)))
+            goto fail;
     int64_t tv = tok_vocab_size(tok);
     s->n_text = DS_MIN(tv, s->V);
     for (int64_t i = 0; i < s->V && i < tv; i++) {

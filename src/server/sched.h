@@ -140,6 +140,8 @@ typedef struct srv_sched_opts {
     bool deterministic;          /* reuse cached prefixes only in whole aligned prefill chunks (no prefix
                                     store): the numbers are then bit-identical to running alone, whatever
                                     ran before; concurrency alone never changes them */
+    ds_kv_type kv_type;          /* the slots' cache storage; the prefix store (fp32 rows) is used with
+                                    DS_KV_F32 only (other types reuse their slots' own prefixes) */
 } srv_sched_opts;
 
 typedef struct srv_stats {

@@ -88,7 +88,7 @@ T512_INLINE void pv_tile(int nh, int nc, float *u, int64_t R, const float *p, in
 void ds_mla_attn_step_avx512(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv,
                                   int64_t W, int64_t n, int64_t R, float scale, float *sc) {
     int64_t ls = n + 8;   /* score row stride */
-    float *alpha = sc + H * ls, *qp = alpha + H;   /* H rescale factors, then the packed queries (H·W) */
+    float *qp = sc + H * ls + H;   /* after the scores and H rescale factors: the packed queries (H·W) */
 
     /* q pairs: [q[2p][k : k+8) | q[2p+1][k : k+8)] at qp + p·2W + 2k */
     for (int64_t p = 0; p < H / 2; p++)
@@ -107,7 +107,14 @@ void ds_mla_attn_step_avx512(float *u, float *m, float *l, const float *q, int64
         for (; j + 6 <= n; j += 6) qk_tile(1, 6, qp + p * 2 * W, W, kv + j * W, sc + 2 * p * ls + j, ls);
         for (; j < n; j++) qk_tile(1, 1, qp + p * 2 * W, W, kv + j * W, sc + 2 * p * ls + j, ls);
     }
+    ds_mla_attn_update_avx512(u, m, l, H, kv, W, n, R, scale, sc);
+}
 
+/* the step after the scores (ops_isa.h): online softmax, rescale, weighted sum */
+void ds_mla_attn_update_avx512(float *u, float *m, float *l, int64_t H, const float *kv, int64_t W, int64_t n,
+                               int64_t R, float scale, float *sc) {
+    int64_t ls = n + 8;   /* score row stride */
+    float *alpha = sc + H * ls;
     /* online softmax: p = exp(scale·s − m_new), rescale the running partial
      * (as ds_mla_attn_step_avx2) */
     __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);

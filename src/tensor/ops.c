@@ -682,16 +682,15 @@ void ds_kv_dequant_row(float *y, const uint8_t *row, int64_t W, int block, bool 
 
 /* ------------------------------------------------- flash decode (MLA) */
 
-static void mla_attn_step_generic(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H,
-                                  const float *kv, int64_t W, int64_t n, int64_t R, float scale, float *sc) {
+/* online softmax, scalar (expf): raw scores (stride n + 8 in sc) -> p,
+ * the rescale factors after them (sc + H·(n + 8)), (m, l) updated */
+static void mla_attn_softmax_generic(float *m, float *l, int64_t H, int64_t n, float scale, float *sc) {
+    float *alpha = sc + H * (n + 8);
     for (int64_t h = 0; h < H; h++) {
-        const float *qh = q + h * ldq;
-        float *sh = sc + h * (n + 8), *uh = u + h * R;
+        float *sh = sc + h * (n + 8);
         float bm = -INFINITY;
         for (int64_t j = 0; j < n; j++) {
-            float d = 0.0f;
-            for (int64_t k = 0; k < W; k++) d += qh[k] * kv[j * W + k];
-            sh[j] = scale * d;
+            sh[j] = scale * sh[j];
             bm = sh[j] > bm ? sh[j] : bm;
         }
         float mn = m[h] > bm ? m[h] : bm;
@@ -699,10 +698,34 @@ static void mla_attn_step_generic(float *u, float *m, float *l, const float *q, 
         for (int64_t j = 0; j < n; j++) { sh[j] = expf(sh[j] - mn); ls += sh[j]; }
         m[h] = mn;
         l[h] = l[h] * a + ls;
+        alpha[h] = a;
+    }
+}
+
+/* the step after the scores, scalar: softmax, rescale, weighted sum of the rows' first R columns */
+static void mla_attn_update_generic(float *u, float *m, float *l, int64_t H, const float *kv, int64_t W, int64_t n,
+                                    int64_t R, float scale, float *sc) {
+    mla_attn_softmax_generic(m, l, H, n, scale, sc);
+    for (int64_t h = 0; h < H; h++) {
+        float *sh = sc + h * (n + 8), *uh = u + h * R, a = sc[H * (n + 8) + h];
         for (int64_t k = 0; k < R; k++) uh[k] *= a;
         for (int64_t j = 0; j < n; j++)
             for (int64_t k = 0; k < R; k++) uh[k] += sh[j] * kv[j * W + k];
     }
+}
+
+static void mla_attn_step_generic(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H,
+                                  const float *kv, int64_t W, int64_t n, int64_t R, float scale, float *sc) {
+    for (int64_t h = 0; h < H; h++) {
+        const float *qh = q + h * ldq;
+        float *sh = sc + h * (n + 8);
+        for (int64_t j = 0; j < n; j++) {
+            float d = 0.0f;
+            for (int64_t k = 0; k < W; k++) d += qh[k] * kv[j * W + k];
+            sh[j] = d;
+        }
+    }
+    mla_attn_update_generic(u, m, l, H, kv, W, n, R, scale, sc);
 }
 
 void ds_mla_attn_step(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv, int64_t W,
@@ -713,6 +736,38 @@ void ds_mla_attn_step(float *u, float *m, float *l, const float *q, int64_t ldq,
         ds_mla_attn_step_avx512(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
     else if (isa() == 1 && W % 8 == 0 && R % 8 == 0) ds_mla_attn_step_avx2(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
     else mla_attn_step_generic(u, m, l, q, ldq, H, kv, W, n, R, scale, sc);
+}
+
+/* bf16 rows (ds_mla_attn_step_bf16, ops.h): the scores by the AVX512-BF16
+ * kernels where the level allows it and the CPU has the feature, else the
+ * AVX2 ones (the same bits), else the scalar twins; the online softmax
+ * between scores and weighted sum is the fp32 step's */
+void ds_mla_scores_bf16(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t H, const uint16_t *kv,
+                        int64_t W, int64_t n, float *scratch) {
+    if (level() >= DS_ISA_AVX512_VNNI && ds_cpu_has(DS_CPU_AVX512_BF16) && H % 2 == 0 && W % 8 == 0)
+        ds_mla_scores_bf16_avx512(s, ls, q, ldq, H, kv, W, n, scratch);
+    else if (isa() == 1 && W % 8 == 0) ds_mla_scores_bf16_avx2(s, ls, q, ldq, H, kv, W, n, scratch);
+    else ds_mla_scores_bf16_ref(s, ls, q, ldq, H, kv, W, n);
+}
+
+bool ds_mla_bf16_dp_in_use(void) { return level() >= DS_ISA_AVX512_VNNI && ds_cpu_has(DS_CPU_AVX512_BF16); }
+
+void ds_mla_pv_bf16(float *u, int64_t R, const float *p, int64_t ls, const float *alpha, int64_t H,
+                    const uint16_t *kv, int64_t W, int64_t n, float *scratch) {
+    if (ds_mla_bf16_dp_in_use() && R % 32 == 0) ds_mla_pv_bf16_avx512(u, R, p, ls, alpha, H, kv, W, n, scratch);
+    else if (isa() == 1 && R % 8 == 0) ds_mla_pv_bf16_avx2(u, R, p, ls, alpha, H, kv, W, n, scratch);
+    else ds_mla_pv_bf16_ref(u, R, p, ls, alpha, H, kv, W, n);
+}
+
+void ds_mla_attn_step_bf16(float *u, float *m, float *l, const uint16_t *q, int64_t ldq, int64_t H,
+                           const uint16_t *kv, int64_t W, int64_t n, int64_t R, float scale, float *sc) {
+    if (n <= 0) return;
+    int64_t ls = n + 8;
+    float *alpha = sc + H * ls, *scratch = alpha + H;   /* H·(W + n + 16) floats for the kernels */
+    ds_mla_scores_bf16(sc, ls, q, ldq, H, kv, W, n, scratch);
+    if (isa() == 1) ds_mla_attn_softmax_avx2(m, l, H, n, scale, sc);
+    else mla_attn_softmax_generic(m, l, H, n, scale, sc);
+    ds_mla_pv_bf16(u, R, sc, ls, alpha, H, kv, W, n, scratch);
 }
 
 void ds_mla_attn_merge(float *u, float *m, float *l, const float *u2, const float *m2, const float *l2, int64_t H,

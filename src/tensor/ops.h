@@ -92,6 +92,43 @@ void ds_kv_dequant_row_ref(float *y, const uint8_t *row, int64_t W, int block, b
 #define DS_MLA_STEP_SCRATCH(H, n, W) ((H) * ((n) + 9) + (H) * (W))
 void ds_mla_attn_step(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv, int64_t W,
                       int64_t n, int64_t R, float scale, float *sc);
+/* The same step over bf16 rows (--kv-type bf16): q (H rows of W bf16,
+ * stride ldq) and kv (n rows of W bf16) as rounded by ds_bf16_round_row.
+ * Scores: ds_mla_scores_bf16; the online softmax as the fp32 step's (fp32
+ * p, l); the weighted sum: ds_mla_pv_bf16 (p rounded to bf16). The
+ * AVX512-BF16 (vdpbf16ps) and AVX2 (widen + FMA) kernels give the same bits.
+ * sc: DS_MLA_STEP_BF16_SCRATCH(H, n, W) floats. */
+#define DS_MLA_STEP_BF16_SCRATCH(H, n, W) ((H) * ((n) + 9) + (H) * ((W) + (n) + 17))
+void ds_mla_attn_step_bf16(float *u, float *m, float *l, const uint16_t *q, int64_t ldq, int64_t H,
+                           const uint16_t *kv, int64_t W, int64_t n, int64_t R, float scale, float *sc);
+/* Raw scores s[h·ls + j] = q[h] · kv_j of bf16 vectors, defined by
+ * ds_mla_scores_bf16_ref (attn_bf16.c): 8 fp32 lanes, lane i takes the pairs
+ * (16c + 2i, 16c + 2i + 1) of each 16-value chunk c in chunk order, the odd
+ * element's product first (exact products: each add is one rounding, as
+ * vdpbf16ps does), then the lanes summed ((0+4)+(1+5)) + ((2+6)+(3+7)).
+ * scratch: H·(W + 16) floats. Dispatched (AVX512-BF16, AVX2: W % 8 == 0; the twin). */
+void ds_mla_scores_bf16(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t H, const uint16_t *kv,
+                        int64_t W, int64_t n, float *scratch);
+void ds_mla_scores_bf16_ref(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t H, const uint16_t *kv,
+                            int64_t W, int64_t n);
+/* u[h][0:R) = alpha[h]·u[h] + Σ_j bf16(p[h·ls + j])·kv_j[0:R) over n bf16 rows
+ * (stride W), defined by ds_mla_pv_bf16_ref (attn_bf16.c): per column, acc =
+ * alpha·u (one rounding), then for each pair of rows (2t, 2t+1) in order
+ * acc += p_2t+1·v_2t+1, then += p_2t·v_2t (exact products, one rounding
+ * each; a missing last odd row adds 0) — vdpbf16ps' arithmetic with the
+ * rows interleaved in pairs. p is rounded with ds_bf16_round_row (relative
+ * error <= 2^-8 per weight, so |Δu| <= 2^-8 Σ_j p_j |v_j|).
+ * scratch: H·(n + 1) floats. Dispatched (AVX512-BF16: R % 32 == 0; AVX2:
+ * R % 8 == 0; the twin). */
+void ds_mla_pv_bf16(float *u, int64_t R, const float *p, int64_t ls, const float *alpha, int64_t H,
+                    const uint16_t *kv, int64_t W, int64_t n, float *scratch);
+void ds_mla_pv_bf16_ref(float *u, int64_t R, const float *p, int64_t ls, const float *alpha, int64_t H,
+                        const uint16_t *kv, int64_t W, int64_t n);
+/* True when ds_mla_scores_bf16 / ds_mla_pv_bf16 run the vdpbf16ps kernels (else AVX2 / twin). */
+bool ds_mla_bf16_dp_in_use(void);
+/* y[i] = bf16(x[i]): round to nearest even, subnormals to (signed) zero (so
+ * vdpbf16ps' denormals-are-zero never applies), NaN stays NaN. */
+void ds_bf16_round_row(uint16_t *y, const float *x, int64_t n);
 /* Folds partial (u2, m2, l2) into (u, m, l): the deterministic combine of
  * partials over disjoint cache ranges (merged in range order). */
 void ds_mla_attn_merge(float *u, float *m, float *l, const float *u2, const float *m2, const float *l2, int64_t H,

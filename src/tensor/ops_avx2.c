@@ -268,8 +268,12 @@ void ds_mla_attn_step_avx2(float *u, float *m, float *l, const float *q, int64_t
     }
     for (; h < H; h++)
         for (int64_t j = 0; j < n; j++) sc[h * ls + j] = dot1_avx2(q + h * ldq, kv + j * W, W);
+    ds_mla_attn_update_avx2(u, m, l, H, kv, W, n, R, scale, sc);
+}
 
-    /* online softmax: p = exp(scale·s − m_new), rescale the running partial */
+/* online softmax (ops_isa.h): p = exp(scale·s − m_new), the rescale factors */
+void ds_mla_attn_softmax_avx2(float *m, float *l, int64_t H, int64_t n, float scale, float *sc) {
+    int64_t ls = n + 8, h;
     float *alpha = sc + H * ls;   /* H rescale factors after the scores */
     __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (h = 0; h < H; h++) {
@@ -288,7 +292,14 @@ void ds_mla_attn_step_avx2(float *u, float *m, float *l, const float *q, int64_t
         m[h] = mn;
         l[h] = l[h] * alpha[h] + ds_hsum256(acc);
     }
+}
 
+/* the step after the scores (ops_isa.h): online softmax, rescale, weighted sum */
+void ds_mla_attn_update_avx2(float *u, float *m, float *l, int64_t H, const float *kv, int64_t W, int64_t n,
+                             int64_t R, float scale, float *sc) {
+    int64_t ls = n + 8, h;
+    float *alpha = sc + H * ls;
+    ds_mla_attn_softmax_avx2(m, l, H, n, scale, sc);
     /* u[h] = alpha[h]·u[h] + Σ_j p[h][j]·kv_j[0 : R) */
     h = 0;
     for (; h + 2 <= H; h += 2) {

@@ -34,6 +34,26 @@ void ds_kv_dequant_row_avx2(float *y, const uint8_t *row, int64_t W, int block, 
 /* ds_mla_attn_step (ops.h) with W % 8 == 0, R % 8 == 0 */
 void ds_mla_attn_step_avx2(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv,
                            int64_t W, int64_t n, int64_t R, float scale, float *sc);
+/* The step after the scores: sc holds the raw scores of H heads (stride
+ * n + 8; then H floats for the rescale factors); online softmax, rescale of
+ * (u, m, l), weighted sum of the rows' first R columns (row stride W).
+ * The bf16 step (attn_bf16*.c) runs it on widened rows. */
+void ds_mla_attn_softmax_avx2(float *m, float *l, int64_t H, int64_t n, float scale, float *sc);   /* its softmax part */
+void ds_mla_attn_update_avx2(float *u, float *m, float *l, int64_t H, const float *kv, int64_t W, int64_t n,
+                             int64_t R, float scale, float *sc);
+void ds_mla_attn_update_avx512(float *u, float *m, float *l, int64_t H, const float *kv, int64_t W, int64_t n,
+                               int64_t R, float scale, float *sc);   /* R % 16 == 0 */
+/* ds_mla_scores_bf16 (ops.h): AVX2 (attn_bf16_avx2.c, widen + FMA, W % 8
+ * == 0) and AVX512-BF16 (attn_bf16_avx512.c, vdpbf16ps, H even, W % 8 == 0) */
+void ds_mla_scores_bf16_avx2(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t H, const uint16_t *kv,
+                             int64_t W, int64_t n, float *scratch);
+void ds_mla_scores_bf16_avx512(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t H, const uint16_t *kv,
+                               int64_t W, int64_t n, float *scratch);
+/* ds_mla_pv_bf16 (ops.h): AVX2 (R % 8 == 0) and AVX512-BF16 (R % 32 == 0) */
+void ds_mla_pv_bf16_avx2(float *u, int64_t R, const float *p, int64_t ls, const float *alpha, int64_t H,
+                         const uint16_t *kv, int64_t W, int64_t n, void *scratch);
+void ds_mla_pv_bf16_avx512(float *u, int64_t R, const float *p, int64_t ls, const float *alpha, int64_t H,
+                           const uint16_t *kv, int64_t W, int64_t n, void *scratch);
 /* the same with AVX-512F/DQ/VL (attn_avx512.c), bit-identical to it;
  * H even, W % 8 == 0, R % 16 == 0 */
 void ds_mla_attn_step_avx512(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv,

@@ -1,0 +1,76 @@
+/*
+ * attn_bf16.c - the bf16 latent cache's arithmetic (--kv-type bf16): the
+ * rounding of rows to bf16 and the scalar twin of the bf16 score kernels
+ * (ds_mla_scores_bf16_ref), which defines their exact bits.
+ *
+ * A score q·k of two bf16 vectors (W values) is summed in 8 fp32 lanes:
+ * lane i takes, for each 16-value chunk c in order, the pair (16c + 2i + 1)
+ * then (16c + 2i): acc_i = (acc_i + q_o·k_o) + q_e·k_e. The product of two
+ * bf16 values (8-bit significands) is exact in fp32, so each step is one
+ * rounding — the same as one fused multiply-add, and as AVX512-BF16's
+ * vdpbf16ps does per 32-bit lane (odd element first, round to nearest
+ * even). The lanes are then summed as ds_hsum256 does: ((0+4)+(1+5)) +
+ * ((2+6)+(3+7)). vdpbf16ps also treats subnormal inputs as zero and flushes
+ * subnormal results: ds_bf16_round_row flushes subnormal inputs itself (so
+ * the twin and the kernels see the same zeros); a subnormal partial sum
+ * (|acc| < 1.2e-38, not met by attention scores) is the one place the
+ * vdpbf16ps kernel may differ from the twin and the AVX2 kernel.
+ * A W that is not a multiple of 16 is padded with zeros (the twin only;
+ * the vector kernels pad a last chunk of 8 the same way and need W % 8 == 0).
+ *
+ * The weighted sum u = α·u + Σ_j p_j v_j (ds_mla_pv_bf16_ref) pairs the rows
+ * instead: per column, (acc + p_2t+1·v_2t+1) + p_2t·v_2t for t = 0, 1, ...
+ * with p rounded to bf16 (exact products again) — vdpbf16ps' arithmetic on
+ * rows interleaved in pairs (attn_bf16_avx512.c).
+ */
+#include "dtype.h"
+#include "ops.h"
+
+#include <string.h>
+
+void ds_bf16_round_row(uint16_t *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        if ((u & 0x7f800000u) == 0) y[i] = (uint16_t)((u >> 16) & 0x8000u);   /* zero, subnormal: signed zero */
+        else y[i] = ds_f32_to_bf16(x[i]);
+    }
+}
+
+static float dot_bf16_ref(const uint16_t *q, const uint16_t *k, int64_t W) {
+    float acc[8] = { 0 };
+    for (int64_t c = 0; c < W; c += 16)
+        for (int i = 0; i < 8; i++) {
+            int64_t e = c + 2 * i, o = e + 1;
+            float po = o < W ? ds_bf16_to_f32(q[o]) * ds_bf16_to_f32(k[o]) : 0.0f;   /* exact */
+            float pe = e < W ? ds_bf16_to_f32(q[e]) * ds_bf16_to_f32(k[e]) : 0.0f;
+            acc[i] = acc[i] + po;
+            acc[i] = acc[i] + pe;
+        }
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+void ds_mla_scores_bf16_ref(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t H, const uint16_t *kv,
+                            int64_t W, int64_t n) {
+    for (int64_t h = 0; h < H; h++)
+        for (int64_t j = 0; j < n; j++) s[h * ls + j] = dot_bf16_ref(q + h * ldq, kv + j * W, W);
+}
+
+void ds_mla_pv_bf16_ref(float *u, int64_t R, const float *p, int64_t ls, const float *alpha, int64_t H,
+                        const uint16_t *kv, int64_t W, int64_t n) {
+    for (int64_t h = 0; h < H; h++) {
+        float *uh = u + h * R;
+        for (int64_t c = 0; c < R; c++) {
+            float acc = alpha[h] * uh[c];
+            for (int64_t j = 0; j < n; j += 2) {
+                uint16_t pe, po = 0;
+                ds_bf16_round_row(&pe, p + h * ls + j, 1);
+                if (j + 1 < n) ds_bf16_round_row(&po, p + h * ls + j + 1, 1);
+                float vo = j + 1 < n ? ds_bf16_to_f32(kv[(j + 1) * W + c]) : 0.0f;
+                acc = acc + ds_bf16_to_f32(po) * vo;   /* exact products */
+                acc = acc + ds_bf16_to_f32(pe) * ds_bf16_to_f32(kv[j * W + c]);
+            }
+            uh[c] = acc;
+        }
+    }
+}

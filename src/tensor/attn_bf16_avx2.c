@@ -1,0 +1,137 @@
+/*
+ * attn_bf16_avx2.c - the bf16 score kernel (ds_mla_scores_bf16, ops.h) with
+ * AVX2 + FMA, bit-identical to its twin (attn_bf16.c) and so to the
+ * AVX512-BF16 kernel: 16 bf16 values (one 256-bit load) widen exactly to
+ * two fp32 vectors — the odd elements by masking the low halves of the
+ * 32-bit lanes, the even ones by shifting them up 16 bits — and lane i
+ * takes fma(q_o, k_o, acc) then fma(q_e, k_e, acc) (exact products: one
+ * rounding each, as the twin). The queries are widened once per call into
+ * scratch ([odd 8 | even 8] per chunk). Tiles: 4 heads × 3 rows (12
+ * accumulators, the odd half of a chunk for all 3 rows, then the even half).
+ * W % 8 == 0: a last chunk of 8 values is loaded zero-padded to 16 (the
+ * twin's padding: + 0·0 leaves a lane as it is).
+ * The weighted sum (ds_mla_pv_bf16): p rounded to bf16 once (into
+ * scratch), rows widened 8 columns at a time; per row pair the odd row's
+ * fma then the even row's (the twin's order); tiles of 2 heads × 32 columns.
+ */
+#include "ops_isa.h"
+#include "simd_hsum.h"
+#include "dtype.h"
+#include "ops.h"
+
+#include <immintrin.h>
+
+static inline __m256 odd8(__m256i x) { return _mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32((int)0xffff0000u))); }
+static inline __m256 even8(__m256i x) { return _mm256_castsi256_ps(_mm256_slli_epi32(x, 16)); }
+/* 16 bf16 from p, or the last 8 of a row zero-padded */
+static inline __m256i load16(const uint16_t *p, int64_t k, int64_t W) {
+    return k + 16 <= W ? _mm256_loadu_si256((const __m256i *)(p + k))
+                       : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(p + k)));
+}
+
+/* scores of nh heads (widened q at qw + h·Wp) against nr rows */
+__attribute__((always_inline)) static inline void tile(int nh, int nr, const float *qw, int64_t Wp, int64_t W,
+                                                       const uint16_t *kv, float *s, int64_t ls) {
+    __m256 acc[4][3];
+    for (int h = 0; h < nh; h++)
+        for (int r = 0; r < nr; r++) acc[h][r] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < W; k += 16) {
+        __m256i x[3];
+        for (int r = 0; r < nr; r++) x[r] = load16(kv + r * W, k, W);
+        __m256 xo[3], xe[3];
+        for (int r = 0; r < nr; r++) xo[r] = odd8(x[r]);
+        for (int h = 0; h < nh; h++) {
+            __m256 y = _mm256_loadu_ps(qw + h * Wp + k);
+            for (int r = 0; r < nr; r++) acc[h][r] = _mm256_fmadd_ps(y, xo[r], acc[h][r]);
+        }
+        for (int r = 0; r < nr; r++) xe[r] = even8(x[r]);
+        for (int h = 0; h < nh; h++) {
+            __m256 y = _mm256_loadu_ps(qw + h * Wp + k + 8);
+            for (int r = 0; r < nr; r++) acc[h][r] = _mm256_fmadd_ps(y, xe[r], acc[h][r]);
+        }
+    }
+    for (int h = 0; h < nh; h++)
+        for (int r = 0; r < nr; r++) s[h * ls + r] = ds_hsum256(acc[h][r]);
+}
+
+void ds_mla_scores_bf16_avx2(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t H, const uint16_t *kv,
+                             int64_t W, int64_t n, float *qw) {
+    int64_t Wp = (W + 15) / 16 * 16;   /* scratch: H·Wp floats */
+    for (int64_t h = 0; h < H; h++)
+        for (int64_t k = 0; k < W; k += 16) {
+            __m256i x = load16(q + h * ldq, k, W);
+            _mm256_storeu_ps(qw + h * Wp + k, odd8(x));
+            _mm256_storeu_ps(qw + h * Wp + k + 8, even8(x));
+        }
+    int64_t h = 0;
+    for (; h + 4 <= H; h += 4) {
+        int64_t j = 0;
+        for (; j + 3 <= n; j += 3) tile(4, 3, qw + h * Wp, Wp, W, kv + j * W, s + h * ls + j, ls);
+        for (; j < n; j++) tile(4, 1, qw + h * Wp, Wp, W, kv + j * W, s + h * ls + j, ls);
+    }
+    for (; h < H; h++) {
+        int64_t j = 0;
+        for (; j + 3 <= n; j += 3) tile(1, 3, qw + h * Wp, Wp, W, kv + j * W, s + h * ls + j, ls);
+        for (; j < n; j++) tile(1, 1, qw + h * Wp, Wp, W, kv + j * W, s + h * ls + j, ls);
+    }
+}
+
+/* 8 bf16 widened to fp32 */
+static inline __m256 widen8(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+/* nh heads (1 or 2) x 8·nv columns (nv 1 or 4): acc = α·u, then per row pair
+ * fma(p_odd, v_odd), fma(p_even, v_even) (the twin's order, attn_bf16.c) */
+__attribute__((always_inline)) static inline void pv_tile(int nh, int nv, float *u, int64_t R, const float *pr,
+                                                          int64_t lp, const float *alpha, const uint16_t *kv,
+                                                          int64_t W, int64_t n, int64_t c) {
+    __m256 acc[2][4];
+    for (int i = 0; i < nh; i++)
+        for (int v = 0; v < nv; v++) acc[i][v] = _mm256_mul_ps(_mm256_set1_ps(alpha[i]), _mm256_loadu_ps(u + i * R + c + 8 * v));
+    for (int64_t j = 0; j < n; j += 2) {
+        __m256 x[4];
+        if (j + 1 < n) {
+            for (int v = 0; v < nv; v++) x[v] = widen8(kv + (j + 1) * W + c + 8 * v);
+        } else {
+            for (int v = 0; v < nv; v++) x[v] = _mm256_setzero_ps();
+        }
+        for (int i = 0; i < nh; i++) {
+            __m256 w = _mm256_broadcast_ss(pr + i * lp + j + 1);
+            for (int v = 0; v < nv; v++) acc[i][v] = _mm256_fmadd_ps(w, x[v], acc[i][v]);
+        }
+        for (int v = 0; v < nv; v++) x[v] = widen8(kv + j * W + c + 8 * v);
+        for (int i = 0; i < nh; i++) {
+            __m256 w = _mm256_broadcast_ss(pr + i * lp + j);
+            for (int v = 0; v < nv; v++) acc[i][v] = _mm256_fmadd_ps(w, x[v], acc[i][v]);
+        }
+    }
+    for (int i = 0; i < nh; i++)
+        for (int v = 0; v < nv; v++) _mm256_storeu_ps(u + i * R + c + 8 * v, acc[i][v]);
+}
+
+void ds_mla_pv_bf16_avx2(float *u, int64_t R, const float *p, int64_t ls, const float *alpha, int64_t H,
+                         const uint16_t *kv, int64_t W, int64_t n, void *scratch) {
+    float *pr = scratch;   /* H·(n + 1): p rounded to bf16 (as fp32), a 0 after an odd n */
+    int64_t lp = n + 1;
+    for (int64_t h = 0; h < H; h++) {
+        uint16_t b[64];
+        for (int64_t j0 = 0; j0 < n; j0 += 64) {
+            int64_t nb = n - j0 < 64 ? n - j0 : 64;
+            ds_bf16_round_row(b, p + h * ls + j0, nb);
+            for (int64_t j = 0; j < nb; j++) pr[h * lp + j0 + j] = ds_bf16_to_f32(b[j]);
+        }
+        pr[h * lp + n] = 0.0f;
+    }
+    int64_t h = 0;
+    for (; h + 2 <= H; h += 2) {
+        int64_t c = 0;
+        for (; c + 32 <= R; c += 32) pv_tile(2, 4, u + h * R, R, pr + h * lp, lp, alpha + h, kv, W, n, c);
+        for (; c < R; c += 8) pv_tile(2, 1, u + h * R, R, pr + h * lp, lp, alpha + h, kv, W, n, c);
+    }
+    for (; h < H; h++) {
+        int64_t c = 0;
+        for (; c + 32 <= R; c += 32) pv_tile(1, 4, u + h * R, R, pr + h * lp, lp, alpha + h, kv, W, n, c);
+        for (; c < R; c += 8) pv_tile(1, 1, u + h * R, R, pr + h * lp, lp, alpha + h, kv, W, n, c);
+    }
+}

@@ -1,0 +1,149 @@
+/*
+ * attn_bf16_avx512.c - the bf16 score kernel (ds_mla_scores_bf16, ops.h)
+ * with AVX512-BF16's vdpbf16ps: per 32-bit lane acc += q_o·k_o, then
+ * += q_e·k_e (exact products, round to nearest even), which is the twin's
+ * arithmetic (attn_bf16.c) and the AVX2 kernel's. A zmm register holds two
+ * heads side by side: head 2p's 16-value chunk in the low 256 bits, head
+ * 2p+1's in the high (the queries packed so once per call); a row's chunk
+ * is broadcast into both halves, so each half accumulates exactly like the
+ * AVX2 kernel's one accumulator and is reduced with the same ds_hsum256.
+ * Tiles: 4 head pairs × 6 rows (24 accumulators); each vdpbf16ps does 32
+ * multiply-adds (twice an fp32 FMA's 16).
+ * Weighted sum (ds_mla_pv_bf16): two rows' 32-column pieces interleaved
+ * word by word (vpermt2w) so lane c holds (v_2t[c], v_2t+1[c]); the weights
+ * p_2t, p_2t+1 rounded to bf16 and packed in one 32-bit word per head and
+ * pair; vdpbf16ps then adds p_2t+1·v_2t+1, then p_2t·v_2t per column — the
+ * twin's order. Tiles: 4 heads × 64 columns (16 accumulators).
+ * Built with the AVX-512 flags; ops.c calls it only at ISA level
+ * avx512vnni or above on a CPU with AVX512-BF16, for H even, W % 8 == 0
+ * (a last chunk of 8 values zero-padded to 16, as the twin pads).
+ */
+#include "ops_isa.h"
+#include "simd_hsum.h"
+#include "dtype.h"
+#include "ops.h"
+
+#include <immintrin.h>
+
+#define T512_INLINE __attribute__((always_inline)) static inline
+
+/* 16 bf16 from p, or the last 8 of a row zero-padded */
+T512_INLINE __m256i load16(const uint16_t *p, int64_t k, int64_t W) {
+    return k + 16 <= W ? _mm256_loadu_si256((const __m256i *)(p + k))
+                       : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(p + k)));
+}
+
+/* np head pairs (packed q: pair p at qp + p·2Wp, chunk k at 2k) against nr rows */
+T512_INLINE void tile(int np, int nr, const uint16_t *qp, int64_t Wp, int64_t W, const uint16_t *kv, float *s,
+                      int64_t ls) {
+    __m512 acc[4][6];
+#pragma GCC unroll 4
+    for (int p = 0; p < np; p++)
+#pragma GCC unroll 6
+        for (int r = 0; r < nr; r++) acc[p][r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < W; k += 16) {
+        __m512i x[6];
+#pragma GCC unroll 6
+        for (int r = 0; r < nr; r++) x[r] = _mm512_broadcast_i64x4(load16(kv + r * W, k, W));
+#pragma GCC unroll 4
+        for (int p = 0; p < np; p++) {
+            __m512i y = _mm512_loadu_si512(qp + p * 2 * Wp + 2 * k);
+#pragma GCC unroll 6
+            for (int r = 0; r < nr; r++) acc[p][r] = _mm512_dpbf16_ps(acc[p][r], (__m512bh)y, (__m512bh)x[r]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < np; p++)
+#pragma GCC unroll 6
+        for (int r = 0; r < nr; r++) {
+            s[2 * p * ls + r] = ds_hsum256(_mm512_castps512_ps256(acc[p][r]));
+            s[(2 * p + 1) * ls + r] = ds_hsum256(_mm512_extractf32x8_ps(acc[p][r], 1));
+        }
+}
+
+void ds_mla_scores_bf16_avx512(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t H, const uint16_t *kv,
+                               int64_t W, int64_t n, float *scratch) {
+    int64_t Wp = (W + 15) / 16 * 16;
+    uint16_t *qp = (uint16_t *)scratch;   /* H·Wp bf16 (half the scratch) */
+    for (int64_t p = 0; p < H / 2; p++)
+        for (int64_t k = 0; k < W; k += 16) {
+            _mm256_storeu_si256((__m256i *)(qp + p * 2 * Wp + 2 * k), load16(q + 2 * p * ldq, k, W));
+            _mm256_storeu_si256((__m256i *)(qp + p * 2 * Wp + 2 * k + 16), load16(q + (2 * p + 1) * ldq, k, W));
+        }
+    int64_t p = 0, P = H / 2;
+    for (; p + 4 <= P; p += 4) {
+        int64_t j = 0;
+        for (; j + 6 <= n; j += 6) tile(4, 6, qp + p * 2 * Wp, Wp, W, kv + j * W, s + 2 * p * ls + j, ls);
+        for (; j < n; j++) tile(4, 1, qp + p * 2 * Wp, Wp, W, kv + j * W, s + 2 * p * ls + j, ls);
+    }
+    for (; p < P; p++) {
+        int64_t j = 0;
+        for (; j + 6 <= n; j += 6) tile(1, 6, qp + p * 2 * Wp, Wp, W, kv + j * W, s + 2 * p * ls + j, ls);
+        for (; j < n; j++) tile(1, 1, qp + p * 2 * Wp, Wp, W, kv + j * W, s + 2 * p * ls + j, ls);
+    }
+}
+
+/* nh heads x 32·nu columns (nu 1 or 2) over n rows; pp: packed weight pairs, stride lp */
+T512_INLINE void pv_tile(int nh, int nu, float *u, int64_t R, const uint32_t *pp, int64_t lp, const float *alpha,
+                         const uint16_t *kv, int64_t W, int64_t n, int64_t c, __m512i ilo, __m512i ihi) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < nh; i++) {
+        __m512 a = _mm512_set1_ps(alpha[i]);
+#pragma GCC unroll 4
+        for (int v = 0; v < 2 * nu; v++) acc[i][v] = _mm512_mul_ps(a, _mm512_loadu_ps(u + i * R + c + 16 * v));
+    }
+    for (int64_t j = 0, t = 0; j < n; j += 2, t++) {
+        __m512i x[4];
+#pragma GCC unroll 2
+        for (int k = 0; k < nu; k++) {
+            __m512i ve = _mm512_loadu_si512(kv + j * W + c + 32 * k);
+            __m512i vo = j + 1 < n ? _mm512_loadu_si512(kv + (j + 1) * W + c + 32 * k) : _mm512_setzero_si512();
+            x[2 * k] = _mm512_permutex2var_epi16(ve, ilo, vo);
+            x[2 * k + 1] = _mm512_permutex2var_epi16(ve, ihi, vo);
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < nh; i++) {
+            __m512i w = _mm512_set1_epi32((int)pp[i * lp + t]);
+#pragma GCC unroll 4
+            for (int v = 0; v < 2 * nu; v++) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], (__m512bh)x[v], (__m512bh)w);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < nh; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 2 * nu; v++) _mm512_storeu_ps(u + i * R + c + 16 * v, acc[i][v]);
+}
+
+void ds_mla_pv_bf16_avx512(float *u, int64_t R, const float *p, int64_t ls, const float *alpha, int64_t H,
+                           const uint16_t *kv, int64_t W, int64_t n, void *scratch) {
+    uint32_t *pp = scratch;   /* H·(n + 1)/2 words: (bf16 p_2t | bf16 p_2t+1 << 16) */
+    int64_t lp = (n + 1) / 2;
+    for (int64_t h = 0; h < H; h++) {
+        uint16_t b[64];
+        for (int64_t j0 = 0; j0 < n; j0 += 64) {
+            int64_t nb = n - j0 < 64 ? n - j0 : 64;
+            ds_bf16_round_row(b, p + h * ls + j0, nb);
+            if (nb % 2) b[nb] = 0;
+            for (int64_t j = 0; j < nb; j += 2) pp[h * lp + (j0 + j) / 2] = (uint32_t)b[j] | (uint32_t)b[j + 1] << 16;
+        }
+    }
+    /* word 2k <- row 2t's column k, word 2k+1 <- row 2t+1's (index 32 + k: the second source) */
+    uint16_t lo[32], hi[32];
+    for (int k = 0; k < 16; k++) {
+        lo[2 * k] = (uint16_t)k; lo[2 * k + 1] = (uint16_t)(32 + k);
+        hi[2 * k] = (uint16_t)(16 + k); hi[2 * k + 1] = (uint16_t)(48 + k);
+    }
+    __m512i ilo = _mm512_loadu_si512(lo), ihi = _mm512_loadu_si512(hi);
+    int64_t h = 0;
+    for (; h + 4 <= H; h += 4) {
+        int64_t c = 0;
+        for (; c + 64 <= R; c += 64) pv_tile(4, 2, u + h * R, R, pp + h * lp, lp, alpha + h, kv, W, n, c, ilo, ihi);
+        for (; c < R; c += 32) pv_tile(4, 1, u + h * R, R, pp + h * lp, lp, alpha + h, kv, W, n, c, ilo, ihi);
+    }
+    for (; h < H; h++) {
+        int64_t c = 0;
+        for (; c + 64 <= R; c += 64) pv_tile(1, 2, u + h * R, R, pp + h * lp, lp, alpha + h, kv, W, n, c, ilo, ihi);
+        for (; c < R; c += 32) pv_tile(1, 1, u + h * R, R, pp + h * lp, lp, alpha + h, kv, W, n, c, ilo, ihi);
+    }
+}

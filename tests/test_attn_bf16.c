@@ -1,0 +1,218 @@
+/*
+ * test_attn_bf16.c - the bf16 latent cache's kernels (--kv-type bf16):
+ * the row rounding against hand-worked cases, the score kernels (AVX2 and
+ * AVX512-BF16 vdpbf16ps) bit for bit against their scalar twin
+ * (ds_mla_scores_bf16_ref) and the twin against a double-precision dot
+ * product, the weighted-sum kernels bit for bit against theirs
+ * (ds_mla_pv_bf16_ref), and the whole flash-decode step over bf16 rows
+ * against the double-precision attention twin (ds_mla_attn_ref) on the
+ * same (widened) values within the stated bound of the weights' rounding,
+ * bit-identical between the AVX2 and vdpbf16ps kernels.
+ */
+#include "test.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cpu.h"
+#include "core/rng.h"
+#include "tensor/dtype.h"
+#include "tensor/ops.h"
+
+static uint32_t bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+TEST(attn_bf16_round_row) {
+    float x[] = { 1.0f, from_bits(0x3f808000u), from_bits(0x3f818000u), from_bits(0x3f808001u), -2.5f,
+                  from_bits(0x00400000u), from_bits(0x80000001u), INFINITY, NAN, 3.0e38f, 0.0f, -0.0f };
+    /* 1; 1 + 2^-8 (a tie: to even 1.0); 1 + 3·2^-8 (tie: up to 1 + 2^-6); just above the tie: up;
+     * exact; subnormals to signed zero; inf; NaN stays NaN; large rounds within range; zeros */
+    uint16_t want[] = { 0x3f80, 0x3f80, 0x3f82, 0x3f81, 0xc020, 0x0000, 0x8000, 0x7f80, 0, 0x7f62, 0x0000, 0x8000 };
+    uint16_t y[12];
+    ds_bf16_round_row(y, x, 12);
+    for (int i = 0; i < 12; i++) {
+        if (i == 8) { CHECK_MSG((y[i] & 0x7f80) == 0x7f80 && (y[i] & 0x7f), "NaN -> %04x", y[i]); continue; }
+        CHECK_MSG(y[i] == want[i], "x[%d] = %a (0x%08x): bf16 0x%04x, want 0x%04x", i, (double)x[i], bits(x[i]), y[i], want[i]);
+    }
+}
+
+/* n random rows of W values rounded to bf16: normal values over a wide range */
+static void rand_bf16(uint16_t *y, int64_t n, ds_rng *r, float scale) {
+    float *x = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) x[i] = scale * ds_rng_normal(r) * (i % 11 == 0 ? 8.0f : 1.0f);
+    ds_bf16_round_row(y, x, n);
+    free(x);
+}
+
+/* scores of the dispatched kernel at the current level == the twin, bit for bit */
+static void scores_vs_twin(const char *what) {
+    ds_rng r;
+    ds_rng_seed(&r, 41);
+    int64_t shapes[][2] = { { 16, 576 }, { 2, 40 }, { 6, 88 }, { 10, 96 }, { 7, 576 }, { 8, 8 } };   /* H, W */
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t H = shapes[si][0], W = shapes[si][1], n = 67, ls = n + 8;
+        uint16_t *q = malloc((size_t)(H * W) * 2), *kv = malloc((size_t)(n * W) * 2);
+        float *s = malloc((size_t)(H * ls) * sizeof(float)), *s2 = malloc((size_t)(H * ls) * sizeof(float));
+        float *scr = malloc((size_t)(H * (W + 16)) * sizeof(float));
+        rand_bf16(q, H * W, &r, 2.0f);
+        rand_bf16(kv, n * W, &r, 1.0f);
+        ds_mla_scores_bf16(s, ls, q, W, H, kv, W, n, scr);
+        ds_mla_scores_bf16_ref(s2, ls, q, W, H, kv, W, n);
+        int bad = 0;
+        double worst = 0;
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t j = 0; j < n; j++) {
+                bad += bits(s[h * ls + j]) != bits(s2[h * ls + j]);
+                /* and the twin is the dot product: fp32 sums of exact products */
+                double d = 0, a = 0;
+                for (int64_t k = 0; k < W; k++) {
+                    double p = (double)ds_bf16_to_f32(q[h * W + k]) * ds_bf16_to_f32(kv[j * W + k]);
+                    d += p;
+                    a += fabs(p);
+                }
+                worst = ds_max_err(worst, fabs(s2[h * ls + j] - d) / a);
+            }
+        CHECK_MSG(bad == 0, "%s: %d of %lld bf16 scores differ from the twin (H=%lld W=%lld)", what, bad,
+                  (long long)(H * n), (long long)H, (long long)W);
+        CHECK_MSG(worst < 1e-6, "twin vs double dot: relative error %g (H=%lld W=%lld)", worst, (long long)H, (long long)W);
+        free(q); free(kv); free(s); free(s2); free(scr);
+    }
+}
+
+TEST(attn_bf16_scores_avx2_vs_twin) {
+    if (!ds_ops_simd()) SKIP("no avx2");
+    ds_ops_force_avx2(true);
+    scores_vs_twin("AVX2");
+    ds_ops_force_avx2(false);
+}
+
+TEST(attn_bf16_scores_vdpbf16ps_vs_twin) {
+    if (!ds_mla_bf16_dp_in_use()) SKIP("no avx512_bf16 (or DS_ISA below avx512vnni): the vdpbf16ps kernel is not used");
+    scores_vs_twin("vdpbf16ps");
+}
+
+/* the weighted sum of the dispatched kernel == its twin, bit for bit
+ * (random weights in [0, 1], odd and even row counts, column tails) */
+static void pv_vs_twin(const char *what) {
+    ds_rng r;
+    ds_rng_seed(&r, 47);
+    int64_t shapes[][3] = { { 16, 576, 512 }, { 4, 40, 32 }, { 6, 88, 72 }, { 7, 104, 96 }, { 5, 64, 64 } };   /* H, W, R */
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int64_t n = 63; n <= 64; n++) {
+            int64_t H = shapes[si][0], W = shapes[si][1], R = shapes[si][2], ls = n + 8;
+            uint16_t *kv = malloc((size_t)(n * W) * 2);
+            float *p = malloc((size_t)(H * ls) * sizeof(float)), *al = malloc((size_t)H * sizeof(float));
+            float *u = malloc((size_t)(H * R) * sizeof(float)), *u2 = malloc((size_t)(H * R) * sizeof(float));
+            float *scr = malloc((size_t)(H * (n + 1)) * sizeof(float));
+            rand_bf16(kv, n * W, &r, 1.0f);
+            for (int64_t i = 0; i < H * ls; i++) p[i] = (float)ds_rng_uniform(&r);
+            for (int64_t h = 0; h < H; h++) al[h] = h == 0 ? 0.0f : (float)ds_rng_uniform(&r);
+            for (int64_t i = 0; i < H * R; i++) u[i] = u2[i] = 3 * ds_rng_normal(&r);
+            ds_mla_pv_bf16(u, R, p, ls, al, H, kv, W, n, scr);
+            ds_mla_pv_bf16_ref(u2, R, p, ls, al, H, kv, W, n);
+            int bad = 0;
+            for (int64_t i = 0; i < H * R; i++) bad += bits(u[i]) != bits(u2[i]);
+            CHECK_MSG(bad == 0, "%s: %d of %lld bf16 weighted sums differ from the twin (H=%lld R=%lld n=%lld)", what, bad,
+                      (long long)(H * R), (long long)H, (long long)R, (long long)n);
+            free(kv); free(p); free(al); free(u); free(u2); free(scr);
+        }
+}
+
+TEST(attn_bf16_pv_avx2_vs_twin) {
+    if (!ds_ops_simd()) SKIP("no avx2");
+    ds_ops_force_avx2(true);
+    pv_vs_twin("AVX2");
+    ds_ops_force_avx2(false);
+}
+
+TEST(attn_bf16_pv_vdpbf16ps_vs_twin) {
+    if (!ds_mla_bf16_dp_in_use()) SKIP("no avx512_bf16 (or DS_ISA below avx512vnni): the vdpbf16ps kernel is not used");
+    pv_vs_twin("vdpbf16ps");
+}
+
+/* flash decode over bf16 rows: splits of `split` rows folded in blocks of blk, merged in order */
+static void flash_decode_bf16(float *out, const uint16_t *q, int64_t H, const uint16_t *kv, int64_t W, int64_t S,
+                              int64_t R, int64_t split, int64_t blk, float scale) {
+    int64_t ns = (S + split - 1) / split;
+    float *pu = calloc((size_t)(ns * H * R), sizeof(float)), *pm = malloc((size_t)(ns * H) * sizeof(float));
+    float *pl = malloc((size_t)(ns * H) * sizeof(float));
+    float *sc = malloc((size_t)DS_MLA_STEP_BF16_SCRATCH(H, blk, W) * sizeof(float));
+    for (int64_t k = 0; k < ns; k++) {
+        for (int64_t h = 0; h < H; h++) { pm[k * H + h] = -INFINITY; pl[k * H + h] = 0; }
+        for (int64_t j = k * split; j < DS_MIN(S, (k + 1) * split); j += blk)
+            ds_mla_attn_step_bf16(pu + k * H * R, pm + k * H, pl + k * H, q, W, H, kv + j * W, W,
+                                  DS_MIN(blk, DS_MIN(S, (k + 1) * split) - j), R, scale, sc);
+    }
+    for (int64_t k = 1; k < ns; k++) ds_mla_attn_merge(pu, pm, pl, pu + k * H * R, pm + k * H, pl + k * H, H, R);
+    ds_mla_attn_finish(out, R, pu, pl, H, R);
+    free(pu); free(pm); free(pl); free(sc);
+}
+
+/* The step vs the double-precision attention over the same values (the
+ * bf16 rows and query widened: the only error is the step's fp32
+ * arithmetic), at each level (generic twin, AVX2, vdpbf16ps where present);
+ * one head alone gives the same bits as among H; AVX2 and vdpbf16ps agree bit for bit. */
+TEST(attn_bf16_flash_decode) {
+    ds_rng r;
+    ds_rng_seed(&r, 43);
+    int64_t shapes[][3] = { { 16, 576, 512 }, { 4, 40, 32 }, { 6, 88, 72 }, { 7, 96, 64 } };   /* H, W, R */
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t H = shapes[si][0], W = shapes[si][1], R = shapes[si][2], S = 301;
+        uint16_t *q = malloc((size_t)(H * W) * 2), *kv = malloc((size_t)(S * W) * 2);
+        float *qf = malloc((size_t)(H * W) * sizeof(float)), *kvf = malloc((size_t)(S * W) * sizeof(float));
+        float *o = malloc((size_t)(H * R) * sizeof(float)), *orf = malloc((size_t)(H * R) * sizeof(float));
+        float *o2 = malloc((size_t)(H * R) * sizeof(float)), *o1 = malloc((size_t)R * sizeof(float));
+        rand_bf16(q, H * W, &r, 0.3f);
+        rand_bf16(kv, S * W, &r, 1.0f);
+        for (int64_t i = 0; i < H * W; i++) qf[i] = ds_bf16_to_f32(q[i]);
+        for (int64_t i = 0; i < S * W; i++) kvf[i] = ds_bf16_to_f32(kv[i]);
+        int64_t lens[] = { 1, 64, 65, 301 };
+        for (int li = 0; li < 4; li++) {
+            int64_t n = lens[li];
+            CHECK(ds_mla_attn_ref(orf, R, qf, W, H, kvf, W, n, R, 0.07f) == 0);
+            for (int lev = 0; lev < 3; lev++) {
+                ds_ops_force_generic(lev == 0);
+                ds_ops_force_avx2(lev == 1);
+                flash_decode_bf16(o, q, H, kv, W, n, R, 100, 64, 0.07f);
+                /* |Δ| <= 2^-8 Σ_j p_j |v_j| / l (the weights rounded to bf16, 8 significant bits) + fp32 rounding: per
+                 * output the bound from the exact weights, with 1e-6 of the largest output */
+                double worst = 0, amax = 0;
+                for (int64_t i = 0; i < H * R; i++) amax = fmax(amax, fabs(orf[i]));
+                for (int64_t h = 0; h < H; h++) {
+                    double *pw = malloc((size_t)n * sizeof(double)), mxs = -INFINITY, l = 0;
+                    for (int64_t j = 0; j < n; j++) {
+                        double d = 0;
+                        for (int64_t k = 0; k < W; k++) d += (double)qf[h * W + k] * kvf[j * W + k];
+                        pw[j] = 0.07 * d;
+                        mxs = fmax(mxs, pw[j]);
+                    }
+                    for (int64_t j = 0; j < n; j++) { pw[j] = exp(pw[j] - mxs); l += pw[j]; }
+                    for (int64_t c = 0; c < R; c++) {
+                        double b = 0;
+                        for (int64_t j = 0; j < n; j++) b += pw[j] * fabs(kvf[j * W + c]);
+                        b = b / l * 0x1p-8 + 1e-6 * amax;
+                        worst = fmax(worst, fabs((double)o[h * R + c] - orf[h * R + c]) / b);
+                    }
+                    free(pw);
+                }
+                CHECK_MSG(worst <= 1.0, "bf16 flash decode (level %d, H=%lld W=%lld S=%lld): error %.3g x its bound vs "
+                          "double", lev, (long long)H, (long long)W, (long long)n, worst);
+                if (lev == 1) memcpy(o2, o, (size_t)(H * R) * sizeof(float));
+                if (lev == 2 && ds_ops_simd())
+                    CHECK_MSG(memcmp(o, o2, (size_t)(H * R) * sizeof(float)) == 0,
+                              "bf16 flash decode: widest kernel differs from AVX2 (H=%lld W=%lld S=%lld)", (long long)H,
+                              (long long)W, (long long)n);
+                for (int64_t h = 0; h < H; h += 3) {
+                    flash_decode_bf16(o1, q + h * W, 1, kv, W, n, R, 100, 64, 0.07f);
+                    CHECK_MSG(memcmp(o1, o + h * R, (size_t)R * sizeof(float)) == 0,
+                              "head %lld differs alone (level %d)", (long long)h, lev);
+                }
+            }
+            ds_ops_force_generic(false);
+            ds_ops_force_avx2(false);
+        }
+        free(q); free(kv); free(qf); free(kvf); free(o); free(orf); free(o2); free(o1);
+    }
+}
