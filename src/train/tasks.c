@@ -84,8 +84,10 @@ static bool gen_countdown_once(ds_problem *p, const ds_task_opts *o, ds_rng *r) 
         int lo = DS_MIN(i, j), hi = DS_MAX(i, j);
         val[lo] = c;
         strcpy(expr[lo], e);
-        val[hi] = val[m - 1];
-        strcpy(expr[hi], expr[m - 1]);
+        if (hi != m - 1) {   /* the last slot moves into hi (not onto itself: strcpy's ranges must not overlap) */
+            val[hi] = val[m - 1];
+            strcpy(expr[hi], expr[m - 1]);
+        }
     }
     p->target = val[0];
     if (p->target > 999) return false;
