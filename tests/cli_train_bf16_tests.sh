@@ -59,6 +59,12 @@ if [ $? -ne 0 ] && grep -qF "avx512_bf16" "$T/err"; then
 else
     ok
     grep -qF "(bf16 GEMMs)" "$T/err" && ok || fail "train bf16: banner lacks '(bf16 GEMMs)': $(head -c 400 "$T/err")"
+    # without peak_gflops the MFU's peak is the measured fp32 one doubled (vdpbf16ps), and says so
+    sed 's/"peak_gflops": 10, //' "$T/recipe.json" >"$T/recipe-nopeak.json"
+    "$BIN" train --config "$T/recipe-nopeak.json" --out "$T/bf16peak" -t 1 --steps 1 --precision bf16 >/dev/null 2>"$T/err" \
+        || fail "train bf16 (measured peak): $(tail -c 300 "$T/err")"
+    grep -qF "(measured fp32 x 2 for vdpbf16ps)" "$T/err" && ok \
+        || fail "train bf16: banner does not say the peak is doubled: $(head -c 400 "$T/err")"
     grep -q '"precision": *"bf16"' "$T/bf16/latest/trainer_state.json" && ok || fail "train bf16: checkpoint recipe lacks precision bf16"
     # same batches: per-step CE within 2 % of fp32's, all finite, and not identical (bf16 ran)
     python3 - "$T/fp32/metrics.jsonl" "$T/bf16/metrics.jsonl" >"$T/cmp" 2>&1 <<'EOF2'

@@ -281,11 +281,12 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr,
             "deepseek train: %s model, %lld layers%s, %lld parameters (%lld active per token), vocab %lld\n"
             "  data %s: %lld train / %lld val tokens; batch %lld x %lld tokens x %lld accum; %lld steps\n"
-            "  %.3g GFLOP per step (%s GEMMs); measured fp32 peak %.1f GFLOP/s on %d ranks x %d threads; out %s\n",
+            "  %.3g GFLOP per step (%s GEMMs); peak %.1f GFLOP/s (%s) on %d ranks x %d threads; out %s\n",
             m->cfg.model_type, (long long)m->cfg.n_layer, m->n_mtp ? " + MTP" : "", (long long)total,
             (long long)ds_tmodel_active_params(m), (long long)m->cfg.vocab_size, R->data, (long long)t.data.train_tokens,
             (long long)t.data.val_tokens, (long long)R->batch_size, (long long)R->seq_len, (long long)R->grad_accum,
             (long long)R->steps, t.step_flops / 1e9, R->precision == DS_PREC_BF16 ? "bf16" : "fp32", t.peak_flops / 1e9,
+            R->peak_gflops > 0 ? "--peak-gflops" : R->precision == DS_PREC_BF16 ? "measured fp32 x 2 for vdpbf16ps" : "measured fp32",
             ds_dist_size(), ds_threads_get(), R->out);
     if (resume) fprintf(stderr, "  resumed at step %lld (%lld tokens)\n", (long long)t.step, (long long)t.tokens);
     print_held(C, &t);

@@ -279,8 +279,13 @@ static int common_setup(ds_trainer *t, ds_err *e) {
         t->metrics = fopen(path, "a");
         if (!t->metrics) return ds_err_set(e, DS_EIO, "%s: %s", path, strerror(errno));
     }
-    /* the job's peak: every rank's (measured on rank 0) */
-    t->peak_flops = (r->peak_gflops > 0 ? r->peak_gflops * 1e9 : ds_measure_peak_flops()) * (double)N;
+    /* the job's peak: every rank's (measured on rank 0). In bf16 mode the
+     * GEMMs run on vdpbf16ps, which does two products per fp32 lane in the
+     * time an FMA does one: the measured fp32 peak is doubled, or MFU would
+     * read above 100 % (a given --peak-gflops is taken as it is). */
+    double peak = r->peak_gflops > 0 ? r->peak_gflops * 1e9
+                                     : ds_measure_peak_flops() * (r->precision == DS_PREC_BF16 ? 2.0 : 1.0);
+    t->peak_flops = peak * (double)N;
     t->step_flops = ds_tmodel_step_flops(t->m, B, T) * (double)r->grad_accum;
     return DS_OK;
 }
