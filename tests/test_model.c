@@ -116,7 +116,7 @@ static void parity(const char *name) {
     if (load_ref(name, &r)) return;
     ds_model *m = open_fixture(name);
     if (!m) { json_decref(r.ref); return; }
-    int64_t T = r.T, V = r.V, D = m->cfg.hidden_size;
+    int64_t T = r.T, V = r.V, D = ds_model_hidden_width(m);   /* hidden rows (V4: hc·D) */
     CHECK_EQ_INT(m->cfg.vocab_size, V);
     float *full = load_f32(name, "ref_logits.f32", (size_t)(T * V));
     float *incr = load_f32(name, "ref_incr_logits.f32", (size_t)(T * V));
@@ -188,7 +188,7 @@ static void mtp_parity(const char *name) {
     ds_model *m = open_fixture(name);
     if (!m) { json_decref(r.ref); return; }
     CHECK_EQ_INT(m->n_mtp, 1);
-    int64_t T = r.T, V = r.V, D = m->cfg.hidden_size;
+    int64_t T = r.T, V = r.V, D = ds_model_hidden_width(m);   /* hidden rows: D, V4 hc·D */
     float *ref = load_f32(name, "ref_mtp_logits.f32", (size_t)((T - 1) * V));
     float *out = calloc((size_t)(T * V), sizeof(float));
     float *hid = calloc((size_t)(T * D), sizeof(float));

@@ -56,7 +56,7 @@ int cmd_logits(int argc, char **argv) {
     ds_err e = { 0 };
     ds_model *m;
     m = cli_open_model("logits", dir);
-    int64_t V = ds_model_config(m)->vocab_size, D = ds_model_config(m)->hidden_size;
+    int64_t V = ds_model_config(m)->vocab_size, D = ds_model_hidden_width(m);   /* D = hidden row (V4: hc·D) */
     for (int64_t i = 0; i < T; i++)
         if (tok[i] >= V) cli_die("logits", "--tokens: token id %d at position %lld is >= vocab_size %lld", tok[i], (long long)i, (long long)V);
     if (mtp && T < 2) cli_die("logits", "--mtp needs at least 2 tokens");
