@@ -221,6 +221,49 @@ expect_fail "logits tiny-v4 --kv-type q8: V4 needs an f32 cache, said so" "f32 K
 check_ref tiny-v4-official 576 ref_logits.f32
 check_ref tiny-v4-fp8 576 ref_logits.f32
 check_ref tiny-v4-fp8 576 ref_incr_logits.f32 --incremental
+# V4's MTP block (mtp.0.*, tools/gen_v4_mtp_fixtures.py): logits --mtp, full and token by token, BF16 and FP8/FP4
+check_ref tiny-v4-mtp 576 ref_mtp_logits.f32 --mtp
+check_ref tiny-v4-mtp 576 ref_mtp_incr_logits.f32 --mtp --incremental
+check_ref tiny-v4-mtp 576 ref_logits.f32
+check_ref tiny-v4-mtp-fp8 576 ref_mtp_logits.f32 --mtp
+if expect_ok "info tiny-v4-mtp" "$BIN" info -m "$FX/tiny-v4-mtp"; then
+    grep -q "+ 1 MTP" "$T/out" && grep -q "^mtp  *layer 4: CSA attention" "$T/out" && grep -q "^  *MTP  *1 layer" "$T/out" || fail "info tiny-v4-mtp: no MTP lines in: $(cat "$T/out")"
+fi
+# generate --mtp: the same tokens as plain greedy decoding (transformers' greedy), the acceptance rate in --verbose
+mp=$(python3 -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["prompt"])))' "$FX/tiny-v4-mtp/ref.json")
+mg=$(python3 -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["greedy"])))' "$FX/tiny-v4-mtp/ref.json")
+if expect_ok "generate tiny-v4-mtp --mtp greedy" "$BIN" generate -m "$FX/tiny-v4-mtp" --prompt-ids "$mp" -n 12 \
+        --temperature 0 --ignore-eos --mtp --verbose; then
+    [ "$(tr -d '\n' <"$T/out")" = "$mg" ] || fail "generate tiny-v4-mtp --mtp: '$(cat "$T/out")', transformers gives '$mg'"
+    grep -q "^mtp: .* drafts, .* accepted" "$T/err" || fail "generate --mtp --verbose: no acceptance line in: $(cat "$T/err")"
+fi
+# an MTP block missing a tensor: a named error (not a model without MTP)
+mm=$T/v4-mtp-missing
+mkdir -p "$mm"
+cp "$FX/tiny-v4-mtp/"*.json "$FX/tiny-v4-mtp/"model-0000*.safetensors "$mm/"
+python3 - "$FX/tiny-v4-mtp/mtp.safetensors" "$mm" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+hdr, data = json.loads(raw[8:8 + n]), raw[8 + n:]
+del hdr["mtp.0.h_proj.weight"]
+out, off = b"", 0
+for k in sorted((k for k in hdr if k != "__metadata__"), key=lambda k: hdr[k]["data_offsets"][0]):
+    a, b = hdr[k]["data_offsets"]
+    out += data[a:b]
+    hdr[k]["data_offsets"] = [off, off + b - a]
+    off += b - a
+h = json.dumps(hdr).encode()
+h += b" " * (-len(h) % 8)
+open(sys.argv[2] + "/mtp.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + out)
+idx = json.load(open(sys.argv[2] + "/model.safetensors.index.json"))
+del idx["weight_map"]["mtp.0.h_proj.weight"]
+json.dump(idx, open(sys.argv[2] + "/model.safetensors.index.json", "w"))
+PY
+expect_fail "logits on a V4 folder whose MTP block lacks h_proj" "mtp.0.h_proj.weight" \
+    "$BIN" logits -m "$mm" --tokens 1,2 --out "$L"
+expect_fail "generate --mtp on a V4 folder without an MTP layer" "MTP module" \
+    "$BIN" generate -m "$FX/tiny-v4-official" --prompt-ids 1,2,3 -n 4 --mtp
 # a folder mixing the two namings: an error naming a tensor of each
 mix=$T/v4-mix
 mkdir -p "$mix"

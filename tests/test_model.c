@@ -116,7 +116,7 @@ static void parity(const char *name) {
     if (load_ref(name, &r)) return;
     ds_model *m = open_fixture(name);
     if (!m) { json_decref(r.ref); return; }
-    int64_t T = r.T, V = r.V, D = m->cfg.hidden_size;
+    int64_t T = r.T, V = r.V, D = ds_model_hidden_width(m);   /* hidden rows (V4: hc·D) */
     CHECK_EQ_INT(m->cfg.vocab_size, V);
     float *full = load_f32(name, "ref_logits.f32", (size_t)(T * V));
     float *incr = load_f32(name, "ref_incr_logits.f32", (size_t)(T * V));
@@ -181,14 +181,15 @@ TEST(model_parity_v4_official) { parity("tiny-v4-official"); }
 /* quantized as the release: FP8 e4m3 with ue8m0 block scales (32x32), FP4 e2m1 experts (ue8m0 per 32) */
 TEST(model_parity_v4_fp8) { parity("tiny-v4-fp8"); }
 
-/* MTP logits vs the reference written from vLLM's deepseek_mtp.py semantics */
+/* MTP logits vs the reference written from vLLM's deepseek_mtp.py semantics
+ * (V4: from the official inference code's MTPBlock, tools/gen_v4_mtp_fixtures.py) */
 static void mtp_parity(const char *name) {
     ref_t r;
     if (load_ref(name, &r)) return;
     ds_model *m = open_fixture(name);
     if (!m) { json_decref(r.ref); return; }
     CHECK_EQ_INT(m->n_mtp, 1);
-    int64_t T = r.T, V = r.V, D = m->cfg.hidden_size;
+    int64_t T = r.T, V = r.V, D = ds_model_hidden_width(m);   /* hidden rows: D, V4 hc·D */
     float *ref = load_f32(name, "ref_mtp_logits.f32", (size_t)((T - 1) * V));
     float *out = calloc((size_t)(T * V), sizeof(float));
     float *hid = calloc((size_t)(T * D), sizeof(float));
@@ -206,6 +207,27 @@ static void mtp_parity(const char *name) {
     for (int64_t t = 0; t < T - 1; t++)
         CHECK(ds_model_forward_mtp(m, NULL, &c, hid + t * D, r.tokens + t + 1, 1, out + t * V, &e) == 0);
     if (ref) compare("mtp incremental", out, ref, T - 1, V);
+    if (m->cfg.arch == DS_ARCH_V4) {
+        /* the reference's own token-by-token rows, and MTP rows in uneven chunks after a
+         * chunked main prefill (the MTP layer's rings and compressor entries across chunks) */
+        float *iref = load_f32(name, "ref_mtp_incr_logits.f32", (size_t)((T - 1) * V));
+        if (iref) compare("mtp incremental (reference token by token)", out, iref, T - 1, V);
+        free(iref);
+        ds_kvcache_clear(&c);
+        int64_t cuts[] = { 0, 5, 6, 17, T };
+        for (int k = 0; k < 4; k++) {
+            ds_seq_chunk ck = { &c, r.tokens + cuts[k], cuts[k + 1] - cuts[k], false };
+            CHECK(ds_model_forward(m, NULL, &ck, 1, out, hid + cuts[k] * D, &e) == 0);
+        }
+        int64_t mcuts[] = { 0, 3, 4, 13, T - 1 };
+        for (int k = 0; k < 4; k++)
+            CHECK(ds_model_forward_mtp(m, NULL, &c, hid + mcuts[k] * D, r.tokens + mcuts[k] + 1, mcuts[k + 1] - mcuts[k],
+                                       out + mcuts[k] * V, &e) == 0);
+        if (ref) compare("mtp chunked", out, ref, T - 1, V);
+        /* the MTP layer's own kind: a CSA layer (compress_ratios[L]) with its own state */
+        CHECK_EQ_INT(m->cfg.attn_kind[m->cfg.n_layer], DS_ATTN_CSA);
+        CHECK_EQ_INT(c.mtp_n_past, T - 1);
+    }
     ds_kvcache_free(&c);
     free(ref); free(out); free(hid);
     ds_model_close(m);
@@ -216,6 +238,9 @@ TEST(model_mtp_v3_bf16) { mtp_parity("tiny-v3"); }
 TEST(model_mtp_v3_fp8) { mtp_parity("tiny-v3-fp8"); }
 TEST(model_mtp_v32_bf16) { mtp_parity("tiny-v32"); }
 TEST(model_mtp_v32_fp8) { mtp_parity("tiny-v32-fp8"); }   /* the MTP layer with sparse attention (23 rows, top 8) */
+/* DeepSeek-V4's MTP block (release names mtp.0.*, a CSA layer): BF16, and FP8 + FP4 experts */
+TEST(model_mtp_v4) { mtp_parity("tiny-v4-mtp"); }
+TEST(model_mtp_v4_fp8) { mtp_parity("tiny-v4-mtp-fp8"); }
 
 TEST(model_no_mtp_stored) {
     ds_model *m = open_fixture("tiny-v2");
@@ -356,7 +381,7 @@ static int32_t oracle_draft(void *ud, int64_t pos, int32_t mtp_draft) {
     return o->truth[i];
 }
 
-static void mtp_spec(const char *name, float temperature) {
+static void mtp_spec_slack(const char *name, float temperature, int64_t slack) {
     ds_model *m = open_fixture(name);
     if (!m) return;
     ds_err e = { 0 };
@@ -370,6 +395,7 @@ static void mtp_spec(const char *name, float temperature) {
     for (int run = 0; run < 3; run++) {
         ds_session ss;
         CHECK(ds_session_init(&ss, m, NULL, 128, &sp, &e) == 0);
+        if (slack >= 0) CHECK(ds_kvcache_set_v4_slack(ss.cache, slack, &e) == 0);
         oracle orc = { plain, 5, n_plain };
         ds_gen_opts o = { .max_tokens = 40, .prefill_chunk = 2, .mtp = run > 0, .draft_override = run == 2 ? oracle_draft : NULL, .draft_ud = &orc };
         ds_gen_stats st;
@@ -390,9 +416,18 @@ static void mtp_spec(const char *name, float temperature) {
     ds_model_close(m);
 }
 
+static void mtp_spec(const char *name, float temperature) { mtp_spec_slack(name, temperature, -1); }
+
 TEST(model_mtp_speculative_greedy_identical) { mtp_spec("tiny-v3", 0.0f); }
 TEST(model_mtp_speculative_sampled_identical) { mtp_spec("tiny-v3-fp8", 0.8f); }
 TEST(model_mtp_speculative_v32_identical) { mtp_spec("tiny-v32", 0.0f); }
+/* V4: a rejected draft is dropped from the rings (the default slack, and none:
+ * a window ring still holds the one row a rejection drops) */
+TEST(model_mtp_speculative_v4_identical) {
+    mtp_spec("tiny-v4-mtp", 0.0f);
+    mtp_spec_slack("tiny-v4-mtp", 0.0f, 0);
+    mtp_spec("tiny-v4-mtp-fp8", 0.8f);
+}
 
 /* Batch invariance: a sequence's logits are bit-for-bit the same whether it
  * runs alone or shares a batch with decode tokens, short chunks and long
@@ -703,6 +738,71 @@ TEST(model_v4_config_errors) {
         CHECK_MSG(strstr(e2.msg, bad[i].msg) != NULL, "error '%s' does not name %s", e2.msg, bad[i].msg);
     }
     free(base);
+}
+
+/* V4's MTP layers in a config: num_nextn_predict_layers of them after the L main
+ * layers, their attention kind from the release's compress_ratios[L + i] (or a
+ * layer_types list that long), sliding otherwise; score-routed MoE */
+TEST(model_v4_mtp_config) {
+    char *base, *plain;
+    size_t n, n2;
+    ds_err e = { 0 };
+    if (ds_read_file("tests/fixtures/tiny-v4-mtp/config.json", 1 << 20, &base, &n, &e) ||
+        ds_read_file("tests/fixtures/tiny-v4/config.json", 1 << 20, &plain, &n2, &e)) {
+        ds_test_fail(__FILE__, __LINE__, "%s", e.msg);
+        return;
+    }
+    ds_config c;
+    CHECK(ds_config_parse(&c, base, n, "v4", &e) == DS_OK);
+    CHECK_EQ_INT(c.n_layer, 4);
+    CHECK_EQ_INT(c.n_mtp, 1);
+    CHECK_EQ_INT(c.attn_kind[1], DS_ATTN_CSA);
+    CHECK_EQ_INT(c.attn_kind[2], DS_ATTN_HCA);   /* compress_ratios: the HCA rate (8 here) names HCA */
+    CHECK_EQ_INT(c.attn_kind[4], DS_ATTN_CSA);
+    CHECK_EQ_INT(c.ffn_kind[4], DS_FFN_MOE);
+    char buf[8192];
+    struct { const char *from, *to; int kind; const char *msg; } v[] = {
+        { "    4\n  ]", "    0\n  ]", DS_ATTN_SWA, NULL },
+        { "    4\n  ]", "    8\n  ]", DS_ATTN_HCA, NULL },
+        { "    4\n  ]", "    16\n  ]", 0, "compress_ratios[4]" },
+        { "    4\n  ]", "    4, \"x\"\n  ]", DS_ATTN_CSA, NULL },   /* more ratios than layers: unread */
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        char *p = strstr(base, v[i].from);
+        CHECK_MSG(p != NULL, "config has no '%s'", v[i].from);
+        if (!p) continue;
+        snprintf(buf, sizeof buf, "%.*s%s%s", (int)(p - base), base, v[i].to, p + strlen(v[i].from));
+        ds_err e2 = { 0 };
+        int rc = ds_config_parse(&c, buf, strlen(buf), "v4", &e2);
+        if (v[i].msg) {
+            CHECK_MSG(rc != DS_OK, "accepted %s", v[i].to);
+            CHECK_MSG(strstr(e2.msg, v[i].msg) != NULL, "error '%s' does not name %s", e2.msg, v[i].msg);
+        } else {
+            CHECK_MSG(rc == DS_OK, "%s: %s", v[i].to, e2.msg);
+            if (rc == DS_OK) CHECK_EQ_INT(c.attn_kind[4], v[i].kind);
+        }
+    }
+    /* transformers' form (layer_types of L entries): the MTP layer is sliding, as the release's;
+     * a fifth layer_types entry names it */
+    struct { const char *from, *to; int kind; } w[] = {
+        { "\"num_nextn_predict_layers\": 0", "\"num_nextn_predict_layers\": 1", DS_ATTN_SWA },
+        { "\"compressed_sparse_attention\"\n  ],", "\"compressed_sparse_attention\", \"heavily_compressed_attention\"],", -1 },
+    };
+    char buf2[8192];
+    snprintf(buf2, sizeof buf2, "%s", plain);
+    for (size_t i = 0; i < 2; i++) {
+        char *p = strstr(buf2, w[i].from);
+        CHECK_MSG(p != NULL, "config has no '%s'", w[i].from);
+        if (!p) break;
+        snprintf(buf, sizeof buf, "%.*s%s%s", (int)(p - buf2), buf2, w[i].to, p + strlen(w[i].from));
+        snprintf(buf2, sizeof buf2, "%s", buf);
+        ds_err e2 = { 0 };
+        CHECK_MSG(ds_config_parse(&c, buf2, strlen(buf2), "v4", &e2) == DS_OK, "%s", e2.msg);
+        CHECK_EQ_INT(c.n_mtp, 1);
+        CHECK_EQ_INT(c.attn_kind[4], w[i].kind < 0 ? DS_ATTN_HCA : w[i].kind);
+    }
+    free(base);
+    free(plain);
 }
 
 /* V4's quantization_config: the release's (fp8, e4m3, ue8m0, dynamic, blocks) parses;

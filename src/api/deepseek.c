@@ -43,7 +43,7 @@ struct deepseek_session {
     tok_ids hist;               /* the tokens in the cache */
     float *logits;              /* (V) the last position's */
     float *mtp_logits;          /* (V) */
-    float *hbuf;                /* (hrows, D): row 0 the last position's hidden state, then a batch's */
+    float *hbuf;                /* (hrows, ds_model_hidden_width): row 0 the last position's hidden state, then a batch's */
     int64_t hrows;
     /* pull-style generation (deepseek_generate_begin/next) */
     int pull;                   /* 0 idle, 1 a token to sample next, 2 ended (flush due), 3 flushed */
@@ -407,7 +407,7 @@ const int32_t *deepseek_session_tokens(const deepseek_session *s, int64_t *n) {
  * (h[i], ids[i+1]) inside the batch. */
 static int decode_impl(deepseek_session *s, const int32_t *ids, int64_t n, float *all, bool pair_prev, ds_err *e) {
     const ds_model *m = s->dm->m;
-    int64_t V = m->cfg.vocab_size, D = m->cfg.hidden_size;
+    int64_t V = m->cfg.vocab_size, D = ds_model_hidden_width(m);   /* floats per hidden row (V4: hc·D) */
     ds_kvcache *c = s->ss.cache;
     const int64_t chunk = 512;
     for (int64_t i0 = 0; i0 < n; i0 += chunk) {

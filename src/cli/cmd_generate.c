@@ -36,8 +36,9 @@ static void usage(FILE *f) {
         "                          the oldest half is dropped and the rest recomputed\n"
         "  --no-ctx-shift          stop with an error instead of sliding the window\n"
         "  -t, --threads N         threads (default: all cores)\n"
-        "  --mtp                   speculative decoding: the MTP module drafts one token per step\n"
-        "  --verbose               print prefill/decode tokens/s and KV bytes per token\n"
+        "  --mtp                   speculative decoding: the MTP module (V3/V3.2 nextn layer, V4 mtp.0 block)\n"
+        "                          drafts one token per step; the output is what plain decoding gives\n"
+        "  --verbose               print prefill/decode tokens/s, KV bytes per token and the MTP acceptance rate\n"
         "  --kv-type T             KV cache storage: f32 (default), q8 or fp8 (~3.6x smaller),\n"
         "                          bf16 (2x smaller, fastest at long context)\n");
 }

@@ -57,6 +57,10 @@ static void print_v4(const ds_config *c, const ds_model *m, bool cache) {
         printf("residual     %lld hyper-connection streams (Sinkhorn %lld iterations); rope theta %g (sliding), %g%s "
                "(compressed), softmax scale %.7f\n", (long long)c->n_streams, (long long)c->hc_sinkhorn_iters,
                c->rope_theta, c->compress_rope_theta, c->yarn ? " + YaRN" : "", ds_model_attn_scale(m));
+        for (int64_t l = c->n_layer; l < c->n_layer + ds_model_mtp_stored(m); l++)
+            printf("mtp          layer %lld: %s attention, score-routed MoE, its own norms, e_proj / h_proj and "
+                   "hc_head; embedding and head shared\n", (long long)l,
+                   names[c->attn_kind[l] == DS_ATTN_CSA ? 1 : c->attn_kind[l] == DS_ATTN_HCA ? 2 : 0]);
         return;
     }
     printf("kv cache     compact (fp32): the window as a ring (+%d rows of slack to truncate back), the open\n"
@@ -77,6 +81,18 @@ static void print_v4(const ds_config *c, const ds_model *m, bool cache) {
         }
         printf("             %-8s %lld layer(s): %s / %s / %s = %.2f / %.3f / %.4f B/token\n", names[k], (long long)n[k],
                b[0], b[1], b[2], (double)by[0] / ctx[0], (double)by[1] / ctx[1], (double)by[2] / ctx[2]);
+    }
+    if (ds_model_mtp_stored(m) > 0) {   /* the MTP layers' state (its own positions), in the total */
+        int64_t by[3] = { 0, 0, 0 };
+        for (int64_t l = c->n_layer; l < c->n_layer + ds_model_mtp_stored(m); l++)
+            for (int i = 0; i < 3; i++) {
+                by[i] += ds_v4cache_layer_bytes(c, l, ctx[i], DS_V4_SLACK);
+                rows[i] += ds_config_kv_width(c, l) * 4 * ctx[i];
+            }
+        for (int i = 0; i < 3; i++) tot[i] += by[i], human((double)by[i], b[i], sizeof b[i]);
+        printf("             %-8s %lld layer(s): %s / %s / %s = %.2f / %.3f / %.4f B/token\n", "MTP",
+               (long long)ds_model_mtp_stored(m), b[0], b[1], b[2], (double)by[0] / ctx[0], (double)by[1] / ctx[1],
+               (double)by[2] / ctx[2]);
     }
     for (int i = 0; i < 3; i++) human((double)tot[i], b[i], sizeof b[i]), human((double)rows[i], t[i], sizeof t[i]);
     printf("             total    %s / %s / %s = %.2f / %.3f / %.4f B/token\n", b[0], b[1], b[2],

@@ -16,7 +16,8 @@ static void usage(FILE *f) {
         "usage: deepseek logits -m MODEL_DIR --tokens 0,5,17 --out FILE [options]\n"
         "  Writes little-endian float32 logits [T x vocab_size] of one full forward pass.\n"
         "  --mtp          write the MTP module's logits instead, [(T-1) x vocab_size]:\n"
-        "                 row t predicts token t+2 from h_t and token t+1\n"
+        "                 row t predicts token t+2 from h_t and token t+1 (V4: h_t is the\n"
+        "                 main model's residual streams, the mtp.0 block's input)\n"
         "  --incremental  feed the tokens one at a time through the KV cache\n"
         "  --naive        use the decompressed (non-absorbed) attention path\n"
         "  --kv-type T    KV cache storage: f32 (default), q8, fp8 or bf16\n"
@@ -56,7 +57,7 @@ int cmd_logits(int argc, char **argv) {
     ds_err e = { 0 };
     ds_model *m;
     m = cli_open_model("logits", dir);
-    int64_t V = ds_model_config(m)->vocab_size, D = ds_model_config(m)->hidden_size;
+    int64_t V = ds_model_config(m)->vocab_size, D = ds_model_hidden_width(m);   /* D = hidden row (V4: hc·D) */
     for (int64_t i = 0; i < T; i++)
         if (tok[i] >= V) cli_die("logits", "--tokens: token id %d at position %lld is >= vocab_size %lld", tok[i], (long long)i, (long long)V);
     if (mtp && T < 2) cli_die("logits", "--mtp needs at least 2 tokens");

@@ -3,8 +3,9 @@
  * DeepseekV4ForCausalLM) -> ds_config: the keys transformers 5.x's
  * DeepseekV4Config writes (and the legacy ones it folds in: compress_ratios,
  * compress_rate_csa/hca, num_hash_layers, qk_rope_head_dim), its defaults
- * for absent keys, the per-layer kinds from layer_types / mlp_layer_types,
- * and cross-field checks. A key this file does not know is an error (it
+ * for absent keys, the per-layer kinds from layer_types / mlp_layer_types
+ * (the MTP layers' from the release's compress_ratios[L + i]), and
+ * cross-field checks. A key this file does not know is an error (it
  * would describe something we do not run); so is a value transformers would
  * accept but that changes nothing here in a way we cannot honour.
  */
@@ -55,6 +56,16 @@ static int layer_kind_of(const char *s, int64_t csa, int64_t hca) {
     if (!strcmp(s, "compressed_sparse_attention")) return DS_ATTN_CSA;
     if (!strcmp(s, "heavily_compressed_attention")) return DS_ATTN_HCA;
     return 0;
+}
+
+/* compress_ratios[l]: 0 sliding, the CSA rate (4), the HCA rate (128) */
+static int ratio_kind(const ds_config *c, json_t *v, const char *w, int64_t l, uint8_t *kind, ds_err *e) {
+    int64_t r = json_is_integer(v) ? json_integer_value(v) : -1;
+    *kind = r == 0 ? DS_ATTN_SWA : r == c->compress_rate_csa ? DS_ATTN_CSA : r == c->compress_rate_hca ? DS_ATTN_HCA : 0;
+    if (!*kind)
+        return ds_err_set(e, DS_EUNSUPPORTED, "%s: compress_ratios[%lld] must be 0, %lld (CSA) or %lld (HCA)", w,
+                          (long long)l, (long long)c->compress_rate_csa, (long long)c->compress_rate_hca);
+    return DS_OK;
 }
 
 /* One rope_parameters sub-dict ("main" or "compress"). */
@@ -174,9 +185,8 @@ int ds_config_parse_v4(ds_config *c, json_t *j, const char *w, ds_err *e) {
     GI("index_n_heads", false, 1, 4096, &c->index_n_heads);
     GI("index_head_dim", false, 2, 1 << 14, &c->index_head_dim);
     GI("index_topk", false, 1, 1ll << 32, &c->index_topk);
-    int64_t n_mtp = 0;
-    GI("num_nextn_predict_layers", false, 0, 8, &n_mtp);
-    c->n_mtp = 0;   /* transformers does not instantiate V4's MTP layers; neither do we (yet) */
+    c->n_mtp = 0;   /* the MTP layers (release: mtp.N.*; transformers builds none) come after the L main ones */
+    GI("num_nextn_predict_layers", false, 0, 8, &c->n_mtp);
     GN("rms_norm_eps", false, 0.0, 1.0, &c->rms_norm_eps);
     GI("bos_token_id", false, 0, 1 << 24, &c->bos_token_id);
     if (json_is_array(json_object_get(j, "eos_token_id"))) {
@@ -223,6 +233,8 @@ int ds_config_parse_v4(ds_config *c, json_t *j, const char *w, ds_err *e) {
     memset(c->attn_kind, DS_ATTN_UNSET, sizeof c->attn_kind);
     memset(c->ffn_kind, DS_FFN_UNSET, sizeof c->ffn_kind);
     json_t *lt = json_object_get(j, "layer_types"), *lr = json_object_get(j, "compress_ratios");
+    if (lr && !json_is_null(lr) && !json_is_array(lr))
+        return ds_err_set(e, DS_EFORMAT, "%s: 'compress_ratios' must be an array", w);
     if (lt && !json_is_null(lt)) {
         if (!json_is_array(lt) || (int64_t)json_array_size(lt) < L)
             return ds_err_set(e, DS_EFORMAT, "%s: 'layer_types' must list num_hidden_layers = %lld layer types", w, (long long)L);
@@ -238,14 +250,27 @@ int ds_config_parse_v4(ds_config *c, json_t *j, const char *w, ds_err *e) {
             return ds_err_set(e, DS_EFORMAT, "%s: 'compress_ratios' must list num_hidden_layers = %lld ratios", w, (long long)L);
         for (int64_t l = 0; l < L; l++) {
             json_t *v = json_array_get(lr, (size_t)l);
-            int64_t r = json_is_integer(v) ? json_integer_value(v) : -1;
-            c->attn_kind[l] = r == 0 ? DS_ATTN_SWA : r == 4 ? DS_ATTN_CSA : r == 128 ? DS_ATTN_HCA : 0;
-            if (!c->attn_kind[l])
-                return ds_err_set(e, DS_EUNSUPPORTED, "%s: compress_ratios[%lld] must be 0, 4 or 128", w, (long long)l);
+            if ((rc = ratio_kind(c, v, w, l, &c->attn_kind[l], e))) return rc;
         }
     } else {   /* transformers' default: 2 HCA, then HCA / CSA alternating */
         for (int64_t l = 0; l < L; l++)
             c->attn_kind[l] = l < 2 ? DS_ATTN_HCA : ((l - 2) % 2 ? DS_ATTN_CSA : DS_ATTN_HCA);
+    }
+    /* The MTP layers (the release's MTPBlock(layer_id = L + i)): the attention
+     * its code builds is compress_ratios[L + i] (V4-Flash / -Pro list L + 1
+     * ratios, the last 0: sliding); a layer_types list longer than L may name
+     * it too (our extension); with neither, sliding. Score-routed MoE always
+     * (the release hashes only layer_id < num_hash_layers). */
+    for (int64_t l = L; l < L + c->n_mtp; l++) {
+        const char *v = lt && json_is_array(lt) ? json_string_value(json_array_get(lt, (size_t)l)) : NULL;
+        json_t *r = lr && json_is_array(lr) ? json_array_get(lr, (size_t)l) : NULL;
+        c->attn_kind[l] = DS_ATTN_SWA;
+        if (v && !(c->attn_kind[l] = (uint8_t)layer_kind_of(v, c->compress_rate_csa, c->compress_rate_hca)))
+            return ds_err_set(e, DS_EUNSUPPORTED, "%s: layer_types[%lld] (MTP layer %lld) = '%s' is not sliding_attention, "
+                              "compressed_sparse_attention or heavily_compressed_attention", w, (long long)l,
+                              (long long)(l - L), v);
+        if (!v && r && (rc = ratio_kind(c, r, w, l, &c->attn_kind[l], e))) return rc;
+        c->ffn_kind[l] = DS_FFN_MOE;
     }
     json_t *mt = json_object_get(j, "mlp_layer_types");
     if (mt && !json_is_null(mt)) {

@@ -9,6 +9,11 @@
  *
  *   MTP (layer L): x = eh_proj([enorm(Embed[t+1]) ; hnorm(h_t)])
  *                  x = Block_L(x); logits = head(shared_head.norm(x))
+ *   V4's MTP block (the release's MTPBlock), h_t the main model's streams
+ *   before its collapse (hc, D):
+ *                  x[s] = e_proj(enorm(Embed[t+1])) + h_proj(hnorm(h_t[s]))
+ *                  x = Block_L(x) (a V4 layer: hyper-connections, its attention
+ *                  kind, MoE); logits = head(norm(hc_head_L(x)))
  */
 #include "model_internal.h"
 #include "../dist/dist.h"
@@ -222,12 +227,18 @@ static int forward_main(const ds_model *m, ds_arena *a, ds_seq_chunk *chunks, in
     }
     for (int64_t l = 0; l < c->n_layer; l++)
         if ((rc = ds_block_forward(m, l, x, tok, T, segs, n_chunks, false, a, e))) return rc;
-    if ((rc = collapse_streams(m, &x, T, segs, n_chunks, a, e))) return rc;
-    ds_rmsnorm(x, x, m->final_norm, T, D, (float)c->rms_norm_eps);
-    if (hidden) {
+    /* the MTP input: V4's streams before the collapse, else the final-normed state */
+    int64_t HW = ds_model_hidden_width(m);
+    bool v4 = c->arch == DS_ARCH_V4;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            if ((rc = collapse_streams(m, &x, T, segs, n_chunks, a, e))) return rc;
+            ds_rmsnorm(x, x, m->final_norm, T, D, (float)c->rms_norm_eps);
+        }
+        if (!hidden || v4 != (pass == 0)) continue;
         int64_t h0 = 0;
         for (int i = 0; i < n_chunks; i++) {
-            memcpy(hidden + h0 * D, x + segs[where[i]].t0 * D, (size_t)(chunks[i].n * D) * sizeof(float));
+            memcpy(hidden + h0 * HW, x + segs[where[i]].t0 * HW, (size_t)(chunks[i].n * HW) * sizeof(float));
             h0 += chunks[i].n;
         }
     }
@@ -309,11 +320,50 @@ int ds_model_forward(const ds_model *m, ds_ctx *x, ds_seq_chunk *chunks, int n_c
     return ctx_leave(&u, forward_main(m, &u.x->arena, chunks, n_chunks, logits, hidden, e), e);
 }
 
+/* DeepSeek-V4's MTP block over n rows: h (n, hc, D) streams, next_tokens (n) */
+static int forward_mtp_v4(const ds_model *m, ds_arena *a, ds_kvcache *cache, const float *h,
+                          const int32_t *next_tokens, int64_t n, float *logits, ds_err *e) {
+    const ds_config *c = &m->cfg;
+    int64_t D = c->hidden_size, V = c->vocab_size, hc = c->n_streams, l = c->n_layer;
+    const ds_layer_w *w = &m->layers[l];
+    float eps = (float)c->rms_norm_eps;
+    int rc;
+    float *en = ds_arena_array(a, (size_t)(n * D), sizeof(float));       /* (n, D) enorm(embedding) */
+    float *ep = ds_arena_array(a, (size_t)(n * D), sizeof(float));       /* (n, D) e_proj(en) */
+    float *hn = ds_arena_array(a, (size_t)(n * hc * D), sizeof(float));  /* (n·hc, D) hnorm per stream */
+    float *x = ds_arena_array(a, (size_t)(n * hc * D), sizeof(float));   /* (n, hc, D) block input */
+    if (!en || !ep || !hn || !x) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    for (int64_t i = 0; i < n; i++) ds_tensor_row_f32(&m->embed, next_tokens[i], 0, D, en + i * D);
+    ds_rmsnorm(en, en, w->enorm, n, D, eps);
+    ds_rmsnorm(hn, h, w->hnorm, n * hc, D, eps);
+    ds_matmul(ep, D, en, D, &w->e_proj, 0, D, n);
+    ds_matmul(x, D, hn, D, &w->h_proj, 0, D, n * hc);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t s = 0; s < hc; s++)
+            for (int64_t d = 0; d < D; d++) x[(i * hc + s) * D + d] += ep[i * D + d];
+    ds_seg seg = { cache, 0, n, cache->mtp_n_past };
+    if ((rc = ds_block_forward(m, l, x, next_tokens, n, &seg, 1, false, a, e))) return rc;
+    if (logits) {
+        float *y = ds_arena_array(a, (size_t)(n * D), sizeof(float));    /* (n, D) collapsed */
+        if (!y || ds_hc_head_w(m, &w->hc_head_fn, w->hc_head_base, w->hc_head_scale, x, n, &seg, 1, y, a))
+            return ds_err_set(e, DS_ENOMEM, "out of memory");
+        ds_rmsnorm(y, y, w->head_norm, n, D, eps);
+        ds_matmul(logits, V, y, D, &m->lm_head, 0, V, n);
+    }
+    cache->mtp_n_past += n;
+    return DS_OK;
+}
+
 static int forward_mtp(const ds_model *m, ds_arena *a, ds_kvcache *cache, const float *h, const int32_t *next_tokens,
                        int64_t n, float *logits, ds_err *e) {
     const ds_config *c = &m->cfg;
     if (m->n_mtp < 1) return ds_err_set(e, DS_ENOTFOUND, "%s: the model has no MTP module stored", m->dir);
     if (n <= 0) return DS_OK;
+    if (c->arch == DS_ARCH_V4) {
+        int rc = check_tokens(m, next_tokens, n, e);
+        if (!rc) rc = ds_kvcache_reserve(cache, cache->mtp_n_past + n, e);
+        return rc ? rc : forward_mtp_v4(m, a, cache, h, next_tokens, n, logits, e);
+    }
     int64_t D = c->hidden_size, V = c->vocab_size, l = c->n_layer;
     const ds_layer_w *w = &m->layers[l];
     float eps = (float)c->rms_norm_eps;

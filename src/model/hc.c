@@ -14,7 +14,8 @@
  *             (rows / (row sum + eps), columns / (col sum + eps))
  *   block input  u = Σ_s pre[s]·x[s]                               (D)
  *   after the block y = Block(norm(u)):  x'[k] = post[k]·y + Σ_j comb[j,k]·x[j]
- * Head: pre = sigmoid((hc_fn · f)·hc_scale + hc_base) + eps; h = Σ_s pre[s]·x[s].
+ * Head: pre = sigmoid((hc_fn · f)·hc_scale + hc_base) + eps; h = Σ_s pre[s]·x[s]
+ * (the main model's hc_head, or an MTP block's own hc_head_fn / base / scale).
  */
 #include "model_internal.h"
 #include "../tensor/ops.h"
@@ -104,15 +105,20 @@ void ds_hc_post(const ds_config *c, float *x, const float *y, const float *post,
 }
 
 int ds_hc_head(const ds_model *m, const float *x, int64_t T, const ds_seg *segs, int n_segs, float *h, ds_arena *a) {
+    return ds_hc_head_w(m, &m->hc_head_fn, m->hc_head_base, m->hc_head_scale, x, T, segs, n_segs, h, a);
+}
+
+int ds_hc_head_w(const ds_model *m, const ds_tensor *fn, const float *base, const float *scale, const float *x,
+                 int64_t T, const ds_seg *segs, int n_segs, float *h, ds_arena *a) {
     const ds_config *c = &m->cfg;
     int64_t hc = c->n_streams, D = c->hidden_size;
     float eps = (float)c->hc_eps;
     ds_arena_mark mk = ds_arena_get_mark(a);
     float *mix = ds_arena_array(a, (size_t)(T * hc), sizeof(float));   /* (T, hc) */
-    if (!mix || mix_rows(m, &m->hc_head_fn, hc, x, T, segs, n_segs, mix, a)) return DS_ENOMEM;
+    if (!mix || mix_rows(m, fn, hc, x, T, segs, n_segs, mix, a)) return DS_ENOMEM;
     for (int64_t t = 0; t < T; t++) {
         float pre[64];
-        for (int64_t s = 0; s < hc; s++) pre[s] = sigm(mix[t * hc + s] * m->hc_head_scale[0] + m->hc_head_base[s]) + eps;
+        for (int64_t s = 0; s < hc; s++) pre[s] = sigm(mix[t * hc + s] * scale[0] + base[s]) + eps;
         for (int64_t d = 0; d < D; d++) {
             float v = 0;
             for (int64_t s = 0; s < hc; s++) v += pre[s] * x[t * hc * D + s * D + d];

@@ -162,8 +162,8 @@ void ds_kvcache_clear(ds_kvcache *c) {
 bool ds_kvcache_can_truncate(const ds_kvcache *c, int64_t n) {
     if (!c->v4 || n <= 0) return true;
     if (n > c->n_past) n = c->n_past;   /* (a failed forward may have moved the rings past n_past: checked too) */
-    for (int64_t l = 0; l < c->n_layer; l++)
-        if (!ds_v4cache_holds(&c->v4[l], n)) return false;
+    for (int64_t l = 0; l < c->n_layer; l++)   /* an MTP layer keeps min(n, mtp_n_past) */
+        if (!ds_v4cache_holds(&c->v4[l], c->v4[l].mtp ? DS_MIN(n, c->mtp_n_past) : n)) return false;
     return true;
 }
 

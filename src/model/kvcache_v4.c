@@ -9,6 +9,8 @@
  *             (2R + slack, 4·Dh + 4·Di)  CSA: c | z | c^I | z^I of the open
  *                                        window and the one before (series a)
  *   entries   (n / R, Dh [+ Di])         HCA e_w; CSA e_w | k^I_w
+ * The MTP layers (l >= L) are shaped by their own attention kind and count
+ * the cache's MTP positions (mtp_n_past).
  * A ring's position p lives at row p % S; writing p drops p - S. The slack
  * rows let a cache be truncated back up to `slack` positions exactly (a
  * rejected draft, a failed batch, bench's repetitions); further back the
@@ -60,7 +62,10 @@ int ds_v4cache_init(ds_kvcache *c, const ds_config *cfg, ds_err *e) {
     c->v4 = calloc((size_t)c->n_layer, sizeof *c->v4);
     if (!c->v4) return ds_err_set(e, DS_ENOMEM, "out of memory");
     c->v4_slack = DS_V4_SLACK;
-    for (int64_t l = 0; l < c->n_layer; l++) layer_shape(cfg, DS_MIN(l, cfg->n_layer - 1), c->v4_slack, &c->v4[l]);
+    for (int64_t l = 0; l < c->n_layer; l++) {   /* layers [L, L + n_mtp): the MTP block's, own kind */
+        layer_shape(cfg, l, c->v4_slack, &c->v4[l]);
+        c->v4[l].mtp = l >= cfg->n_layer;
+    }
     return DS_OK;
 }
 
@@ -120,7 +125,7 @@ static void ring_copy(ds_v4ring *d, const ds_v4ring *s, int64_t n) {
 
 int ds_v4cache_copy(ds_kvcache *dst, const ds_kvcache *src, int64_t n, ds_err *e) {
     for (int64_t l = 0; l < src->n_layer; l++)
-        if (!ds_v4cache_holds(&src->v4[l], n))
+        if (!src->v4[l].mtp && !ds_v4cache_holds(&src->v4[l], n))
             return ds_err_set(e, DS_ERANGE, "the V4 cache (at %lld positions) keeps only its last %lld rows: it cannot "
                               "give a prefix of %lld", (long long)src->n_past, (long long)src->v4_slack, (long long)n);
     int rc = ds_kvcache_reserve(dst, n, e);
@@ -128,7 +133,7 @@ int ds_v4cache_copy(ds_kvcache *dst, const ds_kvcache *src, int64_t n, ds_err *e
     for (int64_t l = 0; l < src->n_layer; l++) {
         ds_v4state *d = &dst->v4[l];
         const ds_v4state *s = &src->v4[l];
-        if (n <= 0) { d->kv.lo = d->raw.lo = 0; continue; }
+        if (n <= 0 || s->mtp) { d->kv.lo = d->raw.lo = 0; continue; }   /* the copy's MTP layer starts empty */
         ring_copy(&d->kv, &s->kv, n);
         ring_copy(&d->raw, &s->raw, n);
         if (s->R) memcpy(d->ent, s->ent, (size_t)(n / s->R * s->We) * sizeof(float));

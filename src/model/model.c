@@ -4,8 +4,8 @@
  * with shape/dtype/scale checks (only the owned routed experts), the RoPE
  * table, parameter counts. DeepSeek-V4 folders may instead use the
  * release's own names (detected, tensors.h: ds_tk_v4_official_name) and its
- * formats: FP8 with e8m0 `.scale` tensors, FP4 e2m1 experts (fp4.h). The
- * forward pass lives in forward.c.
+ * formats: FP8 with e8m0 `.scale` tensors, FP4 e2m1 experts (fp4.h), and
+ * its MTP block mtp.<i>.* (as layer L + i). The forward pass lives in forward.c.
  */
 #include "model.h"
 #include "model_internal.h"
@@ -206,7 +206,7 @@ static int bind_kind(binder *b, const ds_tkind *k, int64_t l, int64_t x, ds_tnee
     if (b->m->v4_official) {
         char hf[256];
         snprintf(hf, sizeof hf, "%s", name);
-        ds_tk_v4_official_name(hf, name, sizeof name);
+        ds_tk_v4_official_name(hf, b->m->cfg.n_layer, name, sizeof name);
     }
     if (need == DS_TN_MAYBE && !has(b, name)) return DS_OK;
     ds_tk_shape(k, &b->m->cfg, s);
@@ -253,24 +253,35 @@ static bool ignorable(const char *name) {
 }
 
 /* Which names a V4 folder uses: transformers' (model.embed_tokens.weight,
- * model.layers.N...) or the release's (embed.weight, layers.N..., mtp.N...;
- * its MTP layers are not built, so mtp.* is skipped). A folder must use one;
+ * model.layers.N...; an MTP layer would be model.layers.<L+i>.) or the
+ * release's (embed.weight, layers.N..., mtp.N...). A folder must use one;
  * a tensor of the other naming is an error that names it. */
 static bool official_only(const char *n) {
     return !strncmp(n, "layers.", 7) || !strncmp(n, "mtp.", 4) || !strcmp(n, "embed.weight") ||
            !strcmp(n, "norm.weight") || !strncmp(n, "hc_head_", 8);
 }
 
-/* Tensors of the release we do not use: the MTP layers (mtp.*), and a
- * router bias on a hash-routed layer (it routes by tid2eid; llama.cpp's
- * deepseek4 converter drops these biases too). */
+/* Tensors of the release we do not use: MTP layers beyond the config's
+ * num_nextn_predict_layers (mtp.N.*, N >= n_mtp), and a router bias on a
+ * hash-routed layer (it routes by tid2eid; llama.cpp's deepseek4 converter
+ * drops these biases too). */
 static bool v4_release_unused(const ds_model *m, const char *name) {
     if (!m->v4_official) return false;
-    if (!strncmp(name, "mtp.", 4)) return true;
     long long l;
     int n = 0;
+    if (sscanf(name, "mtp.%lld.%n", &l, &n) == 1 && n > 0) return l >= m->cfg.n_mtp;
+    n = 0;
     if (sscanf(name, "layers.%lld.ffn.gate.bias%n", &l, &n) == 1 && name[n] == '\0' && l >= 0 && l < m->cfg.n_layer)
         return m->cfg.ffn_kind[l] == DS_FFN_HASH_MOE;
+    return false;
+}
+
+/* Whether the release's folder stores MTP layer i (mtp.<i>.*) */
+static bool v4_mtp_stored(const ds_safetensors *st, int64_t i) {
+    char prefix[64];
+    int len = snprintf(prefix, sizeof prefix, "mtp.%lld.", (long long)i);
+    for (int64_t k = 0; k < st->n_tensors; k++)
+        if (strncmp(st->tensors[k].name, prefix, (size_t)len) == 0) return true;
     return false;
 }
 
@@ -337,7 +348,7 @@ int ds_model_open_opts(ds_model **out, const char *dir, const ds_model_opts *o, 
         if ((rc = bind_layer(&b, l))) goto fail;
     m->n_mtp = 0;
     for (int64_t l = c->n_layer; l < c->n_layer + c->n_mtp; l++) {
-        if (!ds_tk_hf_layer_stored(&m->st, l)) break;
+        if (!(m->v4_official ? v4_mtp_stored(&m->st, l - c->n_layer) : ds_tk_hf_layer_stored(&m->st, l))) break;
         if ((rc = bind_layer(&b, l))) goto fail;
         m->n_mtp++;
     }

@@ -77,6 +77,11 @@ typedef struct ds_layer_w {
     ds_tensor eh_proj;  /* (D, 2D): input cat[enorm(emb), hnorm(h)] */
     ds_tensor embed;    /* (V, D) own copy, or absent (use the main one) */
     ds_tensor head;     /* (V, D) own copy, or absent (use the main one) */
+    /* DeepSeek-V4's MTP block (forward.c; enorm, hnorm, head_norm = its norm reused) */
+    ds_tensor e_proj, h_proj;  /* (D, D) the next token's normed embedding; each normed stream of h */
+    ds_tensor hc_head_fn;      /* (hc, hc·D) its own stream collapse before the norm */
+    float *hc_head_base;       /* (hc) */
+    float *hc_head_scale;      /* (1) */
 } ds_layer_w;
 
 typedef struct ds_model {
@@ -166,6 +171,7 @@ void ds_model_gguf_release(ds_model *m);    /* ds_model_close calls it; no-op fo
 /* Accessors for front ends (model_info.c): what a model is, without its fields. */
 const ds_config *ds_model_config(const ds_model *m);
 int64_t ds_model_mtp_stored(const ds_model *m);   /* MTP layers present (0 if not stored) */
+int64_t ds_model_hidden_width(const ds_model *m);  /* floats per hidden row (ds_model_forward): D, V4 hc·D */
 float ds_model_attn_scale(const ds_model *m);     /* softmax scale incl. mscale² */
 
 /* Parts of the weight bytes a decoded token reads (ds_model_storage). */
@@ -312,13 +318,16 @@ typedef struct ds_seq_chunk {
 
 /* Runs the main model over all chunks together (one batch). Writes logits
  * for each chunk in order: n rows if all_logits, else 1 row, each V floats.
- * If `hidden` is non-NULL it receives the final-normed hidden state of every
- * token ((Σ n) × D), the MTP module's input. Token ids are range-checked. */
+ * If `hidden` is non-NULL it receives every token's row of the MTP module's
+ * input, ds_model_hidden_width(m) floats each: the final-normed hidden state
+ * (D) for V2/V3, the residual streams before the collapse (hc·D) for V4.
+ * Token ids are range-checked. */
 int ds_model_forward(const ds_model *m, ds_ctx *x, ds_seq_chunk *chunks, int n_chunks, float *logits,
                      float *hidden, ds_err *e);
 
-/* MTP module (layer L): row i uses the main model's final-normed hidden
- * state h[i] (D) and the embedding of next_tokens[i] (the token after the
+/* MTP module (layer L): row i uses the main model's hidden row h[i]
+ * (ds_model_hidden_width floats, as ds_model_forward writes them) and the
+ * embedding of next_tokens[i] (the token after the
  * one that produced h[i]); rows are appended at cache->mtp_n_past. Writes
  * logits (n × V) predicting the token after next_tokens[i]; logits may be
  * NULL to only extend the MTP cache (skips the head). */

@@ -12,6 +12,7 @@
 
 const ds_config *ds_model_config(const ds_model *m) { return &m->cfg; }
 int64_t ds_model_mtp_stored(const ds_model *m) { return m->n_mtp; }
+int64_t ds_model_hidden_width(const ds_model *m) { return m->cfg.n_streams * m->cfg.hidden_size; }
 float ds_model_attn_scale(const ds_model *m) { return m->attn_scale; }
 
 static size_t tensor_bytes(const ds_tensor *t) { return t->data ? t->nbytes : 0; }

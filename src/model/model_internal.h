@@ -85,6 +85,7 @@ typedef struct ds_v4state {
     int64_t We;         /* entry width: Dh [+ Di] */
     int64_t ent_cap;    /* entries allocated */
     float *ent;         /* (ent_cap, We) entry w (window [wR, (w+1)R)): e_w (Dh) [| k^I_w (Di)] */
+    bool mtp;           /* an MTP layer: its positions are the cache's mtp_n_past, not n_past */
 } ds_v4state;
 
 /* The row of position p in a ring (held or about to be written). */
@@ -121,6 +122,9 @@ int ds_hc_pre(const ds_model *m, const ds_tensor *fn, const float *base, const f
               const ds_seg *segs, int n_segs, float *u, float *post, float *comb, ds_arena *a);
 void ds_hc_post(const ds_config *c, float *x, const float *y, const float *post, const float *comb, int64_t T);
 int ds_hc_head(const ds_model *m, const float *x, int64_t T, const ds_seg *segs, int n_segs, float *h, ds_arena *a);
+/* the same collapse with given weights (fn (hc, hc·D), base (hc), scale (1)): V4's MTP block has its own */
+int ds_hc_head_w(const ds_model *m, const ds_tensor *fn, const float *base, const float *scale, const float *x,
+                 int64_t T, const ds_seg *segs, int n_segs, float *h, ds_arena *a);
 
 /* out[T, D] = FFN(xn) for layer l, by the layer's FFN kind (dense SwiGLU
  * or MoE). tok[T]: the batch's token ids (hash-routed MoE routes on them). */

@@ -158,6 +158,15 @@ const ds_tkind ds_tkinds[DS_TK_COUNT] = {
     [DS_TK_V4_SH_GATE] = { DS_TS_LAYER, "ffn.shared_experts.w1.weight", NULL, S2(F, D), V4, FFN, DS_TF_GATE, LG(shared.gate) },
     [DS_TK_V4_SH_UP] = { DS_TS_LAYER, "ffn.shared_experts.w3.weight", NULL, S2(F, D), V4, FFN, 0, LG(shared.up) },
     [DS_TK_V4_SH_DOWN] = { DS_TS_LAYER, "ffn.shared_experts.w2.weight", NULL, S2(D, F), V4, FFN, 0, LG(shared.down) },
+    /* the MTP block: model.layers.<L+i>.<suffix> (the release: mtp.<i>.<suffix>); embedding and head are the main ones */
+    [DS_TK_V4_MTP_E_PROJ] = { DS_TS_MTP, "e_proj.weight", NULL, S2(D, D), V4, FFN, 0, LG(e_proj) },
+    [DS_TK_V4_MTP_H_PROJ] = { DS_TS_MTP, "h_proj.weight", NULL, S2(D, D), V4, FFN, 0, LG(h_proj) },
+    [DS_TK_V4_MTP_ENORM] = { DS_TS_MTP, "enorm.weight", NULL, V1(D), V4, F32, 0, LG(enorm) },
+    [DS_TK_V4_MTP_HNORM] = { DS_TS_MTP, "hnorm.weight", NULL, V1(D), V4, F32, 0, LG(hnorm) },
+    [DS_TK_V4_MTP_NORM] = { DS_TS_MTP, "norm.weight", NULL, V1(D), V4, F32, 0, LG(head_norm) },
+    [DS_TK_V4_MTP_HC_FN] = { DS_TS_MTP, "hc_head_fn", NULL, S2(NHC, NHCD), V4, F32, NR, LG(hc_head_fn) },
+    [DS_TK_V4_MTP_HC_BASE] = { DS_TS_MTP, "hc_head_base", NULL, V1(NHC), V4, F32, 0, LG(hc_head_base) },
+    [DS_TK_V4_MTP_HC_SCALE] = { DS_TS_MTP, "hc_head_scale", NULL, V1(1), V4, F32, 0, LG(hc_head_scale) },
 #undef V4
 #undef NR
 };
@@ -290,7 +299,7 @@ bool ds_tk_hf_layer_stored(const ds_safetensors *st, int64_t l) {
     return false;
 }
 
-void ds_tk_v4_official_name(const char *hf, char *buf, size_t n) {
+void ds_tk_v4_official_name(const char *hf, int64_t L, char *buf, size_t n) {
     static const char *const top[][2] = {
         { "model.embed_tokens.weight", "embed.weight" }, { "model.norm.weight", "norm.weight" },
         { "model.hc_head.hc_fn", "hc_head_fn" },         { "model.hc_head.hc_base", "hc_head_base" },
@@ -299,6 +308,13 @@ void ds_tk_v4_official_name(const char *hf, char *buf, size_t n) {
     for (size_t i = 0; i < sizeof top / sizeof *top; i++)
         if (!strcmp(hf, top[i][0])) { snprintf(buf, n, "%s", top[i][1]); return; }
     const char *rest = strncmp(hf, "model.", 6) == 0 ? hf + 6 : hf;
+    char mtp[256];
+    long long l;
+    int at = 0;
+    if (sscanf(rest, "layers.%lld.%n", &l, &at) == 1 && at > 0 && l >= L) {   /* an MTP layer */
+        snprintf(mtp, sizeof mtp, "mtp.%lld.%s", l - (long long)L, rest + at);
+        rest = mtp;
+    }
     size_t len = strlen(rest);
     const char *kv = ".attn.norm.weight";
     size_t kl = strlen(kv);

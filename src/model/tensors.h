@@ -46,6 +46,9 @@ typedef enum ds_tk {
     DS_TK_V4_IDX_KV, DS_TK_V4_IDX_GATE, DS_TK_V4_IDX_APE, DS_TK_V4_IDX_NORM, DS_TK_V4_IDX_W, DS_TK_V4_IDX_Q_B,
     DS_TK_V4_ROUTER, DS_TK_V4_ROUTER_BIAS, DS_TK_V4_TID2EID,
     DS_TK_V4_EXP_GATE, DS_TK_V4_EXP_UP, DS_TK_V4_EXP_DOWN, DS_TK_V4_SH_GATE, DS_TK_V4_SH_UP, DS_TK_V4_SH_DOWN,
+    /* DeepSeek-V4's MTP block (besides an ordinary V4 layer's rows) */
+    DS_TK_V4_MTP_E_PROJ, DS_TK_V4_MTP_H_PROJ, DS_TK_V4_MTP_ENORM, DS_TK_V4_MTP_HNORM, DS_TK_V4_MTP_NORM,
+    DS_TK_V4_MTP_HC_FN, DS_TK_V4_MTP_HC_BASE, DS_TK_V4_MTP_HC_SCALE,
     DS_TK_COUNT
 } ds_tk;
 
@@ -158,12 +161,13 @@ int64_t ds_tk_layer_params(const ds_config *c, int64_t l, int64_t n_experts, boo
 bool ds_tk_hf_layer_stored(const ds_safetensors *st, int64_t l);
 
 /* DeepSeek-V4's release names for a V4 row's Hugging Face name (what
- * transformers' save_pretrained writes, the table's): "model." dropped,
+ * transformers' save_pretrained writes, the table's) in a model of L main
+ * layers: an MTP layer's "model.layers.<L+i>." is "mtp.<i>."; "model." dropped,
  * embed_tokens -> embed, hc_head.hc_fn -> hc_head_fn (base, scale alike),
  * the attention's K=V norm attn.norm -> attn.kv_norm; everything else
  * (attn., ffn., experts.X.w1, compressor., indexer.) is the same. The
  * release's own scales sit beside a weight as "<...>.scale" (float8_e8m0fnu)
  * where transformers writes "<...>.weight_scale_inv". */
-void ds_tk_v4_official_name(const char *hf, char *buf, size_t n);
+void ds_tk_v4_official_name(const char *hf, int64_t L, char *buf, size_t n);
 
 #endif

@@ -10,6 +10,8 @@
  *          t' = sample(L_t)
  *          if t' == d: accept, t'' = sample(L_d); MTP row (h_t, d); continue with t''
  *          else:       drop d from the cache; continue with t'
+ * A rejected draft is dropped by truncating the cache one position (a
+ * DeepSeek-V4 cache does it from its ring slack, DS_V4_SLACK rows).
  * MTP rows always pair a real hidden state with a real token, so the MTP
  * cache is never rolled back; only the main cache drops a rejected draft.
  */
@@ -65,7 +67,7 @@ static int generate_mtp(ds_session *ss, const int32_t *prompt, int64_t n, const 
                         void *ud, ds_gen_stats *st, ds_err *e) {
     const ds_model *m = ss->m;
     ds_kvcache *cache = ss->cache;
-    int64_t V = m->cfg.vocab_size, D = m->cfg.hidden_size;
+    int64_t V = m->cfg.vocab_size, D = ds_model_hidden_width(m);   /* floats per hidden row (V4: hc·D) */
     if (m->n_mtp < 1) return ds_err_set(e, DS_ENOTFOUND, "%s: --mtp needs a model with an MTP module", m->dir);
     if (cache->n_past != 0 || cache->mtp_n_past != 0)
         return ds_err_set(e, DS_EINVAL, "MTP speculative decoding needs an empty cache");
@@ -109,7 +111,14 @@ static int generate_mtp(ds_session *ss, const int32_t *prompt, int64_t n, const 
                 t = t2;
                 done = emit(ss, o, cb, ud, st, t2);
             } else {
-                ds_kvcache_truncate(cache, cache->n_past - 1);   /* drop the rejected draft */
+                /* drop the rejected draft; a V4 cache needs a ring slack of >= 1 row for it */
+                int64_t want = cache->n_past - 1;
+                if (ds_kvcache_truncate(cache, want) != want) {
+                    rc = ds_err_set(e, DS_EINVAL, "MTP speculative decoding: the KV cache cannot drop a rejected "
+                                    "draft (a DeepSeek-V4 cache with a ring slack of %lld rows; it needs >= 1)",
+                                    (long long)cache->v4_slack);
+                    break;
+                }
                 memcpy(h_last, hid, (size_t)D * sizeof(float));
                 t = t1;
                 done = emit(ss, o, cb, ud, st, t1);

@@ -66,7 +66,7 @@ int ds_session_begin(ds_session *s, const ds_sampler_params *sp, const int32_t *
 }
 
 int ds_session_reserve(ds_session *s, int64_t prefill_chunk, int64_t window, ds_err *e) {
-    int64_t V = s->m->cfg.vocab_size, D = s->m->cfg.hidden_size;
+    int64_t V = s->m->cfg.vocab_size, D = ds_model_hidden_width(s->m);   /* hidden rows (V4: hc·D) */
     int64_t rows = DS_MAX(prefill_chunk > 0 ? prefill_chunk : 512, 2);
     if (!s->logits && !(s->logits = malloc((size_t)(2 * V) * sizeof(float)))) goto oom;
     if (!s->mtp_logits && !(s->mtp_logits = malloc((size_t)V * sizeof(float)))) goto oom;

@@ -39,9 +39,9 @@ typedef struct ds_session {
     /* decode buffers, made once (no allocation per token) */
     float *logits;              /* (2, V) */
     float *mtp_logits;          /* (V) */
-    float *hid;                 /* (max(prefill_chunk, 2), D) final-normed hidden states */
+    float *hid;                 /* (max(prefill_chunk, 2), ds_model_hidden_width) the MTP input rows */
     int64_t hid_rows;
-    float *h_last;              /* (D) */
+    float *h_last;              /* (ds_model_hidden_width) */
     int32_t *hist;              /* (window) tokens in the cache, for a sliding window */
     int64_t hist_cap;
 } ds_session;

@@ -298,6 +298,35 @@ int main(int argc, char **argv) {
         deepseek_model_free(m);
     }
 
+    /* DeepSeek-V4's MTP block through a session: after 12 tokens (in one batch, or one at a
+     * time), mtp_logits(token 12) is MTP row 11 of the fixture's reference (tools/gen_v4_mtp_fixtures.py) */
+    if (deepseek_model_load(&m, "tests/fixtures/tiny-v4-mtp", NULL, &err) == DEEPSEEK_OK) {
+        deepseek_model_get_info(m, &info);
+        CHECK(info.n_mtp == 1);
+        static const int32_t tk[13] = { 0, 273, 295, 435, 547, 22, 84, 474, 546, 145, 180, 500, 244 };   /* ref.json */
+        float *ref = malloc(39 * 576 * sizeof(float));
+        FILE *f = fopen("tests/fixtures/tiny-v4-mtp/ref_mtp_logits.f32", "rb");
+        CHECK(f && fread(ref, sizeof(float), 39 * 576, f) == 39 * 576);
+        if (f) fclose(f);
+        deepseek_session_options mo;
+        deepseek_session_options_default(&mo);
+        mo.mtp = 1;
+        deepseek_session *va = NULL, *vb = NULL;
+        OK(deepseek_session_new(&va, m, &mo, &err));
+        OK(deepseek_session_new(&vb, m, &mo, &err));
+        OK(deepseek_session_decode(va, tk, 12, NULL, &err));
+        for (int i = 0; i < 12; i++) OK(deepseek_session_decode(vb, tk + i, 1, NULL, &err));
+        const float *la = NULL, *lb = NULL;
+        OK(deepseek_session_mtp_logits(va, tk[12], &la, &err));
+        CHECK(la && maxdiff(la, ref + 11 * 576, 576) < 1e-4f);
+        OK(deepseek_session_mtp_logits(vb, tk[12], &lb, &err));
+        CHECK(lb && maxdiff(lb, ref + 11 * 576, 576) < 1e-4f);
+        free(ref);
+        deepseek_session_free(va);
+        deepseek_session_free(vb);
+        deepseek_model_free(m);
+    }
+
     /* chat templates (the tiny chat model has a V3 template) */
     OK(deepseek_model_load(&m, argv[2], NULL, &err));
     if (m) {
