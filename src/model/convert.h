@@ -32,6 +32,8 @@ typedef struct ds_convert_opts {
     ds_dtype head;        /* output (and an MTP head copy) */
     bool legacy_kv_b;     /* write attn_kv_b instead of attn_k_b + attn_v_b */
     bool drop_mtp;        /* leave the MTP layers out */
+    bool fp4_as_mxfp4;    /* V4: FP4 e2m1 routed experts are written MXFP4 (lossless) whatever `experts` says;
+                           * experts = DS_DTYPE_MXFP4 asks for that and fails on other sources */
     const char *name;     /* general.name, or NULL */
     const char *tokenizer_dir;  /* folder with tokenizer.json to embed, or NULL (tokenizer model "none") */
     const struct ds_gguf *tokenizer_gguf; /* else: a GGUF whose tokenizer.* keys are copied (re-quantizing) */

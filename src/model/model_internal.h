@@ -186,6 +186,9 @@ int ds_model_expert_range(ds_model *m, const ds_model_opts *o, ds_err *e);
 /* deepseek2 GGUF metadata -> config (model_gguf.c); exposed for the fuzzer. */
 struct ds_gguf;
 int ds_model_gguf_config(const struct ds_gguf *g, ds_config *c, ds_err *e);
+/* The RoPE tables and attention scale of m->cfg (V4: the plain and the compressed
+ * layers' tables); model.c and model_gguf.c call it after binding. */
+int ds_model_rope_init(ds_model *m, ds_err *e);
 
 /* x8 row-interleaved copies of the quantized matmul weights (tensor/repack.h),
  * made at the end of ds_model_open / ds_model_open_gguf unless DS_REPACK=0;
