@@ -13,7 +13,8 @@
 # error naming it; convert writes K-quants/IQ4 types that info names and
 # generate runs, and refuses the IQ1/IQ2/IQ3 types it only reads; a DeepSeek-V4
 # folder (FP8 + FP4) converts to llama.cpp's deepseek4 layout (MXFP4 experts),
-# with info and greedy output as the folder's. Prints each failed check and
+# with info and greedy output as the folder's, and a V3.2 one to deepseek32.
+# Prints each failed check and
 # exits 1 if any failed.
 set -u
 BIN=${1:?usage: sh tests/cli_gguf_tests.sh path/to/deepseek}
@@ -58,7 +59,12 @@ same() {
 M=$FX/tiny-chat
 P="The quick brown fox <｜User｜>hello 12345"
 mkdir -p "$T/g" "$T/s"
-expect_fail "convert a V3.2 folder (sparse attention has no GGUF layout yet)" "V3.2" "$BIN" convert -m "$FX/tiny-v32" -o "$T/g/v32.gguf"
+# V3.2 (sparse attention): llama.cpp's deepseek32 layout; greedy output as the folder's
+expect_ok "convert a V3.2 folder" "$BIN" convert -m "$FX/tiny-v32" -o "$T/g/v32.gguf" --type f32 -q
+"$BIN" generate -m "$FX/tiny-v32" --prompt-ids 0,5,17,42 -n 8 -t 1 >"$T/g32_dir" 2>/dev/null
+"$BIN" generate -m "$T/g/v32.gguf" --prompt-ids 0,5,17,42 -n 8 -t 1 >"$T/g32_gguf" 2>/dev/null
+checks=$((checks + 1))
+[ -s "$T/g32_dir" ] && cmp -s "$T/g32_dir" "$T/g32_gguf" || fail "V3.2 greedy output: F32 GGUF differs from the folder (or none)"
 expect_ok "convert tiny-chat to f32 GGUF" "$BIN" convert -m "$M" -o "$T/g/chat.gguf" --type f32 -q
 
 # the folder's results

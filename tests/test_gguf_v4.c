@@ -421,3 +421,79 @@ TEST(gguf_v4_bad_metadata) {
     CHECK(m != NULL);
     ds_model_close(m);
 }
+
+/* ------------------------------------------------------------- V3.2 */
+
+TEST(gguf_v32_deepseek32) {
+    /* llama.cpp's DeepseekV32Model (`deepseek32`, bf16, MTP layer kept) of
+     * tiny-v32: the folder's logits and MTP logits, transformers' within
+     * 1e-4; our writer: F32 reads back exactly, Q8_0 within a KL bound
+     * (tiny-v32's indexer top-8 has 0.3 % margins: every weight class alone
+     * moves the KL by ~0.02 on random tokens, all together 0.066 there and
+     * 0.011 on these tokens: the bound) */
+    ds_model *g = open_path("tests/fixtures/gguf/tiny-v32.llama-bf16.gguf"), *src = open_path("tests/fixtures/tiny-v32");
+    int32_t tok[64];
+    int64_t T;
+    if (!g || !src || ref_tokens("tests/fixtures/tiny-v32/ref.json", tok, &T)) { ds_model_close(g); ds_model_close(src); return; }
+    int64_t V = src->cfg.vocab_size, D = src->cfg.hidden_size;
+    CHECK(!strcmp(g->cfg.model_type, "deepseek_v32"));
+    CHECK_EQ_INT(g->cfg.index_topk, src->cfg.index_topk);
+    CHECK_EQ_INT(g->cfg.index_head_dim, src->cfg.index_head_dim);
+    CHECK_EQ_INT(g->cfg.attn_kind[0], DS_ATTN_DSA);
+    CHECK_EQ_INT(g->n_mtp, src->n_mtp);
+    float *x = logits_of(g, tok, T, false), *y = logits_of(src, tok, T, false);
+    float *hf = read_f32("tests/fixtures/tiny-v32/ref_logits.f32", (size_t)(T * V));
+    CHECK_MSG(max_abs_diff(x, y, T * V) <= same_bits_bound(0), "llama.cpp's V3.2 GGUF vs folder %.3g", max_abs_diff(x, y, T * V));
+    if (hf) CHECK_MSG(max_abs_diff(x, hf, T * V) <= 1e-4, "vs transformers %.3g", max_abs_diff(x, hf, T * V));
+    if (g->n_mtp) {   /* the MTP head from the file */
+        float *ref = read_f32("tests/fixtures/tiny-v32/ref_mtp_logits.f32", (size_t)((T - 1) * V));
+        float *mtp = calloc((size_t)(T * V), sizeof(float)), *hid = calloc((size_t)(T * D), sizeof(float));
+        float *lg = calloc((size_t)(T * V), sizeof(float));
+        ds_kvcache c;
+        ds_err e = { 0 };
+        CHECK(ds_kvcache_init(&c, g, T + 1, &e) == 0);
+        ds_seq_chunk ch = { &c, tok, T, true };
+        CHECK(ds_model_forward(g, NULL, &ch, 1, lg, hid, &e) == 0);
+        CHECK_MSG(ds_model_forward_mtp(g, NULL, &c, hid, tok + 1, T - 1, mtp, &e) == 0, "%s", e.msg);
+        if (ref) CHECK_MSG(max_abs_diff(mtp, ref, (T - 1) * V) <= 1e-4, "MTP vs transformers %.3g",
+                           max_abs_diff(mtp, ref, (T - 1) * V));
+        ds_kvcache_free(&c);
+        free(ref); free(mtp); free(hid); free(lg);
+    }
+    /* our writer: deepseek32 again */
+    ds_convert_opts o;
+    ds_convert_opts_default(&o, DS_DTYPE_F32);
+    ds_model *w = write_open(src, "v32-f32.gguf", &o);
+    if (w) {
+        float *z = logits_of(w, tok, T, false), *zi = logits_of(w, tok, T, true), *yi = logits_of(src, tok, T, true);
+        CHECK_MSG(max_abs_diff(z, y, T * V) <= same_bits_bound(1e-5) && max_abs_diff(zi, yi, T * V) <= same_bits_bound(1e-5),
+                  "our F32 V3.2 GGUF vs folder %.3g / %.3g", max_abs_diff(z, y, T * V), max_abs_diff(zi, yi, T * V));
+        CHECK_EQ_INT(w->n_mtp, src->n_mtp);
+        ds_gguf gg;
+        ds_err e = { 0 };
+        char arch[32] = "";
+        if (ds_gguf_open(&gg, v4tmp("v32-f32.gguf"), &e) == 0) {
+            ds_gguf_get_str(&gg, "general.architecture", true, arch, sizeof arch, &e);
+            int64_t hk = 0;
+            ds_gguf_get_int(&gg, "deepseek32.attention.indexer.top_k", true, 0, 1 << 20, &hk, &e);
+            CHECK(!strcmp(arch, "deepseek32") && hk == src->cfg.index_topk);
+            ds_gguf_close(&gg);
+        }
+        free(z); free(zi); free(yi);
+        ds_model_close(w);
+    }
+    ds_convert_opts_default(&o, DS_DTYPE_Q8_0);
+    w = write_open(src, "v32-q8_0.gguf", &o);
+    if (w) {
+        float *z = logits_of(w, tok, T, false);
+        ds_logit_stats s;
+        ds_logit_stats_compute(y, z, T, V, &s);
+        printf("    tiny-v32 Q8_0: KL %.3g, top-1 %.2f\n", s.kl_mean, s.top1);
+        CHECK_MSG(s.kl_mean > 0 && s.kl_mean <= 0.04, "V3.2 Q8_0 KL %.3g", s.kl_mean);
+        free(z);
+        ds_model_close(w);
+    }
+    free(x); free(y); free(hf);
+    ds_model_close(g);
+    ds_model_close(src);
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """
-gen_v4_gguf_fixtures.py - a DeepSeek-V4 GGUF written by llama.cpp's own
+gen_v4_gguf_fixtures.py - DeepSeek-V4 (and V3.2) GGUFs written by llama.cpp's own
 converter (convert_hf_to_gguf.py, DeepseekV4Model -> architecture
 `deepseek4`), for tests/test_gguf_v4.c: it must load in deepseek.c and give
 transformers' logits of tests/fixtures/tiny-v4-fp8.
@@ -37,6 +37,10 @@ Needs: a llama.cpp checkout (tested: 0c1e570) built with cmake (build/bin:
 libllama.so), a C compiler, ./deepseek built, torch + transformers +
 safetensors + numpy. Only outputs in tests/fixtures/gguf/ are committed:
   tiny-v4-fp8.llama-mxfp4.gguf   (BF16 matrices, MXFP4 experts, F32 vectors)
+  tiny-v32.llama-bf16.gguf       DeepseekV32Model (`deepseek32`) of tests/fixtures/tiny-v32, --outtype
+                                 bf16 (its MTP layer kept, as that converter does); llama.cpp
+                                 0c1e570 cannot run it (its indexer's Hadamard rotation needs
+                                 index_head_dim >= 64: GGML_ASSERT(ggml_can_mul_mat(a, b)))
   v4-llama/                      config.json, model.safetensors (BF16), hf_logits.f32 [T, V],
                                  llama_logits.f32 [T, V] (llama.cpp on our BF16 GGUF), ref.json
 """
@@ -59,6 +63,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(HERE, "..", "tests", "fixtures")
 SRC = os.path.join(FIX, "tiny-v4-fp8")
 OUT = os.path.join(FIX, "gguf", "tiny-v4-fp8.llama-mxfp4.gguf")
+OUT32 = os.path.join(FIX, "gguf", "tiny-v32.llama-bf16.gguf")
 
 
 def release_folder(dst):
@@ -99,7 +104,7 @@ def release_folder(dst):
     save_file(out, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
 
 
-def run_convert(llama, src, dst):
+def run_convert(llama, src, dst, outtype=None):
     sys.path.insert(0, os.path.join(llama, "gguf-py"))
     sys.path.insert(0, llama)
     import convert_hf_to_gguf as conv  # noqa: E402
@@ -110,8 +115,9 @@ def run_convert(llama, src, dst):
         self.gguf_writer.add_vocab_size(self.hparams["vocab_size"])
 
     deepseek.DeepseekV4Model.set_vocab = no_vocab
+    deepseek.DeepseekV32Model.set_vocab = no_vocab
     argv = sys.argv
-    sys.argv = ["convert_hf_to_gguf.py", src, "--outfile", dst]
+    sys.argv = ["convert_hf_to_gguf.py", src, "--outfile", dst] + (["--outtype", outtype] if outtype else [])
     try:
         conv.main()
     finally:
@@ -196,6 +202,8 @@ def main():
         os.makedirs(os.path.dirname(OUT), exist_ok=True)
         run_convert(llama, d, OUT)
         print("wrote", OUT)
+        run_convert(llama, os.path.join(FIX, "tiny-v32"), OUT32, "bf16")
+        print("wrote", OUT32)
         build_llama_model(llama, tmp)
         print("wrote", LL)
 

@@ -207,7 +207,7 @@ static int build_list(wlist *L, const ds_config *c, const ds_model *m, int64_t n
 
 /* --------------------------------------------------------------- metadata */
 
-#define K2(buf, suffix) (snprintf(buf, sizeof buf, "deepseek2.%s", suffix), buf)
+#define K2(buf, suffix) (snprintf(buf, sizeof buf, "%s.%s", arch, suffix), buf)
 
 static int write_vocab(ds_gguf_writer *g, const ds_config *c, const char *dir, ds_err *e);
 
@@ -219,15 +219,21 @@ static int write_meta(ds_gguf_writer *g, const ds_config *c, int64_t n_mtp, cons
     if (c->arch == DS_ARCH_V4) return write_meta_v4(g, c, o, e);
     if (c->moe_layer_freq != 1)
         return ds_err_set(e, DS_EUNSUPPORTED, "GGUF (deepseek2) cannot express moe_layer_freq = %lld", (long long)c->moe_layer_freq);
-    if (c->index_topk > 0)
-        return ds_err_set(e, DS_EUNSUPPORTED, "GGUF (deepseek2) cannot express DeepSeek-V3.2's sparse attention "
-                          "(index_topk); converting V3.2 to GGUF is not supported yet");
-    ds_gguf_w_str(g, "general.architecture", "deepseek2");
-    ds_gguf_w_str(g, "general.name", o->name ? o->name : (c->arch == DS_ARCH_V3 ? "DeepSeek-V3" : "DeepSeek-V2"));
+    /* V3.2 (sparse attention): llama.cpp's deepseek32, deepseek2's keys and tensors plus the indexer's */
+    const bool v32 = c->index_topk > 0;
+    const char *arch = v32 ? "deepseek32" : "deepseek2";
+    ds_gguf_w_str(g, "general.architecture", arch);
+    ds_gguf_w_str(g, "general.name",
+                  o->name ? o->name : v32 ? "DeepSeek-V3.2" : c->arch == DS_ARCH_V3 ? "DeepSeek-V3" : "DeepSeek-V2");
     ds_gguf_w_u32(g, "general.file_type", (uint32_t)llama_ftype(o->experts));
     ds_gguf_w_u32(g, "general.quantization_version", 2);
     ds_gguf_w_u32(g, K2(k, "block_count"), (uint32_t)(c->n_layer + n_mtp));
     if (n_mtp) ds_gguf_w_u32(g, K2(k, "nextn_predict_layers"), (uint32_t)n_mtp);
+    if (v32) {
+        ds_gguf_w_u32(g, K2(k, "attention.indexer.head_count"), (uint32_t)c->index_n_heads);
+        ds_gguf_w_u32(g, K2(k, "attention.indexer.key_length"), (uint32_t)c->index_head_dim);
+        ds_gguf_w_u32(g, K2(k, "attention.indexer.top_k"), (uint32_t)c->index_topk);
+    }
     ds_gguf_w_u32(g, K2(k, "context_length"), (uint32_t)DS_MIN(c->max_position_embeddings, (int64_t)UINT32_MAX));
     ds_gguf_w_u32(g, K2(k, "embedding_length"), (uint32_t)c->hidden_size);
     ds_gguf_w_u32(g, K2(k, "feed_forward_length"), (uint32_t)c->intermediate_size);

@@ -245,7 +245,7 @@ static int bind_layer(gbinder *b, int64_t l) {
 
 /* ---------------------------------------------------------------- config */
 
-#define KEY(buf, suffix) (snprintf(buf, sizeof buf, "deepseek2.%s", suffix), buf)
+#define KEY(buf, suffix) (snprintf(buf, sizeof buf, "%s.%s", arch, suffix), buf)
 
 static int gguf_config_v4(const ds_gguf *g, ds_config *c, ds_err *e);
 
@@ -255,8 +255,10 @@ int ds_model_gguf_config(const ds_gguf *g, ds_config *c, ds_err *e) {
     int rc;
     if ((rc = ds_gguf_get_str(g, "general.architecture", true, s, sizeof s, e))) return rc;
     if (!strcmp(s, "deepseek4")) return gguf_config_v4(g, c, e);
-    if (strcmp(s, "deepseek2") != 0)
-        return ds_err_set(e, DS_EUNSUPPORTED, "%s: architecture '%s' is not deepseek2 or deepseek4", g->what, s);
+    if (strcmp(s, "deepseek2") != 0 && strcmp(s, "deepseek32") != 0)
+        return ds_err_set(e, DS_EUNSUPPORTED, "%s: architecture '%s' is not deepseek2, deepseek32 or deepseek4", g->what, s);
+    const bool v32 = !strcmp(s, "deepseek32");   /* V3.2: deepseek2's keys and tensors plus the indexer's */
+    const char *arch = v32 ? "deepseek32" : "deepseek2";
 #define GI(key, req, lo, hi, dst) do { if ((rc = ds_gguf_get_int(g, KEY(k, key), req, lo, hi, dst, e))) return rc; } while (0)
 #define GN(key, req, lo, hi, dst) do { if ((rc = ds_gguf_get_num(g, KEY(k, key), req, lo, hi, dst, e))) return rc; } while (0)
     int64_t blocks = 0;
@@ -310,7 +312,13 @@ int ds_model_gguf_config(const ds_gguf *g, ds_config *c, ds_err *e) {
         return ds_err_set(e, DS_EUNSUPPORTED, "%s: expert_gating_func = %lld is not softmax (1) or sigmoid (2)", g->what,
                           (long long)gating);
     }
-    snprintf(c->model_type, sizeof c->model_type, "%s", c->arch == DS_ARCH_V3 ? "deepseek_v3" : "deepseek_v2");
+    snprintf(c->model_type, sizeof c->model_type, "%s",
+             v32 ? "deepseek_v32" : c->arch == DS_ARCH_V3 ? "deepseek_v3" : "deepseek_v2");
+    if (v32) {
+        GI("attention.indexer.head_count", true, 1, 4096, &c->index_n_heads);
+        GI("attention.indexer.key_length", true, 2, 4096, &c->index_head_dim);
+        GI("attention.indexer.top_k", true, 1, 1ll << 32, &c->index_topk);
+    }
     c->routed_scaling_factor = 1.0;
     GN("expert_weights_scale", false, 0.0, 1e6, &c->routed_scaling_factor);
     c->norm_topk_prob = false;
@@ -342,7 +350,7 @@ int ds_model_gguf_config(const ds_gguf *g, ds_config *c, ds_err *e) {
 #undef GN
     /* vocabulary size: the key, else the embedding's rows */
     c->vocab_size = 0;
-    if ((rc = ds_gguf_get_int(g, "deepseek2.vocab_size", false, 1, 1 << 24, &c->vocab_size, e))) return rc;
+    if ((rc = ds_gguf_get_int(g, KEY(k, "vocab_size"), false, 1, 1 << 24, &c->vocab_size, e))) return rc;
     const ds_gguf_tensor *emb = ds_gguf_find_tensor(g, "token_embd.weight");
     if (!emb) return ds_err_set(e, DS_ENOTFOUND, "%s: missing tensor 'token_embd.weight'", g->what);
     if (c->vocab_size == 0) c->vocab_size = emb->n_dims == 2 ? emb->ne[1] : 0;
