@@ -1,7 +1,7 @@
 /*
  * cmd_convert.c - `deepseek convert`: a Hugging Face folder (BF16/F16/F32 or
  * block-FP8, sharded or not) or a GGUF -> GGUF in llama.cpp's deepseek2
- * layout with a chosen type mix, a live progress bar, and an optional KL
+ * layout (deepseek32 for V3.2, deepseek4 for V4) with a chosen type mix, a live progress bar, and an optional KL
  * check of the result against the source; also random GGUF models of a
  * given shape for benchmarks.
  */

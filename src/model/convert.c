@@ -1,6 +1,7 @@
 /*
- * convert.c - ds_model -> GGUF (`deepseek2`, llama.cpp's names, shapes and
- * metadata), and random GGUF models for benchmarks. See convert.h.
+ * convert.c - ds_model -> GGUF (`deepseek2` / `deepseek32` / `deepseek4`,
+ * llama.cpp's names, shapes and metadata), and random GGUF models for
+ * benchmarks. See convert.h.
  *
  * Every output tensor is described by a `wt`: name, row-major shape, output
  * type and a source (a 2-D/3-D view, the routed experts of a layer, an fp32

@@ -1,6 +1,7 @@
 /*
  * convert.h - writing a model as a GGUF file in llama.cpp's `deepseek2`
- * layout (the inverse of model_gguf.c), and random GGUF models of a given
+ * layout (V3.2: `deepseek32`, V4: `deepseek4` with FP4 experts as MXFP4;
+ * the inverse of model_gguf.c), and random GGUF models of a given
  * shape for benchmarks.
  *
  * The source is any opened ds_model (a Hugging Face folder in BF16/F16/F32

@@ -1,7 +1,8 @@
 /*
  * model_gguf.c - opening a llama.cpp-style GGUF file (architecture
- * `deepseek2`) into the same ds_model / ds_layer_w structs model.c fills
- * from a Hugging Face folder. Does not own the forward pass or the format
+ * `deepseek2`, V3.2's `deepseek32` = deepseek2 + indexer keys, or V4's
+ * `deepseek4`, see gguf_config_v4 below) into the same ds_model /
+ * ds_layer_w structs model.c fills from a Hugging Face folder. Does not own the forward pass or the format
  * parser (io/gguf.c); the writer side is model/convert.c.
  *
  * Metadata (prefix `deepseek2.`) -> ds_config:
@@ -24,7 +25,8 @@
  * (E, F, D) (or gate and up merged, (E, 2F, D)) -> per-expert 2-D views of
  * the owned experts only; MTP block N = L: nextn.* plus an ordinary layer.
  * Norm vectors and the router bias are converted to owned fp32 arrays;
- * everything else stays a view into the mapping.
+ * V4's tid2eid to an owned int32 table, V4's MXFP4 experts repacked into
+ * owned e2m1 rows (mxfp4.h); everything else stays a view into the mapping.
  */
 #include "model.h"
 #include "model_internal.h"
