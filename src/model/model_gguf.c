@@ -154,20 +154,21 @@ static int bind_mxfp4_experts(gbinder *b, const ds_gguf_tensor *t, const ds_tkin
     if (t->n_dims != 3 || t->ne[2] != E || t->ne[1] != r || t->ne[0] != c || c % DS_MXFP4_BLOCK)
         return ds_err_set(b->e, DS_EFORMAT, "%s: MXFP4 tensor '%s' must have ggml shape {%lld, %lld, %lld} (rows a "
                           "multiple of 32 values)", b->g->what, t->name, (long long)c, (long long)r, (long long)E);
-    int64_t nb = E * r * (c / DS_MXFP4_BLOCK);
+    /* only the owned experts [lo, hi) (an expert-parallel rank holds its share) */
+    int64_t lo = m->expert_lo, per = r * (c / DS_MXFP4_BLOCK), nb = (m->expert_hi - lo) * per;
     uint8_t *q = gown(b, (size_t)nb * 16), *sc = gown(b, (size_t)nb);
     if (!q || !sc) return ds_err_set(b->e, DS_ENOMEM, "out of memory");
-    ds_mxfp4_to_e2m1(t->data, nb, q, sc);
-    for (int64_t x = m->expert_lo; x < m->expert_hi; x++) {
+    ds_mxfp4_to_e2m1((const uint8_t *)t->data + lo * per * DS_MXFP4_BLOCK_BYTES, nb, q, sc);
+    for (int64_t x = lo; x < m->expert_hi; x++) {
         ds_tensor *w = ds_tk_field(k, m, l, x);
         memset(w, 0, sizeof *w);
         w->name = t->name;
         w->dtype = DS_DTYPE_F4_E2M1;
         w->ndim = 2;
         w->shape[0] = r, w->shape[1] = c;
-        w->data = q + x * r * (c / 2);
+        w->data = q + (x - lo) * per * 16;
         w->nbytes = (size_t)(r * (c / 2));
-        w->scale_e8m0 = sc + x * r * (c / DS_MXFP4_BLOCK);
+        w->scale_e8m0 = sc + (x - lo) * per;
         w->scale_rows = r, w->scale_cols = c / DS_MXFP4_BLOCK, w->block_r = 1, w->block_c = DS_MXFP4_BLOCK;
     }
     b->n_params += E * r * c;
