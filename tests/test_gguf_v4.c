@@ -3,9 +3,10 @@
  * MXFP4 blocks against the PyPI gguf package's dequantizer, a file written
  * by llama.cpp's own converter (tiny-v4-fp8: FP4 experts as MXFP4) against
  * the folder and transformers, our writer's files read back (F32/BF16 exact,
- * MXFP4 experts bit for bit, Q8_0 / Q4_K within KL bounds), our file run by
- * llama.cpp (fixtures/gguf/v4-llama: llama.cpp's logits recorded by
- * tools/gen_v4_gguf_fixtures.py), and bad deepseek4 metadata.
+ * MXFP4 experts bit for bit, Q8_0 / Q4_K within KL bounds), our files run by
+ * llama.cpp (fixtures/gguf/v4-llama, v32-llama: llama.cpp's logits recorded
+ * by tools/gen_v4_gguf_fixtures.py), bad deepseek4 metadata, and V3.2's
+ * `deepseek32` (llama.cpp's converter's file, ours).
  *
  * Tolerances (tiny random models, logits O(1-5)):
  *   same weights (F32 / BF16 / MXFP4 = the folder's values): identical logits
@@ -320,38 +321,75 @@ TEST(gguf_v4_quantized) {
 
 /* --------------------------------------------- our file run by llama.cpp */
 
-TEST(gguf_v4_ours_in_llamacpp) {
-    /* fixtures/gguf/v4-llama: a V4 model llama.cpp's graph runs (index_head_dim
-     * 64, HCA ratio 128); llama.cpp's logits of `deepseek convert --type f32`
-     * of it were recorded (tools/gen_v4_gguf_fixtures.py, measured 1.0e-5 from
-     * ours, 1.2e-5 from transformers'). Our writer's file, read back here,
-     * must match both. */
-    const char *dir = "tests/fixtures/gguf/v4-llama";
+/* fixtures/gguf/v4-llama and v32-llama: models llama.cpp's graphs run
+ * (V4: index_head_dim 64, HCA ratio 128; V3.2: index_head_dim 64, no MTP);
+ * llama.cpp's logits of `deepseek convert --type f32` of each were recorded
+ * (tools/gen_v4_gguf_fixtures.py; measured V4 1.0e-5 from ours and 1.2e-5
+ * from transformers', V3.2 2.3e-6 and 3.1e-6). Our writer must still make
+ * the very file llama.cpp ran (its FNV-1a 64 in ref.json: a changed name, key
+ * or layout needs llama.cpp run again, tools/gen_v4_gguf_fixtures.py), and
+ * that file, read back, must match the folder exactly and both references
+ * within 1e-4. */
+static void ours_in_llamacpp(const char *fx, const char *arch) {
+    char dir[256], path[320];
+    snprintf(dir, sizeof dir, "tests/fixtures/gguf/%s", fx);
     ds_model *src = open_path(dir);
     if (!src) return;
     ds_convert_opts o;
     ds_convert_opts_default(&o, DS_DTYPE_F32);
-    ds_model *g = write_open(src, "v4-llama-f32.gguf", &o);
+    char name[64];
+    snprintf(name, sizeof name, "%s-f32.gguf", fx);
+    ds_model *g = write_open(src, name, &o);
     int32_t tok[64];
     int64_t T, V = src->cfg.vocab_size;
-    if (g && ref_tokens("tests/fixtures/gguf/v4-llama/ref.json", tok, &T) == 0) {
-        CHECK_EQ_INT(g->cfg.compress_rate_hca, 128);
-        CHECK_EQ_INT(g->cfg.index_head_dim, 64);
-        float *ll = read_f32("tests/fixtures/gguf/v4-llama/llama_logits.f32", (size_t)(T * V));
-        float *hf = read_f32("tests/fixtures/gguf/v4-llama/hf_logits.f32", (size_t)(T * V));
+    snprintf(path, sizeof path, "%s/ref.json", dir);
+    if (g && ref_tokens(path, tok, &T) == 0) {
+        ds_gguf gg;
+        ds_err e = { 0 };
+        char a[32] = "";
+        if (ds_gguf_open(&gg, v4tmp(name), &e) == 0) {
+            ds_gguf_get_str(&gg, "general.architecture", true, a, sizeof a, &e);
+            ds_gguf_close(&gg);
+        }
+        CHECK_MSG(!strcmp(a, arch), "%s: architecture '%s'", fx, a);
+        char *bytes;
+        size_t len;
+        if (ds_read_file(v4tmp(name), 64 << 20, &bytes, &len, &e) == 0) {
+            uint64_t h = 0xcbf29ce484222325ull;
+            for (size_t i = 0; i < len; i++) h = (h ^ (uint8_t)bytes[i]) * 0x100000001b3ull;
+            free(bytes);
+            char hex[17], want[32] = "";
+            snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
+            json_t *j = NULL;
+            snprintf(path, sizeof path, "%s/ref.json", dir);
+            if (ds_json_load_file(path, 1 << 20, &j, &e) == 0) {
+                const char *w = json_string_value(json_object_get(j, "gguf_fnv1a64"));
+                snprintf(want, sizeof want, "%s", w ? w : "");
+                json_decref(j);
+            }
+            CHECK_MSG(!strcmp(hex, want), "%s: our F32 GGUF (FNV-1a %s) is not the file llama.cpp ran (%s)", fx, hex, want);
+        }
+        snprintf(path, sizeof path, "%s/llama_logits.f32", dir);
+        float *ll = read_f32(path, (size_t)(T * V));
+        snprintf(path, sizeof path, "%s/hf_logits.f32", dir);
+        float *hf = read_f32(path, (size_t)(T * V));
         float *x = logits_of(g, tok, T, false), *y = logits_of(src, tok, T, false), *xi = logits_of(g, tok, T, true);
-        CHECK_MSG(max_abs_diff(x, y, T * V) <= same_bits_bound(0), "F32 GGUF vs folder %.3g", max_abs_diff(x, y, T * V));
+        CHECK_MSG(max_abs_diff(x, y, T * V) <= same_bits_bound(0), "%s: F32 GGUF vs folder %.3g", fx, max_abs_diff(x, y, T * V));
         if (ll && hf) {
             double d1 = max_abs_diff(x, ll, T * V), d2 = max_abs_diff(xi, ll, T * V), d3 = max_abs_diff(x, hf, T * V);
-            printf("    v4-llama: vs llama.cpp %.3g (incremental %.3g), vs transformers %.3g\n", d1, d2, d3);
-            CHECK_MSG(d1 <= 1e-4 && d2 <= 1e-4, "vs llama.cpp's logits of the same file: %.3g / %.3g", d1, d2);
-            CHECK_MSG(d3 <= 1e-4, "vs transformers %.3g", d3);
+            printf("    %s: vs llama.cpp %.3g (incremental %.3g), vs transformers %.3g\n", fx, d1, d2, d3);
+            CHECK_MSG(d1 <= 1e-4 && d2 <= 1e-4, "%s: vs llama.cpp's logits of the same file: %.3g / %.3g", fx, d1, d2);
+            CHECK_MSG(d3 <= 1e-4, "%s: vs transformers %.3g", fx, d3);
         }
         free(ll); free(hf); free(x); free(y); free(xi);
     }
     ds_model_close(g);
     ds_model_close(src);
 }
+
+TEST(gguf_v4_ours_in_llamacpp) { ours_in_llamacpp("v4-llama", "deepseek4"); }
+
+TEST(gguf_v32_ours_in_llamacpp) { ours_in_llamacpp("v32-llama", "deepseek32"); }
 
 /* ------------------------------------------------------- bad metadata */
 

@@ -42,7 +42,9 @@ safetensors + numpy. Only outputs in tests/fixtures/gguf/ are committed:
                                  0c1e570 cannot run it (its indexer's Hadamard rotation needs
                                  index_head_dim >= 64: GGML_ASSERT(ggml_can_mul_mat(a, b)))
   v4-llama/                      config.json, model.safetensors (BF16), hf_logits.f32 [T, V],
-                                 llama_logits.f32 [T, V] (llama.cpp on our BF16 GGUF), ref.json
+                                 llama_logits.f32 [T, V] (llama.cpp on our F32 GGUF), ref.json
+  v32-llama/                     the same for V3.2 (`deepseek32`): tiny-v32's config with
+                                 index_head_dim 64, no MTP layer, 24 tokens
 """
 import argparse
 import json
@@ -125,6 +127,15 @@ def run_convert(llama, src, dst, outtype=None):
 
 
 LL = os.path.join(FIX, "gguf", "v4-llama")
+
+
+def fnv1a64(path):
+    """FNV-1a 64 of a file: tests/test_gguf_v4.c checks that `deepseek convert`
+    still writes the exact file llama.cpp ran."""
+    h = 0xcbf29ce484222325
+    for b in open(path, "rb").read():
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
 LL_T = 64
 LL_SEED = 1
 
@@ -183,10 +194,54 @@ def build_llama_model(llama, tmp):
                "what": "tiny-v4's config with index_head_dim 64 and HCA ratio 128 (what llama.cpp's deepseek4 graph "
                        "runs); hf_logits: transformers fp32; llama_logits: llama.cpp on `deepseek convert --type f32` "
                        "of this folder (sha256 below), F32 cache, no flash attention",
-               "gguf_sha256": hashlib.sha256(open(gguf, "rb").read()).hexdigest(),
+               "gguf_sha256": hashlib.sha256(open(gguf, "rb").read()).hexdigest(), "gguf_fnv1a64": fnv1a64(gguf),
                "llama_cpp": rev.stdout.strip() or "unknown",
                "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__}},
               open(os.path.join(LL, "ref.json"), "w"), indent=1)
+
+
+LL32 = os.path.join(FIX, "gguf", "v32-llama")
+
+
+def build_v32_llama_model(llama, tmp):
+    """tiny-v32's config (gen_fixtures.py) with index_head_dim 64, no MTP layer,
+    built and checked (index margins) by gen_fixtures.build; llama.cpp's logits
+    of `deepseek convert --type f32` of it."""
+    sys.path.insert(0, HERE)
+    import gen_fixtures as gf  # noqa: E402
+
+    gf.ROOT = tmp
+    spec = dict(gf.VARIANTS["tiny-v32"])
+    spec.update(mtp=False, tokenizer=None)
+    spec["cfg"] = gf.base_v3(vocab_size=576, index_topk=8, index_n_heads=8, index_head_dim=64)
+    for seed in range(spec["seed"], spec["seed"] + 20):   # gen_fixtures.build refuses near-tie index top-k
+        try:
+            gf.build("v32-llama", spec, seed)
+            break
+        except AssertionError as ex:
+            print(f"seed {seed}: {ex}, trying the next seed")
+    src = os.path.join(tmp, "v32-llama")
+    if os.path.isdir(LL32):
+        shutil.rmtree(LL32)
+    os.makedirs(LL32)
+    for f in ("config.json", "model.safetensors", "ref_logits.f32"):
+        shutil.copy(os.path.join(src, f), os.path.join(LL32, "hf_logits.f32" if f == "ref_logits.f32" else f))
+    ref = json.load(open(os.path.join(src, "ref.json")))
+    gguf = os.path.join(tmp, "v32-llama-f32.gguf")
+    subprocess.run([os.path.join(HERE, "..", "deepseek"), "convert", "-q", "-m", LL32, "-o", gguf, "--type", "f32"],
+                   check=True)
+    tool = os.path.join(tmp, "llama_logits")
+    subprocess.run([tool, gguf, ",".join(map(str, ref["tokens"])), os.path.join(LL32, "llama_logits.f32"),
+                    "--f32-cache", "--no-fa"], check=True)
+    rev = subprocess.run(["git", "-C", llama, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    json.dump({"generator": "python3 tools/gen_v4_gguf_fixtures.py", "tokens": ref["tokens"], "seed": ref["seed"],
+               "index_topk_min_relative_gap": ref["index_topk_min_relative_gap"],
+               "what": "tiny-v32's config with index_head_dim 64 (llama.cpp's indexer needs >= 64), no MTP; "
+                       "hf_logits: transformers fp32; llama_logits: llama.cpp on `deepseek convert --type f32` of "
+                       "this folder (sha256 below), F32 cache, no flash attention",
+               "gguf_sha256": hashlib.sha256(open(gguf, "rb").read()).hexdigest(), "gguf_fnv1a64": fnv1a64(gguf),
+               "llama_cpp": rev.stdout.strip() or "unknown", "versions": ref["versions"]},
+              open(os.path.join(LL32, "ref.json"), "w"), indent=1)
 
 
 def main():
@@ -206,6 +261,8 @@ def main():
         print("wrote", OUT32)
         build_llama_model(llama, tmp)
         print("wrote", LL)
+        build_v32_llama_model(llama, tmp)
+        print("wrote", LL32)
 
 
 if __name__ == "__main__":
