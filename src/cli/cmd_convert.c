@@ -25,7 +25,7 @@ static void usage(FILE *f) {
         "       deepseek convert --random v2-lite|CONFIG.json -o OUT.gguf [--layers N] [--type T] [options]\n"
         "       deepseek convert -m MODEL --kl-against OTHER [--kl-tokens N]\n"
         "  MODEL: a Hugging Face folder (config.json + safetensors, BF16/F16/F32 or FP8) or a .gguf;\n"
-        "         DeepSeek-V2/V3 are written in llama.cpp's deepseek2 layout, DeepSeek-V4 in its deepseek4 one\n"
+        "         DeepSeek-V2/V3 are written in llama.cpp's deepseek2 layout, V3.2 in deepseek32, V4 in deepseek4\n"
         "         (FP8 matrices -> --type, default q8_0; FP4 experts -> mxfp4)\n"
         "  types: f32 f16 bf16 q8_0 q6_k q5_k q5_1 q5_0 q4_k q4_1 q4_0 q3_k q2_k iq4_xs iq4_nl (rows\n"
         "         that do not fit a type's block fall back like llama.cpp: q4_k -> q5_0, q5_k -> q5_1,\n"
