@@ -11,8 +11,11 @@
 # beside > metadata) and its error message; convert --split-max-size writes
 # parts that load from any part with the same output; a missing part is an
 # error naming it; convert writes K-quants/IQ4 types that info names and
-# generate runs, and refuses the IQ1/IQ2/IQ3 types it only reads. Prints each
-# failed check and exits 1 if any failed.
+# generate runs, and refuses the IQ1/IQ2/IQ3 types it only reads; a DeepSeek-V4
+# folder (FP8 + FP4) converts to llama.cpp's deepseek4 layout (MXFP4 experts),
+# with info and greedy output as the folder's, and a V3.2 one to deepseek32.
+# Prints each failed check and
+# exits 1 if any failed.
 set -u
 BIN=${1:?usage: sh tests/cli_gguf_tests.sh path/to/deepseek}
 FX=tests/fixtures
@@ -56,7 +59,12 @@ same() {
 M=$FX/tiny-chat
 P="The quick brown fox <｜User｜>hello 12345"
 mkdir -p "$T/g" "$T/s"
-expect_fail "convert a V3.2 folder (sparse attention has no GGUF layout yet)" "V3.2" "$BIN" convert -m "$FX/tiny-v32" -o "$T/g/v32.gguf"
+# V3.2 (sparse attention): llama.cpp's deepseek32 layout; greedy output as the folder's
+expect_ok "convert a V3.2 folder" "$BIN" convert -m "$FX/tiny-v32" -o "$T/g/v32.gguf" --type f32 -q
+"$BIN" generate -m "$FX/tiny-v32" --prompt-ids 0,5,17,42 -n 8 -t 1 >"$T/g32_dir" 2>/dev/null
+"$BIN" generate -m "$T/g/v32.gguf" --prompt-ids 0,5,17,42 -n 8 -t 1 >"$T/g32_gguf" 2>/dev/null
+checks=$((checks + 1))
+[ -s "$T/g32_dir" ] && cmp -s "$T/g32_dir" "$T/g32_gguf" || fail "V3.2 greedy output: F32 GGUF differs from the folder (or none)"
 expect_ok "convert tiny-chat to f32 GGUF" "$BIN" convert -m "$M" -o "$T/g/chat.gguf" --type f32 -q
 
 # the folder's results
@@ -121,6 +129,38 @@ expect_ok "generate from Q2_K/IQ4_XS" "$BIN" generate -m "$T/kq2.gguf" --prompt-
 expect_fail "convert --type iq2_xxs is refused" "IQ2_XXS is read but not written" \
     "$BIN" convert -m "$KQ" -o "$T/kq3.gguf" --type iq2_xxs
 expect_fail "convert --type q8_1 is unknown" "unknown type 'q8_1'" "$BIN" convert -m "$KQ" -o "$T/kq3.gguf" --type q8_1
+
+# DeepSeek-V4 (llama.cpp's deepseek4 layout): convert's default keeps FP4 experts as MXFP4 and takes
+# FP8 matrices to Q8_0; --kl reports; info prints what it prints for the folder; generate runs
+V4F=$FX/tiny-v4-fp8
+expect_ok "convert V4 (FP8 + FP4)" "$BIN" convert -m "$V4F" -o "$T/v4.gguf" -q --kl
+checks=$((checks + 1))
+grep -q "KL mean" "$T/out" || fail "convert V4 --kl: $(head -c 300 "$T/out")"
+expect_ok "info on the V4 GGUF" "$BIN" info -m "$T/v4.gguf" &&
+    { checks=$((checks + 1)); grep -q "deepseek4.*Q8_0.*MXFP4" "$T/out" || fail "V4 info types: $(grep weights "$T/out")"; }
+grep -v "^model\|^weights\|^memory\|^ " "$T/out" >"$T/info_gguf"
+expect_ok "info on the V4 folder" "$BIN" info -m "$V4F"
+grep -v "^model\|^weights\|^memory\|^ " "$T/out" >"$T/info_dir"
+checks=$((checks + 1))
+diff "$T/info_dir" "$T/info_gguf" >"$T/info_diff" || fail "V4 info: folder vs GGUF differ: $(head -c 400 "$T/info_diff")"
+expect_ok "generate from the V4 GGUF" "$BIN" generate -m "$T/v4.gguf" --prompt-ids 0,419,2,70,76,113 -n 6 -t 1
+expect_ok "convert V4 --type bf16" "$BIN" convert -m "$V4F" -o "$T/v4b.gguf" -q --type bf16
+"$BIN" generate -m "$V4F" --prompt-ids 0,419,2,70,76,113 -n 12 -t 1 --temp 0 >"$T/g_dir" 2>/dev/null
+"$BIN" generate -m "$T/v4b.gguf" --prompt-ids 0,419,2,70,76,113 -n 12 -t 1 --temp 0 >"$T/g_gguf" 2>/dev/null
+checks=$((checks + 1))
+[ -s "$T/g_dir" ] && cmp -s "$T/g_dir" "$T/g_gguf" || fail "V4 greedy output: BF16+MXFP4 GGUF differs from the folder (or none)"
+expect_fail "--experts mxfp4 needs FP4 experts" "no MXFP4 quantizer" \
+    "$BIN" convert -m "$FX/tiny-v4" -o "$T/v4m.gguf" --experts mxfp4
+expect_fail "mxfp4 is for experts only" "routed experts only" "$BIN" convert -m "$V4F" -o "$T/v4m.gguf" --type mxfp4
+# a V4 folder with an MTP layer: llama.cpp's deepseek4 layout has no names for it -> an error naming --no-mtp;
+# with --no-mtp the file is written and gives the folder's greedy tokens (the main model is unchanged)
+expect_fail "V4 MTP has no GGUF names" "pass --no-mtp" "$BIN" convert -m "$FX/tiny-v4-mtp" -o "$T/v4mtp.gguf"
+[ ! -e "$T/v4mtp.gguf" ] || fail "V4 MTP refusal left a file behind"
+"$BIN" convert -m "$FX/tiny-v4-mtp" -o "$T/v4mtp.gguf" --no-mtp --type bf16 -q >/dev/null 2>"$T/err" || fail "V4 --no-mtp convert: $(tail -c 300 "$T/err")"
+"$BIN" generate -m "$FX/tiny-v4-mtp" --prompt-ids 0,419,2,70,76,113 -n 8 -t 1 --temp 0 >"$T/g_mdir" 2>/dev/null
+"$BIN" generate -m "$T/v4mtp.gguf" --prompt-ids 0,419,2,70,76,113 -n 8 -t 1 --temp 0 >"$T/g_mgguf" 2>/dev/null
+checks=$((checks + 1))
+[ -s "$T/g_mdir" ] && cmp -s "$T/g_mdir" "$T/g_mgguf" || fail "V4 --no-mtp GGUF: greedy output differs from the folder's"
 
 if [ "$fails" -gt 0 ]; then
     echo "cli_gguf_tests.sh: $fails of $checks checks failed"

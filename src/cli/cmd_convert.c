@@ -1,7 +1,7 @@
 /*
  * cmd_convert.c - `deepseek convert`: a Hugging Face folder (BF16/F16/F32 or
  * block-FP8, sharded or not) or a GGUF -> GGUF in llama.cpp's deepseek2
- * layout with a chosen type mix, a live progress bar, and an optional KL
+ * layout (deepseek32 for V3.2, deepseek4 for V4) with a chosen type mix, a live progress bar, and an optional KL
  * check of the result against the source; also random GGUF models of a
  * given shape for benchmarks.
  */
@@ -24,7 +24,9 @@ static void usage(FILE *f) {
         "usage: deepseek convert -m MODEL -o OUT.gguf [--type T] [options]\n"
         "       deepseek convert --random v2-lite|CONFIG.json -o OUT.gguf [--layers N] [--type T] [options]\n"
         "       deepseek convert -m MODEL --kl-against OTHER [--kl-tokens N]\n"
-        "  MODEL: a Hugging Face folder (config.json + safetensors, BF16/F16/F32 or FP8) or a .gguf\n"
+        "  MODEL: a Hugging Face folder (config.json + safetensors, BF16/F16/F32 or FP8) or a .gguf;\n"
+        "         DeepSeek-V2/V3 are written in llama.cpp's deepseek2 layout, V3.2 in deepseek32, V4 in deepseek4\n"
+        "         (FP8 matrices -> --type, default q8_0; FP4 experts -> mxfp4)\n"
         "  types: f32 f16 bf16 q8_0 q6_k q5_k q5_1 q5_0 q4_k q4_1 q4_0 q3_k q2_k iq4_xs iq4_nl (rows\n"
         "         that do not fit a type's block fall back like llama.cpp: q4_k -> q5_0, q5_k -> q5_1,\n"
         "         q6_k -> q8_0, q2_k/q3_k/iq4_xs -> iq4_nl, then f16; the IQ1/IQ2/IQ3 types are read,\n"
@@ -32,10 +34,12 @@ static void usage(FILE *f) {
         "  --type T        default for every weight class (default q8_0)\n"
         "  --attn T        attention projections (q, kv_a, k_b, v_b, o)\n"
         "  --ffn T         dense FFN, shared experts, MTP eh_proj\n"
-        "  --experts T     routed experts\n"
+        "  --experts T     routed experts (DeepSeek-V4: FP4 experts are written MXFP4, bit for bit, unless\n"
+        "                  --experts names another type; --experts mxfp4 insists on it)\n"
         "  --embed T       token embedding (default: --type)\n"
         "  --head T        output head (default: q6_k for a --type below 6 bits, else --type)\n"
-        "                  norms, router and router bias are always f32\n"
+        "                  norms, router and router bias are always f32 (V4 also: hyper-connection\n"
+        "                  mixers, compressor position biases, indexer weights; tid2eid i32)\n"
         "  --legacy-kv-b   write attn_kv_b (pre-MLA GGUF form) instead of attn_k_b + attn_v_b\n"
         "  --no-mtp        leave the MTP (nextn) layers out\n"
         "  --name NAME     general.name\n"
@@ -172,12 +176,17 @@ int cmd_convert(int argc, char **argv) {
     if (attn != DS_DTYPE_COUNT) o.attn = attn;
     if (ffn != DS_DTYPE_COUNT) o.ffn = ffn;
     if (experts != DS_DTYPE_COUNT) o.experts = experts;
+    o.fp4_as_mxfp4 = experts == DS_DTYPE_COUNT;
+    const ds_dtype others[4] = { type, attn, ffn, embed };
+    for (int k = 0; k < 4; k++)
+        if (others[k] == DS_DTYPE_MXFP4 || head == DS_DTYPE_MXFP4)
+            cli_die(C, "mxfp4 is a type for DeepSeek-V4's routed experts only (--experts mxfp4)");
     if (embed != DS_DTYPE_COUNT) o.embed = embed;
     if (head != DS_DTYPE_COUNT) o.head = head;
     /* the IQ1/IQ2/IQ3 types: random blocks of them (--random, for benchmarks) but no quantizer */
     const ds_dtype used[5] = { o.attn, o.ffn, o.experts, o.embed, o.head };
     for (int k = 0; k < 5 && !random; k++)
-        if (!ds_quant_has_quantizer(used[k]))
+        if (!ds_quant_has_quantizer(used[k]) && used[k] != DS_DTYPE_MXFP4)
             cli_die(C, "%s is read but not written by deepseek.c (the IQ1/IQ2/IQ3 types need an importance matrix: use "
                     "llama.cpp's llama-quantize --imatrix; --random models may use them); writable: f32 f16 bf16 q8_0 "
                     "q6_k q5_k q5_1 q5_0 q4_k q4_1 q4_0 q3_k q2_k iq4_xs iq4_nl", ds_dtype_name(used[k]));

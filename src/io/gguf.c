@@ -48,7 +48,7 @@ static const ds_ggml_type_info k_types[DS_GGML_TYPE_COUNT] = {
     [30] = { "bf16", 1, 2, DS_DTYPE_BF16 },
     [34] = { "tq1_0", 256, 54, DS_DTYPE_COUNT },
     [35] = { "tq2_0", 256, 66, DS_DTYPE_COUNT },
-    [39] = { "mxfp4", 32, 17, DS_DTYPE_COUNT },
+    [39] = { "mxfp4", 32, 17, DS_DTYPE_MXFP4 },   /* V4's routed experts: model_gguf.c repacks them */
     [40] = { "nvfp4", 64, 36, DS_DTYPE_COUNT },
     [41] = { "q1_0", 128, 18, DS_DTYPE_COUNT },
     [42] = { "q2_0", 64, 18, DS_DTYPE_COUNT },
@@ -674,10 +674,11 @@ double ds_gguf_arr_num(const ds_gguf_kv *kv, uint64_t i) {
 int ds_gguf_view(const ds_gguf *g, const ds_gguf_tensor *t, ds_tensor *out, ds_err *e) {
     const ds_ggml_type_info *ti = ds_ggml_type(t->type);
     DS_ASSERT(ti);
-    if (ti->dtype == DS_DTYPE_COUNT)
+    if (ti->dtype == DS_DTYPE_COUNT || ti->dtype == DS_DTYPE_MXFP4)
         return ds_err_set(e, DS_EUNSUPPORTED, "%s: tensor '%s' has ggml type %s, which deepseek.c cannot compute with "
                           "(supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K, "
-                          "iq1_s, iq1_m, iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq4_nl, iq4_xs)", g->what, t->name, ti->name);
+                          "iq1_s, iq1_m, iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq4_nl, iq4_xs; mxfp4 for DeepSeek-V4's "
+                          "routed experts)", g->what, t->name, ti->name);
     memset(out, 0, sizeof *out);
     out->name = t->name;
     out->dtype = ti->dtype;

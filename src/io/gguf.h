@@ -49,7 +49,7 @@ enum {
     DS_GGML_Q5_1 = 7, DS_GGML_Q8_0 = 8, DS_GGML_Q8_1 = 9, DS_GGML_Q2_K = 10, DS_GGML_Q3_K = 11,
     DS_GGML_Q4_K = 12, DS_GGML_Q5_K = 13, DS_GGML_Q6_K = 14, DS_GGML_Q8_K = 15,
     DS_GGML_I8 = 24, DS_GGML_I16 = 25, DS_GGML_I32 = 26, DS_GGML_I64 = 27, DS_GGML_F64 = 28,
-    DS_GGML_BF16 = 30, DS_GGML_TYPE_COUNT = 43
+    DS_GGML_BF16 = 30, DS_GGML_MXFP4 = 39, DS_GGML_TYPE_COUNT = 43
 };
 
 typedef struct ds_ggml_type_info {

@@ -1,6 +1,7 @@
 /*
- * convert.c - ds_model -> GGUF (`deepseek2`, llama.cpp's names, shapes and
- * metadata), and random GGUF models for benchmarks. See convert.h.
+ * convert.c - ds_model -> GGUF (`deepseek2` / `deepseek32` / `deepseek4`,
+ * llama.cpp's names, shapes and metadata), and random GGUF models for
+ * benchmarks. See convert.h.
  *
  * Every output tensor is described by a `wt`: name, row-major shape, output
  * type and a source (a 2-D/3-D view, the routed experts of a layer, an fp32
@@ -18,6 +19,7 @@
 #include "../core/thread.h"
 #include "../io/gguf.h"
 #include "../io/json.h"
+#include "../tensor/mxfp4.h"
 #include "../tensor/quant.h"
 #include "../tokenizer/tok_internal.h"
 
@@ -26,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { SRC_MAT, SRC_EXPERTS, SRC_VEC, SRC_KB, SRC_VB, SRC_KVB, SRC_RANDOM } src_kind;
+typedef enum { SRC_MAT, SRC_EXPERTS, SRC_VEC, SRC_KB, SRC_VB, SRC_KVB, SRC_INDEX, SRC_RANDOM } src_kind;
 
 typedef struct wt {
     char name[DS_GGUF_MAX_NAME];
@@ -38,6 +40,7 @@ typedef struct wt {
     const ds_mlp_w *experts;     /* SRC_EXPERTS: [E] */
     size_t eoff;                 /* SRC_EXPERTS: the field (gate, up, down) in ds_mlp_w */
     const float *vec;            /* SRC_VEC */
+    const int32_t *idx;          /* SRC_INDEX: an int32 table (V4's tid2eid), written I32 */
     const ds_layer_w *lw;        /* SRC_KB / SRC_VB / SRC_KVB */
     float rstd;                  /* SRC_RANDOM: value scale (0: ones, <0: zeros) */
     int64_t rows, cols, group;   /* rows = numel / cols; produced `group` rows at a time */
@@ -56,6 +59,7 @@ ds_dtype ds_convert_type_from_name(const char *s) {
         { "q4_0", DS_DTYPE_Q4_0 }, { "q5_0", DS_DTYPE_Q5_0 }, { "q4_k", DS_DTYPE_Q4_K }, { "q6_k", DS_DTYPE_Q6_K },
         { "q4_1", DS_DTYPE_Q4_1 }, { "q5_1", DS_DTYPE_Q5_1 }, { "q2_k", DS_DTYPE_Q2_K }, { "q3_k", DS_DTYPE_Q3_K },
         { "q5_k", DS_DTYPE_Q5_K }, { "iq4_nl", DS_DTYPE_IQ4_NL }, { "iq4_xs", DS_DTYPE_IQ4_XS },
+        { "mxfp4", DS_DTYPE_MXFP4 },   /* routed experts of V4 only: FP4 repacked, no quantizer */
         /* read, not written (ds_quant_has_quantizer): named so the error can say so */
         { "iq2_xxs", DS_DTYPE_IQ2_XXS }, { "iq2_xs", DS_DTYPE_IQ2_XS }, { "iq2_s", DS_DTYPE_IQ2_S },
         { "iq3_xxs", DS_DTYPE_IQ3_XXS }, { "iq3_s", DS_DTYPE_IQ3_S }, { "iq1_s", DS_DTYPE_IQ1_S }, { "iq1_m", DS_DTYPE_IQ1_M },
@@ -101,6 +105,7 @@ static int llama_ftype(ds_dtype t) {
     case DS_DTYPE_IQ4_NL: return 25;
     case DS_DTYPE_IQ4_XS: return 30;
     case DS_DTYPE_BF16: return 32;
+    case DS_DTYPE_MXFP4: return 38;  /* MOSTLY_MXFP4_MOE, as llama.cpp's V4 converter */
     default: return 0;
     }
 }
@@ -147,6 +152,7 @@ static bool stored(const ds_model *m, const ds_tkind *k, int64_t l) {
     if (k == &ds_tkinds[DS_TK_LM_HEAD]) return m->lm_head.data != m->embed.data;
     if (k->scope == DS_TS_EXPERT) return true;
     const void *f = ds_tk_field(k, (ds_model *)m, l, -1);
+    if (k->flags & DS_TF_INDEX) return *(int32_t *const *)f != NULL;
     return k->ndim == 1 ? *(float *const *)f != NULL : ds_tensor_present(f);
 }
 
@@ -157,7 +163,8 @@ static void set_source(wt *w, const ds_model *m, const ds_tkind *k, int64_t l) {
     const ds_layer_w *lw = l >= 0 ? &m->layers[l] : NULL;
     const void *f = k->scope == DS_TS_EXPERT ? NULL : ds_tk_field(k, (ds_model *)m, l, -1);
     int id = (int)(k - ds_tkinds);
-    if (k->ndim == 1) { w->kind = SRC_VEC; w->vec = *(float *const *)f; }
+    if (k->flags & DS_TF_INDEX) { w->kind = SRC_INDEX; w->idx = *(int32_t *const *)f; w->type = DS_DTYPE_I32; }
+    else if (k->ndim == 1) { w->kind = SRC_VEC; w->vec = *(float *const *)f; }
     else if (k->scope == DS_TS_EXPERT) { w->kind = SRC_EXPERTS; w->experts = lw->experts; w->eoff = k->w_off; }
     else if (id == DS_TK_K_B && !ds_tensor_present(&lw->wk_b)) { w->kind = SRC_KB; w->lw = lw; w->group = c->kv_lora_rank; }
     else if (id == DS_TK_V_B && !ds_tensor_present(&lw->wv_b)) { w->kind = SRC_VB; w->lw = lw; w->group = c->v_head_dim; }
@@ -186,32 +193,48 @@ static int build_list(wlist *L, const ds_config *c, const ds_model *m, int64_t n
             if (!w) return e->code;
             if (k->ndim == 1) w->rstd = (k->flags & DS_TF_BIAS) ? -1 : 0;  /* zeros : ones */
             if (m) set_source(w, m, k, l);
+            if (w->kind == SRC_EXPERTS && (t == DS_DTYPE_MXFP4 || o->fp4_as_mxfp4)) {
+                const ds_tensor *x0 = (const ds_tensor *)((const char *)&w->experts[0] + w->eoff);
+                if (x0->dtype == DS_DTYPE_F4_E2M1 && x0->block_c == DS_MXFP4_BLOCK && w->cols % DS_MXFP4_BLOCK == 0)
+                    w->type = DS_DTYPE_MXFP4;   /* the same bits, repacked (mxfp4.h) */
+                else if (t == DS_DTYPE_MXFP4)
+                    return ds_err_set(e, DS_EUNSUPPORTED, "%s: --experts mxfp4 repacks FP4 e2m1 experts (scales per 32 "
+                                      "values) without loss; these are %s (deepseek.c has no MXFP4 quantizer)", n,
+                                      ds_dtype_name(x0->dtype));
+            }
         }
     return DS_OK;
 }
 
 /* --------------------------------------------------------------- metadata */
 
-#define K2(buf, suffix) (snprintf(buf, sizeof buf, "deepseek2.%s", suffix), buf)
+#define K2(buf, suffix) (snprintf(buf, sizeof buf, "%s.%s", arch, suffix), buf)
 
 static int write_vocab(ds_gguf_writer *g, const ds_config *c, const char *dir, ds_err *e);
 
+static int write_tokenizer(ds_gguf_writer *g, const ds_config *c, const ds_convert_opts *o, ds_err *e);
+static int write_meta_v4(ds_gguf_writer *g, const ds_config *c, const ds_convert_opts *o, ds_err *e);
+
 static int write_meta(ds_gguf_writer *g, const ds_config *c, int64_t n_mtp, const ds_convert_opts *o, ds_err *e) {
     char k[128];
+    if (c->arch == DS_ARCH_V4) return write_meta_v4(g, c, o, e);
     if (c->moe_layer_freq != 1)
         return ds_err_set(e, DS_EUNSUPPORTED, "GGUF (deepseek2) cannot express moe_layer_freq = %lld", (long long)c->moe_layer_freq);
-    if (c->arch == DS_ARCH_V4)
-        return ds_err_set(e, DS_EUNSUPPORTED, "GGUF (deepseek2) cannot express DeepSeek-V4 (compressed attention, "
-                          "hyper-connections); converting V4 to GGUF (llama.cpp's deepseek4 layout) is not supported yet");
-    if (c->index_topk > 0)
-        return ds_err_set(e, DS_EUNSUPPORTED, "GGUF (deepseek2) cannot express DeepSeek-V3.2's sparse attention "
-                          "(index_topk); converting V3.2 to GGUF is not supported yet");
-    ds_gguf_w_str(g, "general.architecture", "deepseek2");
-    ds_gguf_w_str(g, "general.name", o->name ? o->name : (c->arch == DS_ARCH_V3 ? "DeepSeek-V3" : "DeepSeek-V2"));
+    /* V3.2 (sparse attention): llama.cpp's deepseek32, deepseek2's keys and tensors plus the indexer's */
+    const bool v32 = c->index_topk > 0;
+    const char *arch = v32 ? "deepseek32" : "deepseek2";
+    ds_gguf_w_str(g, "general.architecture", arch);
+    ds_gguf_w_str(g, "general.name",
+                  o->name ? o->name : v32 ? "DeepSeek-V3.2" : c->arch == DS_ARCH_V3 ? "DeepSeek-V3" : "DeepSeek-V2");
     ds_gguf_w_u32(g, "general.file_type", (uint32_t)llama_ftype(o->experts));
     ds_gguf_w_u32(g, "general.quantization_version", 2);
     ds_gguf_w_u32(g, K2(k, "block_count"), (uint32_t)(c->n_layer + n_mtp));
     if (n_mtp) ds_gguf_w_u32(g, K2(k, "nextn_predict_layers"), (uint32_t)n_mtp);
+    if (v32) {
+        ds_gguf_w_u32(g, K2(k, "attention.indexer.head_count"), (uint32_t)c->index_n_heads);
+        ds_gguf_w_u32(g, K2(k, "attention.indexer.key_length"), (uint32_t)c->index_head_dim);
+        ds_gguf_w_u32(g, K2(k, "attention.indexer.top_k"), (uint32_t)c->index_topk);
+    }
     ds_gguf_w_u32(g, K2(k, "context_length"), (uint32_t)DS_MIN(c->max_position_embeddings, (int64_t)UINT32_MAX));
     ds_gguf_w_u32(g, K2(k, "embedding_length"), (uint32_t)c->hidden_size);
     ds_gguf_w_u32(g, K2(k, "feed_forward_length"), (uint32_t)c->intermediate_size);
@@ -254,6 +277,93 @@ static int write_meta(ds_gguf_writer *g, const ds_config *c, int64_t n_mtp, cons
         if (c->norm_topk_prob) ds_gguf_w_bool(g, K2(k, "expert_weights_norm"), true);
         ds_gguf_w_u32(g, K2(k, "expert_gating_func"), c->scoring_func == DS_SCORE_SIGMOID ? 2 : 1);
     }
+    return write_tokenizer(g, c, o, e);
+}
+
+#define K4(buf, suffix) (snprintf(buf, sizeof buf, "deepseek4.%s", suffix), buf)
+
+/* llama.cpp's `deepseek4` metadata (what its converter writes for a release
+ * folder; model_gguf.c reads it back). The compressed layers' RoPE is the
+ * YaRN of rope.scaling.*; hash-routed layers must lead (hash_layer_count). */
+static int write_meta_v4(ds_gguf_writer *g, const ds_config *c, const ds_convert_opts *o, ds_err *e) {
+    char k[128];
+    int64_t L = c->n_layer, nh = 0;
+    while (nh < L && c->ffn_kind[nh] == DS_FFN_HASH_MOE) nh++;
+    for (int64_t l = nh; l < L; l++)
+        if (c->ffn_kind[l] == DS_FFN_HASH_MOE)
+            return ds_err_set(e, DS_EUNSUPPORTED, "GGUF (deepseek4) routes by hash only in the first layers "
+                              "(hash_layer_count); layer %lld is hash-routed after a top-k one", (long long)l);
+    if (c->compress_rate_csa != 4)
+        for (int64_t l = 0; l < L; l++)
+            if (c->attn_kind[l] == DS_ATTN_CSA)
+                return ds_err_set(e, DS_EUNSUPPORTED, "GGUF (deepseek4) marks compressed sparse attention by ratio 4; "
+                                  "this model compresses its CSA layers by %lld", (long long)c->compress_rate_csa);
+    if (c->attn_kind[0] != DS_ATTN_UNSET && c->compress_rate_hca == 4)
+        for (int64_t l = 0; l < L; l++)
+            if (c->attn_kind[l] == DS_ATTN_HCA)
+                return ds_err_set(e, DS_EUNSUPPORTED, "GGUF (deepseek4) reads ratio 4 as compressed sparse attention; "
+                                  "this model's heavily compressed layers also compress by 4");
+    float *clamp = malloc((size_t)L * sizeof *clamp);
+    int32_t *ratios = malloc((size_t)L * sizeof *ratios);
+    if (!clamp || !ratios) { free(clamp); free(ratios); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
+    for (int64_t l = 0; l < L; l++) {
+        clamp[l] = (float)c->swiglu_limit;
+        ratios[l] = c->attn_kind[l] == DS_ATTN_CSA ? (int32_t)c->compress_rate_csa
+                    : c->attn_kind[l] == DS_ATTN_HCA ? (int32_t)c->compress_rate_hca : 0;
+    }
+    ds_gguf_w_str(g, "general.architecture", "deepseek4");
+    ds_gguf_w_str(g, "general.name", o->name ? o->name : "DeepSeek-V4");
+    ds_gguf_w_u32(g, "general.file_type", (uint32_t)llama_ftype(o->experts));
+    ds_gguf_w_u32(g, "general.quantization_version", 2);
+    ds_gguf_w_u32(g, K4(k, "block_count"), (uint32_t)L);
+    ds_gguf_w_u32(g, K4(k, "context_length"), (uint32_t)DS_MIN(c->max_position_embeddings, (int64_t)UINT32_MAX));
+    ds_gguf_w_u32(g, K4(k, "embedding_length"), (uint32_t)c->hidden_size);
+    ds_gguf_w_u32(g, K4(k, "attention.head_count"), (uint32_t)c->n_head);
+    ds_gguf_w_u32(g, K4(k, "attention.head_count_kv"), 1);
+    ds_gguf_w_u32(g, K4(k, "attention.key_length"), (uint32_t)c->head_dim);
+    ds_gguf_w_u32(g, K4(k, "attention.value_length"), (uint32_t)c->head_dim);
+    ds_gguf_w_f32(g, K4(k, "attention.layer_norm_rms_epsilon"), (float)c->rms_norm_eps);
+    ds_gguf_w_f32(g, K4(k, "rope.freq_base"), (float)c->rope_theta);
+    if (c->yarn) {
+        ds_gguf_w_str(g, K4(k, "rope.scaling.type"), "yarn");
+        ds_gguf_w_f32(g, K4(k, "rope.scaling.factor"), (float)c->rope_factor);
+        ds_gguf_w_u32(g, K4(k, "rope.scaling.original_context_length"), (uint32_t)c->rope_orig_max_pos);
+        ds_gguf_w_f32(g, K4(k, "rope.scaling.yarn_beta_fast"), (float)c->beta_fast);
+        ds_gguf_w_f32(g, K4(k, "rope.scaling.yarn_beta_slow"), (float)c->beta_slow);
+    }
+    ds_gguf_w_u32(g, K4(k, "expert_count"), (uint32_t)c->n_routed_experts);
+    ds_gguf_w_u32(g, K4(k, "expert_used_count"), (uint32_t)c->num_experts_per_tok);
+    ds_gguf_w_u32(g, K4(k, "expert_gating_func"),
+                  c->scoring_func == DS_SCORE_SQRTSOFTPLUS ? 4 : c->scoring_func == DS_SCORE_SIGMOID ? 2 : 1);
+    ds_gguf_w_u32(g, K4(k, "rope.dimension_count"), (uint32_t)c->qk_rope_head_dim);
+    ds_gguf_w_u32(g, K4(k, "attention.q_lora_rank"), (uint32_t)c->q_lora_rank);
+    ds_gguf_w_u32(g, K4(k, "attention.sliding_window"), (uint32_t)c->sliding_window);
+    ds_gguf_w_u32(g, K4(k, "expert_feed_forward_length"), (uint32_t)c->moe_intermediate_size);
+    ds_gguf_w_u32(g, K4(k, "expert_shared_count"), (uint32_t)c->n_shared_experts);
+    ds_gguf_w_f32(g, K4(k, "expert_weights_scale"), (float)c->routed_scaling_factor);
+    ds_gguf_w_bool(g, K4(k, "expert_weights_norm"), c->norm_topk_prob);
+    ds_gguf_w_arr(g, K4(k, "swiglu_clamp_exp"), DS_GGUF_FLOAT32, clamp, (uint64_t)L);
+    ds_gguf_w_arr(g, K4(k, "swiglu_clamp_shexp"), DS_GGUF_FLOAT32, clamp, (uint64_t)L);
+    ds_gguf_w_u32(g, K4(k, "attention.indexer.head_count"), (uint32_t)c->index_n_heads);
+    ds_gguf_w_u32(g, K4(k, "attention.indexer.key_length"), (uint32_t)c->index_head_dim);
+    ds_gguf_w_u32(g, K4(k, "attention.indexer.top_k"), (uint32_t)c->index_topk);
+    ds_gguf_w_u32(g, K4(k, "attention.output_group_count"), (uint32_t)c->o_groups);
+    ds_gguf_w_u32(g, K4(k, "attention.output_lora_rank"), (uint32_t)c->o_lora_rank);
+    ds_gguf_w_arr(g, K4(k, "attention.compress_ratios"), DS_GGUF_INT32, ratios, (uint64_t)L);
+    ds_gguf_w_f32(g, K4(k, "attention.compress_rope_freq_base"), (float)c->compress_rope_theta);
+    ds_gguf_w_u32(g, K4(k, "hyper_connection.count"), (uint32_t)c->n_streams);
+    ds_gguf_w_u32(g, K4(k, "hyper_connection.sinkhorn_iterations"), (uint32_t)c->hc_sinkhorn_iters);
+    ds_gguf_w_f32(g, K4(k, "hyper_connection.epsilon"), (float)c->hc_eps);
+    ds_gguf_w_u32(g, K4(k, "hash_layer_count"), (uint32_t)nh);
+    ds_gguf_w_u32(g, K4(k, "embedding_length_out"), (uint32_t)(c->n_streams * c->hidden_size));
+    ds_gguf_w_u32(g, K4(k, "vocab_size"), (uint32_t)c->vocab_size);
+    free(clamp);
+    free(ratios);
+    return write_tokenizer(g, c, o, e);
+}
+
+/* tokenizer.*: the source GGUF's as they are, or from a tokenizer.json. */
+static int write_tokenizer(ds_gguf_writer *g, const ds_config *c, const ds_convert_opts *o, ds_err *e) {
     if (!o->tokenizer_dir && o->tokenizer_gguf) {  /* re-quantizing a GGUF: its tokenizer as it is */
         const ds_gguf *src = o->tokenizer_gguf;
         bool any = false;
@@ -438,8 +548,9 @@ static void produce_f32(const wt *w, const ds_config *c, int64_t r0, int64_t n, 
         }
         break;
     }
+    case SRC_INDEX:
     case SRC_RANDOM:
-        DS_ASSERT(!"random tensors are produced as bytes");
+        DS_ASSERT(!"random and index tensors are produced as bytes");
     }
 }
 
@@ -522,6 +633,20 @@ static void chunk_worker(void *vctx, int64_t g0, int64_t g1, int tid) {
         for (int64_t r = g0 * G; r < g1 * G; r++) produce_random(w, cc->seed, cc->r0 + r, cc->out + cc->rb * (size_t)r);
         return;
     }
+    if (w->kind == SRC_INDEX) {
+        memcpy(cc->out + cc->rb * (size_t)(g0 * G), w->idx + (cc->r0 + g0 * G) * K, cc->rb * (size_t)((g1 - g0) * G));
+        return;
+    }
+    if (w->type == DS_DTYPE_MXFP4) {   /* FP4 expert rows repacked, bit for bit */
+        int64_t per = w->shape[1];
+        for (int64_t r = g0 * G; r < g1 * G; r++) {
+            const ds_tensor *x = expert(w, (cc->r0 + r) / per);
+            int64_t rr = (cc->r0 + r) % per;
+            ds_e2m1_to_mxfp4((const uint8_t *)x->data + rr * (K / 2), x->scale_e8m0 + rr * x->scale_cols,
+                             K / DS_MXFP4_BLOCK, cc->out + cc->rb * (size_t)r);
+        }
+        return;
+    }
     float *buf = malloc((size_t)(G * K) * sizeof(float));
     float *tmp = (w->kind == SRC_KB || w->kind == SRC_KVB)
                      ? malloc((size_t)(cc->c->kv_lora_rank * (cc->c->qk_nope_head_dim + cc->c->v_head_dim)) * sizeof(float))
@@ -592,6 +717,9 @@ static int write_all(const ds_config *c, const ds_model *m, const char *path, co
                      ds_err *e) {
     int64_t n_mtp = 0;
     if (!o->drop_mtp) n_mtp = m ? m->n_mtp : c->n_mtp;
+    if (c->arch == DS_ARCH_V4 && n_mtp > 0)   /* not silently: the user asks for the model without it */
+        return ds_err_set(e, DS_EUNSUPPORTED, "%s: DeepSeek-V4's MTP layer has no tensor names in llama.cpp's deepseek4 "
+                          "layout (as of 0c1e570); pass --no-mtp to write the model without it", path);
     wlist L = { 0 };
     wpart *P = NULL;
     int np = 0;
@@ -600,7 +728,10 @@ static int write_all(const ds_config *c, const ds_model *m, const char *path, co
     ds_gguf_writer *meta = ds_gguf_writer_new();
     if (!meta) return ds_err_set(e, DS_ENOMEM, "out of memory");
     if ((rc = build_list(&L, c, m, n_mtp, o, e))) goto done;
-    if ((rc = write_meta(meta, c, n_mtp, o, e))) goto done;
+    ds_convert_opts om = *o;   /* general.file_type: MXFP4 experts make the file llama.cpp's MOSTLY_MXFP4_MOE */
+    for (int64_t i = 0; i < L.n; i++)
+        if (L.v[i].type == DS_DTYPE_MXFP4) om.experts = DS_DTYPE_MXFP4;
+    if ((rc = write_meta(meta, c, n_mtp, &om, e))) goto done;
     if ((rc = plan_parts(&L, o, ds_gguf_w_header_bytes(meta), &P, &np, e))) goto done;
     /* part names: PATH's prefix (without .gguf and any -00001-of-0000N) + -%05d-of-%05d.gguf */
     char prefix[4096];
@@ -679,7 +810,7 @@ int ds_model_write_gguf(const ds_model *m, const char *path, const ds_convert_op
                           (long long)m->expert_lo, (long long)m->expert_hi, (long long)m->cfg.n_routed_experts);
     const ds_dtype used[5] = { o->attn, o->ffn, o->experts, o->embed, o->head };
     for (int k = 0; k < 5; k++)
-        if (!ds_quant_has_quantizer(used[k]))
+        if (!ds_quant_has_quantizer(used[k]) && !(k == 2 && used[k] == DS_DTYPE_MXFP4))
             return ds_err_set(e, DS_EUNSUPPORTED, "%s: deepseek.c reads %s but does not write it (the IQ1/IQ2/IQ3 types "
                               "need an importance matrix: llama.cpp's llama-quantize --imatrix)", path, ds_dtype_name(used[k]));
     ds_convert_opts oo = *o;
@@ -690,5 +821,8 @@ int ds_model_write_gguf(const ds_model *m, const char *path, const ds_convert_op
 int ds_write_random_gguf(const ds_config *c, const char *path, const ds_convert_opts *o, uint64_t seed, ds_err *e) {
     int rc = ds_config_validate(c, "random model config", e);
     if (rc) return rc;
+    if (c->arch == DS_ARCH_V4)
+        return ds_err_set(e, DS_EUNSUPPORTED, "random model config: random DeepSeek-V4 GGUFs are not supported (convert a "
+                          "V4 folder instead)");
     return write_all(c, NULL, path, o, seed, e);
 }

@@ -1,6 +1,7 @@
 /*
  * convert.h - writing a model as a GGUF file in llama.cpp's `deepseek2`
- * layout (the inverse of model_gguf.c), and random GGUF models of a given
+ * layout (V3.2: `deepseek32`, V4: `deepseek4` with FP4 experts as MXFP4;
+ * the inverse of model_gguf.c), and random GGUF models of a given
  * shape for benchmarks.
  *
  * The source is any opened ds_model (a Hugging Face folder in BF16/F16/F32
@@ -32,6 +33,8 @@ typedef struct ds_convert_opts {
     ds_dtype head;        /* output (and an MTP head copy) */
     bool legacy_kv_b;     /* write attn_kv_b instead of attn_k_b + attn_v_b */
     bool drop_mtp;        /* leave the MTP layers out */
+    bool fp4_as_mxfp4;    /* V4: FP4 e2m1 routed experts are written MXFP4 (lossless) whatever `experts` says;
+                           * experts = DS_DTYPE_MXFP4 asks for that and fails on other sources */
     const char *name;     /* general.name, or NULL */
     const char *tokenizer_dir;  /* folder with tokenizer.json to embed, or NULL (tokenizer model "none") */
     const struct ds_gguf *tokenizer_gguf; /* else: a GGUF whose tokenizer.* keys are copied (re-quantizing) */

@@ -323,6 +323,26 @@ int ds_model_expert_range(ds_model *m, const ds_model_opts *o, ds_err *e) {
     return DS_OK;
 }
 
+int ds_model_rope_init(ds_model *m, ds_err *e) {
+    const ds_config *c = &m->cfg;
+    m->inv_freq = ds_alloc((size_t)(c->qk_rope_head_dim / 2) * sizeof(float));
+    if (!m->inv_freq) return ds_err_set(e, DS_ENOMEM, "out of memory");
+    if (c->arch == DS_ARCH_V4) {   /* main: plain rope_theta; compress: compress_rope_theta (+ YaRN) */
+        ds_config rc_main = *c, rc_cmp = *c;
+        rc_main.yarn = false;
+        rc_cmp.rope_theta = c->compress_rope_theta;
+        m->inv_freq_cmp = ds_alloc((size_t)(c->qk_rope_head_dim / 2) * sizeof(float));
+        if (!m->inv_freq_cmp) return ds_err_set(e, DS_ENOMEM, "out of memory");
+        ds_rope_inv_freq(&rc_main, m->inv_freq);
+        ds_rope_inv_freq(&rc_cmp, m->inv_freq_cmp);
+        m->attn_scale = (float)(1.0 / sqrt((double)c->head_dim));
+    } else {
+        ds_rope_inv_freq(c, m->inv_freq);
+        m->attn_scale = (float)ds_config_softmax_scale(c);
+    }
+    return DS_OK;
+}
+
 int ds_model_open(ds_model **out, const char *dir, ds_err *e) { return ds_model_open_opts(out, dir, NULL, e); }
 
 int ds_model_open_opts(ds_model **out, const char *dir, const ds_model_opts *o, ds_err *e) {
@@ -362,21 +382,7 @@ int ds_model_open_opts(ds_model **out, const char *dir, const ds_model_opts *o, 
     }
     m->n_params = b.n_params;
     m->file_bytes = b.bytes;
-    m->inv_freq = ds_alloc((size_t)(c->qk_rope_head_dim / 2) * sizeof(float));
-    if (!m->inv_freq) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto fail; }
-    if (c->arch == DS_ARCH_V4) {   /* main: plain rope_theta; compress: compress_rope_theta (+ YaRN) */
-        ds_config rc_main = *c, rc_cmp = *c;
-        rc_main.yarn = false;
-        rc_cmp.rope_theta = c->compress_rope_theta;
-        m->inv_freq_cmp = ds_alloc((size_t)(c->qk_rope_head_dim / 2) * sizeof(float));
-        if (!m->inv_freq_cmp) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto fail; }
-        ds_rope_inv_freq(&rc_main, m->inv_freq);
-        ds_rope_inv_freq(&rc_cmp, m->inv_freq_cmp);
-        m->attn_scale = (float)(1.0 / sqrt((double)c->head_dim));
-    } else {
-        ds_rope_inv_freq(c, m->inv_freq);
-        m->attn_scale = (float)ds_config_softmax_scale(c);
-    }
+    if ((rc = ds_model_rope_init(m, e))) goto fail;
     if ((rc = ds_model_repack(m, e))) goto fail;
     *out = m;
     return DS_OK;

@@ -187,9 +187,12 @@ int ds_block_forward(const ds_model *m, int64_t l, float *x, const int32_t *tok,
 /* Sets m->expert_lo/hi from o (NULL: all experts), checked against m->cfg (model.c). */
 int ds_model_expert_range(ds_model *m, const ds_model_opts *o, ds_err *e);
 
-/* deepseek2 GGUF metadata -> config (model_gguf.c); exposed for the fuzzer. */
+/* deepseek2 / deepseek32 / deepseek4 GGUF metadata -> config (model_gguf.c); exposed for the fuzzer. */
 struct ds_gguf;
 int ds_model_gguf_config(const struct ds_gguf *g, ds_config *c, ds_err *e);
+/* The RoPE tables and attention scale of m->cfg (V4: the plain and the compressed
+ * layers' tables); model.c and model_gguf.c call it after binding. */
+int ds_model_rope_init(ds_model *m, ds_err *e);
 
 /* x8 row-interleaved copies of the quantized matmul weights (tensor/repack.h),
  * made at the end of ds_model_open / ds_model_open_gguf unless DS_REPACK=0;

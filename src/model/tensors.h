@@ -1,8 +1,8 @@
 /*
- * tensors.h - the one table of DeepSeek-V2/V3 tensors. A row per tensor
+ * tensors.h - the one table of DeepSeek-V2/V3/V3.2/V4 tensors. A row per tensor
  * kind: the field it fills in the inference structs (model.h) and in the
  * training structs (train/tmodel.h), its Hugging Face and GGUF (llama.cpp
- * `deepseek2`) names, its shape in config dims, which configs and layers
+ * `deepseek2` / `deepseek32`; V4's rows `deepseek4`) names, its shape in config dims, which configs and layers
  * have it, and its GGUF type class. The loaders (model.c, model_gguf.c),
  * the trainer's parameter table (train/params.c), the GGUF writer
  * (convert.c) and repacking (repack_model.c) all walk it; a new tensor is

@@ -46,6 +46,7 @@ const char *ds_dtype_name(ds_dtype t) {
     case DS_DTYPE_IQ4_NL: return "IQ4_NL";
     case DS_DTYPE_IQ4_XS: return "IQ4_XS";
     case DS_DTYPE_F4_E2M1: return "F4_E2M1";
+    case DS_DTYPE_MXFP4: return "MXFP4";
     default: return "?";
     }
 }
@@ -53,7 +54,7 @@ const char *ds_dtype_name(ds_dtype t) {
 int64_t ds_dtype_block(ds_dtype t) {
     switch (t) {
     case DS_DTYPE_Q8_0: case DS_DTYPE_Q4_0: case DS_DTYPE_Q5_0:
-    case DS_DTYPE_Q4_1: case DS_DTYPE_Q5_1: case DS_DTYPE_IQ4_NL: return 32;
+    case DS_DTYPE_Q4_1: case DS_DTYPE_Q5_1: case DS_DTYPE_IQ4_NL: case DS_DTYPE_MXFP4: return 32;
     case DS_DTYPE_F4_E2M1: return 2;
     default: return ds_dtype_is_quant(t) ? 256 : 1;
     }
@@ -81,6 +82,7 @@ size_t ds_dtype_block_bytes(ds_dtype t) {
     case DS_DTYPE_IQ4_NL: return 18;
     case DS_DTYPE_IQ4_XS: return 136;
     case DS_DTYPE_F4_E2M1: return 1;
+    case DS_DTYPE_MXFP4: return 17;
     default: return ds_dtype_size(t);
     }
 }

@@ -1,0 +1,31 @@
+/*
+ * mxfp4.h - ggml's MXFP4 blocks (GGUF type 39, llama.cpp's form of
+ * DeepSeek-V4's FP4 experts) and their 1:1 mapping to our packed e2m1 rows
+ * with e8m0 scales (fp4.h). A block of 32 values is 17 bytes:
+ *   byte 0       e8m0 scale e (the value is 2^(e-127), as fp4.h's scales)
+ *   bytes 1..16  qs[j]: value j in the low nibble, value j+16 in the high one
+ * A value is the e2m1 code of fp4.h (ggml indexes a doubled table with half
+ * the scale: the same number). fp4.h's layout holds columns 2k / 2k+1 in one
+ * byte with one e8m0 per 32 columns, so both directions only move bits and
+ * are lossless; the loader repacks MXFP4 into that layout and runs the FP4
+ * kernels (fp4.c / fp4_avx2.c). ds_mxfp4_dequant_ref is the reference
+ * dequantizer, checked against the PyPI gguf package's NumPy one
+ * (tests/test_fp4.c, tests/fixtures/quant/mxfp4_*).
+ */
+#ifndef DS_MXFP4_H
+#define DS_MXFP4_H
+
+#include <stdint.h>
+
+#define DS_MXFP4_BLOCK 32        /* values per block */
+#define DS_MXFP4_BLOCK_BYTES 17  /* 1 scale + 16 code bytes */
+
+/* n_blocks blocks -> q [n_blocks · 16] packed e2m1 pairs (fp4.h) and
+ * scales [n_blocks] e8m0; consecutive blocks are consecutive columns. */
+void ds_mxfp4_to_e2m1(const uint8_t *blocks, int64_t n_blocks, uint8_t *q, uint8_t *scales);
+/* The inverse: q [n_blocks · 16] and scales [n_blocks] -> blocks [n_blocks · 17]. */
+void ds_e2m1_to_mxfp4(const uint8_t *q, const uint8_t *scales, int64_t n_blocks, uint8_t *blocks);
+/* out [n_blocks · 32] = the blocks' values, block by block (reference). */
+void ds_mxfp4_dequant_ref(const uint8_t *blocks, int64_t n_blocks, float *out);
+
+#endif
