@@ -25,7 +25,9 @@
  * caches are dequantized block by block inside the item; a bf16 cache's
  * rows are read as stored by ds_mla_attn_step_bf16 (the query row rounded to
  * bf16 once; vdpbf16ps where the CPU has AVX512-BF16, the same bits with
- * AVX2; DSA layers' gathered rows take the fp32 step).
+ * AVX2; DSA layers' gathered rows take the fp32 step). Long segments over a
+ * bf16 cache run the expanded form's scores and weighted sums with the same
+ * bf16 kernels (expanded_bf16).
  *
  * DSA layers (V3.2, attn_kind DS_ATTN_DSA): the cache row is [c | k_pe |
  * index key] (the key written by dsa.c). A segment whose queries all see
