@@ -285,6 +285,15 @@ fi
 expect_fail "logits tiny-v4 --kv-type bf16: V4 needs an f32 cache, said so" "f32 KV cache" \
     "$BIN" logits -m "$FX/tiny-v4" --tokens 1,2,3 --out "$L" --kv-type bf16
 expect_ok "generate tiny-v3 --kv-type bf16" "$BIN" generate -m "$FX/tiny-v3" --prompt-ids 1,2,3 -n 8 --ignore-eos --kv-type bf16
+# a bf16 cache's long prefill (300 tokens: the expanded form's scores and weighted
+# sums in bf16) gives the same bits with the AVX2 kernels as with vdpbf16ps
+ids300=$(python3 -c 'print(",".join(str(1 + i * 37 % 300) for i in range(300)))')
+if expect_ok "logits tiny-v2-lite 300 tokens --kv-type bf16" "$BIN" logits -m "$FX/tiny-v2-lite" --tokens "$ids300" \
+        --out "$T/bf16.f32" --kv-type bf16 &&
+   expect_ok "logits tiny-v2-lite 300 tokens --kv-type bf16, DS_ISA=avx2" env DS_ISA=avx2 "$BIN" logits \
+        -m "$FX/tiny-v2-lite" --tokens "$ids300" --out "$T/bf16-avx2.f32" --kv-type bf16; then
+    cmp -s "$T/bf16.f32" "$T/bf16-avx2.f32" || fail "bf16-cache prefill: DS_ISA=avx2 logits differ from the default ISA's"
+fi
 expect_fail "generate --kv-type bf17: the accepted types named" "f32, q8, fp8 or bf16" \
     "$BIN" generate -m "$FX/tiny-v3" --prompt-ids 1,2,3 -n 8 --kv-type bf17
 # greedy generation equals transformers' generate() (ref.json "greedy")

@@ -38,6 +38,41 @@ TEST(attn_bf16_round_row) {
     }
 }
 
+/* the dispatched rounding (AVX2 where the CPU has it) == its scalar twin, bit
+ * for bit, on random bit patterns (every class: NaN, inf, subnormal, zero,
+ * ties) and the named cases, at lengths with and without a scalar tail */
+TEST(attn_bf16_round_row_vs_twin) {
+    ds_rng r;
+    ds_rng_seed(&r, 7);
+    enum { N = 4099 };
+    float *x = malloc(N * sizeof(float));
+    uint16_t *y = malloc((N + 1) * 2), *y2 = malloc((N + 1) * 2);
+    static const uint32_t special[] = { 0x3f808000u, 0x3f818000u, 0x3f808001u, 0x00400000u, 0x80000001u, 0x7f800000u,
+                                        0xff800000u, 0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7f7fffffu, 0xff7fffffu,
+                                        0x00000000u, 0x80000000u, 0x007fffffu, 0x00800000u, 0x3f7fffffu, 0xbf808000u };
+    for (int64_t i = 0; i < N; i++) {
+        uint32_t u = (uint32_t)ds_rng_u64(&r);
+        if (i % 5 == 0) u = (u & 0xffff0000u) | 0x8000u;   /* a tie */
+        if (i < (int64_t)(sizeof special / sizeof special[0])) u = special[i];
+        memcpy(&x[i], &u, 4);
+    }
+    int64_t lens[] = { N, 16, 15, 1, 33, 1000 };
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        memset(y, 0xaa, (N + 1) * 2);
+        memset(y2, 0x55, (N + 1) * 2);
+        ds_bf16_round_row(y, x, lens[li]);
+        ds_bf16_round_row_ref(y2, x, lens[li]);
+        int64_t bad = 0, first = -1;
+        for (int64_t i = 0; i < lens[li]; i++)
+            if (y[i] != y2[i]) { bad++; if (first < 0) first = i; }
+        CHECK_MSG(bad == 0, "n %lld: %lld of them differ from the twin (first at %lld: x 0x%08x -> 0x%04x, twin 0x%04x)",
+                  (long long)lens[li], (long long)bad, (long long)first, first >= 0 ? bits(x[first]) : 0,
+                  first >= 0 ? y[first] : 0, first >= 0 ? y2[first] : 0);
+        CHECK_MSG(y[lens[li]] == 0xaaaa, "n %lld: wrote past the end", (long long)lens[li]);
+    }
+    free(x); free(y); free(y2);
+}
+
 /* n random rows of W values rounded to bf16: normal values over a wide range */
 static void rand_bf16(uint16_t *y, int64_t n, ds_rng *r, float scale) {
     float *x = malloc((size_t)n * sizeof(float));

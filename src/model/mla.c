@@ -25,7 +25,9 @@
  * caches are dequantized block by block inside the item; a bf16 cache's
  * rows are read as stored by ds_mla_attn_step_bf16 (the query row rounded to
  * bf16 once; vdpbf16ps where the CPU has AVX512-BF16, the same bits with
- * AVX2; DSA layers' gathered rows take the fp32 step).
+ * AVX2; DSA layers' gathered rows take the fp32 step). Long segments over a
+ * bf16 cache run the expanded form's scores and weighted sums with the same
+ * bf16 kernels (expanded_bf16).
  *
  * DSA layers (V3.2, attn_kind DS_ATTN_DSA): the cache row is [c | k_pe |
  * index key] (the key written by dsa.c). A segment whose queries all see
@@ -117,9 +119,49 @@ static void decompress_head(attn_ctx *c, int64_t h, const float *kv, int64_t S, 
     for (int64_t j = 0; j < S; j++) memcpy(kh + j * Dq + Dn, kv + j * ld + Rkv, (size_t)Dr * sizeof(float));
 }
 
+/* The expanded form over a bf16 cache: k = [W_UK c | k_pe] and v = W_UV c
+ * (computed in fp32 from the stored bf16 rows) rounded to bf16 once per head
+ * and segment, each block's queries rounded once, and the scores and the
+ * weighted sum run by the flash-decode kernels with the block's query rows
+ * in place of heads (ds_mla_scores_bf16 / ds_mla_pv_bf16: vdpbf16ps with
+ * fp32 accumulation, the AVX2 kernels and the twins give the same bits; p
+ * rounded to bf16 after the softmax). Half the bytes of the fp32 sgemm's
+ * operands and twice its multiply-adds per instruction. The expanded form
+ * still beats the absorbed one here: for a 512-token chunk at depth 4096
+ * absorbed costs n·S·(W+Rkv) = 512·4608·1088 MACs per head (2.6 G, all in
+ * these kernels) against S·Rkv·(Dn+Dv) = 4608·512·256 (0.6 G, the
+ * quantized decompression matmul) + n·S·(Dq+Dv) = 512·4608·320 (0.75 G):
+ * the same ~171-token break-even as the fp32 form (EXPANDED_MIN). */
+typedef struct {
+    uint16_t *kb, *vb, *qb;   /* (S, Dq), (S, Dv), (Q_BLOCK, Dq) bf16 */
+    float *ker, *ub, *zero;   /* kernel scratch; (Q_BLOCK, Dv) block output; Q_BLOCK zeros (α) */
+} expanded_bf16;
+
+static bool expanded_bf16_init(expanded_bf16 *b, const float *kh, const float *vh, int64_t S, int64_t Dq,
+                               int64_t Dv, int tid) {
+    int64_t Dqp = (Dq + 15) / 16 * 16;
+    size_t nk = (size_t)(S * Dq), nv = (size_t)(S * Dv), nq = (size_t)(Q_BLOCK * Dqp);
+    size_t nker = (size_t)(Q_BLOCK * (Dqp + S + 17)), nu = (size_t)(Q_BLOCK * Dv);
+    /* bf16 parts first (sizes rounded up to whole floats) */
+    size_t hk = (nk + 1) / 2, hv = (nv + 1) / 2, hq = (nq + 1) / 2;
+    float *buf = ds_scratch(tid, 2, hk + hv + hq + nker + nu + Q_BLOCK);
+    if (!buf) return false;   /* out of memory: the context reports it */
+    b->kb = (uint16_t *)buf;
+    b->vb = (uint16_t *)(buf + hk);
+    b->qb = (uint16_t *)(buf + hk + hv);
+    b->ker = buf + hk + hv + hq;
+    b->ub = b->ker + nker;
+    b->zero = b->ub + nu;
+    memset(b->zero, 0, Q_BLOCK * sizeof(float));
+    ds_bf16_round_row(b->kb, kh, (int64_t)nk);
+    ds_bf16_round_row(b->vb, vh, (int64_t)nv);
+    return true;
+}
+
 /* Attention of head h for one long segment in the expanded form (blocked
  * causal: Q_BLOCK query rows against the keys visible to the block's last
- * row, masked); writes o directly. */
+ * row, masked); writes o directly. A bf16 cache's segment runs the scores
+ * and the weighted sum in bf16 (expanded_bf16). */
 static void attn_seg_expanded(attn_ctx *c, const ds_seg *sg, const float *kv, int64_t h, int tid) {
     const ds_config *cfg = &c->m->cfg;
     int64_t H = cfg->n_head, Dq = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim, Dv = cfg->v_head_dim;
@@ -127,17 +169,32 @@ static void attn_seg_expanded(attn_ctx *c, const ds_seg *sg, const float *kv, in
     float *kh = ds_scratch(tid, 3, (size_t)(S * Dq)), *vh = ds_scratch(tid, 4, (size_t)(S * Dv));
     if (!kh || !vh) return;   /* out of memory: the context reports it */
     decompress_head(c, h, kv, S, kh, vh);
+    expanded_bf16 bf = { 0 };
+    if (sg->cache->type == DS_KV_BF16 && !expanded_bf16_init(&bf, kh, vh, S, Dq, Dv, tid)) return;
     for (int64_t b0 = 0; b0 < sg->n; b0 += Q_BLOCK) {
         int64_t nb = DS_MIN(Q_BLOCK, sg->n - b0), Sv = sg->pos0 + b0 + nb, t0 = sg->t0 + b0;
         float *sc = ds_scratch(tid, 1, (size_t)(nb * Sv));
         if (!sc) return;
-        ds_sgemm(false, true, nb, Sv, Dq, c->m->attn_scale, c->q + (t0 * H + h) * Dq, H * Dq, kh, Dq, 0.0f, sc, Sv);
+        if (bf.kb) {
+            for (int64_t i = 0; i < nb; i++) ds_bf16_round_row(bf.qb + i * Dq, c->q + ((t0 + i) * H + h) * Dq, Dq);
+            ds_mla_scores_bf16(sc, Sv, bf.qb, Dq, nb, bf.kb, Dq, Sv, bf.ker);
+            for (int64_t i = 0; i < nb * Sv; i++) sc[i] *= c->m->attn_scale;
+        } else {
+            ds_sgemm(false, true, nb, Sv, Dq, c->m->attn_scale, c->q + (t0 * H + h) * Dq, H * Dq, kh, Dq, 0.0f, sc, Sv);
+        }
         for (int64_t i = 0; i < nb; i++) {
             float *row = sc + i * Sv;
             for (int64_t j = sg->pos0 + b0 + i + 1; j < Sv; j++) row[j] = -INFINITY;
             ds_softmax(row, Sv);
         }
-        ds_sgemm(false, false, nb, Dv, Sv, 1.0f, sc, Sv, vh, Dv, 0.0f, c->o + (t0 * H + h) * Dv, H * Dv);
+        if (bf.kb) {
+            memset(bf.ub, 0, (size_t)(nb * Dv) * sizeof(float));
+            ds_mla_pv_bf16(bf.ub, Dv, sc, Sv, bf.zero, nb, bf.vb, Dv, Sv, bf.ker);
+            for (int64_t i = 0; i < nb; i++)
+                memcpy(c->o + ((t0 + i) * H + h) * Dv, bf.ub + i * Dv, (size_t)Dv * sizeof(float));
+        } else {
+            ds_sgemm(false, false, nb, Dv, Sv, 1.0f, sc, Sv, vh, Dv, 0.0f, c->o + (t0 * H + h) * Dv, H * Dv);
+        }
     }
 }
 

@@ -11,7 +11,8 @@
  * product (lane i sums k = i, i+8, ... in order, fused multiply-adds), and
  * each half is reduced with the same ds_hsum256. Tiles: 4 head pairs × 6
  * cache rows (24 accumulators; the AVX2 kernel fits 4 heads × 3 rows).
- * Online softmax: the AVX2 code as is (H exps per row: not the cost).
+ * Online softmax: calls ds_mla_attn_softmax_avx2 (H exps per row: not the
+ * cost).
  * Weighted sum u[h] = α·u[h] + Σ_j p[h][j]·kv_j: every element is the same
  * chain (α·u, then one fused multiply-add per row in row order) at any
  * vector width; tiles of 4 heads × 64 columns (16 accumulators).
@@ -20,10 +21,7 @@
  * and for H even, W % 8 == 0, R % 16 == 0.
  */
 #include "ops_isa.h"
-#include "simd_exp.h"
 #include "simd_hsum.h"
-
-#include <math.h>
 
 #include <immintrin.h>
 
@@ -115,25 +113,9 @@ void ds_mla_attn_update_avx512(float *u, float *m, float *l, int64_t H, const fl
                                int64_t R, float scale, float *sc) {
     int64_t ls = n + 8;   /* score row stride */
     float *alpha = sc + H * ls;
-    /* online softmax: p = exp(scale·s − m_new), rescale the running partial
-     * (as ds_mla_attn_step_avx2) */
-    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for (int64_t h = 0; h < H; h++) {
-        float *sh = sc + h * ls;
-        float bm = -INFINITY;
-        for (int64_t j = 0; j < n; j++) { sh[j] *= scale; bm = sh[j] > bm ? sh[j] : bm; }
-        float mn = m[h] > bm ? m[h] : bm;
-        alpha[h] = m[h] == -INFINITY ? 0.0f : expf(m[h] - mn);
-        __m256 vm = _mm256_set1_ps(mn), acc = _mm256_setzero_ps();
-        for (int64_t j = 0; j < n; j += 8) {
-            __m256 mask = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - j)), lane));
-            __m256 pj = _mm256_and_ps(ds_exp256(_mm256_sub_ps(_mm256_loadu_ps(sh + j), vm)), mask);
-            _mm256_storeu_ps(sh + j, pj);
-            acc = _mm256_add_ps(acc, pj);
-        }
-        m[h] = mn;
-        l[h] = l[h] * alpha[h] + ds_hsum256(acc);
-    }
+    /* online softmax: p = exp(scale·s − m_new) and the rescale factors α,
+     * the AVX2 code itself (ops_avx2.c) so both ISAs give the same bits */
+    ds_mla_attn_softmax_avx2(m, l, H, n, scale, sc);
 
     int64_t h = 0;
     for (; h + 4 <= H; h += 4) {

@@ -1,7 +1,8 @@
 /*
  * attn_bf16.c - the bf16 latent cache's arithmetic (--kv-type bf16): the
- * rounding of rows to bf16 and the scalar twin of the bf16 score kernels
- * (ds_mla_scores_bf16_ref), which defines their exact bits.
+ * rounding of rows to bf16 (ds_bf16_round_row_ref, the twin of the AVX2
+ * rounding that ops.c dispatches to) and the scalar twin of the bf16 score
+ * kernels (ds_mla_scores_bf16_ref), which defines their exact bits.
  *
  * A score q·k of two bf16 vectors (W values) is summed in 8 fp32 lanes:
  * lane i takes, for each 16-value chunk c in order, the pair (16c + 2i + 1)
@@ -28,7 +29,7 @@
 
 #include <string.h>
 
-void ds_bf16_round_row(uint16_t *y, const float *x, int64_t n) {
+void ds_bf16_round_row_ref(uint16_t *y, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, &x[i], 4);
@@ -64,8 +65,8 @@ void ds_mla_pv_bf16_ref(float *u, int64_t R, const float *p, int64_t ls, const f
             float acc = alpha[h] * uh[c];
             for (int64_t j = 0; j < n; j += 2) {
                 uint16_t pe, po = 0;
-                ds_bf16_round_row(&pe, p + h * ls + j, 1);
-                if (j + 1 < n) ds_bf16_round_row(&po, p + h * ls + j + 1, 1);
+                ds_bf16_round_row_ref(&pe, p + h * ls + j, 1);
+                if (j + 1 < n) ds_bf16_round_row_ref(&po, p + h * ls + j + 1, 1);
                 float vo = j + 1 < n ? ds_bf16_to_f32(kv[(j + 1) * W + c]) : 0.0f;
                 acc = acc + ds_bf16_to_f32(po) * vo;   /* exact products */
                 acc = acc + ds_bf16_to_f32(pe) * ds_bf16_to_f32(kv[j * W + c]);

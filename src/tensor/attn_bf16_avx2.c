@@ -13,6 +13,10 @@
  * The weighted sum (ds_mla_pv_bf16): p rounded to bf16 once (into
  * scratch), rows widened 8 columns at a time; per row pair the odd row's
  * fma then the even row's (the twin's order); tiles of 2 heads × 32 columns.
+ * The rounding to bf16 (ds_bf16_round_row): the twin's integer steps on 8
+ * lanes (round to nearest even by adding 0x7fff + the kept low bit; zero
+ * and subnormal exponents to the signed zero; NaN kept quiet), 16 values
+ * packed per store, the tail by the twin.
  */
 #include "ops_isa.h"
 #include "simd_hsum.h"
@@ -134,4 +138,27 @@ void ds_mla_pv_bf16_avx2(float *u, int64_t R, const float *p, int64_t ls, const 
         for (; c + 32 <= R; c += 32) pv_tile(1, 4, u + h * R, R, pr + h * lp, lp, alpha + h, kv, W, n, c);
         for (; c < R; c += 8) pv_tile(1, 1, u + h * R, R, pr + h * lp, lp, alpha + h, kv, W, n, c);
     }
+}
+
+void ds_bf16_round_row_avx2(uint16_t *y, const float *x, int64_t n) {
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff), expm = _mm256_set1_epi32(0x7f800000);
+    const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi32(0x7fff), zero = _mm256_setzero_si256();
+    const __m256i sign16 = _mm256_set1_epi32(0x8000), quiet = _mm256_set1_epi32(0x40);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i r[2];
+        for (int k = 0; k < 2; k++) {
+            __m256i u = _mm256_loadu_si256((const __m256i *)(x + i + 8 * k));
+            __m256i hi = _mm256_srli_epi32(u, 16);
+            __m256i rnd = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(half, _mm256_and_si256(hi, one))), 16);
+            __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, absm), expm);      /* |u| > inf: NaN */
+            __m256i sub = _mm256_cmpeq_epi32(_mm256_and_si256(u, expm), zero);     /* zero / subnormal */
+            rnd = _mm256_blendv_epi8(rnd, _mm256_or_si256(hi, quiet), nan);
+            r[k] = _mm256_blendv_epi8(rnd, _mm256_and_si256(hi, sign16), sub);
+        }
+        /* 32-bit lanes (each < 0x10000) to 16 bits: packus works per 128-bit half */
+        __m256i pk = _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xd8);
+        _mm256_storeu_si256((__m256i *)(y + i), pk);
+    }
+    if (i < n) ds_bf16_round_row_ref(y + i, x + i, n - i);
 }

@@ -750,6 +750,11 @@ void ds_mla_scores_bf16(float *s, int64_t ls, const uint16_t *q, int64_t ldq, in
     else ds_mla_scores_bf16_ref(s, ls, q, ldq, H, kv, W, n);
 }
 
+void ds_bf16_round_row(uint16_t *y, const float *x, int64_t n) {
+    if (isa() == 1) ds_bf16_round_row_avx2(y, x, n);
+    else ds_bf16_round_row_ref(y, x, n);
+}
+
 bool ds_mla_bf16_dp_in_use(void) { return level() >= DS_ISA_AVX512_VNNI && ds_cpu_has(DS_CPU_AVX512_BF16); }
 
 void ds_mla_pv_bf16(float *u, int64_t R, const float *p, int64_t ls, const float *alpha, int64_t H,

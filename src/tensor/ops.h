@@ -129,6 +129,8 @@ bool ds_mla_bf16_dp_in_use(void);
 /* y[i] = bf16(x[i]): round to nearest even, subnormals to (signed) zero (so
  * vdpbf16ps' denormals-are-zero never applies), NaN stays NaN. */
 void ds_bf16_round_row(uint16_t *y, const float *x, int64_t n);
+/* its scalar twin (attn_bf16.c): the bits the AVX2 rounding gives */
+void ds_bf16_round_row_ref(uint16_t *y, const float *x, int64_t n);
 /* Folds partial (u2, m2, l2) into (u, m, l): the deterministic combine of
  * partials over disjoint cache ranges (merged in range order). */
 void ds_mla_attn_merge(float *u, float *m, float *l, const float *u2, const float *m2, const float *l2, int64_t H,

@@ -50,6 +50,7 @@ void ds_mla_scores_bf16_avx2(float *s, int64_t ls, const uint16_t *q, int64_t ld
 void ds_mla_scores_bf16_avx512(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t H, const uint16_t *kv,
                                int64_t W, int64_t n, float *scratch);
 /* ds_mla_pv_bf16 (ops.h): AVX2 (R % 8 == 0) and AVX512-BF16 (R % 32 == 0) */
+void ds_bf16_round_row_avx2(uint16_t *y, const float *x, int64_t n);   /* ds_bf16_round_row, bit-identical */
 void ds_mla_pv_bf16_avx2(float *u, int64_t R, const float *p, int64_t ls, const float *alpha, int64_t H,
                          const uint16_t *kv, int64_t W, int64_t n, void *scratch);
 void ds_mla_pv_bf16_avx512(float *u, int64_t R, const float *p, int64_t ls, const float *alpha, int64_t H,
