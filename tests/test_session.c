@@ -245,6 +245,46 @@ static void forward_oom(const char *path) {
     ds_model_close(m);
 }
 
+/* A prefill of a size seen before allocates nothing: the first one grows
+ * the forward arena block by block, and the context consolidates it when
+ * that call ends (not when the next one starts), so a second prefill of
+ * the same length (bench's first timed run after its warm-up, a server's
+ * next prompt) neither allocates nor page-faults a fresh block. */
+static void prefill_again_no_alloc(const char *path, int64_t n) {
+    ds_err e = { 0 };
+    ds_model *m = NULL;
+    if (ds_model_open(&m, path, &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    int64_t V = m->cfg.vocab_size;
+    int32_t *tok = malloc((size_t)n * sizeof *tok);
+    float *logits = malloc((size_t)V * sizeof(float));
+    CHECK(tok && logits);
+    for (int64_t i = 0; i < n; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
+    ds_kvcache c;
+    CHECK(ds_kvcache_init(&c, m, n + 8, &e) == 0);
+    ds_ctx *x = NULL;
+    CHECK(ds_ctx_new(&x, &e) == 0);
+    ds_ctx_set_threads(x, 1);
+    CHECK_MSG(ds_prefill(m, x, &c, tok, n, n, logits, &e) == 0, "%s", e.msg);
+    CHECK(ds_kvcache_truncate(&c, 0) == 0);
+    atomic_store(&g_allocs, 0);
+    atomic_store(&g_counting, 1);
+    int rc = ds_prefill(m, x, &c, tok, n, n, logits, &e);
+    atomic_store(&g_counting, 0);
+    CHECK_MSG(rc == 0, "%s", e.msg);
+    long k = atomic_load(&g_allocs);
+    CHECK_MSG(k == 0, "%s: %ld allocations in a second prefill of %lld tokens", path, k, (long long)n);
+    ds_ctx_free(x);
+    ds_kvcache_free(&c);
+    free(tok);
+    free(logits);
+    ds_model_close(m);
+}
+
+TEST(session_prefill_again_allocates_nothing) {
+    prefill_again_no_alloc("tests/fixtures/gguf/kq.llama-q4_k_m.gguf", 200);
+    prefill_again_no_alloc("tests/fixtures/tiny-v3", 200);
+}
+
 TEST(session_forward_out_of_memory_q4_k) { forward_oom("tests/fixtures/gguf/kq.llama-q4_k_m.gguf"); }
 TEST(session_forward_out_of_memory_moe_bf16) { forward_oom("tests/fixtures/tiny-v3"); }
 TEST(session_forward_out_of_memory_fp8) { forward_oom("tests/fixtures/tiny-v3-fp8"); }
