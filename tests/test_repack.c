@@ -275,6 +275,16 @@ TEST(repack_ext_vnni_vs_avx2) {
         SKIP("needs avx512vnni: this CPU's level is %s", ds_isa_name(ds_isa_detected()));
     static const ds_dtype types[] = { DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_IQ2_XXS, DS_DTYPE_IQ4_NL };
     check_vnni_vs_avx2(types, 4, ds_gemm_x8_ext_avx512, 24);
+    /* IQ2_XXS has two kernels (AVX512-VBMI/BITALG where the CPU has them,
+     * and without): each against AVX2, bit for bit, more seeds */
+    static const ds_dtype iq2[] = { DS_DTYPE_IQ2_XXS };
+    int saved = ds_iq2xxs_vbmi;
+    for (int v = 0; v <= 1; v++) {
+        if (v && !ds_iq2xxs_vbmi_available()) { fprintf(stderr, "    (no avx512vbmi/bitalg: that IQ2_XXS kernel not run)\n"); break; }
+        ds_iq2xxs_vbmi = v;
+        for (uint64_t seed = 40; seed < 43; seed++) check_vnni_vs_avx2(iq2, 1, ds_gemm_x8_ext_avx512, seed);
+    }
+    ds_iq2xxs_vbmi = saved;
     /* types it has no kernel for are declined (the caller falls back to AVX2) */
     float o[8];
     uint8_t z[8 * 256] = { 0 };
