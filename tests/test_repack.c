@@ -13,6 +13,7 @@
 
 #include "core/cpu.h"
 #include "core/rng.h"
+#include "core/thread.h"
 #include "tensor/ops.h"
 #include "tensor/quant.h"
 #include "tensor/quant_isa.h"
@@ -275,6 +276,16 @@ TEST(repack_ext_vnni_vs_avx2) {
         SKIP("needs avx512vnni: this CPU's level is %s", ds_isa_name(ds_isa_detected()));
     static const ds_dtype types[] = { DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_IQ2_XXS, DS_DTYPE_IQ4_NL };
     check_vnni_vs_avx2(types, 4, ds_gemm_x8_ext_avx512, 24);
+    /* IQ2_XXS has two kernels (AVX512-VBMI/BITALG where the CPU has them,
+     * and without): each against AVX2, bit for bit, more seeds */
+    static const ds_dtype iq2[] = { DS_DTYPE_IQ2_XXS };
+    int saved = ds_iq2xxs_vbmi;
+    for (int v = 0; v <= 1; v++) {
+        if (v && !ds_iq2xxs_vbmi_available()) { fprintf(stderr, "    (no avx512vbmi/bitalg: that IQ2_XXS kernel not run)\n"); break; }
+        ds_iq2xxs_vbmi = v;
+        for (uint64_t seed = 40; seed < 43; seed++) check_vnni_vs_avx2(iq2, 1, ds_gemm_x8_ext_avx512, seed);
+    }
+    ds_iq2xxs_vbmi = saved;
     /* types it has no kernel for are declined (the caller falls back to AVX2) */
     float o[8];
     uint8_t z[8 * 256] = { 0 };
@@ -345,4 +356,46 @@ TEST(repack_matmul_dispatch) {
         }
         free(f); free(q); free(rp); free(x); free(y0); free(y1); free(y2); free(y3);
     }
+}
+
+/* ds_matmul_multi with many jobs of very different token counts (routed
+ * experts with few tokens, a "shared" job with many: the chunks are cut by
+ * rows x tokens): 2 threads give the bits of 1 thread and of each job alone. */
+TEST(repack_matmul_multi_uneven_jobs) {
+    if (!ds_ops_simd()) SKIP("needs avx2");
+    ds_rng r;
+    ds_rng_seed(&r, 77);
+    ds_dtype t = DS_DTYPE_Q4_K;
+    int64_t N = 45, K = 256;
+    size_t rb = ds_dtype_row_bytes(t, K);
+    float *f = malloc((size_t)(N * K) * sizeof(float));
+    uint8_t *q = malloc(rb * (size_t)N), *rp = malloc(rb * (size_t)N);
+    for (int64_t i = 0; i < N * K; i++) f[i] = ds_rng_normal(&r) * 0.05f;
+    for (int64_t n = 0; n < N; n++) ds_quantize_row_ref(t, f + n * K, q + rb * (size_t)n, K);
+    for (int64_t g = 0; g < N / 8; g++) ds_repack_group(t, q + rb * 8 * (size_t)g, K, rp + rb * 8 * (size_t)g);
+    memcpy(rp + rb * 40, q + rb * 40, rb * 5);
+    ds_tensor w = { .name = "w", .dtype = t, .ndim = 2, .shape = { N, K }, .data = q, .nbytes = rb * (size_t)N };
+    w.rp = rp;
+    enum { NJ = 14 };
+    static const int64_t Ts[NJ] = { 1, 3, 2, 9, 1, 5, 17, 2, 1, 4, 6, 1, 2, 64 };
+    int64_t off[NJ + 1] = { 0 };
+    for (int j = 0; j < NJ; j++) off[j + 1] = off[j] + Ts[j];
+    float *x = malloc((size_t)(off[NJ] * K) * sizeof(float));
+    for (int64_t i = 0; i < off[NJ] * K; i++) x[i] = ds_rng_normal(&r);
+    float *y1 = calloc((size_t)(off[NJ] * N), sizeof(float)), *y2 = calloc((size_t)(off[NJ] * N), sizeof(float));
+    float *y3 = calloc((size_t)(off[NJ] * N), sizeof(float));
+    ds_mm_job jobs[NJ];
+    int saved = ds_threads_get();
+    for (int pass = 0; pass < 2; pass++) {
+        float *y = pass ? y2 : y1;
+        for (int j = 0; j < NJ; j++)
+            jobs[j] = (ds_mm_job){ y + off[j] * N, N, x + off[j] * K, K, &w, 0, N, Ts[j], false };
+        ds_threads_set(pass ? 2 : 1);
+        ds_matmul_multi(jobs, NJ);
+    }
+    ds_threads_set(saved);
+    for (int j = 0; j < NJ; j++) ds_matmul(y3 + off[j] * N, N, x + off[j] * K, K, &w, 0, N, Ts[j]);
+    CHECK_MSG(memcmp(y1, y2, (size_t)(off[NJ] * N) * sizeof(float)) == 0, "matmul_multi: 2 threads differ from 1");
+    CHECK_MSG(memcmp(y1, y3, (size_t)(off[NJ] * N) * sizeof(float)) == 0, "matmul_multi: differs from the jobs alone");
+    free(f); free(q); free(rp); free(x); free(y1); free(y2); free(y3);
 }

@@ -465,6 +465,48 @@ static void multi_worker(void *vctx, int64_t u0, int64_t u1, int tid) {
     }
 }
 
+/* The units of one pass cost N·T·K / units of their job each: an expert
+ * job's row group costs its token count, a shared expert's (every token)
+ * ten times a routed one's in prefill. Equal unit counts per chunk left the
+ * last chunks, holding the shared experts, to one thread while the other
+ * waited; so the chunks are cut by work instead: 1/(8·nt) of the whole
+ * (~8 per thread, as before: a descheduled thread holds up little), then
+ * guided near the end (1/(2·nt) of the work left, down to 1/(32·nt)), handed
+ * out in order from a shared counter, whole units each. Which thread
+ * computes a unit changes no bits. */
+#define MULTI_MAX_CHUNKS 512
+typedef struct { multi_ctx *mc; const int64_t *cb; } chunk_ctx;
+
+static void chunk_worker(void *vctx, int64_t c0, int64_t c1, int tid) {
+    const chunk_ctx *cc = vctx;
+    for (int64_t c = c0; c < c1; c++)
+        if (cc->cb[c + 1] > cc->cb[c]) multi_worker(cc->mc, cc->cb[c], cc->cb[c + 1], tid);
+}
+
+static void multi_chunks(multi_ctx *mc, const ds_mm_job *jobs, int n, const int64_t *start, int64_t work, int nt) {
+    int64_t cb[MULTI_MAX_CHUNKS + 1];
+    int nc = 0;
+    cb[0] = 0;
+    double left = (double)work, cap_w = (double)work / (8.0 * nt), floor_w = (double)work / (32.0 * nt), acc = 0, target = 0;
+    for (int j = 0; j < n; j++) {
+        int64_t nu = start[j + 1] - start[j];
+        if (nu <= 0) continue;
+        double uc = (double)jobs[j].N * (double)jobs[j].T * (double)ds_tensor_cols(jobs[j].w) / (double)nu;
+        for (int64_t u = start[j]; u < start[j + 1]; u++) {
+            if (acc == 0) target = DS_MAX(DS_MIN(left / (2.0 * nt), cap_w), floor_w);
+            acc += uc;
+            if (acc >= target && nc < MULTI_MAX_CHUNKS - 1) {
+                cb[++nc] = u + 1;
+                left -= acc;
+                acc = 0;
+            }
+        }
+    }
+    if (cb[nc] < start[n]) cb[++nc] = start[n];
+    chunk_ctx cc = { mc, cb };
+    ds_par_for_dynamic(nc, 1, 1, chunk_worker, &cc);
+}
+
 void ds_matmul_multi(const ds_mm_job *jobs, int n) {
     if (n <= 0) return;
     /* the unit table and the activation pointers: on the stack, or for many
@@ -533,6 +575,11 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
     multi_ctx mc = { jobs, n, start, qa };
     int64_t units = start[n];
     int64_t min_units = DS_MAX(1, units * 16384 / DS_MAX(work, 1));
+    int nt = ds_threads_get();
+    if (nt > 1 && units >= 16 * (int64_t)nt) {
+        multi_chunks(&mc, jobs, n, start, work, nt);
+        return;
+    }
     /* chunks from a shared counter: on a shared machine a descheduled thread
      * does not hold the pass up (the result does not depend on the split) */
     ds_par_for_dynamic(units, min_units, 0, multi_worker, &mc);

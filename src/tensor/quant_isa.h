@@ -33,6 +33,11 @@ bool ds_gemm_x8_ext_avx512(ds_dtype t, const void *grp, const void *const *act, 
 /* True for the types ds_gemm_x8_ext_avx512 has a kernel for (it takes any T;
  * ops.c gives it DS_RP_EXT_T tokens per call: one weight unpack for 8) */
 bool ds_gemm_x8_ext_avx512_has(ds_dtype t);
+/* repack_ext_avx512.c's IQ2_XXS kernel: -1 (default) the AVX512-VBMI/BITALG
+ * one where the CPU has both, 0 the AVX-512BW one, 1 the VBMI one if the CPU
+ * has it (both bit-identical; tests run each) */
+extern int ds_iq2xxs_vbmi;
+bool ds_iq2xxs_vbmi_available(void);
 /* one token (decode) over ng consecutive x8 groups: out[8·i + r] = row r of
  * group i · act, bit-identical to ds_gemm_x8_avx2 with T = 1 (gemv_avx512.c;
  * Q4_K, Q6_K, Q5_0, Q8_0; level >= avx512vnni). _has: a kernel for (t, K). */

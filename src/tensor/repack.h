@@ -35,8 +35,9 @@
  *                  4r+i = high bit of chunk h + 8f | 16 crumb vectors as Q2_K (q = lo + 4 high - 4)
  *   IQ2_XXS (528 B) d[8] | [8 sub-blocks of 32][8 rows] x 8 bytes (the row's own 4 grid
  *                  indices + sign/scale word): grid values cannot be stored as chunk
- *                  vectors in the same bytes, so the kernel expands each row's 32
+ *                  vectors in the same bytes, so the AVX2 kernel expands each row's 32
  *                  values and sums the 8 rows' products into row lanes once per block
+ *                  (the VNNI one expands a sub-block of all 8 rows in 512-bit registers)
  *
  * Kernels compute out[t][r] = row r · activation t for up to 4 tokens per
  * call (8 for the AVX-512 VNNI ones: DS_RP_CORE_T in repack_avx512.c,

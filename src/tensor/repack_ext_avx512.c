@@ -16,8 +16,10 @@
  *              scale's high 16 bits are 0)
  *   IQ4_NL     levels + 128 as u8 (vpdpbusd wants one side unsigned), the
  *              128 · Σ activation removed per block (exact in fp32)
- *   IQ2_XXS    signs as a 32-bit mask from the sign table (scalar work)
- *              applied with one masked negate per token
+ *   IQ2_XXS    512-bit: the 8 rows' grid values expanded from 2-bit codes
+ *              (vpermt2w) and their signs computed in registers, signed
+ *              weights against activations + 128, the bias removed per
+ *              block (gemm_iq2_xxs below)
  *
  * The integers are exactly those of the AVX2 kernels and the fp32 epilogue
  * is the same sequence of operations, so the results are bit-identical to
@@ -209,68 +211,231 @@ AI void gemm_q3_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
 
 /* --------------------------------------------------------------- IQ2_XXS */
 
-/* lane r = the sum of the 8 lanes of v[r] (exact: integers) */
-AI __m256i hsum8_rows(const __m256i *v) {
-    __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(a, c, 0x20), _mm256_permute2x128_si256(a, c, 0x31));
-}
-
-/* ±1 per byte for the 7-bit sign indices (ds_iq_ksigns: 8 sign bits, even parity) */
-static uint64_t k_sign8[128];
-static pthread_once_t k_sign8_once = PTHREAD_ONCE_INIT;
-static void init_sign8(void) {
-    for (int i = 0; i < 128; i++) {
-        uint64_t v = 0;
-        for (int j = 0; j < 8; j++) v |= (uint64_t)((ds_iq_ksigns[i] >> j) & 1 ? 0xFF : 0x01) << (8 * j);
-        k_sign8[i] = v;
+/* The IQ2_XXS grid as 2-bit codes: bits 2k..2k+1 of k_gcode[i] = 0, 1, 2
+ * for byte k of ds_iq2xxs_grid[i] = 8, 25, 43 (its only values); 512 B,
+ * looked up 32 at a time with vpermt2w from 8 registers' worth. */
+static uint16_t k_gcode[256] __attribute__((aligned(64)));
+static uint8_t k_gpat[4][64] __attribute__((aligned(64)));   /* j: code bytes of (row, j) -> weight bytes */
+static uint8_t k_spat[4][64] __attribute__((aligned(64)));   /* j: sign byte j of a row -> its 8 bytes */
+static uint8_t k_gms[4][64] __attribute__((aligned(64)));    /* j: vpmultishiftqb bit offsets of field k of code (r, j) */
+static uint8_t k_sbit[4][64] __attribute__((aligned(64)));   /* j: vpshufbitqmb bit of weight 8j+k's sign */
+static uint8_t k_lut64[64] __attribute__((aligned(64)));     /* x -> 8, 25, 43 for x & 3 = 0, 1, 2 */
+static pthread_once_t k_iq2_once = PTHREAD_ONCE_INIT;
+static void init_iq2(void) {
+    for (int i = 0; i < 256; i++) {
+        uint16_t c = 0;
+        for (int k = 0; k < 8; k++) {
+            unsigned v = (unsigned)(ds_iq2xxs_grid[i] >> (8 * k)) & 0xFF;
+            c |= (uint16_t)((v == 8 ? 0u : v == 25 ? 1u : 2u) << (2 * k));
+        }
+        k_gcode[i] = c;
     }
+    for (int j = 0; j < 4; j++)
+        for (int b = 0; b < 64; b++) {
+            int h = (b % 16) / 8, k = b % 8;
+            k_gpat[j][b] = (uint8_t)(8 * h + 2 * j + k / 4);
+            k_spat[j][b] = (uint8_t)(8 * h + j);
+            k_gms[j][b] = (uint8_t)(16 * j + 2 * k);
+            k_sbit[j][b] = (uint8_t)(k < 7 ? 32 + 7 * j + k : 7 * j);
+        }
+    for (int x = 0; x < 64; x++) k_lut64[x] = (uint8_t)((x & 3) == 0 ? 8 : (x & 3) == 1 ? 25 : 43);
 }
 
-/* Row by row as the AVX2 kernel: sub-block ib of row r = 4 grid rows of 8
- * magnitudes, the activations negated where the sign bits say (one masked
- * subtract), vpdpbusd (|lane| <= 4 · 43 · 127 < 2^15), vpdpwssd with the odd
- * scale 2s+1; the block's i32 sums reduced to row lanes once per block. */
+#define IQ2_KC 8   /* blocks of 256 per chunk of biased activations (T x 2 KiB on the stack) */
+
+/* Sub-block ib of the 8 rows in 512-bit registers, qword lane r = row r:
+ * the ib record (64 B: row r's 4 grid indices + sign/scale word at 8r) is
+ * one load, and with no gathers and no scalar work
+ *   grid    the 32 indices as words, vpermt2w over k_gcode (4 x 64
+ *           entries, picked by index bits 6 and 7) -> 32 codes; per j a
+ *           byte shuffle puts code (r, j) under qword r, variable word
+ *           shifts take field k into byte k, vpshufb maps 0/1/2 -> 8/25/43
+ *   signs   the four 7-bit sign indices as bytes, the 8th (parity) bit
+ *           added by xor folding; per j a byte broadcast and vptestmb give
+ *           the 64-bit negate mask of w_j
+ * so w_j = the signed int8 weights 8j..8j+7 of every row (dword lane 2r =
+ * weights 8j..8j+3 of row r, 2r+1 = 8j+4..8j+7). The activations go in as
+ * a + 128 (u8, vpdpbusd's unsigned side; a biased copy of IQ2_KC blocks per
+ * token on the stack), one qword broadcast per j:
+ *   p_t  = Σ_j vpdpbusd(a_t + 128, w_j)        |lane| <= 16 · 255 · 43
+ *   isum_t += p_t · (2s+1)   (vpmulld: p_t does not fit vpdpwssd's 16 bits)
+ *   corr   += Σ_j vpdpbusd(1, w_j) · (2s+1)    (weights only, once for all tokens)
+ * and per block Σ_ib (2s+1) Σ g·sign·a = isum_t - 128·corr, the two dword
+ * lanes of a row added: |isum| <= 8 · 31 · 175440 < 2^31, so every integer
+ * is exact and equals the AVX2 kernel's per-row block sum, and the fp32
+ * epilogue is the same (bit-identical results). One weight unpack serves up
+ * to 8 tokens; a token's instructions do not depend on T (batch invariance). */
 AI void gemm_iq2_xxs(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
     int64_t nb = K / DS_QK_K;
     const float *da[XT];
     __m256 acc[XT];
-    __m256i rs[XT][8];
+    uint8_t ab[XT][IQ2_KC * DS_QK_K] __attribute__((aligned(64)));   /* (T, IQ2_KC·256) activations + 128 */
+    const __m512i one64 = _mm512_set1_epi64(1), ones = _mm512_set1_epi8(1), k80 = _mm512_set1_epi8((char)0x80);
+    const __m512i m3 = _mm512_set1_epi8(3), bits = _mm512_set1_epi64((long long)0x8040201008040201ULL);
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(8, 25, 43, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
+    const __m512i cnt_e = _mm512_set1_epi32(4 << 16), cnt_o = _mm512_set1_epi32(2 | 6 << 16);
+    const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
         da[t] = (const float *)(q[t] + K);
         acc[t] = _mm256_setzero_ps();
     }
-    for (int64_t b = 0; b < nb; b++, g += 528) {
-        prefetch_block(g, 528);
-        for (int r = 0; r < 8; r++) {
-            __m256i isum[XT];
-#pragma GCC unroll 8
-            for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-            for (int ib = 0; ib < 8; ib++) {
-                const uint8_t *p = g + 16 + 64 * ib + 8 * r;
-                uint32_t a1;
-                memcpy(&a1, p + 4, 4);
-                __m256i gv = _mm256_set_epi64x((long long)ds_iq2xxs_grid[p[3]], (long long)ds_iq2xxs_grid[p[2]],
-                                               (long long)ds_iq2xxs_grid[p[1]], (long long)ds_iq2xxs_grid[p[0]]);
-                __m256i sg = _mm256_set_epi64x((long long)k_sign8[(a1 >> 21) & 127], (long long)k_sign8[(a1 >> 14) & 127],
-                                               (long long)k_sign8[(a1 >> 7) & 127], (long long)k_sign8[a1 & 127]);
-                __m256i sc = _mm256_set1_epi32((int)(2 * (a1 >> 28) + 1));
-#pragma GCC unroll 8
-                for (int t = 0; t < T; t++) {
-                    __m256i av = _mm256_loadu_si256((const __m256i *)(q[t] + 256 * b + 32 * ib));
-                    av = _mm256_sign_epi8(av, sg);
-                    isum[t] = _mm256_dpwssd_epi32(isum[t], _mm256_dpbusd_epi32(_mm256_setzero_si256(), gv, av), sc);
-                }
-            }
-#pragma GCC unroll 8
-            for (int t = 0; t < T; t++) rs[t][r] = isum[t];
-        }
-        __m256 dv = _mm256_mul_ps(d8(g), _mm256_set1_ps(0.125f));
+    for (int64_t b0 = 0; b0 < nb; b0 += IQ2_KC) {
+        const int64_t b1 = nb - b0 < IQ2_KC ? nb : b0 + IQ2_KC;
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++)
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hsum8_rows(rs[t])), _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
+            for (int64_t i = 0; i < (b1 - b0) * DS_QK_K; i += 64)
+                _mm512_store_si512((__m512i *)(ab[t] + i), _mm512_xor_si512(_mm512_loadu_si512(q[t] + DS_QK_K * b0 + i), k80));
+        for (int64_t b = b0; b < b1; b++, g += 528) {
+            prefetch_block(g, 528);
+            __m512i isum[XT], corr = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) isum[t] = _mm512_setzero_si512();
+            for (int ib = 0; ib < 8; ib++) {
+                const __m512i R = _mm512_loadu_si512(g + 16 + 64 * ib);   /* qword r: row r's record */
+                /* scale 2s+1 in both dwords of row r */
+                __m512i sc = _mm512_add_epi64(_mm512_slli_epi64(_mm512_srli_epi64(R, 60), 1), one64);
+                sc = _mm512_or_si512(sc, _mm512_slli_epi64(sc, 32));
+                /* codes: word 4r + j = k_gcode[index (r, j)] */
+                __m512i iw = _mm512_cvtepu8_epi16(_mm512_cvtepi64_epi32(R));
+                __m512i c01 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode), iw, _mm512_load_si512(k_gcode + 32));
+                __m512i c23 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 64), iw, _mm512_load_si512(k_gcode + 96));
+                __m512i c45 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 128), iw, _mm512_load_si512(k_gcode + 160));
+                __m512i c67 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 192), iw, _mm512_load_si512(k_gcode + 224));
+                __mmask32 k6 = _mm512_test_epi16_mask(iw, b6), k7 = _mm512_test_epi16_mask(iw, b7);
+                __m512i C = _mm512_mask_mov_epi16(_mm512_mask_mov_epi16(c01, k6, c23), k7, _mm512_mask_mov_epi16(c45, k6, c67));
+                /* sign bytes: byte j of qword r = ds_iq_ksigns[(a1 >> 7j) & 127] (7 bits + parity) */
+                __m512i X = _mm512_srli_epi64(R, 32);
+                __m512i Y = _mm512_and_si512(X, _mm512_set1_epi64(0x7F));
+                Y = _mm512_ternarylogic_epi64(_mm512_slli_epi64(X, 1), _mm512_set1_epi64(0x7F00), Y, 0xEA);       /* (A & B) | C */
+                Y = _mm512_ternarylogic_epi64(_mm512_slli_epi64(X, 2), _mm512_set1_epi64(0x7F0000), Y, 0xEA);
+                Y = _mm512_ternarylogic_epi64(_mm512_slli_epi64(X, 3), _mm512_set1_epi64(0x7F000000), Y, 0xEA);
+                __m512i P = _mm512_xor_si512(Y, _mm512_srli_epi64(Y, 4));   /* bit 0 of byte j: parity of byte j */
+                P = _mm512_xor_si512(P, _mm512_srli_epi64(P, 2));
+                P = _mm512_xor_si512(P, _mm512_srli_epi64(P, 1));
+                Y = _mm512_ternarylogic_epi64(_mm512_slli_epi64(P, 7), _mm512_set1_epi64(0x80808080), Y, 0xEA);
+                __m512i w[4], sw = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++) {
+                    __m512i E = _mm512_shuffle_epi8(C, _mm512_load_si512(k_gpat[j]));   /* byte k: code byte with field k */
+                    __m512i F = _mm512_mask_blend_epi8((__mmask64)0xAAAAAAAAAAAAAAAAULL, _mm512_srlv_epi16(E, cnt_e),
+                                                       _mm512_srlv_epi16(E, cnt_o));
+                    __m512i gv = _mm512_shuffle_epi8(lut, _mm512_and_si512(F, m3));          /* 8, 25, 43 */
+                    __mmask64 neg = _mm512_test_epi8_mask(_mm512_shuffle_epi8(Y, _mm512_load_si512(k_spat[j])), bits);
+                    w[j] = _mm512_mask_sub_epi8(gv, neg, _mm512_setzero_si512(), gv);          /* ±g */
+                    sw = _mm512_dpbusd_epi32(sw, ones, w[j]);
+                }
+                corr = _mm512_add_epi32(corr, _mm512_mullo_epi32(sw, sc));
+                const uint8_t *ap = &ab[0][0] + DS_QK_K * (b - b0) + 32 * ib;
+#pragma GCC unroll 8
+                for (int t = 0; t < T; t++) {
+                    const uint8_t *a = ap + (size_t)t * (IQ2_KC * DS_QK_K);
+                    int64_t v[4];
+                    memcpy(v, a, 32);
+                    __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi64(v[0]), w[0]);
+                    p = _mm512_dpbusd_epi32(p, _mm512_set1_epi64(v[1]), w[1]);
+                    p = _mm512_dpbusd_epi32(p, _mm512_set1_epi64(v[2]), w[2]);
+                    p = _mm512_dpbusd_epi32(p, _mm512_set1_epi64(v[3]), w[3]);
+                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
+                }
+            }
+            const __m512i c128 = _mm512_slli_epi32(corr, 7);
+            __m256 dv = _mm256_mul_ps(d8(g), _mm256_set1_ps(0.125f));
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) {
+                __m512i s = _mm512_sub_epi32(isum[t], c128);
+                s = _mm512_add_epi32(s, _mm512_srli_epi64(s, 32));     /* low dword of qword r: row r */
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm512_cvtepi64_epi32(s)), _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+}
+
+/* The same kernel with AVX512-VBMI and BITALG (Ice Lake, Zen 4 and later;
+ * checked at run time): the same integers in the same order (bit-identical
+ * to gemm_iq2_xxs), with a cheaper unpack per sub-block j:
+ *   grid    vpmultishiftqb takes field k of code (r, j) into byte k of
+ *           qword r (any bit offset), vpermb maps it to 8/25/43 (the
+ *           neighbouring fields in bits 2..5 are ignored by the 64-entry
+ *           table): 2 instructions instead of 6
+ *   signs   Z = per row the sign word a1 (high dword) and the parities of
+ *           its four 7-bit sign indices at bits 7j (low dword, by xor
+ *           folding); vpshufbitqmb picks the 8 sign bits of w_j from Z
+ *           straight into the negate mask */
+#define VBT __attribute__((target("avx512vbmi,avx512bitalg")))
+AI VBT void gemm_iq2_xxs_vb(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
+    int64_t nb = K / DS_QK_K;
+    const float *da[XT];
+    __m256 acc[XT];
+    uint8_t ab[XT][IQ2_KC * DS_QK_K] __attribute__((aligned(64)));   /* (T, IQ2_KC·256) activations + 128 */
+    const __m512i one64 = _mm512_set1_epi64(1), ones = _mm512_set1_epi8(1), k80 = _mm512_set1_epi8((char)0x80);
+    const __m512i lut = _mm512_load_si512(k_lut64), b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        da[t] = (const float *)(q[t] + K);
+        acc[t] = _mm256_setzero_ps();
+    }
+    for (int64_t b0 = 0; b0 < nb; b0 += IQ2_KC) {
+        const int64_t b1 = nb - b0 < IQ2_KC ? nb : b0 + IQ2_KC;
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++)
+            for (int64_t i = 0; i < (b1 - b0) * DS_QK_K; i += 64)
+                _mm512_store_si512((__m512i *)(ab[t] + i), _mm512_xor_si512(_mm512_loadu_si512(q[t] + DS_QK_K * b0 + i), k80));
+        for (int64_t b = b0; b < b1; b++, g += 528) {
+            prefetch_block(g, 528);
+            __m512i isum[XT], corr = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) isum[t] = _mm512_setzero_si512();
+            for (int ib = 0; ib < 8; ib++) {
+                const __m512i R = _mm512_loadu_si512(g + 16 + 64 * ib);   /* qword r: row r's record */
+                __m512i sc = _mm512_add_epi64(_mm512_slli_epi64(_mm512_srli_epi64(R, 60), 1), one64);
+                sc = _mm512_or_si512(sc, _mm512_slli_epi64(sc, 32));
+                __m512i iw = _mm512_cvtepu8_epi16(_mm512_cvtepi64_epi32(R));
+                __m512i c01 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode), iw, _mm512_load_si512(k_gcode + 32));
+                __m512i c23 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 64), iw, _mm512_load_si512(k_gcode + 96));
+                __m512i c45 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 128), iw, _mm512_load_si512(k_gcode + 160));
+                __m512i c67 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 192), iw, _mm512_load_si512(k_gcode + 224));
+                __mmask32 k6 = _mm512_test_epi16_mask(iw, b6), k7 = _mm512_test_epi16_mask(iw, b7);
+                __m512i C = _mm512_mask_mov_epi16(_mm512_mask_mov_epi16(c01, k6, c23), k7, _mm512_mask_mov_epi16(c45, k6, c67));
+                /* bit 7j of P: parity of bits 7j..7j+6 of a1 (x_i ^ ... ^ x_i+7, then x_i+7 removed) */
+                __m512i X = _mm512_srli_epi64(R, 32);
+                __m512i P = _mm512_xor_si512(X, _mm512_srli_epi64(X, 1));
+                P = _mm512_xor_si512(P, _mm512_srli_epi64(P, 2));
+                P = _mm512_ternarylogic_epi64(P, _mm512_srli_epi64(P, 4), _mm512_srli_epi64(X, 7), 0x96);   /* A ^ B ^ C */
+                const __m512i Z = _mm512_mask_blend_epi32((__mmask16)0xAAAA, P, R);
+                __m512i w[4], sw = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++) {
+                    __m512i gv = _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(_mm512_load_si512(k_gms[j]), C), lut);
+                    __mmask64 neg = _mm512_bitshuffle_epi64_mask(Z, _mm512_load_si512(k_sbit[j]));
+                    w[j] = _mm512_mask_sub_epi8(gv, neg, _mm512_setzero_si512(), gv);          /* ±g */
+                    sw = _mm512_dpbusd_epi32(sw, ones, w[j]);
+                }
+                corr = _mm512_add_epi32(corr, _mm512_mullo_epi32(sw, sc));
+                const uint8_t *ap = &ab[0][0] + DS_QK_K * (b - b0) + 32 * ib;
+#pragma GCC unroll 8
+                for (int t = 0; t < T; t++) {
+                    const uint8_t *a = ap + (size_t)t * (IQ2_KC * DS_QK_K);
+                    int64_t v[4];
+                    memcpy(v, a, 32);
+                    __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi64(v[0]), w[0]);
+                    p = _mm512_dpbusd_epi32(p, _mm512_set1_epi64(v[1]), w[1]);
+                    p = _mm512_dpbusd_epi32(p, _mm512_set1_epi64(v[2]), w[2]);
+                    p = _mm512_dpbusd_epi32(p, _mm512_set1_epi64(v[3]), w[3]);
+                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
+                }
+            }
+            const __m512i c128 = _mm512_slli_epi32(corr, 7);
+            __m256 dv = _mm256_mul_ps(d8(g), _mm256_set1_ps(0.125f));
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) {
+                __m512i s = _mm512_sub_epi32(isum[t], c128);
+                s = _mm512_add_epi32(s, _mm512_srli_epi64(s, 32));
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm512_cvtepi64_epi32(s)), _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
+            }
+        }
     }
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
@@ -341,6 +506,23 @@ typedef void (*gemm_fn)(const uint8_t *, const int8_t *const *, int64_t, float *
 INST(q2k, gemm_q2_K)
 INST(q3k, gemm_q3_K)
 INST(iq2xxs, gemm_iq2_xxs)
+#define INSTV(name, fn)                                                                                           \
+    static VBT void name##_1(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { fn(g, q, K, o, 1); } \
+    static VBT void name##_2(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { fn(g, q, K, o, 2); } \
+    static VBT void name##_3(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { fn(g, q, K, o, 3); } \
+    static VBT void name##_4(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { fn(g, q, K, o, 4); } \
+    static VBT void name##_5(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { fn(g, q, K, o, 5); } \
+    static VBT void name##_6(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { fn(g, q, K, o, 6); } \
+    static VBT void name##_7(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { fn(g, q, K, o, 7); } \
+    static VBT void name##_8(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { fn(g, q, K, o, 8); } \
+    static const gemm_fn k_##name[XT] = { name##_1, name##_2, name##_3, name##_4, name##_5, name##_6, name##_7, name##_8 };
+INSTV(iq2xxs_vb, gemm_iq2_xxs_vb)
+
+int ds_iq2xxs_vbmi = -1;   /* quant_isa.h */
+bool ds_iq2xxs_vbmi_available(void) {
+    return __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bitalg");
+}
+static bool iq2_vbmi(void) { return ds_iq2xxs_vbmi != 0 && ds_iq2xxs_vbmi_available(); }
 INST(iq4nl, gemm_iq4_nl)
 
 bool ds_gemm_x8_ext_avx512_has(ds_dtype t) {
@@ -352,7 +534,7 @@ bool ds_gemm_x8_ext_avx512(ds_dtype t, const void *grp, const void *const *act, 
     switch (t) {
     case DS_DTYPE_Q2_K: f = k_q2k; break;
     case DS_DTYPE_Q3_K: f = k_q3k; break;
-    case DS_DTYPE_IQ2_XXS: pthread_once(&k_sign8_once, init_sign8); f = k_iq2xxs; break;
+    case DS_DTYPE_IQ2_XXS: pthread_once(&k_iq2_once, init_iq2); f = iq2_vbmi() ? k_iq2xxs_vb : k_iq2xxs; break;
     case DS_DTYPE_IQ4_NL: f = k_iq4nl; break;
     default: return false;
     }
