@@ -474,7 +474,7 @@ static void multi_worker(void *vctx, int64_t u0, int64_t u1, int tid) {
  * guided near the end (1/(2·nt) of the work left, down to 1/(32·nt)), handed
  * out in order from a shared counter, whole units each. Which thread
  * computes a unit changes no bits. */
-#define MULTI_MAX_CHUNKS 512
+#define MULTI_MAX_CHUNKS 4096   /* 32 KB of bounds on the caller's stack */
 typedef struct { multi_ctx *mc; const int64_t *cb; } chunk_ctx;
 
 static void chunk_worker(void *vctx, int64_t c0, int64_t c1, int tid) {
@@ -487,13 +487,16 @@ static void multi_chunks(multi_ctx *mc, const ds_mm_job *jobs, int n, const int6
     int64_t cb[MULTI_MAX_CHUNKS + 1];
     int nc = 0;
     cb[0] = 0;
-    double left = (double)work, cap_w = (double)work / (8.0 * nt), floor_w = (double)work / (32.0 * nt), acc = 0, target = 0;
+    /* sized for up to 64 threads (~8 + ~40 chunks each, under the table's cap);
+     * more threads share those chunks from the counter */
+    const double ntc = (double)DS_MIN(nt, 64);
+    double left = (double)work, cap_w = (double)work / (8.0 * ntc), floor_w = (double)work / (32.0 * ntc), acc = 0, target = 0;
     for (int j = 0; j < n; j++) {
         int64_t nu = start[j + 1] - start[j];
         if (nu <= 0) continue;
         double uc = (double)jobs[j].N * (double)jobs[j].T * (double)ds_tensor_cols(jobs[j].w) / (double)nu;
         for (int64_t u = start[j]; u < start[j + 1]; u++) {
-            if (acc == 0) target = DS_MAX(DS_MIN(left / (2.0 * nt), cap_w), floor_w);
+            if (acc == 0) target = DS_MAX(DS_MIN(left / (2.0 * ntc), cap_w), floor_w);
             acc += uc;
             if (acc >= target && nc < MULTI_MAX_CHUNKS - 1) {
                 cb[++nc] = u + 1;
