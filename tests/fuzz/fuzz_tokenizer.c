@@ -131,12 +131,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         chat_parse_tool_calls(data[0] & 16 ? DS_CHAT_V31 : DS_CHAT_V3, s, n, &p, &e);
         chat_tool_parse_free(&p);
         if (g_tok[0]) { /* render the text as every role of every format */
-            ds_tool_call call = { NULL, "f", "{}" };
+            ds_tool_call call = { NULL, "f", "{}", NULL };
             char *z = malloc(n + 1);
             memcpy(z, s, n);
             z[n] = 0;
-            ds_chat_msg m[] = { { DS_ROLE_SYSTEM, z, NULL, NULL, 0, false }, { DS_ROLE_USER, z, NULL, NULL, 0, false },
-                                { DS_ROLE_ASSISTANT, NULL, NULL, &call, 1, false }, { DS_ROLE_TOOL, z, NULL, NULL, 0, false },
+            ds_chat_msg m[] = { { DS_ROLE_SYSTEM, z, NULL, NULL, 0, false, NULL }, { DS_ROLE_USER, z, NULL, NULL, 0, false, NULL },
+                                { DS_ROLE_ASSISTANT, NULL, NULL, &call, 1, false, NULL }, { DS_ROLE_TOOL, z, NULL, NULL, 0, false, NULL },
                                 { DS_ROLE_ASSISTANT, z, NULL, NULL, 0, true } };
             tok_ids ids = {0};
             if (chat_render(g_tok[0], (ds_chat_format)(1 + data[0] % 4), m, 5, true, data[0] & 32, &ids, &e)) abort();
