@@ -119,8 +119,7 @@ int deepseek_model_load(deepseek_model **out, const char *path, const deepseek_m
         free(dm);
         return out_err(err, &e, DS_EFORMAT);
     }
-    dm->fmt = dm->tok && tok_chat_template(dm->tok) ? chat_format_from_template(tok_chat_template(dm->tok))
-                                                     : chat_format_detect(path);
+    dm->fmt = chat_format_resolve(path, dm->tok ? tok_chat_template(dm->tok) : NULL);
     if (dm->opts.n_ctx == 0 || dm->opts.n_ctx > dm->m->cfg.max_position_embeddings)
         dm->opts.n_ctx = dm->m->cfg.max_position_embeddings;
     *out = dm;

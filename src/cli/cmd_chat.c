@@ -506,13 +506,14 @@ int cmd_chat(int argc, char **argv) {
     if (tok_vocab_size(c.tok) > ds_model_config(c.m)->vocab_size)
         cli_die(C, "%s: the tokenizer has %lld ids but the model only %lld", dir, (long long)tok_vocab_size(c.tok),
                 (long long)ds_model_config(c.m)->vocab_size);
-    if (f == DS_CHAT_AUTO && tok_chat_template(c.tok)) {
-        c.fmt = chat_format_from_template(tok_chat_template(c.tok));
-        if (!chat_template_known(tok_chat_template(c.tok)))
+    if (f == DS_CHAT_AUTO) {
+        c.fmt = chat_format_resolve(dir, tok_chat_template(c.tok));
+        if (c.fmt != DS_CHAT_V32 && c.fmt != DS_CHAT_V4 && tok_chat_template(c.tok) &&
+            !chat_template_known(tok_chat_template(c.tok)))
             fprintf(stderr, "deepseek chat: the model's chat template is not a DeepSeek V3, R1, V3.1 or V2 template "
                     "deepseek.c knows; using the V3 format (--format v3|r1|v3.1|v2 picks one)\n");
     } else {
-        c.fmt = f == DS_CHAT_AUTO ? chat_format_detect(dir) : (ds_chat_format)f;
+        c.fmt = (ds_chat_format)f;
     }
     c.eos = tok_eos_id(c.tok) >= 0 ? tok_eos_id(c.tok) : (int32_t)ds_model_config(c.m)->eos_token_id;
     if (ctx == 0) ctx = DS_MIN(ds_model_config(c.m)->max_position_embeddings, 4096);

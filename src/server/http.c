@@ -916,8 +916,8 @@ static void *loader_main(void *arg) {
     if (!rc) {
         if (s->o.chat_format && strcmp(s->o.chat_format, "auto")) fmt = (ds_chat_format)chat_format_from_name(s->o.chat_format);
         else {
-            fmt = chat_format_from_template(tok_chat_template(tok));
-            if (tok_chat_template(tok) && !chat_template_known(tok_chat_template(tok)))
+            fmt = chat_format_resolve(s->model_dir, tok_chat_template(tok));
+            if (fmt != DS_CHAT_V32 && fmt != DS_CHAT_V4 && tok_chat_template(tok) && !chat_template_known(tok_chat_template(tok)))
                 fprintf(stderr, "deepseek serve: the model's chat template is not a DeepSeek V3, R1, V3.1 or V2 template "
                         "deepseek.c knows; using the V3 format (--chat-format picks one)\n");
         }

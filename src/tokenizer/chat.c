@@ -464,6 +464,12 @@ ds_chat_format chat_format_detect(const char *path) {
     return fmt;
 }
 
+ds_chat_format chat_format_resolve(const char *path, const char *tmpl) {
+    ds_chat_format f = path ? chat_format_detect(path) : DS_CHAT_V3;
+    if (f == DS_CHAT_V32 || f == DS_CHAT_V4 || !tmpl) return f;
+    return chat_format_from_template(tmpl);
+}
+
 int chat_format_from_name(const char *s) {
     static const struct { const char *name; int fmt; } k[] = {
         { "auto", DS_CHAT_AUTO }, { "v3", DS_CHAT_V3 }, { "deepseek-v3", DS_CHAT_V3 }, { "r1", DS_CHAT_R1 },

@@ -98,6 +98,11 @@ int chat_effort_from_name(const char *name);
  * Jinja formats. */
 const char *chat_dsml_opener(ds_chat_format fmt);
 
+/* The format for a model: V3.2 / V4 when the folder says so (see
+ * chat_format_detect), else the tokenizer's chat template tmpl when there
+ * is one, else chat_format_detect(path). */
+ds_chat_format chat_format_resolve(const char *path, const char *tmpl);
+
 /* Format of a chat template string (markers: V3.1 "is_last_user"/thinking,
  * R1 "<think>", V2 "User: ", V3 "<｜User｜>"); DS_CHAT_V3 when NULL/unknown. */
 ds_chat_format chat_format_from_template(const char *tmpl);
