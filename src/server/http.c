@@ -996,7 +996,7 @@ int srv_start(srv_server **out, const srv_opts *o, ds_err *e) {
     if (!o->model_dir) return ds_err_set(e, DS_EINVAL, "no model folder");
     if (o->n_slots < 1 || o->n_slots > 256) return ds_err_set(e, DS_EINVAL, "--parallel must be in [1, 256]");
     if (o->chat_format && strcmp(o->chat_format, "auto") && chat_format_from_name(o->chat_format) < 0)
-        return ds_err_set(e, DS_EINVAL, "--chat-format '%s': expected auto, v3, r1, v3.1 or v2", o->chat_format);
+        return ds_err_set(e, DS_EINVAL, "--chat-format '%s': expected auto, v3, r1, v3.1, v2, v3.2 or v4", o->chat_format);
     srv_server *s = calloc(1, sizeof *s);
     if (!s) return ds_err_set(e, DS_ENOMEM, "out of memory");
     s->o = *o;

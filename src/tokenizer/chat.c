@@ -395,8 +395,18 @@ bool chat_template_known(const char *tmpl) {
                     (strstr(tmpl, "User: ") && strstr(tmpl, "Assistant:")));
 }
 
-/* V3.2 / V4 folders: config.json's model_type, or the encoder they ship. */
-static ds_chat_format python_format(char *dir, size_t dl) {
+/* The encoder a V3.2 / V4 folder ships (encoding/encoding_dsv*.py), else AUTO. */
+static ds_chat_format encoder_format(char *dir, size_t dl) {
+    struct stat sb;
+    strcpy(dir + dl, "/encoding/encoding_dsv4.py");
+    if (stat(dir, &sb) == 0) return DS_CHAT_V4;
+    strcpy(dir + dl, "/encoding/encoding_dsv32.py");
+    if (stat(dir, &sb) == 0) return DS_CHAT_V32;
+    return DS_CHAT_AUTO;
+}
+
+/* config.json's model_type deepseek_v32 / deepseek_v4, else AUTO. */
+static ds_chat_format model_type_format(char *dir, size_t dl) {
     struct stat sb;
     ds_err e = {0};
     json_t *cfg = NULL;
@@ -408,32 +418,35 @@ static ds_chat_format python_format(char *dir, size_t dl) {
         if (mt && !strcmp(mt, "deepseek_v4")) fmt = DS_CHAT_V4;
         json_decref(cfg);
     }
-    if (fmt != DS_CHAT_AUTO) return fmt;
-    strcpy(dir + dl, "/encoding/encoding_dsv4.py");
-    if (stat(dir, &sb) == 0) return DS_CHAT_V4;
-    strcpy(dir + dl, "/encoding/encoding_dsv32.py");
-    if (stat(dir, &sb) == 0) return DS_CHAT_V32;
-    return DS_CHAT_AUTO;
+    return fmt;
 }
 
-ds_chat_format chat_format_detect(const char *path) {
-    if (!path) return DS_CHAT_V3;
+/* The folder of path (itself if a directory), with room for a file name. */
+static char *folder_of(const char *path, size_t *dl) {
     struct stat sb;
     size_t n = strlen(path);
     char *dir = malloc(n + 48);
-    if (!dir) return DS_CHAT_V3;
+    if (!dir) return NULL;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) memcpy(dir, path, n + 1);
     else {
         const char *slash = strrchr(path, '/');
         if (slash) { memcpy(dir, path, (size_t)(slash - path)); dir[slash - path] = 0; }
         else strcpy(dir, ".");
     }
-    size_t dl = strlen(dir);
-    /* DeepSeek-V3.2 and V4 ship their prompt format as Python, not as a
-     * chat template (a template converters add would be a V3.1 look-alike) */
-    ds_chat_format fmt = python_format(dir, dl);
+    *dl = strlen(dir);
+    return dir;
+}
+
+ds_chat_format chat_format_detect(const char *path) {
+    if (!path) return DS_CHAT_V3;
+    struct stat sb;
+    size_t dl;
+    char *dir = folder_of(path, &dl);
+    if (!dir) return DS_CHAT_V3;
+    /* DeepSeek-V3.2 and V4 ship their prompt format as Python: the encoder
+     * a folder carries wins; a template next (V3.2-Exp ships V3.1's) */
+    ds_chat_format fmt = encoder_format(dir, dl);
     if (fmt != DS_CHAT_AUTO) { free(dir); return fmt; }
-    fmt = DS_CHAT_V3;
     char *buf = NULL;
     size_t len;
     ds_err e = {0};
@@ -459,15 +472,23 @@ ds_chat_format chat_format_detect(const char *path) {
     if (stat(dir, &sb) == 0 && ds_read_file(dir, DS_JSON_MAX_BYTES, &buf, &len, &e) == DS_OK) {
         fmt = chat_format_from_template(buf);
         free(buf);
+        free(dir);
+        return fmt;
     }
+    /* no template: a V3.2 / V4 model_type means its Python-defined format */
+    fmt = model_type_format(dir, dl);
     free(dir);
-    return fmt;
+    return fmt != DS_CHAT_AUTO ? fmt : DS_CHAT_V3;
 }
 
 ds_chat_format chat_format_resolve(const char *path, const char *tmpl) {
-    ds_chat_format f = path ? chat_format_detect(path) : DS_CHAT_V3;
-    if (f == DS_CHAT_V32 || f == DS_CHAT_V4 || !tmpl) return f;
-    return chat_format_from_template(tmpl);
+    if (!path) return tmpl ? chat_format_from_template(tmpl) : DS_CHAT_V3;
+    size_t dl;
+    char *dir = folder_of(path, &dl);
+    ds_chat_format f = dir ? encoder_format(dir, dl) : DS_CHAT_AUTO;
+    free(dir);
+    if (f != DS_CHAT_AUTO) return f;
+    return tmpl ? chat_format_from_template(tmpl) : chat_format_detect(path);
 }
 
 int chat_format_from_name(const char *s) {

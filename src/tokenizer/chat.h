@@ -98,9 +98,9 @@ int chat_effort_from_name(const char *name);
  * Jinja formats. */
 const char *chat_dsml_opener(ds_chat_format fmt);
 
-/* The format for a model: V3.2 / V4 when the folder says so (see
- * chat_format_detect), else the tokenizer's chat template tmpl when there
- * is one, else chat_format_detect(path). */
+/* The format for a model: the encoder its folder ships (see
+ * chat_format_detect), else the tokenizer's chat template tmpl when there is
+ * one (the tokenizer may come from elsewhere), else chat_format_detect(path). */
 ds_chat_format chat_format_resolve(const char *path, const char *tmpl);
 
 /* Format of a chat template string (markers: V3.1 "is_last_user"/thinking,
@@ -110,10 +110,10 @@ ds_chat_format chat_format_from_template(const char *tmpl);
  * chat_format_from_template's V3 is a guess). */
 bool chat_template_known(const char *tmpl);
 /* The format of a model folder (or the folder of a tokenizer.json): V3.2 /
- * V4 when config.json's model_type is deepseek_v32 / deepseek_v4 or the
- * folder ships encoding/encoding_dsv32.py / encoding_dsv4.py; else
- * tokenizer_config.json's chat_template (or chat_template.jinja);
- * DS_CHAT_V3 if none. */
+ * V4 when the folder ships encoding/encoding_dsv32.py / encoding_dsv4.py;
+ * else tokenizer_config.json's chat_template (or chat_template.jinja; V3.2-Exp
+ * ships V3.1's); else V3.2 / V4 when config.json's model_type is
+ * deepseek_v32 / deepseek_v4; else DS_CHAT_V3. */
 ds_chat_format chat_format_detect(const char *model_path);
 /* "v3", "r1", "v3.1", "v2", "v3.2", "v4" (also "deepseek-v3", "deepseek-r1",
  * "deepseek-v3.1", "deepseek-v2", "deepseek-v3.2", "deepseek-v4", "auto");
