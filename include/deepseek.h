@@ -183,7 +183,9 @@ enum {
     DEEPSEEK_CHAT_V3 = 1,   /* DeepSeek-V3 */
     DEEPSEEK_CHAT_R1 = 2,   /* DeepSeek-R1: the reply starts inside <think> */
     DEEPSEEK_CHAT_V31 = 3,  /* DeepSeek-V3.1: thinking on or off */
-    DEEPSEEK_CHAT_V2 = 4    /* DeepSeek-V2 / V2-Lite: "User: ...\n\nAssistant:" */
+    DEEPSEEK_CHAT_V2 = 4,   /* DeepSeek-V2 / V2-Lite: "User: ...\n\nAssistant:" */
+    DEEPSEEK_CHAT_V32 = 5,  /* DeepSeek-V3.2 (its encoding_dsv32.py): DSML tool calls */
+    DEEPSEEK_CHAT_V4 = 6    /* DeepSeek-V4 (its encoding_dsv4.py): DSML tool calls, reasoning effort */
 };
 
 typedef struct deepseek_chat_message {
@@ -199,7 +201,21 @@ typedef struct deepseek_chat_message {
 int deepseek_chat_apply(const deepseek_model *m, int format, const deepseek_chat_message *msgs, int n_msgs,
                         int add_generation_prompt, int thinking, int32_t **ids, int64_t *n, deepseek_error *err);
 
-/* "v3", "r1", "v3.1", "v2", "auto" -> DEEPSEEK_CHAT_*, or -1. Thread-safe. */
+/* deepseek_chat_apply with the V3.2 / V4 options. reasoning_effort: V4 in
+ * thinking mode, "max" adds the format's maximum-effort preface ("high",
+ * "low", NULL: nothing). tools_json: the OpenAI "tools" array as JSON text
+ * (V3.2 / V4 render it as their encoders do), or NULL. text (optional): the
+ * prompt as a string (deepseek_free). Thread-safe. */
+typedef struct deepseek_chat_options {
+    int add_generation_prompt, thinking;
+    const char *reasoning_effort;
+    const char *tools_json;
+} deepseek_chat_options;
+int deepseek_chat_apply_opts(const deepseek_model *m, int format, const deepseek_chat_message *msgs, int n_msgs,
+                             const deepseek_chat_options *opts, int32_t **ids, int64_t *n, char **text,
+                             deepseek_error *err);
+
+/* "v3", "r1", "v3.1", "v2", "v3.2", "v4", "auto" -> DEEPSEEK_CHAT_*, or -1. Thread-safe. */
 int deepseek_chat_format_from_name(const char *name);
 /* The name of a format ("v3", ...); static. Thread-safe. */
 const char *deepseek_chat_format_name(int format);

@@ -33,13 +33,13 @@ stop=$(printf '%s' "$full" | cut -c8-10)
 cut=$("$BIN" generate -m "$M" --prompt "Hello" -n 30 --temperature 0 --stop "$stop")
 case "$full" in "$cut$stop"*) ok "generate --stop cuts before the stop string";; *) bad "generate --stop ('$stop': '$cut' vs '$full')";; esac
 
-# a DeepSeek-V3.2 folder (sparse attention, no chat template: V3.1's format) chats and generates
+# a DeepSeek-V3.2 folder (sparse attention; its own encoding_dsv32 format) chats and generates
 out=$(printf 'Hello\nAgain\n' | "$BIN" chat -m tests/fixtures/tiny-v32 -n 6 --temperature 0 2>/tmp/ds_chat_err); rc=$?
 [ $rc -eq 0 ] && [ -n "$out" ] && ok "chat on a V3.2 folder" || bad "chat on a V3.2 folder (rc=$rc): $(cat /tmp/ds_chat_err)"
 out=$("$BIN" generate -m tests/fixtures/tiny-v32 --prompt "Hello" -n 20 --temperature 0 --ignore-eos 2>/tmp/ds_chat_err); rc=$?
 [ $rc -eq 0 ] && [ -n "$out" ] && ok "generate on a V3.2 folder" || bad "generate on a V3.2 folder (rc=$rc)"
 
-# a DeepSeek-V4 folder (no chat template shipped: V3.2's turns) chats and generates
+# a DeepSeek-V4 folder (its own encoding_dsv4 format) chats and generates
 out=$(printf 'Hello\nAgain\n' | "$BIN" chat -m tests/fixtures/tiny-v4 -n 6 --temperature 0 2>/tmp/ds_chat_err); rc=$?
 [ $rc -eq 0 ] && [ -n "$out" ] && ok "chat on a V4 folder" || bad "chat on a V4 folder (rc=$rc): $(cat /tmp/ds_chat_err)"
 out=$("$BIN" generate -m tests/fixtures/tiny-v4 --prompt "Hello" -n 20 --temperature 0 --ignore-eos 2>/tmp/ds_chat_err); rc=$?
@@ -75,6 +75,24 @@ req() { curl -sf "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: 
     python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])'; }
 serve_check tiny-v32 V3.2
 serve_check tiny-v4 V4
+
+# serve with the V3.2 and V4 formats: DSML tool calls -> tool_calls, reasoning, request fields
+# (forced output on the tiny V3.2 model; V4's format by --chat-format)
+dsml_check() {  # format
+    port=$((20000 + ($$ + 7 + ${#1}) % 20000))
+    "$BIN" serve -m tests/fixtures/tiny-v32 --chat-format $1 --port $port -c 4096 --test-hooks >/tmp/ds_dsml_serve.log 2>&1 &
+    spid=$!
+    up=0
+    for i in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
+    if [ $up -eq 1 ]; then
+        python3 tests/chat/dsml_serve_test.py $port $1 || fail=$((fail + 1))
+    else
+        bad "serve --chat-format $1 did not come up: $(tail -3 /tmp/ds_dsml_serve.log)"
+    fi
+    kill $spid 2>/dev/null; wait $spid 2>/dev/null
+}
+dsml_check v4
+dsml_check v3.2
 
 # errors: no tokenizer, bad flags
 echo hi | "$BIN" chat -m tests/fixtures/tiny-v3 >/dev/null 2>/tmp/ds_chat_err; rc=$?

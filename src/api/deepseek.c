@@ -24,7 +24,8 @@ _Static_assert((int)DEEPSEEK_ERANGE == (int)DS_ERANGE && (int)DEEPSEEK_EINTERRUP
 _Static_assert((int)DEEPSEEK_KV_Q8 == (int)DS_KV_Q8 && (int)DEEPSEEK_KV_FP8 == (int)DS_KV_FP8 &&
                (int)DEEPSEEK_KV_BF16 == (int)DS_KV_BF16, "kv types");
 _Static_assert((int)DEEPSEEK_CHAT_V3 == (int)DS_CHAT_V3 && (int)DEEPSEEK_CHAT_R1 == (int)DS_CHAT_R1 &&
-               (int)DEEPSEEK_CHAT_V31 == (int)DS_CHAT_V31 && (int)DEEPSEEK_CHAT_V2 == (int)DS_CHAT_V2, "chat formats");
+               (int)DEEPSEEK_CHAT_V31 == (int)DS_CHAT_V31 && (int)DEEPSEEK_CHAT_V2 == (int)DS_CHAT_V2 &&
+               (int)DEEPSEEK_CHAT_V32 == (int)DS_CHAT_V32 && (int)DEEPSEEK_CHAT_V4 == (int)DS_CHAT_V4, "chat formats");
 _Static_assert(sizeof(deepseek_sampler_params) == sizeof(ds_sampler_params), "sampler params");
 
 struct deepseek_model {
@@ -119,8 +120,7 @@ int deepseek_model_load(deepseek_model **out, const char *path, const deepseek_m
         free(dm);
         return out_err(err, &e, DS_EFORMAT);
     }
-    dm->fmt = dm->tok && tok_chat_template(dm->tok) ? chat_format_from_template(tok_chat_template(dm->tok))
-                                                     : chat_format_detect(path);
+    dm->fmt = chat_format_resolve(path, dm->tok ? tok_chat_template(dm->tok) : NULL);
     if (dm->opts.n_ctx == 0 || dm->opts.n_ctx > dm->m->cfg.max_position_embeddings)
         dm->opts.n_ctx = dm->m->cfg.max_position_embeddings;
     *out = dm;
@@ -255,14 +255,22 @@ void deepseek_detok_free(deepseek_detok *d) {
 
 /* ------------------------------------------------------------ chat format */
 
-int deepseek_chat_apply(const deepseek_model *dm, int format, const deepseek_chat_message *msgs, int n_msgs,
-                        int add_generation_prompt, int thinking, int32_t **ids, int64_t *n, deepseek_error *err) {
+int deepseek_chat_apply_opts(const deepseek_model *dm, int format, const deepseek_chat_message *msgs, int n_msgs,
+                             const deepseek_chat_options *opts, int32_t **ids, int64_t *n, char **text,
+                             deepseek_error *err) {
     *ids = NULL;
     *n = 0;
+    if (text) *text = NULL;
     int rc = need_tok(dm, err);
     if (rc) return rc;
-    if (format < DEEPSEEK_CHAT_AUTO || format > DEEPSEEK_CHAT_V2) return set_err(err, DS_EINVAL, "unknown chat format");
+    if (!opts) return set_err(err, DS_EINVAL, "deepseek_chat_apply_opts: no options");
+    if (format < DEEPSEEK_CHAT_AUTO || format > DEEPSEEK_CHAT_V4) return set_err(err, DS_EINVAL, "unknown chat format");
     if (n_msgs < 0 || (!msgs && n_msgs)) return set_err(err, DS_EINVAL, "deepseek_chat_apply: bad messages");
+    int eff = chat_effort_from_name(opts->reasoning_effort);
+    if (eff < 0) {
+        ds_err e0 = { 0 };
+        return out_err(err, &e0, ds_err_set(&e0, DS_EINVAL, "unknown reasoning_effort '%.40s' (max, high, low)", opts->reasoning_effort));
+    }
     ds_chat_msg *cm = calloc((size_t)(n_msgs ? n_msgs : 1), sizeof *cm);
     if (!cm) return set_err(err, DS_ENOMEM, "out of memory");
     ds_err e = { 0 };
@@ -274,21 +282,31 @@ int deepseek_chat_apply(const deepseek_model *dm, int format, const deepseek_cha
         cm[i] = (ds_chat_msg){ .role = (ds_chat_role)role, .content = msgs[i].content ? msgs[i].content : "" };
     }
     tok_ids v = { 0 };
+    char *t = NULL;
     ds_chat_format f = format == DEEPSEEK_CHAT_AUTO ? dm->fmt : (ds_chat_format)format;
-    if (!rc) rc = chat_render(dm->tok, f, cm, n_msgs, add_generation_prompt != 0, thinking != 0, &v, &e);
+    ds_chat_opts o = { .add_generation_prompt = opts->add_generation_prompt != 0, .thinking = opts->thinking != 0,
+                       .effort = (ds_reasoning_effort)eff, .tools_json = opts->tools_json };
+    if (!rc) rc = chat_render_opts(dm->tok, f, cm, n_msgs, &o, &v, text ? &t : NULL, &e);
     free(cm);
     if (!rc && !v.v && !(v.v = malloc(sizeof(int32_t)))) rc = ds_err_set(&e, DS_ENOMEM, "out of memory");
-    if (rc) { tok_ids_free(&v); return out_err(err, &e, rc); }
+    if (rc) { tok_ids_free(&v); free(t); return out_err(err, &e, rc); }
     *ids = v.v;
     *n = v.n;
+    if (text) *text = t;
     return out_err(err, NULL, DS_OK);
+}
+
+int deepseek_chat_apply(const deepseek_model *dm, int format, const deepseek_chat_message *msgs, int n_msgs,
+                        int add_generation_prompt, int thinking, int32_t **ids, int64_t *n, deepseek_error *err) {
+    deepseek_chat_options o = { .add_generation_prompt = add_generation_prompt, .thinking = thinking };
+    return deepseek_chat_apply_opts(dm, format, msgs, n_msgs, &o, ids, n, NULL, err);
 }
 
 int deepseek_chat_format_from_name(const char *name) { return name ? chat_format_from_name(name) : -1; }
 
 const char *deepseek_chat_format_name(int format) {
     if (format == DEEPSEEK_CHAT_AUTO) return "auto";
-    if (format < DEEPSEEK_CHAT_AUTO || format > DEEPSEEK_CHAT_V2) return "unknown";
+    if (format < DEEPSEEK_CHAT_AUTO || format > DEEPSEEK_CHAT_V4) return "unknown";
     return chat_format_name((ds_chat_format)format);
 }
 
@@ -304,7 +322,7 @@ void deepseek_chat_split_reasoning(const char *text, size_t len, int starts_in_r
 }
 
 int deepseek_chat_thinks(int format, int thinking) {
-    if (format <= DEEPSEEK_CHAT_AUTO || format > DEEPSEEK_CHAT_V2) return 0;
+    if (format <= DEEPSEEK_CHAT_AUTO || format > DEEPSEEK_CHAT_V4) return 0;
     return chat_reply_starts_in_reasoning((ds_chat_format)format, thinking != 0);
 }
 

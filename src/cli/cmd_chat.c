@@ -34,17 +34,19 @@ static void on_sigint(int sig) {
 static void usage(FILE *f) {
     fprintf(f,
         "usage: deepseek chat [-m MODEL_DIR] [options]\n"
-        "  Interactive chat with the model's chat template (V3, R1, V3.1 or V2, from the folder;\n"
-        "  V3.2 and V4 folders without one use V3.1's turns).\n"
+        "  Interactive chat in the model's format: its chat template (V3, R1, V3.1 or V2), or\n"
+        "  for V3.2 / V4 folders the format their encoding_dsv32.py / encoding_dsv4.py define.\n"
         "  --system TEXT        system prompt\n"
-        "  --format NAME        chat format: auto, v3, r1, v3.1, v2 (default auto)\n"
+        "  --format NAME        chat format: auto, v3, r1, v3.1, v2, v3.2, v4 (default auto)\n"
         "  --tokenizer PATH     tokenizer.json, its folder, or a .gguf (default: the model folder's;\n"
         "                       for a .gguf the tokenizer.json beside it, then its metadata)\n"
-        "  --think              V3.1 and V2-format reasoners: thinking mode (the reply starts with\n"
+        "  --think              V3.1, V3.2, V4 and V2-format reasoners: thinking mode (the reply starts with\n"
         "                       reasoning); the default for a model whose generation_config.json\n"
         "                       says \"thinking\": true (models/reasoner)\n"
         "  --no-think           not thinking mode, whatever the model's default\n"
         "  --hide-think         do not show reasoning (same as /think off)\n"
+        "  --reasoning-effort E V4 in thinking mode: max (the format's maximum-effort preface) or\n"
+        "                       high (the default; nothing added)\n"
         "  -n, --max-tokens N   reply length limit (default 1024)\n"
         "  --temperature T --top-p P --top-k K --min-p P --repeat-penalty R\n"
         "  --frequency-penalty F --presence-penalty P --seed S --stop STR (repeatable)\n"
@@ -71,6 +73,7 @@ typedef struct {
     ds_tokenizer *tok;
     ds_chat_format fmt;
     bool thinking, show_think, verbose, tty_in, tty_out;
+    ds_reasoning_effort effort;
     ds_session ss;           /* cache, sampler, detokenizer, stop strings */
     tok_ids cached;          /* the tokens whose latents are in the cache, in order */
     turn *turns;
@@ -252,10 +255,11 @@ static void respond(chat *c, const char *user) {
         ds_chat_msg *msgs = calloc((size_t)n_msgs, sizeof *msgs);
         if (!msgs) cli_die(C, "out of memory");
         int k = 0;
+        ds_chat_opts o = { .add_generation_prompt = true, .thinking = c->thinking, .effort = c->effort };
         if (c->system) msgs[k++] = (ds_chat_msg){ .role = DS_ROLE_SYSTEM, .content = c->system };
         for (int i = 0; i < c->n_turns; i++) msgs[k++] = (ds_chat_msg){ .role = c->turns[i].role, .content = c->turns[i].content };
         ids.n = 0;
-        if (chat_render(c->tok, c->fmt, msgs, n_msgs, true, c->thinking, &ids, &e)) cli_die_err(C, &e);
+        if (chat_render_opts(c->tok, c->fmt, msgs, n_msgs, &o, &ids, NULL, &e)) cli_die_err(C, &e);
         free(msgs);
         if (ids.n + room <= c->ss.cache->max_ctx || c->n_turns < 3) break;
         int drop = c->turns[1].role == DS_ROLE_ASSISTANT ? 2 : 1;
@@ -452,6 +456,7 @@ int cmd_chat(int argc, char **argv) {
     const char *dir = NULL, *fmt_name = "auto", *system = NULL, *tokp = NULL;
     int64_t ctx = 0, max_tokens = 1024;
     bool think = false, no_think = false, hide = false, verbose = false;
+    int effort = DS_EFFORT_DEFAULT;
     ds_sampler_params sp;
     ds_sampler_params_default(&sp);
     sp.temperature = 0.6f;
@@ -471,6 +476,11 @@ int cmd_chat(int argc, char **argv) {
         else if (!strcmp(a, "--think")) think = true;
         else if (!strcmp(a, "--no-think")) no_think = true;
         else if (!strcmp(a, "--hide-think")) hide = true;
+        else if (!strcmp(a, "--reasoning-effort")) {
+            effort = v ? chat_effort_from_name(v) : -1;
+            if (effort < 0) cli_die(C, "--reasoning-effort: expected max, high or low, got '%s'", v ? v : "");
+            i++;
+        }
         else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) verbose = true;
         else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) { max_tokens = cli_parse_int(C, a, v, 1, 1 << 30); i++; }
         else if (!strcmp(a, "--ctx")) { ctx = cli_parse_int(C, a, v, 16, 1ll << 32); i++; }
@@ -490,7 +500,7 @@ int cmd_chat(int argc, char **argv) {
     if (!dir) cli_die(C, "no model given (-m MODEL_DIR) and no bundled model found");
     cli_check_model(C, dir);
     int f = chat_format_from_name(fmt_name);
-    if (f < 0) cli_die(C, "--format: unknown chat format '%s' (auto, v3, r1, v3.1, v2)", fmt_name);
+    if (f < 0) cli_die(C, "--format: unknown chat format '%s' (auto, v3, r1, v3.1, v2, v3.2, v4)", fmt_name);
     chat c;
     memset(&c, 0, sizeof c);
     c.tty_in = isatty(0);
@@ -498,6 +508,7 @@ int cmd_chat(int argc, char **argv) {
     c.verbose = verbose;
     c.show_think = !hide;
     c.thinking = !no_think && (think || cli_model_thinks(dir));
+    c.effort = (ds_reasoning_effort)effort;
     c.sp = sp;
     c.max_tokens = max_tokens;
     c.system = system ? strdup(system) : NULL;
@@ -506,13 +517,14 @@ int cmd_chat(int argc, char **argv) {
     if (tok_vocab_size(c.tok) > ds_model_config(c.m)->vocab_size)
         cli_die(C, "%s: the tokenizer has %lld ids but the model only %lld", dir, (long long)tok_vocab_size(c.tok),
                 (long long)ds_model_config(c.m)->vocab_size);
-    if (f == DS_CHAT_AUTO && tok_chat_template(c.tok)) {
-        c.fmt = chat_format_from_template(tok_chat_template(c.tok));
-        if (!chat_template_known(tok_chat_template(c.tok)))
+    if (f == DS_CHAT_AUTO) {
+        c.fmt = chat_format_resolve(dir, tok_chat_template(c.tok));
+        if (c.fmt != DS_CHAT_V32 && c.fmt != DS_CHAT_V4 && tok_chat_template(c.tok) &&
+            !chat_template_known(tok_chat_template(c.tok)))
             fprintf(stderr, "deepseek chat: the model's chat template is not a DeepSeek V3, R1, V3.1 or V2 template "
                     "deepseek.c knows; using the V3 format (--format v3|r1|v3.1|v2 picks one)\n");
     } else {
-        c.fmt = f == DS_CHAT_AUTO ? chat_format_detect(dir) : (ds_chat_format)f;
+        c.fmt = (ds_chat_format)f;
     }
     c.eos = tok_eos_id(c.tok) >= 0 ? tok_eos_id(c.tok) : (int32_t)ds_model_config(c.m)->eos_token_id;
     if (ctx == 0) ctx = DS_MIN(ds_model_config(c.m)->max_position_embeddings, 4096);
@@ -534,7 +546,8 @@ int cmd_chat(int argc, char **argv) {
         using_history();
         if (*hist) read_history(hist);
         printf("deepseek.c chat — %s (%s format%s). /help for commands, /exit to leave.\n", dir,
-               chat_format_name(c.fmt), c.fmt == DS_CHAT_V31 ? (c.thinking ? ", thinking" : ", non-thinking") : "");
+               chat_format_name(c.fmt),
+               c.fmt == DS_CHAT_V31 || c.fmt == DS_CHAT_V32 || c.fmt == DS_CHAT_V4 ? (c.thinking ? ", thinking" : ", non-thinking") : "");
     }
     for (;;) {
         /* rank 0 reads the terminal; in an mpirun job every rank runs the turn */

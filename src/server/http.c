@@ -916,8 +916,8 @@ static void *loader_main(void *arg) {
     if (!rc) {
         if (s->o.chat_format && strcmp(s->o.chat_format, "auto")) fmt = (ds_chat_format)chat_format_from_name(s->o.chat_format);
         else {
-            fmt = chat_format_from_template(tok_chat_template(tok));
-            if (tok_chat_template(tok) && !chat_template_known(tok_chat_template(tok)))
+            fmt = chat_format_resolve(s->model_dir, tok_chat_template(tok));
+            if (fmt != DS_CHAT_V32 && fmt != DS_CHAT_V4 && tok_chat_template(tok) && !chat_template_known(tok_chat_template(tok)))
                 fprintf(stderr, "deepseek serve: the model's chat template is not a DeepSeek V3, R1, V3.1 or V2 template "
                         "deepseek.c knows; using the V3 format (--chat-format picks one)\n");
         }
@@ -996,7 +996,7 @@ int srv_start(srv_server **out, const srv_opts *o, ds_err *e) {
     if (!o->model_dir) return ds_err_set(e, DS_EINVAL, "no model folder");
     if (o->n_slots < 1 || o->n_slots > 256) return ds_err_set(e, DS_EINVAL, "--parallel must be in [1, 256]");
     if (o->chat_format && strcmp(o->chat_format, "auto") && chat_format_from_name(o->chat_format) < 0)
-        return ds_err_set(e, DS_EINVAL, "--chat-format '%s': expected auto, v3, r1, v3.1 or v2", o->chat_format);
+        return ds_err_set(e, DS_EINVAL, "--chat-format '%s': expected auto, v3, r1, v3.1, v2, v3.2 or v4", o->chat_format);
     srv_server *s = calloc(1, sizeof *s);
     if (!s) return ds_err_set(e, DS_ENOMEM, "out of memory");
     s->o = *o;

@@ -349,6 +349,7 @@ static int parse_tool_calls(oa_request *r, const json_t *m, int i, ds_chat_msg *
         else if (args && !json_is_null(args))
             return BAD(path, "%s[%zu].function.arguments: expected a JSON string, got %s", path, k, type_name(args));
         ds_tool_call *call = &r->calls[r->n_calls++];
+        call->id = json_string_value(json_object_get(c, "id"));
         call->type = "function";
         call->name = name;
         call->arguments = a ? a : "{}";
@@ -407,7 +408,7 @@ int oa_parse_chat(const char *body, size_t len, const oa_limits *lim, oa_request
             if ((rc = message_content(r, m, (int)i, true, &msg->content, err))) goto fail;
             if (!msg->content && msg->n_tool_calls == 0) msg->content = "";
             const char *rs = NULL;
-            if ((rc = get_str(m, "reasoning_content", &rs, err))) goto fail; /* accepted; templates drop old reasoning */
+            if ((rc = get_str(m, "reasoning_content", &rs, err))) goto fail; /* V3.2 / V4 render it where their encoders do */
             msg->reasoning = rs;
             bool pre = false;
             if ((rc = get_bool(m, "prefix", &pre, err))) goto fail;
@@ -442,6 +443,7 @@ int oa_parse_chat(const char *body, size_t len, const oa_limits *lim, oa_request
                 rc = BAD(path, "%s: expected a string, got %s", path, type_name(id));
                 goto fail;
             }
+            msg->tool_call_id = json_string_value(id);
         }
         after_calls = (ro == DS_ROLE_ASSISTANT && msg->n_tool_calls > 0) || (ro == DS_ROLE_TOOL && after_calls);
         r->n_msgs++;
@@ -513,6 +515,12 @@ int oa_parse_chat(const char *body, size_t len, const oa_limits *lim, oa_request
         else if (ty && !strcmp(ty, "enabled")) r->thinking = 1;
         else if (ty && !strcmp(ty, "disabled")) r->thinking = 0;
         else { rc = BAD("thinking", "thinking: expected {\"type\": \"enabled\"} or {\"type\": \"disabled\"}"); goto fail; }
+    }
+    const json_t *re = field(root, "reasoning_effort");
+    if (re) {
+        int eff = json_is_string(re) ? chat_effort_from_name(json_string_value(re)) : -1;
+        if (eff < 0) { rc = BAD("reasoning_effort", "reasoning_effort: expected \"low\", \"medium\", \"high\" or \"max\""); goto fail; }
+        r->reasoning_effort = eff;
     }
     if ((rc = parse_common(root, lim, r, err))) goto fail;
     const json_t *lpv = field(root, "logprobs");
@@ -633,10 +641,33 @@ static char *tools_prompt(const oa_request *r, ds_chat_format fmt) {
     return ds_buf_take(&b);
 }
 
+/* V3.2 / V4: the tools go to the encoder (its own tools section and DSML);
+ * tool_choice "required" / named: the reply is started with the DSML opener
+ * (oa_forced_tokens), which needs non-thinking mode. */
+static int dsml_chat_prompt(const ds_tokenizer *t, ds_chat_format fmt, const oa_request *r, bool thinking, tok_ids *ids,
+                            bool *reasoning, oa_error *err) {
+    bool forced = !r->forced_output && (r->tool_choice == OA_TC_REQUIRED || r->tool_choice == OA_TC_NAMED);
+    if (forced && thinking)
+        return BAD("tool_choice", "tool_choice: \"required\" or a named function needs non-thinking mode with the %s format "
+                   "(\"thinking\": {\"type\": \"disabled\"})", chat_format_name(fmt));
+    char *tj = r->n_tools > 0 && r->tool_choice != OA_TC_NONE ? json_dumps(r->tools, 0) : NULL;
+    if (r->n_tools > 0 && r->tool_choice != OA_TC_NONE && !tj) return oa_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+    ds_chat_opts o = { .add_generation_prompt = !r->prefix, .thinking = thinking,
+                       .effort = (ds_reasoning_effort)r->reasoning_effort, .tools_json = tj };
+    ds_err e = { 0 };
+    int rc = chat_render_opts(t, fmt, r->msgs, r->n_msgs, &o, ids, NULL, &e);
+    free(tj);
+    if (rc) return oa_fail(err, 400, "invalid_request_error", "messages", NULL, "messages: %s", e.msg);
+    /* a prefix continues the assistant's text (after its reasoning, if any) */
+    *reasoning = !r->prefix && chat_reply_starts_in_reasoning(fmt, thinking);
+    return DS_OK;
+}
+
 int oa_chat_prompt(const ds_tokenizer *t, ds_chat_format fmt, const oa_request *r, bool thinking_default,
                    tok_ids *ids, bool *reasoning, oa_error *err) {
     if (fmt == DS_CHAT_AUTO) fmt = chat_format_from_template(tok_chat_template(t));
     bool thinking = r->thinking < 0 ? thinking_default : r->thinking == 1;
+    if (fmt == DS_CHAT_V32 || fmt == DS_CHAT_V4) return dsml_chat_prompt(t, fmt, r, thinking, ids, reasoning, err);
     int n = r->n_msgs;
     char *tp = NULL;
     ds_chat_msg *ms = malloc((size_t)(n + 1) * sizeof *ms);
@@ -709,6 +740,17 @@ int oa_forced_tokens(const ds_tokenizer *t, ds_chat_format fmt, const oa_request
         rc = tok_encode_append(t, r->forced_output, strlen(r->forced_output), TOK_PARSE_SPECIAL, ids, &e);
     } else if (r->kind == OA_CHAT && (r->tool_choice == OA_TC_REQUIRED || r->tool_choice == OA_TC_NAMED)) {
         if (fmt == DS_CHAT_AUTO) fmt = chat_format_from_template(tok_chat_template(t));
+        if (fmt == DS_CHAT_V32 || fmt == DS_CHAT_V4) { /* the DSML block up to the function's name (or past it) */
+            ds_buf b = { 0 };
+            ds_buf_str(&b, chat_dsml_opener(fmt));
+            ds_buf_str(&b, ">\n<｜DSML｜invoke name=\"");
+            if (r->tool_choice == OA_TC_NAMED) { ds_buf_str(&b, r->tool_choice_name); ds_buf_str(&b, "\">\n"); }
+            char *s = ds_buf_take(&b);
+            rc = s ? tok_encode_append(t, s, strlen(s), 0, ids, &e) : ds_err_set(&e, DS_ENOMEM, "out of memory");
+            free(s);
+            if (rc) return oa_fail(err, 500, "server_error", NULL, NULL, "%s", e.msg);
+            return DS_OK;
+        }
         rc = push_marker(t, "<｜tool▁calls▁begin｜>", ids, &e);
         if (!rc && r->tool_choice == OA_TC_REQUIRED) { /* the opener up to the name, which the decoder constrains */
             rc = push_marker(t, "<｜tool▁call▁begin｜>", ids, &e);
@@ -736,6 +778,7 @@ int oa_tool_call_parts(const ds_tokenizer *t, ds_chat_format fmt, const oa_reque
     if (r->forced_output || r->kind != OA_CHAT || (r->tool_choice != OA_TC_REQUIRED && r->tool_choice != OA_TC_NAMED))
         return DS_OK;
     if (fmt == DS_CHAT_AUTO) fmt = chat_format_from_template(tok_chat_template(t));
+    if (fmt == DS_CHAT_V32 || fmt == DS_CHAT_V4) return DS_OK; /* no constrained decoding of DSML (yet) */
     ds_err e = { 0 };
     int rc = DS_OK;
     if (r->tool_choice == OA_TC_REQUIRED)

@@ -62,6 +62,7 @@ typedef struct oa_request {
     int tool_choice;         /* OA_TC_* */
     const char *tool_choice_name;
     int thinking;            /* -1 unset, 0 disabled, 1 enabled */
+    int reasoning_effort;    /* ds_reasoning_effort ("reasoning_effort": low/medium/high/max; V4 uses max) */
     /* completion */
     const char *prompt;      /* text prompt, or NULL when prompt_ids are given */
     int32_t *prompt_ids;

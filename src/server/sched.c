@@ -16,6 +16,7 @@
 #include "sched.h"
 #include "jsonmode.h"
 #include "prefix_cache.h"
+#include "../core/strbuf.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -222,6 +223,8 @@ typedef struct srv_seq {
     char think_hold[8];       /* no </think> token (byte-level reasoners): text that may begin it */
     int n_think_hold;
     tok_ids tool_ids;
+    bool in_dsml;             /* V3.2 / V4: inside the DSML tool-call block (text in dsml) */
+    ds_buf dhold, dsml;       /* content that may begin the block's opener; the block */
     jv_state jv;
     int tc_phase;             /* tool_constrain: TC_* */
     int64_t tc_used;          /* tokens of tool_mid / tool_end emitted */
@@ -282,6 +285,8 @@ static void seq_free(srv_seq *q) {
     if (!q) return;
     ds_session_free(&q->ss);
     tok_ids_free(&q->tool_ids);
+    ds_buf_free(&q->dhold);
+    ds_buf_free(&q->dsml);
     free(q);
 }
 
@@ -296,6 +301,33 @@ static bool show_content(srv_seq *q, const char *t, size_t n, bool final, srv_lp
     if (el > 0 || lp) post_text(q->job, SRV_EV_CONTENT, q->choice, em, el, lp, lp ? 1 : 0);
     if (el > 0) q->content_started = true;
     return hit;
+}
+
+/* V3.2 / V4 with tools: the block that starts tool calls is text
+ * ("\n\n<｜DSML｜tool_calls"), not one token. Content that may begin it is
+ * held back; once it is complete the rest of the reply is the block, parsed
+ * when the sequence ends (finish_seq). */
+static int dsml_content(srv_seq *q, const char *op, const char *t, size_t n, srv_lp *lp) {
+    ds_buf_put(&q->dhold, t, n);
+    if (q->dhold.oom) return SRV_FINISH_STOP;
+    const char *h = q->dhold.p ? q->dhold.p : "";
+    size_t m = q->dhold.n, ol = strlen(op);
+    for (size_t i = 0; i + ol <= m; i++)
+        if (!memcmp(h + i, op, ol)) {
+            bool hit = show_content(q, h, i, false, lp);
+            if (hit) return SRV_FINISH_STOP; /* a stop string before the calls */
+            ds_buf_put(&q->dsml, h + i, m - i);
+            q->dhold.n = 0;
+            q->in_dsml = true;
+            return -1;
+        }
+    size_t keep = 0; /* the longest end of the held text that begins the opener */
+    for (size_t k = DS_MIN(ol - 1, m); k > 0 && !keep; k--)
+        if (!memcmp(h + m - k, op, k)) keep = k;
+    bool hit = show_content(q, h, m - keep, false, lp);
+    memmove(q->dhold.p, h + m - keep, keep);
+    q->dhold.n = keep;
+    return hit ? SRV_FINISH_STOP : -1;
 }
 
 /* Reasoning text of a model whose tokenizer has no </think> token (our
@@ -375,8 +407,26 @@ static void finish_seq(srv_sched *s, srv_seq *q, int finish) {
                 free(plain);
                 free(clean);
             }
+        } else if (q->in_dsml) {
+            /* the DSML block ended (or was cut off): its calls, or else its text */
+            if (tok_stream_flush(&q->ss.ts, &t, &n, &e) == 0) ds_buf_put(&q->dsml, t, n);
+            ds_tool_parse tp;
+            memset(&tp, 0, sizeof tp);
+            int prc = q->dsml.oom ? -1 : chat_parse_tool_calls(j->p.fmt, q->dsml.p, q->dsml.n, &tp, &e);
+            if (prc == 0 && tp.n_calls > 0) {
+                free(tp.content); /* "": the text before the block was shown */
+                tp.content = NULL;
+                srv_event ev = { .type = SRV_EV_TOOL_CALLS, .choice = q->choice, .calls = tp };
+                post(j, &ev);
+                if (finish == SRV_FINISH_STOP) finish = SRV_FINISH_TOOL_CALLS;
+            } else {
+                chat_tool_parse_free(&tp);
+                if (q->dsml.n > 0) post_text(j, SRV_EV_CONTENT, q->choice, q->dsml.p, q->dsml.n, NULL, 0);
+            }
         } else {
             if (tok_stream_flush(&q->ss.ts, &t, &n, &e) != 0) { t = ""; n = 0; }
+            if (!q->in_reasoning && q->dhold.n > 0 && show_content(q, q->dhold.p, q->dhold.n, false, NULL)) n = 0;
+            q->dhold.n = 0;
             if (q->in_reasoning && q->n_think_hold > 0) {   /* held text that did not become </think> */
                 post_text(j, SRV_EV_REASONING, q->choice, q->think_hold, (size_t)q->n_think_hold, NULL, 0);
                 q->n_think_hold = 0;
@@ -671,6 +721,15 @@ static int on_token(srv_sched *s, srv_seq *q, int32_t tok, srv_lp *lp) {
         if (tok == s->calls_end) return SRV_FINISH_STOP;
         return -1;
     }
+    if (q->in_dsml) {
+        free(lp);
+        if (is_eos(s, tok)) return SRV_FINISH_STOP;
+        const char *t;
+        size_t n;
+        ds_session_text(&q->ss, tok, &t, &n);
+        ds_buf_put(&q->dsml, t, n);
+        return -1;
+    }
     if (p->json_mode && !q->in_reasoning) {
         if (!jv_done(&q->jv) && s->piece[tok]) jv_feed(&q->jv, s->piece[tok], s->piece_len[tok]);
     }
@@ -716,6 +775,8 @@ static int on_token(srv_sched *s, srv_seq *q, int32_t tok, srv_lp *lp) {
         return -1;
     }
     /* (a JSON-mode sequence has no stop strings: they do not apply inside the JSON) */
+    const char *op = p->chat && p->tools != SRV_TOOLS_OFF && !p->json_mode ? chat_dsml_opener(p->fmt) : NULL;
+    if (op) return dsml_content(q, op, t, n, lp);
     return show_content(q, t, n, false, lp) ? SRV_FINISH_STOP : -1;
 }
 

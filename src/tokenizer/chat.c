@@ -7,9 +7,10 @@
  * matching) as one string, exactly as the rendered template text would be
  * tokenized between its markers; markers that are added tokens become their
  * ids, markers the tokenizer lacks are text (as in HF).
- * Also: template detection, reasoning split, tool-call parsing.
+ * Also: template detection (V3.2 / V4 folders too), reasoning split,
+ * tool-call parsing; the V3.2 / V4 formats themselves are chat_dsml.c's.
  */
-#include "chat.h"
+#include "chat_internal.h"
 #include "../core/mmap_file.h"
 #include "../io/json.h"
 
@@ -17,9 +18,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define M_USER "<｜User｜>"
-#define M_ASSISTANT "<｜Assistant｜>"
-#define M_EOS "<｜end▁of▁sentence｜>"
 #define M_CALLS_BEGIN "<｜tool▁calls▁begin｜>"
 #define M_CALLS_END "<｜tool▁calls▁end｜>"
 #define M_CALL_BEGIN "<｜tool▁call▁begin｜>"
@@ -29,21 +27,10 @@
 #define M_OUTPUTS_END "<｜tool▁outputs▁end｜>"
 #define M_OUTPUT_BEGIN "<｜tool▁output▁begin｜>"
 #define M_OUTPUT_END "<｜tool▁output▁end｜>"
-#define M_THINK "<think>"
-#define M_THINK_END "</think>"
 
 /* ------------------------------------------------------------- builder */
 
-typedef struct rb {
-    const ds_tokenizer *t;
-    tok_ids *ids;
-    char *txt;
-    size_t n, cap;
-    int rc;
-    ds_err *e;
-} rb;
-
-static void text_n(rb *b, const char *s, size_t n) {
+void rb_text_n(rb *b, const char *s, size_t n) {
     if (b->rc || !n) return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 1024;
@@ -55,32 +42,44 @@ static void text_n(rb *b, const char *s, size_t n) {
     }
     memcpy(b->txt + b->n, s, n);
     b->n += n;
+    if (b->all) ds_buf_put(b->all, s, n);
 }
-static void text(rb *b, const char *s) { if (s) text_n(b, s, strlen(s)); }
+void rb_text(rb *b, const char *s) { if (s) rb_text_n(b, s, strlen(s)); }
+#define text_n rb_text_n
+#define text rb_text
 
-static void flush(rb *b) {
+void rb_flush(rb *b) {
     if (b->rc || !b->n) return;
     b->rc = tok_encode_append(b->t, b->txt, b->n, 0, b->ids, b->e); /* literal: no added tokens */
     b->n = 0;
 }
 
 static void push_id(rb *b, int32_t id) {
-    flush(b);
+    rb_flush(b);
     if (!b->rc) b->rc = tok_ids_push(b->ids, id, b->e);
 }
 
 /* A template marker: its added-token id, or text if the tokenizer lacks it. */
-static void mark(rb *b, const char *m) {
+void rb_mark(rb *b, const char *m) {
     int32_t id = tok_added_token_id(b->t, m, strlen(m));
-    if (id >= 0) push_id(b, id);
-    else text(b, m);
+    if (id >= 0) {
+        push_id(b, id);
+        if (b->all) ds_buf_str(b->all, m);
+    } else {
+        text(b, m);
+    }
 }
+#define mark rb_mark
 
 static void bos(rb *b) {
-    if (tok_bos_id(b->t) >= 0) push_id(b, tok_bos_id(b->t));
+    if (tok_bos_id(b->t) < 0) return;
+    push_id(b, tok_bos_id(b->t));
+    if (b->all) ds_buf_str(b->all, M_BOS);
 }
 static void eos(rb *b) {
-    if (tok_eos_id(b->t) >= 0) push_id(b, tok_eos_id(b->t));
+    if (tok_eos_id(b->t) < 0) return;
+    push_id(b, tok_eos_id(b->t));
+    if (b->all) ds_buf_str(b->all, M_EOS);
 }
 
 static const char *str_or_empty(const char *s) { return s ? s : ""; }
@@ -326,9 +325,10 @@ static void render_v2(rb *b, const ds_chat_msg *msgs, int n, bool gen, bool thin
     if (gen) text(b, thinking ? "Assistant: <think>\n" : "Assistant:");
 }
 
-int chat_render(const ds_tokenizer *t, ds_chat_format fmt, const ds_chat_msg *msgs, int n,
-                bool add_generation_prompt, bool thinking, tok_ids *ids, ds_err *e) {
-    if (!t || !ids || (n > 0 && !msgs) || n < 0) return ds_err_set(e, DS_EINVAL, "chat_render: bad arguments");
+int chat_render_opts(const ds_tokenizer *t, ds_chat_format fmt, const ds_chat_msg *msgs, int n,
+                     const ds_chat_opts *o, tok_ids *ids, char **text_out, ds_err *e) {
+    if (text_out) *text_out = NULL;
+    if (!t || !ids || !o || (n > 0 && !msgs) || n < 0) return ds_err_set(e, DS_EINVAL, "chat_render: bad arguments");
     if (fmt == DS_CHAT_AUTO) fmt = chat_format_from_template(tok_chat_template(t));
     for (int i = 0; i < n; i++) {
         if ((unsigned)msgs[i].role > DS_ROLE_TOOL)
@@ -339,19 +339,42 @@ int chat_render(const ds_tokenizer *t, ds_chat_format fmt, const ds_chat_msg *ms
             if (!msgs[i].tool_calls[k].name)
                 return ds_err_set(e, DS_EINVAL, "chat: message %d: tool call %d has no function name", i, k);
     }
+    if ((unsigned)o->effort > DS_EFFORT_MAX) return ds_err_set(e, DS_EINVAL, "chat: unknown reasoning effort %d", (int)o->effort);
     int64_t n0 = ids->n;
-    rb b = { .t = t, .ids = ids, .e = e };
+    ds_buf all = { 0 };
+    rb b = { .t = t, .ids = ids, .e = e, .all = text_out ? &all : NULL };
+    bool gen = o->add_generation_prompt, thinking = o->thinking;
     switch (fmt) {
-    case DS_CHAT_V3: render_v3(&b, msgs, n, add_generation_prompt); break;
-    case DS_CHAT_R1: render_r1(&b, msgs, n, add_generation_prompt); break;
-    case DS_CHAT_V31: render_v31(&b, msgs, n, add_generation_prompt, thinking); break;
-    case DS_CHAT_V2: render_v2(&b, msgs, n, add_generation_prompt, thinking); break;
+    case DS_CHAT_V3: render_v3(&b, msgs, n, gen); break;
+    case DS_CHAT_R1: render_r1(&b, msgs, n, gen); break;
+    case DS_CHAT_V31: render_v31(&b, msgs, n, gen, thinking); break;
+    case DS_CHAT_V2: render_v2(&b, msgs, n, gen, thinking); break;
+    case DS_CHAT_V32: chat_render_v32(&b, msgs, n, o, o->tools_json); break;
+    case DS_CHAT_V4: chat_render_v4(&b, msgs, n, o, o->tools_json); break;
     default: b.rc = ds_err_set(e, DS_EINVAL, "chat: unknown format %d", (int)fmt);
     }
-    flush(&b);
+    rb_flush(&b);
     free(b.txt);
+    if (!b.rc && text_out) {
+        *text_out = ds_buf_take(&all);
+        if (!*text_out) b.rc = ds_err_set(e, DS_ENOMEM, "chat: out of memory");
+    }
+    ds_buf_free(&all);
     if (b.rc) ids->n = n0;
     return b.rc;
+}
+
+int chat_render(const ds_tokenizer *t, ds_chat_format fmt, const ds_chat_msg *msgs, int n,
+                bool add_generation_prompt, bool thinking, tok_ids *ids, ds_err *e) {
+    ds_chat_opts o = { .add_generation_prompt = add_generation_prompt, .thinking = thinking };
+    return chat_render_opts(t, fmt, msgs, n, &o, ids, NULL, e);
+}
+
+int chat_effort_from_name(const char *s) {
+    if (!s || !*s || !strcmp(s, "low") || !strcmp(s, "medium")) return DS_EFFORT_DEFAULT;
+    if (!strcmp(s, "high")) return DS_EFFORT_HIGH;
+    if (!strcmp(s, "max")) return DS_EFFORT_MAX;
+    return -1;
 }
 
 /* ----------------------------------------------------------- detection */
@@ -372,20 +395,58 @@ bool chat_template_known(const char *tmpl) {
                     (strstr(tmpl, "User: ") && strstr(tmpl, "Assistant:")));
 }
 
-ds_chat_format chat_format_detect(const char *path) {
-    if (!path) return DS_CHAT_V3;
+/* The encoder a V3.2 / V4 folder ships (encoding/encoding_dsv*.py), else AUTO. */
+static ds_chat_format encoder_format(char *dir, size_t dl) {
+    struct stat sb;
+    strcpy(dir + dl, "/encoding/encoding_dsv4.py");
+    if (stat(dir, &sb) == 0) return DS_CHAT_V4;
+    strcpy(dir + dl, "/encoding/encoding_dsv32.py");
+    if (stat(dir, &sb) == 0) return DS_CHAT_V32;
+    return DS_CHAT_AUTO;
+}
+
+/* config.json's model_type deepseek_v32 / deepseek_v4, else AUTO. */
+static ds_chat_format model_type_format(char *dir, size_t dl) {
+    struct stat sb;
+    ds_err e = {0};
+    json_t *cfg = NULL;
+    ds_chat_format fmt = DS_CHAT_AUTO;
+    strcpy(dir + dl, "/config.json");
+    if (stat(dir, &sb) == 0 && ds_json_load_file(dir, DS_JSON_MAX_BYTES, &cfg, &e) == DS_OK) {
+        const char *mt = json_string_value(json_object_get(cfg, "model_type"));
+        if (mt && !strcmp(mt, "deepseek_v32")) fmt = DS_CHAT_V32;
+        if (mt && !strcmp(mt, "deepseek_v4")) fmt = DS_CHAT_V4;
+        json_decref(cfg);
+    }
+    return fmt;
+}
+
+/* The folder of path (itself if a directory), with room for a file name. */
+static char *folder_of(const char *path, size_t *dl) {
     struct stat sb;
     size_t n = strlen(path);
-    char *dir = malloc(n + 32);
-    if (!dir) return DS_CHAT_V3;
+    char *dir = malloc(n + 48);
+    if (!dir) return NULL;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) memcpy(dir, path, n + 1);
     else {
         const char *slash = strrchr(path, '/');
         if (slash) { memcpy(dir, path, (size_t)(slash - path)); dir[slash - path] = 0; }
         else strcpy(dir, ".");
     }
-    size_t dl = strlen(dir);
-    ds_chat_format fmt = DS_CHAT_V3;
+    *dl = strlen(dir);
+    return dir;
+}
+
+ds_chat_format chat_format_detect(const char *path) {
+    if (!path) return DS_CHAT_V3;
+    struct stat sb;
+    size_t dl;
+    char *dir = folder_of(path, &dl);
+    if (!dir) return DS_CHAT_V3;
+    /* DeepSeek-V3.2 and V4 ship their prompt format as Python: the encoder
+     * a folder carries wins; a template next (V3.2-Exp ships V3.1's) */
+    ds_chat_format fmt = encoder_format(dir, dl);
+    if (fmt != DS_CHAT_AUTO) { free(dir); return fmt; }
     char *buf = NULL;
     size_t len;
     ds_err e = {0};
@@ -414,17 +475,20 @@ ds_chat_format chat_format_detect(const char *path) {
         free(dir);
         return fmt;
     }
-    /* No template: DeepSeek-V3.2 ships its prompt format as Python
-     * (encoding_dsv32.py), whose turns are V3.1's (thinking / non-thinking);
-     * a DeepSeek-V4 folder without one is taken to use the same turns. */
-    strcpy(dir + dl, "/config.json");
-    if (stat(dir, &sb) == 0 && ds_json_load_file(dir, DS_JSON_MAX_BYTES, &cfg, &e) == DS_OK) {
-        const char *mt = json_string_value(json_object_get(cfg, "model_type"));
-        if (mt && (!strcmp(mt, "deepseek_v32") || !strcmp(mt, "deepseek_v4"))) fmt = DS_CHAT_V31;
-        json_decref(cfg);
-    }
+    /* no template: a V3.2 / V4 model_type means its Python-defined format */
+    fmt = model_type_format(dir, dl);
     free(dir);
-    return fmt;
+    return fmt != DS_CHAT_AUTO ? fmt : DS_CHAT_V3;
+}
+
+ds_chat_format chat_format_resolve(const char *path, const char *tmpl) {
+    if (!path) return tmpl ? chat_format_from_template(tmpl) : DS_CHAT_V3;
+    size_t dl;
+    char *dir = folder_of(path, &dl);
+    ds_chat_format f = dir ? encoder_format(dir, dl) : DS_CHAT_AUTO;
+    free(dir);
+    if (f != DS_CHAT_AUTO) return f;
+    return tmpl ? chat_format_from_template(tmpl) : chat_format_detect(path);
 }
 
 int chat_format_from_name(const char *s) {
@@ -432,6 +496,8 @@ int chat_format_from_name(const char *s) {
         { "auto", DS_CHAT_AUTO }, { "v3", DS_CHAT_V3 }, { "deepseek-v3", DS_CHAT_V3 }, { "r1", DS_CHAT_R1 },
         { "deepseek-r1", DS_CHAT_R1 }, { "v3.1", DS_CHAT_V31 }, { "v31", DS_CHAT_V31 },
         { "deepseek-v3.1", DS_CHAT_V31 }, { "v2", DS_CHAT_V2 }, { "deepseek-v2", DS_CHAT_V2 },
+        { "v3.2", DS_CHAT_V32 }, { "v32", DS_CHAT_V32 }, { "deepseek-v3.2", DS_CHAT_V32 },
+        { "v4", DS_CHAT_V4 }, { "deepseek-v4", DS_CHAT_V4 },
     };
     for (size_t i = 0; s && i < sizeof k / sizeof k[0]; i++)
         if (!strcmp(s, k[i].name)) return k[i].fmt;
@@ -445,6 +511,8 @@ const char *chat_format_name(ds_chat_format fmt) {
     case DS_CHAT_R1: return "r1";
     case DS_CHAT_V31: return "v3.1";
     case DS_CHAT_V2: return "v2";
+    case DS_CHAT_V32: return "v3.2";
+    case DS_CHAT_V4: return "v4";
     }
     return "?";
 }
@@ -459,7 +527,8 @@ int chat_role_from_name(const char *s) {
 }
 
 bool chat_reply_starts_in_reasoning(ds_chat_format fmt, bool thinking) {
-    return fmt == DS_CHAT_R1 || ((fmt == DS_CHAT_V31 || fmt == DS_CHAT_V2) && thinking);
+    return fmt == DS_CHAT_R1 ||
+           ((fmt == DS_CHAT_V31 || fmt == DS_CHAT_V2 || fmt == DS_CHAT_V32 || fmt == DS_CHAT_V4) && thinking);
 }
 
 /* ------------------------------------------------------------- replies */
@@ -520,7 +589,8 @@ void chat_tool_parse_free(ds_tool_parse *p) {
 }
 
 int chat_parse_tool_calls(ds_chat_format fmt, const char *text, size_t len, ds_tool_parse *out, ds_err *e) {
-    (void)fmt; /* both layouts are recognized whatever the format */
+    if (fmt == DS_CHAT_V32 || fmt == DS_CHAT_V4) return chat_parse_dsml(fmt, text, len, out, e);
+    /* the V3 and V3.1 layouts are recognized whatever the (Jinja) format */
     memset(out, 0, sizeof *out);
     const char *end = text + len;
     const char *begin = find(text, len, M_CALLS_BEGIN);

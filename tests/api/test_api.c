@@ -353,6 +353,25 @@ int main(int argc, char **argv) {
     deepseek_chat_split_reasoning(reply, strlen(reply), 1, &sp2);
     CHECK(sp2.has_reasoning && sp2.reasoning_done && sp2.reasoning_len == 4 && strncmp(sp2.content, "answer", 6) == 0);
     CHECK(deepseek_chat_format_from_name("v3.1") == DEEPSEEK_CHAT_V31 && strcmp(deepseek_chat_format_name(DEEPSEEK_CHAT_R1), "r1") == 0);
+    CHECK(deepseek_chat_format_from_name("v4") == DEEPSEEK_CHAT_V4 && strcmp(deepseek_chat_format_name(DEEPSEEK_CHAT_V32), "v3.2") == 0);
+
+    /* V3.2 / V4: the options (tools, reasoning effort) and the prompt as text */
+    OK(deepseek_model_load(&m, argv[2], NULL, &err));
+    if (m) {
+        deepseek_chat_message msgs[] = { { "system", "Be brief." }, { "user", "Hi" } };
+        deepseek_chat_options o = { .add_generation_prompt = 1, .thinking = 1, .reasoning_effort = "max",
+                                    .tools_json = "[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]" };
+        char *text = NULL;
+        OK(deepseek_chat_apply_opts(m, DEEPSEEK_CHAT_V4, msgs, 2, &o, &ids, &n, &text, &err));
+        CHECK(text && strncmp(text, "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>Reasoning Effort: Absolute maximum", 44) == 0);
+        CHECK(text && strstr(text, "Be brief.\n\n## Tools\n") && strstr(text, "{\"name\": \"f\"}") && n > 100);
+        deepseek_free(text);
+        deepseek_free(ids);
+        o.reasoning_effort = "extreme";
+        CHECK(deepseek_chat_apply_opts(m, DEEPSEEK_CHAT_V4, msgs, 2, &o, &ids, &n, NULL, &err) == DEEPSEEK_EINVAL &&
+              strstr(err.message, "extreme"));
+        deepseek_model_free(m);
+    }
 
     if (fails) { fprintf(stderr, "test_api: %d failure(s)\n", fails); return 1; }
     printf("test_api: all checks passed\n");

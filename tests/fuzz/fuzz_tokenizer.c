@@ -128,18 +128,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         chat_split_reasoning(s, n, data[0] & 8, &r);
         if (r.reasoning_len > n || r.content_len > n) abort();
         ds_tool_parse p;
-        chat_parse_tool_calls(data[0] & 16 ? DS_CHAT_V31 : DS_CHAT_V3, s, n, &p, &e);
+        static const ds_chat_format pf[4] = { DS_CHAT_V3, DS_CHAT_V31, DS_CHAT_V32, DS_CHAT_V4 };
+        int prc = chat_parse_tool_calls(pf[(data[0] >> 4) & 3], s, n, &p, &e);
+        if (prc == 0 && p.n_calls > 0 && !p.calls[0].arguments) abort();
         chat_tool_parse_free(&p);
         if (g_tok[0]) { /* render the text as every role of every format */
-            ds_tool_call call = { NULL, "f", "{}" };
+            ds_tool_call call = { NULL, "f", "{}", NULL };
             char *z = malloc(n + 1);
             memcpy(z, s, n);
             z[n] = 0;
-            ds_chat_msg m[] = { { DS_ROLE_SYSTEM, z, NULL, NULL, 0, false }, { DS_ROLE_USER, z, NULL, NULL, 0, false },
-                                { DS_ROLE_ASSISTANT, NULL, NULL, &call, 1, false }, { DS_ROLE_TOOL, z, NULL, NULL, 0, false },
-                                { DS_ROLE_ASSISTANT, z, NULL, NULL, 0, true } };
+            ds_chat_msg m[] = { { DS_ROLE_SYSTEM, z, NULL, NULL, 0, false, NULL }, { DS_ROLE_USER, z, NULL, NULL, 0, false, NULL },
+                                { DS_ROLE_ASSISTANT, NULL, NULL, &call, 1, false, NULL }, { DS_ROLE_TOOL, z, NULL, NULL, 0, false, NULL },
+                                { DS_ROLE_ASSISTANT, z, "r", NULL, 0, true, NULL } };
             tok_ids ids = {0};
-            if (chat_render(g_tok[0], (ds_chat_format)(1 + data[0] % 4), m, 5, true, data[0] & 32, &ids, &e)) abort();
+            if (chat_render(g_tok[0], (ds_chat_format)(1 + data[0] % 6), m, 5, true, data[0] & 32, &ids, &e)) abort();
+            tok_ids_free(&ids);
+            /* V3.2 / V4: the text as the request's tools JSON (errors allowed, never a crash) */
+            ds_chat_opts o = { .add_generation_prompt = true, .thinking = data[0] & 32, .effort = DS_EFFORT_MAX, .tools_json = z };
+            char *txt = NULL;
+            if (chat_render_opts(g_tok[0], data[0] & 64 ? DS_CHAT_V4 : DS_CHAT_V32, m, 5, &o, &ids, &txt, &e) == 0 && !txt) abort();
+            free(txt);
             tok_ids_free(&ids);
             free(z);
         }
