@@ -75,6 +75,24 @@ req() { curl -sf "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: 
     python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])'; }
 serve_check tiny-v32 V3.2
 serve_check tiny-v4 V4
+# one slot (-np 1), a prompt longer than a prefill chunk (1,564 tokens, chunks of 512) and a reply
+# past the rings: the same request again cannot reuse the slot, which is emptied and refilled in
+# chunks whose later ones read the rings — their bounds must have been reset with the slot
+# (this was a 500, "the V4 cache no longer holds the rows position 512 reads")
+port=$((21000 + $$ % 20000))
+"$BIN" serve -m tests/fixtures/tiny-v4 --port $port -c 4096 -np 1 >/tmp/ds_v4_np1_serve.log 2>&1 &
+spid=$!
+up=0
+for i in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
+if [ $up -eq 1 ]; then
+    lp=$(python3 -c "print('one two three four five ' * 130)")
+    long3=$(req "$lp" 200) && long4=$(req "$lp" 200)
+    [ -n "$long3" ] && [ "$long3" = "$long4" ] && ok "serve -np 1 on a V4 folder (long prompt and reply, then the same)" ||
+        bad "serve -np 1 on a V4 folder, long prompt: '$long3' vs '$long4' ($(tail -2 /tmp/ds_v4_np1_serve.log))"
+else
+    bad "serve -np 1 on a V4 folder did not come up: $(tail -3 /tmp/ds_v4_np1_serve.log)"
+fi
+kill $spid 2>/dev/null; wait $spid 2>/dev/null
 
 # serve with the V3.2 and V4 formats: DSML tool calls -> tool_calls, reasoning, request fields
 # (forced output on the tiny V3.2 model; V4's format by --chat-format)

@@ -702,6 +702,16 @@ TEST(model_v4_compact_cache) {
     bad = 0;
     for (int64_t i = 0; i < T * V; i++) bad += fabsf(c[i] - b[i]) > 1e-5f;
     CHECK_MSG(bad == 0, "%lld logits differ after the emptied cache was refilled", (long long)bad);
+    /* truncating to 0 (serve's slot reuse when nothing of the prompt can be reused) must
+     * empty the rings too: the refill then reads no stale ring bounds */
+    CHECK_EQ_INT(ds_kvcache_truncate(&c0, 0), 0);
+    for (int64_t t0 = 0; t0 < T; t0 += 10) {   /* in chunks: the later ones read the rings */
+        ds_seq_chunk part = { &c0, r.tokens + t0, DS_MIN(10, T - t0), true };
+        CHECK(ds_model_forward(m, NULL, &part, 1, c + t0 * V, NULL, &e) == 0);
+    }
+    bad = 0;
+    for (int64_t i = 0; i < T * V; i++) bad += fabsf(c[i] - b[i]) > 1e-5f;
+    CHECK_MSG(bad == 0, "%lld logits differ after truncating to 0 and refilling (%s)", (long long)bad, e.msg);
     /* a row per position would be (32 + 2·272 + 128)·4 B x 40; the rings are fixed, entries 40/4, 40/8 */
     CHECK_MSG(ds_kvcache_bytes(&c0) < 30000, "slack-0 cache holds %lld bytes", (long long)ds_kvcache_bytes(&c0));
     ds_kvcache_free(&c0); ds_kvcache_free(&cs); ds_kvcache_free(&cp);

@@ -169,7 +169,9 @@ bool ds_kvcache_can_truncate(const ds_kvcache *c, int64_t n) {
 
 int64_t ds_kvcache_truncate(ds_kvcache *c, int64_t n) {
     if (n < 0) n = 0;
-    if (!ds_kvcache_can_truncate(c, n)) {   /* V4: the rings no longer hold what position n reads */
+    /* V4: the rings no longer hold what position n reads, or nothing is kept
+     * (the rings' bounds must go too, or a refill in chunks reads stale ones) */
+    if (!ds_kvcache_can_truncate(c, n) || (c->v4 && n == 0)) {
         ds_kvcache_clear(c);
         return 0;
     }
