@@ -31,7 +31,7 @@ static void usage(FILE *f) {
         "            over DEPTH tokens (decode's cost depends on the cache's size, not its values;\n"
         "            prefilling 256K tokens takes hours on a small machine); label such numbers\n"
         "  -t LIST   thread counts to test (default: all cores)\n"
-        "  -r N      repeats per test; the median is reported (default 3)\n"
+        "  -r N      repeats per test; the median is reported (default 3)\n  --rounds N  run the whole comparison N times (with --compare-llama: ours, then llama.cpp,\n            alternating) and print per test the medians over the rounds and the median of\n            the per-round ratios (default 1; a shared machine wants 3 or more)\n"
         "  --no-bw   skip the memory-bandwidth probe\n"
         "  --kv-type T  KV cache storage: f32 (default), q8, fp8 or bf16 (fastest at depth)\n"
         "  --compare-llama PATH  also run llama.cpp's llama-bench (PATH to the binary) on the same\n"
