@@ -25,6 +25,7 @@
  */
 #include "dtype.h"
 #include "fp4.h"
+#include "mxfp4.h"
 #include "ops.h"
 #include "ops_isa.h"
 #include "quant.h"
@@ -103,6 +104,8 @@ static float dot_generic(const ds_tensor *w, int64_t r, const float *x, int64_t 
     return s;
 }
 
+static inline const uint8_t *row_ptr(const ds_tensor *w, int64_t r, int64_t K);
+
 static float dot_row_tid(const ds_tensor *w, int64_t r, const float *x, int64_t K, int tid) {
     if (isa() == 1) {
         size_t off = (size_t)r * (size_t)K;
@@ -117,6 +120,7 @@ static float dot_row_tid(const ds_tensor *w, int64_t r, const float *x, int64_t 
         case DS_DTYPE_F4_E2M1:
             return ds_fp4_dot_avx2((const uint8_t *)w->data + off / 2, w->scale_e8m0 + (size_t)r * (size_t)w->scale_cols,
                                    w->block_c, x, K);
+        case DS_DTYPE_MXFP4: return ds_mxfp4_dot_avx2(row_ptr(w, r, K), x, K);
         default: break;
         }
     }
@@ -150,6 +154,7 @@ static void dequant_rows(const ds_tensor *w, int64_t r0, int64_t n, float *out) 
         else if (isa() == 1 && w->dtype == DS_DTYPE_F4_E2M1)
             ds_fp4_row_avx2((const uint8_t *)w->data + off / 2, w->scale_e8m0 + (size_t)(r0 + i) * (size_t)w->scale_cols,
                             w->block_c, K, o);
+        else if (isa() == 1 && w->dtype == DS_DTYPE_MXFP4) ds_mxfp4_row_avx2(row_ptr(w, r0 + i, K), K, o);
         else if (isa() == 1 && w->dtype == DS_DTYPE_F8_E4M3) {
             const float *srow = w->scale ? w->scale + (size_t)((r0 + i) / w->block_r) * (size_t)w->scale_cols : NULL;
             ds_cvt_fp8_avx2(o, (const uint8_t *)w->data + off, K, srow, 0, w->scale ? w->block_c : 1);
