@@ -210,6 +210,24 @@ TEST(gguf_v4_llamacpp_converter) {
             }
         }
     CHECK(g->layers[3].experts[5].down.dtype == DS_DTYPE_MXFP4);
+    {   /* an expert-parallel share [2, 5): the same views for the owned experts, nothing for the others */
+        ds_model_opts o = DS_MODEL_OPTS_DEFAULT;
+        o.expert_lo = 2, o.expert_hi = 5;
+        ds_model *p = NULL;
+        ds_err e = { 0 };
+        if (ds_model_open_opts(&p, path, &o, &e)) ds_test_fail(__FILE__, __LINE__, "open %s [2, 5): %s", path, e.msg);
+        else {
+            for (int64_t x = 0; x < a->n_routed_experts; x++) {
+                const ds_tensor *pw = &p->layers[3].experts[x].down, *gw = &g->layers[3].experts[x].down;
+                bool own = x >= 2 && x < 5;
+                CHECK_MSG(own ? pw->dtype == DS_DTYPE_MXFP4 && pw->nbytes == gw->nbytes &&
+                                    (const uint8_t *)pw->data - p->gguf->buf == (const uint8_t *)gw->data - g->gguf->buf
+                              : pw->data == NULL,
+                          "expert %lld of the share [2, 5)", (long long)x);
+            }
+            ds_model_close(p);
+        }
+    }
     CHECK_EQ_INT(file_type_of(path, "blk.3.ffn_down_exps.weight"), DS_GGML_MXFP4);
     int32_t tok[64];
     int64_t T, V = b->vocab_size;

@@ -22,6 +22,10 @@
  *     Q8_0/Q4_0/Q5_0/Q4_K/Q6_K groups use repack_avx512.c (vpdpbusd;
  *     bit-identical to the AVX2 kernels) and the quant_ext.h types
  *     repack_ext_avx512.c where it has a kernel (also bit-identical).
+ *   - FP4 weights (F4_E2M1 rows, and MXFP4 blocks read in place from a
+ *     GGUF mapping: fp4.h, mxfp4.h) take the float paths above: a dot per
+ *     row and token in decode, dequantized panels in prefill; the two
+ *     layouts give the same bits.
  */
 #include "dtype.h"
 #include "fp4.h"
