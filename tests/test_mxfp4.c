@@ -2,8 +2,9 @@
  * test_mxfp4.c - MXFP4 blocks read in place (tensor/mxfp4.h): the row and
  * dot kernels (reference and AVX2) against the FP4 path on the repacked
  * copy, bit for bit, on random blocks with every code and every scale byte
- * 0..254 (0xff: NaN in both paths), and ds_matmul on a DS_DTYPE_MXFP4
- * tensor (decode per token, prefill by panels, generic level) against the
+ * 0..254 (0xff: NaN in both paths), the AVX-512 dot against the AVX2 one,
+ * and ds_matmul on a DS_DTYPE_MXFP4 tensor (decode per token, prefill by
+ * panels; at the detected level, avx2 and generic) against the
  * same matmul on the repacked F4_E2M1 tensor: the same bits, so a GGUF's
  * MXFP4 experts and the folder's FP4 ones give the same logits
  * (test_gguf_v4.c checks that end to end).
@@ -75,6 +76,11 @@ TEST(mxfp4_kernels_vs_fp4_path) {
             CHECK_MSG(first_diff(a, b, K) < 0, "row %lld: row_avx2 vs row_ref", (long long)i);
             float d1 = ds_mxfp4_dot_avx2(row, x, K), f1 = ds_fp4_dot_avx2(qr, sr, 32, x, K);
             CHECK_MSG(same(d1, f1), "row %lld: dot_avx2 %a vs the FP4 dot_avx2 %a", (long long)i, d1, f1);
+            if (ds_ops_has_avx512()) {   /* two blocks per step; K = 96 ends on a lone block */
+                float d2 = ds_mxfp4_dot_avx512(row, x, K), d3 = ds_mxfp4_dot_avx512(row, x, 64);
+                CHECK_MSG(same(d2, d1), "row %lld: dot_avx512 %a vs dot_avx2 %a", (long long)i, d2, d1);
+                CHECK_MSG(same(d3, ds_mxfp4_dot_avx2(row, x, 64)), "row %lld: dot_avx512 K=64", (long long)i);
+            }
             /* and the value itself, where finite: within fp32 rounding of the exact sum */
             double ex = 0, mag = 0;
             for (int64_t j = 0; j < K; j++) ex += (double)a[j] * x[j], mag += fabs((double)a[j] * x[j]);
@@ -100,7 +106,7 @@ TEST(mxfp4_kernels_vs_fp4_path) {
 
 /* ds_matmul / ds_matmul_ref on an MXFP4 tensor against the repacked F4_E2M1
  * tensor: decode (per token), a few tokens, prefill (dequantized panels),
- * at the detected level and at generic: the same bits */
+ * at the detected level, avx2 and generic: the same bits */
 TEST(mxfp4_matmul_dispatch) {
     ds_rng r;
     ds_rng_seed(&r, 23);
@@ -114,8 +120,10 @@ TEST(mxfp4_matmul_dispatch) {
     ds_tensor f4 = { .name = "fp4", .dtype = DS_DTYPE_F4_E2M1, .ndim = 2, .shape = { N, K }, .data = q,
                      .nbytes = (size_t)(N * K / 2), .scale_e8m0 = s, .scale_rows = N, .scale_cols = nb, .block_r = 1,
                      .block_c = 32 };
-    for (int generic = 0; generic < 2; generic++) {
-        ds_ops_force_generic(generic);
+    for (int lv = 0; lv < 3; lv++) {   /* detected level, avx2, generic */
+        ds_ops_force_avx2(lv == 1);
+        ds_ops_force_generic(lv == 2);
+        const char *lname = lv == 2 ? "generic" : ds_ops_isa();
         for (size_t t = 0; t < sizeof Ts / sizeof *Ts; t++) {
             int64_t T = Ts[t];
             float *x = malloc(sizeof(float) * (size_t)(T * K)), *y = malloc(sizeof(float) * (size_t)(T * N));
@@ -124,7 +132,7 @@ TEST(mxfp4_matmul_dispatch) {
             ds_matmul(y, N, x, K, &mx, 0, N, T);
             ds_matmul(yf, N, x, K, &f4, 0, N, T);
             CHECK_MSG(first_diff(y, yf, T * N) < 0, "%s T=%lld: MXFP4 vs FP4 matmul differ at %lld",
-                      generic ? "generic" : ds_ops_isa(), (long long)T, (long long)first_diff(y, yf, T * N));
+                      lname, (long long)T, (long long)first_diff(y, yf, T * N));
             ds_matmul(y, N, x, K, &mx, 8, 24, T);   /* a row range */
             ds_matmul(yf, N, x, K, &f4, 8, 24, T);
             for (int64_t i = 0; i < T; i++)
@@ -137,5 +145,6 @@ TEST(mxfp4_matmul_dispatch) {
         }
     }
     ds_ops_force_generic(false);
+    ds_ops_force_avx2(false);
     free(w), free(q), free(s);
 }

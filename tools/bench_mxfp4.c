@@ -49,7 +49,7 @@ int main(void) {
         }
         uint8_t *q = malloc((size_t)(N * K / 2)), *s = malloc((size_t)(N * nb));
         ds_mxfp4_to_e2m1(w, N * nb, q, s);
-        double t[4][REPS], sink = 0;
+        double t[5][REPS], sink = 0;
         for (int rep = 0; rep < REPS; rep++) {
             double t0 = cpu_now();
             for (int64_t i = 0; i < N; i++) sink += ds_mxfp4_dot_avx2(w + i * nb * DS_MXFP4_BLOCK_BYTES, x, K);
@@ -60,11 +60,14 @@ int main(void) {
             double t3 = cpu_now();
             for (int64_t i = 0; i < N; i++) ds_fp4_row_avx2(q + i * (K / 2), s + i * nb, 32, K, row), sink += row[i % K];
             double t4 = cpu_now();
-            t[0][rep] = t1 - t0, t[1][rep] = t2 - t1, t[2][rep] = t3 - t2, t[3][rep] = t4 - t3;
+            for (int64_t i = 0; i < N; i++) sink += ds_mxfp4_dot_avx512(w + i * nb * DS_MXFP4_BLOCK_BYTES, x, K);
+            double t5 = cpu_now();
+            t[0][rep] = t1 - t0, t[1][rep] = t2 - t1, t[2][rep] = t3 - t2, t[3][rep] = t4 - t3, t[4][rep] = t5 - t4;
         }
-        for (int k = 0; k < 4; k++) qsort(t[k], REPS, sizeof(double), cmp);
-        printf("%6lld rows  gemv %7.3f | %7.3f ms   dequant rows %7.3f | %7.3f ms   (sink %g)\n", (long long)N,
-               1e3 * t[0][REPS / 2], 1e3 * t[1][REPS / 2], 1e3 * t[2][REPS / 2], 1e3 * t[3][REPS / 2], sink);
+        for (int k = 0; k < 5; k++) qsort(t[k], REPS, sizeof(double), cmp);
+        printf("%6lld rows  gemv %7.3f | %7.3f ms (AVX-512 in place %7.3f)   dequant rows %7.3f | %7.3f ms   (sink %g)\n",
+               (long long)N, 1e3 * t[0][REPS / 2], 1e3 * t[1][REPS / 2], 1e3 * t[4][REPS / 2], 1e3 * t[2][REPS / 2],
+               1e3 * t[3][REPS / 2], sink);
         free(w), free(q), free(s);
     }
     free(x), free(row);

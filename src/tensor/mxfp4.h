@@ -48,5 +48,8 @@ float ds_mxfp4_dot_ref(const uint8_t *row, const float *x, int64_t K);
  * ds_fp4_dot_avx2 / ds_fp4_row_avx2 on the repacked row. */
 float ds_mxfp4_dot_avx2(const uint8_t *row, const float *x, int64_t K);
 void ds_mxfp4_row_avx2(const uint8_t *row, int64_t K, float *out);
+/* AVX-512 F/BW/VL/DQ twin of the dot (mxfp4_avx512.c; core/cpu.h level
+ * avx512 and above): two blocks per step, the bits of ds_mxfp4_dot_avx2. */
+float ds_mxfp4_dot_avx512(const uint8_t *row, const float *x, int64_t K);
 
 #endif
