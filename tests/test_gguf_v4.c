@@ -196,7 +196,38 @@ TEST(gguf_v4_llamacpp_converter) {
     CHECK_EQ_INT(a->index_head_dim, b->index_head_dim);
     CHECK_EQ_INT(a->sliding_window, b->sliding_window);
     CHECK_EQ_INT(g->n_params, src->n_params);
-    CHECK(g->layers[3].experts[5].down.dtype == DS_DTYPE_F4_E2M1);
+    /* MXFP4 experts are views into the file mapping (no resident copy), every owned expert */
+    for (int64_t l = 0; l < a->n_layer; l++)
+        for (int64_t x = 0; x < a->n_routed_experts && g->layers[l].experts; x++) {
+            const ds_tensor *w[3] = { &g->layers[l].experts[x].gate, &g->layers[l].experts[x].up,
+                                      &g->layers[l].experts[x].down };
+            for (int k = 0; k < 3; k++) {
+                if (!w[k]->data) continue;   /* a dense layer */
+                const uint8_t *p = w[k]->data;
+                CHECK_MSG(w[k]->dtype == DS_DTYPE_MXFP4 && p >= g->gguf->buf && p + w[k]->nbytes <= g->gguf->buf + g->gguf->size,
+                          "layer %lld expert %lld [%d]: %s, not a view into the mapping", (long long)l, (long long)x, k,
+                          ds_dtype_name(w[k]->dtype));
+            }
+        }
+    CHECK(g->layers[3].experts[5].down.dtype == DS_DTYPE_MXFP4);
+    {   /* an expert-parallel share [2, 5): the same views for the owned experts, nothing for the others */
+        ds_model_opts o = DS_MODEL_OPTS_DEFAULT;
+        o.expert_lo = 2, o.expert_hi = 5;
+        ds_model *p = NULL;
+        ds_err e = { 0 };
+        if (ds_model_open_opts(&p, path, &o, &e)) ds_test_fail(__FILE__, __LINE__, "open %s [2, 5): %s", path, e.msg);
+        else {
+            for (int64_t x = 0; x < a->n_routed_experts; x++) {
+                const ds_tensor *pw = &p->layers[3].experts[x].down, *gw = &g->layers[3].experts[x].down;
+                bool own = x >= 2 && x < 5;
+                CHECK_MSG(own ? pw->dtype == DS_DTYPE_MXFP4 && pw->nbytes == gw->nbytes &&
+                                    (const uint8_t *)pw->data - p->gguf->buf == (const uint8_t *)gw->data - g->gguf->buf
+                              : pw->data == NULL,
+                          "expert %lld of the share [2, 5)", (long long)x);
+            }
+            ds_model_close(p);
+        }
+    }
     CHECK_EQ_INT(file_type_of(path, "blk.3.ffn_down_exps.weight"), DS_GGML_MXFP4);
     int32_t tok[64];
     int64_t T, V = b->vocab_size;
@@ -243,7 +274,8 @@ TEST(gguf_v4_write_read_exact) {
         int64_t T, V = src->cfg.vocab_size;
         if (g && ref_tokens(ref, tok, &T) == 0) {
             CHECK_EQ_INT(g->n_params, src->n_params);
-            bool fp4 = src->layers[2].experts[0].gate.dtype == DS_DTYPE_F4_E2M1;
+            ds_dtype e0 = src->layers[2].experts[0].gate.dtype;
+            bool fp4 = e0 == DS_DTYPE_F4_E2M1 || e0 == DS_DTYPE_MXFP4;
             CHECK_EQ_INT(file_type_of(v4tmp(name), "blk.2.ffn_gate_exps.weight"),
                          fp4 ? DS_GGML_MXFP4 : ds_ggml_type_of(cases[i].t));
             CHECK_EQ_INT(file_type_of(v4tmp(name), "blk.0.ffn_gate_tid2eid.weight"), DS_GGML_I32);
@@ -287,7 +319,8 @@ TEST(gguf_v4_quantized) {
         ds_model *g = write_open(src, name, &o);
         if (g) {
             /* FP4 experts stay MXFP4; others take the type (tiny-v4's 64-wide rows: Q4_K falls back to Q5_0) */
-            bool fp4 = src->layers[2].experts[0].gate.dtype == DS_DTYPE_F4_E2M1;
+            ds_dtype e0 = src->layers[2].experts[0].gate.dtype;
+            bool fp4 = e0 == DS_DTYPE_F4_E2M1 || e0 == DS_DTYPE_MXFP4;
             int ty = file_type_of(v4tmp(name), "blk.2.ffn_up_exps.weight");
             CHECK_MSG(fp4 ? ty == DS_GGML_MXFP4 : ty != DS_GGML_MXFP4 && ty != DS_GGML_BF16, "%s: experts type %d", name, ty);
             float *x = logits_of(g, tok, T, false), *y = logits_of(src, tok, T, false);

@@ -163,7 +163,7 @@ int cmd_info(int argc, char **argv) {
             printf(" %s %s", ds_dtype_name((ds_dtype)d), human((double)si.bytes_by_dtype[d], b1, sizeof b1));
     if (c->fp8) printf(" (FP8 e4m3, %lldx%lld block scales)", (long long)c->fp8_block_r, (long long)c->fp8_block_c);
     if (si.bytes_by_dtype[DS_DTYPE_F4_E2M1]) printf(" (FP4 e2m1 experts, a scale per 32)");
-    if (si.bytes_by_dtype[DS_DTYPE_MXFP4]) printf(" (FP4 experts as MXFP4 blocks, repacked to e2m1 rows at load)");
+    if (si.bytes_by_dtype[DS_DTYPE_MXFP4]) printf(" (FP4 experts as MXFP4 blocks, read in place from the mapping)");
     printf("\nparameters   total %s (main %s, MTP %s)\n", count(pc.total, b1, sizeof b1), count(pc.main, b2, sizeof b2),
            count(pc.mtp, b3, sizeof b3));
     printf("active/token %s (%s without embedding and head)\n", count(pc.active, b1, sizeof b1),

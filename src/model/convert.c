@@ -195,8 +195,9 @@ static int build_list(wlist *L, const ds_config *c, const ds_model *m, int64_t n
             if (m) set_source(w, m, k, l);
             if (w->kind == SRC_EXPERTS && (t == DS_DTYPE_MXFP4 || o->fp4_as_mxfp4)) {
                 const ds_tensor *x0 = (const ds_tensor *)((const char *)&w->experts[0] + w->eoff);
-                if (x0->dtype == DS_DTYPE_F4_E2M1 && x0->block_c == DS_MXFP4_BLOCK && w->cols % DS_MXFP4_BLOCK == 0)
-                    w->type = DS_DTYPE_MXFP4;   /* the same bits, repacked (mxfp4.h) */
+                if ((x0->dtype == DS_DTYPE_F4_E2M1 && x0->block_c == DS_MXFP4_BLOCK && w->cols % DS_MXFP4_BLOCK == 0) ||
+                    x0->dtype == DS_DTYPE_MXFP4)
+                    w->type = DS_DTYPE_MXFP4;   /* the same bits, repacked (mxfp4.h) or copied from a GGUF */
                 else if (t == DS_DTYPE_MXFP4)
                     return ds_err_set(e, DS_EUNSUPPORTED, "%s: --experts mxfp4 repacks FP4 e2m1 experts (scales per 32 "
                                       "values) without loss; these are %s (deepseek.c has no MXFP4 quantizer)", n,
@@ -642,6 +643,10 @@ static void chunk_worker(void *vctx, int64_t g0, int64_t g1, int tid) {
         for (int64_t r = g0 * G; r < g1 * G; r++) {
             const ds_tensor *x = expert(w, (cc->r0 + r) / per);
             int64_t rr = (cc->r0 + r) % per;
+            if (x->dtype == DS_DTYPE_MXFP4) {   /* a GGUF source: its blocks as they are */
+                memcpy(cc->out + cc->rb * (size_t)r, (const uint8_t *)x->data + cc->rb * (size_t)rr, cc->rb);
+                continue;
+            }
             ds_e2m1_to_mxfp4((const uint8_t *)x->data + rr * (K / 2), x->scale_e8m0 + rr * x->scale_cols,
                              K / DS_MXFP4_BLOCK, cc->out + cc->rb * (size_t)r);
         }

@@ -133,7 +133,7 @@ void ds_model_close(ds_model *m);
 
 typedef struct ds_model_opts {
     /* Routed experts this process owns, [expert_lo, expert_hi); expert_hi < 0:
-     * through the last. Only those are bound (and repacked); the others are
+     * through the last. Only those are bound (as views; nothing is copied); the others are
      * still checked for presence and shape, and counted in n_params. */
     int64_t expert_lo, expert_hi;
     /* n_ranks > 1 (then expert_lo/hi are ignored): the routed experts are split

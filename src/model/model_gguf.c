@@ -25,8 +25,9 @@
  * (E, F, D) (or gate and up merged, (E, 2F, D)) -> per-expert 2-D views of
  * the owned experts only; MTP block N = L: nextn.* plus an ordinary layer.
  * Norm vectors and the router bias are converted to owned fp32 arrays;
- * V4's tid2eid to an owned int32 table, V4's MXFP4 experts repacked into
- * owned e2m1 rows (mxfp4.h); everything else stays a view into the mapping.
+ * V4's tid2eid to an owned int32 table; everything else, V4's MXFP4
+ * experts included (read in place by mxfp4.h's kernels), stays a view into
+ * the mapping.
  */
 #include "model.h"
 #include "model_internal.h"
@@ -102,17 +103,6 @@ static void expert_views(const ds_tensor *stack, int64_t x, int64_t row0, int64_
     out->nbytes = rb * (size_t)rows;
 }
 
-/* An owned buffer of n bytes, freed with the model (its owned_scales list). */
-static void *gown(gbinder *b, size_t n) {
-    ds_model *m = b->m;
-    float **grown = realloc(m->owned_scales, (size_t)(m->n_owned_scales + 1) * sizeof *grown);
-    if (!grown) return NULL;
-    m->owned_scales = grown;
-    void *p = ds_alloc(n ? n : 1);
-    if (p) m->owned_scales[m->n_owned_scales++] = p;
-    return p;
-}
-
 /* V4's hash-routing table (I32/I64 [V, K], llama.cpp: ne {K, V}) into an
  * owned int32 array, every entry an expert id. */
 static int bind_index(gbinder *b, const char *name, const int64_t *shape, int32_t **out) {
@@ -145,31 +135,26 @@ static int bind_index(gbinder *b, const char *name, const int64_t *shape, int32_
     return DS_OK;
 }
 
-/* Routed experts stored as ggml MXFP4 (E, r, c): repacked (lossless, mxfp4.h)
- * into owned e2m1 values (E, r, c/2) and e8m0 scales (E, r, c/32), and
- * viewed per owned expert as F4_E2M1 rows (the FP4 kernels). */
+/* Routed experts stored as ggml MXFP4 (E, r, c): each owned expert a view
+ * (r, c) of MXFP4 rows into the mapping, read in place by the kernels
+ * (mxfp4.h) - nothing resident beyond the page cache. An expert-parallel
+ * rank views its experts [lo, hi) only. */
 static int bind_mxfp4_experts(gbinder *b, const ds_gguf_tensor *t, const ds_tkind *k, int64_t l, const int64_t *st) {
     ds_model *m = b->m;
     int64_t E = st[0], r = st[1], c = st[2];
     if (t->n_dims != 3 || t->ne[2] != E || t->ne[1] != r || t->ne[0] != c || c % DS_MXFP4_BLOCK)
         return ds_err_set(b->e, DS_EFORMAT, "%s: MXFP4 tensor '%s' must have ggml shape {%lld, %lld, %lld} (rows a "
                           "multiple of 32 values)", b->g->what, t->name, (long long)c, (long long)r, (long long)E);
-    /* only the owned experts [lo, hi) (an expert-parallel rank holds its share) */
-    int64_t lo = m->expert_lo, per = r * (c / DS_MXFP4_BLOCK), nb = (m->expert_hi - lo) * per;
-    uint8_t *q = gown(b, (size_t)nb * 16), *sc = gown(b, (size_t)nb);
-    if (!q || !sc) return ds_err_set(b->e, DS_ENOMEM, "out of memory");
-    ds_mxfp4_to_e2m1((const uint8_t *)t->data + lo * per * DS_MXFP4_BLOCK_BYTES, nb, q, sc);
-    for (int64_t x = lo; x < m->expert_hi; x++) {
+    size_t per = (size_t)(r * (c / DS_MXFP4_BLOCK)) * DS_MXFP4_BLOCK_BYTES;   /* bytes per expert */
+    for (int64_t x = m->expert_lo; x < m->expert_hi; x++) {
         ds_tensor *w = ds_tk_field(k, m, l, x);
         memset(w, 0, sizeof *w);
         w->name = t->name;
-        w->dtype = DS_DTYPE_F4_E2M1;
+        w->dtype = DS_DTYPE_MXFP4;
         w->ndim = 2;
         w->shape[0] = r, w->shape[1] = c;
-        w->data = q + (x - lo) * per * 16;
-        w->nbytes = (size_t)(r * (c / 2));
-        w->scale_e8m0 = sc + (x - lo) * per;
-        w->scale_rows = r, w->scale_cols = c / DS_MXFP4_BLOCK, w->block_r = 1, w->block_c = DS_MXFP4_BLOCK;
+        w->data = (const uint8_t *)t->data + (size_t)x * per;
+        w->nbytes = per;
     }
     b->n_params += E * r * c;
     b->bytes += (int64_t)t->nbytes;

@@ -40,8 +40,8 @@ typedef enum ds_dtype {
     DS_DTYPE_IQ4_NL = 23,  /* blocks of 32: fp16 d, nibbles indexing 16 non-linear levels (18) */
     DS_DTYPE_IQ4_XS = 24,  /* super-blocks of 256: d, 6-bit scales, IQ4_NL nibbles (136) */
     DS_DTYPE_F4_E2M1 = 25, /* two e2m1 per byte, low nibble first, with an fp32 scale view (fp4.h) */
-    DS_DTYPE_MXFP4 = 26,   /* ggml MXFP4 blocks of 32: e8m0 scale + 16 bytes of e2m1 pairs (17; mxfp4.h). Storage
-                            * only: the GGUF writer's type for V4's FP4 experts; the loader repacks it to F4_E2M1 */
+    DS_DTYPE_MXFP4 = 26,   /* ggml MXFP4 blocks of 32: e8m0 scale + 16 bytes of e2m1 pairs (17; mxfp4.h). V4's FP4
+                            * experts in GGUF: viewed in the mapping, read in place by the kernels of mxfp4.h */
     DS_DTYPE_COUNT
 } ds_dtype;
 

@@ -1,6 +1,6 @@
 /*
  * mxfp4.c - ggml MXFP4 blocks <-> packed e2m1 rows with e8m0 scales, and
- * the reference MXFP4 dequantizer (mxfp4.h).
+ * the reference MXFP4 dequantizer, row and dot product (mxfp4.h).
  */
 #include "mxfp4.h"
 #include "fp4.h"
@@ -34,4 +34,24 @@ void ds_mxfp4_dequant_ref(const uint8_t *blocks, int64_t n_blocks, float *out) {
             out[b * 32 + j + 16] = ds_fp4_e2m1_values[blk[1 + j] >> 4] * d;
         }
     }
+}
+
+/* the value of column j of a row of blocks */
+static inline float at(const uint8_t *row, int64_t j) {
+    const uint8_t *blk = row + (j / DS_MXFP4_BLOCK) * DS_MXFP4_BLOCK_BYTES;
+    int i = (int)(j % DS_MXFP4_BLOCK);
+    uint8_t b = blk[1 + (i & 15)];
+    return ds_fp4_e2m1_values[i < 16 ? b & 15 : b >> 4];
+}
+
+void ds_mxfp4_row_ref(const uint8_t *row, int64_t c0, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++)
+        out[i] = at(row, c0 + i) * ds_e8m0_to_f32(row[(c0 + i) / DS_MXFP4_BLOCK * DS_MXFP4_BLOCK_BYTES]);
+}
+
+float ds_mxfp4_dot_ref(const uint8_t *row, const float *x, int64_t K) {
+    float s = 0.0f;
+    for (int64_t j = 0; j < K; j++)
+        s += at(row, j) * ds_e8m0_to_f32(row[j / DS_MXFP4_BLOCK * DS_MXFP4_BLOCK_BYTES]) * x[j];
+    return s;
 }

@@ -22,9 +22,15 @@
  *     Q8_0/Q4_0/Q5_0/Q4_K/Q6_K groups use repack_avx512.c (vpdpbusd;
  *     bit-identical to the AVX2 kernels) and the quant_ext.h types
  *     repack_ext_avx512.c where it has a kernel (also bit-identical).
+ *   - FP4 weights (F4_E2M1 rows, and MXFP4 blocks read in place from a
+ *     GGUF mapping: fp4.h, mxfp4.h) take the float paths above: a dot per
+ *     row and token in decode, dequantized panels in prefill; the two
+ *     layouts give the same bits (MXFP4's dot at level avx512 is
+ *     mxfp4_avx512.c, bit-identical to its AVX2 twin).
  */
 #include "dtype.h"
 #include "fp4.h"
+#include "mxfp4.h"
 #include "ops.h"
 #include "ops_isa.h"
 #include "quant.h"
@@ -103,6 +109,8 @@ static float dot_generic(const ds_tensor *w, int64_t r, const float *x, int64_t 
     return s;
 }
 
+static inline const uint8_t *row_ptr(const ds_tensor *w, int64_t r, int64_t K);
+
 static float dot_row_tid(const ds_tensor *w, int64_t r, const float *x, int64_t K, int tid) {
     if (isa() == 1) {
         size_t off = (size_t)r * (size_t)K;
@@ -117,6 +125,9 @@ static float dot_row_tid(const ds_tensor *w, int64_t r, const float *x, int64_t 
         case DS_DTYPE_F4_E2M1:
             return ds_fp4_dot_avx2((const uint8_t *)w->data + off / 2, w->scale_e8m0 + (size_t)r * (size_t)w->scale_cols,
                                    w->block_c, x, K);
+        case DS_DTYPE_MXFP4:   /* the AVX-512 twin: the same bits, ~1.3x (tools/bench_mxfp4.c) */
+            return level() >= DS_ISA_AVX512 ? ds_mxfp4_dot_avx512(row_ptr(w, r, K), x, K)
+                                            : ds_mxfp4_dot_avx2(row_ptr(w, r, K), x, K);
         default: break;
         }
     }
@@ -150,6 +161,7 @@ static void dequant_rows(const ds_tensor *w, int64_t r0, int64_t n, float *out) 
         else if (isa() == 1 && w->dtype == DS_DTYPE_F4_E2M1)
             ds_fp4_row_avx2((const uint8_t *)w->data + off / 2, w->scale_e8m0 + (size_t)(r0 + i) * (size_t)w->scale_cols,
                             w->block_c, K, o);
+        else if (isa() == 1 && w->dtype == DS_DTYPE_MXFP4) ds_mxfp4_row_avx2(row_ptr(w, r0 + i, K), K, o);
         else if (isa() == 1 && w->dtype == DS_DTYPE_F8_E4M3) {
             const float *srow = w->scale ? w->scale + (size_t)((r0 + i) / w->block_r) * (size_t)w->scale_cols : NULL;
             ds_cvt_fp8_avx2(o, (const uint8_t *)w->data + off, K, srow, 0, w->scale ? w->block_c : 1);

@@ -3,6 +3,7 @@
  */
 #include "tensor.h"
 #include "fp4.h"
+#include "mxfp4.h"
 #include "quant.h"
 
 size_t ds_dtype_row_bytes(ds_dtype t, int64_t cols) {
@@ -60,6 +61,9 @@ void ds_tensor_row_f32(const ds_tensor *w, int64_t r, int64_t c0, int64_t n, flo
         ds_fp4_row_ref(q, w->scale_e8m0 + (size_t)r * (size_t)w->scale_cols, w->block_c, c0, n, out);
         break;
     }
+    case DS_DTYPE_MXFP4:   /* ggml blocks read in place (mxfp4.h) */
+        ds_mxfp4_row_ref((const uint8_t *)w->data + ds_dtype_row_bytes(w->dtype, K) * (size_t)r, c0, n, out);
+        break;
     default: {
         DS_ASSERT(ds_dtype_is_quant(w->dtype) && "tensor dtype has no fp32 view");
         /* block-quantized: whole blocks covering [c0, c0+n) of row r */
