@@ -265,12 +265,58 @@ static void init_iq2(void) {
  * is exact and equals the AVX2 kernel's per-row block sum, and the fp32
  * epilogue is the same (bit-identical results). One weight unpack serves up
  * to 8 tokens; a token's instructions do not depend on T (batch invariance). */
+/* The pieces both IQ2_XXS kernels share (AVX-512 BW + VNNI only, so they
+ * inline into the plain kernel and the VBMI/BITALG one alike): the biased
+ * activation copy, a record's scale, the tokens' products with one unpacked
+ * sub-block, and the block's fp32 epilogue. */
+AI void iq2_stage(uint8_t (*ab)[IQ2_KC * DS_QK_K], const int8_t *const *q, int64_t b0, int64_t b1, const int T) {
+    const __m512i k80 = _mm512_set1_epi8((char)0x80);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++)
+        for (int64_t i = 0; i < (b1 - b0) * DS_QK_K; i += 64)
+            _mm512_store_si512((__m512i *)(ab[t] + i), _mm512_xor_si512(_mm512_loadu_si512(q[t] + DS_QK_K * b0 + i), k80));
+}
+
+/* 2s+1 in both dwords of qword r (row r's record R) */
+AI __m512i iq2_scale(__m512i R) {
+    __m512i sc = _mm512_add_epi64(_mm512_slli_epi64(_mm512_srli_epi64(R, 60), 1), _mm512_set1_epi64(1));
+    return _mm512_or_si512(sc, _mm512_slli_epi64(sc, 32));
+}
+
+/* isum_t += (Σ_j vpdpbusd(a_t + 128, w_j)) · (2s+1); ap: token 0's 32 biased activations */
+AI void iq2_tokens(__m512i *isum, const uint8_t *ap, const __m512i *w, __m512i sc, const int T) {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const uint8_t *a = ap + (size_t)t * (IQ2_KC * DS_QK_K);
+        int64_t v[4];
+        memcpy(v, a, 32);
+        __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi64(v[0]), w[0]);
+        p = _mm512_dpbusd_epi32(p, _mm512_set1_epi64(v[1]), w[1]);
+        p = _mm512_dpbusd_epi32(p, _mm512_set1_epi64(v[2]), w[2]);
+        p = _mm512_dpbusd_epi32(p, _mm512_set1_epi64(v[3]), w[3]);
+        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
+    }
+}
+
+/* acc_t += (isum_t - 128·corr, a row's two dword lanes added) · d · 0.125 · da_t[b] */
+AI void iq2_finish(__m256 *acc, const __m512i *isum, __m512i corr, const uint8_t *g, const float *const *da, int64_t b,
+                   const int T) {
+    const __m512i c128 = _mm512_slli_epi32(corr, 7);
+    __m256 dv = _mm256_mul_ps(d8(g), _mm256_set1_ps(0.125f));
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        __m512i s = _mm512_sub_epi32(isum[t], c128);
+        s = _mm512_add_epi32(s, _mm512_srli_epi64(s, 32));     /* low dword of qword r: row r */
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm512_cvtepi64_epi32(s)), _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
+    }
+}
+
 AI void gemm_iq2_xxs(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
     int64_t nb = K / DS_QK_K;
     const float *da[XT];
     __m256 acc[XT];
     uint8_t ab[XT][IQ2_KC * DS_QK_K] __attribute__((aligned(64)));   /* (T, IQ2_KC·256) activations + 128 */
-    const __m512i one64 = _mm512_set1_epi64(1), ones = _mm512_set1_epi8(1), k80 = _mm512_set1_epi8((char)0x80);
+    const __m512i ones = _mm512_set1_epi8(1);
     const __m512i m3 = _mm512_set1_epi8(3), bits = _mm512_set1_epi64((long long)0x8040201008040201ULL);
     const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(8, 25, 43, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
     const __m512i cnt_e = _mm512_set1_epi32(4 << 16), cnt_o = _mm512_set1_epi32(2 | 6 << 16);
@@ -282,10 +328,7 @@ AI void gemm_iq2_xxs(const uint8_t *g, const int8_t *const *q, int64_t K, float 
     }
     for (int64_t b0 = 0; b0 < nb; b0 += IQ2_KC) {
         const int64_t b1 = nb - b0 < IQ2_KC ? nb : b0 + IQ2_KC;
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++)
-            for (int64_t i = 0; i < (b1 - b0) * DS_QK_K; i += 64)
-                _mm512_store_si512((__m512i *)(ab[t] + i), _mm512_xor_si512(_mm512_loadu_si512(q[t] + DS_QK_K * b0 + i), k80));
+        iq2_stage(ab, q, b0, b1, T);
         for (int64_t b = b0; b < b1; b++, g += 528) {
             prefetch_block(g, 528);
             __m512i isum[XT], corr = _mm512_setzero_si512();
@@ -293,9 +336,7 @@ AI void gemm_iq2_xxs(const uint8_t *g, const int8_t *const *q, int64_t K, float 
             for (int t = 0; t < T; t++) isum[t] = _mm512_setzero_si512();
             for (int ib = 0; ib < 8; ib++) {
                 const __m512i R = _mm512_loadu_si512(g + 16 + 64 * ib);   /* qword r: row r's record */
-                /* scale 2s+1 in both dwords of row r */
-                __m512i sc = _mm512_add_epi64(_mm512_slli_epi64(_mm512_srli_epi64(R, 60), 1), one64);
-                sc = _mm512_or_si512(sc, _mm512_slli_epi64(sc, 32));
+                const __m512i sc = iq2_scale(R);   /* 2s+1 in both dwords of row r */
                 /* codes: word 4r + j = k_gcode[index (r, j)] */
                 __m512i iw = _mm512_cvtepu8_epi16(_mm512_cvtepi64_epi32(R));
                 __m512i c01 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode), iw, _mm512_load_si512(k_gcode + 32));
@@ -326,27 +367,9 @@ AI void gemm_iq2_xxs(const uint8_t *g, const int8_t *const *q, int64_t K, float 
                     sw = _mm512_dpbusd_epi32(sw, ones, w[j]);
                 }
                 corr = _mm512_add_epi32(corr, _mm512_mullo_epi32(sw, sc));
-                const uint8_t *ap = &ab[0][0] + DS_QK_K * (b - b0) + 32 * ib;
-#pragma GCC unroll 8
-                for (int t = 0; t < T; t++) {
-                    const uint8_t *a = ap + (size_t)t * (IQ2_KC * DS_QK_K);
-                    int64_t v[4];
-                    memcpy(v, a, 32);
-                    __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi64(v[0]), w[0]);
-                    p = _mm512_dpbusd_epi32(p, _mm512_set1_epi64(v[1]), w[1]);
-                    p = _mm512_dpbusd_epi32(p, _mm512_set1_epi64(v[2]), w[2]);
-                    p = _mm512_dpbusd_epi32(p, _mm512_set1_epi64(v[3]), w[3]);
-                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
-                }
+                iq2_tokens(isum, &ab[0][0] + DS_QK_K * (b - b0) + 32 * ib, w, sc, T);
             }
-            const __m512i c128 = _mm512_slli_epi32(corr, 7);
-            __m256 dv = _mm256_mul_ps(d8(g), _mm256_set1_ps(0.125f));
-#pragma GCC unroll 8
-            for (int t = 0; t < T; t++) {
-                __m512i s = _mm512_sub_epi32(isum[t], c128);
-                s = _mm512_add_epi32(s, _mm512_srli_epi64(s, 32));     /* low dword of qword r: row r */
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm512_cvtepi64_epi32(s)), _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
-            }
+            iq2_finish(acc, isum, corr, g, da, b, T);
         }
     }
 #pragma GCC unroll 8
@@ -370,7 +393,7 @@ AI VBT void gemm_iq2_xxs_vb(const uint8_t *g, const int8_t *const *q, int64_t K,
     const float *da[XT];
     __m256 acc[XT];
     uint8_t ab[XT][IQ2_KC * DS_QK_K] __attribute__((aligned(64)));   /* (T, IQ2_KC·256) activations + 128 */
-    const __m512i one64 = _mm512_set1_epi64(1), ones = _mm512_set1_epi8(1), k80 = _mm512_set1_epi8((char)0x80);
+    const __m512i ones = _mm512_set1_epi8(1);
     const __m512i lut = _mm512_load_si512(k_lut64), b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
@@ -379,10 +402,7 @@ AI VBT void gemm_iq2_xxs_vb(const uint8_t *g, const int8_t *const *q, int64_t K,
     }
     for (int64_t b0 = 0; b0 < nb; b0 += IQ2_KC) {
         const int64_t b1 = nb - b0 < IQ2_KC ? nb : b0 + IQ2_KC;
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++)
-            for (int64_t i = 0; i < (b1 - b0) * DS_QK_K; i += 64)
-                _mm512_store_si512((__m512i *)(ab[t] + i), _mm512_xor_si512(_mm512_loadu_si512(q[t] + DS_QK_K * b0 + i), k80));
+        iq2_stage(ab, q, b0, b1, T);
         for (int64_t b = b0; b < b1; b++, g += 528) {
             prefetch_block(g, 528);
             __m512i isum[XT], corr = _mm512_setzero_si512();
@@ -390,8 +410,7 @@ AI VBT void gemm_iq2_xxs_vb(const uint8_t *g, const int8_t *const *q, int64_t K,
             for (int t = 0; t < T; t++) isum[t] = _mm512_setzero_si512();
             for (int ib = 0; ib < 8; ib++) {
                 const __m512i R = _mm512_loadu_si512(g + 16 + 64 * ib);   /* qword r: row r's record */
-                __m512i sc = _mm512_add_epi64(_mm512_slli_epi64(_mm512_srli_epi64(R, 60), 1), one64);
-                sc = _mm512_or_si512(sc, _mm512_slli_epi64(sc, 32));
+                const __m512i sc = iq2_scale(R);
                 __m512i iw = _mm512_cvtepu8_epi16(_mm512_cvtepi64_epi32(R));
                 __m512i c01 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode), iw, _mm512_load_si512(k_gcode + 32));
                 __m512i c23 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 64), iw, _mm512_load_si512(k_gcode + 96));
@@ -414,27 +433,9 @@ AI VBT void gemm_iq2_xxs_vb(const uint8_t *g, const int8_t *const *q, int64_t K,
                     sw = _mm512_dpbusd_epi32(sw, ones, w[j]);
                 }
                 corr = _mm512_add_epi32(corr, _mm512_mullo_epi32(sw, sc));
-                const uint8_t *ap = &ab[0][0] + DS_QK_K * (b - b0) + 32 * ib;
-#pragma GCC unroll 8
-                for (int t = 0; t < T; t++) {
-                    const uint8_t *a = ap + (size_t)t * (IQ2_KC * DS_QK_K);
-                    int64_t v[4];
-                    memcpy(v, a, 32);
-                    __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi64(v[0]), w[0]);
-                    p = _mm512_dpbusd_epi32(p, _mm512_set1_epi64(v[1]), w[1]);
-                    p = _mm512_dpbusd_epi32(p, _mm512_set1_epi64(v[2]), w[2]);
-                    p = _mm512_dpbusd_epi32(p, _mm512_set1_epi64(v[3]), w[3]);
-                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
-                }
+                iq2_tokens(isum, &ab[0][0] + DS_QK_K * (b - b0) + 32 * ib, w, sc, T);
             }
-            const __m512i c128 = _mm512_slli_epi32(corr, 7);
-            __m256 dv = _mm256_mul_ps(d8(g), _mm256_set1_ps(0.125f));
-#pragma GCC unroll 8
-            for (int t = 0; t < T; t++) {
-                __m512i s = _mm512_sub_epi32(isum[t], c128);
-                s = _mm512_add_epi32(s, _mm512_srli_epi64(s, 32));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm512_cvtepi64_epi32(s)), _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
-            }
+            iq2_finish(acc, isum, corr, g, da, b, T);
         }
     }
 #pragma GCC unroll 8
