@@ -475,6 +475,8 @@ int bpe_encode_piece(tok_ctx *cx, const char *s, size_t n) {
     int64_t first = cx->out->n;
     for (int64_t i = 0; i < ns; i++)
         if (sym[i].id >= 0 && (rc = tok_ids_push(cx->out, sym[i].id, e))) return rc;
-    if (cacheable) cache_put(cache, h, s, n, cx->out->v + first, cx->out->n - first);
+    /* (a hostile vocabulary can leave a piece no ids: nothing to cache, and no
+     * pointer arithmetic on a still-empty id buffer) */
+    if (cacheable && cx->out->n > first) cache_put(cache, h, s, n, cx->out->v + first, cx->out->n - first);
     return DS_OK;
 }

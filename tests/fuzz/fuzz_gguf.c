@@ -2,14 +2,16 @@
  * fuzz_gguf.c - libFuzzer target for the GGUF reader (ds_gguf_parse): the
  * input is a whole file image. On success every key is read through the
  * typed getters, every string-array element and tensor view is touched
- * (each must lie inside the input), and the deepseek2 metadata is turned
- * into a config; the tokenizer.ggml.* metadata is turned into a tokenizer
+ * (each must lie inside the input), and the deepseek2 / deepseek32 / deepseek4
+ * metadata is turned into a config; the tokenizer.ggml.* metadata is turned into a tokenizer
  * (tok_load_gguf) and, if it loads, the input's last bytes are encoded and
  * the ids decoded; the first row of every block-quantized tensor is
  * dequantized. Seeds: tests/fuzz/corpus/fuzz_gguf (small random deepseek2
  * models written by `deepseek convert --random`, v3-q8_0.gguf re-converted
- * to q4_1 with iq4_nl experts, header-only files, a
- * tokenizer-only file from tools/gen_fuzz_gguf_tokenizer_seed.py). Build
+ * to q4_1 with iq4_nl experts, header-only files — among them the deepseek4 /
+ * deepseek32 metadata of llama.cpp's V4 / V3.2 files, from
+ * tools/gen_fuzz_gguf_header_seeds.py — and a tokenizer-only file from
+ * tools/gen_fuzz_gguf_tokenizer_seed.py). Build
  * with `make fuzz`, run with tests/fuzz/run_fuzz.sh 600 fuzz_gguf.
  */
 #include <stdint.h>
