@@ -188,9 +188,7 @@ typedef struct {
  * row gets depends only on the row, never on the call. */
 typedef struct { int64_t g0, ng, t0, nt; } x8_units;
 
-/* the most tokens one x8 kernel call takes (any ISA level) */
-#define X8_MAX_T (DS_RP_CORE_T > DS_RP_EXT_T ? DS_RP_CORE_T : DS_RP_EXT_T)
-_Static_assert(DS_RP_MAX_T <= X8_MAX_T, "x8 token step");
+_Static_assert(DS_RP_MAX_T <= QTILE && DS_RP_CORE_T <= QTILE && DS_RP_EXT_T <= QTILE, "x8 token step");
 
 static x8_units x8_split(const ds_tensor *w, int64_t r0, int64_t N) {
     int64_t full = ds_tensor_rows(w) / DS_RP_ROWS * DS_RP_ROWS, b = DS_MIN(r0 + N, full);
@@ -209,11 +207,12 @@ static void matmul_x8_worker(const matmul_ctx *c, int64_t i0, int64_t i1) {
     ds_dtype dt = c->w->dtype;
     size_t gb = ds_dtype_row_bytes(dt, c->K) * DS_RP_ROWS;
     int64_t e0 = DS_MIN(i1, u.ng);
-    /* the VNNI kernels unpack a weight block once for up to 8 tokens
-     * (DS_RP_CORE_T: repack_avx512.c, DS_RP_EXT_T: repack_ext_avx512.c), AVX2 for 4 */
+    /* the AVX2 kernels take 4 tokens per call; the VNNI ones (repack_avx512.c,
+     * repack_ext_avx512.c) take the whole token tile and split it into runs
+     * themselves (runs of 8 from the tile's first token, so a token's run
+     * position, and its bits, are the same as with calls of 8) */
     const bool vnni = level() >= DS_ISA_AVX512_VNNI;
-    const int step = !vnni ? DS_RP_MAX_T : ds_gemm_x8_avx512_has(dt) ? DS_RP_CORE_T
-                   : ds_gemm_x8_ext_avx512_has(dt) ? DS_RP_EXT_T : DS_RP_MAX_T;
+    const int step = vnni && (ds_gemm_x8_avx512_has(dt) || ds_gemm_x8_ext_avx512_has(dt)) ? QTILE : DS_RP_MAX_T;
     if (c->T == 1 && vnni && ds_gemv_x8_avx512_has(dt, c->K)) {
         /* one token (decode): gemv_avx512.c over runs of whole groups, straight
          * into y; a group cut by the row range through out[] (same bits) */
@@ -242,8 +241,8 @@ static void matmul_x8_worker(const matmul_ctx *c, int64_t i0, int64_t i1) {
             const uint8_t *wg = (const uint8_t *)c->w->rp + gb * (size_t)g;
             for (int64_t t = t0; t < t1; t += step) {
                 int m = (int)DS_MIN(step, t1 - t);
-                const void *a[X8_MAX_T];
-                float out[DS_RP_ROWS * X8_MAX_T];
+                const void *a[QTILE];
+                float out[DS_RP_ROWS * QTILE];
                 for (int k = 0; k < m; k++) a[k] = c->qa + (size_t)(t + k) * c->ab;
                 if (!(vnni && (ds_gemm_x8_avx512(dt, wg, a, m, c->K, out) || ds_gemm_x8_ext_avx512(dt, wg, a, m, c->K, out))))
                     ds_gemm_x8_avx2(dt, wg, a, m, c->K, out);
