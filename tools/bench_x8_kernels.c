@@ -1,13 +1,13 @@
 /*
  * bench_x8_kernels.c - times the x8 kernels (tensor/repack.h) against the
  * generic one-row kernel of the same type (quant_ext_avx2.c / quant_avx2.c):
- * ns per weight row of K = 2048 and per token, 1, 4 and 8 tokens (the AVX2
- * kernels take 4 per call, the VNNI ones of repack_avx512.c and
- * repack_ext_avx512.c 8, as ops.c calls them; for repack_avx512.c's types
- * the 8 tokens also as two 4-token calls, the kernels it had before its
- * 8-token ones), best of 20 passes over 1024
- * rows (random blocks; 1 thread; thread CPU time, so other load on the
- * machine matters less). A manual measurement, not a test. Needs an AVX2
+ * ns per weight row of K = 2048 and per token, 1, 4, 8, 16, 32 and 64 tokens
+ * (the AVX2 kernels take 4 per call, the VNNI ones of repack_avx512.c and
+ * repack_ext_avx512.c a whole token tile of up to 64, as ops.c calls them;
+ * for repack_avx512.c's types the 8 tokens also as two 4-token calls, the
+ * kernels it had before its 8-token ones), best of 20 passes over 1024 rows
+ * (random blocks; 1 thread; thread CPU time, so other load on the machine
+ * matters less). A manual measurement, not a test. Needs an AVX2
  * CPU; the VNNI column needs avx512vnni (core/cpu.h level, DS_ISA lowers it).
  *
  *   make lib && cc -O2 -Isrc tools/bench_x8_kernels.c build/libdeepseek.a -fopenmp -ljansson \
@@ -39,8 +39,8 @@ int main(void) {
                                    DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_IQ2_XXS, DS_DTYPE_IQ4_NL };
     enum { K = 2048, N = 1024 };
     const bool vnni = ds_isa_level() >= DS_ISA_AVX512_VNNI;
-    static float x[8][K];
-    for (int i = 0; i < 8; i++)
+    static float x[64][K];
+    for (int i = 0; i < 64; i++)
         for (int j = 0; j < K; j++) x[i][j] = (float)rand() / (float)RAND_MAX - 0.5f;
     for (size_t ti = 0; ti < sizeof ts / sizeof ts[0]; ti++) {
         ds_dtype t = ts[ti];
@@ -57,13 +57,13 @@ int main(void) {
         for (size_t o = 0; o < rb * N; o += bb)
             for (int k = 0; k < nd; k++) memcpy(w + o + doff[k], &h, 2);
         for (int64_t n = 0; n < N; n += 8) ds_repack_group(t, w + rb * (size_t)n, K, g + rb * (size_t)n);
-        void *qa[8];
-        for (int i = 0; i < 8; i++) {
+        void *qa[64];
+        for (int i = 0; i < 64; i++) {
             qa[i] = malloc(ds_act_row_bytes(t, K));
             ds_quantize_act_ref(t, x[i], qa[i], K);
         }
-        for (int T = 1; T <= 8; T = T == 1 ? 4 : T + 4) {
-            float out[64];
+        for (int T = 1; T <= 64; T = T == 1 ? 4 : T == 4 ? 8 : 2 * T) {
+            float out[8 * 64];
             double b8 = 1e9, b1 = 1e9, bv = 1e9, bv4 = 1e9;
             bool ext_v = vnni && ds_gemm_x8_ext_avx512_has(t);
             bool core_v = vnni && !ext_v && ds_gemm_x8_avx512(t, g, (const void *const *)qa, 1, K, out);
@@ -102,10 +102,10 @@ int main(void) {
             char v[32] = "   -", v4[48] = "";
             if (has_v) snprintf(v, sizeof v, "%5.1f", bv / N / T * 1e9);
             if (bv4 < 1e9) snprintf(v4, sizeof v4, " (as 4+4: %5.1f)", bv4 / N / T * 1e9);
-            printf("%-8s %d token%s: x8 avx2 %5.1f, x8 vnni %s%s, one-row kernel %5.1f ns/row/token\n", ds_dtype_name(t), T,
+            printf("%-8s %2d token%s: x8 avx2 %5.1f, x8 vnni %s%s, one-row kernel %5.1f ns/row/token\n", ds_dtype_name(t), T,
                    T > 1 ? "s" : " ", b8 / N / T * 1e9, v, v4, b1 / N / T * 1e9);
         }
-        for (int i = 0; i < 8; i++) free(qa[i]);
+        for (int i = 0; i < 64; i++) free(qa[i]);
         free(w);
         free(g);
     }
