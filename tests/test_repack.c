@@ -408,24 +408,24 @@ TEST(repack_matmul_multi_uneven_jobs) {
  * the bits of the AVX2 kernel on that token alone (the VNNI kernels keep
  * AVX2's exact integer sums and fp32 epilogue; a token's bits depend neither
  * on T nor on its place in the tile). Weights from the quantizer and random
- * bytes (every scale / min / high-bit pattern), K of 1 to 8 super-blocks. */
+ * bytes (every scale / min / high-bit pattern), K of 1 to 17 super-blocks. */
 TEST(repack_q4ktile_whole_tiles) {
     if (!ds_cpu_has(DS_CPU_AVX512_VNNI) || ds_isa_detected() < DS_ISA_AVX512_VNNI)
         SKIP("needs avx512vnni: this CPU's level is %s", ds_isa_name(ds_isa_detected()));
     static const ds_dtype types[] = { DS_DTYPE_Q4_K, DS_DTYPE_Q5_0, DS_DTYPE_Q8_0, DS_DTYPE_Q4_0, DS_DTYPE_Q6_K };
-    static const int64_t Ks[] = { 256, 1408, 2048 };
+    static const int64_t Ks[] = { 256, 1408, 2048, 4352 };   /* 4352: 17 super-blocks (Q4_K's mins pass is 16) */
     static const int Ts[] = { 9, 16, 33, 64 };
     enum { NA = 64 };
     ds_rng r;
     ds_rng_seed(&r, 114);
     for (int k = 0; k < 5; k++) {
         ds_dtype t = types[k];
-        for (int ki = 0; ki < 3; ki++) {
+        for (int ki = 0; ki < 4; ki++) {
             int64_t K = Ks[ki];
             if (!ds_repack_supported(t, K)) continue;
             size_t bytes = 8 * ds_dtype_row_bytes(t, K), ab = ds_act_row_bytes(t, K);
             uint8_t *q = rand_rows(t, K, &r, NULL), *g = malloc(bytes);
-            if (ki == 2) {
+            if (ki >= 2) {
                 size_t bb = ds_dtype_block_bytes(t), lo, hi;
                 d_bytes(t, bb, &lo, &hi);
                 for (size_t i = 0; i < bytes; i++)
