@@ -30,9 +30,18 @@
  * Kernel time, ns per row of K = 2048 and token (tools/bench_x8_kernels.c,
  * thread CPU time, load ~10): Q4_K 16.3 -> 15.0 with 8 tokens per unpack
  * instead of 2 x 4, Q6_K 18.9 -> 15.5, Q8_0 16.0 -> 14.0, Q4_0 17.6 -> 16.4,
- * Q5_0 20.5 -> 17.6. Q4_K is within ~20 % of this core's bound (2 vpdpbusd,
- * vpmulld or vpdpwssd per cycle: 512 + 64 + 64 of them per block of 8 rows
- * and 8 tokens).
+ * Q5_0 20.5 -> 17.6. Then (q4ktile, load ~7, T = 8 / 16 / 32 / 64 tokens per
+ * call) Q4_K 14.6 / 14.6 / 14.5 / 14.5 -> 13.5 / 13.4 / 13.4 / 13.4: its block
+ * sums kept in registers (KEEP) and its mins in 4 vpdpwssd per token and block
+ * instead of 8. The bound of this core (Zen 4, measured: 2 per cycle of
+ * vpdpbusd, vpmulld, vpdpwssd, vmulps and vfmadd together, ymm; zmm ones count
+ * twice; 2 broadcast loads per cycle) for Q4_K, per block of 8 rows x 8 tokens:
+ * 512 vpdpbusd + 64 vpmulld + 32 vpdpwssd + 32 fp32 mul/fma = 640 slots = 320
+ * cycles, 11.8 ns per row and token at the measured 3.4 GHz: 13.4 is 88 % of
+ * it, with ~600 loads a block near the load ports' bound too. Q8_0 / Q5_0:
+ * 8 vpdpbusd + 3 multiplies per token and 32-block, 12.9 ns, measured 13.9 /
+ * 14.2 (a variant without the scalar multiply, the zero point in integers,
+ * measured the same: the broadcast loads bind as well).
  *
  * Returns false for a type it has no kernel for (the caller then uses the
  * AVX2 kernel).
@@ -317,7 +326,9 @@ AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out,
  *     after them, Q4_K's mins before them into a stack buffer the epilogue
  *     reads (their dependency chain then overlaps the products instead of
  *     ending the block: 15.2 -> 14.7 ns per row and token, K = 2048,
- *     tools/bench_x8_kernels.c, 3 runs each, load ~9);
+ *     tools/bench_x8_kernels.c, 3 runs each, load ~9), as 4 vpdpwssd of
+ *     i16 pairs per token instead of 8 (the activation pairs prepared per
+ *     16 blocks ahead: 13.5 -> 13.3);
  *   - the fp32 epilogue per token is the same sequence as above. */
 
 #define CT DS_RP_CORE_T
