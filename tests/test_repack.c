@@ -399,3 +399,67 @@ TEST(repack_matmul_multi_uneven_jobs) {
     CHECK_MSG(memcmp(y1, y3, (size_t)(off[NJ] * N) * sizeof(float)) == 0, "matmul_multi: differs from the jobs alone");
     free(f); free(q); free(rp); free(x); free(y1); free(y2); free(y3);
 }
+
+/* ---- q4ktile (issue 14 item 3): whole token tiles per VNNI call ---------
+ * ops.c hands repack_avx512.c the whole token tile (up to QTILE = 64) in one
+ * call. For T = 9, 16, 33 and 64 tokens, placed at several offsets of a pool
+ * of 64 distinct activation rows (normal, tiny, huge, outliers, zero,
+ * constant; so each run of 8 mixes them), every token's 8 results must be
+ * the bits of the AVX2 kernel on that token alone (the VNNI kernels keep
+ * AVX2's exact integer sums and fp32 epilogue; a token's bits depend neither
+ * on T nor on its place in the tile). Weights from the quantizer and random
+ * bytes (every scale / min / high-bit pattern), K of 1 to 17 super-blocks. */
+TEST(repack_q4ktile_whole_tiles) {
+    if (!ds_cpu_has(DS_CPU_AVX512_VNNI) || ds_isa_detected() < DS_ISA_AVX512_VNNI)
+        SKIP("needs avx512vnni: this CPU's level is %s", ds_isa_name(ds_isa_detected()));
+    static const ds_dtype types[] = { DS_DTYPE_Q4_K, DS_DTYPE_Q5_0, DS_DTYPE_Q8_0, DS_DTYPE_Q4_0, DS_DTYPE_Q6_K };
+    static const int64_t Ks[] = { 256, 1408, 2048, 4352 };   /* 4352: 17 super-blocks (Q4_K's mins pass is 16) */
+    static const int Ts[] = { 9, 16, 33, 64 };
+    enum { NA = 64 };
+    ds_rng r;
+    ds_rng_seed(&r, 114);
+    for (int k = 0; k < 5; k++) {
+        ds_dtype t = types[k];
+        for (int ki = 0; ki < 4; ki++) {
+            int64_t K = Ks[ki];
+            if (!ds_repack_supported(t, K)) continue;
+            size_t bytes = 8 * ds_dtype_row_bytes(t, K), ab = ds_act_row_bytes(t, K);
+            uint8_t *q = rand_rows(t, K, &r, NULL), *g = malloc(bytes);
+            if (ki >= 2) {
+                size_t bb = ds_dtype_block_bytes(t), lo, hi;
+                d_bytes(t, bb, &lo, &hi);
+                for (size_t i = 0; i < bytes; i++)
+                    if (i % bb < lo || i % bb >= hi) q[i] = (uint8_t)ds_rng_u64(&r);
+            }
+            ds_repack_group(t, q, K, g);
+            uint8_t *qa[NA];
+            float *a = malloc((size_t)K * sizeof(float));
+            float *one = malloc(8 * NA * sizeof(float)), *o = malloc(8 * NA * sizeof(float));
+            for (int i = 0; i < NA; i++) {
+                for (int64_t j = 0; j < K; j++) {
+                    float v = ds_rng_normal(&r);
+                    a[j] = i % 6 == 0 ? v : i % 6 == 1 ? v * 1e-3f : i % 6 == 2 ? v * 1e3f : i % 6 == 3 ? v * (j % 17 == 0 ? 30.0f : 1.0f)
+                         : i % 6 == 4 ? 0.0f : 1.5f - (float)i;
+                }
+                qa[i] = malloc(ab);
+                ds_quantize_act_ref(t, a, qa[i], K);
+                const void *p[1] = { qa[i] };
+                ds_gemm_x8_avx2(t, g, p, 1, K, one + 8 * i);
+            }
+            for (int ti = 0; ti < 4; ti++) {
+                int T = Ts[ti];
+                for (int s = 0; s < NA; s += 21) {
+                    const void *p[NA];
+                    for (int i = 0; i < T; i++) p[i] = qa[(s + i * 7) % NA];   /* stride 7: all distinct */
+                    CHECK(ds_gemm_x8_avx512(t, g, p, T, K, o));
+                    for (int i = 0; i < T; i++)
+                        CHECK_MSG(memcmp(o + 8 * i, one + 8 * ((s + i * 7) % NA), 8 * sizeof(float)) == 0,
+                                  "%s K=%lld T=%d offset %d: vnni token %d differs from avx2 on it alone", ds_dtype_name(t),
+                                  (long long)K, T, s, i);
+                }
+            }
+            for (int i = 0; i < NA; i++) free(qa[i]);
+            free(a); free(one); free(o); free(q); free(g);
+        }
+    }
+}

@@ -30,9 +30,18 @@
  * Kernel time, ns per row of K = 2048 and token (tools/bench_x8_kernels.c,
  * thread CPU time, load ~10): Q4_K 16.3 -> 15.0 with 8 tokens per unpack
  * instead of 2 x 4, Q6_K 18.9 -> 15.5, Q8_0 16.0 -> 14.0, Q4_0 17.6 -> 16.4,
- * Q5_0 20.5 -> 17.6. Q4_K is within ~20 % of this core's bound (2 vpdpbusd,
- * vpmulld or vpdpwssd per cycle: 512 + 64 + 64 of them per block of 8 rows
- * and 8 tokens).
+ * Q5_0 20.5 -> 17.6. Then (q4ktile, load ~7, T = 8 / 16 / 32 / 64 tokens per
+ * call) Q4_K 14.6 / 14.6 / 14.5 / 14.5 -> 13.5 / 13.4 / 13.4 / 13.4: its block
+ * sums kept in registers (KEEP) and its mins in 4 vpdpwssd per token and block
+ * instead of 8. The bound of this core (Zen 4, measured: 2 per cycle of
+ * vpdpbusd, vpmulld, vpdpwssd, vmulps and vfmadd together, ymm; zmm ones count
+ * twice; 2 broadcast loads per cycle) for Q4_K, per block of 8 rows x 8 tokens:
+ * 512 vpdpbusd + 64 vpmulld + 32 vpdpwssd + 32 fp32 mul/fma = 640 slots = 320
+ * cycles, 11.8 ns per row and token at the measured 3.4 GHz: 13.4 is 88 % of
+ * it, with ~600 loads a block near the load ports' bound too. Q8_0 / Q5_0:
+ * 8 vpdpbusd + 3 multiplies per token and 32-block, 12.9 ns, measured 13.9 /
+ * 14.2 (a variant without the scalar multiply, the zero point in integers,
+ * measured the same: the broadcast loads bind as well).
  *
  * Returns false for a type it has no kernel for (the caller then uses the
  * AVX2 kernel).
@@ -64,6 +73,12 @@ AI void prefetch_block(const uint8_t *g, size_t bytes) {
  * broadcast load into vpdpbusd, and the separate load costs a dispatch slot) */
 AI __m256i dpbusd_b(__m256i acc, __m256i w, const void *p) {
     __asm__("vpdpbusd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)p));
+    return acc;
+}
+
+/* acc + Σ i16 pairs w · [p0, p1] per i32 lane, the pair at p broadcast by the instruction */
+AI __m256i dpwssd_b(__m256i acc, __m256i w, const void *p) {
+    __asm__("vpdpwssd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)p));
     return acc;
 }
 
@@ -311,10 +326,24 @@ AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out,
  *     after them, Q4_K's mins before them into a stack buffer the epilogue
  *     reads (their dependency chain then overlaps the products instead of
  *     ending the block: 15.2 -> 14.7 ns per row and token, K = 2048,
- *     tools/bench_x8_kernels.c, 3 runs each, load ~9);
+ *     tools/bench_x8_kernels.c, 3 runs each, load ~9), as 4 vpdpwssd of
+ *     i16 pairs per token instead of 8 (the activation pairs prepared per
+ *     16 blocks ahead: 13.5 -> 13.3);
  *   - the fp32 epilogue per token is the same sequence as above. */
 
 #define CT DS_RP_CORE_T
+
+/* The activation side of Q4_K's mins for one token and block, from its 16
+ * bsum16: i32 j (j = 0..3) = the i16 pair [B_j, B_j+4], B_j = bsum16[2j] +
+ * bsum16[2j+1] the sum of sub-block j's 32 activations (|B_j| <= 32 · 128, an
+ * i16: the sum is exact). */
+AI __m128i q4k_min_pairs(const int16_t *bs) {
+    __m256i x = _mm256_loadu_si256((const __m256i *)bs);
+    __m256i y = _mm256_add_epi16(x, _mm256_srli_epi32(x, 16));   /* i32 lane k: B_k in its low i16 */
+    return _mm_blend_epi16(_mm256_castsi256_si128(y), _mm_slli_epi32(_mm256_extracti128_si256(y, 1), 16), 0xAA);
+}
+
+#define Q4K_PB 16   /* blocks per pass of q4k_min_pairs */
 
 AI void gemm8_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
     int64_t nb = K / DS_QK_K;
@@ -329,65 +358,85 @@ AI void gemm8_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *o
         acc[t] = _mm256_setzero_ps();
     }
     _Alignas(32) int32_t mbuf[CT][8];
-    for (int64_t b = 0; b < nb; b++, g += 1152) {
-        prefetch_block(g, 1152);
-        const uint8_t *qs = g + 128;
-        {
-            /* mins first: Σ_j m_rj · (bsum16[2j] + bsum16[2j+1]) per token, kept in mbuf
-             * until the epilogue (their latency overlaps the products instead of
-             * ending the block; the broadcast vectors are dead before the products) */
-            __m256i B = _mm256_loadu_si256((const __m256i *)(g + 64)), C = _mm256_loadu_si256((const __m256i *)(g + 96));
-            __m256i mn_lo = _mm256_or_si256(_mm256_and_si256(B, m4), _mm256_and_si256(C, m30));
-            __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4), _mm256_and_si256(_mm256_srli_epi16(C, 2), m30));
-            __m256i mj[8];
+    _Alignas(16) int32_t pbuf[Q4K_PB][CT][4];   /* [block - b0][token]: q4k_min_pairs */
+    for (int64_t b0 = 0; b0 < nb; b0 += Q4K_PB) {
+        int64_t b1 = nb - b0 < Q4K_PB ? nb : b0 + Q4K_PB;
+        /* the mins' activation pairs of these blocks first, out of the block loop
+         * (in it, their shuffles and the store -> broadcast reload cost more than
+         * the 4 vpdpwssd they save per token and block) */
+        for (int64_t b = b0; b < b1; b++)
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) _mm_store_si128((__m128i *)pbuf[b - b0][t], q4k_min_pairs(bs[t] + 16 * b));
+        for (int64_t b = b0; b < b1; b++, g += 1152) {
+            prefetch_block(g, 1152);
+            const uint8_t *qs = g + 128;
+            {
+                /* mins first: Σ_j m_rj · B_j per token as 4 vpdpwssd of the i16 pairs
+                 * [m_rj, m_r,j+4] · [B_j, B_j+4] (8 with gemm_q4_K's [m_rj, m_rj] ·
+                 * [bsum16[2j], bsum16[2j+1]]: the same exact integer), kept in mbuf
+                 * until the epilogue (their latency overlaps the products instead of
+                 * ending the block; the pair vectors are dead before the products) */
+                __m256i B = _mm256_loadu_si256((const __m256i *)(g + 64)), C = _mm256_loadu_si256((const __m256i *)(g + 96));
+                __m256i mn_lo = _mm256_or_si256(_mm256_and_si256(B, m4), _mm256_and_si256(C, m30));
+                __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4), _mm256_and_si256(_mm256_srli_epi16(C, 2), m30));
+                /* bytes 8j + r of mn_lo / mn_hi: the mins of sub-blocks j / j + 4 of row r */
+                __m128i l0 = _mm256_castsi256_si128(mn_lo), l1 = _mm256_extracti128_si256(mn_lo, 1);
+                __m128i h0 = _mm256_castsi256_si128(mn_hi), h1 = _mm256_extracti128_si256(mn_hi, 1);
+                __m256i mp[4] = { _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(l0, h0)), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(l0, h0)),
+                                  _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(l1, h1)), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(l1, h1)) };
+                const int32_t *pb = pbuf[b - b0][0];
+#pragma GCC unroll 8
+                for (int t = 0; t < T; t++) {
+                    __m256i msum = _mm256_setzero_si256();
 #pragma GCC unroll 4
-            for (int j = 0; j < 4; j++) { mj[j] = dup8_reg(mn_lo, j); mj[j + 4] = dup8_reg(mn_hi, j); }
+                    for (int j = 0; j < 4; j++) msum = dpwssd_b(msum, mp[j], pb + 4 * t + j);
+                    _mm256_store_si256((__m256i *)mbuf[t], msum);
+                }
+            }
+            __m256i isum[CT];
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
+            /* sub-block j (low nibbles of vectors 8j..8j+7) and j + 4 (high nibbles) */
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                __m256i A = _mm256_loadu_si256((const __m256i *)(g + 32)), C = _mm256_loadu_si256((const __m256i *)(g + 96));
+#pragma GCC unroll 2
+                for (int half = 0; half < 2; half++) {
+                    __m256i sc = half ? _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4),
+                                                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(C, 2), m3), 4))
+                                      : _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(C, m3), 4));
+                    __m256i s = u8x8_reg(sc, j);
+                    __m256i a[CT];
+#pragma GCC unroll 8
+                    for (int t = 0; t < T; t++) a[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+                    for (int v = 8 * j; v < 8 * j + 8; v++) {
+                        __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
+                        __m256i u = half ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4) : _mm256_and_si256(w, m4);
+#pragma GCC unroll 8
+                        for (int t = 0; t < T; t++) a[t] = dpbusd_b(a[t], u, q[t] + 256 * b + 128 * half + 4 * v);
+                    }
+#pragma GCC unroll 8
+                    for (int t = 0; t < T; t++) {
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(a[t], s));
+                        /* the 8 block sums stay in registers here: without this GCC 12
+                         * hoists the next sub-block's products above these adds and
+                         * spills isum and the product sums to the stack (~50 extra
+                         * loads and stores a block; 14.5 -> 13.5 ns per row and token,
+                         * T = 8..64, see the header) */
+                        KEEP(isum[t]);
+                    }
+                }
+            }
+            /* the epilogue of gemm_q4_K */
+            __m256 dv = d8(g), dmv = d8(g + 16);
 #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
-                __m256i msum = _mm256_setzero_si256();
-#pragma GCC unroll 4
-                for (int j = 0; j < 4; j++) {
-                    msum = _mm256_dpwssd_epi32(msum, mj[j], bcast4(bs[t] + 16 * b + 2 * j));
-                    msum = _mm256_dpwssd_epi32(msum, mj[j + 4], bcast4(bs[t] + 16 * b + 2 * j + 8));
-                }
-                _mm256_store_si256((__m256i *)mbuf[t], msum);
+                __m256i msum = _mm256_load_si256((const __m256i *)mbuf[t]);
+                __m256 db = _mm256_set1_ps(da[t][b]);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, db), acc[t]);
+                acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dmv, db), acc[t]);
             }
-        }
-        __m256i isum[CT];
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
-        /* sub-block j (low nibbles of vectors 8j..8j+7) and j + 4 (high nibbles) */
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) {
-            __m256i A = _mm256_loadu_si256((const __m256i *)(g + 32)), C = _mm256_loadu_si256((const __m256i *)(g + 96));
-#pragma GCC unroll 2
-            for (int half = 0; half < 2; half++) {
-                __m256i sc = half ? _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4),
-                                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(C, 2), m3), 4))
-                                  : _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(C, m3), 4));
-                __m256i s = u8x8_reg(sc, j);
-                __m256i a[CT];
-#pragma GCC unroll 8
-                for (int t = 0; t < T; t++) a[t] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-                for (int v = 8 * j; v < 8 * j + 8; v++) {
-                    __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
-                    __m256i u = half ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4) : _mm256_and_si256(w, m4);
-#pragma GCC unroll 8
-                    for (int t = 0; t < T; t++) a[t] = dpbusd_b(a[t], u, q[t] + 256 * b + 128 * half + 4 * v);
-                }
-#pragma GCC unroll 8
-                for (int t = 0; t < T; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(a[t], s));
-            }
-        }
-        /* the epilogue of gemm_q4_K */
-        __m256 dv = d8(g), dmv = d8(g + 16);
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++) {
-            __m256i msum = _mm256_load_si256((const __m256i *)mbuf[t]);
-            __m256 db = _mm256_set1_ps(da[t][b]);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, db), acc[t]);
-            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dmv, db), acc[t]);
         }
     }
 #pragma GCC unroll 8
