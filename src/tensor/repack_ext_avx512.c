@@ -559,14 +559,15 @@ static void gemm_iq2_xxs_tile(const uint8_t *g, const int8_t *const *q, int T, i
  * Σ level · a = Σ (level + 128) · a - 128 Σ a, Σ a from the A8 block sums
  * (|Σ| <= 32 · 241 · 127 < 2^24: both terms and the difference exact in fp32,
  * the same float as the AVX2 kernel's converted integer). */
+#define NLT 16   /* IQ4_NL: tokens per weight unpack (T > 8: runs of 9..16) */
 AI void gemm_iq4_nl(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
     int64_t nb = K / DS_QK;
-    const float *da[XT], *sa[XT];
-    __m256 acc[XT];
+    const float *da[NLT], *sa[NLT];
+    __m256 acc[NLT];
     const __m256i m4 = _mm256_set1_epi8(15);
     const __m256i tab = _mm256_xor_si256(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ds_iq4nl_values)),
                                          _mm256_set1_epi8((char)0x80));
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int t = 0; t < T; t++) {
         da[t] = (const float *)(q[t] + K);
         sa[t] = da[t] + nb;
@@ -575,8 +576,8 @@ AI void gemm_iq4_nl(const uint8_t *g, const int8_t *const *q, int64_t K, float *
     for (int64_t b = 0; b < nb; b++, g += 144) {
         prefetch_block(g, 144);
         const uint8_t *qs = g + 16;
-        __m256i isum[XT];
-#pragma GCC unroll 8
+        __m256i isum[NLT];
+#pragma GCC unroll 16
         for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
         /* nibble vector v: low nibbles = chunk v, high = chunk v + 4; a vector's
          * products for all tokens before the next vector (few live registers) */
@@ -585,21 +586,21 @@ AI void gemm_iq4_nl(const uint8_t *g, const int8_t *const *q, int64_t K, float *
             __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
             __m256i lo = _mm256_shuffle_epi8(tab, _mm256_and_si256(w, m4));
             __m256i hi = _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(w, 4), m4));
-#pragma GCC unroll 8
+#pragma GCC unroll 16
             for (int t = 0; t < T; t++) {
                 isum[t] = dpbusd_b(isum[t], lo, q[t] + 32 * b + 4 * v);
                 isum[t] = dpbusd_b(isum[t], hi, q[t] + 32 * b + 16 + 4 * v);
             }
         }
         __m256 dv = d8(g);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
         for (int t = 0; t < T; t++) {
             __m256i s = isum[t];
             __m256 x = _mm256_sub_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(128.0f * sa[t][b]));
             acc[t] = _mm256_fmadd_ps(x, _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
         }
     }
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
 }
 
@@ -637,6 +638,10 @@ bool ds_iq2xxs_vbmi_available(void) {
 }
 static bool iq2_vbmi(void) { return ds_iq2xxs_vbmi != 0 && ds_iq2xxs_vbmi_available(); }
 INST(iq4nl, gemm_iq4_nl)
+#define NL16(n) static void iq4nl_##n(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { gemm_iq4_nl(g, q, K, o, n); }
+NL16(9) NL16(10) NL16(11) NL16(12) NL16(13) NL16(14) NL16(15) NL16(16)
+static const gemm_fn k_iq4nl16[NLT] = { iq4nl_1, iq4nl_2, iq4nl_3, iq4nl_4, iq4nl_5, iq4nl_6, iq4nl_7, iq4nl_8,
+                                        iq4nl_9, iq4nl_10, iq4nl_11, iq4nl_12, iq4nl_13, iq4nl_14, iq4nl_15, iq4nl_16 };
 
 bool ds_gemm_x8_ext_avx512_has(ds_dtype t) {
     return t == DS_DTYPE_Q2_K || t == DS_DTYPE_Q3_K || t == DS_DTYPE_IQ2_XXS || t == DS_DTYPE_IQ4_NL;
@@ -655,7 +660,19 @@ bool ds_gemm_x8_ext_avx512(ds_dtype t, const void *grp, const void *const *act, 
         }
         f = iq2_vbmi() ? k_iq2xxs_vb : k_iq2xxs;
         break;
-    case DS_DTYPE_IQ4_NL: f = k_iq4nl; break;
+    case DS_DTYPE_IQ4_NL:
+        if (T > XT) {   /* runs of near-equal size, up to NLT tokens per unpack */
+            const int8_t *const *qq = (const int8_t *const *)act;
+            int nr = (T + NLT - 1) / NLT;
+            for (int r = 0, t0 = 0; r < nr; r++) {
+                int m = (T - t0) / (nr - r);
+                k_iq4nl16[m - 1]((const uint8_t *)grp, qq + t0, K, out + 8 * t0);
+                t0 += m;
+            }
+            return true;
+        }
+        f = k_iq4nl;
+        break;
     default: return false;
     }
     const int8_t *const *q = (const int8_t *const *)act;
