@@ -23,10 +23,15 @@
  *
  * The integers are exactly those of the AVX2 kernels and the fp32 epilogue
  * is the same sequence of operations, so the results are bit-identical to
- * ds_gemm_x8_avx2 (tests/test_repack.c checks it). The 32 vector registers
- * of AVX-512 let one weight unpack serve up to 8 tokens (any T: tokens go in
- * runs of 8); each token's arithmetic is the same whatever T (batch
- * invariance).
+ * ds_gemm_x8_avx2 (tests/test_repack.c checks it). ops.c passes a whole
+ * token tile (up to 64) per call: Q2_K/Q3_K split it into runs of 8 tokens
+ * per weight unpack (weights in registers), IQ4_NL into runs of up to 16,
+ * and IQ2_XXS above 8 tokens unpacks a chunk of blocks ONCE into a stack
+ * buffer and runs every token of the tile over it (gemm_iq2_xxs_tile: its
+ * unpack is ~2/3 of the 8-token kernel's time). Each token's arithmetic is
+ * the same whatever T or its place in the tile (batch invariance).
+ * Products take the activation bytes as vpdpbusd/vpdpwssd's embedded
+ * {1to8} broadcast (dpbusd_b) where the layout allows it.
  */
 #include "repack.h"
 #include "quant.h"
