@@ -50,11 +50,6 @@ AI void prefetch_block(const uint8_t *g, size_t bytes) {
     for (size_t l = 0; l < bytes; l += 64) _mm_prefetch((const char *)(g + ds_rp_prefetch + l), _MM_HINT_T0);
 }
 
-AI __m256i bcast4(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
-}
 AI __m256 d8(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 /* acc + Σ_i w[4l+i] · a[i] per i32 lane l, the 4 activation bytes at p
  * broadcast by vpdpbusd itself ({1to8} memory operand: GCC does not fold a
