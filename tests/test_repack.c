@@ -463,3 +463,74 @@ TEST(repack_q4ktile_whole_tiles) {
         }
     }
 }
+
+/* ---- iq2tile: repack_ext_avx512.c with whole token tiles (T > 8) ----
+ * ops.c passes up to 64 tokens per call; IQ2_XXS then unpacks a chunk of
+ * blocks once into a buffer and runs the tokens over it in runs of up to 8
+ * (K = 2560: two chunks, the second short), the other types split the tile
+ * into runs of 8. Every token of T = 9, 16, 33, 64 (tokens drawn in two
+ * rotations, so each appears at several places and in several runs) must
+ * give the AVX2 kernel's bits for that token alone; IQ2_XXS with and
+ * without its VBMI/BITALG unpack. */
+static void check_ext_tile(ds_dtype t, uint64_t seed) {
+    ds_rng r;
+    ds_rng_seed(&r, seed);
+    static const int64_t Ks[] = { 256, 1408, 2048, 2560 };
+    enum { NA = 67 };
+    for (int ki = 0; ki < 4; ki++) {
+        int64_t K = Ks[ki];
+        if (!ds_repack_supported(t, K)) continue;
+        size_t bytes = 8 * ds_dtype_row_bytes(t, K), ab = ds_act_row_bytes(t, K);
+        uint8_t *q = rand_rows(t, K, &r, NULL), *g = malloc(bytes);
+        if (t != DS_DTYPE_IQ2_XXS) {   /* random bytes (every scale / index pattern), fp16 d kept finite */
+            size_t bb = ds_dtype_block_bytes(t), lo, hi;
+            d_bytes(t, bb, &lo, &hi);
+            for (size_t i = 0; i < bytes; i++)
+                if (i % bb < lo || i % bb >= hi) q[i] = (uint8_t)ds_rng_u64(&r);
+        }
+        ds_repack_group(t, q, K, g);
+        uint8_t *qa[NA];
+        float *a = malloc((size_t)K * sizeof(float)), *one = malloc(8 * NA * sizeof(float)), *o = malloc(8 * 64 * sizeof(float));
+        for (int i = 0; i < NA; i++) {
+            for (int64_t j = 0; j < K; j++) {
+                float v = ds_rng_normal(&r);
+                /* mostly normal rows; some with outliers, tiny, huge, zero and constant ones */
+                a[j] = i % 11 == 3 ? v * (j % 17 == 0 ? 30.0f : 1.0f) : i % 11 == 5 ? v * 1e-3f : i % 11 == 7 ? v * 1e3f
+                     : i % 11 == 9 ? 0.0f : i % 11 == 10 ? 1.5f - (float)i : v;
+            }
+            qa[i] = malloc(ab);
+            ds_quantize_act_ref(t, a, qa[i], K);
+            const void *p[1] = { qa[i] };
+            ds_gemm_x8_avx2(t, g, p, 1, K, one + 8 * i);
+        }
+        static const int Ts[] = { 9, 16, 33, 64 };
+        for (int ti = 0; ti < 4; ti++)
+            for (int s = 0; s < 2; s++) {
+                int T = Ts[ti];
+                const void *p[64];
+                for (int i = 0; i < T; i++) p[i] = qa[(s * 31 + i * 5) % NA];
+                memset(o, 0xFF, 8 * 64 * sizeof(float));   /* NaN: a result never written fails */
+                CHECK(ds_gemm_x8_ext_avx512(t, g, p, T, K, o));
+                for (int i = 0; i < T; i++)
+                    CHECK_MSG(memcmp(o + 8 * i, one + 8 * ((s * 31 + i * 5) % NA), 8 * sizeof(float)) == 0,
+                              "%s K=%lld T=%d rotation %d: vnni token %d differs from the avx2 kernel's bits for it alone",
+                              ds_dtype_name(t), (long long)K, T, s, i);
+            }
+        for (int i = 0; i < NA; i++) free(qa[i]);
+        free(a); free(one); free(o); free(q); free(g);
+    }
+}
+
+TEST(repack_ext_vnni_tile_iq2tile) {
+    if (!ds_cpu_has(DS_CPU_AVX512_VNNI) || ds_isa_detected() < DS_ISA_AVX512_VNNI)
+        SKIP("needs avx512vnni: this CPU's level is %s", ds_isa_name(ds_isa_detected()));
+    static const ds_dtype types[] = { DS_DTYPE_Q2_K, DS_DTYPE_Q3_K, DS_DTYPE_IQ4_NL };
+    for (int k = 0; k < 3; k++) check_ext_tile(types[k], 90 + (uint64_t)k);
+    int saved = ds_iq2xxs_vbmi;
+    for (int v = 0; v <= 1; v++) {
+        if (v && !ds_iq2xxs_vbmi_available()) { fprintf(stderr, "    (no avx512vbmi/bitalg: that IQ2_XXS kernel not run)\n"); break; }
+        ds_iq2xxs_vbmi = v;
+        for (uint64_t seed = 95; seed < 97; seed++) check_ext_tile(DS_DTYPE_IQ2_XXS, seed);
+    }
+    ds_iq2xxs_vbmi = saved;
+}

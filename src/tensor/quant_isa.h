@@ -25,13 +25,14 @@ void ds_gemm_x8_avx2(ds_dtype t, const void *grp, const void *const *act, int T,
  * type has none (repack_avx512.c: Q8_0/Q4_0/Q5_0/Q4_K/Q6_K; repack_ext_avx512.c:
  * the quant_ext.h types). Called only when core/cpu.h's level >= avx512vnni. */
 bool ds_gemm_x8_avx512(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out);
-/* True for the types ds_gemm_x8_avx512 has a kernel for (any T: 1-4 tokens
- * per unpack by its 4-token kernels, 5-8 by its 8-token ones; ops.c gives it
- * DS_RP_CORE_T tokens per call) */
+/* True for the types ds_gemm_x8_avx512 has a kernel for (any T: runs of 8;
+ * 1-4 tokens per unpack by its 4-token kernels, 5-8 by its 8-token ones;
+ * ops.c gives it a whole token tile, up to 64, per call) */
 bool ds_gemm_x8_avx512_has(ds_dtype t);
 bool ds_gemm_x8_ext_avx512(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out);
 /* True for the types ds_gemm_x8_ext_avx512 has a kernel for (it takes any T;
- * ops.c gives it DS_RP_EXT_T tokens per call: one weight unpack for 8) */
+ * ops.c gives it a whole token tile, up to 64, per call: IQ2_XXS and IQ4_NL
+ * then unpack a weight block once for more than 8 tokens) */
 bool ds_gemm_x8_ext_avx512_has(ds_dtype t);
 /* repack_ext_avx512.c's IQ2_XXS kernel: -1 (default) the AVX512-VBMI/BITALG
  * one where the CPU has both, 0 the AVX-512BW one, 1 the VBMI one if the CPU
