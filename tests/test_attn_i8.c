@@ -1,7 +1,8 @@
 /*
  * test_attn_i8.c - the int8 latent cache's kernels (--kv-type i8): the
  * query rounding (ds_mla_q_i8) against hand-worked codes and its layout,
- * the score and weighted-sum kernels (AVX512-VNNI vpdpbusd) bit for bit
+ * the score and weighted-sum kernels (AVX2 vpmaddubsw / vpmaddwd, AVX512-VNNI
+ * vpdpbusd) bit for bit
  * against their scalar twins over shape edges (heads not a multiple of 16,
  * rows not a multiple of 8 or 4, the extreme codes ±127 / 255), the twins
  * against double-precision sums of the same codes, the weight rounding's
@@ -73,8 +74,7 @@ TEST(attn_i8_query_rounding) {
 
 /* scores of the dispatched kernel == the twin, bit for bit; the twin ==
  * the formula with exact (double) integer sums */
-TEST(attn_i8_scores_vs_twin) {
-    if (!ds_mla_i8_dp_in_use()) SKIP("no avx512vnni (or DS_ISA below it): the vpdpbusd kernel is not used");
+static void scores_vs_twin(void) {
     ds_rng r;
     ds_rng_seed(&r, 51);
     int64_t shapes[][3] = { { 16, 576, 512 }, { 4, 40, 32 }, { 20, 88, 72 }, { 1, 8, 4 }, { 33, 68, 64 }, { 128, 576, 512 } };
@@ -111,6 +111,18 @@ TEST(attn_i8_scores_vs_twin) {
                       (long long)W, (long long)n);
             free(kv); free(qi); free(q); free(s); free(s2);
         }
+}
+
+TEST(attn_i8_scores_avx2_vs_twin) {
+    if (!ds_ops_simd()) SKIP("no avx2");
+    ds_ops_force_avx2(true);
+    scores_vs_twin();
+    ds_ops_force_avx2(false);
+}
+
+TEST(attn_i8_scores_vpdpbusd_vs_twin) {
+    if (!ds_mla_i8_dp_in_use()) SKIP("no avx512vnni (or DS_ISA below it): the vpdpbusd kernel is not used");
+    scores_vs_twin();
 }
 
 /* the weights' rounding: codes within half a step of w·255/max, dp = max/255,
@@ -159,18 +171,18 @@ TEST(attn_i8_weight_rounding) {
 /* the weighted sum of the dispatched kernel == its twin, bit for bit (n not a
  * multiple of 4, heads not a multiple of 4, alpha 0, the extreme codes) and
  * the twin == the exact integer sums in its epilogue */
-TEST(attn_i8_pv_vs_twin) {
-    if (!ds_mla_i8_dp_in_use()) SKIP("no avx512vnni (or DS_ISA below it): the vpdpbusd kernel is not used");
+static void pv_vs_twin(void) {
     ds_rng r;
     ds_rng_seed(&r, 57);
-    int64_t shapes[][3] = { { 16, 576, 512 }, { 5, 64, 64 }, { 7, 136, 128 }, { 1, 576, 512 } };   /* H, W, R */
+    /* H, W, R: R % 64 == 0 for vpdpbusd (else AVX2), R % 16 == 0 for AVX2 */
+    int64_t shapes[][3] = { { 16, 576, 512 }, { 5, 64, 64 }, { 7, 136, 128 }, { 1, 576, 512 }, { 4, 40, 32 }, { 6, 56, 48 } };
     int64_t lens[] = { 1, 3, 4, 5, 63, 64, 67 };
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
         for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
             int64_t H = shapes[si][0], W = shapes[si][1], R = shapes[si][2], n = lens[li], np = (n + 3) / 4 * 4;
             int64_t rb = DS_KV_I8_HEAD + W;
             uint8_t *kv = malloc((size_t)(n * rb)), *pq = malloc((size_t)(H * np));
-            void *scr = aligned_alloc(64, (size_t)(np * R + 64));
+            void *scr = aligned_alloc(64, (size_t)((2 * (n + 3) * R + 63) / 64 * 64));
             float *u = malloc((size_t)(H * R) * sizeof(float)), *u2 = malloc((size_t)(H * R) * sizeof(float));
             float *u0 = malloc((size_t)(H * R) * sizeof(float)), *dp = malloc((size_t)H * sizeof(float));
             float *al = malloc((size_t)H * sizeof(float));
@@ -201,6 +213,18 @@ TEST(attn_i8_pv_vs_twin) {
         }
 }
 
+TEST(attn_i8_pv_avx2_vs_twin) {
+    if (!ds_ops_simd()) SKIP("no avx2");
+    ds_ops_force_avx2(true);
+    pv_vs_twin();
+    ds_ops_force_avx2(false);
+}
+
+TEST(attn_i8_pv_vpdpbusd_vs_twin) {
+    if (!ds_mla_i8_dp_in_use()) SKIP("no avx512vnni (or DS_ISA below it): the vpdpbusd kernel is not used");
+    pv_vs_twin();
+}
+
 /* flash decode over i8 rows: splits of `split` rows folded in blocks of blk, merged in order */
 static void flash_decode_i8(float *out, const uint8_t *qi, int64_t H, const uint8_t *kv, int64_t W, int64_t S,
                             int64_t R, int64_t split, int64_t blk, float scale) {
@@ -223,10 +247,10 @@ static void flash_decode_i8(float *out, const uint8_t *qi, int64_t H, const uint
  * dequantized rows and query: what remains is the weights' rounding to u8
  * and fp32 arithmetic). Bound per output: Σ over blocks of (the block's
  * largest weight p_j·d0_j)/510 · Σ_j∈block |code_j[c]|, over l (half a step
- * per weight), plus 1e-5 of the largest output. The twins (at level avx2)
- * and vpdpbusd (where present) give the same bits (the generic level's
- * softmax uses expf, not the AVX2 exp: within the bound only); one head
- * alone == among H at every level. */
+ * per weight), plus 1e-5 of the largest output. The AVX2 kernels and
+ * vpdpbusd (where present) give the same bits (the generic level's twins
+ * do too, but its softmax uses expf, not the AVX2 exp: within the bound
+ * only); one head alone == among H at every level. */
 TEST(attn_i8_flash_decode) {
     ds_rng r;
     ds_rng_seed(&r, 59);
@@ -250,7 +274,7 @@ TEST(attn_i8_flash_decode) {
         for (int li = 0; li < 4; li++) {
             int64_t n = lens[li];
             CHECK(ds_mla_attn_ref(orf, R, qf, W, H, kvf, W, n, R, 0.07f) == 0);
-            for (int lev = 0; lev < 3; lev++) {   /* generic, AVX2 (the twins, AVX2 softmax), the widest */
+            for (int lev = 0; lev < 3; lev++) {   /* generic (the twins), AVX2, the widest */
                 ds_ops_force_generic(lev == 0);
                 ds_ops_force_avx2(lev == 1);
                 flash_decode_i8(o, qi, H, kv, W, n, R, 100, 64, 0.07f);

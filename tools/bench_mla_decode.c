@@ -13,6 +13,12 @@
  *   build/bench_mla_decode kernel-i8 [ROWS=4096]  the i8-row step (vpdpbusd) and its parts (scores,
  *                                                 weight rounding, weighted sum) against the bf16
  *                                                 step, alternating, best of 20
+ *   build/bench_mla_decode kl FILE DEPTH [N=32] [THREADS=2]
+ *                                                 accuracy of the cache types at depth: DEPTH
+ *                                                 pseudo-random tokens prefilled once (f32), the
+ *                                                 rows copied into q8, fp8, bf16 and i8 caches,
+ *                                                 then N decode steps on each: mean / max KL,
+ *                                                 top-1 agreement, max |dlogit| against f32
  *   build/bench_mla_decode model-ab FILE DEPTH [N=16] [P=0] [THREADS=1]
  *                                                 f32 vs bf16 cache alternating in one process
  *                                                 (filled once): CPU ms per decoded token, and per
@@ -30,6 +36,7 @@
 #include "core/thread.h"
 #include "model/model.h"
 #include "model/model_internal.h"
+#include "runtime/compare.h"
 #include "runtime/generate.h"
 #include "tensor/ops.h"
 
@@ -124,7 +131,7 @@ static int kernel_i8(int64_t S) {
     int64_t nsc = DS_MAX(DS_MLA_STEP_BF16_SCRATCH(H, blk, W), DS_MLA_STEP_I8_SCRATCH(H, blk, R));
     float *u = malloc((size_t)(H * R) * sizeof(float)), *m = malloc((size_t)H * sizeof(float));
     float *l = malloc((size_t)H * sizeof(float)), *sc = malloc((size_t)nsc * sizeof(float));
-    uint8_t *pq = malloc((size_t)(H * blk)), *vt = aligned_alloc(64, (size_t)(blk * R + 64));
+    uint8_t *pq = malloc((size_t)(H * blk)), *vt = aligned_alloc(64, (size_t)(2 * (blk + 3) * R + 64) / 64 * 64);
     float *dp = malloc((size_t)H * sizeof(float)), *al = calloc((size_t)H, sizeof(float));
     if (!kv || !q || !kvb || !qb || !kvi || !qi || !u || !m || !l || !sc || !pq || !vt || !dp || !al) return 1;
     srand(1);
@@ -219,6 +226,54 @@ static int model(const char *path, int64_t depth, int64_t n, const char *kvt) {
     return 0;
 }
 
+static int kl(const char *path, int64_t depth, int64_t n, int threads) {
+    static const ds_kv_type kts[5] = { DS_KV_F32, DS_KV_Q8, DS_KV_FP8, DS_KV_BF16, DS_KV_I8 };
+    ds_err e = { 0 };
+    ds_model *m;
+    ds_ctx *x;
+    ds_kvcache c[5];
+    ds_threads_set(threads);
+    int64_t cap = depth + n + 8;
+    if (ds_model_open_opts(&m, path, NULL, &e) || ds_ctx_new(&x, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+    for (int k = 0; k < 5; k++)
+        if (ds_kvcache_init(&c[k], m, cap, &e) || ds_kvcache_set_type(&c[k], kts[k], &e) ||
+            ds_kvcache_reserve(&c[k], cap, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+    int64_t V = ds_model_config(m)->vocab_size;
+    float *lg = malloc((size_t)(5 * n * V) * sizeof(float));
+    int32_t *tok = malloc((size_t)cap * sizeof(int32_t));
+    if (!lg || !tok) return 1;
+    for (int64_t i = 0; i < cap; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
+    double t = cpu_s();
+    if (depth > 0 && ds_prefill(m, x, &c[0], tok, depth, 512, lg, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+    printf("prefill of %lld: %.1f CPU s\n", (long long)depth, cpu_s() - t);
+    for (int k = 1; k < 5; k++) {
+        for (int64_t l = 0; l < c[0].n_layer; l++)
+            for (int64_t j = 0; j < depth; j++)
+                ds_kvcache_write_row(&c[k], l, j, ds_kvcache_rows_f32(&c[0], l, j + 1, NULL) + j * c[0].width[l]);
+        c[k].n_past = depth;
+    }
+    for (int k = 0; k < 5; k++) {
+        t = cpu_s();
+        for (int64_t i = 0; i < n; i++) {
+            ds_seq_chunk ch = { &c[k], tok + depth + i, 1, false };
+            if (ds_model_forward(m, x, &ch, 1, lg + (k * n + i) * V, NULL, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+        }
+        double ms = (cpu_s() - t) / (double)n * 1e3;
+        if (k == 0) { printf("depth %lld, f32 cache: decode %.1f CPU ms/token\n", (long long)depth, ms); continue; }
+        ds_logit_stats st;
+        ds_logit_stats_compute(lg, lg + k * n * V, n, V, &st);
+        printf("depth %lld, %-4s cache vs f32, %lld decode steps: mean KL %.3g, max KL %.3g, top-1 %.1f %%, max |dlogit| "
+               "%.3g, rms %.3g (decode %.1f CPU ms/token)\n", (long long)depth, ds_kv_type_name(kts[k]), (long long)n,
+               st.kl_mean, st.kl_max, 100 * st.top1, st.max_abs, st.rms, ms);
+        fflush(stdout);
+    }
+    free(lg); free(tok);
+    for (int k = 0; k < 5; k++) ds_kvcache_free(&c[k]);
+    ds_ctx_free(x);
+    ds_model_close(m);
+    return 0;
+}
+
 /* f32 vs bf16 cache in one process: the context filled once (f32), copied
  * into a bf16 cache (rows rounded), then N decode steps on each, alternating,
  * CPU time per token at `threads` threads; and the prefill of P tokens at that
@@ -281,11 +336,13 @@ int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "kernel")) return kernel(argc > 2 ? atoll(argv[2]) : 4096);
     if (argc >= 2 && !strcmp(argv[1], "kernel-i8")) return kernel_i8(argc > 2 ? atoll(argv[2]) : 4096);
     if (argc >= 2 && !strcmp(argv[1], "kernel-bf16")) return kernel_bf16(argc > 2 ? atoll(argv[2]) : 4096);
+    if (argc >= 4 && !strcmp(argv[1], "kl"))
+        return kl(argv[2], atoll(argv[3]), argc > 4 ? atoll(argv[4]) : 32, argc > 5 ? atoi(argv[5]) : 2);
     if (argc >= 4 && !strcmp(argv[1], "model-ab"))
         return model_ab(argv[2], atoll(argv[3]), argc > 4 ? atoll(argv[4]) : 16, argc > 5 ? atoll(argv[5]) : 0,
                         argc > 6 ? atoi(argv[6]) : 1);
     if (argc >= 4 && !strcmp(argv[1], "model"))
         return model(argv[2], atoll(argv[3]), argc > 4 ? atoll(argv[4]) : 16, argc > 5 ? argv[5] : "f32");
-    fprintf(stderr, "usage: bench_mla_decode kernel [ROWS] | kernel-bf16 [ROWS] | kernel-i8 [ROWS] | model-ab FILE DEPTH [N] [P] [THREADS] | model FILE DEPTH [N] [f32|q8|fp8|bf16|i8]\n");
+    fprintf(stderr, "usage: bench_mla_decode kernel [ROWS] | kernel-bf16 [ROWS] | kernel-i8 [ROWS] | kl FILE DEPTH [N] [THREADS] | model-ab FILE DEPTH [N] [P] [THREADS] | model FILE DEPTH [N] [f32|q8|fp8|bf16|i8]\n");
     return 2;
 }

@@ -837,13 +837,15 @@ void ds_mla_attn_step_bf16(float *u, float *m, float *l, const uint16_t *q, int6
 }
 
 /* int8 rows (ds_mla_attn_step_i8, ops.h): the vpdpbusd kernels at ISA level
- * avx512vnni or above, else the scalar twins (the same bits); the online
+ * avx512vnni or above, else the AVX2 ones, else the scalar twins (the same
+ * bits); the online
  * softmax between scores and weighted sum is the fp32 step's */
 bool ds_mla_i8_dp_in_use(void) { return level() >= DS_ISA_AVX512_VNNI; }
 
 void ds_mla_scores_i8(float *s, int64_t ls, const uint8_t *qi, int64_t H, const uint8_t *kv, int64_t rb, int64_t W,
                       int64_t R, int64_t n) {
     if (ds_mla_i8_dp_in_use()) ds_mla_scores_i8_avx512(s, ls, qi, H, kv, rb, W, R, n);
+    else if (isa() == 1) ds_mla_scores_i8_avx2(s, ls, qi, H, kv, rb, W, R, n);
     else ds_mla_scores_i8_ref(s, ls, qi, H, kv, rb, W, R, n);
 }
 
@@ -856,6 +858,7 @@ void ds_mla_p_i8(uint8_t *pq, float *dp, const float *p, int64_t ls, int64_t H, 
 void ds_mla_pv_i8(float *u, int64_t R, const uint8_t *pq, const float *dp, const float *alpha, int64_t H,
                   const uint8_t *kv, int64_t rb, int64_t n, void *scratch) {
     if (ds_mla_i8_dp_in_use() && R % 64 == 0) ds_mla_pv_i8_avx512(u, R, pq, dp, alpha, H, kv, rb, n, scratch);
+    else if (isa() == 1 && R % 16 == 0) ds_mla_pv_i8_avx2(u, R, pq, dp, alpha, H, kv, rb, n, scratch);
     else ds_mla_pv_i8_ref(u, R, pq, dp, alpha, H, kv, rb, n);
 }
 

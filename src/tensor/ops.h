@@ -137,12 +137,12 @@ void ds_bf16_round_row_ref(uint16_t *y, const float *x, int64_t n);
  * sums at 12, 16; then W int8 codes); qi: the query rows as ds_mla_q_i8
  * rounded them (R % 4 == 0, W % 4 == 0). Scores: ds_mla_scores_i8; the
  * online softmax as the fp32 step's; weights rounded to u8 (ds_mla_p_i8)
- * and the weighted sum ds_mla_pv_i8. AVX512-VNNI (vpdpbusd) kernels and the
- * scalar twins give the same bits. sc: DS_MLA_STEP_I8_SCRATCH(H, n, R) floats. */
+ * and the weighted sum ds_mla_pv_i8. AVX512-VNNI (vpdpbusd), AVX2
+ * (vpmaddubsw / vpmaddwd) kernels and the scalar twins give the same bits. sc: DS_MLA_STEP_I8_SCRATCH(H, n, R) floats. */
 #define DS_KV_I8_HEAD 24
 #define DS_MLA_I8_HP(H) (((H) + 15) / 16 * 16)
 #define DS_MLA_Q_I8_BYTES(H, W) (DS_MLA_I8_HP(H) * (8 + (W)))
-#define DS_MLA_STEP_I8_SCRATCH(H, n, R) ((H) * ((n) + 10) + ((H) + (R)) * (((n) + 3) / 4) + 32)
+#define DS_MLA_STEP_I8_SCRATCH(H, n, R) ((H) * ((n) + 10) + ((H) + 2 * (R)) * (((n) + 3) / 4) + 32)
 void ds_mla_attn_step_i8(float *u, float *m, float *l, const uint8_t *qi, int64_t H, const uint8_t *kv, int64_t rb,
                          int64_t W, int64_t n, int64_t R, float scale, float *sc);
 /* qi (DS_MLA_Q_I8_BYTES(H, W)) <- H query rows q (stride ldq, W floats):
@@ -166,12 +166,13 @@ void ds_mla_p_i8(uint8_t *pq, float *dp, const float *p, int64_t ls, int64_t H, 
 void ds_mla_p_i8_ref(uint8_t *pq, float *dp, const float *p, int64_t ls, int64_t H, const uint8_t *kv, int64_t rb,
                      int64_t n);
 /* u[h][c] = alpha[h]·u[h][c] + dp[h]·(float)Σ_j pq[h·np + j]·code_j[c] for
- * c < R (the sum exact in int32). scratch: n·R + 64 bytes (vpdpbusd: R % 64 == 0). */
+ * c < R (the sum exact in int32). scratch: 2·(n + 3)·R bytes, 64-byte aligned.
+ * Dispatched (vpdpbusd: R % 64 == 0; AVX2: R % 16 == 0; the twin). */
 void ds_mla_pv_i8(float *u, int64_t R, const uint8_t *pq, const float *dp, const float *alpha, int64_t H,
                   const uint8_t *kv, int64_t rb, int64_t n, void *scratch);
 void ds_mla_pv_i8_ref(float *u, int64_t R, const uint8_t *pq, const float *dp, const float *alpha, int64_t H,
                       const uint8_t *kv, int64_t rb, int64_t n);
-/* True when the i8 kernels run vpdpbusd (ISA level avx512vnni or above). */
+/* True when the i8 kernels run vpdpbusd (ISA level avx512vnni or above; else AVX2 or the twins). */
 bool ds_mla_i8_dp_in_use(void);
 /* Folds partial (u2, m2, l2) into (u, m, l): the deterministic combine of
  * partials over disjoint cache ranges (merged in range order). */
