@@ -78,9 +78,10 @@ void deepseek_free(void *p);
 typedef struct deepseek_model deepseek_model;
 
 /* KV cache storage. F32 is exact; Q8 (int8, scale per 32) and FP8 (e4m3,
- * scale per 64) are ~3.6x smaller; BF16 is 2x smaller and the fastest at
- * long context (bf16 dot products for decode attention). */
-enum { DEEPSEEK_KV_F32 = 0, DEEPSEEK_KV_Q8 = 1, DEEPSEEK_KV_FP8 = 2, DEEPSEEK_KV_BF16 = 3 };
+ * scale per 64) are ~3.6x smaller; BF16 is 2x smaller (bf16 dot products
+ * for decode attention); I8 (int8, one scale per row part) is ~3.8x smaller
+ * and the fastest at long context (int8 dot products for decode attention). */
+enum { DEEPSEEK_KV_F32 = 0, DEEPSEEK_KV_Q8 = 1, DEEPSEEK_KV_FP8 = 2, DEEPSEEK_KV_BF16 = 3, DEEPSEEK_KV_I8 = 4 };
 
 typedef struct deepseek_model_options {
     int threads;      /* default threads of this model's sessions; 0: all cores */

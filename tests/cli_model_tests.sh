@@ -294,7 +294,7 @@ if expect_ok "logits tiny-v2-lite 300 tokens --kv-type bf16" "$BIN" logits -m "$
         -m "$FX/tiny-v2-lite" --tokens "$ids300" --out "$T/bf16-avx2.f32" --kv-type bf16; then
     cmp -s "$T/bf16.f32" "$T/bf16-avx2.f32" || fail "bf16-cache prefill: DS_ISA=avx2 logits differ from the default ISA's"
 fi
-expect_fail "generate --kv-type bf17: the accepted types named" "f32, q8, fp8 or bf16" \
+expect_fail "generate --kv-type bf17: the accepted types named" "f32, q8, fp8, bf16 or i8" \
     "$BIN" generate -m "$FX/tiny-v3" --prompt-ids 1,2,3 -n 8 --kv-type bf17
 # greedy generation equals transformers' generate() (ref.json "greedy")
 v4p=$(python3 -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["prompt"])))' "$FX/tiny-v4/ref.json")

@@ -14,6 +14,7 @@
 #include "test.h"
 
 #include <malloc.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -107,6 +108,8 @@ static void kl_case(const char *fx, ds_kv_type t, double bound) {
     CHECK(ds_compare_models(m, m, tok, 16, &o, &s2, &e) == 0);
     CHECK_MSG(s2.kl_mean > 0 && s2.kl_mean <= bound * 4, "%s kv %s (decode): mean KL %.3g, want (0, %.3g]", fx,
               ds_kv_type_name(t), s2.kl_mean, bound * 4);
+    printf("    %s kv %s: mean KL %.3g (one forward), %.3g (decode), top-1 %.2f\n", fx, ds_kv_type_name(t), s.kl_mean,
+           s2.kl_mean, s.top1);
     ds_model_close(m);
 }
 
@@ -121,6 +124,55 @@ TEST(kvquant_bf16_logits) {
     kl_case("tiny-v3", DS_KV_BF16, 1e-5);
     kl_case("tiny-v2-lite", DS_KV_BF16, 1e-5);
     kl_case("tiny-v3-fp8", DS_KV_BF16, 1e-5);
+}
+
+/* I8 rows: 24 header bytes (3 scales, 3 code sums) + W codes; one scale per
+ * part (latent, rope), so the round trip is within half a step of each
+ * part's max/127; the stored code sums are the codes' sums */
+TEST(kvquant_i8_rows) {
+    ds_err e = { 0 };
+    ds_model *m = NULL;
+    if (ds_model_open(&m, "tests/fixtures/tiny-v3", &e)) { ds_test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    int64_t R = m->cfg.kv_lora_rank, W = R + m->cfg.qk_rope_head_dim;
+    CHECK_EQ_INT(ds_kv_row_bytes(DS_KV_I8, 576), 600);
+    CHECK(ds_kv_type_from_name("i8") == DS_KV_I8 && !strcmp(ds_kv_type_name(DS_KV_I8), "i8"));
+    ds_kvcache c;
+    CHECK(ds_kvcache_init(&c, m, 8, &e) == 0 && ds_kvcache_set_type(&c, DS_KV_I8, &e) == 0);
+    CHECK(ds_kvcache_reserve(&c, 4, &e) == 0);
+    CHECK(c.kv[0] == NULL && c.kvq[0] != NULL && c.row_bytes[0] == (size_t)(24 + W));
+    ds_rng r;
+    ds_rng_seed(&r, 5);
+    float row[64], back[64 * 4];
+    for (int pos = 0; pos < 4; pos++) {
+        /* the rope part 100x larger than the latent: one scale for the row would flatten the latent */
+        for (int i = 0; i < W; i++) row[i] = ds_rng_normal(&r) * (i >= R ? 100.0f : 1.0f) * (pos == 3 && i < R ? 0.0f : 1.0f);
+        ds_kvcache_write_row(&c, 0, pos, row);
+        const float *rows = ds_kvcache_rows_f32(&c, 0, pos + 1, back);
+        double am[2] = { 0, 0 };
+        for (int i = 0; i < W; i++) am[i >= R] = fmax(am[i >= R], fabs(row[i]));
+        const uint8_t *st = c.kvq[0] + (size_t)pos * c.row_bytes[0];
+        int32_t sum[2] = { 0, 0 }, ssum[2];
+        float d[3];
+        memcpy(d, st, 12);
+        memcpy(ssum, st + 12, 8);
+        for (int i = 0; i < W; i++) {
+            double err = fabs(rows[pos * W + i] - row[i]);
+            CHECK_MSG(err <= am[i >= R] * (0.5 / 127) * (1 + 1e-5), "pos %d value %d: %g for %g", pos, i,
+                      (double)rows[pos * W + i], (double)row[i]);
+            sum[i >= R] += (int8_t)st[24 + i];
+        }
+        CHECK(sum[0] == ssum[0] && sum[1] == ssum[1]);
+        CHECK(d[0] == (float)am[0] / 127.0f && d[1] == (float)am[1] / 127.0f && d[2] == 0);
+    }
+    ds_kvcache_free(&c);
+    ds_model_close(m);
+}
+
+/* int8 rows read by int8 attention in decode (int8 queries, u8 weights) */
+TEST(kvquant_i8_logits) {
+    kl_case("tiny-v3", DS_KV_I8, 3e-4);
+    kl_case("tiny-v2-lite", DS_KV_I8, 3e-4);
+    kl_case("tiny-v3-fp8", DS_KV_I8, 3e-4);
 }
 
 TEST(kvquant_fp8_logits) {

@@ -485,7 +485,48 @@ TEST(model_batch_invariant_kv_bf16) {
     batch_invariance_kv("tests/fixtures/tiny-v3-fp8", DS_KV_BF16);
     batch_invariance_kv("tests/fixtures/tiny-v32", DS_KV_BF16);
 }
+/* the i8 cache (int8 flash decode; V3.2's gathered rows dequantized) */
+TEST(model_batch_invariant_kv_i8) {
+    batch_invariance_kv("tests/fixtures/tiny-v3", DS_KV_I8);
+    batch_invariance_kv("tests/fixtures/tiny-v2-lite", DS_KV_I8);
+    batch_invariance_kv("tests/fixtures/tiny-v32", DS_KV_I8);
+}
 TEST(model_batch_invariant_fp8) { batch_invariance("tests/fixtures/tiny-v3-fp8"); }
+
+/* i8 cache: a chunk shorter than DS_TOKEN_BLOCK_MIN (its rows go through the
+ * int8 flash decode together) gives the logits of single-token steps, bit for
+ * bit, after a 300-position history (two splits); chunks of 5 and 7 */
+TEST(model_kv_i8_chunk_eq_token_by_token) {
+    static const char *fx[] = { "tiny-v3", "tiny-v2-lite" };
+    for (int f = 0; f < 2; f++) {
+        ds_model *m = open_fixture(fx[f]);
+        if (!m) return;
+        ds_err e = { 0 };
+        int64_t V = m->cfg.vocab_size;
+        int32_t tok[307];
+        for (int i = 0; i < 307; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
+        float *a = calloc((size_t)(7 * V), sizeof(float)), *b = calloc((size_t)(7 * V), sizeof(float));
+        float *lg = calloc((size_t)V, sizeof(float));
+        for (int64_t nc = 5; nc <= 7; nc += 2) {
+            ds_kvcache c;
+            CHECK(ds_kvcache_init(&c, m, 400, &e) == 0 && ds_kvcache_set_type(&c, DS_KV_I8, &e) == 0);
+            ds_seq_chunk h = { &c, tok, 300, false };
+            CHECK(ds_model_forward(m, NULL, &h, 1, lg, NULL, &e) == 0);
+            ds_seq_chunk ch = { &c, tok + 300, nc, true };
+            CHECK(ds_model_forward(m, NULL, &ch, 1, a, NULL, &e) == 0);
+            CHECK_EQ_INT(ds_kvcache_truncate(&c, 300), 300);
+            for (int i = 0; i < nc; i++) {
+                ds_seq_chunk one = { &c, tok + 300 + i, 1, false };
+                CHECK(ds_model_forward(m, NULL, &one, 1, b + i * V, NULL, &e) == 0);
+            }
+            CHECK_MSG(memcmp(a, b, (size_t)(nc * V) * sizeof(float)) == 0,
+                      "%s: i8 cache, a chunk of %lld differs from single steps", fx[f], (long long)nc);
+            ds_kvcache_free(&c);
+        }
+        free(a); free(b); free(lg);
+        ds_model_close(m);
+    }
+}
 TEST(model_batch_invariant_v32) { batch_invariance("tests/fixtures/tiny-v32"); }
 TEST(model_batch_invariant_v4) { batch_invariance("tests/fixtures/tiny-v4"); }
 TEST(model_batch_invariant_q8_0) { batch_invariance("tests/fixtures/gguf/tiny-v3.llama-q8_0.gguf"); }
@@ -520,7 +561,7 @@ TEST(model_batch_invariant_x8_q2_k) { batch_invariance_types(DS_DTYPE_Q2_K, DS_D
  * decode over 3 splits of the latent cache), against the naive
  * (decompressed, one-pass softmax) forward over all 700 tokens; the same
  * decode with q8 and fp8 caches stays close to it. */
-static void long_context_vs_naive(const char *name, const double qbound[4], int64_t topk) {
+static void long_context_vs_naive(const char *name, const double qbound[5], int64_t topk) {
     ds_model *m = open_fixture(name);
     if (!m) return;
     if (topk > 0) m->cfg.index_topk = topk;   /* V3.2: a top-k past the context makes every segment dense */
@@ -533,8 +574,8 @@ static void long_context_vs_naive(const char *name, const double qbound[4], int6
     float *lg = calloc((size_t)V, sizeof(float));
     for (int i = 0; i < T; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
     CHECK(ds_model_forward_naive(m, NULL, tok, T, naive, &e) == 0);
-    static const ds_kv_type kts[4] = { DS_KV_F32, DS_KV_Q8, DS_KV_FP8, DS_KV_BF16 };
-    for (int kt = 0; kt < 4; kt++) {
+    static const ds_kv_type kts[5] = { DS_KV_F32, DS_KV_Q8, DS_KV_FP8, DS_KV_BF16, DS_KV_I8 };
+    for (int kt = 0; kt < 5; kt++) {
         ds_kvcache c;
         CHECK(ds_kvcache_init(&c, m, T, &e) == 0);
         CHECK(ds_kvcache_set_type(&c, kts[kt], &e) == 0);
@@ -560,8 +601,9 @@ static void long_context_vs_naive(const char *name, const double qbound[4], int6
         if (kt == 0) compare("long context decode vs naive", out, naive + P * V, T - P, V);
         else {
             printf("    %s: %s cache, long context decode max |dlogit| %.3g vs naive f32\n", name, ds_kv_type_name(kts[kt]), worst);
-            CHECK_MSG(worst < qbound[kt - 1], "%s: %s cache, long context decode max |d| %.3g vs naive (bound %g)", name,
-                      ds_kv_type_name(kts[kt]), worst, qbound[kt - 1]);
+            double qb = qbound[kt == 4 ? 4 : kt - 1];   /* [3] is the bf16 prefill's */
+            CHECK_MSG(worst < qb, "%s: %s cache, long context decode max |d| %.3g vs naive (bound %g)", name,
+                      ds_kv_type_name(kts[kt]), worst, qb);
         }
         ds_kvcache_free(&c);
     }
@@ -570,16 +612,17 @@ static void long_context_vs_naive(const char *name, const double qbound[4], int6
 }
 
 /* quantized-cache bounds: ~2x the observed (q8, fp8 and bf16 storage error,
- * and bf16's rounded queries and weights; see test_kvquant.c); the fourth:
+ * and bf16's rounded queries and weights; see test_kvquant.c; the fifth: i8,
+ * int8 rows, queries and u8 weights); the fourth:
  * the bf16 cache's chunked prefill (690 positions, storage error dominates:
  * the fp32 expanded form over the same bf16 rows was as far off) */
-TEST(model_long_context_vs_naive_v3) { long_context_vs_naive("tiny-v3", (const double[4]){ 0.05, 1.0, 0.035, 2.6 }, 0); }
+TEST(model_long_context_vs_naive_v3) { long_context_vs_naive("tiny-v3", (const double[5]){ 0.05, 1.0, 0.035, 2.6, 0.05 }, 0); }
 /* V3.2: quantized index keys move top-8 selections among 700 positions, hence the loose bounds */
-TEST(model_long_context_vs_naive_v32) { long_context_vs_naive("tiny-v32", (const double[4]){ 7.0, 6.0, 3.0, 7.7 }, 0); }
+TEST(model_long_context_vs_naive_v32) { long_context_vs_naive("tiny-v32", (const double[5]){ 7.0, 6.0, 3.0, 7.7, 6.0 }, 0); }
 /* the same V3.2 model with index_topk 1000 > 700: DSA layers on the dense paths (expanded and absorbed
  * prefill over cache rows that carry the index key) */
-TEST(model_long_context_vs_naive_v32_dense) { long_context_vs_naive("tiny-v32", (const double[4]){ 0.15, 0.25, 0.15, 3.4 }, 1000); }
-TEST(model_long_context_vs_naive_v2_lite) { long_context_vs_naive("tiny-v2-lite", (const double[4]){ 0.025, 0.1, 0.02, 0.5 }, 0); }
+TEST(model_long_context_vs_naive_v32_dense) { long_context_vs_naive("tiny-v32", (const double[5]){ 0.15, 0.25, 0.15, 3.4, 0.04 }, 1000); }
+TEST(model_long_context_vs_naive_v2_lite) { long_context_vs_naive("tiny-v2-lite", (const double[5]){ 0.025, 0.1, 0.02, 0.5, 0.04 }, 0); }
 
 /* V3.2 configs: the indexer keys, and layouts we do not run are named errors */
 TEST(model_v32_config_errors) {

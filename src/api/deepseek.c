@@ -22,7 +22,7 @@
 _Static_assert((int)DEEPSEEK_ERANGE == (int)DS_ERANGE && (int)DEEPSEEK_EINTERRUPTED == (int)DS_EINTERRUPTED,
                "status codes");
 _Static_assert((int)DEEPSEEK_KV_Q8 == (int)DS_KV_Q8 && (int)DEEPSEEK_KV_FP8 == (int)DS_KV_FP8 &&
-               (int)DEEPSEEK_KV_BF16 == (int)DS_KV_BF16, "kv types");
+               (int)DEEPSEEK_KV_BF16 == (int)DS_KV_BF16 && (int)DEEPSEEK_KV_I8 == (int)DS_KV_I8, "kv types");
 _Static_assert((int)DEEPSEEK_CHAT_V3 == (int)DS_CHAT_V3 && (int)DEEPSEEK_CHAT_R1 == (int)DS_CHAT_R1 &&
                (int)DEEPSEEK_CHAT_V31 == (int)DS_CHAT_V31 && (int)DEEPSEEK_CHAT_V2 == (int)DS_CHAT_V2 &&
                (int)DEEPSEEK_CHAT_V32 == (int)DS_CHAT_V32 && (int)DEEPSEEK_CHAT_V4 == (int)DS_CHAT_V4, "chat formats");
@@ -100,7 +100,7 @@ int deepseek_model_load(deepseek_model **out, const char *path, const deepseek_m
     deepseek_model_options def;
     deepseek_model_options_default(&def);
     if (!o) o = &def;
-    if (o->kv_type < DEEPSEEK_KV_F32 || o->kv_type > DEEPSEEK_KV_BF16 || o->threads < 0 || o->n_ctx < 0)
+    if (o->kv_type < DEEPSEEK_KV_F32 || o->kv_type > DEEPSEEK_KV_I8 || o->threads < 0 || o->n_ctx < 0)
         return set_err(err, DS_EINVAL, "deepseek_model_load: bad option (kv_type, threads or n_ctx)");
     deepseek_model *dm = calloc(1, sizeof *dm);
     if (!dm) return set_err(err, DS_ENOMEM, "out of memory");
@@ -374,7 +374,7 @@ int deepseek_session_new(deepseek_session **out, const deepseek_model *dm, const
     deepseek_session_options def;
     deepseek_session_options_default(&def);
     if (!o) o = &def;
-    if (o->n_ctx < 0 || o->threads < 0 || o->kv_type < -1 || o->kv_type > DEEPSEEK_KV_BF16)
+    if (o->n_ctx < 0 || o->threads < 0 || o->kv_type < -1 || o->kv_type > DEEPSEEK_KV_I8)
         return set_err(err, DS_EINVAL, "deepseek_session_new: bad option (n_ctx, threads or kv_type)");
     if (o->mtp && ds_model_mtp_stored(dm->m) == 0)
         return set_err(err, DS_EUNSUPPORTED, "deepseek_session_new: mtp: the model stores no MTP layer");

@@ -33,7 +33,8 @@ static void usage(FILE *f) {
         "  -t LIST   thread counts to test (default: all cores)\n"
         "  -r N      repeats per test; the median is reported (default 3)\n  --rounds N  run the whole comparison N times (with --compare-llama: ours, then llama.cpp,\n            alternating) and print per test the medians over the rounds and the median of\n            the per-round ratios (default 1; a shared machine wants 3 or more)\n"
         "  --no-bw   skip the memory-bandwidth probe\n"
-        "  --kv-type T  KV cache storage: f32 (default), q8, fp8 or bf16 (fastest at depth)\n"
+        "  --kv-type T  KV cache storage: f32 (default), q8, fp8, bf16, or i8 (fastest at depth:\n"
+        "               int8 rows read by int8 attention)\n"
         "  --compare-llama PATH  also run llama.cpp's llama-bench (PATH to the binary) on the same\n"
         "            .gguf with the same threads, -p, -n, -r and -d (flash attention off and on,\n"
         "            -fa 0,1), and print both and the ratio to llama.cpp's better one\n"
@@ -427,7 +428,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--compare-llama")) { llama = v; i++; }
         else if (!strcmp(a, "--kv-type")) {
             int k = v ? ds_kv_type_from_name(v) : -1;
-            if (k < 0) cli_die(C, "--kv-type: expected f32, q8, fp8 or bf16");
+            if (k < 0) cli_die(C, "--kv-type: expected f32, q8, fp8, bf16 or i8");
             kvt = (ds_kv_type)k;
             i++;
         }

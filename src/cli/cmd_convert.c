@@ -52,7 +52,7 @@ static void usage(FILE *f) {
         "                  mean/max KL divergence, top-1 agreement and logit differences\n"
         "  --kl-tokens N   tokens for the KL check (default 64, pseudo-random ids)\n"
         "  --kl-incremental  feed the KL tokens one at a time (decode path)\n"
-        "  --kv-type T     KV cache storage (f32, q8, fp8, bf16) of the compared model in --kl/--kl-against;\n"
+        "  --kv-type T     KV cache storage (f32, q8, fp8, bf16, i8) of the compared model in --kl/--kl-against;\n"
         "                  --kl-against SAME_MODEL --kv-type q8 measures the cache quantization alone\n"
         "  --seed S        random weights / KL tokens seed (default 1)\n"
         "  -t N            threads\n"
@@ -160,7 +160,7 @@ int cmd_convert(int argc, char **argv) {
         else if (!strcmp(a, "--kl-incremental")) incremental = true;
         else if (!strcmp(a, "--kv-type")) {
             int k = v ? ds_kv_type_from_name(v) : -1;
-            if (k < 0) cli_die(C, "--kv-type: expected f32, q8, fp8 or bf16");
+            if (k < 0) cli_die(C, "--kv-type: expected f32, q8, fp8, bf16 or i8");
             kvt = (ds_kv_type)k;
             i++;
         }

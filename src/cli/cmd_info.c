@@ -194,7 +194,7 @@ int cmd_info(int argc, char **argv) {
         int64_t per_tok = 0;
         for (int64_t l = 0; l < c->n_layer; l++) per_tok += ds_config_kv_width(c, l) * 4;
         char b5[32], b6[32];
-        printf("             whole cache (fp32; --kv-type bf16 2x, q8/fp8 ~3.6x less): 4K %s, 64K %s, 1M %s of context\n",
+        printf("             whole cache (fp32; --kv-type bf16 2x, q8/fp8 ~3.6x, i8 ~3.8x less): 4K %s, 64K %s, 1M %s of context\n",
                human((double)per_tok * 4096, b4, sizeof b4), human((double)per_tok * 65536, b5, sizeof b5),
                human((double)per_tok * 1048576, b6, sizeof b6));
     }

@@ -20,7 +20,7 @@ static void usage(FILE *f) {
         "                 main model's residual streams, the mtp.0 block's input)\n"
         "  --incremental  feed the tokens one at a time through the KV cache\n"
         "  --naive        use the decompressed (non-absorbed) attention path\n"
-        "  --kv-type T    KV cache storage: f32 (default), q8, fp8 or bf16\n"
+        "  --kv-type T    KV cache storage: f32 (default), q8, fp8, bf16 or i8\n"
         "  -t, --threads N\n");
 }
 
@@ -39,7 +39,7 @@ int cmd_logits(int argc, char **argv) {
         else if (!strcmp(a, "--naive")) naive = true;
         else if (!strcmp(a, "--kv-type")) {
             int k = i + 1 < argc ? ds_kv_type_from_name(argv[i + 1]) : -1;
-            if (k < 0) cli_die("logits", "--kv-type: expected f32, q8, fp8 or bf16");
+            if (k < 0) cli_die("logits", "--kv-type: expected f32, q8, fp8, bf16 or i8");
             kvt = (ds_kv_type)k;
             i++;
         }

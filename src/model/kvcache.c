@@ -3,7 +3,9 @@
  * layout per layer (width[l], row_bytes[l]). MLA layers store per
  * position c (Rkv, after kv_a_layernorm) then k_pe (Dr, after RoPE). Grows by doubling up to max_ctx. Optional quantized rows
  * (Q8 / FP8 with per-block fp32 scales) cut its memory ~3.6x; BF16 rows
- * (ds_bf16_round_row) halve it and are read as they are by flash decode.
+ * (ds_bf16_round_row) halve it and are read as they are by flash decode;
+ * I8 rows (one scale per part of the row: c, k_pe, a DSA index key, plus
+ * each part's code sum) are too, by the int8 flash decode (attn_i8.c).
  * DeepSeek-V4 caches keep no rows per position: kvcache_v4.c holds their
  * state, and this file's entry points hand V4 caches over to it.
  */
@@ -26,6 +28,7 @@ size_t ds_kv_row_bytes(ds_kv_type t, int64_t width) {
     case DS_KV_Q8: return (size_t)((width + KV_Q8_BLOCK - 1) / KV_Q8_BLOCK) * 4 + (size_t)width;
     case DS_KV_FP8: return (size_t)((width + KV_FP8_BLOCK - 1) / KV_FP8_BLOCK) * 4 + (size_t)width;
     case DS_KV_BF16: return (size_t)width * 2;
+    case DS_KV_I8: return DS_KV_I8_HEAD + (size_t)width;
     default: return (size_t)width * sizeof(float);
     }
 }
@@ -35,11 +38,53 @@ int ds_kv_type_from_name(const char *s) {
     if (!strcmp(s, "q8") || !strcmp(s, "q8_0")) return DS_KV_Q8;
     if (!strcmp(s, "fp8") || !strcmp(s, "f8")) return DS_KV_FP8;
     if (!strcmp(s, "bf16")) return DS_KV_BF16;
+    if (!strcmp(s, "i8") || !strcmp(s, "int8")) return DS_KV_I8;
     return -1;
 }
 
 const char *ds_kv_type_name(ds_kv_type t) {
-    return t == DS_KV_Q8 ? "q8" : t == DS_KV_FP8 ? "fp8" : t == DS_KV_BF16 ? "bf16" : "f32";
+    return t == DS_KV_Q8 ? "q8" : t == DS_KV_FP8 ? "fp8" : t == DS_KV_BF16 ? "bf16" : t == DS_KV_I8 ? "i8" : "f32";
+}
+
+/* I8 layout: scales d[3] (fp32), code sums s[3] (int32), then the codes;
+ * part p covers [b[p], b[p+1]) with b = 0, Rkv, Rkv + Dr, W (clamped to W).
+ * code = nearbyint(x / d) with d = max|x| / 127 over the part (|code| <= 127). */
+static void i8_bounds(const ds_kvcache *c, int64_t W, int64_t b[4]) {
+    b[0] = 0;
+    b[1] = DS_MIN(W, c->i8_part[0]);
+    b[2] = DS_MIN(W, c->i8_part[1]);
+    b[3] = W;
+}
+
+static void quant_row_i8(const ds_kvcache *c, const float *x, int64_t W, uint8_t *out) {
+    int64_t b[4];
+    i8_bounds(c, W, b);
+    int8_t *q = (int8_t *)(out + DS_KV_I8_HEAD);
+    for (int p = 0; p < 3; p++) {
+        float amax = 0;
+        for (int64_t i = b[p]; i < b[p + 1]; i++) amax = fmaxf(amax, fabsf(x[i]));
+        float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0;
+        int32_t sum = 0;
+        for (int64_t i = b[p]; i < b[p + 1]; i++) {
+            float v = nearbyintf(x[i] * id);
+            v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;   /* x·(1/d) may round just past 127 */
+            q[i] = (int8_t)v;
+            sum += q[i];
+        }
+        memcpy(out + 4 * p, &d, 4);
+        memcpy(out + 12 + 4 * p, &sum, 4);
+    }
+}
+
+static void dequant_row_i8(const ds_kvcache *c, const uint8_t *in, int64_t W, float *y) {
+    int64_t b[4];
+    i8_bounds(c, W, b);
+    const int8_t *q = (const int8_t *)(in + DS_KV_I8_HEAD);
+    for (int p = 0; p < 3; p++) {
+        float d;
+        memcpy(&d, in + 4 * p, 4);
+        for (int64_t i = b[p]; i < b[p + 1]; i++) y[i] = d * (float)q[i];
+    }
 }
 
 /* layout: fp32 scales of all blocks, then the codes */
@@ -63,7 +108,11 @@ static void quant_row(ds_kv_type t, const float *x, int64_t W, uint8_t *out) {
     }
 }
 
-static void dequant_row(ds_kv_type t, const uint8_t *in, int64_t W, float *y) {
+static void dequant_row(const ds_kvcache *c, ds_kv_type t, const uint8_t *in, int64_t W, float *y) {
+    if (t == DS_KV_I8) {
+        dequant_row_i8(c, in, W, y);
+        return;
+    }
     if (t == DS_KV_BF16) {
         const uint16_t *b = (const uint16_t *)in;
         for (int64_t i = 0; i < W; i++) y[i] = ds_bf16_to_f32(b[i]);
@@ -78,7 +127,7 @@ static size_t row_bytes(const ds_kvcache *c, int64_t l) {
 }
 
 int ds_kvcache_set_type(ds_kvcache *c, ds_kv_type t, ds_err *e) {
-    if (t != DS_KV_F32 && t != DS_KV_Q8 && t != DS_KV_FP8 && t != DS_KV_BF16) return ds_err_set(e, DS_EINVAL, "unknown KV cache type %d", (int)t);
+    if (t != DS_KV_F32 && t != DS_KV_Q8 && t != DS_KV_FP8 && t != DS_KV_BF16 && t != DS_KV_I8) return ds_err_set(e, DS_EINVAL, "unknown KV cache type %d", (int)t);
     if (c->cap > 0) return ds_err_set(e, DS_EINVAL, "the KV cache type must be set before first use");
     if (!c->row_bytes) return ds_err_set(e, DS_EINVAL, "a KV cache view has no storage type");
     c->type = t;
@@ -96,13 +145,14 @@ void ds_kvcache_write_row(ds_kvcache *c, int64_t l, int64_t pos, const float *ro
     int64_t W = c->width[l];
     if (c->type == DS_KV_F32) memcpy(c->kv[l] + pos * W, row, (size_t)W * sizeof(float));
     else if (c->type == DS_KV_BF16) ds_bf16_round_row((uint16_t *)(c->kvq[l] + (size_t)pos * c->row_bytes[l]), row, W);
+    else if (c->type == DS_KV_I8) quant_row_i8(c, row, W, c->kvq[l] + (size_t)pos * c->row_bytes[l]);
     else quant_row(c->type, row, W, c->kvq[l] + (size_t)pos * c->row_bytes[l]);
 }
 
 const float *ds_kvcache_rows_f32(const ds_kvcache *c, int64_t l, int64_t n, float *scratch) {
     if (c->type == DS_KV_F32) return c->kv[l];
     int64_t W = c->width[l];
-    for (int64_t i = 0; i < n; i++) dequant_row(c->type, c->kvq[l] + (size_t)i * c->row_bytes[l], W, scratch + i * W);
+    for (int64_t i = 0; i < n; i++) dequant_row(c, c->type, c->kvq[l] + (size_t)i * c->row_bytes[l], W, scratch + i * W);
     return scratch;
 }
 
@@ -110,13 +160,18 @@ const float *ds_kvcache_rows_f32_at(const ds_kvcache *c, int64_t l, int64_t j0, 
     int64_t W = c->width[l];
     if (c->type == DS_KV_F32) return c->kv[l] + j0 * W;
     for (int64_t i = 0; i < n; i++)
-        dequant_row(c->type, c->kvq[l] + (size_t)(j0 + i) * c->row_bytes[l], W, scratch + i * W);
+        dequant_row(c, c->type, c->kvq[l] + (size_t)(j0 + i) * c->row_bytes[l], W, scratch + i * W);
     return scratch;
 }
 
 const uint16_t *ds_kvcache_rows_bf16_at(const ds_kvcache *c, int64_t l, int64_t j0) {
     DS_ASSERT(c->type == DS_KV_BF16);
     return (const uint16_t *)(c->kvq[l] + (size_t)j0 * c->row_bytes[l]);
+}
+
+const uint8_t *ds_kvcache_rows_i8_at(const ds_kvcache *c, int64_t l, int64_t j0) {
+    DS_ASSERT(c->type == DS_KV_I8);
+    return c->kvq[l] + (size_t)j0 * c->row_bytes[l];
 }
 
 int ds_kvcache_init(ds_kvcache *c, const ds_model *m, int64_t max_ctx, ds_err *e) {
@@ -129,6 +184,8 @@ int ds_kvcache_init(ds_kvcache *c, const ds_model *m, int64_t max_ctx, ds_err *e
     c->row_bytes = calloc((size_t)c->n_layer, sizeof *c->row_bytes);
     if (!c->kv || !c->width || !c->row_bytes) { ds_kvcache_free(c); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
     c->type = DS_KV_F32;
+    c->i8_part[0] = m->cfg.kv_lora_rank;
+    c->i8_part[1] = m->cfg.kv_lora_rank + m->cfg.qk_rope_head_dim;
     for (int64_t l = 0; l < c->n_layer; l++) {
         c->width[l] = ds_config_kv_width(&m->cfg, l);
         c->row_bytes[l] = ds_kv_row_bytes(DS_KV_F32, c->width[l]);

@@ -101,7 +101,16 @@ typedef struct {
     const ds_seg *asegs;        /* the segments in the absorbed form (all but the expanded ones), in order */
     int n_asegs;
     const ds_dsa_sel *sel;      /* DSA layers: each token's selected positions */
+    uint8_t *qcat_i8;           /* (T, DS_MLA_Q_I8_BYTES(H, W)) qcat rounded to int8 (ds_mla_q_i8) for the
+                                   flash-decode rows over an i8 cache, or NULL */
 } attn_ctx;
+
+/* flash decode reads an i8 cache's rows as stored (ds_mla_attn_step_i8):
+ * not DSA layers' gathered rows (ld > W), and the parts must be whole
+ * groups of 4 codes; otherwise the rows are dequantized like q8's */
+static bool i8_direct(const ds_kvcache *kc, int64_t ld, int64_t W, int64_t Rkv) {
+    return kc->type == DS_KV_I8 && ld == W && Rkv % 4 == 0 && W % 4 == 0;
+}
 
 /* Decompressed keys (S, Dq) = [W_UK c_j | k_pe_j] and values (S, Dv) = W_UV c_j of head h. */
 static void decompress_head(attn_ctx *c, int64_t h, const float *kv, int64_t S, float *kh, float *vh) {
@@ -315,7 +324,8 @@ static void fd_item_worker(void *vctx, int64_t k0, int64_t k1, int tid) {
     attn_ctx *c = vctx;
     const ds_config *cfg = &c->m->cfg;
     int64_t H = cfg->n_head, Rkv = cfg->kv_lora_rank, W = Rkv + cfg->qk_rope_head_dim, ld = c->ldkv;
-    float *sc = ds_scratch(tid, 1, (size_t)DS_MLA_STEP_BF16_SCRATCH(H, KV_BLOCK, W));
+    float *sc = ds_scratch(tid, 1, (size_t)DS_MAX(DS_MLA_STEP_BF16_SCRATCH(H, KV_BLOCK, W),
+                                                  DS_MLA_STEP_I8_SCRATCH(H, KV_BLOCK, Rkv)));
     float *deq = ds_scratch(tid, 2, (size_t)(KV_BLOCK * ld));
     float *one = ds_scratch(tid, 5, (size_t)ld);
     if (!sc || !deq || !one) return;   /* out of memory: the context reports it */
@@ -332,6 +342,15 @@ static void fd_item_worker(void *vctx, int64_t k0, int64_t k1, int tid) {
             for (int64_t j = it->j0; j < it->j1; j += KV_BLOCK)
                 ds_mla_attn_step_bf16(pu, pm, pl, qb, W, H, ds_kvcache_rows_bf16_at(sg->cache, c->l, j), W,
                                       DS_MIN(KV_BLOCK, it->j1 - j), Rkv, c->m->attn_scale, sc);
+            continue;
+        }
+        if (i8_direct(sg->cache, ld, W, Rkv)) {
+            /* int8 rows as stored, int8 queries (rounded once per token: ds_mla_forward) */
+            const uint8_t *qi = c->qcat_i8 + (sg->t0 + it->i) * DS_MLA_Q_I8_BYTES(H, W);
+            for (int64_t j = it->j0; j < it->j1; j += KV_BLOCK)
+                ds_mla_attn_step_i8(pu, pm, pl, qi, H, ds_kvcache_rows_i8_at(sg->cache, c->l, j),
+                                    (int64_t)sg->cache->row_bytes[c->l], W, DS_MIN(KV_BLOCK, it->j1 - j), Rkv,
+                                    c->m->attn_scale, sc);
             continue;
         }
         for (int64_t j = it->j0; j < it->j1; j += KV_BLOCK) {
@@ -448,7 +467,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
     for (int s = 0; s < n_segs; s++)
         if (sparse_seg(m, l, &segs[s]) || segs[s].n < EXPANDED_MIN) asegs[n_asegs++] = segs[s];
     attn_ctx c = { m, w, l, T, ldkv, segs, n_segs, q, qcat, NULL, u, o, naive, kvf, NULL, 0, NULL, NULL, NULL, NULL,
-                   NULL, asegs, n_asegs, dsa ? &sel : NULL };
+                   NULL, asegs, n_asegs, dsa ? &sel : NULL, NULL };
     ds_par_for_dynamic(H, 1, 1, attn_worker, &c);   /* queries (absorbed), long segments, naive */
     if (n_rows > 0) {
         fd_item *items = ds_arena_calloc(a, (size_t)n_items, sizeof *items);
@@ -482,6 +501,15 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
                     return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
                 ds_bf16_round_row(c.qcat_bf16 + segs[s].t0 * H * W, qcat + segs[s].t0 * H * W, segs[s].n * H * W);
             }
+        for (int s = 0; s < n_segs; s++) {   /* i8 caches: their query rows rounded to int8 once */
+            if (!i8_direct(segs[s].cache, ldkv, W, Rkv) || (!sparse_seg(m, l, &segs[s]) && segs[s].n >= DS_TOKEN_BLOCK_MIN))
+                continue;
+            int64_t qb = DS_MLA_Q_I8_BYTES(H, W);
+            if (!c.qcat_i8 && !(c.qcat_i8 = ds_arena_calloc(a, (size_t)(T * qb), 1)))
+                return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
+            for (int64_t t = segs[s].t0; t < segs[s].t0 + segs[s].n; t++)
+                ds_mla_q_i8(c.qcat_i8 + t * qb, qcat + t * H * W, W, H, W, Rkv);
+        }
         c.items = items; c.n_items = n_items; c.pu = pu; c.pm = pm; c.pl = pl;
         c.row_first = row_first; c.row_t = row_t;
         ds_par_for_dynamic(n_items, 1, 1, fd_item_worker, &c);

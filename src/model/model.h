@@ -223,8 +223,15 @@ void ds_model_param_counts(const ds_model *m, ds_param_counts *pc);
  *   Q8:  per 32 values an fp32 scale (max|x|/127) + 32 int8     (1.125 B/value)
  *   FP8: per 64 values an fp32 scale (max|x|/448) + 64 e4m3     (1.0625 B/value)
  *   BF16: each value rounded to bf16 (nearest even, subnormals to 0) (2 B/value);
- *         flash decode reads these rows directly (ds_mla_attn_step_bf16) */
-typedef enum ds_kv_type { DS_KV_F32 = 0, DS_KV_Q8 = 1, DS_KV_FP8 = 2, DS_KV_BF16 = 3 } ds_kv_type;
+ *         flash decode reads these rows directly (ds_mla_attn_step_bf16)
+ *   I8:  one fp32 scale (max|x|/127) per row part — c, k_pe, a DSA row's index
+ *        key — then the parts' int8 code sums (int32), then W int8 codes
+ *        (DS_KV_I8_HEAD + W bytes: 1.04 B/value); flash decode reads them
+ *        directly, int8 x int8 (ds_mla_attn_step_i8) */
+typedef enum ds_kv_type { DS_KV_F32 = 0, DS_KV_Q8 = 1, DS_KV_FP8 = 2, DS_KV_BF16 = 3, DS_KV_I8 = 4 } ds_kv_type;
+/* I8 rows: DS_KV_I8_HEAD (tensor/ops.h) bytes of 3 fp32 scales and 3 int32
+ * code sums (parts [0, Rkv), [Rkv, Rkv + Dr), [Rkv + Dr, width); an empty
+ * part: scale 0), then the codes */
 
 typedef struct ds_kvcache {
     int64_t n_layer;      /* L + n_mtp */
@@ -238,6 +245,7 @@ typedef struct ds_kvcache {
     ds_kv_type type;      /* DS_KV_F32 unless set */
     uint8_t **kvq;        /* [n_layer] -> (cap, row_bytes[l]), quantized storage only */
     size_t *row_bytes;    /* [n_layer] bytes per stored row; NULL in hand-built fp32 views */
+    int64_t i8_part[2];   /* I8 rows: where parts 1 and 2 start (Rkv, Rkv + Dr; set by init) */
     struct ds_v4state *v4; /* [n_layer] DeepSeek-V4's compact state (kvcache_v4.c: the window as a
                               ring, compressed entries, the open windows' raw rows); NULL for MLA.
                               Its layers have no per-position rows (kv/kvq stay NULL). */
@@ -281,7 +289,7 @@ int64_t ds_kvcache_uniform_width(const ds_kvcache *c);
 
 /* Selects the storage of an empty cache (right after init). */
 int ds_kvcache_set_type(ds_kvcache *c, ds_kv_type t, ds_err *e);
-/* "f32", "q8", "fp8", "bf16" -> type; -1 if unknown. */
+/* "f32", "q8", "fp8", "bf16", "i8" -> type; -1 if unknown. */
 int ds_kv_type_from_name(const char *s);
 const char *ds_kv_type_name(ds_kv_type t);
 /* Bytes of one stored row of `width` values. */

@@ -47,6 +47,9 @@ void ds_plan_matmul(const ds_seg *segs, int n_segs, float *y, int64_t ldy, const
 const float *ds_kvcache_rows_f32_at(const ds_kvcache *c, int64_t l, int64_t j0, int64_t n, float *scratch);
 /* A BF16 cache's stored rows from position j0 of layer l (width[l] values each). */
 const uint16_t *ds_kvcache_rows_bf16_at(const ds_kvcache *c, int64_t l, int64_t j0);
+/* An I8 cache's stored rows from position j0 of layer l (row_bytes[l] apart:
+ * DS_KV_I8_HEAD bytes of scales and code sums, then width[l] int8 codes). */
+const uint8_t *ds_kvcache_rows_i8_at(const ds_kvcache *c, int64_t l, int64_t j0);
 int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
                    const ds_seg *segs, int n_segs, bool naive, ds_arena *a, ds_err *e);
 

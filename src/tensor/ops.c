@@ -836,6 +836,47 @@ void ds_mla_attn_step_bf16(float *u, float *m, float *l, const uint16_t *q, int6
     ds_mla_pv_bf16(u, R, sc, ls, alpha, H, kv, W, n, scratch);
 }
 
+/* int8 rows (ds_mla_attn_step_i8, ops.h): the vpdpbusd kernels at ISA level
+ * avx512vnni or above, else the AVX2 ones, else the scalar twins (the same
+ * bits); the online
+ * softmax between scores and weighted sum is the fp32 step's */
+bool ds_mla_i8_dp_in_use(void) { return level() >= DS_ISA_AVX512_VNNI; }
+
+void ds_mla_scores_i8(float *s, int64_t ls, const uint8_t *qi, int64_t H, const uint8_t *kv, int64_t rb, int64_t W,
+                      int64_t R, int64_t n) {
+    if (ds_mla_i8_dp_in_use()) ds_mla_scores_i8_avx512(s, ls, qi, H, kv, rb, W, R, n);
+    else if (isa() == 1) ds_mla_scores_i8_avx2(s, ls, qi, H, kv, rb, W, R, n);
+    else ds_mla_scores_i8_ref(s, ls, qi, H, kv, rb, W, R, n);
+}
+
+void ds_mla_p_i8(uint8_t *pq, float *dp, const float *p, int64_t ls, int64_t H, const uint8_t *kv, int64_t rb,
+                 int64_t n) {
+    if (ds_mla_i8_dp_in_use() && n <= 256) ds_mla_p_i8_avx512(pq, dp, p, ls, H, kv, rb, n);
+    else ds_mla_p_i8_ref(pq, dp, p, ls, H, kv, rb, n);
+}
+
+void ds_mla_pv_i8(float *u, int64_t R, const uint8_t *pq, const float *dp, const float *alpha, int64_t H,
+                  const uint8_t *kv, int64_t rb, int64_t n, void *scratch) {
+    if (ds_mla_i8_dp_in_use() && R % 64 == 0) ds_mla_pv_i8_avx512(u, R, pq, dp, alpha, H, kv, rb, n, scratch);
+    else if (isa() == 1 && R % 16 == 0) ds_mla_pv_i8_avx2(u, R, pq, dp, alpha, H, kv, rb, n, scratch);
+    else ds_mla_pv_i8_ref(u, R, pq, dp, alpha, H, kv, rb, n);
+}
+
+void ds_mla_attn_step_i8(float *u, float *m, float *l, const uint8_t *qi, int64_t H, const uint8_t *kv, int64_t rb,
+                         int64_t W, int64_t n, int64_t R, float scale, float *sc) {
+    if (n <= 0) return;
+    DS_ASSERT(R % 4 == 0 && W % 4 == 0 && R <= W);
+    int64_t ls = n + 8, np = (n + 3) / 4 * 4;
+    float *alpha = sc + H * ls, *dp = alpha + H;
+    uint8_t *pq = (uint8_t *)(dp + H);   /* H·np codes, then the pv kernel's scratch (64-byte aligned) */
+    uint8_t *ks = (uint8_t *)(((uintptr_t)(pq + H * np) + 63) & ~(uintptr_t)63);
+    ds_mla_scores_i8(sc, ls, qi, H, kv, rb, W, R, n);
+    if (isa() == 1) ds_mla_attn_softmax_avx2(m, l, H, n, scale, sc);
+    else mla_attn_softmax_generic(m, l, H, n, scale, sc);
+    ds_mla_p_i8(pq, dp, sc, ls, H, kv, rb, n);
+    ds_mla_pv_i8(u, R, pq, dp, alpha, H, kv, rb, n, ks);
+}
+
 void ds_mla_attn_merge(float *u, float *m, float *l, const float *u2, const float *m2, const float *l2, int64_t H,
                        int64_t R) {
     for (int64_t h = 0; h < H; h++) {

@@ -131,6 +131,49 @@ bool ds_mla_bf16_dp_in_use(void);
 void ds_bf16_round_row(uint16_t *y, const float *x, int64_t n);
 /* its scalar twin (attn_bf16.c): the bits the AVX2 rounding gives */
 void ds_bf16_round_row_ref(uint16_t *y, const float *x, int64_t n);
+/* The same step over int8 rows (--kv-type i8; attn_i8.c defines the bits).
+ * kv: n rows rb bytes apart in kvcache.c's I8 layout (DS_KV_I8_HEAD bytes:
+ * fp32 scales of the parts [0, R), [R, W) at bytes 0, 4; their int32 code
+ * sums at 12, 16; then W int8 codes); qi: the query rows as ds_mla_q_i8
+ * rounded them (R % 4 == 0, W % 4 == 0). Scores: ds_mla_scores_i8; the
+ * online softmax as the fp32 step's; weights rounded to u8 (ds_mla_p_i8)
+ * and the weighted sum ds_mla_pv_i8. AVX512-VNNI (vpdpbusd), AVX2
+ * (vpmaddubsw / vpmaddwd) kernels and the scalar twins give the same bits. sc: DS_MLA_STEP_I8_SCRATCH(H, n, R) floats. */
+#define DS_KV_I8_HEAD 24
+#define DS_MLA_I8_HP(H) (((H) + 15) / 16 * 16)
+#define DS_MLA_Q_I8_BYTES(H, W) (DS_MLA_I8_HP(H) * (8 + (W)))
+#define DS_MLA_STEP_I8_SCRATCH(H, n, R) ((H) * ((n) + 10) + ((H) + 2 * (R)) * (((n) + 3) / 4) + 32)
+void ds_mla_attn_step_i8(float *u, float *m, float *l, const uint8_t *qi, int64_t H, const uint8_t *kv, int64_t rb,
+                         int64_t W, int64_t n, int64_t R, float scale, float *sc);
+/* qi (DS_MLA_Q_I8_BYTES(H, W)) <- H query rows q (stride ldq, W floats):
+ * per head fp32 scales dq0[h] = max|q[0, R)|/127, dq1[h] = max|q[R, W)|/127
+ * (dq0 for Hp = DS_MLA_I8_HP(H) heads, then dq1), then codes c =
+ * nearbyint(q/d) stored as c + 128 in groups of 4 values along W, the heads
+ * of a group side by side: byte 8·Hp + ((i/4)·Hp + h)·4 + i%4 (padding heads: 128). */
+void ds_mla_q_i8(uint8_t *qi, const float *q, int64_t ldq, int64_t H, int64_t W, int64_t R);
+/* s[h·ls + j] = (float)ic · (dq0[h]·d0[j]) + (float)ip · (dq1[h]·d1[j]) with
+ * ic, ip the exact integer dot products of the codes over [0, R), [R, W). */
+void ds_mla_scores_i8(float *s, int64_t ls, const uint8_t *qi, int64_t H, const uint8_t *kv, int64_t rb, int64_t W,
+                      int64_t R, int64_t n);
+void ds_mla_scores_i8_ref(float *s, int64_t ls, const uint8_t *qi, int64_t H, const uint8_t *kv, int64_t rb,
+                          int64_t W, int64_t R, int64_t n);
+/* pq[h·np + j] (np = n rounded up to 4; zeros past n), dp[h]: the weights
+ * w_j = p[h·ls + j] · d0[j] rounded to u8 codes nearbyint(w_j · 255/max_j w)
+ * with dp[h] = max_j w / 255 (all 0 when the max is 0). Dispatched
+ * (AVX-512 for n <= 256, the same bits; the twin). */
+void ds_mla_p_i8(uint8_t *pq, float *dp, const float *p, int64_t ls, int64_t H, const uint8_t *kv, int64_t rb,
+                 int64_t n);
+void ds_mla_p_i8_ref(uint8_t *pq, float *dp, const float *p, int64_t ls, int64_t H, const uint8_t *kv, int64_t rb,
+                     int64_t n);
+/* u[h][c] = alpha[h]·u[h][c] + dp[h]·(float)Σ_j pq[h·np + j]·code_j[c] for
+ * c < R (the sum exact in int32). scratch: 2·(n + 3)·R bytes, 64-byte aligned.
+ * Dispatched (vpdpbusd: R % 64 == 0; AVX2: R % 16 == 0; the twin). */
+void ds_mla_pv_i8(float *u, int64_t R, const uint8_t *pq, const float *dp, const float *alpha, int64_t H,
+                  const uint8_t *kv, int64_t rb, int64_t n, void *scratch);
+void ds_mla_pv_i8_ref(float *u, int64_t R, const uint8_t *pq, const float *dp, const float *alpha, int64_t H,
+                      const uint8_t *kv, int64_t rb, int64_t n);
+/* True when the i8 kernels run vpdpbusd (ISA level avx512vnni or above; else AVX2 or the twins). */
+bool ds_mla_i8_dp_in_use(void);
 /* Folds partial (u2, m2, l2) into (u, m, l): the deterministic combine of
  * partials over disjoint cache ranges (merged in range order). */
 void ds_mla_attn_merge(float *u, float *m, float *l, const float *u2, const float *m2, const float *l2, int64_t H,

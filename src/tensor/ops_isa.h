@@ -60,4 +60,18 @@ void ds_mla_pv_bf16_avx512(float *u, int64_t R, const float *p, int64_t ls, cons
 void ds_mla_attn_step_avx512(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv,
                              int64_t W, int64_t n, int64_t R, float scale, float *sc);
 
+/* the i8 kernels for AVX2 without VNNI (attn_i8_avx2.c; pv: R % 16 == 0) */
+void ds_mla_scores_i8_avx2(float *s, int64_t ls, const uint8_t *qi, int64_t H, const uint8_t *kv, int64_t rb,
+                           int64_t W, int64_t R, int64_t n);
+void ds_mla_pv_i8_avx2(float *u, int64_t R, const uint8_t *pq, const float *dp, const float *alpha, int64_t H,
+                       const uint8_t *kv, int64_t rb, int64_t n, void *scratch);
+/* the i8 kernels with AVX512-VNNI's vpdpbusd (attn_i8_avx512.c; ops.h):
+ * bit-identical to ds_mla_scores_i8_ref / ds_mla_pv_i8_ref (R % 64 == 0 for pv) */
+void ds_mla_scores_i8_avx512(float *s, int64_t ls, const uint8_t *qi, int64_t H, const uint8_t *kv, int64_t rb,
+                             int64_t W, int64_t R, int64_t n);
+void ds_mla_p_i8_avx512(uint8_t *pq, float *dp, const float *p, int64_t ls, int64_t H, const uint8_t *kv, int64_t rb,
+                        int64_t n);   /* n <= 256 */
+void ds_mla_pv_i8_avx512(float *u, int64_t R, const uint8_t *pq, const float *dp, const float *alpha, int64_t H,
+                         const uint8_t *kv, int64_t rb, int64_t n, void *scratch);
+
 #endif
