@@ -200,14 +200,15 @@ static void attn_seg_expanded(attn_ctx *c, int s, int64_t h, int tid) {
         if (!sc) return;
         if (bf.kb) {
             for (int64_t i = 0; i < nb; i++) ds_bf16_round_row(bf.qb + i * Dq, c->q + ((t0 + i) * H + h) * Dq, Dq);
-            ds_mla_scores_bf16(sc, Sv, bf.qb, Dq, nb, bf.kb, Dq, Sv, bf.ker);
-            for (int64_t i = 0; i < nb * Sv; i++) sc[i] *= c->m->attn_scale;
+            ds_mla_scores_bf16(sc, Sv, bf.qb, Dq, nb, bf.kb, Dq, Sv, bf.ker);   /* scaled below */
         } else {
             ds_sgemm(false, true, nb, Sv, Dq, c->m->attn_scale, c->q + (t0 * H + h) * Dq, H * Dq, kh, Dq, 0.0f, sc, Sv);
         }
-        for (int64_t i = 0; i < nb; i++) {
+        for (int64_t i = 0; i < nb; i++) {   /* in one pass over the row: scale (bf16), mask, softmax */
             float *row = sc + i * Sv;
-            for (int64_t j = sg->pos0 + b0 + i + 1; j < Sv; j++) row[j] = -INFINITY;
+            int64_t vis = sg->pos0 + b0 + i + 1;
+            if (bf.kb) for (int64_t j = 0; j < vis; j++) row[j] *= c->m->attn_scale;
+            for (int64_t j = vis; j < Sv; j++) row[j] = -INFINITY;
             ds_softmax(row, Sv);
         }
         if (bf.kb) {
