@@ -85,7 +85,8 @@ static void rand_bf16(uint16_t *y, int64_t n, ds_rng *r, float scale) {
 static void scores_vs_twin(const char *what) {
     ds_rng r;
     ds_rng_seed(&r, 41);
-    int64_t shapes[][2] = { { 16, 576 }, { 2, 40 }, { 6, 88 }, { 10, 96 }, { 7, 576 }, { 8, 8 } };   /* H, W */
+    /* H, W; 64 x 192: the expanded prefill's block (query rows in place of heads) */
+    int64_t shapes[][2] = { { 16, 576 }, { 2, 40 }, { 6, 88 }, { 10, 96 }, { 7, 576 }, { 8, 8 }, { 64, 192 } };
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         int64_t H = shapes[si][0], W = shapes[si][1], n = 67, ls = n + 8;
         uint16_t *q = malloc((size_t)(H * W) * 2), *kv = malloc((size_t)(n * W) * 2);

@@ -33,6 +33,7 @@ int ds_ctx_new(ds_ctx **out, ds_err *e) {
 
 void ds_ctx_free(ds_ctx *x) {
     if (!x) return;
+    ds_ctx_prefill_end(x);
     ds_arena_free(&x->arena);
     ds_par_env_release(&x->env);
     free(x);
@@ -198,8 +199,8 @@ static int collapse_streams(const ds_model *m, float **x, int64_t T, const ds_se
     return DS_OK;
 }
 
-static int forward_main(const ds_model *m, ds_arena *a, ds_seq_chunk *chunks, int n_chunks, float *logits,
-                        float *hidden, ds_err *e) {
+static int forward_main(const ds_model *m, ds_arena *a, ds_prefill_kv *kvx, ds_seq_chunk *chunks, int n_chunks,
+                        float *logits, float *hidden, ds_err *e) {
     const ds_config *c = &m->cfg;
     int64_t D = c->hidden_size, V = c->vocab_size, T = 0;
     int rc;
@@ -225,7 +226,7 @@ static int forward_main(const ds_model *m, ds_arena *a, ds_seq_chunk *chunks, in
     int64_t t0 = 0;
     for (int p = 0; p < n_chunks; p++) {
         const ds_seq_chunk *ch = &chunks[order[p]];
-        segs[p] = (ds_seg){ ch->cache, t0, ch->n, ch->cache->n_past };
+        segs[p] = (ds_seg){ ch->cache, t0, ch->n, ch->cache->n_past, kvx && kvx->cache == ch->cache ? kvx : NULL };
         embed_streams(m, ch->tokens, ch->n, x + t0 * c->n_streams * D);
         memcpy(tok + t0, ch->tokens, (size_t)ch->n * sizeof(int32_t));
         t0 += ch->n;
@@ -322,7 +323,7 @@ int ds_model_forward(const ds_model *m, ds_ctx *x, ds_seq_chunk *chunks, int n_c
     ctx_use u;
     int rc = ctx_enter(&u, x, e);
     if (rc) return rc;
-    return ctx_leave(&u, forward_main(m, &u.x->arena, chunks, n_chunks, logits, hidden, e), e);
+    return ctx_leave(&u, forward_main(m, &u.x->arena, u.x->kvx, chunks, n_chunks, logits, hidden, e), e);
 }
 
 /* DeepSeek-V4's MTP block over n rows: h (n, hc, D) streams, next_tokens (n) */
@@ -346,7 +347,7 @@ static int forward_mtp_v4(const ds_model *m, ds_arena *a, ds_kvcache *cache, con
     for (int64_t i = 0; i < n; i++)
         for (int64_t s = 0; s < hc; s++)
             for (int64_t d = 0; d < D; d++) x[(i * hc + s) * D + d] += ep[i * D + d];
-    ds_seg seg = { cache, 0, n, cache->mtp_n_past };
+    ds_seg seg = { cache, 0, n, cache->mtp_n_past, NULL };
     if ((rc = ds_block_forward(m, l, x, next_tokens, n, &seg, 1, false, a, e))) return rc;
     if (logits) {
         float *y = ds_arena_array(a, (size_t)(n * D), sizeof(float));    /* (n, D) collapsed */
@@ -386,7 +387,7 @@ static int forward_mtp(const ds_model *m, ds_arena *a, ds_kvcache *cache, const 
         ds_rmsnorm(row + D, h + i * D, w->hnorm, 1, D, eps);
     }
     ds_matmul(x, D, cat, 2 * D, &w->eh_proj, 0, D, n);
-    ds_seg seg = { cache, 0, n, cache->mtp_n_past };
+    ds_seg seg = { cache, 0, n, cache->mtp_n_past, NULL };
     if ((rc = ds_block_forward(m, l, x, next_tokens, n, &seg, 1, false, a, e))) return rc;
     if (logits) {
         ds_rmsnorm(x, x, w->head_norm, n, D, eps);
@@ -418,7 +419,7 @@ static int forward_naive(const ds_model *m, ds_arena *a, const int32_t *tokens, 
     float *x = ds_arena_calloc(a, (size_t)(T * c->n_streams * D), sizeof(float));
     if (!x) { ds_kvcache_free(&cache); return ds_err_set(e, DS_ENOMEM, "out of memory"); }
     embed_streams(m, tokens, T, x);
-    ds_seg seg = { &cache, 0, T, 0 };
+    ds_seg seg = { &cache, 0, T, 0, NULL };
     for (int64_t l = 0; l < c->n_layer && !rc; l++) rc = ds_block_forward(m, l, x, tokens, T, &seg, 1, true, a, e);
     if (!rc) rc = collapse_streams(m, &x, T, &seg, 1, a, e);
     if (!rc) {

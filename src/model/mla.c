@@ -27,7 +27,10 @@
  * bf16 once; vdpbf16ps where the CPU has AVX512-BF16, the same bits with
  * AVX2; DSA layers' gathered rows take the fp32 step). Long segments over a
  * bf16 cache run the expanded form's scores and weighted sums with the same
- * bf16 kernels (expanded_bf16).
+ * bf16 kernels (expanded_bf16). Within a prefill in several chunks
+ * (ds_prefill: ds_ctx_prefill_begin) the decompressed keys and values of each
+ * layer stay in the prefill's store (prefill_kv.c), so a chunk decompresses
+ * only the rows the store lacks (its own), not all visible rows again.
  *
  * DSA layers (V3.2, attn_kind DS_ATTN_DSA): the cache row is [c | k_pe |
  * index key] (the key written by dsa.c). A segment whose queries all see
@@ -61,7 +64,9 @@ static int64_t split_rows(int64_t vis) {
  * sum then cost n·S·(Dq+Dv) MACs instead of the absorbed n·S·(W+Rkv): for
  * V2-Lite/V3 shapes 320 vs 1088 per query-key pair, so the expanded form
  * costs less once n > Rkv·(Dn+Dv) / ((W+Rkv) − (Dq+Dv)) ≈ 171 (and the
- * chunk needs no q_abs / W_UV projections). Measured: README, long context. */
+ * chunk needs no q_abs / W_UV projections). Measured: README, long context.
+ * Inside a prefill with the K/V store (prefill_kv.c) a chunk decompresses
+ * only its own n rows, so the expanded form wins by more. */
 #define EXPANDED_MIN 192
 #define KV_BLOCK 64   /* cache rows per flash-decode step (its rows stay in L1/L2 for all heads) */
 
@@ -91,7 +96,9 @@ typedef struct {
     float *u;           /* (T, H, Rkv) */
     float *o;           /* (T, H, Dv) */
     bool naive;
-    const float **kvf;  /* [n_segs] this layer's cache rows as fp32 for long segments / naive (else NULL) */
+    const float **kvf;  /* [n_segs] this layer's cache rows [kv0[s], S) as fp32 for long segments / naive (else NULL) */
+    const int64_t *kv0; /* [n_segs] the first row in kvf[s]: the rows the prefill's store lacks, else 0 */
+    void **kvs;         /* [n_segs] the prefill's K/V store of this layer for an expanded segment (prefill_kv.c), or NULL */
     /* flash decode */
     const fd_item *items;
     int64_t n_items;
@@ -146,24 +153,27 @@ typedef struct {
     float *ker, *ub, *zero;   /* kernel scratch; (Q_BLOCK, Dv) block output; Q_BLOCK zeros (α) */
 } expanded_bf16;
 
-static bool expanded_bf16_init(expanded_bf16 *b, const float *kh, const float *vh, int64_t S, int64_t Dq,
-                               int64_t Dv, int tid) {
+/* kd, vd: the fp32 keys and values of rows [r0, S) (r0 > 0 only with the
+ * prefill's store kst / vst, (S, Dq) / (S, Dv), whose rows [0, r0) are
+ * rounded already); without a store (kst NULL) r0 is 0 and kb, vb are scratch. */
+static bool expanded_bf16_init(expanded_bf16 *b, const float *kd, const float *vd, int64_t r0, int64_t S,
+                               int64_t Dq, int64_t Dv, uint16_t *kst, uint16_t *vst, int tid) {
     int64_t Dqp = (Dq + 15) / 16 * 16;
-    size_t nk = (size_t)(S * Dq), nv = (size_t)(S * Dv), nq = (size_t)(Q_BLOCK * Dqp);
+    size_t nk = kst ? 0 : (size_t)(S * Dq), nv = kst ? 0 : (size_t)(S * Dv), nq = (size_t)(Q_BLOCK * Dqp);
     size_t nker = (size_t)(Q_BLOCK * (Dqp + S + 17)), nu = (size_t)(Q_BLOCK * Dv);
     /* bf16 parts first (sizes rounded up to whole floats) */
     size_t hk = (nk + 1) / 2, hv = (nv + 1) / 2, hq = (nq + 1) / 2;
     float *buf = ds_scratch(tid, 2, hk + hv + hq + nker + nu + Q_BLOCK);
     if (!buf) return false;   /* out of memory: the context reports it */
-    b->kb = (uint16_t *)buf;
-    b->vb = (uint16_t *)(buf + hk);
+    b->kb = kst ? kst : (uint16_t *)buf;
+    b->vb = vst ? vst : (uint16_t *)(buf + hk);
     b->qb = (uint16_t *)(buf + hk + hv);
     b->ker = buf + hk + hv + hq;
     b->ub = b->ker + nker;
     b->zero = b->ub + nu;
     memset(b->zero, 0, Q_BLOCK * sizeof(float));
-    ds_bf16_round_row(b->kb, kh, (int64_t)nk);
-    ds_bf16_round_row(b->vb, vh, (int64_t)nv);
+    ds_bf16_round_row(b->kb + r0 * Dq, kd, (S - r0) * Dq);
+    ds_bf16_round_row(b->vb + r0 * Dv, vd, (S - r0) * Dv);
     return true;
 }
 
@@ -171,29 +181,43 @@ static bool expanded_bf16_init(expanded_bf16 *b, const float *kh, const float *v
  * causal: Q_BLOCK query rows against the keys visible to the block's last
  * row, masked); writes o directly. A bf16 cache's segment runs the scores
  * and the weighted sum in bf16 (expanded_bf16). */
-static void attn_seg_expanded(attn_ctx *c, const ds_seg *sg, const float *kv, int64_t h, int tid) {
+static void attn_seg_expanded(attn_ctx *c, int s, int64_t h, int tid) {
     const ds_config *cfg = &c->m->cfg;
+    const ds_seg *sg = &c->segs[s];
     int64_t H = cfg->n_head, Dq = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim, Dv = cfg->v_head_dim;
-    int64_t S = sg->pos0 + sg->n;
-    float *kh = ds_scratch(tid, 3, (size_t)(S * Dq)), *vh = ds_scratch(tid, 4, (size_t)(S * Dv));
-    if (!kh || !vh) return;   /* out of memory: the context reports it */
-    decompress_head(c, h, kv, S, kh, vh);
+    int64_t S = sg->pos0 + sg->n, r0 = c->kv0[s];   /* rows [r0, S) are decompressed here */
+    bool bf16 = sg->cache->type == DS_KV_BF16;
+    /* head h's part of the prefill's store: keys (cap, Dq) then values (cap, Dv) */
+    int64_t cap = sg->kvx ? sg->kvx->cap : 0;
+    char *st = c->kvs[s] ? (char *)c->kvs[s] + (size_t)(h * cap * (Dq + Dv)) * (bf16 ? 2 : 4) : NULL;
+    float *kh, *vh, *kd, *vd;   /* fp32 keys / values of rows [0, S) and of rows [r0, S) */
+    if (st && !bf16) {
+        kh = (float *)st, vh = kh + cap * Dq, kd = kh + r0 * Dq, vd = vh + r0 * Dv;
+    } else {
+        kd = kh = ds_scratch(tid, 3, (size_t)((S - r0) * Dq));
+        vd = vh = ds_scratch(tid, 4, (size_t)((S - r0) * Dv));
+        if (!kd || !vd) return;   /* out of memory: the context reports it */
+    }
+    decompress_head(c, h, c->kvf[s], S - r0, kd, vd);
     expanded_bf16 bf = { 0 };
-    if (sg->cache->type == DS_KV_BF16 && !expanded_bf16_init(&bf, kh, vh, S, Dq, Dv, tid)) return;
+    if (bf16 && !expanded_bf16_init(&bf, kd, vd, r0, S, Dq, Dv, st ? (uint16_t *)st : NULL,
+                                    st ? (uint16_t *)st + cap * Dq : NULL, tid))
+        return;
     for (int64_t b0 = 0; b0 < sg->n; b0 += Q_BLOCK) {
         int64_t nb = DS_MIN(Q_BLOCK, sg->n - b0), Sv = sg->pos0 + b0 + nb, t0 = sg->t0 + b0;
         float *sc = ds_scratch(tid, 1, (size_t)(nb * Sv));
         if (!sc) return;
         if (bf.kb) {
             for (int64_t i = 0; i < nb; i++) ds_bf16_round_row(bf.qb + i * Dq, c->q + ((t0 + i) * H + h) * Dq, Dq);
-            ds_mla_scores_bf16(sc, Sv, bf.qb, Dq, nb, bf.kb, Dq, Sv, bf.ker);
-            for (int64_t i = 0; i < nb * Sv; i++) sc[i] *= c->m->attn_scale;
+            ds_mla_scores_bf16(sc, Sv, bf.qb, Dq, nb, bf.kb, Dq, Sv, bf.ker);   /* scaled below */
         } else {
             ds_sgemm(false, true, nb, Sv, Dq, c->m->attn_scale, c->q + (t0 * H + h) * Dq, H * Dq, kh, Dq, 0.0f, sc, Sv);
         }
-        for (int64_t i = 0; i < nb; i++) {
+        for (int64_t i = 0; i < nb; i++) {   /* in one pass over the row: scale (bf16), mask, softmax */
             float *row = sc + i * Sv;
-            for (int64_t j = sg->pos0 + b0 + i + 1; j < Sv; j++) row[j] = -INFINITY;
+            int64_t vis = sg->pos0 + b0 + i + 1;
+            if (bf.kb) for (int64_t j = 0; j < vis; j++) row[j] *= c->m->attn_scale;
+            for (int64_t j = vis; j < Sv; j++) row[j] = -INFINITY;
             ds_softmax(row, Sv);
         }
         if (bf.kb) {
@@ -235,7 +259,7 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
         const ds_seg *sg = &c->segs[s];
         const float *kv = c->kvf[s];  /* (S, W) */
         if (sparse_seg(c->m, c->l, sg) || sg->n < DS_TOKEN_BLOCK_MIN) continue;   /* flash decode, after all heads' queries */
-        if (sg->n >= EXPANDED_MIN) { attn_seg_expanded(c, sg, kv, h, tid); continue; }
+        if (sg->n >= EXPANDED_MIN) { attn_seg_expanded(c, s, h, tid); continue; }
         for (int64_t b0 = 0; b0 < sg->n; b0 += Q_BLOCK) {
             int64_t nb = DS_MIN(Q_BLOCK, sg->n - b0);
             int64_t S = sg->pos0 + b0 + nb;   /* keys visible to the last row of the block */
@@ -442,7 +466,9 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
     /* the cache rows each segment attends to, as fp32 (quantized caches are
      * dequantized once per layer here, not per head) */
     const float **kvf = ds_arena_calloc(a, (size_t)n_segs, sizeof *kvf);
-    if (!kvf) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
+    int64_t *kv0 = ds_arena_calloc(a, (size_t)n_segs, sizeof *kv0);
+    void **kvs = ds_arena_calloc(a, (size_t)n_segs, sizeof *kvs);
+    if (!kvf || !kv0 || !kvs) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
     int64_t n_rows = 0, n_items = 0;
     for (int s = 0; s < n_segs; s++) {
         int64_t S = segs[s].pos0 + segs[s].n;
@@ -455,20 +481,28 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
             }
             continue;
         }
+        /* a prefill's later chunk of the expanded form: the store holds the
+         * decompressed rows [0, kv0) of the earlier chunks (prefill_kv.c) */
+        ds_prefill_kv *kvx = segs[s].kvx;
+        if (!naive && segs[s].n >= EXPANDED_MIN && kvx &&
+            (kvs[s] = ds_prefill_kv_layer(kvx, l, H, Dq + Dv, segs[s].cache->type == DS_KV_BF16 ? 2 : 4, S)))
+            kv0[s] = DS_MIN(kvx->rows[l], segs[s].pos0);
         float *scratch = NULL;
         if (segs[s].cache->type != DS_KV_F32 &&
-            !(scratch = ds_arena_calloc(a, (size_t)(S * ldkv), sizeof(float))))
+            !(scratch = ds_arena_array(a, (size_t)((S - kv0[s]) * ldkv), sizeof(float))))
             return ds_err_set(e, DS_ENOMEM, "out of memory dequantizing the KV cache");
-        kvf[s] = ds_kvcache_rows_f32(segs[s].cache, l, S, scratch);
+        kvf[s] = ds_kvcache_rows_f32_at(segs[s].cache, l, kv0[s], S - kv0[s], scratch);
     }
     ds_seg *asegs = ds_arena_calloc(a, (size_t)n_segs, sizeof *asegs);
     if (!asegs) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
     int n_asegs = 0;
     for (int s = 0; s < n_segs; s++)
         if (sparse_seg(m, l, &segs[s]) || segs[s].n < EXPANDED_MIN) asegs[n_asegs++] = segs[s];
-    attn_ctx c = { m, w, l, T, ldkv, segs, n_segs, q, qcat, NULL, u, o, naive, kvf, NULL, 0, NULL, NULL, NULL, NULL,
-                   NULL, asegs, n_asegs, dsa ? &sel : NULL, NULL };
+    attn_ctx c = { m, w, l, T, ldkv, segs, n_segs, q, qcat, NULL, u, o, naive, kvf, kv0, kvs, NULL, 0, NULL, NULL,
+                   NULL, NULL, NULL, asegs, n_asegs, dsa ? &sel : NULL, NULL };
     ds_par_for_dynamic(H, 1, 1, attn_worker, &c);   /* queries (absorbed), long segments, naive */
+    for (int s = 0; s < n_segs; s++)
+        if (kvs[s]) segs[s].kvx->rows[l] = segs[s].pos0 + segs[s].n;   /* the store now holds all of them */
     if (n_rows > 0) {
         fd_item *items = ds_arena_calloc(a, (size_t)n_items, sizeof *items);
         int64_t *row_first = ds_arena_calloc(a, (size_t)(n_rows + 1), sizeof *row_first);

@@ -315,6 +315,15 @@ void ds_ctx_free(ds_ctx *x);
 /* Threads of this context's forward passes; 0 (the default): the process
  * default (ds_threads_set). */
 void ds_ctx_set_threads(ds_ctx *x, int n);
+/* A prefill of `cache` in several forward calls (chunks) up to `rows` cache
+ * rows: until _end, this context keeps each MLA layer's decompressed keys and
+ * values of the expanded form (long chunks, mla.c) so a chunk decompresses
+ * only its own rows, not all visible ones again (the same results; at most
+ * `budget` bytes, 0 = 2 GiB; layers past it decompress as before). The
+ * cache's rows below its n_past must not change in between (no truncation).
+ * _end frees the store (ds_ctx_free does too). */
+int ds_ctx_prefill_begin(ds_ctx *x, const ds_model *m, ds_kvcache *cache, int64_t rows, size_t budget, ds_err *e);
+void ds_ctx_prefill_end(ds_ctx *x);
 
 /* A run of new tokens of one sequence, appended at cache->n_past. */
 typedef struct ds_seq_chunk {

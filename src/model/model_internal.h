@@ -12,9 +12,26 @@
 #include "../tensor/ops.h"
 
 /* The mutable state of forward passes (model.h: ds_ctx). */
+/* The decompressed K/V of one prefill, kept across its chunks (prefill_kv.c). */
+#define DS_PREFILL_KV_BUDGET ((size_t)2 << 30)   /* bytes, all layers: a 4K prefill of V2-Lite takes 1.1 GiB (bf16) / 2.2 GiB (f32) */
+typedef struct ds_prefill_kv {
+    ds_kvcache *cache;    /* the sequence being prefilled */
+    int64_t cap;          /* rows per layer (the cache's length at the end of the prefill) */
+    int64_t n_layer;
+    size_t budget, used;  /* bytes */
+    size_t es;            /* bytes per value: 4 (fp32) or 2 (bf16) */
+    void **buf;           /* [n_layer] (H, cap, Dq + Dv) per head keys then values; NULL: not yet used */
+    int64_t *rows;        /* [n_layer] rows [0, rows) of buf are decompressed */
+    bool *full;           /* [n_layer] no room in the budget: decompress as without a store */
+} ds_prefill_kv;
+/* Layer l's store for S rows of H heads × width values of es bytes, allocated
+ * on first use; NULL if there is none (no store, over budget, S > cap). */
+void *ds_prefill_kv_layer(ds_prefill_kv *p, int64_t l, int64_t H, int64_t width, size_t es, int64_t S);
+
 struct ds_ctx {
     ds_arena arena;       /* activations; reset at the start of every forward call */
     ds_par_env env;       /* bound during a call: per-thread kernel scratch, thread count */
+    ds_prefill_kv *kvx;   /* between ds_ctx_prefill_begin and _end, else NULL */
 };
 
 /* A segment of the batch: tokens [t0, t0+n) of one sequence, at absolute
@@ -22,6 +39,7 @@ struct ds_ctx {
 typedef struct ds_seg {
     ds_kvcache *cache;
     int64_t t0, n, pos0;
+    ds_prefill_kv *kvx;   /* the prefill's K/V store when it is this cache's, else NULL */
 } ds_seg;
 
 /* Batch invariance. ds_model_forward orders the segments of a batch so

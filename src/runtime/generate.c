@@ -23,13 +23,17 @@
 int ds_prefill(const ds_model *m, ds_ctx *x, ds_kvcache *cache, const int32_t *tok, int64_t n, int64_t chunk,
                float *logits, ds_err *e) {
     if (chunk <= 0) chunk = 512;
-    for (int64_t i = 0; i < n; i += chunk) {
+    /* several chunks: each layer's decompressed K/V stays across them (the
+     * later chunks decompress only their own rows; same results) */
+    bool store = x && n > chunk;
+    int rc = store ? ds_ctx_prefill_begin(x, m, cache, cache->n_past + n, 0, e) : DS_OK;
+    for (int64_t i = 0; i < n && !rc; i += chunk) {
         int64_t k = DS_MIN(chunk, n - i);
         ds_seq_chunk ch = { cache, tok + i, k, false };
-        int rc = ds_model_forward(m, x, &ch, 1, logits, NULL, e);
-        if (rc) return rc;
+        rc = ds_model_forward(m, x, &ch, 1, logits, NULL, e);
     }
-    return DS_OK;
+    if (store) ds_ctx_prefill_end(x);
+    return rc;
 }
 
 static bool is_stop(const ds_gen_opts *o, int32_t tok) {

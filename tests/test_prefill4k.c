@@ -1,0 +1,103 @@
+/*
+ * test_prefill4k.c - the prefill's K/V store (src/model/prefill_kv.c): a
+ * prefill in chunks that keeps each layer's decompressed keys and values
+ * across its chunks gives the same bits as one that decompresses all
+ * visible rows again in every chunk (f32, q8, bf16 and i8 caches; unquantized,
+ * FP8-block and Q4_K weights; chunks in the expanded and the absorbed form,
+ * so a layer's store can lag behind the cache; a budget that fits only some
+ * layers), and ds_prefill (which uses the store) matches a plain chunk loop.
+ */
+#include "test.h"
+#include <stdlib.h>
+#include <string.h>
+#include "model/model_internal.h"
+#include "runtime/generate.h"
+
+enum { PT = 690 };
+/* 200, 220: expanded (>= EXPANDED_MIN); 100: absorbed (the store misses its rows); 170: absorbed */
+static const int64_t chunk_n[] = { 200, 100, 220, 170 };
+
+/* logits of every position, the chunks above; with the store when budget > 0 */
+static int run_chunks(ds_model *m, ds_kv_type kt, const int32_t *tok, size_t budget, float *out, int *layers_kept,
+                      int *layers_full, ds_err *e) {
+    ds_kvcache c;
+    int rc = ds_kvcache_init(&c, m, PT, e);
+    if (rc) return rc;
+    ds_ctx *x = NULL;
+    if (!(rc = ds_kvcache_set_type(&c, kt, e)) && !(rc = ds_ctx_new(&x, e)) && budget)
+        rc = ds_ctx_prefill_begin(x, m, &c, PT, budget, e);
+    int64_t V = m->cfg.vocab_size, t = 0;
+    for (size_t i = 0; !rc && i < sizeof chunk_n / sizeof *chunk_n; i++) {
+        ds_seq_chunk ch = { &c, tok + t, chunk_n[i], true };
+        rc = ds_model_forward(m, x, &ch, 1, out + t * V, NULL, e);
+        t += chunk_n[i];
+    }
+    *layers_kept = *layers_full = 0;
+    for (int64_t l = 0; x && x->kvx && l < x->kvx->n_layer; l++) {
+        *layers_kept += x->kvx->buf[l] != NULL;
+        *layers_full += x->kvx->full[l];
+    }
+    ds_ctx_free(x);   /* ends the prefill's store too */
+    ds_kvcache_free(&c);
+    return rc;
+}
+
+static void store_same_bits(const char *path, int64_t topk) {
+    ds_err e = { 0 };
+    ds_model *m = NULL;
+    if (ds_model_open(&m, path, &e)) { CHECK_MSG(0, "open %s: %s", path, e.msg); return; }
+    if (topk > 0) m->cfg.index_topk = topk;
+    int64_t V = m->cfg.vocab_size;
+    int32_t *tok = malloc(PT * sizeof *tok);
+    float *ref = malloc((size_t)(PT * V) * sizeof(float)), *got = malloc((size_t)(PT * V) * sizeof(float));
+    float *last = malloc((size_t)V * sizeof(float));
+    for (int i = 0; i < PT; i++) tok[i] = (int32_t)(1 + (i * 7919) % (V - 1));
+    static const ds_kv_type kts[4] = { DS_KV_F32, DS_KV_Q8, DS_KV_BF16, DS_KV_I8 };
+    const ds_config *cf = &m->cfg;
+    for (int k = 0; k < 4; k++) {
+        /* room for one and a half layers (the first layer only), and the default */
+        size_t layer = (size_t)(cf->n_head * PT * (cf->qk_nope_head_dim + cf->qk_rope_head_dim + cf->v_head_dim)) *
+                       (kts[k] == DS_KV_BF16 ? 2 : 4);
+        const size_t budgets[2] = { layer * 3 / 2, DS_PREFILL_KV_BUDGET };
+        int kept, full;
+        CHECK_MSG(run_chunks(m, kts[k], tok, 0, ref, &kept, &full, &e) == 0, "%s", e.msg);
+        for (int b = 0; b < 2; b++) {
+            memset(got, 0, (size_t)(PT * V) * sizeof(float));
+            CHECK_MSG(run_chunks(m, kts[k], tok, budgets[b], got, &kept, &full, &e) == 0, "%s", e.msg);
+            /* the store was used: by one layer and not the others, or by all */
+            CHECK_MSG(kept > 0 && (b == 0 ? full > 0 : full == 0), "%s, budget %zu: %d layers kept, %d over budget",
+                      path, budgets[b], kept, full);
+            int64_t bad = -1;
+            for (int64_t i = 0; i < PT * V && bad < 0; i++)
+                if (memcmp(&got[i], &ref[i], sizeof(float))) bad = i;
+            CHECK_MSG(bad < 0, "%s, %s cache, budget %zu: position %lld logit %lld: %.9g with the store, %.9g without",
+                      path, ds_kv_type_name(kts[k]), budgets[b], (long long)(bad / V), (long long)(bad % V),
+                      bad >= 0 ? got[bad] : 0.0, bad >= 0 ? ref[bad] : 0.0);
+        }
+        /* ds_prefill (chunks of 200: 200, 200, 200, 90, the store on) against the plain loop */
+        ds_kvcache c;
+        ds_ctx *x = NULL;
+        CHECK(ds_kvcache_init(&c, m, PT, &e) == 0 && ds_kvcache_set_type(&c, kts[k], &e) == 0 && ds_ctx_new(&x, &e) == 0);
+        CHECK_MSG(ds_prefill(m, x, &c, tok, PT, 200, last, &e) == 0, "%s", e.msg);
+        CHECK(x->kvx == NULL);   /* freed at the end of the prefill */
+        ds_kvcache_free(&c);
+        CHECK(ds_kvcache_init(&c, m, PT, &e) == 0 && ds_kvcache_set_type(&c, kts[k], &e) == 0);
+        for (int64_t t = 0; t < PT; t += 200) {
+            ds_seq_chunk ch = { &c, tok + t, t + 200 <= PT ? 200 : PT - t, false };
+            CHECK(ds_model_forward(m, x, &ch, 1, got, NULL, &e) == 0);
+        }
+        CHECK_MSG(memcmp(got, last, (size_t)V * sizeof(float)) == 0, "%s, %s cache: ds_prefill's last logits differ",
+                  path, ds_kv_type_name(kts[k]));
+        ds_ctx_free(x);
+        ds_kvcache_free(&c);
+    }
+    free(tok); free(ref); free(got); free(last);
+    ds_model_close(m);
+}
+
+TEST(prefill4k_store_same_bits_v2_lite) { store_same_bits("tests/fixtures/tiny-v2-lite", 0); }
+TEST(prefill4k_store_same_bits_v3_fp8) { store_same_bits("tests/fixtures/tiny-v3-fp8", 0); }
+/* V3.2 with index_topk past the context: DSA layers on the dense paths (cache rows carry the index key) */
+TEST(prefill4k_store_same_bits_v32_dense) { store_same_bits("tests/fixtures/tiny-v32", 1000); }
+/* Q4_K attention weights: the decompression runs the quantized matmuls on a chunk's rows only */
+TEST(prefill4k_store_same_bits_q4_k) { store_same_bits("tests/fixtures/gguf/kq.llama-q4_k_m.gguf", 0); }
