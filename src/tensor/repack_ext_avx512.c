@@ -324,6 +324,22 @@ AI void iq2_finish(__m256 *acc, const __m512i *isum, __m512i corr, const uint8_t
     }
 }
 
+/* The 2-bit grid codes of a sub-block record R: word 4r + j =
+ * k_gcode[index (r, j)] (vpermt2w over 4 x 64 entries picked by index bits
+ * 6 and 7); shared by both unpacks (AVX-512BW only, so it inlines into the
+ * VBMI one as well). */
+AI __m512i iq2_codes(__m512i R) {
+    const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
+    __m512i iw = _mm512_cvtepu8_epi16(_mm512_cvtepi64_epi32(R));
+    __m512i c01 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode), iw, _mm512_load_si512(k_gcode + 32));
+    __m512i c23 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 64), iw, _mm512_load_si512(k_gcode + 96));
+    __m512i c45 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 128), iw, _mm512_load_si512(k_gcode + 160));
+    __m512i c67 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 192), iw, _mm512_load_si512(k_gcode + 224));
+    __mmask32 k6 = _mm512_test_epi16_mask(iw, b6), k7 = _mm512_test_epi16_mask(iw, b7);
+    __m512i C = _mm512_mask_mov_epi16(_mm512_mask_mov_epi16(c01, k6, c23), k7, _mm512_mask_mov_epi16(c45, k6, c67));
+    return C;
+}
+
 /* One sub-block record R (qword r: row r's 4 grid indices + sign/scale
  * word) -> w[0..3], the signed int8 weights (layout above); the plain
  * AVX-512 BW form (grid codes by byte shuffles and variable shifts, signs by
@@ -332,15 +348,7 @@ AI void iq2_unpack(__m512i R, __m512i *w) {
     const __m512i m3 = _mm512_set1_epi8(3), bits = _mm512_set1_epi64((long long)0x8040201008040201ULL);
     const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(8, 25, 43, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
     const __m512i cnt_e = _mm512_set1_epi32(4 << 16), cnt_o = _mm512_set1_epi32(2 | 6 << 16);
-    const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
-    /* codes: word 4r + j = k_gcode[index (r, j)] */
-    __m512i iw = _mm512_cvtepu8_epi16(_mm512_cvtepi64_epi32(R));
-    __m512i c01 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode), iw, _mm512_load_si512(k_gcode + 32));
-    __m512i c23 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 64), iw, _mm512_load_si512(k_gcode + 96));
-    __m512i c45 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 128), iw, _mm512_load_si512(k_gcode + 160));
-    __m512i c67 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 192), iw, _mm512_load_si512(k_gcode + 224));
-    __mmask32 k6 = _mm512_test_epi16_mask(iw, b6), k7 = _mm512_test_epi16_mask(iw, b7);
-    __m512i C = _mm512_mask_mov_epi16(_mm512_mask_mov_epi16(c01, k6, c23), k7, _mm512_mask_mov_epi16(c45, k6, c67));
+    const __m512i C = iq2_codes(R);
     /* sign bytes: byte j of qword r = ds_iq_ksigns[(a1 >> 7j) & 127] (7 bits + parity) */
     __m512i X = _mm512_srli_epi64(R, 32);
     __m512i Y = _mm512_and_si512(X, _mm512_set1_epi64(0x7F));
@@ -375,14 +383,8 @@ AI void iq2_unpack(__m512i R, __m512i *w) {
  *           straight into the negate mask */
 #define VBT __attribute__((target("avx512vbmi,avx512bitalg")))
 AI VBT void iq2_unpack_vb(__m512i R, __m512i *w) {
-    const __m512i lut = _mm512_load_si512(k_lut64), b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
-    __m512i iw = _mm512_cvtepu8_epi16(_mm512_cvtepi64_epi32(R));
-    __m512i c01 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode), iw, _mm512_load_si512(k_gcode + 32));
-    __m512i c23 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 64), iw, _mm512_load_si512(k_gcode + 96));
-    __m512i c45 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 128), iw, _mm512_load_si512(k_gcode + 160));
-    __m512i c67 = _mm512_permutex2var_epi16(_mm512_load_si512(k_gcode + 192), iw, _mm512_load_si512(k_gcode + 224));
-    __mmask32 k6 = _mm512_test_epi16_mask(iw, b6), k7 = _mm512_test_epi16_mask(iw, b7);
-    __m512i C = _mm512_mask_mov_epi16(_mm512_mask_mov_epi16(c01, k6, c23), k7, _mm512_mask_mov_epi16(c45, k6, c67));
+    const __m512i lut = _mm512_load_si512(k_lut64);
+    const __m512i C = iq2_codes(R);
     /* bit 7j of P: parity of bits 7j..7j+6 of a1 (x_i ^ ... ^ x_i+7, then x_i+7 removed) */
     __m512i X = _mm512_srli_epi64(R, 32);
     __m512i P = _mm512_xor_si512(X, _mm512_srli_epi64(X, 1));
