@@ -649,7 +649,7 @@ static void collect(srv_job *j, run_out *o, int c) { (void)c; collect_n(j, o, 1)
 static srv_sched *start_sched_opts(ds_model *m, ds_tokenizer *t, int slots, int64_t batch, bool det) {
     srv_sched *s = NULL;
     ds_err e = { 0 };
-    srv_sched_opts o = { slots, 1024, batch, 64, 16 << 20, 8, NULL, 0, det, DS_KV_F32 };
+    srv_sched_opts o = { slots, 1024, batch, 64, 16 << 20, 8, NULL, 0, det, DS_KV_F32, false };
     if (srv_sched_init(&s, m, t, &o, &e)) ds_test_fail(__FILE__, __LINE__, "%s", e.msg);
     return s;
 }
@@ -899,6 +899,59 @@ TEST(sched_deterministic_bitwise) {
         }
         srv_sched_free(s);
     }
+    tok_free(t);
+    ds_model_close(m);
+}
+
+/* Long prompts (more than one --batch chunk of >= 192 tokens: the expanded
+ * attention form) keep their decompressed K/V across their chunks, one
+ * prompt at a time: the same log-probabilities bit for bit as without the
+ * store — alone, next to a short prefill, and two long prompts at once (one
+ * holds the store, the other runs plain chunks) — and the store is given
+ * back when a prefill ends (else no later prompt could have it). */
+TEST(sched_prefill_store_same_bits) {
+    ds_model *m = chat_model();
+    ds_tokenizer *t = chat_tok();
+    if (!m || !t) return;
+    enum { NP = 520 };
+    static int32_t pr[4][NP];
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < NP; i++) pr[k][i] = (int32_t)(3 + (i * (37 + 16 * k) + 11 * k) % 500);
+    static run_out ref[5], got[5];
+    for (int use = 0; use < 2; use++) {
+        srv_sched *s = NULL;
+        ds_err e = { 0 };
+        srv_sched_opts o = { 2, 1024, 200, 64, 0, 8, NULL, 0, true, DS_KV_F32, !use }; /* deterministic */
+        if (srv_sched_init(&s, m, t, &o, &e)) ds_test_fail(__FILE__, __LINE__, "%s", e.msg);
+        run_out *r = use ? got : ref;
+        memset(r, 0, 5 * sizeof *r);
+        srv_job_params p[4];
+        for (int k = 0; k < 4; k++) {
+            p[k] = base_params(pr[k], NP, 6, (uint64_t)(3 + k));
+            p[k].ignore_eos = true;
+        }
+        /* 0 alone; 0 again (its first two chunks reused: one chunk left, no store) with 1; then 2 and 3 at once */
+        srv_job *j = submit(s, &p[0]);
+        collect(j, &r[0], 0);
+        srv_job_release(j);
+        for (int pair = 0; pair < 2; pair++) {
+            srv_job *ja = submit(s, &p[pair ? 2 : 0]), *jb = submit(s, &p[pair ? 3 : 1]);
+            collect(ja, &r[pair ? 2 : 4], 0);
+            collect(jb, &r[pair ? 3 : 1], 0);
+            srv_job_release(ja);
+            srv_job_release(jb);
+        }
+        for (int k = 0; k < 5; k++) CHECK_MSG(r[k].n_tokens == 6, "use %d, run %d: %lld tokens", use, k, (long long)r[k].n_tokens);
+        CHECK_MSG(!memcmp(r[4].lps, r[0].lps, sizeof r[0].lps), "use %d: batched log-probabilities differ from alone", use);
+        srv_stats st;
+        srv_sched_stats(s, &st);
+        /* 0 alone: one store; 0 again: none; 1: one; 2 and 3 at once: one */
+        CHECK_MSG(st.prefill_stores == (use ? 3 : 0), "use %d: %lld prefill stores", use, (long long)st.prefill_stores);
+        srv_sched_free(s);
+    }
+    for (int k = 0; k < 5; k++)
+        CHECK_MSG(!memcmp(ref[k].ids, got[k].ids, sizeof ref[k].ids) && !memcmp(ref[k].lps, got[k].lps, sizeof ref[k].lps),
+                  "run %d: the prefill store changed the log-probabilities", k);
     tok_free(t);
     ds_model_close(m);
 }

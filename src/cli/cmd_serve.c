@@ -57,6 +57,9 @@ static void usage(FILE *f) {
         "  --deterministic        bit-identical results whatever ran before: cached prefixes are reused\n"
         "                         only in whole --batch-aligned prefill chunks (memory/disk prefix store\n"
         "                         off). Concurrent load never changes results, with or without this flag.\n"
+        "  --no-prefill-store     do not keep a long prompt's decompressed keys/values across its --batch\n"
+        "                         chunks (one prompt at a time keeps them, up to 2 GiB: same results,\n"
+        "                         less work; this flag saves the memory)\n"
         "limits:\n"
         "  --max-queue N          requests waiting for a slot before 503 (default 64)\n"
         "  --max-body BYTES       request body limit (default 8388608)\n"
@@ -158,6 +161,7 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--thinking")) o.thinking = true;
         else if (!strcmp(a, "--no-thinking")) no_thinking = true;
         else if (!strcmp(a, "--deterministic")) o.deterministic = true;
+        else if (!strcmp(a, "--no-prefill-store")) o.no_prefill_store = true;
         else if (!strcmp(a, "--max-queue")) { o.max_queue = (int)cli_parse_int(C, a, v, 0, 1 << 20); i++; }
         else if (!strcmp(a, "--max-body")) { o.max_body = (size_t)cli_parse_int(C, a, v, 1024, 1ll << 32); i++; }
         else if (!strcmp(a, "--max-messages")) { o.max_messages = (int)cli_parse_int(C, a, v, 1, 1 << 20); i++; }

@@ -317,6 +317,8 @@ static enum MHD_Result h_metrics(srv_server *s, struct MHD_Connection *c) {
     G("forward_passes_total", "batched forward passes", "counter", st.forward_passes);
     G("forward_tokens_total", "tokens run through the model", "counter", st.forward_tokens);
     G("forward_sequences_total", "sequence chunks in forward passes (sum of batch sizes)", "counter", st.forward_seqs);
+    G("prefill_stores_total", "long prompts whose decompressed K/V stayed across their prefill chunks", "counter",
+      st.prefill_stores);
     fprintf(f, "# HELP deepseek_forward_seconds_total time in forward passes\n# TYPE deepseek_forward_seconds_total counter\n"
                "deepseek_forward_seconds_total %.6f\n", st.forward_seconds);
     G("prefix_cache_entries", "stored prefixes (memory and disk)", "gauge", st.cache_entries);
@@ -929,7 +931,7 @@ static void *loader_main(void *arg) {
         ctx = s->o.ctx > 0 ? s->o.ctx : DS_MIN(m->cfg.max_position_embeddings, 8192);
         srv_sched_opts so = { s->o.n_slots, ctx, s->o.batch_tokens, s->o.max_queue, s->o.cache_ram_mb << 20,
                               s->o.cache_min_tokens, s->cache_dir, s->o.cache_disk_mb << 20, s->o.deterministic,
-                              s->o.kv_type };
+                              s->o.kv_type, s->o.no_prefill_store };
         rc = srv_sched_init(&sched, m, tok, &so, &e);
     }
     pthread_mutex_lock(&s->mu);

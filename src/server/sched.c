@@ -4,6 +4,8 @@
  *
  * Owns: one forward context (ds_ctx) for the batched forward, one
  * ds_kvcache per slot and the token list of what each slot's cache holds,
+ * the context's prefill K/V store lent to one long prompt at a time (its
+ * decompressed keys and values stay across its chunks: prefill_kv.c),
  * the prefix-cache store, and per sequence the step state of a session
  * (runtime/session.h: sampler, detokenizer, stop strings; its cache is the
  * slot's). The model is shared read-only. Does not own: HTTP, JSON, request validation
@@ -272,6 +274,7 @@ struct srv_sched {
     const char **piece;       /* (V) decoded bytes of each plain token, NULL for added/unused */
     uint16_t *piece_len;
     bool json_ok;             /* every byte has a single-byte token */
+    srv_seq *kvx_seq;         /* the prefilling sequence that holds ctx's prefill K/V store, or NULL */
     int64_t n_text;           /* ids below this are the tokenizer's (model rows beyond are padding) */
 };
 
@@ -374,10 +377,32 @@ static void finish_job_choice(srv_sched *s, srv_seq *q) {
     (void)s;
 }
 
+/* The forward context's prefill K/V store goes to one prompt at a time (its
+ * memory is bounded: ds_ctx_prefill_begin's budget). Lent when a prompt still
+ * needs more than one chunk, taken back when its prefill ends for any reason
+ * (done, failed, cancelled) — before its slot's cache can change. */
+static void kvx_lend(srv_sched *s, srv_seq *q, int64_t take) {
+    if (s->o.no_prefill_store || s->kvx_seq || q->job->p.n_prompt - q->n_fed <= take) return;
+    ds_kvcache *c = &s->slots[q->slot].cache;
+    ds_err e = { 0 };
+    if (ds_ctx_prefill_begin(s->ctx, s->m, c, c->n_past + (q->job->p.n_prompt - q->n_fed), 0, &e)) return; /* plain chunks */
+    s->kvx_seq = q;
+    pthread_mutex_lock(&s->mu);
+    s->st.prefill_stores++;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void kvx_take_back(srv_sched *s, srv_seq *q) {
+    if (!s->kvx_seq || s->kvx_seq != q) return;
+    ds_ctx_prefill_end(s->ctx);
+    s->kvx_seq = NULL;
+}
+
 /* Ends a sequence: flushes its text, posts FINISH (unless cancelled),
  * frees the slot (its cache stays for reuse) and drops the job reference. */
 static void finish_seq(srv_sched *s, srv_seq *q, int finish) {
     srv_job *j = q->job;
+    kvx_take_back(s, q);
     bool cancelled = finish == SRV_FINISH_CANCELLED;
     if (!cancelled) {
         const char *t;
@@ -928,6 +953,7 @@ static bool iterate(srv_sched *s, double *wake) {
                 int64_t budget = s->o.batch_tokens - q->n_fed % s->o.batch_tokens;
                 int64_t take = DS_MIN(q->job->p.n_prompt - q->n_fed, budget);
                 if (take <= 0) continue;
+                kvx_lend(s, q, take);
                 s->chunks[nc] = (ds_seq_chunk){ &s->slots[i].cache, q->job->p.prompt + q->n_fed, take, false };
                 s->chunk_take[nc] = take;
                 s->chunk_seq[nc++] = q;
@@ -968,6 +994,7 @@ static bool iterate(srv_sched *s, double *wake) {
                 sl->canon += s->chunk_take[i];
             q->n_fed += s->chunk_take[i];
             if (q->n_fed < q->job->p.n_prompt) continue;
+            kvx_take_back(s, q);
             if (q->choice == 0) q->job->shared_ready = true;
         }
         sample_seq(s, q, s->logits + (size_t)i * (size_t)s->V);

@@ -142,6 +142,8 @@ typedef struct srv_sched_opts {
                                     ran before; concurrency alone never changes them */
     ds_kv_type kv_type;          /* the slots' cache storage; the prefix store (fp32 rows) is used with
                                     DS_KV_F32 only (other types reuse their slots' own prefixes) */
+    bool no_prefill_store;       /* do not keep a long prompt's decompressed K/V across its chunks
+                                    (ds_ctx_prefill_begin; same numbers either way, more work without) */
 } srv_sched_opts;
 
 typedef struct srv_stats {
@@ -151,6 +153,7 @@ typedef struct srv_stats {
     int64_t forward_passes, forward_tokens, forward_seqs;
     double forward_seconds;
     int64_t cache_entries, cache_bytes, disk_entries, disk_bytes, disk_hits, disk_writes;
+    int64_t prefill_stores;      /* prompts prefilled with their K/V kept across chunks */
 } srv_stats;
 
 typedef struct srv_sched srv_sched;

@@ -37,6 +37,7 @@ typedef struct srv_opts {
     const char *tokenizer;      /* --tokenizer PATH, or NULL (tok_load_for_model's precedence) */
     bool thinking;              /* V3.1 default mode when a request does not say */
     bool deterministic;         /* bit-identical results whatever ran before (prefix store off) */
+    bool no_prefill_store;      /* srv_sched_opts.no_prefill_store */
     int kv_type;                /* ds_kv_type of the slots' caches (--kv-type; default DS_KV_F32) */
     double sse_ping_s;          /* keep-alive comment interval on a silent stream */
     int idle_timeout_s;         /* idle keep-alive connections are closed after this */
