@@ -637,3 +637,45 @@ TEST(repack_q4kpp_strided_out) {
         free(one); free(f); free(x); free(qw); free(rp);
     }
 }
+
+/* The K8 activation row's pair[] (quant.h), read by repack_avx512.c's Q4_K
+ * kernel for its mins: for each block b and j < 4, the low i16 is the sum
+ * of q over sub-block j (32 values), the high one over sub-block j + 4,
+ * recomputed here from q itself; the reference and AVX2 quantizers write
+ * the same bytes (rows of normal, huge, tiny and constant values). */
+TEST(repack_q4kpp_k8_pairs) {
+    ds_rng r;
+    ds_rng_seed(&r, 141);
+    static const int64_t Ks[] = { 256, 2048, 4352 };
+    for (int ki = 0; ki < 3; ki++) {
+        int64_t K = Ks[ki], nb = K / 256;
+        size_t ab = ds_act_row_bytes(DS_DTYPE_Q4_K, K);
+        CHECK_EQ_INT((long long)ab, (long long)(K + nb * 4 + K / 16 * 2 + nb * 16));
+        float *x = malloc((size_t)K * sizeof(float));
+        uint8_t *a = malloc(ab), *b2 = malloc(ab);
+        for (int row = 0; row < 4; row++) {
+            for (int64_t i = 0; i < K; i++)
+                x[i] = row == 3 ? -2.0f : ds_rng_normal(&r) * (row == 1 ? 1e4f : row == 2 ? 1e-4f : 1.0f);
+            ds_quantize_act_ref(DS_DTYPE_Q4_K, x, a, K);
+            const int8_t *q = (const int8_t *)a;
+            const int32_t *pr = (const int32_t *)(a + K + nb * 4 + K / 16 * 2);
+            int bad = 0;
+            for (int64_t blk = 0; blk < nb; blk++)
+                for (int j = 0; j < 4; j++) {
+                    int lo = 0, hi = 0;
+                    for (int i = 0; i < 32; i++) {
+                        lo += q[256 * blk + 32 * j + i];
+                        hi += q[256 * blk + 32 * (j + 4) + i];
+                    }
+                    int32_t v = pr[4 * blk + j];
+                    bad += (int16_t)(v & 0xFFFF) != lo || (int16_t)((uint32_t)v >> 16) != hi;
+                }
+            CHECK_MSG(!bad, "K=%lld row %d: %d pair entries differ from the sub-block sums", (long long)K, row, bad);
+            if (ds_ops_simd()) {
+                ds_quantize_act_avx2(DS_DTYPE_Q4_K, x, b2, K);
+                CHECK_MSG(memcmp(a, b2, ab) == 0, "K=%lld row %d: avx2 K8 row differs from the reference", (long long)K, row);
+            }
+        }
+        free(x); free(a); free(b2);
+    }
+}

@@ -331,46 +331,28 @@ AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out,
  *     ending the block: 15.2 -> 14.7 ns per row and token, K = 2048,
  *     tools/bench_x8_kernels.c, 3 runs each, load ~9), as 4 vpdpwssd of
  *     i16 pairs per token instead of 8 (the activation pairs prepared per
- *     16 blocks ahead: 13.5 -> 13.3);
+ *     16 blocks ahead: 13.5 -> 13.3; since q4kpp they are part of the K8
+ *     activation row, quant.h's pair[], made once per token instead of
+ *     once per weight group: that preparation was ~6 % of a Q4_K_M pp512);
  *   - the fp32 epilogue per token is the same sequence as above. */
 
 #define CT DS_RP_CORE_T
 
-/* The activation side of Q4_K's mins for one token and block, from its 16
- * bsum16: i32 j (j = 0..3) = the i16 pair [B_j, B_j+4], B_j = bsum16[2j] +
- * bsum16[2j+1] the sum of sub-block j's 32 activations (|B_j| <= 32 · 128, an
- * i16: the sum is exact). */
-AI __m128i q4k_min_pairs(const int16_t *bs) {
-    __m256i x = _mm256_loadu_si256((const __m256i *)bs);
-    __m256i y = _mm256_add_epi16(x, _mm256_srli_epi32(x, 16));   /* i32 lane k: B_k in its low i16 */
-    return _mm_blend_epi16(_mm256_castsi256_si128(y), _mm_slli_epi32(_mm256_extracti128_si256(y, 1), 16), 0xAA);
-}
-
-#define Q4K_PB 16   /* blocks per pass of q4k_min_pairs */
-
 AI void gemm8_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int64_t ldo, const int T) {
     int64_t nb = K / DS_QK_K;
     const float *da[CT];
-    const int16_t *bs[CT];
     __m256 acc[CT];
     const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
+    const int32_t *pa[CT];   /* the K8 rows' pair[] (quant.h): [B_j, B_j+4] per block */
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
         da[t] = (const float *)(q[t] + K);
-        bs[t] = (const int16_t *)(da[t] + nb);
+        pa[t] = (const int32_t *)((const int16_t *)(da[t] + nb) + K / 16);
         acc[t] = _mm256_setzero_ps();
     }
     _Alignas(32) int32_t mbuf[CT][8];
-    _Alignas(16) int32_t pbuf[Q4K_PB][CT][4];   /* [block - b0][token]: q4k_min_pairs */
-    for (int64_t b0 = 0; b0 < nb; b0 += Q4K_PB) {
-        int64_t b1 = nb - b0 < Q4K_PB ? nb : b0 + Q4K_PB;
-        /* the mins' activation pairs of these blocks first, out of the block loop
-         * (in it, their shuffles and the store -> broadcast reload cost more than
-         * the 4 vpdpwssd they save per token and block) */
-        for (int64_t b = b0; b < b1; b++)
-#pragma GCC unroll 8
-            for (int t = 0; t < T; t++) _mm_store_si128((__m128i *)pbuf[b - b0][t], q4k_min_pairs(bs[t] + 16 * b));
-        for (int64_t b = b0; b < b1; b++, g += 1152) {
+    {
+        for (int64_t b = 0; b < nb; b++, g += 1152) {
             prefetch_block(g, 1152);
             const uint8_t *qs = g + 128;
             {
@@ -387,12 +369,11 @@ AI void gemm8_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *o
                 __m128i h0 = _mm256_castsi256_si128(mn_hi), h1 = _mm256_extracti128_si256(mn_hi, 1);
                 __m256i mp[4] = { _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(l0, h0)), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(l0, h0)),
                                   _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(l1, h1)), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(l1, h1)) };
-                const int32_t *pb = pbuf[b - b0][0];
 #pragma GCC unroll 8
                 for (int t = 0; t < T; t++) {
                     __m256i msum = _mm256_setzero_si256();
 #pragma GCC unroll 4
-                    for (int j = 0; j < 4; j++) msum = dpwssd_b(msum, mp[j], pb + 4 * t + j);
+                    for (int j = 0; j < 4; j++) msum = dpwssd_b(msum, mp[j], pa[t] + 4 * b + j);
                     _mm256_store_si256((__m256i *)mbuf[t], msum);
                 }
             }
