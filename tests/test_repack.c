@@ -679,3 +679,36 @@ TEST(repack_q4kpp_k8_pairs) {
         free(x); free(a); free(b2);
     }
 }
+
+/* ds_rmsnorm runs four rows' sums side by side and scales 4 lanes at a
+ * time: every row must keep the bits of ds_rmsnorm_ref (one row, scalar),
+ * for T = 1..11 and 40 rows (whole fours and tails), D not a multiple of 4 too,
+ * in place and not, at 1 and 2 threads (rows split between them). */
+TEST(repack_q4kpp_rmsnorm_rows) {
+    ds_rng r;
+    ds_rng_seed(&r, 142);
+    static const int64_t Ds[] = { 7, 514, 2048 };
+    int saved = ds_threads_get();
+    for (int di = 0; di < 3; di++) {
+        int64_t D = Ds[di];
+        for (int64_t ti = 1; ti <= 12; ti++) {
+            int64_t T = ti <= 11 ? ti : 40;   /* 40 rows of 2048: split between 2 threads */
+            size_t n = (size_t)(T * D);
+            float *x = malloc(n * sizeof(float)), *w = malloc((size_t)D * sizeof(float));
+            float *ref = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float)), *yi = malloc(n * sizeof(float));
+            for (size_t i = 0; i < n; i++) x[i] = ds_rng_normal(&r) * (i % 13 == 0 ? 50.0f : 1.0f) * (float)(1 + i / (size_t)D);
+            for (int64_t i = 0; i < D; i++) w[i] = 0.5f + (float)ds_rng_uniform(&r);
+            ds_rmsnorm_ref(ref, x, w, T, D, 1e-6f);
+            for (int nt = 1; nt <= 2; nt++) {
+                ds_threads_set(nt);
+                ds_rmsnorm(y, x, w, T, D, 1e-6f);
+                memcpy(yi, x, n * sizeof(float));
+                ds_rmsnorm(yi, yi, w, T, D, 1e-6f);
+                CHECK_MSG(memcmp(y, ref, n * sizeof(float)) == 0 && memcmp(yi, ref, n * sizeof(float)) == 0,
+                          "rmsnorm D=%lld T=%lld threads %d: differs from ds_rmsnorm_ref", (long long)D, (long long)T, nt);
+            }
+            free(x); free(w); free(ref); free(y); free(yi);
+        }
+    }
+    ds_threads_set(saved);
+}

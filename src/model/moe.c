@@ -208,7 +208,8 @@ typedef struct {
     float *out, *xe;
     const float *xn, *ye, *ys;
     const ds_moe_slot *slot;
-    int64_t R, T, D;
+    const int64_t *trow;   /* [T·K]: token t's packed rows, ascending (= expert id ascending) */
+    int64_t R, T, D, K;
 } moe_io;
 
 /* pack: xe[r] = xn[slot[r].token] for r in [r0, r1) */
@@ -219,26 +220,44 @@ static void gather_worker(void *vctx, int64_t r0, int64_t r1, int tid) {
         memcpy(c->xe + r * c->D, c->xn + c->slot[r].token * c->D, (size_t)c->D * sizeof(float));
 }
 
-/* Columns [d0, d1) of out: the routed rows added in packed order (expert id
- * ascending), then the shared experts; every element sees the same
- * sequence of operations whatever the split. */
-static void combine_worker(void *vctx, int64_t d0, int64_t d1, int tid) {
+/* Tokens [t0, t1) of out: from 0, the token's routed rows added in packed
+ * order (expert id ascending), then its shared experts' row; every element
+ * sees that sequence of operations (w·y rounded, then the add) whatever the
+ * split. One token at a time: its rows are read once and its output
+ * written once (the column split before read and rewrote out once per
+ * routed row). */
+typedef float moe_v4 __attribute__((vector_size(16)));
+
+static void combine_worker(void *vctx, int64_t t0, int64_t t1, int tid) {
     (void)tid;
     moe_io *c = vctx;
-    int64_t D = c->D, n = d1 - d0;
-    for (int64_t t = 0; t < c->T; t++) memset(c->out + t * D + d0, 0, (size_t)n * sizeof(float));
-    for (int64_t r = 0; r < c->R; r++) {
-        float *o = c->out + c->slot[r].token * D + d0;
-        const float *y = c->ye + r * D + d0;
-        float w = c->slot[r].weight;
-        for (int64_t d = 0; d < n; d++) o[d] += w * y[d];
-    }
-    if (c->ys)
-        for (int64_t t = 0; t < c->T; t++) {
-            float *o = c->out + t * D + d0;
-            const float *y = c->ys + t * D + d0;
-            for (int64_t d = 0; d < n; d++) o[d] += y[d];
+    int64_t D = c->D, K = c->K;
+    for (int64_t t = t0; t < t1; t++) {
+        float *o = c->out + t * D;
+        const int64_t *rows = c->trow + t * K;
+        const float *ys = c->ys ? c->ys + t * D : NULL;
+        int64_t d = 0;
+        for (; d + 4 <= D; d += 4) {
+            moe_v4 acc = { 0.0f, 0.0f, 0.0f, 0.0f };
+            for (int64_t k = 0; k < K; k++) {
+                moe_v4 y;
+                memcpy(&y, c->ye + rows[k] * D + d, sizeof y);
+                acc = acc + c->slot[rows[k]].weight * y;
+            }
+            if (ys) {
+                moe_v4 y;
+                memcpy(&y, ys + d, sizeof y);
+                acc = acc + y;
+            }
+            memcpy(o + d, &acc, sizeof acc);
         }
+        for (; d < D; d++) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < K; k++) acc = acc + c->slot[rows[k]].weight * c->ye[rows[k] * D + d];
+            if (ys) acc = acc + ys[d];
+            o[d] = acc;
+        }
+    }
 }
 
 /* out[T, D] = MoE(xn): route, pack, exchange (the local experts run
@@ -287,14 +306,22 @@ static int moe_forward(const ds_model *m, int64_t l, float *out, const float *xn
             int64_t x = idx[t * K + k], r = start[x] + fill[x]++;
             slot[r] = (ds_moe_slot){ t, (int32_t)x, (int32_t)k, wt[t * K + k], block[t] };
         }
-    moe_io io = { out, xe, xn, ye, ys, slot, R, T, D };
+    /* each token's packed rows in ascending order (the combine's order) */
+    int64_t *trow = ds_arena_array(a, (size_t)R, sizeof(int64_t));   /* (T, K) */
+    int64_t *tcnt = ds_arena_calloc(a, (size_t)DS_MAX(T, 1), sizeof(int64_t));
+    if (!trow || !tcnt) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+    for (int64_t r = 0; r < R; r++) {
+        int64_t t = slot[r].token;
+        trow[t * K + tcnt[t]++] = r;
+    }
+    moe_io io = { out, xe, xn, ye, ys, slot, trow, R, T, D, K };
     ds_par_for(R, 16, gather_worker, &io);
     /* exchange: the owners of the experts compute them; this process's
      * shared experts run alongside its own */
     ds_moe_shared sh = { &w->shared, xn, ys, T, segs, n_segs };
     int rc = ds_moe_exchange(m, l, slot, xe, R, ye, Fs > 0 ? &sh : NULL, a, e);
     if (rc) return rc;
-    ds_par_for(D, DS_MAX(8, 32768 / DS_MAX(R, 1)), combine_worker, &io);
+    ds_par_for(T, DS_MAX(1, 32768 / DS_MAX(K * D, 1)), combine_worker, &io);
     return DS_OK;
 }
 

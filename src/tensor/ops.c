@@ -915,18 +915,51 @@ void ds_mla_attn_finish(float *out, int64_t ldo, const float *u, const float *l,
 
 typedef struct { float *out; const float *x, *w; int64_t D; float eps; } rms_ctx;
 
+/* out row = (x · inv) · w, inv = 1/sqrt(Σ x² / D + eps) with the sum in
+ * double, element by element in order. Four rows at a time: their four sums
+ * are independent chains the core overlaps (one row's chain is bound by the
+ * latency of its adds); each row's sum is still its own sequence of adds,
+ * so the bits are those of one row alone. */
+typedef float rms_v4 __attribute__((vector_size(16)));
+
+static void rms_scale_row(float *o, const float *xr, const float *w, int64_t D, double ss, float eps) {
+    float inv = (float)(1.0 / sqrt(ss / (double)D + (double)eps));
+    int64_t i = 0;
+    for (; i + 4 <= D; i += 4) {   /* the same two roundings per element, 4 lanes */
+        rms_v4 xv, wv;
+        memcpy(&xv, xr + i, sizeof xv);
+        memcpy(&wv, w + i, sizeof wv);
+        rms_v4 ov = (xv * inv) * wv;
+        memcpy(o + i, &ov, sizeof ov);
+    }
+    for (; i < D; i++) o[i] = (xr[i] * inv) * w[i];
+}
+
 static void rms_worker(void *vctx, int64_t t0, int64_t t1, int tid) {
     (void)tid;
     const rms_ctx *c = vctx;
     const int64_t D = c->D;
     const float *w = c->w;
-    for (int64_t t = t0; t < t1; t++) {
+    int64_t t = t0;
+    for (; t + 4 <= t1; t += 4) {
+        const float *x0 = c->x + t * D, *x1 = x0 + D, *x2 = x1 + D, *x3 = x2 + D;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+        for (int64_t i = 0; i < D; i++) {
+            s0 += (double)x0[i] * x0[i];
+            s1 += (double)x1[i] * x1[i];
+            s2 += (double)x2[i] * x2[i];
+            s3 += (double)x3[i] * x3[i];
+        }
+        rms_scale_row(c->out + t * D, x0, w, D, s0, c->eps);
+        rms_scale_row(c->out + (t + 1) * D, x1, w, D, s1, c->eps);
+        rms_scale_row(c->out + (t + 2) * D, x2, w, D, s2, c->eps);
+        rms_scale_row(c->out + (t + 3) * D, x3, w, D, s3, c->eps);
+    }
+    for (; t < t1; t++) {
         const float *xr = c->x + t * D;
-        float *o = c->out + t * D;
         double ss = 0.0;
         for (int64_t i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
-        float inv = (float)(1.0 / sqrt(ss / (double)D + (double)c->eps));
-        for (int64_t i = 0; i < D; i++) o[i] = (xr[i] * inv) * w[i];
+        rms_scale_row(c->out + t * D, xr, w, D, ss, c->eps);
     }
 }
 
