@@ -33,8 +33,9 @@ static void mlp_forward(float *out, const float *x, int64_t T, int64_t D, const 
                         int n_segs, ds_arena *a, int *oom) {
     int64_t F = ds_tensor_rows(&w->gate);
     ds_arena_mark mk = ds_arena_get_mark(a);
-    float *g = ds_arena_calloc(a, (size_t)(T * F), sizeof(float));   /* (T, F) */
-    float *u = ds_arena_calloc(a, (size_t)(T * F), sizeof(float));   /* (T, F) */
+    /* every row is written by the gate / up jobs before it is read: no zero fill */
+    float *g = ds_arena_array(a, (size_t)(T * F), sizeof(float));   /* (T, F) */
+    float *u = ds_arena_array(a, (size_t)(T * F), sizeof(float));   /* (T, F) */
     ds_mm_job *jobs = ds_arena_calloc(a, (size_t)(2 * (n_segs + 1)), sizeof(ds_mm_job));
     if (!g || !u || !jobs) { *oom = 1; ds_arena_release(a, mk); return; }
     int nj = ds_plan_jobs(segs, n_segs, jobs, g, F, x, D, &w->gate, 0, F);
@@ -260,6 +261,39 @@ static void combine_worker(void *vctx, int64_t t0, int64_t t1, int tid) {
     }
 }
 
+/* route: chunks [c0, c1) of the tokens, each chunk with its own row of
+ * the scores / tmp scratch (each token alone: any split, the same choice) */
+typedef struct {
+    const ds_config *c;
+    const ds_layer_w *w;
+    bool hash;              /* hash-routed layer (V4) */
+    const float *logits;    /* (T, E) */
+    const int32_t *tok;
+    int32_t *idx;           /* (T, K) */
+    float *wt;              /* (T, K) */
+    float *scores, *tmp;    /* per chunk of tokens: E, E + n_group */
+    int64_t E, K, T, nch;   /* chunk ch: tokens [ch·T/nch, (ch+1)·T/nch) */
+} route_ctx;
+
+#define ROUTE_CHUNKS 64
+
+static void route_worker(void *vctx, int64_t c0, int64_t c1, int tid) {
+    (void)tid;
+    const route_ctx *r = vctx;
+    const ds_config *c = r->c;
+    int64_t E = r->E, K = r->K;
+    for (int64_t ch = c0; ch < c1; ch++) {
+        float *scores = r->scores + (size_t)ch * (size_t)E, *tmp = r->tmp + (size_t)ch * (size_t)(E + c->n_group);
+        for (int64_t t = ch * r->T / r->nch; t < (ch + 1) * r->T / r->nch; t++) {
+            if (r->hash)
+                route_hash(c, r->logits + t * E, r->w->tid2eid + (int64_t)r->tok[t] * K, r->idx + t * K,
+                           r->wt + t * K, scores, tmp);
+            else
+                ds_moe_route(c, r->logits + t * E, r->w->router_bias, r->idx + t * K, r->wt + t * K, scores, tmp);
+        }
+    }
+}
+
 /* out[T, D] = MoE(xn): route, pack, exchange (the local experts run
  * there), shared experts, combine. */
 static int moe_forward(const ds_model *m, int64_t l, float *out, const float *xn, const int32_t *tok, int64_t T,
@@ -272,8 +306,9 @@ static int moe_forward(const ds_model *m, int64_t l, float *out, const float *xn
     float *logits = ds_arena_calloc(a, (size_t)(T * E), sizeof(float));  /* (T, E) */
     int32_t *idx = ds_arena_calloc(a, (size_t)(T * K), sizeof(int32_t)); /* (T, K) */
     float *wt = ds_arena_calloc(a, (size_t)(T * K), sizeof(float));      /* (T, K) */
-    float *scores = ds_arena_calloc(a, (size_t)E, sizeof(float));
-    float *tmp = ds_arena_calloc(a, (size_t)(E + c->n_group), sizeof(float));
+    int64_t nch = DS_MAX(1, DS_MIN(T, ROUTE_CHUNKS));
+    float *scores = ds_arena_calloc(a, (size_t)(E * nch), sizeof(float));                /* (nch, E) */
+    float *tmp = ds_arena_calloc(a, (size_t)((E + c->n_group) * nch), sizeof(float));    /* (nch, E + n_group) */
     int64_t *start = ds_arena_calloc(a, (size_t)E + 1, sizeof(int64_t));   /* (E+1) packed row offsets per expert */
     int64_t *fill = ds_arena_calloc(a, (size_t)E + 1, sizeof(int64_t));
     int32_t *block = ds_arena_calloc(a, (size_t)DS_MAX(T, 1), sizeof(int32_t));  /* (T) matmul block of each token */
@@ -283,13 +318,10 @@ static int moe_forward(const ds_model *m, int64_t l, float *out, const float *xn
         return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: hash-routed MoE without a tid2eid table (only DeepSeek-V4 "
                           "checkpoints have one)", (long long)l);
     ds_plan_matmul(segs, n_segs, logits, E, xn, D, &w->router, 0, E);
-    for (int64_t t = 0; t < T; t++) {
-        if (c->ffn_kind[l] == DS_FFN_HASH_MOE)
-            route_hash(c, logits + t * E, w->tid2eid + (int64_t)tok[t] * K, idx + t * K, wt + t * K, scores, tmp);
-        else
-            ds_moe_route(c, logits + t * E, w->router_bias, idx + t * K, wt + t * K, scores, tmp);
+    route_ctx rc0 = { c, w, c->ffn_kind[l] == DS_FFN_HASH_MOE, logits, tok, idx, wt, scores, tmp, E, K, T, nch };
+    ds_par_for(nch, DS_MAX(1, nch * 32 / DS_MAX(T, 1)), route_worker, &rc0);   /* >= 32 tokens a thread */
+    for (int64_t t = 0; t < T; t++)
         for (int64_t k = 0; k < K; k++) start[idx[t * K + k] + 1]++;
-    }
     for (int64_t x = 0; x < E; x++) start[x + 1] += start[x];
     for (int s = 0; s < n_segs; s++)
         if (segs[s].n >= DS_TOKEN_BLOCK_MIN)
