@@ -15,10 +15,12 @@
  * tid2eid[token]; swiglu_limit clamps gate (above) and up (both sides).
  * The MoE layer is a pipeline (moe_forward):
  *   route    router logits, ds_moe_route per token         idx, w (T, K)
+ *            (tokens split across threads, each routed alone)
  *   pack     rows grouped by expert id, token order within    slot[R] + x (R, D), R = T·K
  *   exchange rows to the processes owning their experts, outputs back (moe_exchange.c)
  *   local    ds_moe_local_experts: the experts of [lo, hi) on the rows received
  *   combine  out[t] = Σ over packed rows (expert id ascending) of w·y, then + Shared(x)
+ *            (token by token: each token's rows listed in packed order)
  * Routed outputs are accumulated in expert-id order, then the shared
  * experts are added (the order transformers uses), wherever they ran.
  */
