@@ -534,3 +534,181 @@ TEST(repack_ext_vnni_tile_iq2tile) {
     }
     ds_iq2xxs_vbmi = saved;
 }
+
+/* ---- q4kpp (issue 14 item 3): what prefill does around the x8 kernels ----
+ * ds_gemm_x8_avx512_ld stores token t's 8 results at out + t·ldo (ops.c
+ * passes rows of y, no buffer and copy): for T = 1..8, 13, 64 and ldo = 8,
+ * 21, 1408, each token's results are the packed call's bits and nothing
+ * between them is written. Then ds_matmul on repacked Q4_K / Q5_0 / Q6_K
+ * weights with T = 150 (tiles of 64 + 64 + 22), y wider than the rows
+ * (ldy > N) and a row range cut inside groups: every token gives its bits
+ * alone, at 1 and 2 threads, and (at avx512vnni) the AVX2 kernels' bits. */
+TEST(repack_q4kpp_strided_out) {
+    if (!ds_cpu_has(DS_CPU_AVX512_VNNI) || ds_isa_detected() < DS_ISA_AVX512_VNNI)
+        SKIP("needs avx512vnni: this CPU's level is %s", ds_isa_name(ds_isa_detected()));
+    static const ds_dtype types[] = { DS_DTYPE_Q4_K, DS_DTYPE_Q5_0, DS_DTYPE_Q8_0, DS_DTYPE_Q4_0, DS_DTYPE_Q6_K };
+    static const int Ts[] = { 1, 2, 3, 4, 5, 6, 7, 8, 13, 64 };
+    static const int64_t ldos[] = { 8, 21, 1408 };
+    enum { NA = 64 };
+    ds_rng r;
+    ds_rng_seed(&r, 140);
+    for (int k = 0; k < 5; k++) {
+        ds_dtype t = types[k];
+        int64_t K = 512;
+        size_t bytes = 8 * ds_dtype_row_bytes(t, K), ab = ds_act_row_bytes(t, K);
+        uint8_t *q = rand_rows(t, K, &r, NULL), *g = malloc(bytes);
+        ds_repack_group(t, q, K, g);
+        const void *p[NA];
+        uint8_t *qa[NA];
+        float *a = malloc((size_t)K * sizeof(float)), *packed = malloc(8 * NA * sizeof(float));
+        float *o = malloc((size_t)(1408 * NA) * sizeof(float));
+        for (int i = 0; i < NA; i++) {
+            for (int64_t j = 0; j < K; j++) a[j] = ds_rng_normal(&r) * (i % 3 == 1 ? 1e-2f : 1.0f);
+            qa[i] = malloc(ab);
+            ds_quantize_act_ref(t, a, qa[i], K);
+            p[i] = qa[i];
+        }
+        for (int ti = 0; ti < 10; ti++) {
+            int T = Ts[ti];
+            CHECK(ds_gemm_x8_avx512(t, g, p, T, K, packed));
+            for (int li = 0; li < 3; li++) {
+                int64_t ldo = ldos[li];
+                memset(o, 0xFF, (size_t)(1408 * NA) * sizeof(float));
+                CHECK(ds_gemm_x8_avx512_ld(t, g, p, T, K, o, ldo));
+                int bad = 0, spill = 0;
+                for (int i = 0; i < T; i++) bad += memcmp(o + ldo * i, packed + 8 * i, 8 * sizeof(float)) != 0;
+                for (int64_t i = 0; i < ldo * NA; i++) {
+                    uint32_t v;
+                    memcpy(&v, o + i, 4);
+                    bool ours = i / ldo < T && i % ldo < 8;
+                    spill += !ours && v != 0xFFFFFFFFu;
+                }
+                CHECK_MSG(!bad && !spill, "%s T=%d ldo=%lld: %d tokens differ from the packed call, %d floats written "
+                          "outside the results", ds_dtype_name(t), T, (long long)ldo, bad, spill);
+            }
+        }
+        for (int i = 0; i < NA; i++) free(qa[i]);
+        free(a); free(packed); free(o); free(q); free(g);
+    }
+    /* through ds_matmul: T = 150, ldy = N + 11, rows [5, 61) of 61 (7 groups + 5 tail rows) */
+    static const ds_dtype mtypes[] = { DS_DTYPE_Q4_K, DS_DTYPE_Q5_0, DS_DTYPE_Q6_K };
+    for (int k = 0; k < 3; k++) {
+        ds_dtype t = mtypes[k];
+        int64_t N = 61, K = 512, ldy = N + 11, r0 = 5, n = N - r0;
+        enum { T = 150 };
+        size_t rb = ds_dtype_row_bytes(t, K);
+        float *f = malloc((size_t)(N * K) * sizeof(float)), *x = malloc((size_t)(T * K) * sizeof(float));
+        uint8_t *qw = malloc(rb * (size_t)N), *rp = malloc(rb * (size_t)N);
+        for (int64_t i = 0; i < N * K; i++) f[i] = ds_rng_normal(&r) * 0.05f;
+        for (int64_t i = 0; i < T * K; i++) x[i] = ds_rng_normal(&r);
+        for (int64_t i = 0; i < N; i++) ds_quantize_row_ref(t, f + i * K, qw + rb * (size_t)i, K);
+        for (int64_t gi = 0; gi < N / 8; gi++) ds_repack_group(t, qw + rb * 8 * (size_t)gi, K, rp + rb * 8 * (size_t)gi);
+        memcpy(rp + rb * 56, qw + rb * 56, rb * 5);
+        ds_tensor w = { .name = "w", .dtype = t, .ndim = 2, .shape = { N, K }, .data = qw, .nbytes = rb * (size_t)N };
+        w.rp = rp;
+        float *y[3], *one = malloc((size_t)ldy * sizeof(float));
+        int saved = ds_threads_get();
+        for (int v = 0; v < 3; v++) {
+            y[v] = malloc((size_t)(T * ldy) * sizeof(float));
+            memset(y[v], 0xFF, (size_t)(T * ldy) * sizeof(float));
+            ds_threads_set(v == 1 ? 2 : 1);
+            ds_ops_force_avx2(v == 2);
+            ds_matmul(y[v], ldy, x, K, &w, r0, n, T);
+        }
+        ds_ops_force_avx2(false);
+        ds_threads_set(1);   /* the tokens alone: no fork per call */
+        int bad_alone = 0, bad_thr = 0, bad_avx2 = 0, spill = 0;
+        for (int64_t tt = 0; tt < T; tt++) {
+            ds_matmul(one, ldy, x + tt * K, K, &w, r0, n, 1);
+            bad_alone += memcmp(one, y[0] + tt * ldy, (size_t)n * sizeof(float)) != 0;
+            bad_thr += memcmp(y[1] + tt * ldy, y[0] + tt * ldy, (size_t)n * sizeof(float)) != 0;
+            bad_avx2 += memcmp(y[2] + tt * ldy, y[0] + tt * ldy, (size_t)n * sizeof(float)) != 0;
+            for (int64_t c = n; c < ldy; c++) {
+                uint32_t v;
+                memcpy(&v, y[0] + tt * ldy + c, 4);
+                spill += v != 0xFFFFFFFFu;
+            }
+        }
+        CHECK_MSG(!bad_alone && !bad_thr && !bad_avx2 && !spill,
+                  "%s T=150: tokens differing alone %d, at 2 threads %d, from avx2 %d; %d floats written past the rows",
+                  ds_dtype_name(t), bad_alone, bad_thr, bad_avx2, spill);
+        ds_threads_set(saved);
+        for (int v = 0; v < 3; v++) free(y[v]);
+        free(one); free(f); free(x); free(qw); free(rp);
+    }
+}
+
+/* The K8 activation row's pair[] (quant.h), read by repack_avx512.c's Q4_K
+ * kernel for its mins: for each block b and j < 4, the low i16 is the sum
+ * of q over sub-block j (32 values), the high one over sub-block j + 4,
+ * recomputed here from q itself; the reference and AVX2 quantizers write
+ * the same bytes (rows of normal, huge, tiny and constant values). */
+TEST(repack_q4kpp_k8_pairs) {
+    ds_rng r;
+    ds_rng_seed(&r, 141);
+    static const int64_t Ks[] = { 256, 2048, 4352 };
+    for (int ki = 0; ki < 3; ki++) {
+        int64_t K = Ks[ki], nb = K / 256;
+        size_t ab = ds_act_row_bytes(DS_DTYPE_Q4_K, K);
+        CHECK_EQ_INT((long long)ab, (long long)(K + nb * 4 + K / 16 * 2 + nb * 16));
+        float *x = malloc((size_t)K * sizeof(float));
+        uint8_t *a = malloc(ab), *b2 = malloc(ab);
+        for (int row = 0; row < 4; row++) {
+            for (int64_t i = 0; i < K; i++)
+                x[i] = row == 3 ? -2.0f : ds_rng_normal(&r) * (row == 1 ? 1e4f : row == 2 ? 1e-4f : 1.0f);
+            ds_quantize_act_ref(DS_DTYPE_Q4_K, x, a, K);
+            const int8_t *q = (const int8_t *)a;
+            const int32_t *pr = (const int32_t *)(a + K + nb * 4 + K / 16 * 2);
+            int bad = 0;
+            for (int64_t blk = 0; blk < nb; blk++)
+                for (int j = 0; j < 4; j++) {
+                    int lo = 0, hi = 0;
+                    for (int i = 0; i < 32; i++) {
+                        lo += q[256 * blk + 32 * j + i];
+                        hi += q[256 * blk + 32 * (j + 4) + i];
+                    }
+                    int32_t v = pr[4 * blk + j];
+                    bad += (int16_t)(v & 0xFFFF) != lo || (int16_t)((uint32_t)v >> 16) != hi;
+                }
+            CHECK_MSG(!bad, "K=%lld row %d: %d pair entries differ from the sub-block sums", (long long)K, row, bad);
+            if (ds_ops_simd()) {
+                ds_quantize_act_avx2(DS_DTYPE_Q4_K, x, b2, K);
+                CHECK_MSG(memcmp(a, b2, ab) == 0, "K=%lld row %d: avx2 K8 row differs from the reference", (long long)K, row);
+            }
+        }
+        free(x); free(a); free(b2);
+    }
+}
+
+/* ds_rmsnorm runs four rows' sums side by side and scales 4 lanes at a
+ * time: every row must keep the bits of ds_rmsnorm_ref (one row, scalar),
+ * for T = 1..11 and 40 rows (whole fours and tails), D not a multiple of 4 too,
+ * in place and not, at 1 and 2 threads (rows split between them). */
+TEST(repack_q4kpp_rmsnorm_rows) {
+    ds_rng r;
+    ds_rng_seed(&r, 142);
+    static const int64_t Ds[] = { 7, 514, 2048 };
+    int saved = ds_threads_get();
+    for (int di = 0; di < 3; di++) {
+        int64_t D = Ds[di];
+        for (int64_t ti = 1; ti <= 12; ti++) {
+            int64_t T = ti <= 11 ? ti : 40;   /* 40 rows of 2048: split between 2 threads */
+            size_t n = (size_t)(T * D);
+            float *x = malloc(n * sizeof(float)), *w = malloc((size_t)D * sizeof(float));
+            float *ref = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float)), *yi = malloc(n * sizeof(float));
+            for (size_t i = 0; i < n; i++) x[i] = ds_rng_normal(&r) * (i % 13 == 0 ? 50.0f : 1.0f) * (float)(1 + i / (size_t)D);
+            for (int64_t i = 0; i < D; i++) w[i] = 0.5f + (float)ds_rng_uniform(&r);
+            ds_rmsnorm_ref(ref, x, w, T, D, 1e-6f);
+            for (int nt = 1; nt <= 2; nt++) {
+                ds_threads_set(nt);
+                ds_rmsnorm(y, x, w, T, D, 1e-6f);
+                memcpy(yi, x, n * sizeof(float));
+                ds_rmsnorm(yi, yi, w, T, D, 1e-6f);
+                CHECK_MSG(memcmp(y, ref, n * sizeof(float)) == 0 && memcmp(yi, ref, n * sizeof(float)) == 0,
+                          "rmsnorm D=%lld T=%lld threads %d: differs from ds_rmsnorm_ref", (long long)D, (long long)T, nt);
+            }
+            free(x); free(w); free(ref); free(y); free(yi);
+        }
+    }
+    ds_threads_set(saved);
+}

@@ -15,10 +15,12 @@
  * tid2eid[token]; swiglu_limit clamps gate (above) and up (both sides).
  * The MoE layer is a pipeline (moe_forward):
  *   route    router logits, ds_moe_route per token         idx, w (T, K)
+ *            (tokens split across threads, each routed alone)
  *   pack     rows grouped by expert id, token order within    slot[R] + x (R, D), R = T·K
  *   exchange rows to the processes owning their experts, outputs back (moe_exchange.c)
  *   local    ds_moe_local_experts: the experts of [lo, hi) on the rows received
  *   combine  out[t] = Σ over packed rows (expert id ascending) of w·y, then + Shared(x)
+ *            (token by token: each token's rows listed in packed order)
  * Routed outputs are accumulated in expert-id order, then the shared
  * experts are added (the order transformers uses), wherever they ran.
  */
@@ -33,8 +35,9 @@ static void mlp_forward(float *out, const float *x, int64_t T, int64_t D, const 
                         int n_segs, ds_arena *a, int *oom) {
     int64_t F = ds_tensor_rows(&w->gate);
     ds_arena_mark mk = ds_arena_get_mark(a);
-    float *g = ds_arena_calloc(a, (size_t)(T * F), sizeof(float));   /* (T, F) */
-    float *u = ds_arena_calloc(a, (size_t)(T * F), sizeof(float));   /* (T, F) */
+    /* every row is written by the gate / up jobs before it is read: no zero fill */
+    float *g = ds_arena_array(a, (size_t)(T * F), sizeof(float));   /* (T, F) */
+    float *u = ds_arena_array(a, (size_t)(T * F), sizeof(float));   /* (T, F) */
     ds_mm_job *jobs = ds_arena_calloc(a, (size_t)(2 * (n_segs + 1)), sizeof(ds_mm_job));
     if (!g || !u || !jobs) { *oom = 1; ds_arena_release(a, mk); return; }
     int nj = ds_plan_jobs(segs, n_segs, jobs, g, F, x, D, &w->gate, 0, F);
@@ -208,7 +211,8 @@ typedef struct {
     float *out, *xe;
     const float *xn, *ye, *ys;
     const ds_moe_slot *slot;
-    int64_t R, T, D;
+    const int64_t *trow;   /* [T·K]: token t's packed rows, ascending (= expert id ascending) */
+    int64_t R, T, D, K;
 } moe_io;
 
 /* pack: xe[r] = xn[slot[r].token] for r in [r0, r1) */
@@ -219,26 +223,77 @@ static void gather_worker(void *vctx, int64_t r0, int64_t r1, int tid) {
         memcpy(c->xe + r * c->D, c->xn + c->slot[r].token * c->D, (size_t)c->D * sizeof(float));
 }
 
-/* Columns [d0, d1) of out: the routed rows added in packed order (expert id
- * ascending), then the shared experts; every element sees the same
- * sequence of operations whatever the split. */
-static void combine_worker(void *vctx, int64_t d0, int64_t d1, int tid) {
+/* Tokens [t0, t1) of out: from 0, the token's routed rows added in packed
+ * order (expert id ascending), then its shared experts' row; every element
+ * sees that sequence of operations (w·y rounded, then the add) whatever the
+ * split. One token at a time: its rows are read once and its output
+ * written once (the column split before read and rewrote out once per
+ * routed row). */
+typedef float moe_v4 __attribute__((vector_size(16)));
+
+static void combine_worker(void *vctx, int64_t t0, int64_t t1, int tid) {
     (void)tid;
     moe_io *c = vctx;
-    int64_t D = c->D, n = d1 - d0;
-    for (int64_t t = 0; t < c->T; t++) memset(c->out + t * D + d0, 0, (size_t)n * sizeof(float));
-    for (int64_t r = 0; r < c->R; r++) {
-        float *o = c->out + c->slot[r].token * D + d0;
-        const float *y = c->ye + r * D + d0;
-        float w = c->slot[r].weight;
-        for (int64_t d = 0; d < n; d++) o[d] += w * y[d];
-    }
-    if (c->ys)
-        for (int64_t t = 0; t < c->T; t++) {
-            float *o = c->out + t * D + d0;
-            const float *y = c->ys + t * D + d0;
-            for (int64_t d = 0; d < n; d++) o[d] += y[d];
+    int64_t D = c->D, K = c->K;
+    for (int64_t t = t0; t < t1; t++) {
+        float *o = c->out + t * D;
+        const int64_t *rows = c->trow + t * K;
+        const float *ys = c->ys ? c->ys + t * D : NULL;
+        int64_t d = 0;
+        for (; d + 4 <= D; d += 4) {
+            moe_v4 acc = { 0.0f, 0.0f, 0.0f, 0.0f };
+            for (int64_t k = 0; k < K; k++) {
+                moe_v4 y;
+                memcpy(&y, c->ye + rows[k] * D + d, sizeof y);
+                acc = acc + c->slot[rows[k]].weight * y;
+            }
+            if (ys) {
+                moe_v4 y;
+                memcpy(&y, ys + d, sizeof y);
+                acc = acc + y;
+            }
+            memcpy(o + d, &acc, sizeof acc);
         }
+        for (; d < D; d++) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < K; k++) acc = acc + c->slot[rows[k]].weight * c->ye[rows[k] * D + d];
+            if (ys) acc = acc + ys[d];
+            o[d] = acc;
+        }
+    }
+}
+
+/* route: chunks [c0, c1) of the tokens, each chunk with its own row of
+ * the scores / tmp scratch (each token alone: any split, the same choice) */
+typedef struct {
+    const ds_config *c;
+    const ds_layer_w *w;
+    bool hash;              /* hash-routed layer (V4) */
+    const float *logits;    /* (T, E) */
+    const int32_t *tok;
+    int32_t *idx;           /* (T, K) */
+    float *wt;              /* (T, K) */
+    float *scores, *tmp;    /* per chunk of tokens: E, E + n_group */
+    int64_t E, K, T, nch;   /* chunk ch: tokens [ch·T/nch, (ch+1)·T/nch) */
+} route_ctx;
+
+#define ROUTE_CHUNKS 64
+
+static void route_worker(void *vctx, int64_t c0, int64_t c1, int tid) {
+    (void)tid;
+    const route_ctx *r = vctx;
+    const ds_config *c = r->c;
+    int64_t E = r->E, K = r->K;
+    for (int64_t ch = c0; ch < c1; ch++) {
+        float *scores = r->scores + (size_t)ch * (size_t)E, *tmp = r->tmp + (size_t)ch * (size_t)(E + c->n_group);
+        for (int64_t t = ch * r->T / r->nch; t < (ch + 1) * r->T / r->nch; t++) {
+            if (r->hash)
+                route_hash(c, r->logits + t * E, r->w->tid2eid + (int64_t)r->tok[t] * K, r->idx + t * K,
+                           r->wt + t * K, scores, tmp);
+            else
+                ds_moe_route(c, r->logits + t * E, r->w->router_bias, r->idx + t * K, r->wt + t * K, scores, tmp);
+        }
+    }
 }
 
 /* out[T, D] = MoE(xn): route, pack, exchange (the local experts run
@@ -253,8 +308,9 @@ static int moe_forward(const ds_model *m, int64_t l, float *out, const float *xn
     float *logits = ds_arena_calloc(a, (size_t)(T * E), sizeof(float));  /* (T, E) */
     int32_t *idx = ds_arena_calloc(a, (size_t)(T * K), sizeof(int32_t)); /* (T, K) */
     float *wt = ds_arena_calloc(a, (size_t)(T * K), sizeof(float));      /* (T, K) */
-    float *scores = ds_arena_calloc(a, (size_t)E, sizeof(float));
-    float *tmp = ds_arena_calloc(a, (size_t)(E + c->n_group), sizeof(float));
+    int64_t nch = DS_MAX(1, DS_MIN(T, ROUTE_CHUNKS));
+    float *scores = ds_arena_calloc(a, (size_t)(E * nch), sizeof(float));                /* (nch, E) */
+    float *tmp = ds_arena_calloc(a, (size_t)((E + c->n_group) * nch), sizeof(float));    /* (nch, E + n_group) */
     int64_t *start = ds_arena_calloc(a, (size_t)E + 1, sizeof(int64_t));   /* (E+1) packed row offsets per expert */
     int64_t *fill = ds_arena_calloc(a, (size_t)E + 1, sizeof(int64_t));
     int32_t *block = ds_arena_calloc(a, (size_t)DS_MAX(T, 1), sizeof(int32_t));  /* (T) matmul block of each token */
@@ -264,13 +320,10 @@ static int moe_forward(const ds_model *m, int64_t l, float *out, const float *xn
         return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: hash-routed MoE without a tid2eid table (only DeepSeek-V4 "
                           "checkpoints have one)", (long long)l);
     ds_plan_matmul(segs, n_segs, logits, E, xn, D, &w->router, 0, E);
-    for (int64_t t = 0; t < T; t++) {
-        if (c->ffn_kind[l] == DS_FFN_HASH_MOE)
-            route_hash(c, logits + t * E, w->tid2eid + (int64_t)tok[t] * K, idx + t * K, wt + t * K, scores, tmp);
-        else
-            ds_moe_route(c, logits + t * E, w->router_bias, idx + t * K, wt + t * K, scores, tmp);
+    route_ctx rc0 = { c, w, c->ffn_kind[l] == DS_FFN_HASH_MOE, logits, tok, idx, wt, scores, tmp, E, K, T, nch };
+    ds_par_for(nch, DS_MAX(1, nch * 32 / DS_MAX(T, 1)), route_worker, &rc0);   /* >= 32 tokens a thread */
+    for (int64_t t = 0; t < T; t++)
         for (int64_t k = 0; k < K; k++) start[idx[t * K + k] + 1]++;
-    }
     for (int64_t x = 0; x < E; x++) start[x + 1] += start[x];
     for (int s = 0; s < n_segs; s++)
         if (segs[s].n >= DS_TOKEN_BLOCK_MIN)
@@ -287,14 +340,22 @@ static int moe_forward(const ds_model *m, int64_t l, float *out, const float *xn
             int64_t x = idx[t * K + k], r = start[x] + fill[x]++;
             slot[r] = (ds_moe_slot){ t, (int32_t)x, (int32_t)k, wt[t * K + k], block[t] };
         }
-    moe_io io = { out, xe, xn, ye, ys, slot, R, T, D };
+    /* each token's packed rows in ascending order (the combine's order) */
+    int64_t *trow = ds_arena_array(a, (size_t)R, sizeof(int64_t));   /* (T, K) */
+    int64_t *tcnt = ds_arena_calloc(a, (size_t)DS_MAX(T, 1), sizeof(int64_t));
+    if (!trow || !tcnt) return ds_err_set(e, DS_ENOMEM, "out of memory in MoE");
+    for (int64_t r = 0; r < R; r++) {
+        int64_t t = slot[r].token;
+        trow[t * K + tcnt[t]++] = r;
+    }
+    moe_io io = { out, xe, xn, ye, ys, slot, trow, R, T, D, K };
     ds_par_for(R, 16, gather_worker, &io);
     /* exchange: the owners of the experts compute them; this process's
      * shared experts run alongside its own */
     ds_moe_shared sh = { &w->shared, xn, ys, T, segs, n_segs };
     int rc = ds_moe_exchange(m, l, slot, xe, R, ye, Fs > 0 ? &sh : NULL, a, e);
     if (rc) return rc;
-    ds_par_for(D, DS_MAX(8, 32768 / DS_MAX(R, 1)), combine_worker, &io);
+    ds_par_for(T, DS_MAX(1, 32768 / DS_MAX(K * D, 1)), combine_worker, &io);
     return DS_OK;
 }
 

@@ -22,6 +22,10 @@
  *     Q8_0/Q4_0/Q5_0/Q4_K/Q6_K groups use repack_avx512.c (vpdpbusd;
  *     bit-identical to the AVX2 kernels) and the quant_ext.h types
  *     repack_ext_avx512.c where it has a kernel (also bit-identical).
+ *     repack_avx512.c's kernels store a whole group's results straight
+ *     into the rows of y (ds_gemm_x8_avx512_ld); the others go through a
+ *     buffer copied into y (the copy's store stalls were ~4 % of a
+ *     Q4_K_M pp512 at 1 thread).
  *   - FP4 weights (F4_E2M1 rows, and MXFP4 blocks read in place from a
  *     GGUF mapping: fp4.h, mxfp4.h) take the float paths above: a dot per
  *     row and token in decode, dequantized panels in prefill; the two
@@ -233,19 +237,28 @@ static void matmul_x8_worker(const matmul_ctx *c, int64_t i0, int64_t i1) {
         }
         e0 = i0;   /* the groups are done; the tail rows below */
     }
+    /* repack_avx512.c's kernels store a whole group's results straight into y
+     * (token t at row t of y); the others, and a group cut by the row range,
+     * through out[] (the same bits: the copy moves finished floats) */
+    const bool direct = vnni && ds_gemm_x8_avx512_has(dt);
     for (int64_t t0 = 0; t0 < c->T; t0 += QTILE) {
         int64_t t1 = DS_MIN(c->T, t0 + QTILE);
+        const void *a[QTILE];   /* the tile's activation rows */
+        for (int64_t k = t0; k < t1; k++) a[k - t0] = c->qa + (size_t)k * c->ab;
         for (int64_t i = i0; i < e0; i++) {
             int64_t g = u.g0 + i, row0 = g * DS_RP_ROWS;
             int64_t ra = DS_MAX(row0, c->r0), rb = DS_MIN(row0 + DS_RP_ROWS, c->r0 + c->N);
             const uint8_t *wg = (const uint8_t *)c->w->rp + gb * (size_t)g;
+            if (direct && rb - ra == DS_RP_ROWS) {
+                ds_gemm_x8_avx512_ld(dt, wg, a, (int)(t1 - t0), c->K, c->y + t0 * c->ldy + (row0 - c->r0), c->ldy);
+                continue;
+            }
             for (int64_t t = t0; t < t1; t += step) {
                 int m = (int)DS_MIN(step, t1 - t);
-                const void *a[QTILE];
+                const void *const *at = a + (t - t0);
                 float out[DS_RP_ROWS * QTILE];
-                for (int k = 0; k < m; k++) a[k] = c->qa + (size_t)(t + k) * c->ab;
-                if (!(vnni && (ds_gemm_x8_avx512(dt, wg, a, m, c->K, out) || ds_gemm_x8_ext_avx512(dt, wg, a, m, c->K, out))))
-                    ds_gemm_x8_avx2(dt, wg, a, m, c->K, out);
+                if (!(vnni && (ds_gemm_x8_avx512(dt, wg, at, m, c->K, out) || ds_gemm_x8_ext_avx512(dt, wg, at, m, c->K, out))))
+                    ds_gemm_x8_avx2(dt, wg, at, m, c->K, out);
                 for (int k = 0; k < m; k++) {
                     float *yr = c->y + (t + k) * c->ldy - c->r0;
                     if (rb - ra == DS_RP_ROWS) memcpy(yr + row0, out + DS_RP_ROWS * k, DS_RP_ROWS * sizeof(float));
@@ -902,18 +915,51 @@ void ds_mla_attn_finish(float *out, int64_t ldo, const float *u, const float *l,
 
 typedef struct { float *out; const float *x, *w; int64_t D; float eps; } rms_ctx;
 
+/* out row = (x · inv) · w, inv = 1/sqrt(Σ x² / D + eps) with the sum in
+ * double, element by element in order. Four rows at a time: their four sums
+ * are independent chains the core overlaps (one row's chain is bound by the
+ * latency of its adds); each row's sum is still its own sequence of adds,
+ * so the bits are those of one row alone. */
+typedef float rms_v4 __attribute__((vector_size(16)));
+
+static void rms_scale_row(float *o, const float *xr, const float *w, int64_t D, double ss, float eps) {
+    float inv = (float)(1.0 / sqrt(ss / (double)D + (double)eps));
+    int64_t i = 0;
+    for (; i + 4 <= D; i += 4) {   /* the same two roundings per element, 4 lanes */
+        rms_v4 xv, wv;
+        memcpy(&xv, xr + i, sizeof xv);
+        memcpy(&wv, w + i, sizeof wv);
+        rms_v4 ov = (xv * inv) * wv;
+        memcpy(o + i, &ov, sizeof ov);
+    }
+    for (; i < D; i++) o[i] = (xr[i] * inv) * w[i];
+}
+
 static void rms_worker(void *vctx, int64_t t0, int64_t t1, int tid) {
     (void)tid;
     const rms_ctx *c = vctx;
     const int64_t D = c->D;
     const float *w = c->w;
-    for (int64_t t = t0; t < t1; t++) {
+    int64_t t = t0;
+    for (; t + 4 <= t1; t += 4) {
+        const float *x0 = c->x + t * D, *x1 = x0 + D, *x2 = x1 + D, *x3 = x2 + D;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+        for (int64_t i = 0; i < D; i++) {
+            s0 += (double)x0[i] * x0[i];
+            s1 += (double)x1[i] * x1[i];
+            s2 += (double)x2[i] * x2[i];
+            s3 += (double)x3[i] * x3[i];
+        }
+        rms_scale_row(c->out + t * D, x0, w, D, s0, c->eps);
+        rms_scale_row(c->out + (t + 1) * D, x1, w, D, s1, c->eps);
+        rms_scale_row(c->out + (t + 2) * D, x2, w, D, s2, c->eps);
+        rms_scale_row(c->out + (t + 3) * D, x3, w, D, s3, c->eps);
+    }
+    for (; t < t1; t++) {
         const float *xr = c->x + t * D;
-        float *o = c->out + t * D;
         double ss = 0.0;
         for (int64_t i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
-        float inv = (float)(1.0 / sqrt(ss / (double)D + (double)c->eps));
-        for (int64_t i = 0; i < D; i++) o[i] = (xr[i] * inv) * w[i];
+        rms_scale_row(c->out + t * D, xr, w, D, ss, c->eps);
     }
 }
 

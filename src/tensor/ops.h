@@ -186,6 +186,8 @@ int ds_mla_attn_ref(float *out, int64_t ldo, const float *q, int64_t ldq, int64_
 
 /* out[T, D] = x / sqrt(mean(x²) + eps) · w, per row (w: fp32 [D]). out may alias x. */
 void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps);
+/* its twin: one row at a time, scalar (ds_rmsnorm gives these bits) */
+void ds_rmsnorm_ref(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps);
 
 /* Numerically stable in-place softmax of x[n]. */
 void ds_softmax(float *x, int64_t n);

@@ -91,3 +91,14 @@ int ds_mla_attn_ref(float *out, int64_t ldo, const float *q, int64_t ldq, int64_
     }
     return DS_OK;
 }
+
+void ds_rmsnorm_ref(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps) {
+    for (int64_t t = 0; t < T; t++) {
+        const float *xr = x + t * D;
+        float *o = out + t * D;
+        double ss = 0.0;
+        for (int64_t i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
+        float inv = (float)(1.0 / sqrt(ss / (double)D + (double)eps));
+        for (int64_t i = 0; i < D; i++) o[i] = (xr[i] * inv) * w[i];
+    }
+}

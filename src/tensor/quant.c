@@ -331,7 +331,7 @@ int ds_act_kind(ds_dtype t) {
 size_t ds_act_row_bytes(ds_dtype t, int64_t K) {
     switch (ds_act_kind(t)) {
     case 1: return (size_t)K + (size_t)(K / DS_QK) * 8;
-    case 2: return (size_t)K + (size_t)(K / DS_QK_K) * 4 + (size_t)(K / 16) * 2;
+    case 2: return (size_t)K + (size_t)(K / DS_QK_K) * (4 + 16) + (size_t)(K / 16) * 2;
     default: return (size_t)K * 4;
     }
 }
@@ -363,7 +363,18 @@ void ds_quantize_act_ref(ds_dtype t, const float *x, void *out, int64_t K) {
             for (int i = 0; i < 16; i++) sum += q[g * 16 + i];
             bs[g] = (int16_t)sum;
         }
+        ds_act_k8_pairs(bs, K);
     }
+}
+
+void ds_act_k8_pairs(const int16_t *bs, int64_t K) {
+    int32_t *pr = (int32_t *)(bs + K / 16);
+    for (int64_t b = 0; b < K / DS_QK_K; b++)
+        for (int j = 0; j < 4; j++) {
+            const int16_t *s = bs + 16 * b;
+            uint16_t lo = (uint16_t)(int16_t)(s[2 * j] + s[2 * j + 1]), hi = (uint16_t)(int16_t)(s[2 * j + 8] + s[2 * j + 9]);
+            pr[4 * b + j] = (int32_t)((uint32_t)lo | (uint32_t)hi << 16);
+        }
 }
 
 float ds_vec_dot_ref(ds_dtype t, const void *w, const void *act, int64_t K) {

@@ -21,7 +21,12 @@
  *   "A8" for Q8_0/Q4_0/Q5_0 weights: int8 q[K], then fp32 d[K/32], then
  *        fp32 s[K/32] = Σ q over the block (for the zero-point terms)
  *   "K8" for Q4_K/Q6_K weights:      int8 q[K], then fp32 d[K/256], then
- *        int16 bsum[K/16] = Σ q over each 16 values
+ *        int16 bsum[K/16] = Σ q over each 16 values, then
+ *        int32 pair[K/256][4]: pair j of a block = the i16 pair
+ *        (low B_j, high B_j+4), B_j = Σ q over its sub-block j of 32 (the
+ *        activation side of Q4_K's mins, as the VNNI kernels' vpdpwssd
+ *        takes it: made once per row here instead of once per weight
+ *        group and token in repack_avx512.c; |B_j| <= 32·127 fits)
  * with d = max|x|/127 per block and q = round-to-nearest-even(x·127/max|x|).
  *
  * Every fast kernel (quant_avx2.c) has a reference twin here and a test in
@@ -72,6 +77,8 @@ int ds_act_kind(ds_dtype t);
 /* Bytes of one quantized activation row of K values for weight type t. */
 size_t ds_act_row_bytes(ds_dtype t, int64_t K);
 void ds_quantize_act_ref(ds_dtype t, const float *x, void *out, int64_t K);
+/* A K8 row's pair[] from its bsum[] (bs: the row's bsum, K its length). */
+void ds_act_k8_pairs(const int16_t *bs, int64_t K);
 /* Σ_i w[i]·a[i] for one weight row (blocks of t) and one quantized
  * activation row, computed from the dequantized values in double. */
 float ds_vec_dot_ref(ds_dtype t, const void *w, const void *act, int64_t K);

@@ -106,6 +106,7 @@ void ds_quantize_act_avx2(ds_dtype t, const float *x, void *out, int64_t K) {
             bs[2 * g] = (int16_t)_mm256_extract_epi32(r, 0);
             bs[2 * g + 1] = (int16_t)_mm256_extract_epi32(r, 4);
         }
+        ds_act_k8_pairs(bs, K);   /* 4 integers per 256 values: scalar (quant.c) */
     }
 }
 

@@ -25,6 +25,11 @@ void ds_gemm_x8_avx2(ds_dtype t, const void *grp, const void *const *act, int T,
  * type has none (repack_avx512.c: Q8_0/Q4_0/Q5_0/Q4_K/Q6_K; repack_ext_avx512.c:
  * the quant_ext.h types). Called only when core/cpu.h's level >= avx512vnni. */
 bool ds_gemm_x8_avx512(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out);
+/* The same (repack_avx512.c's types) with token t's 8 results at out + t·ldo
+ * (ldo >= 8): ops.c passes a row of y, so the results go straight to their
+ * place instead of through a buffer; the bits of ds_gemm_x8_avx512 */
+bool ds_gemm_x8_avx512_ld(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out,
+                          int64_t ldo);
 /* True for the types ds_gemm_x8_avx512 has a kernel for (any T: runs of 8;
  * 1-4 tokens per unpack by its 4-token kernels, 5-8 by its 8-token ones;
  * ops.c gives it a whole token tile, up to 64, per call) */

@@ -44,7 +44,10 @@
  * measured the same: the broadcast loads bind as well).
  *
  * Returns false for a type it has no kernel for (the caller then uses the
- * AVX2 kernel).
+ * AVX2 kernel). ds_gemm_x8_avx512_ld is the same with token t's results at
+ * out + t·ldo instead of out + 8t: ops.c passes a row of y, so the kernels
+ * store into y themselves (the buffer and its copy cost ~4 % of a Q4_K_M
+ * pp512: the copy's loads waited on the kernel's stores).
  */
 #include "repack.h"
 #include "quant.h"
@@ -102,7 +105,7 @@ AI __m256i u8x8_reg(__m256i x, const int j) {
 
 /* ------------------------------------------------------------------ Q4_K */
 
-AI void gemm_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
+AI void gemm_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int64_t ldo, const int T) {
     int64_t nb = K / DS_QK_K;
     const float *da[DS_RP_MAX_T];
     const int16_t *bs[DS_RP_MAX_T];
@@ -169,12 +172,12 @@ AI void gemm_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
         }
     }
 #pragma GCC unroll 4
-    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + ldo * t, acc[t]);
 }
 
 /* ------------------------------------------------------------------ Q6_K */
 
-AI void gemm_q6_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
+AI void gemm_q6_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int64_t ldo, const int T) {
     int64_t nb = K / DS_QK_K;
     const float *da[DS_RP_MAX_T];
     const int16_t *bs[DS_RP_MAX_T];
@@ -245,13 +248,13 @@ AI void gemm_q6_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
     }
 #pragma GCC unroll 4
-    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + ldo * t, acc[t]);
 }
 
 /* ------------------------------------------- Q8_0, Q4_0, Q5_0 (A8 acts) */
 
 /* kind 0 = Q8_0 (272 B/block), 4 = Q4_0 (144), 5 = Q5_0 (176) */
-AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T, const int kind) {
+AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int64_t ldo, const int T, const int kind) {
     int64_t nb = K / DS_QK;
     const size_t bsz = kind == 0 ? 272 : kind == 4 ? 144 : 176;
     const float *da[DS_RP_MAX_T], *sa[DS_RP_MAX_T];
@@ -307,7 +310,7 @@ AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out,
         }
     }
 #pragma GCC unroll 4
-    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + ldo * t, acc[t]);
 }
 
 /* ------------------------------------------ 8 tokens per weight unpack */
@@ -328,46 +331,28 @@ AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out,
  *     ending the block: 15.2 -> 14.7 ns per row and token, K = 2048,
  *     tools/bench_x8_kernels.c, 3 runs each, load ~9), as 4 vpdpwssd of
  *     i16 pairs per token instead of 8 (the activation pairs prepared per
- *     16 blocks ahead: 13.5 -> 13.3);
+ *     16 blocks ahead: 13.5 -> 13.3; since q4kpp they are part of the K8
+ *     activation row, quant.h's pair[], made once per token instead of
+ *     once per weight group: that preparation was ~6 % of a Q4_K_M pp512);
  *   - the fp32 epilogue per token is the same sequence as above. */
 
 #define CT DS_RP_CORE_T
 
-/* The activation side of Q4_K's mins for one token and block, from its 16
- * bsum16: i32 j (j = 0..3) = the i16 pair [B_j, B_j+4], B_j = bsum16[2j] +
- * bsum16[2j+1] the sum of sub-block j's 32 activations (|B_j| <= 32 · 128, an
- * i16: the sum is exact). */
-AI __m128i q4k_min_pairs(const int16_t *bs) {
-    __m256i x = _mm256_loadu_si256((const __m256i *)bs);
-    __m256i y = _mm256_add_epi16(x, _mm256_srli_epi32(x, 16));   /* i32 lane k: B_k in its low i16 */
-    return _mm_blend_epi16(_mm256_castsi256_si128(y), _mm_slli_epi32(_mm256_extracti128_si256(y, 1), 16), 0xAA);
-}
-
-#define Q4K_PB 16   /* blocks per pass of q4k_min_pairs */
-
-AI void gemm8_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
+AI void gemm8_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int64_t ldo, const int T) {
     int64_t nb = K / DS_QK_K;
     const float *da[CT];
-    const int16_t *bs[CT];
     __m256 acc[CT];
     const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
+    const int32_t *pa[CT];   /* the K8 rows' pair[] (quant.h): [B_j, B_j+4] per block */
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
         da[t] = (const float *)(q[t] + K);
-        bs[t] = (const int16_t *)(da[t] + nb);
+        pa[t] = (const int32_t *)((const int16_t *)(da[t] + nb) + K / 16);
         acc[t] = _mm256_setzero_ps();
     }
     _Alignas(32) int32_t mbuf[CT][8];
-    _Alignas(16) int32_t pbuf[Q4K_PB][CT][4];   /* [block - b0][token]: q4k_min_pairs */
-    for (int64_t b0 = 0; b0 < nb; b0 += Q4K_PB) {
-        int64_t b1 = nb - b0 < Q4K_PB ? nb : b0 + Q4K_PB;
-        /* the mins' activation pairs of these blocks first, out of the block loop
-         * (in it, their shuffles and the store -> broadcast reload cost more than
-         * the 4 vpdpwssd they save per token and block) */
-        for (int64_t b = b0; b < b1; b++)
-#pragma GCC unroll 8
-            for (int t = 0; t < T; t++) _mm_store_si128((__m128i *)pbuf[b - b0][t], q4k_min_pairs(bs[t] + 16 * b));
-        for (int64_t b = b0; b < b1; b++, g += 1152) {
+    {
+        for (int64_t b = 0; b < nb; b++, g += 1152) {
             prefetch_block(g, 1152);
             const uint8_t *qs = g + 128;
             {
@@ -384,12 +369,11 @@ AI void gemm8_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *o
                 __m128i h0 = _mm256_castsi256_si128(mn_hi), h1 = _mm256_extracti128_si256(mn_hi, 1);
                 __m256i mp[4] = { _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(l0, h0)), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(l0, h0)),
                                   _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(l1, h1)), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(l1, h1)) };
-                const int32_t *pb = pbuf[b - b0][0];
 #pragma GCC unroll 8
                 for (int t = 0; t < T; t++) {
                     __m256i msum = _mm256_setzero_si256();
 #pragma GCC unroll 4
-                    for (int j = 0; j < 4; j++) msum = dpwssd_b(msum, mp[j], pb + 4 * t + j);
+                    for (int j = 0; j < 4; j++) msum = dpwssd_b(msum, mp[j], pa[t] + 4 * b + j);
                     _mm256_store_si256((__m256i *)mbuf[t], msum);
                 }
             }
@@ -440,10 +424,10 @@ AI void gemm8_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *o
         }
     }
 #pragma GCC unroll 8
-    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + ldo * t, acc[t]);
 }
 
-AI void gemm8_q6_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
+AI void gemm8_q6_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int64_t ldo, const int T) {
     int64_t nb = K / DS_QK_K;
     const float *da[CT];
     const int16_t *bs[CT];
@@ -512,11 +496,11 @@ AI void gemm8_q6_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *o
         }
     }
 #pragma GCC unroll 8
-    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + ldo * t, acc[t]);
 }
 
 /* kind 0 = Q8_0, 4 = Q4_0, 5 = Q5_0 as gemm_a8 */
-AI void gemm8_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T, const int kind) {
+AI void gemm8_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int64_t ldo, const int T, const int kind) {
     int64_t nb = K / DS_QK;
     const size_t bsz = kind == 0 ? 272 : kind == 4 ? 144 : 176;
     const float *da[CT], *sa[CT];
@@ -568,38 +552,38 @@ AI void gemm8_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out
         }
     }
 #pragma GCC unroll 8
-    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + 8 * t, acc[t]);
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + ldo * t, acc[t]);
 }
 
 /* ---------------------------------------------------------------- dispatch */
 
 #define INST(name, call)                                                                          \
-    static void name##_1(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(1); } \
-    static void name##_2(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(2); } \
-    static void name##_3(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(3); } \
-    static void name##_4(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(4); }
-#define C_Q4K(T) gemm_q4_K(g, q, K, o, T)
-#define C_Q6K(T) gemm_q6_K(g, q, K, o, T)
-#define C_Q80(T) gemm_a8(g, q, K, o, T, 0)
-#define C_Q40(T) gemm_a8(g, q, K, o, T, 4)
-#define C_Q50(T) gemm_a8(g, q, K, o, T, 5)
+    static void name##_1(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { call(1); } \
+    static void name##_2(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { call(2); } \
+    static void name##_3(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { call(3); } \
+    static void name##_4(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { call(4); }
+#define C_Q4K(T) gemm_q4_K(g, q, K, o, ldo, T)
+#define C_Q6K(T) gemm_q6_K(g, q, K, o, ldo, T)
+#define C_Q80(T) gemm_a8(g, q, K, o, ldo, T, 0)
+#define C_Q40(T) gemm_a8(g, q, K, o, ldo, T, 4)
+#define C_Q50(T) gemm_a8(g, q, K, o, ldo, T, 5)
 INST(q4k, C_Q4K)
 INST(q6k, C_Q6K)
 INST(q80, C_Q80)
 INST(q40, C_Q40)
 INST(q50, C_Q50)
 
-typedef void (*gemm_fn)(const uint8_t *, const int8_t *const *, int64_t, float *);
+typedef void (*gemm_fn)(const uint8_t *, const int8_t *const *, int64_t, float *, int64_t);
 #define INST8(name, call)                                                                          \
-    static void name##_5(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(5); } \
-    static void name##_6(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(6); } \
-    static void name##_7(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(7); } \
-    static void name##_8(const uint8_t *g, const int8_t *const *q, int64_t K, float *o) { call(8); }
-#define C8_Q4K(T) gemm8_q4_K(g, q, K, o, T)
-#define C8_Q6K(T) gemm8_q6_K(g, q, K, o, T)
-#define C8_Q80(T) gemm8_a8(g, q, K, o, T, 0)
-#define C8_Q40(T) gemm8_a8(g, q, K, o, T, 4)
-#define C8_Q50(T) gemm8_a8(g, q, K, o, T, 5)
+    static void name##_5(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { call(5); } \
+    static void name##_6(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { call(6); } \
+    static void name##_7(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { call(7); } \
+    static void name##_8(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { call(8); }
+#define C8_Q4K(T) gemm8_q4_K(g, q, K, o, ldo, T)
+#define C8_Q6K(T) gemm8_q6_K(g, q, K, o, ldo, T)
+#define C8_Q80(T) gemm8_a8(g, q, K, o, ldo, T, 0)
+#define C8_Q40(T) gemm8_a8(g, q, K, o, ldo, T, 4)
+#define C8_Q50(T) gemm8_a8(g, q, K, o, ldo, T, 5)
 INST8(q4k, C8_Q4K)
 INST8(q6k, C8_Q6K)
 INST8(q80, C8_Q80)
@@ -616,7 +600,8 @@ bool ds_gemm_x8_avx512_has(ds_dtype t) {
     return t == DS_DTYPE_Q4_K || t == DS_DTYPE_Q6_K || t == DS_DTYPE_Q8_0 || t == DS_DTYPE_Q4_0 || t == DS_DTYPE_Q5_0;
 }
 
-bool ds_gemm_x8_avx512(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out) {
+bool ds_gemm_x8_avx512_ld(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out,
+                          int64_t ldo) {
     const gemm_fn *f;
     switch (t) {
     case DS_DTYPE_Q4_K: f = k_q4k; break;
@@ -629,7 +614,11 @@ bool ds_gemm_x8_avx512(ds_dtype t, const void *grp, const void *const *act, int 
     const int8_t *const *q = (const int8_t *const *)act;
     for (int t0 = 0; t0 < T; t0 += CT) {
         int n = T - t0 < CT ? T - t0 : CT;
-        f[n - 1](grp, q + t0, K, out + 8 * t0);
+        f[n - 1](grp, q + t0, K, out + ldo * t0, ldo);
     }
     return true;
+}
+
+bool ds_gemm_x8_avx512(ds_dtype t, const void *grp, const void *const *act, int T, int64_t K, float *out) {
+    return ds_gemm_x8_avx512_ld(t, grp, act, T, K, out, DS_RP_ROWS);
 }
