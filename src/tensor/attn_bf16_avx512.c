@@ -190,3 +190,70 @@ void ds_mla_pv_bf16_avx512(float *u, int64_t R, const float *p, int64_t ls, cons
         for (; c < R; c += 32) pv_tile(1, 1, u + h * R, R, pp + h * lp, lp, alpha + h, kv, W, n, c, ilo, ihi);
     }
 }
+
+/* ds_mla_pv_bf16_pk (ops.h): the weighted sum on prepared operands — the
+ * values already interleaved in row pairs (ds_bf16_round_pairs: one 512-bit
+ * load is 16 columns of both rows, the words vpermt2w built above) and the
+ * weights already bf16 pairs (ds_mla_softmax_bf16: one 32-bit word per head
+ * and pair, broadcast). Per accumulator the same vdpbf16ps sequence as
+ * ds_mla_pv_bf16_avx512, so the same bits; the last pair of an odd n is
+ * masked to its even row (the zero row the other kernel pairs it with).
+ * Tiles: nh heads (up to 6) × 32·nu columns, nu 1 or 2 (up to 24 accumulators). */
+T512_INLINE void pv_pk_tile(int nh, int nu, float *u, int64_t R, const uint16_t *pb, int64_t lp, const float *alpha,
+                            const uint16_t *vi, int64_t n, int64_t c) {
+    const __m512i lowm = _mm512_set1_epi32(0xffff);
+    __m512 acc[6][4];
+#pragma GCC unroll 6
+    for (int i = 0; i < nh; i++) {
+        __m512 a = _mm512_set1_ps(alpha[i]);
+#pragma GCC unroll 4
+        for (int v = 0; v < 2 * nu; v++) acc[i][v] = _mm512_mul_ps(a, _mm512_loadu_ps(u + i * R + c + 16 * v));
+    }
+    int64_t ne = n & ~(int64_t)1;   /* whole pairs */
+    for (int64_t j = 0; j < ne; j += 2) {
+        const uint16_t *vp = vi + j * R + 2 * c;   /* pair j / 2 */
+        __m512i x[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 2 * nu; v++) x[v] = _mm512_loadu_si512(vp + 32 * v);
+#pragma GCC unroll 6
+        for (int i = 0; i < nh; i++) {
+            uint32_t word;
+            __builtin_memcpy(&word, pb + i * lp + j, 4);
+            __m512i w = _mm512_set1_epi32((int)word);
+#pragma GCC unroll 4
+            for (int v = 0; v < 2 * nu; v++) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], (__m512bh)x[v], (__m512bh)w);
+        }
+    }
+    if (ne < n) {   /* the last row alone: its odd partner and weight masked to zero */
+        const uint16_t *vp = vi + ne * R + 2 * c;
+        __m512i x[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 2 * nu; v++) x[v] = _mm512_and_si512(_mm512_loadu_si512(vp + 32 * v), lowm);
+#pragma GCC unroll 6
+        for (int i = 0; i < nh; i++) {
+            __m512i w = _mm512_set1_epi32((int)pb[i * lp + ne]);
+#pragma GCC unroll 4
+            for (int v = 0; v < 2 * nu; v++) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], (__m512bh)x[v], (__m512bh)w);
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < nh; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 2 * nu; v++) _mm512_storeu_ps(u + i * R + c + 16 * v, acc[i][v]);
+}
+
+#define PK_ROWS(NH)                                                                                      \
+    for (; h + NH <= H; h += NH) {                                                                       \
+        int64_t c = 0;                                                                                   \
+        for (; c + 64 <= R; c += 64) pv_pk_tile(NH, 2, u + h * R, R, pb + h * lp, lp, alpha + h, vi, n, c); \
+        for (; c < R; c += 32) pv_pk_tile(NH, 1, u + h * R, R, pb + h * lp, lp, alpha + h, vi, n, c);      \
+    }
+
+void ds_mla_pv_bf16_pk_avx512(float *u, int64_t R, const uint16_t *pb, int64_t lp, const float *alpha, int64_t H,
+                              const uint16_t *vi, int64_t n) {
+    int64_t h = 0;
+    PK_ROWS(6)
+    PK_ROWS(4)
+    PK_ROWS(2)
+    PK_ROWS(1)
+}
