@@ -20,6 +20,7 @@
 #include "core/rng.h"
 #include "tensor/dtype.h"
 #include "tensor/ops.h"
+#include "tensor/ops_isa.h"
 
 static uint32_t bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static float from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
@@ -307,6 +308,21 @@ TEST(attn_bf16_softmax_vs_twin) {
                       (long long)vis, (long long)n);
         }
     }
+    /* many long rows: the weights are bf16, so a sum in another order (an ulp off in 1/Σ) shows only
+     * where a weight sits at a rounding boundary — rare per value, certain over 256K values */
+    for (int lev = 1; lev < 3; lev++) {
+        set_level(lev);
+        int64_t bad = 0;
+        for (int row = 0; row < 64; row++) {
+            int64_t vis = 4096 - row, n = 4096;
+            for (int64_t j = 0; j < n; j++) s[j] = 2.0f * (float)ds_rng_normal(&r);
+            memcpy(s2, s, (size_t)n * sizeof(float));
+            ds_mla_softmax_bf16(p1, s, vis, n, 0.5f);
+            ds_mla_softmax_bf16_ref(p2, s2, vis, n, 0.5f);
+            for (int64_t j = 0; j < n; j++) bad += p1[j] != p2[j];
+        }
+        CHECK_MSG(bad == 0, "%s: %lld of 64 x 4096 bf16 weights differ from the twin", level_name(lev), (long long)bad);
+    }
     set_level(2);
     ds_ops_force_avx2(false);
     free(s); free(s1); free(s2); free(p1); free(p2); free(p3);
@@ -440,4 +456,41 @@ TEST(attn_bf16_prefill_block_same_bits) {
         ds_ops_force_avx2(false);
         free(q); free(k); free(v); free(vi); free(pb); free(vf); free(sc); free(ker); free(zero); free(one); free(uo); free(un);
     }
+}
+
+/* vcvtneps2bf16 (the AVX512-BF16 softmax's rounding) == the twin on every
+ * class of input: random bit patterns, ties, NaN, inf, subnormals, zeros */
+TEST(attn_bf16_round_row_vcvtneps2bf16_vs_twin) {
+    if (!ds_mla_bf16_dp_in_use()) SKIP("no avx512_bf16 (or DS_ISA below avx512vnni): vcvtneps2bf16 is not used");
+    ds_rng r;
+    ds_rng_seed(&r, 71);
+    enum { N = 4099 };
+    float *x = malloc(N * sizeof(float));
+    uint16_t *y = malloc((N + 1) * 2), *y2 = malloc((N + 1) * 2);
+    static const uint32_t special[] = { 0x3f808000u, 0x3f818000u, 0x3f808001u, 0x00400000u, 0x80000001u, 0x7f800000u,
+                                        0xff800000u, 0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7f7fffffu, 0xff7fffffu,
+                                        0x00000000u, 0x80000000u, 0x007fffffu, 0x00800000u, 0x3f7fffffu, 0xbf808000u,
+                                        0x807fffffu, 0x7fbfffffu };
+    for (int64_t i = 0; i < N; i++) {
+        uint32_t u = (uint32_t)ds_rng_u64(&r);
+        if (i % 5 == 0) u = (u & 0xffff0000u) | 0x8000u;           /* a tie */
+        if (i % 7 == 0) u &= 0x807fffffu;                           /* subnormal or zero */
+        if (i % 11 == 0) u |= 0x7f800000u;                          /* inf or NaN */
+        if (i < (int64_t)(sizeof special / sizeof special[0])) u = special[i];
+        memcpy(&x[i], &u, 4);
+    }
+    int64_t lens[] = { N, 16, 15, 1, 33 };
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        memset(y, 0xaa, (N + 1) * 2);
+        ds_bf16_round_row_avx512(y, x, lens[li]);
+        ds_bf16_round_row_ref(y2, x, lens[li]);
+        int64_t bad = 0, first = -1;
+        for (int64_t i = 0; i < lens[li]; i++)
+            if (y[i] != y2[i]) { bad++; if (first < 0) first = i; }
+        CHECK_MSG(bad == 0, "n %lld: %lld differ from the twin (first at %lld: x 0x%08x -> 0x%04x, twin 0x%04x)",
+                  (long long)lens[li], (long long)bad, (long long)first, first >= 0 ? bits(x[first]) : 0,
+                  first >= 0 ? y[first] : 0, first >= 0 ? y2[first] : 0);
+        CHECK_MSG(y[lens[li]] == 0xaaaa, "n %lld: wrote past the end", (long long)lens[li]);
+    }
+    free(x); free(y); free(y2);
 }

@@ -124,7 +124,8 @@ void ds_mla_pv_bf16_pk_ref(float *u, int64_t R, const uint16_t *pb, int64_t lp, 
 }
 
 void ds_mla_softmax_bf16(uint16_t *pb, float *s, int64_t vis, int64_t n, float scale) {
-    if (ds_ops_simd()) ds_mla_softmax_bf16_avx2(pb, s, vis, n, scale);
+    if (ds_mla_bf16_dp_in_use()) ds_mla_softmax_bf16_avx512(pb, s, vis, n, scale);
+    else if (ds_ops_simd()) ds_mla_softmax_bf16_avx2(pb, s, vis, n, scale);
     else ds_mla_softmax_bf16_ref(pb, s, vis, n, scale);
 }
 
