@@ -26,8 +26,8 @@
  * rows are read as stored by ds_mla_attn_step_bf16 (the query row rounded to
  * bf16 once; vdpbf16ps where the CPU has AVX512-BF16, the same bits with
  * AVX2; DSA layers' gathered rows take the fp32 step). Long segments over a
- * bf16 cache run the expanded form's scores and weighted sums with the same
- * bf16 kernels (expanded_bf16). Within a prefill in several chunks
+ * bf16 or i8 cache run the expanded form's scores and weighted sums with the
+ * same bf16 kernels (expanded_bf16; i8 rows dequantized first). Within a prefill in several chunks
  * (ds_prefill: ds_ctx_prefill_begin) the decompressed keys and values of each
  * layer stay in the prefill's store (prefill_kv.c), so a chunk decompresses
  * only the rows the store lacks (its own), not all visible rows again.
@@ -162,6 +162,13 @@ typedef struct {
     float *ker, *ub, *zero, *one;  /* score kernel scratch; (Q_BLOCK, Dv) block output; Q_BLOCK zeros, ones (α) */
 } expanded_bf16;
 
+/* Caches whose long segments run the expanded form in bf16: bf16, and i8
+ * (its rows dequantized to fp32 for the decompression like before, then the
+ * same bf16 operands; i8 is lossy already — its int8 rows' error, up to
+ * max/254 per value, is far above bf16's 2^-9 — and the fp32 sgemm path cost
+ * ~2x per multiply-add; README, long context). */
+static bool expanded_bf16_cache(const ds_kvcache *kc) { return kc->type == DS_KV_BF16 || kc->type == DS_KV_I8; }
+
 /* kd, vd: the fp32 keys and values of rows [r0, S) (r0 > 0 only with the
  * prefill's store kst / vst, (S, Dq) / (S rounded up to even, Dv) in row
  * pairs, whose rows [0, r0) are rounded already); without a store (kst NULL)
@@ -210,14 +217,14 @@ static void expanded_bf16_block(attn_ctx *c, expanded_bf16 *bf, int64_t h, int64
 
 /* Attention of head h for one long segment in the expanded form (blocked
  * causal: Q_BLOCK query rows against the keys visible to the block's last
- * row, masked); writes o directly. A bf16 cache's segment runs the scores
- * and the weighted sum in bf16 (expanded_bf16). */
+ * row, masked); writes o directly. A bf16 or i8 cache's segment runs the
+ * scores and the weighted sum in bf16 (expanded_bf16, expanded_bf16_cache). */
 static void attn_seg_expanded(attn_ctx *c, int s, int64_t h, int tid) {
     const ds_config *cfg = &c->m->cfg;
     const ds_seg *sg = &c->segs[s];
     int64_t H = cfg->n_head, Dq = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim, Dv = cfg->v_head_dim;
     int64_t S = sg->pos0 + sg->n, r0 = c->kv0[s];   /* rows [r0, S) are decompressed here */
-    bool bf16 = sg->cache->type == DS_KV_BF16;
+    bool bf16 = expanded_bf16_cache(sg->cache);
     /* head h's part of the prefill's store: keys (cap, Dq) then values (cap, Dv) */
     int64_t cap = sg->kvx ? sg->kvx->cap : 0;
     char *st = c->kvs[s] ? (char *)c->kvs[s] + (size_t)(h * cap * (Dq + Dv)) * (bf16 ? 2 : 4) : NULL;
@@ -503,7 +510,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
          * decompressed rows [0, kv0) of the earlier chunks (prefill_kv.c) */
         ds_prefill_kv *kvx = segs[s].kvx;
         if (!naive && segs[s].n >= EXPANDED_MIN && kvx &&
-            (kvs[s] = ds_prefill_kv_layer(kvx, l, H, Dq + Dv, segs[s].cache->type == DS_KV_BF16 ? 2 : 4, S)))
+            (kvs[s] = ds_prefill_kv_layer(kvx, l, H, Dq + Dv, expanded_bf16_cache(segs[s].cache) ? 2 : 4, S)))
             kv0[s] = DS_MIN(kvx->rows[l], segs[s].pos0);
         float *scratch = NULL;
         if (segs[s].cache->type != DS_KV_F32 &&
