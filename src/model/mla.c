@@ -150,7 +150,8 @@ static void decompress_head(attn_ctx *c, int64_t h, const float *kv, int64_t S, 
  * KV_CHUNK rows, so each chunk's keys / values stay in L2 while all of the
  * block's query rows pass over them (a 4K prefill's 1.5 MB of keys per head
  * do not fit; the weighted sum carries u from chunk to chunk with α = 1,
- * exact): the same bits as one call over all rows. The expanded form
+ * exact): the same bits as one call over all rows (alone at 1 thread it
+ * measured no faster — L3 kept up — kept for threads sharing L3). The expanded form
  * still beats the absorbed one here: for a 512-token chunk at depth 4096
  * absorbed costs n·S·(W+Rkv) = 512·4608·1088 MACs per head (2.6 G, all in
  * these kernels) against S·Rkv·(Dn+Dv) = 4608·512·256 (0.6 G, the

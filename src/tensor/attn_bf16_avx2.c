@@ -17,6 +17,10 @@
  * lanes (round to nearest even by adding 0x7fff + the kept low bit; zero
  * and subnormal exponents to the signed zero; NaN kept quiet), 16 values
  * packed per store, the tail by the twin.
+ * The expanded prefill's pieces (ops.h): ds_mla_softmax_bf16 (ds_softmax_avx2's
+ * arithmetic writing bf16 weights), ds_bf16_round_pairs (two rows' rounded
+ * values merged into 32-bit words) and ds_mla_pv_bf16_pk (one load = 8
+ * columns of a row pair: odd8 / even8 split it, no re-packing).
  */
 #include "ops_isa.h"
 #include "simd_hsum.h"
