@@ -20,6 +20,7 @@
 #include "core/rng.h"
 #include "tensor/dtype.h"
 #include "tensor/ops.h"
+#include "tensor/ops_isa.h"
 
 static uint32_t bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static float from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
@@ -251,4 +252,245 @@ TEST(attn_bf16_flash_decode) {
         }
         free(q); free(kv); free(qf); free(kvf); free(o); free(orf); free(o2); free(o1);
     }
+}
+
+/* ---- the expanded prefill's bf16 operands (ds_mla_softmax_bf16,
+ * ds_bf16_round_pairs, ds_mla_pv_bf16_pk): each kernel bit for bit against
+ * its twin at every level, the twins against the composition they replace
+ * (scale, mask, ds_softmax, ds_bf16_round_row; ds_mla_pv_bf16_ref on plain
+ * rows), and a whole causal block the way mla.c runs it (keys in chunks,
+ * weights from the fused softmax, values in pairs, u carried with α = 1)
+ * against the path it replaced (one score call, the softmax, ds_mla_pv_bf16). */
+
+static const char *level_name(int lev) { return lev == 0 ? "generic" : lev == 1 ? "AVX2" : "widest"; }
+static void set_level(int lev) { ds_ops_force_generic(lev == 0); ds_ops_force_avx2(lev == 1); }
+
+/* raw scores with a wide spread (some weights underflow exp's -87 cut-off) */
+static void rand_scores(float *s, int64_t n, ds_rng *r) {
+    for (int64_t j = 0; j < n; j++) s[j] = 40.0f * (float)ds_rng_normal(r) * (j % 7 == 0 ? 3.0f : 1.0f);
+}
+
+TEST(attn_bf16_softmax_vs_twin) {
+    ds_rng r;
+    ds_rng_seed(&r, 53);
+    int64_t cases[][2] = { { 1, 1 }, { 1, 64 }, { 7, 8 }, { 8, 8 }, { 15, 16 }, { 16, 17 }, { 33, 64 }, { 300, 301 },
+                           { 301, 301 }, { 511, 576 }, { 4000, 4096 } };   /* vis, n */
+    float *s = malloc(4200 * sizeof(float)), *s1 = malloc(4200 * sizeof(float)), *s2 = malloc(4200 * sizeof(float));
+    uint16_t *p1 = malloc(4200 * 2), *p2 = malloc(4200 * 2), *p3 = malloc(4200 * 2);
+    for (int lev = 0; lev < 3; lev++) {
+        set_level(lev);
+        for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+            int64_t vis = cases[ci][0], n = cases[ci][1], n2 = n + n % 2;
+            float scale = 0.0721f;
+            rand_scores(s, n, &r);
+            memcpy(s1, s, (size_t)n * sizeof(float));
+            memcpy(s2, s, (size_t)n * sizeof(float));
+            memset(p1, 0xee, 4200 * 2);
+            memset(p2, 0x77, 4200 * 2);
+            ds_mla_softmax_bf16(p1, s1, vis, n, scale);
+            ds_mla_softmax_bf16_ref(p2, s2, vis, n, scale);
+            /* the twin is the composition it stands for */
+            for (int64_t j = 0; j < n; j++) s[j] = j < vis ? s[j] * scale : -INFINITY;
+            ds_softmax(s, n);
+            ds_bf16_round_row(p3, s, n);
+            if (n % 2) p3[n] = 0;
+            int64_t bad = 0, bad3 = 0, first = -1;
+            for (int64_t j = 0; j < n2; j++) {
+                if (p1[j] != p2[j]) { bad++; if (first < 0) first = j; }
+                bad3 += p2[j] != p3[j];
+            }
+            CHECK_MSG(bad == 0, "%s: vis %lld n %lld: %lld bf16 weights differ from the twin (first %lld: %04x vs %04x)",
+                      level_name(lev), (long long)vis, (long long)n, (long long)bad, (long long)first,
+                      first >= 0 ? p1[first] : 0, first >= 0 ? p2[first] : 0);
+            CHECK_MSG(bad3 == 0, "%s: vis %lld n %lld: the twin differs from softmax + rounding in %lld weights",
+                      level_name(lev), (long long)vis, (long long)n, (long long)bad3);
+            CHECK_MSG(p1[n2] == 0xeeee, "%s: vis %lld n %lld: wrote past n rounded up to even", level_name(lev),
+                      (long long)vis, (long long)n);
+        }
+    }
+    /* many long rows: the weights are bf16, so a sum in another order (an ulp off in 1/Σ) shows only
+     * where a weight sits at a rounding boundary — rare per value, certain over 256K values */
+    for (int lev = 1; lev < 3; lev++) {
+        set_level(lev);
+        int64_t bad = 0;
+        for (int row = 0; row < 64; row++) {
+            int64_t vis = 4096 - row, n = 4096;
+            for (int64_t j = 0; j < n; j++) s[j] = 2.0f * (float)ds_rng_normal(&r);
+            memcpy(s2, s, (size_t)n * sizeof(float));
+            ds_mla_softmax_bf16(p1, s, vis, n, 0.5f);
+            ds_mla_softmax_bf16_ref(p2, s2, vis, n, 0.5f);
+            for (int64_t j = 0; j < n; j++) bad += p1[j] != p2[j];
+        }
+        CHECK_MSG(bad == 0, "%s: %lld of 64 x 4096 bf16 weights differ from the twin", level_name(lev), (long long)bad);
+    }
+    set_level(2);
+    ds_ops_force_avx2(false);
+    free(s); free(s1); free(s2); free(p1); free(p2); free(p3);
+}
+
+TEST(attn_bf16_round_pairs_vs_twin) {
+    ds_rng r;
+    ds_rng_seed(&r, 59);
+    int64_t Rs[] = { 128, 20, 8, 3 };
+    for (int lev = 0; lev < 3; lev++) {
+        set_level(lev);
+        for (size_t ri = 0; ri < sizeof Rs / sizeof Rs[0]; ri++) {
+            int64_t R = Rs[ri], S = 37;   /* rows [0, S): written as [0, a) then [a, S), a odd or even */
+            float *v = malloc((size_t)(S * R) * sizeof(float));
+            uint16_t *vi = malloc((size_t)((S + 1) * R) * 2), *vr = malloc((size_t)((S + 1) * R) * 2);
+            uint16_t *row = malloc((size_t)R * 2);
+            for (int64_t i = 0; i < S * R; i++) v[i] = (float)ds_rng_normal(&r) * (i % 13 == 0 ? 1e-39f : 1.0f);
+            for (int64_t a = 0; a <= 4; a++) {
+                memset(vi, 0x5a, (size_t)((S + 1) * R) * 2);
+                memset(vr, 0x5a, (size_t)((S + 1) * R) * 2);
+                ds_bf16_round_pairs(vi, v, 0, a, R);
+                ds_bf16_round_pairs(vi, v + a * R, a, S - a, R);
+                ds_bf16_round_pairs_ref(vr, v, 0, S, R);
+                CHECK_MSG(memcmp(vi, vr, (size_t)((S + 1) * R) * 2) == 0, "%s: R %lld, split at %lld: pairs differ",
+                          level_name(lev), (long long)R, (long long)a);
+                /* the layout: row j's column c at (j / 2)·2R + 2c + j % 2, each value ds_bf16_round_row's */
+                int bad = 0;
+                for (int64_t j = 0; j < S; j++) {
+                    ds_bf16_round_row_ref(row, v + j * R, R);
+                    for (int64_t c = 0; c < R; c++) bad += vr[(j / 2) * 2 * R + 2 * c + j % 2] != row[c];
+                }
+                CHECK_MSG(bad == 0, "R %lld: %d values not where the layout puts them", (long long)R, bad);
+            }
+            free(v); free(vi); free(vr); free(row);
+        }
+    }
+    set_level(2);
+    ds_ops_force_avx2(false);
+}
+
+/* ds_mla_pv_bf16_pk on prepared operands == ds_mla_pv_bf16_ref on plain ones, at every level */
+TEST(attn_bf16_pv_pk_vs_twin) {
+    ds_rng r;
+    ds_rng_seed(&r, 61);
+    int64_t shapes[][2] = { { 64, 128 }, { 7, 96 }, { 13, 64 }, { 5, 40 }, { 2, 8 }, { 3, 12 } };   /* H, R */
+    int64_t ns[] = { 1, 2, 63, 64, 257 };
+    for (int lev = 0; lev < 3; lev++) {
+        set_level(lev);
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                int64_t H = shapes[si][0], R = shapes[si][1], n = ns[ni], n2 = n + n % 2, lp = n2 + 4;
+                float *vf = malloc((size_t)(n * R) * sizeof(float)), *p = malloc((size_t)(H * n) * sizeof(float));
+                uint16_t *kv = malloc((size_t)(n * R) * 2), *vi = malloc((size_t)(n2 * R) * 2);
+                uint16_t *pb = malloc((size_t)(H * lp) * 2);
+                float *al = malloc((size_t)H * sizeof(float)), *u = malloc((size_t)(H * R) * sizeof(float));
+                float *u2 = malloc((size_t)(H * R) * sizeof(float)), *u3 = malloc((size_t)(H * R) * sizeof(float));
+                for (int64_t i = 0; i < n * R; i++) vf[i] = (float)ds_rng_normal(&r);
+                for (int64_t i = 0; i < H * n; i++) p[i] = (float)ds_rng_uniform(&r) * (i % 5 == 0 ? 0.0f : 1.0f);
+                ds_bf16_round_row(kv, vf, n * R);
+                memset(vi, 0xff, (size_t)(n2 * R) * 2);   /* NaN in a missing last partner: must be ignored */
+                ds_bf16_round_pairs(vi, vf, 0, n, R);
+                memset(pb, 0xff, (size_t)(H * lp) * 2);
+                for (int64_t h = 0; h < H; h++) ds_bf16_round_row(pb + h * lp, p + h * n, n);
+                for (int64_t h = 0; h < H; h++) al[h] = h % 3 == 0 ? 0.0f : (float)ds_rng_uniform(&r);
+                for (int64_t i = 0; i < H * R; i++) u[i] = u2[i] = u3[i] = 3 * (float)ds_rng_normal(&r);
+                ds_mla_pv_bf16_pk(u, R, pb, lp, al, H, vi, n);
+                ds_mla_pv_bf16_pk_ref(u3, R, pb, lp, al, H, vi, n);
+                ds_mla_pv_bf16_ref(u2, R, p, n, al, H, kv, R, n);
+                int bad = 0, bad3 = 0;
+                for (int64_t i = 0; i < H * R; i++) bad += bits(u[i]) != bits(u2[i]), bad3 += bits(u3[i]) != bits(u2[i]);
+                CHECK_MSG(bad == 0, "%s: %d of %lld weighted sums differ from ds_mla_pv_bf16_ref (H=%lld R=%lld n=%lld)",
+                          level_name(lev), bad, (long long)(H * R), (long long)H, (long long)R, (long long)n);
+                CHECK_MSG(bad3 == 0, "the twin: %d of %lld differ (H=%lld R=%lld n=%lld)", bad3, (long long)(H * R),
+                          (long long)H, (long long)R, (long long)n);
+                free(vf); free(p); free(kv); free(vi); free(pb); free(al); free(u); free(u2); free(u3);
+            }
+    }
+    set_level(2);
+    ds_ops_force_avx2(false);
+}
+
+/* One block of the expanded bf16 prefill: nb query rows, row i seeing the
+ * first vis0 + i of Sv keys; new = mla.c's expanded_bf16_block (chunks of
+ * 256 keys), old = the one-call path it replaced; same bits at every level */
+TEST(attn_bf16_prefill_block_same_bits) {
+    ds_rng r;
+    ds_rng_seed(&r, 67);
+    enum { CH = 256 };
+    int64_t cases[][3] = { { 64, 600, 537 }, { 64, 64, 1 }, { 13, 301, 289 }, { 64, 257, 194 } };   /* nb, Sv, vis0 */
+    int64_t Dq = 192, Dv = 128;
+    float scale = 0.0721f;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int64_t nb = cases[ci][0], Sv = cases[ci][1], vis0 = cases[ci][2], Sv2 = Sv + Sv % 2;
+        uint16_t *q = malloc((size_t)(nb * Dq) * 2), *k = malloc((size_t)(Sv * Dq) * 2), *v = malloc((size_t)(Sv * Dv) * 2);
+        uint16_t *vi = malloc((size_t)(Sv2 * Dv) * 2), *pb = malloc((size_t)(nb * Sv2) * 2);
+        float *vf = malloc((size_t)(Sv * Dv) * sizeof(float)), *sc = malloc((size_t)(nb * Sv) * sizeof(float));
+        float *ker = malloc((size_t)(nb * (Dq + Sv + 17)) * sizeof(float)), *zero = calloc((size_t)nb, sizeof(float));
+        float *one = malloc((size_t)nb * sizeof(float)), *uo = calloc((size_t)(nb * Dv), sizeof(float));
+        float *un = calloc((size_t)(nb * Dv), sizeof(float));
+        for (int64_t i = 0; i < nb; i++) one[i] = 1.0f;
+        rand_bf16(q, nb * Dq, &r, 1.0f);
+        rand_bf16(k, Sv * Dq, &r, 1.0f);
+        for (int64_t i = 0; i < Sv * Dv; i++) vf[i] = (float)ds_rng_normal(&r);
+        ds_bf16_round_row(v, vf, Sv * Dv);
+        for (int lev = 0; lev < 3; lev++) {
+            set_level(lev);
+            /* old: all keys in one call, scale + mask + ds_softmax, ds_mla_pv_bf16 on fp32 weights */
+            ds_mla_scores_bf16(sc, Sv, q, Dq, nb, k, Dq, Sv, ker);
+            for (int64_t i = 0; i < nb; i++) {
+                float *row = sc + i * Sv;
+                for (int64_t j = 0; j < vis0 + i; j++) row[j] *= scale;
+                for (int64_t j = vis0 + i; j < Sv; j++) row[j] = -INFINITY;
+                ds_softmax(row, Sv);
+            }
+            memset(uo, 0, (size_t)(nb * Dv) * sizeof(float));
+            ds_mla_pv_bf16(uo, Dv, sc, Sv, zero, nb, v, Dv, Sv, ker);
+            /* new */
+            ds_bf16_round_pairs(vi, vf, 0, Sv, Dv);
+            for (int64_t j0 = 0; j0 < Sv; j0 += CH)
+                ds_mla_scores_bf16(sc + j0, Sv, q, Dq, nb, k + j0 * Dq, Dq, DS_MIN(CH, Sv - j0), ker);
+            for (int64_t i = 0; i < nb; i++) ds_mla_softmax_bf16(pb + i * Sv2, sc + i * Sv, vis0 + i, Sv, scale);
+            memset(un, 0, (size_t)(nb * Dv) * sizeof(float));
+            for (int64_t j0 = 0; j0 < Sv; j0 += CH)
+                ds_mla_pv_bf16_pk(un, Dv, pb + j0, Sv2, j0 ? one : zero, nb, vi + j0 * Dv, DS_MIN(CH, Sv - j0));
+            int bad = 0;
+            for (int64_t i = 0; i < nb * Dv; i++) bad += bits(un[i]) != bits(uo[i]);
+            CHECK_MSG(bad == 0, "%s: nb %lld Sv %lld: %d of %lld outputs differ from the one-call path", level_name(lev),
+                      (long long)nb, (long long)Sv, bad, (long long)(nb * Dv));
+        }
+        set_level(2);
+        ds_ops_force_avx2(false);
+        free(q); free(k); free(v); free(vi); free(pb); free(vf); free(sc); free(ker); free(zero); free(one); free(uo); free(un);
+    }
+}
+
+/* vcvtneps2bf16 (the AVX512-BF16 softmax's rounding) == the twin on every
+ * class of input: random bit patterns, ties, NaN, inf, subnormals, zeros */
+TEST(attn_bf16_round_row_vcvtneps2bf16_vs_twin) {
+    if (!ds_mla_bf16_dp_in_use()) SKIP("no avx512_bf16 (or DS_ISA below avx512vnni): vcvtneps2bf16 is not used");
+    ds_rng r;
+    ds_rng_seed(&r, 71);
+    enum { N = 4099 };
+    float *x = malloc(N * sizeof(float));
+    uint16_t *y = malloc((N + 1) * 2), *y2 = malloc((N + 1) * 2);
+    static const uint32_t special[] = { 0x3f808000u, 0x3f818000u, 0x3f808001u, 0x00400000u, 0x80000001u, 0x7f800000u,
+                                        0xff800000u, 0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7f7fffffu, 0xff7fffffu,
+                                        0x00000000u, 0x80000000u, 0x007fffffu, 0x00800000u, 0x3f7fffffu, 0xbf808000u,
+                                        0x807fffffu, 0x7fbfffffu };
+    for (int64_t i = 0; i < N; i++) {
+        uint32_t u = (uint32_t)ds_rng_u64(&r);
+        if (i % 5 == 0) u = (u & 0xffff0000u) | 0x8000u;           /* a tie */
+        if (i % 7 == 0) u &= 0x807fffffu;                           /* subnormal or zero */
+        if (i % 11 == 0) u |= 0x7f800000u;                          /* inf or NaN */
+        if (i < (int64_t)(sizeof special / sizeof special[0])) u = special[i];
+        memcpy(&x[i], &u, 4);
+    }
+    int64_t lens[] = { N, 16, 15, 1, 33 };
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        memset(y, 0xaa, (N + 1) * 2);
+        ds_bf16_round_row_avx512(y, x, lens[li]);
+        ds_bf16_round_row_ref(y2, x, lens[li]);
+        int64_t bad = 0, first = -1;
+        for (int64_t i = 0; i < lens[li]; i++)
+            if (y[i] != y2[i]) { bad++; if (first < 0) first = i; }
+        CHECK_MSG(bad == 0, "n %lld: %lld differ from the twin (first at %lld: x 0x%08x -> 0x%04x, twin 0x%04x)",
+                  (long long)lens[li], (long long)bad, (long long)first, first >= 0 ? bits(x[first]) : 0,
+                  first >= 0 ? y[first] : 0, first >= 0 ? y2[first] : 0);
+        CHECK_MSG(y[lens[li]] == 0xaaaa, "n %lld: wrote past the end", (long long)lens[li]);
+    }
+    free(x); free(y); free(y2);
 }

@@ -26,8 +26,8 @@
  * rows are read as stored by ds_mla_attn_step_bf16 (the query row rounded to
  * bf16 once; vdpbf16ps where the CPU has AVX512-BF16, the same bits with
  * AVX2; DSA layers' gathered rows take the fp32 step). Long segments over a
- * bf16 cache run the expanded form's scores and weighted sums with the same
- * bf16 kernels (expanded_bf16). Within a prefill in several chunks
+ * bf16 or i8 cache run the expanded form's scores and weighted sums with the
+ * same bf16 kernels (expanded_bf16; i8 rows dequantized first). Within a prefill in several chunks
  * (ds_prefill: ds_ctx_prefill_begin) the decompressed keys and values of each
  * layer stay in the prefill's store (prefill_kv.c), so a chunk decompresses
  * only the rows the store lacks (its own), not all visible rows again.
@@ -139,54 +139,93 @@ static void decompress_head(attn_ctx *c, int64_t h, const float *kv, int64_t S, 
  * (computed in fp32 from the stored bf16 rows) rounded to bf16 once per head
  * and segment, each block's queries rounded once, and the scores and the
  * weighted sum run by the flash-decode kernels with the block's query rows
- * in place of heads (ds_mla_scores_bf16 / ds_mla_pv_bf16: vdpbf16ps with
- * fp32 accumulation, the AVX2 kernels and the twins give the same bits; p
- * rounded to bf16 after the softmax). Half the bytes of the fp32 sgemm's
- * operands and twice its multiply-adds per instruction. The expanded form
+ * in place of heads (ds_mla_scores_bf16 / ds_mla_pv_bf16_pk: vdpbf16ps with
+ * fp32 accumulation, the AVX2 kernels and the twins give the same bits).
+ * Half the bytes of the fp32 sgemm's operands and twice its multiply-adds
+ * per instruction. The values are kept in row pairs (ds_bf16_round_pairs:
+ * the layout vdpbf16ps reads, made once per row, not per block and head) and
+ * the softmax writes each row's weights as bf16 directly
+ * (ds_mla_softmax_bf16: the bits of ds_softmax then rounding, one pass
+ * fewer, no fp32 weights). Both products walk the keys in chunks of
+ * KV_CHUNK rows, so each chunk's keys / values stay in L2 while all of the
+ * block's query rows pass over them (a 4K prefill's 1.5 MB of keys per head
+ * do not fit; the weighted sum carries u from chunk to chunk with α = 1,
+ * exact): the same bits as one call over all rows (alone at 1 thread it
+ * measured no faster — L3 kept up — kept for threads sharing L3). The expanded form
  * still beats the absorbed one here: for a 512-token chunk at depth 4096
  * absorbed costs n·S·(W+Rkv) = 512·4608·1088 MACs per head (2.6 G, all in
  * these kernels) against S·Rkv·(Dn+Dv) = 4608·512·256 (0.6 G, the
  * quantized decompression matmul) + n·S·(Dq+Dv) = 512·4608·320 (0.75 G):
  * the same ~171-token break-even as the fp32 form (EXPANDED_MIN). */
+#define KV_CHUNK 256   /* keys per score / weighted-sum call (96 KB of 192-value keys); even: whole row pairs */
 typedef struct {
-    uint16_t *kb, *vb, *qb;   /* (S, Dq), (S, Dv), (Q_BLOCK, Dq) bf16 */
-    float *ker, *ub, *zero;   /* kernel scratch; (Q_BLOCK, Dv) block output; Q_BLOCK zeros (α) */
+    uint16_t *kb, *vb, *qb, *pb;   /* (S, Dq); (⌈S/2⌉, 2·Dv) in row pairs; (Q_BLOCK, Dq); (Q_BLOCK, S + S % 2) weights, bf16 */
+    float *ker, *ub, *zero, *one;  /* score kernel scratch; (Q_BLOCK, Dv) block output; Q_BLOCK zeros, ones (α) */
 } expanded_bf16;
 
+/* Caches whose long segments run the expanded form in bf16: bf16, and i8
+ * (its rows dequantized to fp32 for the decompression like before, then the
+ * same bf16 operands; i8 is lossy already — its int8 rows' error, up to
+ * max/254 per value, is far above bf16's 2^-9 — and the fp32 sgemm path cost
+ * ~2x per multiply-add; README, long context). */
+static bool expanded_bf16_cache(const ds_kvcache *kc) { return kc->type == DS_KV_BF16 || kc->type == DS_KV_I8; }
+
 /* kd, vd: the fp32 keys and values of rows [r0, S) (r0 > 0 only with the
- * prefill's store kst / vst, (S, Dq) / (S, Dv), whose rows [0, r0) are
- * rounded already); without a store (kst NULL) r0 is 0 and kb, vb are scratch. */
+ * prefill's store kst / vst, (S, Dq) / (S rounded up to even, Dv) in row
+ * pairs, whose rows [0, r0) are rounded already); without a store (kst NULL)
+ * r0 is 0 and kb, vb are scratch. */
 static bool expanded_bf16_init(expanded_bf16 *b, const float *kd, const float *vd, int64_t r0, int64_t S,
                                int64_t Dq, int64_t Dv, uint16_t *kst, uint16_t *vst, int tid) {
-    int64_t Dqp = (Dq + 15) / 16 * 16;
-    size_t nk = kst ? 0 : (size_t)(S * Dq), nv = kst ? 0 : (size_t)(S * Dv), nq = (size_t)(Q_BLOCK * Dqp);
-    size_t nker = (size_t)(Q_BLOCK * (Dqp + S + 17)), nu = (size_t)(Q_BLOCK * Dv);
+    int64_t Dqp = (Dq + 15) / 16 * 16, S2 = S + S % 2;
+    size_t nk = kst ? 0 : (size_t)(S * Dq), nv = kst ? 0 : (size_t)(S2 * Dv), nq = (size_t)(Q_BLOCK * Dqp);
+    size_t np = (size_t)(Q_BLOCK * S2), nker = (size_t)(Q_BLOCK * (Dqp + 16)), nu = (size_t)(Q_BLOCK * Dv);
     /* bf16 parts first (sizes rounded up to whole floats) */
-    size_t hk = (nk + 1) / 2, hv = (nv + 1) / 2, hq = (nq + 1) / 2;
-    float *buf = ds_scratch(tid, 2, hk + hv + hq + nker + nu + Q_BLOCK);
+    size_t hk = (nk + 1) / 2, hv = (nv + 1) / 2, hq = (nq + 1) / 2, hp = (np + 1) / 2;
+    float *buf = ds_scratch(tid, 2, hk + hv + hq + hp + nker + nu + 2 * Q_BLOCK);
     if (!buf) return false;   /* out of memory: the context reports it */
     b->kb = kst ? kst : (uint16_t *)buf;
     b->vb = vst ? vst : (uint16_t *)(buf + hk);
     b->qb = (uint16_t *)(buf + hk + hv);
-    b->ker = buf + hk + hv + hq;
+    b->pb = (uint16_t *)(buf + hk + hv + hq);
+    b->ker = buf + hk + hv + hq + hp;
     b->ub = b->ker + nker;
     b->zero = b->ub + nu;
-    memset(b->zero, 0, Q_BLOCK * sizeof(float));
+    b->one = b->zero + Q_BLOCK;
+    for (int i = 0; i < Q_BLOCK; i++) b->zero[i] = 0.0f, b->one[i] = 1.0f;
     ds_bf16_round_row(b->kb + r0 * Dq, kd, (S - r0) * Dq);
-    ds_bf16_round_row(b->vb + r0 * Dv, vd, (S - r0) * Dv);
+    ds_bf16_round_pairs(b->vb, vd, r0, S - r0, Dv);
     return true;
+}
+
+/* Block [b0, b0 + nb) of a segment over a bf16 cache (expanded_bf16): the
+ * block's Sv visible keys, row i (at token t0 + i) seeing the first vis0 + i */
+static void expanded_bf16_block(attn_ctx *c, expanded_bf16 *bf, int64_t h, int64_t t0, int64_t nb, int64_t Sv,
+                                int64_t vis0, float *sc) {
+    const ds_config *cfg = &c->m->cfg;
+    int64_t H = cfg->n_head, Dq = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim, Dv = cfg->v_head_dim;
+    int64_t Sv2 = Sv + Sv % 2;
+    for (int64_t i = 0; i < nb; i++) ds_bf16_round_row(bf->qb + i * Dq, c->q + ((t0 + i) * H + h) * Dq, Dq);
+    for (int64_t j0 = 0; j0 < Sv; j0 += KV_CHUNK)   /* raw scores (nb, Sv) */
+        ds_mla_scores_bf16(sc + j0, Sv, bf->qb, Dq, nb, bf->kb + j0 * Dq, Dq, DS_MIN(KV_CHUNK, Sv - j0), bf->ker);
+    for (int64_t i = 0; i < nb; i++)   /* scale, mask, softmax, bf16 weights */
+        ds_mla_softmax_bf16(bf->pb + i * Sv2, sc + i * Sv, vis0 + i, Sv, c->m->attn_scale);
+    memset(bf->ub, 0, (size_t)(nb * Dv) * sizeof(float));
+    for (int64_t j0 = 0; j0 < Sv; j0 += KV_CHUNK)   /* rows of pair j0 / 2 start at j0·Dv */
+        ds_mla_pv_bf16_pk(bf->ub, Dv, bf->pb + j0, Sv2, j0 ? bf->one : bf->zero, nb, bf->vb + j0 * Dv,
+                          DS_MIN(KV_CHUNK, Sv - j0));
+    for (int64_t i = 0; i < nb; i++) memcpy(c->o + ((t0 + i) * H + h) * Dv, bf->ub + i * Dv, (size_t)Dv * sizeof(float));
 }
 
 /* Attention of head h for one long segment in the expanded form (blocked
  * causal: Q_BLOCK query rows against the keys visible to the block's last
- * row, masked); writes o directly. A bf16 cache's segment runs the scores
- * and the weighted sum in bf16 (expanded_bf16). */
+ * row, masked); writes o directly. A bf16 or i8 cache's segment runs the
+ * scores and the weighted sum in bf16 (expanded_bf16, expanded_bf16_cache). */
 static void attn_seg_expanded(attn_ctx *c, int s, int64_t h, int tid) {
     const ds_config *cfg = &c->m->cfg;
     const ds_seg *sg = &c->segs[s];
     int64_t H = cfg->n_head, Dq = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim, Dv = cfg->v_head_dim;
     int64_t S = sg->pos0 + sg->n, r0 = c->kv0[s];   /* rows [r0, S) are decompressed here */
-    bool bf16 = sg->cache->type == DS_KV_BF16;
+    bool bf16 = expanded_bf16_cache(sg->cache);
     /* head h's part of the prefill's store: keys (cap, Dq) then values (cap, Dv) */
     int64_t cap = sg->kvx ? sg->kvx->cap : 0;
     char *st = c->kvs[s] ? (char *)c->kvs[s] + (size_t)(h * cap * (Dq + Dv)) * (bf16 ? 2 : 4) : NULL;
@@ -207,27 +246,14 @@ static void attn_seg_expanded(attn_ctx *c, int s, int64_t h, int tid) {
         int64_t nb = DS_MIN(Q_BLOCK, sg->n - b0), Sv = sg->pos0 + b0 + nb, t0 = sg->t0 + b0;
         float *sc = ds_scratch(tid, 1, (size_t)(nb * Sv));
         if (!sc) return;
-        if (bf.kb) {
-            for (int64_t i = 0; i < nb; i++) ds_bf16_round_row(bf.qb + i * Dq, c->q + ((t0 + i) * H + h) * Dq, Dq);
-            ds_mla_scores_bf16(sc, Sv, bf.qb, Dq, nb, bf.kb, Dq, Sv, bf.ker);   /* scaled below */
-        } else {
-            ds_sgemm(false, true, nb, Sv, Dq, c->m->attn_scale, c->q + (t0 * H + h) * Dq, H * Dq, kh, Dq, 0.0f, sc, Sv);
-        }
-        for (int64_t i = 0; i < nb; i++) {   /* in one pass over the row: scale (bf16), mask, softmax */
+        if (bf.kb) { expanded_bf16_block(c, &bf, h, t0, nb, Sv, sg->pos0 + b0 + 1, sc); continue; }
+        ds_sgemm(false, true, nb, Sv, Dq, c->m->attn_scale, c->q + (t0 * H + h) * Dq, H * Dq, kh, Dq, 0.0f, sc, Sv);
+        for (int64_t i = 0; i < nb; i++) {   /* in one pass over the row: mask, softmax */
             float *row = sc + i * Sv;
-            int64_t vis = sg->pos0 + b0 + i + 1;
-            if (bf.kb) for (int64_t j = 0; j < vis; j++) row[j] *= c->m->attn_scale;
-            for (int64_t j = vis; j < Sv; j++) row[j] = -INFINITY;
+            for (int64_t j = sg->pos0 + b0 + i + 1; j < Sv; j++) row[j] = -INFINITY;
             ds_softmax(row, Sv);
         }
-        if (bf.kb) {
-            memset(bf.ub, 0, (size_t)(nb * Dv) * sizeof(float));
-            ds_mla_pv_bf16(bf.ub, Dv, sc, Sv, bf.zero, nb, bf.vb, Dv, Sv, bf.ker);
-            for (int64_t i = 0; i < nb; i++)
-                memcpy(c->o + ((t0 + i) * H + h) * Dv, bf.ub + i * Dv, (size_t)Dv * sizeof(float));
-        } else {
-            ds_sgemm(false, false, nb, Dv, Sv, 1.0f, sc, Sv, vh, Dv, 0.0f, c->o + (t0 * H + h) * Dv, H * Dv);
-        }
+        ds_sgemm(false, false, nb, Dv, Sv, 1.0f, sc, Sv, vh, Dv, 0.0f, c->o + (t0 * H + h) * Dv, H * Dv);
     }
 }
 
@@ -485,7 +511,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
          * decompressed rows [0, kv0) of the earlier chunks (prefill_kv.c) */
         ds_prefill_kv *kvx = segs[s].kvx;
         if (!naive && segs[s].n >= EXPANDED_MIN && kvx &&
-            (kvs[s] = ds_prefill_kv_layer(kvx, l, H, Dq + Dv, segs[s].cache->type == DS_KV_BF16 ? 2 : 4, S)))
+            (kvs[s] = ds_prefill_kv_layer(kvx, l, H, Dq + Dv, expanded_bf16_cache(segs[s].cache) ? 2 : 4, S)))
             kv0[s] = DS_MIN(kvx->rows[l], segs[s].pos0);
         float *scratch = NULL;
         if (segs[s].cache->type != DS_KV_F32 &&

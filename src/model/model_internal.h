@@ -16,7 +16,7 @@
 #define DS_PREFILL_KV_BUDGET ((size_t)2 << 30)   /* bytes, all layers: a 4K prefill of V2-Lite takes 1.1 GiB (bf16) / 2.2 GiB (f32) */
 typedef struct ds_prefill_kv {
     ds_kvcache *cache;    /* the sequence being prefilled */
-    int64_t cap;          /* rows per layer (the cache's length at the end of the prefill) */
+    int64_t cap;          /* rows per layer (the cache's length at the end of the prefill, rounded up to even) */
     int64_t n_layer;
     size_t budget, used;  /* bytes */
     size_t es;            /* bytes per value: 4 (fp32) or 2 (bf16) */

@@ -15,7 +15,8 @@
  * Layout of layer l: H heads × cap rows × (Dq + Dv) values — per head the
  * keys (cap, Dq) = [W_UK c | k_pe] then the values (cap, Dv) = W_UV c, as
  * fp32, or bf16 for a bf16 cache (the expanded form's bf16 operands, rounded
- * once). Layers are allocated when first used; a layer that would take the
+ * once; the values interleaved in row pairs, ds_bf16_round_pairs, so cap is
+ * the prefill's length rounded up to even). Layers are allocated when first used; a layer that would take the
  * store past its byte budget gets none and decompresses as before.
  */
 #include "model_internal.h"
@@ -35,7 +36,7 @@ int ds_ctx_prefill_begin(ds_ctx *x, const ds_model *m, ds_kvcache *cache, int64_
         return ds_err_set(e, DS_ENOMEM, "out of memory for the prefill's K/V store");
     }
     p->cache = cache;
-    p->cap = rows;
+    p->cap = rows + rows % 2;   /* whole row pairs (bf16 values) */
     p->n_layer = L;
     p->budget = budget ? budget : DS_PREFILL_KV_BUDGET;
     x->kvx = p;

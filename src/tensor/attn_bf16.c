@@ -23,10 +23,21 @@
  * instead: per column, (acc + p_2t+1·v_2t+1) + p_2t·v_2t for t = 0, 1, ...
  * with p rounded to bf16 (exact products again) — vdpbf16ps' arithmetic on
  * rows interleaved in pairs (attn_bf16_avx512.c).
+ *
+ * The expanded prefill (mla.c expanded_bf16) gives the weighted sum its
+ * operands ready: the softmax writes each query row's weights as bf16
+ * directly (ds_mla_softmax_bf16: the bits of scale, mask, ds_softmax and
+ * ds_bf16_round_row, which its twin here runs literally), and the values
+ * are kept interleaved in row pairs (ds_bf16_round_pairs) in the layout
+ * vdpbf16ps reads, so ds_mla_pv_bf16_pk neither rounds nor re-packs (the
+ * same arithmetic as ds_mla_pv_bf16_ref, in its twin below). The dispatch of
+ * these three is here, on ops.c's level (ds_ops_simd, ds_mla_bf16_dp_in_use).
  */
 #include "dtype.h"
 #include "ops.h"
+#include "ops_isa.h"
 
+#include <math.h>
 #include <string.h>
 
 void ds_bf16_round_row_ref(uint16_t *y, const float *x, int64_t n) {
@@ -74,4 +85,58 @@ void ds_mla_pv_bf16_ref(float *u, int64_t R, const float *p, int64_t ls, const f
             uh[c] = acc;
         }
     }
+}
+
+/* ---------------------------------------------- the expanded prefill's operands */
+
+void ds_mla_softmax_bf16_ref(uint16_t *pb, float *s, int64_t vis, int64_t n, float scale) {
+    for (int64_t j = 0; j < vis; j++) s[j] *= scale;
+    for (int64_t j = vis; j < n; j++) s[j] = -INFINITY;
+    ds_softmax(s, n);
+    ds_bf16_round_row_ref(pb, s, n);
+    if (n % 2) pb[n] = 0;
+}
+
+void ds_bf16_round_pairs_ref(uint16_t *vi, const float *v, int64_t j0, int64_t n, int64_t R) {
+    for (int64_t r = 0; r < n; r++) {
+        int64_t j = j0 + r;
+        uint16_t *d = vi + (j / 2) * 2 * R + j % 2;
+        for (int64_t c = 0; c < R; c++) ds_bf16_round_row_ref(d + 2 * c, v + r * R + c, 1);
+    }
+}
+
+void ds_mla_pv_bf16_pk_ref(float *u, int64_t R, const uint16_t *pb, int64_t lp, const float *alpha, int64_t H,
+                           const uint16_t *vi, int64_t n) {
+    for (int64_t h = 0; h < H; h++) {
+        float *uh = u + h * R;
+        const uint16_t *ph = pb + h * lp;
+        for (int64_t c = 0; c < R; c++) {
+            float acc = alpha[h] * uh[c];
+            for (int64_t j = 0; j < n; j += 2) {
+                const uint16_t *vp = vi + (j / 2) * 2 * R + 2 * c;
+                float po = j + 1 < n ? ds_bf16_to_f32(ph[j + 1]) : 0.0f, vo = j + 1 < n ? ds_bf16_to_f32(vp[1]) : 0.0f;
+                acc = acc + po * vo;   /* exact products */
+                acc = acc + ds_bf16_to_f32(ph[j]) * ds_bf16_to_f32(vp[0]);
+            }
+            uh[c] = acc;
+        }
+    }
+}
+
+void ds_mla_softmax_bf16(uint16_t *pb, float *s, int64_t vis, int64_t n, float scale) {
+    if (ds_mla_bf16_dp_in_use()) ds_mla_softmax_bf16_avx512(pb, s, vis, n, scale);
+    else if (ds_ops_simd()) ds_mla_softmax_bf16_avx2(pb, s, vis, n, scale);
+    else ds_mla_softmax_bf16_ref(pb, s, vis, n, scale);
+}
+
+void ds_bf16_round_pairs(uint16_t *vi, const float *v, int64_t j0, int64_t n, int64_t R) {
+    if (ds_ops_simd()) ds_bf16_round_pairs_avx2(vi, v, j0, n, R);
+    else ds_bf16_round_pairs_ref(vi, v, j0, n, R);
+}
+
+void ds_mla_pv_bf16_pk(float *u, int64_t R, const uint16_t *pb, int64_t lp, const float *alpha, int64_t H,
+                       const uint16_t *vi, int64_t n) {
+    if (ds_mla_bf16_dp_in_use() && R % 32 == 0) ds_mla_pv_bf16_pk_avx512(u, R, pb, lp, alpha, H, vi, n);
+    else if (ds_ops_simd() && R % 8 == 0) ds_mla_pv_bf16_pk_avx2(u, R, pb, lp, alpha, H, vi, n);
+    else ds_mla_pv_bf16_pk_ref(u, R, pb, lp, alpha, H, vi, n);
 }

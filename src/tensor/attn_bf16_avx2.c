@@ -17,13 +17,19 @@
  * lanes (round to nearest even by adding 0x7fff + the kept low bit; zero
  * and subnormal exponents to the signed zero; NaN kept quiet), 16 values
  * packed per store, the tail by the twin.
+ * The expanded prefill's pieces (ops.h): ds_mla_softmax_bf16 (ds_softmax_avx2's
+ * arithmetic writing bf16 weights), ds_bf16_round_pairs (two rows' rounded
+ * values merged into 32-bit words) and ds_mla_pv_bf16_pk (one load = 8
+ * columns of a row pair: odd8 / even8 split it, no re-packing).
  */
 #include "ops_isa.h"
 #include "simd_hsum.h"
 #include "dtype.h"
 #include "ops.h"
+#include "simd_exp.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 static inline __m256 odd8(__m256i x) { return _mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32((int)0xffff0000u))); }
 static inline __m256 even8(__m256i x) { return _mm256_castsi256_ps(_mm256_slli_epi32(x, 16)); }
@@ -140,25 +146,161 @@ void ds_mla_pv_bf16_avx2(float *u, int64_t R, const float *p, int64_t ls, const 
     }
 }
 
-void ds_bf16_round_row_avx2(uint16_t *y, const float *x, int64_t n) {
+/* 8 floats (as bits) to bf16, one per 32-bit lane (< 0x10000): the twin's
+ * integer steps (round to nearest even by adding 0x7fff + the kept low bit;
+ * zero and subnormal exponents to the signed zero; NaN kept quiet) */
+static inline __m256i round8(__m256i u) {
     const __m256i absm = _mm256_set1_epi32(0x7fffffff), expm = _mm256_set1_epi32(0x7f800000);
     const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi32(0x7fff), zero = _mm256_setzero_si256();
     const __m256i sign16 = _mm256_set1_epi32(0x8000), quiet = _mm256_set1_epi32(0x40);
+    __m256i hi = _mm256_srli_epi32(u, 16);
+    __m256i rnd = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(half, _mm256_and_si256(hi, one))), 16);
+    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, absm), expm);      /* |u| > inf: NaN */
+    __m256i sub = _mm256_cmpeq_epi32(_mm256_and_si256(u, expm), zero);     /* zero / subnormal */
+    rnd = _mm256_blendv_epi8(rnd, _mm256_or_si256(hi, quiet), nan);
+    return _mm256_blendv_epi8(rnd, _mm256_and_si256(hi, sign16), sub);
+}
+
+/* 16 rounded values (two round8 results) stored as 16 bf16 */
+static inline void store16(uint16_t *y, __m256i r0, __m256i r1) {
+    /* 32-bit lanes (each < 0x10000) to 16 bits: packus works per 128-bit half */
+    _mm256_storeu_si256((__m256i *)y, _mm256_permute4x64_epi64(_mm256_packus_epi32(r0, r1), 0xd8));
+}
+
+void ds_bf16_round_row_avx2(uint16_t *y, const float *x, int64_t n) {
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256i r[2];
-        for (int k = 0; k < 2; k++) {
-            __m256i u = _mm256_loadu_si256((const __m256i *)(x + i + 8 * k));
-            __m256i hi = _mm256_srli_epi32(u, 16);
-            __m256i rnd = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(half, _mm256_and_si256(hi, one))), 16);
-            __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, absm), expm);      /* |u| > inf: NaN */
-            __m256i sub = _mm256_cmpeq_epi32(_mm256_and_si256(u, expm), zero);     /* zero / subnormal */
-            rnd = _mm256_blendv_epi8(rnd, _mm256_or_si256(hi, quiet), nan);
-            r[k] = _mm256_blendv_epi8(rnd, _mm256_and_si256(hi, sign16), sub);
-        }
-        /* 32-bit lanes (each < 0x10000) to 16 bits: packus works per 128-bit half */
-        __m256i pk = _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xd8);
-        _mm256_storeu_si256((__m256i *)(y + i), pk);
-    }
+    for (; i + 16 <= n; i += 16)
+        store16(y + i, round8(_mm256_loadu_si256((const __m256i *)(x + i))),
+                round8(_mm256_loadu_si256((const __m256i *)(x + i + 8))));
     if (i < n) ds_bf16_round_row_ref(y + i, x + i, n - i);
+}
+
+/* ds_mla_softmax_bf16: ds_softmax_avx2's arithmetic (ops_avx2.c) on the
+ * row's first vis values, scaled on the fly: the same max; the same 8 lane
+ * sums (element j in lane j % 8, in j order: the masked values it would add
+ * are +0 and change no sum); then p = e·inv rounded to bf16 as it is made,
+ * and the masked tail written as zeros — the bits of scale + mask + ds_softmax
+ * + ds_bf16_round_row in one pass fewer over the row and no fp32 p. */
+void ds_mla_softmax_bf16_avx2(uint16_t *pb, float *s, int64_t vis, int64_t n, float scale) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 ninf = _mm256_set1_ps(-__builtin_inff()), sc = _mm256_set1_ps(scale);
+    int64_t i = 0, n2 = n + (n & 1);
+    __m256 mv = ninf;
+    for (; i + 8 <= vis; i += 8) mv = _mm256_max_ps(mv, _mm256_mul_ps(_mm256_loadu_ps(s + i), sc));
+    __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(vis - i)), lane);
+    if (i < vis)
+        mv = _mm256_max_ps(mv, _mm256_blendv_ps(ninf, _mm256_mul_ps(_mm256_maskload_ps(s + i, tail), sc),
+                                                _mm256_castsi256_ps(tail)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float m = _mm_cvtss_f32(m4);
+    if (m == -__builtin_inff()) {   /* everything masked: zeros (ds_softmax's convention) */
+        memset(pb, 0, (size_t)n2 * sizeof(uint16_t));
+        return;
+    }
+    const __m256 mb = _mm256_set1_ps(m), lo = _mm256_set1_ps(-87.0f);
+    __m256 sv = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= vis; i += 8) {
+        __m256 d = _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(s + i), sc), mb);
+        __m256 e = _mm256_and_ps(ds_exp256(d), _mm256_cmp_ps(d, lo, _CMP_GE_OQ));
+        _mm256_storeu_ps(s + i, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    if (i < vis) {
+        __m256 d = _mm256_sub_ps(_mm256_mul_ps(_mm256_maskload_ps(s + i, tail), sc), mb);
+        __m256 e = _mm256_and_ps(ds_exp256(d), _mm256_and_ps(_mm256_cmp_ps(d, lo, _CMP_GE_OQ), _mm256_castsi256_ps(tail)));
+        _mm256_maskstore_ps(s + i, tail, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    float sl[8];
+    _mm256_storeu_ps(sl, sv);
+    double sum = 0.0;
+    for (int k = 0; k < 8; k++) sum += sl[k];
+    const __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
+    for (i = 0; i + 16 <= vis; i += 16)
+        store16(pb + i, round8(_mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(s + i), inv))),
+                round8(_mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(s + i + 8), inv))));
+    for (; i < vis; i++) {
+        float p = s[i] * _mm256_cvtss_f32(inv);
+        ds_bf16_round_row_ref(pb + i, &p, 1);
+    }
+    for (; i < n2; i++) pb[i] = 0;   /* the masked weights: bf16(+0) */
+}
+
+/* ds_bf16_round_pairs: two rows rounded 8 columns at a time and their bf16
+ * values merged into 32-bit words (even row low, odd row high); a row
+ * without its partner in [j0, j0 + n) goes through the twin */
+void ds_bf16_round_pairs_avx2(uint16_t *vi, const float *v, int64_t j0, int64_t n, int64_t R) {
+    int64_t r = 0;
+    if (j0 % 2 && n > 0) ds_bf16_round_pairs_ref(vi, v, j0, 1, R), r = 1;
+    for (; r + 2 <= n; r += 2) {
+        uint16_t *d = vi + ((j0 + r) / 2) * 2 * R;
+        const float *a = v + r * R, *b = a + R;
+        int64_t c = 0;
+        for (; c + 8 <= R; c += 8) {
+            __m256i w = _mm256_or_si256(round8(_mm256_loadu_si256((const __m256i *)(a + c))),
+                                        _mm256_slli_epi32(round8(_mm256_loadu_si256((const __m256i *)(b + c))), 16));
+            _mm256_storeu_si256((__m256i *)(d + 2 * c), w);
+        }
+        for (; c < R; c++) {
+            ds_bf16_round_row_ref(d + 2 * c, a + c, 1);
+            ds_bf16_round_row_ref(d + 2 * c + 1, b + c, 1);
+        }
+    }
+    if (r < n) ds_bf16_round_pairs_ref(vi, v + r * R, j0 + r, 1, R);
+}
+
+/* ds_mla_pv_bf16_pk: nh heads (1 or 2) x 8·nv columns (nv 1 or 4); per row
+ * pair one 256-bit load holds 8 columns of both rows (odd8: the odd row's
+ * values, even8: the even row's) and one 32-bit word both weights; the odd
+ * row's fma, then the even row's (the twin's order); the last pair of an
+ * odd n masked to its even row */
+__attribute__((always_inline)) static inline void pv_pk_tile(int nh, int nv, float *u, int64_t R, const uint16_t *pb,
+                                                             int64_t lp, const float *alpha, const uint16_t *vi,
+                                                             int64_t n, int64_t c) {
+    const __m256i lowm = _mm256_set1_epi32(0xffff);
+    __m256 acc[2][4];
+    for (int i = 0; i < nh; i++)
+        for (int v = 0; v < nv; v++) acc[i][v] = _mm256_mul_ps(_mm256_set1_ps(alpha[i]), _mm256_loadu_ps(u + i * R + c + 8 * v));
+    for (int64_t j = 0; j < n; j += 2) {
+        const uint16_t *vp = vi + (j / 2) * 2 * R + 2 * c;
+        __m256i x[4], w[2];
+        for (int v = 0; v < nv; v++) x[v] = _mm256_loadu_si256((const __m256i *)(vp + 16 * v));
+        if (j + 1 < n) {
+            for (int i = 0; i < nh; i++) {
+                uint32_t word;
+                memcpy(&word, pb + i * lp + j, 4);
+                w[i] = _mm256_set1_epi32((int)word);
+            }
+        } else {   /* the last row alone */
+            for (int v = 0; v < nv; v++) x[v] = _mm256_and_si256(x[v], lowm);
+            for (int i = 0; i < nh; i++) w[i] = _mm256_set1_epi32((int)pb[i * lp + j]);
+        }
+        for (int i = 0; i < nh; i++) {
+            __m256 po = odd8(w[i]);
+            for (int v = 0; v < nv; v++) acc[i][v] = _mm256_fmadd_ps(po, odd8(x[v]), acc[i][v]);
+        }
+        for (int i = 0; i < nh; i++) {
+            __m256 pe = even8(w[i]);
+            for (int v = 0; v < nv; v++) acc[i][v] = _mm256_fmadd_ps(pe, even8(x[v]), acc[i][v]);
+        }
+    }
+    for (int i = 0; i < nh; i++)
+        for (int v = 0; v < nv; v++) _mm256_storeu_ps(u + i * R + c + 8 * v, acc[i][v]);
+}
+
+void ds_mla_pv_bf16_pk_avx2(float *u, int64_t R, const uint16_t *pb, int64_t lp, const float *alpha, int64_t H,
+                            const uint16_t *vi, int64_t n) {
+    int64_t h = 0;
+    for (; h + 2 <= H; h += 2) {
+        int64_t c = 0;
+        for (; c + 32 <= R; c += 32) pv_pk_tile(2, 4, u + h * R, R, pb + h * lp, lp, alpha + h, vi, n, c);
+        for (; c < R; c += 8) pv_pk_tile(2, 1, u + h * R, R, pb + h * lp, lp, alpha + h, vi, n, c);
+    }
+    for (; h < H; h++) {
+        int64_t c = 0;
+        for (; c + 32 <= R; c += 32) pv_pk_tile(1, 4, u + h * R, R, pb + h * lp, lp, alpha + h, vi, n, c);
+        for (; c < R; c += 8) pv_pk_tile(1, 1, u + h * R, R, pb + h * lp, lp, alpha + h, vi, n, c);
+    }
 }

@@ -18,6 +18,11 @@
  * p_2t, p_2t+1 rounded to bf16 and packed in one 32-bit word per head and
  * pair; vdpbf16ps then adds p_2t+1·v_2t+1, then p_2t·v_2t per column — the
  * twin's order. Tiles: 4 heads × 64 columns (16 accumulators).
+ * The expanded prefill's weighted sum on prepared operands
+ * (ds_mla_pv_bf16_pk: values already in row pairs, weights already bf16
+ * pairs; 6 query rows × 64 columns) and its softmax (ds_mla_softmax_bf16 on
+ * 16 lanes, rounding with vcvtneps2bf16) are at the end of the file;
+ * attn_bf16.c dispatches them.
  * Built with the AVX-512 flags; ops.c calls it only at ISA level
  * avx512vnni or above on a CPU with AVX512-BF16, for H even, W % 8 == 0
  * (a last chunk of 8 values zero-padded to 16, as the twin pads).
@@ -189,4 +194,149 @@ void ds_mla_pv_bf16_avx512(float *u, int64_t R, const float *p, int64_t ls, cons
         for (; c + 64 <= R; c += 64) pv_tile(1, 2, u + h * R, R, pp + h * lp, lp, alpha + h, kv, W, n, c, ilo, ihi);
         for (; c < R; c += 32) pv_tile(1, 1, u + h * R, R, pp + h * lp, lp, alpha + h, kv, W, n, c, ilo, ihi);
     }
+}
+
+/* ds_mla_pv_bf16_pk (ops.h): the weighted sum on prepared operands — the
+ * values already interleaved in row pairs (ds_bf16_round_pairs: one 512-bit
+ * load is 16 columns of both rows, the words vpermt2w built above) and the
+ * weights already bf16 pairs (ds_mla_softmax_bf16: one 32-bit word per head
+ * and pair, broadcast). Per accumulator the same vdpbf16ps sequence as
+ * ds_mla_pv_bf16_avx512, so the same bits; the last pair of an odd n is
+ * masked to its even row (the zero row the other kernel pairs it with).
+ * Tiles: nh heads (up to 6) × 32·nu columns, nu 1 or 2 (up to 24 accumulators). */
+T512_INLINE void pv_pk_tile(int nh, int nu, float *u, int64_t R, const uint16_t *pb, int64_t lp, const float *alpha,
+                            const uint16_t *vi, int64_t n, int64_t c) {
+    const __m512i lowm = _mm512_set1_epi32(0xffff);
+    __m512 acc[6][4];
+#pragma GCC unroll 6
+    for (int i = 0; i < nh; i++) {
+        __m512 a = _mm512_set1_ps(alpha[i]);
+#pragma GCC unroll 4
+        for (int v = 0; v < 2 * nu; v++) acc[i][v] = _mm512_mul_ps(a, _mm512_loadu_ps(u + i * R + c + 16 * v));
+    }
+    int64_t ne = n & ~(int64_t)1;   /* whole pairs */
+    for (int64_t j = 0; j < ne; j += 2) {
+        const uint16_t *vp = vi + j * R + 2 * c;   /* pair j / 2 */
+        __m512i x[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 2 * nu; v++) x[v] = _mm512_loadu_si512(vp + 32 * v);
+#pragma GCC unroll 6
+        for (int i = 0; i < nh; i++) {
+            uint32_t word;
+            __builtin_memcpy(&word, pb + i * lp + j, 4);
+            __m512i w = _mm512_set1_epi32((int)word);
+#pragma GCC unroll 4
+            for (int v = 0; v < 2 * nu; v++) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], (__m512bh)x[v], (__m512bh)w);
+        }
+    }
+    if (ne < n) {   /* the last row alone: its odd partner and weight masked to zero */
+        const uint16_t *vp = vi + ne * R + 2 * c;
+        __m512i x[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 2 * nu; v++) x[v] = _mm512_and_si512(_mm512_loadu_si512(vp + 32 * v), lowm);
+#pragma GCC unroll 6
+        for (int i = 0; i < nh; i++) {
+            __m512i w = _mm512_set1_epi32((int)pb[i * lp + ne]);
+#pragma GCC unroll 4
+            for (int v = 0; v < 2 * nu; v++) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], (__m512bh)x[v], (__m512bh)w);
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < nh; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 2 * nu; v++) _mm512_storeu_ps(u + i * R + c + 16 * v, acc[i][v]);
+}
+
+#define PK_ROWS(NH)                                                                                      \
+    for (; h + NH <= H; h += NH) {                                                                       \
+        int64_t c = 0;                                                                                   \
+        for (; c + 64 <= R; c += 64) pv_pk_tile(NH, 2, u + h * R, R, pb + h * lp, lp, alpha + h, vi, n, c); \
+        for (; c < R; c += 32) pv_pk_tile(NH, 1, u + h * R, R, pb + h * lp, lp, alpha + h, vi, n, c);      \
+    }
+
+void ds_mla_pv_bf16_pk_avx512(float *u, int64_t R, const uint16_t *pb, int64_t lp, const float *alpha, int64_t H,
+                              const uint16_t *vi, int64_t n) {
+    int64_t h = 0;
+    PK_ROWS(6)
+    PK_ROWS(4)
+    PK_ROWS(2)
+    PK_ROWS(1)
+}
+
+/* y[i] = bf16(x[i]) with vcvtneps2bf16, which rounds exactly as
+ * ds_bf16_round_row_ref (zero / subnormal to the signed zero, NaN kept with
+ * the quiet bit set, else round to nearest even; Intel's definition):
+ * tested against the twin on all classes of inputs */
+void ds_bf16_round_row_avx512(uint16_t *y, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(y + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(y + i, k, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, x + i)));
+    }
+}
+
+/* ds_exp256 (simd_exp.h) on 16 lanes: the same operations per lane, so the same bits */
+T512_INLINE __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r2 = _mm512_mul_ps(r, r);
+    p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+/* ds_mla_softmax_bf16 (ops.h) on 16 lanes: ds_mla_softmax_bf16_avx2's bits.
+ * The max is exact in any order; the sum keeps the 8 lanes of the AVX2 code
+ * (element j in lane j % 8, in j order: each 16-value chunk adds its low
+ * then its high half; a masked tail adds +0, which changes no sum); the
+ * weights are rounded by vcvtneps2bf16 (ds_bf16_round_row_avx512). */
+void ds_mla_softmax_bf16_avx512(uint16_t *pb, float *s, int64_t vis, int64_t n, float scale) {
+    const __m512 sc = _mm512_set1_ps(scale), lo = _mm512_set1_ps(-87.0f);
+    int64_t i = 0, n2 = n + (n & 1), rem = vis % 16, full = vis - rem;
+    __mmask16 tk = (__mmask16)((1u << rem) - 1);
+    __m512 mv = _mm512_set1_ps(-__builtin_inff());
+    for (; i < full; i += 16) mv = _mm512_max_ps(mv, _mm512_mul_ps(_mm512_loadu_ps(s + i), sc));
+    if (rem) mv = _mm512_mask_max_ps(mv, tk, mv, _mm512_mul_ps(_mm512_maskz_loadu_ps(tk, s + i), sc));
+    float m = _mm512_reduce_max_ps(mv);
+    if (m == -__builtin_inff()) {   /* everything masked: zeros (ds_softmax's convention) */
+        memset(pb, 0, (size_t)n2 * sizeof(uint16_t));
+        return;
+    }
+    const __m512 mb = _mm512_set1_ps(m);
+    __m256 sv = _mm256_setzero_ps();
+    for (i = 0; i < full; i += 16) {
+        __m512 d = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(s + i), sc), mb);
+        __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(d, lo, _CMP_GE_OQ), exp512(d));
+        _mm512_storeu_ps(s + i, e);
+        sv = _mm256_add_ps(sv, _mm512_castps512_ps256(e));
+        sv = _mm256_add_ps(sv, _mm512_extractf32x8_ps(e, 1));
+    }
+    if (rem) {
+        __m512 d = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(tk, s + i), sc), mb);
+        __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(d, lo, _CMP_GE_OQ) & tk, exp512(d));
+        _mm512_mask_storeu_ps(s + i, tk, e);
+        sv = _mm256_add_ps(sv, _mm512_castps512_ps256(e));
+        sv = _mm256_add_ps(sv, _mm512_extractf32x8_ps(e, 1));
+    }
+    float sl[8];
+    _mm256_storeu_ps(sl, sv);
+    double sum = 0.0;
+    for (int k = 0; k < 8; k++) sum += sl[k];
+    const __m512 inv = _mm512_set1_ps((float)(1.0 / sum));
+    for (i = 0; i < full; i += 16)
+        _mm256_storeu_si256((__m256i *)(pb + i), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(s + i), inv)));
+    if (rem)
+        _mm256_mask_storeu_epi16(pb + i, tk, (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_maskz_loadu_ps(tk, s + i), inv)));
+    for (i = vis; i < n2; i++) pb[i] = 0;   /* the masked weights: bf16(+0) */
 }

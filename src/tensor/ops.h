@@ -131,6 +131,33 @@ bool ds_mla_bf16_dp_in_use(void);
 void ds_bf16_round_row(uint16_t *y, const float *x, int64_t n);
 /* its scalar twin (attn_bf16.c): the bits the AVX2 rounding gives */
 void ds_bf16_round_row_ref(uint16_t *y, const float *x, int64_t n);
+/* The expanded prefill's bf16 operands (mla.c expanded_bf16; twins in
+ * attn_bf16.c, which dispatches: AVX512-BF16 where ds_mla_bf16_dp_in_use,
+ * AVX2, the twins; every kernel gives its twin's bits).
+ * ds_mla_softmax_bf16: one query row's raw scores s[0, vis) -> pb[j] =
+ * bf16(softmax(scale·s)[j]) for j < vis, 0 for vis <= j < n rounded up to
+ * even; exactly the bits of scaling s, setting s[vis, n) to -inf,
+ * ds_softmax(s, n) and ds_bf16_round_row (the twin does just that); s is
+ * clobbered. pb in pairs is the word layout ds_mla_pv_bf16_pk reads. */
+void ds_mla_softmax_bf16(uint16_t *pb, float *s, int64_t vis, int64_t n, float scale);
+void ds_mla_softmax_bf16_ref(uint16_t *pb, float *s, int64_t vis, int64_t n, float scale);
+/* ds_bf16_round_pairs: rows [j0, j0 + n) of v (row j at v + (j - j0)·R)
+ * rounded as ds_bf16_round_row into the pair-interleaved layout vi: row j's
+ * column c at vi[(j / 2)·2R + 2c + j % 2] (rows 2t, 2t+1 side by side per
+ * column, the operand layout of vdpbf16ps; a row's slots do not depend on
+ * the others, so rows can be added one chunk at a time). */
+void ds_bf16_round_pairs(uint16_t *vi, const float *v, int64_t j0, int64_t n, int64_t R);
+void ds_bf16_round_pairs_ref(uint16_t *vi, const float *v, int64_t j0, int64_t n, int64_t R);
+/* ds_mla_pv_bf16_pk: ds_mla_pv_bf16's arithmetic (the same bits) on
+ * prepared operands: pb the H rows (stride lp) of bf16 weights as
+ * ds_mla_softmax_bf16 writes them (n rounded up to even values, read as
+ * (p_2t | p_2t+1 << 16) words), vi the n rows in pairs (ds_bf16_round_pairs,
+ * row 0 at the start of a pair; with n odd the last pair's odd slot is
+ * ignored). R % 8 == 0 (AVX2), R % 32 == 0 (AVX512-BF16), else the twin. */
+void ds_mla_pv_bf16_pk(float *u, int64_t R, const uint16_t *pb, int64_t lp, const float *alpha, int64_t H,
+                       const uint16_t *vi, int64_t n);
+void ds_mla_pv_bf16_pk_ref(float *u, int64_t R, const uint16_t *pb, int64_t lp, const float *alpha, int64_t H,
+                           const uint16_t *vi, int64_t n);
 /* The same step over int8 rows (--kv-type i8; attn_i8.c defines the bits).
  * kv: n rows rb bytes apart in kvcache.c's I8 layout (DS_KV_I8_HEAD bytes:
  * fp32 scales of the parts [0, R), [R, W) at bytes 0, 4; their int32 code

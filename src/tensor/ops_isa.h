@@ -55,6 +55,15 @@ void ds_mla_pv_bf16_avx2(float *u, int64_t R, const float *p, int64_t ls, const 
                          const uint16_t *kv, int64_t W, int64_t n, void *scratch);
 void ds_mla_pv_bf16_avx512(float *u, int64_t R, const float *p, int64_t ls, const float *alpha, int64_t H,
                            const uint16_t *kv, int64_t W, int64_t n, void *scratch);
+/* the expanded prefill's bf16 pieces (ops.h): AVX2 (attn_bf16_avx2.c; pv R % 8 == 0) and AVX512-BF16 (R % 32 == 0) */
+void ds_mla_softmax_bf16_avx2(uint16_t *pb, float *s, int64_t vis, int64_t n, float scale);
+void ds_bf16_round_pairs_avx2(uint16_t *vi, const float *v, int64_t j0, int64_t n, int64_t R);
+void ds_mla_pv_bf16_pk_avx2(float *u, int64_t R, const uint16_t *pb, int64_t lp, const float *alpha, int64_t H,
+                            const uint16_t *vi, int64_t n);
+void ds_mla_pv_bf16_pk_avx512(float *u, int64_t R, const uint16_t *pb, int64_t lp, const float *alpha, int64_t H,
+                              const uint16_t *vi, int64_t n);
+void ds_mla_softmax_bf16_avx512(uint16_t *pb, float *s, int64_t vis, int64_t n, float scale);
+void ds_bf16_round_row_avx512(uint16_t *y, const float *x, int64_t n);   /* vcvtneps2bf16: ds_bf16_round_row_ref's bits */
 /* the same with AVX-512F/DQ/VL (attn_avx512.c), bit-identical to it;
  * H even, W % 8 == 0, R % 16 == 0 */
 void ds_mla_attn_step_avx512(float *u, float *m, float *l, const float *q, int64_t ldq, int64_t H, const float *kv,
