@@ -28,6 +28,7 @@
  * (a last chunk of 8 values zero-padded to 16, as the twin pads).
  */
 #include "ops_isa.h"
+#include "simd_exp.h"
 #include "simd_hsum.h"
 #include "dtype.h"
 #include "ops.h"
@@ -277,25 +278,6 @@ void ds_bf16_round_row_avx512(uint16_t *y, const float *x, int64_t n) {
     }
 }
 
-/* ds_exp256 (simd_exp.h) on 16 lanes: the same operations per lane, so the same bits */
-T512_INLINE __m512 exp512(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    __m512 r2 = _mm512_mul_ps(r, r);
-    p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-}
-
 /* ds_mla_softmax_bf16 (ops.h) on 16 lanes: ds_mla_softmax_bf16_avx2's bits.
  * The max is exact in any order; the sum keeps the 8 lanes of the AVX2 code
  * (element j in lane j % 8, in j order: each 16-value chunk adds its low
@@ -317,14 +299,14 @@ void ds_mla_softmax_bf16_avx512(uint16_t *pb, float *s, int64_t vis, int64_t n, 
     __m256 sv = _mm256_setzero_ps();
     for (i = 0; i < full; i += 16) {
         __m512 d = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(s + i), sc), mb);
-        __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(d, lo, _CMP_GE_OQ), exp512(d));
+        __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(d, lo, _CMP_GE_OQ), ds_exp512(d));
         _mm512_storeu_ps(s + i, e);
         sv = _mm256_add_ps(sv, _mm512_castps512_ps256(e));
         sv = _mm256_add_ps(sv, _mm512_extractf32x8_ps(e, 1));
     }
     if (rem) {
         __m512 d = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(tk, s + i), sc), mb);
-        __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(d, lo, _CMP_GE_OQ) & tk, exp512(d));
+        __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(d, lo, _CMP_GE_OQ) & tk, ds_exp512(d));
         _mm512_mask_storeu_ps(s + i, tk, e);
         sv = _mm256_add_ps(sv, _mm512_castps512_ps256(e));
         sv = _mm256_add_ps(sv, _mm512_extractf32x8_ps(e, 1));
