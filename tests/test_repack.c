@@ -182,6 +182,25 @@ static void d_bytes(ds_dtype t, size_t bb, size_t *lo, size_t *hi) {
     }
 }
 
+/* Random bytes over a group's blocks (every scale, sign, high-bit and grid
+ * index pattern) except each block's fp16 d (d_bytes), kept finite. */
+static void randomize_keep_d(ds_dtype t, uint8_t *q, size_t bytes, ds_rng *r) {
+    size_t bb = ds_dtype_block_bytes(t), lo, hi;
+    d_bytes(t, bb, &lo, &hi);
+    for (size_t i = 0; i < bytes; i++)
+        if (i % bb < lo || i % bb >= hi) q[i] = (uint8_t)ds_rng_u64(r);
+}
+
+/* Activation row i of a pool: normal, tiny, huge, with outliers, zero or
+ * constant by i % 6. */
+static void act_row_by6(float *a, int64_t K, int i, ds_rng *r) {
+    for (int64_t j = 0; j < K; j++) {
+        float v = ds_rng_normal(r);
+        a[j] = i % 6 == 0 ? v : i % 6 == 1 ? v * 1e-3f : i % 6 == 2 ? v * 1e3f : i % 6 == 3 ? v * (j % 17 == 0 ? 30.0f : 1.0f)
+             : i % 6 == 4 ? 0.0f : 1.5f - (float)i;
+    }
+}
+
 /* A VNNI kernel file against ds_gemm_x8_avx2: the same integer sums and
  * fp32 epilogue, so every token's result is bit-identical to the AVX2
  * kernel's (and so within the bound above of the reference, checked again
@@ -201,21 +220,14 @@ static void check_vnni_vs_avx2(const ds_dtype *types, int ntypes, x8_kernel kern
             uint8_t *q = rand_rows(t, K, &r, &f), *g = malloc(bytes);
             /* random bytes too (every scale, sign, high-bit and grid index pattern), but keep the fp16 d finite */
             if (ki == 3 && t != DS_DTYPE_IQ2_XXS) {
-                size_t bb = ds_dtype_block_bytes(t), lo, hi;
-                d_bytes(t, bb, &lo, &hi);
-                for (size_t i = 0; i < bytes; i++)
-                    if (i % bb < lo || i % bb >= hi) q[i] = (uint8_t)ds_rng_u64(&r);
+                randomize_keep_d(t, q, bytes, &r);
             }
             ds_repack_group(t, q, K, g);
             enum { NA = 17 };
             uint8_t *qa[NA];
             float *a = malloc((size_t)K * sizeof(float));
             for (int i = 0; i < NA; i++) {
-                for (int64_t j = 0; j < K; j++) {
-                    float v = ds_rng_normal(&r);
-                    a[j] = i % 6 == 0 ? v : i % 6 == 1 ? v * 1e-3f : i % 6 == 2 ? v * 1e3f : i % 6 == 3 ? v * (j % 17 == 0 ? 30.0f : 1.0f)
-                         : i % 6 == 4 ? 0.0f : 1.5f - (float)i;
-                }
+                act_row_by6(a, K, i, &r);
                 qa[i] = malloc(ab);
                 ds_quantize_act_ref(t, a, qa[i], K);
             }
@@ -426,21 +438,14 @@ TEST(repack_q4ktile_whole_tiles) {
             size_t bytes = 8 * ds_dtype_row_bytes(t, K), ab = ds_act_row_bytes(t, K);
             uint8_t *q = rand_rows(t, K, &r, NULL), *g = malloc(bytes);
             if (ki >= 2) {
-                size_t bb = ds_dtype_block_bytes(t), lo, hi;
-                d_bytes(t, bb, &lo, &hi);
-                for (size_t i = 0; i < bytes; i++)
-                    if (i % bb < lo || i % bb >= hi) q[i] = (uint8_t)ds_rng_u64(&r);
+                randomize_keep_d(t, q, bytes, &r);
             }
             ds_repack_group(t, q, K, g);
             uint8_t *qa[NA];
             float *a = malloc((size_t)K * sizeof(float));
             float *one = malloc(8 * NA * sizeof(float)), *o = malloc(8 * NA * sizeof(float));
             for (int i = 0; i < NA; i++) {
-                for (int64_t j = 0; j < K; j++) {
-                    float v = ds_rng_normal(&r);
-                    a[j] = i % 6 == 0 ? v : i % 6 == 1 ? v * 1e-3f : i % 6 == 2 ? v * 1e3f : i % 6 == 3 ? v * (j % 17 == 0 ? 30.0f : 1.0f)
-                         : i % 6 == 4 ? 0.0f : 1.5f - (float)i;
-                }
+                act_row_by6(a, K, i, &r);
                 qa[i] = malloc(ab);
                 ds_quantize_act_ref(t, a, qa[i], K);
                 const void *p[1] = { qa[i] };
@@ -483,10 +488,7 @@ static void check_ext_tile(ds_dtype t, uint64_t seed) {
         size_t bytes = 8 * ds_dtype_row_bytes(t, K), ab = ds_act_row_bytes(t, K);
         uint8_t *q = rand_rows(t, K, &r, NULL), *g = malloc(bytes);
         if (t != DS_DTYPE_IQ2_XXS) {   /* random bytes (every scale / index pattern), fp16 d kept finite */
-            size_t bb = ds_dtype_block_bytes(t), lo, hi;
-            d_bytes(t, bb, &lo, &hi);
-            for (size_t i = 0; i < bytes; i++)
-                if (i % bb < lo || i % bb >= hi) q[i] = (uint8_t)ds_rng_u64(&r);
+            randomize_keep_d(t, q, bytes, &r);
         }
         ds_repack_group(t, q, K, g);
         uint8_t *qa[NA];

@@ -393,7 +393,7 @@ static void kvx_lend(srv_sched *s, srv_seq *q, int64_t take) {
 }
 
 static void kvx_take_back(srv_sched *s, srv_seq *q) {
-    if (!s->kvx_seq || s->kvx_seq != q) return;
+    if (s->kvx_seq != q) return;   /* q is never NULL: NULL means nobody holds it */
     ds_ctx_prefill_end(s->ctx);
     s->kvx_seq = NULL;
 }
