@@ -46,8 +46,8 @@ void ds_assert_fail(const char *file, int line, const char *expr) {
     abort();
 }
 
-/* n bytes rounded up to a multiple of align (a power of two), aligned to it, zero-filled */
-static void *alloc_zeroed(size_t n, size_t align, bool huge) {
+/* n bytes rounded up to a multiple of align (a power of two), aligned to it, zero-filled if zero */
+static void *alloc_aligned(size_t n, size_t align, bool huge, bool zero) {
     size_t rounded;
     if (n == 0) n = 1;
     if (!ds_size_add(n, align - 1, &rounded)) return NULL;
@@ -59,15 +59,20 @@ static void *alloc_zeroed(size_t n, size_t align, bool huge) {
 #else
     (void)huge;
 #endif
-    memset(p, 0, rounded);
+    if (zero) memset(p, 0, rounded);
     return p;
 }
 
-void *ds_alloc(size_t n) { return alloc_zeroed(n, 64, false); }
+void *ds_alloc(size_t n) { return alloc_aligned(n, 64, false, true); }
 
 void *ds_alloc_huge(size_t n) {
     const size_t huge = (size_t)2 << 20;
-    return n < huge ? ds_alloc(n) : alloc_zeroed(n, huge, true);
+    return n < huge ? ds_alloc(n) : alloc_aligned(n, huge, true, true);
+}
+
+void *ds_alloc_huge_nozero(size_t n) {
+    const size_t huge = (size_t)2 << 20;
+    return n < huge ? alloc_aligned(n, 64, false, false) : alloc_aligned(n, huge, true, false);
 }
 
 void ds_free(void *p) { free(p); }

@@ -64,6 +64,11 @@ void *ds_alloc(size_t n);
  * default), marked for them, so a pass over hundreds of MB does not take a
  * TLB miss (a nested page walk in a VM) every 4 KB. Free with ds_free. */
 void *ds_alloc_huge(size_t n);
+/* ds_alloc_huge without the zero fill, for a large buffer written before it
+ * is read: its pages are faulted in by whoever first writes them (by each
+ * thread for its own part, in parallel), 2 MB at a time where huge pages
+ * are granted instead of 512 faults of 4 KB. Contents indeterminate. */
+void *ds_alloc_huge_nozero(size_t n);
 void ds_free(void *p);
 
 /* Seconds from a monotonic clock. */
