@@ -7,7 +7,9 @@
  * (ds_mla_pv_bf16_ref), and the whole flash-decode step over bf16 rows
  * against the double-precision attention twin (ds_mla_attn_ref) on the
  * same (widened) values within the stated bound of the weights' rounding,
- * bit-identical between the AVX2 and vdpbf16ps kernels.
+ * bit-identical between the AVX2 and vdpbf16ps kernels; and the expanded
+ * prefill's operands (key-transposed layout and its score kernel, fused
+ * softmax, values in row pairs) each against its twin at every level.
  */
 #include "test.h"
 
@@ -363,6 +365,108 @@ TEST(attn_bf16_round_pairs_vs_twin) {
     ds_ops_force_avx2(false);
 }
 
+/* ds_bf16_round_keys_t == its twin at every level (rows written in two
+ * chunks, split anywhere), and the twin puts each ds_bf16_round_row value
+ * where the layout says (ops.h); slots it does not own stay untouched */
+TEST(attn_bf16_round_keys_t_vs_twin) {
+    ds_rng r;
+    ds_rng_seed(&r, 71);
+    int64_t Ws[] = { 192, 20, 2, 5 };
+    for (int lev = 0; lev < 3; lev++) {
+        set_level(lev);
+        for (size_t wi = 0; wi < sizeof Ws / sizeof Ws[0]; wi++) {
+            int64_t W = Ws[wi], Wp = W + W % 2, S = 83, cap = DS_KT_ROWS(S), nb = cap * Wp * 2;
+            float *k = malloc((size_t)(S * W) * sizeof(float));
+            uint16_t *kt = malloc((size_t)nb), *kr = malloc((size_t)nb), *row = malloc((size_t)W * 2);
+            for (int64_t i = 0; i < S * W; i++) k[i] = (float)ds_rng_normal(&r) * (i % 13 == 0 ? 1e-39f : 1.0f);
+            int64_t splits[] = { 0, 1, 16, 17, 64, 82 };
+            for (size_t ai = 0; ai < sizeof splits / sizeof splits[0]; ai++) {
+                int64_t a = splits[ai];
+                memset(kt, 0x5a, (size_t)nb);
+                memset(kr, 0x5a, (size_t)nb);
+                ds_bf16_round_keys_t(kt, k, 0, a, W);
+                ds_bf16_round_keys_t(kt, k + a * W, a, S - a, W);
+                ds_bf16_round_keys_t_ref(kr, k, 0, S, W);
+                CHECK_MSG(memcmp(kt, kr, (size_t)nb) == 0, "%s: W %lld, split at %lld: key layouts differ",
+                          level_name(lev), (long long)W, (long long)a);
+            }
+            int bad = 0, touched = 0;
+            for (int64_t j = 0; j < S; j++) {
+                ds_bf16_round_row_ref(row, k + j * W, W);
+                for (int64_t d = 0; d < Wp; d++) {
+                    uint16_t want = d < W ? row[d] : 0;
+                    bad += kr[(j / 16) * 16 * Wp + (d / 2) * 32 + (j % 16) * 2 + d % 2] != want;
+                }
+            }
+            for (int64_t j = S; j < cap; j++)   /* rows past S: never written */
+                for (int64_t d = 0; d < Wp; d++) touched += kr[(j / 16) * 16 * Wp + (d / 2) * 32 + (j % 16) * 2 + d % 2] != 0x5a5a;
+            CHECK_MSG(bad == 0, "W %lld: %d values not where the layout puts them", (long long)W, bad);
+            CHECK_MSG(touched == 0, "W %lld: %d slots of rows past the end written", (long long)W, touched);
+            free(k); free(kt); free(kr); free(row);
+        }
+    }
+    set_level(2);
+    ds_ops_force_avx2(false);
+}
+
+/* ds_mla_scores_bf16_kt == its twin, bit for bit, at every level, on every
+ * visible entry (query rows in tiles and tails, key tails, causal blocks
+ * starting anywhere); nothing written past n (the row's sentinels); the
+ * unwritten rows past n in the last group hold NaN and must not leak; and
+ * the twin is the dot product (fp32 sums of exact products) */
+TEST(attn_bf16_scores_kt_vs_twin) {
+    ds_rng r;
+    ds_rng_seed(&r, 73);
+    int64_t Ws[] = { 192, 64, 2, 10, 5 };
+    int64_t nqs[] = { 1, 5, 6, 7, 64 }, ns[] = { 1, 16, 63, 64, 65, 300 };
+    for (int lev = 0; lev < 3; lev++) {
+        set_level(lev);
+        for (size_t wi = 0; wi < sizeof Ws / sizeof Ws[0]; wi++)
+            for (size_t qi = 0; qi < sizeof nqs / sizeof nqs[0]; qi++)
+                for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                    int64_t W = Ws[wi], Wp = W + W % 2, nq = nqs[qi], n = ns[ni], ls = n + 5;
+                    int64_t vis0s[] = { 1, n - nq + 1, n, n + 100 };
+                    float *kf = malloc((size_t)(n * W) * sizeof(float));
+                    uint16_t *q = malloc((size_t)(nq * W) * 2), *kt = malloc((size_t)(DS_KT_ROWS(n) * Wp) * 2);
+                    float *s = malloc((size_t)(nq * ls) * sizeof(float)), *s2 = malloc((size_t)(nq * ls) * sizeof(float));
+                    for (int64_t i = 0; i < n * W; i++) kf[i] = (float)ds_rng_normal(&r) * (i % 11 == 0 ? 8.0f : 1.0f);
+                    rand_bf16(q, nq * W, &r, 2.0f);
+                    memset(kt, 0xff, (size_t)(DS_KT_ROWS(n) * Wp) * 2);   /* NaN in the rows past n */
+                    ds_bf16_round_keys_t(kt, kf, 0, n, W);
+                    for (size_t vi = 0; vi < sizeof vis0s / sizeof vis0s[0]; vi++) {
+                        int64_t vis0 = vis0s[vi] < 1 ? 1 : vis0s[vi];
+                        for (int64_t i = 0; i < nq * ls; i++) s[i] = s2[i] = -7.0f;
+                        ds_mla_scores_bf16_kt(s, ls, q, W, nq, kt, W, n, vis0);
+                        ds_mla_scores_bf16_kt_ref(s2, ls, q, W, nq, kt, W, n, vis0);
+                        int bad = 0, past = 0;
+                        double worst = 0;
+                        for (int64_t i = 0; i < nq; i++) {
+                            for (int64_t j = 0; j < n && j < vis0 + i; j++) {
+                                bad += bits(s[i * ls + j]) != bits(s2[i * ls + j]);
+                                double d = 0, a = 0;
+                                for (int64_t c = 0; c < W; c++) {
+                                    double p = (double)ds_bf16_to_f32(q[i * W + c]) *
+                                               ds_bf16_to_f32(kt[(j / 16) * 16 * Wp + (c / 2) * 32 + (j % 16) * 2 + c % 2]);
+                                    d += p;
+                                    a += fabs(p);
+                                }
+                                worst = ds_max_err(worst, fabs(s2[i * ls + j] - d) / a);
+                            }
+                            for (int64_t j = n; j < ls; j++) past += s[i * ls + j] != -7.0f;
+                        }
+                        CHECK_MSG(bad == 0, "%s: %d scores differ from the twin (W=%lld nq=%lld n=%lld vis0=%lld)",
+                                  level_name(lev), bad, (long long)W, (long long)nq, (long long)n, (long long)vis0);
+                        CHECK_MSG(past == 0, "%s: %d entries written past n (W=%lld nq=%lld n=%lld)", level_name(lev), past,
+                                  (long long)W, (long long)nq, (long long)n);
+                        CHECK_MSG(worst < 1e-5, "twin vs double dot: relative error %g (W=%lld)", worst, (long long)W);
+                    }
+                    free(kf); free(q); free(kt); free(s); free(s2);
+                }
+    }
+    set_level(2);
+    ds_ops_force_avx2(false);
+}
+
 /* ds_mla_pv_bf16_pk on prepared operands == ds_mla_pv_bf16_ref on plain ones, at every level */
 TEST(attn_bf16_pv_pk_vs_twin) {
     ds_rng r;
@@ -405,8 +509,10 @@ TEST(attn_bf16_pv_pk_vs_twin) {
 }
 
 /* One block of the expanded bf16 prefill: nb query rows, row i seeing the
- * first vis0 + i of Sv keys; new = mla.c's expanded_bf16_block (chunks of
- * 256 keys), old = the one-call path it replaced; same bits at every level */
+ * first vis0 + i of Sv keys; new = mla.c's expanded_bf16_block (keys
+ * transposed, the fused softmax, values in pairs in chunks of 256 rows),
+ * old = the plain composition (the score twin, scale + mask + ds_softmax,
+ * ds_mla_pv_bf16 in one call); same bits at every level */
 TEST(attn_bf16_prefill_block_same_bits) {
     ds_rng r;
     ds_rng_seed(&r, 67);
@@ -416,7 +522,9 @@ TEST(attn_bf16_prefill_block_same_bits) {
     float scale = 0.0721f;
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         int64_t nb = cases[ci][0], Sv = cases[ci][1], vis0 = cases[ci][2], Sv2 = Sv + Sv % 2;
-        uint16_t *q = malloc((size_t)(nb * Dq) * 2), *k = malloc((size_t)(Sv * Dq) * 2), *v = malloc((size_t)(Sv * Dv) * 2);
+        uint16_t *q = malloc((size_t)(nb * Dq) * 2), *v = malloc((size_t)(Sv * Dv) * 2);
+        uint16_t *kt = malloc((size_t)(DS_KT_ROWS(Sv) * Dq) * 2);
+        float *kf = malloc((size_t)(Sv * Dq) * sizeof(float));
         uint16_t *vi = malloc((size_t)(Sv2 * Dv) * 2), *pb = malloc((size_t)(nb * Sv2) * 2);
         float *vf = malloc((size_t)(Sv * Dv) * sizeof(float)), *sc = malloc((size_t)(nb * Sv) * sizeof(float));
         float *ker = malloc((size_t)(nb * (Dq + Sv + 17)) * sizeof(float)), *zero = calloc((size_t)nb, sizeof(float));
@@ -424,13 +532,14 @@ TEST(attn_bf16_prefill_block_same_bits) {
         float *un = calloc((size_t)(nb * Dv), sizeof(float));
         for (int64_t i = 0; i < nb; i++) one[i] = 1.0f;
         rand_bf16(q, nb * Dq, &r, 1.0f);
-        rand_bf16(k, Sv * Dq, &r, 1.0f);
+        for (int64_t i = 0; i < Sv * Dq; i++) kf[i] = (float)ds_rng_normal(&r);
+        ds_bf16_round_keys_t(kt, kf, 0, Sv, Dq);
         for (int64_t i = 0; i < Sv * Dv; i++) vf[i] = (float)ds_rng_normal(&r);
         ds_bf16_round_row(v, vf, Sv * Dv);
         for (int lev = 0; lev < 3; lev++) {
             set_level(lev);
-            /* old: all keys in one call, scale + mask + ds_softmax, ds_mla_pv_bf16 on fp32 weights */
-            ds_mla_scores_bf16(sc, Sv, q, Dq, nb, k, Dq, Sv, ker);
+            /* old: the score twin, scale + mask + ds_softmax, ds_mla_pv_bf16 on fp32 weights */
+            ds_mla_scores_bf16_kt_ref(sc, Sv, q, Dq, nb, kt, Dq, Sv, vis0);
             for (int64_t i = 0; i < nb; i++) {
                 float *row = sc + i * Sv;
                 for (int64_t j = 0; j < vis0 + i; j++) row[j] *= scale;
@@ -441,8 +550,7 @@ TEST(attn_bf16_prefill_block_same_bits) {
             ds_mla_pv_bf16(uo, Dv, sc, Sv, zero, nb, v, Dv, Sv, ker);
             /* new */
             ds_bf16_round_pairs(vi, vf, 0, Sv, Dv);
-            for (int64_t j0 = 0; j0 < Sv; j0 += CH)
-                ds_mla_scores_bf16(sc + j0, Sv, q, Dq, nb, k + j0 * Dq, Dq, DS_MIN(CH, Sv - j0), ker);
+            ds_mla_scores_bf16_kt(sc, Sv, q, Dq, nb, kt, Dq, Sv, vis0);
             for (int64_t i = 0; i < nb; i++) ds_mla_softmax_bf16(pb + i * Sv2, sc + i * Sv, vis0 + i, Sv, scale);
             memset(un, 0, (size_t)(nb * Dv) * sizeof(float));
             for (int64_t j0 = 0; j0 < Sv; j0 += CH)
@@ -454,7 +562,7 @@ TEST(attn_bf16_prefill_block_same_bits) {
         }
         set_level(2);
         ds_ops_force_avx2(false);
-        free(q); free(k); free(v); free(vi); free(pb); free(vf); free(sc); free(ker); free(zero); free(one); free(uo); free(un);
+        free(q); free(kt); free(kf); free(v); free(vi); free(pb); free(vf); free(sc); free(ker); free(zero); free(one); free(uo); free(un);
     }
 }
 

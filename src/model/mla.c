@@ -138,29 +138,33 @@ static void decompress_head(attn_ctx *c, int64_t h, const float *kv, int64_t S, 
 /* The expanded form over a bf16 cache: k = [W_UK c | k_pe] and v = W_UV c
  * (computed in fp32 from the stored bf16 rows) rounded to bf16 once per head
  * and segment, each block's queries rounded once, and the scores and the
- * weighted sum run by the flash-decode kernels with the block's query rows
- * in place of heads (ds_mla_scores_bf16 / ds_mla_pv_bf16_pk: vdpbf16ps with
- * fp32 accumulation, the AVX2 kernels and the twins give the same bits).
- * Half the bytes of the fp32 sgemm's operands and twice its multiply-adds
- * per instruction. The values are kept in row pairs (ds_bf16_round_pairs:
- * the layout vdpbf16ps reads, made once per row, not per block and head) and
- * the softmax writes each row's weights as bf16 directly
- * (ds_mla_softmax_bf16: the bits of ds_softmax then rounding, one pass
- * fewer, no fp32 weights). Both products walk the keys in chunks of
- * KV_CHUNK rows, so each chunk's keys / values stay in L2 while all of the
- * block's query rows pass over them (a 4K prefill's 1.5 MB of keys per head
- * do not fit; the weighted sum carries u from chunk to chunk with α = 1,
- * exact): the same bits as one call over all rows (alone at 1 thread it
- * measured no faster — L3 kept up — kept for threads sharing L3). The expanded form
+ * weighted sum in bf16 with fp32 sums (vdpbf16ps; the AVX2 kernels and the
+ * twins give the same bits). Half the bytes of the fp32 sgemm's operands
+ * and twice its multiply-adds per instruction. The keys are kept
+ * transposed in groups of 16 rows (ds_bf16_round_keys_t), so the score
+ * kernel (ds_mla_scores_bf16_kt) has the keys as its vector lanes and no
+ * horizontal sums (15 % faster than the flash-decode kernel with query rows
+ * in place of heads, ds_mla_scores_bf16: 64 × 2048 × 192, 1 thread), and
+ * skips the keys no row of a tile sees (the block's causal corner). The
+ * values are kept in row pairs (ds_bf16_round_pairs: the layout vdpbf16ps
+ * reads, made once per row, not per block and head) and the softmax writes
+ * each row's weights as bf16 directly (ds_mla_softmax_bf16: the bits of
+ * ds_softmax then rounding, one pass fewer, no fp32 weights). The weighted
+ * sum walks the values in chunks of KV_CHUNK rows, so each chunk stays in
+ * L2 while all of the block's query rows pass over it (u carried from chunk
+ * to chunk with α = 1, exact: the same bits as one call over all rows; alone
+ * at 1 thread it measured no faster — L3 kept up — kept for threads sharing
+ * L3); the score kernel tiles the keys by 64 itself. The expanded form
  * still beats the absorbed one here: for a 512-token chunk at depth 4096
  * absorbed costs n·S·(W+Rkv) = 512·4608·1088 MACs per head (2.6 G, all in
  * these kernels) against S·Rkv·(Dn+Dv) = 4608·512·256 (0.6 G, the
  * quantized decompression matmul) + n·S·(Dq+Dv) = 512·4608·320 (0.75 G):
  * the same ~171-token break-even as the fp32 form (EXPANDED_MIN). */
-#define KV_CHUNK 256   /* keys per score / weighted-sum call (96 KB of 192-value keys); even: whole row pairs */
+#define KV_CHUNK 256   /* values per weighted-sum call (64 KB of 128-value rows); even: whole row pairs */
 typedef struct {
-    uint16_t *kb, *vb, *qb, *pb;   /* (S, Dq); (⌈S/2⌉, 2·Dv) in row pairs; (Q_BLOCK, Dq); (Q_BLOCK, S + S % 2) weights, bf16 */
-    float *ker, *ub, *zero, *one;  /* score kernel scratch; (Q_BLOCK, Dv) block output; Q_BLOCK zeros, ones (α) */
+    uint16_t *kb, *vb, *qb, *pb;   /* keys transposed (DS_KT_ROWS(S), Dq); (⌈S/2⌉, 2·Dv) in row pairs; (Q_BLOCK, Dq);
+                                      (Q_BLOCK, S + S % 2) weights; all bf16 */
+    float *ub, *zero, *one;        /* (Q_BLOCK, Dv) block output; Q_BLOCK zeros, ones (α) */
 } expanded_bf16;
 
 /* Caches whose long segments run the expanded form in bf16: bf16, and i8
@@ -176,23 +180,22 @@ static bool expanded_bf16_cache(const ds_kvcache *kc) { return kc->type == DS_KV
  * r0 is 0 and kb, vb are scratch. */
 static bool expanded_bf16_init(expanded_bf16 *b, const float *kd, const float *vd, int64_t r0, int64_t S,
                                int64_t Dq, int64_t Dv, uint16_t *kst, uint16_t *vst, int tid) {
-    int64_t Dqp = (Dq + 15) / 16 * 16, S2 = S + S % 2;
-    size_t nk = kst ? 0 : (size_t)(S * Dq), nv = kst ? 0 : (size_t)(S2 * Dv), nq = (size_t)(Q_BLOCK * Dqp);
-    size_t np = (size_t)(Q_BLOCK * S2), nker = (size_t)(Q_BLOCK * (Dqp + 16)), nu = (size_t)(Q_BLOCK * Dv);
+    int64_t S2 = S + S % 2;
+    size_t nk = kst ? 0 : (size_t)(DS_KT_ROWS(S) * Dq), nv = kst ? 0 : (size_t)(S2 * Dv), nq = (size_t)(Q_BLOCK * Dq);
+    size_t np = (size_t)(Q_BLOCK * S2), nu = (size_t)(Q_BLOCK * Dv);
     /* bf16 parts first (sizes rounded up to whole floats) */
     size_t hk = (nk + 1) / 2, hv = (nv + 1) / 2, hq = (nq + 1) / 2, hp = (np + 1) / 2;
-    float *buf = ds_scratch(tid, 2, hk + hv + hq + hp + nker + nu + 2 * Q_BLOCK);
+    float *buf = ds_scratch(tid, 2, hk + hv + hq + hp + nu + 2 * Q_BLOCK);
     if (!buf) return false;   /* out of memory: the context reports it */
     b->kb = kst ? kst : (uint16_t *)buf;
     b->vb = vst ? vst : (uint16_t *)(buf + hk);
     b->qb = (uint16_t *)(buf + hk + hv);
     b->pb = (uint16_t *)(buf + hk + hv + hq);
-    b->ker = buf + hk + hv + hq + hp;
-    b->ub = b->ker + nker;
+    b->ub = buf + hk + hv + hq + hp;
     b->zero = b->ub + nu;
     b->one = b->zero + Q_BLOCK;
     for (int i = 0; i < Q_BLOCK; i++) b->zero[i] = 0.0f, b->one[i] = 1.0f;
-    ds_bf16_round_row(b->kb + r0 * Dq, kd, (S - r0) * Dq);
+    ds_bf16_round_keys_t(b->kb, kd, r0, S - r0, Dq);
     ds_bf16_round_pairs(b->vb, vd, r0, S - r0, Dv);
     return true;
 }
@@ -205,8 +208,7 @@ static void expanded_bf16_block(attn_ctx *c, expanded_bf16 *bf, int64_t h, int64
     int64_t H = cfg->n_head, Dq = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim, Dv = cfg->v_head_dim;
     int64_t Sv2 = Sv + Sv % 2;
     for (int64_t i = 0; i < nb; i++) ds_bf16_round_row(bf->qb + i * Dq, c->q + ((t0 + i) * H + h) * Dq, Dq);
-    for (int64_t j0 = 0; j0 < Sv; j0 += KV_CHUNK)   /* raw scores (nb, Sv) */
-        ds_mla_scores_bf16(sc + j0, Sv, bf->qb, Dq, nb, bf->kb + j0 * Dq, Dq, DS_MIN(KV_CHUNK, Sv - j0), bf->ker);
+    ds_mla_scores_bf16_kt(sc, Sv, bf->qb, Dq, nb, bf->kb, Dq, Sv, vis0);   /* raw scores (nb, Sv), the visible ones */
     for (int64_t i = 0; i < nb; i++)   /* scale, mask, softmax, bf16 weights */
         ds_mla_softmax_bf16(bf->pb + i * Sv2, sc + i * Sv, vis0 + i, Sv, c->m->attn_scale);
     memset(bf->ub, 0, (size_t)(nb * Dv) * sizeof(float));
@@ -226,7 +228,7 @@ static void attn_seg_expanded(attn_ctx *c, int s, int64_t h, int tid) {
     int64_t H = cfg->n_head, Dq = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim, Dv = cfg->v_head_dim;
     int64_t S = sg->pos0 + sg->n, r0 = c->kv0[s];   /* rows [r0, S) are decompressed here */
     bool bf16 = expanded_bf16_cache(sg->cache);
-    /* head h's part of the prefill's store: keys (cap, Dq) then values (cap, Dv) */
+    /* head h's part of the prefill's store: keys (cap, Dq) then values (cap, Dv); cap is a multiple of 64 */
     int64_t cap = sg->kvx ? sg->kvx->cap : 0;
     char *st = c->kvs[s] ? (char *)c->kvs[s] + (size_t)(h * cap * (Dq + Dv)) * (bf16 ? 2 : 4) : NULL;
     float *kh, *vh, *kd, *vd;   /* fp32 keys / values of rows [0, S) and of rows [r0, S) */

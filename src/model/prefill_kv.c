@@ -15,8 +15,9 @@
  * Layout of layer l: H heads × cap rows × (Dq + Dv) values — per head the
  * keys (cap, Dq) = [W_UK c | k_pe] then the values (cap, Dv) = W_UV c, as
  * fp32, or bf16 for a bf16 cache (the expanded form's bf16 operands, rounded
- * once; the values interleaved in row pairs, ds_bf16_round_pairs, so cap is
- * the prefill's length rounded up to even). Layers are allocated when first used; a layer that would take the
+ * once; the keys transposed in groups of 16 rows, ds_bf16_round_keys_t, the
+ * values interleaved in row pairs, ds_bf16_round_pairs, so cap is the
+ * prefill's length rounded up to a multiple of 64, DS_KT_ROWS). Layers are allocated when first used; a layer that would take the
  * store past its byte budget gets none and decompresses as before.
  * A layer's buffer (up to ~40 MB for V2-Lite at 4K) is on huge pages and not
  * zero-filled: the heads' workers fault it in as they write their rows, 2 MB
@@ -40,7 +41,7 @@ int ds_ctx_prefill_begin(ds_ctx *x, const ds_model *m, ds_kvcache *cache, int64_
         return ds_err_set(e, DS_ENOMEM, "out of memory for the prefill's K/V store");
     }
     p->cache = cache;
-    p->cap = rows + rows % 2;   /* whole row pairs (bf16 values) */
+    p->cap = DS_KT_ROWS(rows);   /* whole groups of 64 keys (bf16 keys, ds_bf16_round_keys_t), whole row pairs (values) */
     p->n_layer = L;
     p->budget = budget ? budget : DS_PREFILL_KV_BUDGET;
     x->kvx = p;

@@ -123,6 +123,51 @@ void ds_mla_pv_bf16_pk_ref(float *u, int64_t R, const uint16_t *pb, int64_t lp, 
     }
 }
 
+/* slot of row j's value d in the key-transposed layout (ops.h) */
+static inline int64_t kt_at(int64_t j, int64_t d, int64_t W) {
+    return (j / 16) * 16 * (W + W % 2) + (d / 2) * 32 + (j % 16) * 2 + d % 2;
+}
+
+void ds_bf16_round_keys_t_ref(uint16_t *kt, const float *k, int64_t j0, int64_t n, int64_t W) {
+    for (int64_t j = j0; j < j0 + n; j++) {
+        for (int64_t d = 0; d < W; d++) ds_bf16_round_row_ref(kt + kt_at(j, d, W), k + (j - j0) * W + d, 1);
+        if (W % 2) kt[kt_at(j, W, W)] = 0;   /* an odd W's last pair: its missing half is +0 */
+    }
+}
+
+void ds_mla_scores_bf16_kt_ref(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t nq, const uint16_t *kt,
+                               int64_t W, int64_t n, int64_t vis0) {
+    for (int64_t i = 0; i < nq; i++)
+        for (int64_t j = 0; j < n && j < vis0 + i; j++) {
+            float acc = 0.0f;
+            for (int64_t d = 0; d < W; d += 2) {
+                float qo = d + 1 < W ? ds_bf16_to_f32(q[i * ldq + d + 1]) : 0.0f;
+                acc = acc + qo * ds_bf16_to_f32(kt[kt_at(j, d + 1, W)]);   /* exact products */
+                acc = acc + ds_bf16_to_f32(q[i * ldq + d]) * ds_bf16_to_f32(kt[kt_at(j, d, W)]);
+            }
+            s[i * ls + j] = acc;
+        }
+}
+
+/* each row rounded by the dispatched ds_bf16_round_row (the twin's bits),
+ * then its W / 2 words written to their slots, 64 bytes apart */
+void ds_bf16_round_keys_t(uint16_t *kt, const float *k, int64_t j0, int64_t n, int64_t W) {
+    uint16_t row[1024];
+    if (W > 1024 || W % 2) { ds_bf16_round_keys_t_ref(kt, k, j0, n, W); return; }
+    for (int64_t j = j0; j < j0 + n; j++) {
+        ds_bf16_round_row(row, k + (j - j0) * W, W);
+        uint16_t *dst = kt + kt_at(j, 0, W);
+        for (int64_t p = 0; p < W / 2; p++) memcpy(dst + 32 * p, row + 2 * p, 4);
+    }
+}
+
+void ds_mla_scores_bf16_kt(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t nq, const uint16_t *kt,
+                           int64_t W, int64_t n, int64_t vis0) {
+    if (ds_mla_bf16_dp_in_use() && W % 2 == 0) ds_mla_scores_bf16_kt_avx512(s, ls, q, ldq, nq, kt, W, n, vis0);
+    else if (ds_ops_simd() && W % 2 == 0) ds_mla_scores_bf16_kt_avx2(s, ls, q, ldq, nq, kt, W, n, vis0);
+    else ds_mla_scores_bf16_kt_ref(s, ls, q, ldq, nq, kt, W, n, vis0);
+}
+
 void ds_mla_softmax_bf16(uint16_t *pb, float *s, int64_t vis, int64_t n, float scale) {
     if (ds_mla_bf16_dp_in_use()) ds_mla_softmax_bf16_avx512(pb, s, vis, n, scale);
     else if (ds_ops_simd()) ds_mla_softmax_bf16_avx2(pb, s, vis, n, scale);

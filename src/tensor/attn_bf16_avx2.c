@@ -304,3 +304,48 @@ void ds_mla_pv_bf16_pk_avx2(float *u, int64_t R, const uint16_t *pb, int64_t lp,
         for (; c < R; c += 8) pv_pk_tile(1, 1, u + h * R, R, pb + h * lp, lp, alpha + h, vi, n, c);
     }
 }
+
+/* ds_mla_scores_bf16_kt (ops.h) with AVX2 + FMA: one 256-bit load is one
+ * pair of values of 8 keys (half a group of the key-transposed layout),
+ * widened to the odd and even fp32 vectors; per pair fma(q_o, k_o, acc)
+ * then fma(q_e, k_e, acc) (the twin's order). Tiles: nr query rows (up to
+ * 4) × the 16 keys of one group, 8 accumulators. */
+static inline void kt_tile2(int nr, float *s, int64_t ls, const uint16_t *q, int64_t ldq, const uint16_t *kt, int64_t W,
+                            int64_t nk) {
+    __m256 acc[4][2];
+    for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < W; d += 2) {
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(kt + 16 * d)), x1 = _mm256_loadu_si256((const __m256i *)(kt + 16 * d + 16));
+        __m256 ko0 = odd8(x0), ke0 = even8(x0), ko1 = odd8(x1), ke1 = even8(x1);
+        for (int r = 0; r < nr; r++) {
+            uint32_t word;
+            memcpy(&word, q + r * ldq + d, 4);
+            __m256i y = _mm256_set1_epi32((int)word);
+            __m256 qo = odd8(y), qe = even8(y);
+            acc[r][0] = _mm256_fmadd_ps(qe, ke0, _mm256_fmadd_ps(qo, ko0, acc[r][0]));
+            acc[r][1] = _mm256_fmadd_ps(qe, ke1, _mm256_fmadd_ps(qo, ko1, acc[r][1]));
+        }
+    }
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int r = 0; r < nr; r++)
+        for (int h = 0; h < 2; h++) {
+            int64_t left = nk - 8 * h;
+            if (left >= 8) _mm256_storeu_ps(s + r * ls + 8 * h, acc[r][h]);
+            else if (left > 0)
+                _mm256_maskstore_ps(s + r * ls + 8 * h, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left), lane), acc[r][h]);
+        }
+}
+
+void ds_mla_scores_bf16_kt_avx2(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t nq, const uint16_t *kt,
+                                int64_t W, int64_t n, int64_t vis0) {
+    for (int64_t j0 = 0; j0 < n; j0 += 64)   /* 64 keys in L1 while the query rows pass */
+        for (int64_t i = 0; i < nq; i += 4) {
+            int nr = nq - i < 4 ? (int)(nq - i) : 4;
+            for (int64_t j = j0; j < n && j < j0 + 64; j += 16) {
+                if (vis0 + i + nr - 1 <= j) break;   /* none of these rows sees key j */
+                int64_t nk = n - j < 16 ? n - j : 16;
+                if (nr == 4) kt_tile2(4, s + i * ls + j, ls, q + i * ldq, ldq, kt + j * W, W, nk);
+                else kt_tile2(nr, s + i * ls + j, ls, q + i * ldq, ldq, kt + j * W, W, nk);
+            }
+        }
+}

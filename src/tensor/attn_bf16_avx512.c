@@ -132,6 +132,65 @@ void ds_mla_scores_bf16_avx512(float *s, int64_t ls, const uint16_t *q, int64_t 
     }
 }
 
+/* ds_mla_scores_bf16_kt (ops.h): the keys are the lanes. One 512-bit load
+ * is one pair of values of 16 keys (the key-transposed layout), a query
+ * row's pair is one broadcast word, and each lane sums its own score over
+ * the pairs in order: the twin's arithmetic with no horizontal sums (the
+ * row-major kernel above spends a fifth of its instructions on them).
+ * Tiles: nr query rows (up to 6) × 64 keys, 24 accumulators. */
+T512_INLINE void kt_tile(int nr, float *s, int64_t ls, const uint16_t *q, int64_t ldq, const uint16_t *kt, int64_t W,
+                         int64_t nk) {
+    __m512 acc[6][4];
+#pragma GCC unroll 6
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; g++) acc[r][g] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < W; d += 2) {
+        __m512i x[4];
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; g++) x[g] = _mm512_loadu_si512(kt + g * 16 * W + 16 * d);
+#pragma GCC unroll 6
+        for (int r = 0; r < nr; r++) {
+            uint32_t word;
+            __builtin_memcpy(&word, q + r * ldq + d, 4);
+            __m512i y = _mm512_set1_epi32((int)word);
+#pragma GCC unroll 4
+            for (int g = 0; g < 4; g++) acc[r][g] = _mm512_dpbf16_ps(acc[r][g], (__m512bh)x[g], (__m512bh)y);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; g++) {
+            int64_t left = nk - 16 * g;
+            if (left >= 16) _mm512_storeu_ps(s + r * ls + 16 * g, acc[r][g]);
+            else if (left > 0) _mm512_mask_storeu_ps(s + r * ls + 16 * g, (__mmask16)((1u << left) - 1), acc[r][g]);
+        }
+}
+
+void ds_mla_scores_bf16_kt_avx512(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t nq, const uint16_t *kt,
+                                  int64_t W, int64_t n, int64_t vis0) {
+    /* a tile of 64 keys (24 KB at W = 192) stays in L1 while the query rows pass over it */
+    for (int64_t j = 0; j < n; j += 64) {
+        int64_t nk = n - j < 64 ? n - j : 64;
+        const uint16_t *kj = kt + j * W;   /* group j / 16 */
+        for (int64_t i = 0; i < nq; i += 6) {
+            int nr = nq - i < 6 ? (int)(nq - i) : 6;
+            if (vis0 + i + nr - 1 <= j) continue;   /* none of these rows sees key j */
+            float *si = s + i * ls + j;
+            const uint16_t *qi = q + i * ldq;
+            switch (nr) {
+            case 6: kt_tile(6, si, ls, qi, ldq, kj, W, nk); break;
+            case 5: kt_tile(5, si, ls, qi, ldq, kj, W, nk); break;
+            case 4: kt_tile(4, si, ls, qi, ldq, kj, W, nk); break;
+            case 3: kt_tile(3, si, ls, qi, ldq, kj, W, nk); break;
+            case 2: kt_tile(2, si, ls, qi, ldq, kj, W, nk); break;
+            default: kt_tile(1, si, ls, qi, ldq, kj, W, nk); break;
+            }
+        }
+    }
+}
+
 /* nh heads x 32·nu columns (nu 1 or 2) over n rows; pp: packed weight pairs, stride lp */
 T512_INLINE void pv_tile(int nh, int nu, float *u, int64_t R, const uint32_t *pp, int64_t lp, const float *alpha,
                          const uint16_t *kv, int64_t W, int64_t n, int64_t c, __m512i ilo, __m512i ihi) {

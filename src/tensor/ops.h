@@ -148,6 +148,31 @@ void ds_mla_softmax_bf16_ref(uint16_t *pb, float *s, int64_t vis, int64_t n, flo
  * the others, so rows can be added one chunk at a time). */
 void ds_bf16_round_pairs(uint16_t *vi, const float *v, int64_t j0, int64_t n, int64_t R);
 void ds_bf16_round_pairs_ref(uint16_t *vi, const float *v, int64_t j0, int64_t n, int64_t R);
+/* The expanded prefill's scores with the keys as the vector lanes
+ * (ds_mla_scores_bf16_kt): kt holds key rows in the key-transposed layout
+ * ds_bf16_round_keys_t writes — groups of 16 rows, and within a group, per
+ * pair of values p, the 16 rows' words (k_2p | k_2p+1 << 16) side by side:
+ * row j's value d at kt[(j / 16)·16·W' + (d / 2)·32 + (j % 16)·2 + d % 2],
+ * W' = W rounded up to even. Rows are rounded as ds_bf16_round_row (an odd
+ * W's last pair padded with +0; the vector writer and kernels need W even,
+ * else the twins run); a row's slots do not depend on the others, so rows
+ * can be added one chunk at a time. Allocate whole groups of 64 rows
+ * (DS_KT_ROWS(n)·W' values): the kernels read a last group whole. */
+#define DS_KT_ROWS(n) (((n) + 63) / 64 * 64)
+void ds_bf16_round_keys_t(uint16_t *kt, const float *k, int64_t j0, int64_t n, int64_t W);
+void ds_bf16_round_keys_t_ref(uint16_t *kt, const float *k, int64_t j0, int64_t n, int64_t W);
+/* s[i·ls + j] = q_i · k_j for query rows i < nq (bf16, stride ldq) and keys
+ * j < min(n, vis0 + i) (a causal block's visible part; entries beyond it
+ * may be written too, never past n), defined by ds_mla_scores_bf16_kt_ref:
+ * one fp32 sum per score, from 0 over the pairs p in order, (acc +
+ * q_2p+1·k_2p+1) + q_2p·k_2p (exact products, one rounding each: a
+ * vdpbf16ps lane's arithmetic, so no horizontal sums). Not the bits of
+ * ds_mla_scores_bf16 (8 lanes then summed). AVX512-BF16 and AVX2 kernels
+ * (W even) give the twin's bits, dispatched on ops.c's level. */
+void ds_mla_scores_bf16_kt(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t nq, const uint16_t *kt,
+                           int64_t W, int64_t n, int64_t vis0);
+void ds_mla_scores_bf16_kt_ref(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t nq, const uint16_t *kt,
+                               int64_t W, int64_t n, int64_t vis0);
 /* ds_mla_pv_bf16_pk: ds_mla_pv_bf16's arithmetic (the same bits) on
  * prepared operands: pb the H rows (stride lp) of bf16 weights as
  * ds_mla_softmax_bf16 writes them (n rounded up to even values, read as

@@ -63,6 +63,11 @@ void ds_mla_pv_bf16_pk_avx2(float *u, int64_t R, const uint16_t *pb, int64_t lp,
 void ds_mla_pv_bf16_pk_avx512(float *u, int64_t R, const uint16_t *pb, int64_t lp, const float *alpha, int64_t H,
                               const uint16_t *vi, int64_t n);
 void ds_mla_softmax_bf16_avx512(uint16_t *pb, float *s, int64_t vis, int64_t n, float scale);
+/* ds_mla_scores_bf16_kt (ops.h): AVX2 (widen + FMA) and AVX512-BF16 (vdpbf16ps), the twin's bits */
+void ds_mla_scores_bf16_kt_avx2(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t nq, const uint16_t *kt,
+                                int64_t W, int64_t n, int64_t vis0);
+void ds_mla_scores_bf16_kt_avx512(float *s, int64_t ls, const uint16_t *q, int64_t ldq, int64_t nq, const uint16_t *kt,
+                                  int64_t W, int64_t n, int64_t vis0);
 void ds_bf16_round_row_avx512(uint16_t *y, const float *x, int64_t n);   /* vcvtneps2bf16: ds_bf16_round_row_ref's bits */
 /* the same with AVX-512F/DQ/VL (attn_avx512.c), bit-identical to it;
  * H even, W % 8 == 0, R % 16 == 0 */
