@@ -825,7 +825,8 @@ void ds_mla_scores_bf16(float *s, int64_t ls, const uint16_t *q, int64_t ldq, in
 }
 
 void ds_bf16_round_row(uint16_t *y, const float *x, int64_t n) {
-    if (isa() == 1) ds_bf16_round_row_avx2(y, x, n);
+    if (ds_mla_bf16_dp_in_use()) ds_bf16_round_row_avx512(y, x, n);   /* vcvtneps2bf16: the same bits */
+    else if (isa() == 1) ds_bf16_round_row_avx2(y, x, n);
     else ds_bf16_round_row_ref(y, x, n);
 }
 
