@@ -19,8 +19,10 @@
  * packed per store, the tail by the twin.
  * The expanded prefill's pieces (ops.h): ds_mla_softmax_bf16 (ds_softmax_avx2's
  * arithmetic writing bf16 weights), ds_bf16_round_pairs (two rows' rounded
- * values merged into 32-bit words) and ds_mla_pv_bf16_pk (one load = 8
- * columns of a row pair: odd8 / even8 split it, no re-packing).
+ * values merged into 32-bit words), ds_mla_pv_bf16_pk (one load = 8
+ * columns of a row pair: odd8 / even8 split it, no re-packing) and
+ * ds_mla_scores_bf16_kt (one load = one value pair of 8 keys, the keys
+ * stored transposed: a lane per key, no reductions).
  */
 #include "ops_isa.h"
 #include "simd_hsum.h"

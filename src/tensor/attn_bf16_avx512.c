@@ -18,11 +18,12 @@
  * p_2t, p_2t+1 rounded to bf16 and packed in one 32-bit word per head and
  * pair; vdpbf16ps then adds p_2t+1·v_2t+1, then p_2t·v_2t per column — the
  * twin's order. Tiles: 4 heads × 64 columns (16 accumulators).
- * The expanded prefill's weighted sum on prepared operands
- * (ds_mla_pv_bf16_pk: values already in row pairs, weights already bf16
- * pairs; 6 query rows × 64 columns) and its softmax (ds_mla_softmax_bf16 on
- * 16 lanes, rounding with vcvtneps2bf16) are at the end of the file;
- * attn_bf16.c dispatches them.
+ * The expanded prefill's scores with the keys as the lanes
+ * (ds_mla_scores_bf16_kt: keys stored transposed, 6 query rows × 64 keys,
+ * no reductions), its weighted sum on prepared operands (ds_mla_pv_bf16_pk:
+ * values already in row pairs, weights already bf16 pairs; 6 query rows ×
+ * 64 columns) and its softmax (ds_mla_softmax_bf16 on 16 lanes, rounding
+ * with vcvtneps2bf16) follow; attn_bf16.c dispatches them.
  * Built with the AVX-512 flags; ops.c calls it only at ISA level
  * avx512vnni or above on a CPU with AVX512-BF16, for H even, W % 8 == 0
  * (a last chunk of 8 values zero-padded to 16, as the twin pads).
