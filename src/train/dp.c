@@ -4,6 +4,7 @@
  * Collectives go through src/dist.
  */
 #include "dp.h"
+#include "tgemm.h"
 #include "tinternal.h"
 #include "tops.h"
 #include "../core/thread.h"
@@ -129,6 +130,7 @@ void ds_dp_free(ds_dp *dp) {
     free(dp->bufs);
     free(dp->shard);
     ep_sum_free(dp->ep);
+    tr_gemm_freeze_release();   /* the packed weight panels of its steps */
     memset(dp, 0, sizeof *dp);
 }
 
@@ -375,6 +377,9 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
                     .ls = ls_all + u0, .st = st };
     c->o.grad_scale = (float)((double)o->grad_scale / (double)U);   /* each unit: its share of the mean */
     for (int64_t w = 0; w < nw; w++) ds_tmodel_reset_load(w == 0 ? m : m->workers[w - 1]);
+    /* the weights stay fixed while the units run: x·Wᵀ transposes each W into
+     * its GEMM panels once per step, not once per unit (tgemm.h) */
+    tr_gemm_freeze_begin(m->w, m->n_floats);
     if (m->ep) {
         ds_par_env *env = ds_par_env_cur();
         int saved = env ? env->n_threads : 0;
@@ -391,6 +396,7 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
         ds_par_for(nw, 1, unit_worker, c);
         if (nw == 1 && env) env->n_threads = saved;
     }
+    tr_gemm_freeze_end();
     for (int64_t w = 0; w < nw; w++)
         if (c->rc[w]) { rc = ds_err_set(e, c->rc[w], "%s", c->err[w].msg); goto done; }
 
@@ -476,6 +482,7 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
         ds_free(sendb); ds_free(recvb);
     }
 done:
+    tr_gemm_freeze_end();   /* (already, unless the units failed) */
     free(c); free(ls_all); free(st); free(rn); free(off);
     return rc;
 }

@@ -60,6 +60,17 @@ void tr_gemm_tn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const
  * c <= b·floor(r/b) + b - 1, 0 when they may read all of A (OpenBLAS path). */
 int tr_gemm_causal_band(void);
 
+/* Frozen weights: between tr_gemm_freeze_begin(lo, n) and tr_gemm_freeze_end()
+ * the caller promises that floats [lo, lo + n) do not change (the trainer:
+ * its weight arena, while a step's units run). fp32 nt products (x·Wᵀ)
+ * whose B lies inside, on the AVX-512 path, then transpose B into its
+ * panels once per freeze and reuse them (same bits: the same panels);
+ * calls may come from any thread. Not nestable. tr_gemm_freeze_release
+ * frees the packed copies (a later freeze packs again). */
+void tr_gemm_freeze_begin(const float *lo, int64_t n);
+void tr_gemm_freeze_end(void);
+void tr_gemm_freeze_release(void);
+
 /* Force the OpenBLAS path (dense, fp32 even in bf16 mode; tests compare both). */
 void tr_gemm_force_blas(bool on);
 

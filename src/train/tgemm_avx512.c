@@ -19,11 +19,17 @@
  * panel (B from L2). Causal variants restrict k or skip panels exactly as
  * tgemm.c does, reading A only inside the band tgemm.h allows (the bf16
  * tile packers never read past the tile's own k range).
+ *
+ * Also here: the frozen-weight panel cache (tgemm.h, tr_gemm_freeze_*):
+ * fp32 nt/nn products whose B is a frozen weight read B's panels, packed
+ * once per freeze for all K blocks, instead of packing them per call.
  */
 #include "tgemm_impl.h"
 #include "tops.h"
 
 #include <immintrin.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MR TG_MR
@@ -208,16 +214,76 @@ static void pack_b_f32(float *bp, const float *B, int64_t ldb, bool trans, int64
     }
 }
 
+/* ---------------------------------------------------------------- the frozen-weight panel cache
+ *
+ * One entry per (B, ldb, N, K): B's panels for all K blocks, the layout
+ * tg_rows_f32_avx512 packs per call (block kb at kb·32·n_pan), repacked
+ * when its epoch is older than the caller's. Open addressing on B; the
+ * mutex covers lookups and packing (a weight is packed once per freeze, so
+ * a thread waits at most for one pack). */
+typedef struct { const float *B; int64_t ldb, N, K; bool trans; uint64_t epoch; float *pack; } pc_entry;
+static pc_entry *g_pc;
+static int64_t g_pc_cap, g_pc_n;
+static pthread_mutex_t g_pc_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int64_t pc_slot(const pc_entry *t, int64_t cap, const float *B, int64_t ldb, int64_t N, int64_t K, bool trans) {
+    uint64_t h = ((uint64_t)(uintptr_t)B >> 6) * 0x9E3779B97F4A7C15ull ^ (uint64_t)(N * 31 + K * 2 + trans);
+    for (int64_t i = (int64_t)(h % (uint64_t)cap);; i = (i + 1) % cap)
+        if (!t[i].B || (t[i].B == B && t[i].ldb == ldb && t[i].N == N && t[i].K == K && t[i].trans == trans)) return i;
+}
+
+const float *tg_pack_cache_get(const float *B, int64_t ldb, bool trans, int64_t N, int64_t K, uint64_t epoch) {
+    const float *r = NULL;
+    pthread_mutex_lock(&g_pc_mu);
+    if (2 * (g_pc_n + 1) > g_pc_cap) {   /* grow: load factor <= 1/2 */
+        int64_t cap = g_pc_cap ? 2 * g_pc_cap : 256;
+        pc_entry *t = calloc((size_t)cap, sizeof *t);
+        if (!t) goto out;
+        for (int64_t i = 0; i < g_pc_cap; i++)
+            if (g_pc[i].B) t[pc_slot(t, cap, g_pc[i].B, g_pc[i].ldb, g_pc[i].N, g_pc[i].K, g_pc[i].trans)] = g_pc[i];
+        free(g_pc);
+        g_pc = t;
+        g_pc_cap = cap;
+    }
+    pc_entry *e = &g_pc[pc_slot(g_pc, g_pc_cap, B, ldb, N, K, trans)];
+    if (!e->B) {
+        int64_t n_pan = (N + NB - 1) / NB;
+        float *p = ds_alloc((size_t)(n_pan * NB * K) * sizeof(float));
+        if (!p) goto out;
+        *e = (pc_entry){ B, ldb, N, K, trans, 0, p };
+        g_pc_n++;
+    }
+    if (e->epoch != epoch) {
+        int64_t n_pan = (N + NB - 1) / NB;
+        for (int64_t kb = 0; kb < K; kb += TG_DKC) pack_b_f32(e->pack + kb * n_pan * NB, B, ldb, trans, N, kb, DS_MIN(TG_DKC, K - kb));
+        e->epoch = epoch;
+    }
+    r = e->pack;
+out:
+    pthread_mutex_unlock(&g_pc_mu);
+    return r;
+}
+
+void tg_pack_cache_free(void) {
+    pthread_mutex_lock(&g_pc_mu);
+    for (int64_t i = 0; i < g_pc_cap; i++) ds_free(g_pc[i].pack);
+    free(g_pc);
+    g_pc = NULL;
+    g_pc_cap = g_pc_n = 0;
+    pthread_mutex_unlock(&g_pc_mu);
+}
+
 void tg_rows_f32_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid) {
     int64_t n_pan = (g->N + NB - 1) / NB;
     int64_t kcap = DS_MIN(TG_DKC, g->K);
-    float *bp = tr_scratch(tid, 2, (size_t)(n_pan * NB * kcap));
+    float *bp = g->bpack ? NULL : tr_scratch(tid, 2, (size_t)(n_pan * NB * kcap));
     bool tn = g->mode == MODE_TN;
-    if (!bp) return;
+    if (!bp && !g->bpack) return;
     for (int64_t kb = 0; kb < g->K; kb += TG_DKC) {
         int64_t kc = DS_MIN(TG_DKC, g->K - kb);
         bool load = g->acc || kb > 0;
-        pack_b_f32(bp, g->B, g->ldb, g->mode == MODE_NT, g->N, kb, kc);
+        if (g->bpack) bp = (float *)g->bpack + kb * n_pan * NB;   /* read only */
+        else pack_b_f32(bp, g->B, g->ldb, g->mode == MODE_NT, g->N, kb, kc);
         for (int64_t i0 = m0; i0 < m1; i0 += MR) {
             int mr = (int)DS_MIN(MR, m1 - i0);
             int64_t k0 = 0, k1 = kc;
