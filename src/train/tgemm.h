@@ -65,8 +65,10 @@ int tr_gemm_causal_band(void);
  * its weight arena, while a step's units run). fp32 nt products (x·Wᵀ)
  * whose B lies inside, on the AVX-512 path, then transpose B into its
  * panels once per freeze and reuse them (same bits: the same panels);
- * calls may come from any thread. Not nestable. tr_gemm_freeze_release
- * frees the packed copies (a later freeze packs again). */
+ * calls may come from any thread. Not nestable. The packed copies take
+ * about the weights' size once more per direction (capped at 1 GiB in all;
+ * past it, products pack per call); tr_gemm_freeze_release frees them (a
+ * later freeze packs again). */
 void tr_gemm_freeze_begin(const float *lo, int64_t n);
 void tr_gemm_freeze_end(void);
 void tr_gemm_freeze_release(void);

@@ -223,7 +223,9 @@ static void pack_b_f32(float *bp, const float *B, int64_t ldb, bool trans, int64
  * a thread waits at most for one pack). */
 typedef struct { const float *B; int64_t ldb, N, K; bool trans; uint64_t epoch; float *pack; } pc_entry;
 static pc_entry *g_pc;
-static int64_t g_pc_cap, g_pc_n;
+static int64_t g_pc_cap, g_pc_n, g_pc_floats;
+/* at most this many floats cached (1 GiB); past it, calls pack per call as before */
+#define PC_MAX_FLOATS ((int64_t)1 << 28)
 static pthread_mutex_t g_pc_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static int64_t pc_slot(const pc_entry *t, int64_t cap, const float *B, int64_t ldb, int64_t N, int64_t K, bool trans) {
@@ -247,11 +249,12 @@ const float *tg_pack_cache_get(const float *B, int64_t ldb, bool trans, int64_t 
     }
     pc_entry *e = &g_pc[pc_slot(g_pc, g_pc_cap, B, ldb, N, K, trans)];
     if (!e->B) {
-        int64_t n_pan = (N + NB - 1) / NB;
-        float *p = ds_alloc((size_t)(n_pan * NB * K) * sizeof(float));
+        int64_t n_pan = (N + NB - 1) / NB, nf = n_pan * NB * K;
+        float *p = g_pc_floats + nf <= PC_MAX_FLOATS ? ds_alloc((size_t)nf * sizeof(float)) : NULL;
         if (!p) goto out;
         *e = (pc_entry){ B, ldb, N, K, trans, 0, p };
         g_pc_n++;
+        g_pc_floats += nf;
     }
     if (e->epoch != epoch) {
         int64_t n_pan = (N + NB - 1) / NB;
@@ -269,7 +272,7 @@ void tg_pack_cache_free(void) {
     for (int64_t i = 0; i < g_pc_cap; i++) ds_free(g_pc[i].pack);
     free(g_pc);
     g_pc = NULL;
-    g_pc_cap = g_pc_n = 0;
+    g_pc_cap = g_pc_n = g_pc_floats = 0;
     pthread_mutex_unlock(&g_pc_mu);
 }
 

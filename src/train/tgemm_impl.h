@@ -39,10 +39,12 @@ typedef struct {
 void tg_rows_f32_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid);
 void tg_rows_bf16_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid);
 
-/* tgemm_avx512.c: B of an fp32 nt job packed into the 32-column panels of
- * every K block (block kb at offset kb·32·ceil(N/32), laid out as
- * tg_rows_f32_avx512 packs it), cached per (B, ldb, N, K) and repacked at
- * most once per freeze epoch (tgemm.h); NULL when out of memory. Thread-safe. */
+/* tgemm_avx512.c: B of an fp32 nt (trans) or nn job packed into the
+ * 32-column panels of every K block (block kb at offset kb·32·ceil(N/32),
+ * laid out as tg_rows_f32_avx512 packs it), cached per (B, ldb, trans, N,
+ * K) and repacked at
+ * most once per freeze epoch (tgemm.h); NULL when out of memory or past the
+ * cache's 1 GiB (the caller then packs per call). Thread-safe. */
 const float *tg_pack_cache_get(const float *B, int64_t ldb, bool trans, int64_t N, int64_t K, uint64_t epoch);
 void tg_pack_cache_free(void);
 
