@@ -2,10 +2,10 @@
  * test_tgemm_freeze.c - the frozen-weight panel cache of the training GEMMs
  * (tr_gemm_freeze_begin/_end, tgemm.h; the cache in tgemm_avx512.c): inside
  * a freeze, x·Wᵀ and dy·W with W in the frozen range give the bits of the
- * per-call packing, on every K block and edge shape, on one or two threads;
- * the panels really come from the cache (a change made inside a freeze,
- * against the contract, is not seen); the next freeze sees the new weights;
- * operands outside the range, bf16 mode and the AVX2 path are unaffected.
+ * per-call packing, fp32 and bf16, on every K block and edge shape, on one
+ * or two threads; the panels really come from the cache (a change made
+ * inside a freeze, against the contract, is not seen); the next freeze sees
+ * the new weights; operands outside the range and the AVX2 path bypass it.
  */
 #include "test.h"
 
@@ -36,8 +36,10 @@ TEST(train_gemm_freeze_cache) {
     const int64_t shapes[][3] = { { 1, 1, 1 }, { 7, 33, 5 }, { 13, 80, 128 }, { 256, 258, 128 }, { 32, 256, 385 },
                                   { 30, 40, 800 }, { 25, 130, 64 } };
     int threads = ds_threads_get();
-    for (int th = 1; th <= 2; th++) {
-        ds_threads_set(th);
+    for (int th = 1; th <= 4; th++) {   /* 1, 2 threads fp32; 3, 4: the same in bf16 mode */
+        ds_err e = { 0 };
+        if (th > 2 && tr_gemm_set_bf16(true, &e) != 0) break;   /* no AVX512-BF16 here */
+        ds_threads_set(2 - th % 2);
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (int o = 0; o < 2; o++) {
                 char op = o ? 'n' : 't';
@@ -56,7 +58,7 @@ TEST(train_gemm_freeze_cache) {
                     for (int rep = 0; rep < 2; rep++) {   /* packs, then reuses */
                         memcpy(C1, C0, (size_t)nc * sizeof(float));
                         prod(op, C1, A, B, M, N, K, acc);
-                        CHECK_MSG(same(C1, Cr, nc), "%c th %d M %lld N %lld K %lld acc %d rep %d: frozen != per call", op, th,
+                        CHECK_MSG(same(C1, Cr, nc), "%c pass %d M %lld N %lld K %lld acc %d rep %d: frozen != per call", op, th,
                                   (long long)M, (long long)N, (long long)K, acc, rep);
                     }
                     /* breaking the promise inside the freeze: the cached panels still give the old product */
@@ -83,12 +85,13 @@ TEST(train_gemm_freeze_cache) {
                 }
                 free(arena); free(A); free(C0); free(Cr); free(C1); free(B2);
             }
+        if (th > 2) tr_gemm_set_bf16(false, &e);
     }
     ds_threads_set(threads);
     tr_gemm_freeze_release();
 }
 
-/* Outside the frozen range, the AVX2 path and bf16 mode never use the cache:
+/* Outside the frozen range and on the AVX2 path the cache is never used:
  * a change inside the freeze is seen at once. */
 TEST(train_gemm_freeze_bypass) {
     ds_rng r; ds_rng_seed(&r, 92);
@@ -97,9 +100,7 @@ TEST(train_gemm_freeze_bypass) {
     float *A = malloc((size_t)(M * (K + 1)) * sizeof(float)), *C1 = calloc((size_t)nc, sizeof(float));
     float *C2 = calloc((size_t)nc, sizeof(float));
     fillf(W, nb, &r); fillf(A, M * (K + 1), &r);
-    for (int mode = 0; mode < 3; mode++) {   /* 0: B outside the range, 1: AVX2 kernels, 2: bf16 */
-        ds_err e = { 0 };
-        if (mode == 2 && tr_gemm_set_bf16(true, &e) != 0) continue;   /* no AVX512-BF16 here */
+    for (int mode = 0; mode < 2; mode++) {   /* 0: B outside the range, 1: AVX2 kernels */
         if (mode == 1) tr_gemm_force_avx2(true);
         tr_gemm_freeze_begin(mode == 0 ? other : W, mode == 0 ? 64 : nb);
         prod('t', C1, A, W, M, N, K, false);
@@ -108,7 +109,6 @@ TEST(train_gemm_freeze_bypass) {
         tr_gemm_freeze_end();
         CHECK_MSG(!same(C1, C2, nc), "mode %d: a change of B inside the freeze was not seen", mode);
         if (mode == 1) tr_gemm_force_avx2(false);
-        if (mode == 2) tr_gemm_set_bf16(false, &e);
     }
     free(W); free(other); free(A); free(C1); free(C2);
     tr_gemm_freeze_release();

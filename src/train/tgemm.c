@@ -447,12 +447,14 @@ static void run(gemm_job *g) {
     g->bpack = NULL;
 #if defined(__x86_64__)
     /* x·Wᵀ (nt) and dy·W (nn) with W frozen: its panels from the cache (the
-     * AVX-512 fp32 rows only). B's extent: N rows of K (nt), K rows of N (nn). */
+     * AVX-512 rows only: fp32 at level avx512+, bf16 mode). B's extent: N
+     * rows of K (nt), K rows of N (nn). */
     bool trans = g->mode == MODE_NT;
-    if (g_frz_lo && g->mode != MODE_TN && g->causal == CAUSAL_NONE && !g->bf16 && g->K > 0 && avx2_ok() &&
-        !g_force_avx2 && ds_isa_level() >= DS_ISA_AVX512 && g->B >= g_frz_lo &&
+    bool wide = g->bf16 ? bf16_usable() : !g_force_avx2 && ds_isa_level() >= DS_ISA_AVX512;
+    if (g_frz_lo && g->mode != MODE_TN && g->causal == CAUSAL_NONE && g->K > 0 && avx2_ok() && wide &&
+        g->B >= g_frz_lo &&
         g->B + (trans ? (g->N - 1) * g->ldb + g->K : (g->K - 1) * g->ldb + g->N) <= g_frz_lo + g_frz_n)
-        g->bpack = tg_pack_cache_get(g->B, g->ldb, trans, g->N, g->K, g_frz_epoch);
+        g->bpack = tg_pack_cache_get(g->B, g->ldb, trans, g->bf16, g->N, g->K, g_frz_epoch);
 #endif
     if (g->bf16 && (!bf16_usable() || g->K <= 0)) {   /* DS_ISA lowered since: the twin */
         tg_bf16_ref(g);

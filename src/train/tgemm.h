@@ -62,11 +62,12 @@ int tr_gemm_causal_band(void);
 
 /* Frozen weights: between tr_gemm_freeze_begin(lo, n) and tr_gemm_freeze_end()
  * the caller promises that floats [lo, lo + n) do not change (the trainer:
- * its weight arena, while a step's units run). fp32 nt products (x·Wᵀ)
- * whose B lies inside, on the AVX-512 path, then transpose B into its
- * panels once per freeze and reuse them (same bits: the same panels);
- * calls may come from any thread. Not nestable. The packed copies take
- * about the weights' size once more per direction (capped at 1 GiB in all;
+ * its weight arena, while a step's units run). Dense nt (x·Wᵀ) and nn
+ * (dy·W) products whose B lies inside, on the AVX-512 paths (fp32 at level
+ * avx512+, bf16 mode), then pack B into their panels once per freeze and
+ * reuse them (same bits: the same panels); calls may come from any
+ * thread. Not nestable. The packed copies take about the weights' size
+ * once more per direction and precision (capped at 1 GiB in all;
  * past it, products pack per call); tr_gemm_freeze_release frees them (a
  * later freeze packs again). */
 void tr_gemm_freeze_begin(const float *lo, int64_t n);
