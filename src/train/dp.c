@@ -427,7 +427,16 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
         }
     if (dp->n == 1) {
         fold_right(rn, k, nf);
-        memcpy(m->g, rn[0].buf, (size_t)nf * sizeof(float));
+        /* the root becomes m->g: its tree buffer and m->g's arena trade places
+         * (both ds_alloc_huge of n_floats) instead of a copy of the arena */
+        int j = 0;
+        while (j < dp->n_bufs && dp->bufs[j] != rn[0].buf) j++;
+        if (j < dp->n_bufs && nf == m->n_floats) {
+            dp->bufs[j] = m->g;
+            tr_bind_grad(m, rn[0].buf);
+        } else {
+            memcpy(m->g, rn[0].buf, (size_t)nf * sizeof(float));
+        }
         goto done;
     }
     rc = DS_OK;
