@@ -156,10 +156,25 @@ typedef struct {
     ds_err err[MAX_WORKERS];
 } run_ctx;
 
+/* a += b, then b = 0, in L2-sized chunks (b's lines are zeroed while still
+ * cached, instead of a later memset over the whole cold arena); a's bits
+ * are tr_vec_add's */
+static void add_zero(float *a, float *b, int64_t n) {
+    const int64_t ch = 1 << 14;
+    for (int64_t i = 0; i < n; i += ch) {
+        int64_t m = DS_MIN(ch, n - i);
+        tr_vec_add(a + i, b + i, m);
+        memset(b + i, 0, (size_t)m * sizeof(float));
+    }
+}
+
 /* A unit that opens a node computes its gradient straight into the node's
  * buffer (slot = stack position; the gradient pointers rebound to it); a
  * right sibling of an open node computes into the model's own arena and is
- * added in place. Either way the node holds left + right, as the tree says. */
+ * added in place. Either way the node holds left + right, as the tree says.
+ * A buffer added into another is left zeroed (add_zero), so the next unit
+ * to use it in this step skips the arena-wide memset (zero[] per stack
+ * position, own_zero for the own arena; nothing known at a step's start). */
 static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
     (void)tid;
     run_ctx *c = vc;
@@ -170,6 +185,8 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
         float *own = wm->g;
         node *st = c->st + w * c->depth;
         int n = 0;
+        bool own_zero = false, zero[64] = { 0 };   /* depth <= 2·63 + 3 stack slots: see ds_dp_step */
+        DS_ASSERT(c->depth <= 64 * 2);
         for (int64_t u = a; u < b; u++) {
             bool right = n && st[n - 1].size == 1 && st[n - 1].start % 2 == 0 && st[n - 1].start + 1 == u;
             float *dst = own;
@@ -184,19 +201,30 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
                 dst = *slot;
             }
             if (!c->o.no_grad) {
-                memset(dst, 0, (size_t)nf * sizeof(float));
+                bool *z = right ? &own_zero : n < 64 ? &zero[n] : NULL;
+                if (!z || !*z) memset(dst, 0, (size_t)nf * sizeof(float));
+                if (z) *z = false;
                 if (wm->g != dst) tr_bind_grad(wm, dst);
             }
             int rc = tr_step_one(wm, c->tok + u * c->G * c->T, c->G, c->T, &c->o, &c->ls[u - c->u0], &c->err[w]);
             if (rc) { c->rc[w] = rc; break; }
             if (c->o.no_grad) continue;
             if (right) {
-                tr_vec_add(st[n - 1].buf, dst, nf);   /* the left sibling is open: add in place */
+                add_zero(st[n - 1].buf, dst, nf);   /* the left sibling is open: add in place */
+                own_zero = true;
                 st[n - 1].size = 2;
             } else {
                 st[n++] = (node){ u, 1, dst };
             }
-            settle(st, &n, nf, false);
+            /* settle, zeroing the merged right halves */
+            while (n >= 2) {
+                node *l = &st[n - 2], *r = &st[n - 1];
+                if (l->size != r->size || l->start % (2 * l->size) != 0 || l->start + l->size != r->start) break;
+                add_zero(l->buf, r->buf, nf);
+                if (n - 1 < 64) zero[n - 1] = true;
+                l->size *= 2;
+                n--;
+            }
         }
         if (wm->g != own) tr_bind_grad(wm, own);
         c->nst[w] = n;
