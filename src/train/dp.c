@@ -4,6 +4,7 @@
  * Collectives go through src/dist.
  */
 #include "dp.h"
+#include "tgemm.h"
 #include "tinternal.h"
 #include "tops.h"
 #include "../core/thread.h"
@@ -129,6 +130,7 @@ void ds_dp_free(ds_dp *dp) {
     free(dp->bufs);
     free(dp->shard);
     ep_sum_free(dp->ep);
+    tr_gemm_freeze_release();   /* the packed weight panels of its steps */
     memset(dp, 0, sizeof *dp);
 }
 
@@ -154,10 +156,25 @@ typedef struct {
     ds_err err[MAX_WORKERS];
 } run_ctx;
 
+/* a += b, then b = 0, in L2-sized chunks (b's lines are zeroed while still
+ * cached, instead of a later memset over the whole cold arena); a's bits
+ * are tr_vec_add's */
+static void add_zero(float *a, float *b, int64_t n) {
+    const int64_t ch = 1 << 14;
+    for (int64_t i = 0; i < n; i += ch) {
+        int64_t m = DS_MIN(ch, n - i);
+        tr_vec_add(a + i, b + i, m);
+        memset(b + i, 0, (size_t)m * sizeof(float));
+    }
+}
+
 /* A unit that opens a node computes its gradient straight into the node's
  * buffer (slot = stack position; the gradient pointers rebound to it); a
  * right sibling of an open node computes into the model's own arena and is
- * added in place. Either way the node holds left + right, as the tree says. */
+ * added in place. Either way the node holds left + right, as the tree says.
+ * A buffer added into another is left zeroed (add_zero), so the next unit
+ * to use it in this step skips the arena-wide memset (zero[] per stack
+ * position, own_zero for the own arena; nothing known at a step's start). */
 static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
     (void)tid;
     run_ctx *c = vc;
@@ -168,6 +185,8 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
         float *own = wm->g;
         node *st = c->st + w * c->depth;
         int n = 0;
+        bool own_zero = false, zero[64] = { 0 };   /* depth <= 2·63 + 3 stack slots: see ds_dp_step */
+        DS_ASSERT(c->depth <= 64 * 2);
         for (int64_t u = a; u < b; u++) {
             bool right = n && st[n - 1].size == 1 && st[n - 1].start % 2 == 0 && st[n - 1].start + 1 == u;
             float *dst = own;
@@ -182,19 +201,30 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
                 dst = *slot;
             }
             if (!c->o.no_grad) {
-                memset(dst, 0, (size_t)nf * sizeof(float));
+                bool *z = right ? &own_zero : n < 64 ? &zero[n] : NULL;
+                if (!z || !*z) memset(dst, 0, (size_t)nf * sizeof(float));
+                if (z) *z = false;
                 if (wm->g != dst) tr_bind_grad(wm, dst);
             }
             int rc = tr_step_one(wm, c->tok + u * c->G * c->T, c->G, c->T, &c->o, &c->ls[u - c->u0], &c->err[w]);
             if (rc) { c->rc[w] = rc; break; }
             if (c->o.no_grad) continue;
             if (right) {
-                tr_vec_add(st[n - 1].buf, dst, nf);   /* the left sibling is open: add in place */
+                add_zero(st[n - 1].buf, dst, nf);   /* the left sibling is open: add in place */
+                own_zero = true;
                 st[n - 1].size = 2;
             } else {
                 st[n++] = (node){ u, 1, dst };
             }
-            settle(st, &n, nf, false);
+            /* settle, zeroing the merged right halves */
+            while (n >= 2) {
+                node *l = &st[n - 2], *r = &st[n - 1];
+                if (l->size != r->size || l->start % (2 * l->size) != 0 || l->start + l->size != r->start) break;
+                add_zero(l->buf, r->buf, nf);
+                if (n - 1 < 64) zero[n - 1] = true;
+                l->size *= 2;
+                n--;
+            }
         }
         if (wm->g != own) tr_bind_grad(wm, own);
         c->nst[w] = n;
@@ -375,6 +405,9 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
                     .ls = ls_all + u0, .st = st };
     c->o.grad_scale = (float)((double)o->grad_scale / (double)U);   /* each unit: its share of the mean */
     for (int64_t w = 0; w < nw; w++) ds_tmodel_reset_load(w == 0 ? m : m->workers[w - 1]);
+    /* the weights stay fixed while the units run: x·Wᵀ transposes each W into
+     * its GEMM panels once per step, not once per unit (tgemm.h) */
+    tr_gemm_freeze_begin(m->w, m->n_floats);
     if (m->ep) {
         ds_par_env *env = ds_par_env_cur();
         int saved = env ? env->n_threads : 0;
@@ -391,6 +424,7 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
         ds_par_for(nw, 1, unit_worker, c);
         if (nw == 1 && env) env->n_threads = saved;
     }
+    tr_gemm_freeze_end();
     for (int64_t w = 0; w < nw; w++)
         if (c->rc[w]) { rc = ds_err_set(e, c->rc[w], "%s", c->err[w].msg); goto done; }
 
@@ -421,7 +455,16 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
         }
     if (dp->n == 1) {
         fold_right(rn, k, nf);
-        memcpy(m->g, rn[0].buf, (size_t)nf * sizeof(float));
+        /* the root becomes m->g: its tree buffer and m->g's arena trade places
+         * (both ds_alloc_huge of n_floats) instead of a copy of the arena */
+        int j = 0;
+        while (j < dp->n_bufs && dp->bufs[j] != rn[0].buf) j++;
+        if (j < dp->n_bufs && nf == m->n_floats) {
+            dp->bufs[j] = m->g;
+            tr_bind_grad(m, rn[0].buf);
+        } else {
+            memcpy(m->g, rn[0].buf, (size_t)nf * sizeof(float));
+        }
         goto done;
     }
     rc = DS_OK;
@@ -476,6 +519,7 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
         ds_free(sendb); ds_free(recvb);
     }
 done:
+    tr_gemm_freeze_end();   /* (already, unless the units failed) */
     free(c); free(ls_all); free(st); free(rn); free(off);
     return rc;
 }

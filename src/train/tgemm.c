@@ -422,9 +422,40 @@ int tr_gemm_causal_band(void) {
     return 0;
 }
 
+/* the frozen range (tr_gemm_freeze_begin); set and cleared outside parallel regions */
+static const float *g_frz_lo;
+static int64_t g_frz_n;
+static uint64_t g_frz_epoch;
+
+void tr_gemm_freeze_begin(const float *lo, int64_t n) {
+    g_frz_lo = lo;
+    g_frz_n = n;
+    g_frz_epoch++;
+}
+
+void tr_gemm_freeze_end(void) { g_frz_lo = NULL; g_frz_n = 0; }
+
+void tr_gemm_freeze_release(void) {
+#if defined(__x86_64__)
+    tg_pack_cache_free();
+#endif
+}
+
 static void run(gemm_job *g) {
     if (g->M <= 0 || g->N <= 0) return;
     g->bf16 = g_bf16 && t_keep_fp32 == 0 && !g_force_blas;
+    g->bpack = NULL;
+#if defined(__x86_64__)
+    /* x·Wᵀ (nt) and dy·W (nn) with W frozen: its panels from the cache (the
+     * AVX-512 rows only: fp32 at level avx512+, bf16 mode). B's extent: N
+     * rows of K (nt), K rows of N (nn). */
+    bool trans = g->mode == MODE_NT;
+    bool wide = g->bf16 ? bf16_usable() : !g_force_avx2 && ds_isa_level() >= DS_ISA_AVX512;
+    if (g_frz_lo && g->mode != MODE_TN && g->causal == CAUSAL_NONE && g->K > 0 && avx2_ok() && wide &&
+        g->B >= g_frz_lo &&
+        g->B + (trans ? (g->N - 1) * g->ldb + g->K : (g->K - 1) * g->ldb + g->N) <= g_frz_lo + g_frz_n)
+        g->bpack = tg_pack_cache_get(g->B, g->ldb, trans, g->bf16, g->N, g->K, g_frz_epoch);
+#endif
     if (g->bf16 && (!bf16_usable() || g->K <= 0)) {   /* DS_ISA lowered since: the twin */
         tg_bf16_ref(g);
         return;
@@ -444,37 +475,37 @@ static void run(gemm_job *g) {
 
 void tr_gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
                 int64_t K, float alpha, bool acc) {
-    gemm_job g = { MODE_NT, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, false };
+    gemm_job g = { MODE_NT, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, false, NULL };
     run(&g);
 }
 
 void tr_gemm_nn(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
                 int64_t K, float alpha, bool acc) {
-    gemm_job g = { MODE_NN, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, false };
+    gemm_job g = { MODE_NN, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, false, NULL };
     run(&g);
 }
 
 void tr_gemm_tn(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
                 int64_t K, float alpha, bool acc) {
-    gemm_job g = { MODE_TN, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, false };
+    gemm_job g = { MODE_TN, CAUSAL_NONE, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, false, NULL };
     run(&g);
 }
 
 void tr_gemm_nt_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
                        int64_t K, float alpha) {
-    gemm_job g = { MODE_NT, CAUSAL_NT, C, ldc, A, lda, B, ldb, T, T, K, alpha, false, false };
+    gemm_job g = { MODE_NT, CAUSAL_NT, C, ldc, A, lda, B, ldb, T, T, K, alpha, false, false, NULL };
     run(&g);
 }
 
 void tr_gemm_nn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
                        int64_t N, float alpha, bool acc) {
-    gemm_job g = { MODE_NN, CAUSAL_NN, C, ldc, A, lda, B, ldb, T, N, T, alpha, acc, false };
+    gemm_job g = { MODE_NN, CAUSAL_NN, C, ldc, A, lda, B, ldb, T, N, T, alpha, acc, false, NULL };
     run(&g);
 }
 
 void tr_gemm_tn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t T,
                        int64_t N, float alpha, bool acc) {
-    gemm_job g = { MODE_TN, CAUSAL_TN, C, ldc, A, lda, B, ldb, T, N, T, alpha, acc, false };
+    gemm_job g = { MODE_TN, CAUSAL_TN, C, ldc, A, lda, B, ldb, T, N, T, alpha, acc, false, NULL };
     run(&g);
 }
 
@@ -482,6 +513,6 @@ void tr_gemm_bf16_ref(char op, bool causal, float *C, int64_t ldc, const float *
                       int64_t ldb, int64_t M, int64_t N, int64_t K, float alpha, bool acc) {
     int mode = op == 't' ? MODE_NT : op == 'T' ? MODE_TN : MODE_NN;
     int cz = !causal ? CAUSAL_NONE : mode == MODE_NT ? CAUSAL_NT : mode == MODE_NN ? CAUSAL_NN : CAUSAL_TN;
-    gemm_job g = { mode, cz, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, true };
+    gemm_job g = { mode, cz, C, ldc, A, lda, B, ldb, M, N, K, alpha, acc, true, NULL };
     if (M > 0 && N > 0) tg_bf16_ref(&g);
 }

@@ -60,6 +60,20 @@ void tr_gemm_tn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const
  * c <= b·floor(r/b) + b - 1, 0 when they may read all of A (OpenBLAS path). */
 int tr_gemm_causal_band(void);
 
+/* Frozen weights: between tr_gemm_freeze_begin(lo, n) and tr_gemm_freeze_end()
+ * the caller promises that floats [lo, lo + n) do not change (the trainer:
+ * its weight arena, while a step's units run). Dense nt (x·Wᵀ) and nn
+ * (dy·W) products whose B lies inside, on the AVX-512 paths (fp32 at level
+ * avx512+, bf16 mode), then pack B into their panels once per freeze and
+ * reuse them (same bits: the same panels); calls may come from any
+ * thread. Not nestable. The packed copies take about the weights' size
+ * once more per direction and precision (capped at 1 GiB in all;
+ * past it, products pack per call); tr_gemm_freeze_release frees them (a
+ * later freeze packs again). */
+void tr_gemm_freeze_begin(const float *lo, int64_t n);
+void tr_gemm_freeze_end(void);
+void tr_gemm_freeze_release(void);
+
 /* Force the OpenBLAS path (dense, fp32 even in bf16 mode; tests compare both). */
 void tr_gemm_force_blas(bool on);
 

@@ -19,11 +19,18 @@
  * panel (B from L2). Causal variants restrict k or skip panels exactly as
  * tgemm.c does, reading A only inside the band tgemm.h allows (the bf16
  * tile packers never read past the tile's own k range).
+ *
+ * Also here: the frozen-weight panel cache (tgemm.h, tr_gemm_freeze_*):
+ * nt/nn products (fp32 or bf16) whose B is a frozen weight read B's
+ * panels, packed once per freeze for all K blocks in the layout above,
+ * instead of packing them per call.
  */
 #include "tgemm_impl.h"
 #include "tops.h"
 
 #include <immintrin.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MR TG_MR
@@ -211,13 +218,14 @@ static void pack_b_f32(float *bp, const float *B, int64_t ldb, bool trans, int64
 void tg_rows_f32_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid) {
     int64_t n_pan = (g->N + NB - 1) / NB;
     int64_t kcap = DS_MIN(TG_DKC, g->K);
-    float *bp = tr_scratch(tid, 2, (size_t)(n_pan * NB * kcap));
+    float *bp = g->bpack ? NULL : tr_scratch(tid, 2, (size_t)(n_pan * NB * kcap));
     bool tn = g->mode == MODE_TN;
-    if (!bp) return;
+    if (!bp && !g->bpack) return;
     for (int64_t kb = 0; kb < g->K; kb += TG_DKC) {
         int64_t kc = DS_MIN(TG_DKC, g->K - kb);
         bool load = g->acc || kb > 0;
-        pack_b_f32(bp, g->B, g->ldb, g->mode == MODE_NT, g->N, kb, kc);
+        if (g->bpack) bp = (float *)g->bpack + kb * n_pan * NB;   /* read only */
+        else pack_b_f32(bp, g->B, g->ldb, g->mode == MODE_NT, g->N, kb, kc);
         for (int64_t i0 = m0; i0 < m1; i0 += MR) {
             int mr = (int)DS_MIN(MR, m1 - i0);
             int64_t k0 = 0, k1 = kc;
@@ -398,14 +406,15 @@ static void pack_a_cols_bf16(uint32_t *ap, const float *A, int64_t lda, int mr, 
 void tg_rows_bf16_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid) {
     int64_t n_pan = (g->N + NB - 1) / NB;
     int64_t kc2cap = (DS_MIN(TG_DKC, g->K) + 1) / 2, ald = kc2cap + 16;
-    uint32_t *bp = (uint32_t *)tr_scratch(tid, 2, (size_t)(n_pan * NB * kc2cap));
+    uint32_t *bp = g->bpack ? NULL : (uint32_t *)tr_scratch(tid, 2, (size_t)(n_pan * NB * kc2cap));
     uint32_t *ap = (uint32_t *)tr_scratch(tid, 3, (size_t)DS_MAX(MR * ald, 8 * (kc2cap + 1)));
     bool tn = g->mode == MODE_TN;
-    if (!bp || !ap) return;
+    if ((!bp && !g->bpack) || !ap) return;
     for (int64_t kb = 0; kb < g->K; kb += TG_DKC) {
         int64_t kc = DS_MIN(TG_DKC, g->K - kb), kc2 = (kc + 1) / 2;
         bool load = g->acc || kb > 0;
-        pack_b_bf16(bp, g->B, g->ldb, g->mode == MODE_NT, g->N, kb, kc);
+        if (g->bpack) bp = (uint32_t *)g->bpack + kb / 2 * n_pan * NB;   /* frozen B: packed once (read only) */
+        else pack_b_bf16(bp, g->B, g->ldb, g->mode == MODE_NT, g->N, kb, kc);
         for (int64_t i0 = m0; i0 < m1; i0 += MR) {
             int mr = (int)DS_MIN(MR, m1 - i0);
             int64_t k0 = 0, k1 = kc;   /* k0 stays even: i0 and kb are */
@@ -437,4 +446,78 @@ void tg_rows_bf16_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid) {
             }
         }
     }
+}
+
+/* ---------------------------------------------------------------- the frozen-weight panel cache
+ *
+ * One entry per (B, ldb, N, K): B's panels for all K blocks, the layout
+ * tg_rows_f32_avx512 packs per call (block kb at kb·32·n_pan), repacked
+ * when its epoch is older than the caller's. Open addressing on B; the
+ * mutex covers lookups and packing (a weight is packed once per freeze, so
+ * a thread waits at most for one pack). */
+typedef struct { const float *B; int64_t ldb, N, K; bool trans, bf16; uint64_t epoch; float *pack; } pc_entry;
+static pc_entry *g_pc;
+static int64_t g_pc_cap, g_pc_n, g_pc_floats;
+/* at most this many floats cached (1 GiB); past it, calls pack per call as before */
+#define PC_MAX_FLOATS ((int64_t)1 << 28)
+static pthread_mutex_t g_pc_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int64_t pc_slot(const pc_entry *t, int64_t cap, const float *B, int64_t ldb, int64_t N, int64_t K, bool trans,
+                       bool bf16) {
+    uint64_t h = ((uint64_t)(uintptr_t)B >> 6) * 0x9E3779B97F4A7C15ull ^ (uint64_t)(N * 31 + K * 4 + trans * 2 + bf16);
+    for (int64_t i = (int64_t)(h % (uint64_t)cap);; i = (i + 1) % cap)
+        if (!t[i].B || (t[i].B == B && t[i].ldb == ldb && t[i].N == N && t[i].K == K && t[i].trans == trans &&
+                        t[i].bf16 == bf16))
+            return i;
+}
+
+/* floats (fp32) or uint32 pairs (bf16) of a whole cached B: every K block's panels */
+static int64_t pc_size(int64_t N, int64_t K, bool bf16) {
+    int64_t n_pan = (N + NB - 1) / NB, last = K - (K - 1) / TG_DKC * TG_DKC;   /* the last block's kc */
+    return n_pan * NB * (bf16 ? (K - last) / 2 + (last + 1) / 2 : K);
+}
+
+const float *tg_pack_cache_get(const float *B, int64_t ldb, bool trans, bool bf16, int64_t N, int64_t K, uint64_t epoch) {
+    const float *r = NULL;
+    pthread_mutex_lock(&g_pc_mu);
+    if (2 * (g_pc_n + 1) > g_pc_cap) {   /* grow: load factor <= 1/2 */
+        int64_t cap = g_pc_cap ? 2 * g_pc_cap : 256;
+        pc_entry *t = calloc((size_t)cap, sizeof *t);
+        if (!t) goto out;
+        for (int64_t i = 0; i < g_pc_cap; i++)
+            if (g_pc[i].B) t[pc_slot(t, cap, g_pc[i].B, g_pc[i].ldb, g_pc[i].N, g_pc[i].K, g_pc[i].trans, g_pc[i].bf16)] = g_pc[i];
+        free(g_pc);
+        g_pc = t;
+        g_pc_cap = cap;
+    }
+    pc_entry *e = &g_pc[pc_slot(g_pc, g_pc_cap, B, ldb, N, K, trans, bf16)];
+    if (!e->B) {
+        int64_t nf = pc_size(N, K, bf16);
+        float *p = g_pc_floats + nf <= PC_MAX_FLOATS ? ds_alloc((size_t)nf * sizeof(float)) : NULL;
+        if (!p) goto out;
+        *e = (pc_entry){ B, ldb, N, K, trans, bf16, 0, p };
+        g_pc_n++;
+        g_pc_floats += nf;
+    }
+    if (e->epoch != epoch) {
+        int64_t n_pan = (N + NB - 1) / NB;
+        for (int64_t kb = 0; kb < K; kb += TG_DKC) {
+            if (bf16) pack_b_bf16((uint32_t *)e->pack + kb / 2 * n_pan * NB, B, ldb, trans, N, kb, DS_MIN(TG_DKC, K - kb));
+            else pack_b_f32(e->pack + kb * n_pan * NB, B, ldb, trans, N, kb, DS_MIN(TG_DKC, K - kb));
+        }
+        e->epoch = epoch;
+    }
+    r = e->pack;
+out:
+    pthread_mutex_unlock(&g_pc_mu);
+    return r;
+}
+
+void tg_pack_cache_free(void) {
+    pthread_mutex_lock(&g_pc_mu);
+    for (int64_t i = 0; i < g_pc_cap; i++) ds_free(g_pc[i].pack);
+    free(g_pc);
+    g_pc = NULL;
+    g_pc_cap = g_pc_n = g_pc_floats = 0;
+    pthread_mutex_unlock(&g_pc_mu);
 }

@@ -30,12 +30,24 @@ typedef struct {
     float alpha;
     bool acc;
     bool bf16;   /* set by run(): bf16 mode and not inside TR_FP32 */
+    const float *bpack;   /* set by run(): B's panels for every K block (bf16: pairs), packed once
+                           * (tg_pack_cache_get), or NULL: each worker packs its own */
 } gemm_job;
 
 /* tgemm_avx512.c: rows [m0, m1) of C (m0 a multiple of TG_MR) with 6x32
  * tiles; fp32 needs DS_ISA_AVX512, bf16 needs AVX512-BF16 usable. */
 void tg_rows_f32_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid);
 void tg_rows_bf16_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid);
+
+/* tgemm_avx512.c: B of an nt (trans) or nn job packed into the 32-column
+ * panels of every K block, laid out as tg_rows_f32_avx512 (block kb at
+ * float kb·32·ceil(N/32)) or, bf16, tg_rows_bf16_avx512 packs it (block kb
+ * at pair (kb/2)·32·ceil(N/32)), cached per (B, ldb, trans, bf16, N, K)
+ * and repacked at
+ * most once per freeze epoch (tgemm.h); NULL when out of memory or past the
+ * cache's 1 GiB (the caller then packs per call). Thread-safe. */
+const float *tg_pack_cache_get(const float *B, int64_t ldb, bool trans, bool bf16, int64_t N, int64_t K, uint64_t epoch);
+void tg_pack_cache_free(void);
 
 /* tgemm_ref.c: the whole job in plain C, bf16 inputs, the kernels' order. */
 void tg_bf16_ref(const gemm_job *g);
