@@ -4,7 +4,11 @@
  * Q6_K, Q5_0, Q8_0; K = 2048) a 256 MiB repacked weight on huge pages (as
  * the model's repacked weights are), read once per pass by gemv_avx512.c's
  * kernel ("new") and by repack_avx512.c's x8 kernel with T = 1 ("old"),
- * and the AVX2 streaming read of bench's probe over another 256 MiB; every
+ * and the AVX2 streaming read of bench's probe over another 256 MiB; and
+ * the new kernel over the same weight cut into 1408-row matrices (a V2-Lite
+ * expert's gate or up) called one by one in a shuffled order, as decode
+ * reads its many small matrices (whether each matrix start, a new stream
+ * for the hardware prefetcher, costs: measured not, within the noise); every
  * pass alternated with the others, medians of 9, thread CPU time (so a
  * loaded machine's scheduling does not count; its memory traffic does).
  * A manual measurement, not a test. Needs avx512vnni.
@@ -90,6 +94,22 @@ int main(void) {
         qa[ti] = malloc(ds_act_row_bytes(t, K));
         ds_quantize_act_ref(t, x, qa[ti], K);
     }
+    /* the same weight as matrices of CH groups (1408 rows: a V2-Lite expert's
+     * gate / up), one call each, in a shuffled order (decode's matrices sit
+     * apart in memory) */
+    enum { CH = 176 };
+    size_t nch[NT], *ord[NT];
+    for (int ti = 0; ti < NT; ti++) {
+        nch[ti] = N[ti] / 8 / CH;
+        ord[ti] = malloc(nch[ti] * sizeof(size_t));
+        for (size_t i = 0; i < nch[ti]; i++) ord[ti][i] = i;
+        for (size_t i = nch[ti] - 1; i > 0; i--) {
+            size_t j = (size_t)rand() % (i + 1), x = ord[ti][i];
+            ord[ti][i] = ord[ti][j];
+            ord[ti][j] = x;
+        }
+    }
+    double tc[NT][R];
     double tp[R], tn[NT][R], to[NT][R];
     volatile uint64_t sink = 0;
     for (int r = 0; r < R; r++) {
@@ -104,17 +124,24 @@ int main(void) {
             for (size_t n = 0; n < N[ti]; n += 8)
                 ds_gemm_x8_avx512(ts[ti], w[ti] + rb[ti] * n, (const void *const *)&qa[ti], 1, K, out + n);
             to[ti][r] = now() - t0;
+            t0 = now();
+            for (size_t c = 0; c < nch[ti]; c++)
+                ds_gemv_x8_avx512(ts[ti], w[ti] + rb[ti] * 8 * CH * ord[ti][c], CH, qa[ti], K, out);
+            tc[ti][r] = now() - t0;
         }
     }
     qsort(tp, R, sizeof(double), cmpd);
     double pr = (double)S / tp[R / 2] / 1e9;
     printf("read probe (AVX2 streaming loads): %.1f GB/s\n", pr);
-    printf("| type | gemv_avx512.c GB/s | of probe | x8 kernel T=1 GB/s | of probe |\n|---|---:|---:|---:|---:|\n");
+    printf("| type | gemv_avx512.c GB/s | of probe | x8 kernel T=1 GB/s | of probe | gemv, %d-row matrices shuffled | of probe |\n|---|---:|---:|---:|---:|---:|---:|\n", 8 * CH);
     for (int ti = 0; ti < NT; ti++) {
         qsort(tn[ti], R, sizeof(double), cmpd);
         qsort(to[ti], R, sizeof(double), cmpd);
+        qsort(tc[ti], R, sizeof(double), cmpd);
         double b = (double)(rb[ti] * N[ti]), gn = b / tn[ti][R / 2] / 1e9, go = b / to[ti][R / 2] / 1e9;
-        printf("| %s | %.1f | %.0f%% | %.1f | %.0f%% |\n", ds_dtype_name(ts[ti]), gn, 100 * gn / pr, go, 100 * go / pr);
+        double gc = (double)(rb[ti] * 8 * CH * nch[ti]) / tc[ti][R / 2] / 1e9;
+        printf("| %s | %.1f | %.0f%% | %.1f | %.0f%% | %.1f | %.0f%% |\n", ds_dtype_name(ts[ti]), gn, 100 * gn / pr, go, 100 * go / pr,
+               gc, 100 * gc / pr);
     }
     return (int)(sink & 1);
 }

@@ -260,8 +260,13 @@ static int forward_main(const ds_model *m, ds_arena *a, ds_prefill_kv *kvx, ds_s
             o += cnt;
             if (cnt < DS_TOKEN_BLOCK_MIN) n_small += cnt;
         }
+        /* every chunk small (decode): the gathered rows are the logits rows in
+         * order, so the head writes them in place (no buffer to zero and copy:
+         * V floats per token, 400 KB for V2's vocabulary); the same per-token
+         * job either way, so the same bits */
+        bool direct = n_small == o;
         float *rows = ds_arena_calloc(a, (size_t)(DS_MAX(n_small, 1) * D), sizeof(float));  /* (n_small, D) */
-        float *out = ds_arena_calloc(a, (size_t)(DS_MAX(n_small, 1) * V), sizeof(float));   /* (n_small, V) */
+        float *out = direct ? logits : ds_arena_calloc(a, (size_t)(DS_MAX(n_small, 1) * V), sizeof(float));   /* (n_small, V) */
         ds_mm_job *jobs = ds_arena_calloc(a, (size_t)n_chunks + 1, sizeof(ds_mm_job));
         if (!ostart || !rows || !out || !jobs) return ds_err_set(e, DS_ENOMEM, "out of memory for the logits");
         int nj = 0;
@@ -279,7 +284,7 @@ static int forward_main(const ds_model *m, ds_arena *a, ds_prefill_kv *kvx, ds_s
         if (n_small > 0) jobs[nj++] = (ds_mm_job){ out, V, rows, D, &m->lm_head, 0, V, n_small, true };
         ds_matmul_multi(jobs, nj);
         r = 0;
-        for (int i = 0; i < n_chunks; i++) {
+        for (int i = 0; i < n_chunks && !direct; i++) {
             int64_t cnt = chunks[i].all_logits ? chunks[i].n : 1;
             if (cnt >= DS_TOKEN_BLOCK_MIN) continue;
             memcpy(logits + ostart[i] * V, out + r * V, (size_t)(cnt * V) * sizeof(float));
