@@ -133,6 +133,20 @@ void ds_mla_scores_bf16_avx512(float *s, int64_t ls, const uint16_t *q, int64_t 
     }
 }
 
+/* acc[r][v] += x[v] · (the bf16 pair at p + r·stride, broadcast) for r < nr,
+ * v < nv: the step of the two kernels below whose operand of each row is one
+ * 32-bit word (a query row's value pair; a weight row's pair of weights) */
+T512_INLINE void dp_rows(__m512 acc[6][4], int nr, int nv, const __m512i *x, const uint16_t *p, int64_t stride) {
+#pragma GCC unroll 6
+    for (int r = 0; r < nr; r++) {
+        uint32_t word;
+        __builtin_memcpy(&word, p + r * stride, 4);
+        __m512i y = _mm512_set1_epi32((int)word);
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)x[v], (__m512bh)y);
+    }
+}
+
 /* ds_mla_scores_bf16_kt (ops.h): the keys are the lanes. One 512-bit load
  * is one pair of values of 16 keys (the key-transposed layout), a query
  * row's pair is one broadcast word, and each lane sums its own score over
@@ -150,14 +164,7 @@ T512_INLINE void kt_tile(int nr, float *s, int64_t ls, const uint16_t *q, int64_
         __m512i x[4];
 #pragma GCC unroll 4
         for (int g = 0; g < 4; g++) x[g] = _mm512_loadu_si512(kt + g * 16 * W + 16 * d);
-#pragma GCC unroll 6
-        for (int r = 0; r < nr; r++) {
-            uint32_t word;
-            __builtin_memcpy(&word, q + r * ldq + d, 4);
-            __m512i y = _mm512_set1_epi32((int)word);
-#pragma GCC unroll 4
-            for (int g = 0; g < 4; g++) acc[r][g] = _mm512_dpbf16_ps(acc[r][g], (__m512bh)x[g], (__m512bh)y);
-        }
+        dp_rows(acc, nr, 4, x, q + d, ldq);
     }
 #pragma GCC unroll 6
     for (int r = 0; r < nr; r++)
@@ -281,14 +288,7 @@ T512_INLINE void pv_pk_tile(int nh, int nu, float *u, int64_t R, const uint16_t 
         __m512i x[4];
 #pragma GCC unroll 4
         for (int v = 0; v < 2 * nu; v++) x[v] = _mm512_loadu_si512(vp + 32 * v);
-#pragma GCC unroll 6
-        for (int i = 0; i < nh; i++) {
-            uint32_t word;
-            __builtin_memcpy(&word, pb + i * lp + j, 4);
-            __m512i w = _mm512_set1_epi32((int)word);
-#pragma GCC unroll 4
-            for (int v = 0; v < 2 * nu; v++) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], (__m512bh)x[v], (__m512bh)w);
-        }
+        dp_rows(acc, nh, 2 * nu, x, pb + j, lp);
     }
     if (ne < n) {   /* the last row alone: its odd partner and weight masked to zero */
         const uint16_t *vp = vi + ne * R + 2 * c;
