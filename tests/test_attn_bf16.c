@@ -330,6 +330,24 @@ TEST(attn_bf16_softmax_vs_twin) {
     free(s); free(s1); free(s2); free(p1); free(p2); free(p3);
 }
 
+/* rows [0, S) of v (W values each) written by wr as [0, a) then [a, S) into
+ * dst, and by its twin in one call into ref (both first filled with 0x5a):
+ * true when the two buffers' nbytes agree (a row's slots must not depend on
+ * the chunk it came in) */
+typedef void (*row_writer)(uint16_t *, const float *, int64_t, int64_t, int64_t);
+static bool split_write_matches_twin(row_writer wr, row_writer twin, uint16_t *dst, uint16_t *ref, const float *v,
+                                     int64_t S, int64_t a, int64_t W, size_t nbytes) {
+    memset(dst, 0x5a, nbytes);
+    memset(ref, 0x5a, nbytes);
+    wr(dst, v, 0, a, W);
+    wr(dst, v + a * W, a, S - a, W);
+    twin(ref, v, 0, S, W);
+    return memcmp(dst, ref, nbytes) == 0;
+}
+
+/* slot of row j's value d in the key-transposed layout (ops.h), Wp = W rounded up to even */
+static int64_t kt_slot(int64_t j, int64_t d, int64_t Wp) { return (j / 16) * 16 * Wp + (d / 2) * 32 + (j % 16) * 2 + d % 2; }
+
 TEST(attn_bf16_round_pairs_vs_twin) {
     ds_rng r;
     ds_rng_seed(&r, 59);
@@ -343,13 +361,9 @@ TEST(attn_bf16_round_pairs_vs_twin) {
             uint16_t *row = malloc((size_t)R * 2);
             for (int64_t i = 0; i < S * R; i++) v[i] = (float)ds_rng_normal(&r) * (i % 13 == 0 ? 1e-39f : 1.0f);
             for (int64_t a = 0; a <= 4; a++) {
-                memset(vi, 0x5a, (size_t)((S + 1) * R) * 2);
-                memset(vr, 0x5a, (size_t)((S + 1) * R) * 2);
-                ds_bf16_round_pairs(vi, v, 0, a, R);
-                ds_bf16_round_pairs(vi, v + a * R, a, S - a, R);
-                ds_bf16_round_pairs_ref(vr, v, 0, S, R);
-                CHECK_MSG(memcmp(vi, vr, (size_t)((S + 1) * R) * 2) == 0, "%s: R %lld, split at %lld: pairs differ",
-                          level_name(lev), (long long)R, (long long)a);
+                CHECK_MSG(split_write_matches_twin(ds_bf16_round_pairs, ds_bf16_round_pairs_ref, vi, vr, v, S, a, R,
+                                                   (size_t)((S + 1) * R) * 2),
+                          "%s: R %lld, split at %lld: pairs differ", level_name(lev), (long long)R, (long long)a);
                 /* the layout: row j's column c at (j / 2)·2R + 2c + j % 2, each value ds_bf16_round_row's */
                 int bad = 0;
                 for (int64_t j = 0; j < S; j++) {
@@ -382,24 +396,20 @@ TEST(attn_bf16_round_keys_t_vs_twin) {
             int64_t splits[] = { 0, 1, 16, 17, 64, 82 };
             for (size_t ai = 0; ai < sizeof splits / sizeof splits[0]; ai++) {
                 int64_t a = splits[ai];
-                memset(kt, 0x5a, (size_t)nb);
-                memset(kr, 0x5a, (size_t)nb);
-                ds_bf16_round_keys_t(kt, k, 0, a, W);
-                ds_bf16_round_keys_t(kt, k + a * W, a, S - a, W);
-                ds_bf16_round_keys_t_ref(kr, k, 0, S, W);
-                CHECK_MSG(memcmp(kt, kr, (size_t)nb) == 0, "%s: W %lld, split at %lld: key layouts differ",
-                          level_name(lev), (long long)W, (long long)a);
+                CHECK_MSG(split_write_matches_twin(ds_bf16_round_keys_t, ds_bf16_round_keys_t_ref, kt, kr, k, S, a, W,
+                                                   (size_t)nb),
+                          "%s: W %lld, split at %lld: key layouts differ", level_name(lev), (long long)W, (long long)a);
             }
             int bad = 0, touched = 0;
             for (int64_t j = 0; j < S; j++) {
                 ds_bf16_round_row_ref(row, k + j * W, W);
                 for (int64_t d = 0; d < Wp; d++) {
                     uint16_t want = d < W ? row[d] : 0;
-                    bad += kr[(j / 16) * 16 * Wp + (d / 2) * 32 + (j % 16) * 2 + d % 2] != want;
+                    bad += kr[kt_slot(j, d, Wp)] != want;
                 }
             }
             for (int64_t j = S; j < cap; j++)   /* rows past S: never written */
-                for (int64_t d = 0; d < Wp; d++) touched += kr[(j / 16) * 16 * Wp + (d / 2) * 32 + (j % 16) * 2 + d % 2] != 0x5a5a;
+                for (int64_t d = 0; d < Wp; d++) touched += kr[kt_slot(j, d, Wp)] != 0x5a5a;
             CHECK_MSG(bad == 0, "W %lld: %d values not where the layout puts them", (long long)W, bad);
             CHECK_MSG(touched == 0, "W %lld: %d slots of rows past the end written", (long long)W, touched);
             free(k); free(kt); free(kr); free(row);
@@ -445,8 +455,7 @@ TEST(attn_bf16_scores_kt_vs_twin) {
                                 bad += bits(s[i * ls + j]) != bits(s2[i * ls + j]);
                                 double d = 0, a = 0;
                                 for (int64_t c = 0; c < W; c++) {
-                                    double p = (double)ds_bf16_to_f32(q[i * W + c]) *
-                                               ds_bf16_to_f32(kt[(j / 16) * 16 * Wp + (c / 2) * 32 + (j % 16) * 2 + c % 2]);
+                                    double p = (double)ds_bf16_to_f32(q[i * W + c]) * ds_bf16_to_f32(kt[kt_slot(j, c, Wp)]);
                                     d += p;
                                     a += fabs(p);
                                 }
