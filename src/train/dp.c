@@ -48,13 +48,33 @@ static void add_par(float *a, const float *b, int64_t n) {
     ds_par_for(n, 1 << 15, add_worker, &c);
 }
 
-/* Merges the top two nodes while they are the two halves of one node. */
-static void settle(node *st, int *n, int64_t len, bool par) {
+/* a += b, then b = 0, in L2-sized chunks (b's lines are zeroed while still
+ * cached, instead of a later memset over the whole cold arena); a's bits
+ * are tr_vec_add's */
+static void add_zero(float *a, float *b, int64_t n) {
+    const int64_t ch = 1 << 14;
+    for (int64_t i = 0; i < n; i += ch) {
+        int64_t m = DS_MIN(ch, n - i);
+        tr_vec_add(a + i, b + i, m);
+        memset(b + i, 0, (size_t)m * sizeof(float));
+    }
+}
+
+/* Merges the top two nodes while they are the two halves of one node. With
+ * zeroed (a unit worker's stack: serial), each merged right half is left
+ * zeroed (add_zero) and zeroed[its stack position] set, for positions < 64. */
+static void settle(node *st, int *n, int64_t len, bool par, bool *zeroed) {
     while (*n >= 2) {
         node *a = &st[*n - 2], *b = &st[*n - 1];
         if (a->size != b->size || a->start % (2 * a->size) != 0 || a->start + a->size != b->start) break;
-        if (par) add_par(a->buf, b->buf, len);
-        else add_serial(a->buf, b->buf, len);
+        if (zeroed) {
+            add_zero(a->buf, b->buf, len);
+            if (*n - 1 < 64) zeroed[*n - 1] = true;
+        } else if (par) {
+            add_par(a->buf, b->buf, len);
+        } else {
+            add_serial(a->buf, b->buf, len);
+        }
         a->size *= 2;
         (*n)--;
     }
@@ -156,18 +176,6 @@ typedef struct {
     ds_err err[MAX_WORKERS];
 } run_ctx;
 
-/* a += b, then b = 0, in L2-sized chunks (b's lines are zeroed while still
- * cached, instead of a later memset over the whole cold arena); a's bits
- * are tr_vec_add's */
-static void add_zero(float *a, float *b, int64_t n) {
-    const int64_t ch = 1 << 14;
-    for (int64_t i = 0; i < n; i += ch) {
-        int64_t m = DS_MIN(ch, n - i);
-        tr_vec_add(a + i, b + i, m);
-        memset(b + i, 0, (size_t)m * sizeof(float));
-    }
-}
-
 /* A unit that opens a node computes its gradient straight into the node's
  * buffer (slot = stack position; the gradient pointers rebound to it); a
  * right sibling of an open node computes into the model's own arena and is
@@ -216,15 +224,7 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
             } else {
                 st[n++] = (node){ u, 1, dst };
             }
-            /* settle, zeroing the merged right halves */
-            while (n >= 2) {
-                node *l = &st[n - 2], *r = &st[n - 1];
-                if (l->size != r->size || l->start % (2 * l->size) != 0 || l->start + l->size != r->start) break;
-                add_zero(l->buf, r->buf, nf);
-                if (n - 1 < 64) zero[n - 1] = true;
-                l->size *= 2;
-                n--;
-            }
+            settle(st, &n, nf, false, zero);   /* the merged right halves left zeroed */
         }
         if (wm->g != own) tr_bind_grad(wm, own);
         c->nst[w] = n;
@@ -276,7 +276,7 @@ static int ep_push_sources(ds_dp *dp, ds_tmodel *m, int64_t U, int64_t r, ds_err
         if (*n >= s->depth) return ds_err_set(e, DS_EINVAL, "expert gradient tree deeper than planned");
         st[(*n)++] = (node){ a + r, 1, buf };
         int before = *n;
-        settle(st, n, s->nx, false);
+        settle(st, n, s->nx, false, NULL);
         for (int i = *n; i < before; i++)   /* the merged right halves */
             if (ep_unbuf(s, st[i].buf, e)) return DS_ENOMEM;
     }
@@ -293,7 +293,7 @@ static int ep_finish_sources(ds_dp *dp, float *out, ds_err *e) {
     for (int p = 0; p < dp->n; p++)
         for (int i = 0; i < s->nst[p]; i++) {
             all[k++] = s->st[p * s->depth + i];
-            settle(all, &k, s->nx, true);
+            settle(all, &k, s->nx, true, NULL);
         }
     if (k > 0) {
         fold_right(all, k, s->nx);
@@ -362,7 +362,7 @@ static int ep_units(run_ctx *c, int64_t U, ds_err *e) {
             memcpy(*slot, m->g, (size_t)nt * sizeof(float));
             st[n++] = (node){ u, 1, *slot };
         }
-        settle(st, &n, nt, false);
+        settle(st, &n, nt, false, NULL);
     }
     c->nst[0] = n;
     free(saved);
@@ -451,7 +451,7 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
     for (int64_t w = 0; w < nw; w++)
         for (int i = 0; i < c->nst[w]; i++) {
             rn[k++] = st[w * depth + i];
-            settle(rn, &k, nf, true);
+            settle(rn, &k, nf, true, NULL);
         }
     if (dp->n == 1) {
         fold_right(rn, k, nf);
@@ -507,7 +507,7 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
             int ka = 0;
             for (int64_t j = 0; j < ktot; j++) {
                 all[ka++] = (node){ desc[2 * j], desc[2 * j + 1], recvb + j * len };
-                settle(all, &ka, len, true);
+                settle(all, &ka, len, true, NULL);
             }
             fold_right(all, ka, len);
             memcpy(m->g + dp->lo, all[0].buf, (size_t)len * sizeof(float));
