@@ -184,7 +184,7 @@ for v in --version -V; do
     if expect_ok "$v" "$BIN" "$v"; then
         check "$v: version line" grep -q '^deepseek.c [0-9]' "$T/out"
         check "$v: compiler" grep -q '^compiler:  [a-z]' "$T/out"
-        check "$v: kernels" grep -qE '^kernels:   (avx512vnni|avx2|generic)' "$T/out"
+        check "$v: kernels" grep -qE '^kernels:   (avx512vnni|avx512|avx2|generic) ' "$T/out"
         commit=$(sed -n 's/^commit:    //p' "$T/out")
         # built by `make` in this checkout: its HEAD (maybe -dirty); outside git: unknown
         if head=$(git rev-parse --short=12 HEAD 2>/dev/null) && [ -z "$(git rev-parse --show-prefix)" ]; then

@@ -11,7 +11,7 @@
 # are reported, the ratio within each round (ours, then PyTorch right after:
 # both see about the same machine) and its median, and under "best" the
 # fastest step of each, since interference only ever slows a run)
-# and prints one JSON line: tokens/s of each, the
+# and prints one JSON line: the machine (CPU, ISA level and flags, kernels), tokens/s of each, the
 # ratio, our MFU against the fp32 peak measured at start (best of 16
 # 1024^3 sgemms on THREADS threads) and the GFLOP/s reached inside the
 # linear-layer matmuls. Needs data: ./deepseek prepare-data --out
@@ -38,6 +38,8 @@ DATA=${DATA:-data/shakespeare}
 T=$(mktemp -d /tmp/ds_bench_train.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 RECIPE=models/default/recipe.json
+# the machine, as `deepseek --version` reports it: CPU, ISA level and flags, kernels
+machine=$("$BIN" --version | sed -n 's/^cpu: *//p; s/^kernels: *//p' | paste -sd'|' -)
 ours=""
 torch=""
 loads=""
@@ -75,7 +77,7 @@ while [ $i -lt "$REP" ]; do
     echo "rep $i: ours $o | torch $(echo "$t" | tail -c 200)" >&2
     i=$((i + 1))
 done
-python3 - "$ours" "$torch" "$TH" "$loads" "$t" <<'EOF'
+python3 - "$ours" "$torch" "$TH" "$loads" "$t" "$machine" <<'EOF'
 import json, statistics, sys
 ours = [list(map(float, x.split())) for x in sys.argv[1].split(";") if x]
 loads = [float(x) for x in sys.argv[4].split()]
@@ -98,5 +100,6 @@ print(json.dumps({"threads": int(sys.argv[3]), "ours_tok_s": round(o), "pytorch_
                   "range": {"ours_tok_s": [round(min(x[0] for x in ours)), round(max(x[0] for x in ours))],
                             "pytorch_tok_s": [round(min(x[0] for x in torch)), round(max(x[0] for x in torch))]},
                   "pytorch": {k: cfg.get(k) for k in ("torch", "experts", "attn", "adam", "precision")},
-                  "load_avg_before_runs": loads}))
+                  "load_avg_before_runs": loads,
+                  "machine": dict(zip(("cpu", "kernels"), sys.argv[6].split("|")))}))
 EOF

@@ -60,9 +60,20 @@ void cli_print_version(FILE *f) {
     fprintf(f, "cpu:       %s, %d threads; %s\n", cpu, ds_threads_get(), isa);
     const char *repack = getenv("DS_REPACK");
     bool no_repack = repack && !strcmp(repack, "0");
+    /* what runs where, as the dispatchers in ops.c and tgemm.c choose it
+     * (AVX512-BF16 is used from level avx512vnni up) */
+    bool bf16 = ds_cpu_usable(DS_CPU_AVX512_BF16);
     if (!strcmp(ds_ops_isa(), "avx512vnni"))
-        fprintf(f, "kernels:   avx512vnni (x8 quantized matmuls%s; avx2 for the rest and the training GEMMs)\n",
-                no_repack ? ": not used, quantized weights not repacked: DS_REPACK=0" : "");
+        fprintf(f,
+                "kernels:   avx512vnni (quantized matmuls, one token and x8 tiles%s; MLA attention over fp32, int8%s "
+                "caches; training GEMMs fp32%s); avx2 for the rest\n",
+                no_repack ? ": not used, quantized weights not repacked: DS_REPACK=0" : "", bf16 ? " and bf16" : "",
+                bf16 ? " and bf16" : "");
+    else if (ds_ops_has_avx512())
+        fprintf(f,
+                "kernels:   avx512 (MLA attention over fp32 caches, MXFP4 dots, fp32 training GEMMs); avx2 for the "
+                "quantized matmuls (%s) and the rest\n",
+                no_repack ? "quantized weights not repacked: DS_REPACK=0" : "x8-repacked");
     else if (ds_ops_simd())
         fprintf(f, "kernels:   avx2 (inference matmuls and quantized dots, %s, training GEMMs)\n",
                 no_repack ? "quantized weights not repacked: DS_REPACK=0" : "x8-repacked quantized weights");
