@@ -111,8 +111,17 @@ TEST(prefill4k_store_same_bits_q4_k) { store_same_bits("tests/fixtures/gguf/kq.l
  * cache's) against the naive fp32 forward: the error stays the int8 rows'.
  * Observed max |dlogit| with the fp32 expanded form over the dequantized
  * rows (before) / bf16 (now): tiny-v2-lite 0.0689 / 0.0716, tiny-v3 1.73 /
- * 1.73 (the bf16 cache: 0.208, 1.49); bounds ~2x. */
-static void i8_prefill_vs_naive(const char *path, double bound) {
+ * 1.73 (the bf16 cache: 0.208, 1.49); 99 % of the tokens within 0.041 /
+ * 1.19. Bounds ~2x, one for 99 % of the tokens and one for all: a token whose
+ * router sits on a near-tie may pick another expert when low bits move (at
+ * DS_ISA=generic one tiny-v2-lite token, 380, reaches 0.161 while every other
+ * agrees with the AVX2 run to ~1e-3). */
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void i8_prefill_vs_naive(const char *path, double p99_bound, double bound) {
     ds_err e = { 0 };
     ds_model *m = NULL;
     if (ds_model_open(&m, path, &e)) { CHECK_MSG(0, "open %s: %s", path, e.msg); return; }
@@ -125,15 +134,25 @@ static void i8_prefill_vs_naive(const char *path, double bound) {
     for (int k = 0; k < 2; k++) {
         int kept, full;
         CHECK_MSG(run_chunks(m, kts[k], tok, DS_PREFILL_KV_BUDGET, got, &kept, &full, &e) == 0, "%s", e.msg);
-        double worst = 0;
-        for (int64_t i = 0; i < PT * V; i++) worst = ds_max_err(worst, fabs((double)got[i] - naive[i]));
-        printf("    %s: %s cache, chunked prefill max |dlogit| %.3g vs naive f32\n", path, ds_kv_type_name(kts[k]), worst);
-        if (kts[k] == DS_KV_I8)
+        double tok_worst[PT], worst = 0;
+        for (int64_t t = 0; t < PT; t++) {
+            tok_worst[t] = 0;
+            for (int64_t i = t * V; i < (t + 1) * V; i++) tok_worst[t] = ds_max_err(tok_worst[t], fabs((double)got[i] - naive[i]));
+            worst = ds_max_err(worst, tok_worst[t]);
+        }
+        qsort(tok_worst, PT, sizeof *tok_worst, cmp_double);
+        double p99 = tok_worst[PT - 1 - PT / 100];
+        printf("    %s: %s cache, chunked prefill max |dlogit| %.3g vs naive f32 (99 %% of tokens within %.3g)\n", path,
+               ds_kv_type_name(kts[k]), worst, p99);
+        if (kts[k] == DS_KV_I8) {
+            CHECK_MSG(p99 < p99_bound, "%s: i8 cache, chunked prefill: 99 %% of tokens within %.3g of naive (bound %g)",
+                      path, p99, p99_bound);
             CHECK_MSG(worst < bound, "%s: i8 cache, chunked prefill max |d| %.3g vs naive (bound %g)", path, worst, bound);
+        }
     }
     free(tok); free(naive); free(got);
     ds_model_close(m);
 }
 
-TEST(prefill4k_i8_vs_naive_v2_lite) { i8_prefill_vs_naive("tests/fixtures/tiny-v2-lite", 0.15); }
-TEST(prefill4k_i8_vs_naive_v3) { i8_prefill_vs_naive("tests/fixtures/tiny-v3", 3.5); }
+TEST(prefill4k_i8_vs_naive_v2_lite) { i8_prefill_vs_naive("tests/fixtures/tiny-v2-lite", 0.08, 0.35); }
+TEST(prefill4k_i8_vs_naive_v3) { i8_prefill_vs_naive("tests/fixtures/tiny-v3", 2.4, 3.5); }
