@@ -127,13 +127,15 @@ AI void q4k_group(const uint8_t *g, const int8_t *q, const float *da, const int3
         __m256i ilo = _mm256_setzero_si256(), ihi = _mm256_setzero_si256();
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            __m256i alo = _mm256_setzero_si256(), ahi = _mm256_setzero_si256();
+            /* even and odd chunks in separate chains (vpdpbusd's latency is 4 cycles) */
+            __m256i al[2] = { _mm256_setzero_si256(), _mm256_setzero_si256() }, ah[2] = { _mm256_setzero_si256(), _mm256_setzero_si256() };
 #pragma GCC unroll 8
             for (int v = 8 * j; v < 8 * j + 8; v++) {
                 __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
-                alo = dpbusd_b(alo, _mm256_and_si256(w, m4), qb + 4 * v);
-                ahi = dpbusd_b(ahi, _mm256_and_si256(w, mf0), qb + 128 + 4 * v);
+                al[v & 1] = dpbusd_b(al[v & 1], _mm256_and_si256(w, m4), qb + 4 * v);
+                ah[v & 1] = dpbusd_b(ah[v & 1], _mm256_and_si256(w, mf0), qb + 128 + 4 * v);
             }
+            const __m256i alo = _mm256_add_epi32(al[0], al[1]), ahi = _mm256_add_epi32(ah[0], ah[1]);
             ilo = _mm256_add_epi32(ilo, _mm256_mullo_epi32(alo, u8x8_reg(sc_lo, j)));
             ihi = _mm256_add_epi32(ihi, _mm256_mullo_epi32(ahi, u8x8_reg(sc_hi, j)));
         }
