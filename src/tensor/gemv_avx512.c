@@ -24,6 +24,8 @@
  *     vpternlogd each (bit select) from pre-masked high bits.
  *   - Q5_0: the 5th bit is masked and shifted into place, then merged with
  *     the nibble by one vpternlogd.
+ *   - Q4_K, Q5_0: sums in two vpdpbusd chains instead of one (its latency
+ *     is 4 cycles; measured in cache by tools/bench_gemv_stream.c).
  *   - Q8_0: the x8 kernel's instructions, without its software prefetch.
  * All: many groups per call, so a thread's rows are one loop, not one call
  * per group of 8. And the prefetch: see prefetch_lines.
