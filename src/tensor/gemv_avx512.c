@@ -24,6 +24,8 @@
  *     vpternlogd each (bit select) from pre-masked high bits.
  *   - Q5_0: the 5th bit is masked and shifted into place, then merged with
  *     the nibble by one vpternlogd.
+ *   - Q4_K, Q5_0: sums in two vpdpbusd chains instead of one (its latency
+ *     is 4 cycles; measured in cache by tools/bench_gemv_stream.c).
  *   - Q8_0: the x8 kernel's instructions, without its software prefetch.
  * All: many groups per call, so a thread's rows are one loop, not one call
  * per group of 8. And the prefetch: see prefetch_lines.
@@ -127,13 +129,15 @@ AI void q4k_group(const uint8_t *g, const int8_t *q, const float *da, const int3
         __m256i ilo = _mm256_setzero_si256(), ihi = _mm256_setzero_si256();
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            __m256i alo = _mm256_setzero_si256(), ahi = _mm256_setzero_si256();
+            /* even and odd chunks in separate chains (vpdpbusd's latency is 4 cycles) */
+            __m256i al[2] = { _mm256_setzero_si256(), _mm256_setzero_si256() }, ah[2] = { _mm256_setzero_si256(), _mm256_setzero_si256() };
 #pragma GCC unroll 8
             for (int v = 8 * j; v < 8 * j + 8; v++) {
                 __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
-                alo = dpbusd_b(alo, _mm256_and_si256(w, m4), qb + 4 * v);
-                ahi = dpbusd_b(ahi, _mm256_and_si256(w, mf0), qb + 128 + 4 * v);
+                al[v & 1] = dpbusd_b(al[v & 1], _mm256_and_si256(w, m4), qb + 4 * v);
+                ah[v & 1] = dpbusd_b(ah[v & 1], _mm256_and_si256(w, mf0), qb + 128 + 4 * v);
             }
+            const __m256i alo = _mm256_add_epi32(al[0], al[1]), ahi = _mm256_add_epi32(ah[0], ah[1]);
             ilo = _mm256_add_epi32(ilo, _mm256_mullo_epi32(alo, u8x8_reg(sc_lo, j)));
             ihi = _mm256_add_epi32(ihi, _mm256_mullo_epi32(ahi, u8x8_reg(sc_hi, j)));
         }
@@ -242,7 +246,9 @@ AI void q50_group(const uint8_t *g, const int8_t *q, const float *da, const floa
         const uint8_t *qs = g + 48;
         const int8_t *qb = q + 32 * b;
         const __m256i hb = _mm256_loadu_si256((const __m256i *)(g + 16));
-        __m256i isum = _mm256_setzero_si256();
+        /* two chains, low and high nibbles (vpdpbusd's latency is 4 cycles: one chain
+         * of 8 ran 1.12x slower in cache) */
+        __m256i ilo = _mm256_setzero_si256(), ihi = _mm256_setzero_si256();
         /* nibble vector v: low nibbles = chunk v, high = chunk v + 4; the 5th bit of
          * chunk c is bit c of hb: masked alone, shifted to bit 4, merged by bit select */
 #pragma GCC unroll 4
@@ -251,9 +257,10 @@ AI void q50_group(const uint8_t *g, const int8_t *q, const float *da, const floa
             __m256i blo = _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8((char)(1 << v))), 4 - v);
             __m256i bhi = _mm256_and_si256(hb, _mm256_set1_epi8((char)(0x10 << v)));
             if (v) bhi = _mm256_srli_epi16(bhi, v);
-            isum = dpbusd_b(isum, sel(w, blo, m4), qb + 4 * v);
-            isum = dpbusd_b(isum, sel(_mm256_srli_epi16(w, 4), bhi, m4), qb + 16 + 4 * v);
+            ilo = dpbusd_b(ilo, sel(w, blo, m4), qb + 4 * v);
+            ihi = dpbusd_b(ihi, sel(_mm256_srli_epi16(w, 4), bhi, m4), qb + 16 + 4 * v);
         }
+        __m256i isum = _mm256_add_epi32(ilo, ihi);   /* exact: the same i32 sum */
         __m256 dv = d8(g);
         __m256 x = _mm256_sub_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(16.0f * sa[b]));
         acc = _mm256_fmadd_ps(x, _mm256_mul_ps(dv, _mm256_set1_ps(da[b])), acc);
