@@ -618,7 +618,7 @@ AI void gemm8_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out
 #define C_Q80(T) gemm_a8(g, q, K, o, ldo, T, 0)
 #define C_Q40(T) gemm_a8(g, q, K, o, ldo, T, 4)
 #define C_Q50(T) gemm_a8(g, q, K, o, ldo, T, 5)
-INST(q4k, C_Q4K)
+static void q4k_1(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { C_Q4K(1); }   /* 2-4: below */
 INST(q6k, C_Q6K)
 INST(q80, C_Q80)
 INST(q40, C_Q40)
@@ -644,8 +644,18 @@ INST8(q50, C8_Q50)
 /* 1..4 tokens: the kernels of the first part (decode and short tails);
  * 5..8: the 8-token ones */
 #define FNS(name) { name##_1, name##_2, name##_3, name##_4, name##_5, name##_6, name##_7, name##_8 }
-static const gemm_fn k_q4k[CT] = FNS(q4k), k_q6k[CT] = FNS(q6k), k_q80[CT] = FNS(q80), k_q40[CT] = FNS(q40),
-                     k_q50[CT] = FNS(q50);
+/* Q4_K's 2..4-token runs (a prefill's short tails, e.g. an expert's last
+ * tokens) go through its 8-token kernel too: 19.3 / 16.0 / 14.8 ns per row
+ * and token instead of 20.5 / 17.9 / 16.5 for T = 2 / 3 / 4 (K = 2048,
+ * tools/bench_x8_kernels.c's setup, load ~2-4); the other types' 8-token
+ * kernels measured the same or slower at T = 4 (Q5_0 17.0 vs 16.0, Q6_K
+ * 20.1 vs 19.0, Q8_0 15.3 vs 15.9 but 21.5 vs 20.0 at T = 2). 1 token stays
+ * on the 4-token kernel. */
+static void q4k_8t2(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { C8_Q4K(2); }
+static void q4k_8t3(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { C8_Q4K(3); }
+static void q4k_8t4(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { C8_Q4K(4); }
+static const gemm_fn k_q4k[CT] = { q4k_1, q4k_8t2, q4k_8t3, q4k_8t4, q4k_5, q4k_6, q4k_7, q4k_8 },
+                     k_q6k[CT] = FNS(q6k), k_q80[CT] = FNS(q80), k_q40[CT] = FNS(q40), k_q50[CT] = FNS(q50);
 
 bool ds_gemm_x8_avx512_has(ds_dtype t) {
     return t == DS_DTYPE_Q4_K || t == DS_DTYPE_Q6_K || t == DS_DTYPE_Q8_0 || t == DS_DTYPE_Q4_0 || t == DS_DTYPE_Q5_0;
