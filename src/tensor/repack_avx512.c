@@ -6,7 +6,8 @@
  * token's result independent of the others, for any T: runs of 8 tokens
  * (DS_RP_CORE_T) share one weight unpack (the 8-token kernels, second
  * part), a run of 1-4 goes through the 4-token kernels (first part: the
- * decode path, unchanged), 5-8 through the 8-token ones.
+ * decode path, unchanged), 5-8 through the 8-token ones (Q4_K: 2-8, see
+ * k_q4k).
  *
  * Same data flow as the AVX2 kernels (weights as chunk vectors, lane r =
  * row r; the activation side a broadcast 4-byte load), but every product
