@@ -623,11 +623,20 @@ static void matmul_t_worker(void *vctx, int64_t c0, int64_t c1, int tid) {
     int64_t nc = c1 - c0;
     float *buf = ds_scratch(tid, 0, (size_t)c->N * (size_t)nc);
     if (!buf) return;
+    /* the AVX2 dequantization where its values are the reference's bits (a
+     * prefill's c · W_UKᵀ: W_UK is Q5_0 / Q8_0 in the K-quant files; the
+     * scalar reference was ~0.6 % of a Q4_K_M pp512 at 1 thread) */
+    ds_dtype wt = c->w->dtype;
+    bool sb = isa() == 1 && (wt == DS_DTYPE_Q8_0 || wt == DS_DTYPE_Q4_0 || wt == DS_DTYPE_Q5_0) && c0 % DS_QK == 0 &&
+              nc % DS_QK == 0;
     for (int64_t r = 0; r < c->N; r++) {
         float *o = buf + (size_t)r * (size_t)nc;
         size_t off = (size_t)(c->r0 + r) * (size_t)c->K + (size_t)c0;
         if (isa() == 1 && c->w->dtype == DS_DTYPE_BF16) ds_cvt_bf16_avx2(o, (const uint16_t *)c->w->data + off, nc);
         else if (isa() == 1 && c->w->dtype == DS_DTYPE_F16) ds_cvt_f16_avx2(o, (const uint16_t *)c->w->data + off, nc);
+        else if (sb)   /* whole 32-blocks of Q8_0/Q4_0/Q5_0: d · q, the reference's one product per value */
+            ds_dequant_row_avx2(c->w->dtype, row_ptr(c->w, c->r0 + r, c->K) + (size_t)(c0 / DS_QK) * ds_dtype_block_bytes(c->w->dtype),
+                                o, nc);
         else ds_tensor_row_f32(c->w, c->r0 + r, c0, nc, o);  /* quantized: whole blocks, reference */
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)c->T, (int)nc, (int)c->N, 1.0f,

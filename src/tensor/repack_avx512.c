@@ -6,7 +6,8 @@
  * token's result independent of the others, for any T: runs of 8 tokens
  * (DS_RP_CORE_T) share one weight unpack (the 8-token kernels, second
  * part), a run of 1-4 goes through the 4-token kernels (first part: the
- * decode path, unchanged), 5-8 through the 8-token ones.
+ * decode path, unchanged), 5-8 through the 8-token ones (Q4_K: 2-8, see
+ * k_q4k).
  *
  * Same data flow as the AVX2 kernels (weights as chunk vectors, lane r =
  * row r; the activation side a broadcast 4-byte load), but every product
@@ -41,7 +42,13 @@
  * it, with ~600 loads a block near the load ports' bound too. Q8_0 / Q5_0:
  * 8 vpdpbusd + 3 multiplies per token and 32-block, 12.9 ns, measured 13.9 /
  * 14.2 (a variant without the scalar multiply, the zero point in integers,
- * measured the same: the broadcast loads bind as well).
+ * measured the same: the broadcast loads bind as well). Relieving both binds
+ * it: the zero points' products made 8 blocks at a time (one vmulps per token
+ * instead of one vmulss per block) and 2 of the 8 tokens fed from registers
+ * (vpshufd of a 16-byte broadcast, no load per product): Q8_0 13.9 -> 12.9,
+ * Q5_0 14.2 -> 13.3 ns (T = 8 and 64, load ~2-4; either change alone: no
+ * change; 3 register-fed tokens: Q5_0 13.9; the same for Q4_K's kernel,
+ * 1 token: -1 % in the kernel bench, +0.4..1.2 % CPU per token end to end).
  *
  * Returns false for a type it has no kernel for (the caller then uses the
  * AVX2 kernel). ds_gemm_x8_avx512_ld is the same with token t's results at
@@ -338,6 +345,28 @@ AI void gemm_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out,
 
 #define CT DS_RP_CORE_T
 
+/* Tokens t < SH_A8 of the Q8_0/Q4_0/Q5_0 8-token kernel take their activation
+ * words from registers (a 16-byte broadcast load per 4 words, then vpshufd)
+ * instead of vpdpbusd's embedded broadcast load. A block of 8 rows x 8 tokens
+ * otherwise needs ~88 loads against this core's 2 vector loads per cycle and
+ * ~88 multiplies against its 2 per cycle; vpshufd runs beside both (measured:
+ * 16 vpdpbusd with embedded broadcasts + 1 load + 3 ALU ops 8.7 cycles, with
+ * 4 of them fed by vpshufd 8.0). Same products, same integer sums. */
+#ifndef SH_A8
+#define SH_A8 2
+#endif
+/* bytes 0..15 of p in both 128-bit lanes */
+AI __m256i bcast16(const void *p) { return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p)); }
+/* word i (0..3) of each 128-bit lane of x in all its words (x from bcast16: word i of p) */
+AI __m256i word_of(__m256i x, const int i) {
+    switch (i) {
+    case 0: return _mm256_shuffle_epi32(x, 0x00);
+    case 1: return _mm256_shuffle_epi32(x, 0x55);
+    case 2: return _mm256_shuffle_epi32(x, 0xaa);
+    default: return _mm256_shuffle_epi32(x, 0xff);
+    }
+}
+
 AI void gemm8_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int64_t ldo, const int T) {
     int64_t nb = K / DS_QK_K;
     const float *da[CT];
@@ -512,18 +541,37 @@ AI void gemm8_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out
         sa[t] = da[t] + nb;
         acc[t] = _mm256_setzero_ps();
     }
+    const float zk = kind == 0 ? 128.0f : kind == 4 ? 8.0f : 16.0f;
+    _Alignas(32) float zbuf[CT][8];   /* zk · sa[t][b] of blocks b0..b0+7 */
     for (int64_t b = 0; b < nb; b++, g += bsz) {
         prefetch_block(g, bsz);
+        if ((b & 7) == 0) {
+            /* the zero points' products for 8 blocks in one vmulps per token (the
+             * same fp32 products as one vmulss per block, off the multiply ports'
+             * per-block budget) */
+            __mmask8 mk = nb - b >= 8 ? 0xff : (__mmask8)((1u << (nb - b)) - 1);
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++)
+                _mm256_store_ps(zbuf[t], _mm256_mul_ps(_mm256_set1_ps(zk), _mm256_maskz_loadu_ps(mk, sa[t] + b)));
+        }
         __m256i isum[CT];
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
+        __m256i x[SH_A8][2];   /* tokens t < SH_A8: the block's 32 activation bytes, 16 per vector */
+#pragma GCC unroll 2
+        for (int t = 0; t < SH_A8 && t < T; t++) {
+            x[t][0] = bcast16(q[t] + 32 * b);
+            x[t][1] = bcast16(q[t] + 32 * b + 16);
+        }
         if (kind == 0) {
             const uint8_t *qs = g + 16;
 #pragma GCC unroll 8
             for (int c = 0; c < 8; c++) {
                 __m256i w = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(qs + 32 * c)), m80);
 #pragma GCC unroll 8
-                for (int t = 0; t < T; t++) isum[t] = dpbusd_b(isum[t], w, q[t] + 32 * b + 4 * c);
+                for (int t = 0; t < T; t++)
+                    isum[t] = t < SH_A8 ? _mm256_dpbusd_epi32(isum[t], w, word_of(x[t][c >> 2], c & 3))
+                                        : dpbusd_b(isum[t], w, q[t] + 32 * b + 4 * c);
             }
         } else {
             const uint8_t *qs = g + (kind == 4 ? 16 : 48);
@@ -538,17 +586,21 @@ AI void gemm8_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out
                 }
 #pragma GCC unroll 8
                 for (int t = 0; t < T; t++) {
-                    isum[t] = dpbusd_b(isum[t], lo, q[t] + 32 * b + 4 * v);
-                    isum[t] = dpbusd_b(isum[t], hi, q[t] + 32 * b + 16 + 4 * v);
+                    if (t < SH_A8) {
+                        isum[t] = _mm256_dpbusd_epi32(isum[t], lo, word_of(x[t][0], v));
+                        isum[t] = _mm256_dpbusd_epi32(isum[t], hi, word_of(x[t][1], v));
+                    } else {
+                        isum[t] = dpbusd_b(isum[t], lo, q[t] + 32 * b + 4 * v);
+                        isum[t] = dpbusd_b(isum[t], hi, q[t] + 32 * b + 16 + 4 * v);
+                    }
                 }
             }
         }
         __m256 dv = d8(g);
-        float zk = kind == 0 ? 128.0f : kind == 4 ? 8.0f : 16.0f;
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
-            __m256 x = _mm256_sub_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(zk * sa[t][b]));
-            acc[t] = _mm256_fmadd_ps(x, _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
+            __m256 xs = _mm256_sub_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(zbuf[t][b & 7]));
+            acc[t] = _mm256_fmadd_ps(xs, _mm256_mul_ps(dv, _mm256_set1_ps(da[t][b])), acc[t]);
         }
     }
 #pragma GCC unroll 8
@@ -567,7 +619,7 @@ AI void gemm8_a8(const uint8_t *g, const int8_t *const *q, int64_t K, float *out
 #define C_Q80(T) gemm_a8(g, q, K, o, ldo, T, 0)
 #define C_Q40(T) gemm_a8(g, q, K, o, ldo, T, 4)
 #define C_Q50(T) gemm_a8(g, q, K, o, ldo, T, 5)
-INST(q4k, C_Q4K)
+static void q4k_1(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { C_Q4K(1); }   /* 2-4: below */
 INST(q6k, C_Q6K)
 INST(q80, C_Q80)
 INST(q40, C_Q40)
@@ -593,8 +645,18 @@ INST8(q50, C8_Q50)
 /* 1..4 tokens: the kernels of the first part (decode and short tails);
  * 5..8: the 8-token ones */
 #define FNS(name) { name##_1, name##_2, name##_3, name##_4, name##_5, name##_6, name##_7, name##_8 }
-static const gemm_fn k_q4k[CT] = FNS(q4k), k_q6k[CT] = FNS(q6k), k_q80[CT] = FNS(q80), k_q40[CT] = FNS(q40),
-                     k_q50[CT] = FNS(q50);
+/* Q4_K's 2..4-token runs (a prefill's short tails, e.g. an expert's last
+ * tokens) go through its 8-token kernel too: 19.3 / 16.0 / 14.8 ns per row
+ * and token instead of 20.5 / 17.9 / 16.5 for T = 2 / 3 / 4 (K = 2048,
+ * tools/bench_x8_kernels.c's setup, load ~2-4); the other types' 8-token
+ * kernels measured the same or slower at T = 4 (Q5_0 17.0 vs 16.0, Q6_K
+ * 20.1 vs 19.0, Q8_0 15.3 vs 15.9 but 21.5 vs 20.0 at T = 2). 1 token stays
+ * on the 4-token kernel. */
+static void q4k_8t2(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { C8_Q4K(2); }
+static void q4k_8t3(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { C8_Q4K(3); }
+static void q4k_8t4(const uint8_t *g, const int8_t *const *q, int64_t K, float *o, int64_t ldo) { C8_Q4K(4); }
+static const gemm_fn k_q4k[CT] = { q4k_1, q4k_8t2, q4k_8t3, q4k_8t4, q4k_5, q4k_6, q4k_7, q4k_8 },
+                     k_q6k[CT] = FNS(q6k), k_q80[CT] = FNS(q80), k_q40[CT] = FNS(q40), k_q50[CT] = FNS(q50);
 
 bool ds_gemm_x8_avx512_has(ds_dtype t) {
     return t == DS_DTYPE_Q4_K || t == DS_DTYPE_Q6_K || t == DS_DTYPE_Q8_0 || t == DS_DTYPE_Q4_0 || t == DS_DTYPE_Q5_0;
