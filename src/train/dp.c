@@ -171,6 +171,10 @@ typedef struct {
     ds_loss_opts o;
     ds_losses *ls;           /* [nu] */
     node *st;                /* [nw · depth] each worker's open nodes */
+    const bool *direct;      /* [n_params] or NULL: a right sibling adds these tensors' gradients straight into
+                              * its left sibling's node (tr_param_one_product, tr_linear_dw_once) */
+    const int64_t *rest;     /* [2 · n_rest] arena ranges [a, b) holding every other tensor (the rest is zero) */
+    int n_rest;
     int nst[MAX_WORKERS];
     int rc[MAX_WORKERS];
     ds_err err[MAX_WORKERS];
@@ -180,6 +184,10 @@ typedef struct {
  * buffer (slot = stack position; the gradient pointers rebound to it); a
  * right sibling of an open node computes into the model's own arena and is
  * added in place. Either way the node holds left + right, as the tree says.
+ * With c->direct, a right sibling's linear weights accumulate straight into
+ * the open node: each gets one dW += dyᵀ·x with one rounding, left + s, the
+ * bits of left + (0 + s) (tgemm.h tr_gemm_acc_once); only the other
+ * tensors (c->rest: embeddings, heads, norms) go through the own arena.
  * A buffer added into another is left zeroed (add_zero), so the next unit
  * to use it in this step skips the arena-wide memset (zero[] per stack
  * position, own_zero for the own arena; nothing known at a step's start). */
@@ -194,6 +202,7 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
         node *st = c->st + w * c->depth;
         int n = 0;
         bool own_zero = false, zero[64] = { 0 };   /* depth <= 2·63 + 3 stack slots: see ds_dp_step */
+        bool split = false;   /* wm's gradients bound partly into an open node (c->direct) */
         DS_ASSERT(c->depth <= 64 * 2);
         for (int64_t u = a; u < b; u++) {
             bool right = n && st[n - 1].size == 1 && st[n - 1].start % 2 == 0 && st[n - 1].start + 1 == u;
@@ -212,13 +221,23 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
                 bool *z = right ? &own_zero : n < 64 ? &zero[n] : NULL;
                 if (!z || !*z) memset(dst, 0, (size_t)nf * sizeof(float));
                 if (z) *z = false;
-                if (wm->g != dst) tr_bind_grad(wm, dst);
+                if (right && c->direct) {
+                    tr_bind_grad_split(wm, dst, st[n - 1].buf, c->direct);
+                    split = true;
+                } else if (wm->g != dst || split) {
+                    tr_bind_grad(wm, dst);
+                    split = false;
+                }
             }
             int rc = tr_step_one(wm, c->tok + u * c->G * c->T, c->G, c->T, &c->o, &c->ls[u - c->u0], &c->err[w]);
             if (rc) { c->rc[w] = rc; break; }
             if (c->o.no_grad) continue;
-            if (right) {
-                add_zero(st[n - 1].buf, dst, nf);   /* the left sibling is open: add in place */
+            if (right) {   /* the left sibling is open: add in place */
+                if (c->direct)
+                    for (int i = 0; i < c->n_rest; i++)
+                        add_zero(st[n - 1].buf + c->rest[2 * i], dst + c->rest[2 * i], c->rest[2 * i + 1] - c->rest[2 * i]);
+                else
+                    add_zero(st[n - 1].buf, dst, nf);
                 own_zero = true;
                 st[n - 1].size = 2;
             } else {
@@ -226,7 +245,7 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
             }
             settle(st, &n, nf, false, zero);   /* the merged right halves left zeroed */
         }
-        if (wm->g != own) tr_bind_grad(wm, own);
+        if (wm->g != own || split) tr_bind_grad(wm, own);
         c->nst[w] = n;
     }
 }
@@ -399,11 +418,34 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
     ds_losses *ls_all = calloc((size_t)U, sizeof *ls_all);
     node *st = calloc((size_t)(nw * depth), sizeof *st), *rn = calloc((size_t)(nw * depth), sizeof *rn);
     int64_t *off = malloc((size_t)(dp->n + 1) * sizeof *off);
+    bool *direct = NULL;
+    int64_t *rest = NULL;
     int rc = !c || !ls_all || !st || !rn || !off ? ds_err_set(e, DS_ENOMEM, "out of memory") : DS_OK;
     if (rc) goto done;
     *c = (run_ctx){ .dp = dp, .m = m, .tok = tokens, .G = G, .T = T, .u0 = u0, .nu = nu, .nw = nw, .depth = depth, .o = *o,
                     .ls = ls_all + u0, .st = st };
     c->o.grad_scale = (float)((double)o->grad_scale / (double)U);   /* each unit: its share of the mean */
+    /* right siblings add their linear weights' gradients straight into the open
+     * node when every such dW is one single-rounding product (G·T rows at most) */
+    if (!o->no_grad && !m->ep && nf == m->n_floats && tr_linear_dw_once(G * T)) {
+        direct = calloc((size_t)DS_MAX(m->n_params, 1), sizeof *direct);
+        rest = malloc((size_t)(2 * m->n_params + 2) * sizeof *rest);
+        if (!direct || !rest) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto done; }
+        int64_t pos = 0;   /* params are in arena order: the gaps between direct tensors are the rest */
+        int nr = 0;
+        for (int64_t i = 0; i < m->n_params; i++) {
+            const ds_tparam *p = &m->params[i];
+            if (p->off < 0 || !tr_param_one_product(m, i)) continue;
+            DS_ASSERT(p->off >= pos);
+            direct[i] = true;
+            if (p->off > pos) { rest[2 * nr] = pos; rest[2 * nr + 1] = p->off; nr++; }
+            pos = p->off + p->numel;
+        }
+        if (nf > pos) { rest[2 * nr] = pos; rest[2 * nr + 1] = nf; nr++; }
+        c->direct = direct;
+        c->rest = rest;
+        c->n_rest = nr;
+    }
     for (int64_t w = 0; w < nw; w++) ds_tmodel_reset_load(w == 0 ? m : m->workers[w - 1]);
     /* the weights stay fixed while the units run: x·Wᵀ transposes each W into
      * its GEMM panels once per step, not once per unit (tgemm.h) */
@@ -520,7 +562,7 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
     }
 done:
     tr_gemm_freeze_end();   /* (already, unless the units failed) */
-    free(c); free(ls_all); free(st); free(rn); free(off);
+    free(c); free(ls_all); free(st); free(rn); free(off); free(direct); free(rest);
     return rc;
 }
 

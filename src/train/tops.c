@@ -108,6 +108,8 @@ static void linear_backward(float *dx, bool dx_acc, float *dW, const float *dy, 
     if (prof) prof_add(t0, 2.0 * (double)N * (double)I * (double)O * ((dx != NULL) + (dW != NULL)));
 }
 
+bool tr_linear_dw_once(int64_t n_max) { return !linear_blas() && tr_gemm_acc_once(n_max); }
+
 void tr_linear_backward(float *dx, float *dW, const float *dy, const float *x, const float *W, int64_t N, int64_t I,
                         int64_t O) {
     linear_backward(dx, true, dW, dy, x, W, N, I, O);

@@ -24,6 +24,10 @@ void tr_linear_backward(float *dx, float *dW, const float *dy, const float *x, c
 /* The same, but dx is written (=) rather than accumulated: for a fresh buffer. */
 void tr_linear_backward_set(float *dx, float *dW, const float *dy, const float *x, const float *W, int64_t N, int64_t I,
                             int64_t O);
+/* Whether the dW += dyᵀ·x of the two above, over at most n_max rows, adds
+ * into dW with one rounding per element (tr_gemm_acc_once; not with
+ * DS_TRAIN_LINEAR=blas). */
+bool tr_linear_dw_once(int64_t n_max);
 
 /* out[n, :D] = x[n, :D] · rstd[n] ⊙ w, rstd[n] = 1/sqrt(mean(x²) + eps).
  * out may alias x (same ld). rstd may be NULL. */
