@@ -99,6 +99,8 @@ double tr_vec_dot(const float *a, const float *b, int64_t n);
 
 /* Use the scalar paths of every kernel here (tests compare both). */
 void tr_force_scalar(bool on);
+/* Keep the AVX2 code even at ISA level avx512 (tests compare the 16-lane twins with it). */
+void tr_force_avx2(bool on);
 
 /* Per-thread scratch for the training kernels: slots TR_SLOT0.. of the
  * calling env's pool (core/scratch.h), apart from the inference slots; at
