@@ -62,7 +62,8 @@ static void add_zero(float *a, float *b, int64_t n) {
 
 /* Merges the top two nodes while they are the two halves of one node. With
  * zeroed (a unit worker's stack: serial), each merged right half is left
- * zeroed (add_zero) and zeroed[its stack position] set, for positions < 64. */
+ * zeroed (add_zero) and zeroed[its stack position] set, for positions < 64;
+ * without, par says whether the adds are split over threads. */
 static void settle(node *st, int *n, int64_t len, bool par, bool *zeroed) {
     while (*n >= 2) {
         node *a = &st[*n - 2], *b = &st[*n - 1];
@@ -219,7 +220,13 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
             }
             if (!c->o.no_grad) {
                 bool *z = right ? &own_zero : n < 64 ? &zero[n] : NULL;
-                if (!z || !*z) memset(dst, 0, (size_t)nf * sizeof(float));
+                if (z && *z) {
+                } else if (right && c->direct) {   /* only c->rest is written and read in the own arena */
+                    for (int i = 0; i < c->n_rest; i++)
+                        memset(dst + c->rest[2 * i], 0, (size_t)(c->rest[2 * i + 1] - c->rest[2 * i]) * sizeof(float));
+                } else {
+                    memset(dst, 0, (size_t)nf * sizeof(float));
+                }
                 if (z) *z = false;
                 if (right && c->direct) {
                     tr_bind_grad_split(wm, dst, st[n - 1].buf, c->direct);
@@ -243,7 +250,9 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
             } else {
                 st[n++] = (node){ u, 1, dst };
             }
-            settle(st, &n, nf, false, zero);   /* the merged right halves left zeroed */
+            /* the merged right halves left zeroed, except after the worker's last unit (no
+             * later unit of this step reuses them; the next step zeroes what it needs) */
+            settle(st, &n, nf, false, u + 1 < b ? zero : NULL);
         }
         if (wm->g != own || split) tr_bind_grad(wm, own);
         c->nst[w] = n;
