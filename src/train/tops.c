@@ -95,16 +95,21 @@ void tr_linear_forward(float *y, const float *x, const float *W, int64_t N, int6
     if (prof) prof_add(t0, 2.0 * (double)N * (double)I * (double)O);
 }
 
+static _Thread_local tr_dw_hook t_dw_hook;
+static _Thread_local void *t_dw_ctx;
+void tr_set_dw_hook(tr_dw_hook hook, void *ctx) { t_dw_hook = hook; t_dw_ctx = ctx; }
+
 static void linear_backward(float *dx, bool dx_acc, float *dW, const float *dy, const float *x, const float *W,
                             int64_t N, int64_t I, int64_t O) {
     bool prof = prof_on();
     double t0 = prof ? ds_now() : 0;
+    bool dw_acc = !(dW && t_dw_hook && t_dw_hook(t_dw_ctx, dW, O * I));
     if (linear_blas()) {
         if (dx) ds_sgemm(false, false, N, I, O, 1.0f, dy, O, W, I, dx_acc ? 1.0f : 0.0f, dx, I);
-        if (dW) ds_sgemm(true, false, O, I, N, 1.0f, dy, O, x, I, 1.0f, dW, I);
+        if (dW) ds_sgemm(true, false, O, I, N, 1.0f, dy, O, x, I, dw_acc ? 1.0f : 0.0f, dW, I);
     } else {
         if (dx) tr_gemm_nn(dx, I, dy, O, W, I, N, I, O, 1.0f, dx_acc);
-        if (dW) tr_gemm_tn(dW, I, dy, O, x, I, O, I, N, 1.0f, true);
+        if (dW) tr_gemm_tn(dW, I, dy, O, x, I, O, I, N, 1.0f, dw_acc);
     }
     if (prof) prof_add(t0, 2.0 * (double)N * (double)I * (double)O * ((dx != NULL) + (dW != NULL)));
 }

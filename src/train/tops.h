@@ -28,6 +28,11 @@ void tr_linear_backward_set(float *dx, float *dW, const float *dy, const float *
  * into dW with one rounding per element (tr_gemm_acc_once; not with
  * DS_TRAIN_LINEAR=blas). */
 bool tr_linear_dw_once(int64_t n_max);
+/* Per thread: tr_linear_backward* ask hook(ctx, dW, O·I) before dW += dyᵀ·x;
+ * when it returns true they write dW = dyᵀ·x instead (the floats there are
+ * stale: dp.c, for a tree node's first contribution). NULL: no hook. */
+typedef bool (*tr_dw_hook)(void *ctx, const float *dW, int64_t n);
+void tr_set_dw_hook(tr_dw_hook hook, void *ctx);
 
 /* out[n, :D] = x[n, :D] · rstd[n] ⊙ w, rstd[n] = 1/sqrt(mean(x²) + eps).
  * out may alias x (same ld). rstd may be NULL. */
