@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/cpu.h"
 #include "core/rng.h"
 #include "core/thread.h"
 #include "io/json.h"
@@ -144,6 +145,40 @@ TEST(train_swiglu_fast_vs_ref) {
         if (s2[i] > 1e-30f) worst = ds_max_err(worst, ds_max_err(d1, d2));
     }
     CHECK_MSG(worst < 1e-6, "fast silu max relative error %g", worst);
+}
+
+/* The 16-lane twins of tops.c (SwiGLU forward and backward, the softmax's
+ * exp-and-sum) give the AVX2 code's bits (tr_force_avx2): odd lengths reach
+ * every tail (16-, 8-lane and scalar). */
+TEST(train_avx512_twins_match_avx2) {
+    if (ds_isa_level() < DS_ISA_AVX512) return;   /* nothing to compare */
+    enum { n = 4099, T = 41, Dk = 12, Dv = 8 };
+    static float g[n], u[n], dh[n], h[2][n], sg[2][n], dg[2][n], du[2][n];
+    static float Q[T * Dk], K[T * Dk], V[T * Dv], O[2][T * Dv], att[2][T * T];
+    ds_rng r; ds_rng_seed(&r, 31);
+    for (int i = 0; i < n; i++) g[i] = -90.0f + 180.0f * (float)i / (n - 1);
+    fill(u, n, &r, 2); fill(dh, n, &r, 1);
+    fill(Q, T * Dk, &r, 3); fill(K, T * Dk, &r, 3); fill(V, T * Dv, &r, 1);
+    for (int len = n; len >= n - 17; len--)   /* every tail: len mod 16 = 0..15 */
+        for (int v = 0; v < 2; v++) {   /* v = 0: AVX2, 1: AVX-512 */
+            tr_force_avx2(v == 0);
+            tr_swiglu_forward(h[v], sg[v], g, u, len);
+            tr_swiglu_backward(dg[v], du[v], dh, g, u, sg[v], len);
+            tr_force_avx2(false);
+            if (v == 1) {
+                CHECK_MSG(!memcmp(h[0], h[1], sizeof h[0]) && !memcmp(sg[0], sg[1], sizeof sg[0]), "swiglu forward, n %d", len);
+                CHECK_MSG(!memcmp(dg[0], dg[1], sizeof dg[0]) && !memcmp(du[0], du[1], sizeof du[0]), "swiglu backward, n %d", len);
+            }
+        }
+    for (int v = 0; v < 2; v++) {
+        tr_force_avx2(v == 0);
+        memset(att[v], 0, sizeof att[v]);
+        tr_attention_forward(O[v], Dv, att[v], Q, Dk, K, Dk, V, Dv, T, Dk, Dv, 0.3f);
+        tr_force_avx2(false);
+    }
+    for (int i = 0; i < T; i++)   /* the softmax rows, lengths 1..T (above the diagonal: unspecified) */
+        CHECK_MSG(!memcmp(att[0] + i * T, att[1] + i * T, (size_t)(i + 1) * sizeof(float)), "softmax row %d differs", i);
+    CHECK_MSG(!memcmp(O[0], O[1], sizeof O[0]), "attention output differs");
 }
 
 /* The fused gate|up layout: tr_swiglu_{forward,backward}_gu on rows of
@@ -818,6 +853,14 @@ TEST(train_gemm_causal) {
                 md = ds_max_err(md, d);
             }
         CHECK_MSG(md <= 1e-5, "nt causal T %lld: %g", (long long)T, md);
+        /* the AVX-512 rows (32-column panels, the diagonal one cut to the tile's rows)
+         * against the AVX2 6x16 tiles: the same bits on and below the diagonal */
+        tr_gemm_force_avx2(true);
+        tr_gemm_nt_causal(S2, T, Q, K, Kk, K, T, K, 0.5f);
+        tr_gemm_force_avx2(false);
+        for (int64_t i = 0; i < T; i++)
+            CHECK_MSG(!memcmp(S1 + i * T, S2 + i * T, (size_t)(i + 1) * 4), "nt causal T %lld row %lld: AVX-512 vs AVX2",
+                      (long long)T, (long long)i);
         free(P); free(Pz); free(V); free(C1); free(C2); free(Q); free(Kk); free(S1); free(S2);
     }
 }

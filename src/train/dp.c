@@ -62,7 +62,8 @@ static void add_zero(float *a, float *b, int64_t n) {
 
 /* Merges the top two nodes while they are the two halves of one node. With
  * zeroed (a unit worker's stack: serial), each merged right half is left
- * zeroed (add_zero) and zeroed[its stack position] set, for positions < 64. */
+ * zeroed (add_zero) and zeroed[its stack position] set, for positions < 64;
+ * without, par says whether the adds are split over threads. */
 static void settle(node *st, int *n, int64_t len, bool par, bool *zeroed) {
     while (*n >= 2) {
         node *a = &st[*n - 2], *b = &st[*n - 1];
@@ -74,6 +75,22 @@ static void settle(node *st, int *n, int64_t len, bool par, bool *zeroed) {
             add_par(a->buf, b->buf, len);
         } else {
             add_serial(a->buf, b->buf, len);
+        }
+        a->size *= 2;
+        (*n)--;
+    }
+}
+
+/* settle for a unit worker in direct mode: each merged right half gets only
+ * the ranges rest (n_rest pairs) zeroed, and zeroed[its position] set */
+static void settle_rest(node *st, int *n, int64_t len, bool *zeroed, const int64_t *rest, int n_rest) {
+    while (*n >= 2) {
+        node *a = &st[*n - 2], *b = &st[*n - 1];
+        if (a->size != b->size || a->start % (2 * a->size) != 0 || a->start + a->size != b->start) break;
+        add_serial(a->buf, b->buf, len);
+        if (zeroed) {
+            for (int i = 0; i < n_rest; i++) memset(b->buf + rest[2 * i], 0, (size_t)(rest[2 * i + 1] - rest[2 * i]) * sizeof(float));
+            if (*n - 1 < 64) zeroed[*n - 1] = true;
         }
         a->size *= 2;
         (*n)--;
@@ -171,15 +188,52 @@ typedef struct {
     ds_loss_opts o;
     ds_losses *ls;           /* [nu] */
     node *st;                /* [nw · depth] each worker's open nodes */
+    const bool *direct;      /* [n_params] or NULL: a right sibling adds these tensors' gradients straight into
+                              * its left sibling's node (tr_param_one_product, tr_linear_dw_once) */
+    const int64_t *rest;     /* [2 · n_rest] arena ranges [a, b) holding every other tensor (the rest is zero) */
+    int n_rest;
+    const int64_t *dten;     /* [2 · n_dten] the direct tensors' [off, off + numel), ascending */
+    int n_dten;
+    bool *written;           /* [nw · n_dten] per worker: which of them the current opener has written */
     int nst[MAX_WORKERS];
     int rc[MAX_WORKERS];
     ds_err err[MAX_WORKERS];
 } run_ctx;
 
+/* An opening unit's first writes: dW = dyᵀ·x (tr_set_dw_hook) for a product
+ * that covers whole direct tensors not yet written; afterwards the direct
+ * tensors it never wrote (an expert without rows) are zeroed. */
+typedef struct { const run_ctx *c; const float *base; bool *written; } first_ctx;
+
+static bool first_write(void *vc, const float *dW, int64_t n) {
+    first_ctx *f = vc;
+    const run_ctx *c = f->c;
+    if (dW < f->base || dW + n > f->base + c->dp->n_floats) return false;
+    int64_t off = dW - f->base, lo = 0, hi = c->n_dten;
+    while (lo < hi) {   /* the first direct tensor starting at or after off */
+        int64_t mid = (lo + hi) / 2;
+        if (c->dten[2 * mid] < off) lo = mid + 1; else hi = mid;
+    }
+    int64_t k = lo, end = off;
+    for (; end < off + n; k++)
+        if (k >= c->n_dten || c->dten[2 * k] != end || f->written[k]) return false;
+        else end = c->dten[2 * k + 1];
+    if (end != off + n) return false;
+    for (int64_t j = lo; j < k; j++) f->written[j] = true;
+    return true;
+}
+
 /* A unit that opens a node computes its gradient straight into the node's
  * buffer (slot = stack position; the gradient pointers rebound to it); a
  * right sibling of an open node computes into the model's own arena and is
  * added in place. Either way the node holds left + right, as the tree says.
+ * With c->direct, a right sibling's linear weights accumulate straight into
+ * the open node: each gets one dW += dyᵀ·x with one rounding, left + s, the
+ * bits of left + (0 + s) (tgemm.h tr_gemm_acc_once); only the other
+ * tensors (c->rest: embeddings, heads, norms) go through the own arena.
+ * And an opening unit writes its direct tensors (first_write) instead of adding
+ * them to zeros (s, the bits of 0 + s: s is summed from +0, never −0), so a
+ * node buffer needs only c->rest zeroed (zero[]: c->rest is zero there).
  * A buffer added into another is left zeroed (add_zero), so the next unit
  * to use it in this step skips the arena-wide memset (zero[] per stack
  * position, own_zero for the own arena; nothing known at a step's start). */
@@ -194,6 +248,7 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
         node *st = c->st + w * c->depth;
         int n = 0;
         bool own_zero = false, zero[64] = { 0 };   /* depth <= 2·63 + 3 stack slots: see ds_dp_step */
+        bool split = false;   /* wm's gradients bound partly into an open node (c->direct) */
         DS_ASSERT(c->depth <= 64 * 2);
         for (int64_t u = a; u < b; u++) {
             bool right = n && st[n - 1].size == 1 && st[n - 1].start % 2 == 0 && st[n - 1].start + 1 == u;
@@ -210,23 +265,54 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
             }
             if (!c->o.no_grad) {
                 bool *z = right ? &own_zero : n < 64 ? &zero[n] : NULL;
-                if (!z || !*z) memset(dst, 0, (size_t)nf * sizeof(float));
+                if (z && *z) {
+                } else if (c->direct) {   /* the direct tensors: written first (opener) or untouched (own arena) */
+                    for (int i = 0; i < c->n_rest; i++)
+                        memset(dst + c->rest[2 * i], 0, (size_t)(c->rest[2 * i + 1] - c->rest[2 * i]) * sizeof(float));
+                } else {
+                    memset(dst, 0, (size_t)nf * sizeof(float));
+                }
                 if (z) *z = false;
-                if (wm->g != dst) tr_bind_grad(wm, dst);
+                if (right && c->direct) {
+                    tr_bind_grad_split(wm, dst, st[n - 1].buf, c->direct);
+                    split = true;
+                } else if (wm->g != dst || split) {
+                    tr_bind_grad(wm, dst);
+                    split = false;
+                }
+            }
+            first_ctx fc = { c, dst, c->written + w * c->n_dten };
+            bool first = c->direct && !c->o.no_grad && !right;
+            if (first) {
+                memset(fc.written, 0, (size_t)c->n_dten * sizeof(bool));
+                tr_set_dw_hook(first_write, &fc);
             }
             int rc = tr_step_one(wm, c->tok + u * c->G * c->T, c->G, c->T, &c->o, &c->ls[u - c->u0], &c->err[w]);
+            if (first) {
+                tr_set_dw_hook(NULL, NULL);
+                for (int i = 0; i < c->n_dten; i++)
+                    if (!fc.written[i])
+                        memset(dst + c->dten[2 * i], 0, (size_t)(c->dten[2 * i + 1] - c->dten[2 * i]) * sizeof(float));
+            }
             if (rc) { c->rc[w] = rc; break; }
             if (c->o.no_grad) continue;
-            if (right) {
-                add_zero(st[n - 1].buf, dst, nf);   /* the left sibling is open: add in place */
+            if (right) {   /* the left sibling is open: add in place */
+                if (c->direct)
+                    for (int i = 0; i < c->n_rest; i++)
+                        add_zero(st[n - 1].buf + c->rest[2 * i], dst + c->rest[2 * i], c->rest[2 * i + 1] - c->rest[2 * i]);
+                else
+                    add_zero(st[n - 1].buf, dst, nf);
                 own_zero = true;
                 st[n - 1].size = 2;
             } else {
                 st[n++] = (node){ u, 1, dst };
             }
-            settle(st, &n, nf, false, zero);   /* the merged right halves left zeroed */
+            /* the merged right halves left zeroed, except after the worker's last unit (no
+             * later unit of this step reuses them; the next step zeroes what it needs) */
+            if (c->direct) settle_rest(st, &n, nf, u + 1 < b ? zero : NULL, c->rest, c->n_rest);
+            else settle(st, &n, nf, false, u + 1 < b ? zero : NULL);
         }
-        if (wm->g != own) tr_bind_grad(wm, own);
+        if (wm->g != own || split) tr_bind_grad(wm, own);
         c->nst[w] = n;
     }
 }
@@ -399,11 +485,40 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
     ds_losses *ls_all = calloc((size_t)U, sizeof *ls_all);
     node *st = calloc((size_t)(nw * depth), sizeof *st), *rn = calloc((size_t)(nw * depth), sizeof *rn);
     int64_t *off = malloc((size_t)(dp->n + 1) * sizeof *off);
+    bool *direct = NULL, *written = NULL;
+    int64_t *rest = NULL, *dten = NULL;
     int rc = !c || !ls_all || !st || !rn || !off ? ds_err_set(e, DS_ENOMEM, "out of memory") : DS_OK;
     if (rc) goto done;
     *c = (run_ctx){ .dp = dp, .m = m, .tok = tokens, .G = G, .T = T, .u0 = u0, .nu = nu, .nw = nw, .depth = depth, .o = *o,
                     .ls = ls_all + u0, .st = st };
     c->o.grad_scale = (float)((double)o->grad_scale / (double)U);   /* each unit: its share of the mean */
+    /* right siblings add their linear weights' gradients straight into the open
+     * node when every such dW is one single-rounding product (G·T rows at most) */
+    if (!o->no_grad && !m->ep && nf == m->n_floats && tr_linear_dw_once(G * T)) {
+        direct = calloc((size_t)DS_MAX(m->n_params, 1), sizeof *direct);
+        rest = malloc((size_t)(2 * m->n_params + 2) * sizeof *rest);
+        dten = malloc((size_t)(2 * m->n_params + 2) * sizeof *dten);
+        written = malloc((size_t)(nw * m->n_params + 1) * sizeof *written);
+        if (!direct || !rest || !dten || !written) { rc = ds_err_set(e, DS_ENOMEM, "out of memory"); goto done; }
+        int64_t pos = 0;   /* params are in arena order: the gaps between direct tensors are the rest */
+        int nr = 0, nd = 0;
+        for (int64_t i = 0; i < m->n_params; i++) {
+            const ds_tparam *p = &m->params[i];
+            if (p->off < 0 || !tr_param_one_product(m, i)) continue;
+            DS_ASSERT(p->off >= pos);
+            direct[i] = true;
+            if (p->off > pos) { rest[2 * nr] = pos; rest[2 * nr + 1] = p->off; nr++; }
+            dten[2 * nd] = p->off; dten[2 * nd + 1] = p->off + p->numel; nd++;
+            pos = p->off + p->numel;
+        }
+        if (nf > pos) { rest[2 * nr] = pos; rest[2 * nr + 1] = nf; nr++; }
+        c->direct = direct;
+        c->rest = rest;
+        c->n_rest = nr;
+        c->dten = dten;
+        c->n_dten = nd;
+        c->written = written;
+    }
     for (int64_t w = 0; w < nw; w++) ds_tmodel_reset_load(w == 0 ? m : m->workers[w - 1]);
     /* the weights stay fixed while the units run: x·Wᵀ transposes each W into
      * its GEMM panels once per step, not once per unit (tgemm.h) */
@@ -520,7 +635,7 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
     }
 done:
     tr_gemm_freeze_end();   /* (already, unless the units failed) */
-    free(c); free(ls_all); free(st); free(rn); free(off);
+    free(c); free(ls_all); free(st); free(rn); free(off); free(direct); free(rest); free(dten); free(written);
     return rc;
 }
 

@@ -24,6 +24,10 @@
  * grouping alone fixes the bits: N = 1, 2, 3 ranks x any threads give the
  * identical gradient, loss, update and parameters. Losses are summed per
  * unit in unit order; expert loads are integers (exact in any order).
+ * Inside a thread's stack (dp.c unit_worker) a linear weight's gradient,
+ * one single-rounding dW product per unit (tr_linear_dw_once), is written
+ * by the unit that opens a node and added straight into it by its right
+ * sibling: the same bits as summing two separately computed gradients.
  *
  * Shards. The arena is cut into chunks of DS_ADAM_CHUNK floats; rank q owns
  * the chunks [nc·q/N, nc·(q+1)/N): its gradient slice, its AdamW moments

@@ -160,6 +160,25 @@ void tr_bind_grad(ds_tmodel *m, float *g) {
     }
 }
 
+void tr_bind_grad_split(ds_tmodel *m, float *g, float *g2, const bool *to_g2) {
+    tr_bind_grad(m, g);
+    for (int64_t i = 0; i < m->n_params; i++)
+        if (to_g2[i] && m->params[i].off >= 0) *m->params[i].pg = g2 + m->params[i].off;
+}
+
+static bool mlp_field(float **pg, ds_tmlp *f) { return pg == &f->gate || pg == &f->up || pg == &f->down; }
+
+bool tr_param_one_product(const ds_tmodel *m, int64_t i) {
+    const ds_tparam *p = &m->params[i];
+    if (p->layer < 0 || p->layer >= m->cfg.n_layer + m->n_mtp) return false;
+    ds_tlayer *g = &((ds_tmodel *)m)->G.layers[p->layer];
+    float **pg = p->pg;
+    if (p->expert >= 0) return g->experts && mlp_field(pg, &g->experts[p->expert]);
+    return pg == &g->q_proj || pg == &g->q_a || pg == &g->q_b || pg == &g->kv_a || pg == &g->kv_b ||
+           pg == &g->o_proj || pg == &g->router || pg == &g->eh_proj || mlp_field(pg, &g->mlp) ||
+           mlp_field(pg, &g->shared);
+}
+
 void ds_tmodel_ep_layout(const ds_tmodel *m, int n, int q, int64_t *off, int64_t *n_rep, int64_t *n_floats) {
     int64_t E = m->cfg.n_routed_experts, lo = 0, hi = 0;
     if (n > 1 && E > 0) {

@@ -422,6 +422,15 @@ int tr_gemm_causal_band(void) {
     return 0;
 }
 
+bool tr_gemm_acc_once(int64_t k_max) {
+#if defined(__x86_64__)
+    return avx2_ok() && k_max <= DKC && !(g_bf16 && !bf16_usable());   /* (the bf16 twin fallback: not promised) */
+#else
+    (void)k_max;
+    return false;
+#endif
+}
+
 /* the frozen range (tr_gemm_freeze_begin); set and cleared outside parallel regions */
 static const float *g_frz_lo;
 static int64_t g_frz_n;

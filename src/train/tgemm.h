@@ -60,6 +60,14 @@ void tr_gemm_tn_causal(float *C, int64_t ldc, const float *A, int64_t lda, const
  * c <= b·floor(r/b) + b - 1, 0 when they may read all of A (OpenBLAS path). */
 int tr_gemm_causal_band(void);
 
+/* Whether, in the current mode, every tr_gemm_nn/nt/tn with acc = true and
+ * K <= k_max adds its product into C with one rounding per element
+ * (C = alpha·s + C, s summed from +0: one K block of the packed kernels;
+ * not the OpenBLAS path). Then accumulating into a buffer holding b gives
+ * the bits of b + (the same product accumulated into zeros): dp.c's
+ * gradient tree adds a unit's weight gradients straight into its sibling's. */
+bool tr_gemm_acc_once(int64_t k_max);
+
 /* Frozen weights: between tr_gemm_freeze_begin(lo, n) and tr_gemm_freeze_end()
  * the caller promises that floats [lo, lo + n) do not change (the trainer:
  * its weight arena, while a step's units run). Dense nt (x·Wᵀ) and nn

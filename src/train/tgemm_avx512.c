@@ -246,6 +246,9 @@ void tg_rows_f32_avx512(const gemm_job *g, int64_t m0, int64_t m1, int tid) {
                 pf_step(&f, p, n_pan, g->A + (i0 + MR) * g->lda + kb, g->lda, g->C + (i0 + MR) * g->ldc, g->ldc);
                 if (g->causal == CAUSAL_NT && j0 > i0 + mr - 1) break;   /* panels entirely above the diagonal */
                 int nr = (int)DS_MIN(NB, g->N - j0);
+                /* the diagonal panel: only its columns <= the tile's last row (those past it are
+                 * unspecified): with 16 or fewer, the 16-wide kernel does half the work */
+                if (g->causal == CAUSAL_NT) nr = (int)DS_MIN(nr, i0 + mr - j0);
                 float *c = g->C + i0 * g->ldc + j0;
                 if (k1 <= k0) {
                     if (!load)

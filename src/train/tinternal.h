@@ -130,6 +130,16 @@ int tr_worker_clone(const ds_tmodel *master, ds_tmodel **out, ds_err *e);
 int tr_workers_reserve(ds_tmodel *m, int64_t n, ds_err *e);
 /* Rebinds m->g and every gradient pointer to the arena g (params.c). */
 void tr_bind_grad(ds_tmodel *m, float *g);
+/* tr_bind_grad(m, g), then the tensors i with to_g2[i] point into the arena
+ * g2 instead (at the same offsets); m->g stays g (params.c). */
+void tr_bind_grad_split(ds_tmodel *m, float *g, float *g2, const bool *to_g2);
+/* Whether parameter i is a linear weight whose gradient a step_one writes
+ * with one tr_linear_backward* (dW += dyᵀ·x, at most once: an expert
+ * without rows gets none): the projections of attention, the dense, shared
+ * and routed experts' gate, up (the gate's GEMM) and down, the router and
+ * eh_proj. Not the embeddings and heads (the MTP module may share them),
+ * norms or biases (params.c). */
+bool tr_param_one_product(const ds_tmodel *m, int64_t i);
 
 /* The attention half: out[N, D] = MLA(xn1) (mla_train.c). */
 void tr_mla_forward(tr_step *s, int64_t l, tr_block_acts *a, float *out);

@@ -8,6 +8,7 @@
 #include "tops.h"
 #include "tinternal.h"
 #include "tgemm.h"
+#include "../core/cpu.h"
 #include "../core/thread.h"
 #include "../tensor/ops.h"
 #include "../tensor/simd_exp.h"
@@ -94,19 +95,26 @@ void tr_linear_forward(float *y, const float *x, const float *W, int64_t N, int6
     if (prof) prof_add(t0, 2.0 * (double)N * (double)I * (double)O);
 }
 
+static _Thread_local tr_dw_hook t_dw_hook;
+static _Thread_local void *t_dw_ctx;
+void tr_set_dw_hook(tr_dw_hook hook, void *ctx) { t_dw_hook = hook; t_dw_ctx = ctx; }
+
 static void linear_backward(float *dx, bool dx_acc, float *dW, const float *dy, const float *x, const float *W,
                             int64_t N, int64_t I, int64_t O) {
     bool prof = prof_on();
     double t0 = prof ? ds_now() : 0;
+    bool dw_acc = !(dW && t_dw_hook && t_dw_hook(t_dw_ctx, dW, O * I));
     if (linear_blas()) {
         if (dx) ds_sgemm(false, false, N, I, O, 1.0f, dy, O, W, I, dx_acc ? 1.0f : 0.0f, dx, I);
-        if (dW) ds_sgemm(true, false, O, I, N, 1.0f, dy, O, x, I, 1.0f, dW, I);
+        if (dW) ds_sgemm(true, false, O, I, N, 1.0f, dy, O, x, I, dw_acc ? 1.0f : 0.0f, dW, I);
     } else {
         if (dx) tr_gemm_nn(dx, I, dy, O, W, I, N, I, O, 1.0f, dx_acc);
-        if (dW) tr_gemm_tn(dW, I, dy, O, x, I, O, I, N, 1.0f, true);
+        if (dW) tr_gemm_tn(dW, I, dy, O, x, I, O, I, N, 1.0f, dw_acc);
     }
     if (prof) prof_add(t0, 2.0 * (double)N * (double)I * (double)O * ((dx != NULL) + (dW != NULL)));
 }
+
+bool tr_linear_dw_once(int64_t n_max) { return !linear_blas() && tr_gemm_acc_once(n_max); }
 
 void tr_linear_backward(float *dx, float *dW, const float *dy, const float *x, const float *W, int64_t N, int64_t I,
                         int64_t O) {
@@ -215,10 +223,28 @@ __attribute__((target("avx2,fma"))) static void swiglu_fwd_avx2(float *h, float 
 }
 #endif
 
-static bool g_scalar;
+static bool g_scalar, g_avx2_only;
 void tr_force_scalar(bool on) { g_scalar = on; }
+void tr_force_avx2(bool on) { g_avx2_only = on; }
 
 static bool has_avx2(void) { return ds_cpu_avx2_fma() && !g_scalar; }
+/* the 16-lane twins below (the same operations per lane as the AVX2 code: the same bits) */
+static bool has_avx512(void) { return has_avx2() && !g_avx2_only && ds_isa_level() >= DS_ISA_AVX512; }
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static void swiglu_fwd_avx512(float *h, float *sig, const float *g, const float *u,
+                                                              int64_t i0, int64_t i1) {
+    int64_t i = i0;
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (; i + 16 <= i1; i += 16) {
+        __m512 gv = _mm512_loadu_ps(g + i);
+        __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, ds_exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
+        _mm512_storeu_ps(sig + i, s);
+        _mm512_storeu_ps(h + i, _mm512_mul_ps(_mm512_mul_ps(gv, s), _mm512_loadu_ps(u + i)));
+    }
+    if (i < i1) swiglu_fwd_avx2(h, sig, g, u, i, i1);
+}
+#endif
 
 /* ---------------------------------------------------------------- vector helpers */
 
@@ -352,11 +378,38 @@ __attribute__((target("avx2,fma"))) static double exp_shift_sum_avx2(float *x, i
     for (; i < n; i++) { x[i] = expf(x[i] - mx); s += x[i]; }
     return s;
 }
+
+/* exp_shift_sum_avx2 16 lanes at a time: ds_exp512 gives ds_exp256's bits,
+ * and acc's 8 double lanes are the AVX2 code's a0 | a1, fed the same floats
+ * in the same order (the low 8, then the high 8) */
+__attribute__((target("avx512f,avx2,fma"))) static double exp_shift_sum_avx512(float *x, int64_t n, float mx) {
+    __m512 m = _mm512_set1_ps(mx);
+    __m512d acc = _mm512_setzero_pd();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = ds_exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), m));
+        _mm512_storeu_ps(x + i, v);
+        acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+        acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    }
+    if (i + 8 <= n) {
+        __m256 v = ds_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(mx)));
+        _mm256_storeu_ps(x + i, v);
+        acc = _mm512_add_pd(acc, _mm512_cvtps_pd(v));
+        i += 8;
+    }
+    double t[4];
+    _mm256_storeu_pd(t, _mm256_add_pd(_mm512_castpd512_pd256(acc), _mm512_extractf64x4_pd(acc, 1)));
+    double s = t[0] + t[1] + t[2] + t[3];
+    for (; i < n; i++) { x[i] = expf(x[i] - mx); s += x[i]; }
+    return s;
+}
 #endif
 
 /* x[i] = exp(x[i] - mx) in place; returns Σ (double accumulation) */
 static double exp_shift_sum(float *x, int64_t n, float mx) {
 #if defined(__x86_64__)
+    if (has_avx512()) return exp_shift_sum_avx512(x, n, mx);
     if (has_avx2()) return exp_shift_sum_avx2(x, n, mx);
 #endif
     double s = 0;
@@ -368,6 +421,7 @@ static void swiglu_fwd_worker(void *vc, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     swiglu_ctx *c = vc;
 #if defined(__x86_64__)
+    if (has_avx512()) { swiglu_fwd_avx512(c->h, c->sig, c->g, c->u, i0, i1); return; }
     if (has_avx2()) { swiglu_fwd_avx2(c->h, c->sig, c->g, c->u, i0, i1); return; }
 #endif
     tr_swiglu_forward_ref(c->h + i0, c->sig + i0, c->g + i0, c->u + i0, i1 - i0);
@@ -401,11 +455,25 @@ __attribute__((target("avx2,fma"))) static void swiglu_bwd_avx2(float *dg, float
     }
     if (i < n) tr_swiglu_backward_ref(dg + i, du + i, dh + i, g + i, u + i, sig + i, n - i);
 }
+
+__attribute__((target("avx512f"))) static void swiglu_bwd_avx512(float *dg, float *du, const float *dh, const float *g,
+                                                              const float *u, const float *sig, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 gv = _mm512_loadu_ps(g + i), s = _mm512_loadu_ps(sig + i), d = _mm512_loadu_ps(dh + i);
+        __m512 t = _mm512_add_ps(one, _mm512_mul_ps(gv, _mm512_sub_ps(one, s)));
+        _mm512_storeu_ps(dg + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, _mm512_loadu_ps(u + i)), s), t));
+        _mm512_storeu_ps(du + i, _mm512_mul_ps(_mm512_mul_ps(d, gv), s));
+    }
+    if (i < n) swiglu_bwd_avx2(dg + i, du + i, dh + i, g + i, u + i, sig + i, n - i);
+}
 #endif
 
 static void swiglu_bwd_span(float *dg, float *du, const float *dh, const float *g, const float *u, const float *sig,
                             int64_t n) {
 #if defined(__x86_64__)
+    if (has_avx512()) { swiglu_bwd_avx512(dg, du, dh, g, u, sig, n); return; }
     if (has_avx2()) { swiglu_bwd_avx2(dg, du, dh, g, u, sig, n); return; }
 #endif
     tr_swiglu_backward_ref(dg, du, dh, g, u, sig, n);
@@ -413,6 +481,7 @@ static void swiglu_bwd_span(float *dg, float *du, const float *dh, const float *
 
 static void swiglu_fwd_span(float *h, float *sig, const float *g, const float *u, int64_t n) {
 #if defined(__x86_64__)
+    if (has_avx512()) { swiglu_fwd_avx512(h, sig, g, u, 0, n); return; }
     if (has_avx2()) { swiglu_fwd_avx2(h, sig, g, u, 0, n); return; }
 #endif
     tr_swiglu_forward_ref(h, sig, g, u, n);

@@ -24,6 +24,15 @@ void tr_linear_backward(float *dx, float *dW, const float *dy, const float *x, c
 /* The same, but dx is written (=) rather than accumulated: for a fresh buffer. */
 void tr_linear_backward_set(float *dx, float *dW, const float *dy, const float *x, const float *W, int64_t N, int64_t I,
                             int64_t O);
+/* Whether the dW += dyᵀ·x of the two above, over at most n_max rows, adds
+ * into dW with one rounding per element (tr_gemm_acc_once; not with
+ * DS_TRAIN_LINEAR=blas). */
+bool tr_linear_dw_once(int64_t n_max);
+/* Per thread: tr_linear_backward* ask hook(ctx, dW, O·I) before dW += dyᵀ·x;
+ * when it returns true they write dW = dyᵀ·x instead (the floats there are
+ * stale: dp.c, for a tree node's first contribution). NULL: no hook. */
+typedef bool (*tr_dw_hook)(void *ctx, const float *dW, int64_t n);
+void tr_set_dw_hook(tr_dw_hook hook, void *ctx);
 
 /* out[n, :D] = x[n, :D] · rstd[n] ⊙ w, rstd[n] = 1/sqrt(mean(x²) + eps).
  * out may alias x (same ld). rstd may be NULL. */
@@ -95,6 +104,8 @@ double tr_vec_dot(const float *a, const float *b, int64_t n);
 
 /* Use the scalar paths of every kernel here (tests compare both). */
 void tr_force_scalar(bool on);
+/* Keep the AVX2 code even at ISA level avx512 (tests compare the 16-lane twins with it). */
+void tr_force_avx2(bool on);
 
 /* Per-thread scratch for the training kernels: slots TR_SLOT0.. of the
  * calling env's pool (core/scratch.h), apart from the inference slots; at
