@@ -42,7 +42,7 @@ OBJ_CLI := $(SRC_CLI:%.c=$(BUILD)/%.o)
 SRC_TEST := $(wildcard tests/test_*.c) tests/run_tests.c
 OBJ_TEST := $(SRC_TEST:%.c=$(BUILD)/%.o)
 
-.PHONY: all test asan test-asan fuzz fuzz-bins clean help bench
+.PHONY: all test asan test-asan tsan-pool fuzz fuzz-bins clean help bench
 all: $(BIN)
 
 # The commit `deepseek --version` reports: git describe of this checkout
@@ -85,8 +85,17 @@ test: deepseek $(BUILD)/tests/run_tests
 	@echo "== the plain-C kernels (DS_ISA=generic: what a CPU without AVX2 runs): kernel, GEMM and GGUF parity tests"
 	DS_ISA=generic ./$(BUILD)/tests/run_tests ops_ train_gemm gguf_model_ gguf_llamacpp_f16 repack quant_
 	@for s in tests/cli_*.sh; do [ -f "$$s" ] || continue; echo "== $$s"; sh "$$s" ./deepseek || exit 1; done
+	@echo "== the worker pool under ThreadSanitizer (tests/tsan/pool_stress.c)"
+	$(MAKE) --no-print-directory tsan-pool
 	@echo "== fuzz smoke: every parser of untrusted bytes, ASan+UBSan, seed corpora + 10 s each"
 	sh tests/fuzz/run_fuzz.sh 10
+
+# ds_par_for's pool (src/core/thread.c) with clang's ThreadSanitizer: any report fails
+TSAN_POOL_SRC = tests/tsan/pool_stress.c src/core/thread.c src/core/scratch.c src/core/base.c src/core/cpu.c
+tsan-pool: $(TSAN_POOL_SRC)
+	@mkdir -p $(BUILD)/tsan
+	clang -O1 -g -fsanitize=thread -std=c11 -D_GNU_SOURCE -fopenmp -Isrc $(TSAN_POOL_SRC) -o $(BUILD)/tsan/pool_stress -lm -lpthread
+	TSAN_OPTIONS="halt_on_error=1 exitcode=66 ignore_noninstrumented_modules=1" timeout 300 ./$(BUILD)/tsan/pool_stress
 
 ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 asan:

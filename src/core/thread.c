@@ -101,9 +101,10 @@ struct pool {
     ds_par_fn fn;
     void *ctx;
     ds_par_env *env;
-    int64_t n, chunk, units;
+    int64_t n, chunk;
+    _Atomic int64_t units;      /* read by a late worker before its claim fails: atomic */
     int nt;                     /* static: the slice count */
-    int n_part;                 /* threads taking part (caller included) */
+    _Atomic int n_part;         /* threads taking part (caller included); read as units */
     bool stat;                  /* units are the nt static slices */
     bool stop;
     _Atomic uint32_t gen;       /* futex word: bumped per job (and to stop) */
@@ -227,7 +228,8 @@ static pool *pool_get(int nt) {
     worker_arg *args = th ? calloc((size_t)(nt - 1), sizeof *args) : NULL;
     if (!args) { free(th); free(p); return NULL; }
     p->th = th, p->args = args;
-    p->nt = p->n_part = 1;
+    p->nt = 1;
+    p->n_part = 1;
     int made = 0;
     for (int i = 0; i < nt - 1; i++) {
         args[i] = (worker_arg){ p, i + 1 };
@@ -252,11 +254,16 @@ static void pool_run(int nt, bool stat, int64_t n, int64_t chunk, ds_par_fn fn, 
         for (int64_t u = 0; u < units; u++) run_unit(&one, u, 0);
         return;
     }
+    uint32_t g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;   /* only this thread writes gen */
+    /* first the claim word to the new generation, spent: a worker still in
+     * run_units for the last job (it loaded the old word, then may read this
+     * job's units) can no longer win its compare-exchange, so it never runs
+     * a unit of a half-written job */
+    atomic_store(&p->claim, ((uint64_t)(g & 0xffffff) << CLAIM_BITS) | CLAIM_MASK);
     p->fn = fn, p->ctx = ctx, p->env = env, p->n = n, p->chunk = chunk, p->nt = nt, p->stat = stat;
     p->units = stat ? nt : (n + chunk - 1) / chunk;
     p->n_part = DS_MIN(nt, p->n_workers + 1);
     atomic_store(&p->done, 0);
-    uint32_t g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;   /* only this thread writes gen */
     atomic_store(&p->claim, (uint64_t)(g & 0xffffff) << CLAIM_BITS);
     atomic_store(&p->gen, g);
     if (atomic_load(&p->sleepers)) futex_wake(&p->gen);
