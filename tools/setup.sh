@@ -16,10 +16,11 @@
 # with sudo otherwise.
 set -eu
 
-# compilers, pkg-config, the libraries we link (jansson, PCRE2, OpenBLAS, libedit, libcurl,
+# compilers (clang with its OpenMP runtime, libomp-dev: the fuzzers and the ThreadSanitizer
+# check link with -fopenmp), pkg-config, the libraries we link (jansson, PCRE2, OpenBLAS, libedit, libcurl,
 # libmicrohttpd, OpenMPI and its mpirun), the web chat's browser libraries, and for the
 # server and web-chat tests pip, Chromium and its driver
-APT_PACKAGES="build-essential clang libclang-rt-14-dev pkg-config
+APT_PACKAGES="build-essential clang libclang-rt-14-dev libomp-dev pkg-config
     libjansson-dev libpcre2-dev libopenblas-dev libedit-dev libmicrohttpd-dev libcurl4-openssl-dev
     openmpi-bin libopenmpi-dev
     libjs-marked libjs-highlight.js libjs-katex
