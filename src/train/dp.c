@@ -60,36 +60,26 @@ static void add_zero(float *a, float *b, int64_t n) {
     }
 }
 
-/* Merges the top two nodes while they are the two halves of one node. With
- * zeroed (a unit worker's stack: serial), each merged right half is left
- * zeroed (add_zero) and zeroed[its stack position] set, for positions < 64;
- * without, par says whether the adds are split over threads. */
-static void settle(node *st, int *n, int64_t len, bool par, bool *zeroed) {
-    while (*n >= 2) {
-        node *a = &st[*n - 2], *b = &st[*n - 1];
-        if (a->size != b->size || a->start % (2 * a->size) != 0 || a->start + a->size != b->start) break;
-        if (zeroed) {
-            add_zero(a->buf, b->buf, len);
-            if (*n - 1 < 64) zeroed[*n - 1] = true;
-        } else if (par) {
-            add_par(a->buf, b->buf, len);
-        } else {
-            add_serial(a->buf, b->buf, len);
-        }
-        a->size *= 2;
-        (*n)--;
-    }
+/* memset of the ranges [r[2i], r[2i + 1]) of buf, i < nr */
+static void zero_ranges(float *buf, const int64_t *r, int nr) {
+    for (int i = 0; i < nr; i++) memset(buf + r[2 * i], 0, (size_t)(r[2 * i + 1] - r[2 * i]) * sizeof(float));
 }
 
-/* settle for a unit worker in direct mode: each merged right half gets only
- * the ranges rest (n_rest pairs) zeroed, and zeroed[its position] set */
-static void settle_rest(node *st, int *n, int64_t len, bool *zeroed, const int64_t *rest, int n_rest) {
+/* Merges the top two nodes while they are the two halves of one node. With
+ * zeroed (a unit worker's stack: serial), each merged right half is left
+ * zeroed — all of it (add_zero), or with rest (direct mode: the other
+ * tensors are written before they are read) only the n_rest ranges rest —
+ * and zeroed[its stack position] set, for positions < 64; without, par says
+ * whether the adds are split over threads. */
+static void settle(node *st, int *n, int64_t len, bool par, bool *zeroed, const int64_t *rest, int n_rest) {
     while (*n >= 2) {
         node *a = &st[*n - 2], *b = &st[*n - 1];
         if (a->size != b->size || a->start % (2 * a->size) != 0 || a->start + a->size != b->start) break;
-        add_serial(a->buf, b->buf, len);
+        if (zeroed && !rest) add_zero(a->buf, b->buf, len);
+        else if (par) add_par(a->buf, b->buf, len);
+        else add_serial(a->buf, b->buf, len);
         if (zeroed) {
-            for (int i = 0; i < n_rest; i++) memset(b->buf + rest[2 * i], 0, (size_t)(rest[2 * i + 1] - rest[2 * i]) * sizeof(float));
+            if (rest) zero_ranges(b->buf, rest, n_rest);
             if (*n - 1 < 64) zeroed[*n - 1] = true;
         }
         a->size *= 2;
@@ -267,8 +257,7 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
                 bool *z = right ? &own_zero : n < 64 ? &zero[n] : NULL;
                 if (z && *z) {
                 } else if (c->direct) {   /* the direct tensors: written first (opener) or untouched (own arena) */
-                    for (int i = 0; i < c->n_rest; i++)
-                        memset(dst + c->rest[2 * i], 0, (size_t)(c->rest[2 * i + 1] - c->rest[2 * i]) * sizeof(float));
+                    zero_ranges(dst, c->rest, c->n_rest);
                 } else {
                     memset(dst, 0, (size_t)nf * sizeof(float));
                 }
@@ -309,8 +298,7 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
             }
             /* the merged right halves left zeroed, except after the worker's last unit (no
              * later unit of this step reuses them; the next step zeroes what it needs) */
-            if (c->direct) settle_rest(st, &n, nf, u + 1 < b ? zero : NULL, c->rest, c->n_rest);
-            else settle(st, &n, nf, false, u + 1 < b ? zero : NULL);
+            settle(st, &n, nf, false, u + 1 < b ? zero : NULL, c->direct ? c->rest : NULL, c->n_rest);
         }
         if (wm->g != own || split) tr_bind_grad(wm, own);
         c->nst[w] = n;
@@ -362,7 +350,7 @@ static int ep_push_sources(ds_dp *dp, ds_tmodel *m, int64_t U, int64_t r, ds_err
         if (*n >= s->depth) return ds_err_set(e, DS_EINVAL, "expert gradient tree deeper than planned");
         st[(*n)++] = (node){ a + r, 1, buf };
         int before = *n;
-        settle(st, n, s->nx, false, NULL);
+        settle(st, n, s->nx, false, NULL, NULL, 0);
         for (int i = *n; i < before; i++)   /* the merged right halves */
             if (ep_unbuf(s, st[i].buf, e)) return DS_ENOMEM;
     }
@@ -379,7 +367,7 @@ static int ep_finish_sources(ds_dp *dp, float *out, ds_err *e) {
     for (int p = 0; p < dp->n; p++)
         for (int i = 0; i < s->nst[p]; i++) {
             all[k++] = s->st[p * s->depth + i];
-            settle(all, &k, s->nx, true, NULL);
+            settle(all, &k, s->nx, true, NULL, NULL, 0);
         }
     if (k > 0) {
         fold_right(all, k, s->nx);
@@ -448,7 +436,7 @@ static int ep_units(run_ctx *c, int64_t U, ds_err *e) {
             memcpy(*slot, m->g, (size_t)nt * sizeof(float));
             st[n++] = (node){ u, 1, *slot };
         }
-        settle(st, &n, nt, false, NULL);
+        settle(st, &n, nt, false, NULL, NULL, 0);
     }
     c->nst[0] = n;
     free(saved);
@@ -566,7 +554,7 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
     for (int64_t w = 0; w < nw; w++)
         for (int i = 0; i < c->nst[w]; i++) {
             rn[k++] = st[w * depth + i];
-            settle(rn, &k, nf, true, NULL);
+            settle(rn, &k, nf, true, NULL, NULL, 0);
         }
     if (dp->n == 1) {
         fold_right(rn, k, nf);
@@ -622,7 +610,7 @@ int ds_dp_step(ds_dp *dp, ds_tmodel *m, const int32_t *tokens, int64_t U, int64_
             int ka = 0;
             for (int64_t j = 0; j < ktot; j++) {
                 all[ka++] = (node){ desc[2 * j], desc[2 * j + 1], recvb + j * len };
-                settle(all, &ka, len, true, NULL);
+                settle(all, &ka, len, true, NULL, NULL, 0);
             }
             fold_right(all, ka, len);
             memcpy(m->g + dp->lo, all[0].buf, (size_t)len * sizeof(float));
