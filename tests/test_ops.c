@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "core/thread.h"
 #include "model/model_internal.h"
+#include "model/rope.h"
 #include "tensor/ops.h"
 
 static float randn(ds_rng *r) { return ds_rng_normal(r); }
@@ -567,4 +568,47 @@ TEST(ops_kv_dequant_row_fast_vs_ref) {
             CHECK_MSG(memcmp(y, yr, sizeof y) == 0, "kv dequant fp8=%d scale %g differs from its twin", fp8, sc[k]);
         }
     }
+}
+
+/* ds_rope_apply_n (one cos/sin per angle for all of a token's heads, in
+ * rounds of 32 angles) against ds_rope_apply per vector: the same bits, for
+ * Dr = 64 (V2/V3), 8 and 72 (a round and a tail), positions 0..5000 spread
+ * wide (large angles). Mutation: cs[i] taken from the next angle fails. */
+TEST(rope_apply_n_bits_of_rope_apply) {
+    ds_rng r;
+    ds_rng_seed(&r, 77);
+    static const int64_t Drs[] = { 8, 64, 72 };
+    for (int di = 0; di < 3; di++) {
+        int64_t Dr = Drs[di], n = 5, stride = Dr + 7;
+        float inv[36], a[5 * 79], b[5 * 79];
+        for (int64_t i = 0; i < Dr / 2; i++) inv[i] = powf(10000.0f, -2.0f * (float)i / (float)Dr) * (i % 3 ? 1.0f : 0.025f);
+        for (int64_t pos = 0; pos < 5000; pos += 997) {
+            for (int64_t i = 0; i < n * stride; i++) a[i] = b[i] = randn(&r);
+            for (int64_t k = 0; k < n; k++) ds_rope_apply(a + k * stride, Dr, inv, pos);
+            ds_rope_apply_n(b, n, stride, Dr, inv, pos);
+            CHECK_MSG(memcmp(a, b, (size_t)(n * stride) * sizeof(float)) == 0, "rope Dr=%lld pos=%lld differs",
+                      (long long)Dr, (long long)pos);
+        }
+    }
+}
+
+/* ds_add_rows (rows split across threads) against the plain loop, at 1 and
+ * 2 threads, 1 row (the caller alone) and 40 rows of 2048 (split). */
+TEST(add_rows_vs_loop) {
+    ds_rng r;
+    ds_rng_seed(&r, 78);
+    int saved = ds_threads_get();
+    static const int64_t Ts[] = { 1, 40 };
+    for (int ti = 0; ti < 2; ti++)
+        for (int nt = 1; nt <= 2; nt++) {
+            int64_t T = Ts[ti], D = 2048, n = T * D;
+            float *x = malloc((size_t)n * sizeof(float)), *y = malloc((size_t)n * sizeof(float));
+            float *ref = malloc((size_t)n * sizeof(float));
+            for (int64_t i = 0; i < n; i++) x[i] = randn(&r), y[i] = randn(&r), ref[i] = x[i] + y[i];
+            ds_threads_set(nt);
+            ds_add_rows(x, y, T, D);
+            CHECK_MSG(memcmp(x, ref, (size_t)n * sizeof(float)) == 0, "add_rows T=%lld threads %d", (long long)T, nt);
+            free(x); free(y); free(ref);
+        }
+    ds_threads_set(saved);
 }

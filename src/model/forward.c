@@ -156,18 +156,18 @@ int ds_block_forward(const ds_model *m, int64_t l, float *x, const int32_t *tok,
         return ds_err_set(e, DS_EUNSUPPORTED, "layer %lld: %lld residual streams (hyper-connections) are not implemented",
                           (long long)l, (long long)m->cfg.n_streams);
     ds_arena_mark mk = ds_arena_get_mark(a);
-    float *xn = ds_arena_calloc(a, (size_t)(T * D), sizeof(float));   /* (T, D) */
+    float *xn = ds_arena_array(a, (size_t)(T * D), sizeof(float));   /* (T, D) written whole by the norms */
     float *y = ds_arena_calloc(a, (size_t)(T * D), sizeof(float));    /* (T, D) */
     if (!xn || !y) return ds_err_set(e, DS_ENOMEM, "out of memory in layer %lld", (long long)l);
     int rc;
     /* attention */
     ds_rmsnorm(xn, x, w->attn_norm, T, D, eps);
     if ((rc = attn_forward(m, l, y, xn, T, segs, n_segs, naive, a, e))) return rc;
-    for (int64_t i = 0; i < T * D; i++) x[i] += y[i];
+    ds_add_rows(x, y, T, D);
     /* feed-forward */
     ds_rmsnorm(xn, x, w->ffn_norm, T, D, eps);
     if ((rc = ds_ffn_forward(m, l, y, xn, tok, T, segs, n_segs, a, e))) return rc;
-    for (int64_t i = 0; i < T * D; i++) x[i] += y[i];
+    ds_add_rows(x, y, T, D);
     ds_arena_release(a, mk);
     return DS_OK;
 }

@@ -281,8 +281,9 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
                            &c->w->kv_b_proj, h * (Dn + Dv), Dn, sg->n, false);
         }
     }
-    for (int64_t t = 0; t < c->T; t++)
-        memcpy(c->qcat + (t * H + h) * W + Rkv, c->q + (t * H + h) * Dq + Dn, (size_t)Dr * sizeof(float));
+    for (int s = 0; s < c->n_asegs; s++)
+        for (int64_t t = c->asegs[s].t0; t < c->asegs[s].t0 + c->asegs[s].n; t++)
+            memcpy(c->qcat + (t * H + h) * W + Rkv, c->q + (t * H + h) * Dq + Dn, (size_t)Dr * sizeof(float));
     for (int s = 0; s < c->n_segs; s++) {
         const ds_seg *sg = &c->segs[s];
         const float *kv = c->kvf[s];  /* (S, W) */
@@ -440,6 +441,41 @@ static void fd_combine_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
     }
 }
 
+/* Tokens [t0, t1)'s cache rows and queries: c = RMSNorm(kv_a[:Rkv]), RoPE on
+ * k_pe, the row [c | k_pe] into its segment's cache at its position, RoPE on
+ * every head's q_pe. Each token's arithmetic is the same whichever thread
+ * runs it; rows of distinct positions are distinct cache rows. */
+typedef struct {
+    const ds_model *m;
+    int64_t l;
+    const ds_seg *segs;
+    int n_segs;
+    float *kva, *q;   /* (T, ldkv) cache rows, (T, H, Dq) queries */
+    int64_t ldkv;
+} cache_rows_ctx;
+
+static void cache_rows_worker(void *vctx, int64_t t0, int64_t t1, int tid) {
+    (void)tid;
+    const cache_rows_ctx *c = vctx;
+    const ds_config *cfg = &c->m->cfg;
+    const ds_layer_w *w = &c->m->layers[c->l];
+    int64_t H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Dr = cfg->qk_rope_head_dim, Dq = Dn + Dr;
+    int64_t Rkv = cfg->kv_lora_rank;
+    float eps = (float)cfg->rms_norm_eps;
+    for (int s = 0; s < c->n_segs; s++) {
+        const ds_seg *sg = &c->segs[s];
+        int64_t a = DS_MAX(t0, sg->t0), b = DS_MIN(t1, sg->t0 + sg->n);
+        for (int64_t t = a; t < b; t++) {
+            int64_t pos = sg->pos0 + (t - sg->t0);
+            float *row = c->kva + t * c->ldkv;
+            ds_rmsnorm(row, row, w->kv_a_norm, 1, Rkv, eps);
+            ds_rope_apply(row + Rkv, Dr, c->m->inv_freq, pos);
+            ds_kvcache_write_row(sg->cache, c->l, pos, row);
+            ds_rope_apply_n(c->q + t * H * Dq + Dn, H, Dq, Dr, c->m->inv_freq, pos);
+        }
+    }
+}
+
 int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
                    const ds_seg *segs, int n_segs, bool naive, ds_arena *a, ds_err *e) {
     const ds_config *cfg = &m->cfg;
@@ -450,12 +486,20 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
     int64_t ldkv = ds_config_kv_width(cfg, l);   /* cache row: [c | k_pe], DSA: [c | k_pe | index key] */
     float eps = (float)cfg->rms_norm_eps;
 
-    float *q = ds_arena_calloc(a, (size_t)(T * H * Dq), sizeof(float));       /* (T, H, Dq) */
-    float *kva = ds_arena_calloc(a, (size_t)(T * ldkv), sizeof(float));       /* (T, ldkv) cache rows */
-    float *qcat = ds_arena_calloc(a, (size_t)(T * H * W), sizeof(float));     /* (T, H, W) */
-    float *u = ds_arena_calloc(a, (size_t)(T * H * Rkv), sizeof(float));      /* (T, H, Rkv) */
-    float *o = ds_arena_calloc(a, (size_t)(T * H * Dv), sizeof(float));       /* (T, H, Dv) */
-    if (!q || !kva || !qcat || !u || !o) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
+    /* q, kva and o are written whole before they are read (the projections;
+     * o by the expanded form or out_worker, every row); the absorbed form's
+     * qcat and u only where some segment takes it (decode, short chunks,
+     * DSA's sparse rows; not the naive check): a prefill chunk in the
+     * expanded form alone needs neither (35 MB per layer at 512 tokens of V2-Lite) */
+    bool absorbed = false;
+    for (int s = 0; s < n_segs && !naive; s++)
+        if (sparse_seg(m, l, &segs[s]) || segs[s].n < EXPANDED_MIN) absorbed = true;
+    float *q = ds_arena_array(a, (size_t)(T * H * Dq), sizeof(float));        /* (T, H, Dq) */
+    float *kva = ds_arena_array(a, (size_t)(T * ldkv), sizeof(float));        /* (T, ldkv) cache rows */
+    float *o = ds_arena_array(a, (size_t)(T * H * Dv), sizeof(float));        /* (T, H, Dv) */
+    float *qcat = absorbed ? ds_arena_calloc(a, (size_t)(T * H * W), sizeof(float)) : NULL;  /* (T, H, W) */
+    float *u = absorbed ? ds_arena_calloc(a, (size_t)(T * H * Rkv), sizeof(float)) : NULL;   /* (T, H, Rkv) */
+    if (!q || !kva || !o || (absorbed && (!qcat || !u))) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
 
     /* queries, latent + rope key: the projections of xn run in one pass */
     float *qa = NULL;
@@ -476,18 +520,9 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
         ds_plan_matmul(segs, n_segs, q, H * Dq, qa, cfg->q_lora_rank, &w->q_b_proj, 0, H * Dq);
     }
     if (dsa) ds_dsa_keys(m, l, xn, T, segs, n_segs, kva, ldkv, W);
-    /* into the caches */
-    for (int s = 0; s < n_segs; s++) {
-        const ds_seg *sg = &segs[s];
-        for (int64_t i = 0; i < sg->n; i++) {
-            int64_t t = sg->t0 + i, pos = sg->pos0 + i;
-            float *row = kva + t * ldkv;
-            ds_rmsnorm(row, row, w->kv_a_norm, 1, Rkv, eps);
-            ds_rope_apply(row + Rkv, Dr, m->inv_freq, pos);
-            ds_kvcache_write_row(sg->cache, l, pos, row);
-            for (int64_t h = 0; h < H; h++) ds_rope_apply(q + (t * H + h) * Dq + Dn, Dr, m->inv_freq, pos);
-        }
-    }
+    /* into the caches (tokens split over the threads) */
+    cache_rows_ctx cr = { m, l, segs, n_segs, kva, q, ldkv };
+    ds_par_for(T, 16, cache_rows_worker, &cr);
     ds_dsa_sel sel = { 0 };
     int rc;
     if (dsa && (rc = ds_dsa_select(m, l, xn, qa, T, segs, n_segs, a, &sel, e))) return rc;

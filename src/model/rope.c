@@ -53,3 +53,23 @@ void ds_rope_apply(float *x, int64_t Dr, const float *inv_freq, int64_t pos) {
         x[2 * i + 1] = b * cs + a * sn;
     }
 }
+
+void ds_rope_apply_n(float *x, int64_t n, int64_t stride, int64_t Dr, const float *inv_freq, int64_t pos) {
+    enum { CH = 32 };   /* angles per round: cos and sin of CH pairs on the stack */
+    float cs[CH], sn[CH];
+    for (int64_t i0 = 0; i0 < Dr / 2; i0 += CH) {
+        int64_t m = DS_MIN(CH, Dr / 2 - i0);
+        for (int64_t i = 0; i < m; i++) {
+            float ang = (float)pos * inv_freq[i0 + i];
+            cs[i] = cosf(ang), sn[i] = sinf(ang);
+        }
+        for (int64_t k = 0; k < n; k++) {
+            float *xp = x + k * stride + 2 * i0;
+            for (int64_t i = 0; i < m; i++) {
+                float a = xp[2 * i], b = xp[2 * i + 1];
+                xp[2 * i] = a * cs[i] - b * sn[i];
+                xp[2 * i + 1] = b * cs[i] + a * sn[i];
+            }
+        }
+    }
+}

@@ -13,5 +13,9 @@ void ds_rope_inv_freq(const ds_config *c, float *inv_freq);
 
 /* Rotates x[Dr] in place for absolute position pos. */
 void ds_rope_apply(float *x, int64_t Dr, const float *inv_freq, int64_t pos);
+/* The same rotation of n vectors x + k·stride (k < n) at one position: each
+ * angle's cos and sin computed once for all of them (the same bits as n
+ * calls of ds_rope_apply). */
+void ds_rope_apply_n(float *x, int64_t n, int64_t stride, int64_t Dr, const float *inv_freq, int64_t pos);
 
 #endif

@@ -980,6 +980,19 @@ void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D
     ds_par_for(T, DS_MAX(1, 32768 / DS_MAX(D, 1)), rms_worker, &c);
 }
 
+typedef struct { float *x; const float *y; int64_t D; } add_ctx;
+
+static void add_worker(void *vctx, int64_t t0, int64_t t1, int tid) {
+    (void)tid;
+    const add_ctx *c = vctx;
+    for (int64_t i = t0 * c->D; i < t1 * c->D; i++) c->x[i] += c->y[i];
+}
+
+void ds_add_rows(float *x, const float *y, int64_t T, int64_t D) {
+    add_ctx c = { x, y, D };
+    ds_par_for(T, DS_MAX(1, 32768 / DS_MAX(D, 1)), add_worker, &c);
+}
+
 void ds_softmax(float *x, int64_t n) {
     if (n <= 0) return;
     if (isa() == 1) { ds_softmax_avx2(x, n); return; }

@@ -241,6 +241,9 @@ void ds_rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t D
 /* its twin: one row at a time, scalar (ds_rmsnorm gives these bits) */
 void ds_rmsnorm_ref(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps);
 
+/* x[T, D] += y[T, D] (the residual stream), rows split across threads */
+void ds_add_rows(float *x, const float *y, int64_t T, int64_t D);
+
 /* Numerically stable in-place softmax of x[n]. */
 void ds_softmax(float *x, int64_t n);
 void ds_softmax_ref(float *x, int64_t n);   /* scalar expf twin */
