@@ -101,11 +101,13 @@ struct pool {
     ds_par_fn fn;
     void *ctx;
     ds_par_env *env;
-    int64_t n, chunk;
+    int64_t n;
+    _Atomic int64_t chunk;      /* read by run_steal before its claim (then checked by it): atomic */
     _Atomic int64_t units;      /* read by a late worker before its claim fails: atomic */
     int nt;                     /* static: the slice count */
     _Atomic int n_part;         /* threads taking part (caller included); read as units */
     bool stat;                  /* units are the nt static slices */
+    struct share { _Atomic uint64_t w; char pad[56]; } *share;   /* [n_workers + 1]: tag | front | back */
     bool stop;
     _Atomic uint32_t gen;       /* futex word: bumped per job (and to stop) */
     _Atomic uint32_t sleepers;  /* workers in futex_wait on gen */
@@ -155,6 +157,63 @@ static void run_unit(pool *p, int64_t u, int self) {
     }
 }
 
+/* ds_par_for_steal's share words: the job's tag (gen's low 16 bits), then
+ * the share's front and back item (24 bits each); owner and thieves move
+ * them with compare-exchanges, so a range is claimed once. A word of another
+ * job's tag is empty (a late worker can never claim this job's items with
+ * an older job's view, as with the claim word). */
+#define SH_BITS 24
+#define SH_MASK ((UINT64_C(1) << SH_BITS) - 1)
+static inline uint64_t sh_word(uint32_t g, int64_t lo, int64_t hi) {
+    return ((uint64_t)(g & 0xffff) << 48) | ((uint64_t)lo << SH_BITS) | (uint64_t)hi;
+}
+
+static void run_range(pool *p, int64_t i0, int64_t i1, int self) {
+    ds_par_env *prev = ds_par_env_bind(p->env);
+    t_tid = self, t_in_par = true;
+    p->fn(p->ctx, i0, i1, self);
+    t_tid = 0, t_in_par = false;
+    ds_par_env_bind(prev);
+}
+
+/* Runs the chunks of its own share front to back, then takes chunks from
+ * the back of the share with the most left until all are claimed; returns
+ * the items it ran. */
+static int64_t run_steal(pool *p, uint32_t g, int self) {
+    const uint64_t tag = g & 0xffff;
+    int np = atomic_load(&p->n_part);
+    int64_t ran = 0;
+    while (self < np) {
+        uint64_t w = atomic_load_explicit(&p->share[self].w, memory_order_acquire);
+        int64_t lo = (int64_t)((w >> SH_BITS) & SH_MASK), hi = (int64_t)(w & SH_MASK);
+        if ((w >> 48) != tag || lo >= hi) break;
+        int64_t c = DS_MIN(atomic_load_explicit(&p->chunk, memory_order_relaxed), hi - lo);
+        if (!atomic_compare_exchange_weak_explicit(&p->share[self].w, &w, sh_word(g, lo + c, hi), memory_order_acquire,
+                                                   memory_order_relaxed))
+            continue;
+        run_range(p, lo, lo + c, self);
+        ran += c;
+    }
+    for (;;) {
+        int v = -1;
+        int64_t most = 0;
+        uint64_t vw = 0;
+        for (int t = 0; t < np; t++) {
+            uint64_t w = atomic_load_explicit(&p->share[t].w, memory_order_acquire);
+            int64_t left = (int64_t)(w & SH_MASK) - (int64_t)((w >> SH_BITS) & SH_MASK);
+            if ((w >> 48) == tag && left > most) most = left, v = t, vw = w;
+        }
+        if (v < 0) return ran;
+        int64_t lo = (int64_t)((vw >> SH_BITS) & SH_MASK), hi = (int64_t)(vw & SH_MASK);
+        int64_t c = DS_MIN(atomic_load_explicit(&p->chunk, memory_order_relaxed), hi - lo);
+        if (!atomic_compare_exchange_strong_explicit(&p->share[v].w, &vw, sh_word(g, lo, hi - c), memory_order_acquire,
+                                                     memory_order_relaxed))
+            continue;
+        run_range(p, hi - c, hi, self);
+        ran += c;
+    }
+}
+
 /* Claims and runs units of job g until none are left; returns how many it ran. */
 static int64_t run_units(pool *p, uint32_t g, int self) {
     int64_t ran = 0;
@@ -191,7 +250,9 @@ static void *worker_main(void *varg) {
         seen = g;
         if (p->stop) return NULL;
         if (self >= p->n_part) continue;   /* not part of this job */
-        int64_t ran = run_units(p, g, self);
+        /* either finds nothing at once in a job of the other kind (not
+         * p->steal: a late worker must not read the next job's fields) */
+        int64_t ran = run_steal(p, g, self) + run_units(p, g, self);
         if (ran && atomic_fetch_add(&p->done, ran) + ran == p->units && atomic_load(&p->cwait)) {
             atomic_store(&p->cwait, 0);
             futex_wake(&p->cwait);
@@ -208,6 +269,7 @@ static void pool_destroy(void *arg) {
     for (int i = 0; i < p->n_workers; i++) pthread_join(p->th[i], NULL);
     free(p->th);
     free(p->args);
+    free(p->share);
     free(p);
 }
 
@@ -226,8 +288,10 @@ static pool *pool_get(int nt) {
     p = calloc(1, sizeof *p);
     pthread_t *th = p ? calloc((size_t)(nt - 1), sizeof *th) : NULL;
     worker_arg *args = th ? calloc((size_t)(nt - 1), sizeof *args) : NULL;
-    if (!args) { free(th); free(p); return NULL; }
-    p->th = th, p->args = args;
+    struct share *sh = args ? aligned_alloc(64, (size_t)nt * sizeof *sh) : NULL;
+    if (!sh) { free(args); free(th); free(p); return NULL; }
+    for (int i = 0; i < nt; i++) atomic_init(&sh[i].w, 0);
+    p->th = th, p->args = args, p->share = sh;
     p->nt = 1;
     p->n_part = 1;
     int made = 0;
@@ -244,11 +308,12 @@ static pool *pool_get(int nt) {
 
 /* Runs a job on the calling thread's pool: units [0, units), nt static
  * slices (stat) or chunks of `chunk` items. */
-static void pool_run(int nt, bool stat, int64_t n, int64_t chunk, ds_par_fn fn, void *ctx) {
+static void pool_run(int nt, bool stat, bool steal, int64_t n, int64_t chunk, ds_par_fn fn, void *ctx) {
     ds_par_env *env = ds_par_env_cur();
     ds_scratch_pool_ensure(env);   /* made once here, not raced for by the workers */
     pool *p = pool_get(nt);
     if (!p) {   /* no threads: the same units, in order, on the caller */
+        if (steal) stat = false;   /* chunks in order: the same ranges a lone owner takes */
         pool one = { .fn = fn, .ctx = ctx, .env = env, .n = n, .chunk = chunk, .nt = nt, .stat = stat };
         int64_t units = stat ? nt : (n + chunk - 1) / chunk;
         for (int64_t u = 0; u < units; u++) run_unit(&one, u, 0);
@@ -260,14 +325,18 @@ static void pool_run(int nt, bool stat, int64_t n, int64_t chunk, ds_par_fn fn, 
      * job's units) can no longer win its compare-exchange, so it never runs
      * a unit of a half-written job */
     atomic_store(&p->claim, ((uint64_t)(g & 0xffffff) << CLAIM_BITS) | CLAIM_MASK);
-    p->fn = fn, p->ctx = ctx, p->env = env, p->n = n, p->chunk = chunk, p->nt = nt, p->stat = stat;
-    p->units = stat ? nt : (n + chunk - 1) / chunk;
+    p->fn = fn, p->ctx = ctx, p->env = env, p->n = n, p->nt = nt, p->stat = stat;
+    atomic_store_explicit(&p->chunk, chunk, memory_order_relaxed);
+    p->units = steal ? n : stat ? nt : (n + chunk - 1) / chunk;
     p->n_part = DS_MIN(nt, p->n_workers + 1);
+    if (steal)   /* equal shares, tagged with this job (a late worker finds other tags empty) */
+        for (int t = 0, np = p->n_part; t < np; t++)
+            atomic_store(&p->share[t].w, sh_word(g, n * t / np, n * (t + 1) / np));
     atomic_store(&p->done, 0);
-    atomic_store(&p->claim, (uint64_t)(g & 0xffffff) << CLAIM_BITS);
+    if (!steal) atomic_store(&p->claim, (uint64_t)(g & 0xffffff) << CLAIM_BITS);   /* a steal job's stays spent */
     atomic_store(&p->gen, g);
     if (atomic_load(&p->sleepers)) futex_wake(&p->gen);
-    int64_t ran = run_units(p, g, 0);
+    int64_t ran = steal ? run_steal(p, g, 0) : run_units(p, g, 0);
     if (atomic_fetch_add(&p->done, ran) + ran < p->units) {
         /* units still running on workers: spin, then sleep until the last one ends */
         int64_t t0 = now_ns();
@@ -293,7 +362,7 @@ void ds_par_for(int64_t n, int64_t min_per_thread, ds_par_fn fn, void *ctx) {
         fn(ctx, 0, n, ds_thread_id());
         return;
     }
-    pool_run(nt, true, n, 0, fn, ctx);
+    pool_run(nt, true, false, n, 0, fn, ctx);
 }
 
 void ds_par_for_dynamic(int64_t n, int64_t min_per_thread, int64_t chunk, ds_par_fn fn, void *ctx) {
@@ -306,5 +375,19 @@ void ds_par_for_dynamic(int64_t n, int64_t min_per_thread, int64_t chunk, ds_par
         fn(ctx, 0, n, ds_thread_id());
         return;
     }
-    pool_run(nt, false, n, chunk, fn, ctx);
+    pool_run(nt, false, false, n, chunk, fn, ctx);
+}
+
+void ds_par_for_steal(int64_t n, int64_t min_per_thread, int64_t chunk, ds_par_fn fn, void *ctx) {
+    if (n <= 0) return;
+    if (n > (int64_t)SH_MASK) { ds_par_for_dynamic(n, min_per_thread, chunk, fn, ctx); return; }
+    int nt = ds_threads_get();
+    if (min_per_thread < 1) min_per_thread = 1;
+    if (nt > 1 && n / min_per_thread < nt) nt = (int)(n / min_per_thread);
+    if (nt <= 1 || t_in_par) {
+        fn(ctx, 0, n, ds_thread_id());
+        return;
+    }
+    if (chunk < 1) chunk = DS_MAX(1, n / (32 * (int64_t)nt));   /* ~32 chunks per share */
+    pool_run(nt, false, true, n, chunk, fn, ctx);
 }

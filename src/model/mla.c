@@ -563,7 +563,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
         if (sparse_seg(m, l, &segs[s]) || segs[s].n < EXPANDED_MIN) asegs[n_asegs++] = segs[s];
     attn_ctx c = { m, w, l, T, ldkv, segs, n_segs, q, qcat, NULL, u, o, naive, kvf, kv0, kvs, NULL, 0, NULL, NULL,
                    NULL, NULL, NULL, asegs, n_asegs, dsa ? &sel : NULL, NULL };
-    ds_par_for_dynamic(H, 1, 1, attn_worker, &c);   /* queries (absorbed), long segments, naive */
+    ds_par_for_steal(H, 1, 1, attn_worker, &c);   /* queries (absorbed), long segments, naive: heads in runs (their weight slices) */
     for (int s = 0; s < n_segs; s++)
         if (kvs[s]) segs[s].kvx->rows[l] = segs[s].pos0 + segs[s].n;   /* the store now holds all of them */
     if (n_rows > 0) {
@@ -612,7 +612,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
         ds_par_for_dynamic(n_items, 1, 1, fd_item_worker, &c);
         ds_par_for_dynamic(n_rows * H, 4, 4, fd_combine_worker, &c);
     }
-    if (!naive) ds_par_for_dynamic(H, 1, 1, out_worker, &c);
+    if (!naive) ds_par_for_steal(H, 1, 1, out_worker, &c);
     ds_plan_matmul(segs, n_segs, out, D, o, H * Dv, &w->o_proj, 0, D);
     return DS_OK;
 }

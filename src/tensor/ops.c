@@ -450,7 +450,7 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
         c.qa = qa;
         int64_t units = qdot_units(w, r0, N);
         int64_t min_units = DS_MAX(1, units * 16384 / DS_MAX(N * K * T, 1));
-        ds_par_for_dynamic(units, min_units, 0, matmul_qrows_worker, &c);
+        ds_par_for_steal(units, min_units, 0, matmul_qrows_worker, &c);
     } else if (T < DS_GEMM_MIN_T || isa() == 0) {
         int64_t min_rows = DS_MAX(1, 16384 / DS_MAX(K * T, 1));
         ds_par_for(N, min_rows, matmul_rows_worker, &c);
@@ -493,10 +493,13 @@ static void multi_worker(void *vctx, int64_t u0, int64_t u1, int tid) {
  * job's row group costs its token count, a shared expert's (every token)
  * ten times a routed one's in prefill. Equal unit counts per chunk left the
  * last chunks, holding the shared experts, to one thread while the other
- * waited; so the chunks are cut by work instead: 1/(8·nt) of the whole
- * (~8 per thread, as before: a descheduled thread holds up little), then
- * guided near the end (1/(2·nt) of the work left, down to 1/(32·nt)), handed
- * out in order from a shared counter, whole units each. Which thread
+ * waited; so the chunks are cut by work instead, 1/(32·nt) of the whole
+ * each (whole units), and run by ds_par_for_steal: each thread owns an
+ * equal run of chunks (equal work) and streams it front to back, a thread
+ * done early takes chunks from the back of the other's run (a descheduled
+ * thread holds up one chunk). Chunks handed out alternately from one
+ * counter (before) made every thread's weight stream jump from chunk to
+ * chunk: 2-thread decode read 50 GB/s of a 60-65 GB/s probe. Which thread
  * computes a unit changes no bits. */
 #define MULTI_MAX_CHUNKS 4096   /* 32 KB of bounds on the caller's stack */
 typedef struct { multi_ctx *mc; const int64_t *cb; } chunk_ctx;
@@ -514,24 +517,22 @@ static void multi_chunks(multi_ctx *mc, const ds_mm_job *jobs, int n, const int6
     /* sized for up to 64 threads (~8 + ~40 chunks each, under the table's cap);
      * more threads share those chunks from the counter */
     const double ntc = (double)DS_MIN(nt, 64);
-    double left = (double)work, cap_w = (double)work / (8.0 * ntc), floor_w = (double)work / (32.0 * ntc), acc = 0, target = 0;
+    double target = (double)work / (32.0 * ntc), acc = 0;
     for (int j = 0; j < n; j++) {
         int64_t nu = start[j + 1] - start[j];
         if (nu <= 0) continue;
         double uc = (double)jobs[j].N * (double)jobs[j].T * (double)ds_tensor_cols(jobs[j].w) / (double)nu;
         for (int64_t u = start[j]; u < start[j + 1]; u++) {
-            if (acc == 0) target = DS_MAX(DS_MIN(left / (2.0 * ntc), cap_w), floor_w);
             acc += uc;
             if (acc >= target && nc < MULTI_MAX_CHUNKS - 1) {
                 cb[++nc] = u + 1;
-                left -= acc;
                 acc = 0;
             }
         }
     }
     if (cb[nc] < start[n]) cb[++nc] = start[n];
     chunk_ctx cc = { mc, cb };
-    ds_par_for_dynamic(nc, 1, 1, chunk_worker, &cc);
+    ds_par_for_steal(nc, 1, 1, chunk_worker, &cc);
 }
 
 void ds_matmul_multi(const ds_mm_job *jobs, int n) {
@@ -607,9 +608,9 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
         multi_chunks(&mc, jobs, n, start, work, nt);
         return;
     }
-    /* chunks from a shared counter: on a shared machine a descheduled thread
-     * does not hold the pass up (the result does not depend on the split) */
-    ds_par_for_dynamic(units, min_units, 0, multi_worker, &mc);
+    /* shares with stealing: on a shared machine a descheduled thread does
+     * not hold the pass up (the result does not depend on the split) */
+    ds_par_for_steal(units, min_units, 0, multi_worker, &mc);
 }
 
 typedef struct {

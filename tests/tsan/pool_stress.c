@@ -1,7 +1,7 @@
 /*
  * pool_stress.c - ds_par_for's worker pool (src/core/thread.c) under
  * ThreadSanitizer: thousands of short static and dynamic passes back to
- * back at 1-4 threads (late workers meet the next job's posting), nested
+ * back at 1-4 threads (static, dynamic and steal) (late workers meet the next job's posting), nested
  * passes, and every item's sum checked. Built and run by `make test` with
  * clang -fsanitize=thread (`make tsan-pool`); TSan reports make it fail.
  * It found the race where a late worker could claim a unit of a job still
@@ -35,7 +35,8 @@ int main(void) {
         for (int r = 0; r < 3000; r++) {
             ds_par_for(1000, 1, add_range, NULL);
             ds_par_for_dynamic(1000, 1, 7, add_range, NULL);
-            want += 2 * 499500L;
+            ds_par_for_steal(1000, 1, 7, add_range, NULL);
+            want += 3 * 499500L;
         }
         ds_par_for(8, 1, nested, NULL);
         want += 8 * 4950L;
@@ -45,6 +46,6 @@ int main(void) {
         fprintf(stderr, "pool_stress: items summed %ld, expected %ld (a unit lost or run twice)\n", got, want);
         return 1;
     }
-    printf("pool_stress: 24000 passes at 1-4 threads, every item once\n");
+    printf("pool_stress: 36000 passes at 1-4 threads, every item once\n");
     return 0;
 }
