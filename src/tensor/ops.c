@@ -522,12 +522,17 @@ static void multi_chunks(multi_ctx *mc, const ds_mm_job *jobs, int n, const int6
         int64_t nu = start[j + 1] - start[j];
         if (nu <= 0) continue;
         double uc = (double)jobs[j].N * (double)jobs[j].T * (double)ds_tensor_cols(jobs[j].w) / (double)nu;
-        for (int64_t u = start[j]; u < start[j + 1]; u++) {
-            acc += uc;
-            if (acc >= target && nc < MULTI_MAX_CHUNKS - 1) {
-                cb[++nc] = u + 1;
-                acc = 0;
+        /* whole runs of units at a time (a decode expert pass has thousands
+         * of row groups; a loop per unit cost several µs per pass) */
+        for (int64_t u = start[j]; u < start[j + 1];) {
+            int64_t need = DS_MAX(1, (int64_t)ceil((target - acc) / uc)), left = start[j + 1] - u;
+            if (need > left || nc >= MULTI_MAX_CHUNKS - 1) {
+                acc += (double)left * uc;
+                break;
             }
+            u += need;
+            cb[++nc] = u;
+            acc = 0;
         }
     }
     if (cb[nc] < start[n]) cb[++nc] = start[n];
