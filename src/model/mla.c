@@ -110,7 +110,6 @@ typedef struct {
     const ds_dsa_sel *sel;      /* DSA layers: each token's selected positions */
     uint8_t *qcat_i8;           /* (T, DS_MLA_Q_I8_BYTES(H, W)) qcat rounded to int8 (ds_mla_q_i8) for the
                                    flash-decode rows over an i8 cache, or NULL */
-    bool heads_batched;         /* q_abs and o of all heads run as one pass each (heads_pass), not per head */
 } attn_ctx;
 
 /* flash decode reads an i8 cache's rows as stored (ds_mla_attn_step_i8):
@@ -268,9 +267,7 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
     float scale = c->m->attn_scale;
     /* q_abs = q_nope · W_UK[h]  -> qcat[:, h, :Rkv]; q_pe -> qcat[:, h, Rkv:]
      * (per token for short segments, per block for long ones: batch plan) */
-    if (c->heads_batched) {
-        /* q_abs of all heads ran already (heads_pass) */
-    } else if (ds_tensor_present(&c->w->wk_b)) {
+    if (ds_tensor_present(&c->w->wk_b)) {
         ds_tensor kb = ds_tensor_slice(&c->w->wk_b, h);   /* (Rkv, Dn) = W_UK[h]ᵀ */
         ds_plan_matmul(c->asegs, c->n_asegs, c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &kb, 0, Rkv);
     } else {
@@ -479,36 +476,6 @@ static void cache_rows_worker(void *vctx, int64_t t0, int64_t t1, int tid) {
     }
 }
 
-/* The absorbed form's per-head projections as one matmul pass over all heads
- * (split files, wk_b / wv_b: a slice per head): q_abs[h] = q_nope[h] · W_UK[h]
- * (uk) or o[h] = u[h] · W_UV[h]ᵀ (!uk), every head a job of the same pass.
- * Run per head inside the attention workers they were H small passes of a
- * few tens of KB each, nested and so serial, at ~17 GB/s per thread in
- * decode; one pass streams each thread's share of the heads' slices. Each
- * job's rows get the kernels and bits of the per-head matmul. */
-static int heads_pass(attn_ctx *c, bool uk, ds_arena *a) {
-    const ds_config *cfg = &c->m->cfg;
-    int64_t H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Dq = Dn + cfg->qk_rope_head_dim;
-    int64_t Rkv = cfg->kv_lora_rank, W = Rkv + cfg->qk_rope_head_dim, Dv = cfg->v_head_dim;
-    ds_tensor *sl = ds_arena_calloc(a, (size_t)H, sizeof *sl);
-    ds_mm_job *jobs = ds_arena_calloc(a, (size_t)(H * (c->n_asegs + 1)), sizeof *jobs);
-    if (!sl || !jobs) return DS_ENOMEM;
-    int nj = 0;
-    for (int64_t h = 0; h < H; h++) {
-        if (uk) {
-            sl[h] = ds_tensor_slice(&c->w->wk_b, h);   /* (Rkv, Dn) = W_UK[h]ᵀ */
-            nj += ds_plan_jobs(c->asegs, c->n_asegs, jobs + nj, c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &sl[h],
-                               0, Rkv);
-        } else {
-            sl[h] = ds_tensor_slice(&c->w->wv_b, h);   /* (Dv, Rkv) */
-            nj += ds_plan_jobs(c->asegs, c->n_asegs, jobs + nj, c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &sl[h],
-                               0, Dv);
-        }
-    }
-    ds_matmul_multi(jobs, nj);
-    return DS_OK;
-}
-
 int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, int64_t T,
                    const ds_seg *segs, int n_segs, bool naive, ds_arena *a, ds_err *e) {
     const ds_config *cfg = &m->cfg;
@@ -595,9 +562,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
     for (int s = 0; s < n_segs; s++)
         if (sparse_seg(m, l, &segs[s]) || segs[s].n < EXPANDED_MIN) asegs[n_asegs++] = segs[s];
     attn_ctx c = { m, w, l, T, ldkv, segs, n_segs, q, qcat, NULL, u, o, naive, kvf, kv0, kvs, NULL, 0, NULL, NULL,
-                   NULL, NULL, NULL, asegs, n_asegs, dsa ? &sel : NULL, NULL, false };
-    c.heads_batched = !naive && n_asegs > 0 && ds_tensor_present(&w->wk_b) && ds_tensor_present(&w->wv_b);
-    if (c.heads_batched && heads_pass(&c, true, a)) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
+                   NULL, NULL, NULL, asegs, n_asegs, dsa ? &sel : NULL, NULL };
     ds_par_for_steal(H, 1, 1, attn_worker, &c);   /* queries (absorbed), long segments, naive: heads in runs (their weight slices) */
     for (int s = 0; s < n_segs; s++)
         if (kvs[s]) segs[s].kvx->rows[l] = segs[s].pos0 + segs[s].n;   /* the store now holds all of them */
@@ -647,11 +612,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
         ds_par_for_dynamic(n_items, 1, 1, fd_item_worker, &c);
         ds_par_for_dynamic(n_rows * H, 4, 4, fd_combine_worker, &c);
     }
-    if (c.heads_batched) {
-        if (heads_pass(&c, false, a)) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
-    } else if (!naive) {
-        ds_par_for_steal(H, 1, 1, out_worker, &c);
-    }
+    if (!naive) ds_par_for_steal(H, 1, 1, out_worker, &c);
     ds_plan_matmul(segs, n_segs, out, D, o, H * Dv, &w->o_proj, 0, D);
     return DS_OK;
 }
