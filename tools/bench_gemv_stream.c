@@ -31,6 +31,7 @@
 #include "tensor/quant_isa.h"
 #include "tensor/repack.h"
 #include "tensor/tensor.h"
+#include "read_probe.h"
 
 static double now(void) {
     struct timespec t;
@@ -42,18 +43,6 @@ static int cmpd(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* bench's probe (cmd_bench.c): 256-bit loads, 4 accumulators */
-__attribute__((target("avx2"))) static uint64_t probe(const uint8_t *p, size_t n) {
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i < n; i += 128) {
-        a0 = _mm256_xor_si256(a0, _mm256_load_si256((const __m256i *)(p + i)));
-        a1 = _mm256_xor_si256(a1, _mm256_load_si256((const __m256i *)(p + i + 32)));
-        a2 = _mm256_xor_si256(a2, _mm256_load_si256((const __m256i *)(p + i + 64)));
-        a3 = _mm256_xor_si256(a3, _mm256_load_si256((const __m256i *)(p + i + 96)));
-    }
-    a0 = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
-    return (uint64_t)_mm256_extract_epi64(a0, 0);
-}
 
 /* the core's clock: a chain of dependent adds (1 per cycle) timed by CPU time */
 static double clock_ghz(void) {
@@ -62,14 +51,6 @@ static double clock_ghz(void) {
     double t0 = now();
     for (long i = 0; i < n; i++) __asm__ volatile("add $1, %0" : "+r"(x));
     return (double)n / (now() - t0) / 1e9;
-}
-
-static uint8_t *huge_buf(size_t n) {
-    uint8_t *p = aligned_alloc((size_t)1 << 21, n);
-    if (!p) { fprintf(stderr, "out of memory\n"); exit(1); }
-    madvise(p, n, MADV_HUGEPAGE);
-    memset(p, 1, n);
-    return p;
 }
 
 int main(int argc, char **argv) {

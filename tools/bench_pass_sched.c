@@ -30,26 +30,9 @@
 #include "tensor/quant_isa.h"
 #include "tensor/repack.h"
 #include "tensor/tensor.h"
+#include "read_probe.h"
 static double wall(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 static int cmpd(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
-__attribute__((target("avx2"))) static uint64_t probe(const uint8_t *p, size_t n) {
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i < n; i += 128) {
-        a0 = _mm256_xor_si256(a0, _mm256_load_si256((const __m256i *)(p + i)));
-        a1 = _mm256_xor_si256(a1, _mm256_load_si256((const __m256i *)(p + i + 32)));
-        a2 = _mm256_xor_si256(a2, _mm256_load_si256((const __m256i *)(p + i + 64)));
-        a3 = _mm256_xor_si256(a3, _mm256_load_si256((const __m256i *)(p + i + 96)));
-    }
-    a0 = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
-    return (uint64_t)_mm256_extract_epi64(a0, 0);
-}
-static uint8_t *huge_buf(size_t n) {
-    uint8_t *p = aligned_alloc((size_t)1 << 21, n);
-    if (!p) { fprintf(stderr, "out of memory\n"); exit(1); }
-    madvise(p, n, MADV_HUGEPAGE);
-    memset(p, 1, n);
-    return p;
-}
 typedef struct { const uint8_t *p; size_t n; uint64_t sink[64]; } pctx;
 static void pw(void *v, int64_t a, int64_t b, int tid) { pctx *c = v; size_t h = c->n / 2; c->sink[tid] += probe(c->p + a * h, (b - a) * h); }
 typedef struct { const uint8_t *w; size_t rb; const void *qa; float *out; } gctx;

@@ -353,41 +353,36 @@ static void pool_run(int nt, bool stat, bool steal, int64_t n, int64_t chunk, ds
 
 int ds_thread_id(void) { return t_in_par ? t_tid : 0; }
 
-void ds_par_for(int64_t n, int64_t min_per_thread, ds_par_fn fn, void *ctx) {
-    if (n <= 0) return;
+/* The threads a pass of n items runs on (at least min_per_thread items
+ * each); 1: serially on the caller, as inside a unit (nested passes). */
+static int pass_threads(int64_t n, int64_t min_per_thread) {
     int nt = ds_threads_get();
     if (min_per_thread < 1) min_per_thread = 1;
     if (nt > 1 && n / min_per_thread < nt) nt = (int)(n / min_per_thread);
-    if (nt <= 1 || t_in_par) {
-        fn(ctx, 0, n, ds_thread_id());
-        return;
-    }
+    return t_in_par ? 1 : nt;
+}
+
+void ds_par_for(int64_t n, int64_t min_per_thread, ds_par_fn fn, void *ctx) {
+    if (n <= 0) return;
+    int nt = pass_threads(n, min_per_thread);
+    if (nt <= 1) { fn(ctx, 0, n, ds_thread_id()); return; }
     pool_run(nt, true, false, n, 0, fn, ctx);
 }
 
 void ds_par_for_dynamic(int64_t n, int64_t min_per_thread, int64_t chunk, ds_par_fn fn, void *ctx) {
     if (n <= 0) return;
-    int nt = ds_threads_get();
-    if (min_per_thread < 1) min_per_thread = 1;
-    if (chunk < 1) chunk = DS_MAX(min_per_thread, n / (8 * (int64_t)nt));   /* ~8 chunks per thread */
-    if (nt > 1 && n / min_per_thread < nt) nt = (int)(n / min_per_thread);
-    if (nt <= 1 || t_in_par) {
-        fn(ctx, 0, n, ds_thread_id());
-        return;
-    }
+    if (chunk < 1)   /* ~8 chunks per thread of the env's count */
+        chunk = DS_MAX(DS_MAX(min_per_thread, 1), n / (8 * (int64_t)ds_threads_get()));
+    int nt = pass_threads(n, min_per_thread);
+    if (nt <= 1) { fn(ctx, 0, n, ds_thread_id()); return; }
     pool_run(nt, false, false, n, chunk, fn, ctx);
 }
 
 void ds_par_for_steal(int64_t n, int64_t min_per_thread, int64_t chunk, ds_par_fn fn, void *ctx) {
     if (n <= 0) return;
     if (n > (int64_t)SH_MASK) { ds_par_for_dynamic(n, min_per_thread, chunk, fn, ctx); return; }
-    int nt = ds_threads_get();
-    if (min_per_thread < 1) min_per_thread = 1;
-    if (nt > 1 && n / min_per_thread < nt) nt = (int)(n / min_per_thread);
-    if (nt <= 1 || t_in_par) {
-        fn(ctx, 0, n, ds_thread_id());
-        return;
-    }
+    int nt = pass_threads(n, min_per_thread);
+    if (nt <= 1) { fn(ctx, 0, n, ds_thread_id()); return; }
     if (chunk < 1) chunk = DS_MAX(1, n / (32 * (int64_t)nt));   /* ~32 chunks per share */
     pool_run(nt, false, true, n, chunk, fn, ctx);
 }
