@@ -491,9 +491,12 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
      * qcat and u only where some segment takes it (decode, short chunks,
      * DSA's sparse rows; not the naive check): a prefill chunk in the
      * expanded form alone needs neither (35 MB per layer at 512 tokens of V2-Lite) */
-    bool absorbed = false;
-    for (int s = 0; s < n_segs && !naive; s++)
-        if (sparse_seg(m, l, &segs[s]) || segs[s].n < EXPANDED_MIN) absorbed = true;
+    ds_seg *asegs = ds_arena_calloc(a, (size_t)n_segs, sizeof *asegs);   /* the segments in the absorbed form */
+    if (!asegs) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
+    int n_asegs = 0;
+    for (int s = 0; s < n_segs; s++)
+        if (sparse_seg(m, l, &segs[s]) || segs[s].n < EXPANDED_MIN) asegs[n_asegs++] = segs[s];
+    bool absorbed = !naive && n_asegs > 0;
     float *q = ds_arena_array(a, (size_t)(T * H * Dq), sizeof(float));        /* (T, H, Dq) */
     float *kva = ds_arena_array(a, (size_t)(T * ldkv), sizeof(float));        /* (T, ldkv) cache rows */
     float *o = ds_arena_array(a, (size_t)(T * H * Dv), sizeof(float));        /* (T, H, Dv) */
@@ -556,11 +559,6 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
             return ds_err_set(e, DS_ENOMEM, "out of memory dequantizing the KV cache");
         kvf[s] = ds_kvcache_rows_f32_at(segs[s].cache, l, kv0[s], S - kv0[s], scratch);
     }
-    ds_seg *asegs = ds_arena_calloc(a, (size_t)n_segs, sizeof *asegs);
-    if (!asegs) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
-    int n_asegs = 0;
-    for (int s = 0; s < n_segs; s++)
-        if (sparse_seg(m, l, &segs[s]) || segs[s].n < EXPANDED_MIN) asegs[n_asegs++] = segs[s];
     attn_ctx c = { m, w, l, T, ldkv, segs, n_segs, q, qcat, NULL, u, o, naive, kvf, kv0, kvs, NULL, 0, NULL, NULL,
                    NULL, NULL, NULL, asegs, n_asegs, dsa ? &sel : NULL, NULL };
     ds_par_for_steal(H, 1, 1, attn_worker, &c);   /* queries (absorbed), long segments, naive: heads in runs (their weight slices) */

@@ -514,8 +514,8 @@ static void multi_chunks(multi_ctx *mc, const ds_mm_job *jobs, int n, const int6
     int64_t cb[MULTI_MAX_CHUNKS + 1];
     int nc = 0;
     cb[0] = 0;
-    /* sized for up to 64 threads (~8 + ~40 chunks each, under the table's cap);
-     * more threads share those chunks from the counter */
+    /* sized for up to 64 threads (32 chunks each, under the table's cap);
+     * more threads split those chunks into their shares */
     const double ntc = (double)DS_MIN(nt, 64);
     double target = (double)work / (32.0 * ntc), acc = 0;
     for (int j = 0; j < n; j++) {
