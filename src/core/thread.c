@@ -108,7 +108,7 @@ struct pool {
     _Atomic int n_part;         /* threads taking part (caller included); read as units */
     bool stat;                  /* units are the nt static slices */
     struct share { _Atomic uint64_t w; char pad[56]; } *share;   /* [n_workers + 1]: tag | front | back */
-    bool stop;
+    _Atomic bool stop;          /* read by a worker that saw a gen bump, maybe late, while the pool is destroyed: atomic */
     _Atomic uint32_t gen;       /* futex word: bumped per job (and to stop) */
     _Atomic uint32_t sleepers;  /* workers in futex_wait on gen */
     _Atomic uint64_t claim;     /* gen (high bits) | next unit (low CLAIM_BITS) */
@@ -248,7 +248,7 @@ static void *worker_main(void *varg) {
             }
         }
         seen = g;
-        if (p->stop) return NULL;
+        if (atomic_load(&p->stop)) return NULL;
         if (self >= p->n_part) continue;   /* not part of this job */
         /* either finds nothing at once in a job of the other kind (not
          * p->steal: a late worker must not read the next job's fields) */
@@ -263,7 +263,7 @@ static void *worker_main(void *varg) {
 static void pool_destroy(void *arg) {
     pool *p = arg;
     if (!p) return;
-    p->stop = true;
+    atomic_store(&p->stop, true);
     atomic_fetch_add(&p->gen, 1);
     futex_wake(&p->gen);
     for (int i = 0; i < p->n_workers; i++) pthread_join(p->th[i], NULL);
