@@ -45,15 +45,27 @@ out=$(printf 'Hello\nAgain\n' | "$BIN" chat -m tests/fixtures/tiny-v4 -n 6 --tem
 out=$("$BIN" generate -m tests/fixtures/tiny-v4 --prompt "Hello" -n 20 --temperature 0 --ignore-eos 2>/tmp/ds_chat_err); rc=$?
 [ $rc -eq 0 ] && [ -n "$out" ] && ok "generate on a V4 folder" || bad "generate on a V4 folder (rc=$rc)"
 
+# start_serve LOG ARGS...: `deepseek serve --port 0 ARGS` in the background (the kernel picks a free
+# port: a port chosen here could be taken by then, even by one of our own curl connections' ephemeral
+# ports); sets spid and port; returns 0 once /health answers, 1 if it never does
+start_serve() {
+    log=$1; shift
+    "$BIN" serve "$@" --port 0 >"$log" 2>&1 &
+    spid=$!
+    port=
+    for i in $(seq 1 150); do
+        port=$(sed -n 's|.*listening on http://[^:]*:\([0-9]*\)/.*|\1|p' "$log" 2>/dev/null | head -1)
+        [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
+        kill -0 $spid 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
 # serve on the V3.2 and V4 folders: two concurrent chat requests (batched decode over sparse /
 # compressed attention) give the same text as one alone at temperature 0
 serve_check() {  # fixture label
-    port=$((20000 + ($$ + ${#2}) % 20000))
-    "$BIN" serve -m tests/fixtures/$1 --port $port -c 256 >/tmp/ds_$1_serve.log 2>&1 &
-    spid=$!
-    up=0
-    for i in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
-    if [ $up -eq 1 ]; then
+    if start_serve /tmp/ds_$1_serve.log -m tests/fixtures/$1 -c 256; then
         alone=$(req "Hello there")
         req "A longer question about many things" >/tmp/ds_$1_b &
         both=$(req "Hello there")
@@ -79,12 +91,7 @@ serve_check tiny-v4 V4
 # past the rings: the same request again cannot reuse the slot, which is emptied and refilled in
 # chunks whose later ones read the rings — their bounds must have been reset with the slot
 # (this was a 500, "the V4 cache no longer holds the rows position 512 reads")
-port=$((21000 + $$ % 20000))
-"$BIN" serve -m tests/fixtures/tiny-v4 --port $port -c 4096 -np 1 >/tmp/ds_v4_np1_serve.log 2>&1 &
-spid=$!
-up=0
-for i in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
-if [ $up -eq 1 ]; then
+if start_serve /tmp/ds_v4_np1_serve.log -m tests/fixtures/tiny-v4 -c 4096 -np 1; then
     lp=$(python3 -c "print('one two three four five ' * 130)")
     long3=$(req "$lp" 200) && long4=$(req "$lp" 200)
     [ -n "$long3" ] && [ "$long3" = "$long4" ] && ok "serve -np 1 on a V4 folder (long prompt and reply, then the same)" ||
@@ -97,12 +104,7 @@ kill $spid 2>/dev/null; wait $spid 2>/dev/null
 # serve with the V3.2 and V4 formats: DSML tool calls -> tool_calls, reasoning, request fields
 # (forced output on the tiny V3.2 model; V4's format by --chat-format)
 dsml_check() {  # format
-    port=$((20000 + ($$ + 7 + ${#1}) % 20000))
-    "$BIN" serve -m tests/fixtures/tiny-v32 --chat-format $1 --port $port -c 4096 --test-hooks >/tmp/ds_dsml_serve.log 2>&1 &
-    spid=$!
-    up=0
-    for i in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
-    if [ $up -eq 1 ]; then
+    if start_serve /tmp/ds_dsml_serve.log -m tests/fixtures/tiny-v32 --chat-format $1 -c 4096 --test-hooks; then
         python3 tests/chat/dsml_serve_test.py $port $1 || fail=$((fail + 1))
     else
         bad "serve --chat-format $1 did not come up: $(tail -3 /tmp/ds_dsml_serve.log)"
