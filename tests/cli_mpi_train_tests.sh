@@ -248,8 +248,10 @@ KILL="--steps 100 --eval-every 0 --ckpt-every 10 --log-every 10"
 # kill_rank1 NAME FLAGS: a 2-rank run (FLAGS added) loses rank 1 to kill -9 after a checkpoint
 kill_rank1() {
     checks=$((checks + 1))
+    # (--debug-step-delay: 40 ms after each step, ~4 s in all, so the kill lands mid-run even when the
+    # machine is slow to show us the checkpoint; the tiny model's 100 steps alone take well under a second)
     mpirun --oversubscribe --bind-to none -np 2 "$BIN" train --config "$T/recipe.json" --out "$T/kill$1" -t 1 $KILL $2 \
-        >"$T/kout" 2>"$T/kerr" &
+        --debug-step-delay 40 >"$T/kout" 2>"$T/kerr" &
     MP=$!
     victim=""
     i=0

@@ -173,7 +173,7 @@ int cmd_train(int argc, char **argv) {
     char **sets = calloc((size_t)argc + 1, sizeof *sets);
     char **model_sets = calloc((size_t)argc + 1, sizeof *model_sets);
     int n_sets = 0, n_model = 0;
-    int64_t debug_nan = -1;
+    int64_t debug_nan = -1, debug_delay = 0;
     if (!sets || !model_sets) cli_die(C, "out of memory");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -191,6 +191,7 @@ int cmd_train(int argc, char **argv) {
             if (!v) cli_die(C, "--set needs KEY=VALUE");
             sets[n_sets++] = strdup(v); i++;
         } else if (!strcmp(a, "--debug-nan-step")) { debug_nan = cli_parse_int(C, a, v, 0, INT64_MAX); i++; }
+        else if (!strcmp(a, "--debug-step-delay")) { debug_delay = cli_parse_int(C, a, v, 0, 60000); i++; }
         else if (!strcmp(a, "--expert-parallel")) sets[n_sets++] = strdup("expert_parallel=true");
         else if (!strcmp(a, "-t")) { sets[n_sets] = malloc(32); snprintf(sets[n_sets++], 32, "threads=%s", v ? v : ""); i++; }
         else if (a[0] == '-' && a[1] == '-' && a[2]) {
@@ -261,6 +262,7 @@ int cmd_train(int argc, char **argv) {
         cli_all_ok(C, rc ? (e.msg[0] ? e.msg : ds_status_str(e.code)) : NULL, "could not start training");
     }
     t.debug_nan_step = debug_nan;
+    t.debug_step_delay_ms = (int)debug_delay;   /* tests: ms of sleep after each step (kill -9 mid-run) */
     if (ds_dist_size() > 1) {
         /* every rank must start from the same parameters (same recipe, data, checkpoint, binary) */
         int diff;

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- recipe */
@@ -497,6 +498,10 @@ int ds_trainer_step(ds_trainer *t, ds_step_info *info, ds_err *e) {
     ds_par_env *prev = ds_par_env_bind(&t->env);
     int rc = trainer_step(t, info, e);
     ds_par_env_bind(prev);
+    if (!rc && t->debug_step_delay_ms > 0) {
+        struct timespec d = { t->debug_step_delay_ms / 1000, (long)(t->debug_step_delay_ms % 1000) * 1000000L };
+        nanosleep(&d, NULL);
+    }
     return rc;
 }
 

@@ -108,6 +108,7 @@ typedef struct ds_trainer {
     double last_val;         /* NaN until the first evaluation */
     FILE *metrics;           /* OUT/metrics.jsonl, appended */
     int64_t debug_nan_step;  /* tests: poison the gradient at this step (-1 off) */
+    int debug_step_delay_ms; /* tests: every rank sleeps this long after each step, so a test can act mid-run */
 } ds_trainer;
 
 /* New run from r (model from model_cfg JSON, or r->init_from), or a resume

@@ -77,7 +77,9 @@ def t_batched_equals_alone(c, binary):
         c.check(all(len(a) > 0 for a in alone), "every request produced text")
         passes = m1["deepseek_forward_passes_total"] - m0["deepseek_forward_passes_total"]
         seqs = m1["deepseek_forward_sequences_total"] - m0["deepseek_forward_sequences_total"]
-        c.check(passes > 0 and seqs / passes > 2.0, f"batched: {seqs / max(passes, 1):.2f} sequences per forward pass")
+        # without batching every pass carries exactly one sequence (1.00); quiet machines show 5-6, a loaded
+        # CI machine (the Python clients slow to start their streams) once 1.84, so the bar is 1.3
+        c.check(passes > 0 and seqs / passes > 1.3, f"batched: {seqs / max(passes, 1):.2f} sequences per forward pass")
         c.eq(m1["deepseek_slots_busy"], 0, "all slots free at the end")
         # the official client, 8 streams at once, same check
         cl = openai.OpenAI(base_url=srv.base, api_key="x", max_retries=0)
