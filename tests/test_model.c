@@ -493,6 +493,49 @@ TEST(model_batch_invariant_kv_i8) {
 }
 TEST(model_batch_invariant_fp8) { batch_invariance("tests/fixtures/tiny-v3-fp8"); }
 
+/* Flash decode's head groups (mla.c head_groups): a decode step of one
+ * sequence splits a short row's heads over the threads; 2 and 3 threads
+ * give the logits of 1 thread bit for bit, 40 steps (f32 and bf16 caches;
+ * 4 and 6 heads: groups of 2, a ragged last group at 3 threads) */
+static void head_groups_threads(const char *path, ds_kv_type kvt) {
+    ds_err e = { 0 };
+    ds_model *m = NULL;
+    if (ds_model_open(&m, path, &e)) { ds_test_fail(__FILE__, __LINE__, "open %s: %s", path, e.msg); return; }
+    int64_t V = m->cfg.vocab_size;
+    enum { N = 40 };
+    int32_t tok[N];
+    for (int i = 0; i < N; i++) tok[i] = (int32_t)(1 + (i * 7919 + 13) % (V - 1));
+    float *ref = calloc((size_t)(N * V), sizeof(float)), *out = calloc((size_t)(N * V), sizeof(float));
+    int saved = ds_threads_get();
+    for (int nt = 1; nt <= 3; nt++) {
+        ds_threads_set(nt);
+        ds_kvcache c;
+        CHECK(ds_kvcache_init(&c, m, 64, &e) == 0 && ds_kvcache_set_type(&c, kvt, &e) == 0);
+        for (int t = 0; t < N; t++) {
+            ds_seq_chunk one = { &c, tok + t, 1, true };
+            CHECK(ds_model_forward(m, NULL, &one, 1, (nt == 1 ? ref : out) + (int64_t)t * V, NULL, &e) == 0);
+        }
+        ds_kvcache_free(&c);
+        if (nt > 1) {
+            int64_t bad = 0;
+            for (int64_t i = 0; i < N * V; i++) bad += memcmp(&ref[i], &out[i], sizeof(float)) != 0;
+            CHECK_MSG(bad == 0, "%s (%s cache): %lld of %lld decode logits differ between 1 and %d threads", path,
+                      ds_kv_type_name(kvt), (long long)bad, (long long)(N * V), nt);
+        }
+    }
+    ds_threads_set(saved);
+    free(ref); free(out);
+    ds_model_close(m);
+}
+
+TEST(model_decode_head_groups_same_bits) {
+    head_groups_threads("tests/fixtures/tiny-v3", DS_KV_F32);
+    head_groups_threads("tests/fixtures/tiny-v3-fp8", DS_KV_F32);
+    head_groups_threads("tests/fixtures/tiny-v2-lite", DS_KV_BF16);
+    head_groups_threads("tests/fixtures/tiny-v3-fp8", DS_KV_BF16);
+    head_groups_threads("tests/fixtures/tiny-v32", DS_KV_F32);
+}
+
 /* i8 cache: a chunk shorter than DS_TOKEN_BLOCK_MIN (its rows go through the
  * int8 flash decode together) gives the logits of single-token steps, bit for
  * bit, after a 300-position history (two splits); chunks of 5 and 7 */

@@ -612,3 +612,46 @@ TEST(add_rows_vs_loop) {
         }
     ds_threads_set(saved);
 }
+
+/* Flash decode's head groups (mla.c: a short decode row's heads split over
+ * the threads in groups of a multiple of 8): a step over heads [h0, h1)
+ * alone gives those heads' bits of the step over all H, at V3/V2-Lite
+ * shapes and at each level (generic, AVX2, AVX-512 where present), over
+ * several steps into one running partial. */
+TEST(ops_mla_flash_decode_head_groups_bits) {
+    ds_rng r;
+    ds_rng_seed(&r, 31);
+    int64_t shapes[][3] = { { 16, 576, 512 }, { 32, 576, 512 }, { 24, 72, 64 } };   /* H, W, R */
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t H = shapes[si][0], W = shapes[si][1], R = shapes[si][2], S = 150, blk = 64;
+        float *kv = malloc((size_t)(S * W) * sizeof(float)), *q = malloc((size_t)(H * W) * sizeof(float));
+        float *u = malloc((size_t)(2 * H * R) * sizeof(float)), *ml = malloc((size_t)(4 * H) * sizeof(float));
+        float *sc = malloc((size_t)DS_MLA_STEP_SCRATCH(H, blk, W) * sizeof(float));
+        for (int64_t i = 0; i < S * W; i++) kv[i] = randn(&r);
+        for (int64_t i = 0; i < H * W; i++) q[i] = 2 * randn(&r);
+        for (int lev = 0; lev < 3; lev++) {
+            ds_ops_force_generic(lev == 0);
+            ds_ops_force_avx2(lev == 1);
+            for (int64_t n = 1; n <= S; n += 37) {
+                /* [0, H): all heads; [H, 2H): groups of 8 */
+                for (int64_t h = 0; h < 2 * H; h++) { ml[h] = -INFINITY; ml[2 * H + h] = 0; }
+                memset(u, 0, (size_t)(2 * H * R) * sizeof(float));
+                for (int64_t j = 0; j < n; j += blk) {
+                    int64_t nb = DS_MIN(blk, n - j);
+                    ds_mla_attn_step(u, ml, ml + 2 * H, q, W, H, kv + j * W, W, nb, R, 0.1f, sc);
+                    for (int64_t h0 = 0; h0 < H; h0 += 8)
+                        ds_mla_attn_step(u + (H + h0) * R, ml + H + h0, ml + 3 * H + h0, q + h0 * W, W, 8, kv + j * W, W,
+                                         nb, R, 0.1f, sc);
+                }
+                CHECK_MSG(memcmp(u, u + H * R, (size_t)(H * R) * sizeof(float)) == 0 &&
+                          memcmp(ml, ml + H, (size_t)H * sizeof(float)) == 0 &&
+                          memcmp(ml + 2 * H, ml + 3 * H, (size_t)H * sizeof(float)) == 0,
+                          "H=%lld W=%lld level %d n=%lld: heads in groups of 8 differ from all heads at once",
+                          (long long)H, (long long)W, lev, (long long)n);
+            }
+        }
+        ds_ops_force_generic(false);
+        ds_ops_force_avx2(false);
+        free(kv); free(q); free(u); free(ml); free(sc);
+    }
+}

@@ -80,8 +80,26 @@ static bool sparse_seg(const ds_model *m, int64_t l, const ds_seg *sg) {
 typedef struct {
     int seg;
     int64_t i, j0, j1;  /* query row i of the segment; cache rows [j0, j1) */
+    int64_t h0, h1;     /* its heads [h0, h1) (all, or a group: see head_groups) */
     const int32_t *sel; /* DSA: entries [j0, j1) of this selection are the rows; NULL: rows j0.. */
 } fd_item;
+
+/* Head groups for a flash-decode row that is one split (fewer than
+ * KV_SPLIT visible rows): with fewer such rows than threads (a decode step
+ * of one or a few sequences, short context) the row's heads are cut into
+ * groups (an even count each, the AVX-512 step's head pairs), one work item
+ * each, so the threads share the attention instead of one thread doing it
+ * while the others wait. A head's bits do not depend on the heads that
+ * share its step call (ds_mla_attn_step, _bf16: tests
+ * ops_mla_flash_decode_head_groups_bits, ops_mla_flash_decode_vs_ref,
+ * attn_bf16_flash_decode), so any grouping gives the same bits. The int8
+ * query layout interleaves heads: those rows keep one item. */
+static int64_t head_groups(int64_t H, int64_t n_single_rows, int nt) {
+    if (nt < 2 || n_single_rows < 1 || n_single_rows >= nt || H < 4) return 1;
+    return DS_MIN((int64_t)nt / n_single_rows, H / 2);
+}
+/* heads per group (even) */
+static int64_t group_heads(int64_t H, int64_t g) { return 2 * ((H / 2 + g - 1) / g); }
 
 typedef struct {
     const ds_model *m;
@@ -385,19 +403,20 @@ static void fd_item_worker(void *vctx, int64_t k0, int64_t k1, int tid) {
     for (int64_t k = k0; k < k1; k++) {
         const fd_item *it = &c->items[k];
         const ds_seg *sg = &c->segs[it->seg];
-        const float *q = c->qcat + (sg->t0 + it->i) * H * W;
-        float *pu = c->pu + k * H * Rkv, *pm = c->pm + k * H, *pl = c->pl + k * H;
-        for (int64_t h = 0; h < H; h++) { pm[h] = -INFINITY; pl[h] = 0.0f; }
-        memset(pu, 0, (size_t)(H * Rkv) * sizeof(float));
+        int64_t h0 = it->h0, Hg = it->h1 - it->h0;   /* this item's heads */
+        const float *q = c->qcat + (sg->t0 + it->i) * H * W + h0 * W;
+        float *pu = c->pu + k * H * Rkv + h0 * Rkv, *pm = c->pm + k * H + h0, *pl = c->pl + k * H + h0;
+        for (int64_t h = 0; h < Hg; h++) { pm[h] = -INFINITY; pl[h] = 0.0f; }
+        memset(pu, 0, (size_t)(Hg * Rkv) * sizeof(float));
         if (sg->cache->type == DS_KV_BF16 && ld == W) {
             /* bf16 rows as stored; the query row rounded to bf16 once (ds_mla_forward) */
-            const uint16_t *qb = c->qcat_bf16 + (sg->t0 + it->i) * H * W;
+            const uint16_t *qb = c->qcat_bf16 + (sg->t0 + it->i) * H * W + h0 * W;
             for (int64_t j = it->j0; j < it->j1; j += KV_BLOCK)
-                ds_mla_attn_step_bf16(pu, pm, pl, qb, W, H, ds_kvcache_rows_bf16_at(sg->cache, c->l, j), W,
+                ds_mla_attn_step_bf16(pu, pm, pl, qb, W, Hg, ds_kvcache_rows_bf16_at(sg->cache, c->l, j), W,
                                       DS_MIN(KV_BLOCK, it->j1 - j), Rkv, c->m->attn_scale, sc);
             continue;
         }
-        if (i8_direct(sg->cache, ld, W, Rkv)) {
+        if (i8_direct(sg->cache, ld, W, Rkv)) {   /* (all heads: never grouped) */
             /* int8 rows as stored, int8 queries (rounded once per token: ds_mla_forward) */
             const uint8_t *qi = c->qcat_i8 + (sg->t0 + it->i) * DS_MLA_Q_I8_BYTES(H, W);
             for (int64_t j = it->j0; j < it->j1; j += KV_BLOCK)
@@ -418,7 +437,7 @@ static void fd_item_worker(void *vctx, int64_t k0, int64_t k1, int tid) {
                 }
                 rows = deq;
             }
-            ds_mla_attn_step(pu, pm, pl, q, W, H, rows, W, nb, Rkv, c->m->attn_scale, sc);
+            ds_mla_attn_step(pu, pm, pl, q, W, Hg, rows, W, nb, Rkv, c->m->attn_scale, sc);
         }
     }
 }
@@ -434,8 +453,9 @@ static void fd_combine_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
     for (int64_t i = i0; i < i1; i++) {
         int64_t r = i / H, h = i % H;
         int64_t k0 = c->row_first[r], k1 = c->row_first[r + 1];
+        while (h < c->items[k0].h0 || h >= c->items[k0].h1) k0++;   /* the item holding head h (grouped rows) */
         float *pu = c->pu + k0 * H * Rkv + h * Rkv, *pm = c->pm + k0 * H + h, *pl = c->pl + k0 * H + h;
-        for (int64_t k = k0 + 1; k < k1; k++)
+        for (int64_t k = k0 + 1; k < k1 && c->items[k].h0 <= h && h < c->items[k].h1; k++)   /* the row's next splits */
             ds_mla_attn_merge(pu, pm, pl, c->pu + k * H * Rkv + h * Rkv, c->pm + k * H + h, c->pl + k * H + h, 1, Rkv);
         ds_mla_attn_finish(c->u + c->row_t[r] * H * Rkv + h * Rkv, Rkv, pu, pl, 1, Rkv);
     }
@@ -535,7 +555,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
     int64_t *kv0 = ds_arena_calloc(a, (size_t)n_segs, sizeof *kv0);
     void **kvs = ds_arena_calloc(a, (size_t)n_segs, sizeof *kvs);
     if (!kvf || !kv0 || !kvs) return ds_err_set(e, DS_ENOMEM, "out of memory in attention");
-    int64_t n_rows = 0, n_items = 0;
+    int64_t n_rows = 0, n_items = 0, n_single = 0;   /* n_single: rows of one split that may take head groups */
     for (int s = 0; s < n_segs; s++) {
         int64_t S = segs[s].pos0 + segs[s].n;
         if (!naive && (sparse_seg(m, l, &segs[s]) || segs[s].n < DS_TOKEN_BLOCK_MIN)) {   /* flash decode reads the cache itself */
@@ -544,6 +564,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
                 int64_t t = segs[s].t0 + i, vis = dsa && sel.n[t] ? sel.n[t] : segs[s].pos0 + i + 1;
                 int64_t sp = split_rows(vis);
                 n_items += (vis + sp - 1) / sp;
+                if (vis <= sp && !i8_direct(segs[s].cache, ldkv, W, Rkv)) n_single++;
             }
             continue;
         }
@@ -565,6 +586,9 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
     for (int s = 0; s < n_segs; s++)
         if (kvs[s]) segs[s].kvx->rows[l] = segs[s].pos0 + segs[s].n;   /* the store now holds all of them */
     if (n_rows > 0) {
+        int64_t hg = head_groups(H, n_single, ds_threads_get()), gh = group_heads(H, hg);
+        hg = (H + gh - 1) / gh;   /* groups actually formed */
+        n_items += (hg - 1) * n_single;
         fd_item *items = ds_arena_calloc(a, (size_t)n_items, sizeof *items);
         int64_t *row_first = ds_arena_calloc(a, (size_t)(n_rows + 1), sizeof *row_first);
         int64_t *row_t = ds_arena_calloc(a, (size_t)n_rows, sizeof *row_t);
@@ -583,8 +607,12 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
                 int64_t sp = split_rows(vis);
                 row_first[r] = k;
                 row_t[r] = t;
-                for (int64_t j0 = 0; j0 < vis; j0 += sp, k++)
-                    items[k] = (fd_item){ s, i, j0, DS_MIN(vis, j0 + sp), rsel };
+                if (hg > 1 && vis <= sp && !i8_direct(segs[s].cache, ldkv, W, Rkv))
+                    for (int64_t h0 = 0; h0 < H; h0 += gh, k++)
+                        items[k] = (fd_item){ s, i, 0, vis, h0, DS_MIN(H, h0 + gh), rsel };
+                else
+                    for (int64_t j0 = 0; j0 < vis; j0 += sp, k++)
+                        items[k] = (fd_item){ s, i, j0, DS_MIN(vis, j0 + sp), 0, H, rsel };
             }
         }
         row_first[r] = k;
