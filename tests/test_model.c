@@ -982,3 +982,35 @@ TEST(model_dsa_topk_vs_sort) {
             }
         }
 }
+
+/* The routers ride in the repacked weights' memory (repack_model.c: read
+ * from huge pages, not the file's 4 KiB pages): where the model was
+ * repacked, every layer's router lies inside that copy and holds the bytes
+ * the file holds (the model opened with DS_REPACK=0 reads them in place). */
+TEST(model_router_copied_with_repack) {
+    const char *path = "tests/fixtures/gguf/kq.llama-q4_k_m.gguf";
+    ds_err e = { 0 };
+    ds_model *m = NULL, *raw = NULL;
+    if (ds_model_open(&m, path, &e)) { ds_test_fail(__FILE__, __LINE__, "open %s: %s", path, e.msg); return; }
+    if (!m->rp_buf) {
+        ds_model_close(m);
+        SKIP("nothing repacked (no x8 kernels at this level, or DS_REPACK=0)");
+    }
+    const char *old = getenv("DS_REPACK");
+    setenv("DS_REPACK", "0", 1);
+    int rc = ds_model_open(&raw, path, &e);
+    if (old) setenv("DS_REPACK", old, 1); else unsetenv("DS_REPACK");
+    CHECK(rc == 0 && raw && !raw->rp_buf);
+    int routers = 0;
+    for (int64_t l = 0; raw && l < m->cfg.n_layer; l++) {
+        const ds_tensor *t = &m->layers[l].router, *r = &raw->layers[l].router;
+        if (!ds_tensor_present(t)) continue;
+        routers++;
+        const uint8_t *p = t->data, *b = m->rp_buf;
+        CHECK_MSG(p >= b && p + t->nbytes <= b + m->rp_bytes, "layer %lld: the router is not in the repacked copy", (long long)l);
+        CHECK_MSG(t->nbytes == r->nbytes && memcmp(t->data, r->data, t->nbytes) == 0, "layer %lld: the router's bytes differ", (long long)l);
+    }
+    CHECK(routers > 0);
+    ds_model_close(raw);
+    ds_model_close(m);
+}

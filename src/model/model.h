@@ -115,8 +115,9 @@ typedef struct ds_model {
     int64_t n_params;     /* stored parameters (scales excluded), all experts */
     int64_t file_bytes;   /* bytes of tensor data in the files, all experts */
     struct ds_gguf *gguf; /* the mapped file when opened from a .gguf (model_gguf.c), else NULL */
-    void *rp_buf;         /* x8 copies of the quantized matmul weights (repack_model.c), or NULL */
+    void *rp_buf;         /* x8 copies of the quantized matmul weights and the routers as stored (repack_model.c), or NULL */
     size_t rp_bytes;
+    size_t rp_plain;      /* of which routers copied as stored (not repacked) */
     size_t rp_skipped;    /* bytes not repacked: the copy would not fit in rp_budget (repack_model.c) */
     int64_t rp_budget;    /* memory this process could still use at load (memlimit.h) */
     float **owned_scales; /* block scales converted at load (V4's e8m0 -> fp32), [n_owned_scales] */

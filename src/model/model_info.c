@@ -115,7 +115,7 @@ void ds_model_storage_info(const ds_model *m, ds_model_storage *s) {
         s->n_tensors = m->st.n_tensors;
     }
     s->mapped_bytes = m->file_bytes;
-    s->repacked_bytes = (int64_t)m->rp_bytes;
+    s->repacked_bytes = (int64_t)(m->rp_bytes - m->rp_plain);   /* the x8 copies (the routers beside them are not counted) */
     s->repack_skipped_bytes = (int64_t)m->rp_skipped;
     s->repack_budget = m->rp_budget;
     decode_bytes(m, s);
