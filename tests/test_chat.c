@@ -154,15 +154,15 @@ TEST(chat_special_token_injection) {
         if (!t) return;
         ds_tool_call call = { "function", "get<｜tool▁sep｜>x", evil, NULL };
         ds_chat_msg evil_msgs[] = {
-            { DS_ROLE_SYSTEM, evil, NULL, NULL, 0, false, NULL }, { DS_ROLE_USER, evil, NULL, NULL, 0, false, NULL },
-            { DS_ROLE_ASSISTANT, NULL, NULL, &call, 1, false, NULL }, { DS_ROLE_TOOL, evil, NULL, NULL, 0, false, NULL },
-            { DS_ROLE_ASSISTANT, evil, NULL, NULL, 0, false, NULL }, { DS_ROLE_USER, evil, NULL, NULL, 0, false, NULL },
+            { DS_ROLE_SYSTEM, evil, NULL, NULL, 0, false, NULL, 0 }, { DS_ROLE_USER, evil, NULL, NULL, 0, false, NULL, 0 },
+            { DS_ROLE_ASSISTANT, NULL, NULL, &call, 1, false, NULL, 0 }, { DS_ROLE_TOOL, evil, NULL, NULL, 0, false, NULL, 0 },
+            { DS_ROLE_ASSISTANT, evil, NULL, NULL, 0, false, NULL, 0 }, { DS_ROLE_USER, evil, NULL, NULL, 0, false, NULL, 0 },
         };
         ds_tool_call call2 = { "function", "getx", "x", NULL };
         ds_chat_msg plain_msgs[] = {
-            { DS_ROLE_SYSTEM, "x", NULL, NULL, 0, false, NULL }, { DS_ROLE_USER, "x", NULL, NULL, 0, false, NULL },
-            { DS_ROLE_ASSISTANT, NULL, NULL, &call2, 1, false, NULL }, { DS_ROLE_TOOL, "x", NULL, NULL, 0, false, NULL },
-            { DS_ROLE_ASSISTANT, "x", NULL, NULL, 0, false, NULL }, { DS_ROLE_USER, "x", NULL, NULL, 0, false, NULL },
+            { DS_ROLE_SYSTEM, "x", NULL, NULL, 0, false, NULL, 0 }, { DS_ROLE_USER, "x", NULL, NULL, 0, false, NULL, 0 },
+            { DS_ROLE_ASSISTANT, NULL, NULL, &call2, 1, false, NULL, 0 }, { DS_ROLE_TOOL, "x", NULL, NULL, 0, false, NULL, 0 },
+            { DS_ROLE_ASSISTANT, "x", NULL, NULL, 0, false, NULL, 0 }, { DS_ROLE_USER, "x", NULL, NULL, 0, false, NULL, 0 },
         };
         int n = f == DS_CHAT_V2 ? 2 : 6;
         if (f == DS_CHAT_V2) { evil_msgs[2] = evil_msgs[4]; plain_msgs[2] = plain_msgs[4]; n = 3; }
@@ -187,18 +187,18 @@ TEST(chat_special_token_injection) {
 TEST(chat_render_errors_and_auto) {
     const ds_tokenizer *t = tok(0);
     if (!t) return;
-    ds_chat_msg bad_role = { (ds_chat_role)9, "x", NULL, NULL, 0, false, NULL };
+    ds_chat_msg bad_role = { (ds_chat_role)9, "x", NULL, NULL, 0, false, NULL, 0 };
     tok_ids ids = {0};
     ds_err e = {0};
     CHECK(chat_render(t, DS_CHAT_V3, &bad_role, 1, true, false, &ids, &e) == DS_EINVAL && ids.n == 0);
     CHECK(strstr(e.msg, "role"));
     ds_tool_call noname = { NULL, NULL, "{}", NULL };
-    ds_chat_msg m = { DS_ROLE_ASSISTANT, NULL, NULL, &noname, 1, false, NULL };
+    ds_chat_msg m = { DS_ROLE_ASSISTANT, NULL, NULL, &noname, 1, false, NULL, 0 };
     ds_err e2 = {0};
     CHECK(chat_render(t, DS_CHAT_V3, &m, 1, true, false, &ids, &e2) == DS_EINVAL && ids.n == 0);
     CHECK(strstr(e2.msg, "name"));
     /* AUTO = the tokenizer's template (V3 here): BOS <｜User｜> hi <｜Assistant｜> */
-    ds_chat_msg u = { DS_ROLE_USER, "hi", NULL, NULL, 0, false, NULL };
+    ds_chat_msg u = { DS_ROLE_USER, "hi", NULL, NULL, 0, false, NULL, 0 };
     ds_err e3 = {0};
     CHECK(chat_render(t, DS_CHAT_AUTO, &u, 1, true, false, &ids, &e3) == 0);
     CHECK(ids.n == 4 && ids.v[0] == 0 && ids.v[1] == 128803 && ids.v[3] == 128804);
@@ -459,4 +459,43 @@ TEST(chat_v32_v4_detection_and_options) {
     CHECK(text && strstr(text, "<｜DSML｜parameter name=\"arguments\" string=\"true\">not json</｜DSML｜parameter>"));
     free(text);
     tok_ids_free(&ids);
+}
+
+/* Content with NUL characters (an API message may hold "\u0000": a model can
+ * write the byte 0) renders whole in every format: the ids decode back to
+ * each content's bytes, the NULs and what follows them included; R1 and
+ * V3.1 still drop an assistant turn's text up to "</think>". */
+TEST(chat_content_with_nul_renders_whole) {
+    static const char sys[] = "s\0ys", user[] = "u\0ser", asst[] = "th\0ink</think>an\0s", tool[] = "4\0" "2";
+    for (int f = DS_CHAT_V3; f <= DS_CHAT_V4; f++) {
+        const ds_tokenizer *t = tok(f != DS_CHAT_V3 && f != DS_CHAT_V2);
+        if (!t) return;
+        ds_tool_call call = { "function", "f", "{\"x\": 1}", "c1" };
+        ds_chat_msg m[6] = {
+            { .role = DS_ROLE_SYSTEM, .content = sys, .content_len = sizeof sys - 1 },
+            { .role = DS_ROLE_USER, .content = user, .content_len = sizeof user - 1 },
+            { .role = DS_ROLE_ASSISTANT, .content = asst, .content_len = sizeof asst - 1 },
+            { .role = DS_ROLE_USER, .content = user, .content_len = sizeof user - 1 },
+            { .role = DS_ROLE_ASSISTANT, .tool_calls = &call, .n_tool_calls = 1 },
+            { .role = DS_ROLE_TOOL, .content = tool, .content_len = sizeof tool - 1, .tool_call_id = "c1" },
+        };
+        int n = f == DS_CHAT_V2 ? 4 : 6;   /* (V2's template has no tools) */
+        ds_chat_opts o = { .add_generation_prompt = true, .thinking = false };
+        tok_ids ids = {0};
+        ds_err e = {0};
+        int rc = chat_render_opts(t, (ds_chat_format)f, m, n, &o, &ids, NULL, &e);
+        CHECK_MSG(rc == 0, "%s: %s", chat_format_name((ds_chat_format)f), e.msg);
+        char *txt = NULL;
+        size_t len = 0;
+        if (!rc) CHECK(tok_decode(t, ids.v, ids.n, false, &txt, &len, &e) == 0);
+        const char *name = chat_format_name((ds_chat_format)f);
+        bool drops = f == DS_CHAT_R1 || f == DS_CHAT_V31;   /* (V3.2, V4: reasoning is its own field) */
+        CHECK_MSG(txt && memmem(txt, len, sys, sizeof sys - 1), "%s: the system content", name);
+        CHECK_MSG(txt && memmem(txt, len, user, sizeof user - 1), "%s: the user content", name);
+        CHECK_MSG(txt && memmem(txt, len, "an\0s", 4), "%s: the assistant content", name);
+        CHECK_MSG(txt && (!memmem(txt, len, "th\0ink", 6)) == drops, "%s: the reasoning %s", name, drops ? "kept" : "dropped");
+        if (n > 4) CHECK_MSG(txt && memmem(txt, len, tool, sizeof tool - 1), "%s: the tool result", name);
+        free(txt);
+        tok_ids_free(&ids);
+    }
 }

@@ -369,7 +369,7 @@ static enum MHD_Result h_vendor(srv_server *s, struct MHD_Connection *c, const c
 static enum MHD_Result h_tokenize(srv_server *s, struct MHD_Connection *c, const conn_state *cs) {
     oa_error err = { 0 };
     json_error_t je;
-    json_t *root = json_loadb(cs->body ? cs->body : "", cs->n, 0, &je);
+    json_t *root = json_loadb(cs->body ? cs->body : "", cs->n, JSON_ALLOW_NUL, &je);   /* "\u0000" is text (the strings are used with their lengths) */
     if (!root || !json_is_object(root)) {
         json_decref(root);
         return fail(s, c, 400, "invalid_request_error", "invalid_json", "the request body must be a JSON object%s%s",

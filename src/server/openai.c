@@ -283,8 +283,11 @@ static bool valid_fn_name(const char *s) {
     return true;
 }
 
-/* A message's content: a string or an array of text parts (joined). */
-static int message_content(oa_request *r, const json_t *m, int i, bool allow_null, const char **out, oa_error *err) {
+/* A message's content: a string or an array of text parts (joined), into
+ * msg->content / content_len. NUL characters ("\u0000") are text like any
+ * other: a model can write the byte 0, and a client sends its answers back. */
+static int message_content(oa_request *r, const json_t *m, int i, bool allow_null, ds_chat_msg *msg, oa_error *err) {
+    const char **out = &msg->content;
     char path[64];
     snprintf(path, sizeof path, "messages[%d].content", i);
     const json_t *c = field(m, "content");
@@ -294,8 +297,8 @@ static int message_content(oa_request *r, const json_t *m, int i, bool allow_nul
         return BAD(path, "%s: required", path);
     }
     if (json_is_string(c)) {
-        if (memchr(json_string_value(c), 0, json_string_length(c))) return BAD(path, "%s: contains a NUL character", path);
         *out = json_string_value(c);
+        msg->content_len = json_string_length(c);
         return DS_OK;
     }
     if (!json_is_array(c)) return BAD(path, "%s: expected a string or an array of content parts, got %s", path, type_name(c));
@@ -320,8 +323,8 @@ static int message_content(oa_request *r, const json_t *m, int i, bool allow_nul
         o += json_string_length(tx);
     }
     s[o] = 0;
-    if (memchr(s, 0, o)) return BAD(path, "%s: contains a NUL character", path);
     *out = s;
+    msg->content_len = o;
     return DS_OK;
 }
 
@@ -405,7 +408,7 @@ int oa_parse_chat(const char *body, size_t len, const oa_limits *lim, oa_request
         msg->role = (ds_chat_role)ro;
         if ((rc = parse_tool_calls(r, m, (int)i, msg, err))) goto fail;
         if (ro == DS_ROLE_ASSISTANT) {
-            if ((rc = message_content(r, m, (int)i, true, &msg->content, err))) goto fail;
+            if ((rc = message_content(r, m, (int)i, true, msg, err))) goto fail;
             if (!msg->content && msg->n_tool_calls == 0) msg->content = "";
             const char *rs = NULL;
             if ((rc = get_str(m, "reasoning_content", &rs, err))) goto fail; /* V3.2 / V4 render it where their encoders do */
@@ -429,7 +432,7 @@ int oa_parse_chat(const char *body, size_t len, const oa_limits *lim, oa_request
                 rc = BAD(path, "%s: only assistant messages carry tool_calls", path);
                 goto fail;
             }
-            if ((rc = message_content(r, m, (int)i, false, &msg->content, err))) goto fail;
+            if ((rc = message_content(r, m, (int)i, false, msg, err))) goto fail;
         }
         if (ro == DS_ROLE_TOOL && !after_calls) {
             snprintf(path, sizeof path, "messages[%zu]", i);

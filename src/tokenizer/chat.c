@@ -83,6 +83,8 @@ static void eos(rb *b) {
 }
 
 static const char *str_or_empty(const char *s) { return s ? s : ""; }
+/* a message's content, NUL characters included */
+static void content(rb *b, const ds_chat_msg *m) { if (m->content) text_n(b, m->content, chat_content_len(m)); }
 static const char *call_type(const ds_tool_call *c) { return c->type ? c->type : "function"; }
 
 /* All system messages, joined by "\n\n" (V3, R1, V3.1). */
@@ -91,7 +93,7 @@ static void system_prompt(rb *b, const ds_chat_msg *m, int n) {
     for (int i = 0; i < n; i++) {
         if (m[i].role != DS_ROLE_SYSTEM) continue;
         if (!first) text(b, "\n\n");
-        text(b, str_or_empty(m[i].content));
+        content(b, &m[i]);
         first = false;
     }
 }
@@ -119,7 +121,7 @@ static void render_v3(rb *b, const ds_chat_msg *msgs, int n, bool gen) {
         if (m->role == DS_ROLE_USER) {
             is_tool = false;
             mark(b, M_USER);
-            text(b, str_or_empty(m->content));
+            content(b, m);
         }
         if (m->role == DS_ROLE_ASSISTANT && !m->content) {
             is_tool = false;
@@ -140,12 +142,12 @@ static void render_v3(rb *b, const ds_chat_msg *msgs, int n, bool gen) {
         if (m->role == DS_ROLE_ASSISTANT && m->content) {
             if (is_tool) {
                 mark(b, M_OUTPUTS_END);
-                text(b, m->content);
+                content(b, m);
                 mark(b, M_EOS);
                 is_tool = false;
             } else {
                 mark(b, M_ASSISTANT);
-                text(b, m->content);
+                content(b, m);
                 mark(b, M_EOS);
             }
         }
@@ -158,7 +160,7 @@ static void render_v3(rb *b, const ds_chat_msg *msgs, int n, bool gen) {
                 text(b, "\n");
             }
             mark(b, M_OUTPUT_BEGIN);
-            text(b, str_or_empty(m->content));
+            content(b, m);
             mark(b, M_OUTPUT_END);
         }
     }
@@ -166,14 +168,15 @@ static void render_v3(rb *b, const ds_chat_msg *msgs, int n, bool gen) {
     if (gen && !is_tool) mark(b, M_ASSISTANT);
 }
 
-/* content.split('</think>')[-1] (R1) or content.split('</think>', 1)[1] (V3.1) */
-static const char *after_think(const char *c, bool last) {
-    const char *p = strstr(c, M_THINK_END);
-    if (!p) return c;
-    if (!last) return p + strlen(M_THINK_END);
-    const char *q;
-    while ((q = strstr(p + strlen(M_THINK_END), M_THINK_END))) p = q;
-    return p + strlen(M_THINK_END);
+/* content.split('</think>')[-1] (R1) or content.split('</think>', 1)[1] (V3.1), as text */
+static void after_think(rb *b, const ds_chat_msg *m, bool last) {
+    const char *c = str_or_empty(m->content), *end = c + chat_content_len(m), *p = c;
+    size_t k = strlen(M_THINK_END);
+    for (const char *q; (q = memmem(p, (size_t)(end - p), M_THINK_END, k));) {
+        p = q + k;
+        if (!last) break;
+    }
+    text_n(b, p, (size_t)(end - p));
 }
 
 static void render_r1(rb *b, const ds_chat_msg *msgs, int n, bool gen) {
@@ -185,14 +188,14 @@ static void render_r1(rb *b, const ds_chat_msg *msgs, int n, bool gen) {
         if (m->role == DS_ROLE_USER) {
             is_tool = false;
             mark(b, M_USER);
-            text(b, str_or_empty(m->content));
+            content(b, m);
         }
         if (m->role == DS_ROLE_ASSISTANT && m->n_tool_calls > 0) {
             is_tool = false;
             for (int k = 0; k < m->n_tool_calls; k++) {
                 if (!is_first) {
                     mark(b, M_ASSISTANT);
-                    if (m->content) text(b, m->content);
+                    content(b, m);
                     mark(b, M_CALLS_BEGIN);
                     v3_call(b, &m->tool_calls[k]);
                     is_first = true;
@@ -207,12 +210,12 @@ static void render_r1(rb *b, const ds_chat_msg *msgs, int n, bool gen) {
         if (m->role == DS_ROLE_ASSISTANT && m->n_tool_calls == 0) {
             if (is_tool) {
                 mark(b, M_OUTPUTS_END);
-                text(b, str_or_empty(m->content));
+                content(b, m);
                 mark(b, M_EOS);
                 is_tool = false;
             } else {
                 mark(b, M_ASSISTANT);
-                text(b, after_think(str_or_empty(m->content), true));
+                after_think(b, m, true);
                 mark(b, M_EOS);
             }
         }
@@ -223,7 +226,7 @@ static void render_r1(rb *b, const ds_chat_msg *msgs, int n, bool gen) {
                 is_output_first = false;
             }
             mark(b, M_OUTPUT_BEGIN);
-            text(b, str_or_empty(m->content));
+            content(b, m);
             mark(b, M_OUTPUT_END);
         }
     }
@@ -246,7 +249,7 @@ static void render_v31(rb *b, const ds_chat_msg *msgs, int n, bool gen, bool thi
             is_first = false;
             is_last_user = true;
             mark(b, M_USER);
-            text(b, str_or_empty(m->content));
+            content(b, m);
         }
         if (m->role == DS_ROLE_ASSISTANT && m->n_tool_calls > 0) {
             if (is_last_user) {
@@ -259,7 +262,7 @@ static void render_v31(rb *b, const ds_chat_msg *msgs, int n, bool gen, bool thi
             for (int k = 0; k < m->n_tool_calls; k++) {
                 const ds_tool_call *c = &m->tool_calls[k];
                 if (!is_first) {
-                    if (m->content) text(b, m->content);
+                    content(b, m);
                     mark(b, M_CALLS_BEGIN);
                     is_first = true;
                 }
@@ -279,11 +282,11 @@ static void render_v31(rb *b, const ds_chat_msg *msgs, int n, bool gen, bool thi
             }
             is_last_user = false;
             if (is_tool) {
-                text(b, str_or_empty(m->content));
+                content(b, m);
                 mark(b, M_EOS);
                 is_tool = false;
             } else {
-                text(b, after_think(str_or_empty(m->content), false));
+                after_think(b, m, false);
                 mark(b, M_EOS);
             }
         }
@@ -291,7 +294,7 @@ static void render_v31(rb *b, const ds_chat_msg *msgs, int n, bool gen, bool thi
             is_last_user = false;
             is_tool = true;
             mark(b, M_OUTPUT_BEGIN);
-            text(b, str_or_empty(m->content));
+            content(b, m);
             mark(b, M_OUTPUT_END);
         }
     }
@@ -311,14 +314,14 @@ static void render_v2(rb *b, const ds_chat_msg *msgs, int n, bool gen, bool thin
         const ds_chat_msg *m = &msgs[i];
         if (m->role == DS_ROLE_USER) {
             text(b, "User: ");
-            text(b, str_or_empty(m->content));
+            content(b, m);
             text(b, "\n\n");
         } else if (m->role == DS_ROLE_ASSISTANT) {
             text(b, "Assistant: ");
-            text(b, str_or_empty(m->content));
+            content(b, m);
             eos(b);
         } else if (m->role == DS_ROLE_SYSTEM) {
-            text(b, str_or_empty(m->content));
+            content(b, m);
             text(b, "\n\n");
         }
     }

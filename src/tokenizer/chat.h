@@ -51,6 +51,8 @@ typedef struct ds_chat_msg {
     int n_tool_calls;
     bool prefix;           /* V3.1: assistant prefix completion ("prefix": true) */
     const char *tool_call_id; /* tool messages: the call answered (V4 sorts results by call order) */
+    size_t content_len;    /* content's bytes when it holds NUL characters (an API message may: a
+                              model can write the byte 0); 0: strlen(content) */
 } ds_chat_msg;
 
 /* Options of chat_render_opts beyond chat_render's. */

@@ -264,10 +264,11 @@ static json_t *load_tools(rb *b, const char *tools_json) {
 /* The conversation as the encoders see it: the tools on the first message
  * (a system message put first when there is none), and for V4 tool results
  * merged into user turns. */
-typedef struct blk { bool tool; const char *text, *id; } blk;
+typedef struct blk { bool tool; const char *text, *id; size_t len; } blk;
 typedef struct dmsg {
     ds_chat_role role;
     const char *content, *reasoning, *tool_call_id;
+    size_t content_len;   /* content's bytes (NUL characters included) */
     const ds_tool_call *calls;
     int n_calls, src;   /* src: index in the caller's messages (-1: added) */
     bool tools, open;   /* open: the last assistant message of a prefix completion (no EOS) */
@@ -280,7 +281,8 @@ static dmsg *prepare(rb *b, const ds_chat_msg *msgs, int n, const ds_chat_opts *
     int k = 0;
     if (with_tools && (n == 0 || msgs[0].role != DS_ROLE_SYSTEM)) d[k++] = (dmsg){ .role = DS_ROLE_SYSTEM, .content = "", .src = -1 };
     for (int i = 0; i < n; i++)
-        d[k++] = (dmsg){ .role = msgs[i].role, .content = msgs[i].content, .reasoning = msgs[i].reasoning,
+        d[k++] = (dmsg){ .role = msgs[i].role, .content = msgs[i].content, .content_len = chat_content_len(&msgs[i]),
+                         .reasoning = msgs[i].reasoning,
                          .tool_call_id = msgs[i].tool_call_id, .calls = msgs[i].tool_calls,
                          .n_calls = msgs[i].n_tool_calls, .src = i };
     if (with_tools) d[0].tools = true;
@@ -310,12 +312,12 @@ void chat_render_v32(rb *b, const ds_chat_msg *msgs, int n, const ds_chat_opts *
         const dmsg *m = &d[i];
         switch (m->role) {
         case DS_ROLE_SYSTEM:
-            rb_text(b, s0(m->content));
+            rb_text_n(b, s0(m->content), m->content_len);
             if (m->tools) { rb_text(b, "\n\n"); render_tools(b, tools, false); }
             break;
         case DS_ROLE_USER:
             rb_mark(b, M_USER);
-            rb_text(b, s0(m->content));
+            rb_text_n(b, s0(m->content), m->content_len);
             rb_mark(b, M_ASSISTANT);
             rb_mark(b, i == lu && th ? M_THINK : M_THINK_END);
             break;
@@ -328,7 +330,7 @@ void chat_render_v32(rb *b, const ds_chat_msg *msgs, int n, const ds_chat_opts *
             }
             if (i - p == 1) rb_text(b, "\n\n<function_results>");
             rb_text(b, "\n<result>");
-            rb_text(b, s0(m->content));
+            rb_text_n(b, s0(m->content), m->content_len);
             rb_text(b, "</result>");
             if (i - p == d[p].n_calls) {
                 rb_text(b, "\n</function_results>\n\n");
@@ -347,7 +349,7 @@ void chat_render_v32(rb *b, const ds_chat_msg *msgs, int n, const ds_chat_opts *
                 rb_text(b, s0(m->reasoning));
                 rb_mark(b, M_THINK_END);
             }
-            rb_text(b, s0(m->content));
+            rb_text_n(b, s0(m->content), m->content_len);
             render_calls(b, m->src, m->calls, m->n_calls, false);
             if (!m->open) rb_mark(b, M_EOS);
             break;
@@ -381,7 +383,7 @@ void chat_render_v4(rb *b, const ds_chat_msg *msgs, int n, const ds_chat_opts *o
     for (int i = 0; i < nd; i++) {
         if (d[i].role == DS_ROLE_TOOL || d[i].role == DS_ROLE_USER) {
             bool tool = d[i].role == DS_ROLE_TOOL;
-            bl[nbl] = (blk){ .tool = tool, .text = s0(d[i].content), .id = d[i].tool_call_id };
+            bl[nbl] = (blk){ .tool = tool, .text = s0(d[i].content), .id = d[i].tool_call_id, .len = d[i].content_len };
             if (nm > 0 && d[nm - 1].role == DS_ROLE_USER) {
                 d[nm - 1].nb++;
             } else {
@@ -433,7 +435,7 @@ void chat_render_v4(rb *b, const ds_chat_msg *msgs, int n, const ds_chat_opts *o
         if (i == 0 && th && o->effort == DS_EFFORT_MAX) rb_text(b, V4_EFFORT_MAX);
         switch (m->role) {
         case DS_ROLE_SYSTEM:
-            rb_text(b, s0(m->content));
+            rb_text_n(b, s0(m->content), m->content_len);
             if (m->tools) { rb_text(b, "\n\n"); render_tools(b, tools, true); }
             break;
         case DS_ROLE_USER:
@@ -442,7 +444,7 @@ void chat_render_v4(rb *b, const ds_chat_msg *msgs, int n, const ds_chat_opts *o
                 const blk *x = &bl[m->b0 + k];
                 if (k) rb_text(b, "\n\n");
                 if (x->tool) rb_text(b, "<tool_result>");
-                rb_text(b, x->text);
+                rb_text_n(b, x->text, x->len);
                 if (x->tool) rb_text(b, "</tool_result>");
             }
             break;
@@ -451,7 +453,7 @@ void chat_render_v4(rb *b, const ds_chat_msg *msgs, int n, const ds_chat_opts *o
                 rb_text(b, s0(m->reasoning));
                 rb_mark(b, M_THINK_END);
             }
-            rb_text(b, s0(m->content));
+            rb_text_n(b, s0(m->content), m->content_len);
             render_calls(b, m->src, m->calls, m->n_calls, true);
             if (!m->open) rb_mark(b, M_EOS);
             break;

@@ -11,6 +11,8 @@
 #include "chat.h"
 #include "../core/strbuf.h"
 
+#include <string.h>
+
 #define M_BOS "<｜begin▁of▁sentence｜>"
 #define M_USER "<｜User｜>"
 #define M_ASSISTANT "<｜Assistant｜>"
@@ -32,6 +34,11 @@ void rb_text_n(rb *b, const char *s, size_t n); /* literal text (no added-token 
 void rb_text(rb *b, const char *s);             /* NULL: nothing */
 void rb_mark(rb *b, const char *m);             /* a marker: its added-token id, or text if none */
 void rb_flush(rb *b);                           /* tokenizes the pending run */
+
+/* a message's content bytes (content_len, or up to its NUL) */
+static inline size_t chat_content_len(const ds_chat_msg *m) {
+    return !m->content ? 0 : m->content_len ? m->content_len : strlen(m->content);
+}
 
 /* chat_dsml.c */
 void chat_render_v32(rb *b, const ds_chat_msg *msgs, int n, const ds_chat_opts *o, const char *tools_json);

@@ -161,6 +161,15 @@ def t_tokenize(c, srv):
     c.check(len(json.loads(b)["tokens"]) == 1 and n_lit > 1, "parse_special")
     st, _, b = req(srv, "POST", "/tokenize", {"messages": [{"role": "user", "content": "hi"}]})
     c.check(st == 200 and json.loads(b)["tokens"][0] == 0, "template tokens start with BOS")
+    # a NUL character in a message is text (the model can write the byte 0 and a client sends its
+    # answers back): templated whole, and a chat request with it in the history is served
+    st, _, b = req(srv, "POST", "/tokenize", {"messages": [{"role": "user", "content": "a\u0000b"}]})
+    c.eq(st, 200, "tokenize a message with a NUL character")
+    st, _, b2 = req(srv, "POST", "/detokenize", {"tokens": json.loads(b)["tokens"]} if st == 200 else {"tokens": []})
+    c.check("a\u0000b" in json.loads(b2).get("content", ""), f"the NUL character templated: {b2[:200]!r}")
+    st, _, b = chat(srv, {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x\u0000y"},
+                                       {"role": "user", "content": "again"}], "max_tokens": 3})
+    c.eq(st, 200, f"chat with a NUL character in the history: {b[:200]!r}")
     st, _, b = req(srv, "POST", "/detokenize", {"tokens": [1, 99999]})
     error_shape_ok(c, st, b, 400, "detokenize bad id")
     st, _, b = req(srv, "POST", "/tokenize", {"content": 5})
