@@ -66,6 +66,7 @@ static void usage(FILE *f) {
 typedef struct {
     ds_chat_role role;
     char *content;
+    size_t len;   /* content's bytes: a reply may hold the byte 0 */
 } turn;
 
 typedef struct {
@@ -224,15 +225,19 @@ static int on_token(void *ud, int32_t id, const char *em, size_t el) {
     return g_interrupt ? 1 : 0;
 }
 
-static void add_turn(chat *c, ds_chat_role role, const char *text) {
+static void add_turn(chat *c, ds_chat_role role, const char *text, size_t len) {
     if (c->n_turns == c->cap_turns) {
         c->cap_turns = c->cap_turns ? c->cap_turns * 2 : 16;
         c->turns = realloc(c->turns, (size_t)c->cap_turns * sizeof *c->turns);
         if (!c->turns) cli_die(C, "out of memory");
     }
     c->turns[c->n_turns].role = role;
-    c->turns[c->n_turns].content = strdup(text);
-    if (!c->turns[c->n_turns].content) cli_die(C, "out of memory");
+    char *p = malloc(len + 1);
+    if (!p) cli_die(C, "out of memory");
+    memcpy(p, text, len);
+    p[len] = 0;
+    c->turns[c->n_turns].content = p;
+    c->turns[c->n_turns].len = len;
     c->n_turns++;
 }
 
@@ -243,7 +248,7 @@ static void clear_turns(chat *c) {
 
 /* One user turn: render, reuse the cached prefix, generate, record. */
 static void respond(chat *c, const char *user) {
-    add_turn(c, DS_ROLE_USER, user);
+    add_turn(c, DS_ROLE_USER, user, strlen(user));
     tok_ids ids = { 0 };
     ds_err e = { 0 };
     /* render; while the conversation leaves too little room for a reply,
@@ -257,7 +262,8 @@ static void respond(chat *c, const char *user) {
         int k = 0;
         ds_chat_opts o = { .add_generation_prompt = true, .thinking = c->thinking, .effort = c->effort };
         if (c->system) msgs[k++] = (ds_chat_msg){ .role = DS_ROLE_SYSTEM, .content = c->system };
-        for (int i = 0; i < c->n_turns; i++) msgs[k++] = (ds_chat_msg){ .role = c->turns[i].role, .content = c->turns[i].content };
+        for (int i = 0; i < c->n_turns; i++) msgs[k++] = (ds_chat_msg){ .role = c->turns[i].role, .content = c->turns[i].content,
+                                                   .content_len = c->turns[i].len };
         ids.n = 0;
         if (chat_render_opts(c->tok, c->fmt, msgs, n_msgs, &o, &ids, NULL, &e)) cli_die_err(C, &e);
         free(msgs);
@@ -324,9 +330,7 @@ static void respond(chat *c, const char *user) {
     /* history keeps the answer; the templates drop earlier reasoning anyway */
     ds_reply_split sp;
     chat_split_reasoning(r.reply ? r.reply : "", r.n_reply, starts, &sp);
-    char *content = strndup(sp.content ? sp.content : "", sp.content_len);
-    add_turn(c, DS_ROLE_ASSISTANT, content ? content : "");
-    free(content);
+    add_turn(c, DS_ROLE_ASSISTANT, sp.content ? sp.content : "", sp.content ? sp.content_len : 0);
     if (c->verbose) {
         int64_t dec = st.n_gen > 1 ? st.n_gen - 1 : 0;
         fprintf(stderr, "%s[prompt %lld tokens (%lld cached), %.1f tok/s; reply %lld tokens, %.1f tok/s]%s\n",
