@@ -292,6 +292,8 @@ TEST(request_chat_errors_name_the_field) {
     expect_chat_error("{" U ",\"logit_bias\":{\"3\":101}}", 400, "logit_bias", "out of range");
     expect_chat_error("{" U ",\"model\":5}", 400, "model", "expected a string");
     expect_chat_error("{" U ",\"best_of\":3}", 400, "best_of", "out of range");
+    expect_chat_error("{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\","
+                      "\"reasoning_content\":\"r\\u0000s\"}]}", 400, "reasoning_content", "NUL");
 #undef U
     /* the error body has the four standard fields */
     oa_error err = { 0 };

@@ -126,6 +126,8 @@ static int get_str(const json_t *o, const char *key, const char **out, oa_error 
     const json_t *v = field(o, key);
     if (!v) return DS_OK;
     if (!json_is_string(v)) return BAD(key, "%s: expected a string, got %s", key, type_name(v));
+    /* these strings are used up to their first NUL: refused rather than cut (message content takes them) */
+    if (memchr(json_string_value(v), 0, json_string_length(v))) return BAD(key, "%s: contains a NUL character", key);
     *out = json_string_value(v);
     return DS_OK;
 }
