@@ -371,6 +371,17 @@ if expect_ok "bench --rounds 2 --compare-llama" "$BIN" bench -m "$G" -p 16 -n 4 
     awk -F'|' '$3 ~ /pp16/ && NF == 8 && $7 !~ /,/ { l = $5 > $6 ? $5 : $6; r = $4 / l; if (r - $7 > 0.006 || $7 - r > 0.006) bad = 1 } END { exit bad }' "$T/out" ||
         fail "bench: ratio is not ours / llama.cpp"
 fi
+# --passes: after the tg row, the decode passes by type and size; per token their bytes sum to the
+# weights a token reads (bench's own "MiB read per decoded token", printed to 0.1 MiB; on the 6-layer
+# V2-Lite Q4_K_M file 483.9 MB against 461.5 MiB = 483.9 MB)
+GK=$FX/gguf/kq.llama-q4_k_m.gguf
+if expect_ok "bench --passes" "$BIN" bench -m "$GK" -p 0 -n 4 -t 1 -r 1 --no-bw --passes; then
+    grep -qE '^\|         \|   passes Q4_K ' "$T/out" || fail "bench --passes: no Q4_K pass line: $(cat "$T/out")"
+    awk '/MiB read per decoded token/ { for (i = 1; i <= NF; i++) if ($(i+1) == "MiB" && $(i+2) == "read") want = $i * 1.048576 }
+         /passes .* per token/ { for (i = 1; i <= NF; i++) if ($(i+1) == "MB" && $(i+3) == "token,") got += $i }
+         END { d = got - want; if (d < 0) d = -d; if (want <= 0 || d > 0.06 + 0.03 * want) { print want, got; exit 1 } }' "$T/out" ||
+        fail "bench --passes: the passes' bytes do not add up to the weights a token reads: $(cat "$T/out")"
+fi
 expect_fail "bench --rounds 0" "--rounds" "$BIN" bench -m "$G" --rounds 0
 expect_fail "bench --compare-llama on a folder" "needs a .gguf" "$BIN" bench -m "$M" --compare-llama "$FAKE"
 

@@ -655,3 +655,34 @@ TEST(ops_mla_flash_decode_head_groups_bits) {
         free(kv); free(q); free(u); free(ml); free(sc);
     }
 }
+
+/* The decode pass profile (bench --passes): one-token passes of ds_matmul and
+ * ds_matmul_multi are counted with their weight bytes, by type and size;
+ * passes of two tokens and passes outside start/stop are not. */
+TEST(ops_pass_profile_counts) {
+    enum { N = 64, K = 256 };
+    float *wd = calloc(N * K, sizeof(float)), *x = calloc(2 * K, sizeof(float)), *y = calloc(4 * N, sizeof(float));
+    ds_tensor w = { .name = "w", .dtype = DS_DTYPE_F32, .ndim = 2, .shape = { N, K }, .data = wd, .nbytes = N * K * 4 };
+    ds_pass_stat st[DS_DTYPE_COUNT][DS_PASS_SIZES];
+    ds_matmul(y, N, x, K, &w, 0, N, 1);                      /* before start */
+    ds_pass_profile_start();
+    for (int i = 0; i < 3; i++) ds_matmul(y, N, x, K, &w, 0, N, 1);
+    ds_matmul(y, N, x, K, &w, 0, N, 2);                      /* two tokens */
+    ds_mm_job jobs[2] = { { y, N, x, K, &w, 0, N, 1, false }, { y + N, N, x, K, &w, 0, 32, 1, false } };
+    ds_matmul_multi(jobs, 2);
+    ds_mm_job two[1] = { { y, N, x, K, &w, 0, N, 2, false } };
+    ds_matmul_multi(two, 1);                                 /* two tokens */
+    ds_pass_profile_stop(st);
+    ds_matmul(y, N, x, K, &w, 0, N, 1);                      /* after stop */
+    int64_t passes = 0;
+    for (int d = 0; d < DS_DTYPE_COUNT; d++)
+        for (int k = 0; k < DS_PASS_SIZES; k++) passes += st[d][k].passes;
+    CHECK_EQ_INT(passes, 4);
+    CHECK_EQ_INT(st[DS_DTYPE_F32][0].passes, 4);
+    CHECK(st[DS_DTYPE_F32][0].bytes == 3.0 * N * K * 4 + (double)N * K * 4 + 32.0 * K * 4);
+    CHECK(st[DS_DTYPE_F32][0].seconds > 0);
+    ds_pass_profile_start();                                 /* zeroes */
+    ds_pass_profile_stop(st);
+    CHECK_EQ_INT(st[DS_DTYPE_F32][0].passes, 0);
+    free(wd); free(x); free(y);
+}

@@ -33,6 +33,9 @@ static void usage(FILE *f) {
         "  -t LIST   thread counts to test (default: all cores)\n"
         "  -r N      repeats per test; the median is reported (default 3)\n  --rounds N  run the whole comparison N times (with --compare-llama: ours, then llama.cpp,\n            alternating) and print per test the medians over the rounds and the median of\n            the per-round ratios (default 1; a shared machine wants 3 or more)\n"
         "  --no-bw   skip the memory-bandwidth probe\n"
+        "  --passes  after each tg row: its one-token matmul passes by weight type and size (per token:\n"
+        "            passes, MB; GB/s of the pass time; passes inside another pass's units, like MLA's\n"
+        "            per-head slices, per thread): where decode stands against the read probe\n"
         "  --kv-type T  KV cache storage: f32 (default), q8, fp8, bf16, or i8 (fastest at depth:\n"
         "               int8 rows read by int8 attention)\n"
         "  --compare-llama PATH  also run llama.cpp's llama-bench (PATH to the binary) on the same\n"
@@ -60,6 +63,21 @@ static double cpu_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static bool g_passes;   /* --passes */
+
+/* --passes: the profile of n·reps decoded tokens, one line per (type, size) */
+static void print_passes(const ds_pass_stat st[DS_DTYPE_COUNT][DS_PASS_SIZES], double tokens) {
+    static const char *const sz[DS_PASS_SIZES] = { "< 1 MB", "1-4 MB", "4-16 MB", "16-64 MB", ">= 64 MB" };
+    for (int d = 0; d < DS_DTYPE_COUNT; d++)
+        for (int k = 0; k < DS_PASS_SIZES; k++) {
+            const ds_pass_stat *p = &st[d][k];
+            if (!p->passes || p->seconds <= 0) continue;
+            printf("|         |   passes %-6s %-8s: %6.1f per token, %7.2f MB per token, %6.1f GB/s |\n",
+                   ds_dtype_name((ds_dtype)d), sz[k], (double)p->passes / tokens, p->bytes / tokens / 1e6,
+                   p->bytes / p->seconds / 1e9);
+        }
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -273,14 +291,15 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
          * size and a few decode steps, so scratch and caches are sized and
          * the weights touched */
         if (ds_prefill(m, x, &cache, tok + depth, pp > 0 ? pp : 1, 512, logits, &e)) cli_die_err(C, &e);
-        for (int64_t i = 0; i < DS_MIN(tg, 4); i++) {
-            ds_seq_chunk ch = { &cache, tok + depth + i, 1, false };
+        for (int64_t i = 0; i < DS_MIN(tg, 4); i++) {   /* (the tokens the timed decode feeds: tok holds depth + pp + 1) */
+            ds_seq_chunk ch = { &cache, tok + depth + (pp > 0 ? i % pp : 0), 1, false };
             if (ds_model_forward(m, x, &ch, 1, logits, NULL, &e)) cli_die_err(C, &e);
         }
         for (int test = 0; test < 2; test++) {
             int64_t n = test == 0 ? pp : tg;
             if (n == 0) continue;
             ds_dist_stats_reset();
+            if (g_passes && test == 1) ds_pass_profile_start();
             double t_all = 0;
             for (int64_t r = 0; r < reps; r++) {
                 if (ds_kvcache_truncate(&cache, depth) != depth) cli_die(C, "the cache cannot go back to depth %lld", (long long)depth);
@@ -330,6 +349,11 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
                     snprintf(cpu, sizeof cpu, "%.2f (%.0f%%)", 1e3 * cs[reps / 2], 100 * act / cs[reps / 2] / 1e9 / bw_cpu);
                 printf("| %7d | %-15s | %19.2f | %5.1f | %5.1f | %12.1f | %12s | %12s |\n", thr[ti], name, med, ts[0],
                        ts[reps - 1], gbs, frac, cpu);
+                if (g_passes) {
+                    ds_pass_stat st[DS_DTYPE_COUNT][DS_PASS_SIZES];
+                    ds_pass_profile_stop(st);
+                    print_passes(st, (double)(n * reps));
+                }
             } else {
                 printf("| %7d | %-15s | %19.2f | %5.1f | %5.1f |              |              | %12.3f |\n", thr[ti], name, med,
                        ts[0], ts[reps - 1], 1e3 * cs[reps / 2]);
@@ -423,6 +447,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { tlist = v; i++; }
         else if (!strcmp(a, "-d") || !strcmp(a, "--depth")) { dlist = v; i++; }
         else if (!strcmp(a, "--no-bw")) bw = false;
+        else if (!strcmp(a, "--passes")) g_passes = true;
         else if (!strcmp(a, "--synthetic-depth")) synth = true;
         else if (!strcmp(a, "--expert-servers")) servers = true;
         else if (!strcmp(a, "--compare-llama")) { llama = v; i++; }

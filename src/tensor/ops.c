@@ -46,6 +46,7 @@
 
 #include <cblas.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -433,12 +434,48 @@ static void matmul_panel_worker(void *vctx, int64_t p0, int64_t p1, int tid) {
     }
 }
 
+/* ------------------------------------------------------------ pass profile */
+
+static ds_pass_stat g_prof[DS_PASS_PROFILE_THREADS][DS_DTYPE_COUNT][DS_PASS_SIZES];
+static _Atomic bool g_prof_on;
+
+void ds_pass_profile_start(void) {
+    memset(g_prof, 0, sizeof g_prof);
+    atomic_store(&g_prof_on, true);
+}
+
+void ds_pass_profile_stop(ds_pass_stat out[DS_DTYPE_COUNT][DS_PASS_SIZES]) {
+    atomic_store(&g_prof_on, false);
+    memset(out, 0, sizeof(ds_pass_stat) * DS_DTYPE_COUNT * DS_PASS_SIZES);
+    for (int t = 0; t < DS_PASS_PROFILE_THREADS; t++)
+        for (int d = 0; d < DS_DTYPE_COUNT; d++)
+            for (int k = 0; k < DS_PASS_SIZES; k++) {
+                out[d][k].passes += g_prof[t][d][k].passes;
+                out[d][k].bytes += g_prof[t][d][k].bytes;
+                out[d][k].seconds += g_prof[t][d][k].seconds;
+            }
+}
+
+/* the start time of a pass to profile, or 0 */
+static inline double prof_begin(void) { return atomic_load_explicit(&g_prof_on, memory_order_relaxed) ? ds_now() : 0; }
+
+static void prof_end(double t0, ds_dtype dt, double bytes) {
+    int tid = ds_thread_id();
+    if (t0 <= 0 || tid >= DS_PASS_PROFILE_THREADS || (int)dt < 0 || (int)dt >= DS_DTYPE_COUNT) return;
+    int k = bytes < 1e6 ? 0 : bytes < 4e6 ? 1 : bytes < 16e6 ? 2 : bytes < 64e6 ? 3 : 4;
+    ds_pass_stat *p = &g_prof[tid][dt][k];
+    p->passes++;
+    p->bytes += bytes;
+    p->seconds += ds_now() - t0;
+}
+
 void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
                const ds_tensor *w, int64_t r0, int64_t N, int64_t T) {
     int64_t K = ds_tensor_cols(w);
     DS_ASSERT(r0 >= 0 && r0 + N <= ds_tensor_rows(w));
     if (N <= 0 || T <= 0) return;
     matmul_ctx c = { y, ldy, x, ldx, w, r0, N, T, K, NULL, 0, T < DS_GEMM_MIN_T };
+    double t0 = T == 1 ? prof_begin() : 0;
     if (use_qdot(w, T)) {
         c.ab = ds_act_row_bytes(w->dtype, K);
         uint8_t *qa = act_buf(ds_thread_id(), c.ab * (size_t)T);
@@ -458,6 +495,7 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx,
         int64_t np = (N + DS_PANEL - 1) / DS_PANEL;
         ds_par_for(np, 1, matmul_panel_worker, &c);
     }
+    if (t0 > 0) prof_end(t0, w->dtype, (double)N * (double)ds_dtype_row_bytes(w->dtype, K));
 }
 
 /* Several independent matmuls in one parallel pass: the work units (rows
@@ -542,6 +580,8 @@ static void multi_chunks(multi_ctx *mc, const ds_mm_job *jobs, int n, const int6
 
 void ds_matmul_multi(const ds_mm_job *jobs, int n) {
     if (n <= 0) return;
+    double t0 = prof_begin();   /* (the pass profile: one-token passes only) */
+    for (int j = 0; t0 > 0 && j < n; j++) if (jobs[j].T != 1) t0 = 0;
     /* the unit table and the activation pointers: on the stack, or for many
      * jobs in the caller's scratch (kept between calls: no allocation per step) */
     int64_t stack[65], *start = stack;
@@ -609,13 +649,15 @@ void ds_matmul_multi(const ds_mm_job *jobs, int n) {
     int64_t units = start[n];
     int64_t min_units = DS_MAX(1, units * 16384 / DS_MAX(work, 1));
     int nt = ds_threads_get();
-    if (nt > 1 && units >= 16 * (int64_t)nt) {
-        multi_chunks(&mc, jobs, n, start, work, nt);
-        return;
+    if (nt > 1 && units >= 16 * (int64_t)nt) multi_chunks(&mc, jobs, n, start, work, nt);
+    /* else shares with stealing: on a shared machine a descheduled thread
+     * does not hold the pass up (the result does not depend on the split) */
+    else ds_par_for_steal(units, min_units, 0, multi_worker, &mc);
+    if (t0 > 0) {
+        double bytes = 0;
+        for (int j = 0; j < n; j++) bytes += (double)jobs[j].N * (double)ds_dtype_row_bytes(jobs[j].w->dtype, ds_tensor_cols(jobs[j].w));
+        prof_end(t0, jobs[0].w->dtype, bytes);
     }
-    /* shares with stealing: on a shared machine a descheduled thread does
-     * not hold the pass up (the result does not depend on the split) */
-    ds_par_for_steal(units, min_units, 0, multi_worker, &mc);
 }
 
 typedef struct {

@@ -40,6 +40,20 @@ typedef struct ds_mm_job {
 } ds_mm_job;
 void ds_matmul_multi(const ds_mm_job *jobs, int n);
 
+/* Decode pass profile (`bench --passes`): while on, every one-token matmul
+ * pass (ds_matmul, ds_matmul_multi with every job at T = 1; the time includes
+ * quantizing its activations) is counted by the type of its (first) weight
+ * and its size in bytes: < 1 MB, 1-4, 4-16,
+ * 16-64, >= 64 MB. A pass called inside another pass's unit (MLA's per-head
+ * slices) is timed on the thread that runs it, so its rate is per thread.
+ * Counted per calling thread id (ds_thread_id < DS_PASS_PROFILE_THREADS;
+ * others are not counted) and summed by _stop: no locks on the way. */
+typedef struct ds_pass_stat { int64_t passes; double bytes, seconds; } ds_pass_stat;
+#define DS_PASS_SIZES 5
+#define DS_PASS_PROFILE_THREADS 64
+void ds_pass_profile_start(void);                                          /* zeroes the sums and starts */
+void ds_pass_profile_stop(ds_pass_stat out[DS_DTYPE_COUNT][DS_PASS_SIZES]); /* stops; out: the sums */
+
 /* y[T, K] = x[T, N] · W[r0 : r0+N, :]            (no transpose)
  * Per token (T < 8 or per_token): y_t = Σ_r x_t[r]·W[r] accumulated row by
  * row, independent of the other tokens; else an sgemm over all T. */
