@@ -571,9 +571,10 @@ TEST(ops_kv_dequant_row_fast_vs_ref) {
 }
 
 /* ds_rope_apply_n (one cos/sin per angle for all of a token's heads, in
- * rounds of 32 angles) against ds_rope_apply per vector: the same bits, for
- * Dr = 64 (V2/V3), 8 and 72 (a round and a tail), positions 0..5000 spread
- * wide (large angles). Mutation: cs[i] taken from the next angle fails. */
+ * rounds of 32 angles) and ds_rope_apply (n = 1) against the plain rotation
+ * per vector and pair (its own cosf / sinf of the fp32 angle): the same bits,
+ * for Dr = 64 (V2/V3), 8 and 72 (a round and a tail), positions 0..5000
+ * spread wide (large angles). Mutation: cs[i] taken from the next angle fails. */
 TEST(rope_apply_n_bits_of_rope_apply) {
     ds_rng r;
     ds_rng_seed(&r, 77);
@@ -583,11 +584,19 @@ TEST(rope_apply_n_bits_of_rope_apply) {
         float inv[36], a[5 * 79], b[5 * 79];
         for (int64_t i = 0; i < Dr / 2; i++) inv[i] = powf(10000.0f, -2.0f * (float)i / (float)Dr) * (i % 3 ? 1.0f : 0.025f);
         for (int64_t pos = 0; pos < 5000; pos += 997) {
-            for (int64_t i = 0; i < n * stride; i++) a[i] = b[i] = randn(&r);
-            for (int64_t k = 0; k < n; k++) ds_rope_apply(a + k * stride, Dr, inv, pos);
+            float c1[5 * 79];
+            for (int64_t i = 0; i < n * stride; i++) a[i] = b[i] = c1[i] = randn(&r);
+            for (int64_t k = 0; k < n; k++)
+                for (int64_t i = 0; i < Dr / 2; i++) {
+                    float ang = (float)pos * inv[i], cs = cosf(ang), sn = sinf(ang), *p = a + k * stride + 2 * i;
+                    float x0 = p[0], x1 = p[1];
+                    p[0] = x0 * cs - x1 * sn;
+                    p[1] = x1 * cs + x0 * sn;
+                }
             ds_rope_apply_n(b, n, stride, Dr, inv, pos);
-            CHECK_MSG(memcmp(a, b, (size_t)(n * stride) * sizeof(float)) == 0, "rope Dr=%lld pos=%lld differs",
-                      (long long)Dr, (long long)pos);
+            for (int64_t k = 0; k < n; k++) ds_rope_apply(c1 + k * stride, Dr, inv, pos);
+            CHECK_MSG(memcmp(a, b, (size_t)(n * stride) * sizeof(float)) == 0 && memcmp(a, c1, (size_t)(n * stride) * sizeof(float)) == 0,
+                      "rope Dr=%lld pos=%lld differs", (long long)Dr, (long long)pos);
         }
     }
 }

@@ -14,7 +14,6 @@
 #include "../runtime/generate.h"
 #include "../tensor/ops.h"
 
-#include <immintrin.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,32 +86,9 @@ static int cmp_d(const void *a, const void *b) {
 
 typedef struct { const uint8_t *buf; size_t n; uint64_t acc[256]; } bw_ctx;
 
-/* Streams the pages with 256-bit loads and 4 independent accumulators
- * (a plain 64-bit loop is compute-bound below the memory's rate). */
-__attribute__((target("avx2"))) static uint64_t bw_sum_avx2(const uint8_t *p, size_t n) {
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i < n; i += 128) {
-        a0 = _mm256_xor_si256(a0, _mm256_load_si256((const __m256i *)(p + i)));
-        a1 = _mm256_xor_si256(a1, _mm256_load_si256((const __m256i *)(p + i + 32)));
-        a2 = _mm256_xor_si256(a2, _mm256_load_si256((const __m256i *)(p + i + 64)));
-        a3 = _mm256_xor_si256(a3, _mm256_load_si256((const __m256i *)(p + i + 96)));
-    }
-    a0 = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
-    return (uint64_t)_mm256_extract_epi64(a0, 0) ^ (uint64_t)_mm256_extract_epi64(a0, 3);
-}
-
 static void bw_worker(void *vctx, int64_t i0, int64_t i1, int tid) {
     bw_ctx *c = vctx;
-    uint64_t a = 0;
-    if (ds_cpu_avx2_fma()) {
-        a = bw_sum_avx2(c->buf + (size_t)i0 * 4096, (size_t)(i1 - i0) * 4096);
-    } else {
-        for (int64_t i = i0; i < i1; i++) {
-            const uint64_t *p = (const uint64_t *)(c->buf + (size_t)i * 4096);
-            for (int k = 0; k < 512; k += 8) a += p[k] ^ p[k + 1] ^ p[k + 2] ^ p[k + 3] ^ p[k + 4] ^ p[k + 5] ^ p[k + 6] ^ p[k + 7];
-        }
-    }
-    c->acc[tid] = a;
+    c->acc[tid] = ds_read_stream(c->buf + (size_t)i0 * 4096, (size_t)(i1 - i0) * 4096);
 }
 
 /* Read bandwidth of the machine with the current thread count (GB/s), on

@@ -4,6 +4,7 @@
 #include "base.h"
 #include "cpu.h"
 
+#include <immintrin.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,3 +85,23 @@ double ds_now(void) {
 }
 
 bool ds_cpu_avx2_fma(void) { return ds_isa_level() >= DS_ISA_AVX2; }
+
+__attribute__((target("avx2"))) static uint64_t read_stream_avx2(const uint8_t *p, size_t n) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < n; i += 128) {
+        a0 = _mm256_xor_si256(a0, _mm256_load_si256((const __m256i *)(p + i)));
+        a1 = _mm256_xor_si256(a1, _mm256_load_si256((const __m256i *)(p + i + 32)));
+        a2 = _mm256_xor_si256(a2, _mm256_load_si256((const __m256i *)(p + i + 64)));
+        a3 = _mm256_xor_si256(a3, _mm256_load_si256((const __m256i *)(p + i + 96)));
+    }
+    a0 = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
+    return (uint64_t)_mm256_extract_epi64(a0, 0) ^ (uint64_t)_mm256_extract_epi64(a0, 3);
+}
+
+uint64_t ds_read_stream(const void *p, size_t n) {
+    if (ds_cpu_avx2_fma()) return read_stream_avx2(p, n);
+    const uint64_t *w = p;
+    uint64_t a = 0;
+    for (size_t k = 0; k + 8 <= n / 8; k += 8) a += w[k] ^ w[k + 1] ^ w[k + 2] ^ w[k + 3] ^ w[k + 4] ^ w[k + 5] ^ w[k + 6] ^ w[k + 7];
+    return a;
+}

@@ -70,6 +70,13 @@ void *ds_alloc_huge(size_t n);
  * are granted instead of 512 faults of 4 KB. Contents indeterminate. */
 void *ds_alloc_huge_nozero(size_t n);
 void ds_free(void *p);
+/* Reads n bytes at p (32-byte aligned, n a multiple of 128) once, as fast
+ * as one core streams them: 256-bit loads into 4 independent XOR
+ * accumulators where the level has AVX2 (a plain 64-bit loop is
+ * compute-bound below the memory's rate), else 64-bit words. The loop of
+ * `bench`'s read-bandwidth probe and of the manual tools that compare a
+ * kernel with it. Returns the accumulators folded (keeps the reads). */
+uint64_t ds_read_stream(const void *p, size_t n);
 
 /* Seconds from a monotonic clock. */
 double ds_now(void);

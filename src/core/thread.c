@@ -137,6 +137,15 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Items [i0, i1) of the current job as thread id `tid`, in the job's env. */
+static void run_range(pool *p, int64_t i0, int64_t i1, int tid) {
+    ds_par_env *prev = ds_par_env_bind(p->env);
+    t_tid = tid, t_in_par = true;
+    p->fn(p->ctx, i0, i1, tid);
+    t_tid = 0, t_in_par = false;
+    ds_par_env_bind(prev);
+}
+
 /* Runs the unit u of the current job as thread `self` (dynamic chunks) */
 static void run_unit(pool *p, int64_t u, int self) {
     int64_t i0, i1;
@@ -148,13 +157,7 @@ static void run_unit(pool *p, int64_t u, int self) {
         i0 = u * p->chunk, i1 = DS_MIN(p->n, i0 + p->chunk);
         tid = self;
     }
-    if (i1 > i0) {
-        ds_par_env *prev = ds_par_env_bind(p->env);
-        t_tid = tid, t_in_par = true;
-        p->fn(p->ctx, i0, i1, tid);
-        t_tid = 0, t_in_par = false;
-        ds_par_env_bind(prev);
-    }
+    if (i1 > i0) run_range(p, i0, i1, tid);
 }
 
 /* ds_par_for_steal's share words: the job's tag (gen's low 16 bits), then
@@ -167,14 +170,8 @@ static void run_unit(pool *p, int64_t u, int self) {
 static inline uint64_t sh_word(uint32_t g, int64_t lo, int64_t hi) {
     return ((uint64_t)(g & 0xffff) << 48) | ((uint64_t)lo << SH_BITS) | (uint64_t)hi;
 }
-
-static void run_range(pool *p, int64_t i0, int64_t i1, int self) {
-    ds_par_env *prev = ds_par_env_bind(p->env);
-    t_tid = self, t_in_par = true;
-    p->fn(p->ctx, i0, i1, self);
-    t_tid = 0, t_in_par = false;
-    ds_par_env_bind(prev);
-}
+static inline int64_t sh_lo(uint64_t w) { return (int64_t)((w >> SH_BITS) & SH_MASK); }
+static inline int64_t sh_hi(uint64_t w) { return (int64_t)(w & SH_MASK); }
 
 /* Runs the chunks of its own share front to back, then takes chunks from
  * the back of the share with the most left until all are claimed; returns
@@ -185,7 +182,7 @@ static int64_t run_steal(pool *p, uint32_t g, int self) {
     int64_t ran = 0;
     while (self < np) {
         uint64_t w = atomic_load_explicit(&p->share[self].w, memory_order_acquire);
-        int64_t lo = (int64_t)((w >> SH_BITS) & SH_MASK), hi = (int64_t)(w & SH_MASK);
+        int64_t lo = sh_lo(w), hi = sh_hi(w);
         if ((w >> 48) != tag || lo >= hi) break;
         int64_t c = DS_MIN(atomic_load_explicit(&p->chunk, memory_order_relaxed), hi - lo);
         if (!atomic_compare_exchange_weak_explicit(&p->share[self].w, &w, sh_word(g, lo + c, hi), memory_order_acquire,
@@ -200,11 +197,11 @@ static int64_t run_steal(pool *p, uint32_t g, int self) {
         uint64_t vw = 0;
         for (int t = 0; t < np; t++) {
             uint64_t w = atomic_load_explicit(&p->share[t].w, memory_order_acquire);
-            int64_t left = (int64_t)(w & SH_MASK) - (int64_t)((w >> SH_BITS) & SH_MASK);
+            int64_t left = sh_hi(w) - sh_lo(w);
             if ((w >> 48) == tag && left > most) most = left, v = t, vw = w;
         }
         if (v < 0) return ran;
-        int64_t lo = (int64_t)((vw >> SH_BITS) & SH_MASK), hi = (int64_t)(vw & SH_MASK);
+        int64_t lo = sh_lo(vw), hi = sh_hi(vw);
         int64_t c = DS_MIN(atomic_load_explicit(&p->chunk, memory_order_relaxed), hi - lo);
         if (!atomic_compare_exchange_strong_explicit(&p->share[v].w, &vw, sh_word(g, lo, hi - c), memory_order_acquire,
                                                      memory_order_relaxed))

@@ -80,7 +80,7 @@ static bool sparse_seg(const ds_model *m, int64_t l, const ds_seg *sg) {
 typedef struct {
     int seg;
     int64_t i, j0, j1;  /* query row i of the segment; cache rows [j0, j1) */
-    int64_t h0, h1;     /* its heads [h0, h1) (all, or a group: see head_groups) */
+    int64_t h0, h1;     /* its heads [h0, h1) (all, or a group: see group_heads) */
     const int32_t *sel; /* DSA: entries [j0, j1) of this selection are the rows; NULL: rows j0.. */
 } fd_item;
 
@@ -94,12 +94,11 @@ typedef struct {
  * ops_mla_flash_decode_head_groups_bits, ops_mla_flash_decode_vs_ref,
  * attn_bf16_flash_decode), so any grouping gives the same bits. The int8
  * query layout interleaves heads: those rows keep one item. */
-static int64_t head_groups(int64_t H, int64_t n_single_rows, int nt) {
-    if (nt < 2 || n_single_rows < 1 || n_single_rows >= nt || H < 4) return 1;
-    return DS_MIN((int64_t)nt / n_single_rows, H / 2);
+static int64_t group_heads(int64_t H, int64_t n_single_rows, int nt) {   /* heads per item; H: no groups */
+    if (nt < 2 || n_single_rows < 1 || n_single_rows >= nt || H < 4) return H;
+    int64_t g = DS_MIN((int64_t)nt / n_single_rows, H / 2);
+    return 2 * ((H / 2 + g - 1) / g);
 }
-/* heads per group (even) */
-static int64_t group_heads(int64_t H, int64_t g) { return 2 * ((H / 2 + g - 1) / g); }
 
 typedef struct {
     const ds_model *m;
@@ -564,7 +563,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
                 int64_t t = segs[s].t0 + i, vis = dsa && sel.n[t] ? sel.n[t] : segs[s].pos0 + i + 1;
                 int64_t sp = split_rows(vis);
                 n_items += (vis + sp - 1) / sp;
-                if (vis <= sp && !i8_direct(segs[s].cache, ldkv, W, Rkv)) n_single++;
+                n_single += vis <= sp && !i8_direct(segs[s].cache, ldkv, W, Rkv);
             }
             continue;
         }
@@ -586,9 +585,8 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
     for (int s = 0; s < n_segs; s++)
         if (kvs[s]) segs[s].kvx->rows[l] = segs[s].pos0 + segs[s].n;   /* the store now holds all of them */
     if (n_rows > 0) {
-        int64_t hg = head_groups(H, n_single, ds_threads_get()), gh = group_heads(H, hg);
-        hg = (H + gh - 1) / gh;   /* groups actually formed */
-        n_items += (hg - 1) * n_single;
+        int64_t gh = group_heads(H, n_single, ds_threads_get());
+        n_items += ((H + gh - 1) / gh - 1) * n_single;   /* a single row's heads in groups of gh */
         fd_item *items = ds_arena_calloc(a, (size_t)n_items, sizeof *items);
         int64_t *row_first = ds_arena_calloc(a, (size_t)(n_rows + 1), sizeof *row_first);
         int64_t *row_t = ds_arena_calloc(a, (size_t)n_rows, sizeof *row_t);
@@ -607,7 +605,7 @@ int ds_mla_forward(const ds_model *m, int64_t l, float *out, const float *xn, in
                 int64_t sp = split_rows(vis);
                 row_first[r] = k;
                 row_t[r] = t;
-                if (hg > 1 && vis <= sp && !i8_direct(segs[s].cache, ldkv, W, Rkv))
+                if (vis <= sp && !i8_direct(segs[s].cache, ldkv, W, Rkv))   /* one split: head groups (gh = H: one item) */
                     for (int64_t h0 = 0; h0 < H; h0 += gh, k++)
                         items[k] = (fd_item){ s, i, 0, vis, h0, DS_MIN(H, h0 + gh), rsel };
                 else

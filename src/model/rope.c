@@ -44,16 +44,6 @@ void ds_rope_inv_freq(const ds_config *c, float *inv_freq) {
     }
 }
 
-void ds_rope_apply(float *x, int64_t Dr, const float *inv_freq, int64_t pos) {
-    for (int64_t i = 0; i < Dr / 2; i++) {
-        float ang = (float)pos * inv_freq[i];
-        float cs = cosf(ang), sn = sinf(ang);
-        float a = x[2 * i], b = x[2 * i + 1];
-        x[2 * i] = a * cs - b * sn;
-        x[2 * i + 1] = b * cs + a * sn;
-    }
-}
-
 void ds_rope_apply_n(float *x, int64_t n, int64_t stride, int64_t Dr, const float *inv_freq, int64_t pos) {
     enum { CH = 32 };   /* angles per round: cos and sin of CH pairs on the stack */
     float cs[CH], sn[CH];
@@ -73,3 +63,5 @@ void ds_rope_apply_n(float *x, int64_t n, int64_t stride, int64_t Dr, const floa
         }
     }
 }
+
+void ds_rope_apply(float *x, int64_t Dr, const float *inv_freq, int64_t pos) { ds_rope_apply_n(x, 1, Dr, Dr, inv_freq, pos); }
