@@ -276,14 +276,15 @@ static void attn_seg_expanded(attn_ctx *c, int s, int64_t h, int tid) {
     }
 }
 
-/* Attention of head h for all segments (absorbed; segments of >= EXPANDED_MIN tokens expanded). */
-static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
+/* qcat[:, h, :Rkv] = q_nope · W_UK[h], qcat[:, h, Rkv:] = q_pe for the
+ * absorbed segments' tokens (per token for short segments, per block for
+ * long ones: batch plan). With none, qcat is not allocated (NULL) and no
+ * pointer into it is formed. */
+static void absorb_q_head(attn_ctx *c, int64_t h) {
     const ds_config *cfg = &c->m->cfg;
     int64_t H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Dr = cfg->qk_rope_head_dim, Dq = Dn + Dr;
     int64_t Rkv = cfg->kv_lora_rank, W = Rkv + Dr, Dv = cfg->v_head_dim;
-    float scale = c->m->attn_scale;
-    /* q_abs = q_nope · W_UK[h]  -> qcat[:, h, :Rkv]; q_pe -> qcat[:, h, Rkv:]
-     * (per token for short segments, per block for long ones: batch plan) */
+    if (!c->n_asegs) return;
     if (ds_tensor_present(&c->w->wk_b)) {
         ds_tensor kb = ds_tensor_slice(&c->w->wk_b, h);   /* (Rkv, Dn) = W_UK[h]ᵀ */
         ds_plan_matmul(c->asegs, c->n_asegs, c->qcat + h * W, H * W, c->q + h * Dq, H * Dq, &kb, 0, Rkv);
@@ -301,6 +302,15 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
     for (int s = 0; s < c->n_asegs; s++)
         for (int64_t t = c->asegs[s].t0; t < c->asegs[s].t0 + c->asegs[s].n; t++)
             memcpy(c->qcat + (t * H + h) * W + Rkv, c->q + (t * H + h) * Dq + Dn, (size_t)Dr * sizeof(float));
+}
+
+/* Attention of head h for all segments (absorbed; segments of >= EXPANDED_MIN tokens expanded). */
+static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
+    const ds_config *cfg = &c->m->cfg;
+    int64_t H = cfg->n_head, Dr = cfg->qk_rope_head_dim;
+    int64_t Rkv = cfg->kv_lora_rank, W = Rkv + Dr;
+    float scale = c->m->attn_scale;
+    absorb_q_head(c, h);
     for (int s = 0; s < c->n_segs; s++) {
         const ds_seg *sg = &c->segs[s];
         const float *kv = c->kvf[s];  /* (S, W) */
@@ -328,6 +338,7 @@ static void attn_head_absorbed(attn_ctx *c, int64_t h, int tid) {
 static void out_head(attn_ctx *c, int64_t h) {
     const ds_config *cfg = &c->m->cfg;
     int64_t H = cfg->n_head, Dn = cfg->qk_nope_head_dim, Rkv = cfg->kv_lora_rank, Dv = cfg->v_head_dim;
+    if (!c->n_asegs) return;   /* u is not allocated (see absorb_q_head) */
     if (ds_tensor_present(&c->w->wv_b)) {
         ds_tensor vb = ds_tensor_slice(&c->w->wv_b, h);   /* (Dv, Rkv) */
         ds_plan_matmul(c->asegs, c->n_asegs, c->o + h * Dv, H * Dv, c->u + h * Rkv, H * Rkv, &vb, 0, Dv);
