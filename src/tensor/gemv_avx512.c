@@ -40,17 +40,14 @@
 #include "repack.h"
 #include "quant.h"
 #include "quant_isa.h"
+#include "x8_simd.h"
 
 #include <immintrin.h>
 #include <string.h>
 
-#define AI static inline __attribute__((always_inline))
-
 /* Blocks of 256 per row the Q4_K kernel takes (its per-call table of
  * activation sums lives on the stack): K <= 32768. */
 #define GEMV_MAX_NB 128
-
-AI __m256 d8(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
 /* Software prefetch (Q6_K only), DS_GEMV_PREFETCH bytes ahead of the block
  * being read, spread over the block's inner loop (4 lines per step).
@@ -74,27 +71,8 @@ AI void prefetch_lines(const uint8_t *p, const int n) {
     for (int l = 0; l < n; l++) _mm_prefetch((const char *)(p + d + 64 * l), _MM_HINT_T0);
 }
 
-/* acc + Σ_i w[4l+i] · a[i] per i32 lane l, the 4 activation bytes at p
- * broadcast by the instruction ({1to8}; see repack_avx512.c) */
-AI __m256i dpbusd_b(__m256i acc, __m256i w, const void *p) {
-    __asm__("vpdpbusd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)p));
-    return acc;
-}
-/* acc + w.lo16 · p.lo16 + w.hi16 · p.hi16 per i32 lane, the i16 pair at p broadcast */
-AI __m256i dpwssd_b(__m256i acc, __m256i w, const void *p) {
-    __asm__("vpdpwssd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)p));
-    return acc;
-}
-
 /* Bit select, per bit: c ? a : b (vpternlogd truth table 0xE4). */
 AI __m256i sel(__m256i a, __m256i b, __m256i c) { return _mm256_ternarylogic_epi32(a, b, c, 0xE4); }
-
-/* bytes 8j..8j+7 of x as unsigned i32 lanes */
-AI __m256i u8x8_reg(__m256i x, const int j) {
-    __m128i h = j < 2 ? _mm256_castsi256_si128(x) : _mm256_extracti128_si256(x, 1);
-    if (j & 1) h = _mm_unpackhi_epi64(h, h);
-    return _mm256_cvtepu8_epi32(h);
-}
 
 /* ------------------------------------------------------------------ Q4_K */
 
@@ -103,18 +81,13 @@ AI __m256i u8x8_reg(__m256i x, const int j) {
  * Σ a over sub-block j), then its epilogue. bp[4b + p]: the activation's
  * i16 pair (Σ a over sub-block 2p, over 2p + 1) of block b. */
 AI void q4k_group(const uint8_t *g, const int8_t *q, const float *da, const int32_t *bp, int64_t nb, float *out) {
-    const __m256i m4 = _mm256_set1_epi8(15), mf0 = _mm256_set1_epi8((char)0xF0), m3 = _mm256_set1_epi8(3),
-                  m30 = _mm256_set1_epi8(0x30);
+    const __m256i m4 = _mm256_set1_epi8(15), mf0 = _mm256_set1_epi8((char)0xF0);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++, g += 1152) {
-        const __m256i A = _mm256_loadu_si256((const __m256i *)(g + 32)), B = _mm256_loadu_si256((const __m256i *)(g + 64));
-        const __m256i C = _mm256_loadu_si256((const __m256i *)(g + 96));
         /* 6-bit scales and mins, byte 8j + r: sub-blocks 0..3 (lo) and 4..7 (hi) */
-        __m256i sc_lo = _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(C, m3), 4));
-        __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4),
-                                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(C, 2), m3), 4));
-        __m256i mn_lo = _mm256_or_si256(_mm256_and_si256(B, m4), _mm256_and_si256(C, m30));
-        __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4), _mm256_and_si256(_mm256_srli_epi16(C, 2), m30));
+        __m256i sc_lo, sc_hi, mn_lo, mn_hi;
+        q4k_scales(g, &sc_lo, &sc_hi);
+        q4k_mins(g, &mn_lo, &mn_hi);
         /* mins: row r's i16 pairs (m_r,2p, m_r,2p+1) against the sums of sub-blocks 2p, 2p+1 */
         __m256i ulo = _mm256_unpacklo_epi8(mn_lo, _mm256_bsrli_epi128(mn_lo, 8));
         __m256i uhi = _mm256_unpacklo_epi8(mn_hi, _mm256_bsrli_epi128(mn_hi, 8));

@@ -21,22 +21,16 @@
 #include "quant.h"
 #include "quant_isa.h"
 #include "iq_tables.h"
+#include "x8_simd.h"
 #include "../core/base.h"
 
 #include <immintrin.h>
 #include <pthread.h>
 #include <string.h>
 
-#define AI static inline __attribute__((always_inline))
 /* Keeps an accumulator in a register at this point: stops the compiler from
  * re-associating a chain of integer adds into a tree of spilled partials. */
 #define KEEP(x) __asm__("" : "+x"(x))
-
-AI __m256i bcast4(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
-}
 
 /* 8 x u8 (rows 0..7) -> i16 [v0, v0, v1, v1, ..., v7, v7] */
 AI __m256i dup8_u8(const uint8_t *p) {
@@ -48,40 +42,20 @@ AI __m256i dup8_s8(const uint8_t *p) {
     const __m128i ctl = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(_mm_loadl_epi64((const __m128i *)p), ctl));
 }
-/* two groups of 8 x i8 (a: rows 0..7 of sub-block 2i, b: of 2i+1) -> i16 [a0, b0, a1, b1, ...] */
-AI __m256i pair8_s8(const uint8_t *a, const uint8_t *b) {
-    return _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b)));
-}
 
 #ifndef DS_RP_PREFETCH
 #define DS_RP_PREFETCH 2048   /* bytes ahead of the block being read */
 #endif
-extern int ds_rp_prefetch;
-int ds_rp_prefetch = DS_RP_PREFETCH;
-AI void prefetch_block(const uint8_t *g, size_t bytes) {
-    for (size_t l = 0; l < bytes; l += 64) _mm_prefetch((const char *)(g + ds_rp_prefetch + l), _MM_HINT_T0);
-}
-
-AI __m256 d8(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+int ds_rp_prefetch = DS_RP_PREFETCH;   /* x8_simd.h's prefetch_block */
 
 /* ------------------------------------------------------------------ Q4_K */
-
-/* 8 bytes j (0..3) of x (rows 0..7 of one sub-block) -> i16 [v0, v0, ..., v7, v7],
- * from registers (a store + narrower reload would miss store forwarding) */
-AI __m256i dup8_reg(__m256i x, const int j) {
-    const __m256i ctl = _mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1,
-                                         4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1);
-    __m128i h = j < 2 ? _mm256_castsi256_si128(x) : _mm256_extracti128_si256(x, 1);
-    if (j & 1) h = _mm_unpackhi_epi64(h, h);
-    return _mm256_shuffle_epi8(_mm256_broadcastq_epi64(h), ctl);
-}
 
 AI void gemm_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *out, const int T) {
     int64_t nb = K / DS_QK_K;
     const float *da[DS_RP_MAX_T];
     const int16_t *bs[DS_RP_MAX_T];
     __m256 acc[DS_RP_MAX_T];
-    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
+    const __m256i m4 = _mm256_set1_epi8(15);
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
         da[t] = (const float *)(q[t] + K);
@@ -90,14 +64,10 @@ AI void gemm_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
     }
     for (int64_t b = 0; b < nb; b++, g += 1152) {
         prefetch_block(g, 1152);
-        /* 6-bit scales and mins, byte 8 j + r: sub-blocks 0..3 (lo) and 4..7 (hi) */
-        __m256i A = _mm256_loadu_si256((const __m256i *)(g + 32)), B = _mm256_loadu_si256((const __m256i *)(g + 64));
-        __m256i C = _mm256_loadu_si256((const __m256i *)(g + 96));
-        __m256i sc_lo = _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(C, m3), 4));
-        __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4),
-                                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(C, 2), m3), 4));
-        __m256i mn_lo = _mm256_or_si256(_mm256_and_si256(B, m4), _mm256_and_si256(C, m30));
-        __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4), _mm256_and_si256(_mm256_srli_epi16(C, 2), m30));
+        /* 6-bit scales and mins, byte 8j + r: sub-blocks 0..3 (lo) and 4..7 (hi) */
+        __m256i sc_lo, sc_hi, mn_lo, mn_hi;
+        q4k_scales(g, &sc_lo, &sc_hi);
+        q4k_mins(g, &mn_lo, &mn_hi);
         /* mins: Σ_j m_rj · (bsum16[2j] + bsum16[2j+1]) */
         __m256i msum[DS_RP_MAX_T];
 #pragma GCC unroll 4
@@ -424,7 +394,7 @@ AI void gemm_q3_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
     const float *da[DS_RP_MAX_T];
     const int16_t *bs[DS_RP_MAX_T];
     __m256 acc[DS_RP_MAX_T];
-    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4), m15 = _mm256_set1_epi8(15), k32 = _mm256_set1_epi8(32);
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
         da[t] = (const float *)(q[t] + K);
@@ -435,17 +405,7 @@ AI void gemm_q3_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
         prefetch_block(g, 880);
         /* signed scales [8 s + r] for s = 0..15 into a small stack table */
         int8_t scb[128] __attribute__((aligned(32)));
-        {
-            __m256i N0 = _mm256_loadu_si256((const __m256i *)(g + 16)), N1 = _mm256_loadu_si256((const __m256i *)(g + 48));
-            __m256i H = _mm256_loadu_si256((const __m256i *)(g + 80));
-            __m256i lo[4] = { _mm256_and_si256(N0, m15), _mm256_and_si256(N1, m15), _mm256_and_si256(_mm256_srli_epi16(N0, 4), m15),
-                              _mm256_and_si256(_mm256_srli_epi16(N1, 4), m15) };
-#pragma GCC unroll 4
-            for (int k = 0; k < 4; k++) {
-                __m256i hi = _mm256_and_si256(k ? _mm256_srli_epi16(H, 2 * k) : H, m3);
-                _mm256_store_si256((__m256i *)(scb + 32 * k), _mm256_sub_epi8(_mm256_or_si256(lo[k], _mm256_slli_epi16(hi, 4)), k32));
-            }
-        }
+        q3k_scale_table(g, scb);
         const uint8_t *hv = g + 112, *qs = g + 368;
         __m256i isum[DS_RP_MAX_T];
         /* zero point: -4 Σ_s sc_rs · bsum16_s, sub-blocks in pairs */

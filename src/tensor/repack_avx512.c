@@ -59,56 +59,13 @@
 #include "repack.h"
 #include "quant.h"
 #include "quant_isa.h"
+#include "x8_simd.h"
 
 #include <immintrin.h>
 #include <string.h>
 
-#define AI static inline __attribute__((always_inline))
 /* Keeps an accumulator in a register at this point (see repack_avx2.c). */
 #define KEEP(x) __asm__("" : "+v"(x))
-
-AI __m256i bcast4(const void *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
-}
-
-extern int ds_rp_prefetch;   /* repack_avx2.c: bytes ahead of the block being read */
-AI void prefetch_block(const uint8_t *g, size_t bytes) {
-    for (size_t l = 0; l < bytes; l += 64) _mm_prefetch((const char *)(g + ds_rp_prefetch + l), _MM_HINT_T0);
-}
-
-/* acc + Σ_i w[4l+i] · a[i] per i32 lane l, the 4 activation bytes at p
- * broadcast by the instruction itself ({1to8}: GCC does not fold the
- * broadcast load into vpdpbusd, and the separate load costs a dispatch slot) */
-AI __m256i dpbusd_b(__m256i acc, __m256i w, const void *p) {
-    __asm__("vpdpbusd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)p));
-    return acc;
-}
-
-/* acc + Σ i16 pairs w · [p0, p1] per i32 lane, the pair at p broadcast by the instruction */
-AI __m256i dpwssd_b(__m256i acc, __m256i w, const void *p) {
-    __asm__("vpdpwssd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)p));
-    return acc;
-}
-
-AI __m256 d8(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
-
-/* bytes 8j..8j+7 of x (rows 0..7 of one sub-block) as i16 pairs [v0, v0, ..., v7, v7]
- * (unsigned bytes; from registers, no store + reload) */
-AI __m256i dup8_reg(__m256i x, const int j) {
-    const __m256i ctl = _mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1,
-                                         4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1);
-    __m128i h = j < 2 ? _mm256_castsi256_si128(x) : _mm256_extracti128_si256(x, 1);
-    if (j & 1) h = _mm_unpackhi_epi64(h, h);
-    return _mm256_shuffle_epi8(_mm256_broadcastq_epi64(h), ctl);
-}
-/* bytes 8j..8j+7 of x as unsigned i32 lanes */
-AI __m256i u8x8_reg(__m256i x, const int j) {
-    __m128i h = j < 2 ? _mm256_castsi256_si128(x) : _mm256_extracti128_si256(x, 1);
-    if (j & 1) h = _mm_unpackhi_epi64(h, h);
-    return _mm256_cvtepu8_epi32(h);
-}
 
 /* ------------------------------------------------------------------ Q4_K */
 
@@ -117,7 +74,7 @@ AI void gemm_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
     const float *da[DS_RP_MAX_T];
     const int16_t *bs[DS_RP_MAX_T];
     __m256 acc[DS_RP_MAX_T];
-    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
+    const __m256i m4 = _mm256_set1_epi8(15);
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
         da[t] = (const float *)(q[t] + K);
@@ -126,14 +83,10 @@ AI void gemm_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
     }
     for (int64_t b = 0; b < nb; b++, g += 1152) {
         prefetch_block(g, 1152);
-        /* 6-bit scales and mins, byte 8 j + r: sub-blocks 0..3 (lo) and 4..7 (hi) */
-        __m256i A = _mm256_loadu_si256((const __m256i *)(g + 32)), B = _mm256_loadu_si256((const __m256i *)(g + 64));
-        __m256i C = _mm256_loadu_si256((const __m256i *)(g + 96));
-        __m256i sc_lo = _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(C, m3), 4));
-        __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4),
-                                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(C, 2), m3), 4));
-        __m256i mn_lo = _mm256_or_si256(_mm256_and_si256(B, m4), _mm256_and_si256(C, m30));
-        __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4), _mm256_and_si256(_mm256_srli_epi16(C, 2), m30));
+        /* 6-bit scales and mins, byte 8j + r: sub-blocks 0..3 (lo) and 4..7 (hi) */
+        __m256i sc_lo, sc_hi, mn_lo, mn_hi;
+        q4k_scales(g, &sc_lo, &sc_hi);
+        q4k_mins(g, &mn_lo, &mn_hi);
         /* mins: Σ_j m_rj · (bsum16[2j] + bsum16[2j+1]) (i16 pairs, vpdpwssd) */
         __m256i msum[DS_RP_MAX_T], isum[DS_RP_MAX_T];
 #pragma GCC unroll 4
@@ -371,7 +324,7 @@ AI void gemm8_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *o
     int64_t nb = K / DS_QK_K;
     const float *da[CT];
     __m256 acc[CT];
-    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
+    const __m256i m4 = _mm256_set1_epi8(15);
     const int32_t *pa[CT];   /* the K8 rows' pair[] (quant.h): [B_j, B_j+4] per block */
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
@@ -390,9 +343,8 @@ AI void gemm8_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *o
                  * [bsum16[2j], bsum16[2j+1]]: the same exact integer), kept in mbuf
                  * until the epilogue (their latency overlaps the products instead of
                  * ending the block; the pair vectors are dead before the products) */
-                __m256i B = _mm256_loadu_si256((const __m256i *)(g + 64)), C = _mm256_loadu_si256((const __m256i *)(g + 96));
-                __m256i mn_lo = _mm256_or_si256(_mm256_and_si256(B, m4), _mm256_and_si256(C, m30));
-                __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4), _mm256_and_si256(_mm256_srli_epi16(C, 2), m30));
+                __m256i mn_lo, mn_hi;
+                q4k_mins(g, &mn_lo, &mn_hi);
                 /* bytes 8j + r of mn_lo / mn_hi: the mins of sub-blocks j / j + 4 of row r */
                 __m128i l0 = _mm256_castsi256_si128(mn_lo), l1 = _mm256_extracti128_si256(mn_lo, 1);
                 __m128i h0 = _mm256_castsi256_si128(mn_hi), h1 = _mm256_extracti128_si256(mn_hi, 1);
@@ -412,13 +364,9 @@ AI void gemm8_q4_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *o
             /* sub-block j (low nibbles of vectors 8j..8j+7) and j + 4 (high nibbles) */
 #pragma GCC unroll 4
             for (int j = 0; j < 4; j++) {
-                __m256i A = _mm256_loadu_si256((const __m256i *)(g + 32)), C = _mm256_loadu_si256((const __m256i *)(g + 96));
 #pragma GCC unroll 2
                 for (int half = 0; half < 2; half++) {
-                    __m256i sc = half ? _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4),
-                                                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(C, 2), m3), 4))
-                                      : _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(C, m3), 4));
-                    __m256i s = u8x8_reg(sc, j);
+                    __m256i s = u8x8_reg(q4k_scale_half(g, half), j);
                     __m256i a[CT];
 #pragma GCC unroll 8
                     for (int t = 0; t < T; t++) a[t] = _mm256_setzero_si256();

@@ -37,44 +37,18 @@
 #include "quant.h"
 #include "quant_isa.h"
 #include "iq_tables.h"
+#include "x8_simd.h"
 
 #include <immintrin.h>
 #include <pthread.h>
 #include <string.h>
 
-#define AI static inline __attribute__((always_inline))
 #define XT DS_RP_EXT_T   /* tokens per weight unpack (8: the INST list below) */
 
-extern int ds_rp_prefetch;   /* repack_avx2.c */
-AI void prefetch_block(const uint8_t *g, size_t bytes) {
-    for (size_t l = 0; l < bytes; l += 64) _mm_prefetch((const char *)(g + ds_rp_prefetch + l), _MM_HINT_T0);
-}
-
-AI __m256 d8(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
-/* acc + Σ_i w[4l+i] · a[i] per i32 lane l, the 4 activation bytes at p
- * broadcast by vpdpbusd itself ({1to8} memory operand: GCC does not fold a
- * broadcast load into it, and the separate vpbroadcastd costs an issue slot
- * per product: IQ4_NL 19.2 -> 14.5 ns per row and token at 8 tokens, K = 2048) */
-AI __m256i dpbusd_b(__m256i acc, __m256i w, const int8_t *p) {
-    __asm__("vpdpbusd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)p));
-    return acc;
-}
-/* acc + Σ_i w16[2l+i] · a16[i] per i32 lane l, the 2 int16 at p broadcast the same way */
-AI __m256i dpwssd_b(__m256i acc, __m256i w, const int16_t *p) {
-    __asm__("vpdpwssd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)p));
-    return acc;
-}
 /* 8 x u8 / s8 (rows 0..7) -> i32 lanes with the high 16 bits 0 (vpdpwssd multiplier) */
 AI __m256i sc32_u8(const uint8_t *p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
 AI __m256i sc32_s8(const uint8_t *p) {
     return _mm256_and_si256(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)), _mm256_set1_epi32(0xFFFF));
-}
-/* two groups of 8 x i8 (a: rows of sub-block 2i, b: of 2i+1) -> i16 [a0, b0, a1, b1, ...] */
-AI __m256i pair8_u8(const uint8_t *a, const uint8_t *b) {
-    return _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b)));
-}
-AI __m256i pair8_s8(const uint8_t *a, const uint8_t *b) {
-    return _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b)));
 }
 
 /* ------------------------------------------------------------------ Q2_K */
@@ -147,7 +121,7 @@ AI void gemm_q3_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
     const float *da[XT];
     const int16_t *bs[XT];
     __m256 acc[XT];
-    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4), m15 = _mm256_set1_epi8(15), k32 = _mm256_set1_epi8(32);
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
         da[t] = (const float *)(q[t] + K);
@@ -158,17 +132,7 @@ AI void gemm_q3_K(const uint8_t *g, const int8_t *const *q, int64_t K, float *ou
         prefetch_block(g, 880);
         /* signed scales [8 s + r] for s = 0..15 into a small stack table */
         int8_t scb[128] __attribute__((aligned(32)));
-        {
-            __m256i N0 = _mm256_loadu_si256((const __m256i *)(g + 16)), N1 = _mm256_loadu_si256((const __m256i *)(g + 48));
-            __m256i H = _mm256_loadu_si256((const __m256i *)(g + 80));
-            __m256i lo[4] = { _mm256_and_si256(N0, m15), _mm256_and_si256(N1, m15), _mm256_and_si256(_mm256_srli_epi16(N0, 4), m15),
-                              _mm256_and_si256(_mm256_srli_epi16(N1, 4), m15) };
-#pragma GCC unroll 4
-            for (int k = 0; k < 4; k++) {
-                __m256i hi = _mm256_and_si256(k ? _mm256_srli_epi16(H, 2 * k) : H, m3);
-                _mm256_store_si256((__m256i *)(scb + 32 * k), _mm256_sub_epi8(_mm256_or_si256(lo[k], _mm256_slli_epi16(hi, 4)), k32));
-            }
-        }
+        q3k_scale_table(g, scb);
         const uint8_t *hv = g + 112, *qs = g + 368;
         __m256i isum[XT];
         /* zero point: -4 Σ_s sc_rs · bsum16_s, sub-blocks in pairs */
