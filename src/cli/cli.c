@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "../tokenizer/tokenizer.h"
 #include "../dist/dist.h"
+#include "../runtime/sampler.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -54,6 +55,19 @@ double cli_parse_num(const char *cmd, const char *flag, const char *s, double lo
     if (errno || end == s || *end) cli_die(cmd, "%s: '%s' is not a number", flag, s);
     if (!(v >= lo && v <= hi)) cli_die(cmd, "%s: %g is out of range [%g, %g]", flag, v, lo, hi);
     return v;
+}
+
+bool cli_sampler_flag(const char *C, const char *a, const char *v, ds_sampler_params *sp) {
+    if (!strcmp(a, "--temperature") || !strcmp(a, "--temp")) sp->temperature = (float)cli_parse_num(C, a, v, 0, 100);
+    else if (!strcmp(a, "--top-p")) sp->top_p = (float)cli_parse_num(C, a, v, 1e-9, 1);
+    else if (!strcmp(a, "--top-k")) sp->top_k = (int32_t)cli_parse_int(C, a, v, 0, 1 << 30);
+    else if (!strcmp(a, "--min-p")) sp->min_p = (float)cli_parse_num(C, a, v, 0, 1);
+    else if (!strcmp(a, "--repeat-penalty")) sp->repetition_penalty = (float)cli_parse_num(C, a, v, 1e-3, 100);
+    else if (!strcmp(a, "--frequency-penalty")) sp->frequency_penalty = (float)cli_parse_num(C, a, v, -2, 2);
+    else if (!strcmp(a, "--presence-penalty")) sp->presence_penalty = (float)cli_parse_num(C, a, v, -2, 2);
+    else if (!strcmp(a, "--seed")) sp->seed = (uint64_t)cli_parse_int(C, a, v, 0, INT64_MAX);
+    else return false;
+    return true;
 }
 
 int32_t *cli_parse_ids(const char *cmd, const char *flag, const char *s, int64_t *n) {

@@ -17,6 +17,12 @@ void cli_die_err(const char *cmd, const ds_err *e) __attribute__((noreturn));
 /* Strict number parsing: the whole string must be a number in range. */
 int64_t cli_parse_int(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi);
 double cli_parse_num(const char *cmd, const char *flag, const char *s, double lo, double hi);
+/* The sampling flags generate and chat share (--temperature/--temp, --top-p,
+ * --top-k, --min-p, --repeat-penalty, --frequency-penalty, --presence-penalty,
+ * --seed): if a is one, parses its value v into *sp (exits on a bad one) and
+ * returns true (the caller skips v); false for any other flag. */
+struct ds_sampler_params;
+bool cli_sampler_flag(const char *cmd, const char *a, const char *v, struct ds_sampler_params *sp);
 /* "50G", "512M", "100K", "4096": bytes (powers of 1024), > 0. */
 uint64_t cli_parse_size(const char *cmd, const char *flag, const char *s);
 /* The model's tokenizer for commands that take -m: --tokenizer PATH if

@@ -75,14 +75,7 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--tokenizer")) { tokp = v; i++; if (!v) cli_die(C, "--tokenizer needs a path"); }
         else if (!strcmp(a, "--prompt") || !strcmp(a, "-p")) { text = v; i++; if (!v) cli_die(C, "--prompt needs a value"); }
         else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) { n_new = cli_parse_int(C, a, v, 0, 1 << 30); i++; }
-        else if (!strcmp(a, "--temperature") || !strcmp(a, "--temp")) { sp.temperature = (float)cli_parse_num(C, a, v, 0, 100); i++; }
-        else if (!strcmp(a, "--top-p")) { sp.top_p = (float)cli_parse_num(C, a, v, 1e-9, 1); i++; }
-        else if (!strcmp(a, "--top-k")) { sp.top_k = (int32_t)cli_parse_int(C, a, v, 0, 1 << 30); i++; }
-        else if (!strcmp(a, "--min-p")) { sp.min_p = (float)cli_parse_num(C, a, v, 0, 1); i++; }
-        else if (!strcmp(a, "--repeat-penalty")) { sp.repetition_penalty = (float)cli_parse_num(C, a, v, 1e-3, 100); i++; }
-        else if (!strcmp(a, "--frequency-penalty")) { sp.frequency_penalty = (float)cli_parse_num(C, a, v, -2, 2); i++; }
-        else if (!strcmp(a, "--presence-penalty")) { sp.presence_penalty = (float)cli_parse_num(C, a, v, -2, 2); i++; }
-        else if (!strcmp(a, "--seed")) { sp.seed = (uint64_t)cli_parse_int(C, a, v, 0, INT64_MAX); i++; }
+        else if (cli_sampler_flag(C, a, v, &sp)) i++;
         else if (!strcmp(a, "--ctx")) { ctx = cli_parse_int(C, a, v, 1, 1ll << 32); i++; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { ds_threads_set((int)cli_parse_int(C, a, v, 1, 1024)); i++; }
         else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) verbose = true;
