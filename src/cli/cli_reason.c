@@ -56,3 +56,15 @@ char *cli_reason_text(const char *cmd, const ds_tokenizer *t, const int32_t *ids
     if (tok_decode(t, ids, n, true, &txt, &len, &e)) cli_die_err(cmd, &e);
     return txt;
 }
+
+bool cli_reason_task_flag(const char *C, const char *a, const char *v, ds_task_opts *o) {
+    if (!strcmp(a, "--digits")) o->digits = (int)cli_parse_int(C, a, v, 1, 9);
+    else if (!strcmp(a, "--ops")) {
+        if (!v || !v[0] || strspn(v, "+-*") != strlen(v)) cli_die(C, "--ops: operators from \"+-*\" (got '%s')", v ? v : "");
+        o->ops = v;
+    }
+    else if (!strcmp(a, "--numbers")) o->cd_numbers = (int)cli_parse_int(C, a, v, 2, DS_CD_MAX);
+    else if (!strcmp(a, "--max-number")) o->cd_max = (int)cli_parse_int(C, a, v, 2, 1000);
+    else return false;
+    return true;
+}

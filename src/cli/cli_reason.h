@@ -22,6 +22,11 @@ int cli_reason_render(const ds_tokenizer *t, const char *user, tok_ids *ids, ds_
 ds_problem *cli_reason_problems(const char *cmd, const char *task, int64_t *n, uint64_t seed, ds_split split,
                                 const ds_task_opts *o);
 
+/* The task flags eval and train --sft share (--digits, --ops, --numbers,
+ * --max-number): if a is one, parses its value v into *o (exits on a bad
+ * one) and returns true (the caller skips v); false for any other flag. */
+bool cli_reason_task_flag(const char *cmd, const char *a, const char *v, ds_task_opts *o);
+
 /* Completion text (stop token and special tokens dropped), malloc'd. Exits on error. */
 char *cli_reason_text(const char *cmd, const ds_tokenizer *t, const int32_t *ids, int64_t n);
 

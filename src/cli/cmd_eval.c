@@ -105,13 +105,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--temperature")) { temp = cli_parse_num(C, a, v, 0, 100); i++; }
         else if (!strcmp(a, "--top-p")) { top_p = cli_parse_num(C, a, v, 1e-6, 1); i++; }
         else if (!strcmp(a, "--max-tokens")) { max_new = cli_parse_int(C, a, v, 1, 1 << 20); i++; }
-        else if (!strcmp(a, "--digits")) { to.digits = (int)cli_parse_int(C, a, v, 1, 9); i++; }
-        else if (!strcmp(a, "--ops")) {
-            if (!v || !v[0] || strspn(v, "+-*") != strlen(v)) cli_die(C, "--ops: operators from \"+-*\" (got '%s')", v ? v : "");
-            to.ops = v; i++;
-        }
-        else if (!strcmp(a, "--numbers")) { to.cd_numbers = (int)cli_parse_int(C, a, v, 2, DS_CD_MAX); i++; }
-        else if (!strcmp(a, "--max-number")) { to.cd_max = (int)cli_parse_int(C, a, v, 2, 1000); i++; }
+        else if (cli_reason_task_flag(C, a, v, &to)) i++;
         else if (!strcmp(a, "--batch")) { batch = cli_parse_int(C, a, v, 1, 100000); i++; }
         else if (!strcmp(a, "--show")) { show = cli_parse_int(C, a, v, 0, 1 << 20); i++; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { ds_threads_set((int)cli_parse_int(C, a, v, 1, 1024)); i++; }

@@ -293,13 +293,7 @@ int cmd_sft_data(int argc, char **argv) {
         else if (!strcmp(a, "--out") || !strcmp(a, "-o")) { out = v; i++; }
         else if (!strcmp(a, "-n")) { n = cli_parse_int(C, a, v, 1, 100000000); i++; }
         else if (!strcmp(a, "--seed")) { seed = (uint64_t)cli_parse_int(C, a, v, 0, INT64_MAX); i++; }
-        else if (!strcmp(a, "--digits")) { to.digits = (int)cli_parse_int(C, a, v, 1, 9); i++; }
-        else if (!strcmp(a, "--ops")) {
-            if (!v || !v[0] || strspn(v, "+-*") != strlen(v)) cli_die(C, "--ops: operators from \"+-*\" (got '%s')", v ? v : "");
-            to.ops = v; i++;
-        }
-        else if (!strcmp(a, "--numbers")) { to.cd_numbers = (int)cli_parse_int(C, a, v, 2, DS_CD_MAX); i++; }
-        else if (!strcmp(a, "--max-number")) { to.cd_max = (int)cli_parse_int(C, a, v, 2, 1000); i++; }
+        else if (cli_reason_task_flag(C, a, v, &to)) i++;
         else { usage_data(stderr); cli_die(C, "unknown option '%s'", a); }
     }
     if (!task || ds_task_kind_of(task) == DS_TASK_FILE) cli_die(C, "--task arithmetic or countdown is required");
