@@ -14,6 +14,12 @@
  * run it several times and compare rows of the same probe rate. A manual
  * measurement, not a test. Needs avx512vnni.
  *
+ * `bench_pass_sched 2 types`: instead, one pass over a 256 MiB weight of
+ * each type decode reads most (Q4_K, Q6_K, Q8_0), each against the probe's
+ * median and its best (bench's bound is the best of 10 runs), 11 rounds,
+ * 4 times: what a decode pass reaches at best, with no pass start, serial
+ * work or small matrix in the way.
+ *
  *   make lib && cc -O2 -Isrc tools/bench_pass_sched.c build/libdeepseek.a -fopenmp -ljansson -lpcre2-8 \
  *      -lopenblas -lm -lpthread -lcurl -lmicrohttpd -ledit -L/usr/lib/x86_64-linux-gnu/openmpi/lib -lmpi \
  *      -o build/bench_pass_sched && build/bench_pass_sched 2
@@ -52,10 +58,59 @@ static void mw(void *v, int64_t a, int64_t b, int tid) {
         u += g1 - g0;
     }
 }
+/* `types`: one big pass per type against the probe's median and best */
+typedef struct { ds_dtype t; const uint8_t *w; size_t rb; const void *qa; float *out; } tctx;
+static void tw(void *v, int64_t a, int64_t b, int tid) {
+    (void)tid;
+    tctx *c = v;
+    ds_gemv_x8_avx512(c->t, c->w + c->rb * 8 * a, b - a, c->qa, 2048, c->out + 8 * a);
+}
+static int types_mode(int nt) {
+    const size_t S = (size_t)256 << 20;
+    const ds_dtype ts[3] = { DS_DTYPE_Q4_K, DS_DTYPE_Q6_K, DS_DTYPE_Q8_0 };
+    const char *nm[3] = { "Q4_K", "Q6_K", "Q8_0" };
+    uint8_t *pb = huge_buf(S);
+    tctx tc[3];
+    int64_t ng[3];
+    float x[2048];
+    for (int j = 0; j < 2048; j++) x[j] = (float)rand() / RAND_MAX - 0.5f;
+    for (int k = 0; k < 3; k++) {   /* random bytes repacked: any values stream alike */
+        size_t rb = ds_dtype_row_bytes(ts[k], 2048), N = S / rb / 8 * 8;
+        uint8_t *w = huge_buf(S), *tmp = malloc(rb * 8);
+        for (size_t i = 0; i < rb * N; i++) w[i] = (uint8_t)rand();
+        for (size_t n = 0; n < N; n += 8) { ds_repack_group(ts[k], w + rb * n, 2048, tmp); memcpy(w + rb * n, tmp, rb * 8); }
+        void *qa = malloc(ds_act_row_bytes(ts[k], 2048));
+        ds_quantize_act_ref(ts[k], x, qa, 2048);
+        tc[k] = (tctx){ ts[k], w, rb, qa, malloc(N * sizeof(float)) };
+        ng[k] = (int64_t)(N / 8);
+        free(tmp);
+    }
+    enum { R = 11 };
+    for (int rep = 0; rep < 4; rep++) {
+        double tp[R], tk[3][R];
+        pctx pc = { pb, S, { 0 } };
+        for (int r = 0; r < R; r++) {
+            double t0 = wall(); ds_par_for(2, 1, pw, &pc); tp[r] = wall() - t0;
+            for (int k = 0; k < 3; k++) { t0 = wall(); ds_par_for(ng[k], 1, tw, &tc[k]); tk[k][r] = wall() - t0; }
+        }
+        qsort(tp, R, 8, cmpd);
+        double med = S / tp[R / 2] / 1e9, best = S / tp[0] / 1e9;
+        printf("threads %d probe median %.1f best %.1f |", nt, med, best);
+        for (int k = 0; k < 3; k++) {
+            qsort(tk[k], R, 8, cmpd);
+            double g = (double)tc[k].rb * 8 * (double)ng[k] / tk[k][R / 2] / 1e9;
+            printf(" %s %.1f (%.0f%% of median, %.0f%% of best) |", nm[k], g, 100 * g / med, 100 * g / best);
+        }
+        printf("\n");
+        fflush(stdout);
+    }
+    return 0;
+}
 int main(int argc, char **argv) {
     if (ds_isa_level() < DS_ISA_AVX512_VNNI) { fprintf(stderr, "needs avx512vnni (level %s)\n", ds_isa_name(ds_isa_level())); return 1; }
     int nt = argc > 1 ? atoi(argv[1]) : 2;
     ds_threads_set(nt);
+    if (argc > 2 && !strcmp(argv[2], "types")) return types_mode(nt);
     const size_t S = (size_t)256 << 20;
     size_t rb = ds_dtype_row_bytes(DS_DTYPE_Q4_K, 2048), N = S / rb / 8 * 8, G = N / 8;
     uint8_t *pb = huge_buf(S), *w = huge_buf(S);
