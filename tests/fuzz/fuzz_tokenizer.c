@@ -137,9 +137,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             char *z = malloc(n + 1);
             memcpy(z, s, n);
             z[n] = 0;
-            ds_chat_msg m[] = { { DS_ROLE_SYSTEM, z, NULL, NULL, 0, false, NULL }, { DS_ROLE_USER, z, NULL, NULL, 0, false, NULL },
-                                { DS_ROLE_ASSISTANT, NULL, NULL, &call, 1, false, NULL }, { DS_ROLE_TOOL, z, NULL, NULL, 0, false, NULL },
-                                { DS_ROLE_ASSISTANT, z, "r", NULL, 0, true, NULL } };
+            /* the whole text as content, NUL characters included (content_len) */
+            ds_chat_msg m[] = { { DS_ROLE_SYSTEM, z, NULL, NULL, 0, false, NULL, n }, { DS_ROLE_USER, z, NULL, NULL, 0, false, NULL, n },
+                                { DS_ROLE_ASSISTANT, NULL, NULL, &call, 1, false, NULL, 0 }, { DS_ROLE_TOOL, z, NULL, NULL, 0, false, NULL, n },
+                                { DS_ROLE_ASSISTANT, z, "r", NULL, 0, true, NULL, n } };
             tok_ids ids = {0};
             if (chat_render(g_tok[0], (ds_chat_format)(1 + data[0] % 6), m, 5, true, data[0] & 32, &ids, &e)) abort();
             tok_ids_free(&ids);
