@@ -270,8 +270,8 @@ static void unit_worker(void *vc, int64_t w0, int64_t w1, int tid) {
                     split = false;
                 }
             }
-            first_ctx fc = { c, dst, c->written + w * c->n_dten };
             bool first = c->direct && !c->o.no_grad && !right;
+            first_ctx fc = { c, dst, first ? c->written + w * c->n_dten : NULL };   /* written: NULL without direct tensors */
             if (first) {
                 memset(fc.written, 0, (size_t)c->n_dten * sizeof(bool));
                 tr_set_dw_hook(first_write, &fc);
