@@ -15,6 +15,7 @@
 #include "../tensor/ops.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -342,6 +343,12 @@ static void bench_ours(const char *C, const char *dir, const int32_t *thr, int64
             printf("|         | read bandwidth probe: %.1f GB/s with %d threads (huge pages; %.1f GB/s by CPU time) |\n", membw,
                    thr[ti], bw_cpu);
         else if (bw) printf("|         | read bandwidth probe: %.1f GB/s with %d threads (huge pages) |\n", membw, thr[ti]);
+        if (bw) {   /* again after the tests: a shared machine's bandwidth can change under a run */
+            double cpu_after, after = probe_bandwidth(&cpu_after);
+            if (after > 0 && fabs(after - membw) > 0.1 * membw)
+                printf("|         | the probe after these tests read %.1f GB/s: the machine's memory bandwidth changed during them "
+                       "(\"of bandwidth\" is against the %.1f before); compare runs whose probes agree |\n", after, membw);
+        }
     }
     printf("KV cache held after filling the depth%s:", synth ? " (synthetic rows)" : "");
     for (int64_t di = 0; di < ndep; di++)
