@@ -51,7 +51,8 @@ static void usage(FILE *f) {
         "  tg: GB/s weights = tokens/s x the weight bytes a decoded token reads (printed by part: head,\n"
         "  attention, dense FFN, shared and routed experts, router; and by weight type), of bandwidth =\n"
         "  that against the read probe (one streaming pass over 512 MiB on huge pages with the same\n"
-        "  threads, best of 10);\n"
+        "  threads, best of 10, run before the tests; run again after them, a line says so when\n"
+        "  the two differ by more than 10 %%: the machine's bandwidth changed during the tests);\n"
         "  CPU ms/token = the process's CPU time per token (all threads; at 1 thread a loaded machine's\n"
         "  scheduling does not inflate it, use it to compare builds when the load is not low); at 1\n"
         "  thread with (NN%%): the weight bytes per CPU second against the probe's rate by CPU time\n");
