@@ -1,7 +1,8 @@
 # deepseek.c - one Makefile.
 #   make            build ./deepseek
 #   make test       build and run the default test suite (no torch needed; includes
-#                   a 10-second libFuzzer smoke run of every parser with ASan+UBSan)
+#                   a 10-second libFuzzer smoke run of every parser with ASan+UBSan,
+#                   and make sanitize-smoke: unit tests, CLI and HTTP under them)
 #   make asan       build ./deepseek-asan and build-asan/tests/run_tests with
 #                   clang ASan+UBSan (objects in build-asan/, ./deepseek untouched)
 #   make test-asan  build those and run the test suite under them
@@ -42,7 +43,7 @@ OBJ_CLI := $(SRC_CLI:%.c=$(BUILD)/%.o)
 SRC_TEST := $(wildcard tests/test_*.c) tests/run_tests.c
 OBJ_TEST := $(SRC_TEST:%.c=$(BUILD)/%.o)
 
-.PHONY: all test asan test-asan tsan-pool fuzz fuzz-bins clean help bench
+.PHONY: all test asan test-asan sanitize-smoke tsan-pool fuzz fuzz-bins clean help bench
 all: $(BIN)
 
 # The commit `deepseek --version` reports: git describe of this checkout
@@ -89,6 +90,8 @@ test: deepseek $(BUILD)/tests/run_tests
 	$(MAKE) --no-print-directory tsan-pool
 	@echo "== fuzz smoke: every parser of untrusted bytes, ASan+UBSan, seed corpora + 10 s each"
 	sh tests/fuzz/run_fuzz.sh 10
+	@echo "== sanitizer smoke: unit tests, a CLI script and the HTTP suite under ASan+UBSan"
+	$(MAKE) --no-print-directory sanitize-smoke
 
 # ds_par_for's pool (src/core/thread.c) with clang's ThreadSanitizer: any report fails
 TSAN_POOL_SRC = tests/tsan/pool_stress.c src/core/thread.c src/core/scratch.c src/core/base.c src/core/cpu.c
@@ -116,6 +119,26 @@ fuzz-bins: $(FUZZ_BINS)
 
 $(FUZZ_BINS): build/fuzz/%: tests/fuzz/%.c $(OBJ_LIB)
 	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(OBJ_LIB) $(LDLIBS)
+
+# ASan + UBSan smoke, part of `make test`: the fuzz build's library objects
+# (clang, ASan+UBSan; built for the fuzz smoke) linked into
+# build/fuzz/deepseek-san and build/fuzz/obj/tests/run_tests, then the unit
+# tests but the slowest under the sanitizers (SAN_SKIP: 2-17 s each there, 80 of
+# the 134 s of all; make test-asan runs them all, with leak checks),
+# cli_newcomer_tests.sh (train, eval, export, grad, generate) and the HTTP
+# suite against build/fuzz/deepseek-san. Any report fails the step.
+# Leak checks off: LeakSanitizer's tracer crashes at exit on this VM in
+# processes that ran the worker pool.
+SAN_SKIP = -tokenizer_worst_cases -gguf_quants_requantized_kq -gguf_quants_random_iq -sampler_large_vocab \
+           -sampler_top_p_deep -sampler_block_walk -sampler_matches_sorting -prefill4k_store_same_bits_q4_k \
+           -attn_bf16_scores_kt -model_long_context_vs_naive_v32 -tokenizer_gguf_ours_v3 -train_gemm_bf16_causal -train_gemm_bf16_matches
+SAN_ENV = ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+sanitize-smoke: fuzz
+	$(MAKE) --no-print-directory BUILD=build/fuzz/obj BIN=build/fuzz/deepseek-san CC=clang CFLAGS="$(FUZZ_CFLAGS)" \
+		build/fuzz/deepseek-san build/fuzz/obj/tests/run_tests
+	$(SAN_ENV) ./build/fuzz/obj/tests/run_tests $(SAN_SKIP)
+	$(SAN_ENV) sh tests/cli_newcomer_tests.sh ./build/fuzz/deepseek-san
+	$(SAN_ENV) python3 tests/server/test_http.py ./build/fuzz/deepseek-san
 
 bench: deepseek
 	@echo "Benchmarks (run by hand; each prints the peer side by side, with ratios):"

@@ -1,5 +1,5 @@
 /*
- * run_tests.c - runs the registered tests: ./build/tests/run_tests [filter...]
+ * run_tests.c - runs the registered tests: ./build/tests/run_tests [filter...] [-exclude...]
  */
 #include "test.h"
 
@@ -71,9 +71,16 @@ int main(int argc, char **argv) {
     qsort(g_tests, (size_t)g_n, sizeof g_tests[0], cmp_entry);
     int run = 0, failed = 0, skipped = 0;
     for (int i = 0; i < g_n; i++) {
-        int want = argc < 2;
-        for (int a = 1; a < argc; a++) if (strstr(g_tests[i].name, argv[a])) want = 1;
-        if (!want) continue;
+        /* arguments: run the tests whose names contain one of them (all when none is
+         * given); -PART leaves out the tests whose names contain PART */
+        int want = 1, drop = 0;
+        for (int a = 1; a < argc; a++) {
+            if (argv[a][0] == '-' && argv[a][1]) drop |= strstr(g_tests[i].name, argv[a] + 1) != NULL;
+            else want = 0;
+        }
+        for (int a = 1; a < argc && !want; a++)
+            if (argv[a][0] != '-' && strstr(g_tests[i].name, argv[a])) want = 1;
+        if (!want || drop) continue;
         ds_test_failures = 0;
         g_skipped = 0;
         g_skip_why[0] = 0;
