@@ -153,7 +153,7 @@ clean:
 	rm -rf build build-asan deepseek deepseek-asan
 
 help:
-	@sed -n '1,9p' Makefile
+	@sed -n '1,11p' Makefile
 
 -include $(OBJ_LIB:.o=.d) $(OBJ_CLI:.o=.d) $(OBJ_TEST:.o=.d)
 
