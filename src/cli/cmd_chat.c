@@ -18,6 +18,7 @@
 #include "../tokenizer/chat.h"
 
 #include <editline/readline.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -416,9 +417,15 @@ static char *read_turn(chat *c) {
         char *line = NULL;
         if (c->tty_in) {
             g_interrupt = 0;
+            errno = 0;
             line = readline(acc ? "... " : ">>> ");
             if (!line) {
-                if (g_interrupt) { free(acc); acc = NULL; n = 0; printf("\n"); continue; }
+                /* Ctrl-C, not the end of input: libedit re-raises the SIGINT it caught
+                 * with kill(), and a signal sent to the process runs its handler on
+                 * any thread that does not block it (a worker of the pool), so
+                 * g_interrupt may be set a moment after readline returns; the read's
+                 * EINTR says it already (a Ctrl-C here once ended the chat) */
+                if (g_interrupt || errno == EINTR) { free(acc); acc = NULL; n = 0; printf("\n"); continue; }
                 free(acc);
                 return NULL;
             }
