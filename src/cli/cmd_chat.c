@@ -408,6 +408,20 @@ static int command(chat *c, char *line) {
 
 /* ------------------------------------------------------------------ input */
 
+/* After readline returned NULL: Ctrl-C (true) or the end of input. libedit
+ * re-raises the SIGINT it caught with kill(), and a signal sent to the process
+ * runs its handler on any thread that does not block it (a worker of the pool),
+ * so g_interrupt can be set a moment after readline returns (a Ctrl-C here once
+ * ended the chat). An interrupted read (EINTR) waits up to 100 ms for it; EINTR
+ * alone is not enough: a resized terminal (SIGWINCH, which libedit handles
+ * itself) leaves it behind a later Ctrl-D. */
+static bool ctrl_c_at_prompt(void) {
+    if (g_interrupt) return true;
+    if (errno != EINTR) return false;
+    for (int i = 0; i < 100 && !g_interrupt; i++) usleep(1000);
+    return g_interrupt != 0;
+}
+
 /* Reads one turn (continuation lines joined). NULL at end of input. */
 static char *read_turn(chat *c) {
     char *acc = NULL;
@@ -420,12 +434,7 @@ static char *read_turn(chat *c) {
             errno = 0;
             line = readline(acc ? "... " : ">>> ");
             if (!line) {
-                /* Ctrl-C, not the end of input: libedit re-raises the SIGINT it caught
-                 * with kill(), and a signal sent to the process runs its handler on
-                 * any thread that does not block it (a worker of the pool), so
-                 * g_interrupt may be set a moment after readline returns; the read's
-                 * EINTR says it already (a Ctrl-C here once ended the chat) */
-                if (g_interrupt || errno == EINTR) { free(acc); acc = NULL; n = 0; printf("\n"); continue; }
+                if (ctrl_c_at_prompt()) { free(acc); acc = NULL; n = 0; printf("\n"); continue; }
                 free(acc);
                 return NULL;
             }

@@ -2,7 +2,8 @@
 """
 pty_test.py - drives `deepseek chat` through a pseudo-terminal, as a person
 would: prompt, streamed reply, /set, /think, multi-line input, Ctrl-C during
-an answer (stops it, stays in the chat), Ctrl-C at the prompt, /exit.
+an answer (stops it, stays in the chat), Ctrl-C at the prompt, /exit, and
+Ctrl-D after a terminal resize (a second chat).
 
     python3 tests/chat/pty_test.py ./deepseek tests/fixtures/tiny-chat
 Exit status 0 on success; prints the failed check otherwise.
@@ -120,6 +121,30 @@ while time.time() - t0 < 10:
     except OSError:
         pass
 check(status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "/exit leaves with status 0")
+if status is None:
+    os.kill(pid, signal.SIGKILL)
+
+# Ctrl-D at the prompt leaves, also after the terminal was resized (libedit
+# handles SIGWINCH itself and leaves EINTR in errno, which must not read as Ctrl-C)
+pid, fd = spawn(["chat", "-m", MODEL, "-n", "4"])
+out, ok = read_until(fd, b">>> ")
+check(ok, "second chat: first prompt shown")
+os.kill(pid, signal.SIGWINCH)
+time.sleep(0.3)
+os.write(fd, b"\x04")
+t0 = time.time()
+status = None
+while time.time() - t0 < 10:
+    p, st = os.waitpid(pid, os.WNOHANG)
+    if p == pid:
+        status = st
+        break
+    try:
+        read_until(fd, b"\0", timeout=0.2)
+    except OSError:
+        pass
+check(status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
+      "Ctrl-D after a terminal resize leaves with status 0")
 if status is None:
     os.kill(pid, signal.SIGKILL)
 
